@@ -1,0 +1,37 @@
+/* admin — the admin HTTP server of every stage (libmicrohttpd, own thread).
+ *
+ * Serves GET /healthz (200 while the loop heartbeat is fresh), /readyz (200
+ * when the stage said it is ready, 503 with the reason otherwise), /metrics
+ * (Prometheus text) and /status (JSON from the stage's status callback).
+ * Extra handlers can be registered before start. It only reads shared state
+ * through atomics and callbacks that the stage makes thread-safe.
+ */
+#ifndef TDS_ADMIN_H
+#define TDS_ADMIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct tds_admin;
+struct tds_metrics;
+struct tds_loop;
+
+/* Returns a malloc'd JSON document (caller = admin frees) or NULL for 500. */
+typedef char *(*tds_admin_status_cb)(void *ud);
+
+/* listen: "host:port" or ":port" ("127.0.0.1:9104"). Port 0 picks a free port
+ * (see tds_admin_port). */
+int tds_admin_new(struct tds_admin **out, const char *listen, struct tds_metrics *metrics,
+                  const struct tds_loop *loop);
+struct tds_admin *tds_admin_free(struct tds_admin *a);
+int tds_admin_start(struct tds_admin *a);
+uint16_t tds_admin_port(const struct tds_admin *a);
+
+/* Readiness as the stage decides it; reason is copied ("database unreachable"). */
+void tds_admin_set_ready(struct tds_admin *a, bool ready, const char *reason);
+void tds_admin_set_status_cb(struct tds_admin *a, tds_admin_status_cb cb, void *ud);
+
+/* Parse "host:port" / ":port" into host (may be empty → any) and port. */
+int tds_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port);
+
+#endif

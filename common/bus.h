@@ -1,0 +1,67 @@
+/* bus — ZeroMQ sockets the way every stage uses them.
+ *
+ * One zmq context per process. Sockets get a bounded high-water mark (so a
+ * slow downstream makes upstream wait instead of growing memory), ZMQ_IMMEDIATE
+ * on connecting sockets (no queueing to peers that are not there), a bounded
+ * linger and reconnect intervals.
+ *
+ * Endpoint lists are comma-separated. For a connecting socket, a
+ * "tcp://name:port" whose name resolves to several addresses is connected to
+ * each address; tds_bus_refresh() re-resolves and connects to new addresses,
+ * disconnects from vanished ones (how an upstream reaches every replica of a
+ * Kubernetes headless Service). A ZeroMQ socket belongs to one thread.
+ */
+#ifndef TDS_BUS_H
+#define TDS_BUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct tds_bus;
+struct tds_bus_sock;
+
+struct tds_bus_opts {
+    int hwm;            /* send and receive high-water mark, default 1000 */
+    int linger_ms;      /* default 1000 */
+    int reconnect_ms;   /* default 100 (max 5000 with backoff) */
+};
+
+int tds_bus_new(struct tds_bus **out);
+struct tds_bus *tds_bus_free(struct tds_bus *bus);
+
+/* type: ZMQ_PUSH, ZMQ_PULL, ZMQ_PUB, ZMQ_SUB. opts may be NULL for defaults. */
+int tds_bus_sock_new(struct tds_bus *bus, int type, const struct tds_bus_opts *opts,
+                     struct tds_bus_sock **out);
+struct tds_bus_sock *tds_bus_sock_free(struct tds_bus_sock *s);
+/* The raw zmq socket, for zmq_poll and zmq_msg_recv. Owned by s. */
+void *tds_bus_sock_raw(struct tds_bus_sock *s);
+
+/* Bind to every endpoint in the list. Returns 0 or -errno (errno from zmq). */
+int tds_bus_bind(struct tds_bus_sock *s, const char *endpoints);
+/* Connect to every endpoint (each resolved name to all its addresses). The list
+ * is remembered for tds_bus_refresh. Returns 0 or -errno. An unresolvable name
+ * is not an error here: it is retried on refresh. */
+int tds_bus_connect(struct tds_bus_sock *s, const char *endpoints);
+/* Re-resolve the names given to tds_bus_connect; connect new, drop gone ones.
+ * Returns the number of connected addresses. */
+int tds_bus_refresh(struct tds_bus_sock *s);
+size_t tds_bus_peer_count(const struct tds_bus_sock *s);
+
+/* SUB only: subscribe to a topic prefix ("" = everything). */
+int tds_bus_subscribe(struct tds_bus_sock *s, const char *topic);
+
+/* Send one frame. flags as zmq_send (ZMQ_DONTWAIT, ZMQ_SNDMORE). Returns 0,
+ * -EAGAIN when the HWM is reached with ZMQ_DONTWAIT, or -errno. */
+int tds_bus_send(struct tds_bus_sock *s, const void *buf, size_t len, int flags);
+/* Receive one frame into a new buffer (caller frees), at most max_len bytes
+ * (longer frames are received, discarded and reported as TDS_E_TOO_LARGE so
+ * the caller can count a dead letter). *more says whether more frames follow.
+ * Returns 0, -EAGAIN (ZMQ_DONTWAIT and nothing ready), TDS_E_TOO_LARGE or -errno. */
+int tds_bus_recv(struct tds_bus_sock *s, char **buf, size_t *len, size_t max_len, int flags,
+                 int *more);
+
+/* Encode and send a tds_msg (msg.h) in one frame; acks go as [origin][map]. */
+struct tds_msg;
+int tds_bus_send_msg(struct tds_bus_sock *s, const struct tds_msg *m, int flags);
+
+#endif

@@ -1,0 +1,25 @@
+/* pg — libpq helpers shared by the stages that touch PostgreSQL (writer, fetcher).
+ *
+ * Connections are opened with a connect timeout, application_name set to the
+ * stage, and client_encoding UTF8. Queries are always parameterized
+ * (PQexecParams); this module never builds SQL from data.
+ */
+#ifndef TDS_PG_H
+#define TDS_PG_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+/* Connect; returns NULL on failure with a message in err (no password in it). */
+PGconn *tds_pg_connect(const char *conninfo, const char *app_name, char *err, size_t errlen);
+/* True when the connection is usable (CONNECTION_OK and not in a failed state). */
+bool tds_pg_ok(PGconn *c);
+/* Run a statement without parameters that returns no rows; 0 or -EIO with err. */
+int tds_pg_exec(PGconn *c, const char *sql, char *err, size_t errlen);
+/* SQLSTATE of a result or NULL. */
+const char *tds_pg_sqlstate(const PGresult *r);
+/* True for errors worth retrying on a new connection (connection lost, admin
+ * shutdown, serialization failure, deadlock). */
+bool tds_pg_retryable(const PGresult *r, PGconn *c);
+
+#endif
