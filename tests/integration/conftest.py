@@ -1,0 +1,428 @@
+"""Fixtures for the integration suites: real PostgreSQL, real stage binaries.
+
+Nothing here is mocked. `pg` is a throwaway PostgreSQL 15 cluster made with
+initdb in a temporary folder on a free port; `db` gives each test a fresh
+database on it. `procs` spawns the built binaries (from TDS_BUILD_DIR) on free
+ports, waits for their admin endpoints against a deadline, and at teardown
+stops them with SIGTERM, expects exit 0, and fails the test if a sanitizer
+reported anything in a process's stderr.
+"""
+
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+PG_BIN = os.environ.get("TDS_PG_BIN", "/usr/lib/postgresql/15/bin")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:", "WARNING: ThreadSanitizer",
+                     "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(fn, timeout=20.0, what="condition", interval=0.02):
+    """Poll fn() until it returns a truthy value; fail with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - report the last one
+            last_exc = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+def http_get(url, timeout=5.0):
+    """(status, body) of a GET; HTTP errors are returned, not raised."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------- binaries
+
+class Bins:
+    def __init__(self, build_dir):
+        self.build_dir = build_dir
+
+    def path(self, name):
+        for sub in ("ingress", "fetcher", "processor", "writer", "tests/zohosim", ""):
+            p = os.path.join(self.build_dir, sub, name)
+            if os.path.isfile(p) and os.access(p, os.X_OK):
+                return p
+        return None
+
+    def require(self, name):
+        p = self.path(name)
+        if p is None:
+            raise AssertionError(f"binary {name} not found under {self.build_dir}")
+        return p
+
+
+@pytest.fixture(scope="session")
+def bins():
+    build = os.environ.get("TDS_BUILD_DIR")
+    if not build:
+        raise AssertionError("TDS_BUILD_DIR is not set (tests/run sets it)")
+    return Bins(os.path.abspath(build))
+
+
+# --------------------------------------------------------------- PostgreSQL
+
+def _pg_user():
+    """initdb refuses to run as root: use the 'postgres' account when root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        raise AssertionError("running as root but there is no 'postgres' user; "
+                             "install postgresql (tests/run does)")
+
+
+class PgCluster:
+    def __init__(self):
+        self.user = _pg_user()
+        self.tmp = tempfile.mkdtemp(prefix="tds-pg-")
+        os.chmod(self.tmp, 0o755)
+        self.datadir = os.path.join(self.tmp, "data")
+        self.sockdir = os.path.join(self.tmp, "sock")
+        self.logfile = os.path.join(self.tmp, "postgres.log")
+        os.mkdir(self.sockdir)
+        if self.user:
+            os.chown(self.tmp, self.user.pw_uid, self.user.pw_gid)
+            os.chown(self.sockdir, self.user.pw_uid, self.user.pw_gid)
+        self.port = free_port()
+        self.superuser = "postgres"
+        self._run([os.path.join(PG_BIN, "initdb"), "-D", self.datadir, "-U", self.superuser,
+                   "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
+        with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
+            f.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                    f"unix_socket_directories = '{self.sockdir}'\n"
+                    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                    "max_connections = 200\nshared_buffers = 256MB\n"
+                    "log_min_messages = warning\n")
+        self.start()
+
+    def _run(self, cmd, check=True):
+        if self.user:
+            cmd = ["runuser", "-u", self.user.pw_name, "--"] + cmd
+        return subprocess.run(cmd, check=check, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+
+    def start(self):
+        r = self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.datadir, "-l", self.logfile,
+                       "-w", "-t", "30", "start"], check=False)
+        if r.returncode != 0:
+            log = open(self.logfile).read() if os.path.exists(self.logfile) else ""
+            raise AssertionError(f"could not start PostgreSQL: {r.stdout}\n{log}")
+
+    def stop(self, mode="fast"):
+        self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.datadir, "-m", mode, "-w",
+                   "stop"], check=False)
+
+    def restart(self, down_s=0.0):
+        self.stop()
+        if down_s:
+            time.sleep(down_s)
+        self.start()
+
+    def dsn(self, dbname="postgres"):
+        return f"host=127.0.0.1 port={self.port} dbname={dbname} user={self.superuser}"
+
+    def url(self, dbname="postgres"):
+        return f"postgresql://{self.superuser}@127.0.0.1:{self.port}/{dbname}"
+
+    def destroy(self):
+        self.stop("immediate")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Database:
+    def __init__(self, cluster, name):
+        self.cluster = cluster
+        self.name = name
+        self.dsn = cluster.dsn(name)
+        self.url = cluster.url(name)
+
+    def connect(self):
+        import psycopg2
+        c = psycopg2.connect(self.dsn)
+        c.autocommit = True
+        return c
+
+    def query(self, sql, *params):
+        c = self.connect()
+        try:
+            with c.cursor() as cur:
+                cur.execute(sql, params or None)
+                return cur.fetchall() if cur.description else []
+        finally:
+            c.close()
+
+    def execute(self, sql, *params):
+        c = self.connect()
+        try:
+            with c.cursor() as cur:
+                cur.execute(sql, params or None)
+        finally:
+            c.close()
+
+
+@pytest.fixture(scope="session")
+def pg():
+    cluster = PgCluster()
+    yield cluster
+    cluster.destroy()
+
+
+_db_counter = itertools.count(1)
+
+
+@pytest.fixture
+def db(pg):
+    import psycopg2
+    name = f"t{os.getpid()}_{next(_db_counter)}"
+    c = psycopg2.connect(pg.dsn())
+    c.autocommit = True
+    with c.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    c.close()
+    yield Database(pg, name)
+    # Leave the database behind if PostgreSQL is down; the cluster goes anyway.
+    try:
+        c = psycopg2.connect(pg.dsn())
+        c.autocommit = True
+        with c.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        c.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+# --------------------------------------------------------------- processes
+
+class Proc:
+    def __init__(self, procs, name, path, env, args, admin, ready, timeout):
+        self.procs = procs
+        self.name = name
+        self.path = path
+        self.args = list(args)
+        self.env = dict(env)
+        self.ready = ready
+        self.timeout = timeout
+        self.admin_port = None
+        if admin:
+            self.admin_port = free_port()
+            self.env.setdefault("TDS_ADMIN_LISTEN", f"127.0.0.1:{self.admin_port}")
+            self.admin_port = int(self.env["TDS_ADMIN_LISTEN"].rsplit(":", 1)[1])
+        self.env.setdefault("TDS_LOG_LEVEL", "info")
+        self.starts = 0
+        self.logs = []
+        self.p = None
+        self.start()
+
+    @property
+    def admin_url(self):
+        return f"http://127.0.0.1:{self.admin_port}" if self.admin_port else None
+
+    def start(self):
+        self.starts += 1
+        log = os.path.join(self.procs.tmp, f"{self.name}.{self.starts}.stderr")
+        self.logs.append(log)
+        full_env = dict(os.environ)
+        full_env.update(self.env)
+        full_env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        full_env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        self._errf = open(log, "wb")
+        self._outf = open(log.replace(".stderr", ".stdout"), "wb")
+        self.p = subprocess.Popen([self.path] + self.args, env=full_env,
+                                  stdout=self._outf, stderr=self._errf,
+                                  stdin=subprocess.DEVNULL)
+        if self.ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=None):
+        path = "/" + self.ready
+
+        def ok():
+            if self.p.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.p.returncode}:\n"
+                                     + self.stderr_text()[-4000:])
+            try:
+                st, _ = http_get(self.admin_url + path, timeout=1.0)
+                return st == 200
+            except OSError:
+                return False
+        wait_until(ok, timeout or self.timeout, f"{self.name} {path}")
+
+    def alive(self):
+        return self.p is not None and self.p.poll() is None
+
+    def stop(self, timeout=10.0, expect=0):
+        """SIGTERM and wait; assert the exit status (0 by default)."""
+        if self.p is None:
+            return None
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+                self._close()
+                raise AssertionError(f"{self.name} did not exit within {timeout}s of SIGTERM")
+        rc = self.p.returncode
+        self._close()
+        if expect is not None:
+            assert rc == expect, (f"{self.name} exited with {rc}, expected {expect}:\n"
+                                  + self.stderr_text()[-4000:])
+        return rc
+
+    def kill(self):
+        if self.p is not None and self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        self._close()
+
+    def restart(self):
+        if self.alive():
+            self.stop()
+        return self.start()
+
+    def _close(self):
+        for f in (getattr(self, "_errf", None), getattr(self, "_outf", None)):
+            if f and not f.closed:
+                f.close()
+
+    def stderr_text(self, all_runs=False):
+        out = []
+        for log in (self.logs if all_runs else self.logs[-1:]):
+            try:
+                with open(log, "rb") as f:
+                    out.append(f.read().decode("utf-8", "replace"))
+            except OSError:
+                pass
+        return "".join(out)
+
+    def stdout_text(self):
+        try:
+            with open(self.logs[-1].replace(".stderr", ".stdout"), "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def metrics(self):
+        st, body = http_get(self.admin_url + "/metrics")
+        assert st == 200, f"{self.name} /metrics answered {st}"
+        return body
+
+    def metric(self, name, labels=None):
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        found = False
+        for line in self.metrics().splitlines():
+            if not line or line.startswith("#"):
+                continue
+            head, _, val = line.rpartition(" ")
+            mname, _, lab = head.partition("{")
+            if mname != name:
+                continue
+            if labels and not all(f'{k}="{v}"' in lab for k, v in labels.items()):
+                continue
+            total += float(val)
+            found = True
+        return total if found else None
+
+
+class Procs:
+    def __init__(self, bins, tmp):
+        self.bins = bins
+        self.tmp = tmp
+        self.all = []
+
+    def spawn(self, name, env=None, args=(), admin=True, ready="readyz", timeout=20.0,
+              label=None):
+        path = self.bins.require(name)
+        p = Proc(self, label or f"{name}-{len(self.all)}", path, env or {}, args, admin,
+                 ready, timeout)
+        self.all.append(p)
+        return p
+
+    def run(self, name, args=(), env=None, timeout=60.0, check=True):
+        """Run a binary to completion (a CLI subcommand); returns CompletedProcess."""
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        r = subprocess.run([self.bins.require(name)] + list(args), env=full_env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=timeout)
+        check_sanitizers(f"{name} {' '.join(args)}", r.stderr)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{name} {' '.join(args)} exited {r.returncode}:\n"
+                                 f"{r.stdout}\n{r.stderr}")
+        return r
+
+
+def check_sanitizers(what, text):
+    for m in SANITIZER_MARKERS:
+        if m in text:
+            i = text.index(m)
+            raise AssertionError(f"sanitizer report from {what}:\n{text[max(0, i - 200):i + 3000]}")
+
+
+@pytest.fixture
+def procs(bins, tmp_path):
+    ps = Procs(bins, str(tmp_path))
+    yield ps
+    errors = []
+    for p in reversed(ps.all):
+        try:
+            if p.alive():
+                p.stop()
+        except AssertionError as e:
+            errors.append(str(e))
+    for p in ps.all:
+        try:
+            check_sanitizers(p.name, p.stderr_text(all_runs=True))
+        except AssertionError as e:
+            errors.append(str(e))
+    if errors:
+        pytest.fail("\n\n".join(errors))
+
+
+@pytest.fixture(name="free_port")
+def free_port_fixture():
+    return free_port
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture():
+    return wait_until
+
+
+# The simulator's fixtures (`sim`) live beside this file; other areas' helper
+# modules are imported by their own tests.
+if os.path.exists(os.path.join(os.path.dirname(__file__), "sim_fixture.py")):
+    from sim_fixture import *  # noqa: E402,F401,F403
