@@ -1,0 +1,232 @@
+/* test_util — strict integer parsing, secret references, UTF-8 validation,
+ * constant-time comparison and the bounded buffer. */
+#include "assert.h"
+#include "util.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void test_parse_i64(void)
+{
+    int64_t v = 42;
+
+    T_INT(tds_parse_i64("0", 0, 10, &v), ==, 0);
+    T_INT(v, ==, 0);
+    T_INT(tds_parse_i64("-17", -100, 100, &v), ==, 0);
+    T_INT(v, ==, -17);
+    T_INT(tds_parse_i64("+5", 0, 10, &v), ==, 0);
+    T_INT(v, ==, 5);
+    T_INT(tds_parse_i64("9223372036854775807", INT64_MIN, INT64_MAX, &v), ==, 0);
+    T_INT(v, ==, INT64_MAX);
+    T_INT(tds_parse_i64("-9223372036854775808", INT64_MIN, INT64_MAX, &v), ==, 0);
+    T_INT(v, ==, INT64_MIN);
+
+    v = 42;
+    T_INT(tds_parse_i64("9223372036854775808", INT64_MIN, INT64_MAX, &v), ==, TDS_E_INVALID);
+    T_INT(tds_parse_i64("-9223372036854775809", INT64_MIN, INT64_MAX, &v), ==, TDS_E_INVALID);
+    T_INT(tds_parse_i64("99999999999999999999999", INT64_MIN, INT64_MAX, &v), ==, TDS_E_INVALID);
+    T_INT(tds_parse_i64("", 0, 10, &v), ==, TDS_E_INVALID);
+    T_INT(tds_parse_i64("-", 0, 10, &v), ==, TDS_E_INVALID);
+    T_INT(tds_parse_i64("abc", 0, 10, &v), ==, TDS_E_INVALID);
+    T_INT(tds_parse_i64("12abc", 0, 100, &v), ==, TDS_E_INVALID);
+    T_INT(tds_parse_i64(" 12", 0, 100, &v), ==, TDS_E_INVALID);
+    T_INT(tds_parse_i64("12 ", 0, 100, &v), ==, TDS_E_INVALID);
+    T_INT(tds_parse_i64("0x10", 0, 100, &v), ==, TDS_E_INVALID);
+    T_INT(tds_parse_i64("1.5", 0, 100, &v), ==, TDS_E_INVALID);
+    T_INT(tds_parse_i64("11", 0, 10, &v), ==, TDS_E_INVALID);
+    T_INT(tds_parse_i64("-1", 0, 10, &v), ==, TDS_E_INVALID);
+    T_INT(tds_parse_i64(NULL, 0, 10, &v), ==, TDS_E_INVALID);
+    T_INT(v, ==, 42); /* untouched on every failure */
+}
+
+static void test_parse_bool(void)
+{
+    bool b = false;
+
+    T_INT(tds_parse_bool("TRUE", &b), ==, 0);
+    T_TRUE(b);
+    T_INT(tds_parse_bool("off", &b), ==, 0);
+    T_TRUE(!b);
+    T_INT(tds_parse_bool("Yes", &b), ==, 0);
+    T_TRUE(b);
+    T_INT(tds_parse_bool("0", &b), ==, 0);
+    T_TRUE(!b);
+    T_INT(tds_parse_bool("maybe", &b), ==, TDS_E_INVALID);
+    T_INT(tds_parse_bool("", &b), ==, TDS_E_INVALID);
+    T_INT(tds_parse_bool("truex", &b), ==, TDS_E_INVALID);
+}
+
+static void write_file(const char *path, const char *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+
+    T_TRUE(f != NULL);
+    T_INT(fwrite(data, 1, n, f), ==, n);
+    T_INT(fclose(f), ==, 0);
+}
+
+static void test_secrets(void)
+{
+    char dir[] = "/tmp/tds-test-util-XXXXXX";
+    char path[256], spec[300];
+    char *s = NULL;
+
+    T_TRUE(mkdtemp(dir) != NULL);
+
+    T_INT(tds_secret_resolve("plain-value", &s), ==, 0);
+    T_STR(s, "plain-value");
+    free(s);
+
+    setenv("TDS_TEST_SECRET", "from-env", 1);
+    T_INT(tds_secret_resolve("env:TDS_TEST_SECRET", &s), ==, 0);
+    T_STR(s, "from-env");
+    free(s);
+    s = NULL;
+    unsetenv("TDS_TEST_SECRET");
+    T_INT(tds_secret_resolve("env:TDS_TEST_SECRET", &s), ==, TDS_E_NOTFOUND);
+    T_NULL(s);
+
+    snprintf(path, sizeof(path), "%s/secret", dir);
+    write_file(path, "s3cret\n\n", 8); /* only one newline is stripped */
+    snprintf(spec, sizeof(spec), "file:%s", path);
+    T_INT(tds_secret_resolve(spec, &s), ==, 0);
+    T_STR(s, "s3cret\n");
+    free(s);
+    write_file(path, "nonewline", 9);
+    T_INT(tds_secret_resolve(spec, &s), ==, 0);
+    T_STR(s, "nonewline");
+    free(s);
+    s = NULL;
+
+    /* Exactly 64 KiB is allowed, one byte more is not. */
+    char *big = malloc(64 * 1024 + 1);
+    T_TRUE(big != NULL);
+    memset(big, 'x', 64 * 1024 + 1);
+    write_file(path, big, 64 * 1024);
+    T_INT(tds_secret_resolve(spec, &s), ==, 0);
+    T_INT(strlen(s), ==, 64 * 1024);
+    free(s);
+    s = NULL;
+    write_file(path, big, 64 * 1024 + 1);
+    T_INT(tds_secret_resolve(spec, &s), ==, TDS_E_TOO_LARGE);
+    T_NULL(s);
+    free(big);
+
+    unlink(path);
+    T_INT(tds_secret_resolve(spec, &s), ==, TDS_E_NOTFOUND);
+    snprintf(spec, sizeof(spec), "file:%s", dir); /* a directory cannot be read */
+    T_INT(tds_secret_resolve(spec, &s), ==, -EISDIR);
+    T_NULL(s);
+    rmdir(dir);
+}
+
+static void test_utf8(void)
+{
+    T_TRUE(tds_utf8_valid("", 0));
+    T_TRUE(tds_utf8_valid("plain ascii", 11));
+    T_TRUE(tds_utf8_valid("caf\xc3\xa9", 5));                 /* é */
+    T_TRUE(tds_utf8_valid("\xe2\x82\xac", 3));                /* € */
+    T_TRUE(tds_utf8_valid("\xf0\x9f\x98\x80", 4));            /* U+1F600 */
+    T_TRUE(tds_utf8_valid("\xf4\x8f\xbf\xbf", 4));            /* U+10FFFF */
+    T_TRUE(tds_utf8_valid("a\0b", 3));                        /* NUL is valid UTF-8 */
+    T_TRUE(!tds_utf8_valid("\xc0\x80", 2));                   /* overlong NUL */
+    T_TRUE(!tds_utf8_valid("\xc1\xbf", 2));                   /* overlong 2-byte */
+    T_TRUE(!tds_utf8_valid("\xe0\x80\xaf", 3));               /* overlong '/' */
+    T_TRUE(!tds_utf8_valid("\xf0\x8f\xbf\xbf", 4));           /* overlong 4-byte */
+    T_TRUE(!tds_utf8_valid("\xed\xa0\x80", 3));               /* surrogate D800 */
+    T_TRUE(!tds_utf8_valid("\xed\xbf\xbf", 3));               /* surrogate DFFF */
+    T_TRUE(!tds_utf8_valid("\xf4\x90\x80\x80", 4));           /* > U+10FFFF */
+    T_TRUE(!tds_utf8_valid("\xc3", 1));                       /* truncated */
+    T_TRUE(!tds_utf8_valid("\xe2\x82", 2));                   /* truncated */
+    T_TRUE(!tds_utf8_valid("\x80", 1));                       /* lone continuation */
+    T_TRUE(!tds_utf8_valid("\xc3\x28", 2));                   /* bad continuation */
+    T_TRUE(!tds_utf8_valid("\xff", 1));
+    T_TRUE(!tds_utf8_valid("\xf8\x88\x80\x80\x80", 5));       /* 5-byte form */
+    /* The length bounds the check: a valid prefix of an invalid string. */
+    T_TRUE(tds_utf8_valid("ab\xff", 2));
+}
+
+static void test_ct_equal(void)
+{
+    T_TRUE(tds_ct_equal("abc", 3, "abc", 3));
+    T_TRUE(!tds_ct_equal("abc", 3, "abd", 3));
+    T_TRUE(!tds_ct_equal("abc", 3, "abcd", 4));
+    T_TRUE(!tds_ct_equal("abc", 3, "ab", 2));
+    T_TRUE(tds_ct_equal("", 0, "", 0));
+    T_TRUE(!tds_ct_equal("\x00\x01", 2, "\x00\x02", 2));
+}
+
+static void test_hex_uid(void)
+{
+    char out[9];
+    char *a, *b;
+
+    tds_hex((const unsigned char *)"\x00\xab\x10\xff", 4, out);
+    T_STR(out, "00ab10ff");
+
+    a = tds_uid("run");
+    b = tds_uid("run");
+    T_TRUE(a && b);
+    T_INT(strlen(a), ==, 4 + 16);
+    T_TRUE(strncmp(a, "run-", 4) == 0);
+    T_INT(strspn(a + 4, "0123456789abcdef"), ==, 16);
+    T_TRUE(strcmp(a, b) != 0);
+    free(a);
+    free(b);
+}
+
+static void test_buf(void)
+{
+    struct tds_buf b = {.max = 10};
+
+    T_INT(tds_buf_add(&b, "hello", 5), ==, 0);
+    T_INT(tds_buf_addf(&b, "%d%s", 12, "ab"), ==, 0);
+    T_INT(b.len, ==, 9);
+    T_STR(b.p, "hello12ab");
+    T_INT(tds_buf_add(&b, "xy", 2), ==, TDS_E_TOO_LARGE);
+    T_INT(tds_buf_addf(&b, "%s", "xy"), ==, TDS_E_TOO_LARGE);
+    T_INT(b.len, ==, 9); /* unchanged on refusal */
+    T_STR(b.p, "hello12ab");
+    T_INT(tds_buf_add(&b, "z", 1), ==, 0);
+    T_INT(b.len, ==, 10);
+    tds_buf_reset(&b);
+    T_INT(b.len, ==, 0);
+    T_STR(b.p, "");
+    tds_buf_deinit(&b);
+    T_NULL(b.p);
+    T_INT(b.cap, ==, 0);
+
+    struct tds_buf u = {0}; /* unlimited grows across many reallocations */
+    for (int i = 0; i < 10000; i++)
+        T_INT(tds_buf_addf(&u, "%04d", i % 10000), ==, 0);
+    T_INT(u.len, ==, 40000);
+    T_TRUE(memcmp(u.p + 39996, "9999", 4) == 0);
+    tds_buf_deinit(&u);
+}
+
+static void test_clocks(void)
+{
+    int64_t a = tds_now_ms(), w = tds_wall_ms();
+
+    T_TRUE(a > 0);
+    T_TRUE(w > 1700000000000LL); /* after 2023 */
+    usleep(20000);
+    T_INT(tds_now_ms() - a, >=, 19);
+}
+
+int main(void)
+{
+    T_RUN(test_parse_i64);
+    T_RUN(test_parse_bool);
+    T_RUN(test_secrets);
+    T_RUN(test_utf8);
+    T_RUN(test_ct_equal);
+    T_RUN(test_hex_uid);
+    T_RUN(test_buf);
+    T_RUN(test_clocks);
+    return 0;
+}
