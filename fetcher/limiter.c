@@ -1,0 +1,255 @@
+/* limiter — per-organization pacing, concurrency cap and daily budget.
+ *
+ * The per-minute limit is kept two ways at once. Pacing spaces grants
+ * window/N apart, so every minute-long interval — however the server counts
+ * its windows — holds about N requests. A ring of the last N requests' end
+ * times guarantees the bound itself: the (i+N)-th request is sent only a
+ * full window after the i-th one *finished*, and a request always reaches
+ * the server before it finishes, so no window ever sees N+1, whatever the
+ * latency jitter. Never sleeps; callers pass the time and park on a timer.
+ */
+#include "limiter.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define IN_FLIGHT INT64_MAX
+#define FREE_SLOT INT64_MIN
+
+struct tds_limiter {
+    struct tds_limiter_cfg cfg;
+    int64_t *ring;          /* N entries: end time of request seq ≡ i (mod N) */
+    int64_t *ring_seq;      /* the sequence number that owns each slot */
+    int64_t seq;            /* grants so far */
+    int64_t next_us;        /* pacing: earliest next grant, microseconds */
+    int64_t spacing_us;     /* window / N */
+    int64_t inflight;
+    int64_t cap;            /* current concurrency cap */
+    int64_t cap_until_ms;   /* when the lowered cap may rise again */
+    int64_t pause_until_ms; /* code 44 */
+    int64_t stop_until_ms;  /* code 45 or budget spent */
+    int64_t daily_limit;
+    int64_t remaining;      /* estimate, -1 unknown */
+    int64_t reset_at_ms;    /* daily reset, 0 unknown */
+};
+
+int tds_limiter_new(struct tds_limiter **out, const struct tds_limiter_cfg *cfg)
+{
+    if (cfg->rate_per_window < 1 || cfg->window_ms < 1 || cfg->max_concurrency < 1 ||
+        cfg->rate_per_window > 1000000)
+        return TDS_E_INVALID;
+    struct tds_limiter *l = calloc(1, sizeof(*l));
+    if (!l)
+        return -ENOMEM;
+    l->cfg = *cfg;
+    if (l->cfg.margin_ms < 0)
+        l->cfg.margin_ms = 0;
+    if (l->cfg.concurrency_cooldown_ms <= 0)
+        l->cfg.concurrency_cooldown_ms = 30000;
+    if (l->cfg.daily_pause_ms <= 0)
+        l->cfg.daily_pause_ms = 3600000;
+    size_t n = (size_t)cfg->rate_per_window;
+    l->ring = malloc(n * sizeof(*l->ring));
+    l->ring_seq = malloc(n * sizeof(*l->ring_seq));
+    if (!l->ring || !l->ring_seq) {
+        tds_limiter_free(l);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        l->ring[i] = FREE_SLOT;
+        l->ring_seq[i] = -1;
+    }
+    l->spacing_us = (cfg->window_ms * 1000 + cfg->rate_per_window - 1) / cfg->rate_per_window;
+    l->next_us = INT64_MIN / 2;
+    l->cap = cfg->max_concurrency;
+    l->daily_limit = cfg->daily_limit > 0 ? cfg->daily_limit : 0;
+    l->remaining = -1;
+    *out = l;
+    return 0;
+}
+
+struct tds_limiter *tds_limiter_free(struct tds_limiter *l)
+{
+    if (!l)
+        return NULL;
+    free(l->ring);
+    free(l->ring_seq);
+    free(l);
+    return NULL;
+}
+
+static void maybe_restore_cap(struct tds_limiter *l, int64_t now_ms)
+{
+    /* Raise a lowered cap one step per cooldown: another client may still be
+     * using the slots that made Zoho say 1070. */
+    while (l->cap < l->cfg.max_concurrency && now_ms >= l->cap_until_ms) {
+        l->cap++;
+        l->cap_until_ms += l->cfg.concurrency_cooldown_ms;
+    }
+}
+
+static void maybe_daily_reset(struct tds_limiter *l, int64_t now_ms)
+{
+    if (l->stop_until_ms && now_ms >= l->stop_until_ms) {
+        l->stop_until_ms = 0;
+        /* The quota refilled, as far as we know; the next headers will say. */
+        if (l->daily_limit > 0)
+            l->remaining = l->daily_limit;
+        else
+            l->remaining = -1;
+    }
+}
+
+int tds_limiter_acquire(struct tds_limiter *l, int64_t now_ms, int64_t *wait_ms, int64_t *ticket)
+{
+    *wait_ms = 0;
+    *ticket = -1;
+    maybe_daily_reset(l, now_ms);
+    maybe_restore_cap(l, now_ms);
+    if (l->stop_until_ms) {
+        *wait_ms = l->stop_until_ms - now_ms;
+        return TDS_LIMITER_STOPPED;
+    }
+    if (l->remaining >= 0 && l->remaining <= l->cfg.daily_reserve) {
+        /* Spent down to the reserve: the rest belongs to other integrations. */
+        int64_t until = l->reset_at_ms > now_ms ? l->reset_at_ms : now_ms + l->cfg.daily_pause_ms;
+        l->stop_until_ms = until;
+        *wait_ms = until - now_ms;
+        return TDS_LIMITER_STOPPED;
+    }
+    if (now_ms < l->pause_until_ms) {
+        *wait_ms = l->pause_until_ms - now_ms;
+        return TDS_LIMITER_WAIT;
+    }
+    if (l->inflight >= l->cap) {
+        *wait_ms = -1;
+        return TDS_LIMITER_WAIT;
+    }
+    int64_t now_us = now_ms * 1000;
+    if (now_us < l->next_us) {
+        int64_t w = (l->next_us - now_us + 999) / 1000;
+        *wait_ms = w > 0 ? w : 1;
+        return TDS_LIMITER_WAIT;
+    }
+    size_t slot = (size_t)(l->seq % l->cfg.rate_per_window);
+    int64_t end = l->ring[slot];
+    if (end == IN_FLIGHT) {
+        /* The request N grants ago has not finished: its window has not
+         * even started. A release will wake us. */
+        *wait_ms = -1;
+        return TDS_LIMITER_WAIT;
+    }
+    if (end != FREE_SLOT) {
+        int64_t ready = end + l->cfg.window_ms + l->cfg.margin_ms;
+        if (now_ms < ready) {
+            *wait_ms = ready - now_ms;
+            return TDS_LIMITER_WAIT;
+        }
+    }
+    l->ring[slot] = IN_FLIGHT;
+    l->ring_seq[slot] = l->seq;
+    *ticket = l->seq;
+    l->seq++;
+    /* Pacing banks no idle time: an idle minute must not turn into a burst
+     * that the server counts in one window. */
+    l->next_us = (l->next_us > now_us ? l->next_us : now_us) + l->spacing_us;
+    l->inflight++;
+    if (l->remaining > 0)
+        l->remaining--;
+    return TDS_LIMITER_GO;
+}
+
+void tds_limiter_outcome_init(struct tds_limiter_outcome *o, enum tds_limiter_event ev)
+{
+    o->event = ev;
+    o->hdr_limit = -1;
+    o->hdr_remaining = -1;
+    o->hdr_reset_s = -1;
+    o->retry_after_s = -1;
+}
+
+void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
+                         const struct tds_limiter_outcome *o)
+{
+    if (ticket >= 0) {
+        size_t slot = (size_t)(ticket % l->cfg.rate_per_window);
+        if (l->ring_seq[slot] == ticket && l->ring[slot] == IN_FLIGHT)
+            l->ring[slot] = now_ms;
+        if (l->inflight > 0)
+            l->inflight--;
+    }
+    if (!o)
+        return;
+    if (o->hdr_limit > 0)
+        l->daily_limit = o->hdr_limit;
+    if (o->hdr_reset_s >= 0)
+        l->reset_at_ms = now_ms + o->hdr_reset_s * 1000;
+    if (o->hdr_remaining >= 0) {
+        /* Requests still in flight were granted after the server counted
+         * this one, or before: assume after, so we never overspend. */
+        int64_t est = o->hdr_remaining - l->inflight;
+        l->remaining = est < 0 ? 0 : est;
+    }
+    switch (o->event) {
+    case TDS_LIMITER_DONE:
+        break;
+    case TDS_LIMITER_429_MINUTE: {
+        int64_t wait = o->retry_after_s >= 0 ? o->retry_after_s * 1000 : l->cfg.window_ms;
+        if (now_ms + wait > l->pause_until_ms)
+            l->pause_until_ms = now_ms + wait;
+        break;
+    }
+    case TDS_LIMITER_429_CONCURRENCY: {
+        /* Someone else holds slots too: go below what we had in flight. */
+        int64_t c = l->inflight; /* this request already left */
+        if (c >= l->cap)
+            c = l->cap - 1;
+        if (c < 1)
+            c = 1;
+        l->cap = c;
+        l->cap_until_ms = now_ms + l->cfg.concurrency_cooldown_ms;
+        break;
+    }
+    case TDS_LIMITER_429_DAILY: {
+        int64_t wait;
+        if (o->hdr_reset_s > 0)
+            wait = o->hdr_reset_s * 1000;
+        else if (o->retry_after_s > 0)
+            wait = o->retry_after_s * 1000;
+        else if (l->reset_at_ms > now_ms)
+            wait = l->reset_at_ms - now_ms;
+        else
+            wait = l->cfg.daily_pause_ms;
+        l->stop_until_ms = now_ms + wait;
+        l->remaining = 0;
+        break;
+    }
+    }
+}
+
+int64_t tds_limiter_inflight(const struct tds_limiter *l) { return l->inflight; }
+int64_t tds_limiter_concurrency_cap(const struct tds_limiter *l) { return l->cap; }
+int64_t tds_limiter_remaining(const struct tds_limiter *l) { return l->remaining; }
+int64_t tds_limiter_daily_limit(const struct tds_limiter *l) { return l->daily_limit; }
+int64_t tds_limiter_granted(const struct tds_limiter *l) { return l->seq; }
+
+bool tds_limiter_stopped(const struct tds_limiter *l, int64_t now_ms)
+{
+    return l->stop_until_ms != 0 && now_ms < l->stop_until_ms;
+}
+
+int64_t tds_backoff_ms(int attempt, int64_t base_ms, int64_t max_ms, uint32_t rnd)
+{
+    if (attempt < 1)
+        attempt = 1;
+    int64_t d = base_ms;
+    for (int i = 1; i < attempt && d < max_ms; i++)
+        d *= 2;
+    if (d > max_ms)
+        d = max_ms;
+    int64_t half = d / 2;
+    return half + (int64_t)(rnd % (uint64_t)(d - half + 1));
+}

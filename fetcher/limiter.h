@@ -1,0 +1,80 @@
+/* limiter — one organization's share of Zoho's API limits, as pure state.
+ *
+ * Three limits at once: requests per minute (paced evenly and checked
+ * against a log of the last N completions), concurrent requests (a cap that
+ * a 1070 lowers for a while), and the daily budget (learned from the
+ * X-Rate-Limit-* headers, minus a reserve left for other integrations). It
+ * answers "may I send now, and if not, for how long should I wait"; it never
+ * sleeps, never reads a clock (callers pass now_ms) and never does I/O.
+ * See fetcher/DESIGN.md for the invariants.
+ */
+#ifndef TDS_FETCHER_LIMITER_H
+#define TDS_FETCHER_LIMITER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct tds_limiter;
+
+struct tds_limiter_cfg {
+    int64_t rate_per_window;   /* N requests per window (Zoho: 100 a minute) */
+    int64_t window_ms;         /* 60000 */
+    int64_t max_concurrency;   /* 10 on paid plans, 5 on free */
+    int64_t daily_limit;       /* 0 = unknown until the headers tell */
+    int64_t daily_reserve;     /* requests of the daily quota we leave unused */
+    int64_t margin_ms;         /* added to the window for clock granularity; default 5 */
+    int64_t concurrency_cooldown_ms; /* how long a 1070 keeps the cap lowered; default 30000 */
+    int64_t daily_pause_ms;    /* wait after code 45 when no reset header came; default 3600000 */
+};
+
+enum {
+    TDS_LIMITER_GO = 0,      /* send now; *ticket identifies the request for release */
+    TDS_LIMITER_WAIT = 1,    /* wait *wait_ms (> 0), or -1: until a request in flight ends */
+    TDS_LIMITER_STOPPED = 2, /* daily budget spent: *wait_ms until the daily reset */
+};
+
+/* What a finished request tells the limiter. */
+enum tds_limiter_event {
+    TDS_LIMITER_DONE = 0,        /* any answer that was not a 429 (or a transport failure) */
+    TDS_LIMITER_429_MINUTE,      /* code 44 */
+    TDS_LIMITER_429_CONCURRENCY, /* code 1070 */
+    TDS_LIMITER_429_DAILY,       /* code 45 */
+};
+
+struct tds_limiter_outcome {
+    enum tds_limiter_event event;
+    int64_t hdr_limit;        /* X-Rate-Limit-Limit, -1 when absent */
+    int64_t hdr_remaining;    /* X-Rate-Limit-Remaining, -1 when absent */
+    int64_t hdr_reset_s;      /* X-Rate-Limit-Reset (seconds to the daily reset), -1 */
+    int64_t retry_after_s;    /* Retry-After, -1 when absent */
+};
+
+/* Returns 0, TDS_E_INVALID (rate, window or concurrency < 1) or -ENOMEM. */
+int tds_limiter_new(struct tds_limiter **out, const struct tds_limiter_cfg *cfg);
+struct tds_limiter *tds_limiter_free(struct tds_limiter *l);
+
+/* Ask to send one request at now_ms. On TDS_LIMITER_GO the request counts as
+ * in flight until tds_limiter_release(ticket). */
+int tds_limiter_acquire(struct tds_limiter *l, int64_t now_ms, int64_t *wait_ms, int64_t *ticket);
+/* The request of `ticket` finished at now_ms (answered, failed or cancelled). */
+void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
+                         const struct tds_limiter_outcome *o);
+/* An outcome with every header absent. */
+void tds_limiter_outcome_init(struct tds_limiter_outcome *o, enum tds_limiter_event ev);
+
+int64_t tds_limiter_inflight(const struct tds_limiter *l);
+int64_t tds_limiter_concurrency_cap(const struct tds_limiter *l);
+/* Estimated requests left today (-1 when unknown). */
+int64_t tds_limiter_remaining(const struct tds_limiter *l);
+int64_t tds_limiter_daily_limit(const struct tds_limiter *l);
+/* Requests granted since creation. */
+int64_t tds_limiter_granted(const struct tds_limiter *l);
+/* True while a code 45 / spent budget stops this organization. */
+bool tds_limiter_stopped(const struct tds_limiter *l, int64_t now_ms);
+
+/* Exponential backoff with jitter for retry `attempt` (1-based): a value in
+ * [d/2, d] where d = min(max_ms, base_ms * 2^(attempt-1)); rnd is any 32-bit
+ * random value (callers pass one, tests pass fixed ones). */
+int64_t tds_backoff_ms(int attempt, int64_t base_ms, int64_t max_ms, uint32_t rnd);
+
+#endif

@@ -1,0 +1,476 @@
+/* zoho — Zoho's time format, envelopes, token responses and record spans.
+ *
+ * Pure functions over bytes: no I/O, no global state, no logging. The JSON
+ * scanner here only measures values (it never builds a tree) and has a fixed
+ * nesting limit, so a hostile body costs at most one pass.
+ */
+#include "zoho.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+/* ---- time ---- */
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    const unsigned doe = (unsigned)(z - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static int digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return TDS_E_INVALID;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int tds_ztime_parse_offset(const char *s, int *minutes)
+{
+    int hh = 0, mm = 0;
+    if (!s)
+        return TDS_E_INVALID;
+    if (strcmp(s, "Z") == 0 || strcmp(s, "z") == 0) {
+        *minutes = 0;
+        return 0;
+    }
+    if (s[0] != '+' && s[0] != '-')
+        return TDS_E_INVALID;
+    size_t n = strlen(s);
+    if (n == 3) {
+        if (digits(s + 1, 2, &hh))
+            return TDS_E_INVALID;
+    } else if (n == 5) {
+        if (digits(s + 1, 2, &hh) || digits(s + 3, 2, &mm))
+            return TDS_E_INVALID;
+    } else if (n == 6 && s[3] == ':') {
+        if (digits(s + 1, 2, &hh) || digits(s + 4, 2, &mm))
+            return TDS_E_INVALID;
+    } else {
+        return TDS_E_INVALID;
+    }
+    if (hh > 14 || mm > 59)
+        return TDS_E_INVALID;
+    int v = hh * 60 + mm;
+    *minutes = s[0] == '-' ? -v : v;
+    return 0;
+}
+
+int tds_ztime_parse(const char *s, int64_t *epoch_s)
+{
+    int y, mo, d, h = 0, mi = 0, se = 0, off = 0;
+    if (!s || strlen(s) < 10)
+        return TDS_E_INVALID;
+    if (digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
+        digits(s + 8, 2, &d))
+        return TDS_E_INVALID;
+    const char *p = s + 10;
+    if (*p == 'T' || *p == ' ') {
+        if (strlen(p) < 9 || digits(p + 1, 2, &h) || p[3] != ':' || digits(p + 4, 2, &mi) ||
+            p[6] != ':' || digits(p + 7, 2, &se))
+            return TDS_E_INVALID;
+        p += 9;
+        if (*p == '.') {
+            p++;
+            if (*p < '0' || *p > '9')
+                return TDS_E_INVALID;
+            while (*p >= '0' && *p <= '9')
+                p++;
+        }
+        if (*p && tds_ztime_parse_offset(p, &off))
+            return TDS_E_INVALID;
+    } else if (*p) {
+        return TDS_E_INVALID;
+    }
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+        return TDS_E_INVALID;
+    int64_t days = days_from_civil(y, (unsigned)mo, (unsigned)d);
+    *epoch_s = days * 86400 + h * 3600 + mi * 60 + se - (int64_t)off * 60;
+    return 0;
+}
+
+void tds_ztime_format(int64_t epoch_s, int offset_min, char out[TDS_ZTIME_LEN])
+{
+    int64_t t = epoch_s + (int64_t)offset_min * 60;
+    int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+    int64_t secs = t - days * 86400;
+    int64_t y;
+    unsigned m, d;
+    civil_from_days(days, &y, &m, &d);
+    int aoff = (offset_min < 0 ? -offset_min : offset_min) % (24 * 60);
+    snprintf(out, TDS_ZTIME_LEN, "%04lld-%02u-%02uT%02d:%02d:%02d%c%02d%02d", (long long)y, m, d,
+             (int)(secs / 3600 % 24), (int)(secs / 60 % 60), (int)(secs % 60),
+             offset_min < 0 ? '-' : '+', aoff / 60, aoff % 60);
+}
+
+/* ---- API responses ---- */
+
+static int64_t envelope_code(const char *body, size_t len, bool *parsed)
+{
+    *parsed = false;
+    if (!body || len == 0)
+        return -1;
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, 0, &jerr);
+    if (!root)
+        return -1;
+    int64_t code = -1;
+    if (json_is_object(root)) {
+        *parsed = true;
+        json_t *c = json_object_get(root, "code");
+        if (json_is_integer(c))
+            code = json_integer_value(c);
+        else if (json_is_string(c))
+            tds_parse_i64(json_string_value(c), -1000000000, 1000000000, &code);
+    }
+    json_decref(root);
+    return code;
+}
+
+enum tds_zapi_class tds_zoho_classify(bool transport_ok, long http_status, const char *body,
+                                      size_t len, int64_t *code)
+{
+    bool parsed;
+    *code = -1;
+    if (!transport_ok)
+        return TDS_ZAPI_RETRY;
+    *code = envelope_code(body, len, &parsed);
+    /* Code 45 has been seen under HTTP 200 too: check codes before statuses. */
+    if (*code == 45)
+        return TDS_ZAPI_RATE_DAILY;
+    if (*code == 1070)
+        return TDS_ZAPI_RATE_CONCURRENCY;
+    if (*code == 44)
+        return TDS_ZAPI_RATE_MINUTE;
+    if (http_status == 429)
+        return TDS_ZAPI_RATE_MINUTE;
+    if (http_status == 401 || *code == 57 || *code == 14)
+        return TDS_ZAPI_AUTH;
+    if (*code == 1002)
+        return TDS_ZAPI_NOTFOUND;
+    if (http_status >= 500 || http_status == 0)
+        return TDS_ZAPI_RETRY;
+    if (!parsed) {
+        /* A 2xx whose body does not parse was cut short (or a proxy page):
+         * the same request is worth another try. */
+        return http_status >= 200 && http_status < 300 ? TDS_ZAPI_RETRY : TDS_ZAPI_FATAL;
+    }
+    if (http_status >= 200 && http_status < 300 && *code == 0)
+        return TDS_ZAPI_OK;
+    if (*code == 1000)
+        return TDS_ZAPI_RETRY;
+    return TDS_ZAPI_FATAL;
+}
+
+const char *tds_zapi_class_name(enum tds_zapi_class c)
+{
+    switch (c) {
+    case TDS_ZAPI_OK: return "ok";
+    case TDS_ZAPI_RETRY: return "retry";
+    case TDS_ZAPI_AUTH: return "auth";
+    case TDS_ZAPI_NOTFOUND: return "notfound";
+    case TDS_ZAPI_RATE_MINUTE: return "rate_minute";
+    case TDS_ZAPI_RATE_CONCURRENCY: return "rate_concurrency";
+    case TDS_ZAPI_RATE_DAILY: return "rate_daily";
+    case TDS_ZAPI_FATAL: return "fatal";
+    }
+    return "unknown";
+}
+
+/* ---- OAuth ---- */
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    if (!src)
+        src = "";
+    size_t n = strlen(src);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+enum tds_zoauth_class tds_zoauth_parse(bool transport_ok, long http_status, const char *body,
+                                       size_t len, struct tds_zoauth *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->expires_in_s = 3600;
+    if (!transport_ok) {
+        copy_str(out->error, sizeof(out->error), "token endpoint did not answer");
+        return TDS_ZOAUTH_RETRY;
+    }
+    json_error_t jerr;
+    json_t *root = body && len ? json_loadb(body, len, 0, &jerr) : NULL;
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        snprintf(out->error, sizeof(out->error), "token endpoint answered HTTP %ld without JSON",
+                 http_status);
+        /* A 400 without a readable body is most likely the throttle page:
+         * retrying would extend the lockout. */
+        return http_status == 400 ? TDS_ZOAUTH_DENIED : TDS_ZOAUTH_RETRY;
+    }
+    enum tds_zoauth_class cls;
+    json_t *err = json_object_get(root, "error");
+    json_t *at = json_object_get(root, "access_token");
+    if (json_is_string(err) || (err && !json_is_null(err))) {
+        const char *e = json_is_string(err) ? json_string_value(err) : "error";
+        copy_str(out->error, sizeof(out->error), e);
+        if (strncmp(e, "invalid_", 8) == 0 || strcmp(e, "unauthorized_client") == 0 ||
+            strcmp(e, "unsupported_grant_type") == 0)
+            cls = TDS_ZOAUTH_INVALID;
+        else if (http_status >= 500)
+            cls = TDS_ZOAUTH_RETRY;
+        else
+            /* "Access Denied", translated variants, anything else under 4xx:
+             * Zoho's throttle. Never retry in a loop. */
+            cls = TDS_ZOAUTH_DENIED;
+    } else if (json_is_string(at) && json_string_length(at) > 0 && http_status >= 200 &&
+               http_status < 300) {
+        copy_str(out->access_token, sizeof(out->access_token), json_string_value(at));
+        json_t *rt = json_object_get(root, "refresh_token");
+        if (json_is_string(rt))
+            copy_str(out->refresh_token, sizeof(out->refresh_token), json_string_value(rt));
+        json_t *dom = json_object_get(root, "api_domain");
+        if (json_is_string(dom))
+            copy_str(out->api_domain, sizeof(out->api_domain), json_string_value(dom));
+        json_t *ex = json_object_get(root, "expires_in");
+        if (json_is_integer(ex) && json_integer_value(ex) > 0)
+            out->expires_in_s = json_integer_value(ex);
+        else if (json_is_string(ex))
+            tds_parse_i64(json_string_value(ex), 1, 86400 * 7, &out->expires_in_s);
+        cls = TDS_ZOAUTH_OK;
+    } else {
+        snprintf(out->error, sizeof(out->error), "token endpoint answered HTTP %ld without a token",
+                 http_status);
+        cls = http_status == 400 ? TDS_ZOAUTH_DENIED : TDS_ZOAUTH_RETRY;
+    }
+    json_decref(root);
+    return cls;
+}
+
+/* ---- JSON spans ---- */
+
+#define SCAN_MAX_DEPTH 128
+
+struct scan {
+    const char *p;
+    size_t len;
+    size_t i;
+};
+
+static void ws(struct scan *s)
+{
+    while (s->i < s->len &&
+           (s->p[s->i] == ' ' || s->p[s->i] == '\t' || s->p[s->i] == '\n' || s->p[s->i] == '\r'))
+        s->i++;
+}
+
+static int skip_string(struct scan *s)
+{
+    if (s->i >= s->len || s->p[s->i] != '"')
+        return TDS_E_INVALID;
+    s->i++;
+    while (s->i < s->len) {
+        char c = s->p[s->i++];
+        if (c == '\\') {
+            if (s->i >= s->len)
+                return TDS_E_INVALID;
+            s->i++;
+        } else if (c == '"') {
+            return 0;
+        }
+    }
+    return TDS_E_INVALID;
+}
+
+static int skip_value(struct scan *s, int depth)
+{
+    if (depth > SCAN_MAX_DEPTH)
+        return TDS_E_INVALID;
+    ws(s);
+    if (s->i >= s->len)
+        return TDS_E_INVALID;
+    char c = s->p[s->i];
+    if (c == '"')
+        return skip_string(s);
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        s->i++;
+        ws(s);
+        if (s->i < s->len && s->p[s->i] == close) {
+            s->i++;
+            return 0;
+        }
+        for (;;) {
+            if (c == '{') {
+                ws(s);
+                if (skip_string(s))
+                    return TDS_E_INVALID;
+                ws(s);
+                if (s->i >= s->len || s->p[s->i] != ':')
+                    return TDS_E_INVALID;
+                s->i++;
+            }
+            if (skip_value(s, depth + 1))
+                return TDS_E_INVALID;
+            ws(s);
+            if (s->i >= s->len)
+                return TDS_E_INVALID;
+            if (s->p[s->i] == ',') {
+                s->i++;
+                continue;
+            }
+            if (s->p[s->i] == close) {
+                s->i++;
+                return 0;
+            }
+            return TDS_E_INVALID;
+        }
+    }
+    /* number or literal: a run of their characters */
+    size_t start = s->i;
+    while (s->i < s->len) {
+        c = s->p[s->i];
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '-' || c == '+' || c == '.' ||
+            c == 'E')
+            s->i++;
+        else
+            break;
+    }
+    return s->i > start ? 0 : TDS_E_INVALID;
+}
+
+/* Position s at the value of top-level member key. */
+static int find_member(struct scan *s, const char *key)
+{
+    size_t klen = strlen(key);
+    ws(s);
+    if (s->i >= s->len || s->p[s->i] != '{')
+        return TDS_E_INVALID;
+    s->i++;
+    ws(s);
+    if (s->i < s->len && s->p[s->i] == '}')
+        return TDS_E_NOTFOUND;
+    for (;;) {
+        ws(s);
+        size_t ks = s->i + 1;
+        if (skip_string(s))
+            return TDS_E_INVALID;
+        bool match = s->i - 1 - ks == klen && memcmp(s->p + ks, key, klen) == 0;
+        ws(s);
+        if (s->i >= s->len || s->p[s->i] != ':')
+            return TDS_E_INVALID;
+        s->i++;
+        ws(s);
+        if (match)
+            return 0;
+        if (skip_value(s, 1))
+            return TDS_E_INVALID;
+        ws(s);
+        if (s->i >= s->len)
+            return TDS_E_INVALID;
+        if (s->p[s->i] == ',') {
+            s->i++;
+            continue;
+        }
+        if (s->p[s->i] == '}')
+            return TDS_E_NOTFOUND;
+        return TDS_E_INVALID;
+    }
+}
+
+int tds_json_member_span(const char *body, size_t len, const char *key, struct tds_span *out)
+{
+    struct scan s = {body, len, 0};
+    int rc = find_member(&s, key);
+    if (rc)
+        return rc;
+    size_t start = s.i;
+    if (skip_value(&s, 1))
+        return TDS_E_INVALID;
+    out->off = start;
+    out->len = s.i - start;
+    return 0;
+}
+
+int tds_json_array_spans(const char *body, size_t len, const char *key, struct tds_span **spans,
+                         size_t *n)
+{
+    *spans = NULL;
+    *n = 0;
+    struct scan s = {body, len, 0};
+    int rc = find_member(&s, key);
+    if (rc)
+        return rc;
+    if (s.i >= s.len || s.p[s.i] != '[')
+        return TDS_E_NOTFOUND;
+    s.i++;
+    struct tds_span *arr = NULL;
+    size_t cnt = 0, cap = 0;
+    ws(&s);
+    if (s.i < s.len && s.p[s.i] == ']')
+        goto done;
+    for (;;) {
+        ws(&s);
+        size_t start = s.i;
+        if (skip_value(&s, 2))
+            goto bad;
+        if (cnt == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            struct tds_span *na = realloc(arr, nc * sizeof(*na));
+            if (!na) {
+                free(arr);
+                return -ENOMEM;
+            }
+            arr = na;
+            cap = nc;
+        }
+        arr[cnt].off = start;
+        arr[cnt].len = s.i - start;
+        cnt++;
+        ws(&s);
+        if (s.i >= s.len)
+            goto bad;
+        if (s.p[s.i] == ',') {
+            s.i++;
+            continue;
+        }
+        if (s.p[s.i] == ']')
+            break;
+        goto bad;
+    }
+done:
+    *spans = arr;
+    *n = cnt;
+    return 0;
+bad:
+    free(arr);
+    return TDS_E_INVALID;
+}

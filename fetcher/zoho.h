@@ -1,0 +1,93 @@
+/* zoho — pure helpers for what Zoho sends and expects: its time format, the
+ * response envelope, the OAuth token response, and byte spans of records
+ * inside a response body.
+ *
+ * Owns no state and does no I/O, so every rule here is unit-tested without a
+ * network. It never logs. Record bytes are sliced out of the original body
+ * (never re-serialized) so numbers such as 1369.66 reach the processor exactly
+ * as Zoho wrote them.
+ */
+#ifndef TDS_FETCHER_ZOHO_H
+#define TDS_FETCHER_ZOHO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- time: "yyyy-MM-ddTHH:mm:ss+hhmm" in the organization's offset ---- */
+
+#define TDS_ZTIME_LEN 64 /* room for a formatted time plus NUL */
+
+/* "+0300", "-04:00", "+05", "Z" → minutes east of UTC. 0 or TDS_E_INVALID. */
+int tds_ztime_parse_offset(const char *s, int *minutes);
+/* Parse a Zoho time to seconds since the epoch. Accepts "±hhmm", "±hh:mm",
+ * "Z", optional fractional seconds, and a date only ("2013-08-05", taken as
+ * midnight UTC). 0 or TDS_E_INVALID. */
+int tds_ztime_parse(const char *s, int64_t *epoch_s);
+/* Format epoch seconds in the given offset without a colon:
+ * "2026-06-09T09:45:21-0400". out must hold TDS_ZTIME_LEN bytes. */
+void tds_ztime_format(int64_t epoch_s, int offset_min, char out[TDS_ZTIME_LEN]);
+
+/* ---- API responses ---- */
+
+enum tds_zapi_class {
+    TDS_ZAPI_OK = 0,        /* HTTP 2xx and envelope code 0 */
+    TDS_ZAPI_RETRY,         /* transport error, 5xx, truncated or non-JSON body */
+    TDS_ZAPI_AUTH,          /* HTTP 401, code 57 or 14: token dead, refresh once */
+    TDS_ZAPI_NOTFOUND,      /* code 1002: the record does not exist (deleted) */
+    TDS_ZAPI_RATE_MINUTE,   /* 429 code 44 (or 429 without a known code) */
+    TDS_ZAPI_RATE_CONCURRENCY, /* 429 code 1070 */
+    TDS_ZAPI_RATE_DAILY,    /* code 45, under 429 or 200 */
+    TDS_ZAPI_FATAL,         /* any other error: retrying will not help */
+};
+
+/* Classify one finished API call. transport_ok is false when the transfer
+ * failed (timeout, reset, short read). *code gets the envelope code, or -1
+ * when there is none. */
+enum tds_zapi_class tds_zoho_classify(bool transport_ok, long http_status, const char *body,
+                                      size_t len, int64_t *code);
+const char *tds_zapi_class_name(enum tds_zapi_class c);
+
+/* ---- OAuth token endpoint ---- */
+
+enum tds_zoauth_class {
+    TDS_ZOAUTH_OK = 0,      /* access_token present */
+    TDS_ZOAUTH_RETRY,       /* transport error, 5xx, unparseable: try later, with backoff */
+    TDS_ZOAUTH_DENIED,      /* "Access Denied" / HTTP 400 throttle: lockout, do not retry */
+    TDS_ZOAUTH_INVALID,     /* invalid_code / invalid_client / …: the org must be paused */
+};
+
+#define TDS_ZOAUTH_TOKEN_MAX 4096
+#define TDS_ZOAUTH_DOMAIN_MAX 512
+#define TDS_ZOAUTH_ERROR_MAX 256
+
+struct tds_zoauth {
+    char access_token[TDS_ZOAUTH_TOKEN_MAX];
+    char refresh_token[TDS_ZOAUTH_TOKEN_MAX]; /* only from a code exchange; "" otherwise */
+    char api_domain[TDS_ZOAUTH_DOMAIN_MAX];   /* "" when the response omits it */
+    int64_t expires_in_s;                     /* seconds, default 3600 */
+    char error[TDS_ZOAUTH_ERROR_MAX];         /* the `error` value, or a description */
+};
+
+/* Classify a token endpoint response. The `error` key wins over the HTTP
+ * status: Zoho reports invalid_client with HTTP 200. */
+enum tds_zoauth_class tds_zoauth_parse(bool transport_ok, long http_status, const char *body,
+                                       size_t len, struct tds_zoauth *out);
+
+/* ---- record spans ---- */
+
+struct tds_span {
+    size_t off;
+    size_t len;
+};
+
+/* Find the top-level member `key` of the JSON object in body and, when its
+ * value is an array, store the byte span of each element in a new array
+ * (*spans, caller frees; NULL when empty). Returns 0, TDS_E_NOTFOUND (no such
+ * member or not an array) or TDS_E_INVALID (not a well-formed object). */
+int tds_json_array_spans(const char *body, size_t len, const char *key, struct tds_span **spans,
+                         size_t *n);
+/* Span of the top-level member `key`'s value (any JSON value). */
+int tds_json_member_span(const char *body, size_t len, const char *key, struct tds_span *out);
+
+#endif

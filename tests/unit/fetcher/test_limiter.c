@@ -1,0 +1,241 @@
+/* test_limiter — the per-organization limiter against a simulated clock:
+ * never more than N requests in any window at the server, ≥ 99% of N used,
+ * the three 429 codes, the daily reserve and backoff bounds. */
+#include <stdlib.h>
+
+#include "assert.h"
+#include "limiter.h"
+#include "util.h"
+
+#define MAXREQ 20000
+
+struct sim {
+    int64_t arrive[MAXREQ]; /* when the server saw each request */
+    int64_t done_at[MAXREQ];
+    int64_t ticket[MAXREQ];
+    int n;
+};
+
+static uint32_t rng = 12345;
+static uint32_t rnd(void)
+{
+    rng = rng * 1103515245u + 12345u;
+    return rng >> 8;
+}
+
+/* Drive the limiter for duration_ms with requests always waiting; latency is
+ * random in [lat_min, lat_max]. Returns the number of requests sent. */
+static int drive(struct tds_limiter *l, struct sim *s, int64_t duration_ms, int lat_min, int lat_max)
+{
+    int64_t now = 0;
+    s->n = 0;
+    while (now < duration_ms && s->n < MAXREQ) {
+        int64_t wait, ticket;
+        int rc = tds_limiter_acquire(l, now, &wait, &ticket);
+        if (rc == TDS_LIMITER_GO) {
+            int lat = lat_min + (int)(rnd() % (uint32_t)(lat_max - lat_min + 1));
+            /* the server sees it somewhere inside the latency */
+            s->arrive[s->n] = now + (lat ? (int64_t)(rnd() % (uint32_t)lat) : 0);
+            s->done_at[s->n] = now + lat;
+            s->ticket[s->n] = ticket;
+            s->n++;
+            continue;
+        }
+        T_TRUE(rc == TDS_LIMITER_WAIT);
+        /* next event: earliest completion still pending, or the wait */
+        int64_t next = wait > 0 ? now + wait : INT64_MAX;
+        for (int i = 0; i < s->n; i++)
+            if (s->ticket[i] >= 0 && s->done_at[i] < next)
+                next = s->done_at[i];
+        T_TRUE(next != INT64_MAX); /* never told to wait forever */
+        T_TRUE(next >= now);
+        now = next;
+        for (int i = 0; i < s->n; i++) {
+            if (s->ticket[i] >= 0 && s->done_at[i] <= now) {
+                struct tds_limiter_outcome o;
+                tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
+                tds_limiter_release(l, s->done_at[i], s->ticket[i], &o);
+                s->ticket[i] = -1;
+            }
+        }
+    }
+    return s->n;
+}
+
+static int cmp64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static struct sim S;
+
+static void check_window(int64_t window, int64_t n_max)
+{
+    int64_t *a = malloc(sizeof(int64_t) * (size_t)S.n);
+    T_TRUE(a != NULL);
+    for (int i = 0; i < S.n; i++)
+        a[i] = S.arrive[i];
+    qsort(a, (size_t)S.n, sizeof(int64_t), cmp64);
+    /* sliding window: any n_max+1 consecutive arrivals span ≥ window */
+    for (int i = 0; i + n_max < S.n; i++)
+        T_INT(a[i + n_max] - a[i], >=, window);
+    free(a);
+}
+
+static void test_minute_exact(void)
+{
+    struct tds_limiter_cfg cfg = {.rate_per_window = 100, .window_ms = 60000, .max_concurrency = 10,
+                                  .margin_ms = 5};
+    struct tds_limiter *l;
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    int n = drive(l, &S, 10 * 60000, 5, 300);
+    check_window(60000, 100);
+    /* every fixed minute uses at least 99% of the allowance */
+    for (int m = 0; m < 10; m++) {
+        int cnt = 0;
+        for (int i = 0; i < n; i++)
+            if (S.arrive[i] >= m * 60000 && S.arrive[i] < (m + 1) * 60000)
+                cnt++;
+        T_INT(cnt, >=, 99);
+        T_INT(cnt, <=, 100);
+    }
+    tds_limiter_free(l);
+}
+
+static void test_fast_window(void)
+{
+    /* a simulator with a 1-second "minute" and slow, jittery answers */
+    struct tds_limiter_cfg cfg = {.rate_per_window = 50, .window_ms = 1000, .max_concurrency = 5,
+                                  .margin_ms = 1};
+    struct tds_limiter *l;
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    drive(l, &S, 20000, 0, 40);
+    check_window(1000, 50);
+    T_INT(S.n, >=, 20 * 50 * 9 / 10);
+    tds_limiter_free(l);
+}
+
+static void test_concurrency(void)
+{
+    struct tds_limiter_cfg cfg = {.rate_per_window = 1000, .window_ms = 1000, .max_concurrency = 3,
+                                  .concurrency_cooldown_ms = 1000};
+    struct tds_limiter *l;
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    int64_t w, t[5];
+    int64_t now = 0;
+    for (int i = 0; i < 3; i++) {
+        T_INT(tds_limiter_acquire(l, now, &w, &t[i]), ==, TDS_LIMITER_GO);
+        now += 1;
+    }
+    T_INT(tds_limiter_acquire(l, now, &w, &t[3]), ==, TDS_LIMITER_WAIT);
+    T_INT(w, ==, -1);
+    /* a 1070: the cap drops below what we had in flight */
+    struct tds_limiter_outcome o;
+    tds_limiter_outcome_init(&o, TDS_LIMITER_429_CONCURRENCY);
+    tds_limiter_release(l, now, t[0], &o);
+    T_INT(tds_limiter_concurrency_cap(l), ==, 2);
+    T_INT(tds_limiter_acquire(l, now, &w, &t[3]), ==, TDS_LIMITER_WAIT);
+    tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
+    tds_limiter_release(l, now, t[1], &o);
+    now += 5;
+    T_INT(tds_limiter_acquire(l, now, &w, &t[3]), ==, TDS_LIMITER_GO);
+    /* after the cooldown the cap rises again, one step */
+    now += 1000;
+    T_INT(tds_limiter_acquire(l, now, &w, &t[4]), ==, TDS_LIMITER_GO);
+    T_INT(tds_limiter_concurrency_cap(l), ==, 3);
+    tds_limiter_free(l);
+}
+
+static void test_429_minute(void)
+{
+    struct tds_limiter_cfg cfg = {.rate_per_window = 100, .window_ms = 60000, .max_concurrency = 5};
+    struct tds_limiter *l;
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    int64_t w, t;
+    T_INT(tds_limiter_acquire(l, 0, &w, &t), ==, TDS_LIMITER_GO);
+    struct tds_limiter_outcome o;
+    tds_limiter_outcome_init(&o, TDS_LIMITER_429_MINUTE);
+    tds_limiter_release(l, 10, t, &o);
+    T_INT(tds_limiter_acquire(l, 1000, &w, &t), ==, TDS_LIMITER_WAIT);
+    T_INT(w, ==, 60010 - 1000);
+    T_INT(tds_limiter_acquire(l, 60010, &w, &t), ==, TDS_LIMITER_GO);
+    /* Retry-After wins when present */
+    tds_limiter_outcome_init(&o, TDS_LIMITER_429_MINUTE);
+    o.retry_after_s = 7;
+    tds_limiter_release(l, 60020, t, &o);
+    T_INT(tds_limiter_acquire(l, 60020, &w, &t), ==, TDS_LIMITER_WAIT);
+    T_INT(w, ==, 7000);
+    tds_limiter_free(l);
+}
+
+static void test_daily(void)
+{
+    struct tds_limiter_cfg cfg = {.rate_per_window = 1000, .window_ms = 1000, .max_concurrency = 5,
+                                  .daily_reserve = 10};
+    struct tds_limiter *l;
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    int64_t w, t;
+    T_INT(tds_limiter_remaining(l), ==, -1);
+    T_INT(tds_limiter_acquire(l, 0, &w, &t), ==, TDS_LIMITER_GO);
+    struct tds_limiter_outcome o;
+    tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
+    o.hdr_limit = 1000;
+    o.hdr_remaining = 12;
+    o.hdr_reset_s = 3600;
+    tds_limiter_release(l, 5, t, &o);
+    T_INT(tds_limiter_daily_limit(l), ==, 1000);
+    T_INT(tds_limiter_remaining(l), ==, 12);
+    int64_t now = 10;
+    T_INT(tds_limiter_acquire(l, now, &w, &t), ==, TDS_LIMITER_GO);
+    T_INT(tds_limiter_acquire(l, now + 2, &w, &t), ==, TDS_LIMITER_GO);
+    /* 10 left = the reserve: stop until the reset the headers announced */
+    T_INT(tds_limiter_acquire(l, now + 4, &w, &t), ==, TDS_LIMITER_STOPPED);
+    T_INT(w, ==, 5 + 3600000 - (now + 4));
+    T_TRUE(tds_limiter_stopped(l, now + 4));
+    T_INT(tds_limiter_acquire(l, 5 + 3600000, &w, &t), ==, TDS_LIMITER_GO);
+    T_INT(tds_limiter_remaining(l), ==, 999);
+    /* code 45: stop until X-Rate-Limit-Reset */
+    tds_limiter_outcome_init(&o, TDS_LIMITER_429_DAILY);
+    o.hdr_reset_s = 100;
+    tds_limiter_release(l, 4000000, t, &o);
+    T_INT(tds_limiter_acquire(l, 4000001, &w, &t), ==, TDS_LIMITER_STOPPED);
+    T_INT(w, ==, 99999);
+    tds_limiter_free(l);
+}
+
+static void test_backoff(void)
+{
+    for (int a = 1; a <= 12; a++) {
+        for (uint32_t r = 0; r < 2000; r += 7) {
+            int64_t d = tds_backoff_ms(a, 500, 30000, r * 2654435761u);
+            int64_t full = 500;
+            for (int i = 1; i < a; i++)
+                full = full * 2 > 30000 ? 30000 : full * 2;
+            T_INT(d, >=, full / 2);
+            T_INT(d, <=, full);
+        }
+    }
+    T_INT(tds_backoff_ms(1, 500, 30000, 0), ==, 250);
+    T_INT(tds_backoff_ms(30, 500, 30000, 0), ==, 15000);
+}
+
+static void test_invalid(void)
+{
+    struct tds_limiter_cfg cfg = {.rate_per_window = 0, .window_ms = 1000, .max_concurrency = 5};
+    struct tds_limiter *l = NULL;
+    T_INT(tds_limiter_new(&l, &cfg), ==, TDS_E_INVALID);
+    T_NULL(tds_limiter_free(NULL));
+}
+
+int main(void)
+{
+    T_RUN(test_minute_exact);
+    T_RUN(test_fast_window);
+    T_RUN(test_concurrency);
+    T_RUN(test_429_minute);
+    T_RUN(test_daily);
+    T_RUN(test_backoff);
+    T_RUN(test_invalid);
+    return 0;
+}
