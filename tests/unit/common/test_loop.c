@@ -1,0 +1,304 @@
+/* test_loop — timer order, once vs repeating, cancel, fd and ZeroMQ readiness,
+ * handler removal from a callback, and the SIGTERM drain state machine. */
+#include "assert.h"
+#include "loop.h"
+#include "util.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define MAX_EVENTS 64
+
+struct rec {
+    char log[MAX_EVENTS];
+    int n;
+    int count;
+    int64_t other_id;
+    struct tds_loop *loop;
+};
+
+static void note(struct rec *r, char c)
+{
+    if (r->n < MAX_EVENTS - 1)
+        r->log[r->n++] = c;
+}
+
+static struct rec rec;
+
+static void t_a(struct tds_loop *l, void *ud) { (void)l; (void)ud; note(&rec, 'a'); }
+static void t_b(struct tds_loop *l, void *ud) { (void)l; (void)ud; note(&rec, 'b'); }
+static void t_c(struct tds_loop *l, void *ud) { (void)l; (void)ud; note(&rec, 'c'); }
+static void t_x(struct tds_loop *l, void *ud) { (void)l; (void)ud; note(&rec, 'x'); }
+static void t_stop(struct tds_loop *l, void *ud) { (void)ud; tds_loop_stop(l); }
+
+static void t_rep(struct tds_loop *l, void *ud)
+{
+    int64_t *id = ud;
+
+    note(&rec, 'r');
+    if (++rec.count == 3)
+        tds_loop_timer_cancel(l, *id); /* cancel itself from its own callback */
+}
+
+static void t_cancel_other(struct tds_loop *l, void *ud)
+{
+    (void)ud;
+    note(&rec, 'k');
+    tds_loop_timer_cancel(l, rec.other_id);
+}
+
+static void test_timers(void)
+{
+    struct tds_loop *l = NULL;
+    static int64_t rep_id;
+    int64_t t0;
+
+    memset(&rec, 0, sizeof(rec));
+    T_INT(tds_loop_new(&l), ==, 0);
+    /* Added out of order; equal due times fire in the order added. Gaps are
+     * wide so that a preempted test thread cannot reorder them. */
+    T_INT(tds_loop_timer_add(l, 120, 0, t_c, NULL), >, 0);
+    T_INT(tds_loop_timer_add(l, 40, 0, t_a, NULL), >, 0);
+    T_INT(tds_loop_timer_add(l, 80, 0, t_b, NULL), >, 0);
+    T_INT(tds_loop_timer_add(l, 80, 0, t_c, NULL), >, 0);
+    rep_id = tds_loop_timer_add(l, 5, 75, t_rep, &rep_id);
+    T_INT(rep_id, >, 0);
+    int64_t x = tds_loop_timer_add(l, 100, 0, t_x, NULL);
+    tds_loop_timer_cancel(l, x); /* cancelled before it fires */
+    tds_loop_timer_cancel(l, 99999); /* unknown id: no effect */
+    /* Both due at 190 ms: the first cancels the second, which must not run. */
+    T_INT(tds_loop_timer_add(l, 190, 0, t_cancel_other, NULL), >, 0);
+    rec.other_id = tds_loop_timer_add(l, 190, 0, t_x, NULL);
+    T_INT(tds_loop_timer_add(l, 300, 0, t_stop, NULL), >, 0);
+    T_INT(tds_loop_timer_add(l, -1, 0, t_a, NULL), ==, -22);
+
+    t0 = tds_now_ms();
+    T_INT(tds_loop_run(l), ==, 0);
+    T_INT(tds_now_ms() - t0, >=, 299);
+    T_INT(tds_loop_state(l), ==, TDS_LOOP_DONE);
+    rec.log[rec.n] = '\0';
+    /* r@5 a@40 b,c@80 r@80 c@120 r@155 (then cancelled) k@190 */
+    T_STR(rec.log, "rabcrcrk");
+    T_INT(rec.count, ==, 3);
+    T_TRUE(tds_loop_heartbeat_ms(l) >= t0);
+    tds_loop_free(l);
+}
+
+static void on_pipe(struct tds_loop *l, short revents, void *ud)
+{
+    int *fds = ud;
+    char buf[16];
+
+    T_TRUE(revents & ZMQ_POLLIN);
+    T_INT(read(fds[0], buf, sizeof(buf)), ==, 3);
+    T_TRUE(memcmp(buf, "abc", 3) == 0);
+    note(&rec, 'p');
+    tds_loop_remove_fd(l, fds[0]); /* removing itself */
+    tds_loop_timer_add(l, 20, 0, t_stop, NULL);
+}
+
+static void write_pipe(struct tds_loop *l, void *ud)
+{
+    int *fds = ud;
+
+    (void)l;
+    T_INT(write(fds[1], "abc", 3), ==, 3);
+}
+
+static void test_fd(void)
+{
+    struct tds_loop *l = NULL;
+    int fds[2];
+
+    memset(&rec, 0, sizeof(rec));
+    T_INT(pipe(fds), ==, 0);
+    T_INT(tds_loop_new(&l), ==, 0);
+    T_INT(tds_loop_add_fd(l, fds[0], ZMQ_POLLIN, on_pipe, fds), ==, 0);
+    T_INT(tds_loop_add_fd(l, fds[0], ZMQ_POLLIN, on_pipe, fds), ==, -17); /* EEXIST */
+    T_INT(tds_loop_set_events(l, NULL, 12345, ZMQ_POLLIN), ==, -2);       /* ENOENT */
+    tds_loop_timer_add(l, 10, 0, write_pipe, fds);
+    tds_loop_timer_add(l, 2000, 0, t_stop, NULL); /* safety net */
+    T_INT(tds_loop_run(l), ==, 0);
+    /* After removal, a second write is not dispatched (the stop comes first). */
+    rec.log[rec.n] = '\0';
+    T_STR(rec.log, "p");
+    tds_loop_free(l);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+struct zctx {
+    void *push, *pull;
+    int got;
+};
+
+static void on_pull(struct tds_loop *l, short revents, void *ud)
+{
+    struct zctx *z = ud;
+    char buf[16];
+
+    T_TRUE(revents & ZMQ_POLLIN);
+    /* Drain everything that is ready: zmq readiness is per socket, not per message. */
+    while (zmq_recv(z->pull, buf, sizeof(buf), ZMQ_DONTWAIT) >= 0)
+        z->got++;
+    if (z->got == 3)
+        tds_loop_stop(l);
+}
+
+static void send_three(struct tds_loop *l, void *ud)
+{
+    struct zctx *z = ud;
+
+    (void)l;
+    for (int i = 0; i < 3; i++)
+        T_INT(zmq_send(z->push, "m", 1, 0), ==, 1);
+}
+
+static void on_pull_paused(struct tds_loop *l, short revents, void *ud)
+{
+    (void)l;
+    (void)revents;
+    (void)ud;
+    T_FAIL("handler with events 0 must not be called");
+}
+
+static void test_zsock(void)
+{
+    struct tds_loop *l = NULL;
+    void *ctx = zmq_ctx_new();
+    struct zctx z = {0};
+    int linger = 0;
+
+    T_TRUE(ctx != NULL);
+    z.pull = zmq_socket(ctx, ZMQ_PULL);
+    z.push = zmq_socket(ctx, ZMQ_PUSH);
+    zmq_setsockopt(z.push, ZMQ_LINGER, &linger, sizeof(linger));
+    T_INT(zmq_bind(z.pull, "inproc://test-loop"), ==, 0);
+    T_INT(zmq_connect(z.push, "inproc://test-loop"), ==, 0);
+
+    T_INT(tds_loop_new(&l), ==, 0);
+    /* Paused (events 0) while a message waits: not dispatched. */
+    T_INT(tds_loop_add_zsock(l, z.pull, 0, on_pull_paused, &z), ==, 0);
+    T_INT(zmq_send(z.push, "m", 1, 0), ==, 1);
+    tds_loop_timer_add(l, 30, 0, t_stop, NULL);
+    T_INT(tds_loop_run(l), ==, 0);
+    tds_loop_remove_zsock(l, z.pull);
+    tds_loop_free(l);
+
+    T_INT(tds_loop_new(&l), ==, 0);
+    T_INT(tds_loop_add_zsock(l, z.pull, ZMQ_POLLIN, on_pull, &z), ==, 0);
+    z.got = -1; /* the message left from the paused round */
+    tds_loop_timer_add(l, 10, 0, send_three, &z);
+    tds_loop_timer_add(l, 2000, 0, t_stop, NULL);
+    T_INT(tds_loop_run(l), ==, 0);
+    T_INT(z.got, ==, 3);
+    tds_loop_free(l);
+
+    zmq_close(z.push);
+    zmq_close(z.pull);
+    zmq_ctx_term(ctx);
+}
+
+/* ---- signals ---- */
+
+static int drain_calls;
+
+static void send_term(struct tds_loop *l, void *ud)
+{
+    (void)l;
+    (void)ud;
+    T_INT(kill(getpid(), SIGTERM), ==, 0);
+}
+
+static void drain_then_stop(struct tds_loop *l, void *ud)
+{
+    (void)ud;
+    drain_calls++;
+    T_INT(tds_loop_state(l), ==, TDS_LOOP_DRAINING);
+    /* In-flight work takes 30 ms more, then the stage stops the loop. */
+    tds_loop_timer_add(l, 30, 0, t_stop, NULL);
+}
+
+static void drain_and_hang(struct tds_loop *l, void *ud)
+{
+    (void)ud;
+    drain_calls++;
+    /* A second signal arrives while draining. */
+    tds_loop_timer_add(l, 20, 0, send_term, NULL);
+}
+
+static void drain_never_finishes(struct tds_loop *l, void *ud)
+{
+    (void)l;
+    (void)ud;
+    drain_calls++;
+}
+
+static void test_sigterm(void)
+{
+    struct tds_loop *l = NULL;
+    int64_t t0;
+
+    /* SIGTERM → drain callback → stage calls stop. */
+    drain_calls = 0;
+    T_INT(tds_loop_new(&l), ==, 0);
+    tds_loop_on_drain(l, drain_then_stop, NULL);
+    T_INT(tds_loop_state(l), ==, TDS_LOOP_RUNNING);
+    tds_loop_timer_add(l, 10, 0, send_term, NULL);
+    tds_loop_timer_add(l, 5000, 0, t_stop, NULL); /* safety net */
+    t0 = tds_now_ms();
+    T_INT(tds_loop_run(l), ==, 0);
+    T_INT(drain_calls, ==, 1);
+    T_INT(tds_now_ms() - t0, <, 1000);
+    T_INT(tds_now_ms() - t0, >=, 39);
+    T_INT(tds_loop_state(l), ==, TDS_LOOP_DONE);
+    tds_loop_free(l);
+
+    /* A second signal while draining stops at once. */
+    drain_calls = 0;
+    T_INT(tds_loop_new(&l), ==, 0);
+    tds_loop_on_drain(l, drain_and_hang, NULL);
+    tds_loop_timer_add(l, 10, 0, send_term, NULL);
+    tds_loop_timer_add(l, 5000, 0, t_stop, NULL);
+    t0 = tds_now_ms();
+    T_INT(tds_loop_run(l), ==, 0);
+    T_INT(drain_calls, ==, 1);
+    T_INT(tds_now_ms() - t0, <, 1000);
+    tds_loop_free(l);
+
+    /* The drain deadline stops a loop whose stage never finishes. */
+    drain_calls = 0;
+    T_INT(tds_loop_new(&l), ==, 0);
+    tds_loop_on_drain(l, drain_never_finishes, NULL);
+    tds_loop_set_drain_deadline(l, 100);
+    tds_loop_timer_add(l, 10, 0, send_term, NULL);
+    tds_loop_timer_add(l, 5000, 0, t_stop, NULL);
+    t0 = tds_now_ms();
+    T_INT(tds_loop_run(l), ==, 0);
+    T_INT(drain_calls, ==, 1);
+    T_INT(tds_now_ms() - t0, >=, 109);
+    T_INT(tds_now_ms() - t0, <, 1000);
+    tds_loop_free(l);
+
+    /* Without a drain callback the first signal stops at once; SIGHUP is ignored. */
+    T_INT(tds_loop_new(&l), ==, 0);
+    T_INT(kill(getpid(), SIGHUP), ==, 0);
+    tds_loop_timer_add(l, 10, 0, send_term, NULL);
+    tds_loop_timer_add(l, 5000, 0, t_stop, NULL);
+    t0 = tds_now_ms();
+    T_INT(tds_loop_run(l), ==, 0);
+    T_INT(tds_now_ms() - t0, <, 1000);
+    tds_loop_free(l);
+}
+
+int main(void)
+{
+    T_RUN(test_timers);
+    T_RUN(test_fd);
+    T_RUN(test_zsock);
+    T_RUN(test_sigterm);
+    return 0;
+}
