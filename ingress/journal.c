@@ -1,0 +1,1102 @@
+/* journal — segment files, group commit and ack bookkeeping for accepted webhooks.
+ *
+ * Appenders frame a record into an in-memory chunk under the lock; the sync
+ * thread takes every pending chunk at once, pwrites them and fdatasyncs once,
+ * so all requests that arrived during the previous sync share the next one.
+ * A failed write or fdatasync is final (the page cache state is unknown after
+ * a failed fsync, the lesson PostgreSQL learned): the journal refuses further
+ * appends and the stage answers 503 until restarted. It never logs; callers do.
+ */
+#include "journal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define REC_MAGIC 0x314a4454u /* "TDJ1" */
+#define HDR_SIZE 32u
+#define REC_ENTRY 1
+#define REC_ACK 2
+#define SEG_NAME_LEN 24       /* 20 digits + ".seg" */
+#define CHUNK_MIN (64u * 1024)
+
+/* Header, little-endian:
+ *   0 u32 magic   4 u32 payload length   8 u32 crc32c
+ *  12 u8 type, 3 zero bytes   16 u64 seq   24 i64 wall_ms
+ * The CRC covers the payload, then header bytes 12..31, so appenders can
+ * checksum the payload before they know their seq (outside the lock). */
+
+struct seg {
+    uint64_t id;            /* first seq it may hold; names the file */
+    int fd;                 /* open while it takes writes, else -1 */
+    uint64_t size;          /* bytes appended, pending ones included */
+    uint64_t n_entries;
+    uint64_t n_unacked;
+    int64_t last_wall_ms;
+    unsigned chunks_pending;
+};
+
+struct chunk {
+    struct seg *seg;
+    int fd;
+    uint64_t base;          /* file offset of buf[0] */
+    char *buf;
+    size_t len, cap;
+    struct chunk *next;
+};
+
+struct tds_journal {
+    char *dir;
+    int dirfd;
+    struct tds_journal_opts o;
+
+    pthread_mutex_t mu;
+    pthread_cond_t work;      /* chunks are waiting for the sync thread */
+    pthread_cond_t synced_cv; /* synced_seq moved, or the journal failed */
+    pthread_mutex_t sync_mu;  /* one syncer at a time */
+
+    struct seg **segs;        /* ascending id; the last one is active */
+    size_t n_segs, cap_segs;
+    struct seg *active;
+
+    struct chunk *head, *tail;
+    struct chunk *spare;      /* one recycled chunk to avoid malloc per batch */
+
+    uint64_t next_seq;
+    uint64_t appended_seq;    /* highest entry seq in a chunk */
+    uint64_t synced_seq;
+    uint64_t total_bytes;
+    uint64_t unacked;
+    int failed;               /* errno of the failure, 0 while healthy */
+    bool dir_dirty;           /* a segment was created: fsync the directory */
+    bool stop;
+    bool has_thread;
+    pthread_t thread;
+
+    tds_journal_synced_cb synced_cb;
+    void *synced_ud;
+    tds_journal_stats_cb stats_cb;
+    void *stats_ud;
+};
+
+/* ---- CRC32C, slice-by-8 ---- */
+
+static uint32_t crc_tab[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+        crc_tab[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
+}
+
+uint32_t tds_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+
+    pthread_once(&crc_once, crc_init);
+    crc = ~crc;
+    while (len >= 8) {
+        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                             (uint32_t)p[3] << 24);
+        crc = crc_tab[7][lo & 0xff] ^ crc_tab[6][(lo >> 8) & 0xff] ^
+              crc_tab[5][(lo >> 16) & 0xff] ^ crc_tab[4][lo >> 24] ^ crc_tab[3][p[4]] ^
+              crc_tab[2][p[5]] ^ crc_tab[1][p[6]] ^ crc_tab[0][p[7]];
+        p += 8;
+        len -= 8;
+    }
+    while (len--)
+        crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
+    return ~crc;
+}
+
+/* ---- little helpers ---- */
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    uint32_t v = 0;
+
+    for (int i = 3; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void fill_header(unsigned char *h, int type, uint32_t len, uint64_t seq, int64_t wall_ms,
+                        uint32_t payload_crc)
+{
+    put32(h, REC_MAGIC);
+    put32(h + 4, len);
+    h[12] = (unsigned char)type;
+    h[13] = h[14] = h[15] = 0;
+    put64(h + 16, seq);
+    put64(h + 24, (uint64_t)wall_ms);
+    put32(h + 8, tds_crc32c(payload_crc, h + 12, HDR_SIZE - 12));
+}
+
+static void seg_name(uint64_t id, char *out, size_t n)
+{
+    snprintf(out, n, "%020llu.seg", (unsigned long long)id);
+}
+
+static int pwrite_all(int fd, const char *buf, size_t len, uint64_t off)
+{
+    while (len) {
+        ssize_t n = pwrite(fd, buf, len, (off_t)off);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        buf += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+static int pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+    char *p = buf;
+
+    while (len) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return TDS_JOURNAL_E_CORRUPT; /* short file: torn */
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+static int mkdir_p(const char *path)
+{
+    char *tmp = strdup(path);
+    int r = 0;
+
+    if (!tmp)
+        return -ENOMEM;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0750) < 0 && errno != EEXIST) {
+            r = -errno;
+            goto out;
+        }
+        *p = '/';
+    }
+    if (mkdir(tmp, 0750) < 0 && errno != EEXIST)
+        r = -errno;
+out:
+    free(tmp);
+    return r;
+}
+
+/* ---- segments ---- */
+
+static int segs_push(struct tds_journal *j, struct seg *s)
+{
+    if (j->n_segs == j->cap_segs) {
+        size_t cap = j->cap_segs ? j->cap_segs * 2 : 16;
+        struct seg **n = realloc(j->segs, cap * sizeof(*n));
+
+        if (!n)
+            return -ENOMEM;
+        j->segs = n;
+        j->cap_segs = cap;
+    }
+    j->segs[j->n_segs++] = s;
+    return 0;
+}
+
+/* The segment holding seq: the last one whose id ≤ seq. */
+static struct seg *seg_for_seq(struct tds_journal *j, uint64_t seq)
+{
+    size_t lo = 0, hi = j->n_segs;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (j->segs[mid]->id <= seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo ? j->segs[lo - 1] : NULL;
+}
+
+static struct seg *seg_by_id(struct tds_journal *j, uint64_t id)
+{
+    struct seg *s = seg_for_seq(j, id);
+
+    return s && s->id == id ? s : NULL;
+}
+
+/* Start a new active segment named after next_seq. Called with mu held. */
+static int rotate_locked(struct tds_journal *j)
+{
+    char name[SEG_NAME_LEN + 8];
+    struct seg *s;
+    int fd, r;
+
+    seg_name(j->next_seq, name, sizeof(name));
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    fd = openat(j->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        r = -errno;
+        free(s);
+        return r;
+    }
+    s->id = j->next_seq;
+    s->fd = fd;
+    r = segs_push(j, s);
+    if (r) {
+        close(fd);
+        unlinkat(j->dirfd, name, 0);
+        free(s);
+        return r;
+    }
+    /* The previous active segment keeps its fd until its last chunk is synced. */
+    if (j->active && j->active->fd >= 0 && j->active->chunks_pending == 0) {
+        close(j->active->fd);
+        j->active->fd = -1;
+    }
+    j->active = s;
+    j->dir_dirty = true;
+    return 0;
+}
+
+static void seg_drop_front(struct tds_journal *j)
+{
+    struct seg *s = j->segs[0];
+    char name[SEG_NAME_LEN + 8];
+
+    seg_name(s->id, name, sizeof(name));
+    unlinkat(j->dirfd, name, 0);
+    if (s->fd >= 0)
+        close(s->fd);
+    j->total_bytes -= s->size;
+    memmove(j->segs, j->segs + 1, (j->n_segs - 1) * sizeof(*j->segs));
+    j->n_segs--;
+    free(s);
+}
+
+/* Delete oldest fully-acked segments while they are past retention or the
+ * journal needs `need` more bytes under `limit`. Only from the front: an
+ * entry's segment then always goes before the later segment holding its ack
+ * record, so a restart never resurrects an acked entry. Called with mu held. */
+static int gc_locked(struct tds_journal *j, int64_t now_ms, uint64_t need, uint64_t limit)
+{
+    int n = 0;
+
+    while (j->n_segs > 1) {
+        struct seg *s = j->segs[0];
+        bool expired = s->n_entries == 0 || now_ms - s->last_wall_ms > j->o.retention_ms;
+        bool over = j->total_bytes + need > limit;
+
+        if (s == j->active || s->n_unacked || s->chunks_pending)
+            break;
+        if (!expired && !over)
+            break;
+        seg_drop_front(j);
+        n++;
+    }
+    return n;
+}
+
+/* Append a framed record to the pending chunk of the active segment. */
+static int add_record_locked(struct tds_journal *j, int type, const void *payload, uint32_t len,
+                             uint32_t payload_crc, uint64_t seq, int64_t wall_ms)
+{
+    struct chunk *c = j->tail;
+    size_t rec = HDR_SIZE + len;
+
+    if (!c || c->seg != j->active) {
+        c = j->spare;
+        j->spare = NULL;
+        if (!c) {
+            c = calloc(1, sizeof(*c));
+            if (!c)
+                return -ENOMEM;
+        }
+        c->seg = j->active;
+        c->fd = j->active->fd;
+        c->base = j->active->size;
+        c->len = 0;
+        c->next = NULL;
+        if (j->tail)
+            j->tail->next = c;
+        else
+            j->head = c;
+        j->tail = c;
+        j->active->chunks_pending++;
+    }
+    if (c->len + rec > c->cap) {
+        size_t cap = c->cap ? c->cap : CHUNK_MIN;
+        char *n;
+
+        while (cap < c->len + rec)
+            cap *= 2;
+        n = realloc(c->buf, cap);
+        if (!n)
+            return -ENOMEM; /* the empty chunk stays queued; harmless */
+        c->buf = n;
+        c->cap = cap;
+    }
+    fill_header((unsigned char *)c->buf + c->len, type, len, seq, wall_ms, payload_crc);
+    if (len)
+        memcpy(c->buf + c->len + HDR_SIZE, payload, len);
+    c->len += rec;
+    j->active->size += rec;
+    j->total_bytes += rec;
+    pthread_cond_signal(&j->work);
+    return 0;
+}
+
+/* ---- group commit ---- */
+
+static void chunk_recycle(struct tds_journal *j, struct chunk *c)
+{
+    if (!j->spare && c->cap <= 16 * CHUNK_MIN) {
+        c->len = 0;
+        j->spare = c;
+        return;
+    }
+    free(c->buf);
+    free(c);
+}
+
+int tds_journal_sync(struct tds_journal *j)
+{
+    struct chunk *list, *c;
+    uint64_t target, batch;
+    bool dir_dirty;
+    int err = 0;
+
+    pthread_mutex_lock(&j->sync_mu);
+    pthread_mutex_lock(&j->mu);
+    if (j->failed) {
+        pthread_mutex_unlock(&j->mu);
+        pthread_mutex_unlock(&j->sync_mu);
+        return TDS_JOURNAL_E_FAILED;
+    }
+    list = j->head;
+    j->head = j->tail = NULL;
+    target = j->appended_seq;
+    batch = target - j->synced_seq;
+    dir_dirty = j->dir_dirty;
+    j->dir_dirty = false;
+    pthread_mutex_unlock(&j->mu);
+
+    if (!list && !dir_dirty) {
+        pthread_mutex_unlock(&j->sync_mu);
+        return 0;
+    }
+    {
+        struct timespec a, b;
+
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        for (c = list; c && !err; c = c->next) {
+            err = pwrite_all(c->fd, c->buf, c->len, c->base);
+            /* One fdatasync per file, after its last chunk of this batch. */
+            if (!err && (!c->next || c->next->fd != c->fd) && fdatasync(c->fd) < 0)
+                err = -errno;
+        }
+        if (!err && dir_dirty && fsync(j->dirfd) < 0)
+            err = -errno;
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        pthread_mutex_lock(&j->mu);
+        while (list) {
+            c = list;
+            list = c->next;
+            c->seg->chunks_pending--;
+            if (c->seg != j->active && c->seg->chunks_pending == 0 && c->seg->fd >= 0) {
+                close(c->seg->fd);
+                c->seg->fd = -1;
+            }
+            chunk_recycle(j, c);
+        }
+        if (err)
+            j->failed = -err;
+        else
+            j->synced_seq = target;
+        pthread_cond_broadcast(&j->synced_cv);
+        pthread_mutex_unlock(&j->mu);
+        if (j->stats_cb && !err)
+            j->stats_cb(batch, (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9,
+                        j->stats_ud);
+        if (j->synced_cb)
+            j->synced_cb(target, err != 0, j->synced_ud);
+    }
+    pthread_mutex_unlock(&j->sync_mu);
+    return err ? TDS_JOURNAL_E_FAILED : 0;
+}
+
+static void *sync_main(void *arg)
+{
+    struct tds_journal *j = arg;
+
+    pthread_mutex_lock(&j->mu);
+    while (!j->stop) {
+        if ((!j->head && !j->dir_dirty) || j->failed) {
+            pthread_cond_wait(&j->work, &j->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&j->mu);
+        tds_journal_sync(j);
+        pthread_mutex_lock(&j->mu);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+/* ---- public API ---- */
+
+int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, int64_t wall_ms,
+                       uint64_t *seq, struct tds_journal_loc *loc)
+{
+    uint32_t pcrc;
+    uint64_t rec = HDR_SIZE + (uint64_t)len, s;
+    int r;
+
+    if (len > TDS_JOURNAL_MAX_PAYLOAD)
+        return TDS_E_TOO_LARGE;
+    if (j->o.read_only)
+        return -EROFS;
+    pcrc = tds_crc32c(0, payload, len);
+    pthread_mutex_lock(&j->mu);
+    if (j->failed) {
+        r = TDS_JOURNAL_E_FAILED;
+        goto out;
+    }
+    if (j->total_bytes + rec > j->o.max_bytes) {
+        gc_locked(j, wall_ms, rec, j->o.max_bytes);
+        if (j->total_bytes + rec > j->o.max_bytes) {
+            r = TDS_JOURNAL_E_FULL;
+            goto out;
+        }
+    }
+    if (j->active->size > 0 && j->active->size + rec > j->o.segment_bytes) {
+        r = rotate_locked(j);
+        if (r)
+            goto out;
+    }
+    s = j->next_seq;
+    loc->seg = j->active->id;
+    loc->off = j->active->size;
+    loc->len = (uint32_t)len;
+    r = add_record_locked(j, REC_ENTRY, payload, (uint32_t)len, pcrc, s, wall_ms);
+    if (r)
+        goto out;
+    j->next_seq++;
+    j->appended_seq = s;
+    j->active->n_entries++;
+    j->active->n_unacked++;
+    if (wall_ms > j->active->last_wall_ms)
+        j->active->last_wall_ms = wall_ms;
+    j->unacked++;
+    *seq = s;
+out:
+    pthread_mutex_unlock(&j->mu);
+    return r;
+}
+
+int tds_journal_state(struct tds_journal *j, uint64_t seq)
+{
+    int r;
+
+    pthread_mutex_lock(&j->mu);
+    r = seq <= j->synced_seq ? 1 : j->failed ? -1 : 0;
+    pthread_mutex_unlock(&j->mu);
+    return r;
+}
+
+int tds_journal_wait(struct tds_journal *j, uint64_t seq, int64_t timeout_ms)
+{
+    struct timespec dl;
+    int r = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (timeout_ms % 1000) * 1000000;
+    if (dl.tv_nsec >= 1000000000) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&j->mu);
+    while (seq > j->synced_seq) {
+        if (j->failed) {
+            r = TDS_JOURNAL_E_FAILED;
+            break;
+        }
+        if (pthread_cond_timedwait(&j->synced_cv, &j->mu, &dl) == ETIMEDOUT &&
+            seq > j->synced_seq) {
+            r = j->failed ? TDS_JOURNAL_E_FAILED : TDS_JOURNAL_E_TIMEOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&j->mu);
+    return r;
+}
+
+int tds_journal_ack(struct tds_journal *j, const uint64_t *seqs, size_t n)
+{
+    unsigned char *buf;
+    size_t done = 0;
+    int r = 0;
+
+    if (!n)
+        return 0;
+    buf = malloc(n * 8);
+    if (!buf)
+        return -ENOMEM;
+    pthread_mutex_lock(&j->mu);
+    for (size_t i = 0; i < n; i++) {
+        struct seg *s = seg_for_seq(j, seqs[i]);
+
+        if (!s || !s->n_unacked || seqs[i] > j->appended_seq)
+            continue;
+        s->n_unacked--;
+        j->unacked--;
+        put64(buf + 8 * done++, seqs[i]);
+    }
+    if (done && !j->failed && !j->o.read_only) {
+        uint32_t len = (uint32_t)(done * 8);
+
+        r = add_record_locked(j, REC_ACK, buf, len, tds_crc32c(0, buf, len), 0, tds_wall_ms());
+    }
+    pthread_mutex_unlock(&j->mu);
+    free(buf);
+    return r;
+}
+
+int tds_journal_gc(struct tds_journal *j, int64_t now_wall_ms)
+{
+    int n;
+
+    if (j->o.read_only)
+        return 0;
+    pthread_mutex_lock(&j->mu);
+    /* Keep a quarter of the budget free so appends rarely delete inline. */
+    n = gc_locked(j, now_wall_ms, 0, j->o.max_bytes - j->o.max_bytes / 4);
+    pthread_mutex_unlock(&j->mu);
+    return n;
+}
+
+static int read_record(int fd, uint64_t off, uint64_t file_size, unsigned char *hdr, void **payload,
+                       uint32_t *len)
+{
+    uint32_t l, crc;
+    void *p;
+    int r;
+
+    if (off + HDR_SIZE > file_size)
+        return TDS_JOURNAL_E_CORRUPT;
+    r = pread_all(fd, hdr, HDR_SIZE, off);
+    if (r)
+        return r;
+    l = get32(hdr + 4);
+    if (get32(hdr) != REC_MAGIC || l > TDS_JOURNAL_MAX_PAYLOAD || off + HDR_SIZE + l > file_size ||
+        (hdr[12] != REC_ENTRY && hdr[12] != REC_ACK))
+        return TDS_JOURNAL_E_CORRUPT;
+    p = malloc(l ? l : 1);
+    if (!p)
+        return -ENOMEM;
+    r = pread_all(fd, p, l, off + HDR_SIZE);
+    if (r) {
+        free(p);
+        return r;
+    }
+    crc = tds_crc32c(tds_crc32c(0, p, l), hdr + 12, HDR_SIZE - 12);
+    if (crc != get32(hdr + 8)) {
+        free(p);
+        return TDS_JOURNAL_E_CORRUPT;
+    }
+    *payload = p;
+    *len = l;
+    return 0;
+}
+
+int tds_journal_read(struct tds_journal *j, const struct tds_journal_loc *loc, void **buf,
+                     size_t *len)
+{
+    char name[SEG_NAME_LEN + 8];
+    unsigned char hdr[HDR_SIZE];
+    struct stat st;
+    uint32_t l;
+    int fd, r;
+
+    pthread_mutex_lock(&j->mu);
+    r = seg_by_id(j, loc->seg) ? 0 : TDS_E_NOTFOUND;
+    pthread_mutex_unlock(&j->mu);
+    if (r)
+        return r;
+    seg_name(loc->seg, name, sizeof(name));
+    fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? TDS_E_NOTFOUND : -errno;
+    if (fstat(fd, &st) < 0) {
+        r = -errno;
+        close(fd);
+        return r;
+    }
+    r = read_record(fd, loc->off, (uint64_t)st.st_size, hdr, buf, &l);
+    close(fd);
+    if (r)
+        return r;
+    if (hdr[12] != REC_ENTRY || l != loc->len) {
+        free(*buf);
+        *buf = NULL;
+        return TDS_JOURNAL_E_CORRUPT;
+    }
+    *len = l;
+    return 0;
+}
+
+/* ---- open ---- */
+
+struct meta {
+    uint64_t seq;
+    uint64_t off;
+    int64_t wall_ms;
+    struct seg *seg;
+    uint32_t len;
+};
+
+struct scan {
+    struct meta *m;
+    size_t n, cap;
+    uint64_t *acks;
+    size_t n_acks, cap_acks;
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool is_seg_name(const char *n, uint64_t *id)
+{
+    uint64_t v = 0;
+
+    if (strlen(n) != SEG_NAME_LEN || strcmp(n + 20, ".seg") != 0)
+        return false;
+    for (int i = 0; i < 20; i++) {
+        if (n[i] < '0' || n[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(n[i] - '0');
+    }
+    *id = v;
+    return true;
+}
+
+/* Read one segment's records; a bad record ends the segment (torn tail). */
+static int scan_seg(struct tds_journal *j, struct seg *s, int fd, struct scan *sc,
+                    struct tds_journal_open_info *info)
+{
+    struct stat st;
+    uint64_t off = 0, size;
+    int r;
+
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    size = (uint64_t)st.st_size;
+    while (off < size) {
+        unsigned char hdr[HDR_SIZE];
+        void *p = NULL;
+        uint32_t l;
+
+        r = read_record(fd, off, size, hdr, &p, &l);
+        if (r == TDS_JOURNAL_E_CORRUPT) {
+            info->torn++;
+            if (!j->o.read_only && ftruncate(fd, (off_t)off) < 0)
+                return -errno;
+            break;
+        }
+        if (r)
+            return r;
+        if (hdr[12] == REC_ENTRY) {
+            if (sc->n == sc->cap) {
+                size_t cap = sc->cap ? sc->cap * 2 : 1024;
+                struct meta *m = realloc(sc->m, cap * sizeof(*m));
+
+                if (!m) {
+                    free(p);
+                    return -ENOMEM;
+                }
+                sc->m = m;
+                sc->cap = cap;
+            }
+            sc->m[sc->n++] = (struct meta){get64(hdr + 16), off, (int64_t)get64(hdr + 24), s, l};
+            s->n_entries++;
+            if ((int64_t)get64(hdr + 24) > s->last_wall_ms)
+                s->last_wall_ms = (int64_t)get64(hdr + 24);
+        } else {
+            size_t k = l / 8;
+
+            if (sc->n_acks + k > sc->cap_acks) {
+                size_t cap = sc->cap_acks ? sc->cap_acks : 1024;
+                uint64_t *a;
+
+                while (cap < sc->n_acks + k)
+                    cap *= 2;
+                a = realloc(sc->acks, cap * sizeof(*a));
+                if (!a) {
+                    free(p);
+                    return -ENOMEM;
+                }
+                sc->acks = a;
+                sc->cap_acks = cap;
+            }
+            for (size_t i = 0; i < k; i++)
+                sc->acks[sc->n_acks++] = get64((unsigned char *)p + 8 * i);
+        }
+        free(p);
+        off += HDR_SIZE + l;
+    }
+    s->size = off;
+    return 0;
+}
+
+static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
+                     struct tds_journal_open_info *info)
+{
+    struct scan sc = {0};
+    char **names = NULL;
+    size_t n_names = 0, cap_names = 0;
+    uint64_t max_seq = 0;
+    DIR *d = NULL;
+    struct dirent *e;
+    int dfd, r = 0;
+
+    dfd = dup(j->dirfd);
+    if (dfd < 0)
+        return -errno;
+    d = fdopendir(dfd);
+    if (!d) {
+        r = -errno;
+        close(dfd);
+        return r;
+    }
+    while ((e = readdir(d))) {
+        uint64_t id;
+
+        if (!is_seg_name(e->d_name, &id))
+            continue;
+        if (n_names == cap_names) {
+            size_t cap = cap_names ? cap_names * 2 : 16;
+            char **nn = realloc(names, cap * sizeof(*nn));
+
+            if (!nn) {
+                r = -ENOMEM;
+                goto out;
+            }
+            names = nn;
+            cap_names = cap;
+        }
+        names[n_names] = strdup(e->d_name);
+        if (!names[n_names]) {
+            r = -ENOMEM;
+            goto out;
+        }
+        n_names++;
+    }
+    qsort(names, n_names, sizeof(*names), cmp_name);
+
+    for (size_t i = 0; i < n_names; i++) {
+        struct seg *s = calloc(1, sizeof(*s));
+        int fd;
+
+        if (!s) {
+            r = -ENOMEM;
+            goto out;
+        }
+        is_seg_name(names[i], &s->id);
+        s->fd = -1;
+        fd = openat(j->dirfd, names[i], (j->o.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+        if (fd < 0) {
+            r = -errno;
+            free(s);
+            goto out;
+        }
+        r = scan_seg(j, s, fd, &sc, info);
+        close(fd);
+        if (r == 0 && s->size == 0 && !j->o.read_only) {
+            /* Created but never written (a crash right after rotation). */
+            unlinkat(j->dirfd, names[i], 0);
+            free(s);
+            continue;
+        }
+        if (r == 0)
+            r = segs_push(j, s);
+        if (r) {
+            free(s);
+            goto out;
+        }
+        j->total_bytes += s->size;
+        if (s->id > max_seq)
+            max_seq = s->id;
+    }
+
+    qsort(sc.acks, sc.n_acks, sizeof(*sc.acks), cmp_u64);
+    for (size_t i = 0; i < sc.n; i++) {
+        struct meta *m = &sc.m[i];
+        bool acked = sc.n_acks && bsearch(&m->seq, sc.acks, sc.n_acks, sizeof(uint64_t), cmp_u64);
+
+        if (m->seq > max_seq)
+            max_seq = m->seq;
+        if (!acked) {
+            m->seg->n_unacked++;
+            j->unacked++;
+        }
+        info->entries++;
+        if (cb) {
+            char name[SEG_NAME_LEN + 8];
+            unsigned char hdr[HDR_SIZE];
+            struct tds_journal_rec rec;
+            void *p = NULL;
+            uint32_t l;
+            int fd;
+
+            seg_name(m->seg->id, name, sizeof(name));
+            fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                r = -errno;
+                goto out;
+            }
+            r = read_record(fd, m->off, UINT64_MAX, hdr, &p, &l);
+            close(fd);
+            if (r)
+                goto out;
+            rec = (struct tds_journal_rec){m->seq, m->wall_ms, acked, {m->seg->id, m->off, l}, p, l};
+            r = cb(&rec, ud);
+            free(p);
+            if (r)
+                goto out;
+        }
+    }
+    info->segments = j->n_segs;
+    info->unacked = j->unacked;
+    j->next_seq = max_seq + 1;
+    j->appended_seq = j->synced_seq = max_seq;
+out:
+    for (size_t i = 0; i < n_names; i++)
+        free(names[i]);
+    free(names);
+    free(sc.m);
+    free(sc.acks);
+    closedir(d);
+    return r;
+}
+
+int tds_journal_open(struct tds_journal **out, const struct tds_journal_opts *o,
+                     tds_journal_scan_cb cb, void *ud, struct tds_journal_open_info *info)
+{
+    struct tds_journal_open_info dummy;
+    struct tds_journal *j;
+    pthread_condattr_t ca;
+    int r;
+
+    if (!info)
+        info = &dummy;
+    memset(info, 0, sizeof(*info));
+    j = calloc(1, sizeof(*j));
+    if (!j)
+        return -ENOMEM;
+    j->dirfd = -1;
+    j->o = *o;
+    j->o.dir = NULL;
+    if (j->o.segment_bytes == 0)
+        j->o.segment_bytes = 64u * 1024 * 1024;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_mutex_init(&j->sync_mu, NULL);
+    pthread_cond_init(&j->work, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->synced_cv, &ca);
+    pthread_condattr_destroy(&ca);
+
+    j->dir = strdup(o->dir);
+    if (!j->dir) {
+        r = -ENOMEM;
+        goto fail;
+    }
+    if (!o->read_only) {
+        r = mkdir_p(o->dir);
+        if (r)
+            goto fail;
+    }
+    j->dirfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (j->dirfd < 0) {
+        r = -errno;
+        goto fail;
+    }
+    r = open_scan(j, cb, ud, info);
+    if (r)
+        goto fail;
+    if (!o->read_only) {
+        /* Always a fresh segment: never append after a possibly torn tail. */
+        r = rotate_locked(j);
+        if (r)
+            goto fail;
+        if (o->sync_thread) {
+            r = -pthread_create(&j->thread, NULL, sync_main, j);
+            if (r)
+                goto fail;
+            j->has_thread = true;
+        }
+    }
+    *out = j;
+    return 0;
+fail:
+    tds_journal_close(j);
+    return r;
+}
+
+struct tds_journal *tds_journal_close(struct tds_journal *j)
+{
+    if (!j)
+        return NULL;
+    if (j->has_thread) {
+        pthread_mutex_lock(&j->mu);
+        j->stop = true;
+        pthread_cond_broadcast(&j->work);
+        pthread_mutex_unlock(&j->mu);
+        pthread_join(j->thread, NULL);
+    }
+    if (!j->o.read_only && j->dirfd >= 0)
+        tds_journal_sync(j);
+    while (j->head) {
+        struct chunk *c = j->head;
+
+        j->head = c->next;
+        free(c->buf);
+        free(c);
+    }
+    if (j->spare) {
+        free(j->spare->buf);
+        free(j->spare);
+    }
+    for (size_t i = 0; i < j->n_segs; i++) {
+        if (j->segs[i]->fd >= 0)
+            close(j->segs[i]->fd);
+        free(j->segs[i]);
+    }
+    free(j->segs);
+    if (j->dirfd >= 0)
+        close(j->dirfd);
+    free(j->dir);
+    pthread_cond_destroy(&j->work);
+    pthread_cond_destroy(&j->synced_cv);
+    pthread_mutex_destroy(&j->mu);
+    pthread_mutex_destroy(&j->sync_mu);
+    free(j);
+    return NULL;
+}
+
+void tds_journal_on_synced(struct tds_journal *j, tds_journal_synced_cb cb, void *ud)
+{
+    j->synced_cb = cb;
+    j->synced_ud = ud;
+}
+
+void tds_journal_on_stats(struct tds_journal *j, tds_journal_stats_cb cb, void *ud)
+{
+    j->stats_cb = cb;
+    j->stats_ud = ud;
+}
+
+uint64_t tds_journal_bytes(struct tds_journal *j)
+{
+    uint64_t v;
+
+    pthread_mutex_lock(&j->mu);
+    v = j->total_bytes;
+    pthread_mutex_unlock(&j->mu);
+    return v;
+}
+
+uint64_t tds_journal_unacked(struct tds_journal *j)
+{
+    uint64_t v;
+
+    pthread_mutex_lock(&j->mu);
+    v = j->unacked;
+    pthread_mutex_unlock(&j->mu);
+    return v;
+}
+
+size_t tds_journal_segments(struct tds_journal *j)
+{
+    size_t v;
+
+    pthread_mutex_lock(&j->mu);
+    v = j->n_segs;
+    pthread_mutex_unlock(&j->mu);
+    return v;
+}
+
+bool tds_journal_failed(struct tds_journal *j)
+{
+    bool v;
+
+    pthread_mutex_lock(&j->mu);
+    v = j->failed != 0;
+    pthread_mutex_unlock(&j->mu);
+    return v;
+}

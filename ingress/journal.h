@@ -1,0 +1,118 @@
+/* journal — the ingress's durable log of accepted webhooks (see DESIGN.md here).
+ *
+ * Owns a directory of segment files, the group-commit sync thread and the
+ * bookkeeping of which entries are still unacknowledged. Records are framed as
+ * magic + length + type + seq + wall time + CRC32C + payload; a record whose
+ * checksum fails at open time (a torn write from a crash) ends its segment and
+ * is truncated away, never replayed. The payload is opaque here: the journal
+ * never parses what it stores and never talks to the network.
+ *
+ * Threads: append/wait/is_synced from any thread; ack/gc/read from one thread
+ * (the loop); the sync thread is internal. All state is behind one mutex.
+ */
+#ifndef TDS_INGRESS_JOURNAL_H
+#define TDS_INGRESS_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    TDS_JOURNAL_E_FULL = 1,    /* over max_bytes even after dropping acked segments */
+    TDS_JOURNAL_E_FAILED = 2,  /* a write or fdatasync failed: the journal refuses work */
+    TDS_JOURNAL_E_TIMEOUT = 3, /* wait timed out */
+    TDS_JOURNAL_E_CORRUPT = 4, /* read: record at loc does not check out */
+};
+
+/* Largest payload one record may carry. */
+#define TDS_JOURNAL_MAX_PAYLOAD (32u * 1024 * 1024)
+
+struct tds_journal;
+
+struct tds_journal_opts {
+    const char *dir;          /* created if missing */
+    uint64_t max_bytes;       /* all segments together, acked ones included */
+    uint64_t segment_bytes;   /* start a new segment past this size */
+    int64_t retention_ms;     /* keep fully acked segments this long (for replay) */
+    bool sync_thread;         /* false: nothing syncs until tds_journal_sync() (tests) */
+    bool read_only;           /* replay CLI: scan only, no truncation, no new segment */
+};
+
+/* Where a record lives: segment id (its first seq) and byte offset. */
+struct tds_journal_loc {
+    uint64_t seg;
+    uint64_t off;
+    uint32_t len;             /* payload length */
+};
+
+/* One entry seen while opening. payload is valid during the callback only. */
+struct tds_journal_rec {
+    uint64_t seq;
+    int64_t wall_ms;
+    bool acked;
+    struct tds_journal_loc loc;
+    const void *payload;
+    size_t len;
+};
+
+/* Return 0 to go on, anything else stops the open with that code. */
+typedef int (*tds_journal_scan_cb)(const struct tds_journal_rec *r, void *ud);
+/* After every group commit, on the sync thread, without the journal's lock:
+ * every seq ≤ synced is durable. failed is true when the journal just failed. */
+typedef void (*tds_journal_synced_cb)(uint64_t synced, bool failed, void *ud);
+/* After every group commit: entries in the batch and seconds spent syncing. */
+typedef void (*tds_journal_stats_cb)(uint64_t batch, double sync_s, void *ud);
+
+struct tds_journal_open_info {
+    size_t segments;
+    uint64_t entries;
+    uint64_t unacked;
+    uint64_t torn;            /* records dropped as torn or corrupt */
+};
+
+/* Open (or create) the journal, calling cb for every entry in seq order with
+ * its acked state. cb may be NULL. Returns 0, -errno, or cb's code. */
+int tds_journal_open(struct tds_journal **out, const struct tds_journal_opts *o,
+                     tds_journal_scan_cb cb, void *ud, struct tds_journal_open_info *info);
+/* Stops the sync thread after a last sync; takes NULL; returns NULL. */
+struct tds_journal *tds_journal_close(struct tds_journal *j);
+
+/* Callbacks; set before traffic starts. */
+void tds_journal_on_synced(struct tds_journal *j, tds_journal_synced_cb cb, void *ud);
+void tds_journal_on_stats(struct tds_journal *j, tds_journal_stats_cb cb, void *ud);
+
+/* Append one entry (copied). *seq and *loc are set on success. It is durable
+ * only once synced. Returns 0, TDS_JOURNAL_E_FULL, TDS_JOURNAL_E_FAILED,
+ * TDS_E_TOO_LARGE (payload over TDS_JOURNAL_MAX_PAYLOAD) or -errno. */
+int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, int64_t wall_ms,
+                       uint64_t *seq, struct tds_journal_loc *loc);
+/* Returns 1 when seq is durable, 0 while it is pending, -1 when it never will
+ * be (the journal failed before syncing it). Never blocks on I/O. */
+int tds_journal_state(struct tds_journal *j, uint64_t seq);
+/* Block until seq is durable. Returns 0, TDS_JOURNAL_E_FAILED or TDS_JOURNAL_E_TIMEOUT. */
+int tds_journal_wait(struct tds_journal *j, uint64_t seq, int64_t timeout_ms);
+/* Write and fdatasync everything appended so far (the sync thread's work; call
+ * directly when opened without one). Returns 0 or TDS_JOURNAL_E_FAILED. */
+int tds_journal_sync(struct tds_journal *j);
+
+/* Mark entries acknowledged (each seq once; unknown seqs are ignored). The ack
+ * is journaled without waiting for a sync: losing it only means a resend. */
+int tds_journal_ack(struct tds_journal *j, const uint64_t *seqs, size_t n);
+/* Delete the oldest segments whose entries are all acked, while they are older
+ * than the retention or the journal is over its soft budget. Returns the
+ * number of segments deleted. */
+int tds_journal_gc(struct tds_journal *j, int64_t now_wall_ms);
+/* Read a record's payload back (new buffer, caller frees). Returns 0,
+ * TDS_JOURNAL_E_CORRUPT, TDS_E_NOTFOUND (segment gone) or -errno. */
+int tds_journal_read(struct tds_journal *j, const struct tds_journal_loc *loc, void **buf,
+                     size_t *len);
+
+uint64_t tds_journal_bytes(struct tds_journal *j);
+uint64_t tds_journal_unacked(struct tds_journal *j);
+size_t tds_journal_segments(struct tds_journal *j);
+bool tds_journal_failed(struct tds_journal *j);
+
+/* CRC32C (Castagnoli), exposed for tests. */
+uint32_t tds_crc32c(uint32_t crc, const void *buf, size_t len);
+
+#endif

@@ -1,0 +1,49 @@
+/* verify — the X-Zoho-Webhook-Signature check (DESIGN.md §6, §11).
+ *
+ * Zoho signs hex(HMAC-SHA256(secret, k1 v1 k2 v2 … raw_body)) with the query
+ * parameters sorted by key (then value) and concatenated without separators.
+ * A Payments-style header "t=<unix ms>,v=<hex>" signs "<t>." before the same
+ * string and is refused once older than max_age. Digests are compared in
+ * constant time against every configured secret (rotation). Works on the raw
+ * bytes before any parsing; never logs and never says why in a response.
+ */
+#ifndef TDS_INGRESS_VERIFY_H
+#define TDS_INGRESS_VERIFY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TDS_VERIFY_MAX_PARAMS 64
+
+enum {
+    TDS_VERIFY_E_MISSING = 1,   /* no signature header */
+    TDS_VERIFY_E_MALFORMED = 2, /* not hex of the right length / bad t=,v= form */
+    TDS_VERIFY_E_MISMATCH = 3,  /* no secret produces this digest */
+    TDS_VERIFY_E_STALE = 4,     /* t= older (or newer) than max_age */
+    TDS_VERIFY_E_PARAMS = 5,    /* more than TDS_VERIFY_MAX_PARAMS query parameters */
+};
+
+struct tds_verify_kv {
+    const char *k;
+    size_t klen;
+    const char *v;
+    size_t vlen;
+};
+
+/* Check sig (NUL-terminated header value, or NULL) against secrets. params are
+ * the decoded query parameters in any order. now_ms/max_age_ms are wall-clock
+ * milliseconds, used only with the t= form. Returns 0 when one secret matches,
+ * else a TDS_VERIFY_E_* code, or -ENOMEM. */
+int tds_verify_check(const char *const *secrets, size_t n_secrets, const char *sig,
+                     const struct tds_verify_kv *params, size_t n_params, const void *body,
+                     size_t body_len, int64_t now_ms, int64_t max_age_ms);
+
+/* Lower-case hex signature as Zoho computes it (prefix: NULL, or "<t>." for the
+ * t= form). For tests, the simulator-free bench and the fuzz target. */
+int tds_verify_sign(const char *secret, const char *prefix, const struct tds_verify_kv *params,
+                    size_t n_params, const void *body, size_t body_len, char hex[65]);
+
+/* "missing", "malformed", "mismatch", "stale", "params" — for logs and metric labels. */
+const char *tds_verify_reason(int code);
+
+#endif

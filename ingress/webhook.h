@@ -1,0 +1,51 @@
+/* webhook — what ingress reads out of a verified webhook body (DESIGN.md §4, §6).
+ *
+ * Decides the body's kind from Content-Type (JSON, or form-encoded with a
+ * JSONString field), checks UTF-8 and JSON, finds the entity (the payload's
+ * one top-level key that names an entity, or ?entity=), the record id and
+ * modified time, whether it is a delete, whether the record itself is there
+ * (→ `event`) or only its id (→ `fetch`), and the event id used for dedupe.
+ * Never maps fields to columns (the processor does) and never logs.
+ */
+#ifndef TDS_INGRESS_WEBHOOK_H
+#define TDS_INGRESS_WEBHOOK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct tds_entity;
+
+enum tds_webhook_kind { TDS_WEBHOOK_UNSUPPORTED = 0, TDS_WEBHOOK_JSON, TDS_WEBHOOK_FORM };
+
+enum {
+    TDS_WEBHOOK_E_UTF8 = 1,   /* 400: body is not UTF-8 */
+    TDS_WEBHOOK_E_JSON = 2,   /* 400: not JSON / no JSONString field / not an object */
+    TDS_WEBHOOK_E_ENTITY = 3, /* 400: no entity, or more than one */
+    TDS_WEBHOOK_E_ID = 4,     /* 400: no usable record id */
+};
+
+#define TDS_WEBHOOK_MAX_ID 64       /* longest zoho id or event id taken from a payload */
+
+struct tds_webhook {
+    const struct tds_entity *entity;
+    bool is_delete;
+    bool has_record;                 /* the payload carries the record itself */
+    char zoho_id[TDS_WEBHOOK_MAX_ID + 1];
+    char event_id[TDS_WEBHOOK_MAX_ID + 1];
+    const char *json;                /* the JSON text: into the body, or `owned` */
+    size_t json_len;
+    char *owned;                     /* decoded JSONString, freed by clear */
+};
+
+/* application/json (any parameters) → JSON; application/x-www-form-urlencoded → FORM. */
+enum tds_webhook_kind tds_webhook_kind(const char *content_type);
+
+/* Parse body. entity_param / event_param are the ?entity= and ?event= values
+ * or NULL. On success w->json may point into body: keep body alive. Returns 0
+ * or a TDS_WEBHOOK_E_* code; -ENOMEM. Call tds_webhook_clear after either. */
+int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const char *body,
+                      size_t len, const char *entity_param, const char *event_param);
+void tds_webhook_clear(struct tds_webhook *w);
+const char *tds_webhook_strerror(int code);
+
+#endif

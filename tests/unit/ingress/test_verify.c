@@ -1,0 +1,98 @@
+/* Unit tests for ingress/verify.c: the documented Zoho string-to-sign with a
+ * digest computed independently by Python's hmac module, rotation, case,
+ * missing/malformed/mismatch, and the t= form's age check. */
+#include <string.h>
+
+#include "assert.h"
+#include "verify.h"
+
+/* python3: hmac.new(b'abcdefghijkl12', b'namebasicsubscription_id90343' + body, sha256) */
+static const char body[] = "{\"created_date\":\"2019-03-06\",\"event_id\":\"5675\"}";
+static const char vec[] = "1818d5bea13d2c1f10de3ab576c2758872ac254852c3f38a9aed351ca10cc9f4";
+static const struct tds_verify_kv params[] = {
+    {"subscription_id", 15, "90343", 5},
+    {"name", 4, "basic", 5},
+};
+
+static void test_known_vector(void)
+{
+    const char *secrets[] = {"abcdefghijkl12"};
+    char hex[65];
+
+    T_INT(tds_verify_sign(secrets[0], NULL, params, 2, body, strlen(body), hex), ==, 0);
+    T_STR(hex, vec);
+    T_INT(tds_verify_check(secrets, 1, vec, params, 2, body, strlen(body), 0, 0), ==, 0);
+}
+
+static void test_upper_case_and_prefix(void)
+{
+    const char *secrets[] = {"abcdefghijkl12"};
+    char up[80] = "sha256=";
+
+    for (size_t i = 0; vec[i]; i++)
+        up[7 + i] = (char)(vec[i] >= 'a' && vec[i] <= 'f' ? vec[i] - 32 : vec[i]);
+    T_INT(tds_verify_check(secrets, 1, up + 7, params, 2, body, strlen(body), 0, 0), ==, 0);
+    T_INT(tds_verify_check(secrets, 1, up, params, 2, body, strlen(body), 0, 0), ==, 0);
+}
+
+static void test_rotation(void)
+{
+    const char *both[] = {"newsecret000001", "abcdefghijkl12"};
+    const char *only_new[] = {"newsecret000001"};
+
+    T_INT(tds_verify_check(both, 2, vec, params, 2, body, strlen(body), 0, 0), ==, 0);
+    T_INT(tds_verify_check(only_new, 1, vec, params, 2, body, strlen(body), 0, 0), ==,
+          TDS_VERIFY_E_MISMATCH);
+}
+
+static void test_failures(void)
+{
+    const char *secrets[] = {"abcdefghijkl12"};
+    char bad[65];
+
+    T_INT(tds_verify_check(secrets, 1, NULL, params, 2, body, strlen(body), 0, 0), ==,
+          TDS_VERIFY_E_MISSING);
+    T_INT(tds_verify_check(secrets, 1, "", params, 2, body, strlen(body), 0, 0), ==,
+          TDS_VERIFY_E_MISSING);
+    T_INT(tds_verify_check(secrets, 1, "xyz", params, 2, body, strlen(body), 0, 0), ==,
+          TDS_VERIFY_E_MALFORMED);
+    memcpy(bad, vec, sizeof(bad));
+    bad[10] = bad[10] == '0' ? '1' : '0';
+    T_INT(tds_verify_check(secrets, 1, bad, params, 2, body, strlen(body), 0, 0), ==,
+          TDS_VERIFY_E_MISMATCH);
+    /* Params are signed: dropping one breaks the signature. */
+    T_INT(tds_verify_check(secrets, 1, vec, params, 1, body, strlen(body), 0, 0), ==,
+          TDS_VERIFY_E_MISMATCH);
+    /* One body byte changed. */
+    T_INT(tds_verify_check(secrets, 1, vec, params, 2, body, strlen(body) - 1, 0, 0), ==,
+          TDS_VERIFY_E_MISMATCH);
+    T_INT(tds_verify_check(secrets, 0, vec, params, 2, body, strlen(body), 0, 0), ==,
+          TDS_VERIFY_E_MISMATCH);
+}
+
+static void test_timestamped(void)
+{
+    /* python3: hmac.new(b'abcdefghijkl12', b'1700000000000.{"a":1}', sha256) */
+    static const char sig[] =
+        "t=1700000000000,v=b9566d6535225e17e0c6becaa1b07af6d733c754b3becd856255b2a4724e74c5";
+    const char *secrets[] = {"abcdefghijkl12"};
+    const char *b = "{\"a\":1}";
+
+    T_INT(tds_verify_check(secrets, 1, sig, NULL, 0, b, strlen(b), 1700000001000, 300000), ==, 0);
+    T_INT(tds_verify_check(secrets, 1, sig, NULL, 0, b, strlen(b), 1700000400000, 300000), ==,
+          TDS_VERIFY_E_STALE);
+    T_INT(tds_verify_check(secrets, 1, "t=abc,v=00", NULL, 0, b, strlen(b), 0, 0), ==,
+          TDS_VERIFY_E_MALFORMED);
+    T_INT(tds_verify_check(secrets, 1, "t=1", NULL, 0, b, strlen(b), 0, 0), ==,
+          TDS_VERIFY_E_MALFORMED);
+}
+
+int main(void)
+{
+    T_RUN(test_known_vector);
+    T_RUN(test_upper_case_and_prefix);
+    T_RUN(test_rotation);
+    T_RUN(test_failures);
+    T_RUN(test_timestamped);
+    return 0;
+}

@@ -1,0 +1,128 @@
+/* Unit tests for ingress/webhook.c: content types, entity by key or ?entity=,
+ * full record vs id-only, deletes, event ids, form JSONString, bad bodies. */
+#include <string.h>
+
+#include "assert.h"
+#include "entities.h"
+#include "webhook.h"
+
+static int parse(struct tds_webhook *w, enum tds_webhook_kind k, const char *body,
+                 const char *entity, const char *event)
+{
+    return tds_webhook_parse(w, k, body, strlen(body), entity, event);
+}
+
+static void test_kinds(void)
+{
+    T_INT(tds_webhook_kind("application/json"), ==, TDS_WEBHOOK_JSON);
+    T_INT(tds_webhook_kind("application/json; charset=UTF-8"), ==, TDS_WEBHOOK_JSON);
+    T_INT(tds_webhook_kind("Application/JSON"), ==, TDS_WEBHOOK_JSON);
+    T_INT(tds_webhook_kind("application/x-www-form-urlencoded;charset=UTF-8"), ==,
+          TDS_WEBHOOK_FORM);
+    T_INT(tds_webhook_kind("text/plain"), ==, TDS_WEBHOOK_UNSUPPORTED);
+    T_INT(tds_webhook_kind("application/jsonx"), ==, TDS_WEBHOOK_UNSUPPORTED);
+    T_INT(tds_webhook_kind(NULL), ==, TDS_WEBHOOK_UNSUPPORTED);
+}
+
+static void test_full_record(void)
+{
+    struct tds_webhook w, w2;
+    const char *b = "{\"item\":{\"item_id\":\"4600000000000012345\",\"name\":\"\xd8\xb9\","
+                    "\"last_modified_time\":\"2026-01-05T10:00:00+0300\"}}";
+
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, b, NULL, NULL), ==, 0);
+    T_STR(w.entity->name, "items");
+    T_STR(w.zoho_id, "4600000000000012345");
+    T_TRUE(w.has_record && !w.is_delete);
+    T_INT(strlen(w.event_id), ==, 64);
+    T_TRUE(w.json == b);
+    /* Same delivery → same event id. */
+    T_INT(parse(&w2, TDS_WEBHOOK_JSON, b, NULL, NULL), ==, 0);
+    T_STR(w.event_id, w2.event_id);
+    tds_webhook_clear(&w);
+    tds_webhook_clear(&w2);
+}
+
+static void test_id_only_and_entity_param(void)
+{
+    struct tds_webhook w;
+
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"item_id\":460000000026049}", "items", NULL), ==, 0);
+    T_STR(w.entity->name, "items");
+    T_STR(w.zoho_id, "460000000026049");
+    T_TRUE(!w.has_record);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"salesorder\":{\"salesorder_id\":\"9\"}}", NULL, NULL),
+          ==, 0);
+    T_STR(w.entity->name, "sales_orders");
+    T_TRUE(!w.has_record);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"x\":1}", "nope", NULL), ==, TDS_WEBHOOK_E_ENTITY);
+    tds_webhook_clear(&w);
+}
+
+static void test_delete_and_event_id(void)
+{
+    struct tds_webhook w;
+    const char *b = "{\"item\":{\"item_id\":\"1\",\"last_modified_time\":\"t\"}}";
+
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, b, NULL, "deleted"), ==, 0);
+    T_TRUE(w.is_delete);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_JSON,
+                "{\"event_type\":\"item_deleted\",\"event_id\":\"5675\",\"item\":{\"item_id\":\"1\"}}",
+                NULL, NULL), ==, 0);
+    T_TRUE(w.is_delete);
+    T_STR(w.event_id, "5675");
+    tds_webhook_clear(&w);
+}
+
+static void test_form(void)
+{
+    struct tds_webhook w;
+    const char *b = "a=b&JSONString=%7B%22contact%22%3A%7B%22contact_id%22%3A%227%22%2C"
+                    "%22last_modified_time%22%3A%22x+y%22%7D%7D";
+
+    T_INT(parse(&w, TDS_WEBHOOK_FORM, b, NULL, NULL), ==, 0);
+    T_STR(w.entity->name, "contacts");
+    T_STR(w.json, "{\"contact\":{\"contact_id\":\"7\",\"last_modified_time\":\"x y\"}}");
+    T_TRUE(w.has_record);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_FORM, "a=b", NULL, NULL), ==, TDS_WEBHOOK_E_JSON);
+    tds_webhook_clear(&w);
+}
+
+static void test_bad(void)
+{
+    struct tds_webhook w;
+
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"item\":", NULL, NULL), ==, TDS_WEBHOOK_E_JSON);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "[1]", NULL, NULL), ==, TDS_WEBHOOK_E_JSON);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"item\":{\"name\":\"\xff\"}}", NULL, NULL), ==,
+          TDS_WEBHOOK_E_UTF8);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"foo\":{}}", NULL, NULL), ==, TDS_WEBHOOK_E_ENTITY);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"item\":{\"item_id\":\"1\"},\"contact\":{}}", NULL, NULL),
+          ==, TDS_WEBHOOK_E_ENTITY);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"item\":{\"name\":\"n\"}}", NULL, NULL), ==,
+          TDS_WEBHOOK_E_ID);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"item\":{\"item_id\":1.5}}", NULL, NULL), ==,
+          TDS_WEBHOOK_E_ID);
+    tds_webhook_clear(&w);
+}
+
+int main(void)
+{
+    T_RUN(test_kinds);
+    T_RUN(test_full_record);
+    T_RUN(test_id_only_and_entity_param);
+    T_RUN(test_delete_and_event_id);
+    T_RUN(test_form);
+    T_RUN(test_bad);
+    return 0;
+}
