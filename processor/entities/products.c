@@ -1,0 +1,297 @@
+/* products — items (with stock per site) and item groups (with variants).
+ *
+ * Maps Zoho item and item-group records onto zoho.items, zoho.item_stock and
+ * zoho.item_groups. A detail item replaces its stock rows from `locations[]`
+ * (newer organizations) or `warehouses[]` (older ones); a list item carries
+ * only the columns present in the abbreviated record. An item group's detail
+ * lists its variants, which become LIST rows of zoho.items so each variant's
+ * link to its group exists even before the item itself is fetched.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tx.h"
+
+#define TRY(x)                                                                       \
+    do {                                                                             \
+        int rc_ = (x);                                                               \
+        if (rc_)                                                                     \
+            return rc_;                                                              \
+    } while (0)
+
+bool tx_items_looks_detail(const struct tds_pjson *rec)
+{
+    return tds_pjson_get(rec, "locations") || tds_pjson_get(rec, "warehouses");
+}
+
+bool tx_item_groups_looks_detail(const struct tds_pjson *rec)
+{
+    const struct tds_pjson *items = tds_pjson_get(rec, "items");
+    return items && items->type == TDS_PJ_ARRAY;
+}
+
+/* Stock figures of one site entry: column ← "<prefix>_<suffix>", falling back
+ * to the unprefixed name some shapes use. */
+static const char *const stock_cols[] = {
+    "stock_on_hand", "available_stock", "committed_stock", "available_for_sale_stock",
+    "actual_stock_on_hand", "actual_available_stock", "actual_committed_stock",
+    "actual_available_for_sale_stock",
+};
+
+static int stock_rows(struct tx *t, size_t top, const struct tds_pjson *rec)
+{
+    const struct tds_pjson *locs = tds_pjson_get(rec, "locations");
+    const struct tds_pjson *whs = tds_pjson_get(rec, "warehouses");
+    const struct tds_pjson *arr = NULL;
+    const char *pfx = NULL, *name = NULL;
+    size_t first = t->n_rows;
+    char key[96];
+
+    if (locs && locs->type != TDS_PJ_ARRAY && locs->type != TDS_PJ_NULL)
+        return tx_fail(t, "wrong_type", "invalid stock sites in field 'locations': expected an array");
+    if (whs && whs->type != TDS_PJ_ARRAY && whs->type != TDS_PJ_NULL)
+        return tx_fail(t, "wrong_type", "invalid stock sites in field 'warehouses': expected an array");
+    /* A migrated organization may send both; locations[] is the current one. */
+    if (locs && locs->type == TDS_PJ_ARRAY && locs->n > 0) {
+        arr = locs;
+        pfx = "location";
+        name = "locations";
+    } else if (whs && whs->type == TDS_PJ_ARRAY) {
+        arr = whs;
+        pfx = "warehouse";
+        name = "warehouses";
+    }
+    if (!arr)
+        return 0;
+    for (uint32_t i = 0; i < arr->n; i++) {
+        const struct tds_pjson *s = &arr->u.items[i];
+        size_t c;
+        tx_path_set(t, name, i);
+        if (s->type != TDS_PJ_OBJECT)
+            return tx_fail(t, "wrong_type", "invalid stock site in field '%s[%u]': expected an object",
+                           name, i);
+        TRY(tx_child(t, "item_stock", top, &c));
+        snprintf(key, sizeof(key), "%s_id", pfx);
+        TRY(tx_child_id(t, c, "warehouse_id", s, key));
+        snprintf(key, sizeof(key), "%s_name", pfx);
+        TRY(tx_col(t, c, "warehouse_name", s, key));
+        tx_set(t, c, "site_kind", pfx, strlen(pfx));
+        const struct tds_pjson *prim = tds_pjson_get(s, "is_primary");
+        if (!prim)
+            prim = tds_pjson_get(s, "is_primary_location");
+        TRY(tx_col_value(t, c, "is_primary", prim, "is_primary", true));
+        for (size_t k = 0; k < sizeof(stock_cols) / sizeof(stock_cols[0]); k++) {
+            snprintf(key, sizeof(key), "%s_%s", pfx, stock_cols[k]);
+            const struct tds_pjson *v = tds_pjson_get(s, key);
+            const char *field = key;
+            if (!v && (v = tds_pjson_get(s, stock_cols[k])))
+                field = stock_cols[k];
+            TRY(tx_col_value(t, c, stock_cols[k], v, field, true));
+        }
+    }
+    tx_path_clear(t);
+    return tx_check_unique(t, first, "warehouse_id", name);
+}
+
+static const char *const item_skip[] = {"name", "custom_fields", NULL};
+
+/* The columns of an item record (detail, list or a group's variant). */
+static int item_cols(struct tx *t, size_t row, const struct tds_pjson *rec,
+                     const char *const *skip)
+{
+    const struct tds_pjson *name = tds_pjson_get(rec, "name");
+
+    TRY(tx_cols(t, row, rec, skip));
+    if (!name)
+        name = tds_pjson_get(rec, "item_name"); /* list records carry both */
+    if (name)
+        TRY(tx_col_value(t, row, "name", name, "name", true));
+    return tx_custom_fields(t, row, rec);
+}
+
+int tx_items(struct tx *t, const struct tds_pjson *rec)
+{
+    size_t row;
+
+    TRY(tx_top(t, "items", t->detail ? TDS_ROWS_DETAIL : TDS_ROWS_LIST, rec, "item_id",
+               "last_modified_time", &row));
+    TRY(item_cols(t, row, rec, item_skip));
+    if (t->detail)
+        TRY(stock_rows(t, row, rec));
+    return 0;
+}
+
+/* ---- item groups ---- */
+
+static bool nonblank_str(const struct tds_pjson *v)
+{
+    if (!v || v->type != TDS_PJ_STRING)
+        return false;
+    for (uint32_t i = 0; i < v->n; i++)
+        if (v->s[i] != ' ')
+            return true;
+    return false;
+}
+
+static bool same_str(const struct tds_pjson *a, const struct tds_pjson *b)
+{
+    return a->n == b->n && memcmp(a->s, b->s, a->n) == 0;
+}
+
+/* attributes jsonb: the group's own `attributes` array when it has one, else
+ * [{"name": attribute_name<i>, "options": [distinct attribute_option_name<i>
+ * of the variants, in order]}] for i = 1..3. */
+static int attributes(struct tx *t, size_t row, const struct tds_pjson *rec,
+                      const struct tds_pjson *items)
+{
+    const struct tds_pjson *own = tds_pjson_get(rec, "attributes");
+    char key[32];
+    size_t len = 2;
+    bool any_key = false;
+
+    if (own && own->type == TDS_PJ_ARRAY)
+        return tx_col_value(t, row, "attributes", own, "attributes", true);
+    for (int a = 1; a <= 3; a++) {
+        snprintf(key, sizeof(key), "attribute_name%d", a);
+        const struct tds_pjson *nm = tds_pjson_get(rec, key);
+        any_key |= nm != NULL;
+        if (!nonblank_str(nm))
+            continue;
+        len += nm->raw_len + 32;
+        snprintf(key, sizeof(key), "attribute_option_name%d", a);
+        for (uint32_t i = 0; items && i < items->n; i++) {
+            const struct tds_pjson *o = tds_pjson_get(&items->u.items[i], key);
+            if (o)
+                len += o->raw_len + 1;
+        }
+    }
+    if (len == 2) {
+        if (any_key || items)
+            tx_set(t, row, "attributes", NULL, 0);
+        return 0;
+    }
+    char *out = tds_pjson_alloc(t->arena, len + 1);
+    size_t k = 0;
+    bool first_attr = true;
+    if (!out)
+        return -ENOMEM;
+    out[k++] = '[';
+    for (int a = 1; a <= 3; a++) {
+        snprintf(key, sizeof(key), "attribute_name%d", a);
+        const struct tds_pjson *nm = tds_pjson_get(rec, key);
+        if (!nonblank_str(nm))
+            continue;
+        if (!first_attr)
+            out[k++] = ',';
+        first_attr = false;
+        memcpy(out + k, "{\"name\":", 8);
+        k += 8;
+        memcpy(out + k, nm->raw, nm->raw_len);
+        k += nm->raw_len;
+        memcpy(out + k, ",\"options\":[", 12);
+        k += 12;
+        snprintf(key, sizeof(key), "attribute_option_name%d", a);
+        bool first_opt = true;
+        for (uint32_t i = 0; items && i < items->n; i++) {
+            const struct tds_pjson *o = tds_pjson_get(&items->u.items[i], key);
+            bool seen = false;
+            if (!nonblank_str(o))
+                continue;
+            for (uint32_t j = 0; j < i && !seen; j++) {
+                const struct tds_pjson *p = tds_pjson_get(&items->u.items[j], key);
+                seen = p && p->type == TDS_PJ_STRING && same_str(p, o);
+            }
+            if (seen)
+                continue;
+            if (!first_opt)
+                out[k++] = ',';
+            first_opt = false;
+            memcpy(out + k, o->raw, o->raw_len);
+            k += o->raw_len;
+        }
+        out[k++] = ']';
+        out[k++] = '}';
+    }
+    out[k++] = ']';
+    out[k] = '\0';
+    tx_set(t, row, "attributes", out, k);
+    return 0;
+}
+
+static const char *const variant_skip[] = {
+    "name", "custom_fields", "group_id", "group_name", "attribute_name1", "attribute_name2",
+    "attribute_name3", NULL,
+};
+
+static int variant(struct tx *t, size_t group_row, const struct tds_pjson *group,
+                   const struct tds_pjson *v, uint32_t i)
+{
+    const struct tx_row *g;
+    size_t row;
+    char key[32];
+
+    tx_path_set(t, "items", i);
+    TRY(tx_top(t, "items", TDS_ROWS_LIST, v, "item_id", "last_modified_time", &row));
+    g = &t->rows[group_row];
+    /* A variant without its own time takes the group's: the group detail
+     * is at least as new as what it lists. */
+    if (!t->rows[row].v[2].p)
+        t->rows[row].v[2] = g->v[2];
+    TRY(item_cols(t, row, v, variant_skip));
+    tx_set(t, row, "group_id", g->v[1].p, g->v[1].n);
+    const struct tds_pjson *gn = tds_pjson_get(group, "group_name");
+    if (gn)
+        TRY(tx_col_value(t, row, "group_name", gn, "group_name", true));
+    for (int a = 1; a <= 3; a++) {
+        snprintf(key, sizeof(key), "attribute_name%d", a);
+        const struct tds_pjson *nm = tds_pjson_get(group, key);
+        if (!nm)
+            nm = tds_pjson_get(v, key);
+        if (nm)
+            TRY(tx_col_value(t, row, key, nm, key, true));
+    }
+    tx_path_clear(t);
+    return 0;
+}
+
+static const char *const group_skip[] = {"attributes", "item_count", "custom_fields", NULL};
+
+int tx_item_groups(struct tx *t, const struct tds_pjson *rec)
+{
+    const struct tds_pjson *items = tds_pjson_get(rec, "items");
+    size_t row;
+
+    if (items && items->type == TDS_PJ_NULL)
+        items = NULL;
+    if (items && items->type != TDS_PJ_ARRAY)
+        return tx_fail(t, "wrong_type", "invalid variants in field 'items': expected an array");
+    TRY(tx_top(t, "item_groups", t->detail ? TDS_ROWS_DETAIL : TDS_ROWS_LIST, rec, "group_id",
+               "last_modified_time", &row));
+    TRY(tx_cols(t, row, rec, group_skip));
+    TRY(attributes(t, row, rec, items));
+    if (items) {
+        char *n = tds_pjson_alloc(t->arena, 16);
+        if (!n)
+            return -ENOMEM;
+        int len = snprintf(n, 16, "%u", items->n);
+        tx_set(t, row, "item_count", n, (size_t)len);
+    } else if (tds_pjson_get(rec, "item_count")) {
+        TRY(tx_col(t, row, "item_count", rec, "item_count"));
+    }
+    TRY(tx_custom_fields(t, row, rec));
+    for (uint32_t i = 0; items && i < items->n; i++) {
+        if (items->u.items[i].type != TDS_PJ_OBJECT)
+            return tx_fail(t, "wrong_type", "invalid variant in field 'items[%u]': expected an object", i);
+        TRY(variant(t, row, rec, &items->u.items[i], i));
+    }
+    /* Two variants with one item_id would make the writer upsert a row twice. */
+    for (size_t a = row + 1; a < t->n_rows; a++)
+        for (size_t b = a + 1; b < t->n_rows; b++)
+            if (t->rows[a].tbl == t->rows[b].tbl && t->rows[a].v[1].n == t->rows[b].v[1].n &&
+                memcmp(t->rows[a].v[1].p, t->rows[b].v[1].p, t->rows[a].v[1].n) == 0)
+                return tx_fail(t, "duplicate_key", "duplicate item_id '%.*s' in items",
+                               (int)(t->rows[a].v[1].n > 64 ? 64 : t->rows[a].v[1].n),
+                               t->rows[a].v[1].p);
+    return 0;
+}

@@ -1,0 +1,108 @@
+/* sales — invoices and sales orders with their line items.
+ *
+ * Header columns come straight from the record (number, dates, status,
+ * customer, currency, exchange rate, totals, balance); a detail document also
+ * replaces its lines, each keeping its 1-based position in line_items[].
+ * A line's site is warehouse_id, else location_id, else line_warehouse_id.
+ * A discount written as a percentage ("10.00%") is not an amount: the
+ * column then takes discount_amount when Zoho sends it, else NULL (the
+ * percentage stays in raw).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tx.h"
+
+#define TRY(x)                                                                       \
+    do {                                                                             \
+        int rc_ = (x);                                                               \
+        if (rc_)                                                                     \
+            return rc_;                                                              \
+    } while (0)
+
+bool tx_sales_looks_detail(const struct tds_pjson *rec)
+{
+    return tds_pjson_get(rec, "line_items") != NULL;
+}
+
+static int discount(struct tx *t, size_t row, const struct tds_pjson *obj)
+{
+    const struct tds_pjson *v = tds_pjson_get(obj, "discount");
+
+    if (!v)
+        return 0;
+    if (v->type == TDS_PJ_STRING && v->n > 0 && memchr(v->s, '%', v->n)) {
+        const struct tds_pjson *amt = tds_pjson_get(obj, "discount_amount");
+        return tx_col_value(t, row, "discount", amt, amt ? "discount_amount" : "discount", true);
+    }
+    return tx_col_value(t, row, "discount", v, "discount", true);
+}
+
+static const char *const line_skip[] = {"line_item_id", "position", "warehouse_id", "discount",
+                                        NULL};
+
+static int lines(struct tx *t, size_t top, const struct tds_pjson *arr, const char *table)
+{
+    size_t first = t->n_rows;
+    static const char *const site_keys[] = {"warehouse_id", "location_id", "line_warehouse_id"};
+
+    if (!arr || arr->type == TDS_PJ_NULL)
+        return 0;
+    if (arr->type != TDS_PJ_ARRAY)
+        return tx_fail(t, "wrong_type", "invalid line items in field 'line_items': expected an array");
+    for (uint32_t i = 0; i < arr->n; i++) {
+        const struct tds_pjson *l = &arr->u.items[i];
+        const struct tds_pjson *site = NULL;
+        const char *site_key = "warehouse_id";
+        size_t row;
+        char pos[16];
+
+        tx_path_set(t, "line_items", i);
+        if (l->type != TDS_PJ_OBJECT)
+            return tx_fail(t, "wrong_type",
+                           "invalid line item in field 'line_items[%u]': expected an object", i);
+        TRY(tx_child(t, table, top, &row));
+        TRY(tx_child_id(t, row, "line_item_id", l, "line_item_id"));
+        int n = snprintf(pos, sizeof(pos), "%u", i + 1);
+        char *p = tx_dup(t, pos, (size_t)n);
+        if (!p)
+            return -ENOMEM;
+        tx_set(t, row, "position", p, (size_t)n);
+        for (size_t k = 0; k < 3 && !site; k++)
+            if ((site = tds_pjson_get(l, site_keys[k])))
+                site_key = site_keys[k];
+        TRY(tx_col_value(t, row, "warehouse_id", site, site_key, true));
+        TRY(discount(t, row, l));
+        TRY(tx_cols(t, row, l, line_skip));
+    }
+    tx_path_clear(t);
+    return tx_check_unique(t, first, "line_item_id", "line_items");
+}
+
+static const char *const header_skip[] = {"discount", "custom_fields", NULL};
+
+static int document(struct tx *t, const struct tds_pjson *rec, const char *table,
+                    const char *id_key, const char *lines_table)
+{
+    size_t row;
+
+    TRY(tx_top(t, table, t->detail ? TDS_ROWS_DETAIL : TDS_ROWS_LIST, rec, id_key,
+               "last_modified_time", &row));
+    TRY(tx_cols(t, row, rec, header_skip));
+    TRY(discount(t, row, rec));
+    TRY(tx_custom_fields(t, row, rec));
+    if (!t->detail)
+        return 0;
+    return lines(t, row, tds_pjson_get(rec, "line_items"), lines_table);
+}
+
+int tx_invoices(struct tx *t, const struct tds_pjson *rec)
+{
+    return document(t, rec, "invoices", "invoice_id", "invoice_lines");
+}
+
+int tx_sales_orders(struct tx *t, const struct tds_pjson *rec)
+{
+    return document(t, rec, "sales_orders", "salesorder_id", "sales_order_lines");
+}

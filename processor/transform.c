@@ -1,0 +1,803 @@
+/* transform — parse, dispatch to the entity transform, stage, hash, commit.
+ *
+ * Owns the per-record arena, the staged rows and the lookup from (table,
+ * kind, columns) to the sets of the rows message being filled. It never logs,
+ * never touches sockets, and never keeps anything of a record after the next
+ * one starts.
+ *
+ * content_hash: the first 128 bits (hex) of SHA-256 over the row's table,
+ * kind, present-column mask and every value except raw and content_hash,
+ * followed by its child rows. With SHA-NI this is well under a microsecond per
+ * record; equal transformed values give equal hashes whatever the JSON key
+ * order or spacing was.
+ */
+#include "transform.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "pjson.h"
+#include "tx.h"
+#include "util.h"
+#include "value.h"
+
+#define MAX_SETS 32
+#define REJECT_RAW_MAX (1024u * 1024u)
+
+struct set_key {
+    const struct tds_table *tbl;
+    enum tds_rowset_kind kind;
+    uint64_t mask;
+    size_t idx;
+};
+
+struct tds_transform {
+    struct tx tx;
+    EVP_MD_CTX *md;
+    struct tds_msg_rows *r;
+    struct set_key sets[MAX_SETS];
+    size_t n_sets;
+};
+
+struct entity_ops {
+    const char *name;
+    int (*fn)(struct tx *t, const struct tds_pjson *rec);
+    bool (*looks_detail)(const struct tds_pjson *rec);
+};
+
+static const struct entity_ops ops[] = {
+    {"items", tx_items, tx_items_looks_detail},
+    {"item_groups", tx_item_groups, tx_item_groups_looks_detail},
+    {"warehouses", tx_warehouses, NULL},
+    {"contacts", tx_contacts, tx_contacts_looks_detail},
+    {"invoices", tx_invoices, tx_sales_looks_detail},
+    {"sales_orders", tx_sales_orders, tx_sales_looks_detail},
+};
+
+static const struct entity_ops *ops_for(const struct tds_entity *e)
+{
+    for (size_t i = 0; i < TDS_ARRAY_SIZE(ops); i++)
+        if (strcmp(ops[i].name, e->name) == 0)
+            return &ops[i];
+    return NULL;
+}
+
+int tds_transform_new(struct tds_transform **out)
+{
+    struct tds_transform *t = calloc(1, sizeof(*t));
+    int rc = -ENOMEM;
+
+    if (!t)
+        return -ENOMEM;
+    if ((rc = tds_pjson_arena_new(&t->tx.arena)) < 0)
+        goto fail;
+    rc = -ENOMEM;
+    if (!(t->md = EVP_MD_CTX_new()))
+        goto fail;
+    *out = t;
+    return 0;
+fail:
+    tds_transform_free(t);
+    return rc;
+}
+
+struct tds_transform *tds_transform_free(struct tds_transform *t)
+{
+    if (!t)
+        return NULL;
+    tds_pjson_arena_free(t->tx.arena);
+    EVP_MD_CTX_free(t->md);
+    free(t->tx.rows);
+    free(t);
+    return NULL;
+}
+
+void tds_transform_begin(struct tds_transform *t, struct tds_msg_rows *r)
+{
+    t->r = r;
+    t->n_sets = 0;
+}
+
+/* ---- helpers for entity transforms (tx.h) ---- */
+
+int tx_fail(struct tx *t, const char *cls, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(t->reason, sizeof(t->reason), fmt, ap);
+    va_end(ap);
+    t->reason_class = cls;
+    return TX_REJECT;
+}
+
+char *tx_dup(struct tx *t, const char *p, size_t n)
+{
+    char *o = tds_pjson_alloc(t->arena, n + 1);
+    if (!o)
+        return NULL;
+    memcpy(o, p, n);
+    o[n] = '\0';
+    return o;
+}
+
+void tx_path_set(struct tx *t, const char *array, size_t i)
+{
+    int n = snprintf(t->path, sizeof(t->path), "%s[%zu].", array, i);
+    t->path_len = n < 0 ? 0 : (size_t)n >= sizeof(t->path) ? sizeof(t->path) - 1 : (size_t)n;
+}
+
+void tx_path_clear(struct tx *t)
+{
+    t->path[0] = '\0';
+    t->path_len = 0;
+}
+
+/* "<prefix><key>" for reasons, in a caller buffer. */
+static const char *field_name(struct tx *t, const char *key, char *buf, size_t len)
+{
+    if (!t->path_len)
+        return key;
+    snprintf(buf, len, "%s%s", t->path, key);
+    return buf;
+}
+
+int tx_colidx(const struct tds_table *tbl, const char *col)
+{
+    for (size_t i = 0; i < tbl->n_cols; i++)
+        if (strcmp(tbl->cols[i].name, col) == 0)
+            return (int)i;
+    assert(!"unknown column");
+    return -1;
+}
+
+static struct tx_row *new_row(struct tx *t, const char *table, enum tds_rowset_kind kind,
+                              size_t lead, size_t *row)
+{
+    const struct tds_table *tbl = tds_table_find(table);
+    struct tx_row *r;
+
+    assert(tbl && tbl->n_cols <= TX_MAX_COLS);
+    if (!tbl)
+        return NULL;
+    if (t->n_rows == t->cap_rows) {
+        size_t cap = t->cap_rows ? t->cap_rows * 2 : 64;
+        struct tx_row *n = realloc(t->rows, cap * sizeof(*n));
+        if (!n)
+            return NULL;
+        t->rows = n;
+        t->cap_rows = cap;
+    }
+    r = &t->rows[t->n_rows];
+    r->tbl = tbl;
+    r->kind = kind;
+    r->present = 0;
+    r->top = t->n_rows;
+    r->v = tds_pjson_alloc(t->arena, (lead + tbl->n_cols) * sizeof(*r->v));
+    if (!r->v)
+        return NULL;
+    memset(r->v, 0, (lead + tbl->n_cols) * sizeof(*r->v));
+    *row = t->n_rows++;
+    return r;
+}
+
+static size_t lead_of(const struct tx_row *r)
+{
+    return r->kind == TDS_ROWS_CHILD ? TX_CHILD_LEAD : TX_TOP_LEAD;
+}
+
+int tx_top(struct tx *t, const char *table, enum tds_rowset_kind kind,
+           const struct tds_pjson *rec, const char *id_key, const char *mod_key, size_t *row)
+{
+    struct tds_value_err e = {t->reason, sizeof(t->reason)};
+    struct tds_bytes id, mod = {0};
+    char fb[224];
+    int rc;
+
+    if (rec->type != TDS_PJ_OBJECT)
+        return tx_fail(t, "wrong_type", "%sexpected an object", t->path);
+    if ((rc = tds_value_id(tds_pjson_get(rec, id_key), &id,
+                           field_name(t, id_key, fb, sizeof(fb)), &e)) != 0) {
+        t->reason_class = "invalid_id";
+        return rc < 0 ? rc : TX_REJECT;
+    }
+    if (!id.p)
+        return tx_fail(t, "missing_id", "missing %s%s", t->path, id_key);
+    if (!t->zoho_id.p)
+        t->zoho_id = id;
+    if (mod_key &&
+        (rc = tds_value_timestamp(t->arena, tds_pjson_get(rec, mod_key), &mod,
+                                  field_name(t, mod_key, fb, sizeof(fb)), &e)) != 0) {
+        t->reason_class = "invalid_timestamp";
+        return rc < 0 ? rc : TX_REJECT;
+    }
+    struct tx_row *r = new_row(t, table, kind, TX_TOP_LEAD, row);
+    if (!r)
+        return -ENOMEM;
+    r->v[0].p = (char *)t->org;
+    r->v[0].n = strlen(t->org);
+    r->v[1] = id;
+    r->v[2] = mod;
+    r->v[3].p = (char *)rec->raw;
+    r->v[3].n = rec->raw_len;
+    /* v[4] content_hash at commit */
+    r->v[5].p = kind == TDS_ROWS_DETAIL ? "true" : "false";
+    r->v[5].n = kind == TDS_ROWS_DETAIL ? 4 : 5;
+    return 0;
+}
+
+int tx_child(struct tx *t, const char *table, size_t top, size_t *row)
+{
+    struct tx_row *r = new_row(t, table, TDS_ROWS_CHILD, TX_CHILD_LEAD, row);
+    if (!r)
+        return -ENOMEM;
+    r->top = top;
+    r->v[0] = t->rows[top].v[0];
+    r->v[1] = t->rows[top].v[1];
+    return 0;
+}
+
+void tx_set(struct tx *t, size_t row, const char *col, const char *p, size_t n)
+{
+    struct tx_row *r = &t->rows[row];
+    int i = tx_colidx(r->tbl, col);
+    if (i < 0)
+        return;
+    r->v[lead_of(r) + (size_t)i].p = (char *)p;
+    r->v[lead_of(r) + (size_t)i].n = p ? n : 0;
+    r->present |= 1ull << i;
+}
+
+static bool is_ref(const char *col)
+{
+    size_t n = strlen(col);
+    return n > 3 && strcmp(col + n - 3, "_id") == 0;
+}
+
+static int convert(struct tx *t, struct tx_row *r, int i, const struct tds_pjson *v,
+                   const char *field)
+{
+    struct tds_value_err e = {t->reason, sizeof(t->reason)};
+    struct tds_bytes *out = &r->v[lead_of(r) + (size_t)i];
+    const struct tds_column *c = &r->tbl->cols[i];
+    int rc = 0;
+
+    switch (c->type) {
+    case TDS_T_TEXT:
+        rc = tds_value_text(v, is_ref(c->name), out, field, &e);
+        t->reason_class = "wrong_type";
+        break;
+    case TDS_T_NUMERIC:
+        rc = tds_value_numeric(v, out, field, &e);
+        t->reason_class = "invalid_number";
+        break;
+    case TDS_T_INT:
+        rc = tds_value_int(v, out, field, &e);
+        t->reason_class = "invalid_integer";
+        break;
+    case TDS_T_BOOL:
+        rc = tds_value_bool(v, out, field, &e);
+        t->reason_class = "invalid_boolean";
+        break;
+    case TDS_T_TIMESTAMPTZ:
+        rc = tds_value_timestamp(t->arena, v, out, field, &e);
+        t->reason_class = "invalid_timestamp";
+        break;
+    case TDS_T_DATE:
+        rc = tds_value_date(v, out, field, &e);
+        t->reason_class = "invalid_date";
+        break;
+    case TDS_T_JSONB:
+        /* jsonb columns are computed by entity code; a plain JSON value is
+         * copied verbatim (it parsed, so it is valid jsonb). */
+        if (!v || v->type == TDS_PJ_NULL) {
+            out->p = NULL;
+            out->n = 0;
+        } else {
+            out->p = (char *)v->raw;
+            out->n = v->raw_len;
+        }
+        break;
+    }
+    if (rc < 0)
+        return rc;
+    return rc ? TX_REJECT : 0;
+}
+
+int tx_col_value(struct tx *t, size_t row, const char *col, const struct tds_pjson *v,
+                 const char *field, bool present)
+{
+    struct tx_row *r = &t->rows[row];
+    char fb[224];
+    int i = tx_colidx(r->tbl, col);
+
+    if (i < 0)
+        return -EINVAL;
+    if (present)
+        r->present |= 1ull << i;
+    return convert(t, r, i, v, field_name(t, field, fb, sizeof(fb)));
+}
+
+int tx_col(struct tx *t, size_t row, const char *col, const struct tds_pjson *obj,
+           const char *key)
+{
+    const struct tds_pjson *v = tds_pjson_get(obj, key);
+    return tx_col_value(t, row, col, v, key, v != NULL);
+}
+
+int tx_cols(struct tx *t, size_t row, const struct tds_pjson *obj, const char *const *skip)
+{
+    struct tx_row *r = &t->rows[row];
+    char fb[224];
+    int rc;
+
+    for (size_t i = 0; i < r->tbl->n_cols; i++) {
+        const char *name = r->tbl->cols[i].name;
+        bool skipped = false;
+        for (const char *const *s = skip; s && *s; s++)
+            if (strcmp(*s, name) == 0) {
+                skipped = true;
+                break;
+            }
+        if (skipped)
+            continue;
+        const struct tds_pjson *v = tds_pjson_get(obj, name);
+        if (!v)
+            continue; /* stays NULL and not present */
+        r->present |= 1ull << i;
+        if ((rc = convert(t, r, (int)i, v, field_name(t, name, fb, sizeof(fb)))) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int tx_child_id(struct tx *t, size_t row, const char *col, const struct tds_pjson *obj,
+                const char *key)
+{
+    struct tds_value_err e = {t->reason, sizeof(t->reason)};
+    struct tx_row *r = &t->rows[row];
+    char fb[224];
+    const char *field = field_name(t, key, fb, sizeof(fb));
+    int i = tx_colidx(r->tbl, col);
+    int rc;
+
+    if (i < 0)
+        return -EINVAL;
+    struct tds_bytes *out = &r->v[lead_of(r) + (size_t)i];
+    if ((rc = tds_value_id(tds_pjson_get(obj, key), out, field, &e)) != 0) {
+        t->reason_class = "invalid_id";
+        return rc < 0 ? rc : TX_REJECT;
+    }
+    if (!out->p)
+        return tx_fail(t, "missing_id", "missing %s", field);
+    r->present |= 1ull << i;
+    return 0;
+}
+
+int tx_check_unique(struct tx *t, size_t first_row, const char *col, const char *what)
+{
+    for (size_t i = first_row; i < t->n_rows; i++) {
+        struct tx_row *a = &t->rows[i];
+        if (a->kind != TDS_ROWS_CHILD)
+            continue;
+        int ci = tx_colidx(a->tbl, col);
+        const struct tds_bytes *va = &a->v[TX_CHILD_LEAD + (size_t)ci];
+        for (size_t j = i + 1; j < t->n_rows; j++) {
+            struct tx_row *b = &t->rows[j];
+            if (b->kind != TDS_ROWS_CHILD || b->tbl != a->tbl || b->top != a->top)
+                continue;
+            const struct tds_bytes *vb = &b->v[TX_CHILD_LEAD + (size_t)ci];
+            if (va->p && vb->p && va->n == vb->n && memcmp(va->p, vb->p, va->n) == 0)
+                return tx_fail(t, "duplicate_key", "duplicate %s '%.*s' in %s", col,
+                               (int)(va->n > 64 ? 64 : va->n), va->p, what);
+        }
+    }
+    return 0;
+}
+
+int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec)
+{
+    const struct tds_pjson *cf = tds_pjson_get(rec, "custom_fields");
+    size_t len = 2;
+
+    if (!cf)
+        return 0;
+    if (cf->type == TDS_PJ_NULL) {
+        tx_set(t, row, "custom_fields", NULL, 0);
+        return 0;
+    }
+    if (cf->type != TDS_PJ_ARRAY)
+        return tx_fail(t, "wrong_type", "invalid custom fields in field '%scustom_fields': "
+                       "expected an array", t->path);
+    /* Keyed by label (what users see); api_name when a label is missing.
+     * Keys and values are the source's JSON tokens, so escaping is kept. */
+    for (uint32_t i = 0; i < cf->n; i++) {
+        const struct tds_pjson *f = &cf->u.items[i];
+        const struct tds_pjson *k = tds_pjson_get(f, "label");
+        const struct tds_pjson *v = tds_pjson_get(f, "value");
+        if (!k || k->type != TDS_PJ_STRING)
+            k = tds_pjson_get(f, "api_name");
+        if (f->type != TDS_PJ_OBJECT || !k || k->type != TDS_PJ_STRING)
+            return tx_fail(t, "wrong_type", "invalid custom field in field "
+                           "'%scustom_fields[%u]': expected an object with a label", t->path, i);
+        len += k->raw_len + 2 + (v ? v->raw_len : 4);
+    }
+    char *o = tds_pjson_alloc(t->arena, len + 1);
+    size_t k = 0;
+    if (!o)
+        return -ENOMEM;
+    o[k++] = '{';
+    for (uint32_t i = 0; i < cf->n; i++) {
+        const struct tds_pjson *f = &cf->u.items[i];
+        const struct tds_pjson *key = tds_pjson_get(f, "label");
+        const struct tds_pjson *v = tds_pjson_get(f, "value");
+        if (!key || key->type != TDS_PJ_STRING)
+            key = tds_pjson_get(f, "api_name");
+        if (i)
+            o[k++] = ',';
+        memcpy(o + k, key->raw, key->raw_len);
+        k += key->raw_len;
+        o[k++] = ':';
+        if (v) {
+            memcpy(o + k, v->raw, v->raw_len);
+            k += v->raw_len;
+        } else {
+            memcpy(o + k, "null", 4);
+            k += 4;
+        }
+    }
+    o[k++] = '}';
+    o[k] = '\0';
+    tx_set(t, row, "custom_fields", o, k);
+    return 0;
+}
+
+/* ---- commit ---- */
+
+static void hash_bytes(EVP_MD_CTX *md, const struct tds_bytes *b)
+{
+    unsigned char len[5];
+    if (!b->p) {
+        len[0] = 0xff;
+        EVP_DigestUpdate(md, len, 1);
+        return;
+    }
+    len[0] = 0;
+    len[1] = (unsigned char)(b->n >> 24);
+    len[2] = (unsigned char)(b->n >> 16);
+    len[3] = (unsigned char)(b->n >> 8);
+    len[4] = (unsigned char)b->n;
+    EVP_DigestUpdate(md, len, 5);
+    EVP_DigestUpdate(md, b->p, b->n);
+}
+
+static void hash_row(EVP_MD_CTX *md, const struct tx_row *r)
+{
+    unsigned char hdr[9];
+    size_t lead = lead_of(r);
+
+    EVP_DigestUpdate(md, r->tbl->name, strlen(r->tbl->name) + 1);
+    hdr[0] = (unsigned char)r->kind;
+    for (int i = 0; i < 8; i++)
+        hdr[1 + i] = (unsigned char)(r->present >> (8 * i));
+    EVP_DigestUpdate(md, hdr, sizeof(hdr));
+    for (size_t i = 1; i < lead + r->tbl->n_cols; i++) {
+        if (lead == TX_TOP_LEAD && (i == 3 || i == 4))
+            continue; /* raw, content_hash */
+        if (r->kind == TDS_ROWS_LIST && i >= lead && !(r->present & (1ull << (i - lead))))
+            continue;
+        hash_bytes(md, &r->v[i]);
+    }
+}
+
+static int content_hash(struct tds_transform *tf, size_t top)
+{
+    struct tx *t = &tf->tx;
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int dn = 0;
+
+    if (EVP_DigestInit_ex(tf->md, EVP_sha256(), NULL) != 1)
+        return -ENOMEM;
+    hash_row(tf->md, &t->rows[top]);
+    for (size_t j = top + 1; j < t->n_rows; j++)
+        if (t->rows[j].kind == TDS_ROWS_CHILD && t->rows[j].top == top)
+            hash_row(tf->md, &t->rows[j]);
+    if (EVP_DigestFinal_ex(tf->md, d, &dn) != 1 || dn < 16)
+        return -ENOMEM;
+    char *hex = tds_pjson_alloc(t->arena, 33);
+    if (!hex)
+        return -ENOMEM;
+    tds_hex(d, 16, hex);
+    t->rows[top].v[4].p = hex;
+    t->rows[top].v[4].n = 32;
+    return 0;
+}
+
+static struct tds_msg_rowset *set_for(struct tds_transform *tf, const struct tds_table *tbl,
+                                      enum tds_rowset_kind kind, uint64_t mask)
+{
+    struct tds_msg_rows *r = tf->r;
+    const char *cols[TX_TOP_LEAD + TX_MAX_COLS];
+    size_t n = 0;
+
+    for (size_t i = 0; i < tf->n_sets; i++)
+        if (tf->sets[i].tbl == tbl && tf->sets[i].kind == kind && tf->sets[i].mask == mask)
+            return &r->sets[tf->sets[i].idx];
+    cols[n++] = "org_id";
+    cols[n++] = tbl->id_column;
+    if (kind == TDS_ROWS_DETAIL || kind == TDS_ROWS_LIST) {
+        cols[n++] = "modified_time";
+        cols[n++] = "raw";
+        cols[n++] = "content_hash";
+        cols[n++] = "is_detail";
+    }
+    if (kind != TDS_ROWS_DELETE)
+        for (size_t i = 0; i < tbl->n_cols; i++)
+            if (kind != TDS_ROWS_LIST || (mask & (1ull << i)))
+                cols[n++] = tbl->cols[i].name;
+    struct tds_msg_rowset *s = tds_msg_rows_add_set(r, tbl->name, kind, cols, n);
+    if (!s)
+        return NULL;
+    if (tf->n_sets < MAX_SETS) {
+        tf->sets[tf->n_sets].tbl = tbl;
+        tf->sets[tf->n_sets].kind = kind;
+        tf->sets[tf->n_sets].mask = mask;
+        tf->sets[tf->n_sets].idx = (size_t)(s - r->sets);
+        tf->n_sets++;
+    }
+    return s;
+}
+
+static int commit(struct tds_transform *tf, size_t *n_rows)
+{
+    struct tx *t = &tf->tx;
+    struct tds_bytes packed[TX_TOP_LEAD + TX_MAX_COLS];
+    int rc;
+
+    for (size_t i = 0; i < t->n_rows; i++)
+        if (t->rows[i].kind != TDS_ROWS_CHILD && (rc = content_hash(tf, i)) < 0)
+            return rc;
+    for (size_t i = 0; i < t->n_rows; i++) {
+        struct tx_row *row = &t->rows[i];
+        const struct tds_bytes *vals = row->v;
+        uint64_t mask = row->kind == TDS_ROWS_LIST ? row->present : 0;
+        struct tds_msg_rowset *s = set_for(tf, row->tbl, row->kind, mask);
+        if (!s)
+            return -ENOMEM;
+        if (row->kind == TDS_ROWS_LIST) {
+            size_t n = 0;
+            for (size_t k = 0; k < TX_TOP_LEAD; k++)
+                packed[n++] = row->v[k];
+            for (size_t k = 0; k < row->tbl->n_cols; k++)
+                if (mask & (1ull << k))
+                    packed[n++] = row->v[TX_TOP_LEAD + k];
+            vals = packed;
+        }
+        if ((rc = tds_msg_rowset_add_row(s, vals)) < 0)
+            return rc;
+    }
+    *n_rows = t->n_rows;
+    return 0;
+}
+
+/* ---- records ---- */
+
+static void tx_reset(struct tx *t, const struct tds_entity *e, const char *org)
+{
+    tds_pjson_arena_reset(t->arena);
+    t->entity = e;
+    t->org = org ? org : "";
+    t->n_rows = 0;
+    t->path[0] = '\0';
+    t->path_len = 0;
+    t->reason[0] = '\0';
+    t->reason_class = NULL;
+    t->zoho_id.p = NULL;
+    t->zoho_id.n = 0;
+}
+
+/* raw for tds.rejected is text: invalid UTF-8 and NUL bytes become U+FFFD,
+ * and anything past 1 MiB is cut. */
+static int add_reject(struct tds_transform *tf, const struct tds_entity *e, const char *raw,
+                      size_t len)
+{
+    struct tx *t = &tf->tx;
+    const char *out = raw;
+    size_t n = len > REJECT_RAW_MAX ? REJECT_RAW_MAX : len;
+    char *id = NULL;
+
+    if (!tds_utf8_valid(raw, n) || memchr(raw, '\0', n)) {
+        char *o = tds_pjson_alloc(t->arena, n * 3 + 1);
+        size_t k = 0;
+        if (!o)
+            return -ENOMEM;
+        for (size_t i = 0; i < n;) {
+            size_t l = 1;
+            unsigned char c = (unsigned char)raw[i];
+            if (c >= 0xc0 && c < 0xe0)
+                l = 2;
+            else if (c >= 0xe0 && c < 0xf0)
+                l = 3;
+            else if (c >= 0xf0 && c < 0xf8)
+                l = 4;
+            if (c != 0 && i + l <= n && (c < 0x80 || (c >= 0xc0 && tds_utf8_valid(raw + i, l)))) {
+                memcpy(o + k, raw + i, l);
+                k += l;
+                i += l;
+            } else {
+                memcpy(o + k, "\xef\xbf\xbd", 3);
+                k += 3;
+                i += 1;
+            }
+        }
+        o[k] = '\0';
+        out = o;
+        n = k;
+    } else if (n < len) {
+        while (n > 0 && ((unsigned char)raw[n] & 0xc0) == 0x80)
+            n--; /* cut on a character boundary */
+    }
+    if (t->zoho_id.p && !(id = tx_dup(t, t->zoho_id.p, t->zoho_id.n)))
+        return -ENOMEM;
+    return tds_msg_rows_add_reject(tf->r, e ? e->name : "", id, t->reason, out, n);
+}
+
+static const char *parse_class(int rc)
+{
+    switch (rc) {
+    case TDS_PJ_E_DEPTH: return "too_deep";
+    case TDS_PJ_E_UTF8: return "invalid_utf8";
+    case TDS_PJ_E_NUL: return "invalid_text";
+    case TDS_PJ_E_TOO_LARGE: return "too_large";
+    default: return "invalid_json";
+    }
+}
+
+static int finish(struct tds_transform *tf, const struct tds_entity *e, int rc,
+                  const char *raw, size_t raw_len, struct tds_transform_result *res)
+{
+    struct tx *t = &tf->tx;
+
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        size_t n = 0;
+        if ((rc = commit(tf, &n)) < 0)
+            return rc;
+        res->rows = n;
+        return 0;
+    }
+    res->rejected = true;
+    res->reason_class = t->reason_class ? t->reason_class : "invalid";
+    return add_reject(tf, e, raw, raw_len);
+}
+
+static int run(struct tds_transform *tf, const struct tds_entity *e, const struct tds_pjson *rec,
+               enum tds_form form)
+{
+    struct tx *t = &tf->tx;
+    const struct entity_ops *o = ops_for(e);
+
+    if (!o)
+        return tx_fail(t, "unknown_entity", "no transform for entity '%s'", e->name);
+    if (rec->type != TDS_PJ_OBJECT)
+        return tx_fail(t, "wrong_type", "record is not a JSON object");
+    if (!e->detail_path)
+        form = TDS_FORM_DETAIL; /* the list is the complete record */
+    else if (form == TDS_FORM_AUTO)
+        form = o->looks_detail && o->looks_detail(rec) ? TDS_FORM_DETAIL : TDS_FORM_LIST;
+    t->detail = form == TDS_FORM_DETAIL;
+    return o->fn(t, rec);
+}
+
+static int parse(struct tds_transform *tf, const char *json, size_t len, struct tds_pjson **root)
+{
+    struct tx *t = &tf->tx;
+    int rc = tds_pjson_parse(t->arena, json, len, root, t->reason, sizeof(t->reason));
+    if (rc > 0)
+        t->reason_class = parse_class(rc);
+    return rc;
+}
+
+int tds_transform_record(struct tds_transform *tf, struct tds_msg_rows *r,
+                         const struct tds_entity *e, const char *org, const char *json,
+                         size_t len, enum tds_form form, struct tds_transform_result *res)
+{
+    struct tds_pjson *root = NULL;
+    int rc;
+
+    memset(res, 0, sizeof(*res));
+    tf->r = r;
+    tx_reset(&tf->tx, e, org);
+    rc = parse(tf, json, len, &root);
+    if (rc == 0)
+        rc = run(tf, e, root, form);
+    return finish(tf, e, rc, json, len, res);
+}
+
+/* The record inside a webhook body, or NULL with the reason set. */
+static const struct tds_pjson *unwrap(struct tx *t, const struct tds_entity *e,
+                                      const struct tds_pjson *root)
+{
+    const struct tds_pjson *rec = tds_pjson_get(root, e->detail_key);
+
+    if (rec && rec->type == TDS_PJ_OBJECT)
+        return rec;
+    if (root->type == TDS_PJ_OBJECT && tds_pjson_get(root, e->id_field))
+        return root;
+    tx_fail(t, "wrong_type", "webhook body has no '%s' object", e->detail_key);
+    return NULL;
+}
+
+int tds_transform_event_body(struct tds_transform *tf, struct tds_msg_rows *r,
+                             const struct tds_entity *e, const char *org, const char *body,
+                             size_t len, struct tds_transform_result *res)
+{
+    struct tds_pjson *root = NULL;
+    const struct tds_pjson *rec;
+    int rc;
+
+    memset(res, 0, sizeof(*res));
+    tf->r = r;
+    tx_reset(&tf->tx, e, org);
+    rc = parse(tf, body, len, &root);
+    if (rc == 0)
+        rc = (rec = unwrap(&tf->tx, e, root)) ? run(tf, e, rec, TDS_FORM_AUTO) : TX_REJECT;
+    return finish(tf, e, rc, body, len, res);
+}
+
+int tds_transform_delete(struct tds_transform *tf, struct tds_msg_rows *r,
+                         const struct tds_entity *e, const char *org, const char *zoho_id,
+                         const char *body, size_t body_len, struct tds_transform_result *res)
+{
+    struct tx *t = &tf->tx;
+    struct tds_value_err ve = {t->reason, sizeof(t->reason)};
+    struct tds_pjson *root = NULL;
+    const struct tds_pjson *idv = NULL;
+    struct tds_pjson tmp;
+    struct tds_bytes id = {0};
+    int rc;
+
+    memset(res, 0, sizeof(*res));
+    tf->r = r;
+    tx_reset(t, e, org);
+    if (zoho_id) {
+        memset(&tmp, 0, sizeof(tmp));
+        tmp.type = TDS_PJ_STRING;
+        tmp.s = zoho_id;
+        tmp.n = (uint32_t)strnlen(zoho_id, TDS_VALUE_MAX_ID + 1);
+        idv = &tmp;
+    } else {
+        const struct tds_pjson *rec;
+        if ((rc = parse(tf, body ? body : "", body ? body_len : 0, &root)) != 0)
+            return finish(tf, e, rc, body ? body : "", body ? body_len : 0, res);
+        if (!(rec = unwrap(t, e, root)))
+            return finish(tf, e, TX_REJECT, body, body_len, res);
+        idv = tds_pjson_get(rec, e->id_field);
+    }
+    rc = tds_value_id(idv, &id, e->id_field, &ve);
+    if (rc > 0)
+        t->reason_class = "invalid_id";
+    else if (rc == 0 && !id.p)
+        rc = tx_fail(t, "missing_id", "missing %s", e->id_field);
+    if (rc != 0) {
+        rc = rc < 0 ? rc : TX_REJECT;
+        return finish(tf, e, rc, body ? body : (zoho_id ? zoho_id : ""),
+                      body ? body_len : (zoho_id ? strlen(zoho_id) : 0), res);
+    }
+    const struct tds_table *tbl = tds_table_find(e->table);
+    struct tds_msg_rowset *s = tbl ? set_for(tf, tbl, TDS_ROWS_DELETE, 0) : NULL;
+    if (!s)
+        return -ENOMEM;
+    struct tds_bytes vals[2] = {{(char *)t->org, strlen(t->org)}, id};
+    if ((rc = tds_msg_rowset_add_row(s, vals)) < 0)
+        return rc;
+    res->rows = 1;
+    return 0;
+}

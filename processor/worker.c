@@ -1,0 +1,341 @@
+/* worker — event/page message → rows message, and dead letters.
+ *
+ * Stateless between frames apart from counters: any replica can take any
+ * frame, and a frame handled twice yields the same rows (the writer's guard
+ * and the content hash make the second application a no-op).
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "entities.h"
+#include "log.h"
+#include "metrics.h"
+#include "msg.h"
+#include "transform.h"
+#include "util.h"
+
+#define DEAD_RAW_MAX (64u * 1024u)
+
+struct tds_worker {
+    struct tds_transform *tf;
+    struct tds_metrics *metrics;
+    char *origin;
+    struct tds_worker_stats st;
+    struct tds_log_limit reject_log;
+    struct tds_log_limit dead_log;
+    struct tds_series *m_dead, *m_seconds;
+};
+
+int tds_worker_new(struct tds_worker **out, struct tds_metrics *metrics, const char *origin)
+{
+    struct tds_worker *w = calloc(1, sizeof(*w));
+    int rc;
+
+    if (!w)
+        return -ENOMEM;
+    w->metrics = metrics;
+    w->reject_log.interval_ms = 10000;
+    w->dead_log.interval_ms = 60000;
+    if ((rc = tds_transform_new(&w->tf)) < 0)
+        goto fail;
+    rc = -ENOMEM;
+    if (!(w->origin = strdup(origin ? origin : "processor")))
+        goto fail;
+    if (metrics) {
+        static const double buckets[] = {0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                         0.025,  0.05,   0.1,   0.25,   0.5,   1};
+        w->m_dead = tds_metrics_get(metrics, TDS_COUNTER, "tds_processor_dead_letters_total",
+                                    "Frames that were not a usable event or page", "", NULL, 0);
+        w->m_seconds = tds_metrics_get(metrics, TDS_HISTOGRAM, "tds_processor_transform_seconds",
+                                       "Time to transform one input message", "", buckets,
+                                       TDS_ARRAY_SIZE(buckets));
+    }
+    *out = w;
+    return 0;
+fail:
+    tds_worker_free(w);
+    return rc;
+}
+
+struct tds_worker *tds_worker_free(struct tds_worker *w)
+{
+    if (!w)
+        return NULL;
+    tds_transform_free(w->tf);
+    free(w->origin);
+    free(w);
+    return NULL;
+}
+
+void tds_worker_stats(const struct tds_worker *w, struct tds_worker_stats *out)
+{
+    *out = w->st;
+}
+
+static void count(struct tds_worker *w, const char *family, const char *help, const char *labels,
+                  double by)
+{
+    struct tds_series *s;
+    if (!w->metrics || by == 0)
+        return;
+    if ((s = tds_metrics_get(w->metrics, TDS_COUNTER, family, help, labels, NULL, 0)))
+        tds_series_inc(s, by);
+}
+
+static void count_type(struct tds_worker *w, const char *type)
+{
+    char labels[64];
+    snprintf(labels, sizeof(labels), "type=\"%s\"", type);
+    count(w, "tds_processor_messages_total", "Input messages by type", labels, 1);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static int encode(struct tds_msg *m, char **out, size_t *out_len)
+{
+    int rc = tds_msg_encode(m, out, out_len);
+    if (rc > 0) /* over TDS_MSG_MAX_*: not expected for rows built from a bounded input */
+        rc = -E2BIG;
+    return rc;
+}
+
+/* raw of a dead letter: the frame as text when it is valid UTF-8 without
+ * NUL, else "hex:" + hex of its first bytes. */
+static char *dead_raw(const void *frame, size_t len, size_t *n)
+{
+    size_t cut = len > DEAD_RAW_MAX ? DEAD_RAW_MAX : len;
+    char *o;
+
+    if (frame && tds_utf8_valid(frame, cut) && !memchr(frame, '\0', cut)) {
+        while (cut > 0 && cut < len && (((const unsigned char *)frame)[cut] & 0xc0) == 0x80)
+            cut--;
+        if (!(o = malloc(cut + 1)))
+            return NULL;
+        memcpy(o, frame, cut);
+        o[cut] = '\0';
+        *n = cut;
+        return o;
+    }
+    cut = frame ? (len > DEAD_RAW_MAX / 2 ? DEAD_RAW_MAX / 2 : len) : 0;
+    if (!(o = malloc(4 + cut * 2 + 1)))
+        return NULL;
+    memcpy(o, "hex:", 4);
+    tds_hex(frame, cut, o + 4);
+    *n = 4 + cut * 2;
+    return o;
+}
+
+int tds_worker_dead_letter(struct tds_worker *w, const char *why, const void *frame, size_t len,
+                           char **out, size_t *out_len)
+{
+    struct tds_msg m;
+    char reason[256];
+    size_t raw_n = 0;
+    char *raw = NULL;
+    int rc = -ENOMEM;
+
+    memset(&m, 0, sizeof(m));
+    w->st.dead_letters++;
+    if (w->m_dead)
+        tds_series_inc(w->m_dead, 1);
+    count_type(w, "invalid");
+    tds_log_limited(&w->dead_log, TDS_LOG_WARN, NULL,
+                    "could not use message of %zu bytes: %s, dead-lettering", len, why);
+    snprintf(reason, sizeof(reason), "dead letter: %s (%zu bytes)", why, len);
+    m.type = TDS_MSG_ROWS;
+    m.v = TDS_MSG_VERSION;
+    struct tds_msg_rows *r = &m.u.rows;
+    if (!(m.id = tds_uid("dl")) || !(r->org = strdup("")) || !(r->entity = strdup("")) ||
+        !(r->origin = strdup(w->origin)) || !(r->src = strdup(m.id)) ||
+        !(r->mode = strdup("deadletter")))
+        goto out;
+    if (!(raw = dead_raw(frame, len, &raw_n)))
+        goto out;
+    if ((rc = tds_msg_rows_add_reject(r, "", NULL, reason, raw, raw_n)) < 0)
+        goto out;
+    rc = encode(&m, out, out_len);
+out:
+    free(raw);
+    tds_msg_clear(&m);
+    return rc;
+}
+
+/* Per-message tally for metrics: one lookup per entity, not per record. */
+struct tally {
+    uint64_t records, rejects;
+};
+
+static void note(struct tds_worker *w, struct tally *ty, const struct tds_entity *e,
+                 const char *org, const struct tds_transform_result *res,
+                 const struct tds_msg_rows *r)
+{
+    if (!res->rejected) {
+        ty->records++;
+        return;
+    }
+    ty->rejects++;
+    char labels[160];
+    snprintf(labels, sizeof(labels), "entity=\"%s\",reason=\"%s\"", e ? e->name : "",
+             res->reason_class);
+    count(w, "tds_processor_rejects_total", "Records rejected, by reason", labels, 1);
+    const struct tds_msg_reject *rj = &r->rejects[r->n_rejects - 1];
+    struct tds_log_ctx ctx = {.org = org, .entity = e ? e->name : NULL};
+    tds_log_limited(&w->reject_log, TDS_LOG_WARN, &ctx, "rejected record %s: %s, skipping",
+                    rj->zoho_id ? rj->zoho_id : "(no id)", rj->reason);
+}
+
+static int fill_header(struct tds_msg *m, const char *id_prefix, const char *org,
+                       const char *entity, const char *origin, const char *src)
+{
+    struct tds_msg_rows *r = &m->u.rows;
+
+    m->type = TDS_MSG_ROWS;
+    m->v = TDS_MSG_VERSION;
+    if (!(m->id = tds_uid(id_prefix)) || !(r->org = strdup(org ? org : "")) ||
+        !(r->entity = strdup(entity ? entity : "")) || !(r->origin = strdup(origin ? origin : "")) ||
+        !(r->src = strdup(src ? src : "")))
+        return -ENOMEM;
+    return 0;
+}
+
+static int reject_unknown(struct tds_msg_rows *r, const char *entity, const char *raw, size_t n)
+{
+    char reason[160];
+    snprintf(reason, sizeof(reason), "unknown entity '%.64s'", entity ? entity : "");
+    if (!tds_utf8_valid(raw, n) || memchr(raw, '\0', n)) {
+        raw = "";
+        n = 0;
+    }
+    return tds_msg_rows_add_reject(r, entity ? entity : "", NULL, reason, raw, n);
+}
+
+static int do_event(struct tds_worker *w, const struct tds_msg *in, struct tds_msg *m,
+                    struct tally *ty)
+{
+    const struct tds_msg_event *ev = &in->u.event;
+    const struct tds_entity *e = tds_entity_find(ev->entity);
+    struct tds_msg_rows *r = &m->u.rows;
+    struct tds_transform_result res;
+    int rc;
+
+    if ((rc = fill_header(m, "rows", ev->org, ev->entity, ev->origin, in->id)) < 0)
+        return rc;
+    if (!(r->mode = strdup("webhook")))
+        return -ENOMEM;
+    r->received_ms = ev->received_ms;
+    r->records_in = 1;
+    tds_transform_begin(w->tf, r);
+    if (!e)
+        return reject_unknown(r, ev->entity, ev->body.p, ev->body.n);
+    if (ev->op && strcmp(ev->op, "delete") == 0)
+        rc = tds_transform_delete(w->tf, r, e, ev->org, ev->zoho_id, ev->body.p, ev->body.n, &res);
+    else
+        rc = tds_transform_event_body(w->tf, r, e, ev->org, ev->body.p ? ev->body.p : "",
+                                      ev->body.n, &res);
+    if (rc < 0)
+        return rc;
+    note(w, ty, e, ev->org, &res, r);
+    return 0;
+}
+
+static int do_page(struct tds_worker *w, const struct tds_msg *in, struct tds_msg *m,
+                   struct tally *ty)
+{
+    const struct tds_msg_page *pg = &in->u.page;
+    const struct tds_entity *e = tds_entity_find(pg->entity);
+    struct tds_msg_rows *r = &m->u.rows;
+    struct tds_transform_result res;
+    int rc;
+
+    if ((rc = fill_header(m, "rows", pg->org, pg->entity, pg->origin, in->id)) < 0)
+        return rc;
+    if ((pg->run && !(r->run = strdup(pg->run))) ||
+        !(r->mode = strdup(pg->mode ? pg->mode : "")) ||
+        (pg->cursor && !(r->cursor = dup_or_null(pg->cursor))))
+        return -ENOMEM;
+    r->page = pg->page;
+    r->final = pg->final;
+    r->received_ms = pg->fetched_ms;
+    r->records_in = (int64_t)pg->n_records;
+    tds_transform_begin(w->tf, r);
+    for (size_t i = 0; i < pg->n_records; i++) {
+        if (!e) {
+            if ((rc = reject_unknown(r, pg->entity, pg->records[i].p, pg->records[i].n)) < 0)
+                return rc;
+            ty->rejects++;
+            continue;
+        }
+        rc = tds_transform_record(w->tf, r, e, pg->org, pg->records[i].p ? pg->records[i].p : "",
+                                  pg->records[i].n, pg->detail ? TDS_FORM_DETAIL : TDS_FORM_LIST,
+                                  &res);
+        if (rc < 0)
+            return rc;
+        note(w, ty, e, pg->org, &res, r);
+    }
+    for (size_t i = 0; e && i < pg->n_deleted; i++) {
+        if ((rc = tds_transform_delete(w->tf, r, e, pg->org, pg->deleted_ids[i], NULL, 0, &res)) < 0)
+            return rc;
+        note(w, ty, e, pg->org, &res, r);
+    }
+    return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int tds_worker_handle(struct tds_worker *w, const void *frame, size_t len, char **out,
+                      size_t *out_len)
+{
+    struct tds_msg in, m;
+    struct tally ty = {0, 0};
+    char why[160];
+    double t0 = now_s();
+    int rc;
+
+    *out = NULL;
+    *out_len = 0;
+    w->st.messages++;
+    rc = tds_msg_decode(frame, len, &in);
+    if (rc != 0) {
+        snprintf(why, sizeof(why), "undecodable message: %s", tds_msg_strerror(rc));
+        return tds_worker_dead_letter(w, why, frame, len, out, out_len);
+    }
+    if (in.type != TDS_MSG_EVENT && in.type != TDS_MSG_PAGE) {
+        snprintf(why, sizeof(why), "unexpected message type '%s'", tds_msg_type_name(in.type));
+        tds_msg_clear(&in);
+        return tds_worker_dead_letter(w, why, frame, len, out, out_len);
+    }
+    memset(&m, 0, sizeof(m));
+    count_type(w, in.type == TDS_MSG_EVENT ? "event" : "page");
+    rc = in.type == TDS_MSG_EVENT ? do_event(w, &in, &m, &ty) : do_page(w, &in, &m, &ty);
+    if (rc == 0)
+        rc = encode(&m, out, out_len);
+    if (rc == 0) {
+        const char *entity = in.type == TDS_MSG_EVENT ? in.u.event.entity : in.u.page.entity;
+        char *esc = tds_metrics_escape(entity ? entity : "");
+        char labels[160];
+        snprintf(labels, sizeof(labels), "entity=\"%.100s\"", esc ? esc : "");
+        free(esc);
+        count(w, "tds_processor_records_total", "Records transformed into rows", labels,
+              (double)ty.records);
+        w->st.records += ty.records;
+        w->st.rejects += ty.rejects;
+        if (w->m_seconds)
+            tds_series_observe(w->m_seconds, now_s() - t0);
+    }
+    tds_msg_clear(&m);
+    tds_msg_clear(&in);
+    return rc;
+}
