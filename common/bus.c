@@ -1,0 +1,521 @@
+/* bus — ZeroMQ sockets the way every stage uses them: bounded queues,
+ * ZMQ_IMMEDIATE on connecting sockets, bounded linger, reconnect backoff, and
+ * connect lists whose DNS names fan out to every address they resolve to.
+ *
+ * Owns the zmq context (one per process) and each socket it creates. It never
+ * logs and never decides what a failure means: the stage does.
+ *
+ * Connect bookkeeping: the list given to tds_bus_connect is kept as specs
+ * (one per comma-separated entry). A spec is either passed to zmq as is
+ * (inproc://, ipc://, tcp:// with an IP literal or "*") or is a tcp:// name that
+ * is resolved with getaddrinfo into "tcp://<ip>:<port>" endpoints, each
+ * connected once. tds_bus_refresh re-resolves names, connects new addresses
+ * and disconnects vanished ones. When a name does not resolve at the moment
+ * (DNS hiccup, Service not created yet) its previous addresses are kept: a
+ * resolver outage must not disconnect a healthy pipeline.
+ */
+#include "bus.h"
+#include "msg.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <zmq.h>
+
+#define RECONNECT_MAX_MS 5000
+#define MAX_SPECS 64       /* entries in one endpoint list */
+#define MAX_ADDRS 64       /* addresses kept per resolved name */
+
+struct tds_bus {
+    void *ctx;
+};
+
+struct peer {
+    char *endpoint;        /* as given to zmq_connect */
+};
+
+struct spec {
+    char *text;            /* the entry as configured */
+    bool resolve;          /* tcp:// with a DNS name */
+    char *host;            /* resolve only */
+    char *port;            /* resolve only */
+    struct peer *peers;
+    size_t n_peers;
+};
+
+struct tds_bus_sock {
+    struct tds_bus *bus;
+    void *z;
+    int type;
+    bool immediate_set;
+    struct spec *specs;
+    size_t n_specs;
+};
+
+int tds_bus_new(struct tds_bus **out)
+{
+    struct tds_bus *bus = calloc(1, sizeof(*bus));
+
+    if (!bus)
+        return -ENOMEM;
+    bus->ctx = zmq_ctx_new();
+    if (!bus->ctx) {
+        int r = -errno;
+
+        free(bus);
+        return r ? r : -ENOMEM;
+    }
+    *out = bus;
+    return 0;
+}
+
+struct tds_bus *tds_bus_free(struct tds_bus *bus)
+{
+    if (!bus)
+        return NULL;
+    /* Blocks until every socket is closed and its linger has passed. */
+    while (zmq_ctx_term(bus->ctx) < 0 && errno == EINTR)
+        ;
+    free(bus);
+    return NULL;
+}
+
+static int set_int(void *z, int opt, int v)
+{
+    return zmq_setsockopt(z, opt, &v, sizeof(v)) < 0 ? -errno : 0;
+}
+
+int tds_bus_sock_new(struct tds_bus *bus, int type, const struct tds_bus_opts *opts,
+                     struct tds_bus_sock **out)
+{
+    struct tds_bus_opts o = {.hwm = 1000, .linger_ms = 1000, .reconnect_ms = 100};
+    struct tds_bus_sock *s;
+    int r;
+
+    if (opts) {
+        if (opts->hwm > 0)
+            o.hwm = opts->hwm;
+        /* 0 means "default" for every field, so a zeroed struct is the defaults;
+         * a negative linger means none (zmq's -1, wait forever, is never wanted). */
+        if (opts->linger_ms > 0)
+            o.linger_ms = opts->linger_ms;
+        else if (opts->linger_ms < 0)
+            o.linger_ms = 0;
+        if (opts->reconnect_ms > 0)
+            o.reconnect_ms = opts->reconnect_ms;
+    }
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->bus = bus;
+    s->type = type;
+    s->z = zmq_socket(bus->ctx, type);
+    if (!s->z) {
+        r = -errno;
+        free(s);
+        return r;
+    }
+    if ((r = set_int(s->z, ZMQ_SNDHWM, o.hwm)) || (r = set_int(s->z, ZMQ_RCVHWM, o.hwm)) ||
+        (r = set_int(s->z, ZMQ_LINGER, o.linger_ms)) ||
+        (r = set_int(s->z, ZMQ_RECONNECT_IVL, o.reconnect_ms)) ||
+        (r = set_int(s->z, ZMQ_RECONNECT_IVL_MAX,
+                     o.reconnect_ms > RECONNECT_MAX_MS ? o.reconnect_ms : RECONNECT_MAX_MS)) ||
+        /* Dual stack: "*" binds IPv6 and IPv4 (libzmq falls back to IPv4 where
+         * IPv6 is off), and resolved IPv6 peers can be connected. */
+        (r = set_int(s->z, ZMQ_IPV6, 1))) {
+        zmq_close(s->z);
+        free(s);
+        return r;
+    }
+    *out = s;
+    return 0;
+}
+
+static void spec_clear(struct spec *sp)
+{
+    for (size_t i = 0; i < sp->n_peers; i++)
+        free(sp->peers[i].endpoint);
+    free(sp->peers);
+    free(sp->text);
+    free(sp->host);
+    free(sp->port);
+    memset(sp, 0, sizeof(*sp));
+}
+
+struct tds_bus_sock *tds_bus_sock_free(struct tds_bus_sock *s)
+{
+    if (!s)
+        return NULL;
+    zmq_close(s->z);
+    for (size_t i = 0; i < s->n_specs; i++)
+        spec_clear(&s->specs[i]);
+    free(s->specs);
+    free(s);
+    return NULL;
+}
+
+void *tds_bus_sock_raw(struct tds_bus_sock *s) { return s->z; }
+
+/* Split a comma-separated list into trimmed, non-empty entries. Calls fn for
+ * each; stops at the first error. */
+static int for_each_entry(const char *list, int (*fn)(struct tds_bus_sock *, const char *),
+                          struct tds_bus_sock *s)
+{
+    const char *p = list;
+    size_t count = 0;
+
+    if (!list)
+        return -EINVAL;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        const char *a = p, *b = p + n;
+        char *entry;
+        int r;
+
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (b > a) {
+            if (++count > MAX_SPECS)
+                return -E2BIG;
+            entry = strndup(a, (size_t)(b - a));
+            if (!entry)
+                return -ENOMEM;
+            r = fn(s, entry);
+            free(entry);
+            if (r)
+                return r;
+        }
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return count ? 0 : -EINVAL;
+}
+
+static int bind_one(struct tds_bus_sock *s, const char *ep)
+{
+    return zmq_bind(s->z, ep) < 0 ? -errno : 0;
+}
+
+int tds_bus_bind(struct tds_bus_sock *s, const char *endpoints)
+{
+    return for_each_entry(endpoints, bind_one, s);
+}
+
+static bool is_ip_literal(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* Split "tcp://host:port" into host and port when host is a DNS name that
+ * needs resolving; false for everything zmq should get verbatim. */
+static bool parse_resolvable(const char *ep, char **host, char **port)
+{
+    const char *hp, *colon;
+
+    if (strncmp(ep, "tcp://", 6) != 0)
+        return false;
+    hp = ep + 6;
+    /* "[v6]:port", "*:port", source-address forms ("a;b:port") pass through. */
+    if (hp[0] == '[' || hp[0] == '*' || strchr(hp, ';'))
+        return false;
+    colon = strrchr(hp, ':');
+    if (!colon || colon == hp || colon[1] == '\0')
+        return false;
+    *host = strndup(hp, (size_t)(colon - hp));
+    *port = strdup(colon + 1);
+    if (!*host || !*port || is_ip_literal(*host)) {
+        free(*host);
+        free(*port);
+        *host = *port = NULL;
+        return false;
+    }
+    return true;
+}
+
+static bool peers_have(const struct peer *p, size_t n, const char *ep)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(p[i].endpoint, ep) == 0)
+            return true;
+    return false;
+}
+
+/* Resolve host:port into a list of "tcp://ip:port" strings. Returns the
+ * count (≥ 0) or a negative errno; 0 addresses is reported as -ENOENT. */
+static int resolve(const char *host, const char *port, char ***out)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL, *ai;
+    char **list = NULL;
+    size_t n = 0;
+    int r;
+
+    r = getaddrinfo(host, port, &hints, &res);
+    if (r != 0)
+        return r == EAI_MEMORY ? -ENOMEM : -ENOENT;
+    list = calloc(MAX_ADDRS, sizeof(*list));
+    if (!list) {
+        freeaddrinfo(res);
+        return -ENOMEM;
+    }
+    for (ai = res; ai && n < MAX_ADDRS; ai = ai->ai_next) {
+        char ip[INET6_ADDRSTRLEN], ep[INET6_ADDRSTRLEN + 32];
+        const void *addr;
+        bool dup = false;
+
+        if (ai->ai_family == AF_INET)
+            addr = &((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+        else if (ai->ai_family == AF_INET6)
+            addr = &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+        else
+            continue;
+        if (!inet_ntop(ai->ai_family, addr, ip, sizeof(ip)))
+            continue;
+        snprintf(ep, sizeof(ep), ai->ai_family == AF_INET6 ? "tcp://[%s]:%s" : "tcp://%s:%s", ip,
+                 port);
+        for (size_t i = 0; i < n && !dup; i++)
+            dup = strcmp(list[i], ep) == 0;
+        if (dup)
+            continue;
+        list[n] = strdup(ep);
+        if (!list[n]) {
+            r = -ENOMEM;
+            goto fail;
+        }
+        n++;
+    }
+    freeaddrinfo(res);
+    if (n == 0) {
+        free(list);
+        return -ENOENT;
+    }
+    *out = list;
+    return (int)n;
+fail:
+    freeaddrinfo(res);
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+    return r;
+}
+
+static void free_list(char **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+}
+
+/* Bring a spec's peers in line with the resolver: connect new addresses,
+ * disconnect vanished ones. */
+static int sync_spec(struct tds_bus_sock *s, struct spec *sp)
+{
+    char **addrs = NULL;
+    struct peer *np;
+    size_t n_new = 0;
+    int n, r = 0;
+
+    if (!sp->resolve) {
+        if (sp->n_peers)
+            return 0;
+        sp->peers = calloc(1, sizeof(*sp->peers));
+        if (!sp->peers)
+            return -ENOMEM;
+        if (zmq_connect(s->z, sp->text) < 0) {
+            r = -errno;
+            free(sp->peers);
+            sp->peers = NULL;
+            return r;
+        }
+        sp->peers[0].endpoint = strdup(sp->text);
+        if (!sp->peers[0].endpoint) {
+            zmq_disconnect(s->z, sp->text);
+            free(sp->peers);
+            sp->peers = NULL;
+            return -ENOMEM;
+        }
+        sp->n_peers = 1;
+        return 0;
+    }
+
+    n = resolve(sp->host, sp->port, &addrs);
+    if (n == -ENOENT)
+        return 0; /* keep what we have; retried on the next refresh */
+    if (n < 0)
+        return n;
+
+    np = calloc((size_t)n, sizeof(*np));
+    if (!np) {
+        free_list(addrs, (size_t)n);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!peers_have(sp->peers, sp->n_peers, addrs[i]) && zmq_connect(s->z, addrs[i]) < 0) {
+            r = -errno;
+            free(addrs[i]);
+            continue; /* others still get connected */
+        }
+        np[n_new++].endpoint = addrs[i];
+    }
+    free(addrs);
+    for (size_t i = 0; i < sp->n_peers; i++) {
+        if (!peers_have(np, n_new, sp->peers[i].endpoint))
+            zmq_disconnect(s->z, sp->peers[i].endpoint);
+        free(sp->peers[i].endpoint);
+    }
+    free(sp->peers);
+    sp->peers = np;
+    sp->n_peers = n_new;
+    return r;
+}
+
+static int add_spec(struct tds_bus_sock *s, const char *entry)
+{
+    struct spec *sp;
+    struct spec *p;
+
+    for (size_t i = 0; i < s->n_specs; i++)
+        if (strcmp(s->specs[i].text, entry) == 0)
+            return 0; /* listed twice: connect once */
+    p = realloc(s->specs, (s->n_specs + 1) * sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    s->specs = p;
+    sp = &s->specs[s->n_specs];
+    memset(sp, 0, sizeof(*sp));
+    sp->text = strdup(entry);
+    if (!sp->text)
+        return -ENOMEM;
+    sp->resolve = parse_resolvable(entry, &sp->host, &sp->port);
+    s->n_specs++;
+    return sync_spec(s, sp);
+}
+
+int tds_bus_connect(struct tds_bus_sock *s, const char *endpoints)
+{
+    int r;
+
+    if (!s->immediate_set) {
+        /* Without this a PUSH would queue messages for a peer that is not
+         * there, and they would sit in that pipe instead of going to a live one. */
+        r = set_int(s->z, ZMQ_IMMEDIATE, 1);
+        if (r)
+            return r;
+        s->immediate_set = true;
+    }
+    return for_each_entry(endpoints, add_spec, s);
+}
+
+int tds_bus_refresh(struct tds_bus_sock *s)
+{
+    for (size_t i = 0; i < s->n_specs; i++)
+        if (s->specs[i].resolve)
+            sync_spec(s, &s->specs[i]); /* per-spec failures leave that spec as it was */
+    return (int)tds_bus_peer_count(s);
+}
+
+size_t tds_bus_peer_count(const struct tds_bus_sock *s)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < s->n_specs; i++)
+        n += s->specs[i].n_peers;
+    return n;
+}
+
+int tds_bus_subscribe(struct tds_bus_sock *s, const char *topic)
+{
+    if (s->type != ZMQ_SUB)
+        return -EINVAL;
+    if (!topic)
+        topic = "";
+    return zmq_setsockopt(s->z, ZMQ_SUBSCRIBE, topic, strlen(topic)) < 0 ? -errno : 0;
+}
+
+int tds_bus_send(struct tds_bus_sock *s, const void *buf, size_t len, int flags)
+{
+    while (zmq_send(s->z, buf, len, flags) < 0) {
+        if (errno != EINTR)
+            return -errno;
+    }
+    return 0;
+}
+
+int tds_bus_recv(struct tds_bus_sock *s, char **buf, size_t *len, size_t max_len, int flags,
+                 int *more)
+{
+    zmq_msg_t msg;
+    size_t n;
+    char *p;
+    int r;
+
+    *buf = NULL;
+    *len = 0;
+    if (more)
+        *more = 0;
+    zmq_msg_init(&msg);
+    while (zmq_msg_recv(&msg, s->z, flags) < 0) {
+        if (errno != EINTR) {
+            r = -errno;
+            zmq_msg_close(&msg);
+            return r;
+        }
+    }
+    n = zmq_msg_size(&msg);
+    if (more)
+        *more = zmq_msg_more(&msg);
+    if (n > max_len) {
+        *len = n; /* for the dead-letter count: how big it was */
+        zmq_msg_close(&msg);
+        return TDS_E_TOO_LARGE;
+    }
+    /* NUL-terminated for callers that treat topics and JSON as text. */
+    p = malloc(n + 1);
+    if (!p) {
+        zmq_msg_close(&msg);
+        return -ENOMEM;
+    }
+    if (n)
+        memcpy(p, zmq_msg_data(&msg), n);
+    p[n] = '\0';
+    zmq_msg_close(&msg);
+    *buf = p;
+    *len = n;
+    return 0;
+}
+
+int tds_bus_send_msg(struct tds_bus_sock *s, const struct tds_msg *m, int flags)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    int r;
+
+    if (m->type == TDS_MSG_ACK && !m->u.ack.origin)
+        return TDS_MSG_E_MALFORMED;
+    r = tds_msg_encode(m, &buf, &len);
+    if (r)
+        return r;
+    if (m->type == TDS_MSG_ACK) {
+        /* [origin][map]: the topic frame lets each subscriber filter on its own
+         * origin. Once the first frame is accepted, zmq delivers both or none. */
+        r = tds_bus_send(s, m->u.ack.origin, strlen(m->u.ack.origin), flags | ZMQ_SNDMORE);
+        if (r)
+            goto out;
+    }
+    r = tds_bus_send(s, buf, len, flags);
+out:
+    free(buf);
+    return r;
+}

@@ -1,0 +1,129 @@
+/* pg — libpq helpers shared by the stages that touch PostgreSQL.
+ *
+ * Owns nothing beyond the connections it hands out (the caller PQfinish()es
+ * them). It never builds SQL from data and never logs; error texts it copies
+ * out come from the server or libpq, which never include the password.
+ */
+#include <stddef.h>
+
+#include "pg.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#define CONNECT_TIMEOUT_S "10"
+
+/* Copy a libpq message (often multi-line, ending in '\n') as one line. */
+static void copy_msg(char *err, size_t errlen, const char *prefix, const char *msg)
+{
+    size_t w;
+
+    if (!err || errlen == 0)
+        return;
+    w = (size_t)snprintf(err, errlen, "%s", prefix);
+    if (w >= errlen)
+        return;
+    for (const char *p = msg ? msg : ""; *p && w + 1 < errlen; p++) {
+        if (*p == '\n') {
+            if (p[1] == '\0')
+                break;
+            if (w + 2 >= errlen)
+                break;
+            err[w++] = ';';
+            err[w++] = ' ';
+        } else {
+            err[w++] = *p;
+        }
+    }
+    err[w] = '\0';
+}
+
+PGconn *tds_pg_connect(const char *conninfo, const char *app_name, char *err, size_t errlen)
+{
+    /* connect_timeout comes first so a value in conninfo overrides it; the
+     * application name and encoding come after, so ours win. */
+    const char *keys[] = {"connect_timeout", "dbname", "application_name", "client_encoding", NULL};
+    const char *vals[] = {CONNECT_TIMEOUT_S, conninfo ? conninfo : "",
+                          app_name ? app_name : "tds", "UTF8", NULL};
+    PGconn *c;
+
+    if (err && errlen)
+        err[0] = '\0';
+    c = PQconnectdbParams(keys, vals, 1);
+    if (!c) {
+        copy_msg(err, errlen, "could not connect to database: ", "out of memory");
+        return NULL;
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        copy_msg(err, errlen, "could not connect to database: ", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+bool tds_pg_ok(PGconn *c)
+{
+    PGTransactionStatusType t;
+
+    if (!c || PQstatus(c) != CONNECTION_OK)
+        return false;
+    t = PQtransactionStatus(c);
+    return t != PQTRANS_INERROR && t != PQTRANS_UNKNOWN;
+}
+
+int tds_pg_exec(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+    PGresult *r;
+    ExecStatusType st;
+
+    if (err && errlen)
+        err[0] = '\0';
+    r = PQexec(c, sql);
+    if (!r) {
+        copy_msg(err, errlen, "", PQerrorMessage(c));
+        return -EIO;
+    }
+    st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) {
+        PQclear(r);
+        return 0;
+    }
+    copy_msg(err, errlen, "", PQresultErrorMessage(r));
+    PQclear(r);
+    return -EIO;
+}
+
+const char *tds_pg_sqlstate(const PGresult *r)
+{
+    return r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+}
+
+bool tds_pg_retryable(const PGresult *r, PGconn *c)
+{
+    static const char *const states[] = {
+        "57P01", /* admin_shutdown */
+        "57P02", /* crash_shutdown */
+        "57P03", /* cannot_connect_now */
+        "40001", /* serialization_failure */
+        "40P01", /* deadlock_detected */
+        "53300", /* too_many_connections */
+    };
+    const char *st;
+
+    /* A lost connection is worth a new one whatever the result says. */
+    if (c && PQstatus(c) != CONNECTION_OK)
+        return true;
+    if (!r)
+        return c == NULL || PQstatus(c) != CONNECTION_OK;
+    st = tds_pg_sqlstate(r);
+    if (!st)
+        return false;
+    if (strncmp(st, "08", 2) == 0) /* connection_exception class */
+        return true;
+    for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+        if (strcmp(st, states[i]) == 0)
+            return true;
+    return false;
+}

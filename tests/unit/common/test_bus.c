@@ -1,0 +1,256 @@
+/* test_bus — bind/connect over inproc and tcp, frame limits, name resolution
+ * of connect lists, refresh, HWM with DONTWAIT, and acks as [origin][map]. */
+#include "assert.h"
+#include "bus.h"
+#include "msg.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+static void set_rcvtimeo(struct tds_bus_sock *s, int ms)
+{
+    T_INT(zmq_setsockopt(tds_bus_sock_raw(s), ZMQ_RCVTIMEO, &ms, sizeof(ms)), ==, 0);
+}
+
+static void test_inproc(void)
+{
+    struct tds_bus *bus = NULL;
+    struct tds_bus_sock *pull = NULL, *push = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    int more = -1;
+
+    T_INT(tds_bus_new(&bus), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_PULL, NULL, &pull), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_PUSH, &(struct tds_bus_opts){.hwm = 10}, &push), ==, 0);
+    T_TRUE(tds_bus_sock_raw(pull) != NULL);
+    T_INT(tds_bus_bind(pull, "inproc://bus-a, inproc://bus-b"), ==, 0);
+    T_INT(tds_bus_connect(push, "inproc://bus-a"), ==, 0);
+    T_INT(tds_bus_peer_count(push), ==, 1);
+    set_rcvtimeo(pull, 2000);
+
+    T_INT(tds_bus_send(push, "hello", 5, ZMQ_SNDMORE), ==, 0);
+    T_INT(tds_bus_send(push, "world!", 6, 0), ==, 0);
+    T_INT(tds_bus_recv(pull, &buf, &len, 100, 0, &more), ==, 0);
+    T_INT(len, ==, 5);
+    T_STR(buf, "hello");
+    T_INT(more, ==, 1);
+    free(buf);
+    T_INT(tds_bus_recv(pull, &buf, &len, 100, 0, &more), ==, 0);
+    T_STR(buf, "world!");
+    T_INT(more, ==, 0);
+    free(buf);
+
+    /* Over the limit: reported, discarded, and the next frame still arrives. */
+    T_INT(tds_bus_send(push, "0123456789", 10, 0), ==, 0);
+    T_INT(tds_bus_send(push, "ok", 2, 0), ==, 0);
+    T_INT(tds_bus_recv(pull, &buf, &len, 9, 0, &more), ==, TDS_E_TOO_LARGE);
+    T_NULL(buf);
+    T_INT(len, ==, 10);
+    T_INT(tds_bus_recv(pull, &buf, &len, 9, 0, NULL), ==, 0);
+    T_STR(buf, "ok");
+    free(buf);
+    /* Exactly at the limit is fine; empty frames too. */
+    T_INT(tds_bus_send(push, "123456789", 9, 0), ==, 0);
+    T_INT(tds_bus_recv(pull, &buf, &len, 9, 0, NULL), ==, 0);
+    T_INT(len, ==, 9);
+    free(buf);
+    T_INT(tds_bus_send(push, "", 0, 0), ==, 0);
+    T_INT(tds_bus_recv(pull, &buf, &len, 9, 0, NULL), ==, 0);
+    T_INT(len, ==, 0);
+    T_STR(buf, "");
+    free(buf);
+
+    /* Nothing ready with DONTWAIT. */
+    T_INT(tds_bus_recv(pull, &buf, &len, 9, ZMQ_DONTWAIT, NULL), ==, -EAGAIN);
+
+    /* A connect list with two entries connects both (and a repeat once). */
+    struct tds_bus_sock *push2 = NULL;
+    T_INT(tds_bus_sock_new(bus, ZMQ_PUSH, NULL, &push2), ==, 0);
+    T_INT(tds_bus_connect(push2, "inproc://bus-a,inproc://bus-b, inproc://bus-a"), ==, 0);
+    T_INT(tds_bus_peer_count(push2), ==, 2);
+    T_INT(tds_bus_refresh(push2), ==, 2);
+    T_INT(tds_bus_connect(push2, " , "), ==, -EINVAL);
+
+    /* Errors come back as -errno. */
+    T_INT(tds_bus_bind(pull, "inproc://bus-a"), ==, -EADDRINUSE);
+    T_INT(tds_bus_bind(pull, "bogus://x"), <, 0);
+    T_INT(tds_bus_subscribe(pull, "x"), ==, -EINVAL);
+
+    tds_bus_sock_free(push2);
+    tds_bus_sock_free(push);
+    tds_bus_sock_free(pull);
+    T_NULL(tds_bus_free(bus));
+}
+
+static void test_tcp_names(void)
+{
+    struct tds_bus *bus = NULL;
+    struct tds_bus_sock *pull = NULL, *push = NULL, *lost = NULL;
+    char last[256], ep[300];
+    size_t lastlen = sizeof(last);
+    char *buf = NULL;
+    size_t len = 0;
+    const char *port;
+
+    T_INT(tds_bus_new(&bus), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_PULL, NULL, &pull), ==, 0);
+    T_INT(tds_bus_bind(pull, "tcp://127.0.0.1:*"), ==, 0);
+    T_INT(zmq_getsockopt(tds_bus_sock_raw(pull), ZMQ_LAST_ENDPOINT, last, &lastlen), ==, 0);
+    port = strrchr(last, ':') + 1;
+    snprintf(ep, sizeof(ep), "tcp://localhost:%s", port);
+
+    T_INT(tds_bus_sock_new(bus, ZMQ_PUSH, NULL, &push), ==, 0);
+    T_INT(tds_bus_connect(push, ep), ==, 0);
+    /* localhost resolves to 127.0.0.1 (and ::1 where /etc/hosts says so). */
+    T_INT(tds_bus_peer_count(push), >=, 1);
+    T_INT(tds_bus_refresh(push), ==, (int)tds_bus_peer_count(push));
+    set_rcvtimeo(pull, 5000);
+    T_INT(tds_bus_send(push, "over tcp", 8, 0), ==, 0);
+    T_INT(tds_bus_recv(pull, &buf, &len, 64, 0, NULL), ==, 0);
+    T_STR(buf, "over tcp");
+    free(buf);
+
+    /* An IP literal passes through; an unknown name is not an error and is
+     * retried on refresh. */
+    T_INT(tds_bus_sock_new(bus, ZMQ_PUSH, NULL, &lost), ==, 0);
+    T_INT(tds_bus_connect(lost, "tcp://no-such-host.invalid:5555"), ==, 0);
+    T_INT(tds_bus_peer_count(lost), ==, 0);
+    T_INT(tds_bus_refresh(lost), ==, 0);
+    T_INT(tds_bus_connect(lost, "tcp://127.0.0.1:1"), ==, 0);
+    T_INT(tds_bus_peer_count(lost), ==, 1);
+    /* Nobody listens there: with ZMQ_IMMEDIATE nothing is queued. */
+    T_INT(tds_bus_send(lost, "x", 1, ZMQ_DONTWAIT), ==, -EAGAIN);
+
+    tds_bus_sock_free(lost);
+    tds_bus_sock_free(push);
+    tds_bus_sock_free(pull);
+    tds_bus_free(bus);
+}
+
+static void test_hwm(void)
+{
+    struct tds_bus *bus = NULL;
+    struct tds_bus_sock *pull = NULL, *push = NULL;
+    int sent = 0;
+
+    T_INT(tds_bus_new(&bus), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_PULL, &(struct tds_bus_opts){.hwm = 5}, &pull), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_PUSH, &(struct tds_bus_opts){.hwm = 5, .linger_ms = -1},
+                           &push), ==, 0);
+    T_INT(tds_bus_bind(pull, "inproc://hwm"), ==, 0);
+    T_INT(tds_bus_connect(push, "inproc://hwm"), ==, 0);
+    /* Nobody reads: the bounded queue fills and DONTWAIT says so. */
+    for (int i = 0; i < 1000; i++) {
+        int r = tds_bus_send(push, "m", 1, ZMQ_DONTWAIT);
+
+        if (r == -EAGAIN)
+            break;
+        T_INT(r, ==, 0);
+        sent++;
+    }
+    T_INT(sent, >=, 5);
+    T_INT(sent, <, 1000);
+    tds_bus_sock_free(push);
+    tds_bus_sock_free(pull);
+    tds_bus_free(bus);
+}
+
+static void test_ack(void)
+{
+    struct tds_bus *bus = NULL;
+    struct tds_bus_sock *pub = NULL, *sub = NULL;
+    char *ids[] = {"ev-1", "pg-2"};
+    struct tds_msg m = {.type = TDS_MSG_ACK, .id = "ack-1"};
+    struct tds_msg got;
+    char *buf = NULL;
+    size_t len = 0;
+    int more = 0, r = -1;
+
+    m.u.ack.origin = "fetcher.pod-1";
+    m.u.ack.ids = ids;
+    m.u.ack.n_ids = 2;
+    m.u.ack.rows_written = 7;
+
+    T_INT(tds_bus_new(&bus), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_PUB, NULL, &pub), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_SUB, NULL, &sub), ==, 0);
+    T_INT(tds_bus_bind(pub, "inproc://acks"), ==, 0);
+    T_INT(tds_bus_connect(sub, "inproc://acks"), ==, 0);
+    T_INT(tds_bus_subscribe(sub, "fetcher.pod-1"), ==, 0);
+    set_rcvtimeo(sub, 50);
+    /* The subscription reaches the PUB asynchronously: resend until it lands. */
+    for (int i = 0; i < 100 && r != 0; i++) {
+        T_INT(tds_bus_send_msg(pub, &m, 0), ==, 0);
+        r = tds_bus_recv(sub, &buf, &len, 1024, 0, &more);
+    }
+    T_INT(r, ==, 0);
+    T_STR(buf, "fetcher.pod-1");
+    T_INT(more, ==, 1);
+    free(buf);
+    T_INT(tds_bus_recv(sub, &buf, &len, 1024, 0, &more), ==, 0);
+    T_INT(more, ==, 0);
+    T_INT(tds_msg_decode(buf, len, &got), ==, 0);
+    T_INT(got.type, ==, TDS_MSG_ACK);
+    T_STR(got.u.ack.origin, "fetcher.pod-1");
+    T_INT(got.u.ack.n_ids, ==, 2);
+    T_STR(got.u.ack.ids[1], "pg-2");
+    T_INT(got.u.ack.rows_written, ==, 7);
+    tds_msg_clear(&got);
+    free(buf);
+
+    /* A non-ack message is one frame; encoding errors come back unchanged. */
+    struct tds_msg bad = {.type = TDS_MSG_ACK, .id = "a"};
+    T_INT(tds_bus_send_msg(pub, &bad, 0), ==, TDS_MSG_E_MALFORMED);
+
+    tds_bus_sock_free(sub);
+    tds_bus_sock_free(pub);
+    tds_bus_free(bus);
+}
+
+static void test_send_msg_single_frame(void)
+{
+    struct tds_bus *bus = NULL;
+    struct tds_bus_sock *pull = NULL, *push = NULL;
+    struct tds_msg m = {.type = TDS_MSG_FETCH, .id = "f-1"};
+    struct tds_msg got;
+    char *buf = NULL;
+    size_t len = 0;
+    int more = 1;
+
+    m.u.fetch.org = "600";
+    m.u.fetch.entity = "items";
+    m.u.fetch.zoho_id = "42";
+    m.u.fetch.origin = "ingress.a";
+    T_INT(tds_bus_new(&bus), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_PULL, NULL, &pull), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_PUSH, NULL, &push), ==, 0);
+    T_INT(tds_bus_bind(pull, "inproc://fetch"), ==, 0);
+    T_INT(tds_bus_connect(push, "inproc://fetch"), ==, 0);
+    set_rcvtimeo(pull, 2000);
+    T_INT(tds_bus_send_msg(push, &m, 0), ==, 0);
+    T_INT(tds_bus_recv(pull, &buf, &len, 1 << 20, 0, &more), ==, 0);
+    T_INT(more, ==, 0);
+    T_INT(tds_msg_decode(buf, len, &got), ==, 0);
+    T_INT(got.type, ==, TDS_MSG_FETCH);
+    T_STR(got.id, "f-1");
+    T_STR(got.u.fetch.zoho_id, "42");
+    tds_msg_clear(&got);
+    free(buf);
+    tds_bus_sock_free(push);
+    tds_bus_sock_free(pull);
+    tds_bus_free(bus);
+}
+
+int main(void)
+{
+    T_RUN(test_inproc);
+    T_RUN(test_tcp_names);
+    T_RUN(test_hwm);
+    T_RUN(test_ack);
+    T_RUN(test_send_msg_single_frame);
+    return 0;
+}
