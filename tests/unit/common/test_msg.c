@@ -49,7 +49,7 @@ static void round_trip(const struct tds_msg *in, struct tds_msg *out)
 
 /* ---- sample messages (static data; never passed to tds_msg_clear) ----- */
 
-static char *ids3[] = { "ev-1", "page-" AR, "x" };
+static char *ids3[] = { "ev-1", ("page-" AR), "x" };
 static struct tds_bytes records2[] = {
     { (char *)body_bytes, BODY_LEN },
     { (char *)"", 0 },
