@@ -1,0 +1,643 @@
+/* data — organizations, compact records, sorted views and mutations; see
+ * data.h. Ids are 19 digits: org digit, entity digits, sequence, 3 random
+ * digits, so a detail lookup is a division and an array access. */
+#include "data.h"
+#include "render.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define E18 1000000000000000000ULL
+#define E16 10000000000000000ULL
+
+static const struct {
+    const char *name, *list_key, *detail_key, *id_field, *report;
+} ents[ZS_ENT_COUNT] = {
+    [ZS_WAREHOUSES] = {"warehouses", "warehouses", "warehouse", "warehouse_id", "Warehouses"},
+    [ZS_ITEM_GROUPS] = {"item_groups", "itemgroups", "item_group", "group_id", "Item Groups"},
+    [ZS_ITEMS] = {"items", "items", "item", "item_id", "Items"},
+    [ZS_CONTACTS] = {"contacts", "contacts", "contact", "contact_id", "Contacts"},
+    [ZS_SALESORDERS] = {"sales_orders", "salesorders", "salesorder", "salesorder_id",
+                        "Sales Orders"},
+    [ZS_INVOICES] = {"invoices", "invoices", "invoice", "invoice_id", "Invoices"},
+};
+
+const char *zs_ent_name(enum zs_ent e) { return ents[e].name; }
+const char *zs_ent_list_key(enum zs_ent e) { return ents[e].list_key; }
+const char *zs_ent_detail_key(enum zs_ent e) { return ents[e].detail_key; }
+const char *zs_ent_id_field(enum zs_ent e) { return ents[e].id_field; }
+const char *zs_ent_report_name(enum zs_ent e) { return ents[e].report; }
+
+int zs_ent_parse(const char *s)
+{
+    if (!s)
+        return -1;
+    for (int e = 0; e < ZS_ENT_COUNT; e++)
+        if (!strcmp(s, ents[e].name) || !strcmp(s, ents[e].list_key) ||
+            !strcmp(s, ents[e].detail_key))
+            return e;
+    if (!strcmp(s, "locations"))
+        return ZS_WAREHOUSES;
+    return -1;
+}
+
+void zs_org_defaults(struct zs_org *o, int index)
+{
+    memset(o, 0, sizeof(*o));
+    snprintf(o->id, sizeof(o->id), "%d", 60001 + index);
+    o->org_index = index;
+    o->tz_min = index % 2 ? 330 : 180;
+    o->locations = index % 2 == 1;
+    o->products = ZS_INVENTORY | ZS_BOOKS;
+    o->seed = 0;
+    o->want[ZS_WAREHOUSES] = 3;
+    o->want[ZS_ITEM_GROUPS] = 20;
+    o->want[ZS_ITEMS] = 200;
+    o->want[ZS_CONTACTS] = 100;
+    o->want[ZS_SALESORDERS] = 150;
+    o->want[ZS_INVOICES] = 150;
+    o->lim.rate_per_min = o->lim.concurrency = o->lim.daily = -1;
+}
+
+static int parse_size(const char *v, int64_t max, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || end == v || *end || n < 0 || n > max)
+        return -EINVAL;
+    *out = n;
+    return 0;
+}
+
+static int parse_tz(const char *v, int *out)
+{
+    /* +0300, -0430, +05:30, Z */
+    if (!strcmp(v, "Z") || !strcmp(v, "UTC")) {
+        *out = 0;
+        return 0;
+    }
+    if ((v[0] != '+' && v[0] != '-') || strlen(v) < 5)
+        return -EINVAL;
+    const char *p = v + 1;
+    int d[4], k = 0;
+    for (; *p && k < 4; p++) {
+        if (*p == ':' && k == 2)
+            continue;
+        if (*p < '0' || *p > '9')
+            return -EINVAL;
+        d[k++] = *p - '0';
+    }
+    if (k != 4 || *p)
+        return -EINVAL;
+    int m = (d[0] * 10 + d[1]) * 60 + d[2] * 10 + d[3];
+    if (m > 14 * 60)
+        return -EINVAL;
+    *out = v[0] == '-' ? -m : m;
+    return 0;
+}
+
+int zs_org_parse(struct zs_org *o, const char *spec, char *err, size_t errlen)
+{
+    char buf[1024];
+    if (strlen(spec) >= sizeof(buf)) {
+        snprintf(err, errlen, "org spec too long");
+        return -EINVAL;
+    }
+    memcpy(buf, spec, strlen(spec) + 1);
+    for (char *kv = buf, *next; kv; kv = next) {
+        next = strchr(kv, ',');
+        if (next)
+            *next++ = '\0';
+        if (!*kv)
+            continue;
+        char *eq = strchr(kv, '=');
+        if (!eq) {
+            snprintf(err, errlen, "expected key=value, got '%s'", kv);
+            return -EINVAL;
+        }
+        *eq = '\0';
+        const char *k = kv, *v = eq + 1;
+        int64_t n = 0;
+        int rc = 0;
+        int e = -1;
+        if (!strcmp(k, "id")) {
+            size_t l = strlen(v);
+            if (l == 0 || l >= sizeof(o->id) || strspn(v, "0123456789") != l)
+                rc = -EINVAL;
+            else
+                memcpy(o->id, v, l + 1);
+        } else if (!strcmp(k, "name")) {
+            if (strlen(v) >= sizeof(o->name))
+                rc = -EINVAL;
+            else
+                memcpy(o->name, v, strlen(v) + 1);
+        } else if (!strcmp(k, "tz")) {
+            rc = parse_tz(v, &o->tz_min);
+        } else if (!strcmp(k, "stock")) {
+            if (!strcmp(v, "warehouses"))
+                o->locations = false;
+            else if (!strcmp(v, "locations"))
+                o->locations = true;
+            else
+                rc = -EINVAL;
+        } else if (!strcmp(k, "product")) {
+            if (!strcmp(v, "inventory"))
+                o->products = ZS_INVENTORY;
+            else if (!strcmp(v, "books"))
+                o->products = ZS_BOOKS;
+            else if (!strcmp(v, "both"))
+                o->products = ZS_INVENTORY | ZS_BOOKS;
+            else
+                rc = -EINVAL;
+        } else if (!strcmp(k, "seed")) {
+            rc = parse_size(v, INT64_MAX, &n);
+            o->seed = (uint64_t)n;
+        } else if (!strcmp(k, "refresh_token")) {
+            if (strlen(v) == 0 || strlen(v) >= sizeof(o->refresh_token))
+                rc = -EINVAL;
+            else
+                memcpy(o->refresh_token, v, strlen(v) + 1);
+        } else if (!strcmp(k, "rate") || !strcmp(k, "rate_per_min")) {
+            rc = parse_size(v, INT32_MAX, &o->lim.rate_per_min);
+        } else if (!strcmp(k, "concurrency")) {
+            rc = parse_size(v, INT32_MAX, &o->lim.concurrency);
+        } else if (!strcmp(k, "daily") || !strcmp(k, "daily_limit")) {
+            rc = parse_size(v, INT64_MAX / 2, &o->lim.daily);
+        } else if (!strcmp(k, "groups")) {
+            e = ZS_ITEM_GROUPS;
+        } else if ((e = zs_ent_parse(k)) < 0) {
+            snprintf(err, errlen, "unknown org key '%s'", k);
+            return -EINVAL;
+        }
+        if (e >= 0) {
+            /* sequence numbers must fit the id layout; 10 million per entity */
+            rc = parse_size(v, e == ZS_WAREHOUSES ? 64 : 10000000, &n);
+            if (!rc && e == ZS_WAREHOUSES && n < 1)
+                rc = -EINVAL;
+            o->want[e] = (size_t)n;
+        }
+        if (rc) {
+            snprintf(err, errlen, "invalid value for '%s': '%s'", k, v);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static uint64_t make_id(const struct zs_org *o, enum zs_ent e, size_t idx)
+{
+    uint64_t seq = (uint64_t)idx + 1;
+    uint64_t rnd = zs_h(o->seed, seq, 0x1d00 + (uint64_t)e) % 1000;
+    return (1 + (uint64_t)(o->org_index % 8)) * E18 + ((uint64_t)e + 1) * E16 + seq * 1000 + rnd;
+}
+
+static int table_push(struct zs_table *t, struct zs_rec **out)
+{
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        struct zs_rec *nr = realloc(t->recs, cap * sizeof(*nr));
+        if (!nr)
+            return -ENOMEM;
+        t->recs = nr;
+        t->cap = cap;
+    }
+    *out = &t->recs[t->n++];
+    memset(*out, 0, sizeof(**out));
+    t->gen++;
+    return 0;
+}
+
+static int add_rec(struct zs_org *o, enum zs_ent e, int64_t created, int64_t modified,
+                   struct zs_rec **out)
+{
+    struct zs_table *t = &o->t[e];
+    size_t idx = t->n;
+    int rc = table_push(t, out);
+    if (rc)
+        return rc;
+    (*out)->id = make_id(o, e, idx);
+    (*out)->created_s = created;
+    (*out)->modified_s = modified;
+    (*out)->link = -1;
+    return 0;
+}
+
+/* Generated history: created within the year before epoch, modified between
+ * creation and epoch. */
+static void gen_times(const struct zs_org *o, enum zs_ent e, size_t i, int64_t epoch_s,
+                      int64_t *c, int64_t *m)
+{
+    uint64_t h = zs_h(o->seed ^ 0x7137, i, (uint64_t)e);
+    *c = epoch_s - 86400 * 2 - (int64_t)(h % (365 * 86400ULL));
+    uint64_t span = (uint64_t)(epoch_s - *c);
+    uint64_t h2 = zs_mix(h);
+    /* a third of the records were never modified after creation */
+    *m = h2 % 3 == 0 ? *c : *c + (int64_t)(zs_mix(h2) % span);
+}
+
+int zs_org_generate(struct zs_org *o, int64_t epoch_s)
+{
+    int rc;
+    struct zs_rec *r;
+    if (!o->name[0])
+        snprintf(o->name, sizeof(o->name), "Sim Org %s", o->id);
+    rc = pthread_rwlock_init(&o->lock, NULL);
+    if (rc)
+        return -rc;
+    for (int e = 0; e < ZS_ENT_COUNT; e++)
+        pthread_mutex_init(&o->t[e].view_lock, NULL);
+    o->mut_rng = zs_mix(o->seed ^ 0xfeed);
+    int64_t c, m;
+    for (size_t i = 0; i < o->want[ZS_WAREHOUSES]; i++) {
+        gen_times(o, ZS_WAREHOUSES, i, epoch_s, &c, &m);
+        if ((rc = add_rec(o, ZS_WAREHOUSES, c, m, &r)))
+            return rc;
+    }
+    /* Groups own contiguous runs of 2..6 variants at the start of items. */
+    size_t items = o->want[ZS_ITEMS], used = 0;
+    for (size_t g = 0; g < o->want[ZS_ITEM_GROUPS]; g++) {
+        size_t nv = 2 + zs_h(o->seed, g, 0x6a) % (ZS_MAX_VARIANTS - 1);
+        if (used + nv > items)
+            break;
+        gen_times(o, ZS_ITEM_GROUPS, g, epoch_s, &c, &m);
+        if ((rc = add_rec(o, ZS_ITEM_GROUPS, c, m, &r)))
+            return rc;
+        r->link = (int32_t)used;
+        r->count = (uint16_t)nv;
+        used += nv;
+    }
+    for (size_t i = 0; i < items; i++) {
+        gen_times(o, ZS_ITEMS, i, epoch_s, &c, &m);
+        if ((rc = add_rec(o, ZS_ITEMS, c, m, &r)))
+            return rc;
+    }
+    for (size_t g = 0; g < o->t[ZS_ITEM_GROUPS].n; g++) {
+        struct zs_rec *gr = &o->t[ZS_ITEM_GROUPS].recs[g];
+        for (uint16_t v = 0; v < gr->count; v++) {
+            struct zs_rec *it = &o->t[ZS_ITEMS].recs[gr->link + v];
+            it->link = (int32_t)g;
+            it->count = v;
+            /* a variant exists no earlier than its group */
+            if (it->created_s < gr->created_s)
+                it->created_s = gr->created_s;
+            if (it->modified_s < it->created_s)
+                it->modified_s = it->created_s;
+            if (gr->modified_s < it->modified_s)
+                gr->modified_s = it->modified_s;
+        }
+    }
+    for (size_t i = 0; i < o->want[ZS_CONTACTS]; i++) {
+        gen_times(o, ZS_CONTACTS, i, epoch_s, &c, &m);
+        if ((rc = add_rec(o, ZS_CONTACTS, c, m, &r)))
+            return rc;
+    }
+    size_t nc = o->t[ZS_CONTACTS].n;
+    o->gen_n[ZS_CONTACTS] = nc;
+    for (int e = ZS_SALESORDERS; e <= ZS_INVOICES; e++) {
+        for (size_t i = 0; i < o->want[e]; i++) {
+            gen_times(o, (enum zs_ent)e, i, epoch_s, &c, &m);
+            if ((rc = add_rec(o, (enum zs_ent)e, c, m, &r)))
+                return rc;
+            r->link = nc ? (int32_t)(zs_h(o->seed, i, 0xc0 + (uint64_t)e) % nc) : -1;
+        }
+    }
+    for (int e = 0; e < ZS_ENT_COUNT; e++)
+        o->gen_n[e] = o->t[e].n;
+    return 0;
+}
+
+void zs_org_deinit(struct zs_org *o)
+{
+    for (int e = 0; e < ZS_ENT_COUNT; e++) {
+        struct zs_table *t = &o->t[e];
+        free(t->recs);
+        for (int s = 0; s < ZS_SORT_COUNT; s++)
+            free(t->views[s].idx);
+        pthread_mutex_destroy(&t->view_lock);
+    }
+    pthread_rwlock_destroy(&o->lock);
+}
+
+struct zs_rec *zs_org_find_id(struct zs_org *o, enum zs_ent e, uint64_t id)
+{
+    if (id / E18 != 1 + (uint64_t)(o->org_index % 8) || (id % E18) / E16 != (uint64_t)e + 1)
+        return NULL;
+    uint64_t seq = (id % E16) / 1000;
+    struct zs_table *t = &o->t[e];
+    if (seq == 0 || seq > t->n)
+        return NULL;
+    struct zs_rec *r = &t->recs[seq - 1];
+    if (r->id != id || r->deleted || r->invalid == ZS_BAD_ID)
+        return NULL;
+    return r;
+}
+
+struct zs_rec *zs_org_find(struct zs_org *o, enum zs_ent e, const char *id)
+{
+    size_t l = strlen(id);
+    if (l == 0 || l > 19 || strspn(id, "0123456789") != l)
+        return NULL;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(id, &end, 10);
+    if (errno || *end)
+        return NULL;
+    return zs_org_find_id(o, e, (uint64_t)v);
+}
+
+/* ---- sorted views ---- */
+
+struct sort_ctx {
+    const struct zs_rec *recs;
+    char **names;
+    enum zs_sort sort;
+};
+
+static int cmp_idx(const void *a, const void *b, void *arg)
+{
+    const struct sort_ctx *c = arg;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    const struct zs_rec *rx = &c->recs[x], *ry = &c->recs[y];
+    int d = 0;
+    switch (c->sort) {
+    case ZS_SORT_CREATED:
+        d = (rx->created_s > ry->created_s) - (rx->created_s < ry->created_s);
+        break;
+    case ZS_SORT_MODIFIED:
+        d = (rx->modified_s > ry->modified_s) - (rx->modified_s < ry->modified_s);
+        break;
+    case ZS_SORT_NAME:
+        d = strcmp(c->names[x], c->names[y]);
+        break;
+    case ZS_SORT_COUNT:
+        break;
+    }
+    if (d)
+        return d;
+    return (rx->id > ry->id) - (rx->id < ry->id);
+}
+
+static int build_view(struct zs_org *o, enum zs_ent e, enum zs_sort s, struct zs_view *v)
+{
+    struct zs_table *t = &o->t[e];
+    uint32_t *idx = malloc((t->n ? t->n : 1) * sizeof(*idx));
+    if (!idx)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < t->n; i++)
+        if (!t->recs[i].deleted)
+            idx[n++] = (uint32_t)i;
+    struct sort_ctx c = {t->recs, NULL, s};
+    char *arena = NULL;
+    if (s == ZS_SORT_NAME) {
+        /* names are derived text: render them once for the sort */
+        enum { NAME_MAX_ = 160 };
+        c.names = calloc(t->n ? t->n : 1, sizeof(char *));
+        arena = malloc((t->n ? t->n : 1) * NAME_MAX_);
+        if (!c.names || !arena) {
+            free(c.names);
+            free(arena);
+            free(idx);
+            return -ENOMEM;
+        }
+        for (size_t k = 0; k < n; k++) {
+            char *p = arena + (size_t)idx[k] * NAME_MAX_;
+            zs_rec_name(o, e, &t->recs[idx[k]], p, NAME_MAX_);
+            c.names[idx[k]] = p;
+        }
+    }
+    qsort_r(idx, n, sizeof(*idx), cmp_idx, &c);
+    free(c.names);
+    free(arena);
+    free(v->idx);
+    v->idx = idx;
+    v->n = n;
+    v->gen = t->gen;
+    return 0;
+}
+
+int zs_org_page(struct zs_org *o, enum zs_ent e, const struct zs_page_req *q, uint32_t *out,
+                size_t *n_out, bool *more)
+{
+    struct zs_table *t = &o->t[e];
+    struct zs_view *v = &t->views[q->sort];
+    *n_out = 0;
+    *more = false;
+    pthread_mutex_lock(&t->view_lock);
+    int rc = 0;
+    if (v->gen != t->gen || !v->idx)
+        rc = build_view(o, e, q->sort, v);
+    pthread_mutex_unlock(&t->view_lock);
+    if (rc)
+        return rc;
+    /* Readers hold the org read lock, so the view cannot be rebuilt under
+     * them: rebuilding needs a newer generation, which needs the write lock. */
+    size_t skip = (q->page - 1) * q->per_page;
+    if (q->page > 1 && skip / (q->page - 1) != q->per_page)
+        return 0; /* overflow: past any end */
+    if (q->sort == ZS_SORT_MODIFIED || !q->has_after) {
+        size_t lo = 0, n = v->n;
+        if (q->has_after) {
+            /* first position with modified_s > after_s */
+            size_t a = 0, b = v->n;
+            while (a < b) {
+                size_t mid = a + (b - a) / 2;
+                if (t->recs[v->idx[mid]].modified_s > q->after_s)
+                    b = mid;
+                else
+                    a = mid + 1;
+            }
+            lo = a;
+        }
+        size_t avail = n - lo;
+        if (skip >= avail)
+            return 0;
+        size_t take = avail - skip < q->per_page ? avail - skip : q->per_page;
+        for (size_t k = 0; k < take; k++) {
+            size_t pos = q->desc ? n - 1 - (skip + k) : lo + skip + k;
+            out[k] = v->idx[pos];
+        }
+        *n_out = take;
+        *more = skip + take < avail;
+        return 0;
+    }
+    size_t seen = 0, taken = 0;
+    for (size_t k = 0; k < v->n; k++) {
+        uint32_t i = v->idx[q->desc ? v->n - 1 - k : k];
+        if (t->recs[i].modified_s <= q->after_s)
+            continue;
+        if (seen++ < skip)
+            continue;
+        if (taken == q->per_page) {
+            *more = true;
+            break;
+        }
+        out[taken++] = i;
+    }
+    *n_out = taken;
+    return 0;
+}
+
+/* ---- mutations ---- */
+
+static long pick_live(struct zs_org *o, enum zs_ent e)
+{
+    struct zs_table *t = &o->t[e];
+    if (!t->n)
+        return -1;
+    o->mut_rng = zs_mix(o->mut_rng);
+    size_t start = o->mut_rng % t->n;
+    for (size_t k = 0; k < t->n; k++) {
+        size_t i = (start + k) % t->n;
+        if (!t->recs[i].deleted)
+            return (long)i;
+    }
+    return -1;
+}
+
+static void touch(struct zs_table *t, struct zs_rec *r, int64_t now_s)
+{
+    r->version++;
+    if (now_s > r->modified_s)
+        r->modified_s = now_s;
+    t->gen++;
+}
+
+int zs_org_mutate(struct zs_org *o, enum zs_ent e, enum zs_mut_op op, int64_t now_s,
+                  enum zs_invalid invalid, size_t *idx, struct zs_also *also)
+{
+    struct zs_table *t = &o->t[e];
+    memset(also, 0, sizeof(*also));
+    if (e == ZS_WAREHOUSES && op != ZS_MUT_UPDATE)
+        return -ENOTSUP; /* item stock is per warehouse: the set stays fixed */
+    if (op == ZS_MUT_CREATE) {
+        struct zs_rec *r;
+        int rc = add_rec(o, e, now_s, now_s, &r);
+        if (rc)
+            return rc;
+        r->invalid = (uint8_t)invalid;
+        if (e == ZS_SALESORDERS || e == ZS_INVOICES) {
+            long c = pick_live(o, ZS_CONTACTS);
+            r->link = (int32_t)c;
+        }
+        *idx = t->n - 1;
+        return 0;
+    }
+    long i = pick_live(o, e);
+    if (i < 0)
+        return -ENOENT;
+    struct zs_rec *r = &t->recs[i];
+    *idx = (size_t)i;
+    if (op == ZS_MUT_UPDATE) {
+        touch(t, r, now_s);
+    } else {
+        r->deleted = 1;
+        if (now_s > r->modified_s)
+            r->modified_s = now_s;
+        t->gen++;
+    }
+    if (e == ZS_ITEMS && r->link >= 0) {
+        struct zs_table *gt = &o->t[ZS_ITEM_GROUPS];
+        struct zs_rec *g = &gt->recs[r->link];
+        if (!g->deleted) {
+            touch(gt, g, now_s);
+            also->ent = ZS_ITEM_GROUPS;
+            also->op = ZS_MUT_UPDATE;
+            also->idx[also->n++] = (size_t)r->link;
+        }
+    } else if (e == ZS_ITEM_GROUPS && op == ZS_MUT_DELETE && r->link >= 0) {
+        struct zs_table *it = &o->t[ZS_ITEMS];
+        also->ent = ZS_ITEMS;
+        also->op = ZS_MUT_DELETE;
+        for (uint16_t v = 0; v < r->count && also->n < ZS_MAX_VARIANTS + 1; v++) {
+            struct zs_rec *x = &it->recs[r->link + v];
+            if (x->deleted || x->link != (int32_t)i)
+                continue;
+            x->deleted = 1;
+            if (now_s > x->modified_s)
+                x->modified_s = now_s;
+            it->gen++;
+            also->idx[also->n++] = (size_t)(r->link + v);
+        }
+    }
+    return 0;
+}
+
+/* ---- time ---- */
+
+void zs_fmt_time(char out[32], int64_t s, int tz_min)
+{
+    time_t lt = (time_t)(s + (int64_t)tz_min * 60);
+    struct tm tm;
+    gmtime_r(&lt, &tm);
+    int a = tz_min < 0 ? -tz_min : tz_min;
+    snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d%c%02d%02d", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, tz_min < 0 ? '-' : '+',
+             a / 60, a % 60);
+}
+
+void zs_fmt_date(char out[16], int64_t s, int tz_min)
+{
+    time_t lt = (time_t)(s + (int64_t)tz_min * 60);
+    struct tm tm;
+    gmtime_r(&lt, &tm);
+    snprintf(out, 16, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+}
+
+static int digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -EINVAL;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int zs_parse_time(const char *s, int64_t *out)
+{
+    int y, mo, d, h = 0, mi = 0, se = 0, off = 0;
+    size_t l = strlen(s);
+    if (l < 10 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
+        digits(s + 8, 2, &d))
+        return -EINVAL;
+    const char *p = s + 10;
+    if (*p == 'T' || *p == ' ') {
+        if (strlen(p) < 9 || digits(p + 1, 2, &h) || p[3] != ':' || digits(p + 4, 2, &mi) ||
+            p[6] != ':' || digits(p + 7, 2, &se))
+            return -EINVAL;
+        p += 9;
+        if (*p == 'Z') {
+            p++;
+        } else if (*p == '+' || *p == '-') {
+            int oh, om;
+            const char *q = p + 1;
+            if (digits(q, 2, &oh))
+                return -EINVAL;
+            q += 2;
+            if (*q == ':')
+                q++;
+            if (digits(q, 2, &om))
+                return -EINVAL;
+            off = (oh * 60 + om) * (*p == '-' ? -1 : 1);
+            p = q + 2;
+        }
+    }
+    if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+        return -EINVAL;
+    struct tm tm = {0};
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = se;
+    *out = (int64_t)timegm(&tm) - (int64_t)off * 60;
+    return 0;
+}

@@ -1,0 +1,103 @@
+/* limits — per-organization request limits; see limits.h.
+ *
+ * Only admitted requests count against the minute and the day: a client
+ * that keeps hammering stays refused until the window turns, but refusals
+ * do not push the window further. Order of checks: daily, minute,
+ * concurrency, the same order the codes are usually reported in.
+ */
+#include "limits.h"
+
+#include <string.h>
+
+#define OFF_DAILY 1000000000LL /* what the headers show when the quota is off */
+
+void zs_limits_init(struct zs_limits *l, int64_t rate_per_min, int64_t concurrency,
+                    int64_t daily, int64_t minute_ms, int64_t day_ms, int64_t now_ms)
+{
+    memset(l, 0, sizeof(*l));
+    pthread_mutex_init(&l->lock, NULL);
+    l->rate_per_min = rate_per_min;
+    l->concurrency = concurrency;
+    l->daily = daily;
+    l->minute_ms = minute_ms > 0 ? minute_ms : 60000;
+    l->day_ms = day_ms > 0 ? day_ms : l->minute_ms * 1440;
+    l->win_start_ms = now_ms;
+    l->day_start_ms = now_ms;
+}
+
+void zs_limits_deinit(struct zs_limits *l) { pthread_mutex_destroy(&l->lock); }
+
+static int64_t ceil_s(int64_t ms) { return ms <= 0 ? 0 : (ms + 999) / 1000; }
+
+int zs_limits_enter(struct zs_limits *l, int64_t now_ms, struct zs_limit_hdr *h)
+{
+    int code = 0;
+    pthread_mutex_lock(&l->lock);
+    if (now_ms - l->win_start_ms >= l->minute_ms) {
+        l->win_start_ms += (now_ms - l->win_start_ms) / l->minute_ms * l->minute_ms;
+        l->win_count = 0;
+    }
+    if (now_ms - l->day_start_ms >= l->day_ms) {
+        l->day_start_ms += (now_ms - l->day_start_ms) / l->day_ms * l->day_ms;
+        l->day_count = 0;
+    }
+    int64_t daily = l->daily > 0 ? l->daily : OFF_DAILY;
+    int64_t day_left_ms = l->day_start_ms + l->day_ms - now_ms;
+    if (l->daily > 0 && l->day_count >= l->daily) {
+        code = 45;
+        h->retry_after_s = ceil_s(day_left_ms);
+    } else if (l->rate_per_min > 0 && l->win_count >= l->rate_per_min) {
+        code = 44;
+        h->retry_after_s = ceil_s(l->win_start_ms + l->minute_ms - now_ms);
+    } else if (l->concurrency > 0 && l->inflight >= l->concurrency) {
+        code = 1070;
+        h->retry_after_s = 1;
+    } else {
+        l->win_count++;
+        l->day_count++;
+        l->inflight++;
+        if (l->inflight > l->peak)
+            l->peak = l->inflight;
+        h->retry_after_s = 0;
+    }
+    h->limit = daily;
+    h->remaining = daily - l->day_count < 0 ? 0 : daily - l->day_count;
+    h->reset_s = ceil_s(day_left_ms);
+    pthread_mutex_unlock(&l->lock);
+    return code;
+}
+
+void zs_limits_leave(struct zs_limits *l)
+{
+    pthread_mutex_lock(&l->lock);
+    if (l->inflight > 0)
+        l->inflight--;
+    pthread_mutex_unlock(&l->lock);
+}
+
+int64_t zs_limits_peak(struct zs_limits *l)
+{
+    pthread_mutex_lock(&l->lock);
+    int64_t p = l->peak;
+    pthread_mutex_unlock(&l->lock);
+    return p;
+}
+
+void zs_limits_reset_peak(struct zs_limits *l)
+{
+    pthread_mutex_lock(&l->lock);
+    l->peak = l->inflight;
+    pthread_mutex_unlock(&l->lock);
+}
+
+void zs_limits_set(struct zs_limits *l, int64_t rate_per_min, int64_t concurrency, int64_t daily)
+{
+    pthread_mutex_lock(&l->lock);
+    if (rate_per_min >= 0)
+        l->rate_per_min = rate_per_min;
+    if (concurrency >= 0)
+        l->concurrency = concurrency;
+    if (daily >= 0)
+        l->daily = daily;
+    pthread_mutex_unlock(&l->lock);
+}

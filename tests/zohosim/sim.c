@@ -1,0 +1,290 @@
+/* sim — shared state, mutations with their webhooks, the mutation stream;
+ * see sim.h. Webhook bodies are rendered under the org's write lock (they
+ * must show the record as this mutation left it) and queued after it is
+ * released. */
+#include "sim.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "render.h"
+
+int64_t zs_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t zs_wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+void zs_sim_sleep(struct zs_sim *s, int64_t ms)
+{
+    int64_t end = zs_now_ms() + ms;
+    while (!atomic_load(&s->stopping)) {
+        int64_t left = end - zs_now_ms();
+        if (left <= 0)
+            break;
+        int64_t step = left < 50 ? left : 50;
+        struct timespec ts = {step / 1000, (step % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+double zs_sim_rand(struct zs_sim *s)
+{
+    uint64_t x = zs_mix(atomic_fetch_add(&s->fault_ctr, 1) ^ (s->cfg.seed * 0x9e37));
+    return (double)(x >> 11) / 9007199254740992.0;
+}
+
+void zs_sim_get_faults(struct zs_sim *s, struct zs_faults *f)
+{
+    pthread_mutex_lock(&s->faults_lock);
+    *f = s->faults;
+    pthread_mutex_unlock(&s->faults_lock);
+}
+
+struct zs_org *zs_sim_org(struct zs_sim *s, const char *id)
+{
+    for (size_t i = 0; id && i < s->n_orgs; i++)
+        if (!strcmp(s->orgs[i].id, id))
+            return &s->orgs[i];
+    return NULL;
+}
+
+struct pending_hook {
+    const char *event;
+    char *body;
+    size_t len;
+};
+
+static char *hook_body(struct zs_org *o, enum zs_ent e, size_t idx, bool deleted, size_t *len)
+{
+    struct zs_jw w;
+    const struct zs_rec *r = &o->t[e].recs[idx];
+    zs_jw_init(&w, deleted ? 96 : 4096);
+    zs_jw_obj(&w);
+    zs_jw_key(&w, zs_ent_detail_key(e));
+    if (deleted) {
+        char id[32];
+        zs_render_id(id, r);
+        zs_jw_obj(&w);
+        zs_jw_kstr(&w, zs_ent_id_field(e), id);
+        zs_jw_obj_end(&w);
+    } else {
+        zs_render(&w, o, e, r, true, false);
+    }
+    zs_jw_obj_end(&w);
+    return zs_jw_take(&w, len);
+}
+
+static const char *event_name(enum zs_mut_op op)
+{
+    return op == ZS_MUT_CREATE ? "created" : op == ZS_MUT_UPDATE ? "updated" : "deleted";
+}
+
+long zs_sim_mutate(struct zs_sim *s, struct zs_org *o, enum zs_ent e, enum zs_mut_op op, long n,
+                   enum zs_invalid invalid, struct zs_jw *w)
+{
+    size_t org = (size_t)o->org_index;
+    bool hooks = zs_hooks_enabled(s->hooks, org);
+    size_t cap = hooks ? (size_t)n * (ZS_MAX_VARIANTS + 2) : 0;
+    struct pending_hook *ph = cap ? calloc(cap, sizeof(*ph)) : NULL;
+    if (cap && !ph)
+        return -ENOMEM;
+    size_t nph = 0;
+    long done = 0;
+    int rc = 0;
+    int64_t now_s = zs_wall_s();
+    pthread_rwlock_wrlock(&o->lock);
+    for (long k = 0; k < n; k++) {
+        size_t idx;
+        struct zs_also also;
+        rc = zs_org_mutate(o, e, op, now_s, invalid, &idx, &also);
+        if (rc)
+            break;
+        done++;
+        if (w) {
+            char id[32];
+            zs_render_id(id, &o->t[e].recs[idx]);
+            zs_jw_str(w, id);
+        }
+        if (!hooks)
+            continue;
+        ph[nph].event = event_name(op);
+        ph[nph].body = hook_body(o, e, idx, op == ZS_MUT_DELETE, &ph[nph].len);
+        nph++;
+        for (size_t a = 0; a < also.n; a++) {
+            ph[nph].event = event_name(also.op);
+            ph[nph].body =
+                hook_body(o, also.ent, also.idx[a], also.op == ZS_MUT_DELETE, &ph[nph].len);
+            nph++;
+        }
+    }
+    pthread_rwlock_unlock(&o->lock);
+    atomic_fetch_add(&s->stats[org].mutations, (uint64_t)done);
+    for (size_t i = 0; i < nph; i++)
+        if (ph[i].body)
+            zs_hooks_post(s->hooks, org, ph[i].event, ph[i].body, ph[i].len);
+    free(ph);
+    if (done == 0 && rc)
+        return rc;
+    return done;
+}
+
+/* ---- mutation stream ---- */
+
+/* The default mix leans on items like a real shop: stock moves all day. */
+static enum zs_ent pick_ent(uint64_t x, unsigned mask)
+{
+    static const enum zs_ent mix[] = {ZS_ITEMS, ZS_ITEMS, ZS_ITEMS, ZS_ITEMS, ZS_ITEMS,
+                                      ZS_CONTACTS, ZS_CONTACTS, ZS_SALESORDERS, ZS_SALESORDERS,
+                                      ZS_INVOICES};
+    if (!mask)
+        return mix[x % 10];
+    unsigned n = 0;
+    enum zs_ent list[ZS_ENT_COUNT];
+    for (int e = 0; e < ZS_ENT_COUNT; e++)
+        if (mask & (1u << e))
+            list[n++] = (enum zs_ent)e;
+    return list[x % n];
+}
+
+static void *stream_main(void *arg)
+{
+    struct zs_sim *s = arg;
+    uint64_t rng = zs_mix(s->cfg.seed ^ 0x57a3);
+    pthread_mutex_lock(&s->stream_lock);
+    while (!s->stream_stop) {
+        bool any = false;
+        int64_t now = zs_now_ms();
+        for (size_t i = 0; i < s->n_orgs; i++) {
+            struct zs_stream *st = &s->streams[i];
+            if (!st->on)
+                continue;
+            if (now >= st->until_ms) {
+                st->on = false;
+                continue;
+            }
+            any = true;
+            uint64_t due = (uint64_t)((double)(now - st->start_ms) * st->rate_per_s / 1000.0);
+            while (st->done < due && !s->stream_stop) {
+                rng = zs_mix(rng);
+                enum zs_ent e = pick_ent(rng, st->ent_mask);
+                unsigned r = (unsigned)(rng >> 32) % 100;
+                enum zs_mut_op op = r < 4 && e != ZS_WAREHOUSES ? ZS_MUT_CREATE
+                                    : r < 6 && e != ZS_WAREHOUSES ? ZS_MUT_DELETE
+                                                                  : ZS_MUT_UPDATE;
+                st->done++;
+                pthread_mutex_unlock(&s->stream_lock);
+                long m = zs_sim_mutate(s, &s->orgs[i], e, op, 1, ZS_VALID, NULL);
+                if (m > 0)
+                    atomic_fetch_add(&s->stats[i].stream_mutations, (uint64_t)m);
+                pthread_mutex_lock(&s->stream_lock);
+            }
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        if (any) {
+            ts.tv_nsec += 2000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&s->stream_cond, &s->stream_lock, &ts);
+        } else {
+            pthread_cond_wait(&s->stream_cond, &s->stream_lock);
+        }
+    }
+    pthread_mutex_unlock(&s->stream_lock);
+    return NULL;
+}
+
+int zs_sim_stream(struct zs_sim *s, struct zs_org *o, double rate_per_s, int64_t ms,
+                  unsigned ent_mask)
+{
+    pthread_mutex_lock(&s->stream_lock);
+    struct zs_stream *st = &s->streams[o->org_index];
+    st->on = rate_per_s > 0 && ms > 0;
+    st->rate_per_s = rate_per_s;
+    st->start_ms = zs_now_ms();
+    st->until_ms = st->start_ms + ms;
+    st->done = 0;
+    st->ent_mask = ent_mask;
+    pthread_cond_signal(&s->stream_cond);
+    pthread_mutex_unlock(&s->stream_lock);
+    return 0;
+}
+
+int zs_sim_new(struct zs_sim **out, const struct zs_sim_cfg *cfg, struct zs_org *orgs,
+               size_t n_orgs, struct zs_auth *auth)
+{
+    struct zs_sim *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->cfg = *cfg;
+    s->orgs = orgs;
+    s->n_orgs = n_orgs;
+    s->auth = auth;
+    pthread_mutex_init(&s->faults_lock, NULL);
+    pthread_mutex_init(&s->stream_lock, NULL);
+    pthread_cond_init(&s->stream_cond, NULL);
+    s->limits = calloc(n_orgs, sizeof(*s->limits));
+    s->stats = calloc(n_orgs, sizeof(*s->stats));
+    s->streams = calloc(n_orgs, sizeof(*s->streams));
+    int rc = -ENOMEM;
+    if (!s->limits || !s->stats || !s->streams)
+        goto fail;
+    int64_t now = zs_now_ms();
+    for (size_t i = 0; i < n_orgs; i++) {
+        const struct zs_org_limits *l = &orgs[i].lim;
+        zs_limits_init(&s->limits[i], l->rate_per_min >= 0 ? l->rate_per_min : cfg->rate_per_min,
+                       l->concurrency >= 0 ? l->concurrency : cfg->concurrency,
+                       l->daily >= 0 ? l->daily : cfg->daily, cfg->minute_ms, cfg->day_ms, now);
+    }
+    if ((rc = zs_hooks_new(&s->hooks, n_orgs)))
+        goto fail;
+    if ((rc = -pthread_create(&s->stream_thread, NULL, stream_main, s)))
+        goto fail;
+    s->stream_started = true;
+    *out = s;
+    return 0;
+fail:
+    zs_sim_free(s);
+    return rc;
+}
+
+struct zs_sim *zs_sim_free(struct zs_sim *s)
+{
+    if (!s)
+        return NULL;
+    if (s->stream_started) {
+        pthread_mutex_lock(&s->stream_lock);
+        s->stream_stop = true;
+        pthread_cond_signal(&s->stream_cond);
+        pthread_mutex_unlock(&s->stream_lock);
+        pthread_join(s->stream_thread, NULL);
+    }
+    s->hooks = zs_hooks_free(s->hooks);
+    for (size_t i = 0; s->limits && i < s->n_orgs; i++)
+        zs_limits_deinit(&s->limits[i]);
+    for (size_t i = 0; i < s->n_orgs; i++)
+        zs_org_deinit(&s->orgs[i]);
+    free(s->orgs);
+    free(s->limits);
+    free(s->stats);
+    free(s->streams);
+    s->auth = zs_auth_free(s->auth);
+    pthread_cond_destroy(&s->stream_cond);
+    pthread_mutex_destroy(&s->stream_lock);
+    pthread_mutex_destroy(&s->faults_lock);
+    free(s);
+    return NULL;
+}

@@ -1,0 +1,105 @@
+/* sim — the simulator's shared state and the operations on it.
+ *
+ * Owns the organizations, their limits and counters, the accounts server,
+ * the webhook sender, the fault settings and the mutation stream thread.
+ * Mutations go through zs_sim_mutate so that every change also becomes a
+ * webhook. It never parses HTTP (server.c) or command lines (main.c).
+ */
+#ifndef ZS_SIM_H
+#define ZS_SIM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "auth.h"
+#include "data.h"
+#include "hook.h"
+#include "jw.h"
+#include "limits.h"
+
+enum zs_ep { ZS_EP_LIST, ZS_EP_DETAIL, ZS_EP_KINDS };
+
+struct zs_org_stats {
+    atomic_uint_fast64_t requests;              /* admitted API requests */
+    atomic_uint_fast64_t by_ep[ZS_ENT_COUNT][ZS_EP_KINDS];
+    atomic_uint_fast64_t locations, itemdetails, other;
+    atomic_uint_fast64_t r429_44, r429_45, r429_1070, r401, r404, r400;
+    atomic_uint_fast64_t faults;
+    atomic_uint_fast64_t mutations, stream_mutations;
+};
+
+struct zs_faults {
+    double p500, p502, p503, p_slow, p_truncate, p_reset, p_expired_token_200;
+    int64_t slow_ms;
+    int64_t token_hang_ms;   /* every token request waits this long */
+};
+
+struct zs_stream {
+    bool on;
+    double rate_per_s;
+    int64_t start_ms, until_ms;
+    uint64_t done;
+    unsigned ent_mask;       /* entities to mutate; 0 = the default mix */
+};
+
+struct zs_sim_cfg {
+    uint64_t seed;
+    int64_t epoch_s;
+    int64_t rate_per_min, concurrency, daily;
+    int64_t minute_ms, day_ms;
+    bool retry_after;
+    bool bare_ids;           /* reserved: ids are always strings for now */
+};
+
+struct zs_sim {
+    struct zs_sim_cfg cfg;
+    struct zs_org *orgs;
+    size_t n_orgs;
+    struct zs_limits *limits;          /* one per org */
+    struct zs_org_stats *stats;        /* one per org */
+    struct zs_auth *auth;
+    struct zs_hooks *hooks;
+    char api_domain[128];
+
+    pthread_mutex_t faults_lock;
+    struct zs_faults faults;
+    atomic_uint_fast64_t fault_ctr;
+
+    atomic_uint_fast64_t ctl_requests, unknown_requests;
+    atomic_int stopping;
+
+    pthread_mutex_t stream_lock;
+    pthread_cond_t stream_cond;
+    pthread_t stream_thread;
+    bool stream_started, stream_stop;
+    struct zs_stream *streams;         /* one per org */
+};
+
+/* Takes ownership of orgs (already generated). */
+int zs_sim_new(struct zs_sim **out, const struct zs_sim_cfg *cfg, struct zs_org *orgs,
+               size_t n_orgs, struct zs_auth *auth);
+struct zs_sim *zs_sim_free(struct zs_sim *s);
+
+struct zs_org *zs_sim_org(struct zs_sim *s, const char *id);
+
+/* Applies n mutations of one kind and queues their webhooks; appends the
+ * affected ids (text) to the JSON array being written in w (may be NULL).
+ * Returns the number applied, or a negative errno. */
+long zs_sim_mutate(struct zs_sim *s, struct zs_org *o, enum zs_ent e, enum zs_mut_op op, long n,
+                   enum zs_invalid invalid, struct zs_jw *w);
+
+/* A uniform number in [0,1) for fault decisions. */
+double zs_sim_rand(struct zs_sim *s);
+void zs_sim_get_faults(struct zs_sim *s, struct zs_faults *f);
+
+int zs_sim_stream(struct zs_sim *s, struct zs_org *o, double rate_per_s, int64_t ms,
+                  unsigned ent_mask);
+
+int64_t zs_now_ms(void);      /* monotonic */
+int64_t zs_wall_s(void);      /* wall clock seconds */
+/* Sleeps up to ms, returning early when the simulator is stopping. */
+void zs_sim_sleep(struct zs_sim *s, int64_t ms);
+
+#endif
