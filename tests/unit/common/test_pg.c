@@ -1,9 +1,23 @@
-/* test_pg — the parts of pg that need no server: connection failures give a
- * one-line message without the password, and the SQLSTATE classification. */
+/* test_pg — connection failures give a one-line message without the
+ * password; against a throwaway PostgreSQL 15 cluster (initdb into a temp dir,
+ * as the 'postgres' account when run as root): connection settings, exec
+ * errors, SQLSTATE, the failed-transaction state and a terminated backend
+ * classified as retryable. Without the server binaries those parts are
+ * skipped with a note. */
 #include "assert.h"
 #include "pg.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define PG_BIN "/usr/lib/postgresql/15/bin"
 
 static void test_connect_refused(void)
 {
@@ -45,9 +59,155 @@ static void test_classify(void)
     T_TRUE(!tds_pg_ok(NULL));
 }
 
+/* ---- against a real server ---- */
+
+static char pg_dir[] = "/tmp/tds-test-pg-XXXXXX";
+static char pg_as[64]; /* "runuser -u postgres -- " when root */
+static int pg_port;
+static char dsn[256];
+
+static int free_port(void)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    T_TRUE(fd >= 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    T_INT(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), ==, 0);
+    T_INT(getsockname(fd, (struct sockaddr *)&sin, &len), ==, 0);
+    close(fd);
+    return ntohs(sin.sin_port);
+}
+
+static void run(const char *cmd)
+{
+    int rc = system(cmd);
+
+    if (rc != 0)
+        T_FAIL("command failed (%d): %s", rc, cmd);
+}
+
+static void cluster_stop(void);
+
+static bool cluster_start(void)
+{
+    char cmd[1024];
+
+    if (access(PG_BIN "/initdb", X_OK) != 0)
+        return false;
+    T_TRUE(mkdtemp(pg_dir) != NULL);
+    if (geteuid() == 0) {
+        struct passwd *pw = getpwnam("postgres");
+
+        if (!pw)
+            return false;
+        T_INT(chown(pg_dir, pw->pw_uid, pw->pw_gid), ==, 0);
+        snprintf(pg_as, sizeof(pg_as), "runuser -u postgres -- ");
+    }
+    pg_port = free_port();
+    snprintf(cmd, sizeof(cmd),
+             "%s" PG_BIN "/initdb -D %s/data -U postgres -A trust -E UTF8 --locale=C.UTF-8 "
+             "--no-sync >%s/initdb.log 2>&1",
+             pg_as, pg_dir, pg_dir);
+    run(cmd);
+    snprintf(cmd, sizeof(cmd),
+             "%s" PG_BIN "/pg_ctl -D %s/data -l %s/pg.log -w -t 30 -o \"-p %d -k %s "
+             "-c listen_addresses=127.0.0.1 -c fsync=off\" start >/dev/null 2>&1",
+             pg_as, pg_dir, pg_dir, pg_port, pg_dir);
+    atexit(cluster_stop);
+    run(cmd);
+    snprintf(dsn, sizeof(dsn), "host=127.0.0.1 port=%d user=postgres dbname=postgres", pg_port);
+    return true;
+}
+
+/* Registered with atexit so a failed assertion does not leave a server running. */
+static void cluster_stop(void)
+{
+    char cmd[1024];
+
+    snprintf(cmd, sizeof(cmd), "%s" PG_BIN "/pg_ctl -D %s/data -m immediate -w stop >/dev/null 2>&1",
+             pg_as, pg_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not stop the test cluster in %s\n", pg_dir);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", pg_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", pg_dir);
+}
+
+static char *one_value(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexecParams(c, sql, 0, NULL, NULL, NULL, NULL, 0);
+    char *v;
+
+    T_INT(PQresultStatus(r), ==, PGRES_TUPLES_OK);
+    v = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+static void test_server(void)
+{
+    char err[512];
+    PGconn *c, *killer;
+    PGresult *r;
+    char *v;
+
+    c = tds_pg_connect(dsn, "tds-test", err, sizeof(err));
+    if (!c)
+        T_FAIL("connect: %s", err);
+    T_STR(err, "");
+    T_TRUE(tds_pg_ok(c));
+    v = one_value(c, "SELECT current_setting('application_name')");
+    T_STR(v, "tds-test");
+    free(v);
+    v = one_value(c, "SELECT current_setting('client_encoding')");
+    T_STR(v, "UTF8");
+    free(v);
+
+    T_INT(tds_pg_exec(c, "CREATE TABLE t (i int PRIMARY KEY); INSERT INTO t VALUES (1)", err,
+                      sizeof(err)), ==, 0);
+    T_INT(tds_pg_exec(c, "SELEC 1", err, sizeof(err)), ==, -EIO);
+    T_TRUE(strstr(err, "syntax error") != NULL);
+    T_TRUE(strchr(err, '\n') == NULL);
+
+    /* A constraint violation is not worth a retry. */
+    r = PQexec(c, "INSERT INTO t VALUES (1)");
+    T_STR(tds_pg_sqlstate(r), "23505");
+    T_TRUE(!tds_pg_retryable(r, c));
+    PQclear(r);
+
+    /* Inside a failed transaction the connection is not usable until rollback. */
+    T_INT(tds_pg_exec(c, "BEGIN", err, sizeof(err)), ==, 0);
+    T_INT(tds_pg_exec(c, "SELECT 1/0", err, sizeof(err)), ==, -EIO);
+    T_TRUE(!tds_pg_ok(c));
+    T_INT(tds_pg_exec(c, "ROLLBACK", err, sizeof(err)), ==, 0);
+    T_TRUE(tds_pg_ok(c));
+
+    /* An administrator terminating the backend: retry on a new connection. */
+    killer = tds_pg_connect(dsn, "tds-test-killer", err, sizeof(err));
+    T_TRUE(killer != NULL);
+    char sql[128];
+    snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", PQbackendPID(c));
+    T_INT(tds_pg_exec(killer, sql, err, sizeof(err)), ==, 0);
+    usleep(100 * 1000);
+    r = PQexec(c, "SELECT 1");
+    T_TRUE(r == NULL || PQresultStatus(r) == PGRES_FATAL_ERROR);
+    T_TRUE(tds_pg_retryable(r, c));
+    T_TRUE(!tds_pg_ok(c));
+    PQclear(r);
+    PQfinish(c);
+    PQfinish(killer);
+}
+
 int main(void)
 {
     T_RUN(test_connect_refused);
     T_RUN(test_classify);
+    if (cluster_start()) {
+        T_RUN(test_server);
+    } else {
+        fprintf(stderr, "skip test_server: no PostgreSQL 15 server binaries or postgres account\n");
+    }
     return 0;
 }
