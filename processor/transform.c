@@ -133,6 +133,12 @@ void tx_path_set(struct tx *t, const char *array, size_t i)
     t->path_len = n < 0 ? 0 : (size_t)n >= sizeof(t->path) ? sizeof(t->path) - 1 : (size_t)n;
 }
 
+void tx_path_key(struct tx *t, const char *key)
+{
+    int n = snprintf(t->path, sizeof(t->path), "%s.", key);
+    t->path_len = n < 0 ? 0 : (size_t)n >= sizeof(t->path) ? sizeof(t->path) - 1 : (size_t)n;
+}
+
 void tx_path_clear(struct tx *t)
 {
     t->path[0] = '\0';

@@ -91,6 +91,8 @@ int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec);
  * → "line_items[3]."; tx_path_clear() drops it. */
 void tx_path_set(struct tx *t, const char *array, size_t i);
 void tx_path_clear(struct tx *t);
+/* "<key>." for fields of a nested object ("billing_address.zip"). */
+void tx_path_key(struct tx *t, const char *key);
 
 /* Arena copy of n bytes (NULL on ENOMEM). */
 char *tx_dup(struct tx *t, const char *p, size_t n);

@@ -57,7 +57,7 @@ static int lower_enum(struct tx *t, size_t row, const char *col, const struct td
 static const char *const address_skip[] = {"address_type", "position", "address_id", NULL};
 
 static int address(struct tx *t, size_t top, const struct tds_pjson *a, const char *type,
-                   int position, const char *path, uint32_t idx)
+                   const char *key, int position, const char *path, uint32_t idx)
 {
     size_t row;
     char pos[16];
@@ -67,9 +67,13 @@ static int address(struct tx *t, size_t top, const struct tds_pjson *a, const ch
         return 0;
     if (path)
         tx_path_set(t, path, idx);
+    else
+        tx_path_key(t, key);
+    if (a->type != TDS_PJ_OBJECT && path)
+        return tx_fail(t, "wrong_type", "invalid address in field '%s[%u]': expected an object",
+                       path, idx);
     if (a->type != TDS_PJ_OBJECT)
-        return tx_fail(t, "wrong_type", "invalid address in field '%s%s': expected an object",
-                       t->path, path ? "" : type);
+        return tx_fail(t, "wrong_type", "invalid address in field '%s': expected an object", key);
     TRY(tx_child(t, "contact_addresses", top, &row));
     tx_set(t, row, "address_type", type, strlen(type));
     n = snprintf(pos, sizeof(pos), "%d", position);
@@ -124,14 +128,14 @@ int tx_contacts(struct tx *t, const struct tds_pjson *rec)
     TRY(tx_custom_fields(t, row, rec));
     if (!t->detail)
         return 0;
-    TRY(address(t, row, tds_pjson_get(rec, "billing_address"), "billing", 1, NULL, 0));
-    TRY(address(t, row, tds_pjson_get(rec, "shipping_address"), "shipping", 1, NULL, 0));
+    TRY(address(t, row, tds_pjson_get(rec, "billing_address"), "billing", "billing_address", 1, NULL, 0));
+    TRY(address(t, row, tds_pjson_get(rec, "shipping_address"), "shipping", "shipping_address", 1, NULL, 0));
     const struct tds_pjson *others = tds_pjson_get(rec, "addresses");
     if (others && others->type != TDS_PJ_NULL) {
         if (others->type != TDS_PJ_ARRAY)
             return tx_fail(t, "wrong_type", "invalid addresses in field 'addresses': expected an array");
         for (uint32_t i = 0; i < others->n; i++)
-            TRY(address(t, row, &others->u.items[i], "other", (int)i + 1, "addresses", i));
+            TRY(address(t, row, &others->u.items[i], "other", NULL, (int)i + 1, "addresses", i));
     }
     return persons(t, row, tds_pjson_get(rec, "contact_persons"));
 }

@@ -1,0 +1,165 @@
+/* test_customers — contacts (list and detail) with addresses and persons. */
+#include "helpers.h"
+
+static const char *CONTACT =
+    "{\"contact_id\":\"260815000000098001\",\"contact_name\":\"مؤسسة النور التجارية\","
+    "\"customer_name\":\"مؤسسة النور التجارية\",\"company_name\":\"Al Noor Trading\","
+    "\"contact_type\":\"Customer\",\"customer_sub_type\":\"business\",\"status\":\"active\","
+    "\"first_name\":\"Sara\",\"last_name\":\"Haddad\",\"email\":\"sara@alnoor.example\","
+    "\"phone\":\"+966110000000\",\"mobile\":\"\",\"website\":\"https://alnoor.example\","
+    "\"language_code\":\"ar\",\"currency_id\":\"260815000000000097\",\"currency_code\":\"SAR\","
+    "\"payment_terms\":30,\"payment_terms_label\":\"Net 30\",\"credit_limit\":\"50000.00\","
+    "\"outstanding_receivable_amount\":1369.66,\"outstanding_payable_amount\":0,"
+    "\"unused_credits_receivable_amount\":\"\",\"unused_credits_payable_amount\":\" \","
+    "\"custom_fields\":[{\"label\":\"Region\",\"value\":\"الرياض\",\"index\":1},"
+    "{\"api_name\":\"cf_vip\",\"value\":true}],"
+    "\"billing_address\":{\"address_id\":\"260815000000098010\",\"attention\":\"Sara\","
+    "\"address\":\"King Fahd Rd\",\"street2\":\"Floor 3\",\"city\":\"Riyadh\",\"state\":\"Riyadh\","
+    "\"zip\":94588,\"country\":\"Saudi Arabia\",\"phone\":\"\",\"fax\":\"\"},"
+    "\"shipping_address\":{\"attention\":\"\",\"address\":\"Warehouse 4\",\"street2\":\"\","
+    "\"city\":\"Jeddah\",\"state\":\"\",\"zip\":\"\",\"country\":\"Saudi Arabia\",\"phone\":\"\",\"fax\":\"\"},"
+    "\"addresses\":[{\"address_id\":\"260815000000098020\",\"attention\":\"Branch\",\"address\":\"Dammam Rd\","
+    "\"city\":\"Dammam\",\"country\":\"Saudi Arabia\"}],"
+    "\"contact_persons\":[{\"contact_person_id\":\"260815000000098003\",\"salutation\":\"Ms.\","
+    "\"first_name\":\"Sara\",\"last_name\":\"Haddad\",\"email\":\"sara@alnoor.example\","
+    "\"phone\":\"+966110000000\",\"mobile\":\"\",\"designation\":\"CFO\",\"department\":\"Finance\","
+    "\"skype\":\"\",\"is_primary_contact\":true,\"enable_portal\":false},"
+    "{\"contact_person_id\":260815000000098004,\"first_name\":\"عمر\",\"last_name\":\"\","
+    "\"email\":\"\",\"is_primary_contact\":false}],"
+    "\"created_time\":\"2013-10-07T18:24:51+0530\",\"last_modified_time\":\"2026-06-09T09:45:21-0400\"}";
+
+static void test_contact_detail(void)
+{
+    const struct tds_msg_rowset *s, *a, *p;
+
+    h_reset();
+    T_TRUE(!h_record("contacts", CONTACT, TDS_FORM_DETAIL));
+    T_TRUE((s = h_set("contacts", TDS_ROWS_DETAIL, 0)) != NULL);
+    h_check_columns(s);
+    T_V(s, 0, "contact_id", "260815000000098001");
+    T_V(s, 0, "modified_time", "2026-06-09 09:45:21-04:00");
+    T_V(s, 0, "contact_name", "مؤسسة النور التجارية");
+    T_V(s, 0, "company_name", "Al Noor Trading");
+    T_V(s, 0, "contact_type", "customer");
+    T_V(s, 0, "customer_sub_type", "business");
+    T_V(s, 0, "status", "active");
+    T_V(s, 0, "first_name", "Sara");
+    T_V(s, 0, "last_name", "Haddad");
+    T_V(s, 0, "email", "sara@alnoor.example");
+    T_V(s, 0, "phone", "+966110000000");
+    T_V(s, 0, "mobile", "");
+    T_V(s, 0, "website", "https://alnoor.example");
+    T_V(s, 0, "language_code", "ar");
+    T_V(s, 0, "currency_id", "260815000000000097");
+    T_V(s, 0, "currency_code", "SAR");
+    T_V(s, 0, "payment_terms", "30");
+    T_V(s, 0, "payment_terms_label", "Net 30");
+    T_V(s, 0, "credit_limit", "50000.00");
+    T_V(s, 0, "outstanding_receivable_amount", "1369.66");
+    T_V(s, 0, "outstanding_payable_amount", "0");
+    T_VNULL(s, 0, "unused_credits_receivable_amount");
+    T_VNULL(s, 0, "unused_credits_payable_amount");
+    T_V(s, 0, "custom_fields", "{\"Region\":\"الرياض\",\"cf_vip\":true}");
+    T_V(s, 0, "created_time", "2013-10-07 18:24:51+05:30");
+
+    T_TRUE((a = h_set("contact_addresses", TDS_ROWS_CHILD, 0)) != NULL);
+    h_check_columns(a);
+    T_INT(a->n_rows, ==, 3);
+    T_V(a, 0, "contact_id", "260815000000098001");
+    T_V(a, 0, "address_type", "billing");
+    T_V(a, 0, "position", "1");
+    T_V(a, 0, "address_id", "260815000000098010");
+    T_V(a, 0, "attention", "Sara");
+    T_V(a, 0, "address", "King Fahd Rd");
+    T_V(a, 0, "street2", "Floor 3");
+    T_V(a, 0, "city", "Riyadh");
+    T_V(a, 0, "state", "Riyadh");
+    T_V(a, 0, "zip", "94588");
+    T_V(a, 0, "country", "Saudi Arabia");
+    T_V(a, 0, "phone", "");
+    T_V(a, 0, "fax", "");
+    T_V(a, 1, "address_type", "shipping");
+    T_V(a, 1, "position", "1");
+    T_VNULL(a, 1, "address_id");
+    T_V(a, 1, "city", "Jeddah");
+    T_V(a, 2, "address_type", "other");
+    T_V(a, 2, "position", "1");
+    T_V(a, 2, "address_id", "260815000000098020");
+    T_V(a, 2, "city", "Dammam");
+    T_VNULL(a, 2, "street2");
+
+    T_TRUE((p = h_set("contact_persons", TDS_ROWS_CHILD, 0)) != NULL);
+    h_check_columns(p);
+    T_INT(p->n_rows, ==, 2);
+    T_V(p, 0, "contact_person_id", "260815000000098003");
+    T_V(p, 0, "salutation", "Ms.");
+    T_V(p, 0, "first_name", "Sara");
+    T_V(p, 0, "last_name", "Haddad");
+    T_V(p, 0, "email", "sara@alnoor.example");
+    T_V(p, 0, "phone", "+966110000000");
+    T_V(p, 0, "mobile", "");
+    T_V(p, 0, "designation", "CFO");
+    T_V(p, 0, "department", "Finance");
+    T_V(p, 0, "is_primary_contact", "true");
+    T_V(p, 1, "contact_person_id", "260815000000098004");
+    T_V(p, 1, "first_name", "عمر");
+    T_VNULL(p, 1, "salutation");
+    T_V(p, 1, "is_primary_contact", "false");
+}
+
+static void test_contact_list(void)
+{
+    const struct tds_msg_rowset *s;
+    const char *c = "{\"contact_id\":\"260815000000098001\",\"contact_name\":\"Al Noor\","
+                    "\"contact_type\":\"vendor\",\"customer_sub_type\":\"individual\",\"status\":\"inactive\","
+                    "\"payment_terms\":\"\",\"outstanding_payable_amount\":\"12.5\","
+                    "\"contact_type_formatted\":\"Vendor\","
+                    "\"custom_fields\":[],\"last_modified_time\":\"2026-06-09T09:45:21-0400\"}";
+
+    h_reset();
+    T_TRUE(!h_record("contacts", c, TDS_FORM_LIST));
+    T_INT(h_nsets("contact_addresses", TDS_ROWS_CHILD), ==, 0);
+    T_INT(h_nsets("contact_persons", TDS_ROWS_CHILD), ==, 0);
+    T_TRUE((s = h_set("contacts", TDS_ROWS_LIST, 0)) != NULL);
+    h_check_columns(s);
+    T_INT(s->n_cols, ==, 6 + 7);
+    T_V(s, 0, "contact_type", "vendor");
+    T_V(s, 0, "customer_sub_type", "individual");
+    T_V(s, 0, "status", "inactive");
+    T_VNULL(s, 0, "payment_terms");
+    T_V(s, 0, "outstanding_payable_amount", "12.5");
+    T_V(s, 0, "custom_fields", "{}");
+    T_NOCOL(s, "credit_limit");
+}
+
+static void test_contact_rejects(void)
+{
+    h_reset();
+    T_TRUE(h_record("contacts", "{\"contact_id\":\"1\",\"payment_terms\":30.5}", TDS_FORM_LIST));
+    T_STR(h_reject_reason(0), "invalid integer in field 'payment_terms': 30.5");
+    T_TRUE(h_record("contacts",
+                    "{\"contact_id\":\"1\",\"contact_persons\":[{\"contact_person_id\":\"7\"},"
+                    "{\"first_name\":\"x\"}]}", TDS_FORM_DETAIL));
+    T_STR(h_reject_reason(1), "missing contact_persons[1].contact_person_id");
+    T_STR(h_res.reason_class, "missing_id");
+    T_TRUE(h_record("contacts",
+                    "{\"contact_id\":\"1\",\"contact_persons\":[{\"contact_person_id\":\"7\"},"
+                    "{\"contact_person_id\":7}]}", TDS_FORM_DETAIL));
+    T_STR(h_reject_reason(2), "duplicate contact_person_id '7' in contact_persons");
+    T_TRUE(h_record("contacts", "{\"contact_id\":\"1\",\"billing_address\":\"Riyadh\"}",
+                    TDS_FORM_DETAIL));
+    T_STR(h_reject_reason(3), "invalid address in field 'billing_address': expected an object");
+    T_INT(h_rows.n_sets, ==, 0);
+    T_INT(h_rows.n_rejects, ==, 4);
+    T_STR(h_rows.rejects[0].zoho_id, "1");
+    T_STR(h_rows.rejects[0].entity, "contacts");
+}
+
+int main(void)
+{
+    T_RUN(test_contact_detail);
+    T_RUN(test_contact_list);
+    T_RUN(test_contact_rejects);
+    h_done();
+    return 0;
+}

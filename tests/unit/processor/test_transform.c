@@ -1,0 +1,176 @@
+/* test_transform — every rejection reason, a page where one record is bad and
+ * the rest go through, deletes, webhook bodies, and the reject's raw text. */
+#include <stdlib.h>
+
+#include "helpers.h"
+
+static void expect_reject(const char *entity, const char *json, const char *cls,
+                          const char *reason)
+{
+    size_t before = h_rows.n_rejects;
+    T_TRUE(h_record(entity, json, TDS_FORM_DETAIL));
+    T_INT(h_rows.n_rejects, ==, before + 1);
+    T_STR(h_res.reason_class, cls);
+    T_STR(h_rows.rejects[before].reason, reason);
+}
+
+static void test_reasons(void)
+{
+    h_reset();
+    expect_reject("items", "{\"name\":\"x\"}", "missing_id", "missing item_id");
+    expect_reject("items", "{\"item_id\":\"\"}", "missing_id", "missing item_id");
+    expect_reject("items", "{\"item_id\":1.5}", "invalid_id", "invalid id in field 'item_id': 1.5");
+    expect_reject("items", "{\"item_id\":false}", "invalid_id",
+                  "invalid id in field 'item_id': false");
+    expect_reject("items", "{\"item_id\":{\"a\":1}}", "invalid_id",
+                  "invalid id in field 'item_id': an object");
+    expect_reject("items", "{\"item_id\":\"1\",\"rate\":\"abc\"}", "invalid_number",
+                  "invalid number in field 'rate': 'abc'");
+    expect_reject("items", "{\"item_id\":\"1\",\"name\":{\"ar\":\"x\"}}", "wrong_type",
+                  "invalid text in field 'name': an object");
+    expect_reject("items", "{\"item_id\":\"1\",\"is_taxable\":\"maybe\"}", "invalid_boolean",
+                  "invalid boolean in field 'is_taxable': 'maybe'");
+    expect_reject("items", "{\"item_id\":\"1\",\"last_modified_time\":\"2024-02-01 08:00\"}",
+                  "invalid_timestamp",
+                  "invalid timestamp in field 'last_modified_time': '2024-02-01 08:00'");
+    expect_reject("items", "{\"item_id\":\"1\",\"created_time\":\"31-12-2024\"}",
+                  "invalid_timestamp", "invalid timestamp in field 'created_time': '31-12-2024'");
+    expect_reject("items", "{\"item_id\":\"1\",\"name\":\"caf\xe9\"}", "invalid_utf8",
+                  "invalid UTF-8 in field 'name'");
+    expect_reject("items", "{\"item_id\":\"1\",\"name\":\"a\\u0000\"}", "invalid_text",
+                  "NUL character (\\u0000) in field 'name'");
+    expect_reject("items", "{\"item_id\":\"1\",", "invalid_json",
+                  "invalid JSON at byte 15: expected a string key");
+    expect_reject("items", "[1,2]", "wrong_type", "record is not a JSON object");
+    expect_reject("items", "{\"item_id\":\"1\",\"locations\":{}}", "wrong_type",
+                  "invalid stock sites in field 'locations': expected an array");
+    expect_reject("items",
+                  "{\"item_id\":\"1\",\"locations\":[{\"location_id\":\"5\",\"location_stock_on_hand\":\"x\"}]}",
+                  "invalid_number",
+                  "invalid number in field 'locations[0].location_stock_on_hand': 'x'");
+    expect_reject("items", "{\"item_id\":\"1\",\"locations\":[{\"location_name\":\"W\"}]}",
+                  "missing_id", "missing locations[0].location_id");
+    expect_reject("items",
+                  "{\"item_id\":\"1\",\"warehouses\":[{\"warehouse_id\":\"5\"},{\"warehouse_id\":5}]}",
+                  "duplicate_key", "duplicate warehouse_id '5' in warehouses");
+    expect_reject("items", "{\"item_id\":\"1\",\"custom_fields\":{\"a\":1}}", "wrong_type",
+                  "invalid custom fields in field 'custom_fields': expected an array");
+    expect_reject("item_groups",
+                  "{\"group_id\":\"1\",\"items\":[{\"item_id\":\"2\"},{\"name\":\"v\"}]}",
+                  "missing_id", "missing items[1].item_id");
+    expect_reject("item_groups",
+                  "{\"group_id\":\"1\",\"items\":[{\"item_id\":\"2\"},{\"item_id\":\"2\"}]}",
+                  "duplicate_key", "duplicate item_id '2' in items");
+
+    /* depth: 33 nested arrays inside the record */
+    char deep[200];
+    size_t n = 0;
+    n += (size_t)snprintf(deep, sizeof(deep), "{\"item_id\":\"1\",\"x\":");
+    for (int i = 0; i < 32; i++)
+        deep[n++] = '[';
+    for (int i = 0; i < 32; i++)
+        deep[n++] = ']';
+    deep[n++] = '}';
+    deep[n] = '\0';
+    expect_reject("items", deep, "too_deep", "JSON nested deeper than 32 levels");
+
+    /* size: a record over 1 MiB; its raw is cut to 1 MiB in the reject */
+    size_t big = 1024 * 1024 + 100;
+    char *s = malloc(big + 1);
+    T_TRUE(s != NULL);
+    n = (size_t)snprintf(s, big, "{\"item_id\":\"1\",\"description\":\"");
+    memset(s + n, 'a', big - n - 2);
+    s[big - 2] = '"';
+    s[big - 1] = '}';
+    s[big] = '\0';
+    expect_reject("items", s, "too_large", "record of 1048676 bytes is over the 1048576 byte limit");
+    T_INT(h_rows.rejects[h_rows.n_rejects - 1].raw.n, ==, 1024 * 1024);
+    free(s);
+
+    T_INT(h_rows.n_sets, ==, 0); /* nothing of any rejected record was appended */
+}
+
+/* The reject keeps the record's id when it is known and its raw text; raw
+ * with invalid UTF-8 is made valid text. */
+static void test_reject_fields(void)
+{
+    h_reset();
+    T_TRUE(h_record("items", "{\"item_id\":\"77\",\"rate\":\"x\"}", TDS_FORM_LIST));
+    T_STR(h_rows.rejects[0].zoho_id, "77");
+    T_STR(h_rows.rejects[0].entity, "items");
+    T_STR(h_rows.rejects[0].raw.p, "{\"item_id\":\"77\",\"rate\":\"x\"}");
+    T_TRUE(h_record("items", "{\"item_id\":\"78\",\"name\":\"a\xff\"}", TDS_FORM_LIST));
+    T_NULL(h_rows.rejects[1].zoho_id); /* the parse failed before the id was read */
+    T_STR(h_rows.rejects[1].raw.p, "{\"item_id\":\"78\",\"name\":\"a\xef\xbf\xbd\"}");
+}
+
+static void test_page_one_bad(void)
+{
+    const char *recs[] = {
+        "{\"item_id\":\"1\",\"name\":\"A\",\"rate\":1,\"locations\":[{\"location_id\":\"9\",\"location_stock_on_hand\":1}],\"last_modified_time\":\"2024-01-01T00:00:00+0000\"}",
+        "{\"item_id\":\"2\",\"name\":\"B\",\"rate\":\"1,5\",\"locations\":[{\"location_id\":\"9\"}],\"last_modified_time\":\"2024-01-01T00:00:00+0000\"}",
+        "{\"item_id\":\"3\",\"name\":\"C\",\"rate\":3,\"locations\":[{\"location_id\":\"9\"},{\"location_id\":\"8\"}],\"last_modified_time\":\"2024-01-01T00:00:00+0000\"}",
+    };
+    const struct tds_msg_rowset *s, *st;
+
+    h_reset();
+    for (size_t i = 0; i < 3; i++)
+        h_record("items", recs[i], TDS_FORM_DETAIL);
+    T_INT(h_rows.n_rejects, ==, 1);
+    T_STR(h_rows.rejects[0].zoho_id, "2");
+    T_STR(h_rows.rejects[0].reason, "invalid number in field 'rate': '1,5'");
+    T_TRUE((s = h_set("items", TDS_ROWS_DETAIL, 0)) != NULL);
+    T_INT(s->n_rows, ==, 2);
+    T_V(s, 0, "item_id", "1");
+    T_V(s, 1, "item_id", "3");
+    T_TRUE((st = h_set("item_stock", TDS_ROWS_CHILD, 0)) != NULL);
+    T_INT(st->n_rows, ==, 3); /* item 2's stock row did not leak */
+    T_V(st, 0, "item_id", "1");
+    T_V(st, 1, "item_id", "3");
+    T_V(st, 2, "item_id", "3");
+    T_INT(h_rows.n_sets, ==, 2);
+}
+
+static void test_deletes_and_events(void)
+{
+    const struct tds_entity *items = tds_entity_find("items");
+    const struct tds_entity *contacts = tds_entity_find("contacts");
+    const struct tds_msg_rowset *d;
+    const char *body = "{\"contact\":{\"contact_id\":\"555\"}}";
+
+    h_reset();
+    T_INT(tds_transform_delete(h_tf, &h_rows, items, "60001", "4815000000044208", NULL, 0, &h_res), ==, 0);
+    T_INT(tds_transform_delete(h_tf, &h_rows, items, "60001", "4815000000044209", NULL, 0, &h_res), ==, 0);
+    T_INT(tds_transform_delete(h_tf, &h_rows, contacts, "60001", NULL, body, strlen(body), &h_res), ==, 0);
+    T_TRUE(!h_res.rejected);
+    T_INT(tds_transform_delete(h_tf, &h_rows, items, "60001", "bad id!", NULL, 0, &h_res), ==, 0);
+    T_TRUE(h_res.rejected);
+    T_STR(h_rows.rejects[0].reason, "invalid id in field 'item_id': 'bad id!'");
+    T_TRUE((d = h_set("items", TDS_ROWS_DELETE, 0)) != NULL);
+    T_INT(d->n_cols, ==, 2);
+    T_STR(d->cols[0], "org_id");
+    T_STR(d->cols[1], "item_id");
+    T_INT(d->n_rows, ==, 2);
+    T_V(d, 1, "item_id", "4815000000044209");
+    T_TRUE((d = h_set("contacts", TDS_ROWS_DELETE, 0)) != NULL);
+    T_V(d, 0, "contact_id", "555");
+
+    /* webhook bodies: wrapped, bare, or wrong */
+    T_TRUE(!h_event("contacts", "{\"contact_id\":\"9\",\"contact_name\":\"Bare\"}"));
+    T_TRUE((d = h_set("contacts", TDS_ROWS_LIST, 0)) != NULL); /* no persons/addresses: list */
+    T_V(d, 0, "contact_name", "Bare");
+    T_TRUE(h_event("contacts", "{\"invoice\":{\"invoice_id\":\"1\"}}"));
+    T_STR(h_rows.rejects[1].reason, "webhook body has no 'contact' object");
+    T_TRUE(h_event("contacts", "not json"));
+    T_STR(h_res.reason_class, "invalid_json");
+}
+
+int main(void)
+{
+    T_RUN(test_reasons);
+    T_RUN(test_reject_fields);
+    T_RUN(test_page_one_bad);
+    T_RUN(test_deletes_and_events);
+    h_done();
+    return 0;
+}

@@ -1,0 +1,171 @@
+/* test_worker — page/event frames in, one rows frame out with the source's
+ * envelope copied; dead letters for frames that are not usable. */
+#include <stdlib.h>
+
+#include "assert.h"
+#include "msg.h"
+#include "worker.h"
+
+static struct tds_worker *W;
+
+static void handle(const struct tds_msg *in, struct tds_msg *out)
+{
+    char *buf = NULL, *rows = NULL;
+    size_t len = 0, rows_len = 0;
+    T_INT(tds_msg_encode(in, &buf, &len), ==, 0);
+    T_INT(tds_worker_handle(W, buf, len, &rows, &rows_len), ==, 0);
+    T_TRUE(rows != NULL);
+    T_INT(tds_msg_decode(rows, rows_len, out), ==, 0);
+    T_INT(out->type, ==, TDS_MSG_ROWS);
+    free(buf);
+    free(rows);
+}
+
+static void test_page(void)
+{
+    struct tds_msg in, out;
+    struct tds_bytes recs[3] = {
+        {"{\"item_id\":\"1\",\"name\":\"A\",\"last_modified_time\":\"2024-01-01T00:00:00+0000\"}", 0},
+        {"{\"item_id\":\"2\",\"rate\":\"bad\"}", 0},
+        {"{\"item_id\":\"3\",\"name\":\"C\",\"last_modified_time\":\"2024-01-01T00:00:00+0000\"}", 0},
+    };
+    char *deleted[] = {"4"};
+    for (int i = 0; i < 3; i++)
+        recs[i].n = strlen(recs[i].p);
+    memset(&in, 0, sizeof(in));
+    in.type = TDS_MSG_PAGE;
+    in.v = TDS_MSG_VERSION;
+    in.id = "pg-run1-3";
+    in.u.page = (struct tds_msg_page){
+        .org = "60001", .entity = "items", .run = "run1", .mode = "incremental",
+        .origin = "fetcher.pod-1", .page = 3, .fetched_ms = 1700000000123, .detail = false,
+        .final = false, .cursor = NULL, .deleted_ids = deleted, .n_deleted = 1,
+        .records = recs, .n_records = 3};
+    handle(&in, &out);
+    const struct tds_msg_rows *r = &out.u.rows;
+    T_STR(r->src, "pg-run1-3");
+    T_STR(r->origin, "fetcher.pod-1");
+    T_STR(r->org, "60001");
+    T_STR(r->entity, "items");
+    T_STR(r->run, "run1");
+    T_STR(r->mode, "incremental");
+    T_INT(r->page, ==, 3);
+    T_INT(r->received_ms, ==, 1700000000123);
+    T_INT(r->records_in, ==, 3);
+    T_TRUE(!r->final);
+    T_INT(r->n_rejects, ==, 1);
+    T_STR(r->rejects[0].zoho_id, "2");
+    T_INT(r->n_sets, ==, 2);
+    T_STR(r->sets[0].table, "items");
+    T_INT(r->sets[0].kind, ==, TDS_ROWS_LIST);
+    T_INT(r->sets[0].n_rows, ==, 2);
+    T_INT(r->sets[1].kind, ==, TDS_ROWS_DELETE);
+    T_STR(r->sets[1].vals[1].p, "4");
+    tds_msg_clear(&out);
+
+    /* the final page: no records, the cursor travels on */
+    in.id = "pg-run1-final";
+    in.u.page.final = true;
+    in.u.page.cursor = "2024-01-01T00:00:00+0000";
+    in.u.page.n_records = 0;
+    in.u.page.n_deleted = 0;
+    handle(&in, &out);
+    T_TRUE(out.u.rows.final);
+    T_STR(out.u.rows.cursor, "2024-01-01T00:00:00+0000");
+    T_INT(out.u.rows.n_sets, ==, 0);
+    T_INT(out.u.rows.n_rejects, ==, 0);
+    tds_msg_clear(&out);
+}
+
+static void test_event(void)
+{
+    struct tds_msg in, out;
+    const char *body = "{\"invoice\":{\"invoice_id\":\"7\",\"total\":\"10.00\",\"line_items\":[],"
+                       "\"last_modified_time\":\"2024-01-01T00:00:00+0000\"}}";
+    memset(&in, 0, sizeof(in));
+    in.type = TDS_MSG_EVENT;
+    in.v = TDS_MSG_VERSION;
+    in.id = "ev-abc";
+    in.u.event = (struct tds_msg_event){
+        .org = "60001", .entity = "invoices", .op = "upsert", .origin = "ingress.pod-0",
+        .event_id = "abc", .zoho_id = "7", .received_ms = 42,
+        .body = {(char *)body, strlen(body)}};
+    handle(&in, &out);
+    T_STR(out.u.rows.src, "ev-abc");
+    T_STR(out.u.rows.mode, "webhook");
+    T_STR(out.u.rows.origin, "ingress.pod-0");
+    T_NULL(out.u.rows.run);
+    T_INT(out.u.rows.received_ms, ==, 42);
+    T_INT(out.u.rows.records_in, ==, 1);
+    T_INT(out.u.rows.n_sets, ==, 1);
+    T_INT(out.u.rows.sets[0].kind, ==, TDS_ROWS_DETAIL);
+    tds_msg_clear(&out);
+
+    in.u.event.op = "delete";
+    in.u.event.body.n = 0;
+    handle(&in, &out);
+    T_INT(out.u.rows.n_sets, ==, 1);
+    T_INT(out.u.rows.sets[0].kind, ==, TDS_ROWS_DELETE);
+    T_STR(out.u.rows.sets[0].vals[1].p, "7");
+    tds_msg_clear(&out);
+
+    in.u.event.op = "upsert";
+    in.u.event.entity = "widgets";
+    in.u.event.body.n = strlen(body);
+    handle(&in, &out);
+    T_INT(out.u.rows.n_rejects, ==, 1);
+    T_STR(out.u.rows.rejects[0].reason, "unknown entity 'widgets'");
+    tds_msg_clear(&out);
+}
+
+static void dead(const void *frame, size_t len, const char *want_reason_prefix)
+{
+    struct tds_msg out;
+    char *rows = NULL;
+    size_t rows_len = 0;
+    T_INT(tds_worker_handle(W, frame, len, &rows, &rows_len), ==, 0);
+    T_INT(tds_msg_decode(rows, rows_len, &out), ==, 0);
+    T_STR(out.u.rows.org, "");
+    T_STR(out.u.rows.mode, "deadletter");
+    T_STR(out.u.rows.origin, "processor.test");
+    T_INT(out.u.rows.n_rejects, ==, 1);
+    T_TRUE(strncmp(out.u.rows.rejects[0].reason, want_reason_prefix, strlen(want_reason_prefix)) == 0);
+    T_TRUE(out.u.rows.rejects[0].raw.n > 0);
+    tds_msg_clear(&out);
+    free(rows);
+}
+
+static void test_dead_letters(void)
+{
+    struct tds_msg in;
+    char *buf = NULL;
+    size_t len = 0;
+    struct tds_worker_stats st;
+
+    dead("\xc1garbage", 8, "dead letter: undecodable message");
+    memset(&in, 0, sizeof(in));
+    in.type = TDS_MSG_FETCH;
+    in.v = TDS_MSG_VERSION;
+    in.id = "f-1";
+    in.u.fetch = (struct tds_msg_fetch){.org = "1", .entity = "items", .zoho_id = "2", .origin = "x"};
+    T_INT(tds_msg_encode(&in, &buf, &len), ==, 0);
+    dead(buf, len, "dead letter: unexpected message type 'fetch'");
+    /* a newer schema version: patch "v":1 into "v":9 */
+    char *v = memmem(buf, len, "\xa1v\x01", 3);
+    T_TRUE(v != NULL);
+    v[2] = 9;
+    dead(buf, len, "dead letter: undecodable message");
+    free(buf);
+    tds_worker_stats(W, &st);
+    T_INT(st.dead_letters, ==, 3);
+}
+
+int main(void)
+{
+    T_INT(tds_worker_new(&W, NULL, "processor.test"), ==, 0);
+    T_RUN(test_page);
+    T_RUN(test_event);
+    T_RUN(test_dead_letters);
+    W = tds_worker_free(W);
+    return 0;
+}
