@@ -1,0 +1,947 @@
+/* apply — one writer session on PostgreSQL and one batch per transaction.
+ *
+ * Statement order inside a transaction is fixed: staging COPYs, then for each
+ * top-level table in registry order its DETAIL upserts, the replacement of
+ * its children, its LIST upserts and its deletes; then the meta statements
+ * and NOTIFY. Rows are COPYed sorted by (org_id, id), so every writer takes
+ * row locks in the same order and two writers on overlapping batches wait
+ * for each other instead of deadlocking (a rare deadlock across tables is
+ * still retried by the caller).
+ *
+ * Staging tables are created once per session with ON COMMIT DELETE ROWS and
+ * reused, which avoids catalog churn per batch. They are created and the
+ * statements prepared before BEGIN: a CREATE inside a transaction that later
+ * rolls back would leave the cache pointing at nothing.
+ */
+#include "apply.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "copytext.h"
+#include "entities.h"
+#include "notify.h"
+#include "pg.h"
+#include "sqlgen.h"
+#include "util.h"
+
+#define COPY_CHUNK (1024 * 1024)
+#define META_PARAMS 8
+
+/* One staging table: what rows of one (table, kind, column list) go through. */
+struct sig {
+    const struct tds_table *t;
+    size_t tidx;                 /* registry index of t */
+    enum tds_rowset_kind kind;
+    char **cols;
+    size_t n_cols;
+    char stg[24];
+    char upsert[24], collapse[24];
+};
+
+struct ref {
+    uint32_t m, s, r;
+};
+
+struct group {
+    size_t sig;
+    struct ref *refs;
+    size_t n, cap;
+    bool dups;
+};
+
+struct tds_apply {
+    char *conninfo;
+    PGconn *conn;
+    struct sig *sigs;
+    size_t n_sigs, cap_sigs;
+    struct tds_buf buf;          /* COPY data and SQL text */
+    struct tds_buf params[META_PARAMS];
+    struct tds_notify *notify;
+};
+
+static const char *const SQL_WEBHOOK =
+    "INSERT INTO tds.webhook_events (event_id, org_id, entity, zoho_id, received_at, applied_at) "
+    "SELECT e, o, en, z, CASE WHEN r > 0 THEN to_timestamp(r / 1000.0) END, now() "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS u(e, o, en, z, r) "
+    "ON CONFLICT (event_id) DO NOTHING";
+static const char *const SQL_REJECT =
+    "INSERT INTO tds.rejected (stage, org_id, entity, zoho_id, reason, raw, source) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    "$6::text[], $7::text[])";
+static const char *const SQL_RUNS =
+    "INSERT INTO tds.sync_runs AS r (run_id, org_id, entity, mode, pages_written, "
+    "records_written, records_rejected, updated_at) "
+    "SELECT id, o, e, coalesce(md, 'unknown'), p, w, j, now() FROM unnest($1::text[], $2::text[], "
+    "$3::text[], $4::text[], $5::int[], $6::bigint[], $7::bigint[]) AS u(id, o, e, md, p, w, j) "
+    "ON CONFLICT (run_id) DO UPDATE SET pages_written = r.pages_written + EXCLUDED.pages_written, "
+    "records_written = r.records_written + EXCLUDED.records_written, "
+    "records_rejected = r.records_rejected + EXCLUDED.records_rejected, updated_at = now()";
+static const char *const SQL_FINAL_RUNS =
+    "UPDATE tds.sync_runs SET status = 'completed', finished_at = now(), updated_at = now() "
+    "WHERE run_id = ANY($1::text[]) AND status = 'running'";
+/* A final page without a cursor (full sync) keeps the previous cursor: an
+ * incremental run from it re-reads more than needed but misses nothing. */
+static const char *const SQL_FINAL_STATE =
+    "INSERT INTO tds.sync_state AS s (org_id, entity, cursor, cursor_at, last_run_id, "
+    "last_success_at, last_full_at) "
+    "SELECT o, e, c, CASE WHEN c IS NOT NULL THEN now() END, r, now(), "
+    "CASE WHEN md = 'full' THEN now() END "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(o, e, c, r, md) "
+    "ON CONFLICT (org_id, entity) DO UPDATE SET cursor = coalesce(EXCLUDED.cursor, s.cursor), "
+    "cursor_at = coalesce(EXCLUDED.cursor_at, s.cursor_at), last_run_id = EXCLUDED.last_run_id, "
+    "last_success_at = now(), last_full_at = coalesce(EXCLUDED.last_full_at, s.last_full_at)";
+static const char *const SQL_NOTIFY = "SELECT pg_notify('tds_changes', $1)";
+
+static void no_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+void tds_apply_quiet(PGconn *c)
+{
+    if (c)
+        PQsetNoticeProcessor(c, no_notice, NULL);
+}
+
+int tds_apply_classify(PGconn *c, const PGresult *r)
+{
+    const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+
+    if (!c || PQstatus(c) != CONNECTION_OK || !st)
+        return TDS_APPLY_E_CONN;
+    if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0)
+        return TDS_APPLY_E_RETRY;
+    if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0 || strcmp(st, "53300") == 0)
+        return TDS_APPLY_E_CONN;
+    /* Data exceptions, integrity violations, program limits (a value too big
+     * for an index), and a datatype mismatch from odd input text. */
+    if (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0 || strncmp(st, "54", 2) == 0 ||
+        strcmp(st, "42804") == 0)
+        return TDS_APPLY_E_DATA;
+    return TDS_APPLY_E_DB;
+}
+
+static int fail(struct tds_apply *a, PGresult *r, struct tds_apply_result *res, const char *what)
+{
+    int code = tds_apply_classify(a->conn, r);
+    const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *prim = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *det = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
+
+    snprintf(res->sqlstate, sizeof(res->sqlstate), "%s", st ? st : "");
+    if (prim)
+        snprintf(res->error, sizeof(res->error), "%s: %s%s%s%s%s (SQLSTATE %s)", what, prim,
+                 det ? ", " : "", det ? det : "", ctx ? ", " : "", ctx ? ctx : "", st);
+    else
+        snprintf(res->error, sizeof(res->error), "%s: %s", what,
+                 a->conn ? PQerrorMessage(a->conn) : "no connection");
+    /* libpq messages end with a newline; log lines must not. */
+    for (char *p = res->error; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    PQclear(r);
+    return code;
+}
+
+int tds_apply_new(struct tds_apply **out, const char *conninfo)
+{
+    struct tds_apply *a = calloc(1, sizeof(*a));
+
+    if (!a)
+        return -ENOMEM;
+    a->conninfo = strdup(conninfo);
+    if (!a->conninfo || tds_notify_new(&a->notify) != 0) {
+        tds_apply_free(a);
+        return -ENOMEM;
+    }
+    *out = a;
+    return 0;
+}
+
+static void forget_session(struct tds_apply *a)
+{
+    for (size_t i = 0; i < a->n_sigs; i++) {
+        for (size_t c = 0; c < a->sigs[i].n_cols; c++)
+            free(a->sigs[i].cols[c]);
+        free(a->sigs[i].cols);
+    }
+    a->n_sigs = 0;
+}
+
+void tds_apply_disconnect(struct tds_apply *a)
+{
+    if (a->conn)
+        PQfinish(a->conn);
+    a->conn = NULL;
+    forget_session(a);
+}
+
+struct tds_apply *tds_apply_free(struct tds_apply *a)
+{
+    if (!a)
+        return NULL;
+    tds_apply_disconnect(a);
+    free(a->sigs);
+    tds_buf_deinit(&a->buf);
+    for (size_t i = 0; i < META_PARAMS; i++)
+        tds_buf_deinit(&a->params[i]);
+    tds_notify_free(a->notify);
+    free(a->conninfo);
+    free(a);
+    return NULL;
+}
+
+PGconn *tds_apply_conn(struct tds_apply *a) { return a->conn; }
+
+bool tds_apply_connected(const struct tds_apply *a)
+{
+    return a->conn && PQstatus(a->conn) == CONNECTION_OK;
+}
+
+static bool has_children(const struct tds_table *t)
+{
+    for (size_t i = 0; i < tds_table_count(); i++) {
+        const struct tds_table *c = tds_table_at(i);
+
+        if (c->parent && strcmp(c->parent, t->name) == 0)
+            return true;
+    }
+    return false;
+}
+
+static int exec_ok(struct tds_apply *a, const char *sql, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(a->conn, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int code;
+
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        PQclear(r);
+        return 0;
+    }
+    code = tds_apply_classify(a->conn, r);
+    snprintf(err, errlen, "%s", PQresultErrorMessage(r));
+    PQclear(r);
+    return code;
+}
+
+static int prepare(struct tds_apply *a, const char *name, const char *sql, char *err,
+                   size_t errlen)
+{
+    PGresult *r = PQprepare(a->conn, name, sql, 0, NULL);
+    int code;
+
+    if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+        PQclear(r);
+        return 0;
+    }
+    code = tds_apply_classify(a->conn, r);
+    snprintf(err, errlen, "could not prepare %s: %s", name, PQresultErrorMessage(r));
+    PQclear(r);
+    return code;
+}
+
+int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
+{
+    char wtab[64], name[64];
+    int rc;
+
+    tds_apply_disconnect(a);
+    a->conn = tds_pg_connect(a->conninfo, "tds-writer", err, errlen);
+    if (!a->conn)
+        return TDS_APPLY_E_CONN;
+    tds_apply_quiet(a->conn);
+    if ((rc = prepare(a, "m_webhook", SQL_WEBHOOK, err, errlen)) != 0 ||
+        (rc = prepare(a, "m_reject", SQL_REJECT, err, errlen)) != 0 ||
+        (rc = prepare(a, "m_runs", SQL_RUNS, err, errlen)) != 0 ||
+        (rc = prepare(a, "m_final_runs", SQL_FINAL_RUNS, err, errlen)) != 0 ||
+        (rc = prepare(a, "m_final_state", SQL_FINAL_STATE, err, errlen)) != 0 ||
+        (rc = prepare(a, "m_notify", SQL_NOTIFY, err, errlen)) != 0)
+        goto fail;
+    for (size_t i = 0; i < tds_table_count(); i++) {
+        const struct tds_table *t = tds_table_at(i);
+
+        if (t->parent || !has_children(t))
+            continue;
+        tds_sqlgen_written_name(t, wtab, sizeof(wtab));
+        tds_buf_reset(&a->buf);
+        if (tds_sqlgen_written_table(&a->buf, wtab) != 0 || tds_buf_add(&a->buf, "", 1) != 0) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        if ((rc = exec_ok(a, a->buf.p, err, errlen)) != 0)
+            goto fail;
+    }
+    for (size_t i = 0; i < tds_table_count(); i++) {
+        const struct tds_table *c = tds_table_at(i);
+
+        if (!c->parent)
+            continue;
+        tds_sqlgen_written_name(tds_table_find(c->parent), wtab, sizeof(wtab));
+        snprintf(name, sizeof(name), "cd_%zu", i);
+        tds_buf_reset(&a->buf);
+        if (tds_sqlgen_child_delete(&a->buf, c, wtab) != 0 || tds_buf_add(&a->buf, "", 1) != 0) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        if ((rc = prepare(a, name, a->buf.p, err, errlen)) != 0)
+            goto fail;
+    }
+    return 0;
+fail:
+    tds_apply_disconnect(a);
+    return rc;
+}
+
+static size_t table_index(const struct tds_table *t)
+{
+    for (size_t i = 0; i < tds_table_count(); i++)
+        if (tds_table_at(i) == t)
+            return i;
+    return 0;
+}
+
+static bool same_cols(const struct sig *g, char *const *cols, size_t n)
+{
+    if (g->n_cols != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(g->cols[i], cols[i]) != 0)
+            return false;
+    return true;
+}
+
+/* Find or create the session's staging table for a set; outside any transaction. */
+static int get_sig(struct tds_apply *a, const struct tds_table *t, const struct tds_msg_rowset *set,
+                   size_t *out, struct tds_apply_result *res)
+{
+    struct sig *g;
+    char wtab[64];
+    int rc;
+
+    for (size_t i = 0; i < a->n_sigs; i++)
+        if (a->sigs[i].t == t && a->sigs[i].kind == set->kind &&
+            same_cols(&a->sigs[i], set->cols, set->n_cols)) {
+            *out = i;
+            return 0;
+        }
+    if (a->n_sigs == a->cap_sigs) {
+        size_t cap = a->cap_sigs ? a->cap_sigs * 2 : 16;
+        struct sig *p = realloc(a->sigs, cap * sizeof(*p));
+
+        if (!p)
+            return -ENOMEM;
+        a->sigs = p;
+        a->cap_sigs = cap;
+    }
+    g = &a->sigs[a->n_sigs];
+    memset(g, 0, sizeof(*g));
+    g->t = t;
+    g->tidx = table_index(t);
+    g->kind = set->kind;
+    g->cols = calloc(set->n_cols, sizeof(*g->cols));
+    if (!g->cols)
+        return -ENOMEM;
+    g->n_cols = set->n_cols;
+    for (size_t c = 0; c < set->n_cols; c++)
+        if (!(g->cols[c] = strdup(set->cols[c]))) {
+            for (size_t k = 0; k < c; k++)
+                free(g->cols[k]);
+            free(g->cols);
+            return -ENOMEM;
+        }
+    a->n_sigs++;
+    snprintf(g->stg, sizeof(g->stg), "_tds_s%zu", a->n_sigs);
+    snprintf(g->upsert, sizeof(g->upsert), "u%zu", a->n_sigs);
+    snprintf(g->collapse, sizeof(g->collapse), "c%zu", a->n_sigs);
+
+    tds_buf_reset(&a->buf);
+    if (tds_sqlgen_staging(&a->buf, g->stg, t, g->cols, g->n_cols) != 0 ||
+        tds_buf_add(&a->buf, "", 1) != 0)
+        goto nomem;
+    if ((rc = exec_ok(a, a->buf.p, res->error, sizeof(res->error))) != 0)
+        goto failed;
+    tds_buf_reset(&a->buf);
+    if (t->parent) {
+        tds_sqlgen_written_name(tds_table_find(t->parent), wtab, sizeof(wtab));
+        if (tds_sqlgen_child_insert(&a->buf, g->stg, t, g->cols, g->n_cols, wtab) != 0)
+            goto nomem;
+    } else {
+        if (set->kind == TDS_ROWS_DETAIL && has_children(t))
+            tds_sqlgen_written_name(t, wtab, sizeof(wtab));
+        if (tds_sqlgen_upsert(&a->buf, g->stg, t, set->kind, g->cols, g->n_cols,
+                              set->kind == TDS_ROWS_DETAIL && has_children(t) ? wtab : NULL) != 0)
+            goto nomem;
+    }
+    if (tds_buf_add(&a->buf, "", 1) != 0)
+        goto nomem;
+    if ((rc = prepare(a, g->upsert, a->buf.p, res->error, sizeof(res->error))) != 0)
+        goto failed;
+    if (!t->parent) {
+        tds_buf_reset(&a->buf);
+        if (tds_sqlgen_collapse(&a->buf, g->stg, t, set->kind,
+                                set->kind != TDS_ROWS_DELETE || set->n_cols >= 3) != 0 ||
+            tds_buf_add(&a->buf, "", 1) != 0)
+            goto nomem;
+        if ((rc = prepare(a, g->collapse, a->buf.p, res->error, sizeof(res->error))) != 0)
+            goto failed;
+    }
+    *out = a->n_sigs - 1;
+    return 0;
+nomem:
+    rc = -ENOMEM;
+failed:
+    /* The session may hold half of it: start the session over on reconnect. */
+    if (rc != -ENOMEM)
+        tds_apply_disconnect(a);
+    return rc;
+}
+
+/* ---- grouping and COPY ---- */
+
+struct sort_ctx {
+    struct tds_bmsg *const *msgs;
+};
+
+static int cmp_val(const struct tds_bytes *a, const struct tds_bytes *b)
+{
+    size_t n = a->n < b->n ? a->n : b->n;
+    int c;
+
+    if (!a->p || !b->p)
+        return (a->p != NULL) - (b->p != NULL);
+    c = memcmp(a->p, b->p, n);
+    return c ? c : (a->n > b->n) - (a->n < b->n);
+}
+
+static const struct tds_bytes *ref_vals(struct tds_bmsg *const *msgs, const struct ref *r)
+{
+    const struct tds_msg_rowset *set = &msgs[r->m]->msg.u.rows.sets[r->s];
+
+    return &set->vals[(size_t)r->r * set->n_cols];
+}
+
+static int cmp_ref(const void *pa, const void *pb, void *ud)
+{
+    const struct sort_ctx *ctx = ud;
+    const struct ref *a = pa, *b = pb;
+    const struct tds_bytes *va = ref_vals(ctx->msgs, a), *vb = ref_vals(ctx->msgs, b);
+    int c = cmp_val(&va[0], &vb[0]);
+
+    if (c == 0)
+        c = cmp_val(&va[1], &vb[1]);
+    if (c == 0)
+        c = (a->m > b->m) - (a->m < b->m);
+    if (c == 0)
+        c = (a->r > b->r) - (a->r < b->r);
+    return c;
+}
+
+static int group_add(struct group *g, struct ref r)
+{
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 64;
+        struct ref *p = realloc(g->refs, cap * sizeof(*p));
+
+        if (!p)
+            return -ENOMEM;
+        g->refs = p;
+        g->cap = cap;
+    }
+    g->refs[g->n++] = r;
+    return 0;
+}
+
+static void groups_free(struct group *gs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(gs[i].refs);
+    free(gs);
+}
+
+static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct group *g,
+                      struct tds_apply_result *res)
+{
+    const struct sig *sg = &a->sigs[g->sig];
+    struct sort_ctx ctx = {msgs};
+    PGresult *r;
+    char line_head[32];
+    int rc = 0;
+
+    qsort_r(g->refs, g->n, sizeof(*g->refs), cmp_ref, &ctx);
+    g->dups = false;
+    for (size_t i = 1; i < g->n && !sg->t->parent; i++) {
+        const struct tds_bytes *p = ref_vals(msgs, &g->refs[i - 1]), *q = ref_vals(msgs, &g->refs[i]);
+
+        if (cmp_val(&p[0], &q[0]) == 0 && cmp_val(&p[1], &q[1]) == 0) {
+            g->dups = true;
+            break;
+        }
+    }
+    tds_buf_reset(&a->buf);
+    if (tds_sqlgen_copy(&a->buf, sg->stg) != 0 || tds_buf_add(&a->buf, "", 1) != 0)
+        return -ENOMEM;
+    r = PQexec(a->conn, a->buf.p);
+    if (PQresultStatus(r) != PGRES_COPY_IN)
+        return fail(a, r, res, "could not start COPY");
+    PQclear(r);
+    tds_buf_reset(&a->buf);
+    for (size_t i = 0; i < g->n && rc == 0; i++) {
+        const struct ref *rf = &g->refs[i];
+        const struct tds_bytes *v = ref_vals(msgs, rf);
+        int len = snprintf(line_head, sizeof(line_head), "%u\t%u", rf->m, rf->r);
+
+        rc = tds_buf_add(&a->buf, line_head, (size_t)len);
+        for (size_t c = 0; c < sg->n_cols && rc == 0; c++) {
+            rc = tds_buf_add(&a->buf, "\t", 1);
+            if (rc == 0)
+                rc = tds_copytext_add(&a->buf, v[c].p, v[c].n);
+        }
+        if (rc == 0)
+            rc = tds_buf_add(&a->buf, "\n", 1);
+        if (rc == 0 && a->buf.len >= COPY_CHUNK) {
+            if (PQputCopyData(a->conn, a->buf.p, (int)a->buf.len) != 1)
+                break;
+            tds_buf_reset(&a->buf);
+        }
+    }
+    if (rc != 0) {
+        PQputCopyEnd(a->conn, "out of memory");
+        while ((r = PQgetResult(a->conn)))
+            PQclear(r);
+        return rc;
+    }
+    if (a->buf.len > 0)
+        PQputCopyData(a->conn, a->buf.p, (int)a->buf.len);
+    PQputCopyEnd(a->conn, NULL);
+    r = PQgetResult(a->conn);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        PGresult *extra;
+
+        while ((extra = PQgetResult(a->conn)))
+            PQclear(extra);
+        return fail(a, r, res, "could not copy rows");
+    }
+    PQclear(r);
+    while ((r = PQgetResult(a->conn)))
+        PQclear(r);
+    return 0;
+}
+
+/* Run a prepared statement; on success *out holds the result (caller clears). */
+static int run_prepared(struct tds_apply *a, const char *name, int n, const char *const *vals,
+                        PGresult **out, struct tds_apply_result *res, const char *what)
+{
+    PGresult *r = PQexecPrepared(a->conn, name, n, vals, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        return fail(a, r, res, what);
+    if (out)
+        *out = r;
+    else
+        PQclear(r);
+    return 0;
+}
+
+static int run_upsert(struct tds_apply *a, const struct sig *sg, const struct group *g,
+                      struct tds_apply_result *res, bool probe)
+{
+    char what[96];
+    PGresult *r;
+    int rc;
+
+    snprintf(what, sizeof(what), "could not write zoho.%s rows", sg->t->name);
+    if (g->dups && (rc = run_prepared(a, sg->collapse, 0, NULL, NULL, res, what)) != 0)
+        return rc;
+    if ((rc = run_prepared(a, sg->upsert, 0, NULL, &r, res, what)) != 0)
+        return rc;
+    if (sg->t->parent) {
+        res->child_rows += strtoll(PQcmdTuples(r), NULL, 10);
+    } else {
+        int n = PQntuples(r);
+
+        res->written[sg->tidx] += n;
+        res->written_total += n;
+        for (int i = 0; i < n && !probe; i++)
+            if (tds_notify_add(a->notify, PQgetvalue(r, i, 0), sg->t->name,
+                               PQgetvalue(r, i, 1)) != 0) {
+                PQclear(r);
+                return -ENOMEM;
+            }
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* ---- meta statements ---- */
+
+static void params_reset(struct tds_apply *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        tds_buf_reset(&a->params[i]);
+        tds_copytext_array_begin(&a->params[i]);
+    }
+}
+
+/* Append one element; text from outside is made valid UTF-8 first. */
+static int elem(struct tds_buf *b, bool first, const char *s)
+{
+    char *clean;
+    int rc;
+
+    if (!s || tds_utf8_valid(s, strlen(s)))
+        return tds_copytext_array_elem(b, first, s, s ? strlen(s) : 0);
+    clean = tds_copytext_sanitize(s, strlen(s), 0);
+    if (!clean)
+        return -ENOMEM;
+    rc = tds_copytext_array_elem(b, first, clean, strlen(clean));
+    free(clean);
+    return rc;
+}
+
+static int elem_i64(struct tds_buf *b, bool first, int64_t v)
+{
+    char num[32];
+
+    snprintf(num, sizeof(num), "%lld", (long long)v);
+    return tds_copytext_array_elem(b, first, num, strlen(num));
+}
+
+static int params_run(struct tds_apply *a, const char *name, size_t n, struct tds_apply_result *res,
+                      const char *what)
+{
+    const char *vals[META_PARAMS];
+
+    for (size_t i = 0; i < n; i++) {
+        if (tds_copytext_array_end(&a->params[i]) != 0 || tds_buf_add(&a->params[i], "", 1) != 0)
+            return -ENOMEM;
+        vals[i] = a->params[i].p;
+    }
+    return run_prepared(a, name, (int)n, vals, NULL, res, what);
+}
+
+static const char *webhook_zoho_id(const struct tds_bmsg *m)
+{
+    const struct tds_msg_rows *rows = &m->msg.u.rows;
+
+    for (size_t s = 0; s < rows->n_sets; s++)
+        if (m->tables[s] && !m->tables[s]->parent && rows->sets[s].n_rows > 0)
+            return rows->sets[s].vals[1].p;
+    return NULL;
+}
+
+static int meta_webhooks(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
+                         struct tds_apply_result *res)
+{
+    size_t k = 0;
+    int rc = 0;
+
+    params_reset(a, 5);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
+
+        if (msgs[i]->msg.type != TDS_MSG_ROWS || msgs[i]->meta_off || !rw->mode ||
+            strcmp(rw->mode, "webhook") != 0 || !rw->src)
+            continue;
+        rc = elem(&a->params[0], k == 0, strncmp(rw->src, "ev-", 3) == 0 ? rw->src + 3 : rw->src);
+        if (rc == 0)
+            rc = elem(&a->params[1], k == 0, rw->org);
+        if (rc == 0)
+            rc = elem(&a->params[2], k == 0, rw->entity);
+        if (rc == 0)
+            rc = elem(&a->params[3], k == 0, webhook_zoho_id(msgs[i]));
+        if (rc == 0)
+            rc = elem_i64(&a->params[4], k == 0, rw->received_ms);
+        k++;
+    }
+    if (rc != 0 || k == 0)
+        return rc;
+    return params_run(a, "m_webhook", 5, res, "could not record webhook events");
+}
+
+static int meta_rejects(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
+                        struct tds_apply_result *res)
+{
+    size_t k = 0;
+    int rc = 0;
+
+    params_reset(a, 7);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct tds_bmsg *m = msgs[i];
+        const struct tds_msg_rows *rw = &m->msg.u.rows;
+        bool rows = m->msg.type == TDS_MSG_ROWS;
+
+        for (size_t j = 0; rows && j < rw->n_rejects && rc == 0; j++, k++) {
+            const struct tds_msg_reject *pr = &rw->rejects[j];
+            char *raw = pr->raw.p ? tds_copytext_sanitize(pr->raw.p, pr->raw.n, 0) : NULL;
+
+            if (pr->raw.p && !raw)
+                return -ENOMEM;
+            rc = elem(&a->params[0], k == 0, "processor");
+            if (rc == 0) rc = elem(&a->params[1], k == 0, rw->org);
+            if (rc == 0) rc = elem(&a->params[2], k == 0, pr->entity ? pr->entity : rw->entity);
+            if (rc == 0) rc = elem(&a->params[3], k == 0, pr->zoho_id);
+            if (rc == 0) rc = elem(&a->params[4], k == 0, pr->reason ? pr->reason : "rejected");
+            if (rc == 0) rc = elem(&a->params[5], k == 0, raw);
+            if (rc == 0) rc = elem(&a->params[6], k == 0, rw->src);
+            free(raw);
+        }
+        for (size_t j = 0; j < m->n_rej && rc == 0; j++, k++) {
+            const struct tds_wreject *wr = &m->rej[j];
+
+            rc = elem(&a->params[0], k == 0, "writer");
+            if (rc == 0) rc = elem(&a->params[1], k == 0, rows ? rw->org : NULL);
+            if (rc == 0) rc = elem(&a->params[2], k == 0, wr->entity ? wr->entity : rows ? rw->entity : NULL);
+            if (rc == 0) rc = elem(&a->params[3], k == 0, wr->zoho_id);
+            if (rc == 0) rc = elem(&a->params[4], k == 0, wr->reason);
+            if (rc == 0) rc = elem(&a->params[5], k == 0, wr->raw);
+            if (rc == 0) rc = elem(&a->params[6], k == 0, rows ? rw->src : NULL);
+        }
+    }
+    if (rc != 0 || k == 0)
+        return rc;
+    return params_run(a, "m_reject", 7, res, "could not record rejects");
+}
+
+static int meta_runs(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
+                     struct tds_apply_result *res)
+{
+    size_t k = 0;
+    int rc = 0;
+
+    /* One element per run (ON CONFLICT may touch a row once per statement). */
+    params_reset(a, 7);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
+        int64_t pages = 0, written = 0, rejected = 0;
+        bool seen = false;
+
+        if (msgs[i]->msg.type != TDS_MSG_ROWS || msgs[i]->meta_off || !rw->run)
+            continue;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = msgs[j]->msg.type == TDS_MSG_ROWS && !msgs[j]->meta_off && msgs[j]->msg.u.rows.run &&
+                   strcmp(msgs[j]->msg.u.rows.run, rw->run) == 0;
+        if (seen)
+            continue;
+        for (size_t j = i; j < n; j++) {
+            const struct tds_bmsg *m = msgs[j];
+
+            if (m->msg.type != TDS_MSG_ROWS || m->meta_off || !m->msg.u.rows.run ||
+                strcmp(m->msg.u.rows.run, rw->run) != 0)
+                continue;
+            pages += !m->msg.u.rows.final;
+            written += tds_bmsg_records_written(m);
+            rejected += (int64_t)(m->msg.u.rows.n_rejects + m->n_rej);
+        }
+        rc = elem(&a->params[0], k == 0, rw->run);
+        if (rc == 0) rc = elem(&a->params[1], k == 0, rw->org);
+        if (rc == 0) rc = elem(&a->params[2], k == 0, rw->entity);
+        if (rc == 0) rc = elem(&a->params[3], k == 0, rw->mode);
+        if (rc == 0) rc = elem_i64(&a->params[4], k == 0, pages);
+        if (rc == 0) rc = elem_i64(&a->params[5], k == 0, written);
+        if (rc == 0) rc = elem_i64(&a->params[6], k == 0, rejected);
+        k++;
+    }
+    if (rc != 0 || k == 0)
+        return rc;
+    return params_run(a, "m_runs", 7, res, "could not update sync runs");
+}
+
+static int meta_finals(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
+                       struct tds_apply_result *res)
+{
+    size_t k = 0;
+    int rc = 0;
+
+    params_reset(a, 5);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
+        bool later = false;
+
+        if (msgs[i]->msg.type != TDS_MSG_ROWS || msgs[i]->meta_off || !rw->final || !rw->org ||
+            !rw->entity)
+            continue;
+        /* The last final page of an (org, entity) in the batch wins. */
+        for (size_t j = i + 1; j < n && !later; j++) {
+            const struct tds_msg_rows *o = &msgs[j]->msg.u.rows;
+
+            later = msgs[j]->msg.type == TDS_MSG_ROWS && !msgs[j]->meta_off && o->final && o->org && o->entity &&
+                    strcmp(o->org, rw->org) == 0 && strcmp(o->entity, rw->entity) == 0;
+        }
+        if (later)
+            continue;
+        rc = elem(&a->params[0], k == 0, rw->org);
+        if (rc == 0) rc = elem(&a->params[1], k == 0, rw->entity);
+        if (rc == 0) rc = elem(&a->params[2], k == 0, rw->cursor);
+        if (rc == 0) rc = elem(&a->params[3], k == 0, rw->run);
+        if (rc == 0) rc = elem(&a->params[4], k == 0, rw->mode);
+        k++;
+    }
+    if (rc != 0 || k == 0)
+        return rc;
+    if ((rc = params_run(a, "m_final_state", 5, res, "could not advance sync cursors")) != 0)
+        return rc;
+    /* params[3] still holds the run ids as an array literal. */
+    {
+        const char *vals[1] = {a->params[3].p};
+
+        return run_prepared(a, "m_final_runs", 1, vals, NULL, res, "could not complete sync runs");
+    }
+}
+
+static int meta_notify(struct tds_apply *a, struct tds_apply_result *res)
+{
+    char **payloads;
+    size_t n;
+    int rc = tds_notify_payloads(a->notify, &payloads, &n);
+
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const char *vals[1] = {payloads[i]};
+
+        rc = run_prepared(a, "m_notify", 1, vals, NULL, res, "could not notify tds_changes");
+        res->notifies += rc == 0;
+    }
+    if (rc != -ENOMEM || payloads)
+        tds_notify_payloads_free(payloads, n);
+    return rc;
+}
+
+/* ---- one transaction ---- */
+
+static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, bool probe,
+                   struct group *gs, size_t n_groups, struct tds_apply_result *res)
+{
+    bool detail_written[TDS_APPLY_MAX_TABLES] = {false};
+    PGresult *r;
+    int rc;
+
+    r = PQexec(a->conn, "BEGIN");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        return fail(a, r, res, "could not begin");
+    PQclear(r);
+    for (size_t i = 0; i < n_groups; i++)
+        if ((rc = copy_group(a, msgs, &gs[i], res)) != 0)
+            return rc;
+    for (size_t ti = 0; ti < tds_table_count(); ti++) {
+        const struct tds_table *t = tds_table_at(ti);
+        static const enum tds_rowset_kind order[] = {TDS_ROWS_DETAIL, TDS_ROWS_CHILD,
+                                                     TDS_ROWS_LIST, TDS_ROWS_DELETE};
+
+        if (t->parent)
+            continue;
+        for (size_t o = 0; o < TDS_ARRAY_SIZE(order); o++) {
+            if (order[o] == TDS_ROWS_CHILD) {
+                if (!detail_written[ti] || !has_children(t))
+                    continue;
+                for (size_t ci = 0; ci < tds_table_count(); ci++) {
+                    const struct tds_table *c = tds_table_at(ci);
+                    char name[32];
+
+                    if (!c->parent || strcmp(c->parent, t->name) != 0)
+                        continue;
+                    snprintf(name, sizeof(name), "cd_%zu", ci);
+                    if ((rc = run_prepared(a, name, 0, NULL, NULL, res,
+                                           "could not replace child rows")) != 0)
+                        return rc;
+                    for (size_t i = 0; i < n_groups; i++)
+                        if (a->sigs[gs[i].sig].t == c &&
+                            (rc = run_upsert(a, &a->sigs[gs[i].sig], &gs[i], res, probe)) != 0)
+                            return rc;
+                }
+                continue;
+            }
+            for (size_t i = 0; i < n_groups; i++) {
+                const struct sig *sg = &a->sigs[gs[i].sig];
+
+                if (sg->t != t || sg->kind != order[o])
+                    continue;
+                if ((rc = run_upsert(a, sg, &gs[i], res, probe)) != 0)
+                    return rc;
+                if (sg->kind == TDS_ROWS_DETAIL)
+                    detail_written[ti] = true;
+            }
+        }
+    }
+    if (!probe) {
+        if ((rc = meta_webhooks(a, msgs, n, res)) != 0 || (rc = meta_rejects(a, msgs, n, res)) != 0 ||
+            (rc = meta_runs(a, msgs, n, res)) != 0 || (rc = meta_finals(a, msgs, n, res)) != 0 ||
+            (rc = meta_notify(a, res)) != 0)
+            return rc;
+    }
+    r = PQexec(a->conn, probe ? "ROLLBACK" : "COMMIT");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        return fail(a, r, res, probe ? "could not roll back" : "could not commit");
+    PQclear(r);
+    return 0;
+}
+
+int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, bool probe,
+                  struct tds_apply_result *res)
+{
+    struct group *gs = NULL;
+    size_t n_groups = 0;
+    int rc = 0;
+
+    memset(res, 0, sizeof(*res));
+    if (!tds_apply_connected(a)) {
+        snprintf(res->error, sizeof(res->error), "not connected to the database");
+        return TDS_APPLY_E_CONN;
+    }
+    if (tds_table_count() > TDS_APPLY_MAX_TABLES)
+        return -EINVAL;
+    tds_notify_reset(a->notify);
+    /* Group live rows by staging table; create what the session lacks. */
+    for (size_t m = 0; m < n && rc == 0; m++) {
+        const struct tds_msg_rows *rw = &msgs[m]->msg.u.rows;
+
+        if (msgs[m]->msg.type != TDS_MSG_ROWS)
+            continue;
+        for (size_t s = 0; s < rw->n_sets && rc == 0; s++) {
+            const struct tds_msg_rowset *set = &rw->sets[s];
+            size_t sg, gi = SIZE_MAX;
+
+            for (size_t r = 0; r < set->n_rows && rc == 0; r++) {
+                if (!tds_bmsg_row_live(msgs[m], s, r))
+                    continue;
+                if (gi == SIZE_MAX) {
+                    if ((rc = get_sig(a, msgs[m]->tables[s], set, &sg, res)) != 0)
+                        break;
+                    for (size_t g = 0; g < n_groups; g++)
+                        if (gs[g].sig == sg)
+                            gi = g;
+                    if (gi == SIZE_MAX) {
+                        struct group *p = realloc(gs, (n_groups + 1) * sizeof(*p));
+
+                        if (!p) {
+                            rc = -ENOMEM;
+                            break;
+                        }
+                        gs = p;
+                        memset(&gs[n_groups], 0, sizeof(*gs));
+                        gs[n_groups].sig = sg;
+                        gi = n_groups++;
+                    }
+                }
+                rc = group_add(&gs[gi], (struct ref){(uint32_t)m, (uint32_t)s, (uint32_t)r});
+            }
+        }
+    }
+    if (rc == 0) {
+        rc = run_txn(a, msgs, n, probe, gs, n_groups, res);
+        if (rc != 0 && tds_apply_connected(a)) {
+            PGresult *r = PQexec(a->conn, "ROLLBACK");
+
+            PQclear(r);
+        }
+    }
+    if (rc == TDS_APPLY_E_CONN)
+        tds_apply_disconnect(a);
+    groups_free(gs, n_groups);
+    return rc;
+}

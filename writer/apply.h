@@ -1,0 +1,70 @@
+/* apply — one writer session on PostgreSQL and one batch per transaction.
+ *
+ * Owns the writer's connection and what lives in its session: a staging
+ * table and prepared statements per (table, kind, column list) seen, the
+ * tables of DETAIL-written parents, and the prepared meta statements. A run
+ * writes a set of held messages in one transaction: COPY per staging table,
+ * guarded upserts in registry order (rows sorted by key, so concurrent writers
+ * lock in the same order), child replacement for written DETAIL parents, soft
+ * deletes, webhook events, rejects, run counts, cursors and NOTIFY
+ * tds_changes. It never retries, splits or acks: the caller (writer.c)
+ * decides that from the result code.
+ */
+#ifndef TDS_APPLY_H
+#define TDS_APPLY_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "batch.h"
+
+enum {
+    TDS_APPLY_E_DATA = 1,  /* PostgreSQL refused the data (SQLSTATE class 22, 23, 54, ...) */
+    TDS_APPLY_E_RETRY = 2, /* deadlock or serialization failure: run again */
+    TDS_APPLY_E_CONN = 3,  /* no connection, or it broke: reconnect, then run again */
+    TDS_APPLY_E_DB = 4,    /* any other database error: wait, then run again */
+};
+
+#define TDS_APPLY_MAX_TABLES 32
+
+struct tds_apply;
+
+struct tds_apply_result {
+    int64_t written[TDS_APPLY_MAX_TABLES]; /* top-level rows written, by registry table index */
+    int64_t written_total;
+    int64_t child_rows;                    /* child rows inserted */
+    int64_t notifies;
+    char sqlstate[6];
+    char error[1024];                      /* primary message and detail when a run failed */
+};
+
+/* conninfo: libpq conninfo or URL (copied). Does not connect. */
+int tds_apply_new(struct tds_apply **out, const char *conninfo);
+struct tds_apply *tds_apply_free(struct tds_apply *a);
+
+/* Connect and prepare the session. 0, or TDS_APPLY_E_CONN / E_DB with a
+ * message (no password) in err. Drops any previous connection first. */
+int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen);
+bool tds_apply_connected(const struct tds_apply *a);
+void tds_apply_disconnect(struct tds_apply *a);
+/* The session's connection for autocommit work between batches (pruning);
+ * NULL when disconnected. Owned by a. */
+PGconn *tds_apply_conn(struct tds_apply *a);
+
+/* Write msgs[0..n) in one transaction. probe = true rolls back at the end and
+ * skips everything but the zoho.* statements (used to find bad records).
+ * Returns 0 (committed, res filled) or a TDS_APPLY_E_* code with
+ * res->error/sqlstate, or -ENOMEM. */
+int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, bool probe,
+                  struct tds_apply_result *res);
+
+/* Drop server NOTICEs ("schema already exists, skipping") instead of letting
+ * libpq print them on stderr, where only JSON log lines belong. */
+void tds_apply_quiet(PGconn *c);
+
+/* Classify a failed result (exposed for migrate/prune/status). */
+int tds_apply_classify(PGconn *c, const PGresult *r);
+
+#endif

@@ -1,0 +1,397 @@
+/* batch — the rows messages the writer holds until they are committed.
+ *
+ * Checks happen once, on arrival: a set whose table or columns do not match
+ * the registry is rejected as a whole (the processor and the registry
+ * disagree; nothing in it can be written), and a record with a value that
+ * PostgreSQL text cannot hold (a NUL byte) is rejected before any SQL runs.
+ * Everything else is left to PostgreSQL's input functions; a value they
+ * refuse is found later by the writer's bisection.
+ */
+#include "batch.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "copytext.h"
+#include "sqlgen.h"
+#include "util.h"
+
+/* Dead letters keep this much of an undecodable frame, hex-encoded. */
+#define DEAD_LETTER_BYTES 4096
+#define REASON_MAX 2000
+
+const char *tds_bmsg_family(const struct tds_table *t)
+{
+    return t->parent ? t->parent : t->name;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static int add_reject(struct tds_bmsg *m, const char *entity, const char *zoho_id,
+                      const char *reason, char *raw_owned)
+{
+    struct tds_wreject *r;
+
+    if (m->n_rej == m->cap_rej) {
+        size_t cap = m->cap_rej ? m->cap_rej * 2 : 4;
+        struct tds_wreject *p = realloc(m->rej, cap * sizeof(*p));
+
+        if (!p) {
+            free(raw_owned);
+            return -ENOMEM;
+        }
+        m->rej = p;
+        m->cap_rej = cap;
+    }
+    r = &m->rej[m->n_rej];
+    r->entity = dup_or_null(entity);
+    r->zoho_id = dup_or_null(zoho_id);
+    r->reason = tds_copytext_sanitize(reason, strlen(reason), REASON_MAX);
+    r->raw = raw_owned;
+    if ((entity && !r->entity) || (zoho_id && !r->zoho_id) || !r->reason) {
+        free(r->entity);
+        free(r->zoho_id);
+        free(r->reason);
+        free(r->raw);
+        return -ENOMEM;
+    }
+    m->n_rej++;
+    return 0;
+}
+
+static int dead_letter(struct tds_bmsg *m, const void *frame, size_t len, const char *why)
+{
+    size_t n = len < DEAD_LETTER_BYTES ? len : DEAD_LETTER_BYTES;
+    char *hex = malloc(2 * n + 1);
+
+    if (!hex)
+        return -ENOMEM;
+    tds_hex(frame, n, hex);
+    return add_reject(m, NULL, NULL, why, hex);
+}
+
+struct rowref {
+    const struct tds_msg_rowset *set;
+    const char *family;
+    size_t s, r;
+};
+
+static int cmp_bytes(const struct tds_bytes *a, const struct tds_bytes *b)
+{
+    size_t n = a->n < b->n ? a->n : b->n;
+    int c;
+
+    if (!a->p || !b->p)
+        return (a->p != NULL) - (b->p != NULL);
+    c = memcmp(a->p, b->p, n);
+    return c ? c : (a->n > b->n) - (a->n < b->n);
+}
+
+static int cmp_ref(const void *pa, const void *pb)
+{
+    const struct rowref *a = pa, *b = pb;
+    const struct tds_bytes *va = &a->set->vals[a->r * a->set->n_cols];
+    const struct tds_bytes *vb = &b->set->vals[b->r * b->set->n_cols];
+    int c = strcmp(a->family, b->family);
+
+    if (c == 0)
+        c = cmp_bytes(&va[0], &vb[0]);
+    if (c == 0)
+        c = cmp_bytes(&va[1], &vb[1]);
+    if (c == 0)
+        c = (a->s > b->s) - (a->s < b->s);
+    if (c == 0)
+        c = (a->r > b->r) - (a->r < b->r);
+    return c;
+}
+
+/* Group live rows into records by (family, org_id, id). */
+static int assign_records(struct tds_bmsg *m)
+{
+    const struct tds_msg_rows *rows = &m->msg.u.rows;
+    struct rowref *refs;
+    size_t n = 0, k = 0;
+
+    for (size_t s = 0; s < rows->n_sets; s++)
+        if (m->tables[s])
+            n += rows->sets[s].n_rows;
+    refs = malloc((n ? n : 1) * sizeof(*refs));
+    if (!refs)
+        return -ENOMEM;
+    for (size_t s = 0; s < rows->n_sets; s++) {
+        if (!m->tables[s])
+            continue;
+        for (size_t r = 0; r < rows->sets[s].n_rows; r++)
+            refs[k++] = (struct rowref){&rows->sets[s], tds_bmsg_family(m->tables[s]), s, r};
+    }
+    qsort(refs, n, sizeof(*refs), cmp_ref);
+    m->n_recs = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0) {
+            const struct tds_bytes *a = &refs[i - 1].set->vals[refs[i - 1].r * refs[i - 1].set->n_cols];
+            const struct tds_bytes *b = &refs[i].set->vals[refs[i].r * refs[i].set->n_cols];
+
+            if (strcmp(refs[i - 1].family, refs[i].family) != 0 || cmp_bytes(&a[0], &b[0]) != 0 ||
+                cmp_bytes(&a[1], &b[1]) != 0)
+                m->n_recs++;
+        }
+        m->rec_of[refs[i].s][refs[i].r] = (uint32_t)m->n_recs;
+    }
+    if (n > 0)
+        m->n_recs++;
+    free(refs);
+    return 0;
+}
+
+static int check_sets(struct tds_bmsg *m)
+{
+    struct tds_msg_rows *rows = &m->msg.u.rows;
+    char err[256];
+    int rc;
+
+    m->tables = calloc(rows->n_sets ? rows->n_sets : 1, sizeof(*m->tables));
+    m->skip = calloc(rows->n_sets ? rows->n_sets : 1, sizeof(*m->skip));
+    m->rec_of = calloc(rows->n_sets ? rows->n_sets : 1, sizeof(*m->rec_of));
+    if (!m->tables || !m->skip || !m->rec_of)
+        return -ENOMEM;
+    for (size_t s = 0; s < rows->n_sets; s++) {
+        struct tds_msg_rowset *set = &rows->sets[s];
+        const struct tds_table *t = tds_table_find(set->table);
+
+        m->n_rows += set->n_rows;
+        if (!t) {
+            snprintf(err, sizeof(err), "unknown table '%s', %zu rows not written", set->table,
+                     set->n_rows);
+            if ((rc = add_reject(m, set->table, NULL, err, NULL)) != 0)
+                return rc;
+            continue;
+        }
+        if (tds_sqlgen_check(t, set->kind, set->cols, set->n_cols, err, sizeof(err)) != 0) {
+            char reason[320];
+
+            snprintf(reason, sizeof(reason), "%s, %zu rows not written", err, set->n_rows);
+            if ((rc = add_reject(m, tds_bmsg_family(t), NULL, reason, NULL)) != 0)
+                return rc;
+            continue;
+        }
+        m->rec_of[s] = calloc(set->n_rows ? set->n_rows : 1, sizeof(**m->rec_of));
+        if (!m->rec_of[s])
+            return -ENOMEM;
+        m->tables[s] = t;
+    }
+    if ((rc = assign_records(m)) != 0)
+        return rc;
+    /* Values PostgreSQL text cannot hold. */
+    for (size_t s = 0; s < rows->n_sets; s++) {
+        struct tds_msg_rowset *set = &rows->sets[s];
+
+        if (!m->tables[s])
+            continue;
+        for (size_t r = 0; r < set->n_rows; r++) {
+            for (size_t c = 0; c < set->n_cols; c++) {
+                const struct tds_bytes *v = &set->vals[r * set->n_cols + c];
+
+                if (tds_bmsg_row_live(m, s, r) && !tds_copytext_storable(v->p, v->n)) {
+                    snprintf(err, sizeof(err), "value of %s.%s contains a NUL byte", set->table,
+                             set->cols[c]);
+                    if ((rc = tds_bmsg_reject_record(m, m->rec_of[s][r], err)) != 0)
+                        return rc;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+int tds_bmsg_new(struct tds_bmsg **out, const void *frame, size_t len)
+{
+    struct tds_bmsg *m = calloc(1, sizeof(*m));
+    int rc;
+
+    if (!m)
+        return -ENOMEM;
+    rc = tds_msg_decode(frame, len, &m->msg);
+    if (rc == 0 && m->msg.type != TDS_MSG_ROWS) {
+        char why[128];
+
+        snprintf(why, sizeof(why), "writer received a '%s' message, expected 'rows'",
+                 tds_msg_type_name(m->msg.type));
+        tds_msg_clear(&m->msg);
+        rc = dead_letter(m, frame, len, why);
+    } else if (rc > 0) {
+        char why[160];
+
+        snprintf(why, sizeof(why), "undecodable rows message: %s", tds_msg_strerror(rc));
+        rc = dead_letter(m, frame, len, why);
+    } else if (rc == 0) {
+        rc = check_sets(m);
+    }
+    if (rc < 0) {
+        tds_bmsg_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+struct tds_bmsg *tds_bmsg_free(struct tds_bmsg *m)
+{
+    if (!m)
+        return NULL;
+    for (size_t s = 0; s < m->msg.u.rows.n_sets && m->msg.type == TDS_MSG_ROWS; s++) {
+        if (m->skip)
+            free(m->skip[s]);
+        if (m->rec_of)
+            free(m->rec_of[s]);
+    }
+    free(m->skip);
+    free(m->rec_of);
+    free(m->tables);
+    free(m->probe_in);
+    for (size_t i = 0; i < m->n_rej; i++) {
+        free(m->rej[i].entity);
+        free(m->rej[i].zoho_id);
+        free(m->rej[i].reason);
+        free(m->rej[i].raw);
+    }
+    free(m->rej);
+    tds_msg_clear(&m->msg);
+    free(m);
+    return NULL;
+}
+
+/* The record's raw Zoho JSON (from its DETAIL/LIST row) or its rows as JSON. */
+static char *record_raw(const struct tds_bmsg *m, uint32_t rec, const char **zoho_id,
+                        const char **family)
+{
+    const struct tds_msg_rows *rows = &m->msg.u.rows;
+    json_t *doc = NULL;
+    char *out = NULL;
+
+    for (size_t s = 0; s < rows->n_sets; s++) {
+        const struct tds_msg_rowset *set = &rows->sets[s];
+
+        if (!m->tables[s])
+            continue;
+        for (size_t r = 0; r < set->n_rows; r++) {
+            const struct tds_bytes *v = &set->vals[r * set->n_cols];
+            json_t *row;
+
+            if (m->rec_of[s][r] != rec)
+                continue;
+            *family = tds_bmsg_family(m->tables[s]);
+            *zoho_id = v[1].p;
+            if ((set->kind == TDS_ROWS_DETAIL || set->kind == TDS_ROWS_LIST) && v[3].p && !out) {
+                out = tds_copytext_sanitize(v[3].p, v[3].n, 0);
+                continue;
+            }
+            if (!doc)
+                doc = json_array();
+            row = json_object();
+            if (!doc || !row) {
+                json_decref(row);
+                continue;
+            }
+            json_object_set_new(row, "table", json_string(set->table));
+            for (size_t c = 0; c < set->n_cols; c++) {
+                char *txt = v[c].p ? tds_copytext_sanitize(v[c].p, v[c].n, 0) : NULL;
+
+                json_object_set_new(row, set->cols[c], txt ? json_string(txt) : json_null());
+                free(txt);
+            }
+            json_array_append_new(doc, row);
+        }
+    }
+    if (!out && doc)
+        out = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    return out;
+}
+
+int tds_bmsg_reject_record(struct tds_bmsg *m, uint32_t rec, const char *reason)
+{
+    const struct tds_msg_rows *rows = &m->msg.u.rows;
+    const char *zoho_id = NULL, *family = NULL;
+    char *raw = record_raw(m, rec, &zoho_id, &family);
+
+    for (size_t s = 0; s < rows->n_sets; s++) {
+        if (!m->tables[s])
+            continue;
+        for (size_t r = 0; r < rows->sets[s].n_rows; r++) {
+            if (m->rec_of[s][r] != rec)
+                continue;
+            if (!m->skip[s]) {
+                m->skip[s] = calloc(rows->sets[s].n_rows, 1);
+                if (!m->skip[s]) {
+                    free(raw);
+                    return -ENOMEM;
+                }
+            }
+            m->skip[s][r] = 1;
+        }
+    }
+    return add_reject(m, family, zoho_id, reason, raw);
+}
+
+int tds_bmsg_live_records(const struct tds_bmsg *m, uint32_t **out, size_t *n)
+{
+    const struct tds_msg_rows *rows = &m->msg.u.rows;
+    uint8_t *live = calloc(m->n_recs ? m->n_recs : 1, 1);
+    uint32_t *list;
+    size_t k = 0;
+
+    if (!live)
+        return -ENOMEM;
+    for (size_t s = 0; s < rows->n_sets; s++)
+        for (size_t r = 0; m->tables[s] && r < rows->sets[s].n_rows; r++)
+            if (!m->skip[s] || !m->skip[s][r])
+                live[m->rec_of[s][r]] = 1;
+    list = malloc((m->n_recs ? m->n_recs : 1) * sizeof(*list));
+    if (!list) {
+        free(live);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < m->n_recs; i++)
+        if (live[i])
+            list[k++] = (uint32_t)i;
+    free(live);
+    *out = list;
+    *n = k;
+    return 0;
+}
+
+int tds_bmsg_reject_all(struct tds_bmsg *m, const char *reason)
+{
+    uint32_t *recs;
+    size_t n;
+    int rc = tds_bmsg_live_records(m, &recs, &n);
+
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = tds_bmsg_reject_record(m, recs[i], reason);
+    if (rc == 0 && n == 0 && m->msg.type == TDS_MSG_ROWS)
+        rc = add_reject(m, m->msg.u.rows.entity, NULL, reason, NULL);
+    free(recs);
+    return rc;
+}
+
+int64_t tds_bmsg_records_written(const struct tds_bmsg *m)
+{
+    const struct tds_msg_rows *rows = &m->msg.u.rows;
+    int64_t n = 0;
+
+    if (m->msg.type != TDS_MSG_ROWS)
+        return 0;
+    for (size_t s = 0; s < rows->n_sets; s++) {
+        if (!m->tables[s] || rows->sets[s].kind == TDS_ROWS_CHILD)
+            continue;
+        for (size_t r = 0; r < rows->sets[s].n_rows; r++)
+            n += (!m->skip[s] || !m->skip[s][r]);
+    }
+    return n;
+}

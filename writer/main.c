@@ -1,0 +1,600 @@
+/* tds-writer — the only stage that writes PostgreSQL.
+ *
+ * Wires the modules together: configuration, the PULL socket for rows, the
+ * PUB socket for acks, the admin server, and the loop. The loop reads what
+ * has arrived (up to TDS_WRITER_BATCH_MAX_ROWS), writes it in one transaction
+ * and goes back to the socket: whatever arrived while a transaction was
+ * committing is the next batch (group commit, no timed wait). While the
+ * database is unreachable it stops reading, keeps its batch and retries with
+ * backoff (100 ms doubling to 5 s); /readyz says not ready meanwhile.
+ * Subcommands: `migrate` and `status`.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "admin.h"
+#include "apply.h"
+#include "bus.h"
+#include "config.h"
+#include "events.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "migrate.h"
+#include "msg.h"
+#include "pg.h"
+#include "prune.h"
+#include "status.h"
+#include "util.h"
+#include "writer.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+struct settings {
+    char *log_level;
+    char *admin_listen;
+    char *instance;
+    char *events_bind;
+    char *database_url;
+    char *writer_bind;
+    char *ack_bind;
+    int64_t batch_max_rows;
+    int64_t hwm;
+    int64_t retain_webhook_events_days;
+    int64_t retain_rejected_days;
+    int64_t retain_runs_days;
+    int64_t retain_alerts_days;
+    int64_t prune_interval_s;
+};
+
+#define OFF(f) offsetof(struct settings, f)
+static const struct tds_config_entry config_table[] = {
+    {"TDS_LOG_LEVEL", TDS_CFG_STR, "info", 0, 0, 0, OFF(log_level),
+     "log threshold: debug, info, warn or error"},
+    {"TDS_ADMIN_LISTEN", TDS_CFG_STR, "0.0.0.0:9104", 0, 0, 0, OFF(admin_listen),
+     "admin HTTP server (/healthz /readyz /metrics /status), host:port"},
+    {"TDS_INSTANCE", TDS_CFG_STR, NULL, 0, 0, 0, OFF(instance),
+     "name of this instance in logs and events (default: host name)"},
+    {"TDS_EVENTS_BIND", TDS_CFG_STR, "", 0, 0, 0, OFF(events_bind),
+     "PUB socket for tds.zoho.* events, empty = off"},
+    {"TDS_DATABASE_URL", TDS_CFG_STR, NULL, TDS_CFG_REQUIRED | TDS_CFG_SECRET, 0, 0,
+     OFF(database_url), "PostgreSQL connection (URL or conninfo; inline, env:NAME or file:/path)"},
+    {"TDS_WRITER_BIND", TDS_CFG_STR, "tcp://*:5558", 0, 0, 0, OFF(writer_bind),
+     "PULL socket where processors send rows"},
+    {"TDS_ACK_BIND", TDS_CFG_STR, "tcp://*:5559", 0, 0, 0, OFF(ack_bind),
+     "PUB socket for acks after commit (topic = origin)"},
+    {"TDS_WRITER_BATCH_MAX_ROWS", TDS_CFG_INT, "20000", 0, 1, 1000000, OFF(batch_max_rows),
+     "most rows written in one transaction"},
+    {"TDS_WRITER_HWM", TDS_CFG_INT, "1000", 0, 1, 1000000, OFF(hwm),
+     "ZeroMQ high-water mark of the rows socket (messages)"},
+    {"TDS_WRITER_RETAIN_WEBHOOK_EVENTS_DAYS", TDS_CFG_INT, "7", 0, 1, 36500,
+     OFF(retain_webhook_events_days), "days tds.webhook_events are kept (dedupe horizon)"},
+    {"TDS_WRITER_RETAIN_REJECTED_DAYS", TDS_CFG_INT, "30", 0, 1, 36500, OFF(retain_rejected_days),
+     "days tds.rejected rows are kept"},
+    {"TDS_WRITER_RETAIN_RUNS_DAYS", TDS_CFG_INT, "90", 0, 1, 36500, OFF(retain_runs_days),
+     "days finished tds.sync_runs are kept"},
+    {"TDS_WRITER_RETAIN_ALERTS_DAYS", TDS_CFG_INT, "90", 0, 1, 36500, OFF(retain_alerts_days),
+     "days resolved tds.alerts are kept"},
+    {"TDS_WRITER_PRUNE_INTERVAL_S", TDS_CFG_INT, "600", 0, 1, 86400, OFF(prune_interval_s),
+     "seconds between pruning passes"},
+};
+#define N_CONFIG (sizeof(config_table) / sizeof(config_table[0]))
+
+struct app {
+    struct settings cfg;
+    struct tds_loop *loop;
+    struct tds_bus *bus;
+    struct tds_bus_sock *pull, *pub;
+    struct tds_metrics *metrics;
+    struct tds_admin *admin;
+    struct tds_events *events;
+    struct tds_apply *db;
+    struct tds_writer *writer;
+    bool migrated, reading, draining, waiting;
+    int64_t backoff_ms;
+    int64_t retry_timer;
+    int exit_code;
+    struct tds_series *m_db_up, *m_reconnects, *m_oversize;
+    struct tds_log_limit db_limit, frame_limit;
+    /* read by the admin thread */
+    atomic_int st_db_up;
+    atomic_size_t st_pending;
+    atomic_ulong st_batches, st_rows, st_rejects, st_acks, st_messages;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: tds-writer [OPTION]... [COMMAND]\n"
+            "Write rows from the processors into PostgreSQL and ack them after commit.\n\n"
+            "Commands:\n"
+            "  (none)     run the writer\n"
+            "  migrate    apply pending database migrations and exit\n"
+            "  status     print a summary of the database for operators and exit\n\n"
+            "Options:\n"
+            "  -h, --help          show this help\n"
+            "  -V, --version       show the version\n"
+            "      --print-config  print the effective configuration (secrets masked)\n\n"
+            "Environment:\n");
+    for (size_t i = 0; i < N_CONFIG; i++)
+        fprintf(f, "  %-40s %s%s%s%s\n", config_table[i].env, config_table[i].help,
+                config_table[i].def && config_table[i].def[0] ? " (default " : "",
+                config_table[i].def && config_table[i].def[0] ? config_table[i].def : "",
+                config_table[i].def && config_table[i].def[0] ? ")" : "");
+}
+
+/* ---- acks ---- */
+
+static void send_ack(void *ud, const char *origin, char *const *ids, size_t n_ids,
+                     int64_t written, int64_t rejected)
+{
+    struct app *app = ud;
+    struct tds_msg m;
+    int rc;
+
+    memset(&m, 0, sizeof(m));
+    m.type = TDS_MSG_ACK;
+    m.v = TDS_MSG_VERSION;
+    m.id = tds_uid("ack");
+    if (!m.id)
+        return;
+    m.u.ack.origin = (char *)origin;
+    m.u.ack.ids = (char **)ids;
+    m.u.ack.n_ids = n_ids;
+    m.u.ack.rows_written = written;
+    m.u.ack.rows_rejected = rejected;
+    rc = tds_bus_send_msg(app->pub, &m, ZMQ_DONTWAIT);
+    if (rc != 0)
+        tds_log_limited(&app->frame_limit, TDS_LOG_WARN, NULL,
+                        "could not publish ack to %s: %s, upstream will resend", origin,
+                        rc < 0 ? strerror(-rc) : tds_msg_strerror(rc));
+    free(m.id);
+}
+
+/* ---- state ---- */
+
+static void publish_stats(struct app *app)
+{
+    struct tds_writer_stats st;
+
+    tds_writer_stats(app->writer, &st);
+    atomic_store(&app->st_pending, tds_writer_pending(app->writer));
+    atomic_store(&app->st_batches, st.batches);
+    atomic_store(&app->st_rows, st.rows_written);
+    atomic_store(&app->st_rejects, st.rejects);
+    atomic_store(&app->st_acks, st.acks);
+    atomic_store(&app->st_messages, st.messages);
+}
+
+static void set_reading(struct app *app, bool on)
+{
+    if (app->reading == on)
+        return;
+    app->reading = on;
+    tds_loop_set_events(app->loop, tds_bus_sock_raw(app->pull), -1, on ? ZMQ_POLLIN : 0);
+}
+
+static void set_db_up(struct app *app, bool up, const char *why)
+{
+    atomic_store(&app->st_db_up, up);
+    if (app->m_db_up)
+        tds_series_set(app->m_db_up, up ? 1 : 0);
+    tds_admin_set_ready(app->admin, up, why);
+}
+
+static void on_retry(struct tds_loop *loop, void *ud);
+
+static void schedule_retry(struct app *app)
+{
+    int64_t wait = app->backoff_ms;
+
+    app->backoff_ms = wait * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : wait * 2;
+    app->waiting = true;
+    app->retry_timer = tds_loop_timer_add(app->loop, wait, 0, on_retry, app);
+}
+
+static void flush(struct app *app)
+{
+    int rc = tds_writer_flush(app->writer);
+
+    publish_stats(app);
+    if (rc == -ENOMEM) {
+        tds_error("out of memory while writing a batch, retrying in %lld ms",
+                  (long long)app->backoff_ms);
+        set_reading(app, false);
+        schedule_retry(app);
+        return;
+    }
+    if (rc == TDS_WRITER_E_DB) {
+        bool up = tds_apply_connected(app->db);
+
+        tds_log_limited(&app->db_limit, TDS_LOG_WARN, NULL,
+                        "could not write batch of %zu messages: %s, retrying in %lld ms",
+                        tds_writer_pending(app->writer), tds_writer_last_error(app->writer),
+                        (long long)app->backoff_ms);
+        if (!up)
+            set_db_up(app, false, "database unreachable");
+        set_reading(app, false);
+        schedule_retry(app);
+        return;
+    }
+    app->backoff_ms = BACKOFF_MIN_MS;
+    if (app->draining) {
+        tds_loop_stop(app->loop);
+        return;
+    }
+    set_reading(app, true);
+}
+
+static int migrate_once(struct app *app, char *err, size_t errlen)
+{
+    PGconn *c = tds_pg_connect(app->cfg.database_url, "tds-writer", err, errlen);
+    int applied = 0, rc;
+
+    if (!c)
+        return TDS_APPLY_E_CONN;
+    tds_apply_quiet(c);
+    rc = tds_migrate_run(c, &applied, err, errlen);
+    if (rc == 0) {
+        if (applied)
+            tds_info("applied %d database migrations", applied);
+        rc = tds_migrate_verify(c, err, errlen);
+        if (rc == TDS_E_INVALID)
+            rc = -EINVAL;
+    }
+    PQfinish(c);
+    return rc;
+}
+
+static void on_retry(struct tds_loop *loop, void *ud)
+{
+    struct app *app = ud;
+    char err[1024] = "";
+    int rc;
+
+    (void)loop;
+    app->waiting = false;
+    if (!app->migrated) {
+        rc = migrate_once(app, err, sizeof(err));
+        if (rc == TDS_APPLY_E_CONN) {
+            tds_log_limited(&app->db_limit, TDS_LOG_WARN, NULL,
+                            "%s, retrying in %lld ms", err,
+                            (long long)app->backoff_ms);
+            set_db_up(app, false, "database unreachable");
+            schedule_retry(app);
+            return;
+        }
+        if (rc != 0) {
+            /* A schema that does not match the registry, or a migration the
+             * database refuses: retrying cannot help. */
+            fprintf(stderr, "tds-writer: %s\n", err);
+            tds_error("refusing to run: %s", err);
+            app->exit_code = 1;
+            tds_loop_stop(app->loop);
+            return;
+        }
+        app->migrated = true;
+    }
+    if (!tds_apply_connected(app->db)) {
+        rc = tds_apply_connect(app->db, err, sizeof(err));
+        if (rc != 0) {
+            tds_log_limited(&app->db_limit, TDS_LOG_WARN, NULL,
+                            "%s, retrying in %lld ms", err,
+                            (long long)app->backoff_ms);
+            set_db_up(app, false, "database unreachable");
+            schedule_retry(app);
+            return;
+        }
+        if (app->m_reconnects && atomic_load(&app->st_batches) + tds_writer_pending(app->writer) > 0)
+            tds_series_inc(app->m_reconnects, 1);
+        tds_info("connected to database");
+    }
+    set_db_up(app, true, NULL);
+    flush(app);
+}
+
+static void on_rows(struct tds_loop *loop, short revents, void *ud)
+{
+    struct app *app = ud;
+
+    (void)loop;
+    (void)revents;
+    if (app->waiting || app->draining) {
+        set_reading(app, false);
+        return;
+    }
+    while (!tds_writer_full(app->writer)) {
+        char *buf = NULL;
+        size_t len = 0;
+        int more = 0;
+        int rc = tds_bus_recv(app->pull, &buf, &len, TDS_MSG_MAX_FRAME, ZMQ_DONTWAIT, &more);
+
+        if (rc == -EAGAIN)
+            break;
+        if (rc == TDS_E_TOO_LARGE) {
+            if (app->m_oversize)
+                tds_series_inc(app->m_oversize, 1);
+            tds_log_limited(&app->frame_limit, TDS_LOG_WARN, NULL,
+                            "rows message over %u bytes, skipping", TDS_MSG_MAX_FRAME);
+        } else if (rc != 0) {
+            tds_log_limited(&app->frame_limit, TDS_LOG_WARN, NULL,
+                            "could not receive rows: %s", strerror(rc < 0 ? -rc : EIO));
+            break;
+        } else if (tds_writer_take(app->writer, buf, len) != 0) {
+            free(buf);
+            tds_error("out of memory taking a rows message, upstream will resend it");
+            break;
+        }
+        free(buf);
+        /* A rows message is one frame; drop stray extra parts. */
+        while (more) {
+            buf = NULL;
+            if (tds_bus_recv(app->pull, &buf, &len, TDS_MSG_MAX_FRAME, ZMQ_DONTWAIT, &more) != 0)
+                more = 0;
+            free(buf);
+        }
+    }
+    if (tds_writer_pending(app->writer) > 0)
+        flush(app);
+}
+
+static void on_prune(struct tds_loop *loop, void *ud)
+{
+    struct app *app = ud;
+    struct tds_prune_cfg pc = {
+        app->cfg.retain_webhook_events_days, app->cfg.retain_rejected_days,
+        app->cfg.retain_runs_days, app->cfg.retain_alerts_days, 1000, 20,
+    };
+    char err[512];
+    int64_t deleted = 0;
+    PGconn *c;
+
+    (void)loop;
+    if (app->waiting || app->draining || tds_writer_pending(app->writer) > 0 ||
+        !(c = tds_apply_conn(app->db)) || !tds_apply_connected(app->db))
+        return;
+    if (tds_prune_run(c, &pc, &deleted, err, sizeof(err)) != 0)
+        tds_log_limited(&app->db_limit, TDS_LOG_WARN, NULL, "%s, skipping", err);
+    else if (deleted > 0)
+        tds_info("pruned %lld old rows from tds tables", (long long)deleted);
+}
+
+static void on_drain(struct tds_loop *loop, void *ud)
+{
+    struct app *app = ud;
+
+    app->draining = true;
+    set_reading(app, false);
+    if (tds_writer_pending(app->writer) == 0) {
+        tds_loop_stop(loop);
+        return;
+    }
+    tds_info("finishing the current batch of %zu messages before exit",
+             tds_writer_pending(app->writer));
+}
+
+static char *status_json(void *ud)
+{
+    struct app *app = ud;
+    size_t cap = 512;
+    char *s = malloc(cap);
+
+    if (!s)
+        return NULL;
+    snprintf(s, cap,
+             "{\"stage\":\"writer\",\"database\":\"%s\",\"pending_messages\":%zu,"
+             "\"messages\":%lu,\"batches\":%lu,\"rows_written\":%lu,\"rejects\":%lu,"
+             "\"acks\":%lu}",
+             atomic_load(&app->st_db_up) ? "up" : "down", atomic_load(&app->st_pending),
+             atomic_load(&app->st_messages), atomic_load(&app->st_batches),
+             atomic_load(&app->st_rows), atomic_load(&app->st_rejects),
+             atomic_load(&app->st_acks));
+    return s;
+}
+
+/* ---- commands ---- */
+
+static int cmd_migrate(struct app *app)
+{
+    char err[1024];
+    int rc = migrate_once(app, err, sizeof(err));
+
+    if (rc != 0) {
+        fprintf(stderr, "tds-writer: %s\n", err);
+        return 1;
+    }
+    printf("database schema is up to date (version %d)\n",
+           tds_migrations[tds_migrations_count - 1].version);
+    return 0;
+}
+
+static int cmd_status(struct app *app)
+{
+    char err[1024];
+    PGconn *c = tds_pg_connect(app->cfg.database_url, "tds-writer status", err, sizeof(err));
+    int rc;
+
+    if (!c) {
+        fprintf(stderr, "tds-writer: %s\n", err);
+        return 1;
+    }
+    tds_apply_quiet(c);
+    rc = tds_status_print(c, stdout, err, sizeof(err));
+    PQfinish(c);
+    if (rc != 0) {
+        fprintf(stderr, "tds-writer: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
+static int run(struct app *app)
+{
+    struct tds_bus_opts opts = {(int)app->cfg.hwm, 1000, 100};
+    int rc;
+
+    if ((rc = tds_loop_new(&app->loop)) != 0 || (rc = tds_metrics_new(&app->metrics)) != 0 ||
+        (rc = tds_bus_new(&app->bus)) != 0) {
+        fprintf(stderr, "tds-writer: could not start: %s\n", strerror(rc < 0 ? -rc : EINVAL));
+        return 1;
+    }
+    app->m_db_up = tds_metrics_get(app->metrics, TDS_GAUGE, "tds_writer_db_up",
+                                   "1 while the database is reachable", "", NULL, 0);
+    app->m_reconnects = tds_metrics_get(app->metrics, TDS_COUNTER, "tds_writer_reconnects_total",
+                                        "Database reconnections after a lost connection", "",
+                                        NULL, 0);
+    app->m_oversize = tds_metrics_get(app->metrics, TDS_COUNTER, "tds_writer_oversize_frames_total",
+                                      "Rows frames over the size limit, skipped", "", NULL, 0);
+    if ((rc = tds_bus_sock_new(app->bus, ZMQ_PULL, &opts, &app->pull)) != 0 ||
+        (rc = tds_bus_bind(app->pull, app->cfg.writer_bind)) != 0) {
+        fprintf(stderr, "tds-writer: could not bind TDS_WRITER_BIND '%s': %s\n",
+                app->cfg.writer_bind, zmq_strerror(rc < 0 ? -rc : EINVAL));
+        return 1;
+    }
+    if ((rc = tds_bus_sock_new(app->bus, ZMQ_PUB, &opts, &app->pub)) != 0 ||
+        (rc = tds_bus_bind(app->pub, app->cfg.ack_bind)) != 0) {
+        fprintf(stderr, "tds-writer: could not bind TDS_ACK_BIND '%s': %s\n", app->cfg.ack_bind,
+                zmq_strerror(rc < 0 ? -rc : EINVAL));
+        return 1;
+    }
+    if ((rc = tds_events_new(&app->events, app->bus, "writer", app->cfg.events_bind)) != 0) {
+        fprintf(stderr, "tds-writer: could not bind TDS_EVENTS_BIND '%s'\n", app->cfg.events_bind);
+        return 1;
+    }
+    if ((rc = tds_apply_new(&app->db, app->cfg.database_url)) != 0 ||
+        (rc = tds_writer_new(&app->writer, app->db, app->metrics, app->events,
+                             (size_t)app->cfg.batch_max_rows, send_ack, app)) != 0) {
+        fprintf(stderr, "tds-writer: out of memory\n");
+        return 1;
+    }
+    if ((rc = tds_admin_new(&app->admin, app->cfg.admin_listen, app->metrics, app->loop)) != 0) {
+        fprintf(stderr, "tds-writer: invalid TDS_ADMIN_LISTEN: '%s'\n", app->cfg.admin_listen);
+        return 2;
+    }
+    tds_admin_set_status_cb(app->admin, status_json, app);
+    tds_admin_set_ready(app->admin, false, "connecting to database");
+    if ((rc = tds_admin_start(app->admin)) != 0) {
+        fprintf(stderr, "tds-writer: could not start admin server on '%s': %s\n",
+                app->cfg.admin_listen, strerror(rc < 0 ? -rc : EINVAL));
+        return 1;
+    }
+    tds_series_set(app->m_db_up, 0);
+    app->reading = true;
+    tds_loop_add_zsock(app->loop, tds_bus_sock_raw(app->pull), ZMQ_POLLIN, on_rows, app);
+    set_reading(app, false);
+    tds_loop_on_drain(app->loop, on_drain, app);
+    app->backoff_ms = BACKOFF_MIN_MS;
+    app->waiting = true;
+    tds_loop_timer_add(app->loop, 0, 0, on_retry, app);
+    tds_loop_timer_add(app->loop, app->cfg.prune_interval_s * 1000, app->cfg.prune_interval_s * 1000,
+                       on_prune, app);
+    tds_info("writer started: rows on %s, acks on %s, at most %lld rows per batch",
+             app->cfg.writer_bind, app->cfg.ack_bind, (long long)app->cfg.batch_max_rows);
+    rc = tds_loop_run(app->loop);
+    if (rc != 0 && app->exit_code == 0)
+        app->exit_code = 1;
+    if (tds_writer_pending(app->writer) > 0)
+        tds_warn("exiting with %zu uncommitted messages; upstream will resend them",
+                 tds_writer_pending(app->writer));
+    tds_info("writer stopped");
+    return app->exit_code;
+}
+
+static void app_free(struct app *app)
+{
+    /* The admin thread reads app state: stop it first. */
+    app->admin = tds_admin_free(app->admin);
+    app->writer = tds_writer_free(app->writer);
+    app->db = tds_apply_free(app->db);
+    app->events = tds_events_free(app->events);
+    app->pull = tds_bus_sock_free(app->pull);
+    app->pub = tds_bus_sock_free(app->pub);
+    app->bus = tds_bus_free(app->bus);
+    app->metrics = tds_metrics_free(app->metrics);
+    app->loop = tds_loop_free(app->loop);
+    tds_config_free(config_table, N_CONFIG, &app->cfg);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"print-config", no_argument, NULL, 'p'},
+        {NULL, 0, NULL, 0},
+    };
+    static struct app app;
+    bool print_config = false;
+    enum tds_log_level level;
+    const char *cmd = NULL;
+    char err[512];
+    int c, rc;
+
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+hV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("tds-writer %s\n", TDS_VERSION);
+            return 0;
+        case 'p':
+            print_config = true;
+            break;
+        default:
+            fprintf(stderr, "tds-writer: unknown option '%s' (see --help)\n", argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind < argc)
+        cmd = argv[optind++];
+    if (optind < argc) {
+        fprintf(stderr, "tds-writer: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (cmd && strcmp(cmd, "migrate") != 0 && strcmp(cmd, "status") != 0 &&
+        strcmp(cmd, "run") != 0) {
+        fprintf(stderr, "tds-writer: unknown command '%s' (see --help)\n", cmd);
+        return 2;
+    }
+    if (tds_config_load(config_table, N_CONFIG, &app.cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tds-writer: %s\n", err);
+        tds_config_free(config_table, N_CONFIG, &app.cfg);
+        return 2;
+    }
+    if (tds_log_level_parse(app.cfg.log_level, &level) != 0) {
+        fprintf(stderr, "tds-writer: invalid TDS_LOG_LEVEL: '%s'\n", app.cfg.log_level);
+        tds_config_free(config_table, N_CONFIG, &app.cfg);
+        return 2;
+    }
+    if (!app.cfg.instance || !app.cfg.instance[0]) {
+        char host[256] = "writer";
+
+        gethostname(host, sizeof(host) - 1);
+        free(app.cfg.instance);
+        app.cfg.instance = strdup(host);
+    }
+    if (print_config) {
+        tds_config_print(config_table, N_CONFIG, &app.cfg, stdout);
+        tds_config_free(config_table, N_CONFIG, &app.cfg);
+        return 0;
+    }
+    tds_log_init("writer", level);
+    if (cmd && strcmp(cmd, "migrate") == 0)
+        rc = cmd_migrate(&app);
+    else if (cmd && strcmp(cmd, "status") == 0)
+        rc = cmd_status(&app);
+    else
+        rc = run(&app);
+    app_free(&app);
+    return rc;
+}

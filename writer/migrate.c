@@ -1,0 +1,172 @@
+/* migrate — embedded migrations and the registry check.
+ *
+ * The advisory lock key is fixed ("tds-migr" in ASCII) so that every writer
+ * version agrees on it. tds.schema_migrations is created by this file before
+ * the first migration because the runner needs it to know what is applied;
+ * migration 001 declares it too (IF NOT EXISTS) so the SQL alone is complete.
+ */
+#include "migrate.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apply.h"
+#include "entities.h"
+#include "sqlgen.h"
+#include "util.h"
+
+#define LOCK_KEY "7310593858020348530"
+
+static int run(PGconn *c, const char *sql, int np, const char *const *vals, PGresult **out,
+               char *err, size_t errlen, const char *what)
+{
+    PGresult *r = PQexecParams(c, sql, np, NULL, vals, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    int code;
+
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        if (out)
+            *out = r;
+        else
+            PQclear(r);
+        return 0;
+    }
+    code = tds_apply_classify(c, r);
+    snprintf(err, errlen, "%s: %s", what, PQresultErrorMessage(r));
+    for (char *p = err; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    PQclear(r);
+    return code;
+}
+
+static int simple(PGconn *c, const char *sql, char *err, size_t errlen, const char *what)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int code;
+
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        PQclear(r);
+        return 0;
+    }
+    code = tds_apply_classify(c, r);
+    snprintf(err, errlen, "%s: %s", what, PQresultErrorMessage(r));
+    for (char *p = err; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    PQclear(r);
+    return code;
+}
+
+int tds_migrate_run(PGconn *c, int *applied, char *err, size_t errlen)
+{
+    int rc;
+
+    *applied = 0;
+    if ((rc = simple(c, "SELECT pg_advisory_lock(" LOCK_KEY ")", err, errlen,
+                     "could not take the migration lock")) != 0)
+        return rc;
+    rc = simple(c, "CREATE SCHEMA IF NOT EXISTS tds; "
+                   "CREATE TABLE IF NOT EXISTS tds.schema_migrations (version integer PRIMARY KEY, "
+                   "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+                err, errlen, "could not create tds.schema_migrations");
+    for (size_t i = 0; rc == 0 && i < tds_migrations_count; i++) {
+        const struct tds_migration *m = &tds_migrations[i];
+        char ver[16], what[128];
+        const char *vals[2] = {ver, m->name};
+        PGresult *r = NULL;
+        bool done;
+
+        snprintf(ver, sizeof(ver), "%d", m->version);
+        rc = run(c, "SELECT 1 FROM tds.schema_migrations WHERE version = $1", 1, vals, &r, err,
+                 errlen, "could not read tds.schema_migrations");
+        if (rc != 0)
+            break;
+        done = PQntuples(r) > 0;
+        PQclear(r);
+        if (done)
+            continue;
+        snprintf(what, sizeof(what), "migration %03d_%s failed", m->version, m->name);
+        if ((rc = simple(c, "BEGIN", err, errlen, what)) != 0)
+            break;
+        rc = simple(c, m->sql, err, errlen, what);
+        if (rc == 0)
+            rc = run(c, "INSERT INTO tds.schema_migrations (version, name) VALUES ($1, $2)", 2,
+                     vals, NULL, err, errlen, what);
+        if (rc == 0)
+            rc = simple(c, "COMMIT", err, errlen, what);
+        if (rc != 0) {
+            char ignore[8];
+
+            simple(c, "ROLLBACK", ignore, sizeof(ignore), "rollback");
+            break;
+        }
+        (*applied)++;
+    }
+    {
+        char ignore[8];
+
+        simple(c, "SELECT pg_advisory_unlock(" LOCK_KEY ")", ignore, sizeof(ignore), "unlock");
+    }
+    return rc;
+}
+
+static const char *udt_of(enum tds_coltype t)
+{
+    switch (t) {
+    case TDS_T_TEXT: return "text";
+    case TDS_T_NUMERIC: return "numeric";
+    case TDS_T_INT: return "int4";
+    case TDS_T_BOOL: return "bool";
+    case TDS_T_TIMESTAMPTZ: return "timestamptz";
+    case TDS_T_DATE: return "date";
+    case TDS_T_JSONB: return "jsonb";
+    }
+    return "text";
+}
+
+static int check_col(PGresult *r, const struct tds_table *t, const char *col, char *err,
+                     size_t errlen)
+{
+    enum tds_coltype ty = TDS_T_TEXT;
+
+    tds_sqlgen_coltype(t, col, &ty);
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (strcmp(PQgetvalue(r, i, 0), t->name) != 0 || strcmp(PQgetvalue(r, i, 1), col) != 0)
+            continue;
+        if (strcmp(PQgetvalue(r, i, 2), udt_of(ty)) == 0)
+            return 0;
+        snprintf(err, errlen, "column zoho.%s.%s is %s in the database, the registry says %s",
+                 t->name, col, PQgetvalue(r, i, 2), tds_coltype_sql(ty));
+        return TDS_E_INVALID;
+    }
+    snprintf(err, errlen, "column zoho.%s.%s is missing from the database", t->name, col);
+    return TDS_E_INVALID;
+}
+
+int tds_migrate_verify(PGconn *c, char *err, size_t errlen)
+{
+    static const char *const managed[] = {"org_id", "modified_time", "synced_at", "deleted_at",
+                                          "raw", "content_hash", "is_detail"};
+    PGresult *r = NULL;
+    int rc = run(c, "SELECT table_name::text, column_name::text, udt_name::text "
+                    "FROM information_schema.columns WHERE table_schema = 'zoho'",
+                 0, NULL, &r, err, errlen, "could not read the zoho schema");
+
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; rc == 0 && i < tds_table_count(); i++) {
+        const struct tds_table *t = tds_table_at(i);
+
+        rc = check_col(r, t, t->id_column, err, errlen);
+        for (size_t k = 0; rc == 0 && k < (t->parent ? 1 : TDS_ARRAY_SIZE(managed)); k++)
+            rc = check_col(r, t, managed[k], err, errlen);
+        for (size_t k = 0; rc == 0 && k < t->n_cols; k++)
+            rc = check_col(r, t, t->cols[k].name, err, errlen);
+    }
+    PQclear(r);
+    return rc;
+}

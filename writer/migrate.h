@@ -1,0 +1,32 @@
+/* migrate — the numbered SQL migrations in writer/migrations/, embedded in
+ * the binary at build time, and the check of the database against the entity
+ * registry.
+ *
+ * Owns tds.schema_migrations. Each pending migration runs in its own
+ * transaction under a session advisory lock, so several writers starting at
+ * once apply each migration exactly once. Never changes zoho.* data.
+ */
+#ifndef TDS_MIGRATE_H
+#define TDS_MIGRATE_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+struct tds_migration {
+    int version;
+    const char *name;
+    const char *sql;
+};
+
+extern const struct tds_migration tds_migrations[];
+extern const size_t tds_migrations_count;
+
+/* Apply pending migrations. *applied = how many ran now (0 when up to date).
+ * Returns 0, or a TDS_APPLY_E_* code with one line in err. */
+int tds_migrate_run(PGconn *c, int *applied, char *err, size_t errlen);
+
+/* Check that every registry table and column exists with the right type.
+ * Returns 0, or TDS_E_INVALID (mismatch) / TDS_APPLY_E_* with one line in err. */
+int tds_migrate_verify(PGconn *c, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,257 @@
+/* sqlgen — the writer's SQL, generated from the entity registry.
+ *
+ * The guard is the heart of idempotence: an upsert writes a row iff no row
+ * exists, or the new modified_time is newer, or the times are equal and the
+ * content hash differs and (the new row is detail or the stored one is not).
+ * A soft-deleted row is revived only by a strictly newer version, so a late
+ * copy of the last version before the delete cannot undo it.
+ *
+ * Staging tables carry two bookkeeping columns: _m (index of the message in
+ * the batch) and _r (row index within its set). _m ties child rows to the
+ * exact parent version that won, so a parent sent twice in one batch gets the
+ * children of the version that was written.
+ */
+#include "sqlgen.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct tds_column top_managed[] = {
+    {"modified_time", TDS_T_TIMESTAMPTZ}, {"synced_at", TDS_T_TIMESTAMPTZ},
+    {"deleted_at", TDS_T_TIMESTAMPTZ},    {"raw", TDS_T_JSONB},
+    {"content_hash", TDS_T_TEXT},         {"is_detail", TDS_T_BOOL},
+};
+
+/* The columns a DETAIL/LIST set starts with, in order (msg.h). */
+static const char *const head_cols[] = {"modified_time", "raw", "content_hash", "is_detail"};
+
+#define NEWER "(EXCLUDED.modified_time > t.modified_time OR " \
+              "(t.modified_time IS NULL AND EXCLUDED.modified_time IS NOT NULL))"
+
+int tds_sqlgen_coltype(const struct tds_table *t, const char *col, enum tds_coltype *out)
+{
+    if (strcmp(col, "org_id") == 0 || strcmp(col, t->id_column) == 0) {
+        *out = TDS_T_TEXT;
+        return 0;
+    }
+    if (!t->parent) {
+        for (size_t i = 0; i < TDS_ARRAY_SIZE(top_managed); i++)
+            if (strcmp(col, top_managed[i].name) == 0) {
+                *out = top_managed[i].type;
+                return 0;
+            }
+    }
+    for (size_t i = 0; i < t->n_cols; i++)
+        if (strcmp(col, t->cols[i].name) == 0) {
+            *out = t->cols[i].type;
+            return 0;
+        }
+    return TDS_E_NOTFOUND;
+}
+
+static bool is_own_col(const struct tds_table *t, const char *col)
+{
+    for (size_t i = 0; i < t->n_cols; i++)
+        if (strcmp(col, t->cols[i].name) == 0)
+            return true;
+    return false;
+}
+
+int tds_sqlgen_check(const struct tds_table *t, enum tds_rowset_kind kind, char *const *cols,
+                     size_t n_cols, char *err, size_t errlen)
+{
+    size_t first_own;
+
+#define BAD(...) do { snprintf(err, errlen, __VA_ARGS__); return TDS_E_INVALID; } while (0)
+    if (kind == TDS_ROWS_CHILD && !t->parent)
+        BAD("child rows for top-level table %s", t->name);
+    if (kind != TDS_ROWS_CHILD && t->parent)
+        BAD("%s rows for child table %s", kind == TDS_ROWS_DELETE ? "delete" : "top-level",
+            t->name);
+    if (n_cols < 2 || strcmp(cols[0], "org_id") != 0 || strcmp(cols[1], t->id_column) != 0)
+        BAD("columns of %s must start with org_id, %s", t->name, t->id_column);
+    switch (kind) {
+    case TDS_ROWS_DELETE:
+        if (n_cols > 3 || (n_cols == 3 && strcmp(cols[2], "modified_time") != 0))
+            BAD("delete rows of %s take org_id, %s and optionally modified_time", t->name,
+                t->id_column);
+        return 0;
+    case TDS_ROWS_DETAIL:
+    case TDS_ROWS_LIST:
+        if (n_cols < 2 + TDS_ARRAY_SIZE(head_cols))
+            BAD("rows of %s lack the managed columns", t->name);
+        for (size_t i = 0; i < TDS_ARRAY_SIZE(head_cols); i++)
+            if (strcmp(cols[2 + i], head_cols[i]) != 0)
+                BAD("column %zu of %s rows must be %s, not %s", 3 + i, t->name, head_cols[i],
+                    cols[2 + i]);
+        first_own = 2 + TDS_ARRAY_SIZE(head_cols);
+        break;
+    case TDS_ROWS_CHILD:
+        first_own = 2;
+        for (const char *const *k = t->key; k && *k; k++) {
+            bool found = false;
+
+            for (size_t i = 2; i < n_cols; i++)
+                found = found || strcmp(cols[i], *k) == 0;
+            if (!found)
+                BAD("rows of %s lack key column %s", t->name, *k);
+        }
+        break;
+    default:
+        BAD("unknown row set kind %d for %s", (int)kind, t->name);
+    }
+    for (size_t i = first_own; i < n_cols; i++) {
+        if (!is_own_col(t, cols[i]))
+            BAD("unknown column %s in %s rows", cols[i], t->name);
+        for (size_t j = first_own; j < i; j++)
+            if (strcmp(cols[i], cols[j]) == 0)
+                BAD("column %s twice in %s rows", cols[i], t->name);
+    }
+    return 0;
+#undef BAD
+}
+
+/* Append a list of quoted identifiers, each optionally prefixed. */
+static int add_cols(struct tds_buf *b, const char *prefix, char *const *cols, size_t from,
+                    size_t n)
+{
+    int rc = 0;
+
+    for (size_t i = from; i < n && rc == 0; i++)
+        rc = tds_buf_addf(b, "%s%s\"%s\"", i > from ? ", " : "", prefix, cols[i]);
+    return rc;
+}
+
+int tds_sqlgen_staging(struct tds_buf *b, const char *stg, const struct tds_table *t,
+                       char *const *cols, size_t n_cols)
+{
+    int rc = tds_buf_addf(b, "CREATE TEMP TABLE IF NOT EXISTS %s (_m integer, _r integer", stg);
+
+    for (size_t i = 0; i < n_cols && rc == 0; i++) {
+        enum tds_coltype ty = TDS_T_TEXT;
+
+        tds_sqlgen_coltype(t, cols[i], &ty);
+        rc = tds_buf_addf(b, ", \"%s\" %s", cols[i], tds_coltype_sql(ty));
+    }
+    return rc ? rc : tds_buf_addf(b, ") ON COMMIT DELETE ROWS");
+}
+
+void tds_sqlgen_written_name(const struct tds_table *parent, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "_tds_w_%s", parent->name);
+}
+
+int tds_sqlgen_written_table(struct tds_buf *b, const char *wtab)
+{
+    return tds_buf_addf(b, "CREATE TEMP TABLE IF NOT EXISTS %s (org_id text, id text, "
+                           "_m integer) ON COMMIT DELETE ROWS", wtab);
+}
+
+int tds_sqlgen_copy(struct tds_buf *b, const char *stg)
+{
+    return tds_buf_addf(b, "COPY %s FROM STDIN", stg);
+}
+
+int tds_sqlgen_collapse(struct tds_buf *b, const char *stg, const struct tds_table *t,
+                        enum tds_rowset_kind kind, bool has_mtime)
+{
+    return tds_buf_addf(b,
+        "DELETE FROM %s WHERE ctid NOT IN (SELECT DISTINCT ON (org_id, \"%s\") ctid FROM %s "
+        "ORDER BY org_id, \"%s\"%s%s, _m DESC, _r DESC)",
+        stg, t->id_column, stg, t->id_column,
+        has_mtime ? ", modified_time DESC NULLS LAST" : "",
+        kind == TDS_ROWS_DELETE ? "" : ", is_detail DESC");
+}
+
+static int upsert_delete(struct tds_buf *b, const char *stg, const struct tds_table *t,
+                         bool has_mtime)
+{
+    /* A delete for a record never seen leaves a tombstone, so an older
+     * version arriving later cannot bring the record back. */
+    return tds_buf_addf(b,
+        "INSERT INTO zoho.\"%s\" AS t (org_id, \"%s\", modified_time, deleted_at, synced_at) "
+        "SELECT org_id, \"%s\", %s, now(), now() FROM %s "
+        "ON CONFLICT (org_id, \"%s\") DO UPDATE SET deleted_at = now(), "
+        "modified_time = GREATEST(t.modified_time, EXCLUDED.modified_time), synced_at = now() "
+        "WHERE t.deleted_at IS NULL AND (EXCLUDED.modified_time IS NULL OR "
+        "t.modified_time IS NULL OR EXCLUDED.modified_time >= t.modified_time) "
+        "RETURNING org_id, \"%s\"",
+        t->name, t->id_column, t->id_column, has_mtime ? "modified_time" : "NULL::timestamptz",
+        stg, t->id_column, t->id_column);
+}
+
+int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table *t,
+                      enum tds_rowset_kind kind, char *const *cols, size_t n_cols,
+                      const char *wtab)
+{
+    size_t first_own = 2 + TDS_ARRAY_SIZE(head_cols);
+    int rc = 0;
+
+    if (kind == TDS_ROWS_DELETE)
+        return upsert_delete(b, stg, t, n_cols >= 3);
+    if (wtab)
+        rc = tds_buf_addf(b, "WITH w AS (");
+    if (rc == 0)
+        rc = tds_buf_addf(b, "INSERT INTO zoho.\"%s\" AS t (", t->name);
+    if (rc == 0)
+        rc = add_cols(b, "", cols, 0, n_cols);
+    if (rc == 0)
+        rc = tds_buf_addf(b, ", synced_at, deleted_at) SELECT ");
+    if (rc == 0)
+        rc = add_cols(b, "", cols, 0, n_cols);
+    if (rc == 0)
+        rc = tds_buf_addf(b, ", now(), NULL FROM %s ON CONFLICT (org_id, \"%s\") DO UPDATE SET "
+                             "modified_time = EXCLUDED.modified_time, ", stg, t->id_column);
+    /* LIST rows carry only some fields: merge raw so the fuller detail JSON
+     * is kept; DETAIL rows replace it. */
+    if (rc == 0)
+        rc = tds_buf_addf(b, kind == TDS_ROWS_LIST
+                                 ? "raw = CASE WHEN t.raw IS NULL THEN EXCLUDED.raw "
+                                   "WHEN EXCLUDED.raw IS NULL THEN t.raw "
+                                   "ELSE t.raw || EXCLUDED.raw END, "
+                                 : "raw = EXCLUDED.raw, ");
+    if (rc == 0)
+        rc = tds_buf_addf(b, "content_hash = EXCLUDED.content_hash, "
+                             "is_detail = EXCLUDED.is_detail");
+    for (size_t i = first_own; i < n_cols && rc == 0; i++)
+        rc = tds_buf_addf(b, ", \"%s\" = EXCLUDED.\"%s\"", cols[i], cols[i]);
+    if (rc == 0)
+        rc = tds_buf_addf(b,
+            ", synced_at = now(), deleted_at = NULL WHERE " NEWER " OR (t.deleted_at IS NULL "
+            "AND EXCLUDED.modified_time IS NOT DISTINCT FROM t.modified_time "
+            "AND EXCLUDED.content_hash IS DISTINCT FROM t.content_hash "
+            "AND (EXCLUDED.is_detail OR NOT t.is_detail)) RETURNING org_id, \"%s\"",
+            t->id_column);
+    if (rc == 0 && wtab)
+        rc = tds_buf_addf(b,
+            "), x AS (INSERT INTO %s (org_id, id, _m) SELECT w.org_id, w.\"%s\", s._m "
+            "FROM w JOIN %s s ON s.org_id = w.org_id AND s.\"%s\" = w.\"%s\") "
+            "SELECT org_id, \"%s\" FROM w",
+            wtab, t->id_column, stg, t->id_column, t->id_column, t->id_column);
+    return rc;
+}
+
+int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child, const char *wtab)
+{
+    return tds_buf_addf(b, "DELETE FROM zoho.\"%s\" c USING %s w "
+                           "WHERE c.org_id = w.org_id AND c.\"%s\" = w.id",
+                        child->name, wtab, child->id_column);
+}
+
+int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds_table *child,
+                            char *const *cols, size_t n_cols, const char *wtab)
+{
+    int rc = tds_buf_addf(b, "INSERT INTO zoho.\"%s\" (", child->name);
+
+    if (rc == 0)
+        rc = add_cols(b, "", cols, 0, n_cols);
+    if (rc == 0)
+        rc = tds_buf_addf(b, ") SELECT ");
+    if (rc == 0)
+        rc = add_cols(b, "s.", cols, 0, n_cols);
+    if (rc == 0)
+        rc = tds_buf_addf(b, " FROM %s s JOIN %s w ON s.org_id = w.org_id "
+                             "AND s.\"%s\" = w.id AND s._m = w._m",
+                          stg, wtab, child->id_column);
+    return rc;
+}

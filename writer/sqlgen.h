@@ -1,0 +1,59 @@
+/* sqlgen — the writer's SQL, generated from the entity registry.
+ *
+ * Owns every statement text the writer runs against zoho.* tables: the
+ * session's staging tables, COPY, in-batch duplicate collapsing, the guarded
+ * upserts (DESIGN.md §5 and BRIEF "writer guard"), soft deletes and the child
+ * replacement. Identifiers come only from common/entities.c after a column
+ * list has been checked against it; data never enters SQL text (it travels
+ * by COPY or as parameters). Pure functions: no I/O, no PostgreSQL.
+ */
+#ifndef TDS_SQLGEN_H
+#define TDS_SQLGEN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "entities.h"
+#include "msg.h"
+#include "util.h"
+
+/* Column type of `col` in table t: managed or own column. Returns 0 or
+ * TDS_E_NOTFOUND. */
+int tds_sqlgen_coltype(const struct tds_table *t, const char *col, enum tds_coltype *out);
+
+/* Check a row set's column list against the registry and the rowset kind
+ * (msg.h: DETAIL/LIST start org_id, <id>, modified_time, raw, content_hash,
+ * is_detail; DELETE is org_id, <id> [, modified_time]; CHILD is org_id,
+ * <parent id>, then child columns including the key). Returns 0, or
+ * TDS_E_INVALID with one line in err. */
+int tds_sqlgen_check(const struct tds_table *t, enum tds_rowset_kind kind, char *const *cols,
+                     size_t n_cols, char *err, size_t errlen);
+
+/* The statements. `stg` is the staging table's name, `wtab` the session's
+ * table of DETAIL-written parents (see tds_sqlgen_written_name). Each appends
+ * one statement (no trailing semicolon) to b; 0 or -ENOMEM. */
+
+/* CREATE TEMP TABLE stg (_m int, _r int, <cols typed>) ON COMMIT DELETE ROWS. */
+int tds_sqlgen_staging(struct tds_buf *b, const char *stg, const struct tds_table *t,
+                       char *const *cols, size_t n_cols);
+/* CREATE TEMP TABLE wtab (org_id text, id text, _m int) ON COMMIT DELETE ROWS. */
+int tds_sqlgen_written_table(struct tds_buf *b, const char *wtab);
+void tds_sqlgen_written_name(const struct tds_table *parent, char *out, size_t outlen);
+int tds_sqlgen_copy(struct tds_buf *b, const char *stg);
+/* Keep one row per key in stg: the one that wins the guard order (newest
+ * modified_time, then detail over list, then the latest arrival). */
+int tds_sqlgen_collapse(struct tds_buf *b, const char *stg, const struct tds_table *t,
+                        enum tds_rowset_kind kind, bool has_mtime);
+/* The guarded upsert of a DETAIL, LIST or DELETE staging table into t,
+ * returning (org_id, id) of every row it actually wrote. With wtab (DETAIL
+ * only) the written keys and their message index also go into wtab. */
+int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table *t,
+                      enum tds_rowset_kind kind, char *const *cols, size_t n_cols,
+                      const char *wtab);
+/* Delete the child rows of every parent in wtab. */
+int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child, const char *wtab);
+/* Insert the staged child rows that belong to the written version of their parent. */
+int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds_table *child,
+                            char *const *cols, size_t n_cols, const char *wtab);
+
+#endif

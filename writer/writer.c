@@ -1,0 +1,383 @@
+/* writer — what the writer holds, how it commits it, and when it acks.
+ *
+ * Invariants: a message is acked only after the transaction that wrote it
+ * committed; each message is committed in exactly one transaction (a split
+ * commits halves separately and marks what committed, so a connection lost
+ * in the middle of a split never writes a message's run counts twice); a
+ * message is never dropped while the database is unreachable.
+ *
+ * Isolation of bad data: a batch that fails with a data error is split in
+ * halves by message and each half retried; a single failing message is
+ * probed record by record (bisection, each probe rolled back) to find the
+ * records PostgreSQL refuses; those go to tds.rejected with the error and
+ * the rest of the message commits with its metadata.
+ */
+#include "writer.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apply.h"
+#include "batch.h"
+#include "entities.h"
+#include "events.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+#define DEADLOCK_RETRIES 5
+
+struct tds_writer {
+    struct tds_apply *db;
+    struct tds_metrics *metrics;
+    struct tds_events *events;
+    tds_writer_ack_cb ack;
+    void *ack_ud;
+    size_t max_rows;
+    struct tds_bmsg **pending;
+    size_t n_pending, cap_pending, pending_rows;
+    char last_error[1024];
+    struct tds_log_limit data_limit;
+    struct tds_writer_stats stats;
+    /* metric series, looked up once */
+    struct tds_series *m_rows[TDS_APPLY_MAX_TABLES];
+    struct tds_series *m_batches, *m_batch_rows, *m_commit, *m_rejects_w, *m_rejects_p, *m_acks,
+        *m_deadlocks, *m_dead_letters;
+};
+
+static const double ROW_BUCKETS[] = {1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000};
+static const double COMMIT_BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                        0.25,  0.5,    1,     2.5,  5,    10};
+
+int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_metrics *metrics,
+                   struct tds_events *events, size_t max_rows, tds_writer_ack_cb ack, void *ud)
+{
+    struct tds_writer *w = calloc(1, sizeof(*w));
+
+    if (!w)
+        return -ENOMEM;
+    w->db = db;
+    w->metrics = metrics;
+    w->events = events;
+    w->ack = ack;
+    w->ack_ud = ud;
+    w->max_rows = max_rows ? max_rows : 1;
+    w->data_limit.interval_ms = 10000;
+    for (size_t i = 0; metrics && i < tds_table_count() && i < TDS_APPLY_MAX_TABLES; i++)
+        w->m_rows[i] = tds_metrics_getf(metrics, TDS_COUNTER, "tds_writer_rows_written_total",
+                                        "Top-level rows written (inserted, updated or soft-deleted)",
+                                        "table=\"%s\"", tds_table_at(i)->name);
+    if (metrics) {
+        w->m_batches = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_batches_total",
+                                       "Transactions committed", "", NULL, 0);
+        w->m_batch_rows = tds_metrics_get(metrics, TDS_HISTOGRAM, "tds_writer_batch_rows",
+                                          "Rows per committed batch", "", ROW_BUCKETS,
+                                          TDS_ARRAY_SIZE(ROW_BUCKETS));
+        w->m_commit = tds_metrics_get(metrics, TDS_HISTOGRAM, "tds_writer_commit_seconds",
+                                      "Time to write and commit one batch", "", COMMIT_BUCKETS,
+                                      TDS_ARRAY_SIZE(COMMIT_BUCKETS));
+        w->m_rejects_w = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_rejects_total",
+                                         "Records recorded in tds.rejected, by the stage that refused them",
+                                         "stage=\"writer\"", NULL, 0);
+        w->m_rejects_p = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_rejects_total",
+                                         "Records recorded in tds.rejected, by the stage that refused them",
+                                         "stage=\"processor\"", NULL, 0);
+        w->m_acks = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_acks_sent_total",
+                                    "Ack messages published (one per origin per commit)", "", NULL, 0);
+        w->m_deadlocks = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_deadlock_retries_total",
+                                         "Transactions retried after a deadlock or serialization failure",
+                                         "", NULL, 0);
+        w->m_dead_letters = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_dead_letters_total",
+                                            "Frames that were not decodable rows messages", "", NULL, 0);
+    }
+    *out = w;
+    return 0;
+}
+
+struct tds_writer *tds_writer_free(struct tds_writer *w)
+{
+    if (!w)
+        return NULL;
+    for (size_t i = 0; i < w->n_pending; i++)
+        tds_bmsg_free(w->pending[i]);
+    free(w->pending);
+    free(w);
+    return NULL;
+}
+
+static void inc(struct tds_series *s, double by)
+{
+    if (s)
+        tds_series_inc(s, by);
+}
+
+int tds_writer_take(struct tds_writer *w, const void *frame, size_t len)
+{
+    struct tds_bmsg *m;
+    int rc;
+
+    if (w->n_pending == w->cap_pending) {
+        size_t cap = w->cap_pending ? w->cap_pending * 2 : 64;
+        struct tds_bmsg **p = realloc(w->pending, cap * sizeof(*p));
+
+        if (!p)
+            return -ENOMEM;
+        w->pending = p;
+        w->cap_pending = cap;
+    }
+    if ((rc = tds_bmsg_new(&m, frame, len)) != 0)
+        return rc;
+    if (m->msg.type != TDS_MSG_ROWS) {
+        inc(w->m_dead_letters, 1);
+        tds_log_limited(&w->data_limit, TDS_LOG_WARN, NULL, "%s, keeping it in tds.rejected",
+                        m->rej[0].reason);
+    }
+    w->pending[w->n_pending++] = m;
+    w->pending_rows += m->n_rows ? m->n_rows : 1;
+    w->stats.messages++;
+    return 0;
+}
+
+bool tds_writer_full(const struct tds_writer *w) { return w->pending_rows >= w->max_rows; }
+
+size_t tds_writer_pending(const struct tds_writer *w) { return w->n_pending; }
+
+const char *tds_writer_last_error(const struct tds_writer *w) { return w->last_error; }
+
+void tds_writer_stats(const struct tds_writer *w, struct tds_writer_stats *out) { *out = w->stats; }
+
+/* After COMMIT: metrics, events, then one ack per origin. */
+static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
+                      const struct tds_apply_result *res, double seconds)
+{
+    size_t rows = 0;
+    char **ids = malloc((n ? n : 1) * sizeof(*ids));
+
+    for (size_t i = 0; i < tds_table_count() && i < TDS_APPLY_MAX_TABLES; i++)
+        if (res->written[i])
+            inc(w->m_rows[i], (double)res->written[i]);
+    for (size_t i = 0; i < n; i++) {
+        const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
+
+        rows += msgs[i]->n_rows;
+        msgs[i]->committed = true;
+        inc(w->m_rejects_w, (double)msgs[i]->n_rej);
+        w->stats.rejects += msgs[i]->n_rej;
+        if (msgs[i]->msg.type != TDS_MSG_ROWS)
+            continue;
+        inc(w->m_rejects_p, (double)rw->n_rejects);
+        if (rw->final && !msgs[i]->meta_off) {
+            struct tds_log_ctx ctx = {rw->org, rw->entity, rw->run};
+
+            tds_log(TDS_LOG_INFO, &ctx, "sync run completed, cursor %s",
+                    rw->cursor ? rw->cursor : "unchanged");
+            if (w->events)
+                tds_events_emit(w->events, "tds.zoho.sync.completed", "org", rw->org, "entity",
+                                rw->entity, "run", rw->run, "mode", rw->mode, NULL);
+        }
+        if (w->events && rw->mode && strcmp(rw->mode, "webhook") == 0)
+            tds_events_emit(w->events, "tds.zoho.webhook.processed", "org", rw->org, "entity",
+                            rw->entity, "event_id", rw->src, NULL);
+    }
+    inc(w->m_batches, 1);
+    if (w->m_batch_rows)
+        tds_series_observe(w->m_batch_rows, (double)rows);
+    if (w->m_commit)
+        tds_series_observe(w->m_commit, seconds);
+    w->stats.batches++;
+    w->stats.rows_written += (uint64_t)res->written_total;
+    if (!ids) {
+        /* Without memory for the list, ack one message at a time. */
+        for (size_t i = 0; i < n; i++) {
+            const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
+
+            if (msgs[i]->msg.type == TDS_MSG_ROWS && rw->origin && rw->src) {
+                w->ack(w->ack_ud, rw->origin, &rw->src, 1, tds_bmsg_records_written(msgs[i]),
+                       (int64_t)(rw->n_rejects + msgs[i]->n_rej));
+                inc(w->m_acks, 1);
+                w->stats.acks++;
+            }
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
+        int64_t written = 0, rejected = 0;
+        size_t k = 0;
+        bool seen = false;
+
+        if (msgs[i]->msg.type != TDS_MSG_ROWS || !rw->origin || !rw->src)
+            continue;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = msgs[j]->msg.type == TDS_MSG_ROWS && msgs[j]->msg.u.rows.origin &&
+                   msgs[j]->msg.u.rows.src && strcmp(msgs[j]->msg.u.rows.origin, rw->origin) == 0;
+        if (seen)
+            continue;
+        for (size_t j = i; j < n; j++) {
+            const struct tds_msg_rows *o = &msgs[j]->msg.u.rows;
+
+            if (msgs[j]->msg.type != TDS_MSG_ROWS || !o->origin || !o->src ||
+                strcmp(o->origin, rw->origin) != 0)
+                continue;
+            ids[k++] = o->src;
+            written += tds_bmsg_records_written(msgs[j]);
+            rejected += (int64_t)(o->n_rejects + msgs[j]->n_rej);
+        }
+        w->ack(w->ack_ud, rw->origin, ids, k, written, rejected);
+        inc(w->m_acks, 1);
+        w->stats.acks++;
+    }
+    free(ids);
+}
+
+/* One transaction over msgs, retried on deadlocks. */
+static int attempt(struct tds_writer *w, struct tds_bmsg **msgs, size_t n, bool probe,
+                   struct tds_apply_result *res)
+{
+    int rc;
+
+    for (int i = 0;; i++) {
+        int64_t t0 = tds_now_ms();
+
+        rc = tds_apply_run(w->db, msgs, n, probe, res);
+        if (rc == 0 && !probe)
+            committed(w, msgs, n, res, (double)(tds_now_ms() - t0) / 1000.0);
+        if (rc != TDS_APPLY_E_RETRY || i + 1 >= DEADLOCK_RETRIES)
+            break;
+        inc(w->m_deadlocks, 1);
+    }
+    if (rc == TDS_APPLY_E_RETRY || rc == TDS_APPLY_E_CONN || rc == TDS_APPLY_E_DB) {
+        snprintf(w->last_error, sizeof(w->last_error), "%s", res->error);
+        return TDS_WRITER_E_DB;
+    }
+    return rc; /* 0, TDS_APPLY_E_DATA or -ENOMEM */
+}
+
+/* Find the records of m that PostgreSQL refuses: bisection over recs[0..n),
+ * each probe in a rolled-back transaction. Marks them rejected. */
+static int find_bad(struct tds_writer *w, struct tds_bmsg *m, const uint32_t *recs, size_t n)
+{
+    struct tds_apply_result res;
+    int rc;
+
+    memset(m->probe_in, 0, m->n_recs);
+    for (size_t i = 0; i < n; i++)
+        m->probe_in[recs[i]] = 1;
+    rc = attempt(w, &m, 1, true, &res);
+    if (rc != TDS_APPLY_E_DATA)
+        return rc;
+    if (n == 1) {
+        /* Clear the probe before rejecting: the reject list is what remains. */
+        uint8_t *probe = m->probe_in;
+
+        m->probe_in = NULL;
+        rc = tds_bmsg_reject_record(m, recs[0], res.error);
+        m->probe_in = probe;
+        return rc;
+    }
+    if ((rc = find_bad(w, m, recs, n / 2)) != 0)
+        return rc;
+    return find_bad(w, m, recs + n / 2, n - n / 2);
+}
+
+static int isolate(struct tds_writer *w, struct tds_bmsg *m, const char *first_error)
+{
+    struct tds_apply_result res;
+    const struct tds_msg_rows *rw = &m->msg.u.rows;
+    struct tds_log_ctx ctx = {rw->org, rw->entity, rw->run};
+    uint32_t *recs = NULL;
+    size_t n = 0, before = m->n_rej;
+    int rc;
+
+    if ((rc = tds_bmsg_live_records(m, &recs, &n)) != 0)
+        return rc;
+    if (n > 0) {
+        m->probe_in = calloc(m->n_recs, 1);
+        if (!m->probe_in) {
+            free(recs);
+            return -ENOMEM;
+        }
+        rc = find_bad(w, m, recs, n);
+        free(m->probe_in);
+        m->probe_in = NULL;
+    }
+    free(recs);
+    if (rc != 0)
+        return rc;
+    if (m->n_rej > before)
+        tds_log(TDS_LOG_WARN, &ctx, "rejected %zu records of message %s: %s", m->n_rej - before,
+                rw->src ? rw->src : "?", m->rej[before].reason);
+    rc = attempt(w, &m, 1, false, &res);
+    if (rc != TDS_APPLY_E_DATA)
+        return rc;
+    /* The records pass alone: what fails is the message's metadata (run,
+     * webhook event, cursor) or records only failing together. */
+    if (m->n_rej == before) {
+        char reason[1200];
+
+        snprintf(reason, sizeof(reason), "could not apply the message's run/webhook/cursor "
+                 "updates: %s", res.error[0] ? res.error : first_error);
+        m->meta_off = true;
+        if ((rc = tds_bmsg_reject_all(m, reason)) != 0)
+            return rc;
+    } else {
+        m->meta_off = true;
+        if ((rc = tds_bmsg_reject_all(m, res.error)) != 0)
+            return rc;
+    }
+    tds_log(TDS_LOG_WARN, &ctx, "message %s could not be written: %s, keeping it in tds.rejected",
+            rw->src ? rw->src : "?", res.error);
+    rc = attempt(w, &m, 1, false, &res);
+    if (rc != TDS_APPLY_E_DATA)
+        return rc;
+    /* Not even the rejects insert: nothing more can be done with it. Ack it
+     * so upstream stops resending, and say so loudly. */
+    tds_log(TDS_LOG_ERROR, &ctx, "could not record message %s even as rejected: %s, dropping it",
+            rw->src ? rw->src : "?", res.error);
+    memset(&res, 0, sizeof(res));
+    committed(w, &m, 1, &res, 0);
+    return 0;
+}
+
+static int commit_range(struct tds_writer *w, struct tds_bmsg **msgs, size_t n)
+{
+    struct tds_apply_result res;
+    int rc;
+
+    if (n == 0)
+        return 0;
+    rc = attempt(w, msgs, n, false, &res);
+    if (rc != TDS_APPLY_E_DATA)
+        return rc;
+    tds_log_limited(&w->data_limit, TDS_LOG_WARN, NULL,
+                    "batch of %zu messages refused by the database: %s, splitting", n, res.error);
+    if (n == 1)
+        return isolate(w, msgs[0], res.error);
+    if ((rc = commit_range(w, msgs, n / 2)) != 0)
+        return rc;
+    return commit_range(w, msgs + n / 2, n - n / 2);
+}
+
+int tds_writer_flush(struct tds_writer *w)
+{
+    size_t k = 0;
+    int rc;
+
+    if (w->n_pending == 0)
+        return 0;
+    w->last_error[0] = '\0';
+    rc = commit_range(w, w->pending, w->n_pending);
+    /* Keep what did not commit, in order. */
+    w->pending_rows = 0;
+    for (size_t i = 0; i < w->n_pending; i++) {
+        if (w->pending[i]->committed) {
+            tds_bmsg_free(w->pending[i]);
+            continue;
+        }
+        w->pending_rows += w->pending[i]->n_rows ? w->pending[i]->n_rows : 1;
+        w->pending[k++] = w->pending[i];
+    }
+    w->n_pending = k;
+    return rc;
+}

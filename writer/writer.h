@@ -1,0 +1,56 @@
+/* writer — what the writer holds, how it commits it, and when it acks.
+ *
+ * Owns the pending batch: rows messages taken from the PULL socket and not
+ * yet committed. A flush writes all of them in one transaction (apply.c);
+ * when PostgreSQL refuses the data, it splits the batch by message and then a
+ * message by record (probing in rolled-back transactions) until the bad
+ * records are isolated in tds.rejected and the rest commits. After each
+ * COMMIT — never before — it hands one ack per origin to the ack callback.
+ * When the database is unreachable it keeps everything and says so; the
+ * caller retries with backoff. It never sleeps and never touches sockets.
+ */
+#ifndef TDS_WRITER_H
+#define TDS_WRITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct tds_writer;
+struct tds_apply;
+struct tds_metrics;
+struct tds_events;
+
+enum {
+    TDS_WRITER_E_DB = 1, /* database unreachable or failing: batch kept, retry later */
+};
+
+/* Called once per origin after a commit: ids are the committed source ids. */
+typedef void (*tds_writer_ack_cb)(void *ud, const char *origin, char *const *ids, size_t n_ids,
+                                  int64_t rows_written, int64_t rows_rejected);
+
+/* db, metrics and events are borrowed (events may be NULL). */
+int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_metrics *metrics,
+                   struct tds_events *events, size_t max_rows, tds_writer_ack_cb ack, void *ud);
+struct tds_writer *tds_writer_free(struct tds_writer *w);
+
+/* Take one received frame into the pending batch (decoded and checked here).
+ * 0 or -ENOMEM. */
+int tds_writer_take(struct tds_writer *w, const void *frame, size_t len);
+/* True when the pending batch has reached the row maximum. */
+bool tds_writer_full(const struct tds_writer *w);
+size_t tds_writer_pending(const struct tds_writer *w);
+
+/* Commit everything pending. 0 when nothing is pending any more,
+ * TDS_WRITER_E_DB when some is kept for a retry (tds_writer_last_error says
+ * why), -ENOMEM. */
+int tds_writer_flush(struct tds_writer *w);
+const char *tds_writer_last_error(const struct tds_writer *w);
+
+/* Totals for /status (loop thread only). */
+struct tds_writer_stats {
+    uint64_t batches, rows_written, rejects, acks, messages;
+};
+void tds_writer_stats(const struct tds_writer *w, struct tds_writer_stats *out);
+
+#endif
