@@ -290,3 +290,41 @@ def bind_port(env, name):
         return DEFAULT_BIND[name]
     m = re.match(r"^tcp://[^:]+:(\d+)$", v.split(",")[0].strip())
     return int(m.group(1)) if m else None
+
+
+# Metric families the stages expose and deploy/prometheus + deploy/grafana use.
+# The live check (tests/integration/test_deploy.py::test_metric_names_exist)
+# compares every name used there with the stages' real /metrics.
+METRIC_FAMILIES = {
+    "ingress": {"tds_ingress_requests_total", "tds_ingress_signature_failures_total",
+                "tds_ingress_duplicates_total", "tds_ingress_journal_bytes", "tds_ingress_unacked",
+                "tds_ingress_group_commit_size", "tds_ingress_fsync_seconds"},
+    "fetcher": {"tds_fetcher_api_calls_total", "tds_fetcher_api_seconds", "tds_fetcher_429_total",
+                "tds_fetcher_quota_remaining", "tds_fetcher_tokens_refreshed_total",
+                "tds_fetcher_pages_inflight", "tds_fetcher_run_records", "tds_fetcher_runs_total",
+                "tds_fetcher_last_success_timestamp_seconds",
+                "tds_fetcher_token_refresh_failures_total"},
+    "processor": {"tds_processor_records_total", "tds_processor_rejects_total",
+                  "tds_processor_messages_total", "tds_processor_dead_letters_total"},
+    "writer": {"tds_writer_rows_written_total", "tds_writer_batches_total", "tds_writer_batch_rows",
+               "tds_writer_commit_seconds", "tds_writer_rejects_total", "tds_writer_reconnects_total",
+               "tds_writer_acks_sent_total", "tds_writer_db_up"},
+}
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def promql_metric_names(expr):
+    """Every tds_* metric name an expression mentions (label values and
+    strings removed first)."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    return set(re.findall(r"\b(tds_[a-zA-Z0-9_:]+)\b", e))
+
+
+def family_of(name, families):
+    """'x_bucket' → 'x' when x is a known family; a known name → itself."""
+    if name in families:
+        return name
+    for suf in HISTOGRAM_SUFFIXES:
+        if name.endswith(suf) and name[: -len(suf)] in families:
+            return name[: -len(suf)]
+    return None
