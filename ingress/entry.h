@@ -2,9 +2,10 @@
  *
  * A record must be resendable on its own after a restart: it keeps where the
  * message goes (processor or fetcher), the organization (for replay --org),
- * the stable message id (acks name it) and the encoded message, ready to send
- * as one ZeroMQ frame. Layout: u8 version, u8 dest, u16 org length, u16 id
- * length, org, id, message bytes. Never allocates on decode.
+ * the entity (for events and logs), the stable message id (acks name it) and
+ * the encoded message, ready to send as one ZeroMQ frame. Layout: u8 version,
+ * u8 dest, u16 org length, u16 entity length, u16 id length, org, entity, id,
+ * message bytes. Never allocates on decode.
  */
 #ifndef TDS_INGRESS_ENTRY_H
 #define TDS_INGRESS_ENTRY_H
@@ -17,6 +18,8 @@ struct tds_entry {
     enum tds_entry_dest dest;
     const char *org;
     size_t org_len;
+    const char *entity;
+    size_t entity_len;
     const char *msgid;
     size_t msgid_len;
     const void *msg;        /* encoded tds_msg (event or fetch) */

@@ -856,7 +856,8 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
         }
         n_names++;
     }
-    qsort(names, n_names, sizeof(*names), cmp_name);
+    if (n_names)
+        qsort(names, n_names, sizeof(*names), cmp_name);
 
     for (size_t i = 0; i < n_names; i++) {
         struct seg *s = calloc(1, sizeof(*s));
@@ -893,7 +894,8 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
             max_seq = s->id;
     }
 
-    qsort(sc.acks, sc.n_acks, sizeof(*sc.acks), cmp_u64);
+    if (sc.n_acks)
+        qsort(sc.acks, sc.n_acks, sizeof(*sc.acks), cmp_u64);
     for (size_t i = 0; i < sc.n; i++) {
         struct meta *m = &sc.m[i];
         bool acked = sc.n_acks && bsearch(&m->seq, sc.acks, sc.n_acks, sizeof(uint64_t), cmp_u64);
@@ -1049,16 +1051,21 @@ struct tds_journal *tds_journal_close(struct tds_journal *j)
     return NULL;
 }
 
+/* Callbacks run under sync_mu: once these return, the old one is not running. */
 void tds_journal_on_synced(struct tds_journal *j, tds_journal_synced_cb cb, void *ud)
 {
+    pthread_mutex_lock(&j->sync_mu);
     j->synced_cb = cb;
     j->synced_ud = ud;
+    pthread_mutex_unlock(&j->sync_mu);
 }
 
 void tds_journal_on_stats(struct tds_journal *j, tds_journal_stats_cb cb, void *ud)
 {
+    pthread_mutex_lock(&j->sync_mu);
     j->stats_cb = cb;
     j->stats_ud = ud;
+    pthread_mutex_unlock(&j->sync_mu);
 }
 
 uint64_t tds_journal_bytes(struct tds_journal *j)

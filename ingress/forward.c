@@ -1,0 +1,664 @@
+/* forward — the loop-thread side of ingress: durable entries out, acks in.
+ *
+ * Entries wait in `incoming` (locked, seq order) until the sync thread says
+ * they are durable, then become nodes: in a send queue per destination until
+ * ZeroMQ takes them, then in the in-flight list (ordered by deadline, since
+ * every deadline is now + the same timeout) until acked or timed out back
+ * into the send queue. A hash table by message id finds nodes for acks. Node
+ * payloads are dropped after the first send (and at once past the memory
+ * budget); a resend reads the record back from the journal.
+ */
+#include "forward.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "bus.h"
+#include "entry.h"
+#include "events.h"
+#include "journal.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "msg.h"
+#include "util.h"
+
+#define N_DEST 3 /* index by enum tds_entry_dest (1, 2) */
+#define ACK_FRAME_MAX (4u * 1024 * 1024)
+
+enum { L_NONE = 0, L_SEND, L_FLIGHT };
+
+struct node {
+    uint64_t seq;
+    struct tds_journal_loc loc;
+    enum tds_entry_dest dest;
+    char *buf;                 /* entry bytes, or NULL (read from the journal) */
+    size_t len;
+    char *msgid, *org, *entity;
+    uint64_t hash;
+    int64_t deadline_ms;
+    unsigned attempts;
+    int list;
+    struct node *prev, *next;
+    struct node *hnext;
+};
+
+struct list {
+    struct node *head, *tail;
+    size_t n;
+};
+
+struct inc {
+    uint64_t seq;
+    struct tds_journal_loc loc;
+    char *buf;
+    size_t len;
+    struct inc *next;
+};
+
+struct tds_forward {
+    struct tds_forward_opts o;
+    char *origin;
+    struct tds_loop *loop;
+    struct tds_journal *journal;
+    struct tds_events *ev;
+
+    struct tds_bus_sock *push[N_DEST];
+    struct tds_bus_sock *sub;
+    bool blocked[N_DEST];
+    int efd;
+    int64_t timer;
+
+    pthread_mutex_t mu;        /* incoming */
+    struct inc *in_head, *in_tail;
+    _Atomic uint64_t synced;
+    atomic_bool failed;
+
+    struct list sendq[N_DEST];
+    struct list flight;
+    struct node **buckets;
+    size_t n_buckets, n_nodes;
+    size_t buffered;
+
+    struct tds_log_limit log_send, log_ack, log_read;
+    struct tds_series *m_unacked, *m_bytes, *m_resends, *m_sent[N_DEST], *m_acked, *m_dead;
+};
+
+static const char *const dest_name[N_DEST] = {NULL, "processor", "fetcher"};
+
+/* ---- lists and the id table ---- */
+
+static void list_push(struct list *l, struct node *n, int which)
+{
+    n->prev = l->tail;
+    n->next = NULL;
+    if (l->tail)
+        l->tail->next = n;
+    else
+        l->head = n;
+    l->tail = n;
+    l->n++;
+    n->list = which;
+}
+
+static void list_remove(struct list *l, struct node *n)
+{
+    if (n->prev)
+        n->prev->next = n->next;
+    else
+        l->head = n->next;
+    if (n->next)
+        n->next->prev = n->prev;
+    else
+        l->tail = n->prev;
+    n->prev = n->next = NULL;
+    n->list = L_NONE;
+    l->n--;
+}
+
+static uint64_t fnv(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static int table_grow(struct tds_forward *f)
+{
+    size_t nb = f->n_buckets ? f->n_buckets * 2 : 1024;
+    struct node **b = calloc(nb, sizeof(*b));
+
+    if (!b)
+        return -ENOMEM;
+    for (size_t i = 0; i < f->n_buckets; i++) {
+        for (struct node *n = f->buckets[i], *next; n; n = next) {
+            next = n->hnext;
+            n->hnext = b[n->hash & (nb - 1)];
+            b[n->hash & (nb - 1)] = n;
+        }
+    }
+    free(f->buckets);
+    f->buckets = b;
+    f->n_buckets = nb;
+    return 0;
+}
+
+static void node_free(struct tds_forward *f, struct node *n)
+{
+    if (n->buf)
+        f->buffered -= n->len;
+    free(n->buf);
+    free(n->msgid);
+    free(n->org);
+    free(n->entity);
+    free(n);
+}
+
+static void detach(struct tds_forward *f, struct node *n)
+{
+    struct node **pp = &f->buckets[n->hash & (f->n_buckets - 1)];
+
+    while (*pp && *pp != n)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = n->hnext;
+    if (n->list == L_SEND)
+        list_remove(&f->sendq[n->dest], n);
+    else if (n->list == L_FLIGHT)
+        list_remove(&f->flight, n);
+    f->n_nodes--;
+}
+
+static char *dupn(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+/* Build a node from an entry; takes *buf. Returns NULL on bad entry/ENOMEM. */
+static struct node *node_new(struct tds_forward *f, uint64_t seq, const struct tds_journal_loc *loc,
+                             char **buf, size_t len)
+{
+    struct tds_entry e;
+    struct node *n;
+
+    if (tds_entry_decode(*buf, len, &e))
+        return NULL;
+    if (f->n_nodes + 1 > f->n_buckets && table_grow(f))
+        return NULL;
+    n = calloc(1, sizeof(*n));
+    if (!n)
+        return NULL;
+    n->seq = seq;
+    n->loc = *loc;
+    n->dest = e.dest;
+    n->len = len;
+    n->msgid = dupn(e.msgid, e.msgid_len);
+    n->org = dupn(e.org, e.org_len);
+    n->entity = dupn(e.entity, e.entity_len);
+    if (!n->msgid || !n->org || !n->entity) {
+        node_free(f, n);
+        return NULL;
+    }
+    n->hash = fnv(n->msgid, e.msgid_len);
+    if (f->buffered + len <= f->o.max_buffered_bytes) {
+        n->buf = *buf;
+        *buf = NULL;
+        f->buffered += len;
+    }
+    n->hnext = f->buckets[n->hash & (f->n_buckets - 1)];
+    f->buckets[n->hash & (f->n_buckets - 1)] = n;
+    f->n_nodes++;
+    list_push(&f->sendq[n->dest], n, L_SEND);
+    return n;
+}
+
+static const char *event_id_of(const struct node *n)
+{
+    return strlen(n->msgid) > 3 ? n->msgid + 3 : n->msgid; /* "ev-…" / "fe-…" */
+}
+
+/* ---- sending ---- */
+
+static void watch_out(struct tds_forward *f, int d, bool on)
+{
+    if (f->blocked[d] == on)
+        return;
+    f->blocked[d] = on;
+    tds_loop_set_events(f->loop, tds_bus_sock_raw(f->push[d]), -1, on ? ZMQ_POLLOUT : 0);
+}
+
+static void flush(struct tds_forward *f, int d)
+{
+    int64_t now = tds_now_ms();
+    struct node *n;
+
+    while ((n = f->sendq[d].head)) {
+        struct tds_entry e;
+        char *buf = n->buf;
+        size_t len = n->len;
+        int r;
+
+        if (!buf) {
+            void *p = NULL;
+
+            r = tds_journal_read(f->journal, &n->loc, &p, &len);
+            if (r) {
+                /* Only a damaged disk gets here: the record is unreadable. */
+                tds_log_limited(&f->log_read, TDS_LOG_ERROR, NULL,
+                                "could not read journal record %llu for resend: %s, skipping",
+                                (unsigned long long)n->seq,
+                                r < 0 ? strerror(-r) : "record damaged or gone");
+                tds_series_inc(f->m_dead, 1);
+                detach(f, n);
+                node_free(f, n);
+                continue;
+            }
+            buf = p;
+        }
+        if (tds_entry_decode(buf, len, &e)) {
+            if (buf != n->buf)
+                free(buf);
+            tds_series_inc(f->m_dead, 1);
+            detach(f, n);
+            node_free(f, n);
+            continue;
+        }
+        r = tds_bus_send(f->push[d], e.msg, e.msg_len, ZMQ_DONTWAIT);
+        if (buf != n->buf)
+            free(buf);
+        if (r == -EAGAIN) {
+            watch_out(f, d, true);
+            return;
+        }
+        if (r) {
+            tds_log_limited(&f->log_send, TDS_LOG_WARN, NULL, "could not send to %s: %s, retrying",
+                            dest_name[d], strerror(-r));
+            watch_out(f, d, true);
+            return;
+        }
+        tds_series_inc(f->m_sent[d], 1);
+        if (n->attempts++)
+            tds_series_inc(f->m_resends, 1);
+        if (n->buf) {
+            f->buffered -= n->len;
+            free(n->buf);
+            n->buf = NULL;
+        }
+        list_remove(&f->sendq[d], n);
+        n->deadline_ms = now + f->o.ack_timeout_ms;
+        list_push(&f->flight, n, L_FLIGHT);
+    }
+    watch_out(f, d, false);
+}
+
+static void flush_all(struct tds_forward *f)
+{
+    flush(f, TDS_ENTRY_PROCESSOR);
+    flush(f, TDS_ENTRY_FETCHER);
+    tds_series_set(f->m_unacked, (double)f->n_nodes);
+}
+
+static void on_writable(struct tds_loop *loop, short revents, void *ud)
+{
+    (void)loop;
+    (void)revents;
+    flush_all(ud);
+}
+
+/* ---- durable entries arrive ---- */
+
+static void take_durable(struct tds_forward *f)
+{
+    uint64_t synced = atomic_load(&f->synced);
+    bool failed = atomic_load(&f->failed);
+    struct inc *list = NULL, **tail = &list;
+
+    pthread_mutex_lock(&f->mu);
+    while (f->in_head && (f->in_head->seq <= synced || failed)) {
+        struct inc *i = f->in_head;
+
+        f->in_head = i->next;
+        i->next = NULL;
+        *tail = i;
+        tail = &i->next;
+    }
+    if (!f->in_head)
+        f->in_tail = NULL;
+    pthread_mutex_unlock(&f->mu);
+
+    while (list) {
+        struct inc *i = list;
+
+        list = i->next;
+        /* Past a failed sync, entries above `synced` were never durable and
+         * their requests got 503: they must not travel. */
+        if (i->seq <= synced) {
+            struct node *n = node_new(f, i->seq, &i->loc, &i->buf, i->len);
+
+            if (n)
+                tds_events_emit(f->ev, "tds.zoho.webhook.received", "org", n->org, "entity",
+                                n->entity, "event_id", event_id_of(n), NULL);
+            else
+                tds_series_inc(f->m_dead, 1);
+        }
+        free(i->buf);
+        free(i);
+    }
+}
+
+static void on_efd(struct tds_loop *loop, short revents, void *ud)
+{
+    struct tds_forward *f = ud;
+    uint64_t v;
+
+    (void)loop;
+    (void)revents;
+    if (read(f->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        return;
+    take_durable(f);
+    flush_all(f);
+}
+
+int tds_forward_submit(struct tds_forward *f, uint64_t seq, const struct tds_journal_loc *loc,
+                       char **buf, size_t len)
+{
+    struct inc *i = malloc(sizeof(*i));
+
+    if (!i)
+        return -ENOMEM;
+    *i = (struct inc){seq, *loc, *buf, len, NULL};
+    *buf = NULL;
+    pthread_mutex_lock(&f->mu);
+    if (f->in_tail)
+        f->in_tail->next = i;
+    else
+        f->in_head = i;
+    f->in_tail = i;
+    pthread_mutex_unlock(&f->mu);
+    return 0;
+}
+
+void tds_forward_synced(struct tds_forward *f, uint64_t synced, bool failed)
+{
+    uint64_t one = 1;
+
+    if (failed)
+        atomic_store(&f->failed, true);
+    else
+        atomic_store(&f->synced, synced);
+    if (write(f->efd, &one, sizeof(one)) < 0) {
+        /* eventfd only fails on counter overflow: the loop is awake anyway. */
+    }
+}
+
+int tds_forward_recover(struct tds_forward *f, uint64_t seq, const struct tds_journal_loc *loc,
+                        const void *payload, size_t len)
+{
+    char *buf = malloc(len ? len : 1);
+    struct node *n;
+
+    if (!buf)
+        return -ENOMEM;
+    memcpy(buf, payload, len);
+    n = node_new(f, seq, loc, &buf, len);
+    free(buf);
+    if (!n)
+        tds_series_inc(f->m_dead, 1);
+    return 0;
+}
+
+/* ---- acks ---- */
+
+static void handle_ack(struct tds_forward *f, const struct tds_msg_ack *a)
+{
+    uint64_t *seqs;
+    size_t n = 0;
+
+    if (!a->n_ids)
+        return;
+    seqs = malloc(a->n_ids * sizeof(*seqs) * 2);
+    if (!seqs)
+        return;
+    for (size_t i = 0; i < a->n_ids; i++) {
+        uint64_t h = fnv(a->ids[i], strlen(a->ids[i]));
+        struct node *nd = f->buckets[h & (f->n_buckets - 1)], *next;
+
+        /* The same id may be journaled twice (a delivery outside the dedupe
+         * window); one ack releases both. */
+        for (; nd; nd = next) {
+            next = nd->hnext;
+            if (nd->hash != h || strcmp(nd->msgid, a->ids[i]) != 0)
+                continue;
+            if (n < a->n_ids * 2)
+                seqs[n++] = nd->seq;
+            tds_events_emit(f->ev, "tds.zoho.webhook.processed", "org", nd->org, "entity",
+                            nd->entity, "event_id", event_id_of(nd), NULL);
+            detach(f, nd);
+            node_free(f, nd);
+            tds_series_inc(f->m_acked, 1);
+        }
+    }
+    if (n && tds_journal_ack(f->journal, seqs, n))
+        tds_log_limited(&f->log_ack, TDS_LOG_WARN, NULL,
+                        "could not journal ack: out of memory, entries will be resent");
+    free(seqs);
+}
+
+static void on_ack(struct tds_loop *loop, short revents, void *ud)
+{
+    struct tds_forward *f = ud;
+
+    (void)loop;
+    (void)revents;
+    for (int k = 0; k < 1000; k++) {
+        char *topic = NULL, *body = NULL;
+        size_t tlen = 0, blen = 0;
+        int more = 0, r;
+        struct tds_msg m;
+
+        r = tds_bus_recv(f->sub, &topic, &tlen, 256, ZMQ_DONTWAIT, &more);
+        if (r == -EAGAIN)
+            break;
+        if (r || !more) {
+            free(topic);
+            tds_series_inc(f->m_dead, 1);
+            continue;
+        }
+        r = tds_bus_recv(f->sub, &body, &blen, ACK_FRAME_MAX, 0, &more);
+        while (more) { /* an ack is exactly two frames: drain the rest, drop it */
+            char *x = NULL;
+            size_t xl;
+
+            if (tds_bus_recv(f->sub, &x, &xl, ACK_FRAME_MAX, 0, &more) < 0)
+                more = 0;
+            free(x);
+            r = 1;
+        }
+        if (r == 0 && tds_msg_decode(body, blen, &m) == 0) {
+            /* Subscriptions match prefixes: "ingress.a" also hears "ingress.ab". */
+            if (m.type == TDS_MSG_ACK && m.u.ack.origin && strcmp(m.u.ack.origin, f->origin) == 0)
+                handle_ack(f, &m.u.ack);
+            tds_msg_clear(&m);
+        } else {
+            tds_series_inc(f->m_dead, 1);
+            tds_log_limited(&f->log_ack, TDS_LOG_WARN, NULL, "dropped an undecodable ack");
+        }
+        free(topic);
+        free(body);
+    }
+    tds_series_set(f->m_unacked, (double)f->n_nodes);
+    flush_all(f);
+}
+
+/* ---- timers ---- */
+
+static void on_timer(struct tds_loop *loop, void *ud)
+{
+    struct tds_forward *f = ud;
+    int64_t now = tds_now_ms();
+    struct node *n;
+
+    (void)loop;
+    take_durable(f); /* in case an eventfd wake-up raced with the last read */
+    while ((n = f->flight.head) && n->deadline_ms <= now) {
+        list_remove(&f->flight, n);
+        list_push(&f->sendq[n->dest], n, L_SEND);
+    }
+    flush_all(f);
+}
+
+void tds_forward_tick(struct tds_forward *f)
+{
+    tds_journal_gc(f->journal, tds_wall_ms());
+    tds_series_set(f->m_bytes, (double)tds_journal_bytes(f->journal));
+    tds_series_set(f->m_unacked, (double)f->n_nodes);
+}
+
+size_t tds_forward_unacked(struct tds_forward *f) { return f->n_nodes; }
+
+/* ---- lifecycle ---- */
+
+int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,
+                    struct tds_loop *loop, struct tds_bus *bus, struct tds_journal *j,
+                    struct tds_metrics *m, struct tds_events *ev)
+{
+    struct tds_bus_opts bo = {.hwm = o->hwm, .linger_ms = 0, .reconnect_ms = 100};
+    struct tds_forward *f;
+    int64_t every;
+    int r;
+
+    f = calloc(1, sizeof(*f));
+    if (!f)
+        return -ENOMEM;
+    f->o = *o;
+    f->efd = -1;
+    f->loop = loop;
+    f->journal = j;
+    f->ev = ev;
+    f->log_send.interval_ms = f->log_ack.interval_ms = f->log_read.interval_ms = 10000;
+    pthread_mutex_init(&f->mu, NULL);
+    f->origin = strdup(o->origin);
+    if (!f->origin || table_grow(f)) {
+        r = -ENOMEM;
+        goto fail;
+    }
+    f->m_unacked = tds_metrics_get(m, TDS_GAUGE, "tds_ingress_unacked",
+                                   "journaled webhooks not yet acknowledged by the writer", "",
+                                   NULL, 0);
+    f->m_bytes = tds_metrics_get(m, TDS_GAUGE, "tds_ingress_journal_bytes",
+                                 "bytes in journal segments on disk", "", NULL, 0);
+    f->m_resends = tds_metrics_get(m, TDS_COUNTER, "tds_ingress_resends_total",
+                                   "messages sent again after the ack timeout or a restart", "",
+                                   NULL, 0);
+    f->m_acked = tds_metrics_get(m, TDS_COUNTER, "tds_ingress_acked_total",
+                                 "journal entries released by a writer ack", "", NULL, 0);
+    f->m_dead = tds_metrics_get(m, TDS_COUNTER, "tds_ingress_dead_letters_total",
+                                "undecodable acks and unreadable journal records", "", NULL, 0);
+    for (int d = 1; d < N_DEST; d++)
+        f->m_sent[d] = tds_metrics_getf(m, TDS_COUNTER, "tds_ingress_forwarded_total",
+                                        "messages sent downstream, by destination",
+                                        "dest=\"%s\"", dest_name[d]);
+    if (!f->m_unacked || !f->m_bytes || !f->m_resends || !f->m_acked || !f->m_dead ||
+        !f->m_sent[1] || !f->m_sent[2]) {
+        r = -ENOMEM;
+        goto fail;
+    }
+
+    for (int d = 1; d < N_DEST; d++) {
+        r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo, &f->push[d]);
+        if (r)
+            goto fail;
+        r = tds_bus_connect(f->push[d], d == TDS_ENTRY_PROCESSOR ? o->processor_connect
+                                                                 : o->fetcher_connect);
+        if (r)
+            goto fail;
+        r = tds_loop_add_zsock(loop, tds_bus_sock_raw(f->push[d]), 0, on_writable, f);
+        if (r)
+            goto fail;
+    }
+    r = tds_bus_sock_new(bus, ZMQ_SUB, NULL, &f->sub);
+    if (r)
+        goto fail;
+    if ((r = tds_bus_subscribe(f->sub, f->origin)) || (r = tds_bus_connect(f->sub, o->ack_connect)))
+        goto fail;
+    r = tds_loop_add_zsock(loop, tds_bus_sock_raw(f->sub), ZMQ_POLLIN, on_ack, f);
+    if (r)
+        goto fail;
+    f->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (f->efd < 0) {
+        r = -errno;
+        goto fail;
+    }
+    r = tds_loop_add_fd(loop, f->efd, ZMQ_POLLIN, on_efd, f);
+    if (r)
+        goto fail;
+    every = o->ack_timeout_ms / 4;
+    every = every < 20 ? 20 : every > 1000 ? 1000 : every;
+    f->timer = tds_loop_timer_add(loop, every, every, on_timer, f);
+    if (f->timer < 0) {
+        r = (int)f->timer;
+        goto fail;
+    }
+    *out = f;
+    return 0;
+fail:
+    tds_forward_free(f);
+    return r;
+}
+
+void tds_forward_set_journal(struct tds_forward *f, struct tds_journal *j) { f->journal = j; }
+
+struct tds_forward *tds_forward_free(struct tds_forward *f)
+{
+    if (!f)
+        return NULL;
+    if (f->loop) {
+        for (int d = 1; d < N_DEST; d++)
+            if (f->push[d])
+                tds_loop_remove_zsock(f->loop, tds_bus_sock_raw(f->push[d]));
+        if (f->sub)
+            tds_loop_remove_zsock(f->loop, tds_bus_sock_raw(f->sub));
+        if (f->efd >= 0)
+            tds_loop_remove_fd(f->loop, f->efd);
+        if (f->timer > 0)
+            tds_loop_timer_cancel(f->loop, f->timer);
+    }
+    for (size_t i = 0; i < f->n_buckets; i++) {
+        for (struct node *n = f->buckets[i], *next; n; n = next) {
+            next = n->hnext;
+            node_free(f, n);
+        }
+    }
+    free(f->buckets);
+    while (f->in_head) {
+        struct inc *i = f->in_head;
+
+        f->in_head = i->next;
+        free(i->buf);
+        free(i);
+    }
+    for (int d = 1; d < N_DEST; d++)
+        tds_bus_sock_free(f->push[d]);
+    tds_bus_sock_free(f->sub);
+    if (f->efd >= 0)
+        close(f->efd);
+    pthread_mutex_destroy(&f->mu);
+    free(f->origin);
+    free(f);
+    return NULL;
+}

@@ -1,0 +1,58 @@
+/* forward — sends journaled webhooks downstream and releases them on ack.
+ *
+ * Owns the PUSH sockets to the processor (`event`) and the fetcher (`fetch`),
+ * the SUB socket for the writer's acks, and the table of entries sent but not
+ * acknowledged. Everything but submit/synced runs on the loop thread (ZeroMQ
+ * sockets belong to one thread): HTTP threads submit entries under their
+ * intake lock, the journal's sync thread says how far it has synced through an
+ * eventfd, and the loop sends only what is durable. An entry not acked within
+ * ack_timeout_ms is sent again with the same message id, until acked; at
+ * start-up every unacked journal entry is sent again. Never answers HTTP.
+ */
+#ifndef TDS_INGRESS_FORWARD_H
+#define TDS_INGRESS_FORWARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct tds_forward;
+struct tds_loop;
+struct tds_bus;
+struct tds_journal;
+struct tds_journal_loc;
+struct tds_metrics;
+struct tds_events;
+
+struct tds_forward_opts {
+    const char *origin;             /* "ingress.<instance>": ack topic */
+    const char *processor_connect;
+    const char *fetcher_connect;
+    const char *ack_connect;
+    int64_t ack_timeout_ms;
+    size_t max_buffered_bytes;      /* entry bytes kept in memory; beyond, re-read from journal */
+    int hwm;                        /* ZeroMQ high-water mark of the PUSH sockets */
+};
+
+int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,
+                    struct tds_loop *loop, struct tds_bus *bus, struct tds_journal *j,
+                    struct tds_metrics *m, struct tds_events *ev);
+struct tds_forward *tds_forward_free(struct tds_forward *f);
+/* The journal may be opened after forward (its scan feeds tds_forward_recover). */
+void tds_forward_set_journal(struct tds_forward *f, struct tds_journal *j);
+
+/* Any thread, in seq order: an appended, not yet durable entry. Takes *buf
+ * (sets it to NULL). Returns 0 or -ENOMEM. */
+int tds_forward_submit(struct tds_forward *f, uint64_t seq, const struct tds_journal_loc *loc,
+                       char **buf, size_t len);
+/* Sync thread: everything ≤ synced is durable (failed: nothing more will be). */
+void tds_forward_synced(struct tds_forward *f, uint64_t synced, bool failed);
+/* Loop thread, before running: an unacked entry found in the journal. */
+int tds_forward_recover(struct tds_forward *f, uint64_t seq, const struct tds_journal_loc *loc,
+                        const void *payload, size_t len);
+
+size_t tds_forward_unacked(struct tds_forward *f);
+/* Gauges (journal bytes, unacked) and segment GC; the loop calls it each second. */
+void tds_forward_tick(struct tds_forward *f);
+
+#endif

@@ -1,0 +1,600 @@
+/* http — libmicrohttpd request handling for Zoho webhooks.
+ *
+ * One request goes: headers (method, path, organization, Content-Length,
+ * Content-Type: rejected before the body is read) → body into a buffer capped
+ * at max_body → signature over the raw bytes → body parsing → dedupe window
+ * → journal append → wait for the group commit → 200. A duplicate is answered
+ * 200 once the original's journal record is durable, so a 200 never stands
+ * for something that could still be lost. Responses carry no detail of why a
+ * signature failed; the reason goes to a metric and a rate-limited log line.
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "admin.h"
+#include "config.h"
+#include "dedupe.h"
+#include "entities.h"
+#include "entry.h"
+#include "forward.h"
+#include "journal.h"
+#include "log.h"
+#include "metrics.h"
+#include "msg.h"
+#include "util.h"
+#include "verify.h"
+#include "webhook.h"
+
+#define PATH_PREFIX "/webhooks/zoho/"
+#define WAIT_MAX_MS 30000 /* thread-per-connection: longest wait for a sync */
+
+enum req_state { REQ_BODY = 0, REQ_WAITING, REQ_DONE };
+
+struct req {
+    enum req_state state;
+    struct MHD_Connection *conn;
+    const struct tds_org *org;
+    struct tds_buf body;
+    bool too_large;
+    bool duplicate;
+    uint64_t seq;            /* journal seq this request waits for */
+    struct req *wprev, *wnext;
+    bool in_waiters;
+};
+
+struct status_metric {
+    unsigned code;
+    struct tds_series *s;
+};
+
+struct tds_http {
+    struct tds_http_opts o;
+    struct tds_http_deps d;
+    struct MHD_Daemon *daemon;
+    struct sockaddr_storage addr;
+    uint16_t port;
+
+    pthread_mutex_t intake_mu;   /* dedupe lookup + append + insert, atomically */
+    pthread_mutex_t wait_mu;     /* the waiters list */
+    struct req *waiters;
+    atomic_size_t inflight;
+    atomic_bool stopping;        /* no more suspending: answer what is left */
+
+    pthread_mutex_t log_mu;
+    struct tds_log_limit log_sig, log_bad, log_full;
+
+    struct MHD_Response *resp[16];
+    struct status_metric status[16];
+    size_t n_status;
+    struct tds_series *sig_fail[8];
+    struct tds_series *sig_unsigned;
+    struct tds_series *dups;
+};
+
+static const unsigned codes[] = {200, 400, 401, 404, 405, 413, 415, 500, 503};
+
+static const char *body_for(unsigned code)
+{
+    switch (code) {
+    case 200: return "{\"status\":\"accepted\"}\n";
+    case 400: return "{\"error\":\"bad request\"}\n";
+    case 401: return "{\"error\":\"unauthorized\"}\n";
+    case 404: return "{\"error\":\"not found\"}\n";
+    case 405: return "{\"error\":\"method not allowed\"}\n";
+    case 413: return "{\"error\":\"payload too large\"}\n";
+    case 415: return "{\"error\":\"unsupported media type\"}\n";
+    case 503: return "{\"error\":\"temporarily unavailable\"}\n";
+    default: return "{\"error\":\"internal error\"}\n";
+    }
+}
+
+static size_t code_index(unsigned code)
+{
+    for (size_t i = 0; i < TDS_ARRAY_SIZE(codes); i++)
+        if (codes[i] == code)
+            return i;
+    return 7; /* 500 */
+}
+
+static enum MHD_Result respond(struct tds_http *h, struct req *r, unsigned code)
+{
+    size_t i = code_index(code);
+
+    r->state = REQ_DONE;
+    tds_series_inc(h->status[i].s, 1);
+    return MHD_queue_response(r->conn, code, h->resp[i]);
+}
+
+static enum MHD_Result respond_conn(struct tds_http *h, struct MHD_Connection *c, unsigned code)
+{
+    size_t i = code_index(code);
+
+    tds_series_inc(h->status[i].s, 1);
+    return MHD_queue_response(c, code, h->resp[i]);
+}
+
+/* ---- waiters: requests whose journal record is not yet durable ---- */
+
+static void waiter_remove_locked(struct tds_http *h, struct req *r)
+{
+    if (!r->in_waiters)
+        return;
+    if (r->wprev)
+        r->wprev->wnext = r->wnext;
+    else
+        h->waiters = r->wnext;
+    if (r->wnext)
+        r->wnext->wprev = r->wprev;
+    r->wprev = r->wnext = NULL;
+    r->in_waiters = false;
+}
+
+void tds_http_synced(struct tds_http *h, uint64_t synced, bool failed)
+{
+    pthread_mutex_lock(&h->wait_mu);
+    for (struct req *r = h->waiters, *next; r; r = next) {
+        next = r->wnext;
+        if (r->seq <= synced || failed) {
+            waiter_remove_locked(h, r);
+            MHD_resume_connection(r->conn);
+        }
+    }
+    pthread_mutex_unlock(&h->wait_mu);
+}
+
+/* Answer now if seq is settled, else park the request until the sync. */
+static enum MHD_Result finish_or_wait(struct tds_http *h, struct req *r)
+{
+    int st = tds_journal_state(h->d.journal, r->seq);
+
+    if (st == 0 && h->o.thread_per_connection) {
+        tds_journal_wait(h->d.journal, r->seq, WAIT_MAX_MS);
+        st = tds_journal_state(h->d.journal, r->seq);
+    }
+    if (st == 0 && !atomic_load(&h->stopping)) {
+        pthread_mutex_lock(&h->wait_mu);
+        /* Checked again under the lock: the sync thread resumes under it too,
+         * so it cannot miss a request that is being suspended. */
+        st = tds_journal_state(h->d.journal, r->seq);
+        if (st == 0) {
+            r->state = REQ_WAITING;
+            r->in_waiters = true;
+            r->wprev = NULL;
+            r->wnext = h->waiters;
+            if (h->waiters)
+                h->waiters->wprev = r;
+            h->waiters = r;
+            MHD_suspend_connection(r->conn);
+            pthread_mutex_unlock(&h->wait_mu);
+            return MHD_YES;
+        }
+        pthread_mutex_unlock(&h->wait_mu);
+    }
+    if (st == 1) {
+        if (r->duplicate)
+            tds_series_inc(h->dups, 1);
+        return respond(h, r, 200);
+    }
+    return respond(h, r, 503);
+}
+
+/* ---- intake ---- */
+
+struct qp {
+    struct tds_verify_kv kv[TDS_VERIFY_MAX_PARAMS];
+    size_t n;
+    bool overflow;
+    const char *entity, *event;
+};
+
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct qp *q = cls;
+
+    (void)kind;
+    if (q->n == TDS_VERIFY_MAX_PARAMS) {
+        q->overflow = true;
+        return MHD_NO;
+    }
+    if (!value)
+        value = "";
+    q->kv[q->n++] = (struct tds_verify_kv){key, strlen(key), value, strlen(value)};
+    if (strcmp(key, "entity") == 0)
+        q->entity = value;
+    else if (strcmp(key, "event") == 0)
+        q->event = value;
+    return MHD_YES;
+}
+
+static void log_limited(struct tds_http *h, struct tds_log_limit *lim, enum tds_log_level lvl,
+                        const char *org, const char *fmt, const char *a)
+{
+    struct tds_log_ctx ctx = {.org = org};
+
+    pthread_mutex_lock(&h->log_mu);
+    tds_log_limited(lim, lvl, &ctx, fmt, a);
+    pthread_mutex_unlock(&h->log_mu);
+}
+
+/* Encode the message and the journal entry it travels in. */
+static int build_entry(struct tds_http *h, const struct req *r, const struct tds_webhook *w,
+                       int64_t now_ms, char **out, size_t *out_len)
+{
+    struct tds_msg m = {0};
+    struct tds_entry e = {0};
+    char msgid[TDS_WEBHOOK_MAX_ID + 4];
+    char *buf = NULL;
+    size_t len = 0;
+    int rc;
+    bool fetch = !w->has_record && !w->is_delete;
+
+    snprintf(msgid, sizeof(msgid), "%s%s", fetch ? "fe-" : "ev-", w->event_id);
+    m.v = TDS_MSG_VERSION;
+    m.id = msgid;
+    if (fetch) {
+        m.type = TDS_MSG_FETCH;
+        m.u.fetch.org = r->org->org_id;
+        m.u.fetch.entity = (char *)w->entity->name;
+        m.u.fetch.zoho_id = (char *)w->zoho_id;
+        m.u.fetch.origin = (char *)h->d.origin;
+    } else {
+        m.type = TDS_MSG_EVENT;
+        m.u.event.org = r->org->org_id;
+        m.u.event.entity = (char *)w->entity->name;
+        m.u.event.op = w->is_delete ? "delete" : "upsert";
+        m.u.event.origin = (char *)h->d.origin;
+        m.u.event.event_id = (char *)w->event_id;
+        m.u.event.zoho_id = (char *)w->zoho_id;
+        m.u.event.received_ms = now_ms;
+        m.u.event.body.p = (char *)w->json;
+        m.u.event.body.n = w->json_len;
+    }
+    rc = tds_msg_encode(&m, &buf, &len);
+    if (rc)
+        return rc;
+    e.dest = fetch ? TDS_ENTRY_FETCHER : TDS_ENTRY_PROCESSOR;
+    e.org = r->org->org_id;
+    e.org_len = strlen(r->org->org_id);
+    e.entity = w->entity->name;
+    e.entity_len = strlen(w->entity->name);
+    e.msgid = msgid;
+    e.msgid_len = strlen(msgid);
+    e.msg = buf;
+    e.msg_len = len;
+    rc = tds_entry_encode(&e, out, out_len);
+    free(buf);
+    return rc;
+}
+
+static enum MHD_Result process(struct tds_http *h, struct req *r)
+{
+    struct qp q = {0};
+    struct tds_webhook w;
+    const char *sig, *ct;
+    enum tds_webhook_kind kind;
+    int64_t now = tds_wall_ms();
+    char *entry = NULL;
+    size_t entry_len = 0;
+    struct tds_journal_loc loc;
+    uint64_t seq;
+    int rc;
+
+    if (r->too_large)
+        return respond(h, r, 413);
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
+    sig = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Zoho-Webhook-Signature");
+    if (r->org->n_webhook_secrets > 0) {
+        rc = q.overflow ? TDS_VERIFY_E_PARAMS
+                        : tds_verify_check((const char *const *)r->org->webhook_secrets,
+                                           r->org->n_webhook_secrets, sig, q.kv, q.n, r->body.p,
+                                           r->body.len, now, h->o.sig_max_age_ms);
+        if (rc < 0)
+            return respond(h, r, 500);
+        if (rc) {
+            tds_series_inc(h->sig_fail[rc], 1);
+            log_limited(h, &h->log_sig, TDS_LOG_WARN, r->org->org_id,
+                        "webhook signature rejected: %s", tds_verify_reason(rc));
+            return respond(h, r, 401);
+        }
+    } else if (!r->org->webhooks_unsigned) {
+        tds_series_inc(h->sig_unsigned, 1);
+        log_limited(h, &h->log_sig, TDS_LOG_WARN, r->org->org_id,
+                    "webhook rejected: %s", "organization has no webhook secret");
+        return respond(h, r, 401);
+    }
+
+    ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    kind = tds_webhook_kind(ct);
+    rc = tds_webhook_parse(&w, kind, r->body.p ? r->body.p : "", r->body.len, q.entity, q.event);
+    if (rc) {
+        tds_webhook_clear(&w);
+        if (rc < 0)
+            return respond(h, r, 500);
+        log_limited(h, &h->log_bad, TDS_LOG_INFO, r->org->org_id, "webhook rejected: %s",
+                    tds_webhook_strerror(rc));
+        return respond(h, r, 400);
+    }
+
+    rc = build_entry(h, r, &w, now, &entry, &entry_len);
+    if (rc) {
+        tds_webhook_clear(&w);
+        return respond(h, r, rc == TDS_MSG_E_TOO_LARGE || rc == TDS_E_TOO_LARGE ? 413 : 500);
+    }
+
+    pthread_mutex_lock(&h->intake_mu);
+    if (tds_dedupe_seen(h->d.dedupe, w.event_id, strlen(w.event_id), now, &seq)) {
+        pthread_mutex_unlock(&h->intake_mu);
+        free(entry);
+        tds_webhook_clear(&w);
+        r->duplicate = true;
+        r->seq = seq;
+        return finish_or_wait(h, r);
+    }
+    rc = tds_journal_append(h->d.journal, entry, entry_len, now, &seq, &loc);
+    if (rc == 0) {
+        tds_dedupe_insert(h->d.dedupe, w.event_id, strlen(w.event_id), now, seq);
+        /* Forward takes the bytes now, sends them once the sync says durable. */
+        rc = tds_forward_submit(h->d.forward, seq, &loc, &entry, entry_len);
+    }
+    pthread_mutex_unlock(&h->intake_mu);
+    free(entry);
+    tds_webhook_clear(&w);
+    if (rc == TDS_JOURNAL_E_FULL || rc == TDS_JOURNAL_E_FAILED) {
+        log_limited(h, &h->log_full, TDS_LOG_ERROR, r->org->org_id,
+                    "could not journal webhook: %s, answering 503",
+                    rc == TDS_JOURNAL_E_FULL ? "journal is full" : "journal has failed");
+        return respond(h, r, 503);
+    }
+    if (rc)
+        return respond(h, r, 500);
+    r->seq = seq;
+    return finish_or_wait(h, r);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    struct tds_http *h = cls;
+    struct req *r = *con_cls;
+
+    (void)version;
+    if (!r) {
+        const char *org_id, *cl, *ct;
+        const struct tds_org *org;
+        int64_t clen;
+
+        if (strncmp(url, PATH_PREFIX, strlen(PATH_PREFIX)) != 0)
+            return respond_conn(h, c, 404);
+        org_id = url + strlen(PATH_PREFIX);
+        if (!*org_id || strchr(org_id, '/'))
+            return respond_conn(h, c, 404);
+        if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+            return respond_conn(h, c, 405);
+        org = tds_orgs_find(h->d.orgs, org_id);
+        if (!org)
+            return respond_conn(h, c, 404);
+        cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && tds_parse_i64(cl, 0, INT64_MAX, &clen) == 0 && (uint64_t)clen > h->o.max_body)
+            return respond_conn(h, c, 413);
+        ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (tds_webhook_kind(ct) == TDS_WEBHOOK_UNSUPPORTED)
+            return respond_conn(h, c, 415);
+        r = calloc(1, sizeof(*r));
+        if (!r)
+            return respond_conn(h, c, 500);
+        r->conn = c;
+        r->org = org;
+        r->body.max = h->o.max_body;
+        *con_cls = r;
+        atomic_fetch_add(&h->inflight, 1);
+        return MHD_YES;
+    }
+    if (r->state == REQ_BODY && *upload_data_size) {
+        /* Chunked bodies have no Content-Length: the cap is enforced here. */
+        if (!r->too_large && tds_buf_add(&r->body, upload_data, *upload_data_size))
+            r->too_large = true;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->state == REQ_BODY)
+        return process(h, r);
+    if (r->state == REQ_WAITING)
+        return finish_or_wait(h, r);
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct tds_http *h = cls;
+    struct req *r = *con_cls;
+
+    (void)c;
+    (void)toe;
+    if (!r)
+        return;
+    pthread_mutex_lock(&h->wait_mu);
+    waiter_remove_locked(h, r);
+    pthread_mutex_unlock(&h->wait_mu);
+    tds_buf_deinit(&r->body);
+    free(r);
+    *con_cls = NULL;
+    atomic_fetch_sub(&h->inflight, 1);
+}
+
+static int resolve(const char *listen, struct sockaddr_storage *ss, uint16_t *port)
+{
+    char host[256];
+    struct addrinfo hints = {0}, *ai = NULL;
+    int r;
+
+    if (tds_parse_hostport(listen, host, sizeof(host), port))
+        return TDS_E_INVALID;
+    memset(ss, 0, sizeof(*ss));
+    if (!host[0] || strcmp(host, "*") == 0) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+        sin->sin_family = AF_INET;
+        sin->sin_addr.s_addr = htonl(INADDR_ANY);
+        sin->sin_port = htons(*port);
+        return 0;
+    }
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    r = getaddrinfo(host, NULL, &hints, &ai);
+    if (r || !ai)
+        return TDS_E_INVALID;
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons(*port);
+    else
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons(*port);
+    freeaddrinfo(ai);
+    return 0;
+}
+
+int tds_http_new(struct tds_http **out, const struct tds_http_opts *o, const struct tds_http_deps *d)
+{
+    static const char *const reasons[] = {NULL, "missing", "malformed", "mismatch", "stale",
+                                          "params"};
+    struct tds_http *h;
+    int r;
+
+    h = calloc(1, sizeof(*h));
+    if (!h)
+        return -ENOMEM;
+    h->o = *o;
+    h->d = *d;
+    pthread_mutex_init(&h->intake_mu, NULL);
+    pthread_mutex_init(&h->wait_mu, NULL);
+    pthread_mutex_init(&h->log_mu, NULL);
+    h->log_sig.interval_ms = 10000;
+    h->log_bad.interval_ms = 10000;
+    h->log_full.interval_ms = 10000;
+    r = resolve(o->listen, &h->addr, &h->port);
+    if (r)
+        goto fail;
+    for (size_t i = 0; i < TDS_ARRAY_SIZE(codes); i++) {
+        const char *b = body_for(codes[i]);
+
+        h->resp[i] = MHD_create_response_from_buffer(strlen(b), (void *)b, MHD_RESPMEM_PERSISTENT);
+        if (!h->resp[i] ||
+            MHD_add_response_header(h->resp[i], MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") ==
+                MHD_NO) {
+            r = -ENOMEM;
+            goto fail;
+        }
+        if (codes[i] == 503)
+            MHD_add_response_header(h->resp[i], MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        h->status[i].code = codes[i];
+        h->status[i].s = tds_metrics_getf(d->metrics, TDS_COUNTER, "tds_ingress_requests_total",
+                                          "webhook requests answered, by HTTP status",
+                                          "status=\"%u\"", codes[i]);
+        if (!h->status[i].s) {
+            r = -ENOMEM;
+            goto fail;
+        }
+    }
+    for (size_t i = 1; i < TDS_ARRAY_SIZE(reasons); i++) {
+        h->sig_fail[i] = tds_metrics_getf(d->metrics, TDS_COUNTER,
+                                          "tds_ingress_signature_failures_total",
+                                          "webhooks rejected by the signature check, by reason",
+                                          "reason=\"%s\"", reasons[i]);
+        if (!h->sig_fail[i]) {
+            r = -ENOMEM;
+            goto fail;
+        }
+    }
+    h->sig_unsigned = tds_metrics_get(d->metrics, TDS_COUNTER,
+                                      "tds_ingress_signature_failures_total",
+                                      "webhooks rejected by the signature check, by reason",
+                                      "reason=\"no_secret\"", NULL, 0);
+    h->dups = tds_metrics_get(d->metrics, TDS_COUNTER, "tds_ingress_duplicates_total",
+                              "webhooks answered 200 as duplicates within the dedupe window", "",
+                              NULL, 0);
+    if (!h->sig_unsigned || !h->dups) {
+        r = -ENOMEM;
+        goto fail;
+    }
+    *out = h;
+    return 0;
+fail:
+    tds_http_free(h);
+    return r;
+}
+
+int tds_http_start(struct tds_http *h)
+{
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    const union MHD_DaemonInfo *info;
+
+    if (h->o.thread_per_connection)
+        flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC;
+    else
+        flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+    if (h->addr.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    errno = 0;
+    h->daemon = MHD_start_daemon(
+        flags, h->port, NULL, NULL, on_request, h,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&h->addr,
+        MHD_OPTION_THREAD_POOL_SIZE, h->o.thread_per_connection ? 0u : h->o.threads,
+        MHD_OPTION_CONNECTION_LIMIT, h->o.conn_limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, h->o.per_ip_limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, h->o.timeout_s,
+        /* Headers live in the per-connection pool: 32 KiB bounds them. */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32 * 1024,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_END);
+    if (!h->daemon)
+        return errno ? -errno : -EADDRINUSE;
+    info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    if (info && info->port)
+        h->port = info->port;
+    return 0;
+}
+
+uint16_t tds_http_port(const struct tds_http *h) { return h->port; }
+
+void tds_http_quiesce(struct tds_http *h)
+{
+    if (h->daemon)
+        MHD_quiesce_daemon(h->daemon);
+}
+
+size_t tds_http_inflight(struct tds_http *h) { return atomic_load(&h->inflight); }
+
+struct tds_http *tds_http_free(struct tds_http *h)
+{
+    if (!h)
+        return NULL;
+    if (h->daemon) {
+        /* Suspended connections must be resumed before MHD can stop; they
+         * get their final answer from the journal's state. */
+        atomic_store(&h->stopping, true);
+        tds_http_synced(h, UINT64_MAX, true);
+        MHD_stop_daemon(h->daemon);
+    }
+    for (size_t i = 0; i < TDS_ARRAY_SIZE(h->resp); i++)
+        if (h->resp[i])
+            MHD_destroy_response(h->resp[i]);
+    pthread_mutex_destroy(&h->intake_mu);
+    pthread_mutex_destroy(&h->wait_mu);
+    pthread_mutex_destroy(&h->log_mu);
+    free(h);
+    return NULL;
+}

@@ -1,0 +1,58 @@
+/* http — the webhook endpoint: POST /webhooks/zoho/{org_id} (libmicrohttpd).
+ *
+ * Owns the MHD daemon and the requests in flight. For each request it checks
+ * limits, verifies the signature over the raw bytes, parses the body, asks
+ * the dedupe window, appends to the journal, hands the entry to forward, and
+ * answers 200 only once the journal says the entry is durable. While it waits
+ * the connection is suspended (thread-pool mode) or its thread blocks
+ * (thread-per-connection mode); the journal's sync thread wakes it through
+ * tds_http_synced(). It never talks to ZeroMQ.
+ */
+#ifndef TDS_INGRESS_HTTP_H
+#define TDS_INGRESS_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct tds_http;
+struct tds_orgs;
+struct tds_journal;
+struct tds_dedupe;
+struct tds_forward;
+struct tds_metrics;
+
+struct tds_http_opts {
+    const char *listen;          /* "host:port" or ":port"; port 0 = any free port */
+    unsigned threads;            /* MHD thread pool size (suspend/resume mode) */
+    bool thread_per_connection;  /* block in the handler instead of suspending */
+    unsigned conn_limit;         /* connections overall */
+    unsigned per_ip_limit;       /* connections per client address */
+    unsigned timeout_s;          /* idle connection timeout (headers and body) */
+    size_t max_body;             /* bytes; more → 413 */
+    int64_t sig_max_age_ms;      /* t= signatures older than this → 401 */
+    int64_t dedupe_window_ms;
+};
+
+struct tds_http_deps {
+    const struct tds_orgs *orgs;
+    struct tds_journal *journal;
+    struct tds_dedupe *dedupe;
+    struct tds_forward *forward;
+    struct tds_metrics *metrics;
+    const char *origin;          /* "ingress.<instance>" */
+};
+
+int tds_http_new(struct tds_http **out, const struct tds_http_opts *o, const struct tds_http_deps *d);
+/* Resumes every waiter, stops the daemon; takes NULL, returns NULL. */
+struct tds_http *tds_http_free(struct tds_http *h);
+int tds_http_start(struct tds_http *h);
+uint16_t tds_http_port(const struct tds_http *h);
+/* Stop accepting connections; requests in flight continue. */
+void tds_http_quiesce(struct tds_http *h);
+/* Requests started and not yet answered. */
+size_t tds_http_inflight(struct tds_http *h);
+/* The journal's synced callback: wake requests waiting for seq ≤ synced. */
+void tds_http_synced(struct tds_http *h, uint64_t synced, bool failed);
+
+#endif

@@ -1,0 +1,729 @@
+/* tds-ingress — Zoho webhooks in, verified, deduplicated and journaled, out to
+ * the processor (events) and the fetcher (fetch by id).
+ *
+ * Wires config, the organizations file, the journal (and its recovery scan),
+ * the dedupe window, the HTTP server, forwarding, admin and metrics, and runs
+ * the `replay` subcommand. SIGTERM: stop accepting connections, let requests
+ * in flight get their answer, exit 0; unacked entries stay in the journal and
+ * are sent again by the next start.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "admin.h"
+#include "bus.h"
+#include "config.h"
+#include "dedupe.h"
+#include "entry.h"
+#include "events.h"
+#include "forward.h"
+#include "http.h"
+#include "journal.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "msg.h"
+#include "util.h"
+
+struct settings {
+    char *listen;
+    char *journal_dir;
+    char *config;
+    char *processor;
+    char *fetcher;
+    char *acks;
+    char *admin;
+    char *log_level;
+    char *instance;
+    char *events;
+    int64_t max_body;
+    int64_t dedupe_s;
+    int64_t dedupe_max;
+    int64_t journal_max;
+    int64_t segment_bytes;
+    int64_t retention_s;
+    int64_t ack_timeout_ms;
+    int64_t threads;
+    bool thread_per_conn;
+    int64_t conn_limit;
+    int64_t per_ip_limit;
+    int64_t timeout_s;
+    int64_t sig_max_age_s;
+    int64_t hwm;
+};
+
+#define S(f) offsetof(struct settings, f)
+static const struct tds_config_entry config_table[] = {
+    {"TDS_INGRESS_LISTEN", TDS_CFG_STR, "0.0.0.0:8080", 0, 0, 0, S(listen),
+     "webhook HTTP host:port (POST /webhooks/zoho/{org_id})"},
+    {"TDS_INGRESS_JOURNAL_DIR", TDS_CFG_STR, "/var/lib/tds/journal", 0, 0, 0, S(journal_dir),
+     "directory of the durable webhook journal"},
+    {"TDS_CONFIG", TDS_CFG_STR, NULL, TDS_CFG_REQUIRED, 0, 0, S(config),
+     "organizations file (JSON): org ids and webhook secrets"},
+    {"TDS_PROCESSOR_CONNECT", TDS_CFG_STR, "tcp://127.0.0.1:5557", 0, 0, 0, S(processor),
+     "processor endpoint(s) for event messages (comma-separated)"},
+    {"TDS_FETCHER_CONNECT", TDS_CFG_STR, "tcp://127.0.0.1:5556", 0, 0, 0, S(fetcher),
+     "fetcher endpoint(s) for fetch-by-id messages (comma-separated)"},
+    {"TDS_ACK_CONNECT", TDS_CFG_STR, "tcp://127.0.0.1:5559", 0, 0, 0, S(acks),
+     "writer ack PUB endpoint(s) (comma-separated)"},
+    {"TDS_ADMIN_LISTEN", TDS_CFG_STR, "0.0.0.0:9101", 0, 0, 0, S(admin),
+     "admin HTTP host:port (/healthz /readyz /metrics /status)"},
+    {"TDS_LOG_LEVEL", TDS_CFG_STR, "info", 0, 0, 0, S(log_level), "debug, info, warn or error"},
+    {"TDS_INSTANCE", TDS_CFG_STR, "", 0, 0, 0, S(instance),
+     "instance name used in this stage's origin (default: hostname)"},
+    {"TDS_EVENTS_BIND", TDS_CFG_STR, "", 0, 0, 0, S(events),
+     "PUB endpoint for tds.zoho.webhook.* events (empty: off)"},
+    {"TDS_INGRESS_MAX_BODY", TDS_CFG_INT, "1048576", 0, 1024, 16 * 1024 * 1024, S(max_body),
+     "largest webhook body in bytes (more: 413)"},
+    {"TDS_INGRESS_DEDUPE_S", TDS_CFG_INT, "600", 0, 0, 7 * 86400, S(dedupe_s),
+     "seconds an event id is remembered as a duplicate"},
+    {"TDS_INGRESS_DEDUPE_MAX", TDS_CFG_INT, "1000000", 0, 16, 100000000, S(dedupe_max),
+     "event ids remembered at most (bounds memory, about 40 bytes each)"},
+    {"TDS_INGRESS_JOURNAL_MAX_BYTES", TDS_CFG_INT, "1073741824", 0, 4096, INT64_MAX / 2,
+     S(journal_max), "journal size bound in bytes (over it, with nothing acked to drop: 503)"},
+    {"TDS_INGRESS_SEGMENT_BYTES", TDS_CFG_INT, "67108864", 0, 1024, 1073741824,
+     S(segment_bytes), "journal segment file size"},
+    {"TDS_INGRESS_RETENTION_S", TDS_CFG_INT, "86400", 0, 0, 365 * 86400, S(retention_s),
+     "seconds acked journal segments are kept for replay (within the size bound)"},
+    {"TDS_INGRESS_ACK_TIMEOUT_MS", TDS_CFG_INT, "10000", 0, 10, 3600000, S(ack_timeout_ms),
+     "resend an entry not acked within this time"},
+    {"TDS_INGRESS_THREADS", TDS_CFG_INT, "2", 0, 1, 256, S(threads),
+     "HTTP worker threads (thread-pool mode)"},
+    {"TDS_INGRESS_THREAD_PER_CONNECTION", TDS_CFG_BOOL, "false", 0, 0, 0, S(thread_per_conn),
+     "one thread per connection that blocks for the sync, instead of suspend/resume"},
+    {"TDS_INGRESS_CONN_LIMIT", TDS_CFG_INT, "2048", 0, 1, 100000, S(conn_limit),
+     "concurrent HTTP connections at most"},
+    {"TDS_INGRESS_PER_IP_LIMIT", TDS_CFG_INT, "512", 0, 1, 100000, S(per_ip_limit),
+     "concurrent HTTP connections per client address at most"},
+    {"TDS_INGRESS_TIMEOUT_S", TDS_CFG_INT, "15", 0, 1, 3600, S(timeout_s),
+     "idle connection timeout: a client silent this long (headers or body) is dropped"},
+    {"TDS_INGRESS_SIGNATURE_MAX_AGE_S", TDS_CFG_INT, "300", 0, 0, 86400, S(sig_max_age_s),
+     "age limit of timestamped (t=,v=) signatures"},
+    {"TDS_INGRESS_HWM", TDS_CFG_INT, "10000", 0, 1, 1000000, S(hwm),
+     "high-water mark (messages) of the outgoing sockets"},
+};
+#undef S
+#define N_CONFIG (sizeof(config_table) / sizeof(config_table[0]))
+
+struct app {
+    struct settings cfg;
+    struct tds_orgs *orgs;
+    struct tds_loop *loop;
+    struct tds_bus *bus;
+    struct tds_metrics *metrics;
+    struct tds_events *events;
+    struct tds_admin *admin;
+    struct tds_journal *journal;
+    struct tds_dedupe *dedupe;
+    struct tds_forward *forward;
+    struct tds_http *http;
+    struct tds_series *h_batch, *h_fsync;
+    int64_t dedupe_window_ms;
+    int64_t drain_timer;
+    bool ready;
+};
+
+/* ---- journal callbacks (sync thread) ---- */
+
+static void on_synced(uint64_t synced, bool failed, void *ud)
+{
+    struct app *a = ud;
+
+    if (a->http)
+        tds_http_synced(a->http, synced, failed);
+    tds_forward_synced(a->forward, synced, failed);
+}
+
+static void on_stats(uint64_t batch, double s, void *ud)
+{
+    struct app *a = ud;
+
+    if (batch)
+        tds_series_observe(a->h_batch, (double)batch);
+    tds_series_observe(a->h_fsync, s);
+}
+
+/* Journal scan at start-up: resend what is unacked, refill the dedupe window. */
+static int on_recovered(const struct tds_journal_rec *r, void *ud)
+{
+    struct app *a = ud;
+    struct tds_entry e;
+
+    if (tds_entry_decode(r->payload, r->len, &e)) {
+        tds_warn("skipping journal record %llu: not an ingress entry", (unsigned long long)r->seq);
+        return 0;
+    }
+    if (tds_wall_ms() - r->wall_ms <= a->dedupe_window_ms && e.msgid_len > 3)
+        tds_dedupe_insert(a->dedupe, e.msgid + 3, e.msgid_len - 3, r->wall_ms, r->seq);
+    if (!r->acked)
+        return tds_forward_recover(a->forward, r->seq, &r->loc, r->payload, r->len);
+    return 0;
+}
+
+/* ---- loop callbacks ---- */
+
+static char *status_json(void *ud)
+{
+    struct app *a = ud;
+    char *s = malloc(512);
+
+    if (!s)
+        return NULL;
+    snprintf(s, 512,
+             "{\"stage\":\"ingress\",\"journal_bytes\":%llu,\"journal_segments\":%zu,"
+             "\"unacked\":%llu,\"journal_failed\":%s,\"http_inflight\":%zu,\"dedupe_size\":%zu}",
+             (unsigned long long)tds_journal_bytes(a->journal), tds_journal_segments(a->journal),
+             (unsigned long long)tds_journal_unacked(a->journal),
+             tds_journal_failed(a->journal) ? "true" : "false",
+             a->http ? tds_http_inflight(a->http) : (size_t)0, tds_dedupe_size(a->dedupe));
+    return s;
+}
+
+static void on_tick(struct tds_loop *loop, void *ud)
+{
+    struct app *a = ud;
+    bool ok = !tds_journal_failed(a->journal);
+
+    (void)loop;
+    tds_forward_tick(a->forward);
+    if (ok != a->ready) {
+        a->ready = ok;
+        tds_admin_set_ready(a->admin, ok, ok ? NULL : "journal failed (disk error), restart needed");
+        if (!ok)
+            tds_error("journal failed: a write or fdatasync error; answering 503 until restarted");
+    }
+}
+
+static void on_drain_check(struct tds_loop *loop, void *ud)
+{
+    struct app *a = ud;
+
+    if (tds_http_inflight(a->http) == 0)
+        tds_loop_stop(loop);
+}
+
+static void on_drain(struct tds_loop *loop, void *ud)
+{
+    struct app *a = ud;
+
+    tds_info("stopping: no new connections, finishing %zu requests in flight (%zu unacked stay "
+             "in the journal)",
+             tds_http_inflight(a->http), tds_forward_unacked(a->forward));
+    tds_admin_set_ready(a->admin, false, "stopping");
+    tds_http_quiesce(a->http);
+    a->drain_timer = tds_loop_timer_add(loop, 0, 20, on_drain_check, a);
+}
+
+/* ---- command line ---- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tds-ingress [--help] [--version] [--print-config]\n"
+            "       tds-ingress replay --org ORG --since WHEN [--until WHEN] [--wait SECONDS]\n"
+            "                          [--dry-run]\n"
+            "\n"
+            "Receives Zoho workflow webhooks on POST /webhooks/zoho/{org_id}, verifies their\n"
+            "X-Zoho-Webhook-Signature, drops duplicates, journals them durably (fdatasync,\n"
+            "group commit) before answering 200, and forwards them to the processor (event)\n"
+            "or the fetcher (fetch by id) until the writer acknowledges them.\n"
+            "\n"
+            "replay re-sends journaled webhooks of one organization received since WHEN\n"
+            "(\"2026-01-05T10:00:00Z\", \"2026-01-05T10:00:00+03:00\", \"30m\", \"2h\", \"1d\" ago,\n"
+            "or epoch milliseconds), within the journal's retention, and waits up to\n"
+            "--wait seconds (default 30, 0 = no wait) for the writer's acks.\n"
+            "\n"
+            "Environment:\n");
+    for (size_t i = 0; i < N_CONFIG; i++)
+        fprintf(f, "  %-34s %s (default: '%s')\n", config_table[i].env, config_table[i].help,
+                config_table[i].def ? config_table[i].def : "");
+}
+
+/* "30m" / "2h" ago, ISO 8601 with Z or ±hh:mm / ±hhmm, or epoch ms. */
+static int parse_when(const char *s, int64_t now_ms, int64_t *out)
+{
+    size_t n = strlen(s);
+    struct tm tm = {0};
+    const char *rest;
+    int64_t v;
+
+    if (n >= 2 && strchr("smhd", s[n - 1])) {
+        char num[32];
+        int64_t mult = s[n - 1] == 's' ? 1000 : s[n - 1] == 'm' ? 60000
+                     : s[n - 1] == 'h' ? 3600000 : 86400000;
+
+        if (n - 1 >= sizeof(num))
+            return TDS_E_INVALID;
+        memcpy(num, s, n - 1);
+        num[n - 1] = '\0';
+        if (tds_parse_i64(num, 0, INT64_MAX / 86400000, &v))
+            return TDS_E_INVALID;
+        *out = now_ms - v * mult;
+        return 0;
+    }
+    if (tds_parse_i64(s, 0, INT64_MAX, &v) == 0) {
+        *out = v;
+        return 0;
+    }
+    rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest)
+        return TDS_E_INVALID;
+    v = (int64_t)timegm(&tm) * 1000;
+    if (*rest == '.') /* fractional seconds: ignored */
+        while (*++rest >= '0' && *rest <= '9')
+            ;
+    if (*rest == 'Z' && rest[1] == '\0') {
+        *out = v;
+        return 0;
+    }
+    if (*rest == '\0') {
+        *out = v;
+        return 0;
+    }
+    if ((*rest == '+' || *rest == '-') && strlen(rest) >= 5) {
+        int sign = *rest == '-' ? -1 : 1;
+        int hh = (rest[1] - '0') * 10 + (rest[2] - '0');
+        const char *m = rest[3] == ':' ? rest + 4 : rest + 3;
+        int mm;
+
+        if (strlen(m) != 2)
+            return TDS_E_INVALID;
+        mm = (m[0] - '0') * 10 + (m[1] - '0');
+        if (hh < 0 || hh > 23 || mm < 0 || mm > 59)
+            return TDS_E_INVALID;
+        *out = v - sign * ((int64_t)hh * 3600000 + (int64_t)mm * 60000);
+        return 0;
+    }
+    return TDS_E_INVALID;
+}
+
+/* ---- replay ---- */
+
+struct rentry {
+    char *buf;
+    size_t len;
+    bool acked;
+};
+
+struct replay {
+    const char *org;
+    int64_t since, until;
+    struct rentry *e;
+    size_t n, cap;
+};
+
+static int replay_collect(const struct tds_journal_rec *r, void *ud)
+{
+    struct replay *rp = ud;
+    struct tds_entry e;
+
+    if (r->wall_ms < rp->since || r->wall_ms > rp->until)
+        return 0;
+    if (tds_entry_decode(r->payload, r->len, &e) || e.org_len != strlen(rp->org) ||
+        memcmp(e.org, rp->org, e.org_len) != 0)
+        return 0;
+    if (rp->n == rp->cap) {
+        size_t cap = rp->cap ? rp->cap * 2 : 256;
+        struct rentry *ne = realloc(rp->e, cap * sizeof(*ne));
+
+        if (!ne)
+            return -ENOMEM;
+        rp->e = ne;
+        rp->cap = cap;
+    }
+    rp->e[rp->n].buf = malloc(r->len);
+    if (!rp->e[rp->n].buf)
+        return -ENOMEM;
+    memcpy(rp->e[rp->n].buf, r->payload, r->len);
+    rp->e[rp->n].len = r->len;
+    rp->e[rp->n].acked = false;
+    rp->n++;
+    return 0;
+}
+
+static int replay_main(int argc, char **argv, struct settings *cfg, const char *origin)
+{
+    static const struct option opts[] = {
+        {"org", required_argument, NULL, 'o'},   {"since", required_argument, NULL, 's'},
+        {"until", required_argument, NULL, 'u'}, {"wait", required_argument, NULL, 'w'},
+        {"dry-run", no_argument, NULL, 'n'},     {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct replay rp = {.until = INT64_MAX};
+    const char *since = NULL, *until = NULL;
+    struct tds_journal_opts jo = {.dir = cfg->journal_dir, .max_bytes = UINT64_MAX,
+                                  .read_only = true};
+    struct tds_journal *j = NULL;
+    struct tds_bus *bus = NULL;
+    struct tds_bus_sock *push[3] = {NULL}, *sub = NULL;
+    struct tds_bus_opts bo = {.hwm = 100000, .linger_ms = 10000, .reconnect_ms = 100};
+    int64_t wait_s = 30, now = tds_wall_ms(), deadline;
+    size_t sent = 0, acked = 0, events = 0, fetches = 0;
+    bool dry = false;
+    int c, r, status = 1;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:s:u:w:nh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': rp.org = optarg; break;
+        case 's': since = optarg; break;
+        case 'u': until = optarg; break;
+        case 'w':
+            if (tds_parse_i64(optarg, 0, 86400, &wait_s)) {
+                fprintf(stderr, "tds-ingress: invalid --wait: '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'n': dry = true; break;
+        case 'h': usage(stdout); return 0;
+        default:
+            fprintf(stderr, "tds-ingress: unknown replay argument '%s'\n", argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (!rp.org || !since) {
+        fprintf(stderr, "tds-ingress: replay needs --org and --since\n");
+        return 2;
+    }
+    if (parse_when(since, now, &rp.since)) {
+        fprintf(stderr, "tds-ingress: invalid --since: '%s'\n", since);
+        return 2;
+    }
+    if (until && parse_when(until, now, &rp.until)) {
+        fprintf(stderr, "tds-ingress: invalid --until: '%s'\n", until);
+        return 2;
+    }
+    r = tds_journal_open(&j, &jo, replay_collect, &rp, NULL);
+    if (r) {
+        fprintf(stderr, "tds-ingress: could not read journal '%s': %s\n", cfg->journal_dir,
+                r < 0 ? strerror(-r) : "error");
+        goto out;
+    }
+    if (dry || rp.n == 0) {
+        printf("%zu journaled webhooks of org %s match%s\n", rp.n, rp.org,
+               dry ? " (dry run, nothing sent)" : "");
+        status = 0;
+        goto out;
+    }
+    if ((r = tds_bus_new(&bus)) || (r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo, &push[1])) ||
+        (r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo, &push[2])) ||
+        (r = tds_bus_sock_new(bus, ZMQ_SUB, NULL, &sub)) ||
+        (r = tds_bus_connect(push[1], cfg->processor)) ||
+        (r = tds_bus_connect(push[2], cfg->fetcher)) || (r = tds_bus_subscribe(sub, origin)) ||
+        (r = tds_bus_connect(sub, cfg->acks))) {
+        fprintf(stderr, "tds-ingress: could not set up sockets: %s\n", zmq_strerror(-r));
+        goto out;
+    }
+    /* Give the SUB time to subscribe, so early acks are not missed. */
+    usleep(300 * 1000);
+    deadline = tds_now_ms() + 10000;
+    for (size_t i = 0; i < rp.n; i++) {
+        struct tds_entry e;
+
+        tds_entry_decode(rp.e[i].buf, rp.e[i].len, &e);
+        for (;;) {
+            r = tds_bus_send(push[e.dest], e.msg, e.msg_len, ZMQ_DONTWAIT);
+            if (r != -EAGAIN || tds_now_ms() > deadline)
+                break;
+            usleep(10 * 1000);
+        }
+        if (r) {
+            fprintf(stderr, "tds-ingress: could not send to the %s: %s\n",
+                    e.dest == TDS_ENTRY_PROCESSOR ? "processor" : "fetcher",
+                    r == -EAGAIN ? "no peer connected" : zmq_strerror(-r));
+            break;
+        }
+        sent++;
+        if (e.dest == TDS_ENTRY_PROCESSOR)
+            events++;
+        else
+            fetches++;
+    }
+    deadline = tds_now_ms() + wait_s * 1000;
+    while (wait_s && acked < sent && tds_now_ms() < deadline) {
+        zmq_pollitem_t pi = {tds_bus_sock_raw(sub), 0, ZMQ_POLLIN, 0};
+        char *topic = NULL, *body = NULL;
+        size_t tl, bl;
+        int more = 0;
+        struct tds_msg m;
+
+        if (zmq_poll(&pi, 1, 200) <= 0)
+            continue;
+        if (tds_bus_recv(sub, &topic, &tl, 256, 0, &more) || !more) {
+            free(topic);
+            continue;
+        }
+        if (tds_bus_recv(sub, &body, &bl, 4u << 20, 0, &more) == 0 &&
+            tds_msg_decode(body, bl, &m) == 0) {
+            if (m.type == TDS_MSG_ACK && m.u.ack.origin && strcmp(m.u.ack.origin, origin) == 0) {
+                for (size_t k = 0; k < m.u.ack.n_ids; k++) {
+                    for (size_t i = 0; i < sent; i++) {
+                        struct tds_entry e;
+
+                        tds_entry_decode(rp.e[i].buf, rp.e[i].len, &e);
+                        if (!rp.e[i].acked && e.msgid_len == strlen(m.u.ack.ids[k]) &&
+                            memcmp(e.msgid, m.u.ack.ids[k], e.msgid_len) == 0) {
+                            rp.e[i].acked = true;
+                            acked++;
+                        }
+                    }
+                }
+            }
+            tds_msg_clear(&m);
+        }
+        free(topic);
+        free(body);
+    }
+    printf("replayed %zu of %zu journaled webhooks of org %s (%zu events, %zu fetches)", sent,
+           rp.n, rp.org, events, fetches);
+    if (wait_s)
+        printf(", %zu acknowledged", acked);
+    printf("\n");
+    status = sent == rp.n && (!wait_s || acked == sent) ? 0 : 1;
+out:
+    for (size_t i = 0; i < rp.n; i++)
+        free(rp.e[i].buf);
+    free(rp.e);
+    tds_bus_sock_free(push[1]);
+    tds_bus_sock_free(push[2]);
+    tds_bus_sock_free(sub);
+    tds_bus_free(bus);
+    tds_journal_close(j);
+    return status;
+}
+
+/* ---- main ---- */
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"print-config", no_argument, NULL, 'p'},
+        {NULL, 0, NULL, 0},
+    };
+    static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+    static const double fsync_buckets[] = {.0001, .00025, .0005, .001, .0025, .005,
+                                           .01,   .025,   .05,   .1,   .25,   1};
+    struct app a;
+    struct settings *cfg = &a.cfg;
+    char err[512], origin[320], host[256];
+    bool print_config = false, replay = false;
+    enum tds_log_level level;
+    int c, rc, status = 2; /* bad settings exit 2 */
+
+    memset(&a, 0, sizeof(a));
+    if (argc > 1 && strcmp(argv[1], "replay") == 0) {
+        replay = true;
+    } else {
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "hVp", opts, NULL)) != -1) {
+            switch (c) {
+            case 'h':
+                usage(stdout);
+                return 0;
+            case 'V':
+                printf("tds-ingress %s\n", TDS_VERSION);
+                return 0;
+            case 'p':
+                print_config = true;
+                break;
+            default:
+                fprintf(stderr, "tds-ingress: unknown argument '%s'\n", argv[optind - 1]);
+                return 2;
+            }
+        }
+        if (optind < argc) {
+            fprintf(stderr, "tds-ingress: unexpected argument '%s'\n", argv[optind]);
+            return 2;
+        }
+    }
+    if (tds_config_load(config_table, N_CONFIG, cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tds-ingress: %s\n", err);
+        goto out;
+    }
+    if (tds_log_level_parse(cfg->log_level, &level) != 0) {
+        fprintf(stderr, "tds-ingress: invalid TDS_LOG_LEVEL: '%s'\n", cfg->log_level);
+        goto out;
+    }
+    if (print_config) {
+        tds_config_print(config_table, N_CONFIG, cfg, stdout);
+        status = 0;
+        goto out;
+    }
+    {
+        uint16_t port;
+
+        if (tds_parse_hostport(cfg->admin, host, sizeof(host), &port) != 0) {
+            fprintf(stderr, "tds-ingress: invalid TDS_ADMIN_LISTEN: '%s'\n", cfg->admin);
+            goto out;
+        }
+        if (tds_parse_hostport(cfg->listen, host, sizeof(host), &port) != 0) {
+            fprintf(stderr, "tds-ingress: invalid TDS_INGRESS_LISTEN: '%s'\n", cfg->listen);
+            goto out;
+        }
+    }
+    if (!cfg->instance[0]) {
+        if (gethostname(host, sizeof(host)) != 0)
+            snprintf(host, sizeof(host), "unknown");
+        host[sizeof(host) - 1] = '\0';
+    } else {
+        snprintf(host, sizeof(host), "%s", cfg->instance);
+    }
+    snprintf(origin, sizeof(origin), "ingress.%s", host);
+    tds_log_init("ingress", level);
+    if (replay) {
+        status = replay_main(argc - 1, argv + 1, cfg, origin);
+        goto out;
+    }
+    if (tds_orgs_load(cfg->config, &a.orgs, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tds-ingress: invalid TDS_CONFIG: %s\n", err);
+        goto out;
+    }
+    status = 1;
+    a.dedupe_window_ms = cfg->dedupe_s * 1000;
+
+    if ((rc = tds_loop_new(&a.loop)) < 0 || (rc = tds_metrics_new(&a.metrics)) < 0 ||
+        (rc = tds_bus_new(&a.bus)) < 0 ||
+        (rc = tds_dedupe_new(&a.dedupe, (size_t)cfg->dedupe_max, a.dedupe_window_ms)) < 0) {
+        tds_error("could not start: %s", strerror(-rc));
+        goto out;
+    }
+    rc = tds_events_new(&a.events, a.bus, "ingress", cfg->events);
+    if (rc) {
+        tds_error("could not bind TDS_EVENTS_BIND '%s': %s", cfg->events,
+                  rc < 0 ? zmq_strerror(-rc) : "invalid");
+        goto out;
+    }
+    a.h_batch = tds_metrics_get(a.metrics, TDS_HISTOGRAM, "tds_ingress_group_commit_size",
+                                "webhooks made durable by one fdatasync", "", batch_buckets,
+                                TDS_ARRAY_SIZE(batch_buckets));
+    a.h_fsync = tds_metrics_get(a.metrics, TDS_HISTOGRAM, "tds_ingress_fsync_seconds",
+                                "time of one group commit (write + fdatasync)", "", fsync_buckets,
+                                TDS_ARRAY_SIZE(fsync_buckets));
+    {
+        struct tds_forward_opts fo = {
+            .origin = origin,
+            .processor_connect = cfg->processor,
+            .fetcher_connect = cfg->fetcher,
+            .ack_connect = cfg->acks,
+            .ack_timeout_ms = cfg->ack_timeout_ms,
+            .max_buffered_bytes = 64u * 1024 * 1024,
+            .hwm = (int)cfg->hwm,
+        };
+
+        rc = tds_forward_new(&a.forward, &fo, a.loop, a.bus, NULL, a.metrics, a.events);
+        if (rc) {
+            tds_error("could not set up forwarding (TDS_PROCESSOR_CONNECT '%s', "
+                      "TDS_FETCHER_CONNECT '%s', TDS_ACK_CONNECT '%s'): %s",
+                      cfg->processor, cfg->fetcher, cfg->acks,
+                      rc < 0 ? zmq_strerror(-rc) : "invalid");
+            goto out;
+        }
+    }
+    {
+        struct tds_journal_opts jo = {
+            .dir = cfg->journal_dir,
+            .max_bytes = (uint64_t)cfg->journal_max,
+            .segment_bytes = (uint64_t)cfg->segment_bytes,
+            .retention_ms = cfg->retention_s * 1000,
+            .sync_thread = true,
+        };
+        struct tds_journal_open_info info;
+
+        rc = tds_journal_open(&a.journal, &jo, on_recovered, &a, &info);
+        if (rc) {
+            tds_error("could not open journal '%s': %s", cfg->journal_dir,
+                      rc < 0 ? strerror(-rc) : "error");
+            goto out;
+        }
+        if (info.torn)
+            tds_warn("journal: dropped %llu torn or damaged records at segment ends",
+                     (unsigned long long)info.torn);
+        tds_info("journal '%s': %zu segments, %llu entries, %llu unacked (resending)",
+                 cfg->journal_dir, info.segments, (unsigned long long)info.entries,
+                 (unsigned long long)info.unacked);
+        tds_forward_set_journal(a.forward, a.journal);
+        tds_journal_on_stats(a.journal, on_stats, &a);
+        tds_journal_on_synced(a.journal, on_synced, &a);
+    }
+    {
+        struct tds_http_opts ho = {
+            .listen = cfg->listen,
+            .threads = (unsigned)cfg->threads,
+            .thread_per_connection = cfg->thread_per_conn,
+            .conn_limit = (unsigned)cfg->conn_limit,
+            .per_ip_limit = (unsigned)cfg->per_ip_limit,
+            .timeout_s = (unsigned)cfg->timeout_s,
+            .max_body = (size_t)cfg->max_body,
+            .sig_max_age_ms = cfg->sig_max_age_s * 1000,
+            .dedupe_window_ms = a.dedupe_window_ms,
+        };
+        struct tds_http_deps hd = {a.orgs, a.journal, a.dedupe, a.forward, a.metrics, origin};
+        struct tds_http *h = NULL;
+
+        rc = tds_http_new(&h, &ho, &hd);
+        if (rc == 0)
+            rc = tds_http_start(h);
+        if (rc) {
+            tds_error("could not listen on TDS_INGRESS_LISTEN '%s': %s", cfg->listen,
+                      rc < 0 ? strerror(-rc) : "invalid address");
+            tds_http_free(h);
+            goto out;
+        }
+        a.http = h;
+    }
+    tds_loop_on_drain(a.loop, on_drain, &a);
+    if (tds_loop_timer_add(a.loop, 1000, 1000, on_tick, &a) < 0) {
+        tds_error("could not start: timer");
+        goto out;
+    }
+    if ((rc = tds_admin_new(&a.admin, cfg->admin, a.metrics, a.loop)) < 0 ||
+        (tds_admin_set_status_cb(a.admin, status_json, &a), (rc = tds_admin_start(a.admin)) < 0)) {
+        tds_error("could not start the admin server on '%s': %s", cfg->admin,
+                  rc < 0 ? strerror(-rc) : "error");
+        goto out;
+    }
+    a.ready = true;
+    tds_admin_set_ready(a.admin, true, NULL);
+    tds_forward_tick(a.forward);
+    tds_info("started: webhooks on %s (port %u), events to %s, fetches to %s, acks from %s, "
+             "origin %s",
+             cfg->listen, (unsigned)tds_http_port(a.http), cfg->processor, cfg->fetcher,
+             cfg->acks, origin);
+    rc = tds_loop_run(a.loop);
+    if (rc < 0) {
+        tds_error("event loop failed: %s", strerror(-rc));
+        goto out;
+    }
+    tds_info("stopped: %zu webhooks unacked stay in the journal for the next start",
+             tds_forward_unacked(a.forward));
+    status = 0;
+out:
+    if (a.admin)
+        tds_admin_set_ready(a.admin, false, "stopping");
+    a.admin = tds_admin_free(a.admin);
+    /* No sync callback may run into a freed server: detach, then free. */
+    if (a.journal)
+        tds_journal_on_synced(a.journal, NULL, NULL);
+    a.http = tds_http_free(a.http);
+    a.journal = tds_journal_close(a.journal);
+    a.forward = tds_forward_free(a.forward);
+    a.dedupe = tds_dedupe_free(a.dedupe);
+    a.events = tds_events_free(a.events);
+    a.bus = tds_bus_free(a.bus);
+    a.loop = tds_loop_free(a.loop);
+    a.metrics = tds_metrics_free(a.metrics);
+    a.orgs = tds_orgs_free(a.orgs);
+    tds_config_free(config_table, N_CONFIG, cfg);
+    return status;
+}
