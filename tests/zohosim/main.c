@@ -147,6 +147,7 @@ static int parse_args(struct args *a, int argc, char **argv)
 {
     long long n;
     int c;
+    opterr = 0; /* one line of our own instead of getopt's */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case O_LISTEN:
@@ -268,7 +269,8 @@ static int parse_args(struct args *a, int argc, char **argv)
         case O_HELP: fputs(usage, stdout); return -1;
         case O_VERSION: printf("tds-zohosim %s\n", TDS_VERSION); return -1;
         default:
-            fprintf(stderr, "tds-zohosim: invalid argument (see --help)\n");
+            fprintf(stderr, "tds-zohosim: invalid argument: '%s' (see --help)\n",
+                    argv[optind - 1]);
             return 2;
         }
     }
