@@ -10,6 +10,7 @@
 #define TDS_ADMIN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct tds_admin;
