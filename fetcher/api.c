@@ -1,0 +1,530 @@
+/* api — token + limiter + HTTP + retries for one organization's GETs.
+ *
+ * Queue discipline: FIFO, except that a call waiting out its backoff lets
+ * later calls pass. pump() sends while the token, the limiter and the queue
+ * allow, then arms one timer for the earliest moment something may change;
+ * completions and token refreshes call pump() again.
+ */
+#include "api.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "events.h"
+#include "http.h"
+#include "limiter.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "oauth.h"
+#include "store.h"
+#include "util.h"
+
+struct call {
+    struct tds_api *a;
+    char *endpoint;
+    char *path;
+    char *query;
+    tds_api_cb cb;
+    void *ud;
+    int attempts;       /* transient failures so far */
+    int auth_refreshes; /* forced refreshes for this call */
+    int64_t not_before_ms;
+    int64_t ticket;
+    int64_t sent_ms;
+    char *token;        /* the token it was sent with */
+    struct tds_http_call *http;
+    struct call *next, *prev;
+};
+
+struct tds_api {
+    struct tds_loop *loop;
+    struct tds_http *http;
+    struct tds_oauth *oauth;
+    struct tds_limiter *lim;
+    const struct tds_org *org;
+    struct tds_store *store;
+    struct tds_metrics *metrics;
+    struct tds_events *events;
+    struct tds_api_cfg cfg;
+    struct tds_log_ctx lctx;
+    char *org_label;
+    const char *base_path;
+
+    struct call *qhead, *qtail; /* waiting */
+    struct call *running;       /* sent */
+    size_t n_queued, n_running;
+    int64_t timer_id, timer_at;
+    int64_t calls;
+    bool daily_alerted;
+    int paused;
+    bool pumping;
+    struct tds_log_limit wait_log;
+
+    struct tds_series *m_quota, *m_seconds;
+};
+
+static void pump(struct tds_api *a);
+
+static void call_free(struct call *c)
+{
+    if (!c)
+        return;
+    free(c->endpoint);
+    free(c->path);
+    free(c->query);
+    free(c->token);
+    free(c);
+}
+
+static void q_remove(struct tds_api *a, struct call *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        a->qhead = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        a->qtail = c->prev;
+    c->next = c->prev = NULL;
+    a->n_queued--;
+}
+
+static void q_push(struct tds_api *a, struct call *c, bool front)
+{
+    if (front) {
+        c->prev = NULL;
+        c->next = a->qhead;
+        if (a->qhead)
+            a->qhead->prev = c;
+        else
+            a->qtail = c;
+        a->qhead = c;
+    } else {
+        c->next = NULL;
+        c->prev = a->qtail;
+        if (a->qtail)
+            a->qtail->next = c;
+        else
+            a->qhead = c;
+        a->qtail = c;
+    }
+    a->n_queued++;
+}
+
+static void r_add(struct tds_api *a, struct call *c)
+{
+    c->prev = NULL;
+    c->next = a->running;
+    if (a->running)
+        a->running->prev = c;
+    a->running = c;
+    a->n_running++;
+}
+
+static void r_remove(struct tds_api *a, struct call *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        a->running = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+    a->n_running--;
+}
+
+int tds_api_new(struct tds_api **out, struct tds_loop *loop, struct tds_http *http,
+                struct tds_oauth *oauth, struct tds_limiter *limiter, const struct tds_org *org,
+                struct tds_store *store, struct tds_metrics *metrics, struct tds_events *events,
+                const struct tds_api_cfg *cfg)
+{
+    struct tds_api *a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    a->loop = loop;
+    a->http = http;
+    a->oauth = oauth;
+    a->lim = limiter;
+    a->org = org;
+    a->store = store;
+    a->metrics = metrics;
+    a->events = events;
+    a->cfg = *cfg;
+    if (a->cfg.timeout_ms <= 0)
+        a->cfg.timeout_ms = 30000;
+    if (a->cfg.max_attempts <= 0)
+        a->cfg.max_attempts = 6;
+    if (a->cfg.backoff_base_ms <= 0)
+        a->cfg.backoff_base_ms = 500;
+    if (a->cfg.backoff_max_ms <= 0)
+        a->cfg.backoff_max_ms = 30000;
+    a->lctx.org = org->org_id;
+    a->wait_log.interval_ms = 60000;
+    a->base_path = org->product && strcmp(org->product, "books") == 0 ? "/books/v3" : "/inventory/v1";
+    a->org_label = tds_metrics_escape(org->org_id);
+    if (!a->org_label) {
+        free(a);
+        return -ENOMEM;
+    }
+    if (metrics) {
+        a->m_quota = tds_metrics_getf(metrics, TDS_GAUGE, "tds_fetcher_quota_remaining",
+                                      "Zoho API calls left today (from X-Rate-Limit-Remaining)",
+                                      "org=\"%s\"", a->org_label);
+        a->m_seconds = tds_metrics_get(metrics, TDS_HISTOGRAM, "tds_fetcher_api_seconds",
+                                       "Zoho API call latency", "", NULL, 0);
+    }
+    *out = a;
+    return 0;
+}
+
+void tds_api_cancel_all(struct tds_api *a)
+{
+    /* Callbacks run with a failure so their owners can free what they hold;
+     * owners that are shutting down know to do only that. */
+    struct tds_api_result r = {TDS_ZAPI_FATAL, -1, 0, "", 0, "cancelled"};
+    while (a->qhead) {
+        struct call *c = a->qhead;
+        q_remove(a, c);
+        tds_api_cb cb = c->cb;
+        void *ud = c->ud;
+        call_free(c);
+        if (cb)
+            cb(&r, ud);
+    }
+    while (a->running) {
+        struct call *c = a->running;
+        r_remove(a, c);
+        if (c->http)
+            tds_http_cancel(a->http, c->http);
+        struct tds_limiter_outcome o;
+        tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
+        tds_limiter_release(a->lim, tds_now_ms(), c->ticket, &o);
+        tds_api_cb cb = c->cb;
+        void *ud = c->ud;
+        call_free(c);
+        if (cb)
+            cb(&r, ud);
+    }
+    if (a->timer_id > 0)
+        tds_loop_timer_cancel(a->loop, a->timer_id);
+    a->timer_id = 0;
+}
+
+struct tds_api *tds_api_free(struct tds_api *a)
+{
+    if (!a)
+        return NULL;
+    tds_api_cancel_all(a);
+    free(a->org_label);
+    free(a);
+    return NULL;
+}
+
+int tds_api_get(struct tds_api *a, const char *endpoint, const char *path, const char *query,
+                tds_api_cb cb, void *ud)
+{
+    struct call *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->a = a;
+    c->cb = cb;
+    c->ud = ud;
+    c->ticket = -1;
+    c->endpoint = strdup(endpoint);
+    c->path = strdup(path);
+    c->query = query ? strdup(query) : NULL;
+    if (!c->endpoint || !c->path || (query && !c->query)) {
+        call_free(c);
+        return -ENOMEM;
+    }
+    q_push(a, c, false);
+    pump(a);
+    return 0;
+}
+
+static void on_timer(struct tds_loop *loop, void *ud)
+{
+    (void)loop;
+    struct tds_api *a = ud;
+    a->timer_id = 0;
+    pump(a);
+}
+
+static void arm(struct tds_api *a, int64_t now, int64_t wait_ms)
+{
+    if (wait_ms < 1)
+        wait_ms = 1;
+    int64_t at = now + wait_ms;
+    if (a->timer_id > 0) {
+        if (a->timer_at <= at)
+            return;
+        tds_loop_timer_cancel(a->loop, a->timer_id);
+        a->timer_id = 0;
+    }
+    int64_t id = tds_loop_timer_add(a->loop, wait_ms, 0, on_timer, a);
+    if (id > 0) {
+        a->timer_id = id;
+        a->timer_at = at;
+    }
+}
+
+static void finish(struct tds_api *a, struct call *c, enum tds_zapi_class cls, int64_t code, long status,
+                   const char *body, size_t len, const char *error)
+{
+    struct tds_api_result r = {cls, code, status, body ? body : "", body ? len : 0, error};
+    if (cls != TDS_ZAPI_OK && cls != TDS_ZAPI_NOTFOUND) {
+        char st[16];
+        snprintf(st, sizeof(st), "%ld", status);
+        tds_events_emit(a->events, "tds.zoho.api.failed", "org", a->org->org_id, "endpoint",
+                        c->endpoint, "status", st, "error", error, NULL);
+    }
+    tds_api_cb cb = c->cb;
+    void *ud = c->ud;
+    call_free(c);
+    if (cb)
+        cb(&r, ud);
+}
+
+static void on_done(const struct tds_http_resp *resp, void *ud);
+
+static void send_call(struct tds_api *a, struct call *c, const char *token, const char *api_domain,
+                      int64_t now)
+{
+    const char *base = a->org->api_url && *a->org->api_url ? a->org->api_url : api_domain;
+    struct tds_buf url = {.max = 8192};
+    char *oid = tds_http_escape(a->org->org_id);
+    int rc = oid ? tds_buf_addf(&url, "%s%s%s?organization_id=%s%s%s", base ? base : "", a->base_path,
+                                c->path, oid, c->query ? "&" : "", c->query ? c->query : "")
+                 : -ENOMEM;
+    free(oid);
+    struct tds_buf auth = {0};
+    if (rc == 0)
+        rc = tds_buf_addf(&auth, "Authorization: Zoho-oauthtoken %s", token);
+    free(c->token);
+    c->token = strdup(token);
+    const char *hdrs[] = {auth.p, "Accept: application/json", NULL};
+    if (rc == 0 && c->token)
+        rc = tds_http_request(a->http, url.p, hdrs, NULL, a->cfg.timeout_ms, on_done, c, &c->http);
+    else if (rc == 0)
+        rc = -ENOMEM;
+    tds_buf_deinit(&url);
+    tds_buf_deinit(&auth);
+    if (rc != 0) {
+        struct tds_limiter_outcome o;
+        tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
+        tds_limiter_release(a->lim, now, c->ticket, &o);
+        c->ticket = -1;
+        c->attempts++;
+        c->not_before_ms = now + 1000;
+        q_push(a, c, true);
+        return;
+    }
+    c->sent_ms = now;
+    a->calls++;
+    r_add(a, c);
+}
+
+static void pump(struct tds_api *a)
+{
+    if (a->pumping)
+        return; /* a callback re-entered: the outer loop carries on */
+    a->pumping = true;
+    while (a->qhead) {
+        int64_t now = tds_now_ms();
+        /* the first call whose backoff is over */
+        struct call *c = a->qhead;
+        int64_t earliest = INT64_MAX;
+        while (c && c->not_before_ms > now) {
+            if (c->not_before_ms < earliest)
+                earliest = c->not_before_ms;
+            c = c->next;
+        }
+        if (!c) {
+            arm(a, now, earliest - now);
+            break;
+        }
+        const char *token, *domain;
+        int64_t wait;
+        int orc = tds_oauth_get(a->oauth, tds_wall_ms(), &token, &domain, &wait);
+        a->paused = orc == TDS_OAUTH_PAUSED;
+        if (orc == TDS_OAUTH_PAUSED) {
+            /* Credentials are bad: the queued calls cannot succeed. */
+            while (a->qhead) {
+                struct call *d = a->qhead;
+                q_remove(a, d);
+                finish(a, d, TDS_ZAPI_FATAL, -1, 0, NULL, 0, "organization paused: invalid credentials");
+            }
+            break;
+        }
+        if (orc != TDS_OAUTH_READY) {
+            arm(a, now, wait > 0 ? wait : 500);
+            break;
+        }
+        if (!domain && !(a->org->api_url && *a->org->api_url)) {
+            /* a token without an api_domain cannot be used: refresh */
+            tds_oauth_invalidate(a->oauth, token);
+            arm(a, now, 100);
+            break;
+        }
+        int64_t ticket;
+        int lrc = tds_limiter_acquire(a->lim, now, &wait, &ticket);
+        if (lrc == TDS_LIMITER_STOPPED) {
+            if (!a->daily_alerted) {
+                a->daily_alerted = true;
+                tds_log(TDS_LOG_WARN, &a->lctx,
+                        "daily API budget spent (reserve %lld kept), pausing for %lld s",
+                        (long long)a->org->daily_reserve, (long long)(wait / 1000));
+                tds_events_emit(a->events, "tds.zoho.api.failed", "org", a->org->org_id, "reason",
+                                "daily_limit", NULL);
+                tds_store_alert(a->store, "zoho_daily_limit", "warning", a->org->org_id, NULL,
+                                "Zoho daily API budget spent; fetching paused until the daily reset");
+            }
+            arm(a, now, wait > 60000 ? 60000 : wait);
+            break;
+        }
+        a->daily_alerted = false;
+        if (lrc == TDS_LIMITER_WAIT) {
+            if (wait > 0)
+                arm(a, now, wait);
+            /* wait < 0: a completion will pump */
+            break;
+        }
+        q_remove(a, c);
+        c->ticket = ticket;
+        send_call(a, c, token, domain, now);
+    }
+    a->pumping = false;
+}
+
+static void count(struct tds_api *a, struct call *c, const char *status)
+{
+    if (!a->metrics)
+        return;
+    char *ep = tds_metrics_escape(c->endpoint);
+    if (!ep)
+        return;
+    struct tds_series *s = tds_metrics_getf(a->metrics, TDS_COUNTER, "tds_fetcher_api_calls_total",
+                                            "Zoho API calls by organization, endpoint and status",
+                                            "org=\"%s\",endpoint=\"%s\",status=\"%s\"", a->org_label,
+                                            ep, status);
+    free(ep);
+    if (s)
+        tds_series_inc(s, 1);
+}
+
+static void count_429(struct tds_api *a, int64_t code)
+{
+    if (!a->metrics)
+        return;
+    struct tds_series *s = tds_metrics_getf(a->metrics, TDS_COUNTER, "tds_fetcher_429_total",
+                                            "Zoho 429 answers by organization and code",
+                                            "org=\"%s\",code=\"%lld\"", a->org_label,
+                                            (long long)(code < 0 ? 44 : code));
+    if (s)
+        tds_series_inc(s, 1);
+}
+
+static void on_done(const struct tds_http_resp *resp, void *ud)
+{
+    struct call *c = ud;
+    struct tds_api *a = c->a;
+    c->http = NULL;
+    r_remove(a, c);
+    int64_t now = tds_now_ms();
+    int64_t code;
+    enum tds_zapi_class cls = tds_zoho_classify(resp->transport_ok, resp->status, resp->body,
+                                                resp->len, &code);
+    struct tds_limiter_outcome o;
+    tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
+    if (cls == TDS_ZAPI_RATE_MINUTE)
+        o.event = TDS_LIMITER_429_MINUTE;
+    else if (cls == TDS_ZAPI_RATE_CONCURRENCY)
+        o.event = TDS_LIMITER_429_CONCURRENCY;
+    else if (cls == TDS_ZAPI_RATE_DAILY)
+        o.event = TDS_LIMITER_429_DAILY;
+    o.hdr_limit = resp->rl_limit;
+    o.hdr_remaining = resp->rl_remaining;
+    o.hdr_reset_s = resp->rl_reset_s;
+    o.retry_after_s = resp->retry_after_s;
+    tds_limiter_release(a->lim, now, c->ticket, &o);
+    c->ticket = -1;
+    if (a->m_quota && tds_limiter_remaining(a->lim) >= 0)
+        tds_series_set(a->m_quota, (double)tds_limiter_remaining(a->lim));
+    if (a->m_seconds)
+        tds_series_observe(a->m_seconds, resp->seconds);
+    char st[16];
+    if (resp->transport_ok)
+        snprintf(st, sizeof(st), "%ld", resp->status);
+    else
+        snprintf(st, sizeof(st), "error");
+    count(a, c, st);
+
+    switch (cls) {
+    case TDS_ZAPI_OK:
+    case TDS_ZAPI_NOTFOUND:
+        tds_events_emit(a->events, "tds.zoho.api.success", "org", a->org->org_id, "endpoint",
+                        c->endpoint, NULL);
+        finish(a, c, cls, code, resp->status, resp->body, resp->len, NULL);
+        break;
+    case TDS_ZAPI_RATE_MINUTE:
+    case TDS_ZAPI_RATE_CONCURRENCY:
+    case TDS_ZAPI_RATE_DAILY:
+        count_429(a, code);
+        tds_log_limited(&a->wait_log, TDS_LOG_WARN, &a->lctx,
+                        "zoho answered 429 code %lld on %s, backing off", (long long)code, c->endpoint);
+        q_push(a, c, true);
+        break;
+    case TDS_ZAPI_AUTH:
+        if (c->auth_refreshes < 1) {
+            c->auth_refreshes++;
+            tds_log(TDS_LOG_INFO, &a->lctx, "zoho refused the access token (code %lld), refreshing once",
+                    (long long)code);
+            tds_oauth_invalidate(a->oauth, c->token);
+            q_push(a, c, true);
+        } else {
+            finish(a, c, cls, code, resp->status, resp->body, resp->len,
+                   "zoho refused a freshly refreshed token (code 57: missing scope?)");
+        }
+        break;
+    case TDS_ZAPI_RETRY:
+        c->attempts++;
+        if (c->attempts >= a->cfg.max_attempts) {
+            char err[TDS_HTTP_ERR_MAX + 96];
+            snprintf(err, sizeof(err), "%s failed %d times, last: %s", c->endpoint, c->attempts,
+                     resp->transport_ok ? "server error or truncated body" : resp->error);
+            if (resp->transport_ok)
+                snprintf(err, sizeof(err), "%s failed %d times, last: HTTP %ld (%s)", c->endpoint,
+                         c->attempts, resp->status,
+                         resp->status >= 500 ? "server error" : "truncated or invalid body");
+            finish(a, c, cls, code, resp->status, resp->body, resp->len, err);
+        } else {
+            int64_t d = tds_backoff_ms(c->attempts, a->cfg.backoff_base_ms, a->cfg.backoff_max_ms,
+                                       (uint32_t)rand());
+            tds_log(TDS_LOG_WARN, &a->lctx, "%s failed: %s, retrying in %lld ms", c->endpoint,
+                    resp->transport_ok ? (resp->status >= 500 ? "server error" : "invalid body")
+                                       : resp->error,
+                    (long long)d);
+            c->not_before_ms = now + d;
+            q_push(a, c, false);
+        }
+        break;
+    case TDS_ZAPI_FATAL: {
+        char err[256];
+        snprintf(err, sizeof(err), "%s: HTTP %ld code %lld", c->endpoint, resp->status, (long long)code);
+        finish(a, c, cls, code, resp->status, resp->body, resp->len, err);
+        break;
+    }
+    }
+    pump(a);
+}
+
+void tds_api_kick(struct tds_api *a) { pump(a); }
+size_t tds_api_queued(const struct tds_api *a) { return a->n_queued; }
+size_t tds_api_running(const struct tds_api *a) { return a->n_running; }
+int64_t tds_api_calls(const struct tds_api *a) { return a->calls; }
+int tds_api_paused(const struct tds_api *a) { return a->paused; }

@@ -1,0 +1,70 @@
+/* api — one organization's queue of Zoho API GETs.
+ *
+ * Each call waits for a token (oauth) and for the limiter's go, then runs on
+ * tds_http. The answer is classified (zoho.c): 429s go back to the limiter
+ * and the call is queued again; a refused token is refreshed once and the
+ * call retried; 5xx, timeouts, resets and truncated bodies are retried with
+ * exponential backoff and jitter up to max_attempts, after which the caller
+ * gets the failure. Waiting is always a loop timer, never a spin. Counts
+ * every call in metrics and publishes tds.zoho.api.* events.
+ */
+#ifndef TDS_FETCHER_API_H
+#define TDS_FETCHER_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zoho.h"
+
+struct tds_api;
+struct tds_loop;
+struct tds_http;
+struct tds_oauth;
+struct tds_limiter;
+struct tds_org;
+struct tds_metrics;
+struct tds_events;
+struct tds_store;
+
+struct tds_api_cfg {
+    int64_t timeout_ms;       /* per request, whole transfer */
+    int max_attempts;         /* transient failures before giving up; default 6 */
+    int64_t backoff_base_ms;  /* default 500 */
+    int64_t backoff_max_ms;   /* default 30000 */
+};
+
+struct tds_api_result {
+    enum tds_zapi_class cls;  /* OK, NOTFOUND, or why it failed for good */
+    int64_t code;             /* envelope code, -1 without one */
+    long status;
+    const char *body;         /* valid during the callback */
+    size_t len;
+    const char *error;        /* one line for logs when cls is not OK/NOTFOUND */
+};
+
+typedef void (*tds_api_cb)(const struct tds_api_result *r, void *ud);
+
+int tds_api_new(struct tds_api **out, struct tds_loop *loop, struct tds_http *http,
+                struct tds_oauth *oauth, struct tds_limiter *limiter, const struct tds_org *org,
+                struct tds_store *store, struct tds_metrics *metrics, struct tds_events *events,
+                const struct tds_api_cfg *cfg);
+/* Cancels everything (see tds_api_cancel_all). */
+struct tds_api *tds_api_free(struct tds_api *a);
+
+/* Queue GET {base}{path}?organization_id=…&{query}. endpoint labels metrics
+ * ("items.list"). query may be NULL. Returns 0 or -ENOMEM. */
+int tds_api_get(struct tds_api *a, const char *endpoint, const char *path, const char *query,
+                tds_api_cb cb, void *ud);
+/* Drop every queued and running call; each callback runs once with
+ * TDS_ZAPI_FATAL and error "cancelled" (ownership lost, shutdown). */
+void tds_api_cancel_all(struct tds_api *a);
+/* Something changed (token refreshed): try to send now. */
+void tds_api_kick(struct tds_api *a);
+size_t tds_api_queued(const struct tds_api *a);
+size_t tds_api_running(const struct tds_api *a);
+/* Calls sent to Zoho since start. */
+int64_t tds_api_calls(const struct tds_api *a);
+/* True while the organization is paused for bad credentials. */
+int tds_api_paused(const struct tds_api *a);
+
+#endif

@@ -1,0 +1,403 @@
+/* cli — `sync` (request + progress) and `auth` (exchange, status).
+ *
+ * Blocking by design: these run in a terminal, not in the daemon's loop.
+ * Progress polls tds.sync_runs twice a second; the "calls left today"
+ * figure comes from the running fetcher's /status when it is reachable on
+ * this host, and is shown as "?" otherwise.
+ */
+#include "cli.h"
+
+#include <curl/curl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "config.h"
+#include "entities.h"
+#include "oauth.h"
+#include "pg.h"
+#include "store.h"
+#include "util.h"
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+static size_t collect(char *p, size_t sz, size_t n, void *ud)
+{
+    return tds_buf_add(ud, p, sz * n) == 0 ? sz * n : 0;
+}
+
+/* Calls left today for org, from the local fetcher's /status; -1 unknown. */
+static long long quota_left(const struct tds_cli_env *env, const char *org)
+{
+    char host[256];
+    uint16_t port;
+    if (!env->admin_listen || tds_parse_hostport(env->admin_listen, host, sizeof(host), &port) != 0)
+        return -1;
+    if (!host[0] || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0)
+        snprintf(host, sizeof(host), "127.0.0.1");
+    char url[320];
+    snprintf(url, sizeof(url), "http://%s:%u/status", host, (unsigned)port);
+    CURL *c = curl_easy_init();
+    if (!c)
+        return -1;
+    struct tds_buf b = {.max = 1u << 20};
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 300L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    long long out = -1;
+    if (curl_easy_perform(c) == CURLE_OK && b.len) {
+        json_error_t je;
+        json_t *root = json_loadb(b.p, b.len, 0, &je);
+        json_t *orgs = json_object_get(root, "organizations");
+        size_t i;
+        json_t *o;
+        json_array_foreach(orgs, i, o)
+        {
+            const char *id = json_string_value(json_object_get(o, "org"));
+            if (id && strcmp(id, org) == 0 && json_is_true(json_object_get(o, "owned")))
+                out = json_integer_value(json_object_get(o, "quota_remaining"));
+        }
+        json_decref(root);
+    }
+    tds_buf_deinit(&b);
+    curl_easy_cleanup(c);
+    return out;
+}
+
+static PGconn *connect_db(const struct tds_cli_env *env)
+{
+    char err[512];
+    PGconn *c = tds_pg_connect(env->database_url, "tds-fetcher-cli", err, sizeof(err));
+    if (!c)
+        fprintf(stderr, "tds-fetcher: could not connect to the database: %s\n", err);
+    return c;
+}
+
+static void fmt_dur(double s, char *out, size_t cap)
+{
+    if (s < 0)
+        snprintf(out, cap, "?");
+    else if (s < 90)
+        snprintf(out, cap, "%.0fs", s);
+    else if (s < 5400)
+        snprintf(out, cap, "%ldm%02lds", (long)s / 60, (long)s % 60);
+    else
+        snprintf(out, cap, "%.1fh", s / 3600);
+}
+
+static long long table_count(PGconn *c, const char *org, const char *entity)
+{
+    const struct tds_entity *e = tds_entity_find(entity);
+    const struct tds_table *t = e ? tds_table_find(e->table) : NULL;
+    if (!t)
+        return 0;
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM zoho.%s WHERE org_id = $1 AND deleted_at IS NULL",
+             t->name);
+    const char *p[] = {org};
+    PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
+    long long n = 0;
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return n;
+}
+
+static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
+{
+    static const struct option opts[] = {
+        {"org", required_argument, NULL, 'o'},   {"entity", required_argument, NULL, 'e'},
+        {"mode", required_argument, NULL, 'm'},  {"detach", no_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+    };
+    const char *org = NULL, *entity = "all", *mode = "incremental";
+    bool detach = false;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "o:e:m:dh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': org = optarg; break;
+        case 'e': entity = optarg; break;
+        case 'm': mode = optarg; break;
+        case 'd': detach = true; break;
+        case 'h':
+            printf("usage: tds-fetcher sync --org ORG [--entity NAME|all] "
+                   "[--mode full|incremental|reconcile] [--detach]\n");
+            return 0;
+        default:
+            fprintf(stderr, "tds-fetcher: sync: unknown or incomplete argument '%s'\n", argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (!org) {
+        fprintf(stderr, "tds-fetcher: sync: --org is required\n");
+        return 2;
+    }
+    if (!tds_orgs_find(env->orgs, org)) {
+        fprintf(stderr, "tds-fetcher: sync: organization '%s' is not in TDS_CONFIG\n", org);
+        return 2;
+    }
+    if (strcmp(entity, "all") != 0 && !tds_entity_find(entity)) {
+        fprintf(stderr, "tds-fetcher: sync: unknown entity '%s'\n", entity);
+        return 2;
+    }
+    if (strcmp(mode, "full") != 0 && strcmp(mode, "incremental") != 0 && strcmp(mode, "reconcile") != 0) {
+        fprintf(stderr, "tds-fetcher: sync: invalid --mode '%s' (full, incremental or reconcile)\n", mode);
+        return 2;
+    }
+    PGconn *db = connect_db(env);
+    if (!db)
+        return 1;
+    char by[160];
+    const char *user = getenv("USER");
+    snprintf(by, sizeof(by), "cli:%s", user && *user ? user : "unknown");
+    const char *p[] = {org, entity, mode, by};
+    PGresult *r = PQexecParams(db,
+                               "INSERT INTO tds.sync_requests (org_id, entity, mode, requested_by) "
+                               "VALUES ($1, $2, $3, $4) RETURNING id",
+                               4, NULL, p, NULL, NULL, 0);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "tds-fetcher: could not queue the sync request: %s", PQerrorMessage(db));
+        PQclear(r);
+        PQfinish(db);
+        return 1;
+    }
+    char id[32];
+    snprintf(id, sizeof(id), "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    printf("sync request %s queued: %s %s for organization %s\n", id, mode, entity, org);
+    fflush(stdout);
+    if (detach) {
+        PQfinish(db);
+        return 0;
+    }
+    bool tty = isatty(STDOUT_FILENO);
+    char like[48];
+    snprintf(like, sizeof(like), "rq%s.%%", id);
+    int64_t last_line = 0, last_quota = 0;
+    long long quota = -1;
+    char cur_entity[64] = "";
+    long long estimate = 0;
+    int status = 1;
+    int64_t started = tds_now_ms();
+    for (;;) {
+        const char *pq[] = {id};
+        PGresult *rq = PQexecParams(db, "SELECT done_at IS NOT NULL, claimed_by FROM tds.sync_requests WHERE id = $1",
+                                    1, NULL, pq, NULL, NULL, 0);
+        if (!rq || PQresultStatus(rq) != PGRES_TUPLES_OK || PQntuples(rq) != 1) {
+            PQclear(rq);
+            if (PQstatus(db) != CONNECTION_OK)
+                PQreset(db);
+            sleep_ms(1000);
+            continue;
+        }
+        bool done = strcmp(PQgetvalue(rq, 0, 0), "t") == 0;
+        bool claimed = !PQgetisnull(rq, 0, 1);
+        PQclear(rq);
+        const char *pl[] = {like};
+        PGresult *rr = PQexecParams(db,
+                                    "SELECT entity, mode, status, pages_fetched, records_fetched, pages_written, "
+                                    "records_written, records_rejected, api_calls, "
+                                    "extract(epoch from (coalesce(finished_at, now()) - started_at)), "
+                                    "coalesce(error, '') FROM tds.sync_runs WHERE run_id LIKE $1 "
+                                    "ORDER BY started_at",
+                                    1, NULL, pl, NULL, NULL, 0);
+        if (!rr || PQresultStatus(rr) != PGRES_TUPLES_OK) {
+            PQclear(rr);
+            sleep_ms(1000);
+            continue;
+        }
+        int n = PQntuples(rr);
+        int64_t now = tds_now_ms();
+        if (now - last_quota >= 2000) {
+            quota = quota_left(env, org);
+            last_quota = now;
+        }
+        if (done) {
+            if (tty)
+                printf("\r\033[K");
+            printf("sync request %s done:\n", id);
+            status = n > 0 ? 0 : 1;
+            for (int i = 0; i < n; i++) {
+                char dur[32];
+                fmt_dur(strtod(PQgetvalue(rr, i, 9), NULL), dur, sizeof(dur));
+                printf("  %-14s %-11s %-9s pages %s, records %s fetched / %s written / %s rejected, "
+                       "%s api calls, %s%s%s\n",
+                       PQgetvalue(rr, i, 0), PQgetvalue(rr, i, 1), PQgetvalue(rr, i, 2),
+                       PQgetvalue(rr, i, 3), PQgetvalue(rr, i, 4), PQgetvalue(rr, i, 6),
+                       PQgetvalue(rr, i, 7), PQgetvalue(rr, i, 8), dur,
+                       *PQgetvalue(rr, i, 10) ? ": " : "", PQgetvalue(rr, i, 10));
+                if (strcmp(PQgetvalue(rr, i, 2), "completed") != 0)
+                    status = 1;
+            }
+            if (n == 0)
+                printf("  no run was started (unknown entity for this organization?)\n");
+            PQclear(rr);
+            break;
+        }
+        char line[512];
+        if (n == 0) {
+            snprintf(line, sizeof(line), "waiting for a fetcher to take the request%s (%llds)",
+                     claimed ? " (claimed)" : "", (long long)((now - started) / 1000));
+        } else {
+            int i = n - 1;
+            const char *ent = PQgetvalue(rr, i, 0);
+            if (strcmp(ent, cur_entity) != 0) {
+                snprintf(cur_entity, sizeof(cur_entity), "%s", ent);
+                estimate = table_count(db, org, ent);
+            }
+            long long recs = strtoll(PQgetvalue(rr, i, 4), NULL, 10);
+            long long written = strtoll(PQgetvalue(rr, i, 6), NULL, 10);
+            double secs = strtod(PQgetvalue(rr, i, 9), NULL);
+            double rate = secs > 0.5 ? (double)recs / secs : 0;
+            double frac = estimate > 0 ? (double)recs / (double)estimate : -1;
+            if (frac > 0.99)
+                frac = 0.99;
+            char bar[32];
+            int w = 20, fill = frac < 0 ? 0 : (int)(frac * w);
+            for (int k = 0; k < w; k++)
+                bar[k] = k < fill ? '#' : '-';
+            bar[w] = '\0';
+            char eta[32], q[32];
+            fmt_dur(frac > 0 && rate > 0 ? (double)(estimate - recs) / rate : -1, eta, sizeof(eta));
+            if (quota >= 0)
+                snprintf(q, sizeof(q), "%lld", quota);
+            else
+                snprintf(q, sizeof(q), "?");
+            snprintf(line, sizeof(line),
+                     "%s %s [%s] run %d/%s: pages %s, records %lld (%lld written), %.0f rec/s, "
+                     "api calls %s, calls left today %s, eta %s",
+                     ent, PQgetvalue(rr, i, 1), estimate > 0 ? bar : "....................", n,
+                     strcmp(PQgetvalue(rr, i, 2), "running") == 0 ? "running" : PQgetvalue(rr, i, 2),
+                     PQgetvalue(rr, i, 3), recs, written, rate, PQgetvalue(rr, i, 8), q, eta);
+        }
+        PQclear(rr);
+        if (tty) {
+            printf("\r\033[K%s", line);
+            fflush(stdout);
+        } else if (now - last_line >= 2000) {
+            printf("%s\n", line);
+            fflush(stdout);
+            last_line = now;
+        }
+        sleep_ms(500);
+    }
+    PQfinish(db);
+    return status;
+}
+
+static int cmd_auth(int argc, char **argv, const struct tds_cli_env *env)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0) {
+        printf("usage: tds-fetcher auth exchange --org ORG --code CODE\n"
+               "       tds-fetcher auth status\n");
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "status") == 0) {
+        PGconn *db = connect_db(env);
+        if (!db)
+            return 1;
+        printf("%-20s %-9s %-8s %-25s %-25s %-7s %s\n", "organization", "status", "refresh",
+               "expires_at", "locked_until", "window", "last_error");
+        for (size_t i = 0; i < env->orgs->n; i++) {
+            const struct tds_org *o = &env->orgs->orgs[i];
+            const char *p[] = {o->org_id};
+            PGresult *r = PQexecParams(db,
+                                       "SELECT status, refresh_token IS NOT NULL, coalesce(expires_at::text, '-'), "
+                                       "coalesce(locked_until::text, '-'), refresh_count, coalesce(last_error, '') "
+                                       "FROM tds.oauth_tokens WHERE org_id = $1",
+                                       1, NULL, p, NULL, NULL, 0);
+            if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+                fprintf(stderr, "tds-fetcher: could not read tds.oauth_tokens: %s", PQerrorMessage(db));
+                PQclear(r);
+                PQfinish(db);
+                return 1;
+            }
+            bool cfg_rt = o->refresh_token && *o->refresh_token;
+            if (PQntuples(r) == 0) {
+                printf("%-20s %-9s %-8s %-25s %-25s %-7s %s\n", o->org_id, "none",
+                       cfg_rt ? "config" : "missing", "-", "-", "0", "");
+            } else {
+                bool db_rt = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+                printf("%-20s %-9s %-8s %-25s %-25s %-7s %s\n", o->org_id, PQgetvalue(r, 0, 0),
+                       cfg_rt ? "config" : (db_rt ? "stored" : "missing"), PQgetvalue(r, 0, 2),
+                       PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 5));
+            }
+            PQclear(r);
+        }
+        PQfinish(db);
+        return 0;
+    }
+    if (strcmp(argv[1], "exchange") == 0) {
+        static const struct option opts[] = {
+            {"org", required_argument, NULL, 'o'},
+            {"code", required_argument, NULL, 'c'},
+            {NULL, 0, NULL, 0},
+        };
+        const char *org = NULL, *code = NULL;
+        int c;
+        optind = 1;
+        opterr = 0;
+        while ((c = getopt_long(argc - 1, argv + 1, "o:c:", opts, NULL)) != -1) {
+            switch (c) {
+            case 'o': org = optarg; break;
+            case 'c': code = optarg; break;
+            default:
+                fprintf(stderr, "tds-fetcher: auth exchange: unknown or incomplete argument\n");
+                return 2;
+            }
+        }
+        if (!org || !code || !*code) {
+            fprintf(stderr, "tds-fetcher: auth exchange: --org and --code are required\n");
+            return 2;
+        }
+        const struct tds_org *o = tds_orgs_find(env->orgs, org);
+        if (!o) {
+            fprintf(stderr, "tds-fetcher: auth exchange: organization '%s' is not in TDS_CONFIG\n", org);
+            return 2;
+        }
+        struct tds_store *st = NULL;
+        if (tds_store_new(&st, env->database_url, "tds-fetcher-cli") != 0 || tds_store_ensure(st) != 0) {
+            fprintf(stderr, "tds-fetcher: could not connect to the database: %s\n",
+                    st ? tds_store_error(st) : "out of memory");
+            tds_store_free(st);
+            return 1;
+        }
+        char err[512];
+        int rc = tds_oauth_exchange(o, st, code, env->token_timeout_ms, err, sizeof(err));
+        tds_store_free(st);
+        if (rc != 0) {
+            fprintf(stderr, "tds-fetcher: %s\n", err);
+            return 1;
+        }
+        printf("refresh token stored for organization %s\n", org);
+        return 0;
+    }
+    fprintf(stderr, "tds-fetcher: auth: unknown subcommand '%s' (exchange or status)\n", argv[1]);
+    return 2;
+}
+
+int tds_cli_main(int argc, char **argv, const struct tds_cli_env *env)
+{
+    if (strcmp(argv[0], "sync") == 0)
+        return cmd_sync(argc, argv, env);
+    if (strcmp(argv[0], "auth") == 0)
+        return cmd_auth(argc, argv, env);
+    fprintf(stderr, "tds-fetcher: unknown subcommand '%s'\n", argv[0]);
+    return 2;
+}

@@ -1,0 +1,461 @@
+/* tds-fetcher — the only stage that talks to Zoho's API.
+ *
+ * Wires configuration, the loop, the sockets (PUSH pages to the processor,
+ * SUB acks from the writers, PULL fetch requests), the database (store,
+ * ownership locks), libcurl, and the modules that do the work: sync (runs,
+ * pages, acks), schedule (timing, sync_requests), owner (advisory locks).
+ * Subcommands `sync` and `auth` are in cli.c. SIGTERM: stop starting
+ * anything, mark running runs failed (their requests stay open for the
+ * next owner), release the locks, exit 0.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "admin.h"
+#include "bus.h"
+#include "cli.h"
+#include "config.h"
+#include "events.h"
+#include "http.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "msg.h"
+#include "owner.h"
+#include "schedule.h"
+#include "store.h"
+#include "sync.h"
+#include "util.h"
+
+#define RECV_BATCH 64
+
+struct settings {
+    char *database_url;
+    char *config;
+    char *bind;
+    char *processor;
+    char *ack;
+    char *admin;
+    char *log_level;
+    char *instance;
+    char *events;
+    int64_t max_inflight;
+    int64_t ack_timeout_ms;
+    int64_t per_page;
+    int64_t overlap_s;
+    int64_t http_timeout_ms;
+    int64_t token_timeout_ms;
+    int64_t lockout_s;
+    int64_t minute_ms;
+    int64_t max_attempts;
+    int64_t owner_check_ms;
+    bool schedule;
+    int64_t hwm;
+};
+
+#define OFF(f) offsetof(struct settings, f)
+static const struct tds_config_entry config_table[] = {
+    {"TDS_DATABASE_URL", TDS_CFG_STR, NULL, TDS_CFG_REQUIRED | TDS_CFG_SECRET, 0, 0, OFF(database_url),
+     "PostgreSQL connection (libpq URL or conninfo)"},
+    {"TDS_CONFIG", TDS_CFG_STR, NULL, TDS_CFG_REQUIRED, 0, 0, OFF(config),
+     "organizations file (JSON)"},
+    {"TDS_FETCHER_BIND", TDS_CFG_STR, "tcp://*:5556", 0, 0, 0, OFF(bind),
+     "PULL endpoint(s) for fetch-by-id messages"},
+    {"TDS_PROCESSOR_CONNECT", TDS_CFG_STR, "tcp://127.0.0.1:5557", 0, 0, 0, OFF(processor),
+     "processor endpoint(s) to PUSH pages to (comma-separated)"},
+    {"TDS_ACK_CONNECT", TDS_CFG_STR, "tcp://127.0.0.1:5559", 0, 0, 0, OFF(ack),
+     "writer ack endpoint(s) to SUB to (comma-separated)"},
+    {"TDS_ADMIN_LISTEN", TDS_CFG_STR, "0.0.0.0:9102", 0, 0, 0, OFF(admin),
+     "admin HTTP host:port (/healthz /readyz /metrics /status)"},
+    {"TDS_LOG_LEVEL", TDS_CFG_STR, "info", 0, 0, 0, OFF(log_level), "debug, info, warn or error"},
+    {"TDS_INSTANCE", TDS_CFG_STR, "", 0, 0, 0, OFF(instance),
+     "instance name used in this stage's origin (default: hostname)"},
+    {"TDS_EVENTS_BIND", TDS_CFG_STR, "", 0, 0, 0, OFF(events),
+     "PUB endpoint for tds.zoho.* events (empty: off)"},
+    {"TDS_FETCHER_MAX_INFLIGHT", TDS_CFG_INT, "32", 0, 2, 100000, OFF(max_inflight),
+     "pages sent and not yet acked by the writer (credits)"},
+    {"TDS_FETCHER_ACK_TIMEOUT_MS", TDS_CFG_INT, "30000", 0, 100, 3600000, OFF(ack_timeout_ms),
+     "send a page again when no ack came within this time"},
+    {"TDS_FETCHER_PER_PAGE", TDS_CFG_INT, "200", 0, 1, 200, OFF(per_page),
+     "records per list page (Zoho's maximum is 200)"},
+    {"TDS_FETCHER_OVERLAP_S", TDS_CFG_INT, "120", 0, 0, 86400, OFF(overlap_s),
+     "incremental runs re-read this many seconds before the cursor"},
+    {"TDS_FETCHER_HTTP_TIMEOUT_MS", TDS_CFG_INT, "30000", 0, 100, 600000, OFF(http_timeout_ms),
+     "whole-transfer timeout of one API call"},
+    {"TDS_FETCHER_TOKEN_TIMEOUT_MS", TDS_CFG_INT, "15000", 0, 100, 600000, OFF(token_timeout_ms),
+     "whole-transfer timeout of a token endpoint call"},
+    {"TDS_FETCHER_LOCKOUT_S", TDS_CFG_INT, "1200", 0, 1, 86400, OFF(lockout_s),
+     "after Zoho's 'Access Denied' on a token refresh, wait this long"},
+    {"TDS_FETCHER_MINUTE_MS", TDS_CFG_INT, "60000", 0, 100, 3600000, OFF(minute_ms),
+     "length of Zoho's per-minute rate window (shorter only against the simulator)"},
+    {"TDS_FETCHER_MAX_ATTEMPTS", TDS_CFG_INT, "6", 0, 1, 100, OFF(max_attempts),
+     "tries of one API call on 5xx/timeouts/resets before the run fails"},
+    {"TDS_FETCHER_OWNER_CHECK_MS", TDS_CFG_INT, "2000", 0, 100, 600000, OFF(owner_check_ms),
+     "how often organization locks not held are tried again"},
+    {"TDS_FETCHER_SCHEDULE", TDS_CFG_BOOL, "true", 0, 0, 0, OFF(schedule),
+     "run the incremental and reconciliation schedule (false: only requests and fetches)"},
+    {"TDS_FETCHER_HWM", TDS_CFG_INT, "1000", 0, 1, 1000000, OFF(hwm),
+     "high-water mark (messages) of the sockets"},
+};
+#define N_CONFIG (sizeof(config_table) / sizeof(config_table[0]))
+
+struct app {
+    struct settings cfg;
+    struct tds_orgs *orgs;
+    struct tds_loop *loop;
+    struct tds_bus *bus;
+    struct tds_bus_sock *push, *sub, *pull;
+    struct tds_metrics *metrics;
+    struct tds_events *events;
+    struct tds_admin *admin;
+    struct tds_store *store;
+    struct tds_http *http;
+    struct tds_sync *sync;
+    struct tds_owner *owner;
+    struct tds_schedule *sched;
+    int64_t status_timer;
+    pthread_mutex_t status_lock;
+    char *status;          /* JSON made on the loop thread, read by the admin thread */
+    struct tds_log_limit recv_log;
+    bool draining;
+};
+
+static char *status_cb(void *ud)
+{
+    struct app *a = ud;
+    pthread_mutex_lock(&a->status_lock);
+    char *s = strdup(a->status ? a->status : "{\"stage\":\"fetcher\"}");
+    pthread_mutex_unlock(&a->status_lock);
+    return s;
+}
+
+static void on_status_tick(struct tds_loop *loop, void *ud)
+{
+    (void)loop;
+    struct app *a = ud;
+    char *s = tds_sync_status_json(a->sync);
+    pthread_mutex_lock(&a->status_lock);
+    free(a->status);
+    a->status = s;
+    pthread_mutex_unlock(&a->status_lock);
+    if (a->draining)
+        return;
+    bool db = tds_store_ok(a->store);
+    bool down = tds_bus_peer_count(a->push) > 0;
+    if (!db)
+        tds_admin_set_ready(a->admin, false, "database unreachable");
+    else if (!down)
+        tds_admin_set_ready(a->admin, false, "no processor to send pages to");
+    else
+        tds_admin_set_ready(a->admin, true, NULL);
+    tds_bus_refresh(a->push);
+    tds_bus_refresh(a->sub);
+}
+
+static void on_owner(const char *org, bool owned, void *ud)
+{
+    struct app *a = ud;
+    tds_sync_set_owned(a->sync, org, owned);
+    if (a->sched)
+        tds_schedule_owned(a->sched, org, owned);
+}
+
+static void on_ack(struct tds_loop *loop, short revents, void *ud)
+{
+    (void)loop;
+    (void)revents;
+    struct app *a = ud;
+    for (int i = 0; i < RECV_BATCH; i++) {
+        char *topic = NULL, *body = NULL;
+        size_t tlen = 0, blen = 0;
+        int more = 0;
+        int rc = tds_bus_recv(a->sub, &topic, &tlen, 1024, ZMQ_DONTWAIT, &more);
+        if (rc == -EAGAIN)
+            break;
+        if (rc != 0 || !more) {
+            free(topic);
+            while (more && tds_bus_recv(a->sub, &body, &blen, TDS_MSG_MAX_FRAME, ZMQ_DONTWAIT, &more) == 0) {
+                free(body);
+                body = NULL;
+            }
+            continue;
+        }
+        rc = tds_bus_recv(a->sub, &body, &blen, TDS_MSG_MAX_FRAME, ZMQ_DONTWAIT, &more);
+        while (more) { /* acks are two frames: drop anything beyond */
+            char *x = NULL;
+            size_t xl;
+            if (tds_bus_recv(a->sub, &x, &xl, TDS_MSG_MAX_FRAME, ZMQ_DONTWAIT, &more) != 0)
+                break;
+            free(x);
+        }
+        if (rc == 0) {
+            struct tds_msg m;
+            int drc = tds_msg_decode(body, blen, &m);
+            if (drc == 0 && m.type == TDS_MSG_ACK)
+                tds_sync_on_ack(a->sync, &m.u.ack);
+            else if (drc != 0)
+                tds_log_limited(&a->recv_log, TDS_LOG_WARN, NULL, "could not decode an ack: %s, skipping",
+                                tds_msg_strerror(drc));
+            tds_msg_clear(&m);
+        }
+        free(topic);
+        free(body);
+    }
+}
+
+static void on_fetch(struct tds_loop *loop, short revents, void *ud)
+{
+    (void)loop;
+    (void)revents;
+    struct app *a = ud;
+    for (int i = 0; i < RECV_BATCH && !a->draining; i++) {
+        char *body = NULL;
+        size_t blen = 0;
+        int more = 0;
+        int rc = tds_bus_recv(a->pull, &body, &blen, 1u << 20, ZMQ_DONTWAIT, &more);
+        if (rc == -EAGAIN)
+            break;
+        while (more) {
+            char *x = NULL;
+            size_t xl;
+            if (tds_bus_recv(a->pull, &x, &xl, 1u << 20, ZMQ_DONTWAIT, &more) != 0)
+                break;
+            free(x);
+        }
+        if (rc == 0) {
+            struct tds_msg m;
+            int drc = tds_msg_decode(body, blen, &m);
+            if (drc == 0 && m.type == TDS_MSG_FETCH)
+                tds_sync_on_fetch(a->sync, &m.u.fetch);
+            else
+                tds_log_limited(&a->recv_log, TDS_LOG_WARN, NULL,
+                                "received a message that is not a fetch (%s), skipping",
+                                drc ? tds_msg_strerror(drc) : tds_msg_type_name(m.type));
+            tds_msg_clear(&m);
+        }
+        free(body);
+    }
+}
+
+static void on_drain(struct tds_loop *loop, void *ud)
+{
+    struct app *a = ud;
+    a->draining = true;
+    tds_admin_set_ready(a->admin, false, "stopping");
+    tds_info("stopping: no new runs, releasing organizations");
+    tds_schedule_stop(a->sched);
+    tds_sync_stop(a->sync, "fetcher shut down before the run finished");
+    tds_owner_release(a->owner);
+    tds_loop_stop(loop);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tds-fetcher [--help] [--version] [--print-config]\n"
+            "       tds-fetcher sync --org ORG [--entity NAME|all] [--mode full|incremental|reconcile] [--detach]\n"
+            "       tds-fetcher auth exchange --org ORG --code CODE\n"
+            "       tds-fetcher auth status\n"
+            "\n"
+            "Fetches Zoho Inventory/Books data for the organizations in TDS_CONFIG that this\n"
+            "replica owns (one PostgreSQL advisory lock per organization), within Zoho's rate\n"
+            "limits, and sends pages to the processor until the writer acks them.\n"
+            "\n"
+            "  sync   queue a sync request and follow it to completion (unless --detach)\n"
+            "  auth   exchange a self-client grant code for a refresh token; show token state\n"
+            "\n"
+            "Environment:\n");
+    for (size_t i = 0; i < N_CONFIG; i++)
+        fprintf(f, "  %-28s %s (default: '%s')\n", config_table[i].env, config_table[i].help,
+                config_table[i].def ? config_table[i].def : "");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"print-config", no_argument, NULL, 'p'},
+        {NULL, 0, NULL, 0},
+    };
+    struct app a;
+    char err[512], host[256], origin[320];
+    bool print_config = false;
+    int rc, status = 1;
+    enum tds_log_level level;
+
+    memset(&a, 0, sizeof(a));
+    pthread_mutex_init(&a.status_lock, NULL);
+    bool sub = argc > 1 && (strcmp(argv[1], "sync") == 0 || strcmp(argv[1], "auth") == 0);
+    if (!sub) {
+        int c;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "hVp", opts, NULL)) != -1) {
+            switch (c) {
+            case 'h':
+                usage(stdout);
+                return 0;
+            case 'V':
+                printf("tds-fetcher %s\n", TDS_VERSION);
+                return 0;
+            case 'p':
+                print_config = true;
+                break;
+            default:
+                fprintf(stderr, "tds-fetcher: unknown argument '%s'\n", argv[optind - 1]);
+                return 2;
+            }
+        }
+        if (optind < argc) {
+            fprintf(stderr, "tds-fetcher: unexpected argument '%s'\n", argv[optind]);
+            return 2;
+        }
+    }
+    if (tds_config_load(config_table, N_CONFIG, &a.cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tds-fetcher: %s\n", err);
+        tds_config_free(config_table, N_CONFIG, &a.cfg);
+        return 2;
+    }
+    if (tds_log_level_parse(a.cfg.log_level, &level) != 0) {
+        fprintf(stderr, "tds-fetcher: invalid TDS_LOG_LEVEL: '%s'\n", a.cfg.log_level);
+        tds_config_free(config_table, N_CONFIG, &a.cfg);
+        return 2;
+    }
+    {
+        char h[256];
+        uint16_t port;
+        if (tds_parse_hostport(a.cfg.admin, h, sizeof(h), &port) != 0) {
+            fprintf(stderr, "tds-fetcher: invalid TDS_ADMIN_LISTEN: '%s'\n", a.cfg.admin);
+            tds_config_free(config_table, N_CONFIG, &a.cfg);
+            return 2;
+        }
+    }
+    if (print_config) {
+        tds_config_print(config_table, N_CONFIG, &a.cfg, stdout);
+        tds_config_free(config_table, N_CONFIG, &a.cfg);
+        return 0;
+    }
+    if (tds_orgs_load(a.cfg.config, &a.orgs, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tds-fetcher: invalid TDS_CONFIG: %s\n", err);
+        tds_config_free(config_table, N_CONFIG, &a.cfg);
+        return 2;
+    }
+    if (!a.cfg.instance[0]) {
+        if (gethostname(host, sizeof(host)) != 0)
+            snprintf(host, sizeof(host), "unknown");
+        host[sizeof(host) - 1] = '\0';
+    } else {
+        snprintf(host, sizeof(host), "%s", a.cfg.instance);
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (sub) {
+        tds_log_init("fetcher", TDS_LOG_WARN);
+        struct tds_cli_env env = {a.cfg.database_url, a.orgs, a.cfg.admin, host,
+                                  (long long)a.cfg.token_timeout_ms};
+        status = tds_cli_main(argc - 1, argv + 1, &env);
+        goto out;
+    }
+    tds_log_init("fetcher", level);
+    snprintf(origin, sizeof(origin), "fetcher.%s", host);
+    a.recv_log.interval_ms = 30000;
+
+    struct tds_bus_opts bopts = {.hwm = (int)a.cfg.hwm, .linger_ms = 1000, .reconnect_ms = 100};
+    struct tds_http_cfg hcfg = {.connect_timeout_ms = 5000};
+    if ((rc = tds_loop_new(&a.loop)) < 0 || (rc = tds_metrics_new(&a.metrics)) < 0 ||
+        (rc = tds_bus_new(&a.bus)) < 0 ||
+        (rc = tds_bus_sock_new(a.bus, ZMQ_PUSH, &bopts, &a.push)) < 0 ||
+        (rc = tds_bus_sock_new(a.bus, ZMQ_SUB, &bopts, &a.sub)) < 0 ||
+        (rc = tds_bus_sock_new(a.bus, ZMQ_PULL, &bopts, &a.pull)) < 0 ||
+        (rc = tds_events_new(&a.events, a.bus, "fetcher", a.cfg.events)) < 0 ||
+        (rc = tds_store_new(&a.store, a.cfg.database_url, "tds-fetcher")) < 0 ||
+        (rc = tds_http_new(&a.http, a.loop, &hcfg)) < 0) {
+        tds_error("could not start: %s", strerror(-rc));
+        goto out;
+    }
+    if ((rc = tds_bus_bind(a.pull, a.cfg.bind)) < 0) {
+        tds_error("could not bind TDS_FETCHER_BIND '%s': %s", a.cfg.bind, zmq_strerror(-rc));
+        goto out;
+    }
+    if ((rc = tds_bus_connect(a.push, a.cfg.processor)) < 0) {
+        tds_error("could not connect to TDS_PROCESSOR_CONNECT '%s': %s", a.cfg.processor,
+                  zmq_strerror(-rc));
+        goto out;
+    }
+    if ((rc = tds_bus_connect(a.sub, a.cfg.ack)) < 0 || (rc = tds_bus_subscribe(a.sub, origin)) < 0) {
+        tds_error("could not connect to TDS_ACK_CONNECT '%s': %s", a.cfg.ack, zmq_strerror(-rc));
+        goto out;
+    }
+    struct tds_sync_cfg scfg = {
+        .origin = origin,
+        .max_inflight = a.cfg.max_inflight,
+        .ack_timeout_ms = a.cfg.ack_timeout_ms,
+        .per_page = a.cfg.per_page,
+        .overlap_s = a.cfg.overlap_s,
+        .http_timeout_ms = a.cfg.http_timeout_ms,
+        .token_timeout_ms = a.cfg.token_timeout_ms,
+        .lockout_ms = a.cfg.lockout_s * 1000,
+        .minute_ms = a.cfg.minute_ms,
+        .max_attempts = a.cfg.max_attempts,
+    };
+    if ((rc = tds_sync_new(&a.sync, a.loop, a.push, a.store, a.http, a.metrics, a.events, a.orgs,
+                           &scfg)) < 0 ||
+        (rc = tds_schedule_new(&a.sched, a.loop, a.store, a.sync, a.orgs, host, a.cfg.schedule, 1000)) < 0 ||
+        (rc = tds_owner_new(&a.owner, a.loop, a.cfg.database_url, a.orgs, a.cfg.owner_check_ms,
+                            on_owner, &a)) < 0) {
+        tds_error("could not start: %s", strerror(-rc));
+        goto out;
+    }
+    if ((rc = tds_loop_add_zsock(a.loop, tds_bus_sock_raw(a.sub), ZMQ_POLLIN, on_ack, &a)) < 0 ||
+        (rc = tds_loop_add_zsock(a.loop, tds_bus_sock_raw(a.pull), ZMQ_POLLIN, on_fetch, &a)) < 0) {
+        tds_error("could not start: %s", strerror(-rc));
+        goto out;
+    }
+    a.status_timer = tds_loop_timer_add(a.loop, 0, 1000, on_status_tick, &a);
+    tds_loop_on_drain(a.loop, on_drain, &a);
+    if ((rc = tds_admin_new(&a.admin, a.cfg.admin, a.metrics, a.loop)) < 0 ||
+        (tds_admin_set_status_cb(a.admin, status_cb, &a), (rc = tds_admin_start(a.admin)) < 0)) {
+        tds_error("could not start the admin server on '%s': %s", a.cfg.admin,
+                  rc < 0 ? strerror(-rc) : "error");
+        goto out;
+    }
+    tds_admin_set_ready(a.admin, false, "starting");
+    tds_info("started: %zu organizations, pages to %s, acks from %s, fetches on %s, origin %s",
+             a.orgs->n, a.cfg.processor, a.cfg.ack, a.cfg.bind, origin);
+    rc = tds_loop_run(a.loop);
+    if (rc < 0) {
+        tds_error("event loop failed: %s", strerror(-rc));
+        goto out;
+    }
+    tds_info("stopped");
+    status = 0;
+out:
+    if (a.admin)
+        tds_admin_set_ready(a.admin, false, "stopping");
+    a.admin = tds_admin_free(a.admin);
+    a.owner = tds_owner_free(a.owner);
+    a.sched = tds_schedule_free(a.sched);
+    a.sync = tds_sync_free(a.sync);
+    a.http = tds_http_free(a.http);
+    a.store = tds_store_free(a.store);
+    a.events = tds_events_free(a.events);
+    a.push = tds_bus_sock_free(a.push);
+    a.sub = tds_bus_sock_free(a.sub);
+    a.pull = tds_bus_sock_free(a.pull);
+    a.bus = tds_bus_free(a.bus);
+    a.loop = tds_loop_free(a.loop);
+    a.metrics = tds_metrics_free(a.metrics);
+    free(a.status);
+    pthread_mutex_destroy(&a.status_lock);
+    a.orgs = tds_orgs_free(a.orgs);
+    tds_config_free(config_table, N_CONFIG, &a.cfg);
+    curl_global_cleanup();
+    return status;
+}

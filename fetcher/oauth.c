@@ -1,0 +1,501 @@
+/* oauth — cached, single-flight, budgeted Zoho token refresh per organization.
+ *
+ * Order of preference when a token is needed: the one in memory, the one in
+ * tds.oauth_tokens (another replica or an earlier run may have refreshed),
+ * and only then a refresh — under the advisory lock, after re-reading the
+ * row once more, and after counting the attempt in the row's 10-minute
+ * window. Failures never loop: transient ones back off exponentially,
+ * "Access Denied" waits out the lockout, bad credentials pause the org.
+ */
+#include "oauth.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "events.h"
+#include "http.h"
+#include "limiter.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+#include "util.h"
+#include "zoho.h"
+
+#define REFRESH_WINDOW_MS (10 * 60 * 1000)
+#define MIN_VALID_MS 30000 /* a token this close to expiry is not handed out */
+#define DB_REREAD_MS 500
+#define PAUSED_RECHECK_MS 10000
+
+struct tds_oauth {
+    const struct tds_org *org;
+    struct tds_oauth_cfg cfg;
+    struct tds_store *store;
+    struct tds_http *http;
+    struct tds_events *events;
+    struct tds_series *m_refreshed;
+    tds_oauth_change_cb cb;
+    void *ud;
+    struct tds_log_ctx lctx;
+
+    char *token;
+    char *api_domain;
+    int64_t expires_at_ms;
+    char *refused;             /* token the API refused: never adopt it again */
+
+    bool refreshing;
+    bool lock_held;
+    struct tds_http_call *call;
+    int64_t started_ms;
+
+    int attempts;
+    int64_t next_attempt_ms;
+    int64_t locked_until_ms;
+    bool paused;
+    int64_t last_read_ms;
+    int64_t last_pause_check_ms;
+};
+
+static void set_str(char **dst, const char *v)
+{
+    char *n = v ? strdup(v) : NULL;
+    free(*dst);
+    *dst = n;
+}
+
+int tds_oauth_new(struct tds_oauth **out, const struct tds_org *org, const struct tds_oauth_cfg *cfg,
+                  struct tds_store *store, struct tds_http *http, struct tds_events *events,
+                  struct tds_metrics *metrics, tds_oauth_change_cb cb, void *ud)
+{
+    struct tds_oauth *o = calloc(1, sizeof(*o));
+    if (!o)
+        return -ENOMEM;
+    o->org = org;
+    o->cfg = *cfg;
+    if (o->cfg.timeout_ms <= 0)
+        o->cfg.timeout_ms = 15000;
+    if (o->cfg.lockout_ms <= 0)
+        o->cfg.lockout_ms = 20 * 60 * 1000;
+    if (o->cfg.refresh_ahead_ms <= 0)
+        o->cfg.refresh_ahead_ms = 5 * 60 * 1000;
+    if (o->cfg.max_per_window <= 0)
+        o->cfg.max_per_window = 5;
+    o->store = store;
+    o->http = http;
+    o->events = events;
+    o->cb = cb;
+    o->ud = ud;
+    o->lctx.org = org->org_id;
+    if (metrics) {
+        char *e = tds_metrics_escape(org->org_id);
+        if (e) {
+            o->m_refreshed = tds_metrics_getf(metrics, TDS_COUNTER, "tds_fetcher_tokens_refreshed_total",
+                                              "Zoho access tokens refreshed", "org=\"%s\"", e);
+            free(e);
+        }
+    }
+    *out = o;
+    return 0;
+}
+
+static void unlock(struct tds_oauth *o)
+{
+    if (o->lock_held) {
+        tds_store_token_unlock(o->store, o->org->org_id);
+        o->lock_held = false;
+    }
+}
+
+struct tds_oauth *tds_oauth_free(struct tds_oauth *o)
+{
+    if (!o)
+        return NULL;
+    if (o->call)
+        tds_http_cancel(o->http, o->call);
+    unlock(o);
+    free(o->token);
+    free(o->api_domain);
+    free(o->refused);
+    free(o);
+    return NULL;
+}
+
+static void fire(struct tds_oauth *o)
+{
+    if (o->cb)
+        o->cb(o->ud);
+}
+
+/* Adopt the row's token when it is usable and not one the API refused. */
+static bool adopt(struct tds_oauth *o, const struct tds_token_row *r, int64_t now_ms)
+{
+    if (!r->access_token || r->expires_at_ms - now_ms <= MIN_VALID_MS)
+        return false;
+    if (o->refused && strcmp(o->refused, r->access_token) == 0)
+        return false;
+    set_str(&o->token, r->access_token);
+    if (r->api_domain)
+        set_str(&o->api_domain, r->api_domain);
+    o->expires_at_ms = r->expires_at_ms;
+    return o->token != NULL;
+}
+
+static void on_refreshed(const struct tds_http_resp *resp, void *ud);
+
+/* Start a refresh if we may. Returns a TDS_OAUTH_* code for the caller. */
+static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms)
+{
+    if (now_ms < o->next_attempt_ms) {
+        *wait_ms = o->next_attempt_ms - now_ms;
+        return TDS_OAUTH_LOCKED;
+    }
+    bool got = false;
+    if (tds_store_token_lock(o->store, o->org->org_id, &got) != 0) {
+        tds_log(TDS_LOG_WARN, &o->lctx, "could not lock token row: %s, retrying in 2000 ms",
+                tds_store_error(o->store));
+        *wait_ms = 2000;
+        return TDS_OAUTH_PENDING;
+    }
+    if (!got) {
+        /* Another replica (or `auth` command) is refreshing: wait for its row. */
+        *wait_ms = 500;
+        return TDS_OAUTH_PENDING;
+    }
+    o->lock_held = true;
+    struct tds_token_row row;
+    if (tds_store_token_get(o->store, o->org->org_id, &row) != 0) {
+        unlock(o);
+        *wait_ms = 2000;
+        return TDS_OAUTH_PENDING;
+    }
+    int rc;
+    if (adopt(o, &row, now_ms) && row.expires_at_ms - now_ms > o->cfg.refresh_ahead_ms) {
+        unlock(o);
+        rc = TDS_OAUTH_READY;
+        goto out;
+    }
+    if (row.status && (strcmp(row.status, "revoked") == 0 || strcmp(row.status, "invalid") == 0)) {
+        unlock(o);
+        o->paused = true;
+        o->last_pause_check_ms = now_ms;
+        rc = TDS_OAUTH_PAUSED;
+        goto out;
+    }
+    if (row.locked_until_ms > now_ms) {
+        unlock(o);
+        o->locked_until_ms = row.locked_until_ms;
+        *wait_ms = row.locked_until_ms - now_ms;
+        rc = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS ? TDS_OAUTH_READY : TDS_OAUTH_LOCKED;
+        goto out;
+    }
+    const char *refresh = o->org->refresh_token && *o->org->refresh_token ? o->org->refresh_token
+                                                                          : row.refresh_token;
+    if (!refresh || !*refresh) {
+        unlock(o);
+        if (!o->paused)
+            tds_log(TDS_LOG_ERROR, &o->lctx,
+                    "organization has no refresh token: run 'tds-fetcher auth exchange', pausing it");
+        o->paused = true;
+        o->last_pause_check_ms = now_ms;
+        rc = TDS_OAUTH_PAUSED;
+        goto out;
+    }
+    int64_t count = 0, wstart = 0;
+    if (tds_store_token_count_refresh(o->store, o->org->org_id, REFRESH_WINDOW_MS, &count, &wstart) != 0) {
+        unlock(o);
+        *wait_ms = 2000;
+        rc = TDS_OAUTH_PENDING;
+        goto out;
+    }
+    if (count > o->cfg.max_per_window) {
+        /* Zoho would lock us out at 10: stop well before, for the window. */
+        unlock(o);
+        o->locked_until_ms = wstart + REFRESH_WINDOW_MS;
+        *wait_ms = o->locked_until_ms - now_ms;
+        if (*wait_ms < 1000)
+            *wait_ms = 1000;
+        tds_log(TDS_LOG_WARN, &o->lctx,
+                "token refresh budget of %lld per 10 minutes used, waiting %lld ms",
+                (long long)o->cfg.max_per_window, (long long)*wait_ms);
+        rc = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS ? TDS_OAUTH_READY : TDS_OAUTH_LOCKED;
+        goto out;
+    }
+    char *cid = tds_http_escape(o->org->client_id ? o->org->client_id : "");
+    char *sec = tds_http_escape(o->org->client_secret ? o->org->client_secret : "");
+    char *rt = tds_http_escape(refresh);
+    struct tds_buf form = {0};
+    char url[1024];
+    snprintf(url, sizeof(url), "%s/oauth/v2/token", o->org->accounts_url ? o->org->accounts_url : "");
+    int frc = (cid && sec && rt)
+                  ? tds_buf_addf(&form, "grant_type=refresh_token&client_id=%s&client_secret=%s&refresh_token=%s",
+                                 cid, sec, rt)
+                  : -ENOMEM;
+    free(cid);
+    free(sec);
+    free(rt);
+    const char *hdrs[] = {"Accept: application/json", NULL};
+    if (frc == 0)
+        frc = tds_http_request(o->http, url, hdrs, form.p, o->cfg.timeout_ms, on_refreshed, o, &o->call);
+    tds_buf_deinit(&form);
+    if (frc != 0) {
+        unlock(o);
+        *wait_ms = 2000;
+        rc = TDS_OAUTH_PENDING;
+        goto out;
+    }
+    o->refreshing = true;
+    o->started_ms = now_ms;
+    tds_log(TDS_LOG_DEBUG, &o->lctx, "refreshing access token (%lld in this window)", (long long)count);
+    rc = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS ? TDS_OAUTH_READY : TDS_OAUTH_PENDING;
+    *wait_ms = 500;
+out:
+    tds_token_row_clear(&row);
+    return rc;
+}
+
+static void on_refreshed(const struct tds_http_resp *resp, void *ud)
+{
+    struct tds_oauth *o = ud;
+    o->call = NULL;
+    o->refreshing = false;
+    int64_t now = tds_wall_ms();
+    struct tds_zoauth *z = calloc(1, sizeof(*z));
+    if (!z) {
+        unlock(o);
+        o->next_attempt_ms = now + 5000;
+        fire(o);
+        return;
+    }
+    enum tds_zoauth_class cls = tds_zoauth_parse(resp->transport_ok, resp->status, resp->body,
+                                                 resp->len, z);
+    const char *org = o->org->org_id;
+    switch (cls) {
+    case TDS_ZOAUTH_OK: {
+        int64_t exp = now + z->expires_in_s * 1000;
+        if (tds_store_token_save(o->store, org, z->access_token, z->api_domain, exp, NULL) != 0)
+            tds_log(TDS_LOG_WARN, &o->lctx, "could not store refreshed token: %s",
+                    tds_store_error(o->store));
+        set_str(&o->token, z->access_token);
+        if (z->api_domain[0])
+            set_str(&o->api_domain, z->api_domain);
+        o->expires_at_ms = exp;
+        o->attempts = 0;
+        o->next_attempt_ms = 0;
+        o->locked_until_ms = 0;
+        o->paused = false;
+        if (o->m_refreshed)
+            tds_series_inc(o->m_refreshed, 1);
+        tds_events_emit(o->events, "tds.zoho.token.refreshed", "org", org, NULL);
+        tds_log(TDS_LOG_INFO, &o->lctx, "access token refreshed, expires in %lld s",
+                (long long)z->expires_in_s);
+        break;
+    }
+    case TDS_ZOAUTH_DENIED:
+        o->locked_until_ms = now + o->cfg.lockout_ms;
+        tds_store_token_fail(o->store, org, "locked", o->locked_until_ms, z->error);
+        tds_events_emit(o->events, "tds.zoho.token.refresh_failed", "org", org, "reason",
+                        "access_denied", NULL);
+        tds_store_alert(o->store, "zoho_token_lockout", "error", org, NULL,
+                        "Zoho refused token refresh (Access Denied); waiting out the lockout");
+        tds_log(TDS_LOG_ERROR, &o->lctx,
+                "token endpoint denied the refresh (too many requests), not retrying for %lld s",
+                (long long)(o->cfg.lockout_ms / 1000));
+        break;
+    case TDS_ZOAUTH_INVALID: {
+        bool revoked = strcmp(z->error, "invalid_code") == 0;
+        o->paused = true;
+        o->last_pause_check_ms = now;
+        tds_store_token_fail(o->store, org, revoked ? "revoked" : "invalid", 0, z->error);
+        tds_events_emit(o->events, revoked ? "tds.zoho.token.revoked" : "tds.zoho.token.refresh_failed",
+                        "org", org, "reason", z->error, NULL);
+        tds_store_alert(o->store, revoked ? "zoho_token_revoked" : "zoho_token_invalid", "critical",
+                        org, NULL,
+                        revoked ? "Zoho refresh token is invalid or revoked; organization paused"
+                                : "Zoho rejected the client credentials; organization paused");
+        tds_log(TDS_LOG_ERROR, &o->lctx, "token refresh failed: %s, pausing organization", z->error);
+        break;
+    }
+    case TDS_ZOAUTH_RETRY:
+        o->attempts++;
+        o->next_attempt_ms = now + tds_backoff_ms(o->attempts, 2000, 300000, (uint32_t)rand());
+        tds_store_token_fail(o->store, org, "ok", 0, z->error);
+        tds_events_emit(o->events, "tds.zoho.token.refresh_failed", "org", org, "reason",
+                        resp->transport_ok ? "server_error" : "timeout", NULL);
+        tds_log(TDS_LOG_WARN, &o->lctx, "token refresh failed: %s, retrying in %lld ms", z->error,
+                (long long)(o->next_attempt_ms - now));
+        break;
+    }
+    free(z);
+    unlock(o);
+    fire(o);
+}
+
+int tds_oauth_get(struct tds_oauth *o, int64_t now_ms, const char **token, const char **api_domain,
+                  int64_t *wait_ms)
+{
+    *token = NULL;
+    *api_domain = NULL;
+    *wait_ms = 0;
+    if (o->paused) {
+        if (now_ms - o->last_pause_check_ms < PAUSED_RECHECK_MS) {
+            *wait_ms = PAUSED_RECHECK_MS - (now_ms - o->last_pause_check_ms);
+            return TDS_OAUTH_PAUSED;
+        }
+        /* an operator may have fixed it (`auth exchange` sets status ok) */
+        o->last_pause_check_ms = now_ms;
+        struct tds_token_row row;
+        bool still = true;
+        if (tds_store_token_get(o->store, o->org->org_id, &row) == 0) {
+            still = row.exists && row.status &&
+                    (strcmp(row.status, "revoked") == 0 || strcmp(row.status, "invalid") == 0);
+            if (!row.exists || (!row.refresh_token && !(o->org->refresh_token && *o->org->refresh_token)))
+                still = true;
+            tds_token_row_clear(&row);
+        }
+        if (still) {
+            *wait_ms = PAUSED_RECHECK_MS;
+            return TDS_OAUTH_PAUSED;
+        }
+        o->paused = false;
+        o->attempts = 0;
+        o->next_attempt_ms = 0;
+        tds_log(TDS_LOG_INFO, &o->lctx, "organization credentials fixed, resuming");
+    }
+    int rc = TDS_OAUTH_PENDING;
+    bool have = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS;
+    if (have && o->expires_at_ms - now_ms > o->cfg.refresh_ahead_ms) {
+        rc = TDS_OAUTH_READY;
+    } else if (o->refreshing) {
+        *wait_ms = 500;
+        rc = have ? TDS_OAUTH_READY : TDS_OAUTH_PENDING;
+    } else {
+        if (!have && now_ms - o->last_read_ms >= DB_REREAD_MS) {
+            o->last_read_ms = now_ms;
+            struct tds_token_row row;
+            if (tds_store_token_get(o->store, o->org->org_id, &row) == 0) {
+                have = adopt(o, &row, now_ms);
+                if (row.locked_until_ms > now_ms)
+                    o->locked_until_ms = row.locked_until_ms;
+                tds_token_row_clear(&row);
+            }
+        }
+        if (have && o->expires_at_ms - now_ms > o->cfg.refresh_ahead_ms) {
+            rc = TDS_OAUTH_READY;
+        } else if (o->locked_until_ms > now_ms) {
+            *wait_ms = o->locked_until_ms - now_ms;
+            rc = have ? TDS_OAUTH_READY : TDS_OAUTH_LOCKED;
+        } else {
+            rc = start_refresh(o, now_ms, wait_ms);
+            have = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS;
+            if (rc != TDS_OAUTH_PAUSED && have)
+                rc = TDS_OAUTH_READY;
+        }
+    }
+    if (rc == TDS_OAUTH_READY) {
+        *token = o->token;
+        *api_domain = o->api_domain;
+    }
+    return rc;
+}
+
+void tds_oauth_invalidate(struct tds_oauth *o, const char *token)
+{
+    if (!token)
+        return;
+    if (!o->refused || strcmp(o->refused, token) != 0) {
+        set_str(&o->refused, token);
+        tds_store_token_expire(o->store, o->org->org_id, token);
+    }
+    if (o->token && strcmp(o->token, token) == 0) {
+        free(o->token);
+        o->token = NULL;
+        o->expires_at_ms = 0;
+        o->last_read_ms = 0;
+    }
+}
+
+const char *tds_oauth_state(const struct tds_oauth *o, int64_t now_ms)
+{
+    if (o->paused)
+        return "paused";
+    if (o->refreshing)
+        return "refreshing";
+    if (o->locked_until_ms > now_ms)
+        return "locked";
+    if (o->token && o->expires_at_ms > now_ms)
+        return "ok";
+    return "none";
+}
+
+/* ---- grant code exchange (CLI, blocking) ---- */
+
+static size_t collect(char *p, size_t sz, size_t n, void *ud)
+{
+    struct tds_buf *b = ud;
+    return tds_buf_add(b, p, sz * n) == 0 ? sz * n : 0;
+}
+
+int tds_oauth_exchange(const struct tds_org *org, struct tds_store *store, const char *code,
+                       int64_t timeout_ms, char *err, size_t errlen)
+{
+    CURL *c = curl_easy_init();
+    if (!c) {
+        snprintf(err, errlen, "could not initialise libcurl");
+        return -EIO;
+    }
+    char *cid = tds_http_escape(org->client_id ? org->client_id : "");
+    char *sec = tds_http_escape(org->client_secret ? org->client_secret : "");
+    char *cd = tds_http_escape(code);
+    struct tds_buf form = {0}, body = {.max = 1u << 20};
+    int rc = -EIO;
+    if (!cid || !sec || !cd ||
+        tds_buf_addf(&form, "grant_type=authorization_code&client_id=%s&client_secret=%s&code=%s", cid,
+                     sec, cd) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    char url[1024];
+    snprintf(url, sizeof(url), "%s/oauth/v2/token", org->accounts_url ? org->accounts_url : "");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, form.p);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    CURLcode cr = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    struct tds_zoauth *z = calloc(1, sizeof(*z));
+    if (!z) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    enum tds_zoauth_class cls = tds_zoauth_parse(cr == CURLE_OK, status, body.p ? body.p : "",
+                                                 body.len, z);
+    if (cls != TDS_ZOAUTH_OK) {
+        snprintf(err, errlen, "token endpoint refused the grant code: %s",
+                 cr != CURLE_OK ? curl_easy_strerror(cr) : z->error);
+        rc = cls == TDS_ZOAUTH_RETRY ? -EIO : TDS_E_INVALID;
+    } else if (!z->refresh_token[0]) {
+        snprintf(err, errlen, "token endpoint returned no refresh token (was the code already used?)");
+        rc = TDS_E_INVALID;
+    } else if (tds_store_token_save(store, org->org_id, z->access_token, z->api_domain,
+                                    tds_wall_ms() + z->expires_in_s * 1000, z->refresh_token) != 0) {
+        snprintf(err, errlen, "could not store the token: %s", tds_store_error(store));
+        rc = -EIO;
+    } else {
+        rc = 0;
+    }
+    free(z);
+out:
+    free(cid);
+    free(sec);
+    free(cd);
+    tds_buf_deinit(&form);
+    tds_buf_deinit(&body);
+    curl_easy_cleanup(c);
+    return rc;
+}

@@ -1,0 +1,64 @@
+/* oauth — one organization's Zoho access token.
+ *
+ * The token lives in tds.oauth_tokens so every replica and every restart
+ * reuses it. A refresh happens a few minutes before expiry (or once after
+ * the API refused the token), by one caller across all replicas
+ * (pg_try_advisory_lock around it; the others re-read the row), and never
+ * more than a fixed number of times per 10 minutes (Zoho allows 10). The
+ * `error` key is checked under HTTP 200; "Access Denied" backs off for the
+ * lockout period; invalid_client / invalid_code pause the organization.
+ * The refresh call is asynchronous (tds_http); on_change fires when it ends.
+ */
+#ifndef TDS_FETCHER_OAUTH_H
+#define TDS_FETCHER_OAUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct tds_oauth;
+struct tds_org;
+struct tds_store;
+struct tds_http;
+struct tds_events;
+struct tds_metrics;
+
+struct tds_oauth_cfg {
+    int64_t timeout_ms;        /* token endpoint, whole transfer; default 15000 */
+    int64_t lockout_ms;        /* after "Access Denied"; default 20 min */
+    int64_t refresh_ahead_ms;  /* refresh this long before expiry; default 5 min */
+    int64_t max_per_window;    /* refreshes per 10 minutes across replicas; default 5 */
+};
+
+typedef void (*tds_oauth_change_cb)(void *ud);
+
+enum {
+    TDS_OAUTH_READY = 0,   /* *token and *api_domain usable now */
+    TDS_OAUTH_PENDING = 1, /* a refresh is running (here or elsewhere): retry after *wait_ms */
+    TDS_OAUTH_LOCKED = 2,  /* lockout or refresh budget: retry after *wait_ms */
+    TDS_OAUTH_PAUSED = 3,  /* invalid/revoked credentials: nothing to do until fixed */
+};
+
+int tds_oauth_new(struct tds_oauth **out, const struct tds_org *org, const struct tds_oauth_cfg *cfg,
+                  struct tds_store *store, struct tds_http *http, struct tds_events *events,
+                  struct tds_metrics *metrics, tds_oauth_change_cb cb, void *ud);
+/* Cancels a refresh in flight (releasing its lock). */
+struct tds_oauth *tds_oauth_free(struct tds_oauth *o);
+
+/* The token to use at wall time now_ms. Pointers stay valid until the next
+ * call into this module. May start a refresh. */
+int tds_oauth_get(struct tds_oauth *o, int64_t now_ms, const char **token, const char **api_domain,
+                  int64_t *wait_ms);
+/* The API answered 401 / code 57 to `token`: drop it so the next get
+ * refreshes (once: a second refusal of a fresh token is not retried here). */
+void tds_oauth_invalidate(struct tds_oauth *o, const char *token);
+/* Token state for /status: "ok", "refreshing", "locked", "paused", "none". */
+const char *tds_oauth_state(const struct tds_oauth *o, int64_t now_ms);
+
+/* `auth exchange`: trade a grant code for a refresh token (blocking, for the
+ * CLI). On success the row holds the refresh and access tokens. err gets one
+ * line. Returns 0, TDS_E_INVALID (Zoho refused) or -EIO. */
+int tds_oauth_exchange(const struct tds_org *org, struct tds_store *store, const char *code,
+                       int64_t timeout_ms, char *err, size_t errlen);
+
+#endif

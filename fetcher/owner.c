@@ -1,0 +1,165 @@
+/* owner — advisory locks per organization on a dedicated connection.
+ *
+ * The connection is checked (SELECT 1) on every tick while it holds locks:
+ * a silently broken connection would otherwise let two replicas fetch the
+ * same organization once the server drops our session.
+ */
+#include "owner.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "loop.h"
+#include "pg.h"
+#include "util.h"
+
+struct tds_owner {
+    struct tds_loop *loop;
+    char *conninfo;
+    const struct tds_orgs *orgs;
+    bool *owned;
+    size_t n_owned;
+    PGconn *conn;
+    int64_t timer_id;
+    tds_owner_cb cb;
+    void *ud;
+    bool released;
+    struct tds_log_limit err_log;
+};
+
+static void lose_all(struct tds_owner *w, const char *why)
+{
+    bool any = false;
+    for (size_t i = 0; i < w->orgs->n; i++) {
+        if (!w->owned[i])
+            continue;
+        w->owned[i] = false;
+        w->n_owned--;
+        any = true;
+        if (w->cb)
+            w->cb(w->orgs->orgs[i].org_id, false, w->ud);
+    }
+    if (any)
+        tds_warn("lost every organization lock: %s", why);
+}
+
+static void drop_conn(struct tds_owner *w, const char *why)
+{
+    if (w->conn) {
+        PQfinish(w->conn);
+        w->conn = NULL;
+    }
+    lose_all(w, why);
+}
+
+static void tick(struct tds_loop *loop, void *ud)
+{
+    (void)loop;
+    struct tds_owner *w = ud;
+    if (w->released)
+        return;
+    if (w->conn && PQstatus(w->conn) != CONNECTION_OK)
+        drop_conn(w, "connection to the database lost");
+    if (w->conn && w->n_owned) {
+        PGresult *r = PQexec(w->conn, "SELECT 1");
+        bool ok = r && PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+        if (!ok) {
+            drop_conn(w, "lock connection failed its check");
+        }
+    }
+    if (!w->conn) {
+        char err[512];
+        w->conn = tds_pg_connect(w->conninfo, "tds-fetcher-owner", err, sizeof(err));
+        if (!w->conn) {
+            tds_log_limited(&w->err_log, TDS_LOG_WARN, NULL,
+                            "could not connect for organization locks: %s, retrying", err);
+            return;
+        }
+    }
+    for (size_t i = 0; i < w->orgs->n; i++) {
+        if (w->owned[i])
+            continue;
+        const char *org = w->orgs->orgs[i].org_id;
+        const char *p[] = {org};
+        PGresult *r = PQexecParams(w->conn, "SELECT pg_try_advisory_lock(hashtext('tds-org:' || $1))",
+                                   1, NULL, p, NULL, NULL, 0);
+        bool got = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                   strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        bool failed = !r || PQresultStatus(r) != PGRES_TUPLES_OK;
+        PQclear(r);
+        if (failed) {
+            drop_conn(w, "lock query failed");
+            return;
+        }
+        if (got) {
+            w->owned[i] = true;
+            w->n_owned++;
+            struct tds_log_ctx c = {.org = org};
+            tds_log(TDS_LOG_INFO, &c, "acquired organization lock");
+            if (w->cb)
+                w->cb(org, true, w->ud);
+        }
+    }
+}
+
+int tds_owner_new(struct tds_owner **out, struct tds_loop *loop, const char *conninfo,
+                  const struct tds_orgs *orgs, int64_t every_ms, tds_owner_cb cb, void *ud)
+{
+    struct tds_owner *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    w->loop = loop;
+    w->orgs = orgs;
+    w->cb = cb;
+    w->ud = ud;
+    w->err_log.interval_ms = 30000;
+    w->conninfo = strdup(conninfo);
+    w->owned = calloc(orgs->n ? orgs->n : 1, sizeof(*w->owned));
+    if (!w->conninfo || !w->owned) {
+        tds_owner_free(w);
+        return -ENOMEM;
+    }
+    w->timer_id = tds_loop_timer_add(loop, 0, every_ms > 0 ? every_ms : 2000, tick, w);
+    if (w->timer_id < 0) {
+        tds_owner_free(w);
+        return -ENOMEM;
+    }
+    *out = w;
+    return 0;
+}
+
+void tds_owner_release(struct tds_owner *w)
+{
+    if (!w)
+        return;
+    w->released = true;
+    if (w->timer_id > 0)
+        tds_loop_timer_cancel(w->loop, w->timer_id);
+    w->timer_id = 0;
+    if (w->conn) {
+        PQfinish(w->conn); /* the session ends: every advisory lock goes with it */
+        w->conn = NULL;
+    }
+    for (size_t i = 0; w->owned && i < w->orgs->n; i++)
+        w->owned[i] = false;
+    w->n_owned = 0;
+}
+
+struct tds_owner *tds_owner_free(struct tds_owner *w)
+{
+    if (!w)
+        return NULL;
+    tds_owner_release(w);
+    free(w->conninfo);
+    free(w->owned);
+    free(w);
+    return NULL;
+}
+
+bool tds_owner_connected(const struct tds_owner *w) { return w->conn != NULL; }
+size_t tds_owner_count(const struct tds_owner *w) { return w->n_owned; }

@@ -1,0 +1,194 @@
+/* schedule — the schedule and the sync_requests queue, on one loop timer.
+ *
+ * Due times are wall-clock: they come from finished_at in tds.sync_runs.
+ * A run that is already queued or running for an entity covers its
+ * scheduled one (no pile-up when a run takes longer than the interval).
+ */
+#include "schedule.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "entities.h"
+#include "log.h"
+#include "loop.h"
+#include "store.h"
+#include "sync.h"
+#include "util.h"
+
+#define MAX_REQ_IDS 256
+
+struct slot {
+    bool known;
+    int64_t next_inc_ms, next_rec_ms;
+};
+
+struct tds_schedule {
+    struct tds_loop *loop;
+    struct tds_store *store;
+    struct tds_sync *sync;
+    const struct tds_orgs *orgs;
+    char *instance;
+    bool schedule;
+    bool stopped;
+    int64_t timer_id;
+    size_t n_ent;
+    struct slot *slots; /* orgs->n * n_ent */
+    struct tds_log_limit db_log;
+};
+
+static bool org_wants(const struct tds_org *org, const struct tds_entity *e)
+{
+    unsigned prod = org->product && strcmp(org->product, "books") == 0 ? TDS_PRODUCT_BOOKS
+                                                                       : TDS_PRODUCT_INVENTORY;
+    if (!(e->products & prod))
+        return false;
+    if (org->n_entities == 0)
+        return true;
+    for (size_t i = 0; i < org->n_entities; i++)
+        if (strcmp(org->entities[i], e->name) == 0)
+            return true;
+    return false;
+}
+
+static void schedule_org(struct tds_schedule *s, size_t oi, int64_t now)
+{
+    const struct tds_org *org = &s->orgs->orgs[oi];
+    int64_t inc_ms = (org->incremental_every_s > 0 ? org->incremental_every_s : 300) * 1000;
+    int64_t rec_ms = (org->reconcile_every_s > 0 ? org->reconcile_every_s : 86400) * 1000;
+    for (size_t k = 0; k < s->n_ent; k++) {
+        const struct tds_entity *e = tds_entity_at(k);
+        if (!org_wants(org, e))
+            continue;
+        struct slot *sl = &s->slots[oi * s->n_ent + k];
+        if (!sl->known) {
+            int64_t inc = 0, full = 0, rec = 0;
+            if (tds_store_last_run(s->store, org->org_id, e->name, "incremental", &inc) != 0 ||
+                tds_store_last_run(s->store, org->org_id, e->name, "full", &full) != 0 ||
+                tds_store_last_run(s->store, org->org_id, e->name, "reconcile", &rec) != 0) {
+                tds_log_limited(&s->db_log, TDS_LOG_WARN, NULL, "could not read run history: %s",
+                                tds_store_error(s->store));
+                return;
+            }
+            int64_t last = inc > full ? inc : full;
+            /* never synced: start now; otherwise one interval after the last */
+            sl->next_inc_ms = last ? last + inc_ms : now;
+            sl->next_rec_ms = (rec ? rec : (last ? last : now)) + rec_ms;
+            sl->known = true;
+        }
+        if (now >= sl->next_inc_ms) {
+            if (!tds_sync_pending(s->sync, org->org_id, e->name, "incremental"))
+                tds_sync_enqueue(s->sync, org->org_id, e->name, "incremental", 0);
+            sl->next_inc_ms = now + inc_ms;
+        }
+        if (now >= sl->next_rec_ms) {
+            if (!tds_sync_pending(s->sync, org->org_id, e->name, "reconcile"))
+                tds_sync_enqueue(s->sync, org->org_id, e->name, "reconcile", 0);
+            sl->next_rec_ms = now + rec_ms;
+        }
+    }
+}
+
+static void claim_requests(struct tds_schedule *s)
+{
+    const char **owned = calloc(s->orgs->n ? s->orgs->n : 1, sizeof(*owned));
+    if (!owned)
+        return;
+    size_t n_owned = 0;
+    for (size_t i = 0; i < s->orgs->n; i++)
+        if (tds_sync_owned(s->sync, s->orgs->orgs[i].org_id))
+            owned[n_owned++] = s->orgs->orgs[i].org_id;
+    for (int round = 0; n_owned && round < 16; round++) {
+        int64_t skip[MAX_REQ_IDS];
+        size_t n_skip = tds_sync_request_ids(s->sync, skip, MAX_REQ_IDS);
+        struct tds_request req;
+        bool found = false;
+        if (tds_store_request_claim(s->store, s->instance, owned, n_owned, skip, n_skip, &req, &found) != 0) {
+            tds_log_limited(&s->db_log, TDS_LOG_WARN, NULL, "could not read sync requests: %s",
+                            tds_store_error(s->store));
+            break;
+        }
+        if (!found)
+            break;
+        struct tds_log_ctx c = {.org = req.org, .entity = req.entity};
+        int rc = tds_sync_enqueue(s->sync, req.org, req.entity, req.mode, req.id);
+        if (rc != 0) {
+            tds_log(TDS_LOG_WARN, &c, "sync request %lld (%s %s) cannot run here: %s, closing it",
+                    (long long)req.id, req.entity, req.mode,
+                    rc == TDS_E_INVALID ? "unknown mode" : "unknown entity for this organization");
+            tds_store_request_done(s->store, req.id);
+            continue;
+        }
+        tds_log(TDS_LOG_INFO, &c, "took sync request %lld (%s)", (long long)req.id, req.mode);
+    }
+    free(owned);
+}
+
+static void tick(struct tds_loop *loop, void *ud)
+{
+    (void)loop;
+    struct tds_schedule *s = ud;
+    if (s->stopped)
+        return;
+    claim_requests(s);
+    if (!s->schedule)
+        return;
+    int64_t now = tds_wall_ms();
+    for (size_t i = 0; i < s->orgs->n; i++)
+        if (tds_sync_owned(s->sync, s->orgs->orgs[i].org_id))
+            schedule_org(s, i, now);
+}
+
+int tds_schedule_new(struct tds_schedule **out, struct tds_loop *loop, struct tds_store *store,
+                  struct tds_sync *sync, const struct tds_orgs *orgs, const char *instance,
+                  bool schedule, int64_t every_ms)
+{
+    struct tds_schedule *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->loop = loop;
+    s->store = store;
+    s->sync = sync;
+    s->orgs = orgs;
+    s->schedule = schedule;
+    s->db_log.interval_ms = 30000;
+    s->n_ent = tds_entity_count();
+    s->instance = strdup(instance);
+    s->slots = calloc((orgs->n ? orgs->n : 1) * s->n_ent, sizeof(*s->slots));
+    if (!s->instance || !s->slots) {
+        tds_schedule_free(s);
+        return -ENOMEM;
+    }
+    s->timer_id = tds_loop_timer_add(loop, every_ms, every_ms, tick, s);
+    if (s->timer_id < 0) {
+        tds_schedule_free(s);
+        return -ENOMEM;
+    }
+    *out = s;
+    return 0;
+}
+
+struct tds_schedule *tds_schedule_free(struct tds_schedule *s)
+{
+    if (!s)
+        return NULL;
+    if (s->timer_id > 0)
+        tds_loop_timer_cancel(s->loop, s->timer_id);
+    free(s->instance);
+    free(s->slots);
+    free(s);
+    return NULL;
+}
+
+void tds_schedule_owned(struct tds_schedule *s, const char *org, bool owned)
+{
+    (void)owned;
+    for (size_t i = 0; i < s->orgs->n; i++)
+        if (strcmp(s->orgs->orgs[i].org_id, org) == 0)
+            for (size_t k = 0; k < s->n_ent; k++)
+                s->slots[i * s->n_ent + k].known = false;
+}
+
+void tds_schedule_stop(struct tds_schedule *s) { s->stopped = true; }

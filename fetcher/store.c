@@ -1,0 +1,582 @@
+/* store — the fetcher's SQL, parameterized, on one connection.
+ *
+ * Every query goes through run(): if the connection is gone it is
+ * re-opened once and the statement tried again, so a PostgreSQL restart
+ * costs one failed call at most. Times cross the boundary as wall-clock
+ * milliseconds. Identifiers come from the entity registry only.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "entities.h"
+#include "pg.h"
+#include "util.h"
+
+struct tds_store {
+    char *conninfo;
+    char *app;
+    PGconn *conn;
+    char err[512];
+};
+
+int tds_store_new(struct tds_store **out, const char *conninfo, const char *app_name)
+{
+    struct tds_store *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->conninfo = strdup(conninfo);
+    s->app = strdup(app_name);
+    if (!s->conninfo || !s->app) {
+        tds_store_free(s);
+        return -ENOMEM;
+    }
+    *out = s;
+    return 0;
+}
+
+struct tds_store *tds_store_free(struct tds_store *s)
+{
+    if (!s)
+        return NULL;
+    if (s->conn)
+        PQfinish(s->conn);
+    free(s->conninfo);
+    free(s->app);
+    free(s);
+    return NULL;
+}
+
+const char *tds_store_error(const struct tds_store *s) { return s->err; }
+
+int tds_store_ensure(struct tds_store *s)
+{
+    if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
+        return 0;
+    if (s->conn) {
+        PQfinish(s->conn);
+        s->conn = NULL;
+    }
+    s->conn = tds_pg_connect(s->conninfo, s->app, s->err, sizeof(s->err));
+    if (!s->conn)
+        return -EIO;
+    /* a stuck statement must not stall the loop for long */
+    char e[256];
+    if (tds_pg_exec(s->conn, "SET statement_timeout = '10s'", e, sizeof(e)) != 0) {
+        snprintf(s->err, sizeof(s->err), "%s", e);
+        PQfinish(s->conn);
+        s->conn = NULL;
+        return -EIO;
+    }
+    return 0;
+}
+
+bool tds_store_ok(struct tds_store *s)
+{
+    if (tds_store_ensure(s) != 0)
+        return false;
+    PGresult *r = PQexec(s->conn, "SELECT 1");
+    bool ok = r && PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    return ok;
+}
+
+/* Run a statement; returns the result (caller clears) or NULL with s->err. */
+static PGresult *run(struct tds_store *s, const char *sql, int n, const char *const *params)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (tds_store_ensure(s) != 0)
+            return NULL;
+        PGresult *r = PQexecParams(s->conn, sql, n, NULL, params, NULL, NULL, 0);
+        ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+        if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+            return r;
+        snprintf(s->err, sizeof(s->err), "%s", PQerrorMessage(s->conn));
+        size_t l = strlen(s->err);
+        while (l && (s->err[l - 1] == '\n' || s->err[l - 1] == ' '))
+            s->err[--l] = '\0';
+        bool again = PQstatus(s->conn) != CONNECTION_OK;
+        PQclear(r);
+        if (!again)
+            return NULL;
+        PQfinish(s->conn);
+        s->conn = NULL;
+    }
+    return NULL;
+}
+
+static int exec0(struct tds_store *s, const char *sql, int n, const char *const *params)
+{
+    PGresult *r = run(s, sql, n, params);
+    if (!r)
+        return -EIO;
+    PQclear(r);
+    return 0;
+}
+
+static char *dupval(PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return NULL;
+    return strdup(PQgetvalue(r, row, col));
+}
+
+static int64_t i64val(PGresult *r, int row, int col, int64_t null_value)
+{
+    if (PQgetisnull(r, row, col))
+        return null_value;
+    int64_t v;
+    if (tds_parse_i64(PQgetvalue(r, row, col), INT64_MIN, INT64_MAX, &v) != 0)
+        return null_value;
+    return v;
+}
+
+#define MS_EXPR(col) "(extract(epoch from " col ") * 1000)::bigint"
+#define FROM_MS(p) "to_timestamp(" p "::double precision / 1000)"
+
+/* ---- tokens ---- */
+
+void tds_token_row_clear(struct tds_token_row *r)
+{
+    free(r->access_token);
+    free(r->api_domain);
+    free(r->refresh_token);
+    free(r->status);
+    free(r->last_error);
+    memset(r, 0, sizeof(*r));
+}
+
+int tds_store_token_get(struct tds_store *s, const char *org, struct tds_token_row *out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *p[] = {org};
+    PGresult *r = run(s,
+                      "SELECT access_token, api_domain, refresh_token, status, last_error, "
+                      MS_EXPR("expires_at") ", " MS_EXPR("locked_until") ", "
+                      MS_EXPR("refresh_window_start") ", " MS_EXPR("refreshed_at")
+                      ", refresh_count FROM tds.oauth_tokens WHERE org_id = $1",
+                      1, p);
+    if (!r)
+        return -EIO;
+    if (PQntuples(r) == 1) {
+        out->exists = true;
+        out->access_token = dupval(r, 0, 0);
+        out->api_domain = dupval(r, 0, 1);
+        out->refresh_token = dupval(r, 0, 2);
+        out->status = dupval(r, 0, 3);
+        out->last_error = dupval(r, 0, 4);
+        out->expires_at_ms = i64val(r, 0, 5, 0);
+        out->locked_until_ms = i64val(r, 0, 6, 0);
+        out->window_start_ms = i64val(r, 0, 7, 0);
+        out->refreshed_at_ms = i64val(r, 0, 8, 0);
+        out->refresh_count = i64val(r, 0, 9, 0);
+    }
+    PQclear(r);
+    return 0;
+}
+
+static int bool_query(struct tds_store *s, const char *sql, const char *org, bool *got)
+{
+    const char *p[] = {org};
+    PGresult *r = run(s, sql, 1, p);
+    if (!r)
+        return -EIO;
+    *got = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return 0;
+}
+
+int tds_store_token_lock(struct tds_store *s, const char *org, bool *got)
+{
+    return bool_query(s, "SELECT pg_try_advisory_lock(hashtext('tds-oauth:' || $1))", org, got);
+}
+
+int tds_store_token_unlock(struct tds_store *s, const char *org)
+{
+    bool got;
+    return bool_query(s, "SELECT pg_advisory_unlock(hashtext('tds-oauth:' || $1))", org, &got);
+}
+
+int tds_store_token_count_refresh(struct tds_store *s, const char *org, int64_t window_ms,
+                                  int64_t *count, int64_t *window_start_ms)
+{
+    char w[32];
+    snprintf(w, sizeof(w), "%lld", (long long)window_ms);
+    const char *p[] = {org, w};
+    PGresult *r = run(
+        s,
+        "INSERT INTO tds.oauth_tokens AS t (org_id, refresh_window_start, refresh_count, updated_at) "
+        "VALUES ($1, now(), 1, now()) ON CONFLICT (org_id) DO UPDATE SET "
+        "refresh_count = CASE WHEN t.refresh_window_start IS NULL OR t.refresh_window_start < now() - "
+        "($2::bigint * interval '1 millisecond') THEN 1 ELSE t.refresh_count + 1 END, "
+        "refresh_window_start = CASE WHEN t.refresh_window_start IS NULL OR t.refresh_window_start < "
+        "now() - ($2::bigint * interval '1 millisecond') THEN now() ELSE t.refresh_window_start END, "
+        "updated_at = now() RETURNING refresh_count, " MS_EXPR("refresh_window_start"),
+        2, p);
+    if (!r)
+        return -EIO;
+    *count = i64val(r, 0, 0, 0);
+    *window_start_ms = i64val(r, 0, 1, 0);
+    PQclear(r);
+    return 0;
+}
+
+int tds_store_token_save(struct tds_store *s, const char *org, const char *access_token,
+                         const char *api_domain, int64_t expires_at_ms, const char *refresh_token)
+{
+    char ex[32];
+    snprintf(ex, sizeof(ex), "%lld", (long long)expires_at_ms);
+    const char *p[] = {org, access_token, api_domain && *api_domain ? api_domain : NULL, ex,
+                       refresh_token && *refresh_token ? refresh_token : NULL};
+    return exec0(s,
+                 "INSERT INTO tds.oauth_tokens AS t (org_id, access_token, api_domain, expires_at, "
+                 "refresh_token, status, refreshed_at, updated_at) VALUES ($1, $2, $3, " FROM_MS("$4")
+                 ", $5, 'ok', now(), now()) ON CONFLICT (org_id) DO UPDATE SET access_token = $2, "
+                 "api_domain = COALESCE($3, t.api_domain), expires_at = " FROM_MS("$4") ", "
+                 "refresh_token = COALESCE($5, t.refresh_token), status = 'ok', locked_until = NULL, "
+                 "last_error = NULL, refreshed_at = now(), updated_at = now()",
+                 5, p);
+}
+
+int tds_store_token_fail(struct tds_store *s, const char *org, const char *status,
+                         int64_t locked_until_ms, const char *error)
+{
+    char lu[32];
+    snprintf(lu, sizeof(lu), "%lld", (long long)locked_until_ms);
+    const char *p[] = {org, status, locked_until_ms ? lu : NULL, error};
+    return exec0(s,
+                 "INSERT INTO tds.oauth_tokens AS t (org_id, status, locked_until, last_error, "
+                 "updated_at) VALUES ($1, $2, " FROM_MS("$3") ", $4, now()) ON CONFLICT (org_id) DO "
+                 "UPDATE SET status = $2, locked_until = " FROM_MS("$3") ", last_error = $4, "
+                 "updated_at = now()",
+                 4, p);
+}
+
+int tds_store_token_expire(struct tds_store *s, const char *org, const char *access_token)
+{
+    const char *p[] = {org, access_token};
+    return exec0(s,
+                 "UPDATE tds.oauth_tokens SET expires_at = now(), updated_at = now() "
+                 "WHERE org_id = $1 AND access_token = $2",
+                 2, p);
+}
+
+/* ---- runs ---- */
+
+int tds_store_run_insert(struct tds_store *s, const char *run_id, const char *org,
+                         const char *entity, const char *mode)
+{
+    const char *p[] = {run_id, org, entity, mode};
+    return exec0(s,
+                 "INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, started_at, "
+                 "updated_at) VALUES ($1, $2, $3, $4, 'running', now(), now()) "
+                 "ON CONFLICT (run_id) DO NOTHING",
+                 4, p);
+}
+
+int tds_store_run_progress(struct tds_store *s, const char *run_id, int64_t pages,
+                           int64_t records, int64_t api_calls)
+{
+    char a[32], b[32], c[32];
+    snprintf(a, sizeof(a), "%lld", (long long)pages);
+    snprintf(b, sizeof(b), "%lld", (long long)records);
+    snprintf(c, sizeof(c), "%lld", (long long)api_calls);
+    const char *p[] = {run_id, a, b, c};
+    return exec0(s,
+                 "UPDATE tds.sync_runs SET pages_fetched = $2, records_fetched = $3, api_calls = $4, "
+                 "updated_at = now() WHERE run_id = $1",
+                 4, p);
+}
+
+int tds_store_run_fail(struct tds_store *s, const char *run_id, const char *error)
+{
+    const char *p[] = {run_id, error};
+    return exec0(s,
+                 "UPDATE tds.sync_runs SET status = 'failed', error = $2, finished_at = now(), "
+                 "updated_at = now() WHERE run_id = $1 AND status = 'running'",
+                 2, p);
+}
+
+int tds_store_runs_abandon(struct tds_store *s, const char *org, const char *why, int64_t *n)
+{
+    const char *p[] = {org, why};
+    PGresult *r = run(s,
+                      "UPDATE tds.sync_runs SET status = 'failed', error = $2, finished_at = now(), "
+                      "updated_at = now() WHERE org_id = $1 AND status = 'running' "
+                      "AND mode <> 'fetch'",
+                      2, p);
+    if (!r)
+        return -EIO;
+    int64_t v = 0;
+    tds_parse_i64(PQcmdTuples(r), 0, INT64_MAX, &v);
+    *n = v;
+    PQclear(r);
+    return 0;
+}
+
+int tds_store_run_status(struct tds_store *s, const char *run_id, char *status, size_t cap)
+{
+    const char *p[] = {run_id};
+    PGresult *r = run(s, "SELECT status FROM tds.sync_runs WHERE run_id = $1", 1, p);
+    if (!r)
+        return -EIO;
+    snprintf(status, cap, "%s", PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+    return 0;
+}
+
+/* ---- state ---- */
+
+int tds_store_state_get(struct tds_store *s, const char *org, const char *entity, char **cursor,
+                        int64_t *last_success_ms)
+{
+    *cursor = NULL;
+    *last_success_ms = 0;
+    const char *p[] = {org, entity};
+    PGresult *r = run(s,
+                      "SELECT cursor, " MS_EXPR("last_success_at")
+                      " FROM tds.sync_state WHERE org_id = $1 AND entity = $2",
+                      2, p);
+    if (!r)
+        return -EIO;
+    if (PQntuples(r) == 1) {
+        *cursor = dupval(r, 0, 0);
+        *last_success_ms = i64val(r, 0, 1, 0);
+    }
+    PQclear(r);
+    return 0;
+}
+
+int tds_store_last_run(struct tds_store *s, const char *org, const char *entity, const char *mode,
+                       int64_t *finished_ms)
+{
+    const char *p[] = {org, entity, mode};
+    PGresult *r = run(s,
+                      "SELECT " MS_EXPR("max(finished_at)") " FROM tds.sync_runs WHERE org_id = $1 "
+                      "AND entity = $2 AND mode = $3 AND status = 'completed'",
+                      3, p);
+    if (!r)
+        return -EIO;
+    *finished_ms = PQntuples(r) == 1 ? i64val(r, 0, 0, 0) : 0;
+    PQclear(r);
+    return 0;
+}
+
+/* ---- zoho.* ---- */
+
+/* '{"1","2"}' with quotes and backslashes escaped. */
+static char *text_array(const char *const *ids, size_t n)
+{
+    struct tds_buf b = {0};
+    int rc = tds_buf_add(&b, "{", 1);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (i)
+            rc = tds_buf_add(&b, ",", 1);
+        rc = rc ? rc : tds_buf_add(&b, "\"", 1);
+        for (const char *c = ids[i]; *c && rc == 0; c++) {
+            if (*c == '"' || *c == '\\')
+                rc = tds_buf_add(&b, "\\", 1);
+            if (rc == 0)
+                rc = tds_buf_add(&b, c, 1);
+        }
+        rc = rc ? rc : tds_buf_add(&b, "\"", 1);
+    }
+    rc = rc ? rc : tds_buf_add(&b, "}", 2);
+    if (rc) {
+        tds_buf_deinit(&b);
+        return NULL;
+    }
+    return b.p;
+}
+
+int tds_store_known(struct tds_store *s, const struct tds_entity *e, const char *org,
+                    const char *const *ids, size_t n, struct tds_known **out, size_t *n_out)
+{
+    *out = NULL;
+    *n_out = 0;
+    const struct tds_table *t = tds_table_find(e->table);
+    if (!t || n == 0)
+        return 0;
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT %s, extract(epoch from modified_time)::bigint, is_detail, deleted_at IS NOT NULL "
+             "FROM zoho.%s WHERE org_id = $1 AND %s = ANY($2::text[])",
+             t->id_column, t->name, t->id_column);
+    char *arr = text_array(ids, n);
+    if (!arr)
+        return -ENOMEM;
+    const char *p[] = {org, arr};
+    PGresult *r = run(s, sql, 2, p);
+    free(arr);
+    if (!r)
+        return -EIO;
+    int rows = PQntuples(r);
+    struct tds_known *k = calloc(rows ? (size_t)rows : 1, sizeof(*k));
+    if (!k) {
+        PQclear(r);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < rows; i++) {
+        k[i].id = strdup(PQgetvalue(r, i, 0));
+        k[i].modified_s = i64val(r, i, 1, INT64_MIN);
+        k[i].is_detail = strcmp(PQgetvalue(r, i, 2), "t") == 0;
+        k[i].deleted = strcmp(PQgetvalue(r, i, 3), "t") == 0;
+        if (!k[i].id) {
+            tds_store_known_free(k, (size_t)i);
+            PQclear(r);
+            return -ENOMEM;
+        }
+    }
+    PQclear(r);
+    *out = k;
+    *n_out = (size_t)rows;
+    return 0;
+}
+
+void tds_store_known_free(struct tds_known *k, size_t n)
+{
+    if (!k)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(k[i].id);
+    free(k);
+}
+
+int tds_store_live_ids(struct tds_store *s, const struct tds_entity *e, const char *org,
+                       int64_t before_wall_ms, char ***ids, size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    const struct tds_table *t = tds_table_find(e->table);
+    if (!t)
+        return 0;
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT %s FROM zoho.%s WHERE org_id = $1 AND deleted_at IS NULL AND synced_at < "
+             FROM_MS("$2"),
+             t->id_column, t->name);
+    char b[32];
+    snprintf(b, sizeof(b), "%lld", (long long)before_wall_ms);
+    const char *p[] = {org, b};
+    PGresult *r = run(s, sql, 2, p);
+    if (!r)
+        return -EIO;
+    int rows = PQntuples(r);
+    char **a = calloc(rows ? (size_t)rows : 1, sizeof(*a));
+    if (!a) {
+        PQclear(r);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < rows; i++) {
+        a[i] = strdup(PQgetvalue(r, i, 0));
+        if (!a[i]) {
+            for (int j = 0; j < i; j++)
+                free(a[j]);
+            free(a);
+            PQclear(r);
+            return -ENOMEM;
+        }
+    }
+    PQclear(r);
+    *ids = a;
+    *n = (size_t)rows;
+    return 0;
+}
+
+/* ---- requests ---- */
+
+static char *i64_array(const int64_t *v, size_t n)
+{
+    struct tds_buf b = {0};
+    int rc = tds_buf_add(&b, "{", 1);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = tds_buf_addf(&b, "%s%lld", i ? "," : "", (long long)v[i]);
+    rc = rc ? rc : tds_buf_add(&b, "}", 2);
+    if (rc) {
+        tds_buf_deinit(&b);
+        return NULL;
+    }
+    return b.p;
+}
+
+int tds_store_request_claim(struct tds_store *s, const char *instance, const char *const *orgs,
+                            size_t n_orgs, const int64_t *skip, size_t n_skip,
+                            struct tds_request *out, bool *found)
+{
+    *found = false;
+    if (n_orgs == 0)
+        return 0;
+    char *oa = text_array(orgs, n_orgs);
+    char *sa = i64_array(skip, n_skip);
+    if (!oa || !sa) {
+        free(oa);
+        free(sa);
+        return -ENOMEM;
+    }
+    const char *p[] = {instance, oa, sa};
+    /* Only the owner of an organization takes its requests, so a request
+     * claimed by an owner that died is taken again by the next one. */
+    PGresult *r = run(s,
+                      "UPDATE tds.sync_requests SET claimed_by = $1, claimed_at = now() WHERE id = ("
+                      "SELECT id FROM tds.sync_requests WHERE done_at IS NULL AND org_id = ANY($2::text[]) "
+                      "AND NOT (id = ANY($3::bigint[])) ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1) "
+                      "RETURNING id, org_id, entity, mode",
+                      3, p);
+    free(oa);
+    free(sa);
+    if (!r)
+        return -EIO;
+    if (PQntuples(r) == 1) {
+        out->id = i64val(r, 0, 0, 0);
+        snprintf(out->org, sizeof(out->org), "%s", PQgetvalue(r, 0, 1));
+        snprintf(out->entity, sizeof(out->entity), "%s", PQgetvalue(r, 0, 2));
+        snprintf(out->mode, sizeof(out->mode), "%s", PQgetvalue(r, 0, 3));
+        *found = true;
+    }
+    PQclear(r);
+    return 0;
+}
+
+int tds_store_request_set_run(struct tds_store *s, int64_t id, const char *run_id)
+{
+    char a[32];
+    snprintf(a, sizeof(a), "%lld", (long long)id);
+    const char *p[] = {a, run_id};
+    return exec0(s, "UPDATE tds.sync_requests SET run_id = $2 WHERE id = $1", 2, p);
+}
+
+int tds_store_request_done(struct tds_store *s, int64_t id)
+{
+    char a[32];
+    snprintf(a, sizeof(a), "%lld", (long long)id);
+    const char *p[] = {a};
+    return exec0(s, "UPDATE tds.sync_requests SET done_at = now() WHERE id = $1", 1, p);
+}
+
+/* ---- alerts ---- */
+
+int tds_store_alert(struct tds_store *s, const char *rule, const char *severity, const char *org,
+                    const char *entity, const char *summary)
+{
+    const char *p[] = {rule, severity, org, entity, summary};
+    /* One firing alert per rule/org/entity: a repeat refreshes last_seen_at. */
+    PGresult *r = run(s,
+                      "UPDATE tds.alerts SET last_seen_at = now(), summary = $5 WHERE rule = $1 AND "
+                      "org_id IS NOT DISTINCT FROM $3 AND entity IS NOT DISTINCT FROM $4 AND "
+                      "state = 'firing' AND $2 <> ''",
+                      5, p);
+    if (!r)
+        return -EIO;
+    bool updated = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    if (updated)
+        return 0;
+    return exec0(s,
+                 "INSERT INTO tds.alerts (rule, severity, org_id, entity, summary, state) "
+                 "VALUES ($1, $2, $3, $4, $5, 'firing')",
+                 5, p);
+}

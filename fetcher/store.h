@@ -1,0 +1,107 @@
+/* store — every SQL statement the fetcher runs, on one libpq connection.
+ *
+ * Tokens (tds.oauth_tokens), runs (tds.sync_runs), requests
+ * (tds.sync_requests), cursors (tds.sync_state), alerts, and the lookups into
+ * zoho.* that decide which records need a detail call. Statements are
+ * parameterized; table and column names come only from the entity registry.
+ * Calls are synchronous and short; a lost connection is re-opened on the
+ * next call (one retry) and reported as -EIO. Never logs above debug.
+ */
+#ifndef TDS_FETCHER_STORE_H
+#define TDS_FETCHER_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct tds_store;
+struct tds_entity;
+
+int tds_store_new(struct tds_store **out, const char *conninfo, const char *app_name);
+struct tds_store *tds_store_free(struct tds_store *s);
+/* Connect if needed; 0 or -EIO with the reason in tds_store_error. */
+int tds_store_ensure(struct tds_store *s);
+bool tds_store_ok(struct tds_store *s);
+const char *tds_store_error(const struct tds_store *s);
+
+/* ---- tokens ---- */
+struct tds_token_row {
+    bool exists;
+    char *access_token, *api_domain, *refresh_token, *status, *last_error; /* malloc'd or NULL */
+    int64_t expires_at_ms, locked_until_ms, window_start_ms, refreshed_at_ms; /* wall, 0 = NULL */
+    int64_t refresh_count;
+};
+void tds_token_row_clear(struct tds_token_row *r);
+int tds_store_token_get(struct tds_store *s, const char *org, struct tds_token_row *out);
+/* pg_try_advisory_lock(hashtext('tds-oauth:'||org)); *got says whether held. */
+int tds_store_token_lock(struct tds_store *s, const char *org, bool *got);
+int tds_store_token_unlock(struct tds_store *s, const char *org);
+/* Count one refresh attempt in the 10-minute window; returns the count
+ * after it in *count (a new window starts when the old one is over). */
+int tds_store_token_count_refresh(struct tds_store *s, const char *org, int64_t window_ms,
+                                  int64_t *count, int64_t *window_start_ms);
+/* After a successful refresh; api_domain NULL/"" keeps the stored one. */
+int tds_store_token_save(struct tds_store *s, const char *org, const char *access_token,
+                         const char *api_domain, int64_t expires_at_ms, const char *refresh_token);
+/* After a failed refresh: status ("ok", "locked", "revoked", "invalid"),
+ * locked_until (0 = NULL) and the error text. */
+int tds_store_token_fail(struct tds_store *s, const char *org, const char *status,
+                         int64_t locked_until_ms, const char *error);
+/* The API refused this token: expire it unless someone replaced it already. */
+int tds_store_token_expire(struct tds_store *s, const char *org, const char *access_token);
+
+/* ---- runs ---- */
+int tds_store_run_insert(struct tds_store *s, const char *run_id, const char *org,
+                         const char *entity, const char *mode);
+int tds_store_run_progress(struct tds_store *s, const char *run_id, int64_t pages,
+                           int64_t records, int64_t api_calls);
+int tds_store_run_fail(struct tds_store *s, const char *run_id, const char *error);
+/* Runs left 'running' by an owner that is gone. Returns how many. */
+int tds_store_runs_abandon(struct tds_store *s, const char *org, const char *why, int64_t *n);
+/* Status of one run: "running", "completed", "failed" into a caller buffer. */
+int tds_store_run_status(struct tds_store *s, const char *run_id, char *status, size_t cap);
+
+/* ---- state ---- */
+/* The entity's cursor (malloc'd, NULL when none) and when a run last
+ * succeeded (wall ms, 0 = never). */
+int tds_store_state_get(struct tds_store *s, const char *org, const char *entity, char **cursor,
+                        int64_t *last_success_ms);
+/* When a run of this mode last finished successfully (wall ms, 0 = never). */
+int tds_store_last_run(struct tds_store *s, const char *org, const char *entity, const char *mode,
+                       int64_t *finished_ms);
+
+/* ---- zoho.* lookups ---- */
+struct tds_known {
+    char *id;               /* malloc'd */
+    int64_t modified_s;     /* INT64_MIN when NULL */
+    bool is_detail;
+    bool deleted;
+};
+/* Rows of the entity's table among ids (n ids). *out malloc'd array. */
+int tds_store_known(struct tds_store *s, const struct tds_entity *e, const char *org,
+                    const char *const *ids, size_t n, struct tds_known **out, size_t *n_out);
+void tds_store_known_free(struct tds_known *k, size_t n);
+/* Ids of non-deleted rows synced before before_wall_ms. *ids malloc'd array of strings. */
+int tds_store_live_ids(struct tds_store *s, const struct tds_entity *e, const char *org,
+                       int64_t before_wall_ms, char ***ids, size_t *n);
+
+/* ---- requests ---- */
+struct tds_request {
+    int64_t id;
+    char org[128];
+    char entity[64];
+    char mode[32];
+};
+/* Claim the oldest open request of one of these orgs that is not in skip.
+ * Returns 0 with *found set. */
+int tds_store_request_claim(struct tds_store *s, const char *instance, const char *const *orgs,
+                            size_t n_orgs, const int64_t *skip, size_t n_skip,
+                            struct tds_request *out, bool *found);
+int tds_store_request_set_run(struct tds_store *s, int64_t id, const char *run_id);
+int tds_store_request_done(struct tds_store *s, int64_t id);
+
+/* ---- alerts ---- */
+int tds_store_alert(struct tds_store *s, const char *rule, const char *severity, const char *org,
+                    const char *entity, const char *summary);
+
+#endif

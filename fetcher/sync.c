@@ -1,0 +1,1569 @@
+/* sync — runs, fetches by id, pages in flight and acks.
+ *
+ * Lifetimes: a run is freed only when no API call of it is outstanding (its
+ * callbacks hold the run pointer); a page in flight names its run by
+ * pointer, cleared when the run goes away. Ownership loss cancels the
+ * organization's API calls without callbacks, so its runs can be freed
+ * right away. Records travel as byte slices of Zoho's response, never
+ * re-serialized.
+ */
+#include "sync.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "api.h"
+#include "bus.h"
+#include "config.h"
+#include "entities.h"
+#include "events.h"
+#include "http.h"
+#include "limiter.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "msg.h"
+#include "oauth.h"
+#include "store.h"
+#include "util.h"
+#include "zoho.h"
+
+#define RUN_ID_MAX 128
+#define FETCH_CONCURRENCY 4
+#define DELETE_CHUNK 200
+
+/* ---- a small string set (ids seen, fetch coalescing) ---- */
+
+struct idset {
+    char **slots;
+    size_t cap, n;
+};
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int idset_grow(struct idset *s)
+{
+    size_t ncap = s->cap ? s->cap * 2 : 256;
+    char **ns = calloc(ncap, sizeof(*ns));
+    if (!ns)
+        return -ENOMEM;
+    for (size_t i = 0; i < s->cap; i++) {
+        if (!s->slots[i])
+            continue;
+        size_t j = hash_str(s->slots[i]) & (ncap - 1);
+        while (ns[j])
+            j = (j + 1) & (ncap - 1);
+        ns[j] = s->slots[i];
+    }
+    free(s->slots);
+    s->slots = ns;
+    s->cap = ncap;
+    return 0;
+}
+
+static bool idset_has(const struct idset *s, const char *id)
+{
+    if (!s->cap)
+        return false;
+    size_t j = hash_str(id) & (s->cap - 1);
+    while (s->slots[j]) {
+        if (strcmp(s->slots[j], id) == 0)
+            return true;
+        j = (j + 1) & (s->cap - 1);
+    }
+    return false;
+}
+
+/* 1 added, 0 present, -ENOMEM */
+static int idset_add(struct idset *s, const char *id)
+{
+    if (idset_has(s, id))
+        return 0;
+    if ((s->n + 1) * 2 > s->cap && idset_grow(s) != 0)
+        return -ENOMEM;
+    char *d = strdup(id);
+    if (!d)
+        return -ENOMEM;
+    size_t j = hash_str(id) & (s->cap - 1);
+    while (s->slots[j])
+        j = (j + 1) & (s->cap - 1);
+    s->slots[j] = d;
+    s->n++;
+    return 1;
+}
+
+static void idset_del(struct idset *s, const char *id)
+{
+    if (!s->cap)
+        return;
+    size_t j = hash_str(id) & (s->cap - 1);
+    while (s->slots[j]) {
+        if (strcmp(s->slots[j], id) == 0) {
+            free(s->slots[j]);
+            s->slots[j] = NULL;
+            s->n--;
+            /* re-insert the rest of the cluster */
+            size_t k = (j + 1) & (s->cap - 1);
+            while (s->slots[k]) {
+                char *v = s->slots[k];
+                s->slots[k] = NULL;
+                size_t h = hash_str(v) & (s->cap - 1);
+                while (s->slots[h])
+                    h = (h + 1) & (s->cap - 1);
+                s->slots[h] = v;
+                k = (k + 1) & (s->cap - 1);
+            }
+            return;
+        }
+        j = (j + 1) & (s->cap - 1);
+    }
+}
+
+static void idset_clear(struct idset *s)
+{
+    for (size_t i = 0; i < s->cap; i++)
+        free(s->slots[i]);
+    free(s->slots);
+    memset(s, 0, sizeof(*s));
+}
+
+/* ---- structures ---- */
+
+struct job {
+    const struct tds_entity *e;
+    char mode[16];
+    int64_t request_id;
+    bool last_of_request;
+    struct job *next;
+};
+
+struct run;
+
+struct batch {
+    struct run *r;
+    size_t want, got;
+    struct tds_bytes *recs;
+    size_t n_recs;
+    char **deleted;
+    size_t n_deleted;
+    struct batch *next;
+};
+
+struct run {
+    struct org_rt *o;
+    const struct tds_entity *e;
+    char id[RUN_ID_MAX];
+    char mode[16];
+    int64_t request_id;
+    bool last_of_request;
+    int64_t start_wall_ms;
+    int64_t next_page;
+    bool list_done, list_busy;
+    bool has_since;
+    int64_t since_s;
+    char *old_cursor;
+    bool have_max;
+    int64_t max_mod_s;
+    int64_t page_no;
+    int64_t pages_fetched, records_fetched, api_calls;
+    int64_t unacked;
+    int outstanding;
+    struct batch *batches;
+    int n_batches;
+    bool failed, final_sent, reconciled;
+    char error[512];
+    struct idset seen;
+    struct tds_log_ctx lctx;
+    struct tds_series *m_records;
+};
+
+struct fetch_item {
+    const struct tds_entity *e;
+    char *id;
+    struct fetch_item *next;
+};
+
+struct fetch_call {
+    struct org_rt *o;
+    const struct tds_entity *e;
+    char *id;
+};
+
+struct org_rt {
+    struct tds_sync *s;
+    const struct tds_org *org;
+    struct tds_oauth *oauth;
+    struct tds_limiter *lim;
+    struct tds_api *api;
+    bool owned;
+    bool dropping;       /* cancelled API callbacks only clean up */
+    int offset_min;
+    struct job *jobs, *jobs_tail;
+    struct run *run;
+    struct run **dying;  /* failed/lost runs waiting for their calls */
+    size_t n_dying, cap_dying;
+    struct fetch_item *fq, *fq_tail;
+    size_t n_fq;
+    struct idset fq_keys;
+    int fetch_running;
+    struct tds_log_ctx lctx;
+};
+
+struct inflight {
+    char *id;
+    char *buf;
+    size_t len;
+    struct run *run;     /* NULL: a fetch page or an orphaned run's page */
+    struct org_rt *o;
+    bool final;
+    bool sent;
+    int64_t sent_ms;
+};
+
+struct tds_sync {
+    struct tds_loop *loop;
+    struct tds_bus_sock *push;
+    struct tds_store *store;
+    struct tds_http *http;
+    struct tds_metrics *metrics;
+    struct tds_events *events;
+    const struct tds_orgs *orgs;
+    struct tds_sync_cfg cfg;
+    char *origin;
+    struct org_rt *o;
+    size_t n_o;
+    struct inflight *inf;
+    size_t n_inf, cap_inf;
+    int64_t tick_id;
+    bool stopping;
+    struct tds_series *m_inflight, *m_dropped;
+    struct tds_log_limit send_log;
+};
+
+static void run_step(struct run *r);
+static void org_next(struct org_rt *o);
+static void fetch_pump(struct org_rt *o);
+
+static void on_token_change(void *ud)
+{
+    struct org_rt *o = ud;
+    if (o->api)
+        tds_api_kick(o->api);
+}
+
+/* ---- pages in flight ---- */
+
+static void update_inflight_gauge(struct tds_sync *s)
+{
+    if (s->m_inflight)
+        tds_series_set(s->m_inflight, (double)s->n_inf);
+}
+
+static void send_one(struct tds_sync *s, struct inflight *f)
+{
+    int rc = tds_bus_send(s->push, f->buf, f->len, ZMQ_DONTWAIT);
+    f->sent_ms = tds_now_ms();
+    f->sent = rc == 0;
+    if (rc != 0)
+        tds_log_limited(&s->send_log, TDS_LOG_WARN, NULL,
+                        "could not send page to the processor: %s, retrying",
+                        rc == -EAGAIN ? "queue full or no processor connected" : strerror(-rc));
+}
+
+/* Encode and send a page; it stays in flight until acked. */
+static int deliver(struct tds_sync *s, struct org_rt *o, struct run *r, struct tds_msg *m)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    m->type = TDS_MSG_PAGE;
+    m->v = TDS_MSG_VERSION;
+    m->u.page.origin = s->origin;
+    m->u.page.fetched_ms = tds_wall_ms();
+    int rc = tds_msg_encode(m, &buf, &len);
+    if (rc != 0)
+        return rc > 0 ? -EINVAL : rc;
+    if (s->n_inf == s->cap_inf) {
+        size_t nc = s->cap_inf ? s->cap_inf * 2 : 64;
+        struct inflight *ni = realloc(s->inf, nc * sizeof(*ni));
+        if (!ni) {
+            free(buf);
+            return -ENOMEM;
+        }
+        s->inf = ni;
+        s->cap_inf = nc;
+    }
+    struct inflight *f = &s->inf[s->n_inf];
+    memset(f, 0, sizeof(*f));
+    f->id = strdup(m->id);
+    if (!f->id) {
+        free(buf);
+        return -ENOMEM;
+    }
+    f->buf = buf;
+    f->len = len;
+    f->run = r;
+    f->o = o;
+    f->final = m->u.page.final;
+    s->n_inf++;
+    if (r)
+        r->unacked++;
+    send_one(s, f);
+    update_inflight_gauge(s);
+    return 0;
+}
+
+static void inflight_remove(struct tds_sync *s, size_t i)
+{
+    free(s->inf[i].id);
+    free(s->inf[i].buf);
+    s->inf[i] = s->inf[s->n_inf - 1];
+    s->n_inf--;
+    update_inflight_gauge(s);
+}
+
+/* Forget pages of a run (it is being freed) or of an organization. */
+static void inflight_forget(struct tds_sync *s, struct run *r, struct org_rt *o)
+{
+    for (size_t i = 0; i < s->n_inf;) {
+        if ((r && s->inf[i].run == r) || (o && s->inf[i].o == o)) {
+            if (o) {
+                inflight_remove(s, i);
+                continue;
+            }
+            s->inf[i].run = NULL;
+        }
+        i++;
+    }
+}
+
+static bool credits(struct tds_sync *s, int64_t need)
+{
+    return (int64_t)s->n_inf + need <= s->cfg.max_inflight;
+}
+
+/* ---- runs ---- */
+
+static void run_free(struct run *r)
+{
+    if (!r)
+        return;
+    inflight_forget(r->o->s, r, NULL);
+    while (r->batches) {
+        struct batch *b = r->batches;
+        r->batches = b->next;
+        for (size_t i = 0; i < b->n_recs; i++)
+            free(b->recs[i].p);
+        free(b->recs);
+        for (size_t i = 0; i < b->n_deleted; i++)
+            free(b->deleted[i]);
+        free(b->deleted);
+        free(b);
+    }
+    idset_clear(&r->seen);
+    free(r->old_cursor);
+    free(r);
+}
+
+static void reap(struct org_rt *o)
+{
+    for (size_t i = 0; i < o->n_dying;) {
+        if (o->dying[i]->outstanding == 0) {
+            run_free(o->dying[i]);
+            o->dying[i] = o->dying[--o->n_dying];
+            continue;
+        }
+        i++;
+    }
+}
+
+/* Detach the current run (done or failed) and start the next job. */
+static void run_retire(struct org_rt *o, struct run *r)
+{
+    if (o->run == r)
+        o->run = NULL;
+    /* Freed later by reap(), never here: callers up the stack still hold r. */
+    {
+        if (o->n_dying == o->cap_dying) {
+            size_t nc = o->cap_dying ? o->cap_dying * 2 : 4;
+            struct run **nd = realloc(o->dying, nc * sizeof(*nd));
+            if (!nd) {
+                /* cannot track it: leak rather than risk a dangling callback */
+                tds_log(TDS_LOG_ERROR, &o->lctx, "out of memory retiring run %s", r->id);
+                return;
+            }
+            o->dying = nd;
+            o->cap_dying = nc;
+        }
+        o->dying[o->n_dying++] = r;
+    }
+}
+
+static void request_finished(struct tds_sync *s, struct run *r)
+{
+    if (r->request_id > 0 && r->last_of_request)
+        tds_store_request_done(s->store, r->request_id);
+}
+
+static void run_fail(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void run_fail(struct run *r, const char *fmt, ...)
+{
+    if (r->failed)
+        return;
+    struct tds_sync *s = r->o->s;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->error, sizeof(r->error), fmt, ap);
+    va_end(ap);
+    r->failed = true;
+    tds_log(TDS_LOG_ERROR, &r->lctx, "sync run failed: %s", r->error);
+    tds_store_run_progress(s->store, r->id, r->pages_fetched, r->records_fetched, r->api_calls);
+    tds_store_run_fail(s->store, r->id, r->error);
+    tds_events_emit(s->events, "tds.zoho.sync.failed", "org", r->o->org->org_id, "entity", r->e->name,
+                    "run", r->id, "mode", r->mode, "error", r->error, NULL);
+    tds_store_alert(s->store, "zoho_sync_failed", "error", r->o->org->org_id, r->e->name, r->error);
+    request_finished(s, r);
+    struct org_rt *o = r->o;
+    run_retire(o, r);
+    org_next(o);
+}
+
+static void run_completed(struct run *r)
+{
+    struct tds_sync *s = r->o->s;
+    tds_log(TDS_LOG_INFO, &r->lctx, "sync run completed: %lld pages, %lld records, %lld api calls",
+            (long long)r->pages_fetched, (long long)r->records_fetched, (long long)r->api_calls);
+    char recs[32];
+    snprintf(recs, sizeof(recs), "%lld", (long long)r->records_fetched);
+    tds_events_emit(s->events, "tds.zoho.sync.completed", "org", r->o->org->org_id, "entity",
+                    r->e->name, "run", r->id, "mode", r->mode, "records", recs, NULL);
+    request_finished(s, r);
+    struct org_rt *o = r->o;
+    run_retire(o, r);
+    org_next(o);
+}
+
+static void progress(struct run *r)
+{
+    tds_store_run_progress(r->o->s->store, r->id, r->pages_fetched, r->records_fetched, r->api_calls);
+    if (r->m_records)
+        tds_series_set(r->m_records, (double)r->records_fetched);
+}
+
+static char *json_id(json_t *v)
+{
+    char tmp[64];
+    if (json_is_string(v))
+        return strdup(json_string_value(v));
+    if (json_is_integer(v)) {
+        snprintf(tmp, sizeof(tmp), "%lld", (long long)json_integer_value(v));
+        return strdup(tmp);
+    }
+    return NULL;
+}
+
+static void batch_done(struct batch *b);
+
+struct dcall {
+    struct batch *b;
+    char *id;
+};
+
+static void on_detail(const struct tds_api_result *res, void *ud)
+{
+    struct dcall *dc = ud;
+    struct batch *b = dc->b;
+    struct run *r = b->r;
+    r->outstanding--;
+    if (r->o->dropping) {
+        free(dc->id);
+        free(dc);
+        return;
+    }
+    r->api_calls++;
+    b->got++;
+    if (!r->failed) {
+        if (res->cls == TDS_ZAPI_OK) {
+            struct tds_span sp;
+            if (tds_json_member_span(res->body, res->len, r->e->detail_key, &sp) == 0) {
+                char *copy = malloc(sp.len + 1);
+                if (copy) {
+                    memcpy(copy, res->body + sp.off, sp.len);
+                    copy[sp.len] = '\0';
+                    b->recs[b->n_recs].p = copy;
+                    b->recs[b->n_recs].n = sp.len;
+                    b->n_recs++;
+                }
+            } else {
+                run_fail(r, "detail of %s %s has no '%s' object", r->e->name, dc->id, r->e->detail_key);
+            }
+        } else if (res->cls == TDS_ZAPI_NOTFOUND) {
+            b->deleted[b->n_deleted++] = dc->id;
+            dc->id = NULL;
+        } else {
+            run_fail(r, "detail of %s %s failed: %s", r->e->name, dc->id,
+                     res->error ? res->error : tds_zapi_class_name(res->cls));
+        }
+    }
+    free(dc->id);
+    free(dc);
+    if (b->got == b->want)
+        batch_done(b);
+}
+
+static void batch_unlink(struct run *r, struct batch *b)
+{
+    for (struct batch **p = &r->batches; *p; p = &(*p)->next) {
+        if (*p == b) {
+            *p = b->next;
+            break;
+        }
+    }
+    r->n_batches--;
+    for (size_t i = 0; i < b->n_recs; i++)
+        free(b->recs[i].p);
+    free(b->recs);
+    for (size_t i = 0; i < b->n_deleted; i++)
+        free(b->deleted[i]);
+    free(b->deleted);
+    free(b);
+}
+
+static void batch_done(struct batch *b)
+{
+    struct run *r = b->r;
+    struct org_rt *o = r->o;
+    (void)o;
+    if (r->failed) {
+        batch_unlink(r, b);
+        return;
+    }
+    if (b->n_recs || b->n_deleted) {
+        struct tds_msg m;
+        memset(&m, 0, sizeof(m));
+        char *id = tds_uid("pg");
+        m.id = id;
+        m.u.page.org = o->org->org_id;
+        m.u.page.entity = (char *)r->e->name;
+        m.u.page.run = r->id;
+        m.u.page.mode = r->mode;
+        m.u.page.page = ++r->page_no;
+        m.u.page.detail = true;
+        m.u.page.records = b->recs;
+        m.u.page.n_records = b->n_recs;
+        m.u.page.deleted_ids = b->deleted;
+        m.u.page.n_deleted = b->n_deleted;
+        int rc = id ? deliver(o->s, o, r, &m) : -ENOMEM;
+        free(id);
+        r->pages_fetched++;
+        r->records_fetched += (int64_t)b->n_recs;
+        if (rc != 0) {
+            batch_unlink(r, b);
+            run_fail(r, "could not encode detail page: %d", rc);
+            return;
+        }
+        progress(r);
+    }
+    batch_unlink(r, b);
+    run_step(r);
+}
+
+/* Queue detail calls for ids; one detail page is sent when all answered. */
+static int start_batch(struct run *r, char **ids, size_t n)
+{
+    struct batch *b = calloc(1, sizeof(*b));
+    if (!b)
+        return -ENOMEM;
+    b->r = r;
+    b->want = n;
+    b->recs = calloc(n, sizeof(*b->recs));
+    b->deleted = calloc(n, sizeof(*b->deleted));
+    if (!b->recs || !b->deleted) {
+        free(b->recs);
+        free(b->deleted);
+        free(b);
+        return -ENOMEM;
+    }
+    b->next = r->batches;
+    r->batches = b;
+    r->n_batches++;
+    char endpoint[96];
+    snprintf(endpoint, sizeof(endpoint), "%s.detail", r->e->name);
+    for (size_t i = 0; i < n; i++) {
+        struct dcall *dc = calloc(1, sizeof(*dc));
+        char *esc = tds_http_escape(ids[i]);
+        struct tds_buf path = {0};
+        int rc = (dc && esc) ? tds_buf_addf(&path, "%s%s", r->e->detail_path, esc) : -ENOMEM;
+        free(esc);
+        if (rc == 0) {
+            dc->b = b;
+            dc->id = strdup(ids[i]);
+            rc = dc->id ? tds_api_get(r->o->api, endpoint, path.p, NULL, on_detail, dc) : -ENOMEM;
+        }
+        tds_buf_deinit(&path);
+        if (rc != 0) {
+            if (dc)
+                free(dc->id);
+            free(dc);
+            /* count it as answered so the batch can close */
+            b->want--;
+            run_fail(r, "out of memory queueing detail calls");
+            continue;
+        }
+        r->outstanding++;
+    }
+    if (b->want == b->got)
+        batch_done(b);
+    return 0;
+}
+
+static void send_list_page(struct run *r, const char *body, struct tds_span *spans, size_t *keep,
+                           size_t n_keep)
+{
+    struct org_rt *o = r->o;
+    struct tds_bytes *recs = calloc(n_keep ? n_keep : 1, sizeof(*recs));
+    if (!recs) {
+        run_fail(r, "out of memory building a page");
+        return;
+    }
+    for (size_t i = 0; i < n_keep; i++) {
+        recs[i].p = (char *)body + spans[keep[i]].off;
+        recs[i].n = spans[keep[i]].len;
+    }
+    struct tds_msg m;
+    memset(&m, 0, sizeof(m));
+    char *id = tds_uid("pg");
+    m.id = id;
+    m.u.page.org = o->org->org_id;
+    m.u.page.entity = (char *)r->e->name;
+    m.u.page.run = r->id;
+    m.u.page.mode = r->mode;
+    m.u.page.page = ++r->page_no;
+    /* An entity without a detail call is complete in its list form. */
+    m.u.page.detail = r->e->detail_path == NULL;
+    m.u.page.records = recs;
+    m.u.page.n_records = n_keep;
+    int rc = id ? deliver(o->s, o, r, &m) : -ENOMEM;
+    free(id);
+    free(recs);
+    if (rc != 0)
+        run_fail(r, "could not encode list page: %d", rc);
+}
+
+static void on_list(const struct tds_api_result *res, void *ud)
+{
+    struct run *r = ud;
+    struct org_rt *o = r->o;
+    r->outstanding--;
+    if (o->dropping)
+        return;
+    r->api_calls++;
+    r->list_busy = false;
+    if (r->failed)
+        return;
+    if (res->cls != TDS_ZAPI_OK) {
+        run_fail(r, "list page %lld of %s failed: %s", (long long)r->next_page, r->e->name,
+                 res->error ? res->error : tds_zapi_class_name(res->cls));
+        return;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(res->body, res->len, 0, &jerr);
+    json_t *arr = root ? json_object_get(root, r->e->list_key) : NULL;
+    struct tds_span *spans = NULL;
+    size_t n = 0;
+    if (!json_is_array(arr) ||
+        tds_json_array_spans(res->body, res->len, r->e->list_key, &spans, &n) != 0 ||
+        n != json_array_size(arr)) {
+        json_decref(root);
+        free(spans);
+        run_fail(r, "list page %lld of %s has no '%s' array", (long long)r->next_page, r->e->name,
+                 r->e->list_key);
+        return;
+    }
+    json_t *pc = json_object_get(root, "page_context");
+    bool more = json_is_true(json_object_get(pc, "has_more_page"));
+    size_t *keep = calloc(n ? n : 1, sizeof(*keep));
+    char **ids = calloc(n ? n : 1, sizeof(*ids));
+    int64_t *mods = calloc(n ? n : 1, sizeof(*mods));
+    size_t n_keep = 0;
+    if (!keep || !ids || !mods) {
+        free(keep);
+        free(ids);
+        free(mods);
+        free(spans);
+        json_decref(root);
+        run_fail(r, "out of memory reading a list page");
+        return;
+    }
+    bool reconcile = strcmp(r->mode, "reconcile") == 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *rec = json_array_get(arr, i);
+        char *id = json_id(json_object_get(rec, r->e->id_field));
+        if (!id)
+            continue; /* the processor rejects it visibly; we cannot act on it */
+        int64_t mod = INT64_MIN;
+        if (r->e->modified_field) {
+            json_t *mv = json_object_get(rec, r->e->modified_field);
+            int64_t t;
+            if (json_is_string(mv) && tds_ztime_parse(json_string_value(mv), &t) == 0)
+                mod = t;
+        }
+        /* Zoho's filter is a hint: the overlap and our own check decide. */
+        if (r->has_since && mod != INT64_MIN && mod < r->since_s) {
+            free(id);
+            continue;
+        }
+        if (reconcile)
+            idset_add(&r->seen, id);
+        if (mod != INT64_MIN && (!r->have_max || mod > r->max_mod_s)) {
+            r->max_mod_s = mod;
+            r->have_max = true;
+        }
+        keep[n_keep] = i;
+        ids[n_keep] = id;
+        mods[n_keep] = mod;
+        n_keep++;
+    }
+    r->pages_fetched++;
+    r->records_fetched += (int64_t)n_keep;
+    if (!reconcile && n_keep)
+        send_list_page(r, res->body, spans, keep, n_keep);
+    /* which records need their detail: new or changed compared with the database */
+    if (!r->failed && !reconcile && r->e->detail_path && n_keep) {
+        struct tds_known *known = NULL;
+        size_t n_known = 0;
+        if (tds_store_known(o->s->store, r->e, o->org->org_id, (const char *const *)ids, n_keep, &known,
+                            &n_known) != 0) {
+            run_fail(r, "could not read %s from the database: %s", r->e->table,
+                     tds_store_error(o->s->store));
+        } else {
+            struct idset fresh = {0};
+            for (size_t k = 0; k < n_known; k++) {
+                if (known[k].deleted || !known[k].is_detail)
+                    continue;
+                /* find this id's list modified time */
+                for (size_t i = 0; i < n_keep; i++) {
+                    if (strcmp(ids[i], known[k].id) == 0) {
+                        if (known[k].modified_s != INT64_MIN &&
+                            (mods[i] == INT64_MIN || mods[i] <= known[k].modified_s))
+                            idset_add(&fresh, ids[i]);
+                        break;
+                    }
+                }
+            }
+            char **need = calloc(n_keep, sizeof(*need));
+            size_t n_need = 0;
+            for (size_t i = 0; need && i < n_keep; i++)
+                if (!idset_has(&fresh, ids[i]))
+                    need[n_need++] = ids[i];
+            idset_clear(&fresh);
+            tds_store_known_free(known, n_known);
+            if (!need)
+                run_fail(r, "out of memory choosing detail calls");
+            else if (n_need && start_batch(r, need, n_need) != 0)
+                run_fail(r, "out of memory queueing detail calls");
+            free(need);
+        }
+    }
+    if (!r->failed)
+        progress(r);
+    for (size_t i = 0; i < n_keep; i++)
+        free(ids[i]);
+    free(ids);
+    free(mods);
+    free(keep);
+    free(spans);
+    json_decref(root);
+    if (r->failed)
+        return;
+    if (more && n > 0)
+        r->next_page++;
+    else
+        r->list_done = true;
+    run_step(r);
+}
+
+static void fetch_list(struct run *r)
+{
+    struct org_rt *o = r->o;
+    struct tds_sync *s = o->s;
+    struct tds_buf q = {0};
+    int rc = tds_buf_addf(&q, "page=%lld&per_page=%lld", (long long)r->next_page,
+                          (long long)s->cfg.per_page);
+    if (rc == 0 && r->e->modified_field)
+        rc = tds_buf_addf(&q, "&sort_column=%s&sort_order=A", r->e->modified_field);
+    if (rc == 0 && r->has_since && r->e->supports_modified_filter) {
+        char t[TDS_ZTIME_LEN];
+        tds_ztime_format(r->since_s, o->offset_min, t);
+        char *esc = tds_http_escape(t);
+        rc = esc ? tds_buf_addf(&q, "&%s=%s", r->e->modified_field, esc) : -ENOMEM;
+        free(esc);
+    }
+    char endpoint[96];
+    snprintf(endpoint, sizeof(endpoint), "%s.list", r->e->name);
+    if (rc == 0)
+        rc = tds_api_get(o->api, endpoint, r->e->list_path, q.p, on_list, r);
+    tds_buf_deinit(&q);
+    if (rc != 0) {
+        run_fail(r, "out of memory queueing a list call");
+        return;
+    }
+    r->list_busy = true;
+    r->outstanding++;
+}
+
+/* Reconciliation: database ids that the listing did not show. */
+static void reconcile_finish(struct run *r)
+{
+    struct org_rt *o = r->o;
+    r->reconciled = true;
+    char **live = NULL;
+    size_t n_live = 0;
+    if (tds_store_live_ids(o->s->store, r->e, o->org->org_id, r->start_wall_ms, &live, &n_live) != 0) {
+        run_fail(r, "could not read ids of %s: %s", r->e->table, tds_store_error(o->s->store));
+        return;
+    }
+    char **missing = calloc(n_live ? n_live : 1, sizeof(*missing));
+    size_t n_missing = 0;
+    for (size_t i = 0; missing && i < n_live; i++)
+        if (!idset_has(&r->seen, live[i]))
+            missing[n_missing++] = live[i];
+    if (!missing) {
+        run_fail(r, "out of memory reconciling");
+    } else if (n_missing) {
+        tds_log(TDS_LOG_INFO, &r->lctx, "reconciliation: %zu ids missing from zoho%s", n_missing,
+                r->e->detail_path ? ", confirming by id" : "");
+        if (r->e->detail_path) {
+            /* A listing can skip records that moved while we paged: ask for
+             * each one; only code 1002 makes it a delete. */
+            for (size_t i = 0; i < n_missing && !r->failed; i += DELETE_CHUNK) {
+                size_t k = n_missing - i < DELETE_CHUNK ? n_missing - i : DELETE_CHUNK;
+                if (start_batch(r, missing + i, k) != 0)
+                    run_fail(r, "out of memory queueing confirmations");
+            }
+        } else {
+            for (size_t i = 0; i < n_missing && !r->failed; i += DELETE_CHUNK) {
+                size_t k = n_missing - i < DELETE_CHUNK ? n_missing - i : DELETE_CHUNK;
+                struct tds_msg m;
+                memset(&m, 0, sizeof(m));
+                char *id = tds_uid("pg");
+                m.id = id;
+                m.u.page.org = o->org->org_id;
+                m.u.page.entity = (char *)r->e->name;
+                m.u.page.run = r->id;
+                m.u.page.mode = r->mode;
+                m.u.page.page = ++r->page_no;
+                m.u.page.deleted_ids = missing + i;
+                m.u.page.n_deleted = k;
+                int rc = id ? deliver(o->s, o, r, &m) : -ENOMEM;
+                free(id);
+                if (rc != 0)
+                    run_fail(r, "could not encode a delete page: %d", rc);
+            }
+        }
+    }
+    free(missing);
+    for (size_t i = 0; i < n_live; i++)
+        free(live[i]);
+    free(live);
+}
+
+static void send_final(struct run *r)
+{
+    struct org_rt *o = r->o;
+    char cursor[TDS_ZTIME_LEN];
+    const char *cur = NULL;
+    if (strcmp(r->mode, "reconcile") != 0 && r->e->modified_field) {
+        if (r->have_max) {
+            /* Never past the run's start: a record changed during the walk
+             * may have moved behind us; the next run starts from here. */
+            int64_t c = r->max_mod_s;
+            int64_t start_s = r->start_wall_ms / 1000;
+            if (c > start_s)
+                c = start_s;
+            tds_ztime_format(c, o->offset_min, cursor);
+            cur = cursor;
+        } else {
+            cur = r->old_cursor; /* nothing changed: keep where we were */
+        }
+    }
+    struct tds_msg m;
+    memset(&m, 0, sizeof(m));
+    char *id = tds_uid("pg");
+    m.id = id;
+    m.u.page.org = o->org->org_id;
+    m.u.page.entity = (char *)r->e->name;
+    m.u.page.run = r->id;
+    m.u.page.mode = r->mode;
+    m.u.page.page = ++r->page_no;
+    m.u.page.final = true;
+    m.u.page.cursor = (char *)cur;
+    progress(r);
+    int rc = id ? deliver(o->s, o, r, &m) : -ENOMEM;
+    free(id);
+    if (rc != 0) {
+        run_fail(r, "could not encode the final page: %d", rc);
+        return;
+    }
+    r->final_sent = true;
+    tds_log(TDS_LOG_DEBUG, &r->lctx, "final page sent, cursor %s", cur ? cur : "(none)");
+}
+
+static void run_step(struct run *r)
+{
+    if (r->failed || r->final_sent)
+        return;
+    struct tds_sync *s = r->o->s;
+    if (s->stopping)
+        return;
+    if (!r->list_done) {
+        /* Credits: a list page may bring a detail page; do not run further
+         * ahead of the writer than max_inflight, nor of our detail calls. */
+        if (!r->list_busy && r->n_batches < 2 && credits(s, 2 + r->n_batches))
+            fetch_list(r);
+        return;
+    }
+    if (r->list_busy || r->n_batches > 0)
+        return;
+    if (strcmp(r->mode, "reconcile") == 0 && !r->reconciled) {
+        reconcile_finish(r);
+        if (r->failed || r->n_batches > 0)
+            return;
+    }
+    if (r->unacked > 0)
+        return;
+    send_final(r);
+}
+
+static struct run *run_new(struct org_rt *o, struct job *j)
+{
+    struct tds_sync *s = o->s;
+    struct run *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->o = o;
+    r->e = j->e;
+    snprintf(r->mode, sizeof(r->mode), "%s", j->mode);
+    r->request_id = j->request_id;
+    r->last_of_request = j->last_of_request;
+    r->start_wall_ms = tds_wall_ms();
+    r->next_page = 1;
+    char *u = tds_uid("r");
+    if (!u) {
+        free(r);
+        return NULL;
+    }
+    if (j->request_id > 0)
+        snprintf(r->id, sizeof(r->id), "rq%lld.%s.%s", (long long)j->request_id, j->e->name, u + 2);
+    else
+        snprintf(r->id, sizeof(r->id), "%s.%s.%s", r->mode, j->e->name, u + 2);
+    free(u);
+    r->lctx.org = o->org->org_id;
+    r->lctx.entity = r->e->name;
+    r->lctx.run = r->id;
+    if (s->metrics) {
+        char *oe = tds_metrics_escape(o->org->org_id);
+        if (oe) {
+            r->m_records = tds_metrics_getf(s->metrics, TDS_GAUGE, "tds_fetcher_run_records",
+                                            "Records fetched by the current run",
+                                            "org=\"%s\",entity=\"%s\"", oe, r->e->name);
+            free(oe);
+        }
+    }
+    return r;
+}
+
+static void run_start(struct org_rt *o, struct job *j)
+{
+    struct tds_sync *s = o->s;
+    struct run *r = run_new(o, j);
+    if (!r) {
+        tds_log(TDS_LOG_ERROR, &o->lctx, "out of memory starting a run");
+        return;
+    }
+    if (strcmp(r->mode, "incremental") == 0 && r->e->modified_field) {
+        char *cursor = NULL;
+        int64_t last = 0;
+        if (tds_store_state_get(s->store, o->org->org_id, r->e->name, &cursor, &last) != 0) {
+            /* a request stays open and is taken again; the schedule retries */
+            tds_log(TDS_LOG_WARN, &r->lctx, "could not read the cursor: %s, skipping this run",
+                    tds_store_error(s->store));
+            run_free(r);
+            return;
+        }
+        int64_t t;
+        if (cursor && tds_ztime_parse(cursor, &t) == 0) {
+            r->has_since = true;
+            r->since_s = t - s->cfg.overlap_s;
+            r->old_cursor = cursor;
+        } else {
+            /* no cursor yet: the first incremental is a full walk */
+            free(cursor);
+            snprintf(r->mode, sizeof(r->mode), "full");
+        }
+    }
+    if (tds_store_run_insert(s->store, r->id, o->org->org_id, r->e->name, r->mode) != 0) {
+        tds_log(TDS_LOG_WARN, &r->lctx, "could not record the run: %s, retrying later",
+                tds_store_error(s->store));
+        run_free(r);
+        return;
+    }
+    if (r->request_id > 0)
+        tds_store_request_set_run(s->store, r->request_id, r->id);
+    o->run = r;
+    tds_log(TDS_LOG_INFO, &r->lctx, "sync run started (%s%s)", r->mode,
+            r->has_since ? ", from cursor" : "");
+    tds_events_emit(s->events, "tds.zoho.sync.started", "org", o->org->org_id, "entity", r->e->name,
+                    "run", r->id, "mode", r->mode, NULL);
+    run_step(r);
+}
+
+static void org_next(struct org_rt *o)
+{
+    if (o->s->stopping || !o->owned)
+        return;
+    while (!o->run && o->jobs) {
+        struct job *j = o->jobs;
+        o->jobs = j->next;
+        if (!o->jobs)
+            o->jobs_tail = NULL;
+        run_start(o, j);
+        free(j);
+    }
+}
+
+/* ---- fetch by id ---- */
+
+static void fetch_key(const struct tds_entity *e, const char *id, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s", e->name, id);
+}
+
+static void on_fetch(const struct tds_api_result *res, void *ud)
+{
+    struct fetch_call *fc = ud;
+    struct org_rt *o = fc->o;
+    struct tds_sync *s = o->s;
+    o->fetch_running--;
+    if (o->dropping) {
+        free(fc->id);
+        free(fc);
+        return;
+    }
+    struct tds_msg m;
+    memset(&m, 0, sizeof(m));
+    struct tds_bytes rec;
+    char *del[1] = {fc->id};
+    bool send = false;
+    if (res->cls == TDS_ZAPI_OK) {
+        struct tds_span sp;
+        if (tds_json_member_span(res->body, res->len, fc->e->detail_key, &sp) == 0) {
+            rec.p = (char *)res->body + sp.off;
+            rec.n = sp.len;
+            m.u.page.records = &rec;
+            m.u.page.n_records = 1;
+            send = true;
+        }
+    } else if (res->cls == TDS_ZAPI_NOTFOUND) {
+        m.u.page.deleted_ids = del;
+        m.u.page.n_deleted = 1;
+        send = true;
+    } else {
+        tds_log(TDS_LOG_WARN, &o->lctx, "fetch of %s %s failed: %s, skipping", fc->e->name, fc->id,
+                res->error ? res->error : tds_zapi_class_name(res->cls));
+    }
+    if (send) {
+        char *id = tds_uid("pg");
+        m.id = id;
+        m.u.page.org = o->org->org_id;
+        m.u.page.entity = (char *)fc->e->name;
+        m.u.page.mode = (char *)"fetch";
+        m.u.page.detail = true;
+        int rc = id ? deliver(s, o, NULL, &m) : -ENOMEM;
+        free(id);
+        if (rc != 0)
+            tds_log(TDS_LOG_ERROR, &o->lctx, "could not encode fetch page for %s %s: %d", fc->e->name,
+                    fc->id, rc);
+    }
+    free(fc->id);
+    free(fc);
+    fetch_pump(o);
+}
+
+static void fetch_pump(struct org_rt *o)
+{
+    struct tds_sync *s = o->s;
+    while (o->owned && !s->stopping && o->fq && o->fetch_running < FETCH_CONCURRENCY &&
+           credits(s, 1 + o->fetch_running)) {
+        struct fetch_item *it = o->fq;
+        o->fq = it->next;
+        if (!o->fq)
+            o->fq_tail = NULL;
+        o->n_fq--;
+        char key[512];
+        fetch_key(it->e, it->id, key, sizeof(key));
+        idset_del(&o->fq_keys, key);
+        struct fetch_call *fc = calloc(1, sizeof(*fc));
+        char *esc = tds_http_escape(it->id);
+        struct tds_buf path = {0};
+        int rc = (fc && esc) ? tds_buf_addf(&path, "%s%s", it->e->detail_path, esc) : -ENOMEM;
+        free(esc);
+        char endpoint[96];
+        snprintf(endpoint, sizeof(endpoint), "%s.detail", it->e->name);
+        if (rc == 0) {
+            fc->o = o;
+            fc->e = it->e;
+            fc->id = it->id;
+            it->id = NULL;
+            rc = tds_api_get(o->api, endpoint, path.p, NULL, on_fetch, fc);
+            if (rc != 0)
+                free(fc->id);
+        }
+        tds_buf_deinit(&path);
+        free(it->id);
+        free(it);
+        if (rc != 0) {
+            free(fc);
+            tds_log(TDS_LOG_ERROR, &o->lctx, "out of memory queueing a fetch, skipping");
+            continue;
+        }
+        o->fetch_running++;
+    }
+}
+
+static void fetch_queue_clear(struct org_rt *o)
+{
+    while (o->fq) {
+        struct fetch_item *it = o->fq;
+        o->fq = it->next;
+        free(it->id);
+        free(it);
+    }
+    o->fq_tail = NULL;
+    o->n_fq = 0;
+    idset_clear(&o->fq_keys);
+}
+
+static struct org_rt *find_org(const struct tds_sync *s, const char *org)
+{
+    for (size_t i = 0; org && i < s->n_o; i++)
+        if (strcmp(s->o[i].org->org_id, org) == 0)
+            return &s->o[i];
+    return NULL;
+}
+
+void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f)
+{
+    struct org_rt *o = find_org(s, f->org);
+    const struct tds_entity *e = tds_entity_find(f->entity);
+    if (!o || !e || !f->zoho_id || !*f->zoho_id) {
+        tds_log(TDS_LOG_WARN, NULL, "fetch for unknown organization or entity '%s/%s', skipping",
+                f->org ? f->org : "", f->entity ? f->entity : "");
+        return;
+    }
+    if (!o->owned) {
+        /* Another replica owns this organization and its quota. */
+        if (s->m_dropped)
+            tds_series_inc(s->m_dropped, 1);
+        tds_log(TDS_LOG_DEBUG, &o->lctx, "fetch for an organization owned elsewhere, skipping");
+        return;
+    }
+    if (!e->detail_path)
+        return; /* complete in lists: the next incremental carries it */
+    char key[512];
+    fetch_key(e, f->zoho_id, key, sizeof(key));
+    if (idset_has(&o->fq_keys, key))
+        return; /* still queued: one fetch answers both */
+    if ((int64_t)o->n_fq >= s->cfg.fetch_queue_max) {
+        if (s->m_dropped)
+            tds_series_inc(s->m_dropped, 1);
+        tds_log(TDS_LOG_WARN, &o->lctx, "fetch queue full (%zu), skipping %s %s", o->n_fq, e->name,
+                f->zoho_id);
+        return;
+    }
+    struct fetch_item *it = calloc(1, sizeof(*it));
+    if (!it || !(it->id = strdup(f->zoho_id)) || idset_add(&o->fq_keys, key) < 0) {
+        if (it)
+            free(it->id);
+        free(it);
+        return;
+    }
+    it->e = e;
+    if (o->fq_tail)
+        o->fq_tail->next = it;
+    else
+        o->fq = it;
+    o->fq_tail = it;
+    o->n_fq++;
+    fetch_pump(o);
+}
+
+/* ---- acks ---- */
+
+static void pump_all(struct tds_sync *s)
+{
+    for (size_t i = 0; i < s->n_o; i++) {
+        struct org_rt *o = &s->o[i];
+        if (!o->owned)
+            continue;
+        if (o->run)
+            run_step(o->run);
+        fetch_pump(o);
+    }
+}
+
+void tds_sync_on_ack(struct tds_sync *s, const struct tds_msg_ack *ack)
+{
+    if (!ack->origin || strcmp(ack->origin, s->origin) != 0)
+        return;
+    for (size_t k = 0; k < ack->n_ids; k++) {
+        for (size_t i = 0; i < s->n_inf; i++) {
+            if (strcmp(s->inf[i].id, ack->ids[k]) != 0)
+                continue;
+            struct run *r = s->inf[i].run;
+            bool final = s->inf[i].final;
+            inflight_remove(s, i);
+            if (r) {
+                r->unacked--;
+                if (final && r->unacked == 0 && !r->failed)
+                    run_completed(r);
+                else
+                    run_step(r);
+            }
+            break;
+        }
+    }
+    pump_all(s);
+}
+
+static void on_tick(struct tds_loop *loop, void *ud)
+{
+    (void)loop;
+    struct tds_sync *s = ud;
+    int64_t now = tds_now_ms();
+    for (size_t i = 0; i < s->n_o; i++)
+        reap(&s->o[i]);
+    for (size_t i = 0; i < s->n_inf; i++) {
+        struct inflight *f = &s->inf[i];
+        if (!f->sent || now - f->sent_ms >= s->cfg.ack_timeout_ms) {
+            if (f->sent)
+                tds_log(TDS_LOG_INFO, NULL, "page %s not acked within %lld ms, sending it again", f->id,
+                        (long long)s->cfg.ack_timeout_ms);
+            send_one(s, f);
+        }
+    }
+    pump_all(s);
+}
+
+/* ---- lifecycle ---- */
+
+int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_sock *push,
+                 struct tds_store *store, struct tds_http *http, struct tds_metrics *metrics,
+                 struct tds_events *events, const struct tds_orgs *orgs,
+                 const struct tds_sync_cfg *cfg)
+{
+    struct tds_sync *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->loop = loop;
+    s->push = push;
+    s->store = store;
+    s->http = http;
+    s->metrics = metrics;
+    s->events = events;
+    s->orgs = orgs;
+    s->cfg = *cfg;
+    s->send_log.interval_ms = 30000;
+    if (s->cfg.max_inflight < 2)
+        s->cfg.max_inflight = 2;
+    if (s->cfg.fetch_queue_max <= 0)
+        s->cfg.fetch_queue_max = 100000;
+    s->origin = strdup(cfg->origin);
+    s->o = calloc(orgs->n ? orgs->n : 1, sizeof(*s->o));
+    if (!s->origin || !s->o)
+        goto nomem;
+    if (metrics) {
+        s->m_inflight = tds_metrics_get(metrics, TDS_GAUGE, "tds_fetcher_pages_inflight",
+                                        "Pages sent and not yet acked by the writer", "", NULL, 0);
+        s->m_dropped = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_fetches_dropped_total",
+                                       "Fetch-by-id requests not served here (queue full or not owner)",
+                                       "", NULL, 0);
+    }
+    for (size_t i = 0; i < orgs->n; i++) {
+        struct org_rt *o = &s->o[i];
+        const struct tds_org *org = &orgs->orgs[i];
+        o->s = s;
+        o->org = org;
+        o->lctx.org = org->org_id;
+        s->n_o = i + 1;
+        if (tds_ztime_parse_offset(org->timezone_offset ? org->timezone_offset : "+0000",
+                                   &o->offset_min) != 0)
+            o->offset_min = 0;
+        struct tds_oauth_cfg oc = {.timeout_ms = cfg->token_timeout_ms, .lockout_ms = cfg->lockout_ms};
+        struct tds_limiter_cfg lc = {
+            .rate_per_window = org->rate_per_min > 0 ? org->rate_per_min : 100,
+            .window_ms = cfg->minute_ms > 0 ? cfg->minute_ms : 60000,
+            .max_concurrency = org->max_concurrency > 0 ? org->max_concurrency : 10,
+            .daily_limit = org->daily_limit,
+            .daily_reserve = org->daily_reserve,
+            .margin_ms = 2,
+            .concurrency_cooldown_ms = cfg->minute_ms > 0 && cfg->minute_ms < 60000 ? cfg->minute_ms / 2 : 30000,
+        };
+        struct tds_api_cfg ac = {.timeout_ms = cfg->http_timeout_ms, .max_attempts = (int)cfg->max_attempts};
+        if (tds_oauth_new(&o->oauth, org, &oc, store, http, events, metrics, on_token_change, o) != 0 ||
+            tds_limiter_new(&o->lim, &lc) != 0 ||
+            tds_api_new(&o->api, loop, http, o->oauth, o->lim, org, store, metrics, events, &ac) != 0)
+            goto nomem;
+    }
+    int64_t tick = s->cfg.ack_timeout_ms / 4;
+    if (tick > 1000)
+        tick = 1000;
+    if (tick < 50)
+        tick = 50;
+    s->tick_id = tds_loop_timer_add(loop, tick, tick, on_tick, s);
+    if (s->tick_id < 0)
+        goto nomem;
+    *out = s;
+    return 0;
+nomem:
+    tds_sync_free(s);
+    return -ENOMEM;
+}
+
+static void org_drop_work(struct org_rt *o)
+{
+    struct tds_sync *s = o->s;
+    o->dropping = true;
+    if (o->api)
+        tds_api_cancel_all(o->api); /* callbacks only clean up now */
+    o->dropping = false;
+    o->fetch_running = 0;
+    if (o->run) {
+        o->run->outstanding = 0;
+        run_free(o->run);
+        o->run = NULL;
+    }
+    for (size_t i = 0; i < o->n_dying; i++) {
+        o->dying[i]->outstanding = 0;
+        run_free(o->dying[i]);
+    }
+    o->n_dying = 0;
+    while (o->jobs) {
+        struct job *j = o->jobs;
+        o->jobs = j->next;
+        free(j);
+    }
+    o->jobs_tail = NULL;
+    fetch_queue_clear(o);
+    inflight_forget(s, NULL, o);
+}
+
+struct tds_sync *tds_sync_free(struct tds_sync *s)
+{
+    if (!s)
+        return NULL;
+    if (s->tick_id > 0)
+        tds_loop_timer_cancel(s->loop, s->tick_id);
+    for (size_t i = 0; i < s->n_o; i++) {
+        struct org_rt *o = &s->o[i];
+        org_drop_work(o);
+        free(o->dying);
+        o->api = tds_api_free(o->api);
+        o->oauth = tds_oauth_free(o->oauth);
+        o->lim = tds_limiter_free(o->lim);
+    }
+    for (size_t i = 0; i < s->n_inf; i++) {
+        free(s->inf[i].id);
+        free(s->inf[i].buf);
+    }
+    free(s->inf);
+    free(s->o);
+    free(s->origin);
+    free(s);
+    return NULL;
+}
+
+void tds_sync_set_owned(struct tds_sync *s, const char *org, bool owned)
+{
+    struct org_rt *o = find_org(s, org);
+    if (!o || o->owned == owned)
+        return;
+    o->owned = owned;
+    if (!owned) {
+        tds_log(TDS_LOG_WARN, &o->lctx, "lost ownership of organization, dropping its work");
+        org_drop_work(o);
+        return;
+    }
+    int64_t n = 0;
+    if (tds_store_runs_abandon(s->store, org, "abandoned: the fetcher that ran it stopped", &n) == 0 && n)
+        tds_log(TDS_LOG_INFO, &o->lctx, "marked %lld runs of a previous owner failed", (long long)n);
+    tds_log(TDS_LOG_INFO, &o->lctx, "now fetching this organization");
+    org_next(o);
+}
+
+bool tds_sync_owned(const struct tds_sync *s, const char *org)
+{
+    const struct org_rt *o = find_org(s, org);
+    return o && o->owned;
+}
+
+static bool org_has_entity(const struct tds_org *org, const char *name)
+{
+    if (org->n_entities == 0)
+        return true;
+    for (size_t i = 0; i < org->n_entities; i++)
+        if (strcmp(org->entities[i], name) == 0)
+            return true;
+    return false;
+}
+
+int tds_sync_enqueue(struct tds_sync *s, const char *org, const char *entity, const char *mode,
+                     int64_t request_id)
+{
+    struct org_rt *o = find_org(s, org);
+    if (!o || !o->owned)
+        return TDS_E_NOTFOUND;
+    if (strcmp(mode, "full") != 0 && strcmp(mode, "incremental") != 0 && strcmp(mode, "reconcile") != 0)
+        return TDS_E_INVALID;
+    bool all = strcmp(entity, "all") == 0;
+    const struct tds_entity *one = all ? NULL : tds_entity_find(entity);
+    if (!all && (!one || !org_has_entity(o->org, entity)))
+        return TDS_E_NOTFOUND;
+    struct job *first = NULL, *last = NULL;
+    for (size_t i = 0; i < tds_entity_count(); i++) {
+        const struct tds_entity *e = tds_entity_at(i);
+        if (all ? !org_has_entity(o->org, e->name) : e != one)
+            continue;
+        unsigned prod = o->org->product && strcmp(o->org->product, "books") == 0 ? TDS_PRODUCT_BOOKS
+                                                                                 : TDS_PRODUCT_INVENTORY;
+        if (!(e->products & prod))
+            continue;
+        struct job *j = calloc(1, sizeof(*j));
+        if (!j) {
+            while (first) {
+                struct job *n = first->next;
+                free(first);
+                first = n;
+            }
+            return -ENOMEM;
+        }
+        j->e = e;
+        snprintf(j->mode, sizeof(j->mode), "%s", mode);
+        j->request_id = request_id;
+        if (last)
+            last->next = j;
+        else
+            first = j;
+        last = j;
+    }
+    if (!first)
+        return TDS_E_NOTFOUND;
+    last->last_of_request = true;
+    if (o->jobs_tail)
+        o->jobs_tail->next = first;
+    else
+        o->jobs = first;
+    o->jobs_tail = last;
+    org_next(o);
+    return 0;
+}
+
+bool tds_sync_pending(const struct tds_sync *s, const char *org, const char *entity, const char *mode)
+{
+    const struct org_rt *o = find_org(s, org);
+    if (!o)
+        return false;
+    if (o->run && strcmp(o->run->e->name, entity) == 0)
+        return true; /* any run of the entity covers a scheduled one */
+    for (const struct job *j = o->jobs; j; j = j->next)
+        if (strcmp(j->e->name, entity) == 0 && strcmp(j->mode, mode) == 0)
+            return true;
+    return false;
+}
+
+size_t tds_sync_request_ids(const struct tds_sync *s, int64_t *ids, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_o; i++) {
+        const struct org_rt *o = &s->o[i];
+        if (o->run && o->run->request_id > 0 && n < cap)
+            ids[n++] = o->run->request_id;
+        for (const struct job *j = o->jobs; j; j = j->next)
+            if (j->request_id > 0 && n < cap)
+                ids[n++] = j->request_id;
+    }
+    return n;
+}
+
+void tds_sync_stop(struct tds_sync *s, const char *why)
+{
+    s->stopping = true;
+    for (size_t i = 0; i < s->n_o; i++) {
+        struct org_rt *o = &s->o[i];
+        if (o->run && !o->run->failed) {
+            /* the request stays open: the next owner runs it again */
+            tds_store_run_fail(s->store, o->run->id, why);
+        }
+        org_drop_work(o);
+    }
+}
+
+bool tds_sync_idle(const struct tds_sync *s)
+{
+    if (s->n_inf)
+        return false;
+    for (size_t i = 0; i < s->n_o; i++)
+        if (s->o[i].run || s->o[i].jobs || s->o[i].fq || s->o[i].fetch_running)
+            return false;
+    return true;
+}
+
+size_t tds_sync_inflight(const struct tds_sync *s) { return s->n_inf; }
+
+char *tds_sync_status_json(struct tds_sync *s)
+{
+    json_t *root = json_object();
+    json_t *orgs = json_array();
+    int64_t now = tds_now_ms();
+    int64_t wall = tds_wall_ms();
+    for (size_t i = 0; i < s->n_o; i++) {
+        struct org_rt *o = &s->o[i];
+        json_t *jo = json_object();
+        json_object_set_new(jo, "org", json_string(o->org->org_id));
+        json_object_set_new(jo, "owned", json_boolean(o->owned));
+        json_object_set_new(jo, "token", json_string(tds_oauth_state(o->oauth, wall)));
+        json_object_set_new(jo, "quota_remaining", json_integer(tds_limiter_remaining(o->lim)));
+        json_object_set_new(jo, "daily_limit", json_integer(tds_limiter_daily_limit(o->lim)));
+        json_object_set_new(jo, "daily_stopped", json_boolean(tds_limiter_stopped(o->lim, now)));
+        json_object_set_new(jo, "concurrency_cap", json_integer(tds_limiter_concurrency_cap(o->lim)));
+        json_object_set_new(jo, "api_calls", json_integer(tds_api_calls(o->api)));
+        json_object_set_new(jo, "api_queued", json_integer((json_int_t)tds_api_queued(o->api)));
+        json_object_set_new(jo, "fetch_queued", json_integer((json_int_t)o->n_fq));
+        if (o->run) {
+            json_t *jr = json_object();
+            json_object_set_new(jr, "run", json_string(o->run->id));
+            json_object_set_new(jr, "entity", json_string(o->run->e->name));
+            json_object_set_new(jr, "mode", json_string(o->run->mode));
+            json_object_set_new(jr, "pages", json_integer(o->run->pages_fetched));
+            json_object_set_new(jr, "records", json_integer(o->run->records_fetched));
+            json_object_set_new(jr, "unacked", json_integer(o->run->unacked));
+            json_object_set_new(jo, "run", jr);
+        }
+        json_array_append_new(orgs, jo);
+    }
+    json_object_set_new(root, "origin", json_string(s->origin));
+    json_object_set_new(root, "pages_inflight", json_integer((json_int_t)s->n_inf));
+    json_object_set_new(root, "organizations", orgs);
+    char *out = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return out;
+}

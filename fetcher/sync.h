@@ -1,0 +1,75 @@
+/* sync — runs (full, incremental, reconcile), fetches by id, and the
+ * delivery of their pages to the processor.
+ *
+ * Holds, per configured organization, the token (oauth), the limiter and
+ * the API queue, a queue of runs executed one at a time, and a coalescing
+ * queue of fetch-by-id requests. Work happens only for organizations this
+ * replica owns (owner.c says which). Every page sent is kept until the
+ * writer acks it and sent again after the ack timeout; at most max_inflight
+ * pages are unacked (credits). A run ends with a final page carrying the
+ * cursor once all its earlier pages are acked. See fetcher/DESIGN.md.
+ */
+#ifndef TDS_FETCHER_SYNC_H
+#define TDS_FETCHER_SYNC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct tds_sync;
+struct tds_loop;
+struct tds_bus_sock;
+struct tds_store;
+struct tds_http;
+struct tds_metrics;
+struct tds_events;
+struct tds_orgs;
+struct tds_msg_ack;
+struct tds_msg_fetch;
+
+struct tds_sync_cfg {
+    const char *origin;          /* "fetcher.<instance>" */
+    int64_t max_inflight;        /* pages unacked, default 32 */
+    int64_t ack_timeout_ms;      /* resend after, default 30000 */
+    int64_t per_page;            /* 200 */
+    int64_t overlap_s;           /* incremental overlap, default 120 */
+    int64_t http_timeout_ms;     /* API calls */
+    int64_t token_timeout_ms;    /* token endpoint */
+    int64_t lockout_ms;          /* after "Access Denied" */
+    int64_t minute_ms;           /* Zoho's rate window (60000; shorter against the simulator) */
+    int64_t max_attempts;        /* transient failures per call before the run fails */
+    int64_t fetch_queue_max;     /* queued fetch-by-id requests per organization */
+};
+
+int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_sock *push,
+                 struct tds_store *store, struct tds_http *http, struct tds_metrics *metrics,
+                 struct tds_events *events, const struct tds_orgs *orgs,
+                 const struct tds_sync_cfg *cfg);
+struct tds_sync *tds_sync_free(struct tds_sync *s);
+
+/* Ownership changed (owner.c). Losing an organization drops its work at once. */
+void tds_sync_set_owned(struct tds_sync *s, const char *org, bool owned);
+bool tds_sync_owned(const struct tds_sync *s, const char *org);
+
+/* Queue a run. entity "all" expands to the organization's entities. mode:
+ * "full", "incremental" or "reconcile". request_id 0 when scheduled.
+ * Returns 0, TDS_E_NOTFOUND (unknown org/entity, not owned) or -ENOMEM. */
+int tds_sync_enqueue(struct tds_sync *s, const char *org, const char *entity, const char *mode,
+                     int64_t request_id);
+/* True when a run of this org/entity/mode is queued or running. */
+bool tds_sync_pending(const struct tds_sync *s, const char *org, const char *entity, const char *mode);
+/* Request ids queued or running here (for the claim query). *n set. */
+size_t tds_sync_request_ids(const struct tds_sync *s, int64_t *ids, size_t cap);
+
+void tds_sync_on_ack(struct tds_sync *s, const struct tds_msg_ack *ack);
+void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f);
+
+/* Shut down: mark running runs failed, drop everything. */
+void tds_sync_stop(struct tds_sync *s, const char *why);
+/* Nothing queued, running or unacked. */
+bool tds_sync_idle(const struct tds_sync *s);
+size_t tds_sync_inflight(const struct tds_sync *s);
+/* JSON for /status (caller frees). */
+char *tds_sync_status_json(struct tds_sync *s);
+
+#endif
