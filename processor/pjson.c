@@ -200,6 +200,11 @@ static int parse_string(struct parser *ps, const char **s, uint32_t *n, bool is_
 
     while (q < ps->end) {
         unsigned char c = (unsigned char)*q;
+        /* fast path: printable ASCII other than quote and backslash */
+        if ((unsigned)(c - 0x20u) < 0x60u && c != '"' && c != '\\') {
+            q++;
+            continue;
+        }
         if (c == '"')
             break;
         if (c == '\\') {

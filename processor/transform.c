@@ -45,6 +45,8 @@ struct tds_transform {
     size_t n_sets;
 };
 
+static void colmaps_build(void);
+
 struct entity_ops {
     const char *name;
     int (*fn)(struct tx *t, const struct tds_pjson *rec);
@@ -80,6 +82,7 @@ int tds_transform_new(struct tds_transform **out)
     rc = -ENOMEM;
     if (!(t->md = EVP_MD_CTX_new()))
         goto fail;
+    colmaps_build();
     *out = t;
     return 0;
 fail:
@@ -127,22 +130,40 @@ char *tx_dup(struct tx *t, const char *p, size_t n)
     return o;
 }
 
+/* The path is formatted only when a reason needs it: records are valid far
+ * more often than not. */
 void tx_path_set(struct tx *t, const char *array, size_t i)
 {
-    int n = snprintf(t->path, sizeof(t->path), "%s[%zu].", array, i);
-    t->path_len = n < 0 ? 0 : (size_t)n >= sizeof(t->path) ? sizeof(t->path) - 1 : (size_t)n;
+    t->path_array = array;
+    t->path_index = i;
+    t->path_len = 1;
+    t->path[0] = '\0';
 }
 
 void tx_path_key(struct tx *t, const char *key)
 {
-    int n = snprintf(t->path, sizeof(t->path), "%s.", key);
-    t->path_len = n < 0 ? 0 : (size_t)n >= sizeof(t->path) ? sizeof(t->path) - 1 : (size_t)n;
+    t->path_array = key;
+    t->path_index = SIZE_MAX;
+    t->path_len = 1;
+    t->path[0] = '\0';
 }
 
 void tx_path_clear(struct tx *t)
 {
     t->path[0] = '\0';
     t->path_len = 0;
+    t->path_array = NULL;
+}
+
+const char *tx_path(struct tx *t)
+{
+    if (!t->path_len)
+        return "";
+    if (t->path_index == SIZE_MAX)
+        snprintf(t->path, sizeof(t->path), "%s.", t->path_array);
+    else
+        snprintf(t->path, sizeof(t->path), "%s[%zu].", t->path_array, t->path_index);
+    return t->path;
 }
 
 /* "<prefix><key>" for reasons, in a caller buffer. */
@@ -150,24 +171,92 @@ static const char *field_name(struct tx *t, const char *key, char *buf, size_t l
 {
     if (!t->path_len)
         return key;
-    snprintf(buf, len, "%s%s", t->path, key);
+    snprintf(buf, len, "%s%s", tx_path(t), key);
     return buf;
+}
+
+/* Column name → index per table: open addressing over 128 slots, built once
+ * (tables are static). Matching JSON keys to columns is the hot path of a
+ * record, so it is one hash probe instead of a scan with strcmp. */
+#define COLMAP_SLOTS 128
+#define MAX_TABLES 32
+
+struct colmap {
+    const struct tds_table *tbl;
+    signed char slot[COLMAP_SLOTS];
+};
+
+static struct colmap colmaps[MAX_TABLES];
+static size_t n_colmaps;
+
+/* Length and three sampled bytes: O(1) per key and enough to spread the few
+ * dozen column names of a table over 128 slots. */
+static uint32_t hash_key(const char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    return (uint32_t)n * 31u + (unsigned char)s[0] * 7u + (unsigned char)s[n - 1] * 13u +
+           (unsigned char)s[n / 2] * 5u + (unsigned char)s[n * 3 / 4];
+}
+
+static void colmaps_build(void)
+{
+    if (n_colmaps)
+        return;
+    for (size_t t = 0; t < tds_table_count() && t < MAX_TABLES; t++) {
+        struct colmap *m = &colmaps[t];
+        m->tbl = tds_table_at(t);
+        memset(m->slot, -1, sizeof(m->slot));
+        for (size_t i = 0; i < m->tbl->n_cols; i++) {
+            const char *name = m->tbl->cols[i].name;
+            uint32_t h = hash_key(name, strlen(name)) & (COLMAP_SLOTS - 1);
+            while (m->slot[h] >= 0)
+                h = (h + 1) & (COLMAP_SLOTS - 1);
+            m->slot[h] = (signed char)i;
+        }
+    }
+    n_colmaps = tds_table_count() < MAX_TABLES ? tds_table_count() : MAX_TABLES;
+}
+
+static const struct colmap *colmap_of(const struct tds_table *tbl)
+{
+    for (size_t i = 0; i < n_colmaps; i++)
+        if (colmaps[i].tbl == tbl)
+            return &colmaps[i];
+    return NULL;
+}
+
+static int colmap_find(const struct colmap *m, const char *key, size_t n)
+{
+    uint32_t h = hash_key(key, n) & (COLMAP_SLOTS - 1);
+    while (m->slot[h] >= 0) {
+        const char *name = m->tbl->cols[m->slot[h]].name;
+        if (name[0] == key[0] && strncmp(name, key, n) == 0 && name[n] == '\0')
+            return m->slot[h];
+        h = (h + 1) & (COLMAP_SLOTS - 1);
+    }
+    return -1;
 }
 
 int tx_colidx(const struct tds_table *tbl, const char *col)
 {
-    for (size_t i = 0; i < tbl->n_cols; i++)
-        if (strcmp(tbl->cols[i].name, col) == 0)
-            return (int)i;
-    assert(!"unknown column");
-    return -1;
+    const struct colmap *m = colmap_of(tbl);
+    int i = m ? colmap_find(m, col, strlen(col)) : -1;
+    assert(i >= 0 && "unknown column");
+    return i;
 }
 
 static struct tx_row *new_row(struct tx *t, const char *table, enum tds_rowset_kind kind,
                               size_t lead, size_t *row)
 {
-    const struct tds_table *tbl = tds_table_find(table);
+    const struct tds_table *tbl = NULL;
     struct tx_row *r;
+
+    /* the last table used is by far the likeliest */
+    if (t->n_rows && strcmp(t->rows[t->n_rows - 1].tbl->name, table) == 0)
+        tbl = t->rows[t->n_rows - 1].tbl;
+    else
+        tbl = tds_table_find(table);
 
     assert(tbl && tbl->n_cols <= TX_MAX_COLS);
     if (!tbl)
@@ -207,19 +296,22 @@ int tx_top(struct tx *t, const char *table, enum tds_rowset_kind kind,
     int rc;
 
     if (rec->type != TDS_PJ_OBJECT)
-        return tx_fail(t, "wrong_type", "%sexpected an object", t->path);
-    if ((rc = tds_value_id(tds_pjson_get(rec, id_key), &id,
-                           field_name(t, id_key, fb, sizeof(fb)), &e)) != 0) {
+        return tx_fail(t, "wrong_type", "%sexpected an object", tx_path(t));
+    if ((rc = tds_value_id(tds_pjson_get(rec, id_key), &id, id_key, &e)) != 0) {
+        if (rc > 0 && t->path_len)
+            tds_value_id(tds_pjson_get(rec, id_key), &id, field_name(t, id_key, fb, sizeof(fb)), &e);
         t->reason_class = "invalid_id";
         return rc < 0 ? rc : TX_REJECT;
     }
     if (!id.p)
-        return tx_fail(t, "missing_id", "missing %s%s", t->path, id_key);
+        return tx_fail(t, "missing_id", "missing %s%s", tx_path(t), id_key);
     if (!t->zoho_id.p)
         t->zoho_id = id;
     if (mod_key &&
-        (rc = tds_value_timestamp(t->arena, tds_pjson_get(rec, mod_key), &mod,
-                                  field_name(t, mod_key, fb, sizeof(fb)), &e)) != 0) {
+        (rc = tds_value_timestamp(t->arena, tds_pjson_get(rec, mod_key), &mod, mod_key, &e)) != 0) {
+        if (rc > 0 && t->path_len)
+            tds_value_timestamp(t->arena, tds_pjson_get(rec, mod_key), &mod,
+                                field_name(t, mod_key, fb, sizeof(fb)), &e);
         t->reason_class = "invalid_timestamp";
         return rc < 0 ? rc : TX_REJECT;
     }
@@ -266,8 +358,23 @@ static bool is_ref(const char *col)
     return n > 3 && strcmp(col + n - 3, "_id") == 0;
 }
 
+static int convert_as(struct tx *t, struct tx_row *r, int i, const struct tds_pjson *v,
+                      const char *field);
+
+/* Convert with the bare key as field name; only a failure (rare) pays for
+ * formatting the full path ("line_items[3].rate") into the reason. */
 static int convert(struct tx *t, struct tx_row *r, int i, const struct tds_pjson *v,
-                   const char *field)
+                   const char *key)
+{
+    char fb[224];
+    int rc = convert_as(t, r, i, v, key);
+    if (rc > 0 && t->path_len)
+        convert_as(t, r, i, v, field_name(t, key, fb, sizeof(fb)));
+    return rc;
+}
+
+static int convert_as(struct tx *t, struct tx_row *r, int i, const struct tds_pjson *v,
+                      const char *field)
 {
     struct tds_value_err e = {t->reason, sizeof(t->reason)};
     struct tds_bytes *out = &r->v[lead_of(r) + (size_t)i];
@@ -320,14 +427,13 @@ int tx_col_value(struct tx *t, size_t row, const char *col, const struct tds_pjs
                  const char *field, bool present)
 {
     struct tx_row *r = &t->rows[row];
-    char fb[224];
     int i = tx_colidx(r->tbl, col);
 
     if (i < 0)
         return -EINVAL;
     if (present)
         r->present |= 1ull << i;
-    return convert(t, r, i, v, field_name(t, field, fb, sizeof(fb)));
+    return convert(t, r, i, v, field);
 }
 
 int tx_col(struct tx *t, size_t row, const char *col, const struct tds_pjson *obj,
@@ -340,24 +446,29 @@ int tx_col(struct tx *t, size_t row, const char *col, const struct tds_pjson *ob
 int tx_cols(struct tx *t, size_t row, const struct tds_pjson *obj, const char *const *skip)
 {
     struct tx_row *r = &t->rows[row];
-    char fb[224];
+    const struct colmap *m = colmap_of(r->tbl);
+    uint64_t skipped = 0, done = 0;
     int rc;
 
-    for (size_t i = 0; i < r->tbl->n_cols; i++) {
-        const char *name = r->tbl->cols[i].name;
-        bool skipped = false;
-        for (const char *const *s = skip; s && *s; s++)
-            if (strcmp(*s, name) == 0) {
-                skipped = true;
-                break;
-            }
-        if (skipped)
+    if (!m || !obj || obj->type != TDS_PJ_OBJECT)
+        return 0;
+    for (const char *const *s = skip; s && *s; s++) {
+        int i = colmap_find(m, *s, strlen(*s));
+        if (i >= 0)
+            skipped |= 1ull << i;
+    }
+    /* Walk the members backwards so the last of duplicate keys wins, as in
+     * tds_pjson_get and jsonb; each column is converted once. */
+    for (uint32_t k = obj->n; k-- > 0;) {
+        const struct tds_pjson_member *mem = &obj->u.members[k];
+        if (mem->klen == 0 || mem->klen > 64)
             continue;
-        const struct tds_pjson *v = tds_pjson_get(obj, name);
-        if (!v)
-            continue; /* stays NULL and not present */
+        int i = colmap_find(m, mem->key, mem->klen);
+        if (i < 0 || ((skipped | done) & (1ull << i)))
+            continue;
+        done |= 1ull << i;
         r->present |= 1ull << i;
-        if ((rc = convert(t, r, (int)i, v, field_name(t, name, fb, sizeof(fb)))) != 0)
+        if ((rc = convert(t, r, i, &mem->v, r->tbl->cols[i].name)) != 0)
             return rc;
     }
     return 0;
@@ -369,19 +480,21 @@ int tx_child_id(struct tx *t, size_t row, const char *col, const struct tds_pjso
     struct tds_value_err e = {t->reason, sizeof(t->reason)};
     struct tx_row *r = &t->rows[row];
     char fb[224];
-    const char *field = field_name(t, key, fb, sizeof(fb));
     int i = tx_colidx(r->tbl, col);
     int rc;
 
     if (i < 0)
         return -EINVAL;
     struct tds_bytes *out = &r->v[lead_of(r) + (size_t)i];
-    if ((rc = tds_value_id(tds_pjson_get(obj, key), out, field, &e)) != 0) {
+    const struct tds_pjson *v = tds_pjson_get(obj, key);
+    if ((rc = tds_value_id(v, out, key, &e)) != 0) {
+        if (rc > 0 && t->path_len)
+            tds_value_id(v, out, field_name(t, key, fb, sizeof(fb)), &e);
         t->reason_class = "invalid_id";
         return rc < 0 ? rc : TX_REJECT;
     }
     if (!out->p)
-        return tx_fail(t, "missing_id", "missing %s", field);
+        return tx_fail(t, "missing_id", "missing %s", field_name(t, key, fb, sizeof(fb)));
     r->present |= 1ull << i;
     return 0;
 }
@@ -420,7 +533,7 @@ int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec)
     }
     if (cf->type != TDS_PJ_ARRAY)
         return tx_fail(t, "wrong_type", "invalid custom fields in field '%scustom_fields': "
-                       "expected an array", t->path);
+                       "expected an array", tx_path(t));
     /* Keyed by label (what users see); api_name when a label is missing.
      * Keys and values are the source's JSON tokens, so escaping is kept. */
     for (uint32_t i = 0; i < cf->n; i++) {
@@ -431,7 +544,7 @@ int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec)
             k = tds_pjson_get(f, "api_name");
         if (f->type != TDS_PJ_OBJECT || !k || k->type != TDS_PJ_STRING)
             return tx_fail(t, "wrong_type", "invalid custom field in field "
-                           "'%scustom_fields[%u]': expected an object with a label", t->path, i);
+                           "'%scustom_fields[%u]': expected an object with a label", tx_path(t), i);
         len += k->raw_len + 2 + (v ? v->raw_len : 4);
     }
     char *o = tds_pjson_alloc(t->arena, len + 1);
@@ -600,8 +713,7 @@ static void tx_reset(struct tx *t, const struct tds_entity *e, const char *org)
     t->entity = e;
     t->org = org ? org : "";
     t->n_rows = 0;
-    t->path[0] = '\0';
-    t->path_len = 0;
+    tx_path_clear(t);
     t->reason[0] = '\0';
     t->reason_class = NULL;
     t->zoho_id.p = NULL;

@@ -41,8 +41,10 @@ struct tx {
     bool detail;              /* the record is complete (detail form) */
     struct tx_row *rows;
     size_t n_rows, cap_rows;
-    char path[160];           /* prefix for field names in reasons ("locations[2].") */
-    size_t path_len;
+    const char *path_array;   /* field path for reasons: "<array>[<index>]." or "<key>." */
+    size_t path_index;        /* SIZE_MAX: a nested object, not an array element */
+    size_t path_len;          /* non-zero while a path is set */
+    char path[160];           /* formatted on demand by tx_path() */
     char reason[512];
     const char *reason_class;
     struct tds_bytes zoho_id; /* the record's id once known (for rejects) */
@@ -91,6 +93,8 @@ int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec);
  * → "line_items[3]."; tx_path_clear() drops it. */
 void tx_path_set(struct tx *t, const char *array, size_t i);
 void tx_path_clear(struct tx *t);
+/* The current prefix formatted ("" when none); valid until the path changes. */
+const char *tx_path(struct tx *t);
 /* "<key>." for fields of a nested object ("billing_address.zip"). */
 void tx_path_key(struct tx *t, const char *key);
 

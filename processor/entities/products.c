@@ -31,12 +31,24 @@ bool tx_item_groups_looks_detail(const struct tds_pjson *rec)
     return items && items->type == TDS_PJ_ARRAY;
 }
 
-/* Stock figures of one site entry: column ← "<prefix>_<suffix>", falling back
- * to the unprefixed name some shapes use. */
+/* Stock figures of one site entry: column ← "<prefix>_<column>", falling
+ * back to the unprefixed name some shapes use. */
 static const char *const stock_cols[] = {
     "stock_on_hand", "available_stock", "committed_stock", "available_for_sale_stock",
     "actual_stock_on_hand", "actual_available_stock", "actual_committed_stock",
     "actual_available_for_sale_stock",
+};
+static const char *const location_keys[] = {
+    "location_stock_on_hand", "location_available_stock", "location_committed_stock",
+    "location_available_for_sale_stock", "location_actual_stock_on_hand",
+    "location_actual_available_stock", "location_actual_committed_stock",
+    "location_actual_available_for_sale_stock",
+};
+static const char *const warehouse_keys[] = {
+    "warehouse_stock_on_hand", "warehouse_available_stock", "warehouse_committed_stock",
+    "warehouse_available_for_sale_stock", "warehouse_actual_stock_on_hand",
+    "warehouse_actual_available_stock", "warehouse_actual_committed_stock",
+    "warehouse_actual_available_for_sale_stock",
 };
 
 static int stock_rows(struct tx *t, size_t top, const struct tds_pjson *rec)
@@ -44,9 +56,9 @@ static int stock_rows(struct tx *t, size_t top, const struct tds_pjson *rec)
     const struct tds_pjson *locs = tds_pjson_get(rec, "locations");
     const struct tds_pjson *whs = tds_pjson_get(rec, "warehouses");
     const struct tds_pjson *arr = NULL;
-    const char *pfx = NULL, *name = NULL;
+    const char *pfx = NULL, *name = NULL, *id_key = NULL, *name_key = NULL;
+    const char *const *keys = NULL;
     size_t first = t->n_rows;
-    char key[96];
 
     if (locs && locs->type != TDS_PJ_ARRAY && locs->type != TDS_PJ_NULL)
         return tx_fail(t, "wrong_type", "invalid stock sites in field 'locations': expected an array");
@@ -57,10 +69,16 @@ static int stock_rows(struct tx *t, size_t top, const struct tds_pjson *rec)
         arr = locs;
         pfx = "location";
         name = "locations";
+        id_key = "location_id";
+        name_key = "location_name";
+        keys = location_keys;
     } else if (whs && whs->type == TDS_PJ_ARRAY) {
         arr = whs;
         pfx = "warehouse";
         name = "warehouses";
+        id_key = "warehouse_id";
+        name_key = "warehouse_name";
+        keys = warehouse_keys;
     }
     if (!arr)
         return 0;
@@ -72,19 +90,16 @@ static int stock_rows(struct tx *t, size_t top, const struct tds_pjson *rec)
             return tx_fail(t, "wrong_type", "invalid stock site in field '%s[%u]': expected an object",
                            name, i);
         TRY(tx_child(t, "item_stock", top, &c));
-        snprintf(key, sizeof(key), "%s_id", pfx);
-        TRY(tx_child_id(t, c, "warehouse_id", s, key));
-        snprintf(key, sizeof(key), "%s_name", pfx);
-        TRY(tx_col(t, c, "warehouse_name", s, key));
-        tx_set(t, c, "site_kind", pfx, strlen(pfx));
+        TRY(tx_child_id(t, c, "warehouse_id", s, id_key));
+        TRY(tx_col(t, c, "warehouse_name", s, name_key));
+        tx_set(t, c, "site_kind", pfx, pfx[0] == 'l' ? 8 : 9);
         const struct tds_pjson *prim = tds_pjson_get(s, "is_primary");
         if (!prim)
             prim = tds_pjson_get(s, "is_primary_location");
         TRY(tx_col_value(t, c, "is_primary", prim, "is_primary", true));
         for (size_t k = 0; k < sizeof(stock_cols) / sizeof(stock_cols[0]); k++) {
-            snprintf(key, sizeof(key), "%s_%s", pfx, stock_cols[k]);
-            const struct tds_pjson *v = tds_pjson_get(s, key);
-            const char *field = key;
+            const struct tds_pjson *v = tds_pjson_get(s, keys[k]);
+            const char *field = keys[k];
             if (!v && (v = tds_pjson_get(s, stock_cols[k])))
                 field = stock_cols[k];
             TRY(tx_col_value(t, c, stock_cols[k], v, field, true));
