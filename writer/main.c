@@ -98,7 +98,7 @@ struct app {
     struct tds_events *events;
     struct tds_apply *db;
     struct tds_writer *writer;
-    bool migrated, reading, draining, waiting;
+    bool migrated, reading, draining, waiting, ever_connected;
     int64_t backoff_ms;
     int64_t retry_timer;
     int exit_code;
@@ -293,8 +293,9 @@ static void on_retry(struct tds_loop *loop, void *ud)
             schedule_retry(app);
             return;
         }
-        if (app->m_reconnects && atomic_load(&app->st_batches) + tds_writer_pending(app->writer) > 0)
+        if (app->m_reconnects && app->ever_connected)
             tds_series_inc(app->m_reconnects, 1);
+        app->ever_connected = true;
         tds_info("connected to database");
     }
     set_db_up(app, true, NULL);
@@ -365,6 +366,28 @@ static void on_prune(struct tds_loop *loop, void *ud)
         tds_log_limited(&app->db_limit, TDS_LOG_WARN, NULL, "%s, skipping", err);
     else if (deleted > 0)
         tds_info("pruned %lld old rows from tds tables", (long long)deleted);
+}
+
+/* An idle writer learns that PostgreSQL went away only when it reads the
+ * socket: PQconsumeInput sees the server's goodbye or the closed socket, so
+ * /readyz turns not-ready without waiting for the next batch. */
+static void on_health(struct tds_loop *loop, void *ud)
+{
+    struct app *app = ud;
+    PGconn *c;
+
+    (void)loop;
+    if (app->waiting || app->draining || !app->migrated)
+        return;
+    c = tds_apply_conn(app->db);
+    if (c && PQconsumeInput(c) == 1 && PQstatus(c) == CONNECTION_OK)
+        return;
+    tds_warn("lost the database connection, reconnecting in %lld ms",
+             (long long)app->backoff_ms);
+    tds_apply_disconnect(app->db);
+    set_db_up(app, false, "database unreachable");
+    set_reading(app, false);
+    schedule_retry(app);
 }
 
 static void on_drain(struct tds_loop *loop, void *ud)
@@ -494,6 +517,7 @@ static int run(struct app *app)
     app->backoff_ms = BACKOFF_MIN_MS;
     app->waiting = true;
     tds_loop_timer_add(app->loop, 0, 0, on_retry, app);
+    tds_loop_timer_add(app->loop, 1000, 1000, on_health, app);
     tds_loop_timer_add(app->loop, app->cfg.prune_interval_s * 1000, app->cfg.prune_interval_s * 1000,
                        on_prune, app);
     tds_info("writer started: rows on %s, acks on %s, at most %lld rows per batch",

@@ -22,7 +22,8 @@ struct tds_metrics;
 struct tds_events;
 
 enum {
-    TDS_WRITER_E_DB = 1, /* database unreachable or failing: batch kept, retry later */
+    /* distinct from the TDS_APPLY_E_* codes, which writer.c passes through */
+    TDS_WRITER_E_DB = 100, /* database unreachable or failing: batch kept, retry later */
 };
 
 /* Called once per origin after a commit: ids are the committed source ids. */

@@ -1,0 +1,567 @@
+"""tds-writer against a real PostgreSQL: schema, guarded upserts, children,
+deletes, rejects, acks after commit, PostgreSQL restarts, two writers, NOTIFY,
+roles, cursors, pruning and the operator commands (issue 4 "Done when").
+
+Rows are sent the way the processor sends them: msgpack `rows` messages on a
+PUSH socket (tests/integration/writer_util.py mirrors common/msg.c); acks are
+read from the writer's PUB socket.
+"""
+import json
+import os
+import select
+import threading
+import time
+
+import psycopg2
+import pytest
+
+from conftest import http_get, wait_until
+from writer_util import (CHILD, DELETE, DETAIL, ITEM_COLS, STOCK_COLS, WriterHarness, item,
+                         items_sets, rows_msg, rowset, ts)
+
+ORG = "60012345678"
+
+
+@pytest.fixture
+def writer(procs, db):
+    h = WriterHarness(procs, db)
+    yield h
+    h.close()
+
+
+def items_table(db, cols="item_id, name, sku, rate::text, modified_time, is_detail, "
+                         "deleted_at IS NOT NULL"):
+    return {r[0]: r[1:] for r in db.query(f"SELECT {cols} FROM zoho.items ORDER BY item_id")}
+
+
+def stock_of(db, item_id):
+    return db.query("SELECT warehouse_id, stock_on_hand::text FROM zoho.item_stock "
+                    "WHERE item_id = %s ORDER BY warehouse_id", item_id)
+
+
+# ------------------------------------------------------------- migrations
+
+def test_migrations_apply_once_and_reapply_as_noop(procs, db):
+    env = {"TDS_DATABASE_URL": db.url}
+    r = procs.run("tds-writer", ["migrate"], env=env)
+    assert "up to date" in r.stdout
+    applied = db.query("SELECT version, name, applied_at FROM tds.schema_migrations")
+    assert [(v, n) for v, n, _ in applied] == [(1, "initial")]
+    procs.run("tds-writer", ["migrate"], env=env)
+    assert db.query("SELECT version, name, applied_at FROM tds.schema_migrations") == applied
+    assert "NOTICE" not in r.stderr
+    # Every registry table exists, and every table and column has a comment.
+    tables = {t for (t,) in db.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'zoho'")}
+    assert tables == {"items", "item_groups", "warehouses", "item_stock", "contacts",
+                      "contact_addresses", "contact_persons", "invoices", "invoice_lines",
+                      "sales_orders", "sales_order_lines"}
+    missing = db.query("""
+        SELECT c.table_schema || '.' || c.table_name || '.' || c.column_name
+        FROM information_schema.columns c
+        JOIN pg_class k ON k.relname = c.table_name
+        JOIN pg_namespace n ON n.oid = k.relnamespace AND n.nspname = c.table_schema
+        WHERE c.table_schema IN ('zoho', 'tds')
+          AND col_description(k.oid, c.ordinal_position::int) IS NULL""")
+    assert missing == []
+    assert db.query("SELECT count(*) FROM pg_class k JOIN pg_namespace n ON n.oid = k.relnamespace "
+                    "WHERE n.nspname IN ('zoho', 'tds') AND k.relkind = 'r' "
+                    "AND obj_description(k.oid, 'pg_class') IS NULL") == [(0,)]
+    idx = {i for (i,) in db.query("SELECT indexname FROM pg_indexes WHERE schemaname = 'zoho'")}
+    for want in ("items_sku_idx", "items_name_idx", "contacts_contact_name_idx",
+                 "invoices_invoice_number_idx", "invoices_customer_id_idx", "invoices_date_idx",
+                 "invoices_status_idx", "items_modified_time_idx"):
+        assert want in idx
+    # Writer start-up on a migrated database applies nothing and runs.
+    h = WriterHarness(procs, db)
+    assert db.query("SELECT count(*) FROM tds.schema_migrations") == [(1,)]
+    assert "applied" not in h.proc.stderr_text()
+    h.close()
+
+
+def test_concurrent_writers_migrate_once(procs, db):
+    hs = [WriterHarness(procs, db, label=f"w{i}", ready=None) for i in range(3)]
+    for h in hs:
+        h.proc.ready = "readyz"
+        h.proc.wait_ready()
+    assert db.query("SELECT count(*) FROM tds.schema_migrations") == [(1,)]
+    for h in hs:
+        h.close()
+
+
+def test_schema_mismatch_refuses_to_start(procs, db):
+    procs.run("tds-writer", ["migrate"], env={"TDS_DATABASE_URL": db.url})
+    db.execute("ALTER TABLE zoho.items DROP COLUMN sku")
+    r = procs.run("tds-writer", [], env={"TDS_DATABASE_URL": db.url,
+                                         "TDS_ADMIN_LISTEN": "127.0.0.1:0",
+                                         "TDS_WRITER_BIND": "tcp://127.0.0.1:0",
+                                         "TDS_ACK_BIND": "tcp://127.0.0.1:0"},
+                  check=False, timeout=30)
+    assert r.returncode == 1
+    assert "tds-writer: column zoho.items.sku is missing from the database" in r.stderr
+
+
+def test_bad_config_is_one_line(procs):
+    r = procs.run("tds-writer", [], env={"TDS_DATABASE_URL": "x",
+                                         "TDS_WRITER_BATCH_MAX_ROWS": "abc"}, check=False)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        r.stderr.strip().splitlines()[0]] and "TDS_WRITER_BATCH_MAX_ROWS" in r.stderr
+    env = dict(os.environ)
+    env.pop("TDS_DATABASE_URL", None)
+    r = procs.run("tds-writer", ["--print-config"], env={"TDS_DATABASE_URL": "postgresql://u:pw@h/d"})
+    assert "TDS_DATABASE_URL=********" in r.stdout and "pw" not in r.stdout
+
+
+# ------------------------------------------------------------- the stream
+
+def test_stream_lands_exactly(writer, db):
+    expected, srcs = {}, []
+    for page in range(10):
+        recs = []
+        for i in range(50):
+            n = page * 50 + i
+            iid = str(2000000000000000000 + n)
+            name = f"صنف {n}\ttab\\slash\nline" if n % 7 == 0 else f"Item {n}"
+            rate = f"{n}.25"
+            recs.append(item(ORG, iid, ts(n % 60), name, sku=f"SKU-{n}", rate=rate,
+                             stock=[("w1", str(n)), ("w2", "1.5")]))
+            expected[iid] = (name, f"SKU-{n}", rate)
+        src, frame = rows_msg(ORG, items_sets(recs), mode="full", run="run-1", page=page + 1)
+        srcs.append(src)
+        writer.send(frame)
+    writer.wait_acked(srcs)
+    got = items_table(db, "item_id, name, sku, rate::text")
+    assert got == expected
+    assert db.query("SELECT count(*), count(DISTINCT item_id) FROM zoho.item_stock") == [(1000, 500)]
+    assert db.query("SELECT count(*) FROM zoho.items WHERE raw->>'item_id' = item_id "
+                    "AND is_detail AND deleted_at IS NULL") == [(500,)]
+    run = db.query("SELECT status, pages_written, records_written, records_rejected "
+                   "FROM tds.sync_runs WHERE run_id = 'run-1'")
+    assert run == [("running", 10, 500, 0)]
+    assert writer.proc.metric("tds_writer_rows_written_total", {"table": "items"}) == 500
+    assert writer.proc.metric("tds_writer_acks_sent_total") >= 1
+    assert writer.proc.metric("tds_writer_db_up") == 1
+
+
+def test_out_of_order_versions_end_at_newest(writer, db):
+    versions = [(ts(3), "v3"), (ts(1), "v1"), (ts(2), "v2")]
+    srcs = []
+    for mtime, name in versions:
+        src, frame = rows_msg(ORG, items_sets([item(ORG, "1", mtime, name)]))
+        srcs.append(src)
+        writer.send(frame)
+    # Several versions of one record inside one message and one batch.
+    recs = [item(ORG, "2", ts(m), f"v{m}") for m in (5, 9, 2, 7)]
+    src, frame = rows_msg(ORG, items_sets(recs))
+    srcs.append(src)
+    writer.send(frame)
+    writer.wait_acked(srcs)
+    got = items_table(db, "item_id, name, modified_time")
+    assert got["1"][0] == "v3"
+    assert got["2"][0] == "v9"
+    # An older version afterwards changes nothing.
+    xmin = db.query("SELECT xmin::text FROM zoho.items WHERE item_id = '1'")
+    src, frame = rows_msg(ORG, items_sets([item(ORG, "1", ts(0), "v0")]))
+    writer.send(frame)
+    writer.wait_acked([src])
+    assert db.query("SELECT xmin::text FROM zoho.items WHERE item_id = '1'") == xmin
+
+
+def _stream(n_msgs=8, per=20, org=ORG):
+    frames = []
+    for m in range(n_msgs):
+        recs = [item(org, str(5000 + (m * per + i) % 60), ts((m * 7 + i) % 60), f"n{m}-{i}",
+                     stock=[("w1", str(m)), (f"w{i % 3 + 2}", "2")])
+                for i in range(per)]
+        frames.append(rows_msg(org, items_sets(recs)))
+    return frames
+
+
+def test_duplicate_stream_changes_nothing(writer, db):
+    frames = _stream()
+    for _, f in frames:
+        writer.send(f)
+    writer.wait_acked([s for s, _ in frames])
+    before = db.query("SELECT item_id, xmin::text, synced_at, name FROM zoho.items ORDER BY 1")
+    stock_before = db.query("SELECT item_id, warehouse_id, xmin::text FROM zoho.item_stock ORDER BY 1, 2")
+    # The same rows again under new source ids (a replay after a lost ack).
+    again = []
+    for src, f in frames:
+        import msgpack
+        m = msgpack.unpackb(f, raw=False)
+        m["src"] = src + "-again"
+        again.append(m["src"])
+        writer.send(msgpack.packb(m, use_bin_type=True))
+    writer.wait_acked(again)
+    assert db.query("SELECT item_id, xmin::text, synced_at, name FROM zoho.items ORDER BY 1") == before
+    assert db.query("SELECT item_id, warehouse_id, xmin::text FROM zoho.item_stock "
+                    "ORDER BY 1, 2") == stock_before
+
+
+def test_deletes_set_deleted_at_and_newer_version_revives(writer, db):
+    src1, f1 = rows_msg(ORG, items_sets([item(ORG, "7", ts(5), "seven", stock=[("w1", "1")]),
+                                         item(ORG, "8", ts(5), "eight")]))
+    writer.send(f1)
+    writer.wait_acked([src1])
+    src2, f2 = rows_msg(ORG, [rowset("items", DELETE, ["org_id", "item_id"], [[ORG, "7"]]),
+                              rowset("items", DELETE, ["org_id", "item_id", "modified_time"],
+                                     [[ORG, "9", ts(6)]])], mode="webhook")
+    writer.send(f2)
+    writer.wait_acked([src2])
+    got = items_table(db, "item_id, name, deleted_at IS NOT NULL")
+    assert got["7"] == ("seven", True)      # kept, soft-deleted
+    assert got["8"] == ("eight", False)
+    assert got["9"] == (None, True)         # tombstone for a record never seen
+    assert stock_of(db, "7") == [("w1", "1")]
+    deleted_at = db.query("SELECT deleted_at FROM zoho.items WHERE item_id = '7'")
+    # A repeated delete keeps the first deleted_at; an old version stays deleted.
+    src3, f3 = rows_msg(ORG, [rowset("items", DELETE, ["org_id", "item_id"], [[ORG, "7"]])])
+    src4, f4 = rows_msg(ORG, items_sets([item(ORG, "9", ts(4), "nine-old")]))
+    writer.send(f3)
+    writer.send(f4)
+    writer.wait_acked([src3, src4])
+    assert db.query("SELECT deleted_at FROM zoho.items WHERE item_id = '7'") == deleted_at
+    assert items_table(db, "item_id, name, deleted_at IS NOT NULL")["9"] == (None, True)
+    # A newer version undeletes.
+    src5, f5 = rows_msg(ORG, items_sets([item(ORG, "7", ts(9), "seven again")]))
+    writer.send(f5)
+    writer.wait_acked([src5])
+    assert items_table(db, "item_id, name, deleted_at IS NOT NULL")["7"] == ("seven again", False)
+
+
+def test_children_follow_their_parent(writer, db):
+    def send(recs, detail=True):
+        src, f = rows_msg(ORG, items_sets(recs, detail=detail))
+        writer.send(f)
+        writer.wait_acked([src])
+
+    send([item(ORG, "1", ts(10), "a", stock=[("w1", "1"), ("w2", "2"), ("w3", "3")])])
+    assert stock_of(db, "1") == [("w1", "1"), ("w2", "2"), ("w3", "3")]
+    send([item(ORG, "1", ts(11), "b", stock=[("w2", "5"), ("w4", "6")])])
+    assert stock_of(db, "1") == [("w2", "5"), ("w4", "6")]
+    # Older detail: neither the parent nor its children change.
+    send([item(ORG, "1", ts(9), "old", stock=[("w9", "9")])])
+    assert stock_of(db, "1") == [("w2", "5"), ("w4", "6")]
+    # Identical detail (same hash): nothing is rewritten.
+    xmins = db.query("SELECT xmin::text FROM zoho.item_stock WHERE item_id = '1' ORDER BY 1")
+    send([item(ORG, "1", ts(11), "b", stock=[("w2", "5"), ("w4", "6")])])
+    assert db.query("SELECT xmin::text FROM zoho.item_stock WHERE item_id = '1' ORDER BY 1") == xmins
+    # A LIST row at the same time never overrides the detail...
+    send([item(ORG, "1", ts(11), "listed", detail=False)], detail=False)
+    assert items_table(db, "item_id, name, is_detail")["1"] == ("b", True)
+    # ...and a newer LIST row updates the listed fields, keeps children and merges raw.
+    send([item(ORG, "1", ts(12), "listed-newer", detail=False,
+               extra={"list_only": "x"})], detail=False)
+    row = db.query("SELECT name, is_detail, raw FROM zoho.items WHERE item_id = '1'")[0]
+    assert row[0] == "listed-newer" and row[1] is False
+    assert row[2]["list_only"] == "x" and "warehouses" in row[2]
+    assert stock_of(db, "1") == [("w2", "5"), ("w4", "6")]
+    # A detail at the same time as that LIST completes the record.
+    send([item(ORG, "1", ts(12), "detail-12", stock=[("w7", "7")])])
+    assert items_table(db, "item_id, name, is_detail")["1"] == ("detail-12", True)
+    assert stock_of(db, "1") == [("w7", "7")]
+    # Detail with no stock at all empties the children.
+    send([item(ORG, "1", ts(13), "detail-13", stock=[])])
+    assert stock_of(db, "1") == []
+
+
+def test_bad_row_is_rejected_alone(writer, db):
+    good1 = [item(ORG, str(100 + i), ts(1), f"g{i}", stock=[("w1", "1")]) for i in range(6)]
+    bad = item(ORG, "200", ts(1), "bad", rate="12,50", stock=[("w1", "1")])
+    recs = good1[:3] + [bad] + good1[3:]
+    src1, f1 = rows_msg(ORG, items_sets(recs), mode="full", run="run-bad", page=1)
+    other = [item(ORG, str(300 + i), ts(1), f"o{i}") for i in range(4)]
+    src2, f2 = rows_msg(ORG, items_sets(other))
+    writer.send(f1)
+    writer.send(f2)
+    writer.wait_acked([src1, src2])
+    got = items_table(db, "item_id, name")
+    assert "200" not in got
+    assert set(got) == {str(100 + i) for i in range(6)} | {str(300 + i) for i in range(4)}
+    assert stock_of(db, "200") == []
+    rej = db.query("SELECT stage, org_id, entity, zoho_id, reason, raw, source FROM tds.rejected")
+    assert len(rej) == 1
+    stage, org, entity, zoho_id, reason, raw, source = rej[0]
+    assert (stage, org, entity, zoho_id, source) == ("writer", ORG, "items", "200", src1)
+    assert "invalid input syntax for type numeric" in reason and "12,50" in reason
+    assert json.loads(raw)["item_id"] == "200"
+    assert db.query("SELECT records_written, records_rejected FROM tds.sync_runs "
+                    "WHERE run_id = 'run-bad'") == [(6, 1)]
+    acks = [a for a in writer.acks if src1 in a["ids"]]
+    assert acks and acks[0]["rows_rejected"] >= 1
+    assert writer.proc.metric("tds_writer_rejects_total", {"stage": "writer"}) == 1
+
+
+def test_processor_rejects_and_unknown_tables_are_recorded(writer, db):
+    src, f = rows_msg(ORG, [rowset("no_such_table", DETAIL, ["org_id", "x"], [[ORG, "1"]])]
+                      + items_sets([item(ORG, "1", ts(1), "ok")]),
+                      rejects=[("items", "77", "rate: 'abc' is not a number", '{"item_id":"77"}')])
+    writer.send(f)
+    writer.wait_acked([src])
+    assert items_table(db, "item_id, name") == {"1": ("ok",)}
+    rej = sorted(db.query("SELECT stage, zoho_id, reason FROM tds.rejected"))
+    assert rej[0][0] == "processor" and rej[0][1] == "77"
+    assert rej[1][0] == "writer" and "unknown table 'no_such_table'" in rej[1][2]
+
+
+def test_acks_only_after_commit(writer, db):
+    # Hold a lock that the writer's upsert needs: it cannot commit meanwhile.
+    locker = db.connect()
+    locker.autocommit = False
+    cur = locker.cursor()
+    cur.execute("LOCK TABLE zoho.items IN EXCLUSIVE MODE")
+    src, f = rows_msg(ORG, items_sets([item(ORG, "42", ts(1), "locked")]))
+    writer.send(f)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.5:
+        writer.poll_acks(100)
+        assert src not in writer.acked, "acked before commit"
+    locker.rollback()
+    locker.close()
+    seen = {}
+
+    def acked_and_visible():
+        for _ in writer.poll_acks(50):
+            # The row must already be visible when the ack arrives.
+            seen["rows"] = db.query("SELECT name FROM zoho.items WHERE item_id = '42'")
+        return src in writer.acked
+    wait_until(acked_and_visible, 10, "ack after commit")
+    assert seen["rows"] == [("locked",)]
+
+
+def test_postgres_restart_mid_stream_loses_and_duplicates_nothing(pg, writer, db):
+    frames = _stream(n_msgs=40, per=25)
+    sent = []
+
+    def feed():
+        for i, (src, f) in enumerate(frames):
+            writer.send(f)
+            sent.append(src)
+            time.sleep(0.02)
+    t = threading.Thread(target=feed)
+    t.start()
+    time.sleep(0.2)
+    pg.stop()
+    wait_until(lambda: not writer.ready(), 10, "writer /readyz to report the database down")
+    time.sleep(0.5)
+    pg.start()
+    t.join()
+    writer.wait_acked([s for s, _ in frames], timeout=40)
+    wait_until(writer.ready, 10, "writer ready again")
+    # The result equals applying the same stream to a fresh database in one go.
+    expected = _expected_after(frames)
+    got = {r[0]: (r[1], r[2]) for r in db.query(
+        "SELECT item_id, name, modified_time::text FROM zoho.items")}
+    assert {k: v[0] for k, v in got.items()} == expected
+    assert writer.proc.metric("tds_writer_reconnects_total") >= 1
+
+
+def _expected_after(frames):
+    """Newest version per item (by minute; later message wins equal times)."""
+    import msgpack
+    best = {}
+    for _, f in frames:
+        m = msgpack.unpackb(f, raw=False)
+        for s in m["sets"]:
+            if s["table"] != "items":
+                continue
+            for r in s["rows"]:
+                key, mt, name = r[1], r[2], r[6]
+                if key not in best or mt > best[key][0] or (mt == best[key][0]):
+                    if key in best and mt == best[key][0] and r[4] == best[key][2]:
+                        continue
+                    best[key] = (mt, name, r[4])
+    return {k: v[1] for k, v in best.items()}
+
+
+def test_two_writers_on_one_stream_equal_one(procs, pg, db):
+    frames = _stream(n_msgs=30, per=40)
+    a = WriterHarness(procs, db, label="wa")
+    b = WriterHarness(procs, db, label="wb")
+    threads = [threading.Thread(target=lambda h=h, fr=fr: [h.send(f) for _, f in fr])
+               for h, fr in ((a, frames), (b, list(reversed(frames))))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    a.wait_acked([s for s, _ in frames], timeout=40)
+    b.wait_acked([s for s, _ in frames], timeout=40)
+    two = db.query("SELECT item_id, name, modified_time, raw FROM zoho.items ORDER BY 1")
+    stock_two = db.query("SELECT item_id, warehouse_id, stock_on_hand FROM zoho.item_stock ORDER BY 1, 2")
+    for text in (a.proc.stderr_text(), b.proc.stderr_text()):
+        assert "deadlock" not in text.lower() or "retry" in text.lower()
+    a.close()
+    b.close()
+    # One writer, fresh database, same stream once.
+    c = psycopg2.connect(pg.dsn())
+    c.autocommit = True
+    c.cursor().execute(f'CREATE DATABASE "{db.name}_one"')
+    c.close()
+    try:
+        from conftest import Database
+        one_db = Database(pg, f"{db.name}_one")
+        one = WriterHarness(procs, one_db, label="wone")
+        for _, f in frames:
+            one.send(f)
+        one.wait_acked([s for s, _ in frames], timeout=40)
+        assert one_db.query("SELECT item_id, name, modified_time, raw FROM zoho.items ORDER BY 1") == two
+        assert one_db.query("SELECT item_id, warehouse_id, stock_on_hand FROM zoho.item_stock "
+                            "ORDER BY 1, 2") == stock_two
+        one.close()
+        one.proc.stop()
+    finally:
+        c = psycopg2.connect(pg.dsn())
+        c.autocommit = True
+        c.cursor().execute(f'DROP DATABASE IF EXISTS "{db.name}_one" WITH (FORCE)')
+        c.close()
+
+
+# ------------------------------------------------------------- NOTIFY, roles, runs
+
+def test_listen_receives_notify(writer, db):
+    conn = db.connect()
+    conn.cursor().execute("LISTEN tds_changes")
+    src, f = rows_msg(ORG, items_sets([item(ORG, "11", ts(1), "a"), item(ORG, "12", ts(1), "b")]))
+    writer.send(f)
+    writer.wait_acked([src])
+    payloads = []
+
+    def got():
+        if select.select([conn], [], [], 0.2)[0]:
+            conn.poll()
+            while conn.notifies:
+                payloads.append(json.loads(conn.notifies.pop(0).payload))
+        return payloads
+    wait_until(got, 10, "a NOTIFY on tds_changes")
+    assert payloads[0] == {"org": ORG, "tables": {"items": ["11", "12"]}}
+    # A big batch stays under the 8000-byte limit: counts instead of ids.
+    recs = [item(ORG, str(10 ** 18 + i), ts(2), f"x{i}") for i in range(2000)]
+    src, f = rows_msg(ORG, items_sets(recs))
+    writer.send(f)
+    writer.wait_acked([src])
+    payloads.clear()
+    wait_until(got, 10, "a NOTIFY for the big batch")
+    assert payloads[-1] == {"org": ORG, "tables": {"items": 2000}, "truncated": True}
+    conn.close()
+
+
+def test_reader_role_reads_but_cannot_write(writer, db):
+    src, f = rows_msg(ORG, items_sets([item(ORG, "1", ts(1), "a")]))
+    writer.send(f)
+    writer.wait_acked([src])
+    c = db.connect()
+    cur = c.cursor()
+    cur.execute("SET ROLE tds_reader")
+    cur.execute("SELECT name FROM zoho.items")
+    assert cur.fetchall() == [("a",)]
+    cur.execute("SELECT count(*) FROM tds.sync_state")
+    for sql in ("INSERT INTO zoho.items (org_id, item_id) VALUES ('1', 'x')",
+                "UPDATE zoho.items SET name = 'b'", "DELETE FROM zoho.items",
+                "SELECT * FROM tds.oauth_tokens", "CREATE TABLE zoho.mine (x int)"):
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute(sql)
+    cur.execute("RESET ROLE")
+    cur.execute("SET ROLE tds_writer")
+    cur.execute("UPDATE zoho.items SET name = 'w' WHERE item_id = '1'")
+    c.close()
+
+
+def test_final_page_commits_cursor_and_completes_run(writer, db):
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, pages_fetched) "
+               "VALUES ('r-9', %s, 'items', 'incremental', 2)", ORG)
+    s1, f1 = rows_msg(ORG, items_sets([item(ORG, "1", ts(1), "a")]), mode="incremental",
+                      run="r-9", page=1, src="page-1")
+    s2, f2 = rows_msg(ORG, items_sets([item(ORG, "2", ts(2), "b")]), mode="incremental",
+                      run="r-9", page=2, src="page-2")
+    writer.send(f1)
+    writer.send(f2)
+    writer.wait_acked([s1, s2])
+    assert db.query("SELECT count(*) FROM tds.sync_state") == [(0,)]
+    s3, f3 = rows_msg(ORG, [], mode="incremental", run="r-9", page=3, final=True,
+                      cursor="2026-01-05T10:02:00+0300", src="page-final")
+    writer.send(f3)
+    writer.wait_acked([s3])
+    assert db.query("SELECT cursor, last_run_id, cursor_at IS NOT NULL, last_full_at "
+                    "FROM tds.sync_state WHERE org_id = %s AND entity = 'items'", ORG) == \
+        [("2026-01-05T10:02:00+0300", "r-9", True, None)]
+    assert db.query("SELECT status, pages_written, records_written, finished_at IS NOT NULL "
+                    "FROM tds.sync_runs WHERE run_id = 'r-9'") == [("completed", 2, 2, True)]
+    # A full sync's final page without a cursor keeps the cursor.
+    s4, f4 = rows_msg(ORG, [], mode="full", run="r-10", page=1, final=True, src="full-final")
+    writer.send(f4)
+    writer.wait_acked([s4])
+    assert db.query("SELECT cursor, last_run_id, last_full_at IS NOT NULL FROM tds.sync_state") == \
+        [("2026-01-05T10:02:00+0300", "r-10", True)]
+
+
+def test_webhook_events_recorded_once(writer, db):
+    src, f = rows_msg(ORG, items_sets([item(ORG, "5", ts(1), "a")]), mode="webhook",
+                      src="ev-abc", received_ms=1767600000000)
+    writer.send(f)
+    writer.wait_acked([src])
+    writer.send(f)
+    time.sleep(0.3)
+    writer.acked.discard(src)
+    writer.wait_acked([src])
+    assert db.query("SELECT event_id, org_id, entity, zoho_id, "
+                    "extract(epoch FROM received_at)::bigint FROM tds.webhook_events") == \
+        [("abc", ORG, "items", "5", 1767600000)]
+
+
+# ------------------------------------------------------------- operations
+
+def test_status_command(procs, writer, db):
+    src, f = rows_msg(ORG, items_sets([item(ORG, "1", ts(1), "a", stock=[("w1", "2")])]),
+                      rejects=[("items", "9", "bad rate", "{}")])
+    writer.send(f)
+    writer.wait_acked([src])
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode) VALUES "
+               "('run-x', %s, 'contacts', 'full')", ORG)
+    db.execute("INSERT INTO tds.sync_state (org_id, entity, cursor, cursor_at, last_success_at) "
+               "VALUES (%s, 'items', '2026-01-05T10:00:00+0300', now(), now())", ORG)
+    db.execute("INSERT INTO tds.alerts (rule, severity, summary) VALUES "
+               "('token_revoked', 'critical', 'refresh token revoked')")
+    r = procs.run("tds-writer", ["status"], env={"TDS_DATABASE_URL": db.url})
+    out = r.stdout
+    assert "schema version 1" in out
+    assert ORG in out and "item_stock" in out
+    assert "run-x" in out and "contacts" in out
+    assert "2026-01-05T10:00:00+0300" in out
+    assert "bad rate" in out
+    assert "token_revoked" in out and "critical" in out
+
+
+def test_pruning_removes_old_rows_only(procs, db):
+    procs.run("tds-writer", ["migrate"], env={"TDS_DATABASE_URL": db.url})
+    db.execute("INSERT INTO tds.webhook_events (event_id, received_at) "
+               "SELECT 'old' || g, now() - interval '8 days' FROM generate_series(1, 2500) g")
+    db.execute("INSERT INTO tds.webhook_events (event_id, received_at) VALUES ('new', now())")
+    db.execute("INSERT INTO tds.rejected (stage, reason, created_at) VALUES "
+               "('writer', 'old', now() - interval '31 days'), ('writer', 'new', now())")
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) VALUES "
+               "('old', '1', 'items', 'full', 'completed', now() - interval '91 days'), "
+               "('running', '1', 'items', 'full', 'running', NULL)")
+    db.execute("INSERT INTO tds.alerts (rule, severity, summary, state, resolved_at) VALUES "
+               "('r', 'info', 's', 'resolved', now() - interval '91 days'), "
+               "('r', 'info', 's', 'firing', NULL)")
+    h = WriterHarness(procs, db, env={"TDS_WRITER_PRUNE_INTERVAL_S": "1"})
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.webhook_events") == [(1,)], 15,
+               "old webhook events pruned")
+    wait_until(lambda: db.query("SELECT reason FROM tds.rejected") == [("new",)], 10, "rejects")
+    assert db.query("SELECT run_id FROM tds.sync_runs") == [("running",)]
+    assert db.query("SELECT state FROM tds.alerts") == [("firing",)]
+    h.close()
+
+
+def test_sigterm_finishes_current_batch(procs, db):
+    h = WriterHarness(procs, db)
+    recs = [item(ORG, str(10 ** 18 + i), ts(2), f"x{i}") for i in range(3000)]
+    src, f = rows_msg(ORG, items_sets(recs))
+    h.send(f)
+    time.sleep(0.05)
+    assert h.proc.stop() == 0
+    # Either it committed (and acked) or upstream would resend: never half.
+    n = db.query("SELECT count(*) FROM zoho.items")[0][0]
+    assert n in (0, 3000)
+    h.close()
