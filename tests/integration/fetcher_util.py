@@ -1,0 +1,187 @@
+"""Helpers for test_fetcher.py: the whole pipeline (simulator → tds-fetcher →
+tds-processor → tds-writer → PostgreSQL) on free ports, sync requests through
+tds.sync_requests, and a row-by-row comparison of zoho.* with the simulator's
+truth (/_sim/truth).
+"""
+import json
+import time
+
+from conftest import free_port, http_get, wait_until
+from sim_fixture import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
+
+# registry entity → (table, id column, simulator entity)
+ENTITIES = {
+    "warehouses": ("warehouses", "warehouse_id"),
+    "item_groups": ("item_groups", "group_id"),
+    "items": ("items", "item_id"),
+    "contacts": ("contacts", "contact_id"),
+    "sales_orders": ("sales_orders", "salesorder_id"),
+    "invoices": ("invoices", "invoice_id"),
+}
+CHILDREN = {
+    "items": ("item_stock", "item_id"),
+    "contacts": ("contact_persons", "contact_id"),
+    "sales_orders": ("sales_order_lines", "salesorder_id"),
+    "invoices": ("invoice_lines", "invoice_id"),
+}
+
+
+def zoho_time_to_epoch(s):
+    """'2025-01-01T03:00:00+0300' → epoch seconds."""
+    import datetime
+    return int(datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S%z").timestamp())
+
+
+class Pipeline:
+    """Writer + processor + fetcher(s) against a running simulator."""
+
+    def __init__(self, procs, db, sim, tmp_path, orgs=None, fetcher_env=None):
+        self.procs, self.db, self.sim, self.tmp = procs, db, sim, tmp_path
+        self.rows_port = free_port()
+        self.ack_port = free_port()
+        self.proc_port = free_port()
+        self.fetch_port = free_port()
+        self.fetchers = []
+        self.fetcher_env = dict(fetcher_env or {})
+        self.orgs = orgs or [org_spec("60001")]
+        self.config = tmp_path / "orgs.json"
+        self.write_config()
+        self.writer = procs.spawn("tds-writer", env={
+            "TDS_DATABASE_URL": db.url,
+            "TDS_WRITER_BIND": f"tcp://127.0.0.1:{self.rows_port}",
+            "TDS_ACK_BIND": f"tcp://127.0.0.1:{self.ack_port}",
+            "TDS_INSTANCE": "w1",
+        }, label="writer")
+        self.processor = procs.spawn("tds-processor", env={
+            "TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{self.proc_port}",
+            "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{self.rows_port}",
+            "TDS_INSTANCE": "p1",
+        }, label="processor")
+
+    def write_config(self):
+        orgs = []
+        for o in self.orgs:
+            o = dict(o)
+            o.setdefault("accounts_url", self.sim.url)
+            orgs.append(o)
+        self.config.write_text(json.dumps({"organizations": orgs}))
+
+    def start_fetcher(self, label="f1", env=None, fetch_port=None):
+        e = {
+            "TDS_DATABASE_URL": self.db.url,
+            "TDS_CONFIG": str(self.config),
+            "TDS_FETCHER_BIND": f"tcp://127.0.0.1:{fetch_port or self.fetch_port}",
+            "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{self.proc_port}",
+            "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{self.ack_port}",
+            "TDS_INSTANCE": label,
+            "TDS_FETCHER_SCHEDULE": "false",
+            "TDS_FETCHER_OWNER_CHECK_MS": "300",
+        }
+        e.update(self.fetcher_env)
+        e.update(env or {})
+        p = self.procs.spawn("tds-fetcher", env=e, label=label)
+        self.fetchers.append(p)
+        return p
+
+    # ---- requests and runs
+
+    def request(self, org, entity, mode):
+        rows = self.db.query(
+            "INSERT INTO tds.sync_requests (org_id, entity, mode, requested_by) "
+            "VALUES (%s, %s, %s, 'test') RETURNING id", org, entity, mode)
+        return rows[0][0]
+
+    def wait_request(self, rid, timeout=120.0):
+        wait_until(lambda: self.db.query(
+            "SELECT done_at IS NOT NULL FROM tds.sync_requests WHERE id = %s", rid)[0][0],
+            timeout=timeout, what=f"sync request {rid} done")
+        return self.runs(rid)
+
+    def runs(self, rid):
+        cols = ["run_id", "entity", "mode", "status", "pages_fetched", "records_fetched",
+                "pages_written", "records_written", "records_rejected", "api_calls", "error"]
+        rows = self.db.query(
+            "SELECT " + ", ".join(cols) + " FROM tds.sync_runs WHERE run_id LIKE %s "
+            "ORDER BY started_at", f"rq{rid}.%")
+        return [dict(zip(cols, r)) for r in rows]
+
+    def sync(self, org, entity, mode, timeout=120.0):
+        runs = self.wait_request(self.request(org, entity, mode), timeout=timeout)
+        assert runs, "no run was started"
+        for r in runs:
+            assert r["status"] == "completed", runs
+        return runs
+
+    # ---- comparison with the simulator's truth
+
+    def db_rows(self, org, entity):
+        table, idc = ENTITIES[entity]
+        rows = self.db.query(
+            f"SELECT {idc}, extract(epoch from modified_time)::bigint, deleted_at IS NOT NULL, "
+            f"is_detail, raw::text FROM zoho.{table} WHERE org_id = %s", org)
+        return {r[0]: {"modified": r[1], "deleted": r[2], "is_detail": r[3],
+                       "raw": json.loads(r[4]) if r[4] else None} for r in rows}
+
+    def compare(self, org, entity, detail=True):
+        """Live rows equal the truth (ids, modified times, is_detail, the
+        detail-only fields), deleted ones are marked deleted."""
+        truth = self.sim.truth(org, entity)
+        idf = truth["id_field"]
+        rows = self.db_rows(org, entity)
+        live = {k: v for k, v in rows.items() if not v["deleted"]}
+        want = {r[idf]: r for r in truth["records"]}
+        missing = sorted(set(want) - set(live))
+        extra = sorted(set(live) - set(want))
+        assert not missing and not extra, \
+            f"{entity}: missing {missing[:5]} ({len(missing)}), extra {extra[:5]} ({len(extra)})"
+        for rid, rec in want.items():
+            row = live[rid]
+            mt = rec.get("last_modified_time")
+            if mt:
+                assert row["modified"] == zoho_time_to_epoch(mt), (entity, rid, row["modified"], mt)
+            if detail and entity in CHILDREN:
+                assert row["is_detail"], (entity, rid)
+            # every field Zoho sent is in raw with the same value
+            for k, v in rec.items():
+                assert row["raw"].get(k) == v, (entity, rid, k, row["raw"].get(k), v)
+        if entity in CHILDREN and detail:
+            ctable, cid = CHILDREN[entity]
+            n_children = self.db.query(
+                f"SELECT count(*) FROM zoho.{ctable} WHERE org_id = %s", org)[0][0]
+            assert n_children > 0, f"{ctable} is empty"
+        for d in truth.get("deleted", []):
+            if d["id"] in rows:
+                assert rows[d["id"]]["deleted"], (entity, d["id"], "not marked deleted")
+        return len(want)
+
+
+def org_spec(org_id, tz="+0300", product="inventory", **kw):
+    o = {
+        "org_id": org_id,
+        "name": f"org {org_id}",
+        "product": product,
+        "data_center": "com",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "refresh_token": REFRESH_TOKEN,
+        "timezone_offset": tz,
+        "incremental_every_s": 3600,
+        "reconcile_every_s": 86400,
+        "daily_reserve": 0,
+    }
+    o.update(kw)
+    return o
+
+
+class RateWatch:
+    """Samples the simulator's per-org request counter to measure requests per
+    "minute" while a sync runs."""
+
+    def __init__(self, sim, org):
+        self.sim, self.org = sim, org
+        self.samples = []
+
+    def sample(self):
+        st = self.sim.stats()["orgs"][self.org]
+        self.samples.append((time.monotonic(), st["requests"], st["429"]))
+        return self.samples[-1]
