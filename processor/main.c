@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -242,6 +243,11 @@ int main(int argc, char **argv)
 
     memset(&cfg, 0, sizeof(cfg));
     memset(&a, 0, sizeof(a));
+    /* A page's rows message is about a megabyte: keep freed buffers in the
+     * heap for the next one instead of mmap/munmap and page faults on every
+     * message (measured: 17k → 28k items/s in tests/unit/processor's bench). */
+    mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
     opterr = 0;
     while ((c = getopt_long(argc, argv, "hVp", opts, NULL)) != -1) {
         switch (c) {

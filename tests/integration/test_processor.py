@@ -1,0 +1,327 @@
+"""tds-processor between a test sender and (a) a test PULL socket standing in
+for the writer, (b) the real tds-writer with PostgreSQL.
+
+The sender encodes `page` and `event` messages the way common/msg.c does; the
+rows the processor pushes are decoded and checked value by value; with the
+writer in the loop the rows are checked in the zoho tables and tds.rejected.
+"""
+import json
+import os
+import signal
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from conftest import free_port, http_get, wait_until
+
+DETAIL, LIST, DELETE, CHILD = 1, 2, 3, 4
+ORG = "60001"
+
+ITEM = {
+    "item_id": "4815000000044208", "name": "قميص قطني - أزرق", "sku": "TEE-BL-M",
+    "status": "active", "unit": "pcs", "rate": 19.99, "purchase_rate": "7.50",
+    "reorder_level": "", "tax_percentage": 15, "is_taxable": True,
+    "stock_on_hand": 12, "available_stock": 12, "actual_available_stock": 12,
+    "custom_fields": [{"label": "Season", "value": "SS24", "api_name": "cf_season"}],
+    "locations": [
+        {"location_id": "4815000000000331", "location_name": "Main WH", "is_primary": True,
+         "location_stock_on_hand": 10, "location_available_stock": "10",
+         "location_actual_available_stock": 9},
+        {"location_id": "4815000000000335", "location_name": "المستودع الثاني",
+         "is_primary": False, "location_stock_on_hand": "2", "location_available_stock": " "}],
+    "created_time": "2024-01-15T10:20:30+0530",
+    "last_modified_time": "2024-02-01T08:00:00+0530",
+}
+
+
+def page_msg(records, mid, origin="test.o1", entity="items", detail=True, run="run-1",
+             page=1, final=False, cursor=None, deleted=()):
+    m = {"v": 1, "t": "page", "id": mid, "org": ORG, "entity": entity, "run": run,
+         "mode": "full", "origin": origin, "page": page, "fetched_ms": 1700000000000,
+         "detail": detail, "final": final, "deleted_ids": list(deleted),
+         "records": [r if isinstance(r, bytes) else json.dumps(r, ensure_ascii=False).encode()
+                     for r in records]}
+    if cursor is not None:
+        m["cursor"] = cursor
+    return msgpack.packb(m, use_bin_type=True)
+
+
+def event_msg(body, event_id, entity="items", op="upsert", zoho_id=None, origin="test.o1"):
+    m = {"v": 1, "t": "event", "id": "ev-" + event_id, "org": ORG, "entity": entity,
+         "op": op, "origin": origin, "event_id": event_id, "received_ms": 1700000000001,
+         "body": body if isinstance(body, bytes) else json.dumps(body).encode()}
+    if zoho_id is not None:
+        m["zoho_id"] = zoho_id
+    return msgpack.packb(m, use_bin_type=True)
+
+
+def as_dicts(rowset):
+    return [dict(zip(rowset["cols"], r)) for r in rowset["rows"]]
+
+
+class Harness:
+    """A processor with a PUSH socket into it and a PULL socket for its output."""
+
+    def __init__(self, procs, out_port=None, env=None):
+        self.ctx = zmq.Context.instance()
+        self.in_port = free_port()
+        self.out_port = out_port or free_port()
+        e = {"TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{self.in_port}",
+             "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{self.out_port}",
+             "TDS_INSTANCE": "t1"}
+        e.update(env or {})
+        self.proc = procs.spawn("tds-processor", env=e)
+        self.push = self.ctx.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.push.connect(f"tcp://127.0.0.1:{self.in_port}")
+        self.pull = None
+
+    def listen(self):
+        self.pull = self.ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.bind(f"tcp://127.0.0.1:{self.out_port}")
+
+    def recv(self, timeout_ms=10000):
+        assert self.pull.poll(timeout_ms), "no rows message from the processor"
+        return msgpack.unpackb(self.pull.recv(), raw=False)
+
+    def close(self):
+        self.push.close(0)
+        if self.pull is not None:
+            self.pull.close(0)
+
+
+@pytest.fixture
+def harness(procs):
+    h = Harness(procs)
+    h.listen()
+    yield h
+    h.close()
+
+
+def test_detail_page_rows(harness):
+    bad = dict(ITEM, item_id="4815000000044209", rate="12,50")
+    other = dict(ITEM, item_id="4815000000044210", locations=[])
+    harness.push.send(page_msg([ITEM, bad, other], "pg-1", deleted=["4815000000000001"]))
+    m = harness.recv()
+    assert m["t"] == "rows" and m["src"] == "pg-1" and m["origin"] == "test.o1"
+    assert m["org"] == ORG and m["run"] == "run-1" and m["mode"] == "full"
+    assert m["page"] == 1 and m["records_in"] == 3 and m["final"] is False
+    assert m["received_ms"] == 1700000000000
+    sets = {(s["table"], s["kind"]): s for s in m["sets"]}
+    items = as_dicts(sets[("items", DETAIL)])
+    assert [r["item_id"] for r in items] == ["4815000000044208", "4815000000044210"]
+    r = items[0]
+    assert r["org_id"] == ORG and r["is_detail"] == "true"
+    assert r["name"] == "قميص قطني - أزرق" and r["rate"] == "19.99"
+    assert r["purchase_rate"] == "7.50" and r["reorder_level"] is None
+    assert r["modified_time"] == "2024-02-01 08:00:00+05:30"
+    assert json.loads(r["custom_fields"]) == {"Season": "SS24"}
+    assert json.loads(r["raw"])["item_id"] == "4815000000044208"
+    assert len(r["content_hash"]) == 32
+    stock = as_dicts(sets[("item_stock", CHILD)])
+    assert [(s["item_id"], s["warehouse_id"], s["site_kind"]) for s in stock] == [
+        ("4815000000044208", "4815000000000331", "location"),
+        ("4815000000044208", "4815000000000335", "location")]
+    assert stock[0]["stock_on_hand"] == "10" and stock[0]["actual_available_stock"] == "9"
+    assert stock[1]["warehouse_name"] == "المستودع الثاني" and stock[1]["available_stock"] is None
+    dels = as_dicts(sets[("items", DELETE)])
+    assert dels == [{"org_id": ORG, "item_id": "4815000000000001"}]
+    assert len(m["rejects"]) == 1
+    rj = m["rejects"][0]
+    assert rj["zoho_id"] == "4815000000044209" and rj["entity"] == "items"
+    assert rj["reason"] == "invalid number in field 'rate': '12,50'"
+    assert json.loads(rj["raw"])["rate"] == "12,50"
+    p = harness.proc
+    # two records and one delete became rows
+    assert p.metric("tds_processor_records_total", {"entity": "items"}) == 3
+    assert p.metric("tds_processor_rejects_total",
+                    {"entity": "items", "reason": "invalid_number"}) == 1
+    assert p.metric("tds_processor_messages_total", {"type": "page"}) == 1
+    assert p.metric("tds_processor_transform_seconds_count") == 1
+
+
+def test_event_list_and_final_page(harness):
+    harness.push.send(event_msg({"item": {"item_id": "77", "name": "Mug", "rate": "4.5",
+                                          "last_modified_time": "2024-01-01T00:00:00Z"}}, "e1"))
+    m = harness.recv()
+    assert m["src"] == "ev-e1" and m["mode"] == "webhook" and m.get("run") is None
+    assert m["received_ms"] == 1700000000001
+    (s,) = m["sets"]
+    assert s["table"] == "items" and s["kind"] == LIST  # no stock sites: a list-shaped body
+    assert s["cols"] == ["org_id", "item_id", "modified_time", "raw", "content_hash",
+                         "is_detail", "name", "rate"]
+    harness.push.send(event_msg(b"", "e2", op="delete", zoho_id="77"))
+    m = harness.recv()
+    assert m["sets"][0]["kind"] == DELETE and m["sets"][0]["rows"] == [[ORG, "77"]]
+    harness.push.send(page_msg([], "pg-final", final=True, cursor="2024-02-01T08:00:00+0530",
+                               page=2))
+    m = harness.recv()
+    assert m["final"] is True and m["cursor"] == "2024-02-01T08:00:00+0530"
+    assert m["sets"] == [] and m["rejects"] == [] and m["page"] == 2
+
+
+def test_dead_letters(harness):
+    harness.push.send(b"\x93not a map")
+    m = harness.recv()
+    assert m["mode"] == "deadletter" and m["org"] == "" and m["origin"] == "processor.t1"
+    (rj,) = m["rejects"]
+    assert rj["reason"].startswith("dead letter: undecodable message")
+    assert rj["raw"].startswith(b"hex:93")
+    newer = msgpack.packb({"v": 99, "t": "page", "id": "x", "org": ORG, "entity": "items",
+                           "origin": "o"}, use_bin_type=True)
+    harness.push.send(newer)
+    m = harness.recv()
+    assert m["mode"] == "deadletter"
+    assert harness.proc.metric("tds_processor_dead_letters_total") == 2
+    # still working afterwards
+    harness.push.send(page_msg([ITEM], "pg-after"))
+    assert harness.recv()["src"] == "pg-after"
+
+
+def test_back_pressure_then_drain(procs):
+    """No writer: the processor parks one rows message and stops reading; the
+    input backs up in ZeroMQ, not in the processor. A writer that appears later
+    gets everything, in order."""
+    h = Harness(procs, env={"TDS_PROCESSOR_HWM": "5"})
+    try:
+        n = 40
+        h.push.setsockopt(zmq.SNDTIMEO, 100)
+        sent = 0
+        for i in range(n):
+            try:
+                h.push.send(page_msg([dict(ITEM, item_id=str(1000 + i))], f"pg-{i}"))
+                sent += 1
+            except zmq.Again:
+                break
+
+        def blocked():
+            st, body = http_get(h.proc.admin_url + "/status")
+            return st == 200 and json.loads(body)["waiting_for_writer"]
+        wait_until(blocked, 10, "processor to wait for the writer")
+        handled = h.proc.metric("tds_processor_messages_total", {"type": "page"})
+        assert handled is not None and handled < sent  # it stopped reading
+        h.listen()
+        got = [h.recv()["src"] for _ in range(sent)]
+        assert got == [f"pg-{i}" for i in range(sent)]
+    finally:
+        h.close()
+
+
+def test_sigterm_exits_zero(harness):
+    harness.push.send(page_msg([ITEM], "pg-1"))
+    harness.recv()
+    t0 = time.monotonic()
+    harness.proc.stop()  # asserts exit 0
+    assert time.monotonic() - t0 < 10
+
+
+def test_bad_config(procs):
+    r = procs.run("tds-processor", env={"TDS_PROCESSOR_HWM": "0"}, check=False)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == \
+        "tds-processor: invalid TDS_PROCESSOR_HWM: '0' (expected 1..100000)"
+    r = procs.run("tds-processor", args=["--print-config"], check=False)
+    assert r.returncode == 0 and "TDS_PROCESSOR_BIND=tcp://*:5557" in r.stdout
+
+
+# ---------------------------------------------------------------- with the writer
+
+def _have_writer(bins):
+    return bins.path("tds-writer") is not None
+
+
+def test_processor_into_writer(procs, db, bins):
+    if not _have_writer(bins):
+        pytest.skip("tds-writer is not built")
+    ctx = zmq.Context.instance()
+    w_port, ack_port = free_port(), free_port()
+    procs.spawn("tds-writer", env={"TDS_DATABASE_URL": db.url,
+                                   "TDS_WRITER_BIND": f"tcp://127.0.0.1:{w_port}",
+                                   "TDS_ACK_BIND": f"tcp://127.0.0.1:{ack_port}",
+                                   "TDS_INSTANCE": "w1"})
+    h = Harness(procs, out_port=w_port)
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt_string(zmq.SUBSCRIBE, "test.o1")
+    sub.connect(f"tcp://127.0.0.1:{ack_port}")
+    time.sleep(0.3)
+    acked = set()
+
+    def wait_acked(ids):
+        def done():
+            while sub.poll(50):
+                frames = sub.recv_multipart()
+                m = msgpack.unpackb(frames[1], raw=False)
+                assert frames[0] == b"test.o1" and m["origin"] == "test.o1"
+                acked.update(m["ids"])
+            return set(ids) <= acked
+        wait_until(done, 30, f"acks for {ids}")
+
+    try:
+        bad = dict(ITEM, item_id="4815000000044209", rate="abc")
+        contact = {"contact_id": "260815000000098001", "contact_name": "مؤسسة النور",
+                   "contact_type": "Customer", "customer_sub_type": "business",
+                   "payment_terms": 30, "credit_limit": "50000.00",
+                   "outstanding_receivable_amount": 1369.66,
+                   "billing_address": {"address": "King Fahd Rd", "city": "Riyadh", "zip": 94588},
+                   "shipping_address": {"address": "", "city": "Jeddah"},
+                   "contact_persons": [{"contact_person_id": "260815000000098003",
+                                        "first_name": "Sara", "is_primary_contact": True}],
+                   "last_modified_time": "2026-06-09T09:45:21-0400"}
+        invoice = {"invoice_id": "982000000567114", "invoice_number": "INV-3", "status": "sent",
+                   "date": "2024-02-29", "due_date": "", "customer_id": "260815000000098001",
+                   "total": "162.74", "balance": 162.74, "exchange_rate": 1.0,
+                   "line_items": [{"line_item_id": "982000000567021", "item_id": "4815000000044208",
+                                   "quantity": 2, "rate": "77.50", "item_total": 155.0}],
+                   "last_modified_time": "2024-03-01T11:30:00+0300"}
+        h.push.send(page_msg([ITEM, bad], "pg-items"))
+        h.push.send(page_msg([contact], "pg-contacts", entity="contacts", run="run-2"))
+        h.push.send(page_msg([invoice], "pg-invoices", entity="invoices", run="run-3"))
+        wait_acked(["pg-items", "pg-contacts", "pg-invoices"])
+
+        rows = db.query("SELECT item_id, name, rate::text, purchase_rate::text, reorder_level, "
+                        "is_detail, modified_time = '2024-02-01T02:30:00Z'::timestamptz, "
+                        "custom_fields->>'Season' FROM zoho.items WHERE org_id = %s", ORG)
+        assert rows == [("4815000000044208", "قميص قطني - أزرق", "19.99", "7.50", None, True,
+                         True, "SS24")]
+        stock = db.query("SELECT warehouse_id, warehouse_name, site_kind, is_primary, "
+                         "stock_on_hand::text, available_stock::text FROM zoho.item_stock "
+                         "WHERE org_id = %s ORDER BY warehouse_id", ORG)
+        assert stock == [("4815000000000331", "Main WH", "location", True, "10", "10"),
+                         ("4815000000000335", "المستودع الثاني", "location", False, "2", None)]
+        rej = db.query("SELECT stage, org_id, entity, zoho_id, reason FROM tds.rejected")
+        assert rej == [("processor", ORG, "items", "4815000000044209",
+                        "invalid number in field 'rate': 'abc'")] or \
+            [r[1:] for r in rej] == [(ORG, "items", "4815000000044209",
+                                      "invalid number in field 'rate': 'abc'")]
+        c = db.query("SELECT contact_type, customer_sub_type, payment_terms, credit_limit::text, "
+                     "outstanding_receivable_amount::text FROM zoho.contacts")
+        assert c == [("customer", "business", 30, "50000.00", "1369.66")]
+        a = db.query("SELECT address_type, position, address, city, zip FROM "
+                     "zoho.contact_addresses ORDER BY address_type")
+        assert a == [("billing", 1, "King Fahd Rd", "Riyadh", "94588"),
+                     ("shipping", 1, "", "Jeddah", None)]
+        assert db.query("SELECT contact_person_id, first_name, is_primary_contact "
+                        "FROM zoho.contact_persons") == [("260815000000098003", "Sara", True)]
+        inv = db.query("SELECT invoice_number, date::text, due_date, total::text, balance::text, "
+                       "exchange_rate::text FROM zoho.invoices")
+        assert inv == [("INV-3", "2024-02-29", None, "162.74", "162.74", "1.0")]
+        assert db.query("SELECT line_item_id, position, quantity::text, rate::text, "
+                        "item_total::text FROM zoho.invoice_lines") == \
+            [("982000000567021", 1, "2", "77.50", "155.0")]
+
+        # the same page again changes nothing; a list record never wipes stock rows
+        h.push.send(page_msg([ITEM], "pg-items-again"))
+        lst = {k: ITEM[k] for k in ("item_id", "name", "sku", "rate", "last_modified_time")}
+        h.push.send(page_msg([lst], "pg-items-list", detail=False))
+        h.push.send(event_msg(b"", "del-1", op="delete", zoho_id="4815000000044208"))
+        wait_acked(["pg-items-again", "pg-items-list", "ev-del-1"])
+        assert db.query("SELECT count(*) FROM zoho.item_stock")[0][0] == 2
+        assert db.query("SELECT is_detail, deleted_at IS NOT NULL FROM zoho.items") == \
+            [(True, True)]
+    finally:
+        sub.close(0)
+        h.close()
