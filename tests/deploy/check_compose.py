@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """check_compose — validate deploy/compose with `docker-compose config` and check it.
 
 Runs Debian's docker-compose (1.29) `config` on docker-compose.yml with the

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """check_dockerfile — the checks hadolint would make that matter to us.
 
 Parses deploy/Dockerfile (line continuations, ARG defaults, multi-stage

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """check_k8s — render every kustomize overlay and check what a cluster would get.
 
 Renders deploy/k8s/overlays/<name> with `kubectl kustomize` (the kustomize in

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """check_prometheus — deploy/prometheus and deploy/grafana agree and are valid.
 
 Runs `promtool check config` on both scrape configurations, `promtool check
