@@ -109,42 +109,65 @@ void zs_jw_obj_end(struct zs_jw *w) { close_(w, '}'); }
 void zs_jw_arr(struct zs_jw *w) { open_(w, '['); }
 void zs_jw_arr_end(struct zs_jw *w) { close_(w, ']'); }
 
+/* Bytes that need escaping in a JSON string: controls, '"' and '\\'. */
+static const unsigned char needs_esc[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+};
+
 static void escaped(struct zs_jw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    if (!grow(w, n + 2))
+    /* worst case: every byte becomes \u00XX; grow once, then write directly */
+    if (!grow(w, n * 6 + 2))
         return;
-    putc1(w, '"');
-    size_t run = 0;
+    char *o = w->buf + w->len;
+    *o++ = '"';
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        if (!needs_esc[c]) {
+            *o++ = (char)c;
             continue;
-        put(w, s + run, i - run);
-        run = i + 1;
-        char e[7];
+        }
+        *o++ = '\\';
         switch (c) {
-        case '"': put(w, "\\\"", 2); break;
-        case '\\': put(w, "\\\\", 2); break;
-        case '\n': put(w, "\\n", 2); break;
-        case '\r': put(w, "\\r", 2); break;
-        case '\t': put(w, "\\t", 2); break;
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
         default:
-            memcpy(e, "\\u00", 4);
-            e[4] = hex[c >> 4];
-            e[5] = hex[c & 15];
-            put(w, e, 6);
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
         }
     }
-    put(w, s + run, n - run);
-    putc1(w, '"');
+    *o++ = '"';
+    *o = '\0';
+    w->len = (size_t)(o - w->buf);
 }
 
 void zs_jw_key(struct zs_jw *w, const char *k)
 {
+    /* keys are the renderers' own ASCII names: no escaping needed */
+    size_t n = strlen(k);
     sep(w);
-    escaped(w, k, strlen(k));
-    putc1(w, ':');
+    if (!grow(w, n + 3))
+        return;
+    char *o = w->buf + w->len;
+    *o++ = '"';
+    memcpy(o, k, n);
+    o += n;
+    *o++ = '"';
+    *o++ = ':';
+    *o = '\0';
+    w->len = (size_t)(o - w->buf);
     w->after_key = true;
 }
 
@@ -279,6 +302,29 @@ void zs_jw_kdec(struct zs_jw *w, const char *k, int64_t v, int places)
 {
     zs_jw_key(w, k);
     zs_jw_dec(w, v, places);
+}
+
+void zs_jw_kprefnum(struct zs_jw *w, const char *k, const char *prefix, uint64_t v, int width)
+{
+    char tmp[64];
+    char *end = tmp + sizeof(tmp), *p = end;
+    int d = 0;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+        d++;
+    } while (v);
+    while (d < width && d < 30) {
+        *--p = '0';
+        d++;
+    }
+    size_t pl = strlen(prefix);
+    if (pl > (size_t)(p - tmp))
+        pl = (size_t)(p - tmp);
+    p -= pl;
+    memcpy(p, prefix, pl);
+    zs_jw_key(w, k);
+    zs_jw_strn(w, p, (size_t)(end - p));
 }
 
 void zs_jw_kbool(struct zs_jw *w, const char *k, bool v)

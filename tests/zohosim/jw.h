@@ -34,6 +34,7 @@ void zs_jw_obj(struct zs_jw *w);
 void zs_jw_obj_end(struct zs_jw *w);
 void zs_jw_arr(struct zs_jw *w);
 void zs_jw_arr_end(struct zs_jw *w);
+/* k must be plain ASCII without quotes or backslashes: it is not escaped. */
 void zs_jw_key(struct zs_jw *w, const char *k);
 void zs_jw_str(struct zs_jw *w, const char *s);
 void zs_jw_strn(struct zs_jw *w, const char *s, size_t n);
@@ -53,5 +54,7 @@ void zs_jw_kint(struct zs_jw *w, const char *k, int64_t v);
 void zs_jw_kid(struct zs_jw *w, const char *k, uint64_t id); /* "" when id is 0 */
 void zs_jw_kdec(struct zs_jw *w, const char *k, int64_t v, int places);
 void zs_jw_kbool(struct zs_jw *w, const char *k, bool v);
+/* "prefix" + v zero-padded to width digits, as a string ("SKU-000042"). */
+void zs_jw_kprefnum(struct zs_jw *w, const char *k, const char *prefix, uint64_t v, int width);
 
 #endif

@@ -503,14 +503,14 @@ static void item_fields(struct zs_jw *w, const struct zs_org *o, const struct zs
     zs_jw_kstr(w, "product_type", "goods");
     zs_jw_kbool(w, "has_attachment", false);
     zs_jw_kbool(w, "is_returnable", true);
-    snprintf(buf, sizeof(buf), "SKU-%06llu", (unsigned long long)seq_of(r));
-    zs_jw_kstr(w, "sku", buf);
-    snprintf(buf, sizeof(buf), "%012llu", (unsigned long long)(x0 % 1000000000000ULL));
-    zs_jw_kstr(w, "upc", x0 % 2 ? buf : "");
+    zs_jw_kprefnum(w, "sku", "SKU-", seq_of(r), 6);
+    if (x0 % 2)
+        zs_jw_kprefnum(w, "upc", "", x0 % 1000000000000ULL, 12);
+    else
+        zs_jw_kstr(w, "upc", "");
     zs_jw_kstr(w, "ean", "");
     zs_jw_kstr(w, "isbn", "");
-    snprintf(buf, sizeof(buf), "PN-%llu", (unsigned long long)(x0 % 99999));
-    zs_jw_kstr(w, "part_number", buf);
+    zs_jw_kprefnum(w, "part_number", "PN-", x0 % 99999, 0);
     if (x0 % 4 == 0) {
         snprintf(buf, sizeof(buf), "item_%llu.jpg", (unsigned long long)seq_of(r));
         zs_jw_kstr(w, "image_name", buf);
@@ -986,8 +986,7 @@ static void doc_fields(struct zs_jw *w, const struct zs_org *o, enum zs_ent e,
         zs_jw_kid(w, "line_item_id",
                   org_digit(o) + (inv ? 7 : 8) * E16 + (seq_of(r) * 16 + k) * 100 + 3);
         k_idtext(w, "item_id", it);
-        snprintf(buf, sizeof(buf), "SKU-%06llu", (unsigned long long)seq_of(it));
-        zs_jw_kstr(w, "sku", buf);
+        zs_jw_kprefnum(w, "sku", "SKU-", seq_of(it), 6);
         item_base_name(o, it, name, sizeof(name));
         zs_jw_kstr(w, "name", name);
         zs_jw_kstr(w, "description", k % 2 ? "" : "Line note \"fragile\"");
