@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "data.h"
@@ -335,7 +337,12 @@ int main(int argc, char **argv)
     }
     if (!a.sim.day_ms)
         a.sim.day_ms = a.sim.minute_ms * 1440;
-    a.auth.seed = a.sim.seed;
+    /* tokens must differ between runs: a restarted simulator must not
+     * accept (or re-issue) the previous run's tokens */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    a.auth.seed = zs_mix(a.sim.seed ^ ((uint64_t)now.tv_sec << 30) ^ (uint64_t)now.tv_nsec ^
+                         ((uint64_t)getpid() << 48));
 
     /* Signals are taken by sigwait below; threads started later inherit the mask. */
     sigset_t set;
