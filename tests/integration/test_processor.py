@@ -322,6 +322,12 @@ def test_processor_into_writer(procs, db, bins):
         assert db.query("SELECT count(*) FROM zoho.item_stock")[0][0] == 2
         assert db.query("SELECT is_detail, deleted_at IS NOT NULL FROM zoho.items") == \
             [(True, True)]
+
+        # a frame that is not a message is kept in tds.rejected, not dropped
+        h.push.send(b"\xc1 not msgpack")
+        wait_until(lambda: db.query("SELECT count(*) FROM tds.rejected WHERE reason LIKE "
+                                    "'dead letter: undecodable message%%'")[0][0] == 1,
+                   20, "the dead letter in tds.rejected")
     finally:
         sub.close(0)
         h.close()
