@@ -144,6 +144,13 @@ int zs_org_parse(struct zs_org *o, const char *spec, char *err, size_t errlen)
                 o->locations = true;
             else
                 rc = -EINVAL;
+        } else if (!strcmp(k, "ids")) {
+            if (!strcmp(v, "bare"))
+                o->bare_ids = true;
+            else if (!strcmp(v, "string"))
+                o->bare_ids = false;
+            else
+                rc = -EINVAL;
         } else if (!strcmp(k, "product")) {
             if (!strcmp(v, "inventory"))
                 o->products = ZS_INVENTORY;

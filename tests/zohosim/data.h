@@ -65,6 +65,7 @@ struct zs_org {
     int org_index;          /* position in the simulator's org list */
     int tz_min;             /* offset of the org's time zone, minutes east of UTC */
     bool locations;         /* stock per site in locations[] instead of warehouses[] */
+    bool bare_ids;          /* ids as JSON numbers instead of strings (ids=bare) */
     unsigned products;      /* enum zs_product bits */
     uint64_t seed;
     size_t want[ZS_ENT_COUNT];

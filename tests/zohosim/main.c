@@ -40,6 +40,7 @@ static const char usage[] =
     "                            id, name, tz (+0300), stock (warehouses|locations),\n"
     "                            product (inventory|books|both), items, groups, contacts,\n"
     "                            invoices, salesorders, warehouses (1..64), seed,\n"
+    "                            ids (string|bare: ids as JSON numbers),\n"
     "                            refresh_token (valid for this org only), rate, concurrency,\n"
     "                            daily (per-org limits overriding the global ones)\n"
     "  --orgs N|SPEC;SPEC        N default organizations, or several specs separated by ';'\n"

@@ -55,6 +55,30 @@ static uint64_t misc_id(const struct zs_org *o, uint64_t low)
     return org_digit(o) + 1000 * low + 7;
 }
 
+/* Ids are JSON strings, as Zoho sends them; an org with ids=bare sends
+ * them as bare numbers like Zoho's documentation examples do. */
+static void kid(struct zs_jw *w, const struct zs_org *o, const char *k, uint64_t id)
+{
+    if (o->bare_ids && id) {
+        zs_jw_key(w, k);
+        zs_jw_uint(w, id);
+    } else {
+        zs_jw_kid(w, k, id);
+    }
+}
+
+static void k_idtext(struct zs_jw *w, const struct zs_org *o, const char *k,
+                     const struct zs_rec *r)
+{
+    if (r->invalid != ZS_BAD_ID) {
+        kid(w, o, k, r->id);
+        return;
+    }
+    char id[32];
+    zs_render_id(id, r);
+    zs_jw_kstr(w, k, id);
+}
+
 static uint64_t seq_of(const struct zs_rec *r) { return (r->id % E16) / 1000; }
 
 static uint64_t h(const struct zs_org *o, const struct zs_rec *r, uint64_t salt)
@@ -241,12 +265,6 @@ static void times(struct zs_jw *w, const struct zs_org *o, const struct zs_rec *
         k_time(w, o, "last_modified_time", r->modified_s);
 }
 
-static void k_idtext(struct zs_jw *w, const char *k, const struct zs_rec *r)
-{
-    char id[32];
-    zs_render_id(id, r);
-    zs_jw_kstr(w, k, id);
-}
 
 /* A money or quantity field that Zoho sometimes sends as "" or " ". */
 static void k_dec_or_blank(struct zs_jw *w, const char *k, int64_t v, int places, uint64_t x)
@@ -299,7 +317,7 @@ static void custom_fields(struct zs_jw *w, const struct zs_org *o, enum zs_ent e
             continue;
         cf_value(o, r, d, v, sizeof(v));
         zs_jw_obj(w);
-        zs_jw_kid(w, "customfield_id", misc_id(o, d->low));
+        kid(w, o, "customfield_id", misc_id(o, d->low));
         zs_jw_kstr(w, "api_name", d->api);
         zs_jw_kstr(w, "label", d->label);
         zs_jw_key(w, "value");
@@ -332,7 +350,7 @@ static void address(struct zs_jw *w, const char *key, const struct zs_org *o, ui
     char a[96], z[16];
     zs_jw_key(w, key);
     zs_jw_obj(w);
-    zs_jw_kid(w, "address_id", id);
+    kid(w, o, "address_id", id);
     zs_jw_kstr(w, "attention", attention);
     snprintf(a, sizeof(a), "%llu King Fahd Rd", (unsigned long long)(x % 900 + 1));
     zs_jw_kstr(w, "address", x % 5 == 0 ? "شارع الملك فهد" : a);
@@ -404,7 +422,7 @@ static void stock_sites(struct zs_jw *w, const struct zs_org *o, const struct zs
         /* the base name: renaming a site must not change every item */
         warehouse_name(o, wr, name, sizeof(name));
         zs_jw_obj(w);
-        zs_jw_kid(w, K("id"), wr->id);
+        kid(w, o, K("id"), wr->id);
         zs_jw_kstr(w, K("name"), name);
         zs_jw_kstr(w, "status", "active");
         zs_jw_kbool(w, "is_primary", i == 0);
@@ -465,7 +483,7 @@ static void item_fields(struct zs_jw *w, const struct zs_org *o, const struct zs
     item_base_name(o, r, name, sizeof(name));
     add_rename(r, name, sizeof(name));
     bool bad = r->invalid == ZS_BAD_NUMBER;
-    k_idtext(w, "item_id", r);
+    k_idtext(w, o, "item_id", r);
     zs_jw_kstr(w, "name", name);
     zs_jw_kstr(w, "item_name", name);
     zs_jw_kstr(w, "unit", units[x0 % N(units)]);
@@ -489,13 +507,13 @@ static void item_fields(struct zs_jw *w, const struct zs_org *o, const struct zs
     else
         zs_jw_kdec(w, "rate", item_rate(o, r), 2);
     const struct tax *t = item_tax(o, r);
-    zs_jw_kid(w, "tax_id", misc_id(o, t->id_low));
+    kid(w, o, "tax_id", misc_id(o, t->id_low));
     zs_jw_kstr(w, "tax_name", t->name);
     zs_jw_kint(w, "tax_percentage", t->pct);
     zs_jw_kbool(w, "is_taxable", t->pct > 0);
-    zs_jw_kid(w, "purchase_account_id", misc_id(o, 31));
+    kid(w, o, "purchase_account_id", misc_id(o, 31));
     zs_jw_kstr(w, "purchase_account_name", "Cost of Goods Sold");
-    zs_jw_kid(w, "account_id", misc_id(o, 32));
+    kid(w, o, "account_id", misc_id(o, 32));
     zs_jw_kstr(w, "account_name", "Sales");
     zs_jw_kstr(w, "purchase_description", "");
     k_dec_or_blank(w, "purchase_rate", item_base_rate(o, r) * 6 / 10, 2, x0 >> 3);
@@ -515,7 +533,7 @@ static void item_fields(struct zs_jw *w, const struct zs_org *o, const struct zs
         snprintf(buf, sizeof(buf), "item_%llu.jpg", (unsigned long long)seq_of(r));
         zs_jw_kstr(w, "image_name", buf);
         zs_jw_kstr(w, "image_type", "jpg");
-        zs_jw_kid(w, "image_document_id", r->id + 1);
+        kid(w, o, "image_document_id", r->id + 1);
     } else {
         zs_jw_kstr(w, "image_name", "");
         zs_jw_kstr(w, "image_type", "");
@@ -545,20 +563,20 @@ static void item_fields(struct zs_jw *w, const struct zs_org *o, const struct zs
         char gn[128];
         group_base_name(o, g, gn, sizeof(gn)); /* base: a group rename is not an item change */
         int na = group_attrs(o, g);
-        k_idtext(w, "group_id", g);
+        k_idtext(w, o, "group_id", g);
         zs_jw_kstr(w, "group_name", gn);
         for (int a = 1; a <= 3; a++) {
             char k[48];
             snprintf(k, sizeof(k), "attribute_id%d", a);
             if (a <= na)
-                zs_jw_kid(w, k, misc_id(o, 600 + (uint64_t)a));
+                kid(w, o, k, misc_id(o, 600 + (uint64_t)a));
             else
                 zs_jw_kstr(w, k, "");
             snprintf(k, sizeof(k), "attribute_name%d", a);
             zs_jw_kstr(w, k, a > na ? "" : a == 1 ? "Color" : "Size");
             snprintf(k, sizeof(k), "attribute_option_id%d", a);
             if (a <= na)
-                zs_jw_kid(w, k, misc_id(o, 610 + 10 * (uint64_t)a + r->count));
+                kid(w, o, k, misc_id(o, 610 + 10 * (uint64_t)a + r->count));
             else
                 zs_jw_kstr(w, k, "");
             snprintf(k, sizeof(k), "attribute_option_name%d", a);
@@ -571,13 +589,13 @@ static void item_fields(struct zs_jw *w, const struct zs_org *o, const struct zs
     times(w, o, r);
     if (!detail)
         return;
-    zs_jw_kid(w, "category_id", misc_id(o, 40 + x0 % 4));
+    kid(w, o, "category_id", misc_id(o, 40 + x0 % 4));
     zs_jw_kstr(w, "category_name", x0 % 4 == 0 ? "ملابس" : "General");
     zs_jw_kstr(w, "tax_type", "tax");
     zs_jw_kbool(w, "is_default_tax_applied", true);
     zs_jw_kdec(w, "sales_rate", item_rate(o, r), 2);
     zs_jw_kdec(w, "pricebook_rate", item_rate(o, r), 2);
-    zs_jw_kid(w, "inventory_account_id", misc_id(o, 33));
+    kid(w, o, "inventory_account_id", misc_id(o, 33));
     zs_jw_kstr(w, "inventory_account_name", "Inventory Asset");
     zs_jw_kstr(w, "minimum_order_quantity", "");
     zs_jw_kstr(w, "maximum_order_quantity", "");
@@ -629,7 +647,7 @@ static void group_fields(struct zs_jw *w, const struct zs_org *o, const struct z
         if (!x2->deleted && x2->link == (int32_t)(g - o->t[ZS_ITEM_GROUPS].recs))
             live++;
     }
-    k_idtext(w, "group_id", g);
+    k_idtext(w, o, "group_id", g);
     zs_jw_kstr(w, "group_name", name);
     zs_jw_kstr(w, "brand", brands[x0 / 7 % N(brands)]);
     zs_jw_kstr(w, "manufacturer", x0 % 3 ? "Made Co" : "");
@@ -638,7 +656,7 @@ static void group_fields(struct zs_jw *w, const struct zs_org *o, const struct z
     zs_jw_kstr(w, "description", buf);
     zs_jw_kstr(w, "status", x % 12 == 0 ? "inactive" : "active");
     const struct tax *t = &taxes[x0 / 3 % N(taxes)];
-    zs_jw_kid(w, "tax_id", misc_id(o, t->id_low));
+    kid(w, o, "tax_id", misc_id(o, t->id_low));
     zs_jw_kstr(w, "tax_name", t->name);
     zs_jw_kint(w, "tax_percentage", t->pct);
     zs_jw_kstr(w, "product_type", "goods");
@@ -657,7 +675,7 @@ static void group_fields(struct zs_jw *w, const struct zs_org *o, const struct z
     zs_jw_arr(w);
     for (int a = 1; a <= na; a++) {
         zs_jw_obj(w);
-        zs_jw_kid(w, "id", misc_id(o, 600 + (uint64_t)a));
+        kid(w, o, "id", misc_id(o, 600 + (uint64_t)a));
         zs_jw_kstr(w, "name", a == 1 ? "Color" : "Size");
         zs_jw_key(w, "options");
         zs_jw_arr(w);
@@ -665,7 +683,7 @@ static void group_fields(struct zs_jw *w, const struct zs_org *o, const struct z
         for (unsigned v = 0; v < nopt; v++) {
             unsigned vv = na == 1 || a == 2 ? v : v * 2;
             zs_jw_obj(w);
-            zs_jw_kid(w, "id", misc_id(o, 610 + 10 * (uint64_t)a + vv));
+            kid(w, o, "id", misc_id(o, 610 + 10 * (uint64_t)a + vv));
             zs_jw_kstr(w, "name", variant_opt(a, na, vv));
             zs_jw_obj_end(w);
         }
@@ -697,7 +715,7 @@ static void warehouse_fields(struct zs_jw *w, const struct zs_org *o, const stru
     uint64_t x = h(o, r, 0x71);
     warehouse_name(o, r, name, sizeof(name));
     add_rename(r, name, sizeof(name));
-    k_idtext(w, as_location ? "location_id" : "warehouse_id", r);
+    k_idtext(w, o, as_location ? "location_id" : "warehouse_id", r);
     zs_jw_kstr(w, as_location ? "location_name" : "warehouse_name", name);
     if (as_location) {
         zs_jw_kstr(w, "type", "warehouse");
@@ -733,7 +751,7 @@ static void contact_fields(struct zs_jw *w, const struct zs_org *o, const struct
     zs_rec_name(o, ZS_CONTACTS, r, name, sizeof(name));
     bool vendor = x0 % 5 == 0;
     bool bad = r->invalid == ZS_BAD_NUMBER;
-    k_idtext(w, "contact_id", r);
+    k_idtext(w, o, "contact_id", r);
     zs_jw_kstr(w, "contact_name", name);
     zs_jw_kstr(w, "customer_name", vendor ? "" : name);
     zs_jw_kstr(w, "vendor_name", vendor ? name : "");
@@ -750,7 +768,7 @@ static void contact_fields(struct zs_jw *w, const struct zs_org *o, const struct
     zs_jw_kint(w, "payment_terms", terms);
     snprintf(buf, sizeof(buf), terms ? "Net %d" : "Due on Receipt", terms);
     zs_jw_kstr(w, "payment_terms_label", buf);
-    zs_jw_kid(w, "currency_id", misc_id(o, o->tz_min == 330 ? 51 : 52));
+    kid(w, o, "currency_id", misc_id(o, o->tz_min == 330 ? 51 : 52));
     zs_jw_kstr(w, "currency_code", o->tz_min == 330 ? "INR" : "SAR");
     int64_t recv = vendor ? 0 : (int64_t)(x % 500000);
     int64_t pay = vendor ? (int64_t)(x % 300000) : 0;
@@ -789,7 +807,7 @@ static void contact_fields(struct zs_jw *w, const struct zs_org *o, const struct
     zs_jw_kstr(w, "notes", x % 4 == 0 ? "Prefers \"morning\" calls\nوقت الصباح" : "");
     zs_jw_kstr(w, "owner_id", "");
     uint64_t pid = org_digit(o) + 9 * E16 + (seq_of(r) * 8) * 100 + 1;
-    zs_jw_kid(w, "primary_contact_id", pid);
+    kid(w, o, "primary_contact_id", pid);
     address(w, "billing_address", o, org_digit(o) + 9 * E16 + (seq_of(r) * 8 + 4) * 100 + 1,
             h(o, r, 0x25), name);
     address(w, "shipping_address", o, org_digit(o) + 9 * E16 + (seq_of(r) * 8 + 5) * 100 + 1,
@@ -800,7 +818,7 @@ static void contact_fields(struct zs_jw *w, const struct zs_org *o, const struct
     for (unsigned k = 0; k < np; k++) {
         uint64_t y = zs_h(r->id, r->version, 0x2700 + k);
         zs_jw_obj(w);
-        zs_jw_kid(w, "contact_person_id", pid + (uint64_t)k * 100);
+        kid(w, o, "contact_person_id", pid + (uint64_t)k * 100);
         zs_jw_kstr(w, "salutation", k == 0 ? "Mr." : y % 2 ? "Ms." : "");
         zs_jw_kstr(w, "first_name", k == 0 ? f : first_en[y % N(first_en)]);
         zs_jw_kstr(w, "last_name", k == 0 ? l : last_en[y / 8 % N(last_en)]);
@@ -881,7 +899,7 @@ static void doc_fields(struct zs_jw *w, const struct zs_org *o, enum zs_ent e,
     doc_sums(o, r, &t);
     doc_number(e, r, num, sizeof(num));
     bool bad = r->invalid == ZS_BAD_NUMBER;
-    k_idtext(w, inv ? "invoice_id" : "salesorder_id", r);
+    k_idtext(w, o, inv ? "invoice_id" : "salesorder_id", r);
     zs_jw_kstr(w, inv ? "invoice_number" : "salesorder_number", num);
     static const char *const inv_status[] = {"draft", "sent", "viewed", "partially_paid",
                                              "paid", "overdue", "void"};
@@ -893,7 +911,7 @@ static void doc_fields(struct zs_jw *w, const struct zs_org *o, enum zs_ent e,
         struct zs_rec base = *cust;
         base.version = 0;
         zs_rec_name(o, ZS_CONTACTS, &base, cn, sizeof(cn));
-        k_idtext(w, "customer_id", cust);
+        k_idtext(w, o, "customer_id", cust);
         zs_jw_kstr(w, "customer_name", cn);
     } else {
         zs_jw_kstr(w, "customer_id", "");
@@ -909,7 +927,7 @@ static void doc_fields(struct zs_jw *w, const struct zs_org *o, enum zs_ent e,
     }
     zs_fmt_date(date, r->created_s + (int64_t)(x0 % 4) * 15 * 86400, o->tz_min);
     zs_jw_kstr(w, inv ? "due_date" : "shipment_date", date);
-    zs_jw_kid(w, "currency_id", misc_id(o, o->tz_min == 330 ? 51 : 52));
+    kid(w, o, "currency_id", misc_id(o, o->tz_min == 330 ? 51 : 52));
     zs_jw_kstr(w, "currency_code", o->tz_min == 330 ? "INR" : "SAR");
     if (bad)
         zs_jw_kstr(w, "total", "1.2.3");
@@ -937,7 +955,7 @@ static void doc_fields(struct zs_jw *w, const struct zs_org *o, enum zs_ent e,
     if (x0 % 5 == 0)
         zs_jw_kstr(w, "salesperson_id", " ");
     else
-        zs_jw_kid(w, "salesperson_id", misc_id(o, 70 + x0 % 4));
+        kid(w, o, "salesperson_id", misc_id(o, 70 + x0 % 4));
     zs_jw_kdec(w, "sub_total", t.sub, 2);
     zs_jw_kdec(w, "tax_total", t.tax, 2);
     zs_jw_kdec(w, "discount", t.discount, 2);
@@ -952,12 +970,12 @@ static void doc_fields(struct zs_jw *w, const struct zs_org *o, enum zs_ent e,
     zs_jw_kint(w, "payment_terms", (int64_t)(x0 % 4) * 15);
     zs_jw_kstr(w, "notes", x % 3 == 0 ? "Thank you!\nشكراً لكم" : "");
     zs_jw_kstr(w, "terms", "");
-    zs_jw_kid(w, "template_id", misc_id(o, inv ? 81 : 82));
+    kid(w, o, "template_id", misc_id(o, inv ? 81 : 82));
     if (inv) {
         if (o->gen_n[ZS_SALESORDERS] && x0 % 3 == 0) {
             const struct zs_rec *so =
                 &o->t[ZS_SALESORDERS].recs[x0 / 3 % o->gen_n[ZS_SALESORDERS]];
-            k_idtext(w, "salesorder_id", so);
+            k_idtext(w, o, "salesorder_id", so);
         } else {
             zs_jw_kstr(w, "salesorder_id", "");
         }
@@ -983,9 +1001,9 @@ static void doc_fields(struct zs_jw *w, const struct zs_org *o, enum zs_ent e,
         const struct zs_rec *it = line_item(o, r, k, &q, &rt, &d, &tot, &tax, &tx);
         char name[192];
         zs_jw_obj(w);
-        zs_jw_kid(w, "line_item_id",
+        kid(w, o, "line_item_id",
                   org_digit(o) + (inv ? 7 : 8) * E16 + (seq_of(r) * 16 + k) * 100 + 3);
-        k_idtext(w, "item_id", it);
+        k_idtext(w, o, "item_id", it);
         zs_jw_kprefnum(w, "sku", "SKU-", seq_of(it), 6);
         item_base_name(o, it, name, sizeof(name));
         zs_jw_kstr(w, "name", name);
@@ -995,18 +1013,18 @@ static void doc_fields(struct zs_jw *w, const struct zs_org *o, enum zs_ent e,
         zs_jw_kstr(w, "unit", units[h0(o, it, 0x16) % N(units)]);
         zs_jw_kdec(w, "rate", rt, 2);
         zs_jw_kdec(w, "discount", d, 2);
-        zs_jw_kid(w, "tax_id", misc_id(o, tx->id_low));
+        kid(w, o, "tax_id", misc_id(o, tx->id_low));
         zs_jw_kstr(w, "tax_name", tx->name);
         zs_jw_kstr(w, "tax_type", "tax");
         zs_jw_kint(w, "tax_percentage", tx->pct);
         zs_jw_kdec(w, "item_total", tot, 2);
-        zs_jw_kid(w, "account_id", misc_id(o, 32));
+        kid(w, o, "account_id", misc_id(o, 32));
         zs_jw_kstr(w, "product_type", "goods");
         if (wt->n) {
             const struct zs_rec *wr = &wt->recs[h(o, r, 0x3300 + k) % wt->n];
             char wn[128];
             warehouse_name(o, wr, wn, sizeof(wn));
-            k_idtext(w, o->locations ? "location_id" : "warehouse_id", wr);
+            k_idtext(w, o, o->locations ? "location_id" : "warehouse_id", wr);
             zs_jw_kstr(w, o->locations ? "location_name" : "warehouse_name", wn);
         }
         if (!inv) {
