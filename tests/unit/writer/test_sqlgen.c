@@ -1,0 +1,159 @@
+/* test_sqlgen — column checks and statement text generated from the registry. */
+#include "../../assert.h"
+#include "sqlgen.h"
+
+#include <string.h>
+
+static char err[256];
+
+static int check(const char *table, enum tds_rowset_kind kind, char *const *cols, size_t n)
+{
+    return tds_sqlgen_check(tds_table_find(table), kind, cols, n, err, sizeof(err));
+}
+
+static void test_check_columns(void)
+{
+    char *detail[] = {"org_id", "item_id", "modified_time", "raw", "content_hash", "is_detail",
+                      "name", "sku", "rate"};
+    char *bad_order[] = {"org_id", "item_id", "raw", "modified_time", "content_hash", "is_detail"};
+    char *unknown[] = {"org_id", "item_id", "modified_time", "raw", "content_hash", "is_detail",
+                       "colour"};
+    char *twice[] = {"org_id", "item_id", "modified_time", "raw", "content_hash", "is_detail",
+                     "sku", "sku"};
+    char *del[] = {"org_id", "item_id", "modified_time"};
+    char *del_bad[] = {"org_id", "item_id", "name"};
+    char *child[] = {"org_id", "item_id", "warehouse_id", "stock_on_hand"};
+    char *child_nokey[] = {"org_id", "item_id", "stock_on_hand"};
+    char *wrong_id[] = {"org_id", "contact_id"};
+
+    T_INT(check("items", TDS_ROWS_DETAIL, detail, 9), ==, 0);
+    T_INT(check("items", TDS_ROWS_LIST, detail, 6), ==, 0);
+    T_INT(check("items", TDS_ROWS_DETAIL, bad_order, 6), ==, TDS_E_INVALID);
+    T_TRUE(strstr(err, "must be modified_time") != NULL);
+    T_INT(check("items", TDS_ROWS_DETAIL, unknown, 7), ==, TDS_E_INVALID);
+    T_TRUE(strstr(err, "unknown column colour") != NULL);
+    T_INT(check("items", TDS_ROWS_DETAIL, twice, 8), ==, TDS_E_INVALID);
+    T_INT(check("items", TDS_ROWS_DELETE, del, 2), ==, 0);
+    T_INT(check("items", TDS_ROWS_DELETE, del, 3), ==, 0);
+    T_INT(check("items", TDS_ROWS_DELETE, del_bad, 3), ==, TDS_E_INVALID);
+    T_INT(check("item_stock", TDS_ROWS_CHILD, child, 4), ==, 0);
+    T_INT(check("item_stock", TDS_ROWS_CHILD, child_nokey, 3), ==, TDS_E_INVALID);
+    T_TRUE(strstr(err, "key column warehouse_id") != NULL);
+    T_INT(check("items", TDS_ROWS_CHILD, child, 4), ==, TDS_E_INVALID);
+    T_INT(check("item_stock", TDS_ROWS_DETAIL, detail, 6), ==, TDS_E_INVALID);
+    T_INT(check("items", TDS_ROWS_DETAIL, wrong_id, 2), ==, TDS_E_INVALID);
+}
+
+static void test_coltypes(void)
+{
+    const struct tds_table *items = tds_table_find("items");
+    const struct tds_table *stock = tds_table_find("item_stock");
+    enum tds_coltype t;
+
+    T_INT(tds_sqlgen_coltype(items, "raw", &t), ==, 0);
+    T_INT(t, ==, TDS_T_JSONB);
+    T_INT(tds_sqlgen_coltype(items, "rate", &t), ==, 0);
+    T_INT(t, ==, TDS_T_NUMERIC);
+    T_INT(tds_sqlgen_coltype(items, "item_id", &t), ==, 0);
+    T_INT(t, ==, TDS_T_TEXT);
+    T_INT(tds_sqlgen_coltype(stock, "is_detail", &t), ==, TDS_E_NOTFOUND);
+    T_INT(tds_sqlgen_coltype(items, "nope", &t), ==, TDS_E_NOTFOUND);
+}
+
+static const char *gen(int (*fn)(struct tds_buf *), struct tds_buf *b)
+{
+    tds_buf_reset(b);
+    T_INT(fn(b), ==, 0);
+    T_INT(tds_buf_add(b, "", 1), ==, 0);
+    return b->p;
+}
+
+static char *const detail_cols[] = {"org_id", "item_id", "modified_time", "raw", "content_hash",
+                                    "is_detail", "name", "rate"};
+
+static int gen_staging(struct tds_buf *b)
+{
+    return tds_sqlgen_staging(b, "_tds_s1", tds_table_find("items"), detail_cols, 8);
+}
+static int gen_detail(struct tds_buf *b)
+{
+    return tds_sqlgen_upsert(b, "_tds_s1", tds_table_find("items"), TDS_ROWS_DETAIL, detail_cols,
+                             8, "_tds_w_items");
+}
+static int gen_list(struct tds_buf *b)
+{
+    return tds_sqlgen_upsert(b, "_tds_s2", tds_table_find("items"), TDS_ROWS_LIST, detail_cols, 7,
+                             NULL);
+}
+static int gen_delete(struct tds_buf *b)
+{
+    return tds_sqlgen_upsert(b, "_tds_s3", tds_table_find("items"), TDS_ROWS_DELETE, detail_cols,
+                             2, NULL);
+}
+static int gen_collapse(struct tds_buf *b)
+{
+    return tds_sqlgen_collapse(b, "_tds_s1", tds_table_find("items"), TDS_ROWS_DETAIL, true);
+}
+static char *const child_cols[] = {"org_id", "item_id", "warehouse_id", "stock_on_hand"};
+static int gen_child(struct tds_buf *b)
+{
+    return tds_sqlgen_child_insert(b, "_tds_s4", tds_table_find("item_stock"), child_cols, 4,
+                                   "_tds_w_items");
+}
+static int gen_child_delete(struct tds_buf *b)
+{
+    return tds_sqlgen_child_delete(b, tds_table_find("item_stock"), "_tds_w_items");
+}
+
+static void test_statements(void)
+{
+    struct tds_buf b = {0};
+    const char *s;
+
+    s = gen(gen_staging, &b);
+    T_STR(s, "CREATE TEMP TABLE IF NOT EXISTS _tds_s1 (_m integer, _r integer, \"org_id\" text, "
+             "\"item_id\" text, \"modified_time\" timestamptz, \"raw\" jsonb, \"content_hash\" text, "
+             "\"is_detail\" boolean, \"name\" text, \"rate\" numeric) ON COMMIT DELETE ROWS");
+    s = gen(gen_detail, &b);
+    T_TRUE(strstr(s, "WITH w AS (INSERT INTO zoho.\"items\" AS t (") == s);
+    T_TRUE(strstr(s, "ON CONFLICT (org_id, \"item_id\") DO UPDATE SET") != NULL);
+    T_TRUE(strstr(s, "raw = EXCLUDED.raw") != NULL);
+    T_TRUE(strstr(s, "\"rate\" = EXCLUDED.\"rate\"") != NULL);
+    /* The guard: newer, or equal time + different hash + (detail or stored not detail),
+     * and a deleted row revives only when newer. */
+    T_TRUE(strstr(s, "WHERE (EXCLUDED.modified_time > t.modified_time OR (t.modified_time IS NULL "
+                     "AND EXCLUDED.modified_time IS NOT NULL)) OR (t.deleted_at IS NULL AND "
+                     "EXCLUDED.modified_time IS NOT DISTINCT FROM t.modified_time AND "
+                     "EXCLUDED.content_hash IS DISTINCT FROM t.content_hash AND "
+                     "(EXCLUDED.is_detail OR NOT t.is_detail))") != NULL);
+    T_TRUE(strstr(s, "INSERT INTO _tds_w_items (org_id, id, _m)") != NULL);
+    s = gen(gen_list, &b);
+    T_TRUE(strstr(s, "WITH") == NULL);
+    T_TRUE(strstr(s, "ELSE t.raw || EXCLUDED.raw END") != NULL);
+    T_TRUE(strstr(s, "\"rate\"") == NULL); /* only the listed columns */
+    s = gen(gen_delete, &b);
+    T_TRUE(strstr(s, "NULL::timestamptz") != NULL);
+    T_TRUE(strstr(s, "deleted_at = now()") != NULL);
+    T_TRUE(strstr(s, "WHERE t.deleted_at IS NULL") != NULL);
+    s = gen(gen_collapse, &b);
+    T_STR(s, "DELETE FROM _tds_s1 WHERE ctid NOT IN (SELECT DISTINCT ON (org_id, \"item_id\") ctid "
+             "FROM _tds_s1 ORDER BY org_id, \"item_id\", modified_time DESC NULLS LAST, "
+             "is_detail DESC, _m DESC, _r DESC)");
+    s = gen(gen_child, &b);
+    T_STR(s, "INSERT INTO zoho.\"item_stock\" (\"org_id\", \"item_id\", \"warehouse_id\", "
+             "\"stock_on_hand\") SELECT s.\"org_id\", s.\"item_id\", s.\"warehouse_id\", "
+             "s.\"stock_on_hand\" FROM _tds_s4 s JOIN _tds_w_items w ON s.org_id = w.org_id "
+             "AND s.\"item_id\" = w.id AND s._m = w._m");
+    s = gen(gen_child_delete, &b);
+    T_STR(s, "DELETE FROM zoho.\"item_stock\" c USING _tds_w_items w WHERE c.org_id = w.org_id "
+             "AND c.\"item_id\" = w.id");
+    tds_buf_deinit(&b);
+}
+
+int main(void)
+{
+    T_RUN(test_check_columns);
+    T_RUN(test_coltypes);
+    T_RUN(test_statements);
+    return 0;
+}
