@@ -920,3 +920,17 @@ def test_bare_ids_mode(sim):
     assert d["item_id"] == lst[0]["item_id"] and isinstance(d["warehouses"][0]["warehouse_id"], int)
     other = s.get("/items", org="60002", params={"per_page": 1}).json()["items"][0]
     assert isinstance(other["item_id"], str)
+
+
+def test_sigterm_does_not_wait_for_a_hanging_webhook_receiver(sim):
+    s = sim()
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(4)  # accepts, never answers
+        s.webhooks("60001", f"http://127.0.0.1:{lst.getsockname()[1]}/h", secret="s3cretS3cret",
+                   timeout_ms=60000)
+        s.mutate("60001", "contacts", update=1)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        s.proc.stop()
+        assert time.monotonic() - t0 < 3.0

@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -51,6 +52,7 @@ struct zs_hooks {
     pthread_cond_t cond;
     pthread_t thread;
     bool stop, started;
+    atomic_bool abort;        /* read by curl's progress callback without the lock */
     struct target *t;
     size_t n_orgs;
     struct delivery *head, *tail;
@@ -344,7 +346,18 @@ static size_t discard(char *p, size_t s, size_t n, void *u)
     return s * n;
 }
 
-static bool deliver(CURL *c, struct delivery *d)
+/* Aborts a transfer in progress when the sender is stopping, so shutdown
+ * never waits for a slow receiver's timeout. */
+static int progress(void *u, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt;
+    (void)dn;
+    (void)ut;
+    (void)un;
+    return atomic_load((atomic_bool *)u) ? 1 : 0;
+}
+
+static bool deliver(struct zs_hooks *h, CURL *c, struct delivery *d)
 {
     struct curl_slist *hd = NULL, *nh;
     char sigh[128];
@@ -373,6 +386,9 @@ static bool deliver(CURL *c, struct delivery *d)
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "ZohoWebhook/sim");
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &h->abort);
     CURLcode rc = curl_easy_perform(c);
     long code = 0;
     if (rc == CURLE_OK)
@@ -410,7 +426,7 @@ static void *sender(void *arg)
         if (!h->head)
             h->tail = NULL;
         pthread_mutex_unlock(&h->lock);
-        bool ok = c && deliver(c, d);
+        bool ok = c && deliver(h, c, d);
         pthread_mutex_lock(&h->lock);
         struct target *t = &h->t[d->org];
         t->st.attempts++;
@@ -470,6 +486,7 @@ struct zs_hooks *zs_hooks_free(struct zs_hooks *h)
     if (h->started) {
         pthread_mutex_lock(&h->lock);
         h->stop = true;
+        atomic_store(&h->abort, true);
         pthread_cond_broadcast(&h->cond);
         pthread_mutex_unlock(&h->lock);
         pthread_join(h->thread, NULL);

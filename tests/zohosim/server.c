@@ -899,13 +899,17 @@ static void ctl_truth(struct zs_sim *s, struct MHD_Connection *c, const char *pa
         lim = strtoll(v, NULL, 10);
     if (off < 0)
         off = 0;
+    if (lim < 0)
+        lim = 0;
     const char *form = qarg(c, "form");
     bool detail = !form || strcmp(form, "list");
     bool as_loc = !strcmp(ent, "locations");
     struct zs_jw w;
     pthread_rwlock_rdlock(&o->lock);
     struct zs_table *t = &o->t[e];
-    zs_jw_init(&w, 4096 + t->n * (detail ? 3000 : 1500));
+    size_t want = (size_t)(lim < (int64_t)t->n ? lim : (int64_t)t->n);
+    size_t hint = 4096 + want * (detail ? 3000 : 1500);
+    zs_jw_init(&w, hint < ((size_t)64 << 20) ? hint : ((size_t)64 << 20));
     zs_jw_obj(&w);
     zs_jw_kstr(&w, "org", o->id);
     zs_jw_kstr(&w, "entity", zs_ent_name((enum zs_ent)e));
