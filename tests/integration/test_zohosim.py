@@ -934,3 +934,19 @@ def test_sigterm_does_not_wait_for_a_hanging_webhook_receiver(sim):
         t0 = time.monotonic()
         s.proc.stop()
         assert time.monotonic() - t0 < 3.0
+
+
+def test_modified_filter_ge_switch(sim):
+    s = sim(extra_args=["--modified-filter", "ge"])
+    recs = s.truth("60001", "items")["records"]
+    cut = sorted(r["last_modified_time"] for r in recs)[len(recs) // 2]
+    got = {x["item_id"] for x in s.walk("/items", params={"last_modified_time": cut})}
+    assert got == {r["item_id"] for r in recs if r["last_modified_time"] >= cut}
+    assert any(r["last_modified_time"] == cut for r in recs if r["item_id"] in got)
+
+
+def test_localized_access_denied(sim):
+    s = sim(extra_args=["--refresh-limit", "1", "--localized-denied"])
+    assert s.refresh().status == 200
+    r = s.refresh()
+    assert r.status == 400 and r.json()["error"] == "拒绝访问"

@@ -246,14 +246,18 @@ static char *json_error(const char *err)
     return zs_jw_take(&w, NULL);
 }
 
-static char *access_denied(void)
+/* Zoho localises this one; integrations that match the English text break
+ * (--localized-denied sends the Chinese variant seen in the wild). */
+static char *access_denied(bool localized)
 {
     struct zs_jw w;
     zs_jw_init(&w, 200);
     zs_jw_obj(&w);
     zs_jw_kstr(&w, "error_description",
-               "You have made too many requests continuously. Please try again after some time.");
-    zs_jw_kstr(&w, "error", "Access Denied");
+               localized ? "您的请求过于频繁，请稍后再试。"
+                         : "You have made too many requests continuously. Please try again "
+                           "after some time.");
+    zs_jw_kstr(&w, "error", localized ? "拒绝访问" : "Access Denied");
     zs_jw_kstr(&w, "status", "failure");
     zs_jw_obj_end(&w);
     return zs_jw_take(&w, NULL);
@@ -324,7 +328,7 @@ int zs_auth_token(struct zs_auth *a, zs_param_fn param, void *ctx, const char *a
             if (denied) {
                 a->st.access_denied++;
                 status = 400;
-                *body = access_denied();
+                *body = access_denied(a->cfg.localized_denied);
             } else if (mint(a, r->org, ri, now_ms, tok) == 0) {
                 a->st.refreshes++;
                 *body = success(a, tok, NULL, api_domain);

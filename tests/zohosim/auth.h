@@ -22,6 +22,7 @@ struct zs_auth_cfg {
     int64_t lockout_ms;
     int64_t max_live_tokens;   /* per refresh token; the oldest is evicted; 0 = off */
     uint64_t seed;
+    bool localized_denied;     /* Access Denied text in Chinese, as Zoho sometimes sends */
 };
 
 int zs_auth_new(struct zs_auth **out, const struct zs_auth_cfg *cfg);

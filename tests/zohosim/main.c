@@ -67,6 +67,10 @@ static const char usage[] =
     "  --day-ms MS               length of a \"day\" (default 1440 minutes)\n"
     "  --limits-off              same as --rate-per-min 0 --concurrency 0 --daily-limit 0\n"
     "  --retry-after             add Retry-After to 429 replies (Zoho sends none)\n"
+    "  --modified-filter gt|ge   last_modified_time keeps records modified after (gt,\n"
+    "                            default) or at or after (ge) the given time\n"
+    "  --localized-denied        the Access Denied token error in Chinese, as Zoho\n"
+    "                            sometimes sends it\n"
     "  --help, --version\n";
 
 static int num(const char *opt, const char *v, long long min, long long max, long long *out)
@@ -86,7 +90,7 @@ enum {
     O_LISTEN = 256, O_PORT_FILE, O_API_DOMAIN, O_SEED, O_ORG, O_ORGS, O_EPOCH, O_CLIENT_ID,
     O_CLIENT_SECRET, O_REFRESH_TOKEN, O_GRANT_CODE, O_TOKEN_TTL, O_REFRESH_LIMIT,
     O_REFRESH_WINDOW, O_LOCKOUT, O_MAX_LIVE, O_RATE, O_CONC, O_DAILY, O_MINUTE, O_DAY,
-    O_LIMITS_OFF, O_RETRY_AFTER, O_HELP, O_VERSION,
+    O_LIMITS_OFF, O_RETRY_AFTER, O_MODIFIED_FILTER, O_LOCALIZED, O_HELP, O_VERSION,
 };
 
 static const struct option opts[] = {
@@ -113,6 +117,8 @@ static const struct option opts[] = {
     {"day-ms", required_argument, NULL, O_DAY},
     {"limits-off", no_argument, NULL, O_LIMITS_OFF},
     {"retry-after", no_argument, NULL, O_RETRY_AFTER},
+    {"modified-filter", required_argument, NULL, O_MODIFIED_FILTER},
+    {"localized-denied", no_argument, NULL, O_LOCALIZED},
     {"help", no_argument, NULL, O_HELP},
     {"version", no_argument, NULL, O_VERSION},
     {NULL, 0, NULL, 0},
@@ -269,6 +275,14 @@ static int parse_args(struct args *a, int argc, char **argv)
             a->sim.rate_per_min = a->sim.concurrency = a->sim.daily = 0;
             break;
         case O_RETRY_AFTER: a->sim.retry_after = true; break;
+        case O_MODIFIED_FILTER:
+            if (!strcmp(optarg, "gt") || !strcmp(optarg, "ge")) {
+                a->sim.modified_ge = optarg[1] == 'e';
+                break;
+            }
+            fprintf(stderr, "tds-zohosim: invalid --modified-filter: '%s'\n", optarg);
+            return 2;
+        case O_LOCALIZED: a->auth.localized_denied = true; break;
         case O_HELP: fputs(usage, stdout); return -1;
         case O_VERSION: printf("tds-zohosim %s\n", TDS_VERSION); return -1;
         default:

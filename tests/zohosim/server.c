@@ -355,6 +355,8 @@ static void api_list(struct api *a, enum zs_ent e, bool as_location)
     if (lmt && *lmt) {
         if (zs_parse_time(lmt, &q.after_s))
             return api_error(a, 400, 2, "Invalid value passed for last_modified_time");
+        if (a->s->cfg.modified_ge)
+            q.after_s--; /* whole seconds: >= t is > t-1 */
         q.has_after = true;
     }
     uint32_t *idx = malloc(q.per_page * sizeof(*idx));
