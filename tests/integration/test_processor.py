@@ -210,6 +210,23 @@ def test_back_pressure_then_drain(procs):
         h.close()
 
 
+def test_sigterm_while_waiting_for_writer(procs):
+    """SIGTERM with a rows message parked and no writer: exit 0 within 10 s."""
+    h = Harness(procs)
+    try:
+        h.push.send(page_msg([ITEM], "pg-1"))
+
+        def blocked():
+            st, body = http_get(h.proc.admin_url + "/status")
+            return st == 200 and json.loads(body)["waiting_for_writer"]
+        wait_until(blocked, 10, "processor to wait for the writer")
+        t0 = time.monotonic()
+        h.proc.stop()  # asserts exit 0
+        assert time.monotonic() - t0 < 10
+    finally:
+        h.close()
+
+
 def test_sigterm_exits_zero(harness):
     harness.push.send(page_msg([ITEM], "pg-1"))
     harness.recv()
