@@ -8,11 +8,62 @@ from pipeline import Pipeline
 
 
 def test_full_sync_two_orgs_equals_truth(db, procs, sim, tmp_path):
-    s = sim()  # 60001: +0300 warehouses; 60002: +0530 locations
-    p = Pipeline(procs, db, s, tmp_path).start()
+    # 60001: +0300 warehouses; 60002: +0530 locations. Limits high: this test is
+    # about correctness; the limiter has its own tests.
+    s = sim(extra_args=["--rate-per-min", "100000", "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path, org_overrides={"*": {"rate_per_min": 100000}}).start()
     for org in p.org_ids:
         t0 = time.monotonic()
         p.sync(org)
         n = db.query("SELECT coalesce(sum(records_written), 0) FROM tds.sync_runs WHERE org_id = %s", org)[0][0]
         print(f"full sync of {org}: {n} records in {time.monotonic() - t0:.2f}s")
         p.assert_equal_truth(org)
+
+
+def _fast_sim(sim, **kw):
+    return sim(extra_args=["--rate-per-min", "100000", "--daily-limit", "0"], **kw)
+
+
+def _fast_pipeline(procs, db, s, tmp_path, **kw):
+    return Pipeline(procs, db, s, tmp_path, org_overrides={"*": {"rate_per_min": 100000}},
+                    **kw).start()
+
+
+def test_incremental_reconcile_and_webhooks(db, procs, sim, tmp_path):
+    s = _fast_sim(sim)
+    p = _fast_pipeline(procs, db, s, tmp_path)
+    org = p.org_ids[0]
+    p.sync(org)
+    p.assert_equal_truth(org)
+
+    # Changes in Zoho with no webhook: the incremental sync finds them.
+    s.mutate(org, "items", update=7, create=3)
+    s.mutate(org, "contacts", update=4, create=2)
+    s.mutate(org, "invoices", update=5)
+    p.sync(org, mode="incremental")
+    p.assert_equal_truth(org)
+
+    # Deletes with no webhook: reconciliation marks them.
+    gone = s.mutate(org, "items", delete=3)
+    s.mutate(org, "contacts", delete=2)
+    p.sync(org, mode="reconcile")
+    p.assert_equal_truth(org)
+    n = db.query("SELECT count(*) FROM zoho.items WHERE org_id = %s AND deleted_at IS NOT NULL", org)[0][0]
+    assert n >= 3, (n, gone)
+
+    # Webhooks: each mutation arrives signed at the ingress and lands within a second.
+    p.hook_up_webhooks()
+    t0 = time.monotonic()
+    s.mutate(org, "items", update=10, create=2, delete=2)
+    s.mutate(org, "contacts", update=5, delete=1)
+    s.mutate(org, "sales_orders", update=5, create=1)
+    p.wait_equal_truth(org, timeout=10)
+    print(f"webhook mutations applied in {time.monotonic() - t0:.3f}s")
+
+    # Nothing is left for an incremental sync to do: no row is rewritten.
+    before = db.query("SELECT now()")[0][0]
+    p.sync(org, mode="incremental")
+    p.assert_equal_truth(org)
+    rewritten = db.query("SELECT count(*) FROM zoho.items WHERE org_id = %s AND synced_at > %s",
+                         org, before)[0][0]
+    assert rewritten == 0, f"{rewritten} item rows rewritten by an incremental sync with no changes"
