@@ -67,3 +67,35 @@ def test_incremental_reconcile_and_webhooks(db, procs, sim, tmp_path):
     rewritten = db.query("SELECT count(*) FROM zoho.items WHERE org_id = %s AND synced_at > %s",
                          org, before)[0][0]
     assert rewritten == 0, f"{rewritten} item rows rewritten by an incremental sync with no changes"
+
+
+def test_replicas_like_kubernetes(db, procs, sim, tmp_path, wait_until):
+    """Two ingresses, two fetchers, three processors, two writers; every upstream
+    connects to every downstream replica."""
+    s = _fast_sim(sim)
+    p = _fast_pipeline(procs, db, s, tmp_path, writers=2, processors=3, fetchers=2,
+                       ingresses=2)
+    t0 = time.monotonic()
+    for org in p.org_ids:
+        p.request_sync(org)
+    wait_until(lambda: db.query(
+        "SELECT count(*) FROM tds.sync_requests WHERE done_at IS NULL")[0][0] == 0
+        and p.runs_settled(), 120, "both organizations' syncs to finish", interval=0.3)
+    print(f"two orgs synced by 2 fetchers / 3 processors / 2 writers in {time.monotonic() - t0:.2f}s")
+    for org in p.org_ids:
+        p.assert_equal_truth(org)
+    # Each organization was fetched by exactly one fetcher (nobody was killed).
+    for org in p.org_ids:
+        callers = [f.name for f in p.fetchers
+                   if (f.metric("tds_fetcher_api_calls_total", {"org": org}) or 0) > 0]
+        assert len(callers) == 1, f"org {org} fetched by {callers}"
+    # The work was spread over the processors and writers.
+    busy = [x.name for x in p.processors if (x.metric("tds_processor_records_total") or 0) > 0]
+    assert len(busy) >= 2, f"only {busy} processed records"
+    # Webhooks through both ingresses.
+    for i, org in enumerate(p.org_ids):
+        s.webhooks(org, p.webhook_url(org, i), secret="e2e-webhook-secret", retries=10,
+                   retry_delay_ms=200)
+        s.mutate(org, "items", update=10, create=2, delete=1)
+    for org in p.org_ids:
+        p.wait_equal_truth(org, timeout=15)
