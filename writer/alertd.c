@@ -80,6 +80,7 @@ struct tds_alertd {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool started, stop, curl_inited;
+    atomic_bool stopping; /* read without the mutex between scrapes */
     unsigned ticks;
     char *status; /* JSON object text of the last cycle, under mu */
 
@@ -771,7 +772,8 @@ static void scrape_all(struct tds_alertd *d)
                             "could not resolve scrape target %s, retrying next cycle", host);
             continue;
         }
-        for (struct addrinfo *ai = res; ai && n_targets < MAX_TARGETS; ai = ai->ai_next) {
+        for (struct addrinfo *ai = res; ai && n_targets < MAX_TARGETS && !atomic_load(&d->stopping);
+             ai = ai->ai_next) {
             char ip[INET6_ADDRSTRLEN], addr[INET6_ADDRSTRLEN + 16];
             bool dup = false;
 
@@ -1190,7 +1192,8 @@ static void cycle(struct tds_alertd *d)
         db_tokens(d);
         db_rejects(d);
         scrape_all(d);
-        if (d->conn && tds_pg_ok(d->conn)) {
+        /* a cycle cut short by shutdown saw only part of the targets */
+        if (d->conn && tds_pg_ok(d->conn) && !atomic_load(&d->stopping)) {
             refresh_acks(d);
             firing = tds_alertsm_eval(d->sm, d->now_ms, d->wall_ms, on_action, d);
             (void)firing;
@@ -1349,6 +1352,7 @@ struct tds_alertd *tds_alertd_free(struct tds_alertd *d)
     if (!d)
         return NULL;
     if (d->started) {
+        atomic_store(&d->stopping, true);
         pthread_mutex_lock(&d->mu);
         d->stop = true;
         pthread_cond_broadcast(&d->cv);
@@ -1487,4 +1491,54 @@ int tds_alertd_cmd_ack(PGconn *c, int64_t id, const char *by, FILE *out, char *e
     }
     PQclear(r);
     return rc;
+}
+
+int tds_alertd_cli(const char *database_url, int argc, char **argv, FILE *out)
+{
+    bool all = false, list;
+    const char *by = NULL;
+    int64_t id = 0;
+    char err[1024];
+    PGconn *c;
+    int rc;
+
+    if (argc < 1 || (strcmp(argv[0], "list") != 0 && strcmp(argv[0], "ack") != 0)) {
+        fprintf(stderr, "tds-writer: unknown alerts command '%s' (expected list or ack)\n",
+                argc >= 1 ? argv[0] : "");
+        return 2;
+    }
+    list = strcmp(argv[0], "list") == 0;
+    for (int i = 1; i < argc; i++) {
+        if (list && strcmp(argv[i], "--all") == 0) {
+            all = true;
+        } else if (!list && strcmp(argv[i], "--by") == 0 && i + 1 < argc) {
+            by = argv[++i];
+        } else if (!list && id == 0 && argv[i][0] != '-') {
+            if (tds_parse_i64(argv[i], 1, INT64_MAX, &id) != 0) {
+                fprintf(stderr, "tds-writer: invalid alert id: '%s'\n", argv[i]);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "tds-writer: unexpected argument '%s' for alerts %s\n", argv[i],
+                    argv[0]);
+            return 2;
+        }
+    }
+    if (!list && (id == 0 || !by || !by[0])) {
+        fprintf(stderr, "tds-writer: usage: tds-writer alerts ack ID --by NAME\n");
+        return 2;
+    }
+    c = tds_pg_connect(database_url, "tds-writer alerts", err, sizeof(err));
+    if (!c) {
+        fprintf(stderr, "tds-writer: %s\n", err);
+        return 1;
+    }
+    rc = list ? tds_alertd_cmd_list(c, all, out, err, sizeof(err))
+              : tds_alertd_cmd_ack(c, id, by, out, err, sizeof(err));
+    PQfinish(c);
+    if (rc != 0) {
+        fprintf(stderr, "tds-writer: %s\n", err);
+        return 1;
+    }
+    return 0;
 }

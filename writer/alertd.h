@@ -68,5 +68,9 @@ int tds_alertd_cmd_list(PGconn *c, bool all, FILE *out, char *err, size_t errlen
  * TDS_E_INVALID (already acknowledged; err says by whom), -EIO on database
  * errors (message in err). */
 int tds_alertd_cmd_ack(PGconn *c, int64_t id, const char *by, FILE *out, char *err, size_t errlen);
+/* `tds-writer alerts list [--all]` and `tds-writer alerts ack ID --by NAME`:
+ * argv holds the arguments after "alerts". Returns the exit code (0; 1 on a
+ * database error or an unknown/already acknowledged alert; 2 on bad arguments). */
+int tds_alertd_cli(const char *database_url, int argc, char **argv, FILE *out);
 
 #endif

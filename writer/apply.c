@@ -29,6 +29,7 @@
 
 #define COPY_CHUNK (1024 * 1024)
 #define META_PARAMS 8
+#define MAX_SIGS 256
 
 /* One staging table: what rows of one (table, kind, column list) go through. */
 struct sig {
@@ -256,6 +257,11 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
     if (!a->conn)
         return TDS_APPLY_E_CONN;
     tds_apply_quiet(a->conn);
+    /* A 20000-row batch of wide records is tens of MB of staging: with the
+     * default 8 MB of temp_buffers it would spill to disk. Must be set before
+     * the session's first temporary table. */
+    if ((rc = exec_ok(a, "SET temp_buffers = '128MB'", err, errlen)) != 0)
+        goto fail;
     if ((rc = prepare(a, "m_webhook", SQL_WEBHOOK, err, errlen)) != 0 ||
         (rc = prepare(a, "m_reject", SQL_REJECT, err, errlen)) != 0 ||
         (rc = prepare(a, "m_runs", SQL_RUNS, err, errlen)) != 0 ||
@@ -895,6 +901,14 @@ int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, b
     }
     if (tds_table_count() > TDS_APPLY_MAX_TABLES)
         return -EINVAL;
+    /* LIST sets get one column list per combination of fields present, so
+     * the session's staging tables could pile up: start over when many. */
+    if (a->n_sigs > MAX_SIGS) {
+        int rc2 = tds_apply_connect(a, res->error, sizeof(res->error));
+
+        if (rc2 != 0)
+            return rc2;
+    }
     tds_notify_reset(a->notify);
     /* Group live rows by staging table; create what the session lacks. */
     for (size_t m = 0; m < n && rc == 0; m++) {

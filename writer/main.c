@@ -7,7 +7,8 @@
  * committing is the next batch (group commit, no timed wait). While the
  * database is unreachable it stops reading, keeps its batch and retries with
  * backoff (100 ms doubling to 5 s); /readyz says not ready meanwhile.
- * Subcommands: `migrate` and `status`.
+ * Subcommands: `migrate`, `status`, `alerts list|ack` and `events tail`.
+ * The alert engine (alertd.c) runs on its own thread, woken by a loop timer.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -20,10 +21,13 @@
 #include <zmq.h>
 
 #include "admin.h"
+#include "alertd.h"
+#include "alerts.h"
 #include "apply.h"
 #include "bus.h"
 #include "config.h"
 #include "events.h"
+#include "evtail.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -53,6 +57,20 @@ struct settings {
     int64_t retain_runs_days;
     int64_t retain_alerts_days;
     int64_t prune_interval_s;
+    bool alerts;
+    int64_t alert_interval_s;
+    char *alert_rules;
+    char *alert_scrape;
+    int64_t alert_scrape_timeout_ms;
+    int64_t alert_sync_interval_s;
+    char *orgs_file;
+    char *alert_webhook_url;
+    char *alert_smtp_url;
+    char *alert_smtp_from;
+    char *alert_smtp_to;
+    char *alert_smtp_user;
+    char *alert_smtp_password;
+    int64_t alert_retry_min_ms;
 };
 
 #define OFF(f) offsetof(struct settings, f)
@@ -85,6 +103,34 @@ static const struct tds_config_entry config_table[] = {
      "days resolved tds.alerts are kept"},
     {"TDS_WRITER_PRUNE_INTERVAL_S", TDS_CFG_INT, "600", 0, 1, 86400, OFF(prune_interval_s),
      "seconds between pruning passes"},
+    {"TDS_ALERTS", TDS_CFG_BOOL, "true", 0, 0, 0, OFF(alerts),
+     "run the alert engine (one writer replica evaluates at a time; see writer/ALERTS.md)"},
+    {"TDS_ALERT_INTERVAL_S", TDS_CFG_INT, "15", 0, 1, 3600, OFF(alert_interval_s),
+     "seconds between alert evaluations"},
+    {"TDS_ALERT_RULES", TDS_CFG_STR, "", 0, 0, 0, OFF(alert_rules),
+     "JSON file overriding rule thresholds, for_s, severities (TDS_ALERT_<RULE>_* override it)"},
+    {"TDS_ALERT_SCRAPE", TDS_CFG_STR, "", 0, 0, 0, OFF(alert_scrape),
+     "stage admin URLs to scrape for metric rules, http://host:port,... (every address of a name)"},
+    {"TDS_ALERT_SCRAPE_TIMEOUT_MS", TDS_CFG_INT, "2000", 0, 100, 60000,
+     OFF(alert_scrape_timeout_ms), "timeout of one /metrics or /readyz request"},
+    {"TDS_ALERT_SYNC_INTERVAL_S", TDS_CFG_INT, "300", 0, 1, 86400 * 7,
+     OFF(alert_sync_interval_s), "sync interval assumed by entity_stale when TDS_CONFIG is unset"},
+    {"TDS_CONFIG", TDS_CFG_STR, "", 0, 0, 0, OFF(orgs_file),
+     "optional organizations file; the writer reads only org_id and incremental_every_s"},
+    {"TDS_ALERT_WEBHOOK_URL", TDS_CFG_STR, NULL, TDS_CFG_SECRET, 0, 0, OFF(alert_webhook_url),
+     "webhook for alert notices (Slack-compatible JSON POST), unset = off"},
+    {"TDS_ALERT_SMTP_URL", TDS_CFG_STR, "", 0, 0, 0, OFF(alert_smtp_url),
+     "SMTP server for alert email, smtp://host:port (STARTTLS when offered) or smtps://, empty = off"},
+    {"TDS_ALERT_SMTP_FROM", TDS_CFG_STR, "", 0, 0, 0, OFF(alert_smtp_from),
+     "sender address of alert email"},
+    {"TDS_ALERT_SMTP_TO", TDS_CFG_STR, "", 0, 0, 0, OFF(alert_smtp_to),
+     "recipients of alert email, comma-separated"},
+    {"TDS_ALERT_SMTP_USER", TDS_CFG_STR, NULL, TDS_CFG_SECRET, 0, 0, OFF(alert_smtp_user),
+     "SMTP user name, unset = no authentication"},
+    {"TDS_ALERT_SMTP_PASSWORD", TDS_CFG_STR, NULL, TDS_CFG_SECRET, 0, 0, OFF(alert_smtp_password),
+     "SMTP password"},
+    {"TDS_ALERT_RETRY_MIN_MS", TDS_CFG_INT, "1000", 0, 10, 600000, OFF(alert_retry_min_ms),
+     "first retry delay of a failed notice delivery (doubles up to 5 min, 10 attempts)"},
 };
 #define N_CONFIG (sizeof(config_table) / sizeof(config_table[0]))
 
@@ -98,6 +144,7 @@ struct app {
     struct tds_events *events;
     struct tds_apply *db;
     struct tds_writer *writer;
+    struct tds_alertd *alertd;
     bool migrated, reading, draining, waiting, ever_connected;
     int64_t backoff_ms;
     int64_t retry_timer;
@@ -118,7 +165,11 @@ static void usage(FILE *f)
             "Commands:\n"
             "  (none)     run the writer\n"
             "  migrate    apply pending database migrations and exit\n"
-            "  status     print a summary of the database for operators and exit\n\n"
+            "  status     print a summary of the database for operators and exit\n"
+            "  alerts list [--all]        firing alerts (--all: with resolved ones)\n"
+            "  alerts ack ID --by NAME    acknowledge an alert (no more notices for it)\n"
+            "  events tail --connect tcp://HOST:PORT[,...] [--topic P] [--count N]\n"
+            "             print the stages' tds.zoho.* events live\n\n"
             "Options:\n"
             "  -h, --help          show this help\n"
             "  -V, --version       show the version\n"
@@ -420,7 +471,76 @@ static char *status_json(void *ud)
              atomic_load(&app->st_messages), atomic_load(&app->st_batches),
              atomic_load(&app->st_rows), atomic_load(&app->st_rejects),
              atomic_load(&app->st_acks));
+    if (app->alertd) {
+        char *merged = tds_alertd_status_merge(app->alertd, s);
+
+        free(s);
+        s = merged;
+    }
     return s;
+}
+
+static void on_alert_tick(struct tds_loop *loop, void *ud)
+{
+    (void)loop;
+    tds_alertd_tick(ud);
+}
+
+static const char *env_get(const char *name)
+{
+    return getenv(name);
+}
+
+/* Rules from defaults, TDS_ALERT_RULES, then TDS_ALERT_<RULE>_* variables. */
+static int start_alerts(struct app *app)
+{
+    struct tds_alert_rules *rules = NULL;
+    struct tds_alertd_cfg ac = {
+        .database_url = app->cfg.database_url,
+        .instance = app->cfg.instance,
+        .scrape = app->cfg.alert_scrape,
+        .orgs_file = app->cfg.orgs_file,
+        .sync_interval_s = app->cfg.alert_sync_interval_s,
+        .scrape_timeout_ms = app->cfg.alert_scrape_timeout_ms,
+        .channels = {
+            .webhook_url = app->cfg.alert_webhook_url,
+            .smtp_url = app->cfg.alert_smtp_url,
+            .smtp_from = app->cfg.alert_smtp_from,
+            .smtp_to = app->cfg.alert_smtp_to,
+            .smtp_user = app->cfg.alert_smtp_user,
+            .smtp_password = app->cfg.alert_smtp_password,
+            .retry_min_ms = app->cfg.alert_retry_min_ms,
+        },
+    };
+    char err[512];
+    int rc;
+
+    if (!app->cfg.alerts)
+        return 0;
+    if ((rc = tds_alert_rules_new(&rules)) != 0) {
+        fprintf(stderr, "tds-writer: out of memory\n");
+        return 1;
+    }
+    if ((app->cfg.alert_rules && app->cfg.alert_rules[0] &&
+         tds_alert_rules_load_json(rules, app->cfg.alert_rules, err, sizeof(err)) != 0) ||
+        tds_alert_rules_apply_env(rules, env_get, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tds-writer: %s\n", err);
+        tds_alert_rules_free(rules);
+        return 2;
+    }
+    rc = tds_alertd_new(&app->alertd, &ac, &rules, app->metrics, err, sizeof(err));
+    tds_alert_rules_free(rules);
+    if (rc != 0) {
+        fprintf(stderr, "tds-writer: %s\n", rc == TDS_E_INVALID ? err : "could not start alerts");
+        return rc == TDS_E_INVALID ? 2 : 1;
+    }
+    if (tds_alertd_start(app->alertd) != 0) {
+        fprintf(stderr, "tds-writer: could not start the alert engine\n");
+        return 1;
+    }
+    tds_loop_timer_add(app->loop, 1000, app->cfg.alert_interval_s * 1000, on_alert_tick,
+                       app->alertd);
+    return 0;
 }
 
 /* ---- commands ---- */
@@ -502,6 +622,8 @@ static int run(struct app *app)
         fprintf(stderr, "tds-writer: invalid TDS_ADMIN_LISTEN: '%s'\n", app->cfg.admin_listen);
         return 2;
     }
+    if ((rc = start_alerts(app)) != 0)
+        return rc;
     tds_admin_set_status_cb(app->admin, status_json, app);
     tds_admin_set_ready(app->admin, false, "connecting to database");
     if ((rc = tds_admin_start(app->admin)) != 0) {
@@ -536,6 +658,7 @@ static void app_free(struct app *app)
 {
     /* The admin thread reads app state: stop it first. */
     app->admin = tds_admin_free(app->admin);
+    app->alertd = tds_alertd_free(app->alertd);
     app->writer = tds_writer_free(app->writer);
     app->db = tds_apply_free(app->db);
     app->events = tds_events_free(app->events);
@@ -581,12 +704,14 @@ int main(int argc, char **argv)
     }
     if (optind < argc)
         cmd = argv[optind++];
-    if (optind < argc) {
+    if (cmd && strcmp(cmd, "events") == 0)
+        return tds_evtail_main(argc - optind, argv + optind, stdout);
+    if (optind < argc && (!cmd || strcmp(cmd, "alerts") != 0)) {
         fprintf(stderr, "tds-writer: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
     }
     if (cmd && strcmp(cmd, "migrate") != 0 && strcmp(cmd, "status") != 0 &&
-        strcmp(cmd, "run") != 0) {
+        strcmp(cmd, "run") != 0 && strcmp(cmd, "alerts") != 0) {
         fprintf(stderr, "tds-writer: unknown command '%s' (see --help)\n", cmd);
         return 2;
     }
@@ -617,6 +742,8 @@ int main(int argc, char **argv)
         rc = cmd_migrate(&app);
     else if (cmd && strcmp(cmd, "status") == 0)
         rc = cmd_status(&app);
+    else if (cmd && strcmp(cmd, "alerts") == 0)
+        rc = tds_alertd_cli(app.cfg.database_url, argc - optind, argv + optind, stdout);
     else
         rc = run(&app);
     app_free(&app);
