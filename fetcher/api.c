@@ -225,8 +225,8 @@ struct tds_api *tds_api_free(struct tds_api *a)
     return NULL;
 }
 
-int tds_api_get(struct tds_api *a, const char *endpoint, const char *path, const char *query,
-                tds_api_cb cb, void *ud)
+static int api_get(struct tds_api *a, const char *endpoint, const char *path, const char *query,
+                   tds_api_cb cb, void *ud, bool front)
 {
     struct call *c = calloc(1, sizeof(*c));
     if (!c)
@@ -242,9 +242,21 @@ int tds_api_get(struct tds_api *a, const char *endpoint, const char *path, const
         call_free(c);
         return -ENOMEM;
     }
-    q_push(a, c, false);
+    q_push(a, c, front);
     pump(a);
     return 0;
+}
+
+int tds_api_get(struct tds_api *a, const char *endpoint, const char *path, const char *query,
+                tds_api_cb cb, void *ud)
+{
+    return api_get(a, endpoint, path, query, cb, ud, false);
+}
+
+int tds_api_get_first(struct tds_api *a, const char *endpoint, const char *path, const char *query,
+                      tds_api_cb cb, void *ud)
+{
+    return api_get(a, endpoint, path, query, cb, ud, true);
 }
 
 static void on_timer(struct tds_loop *loop, void *ud)

@@ -55,6 +55,10 @@ struct tds_api *tds_api_free(struct tds_api *a);
  * ("items.list"). query may be NULL. Returns 0 or -ENOMEM. */
 int tds_api_get(struct tds_api *a, const char *endpoint, const char *path, const char *query,
                 tds_api_cb cb, void *ud);
+/* The same, ahead of everything queued: a list page that feeds the queue
+ * must not wait behind the detail calls of the previous page. */
+int tds_api_get_first(struct tds_api *a, const char *endpoint, const char *path, const char *query,
+                      tds_api_cb cb, void *ud);
 /* Drop every queued and running call; each callback runs once with
  * TDS_ZAPI_FATAL and error "cancelled" (ownership lost, shutdown). */
 void tds_api_cancel_all(struct tds_api *a);

@@ -2,11 +2,11 @@
  *
  * The per-minute limit is kept two ways at once. Pacing spaces grants
  * window/N apart, so every minute-long interval — however the server counts
- * its windows — holds about N requests. A ring of the last N requests' end
- * times guarantees the bound itself: the (i+N)-th request is sent only a
- * full window after the i-th one *finished*, and a request always reaches
- * the server before it finishes, so no window ever sees N+1, whatever the
- * latency jitter. Never sleeps; callers pass the time and park on a timer.
+ * its windows — holds about N requests. The bound itself: a request is sent
+ * only while (requests in flight) + (requests that finished within the last
+ * window) < N. A request reaches the server before it finishes, so no
+ * server window ever sees N+1, whatever the latency jitter. Never sleeps;
+ * callers pass the time and park on a timer.
  */
 #include "limiter.h"
 
@@ -16,16 +16,14 @@
 
 #include "util.h"
 
-#define IN_FLIGHT INT64_MAX
-#define FREE_SLOT INT64_MIN
-
 struct tds_limiter {
     struct tds_limiter_cfg cfg;
-    int64_t *ring;          /* N entries: end time of request seq ≡ i (mod N) */
-    int64_t *ring_seq;      /* the sequence number that owns each slot */
-    int64_t seq;            /* grants so far */
+    int64_t *done;          /* FIFO of completion times within the last window */
+    size_t done_head, done_n;
+    int64_t seq;            /* grants so far (tickets) */
     int64_t next_us;        /* pacing: earliest next grant, microseconds */
     int64_t spacing_us;     /* window / N */
+    int64_t bank_us;        /* pacing credit a late grant may use */
     int64_t inflight;
     int64_t cap;            /* current concurrency cap */
     int64_t cap_until_ms;   /* when the lowered cap may rise again */
@@ -51,18 +49,19 @@ int tds_limiter_new(struct tds_limiter **out, const struct tds_limiter_cfg *cfg)
         l->cfg.concurrency_cooldown_ms = 30000;
     if (l->cfg.daily_pause_ms <= 0)
         l->cfg.daily_pause_ms = 3600000;
-    size_t n = (size_t)cfg->rate_per_window;
-    l->ring = malloc(n * sizeof(*l->ring));
-    l->ring_seq = malloc(n * sizeof(*l->ring_seq));
-    if (!l->ring || !l->ring_seq) {
+    l->done = malloc((size_t)cfg->rate_per_window * sizeof(*l->done));
+    if (!l->done) {
         tds_limiter_free(l);
         return -ENOMEM;
     }
-    for (size_t i = 0; i < n; i++) {
-        l->ring[i] = FREE_SLOT;
-        l->ring_seq[i] = -1;
-    }
     l->spacing_us = (cfg->window_ms * 1000 + cfg->rate_per_window - 1) / cfg->rate_per_window;
+    /* A quarter window of credit: enough to make up for a stalled loop or
+     * a slow answer, small enough that a fixed server window never starts
+     * with a burst worth more than a quarter of its allowance. */
+    int64_t bank = cfg->rate_per_window / 4;
+    if (bank < 1)
+        bank = 1;
+    l->bank_us = bank * l->spacing_us;
     l->next_us = INT64_MIN / 2;
     l->cap = cfg->max_concurrency;
     l->daily_limit = cfg->daily_limit > 0 ? cfg->daily_limit : 0;
@@ -75,10 +74,19 @@ struct tds_limiter *tds_limiter_free(struct tds_limiter *l)
 {
     if (!l)
         return NULL;
-    free(l->ring);
-    free(l->ring_seq);
+    free(l->done);
     free(l);
     return NULL;
+}
+
+/* Forget completions older than a window (plus margin). */
+static void expire(struct tds_limiter *l, int64_t now_ms)
+{
+    size_t n = (size_t)l->cfg.rate_per_window;
+    while (l->done_n && l->done[l->done_head] + l->cfg.window_ms + l->cfg.margin_ms <= now_ms) {
+        l->done_head = (l->done_head + 1) % n;
+        l->done_n--;
+    }
 }
 
 static void maybe_restore_cap(struct tds_limiter *l, int64_t now_ms)
@@ -134,28 +142,25 @@ int tds_limiter_acquire(struct tds_limiter *l, int64_t now_ms, int64_t *wait_ms,
         *wait_ms = w > 0 ? w : 1;
         return TDS_LIMITER_WAIT;
     }
-    size_t slot = (size_t)(l->seq % l->cfg.rate_per_window);
-    int64_t end = l->ring[slot];
-    if (end == IN_FLIGHT) {
-        /* The request N grants ago has not finished: its window has not
-         * even started. A release will wake us. */
-        *wait_ms = -1;
-        return TDS_LIMITER_WAIT;
-    }
-    if (end != FREE_SLOT) {
-        int64_t ready = end + l->cfg.window_ms + l->cfg.margin_ms;
-        if (now_ms < ready) {
-            *wait_ms = ready - now_ms;
+    /* The bound itself: requests in flight plus requests that finished
+     * within the last window. A request reaches the server before it
+     * finishes, so every server window holds at most N of them. */
+    expire(l, now_ms);
+    if (l->inflight + (int64_t)l->done_n >= l->cfg.rate_per_window) {
+        if (l->done_n == 0) {
+            *wait_ms = -1; /* all N in flight: a release will wake us */
             return TDS_LIMITER_WAIT;
         }
+        int64_t ready = l->done[l->done_head] + l->cfg.window_ms + l->cfg.margin_ms;
+        *wait_ms = ready > now_ms ? ready - now_ms : 1;
+        return TDS_LIMITER_WAIT;
     }
-    l->ring[slot] = IN_FLIGHT;
-    l->ring_seq[slot] = l->seq;
     *ticket = l->seq;
     l->seq++;
-    /* Pacing banks no idle time: an idle minute must not turn into a burst
-     * that the server counts in one window. */
-    l->next_us = (l->next_us > now_us ? l->next_us : now_us) + l->spacing_us;
+    /* Pacing banks a few spacings, no more: a timer that fires late is made
+     * up for, but an idle minute does not turn into a burst. */
+    int64_t floor_us = now_us - l->bank_us;
+    l->next_us = (l->next_us > floor_us ? l->next_us : floor_us) + l->spacing_us;
     l->inflight++;
     if (l->remaining > 0)
         l->remaining--;
@@ -175,9 +180,17 @@ void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
                          const struct tds_limiter_outcome *o)
 {
     if (ticket >= 0) {
-        size_t slot = (size_t)(ticket % l->cfg.rate_per_window);
-        if (l->ring_seq[slot] == ticket && l->ring[slot] == IN_FLIGHT)
-            l->ring[slot] = now_ms;
+        /* Counted as finished now: conservative for a call cancelled
+         * after it may have reached the server. */
+        expire(l, now_ms);
+        size_t n = (size_t)l->cfg.rate_per_window;
+        if (l->done_n < n) {
+            l->done[(l->done_head + l->done_n) % n] = now_ms;
+            l->done_n++;
+        } else {
+            l->done[l->done_head] = now_ms; /* cannot happen: in flight + done <= N */
+            l->done_head = (l->done_head + 1) % n;
+        }
         if (l->inflight > 0)
             l->inflight--;
     }

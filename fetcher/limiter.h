@@ -1,7 +1,7 @@
 /* limiter — one organization's share of Zoho's API limits, as pure state.
  *
- * Three limits at once: requests per minute (paced evenly and checked
- * against a log of the last N completions), concurrent requests (a cap that
+ * Three limits at once: requests per minute (paced evenly, and never
+ * more than N in flight or finished within the last window), concurrent requests (a cap that
  * a 1070 lowers for a while), and the daily budget (learned from the
  * X-Rate-Limit-* headers, minus a reserve left for other integrations). It
  * answers "may I send now, and if not, for how long should I wait"; it never

@@ -811,7 +811,7 @@ static void fetch_list(struct run *r)
     char endpoint[96];
     snprintf(endpoint, sizeof(endpoint), "%s.list", r->e->name);
     if (rc == 0)
-        rc = tds_api_get(o->api, endpoint, r->e->list_path, q.p, on_list, r);
+        rc = tds_api_get_first(o->api, endpoint, r->e->list_path, q.p, on_list, r);
     tds_buf_deinit(&q);
     if (rc != 0) {
         run_fail(r, "out of memory queueing a list call");
