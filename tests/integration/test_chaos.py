@@ -1,0 +1,62 @@
+"""Chaos: SIGKILL stages at random during a full sync with webhooks flowing,
+restart PostgreSQL once, inject simulator faults; afterwards the database
+equals the simulator's truth. The schedule's seed is printed (TDS_CHAOS_SEED
+replays it)."""
+import os
+import random
+import time
+
+from pipeline import SECRET, Pipeline
+
+
+def test_kill_restart_faults_then_equal_truth(db, procs, sim, tmp_path, wait_until):
+    seed = int(os.environ.get("TDS_CHAOS_SEED", random.randrange(1 << 30)))
+    rnd = random.Random(seed)
+    print(f"chaos seed {seed} (TDS_CHAOS_SEED={seed} replays this schedule)")
+    s = sim(orgs=[
+        "id=70001,tz=+0300,stock=warehouses,items=600,groups=40,contacts=200,"
+        "invoices=200,salesorders=200,warehouses=3",
+        "id=70002,tz=+0530,stock=locations,items=400,groups=30,contacts=150,"
+        "invoices=150,salesorders=150,warehouses=2"],
+        extra_args=["--rate-per-min", "100000", "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path, writers=2, processors=2, fetchers=2, ingresses=1,
+                 org_overrides={"*": {"rate_per_min": 100000}},
+                 extra_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "3000",
+                            "TDS_INGRESS_ACK_TIMEOUT_MS": "3000"}).start()
+    for org in p.org_ids:
+        s.webhooks(org, p.webhook_url(org), secret=SECRET, retries=30, retry_delay_ms=300)
+    s.faults(p500=0.02, p503=0.02, p_reset=0.01, p_truncate=0.01, p_slow=0.02, slow_ms=300)
+    for org in p.org_ids:
+        p.request_sync(org)
+        s.stream(org, rate_per_s=10, seconds=20)
+
+    kills = 0
+    pg_restarted = False
+    t_end = time.monotonic() + 24
+    while time.monotonic() < t_end:
+        time.sleep(rnd.uniform(1.0, 3.0))
+        victim = rnd.choice(p.stages())
+        victim.kill()
+        kills += 1
+        print(f"  killed {victim.name}")
+        if not pg_restarted and kills == 3:
+            p.db.cluster.restart(down_s=1.0)
+            pg_restarted = True
+            print("  restarted PostgreSQL")
+        time.sleep(rnd.uniform(0.2, 1.0))
+        victim.start()
+    s.faults()  # all off
+    print(f"kills survived: {kills}, PostgreSQL restarted: {pg_restarted}")
+
+    t0 = time.monotonic()
+    wait_until(lambda: db.query(
+        "SELECT count(*) FROM tds.sync_requests WHERE done_at IS NULL")[0][0] == 0
+        and p.runs_settled(), 180, "every sync run to finish", interval=0.5)
+    for org in p.org_ids:
+        p.wait_equal_truth(org, timeout=120)
+    print(f"settled {time.monotonic() - t0:.1f}s after the last kill")
+    stuck = db.query("SELECT run_id, org_id, entity, status FROM tds.sync_runs "
+                     "WHERE status NOT IN ('completed', 'failed')")
+    assert not stuck, f"runs left stuck: {stuck}"
+    rejected = db.query("SELECT count(*) FROM tds.rejected WHERE org_id <> ''")[0][0]
+    assert rejected == 0, f"{rejected} valid records were rejected"
