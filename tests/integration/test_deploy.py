@@ -210,7 +210,12 @@ def _write(path, text, mode=0o600):
     return str(path)
 
 
-def _sim_orgs_file(tmp_path, sim, org_id, entities, secrets_dir, webhook_secret):
+SMALL_ORG = ("id=60001,tz=+0300,stock=warehouses,product=inventory,items=30,groups=4,"
+             "contacts=12,invoices=12,salesorders=12,warehouses=2")
+
+
+def _sim_orgs_file(tmp_path, sim, org_id, entities, secrets_dir, webhook_secret,
+                   rate_per_min=None):
     """An organizations file for the simulator with every credential as a
     file: reference, the way the manifests give them."""
     os.makedirs(secrets_dir, exist_ok=True)
@@ -225,6 +230,8 @@ def _sim_orgs_file(tmp_path, sim, org_id, entities, secrets_dir, webhook_secret)
            "refresh_token": f"file:{secrets_dir}/zoho-refresh-token",
            "webhook_secrets": [f"file:{secrets_dir}/zoho-webhook-secret"],
            "entities": list(entities)}
+    if rate_per_min:
+        org["rate_per_min"] = rate_per_min
     return _write(tmp_path / "orgs.json", json.dumps({"organizations": [org]}), 0o644)
 
 
@@ -297,12 +304,14 @@ def test_metric_names_exist(db, procs, sim, tmp_path):
     webhook have gone through so that families registered on first use exist."""
     need_stages()
     need_sim()
-    s = sim()
+    s = sim(orgs=[SMALL_ORG])
     stages, env, ports = _start_simple_pipeline(procs, db, s, tmp_path)
-    # Traffic: a full sync of items (API calls, pages, rows, acks) and one
-    # signed webhook through ingress.
+    # Traffic: a full sync of items with two invalid records among them (API
+    # calls, pages, rows, rejects, acks), one signed webhook through ingress,
+    # then a sync under a 1-request-per-minute limit (429s).
+    s.invalid("60001", "items", n=2)
     r = procs.run("tds-fetcher", ["sync", "--org", "60001", "--entity", "items", "--mode", "full"],
-                  env={k: v for k, v in env.items()}, timeout=120, check=False)
+                  env=env, timeout=120, check=False)
     s.webhooks("60001", f"http://127.0.0.1:{ports['webhook']}/webhooks/zoho/60001",
                secret="deploytestsecret")
     s.mutate("60001", "contacts", update=1)
@@ -310,6 +319,15 @@ def test_metric_names_exist(db, procs, sim, tmp_path):
     def webhook_answered():
         return (stages["ingress"].metric("tds_ingress_requests_total") or 0) >= 1
     wait_until(webhook_answered, 20, "ingress to answer the simulator's webhook")
+    s.limits(org="60001", rate_per_min=1)
+    procs.run("tds-fetcher", ["sync", "--org", "60001", "--entity", "contacts", "--mode", "full",
+                              "--detach"], env=env, timeout=60, check=False)
+    try:
+        wait_until(lambda: "tds_fetcher_429_total" in stages["fetcher"].metrics(), 30,
+                   "the fetcher to meet a 429")
+    except AssertionError:
+        pass  # reported below with every other missing name
+    s.limits(org="60001", rate_per_min=0)
     fam = {}
     for st, p in stages.items():
         fam.update(_families(p.metrics()))
@@ -330,7 +348,7 @@ def test_prometheus_scrapes_the_stages(db, procs, sim, tmp_path):
     need_stages()
     need_sim()
     import yaml
-    s = sim()
+    s = sim(orgs=[SMALL_ORG])
     stages, env, ports = _start_simple_pipeline(procs, db, s, tmp_path)
     cfg = yaml.safe_load(open(os.path.join(dl.DEPLOY, "prometheus", "prometheus.yml")))
     cfg["global"]["scrape_interval"] = "1s"
@@ -432,7 +450,8 @@ def test_stages_run_as_the_prod_overlay_configures_them(db, procs, sim, tmp_path
             if svc["spec"].get("selector") and check_k8s.subset(svc["spec"]["selector"], ct.labels):
                 svc_stage[svc["metadata"]["name"]] = st
 
-    s = sim()
+    # A small organization and no rate limit on either side keep the sync short.
+    s = sim(orgs=[SMALL_ORG], extra_args=["--limits-off"])
     webhook_secret = "deploy-webhook-secret-1"
     secrets = str(tmp_path / "run-secrets-tds")
     os.makedirs(secrets)
@@ -444,7 +463,8 @@ def test_stages_run_as_the_prod_overlay_configures_them(db, procs, sim, tmp_path
             orgs_cm = json.loads(cm["data"]["orgs.json"])
     assert orgs_cm, "no organizations file in the prod render"
     entities = orgs_cm["organizations"][0]["entities"]
-    orgs_path = _sim_orgs_file(tmp_path, s, "60001", entities, secrets, webhook_secret)
+    orgs_path = _sim_orgs_file(tmp_path, s, "60001", entities, secrets, webhook_secret,
+                               rate_per_min=6000)
 
     def translate(st, r, env):
         out = {}
