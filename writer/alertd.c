@@ -1000,6 +1000,10 @@ static int load_firing(struct tds_alertd *d)
     for (int i = 0; i < PQntuples(r); i++) {
         int sev = TDS_SEV_ERROR, nsev = 0;
 
+        /* rows of rules this version does not know (written by hand, or by
+         * a newer writer during a rolling upgrade) are not ours to resolve */
+        if (!rule_of(d, val(r, i, 1)))
+            continue;
         tds_alert_sev_parse(val(r, i, 2), &sev);
         if (val(r, i, 7))
             tds_alert_sev_parse(val(r, i, 7), &nsev);
