@@ -950,3 +950,13 @@ def test_localized_access_denied(sim):
     assert s.refresh().status == 200
     r = s.refresh()
     assert r.status == 400 and r.json()["error"] == "拒绝访问"
+
+
+def test_one_mutate_request_touches_distinct_records(sim):
+    s = sim(orgs=["id=60001,items=10,groups=0,contacts=12,invoices=1,salesorders=1"])
+    m = s.mutate("60001", "contacts", update=8, create=2, delete=4)
+    assert len(set(m["updated"])) == 8 and len(m["created"]) == 2 and len(set(m["deleted"])) == 4
+    assert not (set(m["updated"]) & set(m["deleted"]))
+    assert not (set(m["created"]) & set(m["deleted"]))
+    m = s.mutate("60001", "items", update=50)
+    assert len(m["updated"]) == len(set(m["updated"])) == 10

@@ -491,7 +491,7 @@ int zs_org_page(struct zs_org *o, enum zs_ent e, const struct zs_page_req *q, ui
 
 /* ---- mutations ---- */
 
-static long pick_live(struct zs_org *o, enum zs_ent e)
+static long pick_live(struct zs_org *o, enum zs_ent e, uint32_t stamp)
 {
     struct zs_table *t = &o->t[e];
     if (!t->n)
@@ -500,7 +500,7 @@ static long pick_live(struct zs_org *o, enum zs_ent e)
     size_t start = o->mut_rng % t->n;
     for (size_t k = 0; k < t->n; k++) {
         size_t i = (start + k) % t->n;
-        if (!t->recs[i].deleted)
+        if (!t->recs[i].deleted && (!stamp || t->recs[i].stamp != stamp))
             return (long)i;
     }
     return -1;
@@ -627,7 +627,7 @@ static void remove_rec(struct zs_org *o, enum zs_ent e, size_t i, int64_t now_s)
 }
 
 int zs_org_mutate(struct zs_org *o, enum zs_ent e, enum zs_mut_op op, int64_t now_s,
-                  enum zs_invalid invalid, size_t *idx, struct zs_also *also)
+                  enum zs_invalid invalid, uint32_t stamp, size_t *idx, struct zs_also *also)
 {
     struct zs_table *t = &o->t[e];
     memset(also, 0, sizeof(*also));
@@ -641,18 +641,21 @@ int zs_org_mutate(struct zs_org *o, enum zs_ent e, enum zs_mut_op op, int64_t no
         if (rc)
             return rc;
         r->invalid = (uint8_t)invalid;
+        r->stamp = stamp;
         if (e == ZS_SALESORDERS || e == ZS_INVOICES) {
-            long c = pick_live(o, ZS_CONTACTS);
+            long c = pick_live(o, ZS_CONTACTS, 0);
             r->link = (int32_t)c;
         }
         *idx = t->n - 1;
         views_link(o, e, *idx, cur);
         return 0;
     }
-    long i = pick_live(o, e);
+    long i = pick_live(o, e, stamp);
     if (i < 0)
         return -ENOENT;
     struct zs_rec *r = &t->recs[i];
+    if (stamp)
+        r->stamp = stamp;
     *idx = (size_t)i;
     if (op == ZS_MUT_UPDATE)
         touch(o, e, (size_t)i, now_s);

@@ -37,6 +37,7 @@ struct zs_rec {
     uint16_t count;    /* groups: number of variants; items: variant number */
     uint8_t deleted;
     uint8_t invalid;   /* enum zs_invalid */
+    uint32_t stamp;    /* the last mutation request that chose it (fits the padding) */
 };
 
 struct zs_view {            /* a sorted index over live records, rebuilt lazily */
@@ -137,11 +138,13 @@ struct zs_also {
 /* Applies one mutation to one record chosen by the org's mutation stream
  * (update/delete: a random live record; create: a new one) and returns its
  * index in *idx. Changing a variant also bumps its group and deleting a group
- * deletes its variants: those are listed in *also. Caller holds the write lock. Returns 0, -ENOENT when
+ * deletes its variants: those are listed in *also. A non-zero stamp marks the
+ * chosen record and excludes records already marked with it, so one request
+ * never picks the same record twice. Caller holds the write lock. Returns 0, -ENOENT when
  * there is no live record to update or delete, -ENOTSUP for deleting or
  * creating warehouses, -ENOMEM. */
 int zs_org_mutate(struct zs_org *o, enum zs_ent e, enum zs_mut_op op, int64_t now_s,
-                  enum zs_invalid invalid, size_t *idx, struct zs_also *also);
+                  enum zs_invalid invalid, uint32_t stamp, size_t *idx, struct zs_also *also);
 
 /* Hash helpers shared with render.c. */
 static inline uint64_t zs_mix(uint64_t x)

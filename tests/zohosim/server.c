@@ -992,6 +992,8 @@ static void ctl_mutate(struct zs_sim *s, json_t *j, struct reply *r)
             return;
         }
     }
+    /* one stamp for the request: the three sets are disjoint, each distinct */
+    uint32_t stamp = zs_sim_stamp(s);
     struct zs_jw w;
     zs_jw_init(&w, 1024);
     zs_jw_obj(&w);
@@ -1000,7 +1002,7 @@ static void ctl_mutate(struct zs_sim *s, json_t *j, struct reply *r)
         zs_jw_key(&w, out_keys[k]);
         zs_jw_arr(&w);
         if (n > 0)
-            zs_sim_mutate(s, o, (enum zs_ent)e, ops[k], (long)n, ZS_VALID, &w);
+            zs_sim_mutate(s, o, (enum zs_ent)e, ops[k], (long)n, ZS_VALID, stamp, &w);
         zs_jw_arr_end(&w);
     }
     zs_jw_obj_end(&w);
@@ -1041,7 +1043,7 @@ static void ctl_invalid(struct zs_sim *s, json_t *j, struct reply *r)
         int kd = fixed ? fixed : 1 + (int)(i % (ZS_INVALID_KINDS - 1));
         zs_jw_obj(&w);
         zs_jw_key(&w, "id");
-        zs_sim_mutate(s, o, (enum zs_ent)e, ZS_MUT_CREATE, 1, (enum zs_invalid)kd, &w);
+        zs_sim_mutate(s, o, (enum zs_ent)e, ZS_MUT_CREATE, 1, (enum zs_invalid)kd, 0, &w);
         zs_jw_kstr(&w, "kind", invalid_names[kd]);
         zs_jw_obj_end(&w);
     }

@@ -91,7 +91,7 @@ static const char *event_name(enum zs_mut_op op)
 }
 
 long zs_sim_mutate(struct zs_sim *s, struct zs_org *o, enum zs_ent e, enum zs_mut_op op, long n,
-                   enum zs_invalid invalid, struct zs_jw *w)
+                   enum zs_invalid invalid, uint32_t stamp, struct zs_jw *w)
 {
     size_t org = (size_t)o->org_index;
     bool hooks = zs_hooks_enabled(s->hooks, org);
@@ -107,7 +107,7 @@ long zs_sim_mutate(struct zs_sim *s, struct zs_org *o, enum zs_ent e, enum zs_mu
     for (long k = 0; k < n; k++) {
         size_t idx;
         struct zs_also also;
-        rc = zs_org_mutate(o, e, op, now_s, invalid, &idx, &also);
+        rc = zs_org_mutate(o, e, op, now_s, invalid, stamp, &idx, &also);
         if (rc)
             break;
         done++;
@@ -137,6 +137,12 @@ long zs_sim_mutate(struct zs_sim *s, struct zs_org *o, enum zs_ent e, enum zs_mu
     if (done == 0 && rc)
         return rc;
     return done;
+}
+
+uint32_t zs_sim_stamp(struct zs_sim *s)
+{
+    uint32_t v = atomic_fetch_add(&s->stamp_ctr, 1) + 1;
+    return v ? v : atomic_fetch_add(&s->stamp_ctr, 1) + 1; /* 0 means none */
 }
 
 /* ---- mutation stream ---- */
@@ -184,7 +190,7 @@ static void *stream_main(void *arg)
                                                                   : ZS_MUT_UPDATE;
                 st->done++;
                 pthread_mutex_unlock(&s->stream_lock);
-                long m = zs_sim_mutate(s, &s->orgs[i], e, op, 1, ZS_VALID, NULL);
+                long m = zs_sim_mutate(s, &s->orgs[i], e, op, 1, ZS_VALID, 0, NULL);
                 if (m > 0)
                     atomic_fetch_add(&s->stats[i].stream_mutations, (uint64_t)m);
                 pthread_mutex_lock(&s->stream_lock);

@@ -67,6 +67,7 @@ struct zs_sim {
     pthread_mutex_t faults_lock;
     struct zs_faults faults;
     atomic_uint_fast64_t fault_ctr;
+    atomic_uint stamp_ctr;
 
     atomic_uint_fast64_t ctl_requests, unknown_requests;
     atomic_int stopping;
@@ -85,11 +86,14 @@ struct zs_sim *zs_sim_free(struct zs_sim *s);
 
 struct zs_org *zs_sim_org(struct zs_sim *s, const char *id);
 
-/* Applies n mutations of one kind and queues their webhooks; appends the
- * affected ids (text) to the JSON array being written in w (may be NULL).
+/* Applies n mutations of one kind (n distinct records when stamp is set)
+ * and queues their webhooks; appends the affected ids (text) to the JSON
+ * array being written in w (may be NULL). Fewer when the records run out.
  * Returns the number applied, or a negative errno. */
 long zs_sim_mutate(struct zs_sim *s, struct zs_org *o, enum zs_ent e, enum zs_mut_op op, long n,
-                   enum zs_invalid invalid, struct zs_jw *w);
+                   enum zs_invalid invalid, uint32_t stamp, struct zs_jw *w);
+/* A fresh stamp for one mutation request (see zs_org_mutate). */
+uint32_t zs_sim_stamp(struct zs_sim *s);
 
 /* A uniform number in [0,1) for fault decisions. */
 double zs_sim_rand(struct zs_sim *s);
