@@ -828,6 +828,7 @@ static void stats_json(struct zs_sim *s, struct zs_jw *w)
         zs_jw_obj_end(w);
     }
     zs_jw_obj_end(w);
+    zs_jw_kint(w, "api_requests", (int64_t)treq);
     zs_jw_key(w, "totals");
     zs_jw_obj(w);
     zs_jw_kint(w, "requests", (int64_t)treq);
