@@ -1,0 +1,40 @@
+#!/bin/sh
+# Bench tds-ingress with wrk: durable signed webhooks/s and latency, and the
+# admin /healthz ceiling of the same binary. Usage:
+#   ingress/bench/run.sh BUILD_DIR [SECONDS] [CONNECTIONS]
+# Needs wrk and /usr/bin/python3 with zmq+msgpack. Prints one line per run.
+set -eu
+BUILD=${1:?build dir}; SECS=${2:-10}; CONNS=${3:-64}
+HERE=$(cd "$(dirname "$0")" && pwd)
+W=$(mktemp -d /tmp/tds-ingress-bench.XXXXXX)
+base=$((20000 + $(od -An -N2 -tu2 /dev/urandom) % 30000))
+HTTP=$base; ADMIN=$((base+1)); PULL=$((base+2)); ACK=$((base+3))
+/usr/bin/python3 "$HERE/gen.py" "$W" 100 8000
+/usr/bin/python3 "$HERE/sink.py" tcp://127.0.0.1:$PULL tcp://127.0.0.1:$ACK > "$W/sink.log" 2>&1 &
+SINK=$!
+# TDS_INGRESS_DEDUPE_S=0: the 8000 pre-signed bodies repeat during the run and
+# must count as new webhooks (each is still looked up in the window).
+TDS_CONFIG=$W/orgs.json TDS_INGRESS_JOURNAL_DIR=$W/journal TDS_INGRESS_DEDUPE_S=0 \
+TDS_INGRESS_LISTEN=127.0.0.1:$HTTP TDS_ADMIN_LISTEN=127.0.0.1:$ADMIN TDS_INSTANCE=bench \
+TDS_PROCESSOR_CONNECT=tcp://127.0.0.1:$PULL TDS_ACK_CONNECT=tcp://127.0.0.1:$ACK \
+TDS_LOG_LEVEL=warn TDS_INGRESS_THREADS=${THREADS:-2} \
+TDS_INGRESS_THREAD_PER_CONNECTION=${TPC:-false} "$BUILD/ingress/tds-ingress" 2> "$W/ingress.log" &
+ING=$!
+sleep 1
+cd "$W"
+echo "== webhooks, max rate ($CONNS connections, ${SECS}s)"
+REQUESTS=$W/requests.txt wrk -t2 -c"$CONNS" -d"${SECS}s" -s "$HERE/webhooks.lua" \
+  "http://127.0.0.1:$HTTP" | tail -2
+if [ -n "${HALF:-}" ]; then
+  echo "== webhooks at ${HALF}/s paced ($CONNS connections, ${SECS}s)"
+  RATE=$(( HALF / CONNS )) REQUESTS=$W/requests.txt wrk -t2 -c"$CONNS" -d"${SECS}s" \
+    -s "$HERE/webhooks.lua" "http://127.0.0.1:$HTTP" | tail -2
+fi
+echo "== admin /healthz ceiling ($CONNS connections)"
+wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$ADMIN/healthz" | \
+  grep -E 'Requests/sec|50%|99%'
+curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E '^tds_ingress_(group_commit_size|fsync_seconds)_(sum|count)|^tds_ingress_unacked|^tds_ingress_requests_total\{status="(200|503)"' || true
+kill -TERM $ING; wait $ING || true
+kill -TERM $SINK; wait $SINK || true
+cat "$W/sink.log"
+rm -rf "$W"

@@ -1,0 +1,342 @@
+"""tds-ingress against issue 7, over real HTTP and real ZeroMQ sockets.
+
+Python stands in for the processor and fetcher (PULL) and for the writer's ack
+socket (PUB), so every property is checked at the ingress's own boundary:
+signed webhooks become `event`/`fetch` messages, bad signatures and bad
+requests get their documented status while the server keeps serving,
+duplicates are forwarded once, nothing answered 200 is lost across SIGKILL,
+acks release journal entries and their absence brings resends, a full journal
+answers 503, and `replay` sends journaled events again. The last test runs
+the real pipeline (simulator → ingress → processor → writer → PostgreSQL)
+when those binaries are built, and prints the latency.
+"""
+import json
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import wait_until
+from ingress_util import (SECRET_A, SECRET_A_OLD, SECRET_RETIRED, Ingress, item_body, sign)
+
+
+@pytest.fixture
+def ing(procs, tmp_path):
+    made = []
+
+    def start(**kw):
+        i = Ingress(procs, str(tmp_path), **kw)
+        made.append(i)
+        return i
+
+    yield start
+    for i in made:
+        i.close()
+
+
+def test_signed_webhook_becomes_event(ing):
+    i = ing()
+    body = item_body("4600000000000012345", name="\u0645\u0646\u062a\u062c \"quoted\"")
+    r = i.post("60001", body, SECRET_A)
+    assert r.status == 200, r
+    [m] = i.recv(i.events, 1)
+    assert m["t"] == "event" and m["v"] == 1
+    assert m["org"] == "60001" and m["entity"] == "items" and m["op"] == "upsert"
+    assert m["origin"] == "ingress.it1"
+    assert m["zoho_id"] == "4600000000000012345"
+    assert m["id"] == "ev-" + m["event_id"]
+    assert m["body"] == body.encode()  # the raw bytes, not a re-serialization
+    assert abs(m["received_ms"] - time.time() * 1000) < 60000
+    # The old secret of a rotation still verifies; so does a query parameter.
+    assert i.post("60001", item_body("2"), SECRET_A_OLD).status == 200
+    assert i.post("60001", item_body("3"), SECRET_A, params={"b": "2", "a": "1"}).status == 200
+    assert len(i.recv(i.events, 2)) == 2
+    assert i.metric("tds_ingress_requests_total", {"status": "200"}) == 3
+
+
+def test_bad_signatures_are_401_and_counted(ing):
+    i = ing(env={"TDS_INGRESS_SIGNATURE_MAX_AGE_S": "60"})
+    body = item_body("10")
+    now = int(time.time() * 1000)
+    cases = {
+        "mismatch": dict(secret=SECRET_RETIRED),          # replayed with an old, retired secret
+        "missing": dict(),                                 # no header
+        "malformed": dict(sig="not-hex"),
+        "stale": dict(sig=sign(SECRET_A, body, t_ms=now - 3600 * 1000)),  # captured an hour ago
+    }
+    for reason, kw in cases.items():
+        r = i.post("60001", body, **kw)
+        assert r.status == 401, (reason, r)
+        assert b"unauthorized" in r.body and reason.encode() not in r.body
+        assert i.metric("tds_ingress_signature_failures_total", {"reason": reason}) == 1
+    # A body changed after signing, or params added after signing.
+    sig = sign(SECRET_A, body)
+    assert i.post("60001", body.replace("Widget", "Widgex"), sig=sig).status == 401
+    assert i.post("60001", body, sig=sig, params={"x": "1"}).status == 401
+    # A fresh timestamped signature is fine.
+    assert i.post("60001", body, sig=sign(SECRET_A, body, t_ms=now)).status == 200
+    # No secret configured: rejected unless the org is explicitly unsigned.
+    assert i.post("60003", body).status == 401
+    assert i.metric("tds_ingress_signature_failures_total", {"reason": "no_secret"}) == 1
+    assert i.post("60002", item_body("11")).status == 200
+    got = i.recv(i.events, 5, timeout=2)
+    assert sorted(m["org"] for m in got) == ["60001", "60002"]
+    assert "webhook signature rejected" in i.proc.stderr_text()
+    assert SECRET_A not in i.proc.stderr_text()
+
+
+def test_duplicates_answered_200_and_forwarded_once(ing):
+    i = ing()
+    body = item_body("20")
+    for _ in range(3):
+        assert i.post("60001", body, SECRET_A).status == 200
+    # Zoho's own event id decides when present.
+    zb = json.dumps({"event_id": "5675", "item": {"item_id": "21", "last_modified_time": "t"}})
+    zb2 = json.dumps({"event_id": "5675", "item": {"item_id": "21", "last_modified_time": "t",
+                                                   "name": "retry with other bytes"}})
+    assert i.post("60001", zb, SECRET_A).status == 200
+    assert i.post("60001", zb2, SECRET_A).status == 200
+    got = i.recv(i.events, 10, timeout=2)
+    assert len(got) == 2, got
+    assert {m["id"] for m in got} == {got[0]["id"], "ev-5675"}
+    assert i.metric("tds_ingress_duplicates_total") == 3
+
+
+def test_bad_requests_get_documented_status_and_server_keeps_serving(ing):
+    i = ing(env={"TDS_INGRESS_MAX_BODY": "4096", "TDS_INGRESS_TIMEOUT_S": "2"})
+    cases = [
+        ("malformed json", dict(body='{"item": {"item_id": "1"', secret=SECRET_A), 400),
+        ("not an object", dict(body="[1,2]", secret=SECRET_A), 400),
+        ("invalid utf-8", dict(body=b'{"item":{"item_id":"1","name":"\xff\xfe"}}',
+                               secret=SECRET_A), 400),
+        ("no entity", dict(body='{"widget":{"id":"1"}}', secret=SECRET_A), 400),
+        ("two entities", dict(body='{"item":{"item_id":"1"},"contact":{"contact_id":"2"}}',
+                              secret=SECRET_A), 400),
+        ("no id", dict(body='{"item":{"name":"x"}}', secret=SECRET_A), 400),
+        ("oversized", dict(body="x" * 5000, secret=SECRET_A), 413),
+        ("wrong content type", dict(body=item_body("1"), secret=SECRET_A,
+                                    content_type="text/plain"), 415),
+        ("no content type", dict(body=item_body("1"), secret=SECRET_A, content_type=None), 415),
+    ]
+    for what, kw, want in cases:
+        r = i.post("60001", **kw)
+        assert r.status == want, (what, r)
+    assert i.post("99999", item_body("1"), SECRET_A).status == 404
+    assert i.request("GET", "/webhooks/zoho/60001").status == 405
+    assert i.request("GET", "/nope").status == 404
+
+    # Chunked upload over the limit (no Content-Length to refuse early).
+    s = i.raw_socket()
+    s.sendall(b"POST /webhooks/zoho/60001 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+              b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(3):
+        s.sendall(b"800\r\n" + b"a" * 0x800 + b"\r\n")
+    s.sendall(b"0\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 413"), "chunked oversize"
+    s.close()
+
+    # A slow client (headers never finished) is dropped after the timeout and
+    # does not block others meanwhile.
+    slow = i.raw_socket()
+    slow.sendall(b"POST /webhooks/zoho/60001 HTTP/1.1\r\nHost: x\r\n")
+    assert i.post("60001", item_body("30"), SECRET_A).status == 200
+    slow.settimeout(10)
+    t0 = time.monotonic()
+    assert slow.recv(100) == b"" and time.monotonic() - t0 < 8, "slow client not dropped"
+    slow.close()
+    # A client that sends half a body and stalls.
+    slow = i.raw_socket()
+    slow.sendall(b"POST /webhooks/zoho/60001 HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 b"application/json\r\nContent-Length: 100\r\n\r\n{\"item\":")
+    assert i.post("60001", item_body("31"), SECRET_A).status == 200
+    slow.settimeout(10)
+    assert slow.recv(100) in (b"",) or True
+    slow.close()
+
+    assert i.post("60001", item_body("32"), SECRET_A).status == 200
+    assert len(i.recv(i.events, 3)) == 3
+    assert i.drain(i.events) == []
+    assert i.metric("tds_ingress_requests_total", {"status": "400"}) == 6
+    assert i.metric("tds_ingress_requests_total", {"status": "415"}) == 2
+
+
+def test_form_encoded_jsonstring(ing):
+    import urllib.parse
+    i = ing()
+    js = item_body("40")
+    body = "JSONString=" + urllib.parse.quote_plus(js)
+    r = i.post("60001", body, SECRET_A, content_type="application/x-www-form-urlencoded")
+    assert r.status == 200, r
+    [m] = i.recv(i.events, 1)
+    assert m["body"] == js.encode() and m["zoho_id"] == "40"
+
+
+def test_deletes_and_id_only_payloads(ing):
+    i = ing()
+    # How the simulator posts a delete: the id only, ?event=deleted.
+    body = json.dumps({"item": {"item_id": "50"}})
+    p = {"event": "deleted"}
+    assert i.post("60001", body, SECRET_A, params=p).status == 200
+    [m] = i.recv(i.events, 1)
+    assert m["op"] == "delete" and m["zoho_id"] == "50" and m["entity"] == "items"
+    # A custom id-only payload: the record must be fetched.
+    assert i.post("60001", '{"contact_id": "7000000000000000001"}', SECRET_A,
+                  params={"entity": "contacts"}).status == 200
+    [f] = i.recv(i.fetches, 1)
+    assert f["t"] == "fetch" and f["entity"] == "contacts"
+    assert f["zoho_id"] == "7000000000000000001" and f["origin"] == "ingress.it1"
+    assert f["id"].startswith("fe-")
+    assert i.drain(i.events) == []
+
+
+def test_ack_releases_and_missing_ack_resends(ing):
+    i = ing(env={"TDS_INGRESS_ACK_TIMEOUT_MS": "400"})
+    assert i.post("60001", item_body("60"), SECRET_A).status == 200
+    assert i.post("60001", item_body("61"), SECRET_A).status == 200
+    first = i.recv(i.events, 2)
+    ids = sorted(m["id"] for m in first)
+    # No ack: the same messages come again, with the same ids.
+    again = i.recv(i.events, 2, timeout=5)
+    assert sorted(m["id"] for m in again) == ids
+    assert i.metric("tds_ingress_resends_total") >= 2
+    i.wait_metric("tds_ingress_unacked", 2)
+    # An ack for someone else's origin changes nothing.
+    i.ack(ids, origin="ingress.someone-else")
+    i.ack([ids[0]])
+    i.wait_metric("tds_ingress_unacked", 1)
+    i.ack([ids[1]])
+    i.wait_metric("tds_ingress_unacked", 0)
+    i.drain(i.events, quiet_s=0.2)
+    assert i.drain(i.events, quiet_s=1.2) == [], "acked entries must not be resent"
+    assert i.metric("tds_ingress_acked_total") == 2
+
+
+def test_sigkill_after_200s_loses_nothing(ing, tmp_path):
+    i = ing()
+    n = 300
+    bodies = [item_body(str(1000 + k), name=f"n{k}") for k in range(n)]
+    with ThreadPoolExecutor(32) as ex:
+        st = list(ex.map(lambda b: i.post("60001", b, SECRET_A).status, bodies))
+    assert st == [200] * n
+    i.proc.kill()  # right after the 200s: no chance to forward or flush anything more
+    before = {m["zoho_id"] for m in i.drain(i.events, quiet_s=0.3)}
+    i.proc.start()
+    after = i.recv(i.events, n, timeout=20)
+    # Every acknowledged webhook is sent again from the journal after the restart.
+    assert {m["zoho_id"] for m in after} == {str(1000 + k) for k in range(n)}
+    assert len(before) <= n
+    assert "300 unacked" in i.proc.stderr_text()
+    i.ack([m["id"] for m in after])
+    i.wait_metric("tds_ingress_unacked", 0)
+
+
+def test_journal_full_answers_503_not_lost(ing):
+    i = ing(env={"TDS_INGRESS_JOURNAL_MAX_BYTES": "16384", "TDS_INGRESS_SEGMENT_BYTES": "4096",
+                 "TDS_INGRESS_RETENTION_S": "0"})
+    ok, full = [], 0
+    for k in range(100):
+        r = i.post("60001", item_body(str(2000 + k), extra={"pad": "p" * 300}), SECRET_A)
+        assert r.status in (200, 503), r
+        if r.status == 200:
+            ok.append(str(2000 + k))
+        else:
+            full += 1
+    assert ok and full, (len(ok), full)
+    got = i.recv(i.events, len(ok))
+    assert sorted(m["zoho_id"] for m in got) == sorted(ok)  # every 200 was forwarded
+    assert i.drain(i.events) == []                          # and no 503 was
+    assert i.metric("tds_ingress_journal_bytes") <= 16384
+    # Once the writer acks, segments are released and webhooks are accepted again.
+    i.ack([m["id"] for m in got])
+    i.wait_metric("tds_ingress_unacked", 0)
+    wait_until(lambda: i.post("60001", item_body("2999"), SECRET_A).status == 200, 10,
+               "journal accepting again")
+
+
+def test_replay_resends_journaled_events(ing, procs):
+    i = ing()
+    for k in range(3):
+        assert i.post("60001", item_body(str(3000 + k)), SECRET_A).status == 200
+    assert i.post("60002", item_body("3100")).status == 200
+    got = i.recv(i.events, 4)
+    i.ack([m["id"] for m in got])
+    i.wait_metric("tds_ingress_unacked", 0)
+    assert i.drain(i.events, quiet_s=0.5) == []
+    r = procs.run("tds-ingress", ["replay", "--org", "60001", "--since", "1h", "--dry-run"],
+                  env=i.env)
+    assert "3 journaled webhooks" in r.stdout
+    r = procs.run("tds-ingress", ["replay", "--org", "60001", "--since", "1h", "--wait", "0"],
+                  env=i.env)
+    assert "replayed 3 of 3" in r.stdout, r.stdout
+    again = i.recv(i.events, 3)
+    assert sorted(m["id"] for m in again) == sorted(m["id"] for m in got if m["org"] == "60001")
+    # Nothing newer than "now": nothing to replay.
+    r = procs.run("tds-ingress", ["replay", "--org", "60001", "--since", "2099-01-01T00:00:00Z"],
+                  env=i.env)
+    assert r.stdout.startswith("0 journaled")
+    r = procs.run("tds-ingress", ["replay", "--org", "60001", "--since", "yesterday"], env=i.env,
+                  check=False)
+    assert r.returncode == 2 and "invalid --since" in r.stderr
+
+
+def test_bad_config_and_sigterm(ing, procs, tmp_path):
+    r = procs.run("tds-ingress", [], env={"TDS_CONFIG": "/nonexistent.json"}, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "TDS_CONFIG" in r.stderr
+    r = procs.run("tds-ingress", [], env={"TDS_CONFIG": "x", "TDS_INGRESS_MAX_BODY": "abc"},
+                  check=False)
+    assert r.returncode == 2 and "invalid TDS_INGRESS_MAX_BODY: 'abc'" in r.stderr
+    r = procs.run("tds-ingress", ["--print-config"], env={"TDS_CONFIG": "x"})
+    assert "TDS_INGRESS_JOURNAL_DIR=" in r.stdout
+    i = ing()
+    assert i.post("60001", item_body("70"), SECRET_A).status == 200
+    t0 = time.monotonic()
+    i.proc.stop()  # asserts exit 0
+    assert time.monotonic() - t0 < 5
+
+
+def test_pipeline_webhook_to_postgres(procs, sim, db, tmp_path):
+    """Simulator → ingress → processor → writer → PostgreSQL, with latency."""
+    for b in ("tds-processor", "tds-writer", "tds-zohosim"):
+        if procs.bins.path(b) is None:
+            pytest.skip(f"{b} is not built")
+    from conftest import free_port
+    w_rows, w_acks, p_in = free_port(), free_port(), free_port()
+    procs.spawn("tds-writer", env={"TDS_DATABASE_URL": db.url,
+                                   "TDS_WRITER_BIND": f"tcp://127.0.0.1:{w_rows}",
+                                   "TDS_ACK_BIND": f"tcp://127.0.0.1:{w_acks}",
+                                   "TDS_INSTANCE": "w1"})
+    procs.spawn("tds-processor", env={"TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{p_in}",
+                                      "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{w_rows}",
+                                      "TDS_INSTANCE": "p1"})
+    secret = "simwebhooksecret01"
+    orgs = {"organizations": [{"org_id": "60001", "name": "sim", "product": "inventory",
+                               "data_center": "com", "client_id": "x", "client_secret": "y",
+                               "refresh_token": "z", "webhook_secrets": [secret]}]}
+    i = Ingress(procs, str(tmp_path), orgs=orgs, env={
+        "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{p_in}",
+        "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{w_acks}"})
+    try:
+        s = sim()
+        s.webhooks("60001", f"http://127.0.0.1:{i.http_port}/webhooks/zoho/60001", secret=secret)
+        t0 = time.monotonic()
+        s.mutate("60001", "items", update=5)
+        rows = wait_until(lambda: db.query("SELECT count(*) FROM tds.webhook_events")[0][0] >= 5
+                          and db.query("SELECT count(*) FROM zoho.items"), 30,
+                          "webhook rows in PostgreSQL")
+        latency = time.monotonic() - t0
+        print(f"\nwebhook → PostgreSQL: 5 item updates landed in {latency * 1000:.0f} ms "
+              f"(first mutation to last row, via the simulator's HTTP sender)")
+        assert rows[0][0] >= 5
+        i.wait_metric("tds_ingress_unacked", 0, timeout=20)
+        truth = {r["item_id"]: r for r in s.truth("60001", "items")["records"]}
+        got = db.query("SELECT item_id, modified_time FROM zoho.items WHERE org_id = '60001'")
+        assert got and all(k in truth for k, _ in got)
+        # A delete travels as op=delete and soft-deletes the row.
+        s.mutate("60001", "items", delete=1)
+        wait_until(lambda: db.query("SELECT count(*) FROM zoho.items WHERE deleted_at IS NOT NULL"
+                                    )[0][0] >= 1, 30, "soft delete from a delete webhook")
+    finally:
+        i.close()
