@@ -214,7 +214,12 @@ class Pipeline:
                 for zid, rec in live.items():
                     want = sum(len(rec.get(k) or []) for k in keys)
                     if counts.get(zid, 0) != want:
-                        out.append(f"{org} {ctable} of {zid}: {counts.get(zid, 0)} rows != {want}")
+                        why = self.db.query(
+                            f"SELECT is_detail, modified_time, synced_at, "
+                            f"left(raw::text, 120) FROM zoho.{table} "
+                            f"WHERE org_id = %s AND {idcol} = %s", org, zid)
+                        out.append(f"{org} {ctable} of {zid}: {counts.get(zid, 0)} rows != "
+                                   f"{want} (parent row: {why})")
         return out
 
     def assert_equal_truth(self, org, entities=None):
