@@ -99,3 +99,23 @@ def test_replicas_like_kubernetes(db, procs, sim, tmp_path, wait_until):
         s.mutate(org, "items", update=10, create=2, delete=1)
     for org in p.org_ids:
         p.wait_equal_truth(org, timeout=15)
+
+
+def test_bad_records_rejected_rest_synced(db, procs, sim, tmp_path):
+    """Invalid records in Zoho land in tds.rejected with their reasons while
+    everything else syncs."""
+    s = _fast_sim(sim)
+    p = _fast_pipeline(procs, db, s, tmp_path)
+    org = p.org_ids[0]
+    made = {}
+    for ent in ("items", "contacts", "invoices"):
+        made[ent] = s.invalid(org, ent, n=4)["created"]
+    p.sync(org)
+    p.assert_equal_truth(org)
+    rows = db.query("SELECT entity, zoho_id, reason, raw FROM tds.rejected WHERE org_id = %s", org)
+    print(f"rejected: {len(rows)}; reasons: {sorted({r[2].split(':')[0] for r in rows})}")
+    for ent, recs in made.items():
+        got = [r for r in rows if r[0] == ent]
+        assert len({r[3] for r in got}) >= len(recs), (ent, recs, got)
+        for r in got:
+            assert r[2] and r[3], r
