@@ -175,12 +175,12 @@ static void *stream_main(void *arg)
             struct zs_stream *st = &s->streams[i];
             if (!st->on)
                 continue;
-            if (now >= st->until_ms) {
-                st->on = false;
-                continue;
-            }
+            /* a late wake-up catches up, so a stream of r/s for t s makes
+             * exactly floor(r*t) mutations */
+            bool last = now >= st->until_ms;
+            int64_t upto = last ? st->until_ms : now;
             any = true;
-            uint64_t due = (uint64_t)((double)(now - st->start_ms) * st->rate_per_s / 1000.0);
+            uint64_t due = (uint64_t)((double)(upto - st->start_ms) * st->rate_per_s / 1000.0);
             while (st->done < due && !s->stream_stop) {
                 rng = zs_mix(rng);
                 enum zs_ent e = pick_ent(rng, st->ent_mask);
@@ -195,6 +195,8 @@ static void *stream_main(void *arg)
                     atomic_fetch_add(&s->stats[i].stream_mutations, (uint64_t)m);
                 pthread_mutex_lock(&s->stream_lock);
             }
+            if (last)
+                st->on = false;
         }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
