@@ -129,7 +129,7 @@ K8S_BREAKS = [
      "TDS_ACK_CONNECT=tcp://tds-writer:5558", "TDS_ACK_CONNECT uses port 5558"),
     ("base/ingress.yaml", "mountPath: /var/lib/tds/journal}", "mountPath: /var/lib/tds/j}",
      "is not on a volumeClaimTemplate"),
-    ("base/writer.yaml", "requests: {cpu: 100m, memory: 128Mi}", "requests: {cpu: 100m}",
+    ("base/writer.yaml", "requests: {cpu: 200m, memory: 160Mi}", "requests: {cpu: 200m}",
      "resources.requests.memory is not set"),
 ]
 
