@@ -1090,12 +1090,14 @@ static json_t *window_json(const struct tds_alertd *d, int64_t window_ms)
     double rows, rej, dead, cnt, p99 = NAN, cum[34];
     size_t i = 0;
 
-    if (d->n_snaps < 2)
+    if (d->n_snaps == 0)
         return json_null();
     e = &d->snaps[d->n_snaps - 1];
     while (i + 1 < d->n_snaps && d->snaps[i].t < e->t - window_ms)
         i++;
-    b = &d->snaps[i == d->n_snaps - 1 ? (i ? i - 1 : 0) : i];
+    /* the oldest snapshot inside the window; right after start-up that may
+     * be the latest one, and every figure is then over 0 s */
+    b = &d->snaps[i];
     rows = e->rows - b->rows;
     rej = e->rejects - b->rejects;
     dead = e->dead - b->dead;

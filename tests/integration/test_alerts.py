@@ -1,0 +1,545 @@
+"""Alerts (issue 9): every built-in rule fires and resolves under the condition
+it watches, notices reach a webhook receiver and an SMTP receiver, an
+acknowledgement stops further notices, only one of two writers evaluates and
+the other takes over after SIGKILL; `alerts list|ack`, `events tail`, /status.
+
+Database rules are induced by writing the state the other stages would write
+(a failed run, an old sync_state, a revoked token, many rejects); metric rules
+by stub admin endpoints serving chosen /metrics values and /readyz statuses.
+Every rule's `for` is 0 here (TDS_ALERT_<RULE>_FOR_S) so the tests do not wait
+for minutes; the for-duration itself is covered by the unit tests and by
+test_for_duration_delays_firing.
+"""
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+import zmq
+
+from alerts_util import (SmtpReceiver, StubAdmin, WebhookReceiver, alerts, alerts_env,
+                         fetcher_metrics, ingress_metrics)
+from conftest import free_port, http_get, wait_until
+from writer_util import WriterHarness, item, items_sets, rows_msg, ts
+
+ORG = "60012345678"
+
+
+@pytest.fixture
+def hook():
+    h = WebhookReceiver()
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def smtp():
+    s = SmtpReceiver()
+    yield s
+    s.close()
+
+
+def spawn_writer(procs, env, label=None):
+    return procs.spawn("tds-writer", env=env, label=label)
+
+
+def firing(db, rule):
+    return alerts(db, rule, "firing")
+
+
+def resolved(db, rule):
+    return alerts(db, rule, "resolved")
+
+
+# ------------------------------------------------------------------ database rules
+
+DB_RULES = {
+    "sync_failed": dict(
+        induce=["INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at, "
+                "error) VALUES ('r1', %(org)s, 'items', 'incremental', 'failed', now(), "
+                "'HTTP 500 from Zoho')"],
+        clear=["INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) "
+               "VALUES ('r2', %(org)s, 'items', 'incremental', 'completed', now())"],
+        severity="error", entity="items", words=["items", "failed", "HTTP 500 from Zoho"]),
+    "sync_stuck": dict(
+        induce=["INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, started_at, "
+                "updated_at) VALUES ('r3', %(org)s, 'contacts', 'full', 'running', "
+                "now() - interval '30 minutes', now() - interval '20 minutes')"],
+        clear=["UPDATE tds.sync_runs SET status = 'completed', finished_at = now(), "
+               "updated_at = now() WHERE run_id = 'r3'"],
+        severity="warning", entity="contacts", words=["r3", "no progress"]),
+    "entity_stale": dict(
+        induce=["INSERT INTO tds.sync_state (org_id, entity, last_success_at) VALUES "
+                "(%(org)s, 'invoices', now() - interval '5 minutes')"],
+        clear=["UPDATE tds.sync_state SET last_success_at = now() WHERE entity = 'invoices'"],
+        severity="warning", entity="invoices", words=["invoices", "last synced"],
+        env={"TDS_ALERT_SYNC_INTERVAL_S": "60"}),
+    "token_failed": dict(
+        induce=["INSERT INTO tds.oauth_tokens (org_id, status, last_error) VALUES "
+                "(%(org)s, 'revoked', 'invalid_code')"],
+        clear=["UPDATE tds.oauth_tokens SET status = 'ok', last_error = NULL"],
+        severity="critical", entity=None, words=["revoked", "auth exchange"]),
+    "rejects_spike": dict(
+        induce=["INSERT INTO tds.rejected (stage, org_id, entity, zoho_id, reason) "
+                "SELECT 'processor', %(org)s, 'items', g::text, 'rate is not a number' "
+                "FROM generate_series(1, 50) g"],
+        clear=["UPDATE tds.rejected SET created_at = now() - interval '1 hour'"],
+        severity="warning", entity="items", words=["50", "rejected", "rate is not a number"],
+        env={"TDS_ALERT_REJECTS_SPIKE_THRESHOLD": "10"}),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(DB_RULES))
+def test_database_rule_fires_and_resolves(procs, db, hook, smtp, rule):
+    spec = DB_RULES[rule]
+    w = spawn_writer(procs, alerts_env(db, hook, smtp, extra=spec.get("env")))
+    wait_until(lambda: w.metric("tds_alert_leader") == 1, 10, "writer evaluating")
+    time.sleep(1.5)
+    assert alerts(db) == [], "nothing may fire on a quiet database"
+    for sql in spec["induce"]:
+        db.execute(sql.replace("%(org)s", f"'{ORG}'"))
+
+    rows = wait_until(lambda: firing(db, rule), 10, f"{rule} firing")
+    assert len(rows) == 1
+    aid, _, sev, org, entity, state, summary, notified, acked, details = rows[0]
+    assert (sev, org, entity, notified, acked) == (spec["severity"], ORG, spec["entity"], True,
+                                                   None)
+    for word in spec["words"]:
+        assert word in summary, (word, summary)
+    assert details["key"] and "value" in details
+    wait_until(lambda: hook.matching("FIRING", rule), 10, "webhook notice")
+    wait_until(lambda: smtp.matching("FIRING", rule), 10, "email notice")
+
+    for sql in spec["clear"]:
+        db.execute(sql.replace("%(org)s", f"'{ORG}'"))
+    wait_until(lambda: resolved(db, rule), 10, f"{rule} resolved")
+    assert db.query("SELECT id, resolved_at IS NOT NULL FROM tds.alerts") == [(aid, True)]
+    wait_until(lambda: hook.matching("RESOLVED", rule), 10, "webhook resolve notice")
+    wait_until(lambda: smtp.matching("RESOLVED", rule), 10, "email resolve notice")
+    time.sleep(2)
+    assert len(hook.matching(rule)) == 2, hook.texts()
+    assert len(smtp.matching(rule)) == 2, smtp.subjects()
+    assert '"msg":"alert %d firing' % aid in w.stderr_text()
+
+
+def test_for_duration_delays_firing(procs, db, hook):
+    env = alerts_env(db, hook, extra={"TDS_ALERT_SYNC_FAILED_FOR_S": "4"})
+    w = spawn_writer(procs, env)
+    wait_until(lambda: w.metric("tds_alert_leader") == 1, 10, "writer evaluating")
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) "
+               "VALUES ('r1', %s, 'items', 'full', 'failed', now())", ORG)
+    t0 = time.monotonic()
+    wait_until(lambda: firing(db, "sync_failed"), 15, "sync_failed firing")
+    assert time.monotonic() - t0 >= 3.5
+    # pending that clears before `for` never fires
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) "
+               "VALUES ('r2', %s, 'contacts', 'full', 'failed', now())", ORG)
+    time.sleep(1.5)
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) "
+               "VALUES ('r3', %s, 'contacts', 'full', 'completed', now())", ORG)
+    time.sleep(5)
+    assert [r[4] for r in alerts(db, "sync_failed")] == ["items"]
+
+
+# ------------------------------------------------------------------ metric rules
+
+class Driver:
+    """Keeps stub counters moving the way a busy stage's would."""
+
+    def __init__(self, fetcher, ingress):
+        self.fetcher, self.ingress = fetcher, ingress
+        self.c = dict(ok=0, errors=0, r429=0, sig=0, unacked=0)
+        self.rate = dict(ok=10, errors=0, r429=0, sig=0, unacked=0)
+        self.quota, self.journal = 5000, 0
+        self.stop = False
+        self.lock = threading.Lock()
+        self.push()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def push(self):
+        self.fetcher.set(fetcher_metrics(ORG, self.c["ok"], self.c["errors"], self.c["r429"],
+                                         self.quota))
+        self.ingress.set(ingress_metrics(self.c["sig"], self.c["unacked"], self.journal))
+
+    def run(self):
+        while not self.stop:
+            with self.lock:
+                for k, v in self.rate.items():
+                    self.c[k] = max(0, self.c[k] + v)
+                self.push()
+            time.sleep(0.25)
+
+    def set(self, quota=None, journal=None, **rates):
+        with self.lock:
+            self.rate.update(rates)
+            if quota is not None:
+                self.quota = quota
+            if journal is not None:
+                self.journal = journal
+            self.push()
+
+    def close(self):
+        self.stop = True
+        self.t.join()
+
+
+METRIC_RULES = {
+    # rule: (severity while induced, words in the summary)
+    "api_error_rate": ("error", ["Zoho API calls", ORG]),
+    "rate_limit_storm": ("error", ["429", ORG]),
+    "quota_low": ("warning", ["100 Zoho API calls left", ORG]),
+    "signature_failures": ("error", ["signature"]),
+    "ingress_unacked": ("error", ["journaled webhooks", "growing"]),
+    "journal_bytes": ("warning", ["journal", "2147483648"]),
+    "stage_not_ready": ("error", ["fetcher", "not ready", "503"]),
+}
+
+
+def test_metric_rules_fire_and_resolve(procs, db, hook):
+    fetcher, ingress = StubAdmin(), StubAdmin()
+    drv = Driver(fetcher, ingress)
+    try:
+        env = alerts_env(db, hook, scrape=f"{fetcher.url}, {ingress.url}",
+                         extra={f"TDS_ALERT_{r.upper()}_WINDOW_S": "3"
+                                for r in ("api_error_rate", "rate_limit_storm",
+                                          "signature_failures", "ingress_unacked")})
+        w = spawn_writer(procs, env)
+        fetcher.wait_scrapes(4)
+        ingress.wait_scrapes(4)
+        time.sleep(1)
+        assert alerts(db) == [], "healthy stages raise nothing"
+
+        drv.set(ok=10, errors=10, r429=20, sig=10, unacked=100, quota=100, journal=2 ** 31)
+        fetcher.set(ready=503)
+        wait_until(lambda: {r[1] for r in firing(db, None)} >= set(METRIC_RULES), 20,
+                   "every metric rule firing")
+        for rule, (sev, words) in METRIC_RULES.items():
+            rows = firing(db, rule)
+            assert len(rows) == 1, rows
+            assert rows[0][2] == sev, (rule, rows[0])
+            for word in words:
+                assert word in rows[0][6], (rule, word, rows[0][6])
+        assert firing(db, "quota_low")[0][3] == ORG
+        assert json.loads(json.dumps(firing(db, "stage_not_ready")[0][9]))["stage"] == "fetcher"
+        wait_until(lambda: all(hook.matching("FIRING", r) for r in METRIC_RULES), 10,
+                   "a notice per rule")
+
+        drv.set(ok=10, errors=0, r429=0, sig=0, unacked=-200, quota=5000, journal=1000)
+        fetcher.set(ready=200)
+        wait_until(lambda: not firing(db, None), 20, "every metric rule resolved")
+        assert {r[1] for r in resolved(db, None)} == set(METRIC_RULES)
+        wait_until(lambda: all(hook.matching("RESOLVED", r) for r in METRIC_RULES), 10,
+                   "a resolve notice per rule")
+
+        # a stage that stops answering: not ready, at critical
+        fetcher.close()
+        rows = wait_until(lambda: firing(db, "stage_not_ready"), 10, "unreachable stage")
+        assert rows[0][2] == "critical" and "does not answer" in rows[0][6]
+        assert w.metric("tds_alert_scrape_errors_total") >= 1
+    finally:
+        drv.close()
+        fetcher.close()
+        ingress.close()
+
+
+def test_api_error_rate_needs_enough_calls(procs, db):
+    fetcher = StubAdmin(fetcher_metrics(ORG, ok=0, errors=0))
+    try:
+        env = alerts_env(db, scrape=fetcher.url,
+                         extra={"TDS_ALERT_API_ERROR_RATE_WINDOW_S": "60"})
+        spawn_writer(procs, env)
+        fetcher.wait_scrapes(2)
+        fetcher.set(fetcher_metrics(ORG, ok=0, errors=5))  # 5 of 5 failed, but only 5 calls
+        fetcher.wait_scrapes(3)
+        assert firing(db, "api_error_rate") == []
+        fetcher.set(fetcher_metrics(ORG, ok=0, errors=25))
+        wait_until(lambda: firing(db, "api_error_rate"), 10, "error rate with enough calls")
+        assert firing(db, "api_error_rate")[0][2] == "critical"  # 100 % > escalate 50 %
+    finally:
+        fetcher.close()
+
+
+# ------------------------------------------------------------------ delivery
+
+def test_webhook_and_email_delivery_with_retries(procs, db, hook, smtp):
+    hook.fail_next = 2
+    w = spawn_writer(procs, alerts_env(db, hook, smtp))
+    db.execute("INSERT INTO tds.oauth_tokens (org_id, status, last_error) VALUES "
+               "(%s, 'revoked', 'invalid_code')", ORG)
+    wait_until(lambda: hook.messages(), 15, "webhook delivered after retries")
+    assert hook.failed == 2
+    (aid,) = db.query("SELECT id FROM tds.alerts")[0]
+    msg = hook.messages()[0]
+    assert hook.bodies[0]["content_type"] == "application/json"
+    assert msg["text"].startswith("[tds FIRING critical] token_failed: Zoho refresh token of org")
+    att = msg["attachments"][0]
+    assert att["color"] == "#7B0000" and att["title"] == msg["text"]
+    fields = {f["title"]: f["value"] for f in att["fields"]}
+    assert fields["Severity"] == "critical" and fields["Organization"] == ORG
+    assert fields["Alert id"] == str(aid) and fields["Rule"] == "token_failed"
+    assert w.metric("tds_alert_notifications_total",
+                    {"channel": "webhook", "result": "failed"}) == 2
+    assert w.metric("tds_alert_notifications_total",
+                    {"channel": "webhook", "result": "sent"}) == 1
+
+    wait_until(lambda: smtp.messages, 10, "email delivered")
+    mail_from, rcpts, m, raw = smtp.messages[0]
+    assert mail_from == "<tds@example.com>"
+    assert rcpts == ["<ops@example.com>", "<oncall@example.com>"]
+    assert m["From"] == "tds@example.com"
+    assert str(m["Subject"]).startswith("[tds FIRING critical] token_failed:")
+    assert m["X-Tds-Alert-Id"] == str(aid)
+    body = m.get_content()
+    assert f"organization: {ORG}" in body and f"tds-writer alerts ack {aid} --by" in body
+    assert b"\r\n" in raw
+
+
+def test_failing_channel_does_not_block(procs, db, hook):
+    """SMTP pointing at a closed port: email retries, the webhook and the
+    writer's own work go on."""
+    env = alerts_env(db, hook, extra={"TDS_ALERT_SMTP_URL": f"smtp://127.0.0.1:{free_port()}",
+                                      "TDS_ALERT_SMTP_FROM": "a@b", "TDS_ALERT_SMTP_TO": "c@d"})
+    w = spawn_writer(procs, env)
+    db.execute("INSERT INTO tds.oauth_tokens (org_id, status) VALUES (%s, 'invalid')", ORG)
+    wait_until(lambda: hook.matching("FIRING", "token_failed"), 10, "webhook notice")
+    wait_until(lambda: (w.metric("tds_alert_notifications_total",
+                                 {"channel": "email", "result": "failed"}) or 0) >= 2, 10,
+               "email retried")
+    st, _ = http_get(w.admin_url + "/readyz")
+    assert st == 200
+    assert "could not deliver alert notice" in w.stderr_text()
+
+
+# ------------------------------------------------------------------ acknowledgement
+
+def fail_run(db, run_id, entity, org=ORG):
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at, "
+               "error) VALUES (%s, %s, %s, 'incremental', 'failed', now(), 'boom')",
+               run_id, org, entity)
+
+
+def test_no_repeats_escalation_and_acknowledgement(procs, db, hook, smtp):
+    env = alerts_env(db, hook, smtp)
+    writer = spawn_writer(procs, env)
+    fail_run(db, "a1", "items")
+    wait_until(lambda: hook.matching("FIRING", "items"), 10, "first notice")
+    time.sleep(3)  # three more cycles while still firing
+    assert len(hook.matching("items")) == 1, hook.texts()
+    # worse: three failures in a row escalate error → critical, notified once
+    fail_run(db, "a2", "items")
+    fail_run(db, "a3", "items")
+    wait_until(lambda: hook.matching("ESCALATED critical", "items"), 10, "escalation notice")
+    time.sleep(2)
+    assert len(hook.matching("items")) == 2
+
+    # acknowledged: escalation is silent, the resolve notice still goes out
+    fail_run(db, "b1", "contacts")
+    wait_until(lambda: hook.matching("FIRING", "contacts"), 10, "contacts notice")
+    (aid,) = db.query("SELECT id FROM tds.alerts WHERE entity = 'contacts'")[0]
+    r = procs.run("tds-writer", ["alerts", "ack", str(aid), "--by", "alice"],
+                  env={"TDS_DATABASE_URL": db.url})
+    assert f"alert {aid} (sync_failed, firing) acknowledged by alice" in r.stdout
+    r = procs.run("tds-writer", ["alerts", "ack", str(aid), "--by", "bob"],
+                  env={"TDS_DATABASE_URL": db.url}, check=False)
+    assert r.returncode == 1 and "already acknowledged by alice" in r.stderr
+    r = procs.run("tds-writer", ["alerts", "ack", "99999", "--by", "bob"],
+                  env={"TDS_DATABASE_URL": db.url}, check=False)
+    assert r.returncode == 1 and "no alert 99999" in r.stderr
+    r = procs.run("tds-writer", ["alerts", "ack", str(aid)], env={"TDS_DATABASE_URL": db.url},
+                  check=False)
+    assert r.returncode == 2
+    fail_run(db, "b2", "contacts")
+    fail_run(db, "b3", "contacts")
+    wait_until(lambda: db.query("SELECT severity FROM tds.alerts WHERE id = %s", aid)
+               == [("critical",)], 10, "severity raised in the table")
+    time.sleep(2)
+    assert len(hook.matching("contacts")) == 1, hook.texts()
+    assert len(smtp.matching("contacts")) == 1, smtp.subjects()
+
+    r = procs.run("tds-writer", ["alerts", "list"], env={"TDS_DATABASE_URL": db.url})
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:4] == ["ID", "STATE", "SEVERITY", "RULE"]
+    row = next(l for l in lines if l.startswith(str(aid) + " "))
+    assert "firing" in row and "critical" in row and "alice" in row and "contacts" in row
+
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) "
+               "VALUES ('b4', %s, 'contacts', 'incremental', 'completed', now())", ORG)
+    wait_until(lambda: hook.matching("RESOLVED", "contacts"), 10, "resolve notice")
+    r = procs.run("tds-writer", ["alerts", "list"], env={"TDS_DATABASE_URL": db.url})
+    assert not any(l.startswith(str(aid) + " ") for l in r.stdout.splitlines())
+    r = procs.run("tds-writer", ["alerts", "list", "--all"], env={"TDS_DATABASE_URL": db.url})
+    assert any(l.startswith(str(aid) + " ") and "resolved" in l for l in r.stdout.splitlines())
+    assert writer.alive()
+
+
+def test_restart_does_not_renotify(procs, db, hook):
+    env = alerts_env(db, hook)
+    w = spawn_writer(procs, env)
+    fail_run(db, "a1", "items")
+    wait_until(lambda: hook.matching("FIRING", "items"), 10, "notice")
+    w.stop()
+    w.start()
+    wait_until(lambda: w.metric("tds_alert_leader") == 1, 10, "evaluating again")
+    time.sleep(2)
+    assert len(hook.matching("items")) == 1
+    assert len(firing(db, "sync_failed")) == 1
+
+
+# ------------------------------------------------------------------ replicas
+
+def test_two_writers_one_evaluates_and_takeover(procs, db, hook):
+    a = spawn_writer(procs, alerts_env(db, hook, extra={"TDS_INSTANCE": "writer-a"}), "writer-a")
+    b = spawn_writer(procs, alerts_env(db, hook, extra={"TDS_INSTANCE": "writer-b"}), "writer-b")
+
+    def leaders():
+        return [p for p in (a, b) if p.metric("tds_alert_leader") == 1]
+
+    wait_until(lambda: len(leaders()) == 1, 10, "one leader")
+    time.sleep(2)
+    assert len(leaders()) == 1
+    leader = leaders()[0]
+    other = b if leader is a else a
+    assert other.metric("tds_alert_cycles_total") >= 1  # the other one runs, but does not evaluate
+    st, body = http_get(other.admin_url + "/status")
+    assert st == 200 and json.loads(body)["alerts"]["evaluating"] is False
+
+    fail_run(db, "a1", "items")
+    wait_until(lambda: hook.matching("FIRING", "items"), 10, "notice")
+    time.sleep(2)
+    assert len(firing(db, "sync_failed")) == 1
+    assert len(hook.matching("items")) == 1
+    (aid,) = db.query("SELECT id FROM tds.alerts")[0]
+    assert hook.messages()[0]["attachments"][0]["fields"][-1]["value"] == \
+        ("writer-a" if leader is a else "writer-b")
+
+    leader.kill()
+    t0 = time.monotonic()
+    wait_until(lambda: other.metric("tds_alert_leader") == 1, 10, "takeover")
+    took = time.monotonic() - t0
+    assert took < 5, took
+    time.sleep(2)
+    assert len(hook.matching("items")) == 1, "the new leader does not notify again"
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) "
+               "VALUES ('a2', %s, 'items', 'incremental', 'completed', now())", ORG)
+    wait_until(lambda: hook.matching("RESOLVED", "items"), 10, "resolved by the new leader")
+    assert db.query("SELECT id, state FROM tds.alerts") == [(aid, "resolved")]
+
+
+# ------------------------------------------------------------------ status, config, events
+
+def test_status_json(procs, db):
+    env = alerts_env(db, extra={"TDS_ALERT_SYNC_INTERVAL_S": "60"})
+    for k in ("TDS_WRITER_BIND", "TDS_ACK_BIND"):
+        del env[k]
+    h = WriterHarness(procs, db, env=env)
+    w = h.proc
+    # the windows count what happens after the engine's first snapshot
+    wait_until(lambda: (w.metric("tds_alert_cycles_total") or 0) >= 2, 10, "two cycles")
+    for n in range(3):
+        src, f = rows_msg(ORG, items_sets([item(ORG, str(n), ts(n), f"item {n}")]))
+        h.send(f)
+        h.wait_acked([src])
+    db.execute("INSERT INTO tds.sync_state (org_id, entity, last_success_at) VALUES "
+               "(%s, 'items', now() - interval '10 minutes'), (%s, 'contacts', now())", ORG, ORG)
+    wait_until(lambda: firing(db, "entity_stale"), 10, "stale alert")
+
+    def status():
+        st, body = http_get(w.admin_url + "/status")
+        assert st == 200
+        return json.loads(body)
+    s = wait_until(lambda: (lambda s: s if s["alerts"]["open"] else None)(status()), 10,
+                   "status with the open alert")
+    assert s["stage"] == "writer" and s["alerts"]["evaluating"] is True
+    assert [a["rule"] for a in s["alerts"]["open"]] == ["entity_stale"]
+    fresh = {f["entity"]: f for f in s["freshness"]}
+    assert fresh["items"]["stale"] is True and fresh["contacts"]["stale"] is False
+    assert 590 < fresh["items"]["age_s"] < 700 and fresh["items"]["interval_s"] == 60
+    win = s["writer_window"]
+    assert set(win) == {"5m", "1h"}
+    assert set(win["5m"]) >= {"success_rate", "error_rate", "commit_avg_ms", "commit_p99_ms",
+                              "rows_written", "batches"}
+
+    def window_with_rows():
+        five = status()["writer_window"]["5m"]
+        return five if five["rows_written"] >= 3 else None
+    five = wait_until(window_with_rows, 10, "rows in the 5 min window")
+    assert five["success_rate"] == 1.0 and five["error_rate"] == 0.0
+    assert five["batches"] >= 1 and five["commit_avg_ms"] > 0 and five["commit_p99_ms"] > 0
+    assert status()["writer_window"]["1h"]["rows_written"] >= 3
+    h.close()
+
+
+@pytest.mark.parametrize("env,line", [
+    ({"TDS_ALERT_SCRAPE": "nonsense"}, "tds-writer: invalid TDS_ALERT_SCRAPE: 'nonsense'"),
+    ({"TDS_ALERT_QUOTA_LOW_SEVERITY": "loud"}, "tds-writer: invalid TDS_ALERT_QUOTA_LOW_SEVERITY: 'loud'"),
+    ({"TDS_ALERT_SMTP_URL": "smtp://127.0.0.1:25"},
+     "tds-writer: missing required setting TDS_ALERT_SMTP_FROM (needed with TDS_ALERT_SMTP_URL)"),
+    ({"TDS_ALERT_INTERVAL_S": "0"}, "tds-writer: invalid TDS_ALERT_INTERVAL_S: '0' (expected 1..3600)"),
+])
+def test_bad_alert_config(procs, db, env, line):
+    full = alerts_env(db)
+    full.update(env)
+    r = procs.run("tds-writer", [], env=full, check=False, timeout=20)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [line]
+
+
+def test_rules_file(procs, db, tmp_path):
+    f = tmp_path / "rules.json"
+    f.write_text(json.dumps({"rules": {"token_failed": {"severity": "info", "escalate": None}}}))
+    env = alerts_env(db, extra={"TDS_ALERT_RULES": str(f)})
+    spawn_writer(procs, env)
+    db.execute("INSERT INTO tds.oauth_tokens (org_id, status) VALUES (%s, 'revoked')", ORG)
+    rows = wait_until(lambda: firing(db, "token_failed"), 10, "token alert")
+    assert rows[0][2] == "info"
+    f.write_text('{"rules": {"nope": {}}}')
+    env = alerts_env(db, extra={"TDS_ALERT_RULES": str(f)})
+    r = procs.run("tds-writer", [], env=env, check=False, timeout=20)
+    assert r.returncode == 2 and "unknown rule 'nope'" in r.stderr
+
+
+def test_alerts_off(procs, db):
+    w = spawn_writer(procs, alerts_env(db, extra={"TDS_ALERTS": "false"}))
+    db.execute("INSERT INTO tds.oauth_tokens (org_id, status) VALUES (%s, 'revoked')", ORG)
+    time.sleep(2.5)
+    assert alerts(db) == []
+    assert w.metric("tds_alert_leader") is None
+
+
+def test_events_tail(procs, bins):
+    ctx = zmq.Context.instance()
+    pubs, ports = [], []
+    for _ in range(2):
+        s = ctx.socket(zmq.PUB)
+        port = free_port()
+        s.bind(f"tcp://127.0.0.1:{port}")
+        pubs.append(s)
+        ports.append(port)
+    p = subprocess.Popen([bins.require("tds-writer"), "events", "tail", "--connect",
+                          ",".join(f"tcp://localhost:{port}" for port in ports), "--count", "4"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        n = 0
+        while p.poll() is None and time.monotonic() < deadline:
+            for i, s in enumerate(pubs):
+                body = {"ts": "2026-01-01T00:00:00Z", "stage": f"stage{i}",
+                        "event": "tds.zoho.sync.started", "org": ORG, "n": n}
+                s.send_multipart([b"tds.zoho.sync.started", json.dumps(body).encode()])
+            n += 1
+            time.sleep(0.1)
+        out, err = p.communicate(timeout=5)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for s in pubs:
+            s.close(0)
+    assert p.returncode == 0, err
+    events = [json.loads(l) for l in out.splitlines()]
+    assert len(events) == 4
+    assert all(e["event"] == "tds.zoho.sync.started" for e in events)
+    assert {e["stage"] for e in events} == {"stage0", "stage1"}
+    r = procs.run("tds-writer", ["events", "tail"], check=False)
+    assert r.returncode == 2 and "--connect" in r.stderr
