@@ -408,20 +408,133 @@ STAGE_NET = {"ingress": 1, "fetcher": 2, "processor": 3, "writer": 4}
 
 def _loopback(stage, replica):
     """A distinct loopback address per replica (Linux routes all of 127/8 to lo),
-    so replicas keep the manifests' ports, as pods keep theirs."""
+    so replicas keep the deployment's ports, as pods and containers keep theirs."""
     return f"127.0.{STAGE_NET[stage] + 100}.{replica + 1}"
 
 
+class Deployment:
+    """What a deployment file says: per stage its environment and replica
+    count, which host name leads to which stage, where secrets are mounted,
+    and the migration command."""
+
+    def __init__(self, name, envs, replicas, host_stage, secret_prefix, migrate_env,
+                 migrate_args, instance_names):
+        self.name = name
+        self.envs = envs
+        self.replicas = replicas
+        self.host_stage = host_stage
+        self.secret_prefix = secret_prefix
+        self.migrate_env = migrate_env
+        self.migrate_args = migrate_args
+        self.instance_names = instance_names  # stage → replica → what TDS_INSTANCE defaults to there
+
+
+def _run_as_deployed(dep, db, procs, sim, tmp_path):
+    """Start every replica with the deployment's environment, translating only
+    what names a place: a host name becomes the list of its replicas'
+    loopback addresses (what the headless Service or Docker's DNS answers),
+    `*` in a bind becomes the replica's own address, mounted secrets and the
+    organizations file become files here, the database is the test's and
+    "Zoho" is the simulator. Admin ports are free ports (the process fixture
+    polls 127.0.0.1). Then the migration command, a full sync, and a webhook
+    to every ingress replica; the database must match the simulator."""
+    # A small organization and no rate limit on either side keep the sync short.
+    s = sim(orgs=[SMALL_ORG], extra_args=["--limits-off"])
+    webhook_secret = "deploy-webhook-secret-1"
+    secrets = str(tmp_path / "run-secrets")
+    os.makedirs(secrets)
+    for name in ("database-url", "database_url"):
+        _write(os.path.join(secrets, name), db.url + "\n")
+    entities = ["items", "item_groups", "warehouses", "contacts", "invoices", "sales_orders"]
+    orgs_path = _sim_orgs_file(tmp_path, s, "60001", entities, secrets, webhook_secret,
+                               rate_per_min=6000)
+
+    def translate(st, r, env):
+        out = {}
+        for k, v in env.items():
+            if v is None:
+                if k == "TDS_INSTANCE":  # fieldRef metadata.name
+                    v = dep.instance_names[st](r)
+                else:
+                    raise AssertionError(f"tds-{st}: {k} comes from a reference the test cannot follow")
+            elif k.endswith("_CONNECT"):
+                eps = []
+                for ep in v.split(","):
+                    host, port = dl.parse_endpoint(ep)
+                    dst = dep.host_stage[host]
+                    eps += [f"tcp://{_loopback(dst, i)}:{port}" for i in range(dep.replicas[dst])]
+                v = ",".join(eps)
+            elif k.endswith("_BIND") and v.startswith("tcp://*:"):
+                v = v.replace("tcp://*:", f"tcp://{_loopback(st, r)}:")
+            elif k == "TDS_INGRESS_LISTEN":
+                v = f"{_loopback(st, r)}:{dl.hostport_port(v)}"
+            elif k == "TDS_ADMIN_LISTEN":
+                v = f"127.0.0.1:{free_port()}"
+            elif k == "TDS_INGRESS_JOURNAL_DIR":
+                v = str(tmp_path / f"journal-{st}-{r}")
+            elif k == "TDS_CONFIG":
+                assert v == "/etc/tds/orgs.json", v
+                v = orgs_path
+            elif v.startswith("file:" + dep.secret_prefix):
+                v = "file:" + os.path.join(secrets, v[len("file:" + dep.secret_prefix):])
+            out[k] = v
+        # Where the deployment leaves TDS_INSTANCE to the default (the host
+        # name), each container has its own host name; so does each process here.
+        out.setdefault("TDS_INSTANCE", dep.instance_names[st](r))
+        return out
+
+    # 1. The migration, as the deployment runs it.
+    procs.run("tds-writer", dep.migrate_args, env=translate("writer", 0, dep.migrate_env),
+              timeout=120)
+    assert db.query("SELECT count(*) FROM tds.schema_migrations")[0][0] >= 1
+
+    # 2. Every replica, downstream first.
+    running = {}
+    for st in ("writer", "processor", "fetcher", "ingress"):
+        for i in range(dep.replicas[st]):
+            env = translate(st, i, dep.envs[st])
+            running[(st, i)] = (procs.spawn(f"tds-{st}", env=env, ready="readyz", timeout=60,
+                                            label=f"{dep.name}-{st}-{i}"), env)
+
+    # 3. A full sync, started the way an operator would (kubectl exec / docker-compose exec).
+    fenv = {k: v for k, v in running[("fetcher", 0)][1].items() if k != "TDS_ADMIN_LISTEN"}
+    r = procs.run("tds-fetcher", ["sync", "--org", "60001", "--entity", "all", "--mode", "full"],
+                  env=fenv, timeout=240, check=False)
+    assert r.returncode == 0, f"sync exited {r.returncode}:\n{r.stdout}\n{r.stderr[-3000:]}"
+    for ent, table, idf in (("items", "items", "item_id"), ("contacts", "contacts", "contact_id"),
+                            ("invoices", "invoices", "invoice_id"),
+                            ("sales_orders", "sales_orders", "salesorder_id")):
+        truth = {x[idf] for x in s.truth("60001", ent)["records"]}
+        got = {row[0] for row in db.query(
+            f"SELECT {idf} FROM zoho.{table} WHERE org_id = %s AND deleted_at IS NULL", "60001")}
+        assert got == truth, f"{table}: {len(got)} rows, simulator has {len(truth)}"
+
+    # 4. A webhook to every ingress replica, on the port the deployment gives it.
+    wport = dl.hostport_port(dep.envs["ingress"].get("TDS_INGRESS_LISTEN")) or 8080
+    upd = []
+    for i in range(dep.replicas["ingress"]):
+        s.webhooks("60001", f"http://{_loopback('ingress', i)}:{wport}/webhooks/zoho/60001",
+                   secret=webhook_secret)
+        upd += s.mutate("60001", "contacts", update=1)["updated"]
+        # Delivered before the next replica's turn, so each replica gets one.
+        wait_until(lambda: s.stats()["orgs"]["60001"]["webhooks"]["delivered"] >= len(upd), 20,
+                   f"webhook {len(upd)} delivered to ingress replica {i}")
+
+    def applied():
+        rows = db.query("SELECT count(*) FROM tds.webhook_events WHERE org_id = %s", "60001")
+        return rows[0][0] >= len(upd)
+    wait_until(applied, 30, f"{len(upd)} webhooks recorded in tds.webhook_events")
+    for cid in upd:
+        truth = [x for x in s.truth("60001", "contacts")["records"] if x["contact_id"] == cid][0]
+        row = db.query("SELECT raw->>'contact_name' FROM zoho.contacts WHERE org_id = %s AND "
+                       "contact_id = %s", "60001", cid)
+        assert row and row[0][0] == truth.get("contact_name"), (cid, row, truth.get("contact_name"))
+
+
 def test_stages_run_as_the_prod_overlay_configures_them(db, procs, sim, tmp_path):
-    """Take each container's environment from the rendered prod overlay and
-    start its replicas as local processes: the same variables and endpoints,
-    with only what names a place in the cluster translated — a Service name
-    becomes the list of its replicas' loopback addresses (what the headless
-    Service's DNS answers), `*` in a bind becomes the replica's own address,
-    /run/secrets and /etc/tds become files here, the database is the test's,
-    and "Zoho" is the simulator. Admin ports are free ports (the process
-    fixture polls 127.0.0.1). Then: the migration Job's command, a full sync,
-    and a webhook — and the database must match the simulator."""
+    """The rendered prod overlay: each container's environment (ConfigMap
+    envFrom + env), replicas ingress 2, fetcher 2, processor 3, writer 2, the
+    headless Services as the connect targets, the migration Job's args."""
     need_tool("kubectl", "kubernetes-client")
     need_stages()
     need_sim()
@@ -442,105 +555,44 @@ def test_stages_run_as_the_prod_overlay_configures_them(db, procs, sim, tmp_path
     assert set(daemons) == set(dl.STAGES) and job is not None
     replicas = {st: ct.wl["spec"].get("replicas", 1) for st, ct in daemons.items()}
     assert replicas == {"ingress": 2, "fetcher": 2, "processor": 3, "writer": 2}
-
-    # Which stage each Service name leads to (by selector).
-    svc_stage = {}
+    host_stage = {}
     for svc in rnd.all("Service"):
         for st, ct in daemons.items():
             if svc["spec"].get("selector") and check_k8s.subset(svc["spec"]["selector"], ct.labels):
-                svc_stage[svc["metadata"]["name"]] = st
+                host_stage[svc["metadata"]["name"]] = st
+    names = {st: (lambda r, st=st, ct=ct: f"{ct.wl['metadata']['name']}-{r}"
+                  if ct.wl["kind"] == "StatefulSet" else f"{ct.wl['metadata']['name']}-pod{r}")
+             for st, ct in daemons.items()}
+    dep = Deployment("k8s", {st: ct.env for st, ct in daemons.items()}, replicas, host_stage,
+                     "/run/secrets/tds/", job.env, job.c.get("args") or [], names)
+    _run_as_deployed(dep, db, procs, sim, tmp_path)
 
-    # A small organization and no rate limit on either side keep the sync short.
-    s = sim(orgs=[SMALL_ORG], extra_args=["--limits-off"])
-    webhook_secret = "deploy-webhook-secret-1"
-    secrets = str(tmp_path / "run-secrets-tds")
-    os.makedirs(secrets)
-    _write(os.path.join(secrets, "database-url"), db.url + "\n")
-    # The organizations file from the ConfigMap, pointed at the simulator.
-    orgs_cm = None
-    for cm in rnd.all("ConfigMap"):
-        if "orgs.json" in (cm.get("data") or {}):
-            orgs_cm = json.loads(cm["data"]["orgs.json"])
-    assert orgs_cm, "no organizations file in the prod render"
-    entities = orgs_cm["organizations"][0]["entities"]
-    orgs_path = _sim_orgs_file(tmp_path, s, "60001", entities, secrets, webhook_secret,
-                               rate_per_min=6000)
 
-    def translate(st, r, env):
-        out = {}
-        for k, v in env.items():
-            if v is None:
-                if k == "TDS_INSTANCE":  # fieldRef metadata.name
-                    v = f"tds-{st}-{r}"
-                else:
-                    raise AssertionError(f"tds-{st}: {k} comes from a reference the test cannot follow")
-            elif k.endswith("_CONNECT"):
-                eps = []
-                for ep in v.split(","):
-                    host, port = dl.parse_endpoint(ep)
-                    dst = svc_stage[host]
-                    eps += [f"tcp://{_loopback(dst, i)}:{port}" for i in range(replicas[dst])]
-                v = ",".join(eps)
-            elif k.endswith("_BIND") and v.startswith("tcp://*:"):
-                v = v.replace("tcp://*:", f"tcp://{_loopback(st, r)}:")
-            elif k == "TDS_INGRESS_LISTEN":
-                v = f"{_loopback(st, r)}:{dl.hostport_port(v)}"
-            elif k == "TDS_ADMIN_LISTEN":
-                v = f"127.0.0.1:{free_port()}"
-            elif k == "TDS_INGRESS_JOURNAL_DIR":
-                v = str(tmp_path / f"journal-{st}-{r}")
-            elif k == "TDS_CONFIG":
-                assert v == "/etc/tds/orgs.json", v
-                v = orgs_path
-            elif v.startswith("file:/run/secrets/tds/"):
-                v = "file:" + os.path.join(secrets, v[len("file:/run/secrets/tds/"):])
-            out[k] = v
-        return out
-
-    # 1. The migration Job, as the Job runs it.
-    args = job.c.get("args") or []
-    r = procs.run("tds-writer", args, env=translate("writer", 0, job.env), timeout=120)
-    assert db.query("SELECT count(*) FROM tds.schema_migrations")[0][0] >= 1
-
-    # 2. Every replica, downstream first.
-    running = {}
-    for st in ("writer", "processor", "fetcher", "ingress"):
-        for i in range(replicas[st]):
-            env = translate(st, i, daemons[st].env)
-            running[(st, i)] = (procs.spawn(f"tds-{st}", env=env, ready="readyz", timeout=60,
-                                            label=f"{st}-{i}"), env)
-
-    # 3. A full sync, started the way an operator would (kubectl exec … tds-fetcher sync).
-    fenv = {k: v for k, v in running[("fetcher", 0)][1].items() if k != "TDS_ADMIN_LISTEN"}
-    r = procs.run("tds-fetcher", ["sync", "--org", "60001", "--entity", "all", "--mode", "full"],
-                  env=fenv, timeout=240, check=False)
-    assert r.returncode == 0, f"sync exited {r.returncode}:\n{r.stdout}\n{r.stderr[-3000:]}"
-    for ent, table, idf in (("items", "items", "item_id"), ("contacts", "contacts", "contact_id"),
-                            ("invoices", "invoices", "invoice_id"),
-                            ("sales_orders", "sales_orders", "salesorder_id")):
-        if ent not in entities:
+def test_stages_run_as_the_compose_file_configures_them(db, procs, sim, tmp_path):
+    """docker-compose.yml after `docker-compose config` with .env.example:
+    each service's environment, the service names as connect targets, the
+    migrate service's command, and processor scaled to 3 as the README shows
+    (`--scale processor=3`; Docker's DNS answers every replica)."""
+    need_tool("docker-compose", "docker-compose")
+    need_stages()
+    need_sim()
+    import check_compose
+    cfg = check_compose.compose_config(check_compose.COMPOSE_DIR)
+    envs, host_stage, migrate, hostnames = {}, {}, None, {}
+    for name, svc in cfg["services"].items():
+        st, _ = check_compose.stage_of(svc)
+        if st is None:
             continue
-        truth = {x[idf] for x in s.truth("60001", ent)["records"]}
-        got = {row[0] for row in db.query(
-            f"SELECT {idf} FROM zoho.{table} WHERE org_id = %s AND deleted_at IS NULL", "60001")}
-        assert got == truth, f"{table}: {len(got)} rows, simulator has {len(truth)}"
-
-    # 4. Webhooks through the Ingress path to every ingress replica.
-    upd = []
-    for i in range(replicas["ingress"]):
-        s.webhooks("60001", f"http://{_loopback('ingress', i)}:8080/webhooks/zoho/60001",
-                   secret=webhook_secret)
-        upd += s.mutate("60001", "contacts", update=1)["updated"]
-        # Delivered before the next replica's turn, so each replica gets one.
-        wait_until(lambda: s.stats()["orgs"]["60001"]["webhooks"]["delivered"] >= len(upd), 20,
-                   f"webhook {len(upd)} delivered to ingress replica {i}")
-
-    def applied():
-        rows = db.query("SELECT count(*) FROM tds.webhook_events WHERE org_id = %s", "60001")
-        return rows[0][0] >= len(upd)
-    wait_until(applied, 30, f"{len(upd)} webhooks recorded in tds.webhook_events")
-    for cid in upd:
-        truth = [x for x in s.truth("60001", "contacts")["records"] if x["contact_id"] == cid][0]
-        row = db.query("SELECT raw->>'contact_name' FROM zoho.contacts WHERE org_id = %s AND "
-                       "contact_id = %s", "60001", cid)
-        assert row and row[0][0] == truth.get("contact_name"), (cid, row, truth.get("contact_name"))
+        if svc.get("command") == ["migrate"]:
+            migrate = svc
+            continue
+        envs[st] = check_compose.env_of(svc)
+        host_stage[name] = st
+        hostnames[st] = (svc.get("hostname"), name)
+    assert set(envs) == set(dl.STAGES) and migrate is not None
+    replicas = {"ingress": 1, "fetcher": 1, "processor": 3, "writer": 1}
+    names = {st: (lambda r, st=st: hostnames[st][0] or f"compose-{hostnames[st][1]}-{r + 1}")
+             for st in dl.STAGES}
+    dep = Deployment("compose", envs, replicas, host_stage, "/run/secrets/",
+                     check_compose.env_of(migrate), migrate["command"], names)
+    _run_as_deployed(dep, db, procs, sim, tmp_path)
