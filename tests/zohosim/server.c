@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "render.h"
 
@@ -1359,36 +1360,49 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 int zs_server_new(struct zs_server **out, struct zs_sim *sim, const char *host, uint16_t port,
                   const char *api_domain)
 {
-    struct zs_server *srv = calloc(1, sizeof(*srv));
-    if (!srv)
-        return -ENOMEM;
-    srv->sim = sim;
     struct sockaddr_in addr;
     memset(&addr, 0, sizeof(addr));
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
-        free(srv);
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
         return -EINVAL;
+    /* Bind first: api_domain needs the real port and must be set before any
+     * request thread can read it. */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    socklen_t alen = sizeof(addr);
+    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) || listen(fd, 1024) ||
+        getsockname(fd, (struct sockaddr *)&addr, &alen)) {
+        int rc = -errno;
+        close(fd);
+        return rc;
     }
-    srv->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                                  MHD_USE_POLL,
-                              port, NULL, NULL, handler, srv, MHD_OPTION_SOCK_ADDR, &addr,
-                              MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)4000,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-                              MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
-    if (!srv->d) {
-        free(srv);
-        return -EADDRINUSE;
+    struct zs_server *srv = calloc(1, sizeof(*srv));
+    if (!srv) {
+        close(fd);
+        return -ENOMEM;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_BIND_PORT);
-    srv->port = di ? di->port : port;
+    srv->sim = sim;
+    srv->port = ntohs(addr.sin_port);
     if (api_domain && *api_domain)
         snprintf(sim->api_domain, sizeof(sim->api_domain), "%s", api_domain);
     else
         snprintf(sim->api_domain, sizeof(sim->api_domain), "http://%s:%u", host,
                  (unsigned)srv->port);
+    srv->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                                  MHD_USE_POLL,
+                              0, NULL, NULL, handler, srv, MHD_OPTION_LISTEN_SOCKET, fd,
+                              MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)4000,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_END);
+    if (!srv->d) {
+        close(fd);
+        free(srv);
+        return -EADDRINUSE;
+    }
     *out = srv;
     return 0;
 }
