@@ -489,15 +489,65 @@ def check_overlay(rep, rnd, with_env):
     if with_env:
         for ct in stage_cts:
             dl.check_stage_env(rep, ct.name, ct.stage, ct.env, make_file_resolver(rnd, ct))
-        # dev: the database URL in the generated Secret must point at the in-cluster PostgreSQL.
-        if ov == "dev":
-            for s in rnd.all("Secret"):
-                raw = (s.get("data") or {}).get("database-url")
-                if raw:
-                    url = base64.b64decode(raw).decode()
-                    host = re.sub(r"^postgres(?:ql)?://(?:[^@]*@)?([^:/?]+).*$", r"\1", url)
-                    rep.check(rnd.get("Service", host) is not None, f"{ov}:Secret/{s['metadata']['name']}",
-                              f"database-url host {host!r} is not a Service in the render")
+
+    # In-cluster dependencies (dev: PostgreSQL and the simulator): the
+    # addresses the stages are given lead to a Service with pods behind it,
+    # and the NetworkPolicies let the stages (and the simulator's webhooks) through.
+    def pods_behind(svc_name):
+        svc = rnd.get("Service", svc_name)
+        if not svc:
+            return None
+        sel = svc["spec"].get("selector") or {}
+        for c in containers:
+            if sel and subset(sel, c.labels):
+                return c
+        return None
+
+    def who_ct(ct):
+        return {"ns": ct.ns, "nslabels": {"kubernetes.io/metadata.name": ct.ns or ""},
+                "labels": ct.labels, "external": False}
+
+    def host_port(url, default):
+        m = re.match(r"^[a-z]+://(?:[^@/]*@)?([^:/?]+)(?::(\d+))?", url)
+        return (m.group(1), int(m.group(2) or default)) if m else (None, None)
+
+    for sec in rnd.all("Secret"):
+        raw = (sec.get("data") or {}).get("database-url")
+        if not raw:
+            continue
+        host, port = host_port(base64.b64decode(raw).decode(), 5432)
+        w = f"{ov}:Secret/{sec['metadata']['name']}"
+        if "." in host or host in ("localhost",) or re.match(r"^[0-9.]+$", host):
+            continue  # outside the cluster: covered by the :5432 egress check
+        pg = pods_behind(host)
+        if rep.check(pg, w, f"database-url host {host!r} is not a Service with pods in the render"):
+            users = [c for c in stage_cts if c.stage in ("writer", "fetcher")]
+            for c in users:
+                rep.check(traffic_allowed(rnd, who_ct(c), who_ct(pg), port), c.name,
+                          f"NetworkPolicy blocks the database {host}:{port}")
+    if "fetcher" in daemons:
+        for cm in rnd.all("ConfigMap"):
+            try:
+                orgs = json.loads((cm.get("data") or {}).get("orgs.json", "null") or "null")
+            except ValueError:
+                continue
+            for o in (orgs or {}).get("organizations", []):
+                for field in ("accounts_url", "api_url"):
+                    if not o.get(field):
+                        continue
+                    host, port = host_port(o[field], 443 if o[field].startswith("https") else 80)
+                    if "." in (host or "."):
+                        continue
+                    dst = pods_behind(host)
+                    if rep.check(dst, f"{ov}:ConfigMap/{cm['metadata']['name']}",
+                                 f"{field} host {host!r} is not a Service with pods in the render"):
+                        rep.check(traffic_allowed(rnd, who_ct(daemons["fetcher"]), who_ct(dst), port),
+                                  daemons["fetcher"].name, f"NetworkPolicy blocks {field} {host}:{port}")
+                        if "ingress" in daemons:
+                            wport = dl.hostport_port(daemons["ingress"].env.get("TDS_INGRESS_LISTEN")) or 8080
+                            rep.check(traffic_allowed(rnd, who_ct(dst), who_ct(daemons["ingress"]), wport),
+                                      f"{ov}:Service/{host}",
+                                      f"NetworkPolicy blocks the simulator's webhooks to tds-ingress:{wport}")
     return daemons
 
 

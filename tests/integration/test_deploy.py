@@ -41,7 +41,12 @@ except ImportError:  # the simulator's fixture is not there yet
     CLIENT_ID = CLIENT_SECRET = REFRESH_TOKEN = None
 
 
+KUBECTL = os.environ.get("KUBECTL", "kubectl")
+
+
 def need_tool(tool, package):
+    if tool == "kubectl":
+        tool = KUBECTL
     if not shutil.which(tool):
         pytest.skip(f"{tool} is not installed (Debian package {package}; tests/run installs it)")
 
@@ -539,7 +544,7 @@ def test_stages_run_as_the_prod_overlay_configures_them(db, procs, sim, tmp_path
     need_stages()
     need_sim()
     import check_k8s
-    rnd = check_k8s.Render("prod", check_k8s.render("kubectl", "prod"))
+    rnd = check_k8s.Render("prod", check_k8s.render(KUBECTL, "prod"))
     rep = dl.Report("render")
     daemons, job = {}, None
     for kind in ("Deployment", "StatefulSet", "Job"):
