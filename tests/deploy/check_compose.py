@@ -19,6 +19,7 @@ Usage: check_compose.py [--no-env] [--compose-dir DIR]
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 
@@ -251,6 +252,30 @@ def check(rep, cfg, cfg_demo, with_env):
         if with_env:
             dl.check_stage_env(rep, w, st, env, resolve)
 
+    # Every organizations file shipped beside the compose file (the example
+    # and the demo one) names only secrets that compose defines.
+    import glob
+    import json
+    cdir = os.path.dirname(os.path.abspath(cfg.get("_file", ""))) if cfg.get("_file") else None
+    for path in sorted(glob.glob(os.path.join(cdir or COMPOSE_DIR, "orgs*.json"))):
+        w = f"compose:{os.path.basename(path)}"
+        try:
+            orgs = json.load(open(path))["organizations"]
+        except (ValueError, KeyError, TypeError) as e:
+            rep.fail(w, f"not a valid organizations file: {e}")
+            continue
+        rep.check(orgs, w, "no organizations")
+        for o in orgs:
+            refs = [o.get(f) for f in ("client_id", "client_secret", "refresh_token")]
+            refs += list(o.get("webhook_secrets") or [])
+            for v in refs:
+                if v is None:
+                    continue
+                m = re.match(r"^file:/run/secrets/([A-Za-z0-9_.-]+)$", v) if isinstance(v, str) else None
+                if rep.check(m, w, f"org {o.get('org_id')}: credential {v!r} is not file:/run/secrets/NAME"):
+                    rep.check(m.group(1) in top, w, f"org {o.get('org_id')}: secret {m.group(1)} is not "
+                                                    "defined in docker-compose.yml")
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -274,6 +299,7 @@ def main(argv=None):
     except RuntimeError as e:
         rep.fail("compose", str(e))
         return rep.finish()
+    cfg["_file"] = os.path.join(args.compose_dir, "docker-compose.yml")
     check(rep, cfg, cfg_demo, with_env)
     rep.note(f"{len(cfg.get('services') or {})} services, "
              f"{len(cfg_demo.get('services') or {})} with --profile demo"
