@@ -30,6 +30,10 @@
 #define COPY_CHUNK (1024 * 1024)
 #define META_PARAMS 8
 #define MAX_SIGS 256
+/* Groups at least this big check which keys exist and COPY new rows straight
+ * into the table; smaller ones are not worth the extra round trip. */
+#define FAST_MIN_ROWS 64
+#define FAST_SKIP_BATCHES 8
 
 /* One staging table: what rows of one (table, kind, column list) go through. */
 struct sig {
@@ -50,6 +54,8 @@ struct group {
     size_t sig;
     struct ref *refs;
     size_t n, cap;
+    size_t n_stage;   /* refs[0..n_stage) go through staging and the upsert */
+    size_t n_fast;    /* rows COPYed straight into the table (new keys) */
     bool dups;
 };
 
@@ -61,6 +67,10 @@ struct tds_apply {
     struct tds_buf buf;          /* COPY data and SQL text */
     struct tds_buf params[META_PARAMS];
     struct tds_notify *notify;
+    bool no_fast;                /* a fast COPY met a concurrent insert: upsert only, once */
+    /* Per table: batches to go without the fast path, after a lookup found
+     * mostly existing keys (an update stream gains nothing from it). */
+    unsigned fast_skip[TDS_APPLY_MAX_TABLES];
 };
 
 static const char *const SQL_WEBHOOK =
@@ -284,6 +294,24 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
             goto fail;
     }
     for (size_t i = 0; i < tds_table_count(); i++) {
+        const struct tds_table *t = tds_table_at(i);
+
+        if (t->parent)
+            continue;
+        snprintf(name, sizeof(name), "x_%zu", i);
+        tds_buf_reset(&a->buf);
+        if (tds_buf_addf(&a->buf, "SELECT t.org_id, t.\"%s\" FROM zoho.\"%s\" t "
+                                  "JOIN unnest($1::text[], $2::text[]) AS k(o, i) "
+                                  "ON t.org_id = k.o AND t.\"%s\" = k.i",
+                         t->id_column, t->name, t->id_column) != 0 ||
+            tds_buf_add(&a->buf, "", 1) != 0) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        if ((rc = prepare(a, name, a->buf.p, err, errlen)) != 0)
+            goto fail;
+    }
+    for (size_t i = 0; i < tds_table_count(); i++) {
         const struct tds_table *c = tds_table_at(i);
 
         if (!c->parent)
@@ -470,43 +498,58 @@ static void groups_free(struct group *gs, size_t n)
     free(gs);
 }
 
-static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct group *g,
-                      struct tds_apply_result *res)
+static int run_prepared(struct tds_apply *a, const char *name, int n, const char *const *vals,
+                        PGresult **out, struct tds_apply_result *res, const char *what);
+
+enum copy_form { COPY_STAGING, COPY_TARGET, COPY_WRITTEN };
+
+/* Stream refs[0..n) as COPY text lines into the statement `sql`. */
+static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *const *msgs,
+                     const struct ref *refs, size_t n, size_t n_cols, enum copy_form form,
+                     struct tds_apply_result *res)
 {
-    const struct sig *sg = &a->sigs[g->sig];
-    struct sort_ctx ctx = {msgs};
     PGresult *r;
-    char line_head[32];
+    char head[32];
     int rc = 0;
 
-    qsort_r(g->refs, g->n, sizeof(*g->refs), cmp_ref, &ctx);
-    g->dups = false;
-    for (size_t i = 1; i < g->n && !sg->t->parent; i++) {
-        const struct tds_bytes *p = ref_vals(msgs, &g->refs[i - 1]), *q = ref_vals(msgs, &g->refs[i]);
-
-        if (cmp_val(&p[0], &q[0]) == 0 && cmp_val(&p[1], &q[1]) == 0) {
-            g->dups = true;
-            break;
-        }
-    }
-    tds_buf_reset(&a->buf);
-    if (tds_sqlgen_copy(&a->buf, sg->stg) != 0 || tds_buf_add(&a->buf, "", 1) != 0)
-        return -ENOMEM;
-    r = PQexec(a->conn, a->buf.p);
+    r = PQexec(a->conn, sql);
     if (PQresultStatus(r) != PGRES_COPY_IN)
         return fail(a, r, res, "could not start COPY");
     PQclear(r);
     tds_buf_reset(&a->buf);
-    for (size_t i = 0; i < g->n && rc == 0; i++) {
-        const struct ref *rf = &g->refs[i];
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct ref *rf = &refs[i];
         const struct tds_bytes *v = ref_vals(msgs, rf);
-        int len = snprintf(line_head, sizeof(line_head), "%u\t%u", rf->m, rf->r);
+        int len;
 
-        rc = tds_buf_add(&a->buf, line_head, (size_t)len);
-        for (size_t c = 0; c < sg->n_cols && rc == 0; c++) {
-            rc = tds_buf_add(&a->buf, "\t", 1);
+        switch (form) {
+        case COPY_STAGING:
+            len = snprintf(head, sizeof(head), "%u\t%u", rf->m, rf->r);
+            rc = tds_buf_add(&a->buf, head, (size_t)len);
+            for (size_t c = 0; c < n_cols && rc == 0; c++) {
+                rc = tds_buf_add(&a->buf, "\t", 1);
+                if (rc == 0)
+                    rc = tds_copytext_add(&a->buf, v[c].p, v[c].n);
+            }
+            break;
+        case COPY_TARGET:
+            for (size_t c = 0; c < n_cols && rc == 0; c++) {
+                if (c > 0)
+                    rc = tds_buf_add(&a->buf, "\t", 1);
+                if (rc == 0)
+                    rc = tds_copytext_add(&a->buf, v[c].p, v[c].n);
+            }
+            break;
+        case COPY_WRITTEN:
+            rc = tds_copytext_add(&a->buf, v[0].p, v[0].n);
             if (rc == 0)
-                rc = tds_copytext_add(&a->buf, v[c].p, v[c].n);
+                rc = tds_buf_add(&a->buf, "\t", 1);
+            if (rc == 0)
+                rc = tds_copytext_add(&a->buf, v[1].p, v[1].n);
+            len = snprintf(head, sizeof(head), "\t%u", rf->m);
+            if (rc == 0)
+                rc = tds_buf_add(&a->buf, head, (size_t)len);
+            break;
         }
         if (rc == 0)
             rc = tds_buf_add(&a->buf, "\n", 1);
@@ -528,15 +571,186 @@ static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct 
     r = PQgetResult(a->conn);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         PGresult *extra;
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        int code;
 
         while ((extra = PQgetResult(a->conn)))
             PQclear(extra);
-        return fail(a, r, res, "could not copy rows");
+        /* A fast COPY of keys that did not exist a moment ago met another
+         * writer inserting the same key: redo the batch through the upsert. */
+        if (form == COPY_TARGET && st && strcmp(st, "23505") == 0) {
+            fail(a, r, res, "could not copy new rows");
+            a->no_fast = true;
+            return TDS_APPLY_E_RETRY;
+        }
+        code = fail(a, r, res, "could not copy rows");
+        return code;
     }
     PQclear(r);
     while ((r = PQgetResult(a->conn)))
         PQclear(r);
     return 0;
+}
+
+struct key {
+    const char *org, *id;
+    size_t org_n, id_n;
+};
+
+static int cmp_key(const void *pa, const void *pb)
+{
+    const struct key *a = pa, *b = pb;
+    struct tds_bytes ao = {(char *)a->org, a->org_n}, bo = {(char *)b->org, b->org_n};
+    struct tds_bytes ai = {(char *)a->id, a->id_n}, bi = {(char *)b->id, b->id_n};
+    int c = cmp_val(&ao, &bo);
+
+    return c ? c : cmp_val(&ai, &bi);
+}
+
+/* Fast path for a big group without duplicate keys: ask which keys exist,
+ * COPY the rows with new keys straight into the table (the plain-COPY cost,
+ * no staging, no conflict handling) and leave the rest, moved to the front
+ * of refs, for staging and the guarded upsert. A new key has no stored row,
+ * so the guard would write it anyway; the only race, another writer
+ * inserting the same key meanwhile, ends in a unique violation and a retry
+ * without the fast path. */
+static int copy_fast(struct tds_apply *a, struct tds_bmsg *const *msgs, struct group *g,
+                     bool probe, struct tds_apply_result *res)
+{
+    const struct sig *sg = &a->sigs[g->sig];
+    struct ref *fresh = NULL;
+    struct key *have = NULL;
+    PGresult *r = NULL;
+    const char *vals[2];
+    char name[32];
+    size_t n_have, k_old = 0, k_new = 0;
+    int rc = 0;
+
+    tds_buf_reset(&a->params[0]);
+    tds_buf_reset(&a->params[1]);
+    tds_copytext_array_begin(&a->params[0]);
+    tds_copytext_array_begin(&a->params[1]);
+    for (size_t i = 0; i < g->n && rc == 0; i++) {
+        const struct tds_bytes *v = ref_vals(msgs, &g->refs[i]);
+
+        rc = tds_copytext_array_elem(&a->params[0], i == 0, v[0].p, v[0].n);
+        if (rc == 0)
+            rc = tds_copytext_array_elem(&a->params[1], i == 0, v[1].p, v[1].n);
+    }
+    for (int i = 0; i < 2 && rc == 0; i++)
+        if ((rc = tds_copytext_array_end(&a->params[i])) == 0)
+            rc = tds_buf_add(&a->params[i], "", 1);
+    if (rc != 0)
+        return rc;
+    vals[0] = a->params[0].p;
+    vals[1] = a->params[1].p;
+    snprintf(name, sizeof(name), "x_%zu", sg->tidx);
+    if ((rc = run_prepared(a, name, 2, vals, &r, res, "could not look up existing rows")) != 0)
+        return rc;
+    n_have = (size_t)PQntuples(r);
+    have = malloc((n_have ? n_have : 1) * sizeof(*have));
+    fresh = malloc(g->n * sizeof(*fresh));
+    if (!have || !fresh) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n_have; i++)
+        have[i] = (struct key){PQgetvalue(r, (int)i, 0), PQgetvalue(r, (int)i, 1),
+                               (size_t)PQgetlength(r, (int)i, 0),
+                               (size_t)PQgetlength(r, (int)i, 1)};
+    qsort(have, n_have, sizeof(*have), cmp_key);
+    for (size_t i = 0; i < g->n; i++) {
+        const struct tds_bytes *v = ref_vals(msgs, &g->refs[i]);
+        struct key want = {v[0].p, v[1].p, v[0].n, v[1].n};
+
+        if (v[0].p && v[1].p && !bsearch(&want, have, n_have, sizeof(*have), cmp_key))
+            fresh[k_new++] = g->refs[i];
+        else
+            g->refs[k_old++] = g->refs[i];
+    }
+    g->n_stage = k_old;
+    g->n_fast = k_new;
+    if (k_old * 2 > g->n)
+        a->fast_skip[sg->tidx] = FAST_SKIP_BATCHES;
+    if (k_new == 0)
+        goto out;
+    tds_buf_reset(&a->buf);
+    rc = tds_buf_addf(&a->buf, "COPY zoho.\"%s\" (", sg->t->name);
+    for (size_t c = 0; c < sg->n_cols && rc == 0; c++)
+        rc = tds_buf_addf(&a->buf, "%s\"%s\"", c ? ", " : "", sg->cols[c]);
+    if (rc == 0)
+        rc = tds_buf_addf(&a->buf, ") FROM STDIN");
+    if (rc == 0)
+        rc = tds_buf_add(&a->buf, "", 1);
+    if (rc == 0) {
+        char *sql = strdup(a->buf.p);
+
+        rc = sql ? copy_rows(a, sql, msgs, fresh, k_new, sg->n_cols, COPY_TARGET, res) : -ENOMEM;
+        free(sql);
+    }
+    if (rc == 0 && sg->kind == TDS_ROWS_DETAIL && has_children(sg->t)) {
+        char wtab[64], sql[160];
+
+        tds_sqlgen_written_name(sg->t, wtab, sizeof(wtab));
+        snprintf(sql, sizeof(sql), "COPY %s (org_id, id, _m) FROM STDIN", wtab);
+        rc = copy_rows(a, sql, msgs, fresh, k_new, 2, COPY_WRITTEN, res);
+    }
+    if (rc != 0)
+        goto out;
+    res->written[sg->tidx] += (int64_t)k_new;
+    res->written_total += (int64_t)k_new;
+    for (size_t i = 0; i < k_new && !probe; i++) {
+        const struct tds_bytes *v = ref_vals(msgs, &fresh[i]);
+
+        if ((rc = tds_notify_add(a->notify, v[0].p, sg->t->name, v[1].p)) != 0)
+            break;
+    }
+out:
+    PQclear(r);
+    free(have);
+    free(fresh);
+    return rc;
+}
+
+static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct group *g,
+                      bool probe, struct tds_apply_result *res)
+{
+    const struct sig *sg = &a->sigs[g->sig];
+    struct sort_ctx ctx = {msgs};
+    int rc;
+
+    qsort_r(g->refs, g->n, sizeof(*g->refs), cmp_ref, &ctx);
+    g->dups = false;
+    for (size_t i = 1; i < g->n && !sg->t->parent; i++) {
+        const struct tds_bytes *p = ref_vals(msgs, &g->refs[i - 1]), *q = ref_vals(msgs, &g->refs[i]);
+
+        if (cmp_val(&p[0], &q[0]) == 0 && cmp_val(&p[1], &q[1]) == 0) {
+            g->dups = true;
+            break;
+        }
+    }
+    g->n_stage = g->n;
+    g->n_fast = 0;
+    if (!sg->t->parent && sg->kind != TDS_ROWS_DELETE && !g->dups && !a->no_fast &&
+        g->n >= FAST_MIN_ROWS) {
+        if (a->fast_skip[sg->tidx] > 0)
+            a->fast_skip[sg->tidx]--;
+        else if ((rc = copy_fast(a, msgs, g, probe, res)) != 0)
+            return rc;
+    }
+    if (g->n_stage == 0)
+        return 0;
+    tds_buf_reset(&a->buf);
+    if (tds_sqlgen_copy(&a->buf, sg->stg) != 0 || tds_buf_add(&a->buf, "", 1) != 0)
+        return -ENOMEM;
+    {
+        char *sql = strdup(a->buf.p);
+
+        rc = sql ? copy_rows(a, sql, msgs, g->refs, g->n_stage, sg->n_cols, COPY_STAGING, res)
+                 : -ENOMEM;
+        free(sql);
+    }
+    return rc;
 }
 
 /* Run a prepared statement; on success *out holds the result (caller clears). */
@@ -562,6 +776,8 @@ static int run_upsert(struct tds_apply *a, const struct sig *sg, const struct gr
     PGresult *r;
     int rc;
 
+    if (g->n_stage == 0)
+        return 0;
     snprintf(what, sizeof(what), "could not write zoho.%s rows", sg->t->name);
     if (g->dups && (rc = run_prepared(a, sg->collapse, 0, NULL, NULL, res, what)) != 0)
         return rc;
@@ -832,7 +1048,7 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
         return fail(a, r, res, "could not begin");
     PQclear(r);
     for (size_t i = 0; i < n_groups; i++)
-        if ((rc = copy_group(a, msgs, &gs[i], res)) != 0)
+        if ((rc = copy_group(a, msgs, &gs[i], probe, res)) != 0)
             return rc;
     for (size_t ti = 0; ti < tds_table_count(); ti++) {
         const struct tds_table *t = tds_table_at(ti);
@@ -885,6 +1101,17 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
         return fail(a, r, res, probe ? "could not roll back" : "could not commit");
     PQclear(r);
     return 0;
+}
+
+static int cmp_group(const void *pa, const void *pb, void *ud)
+{
+    const struct tds_apply *a = ud;
+    const struct sig *x = &a->sigs[((const struct group *)pa)->sig];
+    const struct sig *y = &a->sigs[((const struct group *)pb)->sig];
+
+    if (x->tidx != y->tidx)
+        return x->tidx < y->tidx ? -1 : 1;
+    return ((int)x->kind > (int)y->kind) - ((int)x->kind < (int)y->kind);
 }
 
 int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, bool probe,
@@ -947,7 +1174,14 @@ int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, b
         }
     }
     if (rc == 0) {
+        bool slow = a->no_fast;
+
+        /* COPY (and fast inserts) in registry table order, like the upserts. */
+        if (n_groups > 1)
+            qsort_r(gs, n_groups, sizeof(*gs), cmp_group, a);
         rc = run_txn(a, msgs, n, probe, gs, n_groups, res);
+        if (slow)
+            a->no_fast = false;
         if (rc != 0 && tds_apply_connected(a)) {
             PGresult *r = PQexec(a->conn, "ROLLBACK");
 

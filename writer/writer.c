@@ -85,8 +85,8 @@ int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_met
                                          "stage=\"processor\"", NULL, 0);
         w->m_acks = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_acks_sent_total",
                                     "Ack messages published (one per origin per commit)", "", NULL, 0);
-        w->m_deadlocks = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_deadlock_retries_total",
-                                         "Transactions retried after a deadlock or serialization failure",
+        w->m_deadlocks = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_tx_retries_total",
+                                         "Transactions retried after a deadlock, a serialization failure or a concurrent insert of a new key",
                                          "", NULL, 0);
         w->m_dead_letters = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_dead_letters_total",
                                             "Frames that were not decodable rows messages", "", NULL, 0);

@@ -570,3 +570,67 @@ def test_sigterm_finishes_current_batch(procs, db):
     n = db.query("SELECT count(*) FROM zoho.items")[0][0]
     assert n in (0, 3000)
     h.close()
+
+
+# ------------------------------------------------------------- big batches (fast path)
+
+def _big(n_items, minute, first=0, per=100, stock=True, bad=()):
+    """Messages of `per` distinct new items each; item ids first..first+n_items."""
+    frames = []
+    for k in range(first, first + n_items, per):
+        recs = []
+        for i in range(k, min(k + per, first + n_items)):
+            recs.append(item(ORG, str(7 * 10 ** 17 + i), ts(minute), f"big{i}-{minute}",
+                             rate="9,99" if i in bad else "9.99",
+                             stock=[("w1", str(i % 10)), ("w2", "1")] if stock else []))
+        frames.append(rows_msg(ORG, items_sets(recs), mode="full", run="big", page=k // per + 1))
+    return frames
+
+
+def test_big_batches_new_and_existing_rows(procs, db):
+    h = WriterHarness(procs, db, env={"TDS_WRITER_BATCH_MAX_ROWS": "50000"})
+    first = _big(1000, 5)
+    for _, f in first:
+        h.send(f)
+    h.wait_acked([s for s, _ in first])
+    assert db.query("SELECT count(*), count(*) FILTER (WHERE name LIKE '%-5') FROM zoho.items") \
+        == [(1000, 1000)]
+    assert db.query("SELECT count(*) FROM zoho.item_stock") == [(2000,)]
+    # Half older (ignored), half newer (written), plus 500 new ones, in one stream.
+    mixed = _big(500, 3) + _big(500, 8, first=500) + _big(500, 8, first=1000)
+    for _, f in mixed:
+        h.send(f)
+    h.wait_acked([s for s, _ in mixed])
+    got = dict(db.query("SELECT item_id, name FROM zoho.items"))
+    assert len(got) == 1500
+    for i in range(1500):
+        want = f"big{i}-5" if i < 500 else f"big{i}-8"
+        assert got[str(7 * 10 ** 17 + i)] == want
+    assert db.query("SELECT count(*), count(DISTINCT item_id) FROM zoho.item_stock") == [(3000, 1500)]
+    # A bad value in a big batch is still isolated to its record.
+    bad = _big(300, 9, first=2000, bad={2150})
+    for _, f in bad:
+        h.send(f)
+    h.wait_acked([s for s, _ in bad])
+    assert db.query("SELECT count(*) FROM zoho.items WHERE item_id::numeric >= 7e17 + 2000") == [(299,)]
+    assert db.query("SELECT zoho_id FROM tds.rejected") == [(str(7 * 10 ** 17 + 2150),)]
+    h.close()
+
+
+def test_two_writers_racing_on_new_keys(procs, db):
+    frames = _big(2000, 4)
+    a = WriterHarness(procs, db, label="fa")
+    b = WriterHarness(procs, db, label="fb")
+    threads = [threading.Thread(target=lambda h=h: [h.send(f) for _, f in frames]) for h in (a, b)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    a.wait_acked([s for s, _ in frames], timeout=60)
+    b.wait_acked([s for s, _ in frames], timeout=60)
+    assert db.query("SELECT count(*), count(DISTINCT item_id), bool_and(name LIKE '%-4')::text "
+                    "FROM zoho.items") == [(2000, 2000, "true")]
+    assert db.query("SELECT count(*) FROM zoho.item_stock") == [(4000,)]
+    assert db.query("SELECT count(*) FROM tds.rejected") == [(0,)]
+    a.close()
+    b.close()
