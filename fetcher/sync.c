@@ -459,18 +459,6 @@ static void progress(struct run *r)
         tds_series_set(r->m_records, (double)r->records_fetched);
 }
 
-static char *json_id(json_t *v)
-{
-    char tmp[64];
-    if (json_is_string(v))
-        return strdup(json_string_value(v));
-    if (json_is_integer(v)) {
-        snprintf(tmp, sizeof(tmp), "%lld", (long long)json_integer_value(v));
-        return strdup(tmp);
-    }
-    return NULL;
-}
-
 static void batch_done(struct batch *b);
 
 struct dcall {
@@ -663,6 +651,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
 {
     struct run *r = ud;
     struct org_rt *o = r->o;
+    int64_t t_start = tds_now_ms();
     r->outstanding--;
     if (o->dropping)
         return;
@@ -675,22 +664,23 @@ static void on_list(const struct tds_api_result *res, void *ud)
                  res->error ? res->error : tds_zapi_class_name(res->cls));
         return;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb(res->body, res->len, 0, &jerr);
-    json_t *arr = root ? json_object_get(root, r->e->list_key) : NULL;
+    /* Slices and scalars only, no tree: this runs on the loop for every
+     * page, and a stalled loop is quota not used. */
     struct tds_span *spans = NULL;
     size_t n = 0;
-    if (!json_is_array(arr) ||
-        tds_json_array_spans(res->body, res->len, r->e->list_key, &spans, &n) != 0 ||
-        n != json_array_size(arr)) {
-        json_decref(root);
+    if (tds_json_array_spans(res->body, res->len, r->e->list_key, &spans, &n) != 0) {
         free(spans);
         run_fail(r, "list page %lld of %s has no '%s' array", (long long)r->next_page, r->e->name,
                  r->e->list_key);
         return;
     }
-    json_t *pc = json_object_get(root, "page_context");
-    bool more = json_is_true(json_object_get(pc, "has_more_page"));
+    bool more = false;
+    struct tds_span pcs;
+    if (tds_json_member_span(res->body, res->len, "page_context", &pcs) == 0) {
+        char hm[8];
+        more = tds_json_scalar(res->body + pcs.off, pcs.len, "has_more_page", hm, sizeof(hm)) == 0 &&
+               strcmp(hm, "true") == 0;
+    }
     size_t *keep = calloc(n ? n : 1, sizeof(*keep));
     char **ids = calloc(n ? n : 1, sizeof(*ids));
     int64_t *mods = calloc(n ? n : 1, sizeof(*mods));
@@ -700,21 +690,23 @@ static void on_list(const struct tds_api_result *res, void *ud)
         free(ids);
         free(mods);
         free(spans);
-        json_decref(root);
         run_fail(r, "out of memory reading a list page");
         return;
     }
     bool reconcile = strcmp(r->mode, "reconcile") == 0;
     for (size_t i = 0; i < n; i++) {
-        json_t *rec = json_array_get(arr, i);
-        char *id = json_id(json_object_get(rec, r->e->id_field));
-        if (!id)
+        const char *rec = res->body + spans[i].off;
+        char idbuf[128], tbuf[64];
+        if (tds_json_scalar(rec, spans[i].len, r->e->id_field, idbuf, sizeof(idbuf)) != 0)
             continue; /* the processor rejects it visibly; we cannot act on it */
+        char *id = strdup(idbuf);
+        if (!id)
+            continue;
         int64_t mod = INT64_MIN;
         if (r->e->modified_field) {
-            json_t *mv = json_object_get(rec, r->e->modified_field);
             int64_t t;
-            if (json_is_string(mv) && tds_ztime_parse(json_string_value(mv), &t) == 0)
+            if (tds_json_scalar(rec, spans[i].len, r->e->modified_field, tbuf, sizeof(tbuf)) == 0 &&
+                tds_ztime_parse(tbuf, &t) == 0)
                 mod = t;
         }
         /* Zoho's filter is a hint: the overlap and our own check decide. */
@@ -782,13 +774,14 @@ static void on_list(const struct tds_api_result *res, void *ud)
     free(mods);
     free(keep);
     free(spans);
-    json_decref(root);
     if (r->failed)
         return;
     if (more && n > 0)
         r->next_page++;
     else
         r->list_done = true;
+    tds_log(TDS_LOG_DEBUG, &r->lctx, "list page of %zu records handled in %lld ms", n,
+            (long long)(tds_now_ms() - t_start));
     run_step(r);
 }
 

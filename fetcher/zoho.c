@@ -132,25 +132,23 @@ void tds_ztime_format(int64_t epoch_s, int offset_min, char out[TDS_ZTIME_LEN])
 
 /* ---- API responses ---- */
 
+/* The envelope's code without building a tree: a page of 200 records is
+ * large, and this runs on the loop for every answer. */
 static int64_t envelope_code(const char *body, size_t len, bool *parsed)
 {
     *parsed = false;
     if (!body || len == 0)
         return -1;
-    json_error_t jerr;
-    json_t *root = json_loadb(body, len, 0, &jerr);
-    if (!root)
+    size_t i = 0;
+    while (i < len && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t'))
+        i++;
+    if (i == len || body[i] != '{' || !tds_json_complete(body, len))
         return -1;
+    *parsed = true;
+    char tmp[32];
     int64_t code = -1;
-    if (json_is_object(root)) {
-        *parsed = true;
-        json_t *c = json_object_get(root, "code");
-        if (json_is_integer(c))
-            code = json_integer_value(c);
-        else if (json_is_string(c))
-            tds_parse_i64(json_string_value(c), -1000000000, 1000000000, &code);
-    }
-    json_decref(root);
+    if (tds_json_scalar(body, len, "code", tmp, sizeof(tmp)) == 0)
+        tds_parse_i64(tmp, -1000000000, 1000000000, &code);
     return code;
 }
 
@@ -473,4 +471,38 @@ done:
 bad:
     free(arr);
     return TDS_E_INVALID;
+}
+
+bool tds_json_complete(const char *body, size_t len)
+{
+    struct scan s = {body, len, 0};
+    if (skip_value(&s, 1))
+        return false;
+    ws(&s);
+    return s.i == s.len;
+}
+
+int tds_json_scalar(const char *body, size_t len, const char *key, char *out, size_t cap)
+{
+    struct tds_span sp;
+    int rc = tds_json_member_span(body, len, key, &sp);
+    if (rc)
+        return rc;
+    const char *v = body + sp.off;
+    size_t n = sp.len;
+    if (n == 4 && memcmp(v, "null", 4) == 0)
+        return TDS_E_NOTFOUND;
+    if (v[0] == '{' || v[0] == '[')
+        return TDS_E_INVALID;
+    if (v[0] == '"') {
+        if (n < 2 || memchr(v, '\\', n))
+            return TDS_E_INVALID;
+        v++;
+        n -= 2;
+    }
+    if (n >= cap)
+        return TDS_E_TOO_LARGE;
+    memcpy(out, v, n);
+    out[n] = '\0';
+    return 0;
 }

@@ -90,4 +90,13 @@ int tds_json_array_spans(const char *body, size_t len, const char *key, struct t
 /* Span of the top-level member `key`'s value (any JSON value). */
 int tds_json_member_span(const char *body, size_t len, const char *key, struct tds_span *out);
 
+/* True when body is exactly one well-formed JSON value (structure only:
+ * brackets, strings, separators), e.g. not cut short. */
+bool tds_json_complete(const char *body, size_t len);
+/* The scalar value of the top-level member `key` of the object in body, as
+ * text: a string without its quotes (strings with escapes are refused), or a
+ * number/true/false as written. Returns 0, TDS_E_NOTFOUND (absent or null),
+ * TDS_E_INVALID (not a scalar, escaped, malformed) or TDS_E_TOO_LARGE. */
+int tds_json_scalar(const char *body, size_t len, const char *key, char *out, size_t cap);
+
 #endif

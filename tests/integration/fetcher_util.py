@@ -182,6 +182,19 @@ class RateWatch:
         self.samples = []
 
     def sample(self):
+        t = time.monotonic()
         st = self.sim.stats()["orgs"][self.org]
-        self.samples.append((time.monotonic(), st["requests"], st["429"]))
+        t = (t + time.monotonic()) / 2
+        self.samples.append((t, st["requests"], st["429"]))
         return self.samples[-1]
+
+    def wait_for(self, count, timeout=120.0, interval=0.01):
+        """Poll until the request counter reaches count; the sample then."""
+        deadline = time.monotonic() + timeout
+        while True:
+            t, r, e = self.sample()
+            if r >= count:
+                return t, r, e
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {r} of {count} requests")
+            time.sleep(interval)
