@@ -230,9 +230,14 @@ int zs_hooks_configure(struct zs_hooks *h, size_t org, const struct zs_hook_cfg 
                 goto nomem;
         }
         nt.on = true;
-        nt.retries = cfg->retries < 0 ? 0 : cfg->retries;
-        nt.retry_delay_ms = cfg->retry_delay_ms > 0 ? cfg->retry_delay_ms : 100;
-        nt.timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 5000;
+        /* bounded so the doubling delay cannot overflow */
+        nt.retries = cfg->retries < 0 ? 0 : cfg->retries > 100 ? 100 : cfg->retries;
+        nt.retry_delay_ms = cfg->retry_delay_ms <= 0        ? 100
+                            : cfg->retry_delay_ms > 3600000 ? 3600000
+                                                             : cfg->retry_delay_ms;
+        nt.timeout_ms = cfg->timeout_ms <= 0       ? 5000
+                        : cfg->timeout_ms > 600000 ? 600000
+                                                   : cfg->timeout_ms;
     }
     pthread_mutex_lock(&h->lock);
     struct target *t = &h->t[org];

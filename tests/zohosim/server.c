@@ -742,8 +742,13 @@ static int64_t jint(json_t *j, const char *k, int64_t def)
     json_t *v = json_object_get(j, k);
     if (json_is_integer(v))
         return json_integer_value(v);
-    if (json_is_real(v))
-        return (int64_t)json_real_value(v);
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        /* out-of-range doubles would be undefined behaviour when converted */
+        if (d != d || d > 9.0e18 || d < -9.0e18)
+            return def;
+        return (int64_t)d;
+    }
     if (json_is_true(v))
         return 1;
     if (json_is_false(v))
@@ -1090,7 +1095,7 @@ static void ctl_faults(struct zs_sim *s, json_t *j, struct reply *r)
     else if (json_is_false(th))
         f->token_hang_ms = 0;
     else if (json_is_number(th))
-        f->token_hang_ms = (int64_t)json_number_value(th);
+        f->token_hang_ms = jint(j, "token_hang", 0);
     f->token_hang_ms = jint(j, "token_hang_ms", f->token_hang_ms);
     pthread_mutex_unlock(&s->faults_lock);
     faults_json(s, r);
@@ -1139,7 +1144,7 @@ static void ctl_stream(struct zs_sim *s, json_t *j, struct reply *r)
     unsigned mask = 0;
     json_t *ents = json_object_get(j, "entities"), *v;
     size_t i;
-    bool bad = !o || rate < 0 || rate > 100000 || secs < 0;
+    bool bad = !o || !(rate >= 0 && rate <= 100000) || !(secs >= 0 && secs <= 1e9);
     json_array_foreach(ents, i, v)
     {
         int e = zs_ent_parse(json_string_value(v));
@@ -1150,7 +1155,8 @@ static void ctl_stream(struct zs_sim *s, json_t *j, struct reply *r)
     }
     if (bad) {
         r->status = 400;
-        r->body = ctl_error("need org, 0 <= rate_per_s <= 100000, seconds >= 0, known entities",
+        r->body = ctl_error("need org, 0 <= rate_per_s <= 100000, 0 <= seconds <= 1e9, known "
+                            "entities",
                             &r->len);
         return;
     }
