@@ -1033,6 +1033,67 @@ static void refresh_acks(struct tds_alertd *d)
     PQclear(r);
 }
 
+/* The fetcher records some conditions in tds.alerts itself, as it meets
+ * them (rule names zoho_*), and never resolves them. They describe what the
+ * engine's own rules watch, so the engine resolves such a row once its own
+ * rule for the same organization (and entity) is clear, and does not notify
+ * for it: the notice comes from the engine's rule. */
+static const struct {
+    const char *foreign, *rule;
+    bool by_entity;
+} adopted[] = {
+    {"zoho_sync_failed", "sync_failed", true},
+    {"zoho_token_revoked", "token_failed", false},
+    {"zoho_token_invalid", "token_failed", false},
+    {"zoho_token_lockout", "token_failed", false},
+};
+
+static bool condition_present(struct tds_alertd *d, const char *rule, const char *org,
+                              const char *entity, bool by_entity)
+{
+    for (size_t i = 0; i < tds_alertsm_count(d->sm); i++) {
+        const struct tds_alert *a = tds_alertsm_at(d->sm, i);
+
+        if (strcmp(a->rule, rule) != 0 || !a->org || !org || strcmp(a->org, org) != 0)
+            continue;
+        if (!by_entity || (a->entity && entity && strcmp(a->entity, entity) == 0))
+            return true;
+    }
+    return false;
+}
+
+static void resolve_adopted(struct tds_alertd *d)
+{
+    PGresult *r = query(d,
+                        "SELECT id, rule, org_id, entity FROM tds.alerts WHERE state = 'firing' "
+                        "AND rule IN ('zoho_sync_failed', 'zoho_token_revoked', "
+                        "'zoho_token_invalid', 'zoho_token_lockout')",
+                        0, NULL);
+
+    if (!r)
+        return;
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *rule = val(r, i, 1), *org = val(r, i, 2), *ent = val(r, i, 3);
+
+        for (size_t k = 0; k < TDS_ARRAY_SIZE(adopted); k++) {
+            const struct tds_alert_rule *own = rule_of(d, adopted[k].rule);
+            const char *p[1] = {PQgetvalue(r, i, 0)};
+
+            if (strcmp(rule, adopted[k].foreign) != 0 || !own || !own->enabled ||
+                tds_alertsm_rule_is_unknown(d->sm, adopted[k].rule) ||
+                condition_present(d, adopted[k].rule, org, ent, adopted[k].by_entity))
+                continue;
+            PQclear(query(d,
+                          "UPDATE tds.alerts SET state = 'resolved', resolved_at = now() "
+                          "WHERE id = $1::bigint AND state = 'firing'",
+                          1, p));
+            tds_info("resolved alert %s (%s, recorded by the fetcher): rule %s is clear",
+                     p[0], rule, adopted[k].rule);
+        }
+    }
+    PQclear(r);
+}
+
 /* ---- /status ---- */
 
 static void take_snapshot(struct tds_alertd *d)
@@ -1203,6 +1264,7 @@ static void cycle(struct tds_alertd *d)
             refresh_acks(d);
             firing = tds_alertsm_eval(d->sm, d->now_ms, d->wall_ms, on_action, d);
             (void)firing;
+            resolve_adopted(d);
         }
     } else if (d->conn) {
         db_stale(d, fresh, false);

@@ -469,6 +469,11 @@ static bool is_unknown(const struct tds_alertsm *sm, const char *rule)
     return false;
 }
 
+bool tds_alertsm_rule_is_unknown(const struct tds_alertsm *sm, const char *rule)
+{
+    return is_unknown(sm, rule);
+}
+
 static void remove_at(struct tds_alertsm *sm, size_t i)
 {
     alert_free(sm->a[i]);

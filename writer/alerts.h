@@ -125,6 +125,8 @@ void tds_alertsm_begin(struct tds_alertsm *sm);
 int tds_alertsm_observe(struct tds_alertsm *sm, const char *rule, const char *key, const char *org,
                         const char *entity, double value, const char *summary, const char *details);
 void tds_alertsm_rule_unknown(struct tds_alertsm *sm, const char *rule);
+/* True when the rule was marked unknown in the current cycle. */
+bool tds_alertsm_rule_is_unknown(const struct tds_alertsm *sm, const char *rule);
 /* Run the transitions at now_ms (monotonic) with wall_ms for notices,
  * calling cb for each action. Returns the number of alerts firing after it. */
 size_t tds_alertsm_eval(struct tds_alertsm *sm, int64_t now_ms, int64_t wall_ms,

@@ -543,3 +543,35 @@ def test_events_tail(procs, bins):
     assert {e["stage"] for e in events} == {"stage0", "stage1"}
     r = procs.run("tds-writer", ["events", "tail"], check=False)
     assert r.returncode == 2 and "--connect" in r.stderr
+
+
+def test_fetcher_recorded_alerts_resolve_with_the_rule(procs, db, hook):
+    """The fetcher writes zoho_* rows into tds.alerts when it meets a failure;
+    the engine resolves them with its own rule and notifies only once."""
+    w = spawn_writer(procs, alerts_env(db, hook))
+    wait_until(lambda: w.metric("tds_alert_leader") == 1, 10, "writer evaluating")
+    db.execute("INSERT INTO tds.oauth_tokens (org_id, status, last_error) VALUES "
+               "(%s, 'revoked', 'invalid_code')", ORG)
+    db.execute("INSERT INTO tds.alerts (rule, severity, org_id, summary) VALUES "
+               "('zoho_token_revoked', 'critical', %s, 'Zoho refresh token is invalid or revoked')",
+               ORG)
+    fail_run(db, "r1", "items")
+    db.execute("INSERT INTO tds.alerts (rule, severity, org_id, entity, summary) VALUES "
+               "('zoho_sync_failed', 'error', %s, 'items', 'boom'), "
+               "('zoho_sync_failed', 'error', %s, 'contacts', 'old failure, since cleared')",
+               ORG, ORG)
+    wait_until(lambda: firing(db, "token_failed") and firing(db, "sync_failed"), 10, "own alerts")
+    time.sleep(2)
+    # the contacts row has no failing run behind it: resolved; the others stay
+    assert db.query("SELECT rule, coalesce(entity, '-'), state FROM tds.alerts "
+                    "WHERE rule LIKE 'zoho_%%' ORDER BY id") == [
+        ("zoho_token_revoked", "-", "firing"), ("zoho_sync_failed", "items", "firing"),
+        ("zoho_sync_failed", "contacts", "resolved")]
+    db.execute("UPDATE tds.oauth_tokens SET status = 'ok', last_error = NULL")
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) "
+               "VALUES ('r2', %s, 'items', 'incremental', 'completed', now())", ORG)
+    wait_until(lambda: not firing(db, None), 10, "everything resolved")
+    wait_until(lambda: len(hook.matching("RESOLVED")) == 2, 10, "two resolve notices")
+    time.sleep(1)
+    assert len(hook.matching("FIRING")) == 2 and len(hook.texts()) == 4
+    assert not hook.matching("zoho_"), "rows the fetcher recorded are not notified again"
