@@ -69,10 +69,21 @@ int tds_migrate_run(PGconn *c, int *applied, char *err, size_t errlen)
     if ((rc = simple(c, "SELECT pg_advisory_lock(" LOCK_KEY ")", err, errlen,
                      "could not take the migration lock")) != 0)
         return rc;
-    rc = simple(c, "CREATE SCHEMA IF NOT EXISTS tds; "
-                   "CREATE TABLE IF NOT EXISTS tds.schema_migrations (version integer PRIMARY KEY, "
-                   "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
-                err, errlen, "could not create tds.schema_migrations");
+    /* Only create what is missing: a writer whose role may not run DDL can
+     * still start on a database that is already up to date. */
+    {
+        PGresult *r = NULL;
+
+        rc = run(c, "SELECT to_regclass('tds.schema_migrations') IS NULL", 0, NULL, &r, err,
+                 errlen, "could not read tds.schema_migrations");
+        if (rc == 0 && strcmp(PQgetvalue(r, 0, 0), "t") == 0)
+            rc = simple(c, "CREATE SCHEMA IF NOT EXISTS tds; "
+                           "CREATE TABLE IF NOT EXISTS tds.schema_migrations (version integer "
+                           "PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL "
+                           "DEFAULT now())",
+                        err, errlen, "could not create tds.schema_migrations");
+        PQclear(r);
+    }
     for (size_t i = 0; rc == 0 && i < tds_migrations_count; i++) {
         const struct tds_migration *m = &tds_migrations[i];
         char ver[16], what[128];

@@ -634,3 +634,32 @@ def test_two_writers_racing_on_new_keys(procs, db):
     assert db.query("SELECT count(*) FROM tds.rejected") == [(0,)]
     a.close()
     b.close()
+
+
+def test_writer_runs_as_a_tds_writer_member_without_ddl_rights(procs, pg, db):
+    procs.run("tds-writer", ["migrate"], env={"TDS_DATABASE_URL": db.url})
+    role = f"app_{db.name}"
+    db.execute(f'CREATE ROLE "{role}" LOGIN IN ROLE tds_writer')
+    try:
+        url = f"postgresql://{role}@127.0.0.1:{pg.port}/{db.name}"
+
+        class AsApp:
+            pass
+        app_db = AsApp()
+        app_db.url = url
+        h = WriterHarness(procs, app_db)
+        src, f = rows_msg(ORG, items_sets([item(ORG, "1", ts(1), "a", stock=[("w1", "1")])]),
+                          run="r-app", mode="incremental",
+                          rejects=[("items", "2", "bad", "{}")])
+        s2, f2 = rows_msg(ORG, [], run="r-app", mode="incremental", final=True, cursor="c1")
+        h.send(f)
+        h.send(f2)
+        h.wait_acked([src, s2])
+        assert db.query("SELECT name FROM zoho.items") == [("a",)]
+        assert db.query("SELECT count(*) FROM tds.rejected") == [(1,)]
+        assert db.query("SELECT cursor FROM tds.sync_state") == [("c1",)]
+        h.close()
+        h.proc.stop()
+    finally:
+        db.execute(f'DROP OWNED BY "{role}"')
+        db.execute(f'DROP ROLE "{role}"')
