@@ -29,7 +29,8 @@
 #define DEADLOCK_RETRIES 5
 
 struct tds_writer {
-    struct tds_apply *db;
+    void *db;
+    tds_writer_run_fn run;
     struct tds_metrics *metrics;
     struct tds_events *events;
     tds_writer_ack_cb ack;
@@ -50,6 +51,12 @@ static const double ROW_BUCKETS[] = {1, 10, 100, 500, 1000, 2000, 5000, 10000, 2
 static const double COMMIT_BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                         0.25,  0.5,    1,     2.5,  5,    10};
 
+static int run_apply(void *db, struct tds_bmsg *const *msgs, size_t n, bool probe,
+                     struct tds_apply_result *res)
+{
+    return tds_apply_run(db, msgs, n, probe, res);
+}
+
 int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_metrics *metrics,
                    struct tds_events *events, size_t max_rows, tds_writer_ack_cb ack, void *ud)
 {
@@ -58,6 +65,7 @@ int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_met
     if (!w)
         return -ENOMEM;
     w->db = db;
+    w->run = run_apply;
     w->metrics = metrics;
     w->events = events;
     w->ack = ack;
@@ -104,6 +112,12 @@ struct tds_writer *tds_writer_free(struct tds_writer *w)
     free(w->pending);
     free(w);
     return NULL;
+}
+
+void tds_writer_set_runner(struct tds_writer *w, tds_writer_run_fn run, void *db)
+{
+    w->run = run;
+    w->db = db;
 }
 
 static void inc(struct tds_series *s, double by)
@@ -240,7 +254,7 @@ static int attempt(struct tds_writer *w, struct tds_bmsg **msgs, size_t n, bool 
     for (int i = 0;; i++) {
         int64_t t0 = tds_now_ms();
 
-        rc = tds_apply_run(w->db, msgs, n, probe, res);
+        rc = w->run(w->db, msgs, n, probe, res);
         if (rc == 0 && !probe)
             committed(w, msgs, n, res, (double)(tds_now_ms() - t0) / 1000.0);
         if (rc != TDS_APPLY_E_RETRY || i + 1 >= DEADLOCK_RETRIES)

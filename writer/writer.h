@@ -30,10 +30,19 @@ enum {
 typedef void (*tds_writer_ack_cb)(void *ud, const char *origin, char *const *ids, size_t n_ids,
                                   int64_t rows_written, int64_t rows_rejected);
 
-/* db, metrics and events are borrowed (events may be NULL). */
+/* How a transaction is run: tds_apply_run on a struct tds_apply by default;
+ * unit tests substitute their own to exercise splitting without PostgreSQL. */
+struct tds_bmsg;
+struct tds_apply_result;
+typedef int (*tds_writer_run_fn)(void *db, struct tds_bmsg *const *msgs, size_t n, bool probe,
+                                 struct tds_apply_result *res);
+
+/* db, metrics and events are borrowed (metrics and events may be NULL). */
 int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_metrics *metrics,
                    struct tds_events *events, size_t max_rows, tds_writer_ack_cb ack, void *ud);
 struct tds_writer *tds_writer_free(struct tds_writer *w);
+/* Replace the transaction runner (tests). */
+void tds_writer_set_runner(struct tds_writer *w, tds_writer_run_fn run, void *db);
 
 /* Take one received frame into the pending batch (decoded and checked here).
  * 0 or -ENOMEM. */

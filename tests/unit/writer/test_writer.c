@@ -1,0 +1,257 @@
+/* test_writer — batch splitting and acks, with a fake database.
+ *
+ * The fake runner refuses (as a data error) any transaction that contains a
+ * live row whose value is "BAD", fails as unreachable when told to, and
+ * otherwise "commits" and records which messages it committed. This checks
+ * that a bad record is isolated alone, everything else commits exactly once,
+ * acks follow commits only, and an unreachable database keeps the batch.
+ */
+#include "../../assert.h"
+#include "apply.h"
+#include "batch.h"
+#include "writer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct fake {
+    int commits, probes, data_errors;
+    int down_after;            /* fail as unreachable after this many runs (-1 = never) */
+    int runs;
+    char committed[64][32];    /* src ids in commit order */
+    int n_committed;
+    int per_src[64];
+};
+
+static int fake_run(void *db, struct tds_bmsg *const *msgs, size_t n, bool probe,
+                    struct tds_apply_result *res)
+{
+    struct fake *f = db;
+
+    memset(res, 0, sizeof(*res));
+    f->runs++;
+    if (f->down_after >= 0 && f->runs > f->down_after) {
+        snprintf(res->error, sizeof(res->error), "no connection");
+        return TDS_APPLY_E_CONN;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
+
+        for (size_t s = 0; s < rw->n_sets; s++)
+            for (size_t r = 0; r < rw->sets[s].n_rows; r++) {
+                const struct tds_bytes *v = &rw->sets[s].vals[r * rw->sets[s].n_cols];
+
+                if (!tds_bmsg_row_live(msgs[i], s, r))
+                    continue;
+                for (size_t c = 0; c < rw->sets[s].n_cols; c++)
+                    if (v[c].p && strcmp(v[c].p, "BAD") == 0) {
+                        f->data_errors++;
+                        snprintf(res->error, sizeof(res->error),
+                                 "invalid input syntax for type numeric: \"BAD\"");
+                        return TDS_APPLY_E_DATA;
+                    }
+            }
+    }
+    if (probe) {
+        f->probes++;
+        return 0;
+    }
+    f->commits++;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(f->committed[f->n_committed++], 32, "%s", msgs[i]->msg.u.rows.src);
+        f->per_src[atoi(msgs[i]->msg.u.rows.src + 4)]++;
+    }
+    return 0;
+}
+
+struct acks {
+    int calls;
+    size_t ids;
+    int64_t rejected;
+    char origin[32];
+};
+
+static void on_ack(void *ud, const char *origin, char *const *ids, size_t n, int64_t written,
+                   int64_t rejected)
+{
+    struct acks *a = ud;
+
+    (void)ids;
+    (void)written;
+    a->calls++;
+    a->ids += n;
+    a->rejected += rejected;
+    snprintf(a->origin, sizeof(a->origin), "%s", origin);
+}
+
+static const char *const cols[] = {"org_id", "item_id", "modified_time", "raw", "content_hash",
+                                   "is_detail", "rate"};
+
+/* A rows message "src-<k>" with `n` items; item `bad` (if >= 0) has rate BAD. */
+static void take(struct tds_writer *w, int k, int n, int bad)
+{
+    struct tds_msg m;
+    struct tds_msg_rowset *s;
+    char src[32], id[32];
+    char *buf;
+    size_t len;
+
+    memset(&m, 0, sizeof(m));
+    m.type = TDS_MSG_ROWS;
+    m.v = 1;
+    m.id = strdup("rows");
+    snprintf(src, sizeof(src), "src-%d", k);
+    m.u.rows.org = strdup("1");
+    m.u.rows.origin = strdup("fetcher.x");
+    m.u.rows.src = strdup(src);
+    s = tds_msg_rows_add_set(&m.u.rows, "items", TDS_ROWS_DETAIL, cols, 7);
+    for (int i = 0; i < n; i++) {
+        struct tds_bytes v[7];
+
+        snprintf(id, sizeof(id), "%d", k * 1000 + i);
+        v[0] = (struct tds_bytes){"1", 1};
+        v[1] = (struct tds_bytes){id, strlen(id)};
+        v[2] = (struct tds_bytes){"2026-01-05T10:00:00Z", 20};
+        v[3] = (struct tds_bytes){"{}", 2};
+        v[4] = (struct tds_bytes){"h", 1};
+        v[5] = (struct tds_bytes){"true", 4};
+        v[6] = i == bad ? (struct tds_bytes){"BAD", 3} : (struct tds_bytes){"1.5", 3};
+        T_INT(tds_msg_rowset_add_row(s, v), ==, 0);
+    }
+    T_INT(tds_msg_encode(&m, &buf, &len), ==, 0);
+    tds_msg_clear(&m);
+    T_INT(tds_writer_take(w, buf, len), ==, 0);
+    free(buf);
+}
+
+static void test_clean_batch_is_one_transaction(void)
+{
+    struct fake f = {.down_after = -1};
+    struct acks a = {0};
+    struct tds_writer *w;
+
+    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 1000, on_ack, &a), ==, 0);
+    tds_writer_set_runner(w, fake_run, &f);
+    for (int k = 0; k < 8; k++)
+        take(w, k, 10, -1);
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(f.commits, ==, 1);
+    T_INT(f.n_committed, ==, 8);
+    T_INT(a.calls, ==, 1); /* one ack per origin */
+    T_INT(a.ids, ==, 8);
+    T_STR(a.origin, "fetcher.x");
+    T_INT(tds_writer_pending(w), ==, 0);
+    tds_writer_free(w);
+}
+
+static void test_bad_record_isolated(void)
+{
+    struct fake f = {.down_after = -1};
+    struct acks a = {0};
+    struct tds_writer *w;
+
+    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 1000, on_ack, &a), ==, 0);
+    tds_writer_set_runner(w, fake_run, &f);
+    for (int k = 0; k < 8; k++)
+        take(w, k, 16, k == 5 ? 11 : -1);
+    T_INT(tds_writer_flush(w), ==, 0);
+    /* Every message committed exactly once, the bad one too (without its bad record). */
+    T_INT(f.n_committed, ==, 8);
+    for (int k = 0; k < 8; k++)
+        T_INT(f.per_src[k], ==, 1);
+    T_INT(a.ids, ==, 8);
+    T_INT(a.rejected, ==, 1);
+    /* Splitting by message then bisecting records stays logarithmic. */
+    T_TRUE(f.runs <= 20);
+    T_INT(tds_writer_pending(w), ==, 0);
+    tds_writer_free(w);
+}
+
+static void test_two_bad_records_in_one_message(void)
+{
+    struct fake f = {.down_after = -1};
+    struct acks a = {0};
+    struct tds_writer *w;
+
+    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 1000, on_ack, &a), ==, 0);
+    tds_writer_set_runner(w, fake_run, &f);
+    take(w, 1, 40, 3);
+    take(w, 2, 40, 39);
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(f.n_committed, ==, 2);
+    T_INT(a.rejected, ==, 2);
+    tds_writer_free(w);
+}
+
+static void test_unreachable_keeps_the_batch(void)
+{
+    struct fake f = {.down_after = 0};
+    struct acks a = {0};
+    struct tds_writer *w;
+
+    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 1000, on_ack, &a), ==, 0);
+    tds_writer_set_runner(w, fake_run, &f);
+    for (int k = 0; k < 4; k++)
+        take(w, k, 5, -1);
+    T_INT(tds_writer_flush(w), ==, TDS_WRITER_E_DB);
+    T_INT(tds_writer_pending(w), ==, 4);
+    T_INT(a.calls, ==, 0);
+    T_STR(tds_writer_last_error(w), "no connection");
+    f.down_after = -1;
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(a.ids, ==, 4);
+    T_INT(tds_writer_pending(w), ==, 0);
+    tds_writer_free(w);
+}
+
+static void test_lost_connection_during_split(void)
+{
+    struct fake f = {.down_after = 2};
+    struct acks a = {0};
+    struct tds_writer *w;
+
+    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 1000, on_ack, &a), ==, 0);
+    tds_writer_set_runner(w, fake_run, &f);
+    for (int k = 0; k < 8; k++)
+        take(w, k, 4, k == 7 ? 0 : -1);
+    /* run 1: all 8 fail (data); run 2: first half commits; run 3: down. */
+    T_INT(tds_writer_flush(w), ==, TDS_WRITER_E_DB);
+    T_INT(f.n_committed, ==, 4);
+    T_INT(a.ids, ==, 4);
+    T_INT(tds_writer_pending(w), ==, 4); /* only what did not commit is kept */
+    f.down_after = -1;
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(f.n_committed, ==, 8);
+    for (int k = 0; k < 8; k++)
+        T_INT(f.per_src[k], ==, 1);
+    tds_writer_free(w);
+}
+
+static void test_batch_fills_at_max_rows(void)
+{
+    struct fake f = {.down_after = -1};
+    struct acks a = {0};
+    struct tds_writer *w;
+
+    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 25, on_ack, &a), ==, 0);
+    tds_writer_set_runner(w, fake_run, &f);
+    take(w, 0, 10, -1);
+    take(w, 1, 10, -1);
+    T_TRUE(!tds_writer_full(w));
+    take(w, 2, 10, -1);
+    T_TRUE(tds_writer_full(w));
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_TRUE(!tds_writer_full(w));
+    tds_writer_free(w);
+}
+
+int main(void)
+{
+    T_RUN(test_clean_batch_is_one_transaction);
+    T_RUN(test_bad_record_isolated);
+    T_RUN(test_two_bad_records_in_one_message);
+    T_RUN(test_unreachable_keeps_the_batch);
+    T_RUN(test_lost_connection_during_split);
+    T_RUN(test_batch_fills_at_max_rows);
+    return 0;
+}
