@@ -190,6 +190,7 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
     char like[48];
     snprintf(like, sizeof(like), "rq%s.%%", id);
     int64_t last_line = 0, last_quota = 0;
+    int last_n = 0;
     long long quota = -1;
     char cur_entity[64] = "";
     long long estimate = 0;
@@ -290,7 +291,8 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
         if (tty) {
             printf("\r\033[K%s", line);
             fflush(stdout);
-        } else if (now - last_line >= 2000) {
+        } else if (now - last_line >= 2000 || n != last_n) {
+            last_n = n;
             printf("%s\n", line);
             fflush(stdout);
             last_line = now;

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import free_port, http_get, wait_until
-from fetcher_util import ENTITIES, Pipeline, RateWatch, org_spec
+from fetcher_util import ENTITIES, Pipeline, RateWatch, org_spec, zoho_time_to_epoch
 from sim_fixture import sim  # noqa: F401  (fixture)
 
 ALL = list(ENTITIES)
@@ -199,25 +199,34 @@ def test_incremental_after_mutations_then_reconcile(procs, db, sim, tmp_path):
     p.sync("60001", "all", "full", timeout=180)
     cursor = db.query("SELECT cursor FROM tds.sync_state WHERE org_id = '60001' AND entity = 'items'")
     assert cursor and cursor[0][0], cursor
+    cur = zoho_time_to_epoch(cursor[0][0])
     for ent in ("items", "contacts", "invoices", "sales_orders"):
         s.mutate("60001", ent, update=4, create=2, delete=2)
     s.reset_stats()
     runs = p.sync("60001", "all", "incremental", timeout=120)
     st = s.stats()["orgs"]["60001"]["endpoints"]
-    # only the changed records' details were fetched
-    assert st["items.detail"] == 6, st
-    assert st["contacts.detail"] == 6, st
+    # only the changed records' details were fetched (a delete may hit an
+    # updated record, so count the changes in the truth)
+    for ent, sim_ent in (("items", "items"), ("contacts", "contacts")):
+        changed = [r for r in s.truth("60001", ent)["records"]
+                   if zoho_time_to_epoch(r["last_modified_time"]) > cur]
+        assert 4 <= len(changed) <= 6, changed
+        assert st[f"{sim_ent}.detail"] == len(changed), (ent, st, len(changed))
     inc = {r["entity"]: r for r in runs}
     assert inc["items"]["mode"] == "incremental"
     for ent in ("items", "contacts", "invoices", "sales_orders"):
-        p.compare("60001", ent)   # updates and creates; deletes still live here
+        p.compare("60001", ent, pending_deletes=True)   # updates and creates
     # deletes: reconciliation lists ids and confirms the missing ones by id
     runs = p.sync("60001", "all", "reconcile", timeout=120)
     for ent in ("items", "contacts", "invoices", "sales_orders"):
         p.compare("60001", ent)
         deleted = db.query(f"SELECT count(*) FROM zoho.{ENTITIES[ent][0]} WHERE org_id = '60001' "
                            "AND deleted_at IS NOT NULL")[0][0]
-        assert deleted == 2, (ent, deleted)
+        # a delete may hit a record created after the full sync: never here
+        had = [d for d in s.truth("60001", ent)["deleted"]
+               if db.query(f"SELECT 1 FROM zoho.{ENTITIES[ent][0]} WHERE org_id = '60001' "
+                           f"AND {ENTITIES[ent][1]} = %s", d["id"])]
+        assert deleted == len(had) >= 1, (ent, deleted, len(had))
 
 
 def test_second_fetcher_takes_over_after_sigkill(procs, db, sim, tmp_path):
@@ -249,9 +258,9 @@ def test_second_fetcher_takes_over_after_sigkill(procs, db, sim, tmp_path):
 
 
 def test_progress_command_follows_a_run(procs, db, sim, tmp_path, bins):
-    s = sim(orgs=[small_org(items=80)], extra_args=["--minute-ms", "1000", "--rate-per-min", "200"])
+    s = sim(orgs=[small_org(items=120)], extra_args=["--minute-ms", "1000", "--rate-per-min", "40"])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
-                 orgs=[org_spec("60001", rate_per_min=200)])
+                 orgs=[org_spec("60001", rate_per_min=40)])
     f = p.start_fetcher()
     env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config),
                TDS_ADMIN_LISTEN=f"127.0.0.1:{f.admin_port}")
