@@ -49,6 +49,12 @@ struct snap {
     size_t nb;
 };
 
+/* The stage last seen at an address, to name it once it stops answering. */
+struct seen_stage {
+    char *addr;
+    char stage[16];
+};
+
 struct org_iv {
     char *org;
     int64_t interval_s;
@@ -71,6 +77,8 @@ struct tds_alertd {
 
     struct hist **hist;
     size_t n_hist, cap_hist;
+    struct seen_stage *seen;
+    size_t n_seen;
     struct snap *snaps;
     size_t n_snaps;
     int64_t now_ms, wall_ms;
@@ -575,6 +583,27 @@ static bool api_error_status(const char *st)
     return strcmp(st, "404") != 0 && strcmp(st, "429") != 0;
 }
 
+static void remember_stage(struct tds_alertd *d, const char *addr, const char *stage)
+{
+    struct seen_stage *p;
+
+    for (size_t i = 0; i < d->n_seen; i++)
+        if (strcmp(d->seen[i].addr, addr) == 0) {
+            snprintf(d->seen[i].stage, sizeof(d->seen[i].stage), "%s", stage);
+            return;
+        }
+    if (d->n_seen >= MAX_TARGETS * 4)
+        return; /* bounded: past this, unreachable targets are just "stage" */
+    p = realloc(d->seen, (d->n_seen + 1) * sizeof(*p));
+    if (!p)
+        return;
+    d->seen = p;
+    if (!(p[d->n_seen].addr = strdup(addr)))
+        return;
+    snprintf(p[d->n_seen].stage, sizeof(p[d->n_seen].stage), "%s", stage);
+    d->n_seen++;
+}
+
 /* One admin endpoint (one address of a configured name). */
 static void scrape_one(struct tds_alertd *d, const char *name, const char *addr, struct aggs *quota)
 {
@@ -582,6 +611,7 @@ static void scrape_one(struct tds_alertd *d, const char *name, const char *addr,
     struct fetch f = {{0}};
     struct tds_scrape *s = NULL;
     const char *stage = "stage";
+    char known[16];
     long code;
     size_t bad = 0;
     double ready;
@@ -601,6 +631,11 @@ static void scrape_one(struct tds_alertd *d, const char *name, const char *addr,
                         err[0] ? err : "bad status");
     }
     tds_buf_deinit(&f.body);
+    for (size_t i = 0; i < d->n_seen; i++)
+        if (strcmp(d->seen[i].addr, addr) == 0) {
+            snprintf(known, sizeof(known), "%s", d->seen[i].stage);
+            stage = known;
+        }
     if (s) {
         if (tds_scrape_has(s, NULL, "tds_fetcher_"))
             stage = "fetcher";
@@ -610,6 +645,7 @@ static void scrape_one(struct tds_alertd *d, const char *name, const char *addr,
             stage = "processor";
         else if (tds_scrape_has(s, NULL, "tds_writer_"))
             stage = "writer";
+        remember_stage(d, addr, stage);
     }
 
     /* readiness */
@@ -1435,6 +1471,9 @@ struct tds_alertd *tds_alertd_free(struct tds_alertd *d)
     for (size_t i = 0; i < d->n_hist; i++)
         hist_free(d->hist[i]);
     free(d->hist);
+    for (size_t i = 0; i < d->n_seen; i++)
+        free(d->seen[i].addr);
+    free(d->seen);
     free(d->snaps);
     for (size_t i = 0; i < d->n_orgs; i++)
         free(d->orgs[i].org);

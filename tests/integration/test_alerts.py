@@ -237,6 +237,7 @@ def test_metric_rules_fire_and_resolve(procs, db, hook):
         fetcher.close()
         rows = wait_until(lambda: firing(db, "stage_not_ready"), 10, "unreachable stage")
         assert rows[0][2] == "critical" and "does not answer" in rows[0][6]
+        assert rows[0][6].startswith("fetcher at 127.0.0.1:"), rows[0][6]
         assert w.metric("tds_alert_scrape_errors_total") >= 1
     finally:
         drv.close()
