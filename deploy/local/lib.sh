@@ -1,0 +1,112 @@
+# deploy/local/lib.sh — functions shared by deploy/local/up and down.
+# Every process started here records its pid in $state/run/NAME.pid and logs to
+# $state/logs/NAME.log.
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+pg_bin=/usr/lib/postgresql/15/bin
+
+as_postgres() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_postgres() { # state port
+    local state=$1 port=$2 data=$1/pg
+    if [ ! -f "$data/PG_VERSION" ]; then
+        mkdir -p "$data"
+        [ "$(id -u)" = 0 ] && chown postgres: "$data"
+        as_postgres "$pg_bin/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$state/logs/initdb.log" 2>&1 ||
+            { echo "initdb failed; see $state/logs/initdb.log" >&2; return 1; }
+    fi
+    mkdir -p "$state/pgsock"
+    [ "$(id -u)" = 0 ] && chown postgres: "$state/pgsock" "$state/logs"
+    if ! as_postgres "$pg_bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+        as_postgres "$pg_bin/pg_ctl" -D "$data" -l "$state/logs/postgres.log" -w -t 60 \
+            -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$state/pgsock" start >/dev/null ||
+            { echo "PostgreSQL did not start; see $state/logs/postgres.log" >&2; return 1; }
+    fi
+    psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = 'tds'" | grep -q 1 ||
+        psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE tds"
+}
+
+stop_postgres() { # state
+    [ -f "$1/pg/PG_VERSION" ] && as_postgres "$pg_bin/pg_ctl" -D "$1/pg" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+start_bg() { # state name cmd args...
+    local state=$1 name=$2; shift 2
+    "$@" >"$state/logs/$name.log" 2>&1 &
+    echo $! >"$state/run/$name.pid"
+}
+
+start_stage() { # state name binary admin_port VAR=value...
+    local state=$1 name=$2 binary=$3 admin=$4; shift 4
+    echo "$admin" >"$state/run/$name.admin"
+    env "$@" TDS_ADMIN_LISTEN="127.0.0.1:$admin" "$binary" >"$state/logs/$name.log" 2>&1 &
+    echo $! >"$state/run/$name.pid"
+}
+
+wait_http() { # url seconds what [pidfile]
+    local i
+    for i in $(seq 1 $(($2 * 10))); do
+        curl -fs -o /dev/null "$1" && return 0
+        if [ -n "${4:-}" ] && ! kill -0 "$(cat "$4")" 2>/dev/null; then
+            echo "$3 exited; the end of its log:" >&2
+            tail -5 "$state/logs/$3.log" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "timed out waiting for $3 ($1); see the logs in $state/logs" >&2
+    return 1
+}
+
+check_ports_free() { # port...
+    python3 - "$@" <<'PYEOF'
+import socket, sys
+busy = []
+for p in map(int, sys.argv[1:]):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        busy.append(p)
+    finally:
+        s.close()
+if busy:
+    print("ports in use: " + " ".join(map(str, busy)) + " (choose another --port-base)", file=sys.stderr)
+    sys.exit(1)
+PYEOF
+}
+
+sim_post() { # port path json
+    curl -fsS -X POST -H 'Content-Type: application/json' -d "$3" "http://127.0.0.1:$1$2" >/dev/null
+}
+
+psql_q() { # url sql
+    psql "$1" -P pager=off -c "$2"
+}
+
+org_ids_of() { # orgs.json
+    python3 -c 'import json,sys; print(" ".join(o["org_id"] for o in json.load(open(sys.argv[1]))["organizations"]))' "$1"
+}
+
+write_demo_orgs() { # file sim_port norgs
+    python3 - "$1" "$2" "$3" <<'PYEOF'
+import json, sys
+path, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+url = f"http://127.0.0.1:{port}"
+def org(oid, name, tz):
+    return {"org_id": oid, "name": name, "product": "inventory", "data_center": "com",
+            "accounts_url": url, "api_url": None,
+            "client_id": "1000.SIMCLIENT", "client_secret": "simsecret",
+            "refresh_token": "1000.simrefresh", "webhook_secrets": ["demo-webhook-secret"],
+            "timezone_offset": tz, "rate_per_min": 100000, "max_concurrency": 10,
+            "daily_limit": 10000000, "daily_reserve": 500,
+            "incremental_every_s": 300, "reconcile_every_s": 86400}
+orgs = [org("60001", "Demo Store", "+0300")]
+if n == 2:
+    orgs.append(org("60002", "Demo Distributor", "+0530"))
+json.dump({"organizations": orgs}, open(path, "w"), indent=2)
+PYEOF
+}
