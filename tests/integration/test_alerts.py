@@ -21,6 +21,7 @@ import zmq
 from alerts_util import (SmtpReceiver, StubAdmin, WebhookReceiver, alerts, alerts_env,
                          fetcher_metrics, ingress_metrics)
 from conftest import free_port, http_get, wait_until
+from sim_fixture import sim  # noqa: F401  (fixture)
 from writer_util import WriterHarness, item, items_sets, rows_msg, ts
 
 ORG = "60012345678"
@@ -576,3 +577,52 @@ def test_fetcher_recorded_alerts_resolve_with_the_rule(procs, db, hook):
     time.sleep(1)
     assert len(hook.matching("FIRING")) == 2 and len(hook.texts()) == 4
     assert not hook.matching("zoho_"), "rows the fetcher recorded are not notified again"
+
+
+# ------------------------------------------------------------------ the real fetcher
+
+def test_real_fetcher_quota_429_storm_and_revoked_token(procs, db, sim, tmp_path, hook):
+    """The fetcher against the simulator with limits below what it is told to
+    use: its real /metrics raise quota_low and rate_limit_storm; a revoked
+    refresh token raises token_failed."""
+    from fetcher_util import org_spec
+    from sim_fixture import REFRESH_TOKEN
+    s = sim(orgs=["id=60001,tz=+0300,stock=warehouses,product=inventory,items=400,groups=2,"
+                  "contacts=5,invoices=5,salesorders=5,warehouses=2"],
+            extra_args=["--minute-ms", "1000", "--rate-per-min", "5"])
+    s.limits(org="60001", daily=300)
+    rows_port, ack_port, proc_port = free_port(), free_port(), free_port()
+    fetch_admin = free_port()
+    cfg = tmp_path / "orgs.json"
+    cfg.write_text(json.dumps({"organizations": [
+        dict(org_spec("60001", rate_per_min=120, max_concurrency=4), accounts_url=s.url)]}))
+    env = alerts_env(db, hook, scrape=f"http://127.0.0.1:{fetch_admin}", extra={
+        "TDS_WRITER_BIND": f"tcp://127.0.0.1:{rows_port}",
+        "TDS_ACK_BIND": f"tcp://127.0.0.1:{ack_port}",
+        "TDS_ALERT_RATE_LIMIT_STORM_WINDOW_S": "5"})
+    spawn_writer(procs, env)
+    procs.spawn("tds-processor", env={
+        "TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{proc_port}",
+        "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{rows_port}"})
+    f = procs.spawn("tds-fetcher", env={
+        "TDS_DATABASE_URL": db.url, "TDS_CONFIG": str(cfg),
+        "TDS_ADMIN_LISTEN": f"127.0.0.1:{fetch_admin}",
+        "TDS_FETCHER_BIND": f"tcp://127.0.0.1:{free_port()}",
+        "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{proc_port}",
+        "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{ack_port}",
+        "TDS_FETCHER_SCHEDULE": "false", "TDS_FETCHER_MINUTE_MS": "1000"})
+    db.execute("INSERT INTO tds.sync_requests (org_id, entity, mode, requested_by) "
+               "VALUES ('60001', 'items', 'full', 'test')")
+    rows = wait_until(lambda: firing(db, "rate_limit_storm"), 30, "429 storm from the simulator")
+    assert rows[0][3] == "60001"
+    assert f.metric("tds_fetcher_429_total") > 0
+    rows = wait_until(lambda: firing(db, "quota_low"), 30, "quota below the reserve")
+    assert "60001 has" in rows[0][6]
+    wait_until(lambda: hook.matching("FIRING", "rate_limit_storm"), 10, "storm notice")
+
+    r = s.request("POST", "/oauth/v2/token/revoke", params={"token": REFRESH_TOKEN})
+    assert r.status == 200, r
+    s.expire_tokens()
+    rows = wait_until(lambda: firing(db, "token_failed"), 60, "revoked token noticed")
+    assert rows[0][2] == "critical" and rows[0][3] == "60001"
+    wait_until(lambda: hook.matching("FIRING critical", "token_failed"), 10, "token notice")
