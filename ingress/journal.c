@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,10 +74,10 @@ struct tds_journal {
 
     uint64_t next_seq;
     uint64_t appended_seq;    /* highest entry seq in a chunk */
-    uint64_t synced_seq;
+    _Atomic uint64_t synced_seq; /* written under mu, read lock-free by state() */
     uint64_t total_bytes;
     uint64_t unacked;
-    int failed;               /* errno of the failure, 0 while healthy */
+    _Atomic int failed;       /* errno of the failure, 0 while healthy */
     bool dir_dirty;           /* a segment was created: fsync the directory */
     bool stop;
     bool has_thread;
@@ -551,12 +552,12 @@ out:
 
 int tds_journal_state(struct tds_journal *j, uint64_t seq)
 {
-    int r;
-
-    pthread_mutex_lock(&j->mu);
-    r = seq <= j->synced_seq ? 1 : j->failed ? -1 : 0;
-    pthread_mutex_unlock(&j->mu);
-    return r;
+    /* Lock-free: every request asks this two or three times. failed is read
+     * after synced, and both only move forward, so a stale read errs towards
+     * "pending" and the caller waits for the next wake-up. */
+    if (seq <= atomic_load(&j->synced_seq))
+        return 1;
+    return atomic_load(&j->failed) ? -1 : 0;
 }
 
 int tds_journal_wait(struct tds_journal *j, uint64_t seq, int64_t timeout_ms)

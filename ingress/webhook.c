@@ -141,11 +141,10 @@ int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const c
         w->json = body;
         w->json_len = len;
     }
-    if (!tds_utf8_valid(w->json, w->json_len))
-        return TDS_WEBHOOK_E_UTF8;
     root = json_loadb(w->json, w->json_len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root || !json_is_object(root)) {
-        r = TDS_WEBHOOK_E_JSON;
+        /* jansson refuses bad UTF-8 too; say which it was. */
+        r = tds_utf8_valid(w->json, w->json_len) ? TDS_WEBHOOK_E_JSON : TDS_WEBHOOK_E_UTF8;
         goto out;
     }
 

@@ -2,7 +2,8 @@
 # Bench tds-ingress with wrk: durable signed webhooks/s and latency, and the
 # admin /healthz ceiling of the same binary. Usage:
 #   ingress/bench/run.sh BUILD_DIR [SECONDS] [CONNECTIONS]
-# Needs wrk and /usr/bin/python3 with zmq+msgpack. Prints one line per run.
+# Env: HALF=<rate> adds a paced run at that rate; THREADS, TPC (thread per
+# connection) pass through. Needs wrk and /usr/bin/python3 with zmq+msgpack.
 set -eu
 BUILD=${1:?build dir}; SECS=${2:-10}; CONNS=${3:-64}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -21,19 +22,25 @@ TDS_LOG_LEVEL=warn TDS_INGRESS_THREADS=${THREADS:-2} \
 TDS_INGRESS_THREAD_PER_CONNECTION=${TPC:-false} "$BUILD/ingress/tds-ingress" 2> "$W/ingress.log" &
 ING=$!
 sleep 1
-cd "$W"
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14+$15)/hz }' /proc/$ING/stat; }
+accepted() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^tds_ingress_requests_total\{status="200"\}/ {print $2}'; }
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cpus"
+c0=$(cpu); n0=$(accepted)
 echo "== webhooks, max rate ($CONNS connections, ${SECS}s)"
 REQUESTS=$W/requests.txt wrk -t2 -c"$CONNS" -d"${SECS}s" -s "$HERE/webhooks.lua" \
   "http://127.0.0.1:$HTTP" | tail -2
+c1=$(cpu); n1=$(accepted)
+awk -v c="$(echo "$c1 - $c0" | bc -l)" -v n="$((n1 - n0))" \
+  'BEGIN { printf "ingress cpu: %.2f s for %d webhooks = %.1f us each\n", c, n, c / n * 1e6 }'
 if [ -n "${HALF:-}" ]; then
-  echo "== webhooks at ${HALF}/s paced ($CONNS connections, ${SECS}s)"
+  echo "== webhooks paced at ${HALF}/s in total ($CONNS connections, ${SECS}s)"
   RATE=$(( HALF / CONNS )) REQUESTS=$W/requests.txt wrk -t2 -c"$CONNS" -d"${SECS}s" \
     -s "$HERE/webhooks.lua" "http://127.0.0.1:$HTTP" | tail -2
 fi
+curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E '^tds_ingress_(group_commit_size|fsync_seconds)_(sum|count)|^tds_ingress_unacked|^tds_ingress_requests_total\{status="(200|503)"' || true
 echo "== admin /healthz ceiling ($CONNS connections)"
 wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$ADMIN/healthz" | \
   grep -E 'Requests/sec|50%|99%'
-curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E '^tds_ingress_(group_commit_size|fsync_seconds)_(sum|count)|^tds_ingress_unacked|^tds_ingress_requests_total\{status="(200|503)"' || true
 kill -TERM $ING; wait $ING || true
 kill -TERM $SINK; wait $SINK || true
 cat "$W/sink.log"
