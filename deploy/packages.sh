@@ -17,6 +17,9 @@ TDS_TEST_PACKAGES=(
 tds_install_packages() {
     local missing=() p
     for p in "$@"; do
+        # Any kubectl will do for `kubectl kustomize`; Debian's kubernetes-client
+        # conflicts with a kubectl package that may already be there.
+        [ "$p" = kubernetes-client ] && command -v kubectl >/dev/null 2>&1 && continue
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
             missing+=("$p")
     done
