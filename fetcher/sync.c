@@ -214,7 +214,8 @@ struct org_rt {
     size_t n_dying, cap_dying;
     struct fetch_item *fq, *fq_tail;
     size_t n_fq;
-    struct idset fq_keys;
+    struct idset fq_keys;  /* queued, not started: a duplicate joins it */
+    struct idset fl_keys;  /* running: a duplicate waits for it, then runs once */
     int fetch_running;
     struct tds_log_ctx lctx;
 };
@@ -1047,6 +1048,9 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
     struct org_rt *o = fc->o;
     struct tds_sync *s = o->s;
     o->fetch_running--;
+    char fkey[512];
+    fetch_key(fc->e, fc->id, fkey, sizeof(fkey));
+    idset_del(&o->fl_keys, fkey);
     if (o->dropping) {
         free(fc->id);
         free(fc);
@@ -1097,13 +1101,23 @@ static void fetch_pump(struct org_rt *o)
     struct tds_sync *s = o->s;
     while (o->owned && !s->stopping && o->fq && o->fetch_running < FETCH_CONCURRENCY &&
            credits(s, 1 + o->fetch_running)) {
-        struct fetch_item *it = o->fq;
-        o->fq = it->next;
-        if (!o->fq)
-            o->fq_tail = NULL;
-        o->n_fq--;
+        /* the oldest request whose record is not being fetched right now */
+        struct fetch_item *it = o->fq, *prev = NULL;
         char key[512];
-        fetch_key(it->e, it->id, key, sizeof(key));
+        for (; it; prev = it, it = it->next) {
+            fetch_key(it->e, it->id, key, sizeof(key));
+            if (!idset_has(&o->fl_keys, key))
+                break;
+        }
+        if (!it)
+            break;
+        if (prev)
+            prev->next = it->next;
+        else
+            o->fq = it->next;
+        if (o->fq_tail == it)
+            o->fq_tail = prev;
+        o->n_fq--;
         idset_del(&o->fq_keys, key);
         struct fetch_call *fc = calloc(1, sizeof(*fc));
         char *esc = tds_http_escape(it->id);
@@ -1112,14 +1126,18 @@ static void fetch_pump(struct org_rt *o)
         free(esc);
         char endpoint[96];
         snprintf(endpoint, sizeof(endpoint), "%s.detail", it->e->name);
+        if (rc == 0 && idset_add(&o->fl_keys, key) < 0)
+            rc = -ENOMEM;
         if (rc == 0) {
             fc->o = o;
             fc->e = it->e;
             fc->id = it->id;
             it->id = NULL;
             rc = tds_api_get(o->api, endpoint, path.p, NULL, on_fetch, fc);
-            if (rc != 0)
+            if (rc != 0) {
+                idset_del(&o->fl_keys, key);
                 free(fc->id);
+            }
         }
         tds_buf_deinit(&path);
         free(it->id);
@@ -1144,6 +1162,7 @@ static void fetch_queue_clear(struct org_rt *o)
     o->fq_tail = NULL;
     o->n_fq = 0;
     idset_clear(&o->fq_keys);
+    idset_clear(&o->fl_keys);
 }
 
 static struct org_rt *find_org(const struct tds_sync *s, const char *org)

@@ -285,3 +285,109 @@ def test_progress_command_follows_a_run(procs, db, sim, tmp_path, bins):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "60001" in out.stdout and "ok" in out.stdout
     assert "1000." not in out.stdout  # no token is ever printed
+
+
+def push_fetches(port, msgs):
+    import msgpack
+    import zmq
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    time.sleep(0.2)
+    for i, (org, entity, zid) in enumerate(msgs):
+        sock.send(msgpack.packb({"v": 1, "t": "fetch", "id": f"f-{i}-{time.time()}", "org": org,
+                                 "entity": entity, "zoho_id": zid, "origin": "ingress.test"}))
+    sock.close()
+
+
+def test_fetch_by_id_updates_deletes_and_coalesces(procs, db, sim, tmp_path):
+    s = sim(orgs=[small_org(items=40)])
+    p = Pipeline(procs, db, s, tmp_path)
+    p.start_fetcher()
+    p.sync("60001", "items", "full")
+    before = {r["item_id"] for r in s.truth("60001", "items")["records"]}
+    s.mutate("60001", "items", update=1, create=1, delete=1)
+    truth = s.truth("60001", "items")
+    now = {r["item_id"]: r for r in truth["records"]}
+    created = sorted(set(now) - before)
+    deleted = [d["id"] for d in truth["deleted"] if d["id"] in before]
+    s.reset_stats()
+    # many webhooks for the same record: one fetch in flight, one queued behind it
+    msgs = [("60001", "items", created[0])] * 20
+    msgs += [("60001", "items", i) for i in deleted]
+    msgs += [("60001", "warehouses", "123"), ("99999", "items", "1")]  # ignored, not fatal
+    push_fetches(p.fetch_port, msgs)
+    table = ENTITIES["items"][0]
+    wait_until(lambda: db.query(f"SELECT count(*) FROM zoho.{table} WHERE item_id = %s",
+                                created[0])[0][0] == 1, timeout=30, what="created record fetched")
+    for d in deleted:
+        wait_until(lambda: db.query(f"SELECT deleted_at IS NOT NULL FROM zoho.{table} "
+                                    "WHERE item_id = %s", d)[0][0], timeout=30,
+                   what="1002 marks the record deleted")
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    assert 1 + len(deleted) <= st["items.detail"] <= 2 + len(deleted), st
+    row = db.query(f"SELECT is_detail FROM zoho.{table} WHERE item_id = %s", created[0])
+    assert row[0][0] is True
+
+
+def test_invalid_refresh_token_pauses_the_org(procs, db, sim, tmp_path):
+    s = sim(orgs=[small_org(items=10)])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", refresh_token="1000.wrong")])
+    f = p.start_fetcher()
+    runs = p.wait_request(p.request("60001", "items", "full"), timeout=30)
+    assert runs[0]["status"] == "failed" and "paused" in runs[0]["error"], runs
+    row = db.query("SELECT status, last_error FROM tds.oauth_tokens WHERE org_id = '60001'")
+    assert row[0][0] in ("revoked", "invalid"), row
+    assert db.query("SELECT count(*) FROM tds.alerts WHERE rule LIKE 'zoho_token_%%' "
+                    "AND severity = 'critical'")[0][0] == 1
+    errors = s.stats()["token"]["errors"]
+    # paused, not retrying: a second request fails at once without a token call
+    runs = p.wait_request(p.request("60001", "items", "full"), timeout=30)
+    assert runs[0]["status"] == "failed", runs
+    time.sleep(1)
+    assert s.stats()["token"]["errors"] == errors
+    f.stop()
+    f.start()   # a restart does not retry the bad token either
+    time.sleep(2)
+    assert s.stats()["token"]["errors"] == errors
+
+
+def test_access_denied_waits_out_the_lockout(procs, db, sim, tmp_path):
+    s = sim(orgs=[small_org(items=10)], extra_args=["--refresh-limit", "1"])
+    s.refresh()  # the only refresh allowed in this window is used up elsewhere
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_LOCKOUT_S": "600"})
+    p.start_fetcher()
+    rid = p.request("60001", "items", "full")
+    wait_until(lambda: db.query("SELECT status FROM tds.oauth_tokens WHERE org_id = '60001'")
+               == [("locked",)], timeout=20, what="the lockout recorded")
+    denied = s.stats()["token"]["access_denied"]
+    time.sleep(3)
+    assert s.stats()["token"]["access_denied"] == denied == 1   # no retry loop
+    lu = db.query("SELECT extract(epoch from locked_until - now()) FROM tds.oauth_tokens")[0][0]
+    assert 500 < lu <= 600, lu
+    assert db.query("SELECT done_at FROM tds.sync_requests WHERE id = %s", rid)[0][0] is None
+
+
+def test_bad_config_is_one_line(procs, bins, tmp_path):
+    env = dict(os.environ, TDS_DATABASE_URL="postgresql://x@127.0.0.1:1/x",
+               TDS_CONFIG=str(tmp_path / "none.json"), TDS_FETCHER_MAX_INFLIGHT="lots")
+    out = subprocess.run([bins.path("tds-fetcher")], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2
+    assert out.stderr == "tds-fetcher: invalid TDS_FETCHER_MAX_INFLIGHT: 'lots' (expected 2..100000)\n" \
+        or (out.stderr.startswith("tds-fetcher: invalid TDS_FETCHER_MAX_INFLIGHT") and
+            out.stderr.count("\n") == 1), out.stderr
+    env["TDS_FETCHER_MAX_INFLIGHT"] = "8"
+    out = subprocess.run([bins.path("tds-fetcher")], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "TDS_CONFIG" in out.stderr
+    del env["TDS_DATABASE_URL"]
+    out = subprocess.run([bins.path("tds-fetcher"), "--print-config"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "TDS_DATABASE_URL" in out.stderr
+    env["TDS_DATABASE_URL"] = "postgresql://user:secretpw@127.0.0.1:1/x"
+    out = subprocess.run([bins.path("tds-fetcher"), "--print-config"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "secretpw" not in out.stdout
