@@ -1395,9 +1395,9 @@ int zs_server_new(struct zs_server **out, struct zs_sim *sim, const char *host, 
     srv->port = ntohs(addr.sin_port);
     if (api_domain && *api_domain)
         snprintf(sim->api_domain, sizeof(sim->api_domain), "%s", api_domain);
-    else
-        snprintf(sim->api_domain, sizeof(sim->api_domain), "http://%s:%u", host,
-                 (unsigned)srv->port);
+    else /* a wildcard address is not one clients can call back */
+        snprintf(sim->api_domain, sizeof(sim->api_domain), "http://%s:%u",
+                 strcmp(host, "0.0.0.0") ? host : "127.0.0.1", (unsigned)srv->port);
     srv->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                                   MHD_USE_POLL,
                               0, NULL, NULL, handler, srv, MHD_OPTION_LISTEN_SOCKET, fd,
