@@ -626,3 +626,21 @@ def test_real_fetcher_quota_429_storm_and_revoked_token(procs, db, sim, tmp_path
     rows = wait_until(lambda: firing(db, "token_failed"), 60, "revoked token noticed")
     assert rows[0][2] == "critical" and rows[0][3] == "60001"
     wait_until(lambda: hook.matching("FIRING critical", "token_failed"), 10, "token notice")
+
+
+def test_postgresql_restart_keeps_alerts(procs, db, pg, hook):
+    w = spawn_writer(procs, alerts_env(db, hook))
+    fail_run(db, "a1", "items")
+    wait_until(lambda: hook.matching("FIRING", "items"), 10, "notice")
+    pg.restart(down_s=2)
+    wait_until(lambda: w.metric("tds_alert_leader") == 1 and
+               (w.metric("tds_alert_cycles_total") or 0) > 0, 20, "evaluating again")
+    time.sleep(3)
+    assert len(hook.matching("items")) == 1, hook.texts()
+    assert len(alerts(db)) == 1
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) "
+               "VALUES ('a2', %s, 'items', 'incremental', 'completed', now())", ORG)
+    wait_until(lambda: hook.matching("RESOLVED", "items"), 15, "resolved after the restart")
+    assert [r[5] for r in alerts(db)] == ["resolved"]
+    # the session (and with it the lock) was lost and taken again
+    assert w.stderr_text().count("now evaluates the alert rules") == 2
