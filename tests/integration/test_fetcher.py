@@ -39,6 +39,16 @@ def test_full_sync_of_every_entity_equals_truth(procs, db, sim, tmp_path):
     # each record's detail fetched once, lists paged at 200
     assert st["endpoints"]["items.detail"] == 60
     assert f.metric("tds_fetcher_api_calls_total") == st["requests"]
+    assert f.metric("tds_fetcher_api_calls_total", {"endpoint": "items.detail", "status": "200"}) == 60
+    text = f.metrics()
+    for name in ("tds_fetcher_api_seconds_bucket", "tds_fetcher_quota_remaining",
+                 "tds_fetcher_tokens_refreshed_total", "tds_fetcher_pages_inflight",
+                 "tds_fetcher_run_records"):
+        assert name in text, name
+    assert f.metric("tds_fetcher_pages_inflight") == 0
+    status = json.loads(http_get(f.admin_url + "/status")[1])
+    org = status["organizations"][0]
+    assert org["owned"] and org["token"] == "ok" and org["quota_remaining"] > 0, status
 
 
 def test_quota_used_fully_without_429(procs, db, sim, tmp_path):
@@ -391,3 +401,19 @@ def test_bad_config_is_one_line(procs, bins, tmp_path):
     out = subprocess.run([bins.path("tds-fetcher"), "--print-config"], env=env,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "secretpw" not in out.stdout
+
+
+def test_database_restart_mid_sync(procs, db, pg, sim, tmp_path):
+    """PostgreSQL goes away during a run: the fetcher loses its locks (and
+    stops fetching), takes them back, and the request still completes."""
+    s = sim(orgs=[small_org(items=300)], extra_args=["--minute-ms", "1000", "--rate-per-min", "100"])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
+                 orgs=[org_spec("60001", rate_per_min=100)])
+    f = p.start_fetcher()
+    rid = p.request("60001", "items", "full")
+    wait_until(lambda: s.stats()["orgs"]["60001"]["requests"] > 60, timeout=30, what="run under way")
+    pg.restart(down_s=1.0)
+    runs = p.wait_request(rid, timeout=180)
+    assert runs[-1]["status"] == "completed", runs
+    p.compare("60001", "items")
+    assert "lost every organization lock" in f.stderr_text()

@@ -25,6 +25,9 @@ static uint32_t rnd(void)
 
 /* Drive the limiter for duration_ms with requests always waiting; latency is
  * random in [lat_min, lat_max]. Returns the number of requests sent. */
+static int spike_per_mille = 0; /* answers that take spike_ms instead */
+static int spike_ms = 0;
+
 static int drive(struct tds_limiter *l, struct sim *s, int64_t duration_ms, int lat_min, int lat_max)
 {
     int64_t now = 0;
@@ -34,6 +37,8 @@ static int drive(struct tds_limiter *l, struct sim *s, int64_t duration_ms, int 
         int rc = tds_limiter_acquire(l, now, &wait, &ticket);
         if (rc == TDS_LIMITER_GO) {
             int lat = lat_min + (int)(rnd() % (uint32_t)(lat_max - lat_min + 1));
+            if (spike_per_mille && (int)(rnd() % 1000) < spike_per_mille)
+                lat = spike_ms;
             /* the server sees it somewhere inside the latency */
             s->arrive[s->n] = now + (lat ? (int64_t)(rnd() % (uint32_t)lat) : 0);
             s->done_at[s->n] = now + lat;
@@ -113,6 +118,29 @@ static void test_fast_window(void)
     drive(l, &S, 20000, 0, 40);
     check_window(1000, 50);
     T_INT(S.n, >=, 20 * 50 * 9 / 10);
+    tds_limiter_free(l);
+}
+
+static void test_slow_answers(void)
+{
+    /* 2% of answers take 3 s: still never over N, still ≥ 99% of N per minute */
+    struct tds_limiter_cfg cfg = {.rate_per_window = 100, .window_ms = 60000, .max_concurrency = 10,
+                                  .margin_ms = 5};
+    struct tds_limiter *l;
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    spike_per_mille = 20;
+    spike_ms = 3000;
+    int n = drive(l, &S, 10 * 60000, 20, 400);
+    spike_per_mille = 0;
+    check_window(60000, 100);
+    for (int m = 1; m < 10; m++) {
+        int cnt = 0;
+        for (int i = 0; i < n; i++)
+            if (S.arrive[i] >= m * 60000 && S.arrive[i] < (m + 1) * 60000)
+                cnt++;
+        T_INT(cnt, >=, 99);
+        T_INT(cnt, <=, 100);
+    }
     tds_limiter_free(l);
 }
 
@@ -232,6 +260,7 @@ int main(void)
 {
     T_RUN(test_minute_exact);
     T_RUN(test_fast_window);
+    T_RUN(test_slow_answers);
     T_RUN(test_concurrency);
     T_RUN(test_429_minute);
     T_RUN(test_daily);
