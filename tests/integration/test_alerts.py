@@ -604,15 +604,32 @@ def test_real_fetcher_quota_429_storm_and_revoked_token(procs, db, sim, tmp_path
     procs.spawn("tds-processor", env={
         "TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{proc_port}",
         "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{rows_port}"})
+    events_port = free_port()
     f = procs.spawn("tds-fetcher", env={
         "TDS_DATABASE_URL": db.url, "TDS_CONFIG": str(cfg),
         "TDS_ADMIN_LISTEN": f"127.0.0.1:{fetch_admin}",
+        "TDS_EVENTS_BIND": f"tcp://127.0.0.1:{events_port}",
         "TDS_FETCHER_BIND": f"tcp://127.0.0.1:{free_port()}",
         "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{proc_port}",
         "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{ack_port}",
         "TDS_FETCHER_SCHEDULE": "false", "TDS_FETCHER_MINUTE_MS": "1000"})
+    # the fetcher's own events, live, through `tds-writer events tail`
+    tail = subprocess.Popen([procs.bins.require("tds-writer"), "events", "tail", "--connect",
+                             f"tcp://localhost:{events_port}", "--topic", "tds.zoho.sync.",
+                             "--count", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(0.5)  # let the subscription reach the publisher
     db.execute("INSERT INTO tds.sync_requests (org_id, entity, mode, requested_by) "
                "VALUES ('60001', 'items', 'full', 'test')")
+    try:
+        out, err = tail.communicate(timeout=20)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    assert tail.returncode == 0, err
+    ev = json.loads(out)
+    assert ev["event"] == "tds.zoho.sync.started" and ev["stage"] == "fetcher", ev
+    assert ev["org"] == "60001" and ev["entity"] == "items", ev
     rows = wait_until(lambda: firing(db, "rate_limit_storm"), 30, "429 storm from the simulator")
     assert rows[0][3] == "60001"
     assert f.metric("tds_fetcher_429_total") > 0
