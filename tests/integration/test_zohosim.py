@@ -103,6 +103,8 @@ def test_too_many_refreshes_gives_access_denied_and_a_lockout(sim):
     j = r.json()
     assert j["error"] == "Access Denied" and j["status"] == "failure"
     assert "too many requests" in j["error_description"]
+    rt = [t for t in s.stats()["token"]["refresh_tokens"] if t["token"] == REFRESH_TOKEN][0]
+    assert rt["locked"] and rt["access_denied"] == 1 and rt["org"] is None
     time.sleep(0.2)
     assert s.refresh().status == 400  # still locked; the try extends the lockout
     time.sleep(1.2)                    # quiet: lockout and window both over
@@ -145,7 +147,12 @@ def test_auth_failures(sim):
     t = s.token(fresh=True)
     r = s.get("/items", token="", headers={"Authorization": f"Bearer {t}"})
     assert r.status == 200
-    assert s.stats()["orgs"]["60001"]["401"] >= 4
+    st = s.stats()
+    assert st["orgs"]["60001"]["401"] >= 4
+    assert st["orgs"]["60001"]["token_refreshes"] == 1
+    assert st["orgs"]["60002"]["token_refreshes"] == 0
+    bound = [t for t in st["token"]["refresh_tokens"] if t["token"] == "1000.only60001"][0]
+    assert bound["org"] == "60001" and bound["refreshes"] == 1
 
 
 def test_expire_tokens_control(sim):

@@ -27,6 +27,7 @@ struct refresh {
     size_t n_mints, head;
     int64_t locked_until_ms;
     uint64_t live;
+    uint64_t refreshes, denied;
 };
 
 struct access {
@@ -326,10 +327,13 @@ int zs_auth_token(struct zs_auth *a, zs_param_fn param, void *ctx, const char *a
                 }
             }
             if (denied) {
+                r->denied++;
                 a->st.access_denied++;
                 status = 400;
                 *body = access_denied(a->cfg.localized_denied);
             } else if (mint(a, r->org, ri, now_ms, tok) == 0) {
+                r = &a->refresh[ri];
+                r->refreshes++;
                 a->st.refreshes++;
                 *body = success(a, tok, NULL, api_domain);
             }
@@ -443,9 +447,47 @@ void zs_auth_stats(struct zs_auth *a, struct zs_auth_stats *s)
     pthread_mutex_unlock(&a->lock);
 }
 
+void zs_auth_tokens_json(struct zs_auth *a, struct zs_jw *w, const char *const *org_ids,
+                         size_t n_orgs, int64_t now_ms)
+{
+    pthread_mutex_lock(&a->lock);
+    zs_jw_arr(w);
+    for (size_t i = 0; i < a->n_refresh; i++) {
+        const struct refresh *r = &a->refresh[i];
+        zs_jw_obj(w);
+        zs_jw_kstr(w, "token", r->token);
+        zs_jw_key(w, "org");
+        if (r->org >= 0 && (size_t)r->org < n_orgs)
+            zs_jw_str(w, org_ids[r->org]);
+        else
+            zs_jw_null(w);
+        zs_jw_kint(w, "refreshes", (int64_t)r->refreshes);
+        zs_jw_kint(w, "access_denied", (int64_t)r->denied);
+        zs_jw_kbool(w, "revoked", r->revoked);
+        zs_jw_kbool(w, "locked", now_ms < r->locked_until_ms);
+        zs_jw_kint(w, "live_tokens", (int64_t)r->live);
+        zs_jw_obj_end(w);
+    }
+    zs_jw_arr_end(w);
+    pthread_mutex_unlock(&a->lock);
+}
+
+uint64_t zs_auth_org_refreshes(struct zs_auth *a, int org_index)
+{
+    uint64_t n = 0;
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->n_refresh; i++)
+        if (a->refresh[i].org == org_index)
+            n += a->refresh[i].refreshes;
+    pthread_mutex_unlock(&a->lock);
+    return n;
+}
+
 void zs_auth_reset_stats(struct zs_auth *a)
 {
     pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->n_refresh; i++)
+        a->refresh[i].refreshes = a->refresh[i].denied = 0;
     uint64_t live = a->st.live_tokens;
     memset(&a->st, 0, sizeof(a->st));
     a->st.live_tokens = live;

@@ -51,6 +51,14 @@ struct zs_auth_stats {
     uint64_t refreshes, codes, errors, access_denied, revokes, live_tokens;
 };
 void zs_auth_stats(struct zs_auth *a, struct zs_auth_stats *s);
+/* Writes a JSON array with one object per refresh token (its text, the org
+ * id it is bound to or null, refreshes, access_denied, revoked, locked,
+ * live_tokens). org_ids maps org indexes to ids. */
+struct zs_jw;
+void zs_auth_tokens_json(struct zs_auth *a, struct zs_jw *w, const char *const *org_ids,
+                         size_t n_orgs, int64_t now_ms);
+/* Refreshes made with refresh tokens bound to this org. */
+uint64_t zs_auth_org_refreshes(struct zs_auth *a, int org_index);
 void zs_auth_reset_stats(struct zs_auth *a);
 
 #endif

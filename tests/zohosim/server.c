@@ -775,6 +775,14 @@ static void stats_json(struct zs_sim *s, struct zs_jw *w)
     zs_jw_kint(w, "access_denied", (int64_t)as.access_denied);
     zs_jw_kint(w, "revokes", (int64_t)as.revokes);
     zs_jw_kint(w, "live_tokens", (int64_t)as.live_tokens);
+    zs_jw_key(w, "refresh_tokens");
+    {
+        const char *ids[64];
+        size_t n = s->n_orgs < 64 ? s->n_orgs : 64;
+        for (size_t i = 0; i < n; i++)
+            ids[i] = s->orgs[i].id;
+        zs_auth_tokens_json(s->auth, w, ids, n, zs_now_ms());
+    }
     zs_jw_obj_end(w);
     zs_jw_kint(w, "control_requests", (int64_t)atomic_load(&s->ctl_requests));
     zs_jw_kint(w, "unknown_requests", (int64_t)atomic_load(&s->unknown_requests));
@@ -814,6 +822,7 @@ static void stats_json(struct zs_sim *s, struct zs_jw *w)
         zs_jw_kint(w, "400", (int64_t)atomic_load(&st->r400));
         zs_jw_kint(w, "faults", (int64_t)atomic_load(&st->faults));
         zs_jw_kint(w, "peak_concurrency", zs_limits_peak(&s->limits[i]));
+        zs_jw_kint(w, "token_refreshes", (int64_t)zs_auth_org_refreshes(s->auth, (int)i));
         zs_jw_kint(w, "mutations", (int64_t)atomic_load(&st->mutations));
         zs_jw_kint(w, "stream_mutations", (int64_t)atomic_load(&st->stream_mutations));
         pthread_mutex_lock(&s->limits[i].lock);
