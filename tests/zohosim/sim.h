@@ -51,7 +51,6 @@ struct zs_sim_cfg {
     int64_t minute_ms, day_ms;
     bool retry_after;
     bool modified_ge;        /* last_modified_time filter as >= instead of > */
-    bool bare_ids;           /* reserved: ids are always strings for now */
 };
 
 struct zs_sim {
