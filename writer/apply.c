@@ -272,6 +272,11 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
      * the session's first temporary table. */
     if ((rc = exec_ok(a, "SET temp_buffers = '128MB'", err, errlen)) != 0)
         goto fail;
+    /* The loop blocks while a statement waits; a lock held elsewhere for long
+     * (a manual ALTER TABLE) must not keep it from signals: give up, back
+     * off and retry. Other writers hold row locks only for one batch. */
+    if ((rc = exec_ok(a, "SET lock_timeout = '8s'", err, errlen)) != 0)
+        goto fail;
     if ((rc = prepare(a, "m_webhook", SQL_WEBHOOK, err, errlen)) != 0 ||
         (rc = prepare(a, "m_reject", SQL_REJECT, err, errlen)) != 0 ||
         (rc = prepare(a, "m_runs", SQL_RUNS, err, errlen)) != 0 ||
