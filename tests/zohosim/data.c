@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+_Static_assert(sizeof(struct zs_rec) == 40, "struct zs_rec must stay 40 bytes");
+
 #define E18 1000000000000000000ULL
 #define E16 10000000000000000ULL
 
