@@ -417,3 +417,56 @@ def test_database_restart_mid_sync(procs, db, pg, sim, tmp_path):
     assert runs[-1]["status"] == "completed", runs
     p.compare("60001", "items")
     assert "lost every organization lock" in f.stderr_text()
+
+
+def test_schedule_runs_incrementals_and_publishes_events(procs, db, sim, tmp_path, free_port):
+    import zmq
+    s = sim(orgs=[small_org(items=30)])
+    ev_port = free_port()
+    p = Pipeline(procs, db, s, tmp_path,
+                 orgs=[org_spec("60001", entities=["warehouses", "items"], incremental_every_s=2)])
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt_string(zmq.SUBSCRIBE, "tds.zoho.")
+    sub.connect(f"tcp://127.0.0.1:{ev_port}")
+    p.start_fetcher(env={"TDS_FETCHER_SCHEDULE": "true",
+                         "TDS_EVENTS_BIND": f"tcp://127.0.0.1:{ev_port}"})
+
+    def modes():
+        return db.query("SELECT entity, mode, status FROM tds.sync_runs ORDER BY started_at")
+    # never synced: the first run walks everything, later ones are incremental
+    wait_until(lambda: sum(1 for e, m, st in modes() if e == "items" and m == "incremental"
+                           and st == "completed") >= 2, timeout=40, what="scheduled incrementals")
+    runs = modes()
+    assert ("items", "full", "completed") in runs, runs
+    # warehouses have no modified time: every run lists them all
+    assert ("warehouses", "incremental", "completed") in runs, runs
+    assert not any(e in ("contacts", "invoices") for e, _, _ in runs), runs
+    names = set()
+    while sub.poll(100):
+        topic, body = sub.recv_multipart()
+        names.add(topic.decode())
+        json.loads(body)
+    for n in ("tds.zoho.sync.started", "tds.zoho.sync.completed", "tds.zoho.api.success",
+              "tds.zoho.token.refreshed"):
+        assert n in names, names
+    sub.close()
+
+
+def test_sigterm_mid_run_then_restart_completes_the_request(procs, db, sim, tmp_path):
+    s = sim(orgs=[small_org(items=300)], extra_args=["--minute-ms", "1000", "--rate-per-min", "100"])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
+                 orgs=[org_spec("60001", rate_per_min=100)])
+    f = p.start_fetcher()
+    rid = p.request("60001", "items", "full")
+    wait_until(lambda: s.stats()["orgs"]["60001"]["requests"] > 50, timeout=30, what="run under way")
+    t0 = time.monotonic()
+    f.stop()                       # asserts exit 0
+    assert time.monotonic() - t0 < 10
+    run = p.runs(rid)
+    assert run[0]["status"] == "failed" and "shut down" in run[0]["error"], run
+    f.start()
+    runs = p.wait_request(rid, timeout=120)
+    assert runs[-1]["status"] == "completed", runs
+    p.compare("60001", "items")
