@@ -78,7 +78,7 @@ void tds_events_emit(struct tds_events *ev, const char *name, ...)
 {
     int64_t wall = tds_wall_ms();
     time_t secs = (time_t)(wall / 1000);
-    char ts[32];
+    char ts[80]; /* room for any int the format could print */
     struct tm tm;
     json_t *o;
     char *text = NULL;
