@@ -78,15 +78,17 @@ static void schedule_org(struct tds_schedule *s, size_t oi, int64_t now)
             sl->next_rec_ms = (rec ? rec : (last ? last : now)) + rec_ms;
             sl->known = true;
         }
+        /* Due but the entity is busy: try again next tick rather than
+         * skipping a whole interval (a day, for reconciliation). */
         if (now >= sl->next_inc_ms) {
-            if (!tds_sync_pending(s->sync, org->org_id, e->name, "incremental"))
-                tds_sync_enqueue(s->sync, org->org_id, e->name, "incremental", 0);
-            sl->next_inc_ms = now + inc_ms;
+            if (!tds_sync_pending(s->sync, org->org_id, e->name, "incremental") &&
+                tds_sync_enqueue(s->sync, org->org_id, e->name, "incremental", 0) == 0)
+                sl->next_inc_ms = now + inc_ms;
         }
         if (now >= sl->next_rec_ms) {
-            if (!tds_sync_pending(s->sync, org->org_id, e->name, "reconcile"))
-                tds_sync_enqueue(s->sync, org->org_id, e->name, "reconcile", 0);
-            sl->next_rec_ms = now + rec_ms;
+            if (!tds_sync_pending(s->sync, org->org_id, e->name, "reconcile") &&
+                tds_sync_enqueue(s->sync, org->org_id, e->name, "reconcile", 0) == 0)
+                sl->next_rec_ms = now + rec_ms;
         }
     }
 }

@@ -884,6 +884,10 @@ static void send_final(struct run *r)
             int64_t start_s = r->start_wall_ms / 1000;
             if (c > start_s)
                 c = start_s;
+            /* only overlap records seen: do not move the cursor back */
+            int64_t old;
+            if (r->old_cursor && tds_ztime_parse(r->old_cursor, &old) == 0 && old > c)
+                c = old;
             tds_ztime_format(c, o->offset_min, cursor);
             cur = cursor;
         } else {
