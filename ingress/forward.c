@@ -294,6 +294,19 @@ static void flush(struct tds_forward *f, int d)
         tds_series_inc(f->m_sent[d], 1);
         if (n->attempts++)
             tds_series_inc(f->m_resends, 1);
+        if (d == TDS_ENTRY_FETCHER && !f->o.fetch_acks) {
+            /* Nothing in the pipeline acks a fetch: the fetcher took it, and
+             * the scheduled incremental sync covers one it loses. */
+            uint64_t seq = n->seq;
+
+            detach(f, n);
+            node_free(f, n);
+            tds_series_inc(f->m_acked, 1);
+            if (tds_journal_ack(f->journal, &seq, 1))
+                tds_log_limited(&f->log_ack, TDS_LOG_WARN, NULL,
+                                "could not journal ack: out of memory, entries will be resent");
+            continue;
+        }
         if (n->buf) {
             f->buffered -= n->len;
             free(n->buf);

@@ -7,7 +7,9 @@
  * intake lock, the journal's sync thread says how far it has synced through an
  * eventfd, and the loop sends only what is durable. An entry not acked within
  * ack_timeout_ms is sent again with the same message id, until acked; at
- * start-up every unacked journal entry is sent again. Never answers HTTP.
+ * start-up every unacked journal entry is sent again. `fetch` entries are
+ * released once ZeroMQ takes them unless fetch_acks is set (no stage acks a
+ * fetch today). Never answers HTTP.
  */
 #ifndef TDS_INGRESS_FORWARD_H
 #define TDS_INGRESS_FORWARD_H
@@ -32,6 +34,7 @@ struct tds_forward_opts {
     int64_t ack_timeout_ms;
     size_t max_buffered_bytes;      /* entry bytes kept in memory; beyond, re-read from journal */
     int hwm;                        /* ZeroMQ high-water mark of the PUSH sockets */
+    bool fetch_acks;                /* keep `fetch` entries until an ack names them */
 };
 
 int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,

@@ -59,6 +59,7 @@ struct settings {
     int64_t timeout_s;
     int64_t sig_max_age_s;
     int64_t hwm;
+    bool fetch_acks;
 };
 
 #define S(f) offsetof(struct settings, f)
@@ -110,6 +111,8 @@ static const struct tds_config_entry config_table[] = {
      "age limit of timestamped (t=,v=) signatures"},
     {"TDS_INGRESS_HWM", TDS_CFG_INT, "10000", 0, 1, 1000000, S(hwm),
      "high-water mark (messages) of the outgoing sockets"},
+    {"TDS_INGRESS_FETCH_ACKS", TDS_CFG_BOOL, "false", 0, 0, 0, S(fetch_acks),
+     "keep fetch-by-id entries until an ack names them (false: released once sent)"},
 };
 #undef S
 #define N_CONFIG (sizeof(config_table) / sizeof(config_table[0]))
@@ -619,6 +622,7 @@ int main(int argc, char **argv)
             .ack_timeout_ms = cfg->ack_timeout_ms,
             .max_buffered_bytes = 64u * 1024 * 1024,
             .hwm = (int)cfg->hwm,
+            .fetch_acks = cfg->fetch_acks,
         };
 
         rc = tds_forward_new(&a.forward, &fo, a.loop, a.bus, NULL, a.metrics, a.events);

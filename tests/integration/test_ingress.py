@@ -194,6 +194,10 @@ def test_deletes_and_id_only_payloads(ing):
     assert f["zoho_id"] == "7000000000000000001" and f["origin"] == "ingress.it1"
     assert f["id"].startswith("fe-")
     assert i.drain(i.events) == []
+    # No stage acks a fetch: it is released once handed over; the delete waits for its ack.
+    i.wait_metric("tds_ingress_unacked", 1)
+    i.ack([m["id"]])
+    i.wait_metric("tds_ingress_unacked", 0)
 
 
 def test_ack_releases_and_missing_ack_resends(ing):
