@@ -663,3 +663,63 @@ def test_writer_runs_as_a_tds_writer_member_without_ddl_rights(procs, pg, db):
     finally:
         db.execute(f'DROP OWNED BY "{role}"')
         db.execute(f'DROP ROLE "{role}"')
+
+
+CONTACT_COLS = ["org_id", "contact_id", "modified_time", "raw", "content_hash", "is_detail",
+                "contact_name", "email", "credit_limit"]
+ADDR_COLS = ["org_id", "contact_id", "address_type", "position", "city"]
+PERSON_COLS = ["org_id", "contact_id", "contact_person_id", "first_name", "is_primary_contact"]
+WH_COLS = ["org_id", "warehouse_id", "modified_time", "raw", "content_hash", "is_detail",
+           "warehouse_name", "is_primary"]
+
+
+def test_contacts_with_two_child_tables_and_warehouses_without_modified_time(writer, db):
+    def contact(mtime, name, cities, persons):
+        raw = json.dumps({"contact_id": "c1", "contact_name": name})
+        return [rowset("contacts", DETAIL, CONTACT_COLS,
+                       [[ORG, "c1", mtime, raw, name, "true", name, "a@b.c", "100.00"]]),
+                rowset("contact_addresses", CHILD, ADDR_COLS,
+                       [[ORG, "c1", t, str(i), c] for i, (t, c) in enumerate(cities)]),
+                rowset("contact_persons", CHILD, PERSON_COLS,
+                       [[ORG, "c1", p, p.upper(), "false"] for p in persons])]
+
+    def send(sets):
+        src, f = rows_msg(ORG, sets, entity="contacts")
+        writer.send(f)
+        writer.wait_acked([src])
+
+    send(contact(ts(1), "Acme", [("billing", "Riyadh"), ("shipping", "Jeddah")], ["p1", "p2"]))
+    assert db.query("SELECT address_type, city FROM zoho.contact_addresses ORDER BY 1") == \
+        [("billing", "Riyadh"), ("shipping", "Jeddah")]
+    assert db.query("SELECT contact_person_id FROM zoho.contact_persons ORDER BY 1") == \
+        [("p1",), ("p2",)]
+    send(contact(ts(2), "Acme 2", [("billing", "Dammam")], []))
+    assert db.query("SELECT address_type, city FROM zoho.contact_addresses") == [("billing", "Dammam")]
+    assert db.query("SELECT count(*) FROM zoho.contact_persons") == [(0,)]
+    assert db.query("SELECT contact_name, credit_limit::text FROM zoho.contacts") == \
+        [("Acme 2", "100.00")]
+
+    # Warehouses have no modified time: the content hash alone decides.
+    def wh(name, h):
+        return [rowset("warehouses", DETAIL, WH_COLS, [[ORG, "w1", None, "{}", h, "true", name, "true"]])]
+    send(wh("Main", "h1"))
+    xmin = db.query("SELECT xmin::text FROM zoho.warehouses")
+    send(wh("Main", "h1"))
+    assert db.query("SELECT xmin::text FROM zoho.warehouses") == xmin
+    send(wh("Main store", "h2"))
+    assert db.query("SELECT warehouse_name, modified_time FROM zoho.warehouses") == \
+        [("Main store", None)]
+
+
+def test_list_rows_with_different_field_sets_in_one_batch(writer, db):
+    cols_a = ["org_id", "item_id", "modified_time", "raw", "content_hash", "is_detail", "name"]
+    cols_b = ["org_id", "item_id", "modified_time", "raw", "content_hash", "is_detail", "name", "sku"]
+    s1, f1 = rows_msg(ORG, [rowset("items", 2, cols_a, [[ORG, "1", ts(1), '{"a":1}', "x", "false", "one"]])])
+    s2, f2 = rows_msg(ORG, [rowset("items", 2, cols_b, [[ORG, "2", ts(1), '{"b":2}', "y", "false", "two", "S2"]]),
+                            rowset("items", 2, cols_a, [[ORG, "1", ts(2), '{"c":3}', "z", "false", "one-b"]])])
+    writer.send(f1)
+    writer.wait_acked([s1])
+    writer.send(f2)
+    writer.wait_acked([s2])
+    got = {r[0]: r[1:] for r in db.query("SELECT item_id, name, sku, raw, is_detail FROM zoho.items")}
+    assert got == {"1": ("one-b", None, {"a": 1, "c": 3}, False), "2": ("two", "S2", {"b": 2}, False)}
