@@ -470,3 +470,33 @@ def test_sigterm_mid_run_then_restart_completes_the_request(procs, db, sim, tmp_
     runs = p.wait_request(rid, timeout=120)
     assert runs[-1]["status"] == "completed", runs
     p.compare("60001", "items")
+
+
+def test_auth_exchange_stores_a_refresh_token(procs, db, sim, tmp_path, bins):
+    s = sim(orgs=[small_org(items=10)], extra_args=["--grant-code", "1000.grant.one"])
+    spec = org_spec("60001")
+    del spec["refresh_token"]
+    p = Pipeline(procs, db, s, tmp_path, orgs=[spec])
+    env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config))
+    out = subprocess.run([bins.path("tds-fetcher"), "auth", "exchange", "--org", "60001",
+                          "--code", "1000.grant.one"], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "refresh token stored" in out.stdout
+    row = db.query("SELECT refresh_token IS NOT NULL, access_token IS NOT NULL, status "
+                   "FROM tds.oauth_tokens WHERE org_id = '60001'")
+    assert row == [(True, True, "ok")], row
+    # a grant code works once
+    out = subprocess.run([bins.path("tds-fetcher"), "auth", "exchange", "--org", "60001",
+                          "--code", "1000.grant.one"], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "invalid_code" in out.stderr
+    out = subprocess.run([bins.path("tds-fetcher"), "auth", "status"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert "stored" in out.stdout, out.stdout
+    # the daemon uses the stored refresh token and the cached access token
+    p.start_fetcher()
+    p.sync("60001", "items", "full")
+    p.compare("60001", "items")
+    assert s.stats()["token"]["refreshes"] == 0
