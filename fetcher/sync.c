@@ -685,7 +685,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
     size_t *keep = calloc(n ? n : 1, sizeof(*keep));
     char **ids = calloc(n ? n : 1, sizeof(*ids));
     int64_t *mods = calloc(n ? n : 1, sizeof(*mods));
-    size_t n_keep = 0;
+    size_t n_keep = 0, n_ids = 0;
     if (!keep || !ids || !mods) {
         free(keep);
         free(ids);
@@ -698,11 +698,14 @@ static void on_list(const struct tds_api_result *res, void *ud)
     for (size_t i = 0; i < n; i++) {
         const char *rec = res->body + spans[i].off;
         char idbuf[128], tbuf[64];
-        if (tds_json_scalar(rec, spans[i].len, r->e->id_field, idbuf, sizeof(idbuf)) != 0)
-            continue; /* the processor rejects it visibly; we cannot act on it */
-        char *id = strdup(idbuf);
-        if (!id)
-            continue;
+        /* A record without a readable id still goes to the processor, which
+         * rejects it visibly (tds.rejected); we just cannot fetch its detail. */
+        char *id = NULL;
+        if (tds_json_scalar(rec, spans[i].len, r->e->id_field, idbuf, sizeof(idbuf)) == 0 &&
+            !(id = strdup(idbuf))) {
+            run_fail(r, "out of memory reading a list page");
+            break;
+        }
         int64_t mod = INT64_MIN;
         if (r->e->modified_field) {
             int64_t t;
@@ -715,26 +718,28 @@ static void on_list(const struct tds_api_result *res, void *ud)
             free(id);
             continue;
         }
-        if (reconcile)
+        if (reconcile && id)
             idset_add(&r->seen, id);
         if (mod != INT64_MIN && (!r->have_max || mod > r->max_mod_s)) {
             r->max_mod_s = mod;
             r->have_max = true;
         }
-        keep[n_keep] = i;
-        ids[n_keep] = id;
-        mods[n_keep] = mod;
-        n_keep++;
+        keep[n_keep++] = i;
+        if (id) {
+            ids[n_ids] = id;
+            mods[n_ids] = mod;
+            n_ids++;
+        }
     }
     r->pages_fetched++;
     r->records_fetched += (int64_t)n_keep;
-    if (!reconcile && n_keep)
+    if (!reconcile && n_keep && !r->failed)
         send_list_page(r, res->body, spans, keep, n_keep);
     /* which records need their detail: new or changed compared with the database */
-    if (!r->failed && !reconcile && r->e->detail_path && n_keep) {
+    if (!r->failed && !reconcile && r->e->detail_path && n_ids) {
         struct tds_known *known = NULL;
         size_t n_known = 0;
-        if (tds_store_known(o->s->store, r->e, o->org->org_id, (const char *const *)ids, n_keep, &known,
+        if (tds_store_known(o->s->store, r->e, o->org->org_id, (const char *const *)ids, n_ids, &known,
                             &n_known) != 0) {
             run_fail(r, "could not read %s from the database: %s", r->e->table,
                      tds_store_error(o->s->store));
@@ -744,7 +749,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
                 if (known[k].deleted || !known[k].is_detail)
                     continue;
                 /* find this id's list modified time */
-                for (size_t i = 0; i < n_keep; i++) {
+                for (size_t i = 0; i < n_ids; i++) {
                     if (strcmp(ids[i], known[k].id) == 0) {
                         if (known[k].modified_s != INT64_MIN &&
                             (mods[i] == INT64_MIN || mods[i] <= known[k].modified_s))
@@ -753,9 +758,9 @@ static void on_list(const struct tds_api_result *res, void *ud)
                     }
                 }
             }
-            char **need = calloc(n_keep, sizeof(*need));
+            char **need = calloc(n_ids, sizeof(*need));
             size_t n_need = 0;
-            for (size_t i = 0; need && i < n_keep; i++)
+            for (size_t i = 0; need && i < n_ids; i++)
                 if (!idset_has(&fresh, ids[i]))
                     need[n_need++] = ids[i];
             idset_clear(&fresh);
@@ -769,7 +774,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
     }
     if (!r->failed)
         progress(r);
-    for (size_t i = 0; i < n_keep; i++)
+    for (size_t i = 0; i < n_ids; i++)
         free(ids[i]);
     free(ids);
     free(mods);

@@ -500,3 +500,17 @@ def test_auth_exchange_stores_a_refresh_token(procs, db, sim, tmp_path, bins):
     p.sync("60001", "items", "full")
     p.compare("60001", "items")
     assert s.stats()["token"]["refreshes"] == 0
+
+
+def test_invalid_records_do_not_stop_a_run(procs, db, sim, tmp_path):
+    s = sim(orgs=[small_org(items=40)])
+    bad = s.invalid("60001", "items", n=4, kind="mixed")["created"]
+    p = Pipeline(procs, db, s, tmp_path)
+    p.start_fetcher()
+    runs = p.sync("60001", "items", "full")
+    assert runs[0]["records_rejected"] >= 1, runs
+    assert db.query("SELECT count(*) FROM tds.rejected")[0][0] >= 1
+    bad_ids = {str(b["id"]) for b in bad}
+    truth = {r["item_id"] for r in s.truth("60001", "items")["records"]} - bad_ids
+    live = {k for k, v in p.db_rows("60001", "items").items() if not v["deleted"]}
+    assert truth <= live, sorted(truth - live)[:5]
