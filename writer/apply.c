@@ -305,10 +305,16 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
             continue;
         snprintf(name, sizeof(name), "x_%zu", i);
         tds_buf_reset(&a->buf);
-        if (tds_buf_addf(&a->buf, "SELECT t.org_id, t.\"%s\" FROM zoho.\"%s\" t "
-                                  "JOIN unnest($1::text[], $2::text[]) AS k(o, i) "
-                                  "ON t.org_id = k.o AND t.\"%s\" = k.i",
-                         t->id_column, t->name, t->id_column) != 0 ||
+        /* For each incoming row whose key exists: would the guard let it
+         * through? Same expression as the upsert's WHERE (sqlgen.c). */
+        if (tds_buf_addf(&a->buf,
+                "SELECT k.n, coalesce((k.mt > t.modified_time OR (t.modified_time IS NULL AND "
+                "k.mt IS NOT NULL)) OR (t.deleted_at IS NULL AND k.mt IS NOT DISTINCT FROM "
+                "t.modified_time AND k.h IS DISTINCT FROM t.content_hash AND (k.d OR NOT "
+                "t.is_detail)), false) FROM unnest($1::text[], $2::text[], $3::timestamptz[], "
+                "$4::text[], $5::boolean[]) WITH ORDINALITY AS k(o, i, mt, h, d, n) "
+                "JOIN zoho.\"%s\" t ON t.org_id = k.o AND t.\"%s\" = k.i",
+                t->name, t->id_column) != 0 ||
             tds_buf_add(&a->buf, "", 1) != 0) {
             rc = -ENOMEM;
             goto fail;
@@ -597,84 +603,78 @@ static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *cons
     return 0;
 }
 
-struct key {
-    const char *org, *id;
-    size_t org_n, id_n;
-};
-
-static int cmp_key(const void *pa, const void *pb)
-{
-    const struct key *a = pa, *b = pb;
-    struct tds_bytes ao = {(char *)a->org, a->org_n}, bo = {(char *)b->org, b->org_n};
-    struct tds_bytes ai = {(char *)a->id, a->id_n}, bi = {(char *)b->id, b->id_n};
-    int c = cmp_val(&ao, &bo);
-
-    return c ? c : cmp_val(&ai, &bi);
-}
-
-/* Fast path for a big group without duplicate keys: ask which keys exist,
- * COPY the rows with new keys straight into the table (the plain-COPY cost,
- * no staging, no conflict handling) and leave the rest, moved to the front
- * of refs, for staging and the guarded upsert. A new key has no stored row,
- * so the guard would write it anyway; the only race, another writer
- * inserting the same key meanwhile, ends in a unique violation and a retry
- * without the fast path. */
+/* Fast path for a big group without duplicate keys: one lookup says which
+ * keys exist and whether the guard would let each existing row through.
+ * Rows with new keys are COPYed straight into the table (the plain-COPY
+ * cost, no staging, no conflict handling); rows the guard would refuse are
+ * dropped (an unchanged re-sync then costs one lookup and no row locks); the
+ * rest, moved to the front of refs, go through staging and the guarded
+ * upsert, which checks the guard again. A new key has no stored row, so the
+ * guard would write it anyway; the only race, another writer inserting the
+ * same key meanwhile, ends in a unique violation and a retry without the
+ * fast path. */
 static int copy_fast(struct tds_apply *a, struct tds_bmsg *const *msgs, struct group *g,
                      bool probe, struct tds_apply_result *res)
 {
+    /* Columns of a DETAIL/LIST row: org_id, id, modified_time, raw,
+     * content_hash, is_detail (tds_sqlgen_check). */
+    static const size_t lookup_col[] = {0, 1, 2, 4, 5};
     const struct sig *sg = &a->sigs[g->sig];
     struct ref *fresh = NULL;
-    struct key *have = NULL;
+    uint8_t *state = NULL; /* 0 new key, 1 existing and newer, 2 existing and not newer */
     PGresult *r = NULL;
-    const char *vals[2];
+    const char *vals[5];
     char name[32];
-    size_t n_have, k_old = 0, k_new = 0;
+    size_t k_old = 0, k_new = 0;
     int rc = 0;
 
-    tds_buf_reset(&a->params[0]);
-    tds_buf_reset(&a->params[1]);
-    tds_copytext_array_begin(&a->params[0]);
-    tds_copytext_array_begin(&a->params[1]);
+    for (size_t p = 0; p < 5; p++) {
+        tds_buf_reset(&a->params[p]);
+        tds_copytext_array_begin(&a->params[p]);
+    }
     for (size_t i = 0; i < g->n && rc == 0; i++) {
         const struct tds_bytes *v = ref_vals(msgs, &g->refs[i]);
 
-        rc = tds_copytext_array_elem(&a->params[0], i == 0, v[0].p, v[0].n);
-        if (rc == 0)
-            rc = tds_copytext_array_elem(&a->params[1], i == 0, v[1].p, v[1].n);
+        for (size_t p = 0; p < 5 && rc == 0; p++)
+            rc = tds_copytext_array_elem(&a->params[p], i == 0, v[lookup_col[p]].p,
+                                         v[lookup_col[p]].n);
     }
-    for (int i = 0; i < 2 && rc == 0; i++)
-        if ((rc = tds_copytext_array_end(&a->params[i])) == 0)
-            rc = tds_buf_add(&a->params[i], "", 1);
+    for (size_t p = 0; p < 5 && rc == 0; p++)
+        if ((rc = tds_copytext_array_end(&a->params[p])) == 0)
+            rc = tds_buf_add(&a->params[p], "", 1);
     if (rc != 0)
         return rc;
-    vals[0] = a->params[0].p;
-    vals[1] = a->params[1].p;
+    for (size_t p = 0; p < 5; p++)
+        vals[p] = a->params[p].p;
     snprintf(name, sizeof(name), "x_%zu", sg->tidx);
-    if ((rc = run_prepared(a, name, 2, vals, &r, res, "could not look up existing rows")) != 0)
+    if ((rc = run_prepared(a, name, 5, vals, &r, res, "could not look up existing rows")) != 0)
         return rc;
-    n_have = (size_t)PQntuples(r);
-    have = malloc((n_have ? n_have : 1) * sizeof(*have));
+    state = calloc(g->n, 1);
     fresh = malloc(g->n * sizeof(*fresh));
-    if (!have || !fresh) {
+    if (!state || !fresh) {
         rc = -ENOMEM;
         goto out;
     }
-    for (size_t i = 0; i < n_have; i++)
-        have[i] = (struct key){PQgetvalue(r, (int)i, 0), PQgetvalue(r, (int)i, 1),
-                               (size_t)PQgetlength(r, (int)i, 0),
-                               (size_t)PQgetlength(r, (int)i, 1)};
-    qsort(have, n_have, sizeof(*have), cmp_key);
+    for (int i = 0; i < PQntuples(r); i++) {
+        long long n = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+
+        if (n >= 1 && (size_t)n <= g->n)
+            state[n - 1] = PQgetvalue(r, i, 1)[0] == 't' ? 1 : 2;
+    }
     for (size_t i = 0; i < g->n; i++) {
         const struct tds_bytes *v = ref_vals(msgs, &g->refs[i]);
-        struct key want = {v[0].p, v[1].p, v[0].n, v[1].n};
 
-        if (v[0].p && v[1].p && !bsearch(&want, have, n_have, sizeof(*have), cmp_key))
+        if (state[i] == 0 && v[0].p && v[1].p)
             fresh[k_new++] = g->refs[i];
-        else
+        else if (state[i] != 2)
             g->refs[k_old++] = g->refs[i];
+        /* state 2: the stored row wins; the guard only gets stricter as
+         * other writers commit newer versions, so it is safe to drop it
+         * here instead of locking the row for an update that never comes. */
     }
     g->n_stage = k_old;
     g->n_fast = k_new;
+    /* An update stream gains nothing from the lookup: skip it for a while. */
     if (k_old * 2 > g->n)
         a->fast_skip[sg->tidx] = FAST_SKIP_BATCHES;
     if (k_new == 0)
@@ -712,7 +712,7 @@ static int copy_fast(struct tds_apply *a, struct tds_bmsg *const *msgs, struct g
     }
 out:
     PQclear(r);
-    free(have);
+    free(state);
     free(fresh);
     return rc;
 }

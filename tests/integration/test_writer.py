@@ -596,6 +596,14 @@ def test_big_batches_new_and_existing_rows(procs, db):
     assert db.query("SELECT count(*), count(*) FILTER (WHERE name LIKE '%-5') FROM zoho.items") \
         == [(1000, 1000)]
     assert db.query("SELECT count(*) FROM zoho.item_stock") == [(2000,)]
+    # The same stream again (new source ids) writes nothing and locks nothing.
+    before = db.query("SELECT item_id, xmin::text, xmax::text FROM zoho.items ORDER BY 1")
+    again = []
+    for k, (src, f) in enumerate(_big(1000, 5)):
+        again.append(src)
+        h.send(f)
+    h.wait_acked(again)
+    assert db.query("SELECT item_id, xmin::text, xmax::text FROM zoho.items ORDER BY 1") == before
     # Half older (ignored), half newer (written), plus 500 new ones, in one stream.
     mixed = _big(500, 3) + _big(500, 8, first=500) + _big(500, 8, first=1000)
     for _, f in mixed:
