@@ -364,3 +364,59 @@ def test_pipeline_webhook_to_postgres(procs, sim, db, tmp_path):
                                     )[0][0] >= 1, 30, "soft delete from a delete webhook")
     finally:
         i.close()
+
+
+def test_pipeline_survives_sigkill_of_processor_and_writer(procs, db, tmp_path):
+    """Webhooks keep flowing while the processor and then the writer are killed
+    with SIGKILL and restarted: every webhook answered 200 ends as a row."""
+    for b in ("tds-processor", "tds-writer"):
+        if procs.bins.path(b) is None:
+            pytest.skip(f"{b} is not built")
+    from conftest import free_port
+    w_rows, w_acks, p_in = free_port(), free_port(), free_port()
+    writer = procs.spawn("tds-writer", env={"TDS_DATABASE_URL": db.url,
+                                            "TDS_WRITER_BIND": f"tcp://127.0.0.1:{w_rows}",
+                                            "TDS_ACK_BIND": f"tcp://127.0.0.1:{w_acks}",
+                                            "TDS_INSTANCE": "w1"})
+    proc = procs.spawn("tds-processor", env={"TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{p_in}",
+                                             "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{w_rows}",
+                                             "TDS_INSTANCE": "p1"})
+    i = Ingress(procs, str(tmp_path), env={
+        "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{p_in}",
+        "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{w_acks}",
+        "TDS_INGRESS_ACK_TIMEOUT_MS": "1000"})
+    try:
+        ids = [str(4700000000000000000 + k) for k in range(300)]
+        stop = threading.Event()
+        statuses = []
+
+        def post_all():
+            for k, zid in enumerate(ids):
+                statuses.append(i.post("60001", item_body(zid, name=f"chaos {k}"),
+                                       SECRET_A).status)
+                time.sleep(0.01)
+            stop.set()
+
+        t = threading.Thread(target=post_all)
+        t.start()
+        time.sleep(0.6)
+        proc.kill()
+        time.sleep(0.5)
+        proc.start()
+        time.sleep(0.6)
+        writer.kill()
+        time.sleep(0.5)
+        writer.start()
+        t.join(60)
+        assert stop.is_set() and statuses == [200] * len(ids)
+        want = set(ids)
+
+        def landed():
+            got = {r[0] for r in db.query("SELECT item_id FROM zoho.items WHERE org_id = '60001'")}
+            return want <= got
+        wait_until(landed, 60, "every accepted webhook as a row after the kills")
+        i.wait_metric("tds_ingress_unacked", 0, timeout=30)
+        assert i.metric("tds_ingress_resends_total") > 0
+        print(f"\nresent after kills: {i.metric('tds_ingress_resends_total'):.0f}")
+    finally:
+        i.close()
