@@ -1,0 +1,973 @@
+#!/usr/bin/python3
+"""tests/bench/bench.py — the benchmark driver behind tests/bench/run.
+
+Starts its own PostgreSQL (initdb in a temp dir, free port, fsync on), the Zoho
+simulator and the stages on free loopback ports, measures every figure of
+issue 11 several times, and prints one table (median, min–max, the ceiling
+measured in the same run, ratio) plus tests/bench/out/latest.json. It never
+judges a figure; it exits non-zero only when a measurement could not be made
+(a stage failed, rows went missing), and says which.
+"""
+
+import argparse
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+import psycopg2
+import psycopg2.extensions
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PG_BIN = "/usr/lib/postgresql/15/bin"
+SECRET = "bench-webhook-secret"
+
+# sizes per mode: full / quick / smoke
+SIZES = {
+    "full": dict(repeats=3, writer_rows=100000, transform_pages=500, ingress_s=5,
+                 ingress_orgs=100, e2e_items=200000, mem_items=1000000, latency_s=30,
+                 quota_items=800, quota_rate=100, quota_minute_ms=2000),
+    "quick": dict(repeats=1, writer_rows=20000, transform_pages=100, ingress_s=3,
+                  ingress_orgs=100, e2e_items=20000, mem_items=100000, latency_s=5,
+                  quota_items=300, quota_rate=100, quota_minute_ms=1000),
+    "smoke": dict(repeats=1, writer_rows=2000, transform_pages=10, ingress_s=1,
+                  ingress_orgs=10, e2e_items=1000, mem_items=3000, latency_s=2,
+                  quota_items=150, quota_rate=100, quota_minute_ms=500),
+}
+
+
+def log(msg):
+    print("   " + msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def http_get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read()
+
+
+def http_json(url, body=None, timeout=10):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read() or b"{}")
+
+
+def wait_until(fn, timeout, what, interval=0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if fn():
+                return
+        except Exception:
+            pass
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+
+
+def median_min_max(xs):
+    return statistics.median(xs), min(xs), max(xs)
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- processes
+
+class Proc:
+    def __init__(self, name, argv, env, logdir, admin_port=None):
+        self.name, self.admin_port = name, admin_port
+        self.logpath = os.path.join(logdir, name + ".log")
+        self.logf = open(self.logpath, "ab")
+        self.p = subprocess.Popen(argv, env=env, stdout=self.logf, stderr=self.logf,
+                                  stdin=subprocess.DEVNULL)
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def wait_ready(self, path="/readyz", timeout=60):
+        def ok():
+            if not self.alive():
+                raise BenchError(f"{self.name} exited with {self.p.returncode}; "
+                                 f"see {self.logpath}")
+            http_get(f"http://127.0.0.1:{self.admin_port}{path}", timeout=1)
+            return True
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                if ok():
+                    return self
+            except BenchError:
+                raise
+            except Exception:
+                time.sleep(0.05)
+        raise BenchError(f"{self.name} not ready within {timeout} s; see {self.logpath}")
+
+    def hwm_kb(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return None
+
+    def cpu_s(self):
+        with open(f"/proc/{self.p.pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self, timeout=15):
+        """SIGTERM; returns the exit code (None when it had to be killed)."""
+        if self.alive():
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+                self.logf.close()
+                return None
+        self.logf.close()
+        return self.p.returncode
+
+
+class Postgres:
+    """A throwaway cluster: initdb into a temp dir (as postgres when root)."""
+
+    def __init__(self, pg_stats=False):
+        # its own temp dir under /tmp: the postgres account must reach it
+        self.tmp = tempfile.mkdtemp(prefix="tds-bench-pg-")
+        os.chmod(self.tmp, 0o755)
+        self.dir = os.path.join(self.tmp, "data")
+        self.sock = os.path.join(self.tmp, "sock")
+        self.port = free_port()
+        os.makedirs(self.dir)
+        os.makedirs(self.sock)
+        self.root = os.getuid() == 0
+        if self.root:
+            for d in (self.tmp, self.dir, self.sock):
+                shutil.chown(d, "postgres")
+        self._run([f"{PG_BIN}/initdb", "-D", self.dir, "-U", "postgres", "-A", "trust",
+                   "-E", "UTF8", "--locale=C.UTF-8"])
+        self._run([f"{PG_BIN}/pg_ctl", "-D", self.dir, "-l", os.path.join(self.dir, "log"),
+                   "-w", "-t", "60", "-o",
+                   f"-p {self.port} -c listen_addresses=127.0.0.1 "
+                   f"-c unix_socket_directories={self.sock} -c max_connections=200"
+                   + (" -c shared_preload_libraries=pg_stat_statements" if pg_stats else ""),
+                   "start"])
+        self.settings = {}
+        with self.connect("postgres") as c, c.cursor() as cur:
+            for k in ("fsync", "synchronous_commit", "full_page_writes", "wal_level",
+                      "shared_buffers", "max_wal_size", "checkpoint_timeout", "server_version"):
+                cur.execute(f"SHOW {k}")
+                self.settings[k] = cur.fetchone()[0]
+            if pg_stats:
+                cur.execute("CREATE EXTENSION pg_stat_statements")
+
+    def top_statements(self, n=10):
+        """The statements that took the most time, cluster-wide."""
+        return self.query("postgres", "SELECT round(total_exec_time)::bigint, calls, "
+                          "round((total_exec_time / greatest(calls, 1))::numeric, 3), "
+                          "left(regexp_replace(query, '\\s+', ' ', 'g'), 110) "
+                          "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT %s", n)
+
+    def _run(self, argv):
+        if self.root:
+            argv = ["runuser", "-u", "postgres", "--"] + argv
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"{argv[-1]} failed: {r.stdout}{r.stderr}")
+
+    def url(self, db):
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def connect(self, db):
+        c = psycopg2.connect(self.url(db))
+        c.autocommit = True
+        return c
+
+    def create_db(self, name):
+        c = self.connect("postgres")
+        with c.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name}")
+            cur.execute(f"CREATE DATABASE {name}")
+        c.close()
+        return self.url(name)
+
+    def drop_db(self, name):
+        c = self.connect("postgres")
+        with c.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        c.close()
+
+    def query(self, db, sql, *args):
+        c = self.connect(db)
+        with c.cursor() as cur:
+            cur.execute(sql, args)
+            rows = cur.fetchall() if cur.description else []
+        c.close()
+        return rows
+
+    def stop(self, remove=True):
+        try:
+            self._run([f"{PG_BIN}/pg_ctl", "-D", self.dir, "-m", "fast", "-w", "stop"])
+        except BenchError:
+            pass
+        if remove:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the bench
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+        self.sz = SIZES[self.mode]
+        self.build = os.path.abspath(args.build_dir)
+        self.work = tempfile.mkdtemp(prefix="tds-bench-", dir=args.work_parent)
+        self.logs = os.path.join(self.work, "logs")
+        os.makedirs(self.logs)
+        self.procs = []
+        self.figures = []
+        self.notes = []
+        self.failures = []
+        self.sanitized = self._sanitized()
+
+    def _sanitized(self):
+        try:
+            opts = json.load(open(os.path.join(self.build, "meson-info",
+                                               "intro-buildoptions.json")))
+            d = {o["name"]: o["value"] for o in opts}
+            return d.get("b_sanitize", "none") not in ("none", ""), d.get("buildtype", "?")
+        except OSError:
+            return False, "?"
+
+    def bin(self, rel):
+        p = os.path.join(self.build, rel)
+        if not os.access(p, os.X_OK):
+            raise BenchError(f"missing binary {p} (build first)")
+        return p
+
+    # ---- figures
+
+    def figure(self, key, name, unit, values, ceiling=None, target=None, note=None):
+        values = [v for v in values if v is not None]
+        f = {"key": key, "figure": name, "unit": unit, "values": values,
+             "ceiling": ceiling, "target": target, "note": note}
+        if values:
+            f["median"], f["min"], f["max"] = median_min_max(values)
+            if ceiling:
+                f["ratio"] = f["median"] / ceiling
+        self.figures.append(f)
+        m = f.get("median")
+        log(f"{name}: {m if m is None else round(m, 3)} {unit}"
+            + (f" (ceiling {ceiling:.0f})" if ceiling else ""))
+        return f
+
+    # ---- processes
+
+    def spawn(self, name, argv, env, admin=True):
+        port = free_port() if admin else None
+        e = dict(os.environ)
+        e.update({"TDS_LOG_LEVEL": "warn", "TDS_INSTANCE": name})
+        e.update(env)
+        if admin:
+            e["TDS_ADMIN_LISTEN"] = f"127.0.0.1:{port}"
+        p = Proc(name, argv, e, self.logs, port)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p):
+        rc = p.stop()
+        if p in self.procs:
+            self.procs.remove(p)
+        if rc != 0:
+            self.failures.append(f"{p.name} exited {rc} on SIGTERM (log {p.logpath})")
+        with open(p.logpath, errors="replace") as f:
+            text = f.read()
+        for pat in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if pat in text:
+                self.failures.append(f"{p.name}: sanitizer report '{pat}' (log {p.logpath})")
+                self.args.keep = True
+        return rc
+
+    def start_sim(self, name, extra):
+        port = free_port()
+        p = self.spawn(name, [self.bin("tests/zohosim/tds-zohosim"), "--listen",
+                              f"127.0.0.1:{port}", "--seed", "11", "--refresh-limit", "0",
+                              "--max-live-tokens", "0"] + extra, {}, admin=False)
+        p.url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_get(p.url + "/_sim/health", 1), 120, f"{name} health")
+        return p
+
+    def orgs_file(self, path, orgs, sim_url=None, rate=100000, concurrency=10):
+        out = []
+        for oid, secret in orgs:
+            out.append({"org_id": oid, "name": "bench " + oid, "product": "inventory",
+                        "data_center": "com", "accounts_url": sim_url, "api_url": None,
+                        "client_id": "1000.SIMCLIENT", "client_secret": "simsecret",
+                        "refresh_token": "1000.simrefresh", "webhook_secrets": [secret],
+                        "timezone_offset": "+0300", "rate_per_min": rate,
+                        "max_concurrency": concurrency, "daily_limit": 100000000,
+                        "daily_reserve": 0, "incremental_every_s": 86400,
+                        "reconcile_every_s": 864000})
+        with open(path, "w") as f:
+            json.dump({"organizations": out}, f)
+        return path
+
+    def pipeline(self, db, orgs_path, processors=1, ingress=False, fetcher=False,
+                 extra_env=None):
+        """writer + processors (+ fetcher) (+ ingress) on free ports; returns a dict."""
+        url = self.pg.url(db)
+        r = subprocess.run([self.bin("writer/tds-writer"), "migrate"], capture_output=True,
+                           text=True, env=dict(os.environ, TDS_DATABASE_URL=url,
+                                               TDS_LOG_LEVEL="warn"))
+        if r.returncode != 0:
+            raise BenchError(f"tds-writer migrate failed: {r.stderr.strip()[-400:]}")
+        wport, aport = free_port(), free_port()
+        pports = [free_port() for _ in range(processors)]
+        fport = free_port()
+        base = {"TDS_DATABASE_URL": url, "TDS_CONFIG": orgs_path,
+                "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{wport}",
+                "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{aport}",
+                "TDS_PROCESSOR_CONNECT": ",".join(f"tcp://127.0.0.1:{p}" for p in pports),
+                "TDS_FETCHER_CONNECT": f"tcp://127.0.0.1:{fport}"}
+        base.update(extra_env or {})
+        pl = {"env": base, "url": url, "push": f"tcp://127.0.0.1:{wport}",
+              "ack": f"tcp://127.0.0.1:{aport}", "stages": {}}
+        pl["stages"]["writer"] = self.spawn("writer", [self.bin("writer/tds-writer")], dict(
+            base, TDS_WRITER_BIND=f"tcp://127.0.0.1:{wport}",
+            TDS_ACK_BIND=f"tcp://127.0.0.1:{aport}"))
+        for i, p in enumerate(pports):
+            pl["stages"][f"processor-{i}"] = self.spawn(
+                f"processor-{i}", [self.bin("processor/tds-processor")],
+                dict(base, TDS_PROCESSOR_BIND=f"tcp://127.0.0.1:{p}"))
+        if fetcher:
+            pl["stages"]["fetcher"] = self.spawn("fetcher", [self.bin("fetcher/tds-fetcher")],
+                                                 dict(base, TDS_FETCHER_BIND=f"tcp://127.0.0.1:{fport}"))
+        if ingress:
+            hport = free_port()
+            pl["hook_port"] = hport
+            pl["stages"]["ingress"] = self.spawn("ingress", [self.bin("ingress/tds-ingress")], dict(
+                base, TDS_INGRESS_LISTEN=f"127.0.0.1:{hport}",
+                TDS_INGRESS_JOURNAL_DIR=os.path.join(self.work, f"journal-{db}")))
+        for p in pl["stages"].values():
+            p.wait_ready()
+        return pl
+
+    def stop_pipeline(self, pl):
+        for name in ("ingress", "fetcher"):
+            if name in pl["stages"]:
+                self.stop(pl["stages"][name])
+        for name, p in pl["stages"].items():
+            if name.startswith("processor"):
+                self.stop(p)
+        self.stop(pl["stages"]["writer"])
+
+    # ---- 1. writer
+
+    def bench_writer(self):
+        db = "wbench"
+        self.pg.create_db(db)
+        pl = self.pipeline(db, self.orgs_file(os.path.join(self.work, "orgs-w.json"),
+                                              [("60001", SECRET)]))
+        drv = self.bin("tests/bench/bench_writer")
+        rows = self.sz["writer_rows"]
+        res = {"copy": [], "new": [], "update": []}
+        try:
+            for k in range(self.sz["repeats"]):
+                for mode in ("copy", "new", "update"):
+                    r = subprocess.run([drv, mode, "--dsn", pl["url"], "--push", pl["push"],
+                                        "--ack", pl["ack"], "--rows", str(rows)],
+                                       capture_output=True, text=True, timeout=900)
+                    m = re.search(r"rows_per_s=(\d+)", r.stdout)
+                    if r.returncode != 0 or not m:
+                        raise BenchError(f"bench_writer {mode} failed: {r.stderr.strip()}")
+                    res[mode].append(float(m.group(1)))
+                    log(f"writer repeat {k + 1} {mode}: {m.group(1)} rows/s")
+        finally:
+            self.stop_pipeline(pl)
+            self.pg.drop_db(db)
+        ceil = statistics.median(res["copy"])
+        self.copy_ceiling = ceil
+        self.figure("writer_copy", "writer ceiling: plain COPY", "rows/s", res["copy"],
+                    note=f"{rows} item rows (~1 KB raw) into an empty LIKE zoho.items table, one tx")
+        self.figure("writer_new", "writer: new rows", "rows/s", res["new"], ceil, "≥ 70% of COPY",
+                    note=f"{rows} rows, 200 per rows message, all acks received")
+        self.figure("writer_update", "writer: updated rows", "rows/s", res["update"], ceil,
+                    note="same rows, newer modified_time")
+
+    # ---- 2. processor
+
+    def bench_processor(self):
+        exe = self.bin("tests/unit/processor/bench_processor_transform")
+        pages = str(self.sz["transform_pages"])
+        vals, cpu_per = [], []
+        for k in range(self.sz["repeats"]):
+            r = subprocess.run([exe, pages], capture_output=True, text=True, timeout=600)
+            m = re.search(r"([\d.]+) items/s per CPU second", r.stdout)
+            if r.returncode != 0 or not m:
+                raise BenchError(f"bench_processor_transform failed: {r.stdout}{r.stderr}")
+            vals.append(float(m.group(1)))
+            log("processor repeat %d: %s" % (k + 1, r.stdout.strip()))
+        note = "pages of 200 detail items, CPU time of one thread"
+        cyc = self.perf_cycles(exe, pages)
+        if cyc is not None:
+            note += f"; {cyc:.0f} cycles/record (perf stat)"
+        else:
+            ns = 1e9 / statistics.median(vals)
+            mhz = self.cpu_mhz()
+            note += (f"; {ns:.0f} ns CPU/record"
+                     + (f" ≈ {ns * mhz / 1000:.0f} cycles at the nominal {mhz:.0f} MHz" if mhz else "")
+                     + " (perf has no cycle counter on this machine)")
+        self.figure("processor_items", "processor: items on one core", "items/s", vals,
+                    note=note)
+
+    def perf_cycles(self, exe, pages):
+        if not shutil.which("perf"):
+            return None
+        r = subprocess.run(["perf", "stat", "-x,", "-e", "cycles", exe, pages],
+                           capture_output=True, text=True)
+        for line in r.stderr.splitlines():
+            parts = line.split(",")
+            if len(parts) > 2 and parts[2].startswith("cycles") and parts[0].isdigit():
+                return int(parts[0]) / ((int(pages) + 16) * 200)
+        return None
+
+    @staticmethod
+    def cpu_mhz():
+        try:
+            for line in open("/proc/cpuinfo"):
+                if line.startswith("cpu MHz"):
+                    return float(line.split(":")[1])
+        except OSError:
+            pass
+        return None
+
+    # ---- webhook bodies
+
+    def templates(self, sim, org, entity, n):
+        t = http_json(f"{sim.url}/_sim/truth/{org}/{entity}?limit={n}")
+        return t["records"], t["id_field"], t["detail_key"]
+
+    def make_body(self, tmpl, idf, key, uid, mtime=None):
+        rec = dict(tmpl)
+        rec[idf] = uid
+        if mtime:
+            rec["last_modified_time"] = mtime
+        return json.dumps({key: rec}, ensure_ascii=False, separators=(",", ":")).encode()
+
+    # ---- 3. ingress + rows applied
+
+    def bench_ingress(self, sim):
+        db = "ibench"
+        self.pg.create_db(db)
+        n_orgs = self.sz["ingress_orgs"]
+        orgs = [("7%09d" % i, "secret-%d" % i) for i in range(n_orgs)]
+        opath = self.orgs_file(os.path.join(self.work, "orgs-i.json"), orgs + [("60001", SECRET)])
+        kinds = [self.templates(sim, "60001", e, 20) for e in ("items", "contacts", "invoices")]
+        pl = self.pipeline(db, opath, ingress=True)
+        ing = pl["stages"]["ingress"]
+        acc, p50, p99, applied, hz = [], [], [], [], []
+        wrapped = 0
+        try:
+            # /healthz ceiling of the same binary
+            for k in range(self.sz["repeats"]):
+                out = self.wrk(f"http://127.0.0.1:{ing.admin_port}/healthz", None,
+                               self.sz["ingress_s"])
+                hz.append(out["rps"])
+            for k in range(self.sz["repeats"]):
+                n_req = int(60000 * self.sz["ingress_s"])  # more than the machine can accept
+                reqfile = os.path.join(self.work, "requests.txt")
+                with open(reqfile, "wb") as f:
+                    for j in range(n_req):
+                        oid, sec = orgs[j % n_orgs]
+                        recs, idf, key = kinds[(j // n_orgs) % len(kinds)]
+                        body = self.make_body(recs[j % len(recs)], idf, key,
+                                              "47%02d%015d" % (k, j))
+                        sig = hmac.new(sec.encode(), body, hashlib.sha256).hexdigest()
+                        f.write(b"/webhooks/zoho/%s\t%s\t%s\n" % (oid.encode(), sig.encode(), body))
+                before = self.pg.query(db, "SELECT count(*) FROM tds.webhook_events")[0][0]
+                cpu0 = ing.cpu_s()
+                t0 = time.monotonic()
+                out = self.wrk(f"http://127.0.0.1:{pl['hook_port']}", reqfile,
+                               self.sz["ingress_s"])
+                cpu1 = ing.cpu_s()
+                wrapped += out.get("wrapped", 0)
+                if out["non200"]:
+                    self.notes.append(f"ingress answered {out['non200']} non-200 in repeat {k + 1}")
+                acc.append(out["ok"] / out["duration_s"])
+                p50.append(out["p50_ms"])
+                p99.append(out["p99_ms"])
+                target = before + out["ok"]
+                last = [before, time.monotonic()]
+
+                def done():
+                    c = self.pg.query(db, "SELECT count(*) FROM tds.webhook_events")[0][0]
+                    if c != last[0]:
+                        last[:] = [c, time.monotonic()]
+                    return c >= target
+                try:
+                    wait_until(done, 300, "webhook rows to be applied", interval=0.1)
+                except RuntimeError:
+                    self.failures.append(f"ingress repeat {k + 1}: {target - last[0]} of "
+                                         f"{out['ok']} accepted webhooks never applied")
+                applied.append((last[0] - before) / (last[1] - t0))
+                log(f"ingress repeat {k + 1}: {acc[-1]:.0f} accepted/s p50 {p50[-1]:.2f} ms "
+                    f"p99 {p99[-1]:.2f} ms, ingress CPU {1e6 * (cpu1 - cpu0) / max(out['ok'], 1):.1f}"
+                    f" us/webhook, applied {applied[-1]:.0f}/s")
+            os.unlink(reqfile)
+            self.bench_latency(pl, "60001", kinds[0])
+        finally:
+            self.stop_pipeline(pl)
+            self.pg.drop_db(db)
+        hzm = statistics.median(hz)
+        note = (f"wrk -t2 -c64 keep-alive, ~1.3 KB pre-signed bodies, {n_orgs} orgs x 3 entities, "
+                "journal fdatasync on the real disk, processor+writer+PostgreSQL on the same cores")
+        if wrapped:
+            note += f"; the request list wrapped {wrapped} times (duplicates were sent)"
+        self.figure("ingress_rps", "ingress: durable webhooks accepted", "req/s", acc, hzm,
+                    "≥ 30,000", note)
+        self.figure("ingress_p50", "ingress: latency p50 at max rate", "ms", p50)
+        self.figure("ingress_p99", "ingress: latency p99 at max rate", "ms", p99,
+                    target="≤ 10 at half rate")
+        self.figure("ingress_healthz", "ingress ceiling: admin /healthz", "req/s", hz)
+        self.figure("webhook_applied", "webhook rows applied end to end", "rows/s", applied,
+                    getattr(self, "writer_new_ceiling", None), "≥ 20,000",
+                    "accepted webhooks / time from the first POST to the last row committed")
+
+    def wrk(self, url, reqfile, seconds):
+        argv = ["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency"]
+        if reqfile:
+            argv += ["-s", os.path.join(HERE, "webhooks.lua")]
+        env = dict(os.environ, REQUESTS=reqfile or "")
+        r = subprocess.run(argv + [url], capture_output=True, text=True, env=env,
+                           timeout=seconds + 120)
+        if r.returncode != 0:
+            raise BenchError(f"wrk failed: {r.stderr}")
+        out = {}
+        m = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
+        out["rps"] = float(m.group(1))
+        m = re.search(r"BENCH (.*)", r.stdout)
+        if m:
+            out.update(json.loads(m.group(1)))
+        return out
+
+    # ---- 5. webhook → row latency
+
+    def bench_latency(self, pl, org, kind):
+        recs, idf, key = kind
+        rate, secs = 1000, self.sz["latency_s"]
+        n = rate * secs
+        lat_url = pl["url"]
+        port = pl["hook_port"]
+        bodies = []
+        for j in range(n):
+            uid = "48%017d" % j
+            body = self.make_body(recs[j % len(recs)], idf, key, uid)
+            sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+            bodies.append((uid, body, sig))
+        sent, seen = {}, {}
+        errors = []
+        stop = threading.Event()
+        truncated = [0]
+
+        conn = psycopg2.connect(lat_url)
+        conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+        conn.cursor().execute("LISTEN tds_changes")
+
+        def listener():
+            while not stop.is_set():
+                if select.select([conn], [], [], 0.2)[0]:
+                    conn.poll()
+                    t = time.monotonic()
+                    while conn.notifies:
+                        nt = conn.notifies.pop(0)
+                        try:
+                            p = json.loads(nt.payload)
+                        except ValueError:
+                            continue
+                        ids = p.get("tables", {}).get("items")
+                        if isinstance(ids, list):
+                            for i in ids:
+                                seen.setdefault(i, t)
+                        elif ids is not None:
+                            # too many ids for one payload: the writer sent a count;
+                            # the rows are committed now, so ask which they are
+                            truncated[0] += 1
+                            pending = [u for u in list(sent) if u not in seen]
+                            with conn.cursor() as cur:
+                                cur.execute("SELECT item_id FROM zoho.items WHERE org_id = %s "
+                                            "AND item_id = ANY(%s)", (org, pending))
+                                for (i,) in cur.fetchall():
+                                    seen.setdefault(i, t)
+
+        threads_n = 16
+        t_start = time.monotonic() + 0.5
+
+        def sender(j):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            for k in range(j, n, threads_n):
+                due = t_start + k / rate
+                d = due - time.monotonic()
+                if d > 0:
+                    time.sleep(d)
+                uid, body, sig = bodies[k]
+                t = time.monotonic()
+                try:
+                    c.request("POST", f"/webhooks/zoho/{org}", body,
+                              {"Content-Type": "application/json",
+                               "X-Zoho-Webhook-Signature": sig})
+                    r = c.getresponse()
+                    r.read()
+                    if r.status != 200:
+                        errors.append(r.status)
+                        continue
+                except OSError as e:
+                    errors.append(str(e))
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    continue
+                sent[uid] = t
+            c.close()
+
+        lt = threading.Thread(target=listener, daemon=True)
+        lt.start()
+        ts = [threading.Thread(target=sender, args=(j,)) for j in range(threads_n)]
+        try:
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            t_end = time.monotonic()
+            try:
+                # a backlog drains late: those rows count with their real latency
+                wait_until(lambda: all(u in seen for u in list(sent)), 120, "the last rows",
+                           interval=0.1)
+            except RuntimeError:
+                pass
+        finally:
+            stop.set()
+            lt.join()
+            conn.close()
+        lats = sorted((seen[u] - t) * 1000 for u, t in sent.items() if u in seen)
+        missing = len(sent) - len(lats)
+        achieved = len(sent) / (t_end - t_start)
+        if errors:
+            self.notes.append(f"latency run: {len(errors)} POSTs failed ({errors[:3]})")
+        if missing:
+            self.notes.append(f"latency run: {missing} rows never announced")
+        if truncated[0]:
+            self.notes.append(f"latency run: {truncated[0]} NOTIFY payloads carried counts, "
+                              "not ids (a backlog); their rows were looked up on arrival")
+        if not lats:
+            raise BenchError("latency run: no row was seen")
+
+        def pct(q):
+            return lats[min(len(lats) - 1, int(q * len(lats)))]
+        note = (f"{achieved:.0f} webhooks/s sent for {secs} s from 16 python threads; "
+                "POST start to NOTIFY tds_changes received")
+        self.lat = {"p50": pct(0.5), "p99": pct(0.99), "max": lats[-1]}
+        log(f"latency: p50 {pct(0.5):.2f} ms p99 {pct(0.99):.2f} ms max {lats[-1]:.2f} ms, "
+            f"{achieved:.0f}/s sent")
+        self.lat_runs.append((self.lat, note))
+
+    def latency_figures(self):
+        runs = self.lat_runs
+        note = runs[-1][1] if runs else None
+        self.figure("latency_p50", "webhook to row latency p50 at 1,000/s", "ms",
+                    [r["p50"] for r, _ in runs], target="≤ 2", note=note)
+        self.figure("latency_p99", "webhook to row latency p99 at 1,000/s", "ms",
+                    [r["p99"] for r, _ in runs], target="≤ 5")
+        self.figure("latency_max", "webhook to row latency max at 1,000/s", "ms",
+                    [r["max"] for r, _ in runs])
+
+    # ---- 4. end to end, memory, scaling
+
+    def full_sync(self, sim, org, items, processors=1, tag="e2e"):
+        db = tag
+        self.pg.create_db(db)
+        opath = self.orgs_file(os.path.join(self.work, f"orgs-{tag}.json"), [(org, SECRET)],
+                               sim.url)
+        pl = self.pipeline(db, opath, processors=processors, fetcher=True,
+                           extra_env={"TDS_FETCHER_MINUTE_MS": "1000",
+                                      "TDS_FETCHER_SCHEDULE": "false"})
+        try:
+            self.sync(pl, org, "warehouses", 120)
+            t0 = time.monotonic()
+            self.sync(pl, org, "items", 3600)
+            dt = time.monotonic() - t0
+            n, st = self.pg.query(db, "SELECT (SELECT count(*) FROM zoho.items), "
+                                      "(SELECT count(*) FROM zoho.item_stock)")[0]
+            if n != items:
+                self.failures.append(f"{tag}: {n} of {items} items in the database after the sync")
+            hwm = {name: p.hwm_kb() for name, p in pl["stages"].items()}
+        finally:
+            self.stop_pipeline(pl)
+            self.pg.drop_db(db)
+        log(f"{tag}: {items} items + {st} stock rows in {dt:.1f} s = {items / dt:.0f} items/s, "
+            f"peak RSS " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in hwm.items()))
+        return items / dt, st, hwm
+
+    def sync(self, pl, org, entity, timeout):
+        r = subprocess.run([self.bin("fetcher/tds-fetcher"), "sync", "--org", org, "--entity",
+                            entity, "--mode", "full"], capture_output=True, text=True,
+                           env=dict(os.environ, TDS_LOG_LEVEL="warn", **pl["env"]),
+                           timeout=timeout)
+        if r.returncode != 0:
+            raise BenchError(f"tds-fetcher sync {entity} failed ({r.returncode}): "
+                             f"{(r.stdout + r.stderr).strip()[-600:]}")
+
+    def bench_e2e(self, sim):
+        items, big = self.sz["e2e_items"], self.sz["mem_items"]
+        one, two, hwm_small, st = [], [], [], 0
+        for k in range(self.sz["repeats"]):
+            rps, st, hwm = self.full_sync(sim, "60011", items)
+            one.append(rps)
+            hwm_small.append(hwm)
+        for k in range(self.sz["repeats"]):
+            rps, _, _ = self.full_sync(sim, "60011", items, processors=2, tag="e2e2")
+            two.append(rps)
+        _, st_big, hwm_big = self.full_sync(sim, "60012", big, tag="e2ebig")
+        ceil = getattr(self, "copy_ceiling", None)
+        self.figure("e2e_full_sync", f"end to end full sync, {items // 1000}k items + stock",
+                    "items/s", one, ceil, "≥ 50% of COPY",
+                    f"simulator limits off, fetcher concurrency 10, {st} stock rows too; "
+                    "tds-fetcher sync until the final page commits")
+        self.figure("scaling_p1", "scaling: 1 processor", "items/s", one)
+        self.figure("scaling_p2", "scaling: 2 processors", "items/s", two,
+                    statistics.median(one), note="ratio = 2 processors / 1 processor")
+        for stage in ("fetcher", "processor-0", "writer"):
+            small = max(h[stage] for h in hwm_small) / 1024
+            large = hwm_big[stage] / 1024
+            self.figure(f"rss_{stage}_small", f"peak RSS {stage}, {items // 1000}k sync", "MB",
+                        [small], target="< 32")
+            self.figure(f"rss_{stage}_large", f"peak RSS {stage}, {big // 1000}k sync", "MB",
+                        [large], small, "within 20% of the small sync",
+                        "ratio = large / small (one run)")
+
+    # ---- 6. quota utilization
+
+    def bench_quota(self):
+        rate, minute = self.sz["quota_rate"], self.sz["quota_minute_ms"]
+        items = self.sz["quota_items"]
+        sim = self.start_sim("zohosim-quota", [
+            "--rate-per-min", str(rate), "--minute-ms", str(minute), "--concurrency", "10",
+            "--daily-limit", "0", "--org", f"id=60021,tz=+0300,stock=warehouses,warehouses=2,"
+            f"product=inventory,items={items},groups=2,contacts=2,invoices=2,salesorders=2"])
+        util, n429, reqs = [], [], []
+        try:
+            for k in range(self.sz["repeats"]):
+                db = "quota"
+                self.pg.create_db(db)
+                opath = self.orgs_file(os.path.join(self.work, "orgs-q.json"),
+                                       [("60021", SECRET)], sim.url, rate=rate)
+                pl = self.pipeline(db, opath, fetcher=True, extra_env={
+                    "TDS_FETCHER_MINUTE_MS": str(minute), "TDS_FETCHER_SCHEDULE": "false"})
+                try:
+                    self.sync(pl, "60021", "warehouses", 300)
+                    s0 = http_json(sim.url + "/_sim/stats")["orgs"]["60021"]
+                    t0 = time.monotonic()
+                    self.sync(pl, "60021", "items", 900)
+                    dt = time.monotonic() - t0
+                    s1 = http_json(sim.url + "/_sim/stats")["orgs"]["60021"]
+                finally:
+                    self.stop_pipeline(pl)
+                    self.pg.drop_db(db)
+                made = s1["requests"] - s0["requests"]
+                allowed = rate * dt * 1000 / minute
+                c429 = sum(s1["429"].values()) - sum(s0["429"].values())
+                util.append(100 * made / allowed)
+                n429.append(c429)
+                reqs.append(made)
+                log(f"quota repeat {k + 1}: {made} requests in {dt:.1f} s = "
+                    f"{dt * 1000 / minute:.2f} minutes x {rate} allowed: {util[-1]:.1f}%, "
+                    f"{c429} 429s")
+        finally:
+            self.stop(sim)
+        self.figure("quota_util", f"quota utilization at {rate}/min", "%", util, 100,
+                    "≥ 99", f"simulator minute = {minute} ms; {int(statistics.median(reqs))} "
+                    f"requests (list + detail of {items} items); requests / (N x minutes elapsed)")
+        self.figure("quota_429", "quota: 429 replies", "count", n429, target="0")
+
+    # ---- all
+
+    def machine(self):
+        mem = ""
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1048576:.1f} GiB"
+        model = "?"
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        with open("/proc/loadavg") as f:
+            load = " ".join(f.read().split()[:3])
+        return {"nproc": os.cpu_count(), "cpu": model, "memory": mem, "loadavg": load,
+                "kernel": platform.release(), "disk": self.disk()}
+
+    def disk(self):
+        r = subprocess.run(["df", "-h", "--output=source,fstype", self.work],
+                           capture_output=True, text=True)
+        return " ".join(r.stdout.split()[2:]) if r.returncode == 0 else "?"
+
+    def run(self):
+        t0 = time.monotonic()
+        self.lat_runs = []
+        m = self.machine()
+        san, btype = self.sanitized
+        print(f"machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, kernel "
+              f"{m['kernel']}, work dir on {m['disk']}; load average at start "
+              f"{m['loadavg']}", flush=True)
+        print(f"build: {self.build} ({btype}{', SANITIZERS: figures are not representative' if san else ''}); "
+              f"mode {self.mode}, {self.sz['repeats']} repeat(s) per figure", flush=True)
+        self.pg = Postgres(self.args.pg_stats)
+        s = self.pg.settings
+        print(f"postgresql {s['server_version']}: fsync={s['fsync']} synchronous_commit="
+              f"{s['synchronous_commit']} full_page_writes={s['full_page_writes']} "
+              f"shared_buffers={s['shared_buffers']} max_wal_size={s['max_wal_size']} "
+              f"(stock settings, on the same disk)", flush=True)
+        sim = None
+        try:
+            items, big = self.sz["e2e_items"], self.sz["mem_items"]
+            sim = self.start_sim("zohosim", [
+                "--limits-off",
+                "--org", "id=60001,tz=+0300,stock=warehouses,warehouses=2,product=inventory,"
+                         "items=200,groups=5,contacts=50,invoices=50,salesorders=5",
+                "--org", f"id=60011,tz=+0300,stock=warehouses,warehouses=2,product=inventory,"
+                         f"items={items},groups=2,contacts=2,invoices=2,salesorders=2",
+                "--org", f"id=60012,tz=+0530,stock=warehouses,warehouses=2,product=inventory,"
+                         f"items={big},groups=2,contacts=2,invoices=2,salesorders=2"])
+            steps = [("writer", self.bench_writer), ("processor", self.bench_processor),
+                     ("ingress", lambda: self.bench_ingress(sim)),
+                     ("e2e", lambda: self.bench_e2e(sim)), ("quota", self.bench_quota)]
+            for name, fn in steps:
+                if self.args.only and name not in self.args.only.split(","):
+                    continue
+                print(f"== {name}", file=sys.stderr, flush=True)
+                if name == "ingress":
+                    self.writer_new_ceiling = next((f["median"] for f in self.figures
+                                                    if f["key"] == "writer_new"), None)
+                ts = time.monotonic()
+                try:
+                    fn()
+                except (BenchError, RuntimeError, subprocess.TimeoutExpired) as e:
+                    self.failures.append(f"{name}: {e}")
+                    log(f"FAILED: {e}")
+                log(f"({name}: {time.monotonic() - ts:.0f} s)")
+                if name == "ingress":
+                    self.latency_figures()
+        finally:
+            for p in list(self.procs):
+                self.stop(p)
+            if self.args.pg_stats:
+                print("\nPostgreSQL statements by total time (ms, calls, ms/call, query):")
+                for r in self.pg.top_statements():
+                    print("  %8d %8d %9s  %s" % r)
+            self.pg.stop(remove=not self.args.keep)
+        self.report(m, time.monotonic() - t0)
+        if not self.args.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return 1 if self.failures else 0
+
+    def report(self, machine, elapsed):
+        def fmt(x):
+            if x is None:
+                return "—"
+            if abs(x) >= 100:
+                return f"{x:,.0f}"
+            if abs(x) >= 10:
+                return f"{x:.1f}"
+            return f"{x:.2f}"
+        rows = [("figure", "unit", "median (min–max)", "ceiling", "ratio", "target")]
+        for f in self.figures:
+            if "median" in f:
+                med = fmt(f["median"])
+                if len(f["values"]) > 1:
+                    med += f" ({fmt(f['min'])}–{fmt(f['max'])})"
+            else:
+                med = "n/a"
+            ratio = f"{100 * f['ratio']:.0f}%" if f.get("ratio") is not None else "—"
+            rows.append((f["figure"], f["unit"], med, fmt(f["ceiling"]), ratio,
+                         f["target"] or ""))
+        w = [max(len(r[i]) for r in rows) for i in range(6)]
+        print()
+        for i, r in enumerate(rows):
+            print("| " + " | ".join(c.ljust(w[j]) for j, c in enumerate(r)) + " |")
+            if i == 0:
+                print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+        print()
+        for f in self.figures:
+            if f.get("note"):
+                print(f"- {f['figure']}: {f['note']}")
+        for n in self.notes:
+            print(f"- note: {n}")
+        for n in self.failures:
+            print(f"- FAILED: {n}")
+        with open("/proc/loadavg") as f:
+            load = " ".join(f.read().split()[:3])
+        machine["loadavg_end"] = load
+        print(f"(whole run {elapsed:.0f} s; load average at the end {load}: the machine is "
+              f"shared, other processes' load lowers every figure)")
+        path = self.args.json or os.path.join(
+            HERE, "out", "smoke.json" if self.mode == "smoke" else "latest.json")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        san, btype = self.sanitized
+        with open(path, "w") as f:
+            json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "mode": self.mode, "machine": machine, "build": self.build,
+                       "buildtype": btype, "sanitizers": san, "postgresql": self.pg.settings,
+                       "figures": self.figures, "notes": self.notes,
+                       "failures": self.failures, "elapsed_s": elapsed}, f, indent=1)
+        print(f"json: {path}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build-dir", required=True)
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true")
+    g.add_argument("--smoke", action="store_true")
+    ap.add_argument("--only", help="comma-separated steps: writer,processor,ingress,e2e,quota")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    ap.add_argument("--json", help="where the JSON goes (default tests/bench/out/latest.json, "
+                    "smoke.json for --smoke)")
+    ap.add_argument("--pg-stats", action="store_true",
+                    help="load pg_stat_statements and print the costliest statements at the end")
+    ap.add_argument("--work-parent", default=None, help="where the temp work dir goes")
+    args = ap.parse_args()
+    b = Bench(args)
+    try:
+        sys.exit(b.run())
+    except KeyboardInterrupt:
+        for p in list(b.procs):
+            p.stop(5)
+        raise
+
+
+if __name__ == "__main__":
+    main()

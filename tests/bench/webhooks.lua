@@ -1,0 +1,51 @@
+-- wrk script for tests/bench: POST pre-signed webhooks from $REQUESTS, one
+-- request per line "path<TAB>signature<TAB>body" (written by bench.py, which
+-- signs every body with its org's secret: LuaJIT has no HMAC-SHA256 and
+-- signing here would measure wrk). Each thread takes its own slice of the
+-- file so no body is sent twice unless the slice runs out ("wrapped"), and
+-- done() prints one line "BENCH {json}" that bench.py parses.
+local threads = {}
+local counter = 0
+
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+
+local reqs, idx = {}, 0
+wrapped = 0
+
+function init(args)
+  local n = tonumber(os.getenv("WRK_THREADS") or "2")
+  local k = 0
+  for line in io.lines(os.getenv("REQUESTS")) do
+    if k % n == tid then
+      local path, sig, body = line:match("^([^\t]+)\t([^\t]+)\t(.*)$")
+      reqs[#reqs + 1] = wrk.format("POST", path,
+        {["Content-Type"] = "application/json", ["X-Zoho-Webhook-Signature"] = sig}, body)
+    end
+    k = k + 1
+  end
+end
+
+function request()
+  idx = idx + 1
+  if idx > #reqs then
+    idx = 1
+    wrapped = wrapped + 1
+  end
+  return reqs[idx]
+end
+
+function done(summary, latency, requests)
+  local w = 0
+  for _, t in ipairs(threads) do w = w + (t:get("wrapped") or 0) end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests":%d,"ok":%d,"non200":%d,"errors":%d,"duration_s":%.6f,' ..
+    '"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f,"wrapped":%d}\n',
+    summary.requests, summary.requests - e.status - e.connect - e.read - e.write - e.timeout,
+    e.status, e.connect + e.read + e.write + e.timeout, summary.duration / 1e6,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000, w))
+end
