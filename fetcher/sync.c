@@ -566,6 +566,144 @@ static void batch_done(struct batch *b)
     run_step(r);
 }
 
+/* One GET /{entity}/{id}; the batch counts it answered in on_detail. */
+static int queue_detail(struct batch *b, const char *id)
+{
+    struct run *r = b->r;
+    char endpoint[96];
+    snprintf(endpoint, sizeof(endpoint), "%s.detail", r->e->name);
+    struct dcall *dc = calloc(1, sizeof(*dc));
+    char *esc = tds_http_escape(id);
+    struct tds_buf path = {0};
+    int rc = (dc && esc) ? tds_buf_addf(&path, "%s%s", r->e->detail_path, esc) : -ENOMEM;
+    free(esc);
+    if (rc == 0) {
+        dc->b = b;
+        dc->id = strdup(id);
+        rc = dc->id ? tds_api_get(r->o->api, endpoint, path.p, NULL, on_detail, dc) : -ENOMEM;
+    }
+    tds_buf_deinit(&path);
+    if (rc != 0) {
+        if (dc)
+            free(dc->id);
+        free(dc);
+        return rc;
+    }
+    r->outstanding++;
+    return 0;
+}
+
+/* Books answers up to 100 items' details in one call (GET /itemdetails). */
+#define BULK_MAX 100
+
+struct bcall {
+    struct batch *b;
+    char **ids;
+    size_t n;
+};
+
+static void bcall_free(struct bcall *bc)
+{
+    for (size_t i = 0; i < bc->n; i++)
+        free(bc->ids[i]);
+    free(bc->ids);
+    free(bc);
+}
+
+static void on_bulk(const struct tds_api_result *res, void *ud)
+{
+    struct bcall *bc = ud;
+    struct batch *b = bc->b;
+    struct run *r = b->r;
+    r->outstanding--;
+    if (r->o->dropping) {
+        bcall_free(bc);
+        return;
+    }
+    r->api_calls++;
+    size_t handed = 0; /* ids passed on to single detail calls */
+    if (!r->failed && res->cls == TDS_ZAPI_OK) {
+        struct tds_span *spans = NULL;
+        size_t n = 0;
+        if (tds_json_array_spans(res->body, res->len, r->e->list_key, &spans, &n) != 0) {
+            run_fail(r, "itemdetails answer has no '%s' array", r->e->list_key);
+        } else {
+            for (size_t k = 0; k < n; k++) {
+                const char *rec = res->body + spans[k].off;
+                char idbuf[128];
+                if (tds_json_scalar(rec, spans[k].len, r->e->id_field, idbuf, sizeof(idbuf)) != 0)
+                    continue;
+                for (size_t i = 0; i < bc->n; i++) {
+                    if (!bc->ids[i] || strcmp(bc->ids[i], idbuf) != 0)
+                        continue;
+                    char *copy = malloc(spans[k].len + 1);
+                    if (!copy)
+                        break;
+                    memcpy(copy, rec, spans[k].len);
+                    copy[spans[k].len] = '\0';
+                    b->recs[b->n_recs].p = copy;
+                    b->recs[b->n_recs].n = spans[k].len;
+                    b->n_recs++;
+                    free(bc->ids[i]);
+                    bc->ids[i] = NULL;
+                    break;
+                }
+            }
+            free(spans);
+            /* Not in the answer: ask one by one (code 1002 there means deleted). */
+            for (size_t i = 0; i < bc->n && !r->failed; i++) {
+                if (!bc->ids[i])
+                    continue;
+                if (queue_detail(b, bc->ids[i]) != 0)
+                    run_fail(r, "out of memory queueing detail calls");
+                else
+                    handed++; /* on_detail counts it */
+            }
+        }
+    } else if (!r->failed) {
+        run_fail(r, "itemdetails failed: %s", res->error ? res->error : tds_zapi_class_name(res->cls));
+    }
+    b->got += bc->n - handed;
+    bcall_free(bc);
+    if (b->got == b->want)
+        batch_done(b);
+}
+
+static int queue_bulk(struct batch *b, char **ids, size_t n)
+{
+    struct run *r = b->r;
+    struct bcall *bc = calloc(1, sizeof(*bc));
+    struct tds_buf q = {0};
+    int rc = bc && (bc->ids = calloc(n, sizeof(*bc->ids))) ? 0 : -ENOMEM;
+    if (rc == 0) {
+        bc->b = b;
+        rc = tds_buf_add(&q, "item_ids=", 9);
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char *esc = tds_http_escape(ids[i]);
+        bc->ids[i] = strdup(ids[i]);
+        bc->n = i + 1;
+        rc = esc && bc->ids[i] ? tds_buf_addf(&q, "%s%s", i ? "%2C" : "", esc) : -ENOMEM;
+        free(esc);
+    }
+    if (rc == 0)
+        rc = tds_api_get(r->o->api, "items.itemdetails", "/itemdetails", q.p, on_bulk, bc);
+    tds_buf_deinit(&q);
+    if (rc != 0) {
+        if (bc)
+            bcall_free(bc);
+        return rc;
+    }
+    r->outstanding++;
+    return 0;
+}
+
+static bool use_bulk(const struct run *r)
+{
+    return strcmp(r->e->name, "items") == 0 && r->o->org->product &&
+           strcmp(r->o->org->product, "books") == 0;
+}
+
 /* Queue detail calls for ids; one detail page is sent when all answered. */
 static int start_batch(struct run *r, char **ids, size_t n)
 {
@@ -585,30 +723,21 @@ static int start_batch(struct run *r, char **ids, size_t n)
     b->next = r->batches;
     r->batches = b;
     r->n_batches++;
-    char endpoint[96];
-    snprintf(endpoint, sizeof(endpoint), "%s.detail", r->e->name);
-    for (size_t i = 0; i < n; i++) {
-        struct dcall *dc = calloc(1, sizeof(*dc));
-        char *esc = tds_http_escape(ids[i]);
-        struct tds_buf path = {0};
-        int rc = (dc && esc) ? tds_buf_addf(&path, "%s%s", r->e->detail_path, esc) : -ENOMEM;
-        free(esc);
-        if (rc == 0) {
-            dc->b = b;
-            dc->id = strdup(ids[i]);
-            rc = dc->id ? tds_api_get(r->o->api, endpoint, path.p, NULL, on_detail, dc) : -ENOMEM;
+    if (use_bulk(r)) {
+        for (size_t i = 0; i < n; i += BULK_MAX) {
+            size_t k = n - i < BULK_MAX ? n - i : BULK_MAX;
+            if (queue_bulk(b, ids + i, k) != 0) {
+                b->want -= k; /* never asked: count them answered */
+                run_fail(r, "out of memory queueing detail calls");
+            }
         }
-        tds_buf_deinit(&path);
-        if (rc != 0) {
-            if (dc)
-                free(dc->id);
-            free(dc);
-            /* count it as answered so the batch can close */
-            b->want--;
-            run_fail(r, "out of memory queueing detail calls");
-            continue;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if (queue_detail(b, ids[i]) != 0) {
+                b->want--;
+                run_fail(r, "out of memory queueing detail calls");
+            }
         }
-        r->outstanding++;
     }
     if (b->want == b->got)
         batch_done(b);

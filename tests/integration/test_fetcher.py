@@ -514,3 +514,25 @@ def test_invalid_records_do_not_stop_a_run(procs, db, sim, tmp_path):
     truth = {r["item_id"] for r in s.truth("60001", "items")["records"]} - bad_ids
     live = {k for k, v in p.db_rows("60001", "items").items() if not v["deleted"]}
     assert truth <= live, sorted(truth - live)[:5]
+
+
+def test_books_items_use_batch_details(procs, db, sim, tmp_path):
+    """Books answers 100 items' details per call (GET /itemdetails); ids it
+    leaves out are asked one by one (1002 → deleted)."""
+    s = sim(orgs=["id=60002,tz=+0530,stock=locations,product=books,items=230,groups=2,contacts=5,"
+                  "invoices=5,salesorders=5,warehouses=2"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60002", tz="+0530", product="books")])
+    p.start_fetcher()
+    p.sync("60002", "items", "full")
+    st = s.stats()["orgs"]["60002"]["endpoints"]
+    assert st["itemdetails"] == 3 and st["items.detail"] == 0, st
+    p.compare("60002", "items")
+    s.mutate("60002", "items", update=3, delete=1)
+    s.reset_stats()
+    p.sync("60002", "items", "incremental")
+    st = s.stats()["orgs"]["60002"]["endpoints"]
+    assert st["itemdetails"] == 1 and st["items.detail"] == 0, st
+    p.sync("60002", "items", "reconcile")   # the deleted id is confirmed by a single call
+    p.compare("60002", "items")
+    st = s.stats()["orgs"]["60002"]["endpoints"]
+    assert st["items.detail"] == 1, st
