@@ -37,6 +37,7 @@ struct tds_oauth {
     struct tds_http *http;
     struct tds_events *events;
     struct tds_series *m_refreshed;
+    struct tds_metrics *metrics;
     tds_oauth_change_cb cb;
     void *ud;
     struct tds_log_ctx lctx;
@@ -89,6 +90,7 @@ int tds_oauth_new(struct tds_oauth **out, const struct tds_org *org, const struc
     o->cb = cb;
     o->ud = ud;
     o->lctx.org = org->org_id;
+    o->metrics = metrics;
     if (metrics) {
         char *e = tds_metrics_escape(org->org_id);
         if (e) {
@@ -144,6 +146,22 @@ static bool adopt(struct tds_oauth *o, const struct tds_token_row *r, int64_t no
 }
 
 static void on_refreshed(const struct tds_http_resp *resp, void *ud);
+
+static void count_failure(struct tds_oauth *o, const char *reason)
+{
+    if (!o->metrics)
+        return;
+    char *oe = tds_metrics_escape(o->org->org_id);
+    if (!oe)
+        return;
+    struct tds_series *c = tds_metrics_getf(o->metrics, TDS_COUNTER,
+                                            "tds_fetcher_token_refresh_failures_total",
+                                            "Failed Zoho token refreshes by organization and reason",
+                                            "org=\"%s\",reason=\"%s\"", oe, reason);
+    free(oe);
+    if (c)
+        tds_series_inc(c, 1);
+}
 
 /* Start a refresh if we may. Returns a TDS_OAUTH_* code for the caller. */
 static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms)
@@ -295,6 +313,7 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
     }
     case TDS_ZOAUTH_DENIED:
         o->locked_until_ms = now + o->cfg.lockout_ms;
+        count_failure(o, "access_denied");
         tds_store_token_fail(o->store, org, "locked", o->locked_until_ms, z->error);
         tds_events_emit(o->events, "tds.zoho.token.refresh_failed", "org", org, "reason",
                         "access_denied", NULL);
@@ -306,6 +325,7 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
         break;
     case TDS_ZOAUTH_INVALID: {
         bool revoked = strcmp(z->error, "invalid_code") == 0;
+        count_failure(o, revoked ? "revoked" : "invalid_client");
         o->paused = true;
         o->last_pause_check_ms = now;
         tds_store_token_fail(o->store, org, revoked ? "revoked" : "invalid", 0, z->error);
@@ -319,6 +339,7 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
         break;
     }
     case TDS_ZOAUTH_RETRY:
+        count_failure(o, resp->transport_ok ? "server_error" : "timeout");
         o->attempts++;
         o->next_attempt_ms = now + tds_backoff_ms(o->attempts, 2000, 300000, (uint32_t)rand());
         tds_store_token_fail(o->store, org, "ok", 0, z->error);

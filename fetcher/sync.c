@@ -415,6 +415,31 @@ static void request_finished(struct tds_sync *s, struct run *r)
         tds_store_request_done(s->store, r->request_id);
 }
 
+static void count_run(struct run *r, const char *status)
+{
+    struct tds_metrics *m = r->o->s->metrics;
+    if (!m)
+        return;
+    char *oe = tds_metrics_escape(r->o->org->org_id);
+    if (!oe)
+        return;
+    struct tds_series *c = tds_metrics_getf(m, TDS_COUNTER, "tds_fetcher_runs_total",
+                                            "Sync runs finished, by organization, entity and status",
+                                            "org=\"%s\",entity=\"%s\",status=\"%s\"", oe,
+                                            r->e->name, status);
+    if (c)
+        tds_series_inc(c, 1);
+    if (strcmp(status, "completed") == 0) {
+        struct tds_series *g = tds_metrics_getf(
+            m, TDS_GAUGE, "tds_fetcher_last_success_timestamp_seconds",
+            "When a run of this organization and entity last completed (Unix time)",
+            "org=\"%s\",entity=\"%s\"", oe, r->e->name);
+        if (g)
+            tds_series_set(g, (double)tds_wall_ms() / 1000.0);
+    }
+    free(oe);
+}
+
 static void run_fail(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void run_fail(struct run *r, const char *fmt, ...)
 {
@@ -426,6 +451,7 @@ static void run_fail(struct run *r, const char *fmt, ...)
     vsnprintf(r->error, sizeof(r->error), fmt, ap);
     va_end(ap);
     r->failed = true;
+    count_run(r, "failed");
     tds_log(TDS_LOG_ERROR, &r->lctx, "sync run failed: %s", r->error);
     tds_store_run_progress(s->store, r->id, r->pages_fetched, r->records_fetched, r->api_calls);
     tds_store_run_fail(s->store, r->id, r->error);
@@ -441,6 +467,7 @@ static void run_fail(struct run *r, const char *fmt, ...)
 static void run_completed(struct run *r)
 {
     struct tds_sync *s = r->o->s;
+    count_run(r, "completed");
     tds_log(TDS_LOG_INFO, &r->lctx, "sync run completed: %lld pages, %lld records, %lld api calls",
             (long long)r->pages_fetched, (long long)r->records_fetched, (long long)r->api_calls);
     char recs[32];

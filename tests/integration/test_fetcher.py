@@ -46,6 +46,8 @@ def test_full_sync_of_every_entity_equals_truth(procs, db, sim, tmp_path):
                  "tds_fetcher_run_records"):
         assert name in text, name
     assert f.metric("tds_fetcher_pages_inflight") == 0
+    assert f.metric("tds_fetcher_runs_total", {"status": "completed"}) == len(ALL)
+    assert f.metric("tds_fetcher_last_success_timestamp_seconds", {"entity": "items"}) > time.time() - 120
     status = json.loads(http_get(f.admin_url + "/status")[1])
     org = status["organizations"][0]
     assert org["owned"] and org["token"] == "ok" and org["quota_remaining"] > 0, status
@@ -349,6 +351,8 @@ def test_invalid_refresh_token_pauses_the_org(procs, db, sim, tmp_path):
     assert runs[0]["status"] == "failed" and "paused" in runs[0]["error"], runs
     row = db.query("SELECT status, last_error FROM tds.oauth_tokens WHERE org_id = '60001'")
     assert row[0][0] in ("revoked", "invalid"), row
+    assert f.metric("tds_fetcher_token_refresh_failures_total") == 1
+    assert f.metric("tds_fetcher_runs_total", {"status": "failed"}) == 1
     assert db.query("SELECT count(*) FROM tds.alerts WHERE rule LIKE 'zoho_token_%%' "
                     "AND severity = 'critical'")[0][0] == 1
     errors = s.stats()["token"]["errors"]
