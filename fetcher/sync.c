@@ -249,6 +249,7 @@ struct tds_sync {
     bool stopping;
     struct tds_series *m_inflight, *m_dropped;
     struct tds_log_limit send_log;
+    struct tds_log_limit resend_log;
 };
 
 static void run_step(struct run *r);
@@ -1433,8 +1434,9 @@ static void on_tick(struct tds_loop *loop, void *ud)
         struct inflight *f = &s->inf[i];
         if (!f->sent || now - f->sent_ms >= s->cfg.ack_timeout_ms) {
             if (f->sent)
-                tds_log(TDS_LOG_INFO, NULL, "page %s not acked within %lld ms, sending it again", f->id,
-                        (long long)s->cfg.ack_timeout_ms);
+                tds_log_limited(&s->resend_log, TDS_LOG_INFO, NULL,
+                                "page %s not acked within %lld ms, sending again", f->id,
+                                (long long)s->cfg.ack_timeout_ms);
             send_one(s, f);
         }
     }
@@ -1460,6 +1462,7 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
     s->orgs = orgs;
     s->cfg = *cfg;
     s->send_log.interval_ms = 30000;
+    s->resend_log.interval_ms = 10000;
     if (s->cfg.max_inflight < 2)
         s->cfg.max_inflight = 2;
     if (s->cfg.fetch_queue_max <= 0)

@@ -540,3 +540,29 @@ def test_books_items_use_batch_details(procs, db, sim, tmp_path):
     p.compare("60002", "items")
     st = s.stats()["orgs"]["60002"]["endpoints"]
     assert st["items.detail"] == 1, st
+
+
+def test_credits_and_resend_while_the_writer_is_down(procs, db, sim, tmp_path):
+    """With the writer gone, at most TDS_FETCHER_MAX_INFLIGHT pages wait for
+    acks and the fetcher stops paging; they are sent again after the ack
+    timeout, and when the writer is back the run completes exactly."""
+    s = sim(orgs=[small_org(items=600, contacts=5, invoices=5, salesorders=5, groups=2)],
+            extra_args=["--limits-off"])
+    p = Pipeline(procs, db, s, tmp_path,
+                 fetcher_env={"TDS_FETCHER_MAX_INFLIGHT": "4", "TDS_FETCHER_ACK_TIMEOUT_MS": "1000"},
+                 orgs=[org_spec("60001", rate_per_min=6000)])
+    f = p.start_fetcher()
+    p.writer.stop()
+    rid = p.request("60001", "items", "full")
+    wait_until(lambda: f.metric("tds_fetcher_pages_inflight") >= 3, timeout=30,
+               what="pages waiting for acks")
+    time.sleep(3)
+    assert f.metric("tds_fetcher_pages_inflight") <= 4
+    calls = s.stats()["orgs"]["60001"]["requests"]
+    time.sleep(2)
+    assert s.stats()["orgs"]["60001"]["requests"] == calls   # no paging ahead of the writer
+    assert "not acked within 1000 ms, sending again" in f.stderr_text()
+    p.writer.start()
+    runs = p.wait_request(rid, timeout=120)
+    assert runs[0]["status"] == "completed", runs
+    p.compare("60001", "items")
