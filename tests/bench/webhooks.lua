@@ -3,7 +3,8 @@
 -- signs every body with its org's secret: LuaJIT has no HMAC-SHA256 and
 -- signing here would measure wrk). Each thread takes its own slice of the
 -- file so no body is sent twice unless the slice runs out ("wrapped"), and
--- done() prints one line "BENCH {json}" that bench.py parses.
+-- done() prints one line "BENCH {json}" that bench.py parses. RATE > 0 paces
+-- each connection at RATE requests/s (the smoke run keeps its backlog small).
 local threads = {}
 local counter = 0
 
@@ -14,6 +15,7 @@ function setup(thread)
 end
 
 local reqs, idx = {}, 0
+local pace_ms = 0
 wrapped = 0
 
 function init(args)
@@ -27,6 +29,12 @@ function init(args)
     end
     k = k + 1
   end
+  local rate = tonumber(os.getenv("RATE") or "0")
+  if rate > 0 then pace_ms = 1000 / rate end
+end
+
+function delay()
+  return pace_ms
 end
 
 function request()
