@@ -32,6 +32,7 @@ struct call {
     void *ud;
     int attempts;       /* transient failures so far */
     int auth_refreshes; /* forced refreshes for this call */
+    int auth_same_token; /* code 57 under 200 retried without a refresh */
     int64_t not_before_ms;
     int64_t ticket;
     int64_t sent_ms;
@@ -492,12 +493,28 @@ static void on_done(const struct tds_http_resp *resp, void *ud)
         q_push(a, c, true);
         break;
     case TDS_ZAPI_AUTH:
-        if (c->auth_refreshes < 1) {
+        if (resp->status == 200 && c->auth_same_token < 1) {
+            /* Code 57 under HTTP 200 has been seen with tokens that were
+             * fine: ask once more before spending one of the few refreshes. */
+            c->auth_same_token++;
+            c->not_before_ms = now + 200;
+            q_push(a, c, true);
+        } else if (c->auth_refreshes < 1) {
             c->auth_refreshes++;
             tds_log(TDS_LOG_INFO, &a->lctx, "zoho refused the access token (code %lld), refreshing once",
                     (long long)code);
             tds_oauth_invalidate(a->oauth, c->token);
             q_push(a, c, true);
+        } else if (++c->attempts < a->cfg.max_attempts) {
+            /* Refused again with a fresh token: a transient refusal, or a
+             * missing scope. Back off like any other failure; no further
+             * refresh (the refresh budget is small and shared). */
+            int64_t d = tds_backoff_ms(c->attempts, a->cfg.backoff_base_ms, a->cfg.backoff_max_ms,
+                                       (uint32_t)rand());
+            tds_log(TDS_LOG_WARN, &a->lctx, "%s refused with a fresh token (code %lld), retrying in %lld ms",
+                    c->endpoint, (long long)code, (long long)d);
+            c->not_before_ms = now + d;
+            q_push(a, c, false);
         } else {
             finish(a, c, cls, code, resp->status, resp->body, resp->len,
                    "zoho refused a freshly refreshed token (code 57: missing scope?)");

@@ -178,7 +178,7 @@ def test_faults_are_survived(procs, db, sim, tmp_path):
                what="a token timeout")
     s.faults(clear=True)
     s.faults(p500=0.05, p502=0.03, p503=0.03, p_reset=0.04, p_truncate=0.05, p_slow=0.05,
-             slow_ms=300)
+             slow_ms=300, p_expired_token_200=0.02)
     runs = p.wait_request(rid, timeout=120)
     assert runs[0]["status"] == "completed", runs
     rid2 = p.request("60001", "contacts", "full")
@@ -186,6 +186,9 @@ def test_faults_are_survived(procs, db, sim, tmp_path):
     assert runs[0]["status"] == "completed", runs
     st = s.stats()["orgs"]["60001"]
     assert st["faults"] > 5, st
+    # spurious code 57 under HTTP 200 did not burn the refresh budget
+    assert s.stats()["token"]["refreshes"] <= 2
+    assert s.stats()["token"]["access_denied"] == 0
     s.faults(clear=True)
     p.compare("60001", "items")
     p.compare("60001", "contacts")
