@@ -67,6 +67,8 @@ import socket, sys
 busy = []
 for p in map(int, sys.argv[1:]):
     s = socket.socket()
+    # As the servers do: connections of a previous run in TIME_WAIT do not count.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("127.0.0.1", p))
     except OSError:
