@@ -9,7 +9,6 @@
  * restarts: unacked sources are resent by their origin.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <malloc.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -27,6 +26,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "msg.h"
+#include "stage.h"
 #include "util.h"
 #include "worker.h"
 
@@ -211,34 +211,25 @@ static void on_drain(struct tds_loop *loop, void *ud)
         tds_loop_stop(loop);
 }
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: tds-processor [--help] [--version] [--print-config]\n"
-            "\n"
-            "Receives event and page messages (PULL), validates and transforms each Zoho\n"
-            "record into rows for the zoho.* tables, and sends one rows message per input\n"
-            "message to the writer (PUSH). Stateless: run as many replicas as needed.\n"
-            "\n"
-            "Environment:\n");
-    for (size_t i = 0; i < N_CONFIG; i++)
-        fprintf(f, "  %-22s %s (default: '%s')\n", config_table[i].env, config_table[i].help,
-                config_table[i].def ? config_table[i].def : "");
-}
+static const struct tds_stage stage = {
+    .name = "processor",
+    .usage = "usage: tds-processor [--help] [--version] [--print-config]\n"
+             "\n"
+             "Receives event and page messages (PULL), validates and transforms each Zoho\n"
+             "record into rows for the zoho.* tables, and sends one rows message per input\n"
+             "message to the writer (PUSH). Stateless: run as many replicas as needed.\n"
+             "\n",
+    .table = config_table,
+    .n = N_CONFIG,
+};
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {"print-config", no_argument, NULL, 'p'},
-        {NULL, 0, NULL, 0},
-    };
+    struct tds_stage_cmdline cl;
     struct settings cfg;
     struct app a;
-    char err[256], origin[320], host[256];
-    bool print_config = false;
-    int c, rc, status = 1;
+    char origin[320], host[256];
+    int rc, status = 1;
     enum tds_log_level level;
 
     memset(&cfg, 0, sizeof(cfg));
@@ -248,38 +239,11 @@ int main(int argc, char **argv)
      * message (measured: 17k → 28k items/s in tests/unit/processor's bench). */
     mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
     mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "hVp", opts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            usage(stdout);
-            return 0;
-        case 'V':
-            printf("tds-processor %s\n", TDS_VERSION);
-            return 0;
-        case 'p':
-            print_config = true;
-            break;
-        default:
-            fprintf(stderr, "tds-processor: unknown argument '%s'\n", argv[optind - 1]);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "tds-processor: unexpected argument '%s'\n", argv[optind]);
+    if ((rc = tds_stage_args(&stage, argc, argv, 0, &cl)) != TDS_STAGE_CONTINUE)
+        return rc;
+    if (tds_stage_config(&stage, &cfg, &level) != 0)
         return 2;
-    }
-    if (tds_config_load(config_table, N_CONFIG, &cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "tds-processor: %s\n", err);
-        tds_config_free(config_table, N_CONFIG, &cfg);
-        return 2;
-    }
-    if (tds_log_level_parse(cfg.log_level, &level) != 0) {
-        fprintf(stderr, "tds-processor: invalid TDS_LOG_LEVEL: '%s'\n", cfg.log_level);
-        tds_config_free(config_table, N_CONFIG, &cfg);
-        return 2;
-    }
-    if (print_config) {
+    if (cl.print_config) {
         tds_config_print(config_table, N_CONFIG, &cfg, stdout);
         tds_config_free(config_table, N_CONFIG, &cfg);
         return 0;
@@ -293,14 +257,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    tds_log_init("processor", level);
-    if (!cfg.instance[0]) {
-        if (gethostname(host, sizeof(host)) != 0)
-            snprintf(host, sizeof(host), "unknown");
-        host[sizeof(host) - 1] = '\0';
-    } else {
-        snprintf(host, sizeof(host), "%s", cfg.instance);
-    }
+    tds_stage_instance(cfg.instance, host, sizeof(host));
     snprintf(origin, sizeof(origin), "processor.%s", host);
     a.send_log.interval_ms = 10000;
 
