@@ -13,6 +13,7 @@
 #include "config.h"
 #include "entities.h"
 #include "log.h"
+#include "msg.h"
 #include "loop.h"
 #include "store.h"
 #include "sync.h"
@@ -93,6 +94,14 @@ static void schedule_org(struct tds_schedule *s, size_t oi, int64_t now)
     }
 }
 
+static void take_fetch(void *ud, const char *org, const char *entity, const char *zoho_id)
+{
+    struct tds_schedule *s = ud;
+    struct tds_msg_fetch f = {.org = (char *)org, .entity = (char *)entity,
+                              .zoho_id = (char *)zoho_id, .origin = NULL};
+    tds_sync_on_fetch(s->sync, &f);
+}
+
 static void claim_requests(struct tds_schedule *s)
 {
     const char **owned = calloc(s->orgs->n ? s->orgs->n : 1, sizeof(*owned));
@@ -102,6 +111,18 @@ static void claim_requests(struct tds_schedule *s)
     for (size_t i = 0; i < s->orgs->n; i++)
         if (tds_sync_owned(s->sync, s->orgs->orgs[i].org_id))
             owned[n_owned++] = s->orgs->orgs[i].org_id;
+    /* Fetches by id that reached a replica not owning the organization. */
+    for (int round = 0; n_owned && round < 8; round++) {
+        int n = tds_store_request_take_fetches(s->store, s->instance, owned, n_owned, 500,
+                                               take_fetch, s);
+        if (n < 0) {
+            tds_log_limited(&s->db_log, TDS_LOG_WARN, NULL, "could not read fetch requests: %s",
+                            tds_store_error(s->store));
+            break;
+        }
+        if (n < 500)
+            break;
+    }
     for (int round = 0; n_owned && round < 16; round++) {
         int64_t skip[MAX_REQ_IDS];
         size_t n_skip = tds_sync_request_ids(s->sync, skip, MAX_REQ_IDS);

@@ -523,7 +523,7 @@ int tds_store_request_claim(struct tds_store *s, const char *instance, const cha
     PGresult *r = run(s,
                       "UPDATE tds.sync_requests SET claimed_by = $1, claimed_at = now() WHERE id = ("
                       "SELECT id FROM tds.sync_requests WHERE done_at IS NULL AND org_id = ANY($2::text[]) "
-                      "AND NOT (id = ANY($3::bigint[])) ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1) "
+                      "AND mode <> 'fetch' AND NOT (id = ANY($3::bigint[])) ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1) "
                       "RETURNING id, org_id, entity, mode",
                       3, p);
     free(oa);
@@ -539,6 +539,46 @@ int tds_store_request_claim(struct tds_store *s, const char *instance, const cha
     }
     PQclear(r);
     return 0;
+}
+
+int tds_store_request_fetch(struct tds_store *s, const char *org, const char *entity,
+                            const char *zoho_id, const char *instance)
+{
+    const char *p[] = {org, entity, zoho_id, instance};
+    return exec0(s,
+                 "INSERT INTO tds.sync_requests (org_id, entity, mode, zoho_id, requested_by) "
+                 "VALUES ($1, $2, 'fetch', $3, $4)",
+                 4, p);
+}
+
+int tds_store_request_take_fetches(struct tds_store *s, const char *instance,
+                                   const char *const *orgs, size_t n_orgs, int max,
+                                   void (*fn)(void *ud, const char *org, const char *entity,
+                                              const char *zoho_id),
+                                   void *ud)
+{
+    if (n_orgs == 0)
+        return 0;
+    char *oa = text_array(orgs, n_orgs);
+    if (!oa)
+        return -ENOMEM;
+    char lim[16];
+    snprintf(lim, sizeof(lim), "%d", max);
+    const char *p[] = {instance, oa, lim};
+    PGresult *r = run(s,
+                      "UPDATE tds.sync_requests SET claimed_by = $1, claimed_at = now(), done_at = now() "
+                      "WHERE id IN (SELECT id FROM tds.sync_requests WHERE done_at IS NULL "
+                      "AND mode = 'fetch' AND org_id = ANY($2::text[]) ORDER BY id "
+                      "FOR UPDATE SKIP LOCKED LIMIT $3::int) RETURNING org_id, entity, zoho_id",
+                      3, p);
+    free(oa);
+    if (!r)
+        return -EIO;
+    int n = PQntuples(r);
+    for (int i = 0; i < n; i++)
+        fn(ud, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+    PQclear(r);
+    return n;
 }
 
 int tds_store_request_set_run(struct tds_store *s, int64_t id, const char *run_id)

@@ -97,6 +97,17 @@ struct tds_request {
 int tds_store_request_claim(struct tds_store *s, const char *instance, const char *const *orgs,
                             size_t n_orgs, const int64_t *skip, size_t n_skip,
                             struct tds_request *out, bool *found);
+/* Hand a fetch-by-id to the organization's owner: an open request with
+ * mode 'fetch' and the record id. */
+int tds_store_request_fetch(struct tds_store *s, const char *org, const char *entity,
+                            const char *zoho_id, const char *instance);
+/* Take up to max open by-id requests of these orgs (closing them); calls
+ * fn for each. Returns how many were taken, or -EIO. */
+int tds_store_request_take_fetches(struct tds_store *s, const char *instance,
+                                   const char *const *orgs, size_t n_orgs, int max,
+                                   void (*fn)(void *ud, const char *org, const char *entity,
+                                              const char *zoho_id),
+                                   void *ud);
 int tds_store_request_set_run(struct tds_store *s, int64_t id, const char *run_id);
 int tds_store_request_done(struct tds_store *s, int64_t id);
 

@@ -35,6 +35,11 @@
 #define RUN_ID_MAX 128
 #define FETCH_CONCURRENCY 4
 #define DELETE_CHUNK 200
+/* A failed run is run again (same request) this many times: records it
+ * listed may have landed as LIST rows whose detail it never fetched. */
+#define RUN_RETRIES 5
+#define RUN_RETRY_BASE_MS 2000
+#define RUN_RETRY_MAX_MS 30000
 
 /* ---- a small string set (ids seen, fetch coalescing) ---- */
 
@@ -144,6 +149,8 @@ struct job {
     char mode[16];
     int64_t request_id;
     bool last_of_request;
+    int attempt;            /* 0 the first time; retries after a failure count up */
+    int64_t not_before_ms;  /* monotonic; a retried job waits out its backoff */
     struct job *next;
 };
 
@@ -166,6 +173,8 @@ struct run {
     char mode[16];
     int64_t request_id;
     bool last_of_request;
+    int attempt;
+    char job_mode[16];  /* the mode asked for (an incremental without cursor runs as full) */
     int64_t start_wall_ms;
     int64_t next_page;
     bool list_done, list_busy;
@@ -410,6 +419,34 @@ static void run_retire(struct org_rt *o, struct run *r)
     }
 }
 
+/* Put a job back at the head of the queue, to run after a backoff. false
+ * when it is not retried (stopping, not owned, retries used up, no memory). */
+static bool job_retry(struct org_rt *o, const struct tds_entity *e, const char *mode,
+                      int64_t request_id, bool last_of_request, int attempt)
+{
+    if (o->s->stopping || !o->owned || attempt >= RUN_RETRIES)
+        return false;
+    struct job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return false;
+    j->e = e;
+    snprintf(j->mode, sizeof(j->mode), "%s", mode);
+    j->request_id = request_id;
+    j->last_of_request = last_of_request;
+    j->attempt = attempt + 1;
+    int64_t d = RUN_RETRY_BASE_MS << (attempt < 4 ? attempt : 4);
+    if (d > RUN_RETRY_MAX_MS)
+        d = RUN_RETRY_MAX_MS;
+    j->not_before_ms = tds_now_ms() + d;
+    j->next = o->jobs;
+    o->jobs = j;
+    if (!o->jobs_tail)
+        o->jobs_tail = j;
+    tds_log(TDS_LOG_INFO, &o->lctx, "%s %s run will be retried in %lld ms (attempt %d of %d)", e->name,
+            mode, (long long)d, j->attempt + 1, RUN_RETRIES + 1);
+    return true;
+}
+
 static void request_finished(struct tds_sync *s, struct run *r)
 {
     if (r->request_id > 0 && r->last_of_request)
@@ -459,8 +496,11 @@ static void run_fail(struct run *r, const char *fmt, ...)
     tds_events_emit(s->events, "tds.zoho.sync.failed", "org", r->o->org->org_id, "entity", r->e->name,
                     "run", r->id, "mode", r->mode, "error", r->error, NULL);
     tds_store_alert(s->store, "zoho_sync_failed", "error", r->o->org->org_id, r->e->name, r->error);
-    request_finished(s, r);
     struct org_rt *o = r->o;
+    /* Run it again rather than leave listed records without their detail;
+     * the request stays open meanwhile. */
+    if (!job_retry(o, r->e, r->job_mode, r->request_id, r->last_of_request, r->attempt))
+        request_finished(s, r);
     run_retire(o, r);
     org_next(o);
 }
@@ -1115,6 +1155,8 @@ static struct run *run_new(struct org_rt *o, struct job *j)
     snprintf(r->mode, sizeof(r->mode), "%s", j->mode);
     r->request_id = j->request_id;
     r->last_of_request = j->last_of_request;
+    r->attempt = j->attempt;
+    snprintf(r->job_mode, sizeof(r->job_mode), "%s", j->mode);
     r->start_wall_ms = tds_wall_ms();
     r->next_page = 1;
     char *u = tds_uid("r");
@@ -1155,8 +1197,11 @@ static void run_start(struct org_rt *o, struct job *j)
         int64_t last = 0;
         if (tds_store_state_get(s->store, o->org->org_id, r->e->name, &cursor, &last) != 0) {
             /* a request stays open and is taken again; the schedule retries */
-            tds_log(TDS_LOG_WARN, &r->lctx, "could not read the cursor: %s, skipping this run",
+            tds_log(TDS_LOG_WARN, &r->lctx, "could not read the cursor: %s",
                     tds_store_error(s->store));
+            if (!job_retry(o, j->e, j->mode, j->request_id, j->last_of_request, j->attempt) &&
+                j->request_id > 0 && j->last_of_request)
+                tds_store_request_done(s->store, j->request_id);
             run_free(r);
             return;
         }
@@ -1172,8 +1217,11 @@ static void run_start(struct org_rt *o, struct job *j)
         }
     }
     if (tds_store_run_insert(s->store, r->id, o->org->org_id, r->e->name, r->mode) != 0) {
-        tds_log(TDS_LOG_WARN, &r->lctx, "could not record the run: %s, retrying later",
+        tds_log(TDS_LOG_WARN, &r->lctx, "could not record the run: %s",
                 tds_store_error(s->store));
+        if (!job_retry(o, j->e, j->mode, j->request_id, j->last_of_request, j->attempt) &&
+            j->request_id > 0 && j->last_of_request)
+            tds_store_request_done(s->store, j->request_id);
         run_free(r);
         return;
     }
@@ -1193,6 +1241,8 @@ static void org_next(struct org_rt *o)
         return;
     while (!o->run && o->jobs) {
         struct job *j = o->jobs;
+        if (j->not_before_ms && tds_now_ms() < j->not_before_ms)
+            return; /* backing off; the tick tries again */
         o->jobs = j->next;
         if (!o->jobs)
             o->jobs_tail = NULL;
@@ -1349,10 +1399,17 @@ void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f)
         return;
     }
     if (!o->owned) {
-        /* Another replica owns this organization and its quota. */
+        /* Another replica owns this organization and its quota: hand the
+         * fetch to it through tds.sync_requests (it takes them every tick). */
+        if (tds_store_request_fetch(s->store, f->org, f->entity, f->zoho_id, s->origin) == 0) {
+            tds_log(TDS_LOG_DEBUG, &o->lctx, "fetch of %s %s handed to the owner", e->name, f->zoho_id);
+            return;
+        }
         if (s->m_dropped)
             tds_series_inc(s->m_dropped, 1);
-        tds_log(TDS_LOG_DEBUG, &o->lctx, "fetch for an organization owned elsewhere, skipping");
+        tds_log_limited(&s->send_log, TDS_LOG_WARN, &o->lctx,
+                        "could not hand a fetch to the owner: %s, skipping %s %s",
+                        tds_store_error(s->store), e->name, f->zoho_id);
         return;
     }
     if (!e->detail_path)
@@ -1428,8 +1485,10 @@ static void on_tick(struct tds_loop *loop, void *ud)
     (void)loop;
     struct tds_sync *s = ud;
     int64_t now = tds_now_ms();
-    for (size_t i = 0; i < s->n_o; i++)
+    for (size_t i = 0; i < s->n_o; i++) {
         reap(&s->o[i]);
+        org_next(&s->o[i]);
+    }
     for (size_t i = 0; i < s->n_inf; i++) {
         struct inflight *f = &s->inf[i];
         if (!f->sent || now - f->sent_ms >= s->cfg.ack_timeout_ms) {

@@ -194,15 +194,25 @@ def test_faults_are_survived(procs, db, sim, tmp_path):
     p.compare("60001", "contacts")
 
 
-def test_persistent_5xx_fails_the_run_clearly(procs, db, sim, tmp_path):
+def test_persistent_5xx_fails_the_run_clearly_then_it_is_retried(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(items=20)])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MAX_ATTEMPTS": "3"})
     p.start_fetcher()
     s.faults(p500=1.0)
-    runs = p.wait_request(p.request("60001", "items", "full"), timeout=60)
+    rid = p.request("60001", "items", "full")
+    wait_until(lambda: any(r["status"] == "failed" for r in p.runs(rid)), timeout=60,
+               what="the run to fail")
+    runs = p.runs(rid)
     assert runs[0]["status"] == "failed", runs
     assert "failed 3 times" in runs[0]["error"], runs
     assert db.query("SELECT count(*) FROM tds.alerts WHERE rule = 'zoho_sync_failed'")[0][0] == 1
+    # The request stays open and the run is retried after a backoff: records the
+    # failed run listed must still get their detail.
+    assert db.query("SELECT done_at IS NULL FROM tds.sync_requests WHERE id = %s", rid)[0][0]
+    s.faults(p500=0.0)
+    runs = p.wait_request(rid, timeout=60)
+    assert runs[-1]["status"] == "completed", runs
+    p.compare("60001", "items")
 
 
 def test_incremental_after_mutations_then_reconcile(procs, db, sim, tmp_path):
@@ -344,6 +354,32 @@ def test_fetch_by_id_updates_deletes_and_coalesces(procs, db, sim, tmp_path):
     assert 1 + len(deleted) <= st["items.detail"] <= 2 + len(deleted), st
     row = db.query(f"SELECT is_detail FROM zoho.{table} WHERE item_id = %s", created[0])
     assert row[0][0] is True
+
+
+def test_fetch_by_id_at_a_replica_not_owning_the_org_reaches_the_owner(procs, db, sim, tmp_path):
+    s = sim(orgs=[small_org(items=30)])
+    p = Pipeline(procs, db, s, tmp_path)
+    p.start_fetcher("f1")
+    wait_until(lambda: db.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                "AND granted")[0][0] >= 1, timeout=10, what="f1 owns the organization")
+    other_port = free_port()
+    f2 = p.start_fetcher("f2", env={"TDS_FETCHER_BIND": f"tcp://127.0.0.1:{other_port}"})
+    p.sync("60001", "items", "full")
+    s.mutate("60001", "items", update=3)
+    truth = {r["item_id"]: r for r in s.truth("60001", "items")["records"]}
+    rows = p.db_rows("60001", "items")
+    changed = [i for i, r in truth.items()
+               if zoho_time_to_epoch(r["last_modified_time"]) != rows[i]["modified"]]
+    assert changed
+    push_fetches(other_port, [("60001", "items", i) for i in changed])  # f2 does not own 60001
+    for i in changed:
+        want = zoho_time_to_epoch(truth[i]["last_modified_time"])
+        wait_until(lambda: db.query("SELECT extract(epoch from modified_time)::bigint, is_detail "
+                                    "FROM zoho.items WHERE item_id = %s", i)[0] == (want, True),
+                   timeout=20, what=f"item {i} fetched by the owner")
+    assert db.query("SELECT count(*) FROM tds.sync_requests WHERE mode = 'fetch' "
+                    "AND (done_at IS NULL OR claimed_by <> 'f1')")[0][0] == 0
+    assert "tds_fetcher_fetches_dropped_total 0" in http_get(f2.admin_url + "/metrics")[1]
 
 
 def test_invalid_refresh_token_pauses_the_org(procs, db, sim, tmp_path):
