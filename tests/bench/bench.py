@@ -726,6 +726,8 @@ class Bench:
             stop.set()
             lt.join()
             conn.close()
+        wm = self.metrics(pl["stages"]["writer"])
+        im = self.metrics(pl["stages"]["ingress"])
         lats = sorted((seen[u] - t) * 1000 for u, t in sent.items() if u in seen)
         missing = len(sent) - len(lats)
         achieved = len(sent) / (t_end - t_start)
@@ -745,9 +747,35 @@ class Bench:
         note = (f"{achieved:.0f} webhooks/s sent for {secs} s from {threads_n} python threads; "
                 "POST start to NOTIFY tds_changes received")
         self.lat = {"p50": pct(0.5), "p99": pct(0.99), "max": lats[-1]}
+        def mean(m, name):
+            c = m.get(name + "_count", 0)
+            return m.get(name + "_sum", 0) / c if c else 0
+        inside = (f"writer: {int(wm.get('tds_writer_batches_total', 0))} transactions, "
+                  f"{mean(wm, 'tds_writer_batch_rows'):.0f} rows and "
+                  f"{1000 * mean(wm, 'tds_writer_commit_seconds'):.1f} ms each on average; "
+                  f"ingress: fdatasync {1000 * mean(im, 'tds_ingress_fsync_seconds'):.2f} ms, "
+                  f"{mean(im, 'tds_ingress_group_commit_size'):.1f} webhooks per group commit")
         log(f"latency: p50 {pct(0.5):.2f} ms p99 {pct(0.99):.2f} ms max {lats[-1]:.2f} ms, "
-            f"{achieved:.0f}/s sent")
+            f"{achieved:.0f}/s sent; {inside}")
+        self.notes.append(f"latency repeat {len(self.lat_runs) + 1}: {inside}")
         self.lat_runs.append((self.lat, note))
+
+    @staticmethod
+    def metrics(proc):
+        """Unlabelled samples of a stage's /metrics (name → value)."""
+        out = {}
+        try:
+            text = http_get(f"http://127.0.0.1:{proc.admin_port}/metrics").decode()
+        except OSError:
+            return out
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and not line.startswith("#") and "{" not in parts[0]:
+                try:
+                    out[parts[0]] = float(parts[1])
+                except ValueError:
+                    pass
+        return out
 
     def latency_figures(self):
         runs = self.lat_runs
