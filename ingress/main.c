@@ -32,6 +32,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "msg.h"
+#include "stage.h"
 #include "util.h"
 
 struct settings {
@@ -228,28 +229,25 @@ static void on_drain(struct tds_loop *loop, void *ud)
 
 /* ---- command line ---- */
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: tds-ingress [--help] [--version] [--print-config]\n"
-            "       tds-ingress replay --org ORG --since WHEN [--until WHEN] [--wait SECONDS]\n"
-            "                          [--dry-run]\n"
-            "\n"
-            "Receives Zoho workflow webhooks on POST /webhooks/zoho/{org_id}, verifies their\n"
-            "X-Zoho-Webhook-Signature, drops duplicates, journals them durably (fdatasync,\n"
-            "group commit) before answering 200, and forwards them to the processor (event)\n"
-            "or the fetcher (fetch by id) until the writer acknowledges them.\n"
-            "\n"
-            "replay re-sends journaled webhooks of one organization received since WHEN\n"
-            "(\"2026-01-05T10:00:00Z\", \"2026-01-05T10:00:00+03:00\", \"30m\", \"2h\", \"1d\" ago,\n"
-            "or epoch milliseconds), within the journal's retention, and waits up to\n"
-            "--wait seconds (default 30, 0 = no wait) for the writer's acks.\n"
-            "\n"
-            "Environment:\n");
-    for (size_t i = 0; i < N_CONFIG; i++)
-        fprintf(f, "  %-34s %s (default: '%s')\n", config_table[i].env, config_table[i].help,
-                config_table[i].def ? config_table[i].def : "");
-}
+static const struct tds_stage stage = {
+    .name = "ingress",
+    .usage = "usage: tds-ingress [--help] [--version] [--print-config]\n"
+             "       tds-ingress replay --org ORG --since WHEN [--until WHEN] [--wait SECONDS]\n"
+             "                          [--dry-run]\n"
+             "\n"
+             "Receives Zoho workflow webhooks on POST /webhooks/zoho/{org_id}, verifies their\n"
+             "X-Zoho-Webhook-Signature, drops duplicates, journals them durably (fdatasync,\n"
+             "group commit) before answering 200, and forwards them to the processor (event)\n"
+             "or the fetcher (fetch by id) until the writer acknowledges them.\n"
+             "\n"
+             "replay re-sends journaled webhooks of one organization received since WHEN\n"
+             "(\"2026-01-05T10:00:00Z\", \"2026-01-05T10:00:00+03:00\", \"30m\", \"2h\", \"1d\" ago,\n"
+             "or epoch milliseconds), within the journal's retention, and waits up to\n"
+             "--wait seconds (default 30, 0 = no wait) for the writer's acks.\n"
+             "\n",
+    .table = config_table,
+    .n = N_CONFIG,
+};
 
 /* "30m" / "2h" ago, ISO 8601 with Z or ±hh:mm / ±hhmm, or epoch ms. */
 static int parse_when(const char *s, int64_t now_ms, int64_t *out)
@@ -387,7 +385,7 @@ static int replay_main(int argc, char **argv, struct settings *cfg, const char *
             }
             break;
         case 'n': dry = true; break;
-        case 'h': usage(stdout); return 0;
+        case 'h': tds_stage_usage(&stage, stdout); return 0;
         default:
             fprintf(stderr, "tds-ingress: unknown replay argument '%s'\n", argv[optind - 1]);
             return 2;
@@ -508,57 +506,26 @@ out:
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {"print-config", no_argument, NULL, 'p'},
-        {NULL, 0, NULL, 0},
-    };
     static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
     static const double fsync_buckets[] = {.0001, .00025, .0005, .001, .0025, .005,
                                            .01,   .025,   .05,   .1,   .25,   1};
     struct app a;
     struct settings *cfg = &a.cfg;
     char err[512], origin[320], host[256];
-    bool print_config = false, replay = false;
+    struct tds_stage_cmdline cl = {0};
+    bool replay = false;
     enum tds_log_level level;
-    int c, rc, status = 2; /* bad settings exit 2 */
+    int rc, status = 2; /* bad settings exit 2 */
 
     memset(&a, 0, sizeof(a));
     if (argc > 1 && strcmp(argv[1], "replay") == 0) {
         replay = true;
-    } else {
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, "hVp", opts, NULL)) != -1) {
-            switch (c) {
-            case 'h':
-                usage(stdout);
-                return 0;
-            case 'V':
-                printf("tds-ingress %s\n", TDS_VERSION);
-                return 0;
-            case 'p':
-                print_config = true;
-                break;
-            default:
-                fprintf(stderr, "tds-ingress: unknown argument '%s'\n", argv[optind - 1]);
-                return 2;
-            }
-        }
-        if (optind < argc) {
-            fprintf(stderr, "tds-ingress: unexpected argument '%s'\n", argv[optind]);
-            return 2;
-        }
+    } else if ((rc = tds_stage_args(&stage, argc, argv, 0, &cl)) != TDS_STAGE_CONTINUE) {
+        return rc;
     }
-    if (tds_config_load(config_table, N_CONFIG, cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "tds-ingress: %s\n", err);
+    if (tds_stage_config(&stage, cfg, &level) != 0)
         goto out;
-    }
-    if (tds_log_level_parse(cfg->log_level, &level) != 0) {
-        fprintf(stderr, "tds-ingress: invalid TDS_LOG_LEVEL: '%s'\n", cfg->log_level);
-        goto out;
-    }
-    if (print_config) {
+    if (cl.print_config) {
         tds_config_print(config_table, N_CONFIG, cfg, stdout);
         status = 0;
         goto out;
@@ -575,15 +542,8 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    if (!cfg->instance[0]) {
-        if (gethostname(host, sizeof(host)) != 0)
-            snprintf(host, sizeof(host), "unknown");
-        host[sizeof(host) - 1] = '\0';
-    } else {
-        snprintf(host, sizeof(host), "%s", cfg->instance);
-    }
+    tds_stage_instance(cfg->instance, host, sizeof(host));
     snprintf(origin, sizeof(origin), "ingress.%s", host);
-    tds_log_init("ingress", level);
     if (replay) {
         status = replay_main(argc - 1, argv + 1, cfg, origin);
         goto out;
