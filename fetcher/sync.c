@@ -1240,12 +1240,21 @@ static void org_next(struct org_rt *o)
     if (o->s->stopping || !o->owned)
         return;
     while (!o->run && o->jobs) {
-        struct job *j = o->jobs;
-        if (j->not_before_ms && tds_now_ms() < j->not_before_ms)
-            return; /* backing off; the tick tries again */
-        o->jobs = j->next;
-        if (!o->jobs)
-            o->jobs_tail = NULL;
+        /* The first job not backing off (a retry waits; the tick tries again). */
+        int64_t now = tds_now_ms();
+        struct job *prev = NULL, *j = o->jobs;
+        while (j && j->not_before_ms && now < j->not_before_ms) {
+            prev = j;
+            j = j->next;
+        }
+        if (!j)
+            return;
+        if (prev)
+            prev->next = j->next;
+        else
+            o->jobs = j->next;
+        if (o->jobs_tail == j)
+            o->jobs_tail = prev;
         run_start(o, j);
         free(j);
     }
@@ -1707,11 +1716,22 @@ int tds_sync_enqueue(struct tds_sync *s, const char *org, const char *entity, co
     if (!first)
         return TDS_E_NOTFOUND;
     last->last_of_request = true;
-    if (o->jobs_tail)
-        o->jobs_tail->next = first;
+    /* A request goes ahead of scheduled runs: someone is waiting for it. */
+    struct job *after = NULL;
+    if (request_id > 0)
+        for (struct job *k = o->jobs; k && k->request_id > 0; k = k->next)
+            after = k;
     else
+        after = o->jobs_tail;
+    if (after) {
+        last->next = after->next;
+        after->next = first;
+    } else {
+        last->next = o->jobs;
         o->jobs = first;
-    o->jobs_tail = last;
+    }
+    if (!last->next)
+        o->jobs_tail = last;
     org_next(o);
     return 0;
 }

@@ -382,6 +382,32 @@ def test_fetch_by_id_at_a_replica_not_owning_the_org_reaches_the_owner(procs, db
     assert "tds_fetcher_fetches_dropped_total 0" in http_get(f2.admin_url + "/metrics")[1]
 
 
+def test_request_goes_ahead_of_scheduled_runs(procs, db, sim, tmp_path):
+    """A fetcher busy with its schedule (every entity due at start) takes a
+    request within about a second and runs it right after the current run."""
+    s = sim(orgs=[small_org(items=200, contacts=60, invoices=60, salesorders=60, groups=3)],
+            extra_args=["--minute-ms", "1000", "--rate-per-min", "150"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=150)],
+                 fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000", "TDS_FETCHER_SCHEDULE": "true"})
+    p.start_fetcher()
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_runs")[0][0] >= 1, timeout=20,
+               what="the schedule to start")
+    rid = p.request("60001", "invoices", "full")
+    t0 = time.monotonic()
+    wait_until(lambda: db.query("SELECT claimed_at IS NOT NULL FROM tds.sync_requests WHERE id = %s",
+                                rid)[0][0], timeout=5, what="the request to be claimed")
+    claimed = time.monotonic() - t0
+    runs = p.wait_request(rid, timeout=120)
+    assert runs[-1]["status"] == "completed", runs
+    between = db.query(
+        "SELECT run_id FROM tds.sync_runs WHERE run_id NOT LIKE 'rq%%' AND started_at > "
+        "(SELECT claimed_at FROM tds.sync_requests WHERE id = %s) AND started_at < "
+        "(SELECT min(started_at) FROM tds.sync_runs WHERE run_id LIKE %s)", rid, f"rq{rid}.%")
+    print(f"claimed in {claimed:.2f}s; scheduled runs started between: {between}")
+    assert claimed < 2.5
+    assert between == [], between
+
+
 def test_invalid_refresh_token_pauses_the_org(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(items=10)])
     p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", refresh_token="1000.wrong")])
