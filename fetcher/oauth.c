@@ -56,6 +56,7 @@ struct tds_oauth {
     int64_t next_attempt_ms;
     int64_t locked_until_ms;
     bool paused;
+    bool warned_foreign;       /* logged once that the row's token is another server's */
     int64_t last_read_ms;
     int64_t last_pause_check_ms;
 };
@@ -136,6 +137,17 @@ static bool adopt(struct tds_oauth *o, const struct tds_token_row *r, int64_t no
 {
     if (!r->access_token || r->expires_at_ms - now_ms <= MIN_VALID_MS)
         return false;
+    /* A token (and its api_domain) minted by another accounts server (a data
+     * center change, a moved server) is not good here: refresh instead. */
+    const char *acc = o->org->accounts_url ? o->org->accounts_url : "";
+    if (!r->accounts_url || strcmp(r->accounts_url, acc) != 0) {
+        if (!o->warned_foreign) {
+            tds_log(TDS_LOG_INFO, &o->lctx, "cached token is from accounts server %s, not %s: not used",
+                    r->accounts_url ? r->accounts_url : "(unknown)", acc);
+            o->warned_foreign = true;
+        }
+        return false;
+    }
     if (o->refused && strcmp(o->refused, r->access_token) == 0)
         return false;
     set_str(&o->token, r->access_token);
@@ -293,7 +305,8 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
     switch (cls) {
     case TDS_ZOAUTH_OK: {
         int64_t exp = now + z->expires_in_s * 1000;
-        if (tds_store_token_save(o->store, org, z->access_token, z->api_domain, exp, NULL) != 0)
+        if (tds_store_token_save(o->store, org, z->access_token, z->api_domain, exp, NULL,
+                                 o->org->accounts_url) != 0)
             tds_log(TDS_LOG_WARN, &o->lctx, "could not store refreshed token: %s",
                     tds_store_error(o->store));
         set_str(&o->token, z->access_token);
@@ -504,7 +517,8 @@ int tds_oauth_exchange(const struct tds_org *org, struct tds_store *store, const
         snprintf(err, errlen, "token endpoint returned no refresh token (was the code already used?)");
         rc = TDS_E_INVALID;
     } else if (tds_store_token_save(store, org->org_id, z->access_token, z->api_domain,
-                                    tds_wall_ms() + z->expires_in_s * 1000, z->refresh_token) != 0) {
+                                    tds_wall_ms() + z->expires_in_s * 1000, z->refresh_token,
+                                    org->accounts_url) != 0) {
         snprintf(err, errlen, "could not store the token: %s", tds_store_error(store));
         rc = -EIO;
     } else {

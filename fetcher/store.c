@@ -147,6 +147,7 @@ void tds_token_row_clear(struct tds_token_row *r)
     free(r->refresh_token);
     free(r->status);
     free(r->last_error);
+    free(r->accounts_url);
     memset(r, 0, sizeof(*r));
 }
 
@@ -158,7 +159,7 @@ int tds_store_token_get(struct tds_store *s, const char *org, struct tds_token_r
                       "SELECT access_token, api_domain, refresh_token, status, last_error, "
                       MS_EXPR("expires_at") ", " MS_EXPR("locked_until") ", "
                       MS_EXPR("refresh_window_start") ", " MS_EXPR("refreshed_at")
-                      ", refresh_count FROM tds.oauth_tokens WHERE org_id = $1",
+                      ", refresh_count, accounts_url FROM tds.oauth_tokens WHERE org_id = $1",
                       1, p);
     if (!r)
         return -EIO;
@@ -174,6 +175,7 @@ int tds_store_token_get(struct tds_store *s, const char *org, struct tds_token_r
         out->window_start_ms = i64val(r, 0, 7, 0);
         out->refreshed_at_ms = i64val(r, 0, 8, 0);
         out->refresh_count = i64val(r, 0, 9, 0);
+        out->accounts_url = dupval(r, 0, 10);
     }
     PQclear(r);
     return 0;
@@ -226,20 +228,23 @@ int tds_store_token_count_refresh(struct tds_store *s, const char *org, int64_t 
 }
 
 int tds_store_token_save(struct tds_store *s, const char *org, const char *access_token,
-                         const char *api_domain, int64_t expires_at_ms, const char *refresh_token)
+                         const char *api_domain, int64_t expires_at_ms, const char *refresh_token,
+                         const char *accounts_url)
 {
     char ex[32];
     snprintf(ex, sizeof(ex), "%lld", (long long)expires_at_ms);
     const char *p[] = {org, access_token, api_domain && *api_domain ? api_domain : NULL, ex,
-                       refresh_token && *refresh_token ? refresh_token : NULL};
+                       refresh_token && *refresh_token ? refresh_token : NULL,
+                       accounts_url && *accounts_url ? accounts_url : NULL};
     return exec0(s,
                  "INSERT INTO tds.oauth_tokens AS t (org_id, access_token, api_domain, expires_at, "
-                 "refresh_token, status, refreshed_at, updated_at) VALUES ($1, $2, $3, " FROM_MS("$4")
-                 ", $5, 'ok', now(), now()) ON CONFLICT (org_id) DO UPDATE SET access_token = $2, "
-                 "api_domain = COALESCE($3, t.api_domain), expires_at = " FROM_MS("$4") ", "
+                 "refresh_token, status, refreshed_at, updated_at, accounts_url) VALUES ($1, $2, $3, "
+                 FROM_MS("$4") ", $5, 'ok', now(), now(), $6) ON CONFLICT (org_id) DO UPDATE SET "
+                 "access_token = $2, api_domain = CASE WHEN t.accounts_url IS DISTINCT FROM $6 THEN $3 "
+                 "ELSE COALESCE($3, t.api_domain) END, expires_at = " FROM_MS("$4") ", "
                  "refresh_token = COALESCE($5, t.refresh_token), status = 'ok', locked_until = NULL, "
-                 "last_error = NULL, refreshed_at = now(), updated_at = now()",
-                 5, p);
+                 "last_error = NULL, refreshed_at = now(), updated_at = now(), accounts_url = $6",
+                 6, p);
 }
 
 int tds_store_token_fail(struct tds_store *s, const char *org, const char *status,

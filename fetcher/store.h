@@ -28,6 +28,7 @@ const char *tds_store_error(const struct tds_store *s);
 struct tds_token_row {
     bool exists;
     char *access_token, *api_domain, *refresh_token, *status, *last_error; /* malloc'd or NULL */
+    char *accounts_url; /* who minted access_token; malloc'd or NULL (unknown) */
     int64_t expires_at_ms, locked_until_ms, window_start_ms, refreshed_at_ms; /* wall, 0 = NULL */
     int64_t refresh_count;
 };
@@ -40,9 +41,11 @@ int tds_store_token_unlock(struct tds_store *s, const char *org);
  * after it in *count (a new window starts when the old one is over). */
 int tds_store_token_count_refresh(struct tds_store *s, const char *org, int64_t window_ms,
                                   int64_t *count, int64_t *window_start_ms);
-/* After a successful refresh; api_domain NULL/"" keeps the stored one. */
+/* After a successful refresh at accounts_url; api_domain NULL/"" keeps the
+ * stored one unless it came from another accounts server. */
 int tds_store_token_save(struct tds_store *s, const char *org, const char *access_token,
-                         const char *api_domain, int64_t expires_at_ms, const char *refresh_token);
+                         const char *api_domain, int64_t expires_at_ms, const char *refresh_token,
+                         const char *accounts_url);
 /* After a failed refresh: status ("ok", "locked", "revoked", "invalid"),
  * locked_until (0 = NULL) and the error text. */
 int tds_store_token_fail(struct tds_store *s, const char *org, const char *status,

@@ -162,6 +162,25 @@ def test_refresh_budget_kept_with_two_fetchers_and_restarts(procs, db, sim, tmp_
     assert [r[2] for r in rows] == ["ok", "ok"], rows
 
 
+def test_token_of_another_accounts_server_is_not_used(procs, db, sim, tmp_path):
+    """A cached token (and its api_domain) minted by another accounts server,
+    e.g. before a data center change, is refreshed rather than used."""
+    s = sim(orgs=[small_org(items=10)])
+    p = Pipeline(procs, db, s, tmp_path)
+    f = p.start_fetcher()
+    p.sync("60001", "warehouses", "full")
+    assert db.query("SELECT accounts_url FROM tds.oauth_tokens")[0][0] == s.url
+    f.stop()
+    dead = f"http://127.0.0.1:{free_port()}"
+    db.query("UPDATE tds.oauth_tokens SET accounts_url = %s, api_domain = %s, "
+             "expires_at = now() + interval '50 minutes' RETURNING 1", dead, dead)
+    before = s.stats()["token"]["refreshes"]
+    f.start()
+    p.sync("60001", "warehouses", "full", timeout=30)
+    assert s.stats()["token"]["refreshes"] == before + 1
+    assert db.query("SELECT accounts_url, api_domain <> %s FROM tds.oauth_tokens", dead)[0] == (s.url, True)
+
+
 def test_faults_are_survived(procs, db, sim, tmp_path):
     """5xx, resets, truncated bodies and slow answers on the API, and a token
     endpoint that hangs: the sync completes and equals the truth."""
