@@ -88,6 +88,11 @@ void tds_store_known_free(struct tds_known *k, size_t n);
 int tds_store_live_ids(struct tds_store *s, const struct tds_entity *e, const char *org,
                        int64_t before_wall_ms, char ***ids, size_t *n);
 
+/* Up to limit ids of live rows stored in list form only (is_detail false)
+ * and last written before before_wall_ms: their detail is still owed. */
+int tds_store_list_only_ids(struct tds_store *s, const struct tds_entity *e, const char *org,
+                            int64_t before_wall_ms, int limit, char ***ids, size_t *n);
+
 /* ---- requests ---- */
 struct tds_request {
     int64_t id;

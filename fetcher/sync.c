@@ -40,6 +40,11 @@
 #define RUN_RETRIES 5
 #define RUN_RETRY_BASE_MS 2000
 #define RUN_RETRY_MAX_MS 30000
+/* Rows left in list form (a webhook's abbreviated record, a variant from its
+ * group, a run or fetch lost to a crash) get their detail fetched by id. */
+#define SWEEP_EVERY_MS 10000
+#define SWEEP_AGE_MS 30000
+#define SWEEP_MAX 200
 
 /* ---- a small string set (ids seen, fetch coalescing) ---- */
 
@@ -255,6 +260,7 @@ struct tds_sync {
     struct inflight *inf;
     size_t n_inf, cap_inf;
     int64_t tick_id;
+    int64_t next_sweep_ms;
     bool stopping;
     struct tds_series *m_inflight, *m_dropped;
     struct tds_log_limit send_log;
@@ -1489,6 +1495,53 @@ void tds_sync_on_ack(struct tds_sync *s, const struct tds_msg_ack *ack)
     pump_all(s);
 }
 
+static bool org_has_entity(const struct tds_org *org, const char *name);
+
+/* Fetch the detail of rows stored only in list form for a while: whatever
+ * path lost their detail (a fetch-by-id in a killed replica, a failed run),
+ * the database says what is owed. */
+static void sweep_list_only(struct tds_sync *s)
+{
+    int64_t now = tds_now_ms();
+    if (now < s->next_sweep_ms)
+        return;
+    s->next_sweep_ms = now + SWEEP_EVERY_MS;
+    int64_t before = tds_wall_ms() - SWEEP_AGE_MS;
+    for (size_t i = 0; i < s->n_o; i++) {
+        struct org_rt *o = &s->o[i];
+        if (!o->owned || o->n_fq > 0)
+            continue;
+        unsigned prod = o->org->product && strcmp(o->org->product, "books") == 0 ? TDS_PRODUCT_BOOKS
+                                                                                 : TDS_PRODUCT_INVENTORY;
+        for (size_t k = 0; k < tds_entity_count(); k++) {
+            const struct tds_entity *e = tds_entity_at(k);
+            if (!e->detail_path || !(e->products & prod) || !org_has_entity(o->org, e->name))
+                continue;
+            if (o->run && o->run->e == e)
+                continue; /* the run fetches the detail of what it lists */
+            char **ids = NULL;
+            size_t n = 0;
+            if (tds_store_list_only_ids(s->store, e, o->org->org_id, before, SWEEP_MAX, &ids, &n) != 0) {
+                tds_log_limited(&s->send_log, TDS_LOG_WARN, &o->lctx,
+                                "could not read rows in list form: %s", tds_store_error(s->store));
+                return;
+            }
+            if (n)
+                tds_log(TDS_LOG_INFO, &o->lctx, "%zu %s rows only in list form, fetching their detail", n,
+                        e->name);
+            for (size_t j = 0; j < n; j++) {
+                struct tds_msg_fetch f = {.org = (char *)o->org->org_id, .entity = (char *)e->name,
+                                          .zoho_id = ids[j]};
+                tds_sync_on_fetch(s, &f);
+                free(ids[j]);
+            }
+            free(ids);
+            if (!o->owned)
+                break;
+        }
+    }
+}
+
 static void on_tick(struct tds_loop *loop, void *ud)
 {
     (void)loop;
@@ -1508,6 +1561,8 @@ static void on_tick(struct tds_loop *loop, void *ud)
             send_one(s, f);
         }
     }
+    if (!s->stopping)
+        sweep_list_only(s);
     pump_all(s);
 }
 

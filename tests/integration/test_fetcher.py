@@ -427,6 +427,27 @@ def test_request_goes_ahead_of_scheduled_runs(procs, db, sim, tmp_path):
     assert between == [], between
 
 
+def test_rows_left_in_list_form_get_their_detail(procs, db, sim, tmp_path):
+    """A row only in list form (a webhook's abbreviated record, a variant
+    written from its group, a fetch lost with a killed replica) is fetched
+    by id without waiting for the next full sync."""
+    s = sim(orgs=[small_org(items=20)])
+    p = Pipeline(procs, db, s, tmp_path)
+    p.start_fetcher()
+    p.sync("60001", "items", "full")
+    iid, n_stock = db.query("SELECT item_id, (SELECT count(*) FROM zoho.item_stock k WHERE "
+                            "k.item_id = i.item_id) FROM zoho.items i ORDER BY 2 DESC LIMIT 1")[0]
+    assert n_stock > 0
+    # as a LIST write leaves it: list form, the list record's hash
+    db.query("UPDATE zoho.items SET is_detail = false, content_hash = 'list-form', "
+             "synced_at = now() - interval '1 minute' WHERE item_id = %s RETURNING 1", iid)
+    db.query("DELETE FROM zoho.item_stock WHERE item_id = %s RETURNING 1", iid)
+    wait_until(lambda: db.query("SELECT is_detail, (SELECT count(*) FROM zoho.item_stock WHERE "
+                                "item_id = %s) FROM zoho.items WHERE item_id = %s", iid, iid)[0]
+               == (True, n_stock), timeout=30, what="the detail fetched by id")
+    p.compare("60001", "items")
+
+
 def test_invalid_refresh_token_pauses_the_org(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(items=10)])
     p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", refresh_token="1000.wrong")])
