@@ -63,6 +63,7 @@ struct tds_api {
     bool daily_alerted;
     int paused;
     bool pumping;
+    int64_t connect_refresh_ms; /* last re-refresh after a connection failure */
     struct tds_log_limit wait_log;
 
     struct tds_series *m_quota, *m_seconds;
@@ -521,6 +522,18 @@ static void on_done(const struct tds_http_resp *resp, void *ud)
         }
         break;
     case TDS_ZAPI_RETRY:
+        /* The token's api_domain cannot be reached (a moved server, a data
+         * center change): refresh once for a fresh api_domain rather than
+         * failing for as long as the token lives. At most once per 10 minutes. */
+        if (resp->no_connect && !(a->org->api_url && *a->org->api_url) && c->token &&
+            (!a->connect_refresh_ms || now - a->connect_refresh_ms >= 600000)) {
+            a->connect_refresh_ms = now;
+            tds_log(TDS_LOG_WARN, &a->lctx, "%s: %s, refreshing the token for a fresh api domain",
+                    c->endpoint, resp->error);
+            tds_oauth_invalidate(a->oauth, c->token);
+            q_push(a, c, true);
+            break;
+        }
         c->attempts++;
         if (c->attempts >= a->cfg.max_attempts) {
             char err[TDS_HTTP_ERR_MAX + 96];

@@ -334,6 +334,7 @@ static void check_done(struct tds_http *h)
         curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &r.status);
         curl_easy_getinfo(c->easy, CURLINFO_TOTAL_TIME, &r.seconds);
         r.transport_ok = res == CURLE_OK;
+        r.no_connect = res == CURLE_COULDNT_CONNECT || res == CURLE_COULDNT_RESOLVE_HOST;
         if (!r.transport_ok) {
             const char *why = c->errbuf[0] ? c->errbuf : curl_easy_strerror(res);
             if (res == CURLE_WRITE_ERROR)

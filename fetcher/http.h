@@ -26,6 +26,7 @@ struct tds_http_resp {
     const char *body;           /* NUL-terminated; valid during the callback only */
     size_t len;
     char error[TDS_HTTP_ERR_MAX]; /* curl's explanation when !transport_ok */
+    bool no_connect;            /* the host could not be resolved or connected to */
     int64_t rl_limit, rl_remaining, rl_reset_s, retry_after_s; /* -1 when absent */
     double seconds;             /* total time of the transfer */
 };

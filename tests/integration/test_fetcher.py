@@ -181,6 +181,23 @@ def test_token_of_another_accounts_server_is_not_used(procs, db, sim, tmp_path):
     assert db.query("SELECT accounts_url, api_domain <> %s FROM tds.oauth_tokens", dead)[0] == (s.url, True)
 
 
+def test_unreachable_api_domain_of_a_cached_token_refreshes_once(procs, db, sim, tmp_path):
+    s = sim(orgs=[small_org(items=10)])
+    p = Pipeline(procs, db, s, tmp_path)
+    f = p.start_fetcher()
+    p.sync("60001", "warehouses", "full")
+    f.stop()
+    dead = f"http://127.0.0.1:{free_port()}"
+    db.query("UPDATE tds.oauth_tokens SET api_domain = %s, "
+             "expires_at = now() + interval '50 minutes' RETURNING 1", dead)
+    before = s.stats()["token"]["refreshes"]
+    f.start()
+    runs = p.sync("60001", "warehouses", "full", timeout=30)
+    assert len(runs) == 1, runs
+    assert s.stats()["token"]["refreshes"] == before + 1
+    assert db.query("SELECT api_domain <> %s FROM tds.oauth_tokens", dead)[0][0]
+
+
 def test_faults_are_survived(procs, db, sim, tmp_path):
     """5xx, resets, truncated bodies and slow answers on the API, and a token
     endpoint that hangs: the sync completes and equals the truth."""
