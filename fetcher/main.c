@@ -10,7 +10,6 @@
  */
 #include <curl/curl.h>
 #include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -31,6 +30,7 @@
 #include "msg.h"
 #include "owner.h"
 #include "schedule.h"
+#include "stage.h"
 #include "store.h"
 #include "sync.h"
 #include "util.h"
@@ -257,78 +257,39 @@ static void on_drain(struct tds_loop *loop, void *ud)
     tds_loop_stop(loop);
 }
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: tds-fetcher [--help] [--version] [--print-config]\n"
-            "       tds-fetcher sync --org ORG [--entity NAME|all] [--mode full|incremental|reconcile] [--detach]\n"
-            "       tds-fetcher auth exchange --org ORG --code CODE\n"
-            "       tds-fetcher auth status\n"
-            "\n"
-            "Fetches Zoho Inventory/Books data for the organizations in TDS_CONFIG that this\n"
-            "replica owns (one PostgreSQL advisory lock per organization), within Zoho's rate\n"
-            "limits, and sends pages to the processor until the writer acks them.\n"
-            "\n"
-            "  sync   queue a sync request and follow it to completion (unless --detach)\n"
-            "  auth   exchange a self-client grant code for a refresh token; show token state\n"
-            "\n"
-            "Environment:\n");
-    for (size_t i = 0; i < N_CONFIG; i++)
-        fprintf(f, "  %-28s %s (default: '%s')\n", config_table[i].env, config_table[i].help,
-                config_table[i].def ? config_table[i].def : "");
-}
+static const struct tds_stage stage = {
+    .name = "fetcher",
+    .usage = "usage: tds-fetcher [--help] [--version] [--print-config]\n"
+             "       tds-fetcher sync --org ORG [--entity NAME|all] [--mode full|incremental|reconcile] [--detach]\n"
+             "       tds-fetcher auth exchange --org ORG --code CODE\n"
+             "       tds-fetcher auth status\n"
+             "\n"
+             "Fetches Zoho Inventory/Books data for the organizations in TDS_CONFIG that this\n"
+             "replica owns (one PostgreSQL advisory lock per organization), within Zoho's rate\n"
+             "limits, and sends pages to the processor until the writer acks them.\n"
+             "\n"
+             "  sync   queue a sync request and follow it to completion (unless --detach)\n"
+             "  auth   exchange a self-client grant code for a refresh token; show token state\n"
+             "\n",
+    .table = config_table,
+    .n = N_CONFIG,
+};
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {"print-config", no_argument, NULL, 'p'},
-        {NULL, 0, NULL, 0},
-    };
+    struct tds_stage_cmdline cl = {0};
     struct app a;
     char err[512], host[256], origin[320];
-    bool print_config = false;
     int rc, status = 1;
     enum tds_log_level level;
 
     memset(&a, 0, sizeof(a));
     pthread_mutex_init(&a.status_lock, NULL);
     bool sub = argc > 1 && (strcmp(argv[1], "sync") == 0 || strcmp(argv[1], "auth") == 0);
-    if (!sub) {
-        int c;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, "hVp", opts, NULL)) != -1) {
-            switch (c) {
-            case 'h':
-                usage(stdout);
-                return 0;
-            case 'V':
-                printf("tds-fetcher %s\n", TDS_VERSION);
-                return 0;
-            case 'p':
-                print_config = true;
-                break;
-            default:
-                fprintf(stderr, "tds-fetcher: unknown argument '%s'\n", argv[optind - 1]);
-                return 2;
-            }
-        }
-        if (optind < argc) {
-            fprintf(stderr, "tds-fetcher: unexpected argument '%s'\n", argv[optind]);
-            return 2;
-        }
-    }
-    if (tds_config_load(config_table, N_CONFIG, &a.cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "tds-fetcher: %s\n", err);
-        tds_config_free(config_table, N_CONFIG, &a.cfg);
+    if (!sub && (rc = tds_stage_args(&stage, argc, argv, 0, &cl)) != TDS_STAGE_CONTINUE)
+        return rc;
+    if (tds_stage_config(&stage, &a.cfg, &level) != 0)
         return 2;
-    }
-    if (tds_log_level_parse(a.cfg.log_level, &level) != 0) {
-        fprintf(stderr, "tds-fetcher: invalid TDS_LOG_LEVEL: '%s'\n", a.cfg.log_level);
-        tds_config_free(config_table, N_CONFIG, &a.cfg);
-        return 2;
-    }
     {
         char h[256];
         uint16_t port;
@@ -338,7 +299,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (print_config) {
+    if (cl.print_config) {
         tds_config_print(config_table, N_CONFIG, &a.cfg, stdout);
         tds_config_free(config_table, N_CONFIG, &a.cfg);
         return 0;
@@ -348,13 +309,7 @@ int main(int argc, char **argv)
         tds_config_free(config_table, N_CONFIG, &a.cfg);
         return 2;
     }
-    if (!a.cfg.instance[0]) {
-        if (gethostname(host, sizeof(host)) != 0)
-            snprintf(host, sizeof(host), "unknown");
-        host[sizeof(host) - 1] = '\0';
-    } else {
-        snprintf(host, sizeof(host), "%s", a.cfg.instance);
-    }
+    tds_stage_instance(a.cfg.instance, host, sizeof(host));
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (sub) {
         tds_log_init("fetcher", TDS_LOG_WARN);
@@ -363,7 +318,6 @@ int main(int argc, char **argv)
         status = tds_cli_main(argc - 1, argv + 1, &env);
         goto out;
     }
-    tds_log_init("fetcher", level);
     snprintf(origin, sizeof(origin), "fetcher.%s", host);
     a.recv_log.interval_ms = 30000;
 
