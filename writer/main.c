@@ -35,6 +35,7 @@
 #include "msg.h"
 #include "pg.h"
 #include "prune.h"
+#include "stage.h"
 #include "status.h"
 #include "util.h"
 #include "writer.h"
@@ -157,30 +158,25 @@ struct app {
     atomic_ulong st_batches, st_rows, st_rejects, st_acks, st_messages;
 };
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "Usage: tds-writer [OPTION]... [COMMAND]\n"
-            "Write rows from the processors into PostgreSQL and ack them after commit.\n\n"
-            "Commands:\n"
-            "  (none)     run the writer\n"
-            "  migrate    apply pending database migrations and exit\n"
-            "  status     print a summary of the database for operators and exit\n"
-            "  alerts list [--all]        firing alerts (--all: with resolved ones)\n"
-            "  alerts ack ID --by NAME    acknowledge an alert (no more notices for it)\n"
-            "  events tail --connect tcp://HOST:PORT[,...] [--topic P] [--count N]\n"
-            "             print the stages' tds.zoho.* events live\n\n"
-            "Options:\n"
-            "  -h, --help          show this help\n"
-            "  -V, --version       show the version\n"
-            "      --print-config  print the effective configuration (secrets masked)\n\n"
-            "Environment:\n");
-    for (size_t i = 0; i < N_CONFIG; i++)
-        fprintf(f, "  %-40s %s%s%s%s\n", config_table[i].env, config_table[i].help,
-                config_table[i].def && config_table[i].def[0] ? " (default " : "",
-                config_table[i].def && config_table[i].def[0] ? config_table[i].def : "",
-                config_table[i].def && config_table[i].def[0] ? ")" : "");
-}
+static const struct tds_stage stage = {
+    .name = "writer",
+    .usage = "Usage: tds-writer [OPTION]... [COMMAND]\n"
+             "Write rows from the processors into PostgreSQL and ack them after commit.\n\n"
+             "Commands:\n"
+             "  (none)     run the writer\n"
+             "  migrate    apply pending database migrations and exit\n"
+             "  status     print a summary of the database for operators and exit\n"
+             "  alerts list [--all]        firing alerts (--all: with resolved ones)\n"
+             "  alerts ack ID --by NAME    acknowledge an alert (no more notices for it)\n"
+             "  events tail --connect tcp://HOST:PORT[,...] [--topic P] [--count N]\n"
+             "             print the stages' tds.zoho.* events live\n\n"
+             "Options:\n"
+             "  -h, --help          show this help\n"
+             "  -V, --version       show the version\n"
+             "      --print-config  print the effective configuration (secrets masked)\n\n",
+    .table = config_table,
+    .n = N_CONFIG,
+};
 
 /* ---- acks ---- */
 
@@ -672,36 +668,15 @@ static void app_free(struct app *app)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {"print-config", no_argument, NULL, 'p'},
-        {NULL, 0, NULL, 0},
-    };
     static struct app app;
-    bool print_config = false;
+    struct tds_stage_cmdline cl;
     enum tds_log_level level;
     const char *cmd = NULL;
-    char err[512];
-    int c, rc;
+    int rc;
 
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+hV", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            usage(stdout);
-            return 0;
-        case 'V':
-            printf("tds-writer %s\n", TDS_VERSION);
-            return 0;
-        case 'p':
-            print_config = true;
-            break;
-        default:
-            fprintf(stderr, "tds-writer: unknown option '%s' (see --help)\n", argv[optind - 1]);
-            return 2;
-        }
-    }
+    if ((rc = tds_stage_args(&stage, argc, argv, TDS_STAGE_COMMANDS, &cl)) != TDS_STAGE_CONTINUE)
+        return rc;
+    optind = cl.next; /* the commands below read their arguments from here */
     if (optind < argc)
         cmd = argv[optind++];
     if (cmd && strcmp(cmd, "events") == 0)
@@ -715,16 +690,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "tds-writer: unknown command '%s' (see --help)\n", cmd);
         return 2;
     }
-    if (tds_config_load(config_table, N_CONFIG, &app.cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "tds-writer: %s\n", err);
-        tds_config_free(config_table, N_CONFIG, &app.cfg);
+    if (tds_stage_config(&stage, &app.cfg, &level) != 0)
         return 2;
-    }
-    if (tds_log_level_parse(app.cfg.log_level, &level) != 0) {
-        fprintf(stderr, "tds-writer: invalid TDS_LOG_LEVEL: '%s'\n", app.cfg.log_level);
-        tds_config_free(config_table, N_CONFIG, &app.cfg);
-        return 2;
-    }
     if (!app.cfg.instance || !app.cfg.instance[0]) {
         char host[256] = "writer";
 
@@ -732,12 +699,11 @@ int main(int argc, char **argv)
         free(app.cfg.instance);
         app.cfg.instance = strdup(host);
     }
-    if (print_config) {
+    if (cl.print_config) {
         tds_config_print(config_table, N_CONFIG, &app.cfg, stdout);
         tds_config_free(config_table, N_CONFIG, &app.cfg);
         return 0;
     }
-    tds_log_init("writer", level);
     if (cmd && strcmp(cmd, "migrate") == 0)
         rc = cmd_migrate(&app);
     else if (cmd && strcmp(cmd, "status") == 0)
