@@ -505,7 +505,10 @@ static void run_fail(struct run *r, const char *fmt, ...)
     struct org_rt *o = r->o;
     /* Run it again rather than leave listed records without their detail;
      * the request stays open meanwhile. */
-    if (!job_retry(o, r->e, r->job_mode, r->request_id, r->last_of_request, r->attempt))
+    /* A paused organization (credentials revoked or invalid) waits for an
+     * operator: running again would only fail again. */
+    bool paused = strcmp(tds_oauth_state(o->oauth, tds_now_ms()), "paused") == 0;
+    if (paused || !job_retry(o, r->e, r->job_mode, r->request_id, r->last_of_request, r->attempt))
         request_finished(s, r);
     run_retire(o, r);
     org_next(o);
