@@ -13,6 +13,11 @@
  * and disconnects vanished ones. When a name does not resolve at the moment
  * (DNS hiccup, Service not created yet) its previous addresses are kept: a
  * resolver outage must not disconnect a healthy pipeline.
+ *
+ * CURVE (tds_bus_set_curve): the options are set on the socket right before
+ * each zmq_bind / zmq_connect, because libzmq takes the security mechanism of
+ * a connection from the options in force when it is bound or connected. Key
+ * text is wiped when the bus is freed.
  */
 #include "bus.h"
 #include "msg.h"
@@ -32,8 +37,15 @@
 #define MAX_SPECS 64       /* entries in one endpoint list */
 #define MAX_ADDRS 64       /* addresses kept per resolved name */
 
+#define Z85_KEY_LEN 40      /* a 32-byte CURVE key as Z85 text */
+
 struct tds_bus {
     void *ctx;
+    bool curve;
+    char server_secret[Z85_KEY_LEN + 1];
+    char server_public[Z85_KEY_LEN + 1];
+    char client_secret[Z85_KEY_LEN + 1];
+    char client_public[Z85_KEY_LEN + 1];
 };
 
 struct peer {
@@ -75,6 +87,18 @@ int tds_bus_new(struct tds_bus **out)
     return 0;
 }
 
+static void keys_wipe(struct tds_bus *bus)
+{
+    /* volatile so the wipe of key text is not optimised away */
+    volatile char *p = (volatile char *)bus->server_secret;
+
+    for (size_t i = 0; i < sizeof(bus->server_secret); i++)
+        p[i] = 0;
+    p = (volatile char *)bus->client_secret;
+    for (size_t i = 0; i < sizeof(bus->client_secret); i++)
+        p[i] = 0;
+}
+
 struct tds_bus *tds_bus_free(struct tds_bus *bus)
 {
     if (!bus)
@@ -82,6 +106,7 @@ struct tds_bus *tds_bus_free(struct tds_bus *bus)
     /* Blocks until every socket is closed and its linger has passed. */
     while (zmq_ctx_term(bus->ctx) < 0 && errno == EINTR)
         ;
+    keys_wipe(bus);
     free(bus);
     return NULL;
 }
@@ -89,6 +114,82 @@ struct tds_bus *tds_bus_free(struct tds_bus *bus)
 static int set_int(void *z, int opt, int v)
 {
     return zmq_setsockopt(z, opt, &v, sizeof(v)) < 0 ? -errno : 0;
+}
+
+static bool z85_key_ok(const char *k, uint8_t bin[32])
+{
+    return strlen(k) == Z85_KEY_LEN && zmq_z85_decode(bin, k) != NULL;
+}
+
+int tds_bus_set_curve(struct tds_bus *bus, const char *server_secret_z85,
+                      const char *server_public_z85)
+{
+    bool has_secret = server_secret_z85 && *server_secret_z85;
+    bool has_public = server_public_z85 && *server_public_z85;
+    uint8_t sec[32], pub[32];
+
+    if (!has_secret && !has_public) {
+        bus->curve = false;
+        return 0;
+    }
+    if (!has_secret || !has_public)
+        return TDS_E_INVALID;
+    if (!zmq_has("curve"))
+        return -ENOTSUP;
+    if (!z85_key_ok(server_secret_z85, sec) || !z85_key_ok(server_public_z85, pub)) {
+        memset(sec, 0, sizeof(sec));
+        return TDS_E_INVALID;
+    }
+    memset(sec, 0, sizeof(sec));
+#if ZMQ_VERSION >= ZMQ_MAKE_VERSION(4, 2, 1)
+    {
+        char derived[Z85_KEY_LEN + 1];
+
+        /* A public key from another pair would make every client fail its
+         * handshake with no error anywhere: catch it at start-up. */
+        if (zmq_curve_public(derived, server_secret_z85) != 0)
+            return TDS_E_INVALID;
+        if (strcmp(derived, server_public_z85) != 0)
+            return TDS_E_INVALID;
+    }
+#endif
+    if (zmq_curve_keypair(bus->client_public, bus->client_secret) != 0)
+        return -errno;
+    memcpy(bus->server_secret, server_secret_z85, Z85_KEY_LEN + 1);
+    memcpy(bus->server_public, server_public_z85, Z85_KEY_LEN + 1);
+    bus->curve = true;
+    return 0;
+}
+
+static int set_key(void *z, int opt, const char *z85)
+{
+    return zmq_setsockopt(z, opt, z85, Z85_KEY_LEN) < 0 ? -errno : 0;
+}
+
+static int curve_server(struct tds_bus_sock *s)
+{
+    int r;
+
+    if (!s->bus->curve)
+        return 0;
+    if ((r = set_int(s->z, ZMQ_CURVE_SERVER, 1)) ||
+        (r = set_key(s->z, ZMQ_CURVE_SECRETKEY, s->bus->server_secret)))
+        return r;
+    return 0;
+}
+
+static int curve_client(struct tds_bus_sock *s)
+{
+    int r;
+
+    if (!s->bus->curve)
+        return 0;
+    if ((r = set_int(s->z, ZMQ_CURVE_SERVER, 0)) ||
+        (r = set_key(s->z, ZMQ_CURVE_SERVERKEY, s->bus->server_public)) ||
+        (r = set_key(s->z, ZMQ_CURVE_PUBLICKEY, s->bus->client_public)) ||
+        (r = set_key(s->z, ZMQ_CURVE_SECRETKEY, s->bus->client_secret)))
+        return r;
+    return 0;
 }
 
 int tds_bus_sock_new(struct tds_bus *bus, int type, const struct tds_bus_opts *opts,
@@ -208,6 +309,10 @@ static int bind_one(struct tds_bus_sock *s, const char *ep)
 
 int tds_bus_bind(struct tds_bus_sock *s, const char *endpoints)
 {
+    int r = curve_server(s);
+
+    if (r)
+        return r;
     return for_each_entry(endpoints, bind_one, s);
 }
 
@@ -415,6 +520,9 @@ int tds_bus_connect(struct tds_bus_sock *s, const char *endpoints)
             return r;
         s->immediate_set = true;
     }
+    r = curve_client(s);
+    if (r)
+        return r;
     return for_each_entry(endpoints, add_spec, s);
 }
 

@@ -10,6 +10,11 @@
  * each address; tds_bus_refresh() re-resolves and connects to new addresses,
  * disconnects from vanished ones (how an upstream reaches every replica of a
  * Kubernetes headless Service). A ZeroMQ socket belongs to one thread.
+ *
+ * Optional CURVE encryption: after tds_bus_set_curve() every socket made by
+ * the bus is a CURVE server on tds_bus_bind (the pipeline's one server
+ * keypair) and a CURVE client on tds_bus_connect (a keypair made for this
+ * process, checked against the server public key). Off by default.
  */
 #ifndef TDS_BUS_H
 #define TDS_BUS_H
@@ -28,6 +33,14 @@ struct tds_bus_opts {
 
 int tds_bus_new(struct tds_bus **out);
 struct tds_bus *tds_bus_free(struct tds_bus *bus);
+
+/* Turn on CURVE for every later bind and connect. Keys are Z85 text, 40
+ * characters each; the public key must belong to the secret key. Both NULL or
+ * empty = off (returns 0). Returns 0, TDS_E_INVALID (a key is missing,
+ * malformed, or the pair does not match), or -ENOTSUP when libzmq was built
+ * without CURVE. Call before creating sockets that bind or connect. */
+int tds_bus_set_curve(struct tds_bus *bus, const char *server_secret_z85,
+                      const char *server_public_z85);
 
 /* type: ZMQ_PUSH, ZMQ_PULL, ZMQ_PUB, ZMQ_SUB. opts may be NULL for defaults. */
 int tds_bus_sock_new(struct tds_bus *bus, int type, const struct tds_bus_opts *opts,
