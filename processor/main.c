@@ -39,6 +39,8 @@ struct settings {
     char *log_level;
     char *instance;
     char *events;
+    char *curve_secret;
+    char *curve_public;
     int64_t hwm;
 };
 
@@ -57,6 +59,12 @@ static const struct tds_config_entry config_table[] = {
      "PUB endpoint for tds.zoho.* events (the processor publishes none; accepted for uniformity)"},
     {"TDS_PROCESSOR_HWM", TDS_CFG_INT, "100", 0, 1, 100000, offsetof(struct settings, hwm),
      "high-water mark (messages) of the input and output sockets"},
+    {"TDS_CURVE_SECRET_KEY", TDS_CFG_STR, "", TDS_CFG_SECRET, 0, 0,
+     offsetof(struct settings, curve_secret),
+     "pipeline CURVE server secret key (Z85), with TDS_CURVE_PUBLIC_KEY turns on encryption of "
+     "every ZeroMQ link; empty = off"},
+    {"TDS_CURVE_PUBLIC_KEY", TDS_CFG_STR, "", 0, 0, 0, offsetof(struct settings, curve_public),
+     "pipeline CURVE server public key (Z85) matching TDS_CURVE_SECRET_KEY; empty = off"},
 };
 #define N_CONFIG (sizeof(config_table) / sizeof(config_table[0]))
 
@@ -268,6 +276,17 @@ int main(int argc, char **argv)
         (rc = tds_bus_sock_new(a.bus, ZMQ_PUSH, &bopts, &a.out)) < 0 ||
         (rc = tds_worker_new(&a.worker, a.metrics, origin)) < 0) {
         tds_error("could not start: %s", strerror(-rc));
+        goto out;
+    }
+    if ((rc = tds_bus_set_curve(a.bus, cfg.curve_secret, cfg.curve_public)) != 0) {
+        if (rc > 0)
+            fprintf(stderr, "tds-processor: invalid %s (TDS_CURVE_SECRET_KEY and TDS_CURVE_PUBLIC_KEY: "
+                    "both set, 40-character Z85, one keypair)\n",
+                    cfg.curve_secret && strlen(cfg.curve_secret) == 40 ? "TDS_CURVE_PUBLIC_KEY"
+                                                                       : "TDS_CURVE_SECRET_KEY");
+        else
+            fprintf(stderr, "tds-processor: invalid TDS_CURVE_SECRET_KEY: libzmq has no CURVE support\n");
+        status = 2;
         goto out;
     }
     if ((rc = tds_bus_bind(a.in, cfg.bind)) < 0) {
