@@ -104,7 +104,13 @@ static const char *const SQL_FINAL_STATE =
     "ON CONFLICT (org_id, entity) DO UPDATE SET cursor = coalesce(EXCLUDED.cursor, s.cursor), "
     "cursor_at = coalesce(EXCLUDED.cursor_at, s.cursor_at), last_run_id = EXCLUDED.last_run_id, "
     "last_success_at = now(), last_full_at = coalesce(EXCLUDED.last_full_at, s.last_full_at)";
-static const char *const SQL_NOTIFY = "SELECT pg_notify('tds_changes', $1)";
+/* Every payload of the transaction in one round trip: a batch of webhooks
+ * from many organizations has one payload per organization, and one
+ * statement each made the batch's cost grow with its size under backlog.
+ * pg_notify is volatile, so it runs after the sort: payloads keep their order. */
+static const char *const SQL_NOTIFY =
+    "SELECT pg_notify('tds_changes', p) FROM unnest($1::text[]) WITH ORDINALITY AS u(p, n) "
+    "ORDER BY n";
 
 static void no_notice(void *arg, const char *message)
 {
@@ -1028,11 +1034,14 @@ static int meta_notify(struct tds_apply *a, struct tds_apply_result *res)
     size_t n;
     int rc = tds_notify_payloads(a->notify, &payloads, &n);
 
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        const char *vals[1] = {payloads[i]};
-
-        rc = run_prepared(a, "m_notify", 1, vals, NULL, res, "could not notify tds_changes");
-        res->notifies += rc == 0;
+    if (rc == 0 && n > 0) {
+        params_reset(a, 1);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            rc = elem(&a->params[0], i == 0, payloads[i]);
+        if (rc == 0)
+            rc = params_run(a, "m_notify", 1, res, "could not notify tds_changes");
+        if (rc == 0)
+            res->notifies += (int64_t)n;
     }
     if (rc != -ENOMEM || payloads)
         tds_notify_payloads_free(payloads, n);

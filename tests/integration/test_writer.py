@@ -451,6 +451,37 @@ def test_listen_receives_notify(writer, db):
     conn.close()
 
 
+def test_notify_one_payload_per_org_in_one_batch(writer, db):
+    """A batch of webhooks from many organizations: every organization gets
+    its own payload (sent in one statement), with ids needing JSON escaping."""
+    conn = db.connect()
+    conn.cursor().execute("LISTEN tds_changes")
+    orgs = [f"6009{i:04d}" for i in range(40)]
+    srcs, frames = [], []
+    for i, org in enumerate(orgs):
+        src, f = rows_msg(org, items_sets([item(org, f'q"{i}\\x', ts(1), "a")]), mode="webhook")
+        srcs.append(src)
+        frames.append(f)
+    for f in frames:
+        writer.send(f)
+    writer.wait_acked(srcs)
+    payloads = []
+
+    def got():
+        if select.select([conn], [], [], 0.2)[0]:
+            conn.poll()
+            while conn.notifies:
+                payloads.append(json.loads(conn.notifies.pop(0).payload))
+        return {p["org"] for p in payloads} >= set(orgs)
+    wait_until(got, 10, "a NOTIFY for every organization")
+    ids = {}
+    for p in payloads:
+        ids.setdefault(p["org"], []).extend(p["tables"]["items"])
+    assert ids == {org: [f'q"{i}\\x'] for i, org in enumerate(orgs)}
+    assert db.query("SELECT count(*) FROM tds.webhook_events") == [(40,)]
+    conn.close()
+
+
 def test_reader_role_reads_but_cannot_write(writer, db):
     src, f = rows_msg(ORG, items_sets([item(ORG, "1", ts(1), "a")]))
     writer.send(f)
