@@ -51,6 +51,8 @@ struct settings {
     char *database_url;
     char *writer_bind;
     char *ack_bind;
+    char *curve_secret;
+    char *curve_public;
     int64_t batch_max_rows;
     int64_t hwm;
     int64_t retain_webhook_events_days;
@@ -132,6 +134,11 @@ static const struct tds_config_entry config_table[] = {
      "SMTP password"},
     {"TDS_ALERT_RETRY_MIN_MS", TDS_CFG_INT, "1000", 0, 10, 600000, OFF(alert_retry_min_ms),
      "first retry delay of a failed notice delivery (doubles up to 5 min, 10 attempts)"},
+    {"TDS_CURVE_SECRET_KEY", TDS_CFG_STR, "", TDS_CFG_SECRET, 0, 0, OFF(curve_secret),
+     "pipeline CURVE server secret key (Z85), with TDS_CURVE_PUBLIC_KEY turns on encryption of "
+     "every ZeroMQ link; empty = off"},
+    {"TDS_CURVE_PUBLIC_KEY", TDS_CFG_STR, "", 0, 0, 0, OFF(curve_public),
+     "pipeline CURVE server public key (Z85) matching TDS_CURVE_SECRET_KEY; empty = off"},
 };
 #define N_CONFIG (sizeof(config_table) / sizeof(config_table[0]))
 
@@ -584,6 +591,17 @@ static int run(struct app *app)
         (rc = tds_bus_new(&app->bus)) != 0) {
         fprintf(stderr, "tds-writer: could not start: %s\n", strerror(rc < 0 ? -rc : EINVAL));
         return 1;
+    }
+    if ((rc = tds_bus_set_curve(app->bus, app->cfg.curve_secret, app->cfg.curve_public)) != 0) {
+        if (rc > 0)
+            fprintf(stderr, "tds-writer: invalid %s (TDS_CURVE_SECRET_KEY and TDS_CURVE_PUBLIC_KEY: "
+                    "both set, 40-character Z85, one keypair)\n",
+                    app->cfg.curve_secret && strlen(app->cfg.curve_secret) == 40
+                        ? "TDS_CURVE_PUBLIC_KEY"
+                        : "TDS_CURVE_SECRET_KEY");
+        else
+            fprintf(stderr, "tds-writer: invalid TDS_CURVE_SECRET_KEY: libzmq has no CURVE support\n");
+        return 2;
     }
     app->m_db_up = tds_metrics_get(app->metrics, TDS_GAUGE, "tds_writer_db_up",
                                    "1 while the database is reachable", "", NULL, 0);
