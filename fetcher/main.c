@@ -47,6 +47,8 @@ struct settings {
     char *log_level;
     char *instance;
     char *events;
+    char *curve_secret;
+    char *curve_public;
     int64_t max_inflight;
     int64_t ack_timeout_ms;
     int64_t per_page;
@@ -104,6 +106,11 @@ static const struct tds_config_entry config_table[] = {
      "run the incremental and reconciliation schedule (false: only requests and fetches)"},
     {"TDS_FETCHER_HWM", TDS_CFG_INT, "1000", 0, 1, 1000000, OFF(hwm),
      "high-water mark (messages) of the sockets"},
+    {"TDS_CURVE_SECRET_KEY", TDS_CFG_STR, "", TDS_CFG_SECRET, 0, 0, OFF(curve_secret),
+     "pipeline CURVE server secret key (Z85), with TDS_CURVE_PUBLIC_KEY turns on encryption of "
+     "every ZeroMQ link; empty = off"},
+    {"TDS_CURVE_PUBLIC_KEY", TDS_CFG_STR, "", 0, 0, 0, OFF(curve_public),
+     "pipeline CURVE server public key (Z85) matching TDS_CURVE_SECRET_KEY; empty = off"},
 };
 #define N_CONFIG (sizeof(config_table) / sizeof(config_table[0]))
 
@@ -324,8 +331,23 @@ int main(int argc, char **argv)
     struct tds_bus_opts bopts = {.hwm = (int)a.cfg.hwm, .linger_ms = 1000, .reconnect_ms = 100};
     struct tds_http_cfg hcfg = {.connect_timeout_ms = 5000};
     if ((rc = tds_loop_new(&a.loop)) < 0 || (rc = tds_metrics_new(&a.metrics)) < 0 ||
-        (rc = tds_bus_new(&a.bus)) < 0 ||
-        (rc = tds_bus_sock_new(a.bus, ZMQ_PUSH, &bopts, &a.push)) < 0 ||
+        (rc = tds_bus_new(&a.bus)) < 0) {
+        tds_error("could not start: %s", strerror(-rc));
+        goto out;
+    }
+    /* Before any socket binds or connects, the events PUB included. */
+    if ((rc = tds_bus_set_curve(a.bus, a.cfg.curve_secret, a.cfg.curve_public)) != 0) {
+        if (rc > 0)
+            fprintf(stderr, "tds-fetcher: invalid %s (TDS_CURVE_SECRET_KEY and TDS_CURVE_PUBLIC_KEY: "
+                    "both set, 40-character Z85, one keypair)\n",
+                    a.cfg.curve_secret && strlen(a.cfg.curve_secret) == 40 ? "TDS_CURVE_PUBLIC_KEY"
+                                                                           : "TDS_CURVE_SECRET_KEY");
+        else
+            fprintf(stderr, "tds-fetcher: invalid TDS_CURVE_SECRET_KEY: libzmq has no CURVE support\n");
+        status = 2;
+        goto out;
+    }
+    if ((rc = tds_bus_sock_new(a.bus, ZMQ_PUSH, &bopts, &a.push)) < 0 ||
         (rc = tds_bus_sock_new(a.bus, ZMQ_SUB, &bopts, &a.sub)) < 0 ||
         (rc = tds_bus_sock_new(a.bus, ZMQ_PULL, &bopts, &a.pull)) < 0 ||
         (rc = tds_events_new(&a.events, a.bus, "fetcher", a.cfg.events)) < 0 ||
