@@ -46,6 +46,8 @@ struct settings {
     char *log_level;
     char *instance;
     char *events;
+    char *curve_secret;
+    char *curve_public;
     int64_t max_body;
     int64_t dedupe_s;
     int64_t dedupe_max;
@@ -114,8 +116,29 @@ static const struct tds_config_entry config_table[] = {
      "high-water mark (messages) of the outgoing sockets"},
     {"TDS_INGRESS_FETCH_ACKS", TDS_CFG_BOOL, "false", 0, 0, 0, S(fetch_acks),
      "keep fetch-by-id entries until an ack names them (false: released once sent)"},
+    {"TDS_CURVE_SECRET_KEY", TDS_CFG_STR, "", TDS_CFG_SECRET, 0, 0, S(curve_secret),
+     "pipeline CURVE server secret key (Z85), with TDS_CURVE_PUBLIC_KEY turns on encryption of "
+     "every ZeroMQ link; empty = off"},
+    {"TDS_CURVE_PUBLIC_KEY", TDS_CFG_STR, "", 0, 0, 0, S(curve_public),
+     "pipeline CURVE server public key (Z85) matching TDS_CURVE_SECRET_KEY; empty = off"},
 };
 #undef S
+
+/* CURVE on the bus before any socket binds or connects. Returns 0, or 2 (the
+ * exit status) after one line naming the setting. */
+static int curve_on(struct tds_bus *bus, const struct settings *cfg)
+{
+    int r = tds_bus_set_curve(bus, cfg->curve_secret, cfg->curve_public);
+
+    if (r > 0)
+        fprintf(stderr, "tds-ingress: invalid %s (TDS_CURVE_SECRET_KEY and TDS_CURVE_PUBLIC_KEY: "
+                "both set, 40-character Z85, one keypair)\n",
+                cfg->curve_secret && strlen(cfg->curve_secret) == 40 ? "TDS_CURVE_PUBLIC_KEY"
+                                                                     : "TDS_CURVE_SECRET_KEY");
+    else if (r < 0)
+        fprintf(stderr, "tds-ingress: invalid TDS_CURVE_SECRET_KEY: libzmq has no CURVE support\n");
+    return r ? 2 : 0;
+}
 #define N_CONFIG (sizeof(config_table) / sizeof(config_table[0]))
 
 struct app {
@@ -415,7 +438,11 @@ static int replay_main(int argc, char **argv, struct settings *cfg, const char *
         status = 0;
         goto out;
     }
-    if ((r = tds_bus_new(&bus)) || (r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo, &push[1])) ||
+    if ((r = tds_bus_new(&bus)) == 0 && curve_on(bus, cfg) != 0) {
+        status = 2;
+        goto out;
+    }
+    if (r || (r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo, &push[1])) ||
         (r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo, &push[2])) ||
         (r = tds_bus_sock_new(bus, ZMQ_SUB, NULL, &sub)) ||
         (r = tds_bus_connect(push[1], cfg->processor)) ||
@@ -559,6 +586,10 @@ int main(int argc, char **argv)
         (rc = tds_bus_new(&a.bus)) < 0 ||
         (rc = tds_dedupe_new(&a.dedupe, (size_t)cfg->dedupe_max, a.dedupe_window_ms)) < 0) {
         tds_error("could not start: %s", strerror(-rc));
+        goto out;
+    }
+    if (curve_on(a.bus, cfg) != 0) {
+        status = 2;
         goto out;
     }
     rc = tds_events_new(&a.events, a.bus, "ingress", cfg->events);
