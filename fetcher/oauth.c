@@ -68,6 +68,8 @@ static void set_str(char **dst, const char *v)
     *dst = n;
 }
 
+static struct tds_series *failure_series(struct tds_oauth *o, const char *reason);
+
 int tds_oauth_new(struct tds_oauth **out, const struct tds_org *org, const struct tds_oauth_cfg *cfg,
                   struct tds_store *store, struct tds_http *http, struct tds_events *events,
                   struct tds_metrics *metrics, tds_oauth_change_cb cb, void *ud)
@@ -99,6 +101,12 @@ int tds_oauth_new(struct tds_oauth **out, const struct tds_org *org, const struc
                                               "Zoho access tokens refreshed", "org=\"%s\"", e);
             free(e);
         }
+        /* Every reason exists from the start at 0, so rate() and the alert
+         * rules see the first failure as an increase. */
+        static const char *const reasons[] = {"access_denied", "revoked", "invalid_client",
+                                              "server_error", "timeout"};
+        for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+            (void)failure_series(o, reasons[i]);
     }
     *out = o;
     return 0;
@@ -159,18 +167,24 @@ static bool adopt(struct tds_oauth *o, const struct tds_token_row *r, int64_t no
 
 static void on_refreshed(const struct tds_http_resp *resp, void *ud);
 
-static void count_failure(struct tds_oauth *o, const char *reason)
+static struct tds_series *failure_series(struct tds_oauth *o, const char *reason)
 {
-    if (!o->metrics)
-        return;
     char *oe = tds_metrics_escape(o->org->org_id);
     if (!oe)
-        return;
+        return NULL;
     struct tds_series *c = tds_metrics_getf(o->metrics, TDS_COUNTER,
                                             "tds_fetcher_token_refresh_failures_total",
                                             "Failed Zoho token refreshes by organization and reason",
                                             "org=\"%s\",reason=\"%s\"", oe, reason);
     free(oe);
+    return c;
+}
+
+static void count_failure(struct tds_oauth *o, const char *reason)
+{
+    if (!o->metrics)
+        return;
+    struct tds_series *c = failure_series(o, reason);
     if (c)
         tds_series_inc(c, 1);
 }
