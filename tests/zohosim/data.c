@@ -609,8 +609,10 @@ static void touch(struct zs_org *o, enum zs_ent e, size_t i, int64_t now_s)
     bool cur[ZS_SORT_COUNT];
     views_unlink(o, e, i, true, cur);
     r->version++;
-    if (now_s > r->modified_s)
-        r->modified_s = now_s;
+    /* A new version is always later than the last one, by a second when the
+     * record changes twice within one: the pipeline orders versions by this
+     * time, and two different versions with one time cannot be ordered. */
+    r->modified_s = now_s > r->modified_s ? now_s : r->modified_s + 1;
     t->gen++;
     views_link(o, e, i, cur);
 }
@@ -622,8 +624,7 @@ static void remove_rec(struct zs_org *o, enum zs_ent e, size_t i, int64_t now_s)
     bool cur[ZS_SORT_COUNT];
     views_unlink(o, e, i, true, cur);
     r->deleted = 1;
-    if (now_s > r->modified_s)
-        r->modified_s = now_s;
+    r->modified_s = now_s > r->modified_s ? now_s : r->modified_s + 1;
     t->gen++;
     views_link(o, e, i, cur);
 }
