@@ -22,6 +22,7 @@
 
 #include "copytext.h"
 #include "entities.h"
+#include "log.h"
 #include "notify.h"
 #include "pg.h"
 #include "sqlgen.h"
@@ -34,6 +35,9 @@
  * into the table; smaller ones are not worth the extra round trip. */
 #define FAST_MIN_ROWS 64
 #define FAST_SKIP_BATCHES 8
+/* A table is analyzed once this session has written max(this, its row count
+ * at the last analyze) rows into it: see maybe_analyze(). */
+#define ANALYZE_MIN_ROWS 1000
 
 /* One staging table: what rows of one (table, kind, column list) go through. */
 struct sig {
@@ -71,6 +75,11 @@ struct tds_apply {
     /* Per table: batches to go without the fast path, after a lookup found
      * mostly existing keys (an update stream gains nothing from it). */
     unsigned fast_skip[TDS_APPLY_MAX_TABLES];
+    /* Per table: rows this session wrote since its last ANALYZE, and the
+     * table's row count then (pg_class.reltuples; 0 when never analyzed). */
+    int64_t mods[TDS_APPLY_MAX_TABLES];
+    double analyzed_rows[TDS_APPLY_MAX_TABLES];
+    bool analyze_off;            /* ANALYZE refused (not the tables' owner) */
 };
 
 static const char *const SQL_WEBHOOK =
@@ -263,6 +272,90 @@ static int prepare(struct tds_apply *a, const char *name, const char *sql, char 
     return code;
 }
 
+/* ---- keeping the planner's picture of growing tables current ----
+ *
+ * PostgreSQL caches the plan of each foreign-key check for the life of a
+ * session. Planned while zoho.items is empty, the check of a new item_stock
+ * row may pick any (org_id, ...) index and then walk every item of the
+ * organization (measured: 200 us a row at 5,000 items, growing with the
+ * table). Autovacuum analyzes only after a minute or more; a fresh database
+ * filled by a full sync or a webhook stream suffers until then. So the writer
+ * analyzes a table itself each time it has written as many rows into it as
+ * the table held at its last analyze (at least ANALYZE_MIN_ROWS): a handful
+ * of ANALYZEs while a table grows from empty, each one invalidating the
+ * cached plans, none once it is large (autovacuum's turn). */
+
+static int read_row_counts(struct tds_apply *a, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(a->conn,
+        "SELECT c.relname, greatest(c.reltuples, 0), pg_has_role(c.relowner, 'MEMBER') "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'zoho' AND c.relkind IN ('r', 'p')");
+    int code;
+
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        code = tds_apply_classify(a->conn, r);
+        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
+        PQclear(r);
+        return code;
+    }
+    a->analyze_off = false;
+    for (size_t i = 0; i < tds_table_count(); i++) {
+        a->mods[i] = 0;
+        a->analyzed_rows[i] = 0;
+    }
+    for (int k = 0; k < PQntuples(r); k++) {
+        const struct tds_table *t = tds_table_find(PQgetvalue(r, k, 0));
+
+        if (!t)
+            continue;
+        for (size_t i = 0; i < tds_table_count(); i++)
+            if (tds_table_at(i) == t)
+                a->analyzed_rows[i] = strtod(PQgetvalue(r, k, 1), NULL);
+        /* Only the owner may analyze; a writer role that is not is left
+         * to autovacuum. */
+        if (PQgetvalue(r, k, 2)[0] != 't')
+            a->analyze_off = true;
+    }
+    PQclear(r);
+    return 0;
+}
+
+static void maybe_analyze(struct tds_apply *a)
+{
+    for (size_t i = 0; i < tds_table_count() && !a->analyze_off; i++) {
+        const struct tds_table *t = tds_table_at(i);
+        double due = a->analyzed_rows[i] > ANALYZE_MIN_ROWS ? a->analyzed_rows[i]
+                                                            : ANALYZE_MIN_ROWS;
+        char sql[160];
+        PGresult *r;
+        int64_t t0;
+
+        if ((double)a->mods[i] < due)
+            continue;
+        /* The key columns are all the writer's statements and the foreign-key
+         * checks need; the row count comes with any ANALYZE. The other
+         * columns (wide raw JSON) are autovacuum's. */
+        snprintf(sql, sizeof(sql), "ANALYZE zoho.\"%s\" (org_id, \"%s\")", t->name,
+                 t->id_column);
+        t0 = tds_now_ms();
+        r = PQexec(a->conn, sql);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            /* Not worth failing a batch over: leave it to autovacuum. */
+            tds_warn("could not analyze zoho.%s, leaving it to autovacuum: %s", t->name,
+                     PQresultErrorMessage(r));
+            a->analyze_off = true;
+            PQclear(r);
+            return;
+        }
+        PQclear(r);
+        tds_debug("analyzed zoho.%s after %lld rows written, in %lld ms", t->name,
+                  (long long)a->mods[i], (long long)(tds_now_ms() - t0));
+        a->analyzed_rows[i] += (double)a->mods[i];
+        a->mods[i] = 0;
+    }
+}
+
 int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
 {
     char wtab[64], name[64];
@@ -343,6 +436,8 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
         if ((rc = prepare(a, name, a->buf.p, err, errlen)) != 0)
             goto fail;
     }
+    if ((rc = read_row_counts(a, err, errlen)) != 0)
+        goto fail;
     return 0;
 fail:
     tds_apply_disconnect(a);
@@ -710,6 +805,8 @@ static int copy_fast(struct tds_apply *a, struct tds_bmsg *const *msgs, struct g
         goto out;
     res->written[sg->tidx] += (int64_t)k_new;
     res->written_total += (int64_t)k_new;
+    if (!probe)
+        a->mods[sg->tidx] += (int64_t)k_new;
     for (size_t i = 0; i < k_new && !probe; i++) {
         const struct tds_bytes *v = ref_vals(msgs, &fresh[i]);
 
@@ -784,7 +881,7 @@ static int run_upsert(struct tds_apply *a, const struct sig *sg, const struct gr
                       struct tds_apply_result *res, bool probe)
 {
     char what[96];
-    PGresult *r;
+    PGresult *r = NULL;
     int rc;
 
     if (g->n_stage == 0)
@@ -795,10 +892,16 @@ static int run_upsert(struct tds_apply *a, const struct sig *sg, const struct gr
     if ((rc = run_prepared(a, sg->upsert, 0, NULL, &r, res, what)) != 0)
         return rc;
     if (sg->t->parent) {
-        res->child_rows += strtoll(PQcmdTuples(r), NULL, 10);
+        long long n = strtoll(PQcmdTuples(r), NULL, 10);
+
+        res->child_rows += n;
+        if (!probe)
+            a->mods[sg->tidx] += n;
     } else {
         int n = PQntuples(r);
 
+        if (!probe)
+            a->mods[sg->tidx] += n;
         res->written[sg->tidx] += n;
         res->written_total += n;
         for (int i = 0; i < n && !probe; i++)
@@ -1194,6 +1297,8 @@ int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, b
         if (n_groups > 1)
             qsort_r(gs, n_groups, sizeof(*gs), cmp_group, a);
         rc = run_txn(a, msgs, n, probe, gs, n_groups, res);
+        if (rc == 0 && !probe)
+            maybe_analyze(a);
         if (slow)
             a->no_fast = false;
         if (rc != 0 && tds_apply_connected(a)) {
