@@ -323,7 +323,7 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
             return respond(h, r, 500);
         log_limited(h, &h->log_bad, TDS_LOG_INFO, r->org->org_id, "webhook rejected: %s",
                     tds_webhook_strerror(rc));
-        return respond(h, r, 400);
+        return respond(h, r, rc == TDS_WEBHOOK_E_TOO_LARGE ? 413 : 400);
     }
 
     rc = build_entry(h, r, &w, now, &entry, &entry_len);

@@ -87,7 +87,8 @@ static const struct tds_config_entry config_table[] = {
     {"TDS_EVENTS_BIND", TDS_CFG_STR, "", 0, 0, 0, S(events),
      "PUB endpoint for tds.zoho.webhook.* events (empty: off)"},
     {"TDS_INGRESS_MAX_BODY", TDS_CFG_INT, "1048576", 0, 1024, 16 * 1024 * 1024, S(max_body),
-     "largest webhook body in bytes (more: 413)"},
+     "largest webhook body in bytes (more: 413); its JSON, form-decoded, is at most 1 MiB "
+     "whatever this says, as the processor reads no larger record"},
     {"TDS_INGRESS_DEDUPE_S", TDS_CFG_INT, "600", 0, 0, 7 * 86400, S(dedupe_s),
      "seconds an event id is remembered as a duplicate"},
     {"TDS_INGRESS_DEDUPE_MAX", TDS_CFG_INT, "1000000", 0, 16, 100000000, S(dedupe_max),

@@ -1,20 +1,22 @@
 /* webhook — body kinds, entity/id/delete detection and event ids.
  *
- * The JSON is parsed once with jansson to be sure it is JSON and to read the
- * few keys ingress needs; the bytes forwarded are the bytes received (or the
- * decoded JSONString), never a re-serialization.
+ * The JSON is parsed once with common/pjson (the processor's reader, so what
+ * the ingress accepts the processor can read) to be sure it is JSON and to
+ * read the few keys ingress needs; the bytes forwarded are the bytes received
+ * (or the decoded JSONString), never a re-serialization.
  */
 #include "webhook.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "entities.h"
+#include "pjson.h"
 #include "util.h"
 
 enum tds_webhook_kind tds_webhook_kind(const char *ct)
@@ -88,36 +90,79 @@ static int form_json(struct tds_webhook *w, const char *body, size_t len)
     return TDS_WEBHOOK_E_JSON;
 }
 
-/* A string or integer id, copied into out; false when absent or unusable. */
-static bool get_id(json_t *v, char *out, size_t cap)
-{
-    if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        size_t n = json_string_length(v);
+/* One reader per MHD thread, reused for every request it parses; freed when
+ * the thread ends. */
+static pthread_key_t arena_key;
+static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
+static int arena_key_rc;
 
-        if (n == 0 || n >= cap || memchr(s, '\0', n))
+static void arena_destroy(void *p)
+{
+    tds_pjson_arena_free(p);
+}
+
+static void arena_key_init(void)
+{
+    arena_key_rc = pthread_key_create(&arena_key, arena_destroy);
+}
+
+static struct tds_pjson_arena *thread_arena(void)
+{
+    struct tds_pjson_arena *a;
+
+    if (pthread_once(&arena_once, arena_key_init) != 0 || arena_key_rc != 0)
+        return NULL;
+    a = pthread_getspecific(arena_key);
+    if (!a) {
+        if (tds_pjson_arena_new(&a) != 0)
+            return NULL;
+        if (pthread_setspecific(arena_key, a) != 0) {
+            tds_pjson_arena_free(a);
+            return NULL;
+        }
+    }
+    tds_pjson_arena_reset(a);
+    return a;
+}
+
+/* A string or integer id, copied into out; false when absent or unusable. */
+static bool get_id(const struct tds_pjson *v, char *out, size_t cap)
+{
+    if (!v)
+        return false;
+    if (v->type == TDS_PJ_STRING) {
+        /* pjson refuses \u0000: no NUL inside */
+        if (v->n == 0 || v->n >= cap)
             return false;
-        memcpy(out, s, n);
-        out[n] = '\0';
+        memcpy(out, v->s, v->n);
+        out[v->n] = '\0';
         return true;
     }
-    if (json_is_integer(v)) {
-        /* Zoho's docs print ids unquoted; 19 digits still fit json_int_t. */
-        snprintf(out, cap, "%lld", (long long)json_integer_value(v));
+    if (v->type == TDS_PJ_NUMBER) {
+        /* Zoho's docs print ids unquoted: an integer lexeme, kept as written. */
+        size_t i = v->s[0] == '-' ? 1 : 0;
+
+        if (v->n <= i || v->n >= cap)
+            return false;
+        for (size_t k = i; k < v->n; k++)
+            if (v->s[k] < '0' || v->s[k] > '9')
+                return false;
+        memcpy(out, v->s, v->n);
+        out[v->n] = '\0';
         return true;
     }
     return false;
 }
 
-static bool says_deleted(const char *s)
+static bool says_deleted(const char *s, size_t n)
 {
-    size_t n;
+    return s && ((n >= 7 && strncasecmp(s + n - 7, "deleted", 7) == 0) ||
+                 (n >= 6 && strncasecmp(s + n - 6, "delete", 6) == 0));
+}
 
-    if (!s)
-        return false;
-    n = strlen(s);
-    return (n >= 7 && strcasecmp(s + n - 7, "deleted") == 0) ||
-           (n >= 6 && strcasecmp(s + n - 6, "delete") == 0);
+static bool str_says_deleted(const struct tds_pjson *v)
+{
+    return v && v->type == TDS_PJ_STRING && says_deleted(v->s, v->n);
 }
 
 static const char *const delete_keys[] = {"event_type", "event", "operation", "action"};
@@ -126,10 +171,11 @@ int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const c
                       size_t len, const char *entity_param, const char *event_param)
 {
     const struct tds_entity *ent = NULL;
-    json_t *root = NULL, *rec = NULL, *v;
-    json_error_t jerr;
-    const char *key;
+    struct tds_pjson_arena *arena;
+    struct tds_pjson *root = NULL;
+    const struct tds_pjson *rec = NULL, *v;
     char modified[TDS_WEBHOOK_MAX_ID + 1] = "";
+    char err[160];
     int r;
 
     memset(w, 0, sizeof(*w));
@@ -141,66 +187,74 @@ int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const c
         w->json = body;
         w->json_len = len;
     }
-    root = json_loadb(w->json, w->json_len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root || !json_is_object(root)) {
-        /* jansson refuses bad UTF-8 too; say which it was. */
-        r = tds_utf8_valid(w->json, w->json_len) ? TDS_WEBHOOK_E_JSON : TDS_WEBHOOK_E_UTF8;
-        goto out;
-    }
+    arena = thread_arena();
+    if (!arena)
+        return -ENOMEM;
+    r = tds_pjson_parse(arena, w->json, w->json_len, &root, err, sizeof(err));
+    if (r < 0)
+        return r;
+    if (r == TDS_PJ_E_UTF8)
+        return TDS_WEBHOOK_E_UTF8;
+    if (r == TDS_PJ_E_TOO_LARGE)
+        return TDS_WEBHOOK_E_TOO_LARGE;
+    if (r != 0 || root->type != TDS_PJ_OBJECT)
+        return TDS_WEBHOOK_E_JSON;
 
     if (entity_param && *entity_param) {
         ent = tds_entity_find(entity_param);
         if (!ent)
             ent = tds_entity_by_key(entity_param);
-        if (!ent) {
-            r = TDS_WEBHOOK_E_ENTITY;
-            goto out;
-        }
-        rec = json_object_get(root, ent->detail_key);
-        if (!json_is_object(rec))
+        if (!ent)
+            return TDS_WEBHOOK_E_ENTITY;
+        rec = tds_pjson_get(root, ent->detail_key);
+        if (!rec || rec->type != TDS_PJ_OBJECT)
             rec = root; /* a custom payload: the record's fields at the top */
     } else {
-        json_object_foreach(root, key, v) {
-            const struct tds_entity *e = tds_entity_by_key(key);
+        for (uint32_t i = 0; i < root->n; i++) {
+            const struct tds_pjson_member *m = &root->u.members[i];
+            const struct tds_entity *e;
+            char key[64];
 
-            if (!e || !json_is_object(v))
+            if (m->v.type != TDS_PJ_OBJECT || m->klen >= sizeof(key))
                 continue;
-            if (ent) {
-                r = TDS_WEBHOOK_E_ENTITY; /* two entities: which one? */
-                goto out;
-            }
+            memcpy(key, m->key, m->klen);
+            key[m->klen] = '\0';
+            if (!(e = tds_entity_by_key(key)))
+                continue;
+            if (ent)
+                return TDS_WEBHOOK_E_ENTITY; /* two entities (or one twice): which one? */
             ent = e;
-            rec = v;
+            rec = &m->v;
         }
-        if (!ent) {
-            r = TDS_WEBHOOK_E_ENTITY;
-            goto out;
-        }
+        if (!ent)
+            return TDS_WEBHOOK_E_ENTITY;
     }
     w->entity = ent;
 
-    if (!get_id(json_object_get(rec, ent->id_field), w->zoho_id, sizeof(w->zoho_id))) {
-        r = TDS_WEBHOOK_E_ID;
-        goto out;
-    }
+    if (!get_id(tds_pjson_get(rec, ent->id_field), w->zoho_id, sizeof(w->zoho_id)))
+        return TDS_WEBHOOK_E_ID;
     if (ent->modified_field) {
-        v = json_object_get(rec, ent->modified_field);
-        if (json_is_string(v) && json_string_length(v) < sizeof(modified))
-            memcpy(modified, json_string_value(v), json_string_length(v) + 1);
+        v = tds_pjson_get(rec, ent->modified_field);
+        if (v && v->type == TDS_PJ_STRING && v->n < sizeof(modified)) {
+            memcpy(modified, v->s, v->n);
+            modified[v->n] = '\0';
+        }
         w->has_record = modified[0] != '\0';
     } else {
-        w->has_record = json_object_size(rec) > 1;
+        w->has_record = rec->n > 1;
     }
 
-    w->is_delete = says_deleted(event_param);
+    w->is_delete = event_param && says_deleted(event_param, strlen(event_param));
     for (size_t i = 0; i < TDS_ARRAY_SIZE(delete_keys) && !w->is_delete; i++)
-        w->is_delete = says_deleted(json_string_value(json_object_get(root, delete_keys[i])));
-    if (!w->is_delete && json_is_true(json_object_get(rec, "is_deleted")))
-        w->is_delete = true;
+        w->is_delete = str_says_deleted(tds_pjson_get(root, delete_keys[i]));
+    if (!w->is_delete) {
+        v = tds_pjson_get(rec, "is_deleted");
+        w->is_delete = v && v->type == TDS_PJ_TRUE;
+    }
 
     /* Zoho's own event id when it sends one; else a hash that is the same
      * for the same delivery retried, and different for a new change. */
-    if (!get_id(json_object_get(root, "event_id"), w->event_id, sizeof(w->event_id))) {
+    if (!get_id(tds_pjson_get(root, "event_id"), w->event_id, sizeof(w->event_id))) {
         unsigned char d[EVP_MAX_MD_SIZE];
         EVP_MD_CTX *c = EVP_MD_CTX_new();
         int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) &&
@@ -210,16 +264,11 @@ int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const c
                  EVP_DigestUpdate(c, w->json, w->json_len) && EVP_DigestFinal_ex(c, d, NULL);
 
         EVP_MD_CTX_free(c);
-        if (!ok) {
-            r = -ENOMEM;
-            goto out;
-        }
+        if (!ok)
+            return -ENOMEM;
         tds_hex(d, 32, w->event_id);
     }
-    r = 0;
-out:
-    json_decref(root);
-    return r;
+    return 0;
 }
 
 void tds_webhook_clear(struct tds_webhook *w)
@@ -236,6 +285,7 @@ const char *tds_webhook_strerror(int code)
     case TDS_WEBHOOK_E_JSON: return "body is not a JSON object";
     case TDS_WEBHOOK_E_ENTITY: return "no single entity in payload";
     case TDS_WEBHOOK_E_ID: return "record id missing";
+    case TDS_WEBHOOK_E_TOO_LARGE: return "JSON text larger than 1 MiB";
     default: return "error";
     }
 }

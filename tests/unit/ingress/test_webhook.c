@@ -1,5 +1,6 @@
 /* Unit tests for ingress/webhook.c: content types, entity by key or ?entity=,
  * full record vs id-only, deletes, event ids, form JSONString, bad bodies. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "assert.h"
@@ -116,6 +117,41 @@ static void test_bad(void)
     tds_webhook_clear(&w);
 }
 
+static void test_reader_limits(void)
+{
+    struct tds_webhook w;
+    size_t n = 1024 * 1024 + 64;
+    char *big = malloc(n + 1);
+    char deep[200] = "";
+
+    /* a 20-digit id does not fit an int64 and is kept as written */
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"item_id\":46000000000000000001}", "items", NULL), ==, 0);
+    T_STR(w.zoho_id, "46000000000000000001");
+    tds_webhook_clear(&w);
+    /* the same entity key twice is ambiguous */
+    T_INT(parse(&w, TDS_WEBHOOK_JSON,
+                "{\"item\":{\"item_id\":\"1\"},\"item\":{\"item_id\":\"2\"}}", NULL, NULL),
+          ==, TDS_WEBHOOK_E_ENTITY);
+    tds_webhook_clear(&w);
+    /* \u0000 cannot reach PostgreSQL text: refused here already */
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"item\":{\"item_id\":\"1\",\"name\":\"a\\u0000\"}}",
+                NULL, NULL), ==, TDS_WEBHOOK_E_JSON);
+    tds_webhook_clear(&w);
+    /* nesting deeper than the processor reads */
+    for (int i = 0; i < 40; i++)
+        strcat(deep, "[");
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, deep, NULL, NULL), ==, TDS_WEBHOOK_E_JSON);
+    tds_webhook_clear(&w);
+    /* over the reader's 1 MiB: 413, not 400 */
+    T_TRUE(big != NULL);
+    memset(big, ' ', n);
+    memcpy(big, "{\"item\":{\"item_id\":\"1\"}}", 24);
+    big[n] = '\0';
+    T_INT(tds_webhook_parse(&w, TDS_WEBHOOK_JSON, big, n, NULL, NULL), ==, TDS_WEBHOOK_E_TOO_LARGE);
+    tds_webhook_clear(&w);
+    free(big);
+}
+
 int main(void)
 {
     T_RUN(test_kinds);
@@ -124,5 +160,6 @@ int main(void)
     T_RUN(test_delete_and_event_id);
     T_RUN(test_form);
     T_RUN(test_bad);
+    T_RUN(test_reader_limits);
     return 0;
 }

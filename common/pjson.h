@@ -1,4 +1,5 @@
-/* pjson — the processor's JSON reader: strict RFC 8259, exact number lexemes.
+/* pjson — strict RFC 8259 JSON reader with exact number lexemes (processor
+ * records, ingress webhook bodies).
  *
  * Parses one JSON text into a read-only tree held in an arena that the caller
  * resets per record. Numbers keep their lexeme (never converted to double, so
