@@ -31,6 +31,9 @@ function init(args)
   end
   local rate = tonumber(os.getenv("RATE") or "0")
   if rate > 0 then pace_ms = 1000 / rate end
+  -- PACE_MS: the wait after each response, as is (bench.py calibrates it)
+  local pace = tonumber(os.getenv("PACE_MS") or "0")
+  if pace > 0 then pace_ms = pace end
 end
 
 function delay()
