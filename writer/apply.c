@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "copytext.h"
 #include "entities.h"
@@ -410,8 +411,10 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
                 "SELECT k.n, coalesce((k.mt > t.modified_time OR (t.modified_time IS NULL AND "
                 "k.mt IS NOT NULL)) OR (t.deleted_at IS NULL AND k.mt IS NOT DISTINCT FROM "
                 "t.modified_time AND k.h IS DISTINCT FROM t.content_hash AND (k.d OR NOT "
-                "t.is_detail)), false) FROM unnest($1::text[], $2::text[], $3::timestamptz[], "
-                "$4::text[], $5::boolean[]) WITH ORDINALITY AS k(o, i, mt, h, d, n) "
+                "t.is_detail) AND (k.ob IS NULL OR t.observed_at IS NULL OR "
+                "k.ob >= t.observed_at)), false) FROM unnest($1::text[], $2::text[], "
+                "$3::timestamptz[], $4::text[], $5::boolean[], $6::timestamptz[]) "
+                "WITH ORDINALITY AS k(o, i, mt, h, d, ob, n) "
                 "JOIN zoho.\"%s\" t ON t.org_id = k.o AND t.\"%s\" = k.i",
                 t->name, t->id_column) != 0 ||
             tds_buf_add(&a->buf, "", 1) != 0) {
@@ -572,6 +575,26 @@ static const struct tds_bytes *ref_vals(struct tds_bmsg *const *msgs, const stru
     return &set->vals[(size_t)r->r * set->n_cols];
 }
 
+/* When a row's message was observed (rows.received_ms: page fetched, webhook
+ * received) as timestamptz input text in out (>= 40 bytes); false when the
+ * message does not say. */
+static bool observed_text(struct tds_bmsg *const *msgs, const struct ref *r, char *out,
+                          size_t outlen)
+{
+    int64_t ms = msgs[r->m]->msg.u.rows.received_ms;
+    time_t s;
+    struct tm tm;
+
+    if (ms <= 0)
+        return false;
+    s = (time_t)(ms / 1000);
+    if (!gmtime_r(&s, &tm))
+        return false;
+    snprintf(out, outlen, "%04d-%02d-%02d %02d:%02d:%02d.%03d+00", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    return true;
+}
+
 static int cmp_ref(const void *pa, const void *pb, void *ud)
 {
     const struct sort_ctx *ctx = ud;
@@ -621,7 +644,7 @@ static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *cons
                      struct tds_apply_result *res)
 {
     PGresult *r;
-    char head[32];
+    char head[32], obs[48];
     int rc = 0;
 
     r = PQexec(a->conn, sql);
@@ -636,8 +659,11 @@ static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *cons
 
         switch (form) {
         case COPY_STAGING:
-            len = snprintf(head, sizeof(head), "%u\t%u", rf->m, rf->r);
+            len = snprintf(head, sizeof(head), "%u\t%u\t", rf->m, rf->r);
             rc = tds_buf_add(&a->buf, head, (size_t)len);
+            if (rc == 0)
+                rc = observed_text(msgs, rf, obs, sizeof(obs)) ? tds_buf_add(&a->buf, obs, strlen(obs))
+                                                               : tds_buf_add(&a->buf, "\\N", 2);
             for (size_t c = 0; c < n_cols && rc == 0; c++) {
                 rc = tds_buf_add(&a->buf, "\t", 1);
                 if (rc == 0)
@@ -651,6 +677,12 @@ static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *cons
                 if (rc == 0)
                     rc = tds_copytext_add(&a->buf, v[c].p, v[c].n);
             }
+            /* then observed_at (copy_fast's column list ends with it) */
+            if (rc == 0)
+                rc = tds_buf_add(&a->buf, "\t", 1);
+            if (rc == 0)
+                rc = observed_text(msgs, rf, obs, sizeof(obs)) ? tds_buf_add(&a->buf, obs, strlen(obs))
+                                                               : tds_buf_add(&a->buf, "\\N", 2);
             break;
         case COPY_WRITTEN:
             rc = tds_copytext_add(&a->buf, v[0].p, v[0].n);
@@ -724,31 +756,35 @@ static int copy_fast(struct tds_apply *a, struct tds_bmsg *const *msgs, struct g
     struct ref *fresh = NULL;
     uint8_t *state = NULL; /* 0 new key, 1 existing and newer, 2 existing and not newer */
     PGresult *r = NULL;
-    const char *vals[5];
-    char name[32];
+    const char *vals[6];
+    char name[32], obs[48];
     size_t k_old = 0, k_new = 0;
     int rc = 0;
 
-    for (size_t p = 0; p < 5; p++) {
+    for (size_t p = 0; p < 6; p++) {
         tds_buf_reset(&a->params[p]);
         tds_copytext_array_begin(&a->params[p]);
     }
     for (size_t i = 0; i < g->n && rc == 0; i++) {
         const struct tds_bytes *v = ref_vals(msgs, &g->refs[i]);
+        bool known = observed_text(msgs, &g->refs[i], obs, sizeof(obs));
 
         for (size_t p = 0; p < 5 && rc == 0; p++)
             rc = tds_copytext_array_elem(&a->params[p], i == 0, v[lookup_col[p]].p,
                                          v[lookup_col[p]].n);
+        if (rc == 0)
+            rc = tds_copytext_array_elem(&a->params[5], i == 0, known ? obs : NULL,
+                                         known ? strlen(obs) : 0);
     }
-    for (size_t p = 0; p < 5 && rc == 0; p++)
+    for (size_t p = 0; p < 6 && rc == 0; p++)
         if ((rc = tds_copytext_array_end(&a->params[p])) == 0)
             rc = tds_buf_add(&a->params[p], "", 1);
     if (rc != 0)
         return rc;
-    for (size_t p = 0; p < 5; p++)
+    for (size_t p = 0; p < 6; p++)
         vals[p] = a->params[p].p;
     snprintf(name, sizeof(name), "x_%zu", sg->tidx);
-    if ((rc = run_prepared(a, name, 5, vals, &r, res, "could not look up existing rows")) != 0)
+    if ((rc = run_prepared(a, name, 6, vals, &r, res, "could not look up existing rows")) != 0)
         return rc;
     state = calloc(g->n, 1);
     fresh = malloc(g->n * sizeof(*fresh));
@@ -785,7 +821,7 @@ static int copy_fast(struct tds_apply *a, struct tds_bmsg *const *msgs, struct g
     for (size_t c = 0; c < sg->n_cols && rc == 0; c++)
         rc = tds_buf_addf(&a->buf, "%s\"%s\"", c ? ", " : "", sg->cols[c]);
     if (rc == 0)
-        rc = tds_buf_addf(&a->buf, ") FROM STDIN");
+        rc = tds_buf_addf(&a->buf, ", observed_at) FROM STDIN");
     if (rc == 0)
         rc = tds_buf_add(&a->buf, "", 1);
     if (rc == 0) {

@@ -110,7 +110,7 @@ int tds_migrate_run(PGconn *c, int *applied, char *err, size_t errlen)
         if (rc == 0)
             rc = simple(c, "COMMIT", err, errlen, what);
         if (rc != 0) {
-            char ignore[8];
+            char ignore[256]; /* the error of a cleanup step is not reported */
 
             simple(c, "ROLLBACK", ignore, sizeof(ignore), "rollback");
             break;
@@ -118,7 +118,7 @@ int tds_migrate_run(PGconn *c, int *applied, char *err, size_t errlen)
         (*applied)++;
     }
     {
-        char ignore[8];
+        char ignore[256];
 
         simple(c, "SELECT pg_advisory_unlock(" LOCK_KEY ")", ignore, sizeof(ignore), "unlock");
     }
@@ -161,7 +161,7 @@ static int check_col(PGresult *r, const struct tds_table *t, const char *col, ch
 int tds_migrate_verify(PGconn *c, char *err, size_t errlen)
 {
     static const char *const managed[] = {"org_id", "modified_time", "synced_at", "deleted_at",
-                                          "raw", "content_hash", "is_detail"};
+                                          "raw", "content_hash", "is_detail", "observed_at"};
     PGresult *r = NULL;
     int rc = run(c, "SELECT table_name::text, column_name::text, udt_name::text "
                     "FROM information_schema.columns WHERE table_schema = 'zoho'",

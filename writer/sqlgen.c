@@ -20,6 +20,7 @@ static const struct tds_column top_managed[] = {
     {"modified_time", TDS_T_TIMESTAMPTZ}, {"synced_at", TDS_T_TIMESTAMPTZ},
     {"deleted_at", TDS_T_TIMESTAMPTZ},    {"raw", TDS_T_JSONB},
     {"content_hash", TDS_T_TEXT},         {"is_detail", TDS_T_BOOL},
+    {"observed_at", TDS_T_TIMESTAMPTZ},
 };
 
 /* The columns a DETAIL/LIST set starts with, in order (msg.h). */
@@ -27,6 +28,11 @@ static const char *const head_cols[] = {"modified_time", "raw", "content_hash", 
 
 #define NEWER "(EXCLUDED.modified_time > t.modified_time OR " \
               "(t.modified_time IS NULL AND EXCLUDED.modified_time IS NOT NULL))"
+/* Two versions with the same modified_time (Zoho keeps whole seconds): the
+ * one observed later — page fetched or webhook received — is the newer one;
+ * unknown on either side, arrival order decides (as before observed_at). */
+#define NOT_OLDER "(EXCLUDED.observed_at IS NULL OR t.observed_at IS NULL OR " \
+                  "EXCLUDED.observed_at >= t.observed_at)"
 
 int tds_sqlgen_coltype(const struct tds_table *t, const char *col, enum tds_coltype *out)
 {
@@ -125,7 +131,8 @@ static int add_cols(struct tds_buf *b, const char *prefix, char *const *cols, si
 int tds_sqlgen_staging(struct tds_buf *b, const char *stg, const struct tds_table *t,
                        char *const *cols, size_t n_cols)
 {
-    int rc = tds_buf_addf(b, "CREATE TEMP TABLE IF NOT EXISTS %s (_m integer, _r integer", stg);
+    int rc = tds_buf_addf(b, "CREATE TEMP TABLE IF NOT EXISTS %s (_m integer, _r integer, "
+                             "_o timestamptz", stg);
 
     for (size_t i = 0; i < n_cols && rc == 0; i++) {
         enum tds_coltype ty = TDS_T_TEXT;
@@ -157,7 +164,7 @@ int tds_sqlgen_collapse(struct tds_buf *b, const char *stg, const struct tds_tab
 {
     return tds_buf_addf(b,
         "DELETE FROM %s WHERE ctid NOT IN (SELECT DISTINCT ON (org_id, \"%s\") ctid FROM %s "
-        "ORDER BY org_id, \"%s\"%s%s, _m DESC, _r DESC)",
+        "ORDER BY org_id, \"%s\"%s, _o DESC NULLS LAST%s, _m DESC, _r DESC)",
         stg, t->id_column, stg, t->id_column,
         has_mtime ? ", modified_time DESC NULLS LAST" : "",
         kind == TDS_ROWS_DELETE ? "" : ", is_detail DESC");
@@ -196,12 +203,13 @@ int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table
     if (rc == 0)
         rc = add_cols(b, "", cols, 0, n_cols);
     if (rc == 0)
-        rc = tds_buf_addf(b, ", synced_at, deleted_at) SELECT ");
+        rc = tds_buf_addf(b, ", observed_at, synced_at, deleted_at) SELECT ");
     if (rc == 0)
         rc = add_cols(b, "", cols, 0, n_cols);
     if (rc == 0)
-        rc = tds_buf_addf(b, ", now(), NULL FROM %s ON CONFLICT (org_id, \"%s\") DO UPDATE SET "
-                             "modified_time = EXCLUDED.modified_time, ", stg, t->id_column);
+        rc = tds_buf_addf(b, ", _o, now(), NULL FROM %s ON CONFLICT (org_id, \"%s\") DO UPDATE SET "
+                             "modified_time = EXCLUDED.modified_time, "
+                             "observed_at = EXCLUDED.observed_at, ", stg, t->id_column);
     /* LIST rows carry only some fields: merge raw so the fuller detail JSON
      * is kept; DETAIL rows replace it. */
     if (rc == 0)
@@ -220,7 +228,8 @@ int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table
             ", synced_at = now(), deleted_at = NULL WHERE " NEWER " OR (t.deleted_at IS NULL "
             "AND EXCLUDED.modified_time IS NOT DISTINCT FROM t.modified_time "
             "AND EXCLUDED.content_hash IS DISTINCT FROM t.content_hash "
-            "AND (EXCLUDED.is_detail OR NOT t.is_detail)) RETURNING org_id, \"%s\"",
+            "AND (EXCLUDED.is_detail OR NOT t.is_detail) AND " NOT_OLDER ") "
+            "RETURNING org_id, \"%s\"",
             t->id_column);
     if (rc == 0 && wtab)
         rc = tds_buf_addf(b,

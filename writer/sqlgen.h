@@ -33,7 +33,9 @@ int tds_sqlgen_check(const struct tds_table *t, enum tds_rowset_kind kind, char 
  * table of DETAIL-written parents (see tds_sqlgen_written_name). Each appends
  * one statement (no trailing semicolon) to b; 0 or -ENOMEM. */
 
-/* CREATE TEMP TABLE stg (_m int, _r int, <cols typed>) ON COMMIT DELETE ROWS. */
+/* CREATE TEMP TABLE stg (_m int, _r int, _o timestamptz, <cols typed>) ON COMMIT
+ * DELETE ROWS: message and row index, and when the message's records were
+ * observed (rows.received_ms; NULL when unknown). */
 int tds_sqlgen_staging(struct tds_buf *b, const char *stg, const struct tds_table *t,
                        char *const *cols, size_t n_cols);
 /* CREATE TEMP TABLE wtab (org_id text, id text, _m int) ON COMMIT DELETE ROWS. */
@@ -41,7 +43,7 @@ int tds_sqlgen_written_table(struct tds_buf *b, const char *wtab);
 void tds_sqlgen_written_name(const struct tds_table *parent, char *out, size_t outlen);
 int tds_sqlgen_copy(struct tds_buf *b, const char *stg);
 /* Keep one row per key in stg: the one that wins the guard order (newest
- * modified_time, then detail over list, then the latest arrival). */
+ * modified_time, then the latest observed, then the latest arrival). */
 int tds_sqlgen_collapse(struct tds_buf *b, const char *stg, const struct tds_table *t,
                         enum tds_rowset_kind kind, bool has_mtime);
 /* The guarded upsert of a DETAIL, LIST or DELETE staging table into t,

@@ -174,6 +174,57 @@ def test_out_of_order_versions_end_at_newest(writer, db):
     assert db.query("SELECT xmin::text FROM zoho.items WHERE item_id = '1'") == xmin
 
 
+def test_same_modified_time_the_later_observed_version_wins(writer, db):
+    """Zoho keeps whole seconds: two changes in one second share modified_time.
+    The version observed later (page fetched / webhook received) is the newer
+    one, whatever order the writer gets them in; unknown times fall back to
+    arrival order."""
+    t = ts(4)
+
+    def send(item_id, name, observed, stock=None):
+        src, frame = rows_msg(ORG, items_sets([item(ORG, item_id, t, name, stock=stock)]),
+                              received_ms=observed)
+        writer.send(frame)
+        writer.wait_acked([src])
+
+    def name_of(item_id):
+        return db.query("SELECT name, observed_at IS NOT NULL FROM zoho.items "
+                        "WHERE item_id = %s", item_id)[0]
+
+    base = 1_790_000_000_000
+    send("1", "newer", base + 2000, stock=[("w1", "5")])
+    send("1", "older", base + 1000, stock=[("w1", "9")])  # a resent page from before
+    assert name_of("1") == ("newer", True)
+    assert stock_of(db, "1") == [("w1", "5")]
+    send("1", "newest", base + 3000)
+    assert name_of("1") == ("newest", True)
+    assert db.query("SELECT observed_at = to_timestamp(%s / 1000.0) FROM zoho.items "
+                    "WHERE item_id = '1'", base + 3000) == [(True,)]
+    # both in one message: the later observed wins inside the batch too
+    recs = [item(ORG, "2", t, "late"), item(ORG, "2", t, "early")]
+    s1, f1 = rows_msg(ORG, items_sets([recs[1]]), received_ms=base + 1000)
+    s2, f2 = rows_msg(ORG, items_sets([recs[0]]), received_ms=base + 2000)
+    writer.send(f2)
+    writer.send(f1)
+    writer.wait_acked([s1, s2])
+    assert name_of("2") == ("late", True)
+    # a message that does not say when it was observed: arrival order, as before
+    send("3", "first", 0)
+    send("3", "second", 0)
+    assert name_of("3") == ("second", False)
+    # the fast path (a group of 64+ new and existing keys) keeps the same rule
+    many = [item(ORG, str(500 + i), t, f"fresh{i}") for i in range(80)]
+    src, frame = rows_msg(ORG, items_sets(many), received_ms=base + 5000)
+    writer.send(frame)
+    writer.wait_acked([src])
+    stale = [item(ORG, str(500 + i), t, f"stale{i}") for i in range(80)]
+    src, frame = rows_msg(ORG, items_sets(stale), received_ms=base + 4000)
+    writer.send(frame)
+    writer.wait_acked([src])
+    assert db.query("SELECT count(*), count(observed_at) FROM zoho.items "
+                    "WHERE name LIKE 'fresh%%'") == [(80, 80)]
+
+
 def _stream(n_msgs=8, per=20, org=ORG):
     """Messages with many versions of 60 items, out of order. One (id, time)
     always has the same content, as in Zoho: which version wins is then

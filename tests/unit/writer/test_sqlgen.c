@@ -111,7 +111,8 @@ static void test_statements(void)
     const char *s;
 
     s = gen(gen_staging, &b);
-    T_STR(s, "CREATE TEMP TABLE IF NOT EXISTS _tds_s1 (_m integer, _r integer, \"org_id\" text, "
+    T_STR(s, "CREATE TEMP TABLE IF NOT EXISTS _tds_s1 (_m integer, _r integer, _o timestamptz, "
+             "\"org_id\" text, "
              "\"item_id\" text, \"modified_time\" timestamptz, \"raw\" jsonb, \"content_hash\" text, "
              "\"is_detail\" boolean, \"name\" text, \"rate\" numeric) ON COMMIT DELETE ROWS");
     s = gen(gen_detail, &b);
@@ -119,13 +120,17 @@ static void test_statements(void)
     T_TRUE(strstr(s, "ON CONFLICT (org_id, \"item_id\") DO UPDATE SET") != NULL);
     T_TRUE(strstr(s, "raw = EXCLUDED.raw") != NULL);
     T_TRUE(strstr(s, "\"rate\" = EXCLUDED.\"rate\"") != NULL);
-    /* The guard: newer, or equal time + different hash + (detail or stored not detail),
-     * and a deleted row revives only when newer. */
+    /* The guard: newer, or equal time + different hash + (detail or stored not detail)
+     * + not observed earlier than the stored version; a deleted row revives only when
+     * newer. */
     T_TRUE(strstr(s, "WHERE (EXCLUDED.modified_time > t.modified_time OR (t.modified_time IS NULL "
                      "AND EXCLUDED.modified_time IS NOT NULL)) OR (t.deleted_at IS NULL AND "
                      "EXCLUDED.modified_time IS NOT DISTINCT FROM t.modified_time AND "
                      "EXCLUDED.content_hash IS DISTINCT FROM t.content_hash AND "
-                     "(EXCLUDED.is_detail OR NOT t.is_detail))") != NULL);
+                     "(EXCLUDED.is_detail OR NOT t.is_detail) AND (EXCLUDED.observed_at IS NULL "
+                     "OR t.observed_at IS NULL OR EXCLUDED.observed_at >= t.observed_at))") != NULL);
+    T_TRUE(strstr(s, ", _o, now(), NULL FROM _tds_s1") != NULL);
+    T_TRUE(strstr(s, "observed_at = EXCLUDED.observed_at") != NULL);
     T_TRUE(strstr(s, "INSERT INTO _tds_w_items (org_id, id, _m)") != NULL);
     s = gen(gen_list, &b);
     T_TRUE(strstr(s, "WITH") == NULL);
@@ -138,7 +143,7 @@ static void test_statements(void)
     s = gen(gen_collapse, &b);
     T_STR(s, "DELETE FROM _tds_s1 WHERE ctid NOT IN (SELECT DISTINCT ON (org_id, \"item_id\") ctid "
              "FROM _tds_s1 ORDER BY org_id, \"item_id\", modified_time DESC NULLS LAST, "
-             "is_detail DESC, _m DESC, _r DESC)");
+             "_o DESC NULLS LAST, is_detail DESC, _m DESC, _r DESC)");
     s = gen(gen_child, &b);
     T_STR(s, "INSERT INTO zoho.\"item_stock\" (\"org_id\", \"item_id\", \"warehouse_id\", "
              "\"stock_on_hand\") SELECT s.\"org_id\", s.\"item_id\", s.\"warehouse_id\", "
