@@ -79,7 +79,7 @@ struct tds_msg_page {
     char *mode;         /* "full" | "incremental" | "fetch" | "reconcile" */
     char *origin;
     int64_t page;       /* 1-based page number within the run */
-    int64_t fetched_ms;
+    int64_t fetched_ms; /* wall ms when its records were asked for (earliest request) */
     bool detail;        /* records are detail records (complete) */
     bool final;         /* last message of the run */
     char *cursor;       /* with final: new incremental cursor (Zoho time text), or NULL */

@@ -36,6 +36,7 @@ struct call {
     int64_t not_before_ms;
     int64_t ticket;
     int64_t sent_ms;
+    int64_t sent_wall_ms; /* the same moment on the wall clock (pages' observed time) */
     char *token;        /* the token it was sent with */
     struct tds_http_call *http;
     struct call *next, *prev;
@@ -188,7 +189,7 @@ void tds_api_cancel_all(struct tds_api *a)
 {
     /* Callbacks run with a failure so their owners can free what they hold;
      * owners that are shutting down know to do only that. */
-    struct tds_api_result r = {TDS_ZAPI_FATAL, -1, 0, "", 0, "cancelled"};
+    struct tds_api_result r = {TDS_ZAPI_FATAL, -1, 0, "", 0, "cancelled", 0};
     while (a->qhead) {
         struct call *c = a->qhead;
         q_remove(a, c);
@@ -290,7 +291,8 @@ static void arm(struct tds_api *a, int64_t now, int64_t wait_ms)
 static void finish(struct tds_api *a, struct call *c, enum tds_zapi_class cls, int64_t code, long status,
                    const char *body, size_t len, const char *error)
 {
-    struct tds_api_result r = {cls, code, status, body ? body : "", body ? len : 0, error};
+    struct tds_api_result r = {cls, code, status, body ? body : "", body ? len : 0, error,
+                               c->sent_wall_ms};
     if (cls != TDS_ZAPI_OK && cls != TDS_ZAPI_NOTFOUND) {
         char st[16];
         snprintf(st, sizeof(st), "%ld", status);
@@ -339,6 +341,7 @@ static void send_call(struct tds_api *a, struct call *c, const char *token, cons
         return;
     }
     c->sent_ms = now;
+    c->sent_wall_ms = tds_wall_ms();
     a->calls++;
     r_add(a, c);
 }

@@ -40,6 +40,8 @@ struct tds_api_result {
     const char *body;         /* valid during the callback */
     size_t len;
     const char *error;        /* one line for logs when cls is not OK/NOTFOUND */
+    int64_t sent_wall_ms;     /* wall clock when the answered attempt was sent (0: none):
+                               * the record versions in body are from then or later */
 };
 
 typedef void (*tds_api_cb)(const struct tds_api_result *r, void *ud);

@@ -166,6 +166,7 @@ struct batch {
     size_t want, got;
     struct tds_bytes *recs;
     size_t n_recs;
+    int64_t observed_ms;    /* earliest send time of the requests its records came from */
     char **deleted;
     size_t n_deleted;
     struct batch *next;
@@ -305,7 +306,9 @@ static int deliver(struct tds_sync *s, struct org_rt *o, struct run *r, struct t
     m->type = TDS_MSG_PAGE;
     m->v = TDS_MSG_VERSION;
     m->u.page.origin = s->origin;
-    m->u.page.fetched_ms = tds_wall_ms();
+    /* set by the caller to when its records were asked for; else now */
+    if (m->u.page.fetched_ms <= 0)
+        m->u.page.fetched_ms = tds_wall_ms();
     int rc = tds_msg_encode(m, &buf, &len);
     if (rc != 0)
         return rc > 0 ? -EINVAL : rc;
@@ -539,6 +542,15 @@ static void progress(struct run *r)
 
 static void batch_done(struct batch *b);
 
+/* A page's observed time is the earliest send among its requests: no record
+ * in it is older than that moment (the writer orders two versions with the
+ * same modified_time by it). */
+static void batch_observed(struct batch *b, const struct tds_api_result *res)
+{
+    if (res->sent_wall_ms > 0 && (b->observed_ms == 0 || res->sent_wall_ms < b->observed_ms))
+        b->observed_ms = res->sent_wall_ms;
+}
+
 struct dcall {
     struct batch *b;
     char *id;
@@ -568,6 +580,7 @@ static void on_detail(const struct tds_api_result *res, void *ud)
                     b->recs[b->n_recs].p = copy;
                     b->recs[b->n_recs].n = sp.len;
                     b->n_recs++;
+                    batch_observed(b, res);
                 }
             } else {
                 run_fail(r, "detail of %s %s has no '%s' object", r->e->name, dc->id, r->e->detail_key);
@@ -626,6 +639,7 @@ static void batch_done(struct batch *b)
         m.u.page.detail = true;
         m.u.page.records = b->recs;
         m.u.page.n_records = b->n_recs;
+        m.u.page.fetched_ms = b->observed_ms;
         m.u.page.deleted_ids = b->deleted;
         m.u.page.n_deleted = b->n_deleted;
         int rc = id ? deliver(o->s, o, r, &m) : -ENOMEM;
@@ -721,6 +735,7 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
                     b->recs[b->n_recs].p = copy;
                     b->recs[b->n_recs].n = spans[k].len;
                     b->n_recs++;
+                    batch_observed(b, res);
                     free(bc->ids[i]);
                     bc->ids[i] = NULL;
                     break;
@@ -822,7 +837,7 @@ static int start_batch(struct run *r, char **ids, size_t n)
 }
 
 static void send_list_page(struct run *r, const char *body, struct tds_span *spans, size_t *keep,
-                           size_t n_keep)
+                           size_t n_keep, int64_t observed_ms)
 {
     struct org_rt *o = r->o;
     struct tds_bytes *recs = calloc(n_keep ? n_keep : 1, sizeof(*recs));
@@ -847,6 +862,7 @@ static void send_list_page(struct run *r, const char *body, struct tds_span *spa
     m.u.page.detail = r->e->detail_path == NULL;
     m.u.page.records = recs;
     m.u.page.n_records = n_keep;
+    m.u.page.fetched_ms = observed_ms;
     int rc = id ? deliver(o->s, o, r, &m) : -ENOMEM;
     free(id);
     free(recs);
@@ -940,7 +956,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
     r->pages_fetched++;
     r->records_fetched += (int64_t)n_keep;
     if (!reconcile && n_keep && !r->failed)
-        send_list_page(r, res->body, spans, keep, n_keep);
+        send_list_page(r, res->body, spans, keep, n_keep, res->sent_wall_ms);
     /* which records need their detail: new or changed compared with the database */
     if (!r->failed && !reconcile && r->e->detail_path && n_ids) {
         struct tds_known *known = NULL;
@@ -1319,6 +1335,7 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
         m.u.page.entity = (char *)fc->e->name;
         m.u.page.mode = (char *)"fetch";
         m.u.page.detail = true;
+        m.u.page.fetched_ms = res->sent_wall_ms;
         int rc = id ? deliver(s, o, NULL, &m) : -ENOMEM;
         free(id);
         if (rc != 0)

@@ -29,11 +29,17 @@ def test_full_sync_of_every_entity_equals_truth(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org()], extra_args=["--minute-ms", "1000", "--rate-per-min", "400"])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
                  orgs=[org_spec("60001", rate_per_min=400)])
+    t0 = time.time()
     f = p.start_fetcher()
     runs = p.sync("60001", "all", "full", timeout=180)
     assert sorted(r["entity"] for r in runs) == sorted(ALL)
     for ent in ALL:
         p.compare("60001", ent)
+    # every version stored says when it was asked for: after the start, before its write
+    for table in ("items", "item_groups", "warehouses", "contacts", "invoices", "sales_orders"):
+        assert db.query(f"SELECT count(*) FROM zoho.{table} WHERE observed_at IS NULL "
+                        "OR observed_at > synced_at OR observed_at < to_timestamp(%s)",
+                        t0 - 1) == [(0,)], table
     st = s.stats()["orgs"]["60001"]
     assert st["429"] == {"44": 0, "45": 0, "1070": 0}, st
     # each record's detail fetched once, lists paged at 200
