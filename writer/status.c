@@ -76,7 +76,7 @@ static void print_table(FILE *out, const char *title, PGresult *r)
 static int section(PGconn *c, FILE *out, const char *title, const char *sql, char *err,
                    size_t errlen)
 {
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = query(c, sql, &r, err, errlen);
 
     if (rc != 0)
