@@ -610,8 +610,10 @@ static void touch(struct zs_org *o, enum zs_ent e, size_t i, int64_t now_s)
     views_unlink(o, e, i, true, cur);
     r->version++;
     /* A new version is always later than the last one, by a second when the
-     * record changes twice within one: the pipeline orders versions by this
-     * time, and two different versions with one time cannot be ordered. */
+     * record changes twice within one. Real Zoho can give two versions one
+     * second; the writer then orders them by when they were observed, which
+     * a detail batch only knows to within the batch's duration: a second
+     * apart keeps the tests that compare with the truth deterministic. */
     r->modified_s = now_s > r->modified_s ? now_s : r->modified_s + 1;
     t->gen++;
     views_link(o, e, i, cur);
