@@ -595,6 +595,16 @@ static bool observed_text(struct tds_bmsg *const *msgs, const struct ref *r, cha
     return true;
 }
 
+/* The observed time as a COPY text field: the time, or \N when unknown. */
+static int add_observed(struct tds_buf *b, struct tds_bmsg *const *msgs, const struct ref *r)
+{
+    char obs[48];
+
+    if (!observed_text(msgs, r, obs, sizeof(obs)))
+        return tds_buf_add(b, "\\N", 2);
+    return tds_buf_add(b, obs, strlen(obs));
+}
+
 static int cmp_ref(const void *pa, const void *pb, void *ud)
 {
     const struct sort_ctx *ctx = ud;
@@ -644,7 +654,7 @@ static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *cons
                      struct tds_apply_result *res)
 {
     PGresult *r;
-    char head[32], obs[48];
+    char head[32];
     int rc = 0;
 
     r = PQexec(a->conn, sql);
@@ -662,8 +672,7 @@ static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *cons
             len = snprintf(head, sizeof(head), "%u\t%u\t", rf->m, rf->r);
             rc = tds_buf_add(&a->buf, head, (size_t)len);
             if (rc == 0)
-                rc = observed_text(msgs, rf, obs, sizeof(obs)) ? tds_buf_add(&a->buf, obs, strlen(obs))
-                                                               : tds_buf_add(&a->buf, "\\N", 2);
+                rc = add_observed(&a->buf, msgs, rf);
             for (size_t c = 0; c < n_cols && rc == 0; c++) {
                 rc = tds_buf_add(&a->buf, "\t", 1);
                 if (rc == 0)
@@ -681,8 +690,7 @@ static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *cons
             if (rc == 0)
                 rc = tds_buf_add(&a->buf, "\t", 1);
             if (rc == 0)
-                rc = observed_text(msgs, rf, obs, sizeof(obs)) ? tds_buf_add(&a->buf, obs, strlen(obs))
-                                                               : tds_buf_add(&a->buf, "\\N", 2);
+                rc = add_observed(&a->buf, msgs, rf);
             break;
         case COPY_WRITTEN:
             rc = tds_copytext_add(&a->buf, v[0].p, v[0].n);
