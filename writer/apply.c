@@ -336,18 +336,22 @@ static void maybe_analyze(struct tds_apply *a)
             continue;
         /* The key columns are all the writer's statements and the foreign-key
          * checks need; the row count comes with any ANALYZE. The other
-         * columns (wide raw JSON) are autovacuum's. */
-        snprintf(sql, sizeof(sql), "ANALYZE zoho.\"%s\" (org_id, \"%s\")", t->name,
-                 t->id_column);
+         * columns (wide raw JSON) are autovacuum's. SKIP_LOCKED: a table
+         * autovacuum is working on is skipped (it is being analyzed anyway)
+         * instead of holding up the batches behind this one. */
+        snprintf(sql, sizeof(sql), "ANALYZE (SKIP_LOCKED) zoho.\"%s\" (org_id, \"%s\")",
+                 t->name, t->id_column);
         t0 = tds_now_ms();
         r = PQexec(a->conn, sql);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            /* Not worth failing a batch over: leave it to autovacuum. */
-            tds_warn("could not analyze zoho.%s, leaving it to autovacuum: %s", t->name,
+            /* Not worth failing a batch over; tried again after as many rows. */
+            tds_warn("could not analyze zoho.%s, leaving it to autovacuum for now: %s", t->name,
                      PQresultErrorMessage(r));
-            a->analyze_off = true;
             PQclear(r);
-            return;
+            a->mods[i] = 0;
+            if (!tds_apply_connected(a))
+                return;
+            continue;
         }
         PQclear(r);
         tds_debug("analyzed zoho.%s after %lld rows written, in %lld ms", t->name,
