@@ -617,6 +617,20 @@ static void batch_unlink(struct run *r, struct batch *b)
     free(b);
 }
 
+/* A page of run r with its header filled and the next page number taken; the
+ * caller adds what it carries, sends it with deliver() and frees m->id (NULL
+ * when out of memory: deliver() is then not called). */
+static void run_page(struct run *r, struct tds_msg *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->id = tds_uid("pg");
+    m->u.page.org = r->o->org->org_id;
+    m->u.page.entity = (char *)r->e->name;
+    m->u.page.run = r->id;
+    m->u.page.mode = r->mode;
+    m->u.page.page = ++r->page_no;
+}
+
 static void batch_done(struct batch *b)
 {
     struct run *r = b->r;
@@ -628,22 +642,15 @@ static void batch_done(struct batch *b)
     }
     if (b->n_recs || b->n_deleted) {
         struct tds_msg m;
-        memset(&m, 0, sizeof(m));
-        char *id = tds_uid("pg");
-        m.id = id;
-        m.u.page.org = o->org->org_id;
-        m.u.page.entity = (char *)r->e->name;
-        m.u.page.run = r->id;
-        m.u.page.mode = r->mode;
-        m.u.page.page = ++r->page_no;
+        run_page(r, &m);
         m.u.page.detail = true;
         m.u.page.records = b->recs;
         m.u.page.n_records = b->n_recs;
         m.u.page.fetched_ms = b->observed_ms;
         m.u.page.deleted_ids = b->deleted;
         m.u.page.n_deleted = b->n_deleted;
-        int rc = id ? deliver(o->s, o, r, &m) : -ENOMEM;
-        free(id);
+        int rc = m.id ? deliver(o->s, o, r, &m) : -ENOMEM;
+        free(m.id);
         r->pages_fetched++;
         r->records_fetched += (int64_t)b->n_recs;
         if (rc != 0) {
@@ -850,21 +857,14 @@ static void send_list_page(struct run *r, const char *body, struct tds_span *spa
         recs[i].n = spans[keep[i]].len;
     }
     struct tds_msg m;
-    memset(&m, 0, sizeof(m));
-    char *id = tds_uid("pg");
-    m.id = id;
-    m.u.page.org = o->org->org_id;
-    m.u.page.entity = (char *)r->e->name;
-    m.u.page.run = r->id;
-    m.u.page.mode = r->mode;
-    m.u.page.page = ++r->page_no;
+    run_page(r, &m);
     /* An entity without a detail call is complete in its list form. */
     m.u.page.detail = r->e->detail_path == NULL;
     m.u.page.records = recs;
     m.u.page.n_records = n_keep;
     m.u.page.fetched_ms = observed_ms;
-    int rc = id ? deliver(o->s, o, r, &m) : -ENOMEM;
-    free(id);
+    int rc = m.id ? deliver(o->s, o, r, &m) : -ENOMEM;
+    free(m.id);
     free(recs);
     if (rc != 0)
         run_fail(r, "could not encode list page: %d", rc);
@@ -1075,18 +1075,11 @@ static void reconcile_finish(struct run *r)
             for (size_t i = 0; i < n_missing && !r->failed; i += DELETE_CHUNK) {
                 size_t k = n_missing - i < DELETE_CHUNK ? n_missing - i : DELETE_CHUNK;
                 struct tds_msg m;
-                memset(&m, 0, sizeof(m));
-                char *id = tds_uid("pg");
-                m.id = id;
-                m.u.page.org = o->org->org_id;
-                m.u.page.entity = (char *)r->e->name;
-                m.u.page.run = r->id;
-                m.u.page.mode = r->mode;
-                m.u.page.page = ++r->page_no;
+                run_page(r, &m);
                 m.u.page.deleted_ids = missing + i;
                 m.u.page.n_deleted = k;
-                int rc = id ? deliver(o->s, o, r, &m) : -ENOMEM;
-                free(id);
+                int rc = m.id ? deliver(o->s, o, r, &m) : -ENOMEM;
+                free(m.id);
                 if (rc != 0)
                     run_fail(r, "could not encode a delete page: %d", rc);
             }
@@ -1122,19 +1115,12 @@ static void send_final(struct run *r)
         }
     }
     struct tds_msg m;
-    memset(&m, 0, sizeof(m));
-    char *id = tds_uid("pg");
-    m.id = id;
-    m.u.page.org = o->org->org_id;
-    m.u.page.entity = (char *)r->e->name;
-    m.u.page.run = r->id;
-    m.u.page.mode = r->mode;
-    m.u.page.page = ++r->page_no;
+    run_page(r, &m);
     m.u.page.final = true;
     m.u.page.cursor = (char *)cur;
     progress(r);
-    int rc = id ? deliver(o->s, o, r, &m) : -ENOMEM;
-    free(id);
+    int rc = m.id ? deliver(o->s, o, r, &m) : -ENOMEM;
+    free(m.id);
     if (rc != 0) {
         run_fail(r, "could not encode the final page: %d", rc);
         return;
