@@ -274,15 +274,15 @@ static uint32_t be32(const uint8_t *p)
 static int scan_frame(const uint8_t *p, size_t len)
 {
     size_t stack[MAX_DEPTH];
-    size_t depth = 0, todo = 1, pos = 0;
+    size_t depth = 0, unread = 1, pos = 0; /* unread: objects still due at this depth */
 
     for (;;) {
-        while (todo == 0) {
+        while (unread == 0) {
             if (depth == 0)
                 return pos == len ? 0 : TDS_MSG_E_MALFORMED;
-            todo = stack[--depth];
+            unread = stack[--depth];
         }
-        todo--;
+        unread--;
         if (pos >= len)
             return TDS_MSG_E_MALFORMED;
         uint8_t b = p[pos++];
@@ -357,8 +357,8 @@ static int scan_frame(const uint8_t *p, size_t len)
             if (n > 0) {
                 if (depth == MAX_DEPTH)
                     return TDS_MSG_E_MALFORMED;
-                stack[depth++] = todo;
-                todo = n;
+                stack[depth++] = unread;
+                unread = n;
             }
             break;
         }
