@@ -61,6 +61,9 @@ struct group {
     size_t n, cap;
     size_t n_stage;   /* refs[0..n_stage) go through staging and the upsert */
     size_t n_fast;    /* rows COPYed straight into the table (new keys) */
+    /* A parent group's rows COPYed as new keys (sorted like refs): their
+     * children need no DELETE and no staging (children_direct()). */
+    struct ref *fresh;
     bool dups;
 };
 
@@ -642,15 +645,17 @@ static int group_add(struct group *g, struct ref r)
 
 static void groups_free(struct group *gs, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         free(gs[i].refs);
+        free(gs[i].fresh);
+    }
     free(gs);
 }
 
 static int run_prepared(struct tds_apply *a, const char *name, int n, const char *const *vals,
                         PGresult **out, struct tds_apply_result *res, const char *what);
 
-enum copy_form { COPY_STAGING, COPY_TARGET, COPY_WRITTEN };
+enum copy_form { COPY_STAGING, COPY_TARGET, COPY_CHILD, COPY_WRITTEN };
 
 /* Stream refs[0..n) as COPY text lines into the statement `sql`. */
 static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *const *msgs,
@@ -684,6 +689,7 @@ static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *cons
             }
             break;
         case COPY_TARGET:
+        case COPY_CHILD:
             for (size_t c = 0; c < n_cols && rc == 0; c++) {
                 if (c > 0)
                     rc = tds_buf_add(&a->buf, "\t", 1);
@@ -691,9 +697,9 @@ static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *cons
                     rc = tds_copytext_add(&a->buf, v[c].p, v[c].n);
             }
             /* then observed_at (copy_fast's column list ends with it) */
-            if (rc == 0)
+            if (rc == 0 && form == COPY_TARGET)
                 rc = tds_buf_add(&a->buf, "\t", 1);
-            if (rc == 0)
+            if (rc == 0 && form == COPY_TARGET)
                 rc = add_observed(&a->buf, msgs, rf);
             break;
         case COPY_WRITTEN:
@@ -842,13 +848,6 @@ static int copy_fast(struct tds_apply *a, struct tds_bmsg *const *msgs, struct g
         rc = sql ? copy_rows(a, sql, msgs, fresh, k_new, sg->n_cols, COPY_TARGET, res) : -ENOMEM;
         free(sql);
     }
-    if (rc == 0 && sg->kind == TDS_ROWS_DETAIL && has_children(sg->t)) {
-        char wtab[64], sql[160];
-
-        tds_sqlgen_written_name(sg->t, wtab, sizeof(wtab));
-        snprintf(sql, sizeof(sql), "COPY %s (org_id, id, _m) FROM STDIN", wtab);
-        rc = copy_rows(a, sql, msgs, fresh, k_new, 2, COPY_WRITTEN, res);
-    }
     if (rc != 0)
         goto out;
     res->written[sg->tidx] += (int64_t)k_new;
@@ -859,7 +858,14 @@ static int copy_fast(struct tds_apply *a, struct tds_bmsg *const *msgs, struct g
         const struct tds_bytes *v = ref_vals(msgs, &fresh[i]);
 
         if ((rc = tds_notify_add(a->notify, v[0].p, sg->t->name, v[1].p)) != 0)
-            break;
+            goto out;
+    }
+    /* A new key has no child rows yet (they cascade with their parent): the
+     * children of this version are COPYed straight in (children_direct()),
+     * with no DELETE and no staging. */
+    if (sg->kind == TDS_ROWS_DETAIL && has_children(sg->t)) {
+        g->fresh = fresh;
+        fresh = NULL;
     }
 out:
     PQclear(r);
@@ -868,8 +874,92 @@ out:
     return rc;
 }
 
-static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct group *g,
-                      bool probe, struct tds_apply_result *res)
+/* Does the parent version in message m with key (org, id) sit in g->fresh? */
+static bool is_fresh(struct tds_bmsg *const *msgs, const struct group *g, uint32_t m,
+                     const struct tds_bytes *org, const struct tds_bytes *id)
+{
+    size_t lo = 0, hi = g->n_fast;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const struct tds_bytes *v = ref_vals(msgs, &g->fresh[mid]);
+        int c = cmp_val(&v[0], org);
+
+        if (c == 0)
+            c = cmp_val(&v[1], id);
+        if (c == 0)
+            return g->fresh[mid].m == m;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+/* Child rows whose parent version was just COPYed as a new key (copy_fast)
+ * go straight into the child table: nothing to replace, so no staging, no
+ * DELETE, no join. The rest, moved to the front of refs (order kept), go
+ * through staging and the child insert as before. */
+static int children_direct(struct tds_apply *a, struct tds_bmsg *const *msgs,
+                           const struct group *gs, size_t n_groups, struct group *g, bool probe,
+                           struct tds_apply_result *res)
+{
+    const struct sig *sg = &a->sigs[g->sig];
+    struct ref *direct;
+    size_t k_stage = 0, k_direct = 0;
+    bool any = false;
+    int rc;
+
+    for (size_t i = 0; i < n_groups; i++)
+        any = any || (gs[i].fresh && gs[i].n_fast > 0 &&
+                      strcmp(a->sigs[gs[i].sig].t->name, sg->t->parent) == 0);
+    if (!any)
+        return 0;
+    if (!(direct = malloc(g->n * sizeof(*direct))))
+        return -ENOMEM;
+    for (size_t r = 0; r < g->n; r++) {
+        const struct tds_bytes *v = ref_vals(msgs, &g->refs[r]);
+        bool fresh = false;
+
+        for (size_t i = 0; i < n_groups && !fresh; i++)
+            fresh = gs[i].fresh && strcmp(a->sigs[gs[i].sig].t->name, sg->t->parent) == 0 &&
+                    is_fresh(msgs, &gs[i], g->refs[r].m, &v[0], &v[1]);
+        if (fresh)
+            direct[k_direct++] = g->refs[r];
+        else
+            g->refs[k_stage++] = g->refs[r];
+    }
+    g->n_stage = k_stage;
+    rc = 0;
+    if (k_direct > 0) {
+        tds_buf_reset(&a->buf);
+        rc = tds_buf_addf(&a->buf, "COPY zoho.\"%s\" (", sg->t->name);
+        for (size_t c = 0; c < sg->n_cols && rc == 0; c++)
+            rc = tds_buf_addf(&a->buf, "%s\"%s\"", c ? ", " : "", sg->cols[c]);
+        if (rc == 0)
+            rc = tds_buf_addf(&a->buf, ") FROM STDIN");
+        if (rc == 0)
+            rc = tds_buf_add(&a->buf, "", 1);
+        if (rc == 0) {
+            char *sql = strdup(a->buf.p);
+
+            rc = sql ? copy_rows(a, sql, msgs, direct, k_direct, sg->n_cols, COPY_CHILD, res)
+                     : -ENOMEM;
+            free(sql);
+        }
+        if (rc == 0) {
+            res->child_rows += (int64_t)k_direct;
+            if (!probe)
+                a->mods[sg->tidx] += (int64_t)k_direct;
+        }
+    }
+    free(direct);
+    return rc;
+}
+
+static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct group *gs,
+                      size_t n_groups, struct group *g, bool probe, struct tds_apply_result *res)
 {
     const struct sig *sg = &a->sigs[g->sig];
     struct sort_ctx ctx = {msgs};
@@ -887,6 +977,10 @@ static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct 
     }
     g->n_stage = g->n;
     g->n_fast = 0;
+    free(g->fresh);
+    g->fresh = NULL;
+    if (sg->t->parent && (rc = children_direct(a, msgs, gs, n_groups, g, probe, res)) != 0)
+        return rc;
     if (!sg->t->parent && sg->kind != TDS_ROWS_DELETE && !g->dups && !a->no_fast &&
         g->n >= FAST_MIN_ROWS) {
         if (a->fast_skip[sg->tidx] > 0)
@@ -1213,7 +1307,7 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
         return fail(a, r, res, "could not begin");
     PQclear(r);
     for (size_t i = 0; i < n_groups; i++)
-        if ((rc = copy_group(a, msgs, &gs[i], probe, res)) != 0)
+        if ((rc = copy_group(a, msgs, gs, n_groups, &gs[i], probe, res)) != 0)
             return rc;
     for (size_t ti = 0; ti < tds_table_count(); ti++) {
         const struct tds_table *t = tds_table_at(ti);
@@ -1250,7 +1344,9 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
                     continue;
                 if ((rc = run_upsert(a, sg, &gs[i], res, probe)) != 0)
                     return rc;
-                if (sg->kind == TDS_ROWS_DETAIL)
+                /* children of staged parents are replaced below; those
+                 * of new keys were COPYed already (children_direct()) */
+                if (sg->kind == TDS_ROWS_DETAIL && gs[i].n_stage > 0)
                     detail_written[ti] = true;
             }
         }
