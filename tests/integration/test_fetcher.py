@@ -229,7 +229,10 @@ def test_faults_are_survived(procs, db, sim, tmp_path):
     st = s.stats()["orgs"]["60001"]
     assert st["faults"] > 5, st
     # spurious code 57 under HTTP 200 did not burn the refresh budget
-    assert s.stats()["token"]["refreshes"] <= 2
+    # (the attempts that hung and timed out, a retry of which may have gone
+    # out before the clear, plus the one that succeeded)
+    hung = f.stderr_text().count("token refresh failed")
+    assert s.stats()["token"]["refreshes"] <= hung + 1
     assert s.stats()["token"]["access_denied"] == 0
     s.faults(clear=True)
     p.compare("60001", "items")
