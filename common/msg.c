@@ -90,6 +90,7 @@ static const struct field page_fields[] = {
     FLD(struct tds_msg_page, cursor, F_STR, false),
     ARR(struct tds_msg_page, deleted_ids, n_deleted, F_STRS, false),
     ARR(struct tds_msg_page, records, n_records, F_RECORDS, false),
+    ARR(struct tds_msg_page, acks, n_acks, F_STRS, false),
 };
 
 /* cols before rows: decoding rows needs n_cols. */
@@ -122,6 +123,7 @@ static const struct field rows_fields[] = {
     FLD(struct tds_msg_rows, cursor, F_STR, false),
     ARR(struct tds_msg_rows, sets, n_sets, F_SETS, false),
     ARR(struct tds_msg_rows, rejects, n_rejects, F_REJECTS, false),
+    ARR(struct tds_msg_rows, acks, n_acks, F_STRS, false),
 };
 
 static const struct field ack_fields[] = {
@@ -711,7 +713,13 @@ static int decode_root(const msgpack_object *root, struct tds_msg *m)
     if ((rc = get_str(found[2], &m->id)))
         return rc;
     const struct type_desc *td = &types[m->type];
-    return decode_fields(td->fields, td->n_fields, root, body_of(m));
+    if ((rc = decode_fields(td->fields, td->n_fields, root, body_of(m))))
+        return rc;
+    /* acks are (origin, id) pairs */
+    if ((m->type == TDS_MSG_PAGE && m->u.page.n_acks % 2) ||
+        (m->type == TDS_MSG_ROWS && m->u.rows.n_acks % 2))
+        return TDS_MSG_E_MALFORMED;
+    return 0;
 }
 
 int tds_msg_decode(const void *buf, size_t len, struct tds_msg *m)

@@ -87,6 +87,10 @@ struct tds_msg_page {
     size_t n_deleted;
     struct tds_bytes *records; /* each one JSON object */
     size_t n_records;
+    /* (origin, id) pairs, flattened: messages this page answers (fetch-by-id
+     * from an ingress), acked to their origins with the page's own ack. */
+    char **acks;
+    size_t n_acks;
 };
 
 /* How the writer applies a set of rows. */
@@ -135,6 +139,8 @@ struct tds_msg_rows {
     size_t n_sets;
     struct tds_msg_reject *rejects;
     size_t n_rejects;
+    char **acks;        /* the page's acks, passed on: (origin, id) pairs, flattened */
+    size_t n_acks;
     size_t cap_sets, cap_rejects; /* builder bookkeeping */
 };
 

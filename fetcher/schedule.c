@@ -99,7 +99,7 @@ static void take_fetch(void *ud, const char *org, const char *entity, const char
     struct tds_schedule *s = ud;
     struct tds_msg_fetch f = {.org = (char *)org, .entity = (char *)entity,
                               .zoho_id = (char *)zoho_id, .origin = NULL};
-    tds_sync_on_fetch(s->sync, &f);
+    tds_sync_on_fetch(s->sync, &f, NULL);
 }
 
 static void claim_requests(struct tds_schedule *s)

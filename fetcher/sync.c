@@ -202,9 +202,20 @@ struct run {
     struct tds_series *m_records;
 };
 
+/* The ingress messages a fetch answers: (origin, id) pairs, flattened, as a
+ * page's `acks`. The writer acks them once the page is committed; until then
+ * the ingress keeps them in its journal and sends them again after its ack
+ * timeout, so a fetch lost here (crash, failed call, full queue) is asked
+ * for again. */
+struct acks {
+    char **v;
+    size_t n;
+};
+
 struct fetch_item {
     const struct tds_entity *e;
     char *id;
+    struct acks acks;
     struct fetch_item *next;
 };
 
@@ -212,6 +223,7 @@ struct fetch_call {
     struct org_rt *o;
     const struct tds_entity *e;
     char *id;
+    struct acks acks;
 };
 
 struct org_rt {
@@ -270,6 +282,54 @@ struct tds_sync {
 
 static void run_step(struct run *r);
 static void org_next(struct org_rt *o);
+
+static void acks_free(struct acks *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        free(a->v[i]);
+    free(a->v);
+    a->v = NULL;
+    a->n = 0;
+}
+
+static int acks_add(struct acks *a, const char *origin, const char *id)
+{
+    char **v = realloc(a->v, (a->n + 2) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    a->v = v;
+    if (!(v[a->n] = strdup(origin)))
+        return -ENOMEM;
+    if (!(v[a->n + 1] = strdup(id))) {
+        free(v[a->n]);
+        return -ENOMEM;
+    }
+    a->n += 2;
+    return 0;
+}
+
+/* Append src's pairs to dst; src ends empty either way. */
+static int acks_take(struct acks *dst, struct acks *src)
+{
+    int rc = 0;
+    if (!dst->n) {
+        *dst = *src;
+        *src = (struct acks){0};
+        return 0;
+    }
+    char **v = src->n ? realloc(dst->v, (dst->n + src->n) * sizeof(*v)) : dst->v;
+    if (!v) {
+        rc = -ENOMEM;
+    } else {
+        dst->v = v;
+        memcpy(v + dst->n, src->v, src->n * sizeof(*v));
+        dst->n += src->n;
+        free(src->v);
+        *src = (struct acks){0};
+    }
+    acks_free(src);
+    return rc;
+}
 static void fetch_pump(struct org_rt *o);
 
 static void on_token_change(void *ud)
@@ -1289,6 +1349,7 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
     idset_del(&o->fl_keys, fkey);
     if (o->dropping) {
         free(fc->id);
+        acks_free(&fc->acks);
         free(fc);
         return;
     }
@@ -1311,10 +1372,13 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
         m.u.page.n_deleted = 1;
         send = true;
     } else {
-        tds_log(TDS_LOG_WARN, &o->lctx, "fetch of %s %s failed: %s, skipping", fc->e->name, fc->id,
-                res->error ? res->error : tds_zapi_class_name(res->cls));
+        tds_log(TDS_LOG_WARN, &o->lctx, "fetch of %s %s failed: %s, skipping%s", fc->e->name, fc->id,
+                res->error ? res->error : tds_zapi_class_name(res->cls),
+                fc->acks.n ? " (the ingress asks again after its ack timeout)" : "");
     }
     if (send) {
+        m.u.page.acks = fc->acks.v;
+        m.u.page.n_acks = fc->acks.n;
         char *id = tds_uid("pg");
         m.id = id;
         m.u.page.org = o->org->org_id;
@@ -1329,6 +1393,7 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
                     fc->id, rc);
     }
     free(fc->id);
+    acks_free(&fc->acks);
     free(fc);
     fetch_pump(o);
 }
@@ -1370,14 +1435,18 @@ static void fetch_pump(struct org_rt *o)
             fc->e = it->e;
             fc->id = it->id;
             it->id = NULL;
+            fc->acks = it->acks;
+            it->acks = (struct acks){0};
             rc = tds_api_get(o->api, endpoint, path.p, NULL, on_fetch, fc);
             if (rc != 0) {
                 idset_del(&o->fl_keys, key);
                 free(fc->id);
+                acks_free(&fc->acks);
             }
         }
         tds_buf_deinit(&path);
         free(it->id);
+        acks_free(&it->acks);
         free(it);
         if (rc != 0) {
             free(fc);
@@ -1394,6 +1463,7 @@ static void fetch_queue_clear(struct org_rt *o)
         struct fetch_item *it = o->fq;
         o->fq = it->next;
         free(it->id);
+        acks_free(&it->acks);
         free(it);
     }
     o->fq_tail = NULL;
@@ -1410,13 +1480,54 @@ static struct org_rt *find_org(const struct tds_sync *s, const char *org)
     return NULL;
 }
 
-void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f)
+/* A page with no records that the writer commits only to ack what it
+ * answers: a fetch handed on durably or not needed. Kept in flight and sent
+ * again like any page until the writer acks it. */
+static void ack_only(struct tds_sync *s, struct org_rt *o, const char *org, const char *entity,
+                     struct acks *a)
+{
+    if (!a->n)
+        return;
+    struct tds_msg m;
+    memset(&m, 0, sizeof(m));
+    char *id = tds_uid("pg");
+    m.id = id;
+    m.u.page.org = (char *)org;
+    m.u.page.entity = (char *)entity;
+    m.u.page.mode = (char *)"fetch";
+    m.u.page.acks = a->v;
+    m.u.page.n_acks = a->n;
+    int rc = id ? deliver(s, o, NULL, &m) : -ENOMEM;
+    free(id);
+    if (rc != 0)
+        tds_log(TDS_LOG_ERROR, o ? &o->lctx : NULL,
+                "could not send the ack of a fetch: %d (the ingress asks again)", rc);
+    acks_free(a);
+}
+
+static void dropped(struct tds_sync *s)
+{
+    if (s->m_dropped)
+        tds_series_inc(s->m_dropped, 1);
+}
+
+void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const char *msg_id)
 {
     struct org_rt *o = find_org(s, f->org);
     const struct tds_entity *e = tds_entity_find(f->entity);
+    struct acks a = {0};
+    /* An ingress's message is acked once the fetch is done or handed on;
+     * the schedule's own fetches (no origin) need no ack. */
+    if (msg_id && f->origin && *f->origin && acks_add(&a, f->origin, msg_id) < 0) {
+        acks_free(&a);
+        tds_log(TDS_LOG_ERROR, NULL, "out of memory taking a fetch, skipping (the ingress asks again)");
+        return;
+    }
     if (!o || !e || !f->zoho_id || !*f->zoho_id) {
+        dropped(s);
         tds_log(TDS_LOG_WARN, NULL, "fetch for unknown organization or entity '%s/%s', skipping",
                 f->org ? f->org : "", f->entity ? f->entity : "");
+        ack_only(s, o, f->org ? f->org : "", f->entity ? f->entity : "", &a);
         return;
     }
     if (!o->owned) {
@@ -1424,26 +1535,38 @@ void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f)
          * fetch to it through tds.sync_requests (it takes them every tick). */
         if (tds_store_request_fetch(s->store, f->org, f->entity, f->zoho_id, s->origin) == 0) {
             tds_log(TDS_LOG_DEBUG, &o->lctx, "fetch of %s %s handed to the owner", e->name, f->zoho_id);
+            ack_only(s, o, f->org, e->name, &a);
             return;
         }
-        if (s->m_dropped)
-            tds_series_inc(s->m_dropped, 1);
+        dropped(s);
         tds_log_limited(&s->send_log, TDS_LOG_WARN, &o->lctx,
                         "could not hand a fetch to the owner: %s, skipping %s %s",
                         tds_store_error(s->store), e->name, f->zoho_id);
+        acks_free(&a);
         return;
     }
-    if (!e->detail_path)
-        return; /* complete in lists: the next incremental carries it */
+    if (!e->detail_path) {
+        /* complete in lists: the next incremental carries it */
+        ack_only(s, o, f->org, e->name, &a);
+        return;
+    }
     char key[512];
     fetch_key(e, f->zoho_id, key, sizeof(key));
-    if (idset_has(&o->fq_keys, key))
-        return; /* still queued: one fetch answers both */
+    if (idset_has(&o->fq_keys, key)) {
+        /* still queued: one fetch answers both */
+        struct fetch_item *it = o->fq;
+        while (it && !(it->e == e && strcmp(it->id, f->zoho_id) == 0))
+            it = it->next;
+        if (it && acks_take(&it->acks, &a) < 0)
+            tds_log(TDS_LOG_ERROR, &o->lctx, "out of memory joining a fetch (the ingress asks again)");
+        acks_free(&a);
+        return;
+    }
     if ((int64_t)o->n_fq >= s->cfg.fetch_queue_max) {
-        if (s->m_dropped)
-            tds_series_inc(s->m_dropped, 1);
-        tds_log(TDS_LOG_WARN, &o->lctx, "fetch queue full (%zu), skipping %s %s", o->n_fq, e->name,
-                f->zoho_id);
+        dropped(s);
+        tds_log(TDS_LOG_WARN, &o->lctx, "fetch queue full (%zu), skipping %s %s%s", o->n_fq, e->name,
+                f->zoho_id, a.n ? " (the ingress asks again after its ack timeout)" : "");
+        acks_free(&a);
         return;
     }
     struct fetch_item *it = calloc(1, sizeof(*it));
@@ -1451,9 +1574,11 @@ void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f)
         if (it)
             free(it->id);
         free(it);
+        acks_free(&a);
         return;
     }
     it->e = e;
+    it->acks = a;
     if (o->fq_tail)
         o->fq_tail->next = it;
     else
@@ -1538,7 +1663,7 @@ static void sweep_list_only(struct tds_sync *s)
             for (size_t j = 0; j < n; j++) {
                 struct tds_msg_fetch f = {.org = (char *)o->org->org_id, .entity = (char *)e->name,
                                           .zoho_id = ids[j]};
-                tds_sync_on_fetch(s, &f);
+                tds_sync_on_fetch(s, &f, NULL);
                 free(ids[j]);
             }
             free(ids);
@@ -1604,7 +1729,7 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
         s->m_inflight = tds_metrics_get(metrics, TDS_GAUGE, "tds_fetcher_pages_inflight",
                                         "Pages sent and not yet acked by the writer", "", NULL, 0);
         s->m_dropped = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_fetches_dropped_total",
-                                       "Fetch-by-id requests not served here (queue full or not owner)",
+                                       "Fetch-by-id requests not served here (queue full, unknown organization or entity, or could not hand to the owner)",
                                        "", NULL, 0);
     }
     for (size_t i = 0; i < orgs->n; i++) {

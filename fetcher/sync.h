@@ -62,7 +62,9 @@ bool tds_sync_pending(const struct tds_sync *s, const char *org, const char *ent
 size_t tds_sync_request_ids(const struct tds_sync *s, int64_t *ids, size_t cap);
 
 void tds_sync_on_ack(struct tds_sync *s, const struct tds_msg_ack *ack);
-void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f);
+/* A fetch by id; msg_id is the message that asked (acked through the
+ * writer with the page that answers it), or NULL. */
+void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const char *msg_id);
 
 /* Shut down: mark running runs failed, drop everything. */
 void tds_sync_stop(struct tds_sync *s, const char *why);

@@ -295,8 +295,9 @@ static void flush(struct tds_forward *f, int d)
         if (n->attempts++)
             tds_series_inc(f->m_resends, 1);
         if (d == TDS_ENTRY_FETCHER && !f->o.fetch_acks) {
-            /* Nothing in the pipeline acks a fetch: the fetcher took it, and
-             * the scheduled incremental sync covers one it loses. */
+            /* Fetch acks off (a fetcher that does not pass them on): the
+             * fetcher took it; the scheduled incremental sync covers one it
+             * loses. */
             uint64_t seq = n->seq;
 
             detach(f, n);

@@ -115,8 +115,9 @@ static const struct tds_config_entry config_table[] = {
      "age limit of timestamped (t=,v=) signatures"},
     {"TDS_INGRESS_HWM", TDS_CFG_INT, "10000", 0, 1, 1000000, S(hwm),
      "high-water mark (messages) of the outgoing sockets"},
-    {"TDS_INGRESS_FETCH_ACKS", TDS_CFG_BOOL, "false", 0, 0, 0, S(fetch_acks),
-     "keep fetch-by-id entries until an ack names them (false: released once sent)"},
+    {"TDS_INGRESS_FETCH_ACKS", TDS_CFG_BOOL, "true", 0, 0, 0, S(fetch_acks),
+     "keep fetch-by-id entries until the writer acks the page that answers them "
+     "(false: released once the fetcher takes them)"},
     {"TDS_CURVE_SECRET_KEY", TDS_CFG_STR, "", TDS_CFG_SECRET, 0, 0, S(curve_secret),
      "pipeline CURVE server secret key (Z85), with TDS_CURVE_PUBLIC_KEY turns on encryption of "
      "every ZeroMQ link; empty = off"},

@@ -265,6 +265,12 @@ static int do_page(struct tds_worker *w, const struct tds_msg *in, struct tds_ms
     r->final = pg->final;
     r->received_ms = pg->fetched_ms;
     r->records_in = (int64_t)pg->n_records;
+    /* the messages this page answers are acked with it, by the writer */
+    if (pg->n_acks && !(r->acks = calloc(pg->n_acks, sizeof(*r->acks))))
+        return -ENOMEM;
+    for (size_t i = 0; i < pg->n_acks; i++, r->n_acks++)
+        if (!(r->acks[i] = strdup(pg->acks[i])))
+            return -ENOMEM;
     tds_transform_begin(w->tf, r);
     for (size_t i = 0; i < pg->n_records; i++) {
         if (!e) {

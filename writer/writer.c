@@ -161,6 +161,23 @@ const char *tds_writer_last_error(const struct tds_writer *w) { return w->last_e
 
 void tds_writer_stats(const struct tds_writer *w, struct tds_writer_stats *out) { *out = w->stats; }
 
+/* The messages a page answers (an ingress's fetch-by-id), each acked to its
+ * own origin now that the page is committed. */
+static void ack_answered(struct tds_writer *w, const struct tds_bmsg *m)
+{
+    const struct tds_msg_rows *rw = &m->msg.u.rows;
+
+    if (m->msg.type != TDS_MSG_ROWS)
+        return;
+    for (size_t i = 0; i + 1 < rw->n_acks; i += 2) {
+        if (!rw->acks[i] || !rw->acks[i + 1])
+            continue;
+        w->ack(w->ack_ud, rw->acks[i], &rw->acks[i + 1], 1, 0, 0);
+        inc(w->m_acks, 1);
+        w->stats.acks++;
+    }
+}
+
 /* After COMMIT: metrics, events, then one ack per origin. */
 static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
                       const struct tds_apply_result *res, double seconds)
@@ -201,6 +218,8 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
         tds_series_observe(w->m_commit, seconds);
     w->stats.batches++;
     w->stats.rows_written += (uint64_t)res->written_total;
+    for (size_t i = 0; i < n; i++)
+        ack_answered(w, msgs[i]);
     if (!ids) {
         /* Without memory for the list, ack one message at a time. */
         for (size_t i = 0; i < n; i++) {

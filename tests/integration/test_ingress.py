@@ -196,9 +196,21 @@ def test_deletes_and_id_only_payloads(ing):
     assert f["zoho_id"] == "7000000000000000001" and f["origin"] == "ingress.it1"
     assert f["id"].startswith("fe-")
     assert i.drain(i.events) == []
-    # No stage acks a fetch: it is released once handed over; the delete waits for its ack.
-    i.wait_metric("tds_ingress_unacked", 1)
+    # Both wait for their acks (a fetch's comes from the writer, with the page
+    # that answers it).
+    i.wait_metric("tds_ingress_unacked", 2)
     i.ack([m["id"]])
+    i.wait_metric("tds_ingress_unacked", 1)
+    i.ack([f["id"]])
+    i.wait_metric("tds_ingress_unacked", 0)
+
+
+def test_fetches_released_once_sent_when_fetch_acks_off(ing):
+    i = ing(env={"TDS_INGRESS_FETCH_ACKS": "false"})
+    assert i.post("60001", '{"contact_id": "7000000000000000002"}', SECRET_A,
+                  params={"entity": "contacts"}).status == 200
+    [f] = i.recv(i.fetches, 1)
+    assert f["id"].startswith("fe-")
     i.wait_metric("tds_ingress_unacked", 0)
 
 

@@ -279,7 +279,25 @@ static void test_page(void)
     T_INT(out.u.page.n_records, ==, 0);
     T_NULL(out.u.page.records);
     T_INT(out.u.page.n_deleted, ==, 0);
+    T_INT(out.u.page.n_acks, ==, 0);
     tds_msg_clear(&out);
+
+    /* a fetch-by-id page answering two ingress messages: (origin, id) pairs */
+    static char *acks4[] = { "ingress.a", "fe-1", "ingress.b", "fe-2" };
+    in.u.page = (struct tds_msg_page){ .org = "o", .entity = "items", .mode = "fetch",
+                                       .origin = "fetcher.x", .acks = acks4, .n_acks = 4 };
+    round_trip(&in, &out);
+    T_INT(out.u.page.n_acks, ==, 4);
+    T_STR(out.u.page.acks[2], "ingress.b");
+    T_STR(out.u.page.acks[3], "fe-2");
+    tds_msg_clear(&out);
+    /* an odd count is not a list of pairs */
+    in.u.page.n_acks = 3;
+    char *buf = NULL;
+    size_t len = 0;
+    T_INT(tds_msg_encode(&in, &buf, &len), ==, 0);
+    T_INT(tds_msg_decode(buf, len, &out), ==, TDS_MSG_E_MALFORMED);
+    free(buf);
 }
 
 static void test_ack(void)
@@ -402,13 +420,14 @@ static const struct key page_keys[] = {
     { "mode", K_STR, false }, { "origin", K_STR, true }, { "page", K_I64, false },
     { "fetched_ms", K_I64, false }, { "detail", K_BOOL, false }, { "final", K_BOOL, false },
     { "cursor", K_STR, false }, { "deleted_ids", K_STRS, false }, { "records", K_BINS, false },
+    { "acks", K_STRS, false },
 };
 static const struct key rows_keys[] = {
     { "org", K_STR, true }, { "entity", K_STR, false }, { "origin", K_STR, true },
     { "src", K_STR, true }, { "run", K_STR, false }, { "mode", K_STR, false },
     { "page", K_I64, false }, { "received_ms", K_I64, false }, { "records_in", K_I64, false },
     { "final", K_BOOL, false }, { "cursor", K_STR, false }, { "sets", K_SETS, false },
-    { "rejects", K_REJECTS, false },
+    { "rejects", K_REJECTS, false }, { "acks", K_STRS, false },
 };
 static const struct key ack_keys[] = {
     { "origin", K_STR, true }, { "ids", K_STRS, true }, { "rows_written", K_I64, false },
