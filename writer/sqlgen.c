@@ -55,14 +55,6 @@ int tds_sqlgen_coltype(const struct tds_table *t, const char *col, enum tds_colt
     return TDS_E_NOTFOUND;
 }
 
-static bool is_own_col(const struct tds_table *t, const char *col)
-{
-    for (size_t i = 0; i < t->n_cols; i++)
-        if (strcmp(col, t->cols[i].name) == 0)
-            return true;
-    return false;
-}
-
 int tds_sqlgen_check(const struct tds_table *t, enum tds_rowset_kind kind, char *const *cols,
                      size_t n_cols, char *err, size_t errlen)
 {
@@ -106,12 +98,24 @@ int tds_sqlgen_check(const struct tds_table *t, enum tds_rowset_kind kind, char 
     default:
         BAD("unknown row set kind %d for %s", (int)kind, t->name);
     }
+    /* Every message is checked on arrival: find each column from where the
+     * last one was found (the processor sends them in registry order, so
+     * that is one comparison each), and mark what was seen for duplicates. */
+    bool seen[256] = {false};
+    size_t at = 0;
+    if (t->n_cols > TDS_ARRAY_SIZE(seen))
+        BAD("table %s has more columns than the check handles", t->name);
     for (size_t i = first_own; i < n_cols; i++) {
-        if (!is_own_col(t, cols[i]))
+        size_t j = t->n_cols;
+        for (size_t k = 0; k < t->n_cols && j == t->n_cols; k++)
+            if (strcmp(cols[i], t->cols[(at + k) % t->n_cols].name) == 0)
+                j = (at + k) % t->n_cols;
+        if (j == t->n_cols)
             BAD("unknown column %s in %s rows", cols[i], t->name);
-        for (size_t j = first_own; j < i; j++)
-            if (strcmp(cols[i], cols[j]) == 0)
-                BAD("column %s twice in %s rows", cols[i], t->name);
+        if (seen[j])
+            BAD("column %s twice in %s rows", cols[i], t->name);
+        seen[j] = true;
+        at = j + 1;
     }
     return 0;
 #undef BAD

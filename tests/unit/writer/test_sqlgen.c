@@ -33,6 +33,35 @@ static void test_check_columns(void)
     T_INT(check("items", TDS_ROWS_DETAIL, unknown, 7), ==, TDS_E_INVALID);
     T_TRUE(strstr(err, "unknown column colour") != NULL);
     T_INT(check("items", TDS_ROWS_DETAIL, twice, 8), ==, TDS_E_INVALID);
+    T_TRUE(strstr(err, "column sku twice") != NULL);
+    /* own columns in any order; a repeat found after a wrap-around too */
+    char *shuffled[] = {"org_id", "item_id", "modified_time", "raw", "content_hash", "is_detail",
+                        "rate", "name", "sku"};
+    char *twice_apart[] = {"org_id", "item_id", "modified_time", "raw", "content_hash",
+                           "is_detail", "sku", "rate", "name", "sku"};
+    T_INT(check("items", TDS_ROWS_DETAIL, shuffled, 9), ==, 0);
+    T_INT(check("items", TDS_ROWS_DETAIL, twice_apart, 10), ==, TDS_E_INVALID);
+    T_TRUE(strstr(err, "column sku twice") != NULL);
+    /* every registry column of every table, in registry order */
+    for (size_t ti = 0; ti < tds_table_count(); ti++) {
+        const struct tds_table *t = tds_table_at(ti);
+        char *all[2 + 4 + 256];
+        size_t n = 0;
+        enum tds_rowset_kind kind = t->parent ? TDS_ROWS_CHILD : TDS_ROWS_DETAIL;
+
+        all[n++] = "org_id";
+        all[n++] = (char *)t->id_column;
+        if (!t->parent) {
+            all[n++] = "modified_time";
+            all[n++] = "raw";
+            all[n++] = "content_hash";
+            all[n++] = "is_detail";
+        }
+        T_TRUE(t->n_cols <= 256);
+        for (size_t c = 0; c < t->n_cols; c++)
+            all[n++] = (char *)t->cols[c].name;
+        T_INT(tds_sqlgen_check(t, kind, all, n, err, sizeof(err)), ==, 0);
+    }
     T_INT(check("items", TDS_ROWS_DELETE, del, 2), ==, 0);
     T_INT(check("items", TDS_ROWS_DELETE, del, 3), ==, 0);
     T_INT(check("items", TDS_ROWS_DELETE, del_bad, 3), ==, TDS_E_INVALID);
