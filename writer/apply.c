@@ -74,6 +74,10 @@ struct tds_apply {
     size_t n_sigs, cap_sigs;
     struct tds_buf buf;          /* COPY data and SQL text */
     struct tds_buf params[META_PARAMS];
+    /* (org ids, ids) as array literals: the parents the current table's
+     * DETAIL upserts wrote, whose old child rows are deleted */
+    struct tds_buf wkeys[2];
+    size_t n_wkeys;
     struct tds_notify *notify;
     bool no_fast;                /* a fast COPY met a concurrent insert: upsert only, once */
     /* Per table: batches to go without the fast path, after a lookup found
@@ -218,6 +222,8 @@ struct tds_apply *tds_apply_free(struct tds_apply *a)
     tds_apply_disconnect(a);
     free(a->sigs);
     tds_buf_deinit(&a->buf);
+    tds_buf_deinit(&a->wkeys[0]);
+    tds_buf_deinit(&a->wkeys[1]);
     for (size_t i = 0; i < META_PARAMS; i++)
         tds_buf_deinit(&a->params[i]);
     tds_notify_free(a->notify);
@@ -436,10 +442,9 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
 
         if (!c->parent)
             continue;
-        tds_sqlgen_written_name(tds_table_find(c->parent), wtab, sizeof(wtab));
         snprintf(name, sizeof(name), "cd_%zu", i);
         tds_buf_reset(&a->buf);
-        if (tds_sqlgen_child_delete(&a->buf, c, wtab) != 0 || tds_buf_add(&a->buf, "", 1) != 0) {
+        if (tds_sqlgen_child_delete(&a->buf, c) != 0 || tds_buf_add(&a->buf, "", 1) != 0) {
             rc = -ENOMEM;
             goto fail;
         }
@@ -1046,6 +1051,15 @@ static int run_upsert(struct tds_apply *a, const struct sig *sg, const struct gr
             a->mods[sg->tidx] += n;
         res->written[sg->tidx] += n;
         res->written_total += n;
+        for (int i = 0; i < n && sg->kind == TDS_ROWS_DETAIL && has_children(sg->t); i++) {
+            for (int k = 0; k < 2; k++)
+                if (tds_copytext_array_elem(&a->wkeys[k], a->n_wkeys == 0, PQgetvalue(r, i, k),
+                                            (size_t)PQgetlength(r, i, k)) != 0) {
+                    PQclear(r);
+                    return -ENOMEM;
+                }
+            a->n_wkeys++;
+        }
         for (int i = 0; i < n && !probe; i++)
             if (tds_notify_add(a->notify, PQgetvalue(r, i, 0), sg->t->name,
                                PQgetvalue(r, i, 1)) != 0) {
@@ -1298,7 +1312,6 @@ static int meta_notify(struct tds_apply *a, struct tds_apply_result *res)
 static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, bool probe,
                    struct group *gs, size_t n_groups, struct tds_apply_result *res)
 {
-    bool detail_written[TDS_APPLY_MAX_TABLES] = {false};
     PGresult *r;
     int rc;
 
@@ -1316,10 +1329,26 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
 
         if (t->parent)
             continue;
+        a->n_wkeys = 0;
+        for (int k = 0; k < 2; k++) {
+            tds_buf_reset(&a->wkeys[k]);
+            if (tds_copytext_array_begin(&a->wkeys[k]) != 0)
+                return -ENOMEM;
+        }
         for (size_t o = 0; o < TDS_ARRAY_SIZE(order); o++) {
             if (order[o] == TDS_ROWS_CHILD) {
-                if (!detail_written[ti] || !has_children(t))
+                /* children of parents the upserts wrote are replaced here;
+                 * those of new keys were COPYed already (children_direct()) */
+                const char *keys[2];
+
+                if (a->n_wkeys == 0 || !has_children(t))
                     continue;
+                for (int k = 0; k < 2; k++) {
+                    if (tds_copytext_array_end(&a->wkeys[k]) != 0 ||
+                        tds_buf_add(&a->wkeys[k], "", 1) != 0)
+                        return -ENOMEM;
+                    keys[k] = a->wkeys[k].p;
+                }
                 for (size_t ci = 0; ci < tds_table_count(); ci++) {
                     const struct tds_table *c = tds_table_at(ci);
                     char name[32];
@@ -1327,7 +1356,7 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
                     if (!c->parent || strcmp(c->parent, t->name) != 0)
                         continue;
                     snprintf(name, sizeof(name), "cd_%zu", ci);
-                    if ((rc = run_prepared(a, name, 0, NULL, NULL, res,
+                    if ((rc = run_prepared(a, name, 2, keys, NULL, res,
                                            "could not replace child rows")) != 0)
                         return rc;
                     for (size_t i = 0; i < n_groups; i++)
@@ -1344,10 +1373,6 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
                     continue;
                 if ((rc = run_upsert(a, sg, &gs[i], res, probe)) != 0)
                     return rc;
-                /* children of staged parents are replaced below; those
-                 * of new keys were COPYed already (children_direct()) */
-                if (sg->kind == TDS_ROWS_DETAIL && gs[i].n_stage > 0)
-                    detail_written[ti] = true;
             }
         }
     }

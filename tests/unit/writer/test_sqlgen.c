@@ -131,7 +131,7 @@ static int gen_child(struct tds_buf *b)
 }
 static int gen_child_delete(struct tds_buf *b)
 {
-    return tds_sqlgen_child_delete(b, tds_table_find("item_stock"), "_tds_w_items");
+    return tds_sqlgen_child_delete(b, tds_table_find("item_stock"));
 }
 
 static void test_statements(void)
@@ -179,8 +179,8 @@ static void test_statements(void)
              "s.\"stock_on_hand\" FROM _tds_s4 s JOIN _tds_w_items w ON s.org_id = w.org_id "
              "AND s.\"item_id\" = w.id AND s._m = w._m");
     s = gen(gen_child_delete, &b);
-    T_STR(s, "DELETE FROM zoho.\"item_stock\" c USING _tds_w_items w WHERE c.org_id = w.org_id "
-             "AND c.\"item_id\" = w.id");
+    T_STR(s, "DELETE FROM zoho.\"item_stock\" c USING unnest($1::text[], $2::text[]) "
+             "AS w(org_id, id) WHERE c.org_id = w.org_id AND c.\"item_id\" = w.id");
     tds_buf_deinit(&b);
 }
 
