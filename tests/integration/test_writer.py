@@ -85,6 +85,25 @@ def test_migrations_apply_once_and_reapply_as_noop(procs, db):
     h.close()
 
 
+def test_list_only_sweep_reads_an_index_not_the_table(procs, db):
+    """The fetcher's every-10-s look for rows stored only in list form must
+    not scan an organization's rows: with 20,000 detail items it is an index
+    probe on the partial list-only index (schema 004)."""
+    procs.run("tds-writer", ["migrate"], env={"TDS_DATABASE_URL": db.url})
+    db.execute("INSERT INTO zoho.items (org_id, item_id, is_detail, raw, name) "
+               "SELECT '60001', i::text, true, '{}', 'item ' || i FROM generate_series(1, 20000) i")
+    db.execute("INSERT INTO zoho.items (org_id, item_id, is_detail, synced_at) "
+               "VALUES ('60001', 'listed', false, now() - interval '1 hour')")
+    db.execute("ANALYZE zoho.items")
+    # the query fetcher/store.c runs (tds_store_list_only_ids)
+    sql = ("SELECT item_id FROM zoho.items WHERE org_id = '60001' AND deleted_at IS NULL "
+           "AND NOT is_detail AND synced_at < to_timestamp(%s::double precision / 1000) LIMIT 200")
+    now_ms = int(time.time() * 1000)
+    plan = "\n".join(r[0] for r in db.query("EXPLAIN " + sql, now_ms))
+    assert "items_list_only_idx" in plan and "Seq Scan" not in plan, plan
+    assert db.query(sql, now_ms) == [("listed",)]
+
+
 def test_concurrent_writers_migrate_once(procs, db):
     hs = [WriterHarness(procs, db, label=f"w{i}", ready=None) for i in range(3)]
     for h in hs:
