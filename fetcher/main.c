@@ -241,7 +241,7 @@ static void on_fetch(struct tds_loop *loop, short revents, void *ud)
             struct tds_msg m;
             int drc = tds_msg_decode(body, blen, &m);
             if (drc == 0 && m.type == TDS_MSG_FETCH)
-                tds_sync_on_fetch(a->sync, &m.u.fetch, m.id);
+                tds_sync_on_fetch(a->sync, &m.u.fetch, m.id, 0);
             else
                 tds_log_limited(&a->recv_log, TDS_LOG_WARN, NULL,
                                 "received a message that is not a fetch (%s), skipping",

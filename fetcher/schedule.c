@@ -94,12 +94,13 @@ static void schedule_org(struct tds_schedule *s, size_t oi, int64_t now)
     }
 }
 
-static void take_fetch(void *ud, const char *org, const char *entity, const char *zoho_id)
+static void take_fetch(void *ud, int64_t id, const char *org, const char *entity,
+                       const char *zoho_id)
 {
     struct tds_schedule *s = ud;
     struct tds_msg_fetch f = {.org = (char *)org, .entity = (char *)entity,
                               .zoho_id = (char *)zoho_id, .origin = NULL};
-    tds_sync_on_fetch(s->sync, &f, NULL);
+    tds_sync_on_fetch(s->sync, &f, NULL, id);
 }
 
 static void claim_requests(struct tds_schedule *s)
@@ -114,7 +115,7 @@ static void claim_requests(struct tds_schedule *s)
     /* Fetches by id that reached a replica not owning the organization. */
     for (int round = 0; n_owned && round < 8; round++) {
         int n = tds_store_request_take_fetches(s->store, s->instance, owned, n_owned, 500,
-                                               take_fetch, s);
+                                               tds_sync_fetch_lease_ms(s->sync), take_fetch, s);
         if (n < 0) {
             tds_log_limited(&s->db_log, TDS_LOG_WARN, NULL, "could not read fetch requests: %s",
                             tds_store_error(s->store));

@@ -599,8 +599,9 @@ int tds_store_request_fetch(struct tds_store *s, const char *org, const char *en
 
 int tds_store_request_take_fetches(struct tds_store *s, const char *instance,
                                    const char *const *orgs, size_t n_orgs, int max,
-                                   void (*fn)(void *ud, const char *org, const char *entity,
-                                              const char *zoho_id),
+                                   int64_t lease_ms,
+                                   void (*fn)(void *ud, int64_t id, const char *org,
+                                              const char *entity, const char *zoho_id),
                                    void *ud)
 {
     if (n_orgs == 0)
@@ -608,21 +609,24 @@ int tds_store_request_take_fetches(struct tds_store *s, const char *instance,
     char *oa = text_array(orgs, n_orgs);
     if (!oa)
         return -ENOMEM;
-    char lim[16];
+    char lim[16], lease[32];
     snprintf(lim, sizeof(lim), "%d", max);
-    const char *p[] = {instance, oa, lim};
+    snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
+    const char *p[] = {instance, oa, lim, lease};
     PGresult *r = run(s,
-                      "UPDATE tds.sync_requests SET claimed_by = $1, claimed_at = now(), done_at = now() "
+                      "UPDATE tds.sync_requests SET claimed_by = $1, claimed_at = now() "
                       "WHERE id IN (SELECT id FROM tds.sync_requests WHERE done_at IS NULL "
-                      "AND mode = 'fetch' AND org_id = ANY($2::text[]) ORDER BY id "
-                      "FOR UPDATE SKIP LOCKED LIMIT $3::int) RETURNING org_id, entity, zoho_id",
-                      3, p);
+                      "AND mode = 'fetch' AND org_id = ANY($2::text[]) AND (claimed_at IS NULL "
+                      "OR claimed_at < now() - make_interval(secs => $4::float8 / 1000)) ORDER BY id "
+                      "FOR UPDATE SKIP LOCKED LIMIT $3::int) RETURNING id, org_id, entity, zoho_id",
+                      4, p);
     free(oa);
     if (!r)
         return -EIO;
     int n = PQntuples(r);
     for (int i = 0; i < n; i++)
-        fn(ud, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+        fn(ud, strtoll(PQgetvalue(r, i, 0), NULL, 10), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+           PQgetvalue(r, i, 3));
     PQclear(r);
     return n;
 }

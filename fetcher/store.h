@@ -109,12 +109,16 @@ int tds_store_request_claim(struct tds_store *s, const char *instance, const cha
  * mode 'fetch' and the record id. */
 int tds_store_request_fetch(struct tds_store *s, const char *org, const char *entity,
                             const char *zoho_id, const char *instance);
-/* Take up to max open by-id requests of these orgs (closing them); calls
- * fn for each. Returns how many were taken, or -EIO. */
+/* Claim up to max open by-id requests of these orgs that nobody claimed
+ * within lease_ms; calls fn for each. A request stays open until
+ * tds_store_request_done (the page that answers it is committed), so one
+ * claimed by a replica that died is claimed again after the lease.
+ * Returns how many were claimed, or -EIO. */
 int tds_store_request_take_fetches(struct tds_store *s, const char *instance,
                                    const char *const *orgs, size_t n_orgs, int max,
-                                   void (*fn)(void *ud, const char *org, const char *entity,
-                                              const char *zoho_id),
+                                   int64_t lease_ms,
+                                   void (*fn)(void *ud, int64_t id, const char *org,
+                                              const char *entity, const char *zoho_id),
                                    void *ud);
 int tds_store_request_set_run(struct tds_store *s, int64_t id, const char *run_id);
 int tds_store_request_done(struct tds_store *s, int64_t id);

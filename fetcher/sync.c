@@ -210,6 +210,11 @@ struct run {
 struct acks {
     char **v;
     size_t n;
+    /* tds.sync_requests rows (fetches handed over by another replica) the
+     * fetch answers: closed once its page is acked; one lost here stays open
+     * and is claimed again after tds_sync_fetch_lease_ms */
+    int64_t *reqs;
+    size_t n_reqs;
 };
 
 struct fetch_item {
@@ -251,6 +256,8 @@ struct inflight {
     char *id;
     char *buf;
     size_t len;
+    int64_t *reqs;       /* sync_requests to close when acked */
+    size_t n_reqs;
     struct run *run;     /* NULL: a fetch page or an orphaned run's page */
     struct org_rt *o;
     bool final;
@@ -288,8 +295,18 @@ static void acks_free(struct acks *a)
     for (size_t i = 0; i < a->n; i++)
         free(a->v[i]);
     free(a->v);
-    a->v = NULL;
-    a->n = 0;
+    free(a->reqs);
+    *a = (struct acks){0};
+}
+
+static int acks_add_request(struct acks *a, int64_t id)
+{
+    int64_t *v = realloc(a->reqs, (a->n_reqs + 1) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    a->reqs = v;
+    v[a->n_reqs++] = id;
+    return 0;
 }
 
 static int acks_add(struct acks *a, const char *origin, const char *id)
@@ -308,27 +325,45 @@ static int acks_add(struct acks *a, const char *origin, const char *id)
     return 0;
 }
 
-/* Append src's pairs to dst; src ends empty either way. */
+/* Append src's pairs and requests to dst; src ends empty either way. */
 static int acks_take(struct acks *dst, struct acks *src)
 {
     int rc = 0;
-    if (!dst->n) {
-        *dst = *src;
-        *src = (struct acks){0};
-        return 0;
+    if (src->n) {
+        char **v = realloc(dst->v, (dst->n + src->n) * sizeof(*v));
+        if (!v) {
+            rc = -ENOMEM;
+        } else {
+            dst->v = v;
+            memcpy(v + dst->n, src->v, src->n * sizeof(*v));
+            dst->n += src->n;
+            free(src->v);
+            src->v = NULL;
+            src->n = 0;
+        }
     }
-    char **v = src->n ? realloc(dst->v, (dst->n + src->n) * sizeof(*v)) : dst->v;
-    if (!v) {
-        rc = -ENOMEM;
-    } else {
-        dst->v = v;
-        memcpy(v + dst->n, src->v, src->n * sizeof(*v));
-        dst->n += src->n;
-        free(src->v);
-        *src = (struct acks){0};
+    if (rc == 0 && src->n_reqs) {
+        int64_t *r = realloc(dst->reqs, (dst->n_reqs + src->n_reqs) * sizeof(*r));
+        if (!r) {
+            rc = -ENOMEM;
+        } else {
+            dst->reqs = r;
+            memcpy(r + dst->n_reqs, src->reqs, src->n_reqs * sizeof(*r));
+            dst->n_reqs += src->n_reqs;
+        }
     }
     acks_free(src);
     return rc;
+}
+
+/* Close the sync_requests a fetch answered (or made moot). */
+static void close_requests(struct tds_sync *s, const int64_t *reqs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (tds_store_request_done(s->store, reqs[i]) != 0)
+            tds_log_limited(&s->send_log, TDS_LOG_WARN, NULL,
+                            "could not close fetch request %lld: %s (it is fetched again later)",
+                            (long long)reqs[i], tds_store_error(s->store));
 }
 static void fetch_pump(struct org_rt *o);
 
@@ -406,6 +441,7 @@ static void inflight_remove(struct tds_sync *s, size_t i)
 {
     free(s->inf[i].id);
     free(s->inf[i].buf);
+    free(s->inf[i].reqs);
     s->inf[i] = s->inf[s->n_inf - 1];
     s->n_inf--;
     update_inflight_gauge(s);
@@ -1338,6 +1374,39 @@ static void fetch_key(const struct tds_entity *e, const char *id, char *out, siz
     snprintf(out, cap, "%s/%s", e->name, id);
 }
 
+/* A page with no records that the writer commits only to ack what it
+ * answers: a fetch handed on durably or not needed. Kept in flight and sent
+ * again like any page until the writer acks it. */
+static void ack_only(struct tds_sync *s, struct org_rt *o, const char *org, const char *entity,
+                     struct acks *a)
+{
+    if (!a->n) {
+        acks_free(a);
+        return;
+    }
+    struct tds_msg m;
+    memset(&m, 0, sizeof(m));
+    char *id = tds_uid("pg");
+    m.id = id;
+    m.u.page.org = (char *)org;
+    m.u.page.entity = (char *)entity;
+    m.u.page.mode = (char *)"fetch";
+    m.u.page.acks = a->v;
+    m.u.page.n_acks = a->n;
+    int rc = id ? deliver(s, o, NULL, &m) : -ENOMEM;
+    free(id);
+    if (rc != 0)
+        tds_log(TDS_LOG_ERROR, o ? &o->lctx : NULL,
+                "could not send the ack of a fetch: %d (the ingress asks again)", rc);
+    acks_free(a);
+}
+
+static void dropped(struct tds_sync *s)
+{
+    if (s->m_dropped)
+        tds_series_inc(s->m_dropped, 1);
+}
+
 static void on_fetch(const struct tds_api_result *res, void *ud)
 {
     struct fetch_call *fc = ud;
@@ -1372,9 +1441,18 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
         m.u.page.n_deleted = 1;
         send = true;
     } else {
+        /* Retrying will not help a fatal answer: release whoever asked (a
+         * request that could never be answered would come back forever).
+         * Anything else (transport, rate limits) is asked for again later. */
+        bool fatal = res->cls == TDS_ZAPI_FATAL;
         tds_log(TDS_LOG_WARN, &o->lctx, "fetch of %s %s failed: %s, skipping%s", fc->e->name, fc->id,
                 res->error ? res->error : tds_zapi_class_name(res->cls),
-                fc->acks.n ? " (the ingress asks again after its ack timeout)" : "");
+                fatal || !(fc->acks.n || fc->acks.n_reqs) ? "" : " (asked for again later)");
+        if (fatal) {
+            dropped(s);
+            close_requests(s, fc->acks.reqs, fc->acks.n_reqs);
+            ack_only(s, o, o->org->org_id, fc->e->name, &fc->acks);
+        }
     }
     if (send) {
         m.u.page.acks = fc->acks.v;
@@ -1388,6 +1466,14 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
         m.u.page.fetched_ms = res->sent_wall_ms;
         int rc = id ? deliver(s, o, NULL, &m) : -ENOMEM;
         free(id);
+        if (rc == 0 && fc->acks.n_reqs) {
+            /* the page just put in flight closes them when acked */
+            struct inflight *f = &s->inf[s->n_inf - 1];
+            f->reqs = fc->acks.reqs;
+            f->n_reqs = fc->acks.n_reqs;
+            fc->acks.reqs = NULL;
+            fc->acks.n_reqs = 0;
+        }
         if (rc != 0)
             tds_log(TDS_LOG_ERROR, &o->lctx, "could not encode fetch page for %s %s: %d", fc->e->name,
                     fc->id, rc);
@@ -1480,54 +1566,35 @@ static struct org_rt *find_org(const struct tds_sync *s, const char *org)
     return NULL;
 }
 
-/* A page with no records that the writer commits only to ack what it
- * answers: a fetch handed on durably or not needed. Kept in flight and sent
- * again like any page until the writer acks it. */
-static void ack_only(struct tds_sync *s, struct org_rt *o, const char *org, const char *entity,
-                     struct acks *a)
-{
-    if (!a->n)
-        return;
-    struct tds_msg m;
-    memset(&m, 0, sizeof(m));
-    char *id = tds_uid("pg");
-    m.id = id;
-    m.u.page.org = (char *)org;
-    m.u.page.entity = (char *)entity;
-    m.u.page.mode = (char *)"fetch";
-    m.u.page.acks = a->v;
-    m.u.page.n_acks = a->n;
-    int rc = id ? deliver(s, o, NULL, &m) : -ENOMEM;
-    free(id);
-    if (rc != 0)
-        tds_log(TDS_LOG_ERROR, o ? &o->lctx : NULL,
-                "could not send the ack of a fetch: %d (the ingress asks again)", rc);
-    acks_free(a);
-}
+int64_t tds_sync_fetch_lease_ms(const struct tds_sync *s) { return 2 * s->cfg.ack_timeout_ms; }
 
-static void dropped(struct tds_sync *s)
-{
-    if (s->m_dropped)
-        tds_series_inc(s->m_dropped, 1);
-}
-
-void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const char *msg_id)
+void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const char *msg_id,
+                       int64_t request_id)
 {
     struct org_rt *o = find_org(s, f->org);
     const struct tds_entity *e = tds_entity_find(f->entity);
     struct acks a = {0};
-    /* An ingress's message is acked once the fetch is done or handed on;
-     * the schedule's own fetches (no origin) need no ack. */
-    if (msg_id && f->origin && *f->origin && acks_add(&a, f->origin, msg_id) < 0) {
+    /* An ingress's message is acked once the fetch is done or handed on, a
+     * handed-over request closed once its page is acked; the schedule's own
+     * fetches need neither. */
+    if ((msg_id && f->origin && *f->origin && acks_add(&a, f->origin, msg_id) < 0) ||
+        (request_id > 0 && acks_add_request(&a, request_id) < 0)) {
         acks_free(&a);
-        tds_log(TDS_LOG_ERROR, NULL, "out of memory taking a fetch, skipping (the ingress asks again)");
+        tds_log(TDS_LOG_ERROR, NULL, "out of memory taking a fetch, skipping (asked for again later)");
         return;
     }
     if (!o || !e || !f->zoho_id || !*f->zoho_id) {
         dropped(s);
         tds_log(TDS_LOG_WARN, NULL, "fetch for unknown organization or entity '%s/%s', skipping",
                 f->org ? f->org : "", f->entity ? f->entity : "");
+        close_requests(s, a.reqs, a.n_reqs);
         ack_only(s, o, f->org ? f->org : "", f->entity ? f->entity : "", &a);
+        return;
+    }
+    if (!o->owned && a.n_reqs) {
+        /* taken just as the organization moved: the request stays open and
+         * its new owner claims it after the lease */
+        acks_free(&a);
         return;
     }
     if (!o->owned) {
@@ -1547,6 +1614,7 @@ void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const 
     }
     if (!e->detail_path) {
         /* complete in lists: the next incremental carries it */
+        close_requests(s, a.reqs, a.n_reqs);
         ack_only(s, o, f->org, e->name, &a);
         return;
     }
@@ -1565,7 +1633,7 @@ void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const 
     if ((int64_t)o->n_fq >= s->cfg.fetch_queue_max) {
         dropped(s);
         tds_log(TDS_LOG_WARN, &o->lctx, "fetch queue full (%zu), skipping %s %s%s", o->n_fq, e->name,
-                f->zoho_id, a.n ? " (the ingress asks again after its ack timeout)" : "");
+                f->zoho_id, a.n || a.n_reqs ? " (asked for again later)" : "");
         acks_free(&a);
         return;
     }
@@ -1612,6 +1680,7 @@ void tds_sync_on_ack(struct tds_sync *s, const struct tds_msg_ack *ack)
                 continue;
             struct run *r = s->inf[i].run;
             bool final = s->inf[i].final;
+            close_requests(s, s->inf[i].reqs, s->inf[i].n_reqs);
             inflight_remove(s, i);
             if (r) {
                 r->unacked--;
@@ -1663,7 +1732,7 @@ static void sweep_list_only(struct tds_sync *s)
             for (size_t j = 0; j < n; j++) {
                 struct tds_msg_fetch f = {.org = (char *)o->org->org_id, .entity = (char *)e->name,
                                           .zoho_id = ids[j]};
-                tds_sync_on_fetch(s, &f, NULL);
+                tds_sync_on_fetch(s, &f, NULL, 0);
                 free(ids[j]);
             }
             free(ids);

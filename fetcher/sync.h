@@ -62,9 +62,14 @@ bool tds_sync_pending(const struct tds_sync *s, const char *org, const char *ent
 size_t tds_sync_request_ids(const struct tds_sync *s, int64_t *ids, size_t cap);
 
 void tds_sync_on_ack(struct tds_sync *s, const struct tds_msg_ack *ack);
-/* A fetch by id; msg_id is the message that asked (acked through the
- * writer with the page that answers it), or NULL. */
-void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const char *msg_id);
+/* A fetch by id. msg_id: the ingress message that asked (acked through the
+ * writer with the page that answers it), or NULL; request_id: the
+ * tds.sync_requests row it came from (closed once that page is acked), or 0. */
+void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const char *msg_id,
+                       int64_t request_id);
+/* How long a claimed by-id request (request_id above) may stay open before
+ * another claim: twice the ack timeout, so a page resent once still counts. */
+int64_t tds_sync_fetch_lease_ms(const struct tds_sync *s);
 
 /* Shut down: mark running runs failed, drop everything. */
 void tds_sync_stop(struct tds_sync *s, const char *why);

@@ -427,6 +427,45 @@ def test_fetch_by_id_at_a_replica_not_owning_the_org_reaches_the_owner(procs, db
     assert "tds_fetcher_fetches_dropped_total 0" in http_get(f2.admin_url + "/metrics")[1]
 
 
+def test_handed_over_fetch_outlives_an_owner_killed_before_the_commit(procs, db, sim, tmp_path):
+    """A fetch handed to the owner through tds.sync_requests stays open until
+    the page that answers it is committed. When the owner dies first, the
+    replica that takes the organization over claims it again once the lease
+    (twice the ack timeout) has run out, and the change lands."""
+    s = sim(orgs=[small_org(items=30)])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "1000"})
+    f1 = p.start_fetcher("f1")
+    wait_until(lambda: db.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                "AND granted")[0][0] >= 1, timeout=10, what="f1 owns the organization")
+    other_port = free_port()
+    f2 = p.start_fetcher("f2", env={"TDS_FETCHER_BIND": f"tcp://127.0.0.1:{other_port}"})
+    p.sync("60001", "items", "full")
+    s.mutate("60001", "items", update=3)
+    truth = {r["item_id"]: r for r in s.truth("60001", "items")["records"]}
+    rows = p.db_rows("60001", "items")
+    changed = [i for i, r in truth.items()
+               if zoho_time_to_epoch(r["last_modified_time"]) != rows[i]["modified"]]
+    assert changed
+    # No processor: f1's answers cannot be committed.
+    p.processor.kill()
+    push_fetches(other_port, [("60001", "items", i) for i in changed])  # f2 hands them to f1
+    wait_until(lambda: f1.metric("tds_fetcher_pages_inflight") >= len(changed), timeout=20,
+               what="f1 holding the answers")
+    open_q = ("SELECT count(*) FROM tds.sync_requests WHERE mode = 'fetch' AND done_at IS NULL "
+              "AND claimed_by = %s")
+    assert db.query(open_q, "f1")[0][0] == len(changed)
+    f1.kill()
+    p.processor.start()
+    for i in changed:
+        want = zoho_time_to_epoch(truth[i]["last_modified_time"])
+        wait_until(lambda: db.query("SELECT extract(epoch from modified_time)::bigint, is_detail "
+                                    "FROM zoho.items WHERE item_id = %s", i)[0] == (want, True),
+                   timeout=30, what=f"item {i} fetched by the new owner")
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_requests WHERE mode = 'fetch' "
+                                "AND (done_at IS NULL OR claimed_by <> 'f2')")[0][0] == 0,
+               timeout=10, what="every request closed by f2")
+
+
 def test_request_goes_ahead_of_scheduled_runs(procs, db, sim, tmp_path):
     """A fetcher busy with its schedule (every entity due at start) takes a
     request within about a second and runs it right after the current run."""

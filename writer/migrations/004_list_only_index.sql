@@ -14,3 +14,8 @@ CREATE INDEX invoices_list_only_idx ON zoho.invoices (org_id, synced_at)
     WHERE NOT is_detail AND deleted_at IS NULL;
 CREATE INDEX sales_orders_list_only_idx ON zoho.sales_orders (org_id, synced_at)
     WHERE NOT is_detail AND deleted_at IS NULL;
+
+-- A fetch by id handed to the owning replica stays open until the page that
+-- answers it is committed; a claim older than the fetcher's lease is taken again.
+COMMENT ON COLUMN tds.sync_requests.claimed_at IS 'When it was taken; a mode fetch request still open long after this is taken again (its claimer died)';
+COMMENT ON COLUMN tds.sync_requests.done_at IS 'When the run for it finished (mode fetch: when the page answering it was committed)';
