@@ -45,6 +45,9 @@
 #define SWEEP_EVERY_MS 10000
 #define SWEEP_AGE_MS 30000
 #define SWEEP_MAX 200
+/* Ingress messages whose answering page was committed, remembered so that a
+ * resend (its ack was late) is acked at once instead of fetched again. */
+#define ANSWERED_MAX 4096
 
 /* ---- a small string set (ids seen, fetch coalescing) ---- */
 
@@ -258,6 +261,9 @@ struct inflight {
     size_t len;
     int64_t *reqs;       /* sync_requests to close when acked */
     size_t n_reqs;
+    struct acks pass;    /* the ingress messages this page answers (in its acks) */
+    struct acks late;    /* resends of those that came while it was in flight */
+    const char *entity;  /* registry name, for an ack-only page */
     struct run *run;     /* NULL: a fetch page or an orphaned run's page */
     struct org_rt *o;
     bool final;
@@ -283,6 +289,9 @@ struct tds_sync {
     int64_t next_sweep_ms;
     bool stopping;
     struct tds_series *m_inflight, *m_dropped;
+    struct idset answered;          /* origin \x1f id of committed answers */
+    char **answered_ring;           /* ANSWERED_MAX, oldest evicted first */
+    size_t answered_pos;
     struct tds_log_limit send_log;
     struct tds_log_limit resend_log;
 };
@@ -437,11 +446,18 @@ static int deliver(struct tds_sync *s, struct org_rt *o, struct run *r, struct t
     return 0;
 }
 
+static void inflight_clear(struct inflight *f)
+{
+    free(f->id);
+    free(f->buf);
+    free(f->reqs);
+    acks_free(&f->pass);
+    acks_free(&f->late);
+}
+
 static void inflight_remove(struct tds_sync *s, size_t i)
 {
-    free(s->inf[i].id);
-    free(s->inf[i].buf);
-    free(s->inf[i].reqs);
+    inflight_clear(&s->inf[i]);
     s->inf[i] = s->inf[s->n_inf - 1];
     s->n_inf--;
     update_inflight_gauge(s);
@@ -1395,9 +1411,17 @@ static void ack_only(struct tds_sync *s, struct org_rt *o, const char *org, cons
     m.u.page.n_acks = a->n;
     int rc = id ? deliver(s, o, NULL, &m) : -ENOMEM;
     free(id);
-    if (rc != 0)
+    if (rc != 0) {
         tds_log(TDS_LOG_ERROR, o ? &o->lctx : NULL,
                 "could not send the ack of a fetch: %d (the ingress asks again)", rc);
+    } else {
+        /* like an answer: a resend meanwhile joins it (answering()) */
+        struct inflight *f = &s->inf[s->n_inf - 1];
+        f->pass.v = a->v;
+        f->pass.n = a->n;
+        a->v = NULL;
+        a->n = 0;
+    }
     acks_free(a);
 }
 
@@ -1466,13 +1490,16 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
         m.u.page.fetched_ms = res->sent_wall_ms;
         int rc = id ? deliver(s, o, NULL, &m) : -ENOMEM;
         free(id);
-        if (rc == 0 && fc->acks.n_reqs) {
-            /* the page just put in flight closes them when acked */
+        if (rc == 0) {
+            /* the page just put in flight closes the requests when acked,
+             * and knows whom it answers (a resend joins it) */
             struct inflight *f = &s->inf[s->n_inf - 1];
             f->reqs = fc->acks.reqs;
             f->n_reqs = fc->acks.n_reqs;
-            fc->acks.reqs = NULL;
-            fc->acks.n_reqs = 0;
+            f->pass.v = fc->acks.v;
+            f->pass.n = fc->acks.n;
+            f->entity = fc->e->name;
+            fc->acks = (struct acks){0};
         }
         if (rc != 0)
             tds_log(TDS_LOG_ERROR, &o->lctx, "could not encode fetch page for %s %s: %d", fc->e->name,
@@ -1568,6 +1595,49 @@ static struct org_rt *find_org(const struct tds_sync *s, const char *org)
 
 int64_t tds_sync_fetch_lease_ms(const struct tds_sync *s) { return 2 * s->cfg.ack_timeout_ms; }
 
+static char *pass_key(const char *origin, const char *id)
+{
+    size_t no = strlen(origin), ni = strlen(id);
+    char *k = malloc(no + ni + 2);
+    if (k) {
+        memcpy(k, origin, no);
+        k[no] = '\x1f';
+        memcpy(k + no + 1, id, ni + 1);
+    }
+    return k;
+}
+
+/* The page in flight that answers this ingress message, or NULL. */
+static struct inflight *answering(struct tds_sync *s, const char *origin, const char *id)
+{
+    for (size_t i = 0; i < s->n_inf; i++)
+        for (size_t k = 0; k + 1 < s->inf[i].pass.n; k += 2)
+            if (strcmp(s->inf[i].pass.v[k + 1], id) == 0 &&
+                strcmp(s->inf[i].pass.v[k], origin) == 0)
+                return &s->inf[i];
+    return NULL;
+}
+
+static void remember_answered(struct tds_sync *s, const struct acks *pass)
+{
+    if (!s->answered_ring && !(s->answered_ring = calloc(ANSWERED_MAX, sizeof(char *))))
+        return;
+    for (size_t k = 0; k + 1 < pass->n; k += 2) {
+        char *key = pass_key(pass->v[k], pass->v[k + 1]);
+        if (!key || idset_add(&s->answered, key) != 1) {
+            free(key);
+            continue;
+        }
+        char **slot = &s->answered_ring[s->answered_pos];
+        if (*slot) {
+            idset_del(&s->answered, *slot);
+            free(*slot);
+        }
+        *slot = key;
+        s->answered_pos = (s->answered_pos + 1) % ANSWERED_MAX;
+    }
+}
+
 void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const char *msg_id,
                        int64_t request_id)
 {
@@ -1582,6 +1652,25 @@ void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const 
         acks_free(&a);
         tds_log(TDS_LOG_ERROR, NULL, "out of memory taking a fetch, skipping (asked for again later)");
         return;
+    }
+    if (a.n) {
+        /* The ingress sends a message again when its ack is late. Answered
+         * and committed: ack it now; answered by a page still in flight:
+         * ack it with that page. Either way no second call to Zoho. */
+        char *key = pass_key(f->origin, msg_id);
+        bool done = key && idset_has(&s->answered, key);
+        free(key);
+        if (done) {
+            close_requests(s, a.reqs, a.n_reqs);
+            ack_only(s, o, f->org ? f->org : "", f->entity ? f->entity : "", &a);
+            return;
+        }
+        struct inflight *p = answering(s, f->origin, msg_id);
+        if (p) {
+            if (acks_take(&p->late, &a) < 0)
+                tds_log(TDS_LOG_ERROR, NULL, "out of memory joining a fetch (asked for again later)");
+            return;
+        }
     }
     if (!o || !e || !f->zoho_id || !*f->zoho_id) {
         dropped(s);
@@ -1680,8 +1769,16 @@ void tds_sync_on_ack(struct tds_sync *s, const struct tds_msg_ack *ack)
                 continue;
             struct run *r = s->inf[i].run;
             bool final = s->inf[i].final;
+            struct org_rt *po = s->inf[i].o;
+            const char *pe = s->inf[i].entity;
+            struct acks late = s->inf[i].late;
+            s->inf[i].late = (struct acks){0};
             close_requests(s, s->inf[i].reqs, s->inf[i].n_reqs);
+            remember_answered(s, &s->inf[i].pass);
             inflight_remove(s, i);
+            if (late.n)
+                ack_only(s, po, po ? po->org->org_id : "", pe ? pe : "", &late);
+            acks_free(&late);
             if (r) {
                 r->unacked--;
                 if (final && r->unacked == 0 && !r->failed)
@@ -1884,11 +1981,13 @@ struct tds_sync *tds_sync_free(struct tds_sync *s)
         o->oauth = tds_oauth_free(o->oauth);
         o->lim = tds_limiter_free(o->lim);
     }
-    for (size_t i = 0; i < s->n_inf; i++) {
-        free(s->inf[i].id);
-        free(s->inf[i].buf);
-    }
+    for (size_t i = 0; i < s->n_inf; i++)
+        inflight_clear(&s->inf[i]);
     free(s->inf);
+    idset_clear(&s->answered);
+    for (size_t i = 0; s->answered_ring && i < ANSWERED_MAX; i++)
+        free(s->answered_ring[i]);
+    free(s->answered_ring);
     free(s->o);
     free(s->origin);
     free(s);

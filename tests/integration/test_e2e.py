@@ -217,3 +217,36 @@ def test_id_only_webhooks_survive_a_fetcher_killed_before_the_commit(db, procs, 
     assert ing.metric("tds_ingress_resends_total") >= 5
     print(f"five fetches lost with the fetcher were asked again and applied in "
           f"{time.monotonic() - t0:.2f}s")
+
+
+def test_a_fetch_resent_while_its_answer_is_in_flight_is_not_fetched_again(db, procs, sim,
+                                                                             tmp_path, wait_until):
+    """The ingress sends a fetch again when its ack is late (here: no
+    processor, so the answering page cannot be committed). The fetcher joins
+    the resends to the page in flight, or acks them at once once it is
+    committed: one call to Zoho per change, however late the ack."""
+    s = _fast_sim(sim)
+    p = _fast_pipeline(procs, db, s, tmp_path, extra_env={"TDS_INGRESS_ACK_TIMEOUT_MS": "500"})
+    org = p.org_ids[0]
+    p.sync(org)
+    ing, fetcher = p.ingresses[0], p.fetchers[0]
+
+    def detail_calls():
+        return s.stats()["orgs"][org]["endpoints"].get("items.detail", 0)
+
+    before = detail_calls()
+    for pr in p.processors:
+        pr.kill()
+    ids = s.mutate(org, "items", update=3)["updated"]
+    for zid in ids:
+        assert _post_signed(p.webhook_url(org), json.dumps({"item_id": zid}),
+                            {"entity": "items"}) == 200
+    wait_until(lambda: fetcher.metric("tds_fetcher_pages_inflight") >= 3, 20,
+               "the fetcher holding the three answers")
+    # every fetch is sent again at least twice while its answer waits
+    wait_until(lambda: ing.metric("tds_ingress_resends_total") >= 6, 20, "resends")
+    for pr in p.processors:
+        pr.start()
+    p.wait_equal_truth(org, timeout=30, entities=["items"])
+    wait_until(lambda: ing.metric("tds_ingress_unacked") == 0, 10, "fetch entries acked")
+    assert detail_calls() - before == 3
