@@ -334,35 +334,42 @@ static int acks_add(struct acks *a, const char *origin, const char *id)
     return 0;
 }
 
+/* base (n elements of size) grown by src's sn elements: the new block, or
+ * NULL (base untouched) when out of memory. */
+static void *append(void *base, size_t n, const void *src, size_t sn, size_t size)
+{
+    char *v = realloc(base, (n + sn) * size);
+    if (v && sn)
+        memcpy(v + n * size, src, sn * size);
+    return v;
+}
+
 /* Append src's pairs and requests to dst; src ends empty either way. */
 static int acks_take(struct acks *dst, struct acks *src)
 {
-    int rc = 0;
     if (src->n) {
-        char **v = realloc(dst->v, (dst->n + src->n) * sizeof(*v));
+        char **v = append(dst->v, dst->n, src->v, src->n, sizeof(*v));
         if (!v) {
-            rc = -ENOMEM;
-        } else {
-            dst->v = v;
-            memcpy(v + dst->n, src->v, src->n * sizeof(*v));
-            dst->n += src->n;
-            free(src->v);
-            src->v = NULL;
-            src->n = 0;
+            acks_free(src);
+            return -ENOMEM;
         }
+        dst->v = v;
+        dst->n += src->n;
+        free(src->v); /* the strings are dst's now */
+        src->v = NULL;
+        src->n = 0;
     }
-    if (rc == 0 && src->n_reqs) {
-        int64_t *r = realloc(dst->reqs, (dst->n_reqs + src->n_reqs) * sizeof(*r));
+    if (src->n_reqs) {
+        int64_t *r = append(dst->reqs, dst->n_reqs, src->reqs, src->n_reqs, sizeof(*r));
         if (!r) {
-            rc = -ENOMEM;
-        } else {
-            dst->reqs = r;
-            memcpy(r + dst->n_reqs, src->reqs, src->n_reqs * sizeof(*r));
-            dst->n_reqs += src->n_reqs;
+            acks_free(src);
+            return -ENOMEM;
         }
+        dst->reqs = r;
+        dst->n_reqs += src->n_reqs;
     }
     acks_free(src);
-    return rc;
+    return 0;
 }
 
 /* Close the sync_requests a fetch answered (or made moot). */

@@ -759,6 +759,32 @@ static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *cons
     return 0;
 }
 
+/* COPY refs[0..n) straight into zoho.<table>: the set's columns, then
+ * observed_at for a top-level table (COPY_TARGET). */
+static int copy_into_table(struct tds_apply *a, struct tds_bmsg *const *msgs,
+                           const struct sig *sg, const struct ref *refs, size_t n,
+                           enum copy_form form, struct tds_apply_result *res)
+{
+    char *sql;
+    int rc;
+
+    tds_buf_reset(&a->buf);
+    rc = tds_buf_addf(&a->buf, "COPY zoho.\"%s\" (", sg->t->name);
+    for (size_t c = 0; c < sg->n_cols && rc == 0; c++)
+        rc = tds_buf_addf(&a->buf, "%s\"%s\"", c ? ", " : "", sg->cols[c]);
+    if (rc == 0)
+        rc = tds_buf_addf(&a->buf, "%s) FROM STDIN", form == COPY_TARGET ? ", observed_at" : "");
+    if (rc == 0)
+        rc = tds_buf_add(&a->buf, "", 1);
+    if (rc != 0)
+        return rc;
+    if (!(sql = strdup(a->buf.p)))
+        return -ENOMEM;
+    rc = copy_rows(a, sql, msgs, refs, n, sg->n_cols, form, res);
+    free(sql);
+    return rc;
+}
+
 /* Fast path for a big group without duplicate keys: one lookup says which
  * keys exist and whether the guard would let each existing row through.
  * Rows with new keys are COPYed straight into the table (the plain-COPY
@@ -839,21 +865,7 @@ static int copy_fast(struct tds_apply *a, struct tds_bmsg *const *msgs, struct g
         a->fast_skip[sg->tidx] = FAST_SKIP_BATCHES;
     if (k_new == 0)
         goto out;
-    tds_buf_reset(&a->buf);
-    rc = tds_buf_addf(&a->buf, "COPY zoho.\"%s\" (", sg->t->name);
-    for (size_t c = 0; c < sg->n_cols && rc == 0; c++)
-        rc = tds_buf_addf(&a->buf, "%s\"%s\"", c ? ", " : "", sg->cols[c]);
-    if (rc == 0)
-        rc = tds_buf_addf(&a->buf, ", observed_at) FROM STDIN");
-    if (rc == 0)
-        rc = tds_buf_add(&a->buf, "", 1);
-    if (rc == 0) {
-        char *sql = strdup(a->buf.p);
-
-        rc = sql ? copy_rows(a, sql, msgs, fresh, k_new, sg->n_cols, COPY_TARGET, res) : -ENOMEM;
-        free(sql);
-    }
-    if (rc != 0)
+    if ((rc = copy_into_table(a, msgs, sg, fresh, k_new, COPY_TARGET, res)) != 0)
         goto out;
     res->written[sg->tidx] += (int64_t)k_new;
     res->written_total += (int64_t)k_new;
@@ -938,21 +950,7 @@ static int children_direct(struct tds_apply *a, struct tds_bmsg *const *msgs,
     g->n_stage = k_stage;
     rc = 0;
     if (k_direct > 0) {
-        tds_buf_reset(&a->buf);
-        rc = tds_buf_addf(&a->buf, "COPY zoho.\"%s\" (", sg->t->name);
-        for (size_t c = 0; c < sg->n_cols && rc == 0; c++)
-            rc = tds_buf_addf(&a->buf, "%s\"%s\"", c ? ", " : "", sg->cols[c]);
-        if (rc == 0)
-            rc = tds_buf_addf(&a->buf, ") FROM STDIN");
-        if (rc == 0)
-            rc = tds_buf_add(&a->buf, "", 1);
-        if (rc == 0) {
-            char *sql = strdup(a->buf.p);
-
-            rc = sql ? copy_rows(a, sql, msgs, direct, k_direct, sg->n_cols, COPY_CHILD, res)
-                     : -ENOMEM;
-            free(sql);
-        }
+        rc = copy_into_table(a, msgs, sg, direct, k_direct, COPY_CHILD, res);
         if (rc == 0) {
             res->child_rows += (int64_t)k_direct;
             if (!probe)

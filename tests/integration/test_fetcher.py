@@ -401,10 +401,12 @@ def test_fetch_by_id_updates_deletes_and_coalesces(procs, db, sim, tmp_path):
     assert row[0][0] is True
 
 
-def test_fetch_by_id_at_a_replica_not_owning_the_org_reaches_the_owner(procs, db, sim, tmp_path):
+def _owner_and_other(procs, db, sim, tmp_path, fetcher_env=None):
+    """f1 owns 60001, f2 (on its own fetch port) does not; items synced, then
+    three changed in Zoho. Returns p, f1, f2, f2's port, truth, changed ids."""
     s = sim(orgs=[small_org(items=30)])
-    p = Pipeline(procs, db, s, tmp_path)
-    p.start_fetcher("f1")
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env=fetcher_env)
+    f1 = p.start_fetcher("f1")
     wait_until(lambda: db.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                                 "AND granted")[0][0] >= 1, timeout=10, what="f1 owns the organization")
     other_port = free_port()
@@ -416,6 +418,11 @@ def test_fetch_by_id_at_a_replica_not_owning_the_org_reaches_the_owner(procs, db
     changed = [i for i, r in truth.items()
                if zoho_time_to_epoch(r["last_modified_time"]) != rows[i]["modified"]]
     assert changed
+    return p, f1, f2, other_port, truth, changed
+
+
+def test_fetch_by_id_at_a_replica_not_owning_the_org_reaches_the_owner(procs, db, sim, tmp_path):
+    p, _, f2, other_port, truth, changed = _owner_and_other(procs, db, sim, tmp_path)
     push_fetches(other_port, [("60001", "items", i) for i in changed])  # f2 does not own 60001
     for i in changed:
         want = zoho_time_to_epoch(truth[i]["last_modified_time"])
@@ -432,20 +439,8 @@ def test_handed_over_fetch_outlives_an_owner_killed_before_the_commit(procs, db,
     the page that answers it is committed. When the owner dies first, the
     replica that takes the organization over claims it again once the lease
     (twice the ack timeout) has run out, and the change lands."""
-    s = sim(orgs=[small_org(items=30)])
-    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "1000"})
-    f1 = p.start_fetcher("f1")
-    wait_until(lambda: db.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                                "AND granted")[0][0] >= 1, timeout=10, what="f1 owns the organization")
-    other_port = free_port()
-    f2 = p.start_fetcher("f2", env={"TDS_FETCHER_BIND": f"tcp://127.0.0.1:{other_port}"})
-    p.sync("60001", "items", "full")
-    s.mutate("60001", "items", update=3)
-    truth = {r["item_id"]: r for r in s.truth("60001", "items")["records"]}
-    rows = p.db_rows("60001", "items")
-    changed = [i for i, r in truth.items()
-               if zoho_time_to_epoch(r["last_modified_time"]) != rows[i]["modified"]]
-    assert changed
+    p, f1, _, other_port, truth, changed = _owner_and_other(
+        procs, db, sim, tmp_path, fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "1000"})
     # No processor: f1's answers cannot be committed.
     p.processor.kill()
     push_fetches(other_port, [("60001", "items", i) for i in changed])  # f2 hands them to f1
