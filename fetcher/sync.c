@@ -648,7 +648,16 @@ static void run_completed(struct run *r)
                     r->e->name, "run", r->id, "mode", r->mode, "records", recs, NULL);
     request_finished(s, r);
     struct org_rt *o = r->o;
+    const struct tds_entity *e = r->e;
+    bool full = strcmp(r->mode, "full") == 0;
     run_retire(o, r);
+    /* Paging by modified time, a full walk skips a record whenever one it
+     * already passed is deleted (the pages shift by one): a reconciliation
+     * right after lists the ids again and fetches what the walk missed. */
+    if (full && !tds_sync_pending(s, o->org->org_id, e->name, "reconcile") &&
+        tds_sync_enqueue(s, o->org->org_id, e->name, "reconcile", 0) != 0)
+        tds_log(TDS_LOG_WARN, &o->lctx, "could not queue the reconciliation after a full sync of %s",
+                e->name);
     org_next(o);
 }
 
@@ -1076,8 +1085,10 @@ static void on_list(const struct tds_api_result *res, void *ud)
     r->records_fetched += (int64_t)n_keep;
     if (!reconcile && n_keep && !r->failed)
         send_list_page(r, res->body, spans, keep, n_keep, res->sent_wall_ms);
-    /* which records need their detail: new or changed compared with the database */
-    if (!r->failed && !reconcile && r->e->detail_path && n_ids) {
+    /* which records need their detail: new or changed compared with the
+     * database; in a reconciliation only those the database lacks (a full
+     * walk skips a record when a delete shifts the pages it has not read) */
+    if (!r->failed && r->e->detail_path && n_ids) {
         struct tds_known *known = NULL;
         size_t n_known = 0;
         if (tds_store_known(o->s->store, r->e, o->org->org_id, (const char *const *)ids, n_ids, &known,
@@ -1087,6 +1098,10 @@ static void on_list(const struct tds_api_result *res, void *ud)
         } else {
             struct idset fresh = {0};
             for (size_t k = 0; k < n_known; k++) {
+                if (reconcile) {
+                    idset_add(&fresh, known[k].id);
+                    continue;
+                }
                 if (known[k].deleted || !known[k].is_detail)
                     continue;
                 /* find this id's list modified time */

@@ -33,6 +33,10 @@ def test_full_sync_of_every_entity_equals_truth(procs, db, sim, tmp_path):
     f = p.start_fetcher()
     runs = p.sync("60001", "all", "full", timeout=180)
     assert sorted(r["entity"] for r in runs) == sorted(ALL)
+    # each full run is followed by a reconciliation (what the walk skipped)
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_runs WHERE mode = 'reconcile' "
+                                "AND status = 'completed'")[0][0] == len(ALL),
+               timeout=60, what="the reconciliations after the full runs")
     for ent in ALL:
         p.compare("60001", ent)
     # every version stored says when it was asked for: after the start, before its write
@@ -52,7 +56,7 @@ def test_full_sync_of_every_entity_equals_truth(procs, db, sim, tmp_path):
                  "tds_fetcher_run_records"):
         assert name in text, name
     assert f.metric("tds_fetcher_pages_inflight") == 0
-    assert f.metric("tds_fetcher_runs_total", {"status": "completed"}) == len(ALL)
+    assert f.metric("tds_fetcher_runs_total", {"status": "completed"}) == 2 * len(ALL)
     assert f.metric("tds_fetcher_last_success_timestamp_seconds", {"entity": "items"}) > time.time() - 120
     status = json.loads(http_get(f.admin_url + "/status")[1])
     org = status["organizations"][0]
