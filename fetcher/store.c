@@ -451,19 +451,11 @@ void tds_store_known_free(struct tds_known *k, size_t n)
     free(k);
 }
 
-int tds_store_live_ids(struct tds_store *s, const struct tds_entity *e, const char *org,
-                       int64_t before_wall_ms, char ***ids, size_t *n)
+/* Run sql ($1 org, $2 a wall time in ms) and copy the first column of every
+ * row into *ids (caller frees each and the array). */
+static int query_ids(struct tds_store *s, const char *sql, const char *org, int64_t before_wall_ms,
+                     char ***ids, size_t *n)
 {
-    *ids = NULL;
-    *n = 0;
-    const struct tds_table *t = tds_table_find(e->table);
-    if (!t)
-        return 0;
-    char sql[512];
-    snprintf(sql, sizeof(sql),
-             "SELECT %s FROM zoho.%s WHERE org_id = $1 AND deleted_at IS NULL AND synced_at < "
-             FROM_MS("$2"),
-             t->id_column, t->name);
     char b[32];
     snprintf(b, sizeof(b), "%lld", (long long)before_wall_ms);
     const char *p[] = {org, b};
@@ -492,6 +484,22 @@ int tds_store_live_ids(struct tds_store *s, const struct tds_entity *e, const ch
     return 0;
 }
 
+int tds_store_live_ids(struct tds_store *s, const struct tds_entity *e, const char *org,
+                       int64_t before_wall_ms, char ***ids, size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    const struct tds_table *t = tds_table_find(e->table);
+    if (!t)
+        return 0;
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT %s FROM zoho.%s WHERE org_id = $1 AND deleted_at IS NULL AND synced_at < "
+             FROM_MS("$2"),
+             t->id_column, t->name);
+    return query_ids(s, sql, org, before_wall_ms, ids, n);
+}
+
 int tds_store_list_only_ids(struct tds_store *s, const struct tds_entity *e, const char *org,
                             int64_t before_wall_ms, int limit, char ***ids, size_t *n)
 {
@@ -505,32 +513,7 @@ int tds_store_list_only_ids(struct tds_store *s, const struct tds_entity *e, con
              "SELECT %s FROM zoho.%s WHERE org_id = $1 AND deleted_at IS NULL AND NOT is_detail "
              "AND synced_at < " FROM_MS("$2") " LIMIT %d",
              t->id_column, t->name, limit);
-    char b[32];
-    snprintf(b, sizeof(b), "%lld", (long long)before_wall_ms);
-    const char *p[] = {org, b};
-    PGresult *r = run(s, sql, 2, p);
-    if (!r)
-        return -EIO;
-    int rows = PQntuples(r);
-    char **a = calloc(rows ? (size_t)rows : 1, sizeof(*a));
-    if (!a) {
-        PQclear(r);
-        return -ENOMEM;
-    }
-    for (int i = 0; i < rows; i++) {
-        a[i] = strdup(PQgetvalue(r, i, 0));
-        if (!a[i]) {
-            for (int j = 0; j < i; j++)
-                free(a[j]);
-            free(a);
-            PQclear(r);
-            return -ENOMEM;
-        }
-    }
-    PQclear(r);
-    *ids = a;
-    *n = (size_t)rows;
-    return 0;
+    return query_ids(s, sql, org, before_wall_ms, ids, n);
 }
 
 /* ---- requests ---- */

@@ -500,6 +500,15 @@ def test_two_writers_on_one_stream_equal_one(procs, pg, db):
 
 # ------------------------------------------------------------- NOTIFY, roles, runs
 
+def _notified(conn, payloads):
+    """Append the tds_changes payloads that arrived (waiting up to 0.2 s)."""
+    if select.select([conn], [], [], 0.2)[0]:
+        conn.poll()
+        while conn.notifies:
+            payloads.append(json.loads(conn.notifies.pop(0).payload))
+    return payloads
+
+
 def test_listen_receives_notify(writer, db):
     conn = db.connect()
     conn.cursor().execute("LISTEN tds_changes")
@@ -507,14 +516,7 @@ def test_listen_receives_notify(writer, db):
     writer.send(f)
     writer.wait_acked([src])
     payloads = []
-
-    def got():
-        if select.select([conn], [], [], 0.2)[0]:
-            conn.poll()
-            while conn.notifies:
-                payloads.append(json.loads(conn.notifies.pop(0).payload))
-        return payloads
-    wait_until(got, 10, "a NOTIFY on tds_changes")
+    wait_until(lambda: _notified(conn, payloads), 10, "a NOTIFY on tds_changes")
     assert payloads[0] == {"org": ORG, "tables": {"items": ["11", "12"]}}
     # A big batch stays under the 8000-byte limit: counts instead of ids.
     recs = [item(ORG, str(10 ** 18 + i), ts(2), f"x{i}") for i in range(2000)]
@@ -522,7 +524,7 @@ def test_listen_receives_notify(writer, db):
     writer.send(f)
     writer.wait_acked([src])
     payloads.clear()
-    wait_until(got, 10, "a NOTIFY for the big batch")
+    wait_until(lambda: _notified(conn, payloads), 10, "a NOTIFY for the big batch")
     assert payloads[-1] == {"org": ORG, "tables": {"items": 2000}, "truncated": True}
     conn.close()
 
@@ -542,14 +544,8 @@ def test_notify_one_payload_per_org_in_one_batch(writer, db):
         writer.send(f)
     writer.wait_acked(srcs)
     payloads = []
-
-    def got():
-        if select.select([conn], [], [], 0.2)[0]:
-            conn.poll()
-            while conn.notifies:
-                payloads.append(json.loads(conn.notifies.pop(0).payload))
-        return {p["org"] for p in payloads} >= set(orgs)
-    wait_until(got, 10, "a NOTIFY for every organization")
+    wait_until(lambda: {p["org"] for p in _notified(conn, payloads)} >= set(orgs), 10,
+               "a NOTIFY for every organization")
     ids = {}
     for p in payloads:
         ids.setdefault(p["org"], []).extend(p["tables"]["items"])
