@@ -124,7 +124,9 @@ def test_each_429_code_is_survived(procs, db, sim, tmp_path):
     assert f.metric("tds_fetcher_429_total", {"code": "1070"}) == st["1070"]
     assert f.metric("tds_fetcher_429_total", {"code": "45"}) == st["45"]
     # code 45 stops the organization until the reset: a handful, not a storm
-    assert st["45"] <= 3, st
+    # (the calls already in flight when the first 45 came back: at most the
+    # organization's max_concurrency, 6)
+    assert st["45"] <= 6, st
     p.compare("60001", "items")
 
 
