@@ -630,12 +630,17 @@ class Bench:
                     table_rows, getattr(self, "copy_ceiling", None), None,
                     "rows those webhooks left in zoho.items, item_stock, contacts, "
                     "contact_addresses, contact_persons and tds.webhook_events / the same time")
+
+    def bench_latency_step(self, sim):
+        """webhook → row latency at a steady low rate, a fresh pipeline each repeat."""
+        opath = self.orgs_file(os.path.join(self.work, "orgs-l.json"), [("60001", SECRET)])
+        kind = self.templates(sim, "60001", "items", 20)
         for k in range(self.sz["repeats"]):
             db = f"lbench{k}"
             self.pg.create_db(db)
             pl = self.pipeline(db, opath, ingress=True)
             try:
-                self.bench_latency(pl, "60001", kinds[0])
+                self.bench_latency(pl, "60001", kind)
             finally:
                 self.stop_pipeline(pl)
                 self.pg.drop_db(db)
@@ -1035,6 +1040,7 @@ class Bench:
                          "salesorders=2"])
             steps = [("writer", self.bench_writer), ("processor", self.bench_processor),
                      ("ingress", lambda: self.bench_ingress(sim)),
+                     ("latency", lambda: self.bench_latency_step(sim)),
                      ("e2e", lambda: self.bench_e2e(sim)), ("quota", self.bench_quota)]
             for name, fn in steps:
                 if self.args.only and name not in self.args.only.split(","):
@@ -1050,7 +1056,7 @@ class Bench:
                     self.failures.append(f"{name}: {e}")
                     log(f"FAILED: {e}")
                 log(f"({name}: {time.monotonic() - ts:.0f} s)")
-                if name == "ingress":
+                if name == "latency":
                     self.latency_figures()
         finally:
             for p in list(self.procs):
@@ -1123,7 +1129,7 @@ def main():
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true")
     g.add_argument("--smoke", action="store_true")
-    ap.add_argument("--only", help="comma-separated steps: writer,processor,ingress,e2e,quota")
+    ap.add_argument("--only", help="comma-separated steps: writer,processor,ingress,latency,e2e,quota")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     ap.add_argument("--mem-items", type=int, help="records of the large memory sync "
                     "(default 1,000,000; --quick 100,000)")
