@@ -144,18 +144,7 @@ int tds_sqlgen_staging(struct tds_buf *b, const char *stg, const struct tds_tabl
         tds_sqlgen_coltype(t, cols[i], &ty);
         rc = tds_buf_addf(b, ", \"%s\" %s", cols[i], tds_coltype_sql(ty));
     }
-    return rc ? rc : tds_buf_addf(b, ") ON COMMIT DELETE ROWS");
-}
-
-void tds_sqlgen_written_name(const struct tds_table *parent, char *out, size_t outlen)
-{
-    snprintf(out, outlen, "_tds_w_%s", parent->name);
-}
-
-int tds_sqlgen_written_table(struct tds_buf *b, const char *wtab)
-{
-    return tds_buf_addf(b, "CREATE TEMP TABLE IF NOT EXISTS %s (org_id text, id text, "
-                           "_m integer) ON COMMIT DELETE ROWS", wtab);
+    return rc ? rc : tds_buf_addf(b, ")");
 }
 
 int tds_sqlgen_copy(struct tds_buf *b, const char *stg)
@@ -193,14 +182,14 @@ static int upsert_delete(struct tds_buf *b, const char *stg, const struct tds_ta
 
 int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table *t,
                       enum tds_rowset_kind kind, char *const *cols, size_t n_cols,
-                      const char *wtab)
+                      bool with_m)
 {
     size_t first_own = 2 + TDS_ARRAY_SIZE(head_cols);
     int rc = 0;
 
     if (kind == TDS_ROWS_DELETE)
         return upsert_delete(b, stg, t, n_cols >= 3);
-    if (wtab)
+    if (with_m)
         rc = tds_buf_addf(b, "WITH w AS (");
     if (rc == 0)
         rc = tds_buf_addf(b, "INSERT INTO zoho.\"%s\" AS t (", t->name);
@@ -235,12 +224,11 @@ int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table
             "AND (EXCLUDED.is_detail OR NOT t.is_detail) AND " NOT_OLDER ") "
             "RETURNING org_id, \"%s\"",
             t->id_column);
-    if (rc == 0 && wtab)
+    if (rc == 0 && with_m)
         rc = tds_buf_addf(b,
-            "), x AS (INSERT INTO %s (org_id, id, _m) SELECT w.org_id, w.\"%s\", s._m "
-            "FROM w JOIN %s s ON s.org_id = w.org_id AND s.\"%s\" = w.\"%s\") "
-            "SELECT org_id, \"%s\" FROM w",
-            wtab, t->id_column, stg, t->id_column, t->id_column, t->id_column);
+            ") SELECT w.org_id, w.\"%s\", s._m FROM w JOIN %s s "
+            "ON s.org_id = w.org_id AND s.\"%s\" = w.\"%s\"",
+            t->id_column, stg, t->id_column, t->id_column);
     return rc;
 }
 
@@ -252,7 +240,7 @@ int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child)
 }
 
 int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds_table *child,
-                            char *const *cols, size_t n_cols, const char *wtab)
+                            char *const *cols, size_t n_cols)
 {
     int rc = tds_buf_addf(b, "INSERT INTO zoho.\"%s\" (", child->name);
 
@@ -263,8 +251,9 @@ int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds
     if (rc == 0)
         rc = add_cols(b, "s.", cols, 0, n_cols);
     if (rc == 0)
-        rc = tds_buf_addf(b, " FROM %s s JOIN %s w ON s.org_id = w.org_id "
+        rc = tds_buf_addf(b, " FROM %s s JOIN unnest($1::text[], $2::text[], $3::int[]) "
+                             "AS w(org_id, id, _m) ON s.org_id = w.org_id "
                              "AND s.\"%s\" = w.id AND s._m = w._m",
-                          stg, wtab, child->id_column);
+                          stg, child->id_column);
     return rc;
 }

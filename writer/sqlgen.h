@@ -29,37 +29,40 @@ int tds_sqlgen_coltype(const struct tds_table *t, const char *col, enum tds_colt
 int tds_sqlgen_check(const struct tds_table *t, enum tds_rowset_kind kind, char *const *cols,
                      size_t n_cols, char *err, size_t errlen);
 
-/* The statements. `stg` is the staging table's name, `wtab` the session's
- * table of DETAIL-written parents (see tds_sqlgen_written_name). Each appends
- * one statement (no trailing semicolon) to b; 0 or -ENOMEM. */
+/* The statements. `stg` is the staging table's name. Each appends one
+ * statement (no trailing semicolon) to b; 0 or -ENOMEM. */
 
-/* CREATE TEMP TABLE stg (_m int, _r int, _o timestamptz, <cols typed>) ON COMMIT
- * DELETE ROWS: message and row index, and when the message's records were
- * observed (rows.received_ms; NULL when unknown). */
+/* CREATE TEMP TABLE stg (_m int, _r int, _o timestamptz, <cols typed>):
+ * message and row index, and when the message's records were observed
+ * (rows.received_ms; NULL when unknown). Not ON COMMIT DELETE ROWS: every
+ * commit that touched a temporary table would truncate every such table of
+ * the session, used or not (~0.4 ms each on PostgreSQL 15, mostly
+ * rebuilding the empty TOAST index); the writer empties the ones it used
+ * (apply.c). */
 int tds_sqlgen_staging(struct tds_buf *b, const char *stg, const struct tds_table *t,
                        char *const *cols, size_t n_cols);
-/* CREATE TEMP TABLE wtab (org_id text, id text, _m int) ON COMMIT DELETE ROWS. */
-int tds_sqlgen_written_table(struct tds_buf *b, const char *wtab);
-void tds_sqlgen_written_name(const struct tds_table *parent, char *out, size_t outlen);
 int tds_sqlgen_copy(struct tds_buf *b, const char *stg);
 /* Keep one row per key in stg: the one that wins the guard order (newest
  * modified_time, then the latest observed, then the latest arrival). */
 int tds_sqlgen_collapse(struct tds_buf *b, const char *stg, const struct tds_table *t,
                         enum tds_rowset_kind kind, bool has_mtime);
 /* The guarded upsert of a DETAIL, LIST or DELETE staging table into t,
- * returning (org_id, id) of every row it actually wrote. With wtab (DETAIL
- * only) the written keys and their message index also go into wtab. */
+ * returning (org_id, id) of every row it actually wrote; with_m (DETAIL of a
+ * table with children) also returns each written row's message index _m,
+ * which picks the child rows of that version (tds_sqlgen_child_insert). */
 int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table *t,
                       enum tds_rowset_kind kind, char *const *cols, size_t n_cols,
-                      const char *wtab);
+                      bool with_m);
 /* Delete the child rows of the parents ($1 org ids, $2 parent ids: text
- * arrays). Arrays, not a join with the written-parents table: the planner
- * has no statistics for a temp table, guesses ~850 rows and hashes the whole
- * child table (8 ms at 40k stock rows, growing), where an array gets an
- * index probe per parent. */
+ * arrays). Arrays, not a join with a temp table of written parents: the
+ * planner has no statistics for a temp table, guesses ~850 rows and hashes
+ * the whole child table (8 ms at 40k stock rows, growing), where an array
+ * gets an index probe per parent. */
 int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child);
-/* Insert the staged child rows that belong to the written version of their parent. */
+/* Insert the staged child rows that belong to the written version of their
+ * parent: $1 org ids, $2 parent ids, $3 message indexes (text, text, int
+ * arrays from the parent upsert's RETURNING). */
 int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds_table *child,
-                            char *const *cols, size_t n_cols, const char *wtab);
+                            char *const *cols, size_t n_cols);
 
 #endif

@@ -917,3 +917,50 @@ def test_list_rows_with_different_field_sets_in_one_batch(writer, db):
     writer.wait_acked([s2])
     got = {r[0]: r[1:] for r in db.query("SELECT item_id, name, sku, raw, is_detail FROM zoho.items")}
     assert got == {"1": ("one-b", None, {"a": 1, "c": 3}, False), "2": ("two", "S2", {"b": 2}, False)}
+
+
+def test_staging_tables_are_emptied_and_kept_small(writer, db):
+    """Each transaction empties the staging tables it filled just before its
+    COMMIT, and a staging table is TRUNCATEd once 2,048 rows went through it:
+    the dead rows of its DELETEs do not pile up. (ON COMMIT DELETE ROWS would
+    truncate every staging table of the session at every commit, used or
+    not, ~0.4 ms each.)"""
+    base = 9 * 10 ** 17
+
+    def staging_sizes():
+        return dict(db.query(
+            "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname LIKE 'pg\\_temp\\_%' AND c.relname LIKE '\\_tds\\_%'"))
+
+    def send(k, minute=5):
+        # 60 items (under the fast path's 64): every row goes through staging
+        recs = [item(ORG, str(base + k * 60 + i), ts(minute), f"s{k}-{i}-{minute}",
+                     stock=[("w1", str(i)), ("w2", str(k))]) for i in range(60)]
+        s, f = rows_msg(ORG, items_sets(recs))
+        writer.send(f)
+        writer.wait_acked([s])
+
+    for k in range(10):
+        send(k)
+    after10 = staging_sizes()
+    assert sorted(after10) == ["_tds_s1", "_tds_s2"], after10
+    assert all(v > 0 for v in after10.values()), after10
+    for k in range(10, 40):
+        send(k)
+    after40 = staging_sizes()
+    # 2,400 items and 4,800 stock rows went through; without the TRUNCATE
+    # each table would hold four times the dead rows it held after 600
+    for name, size in after10.items():
+        assert after40[name] < size, (after10, after40)
+    assert db.query("SELECT count(*) FROM zoho.items") == [(2400,)]
+    assert db.query("SELECT count(*), count(DISTINCT item_id) FROM zoho.item_stock") \
+        == [(4800, 2400)]
+    # Stale staged rows would come back here: the same keys again, newer, in
+    # new transactions, leave exactly the new versions and their stock.
+    for k in (0, 39):
+        send(k, minute=6)
+    assert db.query("SELECT count(*) FROM zoho.items WHERE name LIKE '%-6'") == [(120,)]
+    assert db.query("SELECT count(*), count(DISTINCT item_id) FROM zoho.item_stock") \
+        == [(4800, 2400)]
+    assert stock_of(db, str(base + 39 * 60 + 7)) == [("w1", "7"), ("w2", "39")]
