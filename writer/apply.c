@@ -42,7 +42,7 @@
 #define FAST_MIN_ROWS 64
 #define FAST_SKIP_BATCHES 8
 /* A table is analyzed once this session has written max(this, its row count
- * at the last analyze) rows into it: see maybe_analyze(). */
+ * at the last analyze) rows into it: see tds_apply_maintain(). */
 #define ANALYZE_MIN_ROWS 1000
 /* A staging table is TRUNCATEd after a transaction once this many rows went
  * through it since the last time: DELETE leaves dead rows that only a
@@ -99,6 +99,11 @@ struct tds_apply {
     int64_t mods[TDS_APPLY_MAX_TABLES];
     double analyzed_rows[TDS_APPLY_MAX_TABLES];
     bool analyze_off;            /* ANALYZE refused (not the tables' owner) */
+    /* The side connection ANALYZE runs on, the table it is analyzing (-1:
+     * none), the rows that made it due, and when it started. */
+    PGconn *an_conn;
+    int an_table;
+    int64_t an_rows, an_t0;
 };
 
 static const char *const SQL_WEBHOOK =
@@ -199,6 +204,7 @@ int tds_apply_new(struct tds_apply **out, const char *conninfo)
 
     if (!a)
         return -ENOMEM;
+    a->an_table = -1;
     a->conninfo = strdup(conninfo);
     if (!a->conninfo || tds_notify_new(&a->notify) != 0) {
         tds_apply_free(a);
@@ -238,6 +244,8 @@ struct tds_apply *tds_apply_free(struct tds_apply *a)
     for (size_t i = 0; i < META_PARAMS; i++)
         tds_buf_deinit(&a->params[i]);
     tds_notify_free(a->notify);
+    if (a->an_conn)
+        PQfinish(a->an_conn);
     free(a->conninfo);
     free(a);
     return NULL;
@@ -342,41 +350,90 @@ static int read_row_counts(struct tds_apply *a, char *err, size_t errlen)
     return 0;
 }
 
-static void maybe_analyze(struct tds_apply *a)
+/* The ANALYZE in flight on the side connection: collect it when done. */
+static void analyze_collect(struct tds_apply *a)
 {
-    for (size_t i = 0; i < tds_table_count() && !a->analyze_off; i++) {
+    PGresult *r;
+    bool failed = false;
+    char why[256] = "";
+
+    if (a->an_table < 0)
+        return;
+    if (PQconsumeInput(a->an_conn) != 1) {
+        snprintf(why, sizeof(why), "%s", PQerrorMessage(a->an_conn));
+        failed = true;
+    } else if (PQisBusy(a->an_conn)) {
+        return;
+    }
+    while (!failed && (r = PQgetResult(a->an_conn)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            snprintf(why, sizeof(why), "%s", PQresultErrorMessage(r));
+            failed = true;
+        }
+        PQclear(r);
+    }
+    for (char *p = why; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    if (failed) {
+        /* Not worth failing anything over; tried again after as many rows. */
+        tds_warn("could not analyze zoho.%s, leaving it to autovacuum for now: %s",
+                 tds_table_at((size_t)a->an_table)->name, why);
+        if (PQstatus(a->an_conn) != CONNECTION_OK) {
+            PQfinish(a->an_conn);
+            a->an_conn = NULL;
+        }
+    } else {
+        tds_debug("analyzed zoho.%s after %lld rows written, in %lld ms",
+                  tds_table_at((size_t)a->an_table)->name, (long long)a->an_rows,
+                  (long long)(tds_now_ms() - a->an_t0));
+        a->analyzed_rows[a->an_table] += (double)a->an_rows;
+    }
+    a->an_table = -1;
+}
+
+void tds_apply_maintain(struct tds_apply *a)
+{
+    analyze_collect(a);
+    for (size_t i = 0; i < tds_table_count() && !a->analyze_off && a->an_table < 0; i++) {
         const struct tds_table *t = tds_table_at(i);
         double due = a->analyzed_rows[i] > ANALYZE_MIN_ROWS ? a->analyzed_rows[i]
                                                             : ANALYZE_MIN_ROWS;
-        char sql[160];
-        PGresult *r;
-        int64_t t0;
+        char sql[160], err[256];
 
         if ((double)a->mods[i] < due)
             continue;
+        if (!a->an_conn) {
+            a->an_conn = tds_pg_connect(a->conninfo, "tds-writer-analyze", err, sizeof(err));
+            if (!a->an_conn) {
+                tds_warn("could not connect to analyze zoho.%s, leaving it to autovacuum for "
+                         "now: %s", t->name, err);
+                a->mods[i] = 0;
+                return;
+            }
+            tds_apply_quiet(a->an_conn);
+        }
         /* The key columns are all the writer's statements and the foreign-key
          * checks need; the row count comes with any ANALYZE. The other
          * columns (wide raw JSON) are autovacuum's. SKIP_LOCKED: a table
-         * autovacuum is working on is skipped (it is being analyzed anyway)
-         * instead of holding up the batches behind this one. */
+         * autovacuum is working on is skipped (it is being analyzed anyway).
+         * On its own connection, so the batches go on meanwhile (an ANALYZE
+         * of a growing table takes up to ~150 ms, which used to hold every
+         * webhook behind it); the new statistics reach the writer's
+         * session as a plan invalidation. */
         snprintf(sql, sizeof(sql), "ANALYZE (SKIP_LOCKED) zoho.\"%s\" (org_id, \"%s\")",
                  t->name, t->id_column);
-        t0 = tds_now_ms();
-        r = PQexec(a->conn, sql);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            /* Not worth failing a batch over; tried again after as many rows. */
-            tds_warn("could not analyze zoho.%s, leaving it to autovacuum for now: %s", t->name,
-                     PQresultErrorMessage(r));
-            PQclear(r);
+        if (!PQsendQuery(a->an_conn, sql)) {
+            tds_warn("could not analyze zoho.%s, leaving it to autovacuum for now: %s",
+                     t->name, PQerrorMessage(a->an_conn));
+            PQfinish(a->an_conn);
+            a->an_conn = NULL;
             a->mods[i] = 0;
-            if (!tds_apply_connected(a))
-                return;
-            continue;
+            return;
         }
-        PQclear(r);
-        tds_debug("analyzed zoho.%s after %lld rows written, in %lld ms", t->name,
-                  (long long)a->mods[i], (long long)(tds_now_ms() - t0));
-        a->analyzed_rows[i] += (double)a->mods[i];
+        a->an_table = (int)i;
+        a->an_rows = a->mods[i];
+        a->an_t0 = tds_now_ms();
         a->mods[i] = 0;
     }
 }
@@ -1505,7 +1562,7 @@ int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, b
             qsort_r(gs, n_groups, sizeof(*gs), cmp_group, a);
         rc = run_txn(a, msgs, n, probe, gs, n_groups, res);
         if (rc == 0 && !probe)
-            maybe_analyze(a);
+            tds_apply_maintain(a);
         if (slow)
             a->no_fast = false;
         if (rc != 0 && tds_apply_connected(a)) {

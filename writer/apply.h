@@ -60,6 +60,12 @@ PGconn *tds_apply_conn(struct tds_apply *a);
 int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, bool probe,
                   struct tds_apply_result *res);
 
+/* Upkeep between batches, never blocking: collect a finished ANALYZE and
+ * start the next one a growing table is due for, on a side connection (see
+ * "keeping the planner's picture" in apply.c). Run after each committed
+ * batch and from a timer. */
+void tds_apply_maintain(struct tds_apply *a);
+
 /* Drop server NOTICEs ("schema already exists, skipping") instead of letting
  * libpq print them on stderr, where only JSON log lines belong. */
 void tds_apply_quiet(PGconn *c);

@@ -434,8 +434,10 @@ static void on_health(struct tds_loop *loop, void *ud)
     if (app->waiting || app->draining || !app->migrated)
         return;
     c = tds_apply_conn(app->db);
-    if (c && PQconsumeInput(c) == 1 && PQstatus(c) == CONNECTION_OK)
+    if (c && PQconsumeInput(c) == 1 && PQstatus(c) == CONNECTION_OK) {
+        tds_apply_maintain(app->db);
         return;
+    }
     tds_warn("lost the database connection, reconnecting in %lld ms",
              (long long)app->backoff_ms);
     tds_apply_disconnect(app->db);

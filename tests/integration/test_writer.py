@@ -811,6 +811,42 @@ def test_growing_tables_are_analyzed_by_the_writer(procs, db):
     h.close()
 
 
+def test_an_analyze_does_not_hold_up_the_batches(procs, db):
+    """The writer's own ANALYZE of a growing table runs on a side connection:
+    batches keep committing while it runs. A partial index whose predicate
+    sleeps only in that connection (ANALYZE evaluates it for every sampled
+    row) makes this ANALYZE take ~6 s."""
+    h = WriterHarness(procs, db, env={"TDS_LOG_LEVEL": "debug"})
+    db.query("CREATE FUNCTION public.tds_test_slow(text) RETURNS boolean IMMUTABLE "
+             "LANGUAGE plpgsql AS $$ BEGIN "
+             "IF current_setting('application_name') = 'tds-writer-analyze' THEN "
+             "PERFORM pg_sleep(0.004); END IF; RETURN true; END $$")
+    db.query("CREATE INDEX items_test_slow_idx ON zoho.items (org_id) "
+             "WHERE public.tds_test_slow(item_id)")
+    first = _big(1500, 4)
+    for _, f in first:
+        h.send(f)
+    h.wait_acked([s for s, _ in first], timeout=30)
+
+    def analyzing():
+        return db.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                        "'tds-writer-analyze' AND state = 'active' AND query LIKE 'ANALYZE%'") \
+            == [(1,)]
+    wait_until(analyzing, 10, "the writer's ANALYZE of zoho.items")
+    t0 = time.monotonic()
+    more = _big(100, 4, first=5000)
+    for _, f in more:
+        h.send(f)
+    h.wait_acked([s for s, _ in more], timeout=30)
+    took = time.monotonic() - t0
+    assert analyzing(), "the ANALYZE ended before the batch: the test proves nothing"
+    assert took < 2, f"a batch waited {took:.1f} s behind the ANALYZE"
+    wait_until(lambda: "analyzed zoho.items after 1500 rows" in h.proc.stderr_text(), 30,
+               "the ANALYZE's completion in the log")
+    assert db.query("SELECT count(*) FROM zoho.items") == [(1600,)]
+    h.close()
+
+
 def test_two_writers_racing_on_new_keys(procs, db):
     frames = _big(2000, 4)
     a = WriterHarness(procs, db, label="fa")
