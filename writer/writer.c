@@ -44,12 +44,14 @@ struct tds_writer {
     /* metric series, looked up once */
     struct tds_series *m_rows[TDS_APPLY_MAX_TABLES];
     struct tds_series *m_batches, *m_batch_rows, *m_commit, *m_rejects_w, *m_rejects_p, *m_acks,
-        *m_deadlocks, *m_dead_letters;
+        *m_deadlocks, *m_dead_letters, *m_webhook_age;
 };
 
 static const double ROW_BUCKETS[] = {1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000};
 static const double COMMIT_BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                         0.25,  0.5,    1,     2.5,  5,    10};
+static const double AGE_BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                     0.5,   1,      2.5,   5,    10,   30,    60,  300};
 
 static int run_apply(void *db, struct tds_bmsg *const *msgs, size_t n, bool probe,
                      struct tds_apply_result *res)
@@ -98,6 +100,10 @@ int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_met
                                          "", NULL, 0);
         w->m_dead_letters = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_dead_letters_total",
                                             "Frames that were not decodable rows messages", "", NULL, 0);
+        w->m_webhook_age = tds_metrics_get(
+            metrics, TDS_HISTOGRAM, "tds_writer_webhook_age_seconds",
+            "Time from the ingress receiving a webhook to the commit of its rows (wall clocks "
+            "of the two hosts)", "", AGE_BUCKETS, TDS_ARRAY_SIZE(AGE_BUCKETS));
     }
     *out = w;
     return 0;
@@ -184,6 +190,7 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
 {
     size_t rows = 0;
     char **ids = malloc((n ? n : 1) * sizeof(*ids));
+    int64_t now = tds_wall_ms();
 
     for (size_t i = 0; i < tds_table_count() && i < TDS_APPLY_MAX_TABLES; i++)
         if (res->written[i])
@@ -207,9 +214,16 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
                 tds_events_emit(w->events, "tds.zoho.sync.completed", "org", rw->org, "entity",
                                 rw->entity, "run", rw->run, "mode", rw->mode, NULL);
         }
-        if (w->events && rw->mode && strcmp(rw->mode, "webhook") == 0)
-            tds_events_emit(w->events, "tds.zoho.webhook.processed", "org", rw->org, "entity",
-                            rw->entity, "event_id", rw->src, NULL);
+        if (rw->mode && strcmp(rw->mode, "webhook") == 0) {
+            if (w->m_webhook_age && rw->received_ms > 0) {
+                int64_t age = now - rw->received_ms;
+
+                tds_series_observe(w->m_webhook_age, (double)(age > 0 ? age : 0) / 1000.0);
+            }
+            if (w->events)
+                tds_events_emit(w->events, "tds.zoho.webhook.processed", "org", rw->org,
+                                "entity", rw->entity, "event_id", rw->src, NULL);
+        }
     }
     inc(w->m_batches, 1);
     if (w->m_batch_rows)

@@ -818,7 +818,8 @@ class Bench:
         def mean(m, name):
             c = m.get(name + "_count", 0)
             return m.get(name + "_sum", 0) / c if c else 0
-        inside = (f"writer: {int(wm.get('tds_writer_batches_total', 0))} transactions, "
+        inside = (f"webhook age at commit (writer metric) {1000 * mean(wm, 'tds_writer_webhook_age_seconds'):.1f} ms on average; "
+                  f"writer: {int(wm.get('tds_writer_batches_total', 0))} transactions, "
                   f"{mean(wm, 'tds_writer_batch_rows'):.0f} rows and "
                   f"{1000 * mean(wm, 'tds_writer_commit_seconds'):.1f} ms each on average; "
                   f"ingress: fdatasync {1000 * mean(im, 'tds_ingress_fsync_seconds'):.2f} ms, "
