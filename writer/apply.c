@@ -1350,9 +1350,11 @@ static int meta_notify(struct tds_apply *a, struct tds_apply_result *res)
 
 /* ---- staging upkeep ---- */
 
-/* Empty the staging tables this transaction filled, in one round trip. */
-static int clear_staging(struct tds_apply *a, const struct group *gs, size_t n_groups,
-                         struct tds_apply_result *res)
+/* Empty the staging tables this transaction filled and COMMIT, in one round
+ * trip (a simple query of several statements stops at the first error, and
+ * the caller then rolls back). */
+static int clear_and_commit(struct tds_apply *a, const struct group *gs, size_t n_groups,
+                            struct tds_apply_result *res)
 {
     PGresult *r;
     int rc = 0;
@@ -1361,15 +1363,11 @@ static int clear_staging(struct tds_apply *a, const struct group *gs, size_t n_g
     for (size_t i = 0; i < n_groups && rc == 0; i++)
         if (gs[i].n_stage > 0)
             rc = tds_buf_addf(&a->buf, "DELETE FROM %s;", a->sigs[gs[i].sig].stg);
-    if (rc != 0)
-        return -ENOMEM;
-    if (a->buf.len == 0)
-        return 0;
-    if (tds_buf_add(&a->buf, "", 1) != 0)
+    if (rc != 0 || tds_buf_add(&a->buf, "COMMIT", 7) != 0)
         return -ENOMEM;
     r = PQexec(a->conn, a->buf.p);
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        return fail(a, r, res, "could not empty the staging tables");
+        return fail(a, r, res, "could not empty the staging tables and commit");
     PQclear(r);
     return 0;
 }
@@ -1474,12 +1472,13 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
     if (!probe) {
         if ((rc = meta_webhooks(a, msgs, n, res)) != 0 || (rc = meta_rejects(a, msgs, n, res)) != 0 ||
             (rc = meta_runs(a, msgs, n, res)) != 0 || (rc = meta_finals(a, msgs, n, res)) != 0 ||
-            (rc = meta_notify(a, res)) != 0 || (rc = clear_staging(a, gs, n_groups, res)) != 0)
+            (rc = meta_notify(a, res)) != 0)
             return rc;
+        return clear_and_commit(a, gs, n_groups, res);
     }
-    r = PQexec(a->conn, probe ? "ROLLBACK" : "COMMIT");
+    r = PQexec(a->conn, "ROLLBACK");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        return fail(a, r, res, probe ? "could not roll back" : "could not commit");
+        return fail(a, r, res, "could not roll back");
     PQclear(r);
     return 0;
 }
