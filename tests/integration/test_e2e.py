@@ -259,3 +259,45 @@ def test_a_fetch_resent_while_its_answer_is_in_flight_is_not_fetched_again(db, p
     p.wait_equal_truth(org, timeout=30, entities=["items"])
     wait_until(lambda: ing.metric("tds_ingress_unacked") == 0, 10, "fetch entries acked")
     assert detail_calls() - before == 3
+
+
+def test_an_id_only_webhook_zoho_refuses_is_released_not_asked_again(db, procs, sim, tmp_path,
+                                                                      wait_until):
+    """A fetch by id that Zoho refuses outright (400, code 2: no retry mends
+    it) is logged, counted as dropped and acked to the ingress: the journal
+    releases it instead of sending it again after every ack timeout, and
+    the fetcher does not call Zoho for it again."""
+    s = _fast_sim(sim)
+    p = _fast_pipeline(procs, db, s, tmp_path, extra_env={"TDS_INGRESS_ACK_TIMEOUT_MS": "500"})
+    org = p.org_ids[0]
+    p.sync(org)
+    ing, fetcher = p.ingresses[0], p.fetchers[0]
+    # a stored, unchanged item: nothing else has a reason to fetch it
+    zid = str(s.truth(org, "items", limit=1)["records"][0]["item_id"])
+
+    def refused():
+        return s.stats()["orgs"][org]["faults"]
+
+    def detail_calls():
+        return s.stats()["orgs"][org]["endpoints"].get("items.detail", 0)
+
+    before_400, before_calls = refused(), detail_calls()
+    before_resends = ing.metric("tds_ingress_resends_total") or 0
+    s.faults(p400=1.0)
+    try:
+        assert _post_signed(p.webhook_url(org), json.dumps({"item_id": zid}),
+                            {"entity": "items"}) == 200
+        wait_until(lambda: f"fetch of items {zid} failed" in fetcher.stderr_text(), 10,
+                   "the refused fetch by id")
+        wait_until(lambda: ing.metric("tds_ingress_unacked") == 0, 10,
+                   "the refused fetch released by the ingress")
+    finally:
+        s.faults(clear=True)
+    assert refused() > before_400
+    assert fetcher.metric("tds_fetcher_fetches_dropped_total") >= 1
+    # four ack timeouts later: not sent again, not fetched again
+    time.sleep(2)
+    assert ing.metric("tds_ingress_unacked") == 0
+    assert (ing.metric("tds_ingress_resends_total") or 0) == before_resends
+    assert detail_calls() == before_calls
+    assert fetcher.stderr_text().count(f"fetch of items {zid} failed") == 1

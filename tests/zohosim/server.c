@@ -694,6 +694,15 @@ static enum MHD_Result handle_api(struct zs_server *srv, struct MHD_Connection *
         return ret;
     }
     x -= f.p_expired_token_200;
+    if (x < f.p400) {
+        atomic_fetch_add(&st->faults, 1);
+        r.status = 400;
+        r.body = zoho_error(2, "Invalid value passed", &r.len);
+        ret = send_reply(c, &r);
+        zs_limits_leave(lim);
+        return ret;
+    }
+    x -= f.p400;
     if (x < f.p_truncate) {
         atomic_fetch_add(&st->faults, 1);
         r.truncate = true;
@@ -1073,10 +1082,10 @@ static void faults_json(struct zs_sim *s, struct reply *r)
 {
     struct zs_faults f;
     zs_sim_get_faults(s, &f);
-    json_t *j = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I}", "p500", f.p500, "p502", f.p502,
-                          "p503", f.p503, "p_slow", f.p_slow, "p_truncate", f.p_truncate,
+    json_t *j = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I}", "p500", f.p500, "p502",
+                          f.p502, "p503", f.p503, "p_slow", f.p_slow, "p_truncate", f.p_truncate,
                           "p_reset", f.p_reset, "p_expired_token_200", f.p_expired_token_200,
-                          "slow_ms", (json_int_t)f.slow_ms, "token_hang_ms",
+                          "p400", f.p400, "slow_ms", (json_int_t)f.slow_ms, "token_hang_ms",
                           (json_int_t)f.token_hang_ms);
     r->status = 200;
     r->body = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -1097,6 +1106,7 @@ static void ctl_faults(struct zs_sim *s, json_t *j, struct reply *r)
     f->p_truncate = jnum(j, "p_truncate", f->p_truncate);
     f->p_reset = jnum(j, "p_reset", f->p_reset);
     f->p_expired_token_200 = jnum(j, "p_expired_token_200", f->p_expired_token_200);
+    f->p400 = jnum(j, "p400", f->p400);
     f->slow_ms = jint(j, "slow_ms", f->slow_ms);
     json_t *th = json_object_get(j, "token_hang");
     if (json_is_true(th))

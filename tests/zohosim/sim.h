@@ -32,6 +32,7 @@ struct zs_org_stats {
 
 struct zs_faults {
     double p500, p502, p503, p_slow, p_truncate, p_reset, p_expired_token_200;
+    double p400;             /* 400 code 2 "Invalid value passed": a refusal no retry mends */
     int64_t slow_ms;
     int64_t token_hang_ms;   /* every token request waits this long */
 };
