@@ -685,24 +685,19 @@ static enum MHD_Result handle_api(struct zs_server *srv, struct MHD_Connection *
         return ret;
     }
     x -= f.p500 + f.p502 + f.p503;
-    if (x < f.p_expired_token_200) {
+    /* Zoho refusals: an expired token under HTTP 200, an invalid value */
+    if (x < f.p_expired_token_200 + f.p400) {
+        bool expired = x < f.p_expired_token_200;
+
         atomic_fetch_add(&st->faults, 1);
-        r.status = 200;
-        r.body = zoho_error(57, "You are not authorized to perform this operation", &r.len);
+        r.status = expired ? 200 : 400;
+        r.body = expired ? zoho_error(57, "You are not authorized to perform this operation", &r.len)
+                         : zoho_error(2, "Invalid value passed", &r.len);
         ret = send_reply(c, &r);
         zs_limits_leave(lim);
         return ret;
     }
-    x -= f.p_expired_token_200;
-    if (x < f.p400) {
-        atomic_fetch_add(&st->faults, 1);
-        r.status = 400;
-        r.body = zoho_error(2, "Invalid value passed", &r.len);
-        ret = send_reply(c, &r);
-        zs_limits_leave(lim);
-        return ret;
-    }
-    x -= f.p400;
+    x -= f.p_expired_token_200 + f.p400;
     if (x < f.p_truncate) {
         atomic_fetch_add(&st->faults, 1);
         r.truncate = true;
