@@ -412,6 +412,11 @@ void tds_apply_maintain(struct tds_apply *a)
                 return;
             }
             tds_apply_quiet(a->an_conn);
+            /* A tenth of the default sample (3,000 rows): the row count and
+             * the key columns' spread are all the plans need, and at 100,000
+             * rows it takes ~20 ms instead of ~260 ms of a core the batches
+             * share. Autovacuum's later ANALYZE takes the full sample. */
+            PQclear(PQexec(a->an_conn, "SET default_statistics_target = 10"));
         }
         /* The key columns are all the writer's statements and the foreign-key
          * checks need; the row count comes with any ANALYZE. The other
