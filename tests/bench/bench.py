@@ -1012,6 +1012,8 @@ class Bench:
         self.sync_cpu = {}
         if self.args.mem_items:
             self.sz["mem_items"] = self.args.mem_items
+        if self.args.latency_rate:
+            self.sz["latency_rate"] = self.args.latency_rate
         m = self.machine()
         san, btype = self.sanitized
         print(f"machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, kernel "
@@ -1132,6 +1134,8 @@ def main():
     g.add_argument("--smoke", action="store_true")
     ap.add_argument("--only", help="comma-separated steps: writer,processor,ingress,latency,e2e,quota")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    ap.add_argument("--latency-rate", type=int, help="webhooks/s of the latency step "
+                    "(default 1,000; the figures are labelled with it)")
     ap.add_argument("--mem-items", type=int, help="records of the large memory sync "
                     "(default 1,000,000; --quick 100,000)")
     ap.add_argument("--json", help="where the JSON goes (default tests/bench/out/latest.json, "
