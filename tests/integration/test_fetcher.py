@@ -467,6 +467,38 @@ def test_handed_over_fetch_outlives_an_owner_killed_before_the_commit(procs, db,
                timeout=10, what="every request closed by f2")
 
 
+def test_a_handed_over_fetch_zoho_refuses_is_closed_not_retried(procs, db, sim, tmp_path):
+    """A fetch handed to the owner through tds.sync_requests that Zoho refuses
+    outright (400, code 2: no retry mends it) is closed by the owner, not
+    left open for it (or the next owner, after the lease) to ask again."""
+    p, f1, _, other_port, truth, changed = _owner_and_other(
+        procs, db, sim, tmp_path, fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "500"})
+    s = p.sim
+    before = s.stats()["orgs"]["60001"]["faults"]
+    s.faults(p400=1.0)
+    try:
+        push_fetches(other_port, [("60001", "items", i) for i in changed])  # f2 hands them to f1
+        wait_until(lambda: all(f"fetch of items {i} failed" in f1.stderr_text() for i in changed),
+                   timeout=20, what="f1 refused every fetch")
+        wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_requests WHERE mode = 'fetch' "
+                                    "AND done_at IS NULL")[0][0] == 0,
+                   timeout=10, what="every handed-over request closed")
+        assert db.query("SELECT count(*), count(*) FILTER (WHERE claimed_by = 'f1') "
+                        "FROM tds.sync_requests WHERE mode = 'fetch'")[0] == (len(changed),
+                                                                             len(changed))
+        assert f1.metric("tds_fetcher_fetches_dropped_total") >= len(changed)
+        # Past twice the lease (2 x the ack timeout), Zoho still refusing: a
+        # request asked again would be refused and logged again.
+        time.sleep(2.5)
+        for i in changed:
+            assert f1.stderr_text().count(f"fetch of items {i} failed") == 1
+        assert db.query("SELECT count(*) FROM tds.sync_requests WHERE mode = 'fetch' "
+                        "AND done_at IS NULL")[0][0] == 0
+    finally:
+        s.faults(clear=True)
+    assert s.stats()["orgs"]["60001"]["faults"] - before >= len(changed)
+
+
 def test_request_goes_ahead_of_scheduled_runs(procs, db, sim, tmp_path):
     """A fetcher busy with its schedule (every entity due at start) takes a
     request within about a second and runs it right after the current run."""
