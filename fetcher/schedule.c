@@ -114,11 +114,17 @@ static void claim_requests(struct tds_schedule *s)
             owned[n_owned++] = s->orgs->orgs[i].org_id;
     /* Fetches by id that reached a replica not owning the organization. */
     for (int round = 0; n_owned && round < 8; round++) {
-        int n = tds_store_request_take_fetches(s->store, s->instance, owned, n_owned, 500,
-                                               tds_sync_fetch_lease_ms(s->sync), take_fetch, s);
+        int64_t *held = NULL;
+        size_t n_held = 0;
+        int n = tds_sync_fetch_request_ids(s->sync, &held, &n_held);
+        if (n == 0)
+            n = tds_store_request_take_fetches(s->store, s->instance, owned, n_owned, 500,
+                                               tds_sync_fetch_lease_ms(s->sync), held, n_held,
+                                               take_fetch, s);
+        free(held);
         if (n < 0) {
             tds_log_limited(&s->db_log, TDS_LOG_WARN, NULL, "could not read fetch requests: %s",
-                            tds_store_error(s->store));
+                            n == -ENOMEM ? "out of memory" : tds_store_error(s->store));
             break;
         }
         if (n < 500)

@@ -582,7 +582,7 @@ int tds_store_request_fetch(struct tds_store *s, const char *org, const char *en
 
 int tds_store_request_take_fetches(struct tds_store *s, const char *instance,
                                    const char *const *orgs, size_t n_orgs, int max,
-                                   int64_t lease_ms,
+                                   int64_t lease_ms, const int64_t *held, size_t n_held,
                                    void (*fn)(void *ud, int64_t id, const char *org,
                                               const char *entity, const char *zoho_id),
                                    void *ud)
@@ -590,20 +590,26 @@ int tds_store_request_take_fetches(struct tds_store *s, const char *instance,
     if (n_orgs == 0)
         return 0;
     char *oa = text_array(orgs, n_orgs);
-    if (!oa)
+    char *ha = i64_array(held, n_held);
+    if (!oa || !ha) {
+        free(oa);
+        free(ha);
         return -ENOMEM;
+    }
     char lim[16], lease[32];
     snprintf(lim, sizeof(lim), "%d", max);
     snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
-    const char *p[] = {instance, oa, lim, lease};
+    const char *p[] = {instance, oa, lim, lease, ha};
     PGresult *r = run(s,
                       "UPDATE tds.sync_requests SET claimed_by = $1, claimed_at = now() "
                       "WHERE id IN (SELECT id FROM tds.sync_requests WHERE done_at IS NULL "
                       "AND mode = 'fetch' AND org_id = ANY($2::text[]) AND (claimed_at IS NULL "
-                      "OR claimed_at < now() - make_interval(secs => $4::float8 / 1000)) ORDER BY id "
+                      "OR claimed_at < now() - make_interval(secs => $4::float8 / 1000)) "
+                      "AND NOT (id = ANY($5::bigint[])) ORDER BY id "
                       "FOR UPDATE SKIP LOCKED LIMIT $3::int) RETURNING id, org_id, entity, zoho_id",
-                      4, p);
+                      5, p);
     free(oa);
+    free(ha);
     if (!r)
         return -EIO;
     int n = PQntuples(r);

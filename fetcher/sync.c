@@ -232,6 +232,7 @@ struct fetch_call {
     const struct tds_entity *e;
     char *id;
     struct acks acks;
+    struct fetch_call *prev, *next; /* org_rt.calls */
 };
 
 struct org_rt {
@@ -252,6 +253,7 @@ struct org_rt {
     struct idset fq_keys;  /* queued, not started: a duplicate joins it */
     struct idset fl_keys;  /* running: a duplicate waits for it, then runs once */
     int fetch_running;
+    struct fetch_call *calls; /* asked of Zoho, not answered yet */
     struct tds_log_ctx lctx;
 };
 
@@ -1447,6 +1449,27 @@ static void ack_only(struct tds_sync *s, struct org_rt *o, const char *org, cons
     acks_free(a);
 }
 
+static void call_link(struct fetch_call *fc)
+{
+    struct org_rt *o = fc->o;
+    fc->prev = NULL;
+    fc->next = o->calls;
+    if (o->calls)
+        o->calls->prev = fc;
+    o->calls = fc;
+}
+
+static void call_unlink(struct fetch_call *fc)
+{
+    if (fc->prev)
+        fc->prev->next = fc->next;
+    else if (fc->o->calls == fc)
+        fc->o->calls = fc->next;
+    if (fc->next)
+        fc->next->prev = fc->prev;
+    fc->prev = fc->next = NULL;
+}
+
 static void dropped(struct tds_sync *s)
 {
     if (s->m_dropped)
@@ -1459,6 +1482,7 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
     struct org_rt *o = fc->o;
     struct tds_sync *s = o->s;
     o->fetch_running--;
+    call_unlink(fc);
     char fkey[512];
     fetch_key(fc->e, fc->id, fkey, sizeof(fkey));
     idset_del(&o->fl_keys, fkey);
@@ -1572,8 +1596,10 @@ static void fetch_pump(struct org_rt *o)
             it->id = NULL;
             fc->acks = it->acks;
             it->acks = (struct acks){0};
+            call_link(fc);
             rc = tds_api_get(o->api, endpoint, path.p, NULL, on_fetch, fc);
             if (rc != 0) {
+                call_unlink(fc);
                 idset_del(&o->fl_keys, key);
                 free(fc->id);
                 acks_free(&fc->acks);
@@ -2137,6 +2163,50 @@ size_t tds_sync_request_ids(const struct tds_sync *s, int64_t *ids, size_t cap)
                 ids[n++] = j->request_id;
     }
     return n;
+}
+
+static int add_ids(int64_t **v, size_t *n, size_t *cap, const int64_t *ids, size_t k)
+{
+    if (*n + k > *cap) {
+        size_t nc = *cap ? *cap : 16;
+        while (nc < *n + k)
+            nc *= 2;
+        int64_t *nv = realloc(*v, nc * sizeof(*nv));
+        if (!nv)
+            return -ENOMEM;
+        *v = nv;
+        *cap = nc;
+    }
+    if (k)
+        memcpy(*v + *n, ids, k * sizeof(*ids));
+    *n += k;
+    return 0;
+}
+
+int tds_sync_fetch_request_ids(const struct tds_sync *s, int64_t **ids, size_t *n)
+{
+    size_t cap = 0;
+    int rc = 0;
+    *ids = NULL;
+    *n = 0;
+    for (size_t i = 0; rc == 0 && i < s->n_o; i++) {
+        const struct org_rt *o = &s->o[i];
+        for (const struct fetch_item *it = o->fq; rc == 0 && it; it = it->next)
+            rc = add_ids(ids, n, &cap, it->acks.reqs, it->acks.n_reqs);
+        for (const struct fetch_call *c = o->calls; rc == 0 && c; c = c->next)
+            rc = add_ids(ids, n, &cap, c->acks.reqs, c->acks.n_reqs);
+    }
+    for (size_t i = 0; rc == 0 && i < s->n_inf; i++) {
+        rc = add_ids(ids, n, &cap, s->inf[i].reqs, s->inf[i].n_reqs);
+        if (rc == 0)
+            rc = add_ids(ids, n, &cap, s->inf[i].late.reqs, s->inf[i].late.n_reqs);
+    }
+    if (rc != 0) {
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+    }
+    return rc;
 }
 
 void tds_sync_stop(struct tds_sync *s, const char *why)

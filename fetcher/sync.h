@@ -70,6 +70,11 @@ void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const 
 /* How long a claimed by-id request (request_id above) may stay open before
  * another claim: twice the ack timeout, so a page resent once still counts. */
 int64_t tds_sync_fetch_lease_ms(const struct tds_sync *s);
+/* The by-id request ids this replica still holds: queued, asked of Zoho, or
+ * answered by a page not yet acked. Their lease may run out while a slow
+ * writer or Zoho keeps them here; the claim skips them rather than ask Zoho
+ * a second time. *ids malloc'd (NULL when none); 0 or -ENOMEM. */
+int tds_sync_fetch_request_ids(const struct tds_sync *s, int64_t **ids, size_t *n);
 
 /* Shut down: mark running runs failed, drop everything. */
 void tds_sync_stop(struct tds_sync *s, const char *why);

@@ -467,6 +467,38 @@ def test_handed_over_fetch_outlives_an_owner_killed_before_the_commit(procs, db,
                timeout=10, what="every request closed by f2")
 
 
+def test_a_held_fetch_is_not_asked_again_when_its_lease_runs_out(procs, db, sim, tmp_path):
+    """A handed-over fetch whose answer waits for the writer longer than the
+    lease (here: no processor) stays with the owner that holds it: the claim
+    skips what this replica still holds, so Zoho is asked once."""
+    p, f1, _, other_port, truth, changed = _owner_and_other(
+        procs, db, sim, tmp_path, fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "500"})
+    # the reconciliation that follows the full sync asks Zoho too: let it end
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_runs WHERE finished_at IS NULL")[0][0] == 0,
+               timeout=20, what="the runs to finish")
+    p.processor.kill()
+    push_fetches(other_port, [("60001", "items", i) for i in changed])  # f2 hands them to f1
+    wait_until(lambda: f1.metric("tds_fetcher_pages_inflight") >= len(changed), timeout=20,
+               what="f1 holding the answers")
+    asked = p.sim.stats()["orgs"]["60001"]["endpoints"].get("items.detail", 0)
+    time.sleep(3.0)  # three leases (2 x the ack timeout)
+    assert "rows only in list form" not in f1.stderr_text()
+    assert p.sim.stats()["orgs"]["60001"]["endpoints"].get("items.detail", 0) == asked
+    assert f1.metric("tds_fetcher_pages_inflight") == len(changed)
+    assert db.query("SELECT count(*) FROM tds.sync_requests WHERE mode = 'fetch' AND done_at IS NULL "
+                    "AND claimed_by = 'f1'")[0][0] == len(changed)
+    p.processor.start()
+    for i in changed:
+        want = zoho_time_to_epoch(truth[i]["last_modified_time"])
+        wait_until(lambda: db.query("SELECT extract(epoch from modified_time)::bigint, is_detail "
+                                    "FROM zoho.items WHERE item_id = %s", i)[0] == (want, True),
+                   timeout=20, what=f"item {i} written")
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_requests WHERE mode = 'fetch' "
+                                "AND done_at IS NULL")[0][0] == 0,
+               timeout=10, what="every request closed")
+    assert p.sim.stats()["orgs"]["60001"]["endpoints"].get("items.detail", 0) == asked
+
+
 def test_a_handed_over_fetch_zoho_refuses_is_closed_not_retried(procs, db, sim, tmp_path):
     """A fetch handed to the owner through tds.sync_requests that Zoho refuses
     outright (400, code 2: no retry mends it) is closed by the owner, not
