@@ -527,7 +527,9 @@ class Bench:
         half_p99, half_rate = [], []
         wrapped, avg_body = 0, 0
         reqfile = os.path.join(self.work, "requests.txt")
+        alone = {"acc": [], "p99": [], "half_p99": [], "half_rate": [], "us": []}
         for k in range(self.sz["repeats"]):
+            self.ingress_alone(opath, orgs, kinds, k, reqfile, alone)
             # a fresh pipeline each repeat: no backlog carried over from the last one
             db = f"ibench{k}"
             self.pg.create_db(db)
@@ -621,6 +623,17 @@ class Bench:
                          f"{self.sz['half_s']} s, after the backlog of the max-rate run was "
                          "applied; rates reached: "
                          + ", ".join(f"{r:,.0f}/s" for r in half_rate))
+        self.figure("ingress_alone_rps", "ingress alone: durable webhooks accepted", "req/s",
+                    alone["acc"], statistics.median(hz), None,
+                    "the same load and journal, the ingress alone on the machine: a sink "
+                    "(ingress/bench/sink.py) takes its messages and acks them every 10 ms, as a "
+                    "service with an in-memory queue would; ingress CPU per webhook: "
+                    + ", ".join(f"{u:.1f} us" for u in alone["us"]))
+        self.figure("ingress_alone_p99", "ingress alone: latency p99 at max rate", "ms", alone["p99"])
+        self.figure("ingress_alone_half_p99",
+                    f"ingress alone: latency p99 at {self.sz['half_rate']:,}/s", "ms",
+                    alone["half_p99"], note="paced as above; rates reached: "
+                    + ", ".join(f"{r:,.0f}/s" for r in alone["half_rate"]))
         self.figure("webhook_applied", "webhooks applied end to end", "webhooks/s", applied,
                     None, "≥ 20,000",
                     "webhook_events committed / time from the first POST to the last commit "
@@ -630,6 +643,51 @@ class Bench:
                     table_rows, getattr(self, "copy_ceiling", None), None,
                     "rows those webhooks left in zoho.items, item_stock, contacts, "
                     "contact_addresses, contact_persons and tds.webhook_events / the same time")
+
+    def ingress_alone(self, opath, orgs, kinds, k, reqfile, out):
+        """The ingress with nothing behind it but an acking sink: what its own
+        cores can take, apart from the processor, writer and PostgreSQL."""
+        pull, ack, hport = free_port(), free_port(), free_port()
+        sink = subprocess.Popen([sys.executable, os.path.join(ROOT, "ingress", "bench", "sink.py"),
+                                 f"tcp://127.0.0.1:{pull}", f"tcp://127.0.0.1:{ack}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        journal = os.path.join(self.work, f"journal-alone{k}")
+        ing = None
+        try:
+            ing = self.spawn("ingress-alone", [self.bin("ingress/tds-ingress")], {
+                "TDS_CONFIG": opath, "TDS_INGRESS_LISTEN": f"127.0.0.1:{hport}",
+                "TDS_INGRESS_JOURNAL_DIR": journal,
+                "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{pull}",
+                "TDS_FETCHER_CONNECT": f"tcp://127.0.0.1:{free_port()}",
+                "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{ack}"})
+            ing.wait_ready()
+            n_req = int(60000 * self.sz["ingress_s"])
+            self.write_requests(reqfile, orgs, kinds, n_req, "45%02d" % k)
+            c0 = ing.cpu_s()
+            res = self.wrk(f"http://127.0.0.1:{hport}", reqfile, self.sz["ingress_s"])
+            c1 = ing.cpu_s()
+            if res["non200"] or res["errors"]:
+                self.notes.append(f"ingress alone, repeat {k + 1}: {res['non200']} non-200 "
+                                  f"replies, {res['errors']} socket errors")
+            out["acc"].append(res["ok"] / res["duration_s"])
+            out["p99"].append(res["p99_ms"])
+            out["us"].append((c1 - c0) / max(res["ok"], 1) * 1e6)
+            hr, hp = self.paced_run({"hook_port": hport}, orgs, kinds, 50 + k, reqfile)
+            out["half_rate"].append(hr)
+            out["half_p99"].append(hp)
+            log(f"ingress alone, repeat {k + 1}: {out['acc'][-1]:.0f} accepted/s "
+                f"p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms, "
+                f"{out['us'][-1]:.1f} us of ingress CPU each")
+        finally:
+            if ing:
+                self.stop(ing)
+            sink.terminate()
+            try:
+                sink.wait(10)
+            except subprocess.TimeoutExpired:
+                sink.kill()
+                sink.wait()
+            shutil.rmtree(journal, ignore_errors=True)
 
     def bench_latency_step(self, sim):
         """webhook → row latency at a steady low rate, a fresh pipeline each repeat."""
