@@ -553,7 +553,7 @@ int tds_http_start(struct tds_http *h)
     if (h->o.thread_per_connection)
         flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC;
     else
-        flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+        flags |= (h->o.use_poll ? MHD_USE_POLL : MHD_USE_EPOLL) | MHD_ALLOW_SUSPEND_RESUME;
     if (h->addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     errno = 0;
@@ -579,6 +579,19 @@ int tds_http_start(struct tds_http *h)
 }
 
 uint16_t tds_http_port(const struct tds_http *h) { return h->port; }
+
+const char *tds_http_model(const struct tds_http *h)
+{
+    const union MHD_DaemonInfo *info =
+        h->daemon ? MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_FLAGS) : NULL;
+    if (!info)
+        return "not started";
+    if (info->flags & MHD_USE_THREAD_PER_CONNECTION)
+        return "a thread per connection";
+    if (info->flags & MHD_USE_EPOLL)
+        return "epoll";
+    return (info->flags & MHD_USE_POLL) ? "poll" : "select";
+}
 
 void tds_http_quiesce(struct tds_http *h)
 {

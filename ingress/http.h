@@ -26,6 +26,7 @@ struct tds_http_opts {
     const char *listen;          /* "host:port" or ":port"; port 0 = any free port */
     unsigned threads;            /* MHD thread pool size (suspend/resume mode) */
     bool thread_per_connection;  /* block in the handler instead of suspending */
+    bool use_poll;               /* pool threads poll() their connections, not epoll */
     unsigned conn_limit;         /* connections overall */
     unsigned per_ip_limit;       /* connections per client address */
     unsigned timeout_s;          /* idle connection timeout (headers and body) */
@@ -48,6 +49,9 @@ int tds_http_new(struct tds_http **out, const struct tds_http_opts *o, const str
 struct tds_http *tds_http_free(struct tds_http *h);
 int tds_http_start(struct tds_http *h);
 uint16_t tds_http_port(const struct tds_http *h);
+/* How the started daemon runs, from its own flags: "a thread per
+ * connection", "epoll", "poll" or "select". */
+const char *tds_http_model(const struct tds_http *h);
 /* Stop accepting connections; requests in flight continue. */
 void tds_http_quiesce(struct tds_http *h);
 /* Requests started and not yet answered. */

@@ -57,6 +57,7 @@ struct settings {
     int64_t ack_timeout_ms;
     int64_t threads;
     bool thread_per_conn;
+    bool use_poll;
     int64_t conn_limit;
     int64_t per_ip_limit;
     int64_t timeout_s;
@@ -105,6 +106,9 @@ static const struct tds_config_entry config_table[] = {
      "HTTP worker threads (thread-pool mode)"},
     {"TDS_INGRESS_THREAD_PER_CONNECTION", TDS_CFG_BOOL, "false", 0, 0, 0, S(thread_per_conn),
      "one thread per connection that blocks for the sync, instead of suspend/resume"},
+    {"TDS_INGRESS_POLL", TDS_CFG_BOOL, "false", 0, 0, 0, S(use_poll),
+     "worker threads poll() their connections instead of epoll: cheaper per request with a "
+     "few hundred connections, dearer with thousands (ingress/DESIGN.md)"},
     {"TDS_INGRESS_CONN_LIMIT", TDS_CFG_INT, "2048", 0, 1, 100000, S(conn_limit),
      "concurrent HTTP connections at most"},
     {"TDS_INGRESS_PER_IP_LIMIT", TDS_CFG_INT, "512", 0, 1, 100000, S(per_ip_limit),
@@ -658,6 +662,7 @@ int main(int argc, char **argv)
             .listen = cfg->listen,
             .threads = (unsigned)cfg->threads,
             .thread_per_connection = cfg->thread_per_conn,
+            .use_poll = cfg->use_poll,
             .conn_limit = (unsigned)cfg->conn_limit,
             .per_ip_limit = (unsigned)cfg->per_ip_limit,
             .timeout_s = (unsigned)cfg->timeout_s,
@@ -693,9 +698,15 @@ int main(int argc, char **argv)
     a.ready = true;
     tds_admin_set_ready(a.admin, true, NULL);
     tds_forward_tick(a.forward);
-    tds_info("started: webhooks on %s (port %u), events to %s, fetches to %s, acks from %s, "
+    char model[64];
+    if (cfg->thread_per_conn)
+        snprintf(model, sizeof(model), "%s", tds_http_model(a.http));
+    else
+        snprintf(model, sizeof(model), "%lld threads, %s", (long long)cfg->threads,
+                 tds_http_model(a.http));
+    tds_info("started: webhooks on %s (port %u; %s), events to %s, fetches to %s, acks from %s, "
              "origin %s",
-             cfg->listen, (unsigned)tds_http_port(a.http), cfg->processor, cfg->fetcher,
+             cfg->listen, (unsigned)tds_http_port(a.http), model, cfg->processor, cfg->fetcher,
              cfg->acks, origin);
     rc = tds_loop_run(a.loop);
     if (rc < 0) {

@@ -2,8 +2,11 @@
 # Bench tds-ingress with wrk: durable signed webhooks/s and latency, and the
 # admin /healthz ceiling of the same binary. Usage:
 #   ingress/bench/run.sh BUILD_DIR [SECONDS] [CONNECTIONS]
-# Env: HALF=<rate> adds a paced run at that rate; THREADS, TPC (thread per
-# connection) pass through. Needs wrk and /usr/bin/python3 with zmq+msgpack.
+# Env: HALF=<rate> adds a paced run at that rate; IDLE=<n> holds n idle
+# keep-alive connections open during the runs (a server that scans every
+# connection pays for them); THREADS, TPC (thread per connection) pass through,
+# and so does any TDS_INGRESS_* setting in the environment (TDS_INGRESS_POLL=true,
+# TDS_INGRESS_PER_IP_LIMIT=...). Needs wrk and /usr/bin/python3 with zmq+msgpack.
 set -eu
 BUILD=${1:?build dir}; SECS=${2:-10}; CONNS=${3:-64}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -24,6 +27,18 @@ ING=$!
 sleep 1
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14+$15)/hz }' /proc/$ING/stat; }
 accepted() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^tds_ingress_requests_total\{status="200"\}/ {print $2}'; }
+IDLER=
+if [ -n "${IDLE:-}" ]; then
+  /usr/bin/python3 -c '
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    held.append(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+print("holding %d idle connections" % len(held), flush=True)
+time.sleep(3600)' "$HTTP" "$IDLE" &
+  IDLER=$!
+  sleep 2
+fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cpus"
 c0=$(cpu); n0=$(accepted)
 echo "== webhooks, max rate ($CONNS connections, ${SECS}s)"
@@ -41,6 +56,7 @@ curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E '^tds_ingress_(group_commit_
 echo "== admin /healthz ceiling ($CONNS connections)"
 wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$ADMIN/healthz" | \
   grep -E 'Requests/sec|50%|99%'
+[ -n "$IDLER" ] && kill $IDLER
 kill -TERM $ING; wait $ING || true
 kill -TERM $SINK; wait $SINK || true
 cat "$W/sink.log"

@@ -23,6 +23,23 @@ from conftest import wait_until
 from ingress_util import (SECRET_A, SECRET_A_OLD, SECRET_RETIRED, Ingress, item_body, sign)
 
 
+# The three ways the HTTP side can run (TDS_INGRESS_POLL, _THREAD_PER_CONNECTION)
+# and the start-up log line that shows which one did.
+MODELS = {
+    "epoll": ({}, "2 threads, epoll"),
+    "poll": ({"TDS_INGRESS_POLL": "true"}, "2 threads, poll"),
+    "thread-per-connection": ({"TDS_INGRESS_THREAD_PER_CONNECTION": "true"},
+                              "a thread per connection"),
+}
+
+
+def start_model(ing, model, env=None):
+    extra, line = MODELS[model]
+    i = ing(env=dict(env or {}, **extra))
+    wait_until(lambda: line in i.proc.stderr_text(), timeout=5, what=f"the start-up line ({line})")
+    return i
+
+
 @pytest.fixture
 def ing(procs, tmp_path):
     made = []
@@ -109,8 +126,9 @@ def test_duplicates_answered_200_and_forwarded_once(ing):
     assert i.metric("tds_ingress_duplicates_total") == 3
 
 
-def test_bad_requests_get_documented_status_and_server_keeps_serving(ing):
-    i = ing(env={"TDS_INGRESS_MAX_BODY": "4096", "TDS_INGRESS_TIMEOUT_S": "2"})
+@pytest.mark.parametrize("model", MODELS)
+def test_bad_requests_get_documented_status_and_server_keeps_serving(ing, model):
+    i = start_model(ing, model, {"TDS_INGRESS_MAX_BODY": "4096", "TDS_INGRESS_TIMEOUT_S": "2"})
     cases = [
         ("malformed json", dict(body='{"item": {"item_id": "1"', secret=SECRET_A), 400),
         ("not an object", dict(body="[1,2]", secret=SECRET_A), 400),
@@ -236,8 +254,9 @@ def test_ack_releases_and_missing_ack_resends(ing):
     assert i.metric("tds_ingress_acked_total") == 2
 
 
-def test_sigkill_after_200s_loses_nothing(ing, tmp_path):
-    i = ing()
+@pytest.mark.parametrize("model", MODELS)
+def test_sigkill_after_200s_loses_nothing(ing, tmp_path, model):
+    i = start_model(ing, model)
     n = 300
     bodies = [item_body(str(1000 + k), name=f"n{k}") for k in range(n)]
     with ThreadPoolExecutor(32) as ex:
