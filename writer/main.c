@@ -2,7 +2,7 @@
  *
  * Wires the modules together: configuration, the PULL socket for rows, the
  * PUB socket for acks, the admin server, and the loop. The loop reads what
- * has arrived (up to TDS_WRITER_BATCH_MAX_ROWS), writes it in one transaction
+ * has arrived (up to TDS_WRITER_BATCH_MAX_ROWS rows or _MAX_BYTES bytes), writes it in one transaction
  * and goes back to the socket: whatever arrived while a transaction was
  * committing is the next batch (group commit, no timed wait). While the
  * database is unreachable it stops reading, keeps its batch and retries with
@@ -54,6 +54,7 @@ struct settings {
     char *curve_secret;
     char *curve_public;
     int64_t batch_max_rows;
+    int64_t batch_max_bytes;
     int64_t hwm;
     int64_t retain_webhook_events_days;
     int64_t retain_rejected_days;
@@ -94,6 +95,10 @@ static const struct tds_config_entry config_table[] = {
      "PUB socket for acks after commit (topic = origin)"},
     {"TDS_WRITER_BATCH_MAX_ROWS", TDS_CFG_INT, "20000", 0, 1, 1000000, OFF(batch_max_rows),
      "most rows written in one transaction"},
+    {"TDS_WRITER_BATCH_MAX_BYTES", TDS_CFG_INT, "8388608", 0, 65536, INT64_MAX / 2,
+     OFF(batch_max_bytes),
+     "a transaction also ends once its rows messages add up to this many bytes (bounds the "
+     "writer's memory when records are large)"},
     {"TDS_WRITER_HWM", TDS_CFG_INT, "1000", 0, 1, 1000000, OFF(hwm),
      "ZeroMQ high-water mark of the rows socket (messages)"},
     {"TDS_WRITER_RETAIN_WEBHOOK_EVENTS_DAYS", TDS_CFG_INT, "7", 0, 1, 36500,
@@ -634,6 +639,7 @@ static int run(struct app *app)
         fprintf(stderr, "tds-writer: out of memory\n");
         return 1;
     }
+    tds_writer_set_max_bytes(app->writer, (size_t)app->cfg.batch_max_bytes);
     if ((rc = tds_admin_new(&app->admin, app->cfg.admin_listen, app->metrics, app->loop)) != 0) {
         fprintf(stderr, "tds-writer: invalid TDS_ADMIN_LISTEN: '%s'\n", app->cfg.admin_listen);
         return 2;
@@ -658,8 +664,9 @@ static int run(struct app *app)
     tds_loop_timer_add(app->loop, 1000, 1000, on_health, app);
     tds_loop_timer_add(app->loop, app->cfg.prune_interval_s * 1000, app->cfg.prune_interval_s * 1000,
                        on_prune, app);
-    tds_info("writer started: rows on %s, acks on %s, at most %lld rows per batch",
-             app->cfg.writer_bind, app->cfg.ack_bind, (long long)app->cfg.batch_max_rows);
+    tds_info("writer started: rows on %s, acks on %s, at most %lld rows or %lld bytes per batch",
+             app->cfg.writer_bind, app->cfg.ack_bind, (long long)app->cfg.batch_max_rows,
+             (long long)app->cfg.batch_max_bytes);
     rc = tds_loop_run(app->loop);
     if (rc != 0 && app->exit_code == 0)
         app->exit_code = 1;

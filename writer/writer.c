@@ -35,9 +35,10 @@ struct tds_writer {
     struct tds_events *events;
     tds_writer_ack_cb ack;
     void *ack_ud;
-    size_t max_rows;
+    size_t max_rows, max_bytes;
     struct tds_bmsg **pending;
-    size_t n_pending, cap_pending, pending_rows;
+    size_t *frame_bytes; /* per pending message, its frame's size (cap_pending) */
+    size_t n_pending, cap_pending, pending_rows, pending_bytes;
     char last_error[1024];
     struct tds_log_limit data_limit;
     struct tds_writer_stats stats;
@@ -116,9 +117,12 @@ struct tds_writer *tds_writer_free(struct tds_writer *w)
     for (size_t i = 0; i < w->n_pending; i++)
         tds_bmsg_free(w->pending[i]);
     free(w->pending);
+    free(w->frame_bytes);
     free(w);
     return NULL;
 }
+
+void tds_writer_set_max_bytes(struct tds_writer *w, size_t max_bytes) { w->max_bytes = max_bytes; }
 
 void tds_writer_set_runner(struct tds_writer *w, tds_writer_run_fn run, void *db)
 {
@@ -144,6 +148,10 @@ int tds_writer_take(struct tds_writer *w, const void *frame, size_t len)
         if (!p)
             return -ENOMEM;
         w->pending = p;
+        size_t *b = realloc(w->frame_bytes, cap * sizeof(*b));
+        if (!b)
+            return -ENOMEM;
+        w->frame_bytes = b;
         w->cap_pending = cap;
     }
     if ((rc = tds_bmsg_new(&m, frame, len)) != 0)
@@ -153,15 +161,22 @@ int tds_writer_take(struct tds_writer *w, const void *frame, size_t len)
         tds_log_limited(&w->data_limit, TDS_LOG_WARN, NULL, "%s, keeping it in tds.rejected",
                         m->rej[0].reason);
     }
+    w->frame_bytes[w->n_pending] = len;
     w->pending[w->n_pending++] = m;
     w->pending_rows += m->n_rows ? m->n_rows : 1;
+    w->pending_bytes += len;
     w->stats.messages++;
     return 0;
 }
 
-bool tds_writer_full(const struct tds_writer *w) { return w->pending_rows >= w->max_rows; }
+bool tds_writer_full(const struct tds_writer *w)
+{
+    return w->pending_rows >= w->max_rows || (w->max_bytes && w->pending_bytes >= w->max_bytes);
+}
 
 size_t tds_writer_pending(const struct tds_writer *w) { return w->n_pending; }
+
+size_t tds_writer_pending_bytes(const struct tds_writer *w) { return w->pending_bytes; }
 
 const char *tds_writer_last_error(const struct tds_writer *w) { return w->last_error; }
 
@@ -417,12 +432,15 @@ int tds_writer_flush(struct tds_writer *w)
     rc = commit_range(w, w->pending, w->n_pending);
     /* Keep what did not commit, in order. */
     w->pending_rows = 0;
+    w->pending_bytes = 0;
     for (size_t i = 0; i < w->n_pending; i++) {
         if (w->pending[i]->committed) {
             tds_bmsg_free(w->pending[i]);
             continue;
         }
         w->pending_rows += w->pending[i]->n_rows ? w->pending[i]->n_rows : 1;
+        w->pending_bytes += w->frame_bytes[i];
+        w->frame_bytes[k] = w->frame_bytes[i];
         w->pending[k++] = w->pending[i];
     }
     w->n_pending = k;

@@ -41,15 +41,20 @@ typedef int (*tds_writer_run_fn)(void *db, struct tds_bmsg *const *msgs, size_t 
 int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_metrics *metrics,
                    struct tds_events *events, size_t max_rows, tds_writer_ack_cb ack, void *ud);
 struct tds_writer *tds_writer_free(struct tds_writer *w);
+/* Also call the batch full once its frames add up to max_bytes (0: rows
+ * only). A single larger frame still makes a batch of its own. */
+void tds_writer_set_max_bytes(struct tds_writer *w, size_t max_bytes);
 /* Replace the transaction runner (tests). */
 void tds_writer_set_runner(struct tds_writer *w, tds_writer_run_fn run, void *db);
 
 /* Take one received frame into the pending batch (decoded and checked here).
  * 0 or -ENOMEM. */
 int tds_writer_take(struct tds_writer *w, const void *frame, size_t len);
-/* True when the pending batch has reached the row maximum. */
+/* True when the pending batch has reached the row or byte maximum. */
 bool tds_writer_full(const struct tds_writer *w);
 size_t tds_writer_pending(const struct tds_writer *w);
+/* Bytes of the pending messages' frames. */
+size_t tds_writer_pending_bytes(const struct tds_writer *w);
 
 /* Commit everything pending. 0 when nothing is pending any more,
  * TDS_WRITER_E_DB when some is kept for a retry (tds_writer_last_error says

@@ -1000,3 +1000,32 @@ def test_staging_tables_are_emptied_and_kept_small(writer, db):
     assert db.query("SELECT count(*), count(DISTINCT item_id) FROM zoho.item_stock") \
         == [(4800, 2400)]
     assert stock_of(db, str(base + 39 * 60 + 7)) == [("w1", "7"), ("w2", "39")]
+
+
+def test_batch_byte_bound_ends_a_transaction(procs, db):
+    """TDS_WRITER_BATCH_MAX_BYTES ends a transaction once its messages add up
+    to that many bytes, well under the row bound: large records do not pile
+    up in the writer's memory. Each ack lists the messages of one commit."""
+    def burst(h, first):
+        frames = [rows_msg(ORG, items_sets([
+            item(ORG, str(9 * 10 ** 17 + first + k * 50 + i), ts(5), "x" * 1500 + str(i))
+            for i in range(50)])) for k in range(30)]
+        assert all(len(f) > 65536 for _, f in frames)
+        for _, f in frames:
+            h.send(f)
+        h.wait_acked([s for s, _ in frames], timeout=60)
+        return [len(a["ids"]) for a in h.acks]
+
+    # Without the byte bound, messages sent meanwhile queue behind a commit
+    # and go into the next transaction together.
+    h = WriterHarness(procs, db, env={"TDS_WRITER_BATCH_MAX_BYTES": str(1 << 40)})
+    assert max(burst(h, 0)) > 1
+    h.close()
+    h.proc.stop()
+    # With it (at its minimum, 64 KiB, under one message), one message per transaction.
+    h = WriterHarness(procs, db, env={"TDS_WRITER_BATCH_MAX_BYTES": "65536"}, label="w2")
+    assert "or 65536 bytes per batch" in h.proc.stderr_text()
+    sizes = burst(h, 10000)
+    assert sizes == [1] * 30, sizes
+    assert db.query("SELECT count(*) FROM zoho.items") == [(3000,)]
+    h.close()

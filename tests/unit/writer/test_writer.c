@@ -245,6 +245,36 @@ static void test_batch_fills_at_max_rows(void)
     tds_writer_free(w);
 }
 
+/* A byte bound ends a batch of few but large messages; a batch is never
+ * empty, so one frame over the bound still goes through alone. */
+static void test_batch_fills_at_max_bytes(void)
+{
+    struct fake f = {.down_after = -1};
+    struct acks a = {0};
+    struct tds_writer *w;
+
+    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 1000, on_ack, &a), ==, 0);
+    tds_writer_set_runner(w, fake_run, &f);
+    take(w, 0, 10, -1);
+    size_t one = tds_writer_pending_bytes(w);
+    T_TRUE(one > 0);
+    tds_writer_set_max_bytes(w, 3 * one - 1); /* later frames are a little larger */
+    T_TRUE(!tds_writer_full(w));
+    take(w, 1, 10, -1);
+    T_TRUE(!tds_writer_full(w));
+    take(w, 2, 10, -1);
+    T_TRUE(tds_writer_full(w)); /* 30 rows of 1000, but three frames */
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_TRUE(!tds_writer_full(w));
+    T_INT(tds_writer_pending_bytes(w), ==, 0);
+    tds_writer_set_max_bytes(w, 1);
+    take(w, 3, 10, -1);
+    T_TRUE(tds_writer_full(w));
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(tds_writer_pending(w), ==, 0);
+    tds_writer_free(w);
+}
+
 int main(void)
 {
     T_RUN(test_clean_batch_is_one_transaction);
@@ -253,5 +283,6 @@ int main(void)
     T_RUN(test_unreachable_keeps_the_batch);
     T_RUN(test_lost_connection_during_split);
     T_RUN(test_batch_fills_at_max_rows);
+    T_RUN(test_batch_fills_at_max_bytes);
     return 0;
 }
