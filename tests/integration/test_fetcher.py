@@ -427,14 +427,19 @@ def _owner_and_other(procs, db, sim, tmp_path, fetcher_env=None):
     return p, f1, f2, other_port, truth, changed
 
 
-def test_fetch_by_id_at_a_replica_not_owning_the_org_reaches_the_owner(procs, db, sim, tmp_path):
-    p, _, f2, other_port, truth, changed = _owner_and_other(procs, db, sim, tmp_path)
-    push_fetches(other_port, [("60001", "items", i) for i in changed])  # f2 does not own 60001
-    for i in changed:
+def _wait_detail_written(db, truth, ids, timeout, who):
+    """Each of these items in zoho.items at its version in Zoho, in detail form."""
+    for i in ids:
         want = zoho_time_to_epoch(truth[i]["last_modified_time"])
         wait_until(lambda: db.query("SELECT extract(epoch from modified_time)::bigint, is_detail "
                                     "FROM zoho.items WHERE item_id = %s", i)[0] == (want, True),
-                   timeout=20, what=f"item {i} fetched by the owner")
+                   timeout=timeout, what=f"item {i} {who}")
+
+
+def test_fetch_by_id_at_a_replica_not_owning_the_org_reaches_the_owner(procs, db, sim, tmp_path):
+    p, _, f2, other_port, truth, changed = _owner_and_other(procs, db, sim, tmp_path)
+    push_fetches(other_port, [("60001", "items", i) for i in changed])  # f2 does not own 60001
+    _wait_detail_written(db, truth, changed, 20, "fetched by the owner")
     assert db.query("SELECT count(*) FROM tds.sync_requests WHERE mode = 'fetch' "
                     "AND (done_at IS NULL OR claimed_by <> 'f1')")[0][0] == 0
     assert "tds_fetcher_fetches_dropped_total 0" in http_get(f2.admin_url + "/metrics")[1]
@@ -457,11 +462,7 @@ def test_handed_over_fetch_outlives_an_owner_killed_before_the_commit(procs, db,
     assert db.query(open_q, "f1")[0][0] == len(changed)
     f1.kill()
     p.processor.start()
-    for i in changed:
-        want = zoho_time_to_epoch(truth[i]["last_modified_time"])
-        wait_until(lambda: db.query("SELECT extract(epoch from modified_time)::bigint, is_detail "
-                                    "FROM zoho.items WHERE item_id = %s", i)[0] == (want, True),
-                   timeout=30, what=f"item {i} fetched by the new owner")
+    _wait_detail_written(db, truth, changed, 30, "fetched by the new owner")
     wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_requests WHERE mode = 'fetch' "
                                 "AND (done_at IS NULL OR claimed_by <> 'f2')")[0][0] == 0,
                timeout=10, what="every request closed by f2")
@@ -488,11 +489,7 @@ def test_a_held_fetch_is_not_asked_again_when_its_lease_runs_out(procs, db, sim,
     assert db.query("SELECT count(*) FROM tds.sync_requests WHERE mode = 'fetch' AND done_at IS NULL "
                     "AND claimed_by = 'f1'")[0][0] == len(changed)
     p.processor.start()
-    for i in changed:
-        want = zoho_time_to_epoch(truth[i]["last_modified_time"])
-        wait_until(lambda: db.query("SELECT extract(epoch from modified_time)::bigint, is_detail "
-                                    "FROM zoho.items WHERE item_id = %s", i)[0] == (want, True),
-                   timeout=20, what=f"item {i} written")
+    _wait_detail_written(db, truth, changed, 20, "written")
     wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_requests WHERE mode = 'fetch' "
                                 "AND done_at IS NULL")[0][0] == 0,
                timeout=10, what="every request closed")
