@@ -407,9 +407,11 @@ def test_fetch_by_id_updates_deletes_and_coalesces(procs, db, sim, tmp_path):
     assert row[0][0] is True
 
 
-def _owner_and_other(procs, db, sim, tmp_path, fetcher_env=None):
+def _owner_and_other(procs, db, sim, tmp_path, fetcher_env=None, settle=False):
     """f1 owns 60001, f2 (on its own fetch port) does not; items synced, then
-    three changed in Zoho. Returns p, f1, f2, f2's port, truth, changed ids."""
+    three changed in Zoho (with settle, only once the reconciliation that
+    follows the full sync has ended, so it cannot see them). Returns p, f1,
+    f2, f2's port, truth, changed ids."""
     s = sim(orgs=[small_org(items=30)])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env=fetcher_env)
     f1 = p.start_fetcher("f1")
@@ -418,6 +420,9 @@ def _owner_and_other(procs, db, sim, tmp_path, fetcher_env=None):
     other_port = free_port()
     f2 = p.start_fetcher("f2", env={"TDS_FETCHER_BIND": f"tcp://127.0.0.1:{other_port}"})
     p.sync("60001", "items", "full")
+    if settle:
+        wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_runs WHERE finished_at IS NULL")[0][0] == 0,
+                   timeout=20, what="the runs to finish")
     s.mutate("60001", "items", update=3)
     truth = {r["item_id"]: r for r in s.truth("60001", "items")["records"]}
     rows = p.db_rows("60001", "items")
@@ -472,11 +477,11 @@ def test_a_held_fetch_is_not_asked_again_when_its_lease_runs_out(procs, db, sim,
     """A handed-over fetch whose answer waits for the writer longer than the
     lease (here: no processor) stays with the owner that holds it: the claim
     skips what this replica still holds, so Zoho is asked once."""
+    # settle: the reconciliation that follows the full sync asks Zoho too, and
+    # must not see the changes (rows it left in list form would be swept)
     p, f1, _, other_port, truth, changed = _owner_and_other(
-        procs, db, sim, tmp_path, fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "500"})
-    # the reconciliation that follows the full sync asks Zoho too: let it end
-    wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_runs WHERE finished_at IS NULL")[0][0] == 0,
-               timeout=20, what="the runs to finish")
+        procs, db, sim, tmp_path, fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "500"}, settle=True)
+    assert db.query("SELECT count(*) FROM zoho.items WHERE NOT is_detail")[0][0] == 0
     p.processor.kill()
     push_fetches(other_port, [("60001", "items", i) for i in changed])  # f2 hands them to f1
     wait_until(lambda: f1.metric("tds_fetcher_pages_inflight") >= len(changed), timeout=20,
