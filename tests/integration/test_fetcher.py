@@ -505,8 +505,9 @@ def test_a_handed_over_fetch_zoho_refuses_is_closed_not_retried(procs, db, sim, 
     """A fetch handed to the owner through tds.sync_requests that Zoho refuses
     outright (400, code 2: no retry mends it) is closed by the owner, not
     left open for it (or the next owner, after the lease) to ask again."""
+    # settle: no row in list form for the sweep to ask Zoho about again
     p, f1, _, other_port, truth, changed = _owner_and_other(
-        procs, db, sim, tmp_path, fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "500"})
+        procs, db, sim, tmp_path, fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "500"}, settle=True)
     s = p.sim
     before = s.stats()["orgs"]["60001"]["faults"]
     s.faults(p400=1.0)
