@@ -282,7 +282,6 @@ def test_an_id_only_webhook_zoho_refuses_is_released_not_asked_again(db, procs, 
         return s.stats()["orgs"][org]["endpoints"].get("items.detail", 0)
 
     before_400, before_calls = refused(), detail_calls()
-    before_resends = ing.metric("tds_ingress_resends_total") or 0
     s.faults(p400=1.0)
     try:
         assert _post_signed(p.webhook_url(org), json.dumps({"item_id": zid}),
@@ -291,6 +290,8 @@ def test_an_id_only_webhook_zoho_refuses_is_released_not_asked_again(db, procs, 
                    "the refused fetch by id")
         wait_until(lambda: ing.metric("tds_ingress_unacked") == 0, 10,
                    "the refused fetch released by the ingress")
+        # (a slow machine may resend once before the release; none after it)
+        released_resends = ing.metric("tds_ingress_resends_total") or 0
     finally:
         s.faults(clear=True)
     assert refused() > before_400
@@ -298,6 +299,6 @@ def test_an_id_only_webhook_zoho_refuses_is_released_not_asked_again(db, procs, 
     # four ack timeouts later: not sent again, not fetched again
     time.sleep(2)
     assert ing.metric("tds_ingress_unacked") == 0
-    assert (ing.metric("tds_ingress_resends_total") or 0) == before_resends
+    assert (ing.metric("tds_ingress_resends_total") or 0) == released_resends
     assert detail_calls() == before_calls
     assert fetcher.stderr_text().count(f"fetch of items {zid} failed") == 1
