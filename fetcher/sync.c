@@ -2165,41 +2165,34 @@ size_t tds_sync_request_ids(const struct tds_sync *s, int64_t *ids, size_t cap)
     return n;
 }
 
-static int add_ids(int64_t **v, size_t *n, size_t *cap, const int64_t *ids, size_t k)
+static int add_reqs(int64_t **ids, size_t *n, const int64_t *reqs, size_t k)
 {
-    if (*n + k > *cap) {
-        size_t nc = *cap ? *cap : 16;
-        while (nc < *n + k)
-            nc *= 2;
-        int64_t *nv = realloc(*v, nc * sizeof(*nv));
-        if (!nv)
-            return -ENOMEM;
-        *v = nv;
-        *cap = nc;
-    }
-    if (k)
-        memcpy(*v + *n, ids, k * sizeof(*ids));
+    if (!k)
+        return 0;
+    int64_t *v = append(*ids, *n, reqs, k, sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    *ids = v;
     *n += k;
     return 0;
 }
 
 int tds_sync_fetch_request_ids(const struct tds_sync *s, int64_t **ids, size_t *n)
 {
-    size_t cap = 0;
     int rc = 0;
     *ids = NULL;
     *n = 0;
     for (size_t i = 0; rc == 0 && i < s->n_o; i++) {
         const struct org_rt *o = &s->o[i];
         for (const struct fetch_item *it = o->fq; rc == 0 && it; it = it->next)
-            rc = add_ids(ids, n, &cap, it->acks.reqs, it->acks.n_reqs);
+            rc = add_reqs(ids, n, it->acks.reqs, it->acks.n_reqs);
         for (const struct fetch_call *c = o->calls; rc == 0 && c; c = c->next)
-            rc = add_ids(ids, n, &cap, c->acks.reqs, c->acks.n_reqs);
+            rc = add_reqs(ids, n, c->acks.reqs, c->acks.n_reqs);
     }
     for (size_t i = 0; rc == 0 && i < s->n_inf; i++) {
-        rc = add_ids(ids, n, &cap, s->inf[i].reqs, s->inf[i].n_reqs);
+        rc = add_reqs(ids, n, s->inf[i].reqs, s->inf[i].n_reqs);
         if (rc == 0)
-            rc = add_ids(ids, n, &cap, s->inf[i].late.reqs, s->inf[i].late.n_reqs);
+            rc = add_reqs(ids, n, s->inf[i].late.reqs, s->inf[i].late.n_reqs);
     }
     if (rc != 0) {
         free(*ids);
