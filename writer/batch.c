@@ -216,6 +216,7 @@ int tds_bmsg_new(struct tds_bmsg **out, const void *frame, size_t len)
 
     if (!m)
         return -ENOMEM;
+    m->frame_len = len;
     rc = tds_msg_decode(frame, len, &m->msg);
     if (rc == 0 && m->msg.type != TDS_MSG_ROWS) {
         char why[128];

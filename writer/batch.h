@@ -35,6 +35,7 @@ struct tds_bmsg {
     struct tds_wreject *rej;
     size_t n_rej, cap_rej;
     size_t n_rows;               /* rows in all sets (batch sizing) */
+    size_t frame_len;            /* bytes of the frame it came in (batch sizing) */
     bool meta_off;               /* its run/webhook/cursor updates failed: write rows and rejects only */
     bool committed;
 };

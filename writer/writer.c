@@ -37,7 +37,6 @@ struct tds_writer {
     void *ack_ud;
     size_t max_rows, max_bytes;
     struct tds_bmsg **pending;
-    size_t *frame_bytes; /* per pending message, its frame's size (cap_pending) */
     size_t n_pending, cap_pending, pending_rows, pending_bytes;
     char last_error[1024];
     struct tds_log_limit data_limit;
@@ -117,7 +116,6 @@ struct tds_writer *tds_writer_free(struct tds_writer *w)
     for (size_t i = 0; i < w->n_pending; i++)
         tds_bmsg_free(w->pending[i]);
     free(w->pending);
-    free(w->frame_bytes);
     free(w);
     return NULL;
 }
@@ -148,10 +146,6 @@ int tds_writer_take(struct tds_writer *w, const void *frame, size_t len)
         if (!p)
             return -ENOMEM;
         w->pending = p;
-        size_t *b = realloc(w->frame_bytes, cap * sizeof(*b));
-        if (!b)
-            return -ENOMEM;
-        w->frame_bytes = b;
         w->cap_pending = cap;
     }
     if ((rc = tds_bmsg_new(&m, frame, len)) != 0)
@@ -161,10 +155,9 @@ int tds_writer_take(struct tds_writer *w, const void *frame, size_t len)
         tds_log_limited(&w->data_limit, TDS_LOG_WARN, NULL, "%s, keeping it in tds.rejected",
                         m->rej[0].reason);
     }
-    w->frame_bytes[w->n_pending] = len;
     w->pending[w->n_pending++] = m;
     w->pending_rows += m->n_rows ? m->n_rows : 1;
-    w->pending_bytes += len;
+    w->pending_bytes += m->frame_len;
     w->stats.messages++;
     return 0;
 }
@@ -439,8 +432,7 @@ int tds_writer_flush(struct tds_writer *w)
             continue;
         }
         w->pending_rows += w->pending[i]->n_rows ? w->pending[i]->n_rows : 1;
-        w->pending_bytes += w->frame_bytes[i];
-        w->frame_bytes[k] = w->frame_bytes[i];
+        w->pending_bytes += w->pending[i]->frame_len;
         w->pending[k++] = w->pending[i];
     }
     w->n_pending = k;
