@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import platform
+import random
 import re
 import select
 import shutil
@@ -56,12 +57,32 @@ def log(msg):
     print("   " + msg, file=sys.stderr, flush=True)
 
 
+_PORTS_GIVEN = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    """A free 127.0.0.1 port under the ephemeral range (see the integration
+    tests' conftest.py: a bind(0) port can be taken by an outgoing connection
+    before the stage binds it), not handed out before in this run."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            first = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 0
+    for _ in range(200 if first - 10000 >= 4000 else 0):
+        port = random.randint(10000, first - 1)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def http_get(url, timeout=5):

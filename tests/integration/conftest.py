@@ -11,6 +11,7 @@ reported anything in a process's stderr.
 import itertools
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -28,8 +29,37 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                      "SUMMARY: UndefinedBehaviorSanitizer")
 
 
+_PORTS_GIVEN = set()
+
+
+def _below_ephemeral():
+    """Ports under the kernel's ephemeral range (where outgoing connections
+    take their local port), or None when that range leaves too few."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            first = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (10000, first - 1) if first - 10000 >= 4000 else None
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now, not handed
+    out before in this run. It is taken below the ephemeral range: a port the
+    kernel hands out for bind(0) can become the local port of some outgoing
+    connection before the stage binds it ("Address already in use")."""
+    span = _below_ephemeral()
+    for _ in range(200 if span else 0):
+        port = random.randint(*span)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
