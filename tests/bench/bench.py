@@ -16,12 +16,10 @@ import http.client
 import json
 import os
 import platform
-import random
 import re
 import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +33,8 @@ import psycopg2.extensions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+from ports import free_port  # noqa: E402  (tests/ports.py)
 PG_BIN = "/usr/lib/postgresql/15/bin"
 SECRET = "bench-webhook-secret"
 
@@ -55,34 +55,6 @@ SIZES = {
 
 def log(msg):
     print("   " + msg, file=sys.stderr, flush=True)
-
-
-_PORTS_GIVEN = set()
-
-
-def free_port():
-    """A free 127.0.0.1 port under the ephemeral range (see the integration
-    tests' conftest.py: a bind(0) port can be taken by an outgoing connection
-    before the stage binds it), not handed out before in this run."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            first = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        first = 0
-    for _ in range(200 if first - 10000 >= 4000 else 0):
-        port = random.randint(10000, first - 1)
-        if port in _PORTS_GIVEN:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _PORTS_GIVEN.add(port)
-        return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url, timeout=5):

@@ -11,11 +11,10 @@ reported anything in a process's stderr.
 import itertools
 import os
 import pwd
-import random
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -23,46 +22,13 @@ import urllib.request
 
 import pytest
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ports import free_port  # noqa: E402,F401  (tests/ports.py; imported from here by the tests)
+
 PG_BIN = os.environ.get("TDS_PG_BIN", "/usr/lib/postgresql/15/bin")
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                      "runtime error:", "WARNING: ThreadSanitizer",
                      "SUMMARY: UndefinedBehaviorSanitizer")
-
-
-_PORTS_GIVEN = set()
-
-
-def _below_ephemeral():
-    """Ports under the kernel's ephemeral range (where outgoing connections
-    take their local port), or None when that range leaves too few."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            first = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return (10000, first - 1) if first - 10000 >= 4000 else None
-
-
-def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now, not handed
-    out before in this run. It is taken below the ephemeral range: a port the
-    kernel hands out for bind(0) can become the local port of some outgoing
-    connection before the stage binds it ("Address already in use")."""
-    span = _below_ephemeral()
-    for _ in range(200 if span else 0):
-        port = random.randint(*span)
-        if port in _PORTS_GIVEN:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _PORTS_GIVEN.add(port)
-        return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(fn, timeout=20.0, what="condition", interval=0.02):
