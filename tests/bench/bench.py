@@ -745,13 +745,20 @@ class Bench:
         return rate, out["p99_ms"]
 
     def wrk(self, url, reqfile, seconds, pace_ms=None):
-        argv = ["wrk", "-t2", f"-c{self.sz['conns']}", f"-d{seconds}s", "--latency"]
+        threads = 2
+        argv = ["wrk", f"-t{threads}", f"-c{self.sz['conns']}", f"-d{seconds}s", "--latency"]
         if reqfile:
             argv += ["-s", os.path.join(HERE, "webhooks.lua")]
+        # webhooks.lua's start barrier: each thread's init leaves a file here
+        ready = tempfile.mkdtemp(prefix="wrk-ready-", dir=self.work)
         env = dict(os.environ, REQUESTS=reqfile or "", RATE=str(self.sz["pace"]),
-                   PACE_MS=f"{pace_ms:.3f}" if pace_ms else "0")
-        r = subprocess.run(argv + [url], capture_output=True, text=True, env=env,
-                           timeout=seconds + 120)
+                   PACE_MS=f"{pace_ms:.3f}" if pace_ms else "0", WRK_THREADS=str(threads),
+                   READY=os.path.join(ready, "thread-"))
+        try:
+            r = subprocess.run(argv + [url], capture_output=True, text=True, env=env,
+                               timeout=seconds + 240)
+        finally:
+            shutil.rmtree(ready, ignore_errors=True)
         if r.returncode != 0:
             raise BenchError(f"wrk failed: {r.stderr}")
         out = {}

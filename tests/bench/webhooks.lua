@@ -5,6 +5,16 @@
 -- file so no body is sent twice unless the slice runs out ("wrapped"), and
 -- done() prints one line "BENCH {json}" that bench.py parses. RATE > 0 paces
 -- each connection at RATE requests/s (the smoke run keeps its backlog small).
+--
+-- wrk starts a thread as soon as its init() has run, then runs the next
+-- thread's init(), and starts its clock only after the last one: with a large
+-- file the first thread would send for seconds that wrk neither times nor
+-- shares with the others, and requests/s would count them in a too short
+-- duration. So each thread's init() leaves a file $READY<tid> behind, and a
+-- thread's first delay() waits (up to 120 s) until every thread's file is
+-- there: all threads start sending together, when wrk's clock starts.
+local ffi = require("ffi")
+ffi.cdef [[ int usleep(unsigned int usec); ]]
 local threads = {}
 local counter = 0
 
@@ -29,6 +39,11 @@ function init(args)
     end
     k = k + 1
   end
+  local ready = os.getenv("READY") or ""
+  if ready ~= "" then
+    local f = assert(io.open(ready .. tid, "w"))
+    f:close()
+  end
   local rate = tonumber(os.getenv("RATE") or "0")
   if rate > 0 then pace_ms = 1000 / rate end
   -- PACE_MS: the wait after each response, as is (bench.py calibrates it)
@@ -36,7 +51,32 @@ function init(args)
   if pace > 0 then pace_ms = pace end
 end
 
+local started = false
+
+local function wait_for_threads()
+  local ready = os.getenv("READY") or ""
+  local n = tonumber(os.getenv("WRK_THREADS") or "2")
+  if ready == "" then return end
+  for _ = 1, 120000 do
+    local all = true
+    for i = 0, n - 1 do
+      local f = io.open(ready .. i, "r")
+      if not f then
+        all = false
+        break
+      end
+      f:close()
+    end
+    if all then return end
+    ffi.C.usleep(1000)
+  end
+end
+
 function delay()
+  if not started then
+    started = true
+    wait_for_threads()
+  end
   return pace_ms
 end
 
