@@ -4,7 +4,9 @@
 -- signing here would measure wrk). Each thread takes its own slice of the
 -- file so no body is sent twice unless the slice runs out ("wrapped"), and
 -- done() prints one line "BENCH {json}" that bench.py parses. RATE > 0 paces
--- each connection at RATE requests/s (the smoke run keeps its backlog small).
+-- each connection at RATE requests/s (the smoke run keeps its backlog small);
+-- a paced wait is drawn uniformly from 0.5-1.5 times the given one, so the
+-- connections do not send in lockstep waves (webhooks do not arrive so).
 --
 -- wrk starts a thread as soon as its init() has run, then runs the next
 -- thread's init(), and starts its clock only after the last one: with a large
@@ -39,6 +41,7 @@ function init(args)
     end
     k = k + 1
   end
+  math.randomseed(1000 + tid)
   local ready = os.getenv("READY") or ""
   if ready ~= "" then
     local f = assert(io.open(ready .. tid, "w"))
@@ -46,7 +49,7 @@ function init(args)
   end
   local rate = tonumber(os.getenv("RATE") or "0")
   if rate > 0 then pace_ms = 1000 / rate end
-  -- PACE_MS: the wait after each response, as is (bench.py calibrates it)
+  -- PACE_MS: the mean wait after each response (bench.py calibrates it)
   local pace = tonumber(os.getenv("PACE_MS") or "0")
   if pace > 0 then pace_ms = pace end
 end
@@ -77,7 +80,8 @@ function delay()
     started = true
     wait_for_threads()
   end
-  return pace_ms
+  if pace_ms > 0 then return pace_ms * (0.5 + math.random()) end
+  return 0
 end
 
 function request()
