@@ -34,7 +34,7 @@
 #include "sqlgen.h"
 #include "util.h"
 
-#define COPY_CHUNK (1024 * 1024)
+#define COPY_CHUNK (64 * 1024)
 #define META_PARAMS 8
 #define MAX_SIGS 256
 /* Groups at least this big check which keys exist and COPY new rows straight
