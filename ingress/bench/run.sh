@@ -52,7 +52,7 @@ if [ -n "${HALF:-}" ]; then
   RATE=$(( HALF / CONNS )) REQUESTS=$W/requests.txt wrk -t2 -c"$CONNS" -d"${SECS}s" \
     -s "$HERE/webhooks.lua" "http://127.0.0.1:$HTTP" | tail -2
 fi
-curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E '^tds_ingress_(group_commit_size|fsync_seconds)_(sum|count)|^tds_ingress_unacked|^tds_ingress_requests_total\{status="(200|503)"' || true
+curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E '^tds_ingress_fsync_seconds_bucket|^tds_ingress_(group_commit_size|fsync_seconds)_(sum|count)|^tds_ingress_unacked|^tds_ingress_requests_total\{status="(200|503)"' || true
 echo "== admin /healthz ceiling ($CONNS connections)"
 wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$ADMIN/healthz" | \
   grep -E 'Requests/sec|50%|99%'
