@@ -537,10 +537,12 @@ class Bench:
                 meters = dict((n, p.cpu_s) for n, p in pl["stages"].items())
                 meters["postgres"] = self.pg.cpu_s
                 cpu0 = {n: f() for n, f in meters.items()}
+                f0 = self.slow_fsyncs(ing)
                 t0_wall = time.time()
                 out = self.wrk(f"http://127.0.0.1:{pl['hook_port']}", reqfile,
                                self.sz["ingress_s"])
                 cpu1 = {n: f() for n, f in meters.items()}
+                f1 = self.slow_fsyncs(ing)
                 wrapped += out.get("wrapped", 0)
                 if out["non200"] or out["errors"]:
                     self.notes.append(f"ingress repeat {k + 1}: {out['non200']} non-200 replies, "
@@ -596,6 +598,7 @@ class Bench:
                 log(f"ingress repeat {k + 1}: {acc[-1]:.0f} accepted/s p50 {p50[-1]:.2f} ms "
                     f"p99 {p99[-1]:.2f} ms; CPU s during wrk: "
                     + ", ".join(f"{n} {cpu1[n] - cpu0[n]:.1f}" for n in cpu0)
+                    + f"; journal fdatasyncs over 25 ms: {f1[1] - f0[1]} of {f1[0] - f0[0]}"
                     + f"; applied {applied[-1]:.0f}/s ({drained})")
             finally:
                 self.stop_pipeline(pl)
@@ -662,9 +665,9 @@ class Bench:
             ing.wait_ready()
             n_req = int(60000 * self.sz["ingress_s"])
             self.write_requests(reqfile, orgs, kinds, n_req, "45%02d" % k)
-            c0 = ing.cpu_s()
+            c0, f0 = ing.cpu_s(), self.slow_fsyncs(ing)
             res = self.wrk(f"http://127.0.0.1:{hport}", reqfile, self.sz["ingress_s"])
-            c1 = ing.cpu_s()
+            c1, f1 = ing.cpu_s(), self.slow_fsyncs(ing)
             if res["non200"] or res["errors"]:
                 self.notes.append(f"ingress alone, repeat {k + 1}: {res['non200']} non-200 "
                                   f"replies, {res['errors']} socket errors")
@@ -676,7 +679,8 @@ class Bench:
             out["half_p99"].append(hp)
             log(f"ingress alone, repeat {k + 1}: {out['acc'][-1]:.0f} accepted/s "
                 f"p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms, "
-                f"{out['us'][-1]:.1f} us of ingress CPU each")
+                f"{out['us'][-1]:.1f} us of ingress CPU each; journal fdatasyncs over 25 ms: "
+                f"{f1[1] - f0[1]} of {f1[0] - f0[0]}")
         finally:
             if ing:
                 self.stop(ing)
@@ -916,6 +920,22 @@ class Bench:
                 except ValueError:
                     pass
         return out
+
+    @staticmethod
+    def slow_fsyncs(proc, over="0.025"):
+        """(fdatasyncs of the ingress journal so far, those slower than `over` s),
+        from its tds_ingress_fsync_seconds histogram."""
+        total = fast = 0.0
+        try:
+            text = http_get(f"http://127.0.0.1:{proc.admin_port}/metrics").decode()
+        except OSError:
+            return (0, 0)
+        for line in text.splitlines():
+            if line.startswith("tds_ingress_fsync_seconds_count "):
+                total = float(line.split()[1])
+            elif line.startswith(f'tds_ingress_fsync_seconds_bucket{{le="{over}"}} '):
+                fast = float(line.split()[1])
+        return (int(total), int(total - fast))
 
     def latency_figures(self):
         runs = self.lat_runs
