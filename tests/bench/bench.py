@@ -580,6 +580,7 @@ class Bench:
                     poll.close()
                 t_first = last[2] if last[2] is not None else t0_wall
                 applied.append(last[0] / (last[1] - t_first) if last[1] else 0.0)
+                self.check_wrk_span(db, out, f"ingress repeat {k + 1}")
                 # every row those webhooks wrote: the record, its child rows
                 # and the webhook_events row
                 n_rows = sum(self.pg.query(db, "SELECT (SELECT count(*) FROM zoho.items) + "
@@ -645,6 +646,20 @@ class Bench:
                     table_rows, getattr(self, "copy_ceiling", None), None,
                     "rows those webhooks left in zoho.items, item_stock, contacts, "
                     "contact_addresses, contact_persons and tds.webhook_events / the same time")
+
+    def check_wrk_span(self, db, out, tag):
+        """accepted/s is wrk's count over wrk's duration: it is only true if the
+        ingress received those webhooks within that duration. A wider span of
+        received_at means some requests were sent outside wrk's clock (as its
+        threads once did while the others read the request file)."""
+        span = self.pg.query(db, "SELECT extract(epoch FROM max(received_at) - "
+                                 "min(received_at)) FROM tds.webhook_events")[0][0]
+        if span is None:
+            return
+        span, dur = float(span), out["duration_s"]
+        if span > dur * 1.2 + 0.1:
+            self.failures.append(f"{tag}: the ingress received the webhooks over {span:.2f} s "
+                                 f"but wrk timed {dur:.2f} s: accepted/s would be overstated")
 
     def ingress_alone(self, opath, orgs, kinds, k, reqfile, out):
         """The ingress with nothing behind it but an acking sink: what its own
