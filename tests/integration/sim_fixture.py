@@ -159,10 +159,12 @@ class Sim:
             body["query"] = query
         return self.ctl("POST", "webhooks", body)
 
-    def stream(self, org, rate_per_s, seconds, entities=None):
+    def stream(self, org, rate_per_s, seconds, entities=None, ops=None):
         body = {"org": org, "rate_per_s": rate_per_s, "seconds": seconds}
         if entities:
             body["entities"] = entities
+        if ops:
+            body["ops"] = ops
         return self.ctl("POST", "stream", body)
 
     def limits(self, org=None, **kw):

@@ -1157,8 +1157,10 @@ static void ctl_stream(struct zs_sim *s, json_t *j, struct reply *r)
     double secs = jnum(j, "seconds", 0);
     unsigned mask = 0;
     json_t *ents = json_object_get(j, "entities"), *v;
+    const char *ops = json_string_value(json_object_get(j, "ops"));
     size_t i;
-    bool bad = !o || !(rate >= 0 && rate <= 100000) || !(secs >= 0 && secs <= 1e9);
+    bool bad = !o || !(rate >= 0 && rate <= 100000) || !(secs >= 0 && secs <= 1e9) ||
+               (ops && strcmp(ops, "mixed") != 0 && strcmp(ops, "update") != 0);
     json_array_foreach(ents, i, v)
     {
         int e = zs_ent_parse(json_string_value(v));
@@ -1170,11 +1172,11 @@ static void ctl_stream(struct zs_sim *s, json_t *j, struct reply *r)
     if (bad) {
         r->status = 400;
         r->body = ctl_error("need org, 0 <= rate_per_s <= 100000, 0 <= seconds <= 1e9, known "
-                            "entities",
+                            "entities, ops \"mixed\" or \"update\"",
                             &r->len);
         return;
     }
-    zs_sim_stream(s, o, rate, (int64_t)(secs * 1000), mask);
+    zs_sim_stream(s, o, rate, (int64_t)(secs * 1000), mask, ops && !strcmp(ops, "update"));
     r->status = 200;
     r->body = strdup("{\"ok\":true}");
     r->len = r->body ? strlen(r->body) : 0;

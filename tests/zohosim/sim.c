@@ -185,7 +185,8 @@ static void *stream_main(void *arg)
                 rng = zs_mix(rng);
                 enum zs_ent e = pick_ent(rng, st->ent_mask);
                 unsigned r = (unsigned)(rng >> 32) % 100;
-                enum zs_mut_op op = r < 4 && e != ZS_WAREHOUSES ? ZS_MUT_CREATE
+                enum zs_mut_op op = st->updates_only       ? ZS_MUT_UPDATE
+                                    : r < 4 && e != ZS_WAREHOUSES ? ZS_MUT_CREATE
                                     : r < 6 && e != ZS_WAREHOUSES ? ZS_MUT_DELETE
                                                                   : ZS_MUT_UPDATE;
                 st->done++;
@@ -216,7 +217,7 @@ static void *stream_main(void *arg)
 }
 
 int zs_sim_stream(struct zs_sim *s, struct zs_org *o, double rate_per_s, int64_t ms,
-                  unsigned ent_mask)
+                  unsigned ent_mask, bool updates_only)
 {
     pthread_mutex_lock(&s->stream_lock);
     struct zs_stream *st = &s->streams[o->org_index];
@@ -226,6 +227,7 @@ int zs_sim_stream(struct zs_sim *s, struct zs_org *o, double rate_per_s, int64_t
     st->until_ms = st->start_ms + ms;
     st->done = 0;
     st->ent_mask = ent_mask;
+    st->updates_only = updates_only;
     pthread_cond_signal(&s->stream_cond);
     pthread_mutex_unlock(&s->stream_lock);
     return 0;

@@ -43,6 +43,7 @@ struct zs_stream {
     int64_t start_ms, until_ms;
     uint64_t done;
     unsigned ent_mask;       /* entities to mutate; 0 = the default mix */
+    bool updates_only;       /* no creates or deletes */
 };
 
 struct zs_sim_cfg {
@@ -100,7 +101,7 @@ double zs_sim_rand(struct zs_sim *s);
 void zs_sim_get_faults(struct zs_sim *s, struct zs_faults *f);
 
 int zs_sim_stream(struct zs_sim *s, struct zs_org *o, double rate_per_s, int64_t ms,
-                  unsigned ent_mask);
+                  unsigned ent_mask, bool updates_only);
 
 int64_t zs_now_ms(void);      /* monotonic */
 int64_t zs_wall_s(void);      /* wall clock seconds */
