@@ -580,6 +580,18 @@ int tds_store_request_fetch(struct tds_store *s, const char *org, const char *en
                  4, p);
 }
 
+int tds_store_request_reconcile(struct tds_store *s, const char *org, const char *entity,
+                                const char *requested_by)
+{
+    const char *p[] = {org, entity, requested_by};
+    return exec0(s,
+                 "INSERT INTO tds.sync_requests (org_id, entity, mode, requested_by) "
+                 "SELECT $1, $2, 'reconcile', $3 WHERE NOT EXISTS (SELECT 1 FROM tds.sync_requests "
+                 "WHERE done_at IS NULL AND claimed_at IS NULL AND org_id = $1 AND entity = $2 "
+                 "AND mode = 'reconcile')",
+                 3, p);
+}
+
 int tds_store_request_take_fetches(struct tds_store *s, const char *instance,
                                    const char *const *orgs, size_t n_orgs, int max,
                                    int64_t lease_ms, const int64_t *held, size_t n_held,

@@ -121,6 +121,11 @@ int tds_store_request_take_fetches(struct tds_store *s, const char *instance,
                                    void (*fn)(void *ud, int64_t id, const char *org,
                                               const char *entity, const char *zoho_id),
                                    void *ud);
+/* Queue a reconciliation of one entity as a request, unless one that no
+ * replica has claimed yet is already waiting: it survives a restart, unlike a
+ * job in memory. */
+int tds_store_request_reconcile(struct tds_store *s, const char *org, const char *entity,
+                                const char *requested_by);
 int tds_store_request_set_run(struct tds_store *s, int64_t id, const char *run_id);
 int tds_store_request_done(struct tds_store *s, int64_t id);
 

@@ -648,18 +648,27 @@ static void run_completed(struct run *r)
     snprintf(recs, sizeof(recs), "%lld", (long long)r->records_fetched);
     tds_events_emit(s->events, "tds.zoho.sync.completed", "org", r->o->org->org_id, "entity",
                     r->e->name, "run", r->id, "mode", r->mode, "records", recs, NULL);
-    request_finished(s, r);
     struct org_rt *o = r->o;
     const struct tds_entity *e = r->e;
-    bool full = strcmp(r->mode, "full") == 0;
+    /* Offset paging skips a record whenever one the walk already passed is
+     * deleted (the unread pages shift by one): a reconciliation right after
+     * lists the ids again and fetches what the walk missed. It is queued as a
+     * request before this one is closed, so a replica killed in between
+     * leaves work that the next owner takes, not a job lost with its memory. */
+    char by[160];
+    snprintf(by, sizeof(by), "%s: after a full sync", s->cfg.origin);
+    if (strcmp(r->mode, "full") == 0 &&
+        tds_store_request_reconcile(s->store, o->org->org_id, e->name, by) != 0) {
+        tds_log(TDS_LOG_WARN, &r->lctx,
+                "could not queue the reconciliation after a full sync as a request (%s); "
+                "running it from memory",
+                tds_store_error(s->store));
+        if (!tds_sync_pending(s, o->org->org_id, e->name, "reconcile") &&
+            tds_sync_enqueue(s, o->org->org_id, e->name, "reconcile", 0) != 0)
+            tds_log(TDS_LOG_WARN, &r->lctx, "could not queue the reconciliation after a full sync");
+    }
+    request_finished(s, r);
     run_retire(o, r);
-    /* Paging by modified time, a full walk skips a record whenever one it
-     * already passed is deleted (the pages shift by one): a reconciliation
-     * right after lists the ids again and fetches what the walk missed. */
-    if (full && !tds_sync_pending(s, o->org->org_id, e->name, "reconcile") &&
-        tds_sync_enqueue(s, o->org->org_id, e->name, "reconcile", 0) != 0)
-        tds_log(TDS_LOG_WARN, &o->lctx, "could not queue the reconciliation after a full sync of %s",
-                e->name);
     org_next(o);
 }
 
@@ -1156,8 +1165,14 @@ static void fetch_list(struct run *r)
     struct tds_buf q = {0};
     int rc = tds_buf_addf(&q, "page=%lld&per_page=%lld", (long long)r->next_page,
                           (long long)s->cfg.per_page);
+    /* Full walks and reconciliations go in created order, which an update
+     * does not disturb; in modified order every update of a record already
+     * passed moves it to the end and shifts an unread record onto a page read
+     * before. Incremental runs filter on the modified time and go in its
+     * order. */
     if (rc == 0 && r->e->modified_field)
-        rc = tds_buf_addf(&q, "&sort_column=%s&sort_order=A", r->e->modified_field);
+        rc = tds_buf_addf(&q, "&sort_column=%s&sort_order=A",
+                          r->has_since ? r->e->modified_field : "created_time");
     if (rc == 0 && r->has_since && r->e->supports_modified_filter) {
         char t[TDS_ZTIME_LEN];
         tds_ztime_format(r->since_s, o->offset_min, t);

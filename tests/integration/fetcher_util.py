@@ -105,12 +105,25 @@ class Pipeline:
             "ORDER BY started_at", f"rq{rid}.%")
         return [dict(zip(cols, r)) for r in rows]
 
-    def sync(self, org, entity, mode, timeout=120.0):
+    def sync(self, org, entity, mode, timeout=120.0, settle=True):
+        """Run a sync request to its end; after a full one (settle), also the
+        reconciliations it queued, so that they do not see what a test
+        changes next."""
         runs = self.wait_request(self.request(org, entity, mode), timeout=timeout)
         assert runs, "no run was started"
         for r in runs:
             assert r["status"] == "completed", runs
+        if settle and mode == "full":
+            self.settle(org, timeout)
         return runs
+
+    def settle(self, org, timeout=120.0):
+        """No request of org open and no run of it running."""
+        wait_until(lambda: self.db.query(
+            "SELECT (SELECT count(*) FROM tds.sync_requests WHERE done_at IS NULL AND org_id = %s "
+            "AND mode <> 'fetch') + (SELECT count(*) FROM tds.sync_runs WHERE org_id = %s "
+            "AND status = 'running')", org, org)[0][0] == 0,
+            timeout=timeout, what=f"the requests and runs of {org} to end", interval=0.05)
 
     # ---- comparison with the simulator's truth
 
