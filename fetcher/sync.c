@@ -1165,14 +1165,14 @@ static void fetch_list(struct run *r)
     struct tds_buf q = {0};
     int rc = tds_buf_addf(&q, "page=%lld&per_page=%lld", (long long)r->next_page,
                           (long long)s->cfg.per_page);
-    /* Full walks and reconciliations go in created order, which an update
-     * does not disturb; in modified order every update of a record already
-     * passed moves it to the end and shifts an unread record onto a page read
-     * before. Incremental runs filter on the modified time and go in its
-     * order. */
+    /* Every walk goes in created order, which an update does not disturb: in
+     * modified order each update of a record already passed moves it to the
+     * end and shifts an unread record onto a page read before. Filtered on
+     * the modified time (incremental), the set only grows while we walk: a
+     * record that enters it lands at its created place (read twice at worst),
+     * none leaves it but by a delete. */
     if (rc == 0 && r->e->modified_field)
-        rc = tds_buf_addf(&q, "&sort_column=%s&sort_order=A",
-                          r->has_since ? r->e->modified_field : "created_time");
+        rc = tds_buf_addf(&q, "&sort_column=created_time&sort_order=A");
     if (rc == 0 && r->has_since && r->e->supports_modified_filter) {
         char t[TDS_ZTIME_LEN];
         tds_ztime_format(r->since_s, o->offset_min, t);

@@ -750,6 +750,29 @@ def test_full_sync_under_updates_and_a_kill_misses_no_record(procs, db, sim, tmp
     p.compare("60001", "items")
 
 
+def test_incremental_under_updates_misses_no_change(procs, db, sim, tmp_path):
+    """Filtered on the modified time and listed in created order, an
+    incremental walk sees every record changed before it started although
+    records keep changing while it pages. In modified order each update of a
+    record it had passed skipped an unread one, and with the cursor past it
+    that change waited for the record's next one."""
+    s = sim(orgs=[small_org(items=600)], extra_args=["--rate-per-min", "100000", "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path,
+                 fetcher_env={"TDS_FETCHER_PER_PAGE": "25", "TDS_FETCHER_OVERLAP_S": "1"},
+                 orgs=[org_spec("60001", rate_per_min=100000)])
+    p.start_fetcher()
+    p.sync("60001", "items", "full")
+    s.stream("60001", rate_per_s=100, seconds=600, entities=["items"], ops="update")
+    time.sleep(5)    # a few hundred records changed: an incremental of many pages
+    runs = p.sync("60001", "items", "incremental")
+    s.stream("60001", 0, 0)
+    assert runs[0]["mode"] == "incremental" and runs[0]["pages_fetched"] >= 8, runs
+    # the next incremental reads from the first one's cursor (minus 1 s): what
+    # the first skipped before its cursor stays stale
+    p.sync("60001", "items", "incremental")
+    p.compare("60001", "items")
+
+
 def test_auth_exchange_stores_a_refresh_token(procs, db, sim, tmp_path, bins):
     s = sim(orgs=[small_org(items=10)], extra_args=["--grant-code", "1000.grant.one"])
     spec = org_spec("60001")
