@@ -1096,9 +1096,10 @@ static void on_list(const struct tds_api_result *res, void *ud)
     r->records_fetched += (int64_t)n_keep;
     if (!reconcile && n_keep && !r->failed)
         send_list_page(r, res->body, spans, keep, n_keep, res->sent_wall_ms);
-    /* which records need their detail: new or changed compared with the
-     * database; in a reconciliation only those the database lacks (a full
-     * walk skips a record when a delete shifts the pages it has not read) */
+    /* which records need their detail: new, changed or only in list form
+     * compared with the database. In a reconciliation too: a delete during a
+     * walk shifts the pages it has not read, so a full walk can leave a
+     * record out and an incremental one a change (the cursor then passes it). */
     if (!r->failed && r->e->detail_path && n_ids) {
         struct tds_known *known = NULL;
         size_t n_known = 0;
@@ -1109,10 +1110,6 @@ static void on_list(const struct tds_api_result *res, void *ud)
         } else {
             struct idset fresh = {0};
             for (size_t k = 0; k < n_known; k++) {
-                if (reconcile) {
-                    idset_add(&fresh, known[k].id);
-                    continue;
-                }
                 if (known[k].deleted || !known[k].is_detail)
                     continue;
                 /* find this id's list modified time */
