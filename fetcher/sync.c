@@ -655,17 +655,18 @@ static void run_completed(struct run *r)
      * lists the ids again and fetches what the walk missed. It is queued as a
      * request before this one is closed, so a replica killed in between
      * leaves work that the next owner takes, not a job lost with its memory. */
-    char by[160];
-    snprintf(by, sizeof(by), "%s: after a full sync", s->cfg.origin);
-    if (strcmp(r->mode, "full") == 0 &&
-        tds_store_request_reconcile(s->store, o->org->org_id, e->name, by) != 0) {
-        tds_log(TDS_LOG_WARN, &r->lctx,
-                "could not queue the reconciliation after a full sync as a request (%s); "
-                "running it from memory",
-                tds_store_error(s->store));
-        if (!tds_sync_pending(s, o->org->org_id, e->name, "reconcile") &&
-            tds_sync_enqueue(s, o->org->org_id, e->name, "reconcile", 0) != 0)
-            tds_log(TDS_LOG_WARN, &r->lctx, "could not queue the reconciliation after a full sync");
+    if (strcmp(r->mode, "full") == 0) {
+        char by[160];
+        snprintf(by, sizeof(by), "%s: after a full sync", s->cfg.origin);
+        if (tds_store_request_reconcile(s->store, o->org->org_id, e->name, by) != 0) {
+            tds_log(TDS_LOG_WARN, &r->lctx,
+                    "could not queue the reconciliation after a full sync as a request (%s); "
+                    "running it from memory",
+                    tds_store_error(s->store));
+            if (!tds_sync_pending(s, o->org->org_id, e->name, "reconcile") &&
+                tds_sync_enqueue(s, o->org->org_id, e->name, "reconcile", 0) != 0)
+                tds_log(TDS_LOG_WARN, &r->lctx, "could not queue the reconciliation after a full sync");
+        }
     }
     request_finished(s, r);
     run_retire(o, r);
