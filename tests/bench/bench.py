@@ -184,7 +184,8 @@ class Postgres:
     def top_statements(self, n=10):
         """The statements that took the most time, cluster-wide."""
         return self.query("postgres", "SELECT round(total_exec_time)::bigint, calls, "
-                          "round((total_exec_time / greatest(calls, 1))::numeric, 3), "
+                          "round((total_exec_time / greatest(calls, 1))::numeric, 3), rows, "
+                          "round((total_exec_time * 1000 / greatest(rows, 1))::numeric, 1), "
                           "left(regexp_replace(query, '\\s+', ' ', 'g'), 110) "
                           "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT %s", n)
 
@@ -521,6 +522,7 @@ class Bench:
         wrapped, avg_body = 0, 0
         reqfile = os.path.join(self.work, "requests.txt")
         alone = {"acc": [], "p99": [], "half_p99": [], "half_rate": [], "us": []}
+        budget = []  # per repeat: {stage: CPU us per webhook applied}
         for k in range(self.sz["repeats"]):
             self.ingress_alone(opath, orgs, kinds, k, reqfile, alone)
             # a fresh pipeline each repeat: no backlog carried over from the last one
@@ -578,6 +580,12 @@ class Bench:
                         drained = f"{out['ok'] - last[0]} still queued at the end of the window"
                 finally:
                     poll.close()
+                # CPU each stage spent from wrk's start until the last commit,
+                # per webhook applied: what one webhook costs the machine
+                # end to end (wrk's own share not counted)
+                cpu2 = {n: f() for n, f in meters.items()}
+                if last[0]:
+                    budget.append({n: (cpu2[n] - cpu0[n]) / last[0] * 1e6 for n in cpu0})
                 t_first = last[2] if last[2] is not None else t0_wall
                 applied.append(last[0] / (last[1] - t_first) if last[1] else 0.0)
                 self.check_wrk_span(db, out, f"ingress repeat {k + 1}")
@@ -600,7 +608,10 @@ class Bench:
                     f"p99 {p99[-1]:.2f} ms; CPU s during wrk: "
                     + ", ".join(f"{n} {cpu1[n] - cpu0[n]:.1f}" for n in cpu0)
                     + f"; journal fdatasyncs over 25 ms: {f1[1] - f0[1]} of {f1[0] - f0[0]}"
-                    + f"; applied {applied[-1]:.0f}/s ({drained})")
+                    + f"; applied {applied[-1]:.0f}/s ({drained})"
+                    + ("; CPU us per webhook applied: "
+                       + ", ".join(f"{n} {u:.1f}" for n, u in budget[-1].items())
+                       if budget and last[0] else ""))
             finally:
                 self.stop_pipeline(pl)
                 self.pg.drop_db(db)
@@ -646,6 +657,22 @@ class Bench:
                     table_rows, getattr(self, "copy_ceiling", None), None,
                     "rows those webhooks left in zoho.items, item_stock, contacts, "
                     "contact_addresses, contact_persons and tds.webhook_events / the same time")
+        if budget:
+            stages = list(budget[0])
+            per = {n: statistics.median(b[n] for b in budget) for n in stages}
+            totals = [sum(b.values()) for b in budget]
+            ncpu = os.cpu_count() or 1
+            self.figure("webhook_cpu_us", "pipeline CPU per webhook applied, all stages", "us",
+                        totals, None, None,
+                        "CPU seconds of the ingress, processor, writer and every PostgreSQL "
+                        "process from wrk's start to the last commit / webhooks applied "
+                        "(medians: " + ", ".join(f"{n} {u:.1f} us" for n, u in per.items())
+                        + "); wrk's own CPU not counted")
+            self.figure("webhook_cpu_ceiling", f"pipeline ceiling on {ncpu} cores at that CPU",
+                        "webhooks/s", [ncpu * 1e6 / t for t in totals], None, None,
+                        f"{ncpu} cores / CPU per webhook: the most the whole pipeline could "
+                        "accept and apply on this machine with its CPU fully used and nothing "
+                        "left for the load generator")
 
     def check_wrk_span(self, db, out, tag):
         """accepted/s is wrk's count over wrk's duration: it is only true if the
@@ -1171,9 +1198,10 @@ class Bench:
             for p in list(self.procs):
                 self.stop(p)
             if self.args.pg_stats:
-                print("\nPostgreSQL statements by total time (ms, calls, ms/call, query):")
+                print("\nPostgreSQL statements by total time "
+                      "(ms, calls, ms/call, rows, us/row, query):")
                 for r in self.pg.top_statements():
-                    print("  %8d %8d %9s  %s" % r)
+                    print("  %8d %8d %9s %9d %7s  %s" % r)
             self.pg.stop(remove=not self.args.keep)
         self.report(m, time.monotonic() - t0)
         if not self.args.keep:
