@@ -7,6 +7,8 @@
 # connection pays for them); THREADS, TPC (thread per connection) pass through,
 # and so does any TDS_INGRESS_* setting in the environment (TDS_INGRESS_POLL=true,
 # TDS_INGRESS_PER_IP_LIMIT=...). Needs wrk and /usr/bin/python3 with zmq+msgpack.
+# With perf (and readable syscall tracepoints) it also prints the ingress's
+# system calls and context switches per webhook.
 set -eu
 BUILD=${1:?build dir}; SECS=${2:-10}; CONNS=${3:-64}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -41,12 +43,33 @@ time.sleep(3600)' "$HTTP" "$IDLE" &
 fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cpus"
 c0=$(cpu); n0=$(accepted)
+# With perf and readable syscall tracepoints: the ingress's system calls and
+# context switches over the run, per webhook (the kernel is most of its CPU).
+PERF=
+if command -v perf >/dev/null 2>&1 && perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
+  perf stat -x, -o "$W/perf.txt" -p "$ING" -e raw_syscalls:sys_enter,context-switches \
+    -e syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendmsg,syscalls:sys_enter_epoll_ctl \
+    -e syscalls:sys_enter_write,syscalls:sys_enter_futex -- sleep "$SECS" &
+  PERF=$!
+fi
 echo "== webhooks, max rate ($CONNS connections, ${SECS}s)"
 REQUESTS=$W/requests.txt wrk -t2 -c"$CONNS" -d"${SECS}s" -s "$HERE/webhooks.lua" \
   "http://127.0.0.1:$HTTP" | tail -2
 c1=$(cpu); n1=$(accepted)
 awk -v c="$(echo "$c1 - $c0" | bc -l)" -v n="$((n1 - n0))" \
   'BEGIN { printf "ingress cpu: %.2f s for %d webhooks = %.1f us each\n", c, n, c / n * 1e6 }'
+if [ -n "$PERF" ]; then
+  # perf's window is SECS from its start, wrk's starts after it reads the
+  # request file: the count covers most, not all, of the run, so it is
+  # divided by the responses sent (sendmsg, one per response) in that window.
+  wait "$PERF" || true
+  awk -F, '$1 ~ /^[0-9]+$/ { v[$3] = $1 } END {
+    n = v["syscalls:sys_enter_sendmsg"]; if (!n) exit
+    printf "ingress per webhook (perf, %d responses): %.2f system calls (recvfrom %.2f, epoll_ctl %.2f, write %.2f, futex %.2f), %.2f context switches\n",
+      n, v["raw_syscalls:sys_enter"] / n, v["syscalls:sys_enter_recvfrom"] / n,
+      v["syscalls:sys_enter_epoll_ctl"] / n, v["syscalls:sys_enter_write"] / n,
+      v["syscalls:sys_enter_futex"] / n, v["context-switches"] / n }' "$W/perf.txt"
+fi
 if [ -n "${HALF:-}" ]; then
   echo "== webhooks paced at ${HALF}/s in total ($CONNS connections, ${SECS}s)"
   RATE=$(( HALF / CONNS )) REQUESTS=$W/requests.txt wrk -t2 -c"$CONNS" -d"${SECS}s" \
