@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void test_parse_i64(void)
@@ -179,6 +180,53 @@ static void test_hex_uid(void)
     free(b);
 }
 
+static int cmp_str(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* Ids come from a per-thread pool of random bytes: many in a row (across
+ * several refills) are all different, and a forked child does not repeat the
+ * ids its parent goes on to make. */
+static void test_uid_pool(void)
+{
+    enum { N = 1000 };
+    char *ids[N];
+    int fds[2];
+    char child[64] = "";
+    char *parent;
+    pid_t pid;
+
+    for (int i = 0; i < N; i++) {
+        ids[i] = tds_uid("m");
+        T_TRUE(ids[i] != NULL);
+    }
+    qsort(ids, N, sizeof(ids[0]), cmp_str);
+    for (int i = 1; i < N; i++)
+        T_TRUE(strcmp(ids[i - 1], ids[i]) != 0);
+    for (int i = 0; i < N; i++)
+        free(ids[i]);
+
+    T_INT(pipe(fds), ==, 0);
+    fflush(NULL);
+    pid = fork();
+    T_TRUE(pid >= 0);
+    if (pid == 0) {
+        char *c = tds_uid("m");
+        ssize_t w = c ? write(fds[1], c, strlen(c)) : -1;
+
+        _exit(w > 0 ? 0 : 1);
+    }
+    close(fds[1]);
+    parent = tds_uid("m");
+    T_TRUE(read(fds[0], child, sizeof(child) - 1) > 0);
+    close(fds[0]);
+    T_INT(waitpid(pid, NULL, 0), ==, pid);
+    T_TRUE(parent != NULL);
+    T_TRUE(strcmp(parent, child) != 0);
+    free(parent);
+}
+
 static void test_buf(void)
 {
     struct tds_buf b = {.max = 10};
@@ -226,6 +274,7 @@ int main(void)
     T_RUN(test_utf8);
     T_RUN(test_ct_equal);
     T_RUN(test_hex_uid);
+    T_RUN(test_uid_pool);
     T_RUN(test_buf);
     T_RUN(test_clocks);
     return 0;
