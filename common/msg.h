@@ -111,6 +111,7 @@ struct tds_msg_rowset {
     struct tds_bytes *vals;
     size_t n_rows;
     size_t cap_rows;    /* builder bookkeeping */
+    bool cols_block;    /* builder: cols and their strings are one allocation */
 };
 
 /* A record the processor refused, kept in tds.rejected. */
