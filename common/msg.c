@@ -37,6 +37,7 @@ enum ftype {
     F_I64,     /* int64_t */
     F_BOOL,    /* bool */
     F_STRS,    /* char ** + size_t count: array of str */
+    F_COLS,    /* F_STRS of a rowset's cols: decoded into one block (cols_block) */
     F_RECORDS, /* struct tds_bytes * + size_t count: array of bin */
     F_KIND,    /* enum tds_rowset_kind as an integer */
     F_ROWS,    /* rowset values: array of arrays of str|nil, n_cols wide */
@@ -97,7 +98,7 @@ static const struct field page_fields[] = {
 static const struct field rowset_fields[] = {
     FLD(struct tds_msg_rowset, table, F_STR, true),
     FLD(struct tds_msg_rowset, kind, F_KIND, true),
-    ARR(struct tds_msg_rowset, cols, n_cols, F_STRS, true),
+    ARR(struct tds_msg_rowset, cols, n_cols, F_COLS, true),
     { "rows", 4, F_ROWS, true, offsetof(struct tds_msg_rowset, vals),
       offsetof(struct tds_msg_rowset, n_rows) },
 };
@@ -216,6 +217,16 @@ static void free_field(const struct field *f, void *base)
     case F_STRS:
         free_strs(*AT(base, f->off, char **), *AT(base, f->count_off, size_t));
         break;
+    case F_COLS: {
+        struct tds_msg_rowset *s = base;
+
+        if (s->cols_block)
+            free(s->cols); /* the names live in the array's block */
+        else
+            free_strs(s->cols, s->n_cols);
+        s->cols = NULL;
+        break;
+    }
     case F_RECORDS: {
         struct tds_bytes *v = *AT(base, f->off, struct tds_bytes *);
         size_t cnt = *AT(base, f->count_off, size_t);
@@ -229,16 +240,8 @@ static void free_field(const struct field *f, void *base)
         break;
     case F_SETS: {
         struct tds_msg_rows *r = base;
-        for (size_t i = 0; r->sets && i < r->n_sets; i++) {
-            struct tds_msg_rowset *s = &r->sets[i];
-
-            if (s->cols_block) {
-                /* names live in the array's own block (tds_msg_rows_add_set) */
-                free(s->cols);
-                s->cols = NULL;
-            }
-            free_fields(rowset_fields, NFIELDS(rowset_fields), s);
-        }
+        for (size_t i = 0; r->sets && i < r->n_sets; i++)
+            free_fields(rowset_fields, NFIELDS(rowset_fields), &r->sets[i]);
         free(r->sets);
         break;
     }
@@ -470,6 +473,47 @@ static int get_strs(const msgpack_object *o, char ***out, size_t *count)
     return 0;
 }
 
+/* A rowset's column names: the pointer array and the names in one block, as
+ * tds_msg_rows_add_set builds them (a rows message of items carries ~55). */
+static int get_cols(const msgpack_object *o, struct tds_msg_rowset *s)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return TDS_MSG_E_MALFORMED;
+    uint32_t n = o->via.array.size;
+    size_t total = (size_t)n * sizeof(*s->cols);
+    if (n == 0)
+        return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *e = &o->via.array.ptr[i];
+        const char *p;
+        size_t len;
+        if (!is_text(e))
+            return TDS_MSG_E_MALFORMED;
+        text_of(e, &p, &len);
+        if (len && memchr(p, '\0', len))
+            return TDS_MSG_E_MALFORMED;
+        total += len + 1; /* bounded by the frame, itself at most TDS_MSG_MAX_FRAME */
+    }
+    char **v = malloc(total);
+    if (!v)
+        return -ENOMEM;
+    char *q = (char *)(v + n);
+    for (uint32_t i = 0; i < n; i++) {
+        const char *p;
+        size_t len;
+        text_of(&o->via.array.ptr[i], &p, &len);
+        if (len)
+            memcpy(q, p, len);
+        q[len] = '\0';
+        v[i] = q;
+        q += len + 1;
+    }
+    s->cols = v;
+    s->n_cols = n;
+    s->cols_block = true;
+    return 0;
+}
+
 static int get_records(const msgpack_object *o, struct tds_bytes **out, size_t *count)
 {
     if (o->type != MSGPACK_OBJECT_ARRAY)
@@ -621,6 +665,8 @@ static int decode_field(const struct field *f, const msgpack_object *o, void *ba
     }
     case F_STRS:
         return get_strs(o, AT(base, f->off, char **), AT(base, f->count_off, size_t));
+    case F_COLS:
+        return get_cols(o, base);
     case F_RECORDS:
         return get_records(o, AT(base, f->off, struct tds_bytes *), AT(base, f->count_off, size_t));
     case F_ROWS:
@@ -807,7 +853,8 @@ static int measure_field(const struct field *f, const void *base, size_t *size)
                 return TDS_MSG_E_MALFORMED;
         }
         return 0;
-    case F_STRS: {
+    case F_STRS:
+    case F_COLS: {
         char *const *v = *CAT(base, f->off, char **);
         size_t n = *CAT(base, f->count_off, size_t);
         if ((rc = measure_array(n, size)))
@@ -950,7 +997,8 @@ static int pack_field(msgpack_packer *pk, const struct field *f, const void *bas
     case F_KIND:
         PK(msgpack_pack_int(pk, (int)*CAT(base, f->off, enum tds_rowset_kind)));
         return 0;
-    case F_STRS: {
+    case F_STRS:
+    case F_COLS: {
         char *const *v = *CAT(base, f->off, char **);
         size_t n = *CAT(base, f->count_off, size_t);
         PK(msgpack_pack_array(pk, n));
