@@ -44,6 +44,10 @@
 /* A table is analyzed once this session has written max(this, its row count
  * at the last analyze) rows into it: see tds_apply_maintain(). */
 #define ANALYZE_MIN_ROWS 1000
+/* Below ANALYZE_MIN_ROWS, the session's cached plans are reset before child
+ * rows are written each time the parent has doubled (from this many rows):
+ * see refresh_fk_plans(). */
+#define PLAN_RESET_MIN_ROWS 256
 /* A staging table is TRUNCATEd after a transaction once this many rows went
  * through it since the last time: DELETE leaves dead rows that only a
  * TRUNCATE (or VACUUM) gives back, and every scan of the table reads them. */
@@ -98,6 +102,9 @@ struct tds_apply {
      * table's row count then (pg_class.reltuples; 0 when never analyzed). */
     int64_t mods[TDS_APPLY_MAX_TABLES];
     double analyzed_rows[TDS_APPLY_MAX_TABLES];
+    /* Per parent table: its size as this session knew it when it last reset
+     * its cached plans (refresh_fk_plans()). */
+    double planned_rows[TDS_APPLY_MAX_TABLES];
     bool analyze_off;            /* ANALYZE refused (not the tables' owner) */
     /* The side connection ANALYZE runs on, the table it is analyzing (-1:
      * none), the rows that made it due, and when it started. */
@@ -332,6 +339,7 @@ static int read_row_counts(struct tds_apply *a, char *err, size_t errlen)
     for (size_t i = 0; i < tds_table_count(); i++) {
         a->mods[i] = 0;
         a->analyzed_rows[i] = 0;
+        a->planned_rows[i] = 0;
     }
     for (int k = 0; k < PQntuples(r); k++) {
         const struct tds_table *t = tds_table_find(PQgetvalue(r, k, 0));
@@ -347,6 +355,46 @@ static int read_row_counts(struct tds_apply *a, char *err, size_t errlen)
             a->analyze_off = true;
     }
     PQclear(r);
+    return 0;
+}
+
+/* The plans of the foreign-key checks while a parent table is still small.
+ * PostgreSQL plans such a check generically after its fifth run in a session
+ * and keeps that plan until the parent's statistics change. Planned while
+ * zoho.items held a handful of rows, every index on (org_id, ...) costs the
+ * same, and the check sometimes takes items_modified_time_idx: then each new
+ * item_stock row walks every item of its organization. One batch of 2,000
+ * new items after a few single-item ones paid that (9.5 million index
+ * entries read, PostgreSQL CPU per webhook 112-166 us instead of ~64 in
+ * about a third of fresh-database runs), and the ANALYZE that fixes it comes
+ * only after that batch commits. So before child rows are written, while the
+ * parent is below ANALYZE_MIN_ROWS at its last analyze, the session discards
+ * its cached plans each time the parent has doubled since the last discard
+ * (from PLAN_RESET_MIN_ROWS): the next checks are planned for the table as it
+ * is. A few times per table, never once the table is analyzed at size. */
+static int refresh_fk_plans(struct tds_apply *a, const struct tds_table *child,
+                            struct tds_apply_result *res)
+{
+    size_t p;
+    double known;
+    PGresult *r;
+
+    for (p = 0; p < tds_table_count(); p++)
+        if (strcmp(tds_table_at(p)->name, child->parent) == 0)
+            break;
+    if (p == tds_table_count())
+        return 0;
+    known = a->analyzed_rows[p] + (double)a->mods[p];
+    if (a->analyzed_rows[p] >= ANALYZE_MIN_ROWS || known < PLAN_RESET_MIN_ROWS ||
+        known < 2 * a->planned_rows[p])
+        return 0;
+    r = PQexec(a->conn, "DISCARD PLANS");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        return fail(a, r, res, "could not discard cached plans");
+    PQclear(r);
+    tds_debug("zoho.%s holds ~%.0f rows: cached plans discarded before writing zoho.%s",
+              child->parent, known, child->name);
+    a->planned_rows[p] = known;
     return 0;
 }
 
@@ -1026,7 +1074,8 @@ static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct 
     g->n_fast = 0;
     free(g->fresh);
     g->fresh = NULL;
-    if (sg->t->parent && (rc = children_direct(a, msgs, gs, n_groups, g, probe, res)) != 0)
+    if (sg->t->parent && ((rc = refresh_fk_plans(a, sg->t, res)) != 0 ||
+                          (rc = children_direct(a, msgs, gs, n_groups, g, probe, res)) != 0))
         return rc;
     if (!sg->t->parent && sg->kind != TDS_ROWS_DELETE && !g->dups && !a->no_fast &&
         g->n >= FAST_MIN_ROWS) {
@@ -1453,6 +1502,8 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
 
                     if (!c->parent || strcmp(c->parent, t->name) != 0)
                         continue;
+                    if ((rc = refresh_fk_plans(a, c, res)) != 0)
+                        return rc;
                     snprintf(name, sizeof(name), "cd_%zu", ci);
                     if ((rc = run_prepared(a, name, 2, keys, NULL, res,
                                            "could not replace child rows")) != 0)
