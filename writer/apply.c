@@ -365,7 +365,7 @@ static int read_row_counts(struct tds_apply *a, char *err, size_t errlen)
  * same, and the check sometimes takes items_modified_time_idx: then each new
  * item_stock row walks every item of its organization. One batch of 2,000
  * new items after a few single-item ones paid that (9.5 million index
- * entries read, PostgreSQL CPU per webhook 112-166 us instead of ~64 in
+ * entries read, PostgreSQL CPU per webhook 112-185 us instead of 62-84, in
  * about a third of fresh-database runs), and the ANALYZE that fixes it comes
  * only after that batch commits. So before child rows are written, while the
  * parent is below ANALYZE_MIN_ROWS at its last analyze, the session discards
