@@ -409,14 +409,22 @@ static char *dup_n(const char *p, size_t n)
 }
 
 /* A char * field: text without NUL bytes (a NUL would silently cut an id). */
+/* A str (or bin) with no NUL inside, as the F_STR fields take. */
+static int str_of(const msgpack_object *o, const char **p, size_t *n)
+{
+    if (!is_text(o))
+        return TDS_MSG_E_MALFORMED;
+    text_of(o, p, n);
+    if (*n && memchr(*p, '\0', *n))
+        return TDS_MSG_E_MALFORMED;
+    return 0;
+}
+
 static int get_str(const msgpack_object *o, char **out)
 {
     const char *p;
     size_t n;
-    if (!is_text(o))
-        return TDS_MSG_E_MALFORMED;
-    text_of(o, &p, &n);
-    if (n && memchr(p, '\0', n))
+    if (str_of(o, &p, &n))
         return TDS_MSG_E_MALFORMED;
     if (!(*out = dup_n(p, n)))
         return -ENOMEM;
@@ -484,13 +492,9 @@ static int get_cols(const msgpack_object *o, struct tds_msg_rowset *s)
     if (n == 0)
         return 0;
     for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object *e = &o->via.array.ptr[i];
         const char *p;
         size_t len;
-        if (!is_text(e))
-            return TDS_MSG_E_MALFORMED;
-        text_of(e, &p, &len);
-        if (len && memchr(p, '\0', len))
+        if (str_of(&o->via.array.ptr[i], &p, &len))
             return TDS_MSG_E_MALFORMED;
         total += len + 1; /* bounded by the frame, itself at most TDS_MSG_MAX_FRAME */
     }
@@ -1179,22 +1183,23 @@ struct tds_msg_rowset *tds_msg_rows_add_set(struct tds_msg_rows *r, const char *
         /* The pointer array and the names in one allocation: the processor
          * adds a set of ~40 columns per record, and a malloc per name was
          * most of its allocations. */
-        size_t total = 0;
+        size_t total;
         char *p;
 
-        if (n_cols > SIZE_MAX / sizeof(*s.cols) / 2)
+        if (n_cols > SIZE_MAX / sizeof(*s.cols))
             goto fail;
+        total = n_cols * sizeof(*s.cols);
         for (size_t i = 0; i < n_cols; i++) {
             size_t l;
 
             if (!cols[i])
                 goto fail;
             l = strlen(cols[i]) + 1;
-            if (l > SIZE_MAX - total - n_cols * sizeof(*s.cols))
+            if (l > SIZE_MAX - total)
                 goto fail;
             total += l;
         }
-        s.cols = malloc(n_cols * sizeof(*s.cols) + total);
+        s.cols = malloc(total);
         if (!s.cols)
             goto fail;
         s.cols_block = true;

@@ -358,6 +358,14 @@ static int read_row_counts(struct tds_apply *a, char *err, size_t errlen)
     return 0;
 }
 
+static size_t table_index(const struct tds_table *t)
+{
+    for (size_t i = 0; i < tds_table_count(); i++)
+        if (tds_table_at(i) == t)
+            return i;
+    return 0;
+}
+
 /* The plans of the foreign-key checks while a parent table is still small.
  * PostgreSQL plans such a check generically after its fifth run in a session
  * and keeps that plan until the parent's statistics change. Planned while
@@ -375,15 +383,14 @@ static int read_row_counts(struct tds_apply *a, char *err, size_t errlen)
 static int refresh_fk_plans(struct tds_apply *a, const struct tds_table *child,
                             struct tds_apply_result *res)
 {
+    const struct tds_table *parent = tds_table_find(child->parent);
     size_t p;
     double known;
     PGresult *r;
 
-    for (p = 0; p < tds_table_count(); p++)
-        if (strcmp(tds_table_at(p)->name, child->parent) == 0)
-            break;
-    if (p == tds_table_count())
+    if (!parent)
         return 0;
+    p = table_index(parent);
     known = a->analyzed_rows[p] + (double)a->mods[p];
     if (a->analyzed_rows[p] >= ANALYZE_MIN_ROWS || known < PLAN_RESET_MIN_ROWS ||
         known < 2 * a->planned_rows[p])
@@ -564,14 +571,6 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
 fail:
     tds_apply_disconnect(a);
     return rc;
-}
-
-static size_t table_index(const struct tds_table *t)
-{
-    for (size_t i = 0; i < tds_table_count(); i++)
-        if (tds_table_at(i) == t)
-            return i;
-    return 0;
 }
 
 static bool same_cols(const struct sig *g, char *const *cols, size_t n)
