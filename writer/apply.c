@@ -111,6 +111,14 @@ struct tds_apply {
     PGconn *an_conn;
     int an_table;
     int64_t an_rows, an_t0;
+    /* The transaction's BEGIN has gone out (it travels with the first
+     * statement, exec_in_txn() and run_prepared()). */
+    bool begun;
+    /* In pipeline mode: run_prepared() sends and pipe_finish() reads the
+     * answers; pipe_what[i] names statement i for an error. */
+    bool piped;
+    const char **pipe_what;
+    size_t n_pipe, cap_pipe;
 };
 
 static const char *const SQL_WEBHOOK =
@@ -253,6 +261,7 @@ struct tds_apply *tds_apply_free(struct tds_apply *a)
     tds_notify_free(a->notify);
     if (a->an_conn)
         PQfinish(a->an_conn);
+    free(a->pipe_what);
     free(a->conninfo);
     free(a);
     return NULL;
@@ -274,6 +283,130 @@ static bool has_children(const struct tds_table *t)
             return true;
     }
     return false;
+}
+
+/* ---- round trips ----
+ *
+ * Each statement the writer waits for costs a round trip to PostgreSQL: on
+ * one machine ~0.1 ms, across a network to a managed database often more
+ * than the statement itself. Statements that need no answer before the next
+ * one share a round trip: BEGIN rides with the transaction's first statement,
+ * and the meta statements, the staging DELETEs and COMMIT go out as one
+ * pipeline (libpq's pipeline mode; COPY cannot join one). */
+
+/* sql, with BEGIN in front when the transaction has not begun. A simple
+ * query of several statements stops at the first error, and PQexec returns
+ * at a COPY's start, so the caller sees what it would without the BEGIN. */
+static PGresult *exec_in_txn(struct tds_apply *a, const char *sql)
+{
+    size_t len = strlen(sql);
+    PGresult *r;
+    char *s;
+
+    if (a->begun)
+        return PQexec(a->conn, sql);
+    if (!(s = malloc(len + 7)))
+        return NULL;
+    memcpy(s, "BEGIN;", 6);
+    memcpy(s + 6, sql, len + 1);
+    a->begun = true;
+    r = PQexec(a->conn, s);
+    free(s);
+    return r;
+}
+
+static int pipe_start(struct tds_apply *a, struct tds_apply_result *res)
+{
+    a->n_pipe = 0;
+    if (PQenterPipelineMode(a->conn) != 1)
+        return fail(a, NULL, res, "could not enter pipeline mode");
+    a->piped = true;
+    return 0;
+}
+
+/* Queue a prepared statement (name) or a statement without parameters. */
+static int pipe_send(struct tds_apply *a, const char *name, const char *sql, int n,
+                     const char *const *vals, const char *what, struct tds_apply_result *res)
+{
+    int ok;
+
+    if (a->n_pipe == a->cap_pipe) {
+        size_t cap = a->cap_pipe ? a->cap_pipe * 2 : 16;
+        const char **p = realloc(a->pipe_what, cap * sizeof(*p));
+
+        if (!p)
+            return -ENOMEM;
+        a->pipe_what = p;
+        a->cap_pipe = cap;
+    }
+    ok = name ? PQsendQueryPrepared(a->conn, name, n, vals, NULL, NULL, 0)
+              : PQsendQueryParams(a->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+    if (ok != 1)
+        return fail(a, NULL, res, what);
+    a->pipe_what[a->n_pipe++] = what;
+    return 0;
+}
+
+/* Send the pipeline and read every answer; always leaves pipeline mode. rc:
+ * an error met while queueing (returned as is, the answers only drained).
+ * Else the first statement's error, or 0 with *last (if asked) holding the
+ * last statement's result. A statement after a failed one is skipped by
+ * the server, and the transaction is left for the caller to roll back. */
+static int pipe_finish(struct tds_apply *a, int rc, PGresult **last, struct tds_apply_result *res)
+{
+    PGresult *r, *err = NULL;
+    const char *what = "could not run a pipeline";
+    bool ok = PQpipelineSync(a->conn) == 1;
+
+    for (size_t i = 0; ok && i < a->n_pipe; i++) {
+        ExecStatusType st;
+
+        if (!(r = PQgetResult(a->conn))) {
+            ok = false;
+            break;
+        }
+        st = PQresultStatus(r);
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            if (last && i + 1 == a->n_pipe && !err)
+                *last = r;
+            else
+                PQclear(r);
+        } else if (!err && st != PGRES_PIPELINE_ABORTED) {
+            err = r;
+            what = a->pipe_what[i];
+        } else {
+            PQclear(r);
+        }
+        /* each statement's answers end with a NULL */
+        while ((r = PQgetResult(a->conn)))
+            PQclear(r);
+    }
+    if (ok) {
+        r = PQgetResult(a->conn);
+        ok = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        PQclear(r);
+    }
+    a->piped = false;
+    a->n_pipe = 0;
+    if (PQexitPipelineMode(a->conn) != 1)
+        ok = false;
+    if ((rc != 0 || err || !ok) && last && *last) {
+        PQclear(*last);
+        *last = NULL;
+    }
+    if (!ok) {
+        /* Answers missing, or stuck in pipeline mode: the connection is of
+         * no further use. */
+        PQclear(err);
+        if (rc == 0)
+            fail(a, NULL, res, what);
+        return TDS_APPLY_E_CONN;
+    }
+    if (rc != 0) {
+        PQclear(err);
+        return rc;
+    }
+    return err ? fail(a, err, res, what) : 0;
 }
 
 static int exec_ok(struct tds_apply *a, const char *sql, char *err, size_t errlen)
@@ -395,7 +528,7 @@ static int refresh_fk_plans(struct tds_apply *a, const struct tds_table *child,
     if (a->analyzed_rows[p] >= ANALYZE_MIN_ROWS || known < PLAN_RESET_MIN_ROWS ||
         known < 2 * a->planned_rows[p])
         return 0;
-    r = PQexec(a->conn, "DISCARD PLANS");
+    r = exec_in_txn(a, "DISCARD PLANS");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         return fail(a, r, res, "could not discard cached plans");
     PQclear(r);
@@ -772,7 +905,7 @@ static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *cons
     char head[32];
     int rc = 0;
 
-    r = PQexec(a->conn, sql);
+    r = exec_in_txn(a, sql);
     if (PQresultStatus(r) != PGRES_COPY_IN)
         return fail(a, r, res, "could not start COPY");
     PQclear(r);
@@ -1104,8 +1237,25 @@ static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct 
 static int run_prepared(struct tds_apply *a, const char *name, int n, const char *const *vals,
                         PGresult **out, struct tds_apply_result *res, const char *what)
 {
-    PGresult *r = PQexecPrepared(a->conn, name, n, vals, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
+    PGresult *r;
+    ExecStatusType st;
+    int rc;
+
+    if (a->piped) /* an answer to wait for: not here */
+        return out ? -EINVAL : pipe_send(a, name, NULL, n, vals, what, res);
+    if (!a->begun) {
+        a->begun = true;
+        rc = pipe_start(a, res);
+        if (rc == 0)
+            rc = pipe_send(a, NULL, "BEGIN", 0, NULL, "could not begin", res);
+        if (rc == 0)
+            rc = pipe_send(a, name, NULL, n, vals, what, res);
+        if (out)
+            *out = NULL;
+        return rc == 0 || a->piped ? pipe_finish(a, rc, out, res) : rc;
+    }
+    r = PQexecPrepared(a->conn, name, n, vals, NULL, NULL, 0);
+    st = PQresultStatus(r);
 
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
         return fail(a, r, res, what);
@@ -1401,28 +1551,37 @@ static int meta_notify(struct tds_apply *a, struct tds_apply_result *res)
     return rc;
 }
 
-/* ---- staging upkeep ---- */
+/* ---- the end of a transaction; staging upkeep ---- */
 
-/* Empty the staging tables this transaction filled and COMMIT, in one round
- * trip (a simple query of several statements stops at the first error, and
- * the caller then rolls back). */
-static int clear_and_commit(struct tds_apply *a, const struct group *gs, size_t n_groups,
-                            struct tds_apply_result *res)
+/* The meta statements, the DELETEs that empty the staging tables this
+ * transaction filled, and COMMIT: one pipeline, one round trip. After a
+ * failed statement the server skips the rest, COMMIT included, and the
+ * caller rolls back. */
+static int finish_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
+                      const struct group *gs, size_t n_groups, struct tds_apply_result *res)
 {
-    PGresult *r;
-    int rc = 0;
+    char sql[64];
+    int rc = pipe_start(a, res);
 
-    tds_buf_reset(&a->buf);
-    for (size_t i = 0; i < n_groups && rc == 0; i++)
-        if (gs[i].n_stage > 0)
-            rc = tds_buf_addf(&a->buf, "DELETE FROM %s;", a->sigs[gs[i].sig].stg);
-    if (rc != 0 || tds_buf_add(&a->buf, "COMMIT", 7) != 0)
-        return -ENOMEM;
-    r = PQexec(a->conn, a->buf.p);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        return fail(a, r, res, "could not empty the staging tables and commit");
-    PQclear(r);
-    return 0;
+    if (rc != 0)
+        return rc;
+    if (!a->begun) {
+        a->begun = true;
+        rc = pipe_send(a, NULL, "BEGIN", 0, NULL, "could not begin", res);
+    }
+    if (rc == 0 && (rc = meta_webhooks(a, msgs, n, res)) == 0 &&
+        (rc = meta_rejects(a, msgs, n, res)) == 0 && (rc = meta_runs(a, msgs, n, res)) == 0 &&
+        (rc = meta_finals(a, msgs, n, res)) == 0)
+        rc = meta_notify(a, res);
+    for (size_t i = 0; i < n_groups && rc == 0; i++) {
+        if (gs[i].n_stage == 0)
+            continue;
+        snprintf(sql, sizeof(sql), "DELETE FROM %s", a->sigs[gs[i].sig].stg);
+        rc = pipe_send(a, NULL, sql, 0, NULL, "could not empty a staging table", res);
+    }
+    if (rc == 0)
+        rc = pipe_send(a, NULL, "COMMIT", 0, NULL, "could not commit", res);
+    return pipe_finish(a, rc, NULL, res);
 }
 
 /* Between transactions: TRUNCATE the staging tables whose dead rows add up.
@@ -1461,10 +1620,7 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
     PGresult *r;
     int rc;
 
-    r = PQexec(a->conn, "BEGIN");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        return fail(a, r, res, "could not begin");
-    PQclear(r);
+    a->begun = false; /* BEGIN goes out with the first statement */
     for (size_t i = 0; i < n_groups; i++)
         if ((rc = copy_group(a, msgs, gs, n_groups, &gs[i], probe, res)) != 0)
             return rc;
@@ -1524,13 +1680,10 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
             }
         }
     }
-    if (!probe) {
-        if ((rc = meta_webhooks(a, msgs, n, res)) != 0 || (rc = meta_rejects(a, msgs, n, res)) != 0 ||
-            (rc = meta_runs(a, msgs, n, res)) != 0 || (rc = meta_finals(a, msgs, n, res)) != 0 ||
-            (rc = meta_notify(a, res)) != 0)
-            return rc;
-        return clear_and_commit(a, gs, n_groups, res);
-    }
+    if (!probe)
+        return finish_txn(a, msgs, n, gs, n_groups, res);
+    if (!a->begun)
+        return 0; /* nothing was sent */
     r = PQexec(a->conn, "ROLLBACK");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         return fail(a, r, res, "could not roll back");
