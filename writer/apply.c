@@ -81,6 +81,15 @@ struct group {
     bool dups;
 };
 
+/* A statement in a pipeline: what failed if it fails; for a child table's
+ * insert, the table whose rows it counts into the result (and into mods). */
+struct pipe_stmt {
+    const char *what;
+    const struct tds_table *child;
+    size_t tidx;
+    bool mods;
+};
+
 struct tds_apply {
     char *conninfo;
     PGconn *conn;
@@ -115,9 +124,9 @@ struct tds_apply {
      * statement, exec_in_txn() and run_prepared()). */
     bool begun;
     /* In pipeline mode: run_prepared() sends and pipe_finish() reads the
-     * answers; pipe_what[i] names statement i for an error. */
+     * answers (struct pipe_stmt, one per statement sent). */
     bool piped;
-    const char **pipe_what;
+    struct pipe_stmt *pipe;
     size_t n_pipe, cap_pipe;
 };
 
@@ -261,7 +270,7 @@ struct tds_apply *tds_apply_free(struct tds_apply *a)
     tds_notify_free(a->notify);
     if (a->an_conn)
         PQfinish(a->an_conn);
-    free(a->pipe_what);
+    free(a->pipe);
     free(a->conninfo);
     free(a);
     return NULL;
@@ -324,27 +333,34 @@ static int pipe_start(struct tds_apply *a, struct tds_apply_result *res)
     return 0;
 }
 
-/* Queue a prepared statement (name) or a statement without parameters. */
-static int pipe_send(struct tds_apply *a, const char *name, const char *sql, int n,
-                     const char *const *vals, const char *what, struct tds_apply_result *res)
+/* Queue a prepared statement (name) or a statement without parameters;
+ * st says what it is (st.what must outlive the pipeline). */
+static int pipe_queue(struct tds_apply *a, const char *name, const char *sql, int n,
+                      const char *const *vals, struct pipe_stmt st, struct tds_apply_result *res)
 {
     int ok;
 
     if (a->n_pipe == a->cap_pipe) {
         size_t cap = a->cap_pipe ? a->cap_pipe * 2 : 16;
-        const char **p = realloc(a->pipe_what, cap * sizeof(*p));
+        struct pipe_stmt *p = realloc(a->pipe, cap * sizeof(*p));
 
         if (!p)
             return -ENOMEM;
-        a->pipe_what = p;
+        a->pipe = p;
         a->cap_pipe = cap;
     }
     ok = name ? PQsendQueryPrepared(a->conn, name, n, vals, NULL, NULL, 0)
               : PQsendQueryParams(a->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
     if (ok != 1)
-        return fail(a, NULL, res, what);
-    a->pipe_what[a->n_pipe++] = what;
+        return fail(a, NULL, res, st.what);
+    a->pipe[a->n_pipe++] = st;
     return 0;
+}
+
+static int pipe_send(struct tds_apply *a, const char *name, const char *sql, int n,
+                     const char *const *vals, const char *what, struct tds_apply_result *res)
+{
+    return pipe_queue(a, name, sql, n, vals, (struct pipe_stmt){.what = what}, res);
 }
 
 /* Send the pipeline and read every answer; always leaves pipeline mode. rc:
@@ -356,6 +372,7 @@ static int pipe_finish(struct tds_apply *a, int rc, PGresult **last, struct tds_
 {
     PGresult *r, *err = NULL;
     const char *what = "could not run a pipeline";
+    char child_what[96];
     bool ok = PQpipelineSync(a->conn) == 1;
 
     for (size_t i = 0; ok && i < a->n_pipe; i++) {
@@ -367,13 +384,27 @@ static int pipe_finish(struct tds_apply *a, int rc, PGresult **last, struct tds_
         }
         st = PQresultStatus(r);
         if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            const struct pipe_stmt *ps = &a->pipe[i];
+
+            if (ps->child) {
+                long long n = strtoll(PQcmdTuples(r), NULL, 10);
+
+                res->child_rows += n;
+                if (ps->mods)
+                    a->mods[ps->tidx] += n;
+            }
             if (last && i + 1 == a->n_pipe && !err)
                 *last = r;
             else
                 PQclear(r);
         } else if (!err && st != PGRES_PIPELINE_ABORTED) {
             err = r;
-            what = a->pipe_what[i];
+            what = a->pipe[i].what;
+            if (a->pipe[i].child) {
+                snprintf(child_what, sizeof(child_what), "could not write zoho.%s rows",
+                         a->pipe[i].child->name);
+                what = child_what;
+            }
         } else {
             PQclear(r);
         }
@@ -1277,6 +1308,11 @@ static int run_upsert(struct tds_apply *a, const struct sig *sg, const struct gr
 
     if (g->n_stage == 0)
         return 0;
+    if (a->piped && sg->t->parent) /* counted when its answer is read */
+        return pipe_queue(a, sg->upsert, NULL, 3, keys,
+                          (struct pipe_stmt){.what = "could not write child rows", .child = sg->t,
+                                             .tidx = sg->tidx, .mods = !probe},
+                          res);
     snprintf(what, sizeof(what), "could not write zoho.%s rows", sg->t->name);
     if (g->dups && (rc = run_prepared(a, sg->collapse, 0, NULL, NULL, res, what)) != 0)
         return rc;
@@ -1653,21 +1689,29 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
                 }
                 for (size_t ci = 0; ci < tds_table_count(); ci++) {
                     const struct tds_table *c = tds_table_at(ci);
+
+                    if (c->parent && strcmp(c->parent, t->name) == 0 &&
+                        (rc = refresh_fk_plans(a, c, res)) != 0)
+                        return rc;
+                }
+                /* Each child table's DELETE, then its inserts, all child
+                 * tables of t in one pipeline: none needs another's answer. */
+                if ((rc = pipe_start(a, res)) != 0)
+                    return rc;
+                for (size_t ci = 0; ci < tds_table_count() && rc == 0; ci++) {
+                    const struct tds_table *c = tds_table_at(ci);
                     char name[32];
 
                     if (!c->parent || strcmp(c->parent, t->name) != 0)
                         continue;
-                    if ((rc = refresh_fk_plans(a, c, res)) != 0)
-                        return rc;
                     snprintf(name, sizeof(name), "cd_%zu", ci);
-                    if ((rc = run_prepared(a, name, 2, keys, NULL, res,
-                                           "could not replace child rows")) != 0)
-                        return rc;
-                    for (size_t i = 0; i < n_groups; i++)
-                        if (a->sigs[gs[i].sig].t == c &&
-                            (rc = run_upsert(a, &a->sigs[gs[i].sig], &gs[i], keys, res, probe)) != 0)
-                            return rc;
+                    rc = run_prepared(a, name, 2, keys, NULL, res, "could not replace child rows");
+                    for (size_t i = 0; i < n_groups && rc == 0; i++)
+                        if (a->sigs[gs[i].sig].t == c)
+                            rc = run_upsert(a, &a->sigs[gs[i].sig], &gs[i], keys, res, probe);
                 }
+                if ((rc = pipe_finish(a, rc, NULL, res)) != 0)
+                    return rc;
                 continue;
             }
             for (size_t i = 0; i < n_groups; i++) {

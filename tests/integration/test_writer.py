@@ -617,28 +617,34 @@ def test_webhook_events_recorded_once(writer, db):
         [("abc", ORG, "items", "5", 1767600000)]
 
 
-def test_a_failure_in_the_commit_pipeline_rolls_back_the_batch(writer, db):
-    # The meta statements, the staging DELETEs and COMMIT go out as one
-    # pipeline. One of them failing must undo the batch's rows too, ack
-    # nothing, and leave the connection fit for the retry.
-    db.execute("""
-        CREATE TABLE public.refuse_events (id int);
-        INSERT INTO public.refuse_events VALUES (1);
-        CREATE FUNCTION public.refuse_event() RETURNS trigger LANGUAGE plpgsql AS $$
+@pytest.mark.parametrize("table,logged", [
+    ("tds.webhook_events", "could not record webhook events"),
+    ("zoho.item_stock", "could not write zoho.item_stock rows"),
+])
+def test_a_failure_inside_a_pipeline_rolls_back_the_batch(writer, db, table, logged):
+    # Statements that need no answer before the next go out as one libpq
+    # pipeline: a parent's child DELETEs and inserts, and the meta statements
+    # with the staging DELETEs and COMMIT. One of them failing must undo the
+    # whole batch, ack nothing, and leave the session fit for the retry.
+    db.execute(f"""
+        CREATE TABLE public.refuse (id int);
+        INSERT INTO public.refuse VALUES (1);
+        CREATE FUNCTION public.refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF EXISTS (SELECT 1 FROM public.refuse_events) THEN
-                RAISE EXCEPTION 'event refused by the test';
+            IF EXISTS (SELECT 1 FROM public.refuse) THEN
+                RAISE EXCEPTION 'row refused by the test';
             END IF;
             RETURN NEW;
         END $$;
-        CREATE TRIGGER refuse BEFORE INSERT ON tds.webhook_events
-            FOR EACH ROW EXECUTE FUNCTION public.refuse_event();""")
+        CREATE TRIGGER refuse BEFORE INSERT ON {table}
+            FOR EACH ROW EXECUTE FUNCTION public.refuse_row();""")
     src, f = rows_msg(ORG, items_sets([item(ORG, "77", ts(1), "held",
                                             stock=[("w1", "3"), ("w2", "4")])]),
                       mode="webhook", src="ev-refused")
     writer.send(f)
-    wait_until(lambda: "event refused by the test" in writer.proc.stderr_text(), 10,
+    wait_until(lambda: "row refused by the test" in writer.proc.stderr_text(), 10,
                "the writer to log the refused batch")
+    assert logged in writer.proc.stderr_text()
     t0 = time.monotonic()
     while time.monotonic() - t0 < 1.0:
         writer.poll_acks(100)
@@ -646,15 +652,17 @@ def test_a_failure_in_the_commit_pipeline_rolls_back_the_batch(writer, db):
     assert db.query("SELECT count(*) FROM zoho.items") == [(0,)]
     assert db.query("SELECT count(*) FROM zoho.item_stock") == [(0,)]
     assert db.query("SELECT count(*) FROM tds.webhook_events") == [(0,)]
-    db.execute("DELETE FROM public.refuse_events")
+    db.execute("DELETE FROM public.refuse")
     writer.wait_acked([src])
     assert db.query("SELECT name FROM zoho.items WHERE item_id = '77'") == [("held",)]
-    assert db.query("SELECT count(*) FROM zoho.item_stock WHERE item_id = '77'") == [(2,)]
+    assert stock_of(db, "77") == [("w1", "3"), ("w2", "4")]
     assert db.query("SELECT event_id FROM tds.webhook_events") == [("refused",)]
-    # The same session carries on: no reconnect, the next batch lands.
-    src2, f2 = rows_msg(ORG, items_sets([item(ORG, "78", ts(2), "next")]))
+    # The same session carries on: no reconnect; a newer version replaces the
+    # stock rows through the same pipeline.
+    src2, f2 = rows_msg(ORG, items_sets([item(ORG, "77", ts(2), "next", stock=[("w2", "5")])]))
     writer.send(f2)
     writer.wait_acked([src2])
+    assert stock_of(db, "77") == [("w2", "5")]
     assert writer.proc.metric("tds_writer_reconnects_total") == 0
 
 
