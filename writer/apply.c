@@ -324,15 +324,6 @@ static PGresult *exec_in_txn(struct tds_apply *a, const char *sql)
     return r;
 }
 
-static int pipe_start(struct tds_apply *a, struct tds_apply_result *res)
-{
-    a->n_pipe = 0;
-    if (PQenterPipelineMode(a->conn) != 1)
-        return fail(a, NULL, res, "could not enter pipeline mode");
-    a->piped = true;
-    return 0;
-}
-
 /* Queue a prepared statement (name) or a statement without parameters;
  * st says what it is (st.what must outlive the pipeline). */
 static int pipe_queue(struct tds_apply *a, const char *name, const char *sql, int n,
@@ -361,6 +352,20 @@ static int pipe_send(struct tds_apply *a, const char *name, const char *sql, int
                      const char *const *vals, const char *what, struct tds_apply_result *res)
 {
     return pipe_queue(a, name, sql, n, vals, (struct pipe_stmt){.what = what}, res);
+}
+
+/* Enter pipeline mode; the transaction's BEGIN leads if it has not gone out.
+ * On an error the caller still calls pipe_finish() once a->piped is set. */
+static int pipe_start(struct tds_apply *a, struct tds_apply_result *res)
+{
+    a->n_pipe = 0;
+    if (PQenterPipelineMode(a->conn) != 1)
+        return fail(a, NULL, res, "could not enter pipeline mode");
+    a->piped = true;
+    if (a->begun)
+        return 0;
+    a->begun = true;
+    return pipe_send(a, NULL, "BEGIN", 0, NULL, "could not begin", res);
 }
 
 /* Send the pipeline and read every answer; always leaves pipeline mode. rc:
@@ -1275,15 +1280,12 @@ static int run_prepared(struct tds_apply *a, const char *name, int n, const char
     if (a->piped) /* an answer to wait for: not here */
         return out ? -EINVAL : pipe_send(a, name, NULL, n, vals, what, res);
     if (!a->begun) {
-        a->begun = true;
         rc = pipe_start(a, res);
-        if (rc == 0)
-            rc = pipe_send(a, NULL, "BEGIN", 0, NULL, "could not begin", res);
         if (rc == 0)
             rc = pipe_send(a, name, NULL, n, vals, what, res);
         if (out)
             *out = NULL;
-        return rc == 0 || a->piped ? pipe_finish(a, rc, out, res) : rc;
+        return a->piped ? pipe_finish(a, rc, out, res) : rc;
     }
     r = PQexecPrepared(a->conn, name, n, vals, NULL, NULL, 0);
     st = PQresultStatus(r);
@@ -1599,12 +1601,8 @@ static int finish_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t 
     char sql[64];
     int rc = pipe_start(a, res);
 
-    if (rc != 0)
+    if (rc != 0 && !a->piped)
         return rc;
-    if (!a->begun) {
-        a->begun = true;
-        rc = pipe_send(a, NULL, "BEGIN", 0, NULL, "could not begin", res);
-    }
     if (rc == 0 && (rc = meta_webhooks(a, msgs, n, res)) == 0 &&
         (rc = meta_rejects(a, msgs, n, res)) == 0 && (rc = meta_runs(a, msgs, n, res)) == 0 &&
         (rc = meta_finals(a, msgs, n, res)) == 0)
@@ -1696,7 +1694,7 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
                 }
                 /* Each child table's DELETE, then its inserts, all child
                  * tables of t in one pipeline: none needs another's answer. */
-                if ((rc = pipe_start(a, res)) != 0)
+                if ((rc = pipe_start(a, res)) != 0 && !a->piped)
                     return rc;
                 for (size_t ci = 0; ci < tds_table_count() && rc == 0; ci++) {
                     const struct tds_table *c = tds_table_at(ci);
