@@ -1,9 +1,10 @@
 /* apply — one writer session on PostgreSQL and one batch per transaction.
  *
- * Statement order inside a transaction is fixed: staging COPYs, then for each
- * top-level table in registry order its DETAIL upserts, the replacement of
- * its children, its LIST upserts and its deletes; then the meta statements
- * and NOTIFY. Rows are COPYed sorted by (org_id, id), so every writer takes
+ * Statement order inside a transaction is fixed: staging (COPY, or an INSERT
+ * of arrays for a small group), then for each top-level table in registry
+ * order its DETAIL upserts, the replacement of its children, its LIST upserts
+ * and its deletes; then the meta statements and NOTIFY. Rows are staged
+ * sorted by (org_id, id), so every writer takes
  * row locks in the same order and two writers on overlapping batches wait
  * for each other instead of deadlocking (a rare deadlock across tables is
  * still retried by the caller).
@@ -40,6 +41,9 @@
 /* Groups at least this big check which keys exist and COPY new rows straight
  * into the table; smaller ones are not worth the extra round trip. */
 #define FAST_MIN_ROWS 64
+/* Groups smaller than this are staged by a prepared INSERT of arrays, which
+ * rides in the pipeline with the upsert after it; bigger ones by COPY. */
+#define ARRAY_MAX_ROWS 64
 #define FAST_SKIP_BATCHES 8
 /* A table is analyzed once this session has written max(this, its row count
  * at the last analyze) rows into it: see tds_apply_maintain(). */
@@ -61,7 +65,7 @@ struct sig {
     char **cols;
     size_t n_cols;
     char stg[24];
-    char upsert[24], collapse[24];
+    char upsert[24], collapse[24], stage_ins[24];
     size_t dead;                 /* rows staged since the last TRUNCATE */
 };
 
@@ -102,6 +106,11 @@ struct tds_apply {
      * deleted and whose staged child rows of that version are inserted */
     struct tds_buf wkeys[3];
     size_t n_wkeys;
+    /* A small group's staging rows as array literals, one per column
+     * (_m, _r, _o, then the set's columns): stage_arrays(). */
+    struct tds_buf *abuf;
+    const char **avals;
+    size_t n_abuf;
     struct tds_notify *notify;
     bool no_fast;                /* a fast COPY met a concurrent insert: upsert only, once */
     /* Per table: batches to go without the fast path, after a lookup found
@@ -253,6 +262,8 @@ void tds_apply_disconnect(struct tds_apply *a)
     if (a->conn)
         PQfinish(a->conn);
     a->conn = NULL;
+    a->piped = false;
+    a->n_pipe = 0;
     forget_session(a);
 }
 
@@ -267,6 +278,10 @@ struct tds_apply *tds_apply_free(struct tds_apply *a)
         tds_buf_deinit(&a->wkeys[k]);
     for (size_t i = 0; i < META_PARAMS; i++)
         tds_buf_deinit(&a->params[i]);
+    for (size_t i = 0; i < a->n_abuf; i++)
+        tds_buf_deinit(&a->abuf[i]);
+    free(a->abuf);
+    free(a->avals);
     tds_notify_free(a->notify);
     if (a->an_conn)
         PQfinish(a->an_conn);
@@ -298,10 +313,13 @@ static bool has_children(const struct tds_table *t)
  *
  * Each statement the writer waits for costs a round trip to PostgreSQL: on
  * one machine ~0.1 ms, across a network to a managed database often more
- * than the statement itself. Statements that need no answer before the next
- * one share a round trip: BEGIN rides with the transaction's first statement,
- * and the meta statements, the staging DELETEs and COMMIT go out as one
- * pipeline (libpq's pipeline mode; COPY cannot join one). */
+ * than the statement itself. So a statement whose answer is not needed
+ * before the next one is only queued in a libpq pipeline: BEGIN, a small
+ * group's staging INSERT, the collapse of duplicates, the child DELETEs and
+ * inserts, the meta statements, the staging DELETEs. They go out with the
+ * next statement whose answer is needed — an upsert's RETURNING, the
+ * fast path's lookup — or with COMMIT, and their answers are read then
+ * (pipe_finish). A COPY cannot join a pipeline: the queue is sent first. */
 
 /* sql, with BEGIN in front when the transaction has not begun. A simple
  * query of several statements stops at the first error, and PQexec returns
@@ -354,10 +372,13 @@ static int pipe_send(struct tds_apply *a, const char *name, const char *sql, int
     return pipe_queue(a, name, sql, n, vals, (struct pipe_stmt){.what = what}, res);
 }
 
-/* Enter pipeline mode; the transaction's BEGIN leads if it has not gone out.
- * On an error the caller still calls pipe_finish() once a->piped is set. */
+/* Enter pipeline mode unless in it; the transaction's BEGIN leads if it has
+ * not gone out. On an error the caller still calls pipe_finish() once
+ * a->piped is set (tds_apply_run() does for whatever is left queued). */
 static int pipe_start(struct tds_apply *a, struct tds_apply_result *res)
 {
+    if (a->piped)
+        return 0;
     a->n_pipe = 0;
     if (PQenterPipelineMode(a->conn) != 1)
         return fail(a, NULL, res, "could not enter pipeline mode");
@@ -443,6 +464,13 @@ static int pipe_finish(struct tds_apply *a, int rc, PGresult **last, struct tds_
         return rc;
     }
     return err ? fail(a, err, res, what) : 0;
+}
+
+/* Send what is queued and read the answers, before a statement that cannot
+ * join the pipeline (COPY, DISCARD PLANS as a simple query, ROLLBACK). */
+static int pipe_flush(struct tds_apply *a, struct tds_apply_result *res)
+{
+    return a->piped ? pipe_finish(a, 0, NULL, res) : 0;
 }
 
 static int exec_ok(struct tds_apply *a, const char *sql, char *err, size_t errlen)
@@ -556,6 +584,7 @@ static int refresh_fk_plans(struct tds_apply *a, const struct tds_table *child,
     size_t p;
     double known;
     PGresult *r;
+    int rc;
 
     if (!parent)
         return 0;
@@ -564,6 +593,8 @@ static int refresh_fk_plans(struct tds_apply *a, const struct tds_table *child,
     if (a->analyzed_rows[p] >= ANALYZE_MIN_ROWS || known < PLAN_RESET_MIN_ROWS ||
         known < 2 * a->planned_rows[p])
         return 0;
+    if ((rc = pipe_flush(a, res)) != 0)
+        return rc;
     r = exec_in_txn(a, "DISCARD PLANS");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         return fail(a, r, res, "could not discard cached plans");
@@ -794,12 +825,19 @@ static int get_sig(struct tds_apply *a, const struct tds_table *t, const struct 
     snprintf(g->stg, sizeof(g->stg), "_tds_s%zu", a->n_sigs);
     snprintf(g->upsert, sizeof(g->upsert), "u%zu", a->n_sigs);
     snprintf(g->collapse, sizeof(g->collapse), "c%zu", a->n_sigs);
+    snprintf(g->stage_ins, sizeof(g->stage_ins), "i%zu", a->n_sigs);
 
     tds_buf_reset(&a->buf);
     if (tds_sqlgen_staging(&a->buf, g->stg, t, g->cols, g->n_cols) != 0 ||
         tds_buf_add(&a->buf, "", 1) != 0)
         goto nomem;
     if ((rc = exec_ok(a, a->buf.p, res->error, sizeof(res->error))) != 0)
+        goto failed;
+    tds_buf_reset(&a->buf);
+    if (tds_sqlgen_stage_insert(&a->buf, g->stg, t, g->cols, g->n_cols) != 0 ||
+        tds_buf_add(&a->buf, "", 1) != 0)
+        goto nomem;
+    if ((rc = prepare(a, g->stage_ins, a->buf.p, res->error, sizeof(res->error))) != 0)
         goto failed;
     tds_buf_reset(&a->buf);
     if (t->parent) {
@@ -939,8 +977,10 @@ static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *cons
 {
     PGresult *r;
     char head[32];
-    int rc = 0;
+    int rc = pipe_flush(a, res);
 
+    if (rc != 0)
+        return rc;
     r = exec_in_txn(a, sql);
     if (PQresultStatus(r) != PGRES_COPY_IN)
         return fail(a, r, res, "could not start COPY");
@@ -1221,6 +1261,60 @@ static int children_direct(struct tds_apply *a, struct tds_bmsg *const *msgs,
     return rc;
 }
 
+/* Stage refs[0..n) of a small group with the prepared INSERT of arrays
+ * (tds_sqlgen_stage_insert): queued, it goes out with the upsert. */
+static int stage_arrays(struct tds_apply *a, struct tds_bmsg *const *msgs, const struct group *g,
+                        size_t n, struct tds_apply_result *res)
+{
+    const struct sig *sg = &a->sigs[g->sig];
+    size_t n_par = sg->n_cols + 3;
+    char num[24], obs[48];
+    int rc = 0;
+
+    if (a->n_abuf < n_par) {
+        struct tds_buf *b = realloc(a->abuf, n_par * sizeof(*b));
+        const char **v;
+
+        if (!b)
+            return -ENOMEM;
+        a->abuf = b;
+        memset(&a->abuf[a->n_abuf], 0, (n_par - a->n_abuf) * sizeof(*b));
+        a->n_abuf = n_par;
+        if (!(v = realloc(a->avals, n_par * sizeof(*v))))
+            return -ENOMEM;
+        a->avals = v;
+    }
+    for (size_t p = 0; p < n_par && rc == 0; p++) {
+        tds_buf_reset(&a->abuf[p]);
+        rc = tds_copytext_array_begin(&a->abuf[p]);
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct ref *rf = &g->refs[i];
+        const struct tds_bytes *v = ref_vals(msgs, rf);
+        bool known = observed_text(msgs, rf, obs, sizeof(obs));
+
+        snprintf(num, sizeof(num), "%u", rf->m);
+        rc = tds_copytext_array_elem(&a->abuf[0], i == 0, num, strlen(num));
+        snprintf(num, sizeof(num), "%u", rf->r);
+        if (rc == 0)
+            rc = tds_copytext_array_elem(&a->abuf[1], i == 0, num, strlen(num));
+        if (rc == 0)
+            rc = tds_copytext_array_elem(&a->abuf[2], i == 0, known ? obs : NULL,
+                                         known ? strlen(obs) : 0);
+        for (size_t c = 0; c < sg->n_cols && rc == 0; c++)
+            rc = tds_copytext_array_elem(&a->abuf[3 + c], i == 0, v[c].p, v[c].n);
+    }
+    for (size_t p = 0; p < n_par && rc == 0; p++) {
+        if ((rc = tds_copytext_array_end(&a->abuf[p])) == 0)
+            rc = tds_buf_add(&a->abuf[p], "", 1);
+        a->avals[p] = a->abuf[p].p;
+    }
+    if (rc != 0)
+        return rc;
+    return run_prepared(a, sg->stage_ins, (int)n_par, a->avals, NULL, res,
+                        "could not stage rows");
+}
+
 static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct group *gs,
                       size_t n_groups, struct group *g, bool probe, struct tds_apply_result *res)
 {
@@ -1254,6 +1348,10 @@ static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct 
     }
     if (g->n_stage == 0)
         return 0;
+    /* committed (then DELETEd) or rolled back, they are dead rows now */
+    a->sigs[g->sig].dead += g->n_stage;
+    if (g->n_stage < ARRAY_MAX_ROWS)
+        return stage_arrays(a, msgs, g, g->n_stage, res);
     tds_buf_reset(&a->buf);
     if (tds_sqlgen_copy(&a->buf, sg->stg) != 0 || tds_buf_add(&a->buf, "", 1) != 0)
         return -ENOMEM;
@@ -1264,39 +1362,23 @@ static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct 
                  : -ENOMEM;
         free(sql);
     }
-    /* committed (then DELETEd) or rolled back, they are dead rows now */
-    a->sigs[g->sig].dead += g->n_stage;
     return rc;
 }
 
-/* Run a prepared statement; on success *out holds the result (caller clears). */
+/* Run a prepared statement. Without out it is only queued (see "round
+ * trips"); with out, it goes out with everything queued before it and on
+ * success *out holds its result (caller clears). */
 static int run_prepared(struct tds_apply *a, const char *name, int n, const char *const *vals,
                         PGresult **out, struct tds_apply_result *res, const char *what)
 {
-    PGresult *r;
-    ExecStatusType st;
-    int rc;
+    int rc = pipe_start(a, res);
 
-    if (a->piped) /* an answer to wait for: not here */
-        return out ? -EINVAL : pipe_send(a, name, NULL, n, vals, what, res);
-    if (!a->begun) {
-        rc = pipe_start(a, res);
-        if (rc == 0)
-            rc = pipe_send(a, name, NULL, n, vals, what, res);
-        if (out)
-            *out = NULL;
-        return a->piped ? pipe_finish(a, rc, out, res) : rc;
-    }
-    r = PQexecPrepared(a->conn, name, n, vals, NULL, NULL, 0);
-    st = PQresultStatus(r);
-
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        return fail(a, r, res, what);
-    if (out)
-        *out = r;
-    else
-        PQclear(r);
-    return 0;
+    if (rc == 0)
+        rc = pipe_send(a, name, NULL, n, vals, what, res);
+    if (!out)
+        return rc;
+    *out = NULL;
+    return a->piped ? pipe_finish(a, rc, out, res) : rc;
 }
 
 /* keys: the written parents (org ids, ids, message indexes) for a child
@@ -1693,8 +1775,9 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
                         return rc;
                 }
                 /* Each child table's DELETE, then its inserts, all child
-                 * tables of t in one pipeline: none needs another's answer. */
-                if ((rc = pipe_start(a, res)) != 0 && !a->piped)
+                 * tables of t, queued: none needs another's answer, and
+                 * they go out with the next answer awaited or COMMIT. */
+                if ((rc = pipe_start(a, res)) != 0)
                     return rc;
                 for (size_t ci = 0; ci < tds_table_count() && rc == 0; ci++) {
                     const struct tds_table *c = tds_table_at(ci);
@@ -1708,7 +1791,7 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
                         if (a->sigs[gs[i].sig].t == c)
                             rc = run_upsert(a, &a->sigs[gs[i].sig], &gs[i], keys, res, probe);
                 }
-                if ((rc = pipe_finish(a, rc, NULL, res)) != 0)
+                if (rc != 0)
                     return rc;
                 continue;
             }
@@ -1726,6 +1809,9 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
         return finish_txn(a, msgs, n, gs, n_groups, res);
     if (!a->begun)
         return 0; /* nothing was sent */
+    /* a probe fails on the statement that refuses its record */
+    if ((rc = pipe_flush(a, res)) != 0)
+        return rc;
     r = PQexec(a->conn, "ROLLBACK");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         return fail(a, r, res, "could not roll back");
@@ -1810,6 +1896,9 @@ int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, b
         if (n_groups > 1)
             qsort_r(gs, n_groups, sizeof(*gs), cmp_group, a);
         rc = run_txn(a, msgs, n, probe, gs, n_groups, res);
+        /* an error met with statements still queued: read their answers */
+        if (a->piped)
+            rc = pipe_finish(a, rc, NULL, res);
         if (rc == 0 && !probe)
             tds_apply_maintain(a);
         if (slow)

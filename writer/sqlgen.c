@@ -152,6 +152,21 @@ int tds_sqlgen_copy(struct tds_buf *b, const char *stg)
     return tds_buf_addf(b, "COPY %s FROM STDIN", stg);
 }
 
+int tds_sqlgen_stage_insert(struct tds_buf *b, const char *stg, const struct tds_table *t,
+                            char *const *cols, size_t n_cols)
+{
+    int rc = tds_buf_addf(b, "INSERT INTO %s SELECT * FROM unnest($1::integer[], "
+                             "$2::integer[], $3::timestamptz[]", stg);
+
+    for (size_t i = 0; i < n_cols && rc == 0; i++) {
+        enum tds_coltype ty = TDS_T_TEXT;
+
+        tds_sqlgen_coltype(t, cols[i], &ty);
+        rc = tds_buf_addf(b, ", $%zu::%s[]", i + 4, tds_coltype_sql(ty));
+    }
+    return rc ? rc : tds_buf_addf(b, ")");
+}
+
 int tds_sqlgen_collapse(struct tds_buf *b, const char *stg, const struct tds_table *t,
                         enum tds_rowset_kind kind, bool has_mtime)
 {

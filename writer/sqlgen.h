@@ -42,6 +42,12 @@ int tds_sqlgen_check(const struct tds_table *t, enum tds_rowset_kind kind, char 
 int tds_sqlgen_staging(struct tds_buf *b, const char *stg, const struct tds_table *t,
                        char *const *cols, size_t n_cols);
 int tds_sqlgen_copy(struct tds_buf *b, const char *stg);
+/* The same rows as parameters, for a small group: INSERT INTO stg SELECT *
+ * FROM unnest($1::integer[], $2::integer[], $3::timestamptz[], then one
+ * typed array per column). Unlike COPY, it can share a libpq pipeline with
+ * the statements after it. */
+int tds_sqlgen_stage_insert(struct tds_buf *b, const char *stg, const struct tds_table *t,
+                            char *const *cols, size_t n_cols);
 /* Keep one row per key in stg: the one that wins the guard order (newest
  * modified_time, then the latest observed, then the latest arrival). */
 int tds_sqlgen_collapse(struct tds_buf *b, const char *stg, const struct tds_table *t,

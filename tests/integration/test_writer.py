@@ -1039,6 +1039,59 @@ def test_list_rows_with_different_field_sets_in_one_batch(writer, db):
     assert got == {"1": ("one-b", None, {"a": 1, "c": 3}, False), "2": ("two", "S2", {"b": 2}, False)}
 
 
+def test_staging_by_copy_and_by_arrays_stores_the_same_values(writer, db):
+    """A staged group of 64 rows or more goes into its staging table by
+    COPY; a smaller one by a prepared INSERT of arrays, which rides in one
+    pipeline with the upsert. Both must store every value as sent: quotes,
+    backslashes, braces and commas (array syntax), tabs and newlines (COPY
+    syntax), Arabic, the text NULL against SQL NULL, numerics, and the
+    child rows."""
+    base = 8 * 10 ** 17
+    ids = [str(base + i) for i in range(100)]
+    tricky = 'q"uote \\back {a,b} NULL \t tab\nline عربي'
+
+    def version(i, minute, tag):
+        sku = None if i % 3 == 0 else ("NULL" if i % 3 == 1 else f"sku,{i}")
+        return item(ORG, ids[i], ts(minute), f"{tag}{i} {tricky}", sku=sku,
+                    rate=f"{i}.{minute:02d}",
+                    stock=[("w1", f"{i}.5"), (f"m{minute}", str(-i))])
+
+    def send(recs):
+        src, frame = rows_msg(ORG, items_sets(recs))
+        writer.send(frame)
+        writer.wait_acked([src])
+
+    def check(expected):
+        got = db.query(
+            "SELECT item_id, name, sku, rate::text, raw->>'name', raw->>'sku' "
+            "FROM zoho.items WHERE org_id = %s AND item_id = ANY(%s) ORDER BY item_id",
+            ORG, ids)
+        want = [(r[1], r[6], r[7], r[9], r[6], r[7]) for r, _ in expected]
+        assert got == want
+        got = db.query(
+            "SELECT item_id, warehouse_id, warehouse_name, stock_on_hand::text "
+            "FROM zoho.item_stock WHERE org_id = %s AND item_id = ANY(%s) "
+            "ORDER BY item_id, warehouse_id", ORG, ids)
+        want = sorted((c[1], c[2], c[3], c[4]) for _, ch in expected for c in ch)
+        assert got == want
+        assert db.query("SELECT count(*) FROM tds.rejected") == [(0,)]
+
+    current = [version(i, 1, "new") for i in range(100)]
+    send(current)  # new keys: COPYed straight into the tables
+    check(current)
+    current = [version(i, 2, "big") for i in range(100)]
+    send(current)  # 100 newer versions and 200 stock rows: staged by COPY
+    check(current)
+    for i in range(0, 100, 10):
+        current[i] = version(i, 3, "small")
+    send([current[i] for i in range(0, 100, 10)])  # 10 and 20: staged by arrays
+    check(current)
+    for i in range(5, 100, 10):
+        current[i] = version(i, 4, "one")
+        send([current[i]])  # one webhook's worth at a time
+    check(current)
+
+
 def test_staging_tables_are_emptied_and_kept_small(writer, db):
     """Each transaction empties the staging tables it filled just before its
     COMMIT, and a staging table is TRUNCATEd once 2,048 rows went through it:
