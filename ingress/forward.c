@@ -1,7 +1,8 @@
 /* forward — the loop-thread side of ingress: durable entries out, acks in.
  *
- * Entries wait in `incoming` (locked, seq order) until the sync thread says
- * they are durable, then become nodes: in a send queue per destination until
+ * Entries wait in `incoming` (locked, seq order) until the sync thread takes
+ * them into a group commit, then become nodes: in a send queue per
+ * destination until
  * ZeroMQ takes them, then in the in-flight list (ordered by deadline, since
  * every deadline is now + the same timeout) until acked or timed out back
  * into the send queue. A hash table by message id finds nodes for acks. Node
@@ -79,6 +80,7 @@ struct tds_forward {
     pthread_mutex_t mu;        /* incoming */
     struct inc *in_head, *in_tail;
     _Atomic uint64_t synced;
+    _Atomic uint64_t syncing;  /* every seq up to it is being (or was) synced */
     atomic_bool failed;
 
     struct list sendq[N_DEST];
@@ -334,16 +336,25 @@ static void on_writable(struct tds_loop *loop, short revents, void *ud)
     flush_all(ud);
 }
 
-/* ---- durable entries arrive ---- */
+/* ---- entries on their way to disk arrive ----
+ *
+ * An entry is sent once the sync thread has taken it into a group commit, so
+ * that it travels while the journal writes and syncs it: the webhook reaches
+ * PostgreSQL about one fdatasync sooner (writer/DESIGN.md has the figures).
+ * Its 200 still waits for the sync (http.c). If that sync fails, the request
+ * gets 503 although the entry may already be on its way; Zoho sends the
+ * webhook again and the writer's tds.webhook_events and guard make the second
+ * copy change nothing. What failed before its group commit began is never
+ * sent. */
 
-static void take_durable(struct tds_forward *f)
+static void take_syncing(struct tds_forward *f)
 {
-    uint64_t synced = atomic_load(&f->synced);
     bool failed = atomic_load(&f->failed);
+    uint64_t upto = failed ? atomic_load(&f->synced) : atomic_load(&f->syncing);
     struct inc *list = NULL, **tail = &list;
 
     pthread_mutex_lock(&f->mu);
-    while (f->in_head && (f->in_head->seq <= synced || failed)) {
+    while (f->in_head && (f->in_head->seq <= upto || failed)) {
         struct inc *i = f->in_head;
 
         f->in_head = i->next;
@@ -359,9 +370,9 @@ static void take_durable(struct tds_forward *f)
         struct inc *i = list;
 
         list = i->next;
-        /* Past a failed sync, entries above `synced` were never durable and
-         * their requests got 503: they must not travel. */
-        if (i->seq <= synced) {
+        /* Past a failed sync, entries above `synced` that had not gone yet
+         * were never durable and their requests got 503: they stay here. */
+        if (i->seq <= upto) {
             struct node *n = node_new(f, i->seq, &i->loc, &i->buf, i->len);
 
             if (n)
@@ -384,8 +395,17 @@ static void on_efd(struct tds_loop *loop, short revents, void *ud)
     (void)revents;
     if (read(f->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
         return;
-    take_durable(f);
+    take_syncing(f);
     flush_all(f);
+}
+
+static void wake(struct tds_forward *f)
+{
+    uint64_t one = 1;
+
+    if (write(f->efd, &one, sizeof(one)) < 0) {
+        /* eventfd only fails on counter overflow: the loop is awake anyway. */
+    }
 }
 
 int tds_forward_submit(struct tds_forward *f, uint64_t seq, const struct tds_journal_loc *loc,
@@ -404,19 +424,29 @@ int tds_forward_submit(struct tds_forward *f, uint64_t seq, const struct tds_jou
         f->in_head = i;
     f->in_tail = i;
     pthread_mutex_unlock(&f->mu);
+    /* The sync thread may have taken this entry's chunk (and woken the loop)
+     * before it got here: then wake the loop again, or the entry would wait
+     * for the next commit. */
+    if (seq <= atomic_load(&f->syncing))
+        wake(f);
     return 0;
+}
+
+void tds_forward_syncing(struct tds_forward *f, uint64_t upto)
+{
+    atomic_store(&f->syncing, upto);
+    wake(f);
 }
 
 void tds_forward_synced(struct tds_forward *f, uint64_t synced, bool failed)
 {
-    uint64_t one = 1;
-
-    if (failed)
+    /* A sync that succeeded sends nothing new: its entries went when it
+     * began (tds_forward_syncing). */
+    if (failed) {
         atomic_store(&f->failed, true);
-    else
+        wake(f);
+    } else {
         atomic_store(&f->synced, synced);
-    if (write(f->efd, &one, sizeof(one)) < 0) {
-        /* eventfd only fails on counter overflow: the loop is awake anyway. */
     }
 }
 
@@ -528,7 +558,7 @@ static void on_timer(struct tds_loop *loop, void *ud)
     struct node *n;
 
     (void)loop;
-    take_durable(f); /* in case an eventfd wake-up raced with the last read */
+    take_syncing(f); /* in case an eventfd wake-up raced with the last read */
     while ((n = f->flight.head) && n->deadline_ms <= now) {
         list_remove(&f->flight, n);
         list_push(&f->sendq[n->dest], n, L_SEND);

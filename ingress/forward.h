@@ -4,8 +4,9 @@
  * the SUB socket for the writer's acks, and the table of entries sent but not
  * acknowledged. Everything but submit/synced runs on the loop thread (ZeroMQ
  * sockets belong to one thread): HTTP threads submit entries under their
- * intake lock, the journal's sync thread says how far it has synced through an
- * eventfd, and the loop sends only what is durable. An entry not acked within
+ * intake lock, the journal's sync thread says through an eventfd how far its
+ * group commit goes as it begins one, and the loop sends what that commit
+ * holds, while it is written (forward.c). An entry not acked within
  * ack_timeout_ms is sent again with the same message id, until acked; at
  * start-up every unacked journal entry is sent again. `fetch` entries are
  * released once ZeroMQ takes them unless fetch_acks is set (no stage acks a
@@ -48,6 +49,8 @@ void tds_forward_set_journal(struct tds_forward *f, struct tds_journal *j);
  * (sets it to NULL). Returns 0 or -ENOMEM. */
 int tds_forward_submit(struct tds_forward *f, uint64_t seq, const struct tds_journal_loc *loc,
                        char **buf, size_t len);
+/* Sync thread: a group commit of everything ≤ upto begins. */
+void tds_forward_syncing(struct tds_forward *f, uint64_t upto);
 /* Sync thread: everything ≤ synced is durable (failed: nothing more will be). */
 void tds_forward_synced(struct tds_forward *f, uint64_t synced, bool failed);
 /* Loop thread, before running: an unacked entry found in the journal. */

@@ -86,6 +86,8 @@ struct tds_journal {
     tds_journal_synced_cb synced_cb;
     void *synced_ud;
     tds_journal_stats_cb stats_cb;
+    tds_journal_syncing_cb syncing_cb;
+    void *syncing_ud;
     void *stats_ud;
 };
 
@@ -441,6 +443,8 @@ int tds_journal_sync(struct tds_journal *j)
         pthread_mutex_unlock(&j->sync_mu);
         return 0;
     }
+    if (list && j->syncing_cb)
+        j->syncing_cb(target, j->syncing_ud);
     {
         struct timespec a, b;
 
@@ -1066,6 +1070,14 @@ void tds_journal_on_stats(struct tds_journal *j, tds_journal_stats_cb cb, void *
     pthread_mutex_lock(&j->sync_mu);
     j->stats_cb = cb;
     j->stats_ud = ud;
+    pthread_mutex_unlock(&j->sync_mu);
+}
+
+void tds_journal_on_syncing(struct tds_journal *j, tds_journal_syncing_cb cb, void *ud)
+{
+    pthread_mutex_lock(&j->sync_mu);
+    j->syncing_cb = cb;
+    j->syncing_ud = ud;
     pthread_mutex_unlock(&j->sync_mu);
 }
 

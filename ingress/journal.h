@@ -62,6 +62,10 @@ typedef int (*tds_journal_scan_cb)(const struct tds_journal_rec *r, void *ud);
 typedef void (*tds_journal_synced_cb)(uint64_t synced, bool failed, void *ud);
 /* After every group commit: entries in the batch and seconds spent syncing. */
 typedef void (*tds_journal_stats_cb)(uint64_t batch, double sync_s, void *ud);
+/* Before a group commit's writes, on the sync thread, without the journal's
+ * lock: every seq ≤ upto is on its way to disk (and may yet fail to get
+ * there). */
+typedef void (*tds_journal_syncing_cb)(uint64_t upto, void *ud);
 
 struct tds_journal_open_info {
     size_t segments;
@@ -80,6 +84,7 @@ struct tds_journal *tds_journal_close(struct tds_journal *j);
 /* Callbacks; set before traffic starts. */
 void tds_journal_on_synced(struct tds_journal *j, tds_journal_synced_cb cb, void *ud);
 void tds_journal_on_stats(struct tds_journal *j, tds_journal_stats_cb cb, void *ud);
+void tds_journal_on_syncing(struct tds_journal *j, tds_journal_syncing_cb cb, void *ud);
 
 /* Append one entry (copied). *seq and *loc are set on success. It is durable
  * only once synced. Returns 0, TDS_JOURNAL_E_FULL, TDS_JOURNAL_E_FAILED,

@@ -176,6 +176,11 @@ static void on_synced(uint64_t synced, bool failed, void *ud)
     tds_forward_synced(a->forward, synced, failed);
 }
 
+static void on_syncing(uint64_t upto, void *ud)
+{
+    tds_forward_syncing(((struct app *)ud)->forward, upto);
+}
+
 static void on_stats(uint64_t batch, double s, void *ud)
 {
     struct app *a = ud;
@@ -656,6 +661,7 @@ int main(int argc, char **argv)
         tds_forward_set_journal(a.forward, a.journal);
         tds_journal_on_stats(a.journal, on_stats, &a);
         tds_journal_on_synced(a.journal, on_synced, &a);
+        tds_journal_on_syncing(a.journal, on_syncing, &a); /* a.forward outlives the journal */
     }
     {
         struct tds_http_opts ho = {

@@ -1,6 +1,7 @@
 /* Unit tests for ingress/journal.c: append/sync/reopen with ack state, read
  * back, torn tails (truncated and garbage), segment release by acks and by
- * the byte bound, the full journal, and group commit across threads. */
+ * the byte bound, the full journal, group commit across threads, and the
+ * callback that announces a group commit before its writes. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -333,6 +334,69 @@ static void test_group_commit(void)
     fresh_dir();
 }
 
+/* The syncing callback runs before the commit's writes (its entries are
+ * still pending then), once per commit, with the commit's last seq; the
+ * synced callback after. */
+struct order {
+    struct tds_journal *j;
+    uint64_t upto[8], synced[8];
+    int state_at_syncing[8];
+    int n_syncing, n_synced;
+};
+
+static void on_syncing_rec(uint64_t upto, void *ud)
+{
+    struct order *o = ud;
+
+    if (o->n_syncing < 8) {
+        o->upto[o->n_syncing] = upto;
+        o->state_at_syncing[o->n_syncing] = tds_journal_state(o->j, upto);
+    }
+    o->n_syncing++;
+}
+
+static void on_synced_rec(uint64_t synced, bool failed, void *ud)
+{
+    struct order *o = ud;
+
+    (void)failed;
+    if (o->n_synced < 8)
+        o->synced[o->n_synced] = synced;
+    o->n_synced++;
+}
+
+static void test_syncing_callback(void)
+{
+    struct tds_journal *j = NULL;
+    struct tds_journal_opts o;
+    struct order ord = {0};
+    uint64_t seqs[3];
+
+    fresh_dir();
+    o = opts(64 << 20, 1 << 20);
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, NULL), ==, 0);
+    ord.j = j;
+    tds_journal_on_syncing(j, on_syncing_rec, &ord);
+    tds_journal_on_synced(j, on_synced_rec, &ord);
+    append_n(j, 2, seqs, NULL);
+    T_INT(tds_journal_sync(j), ==, 0);
+    append_n(j, 1, seqs + 2, NULL);
+    T_INT(tds_journal_sync(j), ==, 0);
+    T_INT(tds_journal_sync(j), ==, 0); /* nothing pending: no callback */
+    T_INT(ord.n_syncing, ==, 2);
+    T_INT(ord.n_synced, ==, 2);
+    T_INT(ord.upto[0], ==, seqs[1]);
+    T_INT(ord.upto[1], ==, seqs[2]);
+    T_INT(ord.state_at_syncing[0], ==, 0);
+    T_INT(ord.state_at_syncing[1], ==, 0);
+    T_INT(ord.synced[1], ==, seqs[2]);
+    T_INT(tds_journal_state(j, seqs[2]), ==, 1);
+    tds_journal_on_syncing(j, NULL, NULL);
+    tds_journal_on_synced(j, NULL, NULL);
+    tds_journal_close(j);
+    fresh_dir();
+}
+
 static void test_crc(void)
 {
     /* The CRC32C check value from RFC 3720's test vectors. */
@@ -348,5 +412,6 @@ int main(void)
     T_RUN(test_retention_keeps_acked);
     T_RUN(test_full);
     T_RUN(test_group_commit);
+    T_RUN(test_syncing_callback);
     return 0;
 }
