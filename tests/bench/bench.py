@@ -170,7 +170,8 @@ class Postgres:
                    "-w", "-t", "60", "-o",
                    f"-p {self.port} -c listen_addresses=127.0.0.1 "
                    f"-c unix_socket_directories={self.sock} -c max_connections=200"
-                   + (" -c shared_preload_libraries=pg_stat_statements" if pg_stats else ""),
+                   + (" -c shared_preload_libraries=pg_stat_statements"
+                      " -c pg_stat_statements.track_planning=on" if pg_stats else ""),
                    "start"])
         self.settings = {}
         with self.connect("postgres") as c, c.cursor() as cur:
@@ -182,12 +183,15 @@ class Postgres:
                 cur.execute("CREATE EXTENSION pg_stat_statements")
 
     def top_statements(self, n=10):
-        """The statements that took the most time, cluster-wide."""
-        return self.query("postgres", "SELECT round(total_exec_time)::bigint, calls, "
+        """The statements that took the most time (planning and execution),
+        cluster-wide."""
+        return self.query("postgres", "SELECT round(total_exec_time)::bigint, "
+                          "round(total_plan_time)::bigint, calls, plans, "
                           "round((total_exec_time / greatest(calls, 1))::numeric, 3), rows, "
                           "round((total_exec_time * 1000 / greatest(rows, 1))::numeric, 1), "
                           "left(regexp_replace(query, '\\s+', ' ', 'g'), 110) "
-                          "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT %s", n)
+                          "FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time "
+                          "DESC LIMIT %s", n)
 
     def _run(self, argv):
         if self.root:
@@ -866,6 +870,7 @@ class Bench:
 
         threads_n = 16 if rate >= 500 else 4
         t_start = time.monotonic() + 0.5
+        wall_start = time.time()
 
         def sender(j):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -913,6 +918,13 @@ class Bench:
             conn.close()
         wm = self.metrics(pl["stages"]["writer"])
         im = self.metrics(pl["stages"]["ingress"])
+        # Where the time goes: from the ingress receiving a webhook to the
+        # writer's transaction that applies it beginning (its now()), per row.
+        before_txn = self.pg.query(
+            lat_url.rsplit("/", 1)[1],
+            "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY "
+            "extract(epoch FROM applied_at - received_at)) FROM tds.webhook_events "
+            "WHERE received_at >= to_timestamp(%s)", wall_start)[0][0] or [0, 0]
         lats = sorted((seen[u] - t) * 1000 for u, t in sent.items() if u in seen)
         missing = len(sent) - len(lats)
         achieved = len(sent) / (t_end - t_start)
@@ -935,7 +947,9 @@ class Bench:
         def mean(m, name):
             c = m.get(name + "_count", 0)
             return m.get(name + "_sum", 0) / c if c else 0
-        inside = (f"webhook age at commit (writer metric) {1000 * mean(wm, 'tds_writer_webhook_age_seconds'):.1f} ms on average; "
+        inside = (f"received by the ingress to the writer's transaction begun p50 "
+                  f"{1000 * before_txn[0]:.2f} ms p99 {1000 * before_txn[1]:.2f} ms; "
+                  f"webhook age at commit (writer metric) {1000 * mean(wm, 'tds_writer_webhook_age_seconds'):.1f} ms on average; "
                   f"writer: {int(wm.get('tds_writer_batches_total', 0))} transactions, "
                   f"{mean(wm, 'tds_writer_batch_rows'):.0f} rows and "
                   f"{1000 * mean(wm, 'tds_writer_commit_seconds'):.1f} ms each on average; "
@@ -1198,10 +1212,10 @@ class Bench:
             for p in list(self.procs):
                 self.stop(p)
             if self.args.pg_stats:
-                print("\nPostgreSQL statements by total time "
-                      "(ms, calls, ms/call, rows, us/row, query):")
+                print("\nPostgreSQL statements by total time (execution ms, planning ms, "
+                      "calls, plans, execution ms/call, rows, us/row, query):")
                 for r in self.pg.top_statements():
-                    print("  %8d %8d %9s %9d %7s  %s" % r)
+                    print("  %8d %7d %8d %7d %9s %9d %7s  %s" % r)
             self.pg.stop(remove=not self.args.keep)
         self.report(m, time.monotonic() - t0)
         if not self.args.keep:
