@@ -1272,17 +1272,18 @@ static int stage_arrays(struct tds_apply *a, struct tds_bmsg *const *msgs, const
     int rc = 0;
 
     if (a->n_abuf < n_par) {
-        struct tds_buf *b = realloc(a->abuf, n_par * sizeof(*b));
-        const char **v;
+        /* avals first: n_abuf only grows once both arrays hold n_par */
+        const char **v = realloc(a->avals, n_par * sizeof(*v));
+        struct tds_buf *b;
 
-        if (!b)
+        if (!v)
+            return -ENOMEM;
+        a->avals = v;
+        if (!(b = realloc(a->abuf, n_par * sizeof(*b))))
             return -ENOMEM;
         a->abuf = b;
         memset(&a->abuf[a->n_abuf], 0, (n_par - a->n_abuf) * sizeof(*b));
         a->n_abuf = n_par;
-        if (!(v = realloc(a->avals, n_par * sizeof(*v))))
-            return -ENOMEM;
-        a->avals = v;
     }
     for (size_t p = 0; p < n_par && rc == 0; p++) {
         tds_buf_reset(&a->abuf[p]);
