@@ -6,6 +6,15 @@
  * A failed write or fdatasync is final (the page cache state is unknown after
  * a failed fsync, the lesson PostgreSQL learned): the journal refuses further
  * appends and the stage answers 503 until restarted. It never logs; callers do.
+ *
+ * A segment file grows ahead of its records in zero-filled steps of
+ * PREFILL_BYTES, written by the commit that first needs them. Every other
+ * commit then overwrites blocks that exist, and its fdatasync writes the data
+ * alone, not the inode's new size as well: on this project's bench machine
+ * 0.16-0.18 ms and 53-68 us of CPU a sync instead of 0.23-0.25 ms and 91-113 us
+ * (ingress/DESIGN.md). A scan treats a tail of zeros as the end of the
+ * segment, not as a torn record, and a segment is cut back to its records
+ * when it stops taking writes.
  */
 #include "journal.h"
 
@@ -29,6 +38,9 @@
 #define REC_ACK 2
 #define SEG_NAME_LEN 24       /* 20 digits + ".seg" */
 #define CHUNK_MIN (64u * 1024)
+#define PREFILL_BYTES (1024u * 1024)
+
+static const char zeros[64 * 1024];
 
 /* Header, little-endian:
  *   0 u32 magic   4 u32 payload length   8 u32 crc32c
@@ -40,6 +52,7 @@ struct seg {
     uint64_t id;            /* first seq it may hold; names the file */
     int fd;                 /* open while it takes writes, else -1 */
     uint64_t size;          /* bytes appended, pending ones included */
+    uint64_t filled;        /* bytes of the file written: records, then zeros */
     uint64_t n_entries;
     uint64_t n_unacked;
     int64_t last_wall_ms;
@@ -196,6 +209,35 @@ static int pwrite_all(int fd, const char *buf, size_t len, uint64_t off)
     return 0;
 }
 
+/* Zeros from s->filled on, so that [0, end) and PREFILL_BYTES past it
+ * exist in the file. Only the sync thread writes a segment's file. */
+static int prefill(struct seg *s, int fd, uint64_t end)
+{
+    uint64_t to = (end + PREFILL_BYTES + 4095) & ~(uint64_t)4095;
+
+    while (s->filled < to) {
+        size_t n = to - s->filled < sizeof(zeros) ? (size_t)(to - s->filled) : sizeof(zeros);
+        int r = pwrite_all(fd, zeros, n, s->filled);
+
+        if (r)
+            return r;
+        s->filled += n;
+    }
+    return 0;
+}
+
+/* A segment stops taking writes: cut its zero tail, close it. A failed cut
+ * leaves zeros, which a scan takes for the segment's end. */
+static void seg_close_fd(struct seg *s)
+{
+    if (s->fd < 0)
+        return;
+    if (s->filled > s->size && ftruncate(s->fd, (off_t)s->size) == 0)
+        s->filled = s->size;
+    close(s->fd);
+    s->fd = -1;
+}
+
 static int pread_all(int fd, void *buf, size_t len, uint64_t off)
 {
     char *p = buf;
@@ -308,10 +350,8 @@ static int rotate_locked(struct tds_journal *j)
         return r;
     }
     /* The previous active segment keeps its fd until its last chunk is synced. */
-    if (j->active && j->active->fd >= 0 && j->active->chunks_pending == 0) {
-        close(j->active->fd);
-        j->active->fd = -1;
-    }
+    if (j->active && j->active->fd >= 0 && j->active->chunks_pending == 0)
+        seg_close_fd(j->active);
     j->active = s;
     j->dir_dirty = true;
     return 0;
@@ -450,7 +490,10 @@ int tds_journal_sync(struct tds_journal *j)
 
         clock_gettime(CLOCK_MONOTONIC, &a);
         for (c = list; c && !err; c = c->next) {
-            err = pwrite_all(c->fd, c->buf, c->len, c->base);
+            if (c->base + c->len > c->seg->filled)
+                err = prefill(c->seg, c->fd, c->base + c->len);
+            if (!err)
+                err = pwrite_all(c->fd, c->buf, c->len, c->base);
             /* One fdatasync per file, after its last chunk of this batch. */
             if (!err && (!c->next || c->next->fd != c->fd) && fdatasync(c->fd) < 0)
                 err = -errno;
@@ -463,10 +506,8 @@ int tds_journal_sync(struct tds_journal *j)
             c = list;
             list = c->next;
             c->seg->chunks_pending--;
-            if (c->seg != j->active && c->seg->chunks_pending == 0 && c->seg->fd >= 0) {
-                close(c->seg->fd);
-                c->seg->fd = -1;
-            }
+            if (c->seg != j->active && c->seg->chunks_pending == 0 && c->seg->fd >= 0)
+                seg_close_fd(c->seg);
             chunk_recycle(j, c);
         }
         if (err)
@@ -751,6 +792,26 @@ static bool is_seg_name(const char *n, uint64_t *id)
 }
 
 /* Read one segment's records; a bad record ends the segment (torn tail). */
+/* Whether bytes [off, size) of fd are all zero. */
+static int all_zero(int fd, uint64_t off, uint64_t size, bool *out)
+{
+    char buf[4096];
+
+    *out = false;
+    while (off < size) {
+        size_t n = size - off < sizeof(buf) ? (size_t)(size - off) : sizeof(buf);
+        int r = pread_all(fd, buf, n, off);
+
+        if (r)
+            return r;
+        if (memcmp(buf, zeros, n) != 0)
+            return 0;
+        off += n;
+    }
+    *out = true;
+    return 0;
+}
+
 static int scan_seg(struct tds_journal *j, struct seg *s, int fd, struct scan *sc,
                     struct tds_journal_open_info *info)
 {
@@ -768,7 +829,13 @@ static int scan_seg(struct tds_journal *j, struct seg *s, int fd, struct scan *s
 
         r = read_record(fd, off, size, hdr, &p, &l);
         if (r == TDS_JOURNAL_E_CORRUPT) {
-            info->torn++;
+            bool clean = false;
+
+            /* zeros to the end: the prefilled tail, not a torn record */
+            if ((r = all_zero(fd, off, size, &clean)) != 0)
+                return r;
+            if (!clean)
+                info->torn++;
             if (!j->o.read_only && ftruncate(fd, (off_t)off) < 0)
                 return -errno;
             break;
@@ -1040,8 +1107,7 @@ struct tds_journal *tds_journal_close(struct tds_journal *j)
         free(j->spare);
     }
     for (size_t i = 0; i < j->n_segs; i++) {
-        if (j->segs[i]->fd >= 0)
-            close(j->segs[i]->fd);
+        seg_close_fd(j->segs[i]);
         free(j->segs[i]);
     }
     free(j->segs);

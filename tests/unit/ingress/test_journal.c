@@ -1,7 +1,8 @@
 /* Unit tests for ingress/journal.c: append/sync/reopen with ack state, read
  * back, torn tails (truncated and garbage), segment release by acks and by
- * the byte bound, the full journal, group commit across threads, and the
- * callback that announces a group commit before its writes. */
+ * the byte bound, the full journal, group commit across threads, the
+ * callback that announces a group commit before its writes, and the
+ * zero-filled tail of a segment. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -334,6 +335,76 @@ static void test_group_commit(void)
     fresh_dir();
 }
 
+static void copy_file(const char *from, const char *to)
+{
+    char cmd[1500];
+
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", from, to);
+    T_INT(system(cmd), ==, 0);
+}
+
+/* The active segment is written ahead in zeros (its fdatasync then writes
+ * data only); a crash leaves that zero tail, which the next open takes for
+ * the segment's end and cuts, not for a torn record. A torn record in front
+ * of the zeros is still one. A segment that stops taking writes is cut back
+ * to its records. */
+static void test_zero_tail(void)
+{
+    struct tds_journal *j = NULL;
+    struct tds_journal_opts o;
+    struct tds_journal_open_info info;
+    struct seen s = {0};
+    struct stat st;
+    char path[700], saved[800];
+    uint64_t logical;
+    int fd;
+
+    fresh_dir();
+    o = opts(64 << 20, 4 << 20);
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, NULL), ==, 0);
+    append_n(j, 3, NULL, NULL);
+    T_INT(tds_journal_sync(j), ==, 0);
+    logical = tds_journal_bytes(j);
+    last_segment(path, sizeof(path));
+    T_INT(stat(path, &st), ==, 0);
+    T_INT(st.st_size, >=, (long long)logical + 1024 * 1024);
+    snprintf(saved, sizeof(saved), "%s.crash", dir);
+    copy_file(path, saved); /* the file as a crash would leave it */
+    j = tds_journal_close(j);
+    T_INT(stat(path, &st), ==, 0);
+    T_INT(st.st_size, ==, (long long)logical);
+
+    copy_file(saved, path);
+    T_INT(tds_journal_open(&j, &o, collect, &s, &info), ==, 0);
+    T_INT(s.n, ==, 3);
+    T_INT(info.torn, ==, 0);
+    T_INT(stat(path, &st), ==, 0);
+    T_INT(st.st_size, ==, (long long)logical);
+    j = tds_journal_close(j);
+
+    /* half a record written into the zeros when the crash came */
+    fresh_dir();
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, NULL), ==, 0);
+    append_n(j, 3, NULL, NULL);
+    T_INT(tds_journal_sync(j), ==, 0);
+    logical = tds_journal_bytes(j);
+    last_segment(path, sizeof(path));
+    copy_file(path, saved);
+    j = tds_journal_close(j);
+    copy_file(saved, path);
+    fd = open(path, O_WRONLY);
+    T_TRUE(fd >= 0);
+    T_INT(pwrite(fd, "TDJ1\x40\0\0\0half", 12, (off_t)logical), ==, 12);
+    close(fd);
+    memset(&s, 0, sizeof(s));
+    T_INT(tds_journal_open(&j, &o, collect, &s, &info), ==, 0);
+    T_INT(s.n, ==, 3);
+    T_INT(info.torn, ==, 1);
+    tds_journal_close(j);
+    unlink(saved);
+    fresh_dir();
+}
+
 /* The syncing callback runs before the commit's writes (its entries are
  * still pending then), once per commit, with the commit's last seq; the
  * synced callback after. */
@@ -413,5 +484,6 @@ int main(void)
     T_RUN(test_full);
     T_RUN(test_group_commit);
     T_RUN(test_syncing_callback);
+    T_RUN(test_zero_tail);
     return 0;
 }
