@@ -1,13 +1,13 @@
 /* apply — one writer session on PostgreSQL and one batch per transaction.
  *
- * Statement order inside a transaction is fixed: staging (COPY, or an INSERT
- * of arrays for a small group), then for each top-level table in registry
- * order its DETAIL upserts, the replacement of its children, its LIST upserts
- * and its deletes; then the meta statements and NOTIFY. Rows are staged
- * sorted by (org_id, id), so every writer takes
- * row locks in the same order and two writers on overlapping batches wait
- * for each other instead of deadlocking (a rare deadlock across tables is
- * still retried by the caller).
+ * Statement order inside a transaction is fixed: staging (COPY; a small group
+ * is not staged but goes to its table as arrays of parameters), then for
+ * each top-level table in registry order its DETAIL upserts, the replacement
+ * of its children, its LIST upserts and its deletes; then the meta statements
+ * and NOTIFY. Rows are sorted by (org_id, id), so every writer takes row
+ * locks in the same order and two writers on overlapping batches wait for
+ * each other instead of deadlocking (a rare deadlock across tables is still
+ * retried by the caller).
  *
  * Staging tables are created once per session and reused, which avoids
  * catalog churn per batch. They are created and the statements prepared
@@ -41,8 +41,9 @@
 /* Groups at least this big check which keys exist and COPY new rows straight
  * into the table; smaller ones are not worth the extra round trip. */
 #define FAST_MIN_ROWS 64
-/* Groups smaller than this are staged by a prepared INSERT of arrays, which
- * rides in the pipeline with the upsert after it; bigger ones by COPY. */
+/* Groups smaller than this go to their table as arrays of parameters, with
+ * no staging (or, with a key twice, staged by a prepared INSERT of arrays);
+ * bigger ones are staged by COPY. */
 #define ARRAY_MAX_ROWS 64
 #define FAST_SKIP_BATCHES 8
 /* A table is analyzed once this session has written max(this, its row count
@@ -65,7 +66,7 @@ struct sig {
     char **cols;
     size_t n_cols;
     char stg[24];
-    char upsert[24], collapse[24], stage_ins[24];
+    char upsert[24], collapse[24], stage_ins[24], direct[24];
     size_t dead;                 /* rows staged since the last TRUNCATE */
 };
 
@@ -83,6 +84,7 @@ struct group {
      * children need no DELETE and no staging (children_direct()). */
     struct ref *fresh;
     bool dups;
+    bool direct;      /* refs[0..n_stage) go to the table as parameters, not staged */
 };
 
 /* A statement in a pipeline: what failed if it fails; for a child table's
@@ -314,9 +316,10 @@ static bool has_children(const struct tds_table *t)
  * Each statement the writer waits for costs a round trip to PostgreSQL: on
  * one machine ~0.1 ms, across a network to a managed database often more
  * than the statement itself. So a statement whose answer is not needed
- * before the next one is only queued in a libpq pipeline: BEGIN, a small
- * group's staging INSERT, the collapse of duplicates, the child DELETEs and
- * inserts, the meta statements, the staging DELETEs. They go out with the
+ * before the next one is only queued in a libpq pipeline: BEGIN, a staging
+ * INSERT of arrays, the collapse of duplicates, the child DELETEs and
+ * inserts (of staged rows or of arrays), the meta statements, the staging
+ * DELETEs. They go out with the
  * next statement whose answer is needed — an upsert's RETURNING, the
  * fast path's lookup — or with COMMIT, and their answers are read then
  * (pipe_finish). A COPY cannot join a pipeline: the queue is sent first. */
@@ -826,6 +829,7 @@ static int get_sig(struct tds_apply *a, const struct tds_table *t, const struct 
     snprintf(g->upsert, sizeof(g->upsert), "u%zu", a->n_sigs);
     snprintf(g->collapse, sizeof(g->collapse), "c%zu", a->n_sigs);
     snprintf(g->stage_ins, sizeof(g->stage_ins), "i%zu", a->n_sigs);
+    snprintf(g->direct, sizeof(g->direct), "d%zu", a->n_sigs);
 
     tds_buf_reset(&a->buf);
     if (tds_sqlgen_staging(&a->buf, g->stg, t, g->cols, g->n_cols) != 0 ||
@@ -839,18 +843,22 @@ static int get_sig(struct tds_apply *a, const struct tds_table *t, const struct 
         goto nomem;
     if ((rc = prepare(a, g->stage_ins, a->buf.p, res->error, sizeof(res->error))) != 0)
         goto failed;
-    tds_buf_reset(&a->buf);
-    if (t->parent) {
-        if (tds_sqlgen_child_insert(&a->buf, g->stg, t, g->cols, g->n_cols) != 0)
+    for (int direct = 0; direct < 2; direct++) {
+        tds_buf_reset(&a->buf);
+        if (t->parent) {
+            if (tds_sqlgen_child_insert(&a->buf, g->stg, t, g->cols, g->n_cols, direct) != 0)
+                goto nomem;
+        } else if (tds_sqlgen_upsert(&a->buf, g->stg, t, set->kind, g->cols, g->n_cols,
+                                     set->kind == TDS_ROWS_DETAIL && has_children(t),
+                                     direct) != 0) {
             goto nomem;
-    } else if (tds_sqlgen_upsert(&a->buf, g->stg, t, set->kind, g->cols, g->n_cols,
-                                 set->kind == TDS_ROWS_DETAIL && has_children(t)) != 0) {
-        goto nomem;
+        }
+        if (tds_buf_add(&a->buf, "", 1) != 0)
+            goto nomem;
+        if ((rc = prepare(a, direct ? g->direct : g->upsert, a->buf.p, res->error,
+                          sizeof(res->error))) != 0)
+            goto failed;
     }
-    if (tds_buf_add(&a->buf, "", 1) != 0)
-        goto nomem;
-    if ((rc = prepare(a, g->upsert, a->buf.p, res->error, sizeof(res->error))) != 0)
-        goto failed;
     if (!t->parent) {
         tds_buf_reset(&a->buf);
         if (tds_sqlgen_collapse(&a->buf, g->stg, t, set->kind,
@@ -1261,10 +1269,10 @@ static int children_direct(struct tds_apply *a, struct tds_bmsg *const *msgs,
     return rc;
 }
 
-/* Stage refs[0..n) of a small group with the prepared INSERT of arrays
- * (tds_sqlgen_stage_insert): queued, it goes out with the upsert. */
-static int stage_arrays(struct tds_apply *a, struct tds_bmsg *const *msgs, const struct group *g,
-                        size_t n, struct tds_apply_result *res)
+/* refs[0..n) of a small group as array literals in a->avals[0..n_cols+3)
+ * (tds_sqlgen_unnest_rows), with room for 3 more values after them. */
+static int build_arrays(struct tds_apply *a, struct tds_bmsg *const *msgs, const struct group *g,
+                        size_t n)
 {
     const struct sig *sg = &a->sigs[g->sig];
     size_t n_par = sg->n_cols + 3;
@@ -1272,8 +1280,8 @@ static int stage_arrays(struct tds_apply *a, struct tds_bmsg *const *msgs, const
     int rc = 0;
 
     if (a->n_abuf < n_par) {
-        /* avals first: n_abuf only grows once both arrays hold n_par */
-        const char **v = realloc(a->avals, n_par * sizeof(*v));
+        /* avals first: n_abuf only grows once both arrays are big enough */
+        const char **v = realloc(a->avals, (n_par + 3) * sizeof(*v));
         struct tds_buf *b;
 
         if (!v)
@@ -1310,9 +1318,20 @@ static int stage_arrays(struct tds_apply *a, struct tds_bmsg *const *msgs, const
             rc = tds_buf_add(&a->abuf[p], "", 1);
         a->avals[p] = a->abuf[p].p;
     }
+    return rc;
+}
+
+/* Stage refs[0..n) of a small group with the prepared INSERT of arrays
+ * (tds_sqlgen_stage_insert): queued, it goes out with the upsert. */
+static int stage_arrays(struct tds_apply *a, struct tds_bmsg *const *msgs, const struct group *g,
+                        size_t n, struct tds_apply_result *res)
+{
+    const struct sig *sg = &a->sigs[g->sig];
+    int rc = build_arrays(a, msgs, g, n);
+
     if (rc != 0)
         return rc;
-    return run_prepared(a, sg->stage_ins, (int)n_par, a->avals, NULL, res,
+    return run_prepared(a, sg->stage_ins, (int)sg->n_cols + 3, a->avals, NULL, res,
                         "could not stage rows");
 }
 
@@ -1335,6 +1354,7 @@ static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct 
     }
     g->n_stage = g->n;
     g->n_fast = 0;
+    g->direct = false;
     free(g->fresh);
     g->fresh = NULL;
     if (sg->t->parent && ((rc = refresh_fk_plans(a, sg->t, res)) != 0 ||
@@ -1349,6 +1369,12 @@ static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct 
     }
     if (g->n_stage == 0)
         return 0;
+    /* A small group goes to its table as parameters at its turn (run_upsert),
+     * unless a key comes twice: the collapse needs the staging table. */
+    if (g->n_stage < ARRAY_MAX_ROWS && (sg->t->parent || !g->dups)) {
+        g->direct = true;
+        return 0;
+    }
     /* committed (then DELETEd) or rolled back, they are dead rows now */
     a->sigs[g->sig].dead += g->n_stage;
     if (g->n_stage < ARRAY_MAX_ROWS)
@@ -1384,24 +1410,39 @@ static int run_prepared(struct tds_apply *a, const char *name, int n, const char
 
 /* keys: the written parents (org ids, ids, message indexes) for a child
  * set's insert; NULL for a top-level table. */
-static int run_upsert(struct tds_apply *a, const struct sig *sg, const struct group *g,
-                      const char *const *keys, struct tds_apply_result *res, bool probe)
+static int run_upsert(struct tds_apply *a, struct tds_bmsg *const *msgs, const struct sig *sg,
+                      const struct group *g, const char *const *keys,
+                      struct tds_apply_result *res, bool probe)
 {
+    const char *name = sg->upsert;
+    const char *const *vals = keys;
+    int n_vals = keys ? 3 : 0;
     char what[96];
     PGresult *r = NULL;
     int rc;
 
     if (g->n_stage == 0)
         return 0;
+    if (g->direct) {
+        /* the rows as arrays, then the written parents' keys if any */
+        if ((rc = build_arrays(a, msgs, g, g->n_stage)) != 0)
+            return rc;
+        n_vals = (int)sg->n_cols + 3;
+        for (int k = 0; keys && k < 3; k++)
+            a->avals[n_vals++] = keys[k];
+        name = sg->direct;
+        vals = a->avals;
+    }
     if (a->piped && sg->t->parent) /* counted when its answer is read */
-        return pipe_queue(a, sg->upsert, NULL, 3, keys,
+        return pipe_queue(a, name, NULL, n_vals, vals,
                           (struct pipe_stmt){.what = "could not write child rows", .child = sg->t,
                                              .tidx = sg->tidx, .mods = !probe},
                           res);
     snprintf(what, sizeof(what), "could not write zoho.%s rows", sg->t->name);
-    if (g->dups && (rc = run_prepared(a, sg->collapse, 0, NULL, NULL, res, what)) != 0)
+    if (g->dups && !g->direct &&
+        (rc = run_prepared(a, sg->collapse, 0, NULL, NULL, res, what)) != 0)
         return rc;
-    if ((rc = run_prepared(a, sg->upsert, keys ? 3 : 0, keys, &r, res, what)) != 0)
+    if ((rc = run_prepared(a, name, n_vals, vals, &r, res, what)) != 0)
         return rc;
     if (sg->t->parent) {
         long long n = strtoll(PQcmdTuples(r), NULL, 10);
@@ -1691,7 +1732,7 @@ static int finish_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t 
         (rc = meta_finals(a, msgs, n, res)) == 0)
         rc = meta_notify(a, res);
     for (size_t i = 0; i < n_groups && rc == 0; i++) {
-        if (gs[i].n_stage == 0)
+        if (gs[i].n_stage == 0 || gs[i].direct)
             continue;
         snprintf(sql, sizeof(sql), "DELETE FROM %s", a->sigs[gs[i].sig].stg);
         rc = pipe_send(a, NULL, sql, 0, NULL, "could not empty a staging table", res);
@@ -1790,7 +1831,8 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
                     rc = run_prepared(a, name, 2, keys, NULL, res, "could not replace child rows");
                     for (size_t i = 0; i < n_groups && rc == 0; i++)
                         if (a->sigs[gs[i].sig].t == c)
-                            rc = run_upsert(a, &a->sigs[gs[i].sig], &gs[i], keys, res, probe);
+                            rc = run_upsert(a, msgs, &a->sigs[gs[i].sig], &gs[i], keys, res,
+                                            probe);
                 }
                 if (rc != 0)
                     return rc;
@@ -1801,7 +1843,7 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
 
                 if (sg->t != t || sg->kind != order[o])
                     continue;
-                if ((rc = run_upsert(a, sg, &gs[i], NULL, res, probe)) != 0)
+                if ((rc = run_upsert(a, msgs, sg, &gs[i], NULL, res, probe)) != 0)
                     return rc;
             }
         }

@@ -3,12 +3,13 @@
  * Owns the writer's connection and what lives in its session: a staging
  * table and prepared statements per (table, kind, column list) seen, the
  * tables of DETAIL-written parents, and the prepared meta statements. A run
- * writes a set of held messages in one transaction: staging (COPY, or arrays
- * for a small group), guarded upserts in registry order (rows sorted by key,
- * so concurrent writers lock in the same order), child replacement for
- * written DETAIL parents, soft deletes, webhook events, rejects, run counts,
- * cursors and NOTIFY tds_changes. It never retries, splits or acks: the
- * caller (writer.c) decides that from the result code.
+ * writes a set of held messages in one transaction: staging by COPY (a
+ * small group goes to its table as arrays), guarded upserts in registry
+ * order (rows sorted by key, so concurrent writers lock in the same order),
+ * child replacement for written DETAIL parents, soft deletes, webhook
+ * events, rejects, run counts, cursors and NOTIFY tds_changes. It never
+ * retries, splits or acks: the caller (writer.c) decides that from the
+ * result code.
  */
 #ifndef TDS_APPLY_H
 #define TDS_APPLY_H

@@ -152,11 +152,10 @@ int tds_sqlgen_copy(struct tds_buf *b, const char *stg)
     return tds_buf_addf(b, "COPY %s FROM STDIN", stg);
 }
 
-int tds_sqlgen_stage_insert(struct tds_buf *b, const char *stg, const struct tds_table *t,
-                            char *const *cols, size_t n_cols)
+int tds_sqlgen_unnest_rows(struct tds_buf *b, const struct tds_table *t, char *const *cols,
+                           size_t n_cols)
 {
-    int rc = tds_buf_addf(b, "INSERT INTO %s SELECT * FROM unnest($1::integer[], "
-                             "$2::integer[], $3::timestamptz[]", stg);
+    int rc = tds_buf_addf(b, "unnest($1::integer[], $2::integer[], $3::timestamptz[]");
 
     for (size_t i = 0; i < n_cols && rc == 0; i++) {
         enum tds_coltype ty = TDS_T_TEXT;
@@ -164,7 +163,19 @@ int tds_sqlgen_stage_insert(struct tds_buf *b, const char *stg, const struct tds
         tds_sqlgen_coltype(t, cols[i], &ty);
         rc = tds_buf_addf(b, ", $%zu::%s[]", i + 4, tds_coltype_sql(ty));
     }
+    if (rc == 0)
+        rc = tds_buf_addf(b, ") AS s(_m, _r, _o");
+    for (size_t i = 0; i < n_cols && rc == 0; i++)
+        rc = tds_buf_addf(b, ", \"%s\"", cols[i]);
     return rc ? rc : tds_buf_addf(b, ")");
+}
+
+int tds_sqlgen_stage_insert(struct tds_buf *b, const char *stg, const struct tds_table *t,
+                            char *const *cols, size_t n_cols)
+{
+    int rc = tds_buf_addf(b, "INSERT INTO %s SELECT * FROM ", stg);
+
+    return rc ? rc : tds_sqlgen_unnest_rows(b, t, cols, n_cols);
 }
 
 int tds_sqlgen_collapse(struct tds_buf *b, const char *stg, const struct tds_table *t,
@@ -197,15 +208,27 @@ static int upsert_delete(struct tds_buf *b, const char *stg, const struct tds_ta
 
 int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table *t,
                       enum tds_rowset_kind kind, char *const *cols, size_t n_cols,
-                      bool with_m)
+                      bool with_m, bool direct)
 {
     size_t first_own = 2 + TDS_ARRAY_SIZE(head_cols);
     int rc = 0;
 
+    /* direct: the rows come as parameters (tds_sqlgen_unnest_rows), read
+     * once into the CTE s, instead of from a staging table */
+    if (direct) {
+        rc = tds_buf_addf(b, "WITH s AS (SELECT * FROM ");
+        if (rc == 0)
+            rc = tds_sqlgen_unnest_rows(b, t, cols, n_cols);
+        if (rc == 0)
+            rc = tds_buf_addf(b, with_m && kind != TDS_ROWS_DELETE ? ")" : ") ");
+        stg = "s";
+    }
+    if (rc != 0)
+        return rc;
     if (kind == TDS_ROWS_DELETE)
         return upsert_delete(b, stg, t, n_cols >= 3);
     if (with_m)
-        rc = tds_buf_addf(b, "WITH w AS (");
+        rc = tds_buf_addf(b, direct ? ", w AS (" : "WITH w AS (");
     if (rc == 0)
         rc = tds_buf_addf(b, "INSERT INTO zoho.\"%s\" AS t (", t->name);
     if (rc == 0)
@@ -255,8 +278,10 @@ int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child)
 }
 
 int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds_table *child,
-                            char *const *cols, size_t n_cols)
+                            char *const *cols, size_t n_cols, bool direct)
 {
+    /* direct: the child rows are $1..$(n_cols + 3), the parents after them */
+    size_t k = direct ? n_cols + 4 : 1;
     int rc = tds_buf_addf(b, "INSERT INTO zoho.\"%s\" (", child->name);
 
     if (rc == 0)
@@ -265,10 +290,16 @@ int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds
         rc = tds_buf_addf(b, ") SELECT ");
     if (rc == 0)
         rc = add_cols(b, "s.", cols, 0, n_cols);
+    if (rc == 0 && direct)
+        rc = tds_buf_addf(b, " FROM ");
+    if (rc == 0 && direct)
+        rc = tds_sqlgen_unnest_rows(b, child, cols, n_cols);
+    if (rc == 0 && !direct)
+        rc = tds_buf_addf(b, " FROM %s s", stg);
     if (rc == 0)
-        rc = tds_buf_addf(b, " FROM %s s JOIN unnest($1::text[], $2::text[], $3::int[]) "
+        rc = tds_buf_addf(b, " JOIN unnest($%zu::text[], $%zu::text[], $%zu::int[]) "
                              "AS w(org_id, id, _m) ON s.org_id = w.org_id "
                              "AND s.\"%s\" = w.id AND s._m = w._m",
-                          stg, child->id_column);
+                          k, k + 1, k + 2, child->id_column);
     return rc;
 }

@@ -42,10 +42,15 @@ int tds_sqlgen_check(const struct tds_table *t, enum tds_rowset_kind kind, char 
 int tds_sqlgen_staging(struct tds_buf *b, const char *stg, const struct tds_table *t,
                        char *const *cols, size_t n_cols);
 int tds_sqlgen_copy(struct tds_buf *b, const char *stg);
-/* The same rows as parameters, for a small group: INSERT INTO stg SELECT *
- * FROM unnest($1::integer[], $2::integer[], $3::timestamptz[], then one
- * typed array per column). Unlike COPY, it can share a libpq pipeline with
- * the statements after it. */
+/* Rows as parameters: unnest($1::integer[], $2::integer[],
+ * $3::timestamptz[], then one typed array per column) AS s(_m, _r, _o,
+ * <cols>), a FROM item. */
+int tds_sqlgen_unnest_rows(struct tds_buf *b, const struct tds_table *t, char *const *cols,
+                           size_t n_cols);
+/* The same rows into the staging table: INSERT INTO stg SELECT * FROM
+ * <tds_sqlgen_unnest_rows>, for a small group that must be staged (a key
+ * twice). Unlike COPY, it can share a libpq pipeline with the statements
+ * after it. */
 int tds_sqlgen_stage_insert(struct tds_buf *b, const char *stg, const struct tds_table *t,
                             char *const *cols, size_t n_cols);
 /* Keep one row per key in stg: the one that wins the guard order (newest
@@ -55,10 +60,12 @@ int tds_sqlgen_collapse(struct tds_buf *b, const char *stg, const struct tds_tab
 /* The guarded upsert of a DETAIL, LIST or DELETE staging table into t,
  * returning (org_id, id) of every row it actually wrote; with_m (DETAIL of a
  * table with children) also returns each written row's message index _m,
- * which picks the child rows of that version (tds_sqlgen_child_insert). */
+ * which picks the child rows of that version (tds_sqlgen_child_insert).
+ * direct: the rows are the parameters of tds_sqlgen_unnest_rows instead of
+ * stg (a small group without a key twice: no staging at all). */
 int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table *t,
                       enum tds_rowset_kind kind, char *const *cols, size_t n_cols,
-                      bool with_m);
+                      bool with_m, bool direct);
 /* Delete the child rows of the parents ($1 org ids, $2 parent ids: text
  * arrays). Arrays, not a join with a temp table of written parents: the
  * planner has no statistics for a temp table, guesses ~850 rows and hashes
@@ -67,8 +74,9 @@ int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table
 int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child);
 /* Insert the staged child rows that belong to the written version of their
  * parent: $1 org ids, $2 parent ids, $3 message indexes (text, text, int
- * arrays from the parent upsert's RETURNING). */
+ * arrays from the parent upsert's RETURNING). direct: the child rows are the
+ * parameters of tds_sqlgen_unnest_rows and the parents' arrays follow them. */
 int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds_table *child,
-                            char *const *cols, size_t n_cols);
+                            char *const *cols, size_t n_cols, bool direct);
 
 #endif

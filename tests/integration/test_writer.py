@@ -1040,12 +1040,12 @@ def test_list_rows_with_different_field_sets_in_one_batch(writer, db):
 
 
 def test_staging_by_copy_and_by_arrays_stores_the_same_values(writer, db):
-    """A staged group of 64 rows or more goes into its staging table by
-    COPY; a smaller one by a prepared INSERT of arrays, which rides in one
-    pipeline with the upsert. Both must store every value as sent: quotes,
-    backslashes, braces and commas (array syntax), tabs and newlines (COPY
-    syntax), Arabic, the text NULL against SQL NULL, numerics, and the
-    child rows."""
+    """A group of 64 rows or more goes into its staging table by COPY; a
+    smaller one goes to its table as typed arrays of parameters (no staging),
+    or, with a key twice, into the staging table by a prepared INSERT of
+    arrays. All must store every value as sent: quotes, backslashes, braces
+    and commas (array syntax), tabs and newlines (COPY syntax), Arabic, the
+    text NULL against SQL NULL, numerics, and the child rows."""
     base = 8 * 10 ** 17
     ids = [str(base + i) for i in range(100)]
     tricky = 'q"uote \\back {a,b} NULL \t tab\nline عربي'
@@ -1084,12 +1084,26 @@ def test_staging_by_copy_and_by_arrays_stores_the_same_values(writer, db):
     check(current)
     for i in range(0, 100, 10):
         current[i] = version(i, 3, "small")
-    send([current[i] for i in range(0, 100, 10)])  # 10 and 20: staged by arrays
+    send([current[i] for i in range(0, 100, 10)])  # 10 items, 20 stock rows: as arrays
     check(current)
     for i in range(5, 100, 10):
         current[i] = version(i, 4, "one")
         send([current[i]])  # one webhook's worth at a time
     check(current)
+    # a key twice in a small LIST set: staged by arrays, the newer one kept
+    def listed(i, minute, tag):
+        return item(ORG, ids[i], ts(minute), f"{tag}{i} {tricky}", sku=f"sku,{i}",
+                    rate=f"{i}.{minute:02d}", detail=False)
+
+    newer, older, other = listed(1, 9, "twice-new"), listed(1, 8, "twice-old"), listed(2, 9, "l")
+    src, frame = rows_msg(ORG, items_sets([newer, older, other], detail=False))
+    writer.send(frame)
+    writer.wait_acked([src])
+    assert db.query("SELECT name, sku, rate::text FROM zoho.items WHERE org_id = %s "
+                    "AND item_id = %s", ORG, ids[1]) == [(newer[0][6], newer[0][7], newer[0][9])]
+    assert db.query("SELECT name FROM zoho.items WHERE org_id = %s AND item_id = %s",
+                    ORG, ids[2]) == [(other[0][6],)]
+    assert db.query("SELECT count(*) FROM tds.rejected") == [(0,)]
 
 
 def test_staging_tables_are_emptied_and_kept_small(writer, db):
@@ -1099,6 +1113,7 @@ def test_staging_tables_are_emptied_and_kept_small(writer, db):
     truncate every staging table of the session at every commit, used or
     not, ~0.4 ms each.)"""
     base = 9 * 10 ** 17
+    per = 65  # at least 64: staged by COPY, not sent as arrays
 
     def staging_sizes():
         return dict(db.query(
@@ -1106,37 +1121,40 @@ def test_staging_tables_are_emptied_and_kept_small(writer, db):
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname LIKE 'pg\\_temp\\_%' AND c.relname LIKE '\\_tds\\_%'"))
 
-    def send(k, minute=5):
-        # 60 items (under the fast path's 64): every row goes through staging
-        recs = [item(ORG, str(base + k * 60 + i), ts(minute), f"s{k}-{i}-{minute}",
-                     stock=[("w1", str(i)), ("w2", str(k))]) for i in range(60)]
+    def send(k, minute):
+        recs = [item(ORG, str(base + k * per + i), ts(minute), f"s{k}-{i}-{minute}",
+                     stock=[("w1", str(i)), ("w2", str(k))]) for i in range(per)]
         s, f = rows_msg(ORG, items_sets(recs))
         writer.send(f)
         writer.wait_acked([s])
 
+    for k in range(40):
+        send(k, 5)  # new keys
+    # newer versions of keys that exist go through staging, with their stock
     for k in range(10):
-        send(k)
+        send(k, 6)
     after10 = staging_sizes()
     assert sorted(after10) == ["_tds_s1", "_tds_s2"], after10
     assert all(v > 0 for v in after10.values()), after10
     for k in range(10, 40):
-        send(k)
+        send(k, 6)
     after40 = staging_sizes()
-    # 2,400 items and 4,800 stock rows went through; without the TRUNCATE
-    # each table would hold four times the dead rows it held after 600
+    # 2,600 items and 5,200 stock rows were staged; without the TRUNCATE
+    # each table would hold four times the dead rows it held after 650
     for name, size in after10.items():
         assert after40[name] < size, (after10, after40)
-    assert db.query("SELECT count(*) FROM zoho.items") == [(2400,)]
+    assert db.query("SELECT count(*) FROM zoho.items") == [(40 * per,)]
+    assert db.query("SELECT count(*) FROM zoho.items WHERE name LIKE '%%-6'") == [(40 * per,)]
     assert db.query("SELECT count(*), count(DISTINCT item_id) FROM zoho.item_stock") \
-        == [(4800, 2400)]
+        == [(80 * per, 40 * per)]
     # Stale staged rows would come back here: the same keys again, newer, in
     # new transactions, leave exactly the new versions and their stock.
     for k in (0, 39):
-        send(k, minute=6)
-    assert db.query("SELECT count(*) FROM zoho.items WHERE name LIKE '%-6'") == [(120,)]
+        send(k, 7)
+    assert db.query("SELECT count(*) FROM zoho.items WHERE name LIKE '%%-7'") == [(2 * per,)]
     assert db.query("SELECT count(*), count(DISTINCT item_id) FROM zoho.item_stock") \
-        == [(4800, 2400)]
-    assert stock_of(db, str(base + 39 * 60 + 7)) == [("w1", "7"), ("w2", "39")]
+        == [(80 * per, 40 * per)]
+    assert stock_of(db, str(base + 39 * per + 7)) == [("w1", "7"), ("w2", "39")]
 
 
 def test_batch_byte_bound_ends_a_transaction(procs, db):

@@ -107,17 +107,22 @@ static int gen_staging(struct tds_buf *b)
 static int gen_detail(struct tds_buf *b)
 {
     return tds_sqlgen_upsert(b, "_tds_s1", tds_table_find("items"), TDS_ROWS_DETAIL, detail_cols,
-                             8, true);
+                             8, true, false);
+}
+static int gen_detail_direct(struct tds_buf *b)
+{
+    return tds_sqlgen_upsert(b, "_tds_s1", tds_table_find("items"), TDS_ROWS_DETAIL, detail_cols,
+                             8, true, true);
 }
 static int gen_list(struct tds_buf *b)
 {
     return tds_sqlgen_upsert(b, "_tds_s2", tds_table_find("items"), TDS_ROWS_LIST, detail_cols, 7,
-                             false);
+                             false, false);
 }
 static int gen_delete(struct tds_buf *b)
 {
     return tds_sqlgen_upsert(b, "_tds_s3", tds_table_find("items"), TDS_ROWS_DELETE, detail_cols,
-                             2, false);
+                             2, false, false);
 }
 static int gen_collapse(struct tds_buf *b)
 {
@@ -126,7 +131,17 @@ static int gen_collapse(struct tds_buf *b)
 static char *const child_cols[] = {"org_id", "item_id", "warehouse_id", "stock_on_hand"};
 static int gen_child(struct tds_buf *b)
 {
-    return tds_sqlgen_child_insert(b, "_tds_s4", tds_table_find("item_stock"), child_cols, 4);
+    return tds_sqlgen_child_insert(b, "_tds_s4", tds_table_find("item_stock"), child_cols, 4,
+                                   false);
+}
+static int gen_child_direct(struct tds_buf *b)
+{
+    return tds_sqlgen_child_insert(b, "_tds_s4", tds_table_find("item_stock"), child_cols, 4,
+                                   true);
+}
+static int gen_stage_insert(struct tds_buf *b)
+{
+    return tds_sqlgen_stage_insert(b, "_tds_s4", tds_table_find("item_stock"), child_cols, 4);
 }
 static int gen_child_delete(struct tds_buf *b)
 {
@@ -180,6 +195,27 @@ static void test_statements(void)
              "s.\"stock_on_hand\" FROM _tds_s4 s JOIN unnest($1::text[], $2::text[], $3::int[]) "
              "AS w(org_id, id, _m) ON s.org_id = w.org_id AND s.\"item_id\" = w.id "
              "AND s._m = w._m");
+    /* a small group: the rows as typed arrays, no staging table */
+    s = gen(gen_stage_insert, &b);
+    T_STR(s, "INSERT INTO _tds_s4 SELECT * FROM unnest($1::integer[], $2::integer[], "
+             "$3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::numeric[]) "
+             "AS s(_m, _r, _o, \"org_id\", \"item_id\", \"warehouse_id\", \"stock_on_hand\")");
+    s = gen(gen_child_direct, &b);
+    T_STR(s, "INSERT INTO zoho.\"item_stock\" (\"org_id\", \"item_id\", \"warehouse_id\", "
+             "\"stock_on_hand\") SELECT s.\"org_id\", s.\"item_id\", s.\"warehouse_id\", "
+             "s.\"stock_on_hand\" FROM unnest($1::integer[], $2::integer[], $3::timestamptz[], "
+             "$4::text[], $5::text[], $6::text[], $7::numeric[]) AS s(_m, _r, _o, \"org_id\", "
+             "\"item_id\", \"warehouse_id\", \"stock_on_hand\") JOIN unnest($8::text[], "
+             "$9::text[], $10::int[]) AS w(org_id, id, _m) ON s.org_id = w.org_id "
+             "AND s.\"item_id\" = w.id AND s._m = w._m");
+    s = gen(gen_detail_direct, &b);
+    T_TRUE(strstr(s, "WITH s AS (SELECT * FROM unnest($1::integer[], $2::integer[], "
+                     "$3::timestamptz[], $4::text[], $5::text[], $6::timestamptz[], $7::jsonb[], "
+                     "$8::text[], $9::boolean[], $10::text[], $11::numeric[]) AS s(_m, _r, _o, "
+                     "\"org_id\", ") == s);
+    T_TRUE(strstr(s, "\"rate\")), w AS (INSERT INTO zoho.\"items\" AS t (") != NULL);
+    T_TRUE(strstr(s, ", _o, now(), NULL FROM s ON CONFLICT") != NULL);
+    T_TRUE(strstr(s, "FROM w JOIN s s ON s.org_id = w.org_id") != NULL);
     s = gen(gen_child_delete, &b);
     T_STR(s, "DELETE FROM zoho.\"item_stock\" c USING unnest($1::text[], $2::text[]) "
              "AS w(org_id, id) WHERE c.org_id = w.org_id AND c.\"item_id\" = w.id");
