@@ -1,13 +1,13 @@
-/* forward — the loop-thread side of ingress: durable entries out, acks in.
+/* forward — the loop-thread side of ingress: journaled entries out, acks in.
  *
  * Entries wait in `incoming` (locked, seq order) until the sync thread takes
  * them into a group commit, then become nodes: in a send queue per
- * destination until
- * ZeroMQ takes them, then in the in-flight list (ordered by deadline, since
- * every deadline is now + the same timeout) until acked or timed out back
- * into the send queue. A hash table by message id finds nodes for acks. Node
- * payloads are dropped after the first send (and at once past the memory
- * budget); a resend reads the record back from the journal.
+ * destination until ZeroMQ takes them, then in the in-flight list (ordered
+ * by deadline, since every deadline is now + the same timeout) until acked
+ * or timed out back into the send queue. A hash table by message id finds
+ * nodes for acks. Node payloads are dropped after the first send (and at
+ * once past the memory budget); a resend reads the record back from the
+ * journal.
  */
 #include "forward.h"
 
@@ -340,7 +340,7 @@ static void on_writable(struct tds_loop *loop, short revents, void *ud)
  *
  * An entry is sent once the sync thread has taken it into a group commit, so
  * that it travels while the journal writes and syncs it: the webhook reaches
- * PostgreSQL about one fdatasync sooner (writer/DESIGN.md has the figures).
+ * PostgreSQL about one fdatasync sooner (ingress/DESIGN.md has the figures).
  * Its 200 still waits for the sync (http.c). If that sync fails, the request
  * gets 503 although the entry may already be on its way; Zoho sends the
  * webhook again and the writer's tds.webhook_events and guard make the second

@@ -99,9 +99,9 @@ struct tds_journal {
     tds_journal_synced_cb synced_cb;
     void *synced_ud;
     tds_journal_stats_cb stats_cb;
+    void *stats_ud;
     tds_journal_syncing_cb syncing_cb;
     void *syncing_ud;
-    void *stats_ud;
 };
 
 /* ---- CRC32C, slice-by-8 ---- */
