@@ -9,6 +9,7 @@
 #include "pg.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -39,28 +40,65 @@ static void copy_msg(char *err, size_t errlen, const char *prefix, const char *m
     err[w] = '\0';
 }
 
-PGconn *tds_pg_connect(const char *conninfo, const char *app_name, char *err, size_t errlen)
+/* PQconnectdbParams or PQconnectStartParams. connect_timeout comes first so
+ * a value in conninfo overrides it; the application name, encoding and
+ * options (when given) come after, so ours win. */
+static PGconn *open_conn(PGconn *(*begin)(const char *const *, const char *const *, int),
+                         const char *conninfo, const char *app_name, const char *options,
+                         char *err, size_t errlen)
 {
-    /* connect_timeout comes first so a value in conninfo overrides it; the
-     * application name and encoding come after, so ours win. */
-    const char *keys[] = {"connect_timeout", "dbname", "application_name", "client_encoding", NULL};
+    const char *keys[] = {"connect_timeout", "dbname", "application_name", "client_encoding",
+                          options ? "options" : NULL, NULL};
     const char *vals[] = {CONNECT_TIMEOUT_S, conninfo ? conninfo : "",
-                          app_name ? app_name : "tds", "UTF8", NULL};
+                          app_name ? app_name : "tds", "UTF8", options, NULL};
     PGconn *c;
 
     if (err && errlen)
         err[0] = '\0';
-    c = PQconnectdbParams(keys, vals, 1);
+    c = begin(keys, vals, 1);
     if (!c) {
         copy_msg(err, errlen, "could not connect to database: ", "out of memory");
         return NULL;
     }
-    if (PQstatus(c) != CONNECTION_OK) {
+    if (PQstatus(c) == CONNECTION_BAD) {
         copy_msg(err, errlen, "could not connect to database: ", PQerrorMessage(c));
         PQfinish(c);
         return NULL;
     }
     return c;
+}
+
+PGconn *tds_pg_connect(const char *conninfo, const char *app_name, char *err, size_t errlen)
+{
+    return open_conn(PQconnectdbParams, conninfo, app_name, NULL, err, errlen);
+}
+
+PGconn *tds_pg_connect_start(const char *conninfo, const char *app_name, const char *options,
+                             char *err, size_t errlen)
+{
+    return open_conn(PQconnectStartParams, conninfo, app_name, options, err, errlen);
+}
+
+int tds_pg_connect_poll(PGconn *c, PostgresPollingStatusType *want, char *err, size_t errlen)
+{
+    /* libpq asks to be called again only once the socket is ready for what
+     * its last answer named; until then it is not called at all. */
+    for (;;) {
+        struct pollfd p = {.fd = PQsocket(c), .events = 0};
+        int n;
+
+        if (*want == PGRES_POLLING_OK)
+            return 1;
+        if (*want == PGRES_POLLING_FAILED || p.fd < 0) {
+            copy_msg(err, errlen, "could not connect to database: ", PQerrorMessage(c));
+            return -1;
+        }
+        p.events = *want == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+        n = poll(&p, 1, 0);
+        if (n == 0 || (n < 0 && errno == EINTR))
+            return 0;
+        *want = PQconnectPoll(c);
+    }
 }
 
 bool tds_pg_ok(PGconn *c)

@@ -12,6 +12,19 @@
 
 /* Connect; returns NULL on failure with a message in err (no password in it). */
 PGconn *tds_pg_connect(const char *conninfo, const char *app_name, char *err, size_t errlen);
+/* Begin the same connection without waiting for it (PQconnectStartParams),
+ * with the session settings in options ("-c name=value ...", replacing any in
+ * conninfo; NULL for none); NULL with a message in err when it cannot even
+ * start. Drive it with tds_pg_connect_poll(), starting with
+ * *want = PGRES_POLLING_WRITING. */
+PGconn *tds_pg_connect_start(const char *conninfo, const char *app_name, const char *options,
+                             char *err, size_t errlen);
+/* Advance a connection begun by tds_pg_connect_start() without blocking: 1 when
+ * it is ready, 0 while it is still under way (*want says what it waits for),
+ * -1 when it failed (err says why; the caller PQfinish()es it). The caller
+ * enforces its own deadline: libpq's connect_timeout applies only to the
+ * blocking connect. */
+int tds_pg_connect_poll(PGconn *c, PostgresPollingStatusType *want, char *err, size_t errlen);
 /* True when the connection is usable (CONNECTION_OK and not in a failed state). */
 bool tds_pg_ok(PGconn *c);
 /* Run a statement without parameters that returns no rows; 0 or -EIO with err. */

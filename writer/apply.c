@@ -49,6 +49,9 @@
 /* A table is analyzed once this session has written max(this, its row count
  * at the last analyze) rows into it: see tds_apply_maintain(). */
 #define ANALYZE_MIN_ROWS 1000
+/* How long the side connection's handshake may take before the ANALYZEs
+ * are left to autovacuum until the tables grow again. */
+#define ANALYZE_CONNECT_TIMEOUT_MS 10000
 /* Below ANALYZE_MIN_ROWS, the session's cached plans are reset before child
  * rows are written each time the parent has doubled (from this many rows):
  * see refresh_fk_plans(). */
@@ -127,10 +130,14 @@ struct tds_apply {
     double planned_rows[TDS_APPLY_MAX_TABLES];
     bool analyze_off;            /* ANALYZE refused (not the tables' owner) */
     /* The side connection ANALYZE runs on, the table it is analyzing (-1:
-     * none), the rows that made it due, and when it started. */
+     * none), the rows that made it due, and when it started. The connection
+     * is opened without waiting (an_want: what its handshake waits for, until
+     * PGRES_POLLING_OK), since then. */
     PGconn *an_conn;
     int an_table;
     int64_t an_rows, an_t0;
+    PostgresPollingStatusType an_want;
+    int64_t an_conn_t0;
     /* The transaction's BEGIN has gone out (it travels with the first
      * statement, exec_in_txn() and run_prepared()). */
     bool begun;
@@ -650,6 +657,57 @@ static void analyze_collect(struct tds_apply *a)
     a->an_table = -1;
 }
 
+/* Give up analyzing for now (the side connection failed): tables due are
+ * due again after as many rows. */
+static void analyze_give_up(struct tds_apply *a, const char *why)
+{
+    tds_warn("could not connect to analyze, leaving the growing tables to autovacuum for "
+             "now: %s", why);
+    if (a->an_conn)
+        PQfinish(a->an_conn);
+    a->an_conn = NULL;
+    a->an_table = -1;
+    for (size_t i = 0; i < tds_table_count(); i++)
+        a->mods[i] = 0;
+}
+
+/* The side connection's handshake, without waiting for it: opening a session
+ * takes PostgreSQL a few to tens of ms (longer on a fresh database), and the
+ * writer's batches must not wait behind it. True once it is ready. */
+static bool analyze_conn_ready(struct tds_apply *a)
+{
+    char err[256];
+    int rc;
+
+    if (!a->an_conn) {
+        /* A tenth of the default sample (3,000 rows): the row count and the
+         * key columns' spread are all the plans need, and at 100,000 rows
+         * it takes ~20 ms instead of ~260 ms of a core the batches share.
+         * Autovacuum's later ANALYZE takes the full sample. */
+        a->an_conn = tds_pg_connect_start(a->conninfo, "tds-writer-analyze",
+                                          "-c default_statistics_target=10", err, sizeof(err));
+        if (!a->an_conn) {
+            analyze_give_up(a, err);
+            return false;
+        }
+        tds_apply_quiet(a->an_conn);
+        a->an_want = PGRES_POLLING_WRITING;
+        a->an_conn_t0 = tds_now_ms();
+    }
+    if (a->an_want == PGRES_POLLING_OK)
+        return true;
+    rc = tds_pg_connect_poll(a->an_conn, &a->an_want, err, sizeof(err));
+    if (rc < 0) {
+        analyze_give_up(a, err);
+        return false;
+    }
+    if (rc == 0 && tds_now_ms() - a->an_conn_t0 > ANALYZE_CONNECT_TIMEOUT_MS) {
+        analyze_give_up(a, "timed out");
+        return false;
+    }
+    return rc == 1;
+}
+
 void tds_apply_maintain(struct tds_apply *a)
 {
     analyze_collect(a);
@@ -657,25 +715,12 @@ void tds_apply_maintain(struct tds_apply *a)
         const struct tds_table *t = tds_table_at(i);
         double due = a->analyzed_rows[i] > ANALYZE_MIN_ROWS ? a->analyzed_rows[i]
                                                             : ANALYZE_MIN_ROWS;
-        char sql[160], err[256];
+        char sql[160];
 
         if ((double)a->mods[i] < due)
             continue;
-        if (!a->an_conn) {
-            a->an_conn = tds_pg_connect(a->conninfo, "tds-writer-analyze", err, sizeof(err));
-            if (!a->an_conn) {
-                tds_warn("could not connect to analyze zoho.%s, leaving it to autovacuum for "
-                         "now: %s", t->name, err);
-                a->mods[i] = 0;
-                return;
-            }
-            tds_apply_quiet(a->an_conn);
-            /* A tenth of the default sample (3,000 rows): the row count and
-             * the key columns' spread are all the plans need, and at 100,000
-             * rows it takes ~20 ms instead of ~260 ms of a core the batches
-             * share. Autovacuum's later ANALYZE takes the full sample. */
-            PQclear(PQexec(a->an_conn, "SET default_statistics_target = 10"));
-        }
+        if (!analyze_conn_ready(a))
+            return;
         /* The key columns are all the writer's statements and the foreign-key
          * checks need; the row count comes with any ANALYZE. The other
          * columns (wide raw JSON) are autovacuum's. SKIP_LOCKED: a table

@@ -9,6 +9,7 @@ read from the writer's PUB socket.
 import json
 import os
 import select
+import socket
 import threading
 import time
 
@@ -929,6 +930,89 @@ def test_an_analyze_does_not_hold_up_the_batches(procs, db):
                "the ANALYZE's completion in the log")
     assert db.query("SELECT count(*) FROM zoho.items") == [(1600,)]
     h.close()
+
+
+class _HoldingRelay:
+    """A TCP relay to PostgreSQL that holds, for `hold` seconds, the startup
+    packet of every connection whose application_name is `app`: a database
+    that takes that long to open a session for it."""
+
+    def __init__(self, port, app, hold):
+        self.port, self.app, self.hold = port, app.encode(), hold
+        self.held = threading.Event()    # such a handshake was seen
+        self.holding = False             # and is held right now
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.url_port = self.lsock.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            s = socket.create_connection(("127.0.0.1", self.port))
+            threading.Thread(target=self._pipe, args=(c, s, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(s, c, False), daemon=True).start()
+
+    def _pipe(self, src, dst, upstream):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if upstream and self.app in data:
+                    self.holding = True
+                    self.held.set()
+                    time.sleep(self.hold)
+                    self.holding = False
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for x in (src, dst):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop.set()
+        self.lsock.close()
+
+
+def test_batches_go_on_while_the_analyze_connection_opens(procs, db):
+    """The side connection for ANALYZE is opened without waiting: a session
+    that takes PostgreSQL seconds to open (here a relay holds its handshake
+    for 4 s) does not hold up the batches behind it, and the ANALYZE runs
+    once the connection is up."""
+    relay = _HoldingRelay(db.cluster.port, "tds-writer-analyze", 4.0)
+    url = db.url.replace(f":{db.cluster.port}/", f":{relay.url_port}/")
+    h = WriterHarness(procs, db, env={"TDS_LOG_LEVEL": "debug", "TDS_DATABASE_URL": url})
+    try:
+        first = _big(1500, 4)
+        for _, f in first:
+            h.send(f)
+        h.wait_acked([s for s, _ in first], timeout=30)
+        assert relay.held.wait(10), "the writer never opened its analyze connection"
+        t0 = time.monotonic()
+        more = _big(100, 4, first=5000)
+        for _, f in more:
+            h.send(f)
+        h.wait_acked([s for s, _ in more], timeout=30)
+        took = time.monotonic() - t0
+        assert took < 2, f"a batch waited {took:.1f} s behind the analyze connection"
+        assert relay.holding, "the handshake ended before the batch: the test proves nothing"
+        wait_until(lambda: "analyzed zoho.items after" in h.proc.stderr_text(), 30,
+                   "the ANALYZE once the connection is up")
+        assert db.query("SELECT count(*) FROM zoho.items") == [(1600,)]
+        assert db.query("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                        "WHERE relid = 'zoho.items'::regclass") == [(True,)]
+        assert "could not" not in h.proc.stderr_text()
+    finally:
+        h.close()
+        relay.close()
 
 
 def test_two_writers_racing_on_new_keys(procs, db):
