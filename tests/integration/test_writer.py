@@ -935,12 +935,14 @@ def test_an_analyze_does_not_hold_up_the_batches(procs, db):
 class _HoldingRelay:
     """A TCP relay to PostgreSQL that holds, for `hold` seconds, the startup
     packet of every connection whose application_name is `app`: a database
-    that takes that long to open a session for it."""
+    that takes that long to open a session for it. With `refuse`, it then
+    closes that connection instead."""
 
-    def __init__(self, port, app, hold):
-        self.port, self.app, self.hold = port, app.encode(), hold
+    def __init__(self, port, app, hold, refuse=False):
+        self.port, self.app, self.hold, self.refuse = port, app.encode(), hold, refuse
         self.held = threading.Event()    # such a handshake was seen
         self.holding = False             # and is held right now
+        self.count = 0                   # such handshakes seen
         self.lsock = socket.create_server(("127.0.0.1", 0))
         self.url_port = self.lsock.getsockname()[1]
         self.stop = threading.Event()
@@ -963,10 +965,13 @@ class _HoldingRelay:
                 if not data:
                     break
                 if upstream and self.app in data:
+                    self.count += 1
                     self.holding = True
                     self.held.set()
                     time.sleep(self.hold)
                     self.holding = False
+                    if self.refuse:
+                        break
                 dst.sendall(data)
         except OSError:
             pass
@@ -1010,6 +1015,38 @@ def test_batches_go_on_while_the_analyze_connection_opens(procs, db):
         assert db.query("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
                         "WHERE relid = 'zoho.items'::regclass") == [(True,)]
         assert "could not" not in h.proc.stderr_text()
+    finally:
+        h.close()
+        relay.close()
+
+
+def test_a_failed_analyze_connection_is_warned_and_tried_again(procs, db):
+    """A side connection that fails during its handshake is a warning, the
+    batches go on, and the tables come due again after as many rows."""
+    relay = _HoldingRelay(db.cluster.port, "tds-writer-analyze", 0.5, refuse=True)
+    url = db.url.replace(f":{db.cluster.port}/", f":{relay.url_port}/")
+    h = WriterHarness(procs, db, env={"TDS_LOG_LEVEL": "debug", "TDS_DATABASE_URL": url})
+    try:
+        first = _big(1500, 4)
+        for _, f in first:
+            h.send(f)
+        h.wait_acked([s for s, _ in first], timeout=30)
+        assert relay.held.wait(10), "the writer never opened its analyze connection"
+        wait_until(lambda: "could not connect to analyze" in h.proc.stderr_text(), 10,
+                   "the warning")
+        # not tried again at once (the writer's maintenance tick is 1 s)
+        time.sleep(2.5)
+        assert relay.count == 1
+        relay.held.clear()
+        more = _big(1500, 4, first=5000)
+        for _, f in more:
+            h.send(f)
+        h.wait_acked([s for s, _ in more], timeout=30)
+        assert relay.held.wait(10), "the writer did not try again after as many rows"
+        assert relay.count == 2
+        assert db.query("SELECT count(*) FROM zoho.items") == [(3000,)]
+        assert "analyzed zoho." not in h.proc.stderr_text()
+        assert h.proc.alive()
     finally:
         h.close()
         relay.close()
