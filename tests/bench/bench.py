@@ -41,14 +41,14 @@ SECRET = "bench-webhook-secret"
 # sizes per mode: full / quick / smoke
 SIZES = {
     "full": dict(repeats=3, conns=64, pace=0, half_rate=15000, half_s=5, latency_rate=1000, writer_rows=50000, transform_pages=500, ingress_s=5,
-                 ingress_orgs=150, e2e_items=200000, scale_items=50000, mem_items=1000000, latency_s=30,
+                 ingress_orgs=150, e2e_items=200000, scale_items=50000, mem_items=1000000, latency_s=30, latency_preload=50000,
                  quota_items=800, quota_rate=100, quota_minute_ms=2000),
     "quick": dict(repeats=1, conns=64, pace=0, half_rate=15000, half_s=3, latency_rate=1000, writer_rows=20000, transform_pages=100, ingress_s=3,
-                  ingress_orgs=150, e2e_items=20000, scale_items=20000, mem_items=100000, latency_s=5,
+                  ingress_orgs=150, e2e_items=20000, scale_items=20000, mem_items=100000, latency_s=5, latency_preload=20000,
                   quota_items=300, quota_rate=100, quota_minute_ms=1000),
     # smoke: paced, so the backlog behind the ingress stays small
     "smoke": dict(repeats=1, conns=4, pace=50, half_rate=100, half_s=1, latency_rate=200, writer_rows=2000, transform_pages=10, ingress_s=1,
-                  ingress_orgs=10, e2e_items=1000, scale_items=1000, mem_items=3000, latency_s=2,
+                  ingress_orgs=10, e2e_items=1000, scale_items=1000, mem_items=3000, latency_s=2, latency_preload=1000,
                   quota_items=150, quota_rate=100, quota_minute_ms=500),
 }
 
@@ -743,14 +743,53 @@ class Bench:
         opath = self.orgs_file(os.path.join(self.work, "orgs-l.json"), [("60001", SECRET)])
         kind = self.templates(sim, "60001", "items", 20)
         for k in range(self.sz["repeats"]):
+            # a fresh database, as right after set-up: its tables grow from
+            # empty while measured, and the stages' sessions start cold
             db = f"lbench{k}"
             self.pg.create_db(db)
             pl = self.pipeline(db, opath, ingress=True)
             try:
-                self.bench_latency(pl, "60001", kind)
+                self.bench_latency(pl, "60001", kind, self.lat_runs)
             finally:
                 self.stop_pipeline(pl)
                 self.pg.drop_db(db)
+            # a database in service: holding the organization's records,
+            # vacuumed and analyzed, the stages running for a while
+            db = f"lbenchp{k}"
+            self.pg.create_db(db)
+            pl = self.pipeline(db, opath, ingress=True)
+            try:
+                self.preload(pl, db, "60001", kind, self.sz["latency_preload"], k)
+                self.bench_latency(pl, "60001", kind, self.lat_pop_runs)
+            finally:
+                self.stop_pipeline(pl)
+                self.pg.drop_db(db)
+
+    def preload(self, pl, db, org, kind, n, k):
+        """n item webhooks (other ids than the measured ones) sent as fast as
+        the pipeline takes them, all applied, then VACUUM ANALYZE: the state
+        autovacuum leaves a database in after its first syncs."""
+        reqfile = os.path.join(self.work, "preload.req")
+        self.write_requests(reqfile, [(org, SECRET)], [kind], n, "46%02d" % k)
+        t0 = time.monotonic()
+        out = self.wrk(f"http://127.0.0.1:{pl['hook_port']}", reqfile, max(1, n // 10000))
+        if out["non200"] or out["errors"]:
+            raise BenchError(f"preload: {out['non200']} non-200 replies, "
+                             f"{out['errors']} socket errors")
+        ing = pl["stages"]["ingress"]
+        wait_until(lambda: self.metrics(ing).get("tds_ingress_unacked", 1) == 0, 300,
+                   "the preload applied", interval=0.25)
+        n_items = self.pg.query(db, "SELECT count(*) FROM zoho.items")[0][0]
+        if n_items == 0:
+            raise BenchError(f"preload: {out['ok']} webhooks answered 200, no item applied")
+        c = self.pg.connect(db)
+        try:
+            c.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+            c.cursor().execute("VACUUM ANALYZE")
+        finally:
+            c.close()
+        log(f"latency: preloaded {n_items:,} items by webhook, vacuumed and analyzed, "
+            f"in {time.monotonic() - t0:.1f} s")
 
     def write_requests(self, path, orgs, kinds, n, prefix):
         """n signed webhook requests with new record ids "<prefix><counter>"."""
@@ -821,7 +860,7 @@ class Bench:
 
     # ---- 5. webhook → row latency
 
-    def bench_latency(self, pl, org, kind):
+    def bench_latency(self, pl, org, kind, runs):
         recs, idf, key = kind
         rate, secs = self.sz["latency_rate"], self.sz["latency_s"]
         n = rate * secs
@@ -869,6 +908,10 @@ class Bench:
                                     seen.setdefault(i, t)
 
         threads_n = 16 if rate >= 500 else 4
+        # the stages' counters before this run (a preload ran in the same
+        # processes): the note's means are of this run alone
+        wm0 = self.metrics(pl["stages"]["writer"])
+        im0 = self.metrics(pl["stages"]["ingress"])
         t_start = time.monotonic() + 0.5
         wall_start = time.time()
 
@@ -945,20 +988,22 @@ class Bench:
                 "POST start to NOTIFY tds_changes received")
         self.lat = {"p50": pct(0.5), "p99": pct(0.99), "max": lats[-1]}
         def mean(m, name):
-            c = m.get(name + "_count", 0)
-            return m.get(name + "_sum", 0) / c if c else 0
+            m0 = wm0 if m is wm else im0
+            c = m.get(name + "_count", 0) - m0.get(name + "_count", 0)
+            return (m.get(name + "_sum", 0) - m0.get(name + "_sum", 0)) / c if c else 0
         inside = (f"received by the ingress to the writer's transaction begun p50 "
                   f"{1000 * before_txn[0]:.2f} ms p99 {1000 * before_txn[1]:.2f} ms; "
                   f"webhook age at commit (writer metric) {1000 * mean(wm, 'tds_writer_webhook_age_seconds'):.1f} ms on average; "
-                  f"writer: {int(wm.get('tds_writer_batches_total', 0))} transactions, "
+                  f"writer: {int(wm.get('tds_writer_batches_total', 0) - wm0.get('tds_writer_batches_total', 0))} transactions, "
                   f"{mean(wm, 'tds_writer_batch_rows'):.0f} rows and "
                   f"{1000 * mean(wm, 'tds_writer_commit_seconds'):.1f} ms each on average; "
                   f"ingress: fdatasync {1000 * mean(im, 'tds_ingress_fsync_seconds'):.2f} ms, "
                   f"{mean(im, 'tds_ingress_group_commit_size'):.1f} webhooks per group commit")
         log(f"latency: p50 {pct(0.5):.2f} ms p99 {pct(0.99):.2f} ms max {lats[-1]:.2f} ms, "
             f"{achieved:.0f}/s sent; {inside}")
-        self.notes.append(f"latency repeat {len(self.lat_runs) + 1}: {inside}")
-        self.lat_runs.append((self.lat, note))
+        where = "" if runs is self.lat_runs else ", populated database"
+        self.notes.append(f"latency repeat {len(runs) + 1}{where}: {inside}")
+        runs.append((self.lat, note))
 
     @staticmethod
     def metrics(proc):
@@ -1002,6 +1047,16 @@ class Bench:
         self.figure("latency_p99", f"webhook to row latency p99 {at}", "ms",
                     [r["p99"] for r, _ in runs], target="≤ 5")
         self.figure("latency_max", f"webhook to row latency max {at}", "ms",
+                    [r["max"] for r, _ in runs])
+        runs = self.lat_pop_runs
+        pop = f"{at}, populated database"
+        note = (f"{self.sz['latency_preload']:,} items applied by webhook first, then VACUUM "
+                "ANALYZE; new items measured as above") if runs else None
+        self.figure("latency_pop_p50", f"webhook to row latency p50 {pop}", "ms",
+                    [r["p50"] for r, _ in runs], target="≤ 2", note=note)
+        self.figure("latency_pop_p99", f"webhook to row latency p99 {pop}", "ms",
+                    [r["p99"] for r, _ in runs], target="≤ 5")
+        self.figure("latency_pop_max", f"webhook to row latency max {pop}", "ms",
                     [r["max"] for r, _ in runs])
 
     # ---- 4. end to end, memory, scaling
@@ -1155,7 +1210,7 @@ class Bench:
 
     def run(self):
         t0 = time.monotonic()
-        self.lat_runs = []
+        self.lat_runs, self.lat_pop_runs = [], []
         self.sync_cpu = {}
         if self.args.mem_items:
             self.sz["mem_items"] = self.args.mem_items

@@ -19,7 +19,8 @@ FIGURES = [
     "ingress_p50", "ingress_p99", "ingress_healthz", "ingress_half_p99", "ingress_alone_rps",
     "ingress_alone_p99", "ingress_alone_half_p99", "webhook_applied",
     "webhook_table_rows", "webhook_cpu_us", "webhook_cpu_ceiling", "latency_p50",
-    "latency_p99", "latency_max", "e2e_full_sync", "scaling_p1", "scaling_p2",
+    "latency_p99", "latency_max", "latency_pop_p50", "latency_pop_p99", "latency_pop_max",
+    "e2e_full_sync", "scaling_p1", "scaling_p2",
     "rss_fetcher_small", "rss_fetcher_large", "rss_processor-0_small", "rss_processor-0_large",
     "rss_writer_small", "rss_writer_large", "quota_util", "quota_429",
 ]
