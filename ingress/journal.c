@@ -8,11 +8,11 @@
  * appends and the stage answers 503 until restarted. It never logs; callers do.
  *
  * A segment file grows ahead of its records in zero-filled steps of
- * PREFILL_BYTES, written by the commit that first needs them. Every other
- * commit then overwrites blocks that exist, and its fdatasync writes the data
- * alone, not the inode's new size as well: on this project's bench machine
- * 0.16-0.18 ms and 53-68 us of CPU a sync instead of 0.23-0.25 ms and 91-113 us
- * (ingress/DESIGN.md). A scan treats a tail of zeros as the end of the
+ * TDS_JOURNAL_PREFILL_BYTES, written by the commit that first needs them.
+ * Every other commit then overwrites blocks that exist, and its fdatasync
+ * writes the data alone, not the inode's new size as well: on this project's
+ * bench machine 0.16-0.18 ms and 53-68 us of CPU a sync instead of 0.23-0.25
+ * ms and 91-113 us (ingress/DESIGN.md). A scan treats a tail of zeros as the end of the
  * segment, not as a torn record, and a segment is cut back to its records
  * when it stops taking writes.
  */
@@ -38,7 +38,6 @@
 #define REC_ACK 2
 #define SEG_NAME_LEN 24       /* 20 digits + ".seg" */
 #define CHUNK_MIN (64u * 1024)
-#define PREFILL_BYTES (1024u * 1024)
 
 static const char zeros[64 * 1024];
 
@@ -209,11 +208,11 @@ static int pwrite_all(int fd, const char *buf, size_t len, uint64_t off)
     return 0;
 }
 
-/* Zeros from s->filled on, so that [0, end) and PREFILL_BYTES past it
- * exist in the file. Only the sync thread writes a segment's file. */
+/* Zeros from s->filled on, so that [0, end) and TDS_JOURNAL_PREFILL_BYTES
+ * past it exist in the file. Only the sync thread writes a segment's file. */
 static int prefill(struct seg *s, int fd, uint64_t end)
 {
-    uint64_t to = (end + PREFILL_BYTES + 4095) & ~(uint64_t)4095;
+    uint64_t to = (end + TDS_JOURNAL_PREFILL_BYTES + 4095) & ~(uint64_t)4095;
 
     while (s->filled < to) {
         size_t n = to - s->filled < sizeof(zeros) ? (size_t)(to - s->filled) : sizeof(zeros);
