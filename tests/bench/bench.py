@@ -1039,24 +1039,20 @@ class Bench:
         return (int(total), int(total - fast))
 
     def latency_figures(self):
-        runs = self.lat_runs
-        note = runs[-1][1] if runs else None
         at = f"at {self.sz['latency_rate']:,}/s"
-        self.figure("latency_p50", f"webhook to row latency p50 {at}", "ms",
-                    [r["p50"] for r, _ in runs], target="≤ 2", note=note)
-        self.figure("latency_p99", f"webhook to row latency p99 {at}", "ms",
-                    [r["p99"] for r, _ in runs], target="≤ 5")
-        self.figure("latency_max", f"webhook to row latency max {at}", "ms",
-                    [r["max"] for r, _ in runs])
+        runs = self.lat_runs
+        self.latency_triple("latency", at, runs, runs[-1][1] if runs else None)
         runs = self.lat_pop_runs
-        pop = f"{at}, populated database"
-        note = (f"{self.sz['latency_preload']:,} items applied by webhook first, then VACUUM "
-                "ANALYZE; new items measured as above") if runs else None
-        self.figure("latency_pop_p50", f"webhook to row latency p50 {pop}", "ms",
+        self.latency_triple("latency_pop", f"{at}, populated database", runs,
+                            f"{self.sz['latency_preload']:,} items applied by webhook first, "
+                            "then VACUUM ANALYZE; new items measured as above" if runs else None)
+
+    def latency_triple(self, key, where, runs, note):
+        self.figure(f"{key}_p50", f"webhook to row latency p50 {where}", "ms",
                     [r["p50"] for r, _ in runs], target="≤ 2", note=note)
-        self.figure("latency_pop_p99", f"webhook to row latency p99 {pop}", "ms",
+        self.figure(f"{key}_p99", f"webhook to row latency p99 {where}", "ms",
                     [r["p99"] for r, _ in runs], target="≤ 5")
-        self.figure("latency_pop_max", f"webhook to row latency max {pop}", "ms",
+        self.figure(f"{key}_max", f"webhook to row latency max {where}", "ms",
                     [r["max"] for r, _ in runs])
 
     # ---- 4. end to end, memory, scaling

@@ -987,12 +987,11 @@ class _HoldingRelay:
         self.lsock.close()
 
 
-def test_batches_go_on_while_the_analyze_connection_opens(procs, db):
-    """The side connection for ANALYZE is opened without waiting: a session
-    that takes PostgreSQL seconds to open (here a relay holds its handshake
-    for 4 s) does not hold up the batches behind it, and the ANALYZE runs
-    once the connection is up."""
-    relay = _HoldingRelay(db.cluster.port, "tds-writer-analyze", 4.0)
+def _writer_until_analyze_due(procs, db, hold, refuse=False):
+    """A writer reaching PostgreSQL through a _HoldingRelay, sent 1,500 items,
+    all acked: zoho.items is then due for the writer's ANALYZE, whose
+    connection the relay has begun to hold."""
+    relay = _HoldingRelay(db.cluster.port, "tds-writer-analyze", hold, refuse)
     url = db.url.replace(f":{db.cluster.port}/", f":{relay.url_port}/")
     h = WriterHarness(procs, db, env={"TDS_LOG_LEVEL": "debug", "TDS_DATABASE_URL": url})
     try:
@@ -1001,6 +1000,20 @@ def test_batches_go_on_while_the_analyze_connection_opens(procs, db):
             h.send(f)
         h.wait_acked([s for s, _ in first], timeout=30)
         assert relay.held.wait(10), "the writer never opened its analyze connection"
+    except BaseException:
+        h.close()
+        relay.close()
+        raise
+    return relay, h
+
+
+def test_batches_go_on_while_the_analyze_connection_opens(procs, db):
+    """The side connection for ANALYZE is opened without waiting: a session
+    that takes PostgreSQL seconds to open (here a relay holds its handshake
+    for 4 s) does not hold up the batches behind it, and the ANALYZE runs
+    once the connection is up."""
+    relay, h = _writer_until_analyze_due(procs, db, 4.0)
+    try:
         t0 = time.monotonic()
         more = _big(100, 4, first=5000)
         for _, f in more:
@@ -1023,15 +1036,8 @@ def test_batches_go_on_while_the_analyze_connection_opens(procs, db):
 def test_a_failed_analyze_connection_is_warned_and_tried_again(procs, db):
     """A side connection that fails during its handshake is a warning, the
     batches go on, and the tables come due again after as many rows."""
-    relay = _HoldingRelay(db.cluster.port, "tds-writer-analyze", 0.5, refuse=True)
-    url = db.url.replace(f":{db.cluster.port}/", f":{relay.url_port}/")
-    h = WriterHarness(procs, db, env={"TDS_LOG_LEVEL": "debug", "TDS_DATABASE_URL": url})
+    relay, h = _writer_until_analyze_due(procs, db, 0.5, refuse=True)
     try:
-        first = _big(1500, 4)
-        for _, f in first:
-            h.send(f)
-        h.wait_acked([s for s, _ in first], timeout=30)
-        assert relay.held.wait(10), "the writer never opened its analyze connection"
         wait_until(lambda: "could not connect to analyze" in h.proc.stderr_text(), 10,
                    "the warning")
         # not tried again at once (the writer's maintenance tick is 1 s)
