@@ -40,19 +40,31 @@ static void copy_msg(char *err, size_t errlen, const char *prefix, const char *m
     err[w] = '\0';
 }
 
-/* PQconnectdbParams or PQconnectStartParams. connect_timeout comes first so
- * a value in conninfo overrides it; the application name, encoding and
- * options (when given) come after, so ours win. */
+/* PQconnectdbParams or PQconnectStartParams. connect_timeout and options
+ * come before conninfo, so values there override them (a pooler may need
+ * its own options to route the session); the application name and encoding
+ * come after, so ours win. */
 static PGconn *open_conn(PGconn *(*begin)(const char *const *, const char *const *, int),
                          const char *conninfo, const char *app_name, const char *options,
                          char *err, size_t errlen)
 {
-    const char *keys[] = {"connect_timeout", "dbname", "application_name", "client_encoding",
-                          options ? "options" : NULL, NULL};
-    const char *vals[] = {CONNECT_TIMEOUT_S, conninfo ? conninfo : "",
-                          app_name ? app_name : "tds", "UTF8", options, NULL};
+    const char *keys[6], *vals[6];
+    size_t n = 0;
     PGconn *c;
 
+    keys[n] = "connect_timeout";
+    vals[n++] = CONNECT_TIMEOUT_S;
+    if (options) {
+        keys[n] = "options";
+        vals[n++] = options;
+    }
+    keys[n] = "dbname";
+    vals[n++] = conninfo ? conninfo : "";
+    keys[n] = "application_name";
+    vals[n++] = app_name ? app_name : "tds";
+    keys[n] = "client_encoding";
+    vals[n++] = "UTF8";
+    keys[n] = vals[n] = NULL;
     if (err && errlen)
         err[0] = '\0';
     c = begin(keys, vals, 1);

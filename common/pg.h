@@ -13,9 +13,9 @@
 /* Connect; returns NULL on failure with a message in err (no password in it). */
 PGconn *tds_pg_connect(const char *conninfo, const char *app_name, char *err, size_t errlen);
 /* Begin the same connection without waiting for it (PQconnectStartParams),
- * with the session settings in options ("-c name=value ...", replacing any in
- * conninfo; NULL for none); NULL with a message in err when it cannot even
- * start. Drive it with tds_pg_connect_poll(), starting with
+ * with the session settings in options ("-c name=value ..."; NULL for none;
+ * options in conninfo take their place); NULL with a message in err when it
+ * cannot even start. Drive it with tds_pg_connect_poll(), starting with
  * *want = PGRES_POLLING_WRITING. */
 PGconn *tds_pg_connect_start(const char *conninfo, const char *app_name, const char *options,
                              char *err, size_t errlen);

@@ -12,9 +12,9 @@
  * Every other commit then overwrites blocks that exist, and its fdatasync
  * writes the data alone, not the inode's new size as well: on this project's
  * bench machine 0.16-0.18 ms and 53-68 us of CPU a sync instead of 0.23-0.25
- * ms and 91-113 us (ingress/DESIGN.md). A scan treats a tail of zeros as the end of the
- * segment, not as a torn record, and a segment is cut back to its records
- * when it stops taking writes.
+ * ms and 91-113 us (ingress/DESIGN.md). A scan treats a tail of zeros as the
+ * end of the segment, not as a torn record, and a segment is cut back to its
+ * records when it stops taking writes.
  */
 #include "journal.h"
 

@@ -1027,6 +1027,11 @@ def test_batches_go_on_while_the_analyze_connection_opens(procs, db):
         assert db.query("SELECT count(*) FROM zoho.items") == [(1600,)]
         assert db.query("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
                         "WHERE relid = 'zoho.items'::regclass") == [(True,)]
+        # the connection's options set the small sample: a histogram of at
+        # most 11 bounds (statistics target 10), not 101
+        assert db.query("SELECT array_length(histogram_bounds, 1) <= 11 FROM pg_stats "
+                        "WHERE schemaname = 'zoho' AND tablename = 'items' "
+                        "AND attname = 'item_id'") == [(True,)]
         assert "could not" not in h.proc.stderr_text()
     finally:
         h.close()
