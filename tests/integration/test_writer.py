@@ -896,6 +896,16 @@ def test_key_checks_are_replanned_when_a_small_table_grows(procs, db):
     h.close()
 
 
+def _timed_batch(h):
+    """Seconds until 100 new items (ids from 5000) sent to h are all acked."""
+    t0 = time.monotonic()
+    more = _big(100, 4, first=5000)
+    for _, f in more:
+        h.send(f)
+    h.wait_acked([s for s, _ in more], timeout=30)
+    return time.monotonic() - t0
+
+
 def test_an_analyze_does_not_hold_up_the_batches(procs, db):
     """The writer's own ANALYZE of a growing table runs on a side connection:
     batches keep committing while it runs. A partial index whose predicate
@@ -918,12 +928,7 @@ def test_an_analyze_does_not_hold_up_the_batches(procs, db):
                         "'tds-writer-analyze' AND state = 'active' AND query LIKE 'ANALYZE%'") \
             == [(1,)]
     wait_until(analyzing, 10, "the writer's ANALYZE of zoho.items")
-    t0 = time.monotonic()
-    more = _big(100, 4, first=5000)
-    for _, f in more:
-        h.send(f)
-    h.wait_acked([s for s, _ in more], timeout=30)
-    took = time.monotonic() - t0
+    took = _timed_batch(h)
     assert analyzing(), "the ANALYZE ended before the batch: the test proves nothing"
     assert took < 2, f"a batch waited {took:.1f} s behind the ANALYZE"
     wait_until(lambda: "analyzed zoho.items after 1500 rows" in h.proc.stderr_text(), 30,
@@ -1014,12 +1019,7 @@ def test_batches_go_on_while_the_analyze_connection_opens(procs, db):
     once the connection is up."""
     relay, h = _writer_until_analyze_due(procs, db, 4.0)
     try:
-        t0 = time.monotonic()
-        more = _big(100, 4, first=5000)
-        for _, f in more:
-            h.send(f)
-        h.wait_acked([s for s, _ in more], timeout=30)
-        took = time.monotonic() - t0
+        took = _timed_batch(h)
         assert took < 2, f"a batch waited {took:.1f} s behind the analyze connection"
         assert relay.holding, "the handshake ended before the batch: the test proves nothing"
         wait_until(lambda: "analyzed zoho.items after" in h.proc.stderr_text(), 30,
