@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "admin.h"
 #include "config.h"
@@ -48,6 +49,7 @@ struct req {
     bool too_large;
     bool duplicate;
     uint64_t seq;            /* journal seq this request waits for */
+    struct timespec t0;      /* headers received */
     struct req *wprev, *wnext;
     bool in_waiters;
 };
@@ -79,6 +81,7 @@ struct tds_http {
     struct tds_series *sig_fail[8];
     struct tds_series *sig_unsigned;
     struct tds_series *dups;
+    struct tds_series *accept_s;
 };
 
 static const unsigned codes[] = {200, 400, 401, 404, 405, 413, 415, 500, 503};
@@ -112,6 +115,13 @@ static enum MHD_Result respond(struct tds_http *h, struct req *r, unsigned code)
 
     r->state = REQ_DONE;
     tds_series_inc(h->status[i].s, 1);
+    if (code == 200) {
+        struct timespec t1;
+
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        tds_series_observe(h->accept_s, (double)(t1.tv_sec - r->t0.tv_sec) +
+                                            (double)(t1.tv_nsec - r->t0.tv_nsec) / 1e9);
+    }
     return MHD_queue_response(r->conn, code, h->resp[i]);
 }
 
@@ -395,6 +405,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r = calloc(1, sizeof(*r));
         if (!r)
             return respond_conn(h, c, 500);
+        clock_gettime(CLOCK_MONOTONIC, &r->t0);
         r->conn = c;
         r->org = org;
         r->body.max = h->o.max_body;
@@ -479,6 +490,8 @@ int tds_http_new(struct tds_http **out, const struct tds_http_opts *o, const str
 {
     static const char *const reasons[] = {NULL, "missing", "malformed", "mismatch", "stale",
                                           "params"};
+    static const double accept_buckets[] = {.0005, .001, .002, .003, .005, .0075, .01,
+                                            .015,  .025, .05,  .1,   .25,  1,     2.5};
     struct tds_http *h;
     int r;
 
@@ -534,7 +547,11 @@ int tds_http_new(struct tds_http **out, const struct tds_http_opts *o, const str
     h->dups = tds_metrics_get(d->metrics, TDS_COUNTER, "tds_ingress_duplicates_total",
                               "webhooks answered 200 as duplicates within the dedupe window", "",
                               NULL, 0);
-    if (!h->sig_unsigned || !h->dups) {
+    h->accept_s = tds_metrics_get(d->metrics, TDS_HISTOGRAM, "tds_ingress_accept_seconds",
+                                  "time from a webhook's request headers to its 200 (body read, "
+                                  "verified, journaled and synced)",
+                                  "", accept_buckets, TDS_ARRAY_SIZE(accept_buckets));
+    if (!h->sig_unsigned || !h->dups || !h->accept_s) {
         r = -ENOMEM;
         goto fail;
     }

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import math
 import os
 import platform
 import re
@@ -32,6 +33,12 @@ import psycopg2
 import psycopg2.extensions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# the ingress's histogram of its time from a webhook's headers to its 200
+ACCEPT = "tds_ingress_accept_seconds"
+OWN_NOTE = ("the same paced run, timed by the ingress (tds_ingress_accept_seconds: from the "
+            "request's headers to its 200, interpolated within the histogram's bucket): without "
+            "wrk's own waits for a CPU, and without the time a request waits in the socket "
+            "before the ingress reads it")
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 from ports import free_port  # noqa: E402  (tests/ports.py)
@@ -522,10 +529,10 @@ class Bench:
         opath = self.orgs_file(os.path.join(self.work, "orgs-i.json"), orgs + [("60001", SECRET)])
         kinds = [self.templates(sim, "60001", e, 20) for e in ("items", "contacts")]
         acc, p50, p99, applied, table_rows, hz = [], [], [], [], [], []
-        half_p99, half_rate = [], []
+        half_p99, half_rate, half_own = [], [], []
         wrapped, avg_body = 0, 0
         reqfile = os.path.join(self.work, "requests.txt")
-        alone = {"acc": [], "p99": [], "half_p99": [], "half_rate": [], "us": []}
+        alone = {"acc": [], "p99": [], "half_p99": [], "half_own": [], "half_rate": [], "us": []}
         budget = []  # per repeat: {stage: CPU us per webhook applied}
         for k in range(self.sz["repeats"]):
             self.ingress_alone(opath, orgs, kinds, k, reqfile, alone)
@@ -605,9 +612,11 @@ class Bench:
                 # p99 at half the target rate, with the backlog drained: wrk
                 # waits PACE_MS after each response, calibrated so the 64
                 # connections together send about half_rate per second
-                hr, hp = self.paced_run(pl, orgs, kinds, k, reqfile)
+                hr, hp, ho = self.paced_run(dict(pl, ingress=pl["stages"]["ingress"]), orgs,
+                                            kinds, k, reqfile)
                 half_rate.append(hr)
                 half_p99.append(hp)
+                half_own.append(ho)
                 log(f"ingress repeat {k + 1}: {acc[-1]:.0f} accepted/s p50 {p50[-1]:.2f} ms "
                     f"p99 {p99[-1]:.2f} ms; CPU s during wrk: "
                     + ", ".join(f"{n} {cpu1[n] - cpu0[n]:.1f}" for n in cpu0)
@@ -640,6 +649,9 @@ class Bench:
                          f"{self.sz['half_s']} s, after the backlog of the max-rate run was "
                          "applied; rates reached: "
                          + ", ".join(f"{r:,.0f}/s" for r in half_rate))
+        self.figure("ingress_half_own_p99",
+                    f"ingress: p99 at {self.sz['half_rate']:,}/s, the ingress's own clock", "ms",
+                    half_own, note=OWN_NOTE)
         self.figure("ingress_alone_rps", "ingress alone: durable webhooks accepted", "req/s",
                     alone["acc"], statistics.median(hz), None,
                     "the same load and journal, the ingress alone on the machine: a sink "
@@ -651,6 +663,9 @@ class Bench:
                     f"ingress alone: latency p99 at {self.sz['half_rate']:,}/s", "ms",
                     alone["half_p99"], note="paced as above; rates reached: "
                     + ", ".join(f"{r:,.0f}/s" for r in alone["half_rate"]))
+        self.figure("ingress_alone_half_own_p99",
+                    f"ingress alone: p99 at {self.sz['half_rate']:,}/s, the ingress's own clock",
+                    "ms", alone["half_own"])
         self.figure("webhook_applied", "webhooks applied end to end", "webhooks/s", applied,
                     None, "≥ 20,000",
                     "webhook_events committed / time from the first webhook received (its "
@@ -720,9 +735,11 @@ class Bench:
             out["acc"].append(res["ok"] / res["duration_s"])
             out["p99"].append(res["p99_ms"])
             out["us"].append((c1 - c0) / max(res["ok"], 1) * 1e6)
-            hr, hp = self.paced_run({"hook_port": hport}, orgs, kinds, 50 + k, reqfile)
+            hr, hp, ho = self.paced_run({"hook_port": hport, "ingress": ing}, orgs, kinds,
+                                        50 + k, reqfile)
             out["half_rate"].append(hr)
             out["half_p99"].append(hp)
+            out["half_own"].append(ho)
             log(f"ingress alone, repeat {k + 1}: {out['acc'][-1]:.0f} accepted/s "
                 f"p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms, "
                 f"{out['us'][-1]:.1f} us of ingress CPU each; journal fdatasyncs over 25 ms: "
@@ -805,7 +822,8 @@ class Bench:
         return total
 
     def paced_run(self, pl, orgs, kinds, k, reqfile):
-        """(rate reached, p99 ms) with wrk paced to about half_rate webhooks/s."""
+        """(rate reached, p99 ms by wrk, p99 ms by the ingress's own clock or
+        None) with wrk paced to about half_rate webhooks/s."""
         target, conns = self.sz["half_rate"], self.sz["conns"]
         url = f"http://127.0.0.1:{pl['hook_port']}"
         pace = 1000.0 * conns / target  # ms between a response and the next request
@@ -817,7 +835,10 @@ class Bench:
             # fresh ids every run: a repeated body would be a cheap duplicate
             self.write_requests(reqfile, orgs, kinds, int(target * secs * 1.5) + 1000,
                                 "49%d%d" % (k, step))
+            ing = pl.get("ingress")
+            a0, f0 = (self.hist(ing, ACCEPT), self.slow_fsyncs(ing)) if ing else ({}, (0, 0))
             out = self.wrk(url, reqfile, secs, pace_ms=pace)
+            a1, f1 = (self.hist(ing, ACCEPT), self.slow_fsyncs(ing)) if ing else ({}, (0, 0))
             rate = out["ok"] / out["duration_s"]
             if measure:
                 break
@@ -829,9 +850,17 @@ class Bench:
             calibrated = step >= 1 and (abs(rate - target) <= 0.05 * target or
                                         (new_pace == 0.05 and pace == 0.05))
             pace = new_pace
+        own = self.hist_quantile(a0, a1, 0.99)
+        n_ok = a1.get(math.inf, 0) - a0.get(math.inf, 0)
+        n_slow = n_ok - (a1.get(0.01, 0) - a0.get(0.01, 0))
         log(f"ingress paced run: {rate:.0f}/s (aimed at {target}/s) p50 {out['p50_ms']:.2f} ms "
-            f"p99 {out['p99_ms']:.2f} ms, wait {pace:.2f} ms after each response")
-        return rate, out["p99_ms"]
+            f"p99 {out['p99_ms']:.2f} ms, wait {pace:.2f} ms after each response"
+            # the ingress's own clock (headers to 200): apart from wrk's
+            # scheduling on the same cores
+            + (f"; by the ingress's clock p99 {1000 * own:.2f} ms, {n_slow:.0f} of {n_ok:.0f} "
+               f"answered in over 10 ms; journal fdatasyncs over 25 ms: {f1[1] - f0[1]} of "
+               f"{f1[0] - f0[0]}" if own is not None else ""))
+        return rate, out["p99_ms"], (1000 * own if own is not None else None)
 
     def wrk(self, url, reqfile, seconds, pace_ms=None):
         threads = 2
@@ -1023,20 +1052,49 @@ class Bench:
         return out
 
     @staticmethod
-    def slow_fsyncs(proc, over="0.025"):
-        """(fdatasyncs of the ingress journal so far, those slower than `over` s),
-        from its tds_ingress_fsync_seconds histogram."""
-        total = fast = 0.0
+    def hist(proc, family):
+        """{upper bound: cumulative count} of histogram `family` so far (the
+        bound "+Inf" is inf), from the stage's /metrics; {} when unreachable."""
+        out = {}
         try:
             text = http_get(f"http://127.0.0.1:{proc.admin_port}/metrics").decode()
         except OSError:
-            return (0, 0)
+            return out
         for line in text.splitlines():
-            if line.startswith("tds_ingress_fsync_seconds_count "):
-                total = float(line.split()[1])
-            elif line.startswith(f'tds_ingress_fsync_seconds_bucket{{le="{over}"}} '):
-                fast = float(line.split()[1])
-        return (int(total), int(total - fast))
+            m = re.match(r'%s_bucket\{le="([^"]+)"\} (\S+)$' % re.escape(family), line)
+            if m:
+                out[float(m.group(1))] = float(m.group(2))
+        return out
+
+    @classmethod
+    def hist_over(cls, proc, family, over):
+        """(observations of histogram `family` so far, those over `over` s)."""
+        h = cls.hist(proc, family)
+        total = h.get(math.inf, 0.0)
+        return (int(total), int(total - h.get(float(over), total)))
+
+    @staticmethod
+    def hist_quantile(h0, h1, q):
+        """The q quantile, in seconds, of what a histogram observed between two
+        hist() snapshots, interpolated within its bucket as Prometheus's
+        histogram_quantile does; None when nothing was observed."""
+        bounds = sorted(h1)
+        counts = [h1[b] - h0.get(b, 0.0) for b in bounds]
+        if not counts or counts[-1] <= 0:
+            return None
+        rank, lo, below = q * counts[-1], 0.0, 0.0
+        for b, c in zip(bounds, counts):
+            if c >= rank:
+                if b == math.inf:
+                    return lo  # past the last bound: its bound is all we know
+                return lo + (b - lo) * (rank - below) / max(c - below, 1e-9)
+            lo, below = b, c
+        return None
+
+    @classmethod
+    def slow_fsyncs(cls, proc, over="0.025"):
+        """(fdatasyncs of the ingress journal so far, those slower than `over` s)."""
+        return cls.hist_over(proc, "tds_ingress_fsync_seconds", over)
 
     def latency_figures(self):
         at = f"at {self.sz['latency_rate']:,}/s"

@@ -16,8 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 FIGURES = [
     "writer_copy", "writer_new", "writer_update", "processor_items", "ingress_rps",
-    "ingress_p50", "ingress_p99", "ingress_healthz", "ingress_half_p99", "ingress_alone_rps",
-    "ingress_alone_p99", "ingress_alone_half_p99", "webhook_applied",
+    "ingress_p50", "ingress_p99", "ingress_healthz", "ingress_half_p99",
+    "ingress_half_own_p99", "ingress_alone_rps", "ingress_alone_p99", "ingress_alone_half_p99",
+    "ingress_alone_half_own_p99", "webhook_applied",
     "webhook_table_rows", "webhook_cpu_us", "webhook_cpu_ceiling", "latency_p50",
     "latency_p99", "latency_max", "latency_pop_p50", "latency_pop_p99", "latency_pop_max",
     "e2e_full_sync", "scaling_p1", "scaling_p2",

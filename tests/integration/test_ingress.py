@@ -72,10 +72,19 @@ def test_signed_webhook_becomes_event(ing):
     assert m["body"] == body.encode()  # the raw bytes, not a re-serialization
     assert abs(m["received_ms"] - time.time() * 1000) < 60000
     # The old secret of a rotation still verifies; so does a query parameter.
+    t2 = time.monotonic()
     assert i.post("60001", item_body("2"), SECRET_A_OLD).status == 200
     assert i.post("60001", item_body("3"), SECRET_A, params={"b": "2", "a": "1"}).status == 200
+    t3 = time.monotonic()
     assert len(i.recv(i.events, 2)) == 2
     assert i.metric("tds_ingress_requests_total", {"status": "200"}) == 3
+    # The ingress times each 200 from the request's headers: inside what the
+    # client saw, and not the 401 below.
+    assert i.post("60001", item_body("4"), "not-the-secret").status == 401
+    assert i.metric("tds_ingress_accept_seconds_count") == 3
+    took = i.metric("tds_ingress_accept_seconds_sum")
+    assert 0 < took <= (t1 - t0) + (t3 - t2), took
+    assert i.metric("tds_ingress_accept_seconds_bucket", {"le": "+Inf"}) == 3
 
 
 def test_bad_signatures_are_401_and_counted(ing):
