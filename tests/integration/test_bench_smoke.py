@@ -23,7 +23,7 @@ FIGURES = [
     "latency_p99", "latency_max", "latency_pop_p50", "latency_pop_p99", "latency_pop_max",
     "e2e_full_sync", "scaling_p1", "scaling_p2",
     "rss_fetcher_small", "rss_fetcher_large", "rss_processor-0_small", "rss_processor-0_large",
-    "rss_writer_small", "rss_writer_large", "quota_util", "quota_429",
+    "rss_writer_small", "rss_writer_large", "quota_util", "quota_util_full", "quota_429",
 ]
 
 NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?( \(-?[\d,.]+–-?[\d,.]+\))?$")

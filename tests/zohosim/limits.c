@@ -29,14 +29,29 @@ void zs_limits_deinit(struct zs_limits *l) { pthread_mutex_destroy(&l->lock); }
 
 static int64_t ceil_s(int64_t ms) { return ms <= 0 ? 0 : (ms + 999) / 1000; }
 
+/* Start the minute now_ms falls in, keeping the finished ones' counts (the
+ * minutes nobody asked in count 0). */
+static void roll_locked(struct zs_limits *l, int64_t now_ms)
+{
+    int64_t k;
+
+    if (now_ms - l->win_start_ms < l->minute_ms)
+        return;
+    k = (now_ms - l->win_start_ms) / l->minute_ms;
+    /* the finished minute, then k - 1 empty ones; a ring slot is written
+     * once per turn, so only the latest ZS_WINDOWS_KEPT of them matter */
+    for (int64_t i = k > ZS_WINDOWS_KEPT ? k - ZS_WINDOWS_KEPT : 0; i < k; i++)
+        l->done[(l->n_done + i) % ZS_WINDOWS_KEPT] = i == 0 ? l->win_count : 0;
+    l->n_done += k;
+    l->win_start_ms += k * l->minute_ms;
+    l->win_count = 0;
+}
+
 int zs_limits_enter(struct zs_limits *l, int64_t now_ms, struct zs_limit_hdr *h)
 {
     int code = 0;
     pthread_mutex_lock(&l->lock);
-    if (now_ms - l->win_start_ms >= l->minute_ms) {
-        l->win_start_ms += (now_ms - l->win_start_ms) / l->minute_ms * l->minute_ms;
-        l->win_count = 0;
-    }
+    roll_locked(l, now_ms);
     if (now_ms - l->day_start_ms >= l->day_ms) {
         l->day_start_ms += (now_ms - l->day_start_ms) / l->day_ms * l->day_ms;
         l->day_count = 0;
@@ -81,6 +96,23 @@ int64_t zs_limits_peak(struct zs_limits *l)
     int64_t p = l->peak;
     pthread_mutex_unlock(&l->lock);
     return p;
+}
+
+size_t zs_limits_windows(struct zs_limits *l, int64_t now_ms, int64_t *out, size_t max,
+                         int64_t *seq)
+{
+    size_t n;
+
+    pthread_mutex_lock(&l->lock);
+    roll_locked(l, now_ms);
+    n = (size_t)(l->n_done < ZS_WINDOWS_KEPT ? l->n_done : ZS_WINDOWS_KEPT);
+    if (n > max)
+        n = max;
+    for (size_t i = 0; i < n; i++)
+        out[i] = l->done[(size_t)(l->n_done - (int64_t)n + (int64_t)i) % ZS_WINDOWS_KEPT];
+    *seq = l->n_done;
+    pthread_mutex_unlock(&l->lock);
+    return n;
 }
 
 void zs_limits_reset_peak(struct zs_limits *l)

@@ -11,13 +11,20 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
+
+/* Admitted requests of the last ZS_WINDOWS_KEPT finished minutes, for
+ * measuring how much of the allowance a client used. */
+#define ZS_WINDOWS_KEPT 64
 
 struct zs_limits {
     pthread_mutex_t lock;
     int64_t rate_per_min, concurrency, daily; /* 0 = off */
     int64_t minute_ms, day_ms;
     int64_t win_start_ms, win_count;
+    int64_t done[ZS_WINDOWS_KEPT]; /* ring of finished minutes' counts */
+    int64_t n_done;                /* minutes finished since start, empty ones included */
     int64_t day_start_ms, day_count;
     int64_t inflight, peak;
 };
@@ -35,6 +42,12 @@ void zs_limits_deinit(struct zs_limits *l);
 int zs_limits_enter(struct zs_limits *l, int64_t now_ms, struct zs_limit_hdr *h);
 void zs_limits_leave(struct zs_limits *l);
 int64_t zs_limits_peak(struct zs_limits *l);
+/* The admitted counts of the finished minutes, oldest first, as of now_ms:
+ * at most max and at most ZS_WINDOWS_KEPT of the latest. Returns how many
+ * were written; *seq is the number of minutes finished since start (so a
+ * caller can tell which minutes are new since an earlier call). */
+size_t zs_limits_windows(struct zs_limits *l, int64_t now_ms, int64_t *out, size_t max,
+                         int64_t *seq);
 void zs_limits_reset_peak(struct zs_limits *l);
 /* Changes the settings at run time (negative = keep). */
 void zs_limits_set(struct zs_limits *l, int64_t rate_per_min, int64_t concurrency,

@@ -826,6 +826,21 @@ static void stats_json(struct zs_sim *s, struct zs_jw *w)
         zs_jw_kint(w, "400", (int64_t)atomic_load(&st->r400));
         zs_jw_kint(w, "faults", (int64_t)atomic_load(&st->faults));
         zs_jw_kint(w, "peak_concurrency", zs_limits_peak(&s->limits[i]));
+        {
+            int64_t counts[ZS_WINDOWS_KEPT], seq;
+            size_t n = zs_limits_windows(&s->limits[i], zs_now_ms(), counts, ZS_WINDOWS_KEPT,
+                                         &seq);
+
+            zs_jw_key(w, "minutes");
+            zs_jw_obj(w);
+            zs_jw_kint(w, "finished", seq);
+            zs_jw_key(w, "admitted");
+            zs_jw_arr(w);
+            for (size_t k = 0; k < n; k++)
+                zs_jw_int(w, counts[k]);
+            zs_jw_arr_end(w);
+            zs_jw_obj_end(w);
+        }
         zs_jw_kint(w, "token_refreshes", (int64_t)zs_auth_org_refreshes(s->auth, (int)i));
         zs_jw_kint(w, "mutations", (int64_t)atomic_load(&st->mutations));
         zs_jw_kint(w, "stream_mutations", (int64_t)atomic_load(&st->stream_mutations));

@@ -1,7 +1,8 @@
 /* test_units — unit tests of the simulator's modules that need no HTTP:
  * the JSON writer, time format and parse, org specs, ids and lookups, paging
  * with the last_modified_time filter, sorted views kept across mutations,
- * and the webhook signature (Zoho's documented string-to-sign example). */
+ * the webhook signature (Zoho's documented string-to-sign example), and the
+ * admitted counts kept per finished minute. */
 #include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "data.h"
 #include "hook.h"
 #include "jw.h"
+#include "limits.h"
 #include "render.h"
 
 static void test_jw_escapes_and_numbers(void)
@@ -260,6 +262,46 @@ static void test_signature_matches_zoho_example(void)
     T_STR(sig, "b3d2b5dc4cb11237e418dfc654abb7d46e0a8dcc6762ed091091c58c29a78f89");
 }
 
+static void test_finished_minutes_are_counted(void)
+{
+    struct zs_limits l;
+    struct zs_limit_hdr h;
+    int64_t w[ZS_WINDOWS_KEPT + 8], seq = -1;
+
+    zs_limits_init(&l, 3, 0, 0, 100, 0, 1000);
+    T_INT(zs_limits_windows(&l, 1000, w, 8, &seq), ==, 0);
+    T_INT(seq, ==, 0);
+    for (int i = 0; i < 4; i++) /* three admitted, the fourth refused (44) */
+        T_INT(zs_limits_enter(&l, 1010 + i, &h), ==, i < 3 ? 0 : 44);
+    T_INT(zs_limits_enter(&l, 1150, &h), ==, 0); /* the next minute */
+    /* nothing in the minutes from 1200 and 1300; now in the one from 1400 */
+    T_INT(zs_limits_windows(&l, 1450, w, 8, &seq), ==, 4);
+    T_INT(seq, ==, 4);
+    T_INT(w[0], ==, 3);
+    T_INT(w[1], ==, 1);
+    T_INT(w[2], ==, 0);
+    T_INT(w[3], ==, 0);
+    /* max caps the answer at the latest ones */
+    T_INT(zs_limits_windows(&l, 1450, w, 2, &seq), ==, 2);
+    T_INT(w[0], ==, 0);
+    /* a silence longer than the ring: only empty minutes are kept */
+    T_INT(zs_limits_enter(&l, 1460, &h), ==, 0);
+    T_INT(zs_limits_windows(&l, 1400 + 100 * (ZS_WINDOWS_KEPT + 1) + 5, w,
+                            ZS_WINDOWS_KEPT + 8, &seq), ==, ZS_WINDOWS_KEPT);
+    T_INT(seq, ==, 4 + ZS_WINDOWS_KEPT + 1);
+    for (int i = 0; i < ZS_WINDOWS_KEPT; i++)
+        T_INT(w[i], ==, 0);
+    /* one fewer: the minute with the request is the oldest kept */
+    zs_limits_deinit(&l);
+    zs_limits_init(&l, 3, 0, 0, 100, 0, 0);
+    T_INT(zs_limits_enter(&l, 10, &h), ==, 0);
+    T_INT(zs_limits_windows(&l, 100 * ZS_WINDOWS_KEPT + 5, w, ZS_WINDOWS_KEPT, &seq), ==,
+          ZS_WINDOWS_KEPT);
+    T_INT(w[0], ==, 1);
+    T_INT(w[1], ==, 0);
+    zs_limits_deinit(&l);
+}
+
 int main(void)
 {
     T_RUN(test_jw_escapes_and_numbers);
@@ -270,5 +312,6 @@ int main(void)
     T_RUN(test_distinct_picks_with_a_stamp);
     T_RUN(test_render_is_deterministic_and_valid_json);
     T_RUN(test_signature_matches_zoho_example);
+    T_RUN(test_finished_minutes_are_counted);
     return 0;
 }
