@@ -270,8 +270,11 @@ int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table
     return rc;
 }
 
-int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child)
+int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child, bool one)
 {
+    if (one)
+        return tds_buf_addf(b, "DELETE FROM zoho.\"%s\" WHERE org_id = $1 AND \"%s\" = $2",
+                            child->name, child->id_column);
     return tds_buf_addf(b, "DELETE FROM zoho.\"%s\" c USING unnest($1::text[], $2::text[]) "
                            "AS w(org_id, id) WHERE c.org_id = w.org_id AND c.\"%s\" = w.id",
                         child->name, child->id_column);

@@ -70,8 +70,14 @@ int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table
  * arrays). Arrays, not a join with a temp table of written parents: the
  * planner has no statistics for a temp table, guesses ~850 rows and hashes
  * the whole child table (8 ms at 40k stock rows, growing), where an array
- * gets an index probe per parent. */
-int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child);
+ * gets an index probe per parent.
+ * one: the child rows of one parent ($1 org id, $2 parent id: scalars), the
+ * case of a lone webhook. PostgreSQL keeps a generic plan for it (an index
+ * probe), where the array form is planned again at every call once the
+ * child table is analyzed (a custom plan for a one-element array looks
+ * cheaper than a generic one for the assumed ten), and its generic plan,
+ * made while the table was small, scans the whole table. */
+int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child, bool one);
 /* Insert the staged child rows that belong to the written version of their
  * parent: $1 org ids, $2 parent ids, $3 message indexes (text, text, int
  * arrays from the parent upsert's RETURNING). direct: the child rows are the

@@ -348,6 +348,26 @@ def test_children_follow_their_parent(writer, db):
     assert stock_of(db, "1") == []
 
 
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 9])
+def test_children_replaced_for_each_written_parent(writer, db, n):
+    """One message updating n stored parents replaces the children of each
+    one it wrote: up to 4 by one scalar DELETE each, more by one over arrays
+    (apply.c, WKEYS_ONE). A parent the guard refuses keeps its children."""
+    def send(recs):
+        src, f = rows_msg(ORG, items_sets(recs))
+        writer.send(f)
+        writer.wait_acked([src])
+
+    ids = [str(500 + i) for i in range(n)]
+    send([item(ORG, i, ts(10), "a", stock=[("w1", "1"), ("w2", "2")]) for i in ids + ["599"]])
+    newer = [item(ORG, i, ts(11), "b", stock=[("w3", str(k))]) for k, i in enumerate(ids)]
+    send(newer + [item(ORG, "599", ts(9), "older", stock=[("w9", "9")])])
+    for k, i in enumerate(ids):
+        assert stock_of(db, i) == [("w3", str(k))], i
+    assert stock_of(db, "599") == [("w1", "1"), ("w2", "2")]
+    assert items_table(db, "item_id, name")["599"] == ("a",)
+
+
 def test_bad_row_is_rejected_alone(writer, db):
     good1 = [item(ORG, str(100 + i), ts(1), f"g{i}", stock=[("w1", "1")]) for i in range(6)]
     bad = item(ORG, "200", ts(1), "bad", rate="12,50", stock=[("w1", "1")])

@@ -145,7 +145,11 @@ static int gen_stage_insert(struct tds_buf *b)
 }
 static int gen_child_delete(struct tds_buf *b)
 {
-    return tds_sqlgen_child_delete(b, tds_table_find("item_stock"));
+    return tds_sqlgen_child_delete(b, tds_table_find("item_stock"), false);
+}
+static int gen_child_delete_one(struct tds_buf *b)
+{
+    return tds_sqlgen_child_delete(b, tds_table_find("item_stock"), true);
 }
 
 static void test_statements(void)
@@ -219,6 +223,8 @@ static void test_statements(void)
     s = gen(gen_child_delete, &b);
     T_STR(s, "DELETE FROM zoho.\"item_stock\" c USING unnest($1::text[], $2::text[]) "
              "AS w(org_id, id) WHERE c.org_id = w.org_id AND c.\"item_id\" = w.id");
+    s = gen(gen_child_delete_one, &b);
+    T_STR(s, "DELETE FROM zoho.\"item_stock\" WHERE org_id = $1 AND \"item_id\" = $2");
     tds_buf_deinit(&b);
 }
 
