@@ -282,6 +282,7 @@ class Bench:
         self.figures = []
         self.notes = []
         self.failures = []
+        self.db_proxy = None
         self.sanitized = self._sanitized()
 
     def _sanitized(self):
@@ -387,7 +388,7 @@ class Bench:
         pl = {"env": base, "url": url, "push": f"tcp://127.0.0.1:{wport}",
               "ack": f"tcp://127.0.0.1:{aport}", "stages": {}}
         pl["stages"]["writer"] = self.spawn("writer", [self.bin("writer/tds-writer")], dict(
-            base, TDS_WRITER_BIND=f"tcp://127.0.0.1:{wport}",
+            base, TDS_DATABASE_URL=self.writer_url(db), TDS_WRITER_BIND=f"tcp://127.0.0.1:{wport}",
             TDS_ACK_BIND=f"tcp://127.0.0.1:{aport}"))
         for i, p in enumerate(pports):
             pl["stages"][f"processor-{i}"] = self.spawn(
@@ -405,6 +406,28 @@ class Bench:
         for p in pl["stages"].values():
             p.wait_ready()
         return pl
+
+    def writer_url(self, db):
+        """The writer's database URL: through the delay proxy with --db-rtt-ms."""
+        if self.db_proxy is None:
+            return self.pg.url(db)
+        return f"postgresql://postgres@127.0.0.1:{self.db_proxy_port}/{db}"
+
+    def start_db_proxy(self, rtt_ms):
+        """tests/bench/delayproxy.py between the writer and PostgreSQL."""
+        self.db_proxy_port = free_port()
+        self.db_proxy = subprocess.Popen(
+            [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                          "delayproxy.py"),
+             str(self.db_proxy_port), "127.0.0.1", str(self.pg.port), str(rtt_ms)],
+            stdout=subprocess.PIPE, text=True)
+        if self.db_proxy.stdout.readline().strip() != "ready":
+            raise BenchError("the delay proxy did not start")
+        print(f"the writer reaches PostgreSQL through a proxy adding {rtt_ms:g} ms a round "
+              "trip, plus the proxy's own hand-offs (--db-rtt-ms)", flush=True)
+        self.notes.append(f"the writer reached PostgreSQL through tests/bench/delayproxy.py: "
+                          f"{rtt_ms:g} ms added to each round trip, plus the proxy's own "
+                          "hand-offs (--db-rtt-ms)")
 
     def stop_pipeline(self, pl):
         for name in ("ingress", "fetcher"):
@@ -1295,6 +1318,8 @@ class Bench:
         print(f"build: {self.build} ({btype}{', SANITIZERS: figures are not representative' if san else ''}); "
               f"mode {self.mode}, {self.sz['repeats']} repeat(s) per figure", flush=True)
         self.pg = Postgres(self.args.pg_stats)
+        if self.args.db_rtt_ms:
+            self.start_db_proxy(self.args.db_rtt_ms)
         s = self.pg.settings
         print(f"postgresql {s['server_version']}: fsync={s['fsync']} synchronous_commit="
               f"{s['synchronous_commit']} full_page_writes={s['full_page_writes']} "
@@ -1337,6 +1362,9 @@ class Bench:
         finally:
             for p in list(self.procs):
                 self.stop(p)
+            if self.db_proxy is not None:
+                self.db_proxy.kill()
+                self.db_proxy.wait()
             if self.args.pg_stats:
                 print("\nPostgreSQL statements by total time (execution ms, planning ms, "
                       "calls, plans, execution ms/call, rows, us/row, query):")
@@ -1417,6 +1445,9 @@ def main():
     ap.add_argument("--pg-stats", action="store_true",
                     help="load pg_stat_statements and print the costliest statements at the end")
     ap.add_argument("--work-parent", default=None, help="where the temp work dir goes")
+    ap.add_argument("--db-rtt-ms", type=float, default=0,
+                    help="put the writer this many ms of round trip away from PostgreSQL "
+                         "(tests/bench/delayproxy.py), as a database on another host")
     args = ap.parse_args()
     b = Bench(args)
     try:
