@@ -70,6 +70,7 @@ struct sig {
     size_t n_cols;
     char stg[24];
     char upsert[24], collapse[24], stage_ins[24], direct[24];
+    char if_written[24];         /* child: tds_sqlgen_child_insert_if_written */
     size_t dead;                 /* rows staged since the last TRUNCATE */
 };
 
@@ -97,6 +98,7 @@ struct pipe_stmt {
     const struct tds_table *child;
     size_t tidx;
     bool mods;
+    bool parent;      /* a top-level upsert: its RETURNING rows are counted */
 };
 
 /* Up to this many written parents, their old child rows go by one scalar
@@ -437,6 +439,13 @@ static int pipe_finish(struct tds_apply *a, int rc, PGresult **last, struct tds_
                 long long n = strtoll(PQcmdTuples(r), NULL, 10);
 
                 res->child_rows += n;
+                if (ps->mods)
+                    a->mods[ps->tidx] += n;
+            } else if (ps->parent) {
+                int n = PQntuples(r);
+
+                res->written[ps->tidx] += n;
+                res->written_total += n;
                 if (ps->mods)
                     a->mods[ps->tidx] += n;
             }
@@ -809,12 +818,29 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
         }
         if ((rc = prepare(a, name, a->buf.p, err, errlen)) != 0)
             goto fail;
+        snprintf(name, sizeof(name), "nw_%zu", i);
+        tds_buf_reset(&a->buf);
+        if (tds_sqlgen_notify_if_written(&a->buf, t) != 0 || tds_buf_add(&a->buf, "", 1) != 0) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        if ((rc = prepare(a, name, a->buf.p, err, errlen)) != 0)
+            goto fail;
     }
     for (size_t i = 0; i < tds_table_count(); i++) {
         const struct tds_table *c = tds_table_at(i);
 
         if (!c->parent)
             continue;
+        snprintf(name, sizeof(name), "cw_%zu", i);
+        tds_buf_reset(&a->buf);
+        if (tds_sqlgen_child_delete_if_written(&a->buf, c, tds_table_find(c->parent)) != 0 ||
+            tds_buf_add(&a->buf, "", 1) != 0) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        if ((rc = prepare(a, name, a->buf.p, err, errlen)) != 0)
+            goto fail;
         for (int one = 0; one < 2; one++) {
             snprintf(name, sizeof(name), "%s_%zu", one ? "ce" : "cd", i);
             tds_buf_reset(&a->buf);
@@ -889,6 +915,7 @@ static int get_sig(struct tds_apply *a, const struct tds_table *t, const struct 
     snprintf(g->collapse, sizeof(g->collapse), "c%zu", a->n_sigs);
     snprintf(g->stage_ins, sizeof(g->stage_ins), "i%zu", a->n_sigs);
     snprintf(g->direct, sizeof(g->direct), "d%zu", a->n_sigs);
+    snprintf(g->if_written, sizeof(g->if_written), "w%zu", a->n_sigs);
 
     tds_buf_reset(&a->buf);
     if (tds_sqlgen_staging(&a->buf, g->stg, t, g->cols, g->n_cols) != 0 ||
@@ -916,6 +943,15 @@ static int get_sig(struct tds_apply *a, const struct tds_table *t, const struct 
             goto nomem;
         if ((rc = prepare(a, direct ? g->direct : g->upsert, a->buf.p, res->error,
                           sizeof(res->error))) != 0)
+            goto failed;
+    }
+    if (t->parent) {
+        tds_buf_reset(&a->buf);
+        if (tds_sqlgen_child_insert_if_written(&a->buf, t, tds_table_find(t->parent), g->cols,
+                                               g->n_cols) != 0 ||
+            tds_buf_add(&a->buf, "", 1) != 0)
+            goto nomem;
+        if ((rc = prepare(a, g->if_written, a->buf.p, res->error, sizeof(res->error))) != 0)
             goto failed;
     }
     if (!t->parent) {
@@ -1329,7 +1365,7 @@ static int children_direct(struct tds_apply *a, struct tds_bmsg *const *msgs,
 }
 
 /* refs[0..n) of a small group as array literals in a->avals[0..n_cols+3)
- * (tds_sqlgen_unnest_rows), with room for 3 more values after them. */
+ * (tds_sqlgen_unnest_rows), with room for 4 more values after them. */
 static int build_arrays(struct tds_apply *a, struct tds_bmsg *const *msgs, const struct group *g,
                         size_t n)
 {
@@ -1340,7 +1376,7 @@ static int build_arrays(struct tds_apply *a, struct tds_bmsg *const *msgs, const
 
     if (a->n_abuf < n_par) {
         /* avals first: n_abuf only grows once both arrays are big enough */
-        const char **v = realloc(a->avals, (n_par + 3) * sizeof(*v));
+        const char **v = realloc(a->avals, (n_par + 4) * sizeof(*v));
         struct tds_buf *b;
 
         if (!v)
@@ -1840,6 +1876,137 @@ static void truncate_staging(struct tds_apply *a)
 
 /* ---- one transaction ---- */
 
+/* A lone record: one DETAIL row of one top-level table, its child rows as
+ * parameters, nothing staged (a webhook's batch at a low rate). Returns the
+ * group of that row, or SIZE_MAX. */
+static size_t one_flight_group(const struct tds_apply *a, const struct group *gs,
+                               size_t n_groups)
+{
+    size_t top = SIZE_MAX;
+
+    for (size_t i = 0; i < n_groups; i++) {
+        const struct sig *sg = &a->sigs[gs[i].sig];
+
+        if (gs[i].n_stage == 0 && gs[i].n_fast == 0)
+            continue;
+        if (!gs[i].direct || gs[i].n_fast > 0)
+            return SIZE_MAX;
+        if (sg->t->parent)
+            continue;
+        if (top != SIZE_MAX || gs[i].n_stage != 1 || sg->kind != TDS_ROWS_DETAIL)
+            return SIZE_MAX;
+        top = i;
+    }
+    for (size_t i = 0; i < n_groups && top != SIZE_MAX; i++) {
+        const struct sig *sg = &a->sigs[gs[i].sig];
+
+        if (gs[i].n_stage > 0 && sg->t->parent &&
+            strcmp(sg->t->parent, a->sigs[gs[top].sig].t->name) != 0)
+            return SIZE_MAX;
+    }
+    return top;
+}
+
+static int col_index(const struct sig *sg, const char *name)
+{
+    for (size_t c = 0; c < sg->n_cols; c++)
+        if (strcmp(sg->cols[c], name) == 0)
+            return (int)c;
+    return -1;
+}
+
+/* The lone record's transaction in one round trip: BEGIN, its upsert, the
+ * replacement of its child rows, the meta statements, NOTIFY and COMMIT all
+ * go out before any answer is read. The two-trip way waits for the upsert's
+ * RETURNING to learn whether the guard let the record through; here each
+ * later statement asks the table instead (tds_sqlgen_child_delete_if_written
+ * and the like). The upsert's rows are counted when the answers are read. */
+static int run_one_flight(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
+                          struct group *gs, size_t n_groups, size_t top,
+                          struct tds_apply_result *res)
+{
+    const struct group *g = &gs[top];
+    const struct sig *sg = &a->sigs[g->sig];
+    const struct tds_bytes *v = ref_vals(msgs, &g->refs[0]);
+    int hc = col_index(sg, "content_hash");
+    const char *key[4];
+    char m[16], what[96], **payloads = NULL, name[32];
+    size_t n_payloads = 0;
+    int rc;
+
+    /* org id, id and content hash as C strings; NULL stays NULL */
+    for (int k = 0; k < 3; k++) {
+        const struct tds_bytes *x = &v[k < 2 ? k : hc];
+        struct tds_buf *kb = &a->wkey1[k / 2][k % 2];
+
+        tds_buf_reset(kb);
+        if (x->p && (tds_buf_add(kb, x->p, x->n) != 0 || tds_buf_add(kb, "", 1) != 0))
+            return -ENOMEM;
+        key[k] = x->p ? kb->p : NULL;
+    }
+    snprintf(m, sizeof(m), "%u", g->refs[0].m);
+    if ((rc = build_arrays(a, msgs, g, 1)) != 0)
+        return rc;
+    snprintf(what, sizeof(what), "could not write zoho.%s rows", sg->t->name);
+    if ((rc = pipe_start(a, res)) != 0 ||
+        (rc = pipe_queue(a, sg->direct, NULL, (int)sg->n_cols + 3, a->avals,
+                         (struct pipe_stmt){.what = what, .parent = true, .tidx = sg->tidx,
+                                            .mods = true},
+                         res)) != 0)
+        return rc;
+    for (size_t ci = 0; ci < tds_table_count() && rc == 0; ci++) {
+        const struct tds_table *c = tds_table_at(ci);
+        const char *del[3] = {key[0], key[1], key[2]};
+
+        if (!c->parent || strcmp(c->parent, sg->t->name) != 0)
+            continue;
+        if ((rc = refresh_fk_plans(a, c, res)) != 0 || (rc = pipe_start(a, res)) != 0)
+            return rc;
+        snprintf(name, sizeof(name), "cw_%zu", ci);
+        rc = pipe_send(a, name, NULL, 3, del, "could not replace child rows", res);
+        for (size_t i = 0; i < n_groups && rc == 0; i++) {
+            const struct sig *cs = &a->sigs[gs[i].sig];
+            int k;
+
+            if (cs->t != c || gs[i].n_stage == 0)
+                continue;
+            if ((rc = build_arrays(a, msgs, &gs[i], gs[i].n_stage)) != 0)
+                return rc;
+            k = (int)cs->n_cols + 3;
+            a->avals[k] = key[0];
+            a->avals[k + 1] = key[1];
+            a->avals[k + 2] = m;
+            a->avals[k + 3] = key[2];
+            rc = pipe_queue(a, cs->if_written, NULL, k + 4, a->avals,
+                            (struct pipe_stmt){.what = "could not write child rows", .child = c,
+                                               .tidx = cs->tidx, .mods = true},
+                            res);
+        }
+    }
+    /* the payload notify.c renders for this one row, sent if it was written */
+    tds_notify_reset(a->notify);
+    if (rc == 0 && (rc = tds_notify_add(a->notify, key[0], sg->t->name, key[1])) == 0 &&
+        (rc = tds_notify_payloads(a->notify, &payloads, &n_payloads)) == 0) {
+        const char *nv[4] = {payloads[0], key[0], key[1], key[2]};
+
+        snprintf(name, sizeof(name), "nw_%zu", sg->tidx);
+        rc = pipe_send(a, name, NULL, 4, nv, "could not notify tds_changes", res);
+    }
+    if (payloads)
+        tds_notify_payloads_free(payloads, n_payloads);
+    tds_notify_reset(a->notify); /* finish_txn() has nothing more to notify */
+    if (rc != 0) {
+        if (a->piped)
+            rc = pipe_finish(a, rc, NULL, res);
+        return rc;
+    }
+    rc = finish_txn(a, msgs, n, gs, n_groups, res);
+    if (rc == 0 && res->written[sg->tidx] > 0)
+        res->notifies++;
+    res->one_flight = rc == 0;
+    return rc;
+}
+
 static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, bool probe,
                    struct group *gs, size_t n_groups, struct tds_apply_result *res)
 {
@@ -1850,6 +2017,12 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
     for (size_t i = 0; i < n_groups; i++)
         if ((rc = copy_group(a, msgs, gs, n_groups, &gs[i], probe, res)) != 0)
             return rc;
+    if (!probe) {
+        size_t top = one_flight_group(a, gs, n_groups);
+
+        if (top != SIZE_MAX && col_index(&a->sigs[gs[top].sig], "content_hash") >= 0)
+            return run_one_flight(a, msgs, n, gs, n_groups, top, res);
+    }
     for (size_t ti = 0; ti < tds_table_count(); ti++) {
         const struct tds_table *t = tds_table_at(ti);
         static const enum tds_rowset_kind order[] = {TDS_ROWS_DETAIL, TDS_ROWS_CHILD,

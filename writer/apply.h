@@ -37,6 +37,7 @@ struct tds_apply_result {
     int64_t written_total;
     int64_t child_rows;                    /* child rows inserted */
     int64_t notifies;
+    bool one_flight;                       /* sent in one round trip (a lone record) */
     char sqlstate[6];
     char error[1024];                      /* primary message and detail when a run failed */
 };

@@ -280,6 +280,55 @@ int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child, bo
                         child->name, child->id_column);
 }
 
+/* The condition that this transaction wrote the stored version of
+ * zoho.<parent> (org $o, id $i) with content hash $h: see sqlgen.h. */
+static int add_written(struct tds_buf *b, const struct tds_table *parent, int o, int i, int h)
+{
+    return tds_buf_addf(b, "EXISTS (SELECT 1 FROM zoho.\"%s\" p WHERE p.org_id = $%d "
+                           "AND p.\"%s\" = $%d AND p.content_hash IS NOT DISTINCT FROM $%d "
+                           "AND p.xmin = pg_current_xact_id()::xid)",
+                        parent->name, o, parent->id_column, i, h);
+}
+
+int tds_sqlgen_child_delete_if_written(struct tds_buf *b, const struct tds_table *child,
+                                       const struct tds_table *parent)
+{
+    int rc = tds_buf_addf(b, "DELETE FROM zoho.\"%s\" WHERE org_id = $1 AND \"%s\" = $2 AND ",
+                          child->name, child->id_column);
+
+    return rc ? rc : add_written(b, parent, 1, 2, 3);
+}
+
+int tds_sqlgen_child_insert_if_written(struct tds_buf *b, const struct tds_table *child,
+                                       const struct tds_table *parent, char *const *cols,
+                                       size_t n_cols)
+{
+    int k = (int)n_cols + 4;
+    int rc = tds_buf_addf(b, "INSERT INTO zoho.\"%s\" (", child->name);
+
+    if (rc == 0)
+        rc = add_cols(b, "", cols, 0, n_cols);
+    if (rc == 0)
+        rc = tds_buf_addf(b, ") SELECT ");
+    if (rc == 0)
+        rc = add_cols(b, "s.", cols, 0, n_cols);
+    if (rc == 0)
+        rc = tds_buf_addf(b, " FROM ");
+    if (rc == 0)
+        rc = tds_sqlgen_unnest_rows(b, child, cols, n_cols);
+    if (rc == 0)
+        rc = tds_buf_addf(b, " WHERE s.org_id = $%d AND s.\"%s\" = $%d AND s._m = $%d::int AND ",
+                          k, child->id_column, k + 1, k + 2);
+    return rc ? rc : add_written(b, parent, k, k + 1, k + 3);
+}
+
+int tds_sqlgen_notify_if_written(struct tds_buf *b, const struct tds_table *t)
+{
+    int rc = tds_buf_addf(b, "SELECT pg_notify('tds_changes', $1) WHERE ");
+
+    return rc ? rc : add_written(b, t, 2, 3, 4);
+}
+
 int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds_table *child,
                             char *const *cols, size_t n_cols, bool direct)
 {

@@ -85,4 +85,26 @@ int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child, bo
 int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds_table *child,
                             char *const *cols, size_t n_cols, bool direct);
 
+/* A lone record in one round trip (apply.c, "one flight"): the statements
+ * after its upsert are queued before the upsert's RETURNING is read, so they
+ * ask the table whether this transaction wrote the record: its stored row's
+ * xmin is this transaction's id and its content_hash the one sent. The
+ * hash (over the record and its children) covers a frozen row whose raw
+ * xmin recurs after 2^32 transactions: that row would hold this very
+ * content, children included. The writer runs no subtransactions, whose
+ * rows would carry another xmin.
+ * Delete the child rows of parent ($1 org id, $2 id, $3 content hash) if
+ * this transaction wrote it. */
+int tds_sqlgen_child_delete_if_written(struct tds_buf *b, const struct tds_table *child,
+                                       const struct tds_table *parent);
+/* Insert the child rows given as tds_sqlgen_unnest_rows parameters whose
+ * parent is $k org id, $k+1 id, $k+2 message index (k = n_cols + 4), if this
+ * transaction wrote that parent with content hash $k+3. */
+int tds_sqlgen_child_insert_if_written(struct tds_buf *b, const struct tds_table *child,
+                                       const struct tds_table *parent, char *const *cols,
+                                       size_t n_cols);
+/* NOTIFY tds_changes with payload $1 if this transaction wrote the row of t
+ * ($2 org id, $3 id, $4 content hash). */
+int tds_sqlgen_notify_if_written(struct tds_buf *b, const struct tds_table *t);
+
 #endif

@@ -43,6 +43,7 @@ struct tds_writer {
     struct tds_writer_stats stats;
     /* metric series, looked up once */
     struct tds_series *m_rows[TDS_APPLY_MAX_TABLES];
+    struct tds_series *m_one_flight;
     struct tds_series *m_batches, *m_batch_rows, *m_commit, *m_rejects_w, *m_rejects_p, *m_acks,
         *m_deadlocks, *m_dead_letters, *m_webhook_age;
 };
@@ -81,6 +82,10 @@ int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_met
     if (metrics) {
         w->m_batches = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_batches_total",
                                        "Transactions committed", "", NULL, 0);
+        w->m_one_flight = tds_metrics_get(metrics, TDS_COUNTER,
+                                          "tds_writer_one_flight_batches_total",
+                                          "Transactions of a lone record sent in one round trip",
+                                          "", NULL, 0);
         w->m_batch_rows = tds_metrics_get(metrics, TDS_HISTOGRAM, "tds_writer_batch_rows",
                                           "Rows per committed batch", "", ROW_BUCKETS,
                                           TDS_ARRAY_SIZE(ROW_BUCKETS));
@@ -234,6 +239,8 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
         }
     }
     inc(w->m_batches, 1);
+    if (res->one_flight)
+        inc(w->m_one_flight, 1);
     if (w->m_batch_rows)
         tds_series_observe(w->m_batch_rows, (double)rows);
     if (w->m_commit)

@@ -550,6 +550,56 @@ def test_listen_receives_notify(writer, db):
     conn.close()
 
 
+def test_a_lone_record_goes_in_one_round_trip(writer, db):
+    """A message with one DETAIL record (a webhook's) is written in one round
+    trip: BEGIN to COMMIT go out before any answer is read, and the child
+    rows and NOTIFY ask the table whether this transaction wrote the record
+    (apply.c, run_one_flight). What is stored and notified is the same as
+    in two round trips, the guard included."""
+    conn = db.connect()
+    conn.cursor().execute("LISTEN tds_changes")
+    payloads = []
+
+    def send(rec):
+        src, f = rows_msg(ORG, items_sets([rec]), mode="webhook")
+        writer.send(f)
+        writer.wait_acked([src])
+        return [a for a in writer.acks if src in a["ids"]][0]
+
+    def notified_now():
+        payloads.clear()
+        wait_until(lambda: _notified(conn, payloads), 10, "a NOTIFY on tds_changes")
+        return payloads
+
+    def flights():
+        return writer.proc.metric("tds_writer_one_flight_batches_total")
+
+    items_payload = {"org": ORG, "tables": {"items": ["31"]}}
+    send(item(ORG, "31", ts(10), "a", stock=[("w1", "1"), ("w2", "2")]))
+    assert stock_of(db, "31") == [("w1", "1"), ("w2", "2")]
+    assert notified_now() == [items_payload]
+    assert flights() == 1
+    # Newer: the children are replaced, a NOTIFY goes out.
+    send(item(ORG, "31", ts(11), "b", stock=[("w3", "3")]))
+    assert stock_of(db, "31") == [("w3", "3")]
+    assert notified_now() == [items_payload]
+    # Older: the guard refuses it; its children are not written, no NOTIFY.
+    send(item(ORG, "31", ts(9), "old", stock=[("w9", "9")]))
+    # The same version again: nothing rewritten, no NOTIFY.
+    xmins = db.query("SELECT xmin::text FROM zoho.item_stock WHERE item_id = '31'")
+    send(item(ORG, "31", ts(11), "b", stock=[("w3", "3")]))
+    assert db.query("SELECT xmin::text FROM zoho.item_stock WHERE item_id = '31'") == xmins
+    assert items_table(db, "item_id, name")["31"] == ("b",)
+    assert stock_of(db, "31") == [("w3", "3")]
+    # The next NOTIFY is the next record's: the two refused ones sent none.
+    send(item(ORG, "32", ts(1), "c"))
+    assert notified_now() == [{"org": ORG, "tables": {"items": ["32"]}}]
+    assert flights() == 5
+    assert writer.proc.metric("tds_writer_rows_written_total", {"table": "items"}) == 3
+    assert db.query("SELECT count(*) FROM tds.webhook_events") == [(5,)]
+    conn.close()
+
+
 def test_notify_one_payload_per_org_in_one_batch(writer, db):
     """A batch of webhooks from many organizations: every organization gets
     its own payload (sent in one statement), with ids needing JSON escaping."""
