@@ -299,11 +299,11 @@ int tds_sqlgen_child_delete_if_written(struct tds_buf *b, const struct tds_table
     return rc ? rc : add_written(b, parent, 1, 2, 3);
 }
 
-int tds_sqlgen_child_insert_if_written(struct tds_buf *b, const struct tds_table *child,
-                                       const struct tds_table *parent, char *const *cols,
-                                       size_t n_cols)
+/* INSERT INTO zoho.<child> (cols) SELECT s.cols FROM <rows as s>: the
+ * staging table stg, or with stg NULL the tds_sqlgen_unnest_rows parameters. */
+static int child_insert_head(struct tds_buf *b, const char *stg, const struct tds_table *child,
+                             char *const *cols, size_t n_cols)
 {
-    int k = (int)n_cols + 4;
     int rc = tds_buf_addf(b, "INSERT INTO zoho.\"%s\" (", child->name);
 
     if (rc == 0)
@@ -312,10 +312,22 @@ int tds_sqlgen_child_insert_if_written(struct tds_buf *b, const struct tds_table
         rc = tds_buf_addf(b, ") SELECT ");
     if (rc == 0)
         rc = add_cols(b, "s.", cols, 0, n_cols);
-    if (rc == 0)
+    if (rc == 0 && !stg)
         rc = tds_buf_addf(b, " FROM ");
-    if (rc == 0)
+    if (rc == 0 && !stg)
         rc = tds_sqlgen_unnest_rows(b, child, cols, n_cols);
+    if (rc == 0 && stg)
+        rc = tds_buf_addf(b, " FROM %s s", stg);
+    return rc;
+}
+
+int tds_sqlgen_child_insert_if_written(struct tds_buf *b, const struct tds_table *child,
+                                       const struct tds_table *parent, char *const *cols,
+                                       size_t n_cols)
+{
+    int k = (int)n_cols + 4;
+    int rc = child_insert_head(b, NULL, child, cols, n_cols);
+
     if (rc == 0)
         rc = tds_buf_addf(b, " WHERE s.org_id = $%d AND s.\"%s\" = $%d AND s._m = $%d::int AND ",
                           k, child->id_column, k + 1, k + 2);
@@ -334,20 +346,8 @@ int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds
 {
     /* direct: the child rows are $1..$(n_cols + 3), the parents after them */
     size_t k = direct ? n_cols + 4 : 1;
-    int rc = tds_buf_addf(b, "INSERT INTO zoho.\"%s\" (", child->name);
+    int rc = child_insert_head(b, direct ? NULL : stg, child, cols, n_cols);
 
-    if (rc == 0)
-        rc = add_cols(b, "", cols, 0, n_cols);
-    if (rc == 0)
-        rc = tds_buf_addf(b, ") SELECT ");
-    if (rc == 0)
-        rc = add_cols(b, "s.", cols, 0, n_cols);
-    if (rc == 0 && direct)
-        rc = tds_buf_addf(b, " FROM ");
-    if (rc == 0 && direct)
-        rc = tds_sqlgen_unnest_rows(b, child, cols, n_cols);
-    if (rc == 0 && !direct)
-        rc = tds_buf_addf(b, " FROM %s s", stg);
     if (rc == 0)
         rc = tds_buf_addf(b, " JOIN unnest($%zu::text[], $%zu::text[], $%zu::int[]) "
                              "AS w(org_id, id, _m) ON s.org_id = w.org_id "

@@ -151,6 +151,20 @@ static int gen_child_delete_one(struct tds_buf *b)
 {
     return tds_sqlgen_child_delete(b, tds_table_find("item_stock"), true);
 }
+static int gen_child_delete_if_written(struct tds_buf *b)
+{
+    return tds_sqlgen_child_delete_if_written(b, tds_table_find("item_stock"),
+                                              tds_table_find("items"));
+}
+static int gen_child_insert_if_written(struct tds_buf *b)
+{
+    return tds_sqlgen_child_insert_if_written(b, tds_table_find("item_stock"),
+                                              tds_table_find("items"), child_cols, 4);
+}
+static int gen_notify_if_written(struct tds_buf *b)
+{
+    return tds_sqlgen_notify_if_written(b, tds_table_find("items"));
+}
 
 static void test_statements(void)
 {
@@ -225,6 +239,23 @@ static void test_statements(void)
              "AS w(org_id, id) WHERE c.org_id = w.org_id AND c.\"item_id\" = w.id");
     s = gen(gen_child_delete_one, &b);
     T_STR(s, "DELETE FROM zoho.\"item_stock\" WHERE org_id = $1 AND \"item_id\" = $2");
+    /* a lone record in one round trip: written by this transaction, this version */
+    s = gen(gen_child_delete_if_written, &b);
+    T_STR(s, "DELETE FROM zoho.\"item_stock\" WHERE org_id = $1 AND \"item_id\" = $2 AND "
+             "EXISTS (SELECT 1 FROM zoho.\"items\" p WHERE p.org_id = $1 AND p.\"item_id\" = $2 "
+             "AND p.content_hash IS NOT DISTINCT FROM $3 "
+             "AND p.xmin = pg_current_xact_id()::xid)");
+    s = gen(gen_notify_if_written, &b);
+    T_STR(s, "SELECT pg_notify('tds_changes', $1) WHERE EXISTS (SELECT 1 FROM zoho.\"items\" p "
+             "WHERE p.org_id = $2 AND p.\"item_id\" = $3 AND p.content_hash IS NOT DISTINCT "
+             "FROM $4 AND p.xmin = pg_current_xact_id()::xid)");
+    s = gen(gen_child_insert_if_written, &b);
+    T_TRUE(strstr(s, "INSERT INTO zoho.\"item_stock\" (") == s);
+    T_TRUE(strstr(s, " FROM unnest($1::integer[], $2::integer[], $3::timestamptz[], ") != NULL);
+    T_TRUE(strstr(s, " WHERE s.org_id = $8 AND s.\"item_id\" = $9 AND s._m = $10::int AND "
+                     "EXISTS (SELECT 1 FROM zoho.\"items\" p WHERE p.org_id = $8 AND "
+                     "p.\"item_id\" = $9 AND p.content_hash IS NOT DISTINCT FROM $11 AND "
+                     "p.xmin = pg_current_xact_id()::xid)") != NULL);
     tds_buf_deinit(&b);
 }
 
