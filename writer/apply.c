@@ -1929,7 +1929,7 @@ static int run_one_flight(struct tds_apply *a, struct tds_bmsg *const *msgs, siz
     const struct sig *sg = &a->sigs[g->sig];
     const struct tds_bytes *v = ref_vals(msgs, &g->refs[0]);
     int hc = col_index(sg, "content_hash");
-    const char *key[4];
+    const char *key[3];
     char m[16], what[96], **payloads = NULL, name[32];
     size_t n_payloads = 0;
     int rc;
@@ -1956,14 +1956,13 @@ static int run_one_flight(struct tds_apply *a, struct tds_bmsg *const *msgs, siz
         return rc;
     for (size_t ci = 0; ci < tds_table_count() && rc == 0; ci++) {
         const struct tds_table *c = tds_table_at(ci);
-        const char *del[3] = {key[0], key[1], key[2]};
 
         if (!c->parent || strcmp(c->parent, sg->t->name) != 0)
             continue;
         if ((rc = refresh_fk_plans(a, c, res)) != 0 || (rc = pipe_start(a, res)) != 0)
             return rc;
         snprintf(name, sizeof(name), "cw_%zu", ci);
-        rc = pipe_send(a, name, NULL, 3, del, "could not replace child rows", res);
+        rc = pipe_send(a, name, NULL, 3, key, "could not replace child rows", res);
         for (size_t i = 0; i < n_groups && rc == 0; i++) {
             const struct sig *cs = &a->sigs[gs[i].sig];
             int k;
@@ -1995,11 +1994,8 @@ static int run_one_flight(struct tds_apply *a, struct tds_bmsg *const *msgs, siz
     if (payloads)
         tds_notify_payloads_free(payloads, n_payloads);
     tds_notify_reset(a->notify); /* finish_txn() has nothing more to notify */
-    if (rc != 0) {
-        if (a->piped)
-            rc = pipe_finish(a, rc, NULL, res);
-        return rc;
-    }
+    if (rc != 0)
+        return rc; /* tds_apply_run() reads what is queued */
     rc = finish_txn(a, msgs, n, gs, n_groups, res);
     if (rc == 0 && res->written[sg->tidx] > 0)
         res->notifies++;
