@@ -363,7 +363,9 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
     if (rc == TDS_JOURNAL_E_FULL || rc == TDS_JOURNAL_E_FAILED) {
         log_limited(h, &h->log_full, TDS_LOG_ERROR, r->org->org_id,
                     "could not journal webhook: %s, answering 503",
-                    rc == TDS_JOURNAL_E_FULL ? "journal is full" : "journal has failed");
+                    rc == TDS_JOURNAL_E_FAILED        ? "journal has failed"
+                    : tds_journal_no_space(h->d.journal) ? "no space left on the journal's disk"
+                                                         : "journal is full");
         return respond(h, r, 503);
     }
     if (rc)

@@ -3,9 +3,17 @@
  * Appenders frame a record into an in-memory chunk under the lock; the sync
  * thread takes every pending chunk at once, pwrites them and fdatasyncs once,
  * so all requests that arrived during the previous sync share the next one.
- * A failed write or fdatasync is final (the page cache state is unknown after
- * a failed fsync, the lesson PostgreSQL learned): the journal refuses further
- * appends and the stage answers 503 until restarted. It never logs; callers do.
+ * A failed fdatasync, or a write that fails for another reason than space, is
+ * final (the page cache state is unknown after a failed fsync, the lesson
+ * PostgreSQL learned): the journal refuses further appends and the stage
+ * answers 503 until restarted. A write refused for lack of space (ENOSPC,
+ * EDQUOT) is not: the batch stays queued in memory, in order, and is written
+ * again every TDS_JOURNAL_RETRY_MS until it fits; meanwhile appends are
+ * refused (E_FULL) and the queued entries count as not durable (state -1), so
+ * their requests get 503 and memory does not grow. Writing the same bytes at
+ * the same offsets again is harmless, and nothing after them reaches the file
+ * before they do, so a scan never finds a gap followed by records. It never
+ * logs; callers do.
  *
  * A segment file grows ahead of its records in zero-filled steps of
  * TDS_JOURNAL_PREFILL_BYTES, written by the commit that first needs them.
@@ -90,6 +98,8 @@ struct tds_journal {
     uint64_t total_bytes;
     uint64_t unacked;
     _Atomic int failed;       /* errno of the failure, 0 while healthy */
+    _Atomic bool no_space;    /* a write found no room: retrying, appends refused */
+    int64_t retry_at_ms;      /* monotonic time of the next retry while no_space */
     bool dir_dirty;           /* a segment was created: fsync the directory */
     bool stop;
     bool has_thread;
@@ -101,6 +111,8 @@ struct tds_journal {
     void *stats_ud;
     tds_journal_syncing_cb syncing_cb;
     void *syncing_ud;
+    tds_journal_stalled_cb stalled_cb;
+    void *stalled_ud;
 };
 
 /* ---- CRC32C, slice-by-8 ---- */
@@ -445,6 +457,33 @@ static int add_record_locked(struct tds_journal *j, int type, const void *payloa
 
 /* ---- group commit ---- */
 
+/* A write of this batch found no room. Put the batch back in front of what was
+ * appended meanwhile (same chunks, same offsets), give back the space of
+ * acked segments at the front, and settle the waiters: until a retry fits,
+ * entries above synced_seq read as not durable. Called with sync_mu held. */
+static void stall(struct tds_journal *j, struct chunk *list, bool dir_dirty)
+{
+    struct chunk *last = list;
+
+    pthread_mutex_lock(&j->mu);
+    if (list) {
+        while (last->next)
+            last = last->next;
+        last->next = j->head;
+        j->head = list;
+        if (!j->tail)
+            j->tail = last;
+    }
+    j->dir_dirty = j->dir_dirty || dir_dirty;
+    atomic_store(&j->no_space, true);
+    j->retry_at_ms = tds_now_ms() + TDS_JOURNAL_RETRY_MS;
+    gc_locked(j, tds_wall_ms(), UINT64_MAX / 2, 0);
+    pthread_cond_broadcast(&j->synced_cv);
+    pthread_mutex_unlock(&j->mu);
+    if (j->stalled_cb)
+        j->stalled_cb(atomic_load(&j->synced_seq), j->stalled_ud);
+}
+
 static void chunk_recycle(struct tds_journal *j, struct chunk *c)
 {
     if (!j->spare && c->cap <= 16 * CHUNK_MIN) {
@@ -460,7 +499,7 @@ int tds_journal_sync(struct tds_journal *j)
 {
     struct chunk *list, *c;
     uint64_t target, batch;
-    bool dir_dirty;
+    bool dir_dirty, write_err = false;
     int err = 0;
 
     pthread_mutex_lock(&j->sync_mu);
@@ -493,6 +532,7 @@ int tds_journal_sync(struct tds_journal *j)
                 err = prefill(c->seg, c->fd, c->base + c->len);
             if (!err)
                 err = pwrite_all(c->fd, c->buf, c->len, c->base);
+            write_err = err != 0;
             /* One fdatasync per file, after its last chunk of this batch. */
             if (!err && (!c->next || c->next->fd != c->fd) && fdatasync(c->fd) < 0)
                 err = -errno;
@@ -500,7 +540,13 @@ int tds_journal_sync(struct tds_journal *j)
         if (!err && dir_dirty && fsync(j->dirfd) < 0)
             err = -errno;
         clock_gettime(CLOCK_MONOTONIC, &b);
+        if (write_err && (err == -ENOSPC || err == -EDQUOT)) {
+            stall(j, list, dir_dirty);
+            pthread_mutex_unlock(&j->sync_mu);
+            return TDS_JOURNAL_E_NOSPACE;
+        }
         pthread_mutex_lock(&j->mu);
+        atomic_store(&j->no_space, false);
         while (list) {
             c = list;
             list = c->next;
@@ -525,6 +571,18 @@ int tds_journal_sync(struct tds_journal *j)
     return err ? TDS_JOURNAL_E_FAILED : 0;
 }
 
+/* CLOCK_MONOTONIC time ms from now, for the condition variables. */
+static void deadline_in(int64_t ms, struct timespec *dl)
+{
+    clock_gettime(CLOCK_MONOTONIC, dl);
+    dl->tv_sec += ms / 1000;
+    dl->tv_nsec += (ms % 1000) * 1000000;
+    if (dl->tv_nsec >= 1000000000) {
+        dl->tv_sec++;
+        dl->tv_nsec -= 1000000000;
+    }
+}
+
 static void *sync_main(void *arg)
 {
     struct tds_journal *j = arg;
@@ -534,6 +592,17 @@ static void *sync_main(void *arg)
         if ((!j->head && !j->dir_dirty) || j->failed) {
             pthread_cond_wait(&j->work, &j->mu);
             continue;
+        }
+        if (j->no_space) {
+            int64_t wait_ms = j->retry_at_ms - tds_now_ms();
+
+            if (wait_ms > 0) {
+                struct timespec dl;
+
+                deadline_in(wait_ms, &dl);
+                pthread_cond_timedwait(&j->work, &j->mu, &dl);
+                continue;
+            }
         }
         pthread_mutex_unlock(&j->mu);
         tds_journal_sync(j);
@@ -562,6 +631,10 @@ int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, i
         r = TDS_JOURNAL_E_FAILED;
         goto out;
     }
+    if (j->no_space) {
+        r = TDS_JOURNAL_E_FULL;
+        goto out;
+    }
     if (j->total_bytes + rec > j->o.max_bytes) {
         gc_locked(j, wall_ms, rec, j->o.max_bytes);
         if (j->total_bytes + rec > j->o.max_bytes) {
@@ -571,6 +644,8 @@ int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, i
     }
     if (j->active->size > 0 && j->active->size + rec > j->o.segment_bytes) {
         r = rotate_locked(j);
+        if (r == -ENOSPC || r == -EDQUOT)
+            r = TDS_JOURNAL_E_FULL;
         if (r)
             goto out;
     }
@@ -601,7 +676,7 @@ int tds_journal_state(struct tds_journal *j, uint64_t seq)
      * "pending" and the caller waits for the next wake-up. */
     if (seq <= atomic_load(&j->synced_seq))
         return 1;
-    return atomic_load(&j->failed) ? -1 : 0;
+    return atomic_load(&j->failed) || atomic_load(&j->no_space) ? -1 : 0;
 }
 
 int tds_journal_wait(struct tds_journal *j, uint64_t seq, int64_t timeout_ms)
@@ -609,17 +684,11 @@ int tds_journal_wait(struct tds_journal *j, uint64_t seq, int64_t timeout_ms)
     struct timespec dl;
     int r = 0;
 
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (timeout_ms % 1000) * 1000000;
-    if (dl.tv_nsec >= 1000000000) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000;
-    }
+    deadline_in(timeout_ms, &dl);
     pthread_mutex_lock(&j->mu);
     while (seq > j->synced_seq) {
-        if (j->failed) {
-            r = TDS_JOURNAL_E_FAILED;
+        if (j->failed || j->no_space) {
+            r = j->failed ? TDS_JOURNAL_E_FAILED : TDS_JOURNAL_E_NOSPACE;
             break;
         }
         if (pthread_cond_timedwait(&j->synced_cv, &j->mu, &dl) == ETIMEDOUT &&
@@ -1038,9 +1107,9 @@ int tds_journal_open(struct tds_journal **out, const struct tds_journal_opts *o,
         j->o.segment_bytes = 64u * 1024 * 1024;
     pthread_mutex_init(&j->mu, NULL);
     pthread_mutex_init(&j->sync_mu, NULL);
-    pthread_cond_init(&j->work, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->work, &ca);
     pthread_cond_init(&j->synced_cv, &ca);
     pthread_condattr_destroy(&ca);
 
@@ -1146,6 +1215,14 @@ void tds_journal_on_syncing(struct tds_journal *j, tds_journal_syncing_cb cb, vo
     pthread_mutex_unlock(&j->sync_mu);
 }
 
+void tds_journal_on_stalled(struct tds_journal *j, tds_journal_stalled_cb cb, void *ud)
+{
+    pthread_mutex_lock(&j->sync_mu);
+    j->stalled_cb = cb;
+    j->stalled_ud = ud;
+    pthread_mutex_unlock(&j->sync_mu);
+}
+
 uint64_t tds_journal_bytes(struct tds_journal *j)
 {
     uint64_t v;
@@ -1184,4 +1261,9 @@ bool tds_journal_failed(struct tds_journal *j)
     v = j->failed != 0;
     pthread_mutex_unlock(&j->mu);
     return v;
+}
+
+bool tds_journal_no_space(struct tds_journal *j)
+{
+    return atomic_load(&j->no_space);
 }

@@ -22,7 +22,12 @@ enum {
     TDS_JOURNAL_E_FAILED = 2,  /* a write or fdatasync failed: the journal refuses work */
     TDS_JOURNAL_E_TIMEOUT = 3, /* wait timed out */
     TDS_JOURNAL_E_CORRUPT = 4, /* read: record at loc does not check out */
+    TDS_JOURNAL_E_NOSPACE = 5, /* sync/wait: no room on the disk; the write is retried */
 };
+
+/* While a write finds no room on the disk, how long the sync thread waits
+ * before writing the same batch again. */
+#define TDS_JOURNAL_RETRY_MS 250
 
 /* Largest payload one record may carry. */
 #define TDS_JOURNAL_MAX_PAYLOAD (32u * 1024 * 1024)
@@ -71,6 +76,10 @@ typedef void (*tds_journal_stats_cb)(uint64_t batch, double sync_s, void *ud);
  * lock: every seq ≤ upto is on its way to disk (and may yet fail to get
  * there). */
 typedef void (*tds_journal_syncing_cb)(uint64_t upto, void *ud);
+/* Called by the sync thread when a write found no room on the disk: every
+ * entry above `synced` now reads as not durable (tds_journal_state -1) until a
+ * retry fits, and appends are refused with TDS_JOURNAL_E_FULL. */
+typedef void (*tds_journal_stalled_cb)(uint64_t synced, void *ud);
 
 struct tds_journal_open_info {
     size_t segments;
@@ -90,19 +99,27 @@ struct tds_journal *tds_journal_close(struct tds_journal *j);
 void tds_journal_on_synced(struct tds_journal *j, tds_journal_synced_cb cb, void *ud);
 void tds_journal_on_stats(struct tds_journal *j, tds_journal_stats_cb cb, void *ud);
 void tds_journal_on_syncing(struct tds_journal *j, tds_journal_syncing_cb cb, void *ud);
+void tds_journal_on_stalled(struct tds_journal *j, tds_journal_stalled_cb cb, void *ud);
 
 /* Append one entry (copied). *seq and *loc are set on success. It is durable
- * only once synced. Returns 0, TDS_JOURNAL_E_FULL, TDS_JOURNAL_E_FAILED,
+ * only once synced. Returns 0, TDS_JOURNAL_E_FULL (over max_bytes, or no room
+ * on the disk: see tds_journal_no_space), TDS_JOURNAL_E_FAILED,
  * TDS_E_TOO_LARGE (payload over TDS_JOURNAL_MAX_PAYLOAD) or -errno. */
 int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, int64_t wall_ms,
                        uint64_t *seq, struct tds_journal_loc *loc);
-/* Returns 1 when seq is durable, 0 while it is pending, -1 when it never will
- * be (the journal failed before syncing it). Never blocks on I/O. */
+/* Returns 1 when seq is durable, 0 while it is pending, -1 when it is not
+ * durable now and its request must fail: the journal failed before syncing it,
+ * or its write waits for room on the disk (it may still become durable later;
+ * a request answered 503 is sent again by its client). Never blocks on I/O. */
 int tds_journal_state(struct tds_journal *j, uint64_t seq);
-/* Block until seq is durable. Returns 0, TDS_JOURNAL_E_FAILED or TDS_JOURNAL_E_TIMEOUT. */
+/* Block until seq is durable. Returns 0, TDS_JOURNAL_E_FAILED,
+ * TDS_JOURNAL_E_NOSPACE or TDS_JOURNAL_E_TIMEOUT. */
 int tds_journal_wait(struct tds_journal *j, uint64_t seq, int64_t timeout_ms);
 /* Write and fdatasync everything appended so far (the sync thread's work; call
- * directly when opened without one). Returns 0 or TDS_JOURNAL_E_FAILED. */
+ * directly when opened without one). Returns 0, TDS_JOURNAL_E_FAILED, or
+ * TDS_JOURNAL_E_NOSPACE when a write found no room (the batch stays queued and
+ * the next call writes it again; the sync thread retries every
+ * TDS_JOURNAL_RETRY_MS). */
 int tds_journal_sync(struct tds_journal *j);
 
 /* Mark entries acknowledged (each seq once; unknown seqs are ignored). The ack
@@ -121,6 +138,8 @@ uint64_t tds_journal_bytes(struct tds_journal *j);
 uint64_t tds_journal_unacked(struct tds_journal *j);
 size_t tds_journal_segments(struct tds_journal *j);
 bool tds_journal_failed(struct tds_journal *j);
+/* True while a write waits for room on the disk (lock-free). */
+bool tds_journal_no_space(struct tds_journal *j);
 
 /* CRC32C (Castagnoli), exposed for tests. */
 uint32_t tds_crc32c(uint32_t crc, const void *buf, size_t len);

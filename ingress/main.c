@@ -159,10 +159,11 @@ struct app {
     struct tds_dedupe *dedupe;
     struct tds_forward *forward;
     struct tds_http *http;
-    struct tds_series *h_batch, *h_fsync;
+    struct tds_series *h_batch, *h_fsync, *g_no_space;
     int64_t dedupe_window_ms;
     int64_t drain_timer;
     bool ready;
+    bool no_space; /* as last seen by the tick, for its log lines */
 };
 
 /* ---- journal callbacks (sync thread) ---- */
@@ -174,6 +175,16 @@ static void on_synced(uint64_t synced, bool failed, void *ud)
     if (a->http)
         tds_http_synced(a->http, synced, failed);
     tds_forward_synced(a->forward, synced, failed);
+}
+
+/* A write found no room: the waiting requests get 503 now (their entries
+ * stay queued and are written when there is room). */
+static void on_stalled(uint64_t synced, void *ud)
+{
+    struct app *a = ud;
+
+    if (a->http)
+        tds_http_synced(a->http, synced, true);
 }
 
 static void on_syncing(uint64_t upto, void *ud)
@@ -229,14 +240,27 @@ static char *status_json(void *ud)
 static void on_tick(struct tds_loop *loop, void *ud)
 {
     struct app *a = ud;
-    bool ok = !tds_journal_failed(a->journal);
+    bool failed = tds_journal_failed(a->journal), no_space = tds_journal_no_space(a->journal);
+    bool ok = !failed && !no_space;
 
     (void)loop;
     tds_forward_tick(a->forward);
+    tds_series_set(a->g_no_space, no_space ? 1 : 0);
+    if (no_space != a->no_space) {
+        a->no_space = no_space;
+        if (no_space)
+            tds_error("journal: no space left on its disk; answering 503 and writing the "
+                      "waiting batch again every %d ms until it fits", TDS_JOURNAL_RETRY_MS);
+        else if (!failed)
+            tds_info("journal: the disk has room again; accepting webhooks");
+    }
     if (ok != a->ready) {
         a->ready = ok;
-        tds_admin_set_ready(a->admin, ok, ok ? NULL : "journal failed (disk error), restart needed");
-        if (!ok)
+        tds_admin_set_ready(a->admin, ok,
+                            ok ? NULL
+                               : failed ? "journal failed (disk error), restart needed"
+                                        : "journal: no space left on its disk, retrying");
+        if (failed)
             tds_error("journal failed: a write or fdatasync error; answering 503 until restarted");
     }
 }
@@ -615,6 +639,9 @@ int main(int argc, char **argv)
     a.h_fsync = tds_metrics_get(a.metrics, TDS_HISTOGRAM, "tds_ingress_fsync_seconds",
                                 "time of one group commit (write + fdatasync)", "", fsync_buckets,
                                 TDS_ARRAY_SIZE(fsync_buckets));
+    a.g_no_space = tds_metrics_get(a.metrics, TDS_GAUGE, "tds_ingress_journal_no_space",
+                                   "1 while the journal's disk has no room (webhooks get 503)",
+                                   "", NULL, 0);
     {
         struct tds_forward_opts fo = {
             .origin = origin,
@@ -662,6 +689,7 @@ int main(int argc, char **argv)
         tds_journal_on_stats(a.journal, on_stats, &a);
         tds_journal_on_synced(a.journal, on_synced, &a);
         tds_journal_on_syncing(a.journal, on_syncing, &a); /* a.forward outlives the journal */
+        tds_journal_on_stalled(a.journal, on_stalled, &a);
     }
     {
         struct tds_http_opts ho = {
@@ -727,8 +755,10 @@ out:
         tds_admin_set_ready(a.admin, false, "stopping");
     a.admin = tds_admin_free(a.admin);
     /* No sync callback may run into a freed server: detach, then free. */
-    if (a.journal)
+    if (a.journal) {
         tds_journal_on_synced(a.journal, NULL, NULL);
+        tds_journal_on_stalled(a.journal, NULL, NULL);
+    }
     a.http = tds_http_free(a.http);
     a.journal = tds_journal_close(a.journal);
     a.forward = tds_forward_free(a.forward);

@@ -11,6 +11,7 @@ the real pipeline (simulator → ingress → processor → writer → PostgreSQL
 when those binaries are built, and prints the latency.
 """
 import json
+import subprocess
 import os
 import socket
 import threading
@@ -19,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import wait_until
+from conftest import http_get, wait_until
 from ingress_util import (SECRET_A, SECRET_A_OLD, SECRET_RETIRED, Ingress, item_body, sign)
 
 
@@ -33,9 +34,9 @@ MODELS = {
 }
 
 
-def start_model(ing, model, env=None):
+def start_model(ing, model, env=None, **kw):
     extra, line = MODELS[model]
-    i = ing(env=dict(env or {}, **extra))
+    i = ing(env=dict(env or {}, **extra), **kw)
     wait_until(lambda: line in i.proc.stderr_text(), timeout=5, what=f"the start-up line ({line})")
     return i
 
@@ -462,3 +463,83 @@ def test_pipeline_survives_sigkill_of_processor_and_writer(procs, db, tmp_path):
         print(f"\nresent after kills: {i.metric('tds_ingress_resends_total'):.0f}")
     finally:
         i.close()
+
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: a file system that really fills up (ENOSPC)."""
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tds-test", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:  # tests/run runs as root, which may mount
+        pytest.fail(f"cannot mount a 1 MiB tmpfs for the disk-full test: {r.stderr.strip()}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def fill(path):
+    """Another program takes every free block of path's file system."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError as e:
+        assert e.errno == 28, e  # ENOSPC
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_real_disk_full_503_then_accepts_again(ing, small_disk, model):
+    """The journal's own disk fills up (not its size bound): 503s, no 200 lost,
+    and once there is room again the same process accepts webhooks."""
+    i = start_model(ing, model, {"TDS_INGRESS_SEGMENT_BYTES": "65536",
+                                 "TDS_INGRESS_RETENTION_S": "0",
+                                 "TDS_INGRESS_ACK_TIMEOUT_MS": "600000"},
+                    journal=str(small_disk / "journal"))
+    readyz = lambda: http_get(i.proc.admin_url + "/readyz")[0]  # noqa: E731
+    wait_until(lambda: i.post("60001", item_body("1"), SECRET_A).status == 200, 10, "first")
+    fill(small_disk / "filler")
+    sent, ok, full = ["1"], ["1"], 0
+    for k in range(300):
+        zid = str(3000 + k)
+        r = i.post("60001", item_body(zid, extra={"pad": "p" * 300}), SECRET_A)
+        assert r.status in (200, 503), r
+        sent.append(zid)
+        if r.status == 200:
+            ok.append(zid)
+        else:
+            full += 1
+    assert full >= 100, (len(ok), full)  # the journal's 64 KiB of zeros ahead ran out
+    got = {m["zoho_id"] for m in i.recv(i.events, len(ok))}
+    assert set(ok) <= got                                   # every 200 was forwarded
+    i.wait_metric("tds_ingress_journal_no_space", 1.0)
+    assert readyz() == 503                 # a load balancer sends webhooks elsewhere
+    assert "no space left on its disk" in i.proc.stderr_text()
+    assert "restart needed" not in i.proc.stderr_text()
+
+    os.unlink(small_disk / "filler")                        # the operator makes room
+    wait_until(lambda: i.post("60001", item_body("4000"), SECRET_A).status == 200, 10,
+               "accepting again once the disk has room")
+    ok.append("4000")
+    sent.append("4000")
+    i.wait_metric("tds_ingress_journal_no_space", 0.0)
+    wait_until(lambda: readyz() == 200, 5, "/readyz 200 again")
+    wait_until(lambda: "the disk has room again" in i.proc.stderr_text(), 5, "the log line")
+
+    # Nothing answered 200 was lost, and the journal holds no garbage: after a
+    # SIGKILL every unacked entry comes back, each one a webhook that was sent.
+    i.proc.kill()
+    i.drain(i.events, quiet_s=0.3)
+    i.proc.start()
+    back = i.recv(i.events, len(ok), timeout=20)
+    back += i.drain(i.events, quiet_s=0.5)  # a 503'd entry may have been written too
+    ids = [m["zoho_id"] for m in back]
+    assert set(ok) <= set(ids), sorted(set(ok) - set(ids))
+    assert set(ids) <= set(sent)
+    assert len(ids) == len(set(ids))
+    assert "torn" not in i.proc.stderr_text()
+    i.ack([m["id"] for m in back])
+    i.wait_metric("tds_ingress_unacked", 0)
