@@ -70,6 +70,7 @@ struct sig {
     size_t n_cols;
     char stg[24];
     char upsert[24], collapse[24], stage_ins[24], direct[24];
+    char one[24];                /* DETAIL parent: the upsert of one row of scalars */
     char if_written[24];         /* child: tds_sqlgen_child_insert_if_written */
     size_t dead;                 /* rows staged since the last TRUNCATE */
 };
@@ -916,6 +917,7 @@ static int get_sig(struct tds_apply *a, const struct tds_table *t, const struct 
     snprintf(g->stage_ins, sizeof(g->stage_ins), "i%zu", a->n_sigs);
     snprintf(g->direct, sizeof(g->direct), "d%zu", a->n_sigs);
     snprintf(g->if_written, sizeof(g->if_written), "w%zu", a->n_sigs);
+    snprintf(g->one, sizeof(g->one), "o%zu", a->n_sigs);
 
     tds_buf_reset(&a->buf);
     if (tds_sqlgen_staging(&a->buf, g->stg, t, g->cols, g->n_cols) != 0 ||
@@ -929,20 +931,27 @@ static int get_sig(struct tds_apply *a, const struct tds_table *t, const struct 
         goto nomem;
     if ((rc = prepare(a, g->stage_ins, a->buf.p, res->error, sizeof(res->error))) != 0)
         goto failed;
-    for (int direct = 0; direct < 2; direct++) {
+    /* staging, arrays, and (a DETAIL parent, for run_one_flight()) one row */
+    for (int src = TDS_SRC_STAGING; src <= TDS_SRC_ROW; src++) {
+        const char *name = src == TDS_SRC_STAGING ? g->upsert
+                           : src == TDS_SRC_ARRAYS ? g->direct
+                                                   : g->one;
+
+        if (src == TDS_SRC_ROW && (t->parent || set->kind != TDS_ROWS_DETAIL))
+            break;
         tds_buf_reset(&a->buf);
         if (t->parent) {
-            if (tds_sqlgen_child_insert(&a->buf, g->stg, t, g->cols, g->n_cols, direct) != 0)
+            if (tds_sqlgen_child_insert(&a->buf, g->stg, t, g->cols, g->n_cols,
+                                        src == TDS_SRC_ARRAYS) != 0)
                 goto nomem;
         } else if (tds_sqlgen_upsert(&a->buf, g->stg, t, set->kind, g->cols, g->n_cols,
                                      set->kind == TDS_ROWS_DETAIL && has_children(t),
-                                     direct) != 0) {
+                                     (enum tds_sqlgen_src)src) != 0) {
             goto nomem;
         }
         if (tds_buf_add(&a->buf, "", 1) != 0)
             goto nomem;
-        if ((rc = prepare(a, direct ? g->direct : g->upsert, a->buf.p, res->error,
-                          sizeof(res->error))) != 0)
+        if ((rc = prepare(a, name, a->buf.p, res->error, sizeof(res->error))) != 0)
             goto failed;
     }
     if (t->parent) {
@@ -1364,16 +1373,9 @@ static int children_direct(struct tds_apply *a, struct tds_bmsg *const *msgs,
     return rc;
 }
 
-/* refs[0..n) of a small group as array literals in a->avals[0..n_cols+3)
- * (tds_sqlgen_unnest_rows), with room for 4 more values after them. */
-static int build_arrays(struct tds_apply *a, struct tds_bmsg *const *msgs, const struct group *g,
-                        size_t n)
+/* Room for n_par parameters in avals and abuf (avals keeps 4 more). */
+static int params_room(struct tds_apply *a, size_t n_par)
 {
-    const struct sig *sg = &a->sigs[g->sig];
-    size_t n_par = sg->n_cols + 3;
-    char num[24], obs[48];
-    int rc = 0;
-
     if (a->n_abuf < n_par) {
         /* avals first: n_abuf only grows once both arrays are big enough */
         const char **v = realloc(a->avals, (n_par + 4) * sizeof(*v));
@@ -1388,6 +1390,19 @@ static int build_arrays(struct tds_apply *a, struct tds_bmsg *const *msgs, const
         memset(&a->abuf[a->n_abuf], 0, (n_par - a->n_abuf) * sizeof(*b));
         a->n_abuf = n_par;
     }
+    return 0;
+}
+
+/* refs[0..n) of a small group as array literals in a->avals[0..n_cols+3)
+ * (tds_sqlgen_unnest_rows), with room for 4 more values after them. */
+static int build_arrays(struct tds_apply *a, struct tds_bmsg *const *msgs, const struct group *g,
+                        size_t n)
+{
+    const struct sig *sg = &a->sigs[g->sig];
+    size_t n_par = sg->n_cols + 3;
+    char num[24], obs[48];
+    int rc = params_room(a, n_par);
+
     for (size_t p = 0; p < n_par && rc == 0; p++) {
         tds_buf_reset(&a->abuf[p]);
         rc = tds_copytext_array_begin(&a->abuf[p]);
@@ -1412,6 +1427,40 @@ static int build_arrays(struct tds_apply *a, struct tds_bmsg *const *msgs, const
         if ((rc = tds_copytext_array_end(&a->abuf[p])) == 0)
             rc = tds_buf_add(&a->abuf[p], "", 1);
         a->avals[p] = a->abuf[p].p;
+    }
+    return rc;
+}
+
+/* The parameters of tds_sqlgen_one_row for refs[0] of g: its values as they
+ * are (NUL-terminated copies; NULL stays NULL), no array to escape. */
+static int build_row(struct tds_apply *a, struct tds_bmsg *const *msgs, const struct group *g)
+{
+    const struct sig *sg = &a->sigs[g->sig];
+    const struct ref *rf = &g->refs[0];
+    const struct tds_bytes *v = ref_vals(msgs, rf);
+    char obs[48];
+    bool known = observed_text(msgs, rf, obs, sizeof(obs));
+    int rc = params_room(a, sg->n_cols + 3);
+
+    for (size_t p = 0; p < sg->n_cols + 3 && rc == 0; p++) {
+        const char *x = NULL;
+        size_t n = 0;
+        char num[24];
+
+        if (p < 2) {
+            n = (size_t)snprintf(num, sizeof(num), "%u", p == 0 ? rf->m : rf->r);
+            x = num;
+        } else if (p == 2) {
+            x = known ? obs : NULL;
+            n = known ? strlen(obs) : 0;
+        } else {
+            x = v[p - 3].p;
+            n = v[p - 3].n;
+        }
+        tds_buf_reset(&a->abuf[p]);
+        if (x && (rc = tds_buf_add(&a->abuf[p], x, n)) == 0)
+            rc = tds_buf_add(&a->abuf[p], "", 1);
+        a->avals[p] = x ? a->abuf[p].p : NULL;
     }
     return rc;
 }
@@ -1945,11 +1994,11 @@ static int run_one_flight(struct tds_apply *a, struct tds_bmsg *const *msgs, siz
         key[k] = x->p ? kb->p : NULL;
     }
     snprintf(m, sizeof(m), "%u", g->refs[0].m);
-    if ((rc = build_arrays(a, msgs, g, 1)) != 0)
+    if ((rc = build_row(a, msgs, g)) != 0)
         return rc;
     snprintf(what, sizeof(what), "could not write zoho.%s rows", sg->t->name);
     if ((rc = pipe_start(a, res)) != 0 ||
-        (rc = pipe_queue(a, sg->direct, NULL, (int)sg->n_cols + 3, a->avals,
+        (rc = pipe_queue(a, sg->one, NULL, (int)sg->n_cols + 3, a->avals,
                          (struct pipe_stmt){.what = what, .parent = true, .tidx = sg->tidx,
                                             .mods = true},
                          res)) != 0)

@@ -152,22 +152,42 @@ int tds_sqlgen_copy(struct tds_buf *b, const char *stg)
     return tds_buf_addf(b, "COPY %s FROM STDIN", stg);
 }
 
-int tds_sqlgen_unnest_rows(struct tds_buf *b, const struct tds_table *t, char *const *cols,
-                           size_t n_cols)
+/* ", $4::<type of cols[0]>[]" … (arrays) or ", $4::<type> AS "<col>"" … */
+static int typed_params(struct tds_buf *b, const struct tds_table *t, char *const *cols,
+                        size_t n_cols, bool arrays)
 {
-    int rc = tds_buf_addf(b, "unnest($1::integer[], $2::integer[], $3::timestamptz[]");
+    int rc = 0;
 
     for (size_t i = 0; i < n_cols && rc == 0; i++) {
         enum tds_coltype ty = TDS_T_TEXT;
 
         tds_sqlgen_coltype(t, cols[i], &ty);
-        rc = tds_buf_addf(b, ", $%zu::%s[]", i + 4, tds_coltype_sql(ty));
+        rc = arrays ? tds_buf_addf(b, ", $%zu::%s[]", i + 4, tds_coltype_sql(ty))
+                    : tds_buf_addf(b, ", $%zu::%s AS \"%s\"", i + 4, tds_coltype_sql(ty), cols[i]);
     }
+    return rc;
+}
+
+int tds_sqlgen_unnest_rows(struct tds_buf *b, const struct tds_table *t, char *const *cols,
+                           size_t n_cols)
+{
+    int rc = tds_buf_addf(b, "unnest($1::integer[], $2::integer[], $3::timestamptz[]");
+
+    if (rc == 0)
+        rc = typed_params(b, t, cols, n_cols, true);
     if (rc == 0)
         rc = tds_buf_addf(b, ") AS s(_m, _r, _o");
     for (size_t i = 0; i < n_cols && rc == 0; i++)
         rc = tds_buf_addf(b, ", \"%s\"", cols[i]);
     return rc ? rc : tds_buf_addf(b, ")");
+}
+
+int tds_sqlgen_one_row(struct tds_buf *b, const struct tds_table *t, char *const *cols,
+                       size_t n_cols)
+{
+    int rc = tds_buf_addf(b, "SELECT $1::integer AS _m, $2::integer AS _r, $3::timestamptz AS _o");
+
+    return rc ? rc : typed_params(b, t, cols, n_cols, false);
 }
 
 int tds_sqlgen_stage_insert(struct tds_buf *b, const char *stg, const struct tds_table *t,
@@ -208,17 +228,20 @@ static int upsert_delete(struct tds_buf *b, const char *stg, const struct tds_ta
 
 int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table *t,
                       enum tds_rowset_kind kind, char *const *cols, size_t n_cols,
-                      bool with_m, bool direct)
+                      bool with_m, enum tds_sqlgen_src src)
 {
     size_t first_own = 2 + TDS_ARRAY_SIZE(head_cols);
+    bool direct = src != TDS_SRC_STAGING;
     int rc = 0;
 
-    /* direct: the rows come as parameters (tds_sqlgen_unnest_rows), read
-     * once into the CTE s, instead of from a staging table */
+    /* direct: the rows come as parameters (tds_sqlgen_unnest_rows, or
+     * tds_sqlgen_one_row for one), read once into the CTE s, instead of
+     * from a staging table */
     if (direct) {
-        rc = tds_buf_addf(b, "WITH s AS (SELECT * FROM ");
+        rc = tds_buf_addf(b, src == TDS_SRC_ROW ? "WITH s AS (" : "WITH s AS (SELECT * FROM ");
         if (rc == 0)
-            rc = tds_sqlgen_unnest_rows(b, t, cols, n_cols);
+            rc = src == TDS_SRC_ROW ? tds_sqlgen_one_row(b, t, cols, n_cols)
+                                    : tds_sqlgen_unnest_rows(b, t, cols, n_cols);
         if (rc == 0)
             rc = tds_buf_addf(b, with_m && kind != TDS_ROWS_DELETE ? ")" : ") ");
         stg = "s";

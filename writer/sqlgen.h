@@ -47,6 +47,11 @@ int tds_sqlgen_copy(struct tds_buf *b, const char *stg);
  * <cols>), a FROM item. */
 int tds_sqlgen_unnest_rows(struct tds_buf *b, const struct tds_table *t, char *const *cols,
                            size_t n_cols);
+/* One row as scalar parameters, the same columns as tds_sqlgen_unnest_rows:
+ * SELECT $1::integer AS _m, $2 … AS _r, $3 … AS _o, then cols from $4, each
+ * cast to its column's type. */
+int tds_sqlgen_one_row(struct tds_buf *b, const struct tds_table *t, char *const *cols,
+                       size_t n_cols);
 /* The same rows into the staging table: INSERT INTO stg SELECT * FROM
  * <tds_sqlgen_unnest_rows>, for a small group that must be staged (a key
  * twice). Unlike COPY, it can share a libpq pipeline with the statements
@@ -61,11 +66,17 @@ int tds_sqlgen_collapse(struct tds_buf *b, const char *stg, const struct tds_tab
  * returning (org_id, id) of every row it actually wrote; with_m (DETAIL of a
  * table with children) also returns each written row's message index _m,
  * which picks the child rows of that version (tds_sqlgen_child_insert).
- * direct: the rows are the parameters of tds_sqlgen_unnest_rows instead of
- * stg (a small group without a key twice: no staging at all). */
+ * src: where the rows come from (stg is used only for TDS_SRC_STAGING). */
+enum tds_sqlgen_src {
+    TDS_SRC_STAGING, /* the staging table stg */
+    TDS_SRC_ARRAYS,  /* the parameters of tds_sqlgen_unnest_rows (a small group
+                        without a key twice: no staging at all) */
+    TDS_SRC_ROW,     /* one row, the scalar parameters of tds_sqlgen_one_row (a
+                        lone record: no array to escape, parse and unnest) */
+};
 int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table *t,
                       enum tds_rowset_kind kind, char *const *cols, size_t n_cols,
-                      bool with_m, bool direct);
+                      bool with_m, enum tds_sqlgen_src src);
 /* Delete the child rows of the parents ($1 org ids, $2 parent ids: text
  * arrays). Arrays, not a join with a temp table of written parents: the
  * planner has no statistics for a temp table, guesses ~850 rows and hashes

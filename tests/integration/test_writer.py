@@ -600,6 +600,46 @@ def test_a_lone_record_goes_in_one_round_trip(writer, db):
     conn.close()
 
 
+def test_a_lone_record_is_stored_as_in_a_batch(writer, db):
+    """A lone record's upsert takes its values as plain parameters (one row of
+    scalars, apply.c build_row), a batch's as arrays. Every column must come
+    out the same: Arabic text, quotes and backslashes, a NULL, a numeric, the
+    raw JSON, the observed time."""
+    name = 'مفتاح "ربط" \\ 10مم'
+    extra = {"note": 'a "quoted" \\ back\u0000slash'.replace("\u0000", "")}
+
+    def rec(i):
+        return item(ORG, i, ts(20), name, sku=None, rate="12.3450", stock=[("w1", "4.5")],
+                    extra=extra)
+
+    received = int(time.time() * 1000) - 5000
+    src, f = rows_msg(ORG, items_sets([rec("51")]), mode="webhook", received_ms=received)
+    writer.send(f)
+    writer.wait_acked([src])
+    assert writer.proc.metric("tds_writer_one_flight_batches_total") == 1
+    src, f = rows_msg(ORG, items_sets([rec("52"), rec("53")]), mode="webhook",
+                      received_ms=received)
+    writer.send(f)
+    writer.wait_acked([src])
+    assert writer.proc.metric("tds_writer_one_flight_batches_total") == 1  # not this one
+    # raw and the content hash name the id: compared without it, and one by one
+    cols = [c for c in ITEM_COLS if c not in ("item_id", "raw", "content_hash")] \
+        + ["observed_at", "deleted_at"]
+    got = {r[0]: r[1:] for r in db.query(
+        f"SELECT item_id, raw - 'item_id', {', '.join(cols)} FROM zoho.items "
+        "WHERE item_id IN ('51', '52', '53') ORDER BY item_id")}
+    assert set(got) == {"51", "52", "53"}
+    assert got["51"] == got["52"] == got["53"]
+    assert got["51"][1 + cols.index("name")] == name
+    assert got["51"][1 + cols.index("sku")] is None
+    assert str(got["51"][1 + cols.index("rate")]) == "12.3450"
+    assert got["51"][0]["note"] == extra["note"]
+    assert db.query("SELECT item_id, content_hash FROM zoho.items WHERE item_id IN "
+                    "('51', '52', '53') ORDER BY item_id") == \
+        [(i, rec(i)[0][4]) for i in ("51", "52", "53")]
+    assert got["51"][1 + cols.index("observed_at")].timestamp() == received / 1000
+
+
 def test_notify_one_payload_per_org_in_one_batch(writer, db):
     """A batch of webhooks from many organizations: every organization gets
     its own payload (sent in one statement), with ids needing JSON escaping."""

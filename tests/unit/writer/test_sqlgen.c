@@ -2,6 +2,7 @@
 #include "../../assert.h"
 #include "sqlgen.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static char err[256];
@@ -107,22 +108,27 @@ static int gen_staging(struct tds_buf *b)
 static int gen_detail(struct tds_buf *b)
 {
     return tds_sqlgen_upsert(b, "_tds_s1", tds_table_find("items"), TDS_ROWS_DETAIL, detail_cols,
-                             8, true, false);
+                             8, true, TDS_SRC_STAGING);
 }
 static int gen_detail_direct(struct tds_buf *b)
 {
     return tds_sqlgen_upsert(b, "_tds_s1", tds_table_find("items"), TDS_ROWS_DETAIL, detail_cols,
-                             8, true, true);
+                             8, true, TDS_SRC_ARRAYS);
+}
+static int gen_detail_one_row(struct tds_buf *b)
+{
+    return tds_sqlgen_upsert(b, "_tds_s1", tds_table_find("items"), TDS_ROWS_DETAIL, detail_cols,
+                             8, true, TDS_SRC_ROW);
 }
 static int gen_list(struct tds_buf *b)
 {
     return tds_sqlgen_upsert(b, "_tds_s2", tds_table_find("items"), TDS_ROWS_LIST, detail_cols, 7,
-                             false, false);
+                             false, TDS_SRC_STAGING);
 }
 static int gen_delete(struct tds_buf *b)
 {
     return tds_sqlgen_upsert(b, "_tds_s3", tds_table_find("items"), TDS_ROWS_DELETE, detail_cols,
-                             2, false, false);
+                             2, false, TDS_SRC_STAGING);
 }
 static int gen_collapse(struct tds_buf *b)
 {
@@ -234,6 +240,24 @@ static void test_statements(void)
     T_TRUE(strstr(s, "\"rate\")), w AS (INSERT INTO zoho.\"items\" AS t (") != NULL);
     T_TRUE(strstr(s, ", _o, now(), NULL FROM s ON CONFLICT") != NULL);
     T_TRUE(strstr(s, "FROM w JOIN s s ON s.org_id = w.org_id") != NULL);
+    /* a lone record: the same upsert over one row of scalars, no arrays */
+    {
+        char *arrays = strdup(gen(gen_detail_direct, &b));
+        const char *tail;
+
+        T_TRUE(arrays != NULL);
+        s = gen(gen_detail_one_row, &b);
+        T_TRUE(strstr(s, "WITH s AS (SELECT $1::integer AS _m, $2::integer AS _r, "
+                         "$3::timestamptz AS _o, $4::text AS \"org_id\", $5::text AS \"item_id\", "
+                         "$6::timestamptz AS \"modified_time\", $7::jsonb AS \"raw\", "
+                         "$8::text AS \"content_hash\", $9::boolean AS \"is_detail\", "
+                         "$10::text AS \"name\", $11::numeric AS \"rate\"), w AS (") == s);
+        T_TRUE(strstr(s, "[]") == NULL);
+        /* from the CTE w on, the statement is the arrays' one */
+        tail = strstr(arrays, "), w AS (");
+        T_TRUE(tail != NULL && strstr(s, tail) != NULL);
+        free(arrays);
+    }
     s = gen(gen_child_delete, &b);
     T_STR(s, "DELETE FROM zoho.\"item_stock\" c USING unnest($1::text[], $2::text[]) "
              "AS w(org_id, id) WHERE c.org_id = w.org_id AND c.\"item_id\" = w.id");
