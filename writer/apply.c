@@ -410,7 +410,7 @@ static int pipe_start(struct tds_apply *a, struct tds_apply_result *res)
     if (a->begun)
         return 0;
     a->begun = true;
-    return pipe_send(a, NULL, "BEGIN", 0, NULL, "could not begin", res);
+    return pipe_send(a, "t_begin", NULL, 0, NULL, "could not begin", res);
 }
 
 /* Send the pipeline and read every answer; always leaves pipeline mode. rc:
@@ -787,7 +787,11 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
      * off and retry. Other writers hold row locks only for one batch. */
     if ((rc = exec_ok(a, "SET lock_timeout = '8s'", err, errlen)) != 0)
         goto fail;
-    if ((rc = prepare(a, "m_webhook", SQL_WEBHOOK, err, errlen)) != 0 ||
+    /* BEGIN and COMMIT prepared too: each transaction then skips two parses
+     * (~0.02 ms each in the server log's durations). */
+    if ((rc = prepare(a, "t_begin", "BEGIN", err, errlen)) != 0 ||
+        (rc = prepare(a, "t_commit", "COMMIT", err, errlen)) != 0 ||
+        (rc = prepare(a, "m_webhook", SQL_WEBHOOK, err, errlen)) != 0 ||
         (rc = prepare(a, "m_reject", SQL_REJECT, err, errlen)) != 0 ||
         (rc = prepare(a, "m_runs", SQL_RUNS, err, errlen)) != 0 ||
         (rc = prepare(a, "m_final_runs", SQL_FINAL_RUNS, err, errlen)) != 0 ||
@@ -1891,7 +1895,7 @@ static int finish_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t 
         rc = pipe_send(a, NULL, sql, 0, NULL, "could not empty a staging table", res);
     }
     if (rc == 0)
-        rc = pipe_send(a, NULL, "COMMIT", 0, NULL, "could not commit", res);
+        rc = pipe_send(a, "t_commit", NULL, 0, NULL, "could not commit", res);
     return pipe_finish(a, rc, NULL, res);
 }
 
