@@ -299,7 +299,7 @@ METRIC_FAMILIES = {
     "ingress": {"tds_ingress_requests_total", "tds_ingress_signature_failures_total",
                 "tds_ingress_duplicates_total", "tds_ingress_journal_bytes", "tds_ingress_unacked",
                 "tds_ingress_group_commit_size", "tds_ingress_fsync_seconds",
-                "tds_ingress_accept_seconds"},
+                "tds_ingress_accept_seconds", "tds_ingress_journal_no_space"},
     "fetcher": {"tds_fetcher_api_calls_total", "tds_fetcher_api_seconds", "tds_fetcher_429_total",
                 "tds_fetcher_quota_remaining", "tds_fetcher_tokens_refreshed_total",
                 "tds_fetcher_pages_inflight", "tds_fetcher_run_records", "tds_fetcher_runs_total",
