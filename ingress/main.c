@@ -229,10 +229,12 @@ static char *status_json(void *ud)
         return NULL;
     snprintf(s, 512,
              "{\"stage\":\"ingress\",\"journal_bytes\":%llu,\"journal_segments\":%zu,"
-             "\"unacked\":%llu,\"journal_failed\":%s,\"http_inflight\":%zu,\"dedupe_size\":%zu}",
+             "\"unacked\":%llu,\"journal_failed\":%s,\"journal_no_space\":%s,"
+             "\"http_inflight\":%zu,\"dedupe_size\":%zu}",
              (unsigned long long)tds_journal_bytes(a->journal), tds_journal_segments(a->journal),
              (unsigned long long)tds_journal_unacked(a->journal),
              tds_journal_failed(a->journal) ? "true" : "false",
+             tds_journal_no_space(a->journal) ? "true" : "false",
              a->http ? tds_http_inflight(a->http) : (size_t)0, tds_dedupe_size(a->dedupe));
     return s;
 }

@@ -517,6 +517,7 @@ def test_real_disk_full_503_then_accepts_again(ing, small_disk, model):
     assert set(ok) <= got                                   # every 200 was forwarded
     i.wait_metric("tds_ingress_journal_no_space", 1.0)
     assert readyz() == 503                 # a load balancer sends webhooks elsewhere
+    assert json.loads(http_get(i.proc.admin_url + "/status")[1])["journal_no_space"] is True
     assert "no space left on its disk" in i.proc.stderr_text()
     assert "restart needed" not in i.proc.stderr_text()
 
@@ -527,6 +528,7 @@ def test_real_disk_full_503_then_accepts_again(ing, small_disk, model):
     sent.append("4000")
     i.wait_metric("tds_ingress_journal_no_space", 0.0)
     wait_until(lambda: readyz() == 200, 5, "/readyz 200 again")
+    assert json.loads(http_get(i.proc.admin_url + "/status")[1])["journal_no_space"] is False
     wait_until(lambda: "the disk has room again" in i.proc.stderr_text(), 5, "the log line")
 
     # Nothing answered 200 was lost, and the journal holds no garbage: after a
