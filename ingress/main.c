@@ -162,8 +162,9 @@ struct app {
     struct tds_series *h_batch, *h_fsync, *g_no_space;
     int64_t dedupe_window_ms;
     int64_t drain_timer;
-    bool ready;
-    bool no_space; /* as last seen by the tick, for its log lines */
+    /* The journal as the tick last saw it: what /readyz says and the log
+     * lines of each change. A failure after a full disk still says so. */
+    enum { JOURNAL_OK, JOURNAL_NO_SPACE, JOURNAL_FAILED } journal_state;
 };
 
 /* ---- journal callbacks (sync thread) ---- */
@@ -242,29 +243,28 @@ static char *status_json(void *ud)
 static void on_tick(struct tds_loop *loop, void *ud)
 {
     struct app *a = ud;
-    bool failed = tds_journal_failed(a->journal), no_space = tds_journal_no_space(a->journal);
-    bool ok = !failed && !no_space;
+    bool no_space = tds_journal_no_space(a->journal);
+    int st = tds_journal_failed(a->journal) ? JOURNAL_FAILED
+             : no_space                      ? JOURNAL_NO_SPACE
+                                             : JOURNAL_OK;
 
     (void)loop;
     tds_forward_tick(a->forward);
     tds_series_set(a->g_no_space, no_space ? 1 : 0);
-    if (no_space != a->no_space) {
-        a->no_space = no_space;
-        if (no_space)
-            tds_error("journal: no space left on its disk; answering 503 and writing the "
-                      "waiting batch again every %d ms until it fits", TDS_JOURNAL_RETRY_MS);
-        else if (!failed)
-            tds_info("journal: the disk has room again; accepting webhooks");
+    if (st == (int)a->journal_state)
+        return;
+    if (st == JOURNAL_FAILED) {
+        tds_admin_set_ready(a->admin, false, "journal failed (disk error), restart needed");
+        tds_error("journal failed: a write or fdatasync error; answering 503 until restarted");
+    } else if (st == JOURNAL_NO_SPACE) {
+        tds_admin_set_ready(a->admin, false, "journal: no space left on its disk, retrying");
+        tds_error("journal: no space left on its disk; answering 503 and writing the "
+                  "waiting batch again every %d ms until it fits", TDS_JOURNAL_RETRY_MS);
+    } else {
+        tds_admin_set_ready(a->admin, true, NULL);
+        tds_info("journal: the disk has room again; accepting webhooks");
     }
-    if (ok != a->ready) {
-        a->ready = ok;
-        tds_admin_set_ready(a->admin, ok,
-                            ok ? NULL
-                               : failed ? "journal failed (disk error), restart needed"
-                                        : "journal: no space left on its disk, retrying");
-        if (failed)
-            tds_error("journal failed: a write or fdatasync error; answering 503 until restarted");
-    }
+    a->journal_state = st;
 }
 
 static void on_drain_check(struct tds_loop *loop, void *ud)
@@ -731,7 +731,7 @@ int main(int argc, char **argv)
                   rc < 0 ? strerror(-rc) : "error");
         goto out;
     }
-    a.ready = true;
+    a.journal_state = JOURNAL_OK;
     tds_admin_set_ready(a.admin, true, NULL);
     tds_forward_tick(a.forward);
     char model[64];
