@@ -3,6 +3,9 @@
  * Appenders frame a record into an in-memory chunk under the lock; the sync
  * thread takes every pending chunk at once, pwrites them and fdatasyncs once,
  * so all requests that arrived during the previous sync share the next one.
+ * A small group may first wait o.sync_delay_us for more (linger()), taking
+ * and announcing each arrival at once, while entries come closer together
+ * than that: fewer flushes for a disk PostgreSQL may share.
  * A failed fdatasync, or a write that fails for another reason than space, is
  * final (the page cache state is unknown after a failed fsync, the lesson
  * PostgreSQL learned): the journal refuses further appends and the stage
@@ -101,6 +104,8 @@ struct tds_journal {
     _Atomic bool no_space;    /* a write found no room: retrying, appends refused */
     int64_t retry_at_ms;      /* monotonic time of the next retry while no_space */
     bool dir_dirty;           /* a segment was created: fsync the directory */
+    int64_t last_append_us;   /* monotonic time of the last append */
+    int64_t gap_us;           /* moving average of the time between appends */
     bool stop;
     bool has_thread;
     pthread_t thread;
@@ -495,12 +500,125 @@ static void chunk_recycle(struct tds_journal *j, struct chunk *c)
     free(c);
 }
 
+/* Take what is queued: the chunks, the seq they end at and the directory's
+ * dirty flag. Called with mu held. */
+static struct chunk *take_locked(struct tds_journal *j, uint64_t *target, bool *dir_dirty)
+{
+    struct chunk *list = j->head;
+
+    j->head = j->tail = NULL;
+    *target = j->appended_seq;
+    *dir_dirty = *dir_dirty || j->dir_dirty;
+    j->dir_dirty = false;
+    return list;
+}
+
+/* Prefill and write the chunks from c on, no sync. */
+static int write_chunks(struct chunk *c)
+{
+    int err = 0;
+
+    for (; c && !err; c = c->next) {
+        if (c->base + c->len > c->seg->filled)
+            err = prefill(c->seg, c->fd, c->base + c->len);
+        if (!err)
+            err = pwrite_all(c->fd, c->buf, c->len, c->base);
+    }
+    return err;
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+/* CLOCK_MONOTONIC time us microseconds from now, for the condition variables. */
+static void deadline_in_us(int64_t us, struct timespec *dl)
+{
+    clock_gettime(CLOCK_MONOTONIC, dl);
+    dl->tv_sec += us / 1000000;
+    dl->tv_nsec += (us % 1000000) * 1000;
+    if (dl->tv_nsec >= 1000000000) {
+        dl->tv_sec++;
+        dl->tv_nsec -= 1000000000;
+    }
+}
+
+/* Whether a group commit of `batch` entries waits for more: it is small, and
+ * webhooks have lately come closer together than the delay, so another one
+ * is likely to share the fdatasync. A lone webhook after a quiet spell and
+ * the large groups of a busy ingress do not wait. */
+static bool lingers(struct tds_journal *j, uint64_t batch)
+{
+    bool r;
+
+    if (j->o.sync_delay_us <= 0 || batch >= TDS_JOURNAL_LINGER_BATCH)
+        return false;
+    pthread_mutex_lock(&j->mu);
+    r = j->gap_us < j->o.sync_delay_us && !j->stop;
+    pthread_mutex_unlock(&j->mu);
+    return r;
+}
+
+/* Wait up to o.sync_delay_us for more entries to join this group commit,
+ * until it holds TDS_JOURNAL_LINGER_BATCH. Each arrival is taken, announced
+ * (so it is forwarded at once: only its 200 waits) and written; the caller
+ * then syncs them all at once. *waited gets the time spent waiting. */
+static int linger(struct tds_journal *j, struct chunk **list, uint64_t *target, bool *dir_dirty,
+                  uint64_t first, int64_t *waited)
+{
+    struct chunk *last = *list;
+    int64_t t0 = mono_us(), until = t0 + j->o.sync_delay_us;
+    int err = 0;
+
+    while (last && last->next)
+        last = last->next;
+    while (!err && *target - first < TDS_JOURNAL_LINGER_BATCH) {
+        struct chunk *more;
+        int64_t now = mono_us();
+
+        if (now >= until)
+            break;
+        pthread_mutex_lock(&j->mu);
+        if (!j->head && !j->stop) {
+            struct timespec dl;
+
+            deadline_in_us(until - now, &dl);
+            pthread_cond_timedwait(&j->work, &j->mu, &dl);
+        }
+        if (j->stop) {
+            pthread_mutex_unlock(&j->mu);
+            break;
+        }
+        more = take_locked(j, target, dir_dirty);
+        pthread_mutex_unlock(&j->mu);
+        if (!more)
+            continue;
+        if (j->syncing_cb)
+            j->syncing_cb(*target, j->syncing_ud);
+        if (last)
+            last->next = more;
+        else
+            *list = more;
+        err = write_chunks(more);
+        for (last = more; last->next; last = last->next)
+            ;
+    }
+    *waited = mono_us() - t0;
+    return err;
+}
+
 int tds_journal_sync(struct tds_journal *j)
 {
     struct chunk *list, *c;
-    uint64_t target, batch;
-    bool dir_dirty, write_err = false;
+    uint64_t target, batch, first;
+    bool dir_dirty = false, write_err = false;
+    int64_t waited = 0;
     int err = 0;
+    struct timespec a, b;
 
     pthread_mutex_lock(&j->sync_mu);
     pthread_mutex_lock(&j->mu);
@@ -509,12 +627,8 @@ int tds_journal_sync(struct tds_journal *j)
         pthread_mutex_unlock(&j->sync_mu);
         return TDS_JOURNAL_E_FAILED;
     }
-    list = j->head;
-    j->head = j->tail = NULL;
-    target = j->appended_seq;
-    batch = target - j->synced_seq;
-    dir_dirty = j->dir_dirty;
-    j->dir_dirty = false;
+    first = j->synced_seq;
+    list = take_locked(j, &target, &dir_dirty);
     pthread_mutex_unlock(&j->mu);
 
     if (!list && !dir_dirty) {
@@ -523,64 +637,49 @@ int tds_journal_sync(struct tds_journal *j)
     }
     if (list && j->syncing_cb)
         j->syncing_cb(target, j->syncing_ud);
-    {
-        struct timespec a, b;
-
-        clock_gettime(CLOCK_MONOTONIC, &a);
-        for (c = list; c && !err; c = c->next) {
-            if (c->base + c->len > c->seg->filled)
-                err = prefill(c->seg, c->fd, c->base + c->len);
-            if (!err)
-                err = pwrite_all(c->fd, c->buf, c->len, c->base);
-            write_err = err != 0;
-            /* One fdatasync per file, after its last chunk of this batch. */
-            if (!err && (!c->next || c->next->fd != c->fd) && fdatasync(c->fd) < 0)
-                err = -errno;
-        }
-        if (!err && dir_dirty && fsync(j->dirfd) < 0)
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    err = write_chunks(list);
+    if (!err && lingers(j, target - first))
+        err = linger(j, &list, &target, &dir_dirty, first, &waited);
+    write_err = err != 0;
+    /* One fdatasync per file, after its last chunk of this batch. */
+    for (c = list; c && !err; c = c->next)
+        if ((!c->next || c->next->fd != c->fd) && fdatasync(c->fd) < 0)
             err = -errno;
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        if (write_err && (err == -ENOSPC || err == -EDQUOT)) {
-            stall(j, list, dir_dirty);
-            pthread_mutex_unlock(&j->sync_mu);
-            return TDS_JOURNAL_E_NOSPACE;
-        }
-        pthread_mutex_lock(&j->mu);
-        atomic_store(&j->no_space, false);
-        while (list) {
-            c = list;
-            list = c->next;
-            c->seg->chunks_pending--;
-            if (c->seg != j->active && c->seg->chunks_pending == 0 && c->seg->fd >= 0)
-                seg_close_fd(c->seg);
-            chunk_recycle(j, c);
-        }
-        if (err)
-            j->failed = -err;
-        else
-            j->synced_seq = target;
-        pthread_cond_broadcast(&j->synced_cv);
-        pthread_mutex_unlock(&j->mu);
-        if (j->stats_cb && !err)
-            j->stats_cb(batch, (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9,
-                        j->stats_ud);
-        if (j->synced_cb)
-            j->synced_cb(target, err != 0, j->synced_ud);
+    if (!err && dir_dirty && fsync(j->dirfd) < 0)
+        err = -errno;
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    batch = target - first;
+    if (write_err && (err == -ENOSPC || err == -EDQUOT)) {
+        stall(j, list, dir_dirty);
+        pthread_mutex_unlock(&j->sync_mu);
+        return TDS_JOURNAL_E_NOSPACE;
     }
+    pthread_mutex_lock(&j->mu);
+    atomic_store(&j->no_space, false);
+    while (list) {
+        c = list;
+        list = c->next;
+        c->seg->chunks_pending--;
+        if (c->seg != j->active && c->seg->chunks_pending == 0 && c->seg->fd >= 0)
+            seg_close_fd(c->seg);
+        chunk_recycle(j, c);
+    }
+    if (err)
+        j->failed = -err;
+    else
+        j->synced_seq = target;
+    pthread_cond_broadcast(&j->synced_cv);
+    pthread_mutex_unlock(&j->mu);
+    if (j->stats_cb && !err)
+        j->stats_cb(batch,
+                    (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9 -
+                        (double)waited / 1e6,
+                    j->stats_ud);
+    if (j->synced_cb)
+        j->synced_cb(target, err != 0, j->synced_ud);
     pthread_mutex_unlock(&j->sync_mu);
     return err ? TDS_JOURNAL_E_FAILED : 0;
-}
-
-/* CLOCK_MONOTONIC time ms from now, for the condition variables. */
-static void deadline_in(int64_t ms, struct timespec *dl)
-{
-    clock_gettime(CLOCK_MONOTONIC, dl);
-    dl->tv_sec += ms / 1000;
-    dl->tv_nsec += (ms % 1000) * 1000000;
-    if (dl->tv_nsec >= 1000000000) {
-        dl->tv_sec++;
-        dl->tv_nsec -= 1000000000;
-    }
 }
 
 static void *sync_main(void *arg)
@@ -599,7 +698,7 @@ static void *sync_main(void *arg)
             if (wait_ms > 0) {
                 struct timespec dl;
 
-                deadline_in(wait_ms, &dl);
+                deadline_in_us(wait_ms * 1000, &dl);
                 pthread_cond_timedwait(&j->work, &j->mu, &dl);
                 continue;
             }
@@ -658,6 +757,14 @@ int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, i
         goto out;
     j->next_seq++;
     j->appended_seq = s;
+    if (j->o.sync_delay_us > 0) {
+        /* The average gap, each sample capped so that a quiet spell is
+         * forgotten within a few webhooks. */
+        int64_t now = mono_us(), cap = 4 * j->o.sync_delay_us, gap = now - j->last_append_us;
+
+        j->gap_us += ((gap < cap ? gap : cap) - j->gap_us) / 8;
+        j->last_append_us = now;
+    }
     j->active->n_entries++;
     j->active->n_unacked++;
     if (wall_ms > j->active->last_wall_ms)
@@ -684,7 +791,7 @@ int tds_journal_wait(struct tds_journal *j, uint64_t seq, int64_t timeout_ms)
     struct timespec dl;
     int r = 0;
 
-    deadline_in(timeout_ms, &dl);
+    deadline_in_us(timeout_ms * 1000, &dl);
     pthread_mutex_lock(&j->mu);
     while (seq > j->synced_seq) {
         if (j->failed || j->no_space) {
@@ -1105,6 +1212,9 @@ int tds_journal_open(struct tds_journal **out, const struct tds_journal_opts *o,
     j->o.dir = NULL;
     if (j->o.segment_bytes == 0)
         j->o.segment_bytes = 64u * 1024 * 1024;
+    if (j->o.sync_delay_us < 0)
+        j->o.sync_delay_us = 0;
+    j->gap_us = 4 * j->o.sync_delay_us; /* no history yet: as after a quiet spell */
     pthread_mutex_init(&j->mu, NULL);
     pthread_mutex_init(&j->sync_mu, NULL);
     pthread_condattr_init(&ca);

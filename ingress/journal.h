@@ -28,6 +28,10 @@ enum {
 /* While a write finds no room on the disk, how long the sync thread waits
  * before writing the same batch again. */
 #define TDS_JOURNAL_RETRY_MS 250
+/* A group commit smaller than this may wait sync_delay_us for more entries
+ * (while webhooks arrive closer together than that); it stops waiting once it
+ * holds this many. */
+#define TDS_JOURNAL_LINGER_BATCH 8
 
 /* Largest payload one record may carry. */
 #define TDS_JOURNAL_MAX_PAYLOAD (32u * 1024 * 1024)
@@ -45,6 +49,7 @@ struct tds_journal_opts {
     uint64_t segment_bytes;   /* start a new segment past this size */
     int64_t retention_ms;     /* keep fully acked segments this long (for replay) */
     bool sync_thread;         /* false: nothing syncs until tds_journal_sync() (tests) */
+    int64_t sync_delay_us;    /* a small group commit waits up to this for company; 0: never */
     bool read_only;           /* replay CLI: scan only, no truncation, no new segment */
 };
 

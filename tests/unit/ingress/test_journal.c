@@ -1,8 +1,8 @@
 /* Unit tests for ingress/journal.c: append/sync/reopen with ack state, read
  * back, torn tails (truncated and garbage), segment release by acks and by
  * the byte bound, the full journal, group commit across threads, the
- * callback that announces a group commit before its writes, and the
- * zero-filled tail of a segment. */
+ * callback that announces a group commit before its writes, the wait of a
+ * small group commit for company, and the zero-filled tail of a segment. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -468,6 +468,155 @@ static void test_syncing_callback(void)
     fresh_dir();
 }
 
+/* A small group commit waits for company (sync_delay_us) while entries come
+ * closer together than that. Entries appended meanwhile are announced at
+ * once (forwarded) and share its fdatasync; the wait ends at
+ * TDS_JOURNAL_LINGER_BATCH entries or at close; a lone entry after a quiet
+ * spell does not wait at all. */
+#define DELAY_US 2000000
+
+static struct {
+    pthread_mutex_t mu;
+    uint64_t syncing;
+    uint64_t sizes[256];
+    size_t n;
+} lg = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void on_lg_syncing(uint64_t upto, void *ud)
+{
+    (void)ud;
+    pthread_mutex_lock(&lg.mu);
+    lg.syncing = upto;
+    pthread_mutex_unlock(&lg.mu);
+}
+
+static void on_lg_stats(uint64_t batch, double s, void *ud)
+{
+    (void)ud;
+    T_TRUE(s >= 0 && s < 1.0); /* the wait is not counted as sync time */
+    pthread_mutex_lock(&lg.mu);
+    if (lg.n < 256)
+        lg.sizes[lg.n++] = batch;
+    pthread_mutex_unlock(&lg.mu);
+}
+
+static uint64_t lg_get(uint64_t *n)
+{
+    uint64_t v;
+
+    pthread_mutex_lock(&lg.mu);
+    v = lg.syncing;
+    if (n)
+        *n = lg.n;
+    pthread_mutex_unlock(&lg.mu);
+    return v;
+}
+
+/* Poll until the entry is announced (taken into a group commit). */
+static void until_announced(uint64_t seq)
+{
+    int64_t t0 = tds_now_ms();
+
+    while (lg_get(NULL) < seq && tds_now_ms() - t0 < DELAY_US / 4000)
+        usleep(1000);
+    T_INT(lg_get(NULL), >=, seq);
+}
+
+/* The stats callback runs just after the waiters are woken: poll for it. */
+static uint64_t until_stats(uint64_t n)
+{
+    int64_t t0 = tds_now_ms();
+    uint64_t have;
+
+    for (lg_get(&have); have < n && tds_now_ms() - t0 < 5000; lg_get(&have))
+        usleep(1000);
+    usleep(10000); /* and no further commit came */
+    lg_get(&have);
+    return have;
+}
+
+static uint64_t append_one(struct tds_journal *j)
+{
+    uint64_t seq;
+    struct tds_journal_loc loc;
+
+    T_INT(tds_journal_append(j, "x", 1, 1000, &seq, &loc), ==, 0);
+    return seq;
+}
+
+static void test_sync_delay(void)
+{
+    struct tds_journal *j = NULL;
+    struct tds_journal_opts o;
+    struct seen *s = calloc(1, sizeof(*s));
+    uint64_t a, b, c, d, last = 0, n0, n1;
+    int64_t t0;
+
+    fresh_dir();
+    o = opts(64 << 20, 1 << 20);
+    o.sync_thread = true;
+    o.sync_delay_us = DELAY_US;
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, NULL), ==, 0);
+    tds_journal_on_syncing(j, on_lg_syncing, NULL);
+    tds_journal_on_stats(j, on_lg_stats, NULL);
+
+    /* Alone, after a quiet spell: synced without waiting. */
+    t0 = tds_now_ms();
+    a = append_one(j);
+    T_INT(tds_journal_wait(j, a, 10000), ==, 0);
+    T_INT(tds_now_ms() - t0, <, DELAY_US / 2000);
+    T_INT(until_stats(1), ==, 1);
+    T_INT(lg.sizes[0], ==, 1);
+
+    /* Entries close together: the average gap falls below the delay. */
+    for (int i = 0; i < 16; i++)
+        last = append_one(j);
+    T_INT(tds_journal_wait(j, last, 10000), ==, 0);
+    usleep(20000); /* its stats callback has run */
+
+    /* A small commit waits; later entries join it, each announced at once,
+     * none durable before the last. */
+    lg_get(&n0);
+    a = append_one(j);
+    until_announced(a);
+    usleep(20000);
+    T_INT(tds_journal_state(j, a), ==, 0);
+    b = append_one(j);
+    until_announced(b);
+    T_INT(tds_journal_state(j, a), ==, 0);
+    T_INT(tds_journal_state(j, b), ==, 0);
+    c = append_one(j);
+    d = append_one(j);
+    T_INT(tds_journal_wait(j, d, 10000), ==, 0);
+    T_INT(tds_journal_state(j, c), ==, 1);
+    n1 = until_stats(n0 + 1);
+    T_INT(n1, ==, n0 + 1);
+    T_INT(lg.sizes[n1 - 1], ==, 4);
+
+    /* It stops waiting once it holds TDS_JOURNAL_LINGER_BATCH entries. */
+    a = append_one(j);
+    until_announced(a);
+    t0 = tds_now_ms();
+    for (int i = 1; i < TDS_JOURNAL_LINGER_BATCH; i++)
+        last = append_one(j);
+    T_INT(tds_journal_wait(j, last, 10000), ==, 0);
+    T_INT(tds_now_ms() - t0, <, DELAY_US / 2000);
+
+    /* Closing does not wait out the delay, and loses nothing. */
+    a = append_one(j);
+    until_announced(a);
+    t0 = tds_now_ms();
+    j = tds_journal_close(j);
+    T_INT(tds_now_ms() - t0, <, DELAY_US / 2000);
+    o.sync_thread = false;
+    T_INT(tds_journal_open(&j, &o, collect, s, NULL), ==, 0);
+    T_INT(s->n, ==, a);
+    T_INT(s->seqs[s->n - 1], ==, a);
+    tds_journal_close(j);
+    free(s);
+    fresh_dir();
+}
+
 static void test_crc(void)
 {
     /* The CRC32C check value from RFC 3720's test vectors. */
@@ -484,6 +633,7 @@ int main(void)
     T_RUN(test_full);
     T_RUN(test_group_commit);
     T_RUN(test_syncing_callback);
+    T_RUN(test_sync_delay);
     T_RUN(test_zero_tail);
     return 0;
 }
