@@ -6,7 +6,8 @@ signed webhooks become `event`/`fetch` messages, bad signatures and bad
 requests get their documented status while the server keeps serving,
 duplicates are forwarded once, nothing answered 200 is lost across SIGKILL,
 acks release journal entries and their absence brings resends, a full journal
-answers 503, and `replay` sends journaled events again. The last test runs
+answers 503, `replay` sends journaled events again, and webhooks close together
+share a flush under TDS_INGRESS_SYNC_DELAY_US. The last test runs
 the real pipeline (simulator → ingress → processor → writer → PostgreSQL)
 when those binaries are built, and prints the latency.
 """
@@ -134,6 +135,31 @@ def test_duplicates_answered_200_and_forwarded_once(ing):
     assert len(got) == 2, got
     assert {m["id"] for m in got} == {got[0]["id"], "ev-5675"}
     assert i.metric("tds_ingress_duplicates_total") == 3
+
+
+def test_sync_delay_lets_webhooks_share_a_flush(ing):
+    """TDS_INGRESS_SYNC_DELAY_US reaches the journal: webhooks 10 ms apart, each
+    on its own connection, share group commits while a 100 ms delay lasts (the
+    first ones, before the average gap falls under the delay, go alone), and
+    every one is still answered 200 and forwarded once."""
+    i = ing(env={"TDS_INGRESS_SYNC_DELAY_US": "100000"})
+    n, t0 = 40, time.monotonic() + 0.2
+    status = [None] * n
+
+    def send(k):
+        time.sleep(max(0.0, t0 + k * 0.01 - time.monotonic()))
+        status[k] = i.post("60001", item_body(f"sd-{k}"), SECRET_A).status
+
+    with ThreadPoolExecutor(n) as ex:
+        list(ex.map(send, range(n)))
+    assert status == [200] * n
+    got = i.recv(i.events, n + 1, timeout=5)
+    assert sorted(m["id"] for m in got) == sorted({m["id"] for m in got}) and len(got) == n
+    commits = i.metric("tds_ingress_group_commit_size_count")
+    assert i.metric("tds_ingress_group_commit_size_sum") == n
+    # Alone, each would take its own fdatasync (40 commits).
+    print(f"sync delay 100 ms: {n} webhooks 10 ms apart in {commits:.0f} group commits")
+    assert commits <= 30, commits
 
 
 @pytest.mark.parametrize("model", MODELS)
