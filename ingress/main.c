@@ -644,8 +644,9 @@ int main(int argc, char **argv)
                                 "webhooks made durable by one fdatasync", "", batch_buckets,
                                 TDS_ARRAY_SIZE(batch_buckets));
     a.h_fsync = tds_metrics_get(a.metrics, TDS_HISTOGRAM, "tds_ingress_fsync_seconds",
-                                "time of one group commit: its writes and fdatasync (not its wait for company)", "", fsync_buckets,
-                                TDS_ARRAY_SIZE(fsync_buckets));
+                                "time of one group commit: its writes and fdatasync (not its "
+                                "wait for company)",
+                                "", fsync_buckets, TDS_ARRAY_SIZE(fsync_buckets));
     a.g_no_space = tds_metrics_get(a.metrics, TDS_GAUGE, "tds_ingress_journal_no_space",
                                    "1 while the journal's disk has no room (webhooks get 503)",
                                    "", NULL, 0);
