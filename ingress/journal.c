@@ -1182,7 +1182,8 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
     info->segments = j->n_segs;
     info->unacked = j->unacked;
     j->next_seq = max_seq + 1;
-    j->appended_seq = j->synced_seq = max_seq;
+    j->appended_seq = max_seq;
+    j->synced_seq = max_seq;
 out:
     for (size_t i = 0; i < n_names; i++)
         free(names[i]);

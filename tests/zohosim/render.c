@@ -917,7 +917,10 @@ static void doc_fields(struct zs_jw *w, const struct zs_org *o, enum zs_ent e,
         zs_jw_kstr(w, "customer_id", "");
         zs_jw_kstr(w, "customer_name", "");
     }
-    snprintf(buf, sizeof(buf), x0 % 3 ? "REF-%llu" : "", (unsigned long long)(x0 % 100000));
+    if (x0 % 3)
+        snprintf(buf, sizeof(buf), "REF-%llu", (unsigned long long)(x0 % 100000));
+    else
+        buf[0] = '\0';
     zs_jw_kstr(w, "reference_number", buf);
     if (r->invalid == ZS_BAD_DATE)
         zs_jw_kstr(w, "date", "31/02/2024");
