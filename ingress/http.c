@@ -7,6 +7,9 @@
  * 200 once the original's journal record is durable, so a 200 never stands
  * for something that could still be lost. Responses carry no detail of why a
  * signature failed; the reason goes to a metric and a rate-limited log line.
+ * Every other refusal is counted by status and logged the same way, those
+ * libmicrohttpd answers itself (headers over the memory limit) included: its
+ * messages come through mhd_log() as this stage's JSON lines.
  */
 #include "http.h"
 
@@ -15,6 +18,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,7 +77,8 @@ struct tds_http {
     atomic_bool stopping;        /* no more suspending: answer what is left */
 
     pthread_mutex_t log_mu;
-    struct tds_log_limit log_sig, log_bad, log_full;
+    struct tds_log_limit log_sig, log_bad, log_full, log_mhd;
+    struct tds_log_limit log_refused[16]; /* by index in codes[] */
 
     struct MHD_Response *resp[16];
     struct status_metric status[16];
@@ -131,6 +136,59 @@ static enum MHD_Result respond_conn(struct tds_http *h, struct MHD_Connection *c
 
     tds_series_inc(h->status[i].s, 1);
     return MHD_queue_response(c, code, h->resp[i]);
+}
+
+/* Client-supplied text for a log line: at most 64 bytes, anything outside
+ * printable ASCII as '?' (a path is URL-decoded: it may hold any byte). */
+static void log_text(char out[72], const char *s)
+{
+    size_t n = 0;
+
+    for (; s && *s && n < 64; s++)
+        out[n++] = *s >= 0x20 && *s < 0x7f ? *s : '?';
+    if (s && *s)
+        out[n++] = '.', out[n++] = '.', out[n++] = '.';
+    out[n] = '\0';
+}
+
+/* A request refused before its body is read (unknown path or organization,
+ * method, announced length, content type): answered and counted by
+ * respond_conn(), logged here at most once per 10 s for each status, with
+ * the count of those left out since. */
+static enum MHD_Result refuse(struct tds_http *h, struct MHD_Connection *c, unsigned code,
+                              const struct tds_org *org, const char *why, const char *what)
+{
+    struct tds_log_ctx ctx = {.org = org ? org->org_id : NULL};
+    char text[72];
+
+    log_text(text, what);
+    pthread_mutex_lock(&h->log_mu);
+    tds_log_limited(&h->log_refused[code_index(code)], TDS_LOG_INFO, &ctx,
+                    "webhook refused (%u): %s%s%s", code, why, what ? " " : "",
+                    what ? text : "");
+    pthread_mutex_unlock(&h->log_mu);
+    return respond_conn(h, c, code);
+}
+
+/* libmicrohttpd's own messages: a request it refuses itself (431, headers
+ * over the connection's memory), a socket error. Rate limited like the
+ * refusals above, instead of free text on stderr between the JSON lines. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    struct tds_http *h = cls;
+    char msg[512];
+    size_t n;
+
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)msg[i] < 0x20 || (unsigned char)msg[i] >= 0x7f)
+            msg[i] = '?';
+    pthread_mutex_lock(&h->log_mu);
+    tds_log_limited(&h->log_mhd, TDS_LOG_INFO, NULL, "HTTP server: %s", msg);
+    pthread_mutex_unlock(&h->log_mu);
 }
 
 /* ---- waiters: requests whose journal record is not yet durable ---- */
@@ -300,8 +358,14 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
     uint64_t seq;
     int rc;
 
-    if (r->too_large)
+    if (r->too_large) {
+        char cap[32];
+
+        snprintf(cap, sizeof(cap), "%zu", h->o.max_body);
+        log_limited(h, &h->log_bad, TDS_LOG_INFO, r->org->org_id,
+                    "webhook rejected: body over TDS_INGRESS_MAX_BODY (%s bytes)", cap);
         return respond(h, r, 413);
+    }
     MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
     sig = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Zoho-Webhook-Signature");
     if (r->org->n_webhook_secrets > 0) {
@@ -389,21 +453,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         int64_t clen;
 
         if (strncmp(url, PATH_PREFIX, strlen(PATH_PREFIX)) != 0)
-            return respond_conn(h, c, 404);
+            return refuse(h, c, 404, NULL, "no such path", url);
         org_id = url + strlen(PATH_PREFIX);
         if (!*org_id || strchr(org_id, '/'))
-            return respond_conn(h, c, 404);
+            return refuse(h, c, 404, NULL, "no such path", url);
         if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-            return respond_conn(h, c, 405);
+            return refuse(h, c, 405, NULL, "method", method);
         org = tds_orgs_find(h->d.orgs, org_id);
         if (!org)
-            return respond_conn(h, c, 404);
+            return refuse(h, c, 404, NULL, "unknown organization", org_id);
         cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && tds_parse_i64(cl, 0, INT64_MAX, &clen) == 0 && (uint64_t)clen > h->o.max_body)
-            return respond_conn(h, c, 413);
+            return refuse(h, c, 413, org, "Content-Length over TDS_INGRESS_MAX_BODY:", cl);
         ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         if (tds_webhook_kind(ct) == TDS_WEBHOOK_UNSUPPORTED)
-            return respond_conn(h, c, 415);
+            return refuse(h, c, 415, org, "content type", ct ? ct : "(none)");
         r = calloc(1, sizeof(*r));
         if (!r)
             return respond_conn(h, c, 500);
@@ -508,6 +572,9 @@ int tds_http_new(struct tds_http **out, const struct tds_http_opts *o, const str
     h->log_sig.interval_ms = 10000;
     h->log_bad.interval_ms = 10000;
     h->log_full.interval_ms = 10000;
+    h->log_mhd.interval_ms = 10000;
+    for (size_t i = 0; i < TDS_ARRAY_SIZE(h->log_refused); i++)
+        h->log_refused[i].interval_ms = 10000;
     r = resolve(o->listen, &h->addr, &h->port);
     if (r)
         goto fail;
@@ -575,11 +642,20 @@ int tds_http_start(struct tds_http *h)
         flags |= (h->o.use_poll ? MHD_USE_POLL : MHD_USE_EPOLL) | MHD_ALLOW_SUSPEND_RESUME;
     if (h->addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    /* A thread per connection has no pool: the option is left out, not 0
+     * (which libmicrohttpd warns about). */
+    struct MHD_OptionItem pool[] = {
+        {h->o.thread_per_connection ? MHD_OPTION_END : MHD_OPTION_THREAD_POOL_SIZE,
+         (intptr_t)h->o.threads, NULL},
+        {MHD_OPTION_END, 0, NULL}};
+
     errno = 0;
     h->daemon = MHD_start_daemon(
         flags, h->port, NULL, NULL, on_request, h,
+        /* first, so that the other options' warnings come through it too */
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&h->addr,
-        MHD_OPTION_THREAD_POOL_SIZE, h->o.thread_per_connection ? 0u : h->o.threads,
+        MHD_OPTION_ARRAY, pool,
         MHD_OPTION_CONNECTION_LIMIT, h->o.conn_limit,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, h->o.per_ip_limit,
         MHD_OPTION_CONNECTION_TIMEOUT, h->o.timeout_s,

@@ -216,11 +216,37 @@ def test_bad_requests_get_documented_status_and_server_keeps_serving(ing, model)
     assert (data == b"" or data.startswith(b"HTTP/1.1 4")) and time.monotonic() - t0 < 8, data
     slow.close()
 
+    # Headers over the connection's memory: libmicrohttpd answers 431 itself.
+    s = i.raw_socket()
+    s.sendall(b"POST /webhooks/zoho/60001 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40000 +
+              b"\r\nContent-Length: 0\r\n\r\n")
+    s.settimeout(5)
+    assert s.recv(100).startswith(b"HTTP/1.1 431"), "headers over the limit"
+    s.close()
+
     assert i.post("60001", item_body("32"), SECRET_A).status == 200
     assert len(i.recv(i.events, 3)) == 3
     assert i.drain(i.events) == []
     assert i.metric("tds_ingress_requests_total", {"status": "400"}) == 6
     assert i.metric("tds_ingress_requests_total", {"status": "415"}) == 2
+
+    # Every refusal is logged (the first of each status within 10 s), and every
+    # line on stderr is JSON, libmicrohttpd's own messages included.
+    lines = i.proc.stderr_text().splitlines()
+    msgs = []
+    for line in lines:
+        try:
+            msgs.append(json.loads(line)["msg"])
+        except ValueError:
+            pytest.fail(f"not a JSON log line: {line!r}")
+    want = ["webhook rejected: body is not a JSON object",
+            "webhook refused (413): Content-Length over TDS_INGRESS_MAX_BODY: 5000",
+            "webhook refused (415): content type text/plain",
+            "webhook refused (404): unknown organization 99999",
+            "webhook refused (405): method GET",
+            "HTTP server: "]
+    for w in want:
+        assert any(m.startswith(w) for m in msgs), (w, msgs)
 
 
 def test_form_encoded_jsonstring(ing):
