@@ -135,7 +135,7 @@ static int fail(struct parser *ps, int code, const char *what)
                  what);
     else if (ps->key)
         snprintf(ps->err, ps->errlen, "%s in field '%.*s'", what,
-                 (int)(ps->klen > 64 ? 64 : ps->klen), ps->key);
+                 (int)tds_utf8_prefix(ps->key, ps->klen, 64), ps->key);
     else
         snprintf(ps->err, ps->errlen, "%s", what);
     return code;

@@ -280,6 +280,34 @@ bool tds_utf8_valid(const char *s, size_t n)
     return true;
 }
 
+size_t tds_utf8_prefix(const char *s, size_t n, size_t max)
+{
+    size_t k = max;
+
+    if (n <= max)
+        return n;
+    /* s[k] is the first byte left out: back up while it continues a sequence */
+    while (k > 0 && ((unsigned char)s[k] & 0xc0) == 0x80)
+        k--;
+    return k;
+}
+
+void tds_utf8_trim(char *s)
+{
+    size_t n = strlen(s), i = n, have;
+    unsigned char lead;
+
+    while (i > 0 && n - i < 3 && ((unsigned char)s[i - 1] & 0xc0) == 0x80)
+        i--;
+    if (i == 0)
+        return;
+    lead = (unsigned char)s[i - 1];
+    have = n - i + 1;
+    if ((lead >= 0xc0 && lead < 0xe0 && have < 2) || (lead >= 0xe0 && lead < 0xf0 && have < 3) ||
+        (lead >= 0xf0 && have < 4))
+        s[i - 1] = '\0';
+}
+
 static int buf_reserve(struct tds_buf *b, size_t n)
 {
     size_t want, cap;

@@ -50,6 +50,14 @@ bool tds_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 /* True if s[0..n) is well-formed UTF-8 (no overlongs, no surrogates). */
 bool tds_utf8_valid(const char *s, size_t n);
 
+/* The length of the longest prefix of s[0..n) of at most max bytes that does
+ * not end inside a UTF-8 sequence: for "%.*s" of text that may be cut. */
+size_t tds_utf8_prefix(const char *s, size_t n, size_t max);
+
+/* Drops an incomplete UTF-8 sequence from the end of s, as snprintf leaves
+ * one when it truncates text at its buffer's size. */
+void tds_utf8_trim(char *s);
+
 /* Growable byte buffer with a hard maximum (0 = unlimited). */
 struct tds_buf {
     char *p;

@@ -116,6 +116,9 @@ int tx_fail(struct tx *t, const char *cls, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(t->reason, sizeof(t->reason), fmt, ap);
     va_end(ap);
+    /* a reason cut at the buffer's end must not end inside a character: it
+     * is stored as text (tds.rejected.reason) */
+    tds_utf8_trim(t->reason);
     t->reason_class = cls;
     return TX_REJECT;
 }
@@ -514,7 +517,7 @@ int tx_check_unique(struct tx *t, size_t first_row, const char *col, const char 
             const struct tds_bytes *vb = &b->v[TX_CHILD_LEAD + (size_t)ci];
             if (va->p && vb->p && va->n == vb->n && memcmp(va->p, vb->p, va->n) == 0)
                 return tx_fail(t, "duplicate_key", "duplicate %s '%.*s' in %s", col,
-                               (int)(va->n > 64 ? 64 : va->n), va->p, what);
+                               (int)tds_utf8_prefix(va->p, va->n, 64), va->p, what);
         }
     }
     return 0;

@@ -209,12 +209,22 @@ static int fill_header(struct tds_msg *m, const char *id_prefix, const char *org
 static int reject_unknown(struct tds_msg_rows *r, const char *entity, const char *raw, size_t n)
 {
     char reason[160];
-    snprintf(reason, sizeof(reason), "unknown entity '%.64s'", entity ? entity : "");
+    const char *en = entity ? entity : "";
+
+    /* the name and the reason are stored as text: never a cut or a byte
+     * that is not UTF-8 */
+    if (!tds_utf8_valid(en, strlen(en))) {
+        snprintf(reason, sizeof(reason), "unknown entity (its name is not UTF-8)");
+        en = "";
+    } else {
+        snprintf(reason, sizeof(reason), "unknown entity '%.*s'",
+                 (int)tds_utf8_prefix(en, strlen(en), 64), en);
+    }
     if (!tds_utf8_valid(raw, n) || memchr(raw, '\0', n)) {
         raw = "";
         n = 0;
     }
-    return tds_msg_rows_add_reject(r, entity ? entity : "", NULL, reason, raw, n);
+    return tds_msg_rows_add_reject(r, en, NULL, reason, raw, n);
 }
 
 static int do_event(struct tds_worker *w, const struct tds_msg *in, struct tds_msg *m,

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "tx.h"
+#include "util.h"
 
 #define TRY(x)                                                                       \
     do {                                                                             \
@@ -306,7 +307,7 @@ int tx_item_groups(struct tx *t, const struct tds_pjson *rec)
             if (t->rows[a].tbl == t->rows[b].tbl && t->rows[a].v[1].n == t->rows[b].v[1].n &&
                 memcmp(t->rows[a].v[1].p, t->rows[b].v[1].p, t->rows[a].v[1].n) == 0)
                 return tx_fail(t, "duplicate_key", "duplicate item_id '%.*s' in items",
-                               (int)(t->rows[a].v[1].n > 64 ? 64 : t->rows[a].v[1].n),
+                               (int)tds_utf8_prefix(t->rows[a].v[1].p, t->rows[a].v[1].n, 64),
                                t->rows[a].v[1].p);
     return 0;
 }

@@ -151,6 +151,49 @@ static void test_utf8(void)
     T_TRUE(tds_utf8_valid("ab\xff", 2));
 }
 
+/* Cutting text for a message never splits a character. */
+static void test_utf8_cut(void)
+{
+    const char *ar = "\xd8\xa3\xd8\xad\xd9\x85\xd8\xaf"; /* أحمد, 2 bytes each */
+    const char *emoji = "ab\xf0\x9f\x98\x80" "c";            /* a b U+1F600 c */
+    char buf[16];
+
+    T_INT(tds_utf8_prefix(ar, 8, 8), ==, 8);
+    T_INT(tds_utf8_prefix(ar, 8, 20), ==, 8);
+    T_INT(tds_utf8_prefix(ar, 8, 5), ==, 4);
+    T_INT(tds_utf8_prefix(ar, 8, 4), ==, 4);
+    T_INT(tds_utf8_prefix(emoji, 7, 3), ==, 2);
+    T_INT(tds_utf8_prefix(emoji, 7, 5), ==, 2);
+    T_INT(tds_utf8_prefix(emoji, 7, 6), ==, 6);
+    T_INT(tds_utf8_prefix("abc", 3, 0), ==, 0);
+    for (size_t max = 0; max <= 8; max++)
+        T_TRUE(tds_utf8_valid(ar, tds_utf8_prefix(ar, 8, max)));
+
+    /* what snprintf leaves at every buffer size (its first size - 1 bytes),
+     * trimmed, is valid text */
+    for (size_t size = 1; size <= 9; size++) {
+        buf[0] = 'x';
+        memcpy(buf + 1, ar, size - 1);
+        buf[size - 1] = '\0';
+        tds_utf8_trim(buf);
+        T_TRUE(tds_utf8_valid(buf, strlen(buf)));
+        T_INT(strlen(buf), ==, size <= 1 ? 0 : 1 + (size - 2) / 2 * 2);
+    }
+    for (size_t size = 1; size <= 8; size++) {
+        memcpy(buf, emoji, size - 1);
+        buf[size - 1] = '\0';
+        tds_utf8_trim(buf);
+        T_TRUE(tds_utf8_valid(buf, strlen(buf)));
+        T_INT(strlen(buf), ==, size - 1 <= 2 ? size - 1 : size - 1 < 6 ? 2 : size - 1);
+    }
+    strcpy(buf, "done \xe2\x82\xac");
+    tds_utf8_trim(buf); /* a complete sequence stays */
+    T_INT(strlen(buf), ==, 8);
+    strcpy(buf, "\x80\x80");
+    tds_utf8_trim(buf); /* not UTF-8 to begin with: left as it is */
+    T_INT(strlen(buf), ==, 2);
+}
+
 static void test_ct_equal(void)
 {
     T_TRUE(tds_ct_equal("abc", 3, "abc", 3));
@@ -272,6 +315,7 @@ int main(void)
     T_RUN(test_parse_bool);
     T_RUN(test_secrets);
     T_RUN(test_utf8);
+    T_RUN(test_utf8_cut);
     T_RUN(test_ct_equal);
     T_RUN(test_hex_uid);
     T_RUN(test_uid_pool);
