@@ -299,8 +299,14 @@ static void observe(struct tds_alertd *d, const char *rule, const char *key, con
                     const char *entity, double value, const char *summary, json_t *details)
 {
     char *det = details_of(details);
+    char text[1200];
 
-    if (tds_alertsm_observe(d->sm, rule, key, org, entity, value, summary, det) != 0)
+    /* Summaries are formatted into fixed buffers, which cut long text (a
+     * reason, an error) at any byte; stored and sent as text, they must not
+     * end inside a character. */
+    snprintf(text, sizeof(text), "%s", summary);
+    tds_utf8_trim(text);
+    if (tds_alertsm_observe(d->sm, rule, key, org, entity, value, text, det) != 0)
         tds_error("out of memory evaluating alert rule %s, skipping", rule);
     free(det);
 }
@@ -481,10 +487,12 @@ static void db_rejects(struct tds_alertd *d)
         double n = dval(res, i, 2);
 
         snprintf(key, sizeof(key), "org=%s,entity=%s", org, ent);
+        const char *why = val(res, i, 3) ? val(res, i, 3) : "";
+
         snprintf(summary, sizeof(summary),
-                 "%.0f %s records of org %s rejected in the last %lld s (latest: %.200s)", n,
+                 "%.0f %s records of org %s rejected in the last %lld s (latest: %.*s)", n,
                  ent[0] ? ent : "(unknown)", org[0] ? org : "(unknown)", (long long)r->window_s,
-                 val(res, i, 3) ? val(res, i, 3) : "");
+                 (int)tds_utf8_prefix(why, strlen(why), 200), why);
         observe(d, "rejects_spike", key, org[0] ? org : NULL, ent[0] ? ent : NULL, n, summary,
                 json_pack("{s:I}", "window_s", (json_int_t)r->window_s));
     }
@@ -654,12 +662,14 @@ static void scrape_one(struct tds_alertd *d, const char *name, const char *addr,
     err[0] = '\0';
     code = http_get(d, url, &f, err, sizeof(err));
     ready = code == 200 ? 0 : code > 0 ? 1 : 2;
+    const char *ready_body = f.body.p && f.body.len ? f.body.p : "";
     snprintf(key, sizeof(key), "target=%s", addr);
     if (ready == 0)
         snprintf(summary, sizeof(summary), "%s at %s is ready", stage, addr);
     else if (ready == 1)
-        snprintf(summary, sizeof(summary), "%s at %s (%s) is not ready: %ld %.200s", stage, addr,
-                 name, code, f.body.p && f.body.len ? f.body.p : "");
+        snprintf(summary, sizeof(summary), "%s at %s (%s) is not ready: %ld %.*s", stage, addr,
+                 name, code, (int)tds_utf8_prefix(ready_body, strlen(ready_body), 200),
+                 ready_body);
     else
         snprintf(summary, sizeof(summary), "%s at %s (%s) does not answer: %s", stage, addr, name,
                  err);

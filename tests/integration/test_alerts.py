@@ -83,8 +83,10 @@ DB_RULES = {
         severity="critical", entity=None, words=["revoked", "auth exchange"]),
     "rejects_spike": dict(
         induce=["INSERT INTO tds.rejected (stage, org_id, entity, zoho_id, reason) "
-                "SELECT 'processor', %(org)s, 'items', g::text, 'rate is not a number' "
-                "FROM generate_series(1, 50) g"],
+                # long, Arabic, and an odd number of bytes before the letters:
+                # the summary's 200-byte cut would fall inside a letter
+                "SELECT 'processor', %(org)s, 'items', g::text, "
+                "'rate is not a number: x' || repeat('أ', 150) FROM generate_series(1, 50) g"],
         clear=["UPDATE tds.rejected SET created_at = now() - interval '1 hour'"],
         severity="warning", entity="items", words=["50", "rejected", "rate is not a number"],
         env={"TDS_ALERT_REJECTS_SPIKE_THRESHOLD": "10"}),
