@@ -617,6 +617,7 @@ static void run_fail(struct run *r, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(r->error, sizeof(r->error), fmt, ap);
+    tds_utf8_trim(r->error); /* stored as text (tds.sync_runs.error) */
     va_end(ap);
     r->failed = true;
     count_run(r, "failed");

@@ -243,10 +243,13 @@ static int fail(struct tds_apply *a, PGresult *r, struct tds_apply_result *res, 
     else
         snprintf(res->error, sizeof(res->error), "%s: %s", what,
                  a->conn ? PQerrorMessage(a->conn) : "no connection");
-    /* libpq messages end with a newline; log lines must not. */
+    /* libpq messages end with a newline; log lines must not. The message may
+     * quote a record's text (a key in DETAIL, a value in CONTEXT) and becomes
+     * a rejection's reason: cut at 1 KiB, it must not end inside a character. */
     for (char *p = res->error; *p; p++)
         if (*p == '\n')
             *p = ' ';
+    tds_utf8_trim(res->error);
     PQclear(r);
     return code;
 }
