@@ -138,13 +138,14 @@ static enum MHD_Result respond_conn(struct tds_http *h, struct MHD_Connection *c
     return MHD_queue_response(c, code, h->resp[i]);
 }
 
-/* Client-supplied text for a log line: at most 64 bytes, anything outside
- * printable ASCII as '?' (a path is URL-decoded: it may hold any byte). */
-static void log_text(char out[72], const char *s)
+/* Text from outside for a log line: at most max bytes of s (then "..."),
+ * anything outside printable ASCII as '?' (a path is URL-decoded: it may
+ * hold any byte). out has room for max + 4. */
+static void log_text(char *out, size_t max, const char *s)
 {
     size_t n = 0;
 
-    for (; s && *s && n < 64; s++)
+    for (; s && *s && n < max; s++)
         out[n++] = *s >= 0x20 && *s < 0x7f ? *s : '?';
     if (s && *s)
         out[n++] = '.', out[n++] = '.', out[n++] = '.';
@@ -161,7 +162,7 @@ static enum MHD_Result refuse(struct tds_http *h, struct MHD_Connection *c, unsi
     struct tds_log_ctx ctx = {.org = org ? org->org_id : NULL};
     char text[72];
 
-    log_text(text, what);
+    log_text(text, 64, what);
     pthread_mutex_lock(&h->log_mu);
     tds_log_limited(&h->log_refused[code_index(code)], TDS_LOG_INFO, &ctx,
                     "webhook refused (%u): %s%s%s", code, why, what ? " " : "",
@@ -176,18 +177,16 @@ static enum MHD_Result refuse(struct tds_http *h, struct MHD_Connection *c, unsi
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     struct tds_http *h = cls;
-    char msg[512];
+    char msg[512], text[sizeof(msg) + 4];
     size_t n;
 
     vsnprintf(msg, sizeof(msg), fmt, ap);
     n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r' || msg[n - 1] == ' '))
         msg[--n] = '\0';
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)msg[i] < 0x20 || (unsigned char)msg[i] >= 0x7f)
-            msg[i] = '?';
+    log_text(text, sizeof(msg), msg);
     pthread_mutex_lock(&h->log_mu);
-    tds_log_limited(&h->log_mhd, TDS_LOG_INFO, NULL, "HTTP server: %s", msg);
+    tds_log_limited(&h->log_mhd, TDS_LOG_INFO, NULL, "HTTP server: %s", text);
     pthread_mutex_unlock(&h->log_mu);
 }
 

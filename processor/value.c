@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "util.h"
+
 static bool blank(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -42,10 +44,7 @@ void tds_value_describe(const struct tds_pjson *v, char *buf, size_t len)
         size_t n = v->n;
         const char *more = "";
         if (n > 60) {
-            n = 60;
-            /* back up to a UTF-8 lead byte so the reason stays valid text */
-            while (n > 0 && ((unsigned char)v->s[n] & 0xc0) == 0x80)
-                n--;
+            n = tds_utf8_prefix(v->s, n, 60); /* the reason stays valid text */
             more = "…";
         }
         snprintf(buf, len, "'%.*s'%s", (int)n, v->s, more);
