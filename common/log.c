@@ -58,7 +58,9 @@ int tds_log_level_parse(const char *s, enum tds_log_level *out)
 enum tds_log_level tds_log_get_level(void) { return (enum tds_log_level)atomic_load(&log_level); }
 
 /* JSON string body of s[0..n): quotes, backslashes and control characters
- * escaped; bytes ≥ 0x80 pass through (messages are UTF-8 by convention). */
+ * escaped; UTF-8 characters pass through, and a byte that does not start one
+ * (text from outside cut or mis-encoded) becomes U+FFFD, so that every line
+ * stays valid JSON text. */
 static void json_escape(struct tds_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -92,8 +94,16 @@ static void json_escape(struct tds_buf *b, const char *s, size_t n)
                 esc[4] = hex[c >> 4];
                 esc[5] = hex[c & 0xf];
                 tds_buf_add(b, esc, 6);
-            } else {
+            } else if (c < 0x80) {
                 tds_buf_add(b, &s[i], 1);
+            } else {
+                size_t k = tds_utf8_char(s + i, n - i);
+                if (k == 0) {
+                    tds_buf_add(b, "\\ufffd", 6);
+                } else {
+                    tds_buf_add(b, &s[i], k);
+                    i += k - 1;
+                }
             }
         }
     }
@@ -105,7 +115,9 @@ static void add_field(struct tds_buf *b, const char *key, const char *value)
 
     if (!value)
         return;
-    n = strnlen(value, LOG_FIELD_MAX);
+    n = strnlen(value, LOG_FIELD_MAX + 1);
+    if (n > LOG_FIELD_MAX)
+        n = tds_utf8_prefix(value, n, LOG_FIELD_MAX);
     tds_buf_addf(b, ",\"%s\":\"", key);
     json_escape(b, value, n);
     tds_buf_add(b, "\"", 1);
@@ -145,9 +157,13 @@ static void vlog(enum tds_log_level level, const struct tds_log_ctx *ctx, uint64
         free(msg);
         return;
     }
-    mlen = (size_t)n > LOG_MSG_MAX ? LOG_MSG_MAX : (size_t)n;
-    if ((size_t)n > LOG_MSG_MAX)
-        memcpy(msg + LOG_MSG_MAX - 3, "...", 3);
+    mlen = (size_t)n;
+    if (mlen > LOG_MSG_MAX) {
+        /* cut between characters, then the mark */
+        mlen = tds_utf8_prefix(msg, LOG_MSG_MAX, LOG_MSG_MAX - 3);
+        memcpy(msg + mlen, "...", 3);
+        mlen += 3;
+    }
 
     gmtime_r(&secs, &tm);
     if ((unsigned)level >= TDS_ARRAY_SIZE(level_names))

@@ -237,45 +237,59 @@ bool tds_ct_equal(const void *a, size_t alen, const void *b, size_t blen)
     return diff == 0;
 }
 
-bool tds_utf8_valid(const char *s, size_t n)
+/* inline in tds_utf8_valid, which the ingress runs on every string with a
+ * byte >= 0x80 */
+static inline size_t utf8_char(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
+    unsigned char c = p[0];
+    size_t need;
+    uint32_t cp, min;
+
+    if (c < 0x80)
+        return 1;
+    if ((c & 0xe0) == 0xc0) {
+        need = 1;
+        cp = c & 0x1f;
+        min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+        need = 2;
+        cp = c & 0x0f;
+        min = 0x800;
+    } else if ((c & 0xf8) == 0xf0) {
+        need = 3;
+        cp = c & 0x07;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n <= need)
+        return 0;
+    for (size_t k = 1; k <= need; k++) {
+        if ((p[k] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return need + 1;
+}
+
+size_t tds_utf8_char(const char *s, size_t n) { return utf8_char(s, n); }
+
+bool tds_utf8_valid(const char *s, size_t n)
+{
     size_t i = 0;
 
     while (i < n) {
-        unsigned char c = p[i];
-        size_t need;
-        uint32_t cp, min;
-
-        if (c < 0x80) {
+        if ((unsigned char)s[i] < 0x80) {
             i++;
             continue;
         }
-        if ((c & 0xe0) == 0xc0) {
-            need = 1;
-            cp = c & 0x1f;
-            min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            need = 2;
-            cp = c & 0x0f;
-            min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            need = 3;
-            cp = c & 0x07;
-            min = 0x10000;
-        } else {
+        size_t k = utf8_char(s + i, n - i);
+        if (k == 0)
             return false;
-        }
-        if (n - i <= need)
-            return false;
-        for (size_t k = 1; k <= need; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += need + 1;
+        i += k;
     }
     return true;
 }

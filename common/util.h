@@ -50,6 +50,10 @@ bool tds_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 /* True if s[0..n) is well-formed UTF-8 (no overlongs, no surrogates). */
 bool tds_utf8_valid(const char *s, size_t n);
 
+/* The length (1-4) of the well-formed UTF-8 character at the start of
+ * s[0..n), n > 0; 0 if it is not one (a stray or cut sequence). */
+size_t tds_utf8_char(const char *s, size_t n);
+
 /* The length of the longest prefix of s[0..n) of at most max bytes that does
  * not end inside a UTF-8 sequence: for "%.*s" of text that may be cut. */
 size_t tds_utf8_prefix(const char *s, size_t n, size_t max);

@@ -159,6 +159,53 @@ static void test_long_message(void)
     free(big);
 }
 
+/* Text that is not UTF-8 (a stray byte, a cut character) still makes a valid
+ * JSON line: such bytes become U+FFFD; a long message or field is cut between
+ * characters. */
+static void test_not_utf8(void)
+{
+    char *big = malloc(20001);
+    char field_val[400];
+    json_t *lines;
+    char *out;
+
+    T_TRUE(big != NULL);
+    big[0] = 'x'; /* a cut at 8189 bytes would fall inside a letter */
+    big[1] = 'y';
+    for (size_t i = 2; i + 1 < 20000; i += 2)
+        memcpy(big + i, "\xd8\xa3", 2); /* أ */
+    big[19999] = '\0';
+    field_val[0] = 'o';
+    for (size_t i = 1; i + 1 < sizeof(field_val); i += 2)
+        memcpy(field_val + i, "\xd8\xa3", 2);
+    field_val[sizeof(field_val) - 1] = '\0';
+
+    tds_log_init("teststage", TDS_LOG_INFO);
+    capture_start();
+    tds_info("name '%s' then cut '\xd8' and stray '\x80\xff' end", "\xd8\xa3\xd8\xad\xd9\x85\xd8\xaf");
+    tds_info("%s", big);
+    tds_log(TDS_LOG_WARN, &(struct tds_log_ctx){.org = field_val, .entity = "it\xe2\x82"}, "fields");
+    out = capture_end();
+    lines = parse_lines(out); /* jansson refuses a line that is not UTF-8 */
+    T_INT(json_array_size(lines), ==, 3);
+    T_STR(field(json_array_get(lines, 0), "msg"),
+          "name '\xd8\xa3\xd8\xad\xd9\x85\xd8\xaf' then cut '\xef\xbf\xbd' and stray "
+          "'\xef\xbf\xbd\xef\xbf\xbd' end");
+
+    const char *msg = field(json_array_get(lines, 1), "msg");
+    size_t ml = strlen(msg);
+    T_INT(ml, ==, 8191); /* "xy", 4093 letters, "..." */
+    T_STR(msg + ml - 3, "...");
+    T_TRUE(memcmp(msg + ml - 5, "\xd8\xa3", 2) == 0);
+
+    json_t *w = json_array_get(lines, 2);
+    T_INT(strlen(field(w, "org")), ==, 255); /* 'o' and 127 letters of 256 bytes */
+    T_STR(field(w, "entity"), "it\xef\xbf\xbd\xef\xbf\xbd");
+    json_decref(lines);
+    free(out);
+    free(big);
+}
+
 static void test_limited(void)
 {
     struct tds_log_limit lim = {.interval_ms = 100};
@@ -203,6 +250,7 @@ int main(void)
     T_RUN(test_lines);
     T_RUN(test_levels);
     T_RUN(test_long_message);
+    T_RUN(test_not_utf8);
     T_RUN(test_limited);
     return 0;
 }

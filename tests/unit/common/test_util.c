@@ -192,6 +192,20 @@ static void test_utf8_cut(void)
     strcpy(buf, "\x80\x80");
     tds_utf8_trim(buf); /* not UTF-8 to begin with: left as it is */
     T_INT(strlen(buf), ==, 2);
+
+    /* one character at a time */
+    T_INT(tds_utf8_char("a", 1), ==, 1);
+    T_INT(tds_utf8_char(ar, 8), ==, 2);
+    T_INT(tds_utf8_char(ar, 1), ==, 0);           /* cut */
+    T_INT(tds_utf8_char(emoji + 2, 5), ==, 4);
+    T_INT(tds_utf8_char(emoji + 2, 3), ==, 0);    /* cut */
+    T_INT(tds_utf8_char("\xe2\x82\xac", 3), ==, 3);
+    T_INT(tds_utf8_char("\x80", 1), ==, 0);        /* a continuation byte alone */
+    T_INT(tds_utf8_char("\xc0\xaf", 2), ==, 0);    /* overlong '/' */
+    T_INT(tds_utf8_char("\xed\xa0\x80", 3), ==, 0); /* a surrogate */
+    T_INT(tds_utf8_char("\xf4\x90\x80\x80", 4), ==, 0); /* past U+10FFFF */
+    T_INT(tds_utf8_char("\xff", 1), ==, 0);
+    T_INT(tds_utf8_char("\xd8x", 2), ==, 0);       /* lead without its continuation */
 }
 
 static void test_ct_equal(void)
