@@ -50,6 +50,7 @@ struct settings {
     char *curve_secret;
     char *curve_public;
     int64_t max_inflight;
+    int64_t max_inflight_bytes;
     int64_t ack_timeout_ms;
     int64_t per_page;
     int64_t overlap_s;
@@ -84,6 +85,10 @@ static const struct tds_config_entry config_table[] = {
      "PUB endpoint for tds.zoho.* events (empty: off)"},
     {"TDS_FETCHER_MAX_INFLIGHT", TDS_CFG_INT, "32", 0, 2, 100000, OFF(max_inflight),
      "pages sent and not yet acked by the writer (credits)"},
+    {"TDS_FETCHER_MAX_INFLIGHT_BYTES", TDS_CFG_INT, "4194304", 0, 65536, INT64_MAX / 2,
+     OFF(max_inflight_bytes),
+     "no new list page is asked for while the pages in flight hold this many bytes (bounds the "
+     "memory they take here and in the writer when records are large)"},
     {"TDS_FETCHER_ACK_TIMEOUT_MS", TDS_CFG_INT, "30000", 0, 100, 3600000, OFF(ack_timeout_ms),
      "send a page again when no ack came within this time"},
     {"TDS_FETCHER_PER_PAGE", TDS_CFG_INT, "200", 0, 1, 200, OFF(per_page),
@@ -372,6 +377,7 @@ int main(int argc, char **argv)
     struct tds_sync_cfg scfg = {
         .origin = origin,
         .max_inflight = a.cfg.max_inflight,
+        .max_inflight_bytes = a.cfg.max_inflight_bytes,
         .ack_timeout_ms = a.cfg.ack_timeout_ms,
         .per_page = a.cfg.per_page,
         .overlap_s = a.cfg.overlap_s,

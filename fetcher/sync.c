@@ -287,10 +287,11 @@ struct tds_sync {
     size_t n_o;
     struct inflight *inf;
     size_t n_inf, cap_inf;
+    size_t inf_bytes;               /* sum of inf[].len */
     int64_t tick_id;
     int64_t next_sweep_ms;
     bool stopping;
-    struct tds_series *m_inflight, *m_dropped;
+    struct tds_series *m_inflight, *m_inflight_bytes, *m_dropped;
     struct idset answered;          /* origin \x1f id of committed answers */
     char **answered_ring;           /* ANSWERED_MAX, oldest evicted first */
     size_t answered_pos;
@@ -398,6 +399,8 @@ static void update_inflight_gauge(struct tds_sync *s)
 {
     if (s->m_inflight)
         tds_series_set(s->m_inflight, (double)s->n_inf);
+    if (s->m_inflight_bytes)
+        tds_series_set(s->m_inflight_bytes, (double)s->inf_bytes);
 }
 
 static void send_one(struct tds_sync *s, struct inflight *f)
@@ -448,6 +451,7 @@ static int deliver(struct tds_sync *s, struct org_rt *o, struct run *r, struct t
     f->o = o;
     f->final = m->u.page.final;
     s->n_inf++;
+    s->inf_bytes += len;
     if (r)
         r->unacked++;
     send_one(s, f);
@@ -466,6 +470,7 @@ static void inflight_clear(struct inflight *f)
 
 static void inflight_remove(struct tds_sync *s, size_t i)
 {
+    s->inf_bytes -= s->inf[i].len;
     inflight_clear(&s->inf[i]);
     s->inf[i] = s->inf[s->n_inf - 1];
     s->n_inf--;
@@ -487,8 +492,14 @@ static void inflight_forget(struct tds_sync *s, struct run *r, struct org_rt *o)
     }
 }
 
+/* Room for `need` more pages: the page count bounds how far we run ahead of
+ * the writer, the byte bound what the unacked pages hold here, in ZeroMQ's
+ * queues and in the writer's batch (a detail page of 200 large invoices can
+ * be megabytes). Whatever the bound, one page always fits. */
 static bool credits(struct tds_sync *s, int64_t need)
 {
+    if (s->cfg.max_inflight_bytes > 0 && s->inf_bytes >= (size_t)s->cfg.max_inflight_bytes)
+        return false;
     return (int64_t)s->n_inf + need <= s->cfg.max_inflight;
 }
 
@@ -1956,6 +1967,8 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
     if (metrics) {
         s->m_inflight = tds_metrics_get(metrics, TDS_GAUGE, "tds_fetcher_pages_inflight",
                                         "Pages sent and not yet acked by the writer", "", NULL, 0);
+        s->m_inflight_bytes = tds_metrics_get(metrics, TDS_GAUGE, "tds_fetcher_inflight_bytes",
+                                              "Encoded bytes of the pages in flight", "", NULL, 0);
         s->m_dropped = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_fetches_dropped_total",
                                        "Fetch-by-id requests not served here (queue full, unknown organization or entity, or could not hand to the owner)",
                                        "", NULL, 0);
@@ -2274,6 +2287,7 @@ char *tds_sync_status_json(struct tds_sync *s)
     }
     json_object_set_new(root, "origin", json_string(s->origin));
     json_object_set_new(root, "pages_inflight", json_integer((json_int_t)s->n_inf));
+    json_object_set_new(root, "bytes_inflight", json_integer((json_int_t)s->inf_bytes));
     json_object_set_new(root, "organizations", orgs);
     char *out = json_dumps(root, JSON_COMPACT);
     json_decref(root);

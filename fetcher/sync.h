@@ -6,7 +6,8 @@
  * queue of fetch-by-id requests. Work happens only for organizations this
  * replica owns (owner.c says which). Every page sent is kept until the
  * writer acks it and sent again after the ack timeout; at most max_inflight
- * pages are unacked (credits). A run ends with a final page carrying the
+ * pages are unacked, and no new list page is asked for while those hold
+ * max_inflight_bytes or more (credits). A run ends with a final page carrying the
  * cursor once all its earlier pages are acked. See fetcher/DESIGN.md.
  */
 #ifndef TDS_FETCHER_SYNC_H
@@ -30,6 +31,7 @@ struct tds_msg_fetch;
 struct tds_sync_cfg {
     const char *origin;          /* "fetcher.<instance>" */
     int64_t max_inflight;        /* pages unacked, default 32 */
+    int64_t max_inflight_bytes;  /* their encoded bytes, default 4 MiB (0: no byte bound) */
     int64_t ack_timeout_ms;      /* resend after, default 30000 */
     int64_t per_page;            /* 200 */
     int64_t overlap_s;           /* incremental overlap, default 120 */

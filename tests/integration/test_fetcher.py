@@ -863,6 +863,38 @@ def test_books_items_use_batch_details(procs, db, sim, tmp_path):
     assert st["items.detail"] == 1, st
 
 
+def test_inflight_bytes_bound_the_pages_waiting(procs, db, sim, tmp_path):
+    """TDS_FETCHER_MAX_INFLIGHT_BYTES: while the pages in flight hold that many
+    bytes no new list page is asked for, whatever the page count allows; the
+    pages of the list page already read still go (one detail page), and the
+    run completes once the writer acks."""
+    s = sim(orgs=[small_org(items=1000, contacts=5, invoices=5, salesorders=5, groups=2)],
+            extra_args=["--limits-off"])
+    p = Pipeline(procs, db, s, tmp_path,
+                 fetcher_env={"TDS_FETCHER_MAX_INFLIGHT_BYTES": "65536"},
+                 orgs=[org_spec("60001", rate_per_min=6000)])
+    f = p.start_fetcher()
+    p.writer.stop()
+    rid = p.request("60001", "items", "full")
+    wait_until(lambda: f.metric("tds_fetcher_pages_inflight") >= 2, timeout=30,
+               what="a list page and its detail page waiting for acks")
+    calls = s.stats()["orgs"]["60001"]["requests"]
+    time.sleep(2)
+    assert s.stats()["orgs"]["60001"]["requests"] == calls   # no further list page
+    # 5 list pages of 200 and their details; the page count (32) allowed all 10
+    assert f.metric("tds_fetcher_pages_inflight") == 2
+    held = f.metric("tds_fetcher_inflight_bytes")
+    assert held > 65536, held   # one page may exceed the bound, never a second list page
+    st = json.loads(http_get(f.admin_url + "/status")[1])
+    assert st["pages_inflight"] == 2 and st["bytes_inflight"] == held, st
+    p.writer.start()
+    runs = p.wait_request(rid, timeout=120)
+    assert runs[0]["status"] == "completed", runs
+    p.compare("60001", "items")
+    wait_until(lambda: f.metric("tds_fetcher_inflight_bytes") == 0, timeout=10,
+               what="the byte gauge back to 0 after the acks")
+
+
 def test_credits_and_resend_while_the_writer_is_down(procs, db, sim, tmp_path):
     """With the writer gone, at most TDS_FETCHER_MAX_INFLIGHT pages wait for
     acks and the fetcher stops paging; they are sent again after the ack
