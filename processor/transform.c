@@ -16,6 +16,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -502,24 +503,91 @@ int tx_child_id(struct tx *t, size_t row, const char *col, const struct tds_pjso
     return 0;
 }
 
+/* A child row's key for the duplicate check; idx keeps row order among equals. */
+struct ukey {
+    const struct tds_table *tbl;
+    size_t top, idx;
+    const char *p;
+    size_t n;
+};
+
+static int ukey_cmp(const void *x, const void *y)
+{
+    const struct ukey *a = x, *b = y;
+    if (a->tbl != b->tbl)
+        return (uintptr_t)a->tbl < (uintptr_t)b->tbl ? -1 : 1;
+    if (a->top != b->top)
+        return a->top < b->top ? -1 : 1;
+    int c = memcmp(a->p, b->p, a->n < b->n ? a->n : b->n);
+    if (c != 0)
+        return c;
+    if (a->n != b->n)
+        return a->n < b->n ? -1 : 1;
+    return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+static bool ukey_same(const struct ukey *a, const struct ukey *b)
+{
+    return a->tbl == b->tbl && a->top == b->top && a->n == b->n && memcmp(a->p, b->p, a->n) == 0;
+}
+
+static int unique_fail(struct tx *t, const char *col, const struct tds_bytes *v, const char *what)
+{
+    return tx_fail(t, "duplicate_key", "duplicate %s '%.*s' in %s", col,
+                   (int)tds_utf8_prefix(v->p, v->n, 64), v->p, what);
+}
+
+/* The first key (in row order) that a later row of the same table and top row
+ * repeats. Sorted, not pairwise: an invoice may carry tens of thousands of
+ * lines, and the pairwise check took seconds for one such record. */
 int tx_check_unique(struct tx *t, size_t first_row, const char *col, const char *what)
 {
+    size_t n = 0;
+    for (size_t i = first_row; i < t->n_rows; i++)
+        n += t->rows[i].kind == TDS_ROWS_CHILD;
+    if (n <= 16) { /* a few stock rows or persons: pairwise costs less than sorting */
+        for (size_t i = first_row; i < t->n_rows; i++) {
+            struct tx_row *a = &t->rows[i];
+            if (a->kind != TDS_ROWS_CHILD)
+                continue;
+            const struct tds_bytes *va = &a->v[TX_CHILD_LEAD + (size_t)tx_colidx(a->tbl, col)];
+            for (size_t j = i + 1; j < t->n_rows; j++) {
+                struct tx_row *b = &t->rows[j];
+                if (b->kind != TDS_ROWS_CHILD || b->tbl != a->tbl || b->top != a->top)
+                    continue;
+                const struct tds_bytes *vb = &b->v[TX_CHILD_LEAD + (size_t)tx_colidx(b->tbl, col)];
+                if (va->p && vb->p && va->n == vb->n && memcmp(va->p, vb->p, va->n) == 0)
+                    return unique_fail(t, col, va, what);
+            }
+        }
+        return 0;
+    }
+    struct ukey *k = tds_pjson_alloc(t->arena, n * sizeof(*k));
+    if (!k)
+        return -ENOMEM;
+    size_t m = 0;
     for (size_t i = first_row; i < t->n_rows; i++) {
         struct tx_row *a = &t->rows[i];
         if (a->kind != TDS_ROWS_CHILD)
             continue;
-        int ci = tx_colidx(a->tbl, col);
-        const struct tds_bytes *va = &a->v[TX_CHILD_LEAD + (size_t)ci];
-        for (size_t j = i + 1; j < t->n_rows; j++) {
-            struct tx_row *b = &t->rows[j];
-            if (b->kind != TDS_ROWS_CHILD || b->tbl != a->tbl || b->top != a->top)
-                continue;
-            const struct tds_bytes *vb = &b->v[TX_CHILD_LEAD + (size_t)ci];
-            if (va->p && vb->p && va->n == vb->n && memcmp(va->p, vb->p, va->n) == 0)
-                return tx_fail(t, "duplicate_key", "duplicate %s '%.*s' in %s", col,
-                               (int)tds_utf8_prefix(va->p, va->n, 64), va->p, what);
-        }
+        const struct tds_bytes *va = &a->v[TX_CHILD_LEAD + (size_t)tx_colidx(a->tbl, col)];
+        if (va->p)
+            k[m++] = (struct ukey){a->tbl, a->top, i, va->p, va->n};
     }
+    qsort(k, m, sizeof(*k), ukey_cmp);
+    /* each run of equal keys starts with its first row; report the run whose
+     * first row comes first, as the pairwise check does */
+    size_t best = SIZE_MAX;
+    for (size_t i = 0; i + 1 < m;) {
+        size_t j = i + 1;
+        while (j < m && ukey_same(&k[i], &k[j]))
+            j++;
+        if (j > i + 1 && (best == SIZE_MAX || k[i].idx < k[best].idx))
+            best = i;
+        i = j;
+    }
+    if (best != SIZE_MAX)
+        return unique_fail(t, col, &(struct tds_bytes){(char *)k[best].p, k[best].n}, what);
     return 0;
 }
 

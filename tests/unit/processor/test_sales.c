@@ -1,5 +1,6 @@
 /* test_sales — invoices and sales orders with line items. */
 #include "helpers.h"
+#include "util.h"
 
 static const char *INVOICE =
     "{\"invoice_id\":\"982000000567114\",\"invoice_number\":\"INV-00003\",\"status\":\"sent\","
@@ -156,11 +157,42 @@ static void test_invoice_list_and_rejects(void)
     T_INT(h_set("invoices", TDS_ROWS_LIST, 0)->n_rows, ==, 1);
 }
 
+/* Many lines: the duplicate check sorts instead of comparing pairs, and still
+ * names the key whose first line comes first; 20,000 distinct lines pass. */
+static void test_many_lines(void)
+{
+    struct tds_buf b = {0};
+    const struct tds_msg_rowset *s;
+
+    h_reset();
+    /* 40 lines: '20' again at 38, '9' again at 35; '9' (line 9) comes first,
+     * though '20' sorts first */
+    T_INT(tds_buf_addf(&b, "{\"invoice_id\":\"7\",\"line_items\":["), ==, 0);
+    for (int k = 0; k < 40; k++)
+        T_INT(tds_buf_addf(&b, "%s{\"line_item_id\":\"%d\"}", k ? "," : "",
+                           k == 38 ? 20 : k == 35 ? 9 : k), ==, 0);
+    T_INT(tds_buf_addf(&b, "]}"), ==, 0);
+    T_TRUE(h_record("invoices", b.p, TDS_FORM_DETAIL));
+    T_STR(h_reject_reason(0), "duplicate line_item_id '9' in line_items");
+    tds_buf_deinit(&b);
+
+    /* keys that differ only in length are different */
+    T_INT(tds_buf_addf(&b, "{\"invoice_id\":\"8\",\"line_items\":["), ==, 0);
+    for (int k = 0; k < 20000; k++)
+        T_INT(tds_buf_addf(&b, "%s{\"line_item_id\":\"%d\"}", k ? "," : "", k), ==, 0);
+    T_INT(tds_buf_addf(&b, "]}"), ==, 0);
+    T_TRUE(!h_record("invoices", b.p, TDS_FORM_DETAIL));
+    T_TRUE((s = h_set("invoice_lines", TDS_ROWS_CHILD, 0)) != NULL);
+    T_INT(s->n_rows, ==, 20000);
+    tds_buf_deinit(&b);
+}
+
 int main(void)
 {
     T_RUN(test_invoice_detail);
     T_RUN(test_sales_order);
     T_RUN(test_invoice_list_and_rejects);
+    T_RUN(test_many_lines);
     h_done();
     return 0;
 }
