@@ -51,6 +51,7 @@ struct settings {
     char *curve_public;
     int64_t max_inflight;
     int64_t max_inflight_bytes;
+    int64_t page_max_bytes;
     int64_t ack_timeout_ms;
     int64_t per_page;
     int64_t overlap_s;
@@ -89,6 +90,11 @@ static const struct tds_config_entry config_table[] = {
      OFF(max_inflight_bytes),
      "no new list page is asked for while the pages in flight hold this many bytes (bounds the "
      "memory they take here and in the writer when records are large)"},
+    {"TDS_FETCHER_PAGE_MAX_BYTES", TDS_CFG_INT, "8388608", 0, 65536, 16777216,
+     OFF(page_max_bytes),
+     "record JSON in one detail page: the details of a list page that add up to more go in "
+     "several pages, so that the rows of large records (invoices of hundreds of lines) still "
+     "fit in one message"},
     {"TDS_FETCHER_ACK_TIMEOUT_MS", TDS_CFG_INT, "30000", 0, 100, 3600000, OFF(ack_timeout_ms),
      "send a page again when no ack came within this time"},
     {"TDS_FETCHER_PER_PAGE", TDS_CFG_INT, "200", 0, 1, 200, OFF(per_page),
@@ -378,6 +384,7 @@ int main(int argc, char **argv)
         .origin = origin,
         .max_inflight = a.cfg.max_inflight,
         .max_inflight_bytes = a.cfg.max_inflight_bytes,
+        .page_max_bytes = a.cfg.page_max_bytes,
         .ack_timeout_ms = a.cfg.ack_timeout_ms,
         .per_page = a.cfg.per_page,
         .overlap_s = a.cfg.overlap_s,

@@ -783,35 +783,47 @@ static void run_page(struct run *r, struct tds_msg *m)
     m->u.page.page = ++r->page_no;
 }
 
+/* A detail batch goes out in pages of at most page_max_bytes of record JSON,
+ * at least one record each: the processor's rows for a page must fit in one
+ * message (TDS_MSG_MAX_FRAME), and 200 invoices of a few hundred lines each
+ * would not. Ids found deleted ride with the first page. */
 static void batch_done(struct batch *b)
 {
     struct run *r = b->r;
     struct org_rt *o = r->o;
-    (void)o;
+    size_t max = (size_t)o->s->cfg.page_max_bytes;
     if (r->failed) {
         batch_unlink(r, b);
         return;
     }
-    if (b->n_recs || b->n_deleted) {
+    bool any = b->n_recs || b->n_deleted;
+    for (size_t i = 0, first = 1; first ? any : i < b->n_recs; first = 0) {
+        size_t j = i, bytes = 0;
+        while (j < b->n_recs && (j == i || max == 0 || bytes + b->recs[j].n <= max))
+            bytes += b->recs[j++].n;
         struct tds_msg m;
         run_page(r, &m);
         m.u.page.detail = true;
-        m.u.page.records = b->recs;
-        m.u.page.n_records = b->n_recs;
+        m.u.page.records = b->recs + i;
+        m.u.page.n_records = j - i;
         m.u.page.fetched_ms = b->observed_ms;
-        m.u.page.deleted_ids = b->deleted;
-        m.u.page.n_deleted = b->n_deleted;
+        if (first) {
+            m.u.page.deleted_ids = b->deleted;
+            m.u.page.n_deleted = b->n_deleted;
+        }
         int rc = m.id ? deliver(o->s, o, r, &m) : -ENOMEM;
         free(m.id);
         r->pages_fetched++;
-        r->records_fetched += (int64_t)b->n_recs;
+        r->records_fetched += (int64_t)(j - i);
         if (rc != 0) {
             batch_unlink(r, b);
             run_fail(r, "could not encode detail page: %d", rc);
             return;
         }
-        progress(r);
+        i = j;
     }
+    if (any)
+        progress(r);
     batch_unlink(r, b);
     run_step(r);
 }

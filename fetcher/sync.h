@@ -32,6 +32,7 @@ struct tds_sync_cfg {
     const char *origin;          /* "fetcher.<instance>" */
     int64_t max_inflight;        /* pages unacked, default 32 */
     int64_t max_inflight_bytes;  /* their encoded bytes, default 4 MiB (0: no byte bound) */
+    int64_t page_max_bytes;      /* record JSON in one detail page, default 8 MiB (0: no bound) */
     int64_t ack_timeout_ms;      /* resend after, default 30000 */
     int64_t per_page;            /* 200 */
     int64_t overlap_s;           /* incremental overlap, default 120 */

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "msg.h"
+#include "pjson.h"
 #include "transform.h"
 #include "util.h"
 
@@ -102,7 +103,7 @@ static char *dup_or_null(const char *s)
 static int encode(struct tds_msg *m, char **out, size_t *out_len)
 {
     int rc = tds_msg_encode(m, out, out_len);
-    if (rc > 0) /* over TDS_MSG_MAX_*: not expected for rows built from a bounded input */
+    if (rc > 0) /* over TDS_MSG_MAX_*: a page's rows go out as rejects (oversize_page) */
         rc = -E2BIG;
     return rc;
 }
@@ -256,13 +257,12 @@ static int do_event(struct tds_worker *w, const struct tds_msg *in, struct tds_m
     return 0;
 }
 
-static int do_page(struct tds_worker *w, const struct tds_msg *in, struct tds_msg *m,
-                   struct tally *ty)
+/* The rows message's header for a page: what the writer needs to count,
+ * commit and ack it. */
+static int page_header(const struct tds_msg *in, struct tds_msg *m)
 {
     const struct tds_msg_page *pg = &in->u.page;
-    const struct tds_entity *e = tds_entity_find(pg->entity);
     struct tds_msg_rows *r = &m->u.rows;
-    struct tds_transform_result res;
     int rc;
 
     if ((rc = fill_header(m, "rows", pg->org, pg->entity, pg->origin, in->id)) < 0)
@@ -281,6 +281,20 @@ static int do_page(struct tds_worker *w, const struct tds_msg *in, struct tds_ms
     for (size_t i = 0; i < pg->n_acks; i++, r->n_acks++)
         if (!(r->acks[i] = strdup(pg->acks[i])))
             return -ENOMEM;
+    return 0;
+}
+
+static int do_page(struct tds_worker *w, const struct tds_msg *in, struct tds_msg *m,
+                   struct tally *ty)
+{
+    const struct tds_msg_page *pg = &in->u.page;
+    const struct tds_entity *e = tds_entity_find(pg->entity);
+    struct tds_msg_rows *r = &m->u.rows;
+    struct tds_transform_result res;
+    int rc;
+
+    if ((rc = page_header(in, m)) < 0)
+        return rc;
     tds_transform_begin(w->tf, r);
     for (size_t i = 0; i < pg->n_records; i++) {
         if (!e) {
@@ -301,6 +315,74 @@ static int do_page(struct tds_worker *w, const struct tds_msg *in, struct tds_ms
             return rc;
         note(w, ty, e, pg->org, &res, r);
     }
+    return 0;
+}
+
+#define OVERSIZE_RAW_MAX (64u * 1024) /* of each record's JSON kept in its reject */
+
+/* A page whose rows do not fit in one message (TDS_MSG_MAX_FRAME, or
+ * TDS_MSG_MAX_ARRAY rows of one table): dropping it would have the fetcher
+ * send it again forever, so each record becomes a reject that says why (the
+ * writer stores them, commits the page's metadata and acks it); its deletes
+ * still apply. The fetcher's TDS_FETCHER_PAGE_MAX_BYTES keeps pages well
+ * below this. */
+static int oversize_page(struct tds_worker *w, const struct tds_msg *in, struct tds_msg *m,
+                         struct tally *ty)
+{
+    const struct tds_msg_page *pg = &in->u.page;
+    const struct tds_entity *e = tds_entity_find(pg->entity);
+    struct tds_msg_rows *r = &m->u.rows;
+    struct tds_pjson_arena *arena = NULL;
+    char reason[256], labels[160];
+    int rc;
+
+    if ((rc = page_header(in, m)) < 0)
+        return rc;
+    if ((rc = tds_pjson_arena_new(&arena)) < 0)
+        return rc;
+    snprintf(reason, sizeof(reason),
+             "page too large: the rows of its %zu records exceed one message (%u MiB, %u rows a "
+             "table); lower TDS_FETCHER_PAGE_MAX_BYTES",
+             pg->n_records, TDS_MSG_MAX_FRAME / (1024 * 1024), TDS_MSG_MAX_ARRAY);
+    for (size_t i = 0; i < pg->n_records; i++) {
+        const char *raw = pg->records[i].p ? pg->records[i].p : "";
+        size_t n = pg->records[i].p ? pg->records[i].n : 0;
+        struct tds_pjson *root;
+        const struct tds_pjson *id = NULL;
+        char err[128], *zid = NULL;
+
+        tds_pjson_arena_reset(arena);
+        if (e && tds_pjson_parse(arena, raw, n, &root, err, sizeof(err)) == 0 &&
+            (id = tds_pjson_get(root, e->id_field)) &&
+            (id->type == TDS_PJ_STRING || id->type == TDS_PJ_NUMBER) && id->n > 0 &&
+            !(zid = strndup(id->s, id->n))) {
+            rc = -ENOMEM;
+            break;
+        }
+        rc = tds_msg_rows_add_reject(r, pg->entity ? pg->entity : "", zid, reason, raw,
+                                     tds_utf8_prefix(raw, n, OVERSIZE_RAW_MAX));
+        free(zid);
+        if (rc < 0)
+            break;
+        ty->rejects++;
+    }
+    tds_pjson_arena_free(arena);
+    if (rc < 0)
+        return rc;
+    /* the ids found deleted are small: they still apply */
+    tds_transform_begin(w->tf, r);
+    for (size_t i = 0; e && i < pg->n_deleted; i++) {
+        struct tds_transform_result res;
+        if ((rc = tds_transform_delete(w->tf, r, e, pg->org, pg->deleted_ids[i], NULL, 0, &res)) < 0)
+            return rc;
+        note(w, ty, e, pg->org, &res, r);
+    }
+    snprintf(labels, sizeof(labels), "entity=\"%s\",reason=\"page_too_large\"", e ? e->name : "");
+    count(w, "tds_processor_rejects_total", "Records rejected, by reason", labels,
+          (double)pg->n_records);
+    struct tds_log_ctx ctx = {.org = pg->org, .entity = e ? e->name : NULL};
+    tds_log(TDS_LOG_ERROR, &ctx, "page %lld of run %s: %s; its records are rejected",
+            (long long)pg->page, pg->run ? pg->run : "-", reason);
     return 0;
 }
 
@@ -338,6 +420,14 @@ int tds_worker_handle(struct tds_worker *w, const void *frame, size_t len, char 
     rc = in.type == TDS_MSG_EVENT ? do_event(w, &in, &m, &ty) : do_page(w, &in, &m, &ty);
     if (rc == 0)
         rc = encode(&m, out, out_len);
+    if (rc == -E2BIG && in.type == TDS_MSG_PAGE) {
+        tds_msg_clear(&m);
+        memset(&m, 0, sizeof(m));
+        ty = (struct tally){0, 0};
+        rc = oversize_page(w, &in, &m, &ty);
+        if (rc == 0)
+            rc = encode(&m, out, out_len);
+    }
     if (rc == 0) {
         const char *entity = in.type == TDS_MSG_EVENT ? in.u.event.entity : in.u.page.entity;
         char *esc = tds_metrics_escape(entity ? entity : "");

@@ -895,6 +895,27 @@ def test_inflight_bytes_bound_the_pages_waiting(procs, db, sim, tmp_path):
                what="the byte gauge back to 0 after the acks")
 
 
+def test_detail_pages_split_by_bytes(procs, db, sim, tmp_path):
+    """TDS_FETCHER_PAGE_MAX_BYTES: the details of a list page that add up to
+    more go in several pages (each acked on its own), and the result is the
+    same table."""
+    s = sim(orgs=[small_org(items=600, contacts=5, invoices=5, salesorders=5, groups=2)],
+            extra_args=["--limits-off"])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_PAGE_MAX_BYTES": "65536"},
+                 orgs=[org_spec("60001", rate_per_min=6000)])
+    p.start_fetcher()
+    runs = p.sync("60001", "items", "full")
+    p.compare("60001", "items")
+    run = runs[0]
+    size = db.query("SELECT sum(octet_length(raw::text)) FROM zoho.items "
+                    "WHERE org_id = '60001'")[0][0]
+    # 3 list pages; the details of each (200 records of 1-3 KB) in at least 4 pages
+    assert size > 600 * 1000, size
+    assert run["pages_written"] >= 3 + 3 * 4, run
+    assert run["pages_written"] == run["pages_fetched"], run   # each page acked
+    assert run["records_written"] == 1200 and run["records_rejected"] == 0, run
+
+
 def test_credits_and_resend_while_the_writer_is_down(procs, db, sim, tmp_path):
     """With the writer gone, at most TDS_FETCHER_MAX_INFLIGHT pages wait for
     acks and the fetcher stops paging; they are sent again after the ack

@@ -2,8 +2,12 @@
  * envelope copied; dead letters for frames that are not usable. */
 #include <stdlib.h>
 
+#include <stdio.h>
+#include <string.h>
+
 #include "assert.h"
 #include "msg.h"
+#include "util.h"
 #include "worker.h"
 
 static struct tds_worker *W;
@@ -75,6 +79,64 @@ static void test_page(void)
     T_INT(out.u.rows.n_sets, ==, 0);
     T_INT(out.u.rows.n_rejects, ==, 0);
     tds_msg_clear(&out);
+}
+
+/* A page whose rows do not fit in one message (here: more line items than
+ * TDS_MSG_MAX_ARRAY rows of one table) is not dropped: each record becomes a
+ * reject saying why, with its id and the start of its JSON, and the page's
+ * envelope goes on so that the writer acks it; its deletes still apply. */
+static void test_oversize_page(void)
+{
+    enum { RECS = 3, LINES = 35000 };
+    struct tds_bytes recs[RECS];
+    char *deleted[] = {"95"};
+    struct tds_msg in, out;
+
+    for (int i = 0; i < RECS; i++) {
+        struct tds_buf b = {0};
+        T_INT(tds_buf_addf(&b, "{\"invoice_id\":\"90%d\",\"invoice_number\":\"INV-%d\","
+                               "\"last_modified_time\":\"2024-01-01T00:00:00+0000\","
+                               "\"line_items\":[", i, i), ==, 0);
+        for (int k = 0; k < LINES; k++)
+            T_INT(tds_buf_addf(&b, "%s{\"line_item_id\":\"%d%05d\"}", k ? "," : "", i + 1, k),
+                  ==, 0);
+        T_INT(tds_buf_add(&b, "]}", 2), ==, 0);
+        T_TRUE(b.len < 1024 * 1024); /* each record alone is fine */
+        recs[i].p = b.p;
+        recs[i].n = b.len;
+    }
+    memset(&in, 0, sizeof(in));
+    in.type = TDS_MSG_PAGE;
+    in.v = TDS_MSG_VERSION;
+    in.id = "pg-run2-7";
+    in.u.page = (struct tds_msg_page){
+        .org = "60001", .entity = "invoices", .run = "run2", .mode = "full",
+        .origin = "fetcher.pod-1", .page = 7, .fetched_ms = 1700000000123, .detail = true,
+        .deleted_ids = deleted, .n_deleted = 1, .records = recs, .n_records = RECS};
+    handle(&in, &out);
+    const struct tds_msg_rows *r = &out.u.rows;
+    T_STR(r->src, "pg-run2-7");
+    T_STR(r->run, "run2");
+    T_INT(r->page, ==, 7);
+    T_INT(r->records_in, ==, RECS);
+    T_INT(r->n_sets, ==, 1); /* the delete still applies */
+    T_INT(r->sets[0].kind, ==, TDS_ROWS_DELETE);
+    T_STR(r->sets[0].table, "invoices");
+    T_STR(r->sets[0].vals[1].p, "95");
+    T_INT(r->n_rejects, ==, RECS);
+    for (int i = 0; i < RECS; i++) {
+        char id[8];
+        snprintf(id, sizeof(id), "90%d", i);
+        T_STR(r->rejects[i].entity, "invoices");
+        T_STR(r->rejects[i].zoho_id, id);
+        T_TRUE(strncmp(r->rejects[i].reason, "page too large: the rows of its 3 records exceed "
+                       "one message", 60) == 0);
+        T_INT(r->rejects[i].raw.n, ==, 64 * 1024);
+        T_TRUE(memcmp(r->rejects[i].raw.p, recs[i].p, 64 * 1024) == 0);
+    }
+    tds_msg_clear(&out);
+    for (int i = 0; i < RECS; i++)
+        free(recs[i].p);
 }
 
 static void test_event(void)
@@ -164,6 +226,7 @@ int main(void)
 {
     T_INT(tds_worker_new(&W, NULL, "processor.test"), ==, 0);
     T_RUN(test_page);
+    T_RUN(test_oversize_page);
     T_RUN(test_event);
     T_RUN(test_dead_letters);
     W = tds_worker_free(W);
