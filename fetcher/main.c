@@ -89,7 +89,8 @@ static const struct tds_config_entry config_table[] = {
     {"TDS_FETCHER_MAX_INFLIGHT_BYTES", TDS_CFG_INT, "4194304", 0, 65536, INT64_MAX / 2,
      OFF(max_inflight_bytes),
      "no new list page is asked for while the pages in flight hold this many bytes (bounds the "
-     "memory they take here and in the writer when records are large)"},
+     "memory they take here and in the writer; raise it where Zoho's rate limit is not what "
+     "paces a sync)"},
     {"TDS_FETCHER_PAGE_MAX_BYTES", TDS_CFG_INT, "8388608", 0, 65536, 16777216,
      OFF(page_max_bytes),
      "record JSON in one detail page: the details of a list page that add up to more go in "
