@@ -345,6 +345,27 @@ def test_processor_into_writer(procs, db, bins):
         wait_until(lambda: db.query("SELECT count(*) FROM tds.rejected WHERE reason LIKE "
                                     "'dead letter: undecodable message%%'")[0][0] == 1,
                    20, "the dead letter in tds.rejected")
+
+        # a page whose rows do not fit in one message (105,000 invoice lines; at most
+        # 100,000 rows of a table) is acked, with its records in tds.rejected and its
+        # delete applied, instead of being dropped and sent again for ever
+        big = [{"invoice_id": f"98200000099{i}", "invoice_number": f"INV-B{i}",
+                "last_modified_time": "2024-03-01T11:30:00+0300",
+                "line_items": [{"line_item_id": f"{i + 1}{k:05d}"} for k in range(35000)]}
+               for i in range(3)]
+        h.push.send(page_msg(big, "pg-big", entity="invoices", run="run-4",
+                             deleted=["982000000567114"]))
+        wait_acked(["pg-big"])
+        rej = db.query("SELECT zoho_id, left(reason, 48), length(raw) FROM tds.rejected "
+                       "WHERE entity = 'invoices' ORDER BY zoho_id")
+        assert rej == [(f"98200000099{i}", "page too large: the rows of its 3 records exceed",
+                        65536) for i in range(3)], rej
+        assert db.query("SELECT deleted_at IS NOT NULL FROM zoho.invoices "
+                        "WHERE invoice_id = '982000000567114'") == [(True,)]
+        assert db.query("SELECT count(*) FROM zoho.invoices WHERE invoice_id LIKE "
+                        "'98200000099_'")[0][0] == 0
+        assert db.query("SELECT count(*) FROM zoho.invoice_lines WHERE invoice_id LIKE "
+                        "'98200000099_'")[0][0] == 0
     finally:
         sub.close(0)
         h.close()
