@@ -57,6 +57,7 @@ def test_full_sync_of_every_entity_equals_truth(procs, db, sim, tmp_path):
                  "tds_fetcher_run_records"):
         assert name in text, name
     assert f.metric("tds_fetcher_pages_inflight") == 0
+    assert f.metric("tds_fetcher_inflight_bytes") == 0   # every page acked
     assert f.metric("tds_fetcher_runs_total", {"status": "completed"}) == 2 * len(ALL)
     assert f.metric("tds_fetcher_last_success_timestamp_seconds", {"entity": "items"}) > time.time() - 120
     status = json.loads(http_get(f.admin_url + "/status")[1])
