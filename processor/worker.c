@@ -284,6 +284,21 @@ static int page_header(const struct tds_msg *in, struct tds_msg *m)
     return 0;
 }
 
+/* The ids a page found deleted (e NULL: an unknown entity, nothing to do). */
+static int page_deletes(struct tds_worker *w, const struct tds_msg_page *pg,
+                        const struct tds_entity *e, struct tds_msg_rows *r, struct tally *ty)
+{
+    struct tds_transform_result res;
+    int rc;
+
+    for (size_t i = 0; e && i < pg->n_deleted; i++) {
+        if ((rc = tds_transform_delete(w->tf, r, e, pg->org, pg->deleted_ids[i], NULL, 0, &res)) < 0)
+            return rc;
+        note(w, ty, e, pg->org, &res, r);
+    }
+    return 0;
+}
+
 static int do_page(struct tds_worker *w, const struct tds_msg *in, struct tds_msg *m,
                    struct tally *ty)
 {
@@ -310,12 +325,7 @@ static int do_page(struct tds_worker *w, const struct tds_msg *in, struct tds_ms
             return rc;
         note(w, ty, e, pg->org, &res, r);
     }
-    for (size_t i = 0; e && i < pg->n_deleted; i++) {
-        if ((rc = tds_transform_delete(w->tf, r, e, pg->org, pg->deleted_ids[i], NULL, 0, &res)) < 0)
-            return rc;
-        note(w, ty, e, pg->org, &res, r);
-    }
-    return 0;
+    return page_deletes(w, pg, e, r, ty);
 }
 
 #define OVERSIZE_RAW_MAX (64u * 1024) /* of each record's JSON kept in its reject */
@@ -371,12 +381,8 @@ static int oversize_page(struct tds_worker *w, const struct tds_msg *in, struct 
         return rc;
     /* the ids found deleted are small: they still apply */
     tds_transform_begin(w->tf, r);
-    for (size_t i = 0; e && i < pg->n_deleted; i++) {
-        struct tds_transform_result res;
-        if ((rc = tds_transform_delete(w->tf, r, e, pg->org, pg->deleted_ids[i], NULL, 0, &res)) < 0)
-            return rc;
-        note(w, ty, e, pg->org, &res, r);
-    }
+    if ((rc = page_deletes(w, pg, e, r, ty)) < 0)
+        return rc;
     snprintf(labels, sizeof(labels), "entity=\"%s\",reason=\"page_too_large\"", e ? e->name : "");
     count(w, "tds_processor_rejects_total", "Records rejected, by reason", labels,
           (double)pg->n_records);
