@@ -25,6 +25,7 @@
 #include "oauth.h"
 #include "pg.h"
 #include "store.h"
+#include "sync.h"
 #include "util.h"
 
 static void sleep_ms(int64_t ms)
@@ -99,22 +100,68 @@ static void fmt_dur(double s, char *out, size_t cap)
         snprintf(out, cap, "%.1fh", s / 3600);
 }
 
-static long long table_count(PGconn *c, const char *org, const char *entity)
+/* How many records a walk of (org, entity) will pass, from the rows the table
+ * holds; -1 when that says nothing: an incremental run
+ * walks only what changed, and before the first full sync has completed the
+ * table holds only what other runs happened to write (an item group's
+ * variants), so Zoho, which gives no total, is the only one who knows. */
+static long long walk_estimate(PGconn *c, const char *org, const char *entity, const char *mode,
+                               const char *started_at)
 {
     const struct tds_entity *e = tds_entity_find(entity);
     const struct tds_table *t = e ? tds_table_find(e->table) : NULL;
-    if (!t)
-        return 0;
+    if (!t || (strcmp(mode, "full") != 0 && strcmp(mode, "reconcile") != 0))
+        return -1;
+    const char *p[] = {org, entity, started_at};
+    PGresult *r = PQexecParams(c,
+                               "SELECT 1 FROM tds.sync_runs WHERE org_id = $1 AND entity = $2 "
+                               "AND mode = 'full' AND status = 'completed' AND finished_at < $3 LIMIT 1",
+                               3, NULL, p, NULL, NULL, 0);
+    bool synced = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    PQclear(r);
+    if (!synced)
+        return -1;
+    /* every live row, also those this run has rewritten already (a row's
+     * synced_at moves when it is written, so it cannot tell) */
     char sql[256];
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM zoho.%s WHERE org_id = $1 AND deleted_at IS NULL",
              t->name);
-    const char *p[] = {org};
-    PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
-    long long n = 0;
+    const char *q[] = {org};
+    r = PQexecParams(c, sql, 1, NULL, q, NULL, NULL, 0);
+    long long n = -1;
     if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
         n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
-    return n;
+    return n > 0 ? n : -1;
+}
+
+/* The runs a request for entity ("all" or one) of org starts. */
+static int request_runs(const struct tds_org *o, const char *entity)
+{
+    if (strcmp(entity, "all") != 0)
+        return 1;
+    int n = 0;
+    for (size_t i = 0; i < tds_entity_count(); i++)
+        if (tds_sync_org_syncs(o, tds_entity_at(i)))
+            n++;
+    return n > 0 ? n : 1;
+}
+
+/* Entities of the request whose run has completed (a failed run is tried again
+ * under a new run id, so rows are not entities). */
+static int entities_completed(PGresult *rr, int n)
+{
+    int done = 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(PQgetvalue(rr, i, 2), "completed") != 0)
+            continue;
+        bool seen = false;
+        for (int k = 0; k < i && !seen; k++)
+            seen = strcmp(PQgetvalue(rr, k, 2), "completed") == 0 &&
+                   strcmp(PQgetvalue(rr, k, 0), PQgetvalue(rr, i, 0)) == 0;
+        done += !seen;
+    }
+    return done;
 }
 
 static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
@@ -192,8 +239,9 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
     int64_t last_line = 0, last_quota = 0;
     int last_n = 0;
     long long quota = -1;
-    char cur_entity[64] = "";
-    long long estimate = 0;
+    char cur_run[128] = "";
+    long long estimate = -1;
+    int n_runs = request_runs(tds_orgs_find(env->orgs, org), entity);
     int status = 1;
     int64_t started = tds_now_ms();
     for (;;) {
@@ -211,12 +259,15 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
         bool claimed = !PQgetisnull(rq, 0, 1);
         PQclear(rq);
         const char *pl[] = {like};
+        /* columns: 0 entity, 1 mode, 2 status, 3 pages_fetched, 4 records_fetched,
+         * 5 pages_written, 6 records_written, 7 records_rejected, 8 api_calls,
+         * 9 seconds, 10 error, 11 records_walked, 12 run_id, 13 started_at */
         PGresult *rr = PQexecParams(db,
                                     "SELECT entity, mode, status, pages_fetched, records_fetched, pages_written, "
                                     "records_written, records_rejected, api_calls, "
                                     "extract(epoch from (coalesce(finished_at, now()) - started_at)), "
-                                    "coalesce(error, '') FROM tds.sync_runs WHERE run_id LIKE $1 "
-                                    "ORDER BY started_at",
+                                    "coalesce(error, ''), records_walked, run_id, started_at "
+                                    "FROM tds.sync_runs WHERE run_id LIKE $1 ORDER BY started_at",
                                     1, NULL, pl, NULL, NULL, 0);
         if (!rr || PQresultStatus(rr) != PGRES_TUPLES_OK) {
             PQclear(rr);
@@ -237,11 +288,11 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
             for (int i = 0; i < n; i++) {
                 char dur[32];
                 fmt_dur(strtod(PQgetvalue(rr, i, 9), NULL), dur, sizeof(dur));
-                printf("  %-14s %-11s %-9s pages %s, records %s fetched / %s written / %s rejected, "
+                printf("  %-14s %-11s %-9s %s records, %s fetched / %s written / %s rejected in %s pages, "
                        "%s api calls, %s%s%s\n",
                        PQgetvalue(rr, i, 0), PQgetvalue(rr, i, 1), PQgetvalue(rr, i, 2),
-                       PQgetvalue(rr, i, 3), PQgetvalue(rr, i, 4), PQgetvalue(rr, i, 6),
-                       PQgetvalue(rr, i, 7), PQgetvalue(rr, i, 8), dur,
+                       PQgetvalue(rr, i, 11), PQgetvalue(rr, i, 4), PQgetvalue(rr, i, 6),
+                       PQgetvalue(rr, i, 7), PQgetvalue(rr, i, 3), PQgetvalue(rr, i, 8), dur,
                        *PQgetvalue(rr, i, 10) ? ": " : "", PQgetvalue(rr, i, 10));
                 if (strcmp(PQgetvalue(rr, i, 2), "completed") != 0)
                     status = 1;
@@ -257,35 +308,51 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
                      claimed ? " (claimed)" : "", (long long)((now - started) / 1000));
         } else {
             int i = n - 1;
-            const char *ent = PQgetvalue(rr, i, 0);
-            if (strcmp(ent, cur_entity) != 0) {
-                snprintf(cur_entity, sizeof(cur_entity), "%s", ent);
-                estimate = table_count(db, org, ent);
+            const char *ent = PQgetvalue(rr, i, 0), *rmode = PQgetvalue(rr, i, 1);
+            const char *rstatus = PQgetvalue(rr, i, 2);
+            bool running = strcmp(rstatus, "running") == 0;
+            if (strcmp(PQgetvalue(rr, i, 12), cur_run) != 0) {
+                snprintf(cur_run, sizeof(cur_run), "%s", PQgetvalue(rr, i, 12));
+                estimate = walk_estimate(db, org, ent, rmode, PQgetvalue(rr, i, 13));
             }
-            long long recs = strtoll(PQgetvalue(rr, i, 4), NULL, 10);
-            long long written = strtoll(PQgetvalue(rr, i, 6), NULL, 10);
+            long long walked = strtoll(PQgetvalue(rr, i, 11), NULL, 10);
             double secs = strtod(PQgetvalue(rr, i, 9), NULL);
-            double rate = secs > 0.5 ? (double)recs / secs : 0;
-            double frac = estimate > 0 ? (double)recs / (double)estimate : -1;
-            if (frac > 0.99)
-                frac = 0.99;
+            int done_n = entities_completed(rr, n);
+            /* this run's share: how far its walk is against the rows the table
+             * held, when that is known (never shown as finished before it is) */
+            double cur = running && estimate > 0 ? (double)walked / (double)estimate : 0;
+            if (cur > 0.99)
+                cur = 0.99;
+            double frac = ((double)(done_n < n_runs ? done_n : n_runs) + cur) / (double)n_runs;
             char bar[32];
-            int w = 20, fill = frac < 0 ? 0 : (int)(frac * w);
+            int w = 20, fill = (int)(frac * w);
             for (int k = 0; k < w; k++)
                 bar[k] = k < fill ? '#' : '-';
             bar[w] = '\0';
-            char eta[32], q[32];
-            fmt_dur(frac > 0 && rate > 0 ? (double)(estimate - recs) / rate : -1, eta, sizeof(eta));
+            char of[48] = "", rate[32], eta[48] = "", q[32];
+            if (estimate > 0)
+                snprintf(of, sizeof(of), " of ~%lld", estimate);
+            if (secs > 0.5)
+                snprintf(rate, sizeof(rate), "%.0f rec/s", (double)walked / secs);
+            else
+                snprintf(rate, sizeof(rate), "? rec/s");
+            if (running && estimate > 0 && walked > 0 && secs > 0.5) {
+                char d[32];
+                fmt_dur(walked < estimate ? (double)(estimate - walked) / ((double)walked / secs) : 0, d,
+                        sizeof(d));
+                snprintf(eta, sizeof(eta), ", eta %s", d);
+            }
             if (quota >= 0)
                 snprintf(q, sizeof(q), "%lld", quota);
             else
                 snprintf(q, sizeof(q), "?");
+            int k = done_n + (running ? 1 : 0);
             snprintf(line, sizeof(line),
-                     "%s %s [%s] run %d/%s: pages %s, records %lld (%lld written), %.0f rec/s, "
-                     "api calls %s, calls left today %s, eta %s",
-                     ent, PQgetvalue(rr, i, 1), estimate > 0 ? bar : "....................", n,
-                     strcmp(PQgetvalue(rr, i, 2), "running") == 0 ? "running" : PQgetvalue(rr, i, 2),
-                     PQgetvalue(rr, i, 3), recs, written, rate, PQgetvalue(rr, i, 8), q, eta);
+                     "[%s] %d/%d %s %s%s%s: %lld records%s, pages %s fetched / %s written, %s, api calls %s, "
+                     "calls left today %s%s",
+                     bar, k < 1 ? 1 : (k > n_runs ? n_runs : k), n_runs, ent, rmode, running ? "" : " ",
+                     running ? "" : rstatus, walked, of, PQgetvalue(rr, i, 3), PQgetvalue(rr, i, 5), rate,
+                     PQgetvalue(rr, i, 8), q, eta);
         }
         PQclear(rr);
         if (tty) {

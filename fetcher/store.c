@@ -284,17 +284,18 @@ int tds_store_run_insert(struct tds_store *s, const char *run_id, const char *or
 }
 
 int tds_store_run_progress(struct tds_store *s, const char *run_id, int64_t pages,
-                           int64_t records, int64_t api_calls)
+                           int64_t records, int64_t walked, int64_t api_calls)
 {
-    char a[32], b[32], c[32];
+    char a[32], b[32], c[32], d[32];
     snprintf(a, sizeof(a), "%lld", (long long)pages);
     snprintf(b, sizeof(b), "%lld", (long long)records);
     snprintf(c, sizeof(c), "%lld", (long long)api_calls);
-    const char *p[] = {run_id, a, b, c};
+    snprintf(d, sizeof(d), "%lld", (long long)walked);
+    const char *p[] = {run_id, a, b, c, d};
     return exec0(s,
                  "UPDATE tds.sync_runs SET pages_fetched = $2, records_fetched = $3, api_calls = $4, "
-                 "updated_at = now() WHERE run_id = $1",
-                 4, p);
+                 "records_walked = $5, updated_at = now() WHERE run_id = $1",
+                 5, p);
 }
 
 int tds_store_run_fail(struct tds_store *s, const char *run_id, const char *error)

@@ -56,8 +56,10 @@ int tds_store_token_expire(struct tds_store *s, const char *org, const char *acc
 /* ---- runs ---- */
 int tds_store_run_insert(struct tds_store *s, const char *run_id, const char *org,
                          const char *entity, const char *mode);
+/* records: once per page a record came in (list, then detail); walked: the
+ * records the run is done with, each once. */
 int tds_store_run_progress(struct tds_store *s, const char *run_id, int64_t pages,
-                           int64_t records, int64_t api_calls);
+                           int64_t records, int64_t walked, int64_t api_calls);
 int tds_store_run_fail(struct tds_store *s, const char *run_id, const char *error);
 /* Runs left 'running' by an owner that is gone. Returns how many. */
 int tds_store_runs_abandon(struct tds_store *s, const char *org, const char *why, int64_t *n);

@@ -194,6 +194,10 @@ struct run {
     int64_t max_mod_s;
     int64_t page_no;
     int64_t pages_fetched, records_fetched, api_calls;
+    /* records done with, each once: at its list page, or when its detail
+     * call ends if it needs one (records_fetched counts both pages) */
+    int64_t records_walked;
+    int64_t progress_ms; /* when progress was last stored */
     int64_t unacked;
     int outstanding;
     struct batch *batches;
@@ -633,7 +637,8 @@ static void run_fail(struct run *r, const char *fmt, ...)
     r->failed = true;
     count_run(r, "failed");
     tds_log(TDS_LOG_ERROR, &r->lctx, "sync run failed: %s", r->error);
-    tds_store_run_progress(s->store, r->id, r->pages_fetched, r->records_fetched, r->api_calls);
+    tds_store_run_progress(s->store, r->id, r->pages_fetched, r->records_fetched, r->records_walked,
+                           r->api_calls);
     tds_store_run_fail(s->store, r->id, r->error);
     tds_events_emit(s->events, "tds.zoho.sync.failed", "org", r->o->org->org_id, "entity", r->e->name,
                     "run", r->id, "mode", r->mode, "error", r->error, NULL);
@@ -687,7 +692,9 @@ static void run_completed(struct run *r)
 
 static void progress(struct run *r)
 {
-    tds_store_run_progress(r->o->s->store, r->id, r->pages_fetched, r->records_fetched, r->api_calls);
+    r->progress_ms = tds_now_ms();
+    tds_store_run_progress(r->o->s->store, r->id, r->pages_fetched, r->records_fetched, r->records_walked,
+                           r->api_calls);
     if (r->m_records)
         tds_series_set(r->m_records, (double)r->records_fetched);
 }
@@ -721,6 +728,7 @@ static void on_detail(const struct tds_api_result *res, void *ud)
     }
     r->api_calls++;
     b->got++;
+    r->records_walked++;
     if (!r->failed) {
         if (res->cls == TDS_ZAPI_OK) {
             struct tds_span sp;
@@ -749,6 +757,8 @@ static void on_detail(const struct tds_api_result *res, void *ud)
     free(dc);
     if (b->got == b->want)
         batch_done(b);
+    else if (!r->failed && tds_now_ms() - r->progress_ms >= 1000)
+        progress(r); /* one call a record can take minutes a page */
 }
 
 static void batch_unlink(struct run *r, struct batch *b)
@@ -927,6 +937,7 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
         run_fail(r, "itemdetails failed: %s", res->error ? res->error : tds_zapi_class_name(res->cls));
     }
     b->got += bc->n - handed;
+    r->records_walked += (int64_t)(bc->n - handed);
     bcall_free(bc);
     if (b->got == b->want)
         batch_done(b);
@@ -1125,6 +1136,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
      * compared with the database. In a reconciliation too: a delete during a
      * walk shifts the pages it has not read, so a full walk can leave a
      * record out and an incremental one a change (the cursor then passes it). */
+    size_t n_detail = 0; /* of the kept records, those whose detail is asked */
     if (!r->failed && r->e->detail_path && n_ids) {
         struct tds_known *known = NULL;
         size_t n_known = 0;
@@ -1158,9 +1170,12 @@ static void on_list(const struct tds_api_result *res, void *ud)
                 run_fail(r, "out of memory choosing detail calls");
             else if (n_need && start_batch(r, need, n_need) != 0)
                 run_fail(r, "out of memory queueing detail calls");
+            else
+                n_detail = n_need; /* walked as their calls end */
             free(need);
         }
     }
+    r->records_walked += (int64_t)(n_keep - n_detail);
     if (!r->failed)
         progress(r);
     for (size_t i = 0; i < n_ids; i++)
@@ -1877,7 +1892,6 @@ void tds_sync_on_ack(struct tds_sync *s, const struct tds_msg_ack *ack)
     pump_all(s);
 }
 
-static bool org_has_entity(const struct tds_org *org, const char *name);
 
 /* Fetch the detail of rows stored only in list form for a while: whatever
  * path lost their detail (a fetch-by-id in a killed replica, a failed run),
@@ -1893,11 +1907,9 @@ static void sweep_list_only(struct tds_sync *s)
         struct org_rt *o = &s->o[i];
         if (!o->owned || o->n_fq > 0)
             continue;
-        unsigned prod = o->org->product && strcmp(o->org->product, "books") == 0 ? TDS_PRODUCT_BOOKS
-                                                                                 : TDS_PRODUCT_INVENTORY;
         for (size_t k = 0; k < tds_entity_count(); k++) {
             const struct tds_entity *e = tds_entity_at(k);
-            if (!e->detail_path || !(e->products & prod) || !org_has_entity(o->org, e->name))
+            if (!e->detail_path || !tds_sync_org_syncs(o->org, e))
                 continue;
             if (o->run && o->run->e == e)
                 continue; /* the run fetches the detail of what it lists */
@@ -2115,6 +2127,13 @@ static bool org_has_entity(const struct tds_org *org, const char *name)
     return false;
 }
 
+bool tds_sync_org_syncs(const struct tds_org *org, const struct tds_entity *e)
+{
+    unsigned prod = org->product && strcmp(org->product, "books") == 0 ? TDS_PRODUCT_BOOKS
+                                                                       : TDS_PRODUCT_INVENTORY;
+    return (e->products & prod) && org_has_entity(org, e->name);
+}
+
 int tds_sync_enqueue(struct tds_sync *s, const char *org, const char *entity, const char *mode,
                      int64_t request_id)
 {
@@ -2130,11 +2149,7 @@ int tds_sync_enqueue(struct tds_sync *s, const char *org, const char *entity, co
     struct job *first = NULL, *last = NULL;
     for (size_t i = 0; i < tds_entity_count(); i++) {
         const struct tds_entity *e = tds_entity_at(i);
-        if (all ? !org_has_entity(o->org, e->name) : e != one)
-            continue;
-        unsigned prod = o->org->product && strcmp(o->org->product, "books") == 0 ? TDS_PRODUCT_BOOKS
-                                                                                 : TDS_PRODUCT_INVENTORY;
-        if (!(e->products & prod))
+        if ((!all && e != one) || !tds_sync_org_syncs(o->org, e))
             continue;
         struct job *j = calloc(1, sizeof(*j));
         if (!j) {
@@ -2292,6 +2307,7 @@ char *tds_sync_status_json(struct tds_sync *s)
             json_object_set_new(jr, "mode", json_string(o->run->mode));
             json_object_set_new(jr, "pages", json_integer(o->run->pages_fetched));
             json_object_set_new(jr, "records", json_integer(o->run->records_fetched));
+            json_object_set_new(jr, "walked", json_integer(o->run->records_walked));
             json_object_set_new(jr, "unacked", json_integer(o->run->unacked));
             json_object_set_new(jo, "run", jr);
         }

@@ -25,6 +25,8 @@ struct tds_http;
 struct tds_metrics;
 struct tds_events;
 struct tds_orgs;
+struct tds_org;
+struct tds_entity;
 struct tds_msg_ack;
 struct tds_msg_fetch;
 
@@ -53,6 +55,10 @@ struct tds_sync *tds_sync_free(struct tds_sync *s);
 /* Ownership changed (owner.c). Losing an organization drops its work at once. */
 void tds_sync_set_owned(struct tds_sync *s, const char *org, bool owned);
 bool tds_sync_owned(const struct tds_sync *s, const char *org);
+
+/* Whether a request for "all" syncs entity e of org: its product has the
+ * entity and the org's entity list (if any) names it. */
+bool tds_sync_org_syncs(const struct tds_org *org, const struct tds_entity *e);
 
 /* Queue a run. entity "all" expands to the organization's entities. mode:
  * "full", "incremental" or "reconcile". request_id 0 when scheduled.

@@ -150,7 +150,7 @@ int tds_status_print(PGconn *c, FILE *out, char *err, size_t errlen)
         "FROM tds.sync_state ORDER BY org_id, entity", err, errlen);
     if (rc == 0)
         rc = section(c, out, "Runs in progress",
-            "SELECT run_id, org_id, entity, mode, "
+            "SELECT run_id, org_id, entity, mode, records_walked AS records, "
             "pages_written || '/' || pages_fetched AS pages_written_fetched, "
             "records_written || '/' || records_fetched AS records_written_fetched, "
             "records_rejected AS rejected, api_calls, "
@@ -159,7 +159,7 @@ int tds_status_print(PGconn *c, FILE *out, char *err, size_t errlen)
             "FROM tds.sync_runs WHERE status = 'running' ORDER BY started_at", err, errlen);
     if (rc == 0)
         rc = section(c, out, "Runs finished in the last 24 hours",
-            "SELECT status, org_id, entity, mode, count(*) AS runs, "
+            "SELECT status, org_id, entity, mode, count(*) AS runs, sum(records_walked) AS records, "
             "sum(records_written) AS records_written, sum(records_rejected) AS rejected, "
             "date_trunc('second', max(finished_at)) AS last_finished, "
             "max(error) FILTER (WHERE status = 'failed') AS last_error "

@@ -99,7 +99,8 @@ class Pipeline:
 
     def runs(self, rid):
         cols = ["run_id", "entity", "mode", "status", "pages_fetched", "records_fetched",
-                "pages_written", "records_written", "records_rejected", "api_calls", "error"]
+                "records_walked", "pages_written", "records_written", "records_rejected",
+                "api_calls", "error"]
         rows = self.db.query(
             "SELECT " + ", ".join(cols) + " FROM tds.sync_runs WHERE run_id LIKE %s "
             "ORDER BY started_at", f"rq{rid}.%")

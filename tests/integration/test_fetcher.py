@@ -365,11 +365,32 @@ def test_progress_command_follows_a_run(procs, db, sim, tmp_path, bins):
     print(out.stdout)
     assert out.returncode == 0, out.stderr
     assert "sync request 1 queued" in out.stdout
-    assert "records" in out.stdout and "calls left today" in out.stdout
     # TDS_ADMIN_LISTEN points at the running fetcher: its quota figure, not "?"
     assert re.search(r"calls left today \d+", out.stdout), out.stdout
+    # the first sync: Zoho gives no total and the table is empty, so the bar
+    # counts the request's runs and the line no estimate
+    running = re.findall(r"^\[([#-]{20})\] 1/1 items full: (\d+) records(.*)$", out.stdout, re.M)
+    assert running and all(" of ~" not in rest for _, _, rest in running), out.stdout
+    # each record once, though it came twice: in its list page and its detail page
+    assert re.search(r"items +full +completed 120 records, 240 fetched / 240 written / 0 rejected "
+                     r"in \d+ pages, \d+ api calls", out.stdout), out.stdout
     assert "sync request 1 done" in out.stdout
-    assert "items" in out.stdout and "completed" in out.stdout
+    p.compare("60001", "items")
+    # again, with every row stored as if only listed, so that the walk asks
+    # for 120 details: now the table says how many records the walk will
+    # pass, and the bar follows the walk
+    db.execute("UPDATE zoho.items SET is_detail = false WHERE org_id = '60001'")
+    out = subprocess.run([bins.path("tds-fetcher"), "sync", "--org", "60001", "--entity", "items",
+                          "--mode", "full"], env=env, capture_output=True, text=True, timeout=120)
+    print(out.stdout)
+    assert out.returncode == 0, out.stderr
+    running = re.findall(r"^\[([#-]{20})\] 1/1 items full: (\d+) records of ~120,", out.stdout, re.M)
+    assert running, out.stdout
+    # never shown finished while running, and never behind the records walked
+    for bar, walked in running:
+        assert bar.count("#") == int(20 * min(int(walked) / 120, 0.99)) and "-" in bar, (bar, walked)
+    assert re.search(r"items +full +completed 120 records, 240 fetched / 240 written", out.stdout), \
+        out.stdout
     p.compare("60001", "items")
     # detached, then a bad argument
     out = subprocess.run([bins.path("tds-fetcher"), "sync", "--org", "60001", "--entity", "items",
@@ -849,9 +870,10 @@ def test_books_items_use_batch_details(procs, db, sim, tmp_path):
                   "invoices=5,salesorders=5,warehouses=2"])
     p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60002", tz="+0530", product="books")])
     p.start_fetcher()
-    p.sync("60002", "items", "full")
+    runs = p.sync("60002", "items", "full")
     st = s.stats()["orgs"]["60002"]["endpoints"]
     assert st["itemdetails"] == 3 and st["items.detail"] == 0, st
+    assert runs[0]["records_walked"] == 230, runs   # each once, the batch calls' too
     p.compare("60002", "items")
     s.mutate("60002", "items", update=3, delete=1)
     s.reset_stats()
@@ -915,6 +937,8 @@ def test_detail_pages_split_by_bytes(procs, db, sim, tmp_path):
     assert run["pages_written"] >= 3 + 3 * 4, run
     assert run["pages_written"] == run["pages_fetched"], run   # each page acked
     assert run["records_written"] == 1200 and run["records_rejected"] == 0, run
+    # every record came twice (list, then detail) and is walked once
+    assert run["records_fetched"] == 1200 and run["records_walked"] == 600, run
 
 
 def test_credits_and_resend_while_the_writer_is_down(procs, db, sim, tmp_path):
