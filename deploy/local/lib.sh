@@ -10,27 +10,53 @@ as_postgres() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# Where the cluster lives: data in pg/, sockets in pgsock/. As root, initdb and
+# the server run as postgres, which must reach those files. A state folder
+# under a directory only root may enter (/root, where a clone made as root
+# usually is) is out of its reach: then the cluster lives in
+# /var/lib/postgresql/tds-local/<hash of the state path>, $state/pg and
+# $state/logs/postgres.log are links to it, and down --clean removes it too.
+pg_home() { # state
+    local state=$1
+    if [ -L "$state/pg" ]; then dirname "$(readlink -f "$state/pg")"; return; fi
+    if [ "$(id -u)" != 0 ] || runuser -u postgres -- test -x "$state" 2>/dev/null; then
+        echo "$state"
+        return
+    fi
+    echo "/var/lib/postgresql/tds-local/$(realpath -m "$state" | sha256sum | cut -c1-16)"
+}
+
 start_postgres() { # state port
-    local state=$1 port=$2 data=$1/pg
+    local state=$1 port=$2 home data log
+    home=$(pg_home "$state")
+    data=$home/pg
+    if [ "$home" = "$state" ]; then log=$state/logs/postgres.log; else log=$home/postgres.log; fi
     if [ ! -f "$data/PG_VERSION" ]; then
         mkdir -p "$data"
         [ "$(id -u)" = 0 ] && chown postgres: "$data"
+        [ "$home" != "$state" ] && chown postgres: "$home" "$(dirname "$home")"
         as_postgres "$pg_bin/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$state/logs/initdb.log" 2>&1 ||
             { echo "initdb failed; see $state/logs/initdb.log" >&2; return 1; }
     fi
-    mkdir -p "$state/pgsock"
-    [ "$(id -u)" = 0 ] && chown postgres: "$state/pgsock" "$state/logs"
+    if [ "$home" != "$state" ]; then
+        ln -sfn "$data" "$state/pg"
+        ln -sfn "$log" "$state/logs/postgres.log"
+    fi
+    mkdir -p "$home/pgsock"
+    [ "$(id -u)" = 0 ] && chown postgres: "$home/pgsock" "$state/logs"
     if ! as_postgres "$pg_bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-        as_postgres "$pg_bin/pg_ctl" -D "$data" -l "$state/logs/postgres.log" -w -t 60 \
-            -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$state/pgsock" start >/dev/null ||
-            { echo "PostgreSQL did not start; see $state/logs/postgres.log" >&2; return 1; }
+        as_postgres "$pg_bin/pg_ctl" -D "$data" -l "$log" -w -t 60 \
+            -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$home/pgsock" start >/dev/null ||
+            { echo "PostgreSQL did not start; see $log" >&2; return 1; }
     fi
     psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = 'tds'" | grep -q 1 ||
         psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE tds"
 }
 
 stop_postgres() { # state
-    [ -f "$1/pg/PG_VERSION" ] && as_postgres "$pg_bin/pg_ctl" -D "$1/pg" -m fast -w stop >/dev/null 2>&1 || true
+    local data
+    data=$(pg_home "$1")/pg
+    [ -f "$data/PG_VERSION" ] && as_postgres "$pg_bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
 start_bg() { # state name cmd args...
@@ -83,10 +109,6 @@ PYEOF
 
 sim_post() { # port path json
     curl -fsS -X POST -H 'Content-Type: application/json' -d "$3" "http://127.0.0.1:$1$2" >/dev/null
-}
-
-psql_q() { # url sql
-    psql "$1" -P pager=off -c "$2"
 }
 
 org_ids_of() { # orgs.json

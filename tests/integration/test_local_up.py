@@ -1,0 +1,97 @@
+"""deploy/local/up and deploy/local/down, the newcomer's command, as the README
+gives it: installs what is missing (nothing, here), starts PostgreSQL, the
+simulator and the four stages, syncs every entity with its progress shown,
+and says how to look at the data. Runs the build under test (--build-dir) on
+a port block of its own; afterwards every table holds the simulator's
+records, signed webhooks to the ingress it started are applied, and the
+stages' logs hold no sanitizer report."""
+import os
+import random
+import re
+import subprocess
+
+import psycopg2
+import pytest
+
+from conftest import check_sanitizers, wait_until
+from pipeline import CHECKS
+from sim_fixture import Sim
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _live_ids(sim, cur, org, ent):
+    table, idcol = CHECKS[ent][0], CHECKS[ent][1]
+    truth = sim.truth(org, ent)
+    invalid = {r["id"] for r in truth.get("invalid", [])}
+    want = {str(r[truth["id_field"]]) for r in truth["records"]} - invalid
+    cur.execute(f"SELECT {idcol} FROM zoho.{table} WHERE org_id = %s AND deleted_at IS NULL", (org,))
+    return want, {r[0] for r in cur.fetchall()}
+
+
+def _equal(sim, cur, org):
+    for ent in CHECKS:
+        want, got = _live_ids(sim, cur, org, ent)
+        if want != got:
+            return f"{ent}: {len(want - got)} missing, {len(got - want)} extra"
+    return None
+
+
+def test_up_syncs_shows_progress_and_down_stops(tmp_path):
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TDS_")}
+    build = os.environ["TDS_BUILD_DIR"]
+    out = None
+    for _ in range(3):  # a block of ~40 ports, below the ephemeral range
+        base = random.randrange(20000, 31000, 100)
+        out = subprocess.run([os.path.join(ROOT, "deploy/local/up"), "--detach", "--clean",
+                              "--build-dir", build, "--state", str(state), "--port-base", str(base),
+                              "--items", "400", "--orgs", "1", "--processors", "2",
+                              "--trickle", "0"],
+                             env=env, capture_output=True, text=True, timeout=600)
+        if "ports in use" not in out.stderr:
+            break
+    try:
+        print(out.stdout[-6000:])
+        assert out.returncode == 0, out.stderr[-3000:]
+        text = out.stdout
+        assert "all stages ready" in text
+        assert "sync request 1 done:" in text
+        # one line a run, each record once; items came in list and detail pages
+        done = dict(re.findall(r"^  (\w+) +full +completed (\d+) records, \d+ fetched", text, re.M))
+        assert set(done) == {"warehouses", "item_groups", "items", "contacts", "sales_orders",
+                             "invoices"}, text
+        assert done["items"] == "400" and done["contacts"] == "100", done
+        assert "Look at the data:" in text and f"postgresql://postgres@127.0.0.1:{base}/tds" in text
+
+        sim = Sim(None, base + 1)
+        conn = psycopg2.connect(f"postgresql://postgres@127.0.0.1:{base}/tds")
+        conn.autocommit = True
+        cur = conn.cursor()
+        assert _equal(sim, cur, "60001") is None, _equal(sim, cur, "60001")
+        cur.execute("SELECT count(*) FROM zoho.item_stock WHERE org_id = '60001'")
+        assert cur.fetchone()[0] >= 400
+
+        # signed webhooks to the ingress `up` started, as its trickle sends them
+        sim.webhooks("60001", f"http://127.0.0.1:{base + 2}/webhooks/zoho/60001",
+                     secret="demo-webhook-secret")
+        sim.stream("60001", rate_per_s=20, seconds=2)
+        wait_until(lambda: (cur.execute("SELECT count(*) FROM tds.webhook_events"),
+                            cur.fetchone()[0])[1] >= 20, 30, "webhooks applied")
+        wait_until(lambda: _equal(sim, cur, "60001") is None, 60, "the tables equal to the truth again")
+        cur.execute("SELECT count(*) FROM tds.rejected")
+        assert cur.fetchone()[0] == 0
+        conn.close()
+    finally:
+        down = subprocess.run([os.path.join(ROOT, "deploy/local/down"), "--state", str(state)],
+                              env=env, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert not list((state / "run").glob("*.pid")), "down left processes behind"
+    for log in sorted((state / "logs").glob("*")):
+        check_sanitizers(log.name, log.read_text(errors="replace"))
+    # the cluster may live outside the state folder (pytest's folders are
+    # root's alone, as /root is): --clean removes it wherever it is
+    pg = os.path.realpath(state / "pg")
+    down = subprocess.run([os.path.join(ROOT, "deploy/local/down"), "--state", str(state), "--clean"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0 and not state.exists() and not os.path.exists(pg), down.stdout
