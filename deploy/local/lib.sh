@@ -6,8 +6,8 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 pg_bin=/usr/lib/postgresql/15/bin
 
-as_postgres() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+as_postgres() { # from /: postgres may not enter the current directory (paths given are absolute)
+    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 # Where the cluster lives: data in pg/, sockets in pgsock/. As root, initdb and
