@@ -329,13 +329,11 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
             for (int k = 0; k < w; k++)
                 bar[k] = k < fill ? '#' : '-';
             bar[w] = '\0';
-            char of[48] = "", rate[32], eta[48] = "", q[32];
+            char of[48] = "", rate[40] = "", eta[48] = "", q[32];
             if (estimate > 0)
                 snprintf(of, sizeof(of), " of ~%lld", estimate);
-            if (secs > 0.5)
-                snprintf(rate, sizeof(rate), "%.0f rec/s", (double)walked / secs);
-            else
-                snprintf(rate, sizeof(rate), "? rec/s");
+            if (secs > 0.5) /* not before: a rate over the first instants says nothing */
+                snprintf(rate, sizeof(rate), ", %.0f rec/s", (double)walked / secs);
             if (running && estimate > 0 && walked > 0 && secs > 0.5) {
                 char d[32];
                 fmt_dur(walked < estimate ? (double)(estimate - walked) / ((double)walked / secs) : 0, d,
@@ -348,7 +346,7 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
                 snprintf(q, sizeof(q), "?");
             int k = done_n + (running ? 1 : 0);
             snprintf(line, sizeof(line),
-                     "[%s] %d/%d %s %s%s%s: %lld records%s, pages %s fetched / %s written, %s, api calls %s, "
+                     "[%s] %d/%d %s %s%s%s: %lld records%s, pages %s fetched / %s written%s, api calls %s, "
                      "calls left today %s%s",
                      bar, k < 1 ? 1 : (k > n_runs ? n_runs : k), n_runs, ent, rmode, running ? "" : " ",
                      running ? "" : rstatus, walked, of, PQgetvalue(rr, i, 3), PQgetvalue(rr, i, 5), rate,
