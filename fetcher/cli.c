@@ -271,6 +271,16 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
                                     1, NULL, pl, NULL, NULL, 0);
         if (!rr || PQresultStatus(rr) != PGRES_TUPLES_OK) {
             PQclear(rr);
+            if (PQstatus(db) == CONNECTION_OK) { /* not a lost connection: it will not pass */
+                fprintf(stderr,
+                        "tds-fetcher: sync: could not read tds.sync_runs: %s"
+                        "(is the schema older than this release? `tds-writer migrate` applies it; "
+                        "the request stays queued)\n",
+                        PQerrorMessage(db));
+                PQfinish(db);
+                return 1;
+            }
+            PQreset(db);
             sleep_ms(1000);
             continue;
         }

@@ -22,6 +22,7 @@ struct tds_store {
     char *app;
     PGconn *conn;
     char err[512];
+    char sqlstate[6]; /* of the last failed statement, "" if none was given */
 };
 
 int tds_store_new(struct tds_store **out, const char *conninfo, const char *app_name)
@@ -96,6 +97,8 @@ static PGresult *run(struct tds_store *s, const char *sql, int n, const char *co
         if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
             return r;
         snprintf(s->err, sizeof(s->err), "%s", PQerrorMessage(s->conn));
+        const char *code = r ? tds_pg_sqlstate(r) : NULL;
+        snprintf(s->sqlstate, sizeof(s->sqlstate), "%s", code ? code : "");
         size_t l = strlen(s->err);
         while (l && (s->err[l - 1] == '\n' || s->err[l - 1] == ' '))
             s->err[--l] = '\0';
@@ -292,10 +295,18 @@ int tds_store_run_progress(struct tds_store *s, const char *run_id, int64_t page
     snprintf(c, sizeof(c), "%lld", (long long)api_calls);
     snprintf(d, sizeof(d), "%lld", (long long)walked);
     const char *p[] = {run_id, a, b, c, d};
-    return exec0(s,
-                 "UPDATE tds.sync_runs SET pages_fetched = $2, records_fetched = $3, api_calls = $4, "
-                 "records_walked = $5, updated_at = now() WHERE run_id = $1",
-                 5, p);
+    int rc = exec0(s,
+                   "UPDATE tds.sync_runs SET pages_fetched = $2, records_fetched = $3, api_calls = $4, "
+                   "records_walked = $5, updated_at = now() WHERE run_id = $1",
+                   5, p);
+    /* a schema before migration 005 (a fetcher rolled out before the
+     * migration ran): keep the other counts going */
+    if (rc != 0 && strcmp(s->sqlstate, "42703") == 0)
+        rc = exec0(s,
+                   "UPDATE tds.sync_runs SET pages_fetched = $2, records_fetched = $3, api_calls = $4, "
+                   "updated_at = now() WHERE run_id = $1",
+                   4, p);
+    return rc;
 }
 
 int tds_store_run_fail(struct tds_store *s, const char *run_id, const char *error)

@@ -965,3 +965,28 @@ def test_credits_and_resend_while_the_writer_is_down(procs, db, sim, tmp_path):
     runs = p.wait_request(rid, timeout=120)
     assert runs[0]["status"] == "completed", runs
     p.compare("60001", "items")
+
+
+def test_a_schema_before_migration_5_keeps_counting(procs, db, sim, tmp_path, bins):
+    """A fetcher rolled out before migration 005 has run (the Kubernetes job
+    may run alongside a rollout): its runs still count pages, records and
+    calls, and `tds-fetcher sync` says what is wrong instead of waiting."""
+    s = sim(orgs=[small_org(items=50)], extra_args=["--limits-off"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=6000)])
+    f = p.start_fetcher()
+    db.execute("ALTER TABLE tds.sync_runs DROP COLUMN records_walked")
+    rid = p.request("60001", "items", "full")
+    wait_until(lambda: db.query("SELECT done_at IS NOT NULL FROM tds.sync_requests WHERE id = %s",
+                                rid)[0][0], 120, "the request done")
+    status, pages, records, calls = db.query(
+        "SELECT status, pages_fetched, records_fetched, api_calls FROM tds.sync_runs "
+        "WHERE run_id LIKE %s", f"rq{rid}.%")[0]
+    assert status == "completed" and pages >= 2 and records == 100 and calls == 51, \
+        (status, pages, records, calls)
+    p.compare("60001", "items")
+    env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config),
+               TDS_ADMIN_LISTEN=f"127.0.0.1:{f.admin_port}")
+    out = subprocess.run([bins.path("tds-fetcher"), "sync", "--org", "60001", "--entity", "items"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out
+    assert "records_walked" in out.stderr and "tds-writer migrate" in out.stderr, out.stderr
