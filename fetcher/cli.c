@@ -314,8 +314,13 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
         }
         char line[512];
         if (n == 0) {
-            snprintf(line, sizeof(line), "waiting for a fetcher to take the request%s (%llds)",
-                     claimed ? " (claimed)" : "", (long long)((now - started) / 1000));
+            long long waited = (long long)((now - started) / 1000);
+            /* a fetcher claims a request within about a second of its tick */
+            snprintf(line, sizeof(line), "waiting for a fetcher to take the request%s (%llds)%s",
+                     claimed ? " (claimed)" : "", waited,
+                     !claimed && waited >= 15 ? ": none has; is a tds-fetcher running, with this "
+                                                "organization in its TDS_CONFIG and this database?"
+                                              : "");
         } else {
             int i = n - 1;
             const char *ent = PQgetvalue(rr, i, 0), *rmode = PQgetvalue(rr, i, 1);

@@ -353,6 +353,25 @@ def test_second_fetcher_takes_over_after_sigkill(procs, db, sim, tmp_path):
     assert st["429"] == {"44": 0, "45": 0, "1070": 0}, st
 
 
+def test_progress_command_says_when_no_fetcher_takes_the_request(db, tmp_path, bins):
+    """With no fetcher running, `tds-fetcher sync` waits for one, and after
+    15 s says what to check instead of counting seconds in silence."""
+    config = tmp_path / "orgs.json"
+    config.write_text(json.dumps({"organizations": [org_spec("60001")]}))
+    env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(config))
+    subprocess.run([bins.path("tds-writer"), "migrate"], env=env, check=True, capture_output=True,
+                   timeout=60)
+    try:
+        r = subprocess.run([bins.path("tds-fetcher"), "sync", "--org", "60001"], env=env,
+                           capture_output=True, text=True, timeout=18)
+        raise AssertionError(f"sync returned with no fetcher running: {r}")
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+    assert "waiting for a fetcher to take the request (0s)" in out, out
+    assert "none has; is a tds-fetcher running" in out, out
+    assert db.query("SELECT count(*) FROM tds.sync_requests WHERE claimed_by IS NULL")[0][0] == 1
+
+
 def test_progress_command_follows_a_run(procs, db, sim, tmp_path, bins):
     s = sim(orgs=[small_org(items=120)], extra_args=["--minute-ms", "1000", "--rate-per-min", "40"])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
