@@ -1009,3 +1009,7 @@ def test_a_schema_before_migration_5_keeps_counting(procs, db, sim, tmp_path, bi
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out
     assert "records_walked" in out.stderr and "tds-writer migrate" in out.stderr, out.stderr
+    out = subprocess.run([bins.path("tds-writer"), "status"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    # `tds-writer status` of this release stops at the runs with the same column named
+    assert out.returncode == 1 and "records_walked" in out.stderr, out
