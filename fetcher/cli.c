@@ -164,33 +164,84 @@ static int entities_completed(PGresult *rr, int n)
     return done;
 }
 
+static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *id, const char *org,
+                         const char *entity);
+
+/* `sync --follow ID`: watch a request queued before (`up` queues every
+ * organization's at once, so that each is taken ahead of the scheduled runs). */
+static int follow_request(const struct tds_cli_env *env, const char *id, bool other_options)
+{
+    int64_t n;
+    if (other_options) {
+        fprintf(stderr, "tds-fetcher: sync: --follow takes the request's id alone\n");
+        return 2;
+    }
+    if (tds_parse_i64(id, 1, INT64_MAX, &n) != 0) {
+        fprintf(stderr, "tds-fetcher: sync: invalid --follow '%s' (a request id)\n", id);
+        return 2;
+    }
+    PGconn *db = connect_db(env);
+    if (!db)
+        return 1;
+    const char *p[] = {id};
+    PGresult *r = PQexecParams(db, "SELECT org_id, entity, mode FROM tds.sync_requests WHERE id = $1", 1, NULL,
+                               p, NULL, NULL, 0);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        bool missing = r && PQresultStatus(r) == PGRES_TUPLES_OK;
+        if (missing)
+            fprintf(stderr, "tds-fetcher: sync: no sync request %s\n", id);
+        else
+            fprintf(stderr, "tds-fetcher: could not read the sync request: %s", PQerrorMessage(db));
+        PQclear(r);
+        PQfinish(db);
+        return missing ? 2 : 1;
+    }
+    char org[128], entity[64];
+    snprintf(org, sizeof(org), "%s", PQgetvalue(r, 0, 0));
+    snprintf(entity, sizeof(entity), "%s", PQgetvalue(r, 0, 1));
+    printf("following sync request %s: %s %s for organization %s\n", id, PQgetvalue(r, 0, 2), entity, org);
+    fflush(stdout);
+    PQclear(r);
+    if (!tds_orgs_find(env->orgs, org)) {
+        fprintf(stderr, "tds-fetcher: sync: organization '%s' is not in TDS_CONFIG\n", org);
+        PQfinish(db);
+        return 2;
+    }
+    return watch_request(env, db, id, org, entity);
+}
+
 static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
 {
     static const struct option opts[] = {
         {"org", required_argument, NULL, 'o'},   {"entity", required_argument, NULL, 'e'},
         {"mode", required_argument, NULL, 'm'},  {"detach", no_argument, NULL, 'd'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"follow", required_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
-    const char *org = NULL, *entity = "all", *mode = "incremental";
-    bool detach = false;
+    const char *org = NULL, *entity = "all", *mode = "incremental", *follow = NULL;
+    bool detach = false, others = false;
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "o:e:m:dh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:e:m:df:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'o': org = optarg; break;
-        case 'e': entity = optarg; break;
-        case 'm': mode = optarg; break;
-        case 'd': detach = true; break;
+        case 'o': org = optarg; others = true; break;
+        case 'e': entity = optarg; others = true; break;
+        case 'm': mode = optarg; others = true; break;
+        case 'd': detach = others = true; break;
+        case 'f': follow = optarg; break;
         case 'h':
             printf("usage: tds-fetcher sync --org ORG [--entity NAME|all] "
-                   "[--mode full|incremental|reconcile] [--detach]\n");
+                   "[--mode full|incremental|reconcile] [--detach]\n"
+                   "       tds-fetcher sync --follow ID   (a request queued before, e.g. with --detach)\n");
             return 0;
         default:
             fprintf(stderr, "tds-fetcher: sync: unknown or incomplete argument '%s'\n", argv[optind - 1]);
             return 2;
         }
     }
+    if (follow)
+        return follow_request(env, follow, others);
     if (!org) {
         fprintf(stderr, "tds-fetcher: sync: --org is required\n");
         return 2;
@@ -233,6 +284,13 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
         PQfinish(db);
         return 0;
     }
+    return watch_request(env, db, id, org, entity);
+}
+
+/* Show a request's runs until it is done; 0 when every run completed. Takes db. */
+static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *id, const char *org,
+                         const char *entity)
+{
     bool tty = isatty(STDOUT_FILENO);
     char like[48];
     snprintf(like, sizeof(like), "rq%s.%%", id);

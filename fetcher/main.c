@@ -280,6 +280,7 @@ static const struct tds_stage stage = {
     .name = "fetcher",
     .usage = "usage: tds-fetcher [--help] [--version] [--print-config]\n"
              "       tds-fetcher sync --org ORG [--entity NAME|all] [--mode full|incremental|reconcile] [--detach]\n"
+             "       tds-fetcher sync --follow ID\n"
              "       tds-fetcher auth exchange --org ORG --code CODE\n"
              "       tds-fetcher auth status\n"
              "\n"
@@ -287,7 +288,8 @@ static const struct tds_stage stage = {
              "replica owns (one PostgreSQL advisory lock per organization), within Zoho's rate\n"
              "limits, and sends pages to the processor until the writer acks them.\n"
              "\n"
-             "  sync   queue a sync request and follow it to completion (unless --detach)\n"
+             "  sync   queue a sync request and follow it to completion (unless --detach);\n"
+             "         --follow ID follows a request queued before\n"
              "  auth   exchange a self-client grant code for a refresh token; show token state\n"
              "\n",
     .table = config_table,

@@ -416,6 +416,20 @@ def test_progress_command_follows_a_run(procs, db, sim, tmp_path, bins):
                           "--mode", "incremental", "--detach"], env=env, capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 0 and "queued" in out.stdout
+    rid = re.search(r"sync request (\d+) queued", out.stdout).group(1)
+    # followed afterwards, as deploy/local/up follows the requests it queued at once
+    out = subprocess.run([bins.path("tds-fetcher"), "sync", "--follow", rid], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out
+    assert f"following sync request {rid}: incremental items for organization 60001" in out.stdout
+    assert re.search(rf"^sync request {rid} done:\n  items +incremental +completed", out.stdout,
+                     re.M), out.stdout
+    for args, err in ((["--follow", "99999"], "no sync request 99999"),
+                      (["--follow", rid, "--org", "60001"], "--follow takes the request's id alone"),
+                      (["--follow", "x1"], "invalid --follow")):
+        out = subprocess.run([bins.path("tds-fetcher"), "sync"] + args, env=env,
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 2 and err in out.stderr, (args, out)
     out = subprocess.run([bins.path("tds-fetcher"), "sync", "--org", "60001", "--entity", "nope"],
                          env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr

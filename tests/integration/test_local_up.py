@@ -13,7 +13,7 @@ import subprocess
 import psycopg2
 import pytest
 
-from conftest import check_sanitizers, wait_until
+from conftest import check_sanitizers, http_get, wait_until
 from pipeline import CHECKS
 from sim_fixture import Sim
 
@@ -52,17 +52,26 @@ def test_up_syncs_shows_progress_and_down_stops(tmp_path):
         if "ports in use" not in out.stderr:
             break
     try:
-        print(out.stdout[-6000:])
+        print(out.stdout[:8000])
         assert out.returncode == 0, out.stderr[-3000:]
         text = out.stdout
         assert "all stages ready" in text
-        assert "sync request 1 done:" in text
+        # (not always request 1: the fetcher's own first sync may have queued
+        # a reconciliation before `up` queued its request)
+        assert re.search(r"^following sync request \d+: full all for organization 60001$", text, re.M)
+        assert re.search(r"^sync request \d+ done:$", text, re.M), text
         # one line a run, each record once; items came in list and detail pages
         done = dict(re.findall(r"^  (\w+) +full +completed (\d+) records, \d+ fetched", text, re.M))
         assert set(done) == {"warehouses", "item_groups", "items", "contacts", "sales_orders",
                              "invoices"}, text
         assert done["items"] == "400" and done["contacts"] == "100", done
         assert "Look at the data:" in text and f"postgresql://postgres@127.0.0.1:{base}/tds" in text
+        # every replica asked for is up, each on ports of its own
+        admins = {f.name[:-6]: int(f.read_text()) for f in (state / "run").glob("*.admin")}
+        assert set(admins) == {"writer-0", "processor-0", "processor-1", "fetcher-0",
+                               "ingress-0"}, admins
+        for name, port in admins.items():
+            assert http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, name
 
         sim = Sim(None, base + 1)
         conn = psycopg2.connect(f"postgresql://postgres@127.0.0.1:{base}/tds")
@@ -85,13 +94,16 @@ def test_up_syncs_shows_progress_and_down_stops(tmp_path):
     finally:
         down = subprocess.run([os.path.join(ROOT, "deploy/local/down"), "--state", str(state)],
                               env=env, capture_output=True, text=True, timeout=120)
+        left = list((state / "run").glob("*.pid"))
+        logs = {p.name: p.read_text(errors="replace") for p in sorted((state / "logs").glob("*"))
+                if p.is_file()}
+        # the cluster may live outside the state folder (pytest's folders are
+        # root's alone, as /root is): --clean removes it wherever it is
+        pg = os.path.realpath(state / "pg")
+        clean = subprocess.run([os.path.join(ROOT, "deploy/local/down"), "--state", str(state),
+                                "--clean"], env=env, capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stderr
-    assert not list((state / "run").glob("*.pid")), "down left processes behind"
-    for log in sorted((state / "logs").glob("*")):
-        check_sanitizers(log.name, log.read_text(errors="replace"))
-    # the cluster may live outside the state folder (pytest's folders are
-    # root's alone, as /root is): --clean removes it wherever it is
-    pg = os.path.realpath(state / "pg")
-    down = subprocess.run([os.path.join(ROOT, "deploy/local/down"), "--state", str(state), "--clean"],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert down.returncode == 0 and not state.exists() and not os.path.exists(pg), down.stdout
+    assert not left, f"down left processes behind: {left}"
+    for name, text in logs.items():
+        check_sanitizers(name, text)
+    assert clean.returncode == 0 and not state.exists() and not os.path.exists(pg), clean.stdout
