@@ -247,6 +247,7 @@ struct org_rt {
     struct tds_api *api;
     bool owned;
     bool dropping;       /* cancelled API callbacks only clean up */
+    bool no_bulk;        /* GET /itemdetails refused as unknown: item by item */
     int offset_min;
     struct job *jobs, *jobs_tail;
     struct run *run;
@@ -865,7 +866,8 @@ static int queue_detail(struct batch *b, const char *id)
     return 0;
 }
 
-/* Books answers up to 100 items' details in one call (GET /itemdetails). */
+/* Inventory and Books answer up to 100 items' details in one call
+ * (GET /itemdetails?item_ids=a,b,…). */
 #define BULK_MAX 100
 
 struct bcall {
@@ -880,6 +882,22 @@ static void bcall_free(struct bcall *bc)
         free(bc->ids[i]);
     free(bc->ids);
     free(bc);
+}
+
+/* Queue a single detail call for each id of bc not answered yet; returns how
+ * many were queued (on_detail counts those). */
+static size_t hand_to_detail(struct batch *b, struct bcall *bc)
+{
+    size_t handed = 0;
+    for (size_t i = 0; i < bc->n && !b->r->failed; i++) {
+        if (!bc->ids[i])
+            continue;
+        if (queue_detail(b, bc->ids[i]) != 0)
+            run_fail(b->r, "out of memory queueing detail calls");
+        else
+            handed++;
+    }
+    return handed;
 }
 
 static void on_bulk(const struct tds_api_result *res, void *ud)
@@ -924,15 +942,23 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
             }
             free(spans);
             /* Not in the answer: ask one by one (code 1002 there means deleted). */
-            for (size_t i = 0; i < bc->n && !r->failed; i++) {
-                if (!bc->ids[i])
-                    continue;
-                if (queue_detail(b, bc->ids[i]) != 0)
-                    run_fail(r, "out of memory queueing detail calls");
-                else
-                    handed++; /* on_detail counts it */
-            }
+            handed = hand_to_detail(b, bc);
         }
+    } else if (!r->failed && res->cls == TDS_ZAPI_FATAL) {
+        /* Refused as a whole: the same ids one by one still answer. An
+         * organization that does not know the path keeps asking that way. */
+        bool unknown = res->status == 404 || res->code == 5;
+        if (unknown && !r->o->no_bulk)
+            tds_log(TDS_LOG_WARN, &r->o->lctx,
+                    "GET /itemdetails refused (%s): asking for items one by one from now on",
+                    res->error ? res->error : tds_zapi_class_name(res->cls));
+        else if (!unknown)
+            tds_log(TDS_LOG_WARN, &r->o->lctx,
+                    "GET /itemdetails refused (%s): asking for these %zu items one by one",
+                    res->error ? res->error : tds_zapi_class_name(res->cls), bc->n);
+        if (unknown)
+            r->o->no_bulk = true;
+        handed = hand_to_detail(b, bc);
     } else if (!r->failed) {
         run_fail(r, "itemdetails failed: %s", res->error ? res->error : tds_zapi_class_name(res->cls));
     }
@@ -974,8 +1000,7 @@ static int queue_bulk(struct batch *b, char **ids, size_t n)
 
 static bool use_bulk(const struct run *r)
 {
-    return strcmp(r->e->name, "items") == 0 && r->o->org->product &&
-           strcmp(r->o->org->product, "books") == 0;
+    return strcmp(r->e->name, "items") == 0 && !r->o->no_bulk;
 }
 
 /* Queue detail calls for ids; one detail page is sent when all answered. */

@@ -47,10 +47,13 @@ def test_full_sync_of_every_entity_equals_truth(procs, db, sim, tmp_path):
                         t0 - 1) == [(0,)], table
     st = s.stats()["orgs"]["60001"]
     assert st["429"] == {"44": 0, "45": 0, "1070": 0}, st
-    # each record's detail fetched once, lists paged at 200
-    assert st["endpoints"]["items.detail"] == 60
+    # each record's detail fetched once (items 100 a call), lists paged at 200
+    assert st["endpoints"]["items.detail"] == 0 and st["endpoints"]["itemdetails"] == 1, st
+    assert st["endpoints"]["contacts.detail"] == 30, st
     assert f.metric("tds_fetcher_api_calls_total") == st["requests"]
-    assert f.metric("tds_fetcher_api_calls_total", {"endpoint": "items.detail", "status": "200"}) == 60
+    assert f.metric("tds_fetcher_api_calls_total",
+                    {"endpoint": "items.itemdetails", "status": "200"}) == 1
+    assert f.metric("tds_fetcher_api_calls_total", {"endpoint": "contacts.detail", "status": "200"}) == 30
     text = f.metrics()
     for name in ("tds_fetcher_api_seconds_bucket", "tds_fetcher_quota_remaining",
                  "tds_fetcher_tokens_refreshed_total", "tds_fetcher_pages_inflight",
@@ -69,12 +72,12 @@ def test_quota_used_fully_without_429(procs, db, sim, tmp_path):
     """A long full sync against N requests per "minute": at least 99% of N
     each minute, no 429, never over N."""
     n, minute = 100, 10000
-    s = sim(orgs=[small_org(items=900, contacts=5, invoices=5, salesorders=5, groups=2)],
+    s = sim(orgs=[small_org(items=5, contacts=900, invoices=5, salesorders=5, groups=2)],
             extra_args=["--minute-ms", str(minute), "--rate-per-min", str(n)])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": str(minute)},
                  orgs=[org_spec("60001", rate_per_min=n, max_concurrency=10)])
     f = p.start_fetcher()
-    rid = p.request("60001", "items", "full")
+    rid = p.request("60001", "contacts", "full")   # a detail call per contact
     w = RateWatch(s, "60001")
     # The time the simulator takes to admit k*N requests, measured between
     # two request counts (not two clock readings, which would depend on where
@@ -103,17 +106,18 @@ def test_each_429_code_is_survived(procs, db, sim, tmp_path):
     (minute), 1070 (concurrency, with slow answers) and 45 (daily, lowered
     mid-run) are all answered, and the sync still ends equal to the truth."""
     minute = 1000
-    s = sim(orgs=[small_org(items=150, contacts=5, invoices=5, salesorders=5, groups=2)],
+    s = sim(orgs=[small_org(items=5, contacts=150, invoices=5, salesorders=5, groups=2)],
             extra_args=["--minute-ms", str(minute), "--rate-per-min", "30", "--concurrency", "2",
-                        "--day-ms", "4000"])
+                        "--day-ms", "8000"])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": str(minute)},
                  orgs=[org_spec("60001", rate_per_min=60, max_concurrency=6)])
     s.faults(p_slow=0.3, slow_ms=150)
     f = p.start_fetcher()
-    rid = p.request("60001", "items", "full")
+    rid = p.request("60001", "contacts", "full")   # a detail call per contact
     wait_until(lambda: s.stats()["orgs"]["60001"]["requests"] >= 40, timeout=30, what="requests")
-    used = s.stats()["orgs"]["60001"]["daily_used"]
-    s.limits(org="60001", daily=max(1, used - 5))   # the next call gets code 45
+    # well into a simulated day: lowered below what it used, the next call gets code 45
+    wait_until(lambda: s.stats()["orgs"]["60001"]["daily_used"] >= 10, timeout=30, what="a day used")
+    s.limits(org="60001", daily=1)
     wait_until(lambda: s.stats()["orgs"]["60001"]["429"]["45"] >= 1, timeout=20, what="a 45")
     s.limits(org="60001", daily=0)
     s.faults(clear=True)
@@ -129,16 +133,16 @@ def test_each_429_code_is_survived(procs, db, sim, tmp_path):
     # (the calls already in flight when the first 45 came back: at most the
     # organization's max_concurrency, 6)
     assert st["45"] <= 6, st
-    p.compare("60001", "items")
+    p.compare("60001", "contacts")
 
 
 def test_token_expiry_mid_sync_refreshed_once(procs, db, sim, tmp_path):
-    s = sim(orgs=[small_org(items=300, contacts=5, invoices=5, salesorders=5, groups=2)],
+    s = sim(orgs=[small_org(items=5, contacts=300, invoices=5, salesorders=5, groups=2)],
             extra_args=["--minute-ms", "1000", "--rate-per-min", "100"])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
                  orgs=[org_spec("60001", rate_per_min=100)])
     f = p.start_fetcher()
-    rid = p.request("60001", "items", "full")
+    rid = p.request("60001", "contacts", "full")   # a detail call per contact
     wait_until(lambda: s.stats()["orgs"]["60001"]["requests"] >= 50, timeout=30, what="requests")
     before = s.stats()["token"]["refreshes"]
     s.expire_tokens()
@@ -149,7 +153,7 @@ def test_token_expiry_mid_sync_refreshed_once(procs, db, sim, tmp_path):
     assert st["token"]["access_denied"] == 0
     assert st["orgs"]["60001"]["401"] >= 1
     assert f.metric("tds_fetcher_tokens_refreshed_total") == 2  # start + after expiry
-    p.compare("60001", "items")
+    p.compare("60001", "contacts")
 
 
 def test_refresh_budget_kept_with_two_fetchers_and_restarts(procs, db, sim, tmp_path):
@@ -285,11 +289,14 @@ def test_incremental_after_mutations_then_reconcile(procs, db, sim, tmp_path):
     st = s.stats()["orgs"]["60001"]["endpoints"]
     # only the changed records' details were fetched (a delete may hit an
     # updated record, so count the changes in the truth)
-    for ent, sim_ent in (("items", "items"), ("contacts", "contacts")):
+    for ent in ("items", "contacts"):
         changed = [r for r in s.truth("60001", ent)["records"]
                    if zoho_time_to_epoch(r["last_modified_time"]) > cur]
         assert 4 <= len(changed) <= 6, changed
-        assert st[f"{sim_ent}.detail"] == len(changed), (ent, st, len(changed))
+        if ent == "items":   # one batch call for them all
+            assert st["itemdetails"] == 1 and st["items.detail"] == 0, (ent, st)
+        else:
+            assert st[f"{ent}.detail"] == len(changed), (ent, st, len(changed))
     inc = {r["entity"]: r for r in runs}
     assert inc["items"]["mode"] == "incremental"
     for ent in ("items", "contacts", "invoices", "sales_orders"):
@@ -322,7 +329,10 @@ def test_reconciliation_fetches_what_is_missing_or_older(procs, db, sim, tmp_pat
     p.sync("60001", "items", "reconcile")
     p.compare("60001", "items")
     st = s.stats()["orgs"]["60001"]["endpoints"]
-    assert st["items.detail"] == 6, st    # 3 changed, 2 new, 1 confirmed gone
+    # 3 changed and 2 new in one batch call; the id Zoho no longer lists in
+    # another (a listing can skip a record that moved), which leaves it out,
+    # so a call of its own confirms it gone (1002)
+    assert st["itemdetails"] == 2 and st["items.detail"] == 1, st
 
 
 def test_second_fetcher_takes_over_after_sigkill(procs, db, sim, tmp_path):
@@ -373,13 +383,13 @@ def test_progress_command_says_when_no_fetcher_takes_the_request(db, tmp_path, b
 
 
 def test_progress_command_follows_a_run(procs, db, sim, tmp_path, bins):
-    s = sim(orgs=[small_org(items=120)], extra_args=["--minute-ms", "1000", "--rate-per-min", "40"])
+    s = sim(orgs=[small_org(contacts=120)], extra_args=["--minute-ms", "1000", "--rate-per-min", "40"])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
                  orgs=[org_spec("60001", rate_per_min=40)])
     f = p.start_fetcher()
     env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config),
                TDS_ADMIN_LISTEN=f"127.0.0.1:{f.admin_port}")
-    out = subprocess.run([bins.path("tds-fetcher"), "sync", "--org", "60001", "--entity", "items",
+    out = subprocess.run([bins.path("tds-fetcher"), "sync", "--org", "60001", "--entity", "contacts",
                           "--mode", "full"], env=env, capture_output=True, text=True, timeout=120)
     print(out.stdout)
     assert out.returncode == 0, out.stderr
@@ -388,31 +398,31 @@ def test_progress_command_follows_a_run(procs, db, sim, tmp_path, bins):
     assert re.search(r"calls left today \d+", out.stdout), out.stdout
     # the first sync: Zoho gives no total and the table is empty, so the bar
     # counts the request's runs and the line no estimate
-    running = re.findall(r"^\[([#-]{20})\] 1/1 items full: (\d+) records(.*)$", out.stdout, re.M)
+    running = re.findall(r"^\[([#-]{20})\] 1/1 contacts full: (\d+) records(.*)$", out.stdout, re.M)
     assert running and all(" of ~" not in rest for _, _, rest in running), out.stdout
     # each record once, though it came twice: in its list page and its detail page
-    assert re.search(r"items +full +completed 120 records, 240 fetched / 240 written / 0 rejected "
+    assert re.search(r"contacts +full +completed 120 records, 240 fetched / 240 written / 0 rejected "
                      r"in \d+ pages, \d+ api calls", out.stdout), out.stdout
     assert "sync request 1 done" in out.stdout
-    p.compare("60001", "items")
+    p.compare("60001", "contacts")
     # again, with every row stored as if only listed, so that the walk asks
     # for 120 details: now the table says how many records the walk will
     # pass, and the bar follows the walk
-    db.execute("UPDATE zoho.items SET is_detail = false WHERE org_id = '60001'")
-    out = subprocess.run([bins.path("tds-fetcher"), "sync", "--org", "60001", "--entity", "items",
+    db.execute("UPDATE zoho.contacts SET is_detail = false WHERE org_id = '60001'")
+    out = subprocess.run([bins.path("tds-fetcher"), "sync", "--org", "60001", "--entity", "contacts",
                           "--mode", "full"], env=env, capture_output=True, text=True, timeout=120)
     print(out.stdout)
     assert out.returncode == 0, out.stderr
-    running = re.findall(r"^\[([#-]{20})\] 1/1 items full: (\d+) records of ~120,", out.stdout, re.M)
+    running = re.findall(r"^\[([#-]{20})\] 1/1 contacts full: (\d+) records of ~120,", out.stdout, re.M)
     assert running, out.stdout
     # never shown finished while running, and never behind the records walked
     for bar, walked in running:
         assert bar.count("#") == int(20 * min(int(walked) / 120, 0.99)) and "-" in bar, (bar, walked)
-    assert re.search(r"items +full +completed 120 records, 240 fetched / 240 written", out.stdout), \
+    assert re.search(r"contacts +full +completed 120 records, 240 fetched / 240 written", out.stdout), \
         out.stdout
-    p.compare("60001", "items")
+    p.compare("60001", "contacts")
     # detached, then a bad argument
-    out = subprocess.run([bins.path("tds-fetcher"), "sync", "--org", "60001", "--entity", "items",
+    out = subprocess.run([bins.path("tds-fetcher"), "sync", "--org", "60001", "--entity", "contacts",
                           "--mode", "incremental", "--detach"], env=env, capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 0 and "queued" in out.stdout
@@ -421,8 +431,8 @@ def test_progress_command_follows_a_run(procs, db, sim, tmp_path, bins):
     out = subprocess.run([bins.path("tds-fetcher"), "sync", "--follow", rid], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out
-    assert f"following sync request {rid}: incremental items for organization 60001" in out.stdout
-    assert re.search(rf"^sync request {rid} done:\n  items +incremental +completed", out.stdout,
+    assert f"following sync request {rid}: incremental contacts for organization 60001" in out.stdout
+    assert re.search(rf"^sync request {rid} done:\n  contacts +incremental +completed", out.stdout,
                      re.M), out.stdout
     for args, err in ((["--follow", "99999"], "no sync request 99999"),
                       (["--follow", rid, "--org", "60001"], "--follow takes the request's id alone"),
@@ -724,22 +734,23 @@ def test_bad_config_is_one_line(procs, bins, tmp_path):
 def test_database_restart_mid_sync(procs, db, pg, sim, tmp_path):
     """PostgreSQL goes away during a run: the fetcher loses its locks (and
     stops fetching), takes them back, and the request still completes."""
-    s = sim(orgs=[small_org(items=300)], extra_args=["--minute-ms", "1000", "--rate-per-min", "100"])
+    s = sim(orgs=[small_org(contacts=300)],
+            extra_args=["--minute-ms", "1000", "--rate-per-min", "100"])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
                  orgs=[org_spec("60001", rate_per_min=100)])
     f = p.start_fetcher()
-    rid = p.request("60001", "items", "full")
+    rid = p.request("60001", "contacts", "full")   # a detail call per contact
     wait_until(lambda: s.stats()["orgs"]["60001"]["requests"] > 60, timeout=30, what="run under way")
     pg.restart(down_s=1.0)
     runs = p.wait_request(rid, timeout=180)
     assert runs[-1]["status"] == "completed", runs
-    p.compare("60001", "items")
+    p.compare("60001", "contacts")
     assert "lost every organization lock" in f.stderr_text()
 
 
 def test_schedule_runs_incrementals_and_publishes_events(procs, db, sim, tmp_path, free_port):
     import zmq
-    s = sim(orgs=[small_org(items=30)])
+    s = sim(orgs=[small_org(items=30)], extra_args=["--daily-limit", "0"])   # no budget to keep
     ev_port = free_port()
     p = Pipeline(procs, db, s, tmp_path,
                  orgs=[org_spec("60001", entities=["warehouses", "items"], incremental_every_s=2)])
@@ -787,7 +798,7 @@ def test_sigterm_mid_run_then_restart_completes_the_request(procs, db, sim, tmp_
     f.start()
     runs = p.wait_request(rid, timeout=120)
     assert runs[-1]["status"] == "completed", runs
-    p.compare("60001", "items")
+    p.compare("60001", "contacts")
 
 
 def test_full_sync_under_updates_and_a_kill_misses_no_record(procs, db, sim, tmp_path):
@@ -896,12 +907,13 @@ def test_invalid_records_do_not_stop_a_run(procs, db, sim, tmp_path):
     assert truth <= live, sorted(truth - live)[:5]
 
 
-def test_books_items_use_batch_details(procs, db, sim, tmp_path):
-    """Books answers 100 items' details per call (GET /itemdetails); ids it
-    leaves out are asked one by one (1002 → deleted)."""
-    s = sim(orgs=["id=60002,tz=+0530,stock=locations,product=books,items=230,groups=2,contacts=5,"
-                  "invoices=5,salesorders=5,warehouses=2"])
-    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60002", tz="+0530", product="books")])
+@pytest.mark.parametrize("product,stock", [("books", "locations"), ("inventory", "warehouses")])
+def test_items_use_batch_details(procs, db, sim, tmp_path, product, stock):
+    """Inventory and Books answer 100 items' details per call (GET
+    /itemdetails); ids it leaves out are asked one by one (1002 → deleted)."""
+    s = sim(orgs=[f"id=60002,tz=+0530,stock={stock},product={product},items=230,groups=2,"
+                  "contacts=5,invoices=5,salesorders=5,warehouses=2"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60002", tz="+0530", product=product)])
     p.start_fetcher()
     runs = p.sync("60002", "items", "full")
     st = s.stats()["orgs"]["60002"]["endpoints"]
@@ -917,6 +929,31 @@ def test_books_items_use_batch_details(procs, db, sim, tmp_path):
     p.compare("60002", "items")
     st = s.stats()["orgs"]["60002"]["endpoints"]
     assert st["items.detail"] == 1, st
+
+
+def test_items_one_by_one_where_itemdetails_is_unknown(procs, db, sim, tmp_path):
+    """An organization whose Zoho answers GET /itemdetails 404 code 5 (an
+    unknown path) still syncs: that call's ids are asked one by one, and so
+    is every later detail of that organization, with one warning."""
+    s = sim(orgs=["id=60001,tz=+0300,stock=warehouses,product=inventory,itemdetails=no,"
+                  "items=150,groups=2,contacts=5,invoices=5,salesorders=5,warehouses=2"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001")])
+    f = p.start_fetcher()
+    runs = p.sync("60001", "items", "full")
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    # 150 ids: two batch calls asked at once, both refused
+    assert st["itemdetails"] == 0 and st["other"] == 2, st
+    assert st["items.detail"] == 150, st
+    assert runs[0]["records_walked"] == 150, runs
+    p.compare("60001", "items")
+    s.mutate("60001", "items", update=3)
+    s.reset_stats()
+    p.sync("60001", "items", "incremental")
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    assert st["other"] == 0 and st["items.detail"] == 3, st
+    p.compare("60001", "items")
+    log = f.stderr_text()
+    assert log.count("GET /itemdetails refused") == 1, log[-2000:]
 
 
 def test_inflight_bytes_bound_the_pages_waiting(procs, db, sim, tmp_path):
@@ -1014,7 +1051,7 @@ def test_a_schema_before_migration_5_keeps_counting(procs, db, sim, tmp_path, bi
     status, pages, records, calls = db.query(
         "SELECT status, pages_fetched, records_fetched, api_calls FROM tds.sync_runs "
         "WHERE run_id LIKE %s", f"rq{rid}.%")[0]
-    assert status == "completed" and pages >= 2 and records == 100 and calls == 51, \
+    assert status == "completed" and pages >= 2 and records == 100 and calls == 2, \
         (status, pages, records, calls)
     p.compare("60001", "items")
     env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config),

@@ -500,7 +500,7 @@ def test_unknown_id_is_404_code_1002(sim):
     api_error(s.get("/contacts/99999999999999999999999"), 404, 1002)
 
 
-def test_books_itemdetails_batch(sim):
+def test_itemdetails_batch(sim):
     s = sim()
     ids = [r["item_id"] for r in s.truth("60002", "items")["records"][:3]]
     r = s.get("/itemdetails", org="60002", product="books",
@@ -509,6 +509,22 @@ def test_books_itemdetails_batch(sim):
     assert all("locations" in x and "custom_fields" in x for x in r["items"])
     api_error(s.get("/itemdetails", org="60002", product="books"), 400, 2)
     api_error(s.get("/itemdetails", org="60001", product="books"), 400, 6041)  # inventory-only org
+    # Inventory too, with the same detail records as GET /items/{id}
+    ids = [r["item_id"] for r in s.truth("60001", "items")["records"][:2]]
+    r = s.get("/itemdetails", org="60001", params={"item_ids": ",".join(ids) + ",1"}).json()
+    assert [x["item_id"] for x in r["items"]] == ids   # the unknown id is left out
+    one = s.get(f"/items/{ids[0]}", org="60001").json()["item"]
+    assert r["items"][0] == one and "warehouses" in one
+
+
+def test_itemdetails_no_answers_like_an_unknown_path(sim):
+    s = sim(orgs=["id=60001,itemdetails=no,items=5", "id=60002,itemdetails=yes,items=5"])
+    ids = [r["item_id"] for r in s.truth("60001", "items")["records"][:2]]
+    api_error(s.get("/itemdetails", org="60001", params={"item_ids": ",".join(ids)}), 404, 5)
+    assert s.stats()["orgs"]["60001"]["endpoints"]["other"] == 1
+    ids = [r["item_id"] for r in s.truth("60002", "items")["records"][:2]]
+    assert len(s.get("/itemdetails", org="60002", params={"item_ids": ",".join(ids)})
+               .json()["items"]) == 2
 
 
 def test_data_has_zoho_quirks(sim):

@@ -153,6 +153,13 @@ int zs_org_parse(struct zs_org *o, const char *spec, char *err, size_t errlen)
                 o->bare_ids = false;
             else
                 rc = -EINVAL;
+        } else if (!strcmp(k, "itemdetails")) {
+            if (!strcmp(v, "no"))
+                o->no_itemdetails = true;
+            else if (!strcmp(v, "yes"))
+                o->no_itemdetails = false;
+            else
+                rc = -EINVAL;
         } else if (!strcmp(k, "product")) {
             if (!strcmp(v, "inventory"))
                 o->products = ZS_INVENTORY;

@@ -67,6 +67,7 @@ struct zs_org {
     int tz_min;             /* offset of the org's time zone, minutes east of UTC */
     bool locations;         /* stock per site in locations[] instead of warehouses[] */
     bool bare_ids;          /* ids as JSON numbers instead of strings (ids=bare) */
+    bool no_itemdetails;    /* GET /itemdetails answers 404 code 5 (itemdetails=no) */
     unsigned products;      /* enum zs_product bits */
     uint64_t seed;
     size_t want[ZS_ENT_COUNT];

@@ -41,6 +41,7 @@ static const char usage[] =
     "                            product (inventory|books|both), items, groups, contacts,\n"
     "                            invoices, salesorders, warehouses (1..64), seed,\n"
     "                            ids (string|bare: ids as JSON numbers),\n"
+    "                            itemdetails (yes|no: no answers GET /itemdetails 404),\n"
     "                            refresh_token (valid for this org only), rate, concurrency,\n"
     "                            daily (per-org limits overriding the global ones)\n"
     "  --orgs N|SPEC;SPEC        N default organizations, or several specs separated by ';'\n"

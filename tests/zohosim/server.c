@@ -439,7 +439,8 @@ static void api_detail(struct api *a, enum zs_ent e, const char *id, bool as_loc
     a->r->body = zs_jw_take(&w, &a->r->len);
 }
 
-/* Books: GET /itemdetails?item_ids=a,b,c → detail records in one call. */
+/* GET /itemdetails?item_ids=a,b,c → detail records in one call (Inventory
+ * and Books); ids that do not exist are left out. */
 static void api_itemdetails(struct api *a)
 {
     const char *ids = qarg(a->c, "item_ids");
@@ -706,7 +707,7 @@ static enum MHD_Result handle_api(struct zs_server *srv, struct MHD_Connection *
     enum zs_ent e;
     bool loc = false;
     const char *id = NULL;
-    if (!strcmp(rest, "/itemdetails") && (product & ZS_BOOKS)) {
+    if (!strcmp(rest, "/itemdetails") && !o->no_itemdetails) {
         atomic_fetch_add(&st->itemdetails, 1);
         api_itemdetails(&a);
     } else if (route(rest, product, &e, &loc, &id) == 0 && (!loc || o->locations)) {
