@@ -122,7 +122,13 @@ int tds_limiter_acquire(struct tds_limiter *l, int64_t now_ms, int64_t *wait_ms,
         return TDS_LIMITER_STOPPED;
     }
     if (l->remaining >= 0 && l->remaining <= l->cfg.daily_reserve) {
-        /* Spent down to the reserve: the rest belongs to other integrations. */
+        /* Spent down to the reserve: the rest belongs to other integrations.
+         * A reset already past is no answer to "until when": the requests
+         * still out will bring the new one, so wait for them, not an hour. */
+        if (l->reset_at_ms <= now_ms && l->inflight > 0) {
+            *wait_ms = -1;
+            return TDS_LIMITER_WAIT;
+        }
         int64_t until = l->reset_at_ms > now_ms ? l->reset_at_ms : now_ms + l->cfg.daily_pause_ms;
         l->stop_until_ms = until;
         *wait_ms = until - now_ms;

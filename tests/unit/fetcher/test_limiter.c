@@ -230,6 +230,36 @@ static void test_daily(void)
     T_INT(tds_limiter_acquire(l, 4000001, &w, &t), ==, TDS_LIMITER_STOPPED);
     T_INT(w, ==, 99999);
     tds_limiter_free(l);
+
+    /* Spent again right after a reset, before any answer of the new day:
+     * the reset known is past, so wait for the call out, whose headers say
+     * when the next one is, instead of the hour kept for "no reset known". */
+    cfg.daily_reserve = 0;
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    T_INT(tds_limiter_acquire(l, 0, &w, &t), ==, TDS_LIMITER_GO);
+    tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
+    o.hdr_limit = 2;
+    o.hdr_remaining = 0;
+    o.hdr_reset_s = 4;
+    tds_limiter_release(l, 10, t, &o);
+    T_INT(tds_limiter_acquire(l, 20, &w, &t), ==, TDS_LIMITER_STOPPED);
+    T_INT(w, ==, 10 + 4000 - 20);
+    /* the day is over: the quota refilled (2), both calls go out */
+    T_INT(tds_limiter_acquire(l, 4010, &w, &t), ==, TDS_LIMITER_GO);
+    int64_t t2;
+    T_INT(tds_limiter_acquire(l, 4011, &w, &t2), ==, TDS_LIMITER_GO);
+    T_INT(tds_limiter_acquire(l, 4012, &w, &t), ==, TDS_LIMITER_WAIT);
+    T_INT(w, ==, -1);
+    T_TRUE(!tds_limiter_stopped(l, 4012));
+    /* an answer of the new day tells the next reset */
+    tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
+    o.hdr_limit = 2;
+    o.hdr_remaining = 0;
+    o.hdr_reset_s = 4;
+    tds_limiter_release(l, 4100, t2, &o);
+    T_INT(tds_limiter_acquire(l, 4101, &w, &t), ==, TDS_LIMITER_STOPPED);
+    T_INT(w, ==, 4100 + 4000 - 4101);
+    tds_limiter_free(l);
 }
 
 static void test_backoff(void)
