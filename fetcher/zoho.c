@@ -215,6 +215,18 @@ static void copy_str(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
+/* A token lifetime: an integer or a string of digits, 1..max. */
+static int token_lifetime(const json_t *v, int64_t max, int64_t *out)
+{
+    if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= max) {
+        *out = json_integer_value(v);
+        return 0;
+    }
+    if (json_is_string(v))
+        return tds_parse_i64(json_string_value(v), 1, max, out);
+    return -1;
+}
+
 enum tds_zoauth_class tds_zoauth_parse(bool transport_ok, long http_status, const char *body,
                                        size_t len, struct tds_zoauth *out)
 {
@@ -258,11 +270,15 @@ enum tds_zoauth_class tds_zoauth_parse(bool transport_ok, long http_status, cons
         json_t *dom = json_object_get(root, "api_domain");
         if (json_is_string(dom))
             copy_str(out->api_domain, sizeof(out->api_domain), json_string_value(dom));
-        json_t *ex = json_object_get(root, "expires_in");
-        if (json_is_integer(ex) && json_integer_value(ex) > 0)
-            out->expires_in_s = json_integer_value(ex);
-        else if (json_is_string(ex))
-            tds_parse_i64(json_string_value(ex), 1, 86400 * 7, &out->expires_in_s);
+        /* expires_in_sec when given; otherwise expires_in, which some answers
+         * give in milliseconds ("expires_in_sec":3600,"expires_in":3600000).
+         * An access token lives an hour, so more than a day is milliseconds. */
+        const int64_t week = 86400LL * 7;
+        int64_t v = 0;
+        if (token_lifetime(json_object_get(root, "expires_in_sec"), week, &v) == 0)
+            out->expires_in_s = v;
+        else if (token_lifetime(json_object_get(root, "expires_in"), week * 1000, &v) == 0)
+            out->expires_in_s = v > 86400 ? (v + 999) / 1000 : v;
         cls = TDS_ZOAUTH_OK;
     } else {
         snprintf(out->error, sizeof(out->error), "token endpoint answered HTTP %ld without a token",

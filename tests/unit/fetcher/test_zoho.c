@@ -118,6 +118,30 @@ static void test_oauth(void)
     T_INT(OA(true, 200, "{\"access_token\":\"x\",\"refresh_token\":\"1000.r\"}", &o), ==,
           TDS_ZOAUTH_OK);
     T_STR(o.refresh_token, "1000.r");
+    T_INT(o.expires_in_s, ==, 3600); /* none given: an hour */
+    /* the older answer: expires_in in milliseconds beside expires_in_sec */
+    T_INT(OA(true, 200, "{\"access_token\":\"x\",\"expires_in_sec\":3600,"
+                        "\"expires_in\":3600000}", &o), ==, TDS_ZOAUTH_OK);
+    T_INT(o.expires_in_s, ==, 3600);
+    T_INT(OA(true, 200, "{\"access_token\":\"x\",\"expires_in\":3600000}", &o), ==,
+          TDS_ZOAUTH_OK);
+    T_INT(o.expires_in_s, ==, 3600);
+    T_INT(OA(true, 200, "{\"access_token\":\"x\",\"expires_in\":\"1800000\"}", &o), ==,
+          TDS_ZOAUTH_OK);
+    T_INT(o.expires_in_s, ==, 1800);
+    T_INT(OA(true, 200, "{\"access_token\":\"x\",\"expires_in\":\"3600\"}", &o), ==,
+          TDS_ZOAUTH_OK);
+    T_INT(o.expires_in_s, ==, 3600);
+    /* beyond a week of milliseconds, zero, negative or not a number: an hour */
+    T_INT(OA(true, 200, "{\"access_token\":\"x\",\"expires_in\":999999999999}", &o), ==,
+          TDS_ZOAUTH_OK);
+    T_INT(o.expires_in_s, ==, 3600);
+    T_INT(OA(true, 200, "{\"access_token\":\"x\",\"expires_in_sec\":0,\"expires_in\":-5}", &o),
+          ==, TDS_ZOAUTH_OK);
+    T_INT(o.expires_in_s, ==, 3600);
+    T_INT(OA(true, 200, "{\"access_token\":\"x\",\"expires_in\":\"1h\"}", &o), ==,
+          TDS_ZOAUTH_OK);
+    T_INT(o.expires_in_s, ==, 3600);
     /* errors under HTTP 200 */
     T_INT(OA(true, 200, "{\"error\":\"invalid_client\"}", &o), ==, TDS_ZOAUTH_INVALID);
     T_STR(o.error, "invalid_client");
