@@ -414,8 +414,8 @@ static bool tz_normalize(const char *s, char out[6])
 static const char *const org_keys[] = {
     "org_id", "name", "product", "data_center", "accounts_url", "api_url", "client_id",
     "client_secret", "refresh_token", "webhook_secrets", "webhooks_unsigned", "entities",
-    "incremental_every_s", "reconcile_every_s", "daily_reserve", "rate_per_min",
-    "max_concurrency", "daily_limit", "timezone_offset",
+    "incremental_every_s", "incremental_budget_pct", "reconcile_every_s", "daily_reserve",
+    "rate_per_min", "max_concurrency", "daily_limit", "timezone_offset",
 };
 
 /* Unknown keys are rejected so a typo ("entites") cannot silently change
@@ -629,6 +629,7 @@ static int parse_org(struct orgs_ctx *c, json_t *o, struct tds_org *g)
         return r;
 
     if ((r = get_int(c, o, "incremental_every_s", 300, 1, 31536000, &g->incremental_every_s)) ||
+        (r = get_int(c, o, "incremental_budget_pct", 25, 1, 100, &g->incremental_budget_pct)) ||
         (r = get_int(c, o, "reconcile_every_s", 86400, 0, 31536000, &g->reconcile_every_s)) ||
         (r = get_int(c, o, "daily_reserve", 500, 0, 100000000, &g->daily_reserve)) ||
         (r = get_int(c, o, "rate_per_min", 100, 1, 100000, &g->rate_per_min)) ||

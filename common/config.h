@@ -70,6 +70,7 @@ struct tds_org {
     char **entities;            /* entity names, validated against the registry */
     size_t n_entities;
     int64_t incremental_every_s;   /* default 300 */
+    int64_t incremental_budget_pct; /* default 25: share of the daily budget for them */
     int64_t reconcile_every_s;     /* default 86400 */
     int64_t daily_reserve;         /* default 500 requests kept for other integrations */
     int64_t rate_per_min;          /* default 100 */

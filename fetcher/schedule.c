@@ -37,31 +37,41 @@ struct tds_schedule {
     int64_t timer_id;
     size_t n_ent;
     struct slot *slots; /* orgs->n * n_ent */
+    int64_t *inc_ms;    /* orgs->n: the interval last used, 0 before the first */
     struct tds_log_limit db_log;
 };
-
-static bool org_wants(const struct tds_org *org, const struct tds_entity *e)
-{
-    unsigned prod = org->product && strcmp(org->product, "books") == 0 ? TDS_PRODUCT_BOOKS
-                                                                       : TDS_PRODUCT_INVENTORY;
-    if (!(e->products & prod))
-        return false;
-    if (org->n_entities == 0)
-        return true;
-    for (size_t i = 0; i < org->n_entities; i++)
-        if (strcmp(org->entities[i], e->name) == 0)
-            return true;
-    return false;
-}
 
 static void schedule_org(struct tds_schedule *s, size_t oi, int64_t now)
 {
     const struct tds_org *org = &s->orgs->orgs[oi];
-    int64_t inc_ms = (org->incremental_every_s > 0 ? org->incremental_every_s : 300) * 1000;
+    int64_t inc_ms = tds_sync_incremental_ms(s->sync, org->org_id);
+    if (inc_ms <= 0)
+        return;
+    if (inc_ms != s->inc_ms[oi]) {
+        int64_t every_s = org->incremental_every_s > 0 ? org->incremental_every_s : 300;
+        if (inc_ms > every_s * 1000)
+            tds_log(TDS_LOG_INFO, NULL,
+                    "organization %s: incremental syncs every %lld s, not %lld s, to keep them "
+                    "within %lld%% of the daily budget (%lld calls, %lld kept in reserve)",
+                    org->org_id, (long long)((inc_ms + 999) / 1000), (long long)every_s,
+                    (long long)org->incremental_budget_pct,
+                    (long long)tds_sync_daily_limit(s->sync, org->org_id),
+                    (long long)org->daily_reserve);
+        else if (s->inc_ms[oi] > 0)
+            tds_log(TDS_LOG_INFO, NULL, "organization %s: incremental syncs every %lld s",
+                    org->org_id, (long long)every_s);
+        /* a slot due later than the new interval allows is moved up */
+        for (size_t k = 0; s->inc_ms[oi] > inc_ms && k < s->n_ent; k++) {
+            struct slot *sl = &s->slots[oi * s->n_ent + k];
+            if (sl->known && sl->next_inc_ms > now + inc_ms)
+                sl->next_inc_ms = now + inc_ms;
+        }
+        s->inc_ms[oi] = inc_ms;
+    }
     int64_t rec_ms = (org->reconcile_every_s > 0 ? org->reconcile_every_s : 86400) * 1000;
     for (size_t k = 0; k < s->n_ent; k++) {
         const struct tds_entity *e = tds_entity_at(k);
-        if (!org_wants(org, e))
+        if (!tds_sync_org_syncs(org, e))
             continue;
         struct slot *sl = &s->slots[oi * s->n_ent + k];
         if (!sl->known) {
@@ -187,7 +197,8 @@ int tds_schedule_new(struct tds_schedule **out, struct tds_loop *loop, struct td
     s->n_ent = tds_entity_count();
     s->instance = strdup(instance);
     s->slots = calloc((orgs->n ? orgs->n : 1) * s->n_ent, sizeof(*s->slots));
-    if (!s->instance || !s->slots) {
+    s->inc_ms = calloc(orgs->n ? orgs->n : 1, sizeof(*s->inc_ms));
+    if (!s->instance || !s->slots || !s->inc_ms) {
         tds_schedule_free(s);
         return -ENOMEM;
     }
@@ -208,6 +219,7 @@ struct tds_schedule *tds_schedule_free(struct tds_schedule *s)
         tds_loop_timer_cancel(s->loop, s->timer_id);
     free(s->instance);
     free(s->slots);
+    free(s->inc_ms);
     free(s);
     return NULL;
 }

@@ -2159,6 +2159,34 @@ bool tds_sync_org_syncs(const struct tds_org *org, const struct tds_entity *e)
     return (e->products & prod) && org_has_entity(org, e->name);
 }
 
+int64_t tds_sync_daily_limit(const struct tds_sync *s, const char *org)
+{
+    const struct org_rt *o = find_org(s, org);
+    return o ? tds_limiter_daily_limit(o->lim) : -1;
+}
+
+int64_t tds_sync_incremental_ms(const struct tds_sync *s, const char *org)
+{
+    const struct org_rt *o = find_org(s, org);
+    if (!o)
+        return 0;
+    const struct tds_org *g = o->org;
+    int64_t every = (g->incremental_every_s > 0 ? g->incremental_every_s : 300) * 1000;
+    int64_t limit = tds_limiter_daily_limit(o->lim);
+    int64_t pct = g->incremental_budget_pct > 0 ? g->incremental_budget_pct : 25;
+    int64_t n = 0;
+    for (size_t k = 0; k < tds_entity_count(); k++)
+        n += tds_sync_org_syncs(g, tds_entity_at(k));
+    if (limit <= 0 || n == 0)
+        return every;
+    int64_t budget = (limit - g->daily_reserve) * pct / 100;
+    if (budget < 1)
+        budget = 1;
+    /* n runs of one call each per interval, budget calls per day */
+    int64_t floor_ms = (86400000 * n + budget - 1) / budget;
+    return floor_ms > every ? floor_ms : every;
+}
+
 int tds_sync_enqueue(struct tds_sync *s, const char *org, const char *entity, const char *mode,
                      int64_t request_id)
 {
@@ -2321,6 +2349,8 @@ char *tds_sync_status_json(struct tds_sync *s)
         json_object_set_new(jo, "quota_remaining", json_integer(tds_limiter_remaining(o->lim)));
         json_object_set_new(jo, "daily_limit", json_integer(tds_limiter_daily_limit(o->lim)));
         json_object_set_new(jo, "daily_stopped", json_boolean(tds_limiter_stopped(o->lim, now)));
+        json_object_set_new(jo, "incremental_every_s",
+                            json_integer((tds_sync_incremental_ms(s, o->org->org_id) + 999) / 1000));
         json_object_set_new(jo, "concurrency_cap", json_integer(tds_limiter_concurrency_cap(o->lim)));
         json_object_set_new(jo, "api_calls", json_integer(tds_api_calls(o->api)));
         json_object_set_new(jo, "api_queued", json_integer((json_int_t)tds_api_queued(o->api)));

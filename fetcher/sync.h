@@ -60,6 +60,14 @@ bool tds_sync_owned(const struct tds_sync *s, const char *org);
  * entity and the org's entity list (if any) names it. */
 bool tds_sync_org_syncs(const struct tds_org *org, const struct tds_entity *e);
 
+/* How often scheduled incremental runs of org start: incremental_every_s,
+ * stretched so that one list call per entity and run stays within
+ * incremental_budget_pct of the daily budget once Zoho has told it (the
+ * limit minus daily_reserve). 0 for an unknown org. */
+int64_t tds_sync_incremental_ms(const struct tds_sync *s, const char *org);
+/* The daily limit Zoho reported for org (X-Rate-Limit-Limit), -1 unknown. */
+int64_t tds_sync_daily_limit(const struct tds_sync *s, const char *org);
+
 /* Queue a run. entity "all" expands to the organization's entities. mode:
  * "full", "incremental" or "reconcile". request_id 0 when scheduled.
  * Returns 0, TDS_E_NOTFOUND (unknown org/entity, not owned) or -ENOMEM. */

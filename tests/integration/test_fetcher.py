@@ -783,12 +783,50 @@ def test_schedule_runs_incrementals_and_publishes_events(procs, db, sim, tmp_pat
     sub.close()
 
 
+def test_schedule_keeps_incrementals_within_the_daily_budget(procs, db, sim, tmp_path):
+    """Each scheduled incremental run costs at least one list call. With
+    Zoho's daily limit at 172,800 and 2 entities, a quarter of it
+    (incremental_budget_pct 25) allows one run of each every 4 s, so runs
+    asked for every second are spread to every 4 s; at 100 % every second."""
+    s = sim(orgs=[small_org(items=30)], extra_args=["--daily-limit", "172800"])
+    p = Pipeline(procs, db, s, tmp_path,
+                 orgs=[org_spec("60001", entities=["warehouses", "items"], incremental_every_s=1)])
+    f = p.start_fetcher(env={"TDS_FETCHER_SCHEDULE": "true"})
+
+    def starts(entity):
+        return [r[0] for r in db.query(
+            "SELECT extract(epoch FROM started_at)::float FROM tds.sync_runs "
+            "WHERE entity = %s AND mode = 'incremental' AND status = 'completed' "
+            "ORDER BY started_at", entity)]
+    wait_until(lambda: len(starts("items")) >= 4, timeout=40, what="four scheduled incrementals")
+    gaps = [b - a for a, b in zip(starts("items"), starts("items")[1:])]
+    # the first interval may still be the configured one (the limit is learned by the first call)
+    assert all(g >= 3.5 for g in gaps[1:]), gaps
+    assert "incremental syncs every 4 s, not 1 s, to keep them within 25% of the daily " \
+           "budget (172800 calls, 0 kept in reserve)" in f.stderr_text(), f.stderr_text()[-3000:]
+    st = json.loads(http_get(f.admin_url + "/status")[1])
+    assert st["organizations"][0]["incremental_every_s"] == 4, st
+    f.stop()
+
+    p.orgs = [org_spec("60001", entities=["warehouses", "items"], incremental_every_s=1,
+                       incremental_budget_pct=100)]
+    p.write_config()
+    f = p.start_fetcher(env={"TDS_FETCHER_SCHEDULE": "true"})
+    n0 = len(starts("items"))
+    wait_until(lambda: len(starts("items")) >= n0 + 5, timeout=30, what="five more incrementals")
+    gaps = [b - a for a, b in zip(starts("items")[n0:], starts("items")[n0 + 1:])]
+    assert min(gaps[1:]) < 2.5, gaps
+    st = json.loads(http_get(f.admin_url + "/status")[1])
+    assert st["organizations"][0]["incremental_every_s"] == 1, st
+
+
 def test_sigterm_mid_run_then_restart_completes_the_request(procs, db, sim, tmp_path):
-    s = sim(orgs=[small_org(items=300)], extra_args=["--minute-ms", "1000", "--rate-per-min", "100"])
+    s = sim(orgs=[small_org(contacts=300)],
+            extra_args=["--minute-ms", "1000", "--rate-per-min", "100"])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
                  orgs=[org_spec("60001", rate_per_min=100)])
     f = p.start_fetcher()
-    rid = p.request("60001", "items", "full")
+    rid = p.request("60001", "contacts", "full")   # a detail call per contact
     wait_until(lambda: s.stats()["orgs"]["60001"]["requests"] > 50, timeout=30, what="run under way")
     t0 = time.monotonic()
     f.stop()                       # asserts exit 0
