@@ -39,7 +39,9 @@ struct tds_admin {
 
     pthread_mutex_t lock; /* guards reason and the status callback */
     _Atomic bool ready;
+    _Atomic bool failed;
     char reason[REASON_MAX];
+    char failure[REASON_MAX];
     tds_admin_status_cb status_cb;
     void *status_ud;
 };
@@ -210,6 +212,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (strcmp(url, "/healthz") == 0) {
         int64_t age;
 
+        if (atomic_load(&a->failed)) {
+            char reason[REASON_MAX];
+
+            pthread_mutex_lock(&a->lock);
+            memcpy(reason, a->failure, sizeof(reason));
+            pthread_mutex_unlock(&a->lock);
+            return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "failed: %s\n", reason);
+        }
         if (!a->loop)
             return reply_text(c, MHD_HTTP_OK, "ok\n");
         age = tds_now_ms() - tds_loop_heartbeat_ms(a->loop);
@@ -287,6 +297,14 @@ void tds_admin_set_ready(struct tds_admin *a, bool ready, const char *reason)
     snprintf(a->reason, sizeof(a->reason), "%s", reason ? reason : (ready ? "" : "not ready"));
     pthread_mutex_unlock(&a->lock);
     atomic_store(&a->ready, ready);
+}
+
+void tds_admin_set_failed(struct tds_admin *a, const char *reason)
+{
+    pthread_mutex_lock(&a->lock);
+    snprintf(a->failure, sizeof(a->failure), "%s", reason ? reason : "failed");
+    pthread_mutex_unlock(&a->lock);
+    atomic_store(&a->failed, true);
 }
 
 void tds_admin_set_status_cb(struct tds_admin *a, tds_admin_status_cb cb, void *ud)

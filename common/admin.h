@@ -30,6 +30,9 @@ uint16_t tds_admin_port(const struct tds_admin *a);
 
 /* Readiness as the stage decides it; reason is copied ("database unreachable"). */
 void tds_admin_set_ready(struct tds_admin *a, bool ready, const char *reason);
+/* The process cannot recover by itself (a journal that failed): /healthz
+ * answers 503 with reason from now on, so that a liveness probe restarts it. */
+void tds_admin_set_failed(struct tds_admin *a, const char *reason);
 void tds_admin_set_status_cb(struct tds_admin *a, tds_admin_status_cb cb, void *ud);
 
 /* Parse "host:port" / ":port" into host (may be empty → any) and port. */

@@ -86,11 +86,12 @@ int tds_loop_new(struct tds_loop **out)
     loop->drain_ms = DEFAULT_DRAIN_MS;
     atomic_store(&loop->heartbeat_ms, tds_now_ms());
 
-    /* A peer that goes away mid-write must be an EPIPE, not a dead process. */
+    /* A peer that goes away mid-write must be an EPIPE, not a dead process;
+     * a write past the file size limit an EFBIG the writer reports. */
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = SIG_IGN;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGPIPE, &sa, NULL) < 0) {
+    if (sigaction(SIGPIPE, &sa, NULL) < 0 || sigaction(SIGXFSZ, &sa, NULL) < 0) {
         r = -errno;
         goto fail;
     }

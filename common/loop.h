@@ -23,7 +23,7 @@ typedef void (*tds_loop_io_cb)(struct tds_loop *loop, short revents, void *ud);
 typedef void (*tds_loop_timer_cb)(struct tds_loop *loop, void *ud);
 typedef void (*tds_loop_drain_cb)(struct tds_loop *loop, void *ud);
 
-/* Blocks SIGTERM, SIGINT, SIGHUP (and ignores SIGPIPE) for the calling thread
+/* Blocks SIGTERM, SIGINT, SIGHUP (and ignores SIGPIPE and SIGXFSZ) for the calling thread
  * — call before starting other threads so they inherit the mask. */
 int tds_loop_new(struct tds_loop **out);
 struct tds_loop *tds_loop_free(struct tds_loop *loop);

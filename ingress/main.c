@@ -259,7 +259,10 @@ static void on_tick(struct tds_loop *loop, void *ud)
     if (st == (int)a->journal_state)
         return;
     if (st == JOURNAL_FAILED) {
+        /* /healthz too: the liveness probe restarts the process, and the
+         * restart replays what the journal holds */
         tds_admin_set_ready(a->admin, false, "journal failed (disk error), restart needed");
+        tds_admin_set_failed(a->admin, "journal failed (disk error), restart needed");
         tds_error("journal failed: a write or fdatasync error; answering 503 until restarted");
     } else if (st == JOURNAL_NO_SPACE) {
         tds_admin_set_ready(a->admin, false, "journal: no space left on its disk, retrying");

@@ -14,6 +14,7 @@ when those binaries are built, and prints the latency.
 import json
 import subprocess
 import os
+import resource
 import socket
 import threading
 import time
@@ -543,6 +544,41 @@ def fill(path):
         assert e.errno == 28, e  # ENOSPC
     finally:
         os.close(fd)
+
+
+def test_journal_write_error_fails_healthz_for_a_restart(ing):
+    """A write error other than a full disk (here EFBIG: the process's file
+    size limit, lowered under it) leaves the journal unusable: 503s, /readyz
+    and /healthz both say so, so that a liveness probe restarts the process;
+    the restarted ingress accepts again and every 200 is still forwarded."""
+    i = ing(env={"TDS_INGRESS_ACK_TIMEOUT_MS": "600000"})
+    ok = []
+    for k in range(40):
+        zid = str(5000 + k)
+        assert i.post("60001", item_body(zid, extra={"pad": "p" * 1000}), SECRET_A).status == 200
+        ok.append(zid)
+    assert {m["zoho_id"] for m in i.recv(i.events, len(ok))} == set(ok)
+    # the journal's segment is now past 40 KB; its stderr log far shorter
+    log = os.path.getsize(i.proc.logs[-1])
+    limit = log + 8192
+    assert limit < 40 * 1000, log
+    resource.prlimit(i.proc.p.pid, resource.RLIMIT_FSIZE, (limit, limit))
+    r = i.post("60001", item_body("6000"), SECRET_A)
+    assert r.status == 503, r
+    wait_until(lambda: http_get(i.proc.admin_url + "/healthz")[0] == 503, 10, "/healthz failing")
+    assert "failed: journal failed" in http_get(i.proc.admin_url + "/healthz")[1]
+    assert http_get(i.proc.admin_url + "/readyz")[0] == 503
+    assert i.post("60001", item_body("6001"), SECRET_A).status == 503   # never a 200 unstored
+    assert "journal failed" in i.proc.stderr_text()
+
+    i.proc.kill()            # what the liveness probe leads to
+    i.proc.start()
+    wait_until(lambda: i.post("60001", item_body("6002"), SECRET_A).status == 200, 20,
+               "the restarted ingress accepting")
+    assert http_get(i.proc.admin_url + "/healthz")[0] == 200
+    # the restart sends every unacknowledged entry again: each 200 among them
+    got = {m["zoho_id"] for m in i.recv(i.events, len(ok) + 1, timeout=30)}
+    assert set(ok) | {"6002"} <= got, sorted(set(ok) - got)
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -94,6 +94,9 @@ static void test_endpoints(void)
     T_INT(r.status, ==, 503);
     T_STR(r.body, "not ready: database unreachable\n");
     free(r.all);
+    r = fetch(port, "GET", "/healthz"); /* not ready is still alive */
+    T_INT(r.status, ==, 200);
+    free(r.all);
 
     r = fetch(port, "GET", "/metrics");
     T_INT(r.status, ==, 200);
@@ -126,6 +129,13 @@ static void test_endpoints(void)
     r = fetch(port, "HEAD", "/healthz");
     T_INT(r.status, ==, 200);
     T_STR(r.body, "");
+    free(r.all);
+
+    /* A failure the process cannot recover from: not alive any more. */
+    tds_admin_set_failed(a, "journal failed");
+    r = fetch(port, "GET", "/healthz");
+    T_INT(r.status, ==, 503);
+    T_STR(r.body, "failed: journal failed\n");
     free(r.all);
 
     tds_admin_free(a);
