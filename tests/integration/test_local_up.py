@@ -5,6 +5,7 @@ and says how to look at the data. Runs the build under test (--build-dir) on
 a port block of its own; afterwards every table holds the simulator's
 records, signed webhooks to the ingress it started are applied, and the
 stages' logs hold no sanitizer report."""
+import json
 import os
 import random
 import re
@@ -15,7 +16,7 @@ import pytest
 
 from conftest import check_sanitizers, http_get, wait_until
 from pipeline import CHECKS
-from sim_fixture import Sim
+from sim_fixture import Sim, sim  # noqa: F401  (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -107,3 +108,60 @@ def test_up_syncs_shows_progress_and_down_stops(tmp_path):
     for name, text in logs.items():
         check_sanitizers(name, text)
     assert clean.returncode == 0 and not state.exists() and not os.path.exists(pg), clean.stdout
+
+
+def test_up_with_a_real_organizations_file_asks_for_a_code_then_syncs(tmp_path, sim):
+    """TDS_CONFIG names the organizations (here the simulator stands in for
+    Zoho, at its own address): an organization without a refresh token stops
+    `up` at once with what to do; --auth-code turns a console code into one,
+    kept in tds.oauth_tokens, and the sync runs."""
+    s = sim(orgs=["id=60001,tz=+0300,stock=warehouses,product=inventory,items=60,groups=5,"
+                  "contacts=10,invoices=10,salesorders=10,warehouses=2"],
+            extra_args=["--grant-code", "1000.consolecode", "--limits-off"])
+    orgs = tmp_path / "orgs.json"
+    orgs.write_text(json.dumps({"organizations": [{
+        "org_id": "60001", "product": "inventory", "data_center": "com", "accounts_url": s.url,
+        "client_id": "1000.SIMCLIENT", "client_secret": "simsecret",
+        "webhook_secrets": ["a-secret"], "timezone_offset": "+0300", "daily_reserve": 0}]}))
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TDS_")}
+    env["TDS_CONFIG"] = str(orgs)
+    build = os.environ["TDS_BUILD_DIR"]
+
+    def up(*extra):
+        for _ in range(3):
+            base = random.randrange(20000, 31000, 100)
+            out = subprocess.run([os.path.join(ROOT, "deploy/local/up"), "--detach",
+                                  "--build-dir", build, "--state", str(state),
+                                  "--port-base", str(base), "--processors", "1", *extra],
+                                 env=env, capture_output=True, text=True, timeout=600)
+            if "ports in use" not in out.stderr:
+                return base, out
+        return base, out
+
+    try:
+        _, out = up()
+        assert out.returncode == 1, (out.stdout[-2000:], out.stderr[-2000:])
+        assert "organization 60001 has no refresh token" in out.stderr and \
+            "--auth-code 60001=CODE" in out.stderr, out.stderr
+        assert not list((state / "run").glob("*.pid")), "up left processes behind"
+        assert "using the real organizations" in out.stdout and "simulator" not in \
+            out.stdout.replace("(no simulator)", ""), out.stdout
+
+        base, out = up("--auth-code", "60001=1000.consolecode")
+        print(out.stdout[-4000:])
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "refresh token stored for organization 60001" in out.stdout
+        assert re.search(r"^sync request \d+ done:$", out.stdout, re.M), out.stdout
+        conn = psycopg2.connect(f"postgresql://postgres@127.0.0.1:{base}/tds")
+        conn.autocommit = True
+        cur = conn.cursor()
+        assert _equal(s, cur, "60001") is None, _equal(s, cur, "60001")
+        cur.execute("SELECT refresh_token IS NOT NULL FROM tds.oauth_tokens WHERE org_id = '60001'")
+        assert cur.fetchone() == (True,)
+        conn.close()
+        assert s.stats()["token"]["code_grants"] == 1, s.stats()["token"]
+    finally:
+        clean = subprocess.run([os.path.join(ROOT, "deploy/local/down"), "--state", str(state),
+                                "--clean"], env=env, capture_output=True, text=True, timeout=120)
+    assert clean.returncode == 0 and not state.exists(), clean.stdout
