@@ -5,6 +5,7 @@ The sender encodes `page` and `event` messages the way common/msg.c does; the
 rows the processor pushes are decoded and checked value by value; with the
 writer in the loop the rows are checked in the zoho tables and tds.rejected.
 """
+import contextlib
 import json
 import os
 import signal
@@ -250,7 +251,11 @@ def _have_writer(bins):
     return bins.path("tds-writer") is not None
 
 
-def test_processor_into_writer(procs, db, bins):
+@contextlib.contextmanager
+def into_writer(procs, db, bins):
+    """A processor (Harness) pushing into the real tds-writer on db. Yields the
+    harness and wait_acked(ids), which waits for the writer's acks of those
+    input messages."""
     if not _have_writer(bins):
         pytest.skip("tds-writer is not built")
     ctx = zmq.Context.instance()
@@ -278,6 +283,14 @@ def test_processor_into_writer(procs, db, bins):
         wait_until(done, 30, f"acks for {ids}")
 
     try:
+        yield h, wait_acked
+    finally:
+        sub.close(0)
+        h.close()
+
+
+def test_processor_into_writer(procs, db, bins):
+    with into_writer(procs, db, bins) as (h, wait_acked):
         bad = dict(ITEM, item_id="4815000000044209", rate="abc")
         contact = {"contact_id": "260815000000098001", "contact_name": "مؤسسة النور",
                    "contact_type": "Customer", "customer_sub_type": "business",
@@ -366,6 +379,3 @@ def test_processor_into_writer(procs, db, bins):
                         "'98200000099_'")[0][0] == 0
         assert db.query("SELECT count(*) FROM zoho.invoice_lines WHERE invoice_id LIKE "
                         "'98200000099_'")[0][0] == 0
-    finally:
-        sub.close(0)
-        h.close()
