@@ -250,10 +250,12 @@ static int variant(struct tx *t, size_t group_row, const struct tds_pjson *group
     tx_path_set(t, "items", i);
     TRY(tx_top(t, "items", TDS_ROWS_LIST, v, "item_id", "last_modified_time", &row));
     g = &t->rows[group_row];
-    /* A variant without its own time takes the group's: the group detail
-     * is at least as new as what it lists. */
-    if (!t->rows[row].v[2].p)
-        t->rows[row].v[2] = g->v[2];
+    /* A variant without its own last_modified_time keeps modified_time NULL.
+     * The group's time says when the group was edited, not the item: stamped
+     * with it, this partial row would outrank the item's own, older, detail
+     * in the writer's guard, which would then refuse that detail and its
+     * stock rows. A NULL-time row never replaces a stored one with a time,
+     * and gives way to any version that has one (writer/DESIGN.md). */
     TRY(item_cols(t, row, v, variant_skip));
     tx_set(t, row, "group_id", g->v[1].p, g->v[1].n);
     const struct tds_pjson *gn = tds_pjson_get(group, "group_name");

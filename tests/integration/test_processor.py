@@ -379,3 +379,36 @@ def test_processor_into_writer(procs, db, bins):
                         "'98200000099_'")[0][0] == 0
         assert db.query("SELECT count(*) FROM zoho.invoice_lines WHERE invoice_id LIKE "
                         "'98200000099_'")[0][0] == 0
+
+
+def test_variant_without_time_yields_to_item_detail(procs, db, bins):
+    """An item group's variant without its own last_modified_time is a LIST
+    row with no time: the item's own detail, older than the group's edit,
+    still replaces it (with its stock rows), and arriving first it is not
+    overwritten by the variant."""
+    variant = {"item_id": "4815000000044301", "name": "Tee - Red / S", "sku": "TEE-RD-S",
+               "rate": 21, "status": "active", "attribute_option_name1": "Red"}
+    early = {"item_id": "4815000000044302", "name": "Tee - Red / M", "sku": "TEE-RD-M",
+             "rate": 21, "status": "active", "attribute_option_name1": "Red"}
+    group = {"group_id": "4815000000044300", "group_name": "Tee", "attribute_name1": "Color",
+             "last_modified_time": "2024-03-01T00:00:00+0000", "items": [variant, early]}
+
+    def detail(rec, name):
+        return dict(ITEM, **dict(rec, name=name), group_id=group["group_id"], group_name="Tee",
+                    last_modified_time="2024-02-01T00:00:00+0000")
+
+    with into_writer(procs, db, bins) as (h, wait_acked):
+        h.push.send(page_msg([detail(early, "Tee - Red / M (item)")], "pg-early"))
+        wait_acked(["pg-early"])
+        h.push.send(page_msg([group], "pg-group", entity="item_groups", run="run-g"))
+        wait_acked(["pg-group"])
+        h.push.send(page_msg([detail(variant, "Tee - Red / S (item)")], "pg-item"))
+        wait_acked(["pg-item"])
+    rows = db.query("SELECT item_id, name, is_detail, modified_time = '2024-02-01Z'::timestamptz, "
+                    "group_id FROM zoho.items ORDER BY item_id")
+    assert rows == [("4815000000044301", "Tee - Red / S (item)", True, True, "4815000000044300"),
+                    ("4815000000044302", "Tee - Red / M (item)", True, True, "4815000000044300")], \
+        rows
+    stock = db.query("SELECT item_id, count(*) FROM zoho.item_stock GROUP BY 1 ORDER BY 1")
+    assert stock == [("4815000000044301", 2), ("4815000000044302", 2)], stock
+    assert db.query("SELECT count(*) FROM tds.rejected")[0][0] == 0
