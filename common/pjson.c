@@ -191,6 +191,19 @@ static size_t put_utf8(char *o, uint32_t cp)
     return 4;
 }
 
+/* A string's content error: in a value it names the value's key; in a key it
+ * says "in a key" (ps->key is then the previous member's, the wrong one). */
+static int fail_text(struct parser *ps, int code, const char *what, bool is_key)
+{
+    char buf[80];
+
+    if (!is_key)
+        return fail(ps, code, what);
+    ps->key = NULL;
+    snprintf(buf, sizeof(buf), "%s in a key", what);
+    return fail(ps, code, buf);
+}
+
 /* Parse a string at ps->p (the opening quote). is_key: errors say "in a key". */
 static int parse_string(struct parser *ps, const char **s, uint32_t *n, bool is_key)
 {
@@ -229,11 +242,7 @@ static int parse_string(struct parser *ps, const char **s, uint32_t *n, bool is_
         return fail(ps, TDS_PJ_E_TOO_LARGE, "string too long");
     if (high && !tds_utf8_valid(start, len)) {
         ps->p = start;
-        if (is_key) {
-            ps->key = NULL;
-            return fail(ps, TDS_PJ_E_UTF8, "invalid UTF-8 in a key");
-        }
-        return fail(ps, TDS_PJ_E_UTF8, "invalid UTF-8");
+        return fail_text(ps, TDS_PJ_E_UTF8, "invalid UTF-8", is_key);
     }
     ps->p = q + 1;
     if (!esc) {
@@ -272,16 +281,16 @@ static int parse_string(struct parser *ps, const char **s, uint32_t *n, bool is_
                 if (q - r < 6 || r[0] != '\\' || r[1] != 'u' || hex4(r + 2, &lo) < 0 ||
                     lo < 0xdc00 || lo > 0xdfff) {
                     ps->p = r;
-                    return fail(ps, TDS_PJ_E_NUL, "unpaired surrogate escape");
+                    return fail_text(ps, TDS_PJ_E_NUL, "unpaired surrogate escape", is_key);
                 }
                 r += 6;
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
             } else if (cp >= 0xdc00 && cp <= 0xdfff) {
                 ps->p = r;
-                return fail(ps, TDS_PJ_E_NUL, "unpaired surrogate escape");
+                return fail_text(ps, TDS_PJ_E_NUL, "unpaired surrogate escape", is_key);
             } else if (cp == 0) {
                 ps->p = r;
-                return fail(ps, TDS_PJ_E_NUL, "NUL character (\\u0000)");
+                return fail_text(ps, TDS_PJ_E_NUL, "NUL character (\\u0000)", is_key);
             }
             k += put_utf8(o + k, cp);
             break;

@@ -63,6 +63,13 @@ static void test_errors(void)
     T_STR(err, "NUL character (\\u0000) in field 'note'");
     T_INT(parse("{\"s\":\"\\ud800x\"}", &v), ==, TDS_PJ_E_NUL);
     T_INT(parse("{\"s\":\"\\udc00\"}", &v), ==, TDS_PJ_E_NUL);
+    /* in a key: not blamed on the previous key, nor on the enclosing one */
+    T_INT(parse("{\"item_id\":\"1\",\"a\\u0000b\":2}", &v), ==, TDS_PJ_E_NUL);
+    T_STR(err, "NUL character (\\u0000) in a key");
+    T_INT(parse("{\"item_id\":\"1\",\"x\":{\"\\ud800\":2}}", &v), ==, TDS_PJ_E_NUL);
+    T_STR(err, "unpaired surrogate escape in a key");
+    T_INT(parse("{\"item_id\":\"1\",\"\\udc00\":2}", &v), ==, TDS_PJ_E_NUL);
+    T_STR(err, "unpaired surrogate escape in a key");
 }
 
 static void test_limits(void)

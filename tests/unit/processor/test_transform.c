@@ -39,6 +39,8 @@ static void test_reasons(void)
                   "invalid UTF-8 in field 'name'");
     expect_reject("items", "{\"item_id\":\"1\",\"name\":\"a\\u0000\"}", "invalid_text",
                   "NUL character (\\u0000) in field 'name'");
+    expect_reject("items", "{\"item_id\":\"1\",\"n\\u0000\":\"a\"}", "invalid_text",
+                  "NUL character (\\u0000) in a key");
     expect_reject("items", "{\"item_id\":\"1\",", "invalid_json",
                   "invalid JSON at byte 15: expected a string key");
     expect_reject("items", "[1,2]", "wrong_type", "record is not a JSON object");
