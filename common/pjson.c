@@ -306,14 +306,48 @@ static int parse_string(struct parser *ps, const char **s, uint32_t *n, bool is_
     return 0;
 }
 
+/* Whether PostgreSQL's numeric, and so jsonb, can hold a JSON number with
+ * integer digits int_d[0..n_int), fraction digits frac_d[0..n_frac) and
+ * exponent expo (saturated). numeric_in refuses an exponent of INT_MAX / 2
+ * or more in size whatever the digits; its storage keeps the display scale
+ * (fraction digits written, less the exponent) in 14 bits and the weight of
+ * the first nonzero digit, in base-10000 digits, in an int16. */
+static bool numeric_fits(const char *int_d, size_t n_int, const char *frac_d, size_t n_frac,
+                         long long expo)
+{
+    long long scale, dweight;
+
+    if (expo >= TDS_PJSON_NUMERIC_MAX_EXP || expo <= -TDS_PJSON_NUMERIC_MAX_EXP)
+        return false;
+    scale = (long long)n_frac - expo;
+    if (scale > TDS_PJSON_NUMERIC_MAX_SCALE)
+        return false;
+    if (int_d[0] != '0') {
+        dweight = (long long)n_int - 1 + expo;
+    } else { /* JSON's integer part is "0" or has no leading zero */
+        size_t k = 0;
+        while (k < n_frac && frac_d[k] == '0')
+            k++;
+        if (k == n_frac)
+            return true; /* zero: weight 0 */
+        dweight = expo - (long long)k - 1;
+    }
+    /* floor(dweight / 4) within int16 */
+    return dweight < TDS_PJSON_NUMERIC_MAX_DIGITS && dweight >= -TDS_PJSON_NUMERIC_MAX_DIGITS;
+}
+
 static int parse_number(struct parser *ps, struct tds_pjson *v)
 {
-    const char *p = ps->p, *e = ps->end;
+    const char *p = ps->p, *e = ps->end, *int_d, *frac_d = NULL;
+    size_t n_int, n_frac = 0;
+    long long expo = 0;
+    bool has_exp = false;
 
     if (p < e && *p == '-')
         p++;
     if (p >= e)
         return fail(ps, TDS_PJ_E_SYNTAX, "invalid number");
+    int_d = p;
     if (*p == '0') {
         p++;
     } else if (*p >= '1' && *p <= '9') {
@@ -322,22 +356,35 @@ static int parse_number(struct parser *ps, struct tds_pjson *v)
     } else {
         return fail(ps, TDS_PJ_E_SYNTAX, "invalid number");
     }
+    n_int = (size_t)(p - int_d);
     if (p < e && *p == '.') {
         p++;
         if (p >= e || *p < '0' || *p > '9')
             return fail(ps, TDS_PJ_E_SYNTAX, "invalid number");
+        frac_d = p;
         while (p < e && *p >= '0' && *p <= '9')
             p++;
+        n_frac = (size_t)(p - frac_d);
     }
     if (p < e && (*p == 'e' || *p == 'E')) {
+        bool neg = false;
         p++;
         if (p < e && (*p == '+' || *p == '-'))
-            p++;
+            neg = *p++ == '-';
         if (p >= e || *p < '0' || *p > '9')
             return fail(ps, TDS_PJ_E_SYNTAX, "invalid number");
-        while (p < e && *p >= '0' && *p <= '9')
+        while (p < e && *p >= '0' && *p <= '9') {
+            if (expo < TDS_PJSON_NUMERIC_MAX_EXP) /* saturate: the value is refused anyway */
+                expo = expo * 10 + (*p - '0');
             p++;
+        }
+        expo = neg ? -expo : expo;
+        has_exp = true;
     }
+    /* Without an exponent only the digit counts can be out of range. */
+    if (has_exp ? !numeric_fits(int_d, n_int, frac_d, n_frac, expo)
+                : n_int > TDS_PJSON_NUMERIC_MAX_DIGITS || n_frac > TDS_PJSON_NUMERIC_MAX_SCALE)
+        return fail(ps, TDS_PJ_E_RANGE, "number out of range");
     v->type = TDS_PJ_NUMBER;
     v->s = ps->p;
     v->n = (uint32_t)(p - ps->p);

@@ -6,7 +6,8 @@
  * money and 19-digit ids stay exact); every value remembers its byte span in
  * the source (so `raw` and jsonb fragments are copied verbatim). Strings are
  * checked to be well-formed UTF-8 and are decoded; \u0000 and lone surrogates
- * are refused because PostgreSQL text and jsonb cannot hold them. Depth and
+ * are refused because PostgreSQL text and jsonb cannot hold them, and so are
+ * numbers outside PostgreSQL's numeric range (1e999999, 1e-20000). Depth and
  * size are capped. Duplicate keys are allowed and the last one wins, as in
  * jsonb. It never logs and never allocates outside its arena.
  */
@@ -54,7 +55,14 @@ enum {
     TDS_PJ_E_UTF8 = 3,
     TDS_PJ_E_NUL = 4,     /* \u0000 or a lone surrogate escape */
     TDS_PJ_E_TOO_LARGE = 5,
+    TDS_PJ_E_RANGE = 6,   /* a number PostgreSQL's numeric (jsonb) cannot hold */
 };
+
+/* PostgreSQL's numeric limits (numeric.c): digits before the decimal point,
+ * digits after it, and the exponent it refuses outright (INT_MAX / 2). */
+#define TDS_PJSON_NUMERIC_MAX_DIGITS 131072
+#define TDS_PJSON_NUMERIC_MAX_SCALE 16383
+#define TDS_PJSON_NUMERIC_MAX_EXP 1073741823LL
 
 #define TDS_PJSON_MAX_DEPTH 32
 #define TDS_PJSON_MAX_BYTES (1024u * 1024u)

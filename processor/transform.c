@@ -412,7 +412,8 @@ static int convert_as(struct tx *t, struct tx_row *r, int i, const struct tds_pj
         break;
     case TDS_T_JSONB:
         /* jsonb columns are computed by entity code; a plain JSON value is
-         * copied verbatim (it parsed, so it is valid jsonb). */
+         * copied verbatim (it parsed, so it is valid jsonb: pjson refuses
+         * what jsonb cannot hold, numbers out of numeric's range included). */
         if (!v || v->type == TDS_PJ_NULL) {
             out->p = NULL;
             out->n = 0;
@@ -844,6 +845,7 @@ static const char *parse_class(int rc)
     case TDS_PJ_E_UTF8: return "invalid_utf8";
     case TDS_PJ_E_NUL: return "invalid_text";
     case TDS_PJ_E_TOO_LARGE: return "too_large";
+    case TDS_PJ_E_RANGE: return "invalid_number";
     default: return "invalid_json";
     }
 }

@@ -412,3 +412,25 @@ def test_variant_without_time_yields_to_item_detail(procs, db, bins):
     stock = db.query("SELECT item_id, count(*) FROM zoho.item_stock GROUP BY 1 ORDER BY 1")
     assert stock == [("4815000000044301", 2), ("4815000000044302", 2)], stock
     assert db.query("SELECT count(*) FROM tds.rejected")[0][0] == 0
+
+
+def test_number_out_of_range_is_a_reject(procs, db, bins):
+    """A number PostgreSQL's numeric cannot hold, in a field no column maps
+    (it is in raw jsonb) or in a custom field (custom_fields jsonb), rejects
+    its record in the processor, naming the field; the writer gets the rest
+    of the page and rejects nothing."""
+    raw = b'{"item_id":"4815000000044401","name":"Scale","package_weight":1e999999}'
+    cf = (b'{"item_id":"4815000000044402","name":"Thin","custom_fields":'
+          b'[{"label":"Thickness","value":0.' + b"0" * 16383 + b'1}]}')
+    with into_writer(procs, db, bins) as (h, wait_acked):
+        h.push.send(page_msg([ITEM, raw, cf], "pg-range"))
+        wait_acked(["pg-range"])
+        assert h.proc.metric("tds_processor_rejects_total",
+                             {"entity": "items", "reason": "invalid_number"}) == 2
+    assert db.query("SELECT item_id FROM zoho.items") == [(ITEM["item_id"],)]
+    # refused while parsing, so before the id was read (as for invalid UTF-8)
+    rej = db.query("SELECT stage, reason, substring(raw from '\"item_id\":\"([0-9]+)\"') "
+                   "FROM tds.rejected ORDER BY 3")
+    assert rej == [("processor", "number out of range in field 'package_weight'",
+                    "4815000000044401"),
+                   ("processor", "number out of range in field 'value'", "4815000000044402")], rej

@@ -109,12 +109,79 @@ static void test_limits(void)
     free(s);
 }
 
+/* "{"x":<digits of the pattern, n times><tail>}" in a malloc'd string. */
+static char *long_number(const char *head, char digit, size_t n, const char *tail)
+{
+    size_t h = strlen(head), t = strlen(tail);
+    char *s = malloc(6 + h + n + t + 1);
+    T_TRUE(s != NULL);
+    memcpy(s, "{\"x\":", 5);
+    memcpy(s + 5, head, h);
+    memset(s + 5 + h, digit, n);
+    memcpy(s + 5 + h + n, tail, t);
+    memcpy(s + 5 + h + n + t, "}", 2);
+    return s;
+}
+
+static int parse_long(const char *head, char digit, size_t n, const char *tail)
+{
+    struct tds_pjson *v;
+    char *s = long_number(head, digit, n, tail);
+    int rc = parse(s, &v);
+    free(s);
+    return rc;
+}
+
+/* PostgreSQL's numeric (and jsonb) limits: 131072 digits before the point,
+ * 16383 after it, exponents below INT_MAX / 2; each bound checked against
+ * PostgreSQL 15 ('[…]'::jsonb). */
+static void test_number_range(void)
+{
+    static const char *const fits[] = {
+        "1e131071", "9.9e131071", "0.1e131072", "0.01e131073", "5E+131071", "1e-16383",
+        "12345e-16383", "1.5e-16382", "0.0001e-16379", "0e-16383", "-0.0e-16382",
+        "0e1073741822", "0e0000000000000000000000005", "1e-0000000000016383", "0.0e131075",
+        "123.456e-16380", "-2.50e+3",
+    };
+    static const char *const refused[] = {
+        "1e131072", "10e131071", "0.5e131073", "0.00001e131077", "1e-16384", "1e-20000",
+        "1e999999", "-1e999999", "0e-16384", "-0.0e-16383", "1.5e-16383", "123.456e-16381",
+        "0e1073741823", "1e-1073741823", "1e99999999999999999999",
+    };
+    struct tds_pjson *v;
+    char buf[96];
+
+    for (size_t i = 0; i < sizeof(fits) / sizeof(fits[0]); i++) {
+        snprintf(buf, sizeof(buf), "{\"x\":%s}", fits[i]);
+        T_INT(parse(buf, &v), ==, 0);
+        T_STR(err, "");
+    }
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        snprintf(buf, sizeof(buf), "{\"x\":%s}", refused[i]);
+        T_INT(parse(buf, &v), ==, TDS_PJ_E_RANGE);
+        T_STR(err, "number out of range in field 'x'");
+    }
+    T_INT(parse("[1,{\"a\":[2,1e-99999]}]", &v), ==, TDS_PJ_E_RANGE);
+    T_STR(err, "number out of range in field 'a'");
+    T_INT(parse("1e999999", &v), ==, TDS_PJ_E_RANGE);
+    T_STR(err, "number out of range");
+    /* digit counts without an exponent */
+    T_INT(parse_long("", '7', 131072, ""), ==, 0);
+    T_INT(parse_long("-", '7', 131073, ""), ==, TDS_PJ_E_RANGE);
+    T_INT(parse_long("1.", '5', 16383, ""), ==, 0);
+    T_INT(parse_long("1.", '0', 16384, ""), ==, TDS_PJ_E_RANGE);
+    T_INT(parse_long("0.", '0', 16383, "1e2"), ==, 0); /* scale 16382 */
+    T_INT(parse_long("", '1', 131073, "e-1"), ==, 0); /* 131072 digits before the point */
+    T_INT(parse_long("", '1', 131072, ".0e1"), ==, TDS_PJ_E_RANGE);
+}
+
 int main(void)
 {
     T_INT(tds_pjson_arena_new(&A), ==, 0);
     T_RUN(test_shapes);
     T_RUN(test_errors);
     T_RUN(test_limits);
+    T_RUN(test_number_range);
     A = tds_pjson_arena_free(A);
     return 0;
 }

@@ -41,6 +41,16 @@ static void test_reasons(void)
                   "NUL character (\\u0000) in field 'name'");
     expect_reject("items", "{\"item_id\":\"1\",\"n\\u0000\":\"a\"}", "invalid_text",
                   "NUL character (\\u0000) in a key");
+    /* numbers jsonb cannot hold, in a field no column maps (kept in raw) and
+     * in a custom field's value (kept in custom_fields jsonb) */
+    expect_reject("items", "{\"item_id\":\"1\",\"package_weight\":1e999999}", "invalid_number",
+                  "number out of range in field 'package_weight'");
+    expect_reject("items",
+                  "{\"item_id\":\"1\",\"custom_fields\":[{\"label\":\"Grams\",\"value\":1e-20000}]}",
+                  "invalid_number", "number out of range in field 'value'");
+    expect_reject("invoices", "{\"invoice_id\":\"1\",\"line_items\":[{\"line_item_id\":\"2\","
+                  "\"rate\":\"1\",\"tax\":0.1e131073}]}",
+                  "invalid_number", "number out of range in field 'tax'");
     expect_reject("items", "{\"item_id\":\"1\",", "invalid_json",
                   "invalid JSON at byte 15: expected a string key");
     expect_reject("items", "[1,2]", "wrong_type", "record is not a JSON object");
