@@ -388,7 +388,7 @@ static int convert_as(struct tx *t, struct tx_row *r, int i, const struct tds_pj
     switch (c->type) {
     case TDS_T_TEXT:
         rc = tds_value_text(v, is_ref(c->name), out, field, &e);
-        t->reason_class = "wrong_type";
+        t->reason_class = rc == TDS_VALUE_E_ID ? "invalid_id" : "wrong_type";
         break;
     case TDS_T_NUMERIC:
         rc = tds_value_numeric(v, out, field, &e);

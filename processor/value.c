@@ -70,6 +70,19 @@ static int err(struct tds_value_err *e, int code, const char *what, const char *
     return code;
 }
 
+/* A JSON number that is an id: digits only, at most TDS_VALUE_MAX_ID. A sign,
+ * point or exponent (4.6e18, -1, 1.5) is a number that went through a double
+ * or a placeholder upstream, not an id. */
+static bool id_number_ok(const struct tds_pjson *v)
+{
+    if (v->n > TDS_VALUE_MAX_ID)
+        return false;
+    for (uint32_t i = 0; i < v->n; i++)
+        if (v->s[i] < '0' || v->s[i] > '9')
+            return false;
+    return true;
+}
+
 int tds_value_text(const struct tds_pjson *v, bool is_id_ref, struct tds_bytes *out,
                    const char *field, struct tds_value_err *e)
 {
@@ -85,6 +98,8 @@ int tds_value_text(const struct tds_pjson *v, bool is_id_ref, struct tds_bytes *
         return 0;
     }
     if (v->type == TDS_PJ_NUMBER) { /* zip codes, bare ids: keep as written */
+        if (is_id_ref && !id_number_ok(v))
+            return err(e, TDS_VALUE_E_ID, "id", field, v);
         set(out, v->s, v->n);
         return 0;
     }
@@ -390,10 +405,7 @@ int tds_value_id(const struct tds_pjson *v, struct tds_bytes *out, const char *f
         return 0;
     }
     if (v->type == TDS_PJ_NUMBER) {
-        for (uint32_t i = 0; i < v->n; i++)
-            if (v->s[i] < '0' || v->s[i] > '9')
-                return err(e, TDS_VALUE_E_ID, "id", field, v);
-        if (v->n > TDS_VALUE_MAX_ID)
+        if (!id_number_ok(v))
             return err(e, TDS_VALUE_E_ID, "id", field, v);
         set(out, v->s, v->n);
         return 0;

@@ -39,7 +39,9 @@ struct tds_value_err {
 
 struct tds_pjson_arena;
 
-/* is_id_ref: a reference to another record (*_id): blank strings are NULL. */
+/* is_id_ref: a reference to another record (*_id): blank strings are NULL,
+ * and a JSON number must be an integer id as tds_value_id takes it (digits
+ * only), else TDS_VALUE_E_ID. Other text columns keep a number as written. */
 int tds_value_text(const struct tds_pjson *v, bool is_id_ref, struct tds_bytes *out,
                    const char *field, struct tds_value_err *e);
 int tds_value_numeric(const struct tds_pjson *v, struct tds_bytes *out, const char *field,

@@ -26,6 +26,14 @@ static void test_reasons(void)
                   "invalid id in field 'item_id': an object");
     expect_reject("items", "{\"item_id\":\"1\",\"rate\":\"abc\"}", "invalid_number",
                   "invalid number in field 'rate': 'abc'");
+    /* a reference id as a JSON number that went through a double upstream */
+    expect_reject("invoices", "{\"invoice_id\":\"9\",\"customer_id\":4.6e18}", "invalid_id",
+                  "invalid id in field 'customer_id': 4.6e18");
+    expect_reject("invoices", "{\"invoice_id\":\"9\",\"salesorder_id\":-1}", "invalid_id",
+                  "invalid id in field 'salesorder_id': -1");
+    expect_reject("sales_orders",
+                  "{\"salesorder_id\":\"9\",\"line_items\":[{\"line_item_id\":\"2\",\"item_id\":1.5}]}",
+                  "invalid_id", "invalid id in field 'line_items[0].item_id': 1.5");
     expect_reject("items", "{\"item_id\":\"1\",\"name\":{\"ar\":\"x\"}}", "wrong_type",
                   "invalid text in field 'name': an object");
     expect_reject("items", "{\"item_id\":\"1\",\"is_taxable\":\"maybe\"}", "invalid_boolean",

@@ -156,6 +156,25 @@ static void test_id_text(void)
     T_NULL(b.p);
     T_INT(tds_value_text(val("94588"), false, &b, "f", &E), ==, 0);
     T_STR(txt(&b), "94588");
+    T_INT(tds_value_text(val("-1.5e3"), false, &b, "f", &E), ==, 0); /* not an id: as written */
+    T_STR(txt(&b), "-1.5e3");
+    /* a reference id given as a JSON number: an integer id or a reject */
+    T_INT(tds_value_text(val("260815000000098001"), true, &b, "customer_id", &E), ==, 0);
+    T_STR(txt(&b), "260815000000098001");
+    T_INT(tds_value_text(val("0"), true, &b, "customer_id", &E), ==, 0);
+    T_STR(txt(&b), "0");
+    T_INT(tds_value_text(val("4.6e18"), true, &b, "customer_id", &E), ==, TDS_VALUE_E_ID);
+    T_STR(reason, "invalid id in field 'customer_id': 4.6e18");
+    T_INT(tds_value_text(val("-1"), true, &b, "salesorder_id", &E), ==, TDS_VALUE_E_ID);
+    T_STR(reason, "invalid id in field 'salesorder_id': -1");
+    T_INT(tds_value_text(val("1.5"), true, &b, "tax_id", &E), ==, TDS_VALUE_E_ID);
+    T_STR(reason, "invalid id in field 'tax_id': 1.5");
+    T_INT(tds_value_text(val("1E3"), true, &b, "tax_id", &E), ==, TDS_VALUE_E_ID);
+    T_INT(tds_value_text(val("12345678901234567890123456789012345678901234567890123456789012345"),
+                         true, &b, "tax_id", &E), ==, TDS_VALUE_E_ID); /* 65 digits */
+    /* strings keep their rules: any text, blanks NULL */
+    T_INT(tds_value_text(val("\"4.6e18\""), true, &b, "customer_id", &E), ==, 0);
+    T_STR(txt(&b), "4.6e18");
     T_INT(tds_value_text(val("[\"a\"]"), false, &b, "f", &E), ==, TDS_VALUE_E_TYPE);
     T_STR(reason, "invalid text in field 'f': an array");
     /* long values are cut on a character boundary in reasons */
