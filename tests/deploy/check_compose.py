@@ -7,7 +7,8 @@ profile, parses the result and checks: PostgreSQL with a volume and a health
 check; the four stages with restart policies, health-conditioned depends_on,
 read-only root, dropped capabilities; ingress publishing the webhook port with
 its journal on a named volume; the processor scalable (no fixed host port or
-container name); the simulator only in the demo profile; each connect
+container name); the simulator only in the demo profile, Prometheus only in
+the monitoring profile with its configuration mounted; each connect
 endpoint naming the service of the stage it must reach on the port that stage
 binds; secrets given as file: references to mounted compose secrets; and —
 when the stage binaries are built (TDS_BUILD_DIR) — every variable a
@@ -116,10 +117,24 @@ def check(rep, cfg, cfg_demo, with_env):
     if rep.check("zohosim" in demo_services, where, "no simulator service in the demo profile"):
         rep.check("demo" in (demo_services["zohosim"].get("profiles") or []), "compose:zohosim",
                   "the simulator is not limited to the demo profile")
+    optional = {"zohosim": "demo", "prometheus": "monitoring"}
     for name, svc in services.items():
-        if name != "zohosim":
+        if name not in optional:
             rep.check(not svc.get("profiles"), f"compose:{name}",
                       "is behind a profile, so a plain `docker-compose up` does not start it")
+        elif name == "prometheus":
+            rep.check(optional[name] in (svc.get("profiles") or []), f"compose:{name}",
+                      f"not limited to the {optional[name]} profile")
+            cmd = svc.get("command") or []
+            cfgs = [a.split("=", 1)[1] for a in cmd if str(a).startswith("--config.file=")]
+            found = False
+            for v in volumes_of(svc):
+                for c in cfgs:
+                    tgt = v.get("target", "").rstrip("/") + "/"
+                    if v.get("type") == "bind" and c.startswith(tgt):
+                        found = os.path.isfile(os.path.join(v["source"], c[len(tgt):]))
+            rep.check(found, f"compose:{name}",
+                      f"--config.file {cfgs} is not a file mounted from this repository")
 
     # PostgreSQL
     pg = services.get("postgres")

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """check_prometheus — deploy/prometheus and deploy/grafana agree and are valid.
 
-Runs `promtool check config` on both scrape configurations, `promtool check
+Runs `promtool check config` on the three scrape configurations, `promtool check
 rules` and `promtool test rules` (every alert fires and resolves under its
 condition) on the alerting rules; checks each alert has a severity (info,
 warning, error, critical), a summary and a test; checks the Grafana dashboard
@@ -63,7 +63,7 @@ def main(argv=None):
     families = set().union(*dl.METRIC_FAMILIES.values())
 
     # Scrape configurations and rules.
-    for cfg in ("prometheus.yml", "prometheus-k8s.yml"):
+    for cfg in ("prometheus.yml", "prometheus-compose.yml", "prometheus-k8s.yml"):
         promtool(rep, args.promtool, "check", "config", os.path.join(PROM, cfg), what=cfg)
     promtool(rep, args.promtool, "check", "rules", os.path.join(PROM, "alerts.yml"), what="alerts.yml")
     cwd = os.getcwd()
