@@ -197,6 +197,8 @@ int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const c
         return TDS_WEBHOOK_E_UTF8;
     if (r == TDS_PJ_E_TOO_LARGE)
         return TDS_WEBHOOK_E_TOO_LARGE;
+    if (r == TDS_PJ_E_RANGE)
+        return TDS_WEBHOOK_E_NUMBER;
     if (r != 0 || root->type != TDS_PJ_OBJECT)
         return TDS_WEBHOOK_E_JSON;
 
@@ -286,6 +288,7 @@ const char *tds_webhook_strerror(int code)
     case TDS_WEBHOOK_E_ENTITY: return "no single entity in payload";
     case TDS_WEBHOOK_E_ID: return "record id missing";
     case TDS_WEBHOOK_E_TOO_LARGE: return "JSON text larger than 1 MiB";
+    case TDS_WEBHOOK_E_NUMBER: return "a number out of PostgreSQL's numeric range";
     default: return "error";
     }
 }

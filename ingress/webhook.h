@@ -23,6 +23,7 @@ enum {
     TDS_WEBHOOK_E_ENTITY = 3, /* 400: no entity, or more than one */
     TDS_WEBHOOK_E_ID = 4,     /* 400: no usable record id */
     TDS_WEBHOOK_E_TOO_LARGE = 5, /* 413: JSON text over the reader's 1 MiB (a JSONString) */
+    TDS_WEBHOOK_E_NUMBER = 6, /* 400: a number PostgreSQL's numeric cannot hold */
 };
 
 #define TDS_WEBHOOK_MAX_ID 64       /* longest zoho id or event id taken from a payload */

@@ -137,6 +137,12 @@ static void test_reader_limits(void)
     T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"item\":{\"item_id\":\"1\",\"name\":\"a\\u0000\"}}",
                 NULL, NULL), ==, TDS_WEBHOOK_E_JSON);
     tds_webhook_clear(&w);
+    /* a number PostgreSQL's numeric (jsonb) cannot hold: the processor
+     * would reject the record, and the reason says what it is */
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"item\":{\"item_id\":\"1\",\"rate\":1e-20000}}",
+                NULL, NULL), ==, TDS_WEBHOOK_E_NUMBER);
+    T_STR(tds_webhook_strerror(TDS_WEBHOOK_E_NUMBER), "a number out of PostgreSQL's numeric range");
+    tds_webhook_clear(&w);
     /* nesting deeper than the processor reads */
     for (int i = 0; i < 40; i++)
         strcat(deep, "[");
