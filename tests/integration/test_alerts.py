@@ -589,8 +589,9 @@ def test_real_fetcher_quota_429_storm_and_revoked_token(procs, db, sim, tmp_path
     refresh token raises token_failed."""
     from fetcher_util import org_spec
     from sim_fixture import REFRESH_TOKEN
-    s = sim(orgs=["id=60001,tz=+0300,stock=warehouses,product=inventory,items=400,groups=2,"
-                  "contacts=5,invoices=5,salesorders=5,warehouses=2"],
+    # contacts: a detail call each, so that the sync keeps asking
+    s = sim(orgs=["id=60001,tz=+0300,stock=warehouses,product=inventory,items=5,groups=2,"
+                  "contacts=400,invoices=5,salesorders=5,warehouses=2"],
             extra_args=["--minute-ms", "1000", "--rate-per-min", "5"])
     s.limits(org="60001", daily=300)
     rows_port, ack_port, proc_port = free_port(), free_port(), free_port()
@@ -622,7 +623,7 @@ def test_real_fetcher_quota_429_storm_and_revoked_token(procs, db, sim, tmp_path
                             text=True)
     time.sleep(0.5)  # let the subscription reach the publisher
     db.execute("INSERT INTO tds.sync_requests (org_id, entity, mode, requested_by) "
-               "VALUES ('60001', 'items', 'full', 'test')")
+               "VALUES ('60001', 'contacts', 'full', 'test')")
     try:
         out, err = tail.communicate(timeout=20)
     finally:
@@ -631,7 +632,7 @@ def test_real_fetcher_quota_429_storm_and_revoked_token(procs, db, sim, tmp_path
     assert tail.returncode == 0, err
     ev = json.loads(out)
     assert ev["event"] == "tds.zoho.sync.started" and ev["stage"] == "fetcher", ev
-    assert ev["org"] == "60001" and ev["entity"] == "items", ev
+    assert ev["org"] == "60001" and ev["entity"] == "contacts", ev
     rows = wait_until(lambda: firing(db, "rate_limit_storm"), 30, "429 storm from the simulator")
     assert rows[0][3] == "60001"
     assert f.metric("tds_fetcher_429_total") > 0
