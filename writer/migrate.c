@@ -61,11 +61,36 @@ static int simple(PGconn *c, const char *sql, char *err, size_t errlen, const ch
     return code;
 }
 
+/* Zoho's text (Arabic names, say) needs a UTF8 database: another encoding
+ * would refuse such records one by one, and SQL_ASCII would store bytes
+ * unchecked. Refused before anything is created. */
+static int check_encoding(PGconn *c, char *err, size_t errlen)
+{
+    PGresult *r = NULL;
+    int rc = run(c, "SELECT current_database(), pg_encoding_to_char(encoding) FROM pg_database "
+                    "WHERE datname = current_database()",
+                 0, NULL, &r, err, errlen, "could not read the database's encoding");
+
+    if (rc != 0)
+        return rc;
+    if (PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), "UTF8") != 0) {
+        snprintf(err, errlen,
+                 "database %s is encoded in %s; Zoho's text needs UTF8 (CREATE DATABASE ... "
+                 "ENCODING 'UTF8' TEMPLATE template0)",
+                 PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+        rc = TDS_APPLY_E_DB;
+    }
+    PQclear(r);
+    return rc;
+}
+
 int tds_migrate_run(PGconn *c, int *applied, char *err, size_t errlen)
 {
     int rc;
 
     *applied = 0;
+    if ((rc = check_encoding(c, err, errlen)) != 0)
+        return rc;
     if ((rc = simple(c, "SELECT pg_advisory_lock(" LOCK_KEY ")", err, errlen,
                      "could not take the migration lock")) != 0)
         return rc;

@@ -16,7 +16,7 @@ import time
 import psycopg2
 import pytest
 
-from conftest import http_get, wait_until
+from conftest import Database, http_get, wait_until
 from writer_util import (CHILD, DELETE, DETAIL, ITEM_COLS, STOCK_COLS, WriterHarness, item,
                          items_sets, rows_msg, rowset, ts)
 
@@ -103,6 +103,35 @@ def test_list_only_sweep_reads_an_index_not_the_table(procs, db):
     plan = "\n".join(r[0] for r in db.query("EXPLAIN " + sql, now_ms))
     assert "items_list_only_idx" in plan and "Seq Scan" not in plan, plan
     assert db.query(sql, now_ms) == [("listed",)]
+
+
+def test_a_database_not_in_utf8_is_refused_before_anything_is_created(procs, pg):
+    """Zoho's text (Arabic names) needs UTF8: on a LATIN1 or SQL_ASCII
+    database `migrate` and the writer stop with what to do, and create
+    nothing."""
+    for enc in ("LATIN1", "SQL_ASCII"):
+        name = f"latin_{enc.lower()}_{os.getpid()}"
+        c = psycopg2.connect(pg.dsn())
+        c.autocommit = True
+        with c.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name} ENCODING '{enc}' LC_COLLATE 'C' LC_CTYPE 'C' "
+                        "TEMPLATE template0")
+        try:
+            r = procs.run("tds-writer", ["migrate"], env={"TDS_DATABASE_URL": pg.url(name)},
+                          check=False)
+            assert r.returncode == 1, (r.stdout, r.stderr)
+            assert f"database {name} is encoded in {enc}; Zoho's text needs UTF8" in r.stderr, \
+                r.stderr
+            w = procs.spawn("tds-writer", env={"TDS_DATABASE_URL": pg.url(name)}, ready=None)
+            wait_until(lambda: w.p.poll() is not None, 20, "the writer refusing to run")
+            assert w.p.returncode == 1 and "is encoded in" in w.stderr_text(), w.stderr_text()
+            d = Database(pg, name)
+            assert d.query("SELECT count(*) FROM pg_namespace WHERE nspname IN ('tds', 'zoho')") \
+                == [(0,)]
+        finally:
+            with c.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            c.close()
 
 
 def test_concurrent_writers_migrate_once(procs, db):
