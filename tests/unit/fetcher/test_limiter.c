@@ -197,6 +197,18 @@ static void test_429_minute(void)
     tds_limiter_free(l);
 }
 
+/* An answer at `at` to the request of `ticket`, with Zoho's quota headers. */
+static void answer(struct tds_limiter *l, int64_t at, int64_t ticket, int64_t limit,
+                   int64_t remaining, int64_t reset_s)
+{
+    struct tds_limiter_outcome o;
+    tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
+    o.hdr_limit = limit;
+    o.hdr_remaining = remaining;
+    o.hdr_reset_s = reset_s;
+    tds_limiter_release(l, at, ticket, &o);
+}
+
 static void test_daily(void)
 {
     struct tds_limiter_cfg cfg = {.rate_per_window = 1000, .window_ms = 1000, .max_concurrency = 5,
@@ -206,12 +218,7 @@ static void test_daily(void)
     int64_t w, t;
     T_INT(tds_limiter_remaining(l), ==, -1);
     T_INT(tds_limiter_acquire(l, 0, &w, &t), ==, TDS_LIMITER_GO);
-    struct tds_limiter_outcome o;
-    tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
-    o.hdr_limit = 1000;
-    o.hdr_remaining = 12;
-    o.hdr_reset_s = 3600;
-    tds_limiter_release(l, 5, t, &o);
+    answer(l, 5, t, 1000, 12, 3600);
     T_INT(tds_limiter_daily_limit(l), ==, 1000);
     T_INT(tds_limiter_remaining(l), ==, 12);
     int64_t now = 10;
@@ -224,6 +231,7 @@ static void test_daily(void)
     T_INT(tds_limiter_acquire(l, 5 + 3600000, &w, &t), ==, TDS_LIMITER_GO);
     T_INT(tds_limiter_remaining(l), ==, 999);
     /* code 45: stop until X-Rate-Limit-Reset */
+    struct tds_limiter_outcome o;
     tds_limiter_outcome_init(&o, TDS_LIMITER_429_DAILY);
     o.hdr_reset_s = 100;
     tds_limiter_release(l, 4000000, t, &o);
@@ -237,11 +245,7 @@ static void test_daily(void)
     cfg.daily_reserve = 0;
     T_INT(tds_limiter_new(&l, &cfg), ==, 0);
     T_INT(tds_limiter_acquire(l, 0, &w, &t), ==, TDS_LIMITER_GO);
-    tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
-    o.hdr_limit = 2;
-    o.hdr_remaining = 0;
-    o.hdr_reset_s = 4;
-    tds_limiter_release(l, 10, t, &o);
+    answer(l, 10, t, 2, 0, 4);
     T_INT(tds_limiter_acquire(l, 20, &w, &t), ==, TDS_LIMITER_STOPPED);
     T_INT(w, ==, 10 + 4000 - 20);
     /* the day is over: the quota refilled (2), both calls go out */
@@ -252,11 +256,7 @@ static void test_daily(void)
     T_INT(w, ==, -1);
     T_TRUE(!tds_limiter_stopped(l, 4012));
     /* an answer of the new day tells the next reset */
-    tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
-    o.hdr_limit = 2;
-    o.hdr_remaining = 0;
-    o.hdr_reset_s = 4;
-    tds_limiter_release(l, 4100, t2, &o);
+    answer(l, 4100, t2, 2, 0, 4);
     T_INT(tds_limiter_acquire(l, 4101, &w, &t), ==, TDS_LIMITER_STOPPED);
     T_INT(w, ==, 4100 + 4000 - 4101);
     tds_limiter_free(l);
