@@ -7,7 +7,10 @@
  * or timed out back into the send queue. A hash table by message id finds
  * nodes for acks. Node payloads are dropped after the first send (and at
  * once past the memory budget); a resend reads the record back from the
- * journal.
+ * journal. A record read back before it is durable (its commit has begun but
+ * not reached the file, or its write waits for room on the disk) may not be
+ * there yet: its node waits in `waiting`, out of the send queue, until the
+ * sync passes it.
  */
 #include "forward.h"
 
@@ -34,7 +37,7 @@
 #define N_DEST 3 /* index by enum tds_entry_dest (1, 2) */
 #define ACK_FRAME_MAX (4u * 1024 * 1024)
 
-enum { L_NONE = 0, L_SEND, L_FLIGHT };
+enum { L_NONE = 0, L_SEND, L_FLIGHT, L_WAIT };
 
 struct node {
     uint64_t seq;
@@ -85,6 +88,8 @@ struct tds_forward {
 
     struct list sendq[N_DEST];
     struct list flight;
+    struct list waiting;       /* records not durable yet when read back */
+    atomic_bool parked;        /* waiting holds nodes: a completed sync wakes the loop */
     struct node **buckets;
     size_t n_buckets, n_nodes;
     size_t buffered;
@@ -177,6 +182,8 @@ static void detach(struct tds_forward *f, struct node *n)
         list_remove(&f->sendq[n->dest], n);
     else if (n->list == L_FLIGHT)
         list_remove(&f->flight, n);
+    else if (n->list == L_WAIT)
+        list_remove(&f->waiting, n);
     f->n_nodes--;
 }
 
@@ -244,6 +251,41 @@ static void watch_out(struct tds_forward *f, int d, bool on)
     tds_loop_set_events(f->loop, tds_bus_sock_raw(f->push[d]), -1, on ? ZMQ_POLLOUT : 0);
 }
 
+/* A record that cannot be read back yet waits out of the send queue, so that
+ * the nodes behind it still go. */
+static void park(struct tds_forward *f, struct node *n)
+{
+    list_remove(&f->sendq[n->dest], n);
+    list_push(&f->waiting, n, L_WAIT);
+    /* Before unpark() reads the journal's synced seq: a sync that completes
+     * after that read sees the flag and wakes the loop (tds_forward_synced). */
+    atomic_store(&f->parked, true);
+}
+
+/* Waiting nodes whose records are durable now, or never will be (the journal
+ * failed), go back to their send queues. Returns whether any did. */
+static bool unpark(struct tds_forward *f)
+{
+    struct node *n, *next;
+    bool failed, moved = false;
+    uint64_t synced;
+
+    if (!f->waiting.head)
+        return false;
+    synced = tds_journal_synced_seq(f->journal, &failed);
+    for (n = f->waiting.head; n; n = next) {
+        next = n->next;
+        if (n->seq <= synced || failed) {
+            list_remove(&f->waiting, n);
+            list_push(&f->sendq[n->dest], n, L_SEND);
+            moved = true;
+        }
+    }
+    if (!f->waiting.head)
+        atomic_store(&f->parked, false);
+    return moved;
+}
+
 static void flush(struct tds_forward *f, int d)
 {
     int64_t now = tds_now_ms();
@@ -257,10 +299,34 @@ static void flush(struct tds_forward *f, int d)
 
         if (!buf) {
             void *p = NULL;
+            bool failed;
+            /* Read before the record: if it was durable then, a failed read
+             * is a damaged disk, not a write still under way. */
+            uint64_t synced = tds_journal_synced_seq(f->journal, &failed);
 
             r = tds_journal_read(f->journal, &n->loc, &p, &len);
+            if (r && n->seq > synced && !failed) {
+                /* Sent as its commit began, the record may not be in the file
+                 * yet: over the memory budget the node never had the bytes,
+                 * and a write refused for lack of space is retried later.
+                 * Read it again once the sync passes it. */
+                park(f, n);
+                continue;
+            }
+            if (r && n->seq > synced) {
+                /* The journal failed before this record was durable: its
+                 * request got 503, and a restart resends whatever did reach
+                 * the disk. */
+                tds_log_limited(&f->log_read, TDS_LOG_WARN, NULL,
+                                "journal record %llu was never made durable (journal "
+                                "failed), not resending",
+                                (unsigned long long)n->seq);
+                detach(f, n);
+                node_free(f, n);
+                continue;
+            }
             if (r) {
-                /* Only a damaged disk gets here: the record is unreadable. */
+                /* Durable yet unreadable: a damaged disk. */
                 tds_log_limited(&f->log_read, TDS_LOG_ERROR, NULL,
                                 "could not read journal record %llu for resend: %s, skipping",
                                 (unsigned long long)n->seq,
@@ -324,8 +390,13 @@ static void flush(struct tds_forward *f, int d)
 
 static void flush_all(struct tds_forward *f)
 {
-    flush(f, TDS_ENTRY_PROCESSOR);
-    flush(f, TDS_ENTRY_FETCHER);
+    /* A node parked while its sync completed goes on the second pass: a
+     * node is parked only while it is not durable, and once it is, it is
+     * never parked again. */
+    do {
+        flush(f, TDS_ENTRY_PROCESSOR);
+        flush(f, TDS_ENTRY_FETCHER);
+    } while (unpark(f));
     tds_series_set(f->m_unacked, (double)f->n_nodes);
 }
 
@@ -441,12 +512,15 @@ void tds_forward_syncing(struct tds_forward *f, uint64_t upto)
 void tds_forward_synced(struct tds_forward *f, uint64_t synced, bool failed)
 {
     /* A sync that succeeded sends nothing new: its entries went when it
-     * began (tds_forward_syncing). */
+     * began (tds_forward_syncing). Only records read back too early wait
+     * for it (park()). */
     if (failed) {
         atomic_store(&f->failed, true);
         wake(f);
     } else {
         atomic_store(&f->synced, synced);
+        if (atomic_load(&f->parked))
+            wake(f);
     }
 }
 

@@ -51,7 +51,9 @@ int tds_forward_submit(struct tds_forward *f, uint64_t seq, const struct tds_jou
                        char **buf, size_t len);
 /* Sync thread: a group commit of everything ≤ upto begins. */
 void tds_forward_syncing(struct tds_forward *f, uint64_t upto);
-/* Sync thread: everything ≤ synced is durable (failed: nothing more will be). */
+/* Sync thread: everything ≤ synced is durable (failed: nothing more will be).
+ * Wakes the loop when a node read back before its record was written waits
+ * for this sync. */
 void tds_forward_synced(struct tds_forward *f, uint64_t synced, bool failed);
 /* Loop thread, before running: an unacked entry found in the journal. */
 int tds_forward_recover(struct tds_forward *f, uint64_t seq, const struct tds_journal_loc *loc,

@@ -786,6 +786,18 @@ int tds_journal_state(struct tds_journal *j, uint64_t seq)
     return atomic_load(&j->failed) || atomic_load(&j->no_space) ? -1 : 0;
 }
 
+uint64_t tds_journal_synced_seq(struct tds_journal *j, bool *failed)
+{
+    uint64_t v;
+
+    /* Under the lock: synced_seq is final once failed reads as set. */
+    pthread_mutex_lock(&j->mu);
+    v = j->synced_seq;
+    *failed = j->failed != 0;
+    pthread_mutex_unlock(&j->mu);
+    return v;
+}
+
 int tds_journal_wait(struct tds_journal *j, uint64_t seq, int64_t timeout_ms)
 {
     struct timespec dl;

@@ -117,6 +117,11 @@ int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, i
  * or its write waits for room on the disk (it may still become durable later;
  * a request answered 503 is sent again by its client). Never blocks on I/O. */
 int tds_journal_state(struct tds_journal *j, uint64_t seq);
+/* Every seq up to the returned one is durable. *failed is set when the
+ * journal has failed: nothing above it ever will be. While it is not set, an
+ * entry above it may still become durable (its commit is under way, or its
+ * write waits for room on the disk). */
+uint64_t tds_journal_synced_seq(struct tds_journal *j, bool *failed);
 /* Block until seq is durable. Returns 0, TDS_JOURNAL_E_FAILED,
  * TDS_JOURNAL_E_NOSPACE or TDS_JOURNAL_E_TIMEOUT. */
 int tds_journal_wait(struct tds_journal *j, uint64_t seq, int64_t timeout_ms);

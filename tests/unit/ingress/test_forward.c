@@ -1,7 +1,13 @@
 /* Unit tests for ingress/forward.c with a real journal, loop and ZeroMQ: an
  * entry goes to the processor once the group commit holding it begins, not
  * before, and also when that commit began before the entry reached forward
- * (the HTTP thread lost the race to the sync thread). */
+ * (the HTTP thread lost the race to the sync thread). A record read back
+ * before it is durable waits for its sync instead of being dropped: a node
+ * over the memory budget sent as its commit begins, before the write, and a
+ * resend while the write waits for room on the disk (a 256 KiB tmpfs of the
+ * test's own, so this test runs as root, as tests/run does). */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,13 +24,19 @@
 #include "metrics.h"
 #include "util.h"
 
-static char dir[256];
-
-struct fx {
+/* A forward and its journal on a loop, the processor side a PULL socket. */
+struct rig {
+    char dir[64];
+    char jdir[80];
+    bool mounted;
+    void *ctx, *pull;
     struct tds_loop *loop;
-    struct tds_forward *f;
+    struct tds_metrics *m;
+    struct tds_bus *bus;
+    struct tds_events *ev;
     struct tds_journal *j;
-    void *pull;
+    struct tds_forward *f;
+    struct tds_series *dead;
     uint64_t seq[2];
     struct tds_journal_loc loc[2];
     char *buf[2];
@@ -33,21 +45,138 @@ struct fx {
     int failures;
 };
 
-/* Frames waiting on the processor side, read without waiting. */
-static int received(struct fx *x, char *id, size_t idlen)
+static void on_syncing(uint64_t upto, void *ud)
 {
-    int n = 0;
-    char frame[512];
-    int r;
-
-    while ((r = zmq_recv(x->pull, frame, sizeof(frame), ZMQ_DONTWAIT)) >= 0) {
-        snprintf(id, idlen, "%.*s", r < (int)sizeof(frame) ? r : (int)sizeof(frame), frame);
-        n++;
-    }
-    return n;
+    tds_forward_syncing(((struct rig *)ud)->f, upto);
 }
 
-static void check(struct fx *x, bool ok, const char *what)
+static void on_synced(uint64_t synced, bool failed, void *ud)
+{
+    tds_forward_synced(((struct rig *)ud)->f, synced, failed);
+}
+
+/* A tmpfs still mounted when a check fails (exit) is taken away all the same. */
+static char mounted[64];
+
+static void unmount_at_exit(void)
+{
+    char cmd[200];
+
+    if (!mounted[0])
+        return;
+    snprintf(cmd, sizeof(cmd), "umount -l %s && rm -rf %s", mounted, mounted);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not unmount %s\n", mounted);
+    mounted[0] = '\0';
+}
+
+/* tmpfs_kb > 0: the journal lives on a tmpfs of that size, so that it can
+ * really fill up. wired: the journal's callbacks reach forward, as in
+ * main.c; otherwise the test calls tds_forward_syncing itself. */
+static void rig_open(struct rig *x, size_t max_buffered, int64_t ack_timeout_ms, int tmpfs_kb,
+                     bool wired)
+{
+    struct tds_journal_opts jo = {.max_bytes = 64 << 20, .segment_bytes = 1 << 20,
+                                  .retention_ms = 3600 * 1000};
+    char ep[128];
+    size_t eplen = sizeof(ep);
+
+    snprintf(x->dir, sizeof(x->dir), "/tmp/tds-forward-test-XXXXXX");
+    T_TRUE(mkdtemp(x->dir) != NULL);
+    if (tmpfs_kb > 0) {
+        char cmd[200];
+
+        snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=%dk tds-test %s", tmpfs_kb, x->dir);
+        if (system(cmd) != 0)
+            T_FAIL("cannot mount a %d KiB tmpfs on %s (a full disk needs root)", tmpfs_kb,
+                   x->dir);
+        x->mounted = true;
+        snprintf(mounted, sizeof(mounted), "%s", x->dir);
+        atexit(unmount_at_exit);
+    }
+    snprintf(x->jdir, sizeof(x->jdir), "%s/journal", x->dir);
+    jo.dir = x->jdir;
+    x->ctx = zmq_ctx_new();
+    x->pull = zmq_socket(x->ctx, ZMQ_PULL);
+    T_INT(zmq_bind(x->pull, "tcp://127.0.0.1:*"), ==, 0);
+    T_INT(zmq_getsockopt(x->pull, ZMQ_LAST_ENDPOINT, ep, &eplen), ==, 0);
+
+    T_INT(tds_loop_new(&x->loop), ==, 0);
+    T_INT(tds_metrics_new(&x->m), ==, 0);
+    T_INT(tds_bus_new(&x->bus), ==, 0);
+    T_INT(tds_events_new(&x->ev, x->bus, "ingress", ""), ==, 0);
+    T_INT(tds_journal_open(&x->j, &jo, NULL, NULL, NULL), ==, 0);
+    {
+        struct tds_forward_opts fo = {.origin = "ingress.test", .processor_connect = ep,
+                                      .fetcher_connect = ep,
+                                      .ack_connect = "tcp://127.0.0.1:1",
+                                      .ack_timeout_ms = ack_timeout_ms,
+                                      .max_buffered_bytes = max_buffered,
+                                      .hwm = 100, .fetch_acks = true};
+
+        T_INT(tds_forward_new(&x->f, &fo, x->loop, x->bus, x->j, x->m, x->ev), ==, 0);
+    }
+    x->dead = tds_metrics_get(x->m, TDS_COUNTER, "tds_ingress_dead_letters_total", "", "", NULL,
+                              0);
+    T_TRUE(x->dead != NULL);
+    if (wired) {
+        tds_journal_on_syncing(x->j, on_syncing, x);
+        tds_journal_on_synced(x->j, on_synced, x);
+    }
+}
+
+/* Entry i: appended to the journal (not written yet), its bytes in buf[i]. */
+static void rig_append(struct rig *x, int i, const char *body)
+{
+    struct tds_entry e = {.dest = TDS_ENTRY_PROCESSOR, .org = "600", .org_len = 3,
+                          .entity = "item", .entity_len = 4, .msgid = i ? "ev-2" : "ev-1",
+                          .msgid_len = 4, .msg = body, .msg_len = strlen(body)};
+
+    T_INT(tds_entry_encode(&e, &x->buf[i], &x->len[i]), ==, 0);
+    T_INT(tds_journal_append(x->j, x->buf[i], x->len[i], tds_wall_ms(), &x->seq[i], &x->loc[i]),
+          ==, 0);
+}
+
+static void rig_close(struct rig *x)
+{
+    char cmd[200];
+
+    tds_journal_on_syncing(x->j, NULL, NULL);
+    tds_journal_on_synced(x->j, NULL, NULL);
+    x->f = tds_forward_free(x->f);
+    x->j = tds_journal_close(x->j);
+    tds_events_free(x->ev);
+    tds_bus_free(x->bus);
+    tds_metrics_free(x->m);
+    tds_loop_free(x->loop);
+    free(x->buf[0]);
+    free(x->buf[1]);
+    zmq_close(x->pull);
+    zmq_ctx_term(x->ctx);
+    if (x->mounted) {
+        snprintf(cmd, sizeof(cmd), "umount -l %s", x->dir);
+        T_INT(system(cmd), ==, 0);
+        mounted[0] = '\0';
+    }
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", x->dir);
+    T_INT(system(cmd), ==, 0);
+}
+
+/* Frames waiting on the processor side, read without waiting; the last one
+ * into got. */
+static int received(struct rig *x, char *got, size_t n)
+{
+    char frame[512];
+    int k = 0, r;
+
+    while ((r = zmq_recv(x->pull, frame, sizeof(frame), ZMQ_DONTWAIT)) >= 0) {
+        snprintf(got, n, "%.*s", r < (int)sizeof(frame) ? r : (int)sizeof(frame), frame);
+        k++;
+    }
+    return k;
+}
+
+static void check(struct rig *x, bool ok, const char *what)
 {
     if (!ok) {
         fprintf(stderr, "step %d: %s\n", x->step - 1, what);
@@ -57,9 +186,17 @@ static void check(struct fx *x, bool ok, const char *what)
 
 /* Each step runs 100 ms after the last, on the loop thread, as the
  * journal's sync thread and the HTTP threads would call forward. */
-static void step(struct tds_loop *loop, void *ud)
+static void run_steps(struct rig *x, void (*step)(struct tds_loop *, void *), int n_steps)
 {
-    struct fx *x = ud;
+    T_TRUE(tds_loop_timer_add(x->loop, 100, 100, step, x) > 0);
+    T_INT(tds_loop_run(x->loop), ==, 0);
+    T_INT(x->failures, ==, 0);
+    T_INT(x->step, ==, n_steps);
+}
+
+static void step_commit_begins(struct tds_loop *loop, void *ud)
+{
+    struct rig *x = ud;
     char got[512] = "";
 
     switch (x->step++) {
@@ -92,72 +229,125 @@ static void step(struct tds_loop *loop, void *ud)
 
 static void test_sent_when_its_commit_begins(void)
 {
-    struct fx x = {0};
-    struct tds_metrics *m = NULL;
-    struct tds_bus *bus = NULL;
-    struct tds_events *ev = NULL;
-    struct tds_journal_opts jo = {.max_bytes = 64 << 20, .segment_bytes = 1 << 20,
-                                  .retention_ms = 3600 * 1000};
-    void *ctx = zmq_ctx_new();
-    char ep[128], push_ep[160], cmd[300];
-    size_t eplen = sizeof(ep);
-    const char *bodies[2] = {"payload one", "payload two"};
+    struct rig x = {0};
 
-    snprintf(dir, sizeof(dir), "/tmp/tds-forward-test-%d", (int)getpid());
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    T_INT(system(cmd), ==, 0);
-    jo.dir = dir;
-    x.pull = zmq_socket(ctx, ZMQ_PULL);
-    T_INT(zmq_bind(x.pull, "tcp://127.0.0.1:*"), ==, 0);
-    T_INT(zmq_getsockopt(x.pull, ZMQ_LAST_ENDPOINT, ep, &eplen), ==, 0);
-    snprintf(push_ep, sizeof(push_ep), "%s", ep);
+    /* a 10 s ack timeout: the resend timer first fires after 1 s, past the
+     * test's end, so only the wake-ups under test can send anything */
+    rig_open(&x, 1 << 20, 10000, 0, false);
+    rig_append(&x, 0, "payload one");
+    rig_append(&x, 1, "payload two");
+    run_steps(&x, step_commit_begins, 5);
+    rig_close(&x);
+}
 
-    T_INT(tds_loop_new(&x.loop), ==, 0);
-    T_INT(tds_metrics_new(&m), ==, 0);
-    T_INT(tds_bus_new(&bus), ==, 0);
-    T_INT(tds_events_new(&ev, bus, "ingress", ""), ==, 0);
-    T_INT(tds_journal_open(&x.j, &jo, NULL, NULL, NULL), ==, 0);
-    {
-        /* a 10 s ack timeout: the resend timer first fires after 1 s, past the
-         * test's end, so only the wake-ups under test can send anything */
-        struct tds_forward_opts fo = {.origin = "ingress.test", .processor_connect = push_ep,
-                                      .fetcher_connect = push_ep,
-                                      .ack_connect = "tcp://127.0.0.1:1",
-                                      .ack_timeout_ms = 10000, .max_buffered_bytes = 1 << 20,
-                                      .hwm = 100, .fetch_acks = true};
+static void step_over_budget(struct tds_loop *loop, void *ud)
+{
+    struct rig *x = ud;
+    char got[512] = "";
 
-        T_INT(tds_forward_new(&x.f, &fo, x.loop, bus, x.j, m, ev), ==, 0);
+    switch (x->step++) {
+    case 0:
+        check(x, tds_forward_submit(x->f, x->seq[0], &x->loc[0], &x->buf[0], x->len[0]) == 0,
+              "submit");
+        /* the sync thread announces the commit, then writes it */
+        tds_forward_syncing(x->f, x->seq[0]);
+        break;
+    case 1:
+        check(x, received(x, got, sizeof(got)) == 0, "sent a record not written yet");
+        check(x, tds_series_value(x->dead) == 0, "a record not written yet is a dead letter");
+        check(x, tds_journal_sync(x->j) == 0, "sync");
+        break;
+    case 2:
+        check(x, received(x, got, sizeof(got)) == 1 && strstr(got, "payload one"),
+              "not sent once its record was durable");
+        check(x, tds_series_value(x->dead) == 0, "dead letter");
+        check(x, tds_forward_unacked(x->f) == 1, "not kept until acked");
+        tds_loop_stop(loop);
+        break;
     }
-    for (int i = 0; i < 2; i++) {
-        struct tds_entry e = {.dest = TDS_ENTRY_PROCESSOR, .org = "600", .org_len = 3,
-                              .entity = "item", .entity_len = 4, .msgid = "ev-1",
-                              .msgid_len = 4, .msg = bodies[i], .msg_len = strlen(bodies[i])};
+}
 
-        e.msgid = i ? "ev-2" : "ev-1";
-        T_INT(tds_entry_encode(&e, &x.buf[i], &x.len[i]), ==, 0);
-        T_INT(tds_journal_append(x.j, x.buf[i], x.len[i], tds_wall_ms(), &x.seq[i], &x.loc[i]),
-              ==, 0);
+/* Over the memory budget a node never holds its bytes: created as its commit
+ * begins, it reads the record back before the sync thread wrote it. */
+static void test_over_budget_waits_for_its_write(void)
+{
+    struct rig x = {0};
+
+    rig_open(&x, 0, 10000, 0, true);
+    rig_append(&x, 0, "payload one");
+    run_steps(&x, step_over_budget, 3);
+    rig_close(&x);
+}
+
+static void fill(const char *dir)
+{
+    static const char block[4096];
+    char path[128];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/filler", dir);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    T_TRUE(fd >= 0);
+    while (write(fd, block, sizeof(block)) > 0)
+        ;
+    T_INT(errno, ==, ENOSPC);
+    close(fd);
+}
+
+static void step_disk_full(struct tds_loop *loop, void *ud)
+{
+    struct rig *x = ud;
+    char got[512] = "", path[128];
+
+    switch (x->step++) {
+    case 0:
+        check(x, tds_forward_submit(x->f, x->seq[0], &x->loc[0], &x->buf[0], x->len[0]) == 0,
+              "submit");
+        /* announced (the loop sends it), then its write finds no room */
+        check(x, tds_journal_sync(x->j) == TDS_JOURNAL_E_NOSPACE, "write refused for space");
+        break;
+    case 1:
+        check(x, received(x, got, sizeof(got)) == 1 && strstr(got, "payload one"),
+              "not sent as its commit began");
+        break;
+    case 2:
+    case 3: /* the ack timeout (200 ms) passes while the disk is full */
+        break;
+    case 4:
+        check(x, received(x, got, sizeof(got)) == 0, "resent a record never written");
+        check(x, tds_series_value(x->dead) == 0, "a record waiting for room is a dead letter");
+        check(x, tds_forward_unacked(x->f) == 1, "dropped while its write waits for room");
+        snprintf(path, sizeof(path), "%s/filler", x->dir);
+        check(x, unlink(path) == 0, "unlink filler");
+        check(x, tds_journal_sync(x->j) == 0, "the retried write fits");
+        break;
+    case 5:
+        check(x, received(x, got, sizeof(got)) == 1 && strstr(got, "payload one"),
+              "not resent once its record was durable");
+        check(x, tds_series_value(x->dead) == 0, "dead letter");
+        tds_loop_stop(loop);
+        break;
     }
-    T_TRUE(tds_loop_timer_add(x.loop, 100, 100, step, &x) > 0);
-    T_INT(tds_loop_run(x.loop), ==, 0);
-    T_INT(x.failures, ==, 0);
-    T_INT(x.step, ==, 5);
+}
 
-    x.f = tds_forward_free(x.f);
-    tds_journal_close(x.j);
-    tds_events_free(ev);
-    tds_bus_free(bus);
-    tds_metrics_free(m);
-    tds_loop_free(x.loop);
-    free(x.buf[0]);
-    free(x.buf[1]);
-    zmq_close(x.pull);
-    zmq_ctx_term(ctx);
-    T_INT(system(cmd), ==, 0);
+/* An entry sent as its commit began, whose write then finds the disk full:
+ * the ack timeout passes while it is still full, and the record is only
+ * written later (its request got 503; Zoho's retry will be a duplicate). */
+static void test_resend_waits_for_room_on_the_disk(void)
+{
+    struct rig x = {0};
+
+    rig_open(&x, 1 << 20, 200, 256, true);
+    fill(x.dir);
+    rig_append(&x, 0, "payload one");
+    run_steps(&x, step_disk_full, 6);
+    rig_close(&x);
 }
 
 int main(void)
 {
     T_RUN(test_sent_when_its_commit_begins);
+    T_RUN(test_over_budget_waits_for_its_write);
+    T_RUN(test_resend_waits_for_room_on_the_disk);
     return 0;
 }
