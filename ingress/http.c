@@ -41,7 +41,6 @@
 #include "webhook.h"
 
 #define PATH_PREFIX "/webhooks/zoho/"
-#define WAIT_MAX_MS 30000 /* thread-per-connection: longest wait for a sync */
 
 enum req_state { REQ_BODY = 0, REQ_WAITING, REQ_DONE };
 
@@ -219,14 +218,30 @@ void tds_http_synced(struct tds_http *h, uint64_t synced, bool failed)
     pthread_mutex_unlock(&h->wait_mu);
 }
 
+static enum MHD_Result answer(struct tds_http *h, struct req *r, int st)
+{
+    if (st == 1) {
+        if (r->duplicate)
+            tds_series_inc(h->dups, 1);
+        return respond(h, r, 200);
+    }
+    return respond(h, r, 503);
+}
+
 /* Answer now if seq is settled, else park the request until the sync. */
 static enum MHD_Result finish_or_wait(struct tds_http *h, struct req *r)
 {
     int st = tds_journal_state(h->d.journal, r->seq);
 
-    if (st == 0 && h->o.thread_per_connection) {
-        tds_journal_wait(h->d.journal, r->seq, WAIT_MAX_MS);
-        st = tds_journal_state(h->d.journal, r->seq);
+    if (h->o.thread_per_connection) {
+        /* This daemon cannot suspend a connection: its thread blocks, and a
+         * sync that outlasts the wait is still not durable, so 503 (Zoho
+         * sends the webhook again; its duplicate gets 200 once synced). */
+        if (st == 0) {
+            tds_journal_wait(h->d.journal, r->seq, h->o.sync_wait_ms);
+            st = tds_journal_state(h->d.journal, r->seq);
+        }
+        return answer(h, r, st);
     }
     if (st == 0 && !atomic_load(&h->stopping)) {
         pthread_mutex_lock(&h->wait_mu);
@@ -247,12 +262,7 @@ static enum MHD_Result finish_or_wait(struct tds_http *h, struct req *r)
         }
         pthread_mutex_unlock(&h->wait_mu);
     }
-    if (st == 1) {
-        if (r->duplicate)
-            tds_series_inc(h->dups, 1);
-        return respond(h, r, 200);
-    }
-    return respond(h, r, 503);
+    return answer(h, r, st);
 }
 
 /* ---- intake ---- */

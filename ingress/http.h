@@ -26,6 +26,7 @@ struct tds_http_opts {
     const char *listen;          /* "host:port" or ":port"; port 0 = any free port */
     unsigned threads;            /* MHD thread pool size (suspend/resume mode) */
     bool thread_per_connection;  /* block in the handler instead of suspending */
+    int64_t sync_wait_ms;        /* thread per connection: longest block for a sync, then 503 */
     bool use_poll;               /* pool threads poll() their connections, not epoll */
     unsigned conn_limit;         /* connections overall */
     unsigned per_ip_limit;       /* connections per client address */

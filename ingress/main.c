@@ -58,6 +58,7 @@ struct settings {
     int64_t ack_timeout_ms;
     int64_t threads;
     bool thread_per_conn;
+    int64_t sync_wait_ms;
     bool use_poll;
     int64_t conn_limit;
     int64_t per_ip_limit;
@@ -111,6 +112,9 @@ static const struct tds_config_entry config_table[] = {
      "HTTP worker threads (thread-pool mode)"},
     {"TDS_INGRESS_THREAD_PER_CONNECTION", TDS_CFG_BOOL, "false", 0, 0, 0, S(thread_per_conn),
      "one thread per connection that blocks for the sync, instead of suspend/resume"},
+    {"TDS_INGRESS_SYNC_WAIT_MS", TDS_CFG_INT, "30000", 0, 1, 600000, S(sync_wait_ms),
+     "with a thread per connection: longest a request blocks for its fdatasync; past it the "
+     "answer is 503 (not durable yet) and Zoho sends the webhook again"},
     {"TDS_INGRESS_POLL", TDS_CFG_BOOL, "false", 0, 0, 0, S(use_poll),
      "worker threads poll() their connections instead of epoll: cheaper per request with a "
      "few hundred connections, dearer with thousands (ingress/DESIGN.md)"},
@@ -708,6 +712,7 @@ int main(int argc, char **argv)
             .listen = cfg->listen,
             .threads = (unsigned)cfg->threads,
             .thread_per_connection = cfg->thread_per_conn,
+            .sync_wait_ms = cfg->sync_wait_ms,
             .use_poll = cfg->use_poll,
             .conn_limit = (unsigned)cfg->conn_limit,
             .per_ip_limit = (unsigned)cfg->per_ip_limit,

@@ -163,6 +163,29 @@ def test_sync_delay_lets_webhooks_share_a_flush(ing):
     assert commits <= 30, commits
 
 
+def test_thread_per_connection_answers_503_when_its_sync_outlasts_the_wait(ing):
+    """A thread per connection blocks for its fdatasync at most
+    TDS_INGRESS_SYNC_WAIT_MS. A group commit that takes longer (here one
+    waiting 100 ms for company, TDS_INGRESS_SYNC_DELAY_US, once webhooks come
+    close together) is answered 503, never 200, and the process goes on: that
+    daemon cannot suspend a connection, and trying to aborted it. Zoho's retry
+    of a 503 is a duplicate answered 200 once the original is durable."""
+    i = start_model(ing, "thread-per-connection", {"TDS_INGRESS_SYNC_DELAY_US": "100000",
+                                                   "TDS_INGRESS_SYNC_WAIT_MS": "20"})
+    n = 40
+    status = [i.post("60001", item_body(f"tw-{k}"), SECRET_A).status for k in range(n)]
+    assert set(status) <= {200, 503}, status
+    assert 503 in status, status
+    assert i.proc.alive()
+    assert "Cannot suspend" not in i.proc.stderr_text()
+    got = i.recv(i.events, n)           # every one went as its commit began
+    assert sorted(m["zoho_id"] for m in got) == sorted(f"tw-{k}" for k in range(n))
+    k = status.index(503)
+    wait_until(lambda: i.post("60001", item_body(f"tw-{k}"), SECRET_A).status == 200, 5,
+               "the retry of a 503 answered 200")
+    assert i.drain(i.events) == []
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_bad_requests_get_documented_status_and_server_keeps_serving(ing, model):
     i = start_model(ing, model, {"TDS_INGRESS_MAX_BODY": "4096", "TDS_INGRESS_TIMEOUT_S": "2"})
