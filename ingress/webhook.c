@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,16 +256,29 @@ int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const c
     }
 
     /* Zoho's own event id when it sends one; else a hash that is the same
-     * for the same delivery retried, and different for a new change. */
+     * for the same delivery retried, and different for a new change. An
+     * id-only payload to fetch with no modified time says only "this record
+     * changed": every change of the record is the same bytes, so such a hash
+     * would take the second change for a retry of the first. It gets an id
+     * of its own per delivery (random bytes in the hash): a retried delivery
+     * then costs one more fetch, never a missed change. A delete is the same
+     * however often it comes, and keeps its hash. */
     if (!get_id(tds_pjson_get(root, "event_id"), w->event_id, sizeof(w->event_id))) {
-        unsigned char d[EVP_MAX_MD_SIZE];
-        EVP_MD_CTX *c = EVP_MD_CTX_new();
-        int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) &&
-                 EVP_DigestUpdate(c, ent->name, strlen(ent->name) + 1) &&
-                 EVP_DigestUpdate(c, w->zoho_id, strlen(w->zoho_id) + 1) &&
-                 EVP_DigestUpdate(c, modified, strlen(modified) + 1) &&
-                 EVP_DigestUpdate(c, w->json, w->json_len) && EVP_DigestFinal_ex(c, d, NULL);
+        unsigned char d[EVP_MAX_MD_SIZE], nonce[16];
+        bool once = !w->has_record && !w->is_delete && !modified[0];
+        EVP_MD_CTX *c;
+        int ok;
 
+        if (once && RAND_bytes(nonce, sizeof(nonce)) != 1)
+            return -EIO;
+        c = EVP_MD_CTX_new();
+        ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) &&
+             EVP_DigestUpdate(c, ent->name, strlen(ent->name) + 1) &&
+             EVP_DigestUpdate(c, w->zoho_id, strlen(w->zoho_id) + 1) &&
+             EVP_DigestUpdate(c, modified, strlen(modified) + 1) &&
+             EVP_DigestUpdate(c, w->json, w->json_len) &&
+             EVP_DigestUpdate(c, nonce, once ? sizeof(nonce) : 0) &&
+             EVP_DigestFinal_ex(c, d, NULL);
         EVP_MD_CTX_free(c);
         if (!ok)
             return -ENOMEM;

@@ -43,8 +43,12 @@ struct tds_webhook {
 enum tds_webhook_kind tds_webhook_kind(const char *content_type);
 
 /* Parse body. entity_param / event_param are the ?entity= and ?event= values
- * or NULL. On success w->json may point into body: keep body alive. Returns 0
- * or a TDS_WEBHOOK_E_* code; -ENOMEM. Call tds_webhook_clear after either. */
+ * or NULL. On success w->json may point into body: keep body alive. The event
+ * id is Zoho's when the payload has one, else a hash of the delivery (the
+ * same for a retry), except for an id-only payload to fetch with no modified
+ * time: an id of its own for each delivery, as each may be a new change.
+ * Returns 0 or a TDS_WEBHOOK_E_* code; -ENOMEM, -EIO (no random bytes). Call
+ * tds_webhook_clear after either. */
 int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const char *body,
                       size_t len, const char *entity_param, const char *event_param);
 void tds_webhook_clear(struct tds_webhook *w);

@@ -309,6 +309,25 @@ def test_deletes_and_id_only_payloads(ing):
     i.wait_metric("tds_ingress_unacked", 0)
 
 
+def test_each_id_only_change_is_fetched(ing):
+    """An id-only payload carries no modified time: two changes of one record
+    are the same bytes. Each is a fetch of its own, not a duplicate; a delete
+    sent twice is still one."""
+    i = ing()
+    body = json.dumps({"item": {"item_id": "9002"}})
+    assert i.post("60001", body, SECRET_A).status == 200
+    assert i.post("60001", body, SECRET_A).status == 200
+    got = i.recv(i.fetches, 2)
+    assert [f["zoho_id"] for f in got] == ["9002", "9002"]
+    assert got[0]["id"] != got[1]["id"]
+    for _ in range(2):
+        assert i.post("60001", body, SECRET_A, params={"event": "deleted"}).status == 200
+    [d] = i.recv(i.events, 1)
+    assert d["op"] == "delete"
+    assert i.drain(i.events) == [] and i.drain(i.fetches) == []
+    assert i.metric("tds_ingress_duplicates_total") == 1
+
+
 def test_fetches_released_once_sent_when_fetch_acks_off(ing):
     i = ing(env={"TDS_INGRESS_FETCH_ACKS": "false"})
     assert i.post("60001", '{"contact_id": "7000000000000000002"}', SECRET_A,

@@ -1,5 +1,6 @@
 /* Unit tests for ingress/webhook.c: content types, entity by key or ?entity=,
- * full record vs id-only, deletes, event ids, form JSONString, bad bodies. */
+ * full record vs id-only, deletes, event ids (an id-only change is never a
+ * duplicate), form JSONString, bad bodies. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,6 +77,42 @@ static void test_delete_and_event_id(void)
     T_TRUE(w.is_delete);
     T_STR(w.event_id, "5675");
     tds_webhook_clear(&w);
+}
+
+/* An id-only payload to fetch, with no Zoho event id and no modified time:
+ * each delivery may be a new change of the record, so none is a duplicate of
+ * another. A delete, a full record and Zoho's own event id stay stable. */
+static void test_id_only_changes_are_not_duplicates(void)
+{
+    const char *id_only = "{\"item\":{\"item_id\":\"9002\"}}";
+    struct tds_webhook a, b;
+
+    T_INT(parse(&a, TDS_WEBHOOK_JSON, id_only, NULL, NULL), ==, 0);
+    T_INT(parse(&b, TDS_WEBHOOK_JSON, id_only, NULL, NULL), ==, 0);
+    T_TRUE(!a.has_record && !a.is_delete);
+    T_INT(strlen(a.event_id), ==, 64);
+    T_TRUE(strcmp(a.event_id, b.event_id) != 0);
+    tds_webhook_clear(&a);
+    tds_webhook_clear(&b);
+
+    T_INT(parse(&a, TDS_WEBHOOK_JSON, "{\"item_id\":\"9002\"}", "items", NULL), ==, 0);
+    T_INT(parse(&b, TDS_WEBHOOK_JSON, "{\"item_id\":\"9002\"}", "items", NULL), ==, 0);
+    T_TRUE(strcmp(a.event_id, b.event_id) != 0);
+    tds_webhook_clear(&a);
+    tds_webhook_clear(&b);
+
+    T_INT(parse(&a, TDS_WEBHOOK_JSON, id_only, NULL, "deleted"), ==, 0);
+    T_INT(parse(&b, TDS_WEBHOOK_JSON, id_only, NULL, "deleted"), ==, 0);
+    T_TRUE(a.is_delete);
+    T_STR(a.event_id, b.event_id);
+    tds_webhook_clear(&a);
+    tds_webhook_clear(&b);
+
+    T_INT(parse(&a, TDS_WEBHOOK_JSON, "{\"event_id\":\"77\",\"item\":{\"item_id\":\"9002\"}}",
+                NULL, NULL), ==, 0);
+    T_TRUE(!a.has_record);
+    T_STR(a.event_id, "77");
+    tds_webhook_clear(&a);
 }
 
 static void test_form(void)
@@ -164,6 +201,7 @@ int main(void)
     T_RUN(test_full_record);
     T_RUN(test_id_only_and_entity_param);
     T_RUN(test_delete_and_event_id);
+    T_RUN(test_id_only_changes_are_not_duplicates);
     T_RUN(test_form);
     T_RUN(test_bad);
     T_RUN(test_reader_limits);
