@@ -542,28 +542,40 @@ int tds_forward_recover(struct tds_forward *f, uint64_t seq, const struct tds_jo
 
 /* ---- acks ---- */
 
+static void journal_acks(struct tds_forward *f, const uint64_t *seqs, size_t n)
+{
+    if (n && tds_journal_ack(f->journal, seqs, n))
+        tds_log_limited(&f->log_ack, TDS_LOG_WARN, NULL,
+                        "could not journal ack: out of memory, entries will be resent");
+}
+
 static void handle_ack(struct tds_forward *f, const struct tds_msg_ack *a)
 {
     uint64_t *seqs;
-    size_t n = 0;
+    size_t n = 0, cap;
 
     if (!a->n_ids)
         return;
-    seqs = malloc(a->n_ids * sizeof(*seqs) * 2);
+    cap = a->n_ids * 2;
+    seqs = malloc(cap * sizeof(*seqs));
     if (!seqs)
         return;
     for (size_t i = 0; i < a->n_ids; i++) {
         uint64_t h = fnv(a->ids[i], strlen(a->ids[i]));
         struct node *nd = f->buckets[h & (f->n_buckets - 1)], *next;
 
-        /* The same id may be journaled twice (a delivery outside the dedupe
-         * window); one ack releases both. */
+        /* The same id may be journaled more than once (deliveries outside
+         * the dedupe window); one ack releases them all, and every seq it
+         * releases is journaled as acked, or its segment outlives it. */
         for (; nd; nd = next) {
             next = nd->hnext;
             if (nd->hash != h || strcmp(nd->msgid, a->ids[i]) != 0)
                 continue;
-            if (n < a->n_ids * 2)
-                seqs[n++] = nd->seq;
+            if (n == cap) {
+                journal_acks(f, seqs, n);
+                n = 0;
+            }
+            seqs[n++] = nd->seq;
             tds_events_emit(f->ev, "tds.zoho.webhook.processed", "org", nd->org, "entity",
                             nd->entity, "event_id", event_id_of(nd), NULL);
             detach(f, nd);
@@ -571,9 +583,7 @@ static void handle_ack(struct tds_forward *f, const struct tds_msg_ack *a)
             tds_series_inc(f->m_acked, 1);
         }
     }
-    if (n && tds_journal_ack(f->journal, seqs, n))
-        tds_log_limited(&f->log_ack, TDS_LOG_WARN, NULL,
-                        "could not journal ack: out of memory, entries will be resent");
+    journal_acks(f, seqs, n);
     free(seqs);
 }
 

@@ -5,7 +5,8 @@
  * before it is durable waits for its sync instead of being dropped: a node
  * over the memory budget sent as its commit begins, before the write, and a
  * resend while the write waits for room on the disk (a 256 KiB tmpfs of the
- * test's own, so this test runs as root, as tests/run does). */
+ * test's own, so this test runs as root, as tests/run does). One ack releases
+ * every node of its message id and journals each of their seqs as acked. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -22,14 +23,18 @@
 #include "journal.h"
 #include "loop.h"
 #include "metrics.h"
+#include "msg.h"
 #include "util.h"
 
-/* A forward and its journal on a loop, the processor side a PULL socket. */
+#define N_ENTRIES 4
+
+/* A forward and its journal on a loop, the processor side a PULL socket, the
+ * writer's acks a PUB socket. */
 struct rig {
     char dir[64];
     char jdir[80];
     bool mounted;
-    void *ctx, *pull;
+    void *ctx, *pull, *pub;
     struct tds_loop *loop;
     struct tds_metrics *m;
     struct tds_bus *bus;
@@ -37,10 +42,10 @@ struct rig {
     struct tds_journal *j;
     struct tds_forward *f;
     struct tds_series *dead;
-    uint64_t seq[2];
-    struct tds_journal_loc loc[2];
-    char *buf[2];
-    size_t len[2];
+    uint64_t seq[N_ENTRIES];
+    struct tds_journal_loc loc[N_ENTRIES];
+    char *buf[N_ENTRIES];
+    size_t len[N_ENTRIES];
     int step;
     int failures;
 };
@@ -78,7 +83,7 @@ static void rig_open(struct rig *x, size_t max_buffered, int64_t ack_timeout_ms,
 {
     struct tds_journal_opts jo = {.max_bytes = 64 << 20, .segment_bytes = 1 << 20,
                                   .retention_ms = 3600 * 1000};
-    char ep[128];
+    char ep[128], ack_ep[128];
     size_t eplen = sizeof(ep);
 
     snprintf(x->dir, sizeof(x->dir), "/tmp/tds-forward-test-XXXXXX");
@@ -100,6 +105,10 @@ static void rig_open(struct rig *x, size_t max_buffered, int64_t ack_timeout_ms,
     x->pull = zmq_socket(x->ctx, ZMQ_PULL);
     T_INT(zmq_bind(x->pull, "tcp://127.0.0.1:*"), ==, 0);
     T_INT(zmq_getsockopt(x->pull, ZMQ_LAST_ENDPOINT, ep, &eplen), ==, 0);
+    x->pub = zmq_socket(x->ctx, ZMQ_PUB);
+    T_INT(zmq_bind(x->pub, "tcp://127.0.0.1:*"), ==, 0);
+    eplen = sizeof(ack_ep);
+    T_INT(zmq_getsockopt(x->pub, ZMQ_LAST_ENDPOINT, ack_ep, &eplen), ==, 0);
 
     T_INT(tds_loop_new(&x->loop), ==, 0);
     T_INT(tds_metrics_new(&x->m), ==, 0);
@@ -109,7 +118,7 @@ static void rig_open(struct rig *x, size_t max_buffered, int64_t ack_timeout_ms,
     {
         struct tds_forward_opts fo = {.origin = "ingress.test", .processor_connect = ep,
                                       .fetcher_connect = ep,
-                                      .ack_connect = "tcp://127.0.0.1:1",
+                                      .ack_connect = ack_ep,
                                       .ack_timeout_ms = ack_timeout_ms,
                                       .max_buffered_bytes = max_buffered,
                                       .hwm = 100, .fetch_acks = true};
@@ -126,11 +135,11 @@ static void rig_open(struct rig *x, size_t max_buffered, int64_t ack_timeout_ms,
 }
 
 /* Entry i: appended to the journal (not written yet), its bytes in buf[i]. */
-static void rig_append(struct rig *x, int i, const char *body)
+static void rig_append(struct rig *x, int i, const char *msgid, const char *body)
 {
     struct tds_entry e = {.dest = TDS_ENTRY_PROCESSOR, .org = "600", .org_len = 3,
-                          .entity = "item", .entity_len = 4, .msgid = i ? "ev-2" : "ev-1",
-                          .msgid_len = 4, .msg = body, .msg_len = strlen(body)};
+                          .entity = "item", .entity_len = 4, .msgid = msgid,
+                          .msgid_len = strlen(msgid), .msg = body, .msg_len = strlen(body)};
 
     T_INT(tds_entry_encode(&e, &x->buf[i], &x->len[i]), ==, 0);
     T_INT(tds_journal_append(x->j, x->buf[i], x->len[i], tds_wall_ms(), &x->seq[i], &x->loc[i]),
@@ -149,9 +158,10 @@ static void rig_close(struct rig *x)
     tds_bus_free(x->bus);
     tds_metrics_free(x->m);
     tds_loop_free(x->loop);
-    free(x->buf[0]);
-    free(x->buf[1]);
+    for (int i = 0; i < N_ENTRIES; i++)
+        free(x->buf[i]);
     zmq_close(x->pull);
+    zmq_close(x->pub);
     zmq_ctx_term(x->ctx);
     if (x->mounted) {
         snprintf(cmd, sizeof(cmd), "umount -l %s", x->dir);
@@ -234,8 +244,8 @@ static void test_sent_when_its_commit_begins(void)
     /* a 10 s ack timeout: the resend timer first fires after 1 s, past the
      * test's end, so only the wake-ups under test can send anything */
     rig_open(&x, 1 << 20, 10000, 0, false);
-    rig_append(&x, 0, "payload one");
-    rig_append(&x, 1, "payload two");
+    rig_append(&x, 0, "ev-1", "payload one");
+    rig_append(&x, 1, "ev-2", "payload two");
     run_steps(&x, step_commit_begins, 5);
     rig_close(&x);
 }
@@ -274,7 +284,7 @@ static void test_over_budget_waits_for_its_write(void)
     struct rig x = {0};
 
     rig_open(&x, 0, 10000, 0, true);
-    rig_append(&x, 0, "payload one");
+    rig_append(&x, 0, "ev-1", "payload one");
     run_steps(&x, step_over_budget, 3);
     rig_close(&x);
 }
@@ -339,8 +349,68 @@ static void test_resend_waits_for_room_on_the_disk(void)
 
     rig_open(&x, 1 << 20, 200, 256, true);
     fill(x.dir);
-    rig_append(&x, 0, "payload one");
+    rig_append(&x, 0, "ev-1", "payload one");
     run_steps(&x, step_disk_full, 6);
+    rig_close(&x);
+}
+
+/* The writer's ack of one message id, as it publishes it. */
+static void publish_ack(struct rig *x, const char *id)
+{
+    char *ids[1] = {(char *)id}, *buf = NULL;
+    size_t len = 0;
+    struct tds_msg m = {.type = TDS_MSG_ACK, .v = TDS_MSG_VERSION, .id = "ack-1"};
+
+    m.u.ack.origin = "ingress.test";
+    m.u.ack.ids = ids;
+    m.u.ack.n_ids = 1;
+    T_INT(tds_msg_encode(&m, &buf, &len), ==, 0);
+    T_INT(zmq_send(x->pub, "ingress.test", 12, ZMQ_SNDMORE), ==, 12);
+    T_INT(zmq_send(x->pub, buf, len, 0), ==, (int)len);
+    free(buf);
+}
+
+static void step_ack_all(struct tds_loop *loop, void *ud)
+{
+    struct rig *x = ud;
+    char got[512] = "";
+
+    switch (x->step++) {
+    case 0:
+        for (int i = 0; i < 3; i++)
+            check(x, tds_forward_submit(x->f, x->seq[i], &x->loc[i], &x->buf[i], x->len[i]) == 0,
+                  "submit");
+        check(x, tds_journal_sync(x->j) == 0, "sync");
+        break;
+    case 1:
+        check(x, received(x, got, sizeof(got)) == 3, "the three not sent");
+        check(x, tds_forward_unacked(x->f) == 3, "three unacked nodes");
+        break;
+    default:
+        if (tds_forward_unacked(x->f) > 0 && x->step < 50) {
+            publish_ack(x, "ev-7"); /* again until the subscription has joined */
+            break;
+        }
+        check(x, tds_forward_unacked(x->f) == 0, "one ack did not release every node");
+        check(x, tds_journal_unacked(x->j) == 0, "a released seq not journaled as acked");
+        tds_loop_stop(loop);
+        break;
+    }
+}
+
+/* The same message id journaled three times (deliveries outside the dedupe
+ * window): one ack releases all three, and all three seqs are acked in the
+ * journal, so their segment can go. */
+static void test_one_ack_acks_every_seq_of_its_id(void)
+{
+    struct rig x = {0};
+
+    rig_open(&x, 1 << 20, 10000, 0, true);
+    for (int i = 0; i < 3; i++)
+        rig_append(&x, i, "ev-7", "payload seven");
+    T_TRUE(tds_loop_timer_add(x.loop, 100, 100, step_ack_all, &x) > 0);
+    T_INT(tds_loop_run(x.loop), ==, 0);
+    T_INT(x.failures, ==, 0);
     rig_close(&x);
 }
 
@@ -349,5 +419,6 @@ int main(void)
     T_RUN(test_sent_when_its_commit_begins);
     T_RUN(test_over_budget_waits_for_its_write);
     T_RUN(test_resend_waits_for_room_on_the_disk);
+    T_RUN(test_one_ack_acks_every_seq_of_its_id);
     return 0;
 }
