@@ -59,12 +59,13 @@ struct list {
     size_t n;
 };
 
-struct inc {
+/* An entry handed over by an HTTP thread, waiting in `incoming`. */
+struct tds_forward_slot {
     uint64_t seq;
     struct tds_journal_loc loc;
     char *buf;
     size_t len;
-    struct inc *next;
+    struct tds_forward_slot *next;
 };
 
 struct tds_forward {
@@ -81,7 +82,7 @@ struct tds_forward {
     int64_t timer;
 
     pthread_mutex_t mu;        /* incoming */
-    struct inc *in_head, *in_tail;
+    struct tds_forward_slot *in_head, *in_tail;
     _Atomic uint64_t synced;
     _Atomic uint64_t syncing;  /* every seq up to it is being (or was) synced */
     atomic_bool failed;
@@ -422,11 +423,11 @@ static void take_syncing(struct tds_forward *f)
 {
     bool failed = atomic_load(&f->failed);
     uint64_t upto = failed ? atomic_load(&f->synced) : atomic_load(&f->syncing);
-    struct inc *list = NULL, **tail = &list;
+    struct tds_forward_slot *list = NULL, **tail = &list;
 
     pthread_mutex_lock(&f->mu);
     while (f->in_head && (f->in_head->seq <= upto || failed)) {
-        struct inc *i = f->in_head;
+        struct tds_forward_slot *i = f->in_head;
 
         f->in_head = i->next;
         i->next = NULL;
@@ -438,7 +439,7 @@ static void take_syncing(struct tds_forward *f)
     pthread_mutex_unlock(&f->mu);
 
     while (list) {
-        struct inc *i = list;
+        struct tds_forward_slot *i = list;
 
         list = i->next;
         /* Past a failed sync, entries above `synced` that had not gone yet
@@ -479,14 +480,32 @@ static void wake(struct tds_forward *f)
     }
 }
 
-int tds_forward_submit(struct tds_forward *f, uint64_t seq, const struct tds_journal_loc *loc,
-                       char **buf, size_t len)
+int tds_forward_slot_new(struct tds_forward_slot **out)
 {
-    struct inc *i = malloc(sizeof(*i));
+    struct tds_forward_slot *i = calloc(1, sizeof(*i));
 
     if (!i)
         return -ENOMEM;
-    *i = (struct inc){seq, *loc, *buf, len, NULL};
+    *out = i;
+    return 0;
+}
+
+struct tds_forward_slot *tds_forward_slot_free(struct tds_forward_slot *i)
+{
+    if (i) {
+        free(i->buf);
+        free(i);
+    }
+    return NULL;
+}
+
+void tds_forward_submit(struct tds_forward *f, struct tds_forward_slot **slot, uint64_t seq,
+                        const struct tds_journal_loc *loc, char **buf, size_t len)
+{
+    struct tds_forward_slot *i = *slot;
+
+    *slot = NULL;
+    *i = (struct tds_forward_slot){seq, *loc, *buf, len, NULL};
     *buf = NULL;
     pthread_mutex_lock(&f->mu);
     if (f->in_tail)
@@ -500,7 +519,6 @@ int tds_forward_submit(struct tds_forward *f, uint64_t seq, const struct tds_jou
      * for the next commit. */
     if (seq <= atomic_load(&f->syncing))
         wake(f);
-    return 0;
 }
 
 void tds_forward_syncing(struct tds_forward *f, uint64_t upto)
@@ -774,7 +792,7 @@ struct tds_forward *tds_forward_free(struct tds_forward *f)
     }
     free(f->buckets);
     while (f->in_head) {
-        struct inc *i = f->in_head;
+        struct tds_forward_slot *i = f->in_head;
 
         f->in_head = i->next;
         free(i->buf);

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 struct tds_forward;
+struct tds_forward_slot;
 struct tds_loop;
 struct tds_bus;
 struct tds_journal;
@@ -45,10 +46,17 @@ struct tds_forward *tds_forward_free(struct tds_forward *f);
 /* The journal may be opened after forward (its scan feeds tds_forward_recover). */
 void tds_forward_set_journal(struct tds_forward *f, struct tds_journal *j);
 
-/* Any thread, in seq order: an appended, not yet durable entry. Takes *buf
- * (sets it to NULL). Returns 0 or -ENOMEM. */
-int tds_forward_submit(struct tds_forward *f, uint64_t seq, const struct tds_journal_loc *loc,
-                       char **buf, size_t len);
+/* Any thread: the memory one submit needs, taken before the journal append,
+ * so that handing over an entry cannot fail once it is journaled (a request
+ * answered 500 with its entry journaled and in the dedupe window would never
+ * be sent until a restart). Returns 0 or -ENOMEM. An unused slot is freed
+ * with tds_forward_slot_free (takes NULL, returns NULL). */
+int tds_forward_slot_new(struct tds_forward_slot **out);
+struct tds_forward_slot *tds_forward_slot_free(struct tds_forward_slot *s);
+/* Any thread, in seq order: an appended, not yet durable entry. Takes *slot
+ * and *buf (sets both to NULL). Cannot fail. */
+void tds_forward_submit(struct tds_forward *f, struct tds_forward_slot **slot, uint64_t seq,
+                        const struct tds_journal_loc *loc, char **buf, size_t len);
 /* Sync thread: a group commit of everything ≤ upto begins. */
 void tds_forward_syncing(struct tds_forward *f, uint64_t upto);
 /* Sync thread: everything ≤ synced is durable (failed: nothing more will be).

@@ -363,6 +363,7 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
     int64_t now = tds_wall_ms();
     char *entry = NULL;
     size_t entry_len = 0;
+    struct tds_forward_slot *slot = NULL;
     struct tds_journal_loc loc;
     uint64_t seq;
     int rc;
@@ -414,10 +415,17 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
         tds_webhook_clear(&w);
         return respond(h, r, rc == TDS_MSG_E_TOO_LARGE || rc == TDS_E_TOO_LARGE ? 413 : 500);
     }
+    /* Before the append: once journaled, the entry must reach forward. */
+    if (tds_forward_slot_new(&slot)) {
+        free(entry);
+        tds_webhook_clear(&w);
+        return respond(h, r, 500);
+    }
 
     pthread_mutex_lock(&h->intake_mu);
     if (tds_dedupe_seen(h->d.dedupe, w.event_id, strlen(w.event_id), now, &seq)) {
         pthread_mutex_unlock(&h->intake_mu);
+        tds_forward_slot_free(slot);
         free(entry);
         tds_webhook_clear(&w);
         r->duplicate = true;
@@ -427,10 +435,11 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
     rc = tds_journal_append(h->d.journal, entry, entry_len, now, &seq, &loc);
     if (rc == 0) {
         tds_dedupe_insert(h->d.dedupe, w.event_id, strlen(w.event_id), now, seq);
-        /* Forward takes the bytes now, sends them once the sync says durable. */
-        rc = tds_forward_submit(h->d.forward, seq, &loc, &entry, entry_len);
+        /* Forward takes the bytes now, sends them once their commit begins. */
+        tds_forward_submit(h->d.forward, &slot, seq, &loc, &entry, entry_len);
     }
     pthread_mutex_unlock(&h->intake_mu);
+    tds_forward_slot_free(slot);
     free(entry);
     tds_webhook_clear(&w);
     if (rc == TDS_JOURNAL_E_FULL || rc == TDS_JOURNAL_E_FAILED) {

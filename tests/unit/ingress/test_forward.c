@@ -186,6 +186,17 @@ static int received(struct rig *x, char *got, size_t n)
     return k;
 }
 
+/* Entry i handed to forward, as an HTTP thread does after its append. */
+static void submit(struct rig *x, int i)
+{
+    struct tds_forward_slot *slot = NULL;
+
+    T_INT(tds_forward_slot_new(&slot), ==, 0);
+    tds_forward_submit(x->f, &slot, x->seq[i], &x->loc[i], &x->buf[i], x->len[i]);
+    T_NULL(slot);
+    T_NULL(x->buf[i]);
+}
+
 static void check(struct rig *x, bool ok, const char *what)
 {
     if (!ok) {
@@ -211,8 +222,7 @@ static void step_commit_begins(struct tds_loop *loop, void *ud)
 
     switch (x->step++) {
     case 0: /* entry 1 appended and handed over, its commit not begun */
-        check(x, tds_forward_submit(x->f, x->seq[0], &x->loc[0], &x->buf[0], x->len[0]) == 0,
-              "submit 1");
+        submit(x, 0);
         break;
     case 1:
         check(x, received(x, got, sizeof(got)) == 0, "entry 1 sent before its commit began");
@@ -226,8 +236,7 @@ static void step_commit_begins(struct tds_loop *loop, void *ud)
         break;
     case 3:
         check(x, received(x, got, sizeof(got)) == 0, "nothing to send yet");
-        check(x, tds_forward_submit(x->f, x->seq[1], &x->loc[1], &x->buf[1], x->len[1]) == 0,
-              "submit 2");
+        submit(x, 1);
         break;
     case 4:
         check(x, received(x, got, sizeof(got)) == 1 && strstr(got, "payload two"),
@@ -257,8 +266,7 @@ static void step_over_budget(struct tds_loop *loop, void *ud)
 
     switch (x->step++) {
     case 0:
-        check(x, tds_forward_submit(x->f, x->seq[0], &x->loc[0], &x->buf[0], x->len[0]) == 0,
-              "submit");
+        submit(x, 0);
         /* the sync thread announces the commit, then writes it */
         tds_forward_syncing(x->f, x->seq[0]);
         break;
@@ -311,8 +319,7 @@ static void step_disk_full(struct tds_loop *loop, void *ud)
 
     switch (x->step++) {
     case 0:
-        check(x, tds_forward_submit(x->f, x->seq[0], &x->loc[0], &x->buf[0], x->len[0]) == 0,
-              "submit");
+        submit(x, 0);
         /* announced (the loop sends it), then its write finds no room */
         check(x, tds_journal_sync(x->j) == TDS_JOURNAL_E_NOSPACE, "write refused for space");
         break;
@@ -378,8 +385,7 @@ static void step_ack_all(struct tds_loop *loop, void *ud)
     switch (x->step++) {
     case 0:
         for (int i = 0; i < 3; i++)
-            check(x, tds_forward_submit(x->f, x->seq[i], &x->loc[i], &x->buf[i], x->len[i]) == 0,
-                  "submit");
+            submit(x, i);
         check(x, tds_journal_sync(x->j) == 0, "sync");
         break;
     case 1:
