@@ -70,10 +70,10 @@ struct tds_http {
     uint16_t port;
 
     pthread_mutex_t intake_mu;   /* dedupe lookup + append + insert, atomically */
-    pthread_mutex_t wait_mu;     /* the waiters list */
+    pthread_mutex_t wait_mu;     /* the waiters list and stopping */
     struct req *waiters;
     atomic_size_t inflight;
-    atomic_bool stopping;        /* no more suspending: answer what is left */
+    bool stopping;               /* no more suspending: answer what is left */
 
     pthread_mutex_t log_mu;
     struct tds_log_limit log_sig, log_bad, log_full, log_mhd;
@@ -243,12 +243,14 @@ static enum MHD_Result finish_or_wait(struct tds_http *h, struct req *r)
         }
         return answer(h, r, st);
     }
-    if (st == 0 && !atomic_load(&h->stopping)) {
+    if (st == 0) {
         pthread_mutex_lock(&h->wait_mu);
         /* Checked again under the lock: the sync thread resumes under it too,
-         * so it cannot miss a request that is being suspended. */
+         * so it cannot miss a request that is being suspended. stopping is
+         * set under it as well: once tds_http_free has resumed the waiters,
+         * no request suspends (MHD_stop_daemon panics on one). */
         st = tds_journal_state(h->d.journal, r->seq);
-        if (st == 0) {
+        if (st == 0 && !h->stopping) {
             r->state = REQ_WAITING;
             r->in_waiters = true;
             r->wprev = NULL;
@@ -720,8 +722,12 @@ struct tds_http *tds_http_free(struct tds_http *h)
         return NULL;
     if (h->daemon) {
         /* Suspended connections must be resumed before MHD can stop; they
-         * get their final answer from the journal's state. */
-        atomic_store(&h->stopping, true);
+         * get their final answer from the journal's state. A request between
+         * its journal check and its suspension holds wait_mu, so it either
+         * suspends before this resumes everyone or sees stopping. */
+        pthread_mutex_lock(&h->wait_mu);
+        h->stopping = true;
+        pthread_mutex_unlock(&h->wait_mu);
         tds_http_synced(h, UINT64_MAX, true);
         MHD_stop_daemon(h->daemon);
     }
