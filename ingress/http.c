@@ -356,6 +356,30 @@ static int build_entry(struct tds_http *h, const struct req *r, const struct tds
     return rc;
 }
 
+/* A form-encoded body may be signed the way Zoho documents for forms: its
+ * fields, decoded, sorted in with the query parameters and no body after
+ * them. Tried only after the raw-body signature did not match. */
+static int verify_form(const struct tds_http *h, const struct req *r, const struct qp *q,
+                       const char *sig, int64_t now)
+{
+    struct tds_verify_kv kv[TDS_VERIFY_MAX_PARAMS];
+    size_t n = q->n;
+    char *scratch = malloc(r->body.len + 1);
+    int rc;
+
+    if (!scratch)
+        return -ENOMEM;
+    memcpy(kv, q->kv, n * sizeof(*kv));
+    rc = tds_webhook_form_fields(r->body.p ? r->body.p : "", r->body.len, scratch, kv,
+                                 TDS_VERIFY_MAX_PARAMS, &n);
+    if (rc == 0)
+        rc = tds_verify_check((const char *const *)r->org->webhook_secrets,
+                              r->org->n_webhook_secrets, sig, kv, n, "", 0, now,
+                              h->o.sig_max_age_ms);
+    free(scratch);
+    return rc == TDS_VERIFY_E_PARAMS ? TDS_VERIFY_E_MISMATCH : rc;
+}
+
 static enum MHD_Result process(struct tds_http *h, struct req *r)
 {
     struct qp q = {0};
@@ -380,11 +404,15 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
     }
     MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
     sig = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Zoho-Webhook-Signature");
+    ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    kind = tds_webhook_kind(ct);
     if (r->org->n_webhook_secrets > 0) {
         rc = q.overflow ? TDS_VERIFY_E_PARAMS
                         : tds_verify_check((const char *const *)r->org->webhook_secrets,
                                            r->org->n_webhook_secrets, sig, q.kv, q.n, r->body.p,
                                            r->body.len, now, h->o.sig_max_age_ms);
+        if (rc == TDS_VERIFY_E_MISMATCH && kind == TDS_WEBHOOK_FORM)
+            rc = verify_form(h, r, &q, sig, now);
         if (rc < 0)
             return respond(h, r, 500);
         if (rc) {
@@ -400,8 +428,6 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
         return respond(h, r, 401);
     }
 
-    ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    kind = tds_webhook_kind(ct);
     rc = tds_webhook_parse(&w, kind, r->body.p ? r->body.p : "", r->body.len, q.entity, q.event);
     if (rc) {
         tds_webhook_clear(&w);

@@ -65,6 +65,35 @@ static size_t form_decode(const char *s, size_t n, char *out)
     return o;
 }
 
+int tds_webhook_form_fields(const char *body, size_t len, char *scratch,
+                            struct tds_verify_kv *kv, size_t max, size_t *n)
+{
+    const char *p = body, *end = body + len;
+
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *fe = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(fe - p));
+        const char *ke = eq ? eq : fe;
+
+        if (fe > p) {
+            struct tds_verify_kv *f = &kv[*n];
+
+            if (*n == max)
+                return TDS_VERIFY_E_PARAMS;
+            f->k = scratch;
+            f->klen = form_decode(p, (size_t)(ke - p), scratch);
+            scratch += f->klen;
+            f->v = scratch;
+            f->vlen = eq ? form_decode(eq + 1, (size_t)(fe - eq - 1), scratch) : 0;
+            scratch += f->vlen;
+            (*n)++;
+        }
+        p = fe + 1;
+    }
+    return 0;
+}
+
 /* Find JSONString=… among the form fields and decode it into w->owned. */
 static int form_json(struct tds_webhook *w, const char *body, size_t len)
 {

@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "verify.h"
+
 struct tds_entity;
 
 enum tds_webhook_kind { TDS_WEBHOOK_UNSUPPORTED = 0, TDS_WEBHOOK_JSON, TDS_WEBHOOK_FORM };
@@ -52,6 +54,13 @@ enum tds_webhook_kind tds_webhook_kind(const char *content_type);
 int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const char *body,
                       size_t len, const char *entity_param, const char *event_param);
 void tds_webhook_clear(struct tds_webhook *w);
+
+/* The fields of a form-encoded body, names and values URL-decoded into
+ * `scratch` (at least len bytes), appended to kv[*n] onwards: what Zoho's
+ * signature scheme sorts in with the query parameters when the body is a
+ * form. Returns 0, or TDS_VERIFY_E_PARAMS when kv would hold over max. */
+int tds_webhook_form_fields(const char *body, size_t len, char *scratch,
+                            struct tds_verify_kv *kv, size_t max, size_t *n);
 const char *tds_webhook_strerror(int code);
 
 #endif

@@ -7,7 +7,8 @@
  * without a crash, leak or sanitizer report. Invariants: a signature made by
  * tds_verify_sign over the same parameters and body always verifies (in any
  * parameter order, in upper case too), and one flipped body byte never does;
- * a parsed webhook has an entity, a non-empty id and a 64-hex or Zoho event
+ * a form's decoded fields stay in their scratch space and sign and verify with
+ * the query as Zoho's form scheme does; a parsed webhook has an entity, a non-empty id and a 64-hex or Zoho event
  * id, and its journal entry encodes and decodes to the same fields.
  */
 #include <ctype.h>
@@ -115,6 +116,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(tds_verify_check(secrets, 2, hex, kv, n, body, body_len, 0, 0) ==
               TDS_VERIFY_E_MISMATCH);
         body[0] ^= 0x20;
+    }
+
+    if (data[0] & 1) {
+        /* A form's fields, decoded: never past their scratch space, and a
+         * signature over them and the query verifies. */
+        struct tds_verify_kv all[TDS_VERIFY_MAX_PARAMS];
+        char *scratch = malloc(body_len + 1);
+        size_t m = n;
+
+        CHECK(scratch != NULL);
+        memcpy(all, kv, n * sizeof(*kv));
+        r = tds_webhook_form_fields(body, body_len, scratch, all, TDS_VERIFY_MAX_PARAMS, &m);
+        CHECK(r == 0 || r == TDS_VERIFY_E_PARAMS);
+        if (r == 0) {
+            CHECK(tds_verify_sign(secrets[0], NULL, all, m, "", 0, hex) == 0);
+            CHECK(tds_verify_check(secrets, 2, hex, all, m, "", 0, 0, 0) == 0);
+        }
+        free(scratch);
     }
 
     r = tds_webhook_parse(&w, data[0] & 1 ? TDS_WEBHOOK_FORM : TDS_WEBHOOK_JSON, body, body_len,

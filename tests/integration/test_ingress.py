@@ -11,6 +11,8 @@ share a flush under TDS_INGRESS_SYNC_DELAY_US. The last test runs
 the real pipeline (simulator → ingress → processor → writer → PostgreSQL)
 when those binaries are built, and prints the latency.
 """
+import hashlib
+import hmac
 import json
 import subprocess
 import os
@@ -282,6 +284,26 @@ def test_form_encoded_jsonstring(ing):
     assert r.status == 200, r
     [m] = i.recv(i.events, 1)
     assert m["body"] == js.encode() and m["zoho_id"] == "40"
+
+    # Zoho's scheme for forms: the decoded fields sorted in with the query
+    # parameters, no body after them. Either way of signing a form is taken.
+    js = item_body("41", name="ودجت & co")
+    body = "JSONString=" + urllib.parse.quote_plus(js) + "&source=books"
+    params = {"entity": "item"}
+    fields = sorted(list(params.items()) + [("JSONString", js), ("source", "books")])
+    sig = hmac.new(SECRET_A.encode(), "".join(k + v for k, v in fields).encode(),
+                   hashlib.sha256).hexdigest()
+    form = "application/x-www-form-urlencoded"
+    assert i.post("60001", body, params=params, sig=sig, content_type=form).status == 200
+    [m] = i.recv(i.events, 1)
+    assert m["body"] == js.encode() and m["zoho_id"] == "41"
+    # Signed that way, a field changed or added is still refused.
+    assert i.post("60001", body.replace("books", "bookz"), params=params, sig=sig,
+                  content_type=form).status == 401
+    assert i.post("60001", body + "&x=1", params=params, sig=sig, content_type=form).status == 401
+    # The field scheme is for forms only: the same signature on a JSON body is refused.
+    assert i.post("60001", body, params=params, sig=sig).status == 401
+    assert i.metric("tds_ingress_signature_failures_total", {"reason": "mismatch"}) == 3
 
 
 def test_deletes_and_id_only_payloads(ing):
