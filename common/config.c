@@ -26,7 +26,6 @@
 #include <unistd.h>
 
 #define ORGS_FILE_MAX (4 * 1024 * 1024)
-#define ORG_ID_MAX 64
 #define ORGS_MAX 10000
 
 /* ---- environment table ---- */
@@ -370,7 +369,7 @@ static bool org_id_ok(const char *s)
     size_t n = strlen(s);
 
     /* The id goes into origins, metric labels and SQL parameters: keep it plain. */
-    if (n == 0 || n > ORG_ID_MAX)
+    if (n == 0 || n > TDS_ORG_ID_MAX)
         return false;
     for (; *s; s++) {
         char ch = *s;
@@ -543,7 +542,7 @@ static int parse_org(struct orgs_ctx *c, json_t *o, struct tds_org *g)
     if (!g->org_id)
         return fail(c, "out of memory");
     if (!org_id_ok(g->org_id))
-        return fail(c, "field 'org_id' must be 1..%d characters of [A-Za-z0-9._-]", ORG_ID_MAX);
+        return fail(c, "field 'org_id' must be 1..%d characters of [A-Za-z0-9._-]", TDS_ORG_ID_MAX);
     c->org_id = g->org_id;
 
     if ((r = check_keys(c, o)))

@@ -53,6 +53,7 @@ void tds_config_markdown(const struct tds_config_entry *table, size_t n, FILE *f
 /* ---- organizations file ---- */
 
 #define TDS_ORG_MAX_SECRETS 4
+#define TDS_ORG_ID_MAX 64 /* characters of [A-Za-z0-9._-] */
 
 struct tds_org {
     char *org_id;

@@ -237,9 +237,14 @@ static struct node *node_new(struct tds_forward *f, uint64_t seq, const struct t
     return n;
 }
 
+/* "ev-<org>:<event id>" / "fe-…" → the event id (a journal written before
+ * ids carried their organization has "ev-<event id>"). */
 static const char *event_id_of(const struct node *n)
 {
-    return strlen(n->msgid) > 3 ? n->msgid + 3 : n->msgid; /* "ev-…" / "fe-…" */
+    const char *k = strlen(n->msgid) > 3 ? n->msgid + 3 : n->msgid;
+    size_t ol = strlen(n->org);
+
+    return strncmp(k, n->org, ol) == 0 && k[ol] == ':' ? k + ol + 1 : k;
 }
 
 /* ---- sending ---- */

@@ -306,19 +306,25 @@ static void log_limited(struct tds_http *h, struct tds_log_limit *lim, enum tds_
     pthread_mutex_unlock(&h->log_mu);
 }
 
+/* A webhook's key, for dedupe and in its message id: "<org>:<event id>".
+ * Event ids are unique within an organization only (Zoho's may be small
+ * numbers), so one organization's event never passes for another's
+ * duplicate, and an ack never releases another organization's entry. */
+#define KEY_MAX (TDS_ORG_ID_MAX + 1 + TDS_WEBHOOK_MAX_ID + 1)
+
 /* Encode the message and the journal entry it travels in. */
 static int build_entry(struct tds_http *h, const struct req *r, const struct tds_webhook *w,
-                       int64_t now_ms, char **out, size_t *out_len)
+                       const char *key, int64_t now_ms, char **out, size_t *out_len)
 {
     struct tds_msg m = {0};
     struct tds_entry e = {0};
-    char msgid[TDS_WEBHOOK_MAX_ID + 4];
+    char msgid[3 + KEY_MAX];
     char *buf = NULL;
     size_t len = 0;
     int rc;
     bool fetch = !w->has_record && !w->is_delete;
 
-    snprintf(msgid, sizeof(msgid), "%s%s", fetch ? "fe-" : "ev-", w->event_id);
+    snprintf(msgid, sizeof(msgid), "%s%s", fetch ? "fe-" : "ev-", key);
     m.v = TDS_MSG_VERSION;
     m.id = msgid;
     if (fetch) {
@@ -384,6 +390,7 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
 {
     struct qp q = {0};
     struct tds_webhook w;
+    char key[KEY_MAX];
     const char *sig, *ct;
     enum tds_webhook_kind kind;
     int64_t now = tds_wall_ms();
@@ -438,7 +445,11 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
         return respond(h, r, rc == TDS_WEBHOOK_E_TOO_LARGE ? 413 : 400);
     }
 
-    rc = build_entry(h, r, &w, now, &entry, &entry_len);
+    if ((size_t)snprintf(key, sizeof(key), "%s:%s", r->org->org_id, w.event_id) >= sizeof(key)) {
+        tds_webhook_clear(&w);
+        return respond(h, r, 500); /* org ids are checked at start-up: cannot happen */
+    }
+    rc = build_entry(h, r, &w, key, now, &entry, &entry_len);
     if (rc) {
         tds_webhook_clear(&w);
         return respond(h, r, rc == TDS_MSG_E_TOO_LARGE || rc == TDS_E_TOO_LARGE ? 413 : 500);
@@ -451,7 +462,7 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
     }
 
     pthread_mutex_lock(&h->intake_mu);
-    if (tds_dedupe_seen(h->d.dedupe, w.event_id, strlen(w.event_id), now, &seq)) {
+    if (tds_dedupe_seen(h->d.dedupe, key, strlen(key), now, &seq)) {
         pthread_mutex_unlock(&h->intake_mu);
         tds_forward_slot_free(slot);
         free(entry);
@@ -462,7 +473,7 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
     }
     rc = tds_journal_append(h->d.journal, entry, entry_len, now, &seq, &loc);
     if (rc == 0) {
-        tds_dedupe_insert(h->d.dedupe, w.event_id, strlen(w.event_id), now, seq);
+        tds_dedupe_insert(h->d.dedupe, key, strlen(key), now, seq);
         /* Forward takes the bytes now, sends them once their commit begins. */
         tds_forward_submit(h->d.forward, &slot, seq, &loc, &entry, entry_len);
     }

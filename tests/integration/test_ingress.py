@@ -73,7 +73,7 @@ def test_signed_webhook_becomes_event(ing):
     assert m["org"] == "60001" and m["entity"] == "items" and m["op"] == "upsert"
     assert m["origin"] == "ingress.it1"
     assert m["zoho_id"] == "4600000000000012345"
-    assert m["id"] == "ev-" + m["event_id"]
+    assert m["id"] == "ev-60001:" + m["event_id"]
     assert m["body"] == body.encode()  # the raw bytes, not a re-serialization
     assert abs(m["received_ms"] - time.time() * 1000) < 60000
     # The old secret of a rotation still verifies; so does a query parameter.
@@ -136,7 +136,13 @@ def test_duplicates_answered_200_and_forwarded_once(ing):
     assert i.post("60001", zb2, SECRET_A).status == 200
     got = i.recv(i.events, 10, timeout=2)
     assert len(got) == 2, got
-    assert {m["id"] for m in got} == {got[0]["id"], "ev-5675"}
+    assert {m["id"] for m in got} == {got[0]["id"], "ev-60001:5675"}
+    assert i.metric("tds_ingress_duplicates_total") == 3
+    # Event ids are unique within an organization only: another organization's
+    # event 5675 is its own, with its own message id (an ack names one of them).
+    assert i.post("60002", zb).status == 200
+    [m] = i.recv(i.events, 1)
+    assert m["org"] == "60002" and m["id"] == "ev-60002:5675" and m["event_id"] == "5675"
     assert i.metric("tds_ingress_duplicates_total") == 3
 
 
