@@ -809,18 +809,8 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
         snprintf(name, sizeof(name), "x_%zu", i);
         tds_buf_reset(&a->buf);
         /* For each incoming row whose key exists: would the guard let it
-         * through? Same expression as the upsert's WHERE (sqlgen.c). */
-        if (tds_buf_addf(&a->buf,
-                "SELECT k.n, coalesce((k.mt > t.modified_time OR (t.modified_time IS NULL AND "
-                "k.mt IS NOT NULL)) OR (t.deleted_at IS NULL AND k.mt IS NOT DISTINCT FROM "
-                "t.modified_time AND k.h IS DISTINCT FROM t.content_hash AND (k.d OR NOT "
-                "t.is_detail) AND (k.ob IS NULL OR t.observed_at IS NULL OR "
-                "k.ob >= t.observed_at)), false) FROM unnest($1::text[], $2::text[], "
-                "$3::timestamptz[], $4::text[], $5::boolean[], $6::timestamptz[]) "
-                "WITH ORDINALITY AS k(o, i, mt, h, d, ob, n) "
-                "JOIN zoho.\"%s\" t ON t.org_id = k.o AND t.\"%s\" = k.i",
-                t->name, t->id_column) != 0 ||
-            tds_buf_add(&a->buf, "", 1) != 0) {
+         * through? The upsert's own expression (sqlgen.c). */
+        if (tds_sqlgen_lookup(&a->buf, t) != 0 || tds_buf_add(&a->buf, "", 1) != 0) {
             rc = -ENOMEM;
             goto fail;
         }

@@ -3,8 +3,10 @@
  * The guard is the heart of idempotence: an upsert writes a row iff no row
  * exists, or the new modified_time is newer, or the times are equal and the
  * content hash differs and (the new row is detail or the stored one is not).
- * A soft-deleted row is revived only by a strictly newer version, so a late
- * copy of the last version before the delete cannot undo it.
+ * A soft-deleted row is revived only by a version observed after the delete
+ * (deletes carry no modified_time, so the time it was observed is all that
+ * orders them): a page fetched before the delete and written after it cannot
+ * undo it, however new its modified_time.
  *
  * Staging tables carry two bookkeeping columns: _m (index of the message in
  * the batch) and _r (row index within its set). _m ties child rows to the
@@ -26,13 +28,39 @@ static const struct tds_column top_managed[] = {
 /* The columns a DETAIL/LIST set starts with, in order (msg.h). */
 static const char *const head_cols[] = {"modified_time", "raw", "content_hash", "is_detail"};
 
-#define NEWER "(EXCLUDED.modified_time > t.modified_time OR " \
-              "(t.modified_time IS NULL AND EXCLUDED.modified_time IS NOT NULL))"
-/* Two versions with the same modified_time (Zoho keeps whole seconds): the
- * one observed later — page fetched or webhook received — is the newer one;
- * unknown on either side, arrival order decides (as before observed_at). */
-#define NOT_OLDER "(EXCLUDED.observed_at IS NULL OR t.observed_at IS NULL OR " \
-                  "EXCLUDED.observed_at >= t.observed_at)"
+/* The guard, over the stored row t and the new one n (EXCLUDED in an upsert,
+ * the fast path's lookup row): modified_time, content_hash, is_detail and
+ * observed_at of n against t's.
+ * A live row takes a newer modified_time, or the same one with another
+ * content (detail over list) unless observed before the stored version: Zoho
+ * keeps whole seconds, and of two versions in one second the one observed
+ * later — page fetched or webhook received — is the newer; unknown on either
+ * side, arrival order decides (as before observed_at).
+ * A deleted row's observed_at is when the delete was observed: a version
+ * observed after it, not older than the stored one, revives the row (Zoho
+ * still had the record then); one observed before stays out, however new
+ * its modified_time. Unknown on either side (a delete or a version without
+ * received_ms), only a strictly newer modified_time revives, the rule from
+ * before deletes were timed. A row deleted before then holds the observed_at
+ * of its last version instead: a version observed after that one revives it. */
+static int add_guard(struct tds_buf *b, const char *n)
+{
+    return tds_buf_addf(b,
+        "CASE WHEN t.deleted_at IS NULL THEN "
+        "(%1$s.modified_time > t.modified_time OR "
+        "(t.modified_time IS NULL AND %1$s.modified_time IS NOT NULL)) OR "
+        "(%1$s.modified_time IS NOT DISTINCT FROM t.modified_time "
+        "AND %1$s.content_hash IS DISTINCT FROM t.content_hash "
+        "AND (%1$s.is_detail OR NOT t.is_detail) "
+        "AND (%1$s.observed_at IS NULL OR t.observed_at IS NULL OR "
+        "%1$s.observed_at >= t.observed_at)) "
+        "WHEN %1$s.observed_at IS NULL OR t.observed_at IS NULL THEN "
+        "%1$s.modified_time > t.modified_time OR "
+        "(t.modified_time IS NULL AND %1$s.modified_time IS NOT NULL) "
+        "ELSE %1$s.observed_at > t.observed_at AND "
+        "(t.modified_time IS NULL OR %1$s.modified_time >= t.modified_time) END",
+        n);
+}
 
 int tds_sqlgen_coltype(const struct tds_table *t, const char *col, enum tds_coltype *out)
 {
@@ -213,12 +241,19 @@ static int upsert_delete(struct tds_buf *b, const char *stg, const struct tds_ta
                          bool has_mtime)
 {
     /* A delete for a record never seen leaves a tombstone, so an older
-     * version arriving later cannot bring the record back. */
+     * version arriving later cannot bring the record back. observed_at
+     * becomes when the delete was observed (_o): only a version observed
+     * after it revives the row (add_guard). Of a delete observed before the
+     * stored version (clocks of two hosts), the later time is kept; a delete
+     * that does not say leaves it unknown, and the guard falls back to
+     * modified_time. */
     return tds_buf_addf(b,
-        "INSERT INTO zoho.\"%s\" AS t (org_id, \"%s\", modified_time, deleted_at, synced_at) "
-        "SELECT org_id, \"%s\", %s, now(), now() FROM %s "
+        "INSERT INTO zoho.\"%s\" AS t (org_id, \"%s\", modified_time, observed_at, deleted_at, "
+        "synced_at) SELECT org_id, \"%s\", %s, _o, now(), now() FROM %s "
         "ON CONFLICT (org_id, \"%s\") DO UPDATE SET deleted_at = now(), "
-        "modified_time = GREATEST(t.modified_time, EXCLUDED.modified_time), synced_at = now() "
+        "modified_time = GREATEST(t.modified_time, EXCLUDED.modified_time), "
+        "observed_at = CASE WHEN EXCLUDED.observed_at IS NOT NULL "
+        "THEN GREATEST(t.observed_at, EXCLUDED.observed_at) END, synced_at = now() "
         "WHERE t.deleted_at IS NULL AND (EXCLUDED.modified_time IS NULL OR "
         "t.modified_time IS NULL OR EXCLUDED.modified_time >= t.modified_time) "
         "RETURNING org_id, \"%s\"",
@@ -278,13 +313,11 @@ int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table
     for (size_t i = first_own; i < n_cols && rc == 0; i++)
         rc = tds_buf_addf(b, ", \"%s\" = EXCLUDED.\"%s\"", cols[i], cols[i]);
     if (rc == 0)
-        rc = tds_buf_addf(b,
-            ", synced_at = now(), deleted_at = NULL WHERE " NEWER " OR (t.deleted_at IS NULL "
-            "AND EXCLUDED.modified_time IS NOT DISTINCT FROM t.modified_time "
-            "AND EXCLUDED.content_hash IS DISTINCT FROM t.content_hash "
-            "AND (EXCLUDED.is_detail OR NOT t.is_detail) AND " NOT_OLDER ") "
-            "RETURNING org_id, \"%s\"",
-            t->id_column);
+        rc = tds_buf_addf(b, ", synced_at = now(), deleted_at = NULL WHERE ");
+    if (rc == 0)
+        rc = add_guard(b, "EXCLUDED");
+    if (rc == 0)
+        rc = tds_buf_addf(b, " RETURNING org_id, \"%s\"", t->id_column);
     if (rc == 0 && with_m)
         rc = tds_buf_addf(b,
             ") SELECT w.org_id, w.\"%s\", s._m FROM w JOIN %s s "
@@ -376,5 +409,20 @@ int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds
                              "AS w(org_id, id, _m) ON s.org_id = w.org_id "
                              "AND s.\"%s\" = w.id AND s._m = w._m",
                           k, k + 1, k + 2, child->id_column);
+    return rc;
+}
+
+int tds_sqlgen_lookup(struct tds_buf *b, const struct tds_table *t)
+{
+    int rc = tds_buf_addf(b, "SELECT k.n, coalesce(");
+
+    if (rc == 0)
+        rc = add_guard(b, "k");
+    if (rc == 0)
+        rc = tds_buf_addf(b, ", false) FROM unnest($1::text[], $2::text[], $3::timestamptz[], "
+                             "$4::text[], $5::boolean[], $6::timestamptz[]) WITH ORDINALITY "
+                             "AS k(o, i, modified_time, content_hash, is_detail, observed_at, n) "
+                             "JOIN zoho.\"%s\" t ON t.org_id = k.o AND t.\"%s\" = k.i",
+                          t->name, t->id_column);
     return rc;
 }

@@ -77,6 +77,11 @@ enum tds_sqlgen_src {
 int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table *t,
                       enum tds_rowset_kind kind, char *const *cols, size_t n_cols,
                       bool with_m, enum tds_sqlgen_src src);
+/* The fast path's lookup (apply.c): for each incoming row ($1 org ids, $2
+ * ids, $3 modified times, $4 content hashes, $5 detail flags, $6 observed
+ * times: arrays) whose key exists in t, its position in the arrays (from 1)
+ * and whether the upsert's guard would let it through. */
+int tds_sqlgen_lookup(struct tds_buf *b, const struct tds_table *t);
 /* Delete the child rows of the parents ($1 org ids, $2 parent ids: text
  * arrays). Arrays, not a join with a temp table of written parents: the
  * planner has no statistics for a temp table, guesses ~850 rows and hashes

@@ -311,13 +311,15 @@ def test_duplicate_stream_changes_nothing(writer, db):
 
 
 def test_deletes_set_deleted_at_and_newer_version_revives(writer, db):
+    base = int(time.time() * 1000) - 60_000
     src1, f1 = rows_msg(ORG, items_sets([item(ORG, "7", ts(5), "seven", stock=[("w1", "1")]),
-                                         item(ORG, "8", ts(5), "eight")]))
+                                         item(ORG, "8", ts(5), "eight")]), received_ms=base)
     writer.send(f1)
     writer.wait_acked([src1])
     src2, f2 = rows_msg(ORG, [rowset("items", DELETE, ["org_id", "item_id"], [[ORG, "7"]]),
                               rowset("items", DELETE, ["org_id", "item_id", "modified_time"],
-                                     [[ORG, "9", ts(6)]])], mode="webhook")
+                                     [[ORG, "9", ts(6)]])], mode="webhook",
+                        received_ms=base + 2000)
     writer.send(f2)
     writer.wait_acked([src2])
     got = items_table(db, "item_id, name, deleted_at IS NOT NULL")
@@ -326,19 +328,92 @@ def test_deletes_set_deleted_at_and_newer_version_revives(writer, db):
     assert got["9"] == (None, True)         # tombstone for a record never seen
     assert stock_of(db, "7") == [("w1", "1")]
     deleted_at = db.query("SELECT deleted_at FROM zoho.items WHERE item_id = '7'")
-    # A repeated delete keeps the first deleted_at; an old version stays deleted.
-    src3, f3 = rows_msg(ORG, [rowset("items", DELETE, ["org_id", "item_id"], [[ORG, "7"]])])
-    src4, f4 = rows_msg(ORG, items_sets([item(ORG, "9", ts(4), "nine-old")]))
+    # A repeated delete keeps the first deleted_at; a version older than the
+    # tombstone stays out, though observed after the delete.
+    src3, f3 = rows_msg(ORG, [rowset("items", DELETE, ["org_id", "item_id"], [[ORG, "7"]])],
+                        received_ms=base + 2500)
+    src4, f4 = rows_msg(ORG, items_sets([item(ORG, "9", ts(4), "nine-old")]),
+                        received_ms=base + 3000)
     writer.send(f3)
     writer.send(f4)
     writer.wait_acked([src3, src4])
     assert db.query("SELECT deleted_at FROM zoho.items WHERE item_id = '7'") == deleted_at
     assert items_table(db, "item_id, name, deleted_at IS NOT NULL")["9"] == (None, True)
-    # A newer version undeletes.
-    src5, f5 = rows_msg(ORG, items_sets([item(ORG, "7", ts(9), "seven again")]))
+    # A newer version observed after the delete undeletes.
+    src5, f5 = rows_msg(ORG, items_sets([item(ORG, "7", ts(9), "seven again")]),
+                        received_ms=base + 4000)
     writer.send(f5)
     writer.wait_acked([src5])
     assert items_table(db, "item_id, name, deleted_at IS NOT NULL")["7"] == ("seven again", False)
+
+
+def test_a_delete_is_undone_only_by_a_version_observed_after_it(writer, db):
+    """A delete carries no modified_time: when it was observed orders it
+    against versions. A version observed before the delete (a page fetched
+    while the delete webhook was on its way, or resent after an outage) stays
+    out however new its modified_time; one observed after it brings the record
+    back. Lone records (one round trip), two-record batches and the fast path
+    (64+ stored keys) alike."""
+    now = int(time.time() * 1000)
+
+    def send(sets, observed):
+        src, frame = rows_msg(ORG, sets, received_ms=observed)
+        writer.send(frame)
+        writer.wait_acked([src])
+
+    def delete(ids, observed):
+        send([rowset("items", DELETE, ["org_id", "item_id"], [[ORG, i] for i in ids])],
+             observed)
+
+    def state(item_id):
+        return db.query("SELECT name, deleted_at IS NOT NULL FROM zoho.items "
+                        "WHERE item_id = %s", item_id)[0]
+
+    # item 1 stored at T1, a delete received 3 s ago, then a page with T2 > T1
+    # fetched 5 s ago (before the delete)
+    send(items_sets([item(ORG, "1", ts(1), "one", stock=[("w1", "5"), ("w2", "6")])]),
+         now - 20_000)
+    delete(["1"], now - 3000)
+    send(items_sets([item(ORG, "1", ts(2), "one-v2", stock=[("w1", "0")])]), now - 5000)
+    assert state("1") == ("one", True)
+    assert stock_of(db, "1") == [("w1", "5"), ("w2", "6")]
+    assert db.query("SELECT observed_at = to_timestamp(%s / 1000.0) FROM zoho.items "
+                    "WHERE item_id = '1'", now - 3000) == [(True,)]
+    # a delete of an item never seen, then an older version of it
+    delete(["2"], now - 3000)
+    send(items_sets([item(ORG, "2", ts(1), "two")]), now - 5000)
+    assert state("2") == (None, True)
+    # both again in one message (two records: the two-trip way)
+    send(items_sets([item(ORG, "1", ts(3), "one-v3"), item(ORG, "2", ts(3), "two-v3")]),
+         now - 4000)
+    assert state("1") == ("one", True) and state("2") == (None, True)
+    # observed after the delete: back, even at the stored modified_time
+    send(items_sets([item(ORG, "1", ts(1), "one-again", stock=[("w3", "7")])]), now - 1000)
+    assert state("1") == ("one-again", False)
+    assert stock_of(db, "1") == [("w3", "7")]
+    send(items_sets([item(ORG, "2", ts(1), "two-again"), item(ORG, "3", ts(1), "three")]),
+         now - 1000)
+    assert state("2") == ("two-again", False)
+
+    # the fast path's lookup asks the same guard
+    ids = [str(600 + i) for i in range(80)]
+    send(items_sets([item(ORG, i, ts(5), "stored") for i in ids]), now - 20_000)
+    delete(ids, now - 3000)
+    send(items_sets([item(ORG, i, ts(6), "before-delete") for i in ids]), now - 5000)
+    assert db.query("SELECT count(*) FROM zoho.items WHERE item_id LIKE '6__' "
+                    "AND name = 'stored' AND deleted_at IS NOT NULL") == [(80,)]
+    send(items_sets([item(ORG, i, ts(5), "after-delete") for i in ids]), now - 1000)
+    assert db.query("SELECT count(*) FROM zoho.items WHERE item_id LIKE '6__' "
+                    "AND name = 'after-delete' AND deleted_at IS NULL") == [(80,)]
+
+    # a delete that does not say when it was observed: a strictly newer
+    # modified_time revives, as before deletes were timed
+    delete(["3"], 0)
+    assert db.query("SELECT observed_at FROM zoho.items WHERE item_id = '3'") == [(None,)]
+    send(items_sets([item(ORG, "3", ts(1), "three-same")]), now)
+    assert state("3") == ("three", True)
+    send(items_sets([item(ORG, "3", ts(2), "three-newer")]), now - 10_000)
+    assert state("3") == ("three-newer", False)
 
 
 def test_children_follow_their_parent(writer, db):
