@@ -2,7 +2,8 @@
  *
  * Checks happen once, on arrival: a set whose table or columns do not match
  * the registry is rejected as a whole (the processor and the registry
- * disagree; nothing in it can be written), and a record with a value that
+ * disagree; nothing in it can be written) and takes the other records of its
+ * table family in the message with it, and a record with a value that
  * PostgreSQL text cannot hold (a NUL byte) is rejected before any SQL runs.
  * Everything else is left to PostgreSQL's input functions; a value they
  * refuse is found later by the writer's bisection.
@@ -149,6 +150,49 @@ static int assign_records(struct tds_bmsg *m)
     return 0;
 }
 
+/* A set refused on arrival takes its family's records with it. A DETAIL
+ * parent written without its child rows would lose the stored ones for good:
+ * the writer replaces a written parent's children, and the same version sent
+ * again with the right columns is refused by the guard (same time, same
+ * hash) until the record changes in Zoho. So every record of the family in
+ * this message is rejected too, with the set's error, and nothing of it is
+ * half-applied. */
+static int reject_families(struct tds_bmsg *m)
+{
+    const struct tds_msg_rows *rows = &m->msg.u.rows;
+    uint8_t *bad = NULL;
+    char err[256], reason[400];
+    int rc = 0;
+
+    for (size_t s = 0; s < rows->n_sets && rc == 0; s++) {
+        const struct tds_msg_rowset *set = &rows->sets[s];
+        const struct tds_table *t = m->tables[s] ? NULL : tds_table_find(set->table);
+        const char *family;
+
+        if (!t || tds_sqlgen_check(t, set->kind, set->cols, set->n_cols, err, sizeof(err)) == 0)
+            continue;
+        if (!bad && !(bad = calloc(m->n_recs ? m->n_recs : 1, 1)))
+            return -ENOMEM;
+        family = tds_bmsg_family(t);
+        snprintf(reason, sizeof(reason), "not written: the message's %s rows were refused (%s)",
+                 set->table, err);
+        for (size_t s2 = 0; s2 < rows->n_sets && rc == 0; s2++) {
+            if (!m->tables[s2] || strcmp(tds_bmsg_family(m->tables[s2]), family) != 0)
+                continue;
+            for (size_t r = 0; r < rows->sets[s2].n_rows && rc == 0; r++) {
+                uint32_t rec = m->rec_of[s2][r];
+
+                if (bad[rec])
+                    continue;
+                bad[rec] = 1;
+                rc = tds_bmsg_reject_record(m, rec, reason);
+            }
+        }
+    }
+    free(bad);
+    return rc;
+}
+
 static int check_sets(struct tds_bmsg *m)
 {
     struct tds_msg_rows *rows = &m->msg.u.rows;
@@ -186,6 +230,8 @@ static int check_sets(struct tds_bmsg *m)
         m->tables[s] = t;
     }
     if ((rc = assign_records(m)) != 0)
+        return rc;
+    if ((rc = reject_families(m)) != 0)
         return rc;
     /* Values PostgreSQL text cannot hold. */
     for (size_t s = 0; s < rows->n_sets; s++) {

@@ -159,6 +159,13 @@ int tds_writer_take(struct tds_writer *w, const void *frame, size_t len)
         inc(w->m_dead_letters, 1);
         tds_log_limited(&w->data_limit, TDS_LOG_WARN, NULL, "%s, keeping it in tds.rejected",
                         m->rej[0].reason);
+    } else if (m->n_rej > 0) {
+        const struct tds_msg_rows *rw = &m->msg.u.rows;
+        struct tds_log_ctx ctx = {rw->org, rw->entity, rw->run};
+
+        tds_log_limited(&w->data_limit, TDS_LOG_WARN, &ctx,
+                        "message %s: %zu rejected on arrival (%s), keeping them in "
+                        "tds.rejected", rw->src ? rw->src : "?", m->n_rej, m->rej[0].reason);
     }
     w->pending[w->n_pending++] = m;
     w->pending_rows += m->n_rows ? m->n_rows : 1;

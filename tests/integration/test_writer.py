@@ -499,6 +499,43 @@ def test_bad_row_is_rejected_alone(writer, db):
     assert writer.proc.metric("tds_writer_rejects_total", {"stage": "writer"}) == 1
 
 
+def test_a_child_set_refused_on_arrival_rejects_its_parents(writer, db):
+    """A newer processor (a rolling deploy) sends item_stock with a column this
+    writer does not know: the set is refused on arrival, and its items with it.
+    Written alone, the item would have lost its stock rows for good (the same
+    version sent again is refused by the guard: same time, same hash)."""
+    src, f = rows_msg(ORG, items_sets([item(ORG, "1", ts(1), "v1",
+                                            stock=[("w1", "5"), ("w2", "6")])]))
+    writer.send(f)
+    writer.wait_acked([src])
+    newer = [item(ORG, "1", ts(2), "v2", stock=[("w1", "7")]), item(ORG, "2", ts(2), "two")]
+    sets = items_sets(newer)
+    stock = sets[1]
+    stock["cols"].append("bin_location")
+    for r in stock["rows"]:
+        r.append("A-1")
+    src, f = rows_msg(ORG, sets, mode="full", run="run-new-cols", page=1)
+    writer.send(f)
+    writer.wait_acked([src])
+    assert items_table(db, "item_id, name") == {"1": ("v1",)}
+    assert stock_of(db, "1") == [("w1", "5"), ("w2", "6")]
+    rej = db.query("SELECT entity, zoho_id, reason, raw IS NOT NULL FROM tds.rejected "
+                   "WHERE source = %s ORDER BY zoho_id NULLS FIRST", src)
+    assert [(e, z, raw) for e, z, _, raw in rej] == [("items", None, False),
+                                                      ("items", "1", True), ("items", "2", True)]
+    assert "unknown column bin_location in item_stock rows" in rej[0][2]
+    assert rej[1][2].startswith("not written: the message's item_stock rows were refused")
+    assert db.query("SELECT records_written, records_rejected FROM tds.sync_runs "
+                    "WHERE run_id = 'run-new-cols'") == [(0, 3)]
+    assert writer.proc.metric("tds_writer_rejects_total", {"stage": "writer"}) == 3
+    # the same version with the columns this writer knows is applied in full
+    src, f = rows_msg(ORG, items_sets(newer))
+    writer.send(f)
+    writer.wait_acked([src])
+    assert items_table(db, "item_id, name") == {"1": ("v2",), "2": ("two",)}
+    assert stock_of(db, "1") == [("w1", "7")]
+
+
 def test_processor_rejects_and_unknown_tables_are_recorded(writer, db):
     src, f = rows_msg(ORG, [rowset("no_such_table", DETAIL, ["org_id", "x"], [[ORG, "1"]])]
                       + items_sets([item(ORG, "1", ts(1), "ok")]),

@@ -141,12 +141,57 @@ static void test_sets_checked_on_arrival(void)
     T_TRUE(bm->tables[0] == NULL);
     T_TRUE(bm->tables[1] == NULL);
     T_TRUE(bm->tables[2] != NULL);
-    T_INT(bm->n_rej, ==, 2);
+    T_INT(bm->n_rej, ==, 3);
     T_TRUE(strstr(bm->rej[0].reason, "delete rows of items") != NULL);
     T_TRUE(strstr(bm->rej[1].reason, "unknown table 'gadgets'") != NULL);
     T_TRUE(!tds_bmsg_row_live(bm, 0, 0));
-    T_TRUE(tds_bmsg_row_live(bm, 2, 0));
     T_INT(bm->n_recs, ==, 1);
+    /* the refused items set takes the message's other items with it */
+    T_TRUE(!tds_bmsg_row_live(bm, 2, 0));
+    T_STR(bm->rej[2].zoho_id, "1");
+    T_TRUE(strstr(bm->rej[2].reason, "not written: the message's items rows were refused "
+                                     "(delete rows of items") == bm->rej[2].reason);
+    T_INT(tds_bmsg_records_written(bm), ==, 0);
+    tds_bmsg_free(bm);
+}
+
+/* A child set refused on arrival (a column the registry does not know, as a
+ * newer processor sends during a rolling deploy) rejects its parents too:
+ * written alone, a parent would lose its stored children for good. Other
+ * families in the message are written. */
+static void test_a_refused_child_set_rejects_its_family(void)
+{
+    static const char *const new_stock_cols[] = {"org_id", "item_id", "warehouse_id",
+                                                 "stock_on_hand", "bin_location"};
+    static const char *const contact_del[] = {"org_id", "contact_id"};
+    struct tds_msg m;
+    struct tds_msg_rowset *items, *stock, *contacts;
+    struct tds_bytes sv[5] = {B("1"), B("10"), B("w1"), B("3"), B("A-1")};
+    struct tds_bytes cv[2] = {B("1"), B("77")};
+    struct tds_bmsg *bm;
+
+    init_rows(&m);
+    items = tds_msg_rows_add_set(&m.u.rows, "items", TDS_ROWS_DETAIL, item_cols, 7);
+    add_item(items, "10", "a");
+    add_item(items, "20", "b"); /* no stock rows of its own: rejected all the same */
+    stock = tds_msg_rows_add_set(&m.u.rows, "item_stock", TDS_ROWS_CHILD, new_stock_cols, 5);
+    T_INT(tds_msg_rowset_add_row(stock, sv), ==, 0);
+    contacts = tds_msg_rows_add_set(&m.u.rows, "contacts", TDS_ROWS_DELETE, contact_del, 2);
+    T_INT(tds_msg_rowset_add_row(contacts, cv), ==, 0);
+    bm = take(&m);
+    T_TRUE(bm->tables[1] == NULL);
+    T_INT(bm->n_rej, ==, 3);
+    T_STR(bm->rej[0].entity, "items");
+    T_TRUE(strstr(bm->rej[0].reason, "unknown column bin_location in item_stock rows") != NULL);
+    T_TRUE(!tds_bmsg_row_live(bm, 0, 0));
+    T_TRUE(!tds_bmsg_row_live(bm, 0, 1));
+    T_STR(bm->rej[1].zoho_id, "10");
+    T_STR(bm->rej[2].zoho_id, "20");
+    T_STR(bm->rej[1].raw, "{\"item_id\":\"10\"}");
+    T_TRUE(strstr(bm->rej[1].reason, "not written: the message's item_stock rows were refused "
+                                     "(unknown column bin_location") == bm->rej[1].reason);
+    T_TRUE(tds_bmsg_row_live(bm, 2, 0));
+    T_INT(tds_bmsg_records_written(bm), ==, 1);
     tds_bmsg_free(bm);
 }
 
@@ -184,6 +229,7 @@ int main(void)
 {
     T_RUN(test_records_group_parent_and_children);
     T_RUN(test_sets_checked_on_arrival);
+    T_RUN(test_a_refused_child_set_rejects_its_family);
     T_RUN(test_dead_letters);
     return 0;
 }
