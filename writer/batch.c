@@ -386,6 +386,47 @@ int tds_bmsg_reject_record(struct tds_bmsg *m, uint32_t rec, const char *reason)
     return add_reject(m, family, zoho_id, reason, raw);
 }
 
+/* A JSON string, or null for NULL or text that is not UTF-8. */
+static json_t *json_text(const char *s)
+{
+    json_t *j = s ? json_string(s) : NULL;
+
+    return j ? j : json_null();
+}
+
+int tds_bmsg_note(struct tds_bmsg *m, const char *reason)
+{
+    const struct tds_msg_rows *rw = &m->msg.u.rows;
+    json_t *doc = json_object();
+    char *raw = NULL;
+
+    if (!doc)
+        return -ENOMEM;
+    if (json_object_set_new(doc, "run", json_text(rw->run)) != 0 ||
+        json_object_set_new(doc, "mode", json_text(rw->mode)) != 0 ||
+        json_object_set_new(doc, "page", json_integer((json_int_t)rw->page)) != 0 ||
+        json_object_set_new(doc, "final", json_boolean(rw->final)) != 0 ||
+        json_object_set_new(doc, "cursor", json_text(rw->cursor)) != 0 ||
+        !(raw = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER))) {
+        json_decref(doc);
+        return -ENOMEM;
+    }
+    json_decref(doc);
+    return add_reject(m, rw->entity, NULL, reason, raw);
+}
+
+void tds_bmsg_drop_rejects(struct tds_bmsg *m, size_t keep)
+{
+    for (; m->n_rej > keep; m->n_rej--) {
+        struct tds_wreject *r = &m->rej[m->n_rej - 1];
+
+        free(r->entity);
+        free(r->zoho_id);
+        free(r->reason);
+        free(r->raw);
+    }
+}
+
 int tds_bmsg_live_records(const struct tds_bmsg *m, uint32_t **out, size_t *n)
 {
     const struct tds_msg_rows *rows = &m->msg.u.rows;

@@ -60,6 +60,13 @@ int tds_bmsg_reject_record(struct tds_bmsg *m, uint32_t rec, const char *reason)
 /* Reject every record still live (the whole message failed for a data reason
  * that could not be pinned on a record). 0 or -ENOMEM. */
 int tds_bmsg_reject_all(struct tds_bmsg *m, const char *reason);
+/* Record in tds.rejected something about the message as a whole (no zoho id,
+ * no row skipped), with its run, mode, page and cursor as the raw JSON: that
+ * its run/webhook/cursor updates were left out, say. 0 or -ENOMEM. */
+int tds_bmsg_note(struct tds_bmsg *m, const char *reason);
+/* Forget the rejects after the first `keep`. Only for notes added after
+ * them (tds_bmsg_note), which skip no rows. */
+void tds_bmsg_drop_rejects(struct tds_bmsg *m, size_t keep);
 /* Records that are still live (not rejected), in order, into a new array. */
 int tds_bmsg_live_records(const struct tds_bmsg *m, uint32_t **out, size_t *n);
 /* Top-level rows (DETAIL/LIST/DELETE) that are live: "records written" of a run. */

@@ -10,7 +10,9 @@
  * halves by message and each half retried; a single failing message is
  * probed record by record (bisection, each probe rolled back) to find the
  * records PostgreSQL refuses; those go to tds.rejected with the error and
- * the rest of the message commits with its metadata.
+ * the rest of the message commits with its metadata. When what PostgreSQL
+ * refuses is the metadata (run counts, webhook event, cursor), the records
+ * commit without it and a note in tds.rejected says so.
  */
 #include "writer.h"
 
@@ -380,21 +382,31 @@ static int isolate(struct tds_writer *w, struct tds_bmsg *m, const char *first_e
     rc = attempt(w, &m, 1, false, &res);
     if (rc != TDS_APPLY_E_DATA)
         return rc;
-    /* The records pass alone: what fails is the message's metadata (run,
-     * webhook event, cursor) or records only failing together. */
-    if (m->n_rej == before) {
-        char reason[1200];
+    /* The records pass alone (probes run no metadata): what fails is the
+     * message's metadata (run, webhook event, cursor) or records only failing
+     * together. Write the records without the metadata, and say so in
+     * tds.rejected, in the same transaction. */
+    if (!m->meta_off) {
+        size_t keep = m->n_rej;
+        char cause[sizeof(res.error)], reason[sizeof(res.error) + 128];
 
+        snprintf(cause, sizeof(cause), "%s", res.error[0] ? res.error : first_error);
         snprintf(reason, sizeof(reason), "could not apply the message's run/webhook/cursor "
-                 "updates: %s", res.error[0] ? res.error : first_error);
+                 "updates, its records are written without them: %s", cause);
         m->meta_off = true;
-        if ((rc = tds_bmsg_reject_all(m, reason)) != 0)
+        if ((rc = tds_bmsg_note(m, reason)) != 0)
             return rc;
-    } else {
-        m->meta_off = true;
-        if ((rc = tds_bmsg_reject_all(m, res.error)) != 0)
+        rc = attempt(w, &m, 1, false, &res);
+        if (rc == 0)
+            tds_log(TDS_LOG_WARN, &ctx, "message %s written without its run/webhook/cursor "
+                    "updates: %s", rw->src ? rw->src : "?", cause);
+        if (rc != TDS_APPLY_E_DATA)
             return rc;
+        /* Not the metadata, then: the records fail together. */
+        tds_bmsg_drop_rejects(m, keep);
     }
+    if ((rc = tds_bmsg_reject_all(m, res.error[0] ? res.error : first_error)) != 0)
+        return rc;
     tds_log(TDS_LOG_WARN, &ctx, "message %s could not be written: %s, keeping it in tds.rejected",
             rw->src ? rw->src : "?", res.error);
     rc = attempt(w, &m, 1, false, &res);

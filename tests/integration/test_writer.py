@@ -536,6 +536,47 @@ def test_a_child_set_refused_on_arrival_rejects_its_parents(writer, db):
     assert stock_of(db, "1") == [("w1", "7")]
 
 
+def test_refused_metadata_leaves_the_records_written(writer, db):
+    """Every record passes, but the message's run update is refused (a CHECK
+    on tds.sync_runs): the records are written without the message's
+    run/webhook/cursor updates, and tds.rejected says so once. Records that
+    fail only together (a unique index across them) still go to tds.rejected,
+    without that note."""
+    db.execute("ALTER TABLE tds.sync_runs ADD CONSTRAINT no_refused_run "
+               "CHECK (run_id <> 'run-refused')")
+    recs = [item(ORG, str(10 + i), ts(1), f"r{i}", stock=[("w1", "1")]) for i in range(3)]
+    src, f = rows_msg(ORG, items_sets(recs), mode="full", run="run-refused", page=1)
+    ok_src, ok_f = rows_msg(ORG, items_sets([item(ORG, "20", ts(1), "ok")]), mode="full",
+                            run="run-ok", page=1)
+    writer.send(f)
+    writer.send(ok_f)
+    writer.wait_acked([src, ok_src])
+    assert items_table(db, "item_id, name") == {"10": ("r0",), "11": ("r1",), "12": ("r2",),
+                                                "20": ("ok",)}
+    assert stock_of(db, "11") == [("w1", "1")]
+    rej = db.query("SELECT stage, entity, zoho_id, reason, raw FROM tds.rejected")
+    assert len(rej) == 1, rej
+    stage, entity, zoho_id, reason, raw = rej[0]
+    assert (stage, entity, zoho_id) == ("writer", "items", None)
+    assert reason.startswith("could not apply the message's run/webhook/cursor updates, its "
+                             "records are written without them") and "no_refused_run" in reason
+    assert json.loads(raw)["run"] == "run-refused"
+    assert db.query("SELECT run_id, records_written FROM tds.sync_runs") == [("run-ok", 1)]
+    assert writer.proc.metric("tds_writer_rejects_total", {"stage": "writer"}) == 1
+
+    # two records that pass alone and fail together: rejected, no note
+    db.execute("DELETE FROM tds.rejected")
+    db.execute("CREATE UNIQUE INDEX items_sku_once ON zoho.items (sku)")
+    pair = [item(ORG, "30", ts(1), "a", sku="SKU-1"), item(ORG, "31", ts(1), "b", sku="SKU-1")]
+    src, f = rows_msg(ORG, items_sets(pair), mode="full", run="run-pair", page=1)
+    writer.send(f)
+    writer.wait_acked([src])
+    assert "30" not in items_table(db) and "31" not in items_table(db)
+    rej = db.query("SELECT zoho_id, reason FROM tds.rejected ORDER BY zoho_id")
+    assert [z for z, _ in rej] == ["30", "31"], rej
+    assert all("items_sku_once" in r for _, r in rej), rej
+
+
 def test_processor_rejects_and_unknown_tables_are_recorded(writer, db):
     src, f = rows_msg(ORG, [rowset("no_such_table", DETAIL, ["org_id", "x"], [[ORG, "1"]])]
                       + items_sets([item(ORG, "1", ts(1), "ok")]),

@@ -21,6 +21,8 @@ struct fake {
     char committed[64][32];    /* src ids in commit order */
     int n_committed;
     int per_src[64];
+    int meta_bad;              /* src-<k> whose run/webhook/cursor updates are refused (-1 = none) */
+    int notes;                 /* message-level rejects committed (no zoho id) */
 };
 
 static int fake_run(void *db, struct tds_bmsg *const *msgs, size_t n, bool probe,
@@ -56,7 +58,19 @@ static int fake_run(void *db, struct tds_bmsg *const *msgs, size_t n, bool probe
         f->probes++;
         return 0;
     }
+    /* probes run no metadata; a commit does, unless the message is meta_off */
+    for (size_t i = 0; i < n; i++)
+        if (f->meta_bad >= 0 && !msgs[i]->meta_off &&
+            atoi(msgs[i]->msg.u.rows.src + 4) == f->meta_bad) {
+            f->data_errors++;
+            snprintf(res->error, sizeof(res->error), "could not update sync runs: new row for "
+                     "relation \"sync_runs\" violates check constraint");
+            return TDS_APPLY_E_DATA;
+        }
     f->commits++;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < msgs[i]->n_rej; j++)
+            f->notes += !msgs[i]->rej[j].zoho_id;
     for (size_t i = 0; i < n; i++) {
         snprintf(f->committed[f->n_committed++], 32, "%s", msgs[i]->msg.u.rows.src);
         f->per_src[atoi(msgs[i]->msg.u.rows.src + 4)]++;
@@ -126,7 +140,7 @@ static void take(struct tds_writer *w, int k, int n, int bad)
 
 static void test_clean_batch_is_one_transaction(void)
 {
-    struct fake f = {.down_after = -1};
+    struct fake f = {.down_after = -1, .meta_bad = -1};
     struct acks a = {0};
     struct tds_writer *w;
 
@@ -146,7 +160,7 @@ static void test_clean_batch_is_one_transaction(void)
 
 static void test_bad_record_isolated(void)
 {
-    struct fake f = {.down_after = -1};
+    struct fake f = {.down_after = -1, .meta_bad = -1};
     struct acks a = {0};
     struct tds_writer *w;
 
@@ -169,7 +183,7 @@ static void test_bad_record_isolated(void)
 
 static void test_two_bad_records_in_one_message(void)
 {
-    struct fake f = {.down_after = -1};
+    struct fake f = {.down_after = -1, .meta_bad = -1};
     struct acks a = {0};
     struct tds_writer *w;
 
@@ -183,9 +197,32 @@ static void test_two_bad_records_in_one_message(void)
     tds_writer_free(w);
 }
 
+/* Every record passes alone but the message's metadata is refused: the
+ * records are written without it, and that fact is the one reject. */
+static void test_refused_metadata_is_left_out(void)
+{
+    struct fake f = {.down_after = -1, .meta_bad = 2};
+    struct acks a = {0};
+    struct tds_writer *w;
+
+    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 1000, on_ack, &a), ==, 0);
+    tds_writer_set_runner(w, fake_run, &f);
+    for (int k = 0; k < 4; k++)
+        take(w, k, 6, -1);
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(f.n_committed, ==, 4);
+    for (int k = 0; k < 4; k++)
+        T_INT(f.per_src[k], ==, 1);
+    T_INT(f.notes, ==, 1);
+    T_INT(a.ids, ==, 4);
+    T_INT(a.rejected, ==, 1); /* the note; no record rejected */
+    T_INT(tds_writer_pending(w), ==, 0);
+    tds_writer_free(w);
+}
+
 static void test_unreachable_keeps_the_batch(void)
 {
-    struct fake f = {.down_after = 0};
+    struct fake f = {.down_after = 0, .meta_bad = -1};
     struct acks a = {0};
     struct tds_writer *w;
 
@@ -206,7 +243,7 @@ static void test_unreachable_keeps_the_batch(void)
 
 static void test_lost_connection_during_split(void)
 {
-    struct fake f = {.down_after = 2};
+    struct fake f = {.down_after = 2, .meta_bad = -1};
     struct acks a = {0};
     struct tds_writer *w;
 
@@ -229,7 +266,7 @@ static void test_lost_connection_during_split(void)
 
 static void test_batch_fills_at_max_rows(void)
 {
-    struct fake f = {.down_after = -1};
+    struct fake f = {.down_after = -1, .meta_bad = -1};
     struct acks a = {0};
     struct tds_writer *w;
 
@@ -249,7 +286,7 @@ static void test_batch_fills_at_max_rows(void)
  * empty, so one frame over the bound still goes through alone. */
 static void test_batch_fills_at_max_bytes(void)
 {
-    struct fake f = {.down_after = -1};
+    struct fake f = {.down_after = -1, .meta_bad = -1};
     struct acks a = {0};
     struct tds_writer *w;
 
@@ -280,6 +317,7 @@ int main(void)
     T_RUN(test_clean_batch_is_one_transaction);
     T_RUN(test_bad_record_isolated);
     T_RUN(test_two_bad_records_in_one_message);
+    T_RUN(test_refused_metadata_is_left_out);
     T_RUN(test_unreachable_keeps_the_batch);
     T_RUN(test_lost_connection_during_split);
     T_RUN(test_batch_fills_at_max_rows);
