@@ -874,6 +874,7 @@ static int get_sig(struct tds_apply *a, const struct tds_table *t, const struct 
                    size_t *out, struct tds_apply_result *res)
 {
     struct sig *g;
+    bool sent = false; /* the session has seen statements of this entry */
     int rc;
 
     for (size_t i = 0; i < a->n_sigs; i++)
@@ -920,6 +921,7 @@ static int get_sig(struct tds_apply *a, const struct tds_table *t, const struct 
     if (tds_sqlgen_staging(&a->buf, g->stg, t, g->cols, g->n_cols) != 0 ||
         tds_buf_add(&a->buf, "", 1) != 0)
         goto nomem;
+    sent = true;
     if ((rc = exec_ok(a, a->buf.p, res->error, sizeof(res->error))) != 0)
         goto failed;
     tds_buf_reset(&a->buf);
@@ -974,9 +976,21 @@ static int get_sig(struct tds_apply *a, const struct tds_table *t, const struct 
 nomem:
     rc = -ENOMEM;
 failed:
-    /* The session may hold half of it: start the session over on reconnect. */
-    if (rc != -ENOMEM)
-        tds_apply_disconnect(a);
+    if (!sent) {
+        /* Nothing of it reached the session: forget the entry, so the next
+         * batch with these columns registers it again. */
+        for (size_t c = 0; c < g->n_cols; c++)
+            free(g->cols[c]);
+        free(g->cols);
+        a->n_sigs--;
+        return rc;
+    }
+    /* The session may hold half of it (the staging table, some statements
+     * prepared): kept, the entry would send later batches to statements that
+     * do not exist (SQLSTATE 26000, retried for ever); forgotten, its number
+     * would name another column list's staging table. Start the session
+     * over: the retry reconnects. */
+    tds_apply_disconnect(a);
     return rc;
 }
 
@@ -1845,8 +1859,9 @@ static int meta_finals(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t
 
 static int meta_notify(struct tds_apply *a, struct tds_apply_result *res)
 {
-    char **payloads;
-    size_t n;
+    /* tds_notify_payloads sets nothing when it fails */
+    char **payloads = NULL;
+    size_t n = 0;
     int rc = tds_notify_payloads(a->notify, &payloads, &n);
 
     if (rc == 0 && n > 0) {
@@ -1858,8 +1873,7 @@ static int meta_notify(struct tds_apply *a, struct tds_apply_result *res)
         if (rc == 0)
             res->notifies += (int64_t)n;
     }
-    if (rc != -ENOMEM || payloads)
-        tds_notify_payloads_free(payloads, n);
+    tds_notify_payloads_free(payloads, n);
     return rc;
 }
 
