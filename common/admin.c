@@ -26,7 +26,6 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define HEALTH_STALE_MS 30000
 #define REASON_MAX 256
 
 struct tds_admin {
@@ -40,6 +39,7 @@ struct tds_admin {
     pthread_mutex_t lock; /* guards reason and the status callback */
     _Atomic bool ready;
     _Atomic bool failed;
+    _Atomic int64_t stall_ms;
     char reason[REASON_MAX];
     char failure[REASON_MAX];
     tds_admin_status_cb status_cb;
@@ -102,6 +102,7 @@ int tds_admin_new(struct tds_admin **out, const char *listen, struct tds_metrics
     a->metrics = metrics;
     a->loop = loop;
     a->port = port;
+    atomic_store(&a->stall_ms, TDS_ADMIN_STALL_MS);
     snprintf(a->reason, sizeof(a->reason), "starting");
 
     if (host[0] == '\0') {
@@ -223,7 +224,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (!a->loop)
             return reply_text(c, MHD_HTTP_OK, "ok\n");
         age = tds_now_ms() - tds_loop_heartbeat_ms(a->loop);
-        if (age <= HEALTH_STALE_MS)
+        if (age <= atomic_load(&a->stall_ms))
             return reply_text(c, MHD_HTTP_OK, "ok\n");
         return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "event loop stalled for %lld ms\n",
                           (long long)age);
@@ -313,4 +314,9 @@ void tds_admin_set_status_cb(struct tds_admin *a, tds_admin_status_cb cb, void *
     a->status_cb = cb;
     a->status_ud = ud;
     pthread_mutex_unlock(&a->lock);
+}
+
+void tds_admin_set_stall_ms(struct tds_admin *a, int64_t ms)
+{
+    atomic_store(&a->stall_ms, ms > 0 ? ms : TDS_ADMIN_STALL_MS);
 }

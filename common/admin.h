@@ -1,6 +1,7 @@
 /* admin — the admin HTTP server of every stage (libmicrohttpd, own thread).
  *
- * Serves GET /healthz (200 while the loop heartbeat is fresh), /readyz (200
+ * Serves GET /healthz (200 while the loop heartbeat is fresh: the loop
+ * completed an iteration within the stall threshold), /readyz (200
  * when the stage said it is ready, 503 with the reason otherwise), /metrics
  * (Prometheus text) and /status (JSON from the stage's status callback).
  * Extra handlers can be registered before start. It only reads shared state
@@ -12,6 +13,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* Default stall threshold of /healthz: well above TDS_LOOP_MAX_WAIT_MS, the
+ * longest an idle loop goes without completing an iteration. */
+#define TDS_ADMIN_STALL_MS 30000
 
 struct tds_admin;
 struct tds_metrics;
@@ -34,6 +39,9 @@ void tds_admin_set_ready(struct tds_admin *a, bool ready, const char *reason);
  * answers 503 with reason from now on, so that a liveness probe restarts it. */
 void tds_admin_set_failed(struct tds_admin *a, const char *reason);
 void tds_admin_set_status_cb(struct tds_admin *a, tds_admin_status_cb cb, void *ud);
+/* /healthz answers 503 "event loop stalled" once the loop's heartbeat is
+ * older than ms (default TDS_ADMIN_STALL_MS; ms <= 0 restores it). */
+void tds_admin_set_stall_ms(struct tds_admin *a, int64_t ms);
 
 /* Parse "host:port" / ":port" into host (may be empty → any) and port. */
 int tds_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port);

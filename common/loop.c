@@ -10,6 +10,9 @@
  * before any of them runs, so a callback that adds a zero-delay timer cannot
  * starve the poll.
  *
+ * A poll never waits longer than TDS_LOOP_MAX_WAIT_MS, timers or not: the
+ * heartbeat that /healthz reads moves only when an iteration completes.
+ *
  * Shutdown: RUNNING --SIGTERM/SIGINT--> DRAINING (drain callback runs, deadline
  * armed) --tds_loop_stop() or deadline or second signal--> DONE. With no drain
  * callback the first signal stops at once. SIGHUP is read and ignored. The
@@ -429,14 +432,18 @@ static void read_signals(struct tds_loop *loop)
 
 static int64_t poll_timeout(struct tds_loop *loop, int64_t now)
 {
-    int64_t t = -1;
+    int64_t t = TDS_LOOP_MAX_WAIT_MS;
 
-    if (loop->n_heap > 0)
-        t = loop->heap[0]->due_ms > now ? loop->heap[0]->due_ms - now : 0;
+    if (loop->n_heap > 0) {
+        int64_t d = loop->heap[0]->due_ms > now ? loop->heap[0]->due_ms - now : 0;
+
+        if (d < t)
+            t = d;
+    }
     if (loop->state == TDS_LOOP_DRAINING) {
         int64_t d = loop->drain_deadline_ms > now ? loop->drain_deadline_ms - now : 0;
 
-        if (t < 0 || d < t)
+        if (d < t)
             t = d;
     }
     return t;

@@ -8,6 +8,11 @@
  * margin), the loop stops anyway. A second signal stops the loop at once.
  * Callbacks run on the loop's thread; a callback may add or remove handlers
  * and timers (removal takes effect after the current iteration).
+ *
+ * One poll waits at most TDS_LOOP_MAX_WAIT_MS, so a loop with nothing to do
+ * still completes an iteration that often and its heartbeat stays fresh: an
+ * idle stage (a processor between syncs has no timer at all) is not taken
+ * for a stalled one.
  */
 #ifndef TDS_LOOP_H
 #define TDS_LOOP_H
@@ -16,6 +21,8 @@
 #include <stdint.h>
 
 struct tds_loop;
+
+#define TDS_LOOP_MAX_WAIT_MS 1000
 
 enum tds_loop_state { TDS_LOOP_RUNNING = 0, TDS_LOOP_DRAINING, TDS_LOOP_DONE };
 
@@ -49,7 +56,8 @@ void tds_loop_set_drain_deadline(struct tds_loop *loop, int64_t ms);
 int tds_loop_run(struct tds_loop *loop);
 void tds_loop_stop(struct tds_loop *loop);
 enum tds_loop_state tds_loop_state(const struct tds_loop *loop);
-/* Monotonic time of the last completed iteration (for /healthz). */
+/* Monotonic time of the last completed iteration (for /healthz); never older
+ * than TDS_LOOP_MAX_WAIT_MS plus the longest callback while the loop runs. */
 int64_t tds_loop_heartbeat_ms(const struct tds_loop *loop);
 
 #endif

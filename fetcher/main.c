@@ -63,6 +63,7 @@ struct settings {
     int64_t owner_check_ms;
     bool schedule;
     int64_t hwm;
+    int64_t health_stall_ms;
 };
 
 #define OFF(f) offsetof(struct settings, f)
@@ -79,6 +80,8 @@ static const struct tds_config_entry config_table[] = {
      "writer ack endpoint(s) to SUB to (comma-separated)"},
     {"TDS_ADMIN_LISTEN", TDS_CFG_STR, "0.0.0.0:9102", 0, 0, 0, OFF(admin),
      "admin HTTP host:port (/healthz /readyz /metrics /status)"},
+    {"TDS_HEALTH_STALL_MS", TDS_CFG_INT, "30000", 0, 2000, 3600000, OFF(health_stall_ms), "/healthz answers 503 when the event loop has not completed an iteration for this long "
+     "(an idle loop completes one every second)"},
     {"TDS_LOG_LEVEL", TDS_CFG_STR, "info", 0, 0, 0, OFF(log_level), "debug, info, warn or error"},
     {"TDS_INSTANCE", TDS_CFG_STR, "", 0, 0, 0, OFF(instance),
      "instance name used in this stage's origin (default: hostname)"},
@@ -418,6 +421,7 @@ int main(int argc, char **argv)
                   rc < 0 ? strerror(-rc) : "error");
         goto out;
     }
+    tds_admin_set_stall_ms(a.admin, a.cfg.health_stall_ms);
     tds_admin_set_ready(a.admin, false, "starting");
     tds_info("started: %zu organizations, pages to %s, acks from %s, fetches on %s, origin %s",
              a.orgs->n, a.cfg.processor, a.cfg.ack, a.cfg.bind, origin);

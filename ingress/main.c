@@ -66,6 +66,7 @@ struct settings {
     int64_t sig_max_age_s;
     int64_t hwm;
     bool fetch_acks;
+    int64_t health_stall_ms;
 };
 
 #define S(f) offsetof(struct settings, f)
@@ -84,6 +85,8 @@ static const struct tds_config_entry config_table[] = {
      "writer ack PUB endpoint(s) (comma-separated)"},
     {"TDS_ADMIN_LISTEN", TDS_CFG_STR, "0.0.0.0:9101", 0, 0, 0, S(admin),
      "admin HTTP host:port (/healthz /readyz /metrics /status)"},
+    {"TDS_HEALTH_STALL_MS", TDS_CFG_INT, "30000", 0, 2000, 3600000, S(health_stall_ms), "/healthz answers 503 when the event loop has not completed an iteration for this long "
+     "(an idle loop completes one every second)"},
     {"TDS_LOG_LEVEL", TDS_CFG_STR, "info", 0, 0, 0, S(log_level), "debug, info, warn or error"},
     {"TDS_INSTANCE", TDS_CFG_STR, "", 0, 0, 0, S(instance),
      "instance name used in this stage's origin (default: hostname)"},
@@ -746,6 +749,7 @@ int main(int argc, char **argv)
                   rc < 0 ? strerror(-rc) : "error");
         goto out;
     }
+    tds_admin_set_stall_ms(a.admin, cfg->health_stall_ms);
     a.journal_state = JOURNAL_OK;
     tds_admin_set_ready(a.admin, true, NULL);
     tds_forward_tick(a.forward);

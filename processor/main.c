@@ -42,6 +42,7 @@ struct settings {
     char *curve_secret;
     char *curve_public;
     int64_t hwm;
+    int64_t health_stall_ms;
 };
 
 static const struct tds_config_entry config_table[] = {
@@ -51,6 +52,9 @@ static const struct tds_config_entry config_table[] = {
      offsetof(struct settings, writer), "writer endpoint(s) to PUSH rows to (comma-separated)"},
     {"TDS_ADMIN_LISTEN", TDS_CFG_STR, "0.0.0.0:9103", 0, 0, 0,
      offsetof(struct settings, admin), "admin HTTP host:port (/healthz /readyz /metrics /status)"},
+    {"TDS_HEALTH_STALL_MS", TDS_CFG_INT, "30000", 0, 2000, 3600000,
+     offsetof(struct settings, health_stall_ms), "/healthz answers 503 when the event loop has not completed an iteration for this long "
+     "(an idle loop completes one every second)"},
     {"TDS_LOG_LEVEL", TDS_CFG_STR, "info", 0, 0, 0, offsetof(struct settings, log_level),
      "debug, info, warn or error"},
     {"TDS_INSTANCE", TDS_CFG_STR, "", 0, 0, 0, offsetof(struct settings, instance),
@@ -312,6 +316,7 @@ int main(int argc, char **argv)
                   rc < 0 ? strerror(-rc) : "error");
         goto out;
     }
+    tds_admin_set_stall_ms(a.admin, cfg.health_stall_ms);
     tds_admin_set_ready(a.admin, true, NULL);
     tds_info("started: pulling on %s, pushing rows to %s, origin %s", cfg.bind, cfg.writer,
              origin);

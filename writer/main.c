@@ -75,6 +75,7 @@ struct settings {
     char *alert_smtp_user;
     char *alert_smtp_password;
     int64_t alert_retry_min_ms;
+    int64_t health_stall_ms;
 };
 
 #define OFF(f) offsetof(struct settings, f)
@@ -83,6 +84,8 @@ static const struct tds_config_entry config_table[] = {
      "log threshold: debug, info, warn or error"},
     {"TDS_ADMIN_LISTEN", TDS_CFG_STR, "0.0.0.0:9104", 0, 0, 0, OFF(admin_listen),
      "admin HTTP server (/healthz /readyz /metrics /status), host:port"},
+    {"TDS_HEALTH_STALL_MS", TDS_CFG_INT, "30000", 0, 2000, 3600000, OFF(health_stall_ms), "/healthz answers 503 when the event loop has not completed an iteration for this long "
+     "(an idle loop completes one every second)"},
     {"TDS_INSTANCE", TDS_CFG_STR, NULL, 0, 0, 0, OFF(instance),
      "name of this instance in logs and events (default: host name)"},
     {"TDS_EVENTS_BIND", TDS_CFG_STR, "", 0, 0, 0, OFF(events_bind),
@@ -647,6 +650,7 @@ static int run(struct app *app)
     if ((rc = start_alerts(app)) != 0)
         return rc;
     tds_admin_set_status_cb(app->admin, status_json, app);
+    tds_admin_set_stall_ms(app->admin, app->cfg.health_stall_ms);
     tds_admin_set_ready(app->admin, false, "connecting to database");
     if ((rc = tds_admin_start(app->admin)) != 0) {
         fprintf(stderr, "tds-writer: could not start admin server on '%s': %s\n",

@@ -131,6 +131,19 @@ static void test_endpoints(void)
     T_STR(r.body, "");
     free(r.all);
 
+    /* A loop that has not turned over within the stall threshold is stalled;
+     * this one never runs, so its heartbeat only ages. */
+    tds_admin_set_stall_ms(a, 100);
+    usleep(150 * 1000);
+    r = fetch(port, "GET", "/healthz");
+    T_INT(r.status, ==, 503);
+    T_TRUE(strncmp(r.body, "event loop stalled for ", 23) == 0);
+    free(r.all);
+    tds_admin_set_stall_ms(a, 0); /* back to the default */
+    r = fetch(port, "GET", "/healthz");
+    T_INT(r.status, ==, 200);
+    free(r.all);
+
     /* A failure the process cannot recover from: not alive any more. */
     tds_admin_set_failed(a, "journal failed");
     r = fetch(port, "GET", "/healthz");

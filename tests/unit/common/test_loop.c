@@ -1,5 +1,6 @@
 /* test_loop — timer order, once vs repeating, cancel, fd and ZeroMQ readiness,
- * handler removal from a callback, and the SIGTERM drain state machine. */
+ * handler removal from a callback, the SIGTERM drain state machine, and the
+ * heartbeat of a loop with nothing to do. */
 #include "assert.h"
 #include "loop.h"
 #include "util.h"
@@ -294,11 +295,40 @@ static void test_sigterm(void)
     tds_loop_free(l);
 }
 
+static int64_t idle_age_ms = -1;
+
+static void t_heartbeat_age(struct tds_loop *l, void *ud)
+{
+    (void)ud;
+    idle_age_ms = tds_now_ms() - tds_loop_heartbeat_ms(l);
+    tds_loop_stop(l);
+}
+
+/* Nothing happens for 2.5 s: the loop still completes an iteration every
+ * TDS_LOOP_MAX_WAIT_MS, so its heartbeat (what /healthz reads) stays fresh. */
+static void test_idle_heartbeat(void)
+{
+    struct tds_loop *l = NULL;
+    int fds[2];
+
+    T_INT(pipe(fds), ==, 0);
+    T_INT(tds_loop_new(&l), ==, 0);
+    T_INT(tds_loop_add_fd(l, fds[0], ZMQ_POLLIN, on_pipe, fds), ==, 0); /* never readable */
+    T_TRUE(tds_loop_timer_add(l, 2500, 0, t_heartbeat_age, NULL) > 0);
+    T_INT(tds_loop_run(l), ==, 0);
+    T_INT(idle_age_ms, >=, 0);
+    T_INT(idle_age_ms, <=, TDS_LOOP_MAX_WAIT_MS + 250);
+    tds_loop_free(l);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 int main(void)
 {
     T_RUN(test_timers);
     T_RUN(test_fd);
     T_RUN(test_zsock);
     T_RUN(test_sigterm);
+    T_RUN(test_idle_heartbeat);
     return 0;
 }
