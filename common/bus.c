@@ -12,7 +12,9 @@
  * connected once. tds_bus_refresh re-resolves names, connects new addresses
  * and disconnects vanished ones. When a name does not resolve at the moment
  * (DNS hiccup, Service not created yet) its previous addresses are kept: a
- * resolver outage must not disconnect a healthy pipeline.
+ * resolver outage must not disconnect a healthy pipeline. The bus keeps a list
+ * of the sockets it made, so that tds_bus_refresh_all reaches sockets that
+ * another module owns (the ingress's live in forward.c).
  *
  * CURVE (tds_bus_set_curve): the options are set on the socket right before
  * each zmq_bind / zmq_connect, because libzmq takes the security mechanism of
@@ -41,6 +43,7 @@
 
 struct tds_bus {
     void *ctx;
+    struct tds_bus_sock *socks; /* every socket made and not yet freed */
     bool curve;
     char server_secret[Z85_KEY_LEN + 1];
     char server_public[Z85_KEY_LEN + 1];
@@ -63,6 +66,7 @@ struct spec {
 
 struct tds_bus_sock {
     struct tds_bus *bus;
+    struct tds_bus_sock *prev, *next; /* the bus's list */
     void *z;
     int type;
     bool immediate_set;
@@ -234,6 +238,10 @@ int tds_bus_sock_new(struct tds_bus *bus, int type, const struct tds_bus_opts *o
         free(s);
         return r;
     }
+    s->next = bus->socks;
+    if (bus->socks)
+        bus->socks->prev = s;
+    bus->socks = s;
     *out = s;
     return 0;
 }
@@ -253,6 +261,12 @@ struct tds_bus_sock *tds_bus_sock_free(struct tds_bus_sock *s)
 {
     if (!s)
         return NULL;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        s->bus->socks = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
     zmq_close(s->z);
     for (size_t i = 0; i < s->n_specs; i++)
         spec_clear(&s->specs[i]);
@@ -532,6 +546,12 @@ int tds_bus_refresh(struct tds_bus_sock *s)
         if (s->specs[i].resolve)
             sync_spec(s, &s->specs[i]); /* per-spec failures leave that spec as it was */
     return (int)tds_bus_peer_count(s);
+}
+
+void tds_bus_refresh_all(struct tds_bus *bus)
+{
+    for (struct tds_bus_sock *s = bus->socks; s; s = s->next)
+        tds_bus_refresh(s);
 }
 
 size_t tds_bus_peer_count(const struct tds_bus_sock *s)

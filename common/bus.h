@@ -56,8 +56,14 @@ int tds_bus_bind(struct tds_bus_sock *s, const char *endpoints);
  * is not an error here: it is retried on refresh. */
 int tds_bus_connect(struct tds_bus_sock *s, const char *endpoints);
 /* Re-resolve the names given to tds_bus_connect; connect new, drop gone ones.
- * Returns the number of connected addresses. */
+ * Returns the number of connected addresses. Blocks in getaddrinfo. */
 int tds_bus_refresh(struct tds_bus_sock *s);
+/* tds_bus_refresh on every socket of the bus that has a connect list; those
+ * sockets must belong to the calling thread. Stages call it (or
+ * tds_bus_refresh) every TDS_BUS_REFRESH_MS, so that an upstream finds
+ * replicas that appear, and names that did not resolve at start-up. */
+void tds_bus_refresh_all(struct tds_bus *bus);
+#define TDS_BUS_REFRESH_MS 1000
 size_t tds_bus_peer_count(const struct tds_bus_sock *s);
 
 /* SUB only: subscribe to a topic prefix ("" = everything). */

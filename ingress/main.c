@@ -262,6 +262,9 @@ static void on_tick(struct tds_loop *loop, void *ud)
 
     (void)loop;
     tds_forward_tick(a->forward);
+    /* the processor, fetcher and writer names (forward.c's sockets): replicas
+     * come and go, and a name may not resolve yet at start-up */
+    tds_bus_refresh_all(a->bus);
     tds_series_set(a->g_no_space, no_space ? 1 : 0);
     if (st == (int)a->journal_state)
         return;

@@ -7,6 +7,10 @@
  * SIGTERM: stop reading, hand the parked frame to the socket, exit 0 (the
  * PUSH socket's linger flushes what is queued). Nothing is kept across
  * restarts: unacked sources are resent by their origin.
+ *
+ * TDS_WRITER_CONNECT is resolved again every TDS_BUS_REFRESH_MS: writer
+ * replicas come and go (a headless Service has no address until one is
+ * ready). While it resolves to no address at all, /readyz says so.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -211,6 +215,20 @@ static void on_in(struct tds_loop *loop, short revents, void *ud)
     publish_stats(a);
 }
 
+static void on_refresh(struct tds_loop *loop, void *ud)
+{
+    struct app *a = ud;
+    (void)loop;
+
+    if (a->draining)
+        return;
+    if (tds_bus_refresh(a->out) > 0)
+        tds_admin_set_ready(a->admin, true, NULL);
+    else
+        tds_admin_set_ready(a->admin, false, "no writer to send rows to (TDS_WRITER_CONNECT "
+                                             "resolves to no address)");
+}
+
 static void on_drain(struct tds_loop *loop, void *ud)
 {
     struct app *a = ud;
@@ -317,7 +335,10 @@ int main(int argc, char **argv)
         goto out;
     }
     tds_admin_set_stall_ms(a.admin, cfg.health_stall_ms);
-    tds_admin_set_ready(a.admin, true, NULL);
+    if (tds_loop_timer_add(a.loop, 0, TDS_BUS_REFRESH_MS, on_refresh, &a) < 0) {
+        tds_error("could not start: timer");
+        goto out;
+    }
     tds_info("started: pulling on %s, pushing rows to %s, origin %s", cfg.bind, cfg.writer,
              origin);
     rc = tds_loop_run(a.loop);

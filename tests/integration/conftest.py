@@ -408,6 +408,48 @@ def procs(bins, tmp_path):
         pytest.fail("\n\n".join(errors))
 
 
+class Resolver:
+    """Names under ".tds-test" whose addresses a test sets while stages run.
+
+    A stage started with `env` resolves those names through
+    tests/integration/resolve_shim.c (preloaded): a name resolves to the
+    addresses set() last gave it, and not at all before or after clear().
+    """
+
+    def __init__(self, bins, path):
+        self.path = str(path)
+        self.names = {}
+        shim = os.path.join(bins.build_dir, "tests", "integration", "tds_resolve_shim.so")
+        if not os.path.isfile(shim):
+            raise AssertionError(f"{shim} not built")
+        self._write()
+        # The shim is preloaded ahead of the sanitizer runtime: tell ASan so.
+        self.env = {"LD_PRELOAD": shim, "TDS_TEST_HOSTS": self.path,
+                    "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:verify_asan_link_order=0"}
+
+    def set(self, name, *addrs):
+        assert name.endswith(".tds-test"), name
+        self.names[name] = list(addrs)
+        self._write()
+
+    def clear(self, name):
+        self.names.pop(name, None)
+        self._write()
+
+    def _write(self):
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            for name, addrs in self.names.items():
+                for a in addrs:
+                    f.write(f"{name} {a}\n")
+        os.replace(tmp, self.path)  # a stage never reads half a file
+
+
+@pytest.fixture
+def resolver(bins, tmp_path):
+    return Resolver(bins, tmp_path / "tds-test-hosts")
+
+
 @pytest.fixture(name="free_port")
 def free_port_fixture():
     return free_port

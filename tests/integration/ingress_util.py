@@ -66,7 +66,10 @@ class Ingress:
     """tds-ingress plus PULL sockets for events/fetches and a PUB for acks."""
 
     def __init__(self, procs, tmp, env=None, label="ingress", instance="it1", orgs=None,
-                 journal=None):
+                 journal=None, hosts=None):
+        """hosts: the name the ingress connects to for "processor", "fetcher" or
+        "ack" instead of 127.0.0.1 (the sockets here still bind 127.0.0.1)."""
+        hosts = hosts or {}
         self.ctx = zmq.Context()
         self.proc_port, self.fetch_port, self.ack_port = free_port(), free_port(), free_port()
         self.http_port = free_port()
@@ -85,9 +88,10 @@ class Ingress:
             "TDS_CONFIG": self.cfg,
             "TDS_INGRESS_JOURNAL_DIR": self.journal,
             "TDS_INGRESS_LISTEN": f"127.0.0.1:{self.http_port}",
-            "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{self.proc_port}",
-            "TDS_FETCHER_CONNECT": f"tcp://127.0.0.1:{self.fetch_port}",
-            "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{self.ack_port}",
+            "TDS_PROCESSOR_CONNECT":
+                f"tcp://{hosts.get('processor', '127.0.0.1')}:{self.proc_port}",
+            "TDS_FETCHER_CONNECT": f"tcp://{hosts.get('fetcher', '127.0.0.1')}:{self.fetch_port}",
+            "TDS_ACK_CONNECT": f"tcp://{hosts.get('ack', '127.0.0.1')}:{self.ack_port}",
             "TDS_INSTANCE": instance,
         }
         self.env.update(env or {})

@@ -59,6 +59,27 @@ def ing(procs, tmp_path):
         i.close()
 
 
+def test_downstream_names_resolved_after_start(ing, resolver):
+    """The processor's and the writer's names have no address when the ingress
+    starts (headless Services with no ready pod yet): webhooks are journaled
+    and answered, and reach the processor once its name resolves; the ack
+    from the writer's address, once that resolves too, releases them."""
+    i = ing(env=resolver.env, hosts={"processor": "processor.tds-test", "ack": "writer.tds-test"})
+    assert i.post("60001", item_body("7001"), SECRET_A).status == 200
+    assert i.recv(i.events, 1, timeout=1.5) == [], "an event with no address to go to"
+
+    resolver.set("processor.tds-test", "127.0.0.1")
+    [m] = i.recv(i.events, 1, timeout=10)
+    assert m["zoho_id"] == "7001"
+    resolver.set("writer.tds-test", "127.0.0.1")
+    i.wait_metric("tds_ingress_unacked", 1)
+
+    def acked():
+        i.ack([m["id"]])
+        return i.metric("tds_ingress_unacked") == 0
+    wait_until(acked, 10, "the ack over the writer's resolved address")
+
+
 def test_signed_webhook_becomes_event(ing):
     i = ing()
     body = item_body("4600000000000012345", name="\u0645\u0646\u062a\u062c \"quoted\"")

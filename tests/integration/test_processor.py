@@ -65,7 +65,7 @@ def as_dicts(rowset):
 class Harness:
     """A processor with a PUSH socket into it and a PULL socket for its output."""
 
-    def __init__(self, procs, out_port=None, env=None):
+    def __init__(self, procs, out_port=None, env=None, ready="readyz"):
         self.ctx = zmq.Context.instance()
         self.in_port = free_port()
         self.out_port = out_port or free_port()
@@ -73,7 +73,7 @@ class Harness:
              "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{self.out_port}",
              "TDS_INSTANCE": "t1"}
         e.update(env or {})
-        self.proc = procs.spawn("tds-processor", env=e)
+        self.proc = procs.spawn("tds-processor", env=e, ready=ready)
         self.push = self.ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.LINGER, 0)
         self.push.connect(f"tcp://127.0.0.1:{self.in_port}")
@@ -234,6 +234,47 @@ def test_sigterm_exits_zero(harness):
     t0 = time.monotonic()
     harness.proc.stop()  # asserts exit 0
     assert time.monotonic() - t0 < 10
+
+
+def test_writer_name_resolved_after_start(procs, resolver):
+    """TDS_WRITER_CONNECT names a host with no address yet (a headless Service
+    before any writer is ready): the processor is alive but not ready, keeps
+    what it got, and delivers once the name resolves; when the name moves to
+    another address (a writer pod replaced), rows follow it."""
+    ctx = zmq.Context.instance()
+    port = free_port()
+    env = dict(resolver.env, TDS_WRITER_CONNECT=f"tcp://writer.tds-test:{port}")
+    h = Harness(procs, out_port=port, env=env, ready="healthz")
+    pulls = []
+    try:
+        wait_until(lambda: http_get(h.proc.admin_url + "/readyz") ==
+                   (503, "not ready: no writer to send rows to (TDS_WRITER_CONNECT resolves to "
+                         "no address)\n"), 10, "/readyz to say there is no writer")
+        for addr in ("127.0.0.1", "127.0.0.2"):
+            pull = ctx.socket(zmq.PULL)
+            pull.setsockopt(zmq.LINGER, 0)
+            pull.bind(f"tcp://{addr}:{port}")
+            pulls.append(pull)
+        h.push.send(page_msg([ITEM], "pg-early"))
+        assert not pulls[0].poll(1500) and not pulls[1].poll(0), "rows with no address to go to"
+
+        resolver.set("writer.tds-test", "127.0.0.1")
+        assert pulls[0].poll(10000), "no rows after the writer's name resolved"
+        assert msgpack.unpackb(pulls[0].recv(), raw=False)["src"] == "pg-early"
+        wait_until(lambda: http_get(h.proc.admin_url + "/readyz")[0] == 200, 10, "ready")
+
+        resolver.set("writer.tds-test", "127.0.0.2")
+        pulls[0].close(0)  # the old writer goes away
+
+        def moved():
+            h.push.send(page_msg([ITEM], f"pg-moved-{time.monotonic_ns()}"))
+            return pulls[1].poll(500)
+        wait_until(moved, 15, "rows to reach the writer's new address")
+        assert msgpack.unpackb(pulls[1].recv(), raw=False)["src"].startswith("pg-moved-")
+    finally:
+        for p in pulls:
+            p.close(0)
+        h.close()
 
 
 def test_bad_config(procs):

@@ -80,7 +80,16 @@ static void test_inproc(void)
     T_INT(tds_bus_bind(pull, "bogus://x"), <, 0);
     T_INT(tds_bus_subscribe(pull, "x"), ==, -EINVAL);
 
+    /* refresh_all walks the bus's sockets: one freed in the middle of its
+     * list has left it (ASan would see the freed one touched). */
+    struct tds_bus_sock *push3 = NULL;
+    T_INT(tds_bus_sock_new(bus, ZMQ_PUSH, NULL, &push3), ==, 0);
+    T_INT(tds_bus_connect(push3, "inproc://bus-b"), ==, 0);
     tds_bus_sock_free(push2);
+    tds_bus_refresh_all(bus);
+    T_INT(tds_bus_peer_count(push3), ==, 1);
+    tds_bus_sock_free(push3);
+    tds_bus_refresh_all(bus);
     tds_bus_sock_free(push);
     tds_bus_sock_free(pull);
     T_NULL(tds_bus_free(bus));
