@@ -1,6 +1,7 @@
 /* bus — ZeroMQ sockets the way every stage uses them: bounded queues,
- * ZMQ_IMMEDIATE on connecting sockets, bounded linger, reconnect backoff, and
- * connect lists whose DNS names fan out to every address they resolve to.
+ * ZMQ_IMMEDIATE on connecting sockets, bounded linger, reconnect backoff, a
+ * frame size limit on receiving sockets, and connect lists whose DNS names fan
+ * out to every address they resolve to.
  *
  * Owns the zmq context (one per process) and each socket it creates. It never
  * logs and never decides what a failure means: the stage does.
@@ -40,6 +41,13 @@
 #define MAX_ADDRS 64       /* addresses kept per resolved name */
 
 #define Z85_KEY_LEN 40      /* a 32-byte CURVE key as Z85 text */
+
+/* ZMQ_MAXMSGSIZE of receiving sockets: a peer that sends a larger frame is
+ * disconnected by libzmq before the frame is buffered. The limit applies to
+ * the frame on the wire, which CURVE makes 33 bytes longer than the message:
+ * the slack keeps a message of exactly TDS_MSG_MAX_FRAME bytes deliverable
+ * (tds_bus_recv still refuses what is over its max_len). */
+#define MAX_WIRE_FRAME ((int64_t)TDS_MSG_MAX_FRAME + 4096)
 
 struct tds_bus {
     void *ctx;
@@ -118,6 +126,11 @@ struct tds_bus *tds_bus_free(struct tds_bus *bus)
 static int set_int(void *z, int opt, int v)
 {
     return zmq_setsockopt(z, opt, &v, sizeof(v)) < 0 ? -errno : 0;
+}
+
+static int set_max_msg(void *z, int64_t v)
+{
+    return zmq_setsockopt(z, ZMQ_MAXMSGSIZE, &v, sizeof(v)) < 0 ? -errno : 0;
 }
 
 static bool z85_key_ok(const char *k, uint8_t bin[32])
@@ -233,7 +246,8 @@ int tds_bus_sock_new(struct tds_bus *bus, int type, const struct tds_bus_opts *o
                      o.reconnect_ms > RECONNECT_MAX_MS ? o.reconnect_ms : RECONNECT_MAX_MS)) ||
         /* Dual stack: "*" binds IPv6 and IPv4 (libzmq falls back to IPv4 where
          * IPv6 is off), and resolved IPv6 peers can be connected. */
-        (r = set_int(s->z, ZMQ_IPV6, 1))) {
+        (r = set_int(s->z, ZMQ_IPV6, 1)) ||
+        ((type == ZMQ_PULL || type == ZMQ_SUB) && (r = set_max_msg(s->z, MAX_WIRE_FRAME)))) {
         zmq_close(s->z);
         free(s);
         return r;

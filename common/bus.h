@@ -3,7 +3,9 @@
  * One zmq context per process. Sockets get a bounded high-water mark (so a
  * slow downstream makes upstream wait instead of growing memory), ZMQ_IMMEDIATE
  * on connecting sockets (no queueing to peers that are not there), a bounded
- * linger and reconnect intervals.
+ * linger and reconnect intervals. PULL and SUB sockets take no frame over
+ * TDS_MSG_MAX_FRAME (msg.h): libzmq disconnects a peer that sends one instead
+ * of buffering it.
  *
  * Endpoint lists are comma-separated. For a connecting socket, a
  * "tcp://name:port" whose name resolves to several addresses is connected to

@@ -3,10 +3,12 @@
  * Owns the wire format of every message type and the memory of decoded and
  * built messages. It never does I/O, never logs, and never trusts a frame: a
  * frame is first scanned byte by byte (sizes against TDS_MSG_MAX_*, every
- * declared length against the bytes that remain, nesting depth) before
- * msgpack-c builds an object tree from it, because msgpack-c allocates a
- * declared array length up front and a 5-byte frame could otherwise ask for
- * 100 GB. The tree is then walked against one field table per type; the same
+ * declared length against the bytes that remain, nesting depth, the elements
+ * of all containers together) before msgpack-c builds an object tree from it,
+ * because msgpack-c allocates a declared array length up front and a 5-byte
+ * frame could otherwise ask for 100 GB, and makes an object of every element,
+ * so 8 MiB of nils would otherwise take 200 MiB. The encoder scans
+ * what it made the same way: nothing it sends is refused by the reader. The tree is then walked against one field table per type; the same
  * tables drive the encoder, so the two directions cannot drift apart.
  *
  * Memory: every char * and every tds_bytes outside a rowset is its own
@@ -283,11 +285,13 @@ static uint32_t be32(const uint8_t *p)
 /* Check that buf is exactly one well-formed msgpack object within our limits,
  * so that msgpack_unpack_next() cannot be made to over-allocate: every
  * container element takes at least one byte, so a declared count above the
- * bytes left is a lie. Returns 0, TDS_MSG_E_MALFORMED or TDS_MSG_E_TOO_LARGE. */
+ * bytes left is a lie, and the declared counts together may not pass
+ * TDS_MSG_MAX_ELEMENTS. Returns 0, TDS_MSG_E_MALFORMED or TDS_MSG_E_TOO_LARGE. */
 static int scan_frame(const uint8_t *p, size_t len)
 {
     size_t stack[MAX_DEPTH];
     size_t depth = 0, unread = 1, pos = 0; /* unread: objects still due at this depth */
+    uint64_t elements = 0;
 
     for (;;) {
         while (unread == 0) {
@@ -367,6 +371,9 @@ static int scan_frame(const uint8_t *p, size_t len)
             n *= (uint64_t)kind;
             if (n > left)
                 return TDS_MSG_E_MALFORMED;
+            elements += n;
+            if (elements > TDS_MSG_MAX_ELEMENTS)
+                return TDS_MSG_E_TOO_LARGE;
             if (n > 0) {
                 if (depth == MAX_DEPTH)
                     return TDS_MSG_E_MALFORMED;
@@ -1111,6 +1118,10 @@ int tds_msg_encode(const struct tds_msg *m, char **out, size_t *len)
         rc = TDS_MSG_E_TOO_LARGE;
         goto fail;
     }
+    /* Within the byte limits, a rows message of many narrow values can still
+     * hold more elements than a reader takes (cheap: strings are skipped). */
+    if ((rc = scan_frame((const uint8_t *)sb.data, sb.size)))
+        goto fail;
     *len = sb.size;
     *out = msgpack_sbuffer_release(&sb);
     return 0;

@@ -28,6 +28,14 @@
 #define TDS_MSG_MAX_ARRAY 100000u             /* elements in any array */
 #define TDS_MSG_MAX_MAP 256u                  /* keys in any map */
 #define TDS_MSG_MAX_STR (16u * 1024 * 1024)   /* bytes in one string or bin */
+/* Array elements plus map keys and values in one message, nested ones
+ * included. Decoding costs ~42 bytes of msgpack-c objects per element however
+ * short its encoding (a nil is one byte), so this bounds the decode of any
+ * frame to ~42 MiB, less than TDS_MSG_MAX_FRAME lets its bytes take. Real
+ * messages need far fewer: the rows of a detail page of invoices are ~0.04
+ * values per byte of record JSON, ~0.3 million for the fetcher's default
+ * 8 MiB page and ~0.65 million for its 16 MiB maximum. */
+#define TDS_MSG_MAX_ELEMENTS 1000000u
 
 enum {
     TDS_MSG_E_MALFORMED = 1, /* not msgpack, truncated, wrong types, missing keys */

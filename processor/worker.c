@@ -330,8 +330,9 @@ static int do_page(struct tds_worker *w, const struct tds_msg *in, struct tds_ms
 
 #define OVERSIZE_RAW_MAX (64u * 1024) /* of each record's JSON kept in its reject */
 
-/* A page whose rows do not fit in one message (TDS_MSG_MAX_FRAME, or
- * TDS_MSG_MAX_ARRAY rows of one table): dropping it would have the fetcher
+/* A page whose rows do not fit in one message (TDS_MSG_MAX_FRAME,
+ * TDS_MSG_MAX_ARRAY rows of one table, or TDS_MSG_MAX_ELEMENTS values and
+ * rows in all): dropping it would have the fetcher
  * send it again forever, so each record becomes a reject that says why (the
  * writer stores them, commits the page's metadata and acks it); its deletes
  * still apply. The fetcher's TDS_FETCHER_PAGE_MAX_BYTES keeps pages well
@@ -352,8 +353,9 @@ static int oversize_page(struct tds_worker *w, const struct tds_msg *in, struct 
         return rc;
     snprintf(reason, sizeof(reason),
              "page too large: the rows of its %zu records exceed one message (%u MiB, %u rows a "
-             "table); lower TDS_FETCHER_PAGE_MAX_BYTES",
-             pg->n_records, TDS_MSG_MAX_FRAME / (1024 * 1024), TDS_MSG_MAX_ARRAY);
+             "table, %u values); lower TDS_FETCHER_PAGE_MAX_BYTES",
+             pg->n_records, TDS_MSG_MAX_FRAME / (1024 * 1024), TDS_MSG_MAX_ARRAY,
+             TDS_MSG_MAX_ELEMENTS);
     for (size_t i = 0; i < pg->n_records; i++) {
         const char *raw = pg->records[i].p ? pg->records[i].p : "";
         size_t n = pg->records[i].p ? pg->records[i].n : 0;

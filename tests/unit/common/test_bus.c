@@ -1,5 +1,6 @@
-/* test_bus — bind/connect over inproc and tcp, frame limits, name resolution
- * of connect lists, refresh, HWM with DONTWAIT, and acks as [origin][map]. */
+/* test_bus — bind/connect over inproc and tcp, frame limits (ours and
+ * libzmq's), name resolution of connect lists, refresh, HWM with DONTWAIT,
+ * and acks as [origin][map]. */
 #include "assert.h"
 #include "bus.h"
 #include "msg.h"
@@ -254,6 +255,62 @@ static void test_send_msg_single_frame(void)
     tds_bus_free(bus);
 }
 
+/* A frame over the limit never reaches a PULL socket over tcp: libzmq drops
+ * the peer before buffering it, and the next connection carries on. */
+static void test_max_frame(void)
+{
+    struct tds_bus *bus = NULL;
+    struct tds_bus_sock *pull = NULL, *sub = NULL, *push = NULL;
+    char last[256];
+    size_t lastlen = sizeof(last), optlen;
+    int64_t max = 0;
+    void *ctx, *raw;
+    char *big, *buf = NULL;
+    size_t big_len = (size_t)TDS_MSG_MAX_FRAME + 8192, len = 0;
+    int rc = -EAGAIN, linger = 0;
+
+    T_INT(tds_bus_new(&bus), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_PULL, NULL, &pull), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_SUB, NULL, &sub), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_PUSH, NULL, &push), ==, 0);
+    optlen = sizeof(max);
+    T_INT(zmq_getsockopt(tds_bus_sock_raw(sub), ZMQ_MAXMSGSIZE, &max, &optlen), ==, 0);
+    T_INT(max, >=, (int64_t)TDS_MSG_MAX_FRAME);
+    T_INT(max, <=, (int64_t)TDS_MSG_MAX_FRAME + 65536);
+    optlen = sizeof(max);
+    T_INT(zmq_getsockopt(tds_bus_sock_raw(push), ZMQ_MAXMSGSIZE, &max, &optlen), ==, 0);
+    T_INT(max, ==, -1); /* a sending socket receives nothing to limit */
+
+    T_INT(tds_bus_bind(pull, "tcp://127.0.0.1:*"), ==, 0);
+    T_INT(zmq_getsockopt(tds_bus_sock_raw(pull), ZMQ_LAST_ENDPOINT, last, &lastlen), ==, 0);
+    ctx = zmq_ctx_new();
+    raw = zmq_socket(ctx, ZMQ_PUSH);
+    T_INT(zmq_setsockopt(raw, ZMQ_LINGER, &linger, sizeof(linger)), ==, 0);
+    T_INT(zmq_connect(raw, last), ==, 0);
+    big = calloc(1, big_len);
+    T_TRUE(big != NULL);
+    T_INT(zmq_send(raw, big, big_len, 0), ==, (int)big_len);
+    free(big);
+    /* "after" goes once the peer is connected again; the big frame never comes */
+    int64_t deadline = tds_now_ms() + 10000;
+    while (rc == -EAGAIN && tds_now_ms() < deadline) {
+        zmq_send(raw, "after", 5, ZMQ_DONTWAIT);
+        zmq_pollitem_t pi = {tds_bus_sock_raw(pull), 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&pi, 1, 50) > 0)
+            rc = tds_bus_recv(pull, &buf, &len, TDS_MSG_MAX_FRAME, ZMQ_DONTWAIT, NULL);
+    }
+    T_INT(rc, ==, 0);
+    T_STR(buf, "after");
+    free(buf);
+
+    zmq_close(raw);
+    zmq_ctx_term(ctx);
+    tds_bus_sock_free(push);
+    tds_bus_sock_free(sub);
+    tds_bus_sock_free(pull);
+    T_NULL(tds_bus_free(bus));
+}
+
 int main(void)
 {
     T_RUN(test_inproc);
@@ -261,5 +318,6 @@ int main(void)
     T_RUN(test_hwm);
     T_RUN(test_ack);
     T_RUN(test_send_msg_single_frame);
+    T_RUN(test_max_frame);
     return 0;
 }

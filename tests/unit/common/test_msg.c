@@ -398,6 +398,52 @@ static void test_truncated(void)
 
 /* ---- hand-packed frames ------------------------------------------------ */
 
+/* Heap bytes in use at the peak of one decode, under AddressSanitizer (its
+ * malloc hooks see msgpack-c's allocations too); -1 without it. */
+#if defined(__SANITIZE_ADDRESS__)
+/* from the sanitizer runtime (GCC ships no header for them) */
+int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
+                                              void (*free_hook)(const volatile void *));
+size_t __sanitizer_get_allocated_size(const volatile void *p);
+
+static bool counting;
+static long long live, peak;
+
+static void on_malloc(const volatile void *p, size_t n)
+{
+    (void)p;
+    if (counting && (live += (long long)n) > peak)
+        peak = live;
+}
+
+static void on_free(const volatile void *p)
+{
+    if (counting && p)
+        live -= (long long)__sanitizer_get_allocated_size(p);
+}
+#endif
+
+static long long decode_peak(const void *buf, size_t len, int *rc)
+{
+    struct tds_msg m;
+#if defined(__SANITIZE_ADDRESS__)
+    static bool hooked;
+    if (!hooked)
+        T_TRUE(__sanitizer_install_malloc_and_free_hooks(on_malloc, on_free) != 0);
+    hooked = true;
+    live = peak = 0;
+    counting = true;
+    *rc = tds_msg_decode(buf, len, &m);
+    counting = false;
+    tds_msg_clear(&m);
+    return peak;
+#else
+    *rc = tds_msg_decode(buf, len, &m);
+    tds_msg_clear(&m);
+    return -1;
+#endif
+}
+
 enum kind { K_STR, K_BIN, K_I64, K_BOOL, K_STRS, K_BINS, K_SETS, K_REJECTS };
 
 struct key {
@@ -776,6 +822,100 @@ static int decode_sb(msgpack_sbuffer *sb)
     return rc;
 }
 
+/* A fetch whose unknown key "pad" holds arrays of nils, so that the frame
+ * declares `total` elements in all (the root map's 7 keys and values, the
+ * arrays, the nils). */
+static void pack_nils(msgpack_packer *pk, size_t total)
+{
+    size_t left = total - 14;
+    size_t arrays = (left + TDS_MSG_MAX_ARRAY) / (TDS_MSG_MAX_ARRAY + 1);
+    size_t nils = left - arrays;
+
+    pack_fetch_head(pk, 1);
+    pk_str(pk, "pad");
+    msgpack_pack_array(pk, arrays);
+    for (size_t a = 0; a < arrays; a++) {
+        size_t n = nils < TDS_MSG_MAX_ARRAY ? nils : TDS_MSG_MAX_ARRAY;
+        msgpack_pack_array(pk, n);
+        for (size_t i = 0; i < n; i++)
+            msgpack_pack_nil(pk);
+        nils -= n;
+    }
+    T_INT(nils, ==, 0);
+}
+
+/* Each element becomes a 24-byte object, however short its encoding: a frame
+ * of nils is refused by the scan, before msgpack-c builds anything. */
+static void test_element_limit(void)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    long long cost;
+    int rc;
+
+    /* at the limit: decoded, and the measurement sees what that costs */
+    pack_nils(&pk, TDS_MSG_MAX_ELEMENTS);
+    cost = decode_peak(sb.data, sb.size, &rc);
+    T_INT(rc, ==, 0);
+    if (cost >= 0)
+        T_INT(cost, >, 20 * (long long)TDS_MSG_MAX_ELEMENTS);
+    fprintf(stderr, "  %u elements in %zu bytes: decoded, peak %lld bytes\n",
+            TDS_MSG_MAX_ELEMENTS, sb.size, cost);
+    msgpack_sbuffer_clear(&sb);
+
+    /* one more, and 8 MiB of nils: refused, having allocated next to nothing */
+    size_t hostile[] = { TDS_MSG_MAX_ELEMENTS + 1, 8u * 1024 * 1024 };
+    for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+        pack_nils(&pk, hostile[i]);
+        cost = decode_peak(sb.data, sb.size, &rc);
+        T_INT(rc, ==, TDS_MSG_E_TOO_LARGE);
+        if (cost >= 0)
+            T_INT(cost, <, 64 * 1024);
+        fprintf(stderr, "  %zu elements in %zu bytes: refused, peak %lld bytes\n", hostile[i],
+                sb.size, cost);
+        msgpack_sbuffer_clear(&sb);
+    }
+    msgpack_sbuffer_destroy(&sb);
+
+    /* The encoder refuses what a reader would: narrow rows, within the byte
+     * and row limits, that add up to more elements. */
+    static const char *const cols[] = { "a", "b", "c", "d", "e", "f", "g", "h", "i", "j" };
+    struct tds_bytes nulls[10] = { { NULL, 0 } };
+    for (size_t rows = 80000; rows <= 100000; rows += 20000) {
+        struct tds_msg m;
+        char *out = NULL;
+        size_t len = 0;
+        memset(&m, 0, sizeof(m));
+        m.type = TDS_MSG_ROWS;
+        m.id = strdup("rows-narrow");
+        m.u.rows.org = strdup("1");
+        m.u.rows.origin = strdup("p.1");
+        m.u.rows.src = strdup("pg-1");
+        T_TRUE(m.id && m.u.rows.org && m.u.rows.origin && m.u.rows.src);
+        /* two tables, each under TDS_MSG_MAX_ARRAY rows */
+        for (int t = 0; t < 2; t++) {
+            struct tds_msg_rowset *s = tds_msg_rows_add_set(&m.u.rows, t ? "b" : "a",
+                                                            TDS_ROWS_DETAIL, cols, 10);
+            T_TRUE(s != NULL);
+            for (size_t r = 0; r < rows / 2; r++)
+                T_INT(tds_msg_rowset_add_row(s, nulls), ==, 0);
+        }
+        /* 11 elements a row: 880,000 fit, 1.1 million do not */
+        rc = tds_msg_encode(&m, &out, &len);
+        T_INT(rc, ==, rows * 11 > TDS_MSG_MAX_ELEMENTS ? TDS_MSG_E_TOO_LARGE : 0);
+        if (rc == 0) {
+            struct tds_msg back;
+            T_INT(tds_msg_decode(out, len, &back), ==, 0);
+            T_INT(back.u.rows.sets[1].n_rows, ==, rows / 2);
+            tds_msg_clear(&back);
+        }
+        free(out);
+        tds_msg_clear(&m);
+    }
+}
+
 static void test_limits(void)
 {
     msgpack_sbuffer sb;
@@ -1088,6 +1228,7 @@ int main(int argc, char **argv)
     T_RUN(test_wrong_types);
     T_RUN(test_version_and_type);
     T_RUN(test_limits);
+    T_RUN(test_element_limit);
     T_RUN(test_timing_200x45);
     return 0;
 }
