@@ -207,13 +207,22 @@ static int fill_header(struct tds_msg *m, const char *id_prefix, const char *org
     return 0;
 }
 
-static int reject_unknown(struct tds_msg_rows *r, const char *entity, const char *raw, size_t n)
-{
-    char reason[160];
-    const char *en = entity ? entity : "";
+#define UNKNOWN_ID_MAX 128 /* bytes of a deleted id kept in its reject */
 
-    /* the name and the reason are stored as text: never a cut or a byte
-     * that is not UTF-8 */
+/* A record, deleted id or event of an entity this build has no transform
+ * for: a reject like any other, counted and logged, so that tds.rejected
+ * holds it when the writer acks the message. zoho_id: a deleted id (raw
+ * NULL), else NULL. */
+static int reject_unknown(struct tds_worker *w, struct tally *ty, struct tds_msg_rows *r,
+                          const char *org, const char *entity, const char *zoho_id,
+                          const char *raw, size_t n)
+{
+    char reason[192];
+    const char *en = entity ? entity : "";
+    int rc;
+
+    /* the name, the id and the reason are stored as text: never a cut or a
+     * byte that is not UTF-8 */
     if (!tds_utf8_valid(en, strlen(en))) {
         snprintf(reason, sizeof(reason), "unknown entity (its name is not UTF-8)");
         en = "";
@@ -221,11 +230,24 @@ static int reject_unknown(struct tds_msg_rows *r, const char *entity, const char
         snprintf(reason, sizeof(reason), "unknown entity '%.*s'",
                  (int)tds_utf8_prefix(en, strlen(en), 64), en);
     }
-    if (!tds_utf8_valid(raw, n) || memchr(raw, '\0', n)) {
+    if (zoho_id && (strlen(zoho_id) > UNKNOWN_ID_MAX || !tds_utf8_valid(zoho_id, strlen(zoho_id))))
+        zoho_id = NULL;
+    if (zoho_id)
+        snprintf(reason + strlen(reason), sizeof(reason) - strlen(reason),
+                 " (deleted in Zoho)");
+    if (raw && (!tds_utf8_valid(raw, n) || memchr(raw, '\0', n))) {
         raw = "";
         n = 0;
     }
-    return tds_msg_rows_add_reject(r, en, NULL, reason, raw, n);
+    if ((rc = tds_msg_rows_add_reject(r, en, zoho_id, reason, raw, n)) < 0)
+        return rc;
+    ty->rejects++;
+    count(w, "tds_processor_rejects_total", "Records rejected, by reason",
+          "entity=\"\",reason=\"unknown_entity\"", 1);
+    struct tds_log_ctx ctx = {.org = org};
+    tds_log_limited(&w->reject_log, TDS_LOG_WARN, &ctx, "rejected %s %s: %s, skipping",
+                    zoho_id ? "deleted id" : "record", zoho_id ? zoho_id : "(no id)", reason);
+    return 0;
 }
 
 static int do_event(struct tds_worker *w, const struct tds_msg *in, struct tds_msg *m,
@@ -245,7 +267,7 @@ static int do_event(struct tds_worker *w, const struct tds_msg *in, struct tds_m
     r->records_in = 1;
     tds_transform_begin(w->tf, r);
     if (!e)
-        return reject_unknown(r, ev->entity, ev->body.p, ev->body.n);
+        return reject_unknown(w, ty, r, ev->org, ev->entity, NULL, ev->body.p, ev->body.n);
     if (ev->op && strcmp(ev->op, "delete") == 0)
         rc = tds_transform_delete(w->tf, r, e, ev->org, ev->zoho_id, ev->body.p, ev->body.n, &res);
     else
@@ -284,14 +306,21 @@ static int page_header(const struct tds_msg *in, struct tds_msg *m)
     return 0;
 }
 
-/* The ids a page found deleted (e NULL: an unknown entity, nothing to do). */
+/* The ids a page found deleted; of an entity this build does not know (e
+ * NULL), each one is a reject, as the page's records are. */
 static int page_deletes(struct tds_worker *w, const struct tds_msg_page *pg,
                         const struct tds_entity *e, struct tds_msg_rows *r, struct tally *ty)
 {
     struct tds_transform_result res;
     int rc;
 
-    for (size_t i = 0; e && i < pg->n_deleted; i++) {
+    for (size_t i = 0; i < pg->n_deleted; i++) {
+        if (!e) {
+            if ((rc = reject_unknown(w, ty, r, pg->org, pg->entity, pg->deleted_ids[i], NULL,
+                                     0)) < 0)
+                return rc;
+            continue;
+        }
         if ((rc = tds_transform_delete(w->tf, r, e, pg->org, pg->deleted_ids[i], NULL, 0, &res)) < 0)
             return rc;
         note(w, ty, e, pg->org, &res, r);
@@ -313,9 +342,9 @@ static int do_page(struct tds_worker *w, const struct tds_msg *in, struct tds_ms
     tds_transform_begin(w->tf, r);
     for (size_t i = 0; i < pg->n_records; i++) {
         if (!e) {
-            if ((rc = reject_unknown(r, pg->entity, pg->records[i].p, pg->records[i].n)) < 0)
+            if ((rc = reject_unknown(w, ty, r, pg->org, pg->entity, NULL, pg->records[i].p,
+                                     pg->records[i].n)) < 0)
                 return rc;
-            ty->rejects++;
             continue;
         }
         rc = tds_transform_record(w->tf, r, e, pg->org, pg->records[i].p ? pg->records[i].p : "",

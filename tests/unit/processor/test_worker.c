@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "assert.h"
+#include "metrics.h"
 #include "msg.h"
 #include "util.h"
 #include "worker.h"
@@ -180,6 +181,64 @@ static void test_event(void)
     tds_msg_clear(&out);
 }
 
+/* A page of an entity this build does not know: its records and its deleted
+ * ids all become rejects, each counted in the metric and the stats, and the
+ * deletes keep their id. */
+static void test_unknown_entity_page(void)
+{
+    struct tds_metrics *metrics = NULL;
+    struct tds_worker *w = NULL;
+    struct tds_worker_stats st;
+    struct tds_msg in, out;
+    struct tds_bytes recs[2] = {{"{\"widget_id\":\"1\"}", 0}, {"{\"widget_id\":\"2\"}", 0}};
+    char *deleted[] = {"4600000000000000011", "4600000000000000012", "4600000000000000013"};
+    char *buf = NULL, *rows = NULL, *text = NULL;
+    size_t len = 0, rows_len = 0, text_len = 0;
+
+    for (int i = 0; i < 2; i++)
+        recs[i].n = strlen(recs[i].p);
+    T_INT(tds_metrics_new(&metrics), ==, 0);
+    T_INT(tds_worker_new(&w, metrics, "processor.test"), ==, 0);
+    memset(&in, 0, sizeof(in));
+    in.type = TDS_MSG_PAGE;
+    in.v = TDS_MSG_VERSION;
+    in.id = "pg-widgets-1";
+    in.u.page = (struct tds_msg_page){
+        .org = "60001", .entity = "widgets", .run = "run1", .mode = "reconcile",
+        .origin = "fetcher.pod-1", .page = 1, .deleted_ids = deleted, .n_deleted = 3,
+        .records = recs, .n_records = 2};
+    T_INT(tds_msg_encode(&in, &buf, &len), ==, 0);
+    T_INT(tds_worker_handle(w, buf, len, &rows, &rows_len), ==, 0);
+    T_INT(tds_msg_decode(rows, rows_len, &out), ==, 0);
+    T_STR(out.u.rows.src, "pg-widgets-1");
+    T_INT(out.u.rows.n_sets, ==, 0);
+    T_INT(out.u.rows.n_rejects, ==, 5);
+    for (int i = 0; i < 2; i++) {
+        T_STR(out.u.rows.rejects[i].reason, "unknown entity 'widgets'");
+        T_NULL(out.u.rows.rejects[i].zoho_id);
+        T_TRUE(out.u.rows.rejects[i].raw.n == recs[i].n &&
+               memcmp(out.u.rows.rejects[i].raw.p, recs[i].p, recs[i].n) == 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        const struct tds_msg_reject *rj = &out.u.rows.rejects[2 + i];
+        T_STR(rj->entity, "widgets");
+        T_STR(rj->zoho_id, deleted[i]);
+        T_STR(rj->reason, "unknown entity 'widgets' (deleted in Zoho)");
+    }
+    tds_worker_stats(w, &st);
+    T_INT(st.rejects, ==, 5);
+    T_INT(st.records, ==, 0);
+    T_INT(tds_metrics_render(metrics, &text, &text_len), ==, 0);
+    T_TRUE(strstr(text, "tds_processor_rejects_total{entity=\"\",reason=\"unknown_entity\"} 5\n") !=
+           NULL);
+    free(text);
+    tds_msg_clear(&out);
+    free(rows);
+    free(buf);
+    w = tds_worker_free(w);
+    metrics = tds_metrics_free(metrics);
+}
+
 static void dead(const void *frame, size_t len, const char *want_reason_prefix)
 {
     struct tds_msg out;
@@ -228,6 +287,7 @@ int main(void)
     T_RUN(test_page);
     T_RUN(test_oversize_page);
     T_RUN(test_event);
+    T_RUN(test_unknown_entity_page);
     T_RUN(test_dead_letters);
     W = tds_worker_free(W);
     return 0;
