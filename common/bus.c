@@ -638,6 +638,33 @@ int tds_bus_recv(struct tds_bus_sock *s, char **buf, size_t *len, size_t max_len
     return 0;
 }
 
+int tds_bus_skip_rest(struct tds_bus_sock *s)
+{
+    int more = 0, n = 0;
+    size_t optlen = sizeof(more);
+
+    if (zmq_getsockopt(s->z, ZMQ_RCVMORE, &more, &optlen) < 0)
+        return -errno;
+    while (more) {
+        zmq_msg_t msg;
+
+        /* The parts of a message arrive together: the rest is there already. */
+        zmq_msg_init(&msg);
+        while (zmq_msg_recv(&msg, s->z, ZMQ_DONTWAIT) < 0) {
+            if (errno != EINTR) {
+                int r = -errno;
+
+                zmq_msg_close(&msg);
+                return r;
+            }
+        }
+        more = zmq_msg_more(&msg);
+        zmq_msg_close(&msg);
+        n++;
+    }
+    return n;
+}
+
 int tds_bus_send_msg(struct tds_bus_sock *s, const struct tds_msg *m, int flags)
 {
     char *buf = NULL;

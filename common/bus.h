@@ -81,6 +81,11 @@ int tds_bus_send(struct tds_bus_sock *s, const void *buf, size_t len, int flags)
 int tds_bus_recv(struct tds_bus_sock *s, char **buf, size_t *len, size_t max_len, int flags,
                  int *more);
 
+/* Discard the parts that remain of the message whose part was received last
+ * (none when it was the last one), unread and uncopied, whatever their size.
+ * Returns how many were discarded, or -errno. */
+int tds_bus_skip_rest(struct tds_bus_sock *s);
+
 /* Encode and send a tds_msg (msg.h) in one frame; acks go as [origin][map]. */
 struct tds_msg;
 int tds_bus_send_msg(struct tds_bus_sock *s, const struct tds_msg *m, int flags);

@@ -180,22 +180,20 @@ static void on_in(struct tds_loop *loop, short revents, void *ud)
 
         if (rc == -EAGAIN)
             break;
-        if (rc == TDS_E_TOO_LARGE) {
-            rc = tds_worker_dead_letter(a->worker, "frame over the size limit", NULL, len, &out,
-                                        &out_len);
-        } else if (rc < 0) {
+        if (rc < 0) {
             tds_log_limited(&a->send_log, TDS_LOG_ERROR, NULL, "could not receive: %s",
                             zmq_strerror(-rc));
             break;
+        }
+        /* Our peers send one frame per message: the rest of a longer one,
+         * oversized parts included, goes with its first frame's dead letter
+         * instead of passing for messages of their own. */
+        if (more)
+            tds_bus_skip_rest(a->in);
+        if (rc == TDS_E_TOO_LARGE) {
+            rc = tds_worker_dead_letter(a->worker, "frame over the size limit", NULL, len, &out,
+                                        &out_len);
         } else if (more) {
-            /* Our peers send one frame per message; drain the rest. */
-            char *extra = NULL;
-            size_t extra_len = 0;
-            while (more && tds_bus_recv(a->in, &extra, &extra_len, TDS_MSG_MAX_FRAME,
-                                        ZMQ_DONTWAIT, &more) == 0) {
-                free(extra);
-                extra = NULL;
-            }
             rc = tds_worker_dead_letter(a->worker, "multi-frame message", frame, len, &out,
                                         &out_len);
         } else {

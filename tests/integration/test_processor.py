@@ -182,6 +182,22 @@ def test_dead_letters(harness):
     assert harness.recv()["src"] == "pg-after"
 
 
+def test_multi_frame_messages_are_one_dead_letter(harness):
+    """A message of several frames is one dead letter, whichever of its frames
+    is over the size limit: none of its other frames passes for a message."""
+    big = b"\x00" * (64 * 1024 * 1024 + 1)  # over the frame limit, under the wire limit
+    harness.push.send_multipart([big, page_msg([ITEM], "pg-tail-1")])
+    harness.push.send_multipart([page_msg([ITEM], "pg-head-2"), big, page_msg([ITEM], "pg-tail-2")])
+    harness.push.send(page_msg([ITEM], "pg-next"))
+    got = [harness.recv(20000) for _ in range(3)]
+    what = [m["rejects"][0]["reason"].split(" (")[0] if m["mode"] == "deadletter" else m["src"]
+            for m in got]
+    assert what == ["dead letter: frame over the size limit",
+                    "dead letter: multi-frame message", "pg-next"]
+    assert not harness.pull.poll(500), "a frame of a dead-lettered message came out"
+    assert harness.proc.metric("tds_processor_dead_letters_total") == 2
+
+
 def test_back_pressure_then_drain(procs):
     """No writer: the processor parks one rows message and stops reading; the
     input backs up in ZeroMQ, not in the processor. A writer that appears later

@@ -255,6 +255,42 @@ static void test_send_msg_single_frame(void)
     tds_bus_free(bus);
 }
 
+/* The rest of a multi-part message is skipped, oversized parts included,
+ * and the next message is read whole. */
+static void test_skip_rest(void)
+{
+    struct tds_bus *bus = NULL;
+    struct tds_bus_sock *pull = NULL, *push = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    int more = 0;
+
+    T_INT(tds_bus_new(&bus), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_PULL, NULL, &pull), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_PUSH, NULL, &push), ==, 0);
+    T_INT(tds_bus_bind(pull, "inproc://bus-skip"), ==, 0);
+    T_INT(tds_bus_connect(push, "inproc://bus-skip"), ==, 0);
+    set_rcvtimeo(pull, 2000);
+    T_INT(tds_bus_send(push, "far too long", 12, ZMQ_SNDMORE), ==, 0);
+    T_INT(tds_bus_send(push, "also far too long", 17, ZMQ_SNDMORE), ==, 0);
+    T_INT(tds_bus_send(push, "x", 1, 0), ==, 0);
+    T_INT(tds_bus_send(push, "next", 4, 0), ==, 0);
+
+    T_INT(tds_bus_recv(pull, &buf, &len, 8, 0, &more), ==, TDS_E_TOO_LARGE);
+    T_INT(more, ==, 1);
+    T_INT(tds_bus_skip_rest(pull), ==, 2);
+    T_INT(tds_bus_skip_rest(pull), ==, 0); /* nothing left of that message */
+    T_INT(tds_bus_recv(pull, &buf, &len, 8, 0, &more), ==, 0);
+    T_STR(buf, "next");
+    T_INT(more, ==, 0);
+    free(buf);
+    T_INT(tds_bus_skip_rest(pull), ==, 0);
+
+    tds_bus_sock_free(push);
+    tds_bus_sock_free(pull);
+    T_NULL(tds_bus_free(bus));
+}
+
 /* A frame over the limit never reaches a PULL socket over tcp: libzmq drops
  * the peer before buffering it, and the next connection carries on. */
 static void test_max_frame(void)
@@ -319,5 +355,6 @@ int main(void)
     T_RUN(test_ack);
     T_RUN(test_send_msg_single_frame);
     T_RUN(test_max_frame);
+    T_RUN(test_skip_rest);
     return 0;
 }
