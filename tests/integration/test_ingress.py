@@ -17,6 +17,7 @@ import json
 import subprocess
 import os
 import resource
+import signal
 import socket
 import threading
 import time
@@ -588,11 +589,18 @@ def test_pipeline_survives_sigkill_of_processor_and_writer(procs, db, tmp_path):
 
         t = threading.Thread(target=post_all)
         t.start()
-        time.sleep(0.6)
+        # Each stage is stopped first, so that webhooks wait in its queue when
+        # it is killed: the kill loses them for sure, not only when it happens
+        # to fall between two webhooks.
+        time.sleep(0.5)
+        proc.p.send_signal(signal.SIGSTOP)
+        time.sleep(0.1)
         proc.kill()
         time.sleep(0.5)
         proc.start()
-        time.sleep(0.6)
+        time.sleep(0.5)
+        writer.p.send_signal(signal.SIGSTOP)
+        time.sleep(0.1)
         writer.kill()
         time.sleep(0.5)
         writer.start()
