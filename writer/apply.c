@@ -159,11 +159,14 @@ struct tds_apply {
     size_t n_pipe, cap_pipe;
 };
 
+/* An event is known by its organization and its id: Zoho numbers events per
+ * organization (migration 006). A message without an organization is
+ * recorded under ''. */
 static const char *const SQL_WEBHOOK =
     "INSERT INTO tds.webhook_events (event_id, org_id, entity, zoho_id, received_at, applied_at) "
-    "SELECT e, o, en, z, CASE WHEN r > 0 THEN to_timestamp(r / 1000.0) END, now() "
+    "SELECT e, coalesce(o, ''), en, z, CASE WHEN r > 0 THEN to_timestamp(r / 1000.0) END, now() "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS u(e, o, en, z, r) "
-    "ON CONFLICT (event_id) DO NOTHING";
+    "ON CONFLICT (org_id, event_id) DO NOTHING";
 static const char *const SQL_REJECT =
     "INSERT INTO tds.rejected (stage, org_id, entity, zoho_id, reason, raw, source) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "

@@ -86,6 +86,55 @@ def test_migrations_apply_once_and_reapply_as_noop(procs, db):
     h.close()
 
 
+def _database_at(db, version):
+    """db as `tds-writer migrate` left it when `version` was the newest
+    migration: files 001..version applied in order, each recorded."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    c = db.connect()
+    try:
+        cur = c.cursor()
+        cur.execute("CREATE SCHEMA IF NOT EXISTS tds; "
+                    "CREATE TABLE IF NOT EXISTS tds.schema_migrations (version integer "
+                    "PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL "
+                    "DEFAULT now())")
+        for v, name in MIGRATIONS:
+            if v > version:
+                break
+            path = os.path.join(here, "..", "..", "writer", "migrations", f"{v:03d}_{name}.sql")
+            with open(path, encoding="utf-8") as fh:
+                cur.execute(fh.read())
+            cur.execute("INSERT INTO tds.schema_migrations (version, name) VALUES (%s, %s)",
+                        (v, name))
+    finally:
+        c.close()
+
+
+def test_migration_006_keys_webhook_events_by_organization(procs, db):
+    """A database at migration 005 with events recorded: 006 keys
+    tds.webhook_events by (org_id, event_id), keeps every row (one recorded
+    without an organization gets '') and the received_at index."""
+    _database_at(db, 5)
+    db.execute("INSERT INTO tds.webhook_events (event_id, org_id, entity, zoho_id, received_at, "
+               "applied_at) VALUES ('5675', %s, 'items', '91', now() - interval '1 hour', "
+               "now() - interval '1 hour'), ('legacy', NULL, NULL, NULL, NULL, now())", ORG)
+    procs.run("tds-writer", ["migrate"], env={"TDS_DATABASE_URL": db.url})
+    assert [(v, n) for v, n in db.query("SELECT version, name FROM tds.schema_migrations "
+                                        "ORDER BY version")] == MIGRATIONS
+    assert db.query("SELECT org_id, event_id, entity, zoho_id FROM tds.webhook_events "
+                    "ORDER BY event_id") == [(ORG, "5675", "items", "91"), ("", "legacy", None, None)]
+    assert db.query("""
+        SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+          FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+         WHERE i.indrelid = 'tds.webhook_events'::regclass AND i.indisprimary""") == \
+        [(["org_id", "event_id"],)]
+    assert db.query("SELECT attnotnull FROM pg_attribute WHERE attrelid = "
+                    "'tds.webhook_events'::regclass AND attname = 'org_id'") == [(True,)]
+    assert db.query("SELECT indexdef FROM pg_indexes WHERE schemaname = 'tds' AND "
+                    "indexname = 'webhook_events_received_at_idx'") == \
+        [("CREATE INDEX webhook_events_received_at_idx ON tds.webhook_events USING btree "
+          "(received_at)",)]
+
+
 def test_list_only_sweep_reads_an_index_not_the_table(procs, db):
     """The fetcher's every-10-s look for rows stored only in list form must
     not scan an organization's rows: with 20,000 detail items it is an index
@@ -910,6 +959,29 @@ def test_webhook_events_recorded_once(writer, db):
         [("abc", ORG, "items", "5", 1767600000)]
 
 
+def test_two_organizations_with_the_same_event_id_both_apply(writer, db):
+    """Zoho's event ids are per organization (its documented example is
+    "5675"): the same id from two organizations is two events, each applied
+    and recorded, whether they come in one batch or two."""
+    orgs = ["60011111111", "60022222222"]
+    for org in orgs:
+        src, f = rows_msg(org, items_sets([item(org, "81", ts(1), f"one {org}")]),
+                          src="ev-5675")
+        writer.send(f)
+        writer.acked.discard(src)
+        writer.wait_acked([src])
+    sent = [rows_msg(org, items_sets([item(org, "82", ts(1), f"two {org}")]), src="ev-5676")
+            for org in orgs]
+    for src, f in sent:
+        writer.acked.discard(src)
+        writer.send(f)
+    writer.wait_acked([src for src, _ in sent])
+    assert db.query("SELECT org_id, item_id, name FROM zoho.items ORDER BY 1, 2") == \
+        [(org, i, f"{n} {org}") for org in orgs for i, n in (("81", "one"), ("82", "two"))]
+    assert db.query("SELECT org_id, event_id, zoho_id FROM tds.webhook_events ORDER BY 1, 2") == \
+        [(org, e, z) for org in orgs for e, z in (("5675", "81"), ("5676", "82"))]
+
+
 @pytest.mark.parametrize("table,logged", [
     ("tds.webhook_events", "could not record webhook events"),
     ("zoho.item_stock", "could not write zoho.item_stock rows"),
@@ -984,9 +1056,10 @@ def test_status_command(procs, writer, db):
 
 def test_pruning_removes_old_rows_only(procs, db):
     procs.run("tds-writer", ["migrate"], env={"TDS_DATABASE_URL": db.url})
-    db.execute("INSERT INTO tds.webhook_events (event_id, received_at) "
-               "SELECT 'old' || g, now() - interval '8 days' FROM generate_series(1, 2500) g")
-    db.execute("INSERT INTO tds.webhook_events (event_id, received_at) VALUES ('new', now())")
+    db.execute("INSERT INTO tds.webhook_events (org_id, event_id, received_at) "
+               "SELECT '1', 'old' || g, now() - interval '8 days' FROM generate_series(1, 2500) g")
+    db.execute("INSERT INTO tds.webhook_events (org_id, event_id, received_at) "
+               "VALUES ('1', 'new', now())")
     db.execute("INSERT INTO tds.rejected (stage, reason, created_at) VALUES "
                "('writer', 'old', now() - interval '31 days'), ('writer', 'new', now())")
     db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) VALUES "
