@@ -30,6 +30,7 @@
 #include "copytext.h"
 #include "entities.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "pg.h"
 #include "sqlgen.h"
@@ -60,6 +61,9 @@
  * through it since the last time: DELETE leaves dead rows that only a
  * TRUNCATE (or VACUUM) gives back, and every scan of the table reads them. */
 #define STAGE_DEAD_ROWS 2048
+/* Times a batch is written again after its event insert found events that
+ * other transactions recorded meanwhile (see "webhook duplicates"). */
+#define SEEN_ROUNDS 3
 
 /* One staging table: what rows of one (table, kind, column list) go through. */
 struct sig {
@@ -100,6 +104,7 @@ struct pipe_stmt {
     size_t tidx;
     bool mods;
     bool parent;      /* a top-level upsert: its RETURNING rows are counted */
+    bool events;      /* the insert into tds.webhook_events */
 };
 
 /* Up to this many written parents, their old child rows go by one scalar
@@ -157,16 +162,29 @@ struct tds_apply {
     bool piped;
     struct pipe_stmt *pipe;
     size_t n_pipe, cap_pipe;
+    /* Per message of the run in hand, 1 = a webhook whose event is recorded
+     * already: its rows and its event are left out. NULL when the run holds
+     * no webhook event. */
+    uint8_t *dup;
+    bool events_seen;            /* the event insert met a recorded event */
+    struct tds_series *m_dups;
 };
 
 /* An event is known by its organization and its id: Zoho numbers events per
  * organization (migration 006). A message without an organization is
- * recorded under ''. */
+ * recorded under ''. No ON CONFLICT: an event recorded already fails the
+ * transaction, which is then written again without it ("webhook
+ * duplicates"). Inserted in key order, so two writers with events in common
+ * wait for each other instead of deadlocking. */
 static const char *const SQL_WEBHOOK =
     "INSERT INTO tds.webhook_events (event_id, org_id, entity, zoho_id, received_at, applied_at) "
     "SELECT e, coalesce(o, ''), en, z, CASE WHEN r > 0 THEN to_timestamp(r / 1000.0) END, now() "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS u(e, o, en, z, r) "
-    "ON CONFLICT (org_id, event_id) DO NOTHING";
+    "ORDER BY 2, 1";
+/* Which of these events are recorded: the element numbers (from 1). */
+static const char *const SQL_WEBHOOK_SEEN =
+    "SELECT u.n FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(e, o, n) "
+    "JOIN tds.webhook_events w ON w.org_id = coalesce(u.o, '') AND w.event_id = u.e";
 static const char *const SQL_REJECT =
     "INSERT INTO tds.rejected (stage, org_id, entity, zoho_id, reason, raw, source) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
@@ -461,8 +479,12 @@ static int pipe_finish(struct tds_apply *a, int rc, PGresult **last, struct tds_
             else
                 PQclear(r);
         } else if (!err && st != PGRES_PIPELINE_ABORTED) {
+            const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
             err = r;
             what = a->pipe[i].what;
+            /* unique_violation: an event of the batch is recorded already */
+            a->events_seen = a->pipe[i].events && state && strcmp(state, "23505") == 0;
             if (a->pipe[i].child) {
                 snprintf(child_what, sizeof(child_what), "could not write zoho.%s rows",
                          a->pipe[i].child->name);
@@ -798,6 +820,7 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
     if ((rc = prepare(a, "t_begin", "BEGIN", err, errlen)) != 0 ||
         (rc = prepare(a, "t_commit", "COMMIT", err, errlen)) != 0 ||
         (rc = prepare(a, "m_webhook", SQL_WEBHOOK, err, errlen)) != 0 ||
+        (rc = prepare(a, "m_webhook_seen", SQL_WEBHOOK_SEEN, err, errlen)) != 0 ||
         (rc = prepare(a, "m_reject", SQL_REJECT, err, errlen)) != 0 ||
         (rc = prepare(a, "m_runs", SQL_RUNS, err, errlen)) != 0 ||
         (rc = prepare(a, "m_final_runs", SQL_FINAL_RUNS, err, errlen)) != 0 ||
@@ -1678,17 +1701,166 @@ static int elem_i64(struct tds_buf *b, bool first, int64_t v)
     return tds_copytext_array_elem(b, first, num, strlen(num));
 }
 
-static int params_run(struct tds_apply *a, const char *name, size_t n, struct tds_apply_result *res,
-                      const char *what)
+/* Queue prepared statement name with params[0..n) as its parameters. */
+static int params_queue(struct tds_apply *a, const char *name, size_t n, struct pipe_stmt st,
+                        struct tds_apply_result *res)
 {
     const char *vals[META_PARAMS];
+    int rc;
 
     for (size_t i = 0; i < n; i++) {
         if (tds_copytext_array_end(&a->params[i]) != 0 || tds_buf_add(&a->params[i], "", 1) != 0)
             return -ENOMEM;
         vals[i] = a->params[i].p;
     }
-    return run_prepared(a, name, (int)n, vals, NULL, res, what);
+    if ((rc = pipe_start(a, res)) != 0)
+        return rc;
+    return pipe_queue(a, name, NULL, (int)n, vals, st, res);
+}
+
+static int params_run(struct tds_apply *a, const char *name, size_t n, struct tds_apply_result *res,
+                      const char *what)
+{
+    return params_queue(a, name, n, (struct pipe_stmt){.what = what}, res);
+}
+
+/* ---- webhook duplicates ----
+ *
+ * A webhook's event is applied once. Zoho sends an event again when its
+ * delivery timed out, and the retry may reach another ingress replica, which
+ * knows nothing of the first; with the same modified_time (whole seconds)
+ * and a later observation, the guard alone would let an older version back
+ * over a newer one. So the event insert at the end of the transaction has
+ * no ON CONFLICT: an event recorded by an earlier transaction (of any
+ * writer; one in flight is waited for) fails it, with no round trip added
+ * to the batches without one. The batch is then rolled back, the events
+ * recorded are looked up, and it is written again without their rows. Each
+ * is acked all the same, and counted. An event twice in one batch is
+ * applied once, the first time. */
+
+/* The event id of a webhook's rows ("ev-" taken off the source id), or
+ * NULL: another kind of message, or one written without its metadata. */
+static const char *event_of(const struct tds_bmsg *m)
+{
+    const struct tds_msg_rows *rw = &m->msg.u.rows;
+
+    if (m->msg.type != TDS_MSG_ROWS || m->meta_off || !rw->mode ||
+        strcmp(rw->mode, "webhook") != 0 || !rw->src)
+        return NULL;
+    return strncmp(rw->src, "ev-", 3) == 0 ? rw->src + 3 : rw->src;
+}
+
+static const char *event_org(const struct tds_bmsg *m)
+{
+    return m->msg.u.rows.org ? m->msg.u.rows.org : "";
+}
+
+static int cmp_event(const void *pa, const void *pb, void *ud)
+{
+    struct tds_bmsg *const *msgs = ud;
+    size_t x = *(const size_t *)pa, y = *(const size_t *)pb;
+    int c = strcmp(event_org(msgs[x]), event_org(msgs[y]));
+
+    if (c == 0)
+        c = strcmp(event_of(msgs[x]), event_of(msgs[y]));
+    return c != 0 ? c : (x > y) - (x < y);
+}
+
+/* a->dup for msgs[0..n): each event after its first time in the batch. */
+static int events_mark(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n)
+{
+    size_t *idx, k = 0;
+
+    a->dup = NULL;
+    for (size_t i = 0; i < n; i++)
+        k += event_of(msgs[i]) != NULL;
+    if (k == 0)
+        return 0;
+    if (!(a->dup = calloc(n, 1)) || !(idx = malloc(k * sizeof(*idx)))) {
+        free(a->dup);
+        a->dup = NULL;
+        return -ENOMEM;
+    }
+    k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (event_of(msgs[i]))
+            idx[k++] = i;
+    qsort_r(idx, k, sizeof(*idx), cmp_event, (void *)msgs);
+    for (size_t j = 1; j < k; j++)
+        if (strcmp(event_org(msgs[idx[j - 1]]), event_org(msgs[idx[j]])) == 0 &&
+            strcmp(event_of(msgs[idx[j - 1]]), event_of(msgs[idx[j]])) == 0)
+            a->dup[idx[j]] = 1;
+    free(idx);
+    return 0;
+}
+
+/* After the event insert failed on a recorded event: mark in a->dup the
+ * events of the batch that are recorded (outside any transaction, so what
+ * other transactions committed). *found: how many were not marked before. */
+static int events_lookup(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
+                         size_t *found, struct tds_apply_result *res)
+{
+    size_t *map = malloc((n ? n : 1) * sizeof(*map)), k = 0;
+    const char *vals[2];
+    PGresult *r;
+    int rc = 0;
+
+    *found = 0;
+    if (!map)
+        return -ENOMEM;
+    params_reset(a, 2);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (!event_of(msgs[i]) || a->dup[i])
+            continue;
+        rc = elem(&a->params[0], k == 0, event_of(msgs[i]));
+        if (rc == 0)
+            rc = elem(&a->params[1], k == 0, msgs[i]->msg.u.rows.org);
+        map[k++] = i;
+    }
+    for (size_t p = 0; p < 2 && rc == 0; p++) {
+        if (tds_copytext_array_end(&a->params[p]) != 0 || tds_buf_add(&a->params[p], "", 1) != 0)
+            rc = -ENOMEM;
+        vals[p] = a->params[p].p;
+    }
+    if (rc != 0 || k == 0) {
+        free(map);
+        return rc;
+    }
+    r = PQexecPrepared(a->conn, "m_webhook_seen", 2, vals, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        free(map);
+        return fail(a, r, res, "could not look up webhook events");
+    }
+    for (int t = 0; t < PQntuples(r); t++) {
+        long long e = strtoll(PQgetvalue(r, t, 0), NULL, 10);
+
+        if (e >= 1 && (size_t)e <= k && !a->dup[map[e - 1]]) {
+            a->dup[map[e - 1]] = 1;
+            (*found)++;
+        }
+    }
+    PQclear(r);
+    free(map);
+    return 0;
+}
+
+/* After COMMIT: count the duplicates left out, and say which at debug level. */
+static void events_count(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; a->dup && i < n; i++) {
+        const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
+        struct tds_log_ctx ctx = {rw->org, rw->entity, rw->run};
+
+        if (!a->dup[i])
+            continue;
+        k++;
+        tds_log(TDS_LOG_DEBUG, &ctx, "webhook event %s already applied, skipping",
+                event_of(msgs[i]));
+    }
+    if (k > 0 && a->m_dups)
+        tds_series_inc(a->m_dups, (double)k);
 }
 
 static const char *webhook_zoho_id(const struct tds_bmsg *m)
@@ -1710,11 +1882,11 @@ static int meta_webhooks(struct tds_apply *a, struct tds_bmsg *const *msgs, size
     params_reset(a, 5);
     for (size_t i = 0; i < n && rc == 0; i++) {
         const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
+        const char *ev = event_of(msgs[i]);
 
-        if (msgs[i]->msg.type != TDS_MSG_ROWS || msgs[i]->meta_off || !rw->mode ||
-            strcmp(rw->mode, "webhook") != 0 || !rw->src)
+        if (!ev || (a->dup && a->dup[i]))
             continue;
-        rc = elem(&a->params[0], k == 0, strncmp(rw->src, "ev-", 3) == 0 ? rw->src + 3 : rw->src);
+        rc = elem(&a->params[0], k == 0, ev);
         if (rc == 0)
             rc = elem(&a->params[1], k == 0, rw->org);
         if (rc == 0)
@@ -1727,7 +1899,10 @@ static int meta_webhooks(struct tds_apply *a, struct tds_bmsg *const *msgs, size
     }
     if (rc != 0 || k == 0)
         return rc;
-    return params_run(a, "m_webhook", 5, res, "could not record webhook events");
+    return params_queue(a, "m_webhook", 5,
+                        (struct pipe_stmt){.what = "could not record webhook events",
+                                           .events = true},
+                        res);
 }
 
 static int meta_rejects(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
@@ -2184,14 +2359,15 @@ static int cmp_group(const void *pa, const void *pb, void *ud)
     return ((int)x->kind > (int)y->kind) - ((int)x->kind < (int)y->kind);
 }
 
-int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, bool probe,
-                  struct tds_apply_result *res)
+static int run_batch(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, bool probe,
+                     struct tds_apply_result *res)
 {
     struct group *gs = NULL;
     size_t n_groups = 0;
     int rc = 0;
 
     memset(res, 0, sizeof(*res));
+    a->events_seen = false;
     if (!tds_apply_connected(a)) {
         snprintf(res->error, sizeof(res->error), "not connected to the database");
         return TDS_APPLY_E_CONN;
@@ -2211,7 +2387,7 @@ int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, b
     for (size_t m = 0; m < n && rc == 0; m++) {
         const struct tds_msg_rows *rw = &msgs[m]->msg.u.rows;
 
-        if (msgs[m]->msg.type != TDS_MSG_ROWS)
+        if (msgs[m]->msg.type != TDS_MSG_ROWS || (a->dup && a->dup[m]))
             continue;
         for (size_t s = 0; s < rw->n_sets && rc == 0; s++) {
             const struct tds_msg_rowset *set = &rw->sets[s];
@@ -2269,4 +2445,49 @@ int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, b
         tds_apply_disconnect(a);
     groups_free(gs, n_groups);
     return rc;
+}
+
+int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, bool probe,
+                  struct tds_apply_result *res)
+{
+    int rc = events_mark(a, msgs, n);
+
+    for (int round = 1; rc == 0; round++) {
+        size_t found = 0;
+
+        rc = run_batch(a, msgs, n, probe, res);
+        if (rc != TDS_APPLY_E_DATA || !a->events_seen)
+            break;
+        /* Rolled back: an event of the batch is recorded already. */
+        if (round == SEEN_ROUNDS) {
+            snprintf(res->error, sizeof(res->error),
+                     "webhook events of the batch recorded by other transactions while it "
+                     "was written, %d times", round);
+            rc = TDS_APPLY_E_RETRY;
+            break;
+        }
+        if ((rc = events_lookup(a, msgs, n, &found, res)) != 0) {
+            if (rc == TDS_APPLY_E_CONN)
+                tds_apply_disconnect(a);
+            break;
+        }
+        /* None found: not a recorded event after all; the caller isolates
+         * the message as for any refused metadata. */
+        if (found == 0) {
+            rc = TDS_APPLY_E_DATA;
+            break;
+        }
+    }
+    if (rc == 0 && !probe)
+        events_count(a, msgs, n);
+    free(a->dup);
+    a->dup = NULL;
+    return rc;
+}
+
+void tds_apply_set_metrics(struct tds_apply *a, struct tds_metrics *metrics)
+{
+    a->m_dups = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_webhook_duplicates_total",
+                                "Webhook messages acked without their rows: their event was "
+                                "applied already", "", NULL, 0);
 }

@@ -7,9 +7,11 @@
  * small group goes to its table as arrays), guarded upserts in registry
  * order (rows sorted by key, so concurrent writers lock in the same order),
  * child replacement for written DETAIL parents, soft deletes, webhook
- * events, rejects, run counts, cursors and NOTIFY tds_changes. It never
- * retries, splits or acks: the caller (writer.c) decides that from the
- * result code.
+ * events, rejects, run counts, cursors and NOTIFY tds_changes. A webhook
+ * whose event is recorded already is left out (its rows and its event): the
+ * one transaction a run writes again itself is one that met such an event.
+ * Otherwise it never retries, splits or acks: the caller (writer.c) decides
+ * that from the result code.
  */
 #ifndef TDS_APPLY_H
 #define TDS_APPLY_H
@@ -31,6 +33,7 @@ enum {
 #define TDS_APPLY_MAX_TABLES 32
 
 struct tds_apply;
+struct tds_metrics;
 
 struct tds_apply_result {
     int64_t written[TDS_APPLY_MAX_TABLES]; /* top-level rows written, by registry table index */
@@ -57,10 +60,17 @@ PGconn *tds_apply_conn(struct tds_apply *a);
 
 /* Write msgs[0..n) in one transaction. probe = true rolls back at the end and
  * skips everything but the zoho.* statements (used to find bad records).
+ * The rows of a webhook whose (organization, event id) is in
+ * tds.webhook_events, or comes earlier in msgs, are not written; the
+ * message counts as committed all the same (tds_writer_webhook_duplicates_total).
  * Returns 0 (committed, res filled) or a TDS_APPLY_E_* code with
  * res->error/sqlstate, or -ENOMEM. */
 int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, bool probe,
                   struct tds_apply_result *res);
+
+/* Register the session's own metrics (webhook duplicates) in metrics, which
+ * must outlive a. Without it they are not counted. */
+void tds_apply_set_metrics(struct tds_apply *a, struct tds_metrics *metrics);
 
 /* Upkeep between batches, never blocking: collect a finished ANALYZE and
  * start the next one a growing table is due for, on a side connection (see

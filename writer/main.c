@@ -642,6 +642,7 @@ static int run(struct app *app)
         fprintf(stderr, "tds-writer: out of memory\n");
         return 1;
     }
+    tds_apply_set_metrics(app->db, app->metrics);
     tds_writer_set_max_bytes(app->writer, (size_t)app->cfg.batch_max_bytes);
     if ((rc = tds_admin_new(&app->admin, app->cfg.admin_listen, app->metrics, app->loop)) != 0) {
         fprintf(stderr, "tds-writer: invalid TDS_ADMIN_LISTEN: '%s'\n", app->cfg.admin_listen);

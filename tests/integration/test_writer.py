@@ -40,6 +40,11 @@ def stock_of(db, item_id):
                     "WHERE item_id = %s ORDER BY warehouse_id", item_id)
 
 
+def duplicates(h):
+    """Webhook messages the writer acked without applying (event already recorded)."""
+    return h.proc.metric("tds_writer_webhook_duplicates_total")
+
+
 # ------------------------------------------------------------- migrations
 
 # (version, name) of every file in writer/migrations, in order: NNN_name.sql
@@ -112,7 +117,9 @@ def _database_at(db, version):
 def test_migration_006_keys_webhook_events_by_organization(procs, db):
     """A database at migration 005 with events recorded: 006 keys
     tds.webhook_events by (org_id, event_id), keeps every row (one recorded
-    without an organization gets '') and the received_at index."""
+    without an organization gets '') and the received_at index; the writer
+    then takes an event recorded before the upgrade as a duplicate for its
+    own organization only."""
     _database_at(db, 5)
     db.execute("INSERT INTO tds.webhook_events (event_id, org_id, entity, zoho_id, received_at, "
                "applied_at) VALUES ('5675', %s, 'items', '91', now() - interval '1 hour', "
@@ -133,6 +140,20 @@ def test_migration_006_keys_webhook_events_by_organization(procs, db):
                     "indexname = 'webhook_events_received_at_idx'") == \
         [("CREATE INDEX webhook_events_received_at_idx ON tds.webhook_events USING btree "
           "(received_at)",)]
+    h = WriterHarness(procs, db)
+    other = "60099999999"
+    srcs = []
+    for org in (ORG, other):
+        src, f = rows_msg(org, items_sets([item(org, "91", ts(1), f"again {org}")]),
+                          src="ev-5675")
+        h.send(f)
+        h.acked.discard(src)
+        h.wait_acked([src])
+        srcs.append(src)
+    assert db.query("SELECT org_id, name FROM zoho.items") == [(other, f"again {other}")]
+    assert db.query("SELECT org_id FROM tds.webhook_events WHERE event_id = '5675' "
+                    "ORDER BY org_id") == [(ORG,), (other,)]
+    h.close()
 
 
 def test_list_only_sweep_reads_an_index_not_the_table(procs, db):
@@ -720,6 +741,9 @@ def test_two_writers_on_one_stream_equal_one(procs, pg, db):
         th.join()
     a.wait_acked([s for s, _ in frames], timeout=40)
     b.wait_acked([s for s, _ in frames], timeout=40)
+    # Every event reached both writers: each applied it once, whichever first.
+    assert duplicates(a) + duplicates(b) == len(frames)
+    assert db.query("SELECT count(*) FROM tds.webhook_events") == [(len(frames),)]
     two = db.query("SELECT item_id, name, modified_time, raw FROM zoho.items ORDER BY 1")
     stock_two = db.query("SELECT item_id, warehouse_id, stock_on_hand FROM zoho.item_stock ORDER BY 1, 2")
     for text in (a.proc.stderr_text(), b.proc.stderr_text()):
@@ -957,6 +981,83 @@ def test_webhook_events_recorded_once(writer, db):
     assert db.query("SELECT event_id, org_id, entity, zoho_id, "
                     "extract(epoch FROM received_at)::bigint FROM tds.webhook_events") == \
         [("abc", ORG, "items", "5", 1767600000)]
+
+
+def test_a_retried_webhook_does_not_undo_a_newer_version_of_the_same_second(writer, db):
+    """Zoho retries version V1 of a record: its first delivery timed out at
+    one ingress replica, which journaled and forwarded it anyway; the retry
+    reaches another replica (each dedupes only its own deliveries) after V2
+    was applied. V1 and V2 share modified_time (Zoho keeps whole seconds) and
+    the retry was observed last, so the guard alone would put V1 back. Its
+    event is in tds.webhook_events: its rows are skipped, and it is acked."""
+    t, base = ts(30), 1_790_000_000_000
+
+    def send(src, name, observed, stock):
+        src, f = rows_msg(ORG, items_sets([item(ORG, "61", t, name, stock=stock)]), src=src,
+                          received_ms=observed)
+        writer.acked.discard(src)
+        writer.send(f)
+        writer.wait_acked([src])
+
+    send("ev-5675", "v1", base + 1000, [("w1", "1")])
+    send("ev-5676", "v2", base + 1500, [("w1", "2")])
+    assert items_table(db, "item_id, name")["61"] == ("v2",)
+    xmin = db.query("SELECT xmin::text FROM zoho.items WHERE item_id = '61'")
+    send("ev-5675", "v1", base + 4000, [("w1", "1")])  # the retry, through the other replica
+    assert items_table(db, "item_id, name")["61"] == ("v2",)
+    assert stock_of(db, "61") == [("w1", "2")]
+    assert db.query("SELECT xmin::text FROM zoho.items WHERE item_id = '61'") == xmin
+    assert duplicates(writer) == 1
+    assert db.query("SELECT event_id, (extract(epoch FROM received_at) * 1000)::bigint "
+                    "FROM tds.webhook_events ORDER BY 1") == \
+        [("5675", base + 1000), ("5676", base + 1500)]
+
+
+def test_duplicate_webhooks_are_acked_and_counted(procs, db):
+    """A webhook whose event is already recorded, by an earlier transaction or
+    earlier in the same batch, is applied once: the others' rows are skipped
+    (different content here, to tell which one was applied), each is acked
+    after the commit and counted, and the batch is neither split nor
+    retried."""
+    h = WriterHarness(procs, db, env={"TDS_LOG_LEVEL": "debug"})
+
+    def msg(src, item_id, name):
+        return rows_msg(ORG, items_sets([item(ORG, item_id, ts(1), name)]), src=src)
+
+    first = msg("ev-100", "71", "first")
+    h.send(first[1])
+    h.wait_acked([first[0]])
+    # Hold the writer in a batch of its own (a lock its upsert waits for),
+    # so that the messages sent meanwhile make the next batch together.
+    locker = db.connect()
+    locker.autocommit = False
+    locker.cursor().execute("LOCK TABLE zoho.items IN EXCLUSIVE MODE")
+    held = msg("ev-99", "70", "held")
+    h.send(held[1])
+    time.sleep(0.5)
+    batch = [msg("ev-100", "71", "again"),           # recorded by an earlier transaction
+             msg("ev-101", "72", "one"), msg("ev-101", "72", "two"),   # twice in the batch
+             msg("ev-102", "73", "new")]
+    for _, f in batch:
+        h.send(f)
+    time.sleep(0.5)
+    h.acked.discard(first[0])
+    locker.rollback()
+    locker.close()
+    h.wait_acked([held[0]] + [s for s, _ in batch])
+    assert items_table(db, "item_id, name") == \
+        {"70": ("held",), "71": ("first",), "72": ("one",), "73": ("new",)}
+    assert db.query("SELECT event_id FROM tds.webhook_events ORDER BY 1") == \
+        [("100",), ("101",), ("102",), ("99",)]
+    assert duplicates(h) == 2
+    assert h.proc.metric("tds_writer_batches_total") == 3
+    assert h.proc.metric("tds_writer_tx_retries_total") == 0
+    err = h.proc.stderr_text()
+    assert "splitting" not in err
+    line = [json.loads(x) for x in err.splitlines() if "webhook event 100 " in x]
+    assert [(x["level"], x["org"], x["msg"]) for x in line] == \
+        [("debug", ORG, "webhook event 100 already applied, skipping")]
+    h.close()
 
 
 def test_two_organizations_with_the_same_event_id_both_apply(writer, db):
