@@ -1738,16 +1738,23 @@ static int params_run(struct tds_apply *a, const char *name, size_t n, struct td
  * is acked all the same, and counted. An event twice in one batch is
  * applied once, the first time. */
 
-/* The event id of a webhook's rows ("ev-" taken off the source id), or
- * NULL: another kind of message, or one written without its metadata. */
+/* The event id of a webhook's rows, or NULL: another kind of message, or
+ * one written without its metadata. The source id is "ev-<org>:<event id>"
+ * ("ev-<event id>" from an ingress journal older than that). */
 static const char *event_of(const struct tds_bmsg *m)
 {
     const struct tds_msg_rows *rw = &m->msg.u.rows;
+    const char *id;
+    size_t ol;
 
     if (m->msg.type != TDS_MSG_ROWS || m->meta_off || !rw->mode ||
         strcmp(rw->mode, "webhook") != 0 || !rw->src)
         return NULL;
-    return strncmp(rw->src, "ev-", 3) == 0 ? rw->src + 3 : rw->src;
+    id = strncmp(rw->src, "ev-", 3) == 0 ? rw->src + 3 : rw->src;
+    ol = rw->org ? strlen(rw->org) : 0;
+    if (ol && strncmp(id, rw->org, ol) == 0 && id[ol] == ':')
+        id += ol + 1;
+    return id;
 }
 
 static const char *event_org(const struct tds_bmsg *m)

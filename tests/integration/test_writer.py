@@ -1063,11 +1063,13 @@ def test_duplicate_webhooks_are_acked_and_counted(procs, db):
 def test_two_organizations_with_the_same_event_id_both_apply(writer, db):
     """Zoho's event ids are per organization (its documented example is
     "5675"): the same id from two organizations is two events, each applied
-    and recorded, whether they come in one batch or two."""
+    and recorded, whether they come in one batch or two. The ingress names
+    them ev-<org>:<event id>; the bare event id is what is recorded, as for
+    the ev-<event id> of an older ingress journal."""
     orgs = ["60011111111", "60022222222"]
     for org in orgs:
         src, f = rows_msg(org, items_sets([item(org, "81", ts(1), f"one {org}")]),
-                          src="ev-5675")
+                          src=f"ev-{org}:5675")
         writer.send(f)
         writer.acked.discard(src)
         writer.wait_acked([src])
