@@ -397,13 +397,10 @@ static void on_rows(struct tds_loop *loop, short revents, void *ud)
             break;
         }
         free(buf);
-        /* A rows message is one frame; drop stray extra parts. */
-        while (more) {
-            buf = NULL;
-            if (tds_bus_recv(app->pull, &buf, &len, TDS_MSG_MAX_FRAME, ZMQ_DONTWAIT, &more) != 0)
-                more = 0;
-            free(buf);
-        }
+        /* A rows message is one frame; drop stray extra parts, oversized
+         * ones included, so none passes for a message of its own. */
+        if (more)
+            tds_bus_skip_rest(app->pull);
     }
     if (tds_writer_pending(app->writer) > 0)
         flush(app);

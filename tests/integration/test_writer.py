@@ -1784,3 +1784,25 @@ def test_batch_byte_bound_ends_a_transaction(procs, db):
     assert sizes == [1] * 30, sizes
     assert db.query("SELECT count(*) FROM zoho.items") == [(3000,)]
     h.close()
+
+
+def test_no_frame_of_a_longer_message_passes_for_a_message(writer, db):
+    """A rows message is one frame. The parts after the first are dropped,
+    oversized ones included: a rows frame behind an oversized part is not
+    written as a message of its own."""
+    big = b"\x00" * (64 * 1024 * 1024 + 1)  # over the frame limit, under the wire limit
+
+    def msg(src, item_id):
+        return rows_msg(ORG, items_sets([item(ORG, item_id, ts(1), src)]), src=src)
+
+    head, tail, lone, nxt = msg("m-head", "91"), msg("m-tail", "92"), msg("m-lone", "93"), \
+        msg("m-next", "94")
+    writer.push.send_multipart([head[1], big, tail[1]])
+    writer.push.send_multipart([big, lone[1]])
+    writer.send(nxt[1])
+    writer.wait_acked(["m-head", "m-next"], timeout=60)
+    time.sleep(0.3)
+    writer.poll_acks()
+    assert "m-tail" not in writer.acked and "m-lone" not in writer.acked
+    assert sorted(r[0] for r in db.query("SELECT item_id FROM zoho.items")) == ["91", "94"]
+    assert writer.proc.metric("tds_writer_oversize_frames_total") == 1
