@@ -204,20 +204,13 @@ static void on_ack(struct tds_loop *loop, short revents, void *ud)
             break;
         if (rc != 0 || !more) {
             free(topic);
-            while (more && tds_bus_recv(a->sub, &body, &blen, TDS_MSG_MAX_FRAME, ZMQ_DONTWAIT, &more) == 0) {
-                free(body);
-                body = NULL;
-            }
+            if (more)
+                tds_bus_skip_rest(a->sub);
             continue;
         }
         rc = tds_bus_recv(a->sub, &body, &blen, TDS_MSG_MAX_FRAME, ZMQ_DONTWAIT, &more);
-        while (more) { /* acks are two frames: drop anything beyond */
-            char *x = NULL;
-            size_t xl;
-            if (tds_bus_recv(a->sub, &x, &xl, TDS_MSG_MAX_FRAME, ZMQ_DONTWAIT, &more) != 0)
-                break;
-            free(x);
-        }
+        if (more) /* acks are two frames: drop anything beyond, oversized parts too */
+            tds_bus_skip_rest(a->sub);
         if (rc == 0) {
             struct tds_msg m;
             int drc = tds_msg_decode(body, blen, &m);
@@ -245,13 +238,8 @@ static void on_fetch(struct tds_loop *loop, short revents, void *ud)
         int rc = tds_bus_recv(a->pull, &body, &blen, 1u << 20, ZMQ_DONTWAIT, &more);
         if (rc == -EAGAIN)
             break;
-        while (more) {
-            char *x = NULL;
-            size_t xl;
-            if (tds_bus_recv(a->pull, &x, &xl, 1u << 20, ZMQ_DONTWAIT, &more) != 0)
-                break;
-            free(x);
-        }
+        if (more) /* a fetch is one frame: drop the rest, oversized parts too */
+            tds_bus_skip_rest(a->pull);
         if (rc == 0) {
             struct tds_msg m;
             int drc = tds_msg_decode(body, blen, &m);
@@ -262,6 +250,9 @@ static void on_fetch(struct tds_loop *loop, short revents, void *ud)
                                 "received a message that is not a fetch (%s), skipping",
                                 drc ? tds_msg_strerror(drc) : tds_msg_type_name(m.type));
             tds_msg_clear(&m);
+        } else if (rc == TDS_E_TOO_LARGE) {
+            tds_log_limited(&a->recv_log, TDS_LOG_WARN, NULL,
+                            "received a fetch over 1 MiB (%zu bytes), skipping", blen);
         }
         free(body);
     }

@@ -493,6 +493,40 @@ def test_fetch_by_id_updates_deletes_and_coalesces(procs, db, sim, tmp_path):
     assert row[0][0] is True
 
 
+def test_no_part_of_a_longer_fetch_message_passes_for_a_fetch(procs, db, sim, tmp_path):
+    """A fetch is one frame: the parts after the first are dropped, oversized
+    ones included, and an oversized fetch is logged, not fetched."""
+    import msgpack
+    import zmq
+    s = sim(orgs=[small_org(items=5)])
+    p = Pipeline(procs, db, s, tmp_path)
+    p.start_fetcher()
+    p.sync("60001", "items", "full")
+    s.mutate("60001", "items", create=3)
+    truth = {r["item_id"] for r in s.truth("60001", "items")["records"]}
+    have = {r[0] for r in db.query("SELECT item_id FROM zoho.items")}
+    a, b, c = sorted(truth - have)
+
+    def fetch(zid):
+        return msgpack.packb({"v": 1, "t": "fetch", "id": f"fe-{zid}", "org": "60001",
+                              "entity": "items", "zoho_id": zid, "origin": "ingress.test"})
+    big = b"\x00" * (1024 * 1024 + 1)
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.connect(f"tcp://127.0.0.1:{p.fetch_port}")
+    try:
+        sock.send_multipart([fetch(a), big, fetch(b)])
+        sock.send_multipart([big, fetch(c)])
+    finally:
+        sock.close()
+    wait_until(lambda: db.query("SELECT 1 FROM zoho.items WHERE item_id = %s", a), 30,
+               "the fetch in the first frame")
+    time.sleep(1.0)
+    assert not db.query("SELECT item_id FROM zoho.items WHERE item_id IN (%s, %s)", b, c)
+    assert "received a fetch over 1 MiB (1048577 bytes), skipping" in \
+        p.fetchers[0].stderr_text()
+
+
 def _owner_and_other(procs, db, sim, tmp_path, fetcher_env=None, settle=False):
     """f1 owns 60001, f2 (on its own fetch port) does not; items synced, then
     three changed in Zoho (with settle, only once the reconciliation that
