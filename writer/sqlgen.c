@@ -41,8 +41,8 @@ static const char *const head_cols[] = {"modified_time", "raw", "content_hash", 
  * still had the record then); one observed before stays out, however new
  * its modified_time. Unknown on either side (a delete or a version without
  * received_ms), only a strictly newer modified_time revives, the rule from
- * before deletes were timed. A row deleted before then holds the observed_at
- * of its last version instead: a version observed after that one revives it. */
+ * before deletes were timed (migration 007 cleared observed_at on the rows
+ * deleted before then, which held their last version's). */
 static int add_guard(struct tds_buf *b, const char *n)
 {
     return tds_buf_addf(b,

@@ -417,6 +417,32 @@ def test_deletes_set_deleted_at_and_newer_version_revives(writer, db):
     assert items_table(db, "item_id, name, deleted_at IS NOT NULL")["7"] == ("seven again", False)
 
 
+def test_migration_007_clears_the_observed_at_of_rows_deleted_before_it(procs, db):
+    """A row deleted before deletes were timed holds its last version's
+    observed_at, earlier than the delete: 007 clears it, so a page fetched
+    between the two and written late, at the same modified_time, does not
+    revive the row (the rule the row was deleted under). Live rows keep
+    theirs."""
+    _database_at(db, 6)
+    seen = "2026-01-05 10:00:00+00"
+    for item_id, deleted in (("81", True), ("82", False)):
+        db.execute("INSERT INTO zoho.items (org_id, item_id, modified_time, observed_at, "
+                   "deleted_at, name) VALUES (%s, %s, %s, %s, "
+                   + ("now()" if deleted else "NULL") + ", 'stored')",
+                   ORG, item_id, ts(1), seen)
+    procs.run("tds-writer", ["migrate"], env={"TDS_DATABASE_URL": db.url})
+    assert db.query("SELECT item_id, observed_at IS NULL FROM zoho.items ORDER BY 1") == \
+        [("81", True), ("82", False)]
+    h = WriterHarness(procs, db)
+    late = 1767607200000 + 60_000  # a minute after the stored version was seen
+    src, f = rows_msg(ORG, items_sets([item(ORG, "81", ts(1), "late page")]), received_ms=late)
+    h.send(f)
+    h.wait_acked([src])
+    assert db.query("SELECT name, deleted_at IS NOT NULL FROM zoho.items WHERE item_id = '81'") \
+        == [("stored", True)]
+    h.close()
+
+
 def test_a_delete_is_undone_only_by_a_version_observed_after_it(writer, db):
     """A delete carries no modified_time: when it was observed orders it
     against versions. A version observed before the delete (a page fetched
