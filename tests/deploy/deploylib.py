@@ -7,6 +7,7 @@ helpers. Never edits the manifests and never talks to a cluster or a Docker
 engine.
 """
 
+import atexit
 import json
 import os
 import re
@@ -122,7 +123,9 @@ def _base_env():
 
 def _tmpdir():
     d = os.path.join(tempfile.gettempdir(), f"tds-deploy-check-{os.getpid()}")
-    os.makedirs(d, exist_ok=True)
+    if not os.path.isdir(d):
+        os.makedirs(d, exist_ok=True)
+        atexit.register(shutil.rmtree, d, True)  # gone with the process that made it
     return d
 
 
