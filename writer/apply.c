@@ -104,7 +104,7 @@ struct pipe_stmt {
     size_t tidx;
     bool mods;
     bool parent;      /* a top-level upsert: its RETURNING rows are counted */
-    bool events;      /* the insert into tds.webhook_events */
+    bool events;      /* the insert into tds.webhook_events or tds.applied_pages */
 };
 
 /* Up to this many written parents, their old child rows go by one scalar
@@ -162,12 +162,12 @@ struct tds_apply {
     bool piped;
     struct pipe_stmt *pipe;
     size_t n_pipe, cap_pipe;
-    /* Per message of the run in hand, 1 = a webhook whose event is recorded
-     * already: its rows and its event are left out. NULL when the run holds
-     * no webhook event. */
+    /* Per message of the run in hand, 1 = a webhook whose event or a page
+     * that is recorded already: its rows and its metadata are left out.
+     * NULL when the run holds neither. */
     uint8_t *dup;
-    bool events_seen;            /* the event insert met a recorded event */
-    struct tds_series *m_dups;
+    bool events_seen;            /* an event or page insert met a recorded one */
+    struct tds_series *m_dups, *m_page_dups;
 };
 
 /* An event is known by its organization and its id: Zoho numbers events per
@@ -185,6 +185,16 @@ static const char *const SQL_WEBHOOK =
 static const char *const SQL_WEBHOOK_SEEN =
     "SELECT u.n FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(e, o, n) "
     "JOIN tds.webhook_events w ON w.org_id = coalesce(u.o, '') AND w.event_id = u.e";
+/* A page is known by its message id, which the fetcher keeps when it sends
+ * the page again (migration 008); like the event insert, no ON CONFLICT. */
+static const char *const SQL_PAGES =
+    "INSERT INTO tds.applied_pages (page_id, org_id, entity, run_id, mode, applied_at) "
+    "SELECT p, coalesce(o, ''), coalesce(e, ''), r, coalesce(md, ''), now() "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) "
+    "AS u(p, o, e, r, md) ORDER BY 1";
+static const char *const SQL_PAGES_SEEN =
+    "SELECT u.n FROM unnest($1::text[]) WITH ORDINALITY AS u(p, n) "
+    "JOIN tds.applied_pages a ON a.page_id = u.p";
 static const char *const SQL_REJECT =
     "INSERT INTO tds.rejected (stage, org_id, entity, zoho_id, reason, raw, source) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
@@ -821,6 +831,8 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
         (rc = prepare(a, "t_commit", "COMMIT", err, errlen)) != 0 ||
         (rc = prepare(a, "m_webhook", SQL_WEBHOOK, err, errlen)) != 0 ||
         (rc = prepare(a, "m_webhook_seen", SQL_WEBHOOK_SEEN, err, errlen)) != 0 ||
+        (rc = prepare(a, "m_pages", SQL_PAGES, err, errlen)) != 0 ||
+        (rc = prepare(a, "m_pages_seen", SQL_PAGES_SEEN, err, errlen)) != 0 ||
         (rc = prepare(a, "m_reject", SQL_REJECT, err, errlen)) != 0 ||
         (rc = prepare(a, "m_runs", SQL_RUNS, err, errlen)) != 0 ||
         (rc = prepare(a, "m_final_runs", SQL_FINAL_RUNS, err, errlen)) != 0 ||
@@ -1724,7 +1736,7 @@ static int params_run(struct tds_apply *a, const char *name, size_t n, struct td
     return params_queue(a, name, n, (struct pipe_stmt){.what = what}, res);
 }
 
-/* ---- webhook duplicates ----
+/* ---- webhook duplicates and pages sent again ----
  *
  * A webhook's event is applied once. Zoho sends an event again when its
  * delivery timed out, and the retry may reach another ingress replica, which
@@ -1736,7 +1748,14 @@ static int params_run(struct tds_apply *a, const char *name, size_t n, struct td
  * to the batches without one. The batch is then rolled back, the events
  * recorded are looked up, and it is written again without their rows. Each
  * is acked all the same, and counted. An event twice in one batch is
- * applied once, the first time. */
+ * applied once, the first time.
+ *
+ * A page the fetcher sends again because its ack was lost (a writer that
+ * died after COMMIT, an ack timeout under load) is known the same way, by
+ * its message id in tds.applied_pages: its rows are guarded anyway, but its
+ * counts in tds.sync_runs and its rows in tds.rejected would be added twice. */
+
+enum src_kind { SRC_NONE, SRC_EVENT, SRC_PAGE };
 
 /* The event id of a webhook's rows, or NULL: another kind of message, or
  * one written without its metadata. The source id is "ev-<org>:<event id>"
@@ -1757,30 +1776,57 @@ static const char *event_of(const struct tds_bmsg *m)
     return id;
 }
 
+/* The page id of a page's rows (a sync run's, a fetch's), or NULL. A dead
+ * letter's id is new each time: nothing to recognise. */
+static const char *page_of(const struct tds_bmsg *m)
+{
+    const struct tds_msg_rows *rw = &m->msg.u.rows;
+
+    if (m->msg.type != TDS_MSG_ROWS || m->meta_off || !rw->mode || !rw->src || !rw->src[0] ||
+        strcmp(rw->mode, "webhook") == 0 || strcmp(rw->mode, "deadletter") == 0)
+        return NULL;
+    return rw->src;
+}
+
+/* What makes a message's metadata once-only: kind and id (NULL: none). */
+static const char *src_of(const struct tds_bmsg *m, enum src_kind *kind)
+{
+    const char *id = event_of(m);
+
+    *kind = id ? SRC_EVENT : (id = page_of(m)) ? SRC_PAGE : SRC_NONE;
+    return id;
+}
+
 static const char *event_org(const struct tds_bmsg *m)
 {
     return m->msg.u.rows.org ? m->msg.u.rows.org : "";
 }
 
-static int cmp_event(const void *pa, const void *pb, void *ud)
+static int cmp_src(const void *pa, const void *pb, void *ud)
 {
     struct tds_bmsg *const *msgs = ud;
     size_t x = *(const size_t *)pa, y = *(const size_t *)pb;
-    int c = strcmp(event_org(msgs[x]), event_org(msgs[y]));
+    enum src_kind kx, ky;
+    const char *ix = src_of(msgs[x], &kx), *iy = src_of(msgs[y], &ky);
+    int c = (kx > ky) - (kx < ky);
 
+    if (c == 0 && kx == SRC_EVENT)
+        c = strcmp(event_org(msgs[x]), event_org(msgs[y]));
     if (c == 0)
-        c = strcmp(event_of(msgs[x]), event_of(msgs[y]));
+        c = strcmp(ix, iy);
     return c != 0 ? c : (x > y) - (x < y);
 }
 
-/* a->dup for msgs[0..n): each event after its first time in the batch. */
+/* a->dup for msgs[0..n): each event or page after its first time in the
+ * batch. */
 static int events_mark(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n)
 {
     size_t *idx, k = 0;
+    enum src_kind kind;
 
     a->dup = NULL;
     for (size_t i = 0; i < n; i++)
-        k += event_of(msgs[i]) != NULL;
+        k += src_of(msgs[i], &kind) != NULL;
     if (k == 0)
         return 0;
     if (!(a->dup = calloc(n, 1)) || !(idx = malloc(k * sizeof(*idx)))) {
@@ -1790,84 +1836,108 @@ static int events_mark(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t
     }
     k = 0;
     for (size_t i = 0; i < n; i++)
-        if (event_of(msgs[i]))
+        if (src_of(msgs[i], &kind))
             idx[k++] = i;
-    qsort_r(idx, k, sizeof(*idx), cmp_event, (void *)msgs);
-    for (size_t j = 1; j < k; j++)
-        if (strcmp(event_org(msgs[idx[j - 1]]), event_org(msgs[idx[j]])) == 0 &&
-            strcmp(event_of(msgs[idx[j - 1]]), event_of(msgs[idx[j]])) == 0)
-            a->dup[idx[j]] = 1;
+    qsort_r(idx, k, sizeof(*idx), cmp_src, (void *)msgs);
+    for (size_t j = 1; j < k; j++) {
+        size_t x = idx[j - 1], y = idx[j];
+        enum src_kind kx, ky;
+        const char *ix = src_of(msgs[x], &kx), *iy = src_of(msgs[y], &ky);
+
+        if (kx == ky && strcmp(ix, iy) == 0 &&
+            (kx != SRC_EVENT || strcmp(event_org(msgs[x]), event_org(msgs[y])) == 0))
+            a->dup[y] = 1;
+    }
     free(idx);
     return 0;
 }
 
-/* After the event insert failed on a recorded event: mark in a->dup the
- * events of the batch that are recorded (outside any transaction, so what
- * other transactions committed). *found: how many were not marked before. */
+/* After the event or page insert failed on a recorded one: mark in a->dup
+ * the events and pages of the batch that are recorded (outside any
+ * transaction, so what other transactions committed). *found: how many were
+ * not marked before. */
 static int events_lookup(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
                          size_t *found, struct tds_apply_result *res)
 {
-    size_t *map = malloc((n ? n : 1) * sizeof(*map)), k = 0;
-    const char *vals[2];
-    PGresult *r;
+    size_t *map = malloc((n ? n : 1) * sizeof(*map));
     int rc = 0;
 
     *found = 0;
     if (!map)
         return -ENOMEM;
-    params_reset(a, 2);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        if (!event_of(msgs[i]) || a->dup[i])
-            continue;
-        rc = elem(&a->params[0], k == 0, event_of(msgs[i]));
-        if (rc == 0)
-            rc = elem(&a->params[1], k == 0, msgs[i]->msg.u.rows.org);
-        map[k++] = i;
-    }
-    for (size_t p = 0; p < 2 && rc == 0; p++) {
-        if (tds_copytext_array_end(&a->params[p]) != 0 || tds_buf_add(&a->params[p], "", 1) != 0)
-            rc = -ENOMEM;
-        vals[p] = a->params[p].p;
-    }
-    if (rc != 0 || k == 0) {
-        free(map);
-        return rc;
-    }
-    r = PQexecPrepared(a->conn, "m_webhook_seen", 2, vals, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        free(map);
-        return fail(a, r, res, "could not look up webhook events");
-    }
-    for (int t = 0; t < PQntuples(r); t++) {
-        long long e = strtoll(PQgetvalue(r, t, 0), NULL, 10);
+    for (enum src_kind want = SRC_EVENT; want <= SRC_PAGE && rc == 0; want++) {
+        size_t k = 0, np = want == SRC_EVENT ? 2 : 1;
+        const char *vals[2];
+        PGresult *r;
 
-        if (e >= 1 && (size_t)e <= k && !a->dup[map[e - 1]]) {
-            a->dup[map[e - 1]] = 1;
-            (*found)++;
+        params_reset(a, 2);
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            enum src_kind kind;
+            const char *id = src_of(msgs[i], &kind);
+
+            if (kind != want || a->dup[i])
+                continue;
+            rc = elem(&a->params[0], k == 0, id);
+            if (rc == 0 && want == SRC_EVENT)
+                rc = elem(&a->params[1], k == 0, msgs[i]->msg.u.rows.org);
+            map[k++] = i;
         }
+        for (size_t p = 0; p < np && rc == 0; p++) {
+            if (tds_copytext_array_end(&a->params[p]) != 0 ||
+                tds_buf_add(&a->params[p], "", 1) != 0)
+                rc = -ENOMEM;
+            vals[p] = a->params[p].p;
+        }
+        if (rc != 0 || k == 0)
+            continue;
+        r = PQexecPrepared(a->conn, want == SRC_EVENT ? "m_webhook_seen" : "m_pages_seen",
+                           (int)np, vals, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            rc = fail(a, r, res, want == SRC_EVENT ? "could not look up webhook events"
+                                                   : "could not look up applied pages");
+            break;
+        }
+        for (int t = 0; t < PQntuples(r); t++) {
+            long long e = strtoll(PQgetvalue(r, t, 0), NULL, 10);
+
+            if (e >= 1 && (size_t)e <= k && !a->dup[map[e - 1]]) {
+                a->dup[map[e - 1]] = 1;
+                (*found)++;
+            }
+        }
+        PQclear(r);
     }
-    PQclear(r);
     free(map);
-    return 0;
+    return rc;
 }
 
-/* After COMMIT: count the duplicates left out, and say which at debug level. */
+/* After COMMIT: mark and count the duplicates left out, and say which at
+ * debug level. */
 static void events_count(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n)
 {
-    size_t k = 0;
+    size_t k_ev = 0, k_pg = 0;
 
     for (size_t i = 0; a->dup && i < n; i++) {
         const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
         struct tds_log_ctx ctx = {rw->org, rw->entity, rw->run};
+        enum src_kind kind;
+        const char *id;
 
         if (!a->dup[i])
             continue;
-        k++;
-        tds_log(TDS_LOG_DEBUG, &ctx, "webhook event %s already applied, skipping",
-                event_of(msgs[i]));
+        msgs[i]->duplicate = true;
+        id = src_of(msgs[i], &kind);
+        if (kind == SRC_EVENT)
+            k_ev++;
+        else
+            k_pg++;
+        tds_log(TDS_LOG_DEBUG, &ctx, "%s %s already applied, skipping",
+                kind == SRC_EVENT ? "webhook event" : "page", id);
     }
-    if (k > 0 && a->m_dups)
-        tds_series_inc(a->m_dups, (double)k);
+    if (k_ev > 0 && a->m_dups)
+        tds_series_inc(a->m_dups, (double)k_ev);
+    if (k_pg > 0 && a->m_page_dups)
+        tds_series_inc(a->m_page_dups, (double)k_pg);
 }
 
 static const char *webhook_zoho_id(const struct tds_bmsg *m)
@@ -1912,6 +1982,44 @@ static int meta_webhooks(struct tds_apply *a, struct tds_bmsg *const *msgs, size
                         res);
 }
 
+static int meta_pages(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
+                      struct tds_apply_result *res)
+{
+    size_t k = 0;
+    int rc = 0;
+
+    params_reset(a, 5);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
+        const char *pg = page_of(msgs[i]);
+
+        if (!pg || (a->dup && a->dup[i]))
+            continue;
+        rc = elem(&a->params[0], k == 0, pg);
+        if (rc == 0)
+            rc = elem(&a->params[1], k == 0, rw->org);
+        if (rc == 0)
+            rc = elem(&a->params[2], k == 0, rw->entity);
+        if (rc == 0)
+            rc = elem(&a->params[3], k == 0, rw->run);
+        if (rc == 0)
+            rc = elem(&a->params[4], k == 0, rw->mode);
+        k++;
+    }
+    if (rc != 0 || k == 0)
+        return rc;
+    return params_queue(a, "m_pages", 5,
+                        (struct pipe_stmt){.what = "could not record applied pages",
+                                           .events = true},
+                        res);
+}
+
+/* Whether msgs[i] is left out of this run as applied already. */
+static bool is_dup(const struct tds_apply *a, size_t i)
+{
+    return a->dup && a->dup[i];
+}
+
 static int meta_rejects(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
                         struct tds_apply_result *res)
 {
@@ -1924,6 +2032,8 @@ static int meta_rejects(struct tds_apply *a, struct tds_bmsg *const *msgs, size_
         const struct tds_msg_rows *rw = &m->msg.u.rows;
         bool rows = m->msg.type == TDS_MSG_ROWS;
 
+        if (is_dup(a, i))
+            continue;
         for (size_t j = 0; rows && j < rw->n_rejects && rc == 0; j++, k++) {
             const struct tds_msg_reject *pr = &rw->rejects[j];
             char *raw = pr->raw.p ? tds_copytext_sanitize(pr->raw.p, pr->raw.n, 0) : NULL;
@@ -1969,17 +2079,17 @@ static int meta_runs(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n
         int64_t pages = 0, written = 0, rejected = 0;
         bool seen = false;
 
-        if (msgs[i]->msg.type != TDS_MSG_ROWS || msgs[i]->meta_off || !rw->run)
+        if (msgs[i]->msg.type != TDS_MSG_ROWS || msgs[i]->meta_off || !rw->run || is_dup(a, i))
             continue;
         for (size_t j = 0; j < i && !seen; j++)
             seen = msgs[j]->msg.type == TDS_MSG_ROWS && !msgs[j]->meta_off && msgs[j]->msg.u.rows.run &&
-                   strcmp(msgs[j]->msg.u.rows.run, rw->run) == 0;
+                   !is_dup(a, j) && strcmp(msgs[j]->msg.u.rows.run, rw->run) == 0;
         if (seen)
             continue;
         for (size_t j = i; j < n; j++) {
             const struct tds_bmsg *m = msgs[j];
 
-            if (m->msg.type != TDS_MSG_ROWS || m->meta_off || !m->msg.u.rows.run ||
+            if (m->msg.type != TDS_MSG_ROWS || m->meta_off || !m->msg.u.rows.run || is_dup(a, j) ||
                 strcmp(m->msg.u.rows.run, rw->run) != 0)
                 continue;
             pages += !m->msg.u.rows.final;
@@ -2012,13 +2122,14 @@ static int meta_finals(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t
         bool later = false;
 
         if (msgs[i]->msg.type != TDS_MSG_ROWS || msgs[i]->meta_off || !rw->final || !rw->org ||
-            !rw->entity)
+            !rw->entity || is_dup(a, i))
             continue;
         /* The last final page of an (org, entity) in the batch wins. */
         for (size_t j = i + 1; j < n && !later; j++) {
             const struct tds_msg_rows *o = &msgs[j]->msg.u.rows;
 
-            later = msgs[j]->msg.type == TDS_MSG_ROWS && !msgs[j]->meta_off && o->final && o->org && o->entity &&
+            later = msgs[j]->msg.type == TDS_MSG_ROWS && !msgs[j]->meta_off && !is_dup(a, j) &&
+                    o->final && o->org && o->entity &&
                     strcmp(o->org, rw->org) == 0 && strcmp(o->entity, rw->entity) == 0;
         }
         if (later)
@@ -2077,6 +2188,7 @@ static int finish_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t 
     if (rc != 0 && !a->piped)
         return rc;
     if (rc == 0 && (rc = meta_webhooks(a, msgs, n, res)) == 0 &&
+        (rc = meta_pages(a, msgs, n, res)) == 0 &&
         (rc = meta_rejects(a, msgs, n, res)) == 0 && (rc = meta_runs(a, msgs, n, res)) == 0 &&
         (rc = meta_finals(a, msgs, n, res)) == 0)
         rc = meta_notify(a, res);
@@ -2468,8 +2580,8 @@ int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, b
         /* Rolled back: an event of the batch is recorded already. */
         if (round == SEEN_ROUNDS) {
             snprintf(res->error, sizeof(res->error),
-                     "webhook events of the batch recorded by other transactions while it "
-                     "was written, %d times", round);
+                     "webhook events or pages of the batch recorded by other transactions "
+                     "while it was written, %d times", round);
             rc = TDS_APPLY_E_RETRY;
             break;
         }
@@ -2497,4 +2609,8 @@ void tds_apply_set_metrics(struct tds_apply *a, struct tds_metrics *metrics)
     a->m_dups = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_webhook_duplicates_total",
                                 "Webhook messages acked without their rows: their event was "
                                 "applied already", "", NULL, 0);
+    a->m_page_dups = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_page_duplicates_total",
+                                     "Page messages acked without their rows: the page was "
+                                     "applied already (its ack was lost and it was sent again)",
+                                     "", NULL, 0);
 }

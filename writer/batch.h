@@ -37,6 +37,7 @@ struct tds_bmsg {
     size_t n_rows;               /* rows in all sets (batch sizing) */
     size_t frame_len;            /* bytes of the frame it came in (batch sizing) */
     bool meta_off;               /* its run/webhook/cursor updates failed: write rows and rejects only */
+    bool duplicate;              /* its event or page was applied already: acked, nothing written */
     bool committed;
 };
 

@@ -20,6 +20,9 @@ static const struct target targets[] = {
     {"tds.webhook_events",
      "DELETE FROM tds.webhook_events WHERE ctid IN (SELECT ctid FROM tds.webhook_events "
      "WHERE received_at < now() - make_interval(days => $1::int) LIMIT $2::int)"},
+    {"tds.applied_pages",
+     "DELETE FROM tds.applied_pages WHERE ctid IN (SELECT ctid FROM tds.applied_pages "
+     "WHERE applied_at < now() - make_interval(days => $1::int) LIMIT $2::int)"},
     {"tds.rejected",
      "DELETE FROM tds.rejected WHERE ctid IN (SELECT ctid FROM tds.rejected "
      "WHERE created_at < now() - make_interval(days => $1::int) LIMIT $2::int)"},
@@ -36,8 +39,9 @@ static const struct target targets[] = {
 int tds_prune_run(PGconn *c, const struct tds_prune_cfg *cfg, int64_t *deleted, char *err,
                   size_t errlen)
 {
-    const int64_t days[] = {cfg->webhook_events_days, cfg->rejected_days, cfg->runs_days,
-                            cfg->alerts_days};
+    /* pages share the webhook events' dedupe horizon */
+    const int64_t days[] = {cfg->webhook_events_days, cfg->webhook_events_days,
+                            cfg->rejected_days, cfg->runs_days, cfg->alerts_days};
     char batch[24];
 
     *deleted = 0;

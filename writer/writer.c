@@ -222,6 +222,8 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
 
         rows += msgs[i]->n_rows;
         msgs[i]->committed = true;
+        if (msgs[i]->duplicate)
+            continue; /* applied before: counted, logged and announced then */
         inc(w->m_rejects_w, (double)msgs[i]->n_rej);
         w->stats.rejects += msgs[i]->n_rej;
         if (msgs[i]->msg.type != TDS_MSG_ROWS)

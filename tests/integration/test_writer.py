@@ -1086,6 +1086,69 @@ def test_duplicate_webhooks_are_acked_and_counted(procs, db):
     h.close()
 
 
+def test_a_page_sent_again_is_acked_and_counted_once(procs, db):
+    """A page the fetcher sends again (same message id: its ack was lost) is
+    acked, counted in tds_writer_page_duplicates_total and not applied again:
+    tds.sync_runs counts it once, tds.rejected holds its rejects once, and a
+    final page sent again neither completes its run again nor moves the
+    cursor. A page sent twice in one batch is applied the first time."""
+    h = WriterHarness(procs, db, env={"TDS_LOG_LEVEL": "debug"})
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, pages_fetched) "
+               "VALUES ('r-7', %s, 'items', 'full', 3)", ORG)
+
+    def page(src, n, ids, final=False, cursor=None, rejects=()):
+        return rows_msg(ORG, items_sets([item(ORG, i, ts(1), f"n{i}") for i in ids]),
+                        mode="full", run="r-7", page=n, src=src, final=final, cursor=cursor,
+                        rejects=rejects)
+
+    p1 = page("pg-1", 1, ["81", "82"], rejects=[("items", "89", "rate: not a number", "{}")])
+    h.send(p1[1])
+    h.wait_acked([p1[0]])
+    h.acked.clear()
+    h.send(p1[1])                     # its ack was lost: sent again, alone
+    h.wait_acked([p1[0]])
+    # Twice in one batch: hold the writer in a batch of its own meanwhile.
+    locker = db.connect()
+    locker.autocommit = False
+    locker.cursor().execute("LOCK TABLE zoho.items IN EXCLUSIVE MODE")
+    held = page("pg-0", 4, ["80"])
+    h.send(held[1])
+    time.sleep(0.5)
+    p2 = page("pg-2", 2, ["83"])
+    h.send(p2[1])
+    h.send(p2[1])
+    time.sleep(0.5)
+    locker.rollback()
+    locker.close()
+    h.wait_acked([held[0], p2[0]])
+    final = page("pg-3", 3, [], final=True, cursor="2026-01-05T10:02:00+0300")
+    h.send(final[1])
+    h.wait_acked([final[0]])
+    done = db.query("SELECT status, finished_at, pages_written, records_written, "
+                    "records_rejected FROM tds.sync_runs WHERE run_id = 'r-7'")
+    state = db.query("SELECT cursor, last_success_at FROM tds.sync_state")
+    assert [(s, p, w, r) for s, _, p, w, r in done] == [("completed", 3, 4, 1)]
+    h.acked.clear()
+    h.send(final[1])                  # the final page again, after its run completed
+    h.wait_acked([final[0]])
+    assert db.query("SELECT status, finished_at, pages_written, records_written, "
+                    "records_rejected FROM tds.sync_runs WHERE run_id = 'r-7'") == done
+    assert db.query("SELECT cursor, last_success_at FROM tds.sync_state") == state
+    assert db.query("SELECT zoho_id, reason FROM tds.rejected") == \
+        [("89", "rate: not a number")]
+    assert db.query("SELECT page_id, org_id, entity, run_id, mode FROM tds.applied_pages "
+                    "ORDER BY 1") == [(f"pg-{i}", ORG, "items", "r-7", "full") for i in range(4)]
+    assert sorted(items_table(db, "item_id, name")) == ["80", "81", "82", "83"]
+    assert h.proc.metric("tds_writer_page_duplicates_total") == 3
+    assert duplicates(h) == 0
+    assert h.proc.metric("tds_writer_tx_retries_total") == 0
+    err = h.proc.stderr_text()
+    assert "splitting" not in err
+    assert sum("page pg-1 already applied, skipping" in x for x in err.splitlines()) == 1
+    assert sum("sync run completed" in x for x in err.splitlines()) == 1
+    h.close()
+
+
 def test_two_organizations_with_the_same_event_id_both_apply(writer, db):
     """Zoho's event ids are per organization (its documented example is
     "5675"): the same id from two organizations is two events, each applied
@@ -1189,6 +1252,9 @@ def test_pruning_removes_old_rows_only(procs, db):
                "SELECT '1', 'old' || g, now() - interval '8 days' FROM generate_series(1, 2500) g")
     db.execute("INSERT INTO tds.webhook_events (org_id, event_id, received_at) "
                "VALUES ('1', 'new', now())")
+    db.execute("INSERT INTO tds.applied_pages (page_id, org_id, entity, mode, applied_at) "
+               "VALUES ('old', '1', 'items', 'full', now() - interval '8 days'), "
+               "('new', '1', 'items', 'full', now())")
     db.execute("INSERT INTO tds.rejected (stage, reason, created_at) VALUES "
                "('writer', 'old', now() - interval '31 days'), ('writer', 'new', now())")
     db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) VALUES "
@@ -1203,6 +1269,7 @@ def test_pruning_removes_old_rows_only(procs, db):
     wait_until(lambda: db.query("SELECT reason FROM tds.rejected") == [("new",)], 10, "rejects")
     assert db.query("SELECT run_id FROM tds.sync_runs") == [("running",)]
     assert db.query("SELECT state FROM tds.alerts") == [("firing",)]
+    assert db.query("SELECT page_id FROM tds.applied_pages") == [("new",)]
     h.close()
 
 
