@@ -615,6 +615,11 @@ static int parse_org(struct orgs_ctx *c, json_t *o, struct tds_org *g)
             g->webhook_secrets[g->n_webhook_secrets++] = s;
             if (*s == '\0')
                 return fail(c, "webhook_secrets[%zu] is empty", i);
+            for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+                if (*p < 0x20 || *p == 0x7f)
+                    return fail(c, "webhook_secrets[%zu] holds a control character (0x%02x at "
+                                "byte %zu): no signature made with the secret would match",
+                                i, *p, (size_t)(p - (const unsigned char *)s));
         }
     }
     v = json_object_get(o, "webhooks_unsigned");

@@ -111,7 +111,10 @@ static int read_secret_file(const char *path, char **out)
             goto out;
         }
     }
+    /* one trailing line ending, as an editor or `echo` leaves it (\n or \r\n) */
     if (len > 0 && buf[len - 1] == '\n')
+        len--;
+    if (len > 0 && buf[len - 1] == '\r')
         len--;
     buf[len] = '\0';
     *out = buf;

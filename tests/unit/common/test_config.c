@@ -171,6 +171,15 @@ static void test_table_errors(void)
     T_INT(tds_config_load(table, N, &s, err, sizeof(err)), ==, 0);
     T_STR(s.token, "tok-from-file");
     tds_config_free(table, N, &s);
+    /* ... and so is a Windows line ending, \r\n */
+    f = fopen(path, "w");
+    T_TRUE(f != NULL);
+    fputs("tok-crlf\r\n", f);
+    fclose(f);
+    memset(&s, 0, sizeof(s));
+    T_INT(tds_config_load(table, N, &s, err, sizeof(err)), ==, 0);
+    T_STR(s.token, "tok-crlf");
+    tds_config_free(table, N, &s);
     unlink(path);
     rmdir(dir);
     clear_env();
@@ -375,6 +384,9 @@ static void test_orgs_errors(void)
                "organizations[0] (org_id 42): field 'timezone_offset' is 'UTC' (expected +HHMM or -HHMM)");
     orgs_error(ORG(", \"webhooks_unsigned\": \"yes\""),
                "organizations[0] (org_id 42): field 'webhooks_unsigned' must be a boolean, not a string");
+    orgs_error(ORG(", \"webhook_secrets\": [\"ab\\tc\"]"),
+               "organizations[0] (org_id 42): webhook_secrets[0] holds a control character "
+               "(0x09 at byte 2): no signature made with the secret would match");
     orgs_error(ORG(", \"webhook_secrets\": [\"a\", \"b\", \"c\", \"d\", \"e\"]"),
                "organizations[0] (org_id 42): field 'webhook_secrets' has 5 entries (at most 4)");
     orgs_error(ORG(", \"webhook_secrets\": [\"a\", \"env:TDS_T_UNSET_HOOK\"]"),
