@@ -11,7 +11,12 @@
  * (inproc://, ipc://, tcp:// with an IP literal or "*") or is a tcp:// name that
  * is resolved with getaddrinfo into "tcp://<ip>:<port>" endpoints, each
  * connected once. tds_bus_refresh re-resolves names, connects new addresses
- * and disconnects vanished ones. When a name does not resolve at the moment
+ * and disconnects vanished ones. The first lookup (tds_bus_connect) waits;
+ * later ones run on the bus's resolver thread, so a resolver that takes
+ * seconds to answer (a DNS outage: timeouts and retries for each search
+ * domain) never holds up the stage's loop: tds_bus_refresh applies the
+ * lookups that finished since its last call and asks for new ones. When a
+ * name does not resolve at the moment
  * (DNS hiccup, Service not created yet) its previous addresses are kept: a
  * resolver outage must not disconnect a healthy pipeline. The bus keeps a list
  * of the sockets it made, so that tds_bus_refresh_all reaches sockets that
@@ -29,6 +34,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,9 +55,29 @@
  * (tds_bus_recv still refuses what is over its max_len). */
 #define MAX_WIRE_FRAME ((int64_t)TDS_MSG_MAX_FRAME + 4096)
 
+/* A name the resolver thread looks up for one spec. Owned by the bus's list
+ * (under rmu) and freed once its spec is gone (orphan) and no lookup of it
+ * runs, or with the bus. */
+struct rname {
+    struct rname *next;
+    char *host, *port;     /* fixed from creation: read by the thread without rmu */
+    bool wanted;           /* a lookup is asked for */
+    bool busy;             /* the thread is looking it up */
+    bool orphan;           /* its spec is gone */
+    bool done;             /* a result waits for tds_bus_refresh */
+    int n;                 /* the result: count of addrs, or a negative errno */
+    char **addrs;
+};
+
 struct tds_bus {
     void *ctx;
     struct tds_bus_sock *socks; /* every socket made and not yet freed */
+    /* The resolver thread and its names (rmu guards the list and flags). */
+    pthread_mutex_t rmu;
+    pthread_cond_t rcond;
+    pthread_t rthread;
+    bool rthread_on, rstop;
+    struct rname *names;
     bool curve;
     char server_secret[Z85_KEY_LEN + 1];
     char server_public[Z85_KEY_LEN + 1];
@@ -68,6 +94,7 @@ struct spec {
     bool resolve;          /* tcp:// with a DNS name */
     char *host;            /* resolve only */
     char *port;            /* resolve only */
+    struct rname *name;    /* resolve only, once refreshed: its lookups */
     struct peer *peers;
     size_t n_peers;
 };
@@ -95,8 +122,21 @@ int tds_bus_new(struct tds_bus **out)
         free(bus);
         return r ? r : -ENOMEM;
     }
+    pthread_mutex_init(&bus->rmu, NULL);
+    pthread_cond_init(&bus->rcond, NULL);
     *out = bus;
     return 0;
+}
+
+static void free_list(char **list, size_t n);
+
+static void rname_free(struct rname *nm)
+{
+    if (nm->done && nm->n > 0)
+        free_list(nm->addrs, (size_t)nm->n);
+    free(nm->host);
+    free(nm->port);
+    free(nm);
 }
 
 static void keys_wipe(struct tds_bus *bus)
@@ -115,6 +155,21 @@ struct tds_bus *tds_bus_free(struct tds_bus *bus)
 {
     if (!bus)
         return NULL;
+    if (bus->rthread_on) {
+        pthread_mutex_lock(&bus->rmu);
+        bus->rstop = true;
+        pthread_cond_signal(&bus->rcond);
+        pthread_mutex_unlock(&bus->rmu);
+        pthread_join(bus->rthread, NULL); /* after the lookup in hand, if any */
+    }
+    while (bus->names) {
+        struct rname *nm = bus->names;
+
+        bus->names = nm->next;
+        rname_free(nm);
+    }
+    pthread_cond_destroy(&bus->rcond);
+    pthread_mutex_destroy(&bus->rmu);
     /* Blocks until every socket is closed and its linger has passed. */
     while (zmq_ctx_term(bus->ctx) < 0 && errno == EINTR)
         ;
@@ -260,8 +315,14 @@ int tds_bus_sock_new(struct tds_bus *bus, int type, const struct tds_bus_opts *o
     return 0;
 }
 
-static void spec_clear(struct spec *sp)
+static void spec_clear(struct tds_bus *bus, struct spec *sp)
 {
+    if (sp->name) {
+        /* freed by the next sweep (reap_names) or with the bus */
+        pthread_mutex_lock(&bus->rmu);
+        sp->name->orphan = true;
+        pthread_mutex_unlock(&bus->rmu);
+    }
     for (size_t i = 0; i < sp->n_peers; i++)
         free(sp->peers[i].endpoint);
     free(sp->peers);
@@ -283,7 +344,7 @@ struct tds_bus_sock *tds_bus_sock_free(struct tds_bus_sock *s)
         s->next->prev = s->prev;
     zmq_close(s->z);
     for (size_t i = 0; i < s->n_specs; i++)
-        spec_clear(&s->specs[i]);
+        spec_clear(s->bus, &s->specs[i]);
     free(s->specs);
     free(s);
     return NULL;
@@ -453,11 +514,11 @@ static void free_list(char **list, size_t n)
 
 /* Bring a spec's peers in line with the resolver: connect new addresses,
  * disconnect vanished ones. */
+static int apply_addrs(struct tds_bus_sock *s, struct spec *sp, char **addrs, int n);
+
 static int sync_spec(struct tds_bus_sock *s, struct spec *sp)
 {
     char **addrs = NULL;
-    struct peer *np;
-    size_t n_new = 0;
     int n, r = 0;
 
     if (!sp->resolve) {
@@ -484,6 +545,18 @@ static int sync_spec(struct tds_bus_sock *s, struct spec *sp)
     }
 
     n = resolve(sp->host, sp->port, &addrs);
+    return apply_addrs(s, sp, addrs, n);
+}
+
+/* Connect what addrs[0..n) adds to sp's peers and disconnect what it lacks;
+ * takes addrs. n < 0: the lookup failed; -ENOENT (no address now) keeps the
+ * peers as they are. */
+static int apply_addrs(struct tds_bus_sock *s, struct spec *sp, char **addrs, int n)
+{
+    struct peer *np;
+    size_t n_new = 0;
+    int r = 0;
+
     if (n == -ENOENT)
         return 0; /* keep what we have; retried on the next refresh */
     if (n < 0)
@@ -554,11 +627,120 @@ int tds_bus_connect(struct tds_bus_sock *s, const char *endpoints)
     return for_each_entry(endpoints, add_spec, s);
 }
 
+/* The resolver thread: looks up the names asked for, one at a time, and
+ * leaves each result for the spec's next tds_bus_refresh. */
+static void *resolver_main(void *arg)
+{
+    struct tds_bus *bus = arg;
+
+    pthread_mutex_lock(&bus->rmu);
+    for (;;) {
+        struct rname *nm = NULL;
+        char **addrs = NULL;
+        int n;
+
+        while (!bus->rstop) {
+            for (nm = bus->names; nm && !(nm->wanted && !nm->orphan); nm = nm->next)
+                ;
+            if (nm)
+                break;
+            pthread_cond_wait(&bus->rcond, &bus->rmu);
+        }
+        if (bus->rstop)
+            break;
+        nm->wanted = false;
+        nm->busy = true;
+        pthread_mutex_unlock(&bus->rmu);
+        n = resolve(nm->host, nm->port, &addrs); /* host and port never change */
+        pthread_mutex_lock(&bus->rmu);
+        nm->busy = false;
+        if (nm->done && nm->n > 0)
+            free_list(nm->addrs, (size_t)nm->n); /* not taken: this one is newer */
+        nm->addrs = n > 0 ? addrs : NULL;
+        nm->n = n;
+        nm->done = true;
+    }
+    pthread_mutex_unlock(&bus->rmu);
+    return NULL;
+}
+
+/* Free the names whose spec is gone; under rmu. */
+static void reap_names(struct tds_bus *bus)
+{
+    for (struct rname **pp = &bus->names; *pp;) {
+        struct rname *nm = *pp;
+
+        if (nm->orphan && !nm->busy) {
+            *pp = nm->next;
+            rname_free(nm);
+        } else {
+            pp = &nm->next;
+        }
+    }
+}
+
+/* sp's lookup by the resolver thread: the result of the last one, if it has
+ * finished (*n then set, addrs taken), and a new one asked for. 0, or
+ * -ENOMEM / the thread's start error. */
+static int ask_resolver(struct tds_bus *bus, struct spec *sp, char ***addrs, int *n, bool *got)
+{
+    int r = 0;
+
+    *got = false;
+    if (!sp->name) {
+        struct rname *nm = calloc(1, sizeof(*nm));
+
+        if (!nm || !(nm->host = strdup(sp->host)) || !(nm->port = strdup(sp->port))) {
+            if (nm) {
+                free(nm->host);
+                free(nm);
+            }
+            return -ENOMEM;
+        }
+        pthread_mutex_lock(&bus->rmu);
+        nm->next = bus->names;
+        bus->names = nm;
+        pthread_mutex_unlock(&bus->rmu);
+        sp->name = nm;
+    }
+    pthread_mutex_lock(&bus->rmu);
+    if (!bus->rthread_on) {
+        r = -pthread_create(&bus->rthread, NULL, resolver_main, bus);
+        bus->rthread_on = r == 0;
+    }
+    if (sp->name->done) {
+        *addrs = sp->name->addrs;
+        *n = sp->name->n;
+        *got = true;
+        sp->name->addrs = NULL;
+        sp->name->done = false;
+    }
+    sp->name->wanted = true;
+    pthread_cond_signal(&bus->rcond);
+    reap_names(bus);
+    pthread_mutex_unlock(&bus->rmu);
+    return r;
+}
+
 int tds_bus_refresh(struct tds_bus_sock *s)
 {
-    for (size_t i = 0; i < s->n_specs; i++)
-        if (s->specs[i].resolve)
-            sync_spec(s, &s->specs[i]); /* per-spec failures leave that spec as it was */
+    for (size_t i = 0; i < s->n_specs; i++) {
+        struct spec *sp = &s->specs[i];
+        char **addrs = NULL;
+        bool got;
+        int n;
+
+        if (!sp->resolve)
+            continue;
+        if (ask_resolver(s->bus, sp, &addrs, &n, &got) != 0 && !got) {
+            /* no thread (or no memory for its name): look it up here, as at
+             * connect time */
+            sync_spec(s, sp);
+            continue;
+        }
+        if (got)
+            apply_addrs(s, sp, addrs, n); /* per-spec failures leave that spec as it was */
+    }
     return (int)tds_bus_peer_count(s);
 }
 

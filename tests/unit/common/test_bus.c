@@ -1,15 +1,55 @@
 /* test_bus — bind/connect over inproc and tcp, frame limits (ours and
- * libzmq's), name resolution of connect lists, refresh, HWM with DONTWAIT,
- * and acks as [origin][map]. */
+ * libzmq's), name resolution of connect lists, refresh (with a slow
+ * resolver), HWM with DONTWAIT, and acks as [origin][map]. */
 #include "assert.h"
 #include "bus.h"
 #include "msg.h"
 #include "util.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <netdb.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 #include <zmq.h>
+
+/* getaddrinfo() of this program: a name under ".slow-test" answers after
+ * slow_ms with 127.0.0.1, and 127.0.0.2 too when slow_two is set, as a
+ * resolver in an outage answers late. Other names go to the C library. */
+static atomic_int slow_ms, slow_two;
+
+typedef int (*gai_fn)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                struct addrinfo **res)
+{
+    gai_fn real = (gai_fn)dlsym(RTLD_NEXT, "getaddrinfo");
+    size_t n = node ? strlen(node) : 0;
+    struct addrinfo h = hints ? *hints : (struct addrinfo){.ai_family = AF_UNSPEC};
+    struct addrinfo *second = NULL, *last;
+    int r;
+
+    if (!real)
+        return EAI_SYSTEM;
+    if (n <= 10 || strcasecmp(node + n - 10, ".slow-test") != 0)
+        return real(node, service, hints, res);
+    if (atomic_load(&slow_ms) > 0)
+        nanosleep(&(struct timespec){.tv_sec = atomic_load(&slow_ms) / 1000,
+                                     .tv_nsec = (atomic_load(&slow_ms) % 1000) * 1000000L},
+                  NULL);
+    h.ai_flags |= AI_NUMERICHOST;
+    if ((r = real("127.0.0.1", service, &h, res)) != 0 || !atomic_load(&slow_two))
+        return r;
+    if (real("127.0.0.2", service, &h, &second) == 0) {
+        for (last = *res; last->ai_next; last = last->ai_next)
+            ;
+        last->ai_next = second; /* one freeaddrinfo() frees the chain (glibc) */
+    }
+    return 0;
+}
 
 static void set_rcvtimeo(struct tds_bus_sock *s, int ms)
 {
@@ -347,10 +387,55 @@ static void test_max_frame(void)
     T_NULL(tds_bus_free(bus));
 }
 
+/* A refresh never waits for the resolver: the lookup runs on the bus's
+ * thread, and a later refresh applies what it found. */
+static void test_slow_resolver(void)
+{
+    struct tds_bus *bus = NULL;
+    struct tds_bus_sock *push = NULL, *other = NULL;
+    int64_t longest = 0, t_end;
+    int count = 0;
+
+    atomic_store(&slow_ms, 0);
+    atomic_store(&slow_two, 0);
+    T_INT(tds_bus_new(&bus), ==, 0);
+    T_INT(tds_bus_sock_new(bus, ZMQ_PUSH, NULL, &push), ==, 0);
+    T_INT(tds_bus_connect(push, "tcp://writer.slow-test:5999"), ==, 0);
+    T_INT(tds_bus_peer_count(push), ==, 1);
+    /* The resolver now takes 1.5 s, and its answer gains an address. */
+    atomic_store(&slow_ms, 1500);
+    atomic_store(&slow_two, 1);
+    t_end = tds_now_ms() + 8000;
+    while (count != 2 && tds_now_ms() < t_end) {
+        int64_t t0 = tds_now_ms(), took;
+
+        count = tds_bus_refresh(push);
+        took = tds_now_ms() - t0;
+        if (took > longest)
+            longest = took;
+        T_TRUE(count == 1 || count == 2);
+        nanosleep(&(struct timespec){.tv_nsec = 50 * 1000000L}, NULL);
+    }
+    T_INT(count, ==, 2);
+    T_INT(longest, <, 300);
+    /* A socket freed, and then the bus, while a lookup of its name runs:
+     * the bus waits for that lookup, and nothing leaks (ASan). */
+    T_INT(tds_bus_sock_new(bus, ZMQ_PUSH, NULL, &other), ==, 0);
+    T_INT(tds_bus_connect(other, "tcp://other.slow-test:5998"), ==, 0);
+    tds_bus_refresh_all(bus);
+    tds_bus_sock_free(other);
+    tds_bus_refresh_all(bus);
+    tds_bus_sock_free(push);
+    T_NULL(tds_bus_free(bus));
+    atomic_store(&slow_ms, 0);
+    atomic_store(&slow_two, 0);
+}
+
 int main(void)
 {
     T_RUN(test_inproc);
     T_RUN(test_tcp_names);
+    T_RUN(test_slow_resolver);
     T_RUN(test_hwm);
     T_RUN(test_ack);
     T_RUN(test_send_msg_single_frame);
