@@ -797,6 +797,21 @@ struct tds_orgs *tds_orgs_free(struct tds_orgs *orgs)
     return NULL;
 }
 
+bool tds_orgs_shared_secret(const struct tds_orgs *orgs, size_t *a, size_t *b)
+{
+    for (size_t i = 0; orgs && i < orgs->n; i++)
+        for (size_t j = i + 1; j < orgs->n; j++)
+            for (size_t x = 0; x < orgs->orgs[i].n_webhook_secrets; x++)
+                for (size_t y = 0; y < orgs->orgs[j].n_webhook_secrets; y++)
+                    if (strcmp(orgs->orgs[i].webhook_secrets[x],
+                               orgs->orgs[j].webhook_secrets[y]) == 0) {
+                        *a = i;
+                        *b = j;
+                        return true;
+                    }
+    return false;
+}
+
 const struct tds_org *tds_orgs_find(const struct tds_orgs *orgs, const char *org_id)
 {
     if (!orgs || !org_id)

@@ -90,6 +90,10 @@ struct tds_orgs {
 int tds_orgs_load(const char *path, struct tds_orgs **out, char *err, size_t errlen);
 struct tds_orgs *tds_orgs_free(struct tds_orgs *orgs);
 const struct tds_org *tds_orgs_find(const struct tds_orgs *orgs, const char *org_id);
+/* Two organizations that list the same webhook secret: a delivery signed for
+ * one is then accepted when posted to the other's path. Returns true and
+ * their indexes (*a < *b), the first such pair; false when none. */
+bool tds_orgs_shared_secret(const struct tds_orgs *orgs, size_t *a, size_t *b);
 /* Accounts server URL for a data center code ("com" → "https://accounts.zoho.com",
  * "ca" → "https://accounts.zohocloud.ca"); NULL for an unknown code. */
 const char *tds_accounts_url_for(const char *data_center);

@@ -636,6 +636,15 @@ int main(int argc, char **argv)
     }
     status = 1;
     a.dedupe_window_ms = cfg->dedupe_s * 1000;
+    {
+        size_t x, y;
+
+        if (tds_orgs_shared_secret(a.orgs, &x, &y))
+            tds_log(TDS_LOG_WARN, NULL,
+                    "organizations %s and %s share a webhook secret: a delivery signed for one "
+                    "is accepted when posted to the other's path; give each its own",
+                    a.orgs->orgs[x].org_id, a.orgs->orgs[y].org_id);
+    }
 
     if ((rc = tds_loop_new(&a.loop)) < 0 || (rc = tds_metrics_new(&a.metrics)) < 0 ||
         (rc = tds_bus_new(&a.bus)) < 0 ||

@@ -308,8 +308,21 @@ static void test_orgs_good(void)
     T_STR(g->timezone_offset, "+0000");
 
     T_NULL(tds_orgs_find(o, "nope"));
+    size_t sa = 9, sb = 9;
+    T_TRUE(!tds_orgs_shared_secret(o, &sa, &sb)); /* only one organization has secrets */
     o = tds_orgs_free(o);
     T_NULL(o);
+
+    /* Two organizations with a webhook secret in common are found. */
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
+        " \"webhook_secrets\": [\"one\"]}, {\"org_id\": \"2\", \"client_id\": \"c\","
+        " \"client_secret\": \"s\", \"webhook_secrets\": [\"two\"]}, {\"org_id\": \"3\","
+        " \"client_id\": \"c\", \"client_secret\": \"s\", \"webhook_secrets\": [\"x\", \"two\"]}]}");
+    T_INT(tds_orgs_load(orgs_path, &o, err, sizeof(err)), ==, 0);
+    T_TRUE(tds_orgs_shared_secret(o, &sa, &sb));
+    T_INT(sa, ==, 1);
+    T_INT(sb, ==, 2);
+    o = tds_orgs_free(o);
 
     /* Inventory default: all six entities. */
     put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
