@@ -592,6 +592,29 @@ int tx_check_unique(struct tx *t, size_t first_row, const char *col, const char 
     return 0;
 }
 
+/* The key of custom field i: its label (what users see), or its api_name
+ * when it has no label or when an earlier field has the same label (a
+ * second field labelled alike would otherwise hide the first in jsonb);
+ * NULL when it has neither. */
+static const struct tds_pjson *custom_key(const struct tds_pjson *cf, uint32_t i)
+{
+    const struct tds_pjson *f = &cf->u.items[i];
+    const struct tds_pjson *label = tds_pjson_get(f, "label");
+    const struct tds_pjson *api = tds_pjson_get(f, "api_name");
+
+    if (api && api->type != TDS_PJ_STRING)
+        api = NULL;
+    if (!label || label->type != TDS_PJ_STRING)
+        return api;
+    for (uint32_t j = 0; api && j < i; j++) {
+        const struct tds_pjson *o = tds_pjson_get(&cf->u.items[j], "label");
+
+        if (o && o->type == TDS_PJ_STRING && o->n == label->n && memcmp(o->s, label->s, o->n) == 0)
+            return api;
+    }
+    return label;
+}
+
 int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec)
 {
     const struct tds_pjson *cf = tds_pjson_get(rec, "custom_fields");
@@ -606,15 +629,14 @@ int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec)
     if (cf->type != TDS_PJ_ARRAY)
         return tx_fail(t, "wrong_type", "invalid custom fields in field '%scustom_fields': "
                        "expected an array", tx_path(t));
-    /* Keyed by label (what users see); api_name when a label is missing.
-     * Keys and values are the source's JSON tokens, so escaping is kept. */
+    /* An object keyed by label (custom_key()). Keys and values are the
+     * source's JSON tokens, so escaping is kept. */
     for (uint32_t i = 0; i < cf->n; i++) {
         const struct tds_pjson *f = &cf->u.items[i];
-        const struct tds_pjson *k = tds_pjson_get(f, "label");
-        const struct tds_pjson *v = tds_pjson_get(f, "value");
-        if (!k || k->type != TDS_PJ_STRING)
-            k = tds_pjson_get(f, "api_name");
-        if (f->type != TDS_PJ_OBJECT || !k || k->type != TDS_PJ_STRING)
+        const struct tds_pjson *k = f->type == TDS_PJ_OBJECT ? custom_key(cf, i) : NULL;
+        const struct tds_pjson *v = f->type == TDS_PJ_OBJECT ? tds_pjson_get(f, "value") : NULL;
+
+        if (!k)
             return tx_fail(t, "wrong_type", "invalid custom field in field "
                            "'%scustom_fields[%u]': expected an object with a label", tx_path(t), i);
         len += k->raw_len + 2 + (v ? v->raw_len : 4);
@@ -626,10 +648,8 @@ int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec)
     o[k++] = '{';
     for (uint32_t i = 0; i < cf->n; i++) {
         const struct tds_pjson *f = &cf->u.items[i];
-        const struct tds_pjson *key = tds_pjson_get(f, "label");
+        const struct tds_pjson *key = custom_key(cf, i);
         const struct tds_pjson *v = tds_pjson_get(f, "value");
-        if (!key || key->type != TDS_PJ_STRING)
-            key = tds_pjson_get(f, "api_name");
         if (i)
             o[k++] = ',';
         memcpy(o + k, key->raw, key->raw_len);

@@ -168,6 +168,10 @@ static int attributes(struct tx *t, size_t row, const struct tds_pjson *rec,
 
     if (own && own->type == TDS_PJ_ARRAY)
         return tx_col_value(t, row, "attributes", own, "attributes", true);
+    /* A list record names the attributes but has no variants to take their
+     * options from: the column is left as it is (the detail's). */
+    if (!items && !t->detail)
+        return 0;
     for (int a = 1; a <= 3; a++) {
         snprintf(key, sizeof(key), "attribute_name%d", a);
         const struct tds_pjson *nm = tds_pjson_get(rec, key);

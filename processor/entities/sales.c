@@ -3,7 +3,9 @@
  * Header columns come straight from the record (number, dates, status,
  * customer, currency, exchange rate, totals, balance); a detail document also
  * replaces its lines, each keeping its 1-based position in line_items[].
- * A line's site is warehouse_id, else location_id, else line_warehouse_id.
+ * A line's site is the first of location_id, warehouse_id and
+ * line_warehouse_id that holds an id (null or blank ones are passed over),
+ * location first as for stock, so that a line joins its item_stock rows.
  * A discount written as a percentage ("10.00%") is not an amount: the
  * column then takes discount_amount when Zoho sends it, else NULL (the
  * percentage stays in raw).
@@ -26,6 +28,19 @@ bool tx_sales_looks_detail(const struct tds_pjson *rec)
     return tds_pjson_get(rec, "line_items") != NULL;
 }
 
+/* Whether v holds something: not null, not a blank string. */
+static bool has_value(const struct tds_pjson *v)
+{
+    if (!v || v->type == TDS_PJ_NULL)
+        return false;
+    if (v->type != TDS_PJ_STRING)
+        return true;
+    for (uint32_t i = 0; i < v->n; i++)
+        if (v->s[i] != ' ')
+            return true;
+    return false;
+}
+
 static int discount(struct tx *t, size_t row, const struct tds_pjson *obj)
 {
     const struct tds_pjson *v = tds_pjson_get(obj, "discount");
@@ -45,7 +60,9 @@ static const char *const line_skip[] = {"line_item_id", "position", "warehouse_i
 static int lines(struct tx *t, size_t top, const struct tds_pjson *arr, const char *table)
 {
     size_t first = t->n_rows;
-    static const char *const site_keys[] = {"warehouse_id", "location_id", "line_warehouse_id"};
+    /* location_id first, as for stock (products.c: locations[] is the
+     * current one), so a line joins its item's item_stock rows. */
+    static const char *const site_keys[] = {"location_id", "warehouse_id", "line_warehouse_id"};
 
     if (!arr || arr->type == TDS_PJ_NULL)
         return 0;
@@ -69,9 +86,15 @@ static int lines(struct tx *t, size_t top, const struct tds_pjson *arr, const ch
         if (!p)
             return -ENOMEM;
         tx_set(t, row, "position", p, (size_t)n);
-        for (size_t k = 0; k < 3 && !site; k++)
-            if ((site = tds_pjson_get(l, site_keys[k])))
+        /* the first key with a value; else the first present (NULL) */
+        for (size_t k = 0; k < 3 && !(site && has_value(site)); k++) {
+            const struct tds_pjson *v = tds_pjson_get(l, site_keys[k]);
+
+            if (v && (!site || has_value(v))) {
+                site = v;
                 site_key = site_keys[k];
+            }
+        }
         TRY(tx_col_value(t, row, "warehouse_id", site, site_key, true));
         TRY(discount(t, row, l));
         TRY(tx_cols(t, row, l, line_skip));

@@ -132,6 +132,25 @@ static void test_contact_list(void)
     T_NOCOL(s, "credit_limit");
 }
 
+/* Two custom fields with one label: the second is keyed by its api_name,
+ * so neither hides the other in jsonb. */
+static void test_custom_fields_same_label(void)
+{
+    const struct tds_msg_rowset *s;
+    const char *c = "{\"contact_id\":\"1\",\"contact_name\":\"Al Noor\","
+                    "\"custom_fields\":[{\"customfield_id\":\"9\",\"api_name\":\"cf_a\",\"label\":\"اللون\","
+                    "\"value\":\"أحمر\"},{\"customfield_id\":\"10\",\"api_name\":\"cf_b\","
+                    "\"label\":\"اللون\",\"value\":\"أزرق\"},{\"label\":\"Size\",\"value\":1},"
+                    "{\"label\":\"Size\",\"value\":2}],"
+                    "\"last_modified_time\":\"2026-06-09T09:45:21-0400\"}";
+
+    h_reset();
+    T_TRUE(!h_record("contacts", c, TDS_FORM_LIST));
+    T_TRUE((s = h_set("contacts", TDS_ROWS_LIST, 0)) != NULL);
+    /* without an api_name to tell them apart, the label stays (the last wins) */
+    T_V(s, 0, "custom_fields", "{\"اللون\":\"أحمر\",\"cf_b\":\"أزرق\",\"Size\":1,\"Size\":2}");
+}
+
 static void test_contact_rejects(void)
 {
     h_reset();
@@ -159,6 +178,7 @@ int main(void)
 {
     T_RUN(test_contact_detail);
     T_RUN(test_contact_list);
+    T_RUN(test_custom_fields_same_label);
     T_RUN(test_contact_rejects);
     h_done();
     return 0;

@@ -287,6 +287,24 @@ static void test_item_group_detail(void)
     T_NOCOL(v, "brand");
 }
 
+/* A group's list record names its attributes but has no variants: the
+ * options stored from its detail are left as they are (no attributes
+ * column), not emptied. */
+static void test_item_group_list(void)
+{
+    const struct tds_msg_rowset *g;
+    const char *list = "{\"group_id\":\"5\",\"group_name\":\"Tee\",\"attribute_name1\":\"Color\","
+                       "\"attribute_name2\":\"Size\",\"attribute_name3\":\"\",\"item_count\":4,"
+                       "\"last_modified_time\":\"2024-02-02T08:00:00+0530\"}";
+
+    h_reset();
+    T_TRUE(!h_record("item_groups", list, TDS_FORM_LIST));
+    T_TRUE((g = h_set("item_groups", TDS_ROWS_LIST, 0)) != NULL);
+    T_V(g, 0, "group_name", "Tee");
+    T_V(g, 0, "item_count", "4");
+    T_NOCOL(g, "attributes");
+}
+
 /* Same values, different key order and spacing: same hash; a changed value:
  * a different hash. */
 static void test_content_hash(void)
@@ -312,6 +330,7 @@ int main(void)
     T_RUN(test_item_webhook_warehouses);
     T_RUN(test_item_list);
     T_RUN(test_item_group_detail);
+    T_RUN(test_item_group_list);
     T_RUN(test_content_hash);
     h_done();
     return 0;

@@ -124,6 +124,30 @@ static void test_sales_order(void)
     T_V(l, 0, "warehouse_id", "4815000000000331");
 }
 
+/* A line's site: the first key holding an id, location_id first (as the
+ * item's stock rows use it); a null or blank key is passed over. */
+static void test_line_site(void)
+{
+    const struct tds_msg_rowset *l;
+    const char *inv =
+        "{\"invoice_id\":\"3\",\"last_modified_time\":\"2024-02-01T08:00:00+0530\","
+        "\"line_items\":[{\"line_item_id\":\"31\",\"warehouse_id\":\"W1\",\"location_id\":\"L1\"},"
+        "{\"line_item_id\":\"32\",\"warehouse_id\":null,\"location_id\":\"L1\"},"
+        "{\"line_item_id\":\"33\",\"warehouse_id\":\"\",\"line_warehouse_id\":\"L2\"},"
+        "{\"line_item_id\":\"34\",\"warehouse_id\":\"W3\"},"
+        "{\"line_item_id\":\"35\",\"location_id\":null,\"warehouse_id\":\" \"}]}";
+
+    h_reset();
+    T_TRUE(!h_record("invoices", inv, TDS_FORM_DETAIL));
+    T_TRUE((l = h_set("invoice_lines", TDS_ROWS_CHILD, 0)) != NULL);
+    T_INT(l->n_rows, ==, 5);
+    T_V(l, 0, "warehouse_id", "L1");
+    T_V(l, 1, "warehouse_id", "L1");
+    T_V(l, 2, "warehouse_id", "L2");
+    T_V(l, 3, "warehouse_id", "W3");
+    T_VNULL(l, 4, "warehouse_id");
+}
+
 static void test_invoice_list_and_rejects(void)
 {
     const struct tds_msg_rowset *s;
@@ -191,6 +215,7 @@ int main(void)
 {
     T_RUN(test_invoice_detail);
     T_RUN(test_sales_order);
+    T_RUN(test_line_site);
     T_RUN(test_invoice_list_and_rejects);
     T_RUN(test_many_lines);
     h_done();
