@@ -32,6 +32,8 @@ struct tds_limiter {
     int64_t daily_limit;
     int64_t remaining;      /* estimate, -1 unknown */
     int64_t reset_at_ms;    /* daily reset, 0 unknown */
+    int conc_busy;          /* 1070s in a row with nothing of ours in flight */
+    uint32_t rnd;           /* xorshift32 state for the jitter */
 };
 
 int tds_limiter_new(struct tds_limiter **out, const struct tds_limiter_cfg *cfg)
@@ -49,6 +51,13 @@ int tds_limiter_new(struct tds_limiter **out, const struct tds_limiter_cfg *cfg)
         l->cfg.concurrency_cooldown_ms = 30000;
     if (l->cfg.daily_pause_ms <= 0)
         l->cfg.daily_pause_ms = 3600000;
+    if (l->cfg.concurrency_backoff_base_ms <= 0)
+        l->cfg.concurrency_backoff_base_ms = 1000;
+    if (l->cfg.concurrency_backoff_max_ms < l->cfg.concurrency_backoff_base_ms)
+        l->cfg.concurrency_backoff_max_ms = l->cfg.concurrency_backoff_base_ms > 30000
+                                                ? l->cfg.concurrency_backoff_base_ms
+                                                : 30000;
+    l->rnd = cfg->seed ? cfg->seed : 0x9e3779b9u;
     l->done = malloc((size_t)cfg->rate_per_window * sizeof(*l->done));
     if (!l->done) {
         tds_limiter_free(l);
@@ -182,6 +191,16 @@ void tds_limiter_outcome_init(struct tds_limiter_outcome *o, enum tds_limiter_ev
     o->retry_after_s = -1;
 }
 
+static uint32_t next_rnd(struct tds_limiter *l)
+{
+    uint32_t x = l->rnd;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    l->rnd = x;
+    return x;
+}
+
 void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
                          const struct tds_limiter_outcome *o)
 {
@@ -214,6 +233,7 @@ void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
     }
     switch (o->event) {
     case TDS_LIMITER_DONE:
+        l->conc_busy = 0;
         break;
     case TDS_LIMITER_429_MINUTE: {
         int64_t wait = o->retry_after_s >= 0 ? o->retry_after_s * 1000 : l->cfg.window_ms;
@@ -230,6 +250,19 @@ void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
             c = 1;
         l->cap = c;
         l->cap_until_ms = now_ms + l->cfg.concurrency_cooldown_ms;
+        /* Nothing of ours in flight: another client holds every slot, and
+         * a lower cap changes nothing. Without a pause the call would go
+         * out again one pacing step later, and again, for as long as they
+         * hold them; back off instead, with jitter so that we do not keep
+         * in step with whoever holds them. */
+        if (l->inflight == 0) {
+            if (l->conc_busy < 30)
+                l->conc_busy++;
+            int64_t d = tds_backoff_ms(l->conc_busy, l->cfg.concurrency_backoff_base_ms,
+                                       l->cfg.concurrency_backoff_max_ms, next_rnd(l));
+            if (now_ms + d > l->pause_until_ms)
+                l->pause_until_ms = now_ms + d;
+        }
         break;
     }
     case TDS_LIMITER_429_DAILY: {

@@ -25,6 +25,13 @@ struct tds_limiter_cfg {
     int64_t margin_ms;         /* added to the window for clock granularity; default 5 */
     int64_t concurrency_cooldown_ms; /* how long a 1070 keeps the cap lowered; default 30000 */
     int64_t daily_pause_ms;    /* wait after code 45 when no reset header came; default 3600000 */
+    /* A 1070 that leaves none of our requests in flight (others hold every
+     * slot; the cap cannot go lower) pauses for a jittered backoff: [d/2, d],
+     * d = base doubling with each such 1070 in a row up to max; an answer
+     * that is not a 429 starts it over. Defaults 1000 and 30000. */
+    int64_t concurrency_backoff_base_ms;
+    int64_t concurrency_backoff_max_ms;
+    uint32_t seed;             /* of the jitter; 0 picks a fixed one */
 };
 
 enum {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <zmq.h>
 
 #include "api.h"
@@ -1987,6 +1988,16 @@ static void on_tick(struct tds_loop *loop, void *ud)
 
 /* ---- lifecycle ---- */
 
+/* Seed of a limiter's jitter: replicas and restarts must not draw the
+ * same sequence (jitter is there to fall out of step). */
+static uint32_t jitter_seed(void)
+{
+    uint32_t v = 0;
+    if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v))
+        v = (uint32_t)rand() ^ (uint32_t)tds_now_ms();
+    return v ? v : 1u;
+}
+
 int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_sock *push,
                  struct tds_store *store, struct tds_http *http, struct tds_metrics *metrics,
                  struct tds_events *events, const struct tds_orgs *orgs,
@@ -2041,6 +2052,7 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
             .daily_reserve = org->daily_reserve,
             .margin_ms = 2,
             .concurrency_cooldown_ms = cfg->minute_ms > 0 && cfg->minute_ms < 60000 ? cfg->minute_ms / 2 : 30000,
+            .seed = jitter_seed(),
         };
         struct tds_api_cfg ac = {.timeout_ms = cfg->http_timeout_ms, .max_attempts = (int)cfg->max_attempts};
         if (tds_oauth_new(&o->oauth, org, &oc, store, http, events, metrics, on_token_change, o) != 0 ||

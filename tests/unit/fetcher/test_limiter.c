@@ -175,6 +175,66 @@ static void test_concurrency(void)
     tds_limiter_free(l);
 }
 
+/* Another client holds every concurrency slot: each call of ours gets a
+ * 1070. The cap cannot go below 1, so the pause has to do it: growing,
+ * jittered, started over by an answer that is not a 429. */
+static void test_concurrency_held_elsewhere(void)
+{
+    struct tds_limiter_cfg cfg = {.rate_per_window = 100, .window_ms = 60000, .max_concurrency = 10,
+                                  .seed = 42};
+    struct tds_limiter *l;
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    struct tds_limiter_outcome o;
+    int64_t now = 0, w, t, last_send = -1, prev_gap = 0;
+    int sends = 0, jittered = 0;
+    while (now < 300000) {
+        int rc = tds_limiter_acquire(l, now, &w, &t);
+        if (rc != TDS_LIMITER_GO) {
+            T_INT(rc, ==, TDS_LIMITER_WAIT);
+            T_INT(w, >, 0); /* a time, never "until a release": nothing is in flight */
+            now += w;
+            continue;
+        }
+        if (last_send >= 0) {
+            int64_t gap = now - last_send - 50;
+            /* [d/2, d] with d = 1 s doubling to 30 s after the first */
+            int64_t d = 1000;
+            for (int i = 1; i < sends && d < 30000; i++)
+                d *= 2;
+            if (d > 30000)
+                d = 30000;
+            T_INT(gap, >=, d / 2);
+            T_INT(gap, <=, d + 1);
+            if (gap != prev_gap && gap != d)
+                jittered++;
+            prev_gap = gap;
+        }
+        last_send = now;
+        sends++;
+        now += 50;
+        tds_limiter_outcome_init(&o, TDS_LIMITER_429_CONCURRENCY);
+        tds_limiter_release(l, now, t, &o);
+        T_INT(tds_limiter_concurrency_cap(l), ==, 1);
+    }
+    /* a call every 600 ms (the pacing) would be 500 in five minutes */
+    T_INT(sends, <=, 25);
+    T_INT(sends, >=, 12);
+    T_INT(jittered, >=, 3);
+    /* an answer that is not a 429 starts the backoff over */
+    while (tds_limiter_acquire(l, now, &w, &t) != TDS_LIMITER_GO)
+        now += w;
+    tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
+    tds_limiter_release(l, now, t, &o);
+    now += 600;
+    T_INT(tds_limiter_acquire(l, now, &w, &t), ==, TDS_LIMITER_GO);
+    tds_limiter_outcome_init(&o, TDS_LIMITER_429_CONCURRENCY);
+    tds_limiter_release(l, now, t, &o);
+    T_INT(tds_limiter_acquire(l, now, &w, &t), ==, TDS_LIMITER_WAIT);
+    T_INT(w, >=, 500);
+    T_INT(w, <=, 1000);
+    tds_limiter_free(l);
+}
+
 static void test_429_minute(void)
 {
     struct tds_limiter_cfg cfg = {.rate_per_window = 100, .window_ms = 60000, .max_concurrency = 5};
@@ -292,6 +352,7 @@ int main(void)
     T_RUN(test_fast_window);
     T_RUN(test_slow_answers);
     T_RUN(test_concurrency);
+    T_RUN(test_concurrency_held_elsewhere);
     T_RUN(test_429_minute);
     T_RUN(test_daily);
     T_RUN(test_backoff);
