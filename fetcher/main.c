@@ -61,6 +61,9 @@ struct settings {
     int64_t minute_ms;
     int64_t max_attempts;
     int64_t owner_check_ms;
+    int64_t sweep_ms;
+    int64_t detail_backoff_ms;
+    int64_t detail_backoff_max_ms;
     bool schedule;
     int64_t hwm;
     int64_t health_stall_ms;
@@ -117,6 +120,14 @@ static const struct tds_config_entry config_table[] = {
      "tries of one API call on 5xx/timeouts/resets before the run fails"},
     {"TDS_FETCHER_OWNER_CHECK_MS", TDS_CFG_INT, "2000", 0, 100, 600000, OFF(owner_check_ms),
      "how often organization locks not held are tried again"},
+    {"TDS_FETCHER_SWEEP_MS", TDS_CFG_INT, "10000", 0, 100, 3600000, OFF(sweep_ms),
+     "how often the rows stored only in list form are looked for, to fetch their detail"},
+    {"TDS_FETCHER_DETAIL_BACKOFF_MS", TDS_CFG_INT, "600000", 0, 100, 86400000,
+     OFF(detail_backoff_ms),
+     "a row in list form whose detail was asked for is not asked for again before this, "
+     "doubling with each attempt (its detail was rejected or Zoho answered without it)"},
+    {"TDS_FETCHER_DETAIL_BACKOFF_MAX_MS", TDS_CFG_INT, "86400000", 0, 100, 604800000,
+     OFF(detail_backoff_max_ms), "longest wait between two detail calls for a row in list form"},
     {"TDS_FETCHER_SCHEDULE", TDS_CFG_BOOL, "true", 0, 0, 0, OFF(schedule),
      "run the incremental and reconciliation schedule (false: only requests and fetches)"},
     {"TDS_FETCHER_HWM", TDS_CFG_INT, "1000", 0, 1, 1000000, OFF(hwm),
@@ -390,6 +401,9 @@ int main(int argc, char **argv)
         .lockout_ms = a.cfg.lockout_s * 1000,
         .minute_ms = a.cfg.minute_ms,
         .max_attempts = a.cfg.max_attempts,
+        .sweep_every_ms = a.cfg.sweep_ms,
+        .sweep_backoff_ms = a.cfg.detail_backoff_ms,
+        .sweep_backoff_max_ms = a.cfg.detail_backoff_max_ms,
     };
     if ((rc = tds_sync_new(&a.sync, a.loop, a.push, a.store, a.http, a.metrics, a.events, a.orgs,
                            &scfg)) < 0 ||

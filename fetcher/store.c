@@ -512,20 +512,75 @@ int tds_store_live_ids(struct tds_store *s, const struct tds_entity *e, const ch
     return query_ids(s, sql, org, before_wall_ms, ids, n);
 }
 
-int tds_store_list_only_ids(struct tds_store *s, const struct tds_entity *e, const char *org,
-                            int64_t before_wall_ms, int limit, char ***ids, size_t *n)
+int tds_store_list_only_due(struct tds_store *s, const struct tds_entity *e, const char *org,
+                            int64_t before_wall_ms, int limit, int64_t backoff_ms,
+                            int64_t backoff_max_ms, char ***ids, size_t *n)
 {
     *ids = NULL;
     *n = 0;
     const struct tds_table *t = tds_table_find(e->table);
     if (!t)
         return 0;
-    char sql[512];
+    /* One statement: choose the rows and record the attempt, so that a
+     * fetcher that dies right after still leaves the backoff behind. An
+     * attempt counts for the row as written then (row_synced_at); the
+     * CASEs read the old values of the conflicting row. */
+    char sql[2048];
     snprintf(sql, sizeof(sql),
-             "SELECT %s FROM zoho.%s WHERE org_id = $1 AND deleted_at IS NULL AND NOT is_detail "
-             "AND synced_at < " FROM_MS("$2") " LIMIT %d",
-             t->id_column, t->name, limit);
-    return query_ids(s, sql, org, before_wall_ms, ids, n);
+             "WITH due AS (SELECT t.%s AS id, t.synced_at FROM zoho.%s t WHERE t.org_id = $1 AND "
+             "t.deleted_at IS NULL AND NOT t.is_detail AND t.synced_at < " FROM_MS("$2") " AND NOT "
+             "EXISTS (SELECT 1 FROM tds.detail_attempts a WHERE a.org_id = $1 AND a.entity = $3 AND "
+             "a.zoho_id = t.%s AND a.row_synced_at = t.synced_at AND a.next_at > now()) LIMIT %d) "
+             "INSERT INTO tds.detail_attempts AS a (org_id, entity, zoho_id, row_synced_at, "
+             "attempts, asked_at, next_at) SELECT $1, $3, id, synced_at, 1, now(), now() + "
+             "make_interval(secs => $4::double precision / 1000) FROM due "
+             "ON CONFLICT (org_id, entity, zoho_id) DO UPDATE SET "
+             "attempts = CASE WHEN a.row_synced_at = EXCLUDED.row_synced_at THEN a.attempts + 1 "
+             "ELSE 1 END, row_synced_at = EXCLUDED.row_synced_at, asked_at = now(), "
+             "next_at = now() + make_interval(secs => least($5::double precision, "
+             "$4::double precision * power(2, CASE WHEN a.row_synced_at = EXCLUDED.row_synced_at "
+             "THEN least(a.attempts, 40) ELSE 0 END)) / 1000) RETURNING zoho_id",
+             t->id_column, t->name, t->id_column, limit);
+    char b[32], bo[32], bm[32];
+    snprintf(b, sizeof(b), "%lld", (long long)before_wall_ms);
+    snprintf(bo, sizeof(bo), "%lld", (long long)backoff_ms);
+    snprintf(bm, sizeof(bm), "%lld", (long long)backoff_max_ms);
+    const char *p[] = {org, b, e->name, bo, bm};
+    PGresult *r = run(s, sql, 5, p);
+    if (!r)
+        return -EIO;
+    int rows = PQntuples(r);
+    char **a = calloc(rows ? (size_t)rows : 1, sizeof(*a));
+    if (!a) {
+        PQclear(r);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < rows; i++) {
+        a[i] = strdup(PQgetvalue(r, i, 0));
+        if (!a[i]) {
+            for (int j = 0; j < i; j++)
+                free(a[j]);
+            free(a);
+            PQclear(r);
+            return -ENOMEM;
+        }
+    }
+    PQclear(r);
+    *ids = a;
+    *n = (size_t)rows;
+    return 0;
+}
+
+int tds_store_detail_attempts_prune(struct tds_store *s, const char *org)
+{
+    /* past the longest backoff by a day: the row got its detail, was
+     * deleted, or is no longer synced; bounded batches, index on next_at */
+    const char *p[] = {org};
+    return exec0(s,
+                 "DELETE FROM tds.detail_attempts WHERE ctid IN (SELECT ctid FROM "
+                 "tds.detail_attempts WHERE org_id = $1 AND next_at < now() - interval '1 day' "
+                 "LIMIT 1000)",
+                 1, p);
 }
 
 /* ---- requests ---- */

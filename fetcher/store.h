@@ -90,10 +90,19 @@ void tds_store_known_free(struct tds_known *k, size_t n);
 int tds_store_live_ids(struct tds_store *s, const struct tds_entity *e, const char *org,
                        int64_t before_wall_ms, char ***ids, size_t *n);
 
-/* Up to limit ids of live rows stored in list form only (is_detail false)
- * and last written before before_wall_ms: their detail is still owed. */
-int tds_store_list_only_ids(struct tds_store *s, const struct tds_entity *e, const char *org,
-                            int64_t before_wall_ms, int limit, char ***ids, size_t *n);
+/* Up to limit ids of live rows stored in list form only (is_detail false),
+ * last written before before_wall_ms and not asked for lately: their detail
+ * is still owed. Each id returned is recorded in tds.detail_attempts as
+ * asked for now; it is not returned again before backoff_ms, doubling with
+ * each attempt up to backoff_max_ms, unless its row is written again
+ * meanwhile. *ids malloc'd array of strings. 0, -EIO (tds_store_error) or
+ * -ENOMEM. */
+int tds_store_list_only_due(struct tds_store *s, const struct tds_entity *e, const char *org,
+                            int64_t before_wall_ms, int limit, int64_t backoff_ms,
+                            int64_t backoff_max_ms, char ***ids, size_t *n);
+/* Deletes up to 1,000 of org's tds.detail_attempts rows a day past their
+ * next_at. 0 or -EIO. */
+int tds_store_detail_attempts_prune(struct tds_store *s, const char *org);
 
 /* ---- requests ---- */
 struct tds_request {

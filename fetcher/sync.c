@@ -45,6 +45,11 @@
  * group, a run or fetch lost to a crash) get their detail fetched by id. */
 #define SWEEP_EVERY_MS 10000
 #define SWEEP_AGE_MS 30000
+/* A row the sweep asked for is not asked for again before this, doubling
+ * with each attempt (tds.detail_attempts): a detail the processor rejects,
+ * or an answer without the record, leaves the row in list form for good. */
+#define SWEEP_BACKOFF_MS 600000
+#define SWEEP_BACKOFF_MAX_MS 86400000
 #define SWEEP_MAX 200
 /* Ingress messages whose answering page was committed, remembered so that a
  * resend (its ack was late) is acked at once instead of fetched again. */
@@ -297,12 +302,13 @@ struct tds_sync {
     int64_t tick_id;
     int64_t next_sweep_ms;
     bool stopping;
-    struct tds_series *m_inflight, *m_inflight_bytes, *m_dropped;
+    struct tds_series *m_inflight, *m_inflight_bytes, *m_dropped, *m_no_record;
     struct idset answered;          /* origin \x1f id of committed answers */
     char **answered_ring;           /* ANSWERED_MAX, oldest evicted first */
     size_t answered_pos;
     struct tds_log_limit send_log;
     struct tds_log_limit resend_log;
+    struct tds_log_limit no_record_log;
 };
 
 static void run_step(struct run *r);
@@ -1583,6 +1589,16 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
             m.u.page.records = &rec;
             m.u.page.n_records = 1;
             send = true;
+        } else {
+            /* Asking again gets the same answer: count it, log it, and
+             * release whoever asked, like a fatal answer. */
+            if (s->m_no_record)
+                tds_series_inc(s->m_no_record, 1);
+            tds_log_limited(&s->no_record_log, TDS_LOG_WARN, &o->lctx,
+                            "fetch of %s %s answered code 0 without '%s', skipping", fc->e->name,
+                            fc->id, fc->e->detail_key);
+            close_requests(s, fc->acks.reqs, fc->acks.n_reqs);
+            ack_only(s, o, o->org->org_id, fc->e->name, &fc->acks);
         }
     } else if (res->cls == TDS_ZAPI_NOTFOUND) {
         m.u.page.deleted_ids = del;
@@ -1927,12 +1943,15 @@ static void sweep_list_only(struct tds_sync *s)
     int64_t now = tds_now_ms();
     if (now < s->next_sweep_ms)
         return;
-    s->next_sweep_ms = now + SWEEP_EVERY_MS;
+    s->next_sweep_ms = now + s->cfg.sweep_every_ms;
     int64_t before = tds_wall_ms() - SWEEP_AGE_MS;
     for (size_t i = 0; i < s->n_o; i++) {
         struct org_rt *o = &s->o[i];
         if (!o->owned || o->n_fq > 0)
             continue;
+        if (tds_store_detail_attempts_prune(s->store, o->org->org_id) != 0)
+            tds_log_limited(&s->send_log, TDS_LOG_WARN, &o->lctx,
+                            "could not prune tds.detail_attempts: %s", tds_store_error(s->store));
         for (size_t k = 0; k < tds_entity_count(); k++) {
             const struct tds_entity *e = tds_entity_at(k);
             if (!e->detail_path || !tds_sync_org_syncs(o->org, e))
@@ -1941,7 +1960,9 @@ static void sweep_list_only(struct tds_sync *s)
                 continue; /* the run fetches the detail of what it lists */
             char **ids = NULL;
             size_t n = 0;
-            if (tds_store_list_only_ids(s->store, e, o->org->org_id, before, SWEEP_MAX, &ids, &n) != 0) {
+            if (tds_store_list_only_due(s->store, e, o->org->org_id, before, SWEEP_MAX,
+                                        s->cfg.sweep_backoff_ms, s->cfg.sweep_backoff_max_ms, &ids,
+                                        &n) != 0) {
                 tds_log_limited(&s->send_log, TDS_LOG_WARN, &o->lctx,
                                 "could not read rows in list form: %s", tds_store_error(s->store));
                 return;
@@ -2020,6 +2041,15 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
         s->cfg.max_inflight = 2;
     if (s->cfg.fetch_queue_max <= 0)
         s->cfg.fetch_queue_max = 100000;
+    if (s->cfg.sweep_every_ms <= 0)
+        s->cfg.sweep_every_ms = SWEEP_EVERY_MS;
+    if (s->cfg.sweep_backoff_ms <= 0)
+        s->cfg.sweep_backoff_ms = SWEEP_BACKOFF_MS;
+    if (s->cfg.sweep_backoff_max_ms < s->cfg.sweep_backoff_ms)
+        s->cfg.sweep_backoff_max_ms = s->cfg.sweep_backoff_ms > SWEEP_BACKOFF_MAX_MS
+                                          ? s->cfg.sweep_backoff_ms
+                                          : SWEEP_BACKOFF_MAX_MS;
+    s->no_record_log.interval_ms = 60000;
     s->origin = strdup(cfg->origin);
     s->o = calloc(orgs->n ? orgs->n : 1, sizeof(*s->o));
     if (!s->origin || !s->o)
@@ -2032,6 +2062,9 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
         s->m_dropped = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_fetches_dropped_total",
                                        "Fetch-by-id requests not served here (queue full, unknown organization or entity, or could not hand to the owner)",
                                        "", NULL, 0);
+        s->m_no_record = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_detail_without_record_total",
+                                         "Fetches by id answered with code 0 but without the record's key (not sent on; the sweep asks again with its backoff)",
+                                         "", NULL, 0);
     }
     for (size_t i = 0; i < orgs->n; i++) {
         struct org_rt *o = &s->o[i];

@@ -701,6 +701,54 @@ def test_rows_left_in_list_form_get_their_detail(procs, db, sim, tmp_path):
     p.compare("60001", "items")
 
 
+def test_rejected_detail_is_not_asked_for_at_every_sweep(procs, db, sim, tmp_path):
+    """A row in list form whose detail the processor rejects stays in list
+    form: the sweep asks Zoho for it once, then waits (10 min doubling to a
+    day, tds.detail_attempts), instead of asking at every look."""
+    s = sim(orgs=[small_org(contacts=5)])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_SWEEP_MS": "1000"})
+    f = p.start_fetcher()
+    p.sync("60001", "contacts", "full")
+    bad = str(s.invalid("60001", "contacts", n=1, kind="bad_number")["created"][0]["id"])
+    # its list record as a LIST write would have left it
+    db.query("INSERT INTO zoho.contacts SELECT (jsonb_populate_record(NULL::zoho.contacts, "
+             "to_jsonb(c) || jsonb_build_object('contact_id', %s::text, 'is_detail', false, "
+             "'synced_at', now() - interval '1 minute'))).* FROM zoho.contacts c LIMIT 1 "
+             "RETURNING 1", bad)
+    s.reset_stats()
+
+    def calls():
+        return s.stats()["orgs"]["60001"]["endpoints"]["contacts.detail"]
+
+    def rejected():
+        return db.query("SELECT count(*) FROM tds.rejected WHERE zoho_id = %s", bad)[0][0]
+
+    wait_until(lambda: rejected() >= 1, timeout=30, what="the detail rejected")
+    # some twenty looks, one call
+    time.sleep(20)
+    assert calls() == 1, calls()
+    assert rejected() == 1
+    att = db.query("SELECT attempts, round(extract(epoch FROM next_at - asked_at)) "
+                   "FROM tds.detail_attempts WHERE zoho_id = %s", bad)
+    assert att == [(1, 600)], att
+    # once due (as if ten minutes had passed), asked again, then twice as late
+    db.query("UPDATE tds.detail_attempts SET next_at = now() WHERE zoho_id = %s RETURNING 1", bad)
+    wait_until(lambda: calls() == 2, timeout=30, what="the second attempt")
+    wait_until(lambda: rejected() == 2, timeout=30, what="the second rejection")
+    att = db.query("SELECT attempts, round(extract(epoch FROM next_at - asked_at)) "
+                   "FROM tds.detail_attempts WHERE zoho_id = %s", bad)
+    assert att == [(2, 1200)], att
+    # a row written again since the last attempt is due at once
+    db.query("UPDATE zoho.contacts SET synced_at = now() - interval '1 minute' "
+             "WHERE contact_id = %s RETURNING 1", bad)
+    wait_until(lambda: calls() == 3, timeout=30, what="the attempt after a write")
+    att = db.query("SELECT attempts FROM tds.detail_attempts WHERE zoho_id = %s", bad)
+    assert att == [(1,)], att
+    time.sleep(3)
+    assert calls() == 3
+    assert "rows only in list form" in f.stderr_text()
+
+
 def test_invalid_refresh_token_pauses_the_org(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(items=10)])
     p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", refresh_token="1000.wrong")])
