@@ -309,6 +309,8 @@ struct tds_sync {
     struct tds_log_limit send_log;
     struct tds_log_limit resend_log;
     struct tds_log_limit no_record_log;
+    struct tds_series *m_bad_id;
+    struct tds_log_limit bad_id_log;
 };
 
 static void run_step(struct run *r);
@@ -1077,6 +1079,32 @@ static void send_list_page(struct run *r, const char *body, struct tds_span *spa
         run_fail(r, "could not encode list page: %d", rc);
 }
 
+/* A list record whose id is not one (tds_zoho_id_ok) or cannot be read
+ * (id NULL): counted and logged; its detail is not asked for. */
+static void bad_list_id(struct run *r, size_t i, const char *id)
+{
+    struct tds_sync *s = r->o->s;
+    char shown[48];
+    size_t n = 0;
+    /* a printable sketch of it: what is not an id character shows as '?' */
+    for (; id && id[n] && n < 32; n++) {
+        char c = id[n];
+        shown[n] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                           c == '_' || c == '-' || c == '.'
+                       ? c
+                       : '?';
+    }
+    shown[n] = '\0';
+    if (s->m_bad_id)
+        tds_series_inc(s->m_bad_id, 1);
+    tds_log_limited(&s->bad_id_log, TDS_LOG_WARN, &r->lctx,
+                    "list page %lld of %s: record %zu has %s '%s%s' (%zu bytes), not fetching its "
+                    "detail (the processor rejects it)",
+                    (long long)r->next_page, r->e->name, i + 1,
+                    id ? "an invalid id" : "an unreadable id", shown,
+                    id && strlen(id) > n ? "..." : "", id ? strlen(id) : (size_t)0);
+}
+
 static void on_list(const struct tds_api_result *res, void *ud)
 {
     struct run *r = ud;
@@ -1130,8 +1158,17 @@ static void on_list(const struct tds_api_result *res, void *ud)
         /* A record without a readable id still goes to the processor, which
          * rejects it visibly (tds.rejected); we just cannot fetch its detail. */
         char *id = NULL;
-        if (tds_json_scalar(rec, spans[i].len, r->e->id_field, idbuf, sizeof(idbuf)) == 0 &&
-            !(id = strdup(idbuf))) {
+        int irc = tds_json_scalar(rec, spans[i].len, r->e->id_field, idbuf, sizeof(idbuf));
+        if (irc == 0 && !tds_zoho_id_ok(idbuf)) {
+            /* Bytes that are not UTF-8 made PostgreSQL refuse the whole
+             * id array, failing the run on every retry: the entity never
+             * synced again. Its record still goes on, to be rejected. */
+            bad_list_id(r, i, idbuf);
+            irc = TDS_E_INVALID;
+        } else if (irc != 0 && irc != TDS_E_NOTFOUND) {
+            bad_list_id(r, i, NULL);
+        }
+        if (irc == 0 && !(id = strdup(idbuf))) {
             run_fail(r, "out of memory reading a list page");
             break;
         }
@@ -2050,6 +2087,7 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
                                           ? s->cfg.sweep_backoff_ms
                                           : SWEEP_BACKOFF_MAX_MS;
     s->no_record_log.interval_ms = 60000;
+    s->bad_id_log.interval_ms = 60000;
     s->origin = strdup(cfg->origin);
     s->o = calloc(orgs->n ? orgs->n : 1, sizeof(*s->o));
     if (!s->origin || !s->o)
@@ -2062,6 +2100,9 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
         s->m_dropped = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_fetches_dropped_total",
                                        "Fetch-by-id requests not served here (queue full, unknown organization or entity, or could not hand to the owner)",
                                        "", NULL, 0);
+        s->m_bad_id = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_list_bad_ids_total",
+                                      "List records whose id is not a valid Zoho id (not UTF-8, not [0-9A-Za-z_.-], over 64 bytes) or unreadable: passed on to be rejected, detail not fetched",
+                                      "", NULL, 0);
         s->m_no_record = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_detail_without_record_total",
                                          "Fetches by id answered with code 0 but without the record's key (not sent on; the sweep asks again with its backoff)",
                                          "", NULL, 0);

@@ -522,3 +522,16 @@ int tds_json_scalar(const char *body, size_t len, const char *key, char *out, si
     out[n] = '\0';
     return 0;
 }
+
+bool tds_zoho_id_ok(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char c = s[n];
+        if (n >= TDS_ZOHO_ID_MAX ||
+            !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '_' || c == '-' || c == '.'))
+            return false;
+    }
+    return n > 0;
+}

@@ -99,4 +99,12 @@ bool tds_json_complete(const char *body, size_t len);
  * TDS_E_INVALID (not a scalar, escaped, malformed) or TDS_E_TOO_LARGE. */
 int tds_json_scalar(const char *body, size_t len, const char *key, char *out, size_t cap);
 
+/* Whether s (NUL-terminated, as tds_json_scalar gives it) is an id the
+ * processor accepts: 1 to TDS_ZOHO_ID_MAX bytes of [0-9A-Za-z_.-] (Zoho's
+ * are 18-19 digits). Anything else (bytes that are not UTF-8, control
+ * characters, a 4 KB string) must not reach SQL or a URL path: the processor
+ * rejects such a record anyway. */
+#define TDS_ZOHO_ID_MAX 64
+bool tds_zoho_id_ok(const char *s);
+
 #endif

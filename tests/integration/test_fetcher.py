@@ -1027,6 +1027,32 @@ def test_invalid_records_do_not_stop_a_run(procs, db, sim, tmp_path):
     assert truth <= live, sorted(truth - live)[:5]
 
 
+def test_a_list_record_with_a_non_utf8_id_does_not_stop_the_entity(procs, db, sim, tmp_path):
+    """An id that is not UTF-8 made PostgreSQL refuse the run's id array:
+    every run of the entity failed, its cursor never moved. The record is
+    now passed on for the processor to reject, its detail not asked for,
+    and the run completes."""
+    s = sim(orgs=[small_org(contacts=20)])
+    bad = str(s.invalid("60001", "contacts", n=1, kind="bad_utf8_id")["created"][0]["id"])
+    p = Pipeline(procs, db, s, tmp_path)
+    f = p.start_fetcher()
+    runs = p.sync("60001", "contacts", "full")
+    assert [r["status"] for r in runs] == ["completed"], runs
+    assert runs[0]["records_rejected"] == 1, runs
+    rej = db.query("SELECT stage, reason FROM tds.rejected WHERE entity = 'contacts'")
+    assert len(rej) == 1 and rej[0][0] == "processor", rej
+    # (the truth would show the raw byte too: count instead)
+    live = {k for k, v in p.db_rows("60001", "contacts").items() if not v["deleted"]}
+    assert len(live) == 20 and bad not in live, sorted(live)
+    assert db.query("SELECT count(*) FROM zoho.contacts WHERE NOT is_detail")[0][0] == 0
+    assert f.metric("tds_fetcher_list_bad_ids_total") >= 1
+    assert "has an invalid id" in f.stderr_text()
+    # and the next run too: the entity keeps syncing
+    runs = p.sync("60001", "contacts", "incremental")
+    assert [r["status"] for r in runs] == ["completed"], runs
+    assert s.stats()["orgs"]["60001"]["endpoints"]["contacts.detail"] == 20
+
+
 @pytest.mark.parametrize("product,stock", [("books", "locations"), ("inventory", "warehouses")])
 def test_items_use_batch_details(procs, db, sim, tmp_path, product, stock):
     """Inventory and Books answer 100 items' details per call (GET

@@ -23,8 +23,11 @@ enum zs_ent { ZS_WAREHOUSES, ZS_ITEM_GROUPS, ZS_ITEMS, ZS_CONTACTS, ZS_SALESORDE
 enum zs_product { ZS_INVENTORY = 1u << 0, ZS_BOOKS = 1u << 1 };
 
 /* Kinds of deliberately broken records (/_sim/invalid). */
+/* ZS_BAD_UTF8_ID: the record's id carries bytes that are not UTF-8 in what
+ * the API serves (the control endpoints show the plain id); not part of
+ * "mixed", which cycles through the kinds before it. */
 enum zs_invalid { ZS_VALID = 0, ZS_BAD_ID, ZS_BAD_NUMBER, ZS_BAD_DATE, ZS_BAD_MODIFIED,
-                  ZS_INVALID_KINDS };
+                  ZS_BAD_UTF8_ID, ZS_INVALID_KINDS };
 
 enum zs_sort { ZS_SORT_CREATED, ZS_SORT_MODIFIED, ZS_SORT_NAME, ZS_SORT_COUNT };
 

@@ -70,6 +70,14 @@ static void kid(struct zs_jw *w, const struct zs_org *o, const char *k, uint64_t
 static void k_idtext(struct zs_jw *w, const struct zs_org *o, const char *k,
                      const struct zs_rec *r)
 {
+    if (r->invalid == ZS_BAD_UTF8_ID) {
+        /* digits, then a byte that starts no UTF-8 sequence, sent raw */
+        char id[40];
+        int n = snprintf(id, sizeof(id), "%llu\xff", (unsigned long long)r->id);
+        zs_jw_key(w, k);
+        zs_jw_strn(w, id, (size_t)n);
+        return;
+    }
     if (r->invalid != ZS_BAD_ID) {
         kid(w, o, k, r->id);
         return;

@@ -905,8 +905,8 @@ static void reset_stats(struct zs_sim *s)
     zs_hooks_reset_stats(s->hooks);
 }
 
-static const char *const invalid_names[ZS_INVALID_KINDS] = {"valid", "bad_id", "bad_number",
-                                                            "bad_date", "bad_modified"};
+static const char *const invalid_names[ZS_INVALID_KINDS] = {
+    "valid", "bad_id", "bad_number", "bad_date", "bad_modified", "bad_utf8_id"};
 
 /* GET /_sim/truth/{org}/{entity}[?offset=&limit=&form=list] */
 static void ctl_truth(struct zs_sim *s, struct MHD_Connection *c, const char *path,
@@ -1060,7 +1060,8 @@ static void ctl_invalid(struct zs_sim *s, json_t *j, struct reply *r)
                 fixed = k;
         if (!fixed) {
             r->status = 400;
-            r->body = ctl_error("kind must be bad_id, bad_number, bad_date, bad_modified or mixed",
+            r->body = ctl_error("kind must be bad_id, bad_number, bad_date, bad_modified, "
+                                "bad_utf8_id or mixed",
                                 &r->len);
             return;
         }
@@ -1076,7 +1077,7 @@ static void ctl_invalid(struct zs_sim *s, json_t *j, struct reply *r)
     zs_jw_key(&w, "created");
     zs_jw_arr(&w);
     for (int64_t i = 0; i < n; i++) {
-        int kd = fixed ? fixed : 1 + (int)(i % (ZS_INVALID_KINDS - 1));
+        int kd = fixed ? fixed : 1 + (int)(i % (ZS_BAD_UTF8_ID - 1));
         zs_jw_obj(&w);
         zs_jw_key(&w, "id");
         zs_sim_mutate(s, o, (enum zs_ent)e, ZS_MUT_CREATE, 1, (enum zs_invalid)kd, 0, &w);

@@ -196,6 +196,23 @@ static void test_spans(void)
     T_INT(tds_json_array_spans(deep, k, "items", &sp, &n), ==, TDS_E_INVALID);
 }
 
+static void test_id_ok(void)
+{
+    T_TRUE(tds_zoho_id_ok("460000000012345"));
+    T_TRUE(tds_zoho_id_ok("abc_DEF-1.2"));
+    T_TRUE(!tds_zoho_id_ok(""));
+    T_TRUE(!tds_zoho_id_ok("12\xff"));       /* not UTF-8 */
+    T_TRUE(!tds_zoho_id_ok("12\xc3\xa9"));  /* UTF-8, but not an id */
+    T_TRUE(!tds_zoho_id_ok("12 34"));
+    T_TRUE(!tds_zoho_id_ok("12/34"));
+    char big[TDS_ZOHO_ID_MAX + 2];
+    memset(big, '1', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    T_TRUE(!tds_zoho_id_ok(big));
+    big[TDS_ZOHO_ID_MAX] = '\0';
+    T_TRUE(tds_zoho_id_ok(big));
+}
+
 int main(void)
 {
     T_RUN(test_time_parse);
@@ -203,5 +220,6 @@ int main(void)
     T_RUN(test_classify);
     T_RUN(test_oauth);
     T_RUN(test_spans);
+    T_RUN(test_id_ok);
     return 0;
 }
