@@ -661,6 +661,23 @@ static enum MHD_Result handle_api(struct zs_server *srv, struct MHD_Connection *
         atomic_fetch_add(&st->faults, 1);
         zs_sim_sleep(s, f.slow_ms);
     }
+    if (f.deny_mask) {
+        /* A scope the token lacks: this entity is refused whatever the token,
+         * while the same token works for the others. */
+        enum zs_ent de;
+        bool dloc = false;
+        const char *did = NULL;
+        bool hit = !strcmp(rest, "/itemdetails") ? (f.deny_mask & (1u << ZS_ITEMS)) != 0
+                   : route(rest, product, &de, &dloc, &did) == 0 && (f.deny_mask & (1u << de));
+        if (hit) {
+            atomic_fetch_add(&st->denied, 1);
+            r.status = f.deny_status ? f.deny_status : 401;
+            r.body = zoho_error(57, "You are not authorized to perform this operation", &r.len);
+            ret = send_reply(c, &r);
+            zs_limits_leave(lim);
+            return ret;
+        }
+    }
     double x = zs_sim_rand(s);
     if (x < f.p_reset) {
         atomic_fetch_add(&st->faults, 1);
@@ -826,6 +843,7 @@ static void stats_json(struct zs_sim *s, struct zs_jw *w)
         zs_jw_kint(w, "404", (int64_t)atomic_load(&st->r404));
         zs_jw_kint(w, "400", (int64_t)atomic_load(&st->r400));
         zs_jw_kint(w, "faults", (int64_t)atomic_load(&st->faults));
+        zs_jw_kint(w, "denied", (int64_t)atomic_load(&st->denied));
         zs_jw_kint(w, "peak_concurrency", zs_limits_peak(&s->limits[i]));
         {
             int64_t counts[ZS_WINDOWS_KEPT], seq;
@@ -895,6 +913,7 @@ static void reset_stats(struct zs_sim *s)
         atomic_store(&st->r404, 0);
         atomic_store(&st->r400, 0);
         atomic_store(&st->faults, 0);
+        atomic_store(&st->denied, 0);
         atomic_store(&st->mutations, 0);
         atomic_store(&st->stream_mutations, 0);
         zs_limits_reset_peak(&s->limits[i]);
@@ -1094,11 +1113,20 @@ static void faults_json(struct zs_sim *s, struct reply *r)
 {
     struct zs_faults f;
     zs_sim_get_faults(s, &f);
-    json_t *j = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I}", "p500", f.p500, "p502",
+    json_t *j = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:I}", "p500", f.p500, "p502",
                           f.p502, "p503", f.p503, "p_slow", f.p_slow, "p_truncate", f.p_truncate,
                           "p_reset", f.p_reset, "p_expired_token_200", f.p_expired_token_200,
                           "p400", f.p400, "slow_ms", (json_int_t)f.slow_ms, "token_hang_ms",
-                          (json_int_t)f.token_hang_ms);
+                          (json_int_t)f.token_hang_ms, "deny_status",
+                          (json_int_t)(f.deny_status ? f.deny_status : 401));
+    json_t *deny = json_array();
+    for (int e = 0; j && deny && e < ZS_ENT_COUNT; e++)
+        if (f.deny_mask & (1u << e))
+            json_array_append_new(deny, json_string(zs_ent_name((enum zs_ent)e)));
+    if (j && deny)
+        json_object_set_new(j, "deny", deny);
+    else
+        json_decref(deny);
     r->status = 200;
     r->body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     r->len = r->body ? strlen(r->body) : 0;
@@ -1119,6 +1147,18 @@ static void ctl_faults(struct zs_sim *s, json_t *j, struct reply *r)
     f->p_reset = jnum(j, "p_reset", f->p_reset);
     f->p_expired_token_200 = jnum(j, "p_expired_token_200", f->p_expired_token_200);
     f->p400 = jnum(j, "p400", f->p400);
+    json_t *deny = json_object_get(j, "deny");
+    if (json_is_array(deny)) {
+        f->deny_mask = 0;
+        size_t i;
+        json_t *v;
+        json_array_foreach(deny, i, v) {
+            int e = json_is_string(v) ? zs_ent_parse(json_string_value(v)) : -1;
+            if (e >= 0)
+                f->deny_mask |= 1u << e;
+        }
+    }
+    f->deny_status = (int)jint(j, "deny_status", f->deny_status);
     f->slow_ms = jint(j, "slow_ms", f->slow_ms);
     json_t *th = json_object_get(j, "token_hang");
     if (json_is_true(th))

@@ -27,12 +27,16 @@ struct zs_org_stats {
     atomic_uint_fast64_t locations, itemdetails, other;
     atomic_uint_fast64_t r429_44, r429_45, r429_1070, r401, r404, r400;
     atomic_uint_fast64_t faults;
+    atomic_uint_fast64_t denied;                /* refused by the deny fault (code 57) */
     atomic_uint_fast64_t mutations, stream_mutations;
 };
 
 struct zs_faults {
     double p500, p502, p503, p_slow, p_truncate, p_reset, p_expired_token_200;
     double p400;             /* 400 code 2 "Invalid value passed": a refusal no retry mends */
+    unsigned deny_mask;      /* entities (1 << zs_ent) refused with code 57: a token whose
+                              * scope lacks them (every token, every time) */
+    int deny_status;         /* HTTP status of those refusals; 401 when 0 */
     int64_t slow_ms;
     int64_t token_hang_ms;   /* every token request waits this long */
 };
