@@ -33,6 +33,7 @@ struct call {
     int attempts;       /* transient failures so far */
     int auth_refreshes; /* forced refreshes for this call */
     int auth_same_token; /* code 57 under 200 retried without a refresh */
+    bool last_try;      /* withdrawn while in flight: its answer is final */
     int64_t not_before_ms;
     int64_t ticket;
     int64_t sent_ms;
@@ -216,6 +217,25 @@ void tds_api_cancel_all(struct tds_api *a)
     if (a->timer_id > 0)
         tds_loop_timer_cancel(a->loop, a->timer_id);
     a->timer_id = 0;
+}
+
+size_t tds_api_withdraw(struct tds_api *a, tds_api_match_cb match, tds_api_match_cb dispose,
+                        void *arg)
+{
+    size_t n = 0;
+    for (struct call *c = a->qhead, *next; c; c = next) {
+        next = c->next;
+        if (!match(c->cb, c->ud, arg))
+            continue;
+        q_remove(a, c);
+        dispose(c->cb, c->ud, arg);
+        call_free(c);
+        n++;
+    }
+    for (struct call *c = a->running; c; c = c->next)
+        if (match(c->cb, c->ud, arg))
+            c->last_try = true;
+    return n;
 }
 
 struct tds_api *tds_api_free(struct tds_api *a)
@@ -481,6 +501,15 @@ static void on_done(const struct tds_http_resp *resp, void *ud)
         snprintf(st, sizeof(st), "error");
     count(a, c, st);
 
+    if (c->last_try && cls != TDS_ZAPI_OK && cls != TDS_ZAPI_NOTFOUND) {
+        /* withdrawn in flight (its owner gave up): no retry, no refresh */
+        char err[TDS_HTTP_ERR_MAX + 96];
+        snprintf(err, sizeof(err), "%s failed (%s), not tried again: withdrawn", c->endpoint,
+                 resp->transport_ok ? tds_zapi_class_name(cls) : resp->error);
+        finish(a, c, cls, code, resp->status, resp->body, resp->len, err);
+        pump(a);
+        return;
+    }
     switch (cls) {
     case TDS_ZAPI_OK:
     case TDS_ZAPI_NOTFOUND:

@@ -11,6 +11,7 @@
 #ifndef TDS_FETCHER_API_H
 #define TDS_FETCHER_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -64,6 +65,17 @@ int tds_api_get_first(struct tds_api *a, const char *endpoint, const char *path,
 /* Drop every queued and running call; each callback runs once with
  * TDS_ZAPI_FATAL and error "cancelled" (ownership lost, shutdown). */
 void tds_api_cancel_all(struct tds_api *a);
+/* Whether a call belongs to what is being withdrawn (arg); must not call
+ * into this module. */
+typedef bool (*tds_api_match_cb)(tds_api_cb cb, void *ud, void *arg);
+/* Withdraw the calls match() picks: those not sent yet (queued, or waiting
+ * out a backoff) are never sent, their callbacks never run, and dispose(cb,
+ * ud, arg) runs once for each so its owner can free ud (it must not call into
+ * this module either); those in flight finish, but are not tried again: any
+ * answer but a success or a 1002 reaches their callback as a failure. Safe
+ * from inside a callback of this module. Returns how many were not sent. */
+size_t tds_api_withdraw(struct tds_api *a, tds_api_match_cb match, tds_api_match_cb dispose,
+                        void *arg);
 /* Something changed (token refreshed): try to send now. */
 void tds_api_kick(struct tds_api *a);
 size_t tds_api_queued(const struct tds_api *a);

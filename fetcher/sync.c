@@ -633,6 +633,9 @@ static void count_run(struct run *r, const char *status)
     free(oe);
 }
 
+static bool run_call(tds_api_cb cb, void *ud, void *arg);
+static bool run_call_dispose(tds_api_cb cb, void *ud, void *arg);
+
 static void run_fail(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void run_fail(struct run *r, const char *fmt, ...)
 {
@@ -645,8 +648,17 @@ static void run_fail(struct run *r, const char *fmt, ...)
     tds_utf8_trim(r->error); /* stored as text (tds.sync_runs.error) */
     va_end(ap);
     r->failed = true;
+    /* Its calls not sent yet would only have their answers thrown away (the
+     * retried run asks again): up to two batches of detail calls, each with
+     * its own retries, against a daily quota. Calls in flight finish, with
+     * no further tries. */
+    size_t withdrawn = tds_api_withdraw(r->o->api, run_call, run_call_dispose, r);
     count_run(r, "failed");
-    tds_log(TDS_LOG_ERROR, &r->lctx, "sync run failed: %s", r->error);
+    if (withdrawn)
+        tds_log(TDS_LOG_ERROR, &r->lctx, "sync run failed: %s (%zu calls not sent yet withdrawn)",
+                r->error, withdrawn);
+    else
+        tds_log(TDS_LOG_ERROR, &r->lctx, "sync run failed: %s", r->error);
     tds_store_run_progress(s->store, r->id, r->pages_fetched, r->records_fetched, r->records_walked,
                            r->api_calls);
     tds_store_run_fail(s->store, r->id, r->error);
@@ -978,6 +990,41 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
         batch_done(b);
 }
 
+static void on_list(const struct tds_api_result *res, void *ud);
+
+/* tds_api_withdraw: the calls of run arg (a failed one). */
+static bool run_call(tds_api_cb cb, void *ud, void *arg)
+{
+    if (cb == on_detail)
+        return ((struct dcall *)ud)->b->r == arg;
+    if (cb == on_bulk)
+        return ((struct bcall *)ud)->b->r == arg;
+    return cb == on_list && ud == arg;
+}
+
+/* A withdrawn call counts as answered, without an answer. Its batch is not
+ * completed here (the callback chain that failed the run may hold it): a
+ * failed run's batches are freed with the run, or by batch_done when its
+ * last call in flight ends. */
+static bool run_call_dispose(tds_api_cb cb, void *ud, void *arg)
+{
+    struct run *r = arg;
+    if (cb == on_detail) {
+        struct dcall *dc = ud;
+        dc->b->got++;
+        free(dc->id);
+        free(dc);
+    } else if (cb == on_bulk) {
+        struct bcall *bc = ud;
+        bc->b->got += bc->n;
+        bcall_free(bc);
+    } else {
+        r->list_busy = false;
+    }
+    r->outstanding--;
+    return true;
+}
+
 static int queue_bulk(struct batch *b, char **ids, size_t n)
 {
     struct run *r = b->r;
@@ -1034,6 +1081,10 @@ static int start_batch(struct run *r, char **ids, size_t n)
     if (use_bulk(r)) {
         for (size_t i = 0; i < n; i += BULK_MAX) {
             size_t k = n - i < BULK_MAX ? n - i : BULK_MAX;
+            if (r->failed) {
+                b->want -= k; /* not asked for a failed run */
+                continue;
+            }
             if (queue_bulk(b, ids + i, k) != 0) {
                 b->want -= k; /* never asked: count them answered */
                 run_fail(r, "out of memory queueing detail calls");
@@ -1041,6 +1092,10 @@ static int start_batch(struct run *r, char **ids, size_t n)
         }
     } else {
         for (size_t i = 0; i < n; i++) {
+            if (r->failed) {
+                b->want--; /* not asked for a failed run */
+                continue;
+            }
             if (queue_detail(b, ids[i]) != 0) {
                 b->want--;
                 run_fail(r, "out of memory queueing detail calls");

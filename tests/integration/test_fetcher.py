@@ -272,6 +272,38 @@ def test_persistent_5xx_fails_the_run_clearly_then_it_is_retried(procs, db, sim,
     p.compare("60001", "items")
 
 
+def test_a_failed_run_sends_none_of_its_queued_calls(procs, db, sim, tmp_path):
+    """A run that fails mid-way withdraws its detail calls not sent yet:
+    their answers would be thrown away and the retried run asks again."""
+    s = sim(orgs=[small_org(items=5, contacts=300, invoices=5, salesorders=5, groups=2)],
+            extra_args=["--minute-ms", "10000", "--rate-per-min", "1000"])
+    p = Pipeline(procs, db, s, tmp_path,
+                 fetcher_env={"TDS_FETCHER_MINUTE_MS": "10000", "TDS_FETCHER_MAX_ATTEMPTS": "2"},
+                 orgs=[org_spec("60001", rate_per_min=1000)])
+    f = p.start_fetcher()
+    rid = p.request("60001", "contacts", "full")   # a detail call per contact, 100 a second
+    wait_until(lambda: s.stats()["orgs"]["60001"]["endpoints"]["contacts.detail"] >= 5,
+               timeout=30, what="detail calls", interval=0.01)
+    # Every call fails from now on. Each detail call waits out its backoff
+    # behind the first tries of the others, so when the first fails twice and
+    # ends the run, most of the page's calls wait for their second try.
+    s.faults(p500=1.0)
+    wait_until(lambda: any(r["status"] == "failed" for r in p.runs(rid)), timeout=30,
+               what="the run to fail", interval=0.05)
+    before = s.stats()["orgs"]["60001"]["requests"]
+    m = re.search(r"\((\d+) calls not sent yet withdrawn\)", f.stderr_text())
+    assert m and int(m.group(1)) >= 50, m
+    time.sleep(4)
+    # Before, those calls went on (at 100 a second); now only the retried
+    # run's list call reaches Zoho (two tries, 2 s after the failure).
+    sent = s.stats()["orgs"]["60001"]["requests"] - before
+    assert sent <= 6, sent
+    s.faults(clear=True)
+    runs = p.wait_request(rid, timeout=120)
+    assert runs[0]["status"] == "failed" and runs[-1]["status"] == "completed", runs
+    p.compare("60001", "contacts")
+
+
 def test_incremental_after_mutations_then_reconcile(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(items=250, contacts=20, invoices=20, salesorders=20, groups=3)],
             extra_args=["--minute-ms", "1000", "--rate-per-min", "400"])
