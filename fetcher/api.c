@@ -33,6 +33,7 @@ struct call {
     int attempts;       /* transient failures so far */
     int auth_refreshes; /* forced refreshes for this call */
     int auth_same_token; /* code 57 under 200 retried without a refresh */
+    bool denied;        /* finished because the endpoint is refused to the token */
     bool last_try;      /* withdrawn while in flight: its answer is final */
     int64_t not_before_ms;
     int64_t ticket;
@@ -69,6 +70,25 @@ struct tds_api {
     struct tds_log_limit wait_log;
 
     struct tds_series *m_quota, *m_seconds;
+
+    /* Endpoints refused to a token that works (a missing scope): their calls
+     * fail at once until retry_ms, then one is sent to ask again. */
+    struct denial *denials;
+    size_t n_denials;
+};
+
+/* Code 57 comes for a dead token and for a token whose scope lacks the
+ * module alike. Once the token is known to be good (it answers other calls,
+ * or a fresh one is refused too), a refused endpoint is a missing scope: no
+ * retry or refresh mends it, so it is not asked again for a long while. */
+#define DENY_BACKOFF_MS (15 * 60 * 1000)
+#define DENY_BACKOFF_MAX_MS (60 * 60 * 1000)
+
+struct denial {
+    char *endpoint;
+    char *error;
+    int64_t backoff_ms;
+    int64_t retry_ms; /* monotonic */
 };
 
 static void pump(struct tds_api *a);
@@ -190,7 +210,7 @@ void tds_api_cancel_all(struct tds_api *a)
 {
     /* Callbacks run with a failure so their owners can free what they hold;
      * owners that are shutting down know to do only that. */
-    struct tds_api_result r = {TDS_ZAPI_FATAL, -1, 0, "", 0, "cancelled", 0};
+    struct tds_api_result r = {TDS_ZAPI_FATAL, -1, 0, "", 0, "cancelled", 0, false};
     while (a->qhead) {
         struct call *c = a->qhead;
         q_remove(a, c);
@@ -238,11 +258,114 @@ size_t tds_api_withdraw(struct tds_api *a, tds_api_match_cb match, tds_api_match
     return n;
 }
 
+static struct denial *denial_find(struct tds_api *a, const char *endpoint)
+{
+    for (size_t i = 0; i < a->n_denials; i++)
+        if (strcmp(a->denials[i].endpoint, endpoint) == 0)
+            return &a->denials[i];
+    return NULL;
+}
+
+static void denial_drop(struct tds_api *a, struct denial *d)
+{
+    free(d->endpoint);
+    free(d->error);
+    *d = a->denials[--a->n_denials];
+}
+
+bool tds_api_denial_at(const struct tds_api *a, size_t i, const char **endpoint, const char **error,
+                       int64_t *retry_in_ms)
+{
+    if (i >= a->n_denials)
+        return false;
+    const struct denial *d = &a->denials[i];
+    *endpoint = d->endpoint;
+    *error = d->error;
+    int64_t left = d->retry_ms - tds_now_ms();
+    *retry_in_ms = left > 0 ? left : 0;
+    return true;
+}
+
+/* The OAuth scope a path needs, as Zoho names it ("ZohoInventory.invoices.READ"):
+ * the first path segment, except that settings pages and locations need
+ * settings, and item groups and the batch item call need items. */
+static void scope_of(const struct tds_api *a, const char *path, char *out, size_t cap)
+{
+    const char *p = path[0] == '/' ? path + 1 : path;
+    size_t l = strcspn(p, "/?");
+    const char *mod = p;
+    if ((l == 8 && strncmp(p, "settings", 8) == 0) || (l == 9 && strncmp(p, "locations", 9) == 0))
+        mod = "settings", l = 8;
+    else if (l > 4 && strncmp(p, "item", 4) == 0)
+        mod = "items", l = 5;
+    snprintf(out, cap, "%s.%.*s.READ", strcmp(a->base_path, "/books/v3") == 0 ? "ZohoBooks" : "ZohoInventory",
+             (int)(l > 64 ? 64 : l), mod);
+}
+
+/* Record (or extend) that the endpoint of c is refused to a working token.
+ * Returns the denial, NULL when out of memory (the call then fails with the
+ * same words, only the backoff is lost). */
+static struct denial *deny(struct tds_api *a, struct call *c, int64_t code, int64_t now)
+{
+    struct denial *d = denial_find(a, c->endpoint);
+    if (!d) {
+        struct denial *nd = realloc(a->denials, (a->n_denials + 1) * sizeof(*nd));
+        if (!nd)
+            return NULL;
+        a->denials = nd;
+        d = &nd[a->n_denials];
+        memset(d, 0, sizeof(*d));
+        if (!(d->endpoint = strdup(c->endpoint)))
+            return NULL;
+        a->n_denials++;
+    }
+    d->backoff_ms = d->backoff_ms ? d->backoff_ms * 2 : DENY_BACKOFF_MS;
+    if (d->backoff_ms > DENY_BACKOFF_MAX_MS)
+        d->backoff_ms = DENY_BACKOFF_MAX_MS;
+    d->retry_ms = now + d->backoff_ms;
+    char scope[96];
+    scope_of(a, c->path, scope, sizeof(scope));
+    struct tds_buf e = {0};
+    if (tds_buf_addf(&e,
+                     "zoho refuses %s to this token (code %lld, not authorized) while the token "
+                     "is good: its scope probably lacks %s; grant it and run 'tds-fetcher auth "
+                     "exchange'; asked again in %lld min",
+                     c->endpoint, (long long)code, scope, (long long)(d->backoff_ms / 60000)) == 0) {
+        free(d->error);
+        d->error = e.p;
+    } else {
+        tds_buf_deinit(&e);
+    }
+    tds_log(TDS_LOG_ERROR, &a->lctx, "%s", d->error ? d->error : c->endpoint);
+    tds_events_emit(a->events, "tds.zoho.api.denied", "org", a->org->org_id, "endpoint", c->endpoint,
+                    "scope", scope, NULL);
+    return d;
+}
+
+static void count_denied(struct tds_api *a, struct call *c)
+{
+    if (!a->metrics)
+        return;
+    char *ep = tds_metrics_escape(c->endpoint);
+    if (!ep)
+        return;
+    struct tds_series *s = tds_metrics_getf(
+        a->metrics, TDS_COUNTER, "tds_fetcher_api_denied_total",
+        "Zoho API calls failed because the token may not reach the endpoint (code 57, missing scope)",
+        "org=\"%s\",endpoint=\"%s\"", a->org_label, ep);
+    free(ep);
+    if (s)
+        tds_series_inc(s, 1);
+}
+
 struct tds_api *tds_api_free(struct tds_api *a)
 {
     if (!a)
         return NULL;
     tds_api_cancel_all(a);
+    while (a->n_denials)
+        denial_drop(a, &a->denials[0]);
+    free(a->denials);
     free(a->org_label);
     free(a);
     return NULL;
@@ -312,7 +435,7 @@ static void finish(struct tds_api *a, struct call *c, enum tds_zapi_class cls, i
                    const char *body, size_t len, const char *error)
 {
     struct tds_api_result r = {cls, code, status, body ? body : "", body ? len : 0, error,
-                               c->sent_wall_ms};
+                               c->sent_wall_ms, c->denied};
     if (cls != TDS_ZAPI_OK && cls != TDS_ZAPI_NOTFOUND) {
         char st[16];
         snprintf(st, sizeof(st), "%ld", status);
@@ -384,6 +507,15 @@ static void pump(struct tds_api *a)
         if (!c) {
             arm(a, now, earliest - now);
             break;
+        }
+        struct denial *den = denial_find(a, c->endpoint);
+        if (den && now < den->retry_ms) {
+            /* refused for want of a scope: not asked again before retry_ms */
+            q_remove(a, c);
+            count_denied(a, c);
+            c->denied = true;
+            finish(a, c, TDS_ZAPI_AUTH, 57, 0, NULL, 0, den->error ? den->error : "not authorized");
+            continue;
         }
         const char *token, *domain;
         int64_t wait;
@@ -512,11 +644,18 @@ static void on_done(const struct tds_http_resp *resp, void *ud)
     }
     switch (cls) {
     case TDS_ZAPI_OK:
-    case TDS_ZAPI_NOTFOUND:
+    case TDS_ZAPI_NOTFOUND: {
+        tds_oauth_worked(a->oauth, c->token, c->sent_wall_ms);
+        struct denial *d = denial_find(a, c->endpoint);
+        if (d) {
+            tds_log(TDS_LOG_INFO, &a->lctx, "zoho answers %s again: no longer refused", c->endpoint);
+            denial_drop(a, d);
+        }
         tds_events_emit(a->events, "tds.zoho.api.success", "org", a->org->org_id, "endpoint",
                         c->endpoint, NULL);
         finish(a, c, cls, code, resp->status, resp->body, resp->len, NULL);
         break;
+    }
     case TDS_ZAPI_RATE_MINUTE:
     case TDS_ZAPI_RATE_CONCURRENCY:
     case TDS_ZAPI_RATE_DAILY:
@@ -525,34 +664,50 @@ static void on_done(const struct tds_http_resp *resp, void *ud)
                         "zoho answered 429 code %lld on %s, backing off", (long long)code, c->endpoint);
         q_push(a, c, true);
         break;
-    case TDS_ZAPI_AUTH:
-        if (resp->status == 200 && c->auth_same_token < 1) {
+    case TDS_ZAPI_AUTH: {
+        /* Zoho answers code 57 both to a dead token and to a token whose
+         * scope lacks this module. A refusal drops the token only while
+         * nothing says it is good (tds_oauth_refused): one refused module
+         * must not cost every other call its token and the organization its
+         * few refreshes. */
+        struct denial *d = denial_find(a, c->endpoint);
+        int verdict = TDS_OAUTH_REFUSAL_KEPT;
+        if (!d && resp->status == 200 && c->auth_same_token < 1) {
             /* Code 57 under HTTP 200 has been seen with tokens that were
              * fine: ask once more before spending one of the few refreshes. */
             c->auth_same_token++;
             c->not_before_ms = now + 200;
             q_push(a, c, true);
-        } else if (c->auth_refreshes < 1) {
+            break;
+        }
+        if (!d && c->auth_refreshes < 1)
+            verdict = tds_oauth_refused(a->oauth, c->token, c->sent_wall_ms, tds_wall_ms());
+        if (verdict != TDS_OAUTH_REFUSAL_KEPT) {
             c->auth_refreshes++;
-            tds_log(TDS_LOG_INFO, &a->lctx, "zoho refused the access token (code %lld), refreshing once",
-                    (long long)code);
-            tds_oauth_invalidate(a->oauth, c->token);
+            if (verdict == TDS_OAUTH_REFUSAL_DROPPED)
+                tds_log(TDS_LOG_INFO, &a->lctx,
+                        "zoho refused the access token (code %lld on %s), refreshing once",
+                        (long long)code, c->endpoint);
             q_push(a, c, true);
-        } else if (++c->attempts < a->cfg.max_attempts) {
-            /* Refused again with a fresh token: a transient refusal, or a
-             * missing scope. Back off like any other failure; no further
-             * refresh (the refresh budget is small and shared). */
-            int64_t d = tds_backoff_ms(c->attempts, a->cfg.backoff_base_ms, a->cfg.backoff_max_ms,
-                                       (uint32_t)rand());
-            tds_log(TDS_LOG_WARN, &a->lctx, "%s refused with a fresh token (code %lld), retrying in %lld ms",
-                    c->endpoint, (long long)code, (long long)d);
-            c->not_before_ms = now + d;
+        } else if (!d && ++c->attempts < a->cfg.max_attempts) {
+            /* The token is good: a transient refusal mends on a retry, a
+             * missing scope does not. Back off like any other failure. */
+            int64_t dl = tds_backoff_ms(c->attempts, a->cfg.backoff_base_ms, a->cfg.backoff_max_ms,
+                                        (uint32_t)rand());
+            tds_log(TDS_LOG_WARN, &a->lctx,
+                    "%s refused (code %lld) to a token that is good, retrying in %lld ms",
+                    c->endpoint, (long long)code, (long long)dl);
+            c->not_before_ms = now + dl;
             q_push(a, c, false);
         } else {
+            d = deny(a, c, code, now);
+            count_denied(a, c);
+            c->denied = true;
             finish(a, c, cls, code, resp->status, resp->body, resp->len,
-                   "zoho refused a freshly refreshed token (code 57: missing scope?)");
+                   d && d->error ? d->error : "zoho refused the call to a good token (code 57: missing scope?)");
         }
         break;
+    }
     case TDS_ZAPI_RETRY:
         /* The token's api_domain cannot be reached (a moved server, a data
          * center change): refresh once for a fresh api_domain rather than

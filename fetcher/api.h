@@ -3,7 +3,8 @@
  * Each call waits for a token (oauth) and for the limiter's go, then runs on
  * tds_http. The answer is classified (zoho.c): 429s go back to the limiter
  * and the call is queued again; a refused token is refreshed once and the
- * call retried; 5xx, timeouts, resets and truncated bodies are retried with
+ * call retried unless the token is known to be good (then the endpoint is
+ * denied for want of a scope and its calls fail at once for a while); 5xx, timeouts, resets and truncated bodies are retried with
  * exponential backoff and jitter up to max_attempts, after which the caller
  * gets the failure. Waiting is always a loop timer, never a spin. Counts
  * every call in metrics and publishes tds.zoho.api.* events.
@@ -43,6 +44,9 @@ struct tds_api_result {
     const char *error;        /* one line for logs when cls is not OK/NOTFOUND */
     int64_t sent_wall_ms;     /* wall clock when the answered attempt was sent (0: none):
                                * the record versions in body are from then or later */
+    bool denied;              /* cls AUTH: Zoho does not let this token reach the endpoint
+                               * (code 57 while the token works elsewhere: a missing
+                               * scope); asking again soon will not help */
 };
 
 typedef void (*tds_api_cb)(const struct tds_api_result *r, void *ud);
@@ -76,6 +80,12 @@ typedef bool (*tds_api_match_cb)(tds_api_cb cb, void *ud, void *arg);
  * from inside a callback of this module. Returns how many were not sent. */
 size_t tds_api_withdraw(struct tds_api *a, tds_api_match_cb match, tds_api_match_cb dispose,
                         void *arg);
+/* The i-th endpoint ("invoices.list") Zoho refuses to this organization's
+ * token for want of a scope: false past the last. *error stays valid until
+ * the next call into this module; *retry_in_ms is how long until it is asked
+ * again (calls to it fail at once until then). */
+bool tds_api_denial_at(const struct tds_api *a, size_t i, const char **endpoint, const char **error,
+                       int64_t *retry_in_ms);
 /* Something changed (token refreshed): try to send now. */
 void tds_api_kick(struct tds_api *a);
 size_t tds_api_queued(const struct tds_api *a);

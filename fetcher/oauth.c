@@ -46,6 +46,10 @@ struct tds_oauth {
     char *api_domain;
     int64_t expires_at_ms;
     char *refused;             /* token the API refused: never adopt it again */
+    int64_t token_since_ms;    /* when the token in use was taken up */
+    int64_t ok_sent_ms;        /* latest send time of a call it answered (0: none yet) */
+    bool after_refusal;        /* it replaced a token dropped for a refusal */
+    bool dropped_for_refusal;  /* the next token taken up replaces a refused one */
 
     bool refreshing;
     bool lock_held;
@@ -69,6 +73,18 @@ static void set_str(char **dst, const char *v)
 }
 
 static struct tds_series *failure_series(struct tds_oauth *o, const char *reason);
+
+/* Take up a token; what was learnt about the previous one goes with it. */
+static void use_token(struct tds_oauth *o, const char *token, int64_t now_ms)
+{
+    if (o->token && strcmp(o->token, token) == 0)
+        return;
+    set_str(&o->token, token);
+    o->token_since_ms = now_ms;
+    o->ok_sent_ms = 0;
+    o->after_refusal = o->dropped_for_refusal;
+    o->dropped_for_refusal = false;
+}
 
 int tds_oauth_new(struct tds_oauth **out, const struct tds_org *org, const struct tds_oauth_cfg *cfg,
                   struct tds_store *store, struct tds_http *http, struct tds_events *events,
@@ -158,7 +174,7 @@ static bool adopt(struct tds_oauth *o, const struct tds_token_row *r, int64_t no
     }
     if (o->refused && strcmp(o->refused, r->access_token) == 0)
         return false;
-    set_str(&o->token, r->access_token);
+    use_token(o, r->access_token, now_ms);
     if (r->api_domain)
         set_str(&o->api_domain, r->api_domain);
     o->expires_at_ms = r->expires_at_ms;
@@ -323,7 +339,7 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
                                  o->org->accounts_url) != 0)
             tds_log(TDS_LOG_WARN, &o->lctx, "could not store refreshed token: %s",
                     tds_store_error(o->store));
-        set_str(&o->token, z->access_token);
+        use_token(o, z->access_token, now);
         if (z->api_domain[0])
             set_str(&o->api_domain, z->api_domain);
         o->expires_at_ms = exp;
@@ -463,6 +479,33 @@ void tds_oauth_invalidate(struct tds_oauth *o, const char *token)
         o->expires_at_ms = 0;
         o->last_read_ms = 0;
     }
+}
+
+int tds_oauth_refused(struct tds_oauth *o, const char *token, int64_t sent_ms, int64_t now_ms)
+{
+    if (!token || !o->token || strcmp(o->token, token) != 0)
+        return TDS_OAUTH_REFUSAL_REPLACED;
+    /* It answered a call sent after this one: alive, so this resource is
+     * what it may not reach. */
+    if (o->ok_sent_ms > 0 && o->ok_sent_ms >= sent_ms)
+        return TDS_OAUTH_REFUSAL_KEPT;
+    /* A token taken up because the last one was refused, refused in turn:
+     * refreshing again would mint the same scope. Refreshes are scarce (five
+     * per 10 minutes here, shared by every call of the organization), and
+     * dropping a token leaves every other call waiting for the next one.
+     * After 10 minutes a refusal may drop it: a token can also die young
+     * (revoked, evicted as the 31st). */
+    if (o->after_refusal && now_ms - o->token_since_ms < REFRESH_WINDOW_MS)
+        return TDS_OAUTH_REFUSAL_KEPT;
+    o->dropped_for_refusal = true;
+    tds_oauth_invalidate(o, token);
+    return TDS_OAUTH_REFUSAL_DROPPED;
+}
+
+void tds_oauth_worked(struct tds_oauth *o, const char *token, int64_t sent_ms)
+{
+    if (token && o->token && sent_ms > o->ok_sent_ms && strcmp(o->token, token) == 0)
+        o->ok_sent_ms = sent_ms;
 }
 
 const char *tds_oauth_state(const struct tds_oauth *o, int64_t now_ms)

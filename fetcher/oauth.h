@@ -49,9 +49,26 @@ struct tds_oauth *tds_oauth_free(struct tds_oauth *o);
  * call into this module. May start a refresh. */
 int tds_oauth_get(struct tds_oauth *o, int64_t now_ms, const char **token, const char **api_domain,
                   int64_t *wait_ms);
-/* The API answered 401 / code 57 to `token`: drop it so the next get
- * refreshes (once: a second refusal of a fresh token is not retried here). */
+/* Drop `token` so the next get refreshes (a token without an api_domain,
+ * an api_domain that cannot be reached). A token dropped is never adopted
+ * from the row again. */
 void tds_oauth_invalidate(struct tds_oauth *o, const char *token);
+
+enum {
+    TDS_OAUTH_REFUSAL_REPLACED = 0, /* not the token in use any more: send again */
+    TDS_OAUTH_REFUSAL_DROPPED = 1,  /* dropped now: send again after the refresh */
+    TDS_OAUTH_REFUSAL_KEPT = 2,     /* the token is good: the refusal is about the resource */
+};
+/* The API refused `token` (401, code 57 or 14) for a call sent at wall time
+ * sent_ms. Zoho answers the same code 57 for a dead token and for a token
+ * whose scope lacks the resource, so one resource refusing must not cost the
+ * organization its token: the token is kept when it answered a call sent at
+ * or after sent_ms, or when it was itself obtained because of a refusal less
+ * than 10 minutes ago (a fresh token refused again). Otherwise it is dropped
+ * (in the row too) and the next get refreshes. */
+int tds_oauth_refused(struct tds_oauth *o, const char *token, int64_t sent_ms, int64_t now_ms);
+/* A call sent with `token` at wall time sent_ms was answered (not refused). */
+void tds_oauth_worked(struct tds_oauth *o, const char *token, int64_t sent_ms);
 /* Token state for /status: "ok", "refreshing", "locked", "paused", "none". */
 const char *tds_oauth_state(const struct tds_oauth *o, int64_t now_ms);
 

@@ -209,6 +209,7 @@ struct run {
     struct batch *batches;
     int n_batches;
     bool failed, final_sent, reconciled;
+    bool denied;        /* failed because Zoho refuses the entity to the token (scope) */
     char error[512];
     struct idset seen;
     struct tds_log_ctx lctx;
@@ -671,7 +672,14 @@ static void run_fail(struct run *r, const char *fmt, ...)
     /* A paused organization (credentials revoked or invalid) waits for an
      * operator: running again would only fail again. */
     bool paused = strcmp(tds_oauth_state(o->oauth, tds_now_ms()), "paused") == 0;
-    if (paused || !job_retry(o, r->e, r->job_mode, r->request_id, r->last_of_request, r->attempt))
+    /* Nor is one Zoho refuses for want of a scope: the API layer fails its
+     * calls at once until it asks Zoho again, much later; the schedule runs
+     * the entity again meanwhile, and each run records the error. */
+    if (r->denied)
+        tds_log(TDS_LOG_WARN, &r->lctx, "%s %s run not retried: the token may not read %s",
+                r->e->name, r->mode, r->e->name);
+    if (paused || r->denied ||
+        !job_retry(o, r->e, r->job_mode, r->request_id, r->last_of_request, r->attempt))
         request_finished(s, r);
     run_retire(o, r);
     org_next(o);
@@ -771,6 +779,7 @@ static void on_detail(const struct tds_api_result *res, void *ud)
             b->deleted[b->n_deleted++] = dc->id;
             dc->id = NULL;
         } else {
+            r->denied = res->denied;
             run_fail(r, "detail of %s %s failed: %s", r->e->name, dc->id,
                      res->error ? res->error : tds_zapi_class_name(res->cls));
         }
@@ -981,6 +990,7 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
             r->o->no_bulk = true;
         handed = hand_to_detail(b, bc);
     } else if (!r->failed) {
+        r->denied = res->denied;
         run_fail(r, "itemdetails failed: %s", res->error ? res->error : tds_zapi_class_name(res->cls));
     }
     b->got += bc->n - handed;
@@ -1173,6 +1183,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
     if (r->failed)
         return;
     if (res->cls != TDS_ZAPI_OK) {
+        r->denied = res->denied;
         run_fail(r, "list page %lld of %s failed: %s", (long long)r->next_page, r->e->name,
                  res->error ? res->error : tds_zapi_class_name(res->cls));
         return;
@@ -2496,6 +2507,18 @@ char *tds_sync_status_json(struct tds_sync *s)
         json_object_set_new(jo, "api_calls", json_integer(tds_api_calls(o->api)));
         json_object_set_new(jo, "api_queued", json_integer((json_int_t)tds_api_queued(o->api)));
         json_object_set_new(jo, "fetch_queued", json_integer((json_int_t)o->n_fq));
+        /* endpoints Zoho refuses to the token (a missing scope) */
+        json_t *jd = json_array();
+        const char *dep, *derr;
+        int64_t dleft;
+        for (size_t k = 0; jd && tds_api_denial_at(o->api, k, &dep, &derr, &dleft); k++) {
+            json_t *x = json_object();
+            json_object_set_new(x, "endpoint", json_string(dep));
+            json_object_set_new(x, "error", json_string(derr ? derr : ""));
+            json_object_set_new(x, "retry_in_s", json_integer((dleft + 999) / 1000));
+            json_array_append_new(jd, x);
+        }
+        json_object_set_new(jo, "denied", jd);
         if (o->run) {
             json_t *jr = json_object();
             json_object_set_new(jr, "run", json_string(o->run->id));

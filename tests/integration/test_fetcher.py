@@ -304,6 +304,57 @@ def test_a_failed_run_sends_none_of_its_queued_calls(procs, db, sim, tmp_path):
     p.compare("60001", "contacts")
 
 
+def test_an_entity_the_token_may_not_read_fails_alone(procs, db, sim, tmp_path):
+    """Zoho answers code 57 both to a dead token and to a token whose scope
+    lacks the module (a self-client created without invoices.READ). The
+    invoices run fails, once, with an error naming the scope; the token is
+    refreshed at most once and every other entity and fetch by id goes on."""
+    s = sim(orgs=[small_org()], extra_args=["--minute-ms", "1000", "--rate-per-min", "400"])
+    p = Pipeline(procs, db, s, tmp_path,
+                 fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000", "TDS_FETCHER_MAX_ATTEMPTS": "3"},
+                 orgs=[org_spec("60001", rate_per_min=400)])
+    s.faults(deny=["invoices"])   # HTTP 401 code 57, as for a dead token
+    f = p.start_fetcher()
+    rid = p.request("60001", "all", "full")
+    runs = p.wait_request(rid, timeout=120)
+    inv = [r for r in runs if r["entity"] == "invoices"]
+    assert len(inv) == 1 and inv[0]["status"] == "failed", runs   # not retried
+    assert "ZohoInventory.invoices.READ" in inv[0]["error"], inv
+    assert "not authorized" in inv[0]["error"], inv
+    for r in runs:
+        if r["entity"] != "invoices":
+            assert r["status"] == "completed", runs
+    st = s.stats()
+    assert st["token"]["refreshes"] <= 2, st["token"]   # the first token and at most one more
+    assert st["token"]["access_denied"] == 0
+    for ent in ALL:
+        if ent != "invoices":
+            p.compare("60001", ent)
+    # Asked again: failed at once, without a call to Zoho or a refresh.
+    denied = st["orgs"]["60001"]["denied"]
+    assert 1 <= denied <= 6, st["orgs"]["60001"]
+    runs = p.wait_request(p.request("60001", "invoices", "full"), timeout=30)
+    assert len(runs) == 1 and "invoices.READ" in runs[0]["error"], runs
+    # meanwhile fetches by id are answered with the same token
+    s.mutate("60001", "contacts", update=1)
+    truth = {c["contact_id"]: c for c in s.truth("60001", "contacts")["records"]}
+    changed = max(truth.values(), key=lambda c: c["last_modified_time"])
+    push_fetches(p.fetch_port, [("60001", "contacts", changed["contact_id"])])
+    wait_until(lambda: db.query("SELECT extract(epoch from modified_time)::bigint FROM zoho.contacts "
+                                "WHERE contact_id = %s", changed["contact_id"])[0][0]
+               == zoho_time_to_epoch(changed["last_modified_time"]), timeout=30,
+               what="the fetch by id")
+    st = s.stats()
+    assert st["orgs"]["60001"]["denied"] == denied, st["orgs"]["60001"]
+    assert st["token"]["refreshes"] <= 2, st["token"]
+    assert f.metric("tds_fetcher_api_denied_total", {"endpoint": "invoices.list"}) >= 2
+    status = json.loads(http_get(f.admin_url + "/status")[1])
+    org = status["organizations"][0]
+    assert org["token"] == "ok", org
+    assert [d["endpoint"] for d in org["denied"]] == ["invoices.list"], org
+    assert org["denied"][0]["retry_in_s"] > 600, org
+
+
 def test_incremental_after_mutations_then_reconcile(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(items=250, contacts=20, invoices=20, salesorders=20, groups=3)],
             extra_args=["--minute-ms", "1000", "--rate-per-min", "400"])
