@@ -15,6 +15,18 @@
 
 #define CONNECT_TIMEOUT_S "10"
 
+/* TCP keepalive and user timeout of every connection, unless the conninfo
+ * sets its own: a server that vanishes without a FIN or RST (its node died,
+ * a partition) is noticed in about a minute, not after the kernel's two
+ * hours, and a statement waiting on it fails instead of hanging. */
+static const char *const KEEPALIVE_KEYS[] = {"keepalives", "keepalives_idle",
+                                             "keepalives_interval", "keepalives_count",
+                                             "tcp_user_timeout"};
+static const char *const KEEPALIVE_VALS[] = {"1", TDS_PG_KEEPALIVE_IDLE_S,
+                                             TDS_PG_KEEPALIVE_INTERVAL_S,
+                                             TDS_PG_KEEPALIVE_COUNT, "60000"};
+#define N_KEEPALIVE (sizeof(KEEPALIVE_KEYS) / sizeof(KEEPALIVE_KEYS[0]))
+
 /* Copy a libpq message (often multi-line, ending in '\n') as one line. */
 static void copy_msg(char *err, size_t errlen, const char *prefix, const char *msg)
 {
@@ -40,20 +52,24 @@ static void copy_msg(char *err, size_t errlen, const char *prefix, const char *m
     err[w] = '\0';
 }
 
-/* PQconnectdbParams or PQconnectStartParams. connect_timeout and options
- * come before conninfo, so values there override them (a pooler may need
- * its own options to route the session); the application name and encoding
- * come after, so ours win. */
+/* PQconnectdbParams or PQconnectStartParams. connect_timeout, the
+ * keepalives and options come before conninfo, so values there override
+ * them (a pooler may need its own options to route the session); the
+ * application name and encoding come after, so ours win. */
 static PGconn *open_conn(PGconn *(*begin)(const char *const *, const char *const *, int),
                          const char *conninfo, const char *app_name, const char *options,
                          char *err, size_t errlen)
 {
-    const char *keys[6], *vals[6];
+    const char *keys[6 + N_KEEPALIVE], *vals[6 + N_KEEPALIVE];
     size_t n = 0;
     PGconn *c;
 
     keys[n] = "connect_timeout";
     vals[n++] = CONNECT_TIMEOUT_S;
+    for (size_t i = 0; i < N_KEEPALIVE; i++) {
+        keys[n] = KEEPALIVE_KEYS[i];
+        vals[n++] = KEEPALIVE_VALS[i];
+    }
     if (options) {
         keys[n] = "options";
         vals[n++] = options;
@@ -89,6 +105,19 @@ PGconn *tds_pg_connect_start(const char *conninfo, const char *app_name, const c
                              char *err, size_t errlen)
 {
     return open_conn(PQconnectStartParams, conninfo, app_name, options, err, errlen);
+}
+
+int tds_pg_server_keepalive(PGconn *c, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, "SET tcp_keepalives_idle = " TDS_PG_KEEPALIVE_IDLE_S
+                            "; SET tcp_keepalives_interval = " TDS_PG_KEEPALIVE_INTERVAL_S
+                            "; SET tcp_keepalives_count = " TDS_PG_KEEPALIVE_COUNT);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : -1;
+
+    if (rc != 0)
+        copy_msg(err, errlen, "could not set the session's keepalive: ", PQerrorMessage(c));
+    PQclear(r);
+    return rc;
 }
 
 int tds_pg_connect_poll(PGconn *c, PostgresPollingStatusType *want, char *err, size_t errlen)

@@ -10,6 +10,19 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 
+/* Keepalive of every connection (client side, unless the conninfo sets its
+ * own) and, by tds_pg_server_keepalive, of the server's end of a session:
+ * idle seconds before the first probe, seconds between probes, probes. */
+#define TDS_PG_KEEPALIVE_IDLE_S "30"
+#define TDS_PG_KEEPALIVE_INTERVAL_S "10"
+#define TDS_PG_KEEPALIVE_COUNT "3"
+
+/* The server's end of the session probes the client likewise, so that a
+ * session whose client vanished (a node died, a partition) ends, with the
+ * locks it holds, in about a minute instead of the kernel's two hours.
+ * 0, or -1 with the server's message in err. */
+int tds_pg_server_keepalive(PGconn *c, char *err, size_t errlen);
+
 /* Connect; returns NULL on failure with a message in err (no password in it). */
 PGconn *tds_pg_connect(const char *conninfo, const char *app_name, char *err, size_t errlen);
 /* Begin the same connection without waiting for it (PQconnectStartParams),

@@ -80,6 +80,13 @@ static void tick(struct tds_loop *loop, void *ud)
                             "could not connect for organization locks: %s, retrying", err);
             return;
         }
+        /* The locks live as long as this session: if this process's node
+         * dies, the server must end it soon, so another replica can take
+         * the organizations. Without it they wait for the server's own
+         * keepalive (hours by default); it is worth a warning, not a stop. */
+        if (tds_pg_server_keepalive(w->conn, err, sizeof(err)) != 0)
+            tds_log(TDS_LOG_WARN, NULL, "%s; a replica that dies may keep its organizations "
+                    "locked until the server notices", err);
     }
     for (size_t i = 0; i < w->orgs->n; i++) {
         if (w->owned[i])

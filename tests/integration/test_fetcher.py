@@ -446,6 +446,42 @@ def test_second_fetcher_takes_over_after_sigkill(procs, db, sim, tmp_path):
     assert st["429"] == {"44": 0, "45": 0, "1070": 0}, st
 
 
+def _keepalive_s(line):
+    """The seconds left on an `ss -o` keepalive timer, or None."""
+    m = re.search(r"timer:\(keepalive,(?:(\d+)min)?(\d+(?:\.\d+)?)(m?s)", line)
+    if not m:
+        return None
+    secs = float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
+    return int(m.group(1) or 0) * 60 + secs
+
+
+def test_database_sessions_probe_a_vanished_peer_within_a_minute(procs, db, pg, sim, tmp_path):
+    """The fetcher's connections keep TCP keepalive at 30 s (not the kernel's
+    two hours), and the server's end of its organization-lock session does
+    too: a fetcher whose node dies without a FIN leaves its organizations
+    locked for about a minute, not for hours."""
+    s = sim(orgs=[small_org()])
+    p = Pipeline(procs, db, s, tmp_path)
+    f1 = p.start_fetcher("f1")
+    wait_until(lambda: db.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0][0] >= 1,
+               timeout=10, what="f1 owns the organization")
+
+    def socks(flt):
+        out = subprocess.run(["ss", "-tnpoH", "state", "established", flt],
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        return [ln for ln in out.splitlines() if ln.strip()]
+
+    mine = [ln for ln in socks(f"( dport = :{pg.port} )") if f"pid={f1.p.pid}," in ln]
+    assert mine, "no connection of the fetcher to PostgreSQL"
+    client = [_keepalive_s(ln) for ln in mine]
+    assert all(k is not None and k <= 30 for k in client), mine
+    ports = {ln.split()[2].rsplit(":", 1)[1] for ln in mine}
+    server = [_keepalive_s(ln) for ln in socks(f"( sport = :{pg.port} )")
+              if ln.split()[3].rsplit(":", 1)[1] in ports]
+    assert len(server) == len(mine), (server, mine)
+    assert any(k is not None and k <= 30 for k in server), server
+
+
 def test_progress_command_says_when_no_fetcher_takes_the_request(db, tmp_path, bins):
     """With no fetcher running, `tds-fetcher sync` waits for one, and after
     15 s says what to check instead of counting seconds in silence."""
