@@ -291,7 +291,16 @@ int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const c
      * would take the second change for a retry of the first. It gets an id
      * of its own per delivery (random bytes in the hash): a retried delivery
      * then costs one more fetch, never a missed change. A delete is the same
-     * however often it comes, and keeps its hash. */
+     * however often it comes, and keeps its hash.
+     *
+     * Whatever decides what the webhook means goes into the hash, not only
+     * the body: the entity (from the key or ?entity=) and whether it is a
+     * delete (?event=…deleted). Zoho's delete workflow may post the same
+     * full record its update workflow posted (deleting does not change the
+     * modified time): without the mark, the delete would pass for a retry of
+     * the update, be answered 200 and never be applied. The mark goes before
+     * the body, where no JSON text can start with it; an update's hash is
+     * what it always was. */
     if (!get_id(tds_pjson_get(root, "event_id"), w->event_id, sizeof(w->event_id))) {
         unsigned char d[EVP_MAX_MD_SIZE], nonce[16];
         bool once = !w->has_record && !w->is_delete && !modified[0];
@@ -305,6 +314,7 @@ int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const c
              EVP_DigestUpdate(c, ent->name, strlen(ent->name) + 1) &&
              EVP_DigestUpdate(c, w->zoho_id, strlen(w->zoho_id) + 1) &&
              EVP_DigestUpdate(c, modified, strlen(modified) + 1) &&
+             EVP_DigestUpdate(c, "\001delete", w->is_delete ? 7 : 0) &&
              EVP_DigestUpdate(c, w->json, w->json_len) &&
              EVP_DigestUpdate(c, nonce, once ? sizeof(nonce) : 0) &&
              EVP_DigestFinal_ex(c, d, NULL);

@@ -556,6 +556,46 @@ def test_pipeline_webhook_to_postgres(procs, sim, db, tmp_path):
         i.close()
 
 
+def test_delete_with_the_update_body_is_applied(procs, db, tmp_path):
+    """Zoho's default payload is the full record, and deleting a record does
+    not change its last_modified_time: the delete workflow (?event=item_deleted)
+    can post the very bytes the update workflow posted. It is a new event, not
+    a retry of the update: journaled, forwarded, and the row ends deleted."""
+    for b in ("tds-processor", "tds-writer"):
+        if procs.bins.path(b) is None:
+            pytest.skip(f"{b} is not built")
+    from conftest import free_port
+    w_rows, w_acks, p_in = free_port(), free_port(), free_port()
+    procs.spawn("tds-writer", env={"TDS_DATABASE_URL": db.url,
+                                   "TDS_WRITER_BIND": f"tcp://127.0.0.1:{w_rows}",
+                                   "TDS_ACK_BIND": f"tcp://127.0.0.1:{w_acks}",
+                                   "TDS_INSTANCE": "w1"})
+    procs.spawn("tds-processor", env={"TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{p_in}",
+                                      "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{w_rows}",
+                                      "TDS_INSTANCE": "p1"})
+    i = Ingress(procs, str(tmp_path), env={
+        "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{p_in}",
+        "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{w_acks}"})
+    try:
+        item = "4600000000000077001"
+        body = item_body(item, name="to be deleted")
+        assert i.post("60001", body, SECRET_A).status == 200
+        wait_until(lambda: db.query("SELECT 1 FROM zoho.items WHERE item_id = %s AND "
+                                    "deleted_at IS NULL", item), 20, "the updated row")
+        assert i.post("60001", body, SECRET_A, params={"event": "item_deleted"}).status == 200
+        assert i.metric("tds_ingress_duplicates_total") == 0
+        wait_until(lambda: db.query("SELECT 1 FROM zoho.items WHERE item_id = %s AND "
+                                    "deleted_at IS NOT NULL", item), 20,
+                   "the row deleted by the second webhook")
+        assert db.query("SELECT count(*) FROM tds.webhook_events")[0][0] == 2
+        i.wait_metric("tds_ingress_unacked", 0, timeout=20)
+        # The delete sent again is a retry of the delete: one more 200, nothing new.
+        assert i.post("60001", body, SECRET_A, params={"event": "item_deleted"}).status == 200
+        assert i.metric("tds_ingress_duplicates_total") == 1
+    finally:
+        i.close()
+
+
 def test_pipeline_survives_sigkill_of_processor_and_writer(procs, db, tmp_path):
     """Webhooks keep flowing while the processor and then the writer are killed
     with SIGKILL and restarted: every webhook answered 200 ends as a row."""

@@ -115,6 +115,36 @@ static void test_id_only_changes_are_not_duplicates(void)
     tds_webhook_clear(&a);
 }
 
+/* What makes a webhook mean something else is in its event id: the same full
+ * record sent as an update and then by the delete workflow (?event=…deleted,
+ * the modified time unchanged by the delete) are two events, not a retry; so
+ * are the same top-level fields named as two entities by ?entity=. */
+static void test_meaning_is_in_the_event_id(void)
+{
+    const char *full = "{\"item\":{\"item_id\":\"9003\",\"name\":\"W\","
+                       "\"last_modified_time\":\"2026-01-05T10:00:00+0300\"}}";
+    const char *flat = "{\"item_id\":\"9\",\"contact_id\":\"9\",\"last_modified_time\":\"t\"}";
+    struct tds_webhook u, d, d2;
+
+    T_INT(parse(&u, TDS_WEBHOOK_JSON, full, NULL, NULL), ==, 0);
+    T_INT(parse(&d, TDS_WEBHOOK_JSON, full, NULL, "item_deleted"), ==, 0);
+    T_INT(parse(&d2, TDS_WEBHOOK_JSON, full, NULL, "item_deleted"), ==, 0);
+    T_TRUE(!u.is_delete && d.is_delete && u.has_record);
+    T_TRUE(strcmp(u.event_id, d.event_id) != 0);
+    T_STR(d.event_id, d2.event_id); /* a delete retried is still one */
+    tds_webhook_clear(&u);
+    tds_webhook_clear(&d);
+    tds_webhook_clear(&d2);
+
+    T_INT(parse(&u, TDS_WEBHOOK_JSON, flat, "items", NULL), ==, 0);
+    T_INT(parse(&d, TDS_WEBHOOK_JSON, flat, "contacts", NULL), ==, 0);
+    T_STR(u.entity->name, "items");
+    T_STR(d.entity->name, "contacts");
+    T_TRUE(strcmp(u.event_id, d.event_id) != 0);
+    tds_webhook_clear(&u);
+    tds_webhook_clear(&d);
+}
+
 static void test_form(void)
 {
     struct tds_webhook w;
@@ -202,6 +232,7 @@ int main(void)
     T_RUN(test_id_only_and_entity_param);
     T_RUN(test_delete_and_event_id);
     T_RUN(test_id_only_changes_are_not_duplicates);
+    T_RUN(test_meaning_is_in_the_event_id);
     T_RUN(test_form);
     T_RUN(test_bad);
     T_RUN(test_reader_limits);
