@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "admin.h"
 #include "config.h"
@@ -74,6 +75,7 @@ struct tds_http {
     struct req *waiters;
     atomic_size_t inflight;
     bool stopping;               /* no more suspending: answer what is left */
+    bool quiesced;               /* the listening socket is closed (tds_http_quiesce) */
 
     pthread_mutex_t log_mu;
     struct tds_log_limit log_sig, log_bad, log_full, log_mhd;
@@ -747,8 +749,27 @@ const char *tds_http_model(const struct tds_http *h)
 
 void tds_http_quiesce(struct tds_http *h)
 {
-    if (h->daemon)
-        MHD_quiesce_daemon(h->daemon);
+    MHD_socket fd;
+
+    if (!h->daemon || h->quiesced)
+        return;
+    h->quiesced = true;
+    /* libmicrohttpd stops accepting and hands the listening socket back.
+     * Left open, the kernel would still complete connections into its
+     * backlog, and their clients would send a webhook only to be reset when
+     * the process exits. Closed, a new connection is refused at once, and
+     * the client (a load balancer, Zoho's retry) goes elsewhere or later.
+     * shutdown() first: a worker thread may still be inside poll() with the
+     * socket in its set, and that holds the socket open past close() until
+     * the thread wakes; shutdown stops the listening at once regardless. */
+    fd = MHD_quiesce_daemon(h->daemon);
+    if (fd != MHD_INVALID_SOCKET) {
+        shutdown(fd, SHUT_RDWR);
+        close(fd);
+    }
+    else
+        tds_warn("could not stop listening for webhooks before the drain; new connections "
+                 "wait in the backlog until exit");
 }
 
 size_t tds_http_inflight(struct tds_http *h) { return atomic_load(&h->inflight); }

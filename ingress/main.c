@@ -297,11 +297,11 @@ static void on_drain(struct tds_loop *loop, void *ud)
 {
     struct app *a = ud;
 
+    tds_admin_set_ready(a->admin, false, "stopping");
+    tds_http_quiesce(a->http); /* first: the line below says it is done */
     tds_info("stopping: no new connections, finishing %zu requests in flight (%zu unacked stay "
              "in the journal)",
              tds_http_inflight(a->http), tds_forward_unacked(a->forward));
-    tds_admin_set_ready(a->admin, false, "stopping");
-    tds_http_quiesce(a->http);
     a->drain_timer = tds_loop_timer_add(loop, 0, 20, on_drain_check, a);
 }
 

@@ -495,6 +495,42 @@ def test_bad_config_and_sigterm(ing, procs, tmp_path):
     assert time.monotonic() - t0 < 5
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_sigterm_refuses_new_connections_and_finishes_the_one_held(ing, model):
+    """SIGTERM closes the listening socket: a new connection is refused at
+    once (the client goes elsewhere or retries later), not taken into the
+    backlog and reset at exit. A request in flight still gets its 200."""
+    i = start_model(ing, model)
+    body = item_body("7100").encode()
+    held = i.raw_socket()
+    held.sendall(b"POST /webhooks/zoho/60001 HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\n"
+                 b"X-Zoho-Webhook-Signature: " + sign(SECRET_A, body).encode() + b"\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10])
+    time.sleep(0.3)  # its headers read: the request is in flight
+    i.proc.p.send_signal(signal.SIGTERM)
+    wait_until(lambda: "stopping: no new connections" in i.proc.stderr_text(), 5,
+               "the drain's log line")
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", i.http_port), timeout=5).close()
+    assert time.monotonic() - t0 < 1
+    held.sendall(body[10:])
+    held.settimeout(10)
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = held.recv(4096)
+        assert chunk, reply
+        reply += chunk
+    held.close()
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+    assert i.proc.p.wait(timeout=10) == 0
+    [m] = i.recv(i.events, 1, timeout=5)
+    assert m["zoho_id"] == "7100"
+    assert "could not stop listening" not in i.proc.stderr_text()
+    i.proc.stop()
+
+
 def test_pipeline_webhook_to_postgres(procs, sim, db, tmp_path):
     """Simulator → ingress → processor → writer → PostgreSQL, with latency."""
     for b in ("tds-processor", "tds-writer", "tds-zohosim"):
