@@ -613,8 +613,8 @@ static int resolve(const char *listen, struct sockaddr_storage *ss, uint16_t *po
 
 int tds_http_new(struct tds_http **out, const struct tds_http_opts *o, const struct tds_http_deps *d)
 {
-    static const char *const reasons[] = {NULL, "missing", "malformed", "mismatch", "stale",
-                                          "params"};
+    static const char *const reasons[] = {NULL,    "missing", "malformed", "mismatch",
+                                          "stale", "params",  "ambiguous"};
     static const double accept_buckets[] = {.0005, .001, .002, .003, .005, .0075, .01,
                                             .015,  .025, .05,  .1,   .25,  1,     2.5};
     struct tds_http *h;

@@ -3,7 +3,11 @@
  * Zoho signs hex(HMAC-SHA256(secret, k1 v1 k2 v2 … raw_body)) with the query
  * parameters sorted by key (then value) and concatenated without separators.
  * A Payments-style header "t=<unix ms>,v=<hex>" signs "<t>." before the same
- * string and is refused once older than max_age. Digests are compared in
+ * string and is refused once older than max_age. Query parameters are joined
+ * with no separator, so a plain signature whose signed bytes begin like that
+ * prefix ("<digits>.", e.g. from a parameter named "1700000000000.") could be
+ * a timestamped one replayed without its age check: it is refused
+ * (TDS_VERIFY_E_AMBIGUOUS), and t= takes digits only. Digests are compared in
  * constant time against every configured secret (rotation). Works on the raw
  * bytes before any parsing; never logs and never says why in a response.
  */
@@ -21,6 +25,8 @@ enum {
     TDS_VERIFY_E_MISMATCH = 3,  /* no secret produces this digest */
     TDS_VERIFY_E_STALE = 4,     /* t= older (or newer) than max_age */
     TDS_VERIFY_E_PARAMS = 5,    /* more than TDS_VERIFY_MAX_PARAMS query parameters */
+    TDS_VERIFY_E_AMBIGUOUS = 6, /* plain signature over bytes that begin "<digits>.": the
+                                   bytes a t= signature covers, so its age would go unchecked */
 };
 
 struct tds_verify_kv {
@@ -43,7 +49,8 @@ int tds_verify_check(const char *const *secrets, size_t n_secrets, const char *s
 int tds_verify_sign(const char *secret, const char *prefix, const struct tds_verify_kv *params,
                     size_t n_params, const void *body, size_t body_len, char hex[65]);
 
-/* "missing", "malformed", "mismatch", "stale", "params" — for logs and metric labels. */
+/* "missing", "malformed", "mismatch", "stale", "params", "ambiguous" — for logs and
+ * metric labels. */
 const char *tds_verify_reason(int code);
 
 #endif

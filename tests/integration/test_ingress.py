@@ -133,6 +133,15 @@ def test_bad_signatures_are_401_and_counted(ing):
     sig = sign(SECRET_A, body)
     assert i.post("60001", body.replace("Widget", "Widgex"), sig=sig).status == 401
     assert i.post("60001", body, sig=sig, params={"x": "1"}).status == 401
+    # The stale one again, as a plain signature with its "<t>." moved into the
+    # query: the same signed bytes, so the same digest; refused, not let past
+    # the age check. However the prefix is split between name and value.
+    old = now - 3600 * 1000
+    digest = sign(SECRET_A, body, t_ms=old).split("v=")[1]
+    for params in ({f"{old}.": ""}, {f"{old}": "."}, {f"{old}."[:5]: f"{old}."[5:]}):
+        r = i.post("60001", body, sig=digest, params=params)
+        assert r.status == 401, (params, r)
+    assert i.metric("tds_ingress_signature_failures_total", {"reason": "ambiguous"}) == 3
     # A fresh timestamped signature is fine.
     assert i.post("60001", body, sig=sign(SECRET_A, body, t_ms=now)).status == 200
     # No secret configured: rejected unless the org is explicitly unsigned.

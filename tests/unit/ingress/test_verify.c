@@ -1,6 +1,7 @@
 /* Unit tests for ingress/verify.c: the documented Zoho string-to-sign with a
  * digest computed independently by Python's hmac module, rotation, case,
  * missing/malformed/mismatch, and the t= form's age check. */
+#include <stdio.h>
 #include <string.h>
 
 #include "assert.h"
@@ -87,6 +88,50 @@ static void test_timestamped(void)
           TDS_VERIFY_E_MALFORMED);
 }
 
+/* A stale t= signature sent again as a plain one, with "<t>." moved into the
+ * query: the signed bytes are the same, so the digest matches; it is refused
+ * as ambiguous, however the "<t>." is split between names and values. A
+ * sign on t= (which would make the prefix "+<t>.") is malformed. */
+static void test_timestamp_moved_into_the_query(void)
+{
+    const char *secrets[] = {"abcdefghijkl12"};
+    const char *b = "{\"item\":{\"item_id\":\"1\"}}";
+    struct tds_verify_kv x = {"x", 1, "1", 1};
+    char hex[65], sig[100];
+    static const struct tds_verify_kv moved[][2] = {
+        {{"1700000000000.", 14, "", 0}, {"x", 1, "1", 1}},
+        {{"1700000000000", 13, ".", 1}, {"x", 1, "1", 1}},
+        {{"", 0, "1700000000000.", 14}, {"x", 1, "1", 1}},
+        {{"17000", 5, "00000000", 8}, {"2.", 2, "", 0}},
+    };
+
+    T_INT(tds_verify_sign(secrets[0], "1700000000000.", &x, 1, b, strlen(b), hex), ==, 0);
+    snprintf(sig, sizeof(sig), "t=1700000000000,v=%s", hex);
+    T_INT(tds_verify_check(secrets, 1, sig, &x, 1, b, strlen(b), 1700003600000, 300000), ==,
+          TDS_VERIFY_E_STALE);
+    for (size_t i = 0; i < sizeof(moved) / sizeof(moved[0]); i++) {
+        char plain[65];
+
+        T_INT(tds_verify_sign(secrets[0], NULL, moved[i], 2, b, strlen(b), plain), ==, 0);
+        if (i < 3)
+            T_STR(plain, hex); /* the same bytes: the same digest */
+        T_INT(tds_verify_check(secrets, 1, plain, moved[i], 2, b, strlen(b), 1700003600000,
+                               300000), ==, TDS_VERIFY_E_AMBIGUOUS);
+    }
+    T_STR(tds_verify_reason(TDS_VERIFY_E_AMBIGUOUS), "ambiguous");
+    /* Digits alone, or a dot after a letter, are ordinary parameters. */
+    {
+        struct tds_verify_kv ok[] = {{"12", 2, "34", 2}, {"a.", 2, "", 0}};
+
+        T_INT(tds_verify_sign(secrets[0], NULL, ok, 2, b, strlen(b), hex), ==, 0);
+        T_INT(tds_verify_check(secrets, 1, hex, ok, 2, b, strlen(b), 0, 0), ==, 0);
+    }
+    T_INT(tds_verify_sign(secrets[0], "+1700000000000.", &x, 1, b, strlen(b), hex), ==, 0);
+    snprintf(sig, sizeof(sig), "t=+1700000000000,v=%s", hex);
+    T_INT(tds_verify_check(secrets, 1, sig, &x, 1, b, strlen(b), 1700000000000, 300000), ==,
+          TDS_VERIFY_E_MALFORMED);
+}
+
 int main(void)
 {
     T_RUN(test_known_vector);
@@ -94,5 +139,6 @@ int main(void)
     T_RUN(test_rotation);
     T_RUN(test_failures);
     T_RUN(test_timestamped);
+    T_RUN(test_timestamp_moved_into_the_query);
     return 0;
 }
