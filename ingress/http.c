@@ -50,7 +50,7 @@ struct req {
     struct MHD_Connection *conn;
     const struct tds_org *org;
     struct tds_buf body;
-    bool too_large;
+    size_t reserved;         /* its share of body_memory, until the body is freed */
     bool duplicate;
     uint64_t seq;            /* journal seq this request waits for */
     struct timespec t0;      /* headers received */
@@ -74,6 +74,7 @@ struct tds_http {
     pthread_mutex_t wait_mu;     /* the waiters list and stopping */
     struct req *waiters;
     atomic_size_t inflight;
+    atomic_size_t body_bytes;    /* shares of body_memory held by requests */
     bool stopping;               /* no more suspending: answer what is left */
     bool quiesced;               /* the listening socket is closed (tds_http_quiesce) */
 
@@ -88,6 +89,8 @@ struct tds_http {
     struct tds_series *sig_unsigned;
     struct tds_series *dups;
     struct tds_series *accept_s;
+    struct tds_series *body_gauge;
+    struct tds_series *cut;
 };
 
 static const unsigned codes[] = {200, 400, 401, 404, 405, 413, 415, 500, 503};
@@ -137,6 +140,40 @@ static enum MHD_Result respond_conn(struct tds_http *h, struct MHD_Connection *c
 
     tds_series_inc(h->status[i].s, 1);
     return MHD_queue_response(c, code, h->resp[i]);
+}
+
+/* ---- body memory: one budget for the bodies of every request ----
+ *
+ * A body is read whole before its signature can be checked, so without a
+ * bound on all of them together, anyone who knows an organization id could
+ * hold TDS_INGRESS_CONN_LIMIT bodies of TDS_INGRESS_MAX_BODY each in memory
+ * (2,048 × 1 MiB by default) by sending all but their last byte. A request
+ * takes its share when its headers arrive: its Content-Length, or the most
+ * a chunked body may be. What does not fit is answered 503 there, before a
+ * byte of its body is read, so what is admitted can always complete. The
+ * share is given back when the body is freed: once the request is
+ * journaled (before it waits for the sync), or when it ends. */
+static bool body_reserve(struct tds_http *h, struct req *r, size_t n)
+{
+    size_t cur = atomic_load(&h->body_bytes);
+
+    do {
+        if (n > h->o.body_memory || cur > h->o.body_memory - n)
+            return false;
+    } while (!atomic_compare_exchange_weak(&h->body_bytes, &cur, cur + n));
+    r->reserved = n;
+    tds_series_inc(h->body_gauge, (double)n);
+    return true;
+}
+
+static void body_release(struct tds_http *h, struct req *r)
+{
+    tds_buf_deinit(&r->body);
+    if (r->reserved) {
+        atomic_fetch_sub(&h->body_bytes, r->reserved);
+        tds_series_inc(h->body_gauge, -(double)r->reserved);
+        r->reserved = 0;
+    }
 }
 
 /* Text from outside for a log line: at most max bytes of s (then "..."),
@@ -233,7 +270,10 @@ static enum MHD_Result answer(struct tds_http *h, struct req *r, int st)
 /* Answer now if seq is settled, else park the request until the sync. */
 static enum MHD_Result finish_or_wait(struct tds_http *h, struct req *r)
 {
-    int st = tds_journal_state(h->d.journal, r->seq);
+    int st;
+
+    body_release(h, r); /* journaled (or a duplicate): the body is done with */
+    st = tds_journal_state(h->d.journal, r->seq);
 
     if (h->o.thread_per_connection) {
         /* This daemon cannot suspend a connection: its thread blocks, and a
@@ -388,7 +428,7 @@ static int verify_form(const struct tds_http *h, const struct req *r, const stru
     return rc == TDS_VERIFY_E_PARAMS ? TDS_VERIFY_E_MISMATCH : rc;
 }
 
-static enum MHD_Result process(struct tds_http *h, struct req *r)
+static enum MHD_Result process_body(struct tds_http *h, struct req *r)
 {
     struct qp q = {0};
     struct tds_webhook w;
@@ -403,14 +443,6 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
     uint64_t seq;
     int rc;
 
-    if (r->too_large) {
-        char cap[32];
-
-        snprintf(cap, sizeof(cap), "%zu", h->o.max_body);
-        log_limited(h, &h->log_bad, TDS_LOG_INFO, r->org->org_id,
-                    "webhook rejected: body over TDS_INGRESS_MAX_BODY (%s bytes)", cap);
-        return respond(h, r, 413);
-    }
     MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
     sig = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Zoho-Webhook-Signature");
     ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
@@ -497,6 +529,16 @@ static enum MHD_Result process(struct tds_http *h, struct req *r)
     return finish_or_wait(h, r);
 }
 
+/* The whole body is in: verify, parse, journal; its memory goes back to the
+ * budget whatever the answer. */
+static enum MHD_Result process(struct tds_http *h, struct req *r)
+{
+    enum MHD_Result ret = process_body(h, r);
+
+    body_release(h, r);
+    return ret;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -527,15 +569,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         if (tds_webhook_kind(ct) == TDS_WEBHOOK_UNSUPPORTED)
             return refuse(h, c, 415, org, "content type", ct ? ct : "(none)");
+        /* No (usable) Content-Length: chunked, as much as the cap allows. */
+        if (!cl || tds_parse_i64(cl, 0, INT64_MAX, &clen) != 0)
+            clen = -1;
         r = calloc(1, sizeof(*r));
         if (!r)
             return respond_conn(h, c, 500);
+        if (!body_reserve(h, r, clen >= 0 ? (size_t)clen : h->o.max_body)) {
+            free(r);
+            return refuse(h, c, 503, org,
+                          "request bodies in memory at TDS_INGRESS_BODY_MEMORY; body of",
+                          clen >= 0 ? cl : "(chunked, counted at TDS_INGRESS_MAX_BODY)");
+        }
         clock_gettime(CLOCK_MONOTONIC, &r->t0);
         r->conn = c;
         r->org = org;
         r->body.max = h->o.max_body;
-        /* One allocation for the usual case: the body's announced size. */
-        if (cl && tds_parse_i64(cl, 1, INT64_MAX, &clen) == 0 && tds_buf_add(&r->body, "", 0) == 0) {
+        /* One allocation for the usual case: the body's announced size,
+         * which its share of the budget already covers. */
+        if (clen > 0 && tds_buf_add(&r->body, "", 0) == 0) {
             char *p = realloc(r->body.p, (size_t)clen + 1);
 
             if (p) {
@@ -548,11 +600,28 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (r->state == REQ_BODY && *upload_data_size) {
-        /* Chunked bodies have no Content-Length: the cap is enforced here. */
-        if (!r->too_large && tds_buf_add(&r->body, upload_data, *upload_data_size))
-            r->too_large = true;
+        /* Chunked bodies have no Content-Length: the cap is enforced here,
+         * as soon as a chunk passes it, not after reading the rest. The
+         * 413 cannot be sent: libmicrohttpd (0.9.75) queues a response only
+         * before the body or after all of it, so the connection is closed
+         * at once instead, logged and counted. */
+        int rc = tds_buf_add(&r->body, upload_data, *upload_data_size);
+        char cap[32];
+
         *upload_data_size = 0;
-        return MHD_YES;
+        if (rc == 0)
+            return MHD_YES;
+        body_release(h, r);
+        tds_series_inc(h->cut, 1);
+        snprintf(cap, sizeof(cap), "%zu", h->o.max_body);
+        log_limited(h, &h->log_bad, TDS_LOG_INFO, r->org->org_id,
+                    rc == TDS_E_TOO_LARGE
+                        ? "webhook rejected: chunked body over TDS_INGRESS_MAX_BODY (%s bytes), "
+                          "closing the connection"
+                        : "webhook rejected: out of memory for its body (%s bytes at most), "
+                          "closing the connection",
+                    cap);
+        return MHD_NO;
     }
     if (r->state == REQ_BODY)
         return process(h, r);
@@ -574,7 +643,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     pthread_mutex_lock(&h->wait_mu);
     waiter_remove_locked(h, r);
     pthread_mutex_unlock(&h->wait_mu);
-    tds_buf_deinit(&r->body);
+    body_release(h, r);
     free(r);
     *con_cls = NULL;
     atomic_fetch_sub(&h->inflight, 1);
@@ -679,7 +748,15 @@ int tds_http_new(struct tds_http **out, const struct tds_http_opts *o, const str
                                   "time from a webhook's request headers to its 200 (body read, "
                                   "verified, journaled and synced)",
                                   "", accept_buckets, TDS_ARRAY_SIZE(accept_buckets));
-    if (!h->sig_unsigned || !h->dups || !h->accept_s) {
+    h->body_gauge = tds_metrics_get(d->metrics, TDS_GAUGE, "tds_ingress_body_bytes",
+                                    "bytes of TDS_INGRESS_BODY_MEMORY held by request bodies "
+                                    "being read or checked",
+                                    "", NULL, 0);
+    h->cut = tds_metrics_get(d->metrics, TDS_COUNTER, "tds_ingress_bodies_cut_total",
+                             "chunked webhook bodies over TDS_INGRESS_MAX_BODY (or out of "
+                             "memory), their connection closed as soon as the cap was passed",
+                             "", NULL, 0);
+    if (!h->sig_unsigned || !h->dups || !h->accept_s || !h->body_gauge || !h->cut) {
         r = -ENOMEM;
         goto fail;
     }

@@ -32,6 +32,7 @@ struct tds_http_opts {
     unsigned per_ip_limit;       /* connections per client address */
     unsigned timeout_s;          /* idle connection timeout (headers and body) */
     size_t max_body;             /* bytes; more → 413 */
+    size_t body_memory;          /* bodies held at once, all requests; more → 503 */
     int64_t sig_max_age_ms;      /* t= signatures older than this → 401 */
     int64_t dedupe_window_ms;
 };

@@ -49,6 +49,7 @@ struct settings {
     char *curve_secret;
     char *curve_public;
     int64_t max_body;
+    int64_t body_memory;
     int64_t dedupe_s;
     int64_t dedupe_max;
     int64_t journal_max;
@@ -93,8 +94,14 @@ static const struct tds_config_entry config_table[] = {
     {"TDS_EVENTS_BIND", TDS_CFG_STR, "", 0, 0, 0, S(events),
      "PUB endpoint for tds.zoho.webhook.* events (empty: off)"},
     {"TDS_INGRESS_MAX_BODY", TDS_CFG_INT, "1048576", 0, 1024, 16 * 1024 * 1024, S(max_body),
-     "largest webhook body in bytes (more: 413); its JSON, form-decoded, is at most 1 MiB "
+     "largest webhook body in bytes (more: 413; a chunked body, its connection closed at the "
+     "chunk that passes it); its JSON, form-decoded, is at most 1 MiB "
      "whatever this says, as the processor reads no larger record"},
+    {"TDS_INGRESS_BODY_MEMORY", TDS_CFG_INT, "67108864", 0, 1024, INT64_MAX / 2, S(body_memory),
+     "bytes of request bodies held in memory at once, all connections together (at least "
+     "TDS_INGRESS_MAX_BODY); a request that would pass it is answered 503 with Retry-After "
+     "before its body is read. A body counts with its Content-Length, a chunked one with "
+     "TDS_INGRESS_MAX_BODY. Keep it well under the memory limit (the k8s manifest's is 256 MiB)"},
     {"TDS_INGRESS_DEDUPE_S", TDS_CFG_INT, "600", 0, 0, 7 * 86400, S(dedupe_s),
      "seconds an event id is remembered as a duplicate"},
     {"TDS_INGRESS_DEDUPE_MAX", TDS_CFG_INT, "1000000", 0, 16, 100000000, S(dedupe_max),
@@ -624,6 +631,12 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (cfg->body_memory < cfg->max_body) {
+        fprintf(stderr, "tds-ingress: invalid TDS_INGRESS_BODY_MEMORY: '%lld' (less than "
+                "TDS_INGRESS_MAX_BODY, %lld: a body that large would never fit)\n",
+                (long long)cfg->body_memory, (long long)cfg->max_body);
+        goto out;
+    }
     tds_stage_instance(cfg->instance, host, sizeof(host));
     snprintf(origin, sizeof(origin), "ingress.%s", host);
     if (replay) {
@@ -733,6 +746,7 @@ int main(int argc, char **argv)
             .per_ip_limit = (unsigned)cfg->per_ip_limit,
             .timeout_s = (unsigned)cfg->timeout_s,
             .max_body = (size_t)cfg->max_body,
+            .body_memory = (size_t)cfg->body_memory,
             .sig_max_age_ms = cfg->sig_max_age_s * 1000,
             .dedupe_window_ms = a.dedupe_window_ms,
         };
