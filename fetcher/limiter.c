@@ -282,6 +282,72 @@ void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
     }
 }
 
+int64_t tds_limiter_rate(const struct tds_limiter *l) { return l->cfg.rate_per_window; }
+
+void tds_limiter_snapshot(struct tds_limiter *l, int64_t now_ms, struct tds_limiter_snapshot *s)
+{
+    expire(l, now_ms);
+    size_t n = (size_t)l->cfg.rate_per_window;
+    s->at_ms = now_ms;
+    s->next_ms = l->next_us <= INT64_MIN / 4 ? INT64_MIN / 2 : l->next_us / 1000;
+    s->pause_until_ms = l->pause_until_ms > now_ms ? l->pause_until_ms : 0;
+    s->inflight = l->inflight;
+    s->n_done = l->done_n;
+    for (size_t i = 0; i < l->done_n; i++)
+        s->done[i] = l->done[(l->done_head + i) % n];
+}
+
+void tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_limiter_snapshot *s,
+                      int64_t skew_ms)
+{
+    size_t n = (size_t)l->cfg.rate_per_window;
+    int64_t w = l->cfg.window_ms + l->cfg.margin_ms;
+    if (skew_ms < 0)
+        skew_ms = 0;
+    /* Requests the previous owner may have been granted after the snapshot
+     * and still inside the window: pacing lets the k-th of them go no
+     * earlier than b + (k-1) * spacing, b being its next grant or, with
+     * the credit it may bank, a quarter window before the window began.
+     * Its clock is taken as early as the skew allows: more of them. */
+    int64_t at = s->at_ms - skew_ms;
+    if (at > now_ms)
+        at = now_ms;
+    int64_t lo = at > now_ms - w ? at : now_ms - w;
+    int64_t b_us = lo * 1000 - l->bank_us;
+    if (s->next_ms > INT64_MIN / 4 && (s->next_ms - skew_ms) * 1000 > b_us)
+        b_us = (s->next_ms - skew_ms) * 1000;
+    int64_t after = 0;
+    if (now_ms * 1000 >= b_us)
+        after = (now_ms * 1000 - b_us) / l->spacing_us + 1;
+    int64_t extra = s->inflight + after;
+    if (extra < 0 || extra > (int64_t)n)
+        extra = (int64_t)n;
+    /* Its completions, as late as the skew allows, that are still within
+     * the window; then the extra ones, finished now; the newest n of all. */
+    size_t keep = 0, first = 0;
+    for (size_t i = 0; i < s->n_done; i++)
+        if (s->done[i] + skew_ms + w > now_ms)
+            keep++;
+    first = s->n_done - keep;
+    if ((int64_t)keep + extra > (int64_t)n) {
+        size_t drop = keep + (size_t)extra - n;
+        first += drop;
+        keep -= drop;
+    }
+    l->done_head = 0;
+    l->done_n = 0;
+    for (size_t i = 0; i < keep; i++) {
+        int64_t t = s->done[first + i] + skew_ms;
+        l->done[l->done_n++] = t < now_ms ? t : now_ms;
+    }
+    for (int64_t i = 0; i < extra; i++)
+        l->done[l->done_n++] = now_ms;
+    /* No credit: the first grant now, the next one spacing later. */
+    l->next_us = now_ms * 1000;
+    if (s->pause_until_ms > l->pause_until_ms)
+        l->pause_until_ms = s->pause_until_ms;
+}
+
 int64_t tds_limiter_inflight(const struct tds_limiter *l) { return l->inflight; }
 int64_t tds_limiter_concurrency_cap(const struct tds_limiter *l) { return l->cap; }
 int64_t tds_limiter_remaining(const struct tds_limiter *l) { return l->remaining; }

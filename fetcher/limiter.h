@@ -12,6 +12,7 @@
 #define TDS_FETCHER_LIMITER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct tds_limiter;
@@ -79,6 +80,28 @@ int64_t tds_limiter_granted(const struct tds_limiter *l);
 /* True while a code 45 / spent budget stops this organization. */
 bool tds_limiter_stopped(const struct tds_limiter *l, int64_t now_ms);
 
+/* What a successor needs to keep the per-minute limit when it takes an
+ * organization over (a restart, another replica): the owner reads it every
+ * tick and keeps it in tds.quota_use. Times in the caller's clock. */
+struct tds_limiter_snapshot {
+    int64_t at_ms;          /* when it was taken */
+    int64_t next_ms;        /* pacing: earliest next grant; INT64_MIN / 2 before the first */
+    int64_t pause_until_ms; /* a code 44's pause, 0 none */
+    int64_t inflight;       /* requests granted and not finished */
+    size_t n_done;          /* completions still within the window, oldest first */
+    int64_t *done;          /* room for tds_limiter_rate() entries, the caller's */
+};
+int64_t tds_limiter_rate(const struct tds_limiter *l);
+void tds_limiter_snapshot(struct tds_limiter *l, int64_t now_ms, struct tds_limiter_snapshot *s);
+/* Take over from a previous owner's snapshot (converted to this clock, with
+ * skew_ms allowed between the two clocks): its completions within the window
+ * count as they were, and as finished now count its requests in flight when
+ * it was taken plus every request its pacing could have granted since (it
+ * may have run on until it died). Pacing starts over with no credit; a
+ * code 44 pause carries over. Never lets the two owners together put more
+ * than N requests in a window of the server's. */
+void tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_limiter_snapshot *s,
+                      int64_t skew_ms);
 /* Exponential backoff with jitter for retry `attempt` (1-based): a value in
  * [d/2, d] where d = min(max_ms, base_ms * 2^(attempt-1)); rnd is any 32-bit
  * random value (callers pass one, tests pass fixed ones). */

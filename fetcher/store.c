@@ -583,6 +583,68 @@ int tds_store_detail_attempts_prune(struct tds_store *s, const char *org)
                  1, p);
 }
 
+/* ---- quota use ---- */
+
+int tds_store_quota_save(struct tds_store *s, const char *instance, const char *rows_json)
+{
+    const char *p[] = {instance, rows_json};
+    return exec0(s,
+                 "INSERT INTO tds.quota_use AS q (org_id, instance, saved_at, next_at, paused_until, "
+                 "in_flight, done_at) "
+                 "SELECT r.org, $1, " FROM_MS("r.at") ", " FROM_MS("r.next") ", " FROM_MS("r.pause")
+                 ", r.inflight, ARRAY(SELECT " FROM_MS("e.x") " FROM jsonb_array_elements_text(r.done) "
+                 "WITH ORDINALITY AS e(x, i) ORDER BY e.i) "
+                 "FROM jsonb_to_recordset($2::jsonb) AS r(org text, at bigint, next bigint, "
+                 "pause bigint, inflight integer, done jsonb) "
+                 "ON CONFLICT (org_id) DO UPDATE SET instance = EXCLUDED.instance, "
+                 "saved_at = EXCLUDED.saved_at, next_at = EXCLUDED.next_at, "
+                 "paused_until = EXCLUDED.paused_until, in_flight = EXCLUDED.in_flight, "
+                 "done_at = EXCLUDED.done_at",
+                 2, p);
+}
+
+int tds_store_quota_get(struct tds_store *s, const char *org, bool *found, int64_t *at_ms,
+                        int64_t *next_ms, int64_t *pause_ms, int64_t *inflight, int64_t *done,
+                        size_t cap, size_t *n_done)
+{
+    *found = false;
+    *n_done = 0;
+    const char *p[] = {org};
+    PGresult *r = run(s,
+                      "SELECT " MS_EXPR("saved_at") ", " MS_EXPR("next_at") ", " MS_EXPR("paused_until")
+                      ", in_flight, (SELECT string_agg(" MS_EXPR("d") "::text, ',' ORDER BY d) "
+                      "FROM unnest(done_at) AS d) FROM tds.quota_use WHERE org_id = $1",
+                      1, p);
+    if (!r)
+        return -EIO;
+    if (PQntuples(r) == 1) {
+        *found = true;
+        *at_ms = i64val(r, 0, 0, 0);
+        *next_ms = i64val(r, 0, 1, INT64_MIN / 2);
+        *pause_ms = i64val(r, 0, 2, 0);
+        *inflight = i64val(r, 0, 3, 0);
+        /* the newest cap of them */
+        const char *list = PQgetisnull(r, 0, 4) ? "" : PQgetvalue(r, 0, 4);
+        size_t total = *list ? 1 : 0;
+        for (const char *c = list; *c; c++)
+            total += *c == ',';
+        size_t skip = total > cap ? total - cap : 0;
+        for (const char *c = list; *c;) {
+            char *end;
+            long long v = strtoll(c, &end, 10);
+            if (end == c)
+                break;
+            if (skip)
+                skip--;
+            else if (*n_done < cap)
+                done[(*n_done)++] = v;
+            c = *end == ',' ? end + 1 : end;
+        }
+    }
+    PQclear(r);
+    return 0;
+}
+
 /* ---- requests ---- */
 
 static char *i64_array(const int64_t *v, size_t n)

@@ -104,6 +104,20 @@ int tds_store_list_only_due(struct tds_store *s, const struct tds_entity *e, con
  * next_at. 0 or -EIO. */
 int tds_store_detail_attempts_prune(struct tds_store *s, const char *org);
 
+/* ---- quota use (tds.quota_use) ---- */
+/* Writes every organization of `rows_json`, a JSON array of
+ * {"org", "at", "next", "pause", "inflight", "done": [...]} (epoch ms;
+ * next and pause may be null), as written by `instance`, in one statement.
+ * 0 or -EIO. */
+int tds_store_quota_save(struct tds_store *s, const char *instance, const char *rows_json);
+/* Reads org's row: *found false when there is none. Times in epoch ms;
+ * *next_ms is INT64_MIN / 2 when NULL, *pause_ms 0 when NULL; at most cap
+ * completion times, the newest, into done[] (oldest first), their number in
+ * *n_done. 0, -EIO or -ENOMEM. */
+int tds_store_quota_get(struct tds_store *s, const char *org, bool *found, int64_t *at_ms,
+                        int64_t *next_ms, int64_t *pause_ms, int64_t *inflight, int64_t *done,
+                        size_t cap, size_t *n_done);
+
 /* ---- requests ---- */
 struct tds_request {
     int64_t id;

@@ -310,6 +310,8 @@ struct tds_sync {
     struct tds_log_limit send_log;
     struct tds_log_limit resend_log;
     struct tds_log_limit no_record_log;
+    struct tds_log_limit quota_log;  /* tds.quota_use writes that failed */
+    int64_t quota_saved_ms;          /* last write of tds.quota_use */
     struct tds_series *m_bad_id;
     struct tds_log_limit bad_id_log;
 };
@@ -2086,6 +2088,122 @@ static void sweep_list_only(struct tds_sync *s)
     }
 }
 
+/* ---- quota use across owners ---- */
+
+/* How far two fetchers' clocks may differ (NTP keeps them within a few
+ * milliseconds); the next owner counts that much more of its predecessor's
+ * calls as possibly inside the window. */
+#define QUOTA_SKEW_MS 500
+/* How often the owner writes it: the next owner counts the calls this one's
+ * pacing allowed since the last write, ~2 of Zoho's 100 a minute per second. */
+#define QUOTA_SAVE_MS 1000
+
+/* Every second: what each owned organization's limiter holds, in one
+ * statement, so that whoever owns it next (this process restarted, another
+ * replica) starts from it. A failed write is logged; the next owner then
+ * counts more of this one's calls as unknown, never fewer. */
+static void quota_save(struct tds_sync *s)
+{
+    int64_t now = tds_now_ms(), off = tds_wall_ms() - now;
+    if (s->quota_saved_ms && now - s->quota_saved_ms < QUOTA_SAVE_MS)
+        return;
+    s->quota_saved_ms = now;
+    json_t *rows = json_array();
+    int64_t *done = NULL;
+    size_t cap = 0;
+    bool ok = rows != NULL;
+    for (size_t i = 0; ok && i < s->n_o; i++) {
+        struct org_rt *o = &s->o[i];
+        if (!o->owned)
+            continue;
+        size_t need = (size_t)tds_limiter_rate(o->lim);
+        if (need > cap) {
+            int64_t *d = realloc(done, need * sizeof(*d));
+            if (!d) {
+                ok = false;
+                break;
+            }
+            done = d;
+            cap = need;
+        }
+        struct tds_limiter_snapshot sn = {.done = done};
+        tds_limiter_snapshot(o->lim, now, &sn);
+        json_t *jd = json_array();
+        for (size_t k = 0; jd && k < sn.n_done; k++)
+            if (json_array_append_new(jd, json_integer(sn.done[k] + off)) != 0)
+                ok = false;
+        json_t *row = jd ? json_pack("{s:s, s:I, s:o, s:o, s:I, s:o}", "org", o->org->org_id,
+                                     "at", (json_int_t)(sn.at_ms + off), "next",
+                                     sn.next_ms > INT64_MIN / 4 ? json_integer(sn.next_ms + off)
+                                                                : json_null(),
+                                     "pause",
+                                     sn.pause_until_ms ? json_integer(sn.pause_until_ms + off)
+                                                       : json_null(),
+                                     "inflight", (json_int_t)sn.inflight, "done", jd)
+                         : NULL;
+        if (!row || json_array_append_new(rows, row) != 0)
+            ok = false;
+    }
+    free(done);
+    char *text = ok && json_array_size(rows) ? json_dumps(rows, JSON_COMPACT) : NULL;
+    json_decref(rows);
+    if (!ok) {
+        tds_log_limited(&s->quota_log, TDS_LOG_WARN, NULL,
+                        "could not record the organizations' quota use: out of memory");
+        return;
+    }
+    if (text && tds_store_quota_save(s->store, s->origin, text) != 0)
+        tds_log_limited(&s->quota_log, TDS_LOG_WARN, NULL,
+                        "could not record the organizations' quota use in tds.quota_use: %s",
+                        tds_store_error(s->store));
+    free(text);
+}
+
+/* Taking an organization over: start its limiter from what the previous
+ * owner recorded. Nothing recorded means nobody owned it before. A row that
+ * cannot be read counts as a full window: wait one rather than risk Zoho's
+ * code 44. */
+static void quota_take_over(struct org_rt *o)
+{
+    struct tds_sync *s = o->s;
+    size_t cap = (size_t)tds_limiter_rate(o->lim);
+    int64_t *done = malloc(cap * sizeof(*done));
+    bool found = false;
+    int64_t at = 0, next = INT64_MIN / 2, pause = 0, inflight = 0;
+    size_t n_done = 0;
+    int rc = done ? tds_store_quota_get(s->store, o->org->org_id, &found, &at, &next, &pause,
+                                        &inflight, done, cap, &n_done)
+                  : -ENOMEM;
+    int64_t now = tds_now_ms(), off = tds_wall_ms() - now;
+    struct tds_limiter_snapshot sn = {.done = done};
+    if (rc != 0) {
+        tds_log(TDS_LOG_WARN, &o->lctx,
+                "could not read the previous owner's quota use (%s): waiting a full minute before "
+                "the first call",
+                rc == -ENOMEM ? "out of memory" : tds_store_error(s->store));
+        sn.at_ms = now;
+        sn.next_ms = INT64_MIN / 2;
+        sn.inflight = (int64_t)cap;
+    } else if (!found) {
+        free(done);
+        return;
+    } else {
+        sn.at_ms = at - off;
+        sn.next_ms = next > INT64_MIN / 4 ? next - off : INT64_MIN / 2;
+        sn.pause_until_ms = pause ? pause - off : 0;
+        sn.inflight = inflight;
+        sn.n_done = n_done;
+        for (size_t i = 0; i < n_done; i++)
+            done[i] -= off;
+    }
+    tds_limiter_seed(o->lim, now, &sn, QUOTA_SKEW_MS);
+    tds_log(TDS_LOG_INFO, &o->lctx,
+            "started from the previous owner's quota use: %zu calls answered within the minute, "
+            "%lld in flight %lld ms ago",
+            n_done, (long long)sn.inflight, (long long)(now - sn.at_ms));
+    free(done);
+}
+
 static void on_tick(struct tds_loop *loop, void *ud)
 {
     (void)loop;
@@ -2108,6 +2226,7 @@ static void on_tick(struct tds_loop *loop, void *ud)
     if (!s->stopping)
         sweep_list_only(s);
     pump_all(s);
+    quota_save(s);
 }
 
 /* ---- lifecycle ---- */
@@ -2153,6 +2272,7 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
                                           ? s->cfg.sweep_backoff_ms
                                           : SWEEP_BACKOFF_MAX_MS;
     s->no_record_log.interval_ms = 60000;
+    s->quota_log.interval_ms = 60000;
     s->bad_id_log.interval_ms = 60000;
     s->origin = strdup(cfg->origin);
     s->o = calloc(orgs->n ? orgs->n : 1, sizeof(*s->o));
@@ -2284,6 +2404,7 @@ void tds_sync_set_owned(struct tds_sync *s, const char *org, bool owned)
     int64_t n = 0;
     if (tds_store_runs_abandon(s->store, org, "abandoned: the fetcher that ran it stopped", &n) == 0 && n)
         tds_log(TDS_LOG_INFO, &o->lctx, "marked %lld runs of a previous owner failed", (long long)n);
+    quota_take_over(o);
     tds_log(TDS_LOG_INFO, &o->lctx, "now fetching this organization");
     org_next(o);
 }

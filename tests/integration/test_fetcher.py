@@ -446,6 +446,48 @@ def test_second_fetcher_takes_over_after_sigkill(procs, db, sim, tmp_path):
     assert st["429"] == {"44": 0, "45": 0, "1070": 0}, st
 
 
+def test_a_fetcher_started_over_keeps_the_minute_limit(procs, db, sim, tmp_path):
+    """A fetcher killed halfway through a minute of full-pace calls and
+    another started at once (a crash, a rolling deploy): the new owner
+    starts from the calls the old one recorded in tds.quota_use and the
+    server's minute never holds more than N. Before, it started with an empty
+    minute and a quarter minute of credit on top of the old one's calls:
+    code 44s."""
+    n, minute = 100, 10000
+    s = sim(orgs=[small_org(items=5, contacts=1500, invoices=5, salesorders=5, groups=2)],
+            extra_args=["--minute-ms", str(minute), "--rate-per-min", str(n)])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": str(minute)},
+                 orgs=[org_spec("60001", rate_per_min=n, max_concurrency=10)])
+    f1 = p.start_fetcher("f1")
+    p.request("60001", "contacts", "full")   # a detail call per contact
+    w = RateWatch(s, "60001")
+    w.wait_for(n)                            # at full pace
+    # Find a minute's start on the simulator's clock, then kill f1 halfway
+    # through that minute, with about N/2 of its calls in it.
+    fin = s.stats()["orgs"]["60001"]["minutes"]["finished"]
+    wait_until(lambda: s.stats()["orgs"]["60001"]["minutes"]["finished"] > fin, timeout=minute / 500,
+               interval=0.005, what="a minute boundary")
+    time.sleep(minute / 2000)
+    _, r_kill, _ = w.sample()
+    f1.kill()
+    row = db.query("SELECT instance, in_flight, cardinality(done_at), now() - saved_at "
+                   "FROM tds.quota_use WHERE org_id = '60001'")
+    print(f"killed f1 after {r_kill} calls; its last record: {row}")
+    assert row and row[0][0] == "fetcher.f1" and row[0][2] >= n // 2, row
+    f2 = p.start_fetcher("f2")
+    p.request("60001", "contacts", "full")   # f1's run is abandoned; f2 starts one at once
+    wait_until(lambda: "started from the previous owner's quota use" in f2.stderr_text(),
+               timeout=15, what="f2 takes the organization over")
+    _, r_end, e = w.wait_for(r_kill + 2 * n, timeout=60)
+    print(f"f2: {r_end - r_kill} calls since the kill; 429s {e}; "
+          f"minutes admitted {s.stats()['orgs']['60001']['minutes']['admitted'][-4:]}")
+    assert e == {"44": 0, "45": 0, "1070": 0}, e
+    assert all(c <= n for c in s.stats()["orgs"]["60001"]["minutes"]["admitted"])
+    # and f2 records its own use in turn
+    wait_until(lambda: db.query("SELECT instance FROM tds.quota_use")[0][0] == "fetcher.f2",
+               timeout=5, what="f2's record")
+
+
 def _keepalive_s(line):
     """The seconds left on an `ss -o` keepalive timer, or None."""
     m = re.search(r"timer:\(keepalive,(?:(\d+)min)?(\d+(?:\.\d+)?)(m?s)", line)

@@ -13,6 +13,7 @@ struct sim {
     int64_t arrive[MAXREQ]; /* when the server saw each request */
     int64_t done_at[MAXREQ];
     int64_t ticket[MAXREQ];
+    struct tds_limiter *who[MAXREQ]; /* the limiter that granted it */
     int n;
 };
 
@@ -28,11 +29,14 @@ static uint32_t rnd(void)
 static int spike_per_mille = 0; /* answers that take spike_ms instead */
 static int spike_ms = 0;
 
-static int drive(struct tds_limiter *l, struct sim *s, int64_t duration_ms, int lat_min, int lat_max)
+/* Drive l from `from` until `to` (appending to s; requests of l still in
+ * flight from an earlier span are released as they finish); returns the
+ * time it stopped at. */
+static int64_t drive_span(struct tds_limiter *l, struct sim *s, int64_t from, int64_t to,
+                          int lat_min, int lat_max)
 {
-    int64_t now = 0;
-    s->n = 0;
-    while (now < duration_ms && s->n < MAXREQ) {
+    int64_t now = from;
+    while (now < to && s->n < MAXREQ) {
         int64_t wait, ticket;
         int rc = tds_limiter_acquire(l, now, &wait, &ticket);
         if (rc == TDS_LIMITER_GO) {
@@ -43,6 +47,7 @@ static int drive(struct tds_limiter *l, struct sim *s, int64_t duration_ms, int 
             s->arrive[s->n] = now + (lat ? (int64_t)(rnd() % (uint32_t)lat) : 0);
             s->done_at[s->n] = now + lat;
             s->ticket[s->n] = ticket;
+            s->who[s->n] = l;
             s->n++;
             continue;
         }
@@ -50,13 +55,13 @@ static int drive(struct tds_limiter *l, struct sim *s, int64_t duration_ms, int 
         /* next event: earliest completion still pending, or the wait */
         int64_t next = wait > 0 ? now + wait : INT64_MAX;
         for (int i = 0; i < s->n; i++)
-            if (s->ticket[i] >= 0 && s->done_at[i] < next)
+            if (s->ticket[i] >= 0 && s->who[i] == l && s->done_at[i] < next)
                 next = s->done_at[i];
         T_TRUE(next != INT64_MAX); /* never told to wait forever */
         T_TRUE(next >= now);
         now = next;
         for (int i = 0; i < s->n; i++) {
-            if (s->ticket[i] >= 0 && s->done_at[i] <= now) {
+            if (s->ticket[i] >= 0 && s->who[i] == l && s->done_at[i] <= now) {
                 struct tds_limiter_outcome o;
                 tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
                 tds_limiter_release(l, s->done_at[i], s->ticket[i], &o);
@@ -64,6 +69,13 @@ static int drive(struct tds_limiter *l, struct sim *s, int64_t duration_ms, int 
             }
         }
     }
+    return now;
+}
+
+static int drive(struct tds_limiter *l, struct sim *s, int64_t duration_ms, int lat_min, int lat_max)
+{
+    s->n = 0;
+    drive_span(l, s, 0, duration_ms, lat_min, lat_max);
     return s->n;
 }
 
@@ -322,6 +334,61 @@ static void test_daily(void)
     tds_limiter_free(l);
 }
 
+/* An organization changes hands mid-stream: the first owner runs at full
+ * pace, is snapshotted (as the owner does every tick), runs on a little and
+ * dies with requests in flight; the next owner starts a moment later from
+ * the snapshot. The server never sees more than N in a window, and the
+ * handover costs little of the allowance. Without the seed the new owner's
+ * banked quarter window went out at once on top of the old one's minute. */
+static void test_handover(void)
+{
+    static int64_t done[1000];
+    for (int trial = 0; trial < 300; trial++) {
+        int64_t n = trial % 3 == 0 ? 50 : 100;
+        int64_t w = trial % 2 ? 60000 : 2000;
+        struct tds_limiter_cfg cfg = {.rate_per_window = n, .window_ms = w, .max_concurrency = 10,
+                                      .margin_ms = 2};
+        struct tds_limiter *a, *b;
+        T_INT(tds_limiter_new(&a, &cfg), ==, 0);
+        T_INT(tds_limiter_new(&b, &cfg), ==, 0);
+        int lat_max = 1 + (int)(rnd() % (uint32_t)(w / 20));
+        int64_t u = w + (int64_t)(rnd() % (uint32_t)(3 * w));          /* last snapshot */
+        int64_t d = u + (int64_t)(rnd() % (uint32_t)(trial % 5 ? 1500 : w)); /* death */
+        int64_t gap = (int64_t)(rnd() % 2500);                          /* to the takeover */
+        int64_t skew = trial % 4 == 0 ? 300 : 0;
+        S.n = 0;
+        int64_t t = drive_span(a, &S, 0, u, 0, lat_max);
+        struct tds_limiter_snapshot snap = {.done = done};
+        tds_limiter_snapshot(a, t, &snap);
+        T_INT((int64_t)snap.n_done + snap.inflight, <=, n);
+        int64_t dead = drive_span(a, &S, t, d, 0, lat_max);
+        for (int i = 0; i < S.n; i++)
+            if (S.who[i] == a)
+                S.ticket[i] = -1; /* died: never answered */
+        /* the clocks may differ by up to the skew the seed allows for */
+        int64_t off = skew ? (int64_t)(rnd() % (uint32_t)(2 * skew + 1)) - skew : 0;
+        snap.at_ms += off;
+        if (snap.next_ms > INT64_MIN / 4)
+            snap.next_ms += off;
+        for (size_t i = 0; i < snap.n_done; i++)
+            snap.done[i] += off;
+        int64_t start = dead + gap;
+        tds_limiter_seed(b, start, &snap, skew);
+        int before = S.n;
+        drive_span(b, &S, start, start + 3 * w, 0, lat_max);
+        check_window(w, n);
+        /* The cost is what cannot be known: what the first owner's pacing
+         * allowed between the snapshot and the takeover (and the skew),
+         * plus what it had in flight; of the rest of three windows 90% is used. */
+        int64_t unknown = (start - u + 2 * skew) * n / w + snap.inflight + 2;
+        if (unknown > n)
+            unknown = n;
+        T_INT(S.n - before, >=, 3 * n * 9 / 10 - unknown);
+        tds_limiter_free(a);
+        tds_limiter_free(b);
+    }
+}
+
 static void test_backoff(void)
 {
     for (int a = 1; a <= 12; a++) {
@@ -355,6 +422,7 @@ int main(void)
     T_RUN(test_concurrency_held_elsewhere);
     T_RUN(test_429_minute);
     T_RUN(test_daily);
+    T_RUN(test_handover);
     T_RUN(test_backoff);
     T_RUN(test_invalid);
     return 0;
