@@ -247,12 +247,21 @@ static int send_msg(void *push, struct gen *g, const char *org, long first, long
     struct tds_msg m;
     struct tds_msg_rows *rw = &m.u.rows;
     struct tds_msg_rowset *s;
-    char id[32], *out = NULL;
+    char id[64], *out = NULL;
     size_t len = 0;
     int rc = -1;
 
+    /* A page id names one page's content: the writer acks a page id it has
+     * applied before without applying it again (tds.applied_pages), so each
+     * run of this driver names its pages afresh. */
+    static long long run_tag;
+    if (!run_tag) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        run_tag = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    }
     memset(&m, 0, sizeof(m));
-    snprintf(id, sizeof(id), "bw-%d-%ld", v, k);
+    snprintf(id, sizeof(id), "bw-%lld-%d-%ld", run_tag, v, k);
     m.type = TDS_MSG_ROWS;
     m.v = TDS_MSG_VERSION;
     /* all owned, so tds_msg_clear() frees the message as the decoder would */
