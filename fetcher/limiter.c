@@ -34,6 +34,11 @@ struct tds_limiter {
     int64_t reset_at_ms;    /* daily reset, 0 unknown */
     int conc_busy;          /* 1070s in a row with nothing of ours in flight */
     uint32_t rnd;           /* xorshift32 state for the jitter */
+    int64_t licence_until_ms; /* with cfg.needs_licence: no grant from then on */
+    /* Slots a previous owner's calls may hold until held_until_ms (they
+     * finished, as far as is known, later than now: kept out of the FIFO,
+     * where our own completions would queue behind them). */
+    int64_t held_n, held_until_ms;
 };
 
 int tds_limiter_new(struct tds_limiter **out, const struct tds_limiter_cfg *cfg)
@@ -92,6 +97,8 @@ struct tds_limiter *tds_limiter_free(struct tds_limiter *l)
 static void expire(struct tds_limiter *l, int64_t now_ms)
 {
     size_t n = (size_t)l->cfg.rate_per_window;
+    if (l->held_n && l->held_until_ms <= now_ms)
+        l->held_n = 0;
     while (l->done_n && l->done[l->done_head] + l->cfg.window_ms + l->cfg.margin_ms <= now_ms) {
         l->done_head = (l->done_head + 1) % n;
         l->done_n--;
@@ -147,6 +154,10 @@ int tds_limiter_acquire(struct tds_limiter *l, int64_t now_ms, int64_t *wait_ms,
         *wait_ms = l->pause_until_ms - now_ms;
         return TDS_LIMITER_WAIT;
     }
+    if (l->cfg.needs_licence && now_ms >= l->licence_until_ms) {
+        *wait_ms = 250; /* until the owner's next record of its use */
+        return TDS_LIMITER_WAIT;
+    }
     if (l->inflight >= l->cap) {
         *wait_ms = -1;
         return TDS_LIMITER_WAIT;
@@ -161,12 +172,16 @@ int tds_limiter_acquire(struct tds_limiter *l, int64_t now_ms, int64_t *wait_ms,
      * within the last window. A request reaches the server before it
      * finishes, so every server window holds at most N of them. */
     expire(l, now_ms);
-    if (l->inflight + (int64_t)l->done_n >= l->cfg.rate_per_window) {
-        if (l->done_n == 0) {
+    if (l->inflight + (int64_t)l->done_n + l->held_n >= l->cfg.rate_per_window) {
+        int64_t ready = INT64_MAX;
+        if (l->done_n)
+            ready = l->done[l->done_head] + l->cfg.window_ms + l->cfg.margin_ms;
+        if (l->held_n && l->held_until_ms < ready)
+            ready = l->held_until_ms;
+        if (ready == INT64_MAX) {
             *wait_ms = -1; /* all N in flight: a release will wake us */
             return TDS_LIMITER_WAIT;
         }
-        int64_t ready = l->done[l->done_head] + l->cfg.window_ms + l->cfg.margin_ms;
         *wait_ms = ready > now_ms ? ready - now_ms : 1;
         return TDS_LIMITER_WAIT;
     }
@@ -295,57 +310,101 @@ void tds_limiter_snapshot(struct tds_limiter *l, int64_t now_ms, struct tds_limi
     s->n_done = l->done_n;
     for (size_t i = 0; i < l->done_n; i++)
         s->done[i] = l->done[(l->done_head + i) % n];
+    /* held slots as completions that expire when they do (after the FIFO's:
+     * inflight + done + held never pass n, so they fit) */
+    int64_t at_held = l->held_until_ms - l->cfg.window_ms - l->cfg.margin_ms;
+    for (int64_t i = 0; i < l->held_n && s->n_done < n; i++)
+        s->done[s->n_done++] = at_held;
 }
 
-void tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_limiter_snapshot *s,
-                      int64_t skew_ms)
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_limiter_snapshot *s,
+                     const struct tds_limiter_handover *h)
 {
     size_t n = (size_t)l->cfg.rate_per_window;
     int64_t w = l->cfg.window_ms + l->cfg.margin_ms;
-    if (skew_ms < 0)
-        skew_ms = 0;
-    /* Requests the previous owner may have been granted after the snapshot
-     * and still inside the window: pacing lets the k-th of them go no
-     * earlier than b + (k-1) * spacing, b being its next grant or, with
-     * the credit it may bank, a quarter window before the window began.
-     * Its clock is taken as early as the skew allows: more of them. */
-    int64_t at = s->at_ms - skew_ms;
+    int64_t skew = h->skew_ms > 0 ? h->skew_ms : 0;
+    /* The previous owner's calls after the snapshot: it may go on until it
+     * notices it lost the organization (horizon_ms from now at most), and
+     * only while its licence lasts (licence_ms after the snapshot, the last
+     * record it wrote). Its clock is taken as early as the skew allows. */
+    int64_t at = s->at_ms - skew;
     if (at > now_ms)
         at = now_ms;
+    int64_t hi = now_ms + (h->horizon_ms > 0 ? h->horizon_ms : 0);
+    if (h->licence_ms > 0 && at + h->licence_ms + 2 * skew < hi)
+        hi = at + h->licence_ms + 2 * skew;
+    /* Pacing lets the k-th of them go no earlier than b + (k-1) * spacing:
+     * b is its next grant or, with the credit it may bank, a quarter window
+     * before the part of (at, hi] that can still be in a window. */
     int64_t lo = at > now_ms - w ? at : now_ms - w;
-    int64_t b_us = lo * 1000 - l->bank_us;
-    if (s->next_ms > INT64_MIN / 4 && (s->next_ms - skew_ms) * 1000 > b_us)
-        b_us = (s->next_ms - skew_ms) * 1000;
     int64_t after = 0;
-    if (now_ms * 1000 >= b_us)
-        after = (now_ms * 1000 - b_us) / l->spacing_us + 1;
-    int64_t extra = s->inflight + after;
+    if (hi > lo) {
+        int64_t b_us = lo * 1000 - l->bank_us;
+        if (s->next_ms > INT64_MIN / 4 && (s->next_ms - skew) * 1000 > b_us)
+            b_us = (s->next_ms - skew) * 1000;
+        if (hi * 1000 >= b_us)
+            after = (hi * 1000 - b_us) / l->spacing_us + 1;
+    }
+    /* Those and its calls in flight at the snapshot count as finished when
+     * they would have been at the latest (made at the last moment, answered
+     * after the longest a call may take), when that is still in a window:
+     * a call reaches the server before it finishes. */
+    int64_t t_extra = (hi > at ? hi : at) + (h->call_ms > 0 ? h->call_ms : 0);
+    int64_t extra = t_extra + w > now_ms ? s->inflight + after : 0;
     if (extra < 0 || extra > (int64_t)n)
         extra = (int64_t)n;
-    /* Its completions, as late as the skew allows, that are still within
-     * the window; then the extra ones, finished now; the newest n of all. */
-    size_t keep = 0, first = 0;
+    /* Merge with what this limiter knows itself (an organization it owned
+     * before): completions within the window, the recorded ones as late as
+     * the skew allows, then the newest n of them all. */
+    expire(l, now_ms);
+    size_t total = l->done_n + (size_t)l->held_n + s->n_done + (size_t)extra, k = 0;
+    int64_t *all = malloc((total ? total : 1) * sizeof(*all));
+    if (!all)
+        return -ENOMEM;
+    for (size_t i = 0; i < l->done_n; i++)
+        all[k++] = l->done[(l->done_head + i) % n];
+    for (int64_t i = 0; i < l->held_n; i++)
+        all[k++] = l->held_until_ms - w;
     for (size_t i = 0; i < s->n_done; i++)
-        if (s->done[i] + skew_ms + w > now_ms)
-            keep++;
-    first = s->n_done - keep;
-    if ((int64_t)keep + extra > (int64_t)n) {
-        size_t drop = keep + (size_t)extra - n;
-        first += drop;
-        keep -= drop;
-    }
+        if (s->done[i] + skew + w > now_ms)
+            all[k++] = s->done[i] + skew;
+    for (int64_t i = 0; i < extra; i++)
+        all[k++] = t_extra;
+    qsort(all, k, sizeof(*all), cmp_i64);
+    /* The newest n: those finished by now go to the FIFO, the later ones
+     * (which our own completions must not queue behind) are held until the
+     * last of them expires. */
+    size_t first = k > n ? k - n : 0;
     l->done_head = 0;
     l->done_n = 0;
-    for (size_t i = 0; i < keep; i++) {
-        int64_t t = s->done[first + i] + skew_ms;
-        l->done[l->done_n++] = t < now_ms ? t : now_ms;
+    l->held_n = 0;
+    for (size_t i = first; i < k; i++) {
+        if (all[i] <= now_ms) {
+            l->done[l->done_n++] = all[i];
+        } else {
+            l->held_n++;
+            l->held_until_ms = all[i] + w;
+        }
     }
-    for (int64_t i = 0; i < extra; i++)
-        l->done[l->done_n++] = now_ms;
-    /* No credit: the first grant now, the next one spacing later. */
-    l->next_us = now_ms * 1000;
+    free(all);
+    /* No credit: the first grant now at the earliest, the next a spacing later. */
+    if (l->next_us < now_ms * 1000)
+        l->next_us = now_ms * 1000;
     if (s->pause_until_ms > l->pause_until_ms)
         l->pause_until_ms = s->pause_until_ms;
+    return 0;
+}
+
+void tds_limiter_licence(struct tds_limiter *l, int64_t until_ms)
+{
+    if (until_ms > l->licence_until_ms)
+        l->licence_until_ms = until_ms;
 }
 
 int64_t tds_limiter_inflight(const struct tds_limiter *l) { return l->inflight; }

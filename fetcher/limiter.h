@@ -33,6 +33,9 @@ struct tds_limiter_cfg {
     int64_t concurrency_backoff_base_ms;
     int64_t concurrency_backoff_max_ms;
     uint32_t seed;             /* of the jitter; 0 picks a fixed one */
+    /* Grant only until the time tds_limiter_licence() last gave: an owner
+     * calls only while it keeps a record of its use a successor can read. */
+    bool needs_licence;
 };
 
 enum {
@@ -93,15 +96,25 @@ struct tds_limiter_snapshot {
 };
 int64_t tds_limiter_rate(const struct tds_limiter *l);
 void tds_limiter_snapshot(struct tds_limiter *l, int64_t now_ms, struct tds_limiter_snapshot *s);
-/* Take over from a previous owner's snapshot (converted to this clock, with
- * skew_ms allowed between the two clocks): its completions within the window
- * count as they were, and as finished now count its requests in flight when
- * it was taken plus every request its pacing could have granted since (it
- * may have run on until it died). Pacing starts over with no credit; a
- * code 44 pause carries over. Never lets the two owners together put more
- * than N requests in a window of the server's. */
-void tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_limiter_snapshot *s,
-                      int64_t skew_ms);
+/* What the taking over may assume of the previous owner. */
+struct tds_limiter_handover {
+    int64_t skew_ms;    /* between the two owners' clocks */
+    int64_t horizon_ms; /* how long after now it may still call (until it notices) */
+    int64_t licence_ms; /* how long after its snapshot its licence lasted (0: no licence) */
+    int64_t call_ms;    /* the longest one of its calls may take (its HTTP timeout) */
+};
+/* Take over from a previous owner's snapshot (converted to this clock),
+ * merged with what this limiter knows itself: the snapshot's completions
+ * within the window count as they were (as late as the skew allows), and
+ * its calls in flight then, plus every call its pacing could have granted
+ * from the snapshot until it stopped (the horizon, or the end of its
+ * licence), count as finished at the latest time they could have been
+ * answered (made last, taking call_ms). Pacing starts again with no credit; a code 44 pause carries over.
+ * Returns 0 or -ENOMEM (the limiter unchanged). */
+int tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_limiter_snapshot *s,
+                     const struct tds_limiter_handover *h);
+/* With cfg.needs_licence: grants are allowed until until_ms (never moved back). */
+void tds_limiter_licence(struct tds_limiter *l, int64_t until_ms);
 /* Exponential backoff with jitter for retry `attempt` (1-based): a value in
  * [d/2, d] where d = min(max_ms, base_ms * 2^(attempt-1)); rnd is any 32-bit
  * random value (callers pass one, tests pass fixed ones). */

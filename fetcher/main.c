@@ -404,6 +404,7 @@ int main(int argc, char **argv)
         .sweep_every_ms = a.cfg.sweep_ms,
         .sweep_backoff_ms = a.cfg.detail_backoff_ms,
         .sweep_backoff_max_ms = a.cfg.detail_backoff_max_ms,
+        .owner_check_ms = a.cfg.owner_check_ms,
     };
     if ((rc = tds_sync_new(&a.sync, a.loop, a.push, a.store, a.http, a.metrics, a.events, a.orgs,
                            &scfg)) < 0 ||

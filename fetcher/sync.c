@@ -2094,27 +2094,32 @@ static void sweep_list_only(struct tds_sync *s)
  * milliseconds); the next owner counts that much more of its predecessor's
  * calls as possibly inside the window. */
 #define QUOTA_SKEW_MS 500
-/* How often the owner writes it: the next owner counts the calls this one's
- * pacing allowed since the last write, ~2 of Zoho's 100 a minute per second. */
+/* How often the owner writes what its limiters hold, and how long each
+ * write licenses it to call: an owner whose writes fail stops calling
+ * QUOTA_LICENCE_MS after the last one that worked, so a successor reading
+ * that record knows when it stopped. */
 #define QUOTA_SAVE_MS 1000
+#define QUOTA_LICENCE_MS 5000
 
 /* Every second: what each owned organization's limiter holds, in one
  * statement, so that whoever owns it next (this process restarted, another
- * replica) starts from it. A failed write is logged; the next owner then
- * counts more of this one's calls as unknown, never fewer. */
-static void quota_save(struct tds_sync *s)
+ * replica) starts from it; a write that worked licenses the organization's
+ * calls for QUOTA_LICENCE_MS more. A failed one is logged. `only`: that
+ * organization alone, at once (a takeover, before its first call). */
+static void quota_save(struct tds_sync *s, struct org_rt *only)
 {
     int64_t now = tds_now_ms(), off = tds_wall_ms() - now;
-    if (s->quota_saved_ms && now - s->quota_saved_ms < QUOTA_SAVE_MS)
+    if (!only && s->quota_saved_ms && now - s->quota_saved_ms < QUOTA_SAVE_MS * 9 / 10)
         return;
-    s->quota_saved_ms = now;
+    if (!only)
+        s->quota_saved_ms = now;
     json_t *rows = json_array();
     int64_t *done = NULL;
     size_t cap = 0;
     bool ok = rows != NULL;
     for (size_t i = 0; ok && i < s->n_o; i++) {
         struct org_rt *o = &s->o[i];
-        if (!o->owned)
+        if (!o->owned || (only && o != only))
             continue;
         size_t need = (size_t)tds_limiter_rate(o->lim);
         if (need > cap) {
@@ -2152,17 +2157,25 @@ static void quota_save(struct tds_sync *s)
                         "could not record the organizations' quota use: out of memory");
         return;
     }
-    if (text && tds_store_quota_save(s->store, s->origin, text) != 0)
+    if (!text)
+        return;
+    if (tds_store_quota_save(s->store, s->origin, text) != 0) {
         tds_log_limited(&s->quota_log, TDS_LOG_WARN, NULL,
-                        "could not record the organizations' quota use in tds.quota_use: %s",
-                        tds_store_error(s->store));
+                        "could not record the organizations' quota use in tds.quota_use (their "
+                        "calls stop %d s after the last record that worked): %s",
+                        QUOTA_LICENCE_MS / 1000, tds_store_error(s->store));
+    } else {
+        for (size_t i = 0; i < s->n_o; i++)
+            if (s->o[i].owned && (!only || &s->o[i] == only))
+                tds_limiter_licence(s->o[i].lim, now + QUOTA_LICENCE_MS);
+    }
     free(text);
 }
 
 /* Taking an organization over: start its limiter from what the previous
- * owner recorded. Nothing recorded means nobody owned it before. A row that
- * cannot be read counts as a full window: wait one rather than risk Zoho's
- * code 44. */
+ * owner recorded, then record this owner's own use before its first call.
+ * Nothing recorded means nobody owned it before. A row that cannot be read
+ * counts as a full window: wait one rather than risk Zoho's code 44. */
 static void quota_take_over(struct org_rt *o)
 {
     struct tds_sync *s = o->s;
@@ -2176,18 +2189,11 @@ static void quota_take_over(struct org_rt *o)
                   : -ENOMEM;
     int64_t now = tds_now_ms(), off = tds_wall_ms() - now;
     struct tds_limiter_snapshot sn = {.done = done};
-    if (rc != 0) {
-        tds_log(TDS_LOG_WARN, &o->lctx,
-                "could not read the previous owner's quota use (%s): waiting a full minute before "
-                "the first call",
-                rc == -ENOMEM ? "out of memory" : tds_store_error(s->store));
-        sn.at_ms = now;
-        sn.next_ms = INT64_MIN / 2;
-        sn.inflight = (int64_t)cap;
-    } else if (!found) {
-        free(done);
-        return;
-    } else {
+    struct tds_limiter_handover h = {.skew_ms = QUOTA_SKEW_MS,
+                                     .horizon_ms = s->cfg.owner_check_ms + 1000,
+                                     .licence_ms = QUOTA_LICENCE_MS,
+                                     .call_ms = s->cfg.http_timeout_ms};
+    if (rc == 0 && found) {
         sn.at_ms = at - off;
         sn.next_ms = next > INT64_MIN / 4 ? next - off : INT64_MIN / 2;
         sn.pause_until_ms = pause ? pause - off : 0;
@@ -2195,13 +2201,26 @@ static void quota_take_over(struct org_rt *o)
         sn.n_done = n_done;
         for (size_t i = 0; i < n_done; i++)
             done[i] -= off;
+        rc = tds_limiter_seed(o->lim, now, &sn, &h);
+        if (rc == 0)
+            tds_log(TDS_LOG_INFO, &o->lctx,
+                    "started from the previous owner's quota use: %zu calls answered within the "
+                    "window, %lld in flight, recorded %lld ms ago",
+                    n_done, (long long)inflight, (long long)(now - sn.at_ms));
     }
-    tds_limiter_seed(o->lim, now, &sn, QUOTA_SKEW_MS);
-    tds_log(TDS_LOG_INFO, &o->lctx,
-            "started from the previous owner's quota use: %zu calls answered within the minute, "
-            "%lld in flight %lld ms ago",
-            n_done, (long long)sn.inflight, (long long)(now - sn.at_ms));
+    if (rc != 0) {
+        tds_log(TDS_LOG_WARN, &o->lctx,
+                "could not read the previous owner's quota use (%s): waiting a full window before "
+                "the first call",
+                rc == -ENOMEM ? "out of memory" : tds_store_error(s->store));
+        struct tds_limiter_snapshot full = {.at_ms = now, .next_ms = INT64_MIN / 2,
+                                            .inflight = (int64_t)cap, .done = NULL};
+        struct tds_limiter_handover none = {0};
+        if (tds_limiter_seed(o->lim, now, &full, &none) != 0)
+            tds_log(TDS_LOG_WARN, &o->lctx, "out of memory: the first call waits for a record");
+    }
     free(done);
+    quota_save(s, o);
 }
 
 static void on_tick(struct tds_loop *loop, void *ud)
@@ -2226,7 +2245,7 @@ static void on_tick(struct tds_loop *loop, void *ud)
     if (!s->stopping)
         sweep_list_only(s);
     pump_all(s);
-    quota_save(s);
+    quota_save(s, NULL);
 }
 
 /* ---- lifecycle ---- */
@@ -2313,6 +2332,7 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
             .margin_ms = 2,
             .concurrency_cooldown_ms = cfg->minute_ms > 0 && cfg->minute_ms < 60000 ? cfg->minute_ms / 2 : 30000,
             .seed = jitter_seed(),
+            .needs_licence = true,
         };
         struct tds_api_cfg ac = {.timeout_ms = cfg->http_timeout_ms, .max_attempts = (int)cfg->max_attempts};
         if (tds_oauth_new(&o->oauth, org, &oc, store, http, events, metrics, on_token_change, o) != 0 ||
