@@ -241,6 +241,18 @@ out:
     return rc;
 }
 
+/* A page id names one page's content: the writer acks a page id it has
+ * applied before without applying it again (tds.applied_pages), so each run
+ * of this driver names its pages afresh: bw-<run tag>-<version>-<n>. */
+static long long run_tag;
+
+static void run_tag_init(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    run_tag = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static int send_msg(void *push, struct gen *g, const char *org, long first, long n, int v,
                     long k)
 {
@@ -251,15 +263,6 @@ static int send_msg(void *push, struct gen *g, const char *org, long first, long
     size_t len = 0;
     int rc = -1;
 
-    /* A page id names one page's content: the writer acks a page id it has
-     * applied before without applying it again (tds.applied_pages), so each
-     * run of this driver names its pages afresh. */
-    static long long run_tag;
-    if (!run_tag) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        run_tag = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-    }
     memset(&m, 0, sizeof(m));
     snprintf(id, sizeof(id), "bw-%lld-%d-%ld", run_tag, v, k);
     m.type = TDS_MSG_ROWS;
@@ -299,7 +302,7 @@ static long read_acks(void *sub, int v)
     zmq_msg_t body;
     struct tds_msg m;
     long got = 0;
-    char prefix[16];
+    char prefix[48];
     int n = zmq_recv(sub, topic, sizeof(topic) - 1, ZMQ_DONTWAIT);
 
     if (n < 0)
@@ -309,7 +312,7 @@ static long read_acks(void *sub, int v)
         zmq_msg_close(&body);
         return 0;
     }
-    snprintf(prefix, sizeof(prefix), "bw-%d-", v);
+    snprintf(prefix, sizeof(prefix), "bw-%lld-%d-", run_tag, v);
     if (tds_msg_decode(zmq_msg_data(&body), zmq_msg_size(&body), &m) == 0) {
         if (m.type == TDS_MSG_ACK && m.u.ack.origin && strcmp(m.u.ack.origin, ORIGIN) == 0)
             for (size_t i = 0; i < m.u.ack.n_ids; i++)
@@ -394,6 +397,7 @@ out:
 
 int main(int argc, char **argv)
 {
+    run_tag_init();
     static const struct option opts[] = {
         {"dsn", required_argument, NULL, 'd'},  {"push", required_argument, NULL, 'p'},
         {"ack", required_argument, NULL, 'a'},  {"rows", required_argument, NULL, 'n'},
