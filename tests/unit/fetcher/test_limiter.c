@@ -29,14 +29,9 @@ static uint32_t rnd(void)
 static int spike_per_mille = 0; /* answers that take spike_ms instead */
 static int spike_ms = 0;
 
-/* Drive l from `from` until `to` (appending to s; requests of l still in
- * flight from an earlier span are released as they finish); returns the
- * time it stopped at. */
-static int64_t drive_span(struct tds_limiter *l, struct sim *s, int64_t from, int64_t to,
-                          int lat_min, int lat_max)
+/* Release l's requests answered by now, at the time each was answered. */
+static void release_answered(struct tds_limiter *l, struct sim *s, int64_t now)
 {
-    int64_t now = from;
-    /* answers that came while nobody drove it (an idle spell) */
     for (int i = 0; i < s->n; i++) {
         if (s->ticket[i] >= 0 && s->who[i] == l && s->done_at[i] <= now) {
             struct tds_limiter_outcome o;
@@ -45,6 +40,16 @@ static int64_t drive_span(struct tds_limiter *l, struct sim *s, int64_t from, in
             s->ticket[i] = -1;
         }
     }
+}
+
+/* Drive l from `from` until `to` (appending to s; requests of l still in
+ * flight from an earlier span are released as they finish); returns the
+ * time it stopped at. */
+static int64_t drive_span(struct tds_limiter *l, struct sim *s, int64_t from, int64_t to,
+                          int lat_min, int lat_max)
+{
+    int64_t now = from;
+    release_answered(l, s, now); /* answers that came while nobody drove it */
     while (now < to && s->n < MAXREQ) {
         int64_t wait, ticket;
         int rc = tds_limiter_acquire(l, now, &wait, &ticket);
@@ -69,14 +74,7 @@ static int64_t drive_span(struct tds_limiter *l, struct sim *s, int64_t from, in
         T_TRUE(next != INT64_MAX); /* never told to wait forever */
         T_TRUE(next >= now);
         now = next;
-        for (int i = 0; i < s->n; i++) {
-            if (s->ticket[i] >= 0 && s->who[i] == l && s->done_at[i] <= now) {
-                struct tds_limiter_outcome o;
-                tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
-                tds_limiter_release(l, s->done_at[i], s->ticket[i], &o);
-                s->ticket[i] = -1;
-            }
-        }
+        release_answered(l, s, now);
     }
     return now;
 }
