@@ -334,19 +334,27 @@ int tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_lim
      * only while its licence lasts (licence_ms after the snapshot, the last
      * record it wrote). Its clock is taken as early as the skew allows. */
     int64_t at = s->at_ms - skew;
-    if (at > now_ms)
+    /* A record from the future: its clock is ahead by more than the skew
+     * (it was written before now). Its times are then bounded by when its
+     * calls can end at the latest, and its pacing is not trusted, or a clock
+     * an hour fast would hold the slots for an hour. */
+    int64_t ahead = at > now_ms ? at - now_ms : 0;
+    if (ahead)
         at = now_ms;
-    int64_t hi = now_ms + (h->horizon_ms > 0 ? h->horizon_ms : 0);
+    int64_t horizon = h->horizon_ms > 0 ? h->horizon_ms : 0;
+    int64_t call_ms = h->call_ms > 0 ? h->call_ms : 0;
+    int64_t latest = now_ms + horizon + call_ms + skew;
+    int64_t hi = now_ms + horizon;
     if (h->licence_ms > 0 && at + h->licence_ms + 2 * skew < hi)
         hi = at + h->licence_ms + 2 * skew;
     /* Pacing lets the k-th of them go no earlier than b + (k-1) * spacing:
      * b is its next grant or, with the credit it may bank, a quarter window
      * before the part of (at, hi] that can still be in a window. */
-    int64_t lo = at > now_ms - w ? at : now_ms - w;
+    int64_t lo = at > now_ms - w - call_ms ? at : now_ms - w - call_ms;
     int64_t after = 0;
     if (hi > lo) {
         int64_t b_us = lo * 1000 - l->bank_us;
-        if (s->next_ms > INT64_MIN / 4 && (s->next_ms - skew) * 1000 > b_us)
+        if (!ahead && s->next_ms > INT64_MIN / 4 && (s->next_ms - skew) * 1000 > b_us)
             b_us = (s->next_ms - skew) * 1000;
         if (hi * 1000 >= b_us)
             after = (hi * 1000 - b_us) / l->spacing_us + 1;
@@ -355,7 +363,7 @@ int tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_lim
      * they would have been at the latest (made at the last moment, answered
      * after the longest a call may take), when that is still in a window:
      * a call reaches the server before it finishes. */
-    int64_t t_extra = (hi > at ? hi : at) + (h->call_ms > 0 ? h->call_ms : 0);
+    int64_t t_extra = (hi > at ? hi : at) + call_ms;
     int64_t extra = t_extra + w > now_ms ? s->inflight + after : 0;
     if (extra < 0 || extra > (int64_t)n)
         extra = (int64_t)n;
@@ -365,15 +373,27 @@ int tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_lim
     expire(l, now_ms);
     size_t total = l->done_n + (size_t)l->held_n + s->n_done + (size_t)extra, k = 0;
     int64_t *all = malloc((total ? total : 1) * sizeof(*all));
-    if (!all)
+    if (!all) {
+        /* Without room to merge: no grant until all of it is out of the
+         * window (later than any of it could end), which needs no memory. */
+        int64_t until = (t_extra > latest ? t_extra : latest) + w;
+        if (l->held_n && l->held_until_ms > until)
+            until = l->held_until_ms;
+        if (s->pause_until_ms - ahead > until)
+            until = s->pause_until_ms - ahead;
+        if (until > l->pause_until_ms)
+            l->pause_until_ms = until;
         return -ENOMEM;
+    }
     for (size_t i = 0; i < l->done_n; i++)
         all[k++] = l->done[(l->done_head + i) % n];
     for (int64_t i = 0; i < l->held_n; i++)
         all[k++] = l->held_until_ms - w;
-    for (size_t i = 0; i < s->n_done; i++)
-        if (s->done[i] + skew + w > now_ms)
-            all[k++] = s->done[i] + skew;
+    for (size_t i = 0; i < s->n_done; i++) {
+        int64_t d = s->done[i] + skew < latest ? s->done[i] + skew : latest;
+        if (d + w > now_ms)
+            all[k++] = d;
+    }
     for (int64_t i = 0; i < extra; i++)
         all[k++] = t_extra;
     qsort(all, k, sizeof(*all), cmp_i64);
@@ -396,8 +416,10 @@ int tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_lim
     /* No credit: the first grant now at the earliest, the next a spacing later. */
     if (l->next_us < now_ms * 1000)
         l->next_us = now_ms * 1000;
-    if (s->pause_until_ms > l->pause_until_ms)
-        l->pause_until_ms = s->pause_until_ms;
+    /* a pause from a clock ahead keeps what was left of it then */
+    int64_t pause = s->pause_until_ms - ahead;
+    if (s->pause_until_ms && pause > l->pause_until_ms)
+        l->pause_until_ms = pause;
     return 0;
 }
 

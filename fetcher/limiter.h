@@ -109,8 +109,11 @@ struct tds_limiter_handover {
  * its calls in flight then, plus every call its pacing could have granted
  * from the snapshot until it stopped (the horizon, or the end of its
  * licence), count as finished at the latest time they could have been
- * answered (made last, taking call_ms). Pacing starts again with no credit; a code 44 pause carries over.
- * Returns 0 or -ENOMEM (the limiter unchanged). */
+ * answered (made last, taking call_ms). Pacing starts again with no credit;
+ * a code 44 pause carries over. A snapshot taken later than now (its clock
+ * ahead by more than the skew) has all its times moved back to now.
+ * Returns 0, or -ENOMEM: then the limiter only pauses until all of it can
+ * have left the window (nothing is merged). */
 int tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_limiter_snapshot *s,
                      const struct tds_limiter_handover *h);
 /* With cfg.needs_licence: grants are allowed until until_ms (never moved back). */

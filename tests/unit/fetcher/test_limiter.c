@@ -355,7 +355,9 @@ static void test_handover(void)
     for (int trial = 0; trial < 400; trial++) {
         int64_t n = trial % 3 == 0 ? 50 : 100;
         int64_t w = trial % 2 ? 60000 : 2000;
-        int kind = trial % 5;      /* 0 stale row, 1 A idle then a burst, else busy */
+        /* 0 stale row, 1 A idle then a burst, 2 a row just gone stale (A's
+         * last calls, made before B's window, may reach Zoho inside it), else busy */
+        int kind = trial % 6;
         int64_t skew = trial % 4 == 0 ? 300 : 0;
         int64_t horizon = 1000 + (int64_t)(rnd() % 2000);
         struct tds_limiter_cfg cfg = {.rate_per_window = n, .window_ms = w, .max_concurrency = 10,
@@ -365,8 +367,9 @@ static void test_handover(void)
         T_INT(tds_limiter_new(&b, &cfg), ==, 0);
         int lat_max = 1 + (int)(rnd() % (uint32_t)(w / 20));
         int64_t u = w + (int64_t)(rnd() % (uint32_t)(3 * w));   /* A's last record */
-        int64_t gap = kind == 0 ? licence + lat_max + w + 2 * skew + 3 + (int64_t)(rnd() % 3000)
-                                : (int64_t)(rnd() % 2500);         /* to the takeover */
+        int64_t gap = kind == 0   ? licence + lat_max + w + 2 * skew + 3 + (int64_t)(rnd() % 3000)
+                      : kind == 2 ? licence + w + 2 * skew + (int64_t)(rnd() % (uint32_t)(lat_max + 1))
+                                  : (int64_t)(rnd() % 2500); /* to the takeover */
         int64_t start = u + gap;
         /* A dies somewhere up to the horizon past the takeover */
         int64_t d = u + (int64_t)(rnd() % (uint32_t)(gap + horizon + 1));
@@ -410,7 +413,7 @@ static void test_handover(void)
          * plus what it had in flight, held until it may have stopped; 90%
          * of the rest of three windows is used. */
         int64_t hi = start + horizon < u + licence + 2 * skew ? start + horizon : u + licence + 2 * skew;
-        int64_t lo = u - skew > start - w ? u - skew : start - w;
+        int64_t lo = u - skew > start - w - lat_max ? u - skew : start - w - lat_max;
         int64_t unknown = hi > lo ? (hi - lo) * n / w + n / 4 + snap.inflight + 2 : 0;
         if (unknown > n)
             unknown = n;
@@ -480,6 +483,67 @@ static void test_held_slots(void)
     tds_limiter_free(l);
 }
 
+/* A record gone stale a little more than a window ago: the previous owner's
+ * calls were all made before this window, but one made near the end of its
+ * licence can reach Zoho (and finish) up to an HTTP timeout later, inside
+ * it, so they count: a quarter window of banked credit and the pacing's. */
+static void test_calls_made_before_the_window(void)
+{
+    struct tds_limiter_cfg cfg = {.rate_per_window = 100, .window_ms = 60000, .max_concurrency = 10};
+    struct tds_limiter *l;
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    const int64_t at = 100000, now = at + 5000 + 60000 + 10000;
+    struct tds_limiter_snapshot old = {.at_ms = at, .next_ms = at - 60000}; /* idle */
+    struct tds_limiter_handover h = {.horizon_ms = 1000, .licence_ms = 5000, .call_ms = 30000};
+    T_INT(tds_limiter_seed(l, now, &old, &h), ==, 0);
+    int64_t held[100];
+    struct tds_limiter_snapshot sn = {.done = held};
+    tds_limiter_snapshot(l, now, &sn);
+    /* its calls until its licence ended (at + 5000) from a quarter window of
+     * credit, answered by at + 35000 at the latest: held until a window later */
+    T_INT((int64_t)sn.n_done, >=, 25 + 5000 / 600);
+    for (size_t i = 0; i < sn.n_done; i++)
+        T_INT(held[i], ==, at + 5000 + 30000);
+    S.n = 0;
+    drive_span(l, &S, now, at + 35000 + 60000, 0, 20);
+    T_INT(S.n, <=, 100 - 25 - 5000 / 600);
+    tds_limiter_free(l);
+}
+
+/* A record from a clock an hour ahead (beyond the skew allowed for): its
+ * times move back with it, so its calls hold their slots for a window, not
+ * for an hour; a code 44 pause in it moves back too. */
+static void test_clock_ahead(void)
+{
+    struct tds_limiter_cfg cfg = {.rate_per_window = 10, .window_ms = 1000, .max_concurrency = 5};
+    struct tds_limiter *l;
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    const int64_t ahead = 3600000, now = 50000;
+    int64_t done[10];
+    for (int i = 0; i < 10; i++)
+        done[i] = now + ahead - 900 + i * 10; /* a full window of calls, by its clock */
+    struct tds_limiter_snapshot old = {.at_ms = now + ahead, .next_ms = now + ahead + 100,
+                                       .pause_until_ms = now + ahead + 300, .n_done = 10,
+                                       .done = done};
+    struct tds_limiter_handover h = {.skew_ms = 100, .horizon_ms = 500, .licence_ms = 5000,
+                                     .call_ms = 200};
+    T_INT(tds_limiter_seed(l, now, &old, &h), ==, 0);
+    int64_t wait, ticket;
+    T_INT(tds_limiter_acquire(l, now, &wait, &ticket), ==, TDS_LIMITER_WAIT);
+    /* its window of calls (as late as the skew allows), its calls until the
+     * horizon and their answers: a few windows at most, not an hour */
+    S.n = 0;
+    int64_t t = drive_span(l, &S, now, now + 6000, 0, 20);
+    T_INT(t, <, now + 6100);
+    T_INT(S.n, >=, 10);
+    int64_t first = INT64_MAX;
+    for (int i = 0; i < S.n; i++)
+        if (S.arrive[i] < first)
+            first = S.arrive[i];
+    T_INT(first, <, now + 4000);
+    tds_limiter_free(l);
+}
+
 static void test_backoff(void)
 {
     for (int a = 1; a <= 12; a++) {
@@ -516,6 +580,8 @@ int main(void)
     T_RUN(test_handover);
     T_RUN(test_licence);
     T_RUN(test_held_slots);
+    T_RUN(test_clock_ahead);
+    T_RUN(test_calls_made_before_the_window);
     T_RUN(test_backoff);
     T_RUN(test_invalid);
     return 0;
