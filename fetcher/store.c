@@ -585,36 +585,51 @@ int tds_store_detail_attempts_prune(struct tds_store *s, const char *org)
 
 /* ---- quota use ---- */
 
-int tds_store_quota_save(struct tds_store *s, const char *instance, const char *rows_json)
+int tds_store_quota_save(struct tds_store *s, const char *instance, const char *claim,
+                         const char *rows_json, void (*saved)(void *ud, const char *org), void *ud)
 {
-    const char *p[] = {instance, rows_json};
-    return exec0(s,
-                 "INSERT INTO tds.quota_use AS q (org_id, instance, saved_at, next_at, paused_until, "
-                 "in_flight, done_at) "
-                 "SELECT r.org, $1, " FROM_MS("r.at") ", " FROM_MS("r.next") ", " FROM_MS("r.pause")
-                 ", r.inflight, ARRAY(SELECT " FROM_MS("e.x") " FROM jsonb_array_elements_text(r.done) "
-                 "WITH ORDINALITY AS e(x, i) ORDER BY e.i) "
-                 "FROM jsonb_to_recordset($2::jsonb) AS r(org text, at bigint, next bigint, "
-                 "pause bigint, inflight integer, done jsonb) "
-                 "ON CONFLICT (org_id) DO UPDATE SET instance = EXCLUDED.instance, "
-                 "saved_at = EXCLUDED.saved_at, next_at = EXCLUDED.next_at, "
-                 "paused_until = EXCLUDED.paused_until, in_flight = EXCLUDED.in_flight, "
-                 "done_at = EXCLUDED.done_at",
-                 2, p);
+    const char *p[] = {instance, claim, rows_json};
+    PGresult *r = run(s,
+                      "INSERT INTO tds.quota_use AS q (org_id, instance, claim, saved_at, next_at, "
+                      "paused_until, in_flight, done_at) "
+                      "SELECT r.org, $1, $2, " FROM_MS("r.at") ", " FROM_MS("r.next") ", " FROM_MS("r.pause")
+                      ", r.inflight, ARRAY(SELECT " FROM_MS("e.x") " FROM jsonb_array_elements_text(r.done) "
+                      "WITH ORDINALITY AS e(x, i) ORDER BY e.i) "
+                      "FROM jsonb_to_recordset($3::jsonb) AS r(org text, at bigint, next bigint, "
+                      "pause bigint, inflight integer, done jsonb) "
+                      "ON CONFLICT (org_id) DO UPDATE SET instance = EXCLUDED.instance, "
+                      "saved_at = EXCLUDED.saved_at, next_at = EXCLUDED.next_at, "
+                      "paused_until = EXCLUDED.paused_until, in_flight = EXCLUDED.in_flight, "
+                      "done_at = EXCLUDED.done_at WHERE q.claim = EXCLUDED.claim "
+                      "RETURNING org_id",
+                      3, p);
+    if (!r)
+        return -EIO;
+    for (int i = 0; i < PQntuples(r); i++)
+        saved(ud, PQgetvalue(r, i, 0));
+    PQclear(r);
+    return 0;
 }
 
-int tds_store_quota_get(struct tds_store *s, const char *org, bool *found, int64_t *at_ms,
-                        int64_t *next_ms, int64_t *pause_ms, int64_t *inflight, int64_t *done,
-                        size_t cap, size_t *n_done)
+int tds_store_quota_claim(struct tds_store *s, const char *org, const char *instance,
+                          const char *claim, bool *found, int64_t *at_ms, int64_t *next_ms,
+                          int64_t *pause_ms, int64_t *inflight, int64_t *done, size_t cap,
+                          size_t *n_done)
 {
     *found = false;
     *n_done = 0;
-    const char *p[] = {org};
+    const char *p[] = {org, instance, claim};
     PGresult *r = run(s,
+                      /* the row as its last owner left it, locked, and this
+                       * owner's claim put in its place in the same statement:
+                       * nothing the old owner writes lands in between or after */
+                      "WITH old AS (SELECT * FROM tds.quota_use WHERE org_id = $1 FOR UPDATE), "
+                      "claimed AS (UPDATE tds.quota_use q SET instance = $2, claim = $3 FROM old "
+                      "WHERE q.org_id = old.org_id) "
                       "SELECT " MS_EXPR("saved_at") ", " MS_EXPR("next_at") ", " MS_EXPR("paused_until")
                       ", in_flight, (SELECT string_agg(" MS_EXPR("d") "::text, ',' ORDER BY d) "
-                      "FROM unnest(done_at) AS d) FROM tds.quota_use WHERE org_id = $1",
-                      1, p);
+                      "FROM unnest(done_at) AS d) FROM old",
+                      3, p);
     if (!r)
         return -EIO;
     if (PQntuples(r) == 1) {

@@ -253,6 +253,10 @@ struct org_rt {
     struct tds_limiter *lim;
     struct tds_api *api;
     bool owned;
+    bool quota_claimed;  /* its tds.quota_use row holds s->claim (since it was owned) */
+    bool quota_seeded;   /* its limiter started from a full window (the claim failed) */
+    bool quota_lost;     /* another fetcher claimed the row: logged once */
+    int64_t quota_claim_ms; /* last attempt to claim it */
     bool dropping;       /* cancelled API callbacks only clean up */
     bool no_bulk;        /* GET /itemdetails refused as unknown: item by item */
     int offset_min;
@@ -295,6 +299,7 @@ struct tds_sync {
     const struct tds_orgs *orgs;
     struct tds_sync_cfg cfg;
     char *origin;
+    char *claim;                    /* this process's token in tds.quota_use */
     struct org_rt *o;
     size_t n_o;
     struct inflight *inf;
@@ -2101,6 +2106,25 @@ static void sweep_list_only(struct tds_sync *s)
 #define QUOTA_SAVE_MS 1000
 #define QUOTA_LICENCE_MS 5000
 
+struct quota_landed {
+    struct tds_sync *s;
+    int64_t until_ms;
+    bool *landed; /* per s->o[], NULL when it could not be allocated */
+};
+
+/* A row of tds_store_quota_save that landed: that organization may call
+ * until until_ms. */
+static void quota_landed(void *ud, const char *org)
+{
+    struct quota_landed *q = ud;
+    struct org_rt *o = find_org(q->s, org);
+    if (!o || !o->owned)
+        return;
+    tds_limiter_licence(o->lim, q->until_ms);
+    if (q->landed)
+        q->landed[o - q->s->o] = true;
+}
+
 /* Every second: what each owned organization's limiter holds, in one
  * statement, so that whoever owns it next (this process restarted, another
  * replica) starts from it; a write that worked licenses the organization's
@@ -2159,23 +2183,41 @@ static void quota_save(struct tds_sync *s, struct org_rt *only)
     }
     if (!text)
         return;
-    if (tds_store_quota_save(s->store, s->origin, text) != 0) {
+    struct quota_landed q = {.s = s, .until_ms = now + QUOTA_LICENCE_MS,
+                             .landed = calloc(s->n_o, sizeof(bool))};
+    if (tds_store_quota_save(s->store, s->origin, s->claim, text, quota_landed, &q) != 0) {
         tds_log_limited(&s->quota_log, TDS_LOG_WARN, NULL,
                         "could not record the organizations' quota use in tds.quota_use (their "
                         "calls stop %d s after the last record that worked): %s",
                         QUOTA_LICENCE_MS / 1000, tds_store_error(s->store));
     } else {
-        for (size_t i = 0; i < s->n_o; i++)
-            if (s->o[i].owned && (!only || &s->o[i] == only))
-                tds_limiter_licence(s->o[i].lim, now + QUOTA_LICENCE_MS);
+        /* A row that did not land holds another fetcher's claim: it took the
+         * organization over, and this one has not noticed the loss of its
+         * lock yet. No licence: its calls stop when the last one ends, as
+         * the new owner assumed when it read the row. */
+        for (size_t i = 0; q.landed && i < s->n_o; i++) {
+            struct org_rt *o = &s->o[i];
+            if (!o->owned || (only && o != only) || !o->quota_claimed || q.landed[i])
+                continue;
+            if (!o->quota_lost)
+                tds_log(TDS_LOG_WARN, &o->lctx,
+                        "another fetcher has claimed this organization's quota record: no calls "
+                        "from here once the last licence ends (%d s), until this fetcher owns it "
+                        "again",
+                        QUOTA_LICENCE_MS / 1000);
+            o->quota_lost = true;
+        }
     }
+    free(q.landed);
     free(text);
 }
 
-/* Taking an organization over: start its limiter from what the previous
- * owner recorded, then record this owner's own use before its first call.
- * Nothing recorded means nobody owned it before. A row that cannot be read
- * counts as a full window: wait one rather than risk Zoho's code 44. */
+/* Taking an organization over: read what the previous owner recorded and
+ * claim its row in one statement (its later writes no longer land, so it
+ * cannot renew its licence), start the limiter from it, then record this
+ * owner's own use before its first call. Nothing recorded means nobody
+ * owned it before. A row that cannot be read counts as a full window: wait
+ * one rather than risk Zoho's code 44; the claim is tried again each tick. */
 static void quota_take_over(struct org_rt *o)
 {
     struct tds_sync *s = o->s;
@@ -2184,10 +2226,12 @@ static void quota_take_over(struct org_rt *o)
     bool found = false;
     int64_t at = 0, next = INT64_MIN / 2, pause = 0, inflight = 0;
     size_t n_done = 0;
-    int rc = done ? tds_store_quota_get(s->store, o->org->org_id, &found, &at, &next, &pause,
-                                        &inflight, done, cap, &n_done)
+    int rc = done ? tds_store_quota_claim(s->store, o->org->org_id, s->origin, s->claim, &found,
+                                          &at, &next, &pause, &inflight, done, cap, &n_done)
                   : -ENOMEM;
+    bool claimed = rc == 0;
     int64_t now = tds_now_ms(), off = tds_wall_ms() - now;
+    o->quota_claim_ms = now;
     struct tds_limiter_snapshot sn = {.done = done};
     struct tds_limiter_handover h = {.skew_ms = QUOTA_SKEW_MS,
                                      .horizon_ms = s->cfg.owner_check_ms + 1000,
@@ -2208,7 +2252,7 @@ static void quota_take_over(struct org_rt *o)
                     "window, %lld in flight, recorded %lld ms ago",
                     n_done, (long long)inflight, (long long)(now - sn.at_ms));
     }
-    if (rc != 0) {
+    if (rc != 0 && !o->quota_seeded) {
         tds_log(TDS_LOG_WARN, &o->lctx,
                 "could not read the previous owner's quota use (%s): waiting a full window before "
                 "the first call",
@@ -2216,8 +2260,18 @@ static void quota_take_over(struct org_rt *o)
         struct tds_limiter_snapshot full = {.at_ms = now, .next_ms = INT64_MIN / 2,
                                             .inflight = (int64_t)cap, .done = NULL};
         struct tds_limiter_handover none = {0};
-        if (tds_limiter_seed(o->lim, now, &full, &none) != 0)
-            tds_log(TDS_LOG_WARN, &o->lctx, "out of memory: the first call waits for a record");
+        /* out of memory even here: the limiter pauses for the window instead */
+        tds_limiter_seed(o->lim, now, &full, &none);
+        o->quota_seeded = true;
+    } else if (rc != 0) {
+        tds_log_limited(&s->quota_log, TDS_LOG_WARN, &o->lctx,
+                        "could not claim the organization's quota record yet: %s",
+                        rc == -ENOMEM ? "out of memory" : tds_store_error(s->store));
+    }
+    o->quota_claimed = claimed;
+    if (claimed) {
+        o->quota_seeded = false;
+        o->quota_lost = false;
     }
     free(done);
     quota_save(s, o);
@@ -2245,6 +2299,10 @@ static void on_tick(struct tds_loop *loop, void *ud)
     if (!s->stopping)
         sweep_list_only(s);
     pump_all(s);
+    for (size_t i = 0; !s->stopping && i < s->n_o; i++)
+        if (s->o[i].owned && !s->o[i].quota_claimed &&
+            now - s->o[i].quota_claim_ms >= QUOTA_SAVE_MS)
+            quota_take_over(&s->o[i]);
     quota_save(s, NULL);
 }
 
@@ -2294,8 +2352,9 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
     s->quota_log.interval_ms = 60000;
     s->bad_id_log.interval_ms = 60000;
     s->origin = strdup(cfg->origin);
+    s->claim = tds_uid("quota");
     s->o = calloc(orgs->n ? orgs->n : 1, sizeof(*s->o));
-    if (!s->origin || !s->o)
+    if (!s->origin || !s->claim || !s->o)
         goto nomem;
     if (metrics) {
         s->m_inflight = tds_metrics_get(metrics, TDS_GAUGE, "tds_fetcher_pages_inflight",
@@ -2406,6 +2465,7 @@ struct tds_sync *tds_sync_free(struct tds_sync *s)
     free(s->answered_ring);
     free(s->o);
     free(s->origin);
+    free(s->claim);
     free(s);
     return NULL;
 }
@@ -2416,6 +2476,7 @@ void tds_sync_set_owned(struct tds_sync *s, const char *org, bool owned)
     if (!o || o->owned == owned)
         return;
     o->owned = owned;
+    o->quota_claimed = o->quota_seeded = o->quota_lost = false;
     if (!owned) {
         tds_log(TDS_LOG_WARN, &o->lctx, "lost ownership of organization, dropping its work");
         org_drop_work(o);

@@ -489,6 +489,55 @@ def test_a_fetcher_started_over_keeps_the_minute_limit(procs, db, sim, tmp_path)
                timeout=5, what="f2's record")
 
 
+def test_an_owner_that_lost_its_lock_stops_calling_within_its_licence(procs, db, sim, tmp_path):
+    """A fetcher whose lock session ends while it lives on (the server ended
+    that session; its other connections work) goes on calling until its
+    owner check notices, up to TDS_FETCHER_OWNER_CHECK_MS later. The fetcher
+    that takes the organization over claims its row in tds.quota_use in the
+    statement that reads it, so the old owner's writes stop landing: its
+    licence to call is not renewed and it stops within 5 s of its last
+    record, as the new owner assumed. Before, each of its writes renewed its
+    licence and overwrote the new owner's record until it noticed."""
+    n, minute, check = 100, 10000, "40000"
+    s = sim(orgs=[small_org(items=5, contacts=1500, invoices=5, salesorders=5, groups=2)],
+            extra_args=["--minute-ms", str(minute), "--rate-per-min", str(n)])
+    p = Pipeline(procs, db, s, tmp_path,
+                 fetcher_env={"TDS_FETCHER_MINUTE_MS": str(minute),
+                              "TDS_FETCHER_OWNER_CHECK_MS": check},
+                 orgs=[org_spec("60001", rate_per_min=n, max_concurrency=10)])
+    f1 = p.start_fetcher("f1")
+    p.request("60001", "contacts", "full")   # a detail call per contact: minutes of work
+    w = RateWatch(s, "60001")
+    w.wait_for(20)
+    locks = db.query("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                     "AND objid::text::bigint = hashtext('tds-org:60001')::bigint & 4294967295")
+    assert len(locks) == 1, locks
+    db.query("SELECT pg_terminate_backend(%s)", locks[0][0])
+    f2 = p.start_fetcher("f2", env={"TDS_FETCHER_BIND": f"tcp://127.0.0.1:{free_port()}"})
+    wait_until(lambda: "started from the previous owner's quota use" in f2.stderr_text(),
+               timeout=10, what="f2 takes the organization over")
+    t_over = time.monotonic()
+    wait_until(lambda: "another fetcher has claimed this organization's quota record"
+               in f1.stderr_text(), timeout=5, what="f1 sees its record claimed")
+    calls = "tds_fetcher_api_calls_total"
+    rows = set()
+    while time.monotonic() < t_over + 6.5:
+        rows.add(tuple(db.query("SELECT instance, claim FROM tds.quota_use")[0]))
+        time.sleep(0.2)
+    stopped = f1.metric(calls, {"org": "60001"})
+    while time.monotonic() < t_over + 12:
+        rows.add(tuple(db.query("SELECT instance, claim FROM tds.quota_use")[0]))
+        time.sleep(0.2)
+    later = f1.metric(calls, {"org": "60001"})
+    print(f"f1 calls 6.5 s after the takeover {stopped:.0f}, 12 s after {later:.0f}; "
+          f"records seen {rows}")
+    # f1 still believes it owns the organization: its owner check has not run
+    assert "lost ownership" not in f1.stderr_text()
+    assert later == stopped, "the old owner went on calling past its licence"
+    assert len(rows) == 1 and next(iter(rows))[0] == "fetcher.f2", rows
+    assert w.sample()[2] == {"44": 0, "45": 0, "1070": 0}
+
+
 def _keepalive_s(line):
     """The seconds left on an `ss -o` keepalive timer, or None."""
     m = re.search(r"timer:\(keepalive,(?:(\d+)min)?(\d+(?:\.\d+)?)(m?s)", line)
