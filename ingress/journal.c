@@ -1135,6 +1135,13 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
             goto out;
         }
         r = scan_seg(j, s, fd, &sc, info);
+        /* What the scan read counts as durable from now on (synced_seq
+         * below): a record written but not yet synced when the last
+         * process died is in the page cache, whole, while the machine
+         * lives, and its retry would be answered 200 as a duplicate. So it
+         * is synced first, with a torn tail's truncation. */
+        if (r == 0 && s->size > 0 && !j->o.read_only && fdatasync(fd) < 0)
+            r = -errno;
         close(fd);
         if (r == 0 && s->size == 0 && !j->o.read_only) {
             /* Created but never written (a crash right after rotation). */
@@ -1153,6 +1160,11 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
             max_seq = s->id;
     }
 
+    /* the segments' names (and the removal of empty ones) too */
+    if (n_names && !j->o.read_only && fsync(j->dirfd) < 0) {
+        r = -errno;
+        goto out;
+    }
     if (sc.n_acks)
         qsort(sc.acks, sc.n_acks, sizeof(*sc.acks), cmp_u64);
     for (size_t i = 0; i < sc.n; i++) {
