@@ -292,6 +292,21 @@ static bool unpark(struct tds_forward *f)
     return moved;
 }
 
+static void journal_acks(struct tds_forward *f, const uint64_t *seqs, size_t n);
+
+/* A durable entry that can never be sent: counted, and acked in the journal
+ * so that its segment can be dropped (else the journal fills up behind it
+ * and every webhook gets 503). */
+static void dead_letter(struct tds_forward *f, struct node *n)
+{
+    uint64_t seq = n->seq;
+
+    tds_series_inc(f->m_dead, 1);
+    detach(f, n);
+    node_free(f, n);
+    journal_acks(f, &seq, 1);
+}
+
 static void flush(struct tds_forward *f, int d)
 {
     int64_t now = tds_now_ms();
@@ -331,15 +346,27 @@ static void flush(struct tds_forward *f, int d)
                 node_free(f, n);
                 continue;
             }
+            if (r < 0) {
+                /* Durable, and the read failed for a reason that passes
+                 * (no file descriptor or memory to spare, an I/O error):
+                 * tried again after the ack timeout, like an unacked one. */
+                tds_log_limited(&f->log_read, TDS_LOG_WARN, NULL,
+                                "could not read journal record %llu for resend: %s, trying "
+                                "again in %lld ms",
+                                (unsigned long long)n->seq, strerror(-r),
+                                (long long)f->o.ack_timeout_ms);
+                list_remove(&f->sendq[d], n);
+                n->deadline_ms = now + f->o.ack_timeout_ms;
+                list_push(&f->flight, n, L_FLIGHT);
+                continue;
+            }
             if (r) {
-                /* Durable yet unreadable: a damaged disk. */
+                /* Durable yet damaged or gone: it can never be sent. */
                 tds_log_limited(&f->log_read, TDS_LOG_ERROR, NULL,
-                                "could not read journal record %llu for resend: %s, skipping",
-                                (unsigned long long)n->seq,
-                                r < 0 ? strerror(-r) : "record damaged or gone");
-                tds_series_inc(f->m_dead, 1);
-                detach(f, n);
-                node_free(f, n);
+                                "journal record %llu cannot be read for resend (record damaged "
+                                "or gone): released as a dead letter",
+                                (unsigned long long)n->seq);
+                dead_letter(f, n);
                 continue;
             }
             buf = p;
@@ -347,9 +374,11 @@ static void flush(struct tds_forward *f, int d)
         if (tds_entry_decode(buf, len, &e)) {
             if (buf != n->buf)
                 free(buf);
-            tds_series_inc(f->m_dead, 1);
-            detach(f, n);
-            node_free(f, n);
+            tds_log_limited(&f->log_read, TDS_LOG_ERROR, NULL,
+                            "journal record %llu is not an ingress entry: released as a dead "
+                            "letter",
+                            (unsigned long long)n->seq);
+            dead_letter(f, n);
             continue;
         }
         r = tds_bus_send(f->push[d], e.msg, e.msg_len, ZMQ_DONTWAIT);
@@ -546,6 +575,8 @@ void tds_forward_synced(struct tds_forward *f, uint64_t synced, bool failed)
             wake(f);
     }
 }
+
+void tds_forward_dead(struct tds_forward *f, size_t n) { tds_series_inc(f->m_dead, (double)n); }
 
 int tds_forward_recover(struct tds_forward *f, uint64_t seq, const struct tds_journal_loc *loc,
                         const void *payload, size_t len)

@@ -63,6 +63,9 @@ void tds_forward_syncing(struct tds_forward *f, uint64_t upto);
  * Wakes the loop when a node read back before its record was written waits
  * for this sync. */
 void tds_forward_synced(struct tds_forward *f, uint64_t synced, bool failed);
+/* Counts n journal records found at start that can never be sent (dead
+ * letters; the caller acks them in the journal). */
+void tds_forward_dead(struct tds_forward *f, size_t n);
 /* Loop thread, before running: an unacked entry found in the journal. */
 int tds_forward_recover(struct tds_forward *f, uint64_t seq, const struct tds_journal_loc *loc,
                         const void *payload, size_t len);

@@ -180,6 +180,10 @@ struct app {
     struct tds_http *http;
     struct tds_series *h_batch, *h_fsync, *g_no_space;
     int64_t dedupe_window_ms;
+    /* unacked records the start-up scan could not decode: acked once the
+     * journal is open, or their segments could never be dropped */
+    uint64_t *dead;
+    size_t n_dead, cap_dead;
     int64_t drain_timer;
     /* The journal as the tick last saw it: what /readyz says and the log
      * lines of each change. A failure after a full disk still says so. */
@@ -228,7 +232,21 @@ static int on_recovered(const struct tds_journal_rec *r, void *ud)
     struct tds_entry e;
 
     if (tds_entry_decode(r->payload, r->len, &e)) {
-        tds_warn("skipping journal record %llu: not an ingress entry", (unsigned long long)r->seq);
+        if (r->acked)
+            return 0;
+        tds_error("journal record %llu checks out but is not an ingress entry this version "
+                  "reads: it cannot be sent, and is released (a dead letter)",
+                  (unsigned long long)r->seq);
+        if (a->n_dead == a->cap_dead) {
+            size_t cap = a->cap_dead ? a->cap_dead * 2 : 16;
+            uint64_t *d = realloc(a->dead, cap * sizeof(*d));
+
+            if (!d)
+                return -ENOMEM;
+            a->dead = d;
+            a->cap_dead = cap;
+        }
+        a->dead[a->n_dead++] = r->seq;
         return 0;
     }
     if (tds_wall_ms() - r->wall_ms <= a->dedupe_window_ms && e.msgid_len > 3)
@@ -726,6 +744,14 @@ int main(int argc, char **argv)
         if (info.torn)
             tds_warn("journal: dropped %llu torn or damaged records at segment ends",
                      (unsigned long long)info.torn);
+        if (a.n_dead) {
+            tds_forward_dead(a.forward, a.n_dead);
+            if (tds_journal_ack(a.journal, a.dead, a.n_dead))
+                tds_warn("journal: could not release %zu dead letters: out of memory (their "
+                         "segments stay until a restart does)", a.n_dead);
+        }
+        free(a.dead);
+        a.dead = NULL;
         tds_info("journal '%s': %zu segments, %llu entries, %llu unacked (resending)",
                  cfg->journal_dir, info.segments, (unsigned long long)info.entries,
                  (unsigned long long)info.unacked);
@@ -807,6 +833,7 @@ out:
         tds_journal_on_stalled(a.journal, NULL, NULL);
     }
     a.http = tds_http_free(a.http);
+    free(a.dead);
     a.journal = tds_journal_close(a.journal);
     a.forward = tds_forward_free(a.forward);
     a.dedupe = tds_dedupe_free(a.dedupe);

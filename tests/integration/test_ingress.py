@@ -478,6 +478,51 @@ def test_restart_syncs_the_journal_it_finds_before_answering(ing, tmp_path, bins
     i.wait_metric("tds_ingress_duplicates_total", 1)
 
 
+def _crc32c(data, crc=0):
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def test_a_record_that_is_no_entry_is_released_not_kept(ing):
+    """A journal record that checks out but is no entry this version
+    decodes (written by another version, say) can never be sent. It is
+    logged, counted as a dead letter and acked in the journal: segments are
+    dropped front first, so one kept unacked would hold every later segment
+    until the journal filled up and answered 503 for good."""
+    env = {"TDS_INGRESS_RETENTION_S": "0", "TDS_INGRESS_SEGMENT_BYTES": "4096"}
+    i = ing(env=env)
+    for k in range(8):
+        assert i.post("60001", item_body(str(5000 + k)), SECRET_A).status == 200
+    i.proc.kill()
+    segs = sorted(f for f in os.listdir(i.journal) if f.endswith(".seg"))
+    assert len(segs) >= 2, segs
+    # The first record's payload no longer decodes (another entry version);
+    # its checksum is made to match again.
+    first = os.path.join(i.journal, segs[0])
+    with open(first, "r+b") as f:
+        hdr = bytearray(f.read(32))
+        n = int.from_bytes(hdr[4:8], "little")
+        payload = bytearray(f.read(n))
+        payload[0] = 0xEE
+        hdr[8:12] = _crc32c(bytes(payload) + bytes(hdr[12:32])).to_bytes(4, "little")
+        f.seek(0)
+        f.write(bytes(hdr) + bytes(payload))
+    i.drain(i.events)  # what the first run sent
+    i.proc.start()
+    assert "is not an ingress entry this version reads" in i.proc.stderr_text()
+    got = i.recv(i.events, 7, timeout=20)
+    assert len({m["zoho_id"] for m in got}) == 7
+    i.ack([m["id"] for m in got])
+    i.wait_metric("tds_ingress_dead_letters_total", 1)
+    # every entry of the old segments acked, the dead letter too: they go
+    wait_until(lambda: not any(os.path.exists(os.path.join(i.journal, f)) for f in segs),
+               timeout=10, what="the old segments dropped")
+
+
 def test_journal_full_answers_503_not_lost(ing):
     i = ing(env={"TDS_INGRESS_JOURNAL_MAX_BYTES": "16384", "TDS_INGRESS_SEGMENT_BYTES": "4096",
                  "TDS_INGRESS_RETENTION_S": "0"})

@@ -420,11 +420,68 @@ static void test_one_ack_acks_every_seq_of_its_id(void)
     rig_close(&x);
 }
 
+/* Entry 1's record damaged on disk (a bad block) after its first send. */
+static void damage(struct rig *x)
+{
+    char path[160];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/%020llu.seg", x->jdir, (unsigned long long)x->loc[0].seg);
+    fd = open(path, O_WRONLY);
+    T_TRUE(fd >= 0);
+    T_INT(pwrite(fd, "XXXX", 4, (off_t)(x->loc[0].off + 32)), ==, 4);
+    close(fd);
+}
+
+static void step_damaged(struct tds_loop *loop, void *ud)
+{
+    struct rig *x = ud;
+    char got[512] = "";
+
+    switch (x->step++) {
+    case 0:
+        submit(x, 0);
+        check(x, tds_journal_sync(x->j) == 0, "sync");
+        break;
+    case 1:
+        check(x, received(x, got, sizeof(got)) == 1, "entry 1 not sent");
+        damage(x);
+        break;
+    default:
+        /* its resend (the ack timeout is 300 ms, the resend timer 1 s) */
+        if (tds_series_value(x->dead) == 0 && x->step < 40)
+            break;
+        check(x, tds_series_value(x->dead) == 1, "a damaged record is not a dead letter");
+        check(x, received(x, got, sizeof(got)) == 0, "a damaged record was sent");
+        check(x, tds_forward_unacked(x->f) == 0, "the dead letter still waits for an ack");
+        check(x, tds_journal_unacked(x->j) == 0,
+              "the dead letter not acked in the journal: its segment could never go");
+        tds_loop_stop(loop);
+        break;
+    }
+}
+
+/* A durable record that cannot be read back whole for its resend (damaged,
+ * or gone) can never be sent: it is a dead letter, counted, and acked in
+ * the journal so that its segment, and every one after it, can be dropped. */
+static void test_a_damaged_record_is_released_as_a_dead_letter(void)
+{
+    struct rig x = {0};
+
+    rig_open(&x, 1 << 20, 300, 0, true);
+    rig_append(&x, 0, "ev-1", "payload one");
+    T_TRUE(tds_loop_timer_add(x.loop, 100, 100, step_damaged, &x) > 0);
+    T_INT(tds_loop_run(x.loop), ==, 0);
+    T_INT(x.failures, ==, 0);
+    rig_close(&x);
+}
+
 int main(void)
 {
     T_RUN(test_sent_when_its_commit_begins);
     T_RUN(test_over_budget_waits_for_its_write);
     T_RUN(test_resend_waits_for_room_on_the_disk);
     T_RUN(test_one_ack_acks_every_seq_of_its_id);
+    T_RUN(test_a_damaged_record_is_released_as_a_dead_letter);
     return 0;
 }
