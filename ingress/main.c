@@ -109,7 +109,7 @@ static const struct tds_config_entry config_table[] = {
     {"TDS_INGRESS_JOURNAL_MAX_BYTES", TDS_CFG_INT, "1073741824", 0, 4096, INT64_MAX / 2,
      S(journal_max), "journal size bound in bytes (over it, with nothing acked to drop: 503)"},
     {"TDS_INGRESS_SEGMENT_BYTES", TDS_CFG_INT, "67108864", 0, 1024, 1073741824,
-     S(segment_bytes), "journal segment file size"},
+     S(segment_bytes), "journal segment file size (at most half of TDS_INGRESS_JOURNAL_MAX_BYTES)"},
     {"TDS_INGRESS_RETENTION_S", TDS_CFG_INT, "86400", 0, 0, 365 * 86400, S(retention_s),
      "seconds acked journal segments are kept for replay (within the size bound)"},
     {"TDS_INGRESS_SYNC_DELAY_US", TDS_CFG_INT, "1000", 0, 0, 100000, S(sync_delay_us),
@@ -177,7 +177,8 @@ struct app {
     struct tds_journal *journal;
     struct tds_dedupe *dedupe;
     struct tds_forward *forward;
-    struct tds_http *http;
+    /* set once the server listens, read by the journal's sync thread too */
+    struct tds_http *_Atomic http;
     struct tds_series *h_batch, *h_fsync, *g_no_space;
     int64_t dedupe_window_ms;
     /* unacked records the start-up scan could not decode: acked once the
@@ -195,9 +196,10 @@ struct app {
 static void on_synced(uint64_t synced, bool failed, void *ud)
 {
     struct app *a = ud;
+    struct tds_http *h = a->http;
 
-    if (a->http)
-        tds_http_synced(a->http, synced, failed);
+    if (h)
+        tds_http_synced(h, synced, failed);
     tds_forward_synced(a->forward, synced, failed);
 }
 
@@ -206,9 +208,10 @@ static void on_synced(uint64_t synced, bool failed, void *ud)
 static void on_stalled(uint64_t synced, void *ud)
 {
     struct app *a = ud;
+    struct tds_http *h = a->http;
 
-    if (a->http)
-        tds_http_synced(a->http, synced, true);
+    if (h)
+        tds_http_synced(h, synced, true);
 }
 
 static void on_syncing(uint64_t upto, void *ud)
@@ -655,6 +658,13 @@ int main(int argc, char **argv)
                 (long long)cfg->body_memory, (long long)cfg->max_body);
         goto out;
     }
+    if (cfg->segment_bytes > cfg->journal_max / 2) {
+        fprintf(stderr, "tds-ingress: invalid TDS_INGRESS_SEGMENT_BYTES: '%lld' (more than half "
+                "of TDS_INGRESS_JOURNAL_MAX_BYTES, %lld: the segment being written is never "
+                "dropped, so the journal could fill up with nothing left to free)\n",
+                (long long)cfg->segment_bytes, (long long)cfg->journal_max);
+        goto out;
+    }
     tds_stage_instance(cfg->instance, host, sizeof(host));
     snprintf(origin, sizeof(origin), "ingress.%s", host);
     if (replay) {
@@ -780,15 +790,17 @@ int main(int argc, char **argv)
         struct tds_http *h = NULL;
 
         rc = tds_http_new(&h, &ho, &hd);
+        /* Before the server starts: a request it parks from its first
+         * moment is resumed by the sync that makes it durable. On failure
+         * the end of main detaches the sync callbacks, then frees it. */
+        a.http = h;
         if (rc == 0)
             rc = tds_http_start(h);
         if (rc) {
             tds_error("could not listen on TDS_INGRESS_LISTEN '%s': %s", cfg->listen,
                       rc < 0 ? strerror(-rc) : "invalid address");
-            tds_http_free(h);
             goto out;
         }
-        a.http = h;
     }
     tds_loop_on_drain(a.loop, on_drain, &a);
     if (tds_loop_timer_add(a.loop, 1000, 1000, on_tick, &a) < 0) {

@@ -704,6 +704,17 @@ def test_bad_body_memory_setting(procs):
     assert "invalid TDS_INGRESS_BODY_MEMORY" in r.stderr
 
 
+def test_segment_over_half_the_journal_bound_is_refused(procs):
+    """The segment being written is never dropped: one as large as the
+    journal's bound would fill it with nothing left to free, every webhook
+    answered 503 for good. Refused at start instead."""
+    r = procs.run("tds-ingress", [], env={"TDS_CONFIG": "x",
+                                          "TDS_INGRESS_JOURNAL_MAX_BYTES": "50000000"},
+                  check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "invalid TDS_INGRESS_SEGMENT_BYTES: '67108864'" in r.stderr
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_chunked_body_over_the_cap_is_cut_before_its_end(ing, model):
     """A chunked body has no Content-Length to refuse it by: as soon as it
