@@ -1129,6 +1129,11 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
         is_seg_name(names[i], &s->id);
         s->fd = -1;
         fd = openat(j->dirfd, names[i], (j->o.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT && j->o.read_only) {
+            /* dropped by the running ingress since the listing (replay) */
+            free(s);
+            continue;
+        }
         if (fd < 0) {
             r = -errno;
             free(s);
@@ -1188,6 +1193,8 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
 
             seg_name(m->seg->id, name, sizeof(name));
             fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
+            if (fd < 0 && errno == ENOENT && j->o.read_only)
+                continue; /* dropped since the scan (replay): its entries were acked */
             if (fd < 0) {
                 r = -errno;
                 goto out;

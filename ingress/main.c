@@ -418,6 +418,8 @@ static int parse_when(const char *s, int64_t now_ms, int64_t *out)
 struct rentry {
     char *buf;
     size_t len;
+    const char *msgid; /* within buf */
+    size_t msgid_len;
     bool acked;
 };
 
@@ -452,12 +454,51 @@ static int replay_collect(const struct tds_journal_rec *r, void *ud)
         return -ENOMEM;
     memcpy(rp->e[rp->n].buf, r->payload, r->len);
     rp->e[rp->n].len = r->len;
+    rp->e[rp->n].msgid = rp->e[rp->n].buf + (e.msgid - (const char *)r->payload);
+    rp->e[rp->n].msgid_len = e.msgid_len;
     rp->e[rp->n].acked = false;
     rp->n++;
     return 0;
 }
 
-static int replay_main(int argc, char **argv, struct settings *cfg, const char *origin)
+static int cmp_id(const char *a, size_t al, const char *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+
+    return c ? c : (al > bl) - (al < bl);
+}
+
+static int cmp_rentry(const void *x, const void *y)
+{
+    const struct rentry *a = *(const struct rentry *const *)x, *b = *(const struct rentry *const *)y;
+
+    return cmp_id(a->msgid, a->msgid_len, b->msgid, b->msgid_len);
+}
+
+/* Marks every sent entry with message id `id` acked (one id may have been
+ * journaled more than once): by binary search over `by_id`, the sent
+ * entries sorted by id. Returns how many it marked. */
+static size_t replay_ack(struct rentry **by_id, size_t n, const char *id)
+{
+    size_t lo = 0, hi = n, il = strlen(id), marked = 0;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (cmp_id(by_id[mid]->msgid, by_id[mid]->msgid_len, id, il) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < n && cmp_id(by_id[lo]->msgid, by_id[lo]->msgid_len, id, il) == 0; lo++)
+        if (!by_id[lo]->acked) {
+            by_id[lo]->acked = true;
+            marked++;
+        }
+    return marked;
+}
+
+static int replay_main(int argc, char **argv, struct settings *cfg)
 {
     static const struct option opts[] = {
         {"org", required_argument, NULL, 'o'},   {"since", required_argument, NULL, 's'},
@@ -472,6 +513,7 @@ static int replay_main(int argc, char **argv, struct settings *cfg, const char *
     struct tds_journal *j = NULL;
     struct tds_bus *bus = NULL;
     struct tds_bus_sock *push[3] = {NULL}, *sub = NULL;
+    struct rentry **by_id = NULL;
     struct tds_bus_opts bo = {.hwm = 100000, .linger_ms = 10000, .reconnect_ms = 100};
     int64_t wait_s = 30, now = tds_wall_ms(), deadline;
     size_t sent = 0, acked = 0, events = 0, fetches = 0;
@@ -525,11 +567,15 @@ static int replay_main(int argc, char **argv, struct settings *cfg, const char *
         status = 2;
         goto out;
     }
+    /* Every ack, whatever its origin: the writer acks an event to the origin
+     * journaled in it, the ingress that took the webhook, which need not be
+     * the name this command runs under (another pod, another TDS_INSTANCE).
+     * Acks wait in the SUB while the events go out: room for all of them. */
     if (r || (r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo, &push[1])) ||
         (r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo, &push[2])) ||
-        (r = tds_bus_sock_new(bus, ZMQ_SUB, NULL, &sub)) ||
+        (r = tds_bus_sock_new(bus, ZMQ_SUB, &bo, &sub)) ||
         (r = tds_bus_connect(push[1], cfg->processor)) ||
-        (r = tds_bus_connect(push[2], cfg->fetcher)) || (r = tds_bus_subscribe(sub, origin)) ||
+        (r = tds_bus_connect(push[2], cfg->fetcher)) || (r = tds_bus_subscribe(sub, "")) ||
         (r = tds_bus_connect(sub, cfg->acks))) {
         fprintf(stderr, "tds-ingress: could not set up sockets: %s\n", zmq_strerror(-r));
         goto out;
@@ -559,6 +605,16 @@ static int replay_main(int argc, char **argv, struct settings *cfg, const char *
         else
             fetches++;
     }
+    if (wait_s && sent) {
+        by_id = malloc(sent * sizeof(*by_id));
+        if (!by_id) {
+            fprintf(stderr, "tds-ingress: out of memory\n");
+            goto out;
+        }
+        for (size_t i = 0; i < sent; i++)
+            by_id[i] = &rp.e[i];
+        qsort(by_id, sent, sizeof(*by_id), cmp_rentry);
+    }
     deadline = tds_now_ms() + wait_s * 1000;
     while (wait_s && acked < sent && tds_now_ms() < deadline) {
         zmq_pollitem_t pi = {tds_bus_sock_raw(sub), 0, ZMQ_POLLIN, 0};
@@ -575,20 +631,9 @@ static int replay_main(int argc, char **argv, struct settings *cfg, const char *
         }
         if (tds_bus_recv(sub, &body, &bl, 4u << 20, 0, &more) == 0 &&
             tds_msg_decode(body, bl, &m) == 0) {
-            if (m.type == TDS_MSG_ACK && m.u.ack.origin && strcmp(m.u.ack.origin, origin) == 0) {
-                for (size_t k = 0; k < m.u.ack.n_ids; k++) {
-                    for (size_t i = 0; i < sent; i++) {
-                        struct tds_entry e;
-
-                        tds_entry_decode(rp.e[i].buf, rp.e[i].len, &e);
-                        if (!rp.e[i].acked && e.msgid_len == strlen(m.u.ack.ids[k]) &&
-                            memcmp(e.msgid, m.u.ack.ids[k], e.msgid_len) == 0) {
-                            rp.e[i].acked = true;
-                            acked++;
-                        }
-                    }
-                }
-            }
+            if (m.type == TDS_MSG_ACK)
+                for (size_t k = 0; k < m.u.ack.n_ids; k++)
+                    acked += replay_ack(by_id, sent, m.u.ack.ids[k]);
             tds_msg_clear(&m);
         }
         free(topic);
@@ -601,6 +646,7 @@ static int replay_main(int argc, char **argv, struct settings *cfg, const char *
     printf("\n");
     status = sent == rp.n && (!wait_s || acked == sent) ? 0 : 1;
 out:
+    free(by_id);
     for (size_t i = 0; i < rp.n; i++)
         free(rp.e[i].buf);
     free(rp.e);
@@ -668,7 +714,7 @@ int main(int argc, char **argv)
     tds_stage_instance(cfg->instance, host, sizeof(host));
     snprintf(origin, sizeof(origin), "ingress.%s", host);
     if (replay) {
-        status = replay_main(argc - 1, argv + 1, cfg, origin);
+        status = replay_main(argc - 1, argv + 1, cfg);
         goto out;
     }
     if (tds_orgs_load(cfg->config, &a.orgs, err, sizeof(err)) != 0) {

@@ -572,6 +572,42 @@ def test_replay_resends_journaled_events(ing, procs):
     assert r.returncode == 2 and "invalid --since" in r.stderr
 
 
+def test_replay_counts_the_acks_from_another_instance(ing, procs):
+    """The writer acks a replayed event to the origin journaled in it, the
+    ingress that took the webhook. An operator running `replay` from
+    another pod (another TDS_INSTANCE) still sees them: replay counts acks
+    of any origin by their message ids. Before, it heard only its own name's
+    and reported none acknowledged (exit 1) after waiting its full --wait."""
+    i = ing()
+    n = 300
+    with ThreadPoolExecutor(16) as ex:
+        st = list(ex.map(lambda k: i.post("60001", item_body(str(8000 + k)), SECRET_A).status,
+                         range(n)))
+    assert st == [200] * n
+    got = i.recv(i.events, n)
+    assert len(got) == n
+    i.ack([m["id"] for m in got])
+    i.wait_metric("tds_ingress_unacked", 0)
+    env = dict(i.env, TDS_INSTANCE="operator-pod")
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=procs.run(
+        "tds-ingress", ["replay", "--org", "60001", "--since", "1h", "--wait", "20"], env=env,
+        check=False)))
+    t0 = time.monotonic()
+    t.start()
+    acked = 0
+    while acked < n and time.monotonic() - t0 < 20:
+        for m in i.recv(i.events, n - acked, timeout=0.5):
+            assert m["origin"] == i.origin  # acked where the webhook was taken
+            i.ack([m["id"]], origin=m["origin"])  # one ack a message, as a busy writer sends
+            acked += 1
+    t.join(30)
+    r = out["r"]
+    print(f"replay: {r.stdout.strip()} in {time.monotonic() - t0:.1f}s")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert f"replayed {n} of {n}" in r.stdout and f"{n} acknowledged" in r.stdout, r.stdout
+
+
 def test_bad_config_and_sigterm(ing, procs, tmp_path):
     r = procs.run("tds-ingress", [], env={"TDS_CONFIG": "/nonexistent.json"}, check=False)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "TDS_CONFIG" in r.stderr
