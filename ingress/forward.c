@@ -457,7 +457,7 @@ static void take_syncing(struct tds_forward *f)
 {
     bool failed = atomic_load(&f->failed);
     uint64_t upto = failed ? atomic_load(&f->synced) : atomic_load(&f->syncing);
-    struct tds_forward_slot *list = NULL, **tail = &list;
+    struct tds_forward_slot *list = NULL, **tail = &list, *last = NULL;
 
     pthread_mutex_lock(&f->mu);
     while (f->in_head && (f->in_head->seq <= upto || failed)) {
@@ -467,6 +467,7 @@ static void take_syncing(struct tds_forward *f)
         i->next = NULL;
         *tail = i;
         tail = &i->next;
+        last = i;
     }
     if (!f->in_head)
         f->in_tail = NULL;
@@ -475,18 +476,40 @@ static void take_syncing(struct tds_forward *f)
     while (list) {
         struct tds_forward_slot *i = list;
 
-        list = i->next;
         /* Past a failed sync, entries above `synced` that had not gone yet
          * were never durable and their requests got 503: they stay here. */
         if (i->seq <= upto) {
-            struct node *n = node_new(f, i->seq, &i->loc, &i->buf, i->len);
+            struct tds_entry e;
+            struct node *n = NULL;
 
-            if (n)
+            if (tds_entry_decode(i->buf, i->len, &e) == 0 &&
+                !(n = node_new(f, i->seq, &i->loc, &i->buf, i->len))) {
+                /* Out of memory: this one and those after it wait at the
+                 * head of the queue for the timer's next try (journaled,
+                 * they must not be lost before a restart would find them). */
+                tds_log_limited(&f->log_send, TDS_LOG_WARN, NULL,
+                                "out of memory: journaled webhooks wait to be forwarded");
+                pthread_mutex_lock(&f->mu);
+                last->next = f->in_head;
+                if (!f->in_head)
+                    f->in_tail = last;
+                f->in_head = list;
+                pthread_mutex_unlock(&f->mu);
+                return;
+            }
+            if (n) {
                 tds_events_emit(f->ev, "tds.zoho.webhook.received", "org", n->org, "entity",
                                 n->entity, "event_id", event_id_of(n), NULL);
-            else
+            } else {
+                tds_log_limited(&f->log_read, TDS_LOG_ERROR, NULL,
+                                "journal record %llu is not an ingress entry: released as a "
+                                "dead letter",
+                                (unsigned long long)i->seq);
                 tds_series_inc(f->m_dead, 1);
+                journal_acks(f, &i->seq, 1);
+            }
         }
+        list = i->next;
         free(i->buf);
         free(i);
     }
@@ -589,9 +612,9 @@ int tds_forward_recover(struct tds_forward *f, uint64_t seq, const struct tds_jo
     memcpy(buf, payload, len);
     n = node_new(f, seq, loc, &buf, len);
     free(buf);
-    if (!n)
-        tds_series_inc(f->m_dead, 1);
-    return 0;
+    /* the caller decoded it: out of memory, and the start fails (a node
+     * missing would hold its segment until the next start) */
+    return n ? 0 : -ENOMEM;
 }
 
 /* ---- acks ---- */
