@@ -423,6 +423,50 @@ static int oversize_page(struct tds_worker *w, const struct tds_msg *in, struct 
     return 0;
 }
 
+/* A webhook's record whose rows do not fit in one message (the same limits
+ * as a page's): dropping it would have the ingress send it again forever,
+ * its journal held behind it. It becomes a reject that says why, with the
+ * first 64 KiB of the body, which the writer stores, and the event is acked
+ * as usual. */
+static int oversize_event(struct tds_worker *w, const struct tds_msg *in, struct tds_msg *m,
+                          struct tally *ty)
+{
+    const struct tds_msg_event *ev = &in->u.event;
+    struct tds_msg_rows *r = &m->u.rows;
+    const char *raw = ev->body.p ? ev->body.p : "", *zid = ev->zoho_id;
+    size_t n = ev->body.p ? ev->body.n : 0;
+    char reason[256], labels[160], *esc;
+    int rc;
+
+    if ((rc = fill_header(m, "rows", ev->org, ev->entity, ev->origin, in->id)) < 0)
+        return rc;
+    if (!(r->mode = strdup("webhook")))
+        return -ENOMEM;
+    r->received_ms = ev->received_ms;
+    r->records_in = 1;
+    snprintf(reason, sizeof(reason),
+             "record too large: its rows exceed one message (%u MiB, %u rows a table, %u "
+             "values)",
+             TDS_MSG_MAX_FRAME / (1024 * 1024), TDS_MSG_MAX_ARRAY, TDS_MSG_MAX_ELEMENTS);
+    if (!tds_utf8_valid(raw, n) || memchr(raw, '\0', n))
+        n = 0;
+    if (zid && (strlen(zid) > UNKNOWN_ID_MAX || !tds_utf8_valid(zid, strlen(zid))))
+        zid = NULL;
+    if ((rc = tds_msg_rows_add_reject(r, ev->entity ? ev->entity : "", zid, reason, raw,
+                                      tds_utf8_prefix(raw, n, OVERSIZE_RAW_MAX))) < 0)
+        return rc;
+    ty->rejects++;
+    esc = tds_metrics_escape(ev->entity ? ev->entity : "");
+    snprintf(labels, sizeof(labels), "entity=\"%.100s\",reason=\"record_too_large\"",
+             esc ? esc : "");
+    free(esc);
+    count(w, "tds_processor_rejects_total", "Records rejected, by reason", labels, 1);
+    struct tds_log_ctx ctx = {.org = ev->org, .entity = ev->entity};
+    tds_log(TDS_LOG_ERROR, &ctx, "webhook event %s (record %s): %s; it is rejected",
+            in->id ? in->id : "-", zid ? zid : "-", reason);
+    return 0;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -457,11 +501,12 @@ int tds_worker_handle(struct tds_worker *w, const void *frame, size_t len, char 
     rc = in.type == TDS_MSG_EVENT ? do_event(w, &in, &m, &ty) : do_page(w, &in, &m, &ty);
     if (rc == 0)
         rc = encode(&m, out, out_len);
-    if (rc == -E2BIG && in.type == TDS_MSG_PAGE) {
+    if (rc == -E2BIG) {
         tds_msg_clear(&m);
         memset(&m, 0, sizeof(m));
         ty = (struct tally){0, 0};
-        rc = oversize_page(w, &in, &m, &ty);
+        rc = in.type == TDS_MSG_PAGE ? oversize_page(w, &in, &m, &ty)
+                                     : oversize_event(w, &in, &m, &ty);
         if (rc == 0)
             rc = encode(&m, out, out_len);
     }

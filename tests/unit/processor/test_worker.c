@@ -140,6 +140,47 @@ static void test_oversize_page(void)
         free(recs[i].p);
 }
 
+/* A webhook whose record makes more rows than one message holds (here a
+ * contact with 120,000 addresses, over TDS_MSG_MAX_ARRAY rows of a table)
+ * is rejected with the reason and the start of its body, not dropped: the
+ * ingress would send it again forever, its journal held behind it. */
+static void test_oversize_event(void)
+{
+    enum { ADDRS = 120000 };
+    struct tds_buf b = {0};
+    struct tds_msg in, out;
+
+    T_INT(tds_buf_addf(&b, "{\"contact\":{\"contact_id\":\"77\",\"contact_name\":\"\u0634\","
+                           "\"last_modified_time\":\"2024-01-01T00:00:00+0000\","
+                           "\"billing_address\":{},\"addresses\":["), ==, 0);
+    for (int k = 0; k < ADDRS; k++)
+        T_INT(tds_buf_add(&b, k ? ",{}" : "{}", k ? 3 : 2), ==, 0);
+    T_INT(tds_buf_add(&b, "]}}", 3), ==, 0);
+    T_TRUE(b.len < 1024 * 1024); /* under the ingress's body limit */
+    memset(&in, 0, sizeof(in));
+    in.type = TDS_MSG_EVENT;
+    in.v = TDS_MSG_VERSION;
+    in.id = "ev-60001:big";
+    in.u.event = (struct tds_msg_event){
+        .org = "60001", .entity = "contacts", .op = "upsert", .origin = "ingress.pod-0",
+        .event_id = "big", .zoho_id = "77", .received_ms = 42, .body = {b.p, b.len}};
+    handle(&in, &out);
+    const struct tds_msg_rows *r = &out.u.rows;
+    T_STR(r->src, "ev-60001:big");
+    T_STR(r->mode, "webhook");
+    T_STR(r->origin, "ingress.pod-0");
+    T_INT(r->records_in, ==, 1);
+    T_INT(r->n_sets, ==, 0);
+    T_INT(r->n_rejects, ==, 1);
+    T_STR(r->rejects[0].entity, "contacts");
+    T_STR(r->rejects[0].zoho_id, "77");
+    T_TRUE(strncmp(r->rejects[0].reason, "record too large: its rows exceed one message (", 47) == 0);
+    T_INT(r->rejects[0].raw.n, ==, 64 * 1024);
+    T_TRUE(memcmp(r->rejects[0].raw.p, b.p, 64 * 1024) == 0);
+    tds_msg_clear(&out);
+    free(b.p);
+}
+
 static void test_event(void)
 {
     struct tds_msg in, out;
@@ -286,6 +327,7 @@ int main(void)
     T_INT(tds_worker_new(&W, NULL, "processor.test"), ==, 0);
     T_RUN(test_page);
     T_RUN(test_oversize_page);
+    T_RUN(test_oversize_event);
     T_RUN(test_event);
     T_RUN(test_unknown_entity_page);
     T_RUN(test_dead_letters);
