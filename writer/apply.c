@@ -1182,20 +1182,38 @@ static int copy_rows(struct tds_apply *a, const char *sql, struct tds_bmsg *cons
         if (rc == 0)
             rc = tds_buf_add(&a->buf, "\n", 1);
         if (rc == 0 && a->buf.len >= COPY_CHUNK) {
-            if (PQputCopyData(a->conn, a->buf.p, (int)a->buf.len) != 1)
+            if (PQputCopyData(a->conn, a->buf.p, (int)a->buf.len) != 1) {
+                rc = TDS_APPLY_E_CONN;
                 break;
+            }
             tds_buf_reset(&a->buf);
         }
     }
+    /* The rest, and the end. A piece libpq did not take (out of memory, a
+     * broken connection) must not let the COPY end as if it were whole:
+     * it is ended with an error, so the server discards it, and the batch
+     * is tried again on a fresh session. */
+    if (rc == 0 && a->buf.len > 0 && PQputCopyData(a->conn, a->buf.p, (int)a->buf.len) != 1)
+        rc = TDS_APPLY_E_CONN;
     if (rc != 0) {
-        PQputCopyEnd(a->conn, "out of memory");
+        snprintf(res->error, sizeof(res->error), "could not %s: %s",
+                 rc == TDS_APPLY_E_CONN ? "send the rows to COPY" : "build the rows to COPY",
+                 rc == TDS_APPLY_E_CONN ? PQerrorMessage(a->conn) : "out of memory");
+        tds_utf8_trim(res->error);
+        PQputCopyEnd(a->conn, rc == TDS_APPLY_E_CONN ? "could not send the rows" : "out of memory");
         while ((r = PQgetResult(a->conn)))
             PQclear(r);
+        tds_buf_reset(&a->buf);
         return rc;
     }
-    if (a->buf.len > 0)
-        PQputCopyData(a->conn, a->buf.p, (int)a->buf.len);
-    PQputCopyEnd(a->conn, NULL);
+    tds_buf_reset(&a->buf);
+    if (PQputCopyEnd(a->conn, NULL) != 1) {
+        snprintf(res->error, sizeof(res->error), "could not end COPY: %s", PQerrorMessage(a->conn));
+        tds_utf8_trim(res->error);
+        while ((r = PQgetResult(a->conn)))
+            PQclear(r);
+        return TDS_APPLY_E_CONN;
+    }
     r = PQgetResult(a->conn);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         PGresult *extra;
