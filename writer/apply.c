@@ -2128,44 +2128,69 @@ static int meta_runs(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n
     return params_run(a, "m_runs", 7, res, "could not update sync runs");
 }
 
+static bool final_page(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t i)
+{
+    const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
+
+    return msgs[i]->msg.type == TDS_MSG_ROWS && !msgs[i]->meta_off && rw->final && rw->org &&
+           rw->entity && !is_dup(a, i);
+}
+
+/* The batch's final pages: every one completes its run (params[5]), and
+ * each (org, entity) advances tds.sync_state once (an upsert may not touch
+ * a row twice): the last page's run, the last cursor any of them carries
+ * (a page without one keeps the one before), and last_full_at when any of
+ * them ended a full sync. Two runs of one entity end in one batch when the
+ * fetcher starts the next (a queued reconcile) before the first's ack. */
 static int meta_finals(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
                        struct tds_apply_result *res)
 {
     size_t k = 0;
     int rc = 0;
 
-    params_reset(a, 5);
+    params_reset(a, 6);
     for (size_t i = 0; i < n && rc == 0; i++) {
         const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
-        bool later = false;
+        const char *cursor = NULL;
+        bool later = false, full = false;
 
-        if (msgs[i]->msg.type != TDS_MSG_ROWS || msgs[i]->meta_off || !rw->final || !rw->org ||
-            !rw->entity || is_dup(a, i))
+        if (!final_page(a, msgs, i))
             continue;
-        /* The last final page of an (org, entity) in the batch wins. */
+        if (rw->run)
+            rc = elem(&a->params[5], a->params[5].len == 1, rw->run);
         for (size_t j = i + 1; j < n && !later; j++) {
             const struct tds_msg_rows *o = &msgs[j]->msg.u.rows;
 
-            later = msgs[j]->msg.type == TDS_MSG_ROWS && !msgs[j]->meta_off && !is_dup(a, j) &&
-                    o->final && o->org && o->entity &&
-                    strcmp(o->org, rw->org) == 0 && strcmp(o->entity, rw->entity) == 0;
+            later = final_page(a, msgs, j) && strcmp(o->org, rw->org) == 0 &&
+                    strcmp(o->entity, rw->entity) == 0;
         }
-        if (later)
+        if (later || rc != 0)
             continue;
+        for (size_t j = 0; j <= i; j++) {
+            const struct tds_msg_rows *o = &msgs[j]->msg.u.rows;
+
+            if (!final_page(a, msgs, j) || strcmp(o->org, rw->org) != 0 ||
+                strcmp(o->entity, rw->entity) != 0)
+                continue;
+            if (o->cursor)
+                cursor = o->cursor;
+            full = full || (o->mode && strcmp(o->mode, "full") == 0);
+        }
         rc = elem(&a->params[0], k == 0, rw->org);
         if (rc == 0) rc = elem(&a->params[1], k == 0, rw->entity);
-        if (rc == 0) rc = elem(&a->params[2], k == 0, rw->cursor);
+        if (rc == 0) rc = elem(&a->params[2], k == 0, cursor);
         if (rc == 0) rc = elem(&a->params[3], k == 0, rw->run);
-        if (rc == 0) rc = elem(&a->params[4], k == 0, rw->mode);
+        if (rc == 0) rc = elem(&a->params[4], k == 0, full ? "full" : rw->mode);
         k++;
     }
     if (rc != 0 || k == 0)
         return rc;
     if ((rc = params_run(a, "m_final_state", 5, res, "could not advance sync cursors")) != 0)
         return rc;
-    /* params[3] still holds the run ids as an array literal. */
+    if (tds_copytext_array_end(&a->params[5]) != 0 || tds_buf_add(&a->params[5], "", 1) != 0)
+        return -ENOMEM;
     {
-        const char *vals[1] = {a->params[3].p};
+        const char *vals[1] = {a->params[5].p};
 
         return run_prepared(a, "m_final_runs", 1, vals, NULL, res, "could not complete sync runs");
     }

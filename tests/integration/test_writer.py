@@ -1086,6 +1086,42 @@ def test_duplicate_webhooks_are_acked_and_counted(procs, db):
     h.close()
 
 
+def test_two_runs_final_pages_in_one_batch_both_complete(procs, db):
+    """An incremental run's final page (with its cursor) and the next run's
+    (a reconcile the fetcher started before the first's ack: no cursor) in
+    one batch: both runs complete, and tds.sync_state keeps the cursor and
+    names the later run. Before, only the later page's run completed (the
+    other stayed 'running' for good) and its NULL cursor was all the state
+    saw, so the first run's cursor was lost."""
+    h = WriterHarness(procs, db)
+    db.execute("INSERT INTO tds.sync_state (org_id, entity, cursor) "
+               "VALUES (%s, 'items', '2026-01-05T09:00:00+0300')", ORG)
+    for run, mode in (("r-inc", "incremental"), ("r-rec", "reconcile")):
+        db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode) "
+                   "VALUES (%s, %s, 'items', %s)", run, ORG, mode)
+    locker = db.connect()
+    locker.autocommit = False
+    locker.cursor().execute("LOCK TABLE zoho.items IN EXCLUSIVE MODE")
+    held = rows_msg(ORG, items_sets([item(ORG, "70", ts(1), "held")]))
+    h.send(held[1])                   # the writer waits in a batch of its own
+    time.sleep(0.5)
+    inc = rows_msg(ORG, items_sets([item(ORG, "71", ts(2), "a")]), mode="incremental",
+                   run="r-inc", page=1, final=True, cursor="2026-01-05T10:02:00+0300")
+    rec = rows_msg(ORG, [], mode="reconcile", run="r-rec", page=1, final=True)
+    h.send(inc[1])
+    h.send(rec[1])
+    time.sleep(0.5)
+    locker.rollback()
+    locker.close()
+    h.wait_acked([held[0], inc[0], rec[0]])
+    runs = db.query("SELECT run_id, status FROM tds.sync_runs ORDER BY 1")
+    state = db.query("SELECT cursor, last_run_id FROM tds.sync_state WHERE org_id = %s", ORG)
+    print(f"runs {runs}; state {state}")
+    assert runs == [("r-inc", "completed"), ("r-rec", "completed")]
+    assert state == [("2026-01-05T10:02:00+0300", "r-rec")]
+    h.close()
+
+
 def test_a_page_sent_again_is_acked_and_counted_once(procs, db):
     """A page the fetcher sends again (same message id: its ack was lost) is
     acked, counted in tds_writer_page_duplicates_total and not applied again:
