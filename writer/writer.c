@@ -411,9 +411,32 @@ static int isolate(struct tds_writer *w, struct tds_bmsg *m, const char *first_e
         return rc;
     tds_log(TDS_LOG_WARN, &ctx, "message %s could not be written: %s, keeping it in tds.rejected",
             rw->src ? rw->src : "?", res.error);
-    rc = attempt(w, &m, 1, false, &res);
-    if (rc != TDS_APPLY_E_DATA)
-        return rc;
+    /* Its records all rejected, the message's metadata goes with them (run
+     * counts, the page recorded as applied, a final page's cursor) unless
+     * that is what fails too. */
+    if (m->meta_off) {
+        size_t keep = m->n_rej;
+        char cause[sizeof(res.error)], reason[sizeof(res.error) + 128];
+
+        snprintf(cause, sizeof(cause), "%s", res.error[0] ? res.error : first_error);
+        m->meta_off = false;
+        rc = attempt(w, &m, 1, false, &res);
+        if (rc != TDS_APPLY_E_DATA)
+            return rc;
+        snprintf(reason, sizeof(reason), "could not apply the message's run/webhook/cursor "
+                 "updates either: %s", res.error[0] ? res.error : cause);
+        m->meta_off = true;
+        if ((rc = tds_bmsg_note(m, reason)) != 0)
+            return rc;
+        rc = attempt(w, &m, 1, false, &res);
+        if (rc != TDS_APPLY_E_DATA)
+            return rc;
+        tds_bmsg_drop_rejects(m, keep);
+    } else {
+        rc = attempt(w, &m, 1, false, &res);
+        if (rc != TDS_APPLY_E_DATA)
+            return rc;
+    }
     /* Not even the rejects insert: nothing more can be done with it. Ack it
      * so upstream stops resending, and say so loudly. */
     tds_log(TDS_LOG_ERROR, &ctx, "could not record message %s even as rejected: %s, dropping it",

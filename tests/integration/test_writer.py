@@ -637,7 +637,7 @@ def test_refused_metadata_leaves_the_records_written(writer, db):
     on tds.sync_runs): the records are written without the message's
     run/webhook/cursor updates, and tds.rejected says so once. Records that
     fail only together (a unique index across them) still go to tds.rejected,
-    without that note."""
+    without that note, and the message's metadata with them."""
     db.execute("ALTER TABLE tds.sync_runs ADD CONSTRAINT no_refused_run "
                "CHECK (run_id <> 'run-refused')")
     recs = [item(ORG, str(10 + i), ts(1), f"r{i}", stock=[("w1", "1")]) for i in range(3)]
@@ -671,6 +671,12 @@ def test_refused_metadata_leaves_the_records_written(writer, db):
     rej = db.query("SELECT zoho_id, reason FROM tds.rejected ORDER BY zoho_id")
     assert [z for z, _ in rej] == ["30", "31"], rej
     assert all("items_sku_once" in r for _, r in rej), rej
+    # ... with the page's run counts and its record as applied (before, the
+    # rejects were written without them: a page sent again added them twice)
+    assert db.query("SELECT records_written, records_rejected FROM tds.sync_runs "
+                    "WHERE run_id = 'run-pair'") == [(0, 2)]
+    assert db.query("SELECT run_id FROM tds.applied_pages WHERE page_id = %s", src) == \
+        [("run-pair",)]
 
 
 def test_processor_rejects_and_unknown_tables_are_recorded(writer, db):
