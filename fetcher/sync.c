@@ -979,7 +979,9 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
             }
             free(spans);
             /* Not in the answer: ask one by one (code 1002 there means deleted). */
+            b->want++; /* held while they are queued, as in start_batch */
             handed = hand_to_detail(b, bc);
+            b->want--;
         }
     } else if (!r->failed && res->cls == TDS_ZAPI_FATAL) {
         /* Refused as a whole: the same ids one by one still answer. An
@@ -995,7 +997,9 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
                     res->error ? res->error : tds_zapi_class_name(res->cls), bc->n);
         if (unknown)
             r->o->no_bulk = true;
+        b->want++;
         handed = hand_to_detail(b, bc);
+        b->want--;
     } else if (!r->failed) {
         r->denied = res->denied;
         run_fail(r, "itemdetails failed: %s", res->error ? res->error : tds_zapi_class_name(res->cls));
@@ -1083,7 +1087,10 @@ static int start_batch(struct run *r, char **ids, size_t n)
     if (!b)
         return -ENOMEM;
     b->r = r;
-    b->want = n;
+    /* One more than the calls: an answer given at once, inside
+     * tds_api_get (a refused endpoint, a paused organization), must not
+     * complete and free the batch while it is still being queued. */
+    b->want = n + 1;
     b->recs = calloc(n, sizeof(*b->recs));
     b->deleted = calloc(n, sizeof(*b->deleted));
     if (!b->recs || !b->deleted) {
@@ -1119,7 +1126,7 @@ static int start_batch(struct run *r, char **ids, size_t n)
             }
         }
     }
-    if (b->want == b->got)
+    if (--b->want == b->got)
         batch_done(b);
     return 0;
 }

@@ -355,6 +355,34 @@ def test_an_entity_the_token_may_not_read_fails_alone(procs, db, sim, tmp_path):
     assert org["denied"][0]["retry_in_s"] > 600, org
 
 
+def test_a_detail_call_refused_at_once_fails_its_run_without_a_crash(procs, db, sim, tmp_path):
+    """An endpoint Zoho refused for want of a scope is not asked again for a
+    while: its calls fail at once, inside the call that queues them. A run
+    whose list then brings one record to fetch in detail got that answer
+    while its batch was still being queued, completed and freed the batch,
+    and went on using it (use after free, then a double free: a crash).
+    Now the run fails with the refusal and the fetcher goes on."""
+    s = sim(orgs=[small_org(invoices=1)], extra_args=["--minute-ms", "1000",
+                                                      "--rate-per-min", "400"])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
+                 orgs=[org_spec("60001", rate_per_min=400)])
+    s.faults(deny=["invoices"])
+    f = p.start_fetcher()
+    inv = s.truth("60001", "invoices")["records"][0]["invoice_id"]
+    push_fetches(p.fetch_port, [("60001", "invoices", inv)])   # invoices.detail refused
+    wait_until(lambda: (f.metric("tds_fetcher_api_denied_total",
+                                 {"endpoint": "invoices.detail"}) or 0) >= 1,
+               timeout=20, what="invoices.detail refused")
+    s.faults(clear=True)        # the list is asked again; the detail not yet
+    runs = p.wait_request(p.request("60001", "invoices", "full"), timeout=30)
+    print(f"runs {[(r['status'], r['error']) for r in runs]}")
+    assert runs and runs[-1]["status"] == "failed" and "not authorized" in runs[-1]["error"], runs
+    assert f.p.poll() is None, "the fetcher died"
+    # and it goes on: other entities sync
+    p.sync("60001", "contacts", "full", settle=False)
+    p.compare("60001", "contacts")
+
+
 def test_incremental_after_mutations_then_reconcile(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(items=250, contacts=20, invoices=20, salesorders=20, groups=3)],
             extra_args=["--minute-ms", "1000", "--rate-per-min", "400"])
