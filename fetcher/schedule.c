@@ -19,8 +19,6 @@
 #include "sync.h"
 #include "util.h"
 
-#define MAX_REQ_IDS 256
-
 struct slot {
     bool known;
     int64_t next_inc_ms, next_rec_ms;
@@ -141,11 +139,21 @@ static void claim_requests(struct tds_schedule *s)
             break;
     }
     for (int round = 0; n_owned && round < 16; round++) {
-        int64_t skip[MAX_REQ_IDS];
-        size_t n_skip = tds_sync_request_ids(s->sync, skip, MAX_REQ_IDS);
+        /* every request held here, however many: one left out would be
+         * claimed again and its jobs queued twice */
+        int64_t *skip = NULL;
+        size_t n_skip = 0;
         struct tds_request req;
         bool found = false;
-        if (tds_store_request_claim(s->store, s->instance, owned, n_owned, skip, n_skip, &req, &found) != 0) {
+        if (tds_sync_request_ids(s->sync, &skip, &n_skip) != 0) {
+            tds_log_limited(&s->db_log, TDS_LOG_WARN, NULL,
+                            "could not list the sync requests held here: out of memory");
+            break;
+        }
+        int crc = tds_store_request_claim(s->store, s->instance, owned, n_owned, skip, n_skip, &req,
+                                          &found);
+        free(skip);
+        if (crc != 0) {
             tds_log_limited(&s->db_log, TDS_LOG_WARN, NULL, "could not read sync requests: %s",
                             tds_store_error(s->store));
             break;

@@ -2619,18 +2619,45 @@ bool tds_sync_pending(const struct tds_sync *s, const char *org, const char *ent
     return false;
 }
 
-size_t tds_sync_request_ids(const struct tds_sync *s, int64_t *ids, size_t cap)
+static int cmp_req(const void *a, const void *b)
 {
-    size_t n = 0;
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+int tds_sync_request_ids(const struct tds_sync *s, int64_t **ids, size_t *n)
+{
+    size_t cap = 0, k = 0;
+    *ids = NULL;
+    *n = 0;
     for (size_t i = 0; i < s->n_o; i++) {
         const struct org_rt *o = &s->o[i];
-        if (o->run && o->run->request_id > 0 && n < cap)
-            ids[n++] = o->run->request_id;
+        cap += o->run != NULL;
         for (const struct job *j = o->jobs; j; j = j->next)
-            if (j->request_id > 0 && n < cap)
-                ids[n++] = j->request_id;
+            cap++;
     }
-    return n;
+    if (cap == 0)
+        return 0;
+    int64_t *v = malloc(cap * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    for (size_t i = 0; i < s->n_o; i++) {
+        const struct org_rt *o = &s->o[i];
+        if (o->run && o->run->request_id > 0)
+            v[k++] = o->run->request_id;
+        for (const struct job *j = o->jobs; j; j = j->next)
+            if (j->request_id > 0)
+                v[k++] = j->request_id;
+    }
+    /* one id each: a request for every entity is one id in up to six jobs */
+    qsort(v, k, sizeof(*v), cmp_req);
+    size_t u = 0;
+    for (size_t i = 0; i < k; i++)
+        if (u == 0 || v[u - 1] != v[i])
+            v[u++] = v[i];
+    *ids = v;
+    *n = u;
+    return 0;
 }
 
 static int add_reqs(int64_t **ids, size_t *n, const int64_t *reqs, size_t k)

@@ -79,8 +79,10 @@ int tds_sync_enqueue(struct tds_sync *s, const char *org, const char *entity, co
                      int64_t request_id);
 /* True when a run of this org/entity/mode is queued or running. */
 bool tds_sync_pending(const struct tds_sync *s, const char *org, const char *entity, const char *mode);
-/* Request ids queued or running here (for the claim query). *n set. */
-size_t tds_sync_request_ids(const struct tds_sync *s, int64_t *ids, size_t cap);
+/* Request ids queued or running here, each once, sorted (for the claim
+ * query, which skips them): a new array in *ids (caller frees; NULL when
+ * none), its length in *n. 0 or -ENOMEM. */
+int tds_sync_request_ids(const struct tds_sync *s, int64_t **ids, size_t *n);
 
 void tds_sync_on_ack(struct tds_sync *s, const struct tds_msg_ack *ack);
 /* A fetch by id. msg_id: the ingress message that asked (acked through the

@@ -383,6 +383,34 @@ def test_a_detail_call_refused_at_once_fails_its_run_without_a_crash(procs, db, 
     p.compare("60001", "contacts")
 
 
+def test_many_requests_held_at_once_are_each_run_once(procs, db, sim, tmp_path):
+    """60 sync requests for every entity of one organization: some 300 jobs
+    held at once by its owner. The claim skips every request held here; it used
+    to skip the first 256 job entries only (one per job, six per request),
+    so the requests past them were claimed again each second and their jobs
+    queued twice: entities synced twice for one request, the queue growing."""
+    n = 60
+    # 10 calls a (one-second) minute: the runs go one by one, slower than
+    # the requests are claimed (16 a second), so their jobs pile up
+    s = sim(orgs=[small_org(items=2, groups=1, contacts=2, invoices=2, salesorders=2)],
+            extra_args=["--minute-ms", "1000", "--rate-per-min", "10", "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
+                 orgs=[org_spec("60001", rate_per_min=10)])
+    p.start_fetcher()
+    rids = [p.request("60001", "all", "full") for _ in range(n)]
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_requests WHERE done_at IS NULL "
+                                "AND id = ANY(%s)", rids)[0][0] == 0,
+               timeout=240, interval=1, what="every request done")
+    twice = db.query("SELECT split_part(run_id, '.', 1), entity, count(*) FROM tds.sync_runs "
+                     "WHERE split_part(run_id, '.', 1) = ANY(%s) GROUP BY 1, 2 "
+                     "HAVING count(*) > 1", [f"rq{r}" for r in rids])
+    total = db.query("SELECT count(*) FROM tds.sync_runs WHERE split_part(run_id, '.', 1) = "
+                     "ANY(%s)", [f"rq{r}" for r in rids])[0][0]
+    print(f"{total} runs for {n} requests of every entity; run twice: {twice[:5]}")
+    assert twice == [], twice
+    assert total == n * len(ALL)
+
+
 def test_incremental_after_mutations_then_reconcile(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(items=250, contacts=20, invoices=20, salesorders=20, groups=3)],
             extra_args=["--minute-ms", "1000", "--rate-per-min", "400"])
