@@ -106,8 +106,9 @@ static const struct tds_config_entry config_table[] = {
      "send a page again when no ack came within this time"},
     {"TDS_FETCHER_PER_PAGE", TDS_CFG_INT, "200", 0, 1, 200, OFF(per_page),
      "records per list page (Zoho's maximum is 200)"},
-    {"TDS_FETCHER_OVERLAP_S", TDS_CFG_INT, "120", 0, 0, 86400, OFF(overlap_s),
-     "incremental runs re-read this many seconds before the cursor"},
+    {"TDS_FETCHER_OVERLAP_S", TDS_CFG_INT, "120", 0, 1, 86400, OFF(overlap_s),
+     "incremental runs re-read this many seconds before the cursor (at least 1: Zoho's filter "
+     "is strictly after a whole second, so 0 would skip changes in the cursor's own second)"},
     {"TDS_FETCHER_HTTP_TIMEOUT_MS", TDS_CFG_INT, "30000", 0, 100, 600000, OFF(http_timeout_ms),
      "whole-transfer timeout of one API call"},
     {"TDS_FETCHER_TOKEN_TIMEOUT_MS", TDS_CFG_INT, "15000", 0, 100, 600000, OFF(token_timeout_ms),

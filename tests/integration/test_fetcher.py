@@ -1066,6 +1066,14 @@ def test_bad_config_is_one_line(procs, bins, tmp_path):
         or (out.stderr.startswith("tds-fetcher: invalid TDS_FETCHER_MAX_INFLIGHT") and
             out.stderr.count("\n") == 1), out.stderr
     env["TDS_FETCHER_MAX_INFLIGHT"] = "8"
+    # no overlap would skip changes in the cursor's own second (Zoho's filter
+    # is strictly after a whole second)
+    env["TDS_FETCHER_OVERLAP_S"] = "0"
+    out = subprocess.run([bins.path("tds-fetcher")], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2
+    assert out.stderr == "tds-fetcher: invalid TDS_FETCHER_OVERLAP_S: '0' (expected 1..86400)\n"
+    env["TDS_FETCHER_OVERLAP_S"] = "1"
     out = subprocess.run([bins.path("tds-fetcher")], env=env, capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
