@@ -709,6 +709,7 @@ static void run_completed(struct run *r)
      * lists the ids again and fetches what the walk missed. It is queued as a
      * request before this one is closed, so a replica killed in between
      * leaves work that the next owner takes, not a job lost with its memory. */
+    bool from_memory = false;
     if (strcmp(r->mode, "full") == 0) {
         char by[160];
         snprintf(by, sizeof(by), "%s: after a full sync", s->cfg.origin);
@@ -717,13 +718,15 @@ static void run_completed(struct run *r)
                     "could not queue the reconciliation after a full sync as a request (%s); "
                     "running it from memory",
                     tds_store_error(s->store));
-            if (!tds_sync_pending(s, o->org->org_id, e->name, "reconcile") &&
-                tds_sync_enqueue(s, o->org->org_id, e->name, "reconcile", 0) != 0)
-                tds_log(TDS_LOG_WARN, &r->lctx, "could not queue the reconciliation after a full sync");
+            from_memory = true;
         }
     }
     request_finished(s, r);
     run_retire(o, r);
+    /* after the retire: this run itself would count as one pending */
+    if (from_memory && !tds_sync_pending(s, o->org->org_id, e->name, "reconcile") &&
+        tds_sync_enqueue(s, o->org->org_id, e->name, "reconcile", 0) != 0)
+        tds_log(TDS_LOG_WARN, &o->lctx, "could not queue the reconciliation after a full sync");
     org_next(o);
 }
 

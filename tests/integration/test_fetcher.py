@@ -411,6 +411,28 @@ def test_many_requests_held_at_once_are_each_run_once(procs, db, sim, tmp_path):
     assert total == n * len(ALL)
 
 
+def test_reconcile_after_a_full_sync_runs_from_memory_when_it_cannot_be_requested(
+        procs, db, sim, tmp_path):
+    """A full sync queues a reconciliation as a request when it completes;
+    when that insert fails, the fetcher runs one from memory. It checked
+    for a run already pending while the full run itself still counted as
+    one, so the reconciliation never ran (the log said it would)."""
+    s = sim(orgs=[small_org(items=5, contacts=3, invoices=3, salesorders=3, groups=1)],
+            extra_args=["--minute-ms", "1000", "--rate-per-min", "400"])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
+                 orgs=[org_spec("60001", rate_per_min=400)])
+    db.execute("CREATE FUNCTION pg_temp_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+               "$$BEGIN RAISE EXCEPTION 'reconcile requests refused (test)'; END$$")
+    db.execute("CREATE TRIGGER refuse_reconcile BEFORE INSERT ON tds.sync_requests FOR EACH ROW "
+               "WHEN (NEW.mode = 'reconcile') EXECUTE FUNCTION pg_temp_refuse()")
+    f = p.start_fetcher()
+    p.wait_request(p.request("60001", "contacts", "full"), timeout=60)
+    assert "running it from memory" in f.stderr_text()
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_runs WHERE entity = 'contacts' "
+                                "AND mode = 'reconcile' AND status = 'completed'")[0][0] == 1,
+               timeout=30, what="the reconciliation run from memory")
+
+
 def test_incremental_after_mutations_then_reconcile(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(items=250, contacts=20, invoices=20, salesorders=20, groups=3)],
             extra_args=["--minute-ms", "1000", "--rate-per-min", "400"])
