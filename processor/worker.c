@@ -250,6 +250,23 @@ static int reject_unknown(struct tds_worker *w, struct tally *ty, struct tds_msg
     return 0;
 }
 
+/* The rows message's header for a webhook event: one record, its time of
+ * arrival, acked to the ingress that took it. */
+static int event_header(const struct tds_msg *in, struct tds_msg *m)
+{
+    const struct tds_msg_event *ev = &in->u.event;
+    struct tds_msg_rows *r = &m->u.rows;
+    int rc;
+
+    if ((rc = fill_header(m, "rows", ev->org, ev->entity, ev->origin, in->id)) < 0)
+        return rc;
+    if (!(r->mode = strdup("webhook")))
+        return -ENOMEM;
+    r->received_ms = ev->received_ms;
+    r->records_in = 1;
+    return 0;
+}
+
 static int do_event(struct tds_worker *w, const struct tds_msg *in, struct tds_msg *m,
                     struct tally *ty)
 {
@@ -259,12 +276,8 @@ static int do_event(struct tds_worker *w, const struct tds_msg *in, struct tds_m
     struct tds_transform_result res;
     int rc;
 
-    if ((rc = fill_header(m, "rows", ev->org, ev->entity, ev->origin, in->id)) < 0)
+    if ((rc = event_header(in, m)) < 0)
         return rc;
-    if (!(r->mode = strdup("webhook")))
-        return -ENOMEM;
-    r->received_ms = ev->received_ms;
-    r->records_in = 1;
     tds_transform_begin(w->tf, r);
     if (!e)
         return reject_unknown(w, ty, r, ev->org, ev->entity, NULL, ev->body.p, ev->body.n);
@@ -438,12 +451,8 @@ static int oversize_event(struct tds_worker *w, const struct tds_msg *in, struct
     char reason[256], labels[160], *esc;
     int rc;
 
-    if ((rc = fill_header(m, "rows", ev->org, ev->entity, ev->origin, in->id)) < 0)
+    if ((rc = event_header(in, m)) < 0)
         return rc;
-    if (!(r->mode = strdup("webhook")))
-        return -ENOMEM;
-    r->received_ms = ev->received_ms;
-    r->records_in = 1;
     snprintf(reason, sizeof(reason),
              "record too large: its rows exceed one message (%u MiB, %u rows a table, %u "
              "values)",
