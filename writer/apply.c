@@ -1274,8 +1274,46 @@ static int copy_into_table(struct tds_apply *a, struct tds_bmsg *const *msgs,
  * guard would write it anyway; the only race, another writer inserting the
  * same key meanwhile, ends in a unique violation and a retry without the
  * fast path. */
-static int copy_fast(struct tds_apply *a, struct tds_bmsg *const *msgs, struct group *g,
-                     bool probe, struct tds_apply_result *res)
+static int cmp_key(const void *pa, const void *pb)
+{
+    const struct tds_bytes *const *a = pa, *const *b = pb;
+    int c = cmp_val(&(*a)[0], &(*b)[0]);
+
+    return c ? c : cmp_val(&(*a)[1], &(*b)[1]);
+}
+
+/* The (org, id) keys of the batch's DETAIL rows of table t, sorted: a LIST
+ * row of one of them is not COPYed as new ahead of them (the DETAIL goes
+ * first, step 4, and the guard never lets a LIST row over a DETAIL one of
+ * the same time). *keys NULL and *n 0 when there are none. */
+static int detail_keys(struct tds_apply *a, struct tds_bmsg *const *msgs, const struct group *gs,
+                       size_t n_groups, const struct tds_table *t,
+                       const struct tds_bytes ***keys, size_t *n)
+{
+    size_t total = 0, k = 0;
+    const struct tds_bytes **v;
+
+    *keys = NULL;
+    *n = 0;
+    for (size_t i = 0; i < n_groups; i++)
+        if (a->sigs[gs[i].sig].t == t && a->sigs[gs[i].sig].kind == TDS_ROWS_DETAIL)
+            total += gs[i].n;
+    if (total == 0)
+        return 0;
+    if (!(v = malloc(total * sizeof(*v))))
+        return -ENOMEM;
+    for (size_t i = 0; i < n_groups; i++)
+        if (a->sigs[gs[i].sig].t == t && a->sigs[gs[i].sig].kind == TDS_ROWS_DETAIL)
+            for (size_t j = 0; j < gs[i].n; j++)
+                v[k++] = ref_vals(msgs, &gs[i].refs[j]);
+    qsort(v, k, sizeof(*v), cmp_key);
+    *keys = v;
+    *n = k;
+    return 0;
+}
+
+static int copy_fast(struct tds_apply *a, struct tds_bmsg *const *msgs, const struct group *gs,
+                     size_t n_groups, struct group *g, bool probe, struct tds_apply_result *res)
 {
     /* Columns of a DETAIL/LIST row: org_id, id, modified_time, raw,
      * content_hash, is_detail (tds_sqlgen_check). */
@@ -1325,6 +1363,20 @@ static int copy_fast(struct tds_apply *a, struct tds_bmsg *const *msgs, struct g
 
         if (n >= 1 && (size_t)n <= g->n)
             state[n - 1] = PQgetvalue(r, i, 1)[0] == 't' ? 1 : 2;
+    }
+    if (sg->kind == TDS_ROWS_LIST) {
+        const struct tds_bytes **dk = NULL;
+        size_t n_dk = 0;
+
+        if ((rc = detail_keys(a, msgs, gs, n_groups, sg->t, &dk, &n_dk)) != 0)
+            goto out;
+        for (size_t i = 0; n_dk && i < g->n; i++) {
+            const struct tds_bytes *v = ref_vals(msgs, &g->refs[i]);
+
+            if (state[i] == 0 && bsearch(&v, dk, n_dk, sizeof(*dk), cmp_key))
+                state[i] = 1; /* after its DETAIL, through the guarded upsert */
+        }
+        free(dk);
     }
     for (size_t i = 0; i < g->n; i++) {
         const struct tds_bytes *v = ref_vals(msgs, &g->refs[i]);
@@ -1575,7 +1627,7 @@ static int copy_group(struct tds_apply *a, struct tds_bmsg *const *msgs, struct 
         g->n >= FAST_MIN_ROWS) {
         if (a->fast_skip[sg->tidx] > 0)
             a->fast_skip[sg->tidx]--;
-        else if ((rc = copy_fast(a, msgs, g, probe, res)) != 0)
+        else if ((rc = copy_fast(a, msgs, gs, n_groups, g, probe, res)) != 0)
             return rc;
     }
     if (g->n_stage == 0)

@@ -1092,6 +1092,41 @@ def test_duplicate_webhooks_are_acked_and_counted(procs, db):
     h.close()
 
 
+def test_a_list_page_does_not_get_ahead_of_a_detail_in_its_batch(procs, db):
+    """A webhook's DETAIL for a new item and, in the same batch, a list page
+    observed after it with the same item at the same modified_time (64 rows
+    or more: new keys are COPYed straight in). The DETAIL goes first (step
+    4) and the LIST row over it is refused by the guard, so the item keeps
+    its detail and stock. Before, the fast path COPYed the LIST row ahead of
+    it, the guard then refused the DETAIL (observed earlier), and the item
+    stayed list-only, without stock, until the list-only detail refetch."""
+    h = WriterHarness(procs, db)
+    t0 = int(time.time() * 1000)
+    locker = db.connect()
+    locker.autocommit = False
+    locker.cursor().execute("LOCK TABLE zoho.items IN EXCLUSIVE MODE")
+    held = rows_msg(ORG, items_sets([item(ORG, "1", ts(1), "held")]))
+    h.send(held[1])                   # the writer waits in a batch of its own
+    time.sleep(0.5)
+    hook = rows_msg(ORG, items_sets([item(ORG, "500", ts(5), "detail", stock=[("w1", "3")])]),
+                    received_ms=t0)
+    page = rows_msg(ORG, items_sets([item(ORG, str(500 + i), ts(5), f"list{i}", detail=False)
+                                     for i in range(80)], detail=False),
+                    mode="full", run="r-l", page=1, received_ms=t0 + 1000, records_in=80)
+    h.send(hook[1])
+    h.send(page[1])
+    time.sleep(0.5)
+    locker.rollback()
+    locker.close()
+    h.wait_acked([held[0], hook[0], page[0]])
+    got = items_table(db, "item_id, name, is_detail")
+    print(f"item 500: {got['500']}, stock {stock_of(db, '500')}; items {len(got)}")
+    assert got["500"] == ("detail", True)
+    assert stock_of(db, "500") == [("w1", "3")]
+    assert got["501"] == ("list1", False) and len(got) == 81   # the rest COPYed as new
+    h.close()
+
+
 def test_two_runs_final_pages_in_one_batch_both_complete(procs, db):
     """An incremental run's final page (with its cursor) and the next run's
     (a reconcile the fetcher started before the first's ack: no cursor) in
