@@ -1059,23 +1059,13 @@ def test_duplicate_webhooks_are_acked_and_counted(procs, db):
     first = msg("ev-100", "71", "first")
     h.send(first[1])
     h.wait_acked([first[0]])
-    # Hold the writer in a batch of its own (a lock its upsert waits for),
-    # so that the messages sent meanwhile make the next batch together.
-    locker = db.connect()
-    locker.autocommit = False
-    locker.cursor().execute("LOCK TABLE zoho.items IN EXCLUSIVE MODE")
+    # The messages make one batch together, after one held in its own.
     held = msg("ev-99", "70", "held")
-    h.send(held[1])
-    time.sleep(0.5)
     batch = [msg("ev-100", "71", "again"),           # recorded by an earlier transaction
              msg("ev-101", "72", "one"), msg("ev-101", "72", "two"),   # twice in the batch
              msg("ev-102", "73", "new")]
-    for _, f in batch:
-        h.send(f)
-    time.sleep(0.5)
     h.acked.discard(first[0])
-    locker.rollback()
-    locker.close()
+    h.send_in_one_batch(db, held[1], [f for _, f in batch])
     h.wait_acked([held[0]] + [s for s, _ in batch])
     assert items_table(db, "item_id, name") == \
         {"70": ("held",), "71": ("first",), "72": ("one",), "73": ("new",)}
@@ -1102,22 +1092,13 @@ def test_a_list_page_does_not_get_ahead_of_a_detail_in_its_batch(procs, db):
     stayed list-only, without stock, until the list-only detail refetch."""
     h = WriterHarness(procs, db)
     t0 = int(time.time() * 1000)
-    locker = db.connect()
-    locker.autocommit = False
-    locker.cursor().execute("LOCK TABLE zoho.items IN EXCLUSIVE MODE")
     held = rows_msg(ORG, items_sets([item(ORG, "1", ts(1), "held")]))
-    h.send(held[1])                   # the writer waits in a batch of its own
-    time.sleep(0.5)
     hook = rows_msg(ORG, items_sets([item(ORG, "500", ts(5), "detail", stock=[("w1", "3")])]),
                     received_ms=t0)
     page = rows_msg(ORG, items_sets([item(ORG, str(500 + i), ts(5), f"list{i}", detail=False)
                                      for i in range(80)], detail=False),
                     mode="full", run="r-l", page=1, received_ms=t0 + 1000, records_in=80)
-    h.send(hook[1])
-    h.send(page[1])
-    time.sleep(0.5)
-    locker.rollback()
-    locker.close()
+    h.send_in_one_batch(db, held[1], [hook[1], page[1]])
     h.wait_acked([held[0], hook[0], page[0]])
     got = items_table(db, "item_id, name, is_detail")
     print(f"item 500: {got['500']}, stock {stock_of(db, '500')}; items {len(got)}")
@@ -1140,20 +1121,11 @@ def test_two_runs_final_pages_in_one_batch_both_complete(procs, db):
     for run, mode in (("r-inc", "incremental"), ("r-rec", "reconcile")):
         db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode) "
                    "VALUES (%s, %s, 'items', %s)", run, ORG, mode)
-    locker = db.connect()
-    locker.autocommit = False
-    locker.cursor().execute("LOCK TABLE zoho.items IN EXCLUSIVE MODE")
     held = rows_msg(ORG, items_sets([item(ORG, "70", ts(1), "held")]))
-    h.send(held[1])                   # the writer waits in a batch of its own
-    time.sleep(0.5)
     inc = rows_msg(ORG, items_sets([item(ORG, "71", ts(2), "a")]), mode="incremental",
                    run="r-inc", page=1, final=True, cursor="2026-01-05T10:02:00+0300")
     rec = rows_msg(ORG, [], mode="reconcile", run="r-rec", page=1, final=True)
-    h.send(inc[1])
-    h.send(rec[1])
-    time.sleep(0.5)
-    locker.rollback()
-    locker.close()
+    h.send_in_one_batch(db, held[1], [inc[1], rec[1]])
     h.wait_acked([held[0], inc[0], rec[0]])
     runs = db.query("SELECT run_id, status FROM tds.sync_runs ORDER BY 1")
     state = db.query("SELECT cursor, last_run_id FROM tds.sync_state WHERE org_id = %s", ORG)
@@ -1184,19 +1156,10 @@ def test_a_page_sent_again_is_acked_and_counted_once(procs, db):
     h.acked.clear()
     h.send(p1[1])                     # its ack was lost: sent again, alone
     h.wait_acked([p1[0]])
-    # Twice in one batch: hold the writer in a batch of its own meanwhile.
-    locker = db.connect()
-    locker.autocommit = False
-    locker.cursor().execute("LOCK TABLE zoho.items IN EXCLUSIVE MODE")
+    # Twice in one batch.
     held = page("pg-0", 4, ["80"])
-    h.send(held[1])
-    time.sleep(0.5)
     p2 = page("pg-2", 2, ["83"])
-    h.send(p2[1])
-    h.send(p2[1])
-    time.sleep(0.5)
-    locker.rollback()
-    locker.close()
+    h.send_in_one_batch(db, held[1], [p2[1], p2[1]])
     h.wait_acked([held[0], p2[0]])
     final = page("pg-3", 3, [], final=True, cursor="2026-01-05T10:02:00+0300")
     h.send(final[1])

@@ -123,6 +123,23 @@ class WriterHarness:
         self.acks = []
         time.sleep(0.2)  # let the SUB subscription reach the PUB (slow joiner)
 
+    def send_in_one_batch(self, db, held, frames):
+        """Send frames so that the writer takes them in one batch: it is held
+        first in a batch of its own (frame `held`, whose upsert waits for a
+        lock on zoho.items), the frames queue meanwhile, then the lock goes."""
+        locker = db.connect()
+        locker.autocommit = False
+        try:
+            locker.cursor().execute("LOCK TABLE zoho.items IN EXCLUSIVE MODE")
+            self.send(held)
+            time.sleep(0.5)
+            for f in frames:
+                self.send(f)
+            time.sleep(0.5)
+        finally:
+            locker.rollback()
+            locker.close()
+
     def send(self, frame):
         self.push.send(frame)
 
