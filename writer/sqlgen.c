@@ -238,27 +238,39 @@ int tds_sqlgen_collapse(struct tds_buf *b, const char *stg, const struct tds_tab
 }
 
 static int upsert_delete(struct tds_buf *b, const char *stg, const struct tds_table *t,
-                         bool has_mtime)
+                         bool has_mtime, bool direct)
 {
     /* A delete for a record never seen leaves a tombstone, so an older
      * version arriving later cannot bring the record back. observed_at
      * becomes when the delete was observed (_o): only a version observed
-     * after it revives the row (add_guard). Of a delete observed before the
-     * stored version (clocks of two hosts), the later time is kept; a delete
-     * that does not say leaves it unknown, and the guard falls back to
+     * after it revives the row (add_guard), and, the same rule the other
+     * way, a delete observed before the stored version leaves it live (Zoho
+     * still had the record when that version was observed), whatever order
+     * the two arrive in or run in inside one batch. A delete of a row that
+     * is deleted already moves its observed_at on to the later delete, so a
+     * version observed between the two stays out; only newly deleted rows
+     * are returned (counted, notified). A delete that does not say when it
+     * was observed deletes a live row, and the guard falls back to
      * modified_time. */
     return tds_buf_addf(b,
-        "INSERT INTO zoho.\"%s\" AS t (org_id, \"%s\", modified_time, observed_at, deleted_at, "
-        "synced_at) SELECT org_id, \"%s\", %s, _o, now(), now() FROM %s "
-        "ON CONFLICT (org_id, \"%s\") DO UPDATE SET deleted_at = now(), "
+        "%5$s w AS (INSERT INTO zoho.\"%1$s\" AS t (org_id, \"%2$s\", modified_time, "
+        "observed_at, deleted_at, synced_at) SELECT org_id, \"%2$s\", %3$s, _o, now(), now() "
+        "FROM %4$s "
+        "ON CONFLICT (org_id, \"%2$s\") DO UPDATE SET deleted_at = COALESCE(t.deleted_at, now()), "
         "modified_time = GREATEST(t.modified_time, EXCLUDED.modified_time), "
         "observed_at = CASE WHEN EXCLUDED.observed_at IS NOT NULL "
         "THEN GREATEST(t.observed_at, EXCLUDED.observed_at) END, synced_at = now() "
-        "WHERE t.deleted_at IS NULL AND (EXCLUDED.modified_time IS NULL OR "
-        "t.modified_time IS NULL OR EXCLUDED.modified_time >= t.modified_time) "
-        "RETURNING org_id, \"%s\"",
-        t->name, t->id_column, t->id_column, has_mtime ? "modified_time" : "NULL::timestamptz",
-        stg, t->id_column, t->id_column);
+        "WHERE CASE WHEN t.deleted_at IS NULL THEN "
+        "(EXCLUDED.modified_time IS NULL OR t.modified_time IS NULL OR "
+        "EXCLUDED.modified_time >= t.modified_time) AND "
+        "(EXCLUDED.observed_at IS NULL OR t.observed_at IS NULL OR "
+        "EXCLUDED.observed_at >= t.observed_at) "
+        "ELSE EXCLUDED.observed_at > t.observed_at OR "
+        "(t.observed_at IS NULL AND EXCLUDED.observed_at IS NOT NULL) END "
+        "RETURNING org_id, \"%2$s\", deleted_at = now() AS newly) "
+        "SELECT org_id, \"%2$s\" FROM w WHERE newly",
+        t->name, t->id_column, has_mtime ? "modified_time" : "NULL::timestamptz", stg,
+        direct ? "," : "WITH");
 }
 
 int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table *t,
@@ -284,7 +296,7 @@ int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table
     if (rc != 0)
         return rc;
     if (kind == TDS_ROWS_DELETE)
-        return upsert_delete(b, stg, t, n_cols >= 3);
+        return upsert_delete(b, stg, t, n_cols >= 3, direct);
     if (with_m)
         rc = tds_buf_addf(b, direct ? ", w AS (" : "WITH w AS (");
     if (rc == 0)

@@ -512,6 +512,83 @@ def test_a_delete_is_undone_only_by_a_version_observed_after_it(writer, db):
     assert state("3") == ("three-newer", False)
 
 
+def test_a_delete_is_ordered_by_when_it_was_observed_in_both_directions(writer, db):
+    """The rule of the test above, the other way: a delete observed before
+    the stored version (resent late after an outage) leaves it live, and a
+    second delete moves the deleted row's observed_at on, so a version
+    observed between the two stays out. Inside one batch (versions run
+    before deletes) the outcome is the one the two would have had in
+    separate batches. Before, the delete won on every live row and a second
+    delete changed nothing."""
+    now = int(time.time() * 1000)
+
+    def send(sets, observed):
+        src, frame = rows_msg(ORG, sets, received_ms=observed)
+        writer.send(frame)
+        writer.wait_acked([src])
+
+    def delete_msg(ids, observed):
+        return rows_msg(ORG, [rowset("items", DELETE, ["org_id", "item_id"],
+                                     [[ORG, i] for i in ids])], received_ms=observed)
+
+    def delete(ids, observed):
+        src, frame = delete_msg(ids, observed)
+        writer.send(frame)
+        writer.wait_acked([src])
+
+    def state(item_id):
+        return db.query("SELECT name, deleted_at IS NOT NULL FROM zoho.items "
+                        "WHERE item_id = %s", item_id)[0]
+
+    def deletes_written():
+        return writer.proc.metric("tds_writer_rows_written_total", {"table": "items"})
+
+    # a delete observed before the stored version, arriving after it
+    send(items_sets([item(ORG, "1", ts(2), "one", stock=[("w1", "5")])]), now - 1000)
+    delete(["1"], now - 3000)
+    assert state("1") == ("one", False)
+    assert stock_of(db, "1") == [("w1", "5")]
+    # observed after it, it deletes
+    delete(["1"], now - 500)
+    assert state("1") == ("one", True)
+
+    # a second delete: the row stays deleted, its observed_at moves on, it is
+    # not counted as written again; a version observed between the two stays out
+    send(items_sets([item(ORG, "4", ts(1), "four")]), now - 20_000)
+    delete(["4"], now - 10_000)
+    before = deletes_written()
+    deleted_at = db.query("SELECT deleted_at FROM zoho.items WHERE item_id = '4'")
+    delete(["4"], now - 2000)
+    assert deletes_written() == before
+    assert db.query("SELECT deleted_at FROM zoho.items WHERE item_id = '4'") == deleted_at
+    assert db.query("SELECT observed_at = to_timestamp(%s / 1000.0) FROM zoho.items "
+                    "WHERE item_id = '4'", now - 2000) == [(True,)]
+    send(items_sets([item(ORG, "4", ts(2), "four-between")]), now - 5000)
+    assert state("4") == ("four", True)
+    delete(["4"], now - 4000)   # an older second delete changes nothing
+    assert db.query("SELECT observed_at = to_timestamp(%s / 1000.0) FROM zoho.items "
+                    "WHERE item_id = '4'", now - 2000) == [(True,)]
+    send(items_sets([item(ORG, "4", ts(2), "four-after")]), now - 1000)
+    assert state("4") == ("four-after", False)
+
+    # one batch: item 2's delete observed before its version, item 3's after
+    t0 = now - 8000
+    held = rows_msg(ORG, items_sets([item(ORG, "h", ts(1), "held")]))
+    del2 = delete_msg(["2"], t0)
+    new2 = rows_msg(ORG, items_sets([item(ORG, "2", ts(1), "two", stock=[("w2", "2")])]),
+                    received_ms=t0 + 1000)
+    new3 = rows_msg(ORG, items_sets([item(ORG, "3", ts(1), "three")]), received_ms=t0)
+    del3 = delete_msg(["3"], t0 + 1000)
+    batches = writer.proc.metric("tds_writer_batches_total")
+    writer.send_in_one_batch(db, held[1], [del2[1], new2[1], new3[1], del3[1]])
+    writer.wait_acked([held[0], del2[0], new2[0], new3[0], del3[0]])
+    assert writer.proc.metric("tds_writer_batches_total") == batches + 2
+    print(f"item 2: {state('2')}, item 3: {state('3')}")
+    assert state("2") == ("two", False)
+    assert stock_of(db, "2") == [("w2", "2")]
+    assert state("3") == ("three", True)
+
+
 def test_children_follow_their_parent(writer, db):
     def send(recs, detail=True):
         src, f = rows_msg(ORG, items_sets(recs, detail=detail))

@@ -219,8 +219,19 @@ static void test_statements(void)
     T_TRUE(strstr(s, "\"rate\"") == NULL); /* only the listed columns */
     s = gen(gen_delete, &b);
     T_TRUE(strstr(s, "NULL::timestamptz") != NULL);
-    T_TRUE(strstr(s, "deleted_at = now()") != NULL);
-    T_TRUE(strstr(s, "WHERE t.deleted_at IS NULL") != NULL);
+    T_TRUE(strstr(s, "WITH w AS (INSERT INTO zoho.\"items\"") == s);
+    T_TRUE(strstr(s, "deleted_at = COALESCE(t.deleted_at, now())") != NULL);
+    /* a live row: a delete not older and not observed before it; a deleted
+     * row: only a later observation moves observed_at on */
+    T_TRUE(strstr(s, "WHERE CASE WHEN t.deleted_at IS NULL THEN (EXCLUDED.modified_time IS NULL "
+                     "OR t.modified_time IS NULL OR EXCLUDED.modified_time >= t.modified_time) "
+                     "AND (EXCLUDED.observed_at IS NULL OR t.observed_at IS NULL OR "
+                     "EXCLUDED.observed_at >= t.observed_at) ELSE EXCLUDED.observed_at > "
+                     "t.observed_at OR (t.observed_at IS NULL AND EXCLUDED.observed_at IS NOT "
+                     "NULL) END") != NULL);
+    /* only the rows this delete deleted come back */
+    T_TRUE(strstr(s, "RETURNING org_id, \"item_id\", deleted_at = now() AS newly) "
+                     "SELECT org_id, \"item_id\" FROM w WHERE newly") != NULL);
     /* a delete stores when it was observed; unknown stays unknown */
     T_TRUE(strstr(s, "(org_id, \"item_id\", modified_time, observed_at, deleted_at, synced_at) "
                      "SELECT org_id, \"item_id\", NULL::timestamptz, _o, now(), now() "
