@@ -13,7 +13,11 @@
  * EDQUOT) is not: the batch stays queued in memory, in order, and is written
  * again every TDS_JOURNAL_RETRY_MS until it fits; meanwhile appends are
  * refused (E_FULL) and the queued entries count as not durable (state -1), so
- * their requests get 503 and memory does not grow. Writing the same bytes at
+ * their requests get 503 and memory does not grow. A new segment that cannot
+ * be created for lack of space (no inode or directory block left) is the
+ * same case: appends are refused and the sync thread tries to create it again
+ * every TDS_JOURNAL_RETRY_MS, with no request needed to drive it, until it
+ * can. Writing the same bytes at
  * the same offsets again is harmless, and nothing after them reaches the file
  * before they do, so a scan never finds a gap followed by records. It never
  * logs; callers do.
@@ -103,6 +107,7 @@ struct tds_journal {
     _Atomic int failed;       /* errno of the failure, 0 while healthy */
     _Atomic bool no_space;    /* a write found no room: retrying, appends refused */
     int64_t retry_at_ms;      /* monotonic time of the next retry while no_space */
+    bool rotate_due;          /* no_space because the next segment could not be created */
     bool dir_dirty;           /* a segment was created: fsync the directory */
     int64_t last_append_us;   /* monotonic time of the last append */
     int64_t gap_us;           /* moving average of the time between appends */
@@ -617,7 +622,7 @@ int tds_journal_sync(struct tds_journal *j)
     uint64_t target, batch, first;
     bool dir_dirty = false, write_err = false;
     int64_t waited = 0;
-    int err = 0;
+    int err = 0, rot_err = 0;
     struct timespec a, b;
 
     pthread_mutex_lock(&j->sync_mu);
@@ -627,13 +632,19 @@ int tds_journal_sync(struct tds_journal *j)
         pthread_mutex_unlock(&j->sync_mu);
         return TDS_JOURNAL_E_FAILED;
     }
+    /* The segment an append could not create: again. The entries queued
+     * before it, in the old segment, are written either way. */
+    if (j->rotate_due && (rot_err = rotate_locked(j)) != 0)
+        j->retry_at_ms = tds_now_ms() + TDS_JOURNAL_RETRY_MS;
+    else
+        j->rotate_due = false; /* no_space ends once this sync has written */
     first = j->synced_seq;
     list = take_locked(j, &target, &dir_dirty);
     pthread_mutex_unlock(&j->mu);
 
     if (!list && !dir_dirty) {
         pthread_mutex_unlock(&j->sync_mu);
-        return 0;
+        return rot_err ? TDS_JOURNAL_E_NOSPACE : 0;
     }
     if (list && j->syncing_cb)
         j->syncing_cb(target, j->syncing_ud);
@@ -656,7 +667,8 @@ int tds_journal_sync(struct tds_journal *j)
         return TDS_JOURNAL_E_NOSPACE;
     }
     pthread_mutex_lock(&j->mu);
-    atomic_store(&j->no_space, false);
+    if (!j->rotate_due)
+        atomic_store(&j->no_space, false);
     while (list) {
         c = list;
         list = c->next;
@@ -679,7 +691,7 @@ int tds_journal_sync(struct tds_journal *j)
     if (j->synced_cb)
         j->synced_cb(target, err != 0, j->synced_ud);
     pthread_mutex_unlock(&j->sync_mu);
-    return err ? TDS_JOURNAL_E_FAILED : 0;
+    return err ? TDS_JOURNAL_E_FAILED : rot_err ? TDS_JOURNAL_E_NOSPACE : 0;
 }
 
 static void *sync_main(void *arg)
@@ -688,7 +700,7 @@ static void *sync_main(void *arg)
 
     pthread_mutex_lock(&j->mu);
     while (!j->stop) {
-        if ((!j->head && !j->dir_dirty) || j->failed) {
+        if ((!j->head && !j->dir_dirty && !j->rotate_due) || j->failed) {
             pthread_cond_wait(&j->work, &j->mu);
             continue;
         }
@@ -743,8 +755,15 @@ int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, i
     }
     if (j->active->size > 0 && j->active->size + rec > j->o.segment_bytes) {
         r = rotate_locked(j);
-        if (r == -ENOSPC || r == -EDQUOT)
+        if (r == -ENOSPC || r == -EDQUOT) {
+            /* refused like a write without room, and retried by the sync
+             * thread (or the next tds_journal_sync) until it fits */
+            atomic_store(&j->no_space, true);
+            j->rotate_due = true;
+            j->retry_at_ms = tds_now_ms() + TDS_JOURNAL_RETRY_MS;
+            pthread_cond_signal(&j->work);
             r = TDS_JOURNAL_E_FULL;
+        }
         if (r)
             goto out;
     }

@@ -1006,6 +1006,61 @@ def test_journal_write_error_fails_healthz_for_a_restart(ing):
     assert want <= got, sorted(want - got)
 
 
+def test_no_inode_for_the_next_segment_503_then_accepts_again(ing, tmp_path):
+    """The journal's file system has blocks left but no inode, so the next
+    segment cannot be created: the webhooks that need it get 503, /readyz
+    and the no-space gauge say so (a load balancer sends webhooks
+    elsewhere), and once an inode is free the ingress creates the segment by
+    itself, with no request to drive it, and takes webhooks again. Before,
+    /readyz stayed 200 while every webhook got 503."""
+    d = tmp_path / "few_inodes"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=64", "tds-test", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:  # tests/run runs as root, which may mount
+        pytest.fail(f"cannot mount a small tmpfs for the inode test: {r.stderr.strip()}")
+    try:
+        i = ing(env={"TDS_INGRESS_SEGMENT_BYTES": "65536",
+                     "TDS_INGRESS_ACK_TIMEOUT_MS": "600000"},
+                journal=str(d / "journal"))
+        readyz = lambda: http_get(i.proc.admin_url + "/readyz")[0]  # noqa: E731
+        wait_until(lambda: i.post("60001", item_body("1"), SECRET_A).status == 200, 10, "first")
+        fillers = []
+        try:
+            while True:
+                f = d / f"inode-{len(fillers)}"
+                os.close(os.open(f, os.O_WRONLY | os.O_CREAT))
+                fillers.append(f)
+        except OSError as e:
+            assert e.errno == 28, e  # ENOSPC: no inode left
+        ok, full = ["1"], 0
+        for k in range(200):       # ~600 bytes each: past the 64 KiB segment
+            zid = str(7000 + k)
+            r = i.post("60001", item_body(zid, extra={"pad": "p" * 300}), SECRET_A)
+            assert r.status in (200, 503), r
+            if r.status == 200:
+                ok.append(zid)
+            else:
+                full += 1
+        print(f"\n{len(ok)} accepted, {full} refused with no inode for the next segment")
+        assert full >= 50, (len(ok), full)
+        got = {m["zoho_id"] for m in i.recv(i.events, len(ok))}
+        assert set(ok) <= got                               # every 200 was forwarded
+        i.wait_metric("tds_ingress_journal_no_space", 1.0)
+        assert readyz() == 503
+        assert "no space left on its disk" in i.proc.stderr_text()
+
+        for f in fillers:                                   # the operator makes room
+            os.unlink(f)
+        wait_until(lambda: readyz() == 200, 10, "/readyz 200 again with no request sent")
+        i.wait_metric("tds_ingress_journal_no_space", 0.0)
+        assert i.post("60001", item_body("8000"), SECRET_A).status == 200
+        assert [m["zoho_id"] for m in i.recv(i.events, 1)] == ["8000"]
+        assert "restart needed" not in i.proc.stderr_text()
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_real_disk_full_503_then_accepts_again(ing, small_disk, model):
     """The journal's own disk fills up (not its size bound): 503s, no 200 lost,
