@@ -19,10 +19,16 @@
             return rc_;                                                              \
     } while (0)
 
+/* A webhook's contact is a DETAIL, whose child rows replace the stored ones,
+ * only when it carries both of the parts they come from: its persons and an
+ * address. A payload with one of them (a custom webhook body; whether Zoho's
+ * default payload has them is not documented) is written as LIST, which
+ * leaves every child row alone and has the detail fetched; as DETAIL it
+ * would have emptied the child table it did not carry. */
 bool tx_contacts_looks_detail(const struct tds_pjson *rec)
 {
-    return tds_pjson_get(rec, "contact_persons") || tds_pjson_get(rec, "billing_address") ||
-           tds_pjson_get(rec, "shipping_address");
+    return tds_pjson_get(rec, "contact_persons") &&
+           (tds_pjson_get(rec, "billing_address") || tds_pjson_get(rec, "shipping_address"));
 }
 
 /* contact_type / customer_sub_type: Zoho's values lower-cased ("Customer" and

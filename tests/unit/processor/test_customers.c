@@ -174,12 +174,38 @@ static void test_contact_rejects(void)
     T_STR(h_rows.rejects[0].entity, "contacts");
 }
 
+/* A webhook body is a DETAIL only with both child sources: with one, its
+ * child rows would replace the stored ones of the other table with none. */
+static void test_contact_webhook_form(void)
+{
+    static const char *const partial[] = {
+        "{\"contact_id\":\"1\",\"contact_name\":\"A\",\"billing_address\":{\"city\":\"Riyadh\"},"
+        "\"last_modified_time\":\"2026-06-09T09:45:21-0400\"}",
+        "{\"contact_id\":\"1\",\"contact_name\":\"A\",\"contact_persons\":[],"
+        "\"last_modified_time\":\"2026-06-09T09:45:21-0400\"}",
+    };
+
+    h_reset();
+    T_TRUE(!h_record("contacts", CONTACT, TDS_FORM_AUTO));
+    T_TRUE(h_set("contacts", TDS_ROWS_DETAIL, 0) != NULL);
+    T_INT(h_nsets("contact_persons", TDS_ROWS_CHILD), ==, 1);
+    for (size_t i = 0; i < sizeof(partial) / sizeof(partial[0]); i++) {
+        h_reset();
+        T_TRUE(!h_record("contacts", partial[i], TDS_FORM_AUTO));
+        T_TRUE(h_set("contacts", TDS_ROWS_LIST, 0) != NULL);
+        T_INT(h_nsets("contacts", TDS_ROWS_DETAIL), ==, 0);
+        T_INT(h_nsets("contact_addresses", TDS_ROWS_CHILD), ==, 0);
+        T_INT(h_nsets("contact_persons", TDS_ROWS_CHILD), ==, 0);
+    }
+}
+
 int main(void)
 {
     T_RUN(test_contact_detail);
     T_RUN(test_contact_list);
     T_RUN(test_custom_fields_same_label);
     T_RUN(test_contact_rejects);
+    T_RUN(test_contact_webhook_form);
     h_done();
     return 0;
 }
