@@ -152,7 +152,7 @@ static void test_oversize_event(void)
 
     T_INT(tds_buf_addf(&b, "{\"contact\":{\"contact_id\":\"77\",\"contact_name\":\"\u0634\","
                            "\"last_modified_time\":\"2024-01-01T00:00:00+0000\","
-                           "\"billing_address\":{},\"addresses\":["), ==, 0);
+                           "\"contact_persons\":[],\"billing_address\":{},\"addresses\":["), ==, 0);
     for (int k = 0; k < ADDRS; k++)
         T_INT(tds_buf_add(&b, k ? ",{}" : "{}", k ? 3 : 2), ==, 0);
     T_INT(tds_buf_add(&b, "]}}", 3), ==, 0);
