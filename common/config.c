@@ -109,6 +109,12 @@ static int load_one(const struct tds_config_entry *e, void *settings, char *err,
                 secret_error(err, errlen, e->env, v, r);
                 return TDS_E_INVALID;
             }
+            /* an empty secret file or env: variable is no setting at all */
+            if (*s == '\0' && (e->flags & TDS_CFG_REQUIRED)) {
+                free(s);
+                snprintf(err, errlen, "invalid %s: '%s' is empty", e->env, v);
+                return TDS_E_INVALID;
+            }
         } else {
             s = strdup(v);
             if (!s) {
@@ -640,6 +646,11 @@ static int parse_org(struct orgs_ctx *c, json_t *o, struct tds_org *g)
         (r = get_int(c, o, "max_concurrency", 10, 1, 1000, &g->max_concurrency)) ||
         (r = get_int(c, o, "daily_limit", 0, 0, 100000000, &g->daily_limit)))
         return r;
+    /* the limiter stops at the reserve: one as large as the day's calls
+     * would leave the organization unsynced for good */
+    if (g->daily_limit > 0 && g->daily_reserve >= g->daily_limit)
+        return fail(c, "field 'daily_reserve' (%" PRId64 ") must be below 'daily_limit' (%" PRId64
+                       ")", (int64_t)g->daily_reserve, (int64_t)g->daily_limit);
 
     if ((r = get_str(c, o, "timezone_offset", &g->timezone_offset)))
         return r;
@@ -720,6 +731,13 @@ int tds_orgs_load(const char *path, struct tds_orgs **out, char *err, size_t err
     }
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
+        /* jansson ends its text with "near '<token>'": a string token may
+         * be the start of an inline secret, so it is left out (but for a
+         * duplicate key, which is a field's name) */
+        char *near = strstr(jerr.text, " near '\"");
+
+        if (near && strncmp(jerr.text, "duplicate object key", 20) != 0)
+            *near = '\0';
         snprintf(err, errlen, "%s: line %d column %d: %s", path, jerr.line, jerr.column,
                  jerr.text);
         r = TDS_E_INVALID;

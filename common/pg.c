@@ -2,7 +2,9 @@
  *
  * Owns nothing beyond the connections it hands out (the caller PQfinish()es
  * them). It never builds SQL from data and never logs; error texts it copies
- * out come from the server or libpq, which never include the password.
+ * out come from the server or libpq. libpq quotes the text of a connection
+ * string it cannot parse, which may hold the password: such a string is
+ * checked first and reported without its quoted parts (conninfo_invalid).
  */
 #include <stddef.h>
 
@@ -52,6 +54,48 @@ static void copy_msg(char *err, size_t errlen, const char *prefix, const char *m
     err[w] = '\0';
 }
 
+/* Whether conninfo is a connection string (a URI or key=value pairs, as
+ * libpq's expand_dbname tells them from a plain database name) that libpq
+ * cannot parse. Its message then quotes the text it stopped at, which may
+ * be the password: only the message's words are kept, each quoted part
+ * replaced by "..." (but for an unknown keyword's name). */
+static bool conninfo_invalid(const char *conninfo, char *err, size_t errlen)
+{
+    PQconninfoOption *opts;
+    char *msg = NULL, clean[256];
+    size_t w = 0;
+    bool quoted = false;
+
+    if (!conninfo || (!strchr(conninfo, '=') && strncmp(conninfo, "postgresql://", 13) != 0 &&
+                      strncmp(conninfo, "postgres://", 11) != 0))
+        return false;
+    opts = PQconninfoParse(conninfo, &msg);
+    if (opts) {
+        PQconninfoFree(opts);
+        return false;
+    }
+    /* an unknown keyword is a name, not a value: kept */
+    bool keep = msg && strncmp(msg, "invalid connection option", 25) == 0;
+
+    for (const char *p = msg ? msg : "out of memory"; *p && w + 4 < sizeof(clean); p++) {
+        if (*p == '"' && !keep) {
+            quoted = !quoted;
+            if (quoted) {
+                memcpy(clean + w, "\"...", 4);
+                w += 4;
+            } else {
+                clean[w++] = '"';
+            }
+        } else if (!quoted) {
+            clean[w++] = *p;
+        }
+    }
+    clean[w] = '\0';
+    PQfreemem(msg);
+    copy_msg(err, errlen, "could not connect to database: invalid connection string: ", clean);
+    return true;
+}
+
 /* PQconnectdbParams or PQconnectStartParams. connect_timeout, the
  * keepalives and options come before conninfo, so values there override
  * them (a pooler may need its own options to route the session); the
@@ -83,6 +127,8 @@ static PGconn *open_conn(PGconn *(*begin)(const char *const *, const char *const
     keys[n] = vals[n] = NULL;
     if (err && errlen)
         err[0] = '\0';
+    if (conninfo_invalid(conninfo, err, errlen))
+        return NULL;
     c = begin(keys, vals, 1);
     if (!c) {
         copy_msg(err, errlen, "could not connect to database: ", "out of memory");

@@ -180,6 +180,28 @@ static void test_table_errors(void)
     T_INT(tds_config_load(table, N, &s, err, sizeof(err)), ==, 0);
     T_STR(s.token, "tok-crlf");
     tds_config_free(table, N, &s);
+    /* A required secret that resolves to nothing is refused, not used. */
+    f = fopen(path, "w");
+    T_TRUE(f != NULL);
+    fputs("\n", f);
+    fclose(f);
+    static const struct tds_config_entry req_secret[] = {
+        {"TDS_T_DB", TDS_CFG_STR, NULL, TDS_CFG_REQUIRED | TDS_CFG_SECRET, 0, 0,
+         offsetof(struct settings, url), "database URL"},
+    };
+    snprintf(spec, sizeof(spec), "file:%s", path);
+    setenv("TDS_T_DB", spec, 1);
+    memset(&s, 0, sizeof(s));
+    T_INT(tds_config_load(req_secret, 1, &s, err, sizeof(err)), ==, TDS_E_INVALID);
+    snprintf(want, sizeof(want), "invalid TDS_T_DB: '%s' is empty", spec);
+    T_STR(err, want);
+    setenv("TDS_T_EMPTY_VAR", "", 1);
+    setenv("TDS_T_DB", "env:TDS_T_EMPTY_VAR", 1);
+    T_INT(tds_config_load(req_secret, 1, &s, err, sizeof(err)), ==, TDS_E_INVALID);
+    T_STR(err, "invalid TDS_T_DB: 'env:TDS_T_EMPTY_VAR' is empty");
+    T_NULL(s.url);
+    unsetenv("TDS_T_EMPTY_VAR");
+    unsetenv("TDS_T_DB");
     unlink(path);
     rmdir(dir);
     clear_env();
@@ -413,6 +435,13 @@ static void test_orgs_errors(void)
                "organizations[1] (org_id 1): org_id is a duplicate of organizations[0]");
     orgs_error("{\"organizations\": [{\"org_id\": \"1\", \"org_id\": \"2\"}]}",
                "line 1 column 43: duplicate object key near '\"org_id\"'");
+
+    orgs_error(ORG(", \"daily_limit\": 1000, \"daily_reserve\": 1000"),
+               "organizations[0] (org_id 42): field 'daily_reserve' (1000) must be below "
+               "'daily_limit' (1000)");
+    /* A syntax error inside an inline secret does not quote its start. */
+    orgs_error(ORG(", \"refresh_token\": \"1000.9f8e7d6c5b4a\t3210\""),
+               "line 1 column 111: control character 0x9");
 
     /* An inline secret's value never appears in an error. */
     put(ORG(", \"refresh_token\": \"inline-super-secret\", \"rate_per_min\": -1"));

@@ -36,6 +36,26 @@ static void test_connect_refused(void)
     T_NULL(c);
     T_TRUE(strstr(err, "hunter2") == NULL);
 
+    /* A string libpq cannot parse: its message quotes the text it stopped
+     * at, a password here; the error keeps the words, not the text. */
+    static const struct {
+        const char *conninfo, *secret, *words;
+    } bad[] = {
+        {"postgresql://tds:s3cr%et@127.0.0.1:1/db", "s3cr", "invalid percent-encoded token"},
+        {"host=127.0.0.1 password=abc hunter2", "hunter2", "missing \"...\" after \"...\""},
+        {"postgresql://tds:hunter2@[::1/db", "hunter2", "in IPv6 host address in URI: \"...\""},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        T_NULL(tds_pg_connect(bad[i].conninfo, "test", err, sizeof(err)));
+        T_TRUE(strncmp(err, "could not connect to database: invalid connection string: ", 58) ==
+               0);
+        T_TRUE(strstr(err, bad[i].secret) == NULL);
+        T_TRUE(strstr(err, bad[i].words) != NULL);
+    }
+    /* a plain database name is not parsed as a connection string */
+    T_NULL(tds_pg_connect("no_such_db_here", "test", err, sizeof(err)));
+    T_TRUE(strstr(err, "invalid connection string") == NULL);
+
     c = tds_pg_connect("nonsense_keyword=1", "test", err, sizeof(err));
     T_NULL(c);
     T_TRUE(strstr(err, "nonsense_keyword") != NULL);
