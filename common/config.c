@@ -270,6 +270,17 @@ struct orgs_ctx {
     const char *org_id; /* NULL until known */
 };
 
+void tds_config_json_error_clean(char *text)
+{
+    /* jansson ends its text with "near '<token>'": a string token may be the
+     * start of an inline secret, so it is left out (but for a duplicate
+     * key, which is a field's name) */
+    char *near = strstr(text, " near '\"");
+
+    if (near && strncmp(text, "duplicate object key", 20) != 0)
+        *near = '\0';
+}
+
 static int fail(struct orgs_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int fail(struct orgs_ctx *c, const char *fmt, ...)
@@ -731,13 +742,7 @@ int tds_orgs_load(const char *path, struct tds_orgs **out, char *err, size_t err
     }
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        /* jansson ends its text with "near '<token>'": a string token may
-         * be the start of an inline secret, so it is left out (but for a
-         * duplicate key, which is a field's name) */
-        char *near = strstr(jerr.text, " near '\"");
-
-        if (near && strncmp(jerr.text, "duplicate object key", 20) != 0)
-            *near = '\0';
+        tds_config_json_error_clean(jerr.text);
         snprintf(err, errlen, "%s: line %d column %d: %s", path, jerr.line, jerr.column,
                  jerr.text);
         r = TDS_E_INVALID;

@@ -85,6 +85,10 @@ struct tds_orgs {
     size_t n;
 };
 
+/* Cut a jansson error text (json_error_t.text) before a "near" string token,
+ * which may be the start of an inline secret. */
+void tds_config_json_error_clean(char *text);
+
 /* Parse the organizations file. Returns 0, or TDS_E_INVALID with one line in
  * err naming the file, the organization index/id and the field. */
 int tds_orgs_load(const char *path, struct tds_orgs **out, char *err, size_t errlen);

@@ -21,6 +21,7 @@
 #include <arpa/inet.h>
 
 #include "alerts.h"
+#include "config.h"
 #include "log.h"
 #include "metrics.h"
 #include "pg.h"
@@ -151,6 +152,7 @@ static int load_orgs(struct tds_alertd *d, char *err, size_t errlen)
         return 0;
     root = json_load_file(d->orgs_file, 0, &je);
     if (!root) {
+        tds_config_json_error_clean(je.text);
         snprintf(err, errlen, "invalid TDS_CONFIG: '%s': %s", d->orgs_file, je.text);
         return TDS_E_INVALID;
     }

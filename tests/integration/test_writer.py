@@ -238,6 +238,22 @@ def test_bad_config_is_one_line(procs):
     assert "TDS_DATABASE_URL=********" in r.stdout and "pw" not in r.stdout
 
 
+def test_a_bad_organizations_file_does_not_print_its_secrets(procs, db, tmp_path):
+    """The alert engine reads TDS_CONFIG for each organization's schedule; a
+    syntax error inside an inline secret used to be reported with the
+    secret's first characters (jansson's "near" token)."""
+    bad = tmp_path / "orgs.json"
+    bad.write_text('{"organizations": [{"org_id": "1", "client_id": "c", '
+                   '"client_secret": "s3cr3tPART\\q-rest"}]}')
+    r = procs.run("tds-writer", [], env={"TDS_DATABASE_URL": db.dsn, "TDS_CONFIG": str(bad),
+                                         "TDS_ADMIN_LISTEN": "127.0.0.1:0"},
+                  check=False, timeout=30)
+    print(r.stderr.strip())
+    assert r.returncode != 0
+    assert "invalid TDS_CONFIG" in r.stderr and "invalid escape" in r.stderr
+    assert "s3cr3t" not in r.stderr
+
+
 # ------------------------------------------------------------- the stream
 
 def test_stream_lands_exactly(writer, db):
