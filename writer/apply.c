@@ -133,6 +133,10 @@ struct tds_apply {
     const char **avals;
     size_t n_abuf;
     struct tds_notify *notify;
+    /* NOTIFY tds_changes is left out of transactions until then (monotonic
+     * ms): PostgreSQL's notification queue was full (notify_refused()) */
+    int64_t notify_off_until;
+    bool txn_notified;           /* this transaction sends a pg_notify */
     bool no_fast;                /* a fast COPY met a concurrent insert: upsert only, once */
     /* Per table: batches to go without the fast path, after a lookup found
      * mostly existing keys (an update stream gains nothing from it). */
@@ -259,6 +263,28 @@ int tds_apply_classify(PGconn *c, const PGresult *r)
     return TDS_APPLY_E_DB;
 }
 
+/* A COMMIT of a transaction that sent a pg_notify, refused for a program
+ * limit (54000): "too many notifications in the NOTIFY queue", the 8 GB
+ * queue filled by a listener that does not read. Not the records' fault:
+ * the batch is written again (TDS_APPLY_E_DB) without its notifications,
+ * and so are the transactions of the next NOTIFY_OFF_MS, rather than the
+ * records going to tds.rejected or the pipeline waiting on that listener. */
+#define NOTIFY_OFF_MS 10000
+
+static bool notify_refused(struct tds_apply *a, const char *st, const char *what)
+{
+    if (!a->txn_notified || !st || strncmp(st, "54", 2) != 0 ||
+        strcmp(what, "could not commit") != 0)
+        return false;
+    a->notify_off_until = tds_now_ms() + NOTIFY_OFF_MS;
+    return true;
+}
+
+static bool notify_off(const struct tds_apply *a)
+{
+    return a->notify_off_until != 0 && tds_now_ms() < a->notify_off_until;
+}
+
 static int fail(struct tds_apply *a, PGresult *r, struct tds_apply_result *res, const char *what)
 {
     int code = tds_apply_classify(a->conn, r);
@@ -281,6 +307,10 @@ static int fail(struct tds_apply *a, PGresult *r, struct tds_apply_result *res, 
         if (*p == '\n')
             *p = ' ';
     tds_utf8_trim(res->error);
+    if (code == TDS_APPLY_E_DATA && notify_refused(a, st, what)) {
+        code = TDS_APPLY_E_DB;
+        res->notify_refused = true;
+    }
     PQclear(r);
     return code;
 }
@@ -2255,7 +2285,10 @@ static int meta_notify(struct tds_apply *a, struct tds_apply_result *res)
     size_t n = 0;
     int rc = tds_notify_payloads(a->notify, &payloads, &n);
 
-    if (rc == 0 && n > 0) {
+    if (rc == 0 && n > 0 && notify_off(a)) {
+        res->notifies_dropped += (int64_t)n;
+    } else if (rc == 0 && n > 0) {
+        a->txn_notified = true;
         params_reset(a, 1);
         for (size_t i = 0; rc == 0 && i < n; i++)
             rc = elem(&a->params[0], i == 0, payloads[i]);
@@ -2440,8 +2473,13 @@ static int run_one_flight(struct tds_apply *a, struct tds_bmsg *const *msgs, siz
         (rc = tds_notify_payloads(a->notify, &payloads, &n_payloads)) == 0) {
         const char *nv[4] = {payloads[0], key[0], key[1], key[2]};
 
-        snprintf(name, sizeof(name), "nw_%zu", sg->tidx);
-        rc = pipe_send(a, name, NULL, 4, nv, "could not notify tds_changes", res);
+        if (notify_off(a)) {
+            res->notifies_dropped++;
+        } else {
+            a->txn_notified = true;
+            snprintf(name, sizeof(name), "nw_%zu", sg->tidx);
+            rc = pipe_send(a, name, NULL, 4, nv, "could not notify tds_changes", res);
+        }
     }
     if (payloads)
         tds_notify_payloads_free(payloads, n_payloads);
@@ -2449,7 +2487,7 @@ static int run_one_flight(struct tds_apply *a, struct tds_bmsg *const *msgs, siz
     if (rc != 0)
         return rc; /* tds_apply_run() reads what is queued */
     rc = finish_txn(a, msgs, n, gs, n_groups, res);
-    if (rc == 0 && res->written[sg->tidx] > 0)
+    if (rc == 0 && res->written[sg->tidx] > 0 && a->txn_notified)
         res->notifies++;
     res->one_flight = rc == 0;
     return rc;
@@ -2582,6 +2620,7 @@ static int run_batch(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n
 
     memset(res, 0, sizeof(*res));
     a->events_seen = false;
+    a->txn_notified = false;
     if (!tds_apply_connected(a)) {
         snprintf(res->error, sizeof(res->error), "not connected to the database");
         return TDS_APPLY_E_CONN;

@@ -40,6 +40,8 @@ struct tds_apply_result {
     int64_t written_total;
     int64_t child_rows;                    /* child rows inserted */
     int64_t notifies;
+    int64_t notifies_dropped;              /* left out: the NOTIFY queue was full lately */
+    bool notify_refused;                   /* COMMIT refused: the NOTIFY queue is full */
     bool one_flight;                       /* sent in one round trip (a lone record) */
     char sqlstate[6];
     char error[1024];                      /* primary message and detail when a run failed */

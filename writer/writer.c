@@ -41,13 +41,13 @@ struct tds_writer {
     struct tds_bmsg **pending;
     size_t n_pending, cap_pending, pending_rows, pending_bytes;
     char last_error[1024];
-    struct tds_log_limit data_limit;
+    struct tds_log_limit data_limit, notify_limit;
     struct tds_writer_stats stats;
     /* metric series, looked up once */
     struct tds_series *m_rows[TDS_APPLY_MAX_TABLES];
     struct tds_series *m_one_flight;
     struct tds_series *m_batches, *m_batch_rows, *m_commit, *m_rejects_w, *m_rejects_p, *m_acks,
-        *m_deadlocks, *m_dead_letters, *m_webhook_age;
+        *m_deadlocks, *m_dead_letters, *m_webhook_age, *m_notify_dropped;
 };
 
 static const double ROW_BUCKETS[] = {1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000};
@@ -77,6 +77,7 @@ int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_met
     w->ack_ud = ud;
     w->max_rows = max_rows ? max_rows : 1;
     w->data_limit.interval_ms = 10000;
+    w->notify_limit.interval_ms = 60000;
     for (size_t i = 0; metrics && i < tds_table_count() && i < TDS_APPLY_MAX_TABLES; i++)
         w->m_rows[i] = tds_metrics_getf(metrics, TDS_COUNTER, "tds_writer_rows_written_total",
                                         "Top-level rows written (inserted, updated or soft-deleted)",
@@ -107,6 +108,10 @@ int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_met
                                          "", NULL, 0);
         w->m_dead_letters = tds_metrics_get(metrics, TDS_COUNTER, "tds_writer_dead_letters_total",
                                             "Frames that were not decodable rows messages", "", NULL, 0);
+        w->m_notify_dropped = tds_metrics_get(
+            metrics, TDS_COUNTER, "tds_writer_notifies_dropped_total",
+            "tds_changes notifications left out because PostgreSQL's NOTIFY queue was full",
+            "", NULL, 0);
         w->m_webhook_age = tds_metrics_get(
             metrics, TDS_HISTOGRAM, "tds_writer_webhook_age_seconds",
             "Time from the ingress receiving a webhook to the commit of its rows (wall clocks "
@@ -250,6 +255,8 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
         }
     }
     inc(w->m_batches, 1);
+    if (res->notifies_dropped > 0)
+        inc(w->m_notify_dropped, (double)res->notifies_dropped);
     if (res->one_flight)
         inc(w->m_one_flight, 1);
     if (w->m_batch_rows)
@@ -308,6 +315,7 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
 static int attempt(struct tds_writer *w, struct tds_bmsg **msgs, size_t n, bool probe,
                    struct tds_apply_result *res)
 {
+    bool notify_retried = false;
     int rc;
 
     for (int i = 0;; i++) {
@@ -316,6 +324,15 @@ static int attempt(struct tds_writer *w, struct tds_bmsg **msgs, size_t n, bool 
         rc = w->run(w->db, msgs, n, probe, res);
         if (rc == 0 && !probe)
             committed(w, msgs, n, res, (double)(tds_now_ms() - t0) / 1000.0);
+        if (rc == TDS_APPLY_E_DB && res->notify_refused && !notify_retried) {
+            /* the records are fine: written again at once, without NOTIFY */
+            tds_log_limited(&w->notify_limit, TDS_LOG_WARN, NULL,
+                            "PostgreSQL's NOTIFY queue is full (a LISTEN session is not "
+                            "reading): tds_changes notifications are left out while it is, "
+                            "the rows are written: %s", res->error);
+            notify_retried = true;
+            continue;
+        }
         if (rc != TDS_APPLY_E_RETRY || i + 1 >= DEADLOCK_RETRIES)
             break;
         inc(w->m_deadlocks, 1);

@@ -605,6 +605,43 @@ def test_a_delete_is_ordered_by_when_it_was_observed_in_both_directions(writer, 
     assert state("3") == ("three", True)
 
 
+def test_a_full_notify_queue_does_not_reject_the_records(writer, db):
+    """PostgreSQL refuses a COMMIT that carries a NOTIFY while its 8 GB
+    notification queue is full (a LISTEN session that does not read):
+    SQLSTATE 54000 at COMMIT. That is not the records' fault. They are
+    written again at once without the notification, and tds_changes is left
+    out for a while. Before, the writer took 54000 for bad data: every
+    record went to tds.rejected, the message was acked and its page recorded
+    as applied, and zoho.items stayed empty. The full queue is stood in for
+    by a deferred trigger that raises PostgreSQL's error at the first
+    COMMIT."""
+    db.execute("CREATE SEQUENCE public.nq_commits")
+    db.execute("""CREATE FUNCTION public.nq_full() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('public.nq_commits') = 1 THEN
+                RAISE EXCEPTION 'too many notifications in the NOTIFY queue'
+                    USING ERRCODE = '54000';
+            END IF;
+            RETURN NULL;
+        END $$""")
+    db.execute("CREATE CONSTRAINT TRIGGER nq_full AFTER INSERT ON zoho.items "
+               "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.nq_full()")
+    try:
+        recs = [item(ORG, str(900 + i), ts(1), f"nq {i}", stock=[("w1", "1")]) for i in range(20)]
+        src, frame = rows_msg(ORG, items_sets(recs), mode="full", run="r-nq", page=1,
+                              records_in=20)
+        writer.send(frame)
+        writer.wait_acked([src])
+        print(f"\n{writer.proc.stderr_text().count('NOTIFY queue is full')} warning line(s)")
+        assert db.query("SELECT count(*) FROM zoho.items WHERE item_id LIKE '9__'") == [(20,)]
+        assert db.query("SELECT count(*) FROM zoho.item_stock WHERE item_id LIKE '9__'") == [(20,)]
+        assert db.query("SELECT count(*) FROM tds.rejected") == [(0,)]
+        assert writer.proc.metric("tds_writer_notifies_dropped_total") >= 1
+        assert "NOTIFY queue is full" in writer.proc.stderr_text()
+    finally:
+        db.execute("DROP TRIGGER nq_full ON zoho.items")
+
+
 def test_children_follow_their_parent(writer, db):
     def send(recs, detail=True):
         src, f = rows_msg(ORG, items_sets(recs, detail=detail))
