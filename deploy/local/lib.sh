@@ -1,6 +1,6 @@
 # deploy/local/lib.sh — functions shared by deploy/local/up and down.
-# Every process started here records its pid in $state/run/NAME.pid and logs to
-# $state/logs/NAME.log.
+# Every process started here records its pid and start time in $state/run/NAME.pid
+# and logs to $state/logs/NAME.log.
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -10,7 +10,7 @@ as_postgres() { # from /: postgres may not enter the current directory (paths gi
     if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
-# Where the cluster lives: data in pg/, sockets in pgsock/. As root, initdb and
+# Where the cluster lives: data in pg/, its Unix socket in pgsock/. As root, initdb and
 # the server run as postgres, which must reach those files. A state folder
 # under a directory only root may enter (/root, where a clone made as root
 # usually is) is out of its reach: then the cluster lives in
@@ -26,10 +26,25 @@ pg_home() { # state
     echo "/var/lib/postgresql/tds-local/$(realpath -m "$state" | sha256sum | cut -c1-16)"
 }
 
+# The server listens on no TCP port, only on a Unix socket in $home/pgsock, a
+# folder of mode 0700 owned by the server's user: its trust authentication
+# (and the Zoho refresh tokens in tds.oauth_tokens) is then open to root and
+# that user alone. The port names the socket file (.s.PGSQL.PORT). The options
+# are given at each start, so a cluster made by an earlier version (which
+# listened on 127.0.0.1) is closed too once restarted.
 start_postgres() { # state port
-    local state=$1 port=$2 home data log
+    local state=$1 port=$2 home data log sock
     home=$(pg_home "$state")
-    data=$home/pg
+    data=$home/pg sock=$home/pgsock
+    # pg_ctl hands -D, -l and -o to a shell, in double and (here) single quotes
+    case "$home" in *[\'\"\$\`\\]*)
+        echo "the path '$home' holds a quote, \$, \` or \\, which pg_ctl cannot pass to PostgreSQL; choose another --state" >&2
+        return 1 ;;
+    esac
+    if [ "$(printf %s "$sock/.s.PGSQL.$port" | wc -c)" -gt 107 ]; then
+        echo "the PostgreSQL socket $sock/.s.PGSQL.$port is longer than a Unix socket path may be (107 bytes); choose a shorter --state" >&2
+        return 1
+    fi
     if [ "$home" = "$state" ]; then log=$state/logs/postgres.log; else log=$home/postgres.log; fi
     if [ ! -f "$data/PG_VERSION" ]; then
         mkdir -p "$data"
@@ -42,15 +57,22 @@ start_postgres() { # state port
         ln -sfn "$data" "$state/pg"
         ln -sfn "$log" "$state/logs/postgres.log"
     fi
-    mkdir -p "$home/pgsock"
-    [ "$(id -u)" = 0 ] && chown postgres: "$home/pgsock" "$state/logs"
+    mkdir -p "$sock"
+    chmod 0700 "$sock"
+    [ "$(id -u)" = 0 ] && chown postgres: "$sock" "$state/logs"
     if ! as_postgres "$pg_bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
         as_postgres "$pg_bin/pg_ctl" -D "$data" -l "$log" -w -t 60 \
-            -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$home/pgsock" start >/dev/null ||
+            -o "-p $port -c listen_addresses='' -c unix_socket_directories='$sock'" start >/dev/null ||
             { echo "PostgreSQL did not start; see $log" >&2; return 1; }
     fi
-    psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = 'tds'" | grep -q 1 ||
-        psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE tds"
+    psql -X -h "$sock" -p "$port" -U postgres -d postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = 'tds'" | grep -q 1 ||
+        psql -X -h "$sock" -p "$port" -U postgres -d postgres -qc "CREATE DATABASE tds"
+}
+
+pg_url() { # state port: the libpq URL of the tds database, through the cluster's socket
+    local dir
+    dir=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe="/"))' "$(pg_home "$1")/pgsock")
+    echo "postgresql://postgres@/tds?host=$dir&port=$2"
 }
 
 stop_postgres() { # state
@@ -59,24 +81,52 @@ stop_postgres() { # state
     [ -f "$data/PG_VERSION" ] && as_postgres "$pg_bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
+# A pid file holds "PID START": START (field 22 of /proc/PID/stat, the process's
+# start time) tells the process started here from a later one given the same
+# pid (after a reboot, or once the pid is reused).
+proc_start() { # pid: its start time; fails if it no longer runs
+    local stat f
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    read -r -a f <<<"${stat##*\)}" # after the last ')': the name may hold anything
+    [ "${f[0]:-Z}" != Z ] || return 1 # exited, not yet reaped
+    echo "${f[19]}"
+}
+
+record_pid() { # pidfile pid
+    echo "$2 $(proc_start "$2" || echo -)" >"$1"
+}
+
+running_pid() { # pidfile: prints its pid if that process still runs (the same one)
+    local pid='' start='' exe
+    read -r pid start _ 2>/dev/null <"$1" || [ -n "$pid" ] || return 1
+    [[ "$pid" =~ ^[1-9][0-9]*$ ]] || return 1
+    if [ -n "$start" ]; then
+        [ "$(proc_start "$pid")" = "$start" ] || return 1
+    else # written by an earlier version, the pid alone: only ever one of the project's binaries
+        exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+        case "${exe##*/}" in tds-*) ;; *) return 1 ;; esac
+    fi
+    echo "$pid"
+}
+
 start_bg() { # state name cmd args...
     local state=$1 name=$2; shift 2
     "$@" >"$state/logs/$name.log" 2>&1 &
-    echo $! >"$state/run/$name.pid"
+    record_pid "$state/run/$name.pid" $!
 }
 
 start_stage() { # state name binary admin_port VAR=value...
     local state=$1 name=$2 binary=$3 admin=$4; shift 4
     echo "$admin" >"$state/run/$name.admin"
     env "$@" TDS_ADMIN_LISTEN="127.0.0.1:$admin" "$binary" >"$state/logs/$name.log" 2>&1 &
-    echo $! >"$state/run/$name.pid"
+    record_pid "$state/run/$name.pid" $!
 }
 
 wait_http() { # url seconds what [pidfile]
     local i
     for i in $(seq 1 $(($2 * 10))); do
         curl -fs -o /dev/null "$1" && return 0
-        if [ -n "${4:-}" ] && ! kill -0 "$(cat "$4")" 2>/dev/null; then
+        if [ -n "${4:-}" ] && ! running_pid "$4" >/dev/null; then
             echo "$3 exited; the end of its log:" >&2
             tail -5 "$state/logs/$3.log" >&2
             return 1
@@ -133,4 +183,19 @@ if n == 2:
     orgs.append(org("60002", "Demo Distributor", "+0530"))
 json.dump({"organizations": orgs}, open(path, "w"), indent=2)
 PYEOF
+}
+
+# The simulator is new on every demo run: tokens cached by the last one point at
+# its old address and are unknown to it. Only the demo organizations' are
+# removed: a real organization's, stored by a run with TDS_CONFIG on the same
+# state folder, stay.
+forget_demo_tokens() { # url demo-orgs.json
+    local ids
+    ids=$(org_ids_of "$2") || return 1
+    psql -X -q -v ON_ERROR_STOP=1 -v ids="$ids" "$1" >/dev/null <<'SQL'
+SELECT to_regclass('tds.oauth_tokens') IS NOT NULL AS has_tokens \gset
+\if :has_tokens
+DELETE FROM tds.oauth_tokens WHERE org_id = ANY (string_to_array(:'ids', ' '));
+\endif
+SQL
 }

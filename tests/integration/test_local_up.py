@@ -4,21 +4,82 @@ simulator and the four stages, syncs every entity with its progress shown,
 and says how to look at the data. Runs the build under test (--build-dir) on
 a port block of its own; afterwards every table holds the simulator's
 records, signed webhooks to the ingress it started are applied, and the
-stages' logs hold no sanitizer report."""
+stages' logs hold no sanitizer report. The shorter tests run down and
+lib.sh's functions on their own: pid files, the cluster's socket, tokens."""
 import json
 import os
+import pwd
 import random
 import re
+import shutil
+import signal
+import socket
+import stat
 import subprocess
+import tempfile
 
 import psycopg2
 import pytest
 
-from conftest import check_sanitizers, http_get, wait_until
+from conftest import PG_BIN, check_sanitizers, free_port, http_get, wait_until
 from pipeline import CHECKS
 from sim_fixture import Sim, sim  # noqa: F401  (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LIB = os.path.join(ROOT, "deploy/local/lib.sh")
+
+
+def _env():
+    return {k: v for k, v in os.environ.items() if not k.startswith("TDS_")}
+
+
+def _lib(*args, check=True):
+    """Run one of deploy/local/lib.sh's functions: _lib("pg_url", state, port)."""
+    r = subprocess.run(["bash", "-c", '. "$0"; "$@"', LIB, *map(str, args)], env=_env(),
+                       capture_output=True, text=True, timeout=120)
+    if check:
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r
+
+
+def _down(state, *extra):
+    return subprocess.run([os.path.join(ROOT, "deploy/local/down"), "--state", str(state),
+                           *extra], env=_env(), capture_output=True, text=True, timeout=120)
+
+
+def _pg_running(state):
+    """Whether the state's cluster (wherever it lives: pg_home) has a server."""
+    data = os.path.realpath(os.path.join(state, "pg"))
+    if not os.path.exists(os.path.join(data, "PG_VERSION")):
+        return False
+    cmd = [os.path.join(PG_BIN, "pg_ctl"), "-D", data, "status"]
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--"] + cmd
+    return subprocess.run(cmd, cwd="/", capture_output=True).returncode == 0
+
+
+def _tcp_refused(port):
+    with socket.socket() as s:
+        try:
+            s.connect(("127.0.0.1", port))
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
+def _running(pid):
+    """Runs and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _printed_url(text):
+    m = re.search(r"^   psql '([^']+)'$", text, re.M)
+    assert m, text
+    return m.group(1)
 
 
 def _live_ids(sim, cur, org, ent):
@@ -40,7 +101,10 @@ def _equal(sim, cur, org):
 
 def test_up_syncs_shows_progress_and_down_stops(tmp_path):
     state = tmp_path / "state"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TDS_")}
+    env = _env()
+    # exported TDS_* settings do not reach the stages: four stages binding
+    # this one address would not all start
+    env["TDS_EVENTS_BIND"] = f"tcp://127.0.0.1:{free_port()}"
     build = os.environ["TDS_BUILD_DIR"]
     out = None
     for _ in range(3):  # a block of ~40 ports, below the ephemeral range
@@ -66,7 +130,13 @@ def test_up_syncs_shows_progress_and_down_stops(tmp_path):
         assert set(done) == {"warehouses", "item_groups", "items", "contacts", "sales_orders",
                              "invoices"}, text
         assert done["items"] == "400" and done["contacts"] == "100", done
-        assert "Look at the data:" in text and f"postgresql://postgres@127.0.0.1:{base}/tds" in text
+        # PostgreSQL only on its socket, in a folder of the server's user alone
+        assert "Look at the data:" in text
+        url = _printed_url(text)
+        sockdir = os.path.join(os.path.dirname(os.path.realpath(state / "pg")), "pgsock")
+        assert url == f"postgresql://postgres@/tds?host={sockdir}&port={base}", url
+        assert stat.S_IMODE(os.stat(sockdir).st_mode) == 0o700
+        assert _tcp_refused(base), f"PostgreSQL accepts TCP connections on 127.0.0.1:{base}"
         # every replica asked for is up, each on ports of its own
         admins = {f.name[:-6]: int(f.read_text()) for f in (state / "run").glob("*.admin")}
         assert set(admins) == {"writer-0", "processor-0", "processor-1", "fetcher-0",
@@ -75,7 +145,7 @@ def test_up_syncs_shows_progress_and_down_stops(tmp_path):
             assert http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, name
 
         sim = Sim(None, base + 1)
-        conn = psycopg2.connect(f"postgresql://postgres@127.0.0.1:{base}/tds")
+        conn = psycopg2.connect(url)
         conn.autocommit = True
         cur = conn.cursor()
         assert _equal(sim, cur, "60001") is None, _equal(sim, cur, "60001")
@@ -124,7 +194,7 @@ def test_up_with_a_real_organizations_file_asks_for_a_code_then_syncs(tmp_path, 
         "client_id": "1000.SIMCLIENT", "client_secret": "simsecret",
         "webhook_secrets": ["a-secret"], "timezone_offset": "+0300", "daily_reserve": 0}]}))
     state = tmp_path / "state"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TDS_")}
+    env = _env()
     env["TDS_CONFIG"] = str(orgs)
     build = os.environ["TDS_BUILD_DIR"]
 
@@ -153,7 +223,7 @@ def test_up_with_a_real_organizations_file_asks_for_a_code_then_syncs(tmp_path, 
         assert out.returncode == 0, out.stderr[-3000:]
         assert "refresh token stored for organization 60001" in out.stdout
         assert re.search(r"^sync request \d+ done:$", out.stdout, re.M), out.stdout
-        conn = psycopg2.connect(f"postgresql://postgres@127.0.0.1:{base}/tds")
+        conn = psycopg2.connect(_printed_url(out.stdout))
         conn.autocommit = True
         cur = conn.cursor()
         assert _equal(s, cur, "60001") is None, _equal(s, cur, "60001")
@@ -165,3 +235,159 @@ def test_up_with_a_real_organizations_file_asks_for_a_code_then_syncs(tmp_path, 
         clean = subprocess.run([os.path.join(ROOT, "deploy/local/down"), "--state", str(state),
                                 "--clean"], env=env, capture_output=True, text=True, timeout=120)
     assert clean.returncode == 0 and not state.exists(), clean.stdout
+
+
+def _up_until_it_fails(state, env):
+    for _ in range(3):
+        base = random.randrange(20000, 31000, 100)
+        out = subprocess.run([os.path.join(ROOT, "deploy/local/up"), "--detach",
+                              "--build-dir", os.environ["TDS_BUILD_DIR"], "--state", str(state),
+                              "--port-base", str(base)],
+                             env=env, capture_output=True, text=True, timeout=600)
+        if "ports in use" not in out.stderr:
+            break
+    return out
+
+
+def test_up_stops_what_it_started_when_it_fails(tmp_path):
+    """An unreadable TDS_CONFIG stops `up` before anything starts; a failure
+    once PostgreSQL runs (here an organizations file that is not JSON) stops
+    what it had started, PostgreSQL too."""
+    state = tmp_path / "state"
+    env = _env()
+    try:
+        env["TDS_CONFIG"] = str(tmp_path / "nonexistent.json")
+        out = _up_until_it_fails(state, env)
+        assert out.returncode == 2 and "cannot read TDS_CONFIG" in out.stderr, out.stderr
+        assert "starting PostgreSQL" not in out.stdout and not _pg_running(state), out.stdout
+
+        (tmp_path / "orgs.json").write_text("not json\n")
+        env["TDS_CONFIG"] = str(tmp_path / "orgs.json")
+        out = _up_until_it_fails(state, env)
+        assert out.returncode != 0, out.stdout[-2000:]
+        assert "starting PostgreSQL" in out.stdout, (out.stdout[-2000:], out.stderr[-2000:])
+        assert "stopped what it had started" in out.stderr, out.stderr[-2000:]
+        assert not _pg_running(state), "up left PostgreSQL running"
+        assert not list((state / "run").glob("*.pid")), "up left processes behind"
+    finally:
+        clean = _down(state, "--clean")
+    assert clean.returncode == 0, clean.stderr
+
+
+def test_down_signals_only_the_processes_it_started(tmp_path):
+    """A pid file left from an earlier run (a reboot since, or the pid reused)
+    may name another program now: down signals a pid only while its start
+    time is the one recorded, or, in a pid file of an earlier version (the pid
+    alone), while it runs one of the project's binaries (tds-*)."""
+    run = tmp_path / "state" / "run"
+    run.mkdir(parents=True)
+    (tmp_path / "state" / "logs").mkdir()
+    others = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
+    ours = tmp_path / "tds-sleep"
+    shutil.copy("/bin/sleep", ours)
+    old_ours = subprocess.Popen([str(ours), "60"])
+    try:
+        (run / "fetcher-0.pid").write_text(f"{others[0].pid}\n")     # earlier version's
+        (run / "writer-0.pid").write_text(f"{others[1].pid} 1\n")    # started at another time
+        (run / "ingress-0.pid").write_text(f"{old_ours.pid}\n")      # earlier version's, ours
+        _lib("start_bg", tmp_path / "state", "zohosim", "sleep", "60")  # as up starts one
+        started = int((run / "zohosim.pid").read_text().split()[0])
+        assert _running(started)
+        r = _down(tmp_path / "state")
+        assert r.returncode == 0, r.stderr
+        assert others[0].poll() is None and others[1].poll() is None, \
+            "down signalled a process it had not started"
+        assert old_ours.wait(timeout=10) == -signal.SIGTERM
+        wait_until(lambda: not _running(started), 10, "the process start_bg started to end")
+        assert not list(run.glob("*.pid")), list(run.glob("*.pid"))
+    finally:
+        for p in others + [old_ours]:
+            p.kill()
+            p.wait()
+
+
+def test_down_forgets_the_admin_ports(tmp_path):
+    """`up --processors 3` then `up`: the summary's Metrics line lists the
+    *.admin files, so down removes them with the pid files."""
+    run = tmp_path / "state" / "run"
+    run.mkdir(parents=True)
+    for name, port in (("processor-2", 20312), ("writer-0", 20013)):
+        (run / f"{name}.admin").write_text(f"{port}\n")
+    r = _down(tmp_path / "state")
+    assert r.returncode == 0, r.stderr
+    assert not list(run.glob("*.admin")), list(run.glob("*.admin"))
+
+
+@pytest.fixture(scope="module")
+def local_pg():
+    """start_postgres's cluster in a state folder whose path holds spaces,
+    where the server's user may enter (so the cluster lives in it)."""
+    top = tempfile.mkdtemp(prefix="tds local ")
+    os.chmod(top, 0o755)
+    state = os.path.join(top, "a state")
+    os.makedirs(os.path.join(state, "logs"))
+    port = free_port()
+    try:
+        r = _lib("start_postgres", state, port, check=False)
+        assert r.returncode == 0, r.stderr
+        yield state, port, _lib("pg_url", state, port).stdout.strip()
+    finally:
+        _lib("stop_postgres", state, check=False)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_postgres_listens_only_on_its_own_socket(local_pg):
+    """No TCP: the cluster trusts every connection, and tds.oauth_tokens may
+    hold a real organization's refresh token. Its socket folder is the
+    server's user's alone; the URL up gives the stages reaches it."""
+    state, port, url = local_pg
+    sockdir = os.path.join(state, "pgsock")
+    assert url == f"postgresql://postgres@/tds?host={sockdir.replace(' ', '%20')}&port={port}"
+    st = os.stat(sockdir)
+    assert stat.S_IMODE(st.st_mode) == 0o700
+    owner = pwd.getpwnam("postgres").pw_uid if os.geteuid() == 0 else os.geteuid()
+    assert st.st_uid == owner
+    assert os.path.exists(os.path.join(sockdir, f".s.PGSQL.{port}"))
+    assert _tcp_refused(port), f"PostgreSQL accepts TCP connections on 127.0.0.1:{port}"
+    conn = psycopg2.connect(url)
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_database(), current_setting('listen_addresses')")
+        assert cur.fetchone() == ("tds", "")
+    conn.close()
+
+
+def test_start_postgres_refuses_a_socket_path_too_long(tmp_path):
+    top = tempfile.mkdtemp(prefix="tds-local-")
+    try:
+        os.chmod(top, 0o755)
+        state = os.path.join(top, "s" * 100)
+        os.makedirs(os.path.join(state, "logs"))
+        r = _lib("start_postgres", state, 20000, check=False)
+        assert r.returncode == 1, r.stderr
+        assert "longer than a Unix socket path may be (107 bytes)" in r.stderr, r.stderr
+        assert not os.path.exists(os.path.join(state, "pg")), "initdb ran all the same"
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_demo_run_forgets_only_the_demo_organizations_tokens(local_pg, bins, tmp_path):
+    """A demo run's simulator is a new one: its organizations' cached tokens
+    go. A real organization's refresh token, stored by a run with TDS_CONFIG
+    on the same state folder, stays."""
+    state, port, url = local_pg
+    env = _env()
+    env["TDS_DATABASE_URL"] = url  # the stages connect as up has them do
+    r = subprocess.run([bins.require("tds-writer"), "migrate"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("INSERT INTO tds.oauth_tokens (org_id, refresh_token) VALUES "
+                "('60001', 'demo'), ('60002', 'demo'), ('777000', 'a real one')")
+    orgs = tmp_path / "orgs.json"
+    _lib("write_demo_orgs", orgs, 1, 2)
+    _lib("forget_demo_tokens", url, orgs)
+    cur.execute("SELECT org_id, refresh_token FROM tds.oauth_tokens ORDER BY org_id")
+    assert cur.fetchall() == [("777000", "a real one")]
+    conn.close()
