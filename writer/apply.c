@@ -182,7 +182,8 @@ struct tds_apply {
  * wait for each other instead of deadlocking. */
 static const char *const SQL_WEBHOOK =
     "INSERT INTO tds.webhook_events (event_id, org_id, entity, zoho_id, received_at, applied_at) "
-    "SELECT e, coalesce(o, ''), en, z, CASE WHEN r > 0 THEN to_timestamp(r / 1000.0) END, now() "
+    "SELECT e, coalesce(o, ''), en, z, CASE WHEN r > 0 THEN to_timestamp(r / 1000.0) ELSE now() END, "
+    "now() "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS u(e, o, en, z, r) "
     "ORDER BY 2, 1";
 /* Which of these events are recorded: the element numbers (from 1). */

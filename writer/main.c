@@ -42,6 +42,7 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define PRUNE_AGAIN_MS 1000 /* the next pruning pass while old rows are left */
 
 struct settings {
     char *log_level;
@@ -110,11 +111,11 @@ static const struct tds_config_entry config_table[] = {
     {"TDS_WRITER_RETAIN_REJECTED_DAYS", TDS_CFG_INT, "30", 0, 1, 36500, OFF(retain_rejected_days),
      "days tds.rejected rows are kept"},
     {"TDS_WRITER_RETAIN_RUNS_DAYS", TDS_CFG_INT, "90", 0, 1, 36500, OFF(retain_runs_days),
-     "days finished tds.sync_runs are kept"},
+     "days finished tds.sync_runs and tds.sync_requests are kept"},
     {"TDS_WRITER_RETAIN_ALERTS_DAYS", TDS_CFG_INT, "90", 0, 1, 36500, OFF(retain_alerts_days),
      "days resolved tds.alerts are kept"},
     {"TDS_WRITER_PRUNE_INTERVAL_S", TDS_CFG_INT, "600", 0, 1, 86400, OFF(prune_interval_s),
-     "seconds between pruning passes"},
+     "seconds between pruning passes (the next one after 1 s while a pass leaves old rows)"},
     {"TDS_ALERTS", TDS_CFG_BOOL, "true", 0, 0, 0, OFF(alerts),
      "run the alert engine (one writer replica evaluates at a time; see writer/ALERTS.md)"},
     {"TDS_ALERT_INTERVAL_S", TDS_CFG_INT, "15", 0, 1, 3600, OFF(alert_interval_s),
@@ -163,6 +164,7 @@ struct app {
     struct tds_writer *writer;
     struct tds_alertd *alertd;
     bool migrated, reading, draining, waiting, ever_connected;
+    bool prune_soon; /* a one-shot pruning pass is due (on_prune) */
     int64_t backoff_ms;
     int64_t retry_timer;
     int exit_code;
@@ -416,16 +418,26 @@ static void on_prune(struct tds_loop *loop, void *ud)
     };
     char err[512];
     int64_t deleted = 0;
+    bool more = false;
     PGconn *c;
 
     (void)loop;
+    app->prune_soon = false;
     if (app->waiting || app->draining || tds_writer_pending(app->writer) > 0 ||
         !(c = tds_apply_conn(app->db)) || !tds_apply_connected(app->db))
         return;
-    if (tds_prune_run(c, &pc, &deleted, err, sizeof(err)) != 0)
+    if (tds_prune_run(c, &pc, &deleted, &more, err, sizeof(err)) != 0)
         tds_log_limited(&app->db_limit, TDS_LOG_WARN, NULL, "%s, skipping", err);
+    else if (deleted > 0 && more)
+        tds_debug("pruned %lld old rows from tds tables, more left", (long long)deleted);
     else if (deleted > 0)
         tds_info("pruned %lld old rows from tds tables", (long long)deleted);
+    /* More old rows than one pass takes: the next pass in a second, not at
+     * the next interval, so pruning keeps up with any steady flow. */
+    if (more && !app->prune_soon) {
+        app->prune_soon = true;
+        tds_loop_timer_add(app->loop, PRUNE_AGAIN_MS, 0, on_prune, app);
+    }
 }
 
 /* An idle writer learns that PostgreSQL went away only when it reads the

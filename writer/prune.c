@@ -2,7 +2,9 @@
  *
  * Each DELETE takes at most cfg->batch rows picked by ctid from an indexed
  * predicate, in autocommit, so locks are short and vacuum keeps up; a call
- * stops after cfg->max_batches per table and the next timer tick continues.
+ * stops after cfg->max_batches per table and says so (*more), and the caller
+ * runs it again soon rather than at its next interval: a fixed number of
+ * rows per interval would fall behind a steady flow of webhooks.
  */
 #include "prune.h"
 
@@ -34,17 +36,26 @@ static const struct target targets[] = {
      "DELETE FROM tds.alerts WHERE ctid IN (SELECT ctid FROM tds.alerts "
      "WHERE state = 'resolved' AND resolved_at < now() - make_interval(days => $1::int) "
      "LIMIT $2::int)"},
+    /* finished requests go with the finished runs (migration 013's index) */
+    {"tds.sync_requests",
+     "DELETE FROM tds.sync_requests WHERE ctid IN (SELECT ctid FROM tds.sync_requests "
+     "WHERE done_at IS NOT NULL AND done_at < now() - make_interval(days => $1::int) "
+     "LIMIT $2::int)"},
 };
 
-int tds_prune_run(PGconn *c, const struct tds_prune_cfg *cfg, int64_t *deleted, char *err,
-                  size_t errlen)
+int tds_prune_run(PGconn *c, const struct tds_prune_cfg *cfg, int64_t *deleted, bool *more,
+                  char *err, size_t errlen)
 {
     /* pages share the webhook events' dedupe horizon */
     const int64_t days[] = {cfg->webhook_events_days, cfg->webhook_events_days,
-                            cfg->rejected_days, cfg->runs_days, cfg->alerts_days};
+                            cfg->rejected_days, cfg->runs_days, cfg->alerts_days,
+                            cfg->runs_days};
     char batch[24];
 
+    _Static_assert(sizeof(days) / sizeof(days[0]) == sizeof(targets) / sizeof(targets[0]),
+                   "a retention per target");
     *deleted = 0;
+    *more = false;
     snprintf(batch, sizeof(batch), "%lld", (long long)cfg->batch);
     for (size_t t = 0; t < sizeof(targets) / sizeof(targets[0]); t++) {
         char d[24];
@@ -71,6 +82,8 @@ int tds_prune_run(PGconn *c, const struct tds_prune_cfg *cfg, int64_t *deleted, 
             *deleted += n;
             if (n < cfg->batch)
                 break;
+            if (i + 1 == cfg->max_batches)
+                *more = true;
         }
     }
     return 0;
