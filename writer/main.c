@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -43,6 +44,10 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define PRUNE_AGAIN_MS 1000 /* the next pruning pass while old rows are left */
+#define MIGRATE_POLL_MS 100  /* how often the loop looks at a migration under way */
+#define MIGRATE_SAY_MS 10000 /* a migration under way this long is logged */
+
+enum { MIG_IDLE, MIG_RUNNING, MIG_DONE };
 
 struct settings {
     char *log_level;
@@ -165,6 +170,18 @@ struct app {
     struct tds_alertd *alertd;
     bool migrated, reading, draining, waiting, ever_connected;
     bool prune_soon; /* a one-shot pruning pass is due (on_prune) */
+    /* Migrations run on a thread of their own (migrate_main): waiting for
+     * another process's migration lock, or a long migration, must not stall
+     * the loop (/healthz would fail and a liveness probe would kill the
+     * process mid-migration, to start it over). */
+    pthread_t mig_thread;
+    _Atomic int mig_state;
+    int mig_rc;
+    char mig_err[1024];
+    int64_t mig_since_ms;
+    bool mig_said;
+    pthread_mutex_t mig_mu; /* guards mig_cancel */
+    PGcancel *mig_cancel;   /* the migration's session, to cancel at exit */
     int64_t backoff_ms;
     int64_t retry_timer;
     int exit_code;
@@ -307,6 +324,9 @@ static int migrate_once(struct app *app, char *err, size_t errlen)
     if (!c)
         return TDS_APPLY_E_CONN;
     tds_apply_quiet(c);
+    pthread_mutex_lock(&app->mig_mu);
+    app->mig_cancel = PQgetCancel(c);
+    pthread_mutex_unlock(&app->mig_mu);
     rc = tds_migrate_run(c, &applied, err, errlen);
     if (rc == 0) {
         if (applied)
@@ -315,8 +335,69 @@ static int migrate_once(struct app *app, char *err, size_t errlen)
         if (rc == TDS_E_INVALID)
             rc = -EINVAL;
     }
+    pthread_mutex_lock(&app->mig_mu);
+    PQfreeCancel(app->mig_cancel);
+    app->mig_cancel = NULL;
+    pthread_mutex_unlock(&app->mig_mu);
     PQfinish(c);
     return rc;
+}
+
+static void *migrate_main(void *arg)
+{
+    struct app *app = arg;
+
+    app->mig_rc = migrate_once(app, app->mig_err, sizeof(app->mig_err));
+    atomic_store(&app->mig_state, MIG_DONE);
+    return NULL;
+}
+
+/* At exit with a migration under way: cancel its statement (the lock wait
+ * or the DDL, rolled back) and wait for the thread. */
+static void migrate_stop(struct app *app)
+{
+    char why[256];
+
+    if (atomic_load(&app->mig_state) == MIG_IDLE)
+        return;
+    pthread_mutex_lock(&app->mig_mu);
+    if (app->mig_cancel)
+        PQcancel(app->mig_cancel, why, sizeof(why));
+    pthread_mutex_unlock(&app->mig_mu);
+    pthread_join(app->mig_thread, NULL);
+    atomic_store(&app->mig_state, MIG_IDLE);
+}
+
+/* The migration step of on_retry: 1 while it is under way (on_retry comes
+ * back in MIGRATE_POLL_MS), else its result, err filled. */
+static int migrate_step(struct app *app, char *err, size_t errlen)
+{
+    switch (atomic_load(&app->mig_state)) {
+    case MIG_IDLE:
+        app->mig_err[0] = '\0';
+        app->mig_since_ms = tds_now_ms();
+        app->mig_said = false;
+        atomic_store(&app->mig_state, MIG_RUNNING);
+        if (pthread_create(&app->mig_thread, NULL, migrate_main, app) != 0) {
+            atomic_store(&app->mig_state, MIG_IDLE);
+            snprintf(err, errlen, "could not start the migration thread");
+            return TDS_APPLY_E_CONN; /* retried */
+        }
+        return 1;
+    case MIG_RUNNING:
+        if (!app->mig_said && tds_now_ms() - app->mig_since_ms >= MIGRATE_SAY_MS) {
+            app->mig_said = true;
+            tds_info("database migrations under way for %lld s (applying them, or waiting for "
+                     "another process that applies them); webhooks and pages wait",
+                     (long long)((tds_now_ms() - app->mig_since_ms) / 1000));
+        }
+        return 1;
+    default:
+        pthread_join(app->mig_thread, NULL);
+        atomic_store(&app->mig_state, MIG_IDLE);
+        snprintf(err, errlen, "%s", app->mig_err);
+        return app->mig_rc;
+    }
 }
 
 static void on_retry(struct tds_loop *loop, void *ud)
@@ -328,7 +409,12 @@ static void on_retry(struct tds_loop *loop, void *ud)
     (void)loop;
     app->waiting = false;
     if (!app->migrated) {
-        rc = migrate_once(app, err, sizeof(err));
+        rc = migrate_step(app, err, sizeof(err));
+        if (rc == 1) {
+            app->waiting = true;
+            app->retry_timer = tds_loop_timer_add(app->loop, MIGRATE_POLL_MS, 0, on_retry, app);
+            return;
+        }
         if (rc == TDS_APPLY_E_CONN) {
             tds_log_limited(&app->db_limit, TDS_LOG_WARN, NULL,
                             "%s, retrying in %lld ms", err,
@@ -683,6 +769,7 @@ static int run(struct app *app)
              app->cfg.writer_bind, app->cfg.ack_bind, (long long)app->cfg.batch_max_rows,
              (long long)app->cfg.batch_max_bytes);
     rc = tds_loop_run(app->loop);
+    migrate_stop(app);
     if (rc != 0 && app->exit_code == 0)
         app->exit_code = 1;
     if (tds_writer_pending(app->writer) > 0)
@@ -715,6 +802,8 @@ int main(int argc, char **argv)
     enum tds_log_level level;
     const char *cmd = NULL;
     int rc;
+
+    pthread_mutex_init(&app.mig_mu, NULL);
 
     if ((rc = tds_stage_args(&stage, argc, argv, TDS_STAGE_COMMANDS, &cl)) != TDS_STAGE_CONTINUE)
         return rc;

@@ -1474,6 +1474,42 @@ def test_pruning_keeps_up_with_more_than_one_pass_takes(procs, db):
     h.close()
 
 
+def test_waiting_for_another_migration_keeps_the_writer_healthy(procs, db):
+    """Another process holds the migration lock (the migrate Job, another
+    writer applying a long migration): the writer waits for it on a thread of
+    its own, so /healthz stays 200 past TDS_HEALTH_STALL_MS while /readyz
+    says not ready; once the lock goes it migrates and writes. SIGTERM while
+    it waits ends it at once. Before, the wait stalled the event loop: /healthz
+    503 after the stall time, and a liveness probe would kill the process."""
+    procs.run("tds-writer", ["migrate"], env={"TDS_DATABASE_URL": db.url})
+    holder = db.connect()
+    holder.cursor().execute("SELECT pg_advisory_lock(7310593858020348530)")
+    try:
+        h = WriterHarness(procs, db, env={"TDS_HEALTH_STALL_MS": "2000"}, ready="healthz")
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 4:
+            assert http_get(h.proc.admin_url + "/healthz")[0] == 200
+            assert http_get(h.proc.admin_url + "/readyz")[0] == 503
+            time.sleep(0.25)
+        holder.cursor().execute("SELECT pg_advisory_unlock(7310593858020348530)")
+        wait_until(lambda: http_get(h.proc.admin_url + "/readyz")[0] == 200, 10, "ready")
+        src, frame = rows_msg(ORG, items_sets([item(ORG, "1", ts(1), "one")]))
+        h.send(frame)
+        h.wait_acked([src])
+        h.close()
+        # SIGTERM while waiting for the lock: exits at once, its wait cancelled
+        holder.cursor().execute("SELECT pg_advisory_lock(7310593858020348530)")
+        h2 = WriterHarness(procs, db, env={"TDS_HEALTH_STALL_MS": "2000"}, ready="healthz",
+                           label="w2")
+        time.sleep(1)
+        t1 = time.monotonic()
+        assert h2.proc.stop() == 0
+        assert time.monotonic() - t1 < 5
+        h2.close()
+    finally:
+        holder.close()
+
+
 def test_sigterm_finishes_current_batch(procs, db):
     h = WriterHarness(procs, db)
     recs = [item(ORG, str(10 ** 18 + i), ts(2), f"x{i}") for i in range(3000)]
