@@ -32,7 +32,34 @@ static int query(PGconn *c, const char *sql, PGresult **out, char *err, size_t e
     return code;
 }
 
-/* Print a result as an aligned table, with a title and "(none)" when empty. */
+/* Characters (code points) in the first n bytes of UTF-8 text: the width of
+ * the text in a terminal, Arabic included (one column each). */
+static size_t u8_chars(const char *s, size_t n)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < n; i++)
+        k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
+
+/* Bytes of the first max characters of s, never inside a character. */
+static size_t u8_prefix(const char *s, size_t max)
+{
+    size_t i = 0, k = 0;
+
+    for (; s[i]; i++) {
+        if (((unsigned char)s[i] & 0xC0) != 0x80 && k++ == max)
+            break;
+    }
+    return i;
+}
+
+#define CELL_MAX 60 /* characters of a cell shown */
+
+/* Print a result as an aligned table, with a title and "(none)" when empty.
+ * Widths count characters, not bytes, and a long cell is cut at a character
+ * boundary. */
 static void print_table(FILE *out, const char *title, PGresult *r)
 {
     int nf = PQnfields(r), nt = PQntuples(r);
@@ -46,17 +73,20 @@ static void print_table(FILE *out, const char *title, PGresult *r)
     if (nf > 32)
         nf = 32;
     for (int f = 0; f < nf; f++) {
-        w[f] = strlen(PQfname(r, f));
+        w[f] = u8_chars(PQfname(r, f), strlen(PQfname(r, f)));
         for (int t = 0; t < nt; t++) {
-            size_t l = (size_t)PQgetlength(r, t, f);
+            size_t l = u8_chars(PQgetvalue(r, t, f), (size_t)PQgetlength(r, t, f));
 
             if (l > w[f])
-                w[f] = l > 60 ? 60 : l;
+                w[f] = l > CELL_MAX ? CELL_MAX : l;
         }
     }
     fprintf(out, " ");
-    for (int f = 0; f < nf; f++)
-        fprintf(out, " %-*s", (int)w[f], PQfname(r, f));
+    for (int f = 0; f < nf; f++) {
+        const char *name = PQfname(r, f);
+
+        fprintf(out, " %s%*s", name, (int)(w[f] - u8_chars(name, strlen(name))), "");
+    }
     fprintf(out, "\n ");
     for (int f = 0; f < nf; f++) {
         fprintf(out, " ");
@@ -66,9 +96,12 @@ static void print_table(FILE *out, const char *title, PGresult *r)
     fprintf(out, "\n");
     for (int t = 0; t < nt; t++) {
         fprintf(out, " ");
-        for (int f = 0; f < nf; f++)
-            fprintf(out, " %-*.*s", (int)w[f], 60,
-                    PQgetisnull(r, t, f) ? "-" : PQgetvalue(r, t, f));
+        for (int f = 0; f < nf; f++) {
+            const char *v = PQgetisnull(r, t, f) ? "-" : PQgetvalue(r, t, f);
+            size_t n = u8_prefix(v, CELL_MAX), k = u8_chars(v, n);
+
+            fprintf(out, " %.*s%*s", (int)n, v, (int)(w[f] > k ? w[f] - k : 0), "");
+        }
         fprintf(out, "\n");
     }
 }

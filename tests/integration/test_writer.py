@@ -1396,8 +1396,9 @@ def test_a_failure_inside_a_pipeline_rolls_back_the_batch(writer, db, table, log
 # ------------------------------------------------------------- operations
 
 def test_status_command(procs, writer, db):
+    arabic = "سعر غير صالح في الحقل " * 5   # 110 characters, 200 bytes
     src, f = rows_msg(ORG, items_sets([item(ORG, "1", ts(1), "a", stock=[("w1", "2")])]),
-                      rejects=[("items", "9", "bad rate", "{}")])
+                      rejects=[("items", "9", "bad rate", "{}"), ("contacts", "8", arabic, "{}")])
     writer.send(f)
     writer.wait_acked([src])
     db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode) VALUES "
@@ -1414,6 +1415,11 @@ def test_status_command(procs, writer, db):
     assert "2026-01-05T10:00:00+0300" in out
     assert "bad rate" in out
     assert "token_revoked" in out and "critical" in out
+    # counted in characters, cut between two (procs.run decodes UTF-8 strictly)
+    line = next(x for x in out.splitlines() if "سعر" in x)
+    assert arabic[:60] in line and arabic[:61] not in line
+    bad = next(x for x in out.splitlines() if "bad rate" in x)
+    assert len(line) == len(bad), (line, bad)   # the columns line up
 
 
 def test_pruning_removes_old_rows_only(procs, db):
