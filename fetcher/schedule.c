@@ -87,6 +87,14 @@ static void schedule_org(struct tds_schedule *s, size_t oi, int64_t now)
             sl->next_rec_ms = (rec ? rec : (last ? last : now)) + rec_ms;
             sl->known = true;
         }
+        /* Due times are wall-clock: one further off than an interval comes
+         * from a clock that stepped back since, or from run history written
+         * by a clock ahead of this one; it is moved up to one interval from
+         * now, or no run would come until the clocks met again. */
+        if (sl->next_inc_ms > now + inc_ms)
+            sl->next_inc_ms = now + inc_ms;
+        if (sl->next_rec_ms > now + rec_ms)
+            sl->next_rec_ms = now + rec_ms;
         /* Due but the entity is busy: try again next tick rather than
          * skipping a whole interval (a day, for reconciliation). */
         if (now >= sl->next_inc_ms) {
