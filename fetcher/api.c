@@ -66,8 +66,8 @@ struct tds_api {
     bool daily_alerted;
     int paused;
     bool pumping;
-    int64_t connect_refresh_ms; /* last re-refresh after a connection failure */
     struct tds_log_limit wait_log;
+    struct tds_log_limit domain_log;
 
     struct tds_series *m_quota, *m_seconds;
 
@@ -189,6 +189,7 @@ int tds_api_new(struct tds_api **out, struct tds_loop *loop, struct tds_http *ht
         a->cfg.backoff_max_ms = 30000;
     a->lctx.org = org->org_id;
     a->wait_log.interval_ms = 60000;
+    a->domain_log.interval_ms = 60000;
     a->base_path = org->product && strcmp(org->product, "books") == 0 ? "/books/v3" : "/inventory/v1";
     a->org_label = tds_metrics_escape(org->org_id);
     if (!a->org_label) {
@@ -535,9 +536,12 @@ static void pump(struct tds_api *a)
             break;
         }
         if (!domain && !(a->org->api_url && *a->org->api_url)) {
-            /* a token without an api_domain cannot be used: refresh */
-            tds_oauth_invalidate(a->oauth, token);
-            arm(a, now, 100);
+            /* No api_domain, not even a data center's default (oauth gives
+             * one whenever data_center is known). The token is good: keep
+             * it, and wait rather than refresh it away. */
+            tds_log_limited(&a->domain_log, TDS_LOG_ERROR, &a->lctx,
+                            "no API domain for the token and no api_url configured, waiting");
+            arm(a, now, 60000);
             break;
         }
         int64_t ticket;
@@ -709,18 +713,14 @@ static void on_done(const struct tds_http_resp *resp, void *ud)
         break;
     }
     case TDS_ZAPI_RETRY:
-        /* The token's api_domain cannot be reached (a moved server, a data
-         * center change): refresh once for a fresh api_domain rather than
-         * failing for as long as the token lives. At most once per 10 minutes. */
-        if (resp->no_connect && !(a->org->api_url && *a->org->api_url) && c->token &&
-            (!a->connect_refresh_ms || now - a->connect_refresh_ms >= 600000)) {
-            a->connect_refresh_ms = now;
-            tds_log(TDS_LOG_WARN, &a->lctx, "%s: %s, refreshing the token for a fresh api domain",
-                    c->endpoint, resp->error);
-            tds_oauth_invalidate(a->oauth, c->token);
-            q_push(a, c, true);
-            break;
-        }
+        /* A transport failure (no connection, a timeout) says nothing about
+         * the token: it is kept and the call backs off like a 5xx. Before, a
+         * network outage dropped a token with an hour to live and its
+         * refresh retries spent the refresh budget. The api_domain may have
+         * moved, though: oauth asks the accounts server at most once per 10
+         * minutes, keeping the token meanwhile. */
+        if (resp->no_connect && !(a->org->api_url && *a->org->api_url) && c->token)
+            tds_oauth_unreachable(a->oauth, c->token, tds_wall_ms());
         c->attempts++;
         if (c->attempts >= a->cfg.max_attempts) {
             char err[TDS_HTTP_ERR_MAX + 96];

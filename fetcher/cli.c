@@ -352,8 +352,21 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
             if (tty)
                 printf("\r\033[K");
             printf("sync request %s done:\n", id);
+            /* Each entity is judged by its latest run (rows are in start
+             * order): a failed attempt (or one abandoned at a takeover) that
+             * a later run of the same entity made good is shown, but the
+             * request succeeded. */
             status = n > 0 ? 0 : 1;
+            int retried = 0;
             for (int i = 0; i < n; i++) {
+                bool latest = true;
+                for (int j = i + 1; j < n && latest; j++)
+                    latest = strcmp(PQgetvalue(rr, i, 0), PQgetvalue(rr, j, 0)) != 0;
+                bool ok = strcmp(PQgetvalue(rr, i, 2), "completed") == 0;
+                if (latest && !ok)
+                    status = 1;
+                else if (!ok)
+                    retried++;
                 char dur[32];
                 fmt_dur(strtod(PQgetvalue(rr, i, 9), NULL), dur, sizeof(dur));
                 printf("  %-14s %-11s %-9s %s records, %s fetched / %s written / %s rejected in %s pages, "
@@ -362,9 +375,10 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
                        PQgetvalue(rr, i, 11), PQgetvalue(rr, i, 4), PQgetvalue(rr, i, 6),
                        PQgetvalue(rr, i, 7), PQgetvalue(rr, i, 3), PQgetvalue(rr, i, 8), dur,
                        *PQgetvalue(rr, i, 10) ? ": " : "", PQgetvalue(rr, i, 10));
-                if (strcmp(PQgetvalue(rr, i, 2), "completed") != 0)
-                    status = 1;
             }
+            if (retried > 0)
+                printf("  %d earlier attempt%s did not complete and %s retried\n", retried,
+                       retried == 1 ? "" : "s", retried == 1 ? "was" : "were");
             if (n == 0)
                 printf("  no run was started (unknown entity for this organization?)\n");
             PQclear(rr);
@@ -526,6 +540,16 @@ static int cmd_auth(int argc, char **argv, const struct tds_cli_env *env)
             return 1;
         }
         printf("refresh token stored for organization %s\n", org);
+        /* The file's refresh_token wins over the stored one (fetchers read
+         * it first): a revoked one there would keep the organization paused
+         * however often a code is exchanged. Exit 0 all the same: the code
+         * is spent and the token stored; exchanging again would not help. */
+        if (o->refresh_token && *o->refresh_token)
+            fprintf(stderr,
+                    "tds-fetcher: auth exchange: warning: TDS_CONFIG sets refresh_token for organization "
+                    "%s and the fetchers use it, not the token just stored: remove it from the file and "
+                    "restart the fetchers\n",
+                    org);
         return 0;
     }
     fprintf(stderr, "tds-fetcher: auth: unknown subcommand '%s' (exchange or status)\n", argv[1]);

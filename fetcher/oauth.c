@@ -43,7 +43,11 @@ struct tds_oauth {
     struct tds_log_ctx lctx;
 
     char *token;
-    char *api_domain;
+    char *api_domain;          /* the account's, from Zoho or the row; kept across tokens */
+    char default_domain[96];   /* the data center's, when Zoho never named one */
+    bool warned_default;       /* logged once that default_domain is in use */
+    int64_t probe_ms;          /* last refresh asked because the API host was unreachable */
+    int64_t counted_window_ms; /* refresh window the attempt in flight was counted in */
     int64_t expires_at_ms;
     char *refused;             /* token the API refused: never adopt it again */
     int64_t token_since_ms;    /* when the token in use was taken up */
@@ -110,6 +114,13 @@ int tds_oauth_new(struct tds_oauth **out, const struct tds_org *org, const struc
     o->ud = ud;
     o->lctx.org = org->org_id;
     o->metrics = metrics;
+    /* Every data center's API domain is www.zohoapis.<dc> (ZOHO.md 1.1);
+     * not for an accounts server of another kind (the simulator's). */
+    const char *dc_accounts = tds_accounts_url_for(org->data_center);
+
+    if (dc_accounts && (!org->accounts_url || strcmp(org->accounts_url, dc_accounts) == 0))
+        snprintf(o->default_domain, sizeof(o->default_domain), "https://www.zohoapis.%s",
+                 org->data_center);
     if (metrics) {
         char *e = tds_metrics_escape(org->org_id);
         if (e) {
@@ -159,12 +170,19 @@ static void fire(struct tds_oauth *o)
 /* Adopt the row's token when it is usable and not one the API refused. */
 static bool adopt(struct tds_oauth *o, const struct tds_token_row *r, int64_t now_ms)
 {
+    const char *acc = o->org->accounts_url ? o->org->accounts_url : "";
+    bool ours = r->accounts_url && strcmp(r->accounts_url, acc) == 0;
+    /* The api_domain belongs to the account, not to one token: keep it even
+     * from an expired or refused token's row, since a refresh answer may
+     * leave it out (ZOHO.md 1.1). Not from another accounts server's row. */
+    if (ours && r->api_domain && *r->api_domain &&
+        (!o->api_domain || strcmp(o->api_domain, r->api_domain) != 0))
+        set_str(&o->api_domain, r->api_domain);
     if (!r->access_token || r->expires_at_ms - now_ms <= MIN_VALID_MS)
         return false;
     /* A token (and its api_domain) minted by another accounts server (a data
      * center change, a moved server) is not good here: refresh instead. */
-    const char *acc = o->org->accounts_url ? o->org->accounts_url : "";
-    if (!r->accounts_url || strcmp(r->accounts_url, acc) != 0) {
+    if (!ours) {
         if (!o->warned_foreign) {
             tds_log(TDS_LOG_INFO, &o->lctx, "cached token is from accounts server %s, not %s: not used",
                     r->accounts_url ? r->accounts_url : "(unknown)", acc);
@@ -175,13 +193,21 @@ static bool adopt(struct tds_oauth *o, const struct tds_token_row *r, int64_t no
     if (o->refused && strcmp(o->refused, r->access_token) == 0)
         return false;
     use_token(o, r->access_token, now_ms);
-    if (r->api_domain)
-        set_str(&o->api_domain, r->api_domain);
     o->expires_at_ms = r->expires_at_ms;
     return o->token != NULL;
 }
 
 static void on_refreshed(const struct tds_http_resp *resp, void *ud);
+
+/* The request never reached the server: it could not be resolved or
+ * connected to (refused, or the connect phase timed out). */
+static bool never_sent(const struct tds_http_resp *resp)
+{
+    if (resp->transport_ok)
+        return false;
+    return resp->no_connect || strncmp(resp->error, "Connection timed out", 20) == 0 ||
+           strncmp(resp->error, "Resolving timed out", 19) == 0;
+}
 
 static struct tds_series *failure_series(struct tds_oauth *o, const char *reason)
 {
@@ -205,8 +231,10 @@ static void count_failure(struct tds_oauth *o, const char *reason)
         tds_series_inc(c, 1);
 }
 
-/* Start a refresh if we may. Returns a TDS_OAUTH_* code for the caller. */
-static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms)
+/* Start a refresh if we may. Returns a TDS_OAUTH_* code for the caller.
+ * probe: refresh although the token in memory is still good (its API host
+ * could not be reached), unless the row holds another token already. */
+static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms, bool probe)
 {
     if (now_ms < o->next_attempt_ms) {
         *wait_ms = o->next_attempt_ms - now_ms;
@@ -232,7 +260,9 @@ static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms)
         return TDS_OAUTH_PENDING;
     }
     int rc;
-    if (adopt(o, &row, now_ms) && row.expires_at_ms - now_ms > o->cfg.refresh_ahead_ms) {
+    bool other = row.access_token && (!o->token || strcmp(row.access_token, o->token) != 0);
+    if (adopt(o, &row, now_ms) && row.expires_at_ms - now_ms > o->cfg.refresh_ahead_ms &&
+        (!probe || other)) {
         unlock(o);
         rc = TDS_OAUTH_READY;
         goto out;
@@ -308,6 +338,7 @@ static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms)
     }
     o->refreshing = true;
     o->started_ms = now_ms;
+    o->counted_window_ms = wstart;
     tds_log(TDS_LOG_DEBUG, &o->lctx, "refreshing access token (%lld in this window)", (long long)count);
     rc = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS ? TDS_OAUTH_READY : TDS_OAUTH_PENDING;
     *wait_ms = 500;
@@ -381,16 +412,26 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
         tds_log(TDS_LOG_ERROR, &o->lctx, "token refresh failed: %s, pausing organization", z->error);
         break;
     }
-    case TDS_ZOAUTH_RETRY:
+    case TDS_ZOAUTH_RETRY: {
+        /* No connection to the accounts server: the request never reached
+         * Zoho, so Zoho did not count it and neither do we (a network outage
+         * must not spend the budget and lock the organization out once the
+         * network is back). Backed off all the same, to 30 s at most. */
+        bool unsent = never_sent(resp);
         count_failure(o, resp->transport_ok ? "server_error" : "timeout");
+        if (unsent && tds_store_token_uncount_refresh(o->store, org, o->counted_window_ms) != 0)
+            tds_log(TDS_LOG_WARN, &o->lctx, "could not uncount the unsent refresh: %s",
+                    tds_store_error(o->store));
         o->attempts++;
-        o->next_attempt_ms = now + tds_backoff_ms(o->attempts, 2000, 300000, (uint32_t)rand());
+        o->next_attempt_ms = now + tds_backoff_ms(o->attempts, 2000, unsent ? 30000 : 300000,
+                                                  (uint32_t)rand());
         tds_store_token_fail(o->store, org, "ok", 0, z->error);
         tds_events_emit(o->events, "tds.zoho.token.refresh_failed", "org", org, "reason",
                         resp->transport_ok ? "server_error" : "timeout", NULL);
         tds_log(TDS_LOG_WARN, &o->lctx, "token refresh failed: %s, retrying in %lld ms", z->error,
                 (long long)(o->next_attempt_ms - now));
         break;
+    }
     }
     free(z);
     unlock(o);
@@ -452,7 +493,7 @@ int tds_oauth_get(struct tds_oauth *o, int64_t now_ms, const char **token, const
             *wait_ms = o->locked_until_ms - now_ms;
             rc = have ? TDS_OAUTH_READY : TDS_OAUTH_LOCKED;
         } else {
-            rc = start_refresh(o, now_ms, wait_ms);
+            rc = start_refresh(o, now_ms, wait_ms, false);
             have = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS;
             if (rc != TDS_OAUTH_PAUSED && have)
                 rc = TDS_OAUTH_READY;
@@ -461,8 +502,37 @@ int tds_oauth_get(struct tds_oauth *o, int64_t now_ms, const char **token, const
     if (rc == TDS_OAUTH_READY) {
         *token = o->token;
         *api_domain = o->api_domain;
+        if (!*api_domain && o->default_domain[0]) {
+            /* Zoho named none (a refresh may leave it out, a data center
+             * change forgets the old one): the data center's own. A good
+             * token is never dropped for want of an api_domain. */
+            if (!o->warned_default) {
+                tds_log(TDS_LOG_INFO, &o->lctx,
+                        "zoho gave no api_domain for this token, using the data center's %s",
+                        o->default_domain);
+                o->warned_default = true;
+            }
+            *api_domain = o->default_domain;
+        }
     }
     return rc;
+}
+
+void tds_oauth_unreachable(struct tds_oauth *o, const char *token, int64_t now_ms)
+{
+    if (!token || !o->token || strcmp(o->token, token) != 0)
+        return;
+    if (o->probe_ms && now_ms - o->probe_ms < REFRESH_WINDOW_MS)
+        return;
+    if (o->refreshing || o->paused || now_ms < o->locked_until_ms || now_ms < o->next_attempt_ms)
+        return;
+    o->probe_ms = now_ms;
+    tds_log(TDS_LOG_INFO, &o->lctx,
+            "api domain %s could not be reached: asking the accounts server once whether it moved "
+            "(the token is kept)",
+            o->api_domain ? o->api_domain : o->default_domain);
+    int64_t wait;
+    (void)start_refresh(o, now_ms, &wait, true);
 }
 
 void tds_oauth_invalidate(struct tds_oauth *o, const char *token)

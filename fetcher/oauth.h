@@ -46,13 +46,20 @@ int tds_oauth_new(struct tds_oauth **out, const struct tds_org *org, const struc
 struct tds_oauth *tds_oauth_free(struct tds_oauth *o);
 
 /* The token to use at wall time now_ms. Pointers stay valid until the next
- * call into this module. May start a refresh. */
+ * call into this module. May start a refresh. *api_domain is the one Zoho
+ * last named for this organization's accounts server (kept when a refresh
+ * answer leaves it out), else the data center's default. */
 int tds_oauth_get(struct tds_oauth *o, int64_t now_ms, const char **token, const char **api_domain,
                   int64_t *wait_ms);
-/* Drop `token` so the next get refreshes (a token without an api_domain,
- * an api_domain that cannot be reached). A token dropped is never adopted
- * from the row again. */
+/* Drop `token` so the next get refreshes (the API refused it). A token
+ * dropped is never adopted from the row again. Never for a transport
+ * failure: a network outage says nothing about the token. */
 void tds_oauth_invalidate(struct tds_oauth *o, const char *token);
+/* A call sent with `token` could not connect to its api_domain. The token is
+ * kept; at most once per 10 minutes a refresh asks the accounts server
+ * whether the api_domain moved (if that server cannot be reached either, the
+ * attempt is not counted in the refresh budget). */
+void tds_oauth_unreachable(struct tds_oauth *o, const char *token, int64_t now_ms);
 
 enum {
     TDS_OAUTH_REFUSAL_REPLACED = 0, /* not the token in use any more: send again */

@@ -230,6 +230,18 @@ int tds_store_token_count_refresh(struct tds_store *s, const char *org, int64_t 
     return 0;
 }
 
+int tds_store_token_uncount_refresh(struct tds_store *s, const char *org, int64_t window_start_ms)
+{
+    char w[32];
+    snprintf(w, sizeof(w), "%lld", (long long)window_start_ms);
+    const char *p[] = {org, w};
+    return exec0(s,
+                 "UPDATE tds.oauth_tokens SET refresh_count = refresh_count - 1, updated_at = now() "
+                 "WHERE org_id = $1 AND refresh_count > 0 AND " MS_EXPR("refresh_window_start")
+                 " = $2::bigint",
+                 2, p);
+}
+
 int tds_store_token_save(struct tds_store *s, const char *org, const char *access_token,
                          const char *api_domain, int64_t expires_at_ms, const char *refresh_token,
                          const char *accounts_url)

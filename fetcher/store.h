@@ -41,6 +41,9 @@ int tds_store_token_unlock(struct tds_store *s, const char *org);
  * after it in *count (a new window starts when the old one is over). */
 int tds_store_token_count_refresh(struct tds_store *s, const char *org, int64_t window_ms,
                                   int64_t *count, int64_t *window_start_ms);
+/* Take back one attempt counted in the window that started at
+ * window_start_ms (as returned above): it never reached Zoho. */
+int tds_store_token_uncount_refresh(struct tds_store *s, const char *org, int64_t window_start_ms);
 /* After a successful refresh at accounts_url; api_domain NULL/"" keeps the
  * stored one unless it came from another accounts server. */
 int tds_store_token_save(struct tds_store *s, const char *org, const char *access_token,

@@ -216,6 +216,197 @@ def test_unreachable_api_domain_of_a_cached_token_refreshes_once(procs, db, sim,
     assert db.query("SELECT api_domain <> %s FROM tds.oauth_tokens", dead)[0][0]
 
 
+class StripApiDomain:
+    """An accounts server in front of the simulator that leaves api_domain out
+    of its token answers, as Zoho may in a refresh answer (ZOHO.md 1.1)."""
+
+    def __init__(self, target):
+        import threading
+        import urllib.error
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        hits = self.hits = [0]
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                req = urllib.request.Request(target + self.path, data=body, method="POST", headers={
+                    "Content-Type": "application/x-www-form-urlencoded"})
+                try:
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        st, data = r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    st, data = e.code, e.read()
+                try:
+                    j = json.loads(data)
+                    if "access_token" in j:
+                        j.pop("api_domain", None)
+                        hits[0] += 1
+                    data = json.dumps(j).encode()
+                except ValueError:
+                    pass
+                self.send_response(st)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", free_port()), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_port}"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+class TcpProxy:
+    """A TCP relay to the simulator that can be taken down (connections
+    refused, open ones cut) and brought back on the same port: a network
+    outage."""
+
+    def __init__(self, target_port):
+        self.port = free_port()
+        self.target = target_port
+        self.srv = None
+        self.conns = []
+        self.up()
+
+    def up(self):
+        import socket
+        import threading
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(64)
+        self.srv = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def down(self):
+        import socket
+        s, self.srv = self.srv, None
+        try:
+            s.shutdown(socket.SHUT_RDWR)  # wakes the accept(): refused from now on
+        except OSError:
+            pass
+        s.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.conns = []
+
+    def _accept(self, s):
+        import socket
+        import threading
+        while True:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                return
+            if self.srv is not s:
+                c.close()
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                c.close()
+                continue
+            self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.close()
+            except OSError:
+                pass
+
+
+def test_an_expired_cached_token_refreshed_without_api_domain_keeps_the_stored_one(
+        procs, db, sim, tmp_path):
+    """After a restart with the cached token expired, a refresh answer without
+    api_domain keeps the row's: one refresh, then the sync. Before, the token
+    was refreshed, dropped for want of an api_domain, and refreshed again,
+    five times per 10 minutes, and the organization never synced."""
+    s = sim(orgs=[small_org(items=10)])
+    p = Pipeline(procs, db, s, tmp_path)
+    f = p.start_fetcher()
+    p.sync("60001", "warehouses", "full")
+    f.stop()
+    acc = StripApiDomain(s.url)
+    try:
+        db.query("UPDATE tds.oauth_tokens SET accounts_url = %s, expires_at = now() - interval '1 minute', "
+                 "refresh_count = 0, refresh_window_start = NULL RETURNING 1", acc.url)
+        p.orgs = [org_spec("60001", accounts_url=acc.url)]
+        p.write_config()
+        before = s.stats()["token"]["refreshes"]
+        f.start()
+        runs = p.wait_request(p.request("60001", "warehouses", "full"), timeout=40)
+        assert [r["status"] for r in runs] == ["completed"], runs
+        time.sleep(2)
+        assert s.stats()["token"]["refreshes"] == before + 1
+        assert acc.hits[0] == 1
+        assert db.query("SELECT api_domain, expires_at > now() + interval '50 minutes' "
+                        "FROM tds.oauth_tokens")[0] == (s.url, True)
+    finally:
+        acc.close()
+
+
+def test_a_network_outage_keeps_the_token_and_the_refresh_budget(procs, db, sim, tmp_path):
+    """Neither the API host nor the accounts server can be reached for a
+    while: the calls back off, the token (an hour to live) is kept, the one
+    refresh tried to see whether the API host moved never reached Zoho and
+    does not count, and a run completes soon after the network is back.
+    Before, the outage dropped the token, each refresh retry counted, and the
+    organization waited for a refresh."""
+    s = sim(orgs=[small_org(items=10)])
+    api = TcpProxy(s.port)
+    acc = TcpProxy(s.port)
+    p = Pipeline(procs, db, s, tmp_path,
+                 orgs=[org_spec("60001", accounts_url=f"http://127.0.0.1:{acc.port}")])
+    f = p.start_fetcher()
+    p.sync("60001", "warehouses", "full")
+    f.stop()
+    db.query("UPDATE tds.oauth_tokens SET api_domain = %s RETURNING 1", f"http://127.0.0.1:{api.port}")
+    f.start()
+    p.sync("60001", "warehouses", "full")
+    before = s.stats()["token"]["refreshes"]
+    row = db.query("SELECT access_token, refresh_count FROM tds.oauth_tokens")[0]
+    api.down()
+    acc.down()
+    rid = p.request("60001", "warehouses", "full")
+    wait_until(lambda: re.search(r"warehouses\.list:? .*(Couldn't connect|Connection refused)",
+                                 f.stderr_text()), timeout=20, what="calls failing")
+    time.sleep(15)
+    api.up()
+    acc.up()
+    back = time.time()
+    wait_until(lambda: db.query(
+        "SELECT count(*) FROM tds.sync_runs WHERE status = 'completed' AND run_id LIKE %s",
+        f"rq{rid}.%")[0][0] >= 1, timeout=30, what="a run completed after the outage")
+    print("completed", round(time.time() - back, 1), "s after the outage;", p.runs(rid))
+    assert s.stats()["token"]["refreshes"] == before
+    tok = db.query("SELECT access_token, refresh_count, expires_at > now() + interval '40 minutes', "
+                   "locked_until FROM tds.oauth_tokens")[0]
+    assert tok == (row[0], row[1], True, None), tok
+    assert "asking the accounts server once whether it moved" in f.stderr_text()
+
+
 def test_faults_are_survived(procs, db, sim, tmp_path):
     """5xx, resets, truncated bodies and slow answers on the API, and a token
     endpoint that hangs: the sync completes and equals the truth."""
@@ -669,6 +860,34 @@ def test_progress_command_says_when_no_fetcher_takes_the_request(db, tmp_path, b
     assert "waiting for a fetcher to take the request (0s)" in out, out
     assert "none has; is a tds-fetcher running" in out, out
     assert db.query("SELECT count(*) FROM tds.sync_requests WHERE claimed_by IS NULL")[0][0] == 1
+
+
+def test_sync_command_succeeds_when_a_retried_run_completes(procs, db, sim, tmp_path, bins):
+    """`tds-fetcher sync` judges each entity by its latest run: an attempt
+    that failed and was retried is shown, but the exit status is 0."""
+    s = sim(orgs=[small_org(items=10)])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MAX_ATTEMPTS": "1"})
+    p.start_fetcher()
+    p.sync("60001", "warehouses", "full")
+    s.faults(p500=1.0)
+    env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config),
+               TDS_ADMIN_LISTEN="127.0.0.1:1")
+    cli = subprocess.Popen([bins.path("tds-fetcher"), "sync", "--org", "60001", "--entity", "warehouses",
+                            "--mode", "full"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_runs WHERE status = 'failed'")[0][0] >= 1,
+                   timeout=30, what="a failed run")
+        s.faults(p500=0.0)
+        out, err = cli.communicate(timeout=90)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    print(out, err)
+    assert cli.returncode == 0, (out, err)
+    assert re.search(r"warehouses +full +failed ", out), out
+    assert re.search(r"warehouses +full +completed ", out), out
+    assert "earlier attempt did not complete and was retried" in out, out
 
 
 def test_progress_command_follows_a_run(procs, db, sim, tmp_path, bins):
@@ -1162,6 +1381,23 @@ def test_schedule_runs_incrementals_and_publishes_events(procs, db, sim, tmp_pat
     sub.close()
 
 
+def test_schedule_runs_although_the_last_run_is_dated_ahead(procs, db, sim, tmp_path):
+    """Due times are wall-clock: a run history written by a clock a day ahead
+    (or this clock stepped back a day since) put the next incremental a day
+    away. A due time further off than one interval is moved up to it."""
+    s = sim(orgs=[small_org(items=10)], extra_args=["--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path,
+                 orgs=[org_spec("60001", entities=["items"], incremental_every_s=2,
+                                reconcile_every_s=3600)])
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, started_at, "
+               "finished_at) VALUES ('ahead', '60001', 'items', 'full', 'completed', "
+               "now() + interval '1 day', now() + interval '1 day')")
+    p.start_fetcher(env={"TDS_FETCHER_SCHEDULE": "true"})
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_runs WHERE entity = 'items' "
+                                "AND mode = 'incremental' AND status = 'completed'") >= [(1,)],
+               timeout=20, what="an incremental run within a few intervals")
+
+
 def test_schedule_keeps_incrementals_within_the_daily_budget(procs, db, sim, tmp_path):
     """Each scheduled incremental run costs at least one list call. With
     Zoho's daily limit at 172,800 and 2 entities, a quarter of it
@@ -1308,6 +1544,23 @@ def test_auth_exchange_stores_a_refresh_token(procs, db, sim, tmp_path, bins):
     p.sync("60001", "items", "full")
     p.compare("60001", "items")
     assert s.stats()["token"]["refreshes"] == 0
+
+
+def test_auth_exchange_warns_that_the_config_refresh_token_wins(procs, db, sim, tmp_path, bins):
+    """The file's refresh_token is used instead of a stored one: `auth exchange`
+    stores the new token (exit 0) but says in one line that the file's must go."""
+    s = sim(orgs=[small_org(items=10)], extra_args=["--grant-code", "1000.grant.one"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001")])   # refresh_token in the file
+    env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config))
+    out = subprocess.run([bins.path("tds-fetcher"), "auth", "exchange", "--org", "60001",
+                          "--code", "1000.grant.one"], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "refresh token stored" in out.stdout
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert "warning: TDS_CONFIG sets refresh_token for organization 60001" in out.stderr
+    assert "remove it from the file" in out.stderr
+    assert "1000." not in out.stderr   # no token in the message
 
 
 def test_invalid_records_do_not_stop_a_run(procs, db, sim, tmp_path):
