@@ -569,8 +569,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         if (tds_webhook_kind(ct) == TDS_WEBHOOK_UNSUPPORTED)
             return refuse(h, c, 415, org, "content type", ct ? ct : "(none)");
-        /* No (usable) Content-Length: chunked, as much as the cap allows. */
-        if (!cl || tds_parse_i64(cl, 0, INT64_MAX, &clen) != 0)
+        /* No (usable) Content-Length: chunked, as much as the cap allows.
+         * Nor with a Transfer-Encoding beside it: libmicrohttpd then reads
+         * the body chunked and ignores the Content-Length, which would book
+         * a 0-byte share for up to TDS_INGRESS_MAX_BODY. */
+        if (!cl || tds_parse_i64(cl, 0, INT64_MAX, &clen) != 0 ||
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
             clen = -1;
         r = calloc(1, sizeof(*r));
         if (!r)
@@ -584,7 +588,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         clock_gettime(CLOCK_MONOTONIC, &r->t0);
         r->conn = c;
         r->org = org;
-        r->body.max = h->o.max_body;
+        /* never more than the share booked for it (a 0-byte share: 1 byte,
+         * since a max of 0 means no cap; one byte over is cut) */
+        r->body.max = clen > 0 ? (size_t)clen : clen == 0 ? 1 : h->o.max_body;
         /* One allocation for the usual case: the body's announced size,
          * which its share of the budget already covers. */
         if (clen > 0 && tds_buf_add(&r->body, "", 0) == 0) {
