@@ -364,7 +364,11 @@ static int build_entry(struct tds_http *h, const struct req *r, const struct tds
     char *buf = NULL;
     size_t len = 0;
     int rc;
-    bool fetch = !w->has_record && !w->is_delete;
+    /* A webhook without the record is a notice to fetch it by id; so is any
+     * webhook of an organization that takes them unsigned: anyone may post
+     * there, and a forged record (a modified time in 2099, a delete) would
+     * otherwise be written as Zoho's. */
+    bool fetch = (!w->has_record && !w->is_delete) || r->org->webhooks_unsigned;
 
     snprintf(msgid, sizeof(msgid), "%s%s", fetch ? "fe-" : "ev-", key);
     m.v = TDS_MSG_VERSION;
@@ -613,8 +617,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
          * at once instead, logged and counted. */
         int rc = tds_buf_add(&r->body, upload_data, *upload_data_size);
         char cap[32];
+        struct timespec now;
 
         *upload_data_size = 0;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (rc == 0 && h->o.body_deadline_s > 0 &&
+            now.tv_sec - r->t0.tv_sec > (time_t)h->o.body_deadline_s) {
+            /* Bytes trickling in under the idle timeout: the connection and
+             * its share of the body budget would be held for ever. Cut like
+             * a body over the cap (no response can be queued mid-body). */
+            char secs[16];
+
+            body_release(h, r);
+            tds_series_inc(h->cut, 1);
+            snprintf(secs, sizeof(secs), "%u", h->o.body_deadline_s);
+            log_limited(h, &h->log_bad, TDS_LOG_INFO, r->org->org_id,
+                        "webhook rejected: body not complete %s s after its headers "
+                        "(TDS_INGRESS_BODY_DEADLINE_S), closing the connection",
+                        secs);
+            return MHD_NO;
+        }
         if (rc == 0)
             return MHD_YES;
         body_release(h, r);
@@ -759,8 +781,9 @@ int tds_http_new(struct tds_http **out, const struct tds_http_opts *o, const str
                                     "being read or checked",
                                     "", NULL, 0);
     h->cut = tds_metrics_get(d->metrics, TDS_COUNTER, "tds_ingress_bodies_cut_total",
-                             "chunked webhook bodies over TDS_INGRESS_MAX_BODY (or out of "
-                             "memory), their connection closed as soon as the cap was passed",
+                             "webhook bodies cut and their connection closed: chunked over "
+                             "TDS_INGRESS_MAX_BODY, out of memory, or not complete within "
+                             "TDS_INGRESS_BODY_DEADLINE_S",
                              "", NULL, 0);
     if (!h->sig_unsigned || !h->dups || !h->accept_s || !h->body_gauge || !h->cut) {
         r = -ENOMEM;

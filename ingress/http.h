@@ -31,6 +31,7 @@ struct tds_http_opts {
     unsigned conn_limit;         /* connections overall */
     unsigned per_ip_limit;       /* connections per client address */
     unsigned timeout_s;          /* idle connection timeout (headers and body) */
+    unsigned body_deadline_s;    /* a body not complete this long after its headers: cut */
     size_t max_body;             /* bytes; more → 413 */
     size_t body_memory;          /* bodies held at once, all requests; more → 503 */
     int64_t sig_max_age_ms;      /* t= signatures older than this → 401 */

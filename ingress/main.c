@@ -64,6 +64,7 @@ struct settings {
     int64_t conn_limit;
     int64_t per_ip_limit;
     int64_t timeout_s;
+    int64_t body_deadline_s;
     int64_t sig_max_age_s;
     int64_t hwm;
     bool fetch_acks;
@@ -134,6 +135,10 @@ static const struct tds_config_entry config_table[] = {
      "concurrent HTTP connections per client address at most"},
     {"TDS_INGRESS_TIMEOUT_S", TDS_CFG_INT, "15", 0, 1, 3600, S(timeout_s),
      "idle connection timeout: a client silent this long (headers or body) is dropped"},
+    {"TDS_INGRESS_BODY_DEADLINE_S", TDS_CFG_INT, "60", 0, 1, 3600, S(body_deadline_s),
+     "a body still incomplete this long after its headers is cut and its connection closed "
+     "(a client trickling bytes under the idle timeout would hold its share of "
+     "TDS_INGRESS_BODY_MEMORY for ever)"},
     {"TDS_INGRESS_SIGNATURE_MAX_AGE_S", TDS_CFG_INT, "300", 0, 0, 86400, S(sig_max_age_s),
      "age limit of timestamped (t=,v=) signatures"},
     {"TDS_INGRESS_HWM", TDS_CFG_INT, "10000", 0, 1, 1000000, S(hwm),
@@ -731,6 +736,13 @@ int main(int argc, char **argv)
                     "organizations %s and %s share a webhook secret: a delivery signed for one "
                     "is accepted when posted to the other's path; give each its own",
                     a.orgs->orgs[x].org_id, a.orgs->orgs[y].org_id);
+        for (size_t i = 0; i < a.orgs->n; i++)
+            if (a.orgs->orgs[i].webhooks_unsigned)
+                tds_log(TDS_LOG_WARN, NULL,
+                        "organization %s takes unsigned webhooks: anyone may post to its path, "
+                        "so each is only a notice to fetch its record from Zoho by id (an API "
+                        "call each), never a record to write",
+                        a.orgs->orgs[i].org_id);
     }
 
     if ((rc = tds_loop_new(&a.loop)) < 0 || (rc = tds_metrics_new(&a.metrics)) < 0 ||
@@ -827,6 +839,7 @@ int main(int argc, char **argv)
             .conn_limit = (unsigned)cfg->conn_limit,
             .per_ip_limit = (unsigned)cfg->per_ip_limit,
             .timeout_s = (unsigned)cfg->timeout_s,
+            .body_deadline_s = (unsigned)cfg->body_deadline_s,
             .max_body = (size_t)cfg->max_body,
             .body_memory = (size_t)cfg->body_memory,
             .sig_max_age_ms = cfg->sig_max_age_s * 1000,

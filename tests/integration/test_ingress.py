@@ -149,7 +149,14 @@ def test_bad_signatures_are_401_and_counted(ing):
     assert i.metric("tds_ingress_signature_failures_total", {"reason": "no_secret"}) == 1
     assert i.post("60002", item_body("11")).status == 200
     got = i.recv(i.events, 5, timeout=2)
-    assert sorted(m["org"] for m in got) == ["60001", "60002"]
+    assert sorted(m["org"] for m in got) == ["60001"]
+    # An unsigned organization's webhook, record or delete, is only a notice
+    # to fetch the record from Zoho: anyone may post to its path.
+    assert i.post("60002", item_body("12"), params={"event": "item_deleted"}).status == 200
+    fetched = i.recv(i.fetches, 2, timeout=5)
+    assert sorted((m["t"], m["org"], m["zoho_id"]) for m in fetched) == \
+        [("fetch", "60002", "11"), ("fetch", "60002", "12")]
+    assert "organization 60002 takes unsigned webhooks" in i.proc.stderr_text()
     assert "webhook signature rejected" in i.proc.stderr_text()
     assert SECRET_A not in i.proc.stderr_text()
 
@@ -761,6 +768,39 @@ def test_a_chunked_body_with_a_content_length_is_booked_at_the_cap(ing):
         s.close()
     i.wait_metric("tds_ingress_body_bytes", 0)
     assert i.post("60001", item_body("7300"), SECRET_A).status == 200
+
+
+def test_a_body_trickling_in_is_cut_at_its_deadline(ing):
+    """A client sending its body a byte at a time, each under the idle
+    timeout, held its connection and its share of the body budget for as
+    long as it liked. A body not complete TDS_INGRESS_BODY_DEADLINE_S after
+    its headers is cut and the connection closed; webhooks meanwhile get
+    200."""
+    i = ing(env={"TDS_INGRESS_BODY_DEADLINE_S": "2", "TDS_INGRESS_TIMEOUT_S": "5"})
+    s, r = _held_post(i, "60001", 1000, 1)
+    assert r == b"", r
+    t0 = time.monotonic()
+    closed = None
+    while time.monotonic() - t0 < 8:
+        assert i.post("60001", item_body(str(7400 + int(time.monotonic() - t0))),
+                      SECRET_A).status == 200
+        try:
+            s.sendall(b" ")
+            s.settimeout(0.9)
+            if s.recv(1) == b"":
+                closed = time.monotonic() - t0
+                break
+        except socket.timeout:
+            continue
+        except OSError:
+            closed = time.monotonic() - t0
+            break
+    s.close()
+    print(f"\ntrickling connection closed after {closed} s")
+    assert closed is not None and closed < 5, closed
+    i.wait_metric("tds_ingress_body_bytes", 0)
+    assert i.metric("tds_ingress_bodies_cut_total") == 1
+    assert "TDS_INGRESS_BODY_DEADLINE_S" in i.proc.stderr_text()
 
 
 def test_bad_body_memory_setting(procs):
