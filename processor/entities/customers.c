@@ -27,8 +27,13 @@
  * would have emptied the child table it did not carry. */
 bool tx_contacts_looks_detail(const struct tds_pjson *rec)
 {
-    return tds_pjson_get(rec, "contact_persons") &&
-           (tds_pjson_get(rec, "billing_address") || tds_pjson_get(rec, "shipping_address"));
+    const struct tds_pjson *p = tds_pjson_get(rec, "contact_persons"),
+                           *b = tds_pjson_get(rec, "billing_address"),
+                           *s = tds_pjson_get(rec, "shipping_address");
+
+    /* null is not there: a null list of persons would empty the stored ones */
+    return p && p->type != TDS_PJ_NULL && ((b && b->type != TDS_PJ_NULL) ||
+                                           (s && s->type != TDS_PJ_NULL));
 }
 
 /* contact_type / customer_sub_type: Zoho's values lower-cased ("Customer" and

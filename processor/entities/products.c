@@ -21,9 +21,18 @@
             return rc_;                                                              \
     } while (0)
 
+/* A key that is there and not null: a null array of child rows is no list
+ * of them, and taken for one it would empty the stored ones. */
+static bool has(const struct tds_pjson *rec, const char *key)
+{
+    const struct tds_pjson *v = tds_pjson_get(rec, key);
+
+    return v && v->type != TDS_PJ_NULL;
+}
+
 bool tx_items_looks_detail(const struct tds_pjson *rec)
 {
-    return tds_pjson_get(rec, "locations") || tds_pjson_get(rec, "warehouses");
+    return has(rec, "locations") || has(rec, "warehouses");
 }
 
 bool tx_item_groups_looks_detail(const struct tds_pjson *rec)

@@ -25,7 +25,10 @@
 
 bool tx_sales_looks_detail(const struct tds_pjson *rec)
 {
-    return tds_pjson_get(rec, "line_items") != NULL;
+    const struct tds_pjson *v = tds_pjson_get(rec, "line_items");
+
+    /* null is not there: a null list of lines would empty the stored ones */
+    return v && v->type != TDS_PJ_NULL;
 }
 
 /* Whether v holds something: not null, not a blank string. */

@@ -211,6 +211,33 @@ static void test_many_lines(void)
     tds_buf_deinit(&b);
 }
 
+/* A webhook whose child list is null is no DETAIL: as one, its (no) child
+ * rows would replace every stored line, stock row or contact person. */
+static void test_null_child_lists_are_not_details(void)
+{
+    static const struct {
+        const char *entity, *table, *child, *body;
+    } cases[] = {
+        {"invoices", "invoices", "invoice_lines",
+         "{\"invoice\":{\"invoice_id\":\"1\",\"last_modified_time\":\"2024-01-15T10:20:30+0530\","
+         "\"line_items\":null}}"},
+        {"items", "items", "item_stock",
+         "{\"item\":{\"item_id\":\"2\",\"name\":\"x\",\"last_modified_time\":"
+         "\"2024-01-15T10:20:30+0530\",\"locations\":null,\"warehouses\":null}}"},
+        {"contacts", "contacts", "contact_persons",
+         "{\"contact\":{\"contact_id\":\"3\",\"contact_name\":\"x\",\"last_modified_time\":"
+         "\"2024-01-15T10:20:30+0530\",\"contact_persons\":null,\"billing_address\":{}}}"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        h_reset();
+        T_TRUE(!h_event(cases[i].entity, cases[i].body));
+        T_INT(h_nsets(cases[i].table, TDS_ROWS_DETAIL), ==, 0);
+        T_TRUE(h_set(cases[i].table, TDS_ROWS_LIST, 0) != NULL);
+        T_INT(h_nsets(cases[i].child, TDS_ROWS_CHILD), ==, 0);
+    }
+}
+
 int main(void)
 {
     T_RUN(test_invoice_detail);
@@ -218,6 +245,7 @@ int main(void)
     T_RUN(test_line_site);
     T_RUN(test_invoice_list_and_rejects);
     T_RUN(test_many_lines);
+    T_RUN(test_null_child_lists_are_not_details);
     h_done();
     return 0;
 }
