@@ -11,6 +11,8 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +59,12 @@ struct tds_oauth {
 
     bool refreshing;
     bool lock_held;
+    /* The token family (store.h): the refresh token's organizations share
+     * one access token and one refresh budget, and refresh one at a time
+     * under the family's lock (Zoho counts refreshes per refresh token). */
+    char family[2 * 32 + 1];
+    char family_key[sizeof("family:") + 2 * 32];
+    bool family_lock_held;
     struct tds_http_call *call;
     int64_t started_ms;
 
@@ -139,12 +147,86 @@ int tds_oauth_new(struct tds_oauth **out, const struct tds_org *org, const struc
     return 0;
 }
 
+/* Families refreshing in this process. The advisory lock cannot tell the
+ * organizations of one process apart: they share the store's session, on
+ * which a lock taken again is granted again. */
+static struct {
+    pthread_mutex_t mu;
+    struct {
+        char family[2 * 32 + 1];
+        const struct tds_oauth *holder;
+    } held[256];
+    size_t n;
+} families = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* Whether o may refresh for its family in this process (it holds it now). */
+static bool family_take(const struct tds_oauth *o)
+{
+    bool ok = true;
+    size_t i;
+
+    pthread_mutex_lock(&families.mu);
+    for (i = 0; i < families.n; i++)
+        if (strcmp(families.held[i].family, o->family) == 0) {
+            ok = families.held[i].holder == o;
+            break;
+        }
+    if (i == families.n) {
+        if (families.n < sizeof(families.held) / sizeof(families.held[0])) {
+            memcpy(families.held[i].family, o->family, sizeof(families.held[i].family));
+            families.held[i].holder = o;
+            families.n++;
+        } else {
+            ok = false; /* 256 families refreshing at once: wait for one */
+        }
+    }
+    pthread_mutex_unlock(&families.mu);
+    return ok;
+}
+
+static void family_give(const struct tds_oauth *o)
+{
+    pthread_mutex_lock(&families.mu);
+    for (size_t i = 0; i < families.n; i++)
+        if (families.held[i].holder == o) {
+            families.held[i] = families.held[--families.n];
+            break;
+        }
+    pthread_mutex_unlock(&families.mu);
+}
+
 static void unlock(struct tds_oauth *o)
 {
+    if (o->family_lock_held) {
+        family_give(o);
+        tds_store_token_unlock(o->store, o->family_key);
+        o->family_lock_held = false;
+    }
     if (o->lock_held) {
         tds_store_token_unlock(o->store, o->org->org_id);
         o->lock_held = false;
     }
+}
+
+/* The family of a refresh token at org's accounts server: SHA-256 of the
+ * accounts server, client id and refresh token, in hex. Not the token: the
+ * row may be read by whoever may read tds.oauth_tokens' other columns. */
+static void family_of(const struct tds_org *org, const char *refresh, char out[2 * 32 + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    const char *parts[] = {org->accounts_url ? org->accounts_url : "",
+                           org->client_id ? org->client_id : "", refresh ? refresh : ""};
+    bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1;
+
+    for (size_t i = 0; ok && i < 3; i++)
+        ok = EVP_DigestUpdate(c, parts[i], strlen(parts[i]) + 1) == 1; /* with its NUL */
+    ok = ok && EVP_DigestFinal_ex(c, md, &n) == 1 && n == 32;
+    EVP_MD_CTX_free(c);
+    out[0] = '\0';
+    for (unsigned int i = 0; ok && i < n; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
 struct tds_oauth *tds_oauth_free(struct tds_oauth *o)
@@ -293,13 +375,64 @@ static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms, 
         rc = TDS_OAUTH_PAUSED;
         goto out;
     }
-    int64_t count = 0, wstart = 0;
-    if (tds_store_token_count_refresh(o->store, o->org->org_id, REFRESH_WINDOW_MS, &count, &wstart) != 0) {
+    /* The family: wait while another of its organizations refreshes, then
+     * take the token it stored rather than refresh again. */
+    family_of(o->org, refresh, o->family);
+    if (o->family[0]) {
+        bool fgot = false;
+
+        snprintf(o->family_key, sizeof(o->family_key), "family:%s", o->family);
+        if (!family_take(o)) {
+            unlock(o);
+            *wait_ms = 500;
+            rc = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS ? TDS_OAUTH_READY
+                                                                       : TDS_OAUTH_PENDING;
+            goto out;
+        }
+        if (tds_store_token_lock(o->store, o->family_key, &fgot) != 0 || !fgot) {
+            family_give(o);
+            unlock(o);
+            *wait_ms = 500;
+            rc = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS ? TDS_OAUTH_READY
+                                                                       : TDS_OAUTH_PENDING;
+            goto out;
+        }
+        o->family_lock_held = true;
+        struct tds_token_row sib;
+        bool found = false;
+        if (tds_store_token_family_peek(o->store, o->family, o->org->org_id, o->org->accounts_url,
+                                        now_ms + o->cfg.refresh_ahead_ms, &sib, &found) == 0 &&
+            found && (!probe || !o->token || strcmp(sib.access_token, o->token) != 0) &&
+            !(o->refused && strcmp(o->refused, sib.access_token) == 0)) {
+            if (tds_store_token_save(o->store, o->org->org_id, sib.access_token, sib.api_domain,
+                                     sib.expires_at_ms, NULL, o->org->accounts_url,
+                                     o->family) != 0)
+                tds_log(TDS_LOG_WARN, &o->lctx, "could not store the shared token: %s",
+                        tds_store_error(o->store));
+            tds_log(TDS_LOG_DEBUG, &o->lctx,
+                    "using the access token another organization of its refresh token minted");
+            use_token(o, sib.access_token, now_ms);
+            if (sib.api_domain && *sib.api_domain)
+                set_str(&o->api_domain, sib.api_domain);
+            o->expires_at_ms = sib.expires_at_ms;
+            tds_token_row_clear(&sib);
+            unlock(o);
+            rc = o->token ? TDS_OAUTH_READY : TDS_OAUTH_PENDING;
+            *wait_ms = 500;
+            goto out;
+        }
+        tds_token_row_clear(&sib);
+    }
+    int64_t count = 0, wstart = 0, family_count = 0;
+    if (tds_store_token_count_refresh(o->store, o->org->org_id, REFRESH_WINDOW_MS, &count, &wstart) != 0 ||
+        (o->family[0] && tds_store_token_family_count(o->store, o->family, o->org->org_id,
+                                                      REFRESH_WINDOW_MS, &family_count) != 0)) {
         unlock(o);
         *wait_ms = 2000;
         rc = TDS_OAUTH_PENDING;
         goto out;
     }
+    count += family_count; /* Zoho's budget is the refresh token's */
     if (count > o->cfg.max_per_window) {
         /* Zoho would lock us out at 10: stop well before, for the window. */
         unlock(o);
@@ -367,7 +500,7 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
     case TDS_ZOAUTH_OK: {
         int64_t exp = now + z->expires_in_s * 1000;
         if (tds_store_token_save(o->store, org, z->access_token, z->api_domain, exp, NULL,
-                                 o->org->accounts_url) != 0)
+                                 o->org->accounts_url, o->family) != 0)
             tds_log(TDS_LOG_WARN, &o->lctx, "could not store refreshed token: %s",
                     tds_store_error(o->store));
         use_token(o, z->access_token, now);
@@ -645,7 +778,7 @@ int tds_oauth_exchange(const struct tds_org *org, struct tds_store *store, const
         rc = TDS_E_INVALID;
     } else if (tds_store_token_save(store, org->org_id, z->access_token, z->api_domain,
                                     tds_wall_ms() + z->expires_in_s * 1000, z->refresh_token,
-                                    org->accounts_url) != 0) {
+                                    org->accounts_url, NULL) != 0) {
         snprintf(err, errlen, "could not store the token: %s", tds_store_error(store));
         rc = -EIO;
     } else {

@@ -244,22 +244,70 @@ int tds_store_token_uncount_refresh(struct tds_store *s, const char *org, int64_
 
 int tds_store_token_save(struct tds_store *s, const char *org, const char *access_token,
                          const char *api_domain, int64_t expires_at_ms, const char *refresh_token,
-                         const char *accounts_url)
+                         const char *accounts_url, const char *family)
 {
     char ex[32];
     snprintf(ex, sizeof(ex), "%lld", (long long)expires_at_ms);
     const char *p[] = {org, access_token, api_domain && *api_domain ? api_domain : NULL, ex,
                        refresh_token && *refresh_token ? refresh_token : NULL,
-                       accounts_url && *accounts_url ? accounts_url : NULL};
+                       accounts_url && *accounts_url ? accounts_url : NULL,
+                       family && *family ? family : NULL};
     return exec0(s,
                  "INSERT INTO tds.oauth_tokens AS t (org_id, access_token, api_domain, expires_at, "
-                 "refresh_token, status, refreshed_at, updated_at, accounts_url) VALUES ($1, $2, $3, "
-                 FROM_MS("$4") ", $5, 'ok', now(), now(), $6) ON CONFLICT (org_id) DO UPDATE SET "
-                 "access_token = $2, api_domain = CASE WHEN t.accounts_url IS DISTINCT FROM $6 THEN $3 "
-                 "ELSE COALESCE($3, t.api_domain) END, expires_at = " FROM_MS("$4") ", "
-                 "refresh_token = COALESCE($5, t.refresh_token), status = 'ok', locked_until = NULL, "
-                 "last_error = NULL, refreshed_at = now(), updated_at = now(), accounts_url = $6",
-                 6, p);
+                 "refresh_token, status, refreshed_at, updated_at, accounts_url, family) VALUES ($1, "
+                 "$2, $3, " FROM_MS("$4") ", $5, 'ok', now(), now(), $6, $7) ON CONFLICT (org_id) DO "
+                 "UPDATE SET access_token = $2, api_domain = CASE WHEN t.accounts_url IS DISTINCT "
+                 "FROM $6 THEN $3 ELSE COALESCE($3, t.api_domain) END, expires_at = " FROM_MS("$4")
+                 ", refresh_token = COALESCE($5, t.refresh_token), status = 'ok', locked_until = NULL, "
+                 "last_error = NULL, refreshed_at = now(), updated_at = now(), accounts_url = $6, "
+                 "family = $7",
+                 7, p);
+}
+
+int tds_store_token_family_peek(struct tds_store *s, const char *family, const char *org,
+                                const char *accounts_url, int64_t min_expires_ms,
+                                struct tds_token_row *out, bool *found)
+{
+    char ex[32];
+    snprintf(ex, sizeof(ex), "%lld", (long long)min_expires_ms);
+    const char *p[] = {family, org, accounts_url ? accounts_url : "", ex};
+    memset(out, 0, sizeof(*out));
+    *found = false;
+    PGresult *r = run(s,
+                      "SELECT access_token, api_domain, " MS_EXPR("expires_at")
+                      " FROM tds.oauth_tokens WHERE family = $1 AND org_id <> $2 "
+                      "AND accounts_url = $3 AND status = 'ok' AND access_token IS NOT NULL "
+                      "AND expires_at > " FROM_MS("$4") " ORDER BY expires_at DESC LIMIT 1",
+                      4, p);
+    if (!r)
+        return -EIO;
+    if (PQntuples(r) == 1) {
+        out->exists = true;
+        out->access_token = dupval(r, 0, 0);
+        out->api_domain = dupval(r, 0, 1);
+        out->expires_at_ms = i64val(r, 0, 2, 0);
+        *found = out->access_token != NULL;
+    }
+    PQclear(r);
+    return 0;
+}
+
+int tds_store_token_family_count(struct tds_store *s, const char *family, const char *org,
+                                 int64_t window_ms, int64_t *count)
+{
+    char w[32];
+    snprintf(w, sizeof(w), "%lld", (long long)window_ms);
+    const char *p[] = {family, org, w};
+    PGresult *r = run(s,
+                      "SELECT coalesce(sum(refresh_count), 0) FROM tds.oauth_tokens "
+                      "WHERE family = $1 AND org_id <> $2 AND refresh_window_start >= now() - "
+                      "($3::bigint * interval '1 millisecond')",
+                      3, p);
+    if (!r)
+        return -EIO;
+    *count = i64val(r, 0, 0, 0);
+    PQclear(r);
+    return 0;
 }
 
 int tds_store_token_fail(struct tds_store *s, const char *org, const char *status,

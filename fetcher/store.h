@@ -48,7 +48,19 @@ int tds_store_token_uncount_refresh(struct tds_store *s, const char *org, int64_
  * stored one unless it came from another accounts server. */
 int tds_store_token_save(struct tds_store *s, const char *org, const char *access_token,
                          const char *api_domain, int64_t expires_at_ms, const char *refresh_token,
-                         const char *accounts_url);
+                         const char *accounts_url, const char *family);
+/* A token family: the organizations whose tokens one refresh token mints
+ * (one Zoho user's). The newest usable access token another organization of
+ * the family stored, from accounts_url, expiring after min_expires_ms (wall):
+ * *found false when none. Strings malloc'd into out (access_token,
+ * api_domain; expires_at_ms). */
+int tds_store_token_family_peek(struct tds_store *s, const char *family, const char *org,
+                                const char *accounts_url, int64_t min_expires_ms,
+                                struct tds_token_row *out, bool *found);
+/* Refreshes the family's other organizations made in their current
+ * windows (of window_ms). */
+int tds_store_token_family_count(struct tds_store *s, const char *family, const char *org,
+                                 int64_t window_ms, int64_t *count);
 /* After a failed refresh: status ("ok", "locked", "revoked", "invalid"),
  * locked_until (0 = NULL) and the error text. */
 int tds_store_token_fail(struct tds_store *s, const char *org, const char *status,

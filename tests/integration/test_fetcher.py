@@ -1381,6 +1381,30 @@ def test_schedule_runs_incrementals_and_publishes_events(procs, db, sim, tmp_pat
     sub.close()
 
 
+def test_organizations_sharing_a_refresh_token_share_its_access_token(procs, db, sim, tmp_path):
+    """One Zoho user's organizations share one refresh token, and Zoho counts
+    refreshes per refresh token (10 in 10 minutes, then a lockout). Eleven
+    organizations starting together made eleven refreshes: the eleventh got
+    "Access Denied" and its organization was locked out. Now one of them
+    refreshes, under the family's lock, and the others take the token it
+    stored."""
+    ids = [str(60001 + i) for i in range(11)]
+    s = sim(orgs=[small_org(i, items=5) for i in ids], extra_args=["--refresh-limit", "10"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec(i) for i in ids])
+    p.start_fetcher()
+    rids = [p.request(i, "warehouses", "full") for i in ids]
+    for rid in rids:
+        runs = p.wait_request(rid, timeout=60)
+        assert [r["status"] for r in runs] == ["completed"], runs
+    st = s.stats()["token"]
+    print(f"\ntoken stats: {st}")
+    assert st["access_denied"] == 0, st
+    assert st["refreshes"] == 1, st
+    fam = db.query("SELECT count(DISTINCT family), count(DISTINCT access_token), count(*) "
+                   "FROM tds.oauth_tokens")
+    assert fam == [(1, 1, 11)], fam
+
+
 def test_schedule_runs_although_the_last_run_is_dated_ahead(procs, db, sim, tmp_path):
     """Due times are wall-clock: a run history written by a clock a day ahead
     (or this clock stepped back a day since) put the next incremental a day
