@@ -359,8 +359,17 @@ void tds_loop_timer_cancel(struct tds_loop *loop, int64_t id)
     }
 }
 
+static void read_signals(struct tds_loop *loop);
+
+/* Signals are looked at again after this long of timer callbacks in one
+ * round: hundreds of due timers, each a little slow (a database that refuses
+ * connections), would otherwise keep a SIGTERM waiting for all of them. */
+#define SIGNAL_CHECK_MS 20
+
 static void run_timers(struct tds_loop *loop, int64_t now)
 {
+    int64_t checked = now;
+
     /* Take every due timer off the heap first. */
     loop->n_firing = 0;
     while (loop->n_heap > 0 && loop->heap[0]->due_ms <= now)
@@ -368,10 +377,16 @@ static void run_timers(struct tds_loop *loop, int64_t now)
 
     for (size_t i = 0; i < loop->n_firing; i++) {
         struct timer *t = loop->firing[i];
+        int64_t after;
 
         if (t->cancelled || loop->state == TDS_LOOP_DONE)
             continue;
         t->cb(loop, t->ud);
+        after = tds_now_ms();
+        if (after - checked >= SIGNAL_CHECK_MS) {
+            checked = after;
+            read_signals(loop); /* non-blocking: nothing to read, nothing done */
+        }
     }
     for (size_t i = 0; i < loop->n_firing; i++) {
         struct timer *t = loop->firing[i];

@@ -23,7 +23,14 @@ struct tds_store {
     PGconn *conn;
     char err[512];
     char sqlstate[6]; /* of the last failed statement, "" if none was given */
+    int64_t connect_failed_ms; /* monotonic; 0 after a connection that worked */
 };
+
+/* After a failed connection attempt, the next comes no sooner than this: a
+ * database that refuses connections answers each statement's caller at once
+ * with the last error, instead of every caller paying for an attempt (with
+ * hundreds of runs retrying, the loop stalled for seconds, SIGTERM too). */
+#define CONNECT_RETRY_MS 1000
 
 int tds_store_new(struct tds_store **out, const char *conninfo, const char *app_name)
 {
@@ -62,9 +69,14 @@ int tds_store_ensure(struct tds_store *s)
         PQfinish(s->conn);
         s->conn = NULL;
     }
+    if (s->connect_failed_ms && tds_now_ms() - s->connect_failed_ms < CONNECT_RETRY_MS)
+        return -EIO; /* s->err still says why */
     s->conn = tds_pg_connect(s->conninfo, s->app, s->err, sizeof(s->err));
-    if (!s->conn)
+    if (!s->conn) {
+        s->connect_failed_ms = tds_now_ms();
         return -EIO;
+    }
+    s->connect_failed_ms = 0;
     /* a stuck statement must not stall the loop for long */
     char e[256];
     if (tds_pg_exec(s->conn, "SET statement_timeout = '10s'", e, sizeof(e)) != 0) {

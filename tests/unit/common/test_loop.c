@@ -238,6 +238,46 @@ static void drain_never_finishes(struct tds_loop *l, void *ud)
     drain_calls++;
 }
 
+static int slow_fired;
+
+static void slow_timer(struct tds_loop *l, void *ud)
+{
+    (void)l;
+    (void)ud;
+    slow_fired++;
+    usleep(5000);
+}
+
+static void stop_at_drain(struct tds_loop *l, void *ud)
+{
+    (void)ud;
+    drain_calls++;
+    tds_loop_stop(l);
+}
+
+/* A SIGTERM during a long round of due timers is seen within that round,
+ * not after all of them: 400 timers of 5 ms each would make it wait 2 s. */
+static void test_sigterm_during_many_timers(void)
+{
+    struct tds_loop *l = NULL;
+    int64_t t0;
+
+    drain_calls = 0;
+    slow_fired = 0;
+    T_INT(tds_loop_new(&l), ==, 0);
+    tds_loop_on_drain(l, stop_at_drain, NULL);
+    tds_loop_timer_add(l, 10, 0, send_term, NULL);
+    for (int i = 0; i < 400; i++)
+        tds_loop_timer_add(l, 10, 0, slow_timer, NULL);
+    tds_loop_timer_add(l, 5000, 0, t_stop, NULL);
+    t0 = tds_now_ms();
+    T_INT(tds_loop_run(l), ==, 0);
+    T_INT(drain_calls, ==, 1);
+    T_INT(slow_fired, <, 50);
+    T_INT(tds_now_ms() - t0, <, 500);
+    tds_loop_free(l);
+}
+
 static void test_sigterm(void)
 {
     struct tds_loop *l = NULL;
@@ -329,6 +369,7 @@ int main(void)
     T_RUN(test_fd);
     T_RUN(test_zsock);
     T_RUN(test_sigterm);
+    T_RUN(test_sigterm_during_many_timers);
     T_RUN(test_idle_heartbeat);
     return 0;
 }
