@@ -177,10 +177,11 @@ def test_duplicates_answered_200_and_forwarded_once(ing):
     assert {m["id"] for m in got} == {got[0]["id"], "ev-60001:5675"}
     assert i.metric("tds_ingress_duplicates_total") == 3
     # Event ids are unique within an organization only: another organization's
-    # event 5675 is its own, with its own message id (an ack names one of them).
+    # event 5675 is its own, with its own message id (an ack names one of them;
+    # 60002 takes unsigned webhooks, so its webhook is a fetch).
     assert i.post("60002", zb).status == 200
-    [m] = i.recv(i.events, 1)
-    assert m["org"] == "60002" and m["id"] == "ev-60002:5675" and m["event_id"] == "5675"
+    [m] = i.recv(i.fetches, 1)
+    assert m["org"] == "60002" and m["id"] == "fe-60002:5675" and m["zoho_id"] == "21"
     assert i.metric("tds_ingress_duplicates_total") == 3
 
 
@@ -557,9 +558,10 @@ def test_replay_resends_journaled_events(ing, procs):
     i = ing()
     for k in range(3):
         assert i.post("60001", item_body(str(3000 + k)), SECRET_A).status == 200
-    assert i.post("60002", item_body("3100")).status == 200
-    got = i.recv(i.events, 4)
-    i.ack([m["id"] for m in got])
+    assert i.post("60002", item_body("3100")).status == 200   # unsigned: a fetch
+    got = i.recv(i.events, 3)
+    fetched = i.recv(i.fetches, 1)
+    i.ack([m["id"] for m in got + fetched])
     i.wait_metric("tds_ingress_unacked", 0)
     assert i.drain(i.events, quiet_s=0.5) == []
     r = procs.run("tds-ingress", ["replay", "--org", "60001", "--since", "1h", "--dry-run"],
