@@ -98,6 +98,15 @@ const char *tx_path(struct tx *t);
 /* "<key>." for fields of a nested object ("billing_address.zip"). */
 void tx_path_key(struct tx *t, const char *key);
 
+/* Whether rec has key with a value other than null: a null list of child
+ * rows is no list of them (the looks_detail checks). */
+static inline bool tx_has(const struct tds_pjson *rec, const char *key)
+{
+    const struct tds_pjson *v = tds_pjson_get(rec, key);
+
+    return v && v->type != TDS_PJ_NULL;
+}
+
 /* Arena copy of n bytes (NULL on ENOMEM). */
 char *tx_dup(struct tx *t, const char *p, size_t n);
 

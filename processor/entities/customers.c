@@ -27,13 +27,9 @@
  * would have emptied the child table it did not carry. */
 bool tx_contacts_looks_detail(const struct tds_pjson *rec)
 {
-    const struct tds_pjson *p = tds_pjson_get(rec, "contact_persons"),
-                           *b = tds_pjson_get(rec, "billing_address"),
-                           *s = tds_pjson_get(rec, "shipping_address");
-
     /* null is not there: a null list of persons would empty the stored ones */
-    return p && p->type != TDS_PJ_NULL && ((b && b->type != TDS_PJ_NULL) ||
-                                           (s && s->type != TDS_PJ_NULL));
+    return tx_has(rec, "contact_persons") &&
+           (tx_has(rec, "billing_address") || tx_has(rec, "shipping_address"));
 }
 
 /* contact_type / customer_sub_type: Zoho's values lower-cased ("Customer" and

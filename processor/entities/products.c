@@ -21,18 +21,10 @@
             return rc_;                                                              \
     } while (0)
 
-/* A key that is there and not null: a null array of child rows is no list
- * of them, and taken for one it would empty the stored ones. */
-static bool has(const struct tds_pjson *rec, const char *key)
-{
-    const struct tds_pjson *v = tds_pjson_get(rec, key);
-
-    return v && v->type != TDS_PJ_NULL;
-}
-
 bool tx_items_looks_detail(const struct tds_pjson *rec)
 {
-    return has(rec, "locations") || has(rec, "warehouses");
+    /* null is not there: taken for a list of stock sites, it would empty them */
+    return tx_has(rec, "locations") || tx_has(rec, "warehouses");
 }
 
 bool tx_item_groups_looks_detail(const struct tds_pjson *rec)

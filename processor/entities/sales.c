@@ -25,10 +25,8 @@
 
 bool tx_sales_looks_detail(const struct tds_pjson *rec)
 {
-    const struct tds_pjson *v = tds_pjson_get(rec, "line_items");
-
     /* null is not there: a null list of lines would empty the stored ones */
-    return v && v->type != TDS_PJ_NULL;
+    return tx_has(rec, "line_items");
 }
 
 /* Whether v holds something: not null, not a blank string. */
