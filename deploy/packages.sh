@@ -10,7 +10,7 @@ TDS_BUILD_PACKAGES=(
 TDS_RUN_PACKAGES=(postgresql-15 postgresql-client-15 curl python3)
 TDS_TEST_PACKAGES=(
     "${TDS_RUN_PACKAGES[@]}"
-    python3-pytest python3-psycopg2 python3-zmq python3-msgpack python3-yaml
+    python3-pytest python3-pytest-xdist python3-psycopg2 python3-zmq python3-msgpack python3-yaml
     wrk kubernetes-client docker-compose prometheus
 )
 

@@ -9,7 +9,6 @@ lib.sh's functions on their own: pid files, the cluster's socket, tokens."""
 import json
 import os
 import pwd
-import random
 import re
 import shutil
 import signal
@@ -22,6 +21,7 @@ import psycopg2
 import pytest
 
 from conftest import PG_BIN, check_sanitizers, free_port, http_get, wait_until
+from ports import port_block
 from pipeline import CHECKS
 from sim_fixture import Sim, sim  # noqa: F401  (fixture)
 
@@ -108,7 +108,7 @@ def test_up_syncs_shows_progress_and_down_stops(tmp_path):
     build = os.environ["TDS_BUILD_DIR"]
     out = None
     for _ in range(3):  # a block of ~40 ports, below the ephemeral range
-        base = random.randrange(20000, 31000, 100)
+        base = port_block(240)
         out = subprocess.run([os.path.join(ROOT, "deploy/local/up"), "--detach", "--clean",
                               "--build-dir", build, "--state", str(state), "--port-base", str(base),
                               "--items", "400", "--orgs", "1", "--processors", "2",
@@ -200,7 +200,7 @@ def test_up_with_a_real_organizations_file_asks_for_a_code_then_syncs(tmp_path, 
 
     def up(*extra):
         for _ in range(3):
-            base = random.randrange(20000, 31000, 100)
+            base = port_block(240)
             out = subprocess.run([os.path.join(ROOT, "deploy/local/up"), "--detach",
                                   "--build-dir", build, "--state", str(state),
                                   "--port-base", str(base), "--processors", "1", *extra],
@@ -239,7 +239,7 @@ def test_up_with_a_real_organizations_file_asks_for_a_code_then_syncs(tmp_path, 
 
 def _up_until_it_fails(state, env):
     for _ in range(3):
-        base = random.randrange(20000, 31000, 100)
+        base = port_block(240)
         out = subprocess.run([os.path.join(ROOT, "deploy/local/up"), "--detach",
                               "--build-dir", os.environ["TDS_BUILD_DIR"], "--state", str(state),
                               "--port-base", str(base)],
