@@ -35,6 +35,8 @@
 #include "worker.h"
 
 #define RECV_BATCH 64 /* frames per wake-up before other handlers get a turn */
+#define DRAIN_MS 4000  /* SIGTERM: how long the parked rows message may wait for the writer */
+#define LINGER_MS 4000 /* then how long the queue to the writer may take to flush */
 
 struct settings {
     char *bind;
@@ -87,7 +89,7 @@ struct app {
     char *parked;          /* encoded rows frame waiting for the writer */
     size_t parked_len;
     bool draining;
-    struct tds_log_limit send_log;
+    struct tds_log_limit send_log, recv_log, drop_log; /* one limit per cause */
     _Atomic uint64_t messages, records, rejects, dead_letters;
     _Atomic bool blocked;
 };
@@ -181,7 +183,7 @@ static void on_in(struct tds_loop *loop, short revents, void *ud)
         if (rc == -EAGAIN)
             break;
         if (rc < 0) {
-            tds_log_limited(&a->send_log, TDS_LOG_ERROR, NULL, "could not receive: %s",
+            tds_log_limited(&a->recv_log, TDS_LOG_ERROR, NULL, "could not receive: %s",
                             zmq_strerror(-rc));
             break;
         }
@@ -201,7 +203,7 @@ static void on_in(struct tds_loop *loop, short revents, void *ud)
         }
         free(frame);
         if (rc < 0) {
-            tds_log_limited(&a->send_log, TDS_LOG_ERROR, NULL,
+            tds_log_limited(&a->drop_log, TDS_LOG_ERROR, NULL,
                             "could not transform message: %s, dropping (the source resends)",
                             strerror(-rc));
             free(out);
@@ -287,9 +289,12 @@ int main(int argc, char **argv)
     }
     tds_stage_instance(cfg.instance, host, sizeof(host));
     snprintf(origin, sizeof(origin), "processor.%s", host);
-    a.send_log.interval_ms = 10000;
+    a.send_log.interval_ms = a.recv_log.interval_ms = a.drop_log.interval_ms = 10000;
 
-    struct tds_bus_opts bopts = {.hwm = (int)cfg.hwm, .linger_ms = 5000, .reconnect_ms = 100};
+    /* SIGTERM: up to DRAIN_MS for the parked rows message, then up to
+     * LINGER_MS for the queue to the writer to flush; together under the
+     * 10 s a stage has to exit (whatever is left, its source resends). */
+    struct tds_bus_opts bopts = {.hwm = (int)cfg.hwm, .linger_ms = LINGER_MS, .reconnect_ms = 100};
     if ((rc = tds_loop_new(&a.loop)) < 0 || (rc = tds_metrics_new(&a.metrics)) < 0 ||
         (rc = tds_bus_new(&a.bus)) < 0 ||
         (rc = tds_bus_sock_new(a.bus, ZMQ_PULL, &bopts, &a.in)) < 0 ||
@@ -326,6 +331,7 @@ int main(int argc, char **argv)
         goto out;
     }
     tds_loop_on_drain(a.loop, on_drain, &a);
+    tds_loop_set_drain_deadline(a.loop, DRAIN_MS);
     if ((rc = tds_admin_new(&a.admin, cfg.admin, a.metrics, a.loop)) < 0 ||
         (tds_admin_set_status_cb(a.admin, status_json, &a), (rc = tds_admin_start(a.admin)) < 0)) {
         tds_error("could not start the admin server on '%s': %s", cfg.admin,

@@ -169,10 +169,46 @@ out:
     return rc;
 }
 
-/* Per-message tally for metrics: one lookup per entity, not per record. */
+/* Per-message tally for metrics: one lookup per entity, not per record.
+ * Rejects are counted by reason only once the message is encoded: a page
+ * that turns out too large is rejected as a whole instead, and a message
+ * dropped for lack of memory is counted again when its source resends it. */
+#define TALLY_REASONS 8
 struct tally {
     uint64_t records, rejects;
+    size_t n_reasons;
+    struct {
+        char labels[160];
+        uint64_t n;
+    } reason[TALLY_REASONS];
 };
+
+static void count(struct tds_worker *w, const char *family, const char *help, const char *labels,
+                  double by);
+
+static void tally_reject(struct tds_worker *w, struct tally *ty, const char *labels, uint64_t by)
+{
+    for (size_t i = 0; i < ty->n_reasons; i++) {
+        if (strcmp(ty->reason[i].labels, labels) == 0) {
+            ty->reason[i].n += by;
+            return;
+        }
+    }
+    if (ty->n_reasons < TALLY_REASONS && strlen(labels) < sizeof(ty->reason[0].labels)) {
+        strcpy(ty->reason[ty->n_reasons].labels, labels);
+        ty->reason[ty->n_reasons++].n = by;
+        return;
+    }
+    /* more reasons in one message than kept: counted now */
+    count(w, "tds_processor_rejects_total", "Records rejected, by reason", labels, (double)by);
+}
+
+static void tally_flush(struct tds_worker *w, const struct tally *ty)
+{
+    for (size_t i = 0; i < ty->n_reasons; i++)
+        count(w, "tds_processor_rejects_total", "Records rejected, by reason",
+              ty->reason[i].labels, (double)ty->reason[i].n);
+}
 
 static void note(struct tds_worker *w, struct tally *ty, const struct tds_entity *e,
                  const char *org, const struct tds_transform_result *res,
@@ -186,7 +222,7 @@ static void note(struct tds_worker *w, struct tally *ty, const struct tds_entity
     char labels[160];
     snprintf(labels, sizeof(labels), "entity=\"%s\",reason=\"%s\"", e ? e->name : "",
              res->reason_class);
-    count(w, "tds_processor_rejects_total", "Records rejected, by reason", labels, 1);
+    tally_reject(w, ty, labels, 1);
     const struct tds_msg_reject *rj = &r->rejects[r->n_rejects - 1];
     struct tds_log_ctx ctx = {.org = org, .entity = e ? e->name : NULL};
     tds_log_limited(&w->reject_log, TDS_LOG_WARN, &ctx, "rejected record %s: %s, skipping",
@@ -242,8 +278,7 @@ static int reject_unknown(struct tds_worker *w, struct tally *ty, struct tds_msg
     if ((rc = tds_msg_rows_add_reject(r, en, zoho_id, reason, raw, n)) < 0)
         return rc;
     ty->rejects++;
-    count(w, "tds_processor_rejects_total", "Records rejected, by reason",
-          "entity=\"\",reason=\"unknown_entity\"", 1);
+    tally_reject(w, ty, "entity=\"\",reason=\"unknown_entity\"", 1);
     struct tds_log_ctx ctx = {.org = org};
     tds_log_limited(&w->reject_log, TDS_LOG_WARN, &ctx, "rejected %s %s: %s, skipping",
                     zoho_id ? "deleted id" : "record", zoho_id ? zoho_id : "(no id)", reason);
@@ -428,8 +463,7 @@ static int oversize_page(struct tds_worker *w, const struct tds_msg *in, struct 
     if ((rc = page_deletes(w, pg, e, r, ty)) < 0)
         return rc;
     snprintf(labels, sizeof(labels), "entity=\"%s\",reason=\"page_too_large\"", e ? e->name : "");
-    count(w, "tds_processor_rejects_total", "Records rejected, by reason", labels,
-          (double)pg->n_records);
+    tally_reject(w, ty, labels, pg->n_records);
     struct tds_log_ctx ctx = {.org = pg->org, .entity = e ? e->name : NULL};
     tds_log(TDS_LOG_ERROR, &ctx, "page %lld of run %s: %s; its records are rejected",
             (long long)pg->page, pg->run ? pg->run : "-", reason);
@@ -469,7 +503,7 @@ static int oversize_event(struct tds_worker *w, const struct tds_msg *in, struct
     snprintf(labels, sizeof(labels), "entity=\"%.100s\",reason=\"record_too_large\"",
              esc ? esc : "");
     free(esc);
-    count(w, "tds_processor_rejects_total", "Records rejected, by reason", labels, 1);
+    tally_reject(w, ty, labels, 1);
     struct tds_log_ctx ctx = {.org = ev->org, .entity = ev->entity};
     tds_log(TDS_LOG_ERROR, &ctx, "webhook event %s (record %s): %s; it is rejected",
             in->id ? in->id : "-", zid ? zid : "-", reason);
@@ -487,7 +521,7 @@ int tds_worker_handle(struct tds_worker *w, const void *frame, size_t len, char 
                       size_t *out_len)
 {
     struct tds_msg in, m;
-    struct tally ty = {0, 0};
+    struct tally ty;
     char why[160];
     double t0 = now_s();
     int rc;
@@ -495,7 +529,10 @@ int tds_worker_handle(struct tds_worker *w, const void *frame, size_t len, char 
     *out = NULL;
     *out_len = 0;
     w->st.messages++;
+    memset(&ty, 0, sizeof(ty));
     rc = tds_msg_decode(frame, len, &in);
+    if (rc == -ENOMEM)
+        return rc; /* not the message's fault: the source resends it */
     if (rc != 0) {
         snprintf(why, sizeof(why), "undecodable message: %s", tds_msg_strerror(rc));
         return tds_worker_dead_letter(w, why, frame, len, out, out_len);
@@ -513,7 +550,7 @@ int tds_worker_handle(struct tds_worker *w, const void *frame, size_t len, char 
     if (rc == -E2BIG) {
         tds_msg_clear(&m);
         memset(&m, 0, sizeof(m));
-        ty = (struct tally){0, 0};
+        memset(&ty, 0, sizeof(ty));
         rc = in.type == TDS_MSG_PAGE ? oversize_page(w, &in, &m, &ty)
                                      : oversize_event(w, &in, &m, &ty);
         if (rc == 0)
@@ -527,6 +564,7 @@ int tds_worker_handle(struct tds_worker *w, const void *frame, size_t len, char 
         free(esc);
         count(w, "tds_processor_records_total", "Records transformed into rows", labels,
               (double)ty.records);
+        tally_flush(w, &ty);
         w->st.records += ty.records;
         w->st.rejects += ty.rejects;
         if (w->m_seconds)

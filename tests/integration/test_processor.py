@@ -244,6 +244,42 @@ def test_sigterm_while_waiting_for_writer(procs):
         h.close()
 
 
+def test_sigterm_while_a_writer_does_not_read(procs):
+    """SIGTERM with the queue to a connected writer full and one rows message
+    parked: the wait for the writer and the socket's linger together stay
+    under the 10 s that a stage has to exit."""
+    h = Harness(procs, env={"TDS_PROCESSOR_HWM": "2"})
+    sink = h.ctx.socket(zmq.PULL)
+    sink.setsockopt(zmq.LINGER, 0)
+    sink.setsockopt(zmq.RCVHWM, 1)
+    sink.setsockopt(zmq.RCVBUF, 4096)
+    sink.bind(f"tcp://127.0.0.1:{h.out_port}")
+    try:
+        h.push.setsockopt(zmq.SNDTIMEO, 100)
+        big = [dict(ITEM, item_id=str(5000 + i), description="x" * 2000) for i in range(200)]
+
+        def blocked():
+            # parked, with more than its HWM handed on: the writer took the
+            # first ones, so the queue to it is full, not still connecting
+            st, body = http_get(h.proc.admin_url + "/status")
+            handled = h.proc.metric("tds_processor_messages_total", {"type": "page"}) or 0
+            return st == 200 and json.loads(body)["waiting_for_writer"] and handled > 4
+        for i in range(400):  # ~0.5 MB of rows each: the socket buffers fill
+            if blocked():
+                break
+            with contextlib.suppress(zmq.Again):
+                h.push.send(page_msg(big, f"pg-{i}"))
+            time.sleep(0.02)
+        wait_until(blocked, 10, "processor to wait for the writer")
+        t0 = time.monotonic()
+        h.proc.stop()  # asserts exit 0
+        took = time.monotonic() - t0
+        assert took < 10, f"exited after {took:.1f} s"
+    finally:
+        sink.close(0)
+        h.close()
+
+
 def test_sigterm_exits_zero(harness):
     harness.push.send(page_msg([ITEM], "pg-1"))
     harness.recv()

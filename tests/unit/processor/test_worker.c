@@ -140,6 +140,61 @@ static void test_oversize_page(void)
         free(recs[i].p);
 }
 
+/* A record rejected while the page was transformed is rejected again, as
+ * part of the page too large: counted once, under the reason stored. */
+static void test_oversize_page_counts_each_record_once(void)
+{
+    enum { RECS = 4, LINES = 35000 };
+    struct tds_metrics *metrics = NULL;
+    struct tds_worker *w = NULL;
+    struct tds_bytes recs[RECS];
+    struct tds_msg in, out;
+    char *buf = NULL, *rows = NULL, *text = NULL;
+    size_t len = 0, rows_len = 0, text_len = 0;
+
+    for (int i = 0; i < RECS; i++) {
+        struct tds_buf b = {0};
+        T_INT(tds_buf_addf(&b, "{\"invoice_id\":\"80%d\",\"invoice_number\":\"INV-%d\","
+                               "\"last_modified_time\":\"2024-01-01T00:00:00+0000\"", i, i), ==, 0);
+        if (i == RECS - 1) {
+            T_INT(tds_buf_addf(&b, ",\"total\":\"abc\"}"), ==, 0); /* a reject of its own */
+        } else {
+            T_INT(tds_buf_addf(&b, ",\"line_items\":["), ==, 0);
+            for (int k = 0; k < LINES; k++)
+                T_INT(tds_buf_addf(&b, "%s{\"line_item_id\":\"%d%05d\"}", k ? "," : "", i + 1, k),
+                      ==, 0);
+            T_INT(tds_buf_add(&b, "]}", 2), ==, 0);
+        }
+        recs[i].p = b.p;
+        recs[i].n = b.len;
+    }
+    T_INT(tds_metrics_new(&metrics), ==, 0);
+    T_INT(tds_worker_new(&w, metrics, "processor.test"), ==, 0);
+    memset(&in, 0, sizeof(in));
+    in.type = TDS_MSG_PAGE;
+    in.v = TDS_MSG_VERSION;
+    in.id = "pg-run3-1";
+    in.u.page = (struct tds_msg_page){
+        .org = "60001", .entity = "invoices", .run = "run3", .mode = "full",
+        .origin = "fetcher.pod-1", .page = 1, .detail = true, .records = recs, .n_records = RECS};
+    T_INT(tds_msg_encode(&in, &buf, &len), ==, 0);
+    T_INT(tds_worker_handle(w, buf, len, &rows, &rows_len), ==, 0);
+    T_INT(tds_msg_decode(rows, rows_len, &out), ==, 0);
+    T_INT(out.u.rows.n_rejects, ==, RECS);
+    T_INT(tds_metrics_render(metrics, &text, &text_len), ==, 0);
+    T_TRUE(strstr(text, "tds_processor_rejects_total{entity=\"invoices\",reason=\"page_too_large\"} 4\n")
+           != NULL);
+    T_NULL(strstr(text, "invalid_number"));
+    free(text);
+    tds_msg_clear(&out);
+    free(rows);
+    free(buf);
+    w = tds_worker_free(w);
+    metrics = tds_metrics_free(metrics);
+    for (int i = 0; i < RECS; i++)
+        free(recs[i].p);
+}
+
 /* A webhook whose record makes more rows than one message holds (here a
  * contact with 120,000 addresses, over TDS_MSG_MAX_ARRAY rows of a table)
  * is rejected with the reason and the start of its body, not dropped: the
@@ -327,6 +382,7 @@ int main(void)
     T_INT(tds_worker_new(&W, NULL, "processor.test"), ==, 0);
     T_RUN(test_page);
     T_RUN(test_oversize_page);
+    T_RUN(test_oversize_page_counts_each_record_once);
     T_RUN(test_oversize_event);
     T_RUN(test_event);
     T_RUN(test_unknown_entity_page);
