@@ -709,19 +709,21 @@ static int refresh_fk_plans(struct tds_apply *a, const struct tds_table *child,
 static void analyze_collect(struct tds_apply *a)
 {
     PGresult *r;
-    bool failed = false;
+    bool failed = false, lost = false;
     char why[256] = "";
 
     if (a->an_table < 0)
         return;
     if (PQconsumeInput(a->an_conn) != 1) {
         snprintf(why, sizeof(why), "%s", PQerrorMessage(a->an_conn));
-        failed = true;
+        failed = lost = true;
     } else if (PQisBusy(a->an_conn)) {
         return;
     }
-    while (!failed && (r = PQgetResult(a->an_conn)) != NULL) {
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+    /* read to the end even past an error: the connection takes no next
+     * ANALYZE while a result is left unread */
+    while (!lost && (r = PQgetResult(a->an_conn)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && !failed) {
             snprintf(why, sizeof(why), "%s", PQresultErrorMessage(r));
             failed = true;
         }
@@ -2494,6 +2496,20 @@ static int run_one_flight(struct tds_apply *a, struct tds_bmsg *const *msgs, siz
     return rc;
 }
 
+/* The lone record's org id and id go into its NOTIFY payload before
+ * PostgreSQL has seen them: a key it would refuse (NULL, not UTF-8, a NUL
+ * inside) takes the two-trip way instead, where the refusal makes it a
+ * reject. */
+static bool lone_key_ok(struct tds_bmsg *const *msgs, const struct group *g)
+{
+    const struct tds_bytes *v = ref_vals(msgs, &g->refs[0]);
+
+    for (int k = 0; k < 2; k++)
+        if (!v[k].p || !tds_utf8_valid(v[k].p, v[k].n) || memchr(v[k].p, '\0', v[k].n))
+            return false;
+    return true;
+}
+
 static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, bool probe,
                    struct group *gs, size_t n_groups, struct tds_apply_result *res)
 {
@@ -2507,7 +2523,8 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
     if (!probe) {
         size_t top = one_flight_group(a, gs, n_groups);
 
-        if (top != SIZE_MAX && col_index(&a->sigs[gs[top].sig], "content_hash") >= 0)
+        if (top != SIZE_MAX && col_index(&a->sigs[gs[top].sig], "content_hash") >= 0 &&
+            lone_key_ok(msgs, &gs[top]))
             return run_one_flight(a, msgs, n, gs, n_groups, top, res);
     }
     for (size_t ti = 0; ti < tds_table_count(); ti++) {

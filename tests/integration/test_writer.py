@@ -725,6 +725,26 @@ def test_bad_row_is_rejected_alone(writer, db):
     assert writer.proc.metric("tds_writer_rejects_total", {"stage": "writer"}) == 1
 
 
+def test_a_lone_record_with_a_key_postgresql_refuses_is_a_reject(writer, db):
+    """A webhook's lone record goes to PostgreSQL in one round trip, its
+    NOTIFY payload built first. One whose org id is missing or whose id is
+    not UTF-8 (only a foreign or faulty producer sends such) is a reject
+    like any other, and the writer goes on with the next message."""
+    bad_org, _ = item(ORG, "501", ts(1), "no org")
+    bad_org[0] = None
+    bad_id, _ = item(ORG, "502", ts(1), "bad id")
+    bad_id[1] = b"50\xff2"
+    src1, f1 = rows_msg(ORG, [rowset("items", DETAIL, ITEM_COLS, [bad_org])])
+    src2, f2 = rows_msg(ORG, [rowset("items", DETAIL, ITEM_COLS, [bad_id])])
+    src3, f3 = rows_msg(ORG, items_sets([item(ORG, "503", ts(1), "fine")]))
+    for f in (f1, f2, f3):
+        writer.send(f)
+    writer.wait_acked([src1, src2, src3], timeout=15)
+    assert set(items_table(db, "item_id, name")) == {"503"}
+    rej = db.query("SELECT source FROM tds.rejected ORDER BY source")
+    assert sorted(r[0] for r in rej) == sorted([src1, src2]), rej
+
+
 def test_a_child_set_refused_on_arrival_rejects_its_parents(writer, db):
     """A newer processor (a rolling deploy) sends item_stock with a column this
     writer does not know: the set is refused on arrival, and its items with it.
@@ -1738,6 +1758,32 @@ def test_an_analyze_does_not_hold_up_the_batches(procs, db):
     wait_until(lambda: "analyzed zoho.items after 1500 rows" in h.proc.stderr_text(), 30,
                "the ANALYZE's completion in the log")
     assert db.query("SELECT count(*) FROM zoho.items") == [(1600,)]
+    h.close()
+
+
+def test_a_failed_analyze_does_not_stop_the_next(procs, db):
+    """An ANALYZE that fails on a connection that stays up (a statement
+    timeout, a cancel; here a partial index whose predicate raises only in
+    the writer's analyze connection) is read to its end: the next table due
+    is still analyzed on the same connection."""
+    h = WriterHarness(procs, db, env={"TDS_LOG_LEVEL": "debug"})
+    db.query("CREATE FUNCTION public.tds_test_refuse(text) RETURNS boolean IMMUTABLE "
+             "LANGUAGE plpgsql AS $$ BEGIN "
+             "IF current_setting('application_name') = 'tds-writer-analyze' THEN "
+             "RAISE EXCEPTION 'tds test: no analyze of items'; END IF; RETURN true; END $$")
+    db.query("CREATE INDEX items_test_refuse_idx ON zoho.items (org_id) "
+             "WHERE public.tds_test_refuse(item_id)")
+    first = _big(1500, 4)
+    for _, f in first:
+        h.send(f)
+    h.wait_acked([s for s, _ in first], timeout=30)
+    wait_until(lambda: "could not analyze zoho.items" in h.proc.stderr_text(), 10,
+               "the failed ANALYZE of zoho.items")
+    wait_until(lambda: "analyzed zoho.item_stock after" in h.proc.stderr_text(), 10,
+               "the ANALYZE of zoho.item_stock")
+    assert db.query("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                    "WHERE relid = 'zoho.item_stock'::regclass") == [(True,)]
+    assert "another command is already in progress" not in h.proc.stderr_text()
     h.close()
 
 
