@@ -1730,22 +1730,31 @@ def _timed_batch(h):
     return time.monotonic() - t0
 
 
+def _writer_with_an_analyze_that(procs, db, statement):
+    """A writer sent 1,500 items, all acked, so that zoho.items is due for
+    its ANALYZE, which runs `statement`: a partial index's predicate runs it
+    in the writer's analyze connection only (ANALYZE evaluates it for every
+    sampled row; the writer's own writes never run it)."""
+    h = WriterHarness(procs, db, env={"TDS_LOG_LEVEL": "debug"})
+    db.query("CREATE FUNCTION public.tds_test_analyze(text) RETURNS boolean IMMUTABLE "
+             "LANGUAGE plpgsql AS $$ BEGIN "
+             "IF current_setting('application_name') = 'tds-writer-analyze' THEN "
+             f"{statement}; END IF; RETURN true; END $$")
+    db.query("CREATE INDEX items_test_analyze_idx ON zoho.items (org_id) "
+             "WHERE public.tds_test_analyze(item_id)")
+    first = _big(1500, 4)
+    for _, f in first:
+        h.send(f)
+    h.wait_acked([s for s, _ in first], timeout=30)
+    return h
+
+
 def test_an_analyze_does_not_hold_up_the_batches(procs, db):
     """The writer's own ANALYZE of a growing table runs on a side connection:
     batches keep committing while it runs. A partial index whose predicate
     sleeps only in that connection (ANALYZE evaluates it for every sampled
     row) makes this ANALYZE take ~6 s."""
-    h = WriterHarness(procs, db, env={"TDS_LOG_LEVEL": "debug"})
-    db.query("CREATE FUNCTION public.tds_test_slow(text) RETURNS boolean IMMUTABLE "
-             "LANGUAGE plpgsql AS $$ BEGIN "
-             "IF current_setting('application_name') = 'tds-writer-analyze' THEN "
-             "PERFORM pg_sleep(0.004); END IF; RETURN true; END $$")
-    db.query("CREATE INDEX items_test_slow_idx ON zoho.items (org_id) "
-             "WHERE public.tds_test_slow(item_id)")
-    first = _big(1500, 4)
-    for _, f in first:
-        h.send(f)
-    h.wait_acked([s for s, _ in first], timeout=30)
+    h = _writer_with_an_analyze_that(procs, db, "PERFORM pg_sleep(0.004)")
 
     def analyzing():
         return db.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
@@ -1766,17 +1775,7 @@ def test_a_failed_analyze_does_not_stop_the_next(procs, db):
     timeout, a cancel; here a partial index whose predicate raises only in
     the writer's analyze connection) is read to its end: the next table due
     is still analyzed on the same connection."""
-    h = WriterHarness(procs, db, env={"TDS_LOG_LEVEL": "debug"})
-    db.query("CREATE FUNCTION public.tds_test_refuse(text) RETURNS boolean IMMUTABLE "
-             "LANGUAGE plpgsql AS $$ BEGIN "
-             "IF current_setting('application_name') = 'tds-writer-analyze' THEN "
-             "RAISE EXCEPTION 'tds test: no analyze of items'; END IF; RETURN true; END $$")
-    db.query("CREATE INDEX items_test_refuse_idx ON zoho.items (org_id) "
-             "WHERE public.tds_test_refuse(item_id)")
-    first = _big(1500, 4)
-    for _, f in first:
-        h.send(f)
-    h.wait_acked([s for s, _ in first], timeout=30)
+    h = _writer_with_an_analyze_that(procs, db, "RAISE EXCEPTION 'tds test: no analyze of items'")
     wait_until(lambda: "could not analyze zoho.items" in h.proc.stderr_text(), 10,
                "the failed ANALYZE of zoho.items")
     wait_until(lambda: "analyzed zoho.item_stock after" in h.proc.stderr_text(), 10,

@@ -26,6 +26,30 @@ static void handle(const struct tds_msg *in, struct tds_msg *out)
     free(rows);
 }
 
+/* in through a worker of its own with a metrics registry: its rows in out,
+ * the worker's stats in st and the rendered metrics in *text (the caller
+ * frees it). */
+static void handle_counted(const struct tds_msg *in, struct tds_msg *out,
+                           struct tds_worker_stats *st, char **text)
+{
+    struct tds_metrics *metrics = NULL;
+    struct tds_worker *w = NULL;
+    char *buf = NULL, *rows = NULL;
+    size_t len = 0, rows_len = 0, text_len = 0;
+
+    T_INT(tds_metrics_new(&metrics), ==, 0);
+    T_INT(tds_worker_new(&w, metrics, "processor.test"), ==, 0);
+    T_INT(tds_msg_encode(in, &buf, &len), ==, 0);
+    T_INT(tds_worker_handle(w, buf, len, &rows, &rows_len), ==, 0);
+    T_INT(tds_msg_decode(rows, rows_len, out), ==, 0);
+    tds_worker_stats(w, st);
+    T_INT(tds_metrics_render(metrics, text, &text_len), ==, 0);
+    free(rows);
+    free(buf);
+    w = tds_worker_free(w);
+    metrics = tds_metrics_free(metrics);
+}
+
 static void test_page(void)
 {
     struct tds_msg in, out;
@@ -82,6 +106,27 @@ static void test_page(void)
     tds_msg_clear(&out);
 }
 
+/* An invoice "<prefix><i>" with `lines` line items; lines < 0: none, and a
+ * total that is not a number (a reject of its own). The caller frees .p. */
+static struct tds_bytes invoice(int prefix, int i, int lines)
+{
+    struct tds_buf b = {0};
+
+    T_INT(tds_buf_addf(&b, "{\"invoice_id\":\"%d%d\",\"invoice_number\":\"INV-%d\","
+                           "\"last_modified_time\":\"2024-01-01T00:00:00+0000\"", prefix, i, i),
+          ==, 0);
+    if (lines < 0) {
+        T_INT(tds_buf_addf(&b, ",\"total\":\"abc\"}"), ==, 0);
+    } else {
+        T_INT(tds_buf_addf(&b, ",\"line_items\":["), ==, 0);
+        for (int k = 0; k < lines; k++)
+            T_INT(tds_buf_addf(&b, "%s{\"line_item_id\":\"%d%05d\"}", k ? "," : "", i + 1, k),
+                  ==, 0);
+        T_INT(tds_buf_add(&b, "]}", 2), ==, 0);
+    }
+    return (struct tds_bytes){b.p, b.len};
+}
+
 /* A page whose rows do not fit in one message (here: more line items than
  * TDS_MSG_MAX_ARRAY rows of one table) is not dropped: each record becomes a
  * reject saying why, with its id and the start of its JSON, and the page's
@@ -94,17 +139,8 @@ static void test_oversize_page(void)
     struct tds_msg in, out;
 
     for (int i = 0; i < RECS; i++) {
-        struct tds_buf b = {0};
-        T_INT(tds_buf_addf(&b, "{\"invoice_id\":\"90%d\",\"invoice_number\":\"INV-%d\","
-                               "\"last_modified_time\":\"2024-01-01T00:00:00+0000\","
-                               "\"line_items\":[", i, i), ==, 0);
-        for (int k = 0; k < LINES; k++)
-            T_INT(tds_buf_addf(&b, "%s{\"line_item_id\":\"%d%05d\"}", k ? "," : "", i + 1, k),
-                  ==, 0);
-        T_INT(tds_buf_add(&b, "]}", 2), ==, 0);
-        T_TRUE(b.len < 1024 * 1024); /* each record alone is fine */
-        recs[i].p = b.p;
-        recs[i].n = b.len;
+        recs[i] = invoice(90, i, LINES);
+        T_TRUE(recs[i].n < 1024 * 1024); /* each record alone is fine */
     }
     memset(&in, 0, sizeof(in));
     in.type = TDS_MSG_PAGE;
@@ -145,31 +181,13 @@ static void test_oversize_page(void)
 static void test_oversize_page_counts_each_record_once(void)
 {
     enum { RECS = 4, LINES = 35000 };
-    struct tds_metrics *metrics = NULL;
-    struct tds_worker *w = NULL;
     struct tds_bytes recs[RECS];
+    struct tds_worker_stats st;
     struct tds_msg in, out;
-    char *buf = NULL, *rows = NULL, *text = NULL;
-    size_t len = 0, rows_len = 0, text_len = 0;
+    char *text = NULL;
 
-    for (int i = 0; i < RECS; i++) {
-        struct tds_buf b = {0};
-        T_INT(tds_buf_addf(&b, "{\"invoice_id\":\"80%d\",\"invoice_number\":\"INV-%d\","
-                               "\"last_modified_time\":\"2024-01-01T00:00:00+0000\"", i, i), ==, 0);
-        if (i == RECS - 1) {
-            T_INT(tds_buf_addf(&b, ",\"total\":\"abc\"}"), ==, 0); /* a reject of its own */
-        } else {
-            T_INT(tds_buf_addf(&b, ",\"line_items\":["), ==, 0);
-            for (int k = 0; k < LINES; k++)
-                T_INT(tds_buf_addf(&b, "%s{\"line_item_id\":\"%d%05d\"}", k ? "," : "", i + 1, k),
-                      ==, 0);
-            T_INT(tds_buf_add(&b, "]}", 2), ==, 0);
-        }
-        recs[i].p = b.p;
-        recs[i].n = b.len;
-    }
-    T_INT(tds_metrics_new(&metrics), ==, 0);
-    T_INT(tds_worker_new(&w, metrics, "processor.test"), ==, 0);
+    for (int i = 0; i < RECS; i++)
+        recs[i] = invoice(80, i, i == RECS - 1 ? -1 : LINES);
     memset(&in, 0, sizeof(in));
     in.type = TDS_MSG_PAGE;
     in.v = TDS_MSG_VERSION;
@@ -177,20 +195,14 @@ static void test_oversize_page_counts_each_record_once(void)
     in.u.page = (struct tds_msg_page){
         .org = "60001", .entity = "invoices", .run = "run3", .mode = "full",
         .origin = "fetcher.pod-1", .page = 1, .detail = true, .records = recs, .n_records = RECS};
-    T_INT(tds_msg_encode(&in, &buf, &len), ==, 0);
-    T_INT(tds_worker_handle(w, buf, len, &rows, &rows_len), ==, 0);
-    T_INT(tds_msg_decode(rows, rows_len, &out), ==, 0);
+    handle_counted(&in, &out, &st, &text);
     T_INT(out.u.rows.n_rejects, ==, RECS);
-    T_INT(tds_metrics_render(metrics, &text, &text_len), ==, 0);
+    T_INT(st.rejects, ==, RECS);
     T_TRUE(strstr(text, "tds_processor_rejects_total{entity=\"invoices\",reason=\"page_too_large\"} 4\n")
            != NULL);
     T_NULL(strstr(text, "invalid_number"));
     free(text);
     tds_msg_clear(&out);
-    free(rows);
-    free(buf);
-    w = tds_worker_free(w);
-    metrics = tds_metrics_free(metrics);
     for (int i = 0; i < RECS; i++)
         free(recs[i].p);
 }
@@ -282,19 +294,14 @@ static void test_event(void)
  * deletes keep their id. */
 static void test_unknown_entity_page(void)
 {
-    struct tds_metrics *metrics = NULL;
-    struct tds_worker *w = NULL;
     struct tds_worker_stats st;
     struct tds_msg in, out;
     struct tds_bytes recs[2] = {{"{\"widget_id\":\"1\"}", 0}, {"{\"widget_id\":\"2\"}", 0}};
     char *deleted[] = {"4600000000000000011", "4600000000000000012", "4600000000000000013"};
-    char *buf = NULL, *rows = NULL, *text = NULL;
-    size_t len = 0, rows_len = 0, text_len = 0;
+    char *text = NULL;
 
     for (int i = 0; i < 2; i++)
         recs[i].n = strlen(recs[i].p);
-    T_INT(tds_metrics_new(&metrics), ==, 0);
-    T_INT(tds_worker_new(&w, metrics, "processor.test"), ==, 0);
     memset(&in, 0, sizeof(in));
     in.type = TDS_MSG_PAGE;
     in.v = TDS_MSG_VERSION;
@@ -303,9 +310,7 @@ static void test_unknown_entity_page(void)
         .org = "60001", .entity = "widgets", .run = "run1", .mode = "reconcile",
         .origin = "fetcher.pod-1", .page = 1, .deleted_ids = deleted, .n_deleted = 3,
         .records = recs, .n_records = 2};
-    T_INT(tds_msg_encode(&in, &buf, &len), ==, 0);
-    T_INT(tds_worker_handle(w, buf, len, &rows, &rows_len), ==, 0);
-    T_INT(tds_msg_decode(rows, rows_len, &out), ==, 0);
+    handle_counted(&in, &out, &st, &text);
     T_STR(out.u.rows.src, "pg-widgets-1");
     T_INT(out.u.rows.n_sets, ==, 0);
     T_INT(out.u.rows.n_rejects, ==, 5);
@@ -321,18 +326,12 @@ static void test_unknown_entity_page(void)
         T_STR(rj->zoho_id, deleted[i]);
         T_STR(rj->reason, "unknown entity 'widgets' (deleted in Zoho)");
     }
-    tds_worker_stats(w, &st);
     T_INT(st.rejects, ==, 5);
     T_INT(st.records, ==, 0);
-    T_INT(tds_metrics_render(metrics, &text, &text_len), ==, 0);
     T_TRUE(strstr(text, "tds_processor_rejects_total{entity=\"\",reason=\"unknown_entity\"} 5\n") !=
            NULL);
     free(text);
     tds_msg_clear(&out);
-    free(rows);
-    free(buf);
-    w = tds_worker_free(w);
-    metrics = tds_metrics_free(metrics);
 }
 
 static void dead(const void *frame, size_t len, const char *want_reason_prefix)
