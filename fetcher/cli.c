@@ -532,6 +532,18 @@ static int cmd_auth(int argc, char **argv, const struct tds_cli_env *env)
             tds_store_free(st);
             return 1;
         }
+        /* Before the code goes to Zoho: it is good for one exchange only. */
+        int ready = tds_store_tokens_ready(st);
+        if (ready <= 0) {
+            if (ready == 0)
+                fprintf(stderr, "tds-fetcher: auth exchange: the database has no tds.oauth_tokens "
+                                "(or an older one): run `tds-writer migrate` first; the code was not "
+                                "used\n");
+            else
+                fprintf(stderr, "tds-fetcher: could not read the database: %s\n", tds_store_error(st));
+            tds_store_free(st);
+            return 1;
+        }
         char err[512];
         int rc = tds_oauth_exchange(o, st, code, env->token_timeout_ms, err, sizeof(err));
         tds_store_free(st);

@@ -99,6 +99,23 @@ bool tds_store_ok(struct tds_store *s)
 }
 
 /* Run a statement; returns the result (caller clears) or NULL with s->err. */
+static PGresult *run(struct tds_store *s, const char *sql, int n, const char *const *params);
+
+int tds_store_tokens_ready(struct tds_store *s)
+{
+    /* the last column the token statements use (migration 014) */
+    PGresult *r = run(s,
+                      "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'tds' "
+                      "AND table_name = 'oauth_tokens' AND column_name = 'family'",
+                      0, NULL);
+    if (!r)
+        return -EIO;
+    int ready = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
+    PQclear(r);
+    return ready;
+}
+
+/* Run a statement; returns the result (caller clears) or NULL with s->err. */
 static PGresult *run(struct tds_store *s, const char *sql, int n, const char *const *params)
 {
     for (int attempt = 0; attempt < 2; attempt++) {

@@ -22,6 +22,10 @@ struct tds_store *tds_store_free(struct tds_store *s);
 /* Connect if needed; 0 or -EIO with the reason in tds_store_error. */
 int tds_store_ensure(struct tds_store *s);
 bool tds_store_ok(struct tds_store *s);
+/* 1 when tds.oauth_tokens is migrated far enough to store a token, 0 when
+ * not (run `tds-writer migrate`), < 0 on a database error (see
+ * tds_store_error). */
+int tds_store_tokens_ready(struct tds_store *s);
 const char *tds_store_error(const struct tds_store *s);
 
 /* ---- tokens ---- */

@@ -1544,7 +1544,20 @@ def test_auth_exchange_stores_a_refresh_token(procs, db, sim, tmp_path, bins):
     s = sim(orgs=[small_org(items=10)], extra_args=["--grant-code", "1000.grant.one"])
     spec = org_spec("60001")
     del spec["refresh_token"]
+    # Before `tds-writer migrate`: refused before the code goes to Zoho (it
+    # is good for one exchange, which could not be stored)
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"organizations": [dict(spec, accounts_url=s.url)]}))
+    out = subprocess.run([bins.path("tds-fetcher"), "auth", "exchange", "--org", "60001",
+                          "--code", "1000.grant.one"],
+                         env=dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(bare)),
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "run `tds-writer migrate` first" in out.stderr, out.stderr
+    assert s.stats()["token"]["code_grants"] == 0, s.stats()["token"]
     p = Pipeline(procs, db, s, tmp_path, orgs=[spec])
+    wait_until(lambda: db.query("SELECT count(*) FROM information_schema.columns WHERE "
+                                "table_schema = 'tds' AND table_name = 'oauth_tokens' AND "
+                                "column_name = 'family'") == [(1,)], 30, "the writer's migrations")
     env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config))
     out = subprocess.run([bins.path("tds-fetcher"), "auth", "exchange", "--org", "60001",
                           "--code", "1000.grant.one"], env=env, capture_output=True, text=True,
