@@ -39,19 +39,23 @@
 
 enum { L_NONE = 0, L_SEND, L_FLIGHT, L_WAIT };
 
+/* One per entry not yet acked: its memory is what TDS_INGRESS_MAX_UNACKED
+ * bounds, so it is one allocation, its ids inline (~250 bytes in all with a
+ * 64-character event id and its hash bucket: ingress/DESIGN.md). */
 struct node {
     uint64_t seq;
     struct tds_journal_loc loc;
-    enum tds_entry_dest dest;
     char *buf;                 /* entry bytes, or NULL (read from the journal) */
     size_t len;
-    char *msgid, *org, *entity;
+    const char *msgid, *org, *entity; /* in str[] */
     uint64_t hash;
     int64_t deadline_ms;
-    unsigned attempts;
-    int list;
     struct node *prev, *next;
     struct node *hnext;
+    unsigned attempts;
+    unsigned char dest;        /* enum tds_entry_dest */
+    unsigned char list;
+    char str[];                /* msgid, org, entity, each NUL-terminated */
 };
 
 struct list {
@@ -95,8 +99,9 @@ struct tds_forward {
     size_t n_buckets, n_nodes;
     size_t buffered;
 
-    struct tds_log_limit log_send, log_ack, log_read;
+    struct tds_log_limit log_send, log_ack, log_read, log_bad_ack;
     struct tds_series *m_unacked, *m_bytes, *m_resends, *m_sent[N_DEST], *m_acked, *m_dead;
+    struct tds_series *m_bad_acks;
 };
 
 static const char *const dest_name[N_DEST] = {NULL, "processor", "fetcher"};
@@ -113,7 +118,7 @@ static void list_push(struct list *l, struct node *n, int which)
         l->head = n;
     l->tail = n;
     l->n++;
-    n->list = which;
+    n->list = (unsigned char)which;
 }
 
 static void list_remove(struct list *l, struct node *n)
@@ -165,9 +170,6 @@ static void node_free(struct tds_forward *f, struct node *n)
     if (n->buf)
         f->buffered -= n->len;
     free(n->buf);
-    free(n->msgid);
-    free(n->org);
-    free(n->entity);
     free(n);
 }
 
@@ -188,14 +190,13 @@ static void detach(struct tds_forward *f, struct node *n)
     f->n_nodes--;
 }
 
-static char *dupn(const char *s, size_t n)
+static const char *put_str(char **at, const char *s, size_t n)
 {
-    char *p = malloc(n + 1);
+    char *p = *at;
 
-    if (p) {
-        memcpy(p, s, n);
-        p[n] = '\0';
-    }
+    memcpy(p, s, n);
+    p[n] = '\0';
+    *at = p + n + 1;
     return p;
 }
 
@@ -205,25 +206,23 @@ static struct node *node_new(struct tds_forward *f, uint64_t seq, const struct t
 {
     struct tds_entry e;
     struct node *n;
+    char *at;
 
     if (tds_entry_decode(*buf, len, &e))
         return NULL;
     if (f->n_nodes + 1 > f->n_buckets && table_grow(f))
         return NULL;
-    n = calloc(1, sizeof(*n));
+    n = calloc(1, sizeof(*n) + e.msgid_len + e.org_len + e.entity_len + 3);
     if (!n)
         return NULL;
+    at = n->str;
     n->seq = seq;
     n->loc = *loc;
-    n->dest = e.dest;
+    n->dest = (unsigned char)e.dest;
     n->len = len;
-    n->msgid = dupn(e.msgid, e.msgid_len);
-    n->org = dupn(e.org, e.org_len);
-    n->entity = dupn(e.entity, e.entity_len);
-    if (!n->msgid || !n->org || !n->entity) {
-        node_free(f, n);
-        return NULL;
-    }
+    n->msgid = put_str(&at, e.msgid, e.msgid_len);
+    n->org = put_str(&at, e.org, e.org_len);
+    n->entity = put_str(&at, e.entity, e.entity_len);
     n->hash = fnv(n->msgid, e.msgid_len);
     if (f->buffered + len <= f->o.max_buffered_bytes) {
         n->buf = *buf;
@@ -614,7 +613,12 @@ int tds_forward_recover(struct tds_forward *f, uint64_t seq, const struct tds_jo
     free(buf);
     /* the caller decoded it: out of memory, and the start fails (a node
      * missing would hold its segment until the next start) */
-    return n ? 0 : -ENOMEM;
+    if (!n)
+        return -ENOMEM;
+    /* Sent before the restart (as its group commit began): the next send
+     * is a resend, and tds_ingress_resends_total counts it. */
+    n->attempts = 1;
+    return 0;
 }
 
 /* ---- acks ---- */
@@ -664,6 +668,17 @@ static void handle_ack(struct tds_forward *f, const struct tds_msg_ack *a)
     free(seqs);
 }
 
+/* Something on the ack topic that is no ack: a writer of another version, or
+ * a stray publisher. It names no entry, so nothing is lost (the entries it
+ * might have acked are sent again after the ack timeout): counted apart from
+ * the dead letters, which are webhooks that can never be sent. */
+static void bad_ack(struct tds_forward *f, const char *what)
+{
+    tds_series_inc(f->m_bad_acks, 1);
+    tds_log_limited(&f->log_bad_ack, TDS_LOG_WARN, NULL,
+                    "dropped an undecodable ack (%s), skipping", what);
+}
+
 static void on_ack(struct tds_loop *loop, short revents, void *ud)
 {
     struct tds_forward *f = ud;
@@ -681,7 +696,9 @@ static void on_ack(struct tds_loop *loop, short revents, void *ud)
             break;
         if (r || !more) {
             free(topic);
-            tds_series_inc(f->m_dead, 1);
+            if (more) /* a topic over 256 bytes: its body is no topic */
+                tds_bus_skip_rest(f->sub);
+            bad_ack(f, "one frame, or a topic over 256 bytes");
             continue;
         }
         r = tds_bus_recv(f->sub, &body, &blen, ACK_FRAME_MAX, 0, &more);
@@ -700,8 +717,7 @@ static void on_ack(struct tds_loop *loop, short revents, void *ud)
                 handle_ack(f, &m.u.ack);
             tds_msg_clear(&m);
         } else {
-            tds_series_inc(f->m_dead, 1);
-            tds_log_limited(&f->log_ack, TDS_LOG_WARN, NULL, "dropped an undecodable ack");
+            bad_ack(f, "more than two frames, a body over 4 MiB, or one that does not decode");
         }
         free(topic);
         free(body);
@@ -756,6 +772,7 @@ int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,
     f->journal = j;
     f->ev = ev;
     f->log_send.interval_ms = f->log_ack.interval_ms = f->log_read.interval_ms = 10000;
+    f->log_bad_ack.interval_ms = 10000;
     pthread_mutex_init(&f->mu, NULL);
     f->origin = strdup(o->origin);
     if (!f->origin || table_grow(f)) {
@@ -773,13 +790,19 @@ int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,
     f->m_acked = tds_metrics_get(m, TDS_COUNTER, "tds_ingress_acked_total",
                                  "journal entries released by a writer ack", "", NULL, 0);
     f->m_dead = tds_metrics_get(m, TDS_COUNTER, "tds_ingress_dead_letters_total",
-                                "undecodable acks and unreadable journal records", "", NULL, 0);
+                                "journaled webhooks that can never be sent (record damaged, gone, "
+                                "or not an entry this version reads), released",
+                                "", NULL, 0);
+    f->m_bad_acks = tds_metrics_get(m, TDS_COUNTER, "tds_ingress_bad_acks_total",
+                                    "messages on the ack topic that are no ack (undecodable, or "
+                                    "not two frames), dropped",
+                                    "", NULL, 0);
     for (int d = 1; d < N_DEST; d++)
         f->m_sent[d] = tds_metrics_getf(m, TDS_COUNTER, "tds_ingress_forwarded_total",
                                         "messages sent downstream, by destination",
                                         "dest=\"%s\"", dest_name[d]);
     if (!f->m_unacked || !f->m_bytes || !f->m_resends || !f->m_acked || !f->m_dead ||
-        !f->m_sent[1] || !f->m_sent[2]) {
+        !f->m_bad_acks || !f->m_sent[1] || !f->m_sent[2]) {
         r = -ENOMEM;
         goto fail;
     }

@@ -527,6 +527,18 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
                                                          : "journal is full");
         return respond(h, r, 503);
     }
+    if (rc == TDS_JOURNAL_E_BACKLOG) {
+        /* Each entry waiting for its ack holds memory (forward.c's node):
+         * refused like a full disk, never taken without being kept. */
+        char n[32];
+
+        snprintf(n, sizeof(n), "%llu", (unsigned long long)tds_journal_unacked(h->d.journal));
+        log_limited(h, &h->log_full, TDS_LOG_ERROR, r->org->org_id,
+                    "could not journal webhook: %s webhooks wait for the writer's ack "
+                    "(TDS_INGRESS_MAX_UNACKED), answering 503",
+                    n);
+        return respond(h, r, 503);
+    }
     if (rc)
         return respond(h, r, 500);
     r->seq = seq;

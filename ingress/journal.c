@@ -106,6 +106,7 @@ struct tds_journal {
     uint64_t unacked;
     _Atomic int failed;       /* errno of the failure, 0 while healthy */
     _Atomic bool no_space;    /* a write found no room: retrying, appends refused */
+    _Atomic bool backlog_full; /* o.max_unacked reached: appends refused until acks */
     int64_t retry_at_ms;      /* monotonic time of the next retry while no_space */
     bool rotate_due;          /* no_space because the next segment could not be created */
     bool dir_dirty;           /* a segment was created: fsync the directory */
@@ -746,6 +747,10 @@ int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, i
         r = TDS_JOURNAL_E_FULL;
         goto out;
     }
+    if (j->backlog_full) {
+        r = TDS_JOURNAL_E_BACKLOG;
+        goto out;
+    }
     if (j->total_bytes + rec > j->o.max_bytes) {
         gc_locked(j, wall_ms, rec, j->o.max_bytes);
         if (j->total_bytes + rec > j->o.max_bytes) {
@@ -789,6 +794,8 @@ int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, i
     if (wall_ms > j->active->last_wall_ms)
         j->active->last_wall_ms = wall_ms;
     j->unacked++;
+    if (j->o.max_unacked && j->unacked >= j->o.max_unacked)
+        atomic_store(&j->backlog_full, true);
     *seq = s;
 out:
     pthread_mutex_unlock(&j->mu);
@@ -860,6 +867,8 @@ int tds_journal_ack(struct tds_journal *j, const uint64_t *seqs, size_t n)
         j->unacked--;
         put64(buf + 8 * done++, seqs[i]);
     }
+    if (j->backlog_full && j->unacked < tds_journal_backlog_resume(j))
+        atomic_store(&j->backlog_full, false);
     if (done && !j->failed && !j->o.read_only) {
         uint32_t len = (uint32_t)(done * 8);
 
@@ -953,29 +962,29 @@ int tds_journal_read(struct tds_journal *j, const struct tds_journal_loc *loc, v
     return 0;
 }
 
-/* ---- open ---- */
+/* ---- open ----
+ *
+ * Two passes over the segments, in order. The first checks every record,
+ * cuts a torn tail and notes which entries are acked, in one bit per record
+ * the segment could hold (its size / HDR_SIZE: 4 MiB for a journal of 1 GiB).
+ * The second reads the entries again, one file at a time, and hands each to
+ * the caller with its acked state. So what the scan holds does not grow with
+ * the records kept, acked or not: it used to hold 40 bytes for every entry
+ * and 8 for every acked seq (170 MB for a full 1 GiB journal of 300-byte
+ * fetches) before the caller saw the first one. An entry's ack always comes
+ * after it in this order: it is appended later, to the same segment or to a
+ * later one (the one taking writes). */
 
-struct meta {
-    uint64_t seq;
-    uint64_t off;
-    int64_t wall_ms;
-    struct seg *seg;
-    uint32_t len;
+struct acked_bits {
+    uint64_t id;              /* the segment's first seq */
+    uint64_t n;               /* bits: seqs id .. id + n - 1 */
+    unsigned char *b;
 };
 
 struct scan {
-    struct meta *m;
-    size_t n, cap;
-    uint64_t *acks;
-    size_t n_acks, cap_acks;
+    struct acked_bits *sb;    /* one per segment kept, as j->segs */
+    size_t n;
 };
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-    return x < y ? -1 : x > y;
-}
 
 static int cmp_name(const void *a, const void *b)
 {
@@ -997,7 +1006,6 @@ static bool is_seg_name(const char *n, uint64_t *id)
     return true;
 }
 
-/* Read one segment's records; a bad record ends the segment (torn tail). */
 /* Whether bytes [off, size) of fd are all zero. */
 static int all_zero(int fd, uint64_t off, uint64_t size, bool *out)
 {
@@ -1018,16 +1026,44 @@ static int all_zero(int fd, uint64_t off, uint64_t size, bool *out)
     return 0;
 }
 
-static int scan_seg(struct tds_journal *j, struct seg *s, int fd, struct scan *sc,
-                    struct tds_journal_open_info *info)
+/* The bits of the segment that holds seq: the last one whose id ≤ seq. */
+static struct acked_bits *bits_for(struct scan *sc, uint64_t seq)
 {
-    struct stat st;
-    uint64_t off = 0, size;
+    size_t lo = 0, hi = sc->n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (sc->sb[mid].id <= seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo ? &sc->sb[lo - 1] : NULL;
+}
+
+static void mark_acked(struct scan *sc, uint64_t seq)
+{
+    struct acked_bits *a = bits_for(sc, seq);
+
+    /* out of range: an ack of an entry in a segment dropped since */
+    if (a && seq - a->id < a->n)
+        a->b[(seq - a->id) / 8] |= (unsigned char)(1u << ((seq - a->id) % 8));
+}
+
+static bool is_acked(const struct acked_bits *a, uint64_t seq)
+{
+    return seq >= a->id && seq - a->id < a->n &&
+           (a->b[(seq - a->id) / 8] >> ((seq - a->id) % 8) & 1);
+}
+
+/* First pass over one segment: a bad record ends it (torn tail). */
+static int scan_seg(struct tds_journal *j, struct seg *s, int fd, uint64_t size,
+                    struct scan *sc, uint64_t *max_seq, struct tds_journal_open_info *info)
+{
+    uint64_t off = 0;
     int r;
 
-    if (fstat(fd, &st) < 0)
-        return -errno;
-    size = (uint64_t)st.st_size;
     while (off < size) {
         unsigned char hdr[HDR_SIZE];
         void *p = NULL;
@@ -1049,46 +1085,69 @@ static int scan_seg(struct tds_journal *j, struct seg *s, int fd, struct scan *s
         if (r)
             return r;
         if (hdr[12] == REC_ENTRY) {
-            if (sc->n == sc->cap) {
-                size_t cap = sc->cap ? sc->cap * 2 : 1024;
-                struct meta *m = realloc(sc->m, cap * sizeof(*m));
+            uint64_t seq = get64(hdr + 16);
 
-                if (!m) {
-                    free(p);
-                    return -ENOMEM;
-                }
-                sc->m = m;
-                sc->cap = cap;
-            }
-            sc->m[sc->n++] = (struct meta){get64(hdr + 16), off, (int64_t)get64(hdr + 24), s, l};
+            if (seq > *max_seq)
+                *max_seq = seq;
             s->n_entries++;
             if ((int64_t)get64(hdr + 24) > s->last_wall_ms)
                 s->last_wall_ms = (int64_t)get64(hdr + 24);
         } else {
-            size_t k = l / 8;
-
-            if (sc->n_acks + k > sc->cap_acks) {
-                size_t cap = sc->cap_acks ? sc->cap_acks : 1024;
-                uint64_t *a;
-
-                while (cap < sc->n_acks + k)
-                    cap *= 2;
-                a = realloc(sc->acks, cap * sizeof(*a));
-                if (!a) {
-                    free(p);
-                    return -ENOMEM;
-                }
-                sc->acks = a;
-                sc->cap_acks = cap;
-            }
-            for (size_t i = 0; i < k; i++)
-                sc->acks[sc->n_acks++] = get64((unsigned char *)p + 8 * i);
+            for (size_t i = 0; i < l / 8; i++)
+                mark_acked(sc, get64((unsigned char *)p + 8 * i));
         }
         free(p);
         off += HDR_SIZE + l;
     }
     s->size = off;
     return 0;
+}
+
+/* Second pass over one segment: each entry to cb, with its acked state. */
+static int replay_seg(struct tds_journal *j, struct seg *s, const struct acked_bits *a,
+                      tds_journal_scan_cb cb, void *ud, struct tds_journal_open_info *info)
+{
+    char name[SEG_NAME_LEN + 8];
+    uint64_t off = 0;
+    int fd, r = 0;
+
+    seg_name(s->id, name, sizeof(name));
+    fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT && j->o.read_only)
+        return 0; /* dropped since the first pass (replay): its entries were acked */
+    if (fd < 0)
+        return -errno;
+    while (off < s->size) {
+        unsigned char hdr[HDR_SIZE];
+        void *p = NULL;
+        uint32_t l;
+
+        r = read_record(fd, off, s->size, hdr, &p, &l);
+        if (r)
+            break;
+        if (hdr[12] == REC_ENTRY) {
+            uint64_t seq = get64(hdr + 16);
+            bool acked = is_acked(a, seq);
+
+            if (!acked) {
+                s->n_unacked++;
+                j->unacked++;
+            }
+            info->entries++;
+            if (cb) {
+                struct tds_journal_rec rec = {seq, (int64_t)get64(hdr + 24), acked,
+                                              {s->id, off, l}, p, l};
+
+                r = cb(&rec, ud);
+            }
+        }
+        free(p);
+        if (r)
+            break;
+        off += HDR_SIZE + l;
+    }
+    close(fd);
+    return r;
 }
 
 static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
@@ -1136,9 +1195,16 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
     }
     if (n_names)
         qsort(names, n_names, sizeof(*names), cmp_name);
+    sc.sb = calloc(n_names ? n_names : 1, sizeof(*sc.sb));
+    if (!sc.sb) {
+        r = -ENOMEM;
+        goto out;
+    }
 
     for (size_t i = 0; i < n_names; i++) {
         struct seg *s = calloc(1, sizeof(*s));
+        struct acked_bits *a = &sc.sb[sc.n];
+        struct stat st;
         int fd;
 
         if (!s) {
@@ -1153,12 +1219,26 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
             free(s);
             continue;
         }
-        if (fd < 0) {
+        if (fd < 0 || fstat(fd, &st) < 0) {
             r = -errno;
+            if (fd >= 0)
+                close(fd);
             free(s);
             goto out;
         }
-        r = scan_seg(j, s, fd, &sc, info);
+        /* Room for every entry the file could hold, so that the acks in it
+         * and in later segments find their bit. */
+        a->id = s->id;
+        a->n = (uint64_t)st.st_size / HDR_SIZE;
+        a->b = calloc(a->n / 8 + 1, 1);
+        if (!a->b) {
+            close(fd);
+            free(s);
+            r = -ENOMEM;
+            goto out;
+        }
+        sc.n++;
+        r = scan_seg(j, s, fd, (uint64_t)st.st_size, &sc, &max_seq, info);
         /* What the scan read counts as durable from now on (synced_seq
          * below): a record written but not yet synced when the last
          * process died is in the page cache, whole, while the machine
@@ -1171,6 +1251,9 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
             /* Created but never written (a crash right after rotation). */
             unlinkat(j->dirfd, names[i], 0);
             free(s);
+            sc.n--;
+            free(a->b);
+            a->b = NULL;
             continue;
         }
         if (r == 0)
@@ -1189,48 +1272,16 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
         r = -errno;
         goto out;
     }
-    if (sc.n_acks)
-        qsort(sc.acks, sc.n_acks, sizeof(*sc.acks), cmp_u64);
-    for (size_t i = 0; i < sc.n; i++) {
-        struct meta *m = &sc.m[i];
-        bool acked = sc.n_acks && bsearch(&m->seq, sc.acks, sc.n_acks, sizeof(uint64_t), cmp_u64);
-
-        if (m->seq > max_seq)
-            max_seq = m->seq;
-        if (!acked) {
-            m->seg->n_unacked++;
-            j->unacked++;
-        }
-        info->entries++;
-        if (cb) {
-            char name[SEG_NAME_LEN + 8];
-            unsigned char hdr[HDR_SIZE];
-            struct tds_journal_rec rec;
-            void *p = NULL;
-            uint32_t l;
-            int fd;
-
-            seg_name(m->seg->id, name, sizeof(name));
-            fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
-            if (fd < 0 && errno == ENOENT && j->o.read_only)
-                continue; /* dropped since the scan (replay): its entries were acked */
-            if (fd < 0) {
-                r = -errno;
-                goto out;
-            }
-            r = read_record(fd, m->off, UINT64_MAX, hdr, &p, &l);
-            close(fd);
-            if (r)
-                goto out;
-            rec = (struct tds_journal_rec){m->seq, m->wall_ms, acked, {m->seg->id, m->off, l}, p, l};
-            r = cb(&rec, ud);
-            free(p);
-            if (r)
-                goto out;
-        }
-    }
+    for (size_t i = 0; i < j->n_segs && r == 0; i++)
+        r = replay_seg(j, j->segs[i], &sc.sb[i], cb, ud, info);
+    if (r)
+        goto out;
     info->segments = j->n_segs;
     info->unacked = j->unacked;
+    /* More than the bound (it was lowered, or the journal predates it):
+     * every entry is kept, and appends wait for acks to make room. */
+    if (j->o.max_unacked && j->unacked >= j->o.max_unacked)
+        atomic_store(&j->backlog_full, true);
     j->next_seq = max_seq + 1;
     j->appended_seq = max_seq;
     j->synced_seq = max_seq;
@@ -1238,8 +1289,9 @@ out:
     for (size_t i = 0; i < n_names; i++)
         free(names[i]);
     free(names);
-    free(sc.m);
-    free(sc.acks);
+    for (size_t i = 0; i < sc.n; i++)
+        free(sc.sb[i].b);
+    free(sc.sb);
     closedir(d);
     return r;
 }
@@ -1427,4 +1479,14 @@ bool tds_journal_failed(struct tds_journal *j)
 bool tds_journal_no_space(struct tds_journal *j)
 {
     return atomic_load(&j->no_space);
+}
+
+bool tds_journal_backlog_full(struct tds_journal *j)
+{
+    return atomic_load(&j->backlog_full);
+}
+
+uint64_t tds_journal_backlog_resume(struct tds_journal *j)
+{
+    return j->o.max_unacked - j->o.max_unacked / 10;
 }

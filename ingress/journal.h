@@ -23,6 +23,7 @@ enum {
     TDS_JOURNAL_E_TIMEOUT = 3, /* wait timed out */
     TDS_JOURNAL_E_CORRUPT = 4, /* read: record at loc does not check out */
     TDS_JOURNAL_E_NOSPACE = 5, /* sync/wait: no room on the disk; the write is retried */
+    TDS_JOURNAL_E_BACKLOG = 6, /* append: max_unacked entries wait for their ack */
 };
 
 /* While a write finds no room on the disk, how long the sync thread waits
@@ -51,6 +52,11 @@ struct tds_journal_opts {
     bool sync_thread;         /* false: nothing syncs until tds_journal_sync() (tests) */
     int64_t sync_delay_us;    /* a small group commit waits up to this for company; 0: never */
     bool read_only;           /* replay CLI: scan only, no truncation, no new segment */
+    /* Entries not acked at most (0: no bound). Once the count reaches it,
+     * appends are refused (TDS_JOURNAL_E_BACKLOG) until acks bring it under
+     * tds_journal_backlog_resume(): each unacked entry costs the caller
+     * memory until acked. An open that finds more keeps them all. */
+    uint64_t max_unacked;
 };
 
 /* Where a record lives: segment id (its first seq) and byte offset. */
@@ -108,8 +114,10 @@ void tds_journal_on_stalled(struct tds_journal *j, tds_journal_stalled_cb cb, vo
 
 /* Append one entry (copied). *seq and *loc are set on success. It is durable
  * only once synced. Returns 0, TDS_JOURNAL_E_FULL (over max_bytes, or no room
- * on the disk: see tds_journal_no_space), TDS_JOURNAL_E_FAILED,
- * TDS_E_TOO_LARGE (payload over TDS_JOURNAL_MAX_PAYLOAD) or -errno. */
+ * on the disk: see tds_journal_no_space), TDS_JOURNAL_E_BACKLOG (max_unacked
+ * entries wait for their ack: see tds_journal_backlog_full),
+ * TDS_JOURNAL_E_FAILED, TDS_E_TOO_LARGE (payload over TDS_JOURNAL_MAX_PAYLOAD)
+ * or -errno. */
 int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, int64_t wall_ms,
                        uint64_t *seq, struct tds_journal_loc *loc);
 /* Returns 1 when seq is durable, 0 while it is pending, -1 when it is not
@@ -150,6 +158,14 @@ size_t tds_journal_segments(struct tds_journal *j);
 bool tds_journal_failed(struct tds_journal *j);
 /* True while a write waits for room on the disk (lock-free). */
 bool tds_journal_no_space(struct tds_journal *j);
+/* True from the moment max_unacked entries wait for their ack until acks
+ * bring them under tds_journal_backlog_resume(): appends are refused
+ * meanwhile (lock-free). */
+bool tds_journal_backlog_full(struct tds_journal *j);
+/* The count of unacked entries under which appends are taken again after
+ * the bound was reached: max_unacked less a tenth, so that the stage does not
+ * flip between refusing and taking at every ack. */
+uint64_t tds_journal_backlog_resume(struct tds_journal *j);
 
 /* CRC32C (Castagnoli), exposed for tests. */
 uint32_t tds_crc32c(uint32_t crc, const void *buf, size_t len);

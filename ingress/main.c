@@ -53,6 +53,7 @@ struct settings {
     int64_t dedupe_s;
     int64_t dedupe_max;
     int64_t journal_max;
+    int64_t max_unacked;
     int64_t segment_bytes;
     int64_t retention_s;
     int64_t sync_delay_us;
@@ -102,13 +103,18 @@ static const struct tds_config_entry config_table[] = {
      "bytes of request bodies held in memory at once, all connections together (at least "
      "TDS_INGRESS_MAX_BODY); a request that would pass it is answered 503 with Retry-After "
      "before its body is read. A body counts with its Content-Length, a chunked one with "
-     "TDS_INGRESS_MAX_BODY. Keep it well under the memory limit (the k8s manifest's is 256 MiB)"},
+     "TDS_INGRESS_MAX_BODY. Keep it well under the memory limit (the k8s manifest's is 320 MiB)"},
     {"TDS_INGRESS_DEDUPE_S", TDS_CFG_INT, "600", 0, 0, 7 * 86400, S(dedupe_s),
      "seconds an event id is remembered as a duplicate"},
     {"TDS_INGRESS_DEDUPE_MAX", TDS_CFG_INT, "1000000", 0, 16, 100000000, S(dedupe_max),
      "event ids remembered at most (bounds memory, about 40 bytes each)"},
     {"TDS_INGRESS_JOURNAL_MAX_BYTES", TDS_CFG_INT, "1073741824", 0, 4096, INT64_MAX / 2,
      S(journal_max), "journal size bound in bytes (over it, with nothing acked to drop: 503)"},
+    {"TDS_INGRESS_MAX_UNACKED", TDS_CFG_INT, "200000", 0, 1, 100000000, S(max_unacked),
+     "journaled webhooks waiting for the writer's ack at most, each holding ~250 bytes of "
+     "memory until acked (200,000: ~48 MiB, within the k8s manifest's 320 MiB with the other "
+     "budgets: ingress/DESIGN.md); from the bound on, webhooks get 503 and /readyz 503 until "
+     "acks bring the count under nine tenths of it. A restart finding more keeps them all"},
     {"TDS_INGRESS_SEGMENT_BYTES", TDS_CFG_INT, "67108864", 0, 1024, 1073741824,
      S(segment_bytes), "journal segment file size (at most half of TDS_INGRESS_JOURNAL_MAX_BYTES)"},
     {"TDS_INGRESS_RETENTION_S", TDS_CFG_INT, "86400", 0, 0, 365 * 86400, S(retention_s),
@@ -184,7 +190,7 @@ struct app {
     struct tds_forward *forward;
     /* set once the server listens, read by the journal's sync thread too */
     struct tds_http *_Atomic http;
-    struct tds_series *h_batch, *h_fsync, *g_no_space;
+    struct tds_series *h_batch, *h_fsync, *g_no_space, *g_unacked_full;
     int64_t dedupe_window_ms;
     /* unacked records the start-up scan could not decode: acked once the
      * journal is open, or their segments could never be dropped */
@@ -193,7 +199,7 @@ struct app {
     int64_t drain_timer;
     /* The journal as the tick last saw it: what /readyz says and the log
      * lines of each change. A failure after a full disk still says so. */
-    enum { JOURNAL_OK, JOURNAL_NO_SPACE, JOURNAL_FAILED } journal_state;
+    enum { JOURNAL_OK, JOURNAL_BACKLOG, JOURNAL_NO_SPACE, JOURNAL_FAILED } journal_state;
 };
 
 /* ---- journal callbacks (sync thread) ---- */
@@ -275,31 +281,33 @@ static char *status_json(void *ud)
         return NULL;
     snprintf(s, 512,
              "{\"stage\":\"ingress\",\"journal_bytes\":%llu,\"journal_segments\":%zu,"
-             "\"unacked\":%llu,\"journal_failed\":%s,\"journal_no_space\":%s,"
-             "\"http_inflight\":%zu,\"dedupe_size\":%zu}",
+             "\"unacked\":%llu,\"unacked_full\":%s,\"journal_failed\":%s,"
+             "\"journal_no_space\":%s,\"http_inflight\":%zu,\"dedupe_size\":%zu}",
              (unsigned long long)tds_journal_bytes(a->journal), tds_journal_segments(a->journal),
              (unsigned long long)tds_journal_unacked(a->journal),
+             tds_journal_backlog_full(a->journal) ? "true" : "false",
              tds_journal_failed(a->journal) ? "true" : "false",
              tds_journal_no_space(a->journal) ? "true" : "false",
              a->http ? tds_http_inflight(a->http) : (size_t)0, tds_dedupe_size(a->dedupe));
     return s;
 }
 
-static void on_tick(struct tds_loop *loop, void *ud)
+/* What /readyz, the gauges and the log say of the journal: each change is
+ * logged once. Called each second, and at start-up before anything is
+ * answered (a restart may find the unacked bound reached). */
+static void journal_check(struct app *a)
 {
-    struct app *a = ud;
     bool no_space = tds_journal_no_space(a->journal);
+    bool backlog = tds_journal_backlog_full(a->journal);
     int st = tds_journal_failed(a->journal) ? JOURNAL_FAILED
              : no_space                      ? JOURNAL_NO_SPACE
+             : backlog                       ? JOURNAL_BACKLOG
                                              : JOURNAL_OK;
+    int was = (int)a->journal_state;
 
-    (void)loop;
-    tds_forward_tick(a->forward);
-    /* the processor, fetcher and writer names (forward.c's sockets): replicas
-     * come and go, and a name may not resolve yet at start-up */
-    tds_bus_refresh_all(a->bus);
     tds_series_set(a->g_no_space, no_space ? 1 : 0);
-    if (st == (int)a->journal_state)
+    tds_series_set(a->g_unacked_full, backlog ? 1 : 0);
+    if (st == was)
         return;
     if (st == JOURNAL_FAILED) {
         /* /healthz too: the liveness probe restarts the process, and the
@@ -311,11 +319,37 @@ static void on_tick(struct tds_loop *loop, void *ud)
         tds_admin_set_ready(a->admin, false, "journal: no space left on its disk, retrying");
         tds_error("journal: no space left on its disk; answering 503 and writing the "
                   "waiting batch again every %d ms until it fits", TDS_JOURNAL_RETRY_MS);
+    } else if (st == JOURNAL_BACKLOG) {
+        tds_admin_set_ready(a->admin, false,
+                            "journal: TDS_INGRESS_MAX_UNACKED webhooks wait for the writer's "
+                            "ack; refusing new ones until acks make room");
+        tds_error("journal: %llu webhooks wait for the writer's ack, the bound "
+                  "TDS_INGRESS_MAX_UNACKED (%lld); answering 503 until acks bring them under "
+                  "%llu",
+                  (unsigned long long)tds_journal_unacked(a->journal),
+                  (long long)a->cfg.max_unacked,
+                  (unsigned long long)tds_journal_backlog_resume(a->journal));
     } else {
         tds_admin_set_ready(a->admin, true, NULL);
-        tds_info("journal: the disk has room again; accepting webhooks");
+        if (was == JOURNAL_BACKLOG)
+            tds_info("journal: acks made room (unacked now %llu); accepting webhooks",
+                     (unsigned long long)tds_journal_unacked(a->journal));
+        else
+            tds_info("journal: the disk has room again; accepting webhooks");
     }
     a->journal_state = st;
+}
+
+static void on_tick(struct tds_loop *loop, void *ud)
+{
+    struct app *a = ud;
+
+    (void)loop;
+    tds_forward_tick(a->forward);
+    /* the processor, fetcher and writer names (forward.c's sockets): replicas
+     * come and go, and a name may not resolve yet at start-up */
+    tds_bus_refresh_all(a->bus);
+    journal_check(a);
 }
 
 static void on_drain_check(struct tds_loop *loop, void *ud)
@@ -420,6 +454,16 @@ static int parse_when(const char *s, int64_t now_ms, int64_t *out)
 
 /* ---- replay ---- */
 
+/* replay gives up sending when the processor or fetcher takes no message for
+ * this long; a slow one that keeps taking them is waited for. */
+#define REPLAY_STALL_MS 10000
+/* Messages replay queues for each peer. A full ZeroMQ queue takes more only
+ * once its reader has taken half of it (libzmq's low-water mark), so the
+ * queue must be small for a slow peer's progress to show within
+ * REPLAY_STALL_MS: 500 messages taken in 10 s (50/s) are enough here, where a
+ * queue of 100,000 needed 50,000 (ingress/DESIGN.md, "Replay"). */
+#define REPLAY_HWM 1000
+
 struct rentry {
     char *buf;
     size_t len;
@@ -520,7 +564,8 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
     struct tds_bus_sock *push[3] = {NULL}, *sub = NULL;
     struct rentry **by_id = NULL;
     struct tds_bus_opts bo = {.hwm = 100000, .linger_ms = 10000, .reconnect_ms = 100};
-    int64_t wait_s = 30, now = tds_wall_ms(), deadline;
+    struct tds_bus_opts bo_push = {.hwm = REPLAY_HWM, .linger_ms = 10000, .reconnect_ms = 100};
+    int64_t wait_s = 30, now = tds_wall_ms(), deadline, progress;
     size_t sent = 0, acked = 0, events = 0, fetches = 0;
     bool dry = false;
     int c, r, status = 1;
@@ -576,8 +621,8 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
      * journaled in it, the ingress that took the webhook, which need not be
      * the name this command runs under (another pod, another TDS_INSTANCE).
      * Acks wait in the SUB while the events go out: room for all of them. */
-    if (r || (r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo, &push[1])) ||
-        (r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo, &push[2])) ||
+    if (r || (r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo_push, &push[1])) ||
+        (r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo_push, &push[2])) ||
         (r = tds_bus_sock_new(bus, ZMQ_SUB, &bo, &sub)) ||
         (r = tds_bus_connect(push[1], cfg->processor)) ||
         (r = tds_bus_connect(push[2], cfg->fetcher)) || (r = tds_bus_subscribe(sub, "")) ||
@@ -587,23 +632,36 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
     }
     /* Give the SUB time to subscribe, so early acks are not missed. */
     usleep(300 * 1000);
-    deadline = tds_now_ms() + 10000;
+    /* A full queue is waited out for as long as the peer keeps taking
+     * messages: a replay larger than the queue goes at the pace of the
+     * processor or fetcher. Only REPLAY_STALL_MS without a message taken
+     * (no peer connected, or one that stopped reading) ends it. */
+    progress = tds_now_ms();
     for (size_t i = 0; i < rp.n; i++) {
         struct tds_entry e;
 
         tds_entry_decode(rp.e[i].buf, rp.e[i].len, &e);
         for (;;) {
+            zmq_pollitem_t pi = {tds_bus_sock_raw(push[e.dest]), 0, ZMQ_POLLOUT, 0};
+
             r = tds_bus_send(push[e.dest], e.msg, e.msg_len, ZMQ_DONTWAIT);
-            if (r != -EAGAIN || tds_now_ms() > deadline)
+            if (r != -EAGAIN || tds_now_ms() - progress > REPLAY_STALL_MS)
                 break;
-            usleep(10 * 1000);
+            zmq_poll(&pi, 1, 100);
+        }
+        if (r == -EAGAIN) {
+            fprintf(stderr, "tds-ingress: could not send to the %s: it took no message for %d s "
+                    "(none connected, or it stopped reading); %zu of %zu sent\n",
+                    e.dest == TDS_ENTRY_PROCESSOR ? "processor" : "fetcher",
+                    REPLAY_STALL_MS / 1000, sent, rp.n);
+            break;
         }
         if (r) {
             fprintf(stderr, "tds-ingress: could not send to the %s: %s\n",
-                    e.dest == TDS_ENTRY_PROCESSOR ? "processor" : "fetcher",
-                    r == -EAGAIN ? "no peer connected" : zmq_strerror(-r));
+                    e.dest == TDS_ENTRY_PROCESSOR ? "processor" : "fetcher", zmq_strerror(-r));
             break;
         }
+        progress = tds_now_ms();
         sent++;
         if (e.dest == TDS_ENTRY_PROCESSOR)
             events++;
@@ -771,6 +829,10 @@ int main(int argc, char **argv)
     a.g_no_space = tds_metrics_get(a.metrics, TDS_GAUGE, "tds_ingress_journal_no_space",
                                    "1 while the journal's disk has no room (webhooks get 503)",
                                    "", NULL, 0);
+    a.g_unacked_full = tds_metrics_get(a.metrics, TDS_GAUGE, "tds_ingress_unacked_full",
+                                       "1 while TDS_INGRESS_MAX_UNACKED webhooks wait for the "
+                                       "writer's ack (new webhooks get 503)",
+                                       "", NULL, 0);
     {
         struct tds_forward_opts fo = {
             .origin = origin,
@@ -800,6 +862,7 @@ int main(int argc, char **argv)
             .retention_ms = cfg->retention_s * 1000,
             .sync_thread = true,
             .sync_delay_us = cfg->sync_delay_us,
+            .max_unacked = (uint64_t)cfg->max_unacked,
         };
         struct tds_journal_open_info info;
 
@@ -873,8 +936,12 @@ int main(int argc, char **argv)
         goto out;
     }
     tds_admin_set_stall_ms(a.admin, cfg->health_stall_ms);
+    /* Ready unless the journal says otherwise: a restart may find the
+     * unacked bound reached. */
     a.journal_state = JOURNAL_OK;
-    tds_admin_set_ready(a.admin, true, NULL);
+    journal_check(&a);
+    if (a.journal_state == JOURNAL_OK)
+        tds_admin_set_ready(a.admin, true, NULL);
     tds_forward_tick(a.forward);
     char model[64];
     if (cfg->thread_per_conn)

@@ -24,8 +24,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import zmq
 
-from conftest import http_get, wait_until
+from conftest import free_port, http_get, wait_until
 from ingress_util import (SECRET_A, SECRET_A_OLD, SECRET_RETIRED, Ingress, item_body, sign)
 
 
@@ -615,6 +616,195 @@ def test_replay_counts_the_acks_from_another_instance(ing, procs):
     print(f"replay: {r.stdout.strip()} in {time.monotonic() - t0:.1f}s")
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert f"replayed {n} of {n}" in r.stdout and f"{n} acknowledged" in r.stdout, r.stdout
+
+
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+        t.append(c)
+    return t
+
+
+_CRC_T = _crc32c_table()
+
+
+def _crc32c_fast(data, crc=0):
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc = _CRC_T[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _journal_records(path):
+    """(type, seq, wall_ms, payload) of each record of a segment file."""
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    off = 0
+    while off + 32 <= len(data) and data[off:off + 4] == b"TDJ1":
+        n = int.from_bytes(data[off + 4:off + 8], "little")
+        out.append((data[off + 12], int.from_bytes(data[off + 16:off + 24], "little"),
+                    int.from_bytes(data[off + 24:off + 32], "little"),
+                    data[off + 32:off + 32 + n]))
+        off += 32 + n
+    return out
+
+
+def test_replay_goes_on_while_downstream_takes_it_slowly(ing, procs, tmp_path):
+    """A replay larger than its send queue (100,000 messages) to a fetcher
+    that takes messages slowly but steadily: replay waits for room as long
+    as messages keep going, so it sends them all. Before, one 10 s deadline
+    covered the whole send phase: replay stopped partway, said "no peer
+    connected" although the peer was connected, and exited 1. (Lasts ~17 s:
+    the old deadline has to pass for the test to tell the two apart.)"""
+    i = ing()
+    assert i.post("60002", '{"item": {"item_id": "9100"}}').status == 200  # unsigned: a fetch
+    assert len(i.recv(i.fetches, 1)) == 1
+    i.proc.stop()
+    [rec] = [r for seg in sorted(os.listdir(i.journal)) if seg.endswith(".seg")
+             for r in _journal_records(os.path.join(i.journal, seg)) if r[0] == 1]
+    payload = rec[3]
+    # A journal of n copies of that entry (replay sends each; ids may repeat).
+    n = 115_000
+    jdir = tmp_path / "big-journal"
+    jdir.mkdir()
+    pcrc = _crc32c_fast(payload)
+    wall = int(time.time() * 1000)
+    with open(jdir / f"{1:020d}.seg", "wb") as f:
+        for seq in range(1, n + 1):
+            tail = bytes([1, 0, 0, 0]) + seq.to_bytes(8, "little") + wall.to_bytes(8, "little")
+            crc = _crc32c_fast(tail, pcrc)
+            f.write(b"TDJ1" + len(payload).to_bytes(4, "little") + crc.to_bytes(4, "little")
+                    + tail + payload)
+    sink = i.ctx.socket(zmq.PULL)
+    sink.setsockopt(zmq.RCVHWM, 100)
+    sink.setsockopt(zmq.RCVBUF, 65536)
+    port = free_port()
+    sink.bind(f"tcp://127.0.0.1:{port}")
+    env = dict(i.env, TDS_INGRESS_JOURNAL_DIR=str(jdir),
+               TDS_FETCHER_CONNECT=f"tcp://127.0.0.1:{port}")
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=procs.run(
+        "tds-ingress", ["replay", "--org", "60002", "--since", "1h", "--wait", "0"], env=env,
+        timeout=120, check=False)))
+    t.start()
+    try:
+        got = 0
+        assert sink.poll(60000), "replay sent nothing"
+        t0 = time.monotonic()
+        # 11 s of a slow fetcher: 200 messages every 250 ms; then it catches up
+        while time.monotonic() - t0 < 11:
+            for _ in range(200):
+                if not sink.poll(0):
+                    break
+                sink.recv()
+                got += 1
+            time.sleep(0.25)
+        slow = got
+        while got < n and sink.poll(3000 if t.is_alive() else 500):
+            sink.recv()
+            got += 1
+    finally:
+        t.join(60)
+        sink.close(0)
+    r = out["r"]
+    print(f"\n{slow} taken in the first 11 s, {got} in all; replay: {r.stdout.strip()} "
+          f"{r.stderr.strip()[-300:]}")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert f"replayed {n} of {n}" in r.stdout
+    assert got == n
+
+
+def test_resends_after_a_restart_are_counted(ing):
+    """tds_ingress_resends_total counts messages "sent again after the ack
+    timeout or a restart": an entry found unacked at start and sent again
+    counts. Before, a node recovered at start began at 0 attempts, so its
+    resend was counted as a first send."""
+    i = ing()
+    assert i.post("60001", item_body("9200"), SECRET_A).status == 200
+    [m] = i.recv(i.events, 1)
+    assert i.metric("tds_ingress_resends_total") == 0
+    i.proc.stop()
+    i.proc.start()
+    [again] = i.recv(i.events, 1)
+    assert again["id"] == m["id"]
+    i.wait_metric("tds_ingress_resends_total", 1)
+    assert i.metric("tds_ingress_forwarded_total", {"dest": "processor"}) == 1
+
+
+def test_a_bad_ack_is_counted_apart_from_dead_letters(ing):
+    """A message on the ack topic that is no ack (undecodable, or one frame
+    instead of two) is counted in tds_ingress_bad_acks_total and logged,
+    rate-limited. tds_ingress_dead_letters_total, whose alert says a webhook
+    answered 200 is lost, counts journal records only. Before, both bad acks
+    were counted as dead letters."""
+    i = ing()
+    topic = i.origin.encode()
+
+    def counted():
+        i.acks.send_multipart([topic, b"\xc1 no msgpack"])
+        return (i.metric("tds_ingress_bad_acks_total") or 0) >= 1
+    wait_until(counted, 10, "an undecodable ack counted as a bad ack")
+    before = i.metric("tds_ingress_bad_acks_total")
+    i.acks.send(topic)                       # one frame: no body
+    i.wait_metric("tds_ingress_bad_acks_total", before + 1)
+    assert i.metric("tds_ingress_dead_letters_total") == 0
+    wait_until(lambda: "undecodable ack" in i.proc.stderr_text(), 5, "the log line")
+    # the ingress still takes real acks
+    assert i.post("60001", item_body("9300"), SECRET_A).status == 200
+    [m] = i.recv(i.events, 1)
+    i.ack([m["id"]])
+    i.wait_metric("tds_ingress_unacked", 0)
+
+
+def test_unacked_bound_answers_503_and_survives_a_restart(ing):
+    """TDS_INGRESS_MAX_UNACKED bounds the entries kept for the writer's ack
+    (each costs memory until acked): at the bound a new webhook gets 503,
+    never a 200 for one not journaled; /readyz, /status, the gauge and the
+    log say why, as for a full disk. A restart that finds more unacked
+    entries than the bound (here the bound lowered) sends every one of them
+    again and refuses new webhooks until acks bring the count down. Before,
+    the count had no bound: the fourth webhook was answered 200."""
+    i = ing(env={"TDS_INGRESS_MAX_UNACKED": "3", "TDS_INGRESS_ACK_TIMEOUT_MS": "600000"})
+    readyz = lambda: http_get(i.proc.admin_url + "/readyz")  # noqa: E731
+    for k in range(3):
+        assert i.post("60001", item_body(str(9400 + k)), SECRET_A).status == 200
+    assert i.post("60001", item_body("9410"), SECRET_A).status == 503
+    got = i.recv(i.events, 3)
+    assert sorted(m["zoho_id"] for m in got) == ["9400", "9401", "9402"]
+    i.wait_metric("tds_ingress_unacked_full", 1)
+    st, body = readyz()
+    assert st == 503 and "TDS_INGRESS_MAX_UNACKED" in body, (st, body)
+    assert json.loads(http_get(i.proc.admin_url + "/status")[1])["unacked_full"] is True
+    assert "TDS_INGRESS_MAX_UNACKED" in i.proc.stderr_text()
+
+    # Restart with a lower bound: all three come back, nothing is dropped.
+    i.proc.stop()
+    i.proc.env["TDS_INGRESS_MAX_UNACKED"] = "2"
+    i.proc.ready = "healthz"   # not ready while over the bound
+    i.proc.start()
+    again = i.recv(i.events, 3)
+    assert sorted(m["zoho_id"] for m in again) == ["9400", "9401", "9402"]
+    assert i.metric("tds_ingress_unacked") == 3
+    assert i.post("60001", item_body("9411"), SECRET_A).status == 503
+    i.wait_metric("tds_ingress_unacked_full", 1)
+    assert readyz()[0] == 503
+    # Acks bring the count under the bound: a webhook is taken again, and
+    # with it the count is at the bound once more.
+    i.ack([m["id"] for m in again[:2]])
+    i.wait_metric("tds_ingress_unacked", 1)
+    assert i.post("60001", item_body("9412"), SECRET_A).status == 200
+    [last] = i.recv(i.events, 1)
+    assert last["zoho_id"] == "9412"
+    assert i.post("60001", item_body("9413"), SECRET_A).status == 503
+    i.ack([again[2]["id"], last["id"]])
+    i.wait_metric("tds_ingress_unacked", 0)
+    i.wait_metric("tds_ingress_unacked_full", 0)
+    wait_until(lambda: readyz()[0] == 200, 5, "/readyz 200 again")
+    assert i.drain(i.events, quiet_s=0.3) == []   # no 503'd webhook was sent
 
 
 def test_bad_config_and_sigterm(ing, procs, tmp_path):
