@@ -162,7 +162,6 @@ struct job {
     const struct tds_entity *e;
     char mode[16];
     int64_t request_id;
-    bool last_of_request;
     int attempt;            /* 0 the first time; retries after a failure count up */
     int64_t not_before_ms;  /* monotonic; a retried job waits out its backoff */
     struct job *next;
@@ -187,7 +186,6 @@ struct run {
     char id[RUN_ID_MAX];
     char mode[16];
     int64_t request_id;
-    bool last_of_request;
     int attempt;
     char job_mode[16];  /* the mode asked for (an incremental without cursor runs as full) */
     int64_t start_wall_ms;
@@ -267,7 +265,8 @@ struct org_rt {
     struct fetch_item *fq, *fq_tail;
     size_t n_fq;
     struct idset fq_keys;  /* queued, not started: a duplicate joins it */
-    struct idset fl_keys;  /* running: a duplicate waits for it, then runs once */
+    struct idset fl_keys;  /* running: a resend or a sweep joins it; a new message
+                            * waits for it, then runs once */
     int fetch_running;
     struct fetch_call *calls; /* asked of Zoho, not answered yet */
     struct tds_log_ctx lctx;
@@ -369,32 +368,73 @@ static void *append(void *base, size_t n, const void *src, size_t sn, size_t siz
     return v;
 }
 
-/* Append src's pairs and requests to dst; src ends empty either way. */
+static bool acks_has(const struct acks *a, const char *origin, const char *id)
+{
+    for (size_t k = 0; k + 1 < a->n; k += 2)
+        if (strcmp(a->v[k + 1], id) == 0 && strcmp(a->v[k], origin) == 0)
+            return true;
+    return false;
+}
+
+static bool acks_has_request(const struct acks *a, int64_t id)
+{
+    for (size_t k = 0; k < a->n_reqs; k++)
+        if (a->reqs[k] == id)
+            return true;
+    return false;
+}
+
+/* Every pair and request of a is in dst already (true when a is empty). */
+static bool acks_covered(const struct acks *dst, const struct acks *a)
+{
+    for (size_t k = 0; k + 1 < a->n; k += 2)
+        if (!acks_has(dst, a->v[k], a->v[k + 1]))
+            return false;
+    for (size_t k = 0; k < a->n_reqs; k++)
+        if (!acks_has_request(dst, a->reqs[k]))
+            return false;
+    return true;
+}
+
+/* Move src's pairs and requests to dst, each only if dst does not hold it
+ * yet; src ends empty either way. The ingress sends a message again at each
+ * of its ack timeouts until the answer is committed (every 10 s through an
+ * outage of the processor or the writer): appended each time, the copies
+ * grew without bound and the page acking them carried them all. Held once,
+ * a list is as long as the distinct messages one fetch answers, so the
+ * linear look costs little. */
 static int acks_take(struct acks *dst, struct acks *src)
 {
+    int rc = 0;
     if (src->n) {
-        char **v = append(dst->v, dst->n, src->v, src->n, sizeof(*v));
+        char **v = realloc(dst->v, (dst->n + src->n) * sizeof(*v));
         if (!v) {
-            acks_free(src);
-            return -ENOMEM;
+            rc = -ENOMEM;
+            goto out;
         }
         dst->v = v;
-        dst->n += src->n;
-        free(src->v); /* the strings are dst's now */
-        src->v = NULL;
-        src->n = 0;
+        for (size_t k = 0; k + 1 < src->n; k += 2) {
+            if (acks_has(dst, src->v[k], src->v[k + 1]))
+                continue; /* freed with src */
+            dst->v[dst->n++] = src->v[k];
+            dst->v[dst->n++] = src->v[k + 1];
+            src->v[k] = src->v[k + 1] = NULL; /* dst's now */
+        }
     }
     if (src->n_reqs) {
-        int64_t *r = append(dst->reqs, dst->n_reqs, src->reqs, src->n_reqs, sizeof(*r));
+        int64_t *r = realloc(dst->reqs, (dst->n_reqs + src->n_reqs) * sizeof(*r));
         if (!r) {
-            acks_free(src);
-            return -ENOMEM;
+            rc = -ENOMEM;
+            goto out;
         }
         dst->reqs = r;
-        dst->n_reqs += src->n_reqs;
+        for (size_t k = 0; k < src->n_reqs; k++)
+            if (!acks_has_request(dst, src->reqs[k]))
+                dst->reqs[dst->n_reqs++] = src->reqs[k];
     }
+out:
     acks_free(src);
-    return 0;
+    return rc;
 }
 
 /* Close the sync_requests a fetch answered (or made moot). */
@@ -585,7 +625,7 @@ static void run_retire(struct org_rt *o, struct run *r)
 /* Put a job back at the head of the queue, to run after a backoff. false
  * when it is not retried (stopping, not owned, retries used up, no memory). */
 static bool job_retry(struct org_rt *o, const struct tds_entity *e, const char *mode,
-                      int64_t request_id, bool last_of_request, int attempt)
+                      int64_t request_id, int attempt)
 {
     if (o->s->stopping || !o->owned || attempt >= RUN_RETRIES)
         return false;
@@ -595,7 +635,6 @@ static bool job_retry(struct org_rt *o, const struct tds_entity *e, const char *
     j->e = e;
     snprintf(j->mode, sizeof(j->mode), "%s", mode);
     j->request_id = request_id;
-    j->last_of_request = last_of_request;
     j->attempt = attempt + 1;
     int64_t d = RUN_RETRY_BASE_MS << (attempt < 4 ? attempt : 4);
     if (d > RUN_RETRY_MAX_MS)
@@ -610,10 +649,22 @@ static bool job_retry(struct org_rt *o, const struct tds_entity *e, const char *
     return true;
 }
 
-static void request_finished(struct tds_sync *s, struct run *r)
+/* A request is done when none of its jobs is left: queued, a failed run's
+ * retry waiting out its backoff, or running (other than `ending`, the run
+ * that ends now; NULL when none does). Closing it when its last entity's run
+ * ended, while an earlier entity's retry still waited, made `tds-fetcher
+ * sync --entity all` see that entity failed and exit 1, and a fetcher
+ * stopped before the retry ran lost it for good. */
+static void request_finished(struct org_rt *o, int64_t request_id, const struct run *ending)
 {
-    if (r->request_id > 0 && r->last_of_request)
-        tds_store_request_done(s->store, r->request_id);
+    if (request_id <= 0)
+        return;
+    if (o->run && o->run != ending && o->run->request_id == request_id)
+        return;
+    for (const struct job *j = o->jobs; j; j = j->next)
+        if (j->request_id == request_id)
+            return;
+    tds_store_request_done(o->s->store, request_id);
 }
 
 static void count_run(struct run *r, const char *status)
@@ -685,9 +736,8 @@ static void run_fail(struct run *r, const char *fmt, ...)
     if (r->denied)
         tds_log(TDS_LOG_WARN, &r->lctx, "%s %s run not retried: the token may not read %s",
                 r->e->name, r->mode, r->e->name);
-    if (paused || r->denied ||
-        !job_retry(o, r->e, r->job_mode, r->request_id, r->last_of_request, r->attempt))
-        request_finished(s, r);
+    if (paused || r->denied || !job_retry(o, r->e, r->job_mode, r->request_id, r->attempt))
+        request_finished(o, r->request_id, r);
     run_retire(o, r);
     org_next(o);
 }
@@ -721,7 +771,7 @@ static void run_completed(struct run *r)
             from_memory = true;
         }
     }
-    request_finished(s, r);
+    request_finished(o, r->request_id, r);
     run_retire(o, r);
     /* after the retire: this run itself would count as one pending */
     if (from_memory && !tds_sync_pending(s, o->org->org_id, e->name, "reconcile") &&
@@ -1505,7 +1555,6 @@ static struct run *run_new(struct org_rt *o, struct job *j)
     r->e = j->e;
     snprintf(r->mode, sizeof(r->mode), "%s", j->mode);
     r->request_id = j->request_id;
-    r->last_of_request = j->last_of_request;
     r->attempt = j->attempt;
     snprintf(r->job_mode, sizeof(r->job_mode), "%s", j->mode);
     r->start_wall_ms = tds_wall_ms();
@@ -1550,9 +1599,8 @@ static void run_start(struct org_rt *o, struct job *j)
             /* a request stays open and is taken again; the schedule retries */
             tds_log(TDS_LOG_WARN, &r->lctx, "could not read the cursor: %s",
                     tds_store_error(s->store));
-            if (!job_retry(o, j->e, j->mode, j->request_id, j->last_of_request, j->attempt) &&
-                j->request_id > 0 && j->last_of_request)
-                tds_store_request_done(s->store, j->request_id);
+            if (!job_retry(o, j->e, j->mode, j->request_id, j->attempt))
+                request_finished(o, j->request_id, NULL);
             run_free(r);
             return;
         }
@@ -1570,9 +1618,8 @@ static void run_start(struct org_rt *o, struct job *j)
     if (tds_store_run_insert(s->store, r->id, o->org->org_id, r->e->name, r->mode) != 0) {
         tds_log(TDS_LOG_WARN, &r->lctx, "could not record the run: %s",
                 tds_store_error(s->store));
-        if (!job_retry(o, j->e, j->mode, j->request_id, j->last_of_request, j->attempt) &&
-            j->request_id > 0 && j->last_of_request)
-            tds_store_request_done(s->store, j->request_id);
+        if (!job_retry(o, j->e, j->mode, j->request_id, j->attempt))
+            request_finished(o, j->request_id, NULL);
         run_free(r);
         return;
     }
@@ -1971,6 +2018,21 @@ void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const 
     }
     char key[512];
     fetch_key(e, f->zoho_id, key, sizeof(key));
+    if (idset_has(&o->fl_keys, key)) {
+        /* Asked of Zoho, not answered yet. A resend of a message the call
+         * answers already (the ingress's ack was late), or a fetch nobody
+         * waits for (the sweep), is answered by that call: queued, it cost
+         * a second detail call once the first was answered. Another
+         * message still waits for the call and then runs once (below): it
+         * may tell of a change made after the call was sent. */
+        const struct fetch_call *fc = o->calls;
+        while (fc && !(fc->e == e && strcmp(fc->id, f->zoho_id) == 0))
+            fc = fc->next;
+        if (fc && acks_covered(&fc->acks, &a)) {
+            acks_free(&a);
+            return;
+        }
+    }
     if (idset_has(&o->fq_keys, key)) {
         /* still queued: one fetch answers both */
         struct fetch_item *it = o->fq;
@@ -2588,7 +2650,6 @@ int tds_sync_enqueue(struct tds_sync *s, const char *org, const char *entity, co
     }
     if (!first)
         return TDS_E_NOTFOUND;
-    last->last_of_request = true;
     /* A request goes ahead of scheduled runs: someone is waiting for it. */
     struct job *after = NULL;
     if (request_id > 0)

@@ -971,6 +971,184 @@ def push_fetches(port, msgs):
     sock.close()
 
 
+def send_fetches(port, msgs):
+    """Fetch messages (org, entity, zoho id, message id) as an ingress sends
+    them: a resend after a late ack has the same message id."""
+    import msgpack
+    import zmq
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    time.sleep(0.2)
+    for org, entity, zid, mid in msgs:
+        sock.send(msgpack.packb({"v": 1, "t": "fetch", "id": mid, "org": org, "entity": entity,
+                                 "zoho_id": zid, "origin": "ingress.test"}))
+    sock.close()
+
+
+class Downstream:
+    """Stands in for the processor (a PULL socket on its port) and for the
+    writer's acks (a PUB socket on its port), so that a test reads each page
+    the fetcher sends and acks it when it chooses. Built before the fetcher
+    starts (the writer has created the schema by then)."""
+
+    def __init__(self, p):
+        import zmq
+        p.processor.kill()
+        p.writer.stop()
+        self.ctx = zmq.Context()
+        self.pull = self.ctx.socket(zmq.PULL)
+        self.pull.bind(f"tcp://127.0.0.1:{p.proc_port}")
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.bind(f"tcp://127.0.0.1:{p.ack_port}")
+
+    def page(self, timeout=10.0):
+        import msgpack
+        assert self.pull.poll(int(timeout * 1000)), "no page from the fetcher"
+        return msgpack.unpackb(self.pull.recv(), raw=False)
+
+    def ack_until_page(self, page, timeout=10.0):
+        """Ack page (as the writer does after its COMMIT) until the fetcher
+        sends its next page, which is returned."""
+        import msgpack
+        deadline = time.monotonic() + timeout
+        while True:
+            self.pub.send_multipart([page["origin"].encode(), msgpack.packb(
+                {"v": 1, "t": "ack", "id": f"ack-{time.monotonic_ns()}", "origin": page["origin"],
+                 "ids": [page["id"]], "rows_written": 1, "rows_rejected": 0})])
+            if self.pull.poll(200):
+                return self.page()
+            assert time.monotonic() < deadline, f"no page after the ack of {page['id']}"
+
+    def close(self):
+        self.pull.close(0)
+        self.pub.close(0)
+        self.ctx.term()
+
+
+def test_a_fetch_resent_again_and_again_is_carried_once(procs, db, sim, tmp_path):
+    """The ingress sends a fetch again at every ack timeout until the page
+    that answers it is committed: in a processor or writer outage, every 10 s
+    for as long as it lasts. Each resend joined the fetch still queued, or
+    the page in flight that answers it, with one more copy of its (origin,
+    message id) pair: memory grew without bound, and the page that acks them
+    carried every copy (here 20). A pair already held is not added again."""
+    s = sim(orgs=[small_org(items=5)])
+    # two pages in flight fill the credits: a third fetch waits in the queue
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MAX_INFLIGHT": "2"})
+    d = Downstream(p)
+    try:
+        f = p.start_fetcher()
+        wait_until(lambda: json.loads(http_get(f.admin_url + "/status")[1])
+                   ["organizations"][0]["owned"], timeout=10, what="the organization owned")
+        a, b, c, e = [r["item_id"] for r in s.truth("60001", "items")["records"]][:4]
+        send_fetches(p.fetch_port, [("60001", "items", a, "fe-a"), ("60001", "items", b, "fe-b")])
+        pages = {pg["acks"][1]: pg for pg in (d.page(), d.page())}
+        assert sorted(pages) == ["fe-a", "fe-b"], pages
+        # fe-a's answer is in flight, fe-c waits in the queue; both are sent
+        # again and again, then fe-e (queued behind fe-c) says all were taken
+        send_fetches(p.fetch_port, [("60001", "items", c, "fe-c")] * 21
+                     + [("60001", "items", a, "fe-a")] * 20 + [("60001", "items", e, "fe-e")])
+        wait_until(lambda: json.loads(http_get(f.admin_url + "/status")[1])
+                   ["organizations"][0]["fetch_queued"] == 2, timeout=10, what="fe-c and fe-e queued")
+        # fe-a's page committed: its resends are acked by a page of their own
+        late = d.ack_until_page(pages["fe-a"])
+        # fe-b's committed: fe-c is asked of Zoho, its page answers every send
+        answer = d.ack_until_page(pages["fe-b"])
+        print(f"acks of fe-a's resends: {len(late['acks']) // 2}, "
+              f"of fe-c's page: {len(answer['acks']) // 2}")
+        assert not late.get("records") and answer.get("records"), (late, answer)
+        assert late["acks"] == ["ingress.test", "fe-a"], len(late["acks"])
+        assert answer["acks"] == ["ingress.test", "fe-c"], len(answer["acks"])
+    finally:
+        d.close()
+
+
+def test_a_fetch_resent_or_swept_while_its_call_is_in_flight_is_asked_once(procs, db, sim,
+                                                                           tmp_path):
+    """A resend that came while the fetch's call was at Zoho (no page yet to
+    join) was queued as a fetch of its own, and so was the sweep's fetch of a
+    row in list form whose call was at Zoho: each a second detail call for
+    the same record once the first was answered. Now both join the call in
+    flight."""
+    s = sim(orgs=[small_org(items=5)])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_SWEEP_MS": "200"})
+    f = p.start_fetcher()
+    p.sync("60001", "items", "full")
+
+    def calls():
+        return s.stats()["orgs"]["60001"]["endpoints"].get("items.detail", 0)
+
+    def at_zoho():
+        return s.stats()["orgs"]["60001"]["faults"]
+
+    def asked_once(zid, mid, meanwhile):
+        """fetch zid; while its call is at Zoho (slow), meanwhile(); the
+        detail calls made, once the answer is written."""
+        zid = s.mutate("60001", "items", update=1)["updated"][0] if zid is None else zid
+        truth = {r["item_id"]: r for r in s.truth("60001", "items")["records"]}
+        before, slow = calls(), at_zoho()
+        s.faults(p_slow=1.0, slow_ms=2000)
+        try:
+            send_fetches(p.fetch_port, [("60001", "items", zid, mid)])
+            wait_until(lambda: at_zoho() > slow, timeout=10, what="the call at Zoho")
+            meanwhile(zid)
+        finally:
+            s.faults(clear=True)
+        _wait_detail_written(db, truth, [zid], 10, "fetched")
+        wait_until(lambda: f.metric("tds_fetcher_pages_inflight") == 0, timeout=10,
+                   what="the answer acked")
+        time.sleep(0.5)   # a second call would go out at once
+        return calls() - before
+
+    # the ingress sends it again (its ack is late)
+    n = asked_once(None, "fe-x", lambda zid: send_fetches(
+        p.fetch_port, [("60001", "items", zid, "fe-x")] * 3))
+    print(f"detail calls for a fetch resent while at Zoho: {n}")
+    assert n == 1, n
+
+    # the sweep finds the row in list form (as a webhook's abbreviated record leaves it)
+    def to_list_form(zid):
+        looks = f.stderr_text().count("items rows only in list form")
+        db.query("UPDATE zoho.items SET is_detail = false, synced_at = now() - interval "
+                 "'1 minute' WHERE item_id = %s RETURNING 1", zid)
+        wait_until(lambda: f.stderr_text().count("items rows only in list form") > looks,
+                   timeout=5, what="the sweep asking for it")
+    n = asked_once(None, "fe-y", to_list_form)
+    print(f"detail calls for a fetch swept while at Zoho: {n}")
+    assert n == 1, n
+
+
+def test_a_request_for_every_entity_stays_open_while_a_run_waits_for_its_retry(
+        procs, db, sim, tmp_path):
+    """A request for every entity was closed when its last entity's run
+    ended, though an earlier entity's run had failed and its retry was still
+    waiting out its backoff: `tds-fetcher sync` saw the request done with
+    that entity failed (exit 1), and a restart before the retry lost it. Now
+    the request is done when none of its runs is queued or running."""
+    s = sim(orgs=[small_org(contacts=3)], extra_args=["--limits-off"])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MAX_ATTEMPTS": "3"},
+                 orgs=[org_spec("60001", rate_per_min=6000, entities=["warehouses", "contacts"])])
+    p.start_fetcher()
+    s.faults(p500=1.0)
+    try:
+        rid = p.request("60001", "all", "full")
+        # warehouses fail (three tries, ~1 s) and wait 2 s for their retry;
+        # contacts start at once, their list call on its second try by then
+        wait_until(lambda: any(r["status"] == "failed" for r in p.runs(rid)), timeout=20,
+                   what="the warehouses run to fail", interval=0.01)
+    finally:
+        s.faults(clear=True)
+    runs = p.wait_request(rid, timeout=30)
+    print([(r["entity"], r["status"]) for r in runs])
+    assert runs[0]["entity"] == "warehouses" and runs[0]["status"] == "failed", runs
+    latest = {r["entity"]: r["status"] for r in runs}   # in order of start
+    assert latest == {"warehouses": "completed", "contacts": "completed"}, runs
+    # closed after the last of its runs ended, not when the last one started ended
+    assert db.query("SELECT done_at >= (SELECT max(finished_at) FROM tds.sync_runs WHERE run_id "
+                    "LIKE %s) FROM tds.sync_requests WHERE id = %s", f"rq{rid}.%", rid)[0][0]
+
+
 def test_fetch_by_id_updates_deletes_and_coalesces(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(items=40)])
     p = Pipeline(procs, db, s, tmp_path)
