@@ -71,6 +71,7 @@ static const struct field event_fields[] = {
     FLD(struct tds_msg_event, zoho_id, F_STR, false),
     FLD(struct tds_msg_event, received_ms, F_I64, false),
     FLD(struct tds_msg_event, body, F_BYTES, false),
+    FLD(struct tds_msg_event, tz, F_STR, false),
 };
 
 static const struct field fetch_fields[] = {
@@ -94,6 +95,7 @@ static const struct field page_fields[] = {
     ARR(struct tds_msg_page, deleted_ids, n_deleted, F_STRS, false),
     ARR(struct tds_msg_page, records, n_records, F_RECORDS, false),
     ARR(struct tds_msg_page, acks, n_acks, F_STRS, false),
+    FLD(struct tds_msg_page, tz, F_STR, false),
 };
 
 /* cols before rows: decoding rows needs n_cols. */

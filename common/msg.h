@@ -68,6 +68,8 @@ struct tds_msg_event {
     char *zoho_id;      /* record id when known, else NULL */
     int64_t received_ms;
     struct tds_bytes body; /* raw JSON as received */
+    char *tz;           /* the organization's UTC offset ("+0300"), or NULL (UTC): Zoho's
+                         * date-only times are midnight there */
 };
 
 /* ingress/CLI → fetcher: fetch one record by id. */
@@ -99,6 +101,7 @@ struct tds_msg_page {
      * from an ingress), acked to their origins with the page's own ack. */
     char **acks;
     size_t n_acks;
+    char *tz;           /* the organization's UTC offset ("+0300"), or NULL: as an event's */
 };
 
 /* How the writer applies a set of rows. */

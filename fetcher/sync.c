@@ -484,6 +484,9 @@ static int deliver(struct tds_sync *s, struct org_rt *o, struct run *r, struct t
     m->type = TDS_MSG_PAGE;
     m->v = TDS_MSG_VERSION;
     m->u.page.origin = s->origin;
+    /* the processor makes a date-only time midnight in this offset */
+    if (o && o->org)
+        m->u.page.tz = o->org->timezone_offset;
     /* set by the caller to when its records were asked for; else now */
     if (m->u.page.fetched_ms <= 0)
         m->u.page.fetched_ms = tds_wall_ms();

@@ -390,6 +390,7 @@ static int build_entry(struct tds_http *h, const struct req *r, const struct tds
         m.u.event.received_ms = now_ms;
         m.u.event.body.p = (char *)w->json;
         m.u.event.body.n = w->json_len;
+        m.u.event.tz = r->org->timezone_offset; /* date-only times are midnight there */
     }
     rc = tds_msg_encode(&m, &buf, &len);
     if (rc)

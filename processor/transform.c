@@ -108,6 +108,11 @@ void tds_transform_begin(struct tds_transform *t, struct tds_msg_rows *r)
     t->n_sets = 0;
 }
 
+void tds_transform_set_tz(struct tds_transform *t, const char *tz)
+{
+    t->tx.tz = tz;
+}
+
 /* ---- helpers for entity transforms (tx.h) ---- */
 
 int tx_fail(struct tx *t, const char *cls, const char *fmt, ...)
@@ -312,9 +317,10 @@ int tx_top(struct tx *t, const char *table, enum tds_rowset_kind kind,
     if (!t->zoho_id.p)
         t->zoho_id = id;
     if (mod_key &&
-        (rc = tds_value_timestamp(t->arena, tds_pjson_get(rec, mod_key), &mod, mod_key, &e)) != 0) {
+        (rc = tds_value_timestamp(t->arena, tds_pjson_get(rec, mod_key), t->tz, &mod, mod_key,
+                              &e)) != 0) {
         if (rc > 0 && t->path_len)
-            tds_value_timestamp(t->arena, tds_pjson_get(rec, mod_key), &mod,
+            tds_value_timestamp(t->arena, tds_pjson_get(rec, mod_key), t->tz, &mod,
                                 field_name(t, mod_key, fb, sizeof(fb)), &e);
         t->reason_class = "invalid_timestamp";
         return rc < 0 ? rc : TX_REJECT;
@@ -403,7 +409,7 @@ static int convert_as(struct tx *t, struct tx_row *r, int i, const struct tds_pj
         t->reason_class = "invalid_boolean";
         break;
     case TDS_T_TIMESTAMPTZ:
-        rc = tds_value_timestamp(t->arena, v, out, field, &e);
+        rc = tds_value_timestamp(t->arena, v, t->tz, out, field, &e);
         t->reason_class = "invalid_timestamp";
         break;
     case TDS_T_DATE:

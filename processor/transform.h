@@ -43,6 +43,10 @@ struct tds_transform *tds_transform_free(struct tds_transform *t);
 /* Start filling r (a rows message owned by the caller): forgets the set
  * lookup of the previous message. Call before the first record of each r. */
 void tds_transform_begin(struct tds_transform *t, struct tds_msg_rows *r);
+/* The organization's UTC offset ("+0300", checked by tds_value_tz_ok) for
+ * the message's records from now on: a date-only time is midnight there.
+ * NULL: UTC. The string must outlive the records' transforms. */
+void tds_transform_set_tz(struct tds_transform *t, const char *tz);
 
 /* Transform one record of entity e. Returns 0 whether the record became rows
  * or a reject (see res), or -ENOMEM (r may then hold part of the record's

@@ -38,6 +38,7 @@ struct tx {
     struct tds_pjson_arena *arena;
     const struct tds_entity *entity;
     const char *org;
+    const char *tz;           /* the organization's offset ("+0300") for date-only times; NULL: UTC */
     bool detail;              /* the record is complete (detail form) */
     struct tx_row *rows;
     size_t n_rows, cap_rows;

@@ -318,7 +318,15 @@ int tds_value_date(const struct tds_pjson *v, struct tds_bytes *out, const char 
     return err(e, TDS_VALUE_E_DATE, "date", field, v);
 }
 
-int tds_value_timestamp(struct tds_pjson_arena *a, const struct tds_pjson *v,
+bool tds_value_tz_ok(const char *tz)
+{
+    int hh, mm;
+
+    return tz && strlen(tz) == 5 && (tz[0] == '+' || tz[0] == '-') && digits(tz + 1, 2, &hh) &&
+           digits(tz + 3, 2, &mm) && hh <= 14 && mm <= 59;
+}
+
+int tds_value_timestamp(struct tds_pjson_arena *a, const struct tds_pjson *v, const char *tz,
                         struct tds_bytes *out, const char *field, struct tds_value_err *e)
 {
     const char *s;
@@ -339,7 +347,8 @@ int tds_value_timestamp(struct tds_pjson_arena *a, const struct tds_pjson *v,
         set_null(out);
         return 0;
     }
-    /* Zoho documents date-only values in some examples: midnight UTC. */
+    /* Zoho documents date-only values in some examples: midnight where
+     * the organization is. */
     if (n == 10) {
         if (!date_ok(s, n))
             return err(e, TDS_VALUE_E_TIMESTAMP, "timestamp", field, v);
@@ -348,6 +357,11 @@ int tds_value_timestamp(struct tds_pjson_arena *a, const struct tds_pjson *v,
             return -ENOMEM;
         memcpy(o, s, 10);
         memcpy(o + 10, " 00:00:00+00:00", 15);
+        if (tds_value_tz_ok(tz)) {
+            o[19] = tz[0];
+            memcpy(o + 20, tz + 1, 2);
+            memcpy(o + 23, tz + 3, 2);
+        }
         set(out, o, 25);
         return 0;
     }

@@ -51,9 +51,14 @@ int tds_value_int(const struct tds_pjson *v, struct tds_bytes *out, const char *
 int tds_value_bool(const struct tds_pjson *v, struct tds_bytes *out, const char *field,
                    struct tds_value_err *e);
 /* "yyyy-MM-ddTHH:mm:ss[.fff](Z|±hh:mm|±hhmm|±hh)" or a bare date; written
- * back as "yyyy-MM-dd HH:mm:ss[.fff]±hh:mm" (a bare date as midnight UTC). */
-int tds_value_timestamp(struct tds_pjson_arena *a, const struct tds_pjson *v,
+ * back as "yyyy-MM-dd HH:mm:ss[.fff]±hh:mm". A bare date is midnight in the
+ * organization's offset tz ("+0300", as tds_value_tz_ok accepts; NULL:
+ * UTC): Zoho's times are in the organization's time zone. */
+int tds_value_timestamp(struct tds_pjson_arena *a, const struct tds_pjson *v, const char *tz,
                         struct tds_bytes *out, const char *field, struct tds_value_err *e);
+/* Whether tz is an offset as the organizations file normalizes it: "±HHMM",
+ * HH at most 14, MM at most 59. */
+bool tds_value_tz_ok(const char *tz);
 int tds_value_date(const struct tds_pjson *v, struct tds_bytes *out, const char *field,
                    struct tds_value_err *e);
 /* A record or child id: a non-blank string of [0-9A-Za-z_.-] (at most 64) or a

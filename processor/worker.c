@@ -19,6 +19,7 @@
 #include "pjson.h"
 #include "transform.h"
 #include "util.h"
+#include "value.h"
 
 #define DEAD_RAW_MAX (64u * 1024u)
 
@@ -314,6 +315,7 @@ static int do_event(struct tds_worker *w, const struct tds_msg *in, struct tds_m
     if ((rc = event_header(in, m)) < 0)
         return rc;
     tds_transform_begin(w->tf, r);
+    tds_transform_set_tz(w->tf, ev->tz);
     if (!e)
         return reject_unknown(w, ty, r, ev->org, ev->entity, NULL, ev->body.p, ev->body.n);
     if (ev->op && strcmp(ev->op, "delete") == 0)
@@ -388,6 +390,7 @@ static int do_page(struct tds_worker *w, const struct tds_msg *in, struct tds_ms
     if ((rc = page_header(in, m)) < 0)
         return rc;
     tds_transform_begin(w->tf, r);
+    tds_transform_set_tz(w->tf, pg->tz);
     for (size_t i = 0; i < pg->n_records; i++) {
         if (!e) {
             if ((rc = reject_unknown(w, ty, r, pg->org, pg->entity, NULL, pg->records[i].p,
@@ -539,6 +542,12 @@ int tds_worker_handle(struct tds_worker *w, const void *frame, size_t len, char 
     }
     if (in.type != TDS_MSG_EVENT && in.type != TDS_MSG_PAGE) {
         snprintf(why, sizeof(why), "unexpected message type '%s'", tds_msg_type_name(in.type));
+        tds_msg_clear(&in);
+        return tds_worker_dead_letter(w, why, frame, len, out, out_len);
+    }
+    const char *tz = in.type == TDS_MSG_EVENT ? in.u.event.tz : in.u.page.tz;
+    if (tz && !tds_value_tz_ok(tz)) {
+        snprintf(why, sizeof(why), "invalid tz '%.8s' (expected +HHMM or -HHMM)", tz);
         tds_msg_clear(&in);
         return tds_worker_dead_letter(w, why, frame, len, out, out_len);
     }

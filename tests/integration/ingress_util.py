@@ -24,7 +24,7 @@ ORGS = {
     "organizations": [
         {"org_id": "60001", "name": "Signed", "product": "inventory", "data_center": "com",
          "client_id": "x", "client_secret": "y", "refresh_token": "z",
-         "webhook_secrets": [SECRET_A, SECRET_A_OLD]},
+         "webhook_secrets": [SECRET_A, SECRET_A_OLD], "timezone_offset": "+05:30"},
         {"org_id": "60002", "name": "Unsigned on purpose", "product": "books",
          "data_center": "com", "client_id": "x", "client_secret": "y", "refresh_token": "z",
          "webhooks_unsigned": True},

@@ -1060,6 +1060,9 @@ def test_a_fetch_resent_again_and_again_is_carried_once(procs, db, sim, tmp_path
         assert not late.get("records") and answer.get("records"), (late, answer)
         assert late["acks"] == ["ingress.test", "fe-a"], len(late["acks"])
         assert answer["acks"] == ["ingress.test", "fe-c"], len(answer["acks"])
+        # every page carries the organization's offset: the processor makes a
+        # date-only time midnight there
+        assert answer["tz"] == "+0300" and pages["fe-a"]["tz"] == "+0300", answer["tz"]
     finally:
         d.close()
 

@@ -99,6 +99,7 @@ def test_signed_webhook_becomes_event(ing):
     assert m["id"] == "ev-60001:" + m["event_id"]
     assert m["body"] == body.encode()  # the raw bytes, not a re-serialization
     assert abs(m["received_ms"] - time.time() * 1000) < 60000
+    assert m["tz"] == "+0530"  # the organization's offset: date-only times are midnight there
     # The old secret of a rotation still verifies; so does a query parameter.
     t2 = time.monotonic()
     assert i.post("60001", item_body("2"), SECRET_A_OLD).status == 200

@@ -96,13 +96,13 @@ static void test_int_bool(void)
 #define TS_OK(json, want)                                                            \
     do {                                                                             \
         struct tds_bytes b;                                                          \
-        T_INT(tds_value_timestamp(A, val(json), &b, "f", &E), ==, 0);                \
+        T_INT(tds_value_timestamp(A, val(json), NULL, &b, "f", &E), ==, 0);                \
         T_STR(txt(&b), want);                                                        \
     } while (0)
 #define TS_BAD(json)                                                                 \
     do {                                                                             \
         struct tds_bytes b;                                                          \
-        T_INT(tds_value_timestamp(A, val(json), &b, "f", &E), ==, TDS_VALUE_E_TIMESTAMP); \
+        T_INT(tds_value_timestamp(A, val(json), NULL, &b, "f", &E), ==, TDS_VALUE_E_TIMESTAMP); \
     } while (0)
 
 static void test_time_date(void)
@@ -114,6 +114,17 @@ static void test_time_date(void)
     TS_OK("\"2024-01-15T10:20:30Z\"", "2024-01-15 10:20:30+00:00");
     TS_OK("\"2024-01-15T10:20:30.123+03\"", "2024-01-15 10:20:30.123+03:00");
     TS_OK("\"2013-08-05\"", "2013-08-05 00:00:00+00:00");
+    /* a bare date is midnight where the organization is */
+    T_INT(tds_value_timestamp(A, val("\"2013-08-05\""), "-0400", &b, "f", &E), ==, 0);
+    T_STR(txt(&b), "2013-08-05 00:00:00-04:00");
+    T_INT(tds_value_timestamp(A, val("\"2013-08-05\""), "+0530", &b, "f", &E), ==, 0);
+    T_STR(txt(&b), "2013-08-05 00:00:00+05:30");
+    /* a full time keeps its own offset */
+    T_INT(tds_value_timestamp(A, val("\"2024-01-15T10:20:30+0530\""), "-0400", &b, "f", &E), ==, 0);
+    T_STR(txt(&b), "2024-01-15 10:20:30+05:30");
+    T_TRUE(tds_value_tz_ok("+0300") && tds_value_tz_ok("-1200") && tds_value_tz_ok("+1400"));
+    T_TRUE(!tds_value_tz_ok("+03:00") && !tds_value_tz_ok("0300") && !tds_value_tz_ok("+1500") &&
+           !tds_value_tz_ok("+0360") && !tds_value_tz_ok("+03000") && !tds_value_tz_ok(NULL));
     TS_OK("\"2024-02-29T23:59:59+1400\"", "2024-02-29 23:59:59+14:00");
     TS_BAD("\"2023-02-29T00:00:00+0000\"");
     TS_BAD("\"2024-01-15T24:00:00+0000\"");
@@ -123,7 +134,7 @@ static void test_time_date(void)
     TS_BAD("\"yesterday\"");
     TS_BAD("1705312230");
     T_STR(reason, "invalid timestamp in field 'f': 1705312230");
-    T_INT(tds_value_timestamp(A, val("\"\""), &b, "f", &E), ==, 0);
+    T_INT(tds_value_timestamp(A, val("\"\""), NULL, &b, "f", &E), ==, 0);
     T_NULL(b.p);
     T_INT(tds_value_date(val("\"2024-02-29\""), &b, "f", &E), ==, 0);
     T_STR(txt(&b), "2024-02-29");

@@ -289,6 +289,48 @@ static void test_event(void)
     tds_msg_clear(&out);
 }
 
+static void dead(const void *frame, size_t len, const char *want_reason_prefix);
+
+static const char *value_of(const struct tds_msg_rowset *set, const char *col)
+{
+    for (size_t c = 0; c < set->n_cols; c++)
+        if (strcmp(set->cols[c], col) == 0)
+            return set->vals[c].p;
+    T_TRUE(!"no such column");
+    return NULL;
+}
+
+/* Zoho's times are in the organization's time zone: a date-only one is
+ * midnight there, as the message's tz says; a tz that is not an offset
+ * makes the message a dead letter. */
+static void test_date_only_times_are_the_organizations_midnight(void)
+{
+    struct tds_msg in, out;
+    struct tds_bytes rec = {"{\"contact_id\":\"7\",\"contact_name\":\"X\","
+                            "\"created_time\":\"2013-08-05\",\"last_modified_time\":\"2013-10-07\"}", 0};
+    char *buf = NULL;
+    size_t len = 0;
+
+    rec.n = strlen(rec.p);
+    memset(&in, 0, sizeof(in));
+    in.type = TDS_MSG_PAGE;
+    in.v = TDS_MSG_VERSION;
+    in.id = "pg-tz-1";
+    in.u.page = (struct tds_msg_page){
+        .org = "60001", .entity = "contacts", .run = "run1", .mode = "full", .origin = "fetcher.pod-1",
+        .page = 1, .records = &rec, .n_records = 1, .tz = "-0400"};
+    handle(&in, &out);
+    T_INT(out.u.rows.n_rejects, ==, 0);
+    T_STR(value_of(&out.u.rows.sets[0], "created_time"), "2013-08-05 00:00:00-04:00");
+    T_STR(value_of(&out.u.rows.sets[0], "modified_time"), "2013-10-07 00:00:00-04:00");
+    tds_msg_clear(&out);
+
+    in.u.page.tz = "+03:00";
+    T_INT(tds_msg_encode(&in, &buf, &len), ==, 0);
+    dead(buf, len, "dead letter: invalid tz '+03:00'");
+    free(buf);
+}
+
 /* A page of an entity this build does not know: its records and its deleted
  * ids all become rejects, each counted in the metric and the stats, and the
  * deletes keep their id. */
@@ -386,6 +428,7 @@ int main(void)
     T_RUN(test_event);
     T_RUN(test_unknown_entity_page);
     T_RUN(test_dead_letters);
+    T_RUN(test_date_only_times_are_the_organizations_midnight); /* a dead letter more: after */
     W = tds_worker_free(W);
     return 0;
 }
