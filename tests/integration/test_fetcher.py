@@ -1164,18 +1164,27 @@ def test_fetch_by_id_updates_deletes_and_coalesces(procs, db, sim, tmp_path):
     created = sorted(set(now) - before)
     deleted = [d["id"] for d in truth["deleted"] if d["id"] in before]
     s.reset_stats()
-    # many webhooks for the same record: one fetch in flight, one queued behind it
+    # many webhooks for the same record: one fetch in flight, one queued behind
+    # it. Each that comes while a call is at Zoho queues (at most) one more
+    # after it, as the record may have changed since that call went out: the
+    # answers are slowed so that all 20 come during the first call, on a
+    # loaded machine too.
     msgs = [("60001", "items", created[0])] * 20
     msgs += [("60001", "items", i) for i in deleted]
     msgs += [("60001", "warehouses", "123"), ("99999", "items", "1")]  # ignored, not fatal
-    push_fetches(p.fetch_port, msgs)
+    s.faults(p_slow=1.0, slow_ms=1000)
     table = ENTITIES["items"][0]
-    wait_until(lambda: db.query(f"SELECT count(*) FROM zoho.{table} WHERE item_id = %s",
-                                created[0])[0][0] == 1, timeout=30, what="created record fetched")
-    for d in deleted:
-        wait_until(lambda: db.query(f"SELECT deleted_at IS NOT NULL FROM zoho.{table} "
-                                    "WHERE item_id = %s", d)[0][0], timeout=30,
-                   what="1002 marks the record deleted")
+    try:
+        push_fetches(p.fetch_port, msgs)
+        wait_until(lambda: db.query(f"SELECT count(*) FROM zoho.{table} WHERE item_id = %s",
+                                    created[0])[0][0] == 1, timeout=30,
+                   what="created record fetched")
+        for d in deleted:
+            wait_until(lambda: db.query(f"SELECT deleted_at IS NOT NULL FROM zoho.{table} "
+                                        "WHERE item_id = %s", d)[0][0], timeout=30,
+                       what="1002 marks the record deleted")
+    finally:
+        s.faults(clear=True)
     st = s.stats()["orgs"]["60001"]["endpoints"]
     assert 1 + len(deleted) <= st["items.detail"] <= 2 + len(deleted), st
     row = db.query(f"SELECT is_detail FROM zoho.{table} WHERE item_id = %s", created[0])
