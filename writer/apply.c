@@ -2420,6 +2420,7 @@ static int run_one_flight(struct tds_apply *a, struct tds_bmsg *const *msgs, siz
     const char *key[3];
     char m[16], what[96], **payloads = NULL, name[32];
     size_t n_payloads = 0;
+    bool dropped = false;
     int rc;
 
     /* org id, id and content hash as C strings; NULL stays NULL */
@@ -2477,7 +2478,7 @@ static int run_one_flight(struct tds_apply *a, struct tds_bmsg *const *msgs, siz
         const char *nv[4] = {payloads[0], key[0], key[1], key[2]};
 
         if (notify_off(a)) {
-            res->notifies_dropped++;
+            dropped = true; /* counted below if the guard let the row through */
         } else {
             a->txn_notified = true;
             snprintf(name, sizeof(name), "nw_%zu", sg->tidx);
@@ -2492,6 +2493,8 @@ static int run_one_flight(struct tds_apply *a, struct tds_bmsg *const *msgs, siz
     rc = finish_txn(a, msgs, n, gs, n_groups, res);
     if (rc == 0 && res->written[sg->tidx] > 0 && a->txn_notified)
         res->notifies++;
+    if (rc == 0 && res->written[sg->tidx] > 0 && dropped)
+        res->notifies_dropped++;
     res->one_flight = rc == 0;
     return rc;
 }
