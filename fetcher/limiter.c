@@ -31,7 +31,9 @@ struct tds_limiter {
     int64_t stop_until_ms;  /* code 45 or budget spent */
     int64_t daily_limit;
     int64_t remaining;      /* estimate, -1 unknown */
-    int64_t reset_at_ms;    /* daily reset, 0 unknown */
+    int64_t reset_at_ms;    /* daily reset, when reset_known */
+    bool reset_known;       /* an X-Rate-Limit-Reset came */
+    int daily_busy;         /* code 45s in a row that said the reset is now */
     int conc_busy;          /* 1070s in a row with nothing of ours in flight */
     uint32_t rnd;           /* xorshift32 state for the jitter */
     int64_t licence_until_ms; /* with cfg.needs_licence: no grant from then on */
@@ -127,6 +129,43 @@ static void maybe_daily_reset(struct tds_limiter *l, int64_t now_ms)
     }
 }
 
+/* The daily budget's answer: TDS_LIMITER_GO when it lets a call go,
+ * else WAIT or STOPPED with *wait_ms set. */
+static int daily_check(struct tds_limiter *l, int64_t now_ms, int64_t *wait_ms)
+{
+    if (l->remaining < 0 || l->remaining > l->cfg.daily_reserve)
+        return TDS_LIMITER_GO;
+    /* Spent down to the reserve: the rest belongs to other integrations,
+     * until the reset the headers announced. */
+    int64_t until;
+    if (l->reset_known && l->reset_at_ms > now_ms) {
+        until = l->reset_at_ms;
+    } else if (l->inflight > 0) {
+        /* A reset already past (or none known) is no answer to "until
+         * when": the requests still out bring the new figures, so wait
+         * for them, not an hour. */
+        *wait_ms = -1;
+        return TDS_LIMITER_WAIT;
+    } else if (l->reset_known && now_ms < l->reset_at_ms + TDS_LIMITER_RESET_GRAIN_MS) {
+        /* The header counts whole seconds: the server's day may end up
+         * to one later than the reset we worked out. */
+        until = l->reset_at_ms + TDS_LIMITER_RESET_GRAIN_MS;
+    } else if (l->reset_known) {
+        /* The day those figures counted is over, and nothing out can
+         * report it any more: how much of the new day is left is not
+         * known. One call finds out (its headers say); the others wait
+         * for it, since the estimate still reads "spent" until then. */
+        return TDS_LIMITER_GO;
+    } else {
+        /* Spent, and no reset ever announced: a bounded pause, after
+         * which the quota counts as refilled and the headers correct it. */
+        until = now_ms + l->cfg.daily_pause_ms;
+    }
+    l->stop_until_ms = until;
+    *wait_ms = until - now_ms;
+    return TDS_LIMITER_STOPPED;
+}
+
 int tds_limiter_acquire(struct tds_limiter *l, int64_t now_ms, int64_t *wait_ms, int64_t *ticket)
 {
     *wait_ms = 0;
@@ -137,19 +176,9 @@ int tds_limiter_acquire(struct tds_limiter *l, int64_t now_ms, int64_t *wait_ms,
         *wait_ms = l->stop_until_ms - now_ms;
         return TDS_LIMITER_STOPPED;
     }
-    if (l->remaining >= 0 && l->remaining <= l->cfg.daily_reserve) {
-        /* Spent down to the reserve: the rest belongs to other integrations.
-         * A reset already past is no answer to "until when": the requests
-         * still out will bring the new one, so wait for them, not an hour. */
-        if (l->reset_at_ms <= now_ms && l->inflight > 0) {
-            *wait_ms = -1;
-            return TDS_LIMITER_WAIT;
-        }
-        int64_t until = l->reset_at_ms > now_ms ? l->reset_at_ms : now_ms + l->cfg.daily_pause_ms;
-        l->stop_until_ms = until;
-        *wait_ms = until - now_ms;
-        return TDS_LIMITER_STOPPED;
-    }
+    int rc = daily_check(l, now_ms, wait_ms);
+    if (rc != TDS_LIMITER_GO)
+        return rc;
     if (now_ms < l->pause_until_ms) {
         *wait_ms = l->pause_until_ms - now_ms;
         return TDS_LIMITER_WAIT;
@@ -238,8 +267,10 @@ void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
         return;
     if (o->hdr_limit > 0)
         l->daily_limit = o->hdr_limit;
-    if (o->hdr_reset_s >= 0)
+    if (o->hdr_reset_s >= 0) {
         l->reset_at_ms = now_ms + o->hdr_reset_s * 1000;
+        l->reset_known = true;
+    }
     if (o->hdr_remaining >= 0) {
         /* Requests still in flight were granted after the server counted
          * this one, or before: assume after, so we never overspend. */
@@ -249,6 +280,7 @@ void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
     switch (o->event) {
     case TDS_LIMITER_DONE:
         l->conc_busy = 0;
+        l->daily_busy = 0;
         break;
     case TDS_LIMITER_429_MINUTE: {
         int64_t wait = o->retry_after_s >= 0 ? o->retry_after_s * 1000 : l->cfg.window_ms;
@@ -282,11 +314,21 @@ void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
     }
     case TDS_LIMITER_429_DAILY: {
         int64_t wait;
-        if (o->hdr_reset_s > 0)
+        if (o->hdr_reset_s == 0) {
+            /* "Resets within the second": a pause of about that, doubled
+             * while the server keeps saying so, never over the hour. */
+            if (l->daily_busy < 30)
+                l->daily_busy++;
+            wait = TDS_LIMITER_RESET_GRAIN_MS;
+            for (int i = 1; i < l->daily_busy && wait < l->cfg.daily_pause_ms; i++)
+                wait *= 2;
+            if (wait > l->cfg.daily_pause_ms)
+                wait = l->cfg.daily_pause_ms;
+        } else if (o->hdr_reset_s > 0)
             wait = o->hdr_reset_s * 1000;
         else if (o->retry_after_s > 0)
             wait = o->retry_after_s * 1000;
-        else if (l->reset_at_ms > now_ms)
+        else if (l->reset_known && l->reset_at_ms > now_ms)
             wait = l->reset_at_ms - now_ms;
         else
             wait = l->cfg.daily_pause_ms;

@@ -25,7 +25,10 @@ struct tds_limiter_cfg {
     int64_t daily_reserve;     /* requests of the daily quota we leave unused */
     int64_t margin_ms;         /* added to the window for clock granularity; default 5 */
     int64_t concurrency_cooldown_ms; /* how long a 1070 keeps the cap lowered; default 30000 */
-    int64_t daily_pause_ms;    /* wait after code 45 when no reset header came; default 3600000 */
+    /* The stop after code 45, or at the reserve, when no reset was ever
+     * announced (no X-Rate-Limit-Reset, no Retry-After); default 3600000.
+     * It also bounds the doubling pauses of a code 45 saying Reset: 0. */
+    int64_t daily_pause_ms;
     /* A 1070 that leaves none of our requests in flight (others hold every
      * slot; the cap cannot go lower) pauses for a jittered backoff: [d/2, d],
      * d = base doubling with each such 1070 in a row up to max; an answer
@@ -37,6 +40,10 @@ struct tds_limiter_cfg {
      * calls only while it keeps a record of its use a successor can read. */
     bool needs_licence;
 };
+
+/* X-Rate-Limit-Reset counts whole seconds: the server's day may end up to
+ * this much later than the reset worked out from it. */
+#define TDS_LIMITER_RESET_GRAIN_MS 1000
 
 enum {
     TDS_LIMITER_GO = 0,      /* send now; *ticket identifies the request for release */

@@ -1821,6 +1821,34 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
     fetch_pump(o);
 }
 
+/* A fetch that answers a webhook: an ingress waits for its acks (or, handed
+ * over, a tds.sync_requests row for its close). It goes ahead of the
+ * sweep's, which nobody waits for, and ahead of the run's calls. */
+static bool fetch_urgent(const struct acks *a) { return a->n || a->n_reqs; }
+
+/* Queue it behind the webhooks' fetches already queued (after the last one)
+ * and ahead of the sweep's: a sweep of SWEEP_MAX rows per entity must not
+ * make a webhook's record minutes late. Order within each kind is kept. */
+static void fq_insert(struct org_rt *o, struct fetch_item *it)
+{
+    struct fetch_item *after = NULL;
+    if (fetch_urgent(&it->acks)) {
+        for (struct fetch_item *q = o->fq; q && fetch_urgent(&q->acks); q = q->next)
+            after = q;
+    } else {
+        after = o->fq_tail;
+    }
+    if (after) {
+        it->next = after->next;
+        after->next = it;
+    } else {
+        it->next = o->fq;
+        o->fq = it;
+    }
+    if (o->fq_tail == after)
+        o->fq_tail = it;
+}
+
 static void fetch_pump(struct org_rt *o)
 {
     struct tds_sync *s = o->s;
@@ -1861,7 +1889,12 @@ static void fetch_pump(struct org_rt *o)
             fc->acks = it->acks;
             it->acks = (struct acks){0};
             call_link(fc);
-            rc = tds_api_get(o->api, endpoint, path.p, NULL, on_fetch, fc);
+            /* a webhook's ahead of the run's detail batches (like a list
+             * page); FETCH_CONCURRENCY still bounds how many */
+            if (fetch_urgent(&fc->acks))
+                rc = tds_api_get_first(o->api, endpoint, path.p, NULL, on_fetch, fc);
+            else
+                rc = tds_api_get(o->api, endpoint, path.p, NULL, on_fetch, fc);
             if (rc != 0) {
                 call_unlink(fc);
                 idset_del(&o->fl_keys, key);
@@ -2038,11 +2071,25 @@ void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const 
     }
     if (idset_has(&o->fq_keys, key)) {
         /* still queued: one fetch answers both */
-        struct fetch_item *it = o->fq;
-        while (it && !(it->e == e && strcmp(it->id, f->zoho_id) == 0))
+        struct fetch_item *it = o->fq, *prev = NULL;
+        while (it && !(it->e == e && strcmp(it->id, f->zoho_id) == 0)) {
+            prev = it;
             it = it->next;
+        }
+        bool was_urgent = it && fetch_urgent(&it->acks);
         if (it && acks_take(&it->acks, &a) < 0)
             tds_log(TDS_LOG_ERROR, &o->lctx, "out of memory joining a fetch (the ingress asks again)");
+        if (it && !was_urgent && fetch_urgent(&it->acks)) {
+            /* a sweep's fetch a webhook now waits for: move it ahead */
+            if (prev)
+                prev->next = it->next;
+            else
+                o->fq = it->next;
+            if (o->fq_tail == it)
+                o->fq_tail = prev;
+            it->next = NULL;
+            fq_insert(o, it);
+        }
         acks_free(&a);
         return;
     }
@@ -2063,11 +2110,7 @@ void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const 
     }
     it->e = e;
     it->acks = a;
-    if (o->fq_tail)
-        o->fq_tail->next = it;
-    else
-        o->fq = it;
-    o->fq_tail = it;
+    fq_insert(o, it);
     o->n_fq++;
     fetch_pump(o);
 }
@@ -2120,6 +2163,22 @@ void tds_sync_on_ack(struct tds_sync *s, const struct tds_msg_ack *ack)
 }
 
 
+/* Whether a run of e is running, or one that lists all of e (full or
+ * reconcile) is queued, for o: a run fetches the detail of what it lists
+ * that is only in list form (items in batches of 100, where the sweep's
+ * GET /items/{id} costs a call a row), so the sweep leaves e to it. A
+ * queued incremental lists only what changed: it does not count, or the
+ * schedule's incrementals could keep the sweep out for good. */
+static bool entity_run_due(const struct org_rt *o, const struct tds_entity *e)
+{
+    if (o->run && o->run->e == e)
+        return true;
+    for (const struct job *j = o->jobs; j; j = j->next)
+        if (j->e == e && strcmp(j->mode, "incremental") != 0)
+            return true;
+    return false;
+}
+
 /* Fetch the detail of rows stored only in list form for a while: whatever
  * path lost their detail (a fetch-by-id in a killed replica, a failed run),
  * the database says what is owed. */
@@ -2141,7 +2200,7 @@ static void sweep_list_only(struct tds_sync *s)
             const struct tds_entity *e = tds_entity_at(k);
             if (!e->detail_path || !tds_sync_org_syncs(o->org, e))
                 continue;
-            if (o->run && o->run->e == e)
+            if (entity_run_due(o, e))
                 continue; /* the run fetches the detail of what it lists */
             char **ids = NULL;
             size_t n = 0;

@@ -1026,6 +1026,97 @@ class Downstream:
         self.ctx.term()
 
 
+def test_a_fetch_after_the_daily_reset_goes_out(procs, db, sim, tmp_path):
+    """The last answer left no more than the reserve (999 of 1,000) and
+    nothing was out; the next call comes after the reset it announced. It
+    goes, and its headers tell the new day's figures: it used to stop the
+    organization for an hour (the pause kept for "no reset known")."""
+    day_ms = 3000
+    s = sim(orgs=[small_org(items=10)], extra_args=["--daily-limit", "1000", "--day-ms", str(day_ms)])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", daily_reserve=999)])
+    f = p.start_fetcher()
+    ids = [r["item_id"] for r in s.truth("60001", "items")["records"]][:2]
+
+    def fetched(i):
+        return db.query("SELECT count(*) FROM zoho.items WHERE org_id = '60001' AND is_detail "
+                        "AND item_id = %s", i)[0][0] == 1
+
+    push_fetches(p.fetch_port, [("60001", "items", ids[0])])
+    wait_until(lambda: fetched(ids[0]), timeout=30, what="the first fetch written")
+    assert f.metric("tds_fetcher_quota_remaining", {"org": "60001"}) <= 999
+    # past the reset that answer announced (whole seconds, and a second's grain)
+    time.sleep(day_ms / 1000 + 2.5)
+    t0 = time.monotonic()
+    push_fetches(p.fetch_port, [("60001", "items", ids[1])])
+    wait_until(lambda: fetched(ids[1]), timeout=10, what="the fetch after the reset written",
+               interval=0.05)
+    assert time.monotonic() - t0 < 4.0
+    assert s.stats()["orgs"]["60001"]["429"]["45"] == 0
+
+
+def test_a_webhooks_fetch_goes_ahead_of_a_running_full_sync(procs, db, sim, tmp_path):
+    """A fetch an ingress waits for goes to the front of the organization's
+    API queue, ahead of the detail calls a full run queued (up to two
+    batches): at 15 calls a second, behind 200 invoice details it waited
+    about 13 s; ahead of them it is written within a few seconds."""
+    n = 200
+    s = sim(orgs=[small_org(invoices=n)],
+            extra_args=["--minute-ms", "1000", "--rate-per-min", "15", "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
+                 orgs=[org_spec("60001", rate_per_min=15)])
+    p.start_fetcher()
+    rid = p.request("60001", "invoices", "full")
+    # the list page is written (rows in list form), the detail calls queued
+    wait_until(lambda: db.query("SELECT count(*) FROM zoho.invoices WHERE org_id = '60001'")[0][0]
+               >= n, timeout=30, what="the invoices list written")
+    ids = [r[0] for r in db.query(
+        "SELECT invoice_id FROM zoho.invoices WHERE org_id = '60001' AND NOT is_detail "
+        "ORDER BY invoice_id DESC LIMIT 3")]
+    assert len(ids) == 3
+    t0 = time.monotonic()
+    push_fetches(p.fetch_port, [("60001", "invoices", i) for i in ids])
+    wait_until(lambda: db.query("SELECT count(*) FROM zoho.invoices WHERE org_id = '60001' "
+                                "AND is_detail AND invoice_id = ANY(%s)", ids)[0][0] == 3,
+               timeout=60, what="the webhooks' invoices fetched", interval=0.05)
+    took = time.monotonic() - t0
+    detailed = db.query("SELECT count(*) FROM zoho.invoices WHERE org_id = '60001' "
+                        "AND is_detail")[0][0]
+    assert took < 4.0 and detailed < n, (took, detailed)
+    runs = p.wait_request(rid, timeout=60)
+    assert [r["status"] for r in runs] == ["completed"], runs
+
+
+def test_a_webhooks_fetch_goes_ahead_of_the_sweeps(procs, db, sim, tmp_path):
+    """In the fetch queue too: a webhook's fetch goes ahead of the sweep's
+    (up to 200 rows per entity per look), which nobody waits for. At 10
+    calls a second, behind 100 swept items it waited about 10 s."""
+    s = sim(orgs=[small_org(items=100)],
+            extra_args=["--minute-ms", "1000", "--rate-per-min", "10", "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path,
+                 fetcher_env={"TDS_FETCHER_SWEEP_MS": "200", "TDS_FETCHER_MINUTE_MS": "1000"},
+                 orgs=[org_spec("60001", rate_per_min=10)])
+    p.start_fetcher()
+    p.sync("60001", "items", "full")
+    s.reset_stats()
+    # as a list write leaves them: list form, the list record's hash
+    assert db.query("UPDATE zoho.items SET is_detail = false, content_hash = 'list-form', "
+                    "synced_at = now() - interval '1 minute' WHERE org_id = '60001' RETURNING 1")
+    wait_until(lambda: s.stats()["orgs"]["60001"]["endpoints"].get("items.detail", 0) >= 3,
+               timeout=30, what="the sweep's fetches going out")
+    cid = s.truth("60001", "contacts")["records"][0]["contact_id"]
+    t0 = time.monotonic()
+    push_fetches(p.fetch_port, [("60001", "contacts", cid)])
+    wait_until(lambda: db.query("SELECT count(*) FROM zoho.contacts WHERE org_id = '60001' "
+                                "AND is_detail AND contact_id = %s", cid)[0][0] == 1,
+               timeout=30, what="the webhook's contact fetched", interval=0.05)
+    took = time.monotonic() - t0
+    left = db.query("SELECT count(*) FROM zoho.items WHERE org_id = '60001' AND NOT is_detail")[0][0]
+    assert took < 4.0 and left > 0, (took, left)
+    wait_until(lambda: db.query("SELECT count(*) FROM zoho.items WHERE org_id = '60001' "
+                                "AND NOT is_detail")[0][0] == 0, timeout=30,
+               what="the sweep done")
+
+
 def test_a_fetch_resent_again_and_again_is_carried_once(procs, db, sim, tmp_path):
     """The ingress sends a fetch again at every ack timeout until the page
     that answers it is committed: in a processor or writer outage, every 10 s
@@ -1397,6 +1488,37 @@ def test_rows_left_in_list_form_get_their_detail(procs, db, sim, tmp_path):
                                 "item_id = %s) FROM zoho.items WHERE item_id = %s", iid, iid)[0]
                == (True, n_stock), timeout=30, what="the detail fetched by id")
     p.compare("60001", "items")
+
+
+def test_the_sweep_leaves_an_entity_to_its_queued_full_run(procs, db, sim, tmp_path):
+    """Rows in list form of an entity whose full run is queued (behind
+    another run, as in an `all` sync, where item_groups writes the variants
+    in list form before items runs) are left to that run: it asks for them
+    100 a call (GET /itemdetails), where the sweep asked one call each."""
+    s = sim(orgs=[small_org(items=20, contacts=60)],
+            extra_args=["--minute-ms", "1000", "--rate-per-min", "20", "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path,
+                 fetcher_env={"TDS_FETCHER_SWEEP_MS": "200", "TDS_FETCHER_MINUTE_MS": "1000"},
+                 orgs=[org_spec("60001", rate_per_min=20)])
+    p.start_fetcher()
+    p.sync("60001", "items", "full")
+    s.reset_stats()
+    rc = p.request("60001", "contacts", "full")
+    ri = p.request("60001", "items", "full")
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_runs WHERE run_id LIKE %s "
+                                "AND status = 'running'", f"rq{rc}.%")[0][0] == 1,
+               timeout=30, what="the contacts run started")
+    # the items, as a list write leaves them, a while ago
+    assert db.query("UPDATE zoho.items SET is_detail = false, synced_at = now() - interval "
+                    "'1 minute' WHERE org_id = '60001' RETURNING 1")
+    time.sleep(1.0)   # some five looks of the sweep while the items run waits
+    for rid in (rc, ri):
+        assert [r["status"] for r in p.wait_request(rid, timeout=60)] == ["completed"]
+    wait_until(lambda: db.query("SELECT count(*) FROM zoho.items WHERE org_id = '60001' "
+                                "AND NOT is_detail")[0][0] == 0, timeout=30,
+               what="the items' detail written")
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    assert st.get("items.detail", 0) == 0 and st.get("itemdetails", 0) >= 1, st
 
 
 def test_rejected_detail_is_not_asked_for_at_every_sweep(procs, db, sim, tmp_path):

@@ -341,6 +341,71 @@ static void test_daily(void)
     tds_limiter_free(l);
 }
 
+/* The last answer left the reserve and nothing is out; the next call comes
+ * after the reset that answer announced. The figures were the old day's:
+ * one call goes to learn the new day's (the others wait for it), where the
+ * limiter used to stop the organization for the hour kept for "no reset
+ * known". A code 45 saying the reset is now pauses about a second, doubling
+ * while it repeats, never past that hour. */
+static void test_daily_after_reset(void)
+{
+    struct tds_limiter_cfg cfg = {.rate_per_window = 1000, .window_ms = 1000, .max_concurrency = 5,
+                                  .daily_reserve = 10};
+    struct tds_limiter *l;
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    int64_t w, t, t2;
+    T_INT(tds_limiter_acquire(l, 0, &w, &t), ==, TDS_LIMITER_GO);
+    answer(l, 10, t, 1000, 8, 60); /* 8 left, the day ends at 60010 */
+    /* before the reset: stopped until it */
+    T_INT(tds_limiter_acquire(l, 20, &w, &t), ==, TDS_LIMITER_STOPPED);
+    T_INT(w, ==, 60010 - 20);
+    tds_limiter_free(l);
+
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    T_INT(tds_limiter_acquire(l, 0, &w, &t), ==, TDS_LIMITER_GO);
+    answer(l, 10, t, 1000, 8, 60);
+    /* the first call after the reset goes, one at a time */
+    T_INT(tds_limiter_acquire(l, 70000, &w, &t), ==, TDS_LIMITER_GO);
+    T_TRUE(!tds_limiter_stopped(l, 70000));
+    T_INT(tds_limiter_acquire(l, 70001, &w, &t2), ==, TDS_LIMITER_WAIT);
+    T_INT(w, ==, -1);
+    /* its answer is the new day's: everything goes again */
+    answer(l, 70100, t, 1000, 999, 86400);
+    T_INT(tds_limiter_acquire(l, 70101, &w, &t), ==, TDS_LIMITER_GO);
+    T_INT(tds_limiter_acquire(l, 70102, &w, &t2), ==, TDS_LIMITER_GO);
+    tds_limiter_free(l);
+
+    /* "X-Rate-Limit-Reset: 0" with the reserve reached: a second, not an hour */
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    T_INT(tds_limiter_acquire(l, 0, &w, &t), ==, TDS_LIMITER_GO);
+    answer(l, 10, t, 1000, 3, 0);
+    T_INT(tds_limiter_acquire(l, 20, &w, &t), ==, TDS_LIMITER_STOPPED);
+    T_INT(w, ==, 10 + TDS_LIMITER_RESET_GRAIN_MS - 20);
+    T_INT(tds_limiter_acquire(l, 10 + TDS_LIMITER_RESET_GRAIN_MS, &w, &t), ==, TDS_LIMITER_GO);
+    tds_limiter_free(l);
+
+    /* code 45 with Reset: 0: a second, then two, ...; an answer starts over */
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    struct tds_limiter_outcome o;
+    int64_t now = 0;
+    for (int64_t expect = 1000; expect <= 4000; expect *= 2) {
+        T_INT(tds_limiter_acquire(l, now, &w, &t), ==, TDS_LIMITER_GO);
+        tds_limiter_outcome_init(&o, TDS_LIMITER_429_DAILY);
+        o.hdr_reset_s = 0;
+        tds_limiter_release(l, now + 5, t, &o);
+        T_INT(tds_limiter_acquire(l, now + 5, &w, &t2), ==, TDS_LIMITER_STOPPED);
+        T_INT(w, ==, expect);
+        now += 5 + expect;
+    }
+    /* code 45 with no reset information at all: the configured hour */
+    T_INT(tds_limiter_acquire(l, now, &w, &t), ==, TDS_LIMITER_GO);
+    tds_limiter_outcome_init(&o, TDS_LIMITER_429_DAILY);
+    tds_limiter_release(l, now + 5, t, &o);
+    T_INT(tds_limiter_acquire(l, now + 5, &w, &t2), ==, TDS_LIMITER_STOPPED);
+    T_INT(w, ==, 3600000);
+    tds_limiter_free(l);
+}
+
 /* An organization changes hands. The first owner A runs at full pace (or
  * idles with its credit banked), is snapshotted (its last record), runs on
  * — past the takeover by up to the horizon, but never past its licence —
@@ -577,6 +642,7 @@ int main(void)
     T_RUN(test_concurrency_held_elsewhere);
     T_RUN(test_429_minute);
     T_RUN(test_daily);
+    T_RUN(test_daily_after_reset);
     T_RUN(test_handover);
     T_RUN(test_licence);
     T_RUN(test_held_slots);
