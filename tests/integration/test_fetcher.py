@@ -1054,16 +1054,24 @@ def test_a_fetch_after_the_daily_reset_goes_out(procs, db, sim, tmp_path):
     assert s.stats()["orgs"]["60001"]["429"]["45"] == 0
 
 
+def _calls_a_second(procs, db, sim, tmp_path, rate, org, fetcher_env=None):
+    """A simulator and a pipeline where "a minute" is one second and the
+    organization may make `rate` calls in it (no daily limit)."""
+    s = sim(orgs=[org], extra_args=["--minute-ms", "1000", "--rate-per-min", str(rate),
+                                    "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path,
+                 fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000", **(fetcher_env or {})},
+                 orgs=[org_spec("60001", rate_per_min=rate)])
+    return s, p
+
+
 def test_a_webhooks_fetch_goes_ahead_of_a_running_full_sync(procs, db, sim, tmp_path):
     """A fetch an ingress waits for goes to the front of the organization's
     API queue, ahead of the detail calls a full run queued (up to two
     batches): at 15 calls a second, behind 200 invoice details it waited
     about 13 s; ahead of them it is written within a few seconds."""
     n = 200
-    s = sim(orgs=[small_org(invoices=n)],
-            extra_args=["--minute-ms", "1000", "--rate-per-min", "15", "--daily-limit", "0"])
-    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
-                 orgs=[org_spec("60001", rate_per_min=15)])
+    s, p = _calls_a_second(procs, db, sim, tmp_path, 15, small_org(invoices=n))
     p.start_fetcher()
     rid = p.request("60001", "invoices", "full")
     # the list page is written (rows in list form), the detail calls queued
@@ -1090,11 +1098,8 @@ def test_a_webhooks_fetch_goes_ahead_of_the_sweeps(procs, db, sim, tmp_path):
     """In the fetch queue too: a webhook's fetch goes ahead of the sweep's
     (up to 200 rows per entity per look), which nobody waits for. At 10
     calls a second, behind 100 swept items it waited about 10 s."""
-    s = sim(orgs=[small_org(items=100)],
-            extra_args=["--minute-ms", "1000", "--rate-per-min", "10", "--daily-limit", "0"])
-    p = Pipeline(procs, db, s, tmp_path,
-                 fetcher_env={"TDS_FETCHER_SWEEP_MS": "200", "TDS_FETCHER_MINUTE_MS": "1000"},
-                 orgs=[org_spec("60001", rate_per_min=10)])
+    s, p = _calls_a_second(procs, db, sim, tmp_path, 10, small_org(items=100),
+                           {"TDS_FETCHER_SWEEP_MS": "200"})
     p.start_fetcher()
     p.sync("60001", "items", "full")
     s.reset_stats()
@@ -1495,11 +1500,8 @@ def test_the_sweep_leaves_an_entity_to_its_queued_full_run(procs, db, sim, tmp_p
     another run, as in an `all` sync, where item_groups writes the variants
     in list form before items runs) are left to that run: it asks for them
     100 a call (GET /itemdetails), where the sweep asked one call each."""
-    s = sim(orgs=[small_org(items=20, contacts=60)],
-            extra_args=["--minute-ms", "1000", "--rate-per-min", "20", "--daily-limit", "0"])
-    p = Pipeline(procs, db, s, tmp_path,
-                 fetcher_env={"TDS_FETCHER_SWEEP_MS": "200", "TDS_FETCHER_MINUTE_MS": "1000"},
-                 orgs=[org_spec("60001", rate_per_min=20)])
+    s, p = _calls_a_second(procs, db, sim, tmp_path, 20, small_org(items=20, contacts=60),
+                           {"TDS_FETCHER_SWEEP_MS": "200"})
     p.start_fetcher()
     p.sync("60001", "items", "full")
     s.reset_stats()
