@@ -20,6 +20,12 @@ from sim_fixture import sim  # noqa: F401  (fixture)
 ALL = list(ENTITIES)
 
 
+def _cli(bins, env, *args):
+    """tds-fetcher ARGS... with env; the finished process (stdout, stderr as text)."""
+    return subprocess.run([bins.path("tds-fetcher"), *args], env=env, capture_output=True,
+                          text=True, timeout=30)
+
+
 def small_org(org_id="60001", **kw):
     return (f"id={org_id},tz=+0300,stock=warehouses,product=inventory,items=60,groups=5,"
             f"contacts=30,invoices=30,salesorders=30,warehouses=3" + "".join(
@@ -951,8 +957,7 @@ def test_progress_command_follows_a_run(procs, db, sim, tmp_path, bins):
     out = subprocess.run([bins.path("tds-fetcher"), "sync", "--org", "60001", "--entity", "nope"],
                          env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
-    out = subprocess.run([bins.path("tds-fetcher"), "auth", "status"], env=env,
-                         capture_output=True, text=True, timeout=30)
+    out = _cli(bins, env, "auth", "status")
     assert out.returncode == 0 and "60001" in out.stdout and "ok" in out.stdout
     assert "1000." not in out.stdout  # no token is ever printed
 
@@ -1862,10 +1867,8 @@ def test_auth_exchange_stores_a_refresh_token(procs, db, sim, tmp_path, bins):
     # is good for one exchange, which could not be stored)
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps({"organizations": [dict(spec, accounts_url=s.url)]}))
-    out = subprocess.run([bins.path("tds-fetcher"), "auth", "exchange", "--org", "60001",
-                          "--code", "1000.grant.one"],
-                         env=dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(bare)),
-                         capture_output=True, text=True, timeout=30)
+    out = _cli(bins, dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(bare)),
+               "auth", "exchange", "--org", "60001", "--code", "1000.grant.one")
     assert out.returncode == 1 and "run `tds-writer migrate` first" in out.stderr, out.stderr
     assert s.stats()["token"]["code_grants"] == 0, s.stats()["token"]
     p = Pipeline(procs, db, s, tmp_path, orgs=[spec])
@@ -1873,22 +1876,17 @@ def test_auth_exchange_stores_a_refresh_token(procs, db, sim, tmp_path, bins):
                                 "table_schema = 'tds' AND table_name = 'oauth_tokens' AND "
                                 "column_name = 'family'") == [(1,)], 30, "the writer's migrations")
     env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config))
-    out = subprocess.run([bins.path("tds-fetcher"), "auth", "exchange", "--org", "60001",
-                          "--code", "1000.grant.one"], env=env, capture_output=True, text=True,
-                         timeout=30)
+    out = _cli(bins, env, "auth", "exchange", "--org", "60001", "--code", "1000.grant.one")
     assert out.returncode == 0, out.stderr
     assert "refresh token stored" in out.stdout
     row = db.query("SELECT refresh_token IS NOT NULL, access_token IS NOT NULL, status "
                    "FROM tds.oauth_tokens WHERE org_id = '60001'")
     assert row == [(True, True, "ok")], row
     # a grant code works once
-    out = subprocess.run([bins.path("tds-fetcher"), "auth", "exchange", "--org", "60001",
-                          "--code", "1000.grant.one"], env=env, capture_output=True, text=True,
-                         timeout=30)
+    out = _cli(bins, env, "auth", "exchange", "--org", "60001", "--code", "1000.grant.one")
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
     assert "invalid_code" in out.stderr
-    out = subprocess.run([bins.path("tds-fetcher"), "auth", "status"], env=env,
-                         capture_output=True, text=True, timeout=30)
+    out = _cli(bins, env, "auth", "status")
     assert "stored" in out.stdout, out.stdout
     # the daemon uses the stored refresh token and the cached access token
     p.start_fetcher()
@@ -1903,9 +1901,7 @@ def test_auth_exchange_warns_that_the_config_refresh_token_wins(procs, db, sim, 
     s = sim(orgs=[small_org(items=10)], extra_args=["--grant-code", "1000.grant.one"])
     p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001")])   # refresh_token in the file
     env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config))
-    out = subprocess.run([bins.path("tds-fetcher"), "auth", "exchange", "--org", "60001",
-                          "--code", "1000.grant.one"], env=env, capture_output=True, text=True,
-                         timeout=30)
+    out = _cli(bins, env, "auth", "exchange", "--org", "60001", "--code", "1000.grant.one")
     assert out.returncode == 0, out.stderr
     assert "refresh token stored" in out.stdout
     assert out.stderr.count("\n") == 1, out.stderr
