@@ -388,7 +388,8 @@ static const struct tds_stage stage = {
              "replay re-sends journaled webhooks of one organization received since WHEN\n"
              "(\"2026-01-05T10:00:00Z\", \"2026-01-05T10:00:00+03:00\", \"30m\", \"2h\", \"1d\" ago,\n"
              "or epoch milliseconds), within the journal's retention, and waits up to\n"
-             "--wait seconds (default 30, 0 = no wait) for the writer's acks.\n"
+             "--wait seconds (default 30, 0 = no wait) for the writer's acks, sending again\n"
+             "what is not acked within TDS_INGRESS_ACK_TIMEOUT_MS.\n"
              "\n",
     .table = config_table,
     .n = N_CONFIG,
@@ -469,6 +470,7 @@ struct rentry {
     size_t len;
     const char *msgid; /* within buf */
     size_t msgid_len;
+    int64_t sent_ms; /* last sent (monotonic), 0 before */
     bool acked;
 };
 
@@ -505,6 +507,7 @@ static int replay_collect(const struct tds_journal_rec *r, void *ud)
     rp->e[rp->n].len = r->len;
     rp->e[rp->n].msgid = rp->e[rp->n].buf + (e.msgid - (const char *)r->payload);
     rp->e[rp->n].msgid_len = e.msgid_len;
+    rp->e[rp->n].sent_ms = 0;
     rp->e[rp->n].acked = false;
     rp->n++;
     return 0;
@@ -547,6 +550,34 @@ static size_t replay_ack(struct rentry **by_id, size_t n, const char *id)
     return marked;
 }
 
+/* Sends again, without waiting, each sent entry not acked within
+ * `timeout_ms` of its last send: an ack lost on the way (a SUB whose
+ * subscription reached the writer's PUB only after its first acks, a
+ * writer restarted between applying and acking) or a message the
+ * processor or fetcher lost (killed before handing it on). Replay is
+ * idempotent downstream, as the running ingress's own resends are. An entry
+ * a full queue does not take now is tried at the next call. Returns how
+ * many it sent. */
+static size_t replay_resend(struct replay *rp, size_t sent, struct tds_bus_sock *const *push,
+                            int64_t timeout_ms)
+{
+    int64_t now = tds_now_ms();
+    size_t n = 0;
+
+    for (size_t i = 0; i < sent; i++) {
+        struct tds_entry e;
+
+        if (rp->e[i].acked || now - rp->e[i].sent_ms < timeout_ms)
+            continue;
+        tds_entry_decode(rp->e[i].buf, rp->e[i].len, &e);
+        if (tds_bus_send(push[e.dest], e.msg, e.msg_len, ZMQ_DONTWAIT) == 0) {
+            rp->e[i].sent_ms = now;
+            n++;
+        }
+    }
+    return n;
+}
+
 static int replay_main(int argc, char **argv, struct settings *cfg)
 {
     static const struct option opts[] = {
@@ -566,7 +597,7 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
     struct tds_bus_opts bo = {.hwm = 100000, .linger_ms = 10000, .reconnect_ms = 100};
     struct tds_bus_opts bo_push = {.hwm = REPLAY_HWM, .linger_ms = 10000, .reconnect_ms = 100};
     int64_t wait_s = 30, now = tds_wall_ms(), deadline, progress;
-    size_t sent = 0, acked = 0, events = 0, fetches = 0;
+    size_t sent = 0, acked = 0, events = 0, fetches = 0, resent = 0;
     bool dry = false;
     int c, r, status = 1;
 
@@ -662,6 +693,7 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
             break;
         }
         progress = tds_now_ms();
+        rp.e[i].sent_ms = progress;
         sent++;
         if (e.dest == TDS_ENTRY_PROCESSOR)
             events++;
@@ -686,6 +718,7 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
         int more = 0;
         struct tds_msg m;
 
+        resent += replay_resend(&rp, sent, push, cfg->ack_timeout_ms);
         if (zmq_poll(&pi, 1, 200) <= 0)
             continue;
         if (tds_bus_recv(sub, &topic, &tl, 256, 0, &more) || !more) {
@@ -706,6 +739,8 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
            rp.n, rp.org, events, fetches);
     if (wait_s)
         printf(", %zu acknowledged", acked);
+    if (resent)
+        printf(", %zu sent again for want of an ack", resent);
     printf("\n");
     status = sent == rp.n && (!wait_s || acked == sent) ? 0 : 1;
 out:
