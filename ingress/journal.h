@@ -100,7 +100,8 @@ struct tds_journal_open_info {
 };
 
 /* Open (or create) the journal, calling cb for every entry in seq order with
- * its acked state. cb may be NULL. Returns 0, -errno, or cb's code. */
+ * its acked state. cb may be NULL. Returns 0, -errno, TDS_JOURNAL_E_CORRUPT
+ * (a record the first pass found whole no longer reads back), or cb's code. */
 int tds_journal_open(struct tds_journal **out, const struct tds_journal_opts *o,
                      tds_journal_scan_cb cb, void *ud, struct tds_journal_open_info *info);
 /* Stops the sync thread after a last sync; takes NULL; returns NULL. */

@@ -453,6 +453,14 @@ static int parse_when(const char *s, int64_t now_ms, int64_t *out)
     return TDS_E_INVALID;
 }
 
+/* What tds_journal_open's code means, for an operator. */
+static const char *journal_open_error(int r)
+{
+    if (r < 0)
+        return strerror(-r);
+    return r == TDS_JOURNAL_E_CORRUPT ? "a record could not be read back whole" : "error";
+}
+
 /* ---- replay ---- */
 
 /* replay gives up sending when the processor or fetcher takes no message for
@@ -635,7 +643,7 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
     r = tds_journal_open(&j, &jo, replay_collect, &rp, NULL);
     if (r) {
         fprintf(stderr, "tds-ingress: could not read journal '%s': %s\n", cfg->journal_dir,
-                r < 0 ? strerror(-r) : "error");
+                journal_open_error(r));
         goto out;
     }
     if (dry || rp.n == 0) {
@@ -904,7 +912,7 @@ int main(int argc, char **argv)
         rc = tds_journal_open(&a.journal, &jo, on_recovered, &a, &info);
         if (rc) {
             tds_error("could not open journal '%s': %s", cfg->journal_dir,
-                      rc < 0 ? strerror(-rc) : "error");
+                      journal_open_error(rc));
             goto out;
         }
         if (info.torn)
