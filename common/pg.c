@@ -5,14 +5,20 @@
  * out come from the server or libpq. libpq quotes the text of a connection
  * string it cannot parse, which may hold the password: such a string is
  * checked first and reported without its quoted parts (conninfo_invalid).
+ * A password that libpq splits differently from what was meant (an
+ * unencoded '/', '@' or '?' in a URI's password) can still reach a message
+ * as host, port or a part of either: every connect message has each piece
+ * of the password, as written and as parsed, replaced by "..." (scrub).
  */
 #include <stddef.h>
 
 #include "pg.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CONNECT_TIMEOUT_S "10"
@@ -54,6 +60,164 @@ static void copy_msg(char *err, size_t errlen, const char *prefix, const char *m
     err[w] = '\0';
 }
 
+/* Pieces of text a connect message must not show: the password's pieces
+ * (split where URI and key=value parsing split, two bytes or longer, so
+ * that a fragment libpq took for a host or port is caught), as written in
+ * conninfo and as parsed (opts); what a host holds before an '@' and a port
+ * that is not a number (both only come from a password split by mistake). */
+struct secrets {
+    char *text[16];
+    size_t n;
+};
+
+static void secrets_add_pieces(struct secrets *sc, const char *v, size_t len)
+{
+    static const char delims[] = "/@:?#&=\"' \t,";
+    size_t i = 0;
+
+    while (i < len && sc->n < sizeof(sc->text) / sizeof(sc->text[0])) {
+        size_t j = i;
+
+        while (j < len && !strchr(delims, v[j]))
+            j++;
+        if (j - i >= 2) {
+            char *t = strndup(v + i, j - i);
+
+            if (t)
+                sc->text[sc->n++] = t;
+        }
+        i = j + 1;
+    }
+}
+
+static void secrets_from_opts(struct secrets *sc, const PQconninfoOption *opts)
+{
+    for (const PQconninfoOption *o = opts; o && o->keyword; o++) {
+        const char *v = o->val, *at;
+        bool digits = true;
+
+        if (!v || !*v)
+            continue;
+        if (strcmp(o->keyword, "password") == 0) {
+            secrets_add_pieces(sc, v, strlen(v));
+        } else if (strcmp(o->keyword, "host") == 0 && (at = strrchr(v, '@'))) {
+            secrets_add_pieces(sc, v, (size_t)(at - v));
+        } else if (strcmp(o->keyword, "port") == 0) {
+            for (const char *p = v; *p; p++)
+                digits = digits && (isdigit((unsigned char)*p) || *p == ',');
+            if (!digits)
+                secrets_add_pieces(sc, v, strlen(v));
+        }
+    }
+}
+
+/* The password as written in a URI: after the first ':' of what comes
+ * between "://" and the last '@' (a '@' of the query, as in ?user=a@b,
+ * makes this take more, which only hides more). key=value strings: the
+ * text after "password" and '='. */
+static void secrets_from_text(struct secrets *sc, const char *conninfo)
+{
+    const char *s = NULL, *at, *colon, *p;
+
+    if (!conninfo)
+        return;
+    if (strncmp(conninfo, "postgresql://", 13) == 0)
+        s = conninfo + 13;
+    else if (strncmp(conninfo, "postgres://", 11) == 0)
+        s = conninfo + 11;
+    if (s) {
+        at = strrchr(s, '@');
+        colon = at ? memchr(s, ':', (size_t)(at - s)) : NULL;
+        if (colon)
+            secrets_add_pieces(sc, colon + 1, (size_t)(at - colon - 1));
+        return;
+    }
+    for (p = strstr(conninfo, "password"); p; p = strstr(p + 8, "password")) {
+        const char *v = p + 8, *end;
+
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (*v != '=')
+            continue;
+        v++;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        end = v;
+        while (*end && *end != ' ' && *end != '\t')
+            end++;
+        secrets_add_pieces(sc, v, (size_t)(end - v));
+    }
+}
+
+static void secrets_free(struct secrets *sc)
+{
+    for (size_t i = 0; i < sc->n; i++)
+        free(sc->text[i]);
+    sc->n = 0;
+}
+
+/* err with every secret piece replaced by "...", longest pieces first. */
+static void scrub(char *err, size_t errlen, struct secrets *sc)
+{
+    char *out;
+
+    if (!err || errlen == 0 || sc->n == 0)
+        return;
+    for (size_t i = 1; i < sc->n; i++)
+        for (size_t k = i; k > 0 && strlen(sc->text[k]) > strlen(sc->text[k - 1]); k--) {
+            char *t = sc->text[k];
+
+            sc->text[k] = sc->text[k - 1];
+            sc->text[k - 1] = t;
+        }
+    out = malloc(errlen);
+    if (!out) {
+        snprintf(err, errlen, "could not connect to database (out of memory)");
+        return;
+    }
+    for (size_t i = 0; i < sc->n; i++) {
+        size_t tl = strlen(sc->text[i]), w = 0;
+        const char *p = err, *hit;
+
+        while ((hit = strstr(p, sc->text[i])) != NULL) {
+            size_t pre = (size_t)(hit - p);
+
+            if (w + pre + 3 >= errlen)
+                break;
+            memcpy(out + w, p, pre);
+            memcpy(out + w + pre, "...", 3);
+            w += pre + 3;
+            p = hit + tl;
+        }
+        /* what is left (or, cut for room, the rest up to a hit, dropped) */
+        hit = strstr(p, sc->text[i]);
+        for (; *p && p != hit && w + 1 < errlen; p++)
+            out[w++] = *p;
+        out[w] = '\0';
+        memcpy(err, out, w + 1);
+    }
+    free(out);
+}
+
+/* A connect message, one line, with the password's pieces hidden. */
+static void connect_msg(char *err, size_t errlen, const char *prefix, const char *msg,
+                        const char *conninfo, PGconn *c)
+{
+    struct secrets sc = {.n = 0};
+    PQconninfoOption *opts = NULL;
+
+    copy_msg(err, errlen, prefix, msg);
+    secrets_from_text(&sc, conninfo);
+    if (c)
+        opts = PQconninfo(c);
+    else if (conninfo)
+        opts = PQconninfoParse(conninfo, NULL);
+    secrets_from_opts(&sc, opts);
+    PQconninfoFree(opts);
+    scrub(err, errlen, &sc);
+    secrets_free(&sc);
+}
+
 /* Whether conninfo is a connection string (a URI or key=value pairs, as
  * libpq's expand_dbname tells them from a plain database name) that libpq
  * cannot parse. Its message then quotes the text it stopped at, which may
@@ -78,6 +242,13 @@ static bool conninfo_invalid(const char *conninfo, char *err, size_t errlen)
     bool keep = msg && strncmp(msg, "invalid connection option", 25) == 0;
 
     for (const char *p = msg ? msg : "out of memory"; *p && w + 4 < sizeof(clean); p++) {
+        if (*p == '"' && !keep && strchr(conninfo, '"')) {
+            /* a '"' of the string's own puts the message's quotes out of
+             * step with what they quote: nothing from the first on */
+            memcpy(clean + w, "\"...", 4);
+            w += 4;
+            break;
+        }
         if (*p == '"' && !keep) {
             quoted = !quoted;
             if (quoted) {
@@ -92,7 +263,8 @@ static bool conninfo_invalid(const char *conninfo, char *err, size_t errlen)
     }
     clean[w] = '\0';
     PQfreemem(msg);
-    copy_msg(err, errlen, "could not connect to database: invalid connection string: ", clean);
+    connect_msg(err, errlen, "could not connect to database: invalid connection string: ", clean,
+                conninfo, NULL);
     return true;
 }
 
@@ -135,7 +307,7 @@ static PGconn *open_conn(PGconn *(*begin)(const char *const *, const char *const
         return NULL;
     }
     if (PQstatus(c) == CONNECTION_BAD) {
-        copy_msg(err, errlen, "could not connect to database: ", PQerrorMessage(c));
+        connect_msg(err, errlen, "could not connect to database: ", PQerrorMessage(c), conninfo, c);
         PQfinish(c);
         return NULL;
     }
@@ -177,7 +349,8 @@ int tds_pg_connect_poll(PGconn *c, PostgresPollingStatusType *want, char *err, s
         if (*want == PGRES_POLLING_OK)
             return 1;
         if (*want == PGRES_POLLING_FAILED || p.fd < 0) {
-            copy_msg(err, errlen, "could not connect to database: ", PQerrorMessage(c));
+            connect_msg(err, errlen, "could not connect to database: ", PQerrorMessage(c), NULL,
+                        c);
             return -1;
         }
         p.events = *want == PGRES_POLLING_READING ? POLLIN : POLLOUT;

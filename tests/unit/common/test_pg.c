@@ -52,6 +52,30 @@ static void test_connect_refused(void)
         T_TRUE(strstr(err, bad[i].secret) == NULL);
         T_TRUE(strstr(err, bad[i].words) != NULL);
     }
+    /* A password with an unencoded '/', '@' or '"': libpq splits it
+     * elsewhere and quotes a piece of it as a port or host, or its quotes
+     * come out of step. No piece of the password is shown. */
+    static const struct {
+        const char *conninfo, *pieces[2];
+    } split[] = {
+        {"postgresql://tds:Xp/ss9Q@127.0.0.1:1/db", {"Xp", "ss9Q"}},
+        {"postgresql://tds:Xp@ss9Q@127.0.0.1:1/db?connect_timeout=2", {"Xp", "ss9Q"}},
+        {"postgresql://tds:pa\"ss9Q@[::1/db", {"pa", "ss9Q"}},
+        {"host=127.0.0.1 port=1 password=a\"b c\"dSECRET", {"dSECRET", "dSECRET"}},
+        {"postgresql://tds:Xp/ss9Q==@127.0.0.1:1/db", {"Xp", "ss9Q"}},
+    };
+    for (size_t i = 0; i < sizeof(split) / sizeof(split[0]); i++) {
+        T_NULL(tds_pg_connect(split[i].conninfo, "test", err, sizeof(err)));
+        printf("  %s -> %s\n", split[i].conninfo, err);
+        T_TRUE(strncmp(err, "could not connect to database: ", 31) == 0);
+        T_TRUE(strstr(err, split[i].pieces[0]) == NULL);
+        T_TRUE(strstr(err, split[i].pieces[1]) == NULL);
+    }
+    /* the user name is not hidden: a failed login names it */
+    T_NULL(tds_pg_connect("postgresql://tds_user:Xp/ss9Q@127.0.0.1:1/db", "test", err,
+                          sizeof(err)));
+    T_TRUE(strstr(err, "Xp") == NULL);
+
     /* a plain database name is not parsed as a connection string */
     T_NULL(tds_pg_connect("no_such_db_here", "test", err, sizeof(err)));
     T_TRUE(strstr(err, "invalid connection string") == NULL);
