@@ -1,14 +1,17 @@
 /* log — one JSON object per line on stderr.
  *
  * Owns the process-wide stage name and level threshold (set once by main).
- * Each line is built in memory and written with one write(2), so lines from
- * several threads never interleave. It never allocates without a bound: a
+ * Each line is built in memory and written under one process-wide lock, so
+ * lines from several threads never interleave (one write(2) is not enough:
+ * a pipe, a container's stderr, takes at most PIPE_BUF bytes at once, and a
+ * line may be 8 KiB and more). It never allocates without a bound: a
  * message longer than LOG_MSG_MAX is cut and marked with "...".
  */
 #include "log.h"
 #include "util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -123,19 +126,23 @@ static void add_field(struct tds_buf *b, const char *key, const char *value)
     tds_buf_add(b, "\"", 1);
 }
 
+static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void write_all(int fd, const char *p, size_t n)
 {
+    pthread_mutex_lock(&write_lock);
     while (n > 0) {
         ssize_t w = write(fd, p, n);
 
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            return; /* nowhere left to report a failing stderr */
+            break; /* nowhere left to report a failing stderr */
         }
         p += w;
         n -= (size_t)w;
     }
+    pthread_mutex_unlock(&write_lock);
 }
 
 static void vlog(enum tds_log_level level, const struct tds_log_ctx *ctx, uint64_t suppressed,

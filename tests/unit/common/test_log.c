@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -206,6 +207,66 @@ static void test_not_utf8(void)
     free(big);
 }
 
+/* Lines of 8 KB from four threads into a pipe read slowly: a pipe takes at
+ * most PIPE_BUF (4 KiB) bytes in one piece, so one write(2) a line let
+ * another thread's bytes in between. Each line must be one thread's. */
+enum { LT_THREADS = 4, LT_LINES = 40, LT_LEN = 8000 };
+
+static void *log_thread(void *arg)
+{
+    char *msg = malloc(LT_LEN + 1);
+
+    T_TRUE(msg != NULL);
+    memset(msg, 'a' + (int)(intptr_t)arg, LT_LEN);
+    msg[LT_LEN] = '\0';
+    for (int i = 0; i < LT_LINES; i++)
+        tds_log(TDS_LOG_INFO, NULL, "%s", msg);
+    free(msg);
+    return NULL;
+}
+
+static void *slow_reader(void *arg)
+{
+    struct tds_buf *b = arg;
+    char chunk[512];
+    ssize_t n;
+
+    while ((n = read(cap_pipe[0], chunk, sizeof(chunk))) > 0) {
+        T_INT(tds_buf_add(b, chunk, (size_t)n), ==, 0);
+        usleep(200);
+    }
+    return NULL;
+}
+
+static void test_threads_never_interleave(void)
+{
+    pthread_t t[LT_THREADS], rd;
+    struct tds_buf b = {0};
+    json_t *lines;
+
+    capture_start();
+    T_INT(pthread_create(&rd, NULL, slow_reader, &b), ==, 0);
+    for (intptr_t i = 0; i < LT_THREADS; i++)
+        T_INT(pthread_create(&t[i], NULL, log_thread, (void *)i), ==, 0);
+    for (int i = 0; i < LT_THREADS; i++)
+        pthread_join(t[i], NULL);
+    T_INT(dup2(saved_stderr, STDERR_FILENO), ==, STDERR_FILENO); /* the pipe's last writer */
+    close(saved_stderr);
+    pthread_join(rd, NULL);
+    close(cap_pipe[0]);
+    T_INT(tds_buf_add(&b, "", 0), ==, 0);
+    lines = parse_lines(b.p);
+    T_INT(json_array_size(lines), ==, LT_THREADS * LT_LINES);
+    for (size_t i = 0; i < json_array_size(lines); i++) {
+        const char *m = field(json_array_get(lines, i), "msg");
+
+        T_TRUE(m && strlen(m) == LT_LEN);
+        T_TRUE(strspn(m, (char[]){m[0], 0}) == LT_LEN);
+    }
+    json_decref(lines);
+    free(b.p);
+}
+
 static void test_limited(void)
 {
     struct tds_log_limit lim = {.interval_ms = 100};
@@ -252,5 +313,6 @@ int main(void)
     T_RUN(test_long_message);
     T_RUN(test_not_utf8);
     T_RUN(test_limited);
+    T_RUN(test_threads_never_interleave);
     return 0;
 }
