@@ -1,12 +1,13 @@
 /* batch — the rows messages the writer holds until they are committed.
  *
  * Checks happen once, on arrival: a set whose table or columns do not match
- * the registry is rejected as a whole (the processor and the registry
- * disagree; nothing in it can be written) and takes the other records of its
- * table family in the message with it, and a record with a value that
- * PostgreSQL text cannot hold (a NUL byte) is rejected before any SQL runs.
- * Everything else is left to PostgreSQL's input functions; a value they
- * refuse is found later by the writer's bisection.
+ * the registry is not written at all (the processor and the registry
+ * disagree; nothing in it can be written): each of its records is rejected,
+ * with its id and raw JSON read from the set by column name, and takes the
+ * other records of its table family in the message with it. A record with a
+ * value that PostgreSQL text cannot hold (a NUL byte) is rejected before any
+ * SQL runs. Everything else is left to PostgreSQL's input functions; a value
+ * they refuse is found later by the writer's bisection.
  */
 #include "batch.h"
 
@@ -55,6 +56,7 @@ static int add_reject(struct tds_bmsg *m, const char *entity, const char *zoho_i
     r->zoho_id = dup_or_null(zoho_id);
     r->reason = tds_copytext_sanitize(reason, strlen(reason), REASON_MAX);
     r->raw = raw_owned;
+    r->note = false;
     if ((entity && !r->entity) || (zoho_id && !r->zoho_id) || !r->reason) {
         free(r->entity);
         free(r->zoho_id);
@@ -77,8 +79,46 @@ static int dead_letter(struct tds_bmsg *m, const void *frame, size_t len, const 
     return add_reject(m, NULL, NULL, why, hex);
 }
 
+/* Where a set keeps what records are made of. A set the writer writes has
+ * the registry's layout (org_id, id, then for DETAIL/LIST modified_time and
+ * raw); a refused one is read by column name, so that its records can still
+ * be rejected one by one with their ids and raw JSON. */
+struct setkeys {
+    const char *family; /* table family; a table not in the registry is its own */
+    long org, id, raw;  /* column indexes, -1 = none */
+};
+
+static long col_index(const struct tds_msg_rowset *set, const char *name)
+{
+    for (size_t c = 0; name && c < set->n_cols; c++)
+        if (strcmp(set->cols[c], name) == 0)
+            return (long)c;
+    return -1;
+}
+
+static void set_keys(const struct tds_bmsg *m, size_t s, struct setkeys *k)
+{
+    const struct tds_msg_rowset *set = &m->msg.u.rows.sets[s];
+    const struct tds_table *t = m->tables[s];
+    bool top = set->kind == TDS_ROWS_DETAIL || set->kind == TDS_ROWS_LIST;
+
+    if (t) {
+        *k = (struct setkeys){tds_bmsg_family(t), 0, 1, top ? 3 : -1};
+        return;
+    }
+    t = tds_table_find(set->table);
+    k->family = t ? tds_bmsg_family(t) : set->table;
+    k->org = col_index(set, "org_id");
+    /* a table the registry does not know: its id column by the convention
+     * every set follows (org_id, then the id) */
+    k->id = t ? col_index(set, t->id_column) : k->org == 0 && set->n_cols > 1 ? 1 : -1;
+    k->raw = top ? col_index(set, "raw") : -1;
+    if (k->org < 0 || k->id < 0)
+        k->org = k->id = -1;
+}
+
 struct rowref {
-    const struct tds_msg_rowset *set;
+    const struct tds_bytes *org, *id; /* NULL: a record of its own */
     const char *family;
     size_t s, r;
 };
@@ -94,17 +134,25 @@ static int cmp_bytes(const struct tds_bytes *a, const struct tds_bytes *b)
     return c ? c : (a->n > b->n) - (a->n < b->n);
 }
 
-static int cmp_ref(const void *pa, const void *pb)
+/* Same family, org_id and id: rows of one record. */
+static int cmp_key(const struct rowref *a, const struct rowref *b)
 {
-    const struct rowref *a = pa, *b = pb;
-    const struct tds_bytes *va = &a->set->vals[a->r * a->set->n_cols];
-    const struct tds_bytes *vb = &b->set->vals[b->r * b->set->n_cols];
     int c = strcmp(a->family, b->family);
 
     if (c == 0)
-        c = cmp_bytes(&va[0], &vb[0]);
-    if (c == 0)
-        c = cmp_bytes(&va[1], &vb[1]);
+        c = (a->id == NULL) - (b->id == NULL);
+    if (c == 0 && a->id)
+        c = cmp_bytes(a->org, b->org);
+    if (c == 0 && a->id)
+        c = cmp_bytes(a->id, b->id);
+    return c;
+}
+
+static int cmp_ref(const void *pa, const void *pb)
+{
+    const struct rowref *a = pa, *b = pb;
+    int c = cmp_key(a, b);
+
     if (c == 0)
         c = (a->s > b->s) - (a->s < b->s);
     if (c == 0)
@@ -112,7 +160,10 @@ static int cmp_ref(const void *pa, const void *pb)
     return c;
 }
 
-/* Group live rows into records by (family, org_id, id). */
+/* Group rows into records by (family, org_id, id): the rows of the sets to
+ * write and those of refused sets (rec_of allocated), so that a refused set's
+ * records can be rejected with their other rows. A row whose set has no
+ * org_id or id column is a record of its own. */
 static int assign_records(struct tds_bmsg *m)
 {
     const struct tds_msg_rows *rows = &m->msg.u.rows;
@@ -120,28 +171,30 @@ static int assign_records(struct tds_bmsg *m)
     size_t n = 0, k = 0;
 
     for (size_t s = 0; s < rows->n_sets; s++)
-        if (m->tables[s])
+        if (m->rec_of[s])
             n += rows->sets[s].n_rows;
     refs = malloc((n ? n : 1) * sizeof(*refs));
     if (!refs)
         return -ENOMEM;
     for (size_t s = 0; s < rows->n_sets; s++) {
-        if (!m->tables[s])
+        const struct tds_msg_rowset *set = &rows->sets[s];
+        struct setkeys sk;
+
+        if (!m->rec_of[s])
             continue;
-        for (size_t r = 0; r < rows->sets[s].n_rows; r++)
-            refs[k++] = (struct rowref){&rows->sets[s], tds_bmsg_family(m->tables[s]), s, r};
+        set_keys(m, s, &sk);
+        for (size_t r = 0; r < set->n_rows; r++) {
+            const struct tds_bytes *v = &set->vals[r * set->n_cols];
+
+            refs[k++] = (struct rowref){sk.id >= 0 ? &v[sk.org] : NULL,
+                                        sk.id >= 0 ? &v[sk.id] : NULL, sk.family, s, r};
+        }
     }
     qsort(refs, n, sizeof(*refs), cmp_ref);
     m->n_recs = 0;
     for (size_t i = 0; i < n; i++) {
-        if (i > 0) {
-            const struct tds_bytes *a = &refs[i - 1].set->vals[refs[i - 1].r * refs[i - 1].set->n_cols];
-            const struct tds_bytes *b = &refs[i].set->vals[refs[i].r * refs[i].set->n_cols];
-
-            if (strcmp(refs[i - 1].family, refs[i].family) != 0 || cmp_bytes(&a[0], &b[0]) != 0 ||
-                cmp_bytes(&a[1], &b[1]) != 0)
-                m->n_recs++;
-        }
+        if (i > 0 && (!refs[i].id || cmp_key(&refs[i - 1], &refs[i]) != 0))
+            m->n_recs++;
         m->rec_of[refs[i].s][refs[i].r] = (uint32_t)m->n_recs;
     }
     if (n > 0)
@@ -150,14 +203,29 @@ static int assign_records(struct tds_bmsg *m)
     return 0;
 }
 
-/* A set refused on arrival takes its family's records with it. A DETAIL
- * parent written without its child rows would lose the stored ones for good:
- * the writer replaces a written parent's children, and the same version sent
- * again with the right columns is refused by the guard (same time, same
- * hash) until the record changes in Zoho. So every record of the family in
- * this message is rejected too, with the set's error, and nothing of it is
- * half-applied. */
-static int reject_families(struct tds_bmsg *m)
+/* Why set s is refused on arrival (err filled), or 0 when it is written. */
+static int set_refused(const struct tds_msg_rowset *set, const struct tds_table *t, char *err,
+                       size_t errlen)
+{
+    if (!t) {
+        snprintf(err, errlen, "unknown table '%s'", set->table);
+        return TDS_E_INVALID;
+    }
+    return tds_sqlgen_check(t, set->kind, set->cols, set->n_cols, err, errlen) != 0
+               ? TDS_E_INVALID
+               : 0;
+}
+
+/* A set refused on arrival: each of its records is rejected, with its own
+ * id and raw JSON (counted one per record, as the run and the ack count
+ * them), and it takes the records of its table family in the message with
+ * it. A DETAIL parent written without its child rows would lose the stored
+ * ones for good: the writer replaces a written parent's children, and the
+ * same version sent again with the right columns is refused by the guard
+ * (same time, same hash) until the record changes in Zoho. So nothing of the
+ * family is half-applied. A table the registry does not know is a family of
+ * its own. */
+static int reject_refused(struct tds_bmsg *m)
 {
     const struct tds_msg_rows *rows = &m->msg.u.rows;
     uint8_t *bad = NULL;
@@ -166,18 +234,21 @@ static int reject_families(struct tds_bmsg *m)
 
     for (size_t s = 0; s < rows->n_sets && rc == 0; s++) {
         const struct tds_msg_rowset *set = &rows->sets[s];
-        const struct tds_table *t = m->tables[s] ? NULL : tds_table_find(set->table);
-        const char *family;
+        struct setkeys sk;
 
-        if (!t || tds_sqlgen_check(t, set->kind, set->cols, set->n_cols, err, sizeof(err)) == 0)
+        if (m->tables[s])
             continue;
+        set_refused(set, tds_table_find(set->table), err, sizeof(err));
+        set_keys(m, s, &sk);
         if (!bad && !(bad = calloc(m->n_recs ? m->n_recs : 1, 1)))
             return -ENOMEM;
-        family = tds_bmsg_family(t);
         snprintf(reason, sizeof(reason), "not written: the message's %s rows were refused (%s)",
                  set->table, err);
         for (size_t s2 = 0; s2 < rows->n_sets && rc == 0; s2++) {
-            if (!m->tables[s2] || strcmp(tds_bmsg_family(m->tables[s2]), family) != 0)
+            struct setkeys sk2;
+
+            set_keys(m, s2, &sk2);
+            if (s2 != s && strcmp(sk2.family, sk.family) != 0)
                 continue;
             for (size_t r = 0; r < rows->sets[s2].n_rows && rc == 0; r++) {
                 uint32_t rec = m->rec_of[s2][r];
@@ -209,29 +280,16 @@ static int check_sets(struct tds_bmsg *m)
         const struct tds_table *t = tds_table_find(set->table);
 
         m->n_rows += set->n_rows;
-        if (!t) {
-            snprintf(err, sizeof(err), "unknown table '%s', %zu rows not written", set->table,
-                     set->n_rows);
-            if ((rc = add_reject(m, set->table, NULL, err, NULL)) != 0)
-                return rc;
-            continue;
-        }
-        if (tds_sqlgen_check(t, set->kind, set->cols, set->n_cols, err, sizeof(err)) != 0) {
-            char reason[320];
-
-            snprintf(reason, sizeof(reason), "%s, %zu rows not written", err, set->n_rows);
-            if ((rc = add_reject(m, tds_bmsg_family(t), NULL, reason, NULL)) != 0)
-                return rc;
-            continue;
-        }
+        /* Refused sets get records too (tables[s] stays NULL: not written). */
         m->rec_of[s] = calloc(set->n_rows ? set->n_rows : 1, sizeof(**m->rec_of));
         if (!m->rec_of[s])
             return -ENOMEM;
-        m->tables[s] = t;
+        if (set_refused(set, t, err, sizeof(err)) == 0)
+            m->tables[s] = t;
     }
     if ((rc = assign_records(m)) != 0)
         return rc;
-    if ((rc = reject_families(m)) != 0)
+    if ((rc = reject_refused(m)) != 0)
         return rc;
     /* Values PostgreSQL text cannot hold. */
     for (size_t s = 0; s < rows->n_sets; s++) {
@@ -313,7 +371,16 @@ struct tds_bmsg *tds_bmsg_free(struct tds_bmsg *m)
     return NULL;
 }
 
-/* The record's raw Zoho JSON (from its DETAIL/LIST row) or its rows as JSON. */
+/* A JSON string, or null for NULL or text that is not UTF-8. */
+static json_t *json_text(const char *s)
+{
+    json_t *j = s ? json_string(s) : NULL;
+
+    return j ? j : json_null();
+}
+
+/* The record's raw Zoho JSON (from its DETAIL/LIST row) or its rows as JSON;
+ * the rows of refused sets count, read by column name. */
 static char *record_raw(const struct tds_bmsg *m, uint32_t rec, const char **zoho_id,
                         const char **family)
 {
@@ -323,8 +390,10 @@ static char *record_raw(const struct tds_bmsg *m, uint32_t rec, const char **zoh
 
     for (size_t s = 0; s < rows->n_sets; s++) {
         const struct tds_msg_rowset *set = &rows->sets[s];
+        struct setkeys sk;
+        bool keys = false;
 
-        if (!m->tables[s])
+        if (!m->rec_of[s])
             continue;
         for (size_t r = 0; r < set->n_rows; r++) {
             const struct tds_bytes *v = &set->vals[r * set->n_cols];
@@ -332,10 +401,14 @@ static char *record_raw(const struct tds_bmsg *m, uint32_t rec, const char **zoh
 
             if (m->rec_of[s][r] != rec)
                 continue;
-            *family = tds_bmsg_family(m->tables[s]);
-            *zoho_id = v[1].p;
-            if ((set->kind == TDS_ROWS_DETAIL || set->kind == TDS_ROWS_LIST) && v[3].p && !out) {
-                out = tds_copytext_sanitize(v[3].p, v[3].n, 0);
+            if (!keys) {
+                set_keys(m, s, &sk);
+                keys = true;
+            }
+            *family = sk.family;
+            *zoho_id = sk.id >= 0 ? v[sk.id].p : NULL;
+            if (sk.raw >= 0 && v[sk.raw].p && !out) {
+                out = tds_copytext_sanitize(v[sk.raw].p, v[sk.raw].n, 0);
                 continue;
             }
             if (!doc)
@@ -345,7 +418,7 @@ static char *record_raw(const struct tds_bmsg *m, uint32_t rec, const char **zoh
                 json_decref(row);
                 continue;
             }
-            json_object_set_new(row, "table", json_string(set->table));
+            json_object_set_new(row, "table", json_text(set->table));
             for (size_t c = 0; c < set->n_cols; c++) {
                 char *txt = v[c].p ? tds_copytext_sanitize(v[c].p, v[c].n, 0) : NULL;
 
@@ -386,19 +459,12 @@ int tds_bmsg_reject_record(struct tds_bmsg *m, uint32_t rec, const char *reason)
     return add_reject(m, family, zoho_id, reason, raw);
 }
 
-/* A JSON string, or null for NULL or text that is not UTF-8. */
-static json_t *json_text(const char *s)
-{
-    json_t *j = s ? json_string(s) : NULL;
-
-    return j ? j : json_null();
-}
-
 int tds_bmsg_note(struct tds_bmsg *m, const char *reason)
 {
     const struct tds_msg_rows *rw = &m->msg.u.rows;
     json_t *doc = json_object();
     char *raw = NULL;
+    int rc;
 
     if (!doc)
         return -ENOMEM;
@@ -412,7 +478,18 @@ int tds_bmsg_note(struct tds_bmsg *m, const char *reason)
         return -ENOMEM;
     }
     json_decref(doc);
-    return add_reject(m, rw->entity, NULL, reason, raw);
+    if ((rc = add_reject(m, rw->entity, NULL, reason, raw)) == 0)
+        m->rej[m->n_rej - 1].note = true;
+    return rc;
+}
+
+size_t tds_bmsg_records_rejected(const struct tds_bmsg *m)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < m->n_rej; i++)
+        n += !m->rej[i].note;
+    return n;
 }
 
 void tds_bmsg_drop_rejects(struct tds_bmsg *m, size_t keep)
@@ -462,8 +539,11 @@ int tds_bmsg_reject_all(struct tds_bmsg *m, const char *reason)
 
     for (size_t i = 0; rc == 0 && i < n; i++)
         rc = tds_bmsg_reject_record(m, recs[i], reason);
-    if (rc == 0 && n == 0 && m->msg.type == TDS_MSG_ROWS)
-        rc = add_reject(m, m->msg.u.rows.entity, NULL, reason, NULL);
+    /* No record left to reject (a page without rows, say): a note, so that
+     * tds.rejected still says why the message was not written. */
+    if (rc == 0 && n == 0 && m->msg.type == TDS_MSG_ROWS &&
+        (rc = add_reject(m, m->msg.u.rows.entity, NULL, reason, NULL)) == 0)
+        m->rej[m->n_rej - 1].note = true;
     free(recs);
     return rc;
 }

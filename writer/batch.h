@@ -23,6 +23,7 @@ struct tds_wreject {
     char *zoho_id;   /* may be NULL */
     char *reason;
     char *raw;       /* the record's raw JSON, or the rows as JSON; may be NULL */
+    bool note;       /* about the message, not a record (tds_bmsg_note): no record counted */
 };
 
 struct tds_bmsg {
@@ -59,12 +60,16 @@ static inline bool tds_bmsg_row_live(const struct tds_bmsg *m, size_t s, size_t 
  * is added. 0 or -ENOMEM. */
 int tds_bmsg_reject_record(struct tds_bmsg *m, uint32_t rec, const char *reason);
 /* Reject every record still live (the whole message failed for a data reason
- * that could not be pinned on a record). 0 or -ENOMEM. */
+ * that could not be pinned on a record); with none live, a note says so.
+ * 0 or -ENOMEM. */
 int tds_bmsg_reject_all(struct tds_bmsg *m, const char *reason);
 /* Record in tds.rejected something about the message as a whole (no zoho id,
  * no row skipped), with its run, mode, page and cursor as the raw JSON: that
  * its run/webhook/cursor updates were left out, say. 0 or -ENOMEM. */
 int tds_bmsg_note(struct tds_bmsg *m, const char *reason);
+/* Rejects that stand for records (dead letters included), notes left out:
+ * what the ack's rows_rejected and tds_writer_rejects_total count. */
+size_t tds_bmsg_records_rejected(const struct tds_bmsg *m);
 /* Forget the rejects after the first `keep`. Only for notes added after
  * them (tds_bmsg_note), which skip no rows. */
 void tds_bmsg_drop_rejects(struct tds_bmsg *m, size_t keep);

@@ -368,9 +368,11 @@ static void migrate_stop(struct app *app)
     atomic_store(&app->mig_state, MIG_IDLE);
 }
 
-/* The migration step of on_retry: 1 while it is under way (on_retry comes
- * back in MIGRATE_POLL_MS), else its result, err filled. */
-static int migrate_step(struct app *app, char *err, size_t errlen)
+/* The migration step of on_retry: false while it is under way (on_retry
+ * comes back in MIGRATE_POLL_MS), else true with its result in *rc (0 or a
+ * code of migrate_once), err filled. "Under way" is not a code: the codes
+ * (TDS_APPLY_E_DATA is 1) are all results. */
+static bool migrate_step(struct app *app, int *rc, char *err, size_t errlen)
 {
     switch (atomic_load(&app->mig_state)) {
     case MIG_IDLE:
@@ -381,9 +383,10 @@ static int migrate_step(struct app *app, char *err, size_t errlen)
         if (pthread_create(&app->mig_thread, NULL, migrate_main, app) != 0) {
             atomic_store(&app->mig_state, MIG_IDLE);
             snprintf(err, errlen, "could not start the migration thread");
-            return TDS_APPLY_E_CONN; /* retried */
+            *rc = TDS_APPLY_E_CONN; /* retried */
+            return true;
         }
-        return 1;
+        return false;
     case MIG_RUNNING:
         if (!app->mig_said && tds_now_ms() - app->mig_since_ms >= MIGRATE_SAY_MS) {
             app->mig_said = true;
@@ -391,12 +394,13 @@ static int migrate_step(struct app *app, char *err, size_t errlen)
                      "another process that applies them); webhooks and pages wait",
                      (long long)((tds_now_ms() - app->mig_since_ms) / 1000));
         }
-        return 1;
+        return false;
     default:
         pthread_join(app->mig_thread, NULL);
         atomic_store(&app->mig_state, MIG_IDLE);
         snprintf(err, errlen, "%s", app->mig_err);
-        return app->mig_rc;
+        *rc = app->mig_rc;
+        return true;
     }
 }
 
@@ -409,8 +413,7 @@ static void on_retry(struct tds_loop *loop, void *ud)
     (void)loop;
     app->waiting = false;
     if (!app->migrated) {
-        rc = migrate_step(app, err, sizeof(err));
-        if (rc == 1) {
+        if (!migrate_step(app, &rc, err, sizeof(err))) {
             app->waiting = true;
             app->retry_timer = tds_loop_timer_add(app->loop, MIGRATE_POLL_MS, 0, on_retry, app);
             return;
@@ -423,9 +426,18 @@ static void on_retry(struct tds_loop *loop, void *ud)
             schedule_retry(app);
             return;
         }
+        if (rc == TDS_APPLY_E_RETRY) {
+            /* A deadlock or a serialization failure (rolled back): the
+             * migration itself is fine, run it again. */
+            tds_log_limited(&app->db_limit, TDS_LOG_WARN, NULL, "%s, retrying in %lld ms", err,
+                            (long long)app->backoff_ms);
+            schedule_retry(app);
+            return;
+        }
         if (rc != 0) {
             /* A schema that does not match the registry, or a migration the
-             * database refuses: retrying cannot help. */
+             * database refuses (its data, its SQL, a permission): retrying
+             * cannot help. Stop, as `tds-writer migrate` does. */
             fprintf(stderr, "tds-writer: %s\n", err);
             tds_error("refusing to run: %s", err);
             app->exit_code = 1;

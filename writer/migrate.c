@@ -19,6 +19,19 @@
 
 #define LOCK_KEY "7310593858020348530"
 
+/* "what: PostgreSQL's message" on one line, without the trailing newline. */
+static void one_line(char *err, size_t errlen, const char *what, const char *msg)
+{
+    size_t n;
+
+    snprintf(err, errlen, "%s: %s", what, msg);
+    for (char *p = err; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    for (n = strlen(err); n > 0 && err[n - 1] == ' '; n--)
+        err[n - 1] = '\0';
+}
+
 static int run(PGconn *c, const char *sql, int np, const char *const *vals, PGresult **out,
                char *err, size_t errlen, const char *what)
 {
@@ -34,10 +47,7 @@ static int run(PGconn *c, const char *sql, int np, const char *const *vals, PGre
         return 0;
     }
     code = tds_apply_classify(c, r);
-    snprintf(err, errlen, "%s: %s", what, PQresultErrorMessage(r));
-    for (char *p = err; *p; p++)
-        if (*p == '\n')
-            *p = ' ';
+    one_line(err, errlen, what, PQresultErrorMessage(r));
     PQclear(r);
     return code;
 }
@@ -53,10 +63,7 @@ static int simple(PGconn *c, const char *sql, char *err, size_t errlen, const ch
         return 0;
     }
     code = tds_apply_classify(c, r);
-    snprintf(err, errlen, "%s: %s", what, PQresultErrorMessage(r));
-    for (char *p = err; *p; p++)
-        if (*p == '\n')
-            *p = ' ';
+    one_line(err, errlen, what, PQresultErrorMessage(r));
     PQclear(r);
     return code;
 }

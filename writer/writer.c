@@ -211,7 +211,9 @@ static void ack_answered(struct tds_writer *w, const struct tds_bmsg *m)
     }
 }
 
-/* After COMMIT: metrics, events, then one ack per origin. */
+/* After COMMIT: metrics, events, then one ack per origin. res NULL: nothing
+ * was committed (a message given up on, acked all the same), so no
+ * transaction is counted. */
 static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
                       const struct tds_apply_result *res, double seconds)
 {
@@ -219,18 +221,19 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
     char **ids = malloc((n ? n : 1) * sizeof(*ids));
     int64_t now = tds_wall_ms();
 
-    for (size_t i = 0; i < tds_table_count() && i < TDS_APPLY_MAX_TABLES; i++)
+    for (size_t i = 0; res && i < tds_table_count() && i < TDS_APPLY_MAX_TABLES; i++)
         if (res->written[i])
             inc(w->m_rows[i], (double)res->written[i]);
     for (size_t i = 0; i < n; i++) {
         const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
+        size_t rejected = tds_bmsg_records_rejected(msgs[i]);
 
         rows += msgs[i]->n_rows;
         msgs[i]->committed = true;
         if (msgs[i]->duplicate)
             continue; /* applied before: counted, logged and announced then */
-        inc(w->m_rejects_w, (double)msgs[i]->n_rej);
-        w->stats.rejects += msgs[i]->n_rej;
+        inc(w->m_rejects_w, (double)rejected);
+        w->stats.rejects += rejected;
         if (msgs[i]->msg.type != TDS_MSG_ROWS)
             continue;
         inc(w->m_rejects_p, (double)rw->n_rejects);
@@ -244,7 +247,7 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
                                 rw->entity, "run", rw->run, "mode", rw->mode, NULL);
         }
         if (rw->mode && strcmp(rw->mode, "webhook") == 0) {
-            if (w->m_webhook_age && rw->received_ms > 0) {
+            if (w->m_webhook_age && res && rw->received_ms > 0) {
                 int64_t age = now - rw->received_ms;
 
                 tds_series_observe(w->m_webhook_age, (double)(age > 0 ? age : 0) / 1000.0);
@@ -254,17 +257,19 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
                                 "entity", rw->entity, "event_id", rw->src, NULL);
         }
     }
-    inc(w->m_batches, 1);
-    if (res->notifies_dropped > 0)
-        inc(w->m_notify_dropped, (double)res->notifies_dropped);
-    if (res->one_flight)
-        inc(w->m_one_flight, 1);
-    if (w->m_batch_rows)
-        tds_series_observe(w->m_batch_rows, (double)rows);
-    if (w->m_commit)
-        tds_series_observe(w->m_commit, seconds);
-    w->stats.batches++;
-    w->stats.rows_written += (uint64_t)res->written_total;
+    if (res) {
+        inc(w->m_batches, 1);
+        if (res->notifies_dropped > 0)
+            inc(w->m_notify_dropped, (double)res->notifies_dropped);
+        if (res->one_flight)
+            inc(w->m_one_flight, 1);
+        if (w->m_batch_rows)
+            tds_series_observe(w->m_batch_rows, (double)rows);
+        if (w->m_commit)
+            tds_series_observe(w->m_commit, seconds);
+        w->stats.batches++;
+        w->stats.rows_written += (uint64_t)res->written_total;
+    }
     for (size_t i = 0; i < n; i++)
         ack_answered(w, msgs[i]);
     if (!ids) {
@@ -274,7 +279,7 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
 
             if (msgs[i]->msg.type == TDS_MSG_ROWS && rw->origin && rw->src) {
                 w->ack(w->ack_ud, rw->origin, &rw->src, 1, tds_bmsg_records_written(msgs[i]),
-                       (int64_t)(rw->n_rejects + msgs[i]->n_rej));
+                       (int64_t)(rw->n_rejects + tds_bmsg_records_rejected(msgs[i])));
                 inc(w->m_acks, 1);
                 w->stats.acks++;
             }
@@ -302,7 +307,7 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
                 continue;
             ids[k++] = o->src;
             written += tds_bmsg_records_written(msgs[j]);
-            rejected += (int64_t)(o->n_rejects + msgs[j]->n_rej);
+            rejected += (int64_t)(o->n_rejects + tds_bmsg_records_rejected(msgs[j]));
         }
         w->ack(w->ack_ud, rw->origin, ids, k, written, rejected);
         inc(w->m_acks, 1);
@@ -458,8 +463,7 @@ static int isolate(struct tds_writer *w, struct tds_bmsg *m, const char *first_e
      * so upstream stops resending, and say so loudly. */
     tds_log(TDS_LOG_ERROR, &ctx, "could not record message %s even as rejected: %s, dropping it",
             rw->src ? rw->src : "?", res.error);
-    memset(&res, 0, sizeof(res));
-    committed(w, &m, 1, &res, 0);
+    committed(w, &m, 1, NULL, 0);
     return 0;
 }
 

@@ -776,21 +776,79 @@ def test_a_child_set_refused_on_arrival_rejects_its_parents(writer, db):
     writer.wait_acked([src])
     assert items_table(db, "item_id, name") == {"1": ("v1",)}
     assert stock_of(db, "1") == [("w1", "5"), ("w2", "6")]
-    rej = db.query("SELECT entity, zoho_id, reason, raw IS NOT NULL FROM tds.rejected "
+    rej = db.query("SELECT entity, zoho_id, reason, raw FROM tds.rejected "
                    "WHERE source = %s ORDER BY zoho_id NULLS FIRST", src)
-    assert [(e, z, raw) for e, z, _, raw in rej] == [("items", None, False),
-                                                      ("items", "1", True), ("items", "2", True)]
-    assert "unknown column bin_location in item_stock rows" in rej[0][2]
-    assert rej[1][2].startswith("not written: the message's item_stock rows were refused")
+    # one row per record, each with its own raw JSON: no row for the set
+    assert [(e, z, json.loads(raw)) for e, z, _, raw in rej] == \
+        [("items", r[1], json.loads(r[3])) for r, _ in newer]
+    for _, _, reason, _ in rej:
+        assert reason.startswith("not written: the message's item_stock rows were refused "
+                                 "(unknown column bin_location in item_stock rows)"), reason
     assert db.query("SELECT records_written, records_rejected FROM tds.sync_runs "
-                    "WHERE run_id = 'run-new-cols'") == [(0, 3)]
-    assert writer.proc.metric("tds_writer_rejects_total", {"stage": "writer"}) == 3
+                    "WHERE run_id = 'run-new-cols'") == [(0, 2)]
+    assert writer.proc.metric("tds_writer_rejects_total", {"stage": "writer"}) == 2
     # the same version with the columns this writer knows is applied in full
     src, f = rows_msg(ORG, items_sets(newer))
     writer.send(f)
     writer.wait_acked([src])
     assert items_table(db, "item_id, name") == {"1": ("v2",), "2": ("two",)}
     assert stock_of(db, "1") == [("w1", "7")]
+
+
+def test_a_set_refused_on_arrival_rejects_each_of_its_records(writer, db):
+    """A newer processor (a rolling deploy) adds a column to the items rows:
+    the set is refused on arrival, and each of its records goes to
+    tds.rejected on its own, with its zoho id, its raw Zoho JSON and a reason
+    that names the column; the run, the ack and the metric count one reject
+    per record. A set for a table this writer does not know goes the same
+    way, record by record, and the message's other records are written.
+    Before, the set was one row without id or raw, the items with stock rows
+    came with those rows as their raw, the others not at all: 3 rows, and
+    counts of 3, for 4 records."""
+    recs = [item(ORG, f"I{i}", ts(1), f"n{i}", stock=[("w1", str(i))] if i < 2 else None)
+            for i in range(4)]
+    sets = items_sets(recs)
+    assert [s["table"] for s in sets] == ["items", "item_stock"]
+    sets[0]["cols"].append("brand_new_col")
+    for r in sets[0]["rows"]:
+        r.append("x")
+    src, f = rows_msg(ORG, sets, mode="full", run="run-rolling", page=1, records_in=4)
+    writer.send(f)
+    writer.wait_acked([src])
+    assert items_table(db) == {} and stock_of(db, "I0") == []
+    rej = db.query("SELECT stage, org_id, entity, zoho_id, reason, raw FROM tds.rejected "
+                   "WHERE source = %s ORDER BY zoho_id NULLS FIRST", src)
+    assert [(st, o, e, z) for st, o, e, z, _, _ in rej] == \
+        [("writer", ORG, "items", f"I{i}") for i in range(4)], rej
+    for (_, _, _, _, reason, raw), (row, _) in zip(rej, recs):
+        assert "unknown column brand_new_col in items rows" in reason, reason
+        assert json.loads(raw) == json.loads(row[3])
+    assert db.query("SELECT records_written, records_rejected FROM tds.sync_runs "
+                    "WHERE run_id = 'run-rolling'") == [(0, 4)]
+    assert [(a["rows_written"], a["rows_rejected"]) for a in writer.acks if src in a["ids"]] \
+        == [(0, 4)]
+    assert writer.proc.metric("tds_writer_rejects_total", {"stage": "writer"}) == 4
+    assert "rejected on arrival" in writer.proc.stderr_text()
+
+    # a table this writer does not know (a newer processor's new entity)
+    raw_b = [json.dumps({"batch_id": f"B{i}", "name": f"b{i}"}) for i in range(2)]
+    batches = rowset("item_batches", DETAIL,
+                     ["org_id", "batch_id", "modified_time", "raw", "content_hash", "is_detail"],
+                     [[ORG, f"B{i}", ts(1), raw_b[i], "h", "true"] for i in range(2)])
+    src, f = rows_msg(ORG, [batches] + items_sets([item(ORG, "ok", ts(1), "fine")]),
+                      mode="full", run="run-new-table", page=1)
+    writer.send(f)
+    writer.wait_acked([src])
+    assert items_table(db, "item_id, name") == {"ok": ("fine",)}
+    rej = db.query("SELECT entity, zoho_id, reason, raw FROM tds.rejected "
+                   "WHERE source = %s ORDER BY zoho_id", src)
+    assert [(e, z, json.loads(raw)) for e, z, _, raw in rej] == \
+        [("item_batches", f"B{i}", json.loads(raw_b[i])) for i in range(2)], rej
+    assert all("unknown table 'item_batches'" in r for _, _, r, _ in rej), rej
+    assert db.query("SELECT records_written, records_rejected FROM tds.sync_runs "
+                    "WHERE run_id = 'run-new-table'") == [(1, 2)]
+    assert [(a["rows_written"], a["rows_rejected"]) for a in writer.acks if src in a["ids"]] \
+        == [(1, 2)]
 
 
 def test_refused_metadata_leaves_the_records_written(writer, db):
@@ -819,7 +877,10 @@ def test_refused_metadata_leaves_the_records_written(writer, db):
                              "records are written without them") and "no_refused_run" in reason
     assert json.loads(raw)["run"] == "run-refused"
     assert db.query("SELECT run_id, records_written FROM tds.sync_runs") == [("run-ok", 1)]
-    assert writer.proc.metric("tds_writer_rejects_total", {"stage": "writer"}) == 1
+    # the note is no rejected record: not counted as one (before, 1 and 1)
+    assert writer.proc.metric("tds_writer_rejects_total", {"stage": "writer"}) == 0
+    assert [(a["rows_written"], a["rows_rejected"]) for a in writer.acks if src in a["ids"]] \
+        == [(3, 0)]
 
     # two records that pass alone and fail together: rejected, no note
     db.execute("DELETE FROM tds.rejected")
@@ -838,6 +899,37 @@ def test_refused_metadata_leaves_the_records_written(writer, db):
                     "WHERE run_id = 'run-pair'") == [(0, 2)]
     assert db.query("SELECT run_id FROM tds.applied_pages WHERE page_id = %s", src) == \
         [("run-pair",)]
+
+
+def test_a_message_whose_rejects_cannot_be_stored_is_no_commit(writer, db):
+    """Even tds.rejected refuses a message's rows (a CHECK on its source): the
+    writer gives up on it, says so in the log and acks it, counting its
+    records as rejected. Nothing was committed for it, so
+    tds_writer_batches_total does not count it (before, it did, with a
+    commit time of 0 in tds_writer_commit_seconds)."""
+    db.execute("ALTER TABLE tds.rejected ADD CONSTRAINT no_doomed CHECK (source <> 'src-doomed')")
+    src, f = rows_msg(ORG, items_sets([item(ORG, "1", ts(1), "ok")]))
+    writer.send(f)
+    writer.wait_acked([src])
+    batches = writer.proc.metric("tds_writer_batches_total")
+    commits = writer.proc.metric("tds_writer_commit_seconds_count")
+    assert batches == 1 and commits == 1
+    recs = [item(ORG, "200", ts(1), "bad", rate="12,50"), item(ORG, "201", ts(1), "good")]
+    src, f = rows_msg(ORG, items_sets(recs), src="src-doomed", mode="full", run="run-doomed",
+                      page=1)
+    writer.send(f)
+    writer.wait_acked([src])
+    assert "could not record message src-doomed even as rejected" in writer.proc.stderr_text()
+    assert [(a["rows_written"], a["rows_rejected"]) for a in writer.acks if src in a["ids"]] \
+        == [(0, 2)]
+    assert writer.proc.metric("tds_writer_batches_total") == batches
+    assert writer.proc.metric("tds_writer_commit_seconds_count") == commits
+    assert writer.proc.metric("tds_writer_rejects_total", {"stage": "writer"}) == 2
+    assert db.query("SELECT count(*) FROM tds.rejected") == [(0,)]
+    src, f = rows_msg(ORG, items_sets([item(ORG, "2", ts(1), "after")]))
+    writer.send(f)
+    writer.wait_acked([src])
+    assert writer.proc.metric("tds_writer_batches_total") == batches + 1
 
 
 def test_processor_rejects_and_unknown_tables_are_recorded(writer, db):
@@ -1545,6 +1637,77 @@ def test_waiting_for_another_migration_keeps_the_writer_healthy(procs, db):
         h2.close()
     finally:
         holder.close()
+
+
+def _rerun_migration_013(db, trigger_body):
+    """A migrated database on which migration 013 is pending again, its
+    UPDATE of tds.webhook_events (one row with received_at NULL) running
+    trigger_body (PL/pgSQL) first; public.mig_attempts counts the runs (a
+    sequence: not rolled back with the migration)."""
+    db.execute("CREATE SEQUENCE public.mig_attempts")
+    db.execute("CREATE FUNCTION public.mig_trigger() RETURNS trigger LANGUAGE plpgsql AS $$ "
+               f"BEGIN PERFORM nextval('public.mig_attempts'); {trigger_body} RETURN NEW; END $$")
+    db.execute("CREATE TRIGGER mig_trigger BEFORE UPDATE ON tds.webhook_events FOR EACH ROW "
+               "EXECUTE FUNCTION public.mig_trigger()")
+    db.execute("INSERT INTO tds.webhook_events (event_id, org_id, entity, zoho_id, received_at, "
+               "applied_at) VALUES ('e1', %s, 'items', '1', NULL, now())", ORG)
+    db.execute("DROP INDEX tds.sync_requests_done_idx")
+    db.execute("DELETE FROM tds.schema_migrations WHERE version = 13")
+
+
+def test_a_migration_refused_for_its_data_stops_the_writer(procs, db):
+    """A migration PostgreSQL refuses for its data (SQLSTATE class 23: here a
+    trigger's check violation) stops the writer after one attempt, as it stops
+    `tds-writer migrate`: exit 1, and "refusing to run: migration
+    013_prune_everything failed: <PostgreSQL's message>" on stderr and in the
+    log. Before, the daemon took the data error's code (1) for "migration
+    under way" and ran the migration again and again (~30 times in 6 s),
+    never ready, logging nothing."""
+    env = {"TDS_DATABASE_URL": db.url}
+    procs.run("tds-writer", ["migrate"], env=env)
+    _rerun_migration_013(db, "RAISE EXCEPTION 'webhook events are frozen' "
+                             "USING ERRCODE = 'check_violation';")
+    r = procs.run("tds-writer", ["migrate"], env=env, check=False)
+    assert r.returncode == 1 and "migration 013_prune_everything failed" in r.stderr, r.stderr
+    assert db.query("SELECT last_value FROM public.mig_attempts") == [(1,)]
+    h = WriterHarness(procs, db, ready=None)
+    try:
+        wait_until(lambda: h.proc.p.poll() is not None, 20, "the writer refusing to run")
+        err = h.proc.stderr_text()
+        assert h.proc.p.returncode == 1, err
+        assert "tds-writer: migration 013_prune_everything failed: ERROR:  webhook events are " \
+            "frozen" in err, err
+        logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        assert any(m["level"] == "error" and m["msg"].startswith(
+            "refusing to run: migration 013_prune_everything failed: ERROR:  webhook events "
+            "are frozen") for m in logged), err
+        assert db.query("SELECT last_value FROM public.mig_attempts") == [(2,)]
+        assert db.query("SELECT count(*) FROM tds.schema_migrations WHERE version = 13") == [(0,)]
+    finally:
+        h.close()
+
+
+def test_a_migration_that_meets_a_deadlock_is_run_again(procs, db):
+    """A deadlock (or a serialization failure) during a migration is nobody's
+    fault: the writer says so, runs the migration again and starts. Before,
+    it took it for "retrying cannot help" and exited 1."""
+    procs.run("tds-writer", ["migrate"], env={"TDS_DATABASE_URL": db.url})
+    _rerun_migration_013(db, "IF currval('public.mig_attempts') = 1 THEN RAISE EXCEPTION "
+                             "'deadlock detected (test)' USING ERRCODE = 'deadlock_detected'; "
+                             "END IF;")
+    h = WriterHarness(procs, db)
+    try:
+        assert db.query("SELECT last_value FROM public.mig_attempts") == [(2,)]
+        assert db.query("SELECT count(*) FROM tds.schema_migrations WHERE version = 13") == [(1,)]
+        assert db.query("SELECT received_at IS NOT NULL FROM tds.webhook_events") == [(True,)]
+        err = h.proc.stderr_text()
+        assert "migration 013_prune_everything failed: ERROR:  deadlock detected (test)" in err \
+            and "retrying in" in err, err
+        src, frame = rows_msg(ORG, items_sets([item(ORG, "1", ts(1), "one")]))
+        h.send(frame)
+        h.wait_acked([src])
+    finally:
+        h.close()
 
 
 def test_sigterm_finishes_current_batch(procs, db):

@@ -141,16 +141,99 @@ static void test_sets_checked_on_arrival(void)
     T_TRUE(bm->tables[0] == NULL);
     T_TRUE(bm->tables[1] == NULL);
     T_TRUE(bm->tables[2] != NULL);
+    /* one reject per record, none for a set: the refused sets' rows are
+     * records too (items 5, gadgets 5), and the refused items set takes the
+     * message's other items with it (item 1) */
+    T_INT(bm->n_recs, ==, 3);
     T_INT(bm->n_rej, ==, 3);
-    T_TRUE(strstr(bm->rej[0].reason, "delete rows of items") != NULL);
-    T_TRUE(strstr(bm->rej[1].reason, "unknown table 'gadgets'") != NULL);
+    T_STR(bm->rej[0].entity, "items");
+    T_STR(bm->rej[0].zoho_id, "5");
+    T_TRUE(strstr(bm->rej[0].reason, "not written: the message's items rows were refused "
+                                     "(delete rows of items") == bm->rej[0].reason);
+    T_STR(bm->rej[0].raw, "[{\"table\":\"items\",\"org_id\":\"1\",\"item_id\":\"5\","
+                          "\"colour\":\"red\"}]");
+    T_STR(bm->rej[1].entity, "items");
+    T_STR(bm->rej[1].zoho_id, "1");
+    T_STR(bm->rej[1].reason, bm->rej[0].reason);
+    T_STR(bm->rej[1].raw, "{\"item_id\":\"1\"}");
+    T_STR(bm->rej[2].entity, "gadgets");
+    T_STR(bm->rej[2].zoho_id, "5");
+    T_STR(bm->rej[2].reason, "not written: the message's gadgets rows were refused (unknown "
+                             "table 'gadgets')");
+    T_STR(bm->rej[2].raw, "[{\"table\":\"gadgets\",\"org_id\":\"1\",\"x\":\"5\"}]");
     T_TRUE(!tds_bmsg_row_live(bm, 0, 0));
-    T_INT(bm->n_recs, ==, 1);
-    /* the refused items set takes the message's other items with it */
+    T_TRUE(!tds_bmsg_row_live(bm, 1, 0));
     T_TRUE(!tds_bmsg_row_live(bm, 2, 0));
-    T_STR(bm->rej[2].zoho_id, "1");
-    T_TRUE(strstr(bm->rej[2].reason, "not written: the message's items rows were refused "
-                                     "(delete rows of items") == bm->rej[2].reason);
+    T_INT(tds_bmsg_records_written(bm), ==, 0);
+    tds_bmsg_free(bm);
+}
+
+/* A top-level set refused on arrival (a newer processor adds a column during
+ * a rolling deploy): each of its records is rejected on its own, with its id
+ * and raw JSON, its child rows with it. Rows of a set that has no org_id and
+ * id to group them by are a record each. */
+static void test_a_refused_parent_set_rejects_each_record(void)
+{
+    static const char *const new_item_cols[] = {"org_id", "item_id", "modified_time", "raw",
+                                                "content_hash", "is_detail", "name",
+                                                "brand_new_col"};
+    static const char *const gizmo_cols[] = {"a", "b"};
+    static const char *const ids[] = {"10", "20", "30"};
+    struct tds_msg m;
+    struct tds_msg_rowset *items, *stock, *gizmos;
+    struct tds_bmsg *bm;
+    const char *why = "not written: the message's items rows were refused (unknown column "
+                      "brand_new_col in items rows)";
+
+    init_rows(&m);
+    items = tds_msg_rows_add_set(&m.u.rows, "items", TDS_ROWS_DETAIL, new_item_cols, 8);
+    for (size_t i = 0; i < 3; i++) {
+        char raw[64];
+        struct tds_bytes v[8];
+
+        snprintf(raw, sizeof(raw), "{\"item_id\":\"%s\"}", ids[i]);
+        v[0] = B("1"); v[1] = B(ids[i]); v[2] = B("2026-01-05T10:00:00+0300"); v[3] = B(raw);
+        v[4] = B("h"); v[5] = B("true"); v[6] = B("n"); v[7] = B("new");
+        T_INT(tds_msg_rowset_add_row(items, v), ==, 0);
+    }
+    stock = tds_msg_rows_add_set(&m.u.rows, "item_stock", TDS_ROWS_CHILD, stock_cols, 4);
+    add_stock(stock, "30", "w1");
+    add_stock(stock, "10", "w1");
+    add_stock(stock, "10", "w2");
+    gizmos = tds_msg_rows_add_set(&m.u.rows, "gizmos", TDS_ROWS_CHILD, gizmo_cols, 2);
+    {
+        struct tds_bytes g[2] = {B("x"), B("y")};
+
+        T_INT(tds_msg_rowset_add_row(gizmos, g), ==, 0);
+        T_INT(tds_msg_rowset_add_row(gizmos, g), ==, 0);
+    }
+    bm = take(&m);
+    T_TRUE(bm->tables[0] == NULL);
+    T_TRUE(bm->tables[1] != NULL);
+    T_TRUE(bm->tables[2] == NULL);
+    T_INT(bm->n_recs, ==, 5);
+    T_INT(bm->n_rej, ==, 5);
+    for (size_t i = 0; i < 3; i++) {
+        char raw[64];
+
+        snprintf(raw, sizeof(raw), "{\"item_id\":\"%s\"}", ids[i]);
+        T_STR(bm->rej[i].entity, "items");
+        T_STR(bm->rej[i].zoho_id, ids[i]);
+        T_STR(bm->rej[i].reason, why);
+        T_STR(bm->rej[i].raw, raw);
+    }
+    /* item 10's stock rows are its record's */
+    T_INT(bm->rec_of[1][1], ==, bm->rec_of[0][0]);
+    T_INT(bm->rec_of[1][2], ==, bm->rec_of[0][0]);
+    T_INT(bm->rec_of[1][0], ==, bm->rec_of[0][2]);
+    for (size_t r = 0; r < 3; r++)
+        T_TRUE(!tds_bmsg_row_live(bm, 1, r));
+    T_TRUE(bm->rec_of[2][0] != bm->rec_of[2][1]);
+    for (size_t i = 3; i < 5; i++) {
+        T_STR(bm->rej[i].entity, "gizmos");
+        T_TRUE(bm->rej[i].zoho_id == NULL);
+        T_STR(bm->rej[i].raw, "[{\"table\":\"gizmos\",\"a\":\"x\",\"b\":\"y\"}]");
+    }
     T_INT(tds_bmsg_records_written(bm), ==, 0);
     tds_bmsg_free(bm);
 }
@@ -180,16 +263,18 @@ static void test_a_refused_child_set_rejects_its_family(void)
     T_INT(tds_msg_rowset_add_row(contacts, cv), ==, 0);
     bm = take(&m);
     T_TRUE(bm->tables[1] == NULL);
-    T_INT(bm->n_rej, ==, 3);
+    /* one reject per record: item 10 (its stock row is part of it) and 20 */
+    T_INT(bm->n_rej, ==, 2);
     T_STR(bm->rej[0].entity, "items");
-    T_TRUE(strstr(bm->rej[0].reason, "unknown column bin_location in item_stock rows") != NULL);
     T_TRUE(!tds_bmsg_row_live(bm, 0, 0));
     T_TRUE(!tds_bmsg_row_live(bm, 0, 1));
-    T_STR(bm->rej[1].zoho_id, "10");
-    T_STR(bm->rej[2].zoho_id, "20");
-    T_STR(bm->rej[1].raw, "{\"item_id\":\"10\"}");
-    T_TRUE(strstr(bm->rej[1].reason, "not written: the message's item_stock rows were refused "
-                                     "(unknown column bin_location") == bm->rej[1].reason);
+    T_STR(bm->rej[0].zoho_id, "10");
+    T_STR(bm->rej[1].zoho_id, "20");
+    T_STR(bm->rej[0].raw, "{\"item_id\":\"10\"}");
+    T_STR(bm->rej[1].raw, "{\"item_id\":\"20\"}");
+    T_STR(bm->rej[0].reason, "not written: the message's item_stock rows were refused "
+                             "(unknown column bin_location in item_stock rows)");
+    T_STR(bm->rej[1].reason, bm->rej[0].reason);
     T_TRUE(tds_bmsg_row_live(bm, 2, 0));
     T_INT(tds_bmsg_records_written(bm), ==, 1);
     tds_bmsg_free(bm);
@@ -230,6 +315,7 @@ int main(void)
     T_RUN(test_records_group_parent_and_children);
     T_RUN(test_sets_checked_on_arrival);
     T_RUN(test_a_refused_child_set_rejects_its_family);
+    T_RUN(test_a_refused_parent_set_rejects_each_record);
     T_RUN(test_dead_letters);
     return 0;
 }

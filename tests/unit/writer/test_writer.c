@@ -23,6 +23,7 @@ struct fake {
     int per_src[64];
     int meta_bad;              /* src-<k> whose run/webhook/cursor updates are refused (-1 = none) */
     int notes;                 /* message-level rejects committed (no zoho id) */
+    int rej_bad;               /* src-<k> whose rejects tds.rejected refuses (0 = none) */
 };
 
 static int fake_run(void *db, struct tds_bmsg *const *msgs, size_t n, bool probe,
@@ -58,6 +59,14 @@ static int fake_run(void *db, struct tds_bmsg *const *msgs, size_t n, bool probe
         f->probes++;
         return 0;
     }
+    for (size_t i = 0; i < n; i++)
+        if (f->rej_bad > 0 && msgs[i]->n_rej > 0 &&
+            atoi(msgs[i]->msg.u.rows.src + 4) == f->rej_bad) {
+            f->data_errors++;
+            snprintf(res->error, sizeof(res->error), "could not record rejects: new row for "
+                     "relation \"rejected\" violates check constraint");
+            return TDS_APPLY_E_DATA;
+        }
     /* probes run no metadata; a commit does, unless the message is meta_off */
     for (size_t i = 0; i < n; i++)
         if (f->meta_bad >= 0 && !msgs[i]->meta_off &&
@@ -215,7 +224,33 @@ static void test_refused_metadata_is_left_out(void)
         T_INT(f.per_src[k], ==, 1);
     T_INT(f.notes, ==, 1);
     T_INT(a.ids, ==, 4);
-    T_INT(a.rejected, ==, 1); /* the note; no record rejected */
+    T_INT(a.rejected, ==, 0); /* the note is no rejected record */
+    T_INT(tds_writer_pending(w), ==, 0);
+    tds_writer_free(w);
+}
+
+/* Not even tds.rejected takes a message's rejects: it is given up on and
+ * acked, its records counted as rejected; no transaction is counted for it,
+ * since none committed. */
+static void test_a_message_given_up_on_is_no_commit(void)
+{
+    struct fake f = {.down_after = -1, .meta_bad = -1, .rej_bad = 1};
+    struct acks a = {0};
+    struct tds_writer *w;
+    struct tds_writer_stats st;
+
+    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 1000, on_ack, &a), ==, 0);
+    tds_writer_set_runner(w, fake_run, &f);
+    take(w, 0, 4, -1);
+    take(w, 1, 4, 2);
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(f.commits, ==, 1);          /* src-0 */
+    T_INT(f.per_src[1], ==, 0);
+    tds_writer_stats(w, &st);
+    T_INT(st.batches, ==, 1);
+    T_INT(st.rejects, ==, 4);         /* the bad record and the three others with it */
+    T_INT(a.ids, ==, 2);              /* both acked */
+    T_INT(a.rejected, ==, 4);
     T_INT(tds_writer_pending(w), ==, 0);
     tds_writer_free(w);
 }
@@ -318,6 +353,7 @@ int main(void)
     T_RUN(test_bad_record_isolated);
     T_RUN(test_two_bad_records_in_one_message);
     T_RUN(test_refused_metadata_is_left_out);
+    T_RUN(test_a_message_given_up_on_is_no_commit);
     T_RUN(test_unreachable_keeps_the_batch);
     T_RUN(test_lost_connection_during_split);
     T_RUN(test_batch_fills_at_max_rows);
