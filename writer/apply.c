@@ -2197,7 +2197,7 @@ static int meta_runs(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n
                 continue;
             pages += !m->msg.u.rows.final;
             written += tds_bmsg_records_written(m);
-            rejected += (int64_t)(m->msg.u.rows.n_rejects + m->n_rej);
+            rejected += (int64_t)(m->msg.u.rows.n_rejects + tds_bmsg_records_rejected(m));
         }
         rc = elem(&a->params[0], k == 0, rw->run);
         if (rc == 0) rc = elem(&a->params[1], k == 0, rw->org);
