@@ -272,13 +272,17 @@ struct orgs_ctx {
 
 void tds_config_json_error_clean(char *text)
 {
-    /* jansson ends its text with "near '<token>'": a string token may be the
-     * start of an inline secret, so it is left out (but for a duplicate
-     * key, which is a field's name) */
-    char *near = strstr(text, " near '\"");
+    /* jansson ends its text with "near '<token>'": a token may be the start
+     * of an inline secret, quoted ("s3cr...) or not (a value left unquoted),
+     * so it is left out, but for a duplicate key (a field's name) and a
+     * token of one punctuation mark. */
+    char *near = strstr(text, " near '");
 
-    if (near && strncmp(text, "duplicate object key", 20) != 0)
-        *near = '\0';
+    if (!near || strncmp(text, "duplicate object key", 20) == 0)
+        return;
+    if (strchr("[]{}:,", near[7]) && near[7] && strcmp(near + 8, "'") == 0)
+        return;
+    *near = '\0';
 }
 
 static int fail(struct orgs_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -359,6 +363,10 @@ static int get_secret(struct orgs_ctx *c, json_t *o, const char *key, bool requi
     }
     if (required && **out == '\0')
         return fail(c, "field '%s' is empty", key);
+    for (const unsigned char *p = (const unsigned char *)*out; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return fail(c, "field '%s' holds a control character (0x%02x at byte %zu): Zoho "
+                        "would refuse it", key, *p, (size_t)(p - (const unsigned char *)*out));
     return 0;
 }
 

@@ -134,10 +134,18 @@ int tds_secret_resolve(const char *spec, char **out)
         return TDS_E_NOTFOUND;
     if (strncmp(spec, "env:", 4) == 0) {
         const char *e = getenv(spec + 4);
+        size_t len;
 
         if (!e)
             return TDS_E_NOTFOUND;
-        v = strdup(e);
+        /* one trailing line ending, as for a file: a Kubernetes Secret made
+         * from `echo value | base64` carries one into the variable */
+        len = strlen(e);
+        if (len > 0 && e[len - 1] == '\n')
+            len--;
+        if (len > 0 && e[len - 1] == '\r')
+            len--;
+        v = strndup(e, len);
         if (!v)
             return -ENOMEM;
         *out = v;

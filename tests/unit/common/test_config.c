@@ -439,6 +439,15 @@ static void test_orgs_errors(void)
     orgs_error(ORG(", \"daily_limit\": 1000, \"daily_reserve\": 1000"),
                "organizations[0] (org_id 42): field 'daily_reserve' (1000) must be below "
                "'daily_limit' (1000)");
+    /* A value left unquoted is not quoted back: it may be a secret. */
+    orgs_error(ORG(", \"refresh_token\": hunterTwo"),
+               "line 1 column 102: invalid token");
+    /* A credential with a control character (a JSON \\n escape, or a
+     * variable's second line) is refused by name: Zoho would answer
+     * invalid_code, which reads as a revoked token. */
+    orgs_error(ORG(", \"refresh_token\": \"1000.abc\\n\""),
+               "organizations[0] (org_id 42): field 'refresh_token' holds a control character "
+               "(0x0a at byte 8): Zoho would refuse it");
     /* A syntax error inside an inline secret does not quote its start. */
     orgs_error(ORG(", \"refresh_token\": \"1000.9f8e7d6c5b4a\t3210\""),
                "line 1 column 111: control character 0x9");

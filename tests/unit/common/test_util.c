@@ -86,6 +86,15 @@ static void test_secrets(void)
     T_INT(tds_secret_resolve("env:TDS_TEST_SECRET", &s), ==, 0);
     T_STR(s, "from-env");
     free(s);
+    /* one trailing line ending, as a file's (a Secret made with echo) */
+    setenv("TDS_TEST_SECRET", "from-env\r\n", 1);
+    T_INT(tds_secret_resolve("env:TDS_TEST_SECRET", &s), ==, 0);
+    T_STR(s, "from-env");
+    free(s);
+    setenv("TDS_TEST_SECRET", "two\n\n", 1);
+    T_INT(tds_secret_resolve("env:TDS_TEST_SECRET", &s), ==, 0);
+    T_STR(s, "two\n");
+    free(s);
     s = NULL;
     unsetenv("TDS_TEST_SECRET");
     T_INT(tds_secret_resolve("env:TDS_TEST_SECRET", &s), ==, TDS_E_NOTFOUND);
