@@ -232,6 +232,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (strcmp(url, "/readyz") == 0) {
         char reason[REASON_MAX];
 
+        if (atomic_load(&a->failed)) {
+            /* not alive is not ready either, whatever the caller last said */
+            pthread_mutex_lock(&a->lock);
+            memcpy(reason, a->failure, sizeof(reason));
+            pthread_mutex_unlock(&a->lock);
+            return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: failed: %s\n", reason);
+        }
         if (atomic_load(&a->ready))
             return reply_text(c, MHD_HTTP_OK, "ready\n");
         pthread_mutex_lock(&a->lock);
@@ -274,8 +281,12 @@ int tds_admin_start(struct tds_admin *a)
 
     if (a->daemon)
         return -EALREADY;
+    /* [::] takes IPv4 too (a kubelet probing the pod's IPv4 address in a
+     * dual-stack cluster); MHD_USE_IPv6 alone sets IPV6_V6ONLY. */
     if (a->ipv6)
-        flags |= MHD_USE_IPv6;
+        flags |= IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&a->addr)->sin6_addr)
+                     ? MHD_USE_DUAL_STACK
+                     : MHD_USE_IPv6;
     errno = 0;
     a->daemon = MHD_start_daemon(flags, a->port, NULL, NULL, handle, a,
                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a->addr,

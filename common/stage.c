@@ -67,7 +67,11 @@ int tds_stage_args(const struct tds_stage *st, int argc, char **argv, unsigned f
             out->print_config = true;
             break;
         default:
-            fprintf(stderr, "tds-%s: unknown argument '%s'\n", st->name, argv[optind - 1]);
+            /* an unknown letter in a bundle (-xp) leaves optind on the bundle */
+            if (optopt > 0 && optopt < 0x7f)
+                fprintf(stderr, "tds-%s: unknown argument '-%c'\n", st->name, optopt);
+            else
+                fprintf(stderr, "tds-%s: unknown argument '%s'\n", st->name, argv[optind - 1]);
             return 2;
         }
     }

@@ -144,16 +144,43 @@ static void test_endpoints(void)
     T_INT(r.status, ==, 200);
     free(r.all);
 
-    /* A failure the process cannot recover from: not alive any more. */
+    /* A failure the process cannot recover from: not alive any more, and
+     * not ready either, though the caller said ready before. */
+    tds_admin_set_ready(a, true, NULL);
     tds_admin_set_failed(a, "journal failed");
     r = fetch(port, "GET", "/healthz");
     T_INT(r.status, ==, 503);
     T_STR(r.body, "failed: journal failed\n");
     free(r.all);
+    r = fetch(port, "GET", "/readyz");
+    T_INT(r.status, ==, 503);
+    T_STR(r.body, "not ready: failed: journal failed\n");
+    free(r.all);
 
     tds_admin_free(a);
     tds_loop_free(loop);
     tds_metrics_free(m);
+}
+
+/* [::] serves IPv4 clients too: a dual-stack cluster's kubelet probes the
+ * pod's IPv4 address. (Skipped where the machine has no IPv6.) */
+static void test_any_ipv6_takes_ipv4(void)
+{
+    struct tds_admin *a = NULL;
+    int probe = socket(AF_INET6, SOCK_STREAM, 0);
+    struct resp r;
+
+    if (probe < 0) {
+        fprintf(stderr, "  no IPv6 here: skipped\n");
+        return;
+    }
+    close(probe);
+    T_INT(tds_admin_new(&a, "[::]:0", NULL, NULL), ==, 0);
+    T_INT(tds_admin_start(a), ==, 0);
+    r = fetch(tds_admin_port(a), "GET", "/healthz"); /* over IPv4, 127.0.0.1 */
+    T_INT(r.status, ==, 200);
+    free(r.all);
+    tds_admin_free(a);
 }
 
 static void test_no_loop_no_metrics(void)
@@ -217,5 +244,6 @@ int main(void)
     T_RUN(test_endpoints);
     T_RUN(test_no_loop_no_metrics);
     T_RUN(test_hostport);
+    T_RUN(test_any_ipv6_takes_ipv4);
     return 0;
 }

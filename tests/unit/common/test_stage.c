@@ -152,6 +152,11 @@ static void test_bad_arguments(void)
     T_INT(run_args(STDERR_FILENO, &b), ==, 2);
     T_STR(captured, "tds-demo: unknown argument '-x'\n");
 
+    /* an unknown letter in a bundle is named, not the program */
+    struct args_call b2 = {.argv = {"tds-demo", "-xp", NULL}};
+    T_INT(run_args(STDERR_FILENO, &b2), ==, 2);
+    T_STR(captured, "tds-demo: unknown argument '-x'\n");
+
     struct args_call c = {.argv = {"tds-demo", "migrate", NULL}};
     T_INT(run_args(STDERR_FILENO, &c), ==, 2);
     T_STR(captured, "tds-demo: unexpected argument 'migrate'\n");
