@@ -408,13 +408,18 @@ int tds_metrics_render(struct tds_metrics *m, char **out, size_t *len)
     return 0;
 }
 
-char *tds_metrics_escape(const char *value)
+char *tds_metrics_escape_n(const char *value, size_t max)
 {
     struct tds_buf b = {0};
+    size_t n;
 
     if (!value)
         value = "";
-    for (const char *p = value; *p; p++) {
+    n = strlen(value);
+    if (n > max)
+        n = tds_utf8_prefix(value, n, max);
+    for (const char *p = value, *end = value + n; p < end;) {
+        size_t cl = tds_utf8_char(p, (size_t)(end - p));
         int r;
 
         if (*p == '\\')
@@ -423,8 +428,11 @@ char *tds_metrics_escape(const char *value)
             r = tds_buf_add(&b, "\\\"", 2);
         else if (*p == '\n')
             r = tds_buf_add(&b, "\\n", 2);
+        else if (cl == 0) /* not UTF-8: Prometheus refuses the whole scrape */
+            r = tds_buf_add(&b, "\xef\xbf\xbd", 3);
         else
-            r = tds_buf_add(&b, p, 1);
+            r = tds_buf_add(&b, p, cl);
+        p += cl ? cl : 1;
         if (r) {
             tds_buf_deinit(&b);
             return NULL;
@@ -435,4 +443,9 @@ char *tds_metrics_escape(const char *value)
         return NULL;
     }
     return b.p;
+}
+
+char *tds_metrics_escape(const char *value)
+{
+    return tds_metrics_escape_n(value, SIZE_MAX);
 }

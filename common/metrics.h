@@ -45,5 +45,9 @@ int tds_metrics_render(struct tds_metrics *m, char **out, size_t *len);
 
 /* Escape a label value (backslash, quote, newline) into a new string. */
 char *tds_metrics_escape(const char *value);
+/* The same for at most max bytes of value, cut between characters (not
+ * inside an escape, as cutting the escaped text could). Bytes that are not
+ * UTF-8 become U+FFFD in both. */
+char *tds_metrics_escape_n(const char *value, size_t max);
 
 #endif

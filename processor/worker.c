@@ -485,7 +485,7 @@ static int oversize_event(struct tds_worker *w, const struct tds_msg *in, struct
     struct tds_msg_rows *r = &m->u.rows;
     const char *raw = ev->body.p ? ev->body.p : "", *zid = ev->zoho_id;
     size_t n = ev->body.p ? ev->body.n : 0;
-    char reason[256], labels[160], *esc;
+    char reason[256], labels[400], *esc;
     int rc;
 
     if ((rc = event_header(in, m)) < 0)
@@ -502,8 +502,8 @@ static int oversize_event(struct tds_worker *w, const struct tds_msg *in, struct
                                       tds_utf8_prefix(raw, n, OVERSIZE_RAW_MAX))) < 0)
         return rc;
     ty->rejects++;
-    esc = tds_metrics_escape(ev->entity ? ev->entity : "");
-    snprintf(labels, sizeof(labels), "entity=\"%.100s\",reason=\"record_too_large\"",
+    esc = tds_metrics_escape_n(ev->entity ? ev->entity : "", 100);
+    snprintf(labels, sizeof(labels), "entity=\"%s\",reason=\"record_too_large\"",
              esc ? esc : "");
     free(esc);
     tally_reject(w, ty, labels, 1);
@@ -567,9 +567,9 @@ int tds_worker_handle(struct tds_worker *w, const void *frame, size_t len, char 
     }
     if (rc == 0) {
         const char *entity = in.type == TDS_MSG_EVENT ? in.u.event.entity : in.u.page.entity;
-        char *esc = tds_metrics_escape(entity ? entity : "");
-        char labels[160];
-        snprintf(labels, sizeof(labels), "entity=\"%.100s\"", esc ? esc : "");
+        char *esc = tds_metrics_escape_n(entity ? entity : "", 100);
+        char labels[400];
+        snprintf(labels, sizeof(labels), "entity=\"%s\"", esc ? esc : "");
         free(esc);
         count(w, "tds_processor_records_total", "Records transformed into rows", labels,
               (double)ty.records);

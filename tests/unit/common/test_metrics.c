@@ -144,6 +144,19 @@ static void test_escape(void)
     e = tds_metrics_escape("plain");
     T_STR(e, "plain");
     free(e);
+    /* Bytes that are not UTF-8 would make Prometheus refuse the scrape
+     * ("invalid label value"), for good: each becomes U+FFFD. */
+    e = tds_metrics_escape("a\xff\xc3(\xd8\xb3");
+    T_STR(e, "a\xef\xbf\xbd\xef\xbf\xbd(\xd8\xb3");
+    free(e);
+    /* A cut is made in the value, between characters, never inside an
+     * escape (which would leave a lone backslash before the closing quote) */
+    e = tds_metrics_escape_n("ab\\cd", 3);
+    T_STR(e, "ab\\\\");
+    free(e);
+    e = tds_metrics_escape_n("a\xd8\xb3", 2);
+    T_STR(e, "a");
+    free(e);
 }
 
 static void *hammer(void *arg)
