@@ -16,6 +16,10 @@
 
 #define CHUNK_SIZE (64u * 1024u)
 #define KEEP_BYTES (4u * 1024u * 1024u) /* arena memory kept across resets */
+/* Scratch stack bytes kept across resets, each stack: ~26,000 values open at
+ * once, far more than a record has, so records never regrow them; one that
+ * grew past it (a 1 MiB array of small values takes 20 MiB) is freed. */
+#define KEEP_SCRATCH (1024u * 1024u)
 
 struct chunk {
     struct chunk *next;
@@ -63,16 +67,16 @@ struct tds_pjson_arena *tds_pjson_arena_free(struct tds_pjson_arena *a)
     return NULL;
 }
 
-void tds_pjson_arena_reset(struct tds_pjson_arena *a)
+static void arena_trim(struct tds_pjson_arena *a, size_t keep_chunks, size_t keep_scratch)
 {
     size_t kept = 0;
     struct chunk **pp = &a->head;
 
-    /* Keep chunks up to KEEP_BYTES so steady-state records allocate nothing;
+    /* Keep chunks up to keep_chunks so steady-state records allocate nothing;
      * one giant record does not pin its memory forever. */
     while (*pp) {
         struct chunk *c = *pp;
-        if (kept + c->size > KEEP_BYTES) {
+        if (kept + c->size > keep_chunks) {
             *pp = c->next;
             a->total -= c->size;
             free(c);
@@ -82,8 +86,28 @@ void tds_pjson_arena_reset(struct tds_pjson_arena *a)
         c->used = 0;
         pp = &c->next;
     }
+    if (a->cap_vals > keep_scratch / sizeof(*a->vals)) {
+        free(a->vals);
+        a->vals = NULL;
+        a->cap_vals = 0;
+    }
+    if (a->cap_mems > keep_scratch / sizeof(*a->mems)) {
+        free(a->mems);
+        a->mems = NULL;
+        a->cap_mems = 0;
+    }
     a->n_vals = 0;
     a->n_mems = 0;
+}
+
+void tds_pjson_arena_reset(struct tds_pjson_arena *a)
+{
+    arena_trim(a, KEEP_BYTES, KEEP_SCRATCH);
+}
+
+void tds_pjson_arena_trim(struct tds_pjson_arena *a, size_t keep)
+{
+    arena_trim(a, keep, keep);
 }
 
 void *tds_pjson_alloc(struct tds_pjson_arena *a, size_t n)

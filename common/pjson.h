@@ -67,11 +67,16 @@ enum {
 #define TDS_PJSON_MAX_DEPTH 32
 #define TDS_PJSON_MAX_BYTES (1024u * 1024u)
 
-/* Per-record arena; reused across records (reset keeps its memory up to a bound). */
+/* Per-record arena; reused across records (reset keeps its memory up to a bound:
+ * 4 MiB of values, 1 MiB of each scratch stack). */
 struct tds_pjson_arena;
 int tds_pjson_arena_new(struct tds_pjson_arena **out);
 struct tds_pjson_arena *tds_pjson_arena_free(struct tds_pjson_arena *a);
 void tds_pjson_arena_reset(struct tds_pjson_arena *a);
+/* Reset, keeping at most `keep` bytes of values and of each scratch stack:
+ * for an arena that waits long between records (the ingress's, one per
+ * HTTP thread), so that one large record does not leave its memory held. */
+void tds_pjson_arena_trim(struct tds_pjson_arena *a, size_t keep);
 /* Bump allocation (8-byte aligned) from the arena; NULL on ENOMEM. Valid until reset. */
 void *tds_pjson_alloc(struct tds_pjson_arena *a, size_t n);
 

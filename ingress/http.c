@@ -15,11 +15,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received (glibc's lacks it) */
 #include <microhttpd.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +53,9 @@ struct req {
     struct MHD_Connection *conn;
     const struct tds_org *org;
     struct tds_buf body;
-    size_t reserved;         /* its share of body_memory, until the body is freed */
+    size_t reserved;         /* its share of body_memory: the body's buffer, until freed */
+    size_t received;         /* body bytes received, kept or not */
+    bool over_budget;        /* the body could not grow: read to its end unkept, then 503 */
     bool duplicate;
     uint64_t seq;            /* journal seq this request waits for */
     struct timespec t0;      /* headers received */
@@ -61,6 +66,24 @@ struct req {
 struct status_metric {
     unsigned code;
     struct tds_series *s;
+};
+
+/* One per TCP connection (MHD_OPTION_NOTIFY_CONNECTION), for the header
+ * deadline: the MHD threads say when a request's headers are complete
+ * (busy) and when it ends (its bytes so far become the mark); the loop's
+ * tick (tds_http_tick) watches the rest. */
+struct hconn {
+    struct hconn *prev, *next;   /* h->conns, under conns_mu */
+    int fd;                      /* valid while listed: MHD closes it only after CLOSED */
+    atomic_bool busy;            /* headers complete, the request not ended */
+    atomic_uint gen;             /* requests ended on this connection */
+    atomic_uint_least64_t mark;  /* bytes received when the last one ended (0 at first) */
+    _Atomic int64_t wait_ms;     /* when it began to wait for a request (no byte counter) */
+    /* the tick's own, under conns_mu */
+    unsigned seen_gen;
+    int64_t first_ms;            /* when the tick first saw bytes past mark; 0: none yet */
+    bool cut;
+    struct sockaddr_storage addr;
 };
 
 struct tds_http {
@@ -74,15 +97,19 @@ struct tds_http {
     pthread_mutex_t wait_mu;     /* the waiters list and stopping */
     struct req *waiters;
     atomic_size_t inflight;
-    atomic_size_t body_bytes;    /* shares of body_memory held by requests */
+    atomic_size_t body_bytes;    /* body_memory held by request bodies */
     bool stopping;               /* no more suspending: answer what is left */
     bool quiesced;               /* the listening socket is closed (tds_http_quiesce) */
 
+    pthread_mutex_t conns_mu;    /* the connections list */
+    struct hconn *conns;
+
     pthread_mutex_t log_mu;
-    struct tds_log_limit log_sig, log_bad, log_full, log_mhd;
+    struct tds_log_limit log_sig, log_bad, log_full, log_mhd, log_hdr, log_jerr;
     struct tds_log_limit log_refused[16]; /* by index in codes[] */
 
     struct MHD_Response *resp[16];
+    struct MHD_Response *resp_503_close; /* a body refused midway: 503, then close */
     struct status_metric status[16];
     size_t n_status;
     struct tds_series *sig_fail[8];
@@ -91,6 +118,8 @@ struct tds_http {
     struct tds_series *accept_s;
     struct tds_series *body_gauge;
     struct tds_series *cut;
+    struct tds_series *hdr_cut;
+    struct tds_series *journal_errors;
 };
 
 static const unsigned codes[] = {200, 400, 401, 404, 405, 413, 415, 500, 503};
@@ -118,7 +147,8 @@ static size_t code_index(unsigned code)
     return 7; /* 500 */
 }
 
-static enum MHD_Result respond(struct tds_http *h, struct req *r, unsigned code)
+static enum MHD_Result respond_with(struct tds_http *h, struct req *r, unsigned code,
+                                    struct MHD_Response *resp)
 {
     size_t i = code_index(code);
 
@@ -131,7 +161,12 @@ static enum MHD_Result respond(struct tds_http *h, struct req *r, unsigned code)
         tds_series_observe(h->accept_s, (double)(t1.tv_sec - r->t0.tv_sec) +
                                             (double)(t1.tv_nsec - r->t0.tv_nsec) / 1e9);
     }
-    return MHD_queue_response(r->conn, code, h->resp[i]);
+    return MHD_queue_response(r->conn, code, resp);
+}
+
+static enum MHD_Result respond(struct tds_http *h, struct req *r, unsigned code)
+{
+    return respond_with(h, r, code, h->resp[code_index(code)]);
 }
 
 static enum MHD_Result respond_conn(struct tds_http *h, struct MHD_Connection *c, unsigned code)
@@ -147,13 +182,17 @@ static enum MHD_Result respond_conn(struct tds_http *h, struct MHD_Connection *c
  * A body is read whole before its signature can be checked, so without a
  * bound on all of them together, anyone who knows an organization id could
  * hold TDS_INGRESS_CONN_LIMIT bodies of TDS_INGRESS_MAX_BODY each in memory
- * (2,048 × 1 MiB by default) by sending all but their last byte. A request
- * takes its share when its headers arrive: its Content-Length, or the most
- * a chunked body may be. What does not fit is answered 503 there, before a
- * byte of its body is read, so what is admitted can always complete. The
- * share is given back when the body is freed: once the request is
- * journaled (before it waits for the sync), or when it ends. */
-static bool body_reserve(struct tds_http *h, struct req *r, size_t n)
+ * (2,048 × 1 MiB by default) by sending all but their last byte. A body is
+ * booked as it arrives: each time its buffer grows, the buffer's new size
+ * (at most twice what arrived, never past its Content-Length or the cap).
+ * Booking what was announced instead let connections that announce 1 MiB
+ * and send nothing take the whole budget, every real webhook answered 503
+ * for as long as they held. A body that cannot grow is read to its end
+ * without being kept and answered 503 (a response cannot be queued in the
+ * middle of a body). The booking is given back when the body is freed:
+ * once the request is journaled (before it waits for the sync), or when it
+ * ends. */
+static bool body_book(struct tds_http *h, struct req *r, size_t n)
 {
     size_t cur = atomic_load(&h->body_bytes);
 
@@ -161,9 +200,42 @@ static bool body_reserve(struct tds_http *h, struct req *r, size_t n)
         if (n > h->o.body_memory || cur > h->o.body_memory - n)
             return false;
     } while (!atomic_compare_exchange_weak(&h->body_bytes, &cur, cur + n));
-    r->reserved = n;
+    r->reserved += n;
     tds_series_inc(h->body_gauge, (double)n);
     return true;
+}
+
+enum { BODY_OVER_BUDGET = 100 };
+
+/* Make room in r->body for n more bytes, booking the buffer's growth first.
+ * Returns 0, TDS_E_TOO_LARGE (over the body's cap), BODY_OVER_BUDGET (the
+ * budget has no room; nothing changed) or -ENOMEM. */
+static int body_grow(struct tds_http *h, struct req *r, size_t n)
+{
+    struct tds_buf *b = &r->body;
+    size_t want, cap;
+    char *p;
+
+    if (n > b->max - b->len)
+        return TDS_E_TOO_LARGE;
+    want = b->len + n + 1; /* tds_buf keeps a NUL after the bytes */
+    if (want <= b->cap)
+        return 0;
+    cap = b->cap > b->max / 2 ? b->max + 1 : b->cap * 2;
+    if (cap < want)
+        cap = want;
+    if (cap > b->max + 1)
+        cap = b->max + 1;
+    /* What the buffer holds, its NUL aside: so a body of exactly the
+     * budget's size still fits. */
+    if (cap - 1 > r->reserved && !body_book(h, r, cap - 1 - r->reserved))
+        return BODY_OVER_BUDGET;
+    p = realloc(b->p, cap);
+    if (!p)
+        return -ENOMEM; /* the booking goes back with the body */
+    b->p = p;
+    b->cap = cap;
+    return 0;
 }
 
 static void body_release(struct tds_http *h, struct req *r)
@@ -226,6 +298,200 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     pthread_mutex_lock(&h->log_mu);
     tds_log_limited(&h->log_mhd, TDS_LOG_INFO, NULL, "HTTP server: %s", text);
     pthread_mutex_unlock(&h->log_mu);
+}
+
+static void log_limited(struct tds_http *h, struct tds_log_limit *lim, enum tds_log_level lvl,
+                        const char *org, const char *fmt, const char *a)
+{
+    struct tds_log_ctx ctx = {.org = org};
+
+    pthread_mutex_lock(&h->log_mu);
+    tds_log_limited(lim, lvl, &ctx, fmt, a);
+    pthread_mutex_unlock(&h->log_mu);
+}
+
+/* ---- header deadline: each request's headers complete in time ----
+ *
+ * libmicrohttpd calls the handler only once a request's headers are
+ * complete, and its only clock before that is the idle timeout: a client
+ * sending one header byte every 14 s held its connection for hours, and a
+ * few addresses × TDS_INGRESS_PER_IP_LIMIT filled TDS_INGRESS_CONN_LIMIT.
+ * So each connection is listed here, and the loop's tick (tds_http_tick)
+ * shuts down one whose request headers are not complete
+ * TDS_INGRESS_HEADER_DEADLINE_S after the request's first byte.
+ *
+ * The first byte is the kernel's: TCP_INFO's count of bytes received
+ * (tcpi_bytes_received, Linux 4.1+) passing the mark the connection's last
+ * request left (0 for its first), as the tick sees it (so up to a second
+ * late). A keep-alive connection idle between requests has no byte past
+ * its mark and is left to the idle timeout (TDS_INGRESS_TIMEOUT_S), as a
+ * connection opened and never written to is. Bytes of the next request
+ * that came before the last one ended are in its mark: that request's
+ * clock starts at its next byte, at most an idle timeout later. Without
+ * the counter (an older kernel, gVisor) the clock starts when the
+ * connection begins to wait for a request and runs deadline + idle timeout,
+ * so that an idle keep-alive connection is still the idle timeout's. */
+
+static struct hconn *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Bytes received on fd so far; false when the kernel does not say. */
+static bool bytes_received(int fd, uint64_t *out)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
+        return false;
+    *out = ti.tcpi_bytes_received;
+    return true;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct tds_http *h = cls;
+    struct hconn *k = *socket_context;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ad =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+        /* Without its entry a connection has only the idle timeout: no
+         * memory for 100 bytes is not a reason to refuse it. */
+        if (!fd || !(k = calloc(1, sizeof(*k))))
+            return;
+        k->fd = fd->connect_fd;
+        atomic_init(&k->busy, false);
+        atomic_init(&k->gen, 0);
+        atomic_init(&k->mark, 0);
+        atomic_init(&k->wait_ms, tds_now_ms());
+        if (ad && ad->client_addr)
+            memcpy(&k->addr, ad->client_addr,
+                   ad->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                          : sizeof(struct sockaddr_in));
+        pthread_mutex_lock(&h->conns_mu);
+        k->next = h->conns;
+        if (h->conns)
+            h->conns->prev = k;
+        h->conns = k;
+        pthread_mutex_unlock(&h->conns_mu);
+        *socket_context = k;
+        return;
+    }
+    if (!k)
+        return;
+    /* Before libmicrohttpd closes the fd: once unlisted, the tick cannot
+     * shut down a number the kernel may give to another socket. */
+    pthread_mutex_lock(&h->conns_mu);
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        h->conns = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    pthread_mutex_unlock(&h->conns_mu);
+    free(k);
+    *socket_context = NULL;
+}
+
+/* A request's headers are complete: the deadline is done with it. */
+static void conn_headers_done(struct MHD_Connection *c)
+{
+    struct hconn *k = conn_of(c);
+
+    if (k)
+        atomic_store(&k->busy, true);
+}
+
+/* A request ended: the connection waits for the next, from its bytes so far. */
+static void conn_request_ended(struct MHD_Connection *c)
+{
+    struct hconn *k = conn_of(c);
+    uint64_t got;
+
+    if (!k)
+        return;
+    if (bytes_received(k->fd, &got))
+        atomic_store(&k->mark, got);
+    atomic_store(&k->wait_ms, tds_now_ms());
+    atomic_fetch_add(&k->gen, 1);
+    atomic_store(&k->busy, false);
+}
+
+static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    const void *a = ss->ss_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+                        : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+
+    if ((ss->ss_family != AF_INET && ss->ss_family != AF_INET6) ||
+        !inet_ntop(ss->ss_family, a, out, (socklen_t)cap))
+        snprintf(out, cap, "?");
+}
+
+void tds_http_tick(struct tds_http *h)
+{
+    int64_t now = tds_now_ms(), deadline_ms = (int64_t)h->o.header_deadline_s * 1000;
+    int64_t fallback_ms = deadline_ms + (int64_t)h->o.timeout_s * 1000;
+    size_t n_cut = 0;
+    char who[INET6_ADDRSTRLEN + 1] = "";
+
+    if (!h->daemon || deadline_ms <= 0)
+        return;
+    pthread_mutex_lock(&h->conns_mu);
+    for (struct hconn *k = h->conns; k; k = k->next) {
+        unsigned gen = atomic_load(&k->gen);
+        uint64_t got;
+        bool late;
+
+        if (k->cut || atomic_load(&k->busy)) {
+            k->first_ms = 0;
+            continue;
+        }
+        if (gen != k->seen_gen) { /* a request ended since: a new clock */
+            k->seen_gen = gen;
+            k->first_ms = 0;
+        }
+        if (bytes_received(k->fd, &got)) {
+            if (got <= atomic_load(&k->mark))
+                continue; /* idle: the idle timeout's */
+            if (!k->first_ms)
+                k->first_ms = now;
+            late = now - k->first_ms >= deadline_ms;
+        } else {
+            late = now - atomic_load(&k->wait_ms) >= fallback_ms;
+        }
+        if (!late)
+            continue;
+        /* libmicrohttpd reads the end of the stream and closes the
+         * connection itself; the fd stays valid until then (listed). */
+        shutdown(k->fd, SHUT_RDWR);
+        k->cut = true;
+        if (!n_cut++)
+            addr_text(&k->addr, who, sizeof(who));
+    }
+    pthread_mutex_unlock(&h->conns_mu);
+    if (n_cut) {
+        char what[INET6_ADDRSTRLEN + 160];
+
+        tds_series_inc(h->hdr_cut, (double)n_cut);
+        snprintf(what, sizeof(what),
+                 "closed %zu connection%s (from %s%s): request headers not complete %u s after "
+                 "their first byte (TDS_INGRESS_HEADER_DEADLINE_S)",
+                 n_cut, n_cut > 1 ? "s" : "", who, n_cut > 1 ? " and others" : "",
+                 h->o.header_deadline_s);
+        log_limited(h, &h->log_hdr, TDS_LOG_INFO, NULL, "%s", what);
+    }
 }
 
 /* ---- waiters: requests whose journal record is not yet durable ---- */
@@ -336,16 +602,6 @@ static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const cha
     else if (strcmp(key, "event") == 0)
         q->event = value;
     return MHD_YES;
-}
-
-static void log_limited(struct tds_http *h, struct tds_log_limit *lim, enum tds_log_level lvl,
-                        const char *org, const char *fmt, const char *a)
-{
-    struct tds_log_ctx ctx = {.org = org};
-
-    pthread_mutex_lock(&h->log_mu);
-    tds_log_limited(lim, lvl, &ctx, fmt, a);
-    pthread_mutex_unlock(&h->log_mu);
 }
 
 /* A webhook's key, for dedupe and in its message id: "<org>:<event id>".
@@ -540,8 +796,21 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
                     n);
         return respond(h, r, 503);
     }
-    if (rc)
-        return respond(h, r, 500);
+    if (rc == TDS_E_TOO_LARGE)
+        return respond(h, r, 413); /* over the journal's record limit: cannot happen */
+    if (rc) {
+        /* Anything else the journal could not do: a new segment it could not
+         * create (too many open files, EIO, EACCES), no memory for the
+         * record. Not stored, so never a 200; 503, as Zoho sends it again,
+         * and the cause in the log, not only in the status count. */
+        char why[128];
+
+        tds_series_inc(h->journal_errors, 1);
+        snprintf(why, sizeof(why), "%s", rc < 0 ? strerror(-rc) : "unexpected journal error");
+        log_limited(h, &h->log_jerr, TDS_LOG_ERROR, r->org->org_id,
+                    "could not journal webhook: %s, answering 503", why);
+        return respond(h, r, 503);
+    }
     r->seq = seq;
     return finish_or_wait(h, r);
 }
@@ -570,6 +839,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const struct tds_org *org;
         int64_t clen;
 
+        conn_headers_done(c);
         if (strncmp(url, PATH_PREFIX, strlen(PATH_PREFIX)) != 0)
             return refuse(h, c, 404, NULL, "no such path", url);
         org_id = url + strlen(PATH_PREFIX);
@@ -588,82 +858,97 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return refuse(h, c, 415, org, "content type", ct ? ct : "(none)");
         /* No (usable) Content-Length: chunked, as much as the cap allows.
          * Nor with a Transfer-Encoding beside it: libmicrohttpd then reads
-         * the body chunked and ignores the Content-Length, which would book
-         * a 0-byte share for up to TDS_INGRESS_MAX_BODY. */
+         * the body chunked and ignores the Content-Length, which would cap
+         * the body at a length it does not keep to. */
         if (!cl || tds_parse_i64(cl, 0, INT64_MAX, &clen) != 0 ||
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
             clen = -1;
+        /* Nothing is booked yet (the body is, as it arrives), but a body
+         * announced larger than what is free now would only be refused
+         * midway: 503 before a byte of it is read. */
+        if (clen > 0 && (size_t)clen > h->o.body_memory - atomic_load(&h->body_bytes))
+            return refuse(h, c, 503, org,
+                          "request bodies in memory at TDS_INGRESS_BODY_MEMORY; body of", cl);
         r = calloc(1, sizeof(*r));
         if (!r)
             return respond_conn(h, c, 500);
-        if (!body_reserve(h, r, clen >= 0 ? (size_t)clen : h->o.max_body)) {
-            free(r);
-            return refuse(h, c, 503, org,
-                          "request bodies in memory at TDS_INGRESS_BODY_MEMORY; body of",
-                          clen >= 0 ? cl : "(chunked, counted at TDS_INGRESS_MAX_BODY)");
-        }
         clock_gettime(CLOCK_MONOTONIC, &r->t0);
         r->conn = c;
         r->org = org;
-        /* never more than the share booked for it (a 0-byte share: 1 byte,
-         * since a max of 0 means no cap; one byte over is cut) */
+        /* never past its Content-Length (0: 1 byte, since a max of 0 means
+         * no cap; one byte over is cut) */
         r->body.max = clen > 0 ? (size_t)clen : clen == 0 ? 1 : h->o.max_body;
-        /* One allocation for the usual case: the body's announced size,
-         * which its share of the budget already covers. */
-        if (clen > 0 && tds_buf_add(&r->body, "", 0) == 0) {
-            char *p = realloc(r->body.p, (size_t)clen + 1);
-
-            if (p) {
-                r->body.p = p;
-                r->body.cap = (size_t)clen + 1;
-            }
-        }
         *con_cls = r;
         atomic_fetch_add(&h->inflight, 1);
         return MHD_YES;
     }
     if (r->state == REQ_BODY && *upload_data_size) {
+        size_t n = *upload_data_size;
+        struct timespec now;
+        char num[32];
+        int rc;
+
+        *upload_data_size = 0;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (h->o.body_deadline_s > 0 && now.tv_sec - r->t0.tv_sec > (time_t)h->o.body_deadline_s) {
+            /* Bytes trickling in under the idle timeout: the connection and
+             * the memory its body holds would be held for ever. Cut like a
+             * body over the cap (no response can be queued mid-body). */
+            body_release(h, r);
+            tds_series_inc(h->cut, 1);
+            snprintf(num, sizeof(num), "%u", h->o.body_deadline_s);
+            log_limited(h, &h->log_bad, TDS_LOG_INFO, r->org->org_id,
+                        "webhook rejected: body not complete %s s after its headers "
+                        "(TDS_INGRESS_BODY_DEADLINE_S), closing the connection",
+                        num);
+            return MHD_NO;
+        }
         /* Chunked bodies have no Content-Length: the cap is enforced here,
          * as soon as a chunk passes it, not after reading the rest. The
          * 413 cannot be sent: libmicrohttpd (0.9.75) queues a response only
          * before the body or after all of it, so the connection is closed
          * at once instead, logged and counted. */
-        int rc = tds_buf_add(&r->body, upload_data, *upload_data_size);
-        char cap[32];
-        struct timespec now;
-
-        *upload_data_size = 0;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (rc == 0 && h->o.body_deadline_s > 0 &&
-            now.tv_sec - r->t0.tv_sec > (time_t)h->o.body_deadline_s) {
-            /* Bytes trickling in under the idle timeout: the connection and
-             * its share of the body budget would be held for ever. Cut like
-             * a body over the cap (no response can be queued mid-body). */
-            char secs[16];
-
+        rc = n > r->body.max - r->received ? TDS_E_TOO_LARGE
+             : r->over_budget              ? 0
+                                           : body_grow(h, r, n);
+        if (rc == BODY_OVER_BUDGET) {
+            /* The budget is taken by bodies that did arrive. This one is
+             * read to its end without being kept (still within the cap and
+             * the body deadline) and answered 503 then: a response cannot
+             * be queued in the middle of a body. */
             body_release(h, r);
-            tds_series_inc(h->cut, 1);
-            snprintf(secs, sizeof(secs), "%u", h->o.body_deadline_s);
-            log_limited(h, &h->log_bad, TDS_LOG_INFO, r->org->org_id,
-                        "webhook rejected: body not complete %s s after its headers "
-                        "(TDS_INGRESS_BODY_DEADLINE_S), closing the connection",
-                        secs);
-            return MHD_NO;
+            r->over_budget = true;
+            snprintf(num, sizeof(num), "%zu", r->received + n);
+            pthread_mutex_lock(&h->log_mu);
+            tds_log_limited(&h->log_refused[code_index(503)], TDS_LOG_INFO,
+                            &(struct tds_log_ctx){.org = r->org->org_id},
+                            "webhook refused (503): request bodies in memory at "
+                            "TDS_INGRESS_BODY_MEMORY; body of %s bytes so far could not grow, "
+                            "read to its end without keeping it",
+                            num);
+            pthread_mutex_unlock(&h->log_mu);
+            rc = 0;
+        } else if (rc == 0 && !r->over_budget) {
+            rc = tds_buf_add(&r->body, upload_data, n);
         }
-        if (rc == 0)
+        if (rc == 0) {
+            r->received += n;
             return MHD_YES;
+        }
         body_release(h, r);
         tds_series_inc(h->cut, 1);
-        snprintf(cap, sizeof(cap), "%zu", h->o.max_body);
+        snprintf(num, sizeof(num), "%zu", h->o.max_body);
         log_limited(h, &h->log_bad, TDS_LOG_INFO, r->org->org_id,
                     rc == TDS_E_TOO_LARGE
                         ? "webhook rejected: chunked body over TDS_INGRESS_MAX_BODY (%s bytes), "
                           "closing the connection"
                         : "webhook rejected: out of memory for its body (%s bytes at most), "
                           "closing the connection",
-                    cap);
+                    num);
         return MHD_NO;
     }
+    if (r->state == REQ_BODY && r->over_budget)
+        return respond_with(h, r, 503, h->resp_503_close);
     if (r->state == REQ_BODY)
         return process(h, r);
     if (r->state == REQ_WAITING)
@@ -677,8 +962,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     struct tds_http *h = cls;
     struct req *r = *con_cls;
 
-    (void)c;
     (void)toe;
+    conn_request_ended(c);
     if (!r)
         return;
     pthread_mutex_lock(&h->wait_mu);
@@ -738,6 +1023,9 @@ int tds_http_new(struct tds_http **out, const struct tds_http_opts *o, const str
     pthread_mutex_init(&h->intake_mu, NULL);
     pthread_mutex_init(&h->wait_mu, NULL);
     pthread_mutex_init(&h->log_mu, NULL);
+    pthread_mutex_init(&h->conns_mu, NULL);
+    h->log_hdr.interval_ms = 10000;
+    h->log_jerr.interval_ms = 10000;
     h->log_sig.interval_ms = 10000;
     h->log_bad.interval_ms = 10000;
     h->log_full.interval_ms = 10000;
@@ -759,6 +1047,20 @@ int tds_http_new(struct tds_http **out, const struct tds_http_opts *o, const str
         }
         if (codes[i] == 503)
             MHD_add_response_header(h->resp[i], MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        if (codes[i] == 503) {
+            h->resp_503_close =
+                MHD_create_response_from_buffer(strlen(b), (void *)b, MHD_RESPMEM_PERSISTENT);
+            if (!h->resp_503_close ||
+                MHD_add_response_header(h->resp_503_close, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                        "application/json") == MHD_NO ||
+                MHD_add_response_header(h->resp_503_close, MHD_HTTP_HEADER_RETRY_AFTER, "1") ==
+                    MHD_NO ||
+                MHD_add_response_header(h->resp_503_close, MHD_HTTP_HEADER_CONNECTION, "close") ==
+                    MHD_NO) {
+                r = -ENOMEM;
+                goto fail;
+            }
+        }
         h->status[i].code = codes[i];
         h->status[i].s = tds_metrics_getf(d->metrics, TDS_COUNTER, "tds_ingress_requests_total",
                                           "webhook requests answered, by HTTP status",
@@ -798,7 +1100,17 @@ int tds_http_new(struct tds_http **out, const struct tds_http_opts *o, const str
                              "TDS_INGRESS_MAX_BODY, out of memory, or not complete within "
                              "TDS_INGRESS_BODY_DEADLINE_S",
                              "", NULL, 0);
-    if (!h->sig_unsigned || !h->dups || !h->accept_s || !h->body_gauge || !h->cut) {
+    h->hdr_cut = tds_metrics_get(d->metrics, TDS_COUNTER, "tds_ingress_headers_cut_total",
+                                 "connections closed because a request's headers were not "
+                                 "complete TDS_INGRESS_HEADER_DEADLINE_S after its first byte",
+                                 "", NULL, 0);
+    h->journal_errors = tds_metrics_get(d->metrics, TDS_COUNTER, "tds_ingress_journal_errors_total",
+                                        "webhooks answered 503 because the journal could not take "
+                                        "them for another reason than a full disk or the unacked "
+                                        "bound (a segment it could not create, no memory)",
+                                        "", NULL, 0);
+    if (!h->sig_unsigned || !h->dups || !h->accept_s || !h->body_gauge || !h->cut ||
+        !h->hdr_cut || !h->journal_errors) {
         r = -ENOMEM;
         goto fail;
     }
@@ -842,6 +1154,7 @@ int tds_http_start(struct tds_http *h)
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16 * 1024,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
         MHD_OPTION_END);
     if (!h->daemon)
         return errno ? -errno : -EADDRINUSE;
@@ -911,6 +1224,16 @@ struct tds_http *tds_http_free(struct tds_http *h)
     for (size_t i = 0; i < TDS_ARRAY_SIZE(h->resp); i++)
         if (h->resp[i])
             MHD_destroy_response(h->resp[i]);
+    if (h->resp_503_close)
+        MHD_destroy_response(h->resp_503_close);
+    /* The daemon stopped: every connection was closed and unlisted. */
+    while (h->conns) {
+        struct hconn *k = h->conns;
+
+        h->conns = k->next;
+        free(k);
+    }
+    pthread_mutex_destroy(&h->conns_mu);
     pthread_mutex_destroy(&h->intake_mu);
     pthread_mutex_destroy(&h->wait_mu);
     pthread_mutex_destroy(&h->log_mu);

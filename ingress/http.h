@@ -30,10 +30,13 @@ struct tds_http_opts {
     bool use_poll;               /* pool threads poll() their connections, not epoll */
     unsigned conn_limit;         /* connections overall */
     unsigned per_ip_limit;       /* connections per client address */
-    unsigned timeout_s;          /* idle connection timeout (headers and body) */
+    unsigned timeout_s;          /* idle connection timeout (headers, body, between requests) */
     unsigned body_deadline_s;    /* a body not complete this long after its headers: cut */
+    unsigned header_deadline_s;  /* headers not complete this long after their first byte:
+                                  * the connection is closed (by tds_http_tick) */
     size_t max_body;             /* bytes; more → 413 */
-    size_t body_memory;          /* bodies held at once, all requests; more → 503 */
+    size_t body_memory;          /* body bytes held at once, all requests, booked as they
+                                  * arrive; more → 503 */
     int64_t sig_max_age_ms;      /* t= signatures older than this → 401 */
     int64_t dedupe_window_ms;
 };
@@ -59,6 +62,10 @@ const char *tds_http_model(const struct tds_http *h);
 void tds_http_quiesce(struct tds_http *h);
 /* Requests started and not yet answered. */
 size_t tds_http_inflight(struct tds_http *h);
+/* Close the connections whose request headers are past their deadline
+ * (header_deadline_s after the request's first byte); counted and logged.
+ * Call about once a second, from any one thread (the loop's tick). */
+void tds_http_tick(struct tds_http *h);
 /* The journal's synced callback: wake requests waiting for seq ≤ synced. */
 void tds_http_synced(struct tds_http *h, uint64_t synced, bool failed);
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,6 +67,7 @@ struct settings {
     int64_t per_ip_limit;
     int64_t timeout_s;
     int64_t body_deadline_s;
+    int64_t header_deadline_s;
     int64_t sig_max_age_s;
     int64_t hwm;
     bool fetch_acks;
@@ -101,9 +103,11 @@ static const struct tds_config_entry config_table[] = {
      "whatever this says, as the processor reads no larger record"},
     {"TDS_INGRESS_BODY_MEMORY", TDS_CFG_INT, "67108864", 0, 1024, INT64_MAX / 2, S(body_memory),
      "bytes of request bodies held in memory at once, all connections together (at least "
-     "TDS_INGRESS_MAX_BODY); a request that would pass it is answered 503 with Retry-After "
-     "before its body is read. A body counts with its Content-Length, a chunked one with "
-     "TDS_INGRESS_MAX_BODY. Keep it well under the memory limit (the k8s manifest's is 320 MiB)"},
+     "TDS_INGRESS_MAX_BODY). A body counts as it arrives (its buffer, at most twice what came), "
+     "so one announced and not sent holds nothing. A request whose Content-Length does not fit "
+     "in what is free is answered 503 with Retry-After before its body is read; a body that "
+     "cannot grow is read to its end without being kept, answered 503 and its connection "
+     "closed. Keep it well under the memory limit (the k8s manifest's is 320 MiB)"},
     {"TDS_INGRESS_DEDUPE_S", TDS_CFG_INT, "600", 0, 0, 7 * 86400, S(dedupe_s),
      "seconds an event id is remembered as a duplicate"},
     {"TDS_INGRESS_DEDUPE_MAX", TDS_CFG_INT, "1000000", 0, 16, 100000000, S(dedupe_max),
@@ -145,6 +149,11 @@ static const struct tds_config_entry config_table[] = {
      "a body still incomplete this long after its headers is cut and its connection closed "
      "(a client trickling bytes under the idle timeout would hold its share of "
      "TDS_INGRESS_BODY_MEMORY for ever)"},
+    {"TDS_INGRESS_HEADER_DEADLINE_S", TDS_CFG_INT, "10", 0, 1, 3600, S(header_deadline_s),
+     "a request's headers still incomplete this long after their first byte: the connection is "
+     "closed, counted in tds_ingress_headers_cut_total (a client sending a byte at a time under "
+     "the idle timeout would hold its connection for ever); checked each second. A keep-alive "
+     "connection idle between requests is left to TDS_INGRESS_TIMEOUT_S"},
     {"TDS_INGRESS_SIGNATURE_MAX_AGE_S", TDS_CFG_INT, "300", 0, 0, 86400, S(sig_max_age_s),
      "age limit of timestamped (t=,v=) signatures"},
     {"TDS_INGRESS_HWM", TDS_CFG_INT, "10000", 0, 1, 1000000, S(hwm),
@@ -346,6 +355,8 @@ static void on_tick(struct tds_loop *loop, void *ud)
 
     (void)loop;
     tds_forward_tick(a->forward);
+    if (a->http)
+        tds_http_tick(a->http);
     /* the processor, fetcher and writer names (forward.c's sockets): replicas
      * come and go, and a name may not resolve yet at start-up */
     tds_bus_refresh_all(a->bus);
@@ -370,6 +381,48 @@ static void on_drain(struct tds_loop *loop, void *ud)
              "in the journal)",
              tds_http_inflight(a->http), tds_forward_unacked(a->forward));
     a->drain_timer = tds_loop_timer_add(loop, 0, 20, on_drain_check, a);
+}
+
+/* Each connection takes a file descriptor, and so does each new journal
+ * segment: at a soft limit of 1,024 (a common default) the connections
+ * allowed by TDS_INGRESS_CONN_LIMIT (2,048) could take them all, and the
+ * next segment could not be created (its webhooks answered 503). So the
+ * soft limit is raised to the hard one when it is below what the settings
+ * need: a descriptor per connection, two per HTTP thread (its epoll and
+ * wake-up), and a margin for the journal, ZeroMQ and the admin server.
+ * Nothing here uses select(), which a descriptor over 1,023 would break. */
+static void raise_nofile(const struct settings *cfg)
+{
+    rlim_t need = (rlim_t)cfg->conn_limit + 2 * (rlim_t)cfg->threads + 256;
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+        return;
+    {
+        rlim_t was = rl.rlim_cur;
+
+        /* A soft limit over fs.nr_open is refused (an unlimited hard
+         * limit, say): then what is needed, if the hard limit allows it. */
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : was;
+            if (rl.rlim_cur == was || setrlimit(RLIMIT_NOFILE, &rl) != 0)
+                rl.rlim_cur = was;
+        }
+        if (rl.rlim_cur >= need)
+            tds_info("raised the open-file limit from %llu to %llu (TDS_INGRESS_CONN_LIMIT %lld "
+                     "needs about %llu)",
+                     (unsigned long long)was, (unsigned long long)rl.rlim_cur,
+                     (long long)cfg->conn_limit, (unsigned long long)need);
+        else
+            tds_warn("open-file limit %llu (hard limit %llu) is under the %llu that "
+                     "TDS_INGRESS_CONN_LIMIT %lld needs: past it connections are refused and a "
+                     "journal segment that cannot be created answers 503; raise the hard limit "
+                     "(ulimit -Hn, LimitNOFILE=) or lower TDS_INGRESS_CONN_LIMIT",
+                     (unsigned long long)rl.rlim_cur,
+                     rl.rlim_max == RLIM_INFINITY ? 0ULL : (unsigned long long)rl.rlim_max,
+                     (unsigned long long)need, (long long)cfg->conn_limit);
+    }
 }
 
 /* ---- command line ---- */
@@ -846,6 +899,7 @@ int main(int argc, char **argv)
                         a.orgs->orgs[i].org_id);
     }
 
+    raise_nofile(cfg);
     if ((rc = tds_loop_new(&a.loop)) < 0 || (rc = tds_metrics_new(&a.metrics)) < 0 ||
         (rc = tds_bus_new(&a.bus)) < 0 ||
         (rc = tds_dedupe_new(&a.dedupe, (size_t)cfg->dedupe_max, a.dedupe_window_ms)) < 0) {
@@ -946,6 +1000,7 @@ int main(int argc, char **argv)
             .per_ip_limit = (unsigned)cfg->per_ip_limit,
             .timeout_s = (unsigned)cfg->timeout_s,
             .body_deadline_s = (unsigned)cfg->body_deadline_s,
+            .header_deadline_s = (unsigned)cfg->header_deadline_s,
             .max_body = (size_t)cfg->max_body,
             .body_memory = (size_t)cfg->body_memory,
             .sig_max_age_ms = cfg->sig_max_age_s * 1000,

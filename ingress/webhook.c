@@ -121,7 +121,13 @@ static int form_json(struct tds_webhook *w, const char *body, size_t len)
 }
 
 /* One reader per MHD thread, reused for every request it parses; freed when
- * the thread ends. */
+ * the thread ends. Trimmed to ARENA_KEEP after each parse, not only reset:
+ * a 1 MB body of a long array grows its scratch stack to 20-40 MiB, and
+ * the reset (made for the processor's stream of records) would keep 4 MiB
+ * of values and 1 MiB of each stack in every thread for good. A usual
+ * webhook (a record of some KB) fits in what is kept. */
+#define ARENA_KEEP (128u * 1024u)
+
 static pthread_key_t arena_key;
 static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
 static int arena_key_rc;
@@ -184,28 +190,47 @@ static bool get_id(const struct tds_pjson *v, char *out, size_t cap)
     return false;
 }
 
-static bool says_deleted(const char *s, size_t n)
+static bool word_is(const char *s, size_t n, const char *w)
 {
-    return s && ((n >= 7 && strncasecmp(s + n - 7, "deleted", 7) == 0) ||
-                 (n >= 6 && strncasecmp(s + n - 6, "delete", 6) == 0));
+    return n == strlen(w) && strncasecmp(s, w, n) == 0;
 }
 
-static bool str_says_deleted(const struct tds_pjson *v)
+/* The event names that mean a delete, whole and case aside: "delete" or
+ * "deleted", alone (the simulator's ?event=deleted) or after the webhook's
+ * own entity and '_' or '.': its key ("item_deleted", "salesorder.delete"),
+ * its name ("sales_orders_deleted") or that name without its plural s
+ * ("sales_order_deleted"). A suffix match took "undelete",
+ * "item_not_deleted" and "?event=undeleted" for deletes. */
+static bool means_delete(const char *s, size_t n, const struct tds_entity *e)
 {
-    return v && v->type == TDS_PJ_STRING && says_deleted(v->s, v->n);
+    const char *names[] = {e->detail_key, e->name, e->name};
+    size_t lens[] = {strlen(e->detail_key), strlen(e->name), strlen(e->name)};
+
+    if (!s)
+        return false;
+    if (word_is(s, n, "delete") || word_is(s, n, "deleted"))
+        return true;
+    if (lens[2] > 1 && e->name[lens[2] - 1] == 's')
+        lens[2]--;
+    for (size_t i = 0; i < TDS_ARRAY_SIZE(names); i++) {
+        size_t k = lens[i];
+
+        if (n > k + 1 && strncasecmp(s, names[i], k) == 0 && (s[k] == '_' || s[k] == '.') &&
+            (word_is(s + k + 1, n - k - 1, "delete") || word_is(s + k + 1, n - k - 1, "deleted")))
+            return true;
+    }
+    return false;
 }
 
 static const char *const delete_keys[] = {"event_type", "event", "operation", "action"};
 
+static int parse(struct tds_webhook *w, struct tds_pjson_arena *arena, const char *entity_param,
+                 const char *event_param);
+
 int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const char *body,
                       size_t len, const char *entity_param, const char *event_param)
 {
-    const struct tds_entity *ent = NULL;
     struct tds_pjson_arena *arena;
-    struct tds_pjson *root = NULL;
-    const struct tds_pjson *rec = NULL, *v;
-    char modified[TDS_WEBHOOK_MAX_ID + 1] = "";
-    char err[160];
     int r;
 
     memset(w, 0, sizeof(*w));
@@ -220,6 +245,23 @@ int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const c
     arena = thread_arena();
     if (!arena)
         return -ENOMEM;
+    r = parse(w, arena, entity_param, event_param);
+    /* w holds copies (ids) or the body's bytes, nothing of the tree */
+    tds_pjson_arena_trim(arena, ARENA_KEEP);
+    return r;
+}
+
+/* w->json parsed with arena, and read into w. */
+static int parse(struct tds_webhook *w, struct tds_pjson_arena *arena, const char *entity_param,
+                 const char *event_param)
+{
+    const struct tds_entity *ent = NULL;
+    struct tds_pjson *root = NULL;
+    const struct tds_pjson *rec = NULL, *v;
+    char modified[TDS_WEBHOOK_MAX_ID + 1] = "";
+    char err[160];
+    int r;
+
     r = tds_pjson_parse(arena, w->json, w->json_len, &root, err, sizeof(err));
     if (r < 0)
         return r;
@@ -276,9 +318,15 @@ int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const c
         w->has_record = rec->n > 1;
     }
 
-    w->is_delete = event_param && says_deleted(event_param, strlen(event_param));
-    for (size_t i = 0; i < TDS_ARRAY_SIZE(delete_keys) && !w->is_delete; i++)
-        w->is_delete = str_says_deleted(tds_pjson_get(root, delete_keys[i]));
+    /* A delete is the envelope's word: ?event=, or an event key beside the
+     * record. A flat payload (?entity=, the record's fields at the top) has
+     * no envelope, and a field of the record named "action" or "event" is
+     * the record's own. */
+    w->is_delete = event_param && means_delete(event_param, strlen(event_param), ent);
+    for (size_t i = 0; i < TDS_ARRAY_SIZE(delete_keys) && !w->is_delete && rec != root; i++) {
+        v = tds_pjson_get(root, delete_keys[i]);
+        w->is_delete = v && v->type == TDS_PJ_STRING && means_delete(v->s, v->n, ent);
+    }
     if (!w->is_delete) {
         v = tds_pjson_get(rec, "is_deleted");
         w->is_delete = v && v->type == TDS_PJ_TRUE;

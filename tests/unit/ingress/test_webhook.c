@@ -1,8 +1,25 @@
 /* Unit tests for ingress/webhook.c: content types, entity by key or ?entity=,
- * full record vs id-only, deletes, event ids (an id-only change is never a
- * duplicate), form JSONString, bad bodies. */
+ * full record vs id-only, deletes (the exact names, the envelope's only),
+ * event ids (an id-only change is never a duplicate), form JSONString, bad
+ * bodies, and the memory a large body leaves behind. */
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+/* ASan's runtime (sanitizer/allocator_interface.h, which gcc does not
+ * install): bytes the program holds, freed memory in its quarantine not
+ * counted. */
+size_t __sanitizer_get_current_allocated_bytes(void);
+static size_t heap_bytes(void) { return __sanitizer_get_current_allocated_bytes(); }
+#else
+#include <malloc.h>
+static size_t heap_bytes(void)
+{
+    struct mallinfo2 m = mallinfo2();
+
+    return m.uordblks + m.hblkhd;
+}
+#endif
 
 #include "assert.h"
 #include "entities.h"
@@ -77,6 +94,105 @@ static void test_delete_and_event_id(void)
     T_TRUE(w.is_delete);
     T_STR(w.event_id, "5675");
     tds_webhook_clear(&w);
+}
+
+/* Only the names that mean a delete, whole: a suffix match took "undelete"
+ * and "item_not_deleted" for deletes. And only the envelope says so: a flat
+ * payload's fields (?entity=) are the record's own, whatever their names. */
+static void test_delete_names_are_exact(void)
+{
+    static const char *const yes[] = {"deleted", "delete", "DELETED", "Item_Deleted",
+                                      "item.deleted", "item_delete", "items_deleted",
+                                      "item.Delete"};
+    static const char *const no[] = {"undelete", "undeleted", "item_not_deleted", "not deleted",
+                                     "deleted_items", "contact_deleted", "itemdeleted",
+                                     "_deleted", "item__deleted", ""};
+    const char *b = "{\"item\":{\"item_id\":\"1\",\"last_modified_time\":\"t\"}}";
+    struct tds_webhook w;
+    char body[256];
+
+    for (size_t i = 0; i < sizeof(yes) / sizeof(*yes); i++) {
+        T_INT(parse(&w, TDS_WEBHOOK_JSON, b, NULL, yes[i]), ==, 0);
+        if (!w.is_delete)
+            T_FAIL("?event=%s is a delete", yes[i]);
+        tds_webhook_clear(&w);
+        snprintf(body, sizeof(body), "{\"action\":\"%s\",\"item\":{\"item_id\":\"1\"}}",
+                 yes[i]);
+        T_INT(parse(&w, TDS_WEBHOOK_JSON, body, NULL, NULL), ==, 0);
+        if (!w.is_delete)
+            T_FAIL("an envelope's action %s is a delete", yes[i]);
+        tds_webhook_clear(&w);
+    }
+    for (size_t i = 0; i < sizeof(no) / sizeof(*no); i++) {
+        T_INT(parse(&w, TDS_WEBHOOK_JSON, b, NULL, no[i]), ==, 0);
+        if (w.is_delete)
+            T_FAIL("?event=%s is no delete", no[i]);
+        tds_webhook_clear(&w);
+        snprintf(body, sizeof(body), "{\"event_type\":\"%s\",\"item\":{\"item_id\":\"1\"}}",
+                 no[i]);
+        T_INT(parse(&w, TDS_WEBHOOK_JSON, body, NULL, NULL), ==, 0);
+        if (w.is_delete)
+            T_FAIL("an envelope's event_type %s is no delete", no[i]);
+        tds_webhook_clear(&w);
+    }
+    /* the sales order's names: its key, its name, the name's singular */
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"salesorder\":{\"salesorder_id\":\"9\"}}", NULL,
+                "sales_order_deleted"), ==, 0);
+    T_TRUE(w.is_delete);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"salesorder\":{\"salesorder_id\":\"9\"}}", NULL,
+                "salesorder.deleted"), ==, 0);
+    T_TRUE(w.is_delete);
+    tds_webhook_clear(&w);
+    /* a flat payload: its "action" and "event" are the record's fields */
+    T_INT(parse(&w, TDS_WEBHOOK_JSON,
+                "{\"item_id\":\"1\",\"action\":\"deleted\",\"event\":\"item_deleted\","
+                "\"last_modified_time\":\"t\"}",
+                "items", NULL), ==, 0);
+    T_TRUE(!w.is_delete && w.has_record);
+    tds_webhook_clear(&w);
+    /* ... and ?event= still says it for such a payload */
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"item_id\":\"1\"}", "items", "item_deleted"), ==, 0);
+    T_TRUE(w.is_delete);
+    tds_webhook_clear(&w);
+    /* with ?entity= and the record under its key, the top level is the envelope */
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"operation\":\"delete\",\"item\":{\"item_id\":\"1\"}}",
+                "items", NULL), ==, 0);
+    T_TRUE(w.is_delete);
+    tds_webhook_clear(&w);
+}
+
+/* A 1 MiB body of a long array grew the thread's reader to ~23 MiB (its
+ * scratch stack of values, and 4 MiB of chunks), kept after the parse for
+ * as long as the thread lived. */
+static void test_a_large_body_leaves_no_memory_held(void)
+{
+    size_t n = 1000 * 1000, before, after;
+    char *big = malloc(n + 1);
+    struct tds_webhook w;
+    size_t off;
+
+    T_TRUE(big != NULL);
+    off = (size_t)snprintf(big, n, "{\"item\":{\"item_id\":\"1\",\"last_modified_time\":\"t\","
+                                   "\"a\":[0");
+    while (off + 6 < n) {
+        memcpy(big + off, ",0", 2);
+        off += 2;
+    }
+    memcpy(big + off, "]}}", 4);
+    off += 3;
+    /* the thread's reader exists before counting */
+    T_INT(parse(&w, TDS_WEBHOOK_JSON, "{\"item\":{\"item_id\":\"1\"}}", NULL, NULL), ==, 0);
+    tds_webhook_clear(&w);
+    before = heap_bytes();
+    T_INT(tds_webhook_parse(&w, TDS_WEBHOOK_JSON, big, off, NULL, NULL), ==, 0);
+    T_TRUE(w.has_record);
+    tds_webhook_clear(&w);
+    after = heap_bytes();
+    fprintf(stderr, "heap after a 1 MB array body: %+lld bytes\n",
+            (long long)after - (long long)before);
+    T_INT(after, <, before + 512 * 1024);
+    free(big);
 }
 
 /* An id-only payload to fetch, with no Zoho event id and no modified time:
@@ -231,6 +347,8 @@ int main(void)
     T_RUN(test_full_record);
     T_RUN(test_id_only_and_entity_param);
     T_RUN(test_delete_and_event_id);
+    T_RUN(test_delete_names_are_exact);
+    T_RUN(test_a_large_body_leaves_no_memory_held);
     T_RUN(test_id_only_changes_are_not_duplicates);
     T_RUN(test_meaning_is_in_the_event_id);
     T_RUN(test_form);
