@@ -167,6 +167,41 @@ static int entities_completed(PGresult *rr, int n)
 static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *id, const char *org,
                          const char *entity);
 
+/* Name each entity the request asked for (entity, or every one org syncs
+ * for "all") of which the request has no run (rr, n rows, entity in column
+ * 0), under the summary and in one line on stderr; returns how many. A run
+ * that could not be recorded (its row not inserted: the database was away
+ * for its retries) leaves none, and the request closes when the other
+ * entities are done: judging only the rows, the command said done and
+ * exited 0. */
+static int missing_runs(const struct tds_org *o, const char *entity, PGresult *rr, int n,
+                        const char *id)
+{
+    bool all = strcmp(entity, "all") == 0;
+    struct tds_buf names = {0};
+    int missing = 0;
+
+    for (size_t k = 0; k < tds_entity_count(); k++) {
+        const struct tds_entity *e = tds_entity_at(k);
+        if (all ? !(o && tds_sync_org_syncs(o, e)) : strcmp(e->name, entity) != 0)
+            continue;
+        bool ran = false;
+        for (int i = 0; i < n && !ran; i++)
+            ran = strcmp(PQgetvalue(rr, i, 0), e->name) == 0;
+        if (ran)
+            continue;
+        printf("  %-14s no run: the request closed without one\n", e->name);
+        /* out of memory: the stderr line names fewer, the lines above all */
+        (void)tds_buf_addf(&names, "%s%s", names.len ? ", " : "", e->name);
+        missing++;
+    }
+    if (missing > 0)
+        fprintf(stderr, "tds-fetcher: sync: request %s is done without a run of %s\n", id,
+                names.len ? names.p : "every entity above");
+    tds_buf_deinit(&names);
+    return missing;
+}
+
 /* `sync --follow ID`: watch a request queued before (`up` queues every
  * organization's at once, so that each is taken ahead of the scheduled runs). */
 static int follow_request(const struct tds_cli_env *env, const char *id, bool other_options)
@@ -379,7 +414,9 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
             if (retried > 0)
                 printf("  %d earlier attempt%s did not complete and %s retried\n", retried,
                        retried == 1 ? "" : "s", retried == 1 ? "was" : "were");
-            if (n == 0)
+            if (missing_runs(tds_orgs_find(env->orgs, org), entity, rr, n, id) > 0)
+                status = 1;
+            else if (n == 0)
                 printf("  no run was started (unknown entity for this organization?)\n");
             PQclear(rr);
             break;

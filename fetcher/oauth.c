@@ -65,6 +65,12 @@ struct tds_oauth {
     char family[2 * 32 + 1];
     char family_key[sizeof("family:") + 2 * 32];
     bool family_lock_held;
+    /* Fingerprints (credentials_of) of the credentials the refresh in
+     * flight uses, of the last ones Zoho refused here, and of the last ones
+     * tried again after a refusal because they differ from those refused. */
+    char cred_fp[2 * 32 + 1];
+    char refused_cred[2 * 32 + 1];
+    char retried_cred[2 * 32 + 1];
     struct tds_http_call *call;
     int64_t started_ms;
 
@@ -208,25 +214,90 @@ static void unlock(struct tds_oauth *o)
     }
 }
 
+/* SHA-256 in hex of n strings, each with its NUL; "" when it fails. */
+static void digest_hex(const char *const *parts, size_t n, char out[2 * 32 + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1;
+
+    for (size_t i = 0; ok && i < n; i++)
+        ok = EVP_DigestUpdate(c, parts[i], strlen(parts[i]) + 1) == 1; /* with its NUL */
+    ok = ok && EVP_DigestFinal_ex(c, md, &len) == 1 && len == 32;
+    EVP_MD_CTX_free(c);
+    out[0] = '\0';
+    for (unsigned int i = 0; ok && i < len; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
 /* The family of a refresh token at org's accounts server: SHA-256 of the
  * accounts server, client id and refresh token, in hex. Not the token: the
  * row may be read by whoever may read tds.oauth_tokens' other columns. */
 static void family_of(const struct tds_org *org, const char *refresh, char out[2 * 32 + 1])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
     const char *parts[] = {org->accounts_url ? org->accounts_url : "",
                            org->client_id ? org->client_id : "", refresh ? refresh : ""};
-    bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1;
 
-    for (size_t i = 0; ok && i < 3; i++)
-        ok = EVP_DigestUpdate(c, parts[i], strlen(parts[i]) + 1) == 1; /* with its NUL */
-    ok = ok && EVP_DigestFinal_ex(c, md, &n) == 1 && n == 32;
-    EVP_MD_CTX_free(c);
-    out[0] = '\0';
-    for (unsigned int i = 0; ok && i < n; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    digest_hex(parts, 3, out);
+}
+
+/* The fingerprint of everything a refresh sends that Zoho may refuse: the
+ * accounts server, client id, client secret and refresh token (SHA-256,
+ * hex, under a tag of its own so that it never equals a family). A row
+ * paused by a refusal keeps it, so that other credentials are tried again
+ * and the same ones are not; the secrets themselves are never stored. */
+static void credentials_of(const struct tds_org *org, const char *refresh, char out[2 * 32 + 1])
+{
+    const char *parts[] = {"tds-credentials", org->accounts_url ? org->accounts_url : "",
+                           org->client_id ? org->client_id : "",
+                           org->client_secret ? org->client_secret : "", refresh ? refresh : ""};
+
+    digest_hex(parts, 5, out);
+}
+
+/* The refresh token a refresh of o uses: the file's wins over the row's. */
+static const char *refresh_token_of(const struct tds_oauth *o, const struct tds_token_row *row)
+{
+    if (o->org->refresh_token && *o->org->refresh_token)
+        return o->org->refresh_token;
+    return row->refresh_token;
+}
+
+static bool refusal_status(const char *status)
+{
+    return status && (strcmp(status, "revoked") == 0 || strcmp(status, "invalid") == 0);
+}
+
+/* Whether the row's refusal (status revoked or invalid) holds for the
+ * credentials o would send now. It does for the ones Zoho refused (named by
+ * the row, or refused in this process); other ones (the operator fixed the
+ * refresh token or the client secret in TDS_CONFIG, and restarted) are tried
+ * again, once each, with a line saying why. A row paused by a release that
+ * did not record the credentials is tried once too: one refused refresh
+ * costs less than an organization paused for good. */
+static bool still_refused(struct tds_oauth *o, const struct tds_token_row *row)
+{
+    char fp[2 * 32 + 1];
+
+    if (!refusal_status(row->status))
+        return false;
+    credentials_of(o->org, refresh_token_of(o, row), fp);
+    if (!fp[0] || strcmp(fp, o->refused_cred) == 0)
+        return true;
+    if (row->failed_credentials && strcmp(row->failed_credentials, fp) == 0)
+        return true;
+    if (strcmp(fp, o->retried_cred) != 0) {
+        tds_log(TDS_LOG_INFO, &o->lctx,
+                row->failed_credentials
+                    ? "zoho refused this organization's credentials (%s), but the refresh token or "
+                      "client id/secret configured now differ: trying them"
+                    : "zoho refused this organization's credentials (%s), with no record of which: "
+                      "trying the configured ones once",
+                row->last_error ? row->last_error : row->status);
+        memcpy(o->retried_cred, fp, sizeof(o->retried_cred));
+    }
+    return false;
 }
 
 struct tds_oauth *tds_oauth_free(struct tds_oauth *o)
@@ -349,7 +420,7 @@ static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms, 
         rc = TDS_OAUTH_READY;
         goto out;
     }
-    if (row.status && (strcmp(row.status, "revoked") == 0 || strcmp(row.status, "invalid") == 0)) {
+    if (still_refused(o, &row)) {
         unlock(o);
         o->paused = true;
         o->last_pause_check_ms = now_ms;
@@ -363,8 +434,7 @@ static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms, 
         rc = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS ? TDS_OAUTH_READY : TDS_OAUTH_LOCKED;
         goto out;
     }
-    const char *refresh = o->org->refresh_token && *o->org->refresh_token ? o->org->refresh_token
-                                                                          : row.refresh_token;
+    const char *refresh = refresh_token_of(o, &row);
     if (!refresh || !*refresh) {
         unlock(o);
         if (!o->paused)
@@ -422,9 +492,34 @@ static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms, 
             goto out;
         }
         tds_token_row_clear(&sib);
+        /* Zoho locks out the refresh token, so every organization of the
+         * family: one denied there means none refreshes here until the
+         * lockout is over (a refresh during it extends it). */
+        int64_t fam_until = 0;
+        if (tds_store_token_family_locked(o->store, o->family, &fam_until) != 0) {
+            unlock(o);
+            *wait_ms = 2000;
+            rc = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS ? TDS_OAUTH_READY
+                                                                       : TDS_OAUTH_PENDING;
+            goto out;
+        }
+        if (fam_until > now_ms) {
+            unlock(o);
+            if (o->locked_until_ms != fam_until)
+                tds_log(TDS_LOG_WARN, &o->lctx,
+                        "zoho denied a refresh of this organization's refresh token (its family), "
+                        "not refreshing for %lld s",
+                        (long long)((fam_until - now_ms + 999) / 1000));
+            o->locked_until_ms = fam_until;
+            *wait_ms = fam_until - now_ms;
+            rc = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS ? TDS_OAUTH_READY
+                                                                       : TDS_OAUTH_LOCKED;
+            goto out;
+        }
     }
     int64_t count = 0, wstart = 0, family_count = 0;
-    if (tds_store_token_count_refresh(o->store, o->org->org_id, REFRESH_WINDOW_MS, &count, &wstart) != 0 ||
+    if (tds_store_token_count_refresh(o->store, o->org->org_id, o->family, REFRESH_WINDOW_MS, &count,
+                                      &wstart) != 0 ||
         (o->family[0] && tds_store_token_family_count(o->store, o->family, o->org->org_id,
                                                       REFRESH_WINDOW_MS, &family_count) != 0)) {
         unlock(o);
@@ -472,6 +567,7 @@ static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms, 
     o->refreshing = true;
     o->started_ms = now_ms;
     o->counted_window_ms = wstart;
+    credentials_of(o->org, refresh, o->cred_fp);
     tds_log(TDS_LOG_DEBUG, &o->lctx, "refreshing access token (%lld in this window)", (long long)count);
     rc = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS ? TDS_OAUTH_READY : TDS_OAUTH_PENDING;
     *wait_ms = 500;
@@ -511,6 +607,7 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
         o->next_attempt_ms = 0;
         o->locked_until_ms = 0;
         o->paused = false;
+        o->refused_cred[0] = '\0';
         if (o->m_refreshed)
             tds_series_inc(o->m_refreshed, 1);
         tds_events_emit(o->events, "tds.zoho.token.refreshed", "org", org, NULL);
@@ -521,7 +618,10 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
     case TDS_ZOAUTH_DENIED:
         o->locked_until_ms = now + o->cfg.lockout_ms;
         count_failure(o, "access_denied");
-        tds_store_token_fail(o->store, org, "locked", o->locked_until_ms, z->error);
+        /* The row names its family: the family's other organizations see
+         * the lockout (start_refresh) and do not extend it with refreshes
+         * of their own, nor raise alerts of their own. */
+        tds_store_token_fail(o->store, org, o->family, "locked", o->locked_until_ms, z->error, NULL);
         tds_events_emit(o->events, "tds.zoho.token.refresh_failed", "org", org, "reason",
                         "access_denied", NULL);
         tds_store_alert(o->store, "zoho_token_lockout", "error", org, NULL,
@@ -535,7 +635,11 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
         count_failure(o, revoked ? "revoked" : "invalid_client");
         o->paused = true;
         o->last_pause_check_ms = now;
-        tds_store_token_fail(o->store, org, revoked ? "revoked" : "invalid", 0, z->error);
+        /* which credentials were refused: the same ones are not tried
+         * again (a restart included), other ones are (still_refused) */
+        memcpy(o->refused_cred, o->cred_fp, sizeof(o->refused_cred));
+        tds_store_token_fail(o->store, org, o->family, revoked ? "revoked" : "invalid", 0, z->error,
+                             o->cred_fp);
         tds_events_emit(o->events, revoked ? "tds.zoho.token.revoked" : "tds.zoho.token.refresh_failed",
                         "org", org, "reason", z->error, NULL);
         tds_store_alert(o->store, revoked ? "zoho_token_revoked" : "zoho_token_invalid", "critical",
@@ -558,7 +662,7 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
         o->attempts++;
         o->next_attempt_ms = now + tds_backoff_ms(o->attempts, 2000, unsent ? 30000 : 300000,
                                                   (uint32_t)rand());
-        tds_store_token_fail(o->store, org, "ok", 0, z->error);
+        tds_store_token_fail(o->store, org, o->family, "ok", 0, z->error, NULL);
         tds_events_emit(o->events, "tds.zoho.token.refresh_failed", "org", org, "reason",
                         resp->transport_ok ? "server_error" : "timeout", NULL);
         tds_log(TDS_LOG_WARN, &o->lctx, "token refresh failed: %s, retrying in %lld ms", z->error,
@@ -587,10 +691,8 @@ int tds_oauth_get(struct tds_oauth *o, int64_t now_ms, const char **token, const
         struct tds_token_row row;
         bool still = true;
         if (tds_store_token_get(o->store, o->org->org_id, &row) == 0) {
-            still = row.exists && row.status &&
-                    (strcmp(row.status, "revoked") == 0 || strcmp(row.status, "invalid") == 0);
-            if (!row.exists || (!row.refresh_token && !(o->org->refresh_token && *o->org->refresh_token)))
-                still = true;
+            const char *refresh = refresh_token_of(o, &row);
+            still = !row.exists || !refresh || !*refresh || still_refused(o, &row);
             tds_token_row_clear(&row);
         }
         if (still) {
@@ -732,6 +834,23 @@ static size_t collect(char *p, size_t sz, size_t n, void *ud)
     return tds_buf_add(b, p, sz * n) == 0 ? sz * n : 0;
 }
 
+/* Store what a grant code bought. The row names the family its next
+ * refresh counts against: the file's refresh token's when the file sets one
+ * (it wins, start_refresh), else the new one's. Without a family the row
+ * left the family's refresh count (tds_store_token_family_count) until the
+ * organization's next successful refresh, and its siblings refreshed past
+ * the family's budget. */
+static int exchange_save(struct tds_store *store, const struct tds_org *org, const struct tds_zoauth *z)
+{
+    char family[2 * 32 + 1];
+
+    family_of(org, org->refresh_token && *org->refresh_token ? org->refresh_token : z->refresh_token,
+              family);
+    return tds_store_token_save(store, org->org_id, z->access_token, z->api_domain,
+                                tds_wall_ms() + z->expires_in_s * 1000, z->refresh_token,
+                                org->accounts_url, family);
+}
+
 int tds_oauth_exchange(const struct tds_org *org, struct tds_store *store, const char *code,
                        int64_t timeout_ms, char *err, size_t errlen)
 {
@@ -776,9 +895,7 @@ int tds_oauth_exchange(const struct tds_org *org, struct tds_store *store, const
     } else if (!z->refresh_token[0]) {
         snprintf(err, errlen, "token endpoint returned no refresh token (was the code already used?)");
         rc = TDS_E_INVALID;
-    } else if (tds_store_token_save(store, org->org_id, z->access_token, z->api_domain,
-                                    tds_wall_ms() + z->expires_in_s * 1000, z->refresh_token,
-                                    org->accounts_url, NULL) != 0) {
+    } else if (exchange_save(store, org, z) != 0) {
         snprintf(err, errlen, "could not store the token: %s", tds_store_error(store));
         rc = -EIO;
     } else {

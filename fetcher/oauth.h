@@ -6,7 +6,9 @@
  * (pg_try_advisory_lock around it; the others re-read the row), and never
  * more than a fixed number of times per 10 minutes (Zoho allows 10). The
  * `error` key is checked under HTTP 200; "Access Denied" backs off for the
- * lockout period; invalid_client / invalid_code pause the organization.
+ * lockout period, for every organization of the refresh token's family;
+ * invalid_client / invalid_code pause the organization until the
+ * credentials it would send differ from the ones refused.
  * The refresh call is asynchronous (tds_http); on_change fires when it ends.
  */
 #ifndef TDS_FETCHER_OAUTH_H
@@ -36,7 +38,8 @@ enum {
     TDS_OAUTH_READY = 0,   /* *token and *api_domain usable now */
     TDS_OAUTH_PENDING = 1, /* a refresh is running (here or elsewhere): retry after *wait_ms */
     TDS_OAUTH_LOCKED = 2,  /* lockout or refresh budget: retry after *wait_ms */
-    TDS_OAUTH_PAUSED = 3,  /* invalid/revoked credentials: nothing to do until fixed */
+    TDS_OAUTH_PAUSED = 3,  /* invalid/revoked credentials: nothing to do until fixed
+                            * (`auth exchange`, or other ones in TDS_CONFIG) */
 };
 
 int tds_oauth_new(struct tds_oauth **out, const struct tds_org *org, const struct tds_oauth_cfg *cfg,

@@ -103,10 +103,10 @@ static PGresult *run(struct tds_store *s, const char *sql, int n, const char *co
 
 int tds_store_tokens_ready(struct tds_store *s)
 {
-    /* the last column the token statements use (migration 014) */
+    /* the last column the token statements use (migration 016) */
     PGresult *r = run(s,
                       "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'tds' "
-                      "AND table_name = 'oauth_tokens' AND column_name = 'family'",
+                      "AND table_name = 'oauth_tokens' AND column_name = 'failed_credentials'",
                       0, NULL);
     if (!r)
         return -EIO;
@@ -180,6 +180,7 @@ void tds_token_row_clear(struct tds_token_row *r)
     free(r->status);
     free(r->last_error);
     free(r->accounts_url);
+    free(r->failed_credentials);
     memset(r, 0, sizeof(*r));
 }
 
@@ -191,7 +192,8 @@ int tds_store_token_get(struct tds_store *s, const char *org, struct tds_token_r
                       "SELECT access_token, api_domain, refresh_token, status, last_error, "
                       MS_EXPR("expires_at") ", " MS_EXPR("locked_until") ", "
                       MS_EXPR("refresh_window_start") ", " MS_EXPR("refreshed_at")
-                      ", refresh_count, accounts_url FROM tds.oauth_tokens WHERE org_id = $1",
+                      ", refresh_count, accounts_url, failed_credentials "
+                      "FROM tds.oauth_tokens WHERE org_id = $1",
                       1, p);
     if (!r)
         return -EIO;
@@ -208,6 +210,7 @@ int tds_store_token_get(struct tds_store *s, const char *org, struct tds_token_r
         out->refreshed_at_ms = i64val(r, 0, 8, 0);
         out->refresh_count = i64val(r, 0, 9, 0);
         out->accounts_url = dupval(r, 0, 10);
+        out->failed_credentials = dupval(r, 0, 11);
     }
     PQclear(r);
     return 0;
@@ -235,22 +238,23 @@ int tds_store_token_unlock(struct tds_store *s, const char *org)
     return bool_query(s, "SELECT pg_advisory_unlock(hashtext('tds-oauth:' || $1))", org, &got);
 }
 
-int tds_store_token_count_refresh(struct tds_store *s, const char *org, int64_t window_ms,
-                                  int64_t *count, int64_t *window_start_ms)
+int tds_store_token_count_refresh(struct tds_store *s, const char *org, const char *family,
+                                  int64_t window_ms, int64_t *count, int64_t *window_start_ms)
 {
     char w[32];
     snprintf(w, sizeof(w), "%lld", (long long)window_ms);
-    const char *p[] = {org, w};
+    const char *p[] = {org, w, family && *family ? family : NULL};
     PGresult *r = run(
         s,
-        "INSERT INTO tds.oauth_tokens AS t (org_id, refresh_window_start, refresh_count, updated_at) "
-        "VALUES ($1, now(), 1, now()) ON CONFLICT (org_id) DO UPDATE SET "
+        "INSERT INTO tds.oauth_tokens AS t (org_id, refresh_window_start, refresh_count, updated_at, "
+        "family) VALUES ($1, now(), 1, now(), $3) ON CONFLICT (org_id) DO UPDATE SET "
         "refresh_count = CASE WHEN t.refresh_window_start IS NULL OR t.refresh_window_start < now() - "
         "($2::bigint * interval '1 millisecond') THEN 1 ELSE t.refresh_count + 1 END, "
         "refresh_window_start = CASE WHEN t.refresh_window_start IS NULL OR t.refresh_window_start < "
         "now() - ($2::bigint * interval '1 millisecond') THEN now() ELSE t.refresh_window_start END, "
-        "updated_at = now() RETURNING refresh_count, " MS_EXPR("refresh_window_start"),
-        2, p);
+        "family = COALESCE($3, t.family), updated_at = now() RETURNING refresh_count, "
+        MS_EXPR("refresh_window_start"),
+        3, p);
     if (!r)
         return -EIO;
     *count = i64val(r, 0, 0, 0);
@@ -289,7 +293,7 @@ int tds_store_token_save(struct tds_store *s, const char *org, const char *acces
                  "FROM $6 THEN $3 ELSE COALESCE($3, t.api_domain) END, expires_at = " FROM_MS("$4")
                  ", refresh_token = COALESCE($5, t.refresh_token), status = 'ok', locked_until = NULL, "
                  "last_error = NULL, refreshed_at = now(), updated_at = now(), accounts_url = $6, "
-                 "family = $7",
+                 "family = $7, failed_credentials = NULL",
                  7, p);
 }
 
@@ -339,18 +343,36 @@ int tds_store_token_family_count(struct tds_store *s, const char *family, const 
     return 0;
 }
 
-int tds_store_token_fail(struct tds_store *s, const char *org, const char *status,
-                         int64_t locked_until_ms, const char *error)
+int tds_store_token_family_locked(struct tds_store *s, const char *family, int64_t *until_ms)
+{
+    const char *p[] = {family};
+    PGresult *r = run(s,
+                      "SELECT " MS_EXPR("max(locked_until)") " FROM tds.oauth_tokens "
+                      "WHERE family = $1 AND locked_until > now()",
+                      1, p);
+    if (!r)
+        return -EIO;
+    *until_ms = i64val(r, 0, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+int tds_store_token_fail(struct tds_store *s, const char *org, const char *family,
+                         const char *status, int64_t locked_until_ms, const char *error,
+                         const char *failed_credentials)
 {
     char lu[32];
     snprintf(lu, sizeof(lu), "%lld", (long long)locked_until_ms);
-    const char *p[] = {org, status, locked_until_ms ? lu : NULL, error};
+    const char *p[] = {org, status, locked_until_ms ? lu : NULL, error,
+                       family && *family ? family : NULL,
+                       failed_credentials && *failed_credentials ? failed_credentials : NULL};
     return exec0(s,
                  "INSERT INTO tds.oauth_tokens AS t (org_id, status, locked_until, last_error, "
-                 "updated_at) VALUES ($1, $2, " FROM_MS("$3") ", $4, now()) ON CONFLICT (org_id) DO "
-                 "UPDATE SET status = $2, locked_until = " FROM_MS("$3") ", last_error = $4, "
-                 "updated_at = now()",
-                 4, p);
+                 "updated_at, family, failed_credentials) VALUES ($1, $2, " FROM_MS("$3")
+                 ", $4, now(), $5, $6) ON CONFLICT (org_id) DO UPDATE SET status = $2, "
+                 "locked_until = " FROM_MS("$3") ", last_error = $4, updated_at = now(), "
+                 "family = COALESCE($5, t.family), failed_credentials = $6",
+                 6, p);
 }
 
 int tds_store_token_expire(struct tds_store *s, const char *org, const char *access_token)

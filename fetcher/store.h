@@ -33,6 +33,9 @@ struct tds_token_row {
     bool exists;
     char *access_token, *api_domain, *refresh_token, *status, *last_error; /* malloc'd or NULL */
     char *accounts_url; /* who minted access_token; malloc'd or NULL (unknown) */
+    /* Fingerprint of the credentials Zoho refused, with status revoked or
+     * invalid (oauth.c); malloc'd or NULL (none recorded) */
+    char *failed_credentials;
     int64_t expires_at_ms, locked_until_ms, window_start_ms, refreshed_at_ms; /* wall, 0 = NULL */
     int64_t refresh_count;
 };
@@ -42,14 +45,18 @@ int tds_store_token_get(struct tds_store *s, const char *org, struct tds_token_r
 int tds_store_token_lock(struct tds_store *s, const char *org, bool *got);
 int tds_store_token_unlock(struct tds_store *s, const char *org);
 /* Count one refresh attempt in the 10-minute window; returns the count
- * after it in *count (a new window starts when the old one is over). */
-int tds_store_token_count_refresh(struct tds_store *s, const char *org, int64_t window_ms,
-                                  int64_t *count, int64_t *window_start_ms);
+ * after it in *count (a new window starts when the old one is over). The
+ * row is marked with family (NULL keeps the one it has), so that the
+ * family's count (tds_store_token_family_count) sees the attempt although
+ * no refresh of the organization has succeeded yet. */
+int tds_store_token_count_refresh(struct tds_store *s, const char *org, const char *family,
+                                  int64_t window_ms, int64_t *count, int64_t *window_start_ms);
 /* Take back one attempt counted in the window that started at
  * window_start_ms (as returned above): it never reached Zoho. */
 int tds_store_token_uncount_refresh(struct tds_store *s, const char *org, int64_t window_start_ms);
 /* After a successful refresh at accounts_url; api_domain NULL/"" keeps the
- * stored one unless it came from another accounts server. */
+ * stored one unless it came from another accounts server. Status ok, no
+ * lockout, no failed credentials; family is written as given. */
 int tds_store_token_save(struct tds_store *s, const char *org, const char *access_token,
                          const char *api_domain, int64_t expires_at_ms, const char *refresh_token,
                          const char *accounts_url, const char *family);
@@ -65,10 +72,17 @@ int tds_store_token_family_peek(struct tds_store *s, const char *family, const c
  * windows (of window_ms). */
 int tds_store_token_family_count(struct tds_store *s, const char *family, const char *org,
                                  int64_t window_ms, int64_t *count);
+/* The latest lockout ("Access Denied", locked_until) still running on a row
+ * of the family, wall ms into *until_ms; 0 when none. Zoho locks the refresh
+ * token out, so every organization of the family. */
+int tds_store_token_family_locked(struct tds_store *s, const char *family, int64_t *until_ms);
 /* After a failed refresh: status ("ok", "locked", "revoked", "invalid"),
- * locked_until (0 = NULL) and the error text. */
-int tds_store_token_fail(struct tds_store *s, const char *org, const char *status,
-                         int64_t locked_until_ms, const char *error);
+ * locked_until (0 = NULL), the error text, the family (NULL keeps the row's)
+ * and, for revoked/invalid, the fingerprint of the credentials refused
+ * (failed_credentials; NULL clears it). */
+int tds_store_token_fail(struct tds_store *s, const char *org, const char *family,
+                         const char *status, int64_t locked_until_ms, const char *error,
+                         const char *failed_credentials);
 /* The API refused this token: expire it unless someone replaced it already. */
 int tds_store_token_expire(struct tds_store *s, const char *org, const char *access_token);
 

@@ -4,6 +4,7 @@ exceeded and every 429 code is survived, tokens are refreshed once and never
 past Zoho's budget, faults are survived, ownership moves when a fetcher dies,
 and the progress command follows a run to completion.
 """
+import hashlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import pytest
 
 from conftest import free_port, http_get, wait_until
 from fetcher_util import ENTITIES, Pipeline, RateWatch, org_spec, zoho_time_to_epoch
-from sim_fixture import sim  # noqa: F401  (fixture)
+from sim_fixture import CLIENT_ID, REFRESH_TOKEN, sim  # noqa: F401  (fixture)
 
 ALL = list(ENTITIES)
 
@@ -896,6 +897,32 @@ def test_sync_command_succeeds_when_a_retried_run_completes(procs, db, sim, tmp_
     assert "earlier attempt did not complete and was retried" in out, out
 
 
+def test_sync_command_names_an_entity_that_never_ran(procs, db, sim, tmp_path, bins):
+    """`tds-fetcher sync --entity all` judged only the entities that had a
+    run: one with none (its run row could not be inserted through all of its
+    retries, or a fetcher whose TDS_CONFIG syncs fewer entities, as here) was
+    left out, and the command said done and exited 0. Now it names each
+    requested entity without a run and exits 1."""
+    s = sim(orgs=[small_org(items=5)])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", entities=["warehouses"])])
+    p.start_fetcher()
+    cli_cfg = tmp_path / "cli.json"
+    cli_cfg.write_text(json.dumps({"organizations": [
+        dict(org_spec("60001", entities=["warehouses", "item_groups"]), accounts_url=s.url)]}))
+    env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(cli_cfg),
+               TDS_ADMIN_LISTEN="127.0.0.1:1")
+    out = _cli(bins, env, "sync", "--org", "60001", "--entity", "all", "--mode", "full")
+    print(out.stdout, out.stderr)
+    assert re.search(r"warehouses +full +completed ", out.stdout), out.stdout
+    assert re.search(r"^  item_groups +no run", out.stdout, re.M), out.stdout
+    assert "without a run of item_groups" in out.stderr, out.stderr
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    # every requested entity ran: 0, as before
+    out = _cli(bins, dict(env, TDS_CONFIG=str(p.config)), "sync", "--org", "60001", "--entity", "all",
+               "--mode", "full")
+    assert out.returncode == 0 and "no run" not in out.stdout, (out.stdout, out.stderr)
+
+
 def test_progress_command_follows_a_run(procs, db, sim, tmp_path, bins):
     s = sim(orgs=[small_org(contacts=120)], extra_args=["--minute-ms", "1000", "--rate-per-min", "40"])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
@@ -1600,6 +1627,50 @@ def test_invalid_refresh_token_pauses_the_org(procs, db, sim, tmp_path):
     assert s.stats()["token"]["errors"] == errors
 
 
+def test_a_paused_org_tries_again_when_its_credentials_are_fixed(procs, db, sim, tmp_path):
+    """An organization paused by a refusal (invalid_client, invalid_code)
+    stayed paused after the operator fixed the client secret or the refresh
+    token in TDS_CONFIG and restarted, though the file's credentials win.
+    The row now names the refused credentials (a hash): the same ones are
+    not tried again, other ones are, once each."""
+    s = sim(orgs=[small_org(items=10)])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", client_secret="wrong")])
+    f = p.start_fetcher()
+
+    def sync_fails():
+        runs = p.wait_request(p.request("60001", "warehouses", "full"), timeout=30)
+        assert runs[-1]["status"] == "failed" and "paused" in runs[-1]["error"], runs
+
+    def token_row():
+        return db.query("SELECT status, failed_credentials FROM tds.oauth_tokens "
+                        "WHERE org_id = '60001'")[0]
+    sync_fails()
+    assert token_row()[0] == "invalid" and s.stats()["token"]["errors"] == 1
+    f.stop()
+    f.start()       # the same credentials: not tried again
+    sync_fails()
+    assert s.stats()["token"]["errors"] == 1
+    # the secret fixed, the refresh token wrong: tried (once), refused again
+    p.orgs = [org_spec("60001", refresh_token="1000.wrong")]
+    p.write_config()
+    f.stop()
+    f.start()
+    sync_fails()
+    sync_fails()
+    assert s.stats()["token"]["errors"] == 2
+    assert "configured now differ: trying them" in f.stderr_text()
+    st, refused = token_row()   # a hash, not the credentials
+    assert st == "revoked" and len(refused) == 64 and "wrong" not in refused, (st, refused)
+    # both fixed: the organization syncs
+    p.orgs = [org_spec("60001")]
+    p.write_config()
+    f.stop()
+    f.start()
+    p.sync("60001", "warehouses", "full", timeout=30)
+    assert token_row() == ("ok", None)
+    assert s.stats()["token"]["errors"] == 2 and s.stats()["token"]["refreshes"] == 1
+
+
 def test_access_denied_waits_out_the_lockout(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(items=10)], extra_args=["--refresh-limit", "1"])
     s.refresh()  # the only refresh allowed in this window is used up elsewhere
@@ -1614,6 +1685,32 @@ def test_access_denied_waits_out_the_lockout(procs, db, sim, tmp_path):
     lu = db.query("SELECT extract(epoch from locked_until - now()) FROM tds.oauth_tokens")[0][0]
     assert 500 < lu <= 600, lu
     assert db.query("SELECT done_at FROM tds.sync_requests WHERE id = %s", rid)[0][0] is None
+
+
+def test_access_denied_locks_out_the_whole_family(procs, db, sim, tmp_path):
+    """Zoho locks out the refresh token, so every organization that shares
+    it. The lockout was recorded for the organization denied only: each of
+    its siblings sent a refresh of its own, each denied (extending Zoho's
+    lockout) and each raising an alert. Now they wait it out too."""
+    ids = ["60001", "60002", "60003"]
+    s = sim(orgs=[small_org(i, items=5) for i in ids], extra_args=["--refresh-limit", "1"])
+    s.refresh()  # the only refresh allowed in this window is used up elsewhere
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec(i) for i in ids],
+                 fetcher_env={"TDS_FETCHER_LOCKOUT_S": "600"})
+    f = p.start_fetcher()
+    rids = [p.request(i, "warehouses", "full") for i in ids]
+    wait_until(lambda: s.stats()["token"]["access_denied"] >= 1, timeout=20, what="a denial")
+    # each sibling has asked for a token by now (a request each, waiting)
+    wait_until(lambda: f.stderr_text().count("not refreshing for") >= len(ids) - 1 or
+               s.stats()["token"]["access_denied"] >= len(ids), timeout=20,
+               what="the siblings to wait", interval=0.1)
+    time.sleep(2)
+    st = s.stats()["token"]
+    print(f"\ntoken stats: {st}")
+    assert st["access_denied"] == 1, st
+    assert db.query("SELECT count(*) FROM tds.alerts WHERE rule = 'zoho_token_lockout'") == [(1,)]
+    assert all(db.query("SELECT done_at FROM tds.sync_requests WHERE id = %s", r)[0][0] is None
+               for r in rids)
 
 
 def test_bad_config_is_one_line(procs, bins, tmp_path):
@@ -1722,6 +1819,62 @@ def test_organizations_sharing_a_refresh_token_share_its_access_token(procs, db,
     fam = db.query("SELECT count(DISTINCT family), count(DISTINCT access_token), count(*) "
                    "FROM tds.oauth_tokens")
     assert fam == [(1, 1, 11)], fam
+
+
+def test_refreshes_that_time_out_count_against_the_family_budget(procs, db, sim, tmp_path):
+    """Organizations sharing a refresh token, none refreshed yet, and an
+    accounts server that answers after the fetcher gave up, having minted a
+    token each time. The family's budget counted only rows that named the
+    family, which only a successful refresh wrote: each organization saw
+    its own attempts alone, together they passed Zoho's 10 and the refresh
+    token was locked out. Every attempt now names its family."""
+    ids = [str(60001 + i) for i in range(6)]
+    s = sim(orgs=[small_org(i, items=5) for i in ids], extra_args=["--refresh-limit", "10"])
+    s.faults(token_hang_ms=1000)
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec(i) for i in ids],
+                 fetcher_env={"TDS_FETCHER_TOKEN_TIMEOUT_MS": "200"})
+    f = p.start_fetcher()
+    for i in ids:
+        p.request(i, "warehouses", "full")
+    wait_until(lambda: "token refresh budget of 5 per 10 minutes used" in f.stderr_text()
+               or s.stats()["token"]["access_denied"] > 0, timeout=20,
+               what="the family's budget spent", interval=0.1)
+    # every attempt that went out has reached the simulator; the backoffs
+    # (1-2 s, then 2-4 s) have passed for each organization at least once
+    time.sleep(4)
+    st = s.stats()["token"]
+    print(f"\ntoken stats: {st}")
+    assert st["access_denied"] == 0, st
+    assert st["refreshes"] <= 5, st
+    rows = db.query("SELECT count(DISTINCT family), count(family), sum(refresh_count) "
+                    "FROM tds.oauth_tokens WHERE refresh_count > 0")
+    assert rows[0][0] == 1 and rows[0][1] >= 5, rows
+
+
+def test_auth_exchange_names_the_token_family(procs, db, sim, tmp_path, bins):
+    """`auth exchange` stored its token with no family, which left the row
+    (and its window's refresh count) out of its family until its next
+    successful refresh. The row now names the family of the refresh token
+    its organization refreshes with (here the file's, which wins), and a
+    sibling takes the access token instead of refreshing."""
+    s = sim(orgs=[small_org("60001", items=5), small_org("60002", items=5)],
+            extra_args=["--grant-code", "1000.grant.one"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001"), org_spec("60002")])
+    wait_until(lambda: db.query("SELECT count(*) FROM information_schema.columns WHERE "
+                                "table_schema = 'tds' AND table_name = 'oauth_tokens' AND "
+                                "column_name = 'failed_credentials'") == [(1,)], 30,
+               "the writer's migrations")
+    env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config))
+    out = _cli(bins, env, "auth", "exchange", "--org", "60001", "--code", "1000.grant.one")
+    assert out.returncode == 0, out.stderr
+    p.start_fetcher()
+    p.sync("60002", "warehouses", "full", timeout=30)
+    st = s.stats()["token"]
+    assert st["refreshes"] == 0 and st["code_grants"] == 1, st
+    want = hashlib.sha256(b"".join(v.encode() + b"\0" for v in
+                                   (s.url, CLIENT_ID, REFRESH_TOKEN))).hexdigest()
+    assert db.query("SELECT org_id, family FROM tds.oauth_tokens ORDER BY org_id") == \
+        [("60001", want), ("60002", want)]
 
 
 def test_schedule_runs_although_the_last_run_is_dated_ahead(procs, db, sim, tmp_path):
@@ -1872,9 +2025,11 @@ def test_auth_exchange_stores_a_refresh_token(procs, db, sim, tmp_path, bins):
     assert out.returncode == 1 and "run `tds-writer migrate` first" in out.stderr, out.stderr
     assert s.stats()["token"]["code_grants"] == 0, s.stats()["token"]
     p = Pipeline(procs, db, s, tmp_path, orgs=[spec])
+    # the last column `auth exchange` waits for (migration 016)
     wait_until(lambda: db.query("SELECT count(*) FROM information_schema.columns WHERE "
                                 "table_schema = 'tds' AND table_name = 'oauth_tokens' AND "
-                                "column_name = 'family'") == [(1,)], 30, "the writer's migrations")
+                                "column_name = 'failed_credentials'") == [(1,)], 30,
+               "the writer's migrations")
     env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config))
     out = _cli(bins, env, "auth", "exchange", "--org", "60001", "--code", "1000.grant.one")
     assert out.returncode == 0, out.stderr
