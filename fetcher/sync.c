@@ -269,6 +269,7 @@ struct org_rt {
                             * waits for it, then runs once */
     int fetch_running;
     struct fetch_call *calls; /* asked of Zoho, not answered yet */
+    struct tds_series *m_owned; /* tds_fetcher_org_owned{org}: 1 while o->owned */
     struct tds_log_ctx lctx;
 };
 
@@ -2532,6 +2533,23 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
             tds_limiter_new(&o->lim, &lc) != 0 ||
             tds_api_new(&o->api, loop, http, o->oauth, o->lim, org, store, metrics, events, &ac) != 0)
             goto nomem;
+        /* Every replica exports tds_fetcher_quota_remaining for every
+         * organization, but only the owner's is current: the others' stays at
+         * 0, or at what it was when they lost the organization. This gauge
+         * tells the alert rules (deploy/prometheus/alerts.yml, the writer's
+         * quota_low) which replica's quota to believe. */
+        if (metrics) {
+            char *oe = tds_metrics_escape(org->org_id);
+            if (!oe)
+                goto nomem;
+            o->m_owned = tds_metrics_getf(metrics, TDS_GAUGE, "tds_fetcher_org_owned",
+                                          "1 when this fetcher owns the organization (fetches for it "
+                                          "and its quota figure is current), else 0",
+                                          "org=\"%s\"", oe);
+            free(oe);
+            if (!o->m_owned)
+                goto nomem;
+        }
     }
     int64_t tick = s->cfg.ack_timeout_ms / 4;
     if (tick > 1000)
@@ -2611,6 +2629,8 @@ void tds_sync_set_owned(struct tds_sync *s, const char *org, bool owned)
         return;
     o->owned = owned;
     o->quota_claimed = o->quota_seeded = o->quota_lost = false;
+    if (o->m_owned)
+        tds_series_set(o->m_owned, owned ? 1 : 0);
     if (!owned) {
         tds_log(TDS_LOG_WARN, &o->lctx, "lost ownership of organization, dropping its work");
         org_drop_work(o);

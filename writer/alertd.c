@@ -702,8 +702,17 @@ static void scrape_one(struct tds_alertd *d, const char *name, const char *addr,
             if ((g = agg_get(&r429, tds_scrape_label(smp, "org"))))
                 g->a += smp->value;
         } else if (strcmp(smp->name, "tds_fetcher_quota_remaining") == 0) {
-            if ((g = agg_get(quota, tds_scrape_label(smp, "org"))) &&
-                (!g->has_b || smp->value < g->a)) {
+            /* Every fetcher exports every organization's quota, but only the
+             * owner's is current (the others' is 0, or stale since they lost
+             * it): believe the replica whose tds_fetcher_org_owned says 1. */
+            const char *org = tds_scrape_label(smp, "org");
+            size_t n_owned = 0;
+            double owned = org ? tds_scrape_sum(s, "tds_fetcher_org_owned", "org", org, &n_owned)
+                               : 0;
+
+            if (n_owned == 0 || owned < 1)
+                continue;
+            if ((g = agg_get(quota, org)) && (!g->has_b || smp->value < g->a)) {
                 g->a = smp->value;
                 g->has_b = true;
             }

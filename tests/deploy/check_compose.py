@@ -225,6 +225,28 @@ def check(rep, cfg, cfg_demo, with_env):
         rep.check(not svc.get("container_name"), w, "container_name prevents --scale")
         rep.check(not any(p["published"] for p in ports_of(svc)), w, "a fixed host port prevents --scale")
 
+    # The organizations file: every stage that reads it gets it, the same file.
+    orgs_src = {}
+    for st in dl.ORGS_STAGES:
+        if st not in stages:
+            continue
+        name, svc = stages[st]
+        cfgpath = env_of(svc).get("TDS_CONFIG")
+        if not rep.check(cfgpath, f"compose:{name}", "TDS_CONFIG is not set" + (
+                ": the alert rule entity_stale then assumes TDS_ALERT_SYNC_INTERVAL_S for every "
+                "organization instead of its incremental_every_s" if st == "writer" else "")):
+            continue
+        binds = [v for v in volumes_of(svc) if v.get("target") == cfgpath]
+        if binds:
+            orgs_src[st] = binds[0].get("source")
+            rep.check(binds[0].get("read_only"), f"compose:{name}",
+                      f"the organizations file {cfgpath} is not mounted read-only")
+    if "fetcher" in orgs_src:
+        for st, src in orgs_src.items():
+            rep.check(src == orgs_src["fetcher"], f"compose:{stages[st][0]}",
+                      f"TDS_CONFIG is {src}, the fetcher's is {orgs_src['fetcher']}: the stages "
+                      "must read the same organizations")
+
     # Secrets and the environment against the stages' tables.
     top = cfg.get("secrets") or {}
     for name, svc in services.items():
@@ -246,7 +268,8 @@ def check(rep, cfg, cfg_demo, with_env):
             binds = [v for v in volumes_of(svc) if v.get("target") == cfgpath]
             if rep.check(binds, w, f"TDS_CONFIG {cfgpath} is not mounted"):
                 src = binds[0].get("source")
-                if rep.check(src and os.path.isfile(src), w, f"organizations file {src} does not exist"):
+                if rep.check(src and os.path.isfile(src), w, f"organizations file {src} does not exist") \
+                        and st in dl.ORGS_CREDENTIAL_STAGES:
                     import json
                     try:
                         orgs = json.load(open(src))["organizations"]

@@ -6,14 +6,20 @@ Debian 12's kubectl 1.20 and later), parses the YAML and checks, per overlay:
 replica counts; the ingress StatefulSet and its journal claim; probes on
 /healthz and /readyz at the admin port; scrape annotations; resources;
 securityContext; terminationGracePeriodSeconds above the drain time; the
-headless Services every connect endpoint points at; the webhook Service and
-Ingress; PodDisruptionBudgets; the migration Job; that the NetworkPolicies let
-exactly the pipeline's links through; that secrets are file references into
-mounted Secrets; and — when the stage binaries are built (TDS_BUILD_DIR) —
+headless Services every connect endpoint points at (listing ready replicas
+only); the webhook Service and Ingress (with an IngressClass);
+PodDisruptionBudgets; the migration Job; that the NetworkPolicies let exactly
+the pipeline's links through; that secrets are file references into mounted
+Secrets; that ingress, fetcher and writer get the organizations file; that
+every name deploy/prometheus/prometheus-k8s.yml scrapes is a headless Service
+that lists not-ready replicas too (publishNotReadyAddresses), selects its
+stage's pods and reaches their admin port; and — when the stage binaries are
+built (TDS_BUILD_DIR) —
 that every variable a container sets is one its stage knows, every required
 one is set, and the stage accepts the values.
 
 Usage: check_k8s.py [--overlay NAME]... [--no-env] [--kubectl PATH] [--k8s-dir DIR]
+                    [--prometheus-config FILE]
 Never talks to a cluster.
 """
 
@@ -32,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import deploylib as dl  # noqa: E402
 
 K8S = os.path.join(dl.DEPLOY, "k8s")
+PROM_K8S = os.path.join(dl.DEPLOY, "prometheus", "prometheus-k8s.yml")
 EXPECTED_REPLICAS = {
     "dev": {"ingress": 1, "fetcher": 1, "processor": 1, "writer": 1},
     "prod": {"ingress": 2, "fetcher": 2, "processor": 3, "writer": 2},
@@ -363,6 +370,9 @@ def check_overlay(rep, rnd, with_env):
                 where = f"{ov}:Service/{svc_name}"
                 rep.check(svc["spec"].get("clusterIP") == "None", where,
                           "not headless (clusterIP: None): upstreams must see every replica")
+                rep.check(not svc["spec"].get("publishNotReadyAddresses"), where,
+                          f"publishNotReadyAddresses: {setting} would connect to tds-{dst} "
+                          "replicas that are not ready; scrape through a Service of its own")
                 dct = daemons[dst]
                 rep.check(subset(svc["spec"].get("selector"), dct.labels), where,
                           f"selector does not match the tds-{dst} pods")
@@ -440,6 +450,12 @@ def check_overlay(rep, rnd, with_env):
                             if ict.port(sp.get("targetPort", sp["port"])) == wport:
                                 found = True
         rep.check(found, ov, f"no Ingress → Service → tds-ingress:{wport} path for webhooks")
+        for ing in rnd.all("Ingress"):
+            # Without a class only a controller whose class is the cluster's
+            # default serves it; a stock ingress-nginx is not the default.
+            rep.check(ing["spec"].get("ingressClassName"), f"{ov}:Ingress/{ing['metadata']['name']}",
+                      "no spec.ingressClassName: an ingress controller that is not the "
+                      "cluster's default IngressClass ignores it")
 
     # Migration Job.
     jobs = [ct for ct in stage_cts if ct.kind == "Job" and ct.stage == "writer"
@@ -451,6 +467,14 @@ def check_overlay(rep, rnd, with_env):
         for s in rnd.all("Secret"):
             rep.fail(f"{ov}:Secret/{s['metadata']['name']}",
                      "the prod render carries a Secret with values; reference one created out of band")
+    for st in dl.ORGS_STAGES:
+        if st in daemons:
+            rep.check(daemons[st].env.get("TDS_CONFIG"), daemons[st].name,
+                      "TDS_CONFIG is not set" + (
+                          ": the alert rule entity_stale then assumes TDS_ALERT_SYNC_INTERVAL_S "
+                          "for every organization instead of its incremental_every_s"
+                          if st == "writer" else ""))
+    orgs_cm = {}
     for ct in stage_cts:
         cfg = ct.env.get("TDS_CONFIG")
         if cfg:
@@ -458,6 +482,11 @@ def check_overlay(rep, rnd, with_env):
             if not rep.check(vol is not None and "configMap" in vol, ct.name,
                              f"TDS_CONFIG {cfg} is not on a ConfigMap volume"):
                 continue
+            mnt = [m for m in ct.c.get("volumeMounts") or [] if m["name"] == vol["name"]]
+            rep.check(all(m.get("readOnly") for m in mnt), ct.name,
+                      f"the organizations file's volume {vol['name']} is not mounted readOnly")
+            if ct.kind != "Job":
+                orgs_cm[ct.stage] = vol["configMap"]["name"]
             cm = rnd.get("ConfigMap", vol["configMap"]["name"])
             keys = projected_keys(vol["configMap"])
             key = keys.get(rel) if keys else rel
@@ -469,6 +498,8 @@ def check_overlay(rep, rnd, with_env):
             except (ValueError, KeyError, TypeError) as e:
                 rep.fail(ct.name, f"organizations file in ConfigMap is not valid: {e}")
                 continue
+            if ct.stage not in dl.ORGS_CREDENTIAL_STAGES:
+                continue  # reads only org_id and intervals; mounts no Zoho secrets
             resolve = make_file_resolver(rnd, ct)
             for o in orgs:
                 for field in ("client_id", "client_secret", "refresh_token"):
@@ -484,6 +515,12 @@ def check_overlay(rep, rnd, with_env):
                                  f"org {o.get('org_id')}: a webhook secret is not a file: reference"):
                         err = resolve(v[5:])
                         rep.check(err is None, ct.name, f"org {o.get('org_id')}: webhook secret: {err}")
+
+    if "fetcher" in orgs_cm:
+        for st, cm_name in orgs_cm.items():
+            rep.check(cm_name == orgs_cm["fetcher"], daemons[st].name,
+                      f"TDS_CONFIG comes from ConfigMap {cm_name}, the fetcher's from "
+                      f"{orgs_cm['fetcher']}: the stages must read the same organizations")
 
     # Environment against the stages' own config tables.
     if with_env:
@@ -551,12 +588,83 @@ def check_overlay(rep, rnd, with_env):
     return daemons
 
 
+def check_prometheus_k8s(rep, rnd, daemons, path):
+    """Every name prometheus-k8s.yml finds targets by (DNS SD) must list each
+    replica of the job's stage, ready or not: a Service that lists ready pods
+    only drops a replica's target exactly when it turns not ready (writer
+    without its database, ingress journal full), so the critical alerts on
+    those conditions lose their series before their `for` is over, and a
+    stage with no ready replica has no `up` series at all. Checked where the
+    names' namespace is the render's (the prod overlay: tds)."""
+    where = f"{rnd.overlay}:{os.path.basename(path)}"
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        rep.fail(where, f"cannot read: {e}")
+        return
+    namespaces = {ct.ns for ct in daemons.values()}
+    jobs = set()
+    mon = {"ns": "monitoring", "nslabels": {"kubernetes.io/metadata.name": "monitoring"},
+           "labels": {"app.kubernetes.io/name": "prometheus"}, "external": False}
+    checked = 0
+    for sc in cfg.get("scrape_configs") or []:
+        job = sc.get("job_name", "")
+        m = re.match(r"^tds-(ingress|fetcher|processor|writer)$", job)
+        for sd in sc.get("dns_sd_configs") or []:
+            for name in sd.get("names") or []:
+                w = f"{where}: job {job}: {name}"
+                parts = name.split(".")
+                ns = parts[1] if len(parts) > 1 else None
+                if ns not in namespaces:
+                    rep.check(rnd.overlay != "prod", w,
+                              f"names namespace {ns!r}; the prod overlay deploys to "
+                              f"{', '.join(sorted(str(n) for n in namespaces))}")
+                    continue
+                checked += 1
+                if not rep.check(m, w, "job is not named tds-<stage>"):
+                    continue
+                st = m.group(1)
+                jobs.add(st)
+                svc = rnd.get("Service", parts[0])
+                if not rep.check(svc, w, f"Service {parts[0]} is not in the render"):
+                    continue
+                spec = svc["spec"]
+                rep.check(spec.get("clusterIP") == "None", w,
+                          f"Service {parts[0]} is not headless: DNS answers one virtual IP, "
+                          "not one address per replica")
+                rep.check(spec.get("publishNotReadyAddresses") is True, w,
+                          f"Service {parts[0]} has no publishNotReadyAddresses: true, so DNS lists "
+                          "ready replicas only and a replica's target (and the alerts on what made "
+                          "it not ready) disappears when it turns not ready")
+                if st not in daemons:
+                    continue
+                ct = daemons[st]
+                rep.check(spec.get("selector") and subset(spec.get("selector"), ct.labels), w,
+                          f"Service {parts[0]} does not select the tds-{st} pods")
+                port = sd.get("port")
+                admin = dl.hostport_port(ct.env.get("TDS_ADMIN_LISTEN")) or dl.ADMIN_PORT[st]
+                rep.check(port == admin, w, f"port {port} is not tds-{st}'s admin port {admin}")
+                rep.check(traffic_allowed(rnd, mon, {"ns": ct.ns, "nslabels": {
+                    "kubernetes.io/metadata.name": ct.ns or ""}, "labels": ct.labels,
+                    "external": False}, admin), w,
+                    f"NetworkPolicy blocks scrapes from namespace monitoring to tds-{st}:{admin}")
+    if rnd.overlay == "prod":
+        for st in dl.STAGES:
+            rep.check(st in jobs, where, f"no DNS SD job tds-{st} for a name in the prod namespace")
+    if checked:
+        rep.note(f"{rnd.overlay}: {checked} scrape name(s) of {os.path.basename(path)} checked")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--overlay", action="append", help="overlay name (default: all)")
     ap.add_argument("--no-env", action="store_true", help="skip the config-table check")
     ap.add_argument("--kubectl", default=os.environ.get("KUBECTL", "kubectl"))
     ap.add_argument("--k8s-dir", default=K8S, help="the kustomize tree (default: deploy/k8s)")
+    ap.add_argument("--prometheus-config", default=PROM_K8S,
+                    help="the Kubernetes scrape configuration (default: "
+                         "deploy/prometheus/prometheus-k8s.yml)")
     args = ap.parse_args(argv)
     rep = dl.Report("check_k8s")
     if not dl.which(args.kubectl) and not os.path.exists(args.kubectl):
@@ -577,7 +685,8 @@ def main(argv=None):
             rep.fail(ov, str(e))
             continue
         n = len(rnd.docs)
-        check_overlay(rep, rnd, with_env)
+        daemons = check_overlay(rep, rnd, with_env)
+        check_prometheus_k8s(rep, rnd, daemons, args.prometheus_config)
         rep.note(f"{ov}: rendered {n} objects"
                  + ("" if with_env else " (config-table check skipped)"))
     return rep.finish()

@@ -272,6 +272,14 @@ def hostport_port(s):
     return int(m.group(1)) if m else None
 
 
+# The stages that read the organizations file (TDS_CONFIG), and which of them
+# resolve its credentials (file:/env: references). The writer reads only
+# org_id and incremental_every_s (its alert rule entity_stale, writer/ALERTS.md):
+# without the file it assumes TDS_ALERT_SYNC_INTERVAL_S for every organization.
+ORGS_STAGES = ("ingress", "fetcher", "writer")
+ORGS_CREDENTIAL_STAGES = ("ingress", "fetcher")
+
+
 # Which setting of which stage connects to which downstream stage.
 CONNECTS = {
     "ingress": {"TDS_PROCESSOR_CONNECT": "processor", "TDS_FETCHER_CONNECT": "fetcher",
@@ -307,7 +315,8 @@ METRIC_FAMILIES = {
                 "tds_ingress_bad_acks_total", "tds_ingress_headers_cut_total",
                 "tds_ingress_journal_errors_total"},
     "fetcher": {"tds_fetcher_api_calls_total", "tds_fetcher_api_seconds", "tds_fetcher_429_total",
-                "tds_fetcher_quota_remaining", "tds_fetcher_tokens_refreshed_total",
+                "tds_fetcher_quota_remaining", "tds_fetcher_org_owned",
+                "tds_fetcher_tokens_refreshed_total",
                 "tds_fetcher_pages_inflight", "tds_fetcher_inflight_bytes", "tds_fetcher_run_records",
                 "tds_fetcher_runs_total",
                 "tds_fetcher_last_success_timestamp_seconds",

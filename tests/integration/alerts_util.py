@@ -221,9 +221,13 @@ class StubAdmin:
             self.running = False
 
 
-def fetcher_metrics(org, ok=0, errors=0, r429=0, quota=5000):
-    """Metric families of a fetcher with chosen counter values."""
-    return (
+def fetcher_metrics(org, ok=0, errors=0, r429=0, quota=5000, owned=1):
+    """Metric families of a fetcher with chosen counter values; `owned` is
+    its tds_fetcher_org_owned for the organization (None: not exported)."""
+    owned_text = ("" if owned is None else
+                  "# TYPE tds_fetcher_org_owned gauge\n"
+                  f'tds_fetcher_org_owned{{org="{org}"}} {owned}\n')
+    return owned_text + (
         "# HELP tds_fetcher_api_calls_total Zoho API calls by organization, endpoint and status\n"
         "# TYPE tds_fetcher_api_calls_total counter\n"
         f'tds_fetcher_api_calls_total{{org="{org}",endpoint="/items",status="200"}} {ok}\n'

@@ -248,6 +248,33 @@ def test_metric_rules_fire_and_resolve(procs, db, hook):
         ingress.close()
 
 
+def test_quota_low_believes_only_the_owner(procs, db):
+    """Two fetchers export every organization's quota, but only the owner's
+    is current: the other's stays 0 (or stale), with tds_fetcher_org_owned 0.
+    quota_low looks at the owner's figure only."""
+    owner = StubAdmin(fetcher_metrics(ORG, ok=0, quota=9000, owned=1))
+    other = StubAdmin(fetcher_metrics(ORG, ok=0, quota=0, owned=0))
+    try:
+        spawn_writer(procs, alerts_env(db, scrape=f"{owner.url},{other.url}"))
+        owner.wait_scrapes(4)
+        other.wait_scrapes(4)
+        assert firing(db, "quota_low") == [], "the replica that does not own the org reports 0"
+
+        owner.set(fetcher_metrics(ORG, ok=0, quota=300, owned=1))
+        rows = wait_until(lambda: firing(db, "quota_low"), 10, "the owner's quota below the reserve")
+        assert len(rows) == 1 and rows[0][3] == ORG, rows
+        assert f"org {ORG} has 300 Zoho API calls left" in rows[0][6], rows[0][6]
+
+        # ownership moves: the old owner keeps its stale 300, the new one is at 8000
+        owner.set(fetcher_metrics(ORG, ok=0, quota=300, owned=0))
+        other.set(fetcher_metrics(ORG, ok=0, quota=8000, owned=1))
+        wait_until(lambda: resolved(db, "quota_low"), 10, "quota_low resolved by the new owner")
+        assert firing(db, "quota_low") == []
+    finally:
+        owner.close()
+        other.close()
+
+
 def test_api_error_rate_needs_enough_calls(procs, db):
     fetcher = StubAdmin(fetcher_metrics(ORG, ok=0, errors=0))
     try:

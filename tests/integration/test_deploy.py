@@ -136,6 +136,16 @@ K8S_BREAKS = [
      "is not on a volumeClaimTemplate"),
     ("base/writer.yaml", "requests: {cpu: 200m, memory: 160Mi}", "requests: {cpu: 200m}",
      "resources.requests.memory is not set"),
+    # The scrape Service lists ready replicas only: a not-ready writer's target vanishes.
+    ("base/writer.yaml", "  publishNotReadyAddresses: true\n", "",
+     "Service tds-writer-metrics has no publishNotReadyAddresses: true"),
+    # ...and the data Service must not list them (ZeroMQ would send to them).
+    ("base/writer.yaml", "spec:\n  clusterIP: None\n  selector:",
+     "spec:\n  clusterIP: None\n  publishNotReadyAddresses: true\n  selector:",
+     "would connect to tds-writer replicas that are not ready"),
+    ("base/ingress.yaml", "  ingressClassName: nginx\n", "", "no spec.ingressClassName"),
+    ("base/kustomization.yaml", "credentials.\n      - TDS_CONFIG=/etc/tds/orgs.json\n",
+     "credentials.\n", "TDS_CONFIG is not set: the alert rule entity_stale"),
 ]
 
 
@@ -147,6 +157,19 @@ def test_k8s_check_fails_on_broken_manifests(tmp_path, path, old, new, expect):
     _edit(tree / path, old, new)
     rc, out = run_check("check_k8s.py", "--no-env", "--k8s-dir", str(tree))
     assert rc == 1 and expect in out, out
+
+
+def test_k8s_check_fails_when_prometheus_scrapes_ready_pods_only(tmp_path):
+    """prometheus-k8s.yml pointed back at the stages' own Services (ready
+    replicas only): a not-ready writer or ingress would drop out of the
+    targets, and the critical alerts on it with it."""
+    need_tool("kubectl", "kubernetes-client")
+    cfg = tmp_path / "prometheus-k8s.yml"
+    shutil.copy(os.path.join(dl.DEPLOY, "prometheus", "prometheus-k8s.yml"), cfg)
+    _edit(cfg, "[tds-writer-metrics.tds.svc.cluster.local]", "[tds-writer.tds.svc.cluster.local]")
+    rc, out = run_check("check_k8s.py", "--no-env", "--overlay", "prod",
+                        "--prometheus-config", str(cfg))
+    assert rc == 1 and "Service tds-writer has no publishNotReadyAddresses: true" in out, out
 
 
 def test_k8s_env_check_fails_on_unknown_or_missing_settings(tmp_path):
@@ -174,6 +197,8 @@ COMPOSE_BREAKS = [
     ("      - journal:/var/lib/tds/journal\n", "      - ./journal:/var/lib/tds/journal\n",
      "is not on a named volume"),
     ("    profiles: [demo]\n", "", "not limited to the demo profile"),
+    ("      TDS_CONFIG: /etc/tds/orgs.json\n      TDS_WRITER_BIND", "      TDS_WRITER_BIND",
+     "TDS_CONFIG is not set: the alert rule entity_stale"),
     ("      processor: {condition: service_healthy}\n      fetcher",
      "      processor: {condition: service_started}\n      fetcher", "without a health condition"),
 ]
