@@ -196,13 +196,13 @@ int tds_api_new(struct tds_api **out, struct tds_loop *loop, struct tds_http *ht
         free(a);
         return -ENOMEM;
     }
-    if (metrics) {
-        a->m_quota = tds_metrics_getf(metrics, TDS_GAUGE, "tds_fetcher_quota_remaining",
-                                      "Zoho API calls left today (from X-Rate-Limit-Remaining)",
-                                      "org=\"%s\"", a->org_label);
+    /* tds_fetcher_quota_remaining{org} is made at the first figure Zoho
+     * gives (quota_seen): made here it read 0 until then, which the alert
+     * rules took for a day's quota spent (an org paused by a refused token
+     * never calls). */
+    if (metrics)
         a->m_seconds = tds_metrics_get(metrics, TDS_HISTOGRAM, "tds_fetcher_api_seconds",
                                        "Zoho API call latency", "", NULL, 0);
-    }
     *out = a;
     return 0;
 }
@@ -626,6 +626,10 @@ static void on_done(const struct tds_http_resp *resp, void *ud)
     o.retry_after_s = resp->retry_after_s;
     tds_limiter_release(a->lim, now, c->ticket, &o);
     c->ticket = -1;
+    if (a->metrics && !a->m_quota && tds_limiter_remaining(a->lim) >= 0)
+        a->m_quota = tds_metrics_getf(a->metrics, TDS_GAUGE, "tds_fetcher_quota_remaining",
+                                      "Zoho API calls left today (from X-Rate-Limit-Remaining)",
+                                      "org=\"%s\"", a->org_label);
     if (a->m_quota && tds_limiter_remaining(a->lim) >= 0)
         tds_series_set(a->m_quota, (double)tds_limiter_remaining(a->lim));
     if (a->m_seconds)

@@ -1613,6 +1613,9 @@ def test_invalid_refresh_token_pauses_the_org(procs, db, sim, tmp_path):
     assert row[0][0] in ("revoked", "invalid"), row
     assert f.metric("tds_fetcher_token_refresh_failures_total") == 1
     assert f.metric("tds_fetcher_runs_total", {"status": "failed"}) == 1
+    # No call made, no quota figure: a 0 here read as a day's quota spent
+    # (TdsDailyQuotaLow, the writer's quota_low) beside the token alert.
+    assert f.metric("tds_fetcher_quota_remaining", {"org": "60001"}) is None
     assert db.query("SELECT count(*) FROM tds.alerts WHERE rule LIKE 'zoho_token_%%' "
                     "AND severity = 'critical'")[0][0] == 1
     errors = s.stats()["token"]["errors"]
