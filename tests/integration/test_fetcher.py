@@ -21,6 +21,15 @@ from sim_fixture import CLIENT_ID, REFRESH_TOKEN, sim  # noqa: F401  (fixture)
 ALL = list(ENTITIES)
 
 
+def _wait_for_token_columns(db):
+    """Until the writer's migrations have made the last column the token
+    statements use (016's failed_credentials), as `auth exchange` checks."""
+    wait_until(lambda: db.query("SELECT count(*) FROM information_schema.columns WHERE "
+                                "table_schema = 'tds' AND table_name = 'oauth_tokens' AND "
+                                "column_name = 'failed_credentials'") == [(1,)], 30,
+               "the writer's migrations")
+
+
 def _cli(bins, env, *args):
     """tds-fetcher ARGS... with env; the finished process (stdout, stderr as text)."""
     return subprocess.run([bins.path("tds-fetcher"), *args], env=env, capture_output=True,
@@ -1863,10 +1872,7 @@ def test_auth_exchange_names_the_token_family(procs, db, sim, tmp_path, bins):
     s = sim(orgs=[small_org("60001", items=5), small_org("60002", items=5)],
             extra_args=["--grant-code", "1000.grant.one"])
     p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001"), org_spec("60002")])
-    wait_until(lambda: db.query("SELECT count(*) FROM information_schema.columns WHERE "
-                                "table_schema = 'tds' AND table_name = 'oauth_tokens' AND "
-                                "column_name = 'failed_credentials'") == [(1,)], 30,
-               "the writer's migrations")
+    _wait_for_token_columns(db)
     env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config))
     out = _cli(bins, env, "auth", "exchange", "--org", "60001", "--code", "1000.grant.one")
     assert out.returncode == 0, out.stderr
@@ -2028,11 +2034,7 @@ def test_auth_exchange_stores_a_refresh_token(procs, db, sim, tmp_path, bins):
     assert out.returncode == 1 and "run `tds-writer migrate` first" in out.stderr, out.stderr
     assert s.stats()["token"]["code_grants"] == 0, s.stats()["token"]
     p = Pipeline(procs, db, s, tmp_path, orgs=[spec])
-    # the last column `auth exchange` waits for (migration 016)
-    wait_until(lambda: db.query("SELECT count(*) FROM information_schema.columns WHERE "
-                                "table_schema = 'tds' AND table_name = 'oauth_tokens' AND "
-                                "column_name = 'failed_credentials'") == [(1,)], 30,
-               "the writer's migrations")
+    _wait_for_token_columns(db)
     env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config))
     out = _cli(bins, env, "auth", "exchange", "--org", "60001", "--code", "1000.grant.one")
     assert out.returncode == 0, out.stderr
