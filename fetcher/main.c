@@ -114,7 +114,9 @@ static const struct tds_config_entry config_table[] = {
     {"TDS_FETCHER_TOKEN_TIMEOUT_MS", TDS_CFG_INT, "15000", 0, 100, 600000, OFF(token_timeout_ms),
      "whole-transfer timeout of a token endpoint call"},
     {"TDS_FETCHER_LOCKOUT_S", TDS_CFG_INT, "1200", 0, 1, 86400, OFF(lockout_s),
-     "after Zoho's 'Access Denied' on a token refresh, wait this long"},
+     "after Zoho's 'Access Denied' on a token refresh, wait this long; a refresh denied again "
+     "right after such a wait waits twice as long, at most twice this (Zoho's lockout lasts "
+     "15-30 minutes and every try during it starts it over)"},
     {"TDS_FETCHER_MINUTE_MS", TDS_CFG_INT, "60000", 0, 100, 3600000, OFF(minute_ms),
      "length of Zoho's per-minute rate window (shorter only against the simulator)"},
     {"TDS_FETCHER_MAX_ATTEMPTS", TDS_CFG_INT, "6", 0, 1, 100, OFF(max_attempts),

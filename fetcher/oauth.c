@@ -5,7 +5,8 @@
  * and only then a refresh — under the advisory lock, after re-reading the
  * row once more, and after counting the attempt in the row's 10-minute
  * window. Failures never loop: transient ones back off exponentially,
- * "Access Denied" waits out the lockout, bad credentials pause the org.
+ * "Access Denied" waits out the lockout (longer when denied again right
+ * after one), bad credentials pause the org.
  */
 #include "oauth.h"
 
@@ -77,6 +78,13 @@ struct tds_oauth {
     int attempts;
     int64_t next_attempt_ms;
     int64_t locked_until_ms;
+    /* "Access Denied" lockouts of the refresh token in a row (this
+     * organization's, or its family's and the row's as read from the
+     * database), none with a token taken up since, and when the latest one
+     * ends: a refresh denied again just after one waits longer
+     * (lockout_length). */
+    int lockouts;
+    int64_t lockout_end_ms;
     bool paused;
     bool warned_foreign;       /* logged once that the row's token is another server's */
     int64_t last_read_ms;
@@ -98,6 +106,10 @@ static void use_token(struct tds_oauth *o, const char *token, int64_t now_ms)
     if (o->token && strcmp(o->token, token) == 0)
         return;
     set_str(&o->token, token);
+    /* A new token once the lockout known here is over: the family got one,
+     * so the next denial starts the lockouts over. */
+    if (now_ms >= o->lockout_end_ms)
+        o->lockouts = 0;
     o->token_since_ms = now_ms;
     o->ok_sent_ms = 0;
     o->after_refusal = o->dropped_for_refusal;
@@ -117,6 +129,10 @@ int tds_oauth_new(struct tds_oauth **out, const struct tds_org *org, const struc
         o->cfg.timeout_ms = 15000;
     if (o->cfg.lockout_ms <= 0)
         o->cfg.lockout_ms = 20 * 60 * 1000;
+    if (o->cfg.lockout_max_ms <= 0)
+        o->cfg.lockout_max_ms = 2 * o->cfg.lockout_ms;
+    if (o->cfg.lockout_max_ms < o->cfg.lockout_ms)
+        o->cfg.lockout_max_ms = o->cfg.lockout_ms;
     if (o->cfg.refresh_ahead_ms <= 0)
         o->cfg.refresh_ahead_ms = 5 * 60 * 1000;
     if (o->cfg.max_per_window <= 0)
@@ -384,6 +400,49 @@ static void count_failure(struct tds_oauth *o, const char *reason)
         tds_series_inc(c, 1);
 }
 
+/* Zoho's lockout clears only after 15-30 minutes without a try, and every
+ * try during it starts it over (ZOHO.md 1.5): a fixed wait shorter than the
+ * lockout is denied for ever, each retry re-arming it. So a refresh denied
+ * right after a lockout waits twice as long as that one did, up to
+ * lockout_max_ms. The lockouts counted before one that starts at start_ms:
+ * none when the latest ended longer ago than the longest wait (Zoho's was
+ * over by then; that denial had another cause). */
+static int lockouts_before(const struct tds_oauth *o, int64_t start_ms)
+{
+    if (o->lockouts == 0 || start_ms > o->lockout_end_ms + o->cfg.lockout_max_ms)
+        return 0;
+    return o->lockouts;
+}
+
+/* The wait after a denial that follows n lockouts in a row: lockout_ms,
+ * doubling with each, at most lockout_max_ms. */
+static int64_t lockout_length(const struct tds_oauth *o, int n)
+{
+    int64_t ms = o->cfg.lockout_ms;
+
+    for (int i = 0; i < n && ms < o->cfg.lockout_max_ms; i++)
+        ms *= 2;
+    return ms < o->cfg.lockout_max_ms ? ms : o->cfg.lockout_max_ms;
+}
+
+static void count_lockout(struct tds_oauth *o, int before, int64_t until_ms)
+{
+    o->lockouts = before < 64 ? before + 1 : before;
+    o->lockout_end_ms = until_ms;
+}
+
+/* A lockout recorded in the database (the organization's row, a row of its
+ * family: another organization or replica was denied) ending at until_ms.
+ * Counted once: one recorded here comes back from the row to within the
+ * rounding of its timestamp. It started at most lockout_max_ms before its
+ * end, and follows the one known before if that started soon enough. */
+static void lockout_seen(struct tds_oauth *o, int64_t until_ms)
+{
+    if (until_ms <= o->lockout_end_ms + 1000)
+        return;
+    count_lockout(o, lockouts_before(o, until_ms - o->cfg.lockout_max_ms), until_ms);
+}
+
 /* Start a refresh if we may. Returns a TDS_OAUTH_* code for the caller.
  * probe: refresh although the token in memory is still good (its API host
  * could not be reached), unless the row holds another token already. */
@@ -427,6 +486,10 @@ static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms, 
         rc = TDS_OAUTH_PAUSED;
         goto out;
     }
+    /* the row stays 'locked' after its lockout ends until a token is
+     * minted: a restart at the end of one still counts it */
+    if (row.locked_until_ms > 0 && row.status && strcmp(row.status, "locked") == 0)
+        lockout_seen(o, row.locked_until_ms);
     if (row.locked_until_ms > now_ms) {
         unlock(o);
         o->locked_until_ms = row.locked_until_ms;
@@ -505,6 +568,7 @@ static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms, 
         }
         if (fam_until > now_ms) {
             unlock(o);
+            lockout_seen(o, fam_until);
             if (o->locked_until_ms != fam_until)
                 tds_log(TDS_LOG_WARN, &o->lctx,
                         "zoho denied a refresh of this organization's refresh token (its family), "
@@ -606,6 +670,8 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
         o->attempts = 0;
         o->next_attempt_ms = 0;
         o->locked_until_ms = 0;
+        o->lockouts = 0;
+        o->lockout_end_ms = 0;
         o->paused = false;
         o->refused_cred[0] = '\0';
         if (o->m_refreshed)
@@ -615,8 +681,14 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
                 (long long)z->expires_in_s);
         break;
     }
-    case TDS_ZOAUTH_DENIED:
-        o->locked_until_ms = now + o->cfg.lockout_ms;
+    case TDS_ZOAUTH_DENIED: {
+        /* Sent right after a lockout (of this organization or its family)
+         * that Zoho had not cleared yet: that retry re-armed it, so wait
+         * longer than last time. */
+        int before = lockouts_before(o, o->started_ms);
+        int64_t wait = lockout_length(o, before);
+        o->locked_until_ms = now + wait;
+        count_lockout(o, before, o->locked_until_ms);
         count_failure(o, "access_denied");
         /* The row names its family: the family's other organizations see
          * the lockout (start_refresh) and do not extend it with refreshes
@@ -626,10 +698,18 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
                         "access_denied", NULL);
         tds_store_alert(o->store, "zoho_token_lockout", "error", org, NULL,
                         "Zoho refused token refresh (Access Denied); waiting out the lockout");
-        tds_log(TDS_LOG_ERROR, &o->lctx,
-                "token endpoint denied the refresh (too many requests), not retrying for %lld s",
-                (long long)(o->cfg.lockout_ms / 1000));
+        if (before)
+            tds_log(TDS_LOG_ERROR, &o->lctx,
+                    "token endpoint denied the refresh again right after a lockout (%d in a row), "
+                    "not retrying for %lld s",
+                    before + 1, (long long)(wait / 1000));
+        else
+            tds_log(TDS_LOG_ERROR, &o->lctx,
+                    "token endpoint denied the refresh (too many requests), "
+                    "not retrying for %lld s",
+                    (long long)(wait / 1000));
         break;
+    }
     case TDS_ZOAUTH_INVALID: {
         bool revoked = strcmp(z->error, "invalid_code") == 0;
         count_failure(o, revoked ? "revoked" : "invalid_client");
@@ -717,8 +797,10 @@ int tds_oauth_get(struct tds_oauth *o, int64_t now_ms, const char **token, const
             struct tds_token_row row;
             if (tds_store_token_get(o->store, o->org->org_id, &row) == 0) {
                 have = adopt(o, &row, now_ms);
-                if (row.locked_until_ms > now_ms)
+                if (row.locked_until_ms > now_ms) {
                     o->locked_until_ms = row.locked_until_ms;
+                    lockout_seen(o, row.locked_until_ms);
+                }
                 tds_token_row_clear(&row);
             }
         }

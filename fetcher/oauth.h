@@ -6,7 +6,8 @@
  * (pg_try_advisory_lock around it; the others re-read the row), and never
  * more than a fixed number of times per 10 minutes (Zoho allows 10). The
  * `error` key is checked under HTTP 200; "Access Denied" backs off for the
- * lockout period, for every organization of the refresh token's family;
+ * lockout period, for every organization of the refresh token's family,
+ * twice as long (up to lockout_max_ms) when denied again right after one;
  * invalid_client / invalid_code pause the organization until the
  * credentials it would send differ from the ones refused.
  * The refresh call is asynchronous (tds_http); on_change fires when it ends.
@@ -28,6 +29,8 @@ struct tds_metrics;
 struct tds_oauth_cfg {
     int64_t timeout_ms;        /* token endpoint, whole transfer; default 15000 */
     int64_t lockout_ms;        /* after "Access Denied"; default 20 min */
+    int64_t lockout_max_ms;    /* after denials in a row, doubling from lockout_ms;
+                                * default 2 * lockout_ms */
     int64_t refresh_ahead_ms;  /* refresh this long before expiry; default 5 min */
     int64_t max_per_window;    /* refreshes per 10 minutes across replicas; default 5 */
 };

@@ -319,6 +319,7 @@ struct tds_sync {
     int64_t quota_saved_ms;          /* last write of tds.quota_use */
     struct tds_series *m_bad_id;
     struct tds_log_limit bad_id_log;
+    struct tds_log_limit bulk_gone_log; /* GET /itemdetails answered code 1002 */
 };
 
 static void run_step(struct run *r);
@@ -1054,6 +1055,21 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
                     res->error ? res->error : tds_zapi_class_name(res->cls), bc->n);
         if (unknown)
             r->o->no_bulk = true;
+        b->want++;
+        handed = hand_to_detail(b, bc);
+        b->want--;
+    } else if (!r->failed && res->cls == TDS_ZAPI_NOTFOUND) {
+        /* Code 1002 ("does not exist") for the call as a whole: Zoho may
+         * answer a batch holding one deleted id that way (not confirmed),
+         * and a reconciliation sends exactly those. Asked one by one, the
+         * deleted ones get a 1002 each and are marked deleted (on_detail),
+         * the others their records. The path is known: later batches still
+         * use it. It used to fail the run, every time, so such items were
+         * never marked deleted. */
+        tds_log_limited(&r->o->s->bulk_gone_log, TDS_LOG_INFO, &r->o->lctx,
+                        "GET /itemdetails answered code %lld (does not exist) for %zu items, "
+                        "asking for them one by one",
+                        (long long)res->code, bc->n);
         b->want++;
         handed = hand_to_detail(b, bc);
         b->want--;
@@ -2486,6 +2502,7 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
     s->no_record_log.interval_ms = 60000;
     s->quota_log.interval_ms = 60000;
     s->bad_id_log.interval_ms = 60000;
+    s->bulk_gone_log.interval_ms = 60000;
     s->origin = strdup(cfg->origin);
     s->claim = tds_uid("quota");
     s->o = calloc(orgs->n ? orgs->n : 1, sizeof(*s->o));

@@ -1725,6 +1725,44 @@ def test_access_denied_locks_out_the_whole_family(procs, db, sim, tmp_path):
                for r in rids)
 
 
+def test_a_lockout_longer_than_the_wait_is_waited_out(procs, db, sim, tmp_path):
+    """Zoho's lockout clears only after 15-30 minutes without a try, and each
+    try during it starts it over; TDS_FETCHER_LOCKOUT_S (20 minutes) is
+    shorter than the longest. A fixed wait shorter than the lockout was
+    denied at every retry, re-arming it for good. Now a refresh denied again
+    right after a wait waits twice as long (at most twice the setting):
+    here the simulator's 3 s lockout against the fetcher's 2 s."""
+    s = sim(orgs=[small_org(items=10)],
+            extra_args=["--refresh-limit", "1", "--refresh-window-ms", "2000",
+                        "--lockout-ms", "3000"])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_LOCKOUT_S": "2"})
+    f = p.start_fetcher()
+    wait_until(lambda: db.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0][0]
+               >= 1, timeout=10, what="the fetcher owns the organization")
+    assert s.stats()["token"]["refreshes"] == 0
+    # the window's only refresh used up elsewhere, and one more: locked out
+    assert s.refresh().status == 200
+    assert s.refresh().status == 400
+    t0 = time.monotonic()
+    rid = p.request("60001", "warehouses", "full")
+    wait_until(lambda: db.query("SELECT done_at IS NOT NULL FROM tds.sync_requests "
+                                "WHERE id = %s", rid)[0][0], timeout=20,
+               what="a token and the sync (a fixed wait is denied for ever)", interval=0.1)
+    took = time.monotonic() - t0
+    runs = p.runs(rid)
+    st = s.stats()["token"]
+    print(f"\nsynced {took:.1f} s after the request; token stats: {st}")
+    assert runs and runs[-1]["status"] == "completed", runs
+    # denied at ~0 s (waits 2 s, the lockout re-armed to 3 s), again at ~2 s
+    # (waits 4 s), refreshed at ~6 s
+    assert st["access_denied"] == 1 + 2 and st["refreshes"] == 1 + 1, st
+    assert took < 12, took
+    assert "denied the refresh again right after a lockout (2 in a row), not retrying for 4 s" \
+        in f.stderr_text()
+    assert db.query("SELECT status, locked_until FROM tds.oauth_tokens "
+                    "WHERE org_id = '60001'") == [("ok", None)]
+
+
 def test_bad_config_is_one_line(procs, bins, tmp_path):
     env = dict(os.environ, TDS_DATABASE_URL="postgresql://x@127.0.0.1:1/x",
                TDS_CONFIG=str(tmp_path / "none.json"), TDS_FETCHER_MAX_INFLIGHT="lots")
@@ -2157,6 +2195,40 @@ def test_items_one_by_one_where_itemdetails_is_unknown(procs, db, sim, tmp_path)
     p.compare("60001", "items")
     log = f.stderr_text()
     assert log.count("GET /itemdetails refused") == 1, log[-2000:]
+
+
+def test_reconcile_marks_deletes_when_itemdetails_refuses_a_deleted_id(procs, db, sim, tmp_path):
+    """Should Zoho answer GET /itemdetails 404 code 1002 as a whole when one
+    id asked for is deleted (not confirmed; the simulator's
+    --itemdetails-missing error), a reconciliation, which asks exactly for
+    the ids missing from the listing, failed every time and the deleted
+    items were never marked deleted. Now that call's ids are asked one by
+    one: the deleted ones get a 1002 each, the others stay as they are."""
+    s = sim(orgs=[small_org(items=40)],
+            extra_args=["--itemdetails-missing", "error", "--rate-per-min", "100000",
+                        "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=100000)])
+    f = p.start_fetcher()
+    p.sync("60001", "items", "full")
+    m = s.mutate("60001", "items", update=2, delete=3)
+    assert (len(m["updated"]), len(m["deleted"])) == (2, 3), m
+    s.reset_stats()
+    rid = p.request("60001", "items", "reconcile")
+    first = wait_until(lambda: [r for r in p.runs(rid) if r["status"] != "running"], timeout=30,
+                       what="the reconciliation's first run to end")[0]
+    assert first["status"] == "completed", first      # it used to fail: "itemdetails failed"
+    p.wait_request(rid, timeout=30)
+    p.compare("60001", "items")   # the updated ones too; the deleted ones marked deleted
+    assert db.query("SELECT count(*) FROM zoho.items WHERE org_id = '60001' AND "
+                    "deleted_at IS NOT NULL") == [(3,)]
+    assert sorted(r[0] for r in db.query("SELECT item_id FROM zoho.items WHERE org_id = '60001' "
+                                         "AND deleted_at IS NOT NULL")) == sorted(m["deleted"])
+    st = s.stats()["orgs"]["60001"]
+    # the 2 changed ones in one batch call, the 3 missing in another (404),
+    # then each of those one by one (1002 each)
+    assert st["endpoints"]["itemdetails"] == 2 and st["endpoints"]["items.detail"] == 3, st
+    assert st["404"] == 4, st
+    assert "GET /itemdetails answered code 1002" in f.stderr_text()
 
 
 def test_inflight_bytes_bound_the_pages_waiting(procs, db, sim, tmp_path):

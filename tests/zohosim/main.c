@@ -72,6 +72,9 @@ static const char usage[] =
     "                            default) or at or after (ge) the given time\n"
     "  --localized-denied        the Access Denied token error in Chinese, as Zoho\n"
     "                            sometimes sends it\n"
+    "  --itemdetails-missing skip|error\n"
+    "                            GET /itemdetails leaves unknown or deleted ids out (skip,\n"
+    "                            default) or answers the whole call 404 code 1002 (error)\n"
     "  --help, --version\n";
 
 static int num(const char *opt, const char *v, long long min, long long max, long long *out)
@@ -91,7 +94,8 @@ enum {
     O_LISTEN = 256, O_PORT_FILE, O_API_DOMAIN, O_SEED, O_ORG, O_ORGS, O_EPOCH, O_CLIENT_ID,
     O_CLIENT_SECRET, O_REFRESH_TOKEN, O_GRANT_CODE, O_TOKEN_TTL, O_REFRESH_LIMIT,
     O_REFRESH_WINDOW, O_LOCKOUT, O_MAX_LIVE, O_RATE, O_CONC, O_DAILY, O_MINUTE, O_DAY,
-    O_LIMITS_OFF, O_RETRY_AFTER, O_MODIFIED_FILTER, O_LOCALIZED, O_HELP, O_VERSION,
+    O_LIMITS_OFF, O_RETRY_AFTER, O_MODIFIED_FILTER, O_LOCALIZED, O_ITEMDETAILS_MISSING, O_HELP,
+    O_VERSION,
 };
 
 static const struct option opts[] = {
@@ -120,6 +124,7 @@ static const struct option opts[] = {
     {"retry-after", no_argument, NULL, O_RETRY_AFTER},
     {"modified-filter", required_argument, NULL, O_MODIFIED_FILTER},
     {"localized-denied", no_argument, NULL, O_LOCALIZED},
+    {"itemdetails-missing", required_argument, NULL, O_ITEMDETAILS_MISSING},
     {"help", no_argument, NULL, O_HELP},
     {"version", no_argument, NULL, O_VERSION},
     {NULL, 0, NULL, 0},
@@ -284,6 +289,13 @@ static int parse_args(struct args *a, int argc, char **argv)
             fprintf(stderr, "tds-zohosim: invalid --modified-filter: '%s'\n", optarg);
             return 2;
         case O_LOCALIZED: a->auth.localized_denied = true; break;
+        case O_ITEMDETAILS_MISSING:
+            if (!strcmp(optarg, "skip") || !strcmp(optarg, "error")) {
+                a->sim.itemdetails_missing_error = optarg[0] == 'e';
+                break;
+            }
+            fprintf(stderr, "tds-zohosim: invalid --itemdetails-missing: '%s'\n", optarg);
+            return 2;
         case O_HELP: fputs(usage, stdout); return -1;
         case O_VERSION: printf("tds-zohosim %s\n", TDS_VERSION); return -1;
         default:

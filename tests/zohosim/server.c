@@ -440,7 +440,9 @@ static void api_detail(struct api *a, enum zs_ent e, const char *id, bool as_loc
 }
 
 /* GET /itemdetails?item_ids=a,b,c → detail records in one call (Inventory
- * and Books); ids that do not exist are left out. */
+ * and Books); ids that do not exist are left out, or, with
+ * --itemdetails-missing error, make the whole call 404 code 1002 (what
+ * Zoho does is not known). */
 static void api_itemdetails(struct api *a)
 {
     const char *ids = qarg(a->c, "item_ids");
@@ -471,14 +473,21 @@ static void api_itemdetails(struct api *a)
     zs_jw_kstr(&w, "message", "success");
     zs_jw_key(&w, "items");
     zs_jw_arr(&w);
+    bool missing = false;
     pthread_rwlock_rdlock(&o->lock);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && !missing; i++) {
         struct zs_rec *r = zs_org_find(o, ZS_ITEMS, list[i]);
         if (r)
             zs_render(&w, o, ZS_ITEMS, r, true, false);
+        else
+            missing = a->s->cfg.itemdetails_missing_error;
     }
     pthread_rwlock_unlock(&o->lock);
     free(copy);
+    if (missing) {
+        zs_jw_deinit(&w);
+        return api_error(a, 404, 1002, "Item does not exist.");
+    }
     zs_jw_arr_end(&w);
     zs_jw_obj_end(&w);
     a->r->status = 200;
