@@ -70,14 +70,14 @@ struct status_metric {
 
 /* One per TCP connection (MHD_OPTION_NOTIFY_CONNECTION), for the header
  * deadline: the MHD threads say when a request's headers are complete
- * (busy) and when it ends (its bytes so far become the mark); the loop's
- * tick (tds_http_tick) watches the rest. */
+ * (busy) and when it ends (gen); the loop's tick (tds_http_tick) watches
+ * the rest, with no system call on the request's path. */
 struct hconn {
     struct hconn *prev, *next;   /* h->conns, under conns_mu */
     int fd;                      /* valid while listed: MHD closes it only after CLOSED */
     atomic_bool busy;            /* headers complete, the request not ended */
     atomic_uint gen;             /* requests ended on this connection */
-    atomic_uint_least64_t mark;  /* bytes received when the last one ended (0 at first) */
+    uint64_t mark;               /* the tick's: bytes received when it saw the last one end */
     _Atomic int64_t wait_ms;     /* when it began to wait for a request (no byte counter) */
     /* the tick's own, under conns_mu */
     unsigned seen_gen;
@@ -321,13 +321,15 @@ static void log_limited(struct tds_http *h, struct tds_log_limit *lim, enum tds_
  * TDS_INGRESS_HEADER_DEADLINE_S after the request's first byte.
  *
  * The first byte is the kernel's: TCP_INFO's count of bytes received
- * (tcpi_bytes_received, Linux 4.1+) passing the mark the connection's last
- * request left (0 for its first), as the tick sees it (so up to a second
- * late). A keep-alive connection idle between requests has no byte past
- * its mark and is left to the idle timeout (TDS_INGRESS_TIMEOUT_S), as a
- * connection opened and never written to is. Bytes of the next request
- * that came before the last one ended are in its mark: that request's
- * clock starts at its next byte, at most an idle timeout later. Without
+ * (tcpi_bytes_received, Linux 4.1+) passing the mark the tick took when it
+ * saw the connection's last request end (0 for its first), as the tick sees
+ * it (so up to a second late). A keep-alive connection idle between
+ * requests has no byte past its mark and is left to the idle timeout
+ * (TDS_INGRESS_TIMEOUT_S), as a connection opened and never written to is.
+ * Bytes of the next request that came before the tick saw the last one end
+ * are in its mark: that request's clock starts at its next byte, at most an
+ * idle timeout later. The mark is the tick's so that a request pays no
+ * system call for it (one getsockopt a request cost ~1 of ~9 per webhook). Without
  * the counter (an older kernel, gVisor) the clock starts when the
  * connection begins to wait for a request and runs deadline + idle timeout,
  * so that an idle keep-alive connection is still the idle timeout's. */
@@ -373,7 +375,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         k->fd = fd->connect_fd;
         atomic_init(&k->busy, false);
         atomic_init(&k->gen, 0);
-        atomic_init(&k->mark, 0);
+        k->mark = 0;
         atomic_init(&k->wait_ms, tds_now_ms());
         if (ad && ad->client_addr)
             memcpy(&k->addr, ad->client_addr,
@@ -413,16 +415,15 @@ static void conn_headers_done(struct MHD_Connection *c)
         atomic_store(&k->busy, true);
 }
 
-/* A request ended: the connection waits for the next, from its bytes so far. */
+/* A request ended: the connection waits for the next. The tick takes the
+ * bytes received so far as the next request's mark when it sees gen move:
+ * a system call there, once a second, not one per request here. */
 static void conn_request_ended(struct MHD_Connection *c)
 {
     struct hconn *k = conn_of(c);
-    uint64_t got;
 
     if (!k)
         return;
-    if (bytes_received(k->fd, &got))
-        atomic_store(&k->mark, got);
     atomic_store(&k->wait_ms, tds_now_ms());
     atomic_fetch_add(&k->gen, 1);
     atomic_store(&k->busy, false);
@@ -458,12 +459,17 @@ void tds_http_tick(struct tds_http *h)
             k->first_ms = 0;
             continue;
         }
-        if (gen != k->seen_gen) { /* a request ended since: a new clock */
+        if (gen != k->seen_gen) {
+            /* a request ended since: its bytes so far are the next one's
+             * mark, and its clock starts at a byte past them */
             k->seen_gen = gen;
             k->first_ms = 0;
+            if (bytes_received(k->fd, &got))
+                k->mark = got;
+            continue;
         }
         if (bytes_received(k->fd, &got)) {
-            if (got <= atomic_load(&k->mark))
+            if (got <= k->mark)
                 continue; /* idle: the idle timeout's */
             if (!k->first_ms)
                 k->first_ms = now;
