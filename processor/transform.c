@@ -59,8 +59,8 @@ static const struct entity_ops ops[] = {
     {"item_groups", tx_item_groups, tx_item_groups_looks_detail},
     {"warehouses", tx_warehouses, NULL},
     {"contacts", tx_contacts, tx_contacts_looks_detail},
-    {"invoices", tx_invoices, tx_sales_looks_detail},
-    {"sales_orders", tx_sales_orders, tx_sales_looks_detail},
+    {"invoices", tx_invoices, tx_invoices_looks_detail},
+    {"sales_orders", tx_sales_orders, tx_sales_orders_looks_detail},
 };
 
 static const struct entity_ops *ops_for(const struct tds_entity *e)
@@ -337,11 +337,15 @@ int tx_top(struct tx *t, const char *table, enum tds_rowset_kind kind,
     /* v[4] content_hash at commit */
     r->v[5].p = kind == TDS_ROWS_DETAIL ? "true" : "false";
     r->v[5].n = kind == TDS_ROWS_DETAIL ? 4 : 5;
+    t->last_top = *row;
     return 0;
 }
 
 int tx_child(struct tx *t, const char *table, size_t top, size_t *row)
 {
+    /* children follow their top row, before the next top row opens
+     * (content_hash() relies on it) */
+    assert(top == t->last_top && t->rows[top].kind != TDS_ROWS_CHILD);
     struct tx_row *r = new_row(t, table, TDS_ROWS_CHILD, TX_CHILD_LEAD, row);
     if (!r)
         return -ENOMEM;
@@ -510,7 +514,7 @@ int tx_child_id(struct tx *t, size_t row, const char *col, const struct tds_pjso
     return 0;
 }
 
-/* A child row's key for the duplicate check; idx keeps row order among equals. */
+/* A row's key for the duplicate checks; idx keeps row order among equals. */
 struct ukey {
     const struct tds_table *tbl;
     size_t top, idx;
@@ -544,47 +548,25 @@ static int unique_fail(struct tx *t, const char *col, const struct tds_bytes *v,
                    (int)tds_utf8_prefix(v->p, v->n, 64), v->p, what);
 }
 
-/* The first key (in row order) that a later row of the same table and top row
- * repeats. Sorted, not pairwise: an invoice may carry tens of thousands of
- * lines, and the pairwise check took seconds for one such record. */
-int tx_check_unique(struct tx *t, size_t first_row, const char *col, const char *what)
+/* Of the m keys k[] (in row order), the first one that a later key of the
+ * same table and top row repeats, or NULL. Sorted, not pairwise: an invoice
+ * may carry tens of thousands of lines and an item group tens of thousands
+ * of variants, and the pairwise check took seconds for one such record. A
+ * few keys (a few stock rows or persons) cost less compared in pairs. */
+static const struct ukey *first_repeated(struct ukey *k, size_t m)
 {
-    size_t n = 0;
-    for (size_t i = first_row; i < t->n_rows; i++)
-        n += t->rows[i].kind == TDS_ROWS_CHILD;
-    if (n <= 16) { /* a few stock rows or persons: pairwise costs less than sorting */
-        for (size_t i = first_row; i < t->n_rows; i++) {
-            struct tx_row *a = &t->rows[i];
-            if (a->kind != TDS_ROWS_CHILD)
-                continue;
-            const struct tds_bytes *va = &a->v[TX_CHILD_LEAD + (size_t)tx_colidx(a->tbl, col)];
-            for (size_t j = i + 1; j < t->n_rows; j++) {
-                struct tx_row *b = &t->rows[j];
-                if (b->kind != TDS_ROWS_CHILD || b->tbl != a->tbl || b->top != a->top)
-                    continue;
-                const struct tds_bytes *vb = &b->v[TX_CHILD_LEAD + (size_t)tx_colidx(b->tbl, col)];
-                if (va->p && vb->p && va->n == vb->n && memcmp(va->p, vb->p, va->n) == 0)
-                    return unique_fail(t, col, va, what);
-            }
-        }
-        return 0;
-    }
-    struct ukey *k = tds_pjson_alloc(t->arena, n * sizeof(*k));
-    if (!k)
-        return -ENOMEM;
-    size_t m = 0;
-    for (size_t i = first_row; i < t->n_rows; i++) {
-        struct tx_row *a = &t->rows[i];
-        if (a->kind != TDS_ROWS_CHILD)
-            continue;
-        const struct tds_bytes *va = &a->v[TX_CHILD_LEAD + (size_t)tx_colidx(a->tbl, col)];
-        if (va->p)
-            k[m++] = (struct ukey){a->tbl, a->top, i, va->p, va->n};
+    size_t best = SIZE_MAX;
+
+    if (m <= 16) {
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = i + 1; j < m; j++)
+                if (ukey_same(&k[i], &k[j]))
+                    return &k[i];
+        return NULL;
     }
     qsort(k, m, sizeof(*k), ukey_cmp);
-    /* each run of equal keys starts with its first row; report the run whose
-     * first row comes first, as the pairwise check does */
-    size_t best = SIZE_MAX;
+    /* each run of equal keys starts with its first row; the run whose first
+     * row comes first is the one the pairwise check finds */
     for (size_t i = 0; i + 1 < m;) {
         size_t j = i + 1;
         while (j < m && ukey_same(&k[i], &k[j]))
@@ -593,38 +575,127 @@ int tx_check_unique(struct tx *t, size_t first_row, const char *col, const char 
             best = i;
         i = j;
     }
-    if (best != SIZE_MAX)
-        return unique_fail(t, col, &(struct tds_bytes){(char *)k[best].p, k[best].n}, what);
-    return 0;
+    return best == SIZE_MAX ? NULL : &k[best];
 }
 
-/* The key of custom field i: its label (what users see), or its api_name
- * when it has no label or when an earlier field has the same label (a
- * second field labelled alike would otherwise hide the first in jsonb);
- * NULL when it has neither. */
-static const struct tds_pjson *custom_key(const struct tds_pjson *cf, uint32_t i)
+int tx_check_unique(struct tx *t, size_t first_row, const char *col, const char *what)
 {
-    const struct tds_pjson *f = &cf->u.items[i];
-    const struct tds_pjson *label = tds_pjson_get(f, "label");
-    const struct tds_pjson *api = tds_pjson_get(f, "api_name");
-
-    if (api && api->type != TDS_PJ_STRING)
-        api = NULL;
-    if (!label || label->type != TDS_PJ_STRING)
-        return api;
-    for (uint32_t j = 0; api && j < i; j++) {
-        const struct tds_pjson *o = tds_pjson_get(&cf->u.items[j], "label");
-
-        if (o && o->type == TDS_PJ_STRING && o->n == label->n && memcmp(o->s, label->s, o->n) == 0)
-            return api;
+    size_t n = 0, m = 0;
+    for (size_t i = first_row; i < t->n_rows; i++)
+        n += t->rows[i].kind == TDS_ROWS_CHILD;
+    if (n < 2)
+        return 0;
+    struct ukey *k = tds_pjson_alloc(t->arena, n * sizeof(*k));
+    if (!k)
+        return -ENOMEM;
+    for (size_t i = first_row; i < t->n_rows; i++) {
+        struct tx_row *a = &t->rows[i];
+        if (a->kind != TDS_ROWS_CHILD)
+            continue;
+        const struct tds_bytes *va = &a->v[TX_CHILD_LEAD + (size_t)tx_colidx(a->tbl, col)];
+        if (va->p)
+            k[m++] = (struct ukey){a->tbl, a->top, i, va->p, va->n};
     }
-    return label;
+    const struct ukey *d = first_repeated(k, m);
+    return d ? unique_fail(t, col, &(struct tds_bytes){(char *)d->p, d->n}, what) : 0;
+}
+
+int tx_check_unique_ids(struct tx *t, size_t first_row, const char *what)
+{
+    size_t n = 0, m = 0;
+    for (size_t i = first_row; i < t->n_rows; i++)
+        n += t->rows[i].kind != TDS_ROWS_CHILD;
+    if (n < 2)
+        return 0;
+    struct ukey *k = tds_pjson_alloc(t->arena, n * sizeof(*k));
+    if (!k)
+        return -ENOMEM;
+    for (size_t i = first_row; i < t->n_rows; i++) {
+        struct tx_row *a = &t->rows[i];
+        if (a->kind != TDS_ROWS_CHILD)
+            k[m++] = (struct ukey){a->tbl, 0, i, a->v[1].p, a->v[1].n};
+    }
+    const struct ukey *d = first_repeated(k, m);
+    return d ? unique_fail(t, d->tbl->id_column, &(struct tds_bytes){(char *)d->p, d->n}, what)
+             : 0;
+}
+
+/* A field of custom_fields[] that has a label: the label, its api_name
+ * (NULL when none) and the field's index. */
+struct cf_label {
+    const char *s;
+    uint32_t n, i;
+    const struct tds_pjson *api;
+};
+
+static int cf_label_cmp(const void *x, const void *y)
+{
+    const struct cf_label *a = x, *b = y;
+    int c = memcmp(a->s, b->s, a->n < b->n ? a->n : b->n);
+    if (c != 0)
+        return c;
+    if (a->n != b->n)
+        return a->n < b->n ? -1 : 1;
+    return a->i < b->i ? -1 : a->i > b->i;
+}
+
+static bool cf_label_same(const struct cf_label *a, const struct cf_label *b)
+{
+    return a->n == b->n && memcmp(a->s, b->s, a->n) == 0;
+}
+
+/* The key of each custom field (keys[i], NULL when field i has none): its
+ * label (what users see), or its api_name when it has no label or when an
+ * earlier field has the same label (a second field labelled alike would
+ * otherwise hide the first in jsonb). Labels that an earlier field has too
+ * are found by sorting the labels once: scanning the earlier labels for
+ * each field took 11 s for the 32,110 fields a 1 MiB record can hold. */
+static int custom_keys(struct tx *t, const struct tds_pjson *cf, const struct tds_pjson ***out)
+{
+    const struct tds_pjson **keys = tds_pjson_alloc(t->arena, cf->n * sizeof(*keys));
+    struct cf_label *lab = tds_pjson_alloc(t->arena, cf->n * sizeof(*lab));
+    uint32_t m = 0;
+
+    if (!keys || !lab)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < cf->n; i++) {
+        const struct tds_pjson *f = &cf->u.items[i];
+        const struct tds_pjson *label = tds_pjson_get(f, "label");
+        const struct tds_pjson *api = tds_pjson_get(f, "api_name");
+
+        if (api && api->type != TDS_PJ_STRING)
+            api = NULL;
+        if (label && label->type == TDS_PJ_STRING) {
+            keys[i] = label;
+            lab[m++] = (struct cf_label){label->s, label->n, i, api};
+        } else {
+            keys[i] = api; /* NULL also when the field is no object */
+        }
+    }
+    /* a label seen before gives way to the field's api_name, if it has one */
+    if (m <= 16) { /* lab[] is in field order; a few are compared in pairs */
+        for (uint32_t a = 1; a < m; a++)
+            for (uint32_t b = 0; b < a && lab[a].api; b++)
+                if (cf_label_same(&lab[a], &lab[b])) {
+                    keys[lab[a].i] = lab[a].api;
+                    break;
+                }
+    } else {
+        qsort(lab, m, sizeof(*lab), cf_label_cmp);
+        for (uint32_t a = 1; a < m; a++)
+            if (lab[a].api && cf_label_same(&lab[a - 1], &lab[a]))
+                keys[lab[a].i] = lab[a].api;
+    }
+    *out = keys;
+    return 0;
 }
 
 int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec)
 {
     const struct tds_pjson *cf = tds_pjson_get(rec, "custom_fields");
+    const struct tds_pjson **keys;
     size_t len = 2;
+    int rc;
 
     if (!cf)
         return 0;
@@ -635,17 +706,17 @@ int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec)
     if (cf->type != TDS_PJ_ARRAY)
         return tx_fail(t, "wrong_type", "invalid custom fields in field '%scustom_fields': "
                        "expected an array", tx_path(t));
-    /* An object keyed by label (custom_key()). Keys and values are the
+    if ((rc = custom_keys(t, cf, &keys)) < 0)
+        return rc;
+    /* An object keyed by label (custom_keys()). Keys and values are the
      * source's JSON tokens, so escaping is kept. */
     for (uint32_t i = 0; i < cf->n; i++) {
-        const struct tds_pjson *f = &cf->u.items[i];
-        const struct tds_pjson *k = f->type == TDS_PJ_OBJECT ? custom_key(cf, i) : NULL;
-        const struct tds_pjson *v = f->type == TDS_PJ_OBJECT ? tds_pjson_get(f, "value") : NULL;
+        const struct tds_pjson *v = tds_pjson_get(&cf->u.items[i], "value");
 
-        if (!k)
+        if (!keys[i])
             return tx_fail(t, "wrong_type", "invalid custom field in field "
                            "'%scustom_fields[%u]': expected an object with a label", tx_path(t), i);
-        len += k->raw_len + 2 + (v ? v->raw_len : 4);
+        len += keys[i]->raw_len + 2 + (v ? v->raw_len : 4);
     }
     char *o = tds_pjson_alloc(t->arena, len + 1);
     size_t k = 0;
@@ -653,9 +724,8 @@ int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec)
         return -ENOMEM;
     o[k++] = '{';
     for (uint32_t i = 0; i < cf->n; i++) {
-        const struct tds_pjson *f = &cf->u.items[i];
-        const struct tds_pjson *key = custom_key(cf, i);
-        const struct tds_pjson *v = tds_pjson_get(f, "value");
+        const struct tds_pjson *key = keys[i];
+        const struct tds_pjson *v = tds_pjson_get(&cf->u.items[i], "value");
         if (i)
             o[k++] = ',';
         memcpy(o + k, key->raw, key->raw_len);
@@ -726,9 +796,10 @@ static int content_hash(struct tds_transform *tf, size_t top)
     if (EVP_DigestInit_ex(tf->md, EVP_sha256(), NULL) != 1)
         return -ENOMEM;
     hash_row(tf->md, &t->rows[top]);
-    for (size_t j = top + 1; j < t->n_rows; j++)
-        if (t->rows[j].kind == TDS_ROWS_CHILD && t->rows[j].top == top)
-            hash_row(tf->md, &t->rows[j]);
+    /* its child rows are the ones right after it (tx_child): looking further
+     * made a group of 58,869 variants quadratic */
+    for (size_t j = top + 1; j < t->n_rows && t->rows[j].kind == TDS_ROWS_CHILD; j++)
+        hash_row(tf->md, &t->rows[j]);
     if (EVP_DigestFinal_ex(tf->md, d, &dn) != 1 || dn < 16)
         return -ENOMEM;
     char *hex = tds_pjson_alloc(t->arena, 33);
@@ -815,6 +886,7 @@ static void tx_reset(struct tx *t, const struct tds_entity *e, const char *org)
     t->entity = e;
     t->org = org ? org : "";
     t->n_rows = 0;
+    t->last_top = SIZE_MAX;
     tx_path_clear(t);
     t->reason[0] = '\0';
     t->reason_class = NULL;

@@ -42,6 +42,7 @@ struct tx {
     bool detail;              /* the record is complete (detail form) */
     struct tx_row *rows;
     size_t n_rows, cap_rows;
+    size_t last_top;          /* the latest top row: tx_child() opens rows under it only */
     const char *path_array;   /* field path for reasons: "<array>[<index>]." or "<key>." */
     size_t path_index;        /* SIZE_MAX: a nested object, not an array element */
     size_t path_len;          /* non-zero while a path is set */
@@ -60,7 +61,9 @@ int tx_fail(struct tx *t, const char *cls, const char *fmt, ...)
  * mod_key (NULL = none), raw = rec's bytes. *row receives the row index. */
 int tx_top(struct tx *t, const char *table, enum tds_rowset_kind kind,
            const struct tds_pjson *rec, const char *id_key, const char *mod_key, size_t *row);
-/* Open a child row of `table` under top row `top`. */
+/* Open a child row of `table` under top row `top`, which must be the latest
+ * top row opened: a top row's children follow it (content_hash relies on
+ * it). */
 int tx_child(struct tx *t, const char *table, size_t top, size_t *row);
 
 /* Column index in the row's table, or -1 (a programming error: asserted). */
@@ -85,6 +88,9 @@ int tx_child_id(struct tx *t, size_t row, const char *col, const struct tds_pjso
                 const char *key);
 /* Reject when two child rows of the same top row share their key column. */
 int tx_check_unique(struct tx *t, size_t first_row, const char *col, const char *what);
+/* Reject when two top rows from first_row on, of one table, share their id
+ * ("duplicate item_id '7' in <what>"). Both sort: O(n log n) in the rows. */
+int tx_check_unique_ids(struct tx *t, size_t first_row, const char *what);
 
 /* custom_fields[] → {"<label>": <value>, ...} into column "custom_fields"
  * (present only when the record has the array). */
@@ -119,10 +125,13 @@ int tx_contacts(struct tx *t, const struct tds_pjson *rec);
 int tx_invoices(struct tx *t, const struct tds_pjson *rec);
 int tx_sales_orders(struct tx *t, const struct tds_pjson *rec);
 
-/* Webhook bodies: does the record carry the detail-only parts? */
+/* Webhook bodies: does the record carry all that Zoho's detail of the
+ * entity always carries (its name field, its modified time and the parts
+ * its child rows come from)? Only then is it a DETAIL; else a LIST. */
 bool tx_items_looks_detail(const struct tds_pjson *rec);
 bool tx_item_groups_looks_detail(const struct tds_pjson *rec);
 bool tx_contacts_looks_detail(const struct tds_pjson *rec);
-bool tx_sales_looks_detail(const struct tds_pjson *rec);
+bool tx_invoices_looks_detail(const struct tds_pjson *rec);
+bool tx_sales_orders_looks_detail(const struct tds_pjson *rec);
 
 #endif

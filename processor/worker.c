@@ -145,12 +145,6 @@ int tds_worker_dead_letter(struct tds_worker *w, const char *why, const void *fr
     int rc = -ENOMEM;
 
     memset(&m, 0, sizeof(m));
-    w->st.dead_letters++;
-    if (w->m_dead)
-        tds_series_inc(w->m_dead, 1);
-    count_type(w, "invalid");
-    tds_log_limited(&w->dead_log, TDS_LOG_WARN, NULL,
-                    "could not use message of %zu bytes: %s, dead-lettering", len, why);
     snprintf(reason, sizeof(reason), "dead letter: %s (%zu bytes)", why, len);
     m.type = TDS_MSG_ROWS;
     m.v = TDS_MSG_VERSION;
@@ -163,7 +157,16 @@ int tds_worker_dead_letter(struct tds_worker *w, const char *why, const void *fr
         goto out;
     if ((rc = tds_msg_rows_add_reject(r, "", NULL, reason, raw, raw_n)) < 0)
         goto out;
-    rc = encode(&m, out, out_len);
+    if ((rc = encode(&m, out, out_len)) < 0)
+        goto out;
+    /* counted once it is sent: one that could not be built is dropped, and
+     * counted when its source sends it again */
+    w->st.dead_letters++;
+    if (w->m_dead)
+        tds_series_inc(w->m_dead, 1);
+    count_type(w, "invalid");
+    tds_log_limited(&w->dead_log, TDS_LOG_WARN, NULL,
+                    "could not use message of %zu bytes: %s, dead-lettering", len, why);
 out:
     free(raw);
     tds_msg_clear(&m);
@@ -171,37 +174,61 @@ out:
 }
 
 /* Per-message tally for metrics: one lookup per entity, not per record.
- * Rejects are counted by reason only once the message is encoded: a page
- * that turns out too large is rejected as a whole instead, and a message
- * dropped for lack of memory is counted again when its source resends it. */
-#define TALLY_REASONS 8
+ * Everything is counted only once the message is encoded: a page that turns
+ * out too large is rejected as a whole instead, and a message dropped for
+ * lack of memory is counted when its source resends it. So every reason is
+ * kept until then, however many one message has (a few inline, the rest on
+ * the heap). */
+#define TALLY_INLINE 8
+#define TALLY_LABELS_MAX 400 /* the longest labels any caller formats */
+struct tally_reason {
+    char labels[TALLY_LABELS_MAX];
+    uint64_t n;
+};
 struct tally {
     uint64_t records, rejects;
-    size_t n_reasons;
-    struct {
-        char labels[160];
-        uint64_t n;
-    } reason[TALLY_REASONS];
+    size_t n_reasons, cap;
+    struct tally_reason *reason; /* inl, or a heap array past TALLY_INLINE */
+    struct tally_reason inl[TALLY_INLINE];
 };
 
-static void count(struct tds_worker *w, const char *family, const char *help, const char *labels,
-                  double by);
+static void tally_init(struct tally *ty)
+{
+    ty->records = ty->rejects = 0;
+    ty->n_reasons = 0;
+    ty->cap = TALLY_INLINE;
+    ty->reason = ty->inl;
+}
 
-static void tally_reject(struct tds_worker *w, struct tally *ty, const char *labels, uint64_t by)
+static void tally_deinit(struct tally *ty)
+{
+    if (ty->reason != ty->inl)
+        free(ty->reason);
+    tally_init(ty);
+}
+
+static int tally_reject(struct tally *ty, const char *labels, uint64_t by)
 {
     for (size_t i = 0; i < ty->n_reasons; i++) {
         if (strcmp(ty->reason[i].labels, labels) == 0) {
             ty->reason[i].n += by;
-            return;
+            return 0;
         }
     }
-    if (ty->n_reasons < TALLY_REASONS && strlen(labels) < sizeof(ty->reason[0].labels)) {
-        strcpy(ty->reason[ty->n_reasons].labels, labels);
-        ty->reason[ty->n_reasons++].n = by;
-        return;
+    if (ty->n_reasons == ty->cap) {
+        size_t cap = ty->cap * 2;
+        struct tally_reason *n = malloc(cap * sizeof(*n));
+        if (!n)
+            return -ENOMEM;
+        memcpy(n, ty->reason, ty->n_reasons * sizeof(*n));
+        if (ty->reason != ty->inl)
+            free(ty->reason);
+        ty->reason = n;
+        ty->cap = cap;
     }
-    /* more reasons in one message than kept: counted now */
-    count(w, "tds_processor_rejects_total", "Records rejected, by reason", labels, (double)by);
+    snprintf(ty->reason[ty->n_reasons].labels, sizeof(ty->reason[0].labels), "%s", labels);
+    ty->reason[ty->n_reasons++].n = by;
+    return 0;
 }
 
 static void tally_flush(struct tds_worker *w, const struct tally *ty)
@@ -211,23 +238,27 @@ static void tally_flush(struct tds_worker *w, const struct tally *ty)
               ty->reason[i].labels, (double)ty->reason[i].n);
 }
 
-static void note(struct tds_worker *w, struct tally *ty, const struct tds_entity *e,
-                 const char *org, const struct tds_transform_result *res,
-                 const struct tds_msg_rows *r)
+static int note(struct tds_worker *w, struct tally *ty, const struct tds_entity *e,
+                const char *org, const struct tds_transform_result *res,
+                const struct tds_msg_rows *r)
 {
+    int rc;
+
     if (!res->rejected) {
         ty->records++;
-        return;
+        return 0;
     }
     ty->rejects++;
-    char labels[160];
+    char labels[TALLY_LABELS_MAX];
     snprintf(labels, sizeof(labels), "entity=\"%s\",reason=\"%s\"", e ? e->name : "",
              res->reason_class);
-    tally_reject(w, ty, labels, 1);
+    if ((rc = tally_reject(ty, labels, 1)) < 0)
+        return rc;
     const struct tds_msg_reject *rj = &r->rejects[r->n_rejects - 1];
     struct tds_log_ctx ctx = {.org = org, .entity = e ? e->name : NULL};
     tds_log_limited(&w->reject_log, TDS_LOG_WARN, &ctx, "rejected record %s: %s, skipping",
                     rj->zoho_id ? rj->zoho_id : "(no id)", rj->reason);
+    return 0;
 }
 
 static int fill_header(struct tds_msg *m, const char *id_prefix, const char *org,
@@ -279,7 +310,8 @@ static int reject_unknown(struct tds_worker *w, struct tally *ty, struct tds_msg
     if ((rc = tds_msg_rows_add_reject(r, en, zoho_id, reason, raw, n)) < 0)
         return rc;
     ty->rejects++;
-    tally_reject(w, ty, "entity=\"\",reason=\"unknown_entity\"", 1);
+    if ((rc = tally_reject(ty, "entity=\"\",reason=\"unknown_entity\"", 1)) < 0)
+        return rc;
     struct tds_log_ctx ctx = {.org = org};
     tds_log_limited(&w->reject_log, TDS_LOG_WARN, &ctx, "rejected %s %s: %s, skipping",
                     zoho_id ? "deleted id" : "record", zoho_id ? zoho_id : "(no id)", reason);
@@ -325,8 +357,7 @@ static int do_event(struct tds_worker *w, const struct tds_msg *in, struct tds_m
                                       ev->body.n, &res);
     if (rc < 0)
         return rc;
-    note(w, ty, e, ev->org, &res, r);
-    return 0;
+    return note(w, ty, e, ev->org, &res, r);
 }
 
 /* The rows message's header for a page: what the writer needs to count,
@@ -371,9 +402,9 @@ static int page_deletes(struct tds_worker *w, const struct tds_msg_page *pg,
                 return rc;
             continue;
         }
-        if ((rc = tds_transform_delete(w->tf, r, e, pg->org, pg->deleted_ids[i], NULL, 0, &res)) < 0)
+        rc = tds_transform_delete(w->tf, r, e, pg->org, pg->deleted_ids[i], NULL, 0, &res);
+        if (rc < 0 || (rc = note(w, ty, e, pg->org, &res, r)) < 0)
             return rc;
-        note(w, ty, e, pg->org, &res, r);
     }
     return 0;
 }
@@ -401,9 +432,8 @@ static int do_page(struct tds_worker *w, const struct tds_msg *in, struct tds_ms
         rc = tds_transform_record(w->tf, r, e, pg->org, pg->records[i].p ? pg->records[i].p : "",
                                   pg->records[i].n, pg->detail ? TDS_FORM_DETAIL : TDS_FORM_LIST,
                                   &res);
-        if (rc < 0)
+        if (rc < 0 || (rc = note(w, ty, e, pg->org, &res, r)) < 0)
             return rc;
-        note(w, ty, e, pg->org, &res, r);
     }
     return page_deletes(w, pg, e, r, ty);
 }
@@ -424,7 +454,7 @@ static int oversize_page(struct tds_worker *w, const struct tds_msg *in, struct 
     const struct tds_entity *e = tds_entity_find(pg->entity);
     struct tds_msg_rows *r = &m->u.rows;
     struct tds_pjson_arena *arena = NULL;
-    char reason[256], labels[160];
+    char reason[256], labels[TALLY_LABELS_MAX];
     int rc;
 
     if ((rc = page_header(in, m)) < 0)
@@ -466,7 +496,8 @@ static int oversize_page(struct tds_worker *w, const struct tds_msg *in, struct 
     if ((rc = page_deletes(w, pg, e, r, ty)) < 0)
         return rc;
     snprintf(labels, sizeof(labels), "entity=\"%s\",reason=\"page_too_large\"", e ? e->name : "");
-    tally_reject(w, ty, labels, pg->n_records);
+    if ((rc = tally_reject(ty, labels, pg->n_records)) < 0)
+        return rc;
     struct tds_log_ctx ctx = {.org = pg->org, .entity = e ? e->name : NULL};
     tds_log(TDS_LOG_ERROR, &ctx, "page %lld of run %s: %s; its records are rejected",
             (long long)pg->page, pg->run ? pg->run : "-", reason);
@@ -478,14 +509,13 @@ static int oversize_page(struct tds_worker *w, const struct tds_msg *in, struct 
  * its journal held behind it. It becomes a reject that says why, with the
  * first 64 KiB of the body, which the writer stores, and the event is acked
  * as usual. */
-static int oversize_event(struct tds_worker *w, const struct tds_msg *in, struct tds_msg *m,
-                          struct tally *ty)
+static int oversize_event(const struct tds_msg *in, struct tds_msg *m, struct tally *ty)
 {
     const struct tds_msg_event *ev = &in->u.event;
     struct tds_msg_rows *r = &m->u.rows;
     const char *raw = ev->body.p ? ev->body.p : "", *zid = ev->zoho_id;
     size_t n = ev->body.p ? ev->body.n : 0;
-    char reason[256], labels[400], *esc;
+    char reason[256], labels[TALLY_LABELS_MAX], *esc;
     int rc;
 
     if ((rc = event_header(in, m)) < 0)
@@ -506,7 +536,8 @@ static int oversize_event(struct tds_worker *w, const struct tds_msg *in, struct
     snprintf(labels, sizeof(labels), "entity=\"%s\",reason=\"record_too_large\"",
              esc ? esc : "");
     free(esc);
-    tally_reject(w, ty, labels, 1);
+    if ((rc = tally_reject(ty, labels, 1)) < 0)
+        return rc;
     struct tds_log_ctx ctx = {.org = ev->org, .entity = ev->entity};
     tds_log(TDS_LOG_ERROR, &ctx, "webhook event %s (record %s): %s; it is rejected",
             in->id ? in->id : "-", zid ? zid : "-", reason);
@@ -532,7 +563,6 @@ int tds_worker_handle(struct tds_worker *w, const void *frame, size_t len, char 
     *out = NULL;
     *out_len = 0;
     w->st.messages++;
-    memset(&ty, 0, sizeof(ty));
     rc = tds_msg_decode(frame, len, &in);
     if (rc == -ENOMEM)
         return rc; /* not the message's fault: the source resends it */
@@ -552,20 +582,21 @@ int tds_worker_handle(struct tds_worker *w, const void *frame, size_t len, char 
         return tds_worker_dead_letter(w, why, frame, len, out, out_len);
     }
     memset(&m, 0, sizeof(m));
-    count_type(w, in.type == TDS_MSG_EVENT ? "event" : "page");
+    tally_init(&ty);
     rc = in.type == TDS_MSG_EVENT ? do_event(w, &in, &m, &ty) : do_page(w, &in, &m, &ty);
     if (rc == 0)
         rc = encode(&m, out, out_len);
     if (rc == -E2BIG) {
         tds_msg_clear(&m);
         memset(&m, 0, sizeof(m));
-        memset(&ty, 0, sizeof(ty));
+        tally_deinit(&ty);
         rc = in.type == TDS_MSG_PAGE ? oversize_page(w, &in, &m, &ty)
-                                     : oversize_event(w, &in, &m, &ty);
+                                     : oversize_event(&in, &m, &ty);
         if (rc == 0)
             rc = encode(&m, out, out_len);
     }
     if (rc == 0) {
+        count_type(w, in.type == TDS_MSG_EVENT ? "event" : "page");
         const char *entity = in.type == TDS_MSG_EVENT ? in.u.event.entity : in.u.page.entity;
         char *esc = tds_metrics_escape_n(entity ? entity : "", 100);
         char labels[400];
@@ -579,6 +610,7 @@ int tds_worker_handle(struct tds_worker *w, const void *frame, size_t len, char 
         if (w->m_seconds)
             tds_series_observe(w->m_seconds, now_s() - t0);
     }
+    tally_deinit(&ty);
     tds_msg_clear(&m);
     tds_msg_clear(&in);
     return rc;

@@ -19,17 +19,22 @@
             return rc_;                                                              \
     } while (0)
 
-/* A webhook's contact is a DETAIL, whose child rows replace the stored ones,
- * only when it carries both of the parts they come from: its persons and an
- * address. A payload with one of them (a custom webhook body; whether Zoho's
- * default payload has them is not documented) is written as LIST, which
- * leaves every child row alone and has the detail fetched; as DETAIL it
- * would have emptied the child table it did not carry. */
+/* A webhook's contact is a DETAIL, whose child rows replace the stored ones
+ * and whose columns all replace the stored ones (NULL where it says
+ * nothing), only when it carries what Zoho's contact detail always carries:
+ * its name and modified time, its persons and both addresses. Anything less
+ * (a custom webhook body: Zoho lets a workflow send any fields) is written
+ * as LIST, which sets only the columns it carries, leaves every child row
+ * alone and has the detail fetched. As DETAIL, {"contact_id", "contact_persons",
+ * "billing_address"} emptied the stored shipping address, every column it
+ * lacked (email, phone, company_name…) and, being a current detail, was
+ * never fetched again. */
 bool tx_contacts_looks_detail(const struct tds_pjson *rec)
 {
     /* null is not there: a null list of persons would empty the stored ones */
-    return tx_has(rec, "contact_persons") &&
-           (tx_has(rec, "billing_address") || tx_has(rec, "shipping_address"));
+    return tx_has(rec, "contact_name") && tx_has(rec, "last_modified_time") &&
+           tx_has(rec, "contact_persons") && tx_has(rec, "billing_address") &&
+           tx_has(rec, "shipping_address");
 }
 
 /* contact_type / customer_sub_type: Zoho's values lower-cased ("Customer" and

@@ -9,10 +9,10 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tx.h"
-#include "util.h"
 
 #define TRY(x)                                                                       \
     do {                                                                             \
@@ -21,16 +21,25 @@
             return rc_;                                                              \
     } while (0)
 
+/* A webhook's item (group) is a DETAIL, whose stock rows (variants) and
+ * columns all replace the stored ones, only when it carries what Zoho's
+ * detail always carries: the name, the modified time and the part its
+ * child rows come from. A custom webhook body with less is written as LIST
+ * (the columns it carries, nothing else) and the detail is fetched: as
+ * DETAIL, {"item_id", "last_modified_time", "locations"} set name, sku and
+ * rate to NULL. (customers.c says more.) */
 bool tx_items_looks_detail(const struct tds_pjson *rec)
 {
     /* null is not there: taken for a list of stock sites, it would empty them */
-    return tx_has(rec, "locations") || tx_has(rec, "warehouses");
+    return tx_has(rec, "name") && tx_has(rec, "last_modified_time") &&
+           (tx_has(rec, "locations") || tx_has(rec, "warehouses"));
 }
 
 bool tx_item_groups_looks_detail(const struct tds_pjson *rec)
 {
     const struct tds_pjson *items = tds_pjson_get(rec, "items");
-    return items && items->type == TDS_PJ_ARRAY;
+    return tx_has(rec, "group_name") && tx_has(rec, "last_modified_time") && items &&
+           items->type == TDS_PJ_ARRAY;
 }
 
 /* Stock figures of one site entry: column ← "<prefix>_<column>", falling
@@ -151,9 +160,54 @@ static bool nonblank_str(const struct tds_pjson *v)
     return false;
 }
 
-static bool same_str(const struct tds_pjson *a, const struct tds_pjson *b)
+/* An option of one variant (its decoded text) and the variant's index. */
+struct opt {
+    const char *s;
+    uint32_t n, i;
+};
+
+static int opt_cmp(const void *x, const void *y)
 {
-    return a->n == b->n && memcmp(a->s, b->s, a->n) == 0;
+    const struct opt *a = x, *b = y;
+    int c = memcmp(a->s, b->s, a->n < b->n ? a->n : b->n);
+    if (c != 0)
+        return c;
+    if (a->n != b->n)
+        return a->n < b->n ? -1 : 1;
+    return a->i < b->i ? -1 : a->i > b->i;
+}
+
+/* first[i]: whether variant i's option `key` (a non-blank string) is the
+ * first of its text among the variants. Sorted, not compared with every
+ * earlier variant's: a 1 MiB group holds some 20,000 variants, and the
+ * pairwise check took seconds. */
+static int first_options(struct tx *t, const struct tds_pjson *items, const char *key,
+                         bool *first)
+{
+    struct opt *o = tds_pjson_alloc(t->arena, items->n * sizeof(*o));
+    uint32_t m = 0;
+
+    if (!o)
+        return -ENOMEM;
+    memset(first, 0, items->n * sizeof(*first));
+    for (uint32_t i = 0; i < items->n; i++) {
+        const struct tds_pjson *v = tds_pjson_get(&items->u.items[i], key);
+        if (nonblank_str(v))
+            o[m++] = (struct opt){v->s, v->n, i};
+    }
+    if (m <= 16) { /* in variant order; a few are compared in pairs */
+        for (uint32_t a = 0; a < m; a++) {
+            bool seen = false;
+            for (uint32_t b = 0; b < a && !seen; b++)
+                seen = o[a].n == o[b].n && memcmp(o[a].s, o[b].s, o[a].n) == 0;
+            first[o[a].i] = !seen;
+        }
+        return 0;
+    }
+    qsort(o, m, sizeof(*o), opt_cmp);
+    for (uint32_t a = 0; a < m; a++)
+        first[o[a].i] = a == 0 || o[a].n != o[a - 1].n || memcmp(o[a].s, o[a - 1].s, o[a].n) != 0;
+    return 0;
 }
 
 /* attributes jsonb: the group's own `attributes` array when it has one, else
@@ -165,7 +219,7 @@ static int attributes(struct tx *t, size_t row, const struct tds_pjson *rec,
     const struct tds_pjson *own = tds_pjson_get(rec, "attributes");
     char key[32];
     size_t len = 2;
-    bool any_key = false;
+    bool any_key = false, *first = NULL;
 
     if (own && own->type == TDS_PJ_ARRAY)
         return tx_col_value(t, row, "attributes", own, "attributes", true);
@@ -187,15 +241,18 @@ static int attributes(struct tx *t, size_t row, const struct tds_pjson *rec,
                 len += o->raw_len + 1;
         }
     }
+    /* No attribute names: a detail has none (NULL); a list record that does
+     * not name them says nothing about them (a webhook's partial group with
+     * its variants: the stored attributes stay). */
     if (len == 2) {
-        if (any_key || items)
+        if (any_key || (items && t->detail))
             tx_set(t, row, "attributes", NULL, 0);
         return 0;
     }
     char *out = tds_pjson_alloc(t->arena, len + 1);
     size_t k = 0;
     bool first_attr = true;
-    if (!out)
+    if (!out || (items && !(first = tds_pjson_alloc(t->arena, items->n * sizeof(*first)))))
         return -ENOMEM;
     out[k++] = '[';
     for (int a = 1; a <= 3; a++) {
@@ -213,18 +270,14 @@ static int attributes(struct tx *t, size_t row, const struct tds_pjson *rec,
         memcpy(out + k, ",\"options\":[", 12);
         k += 12;
         snprintf(key, sizeof(key), "attribute_option_name%d", a);
+        int rc = items ? first_options(t, items, key, first) : 0;
+        if (rc < 0)
+            return rc;
         bool first_opt = true;
         for (uint32_t i = 0; items && i < items->n; i++) {
+            if (!first[i])
+                continue;
             const struct tds_pjson *o = tds_pjson_get(&items->u.items[i], key);
-            bool seen = false;
-            if (!nonblank_str(o))
-                continue;
-            for (uint32_t j = 0; j < i && !seen; j++) {
-                const struct tds_pjson *p = tds_pjson_get(&items->u.items[j], key);
-                seen = p && p->type == TDS_PJ_STRING && same_str(p, o);
-            }
-            if (seen)
-                continue;
             if (!first_opt)
                 out[k++] = ',';
             first_opt = false;
@@ -245,7 +298,15 @@ static const char *const variant_skip[] = {
     "attribute_name3", NULL,
 };
 
-static int variant(struct tx *t, size_t group_row, const struct tds_pjson *group,
+/* The group's fields that each variant's row takes, looked up once: a
+ * group of tens of thousands of fields was scanned again for every one of
+ * tens of thousands of variants. */
+struct group_fields {
+    const struct tds_pjson *name;    /* group_name */
+    const struct tds_pjson *attr[3]; /* attribute_name1..3 */
+};
+
+static int variant(struct tx *t, size_t group_row, const struct group_fields *gf,
                    const struct tds_pjson *v, uint32_t i)
 {
     const struct tx_row *g;
@@ -263,12 +324,11 @@ static int variant(struct tx *t, size_t group_row, const struct tds_pjson *group
      * and gives way to any version that has one (writer/DESIGN.md). */
     TRY(item_cols(t, row, v, variant_skip));
     tx_set(t, row, "group_id", g->v[1].p, g->v[1].n);
-    const struct tds_pjson *gn = tds_pjson_get(group, "group_name");
-    if (gn)
-        TRY(tx_col_value(t, row, "group_name", gn, "group_name", true));
+    if (gf->name)
+        TRY(tx_col_value(t, row, "group_name", gf->name, "group_name", true));
     for (int a = 1; a <= 3; a++) {
         snprintf(key, sizeof(key), "attribute_name%d", a);
-        const struct tds_pjson *nm = tds_pjson_get(group, key);
+        const struct tds_pjson *nm = gf->attr[a - 1];
         if (!nm)
             nm = tds_pjson_get(v, key);
         if (nm)
@@ -303,18 +363,17 @@ int tx_item_groups(struct tx *t, const struct tds_pjson *rec)
         TRY(tx_col(t, row, "item_count", rec, "item_count"));
     }
     TRY(tx_custom_fields(t, row, rec));
+    struct group_fields gf = {.name = tds_pjson_get(rec, "group_name")};
+    for (int a = 1; a <= 3; a++) {
+        char key[32];
+        snprintf(key, sizeof(key), "attribute_name%d", a);
+        gf.attr[a - 1] = tds_pjson_get(rec, key);
+    }
     for (uint32_t i = 0; items && i < items->n; i++) {
         if (items->u.items[i].type != TDS_PJ_OBJECT)
             return tx_fail(t, "wrong_type", "invalid variant in field 'items[%u]': expected an object", i);
-        TRY(variant(t, row, rec, &items->u.items[i], i));
+        TRY(variant(t, row, &gf, &items->u.items[i], i));
     }
     /* Two variants with one item_id would make the writer upsert a row twice. */
-    for (size_t a = row + 1; a < t->n_rows; a++)
-        for (size_t b = a + 1; b < t->n_rows; b++)
-            if (t->rows[a].tbl == t->rows[b].tbl && t->rows[a].v[1].n == t->rows[b].v[1].n &&
-                memcmp(t->rows[a].v[1].p, t->rows[b].v[1].p, t->rows[a].v[1].n) == 0)
-                return tx_fail(t, "duplicate_key", "duplicate item_id '%.*s' in items",
-                               (int)tds_utf8_prefix(t->rows[a].v[1].p, t->rows[a].v[1].n, 64),
-                               t->rows[a].v[1].p);
-    return 0;
+    return tx_check_unique_ids(t, row + 1, "items");
 }

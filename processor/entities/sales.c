@@ -23,10 +23,26 @@
             return rc_;                                                              \
     } while (0)
 
-bool tx_sales_looks_detail(const struct tds_pjson *rec)
+/* A webhook's document is a DETAIL, whose lines and columns all replace the
+ * stored ones, only when it carries what Zoho's detail always carries: its
+ * number, its modified time and its lines. A custom webhook body with less
+ * is written as LIST (the columns it carries, nothing else) and the detail
+ * is fetched. (customers.c says more.) */
+static bool looks_detail(const struct tds_pjson *rec, const char *number_key)
 {
     /* null is not there: a null list of lines would empty the stored ones */
-    return tx_has(rec, "line_items");
+    return tx_has(rec, number_key) && tx_has(rec, "last_modified_time") &&
+           tx_has(rec, "line_items");
+}
+
+bool tx_invoices_looks_detail(const struct tds_pjson *rec)
+{
+    return looks_detail(rec, "invoice_number");
+}
+
+bool tx_sales_orders_looks_detail(const struct tds_pjson *rec)
+{
+    return looks_detail(rec, "salesorder_number");
 }
 
 /* Whether v holds something: not null, not a blank string. */

@@ -9,7 +9,10 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
 
 import msgpack
 import pytest
@@ -162,6 +165,77 @@ def test_event_list_and_final_page(harness):
     m = harness.recv()
     assert m["final"] is True and m["cursor"] == "2024-02-01T08:00:00+0530"
     assert m["sets"] == [] and m["rejects"] == [] and m["page"] == 2
+
+
+class _HookSink:
+    """Takes the simulator's webhook deliveries: (query, body bytes) each."""
+
+    def __init__(self):
+        self.got = []
+        self.lock = threading.Lock()
+        sink = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                q = dict(parse_qsl(urlsplit(self.path).query))
+                with sink.lock:
+                    sink.got.append((q, raw))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/hook"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def test_simulator_webhooks_are_details(harness, sim):
+    """The simulator's webhooks carry the full detail record, as Zoho's
+    default payload does: each one is a DETAIL with its child rows, for every
+    entity, in an organization with warehouses[] and one with locations[].
+    A body with less (a custom payload) is a LIST (tests/unit/processor)."""
+    entity_of = {"item": "items", "item_group": "item_groups", "contact": "contacts",
+                 "invoice": "invoices", "salesorder": "sales_orders"}
+    children = {"items": ["item_stock"], "contacts": ["contact_addresses", "contact_persons"],
+                "invoices": ["invoice_lines"], "sales_orders": ["sales_order_lines"],
+                "item_groups": []}
+    s = sim()
+    sink = _HookSink()
+    try:
+        want = 0
+        for org in ("60001", "60002"):
+            s.webhooks(org, sink.url)
+            for entity in ("items", "item_groups", "contacts", "invoices", "sales_orders"):
+                m = s.mutate(org, entity, update=2, create=1)
+                want += len(m["updated"]) + len(m["created"])
+            wait_until(lambda: len(sink.got) >= want, 20, f"{want} webhooks")
+            s.webhooks(org, "")
+        seen = set()
+        for n, (q, raw) in enumerate(sink.got):
+            if q.get("event") == "deleted":
+                continue
+            (key,) = json.loads(raw)
+            entity = entity_of[key]
+            harness.push.send(event_msg(raw, f"sim-{n}", entity=entity))
+            m = harness.recv()
+            assert m["rejects"] == [], m["rejects"]
+            kinds = {(st["table"], st["kind"]) for st in m["sets"]}
+            assert (entity, DETAIL) in kinds and (entity, LIST) not in kinds, \
+                (entity, kinds, raw[:300])
+            for child in children[entity]:
+                assert (child, CHILD) in kinds, (entity, child, kinds)
+            seen.add(entity)
+        assert seen == set(entity_of.values()), seen
+    finally:
+        sink.close()
 
 
 def test_dead_letters(harness):

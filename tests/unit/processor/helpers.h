@@ -4,6 +4,7 @@
 #define TDS_TEST_PROCESSOR_HELPERS_H
 
 #include <string.h>
+#include <time.h>
 
 #include "assert.h"
 #include "entities.h"
@@ -117,6 +118,18 @@ static inline void h_check_columns(const struct tds_msg_rowset *s)
     for (size_t i = 0; i < t->n_cols; i++)
         T_STR(s->cols[lead + i], t->cols[i].name);
 }
+
+/* CPU seconds used by this process so far: a record's cost, measured on
+ * cores that other jobs share, is its CPU time, not the wall clock's. */
+static inline double h_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Records of up to 1 MiB (the parser's limit) are built to just under it. */
+#define H_RECORD_MAX (1024u * 1024u - 64u)
 
 static inline const char *h_reject_reason(size_t i)
 {

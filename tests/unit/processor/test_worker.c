@@ -1,5 +1,7 @@
 /* test_worker — page/event frames in, one rows frame out with the source's
  * envelope copied; dead letters for frames that are not usable. */
+#include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include <stdio.h>
@@ -12,6 +14,35 @@
 #include "worker.h"
 
 static struct tds_worker *W;
+
+/* Allocation failures on demand: this test is linked with --wrap for
+ * malloc, calloc and realloc (meson.build), so the allocations of the
+ * processor's and common's code come here. fail_in = k makes the k-th one
+ * from now fail (and fail_in 0: it did); 0 fails none. */
+static long fail_in;
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+
+static bool fail_now(void)
+{
+    return fail_in > 0 && --fail_in == 0;
+}
+
+void *__wrap_malloc(size_t n)
+{
+    return fail_now() ? NULL : __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    return fail_now() ? NULL : __real_calloc(n, size);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    return fail_now() ? NULL : __real_realloc(p, n);
+}
 
 static void handle(const struct tds_msg *in, struct tds_msg *out)
 {
@@ -219,7 +250,8 @@ static void test_oversize_event(void)
 
     T_INT(tds_buf_addf(&b, "{\"contact\":{\"contact_id\":\"77\",\"contact_name\":\"\u0634\","
                            "\"last_modified_time\":\"2024-01-01T00:00:00+0000\","
-                           "\"contact_persons\":[],\"billing_address\":{},\"addresses\":["), ==, 0);
+                           "\"contact_persons\":[],\"billing_address\":{},\"shipping_address\":{},"
+                           "\"addresses\":["), ==, 0);
     for (int k = 0; k < ADDRS; k++)
         T_INT(tds_buf_add(&b, k ? ",{}" : "{}", k ? 3 : 2), ==, 0);
     T_INT(tds_buf_add(&b, "]}}", 3), ==, 0);
@@ -251,7 +283,8 @@ static void test_oversize_event(void)
 static void test_event(void)
 {
     struct tds_msg in, out;
-    const char *body = "{\"invoice\":{\"invoice_id\":\"7\",\"total\":\"10.00\",\"line_items\":[],"
+    const char *body = "{\"invoice\":{\"invoice_id\":\"7\",\"invoice_number\":\"INV-7\","
+                       "\"total\":\"10.00\",\"line_items\":[],"
                        "\"last_modified_time\":\"2024-01-01T00:00:00+0000\"}}";
     memset(&in, 0, sizeof(in));
     in.type = TDS_MSG_EVENT;
@@ -418,12 +451,166 @@ static void test_dead_letters(void)
     T_INT(st.dead_letters, ==, 3);
 }
 
+/* Records of invoices that are rejected for eleven different reasons. */
+static const char *const BAD_INVOICES[] = {
+    "{",
+    "{\"invoice_id\":\"1\",\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+    "{\"invoice_id\":\"1\",\"x\":\"\xff\"}",
+    "{\"invoice_id\":\"1\",\"x\":\"\\u0000\"}",
+    "{\"invoice_number\":\"x\"}",
+    "{\"invoice_id\":\"1\",\"customer_id\":4.6e18}",
+    "{\"invoice_id\":\"1\",\"total\":\"abc\"}",
+    "{\"invoice_id\":\"1\",\"last_modified_time\":\"x\"}",
+    "{\"invoice_id\":\"1\",\"date\":\"x\"}",
+    "{\"invoice_id\":\"1\",\"line_items\":{}}",
+    "{\"invoice_id\":\"1\",\"line_items\":[{\"line_item_id\":\"1\"},{\"line_item_id\":\"1\"}]}",
+};
+#define N_BAD (sizeof(BAD_INVOICES) / sizeof(BAD_INVOICES[0]))
+
+/* The sum of the values of the metric lines that start with prefix. */
+static double metric_sum(const char *text, const char *prefix)
+{
+    double sum = 0;
+    size_t n = strlen(prefix);
+
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, prefix, n) == 0) {
+            const char *v = strchr(l + n, ' ');
+            T_TRUE(v != NULL);
+            sum += strtod(v + 1, NULL);
+        }
+    return sum;
+}
+
+/* A page with more reject reasons than the tally keeps inline, that then
+ * turns out too large: every record counted once, as page_too_large. The
+ * ninth and later reasons used to be counted at once, and so twice. */
+static void test_many_reasons_then_too_large(void)
+{
+    enum { BIG = 3, LINES = 35000 };
+    struct tds_bytes recs[N_BAD + BIG];
+    struct tds_worker_stats st;
+    struct tds_msg in, out;
+    char *text = NULL;
+
+    for (size_t i = 0; i < N_BAD; i++)
+        recs[i] = (struct tds_bytes){(char *)BAD_INVOICES[i], strlen(BAD_INVOICES[i])};
+    for (int i = 0; i < BIG; i++)
+        recs[N_BAD + (size_t)i] = invoice(70, i, LINES);
+    memset(&in, 0, sizeof(in));
+    in.type = TDS_MSG_PAGE;
+    in.v = TDS_MSG_VERSION;
+    in.id = "pg-run4-1";
+    in.u.page = (struct tds_msg_page){
+        .org = "60001", .entity = "invoices", .run = "run4", .mode = "full",
+        .origin = "fetcher.pod-1", .page = 1, .detail = true, .records = recs,
+        .n_records = N_BAD + BIG};
+    handle_counted(&in, &out, &st, &text);
+    T_INT(out.u.rows.n_rejects, ==, N_BAD + BIG);
+    T_INT(st.rejects, ==, N_BAD + BIG);
+    T_INT(metric_sum(text, "tds_processor_rejects_total{"), ==, N_BAD + BIG);
+    T_TRUE(strstr(text, "tds_processor_rejects_total{entity=\"invoices\",reason=\"page_too_large\"} 14\n")
+           != NULL);
+    free(text);
+    tds_msg_clear(&out);
+    for (int i = 0; i < BIG; i++)
+        free(recs[N_BAD + (size_t)i].p);
+}
+
+/* Whichever allocation fails, a message that is dropped for it (its source
+ * sends it again) has counted nothing, and one that goes out has counted
+ * each of its records, rejects and dead letters once. The rejects of more
+ * reasons than the tally keeps inline were counted before the message was
+ * encoded, and a dead letter before it was built. */
+static void test_counted_once_whatever_allocation_fails(void)
+{
+    struct tds_bytes recs[N_BAD + 1];
+    struct tds_metrics *metrics = NULL;
+    struct tds_worker *w = NULL;
+    struct tds_worker_stats st0, st;
+    struct tds_msg in;
+    char *buf = NULL, *rows = NULL, *text = NULL;
+    size_t len = 0, rows_len = 0, text_len = 0;
+    long failures = 0;
+
+    for (size_t i = 0; i < N_BAD; i++)
+        recs[i] = (struct tds_bytes){(char *)BAD_INVOICES[i], strlen(BAD_INVOICES[i])};
+    recs[N_BAD] = invoice(60, 1, 2);
+    memset(&in, 0, sizeof(in));
+    in.type = TDS_MSG_PAGE;
+    in.v = TDS_MSG_VERSION;
+    in.id = "pg-run5-1";
+    in.u.page = (struct tds_msg_page){
+        .org = "60001", .entity = "invoices", .run = "run5", .mode = "full",
+        .origin = "fetcher.pod-1", .page = 1, .detail = true, .records = recs,
+        .n_records = N_BAD + 1};
+    T_INT(tds_msg_encode(&in, &buf, &len), ==, 0);
+    T_INT(tds_metrics_new(&metrics), ==, 0);
+    T_INT(tds_worker_new(&w, metrics, "processor.test"), ==, 0);
+
+    for (int kind = 0; kind < 2; kind++) { /* the page, then a dead letter */
+        const char *family = kind ? "tds_processor_dead_letters_total" : "tds_processor_rejects_total{";
+        double per = kind ? 1 : N_BAD;
+        /* once without failures: every series exists before they start */
+        T_INT(kind ? tds_worker_dead_letter(w, "multi-frame message", "x", 1, &rows, &rows_len)
+                   : tds_worker_handle(w, buf, len, &rows, &rows_len), ==, 0);
+        free(rows);
+        for (long k = 1;; k++) {
+            double before, after;
+
+            T_INT(tds_metrics_render(metrics, &text, &text_len), ==, 0);
+            before = metric_sum(text, family);
+            free(text);
+            tds_worker_stats(w, &st0);
+            rows = NULL;
+            fail_in = k;
+            int rc = kind ? tds_worker_dead_letter(w, "multi-frame message", "x", 1, &rows, &rows_len)
+                          : tds_worker_handle(w, buf, len, &rows, &rows_len);
+            bool failed = fail_in == 0;
+            fail_in = 0;
+            T_INT(tds_metrics_render(metrics, &text, &text_len), ==, 0);
+            after = metric_sum(text, family);
+            free(text);
+            tds_worker_stats(w, &st);
+            if (rc == -ENOMEM) {
+                T_TRUE(rows == NULL);
+                if (after != before)
+                    T_FAIL("allocation %ld failed, the message was dropped, and %s counted "
+                           "%.0f more", k, family, after - before);
+                T_INT(st.rejects, ==, st0.rejects);
+                T_INT(st.records, ==, st0.records);
+                T_INT(st.dead_letters, ==, st0.dead_letters);
+                failures++;
+                continue;
+            }
+            T_INT(rc, ==, 0);
+            free(rows);
+            if (after != before + per)
+                T_FAIL("allocation %ld failed, the message went out, and %s counted %.0f, not %.0f",
+                       k, family, after - before, per);
+            T_INT(st.rejects, ==, st0.rejects + (kind ? 0 : N_BAD));
+            T_INT(st.records, ==, st0.records + (kind ? 0 : 1));
+            T_INT(st.dead_letters, ==, st0.dead_letters + (kind ? 1 : 0));
+            if (!failed)
+                break; /* past the last allocation: every one has failed once */
+        }
+    }
+    T_TRUE(failures > 10);
+    fprintf(stderr, "  %ld allocation failures, each dropped the message uncounted\n", failures);
+    free(buf);
+    free(recs[N_BAD].p);
+    w = tds_worker_free(w);
+    metrics = tds_metrics_free(metrics);
+}
+
 int main(void)
 {
     T_INT(tds_worker_new(&W, NULL, "processor.test"), ==, 0);
     T_RUN(test_page);
     T_RUN(test_oversize_page);
     T_RUN(test_oversize_page_counts_each_record_once);
+    T_RUN(test_many_reasons_then_too_large);
+    T_RUN(test_counted_once_whatever_allocation_fails);
     T_RUN(test_oversize_event);
     T_RUN(test_event);
     T_RUN(test_unknown_entity_page);
