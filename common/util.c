@@ -235,6 +235,15 @@ void tds_hex(const unsigned char *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+int tds_bytes_cmp(const void *a, size_t alen, const void *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+
+    if (c != 0)
+        return c;
+    return (alen > blen) - (alen < blen);
+}
+
 bool tds_ct_equal(const void *a, size_t alen, const void *b, size_t blen)
 {
     const volatile unsigned char *x = a, *y = b;

@@ -47,6 +47,10 @@ void tds_hex(const unsigned char *in, size_t n, char *out);
 /* Constant-time comparison of two byte strings; different lengths → false. */
 bool tds_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 
+/* Byte strings in order (memcmp, then the shorter first), for qsort
+ * comparators of (pointer, length) keys: <0, 0 or >0. */
+int tds_bytes_cmp(const void *a, size_t alen, const void *b, size_t blen);
+
 /* True if s[0..n) is well-formed UTF-8 (no overlongs, no surrogates). */
 bool tds_utf8_valid(const char *s, size_t n);
 

@@ -529,11 +529,9 @@ static int ukey_cmp(const void *x, const void *y)
         return (uintptr_t)a->tbl < (uintptr_t)b->tbl ? -1 : 1;
     if (a->top != b->top)
         return a->top < b->top ? -1 : 1;
-    int c = memcmp(a->p, b->p, a->n < b->n ? a->n : b->n);
+    int c = tds_bytes_cmp(a->p, a->n, b->p, b->n);
     if (c != 0)
         return c;
-    if (a->n != b->n)
-        return a->n < b->n ? -1 : 1;
     return a->idx < b->idx ? -1 : a->idx > b->idx;
 }
 
@@ -631,11 +629,9 @@ struct cf_label {
 static int cf_label_cmp(const void *x, const void *y)
 {
     const struct cf_label *a = x, *b = y;
-    int c = memcmp(a->s, b->s, a->n < b->n ? a->n : b->n);
+    int c = tds_bytes_cmp(a->s, a->n, b->s, b->n);
     if (c != 0)
         return c;
-    if (a->n != b->n)
-        return a->n < b->n ? -1 : 1;
     return a->i < b->i ? -1 : a->i > b->i;
 }
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "tx.h"
+#include "util.h"
 
 #define TRY(x)                                                                       \
     do {                                                                             \
@@ -169,11 +170,9 @@ struct opt {
 static int opt_cmp(const void *x, const void *y)
 {
     const struct opt *a = x, *b = y;
-    int c = memcmp(a->s, b->s, a->n < b->n ? a->n : b->n);
+    int c = tds_bytes_cmp(a->s, a->n, b->s, b->n);
     if (c != 0)
         return c;
-    if (a->n != b->n)
-        return a->n < b->n ? -1 : 1;
     return a->i < b->i ? -1 : a->i > b->i;
 }
 

@@ -222,6 +222,12 @@ static void test_ct_equal(void)
     T_TRUE(tds_ct_equal("abc", 3, "abc", 3));
     T_TRUE(!tds_ct_equal("abc", 3, "abd", 3));
     T_TRUE(!tds_ct_equal("abc", 3, "abcd", 4));
+    /* ordered bytes, the shorter first on a common prefix */
+    T_INT(tds_bytes_cmp("abc", 3, "abc", 3), ==, 0);
+    T_INT(tds_bytes_cmp("abc", 3, "abd", 3), <, 0);
+    T_INT(tds_bytes_cmp("abc", 3, "ab", 2), >, 0);
+    T_INT(tds_bytes_cmp("", 0, "a", 1), <, 0);
+    T_INT(tds_bytes_cmp("\xd8\xb3", 2, "z", 1), >, 0);
     T_TRUE(!tds_ct_equal("abc", 3, "ab", 2));
     T_TRUE(tds_ct_equal("", 0, "", 0));
     T_TRUE(!tds_ct_equal("\x00\x01", 2, "\x00\x02", 2));
