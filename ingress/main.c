@@ -574,18 +574,11 @@ static int replay_collect(const struct tds_journal_rec *r, void *ud)
     return 0;
 }
 
-static int cmp_id(const char *a, size_t al, const char *b, size_t bl)
-{
-    int c = memcmp(a, b, al < bl ? al : bl);
-
-    return c ? c : (al > bl) - (al < bl);
-}
-
 static int cmp_rentry(const void *x, const void *y)
 {
     const struct rentry *a = *(const struct rentry *const *)x, *b = *(const struct rentry *const *)y;
 
-    return cmp_id(a->msgid, a->msgid_len, b->msgid, b->msgid_len);
+    return tds_bytes_cmp(a->msgid, a->msgid_len, b->msgid, b->msgid_len);
 }
 
 /* Marks every sent entry with message id `id` acked (one id may have been
@@ -598,12 +591,12 @@ static size_t replay_ack(struct rentry **by_id, size_t n, const char *id)
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
 
-        if (cmp_id(by_id[mid]->msgid, by_id[mid]->msgid_len, id, il) < 0)
+        if (tds_bytes_cmp(by_id[mid]->msgid, by_id[mid]->msgid_len, id, il) < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
-    for (; lo < n && cmp_id(by_id[lo]->msgid, by_id[lo]->msgid_len, id, il) == 0; lo++)
+    for (; lo < n && tds_bytes_cmp(by_id[lo]->msgid, by_id[lo]->msgid_len, id, il) == 0; lo++)
         if (!by_id[lo]->acked) {
             by_id[lo]->acked = true;
             marked++;

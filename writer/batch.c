@@ -125,13 +125,9 @@ struct rowref {
 
 static int cmp_bytes(const struct tds_bytes *a, const struct tds_bytes *b)
 {
-    size_t n = a->n < b->n ? a->n : b->n;
-    int c;
-
     if (!a->p || !b->p)
         return (a->p != NULL) - (b->p != NULL);
-    c = memcmp(a->p, b->p, n);
-    return c ? c : (a->n > b->n) - (a->n < b->n);
+    return tds_bytes_cmp(a->p, a->n, b->p, b->n);
 }
 
 /* Same family, org_id and id: rows of one record. */
