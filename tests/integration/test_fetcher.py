@@ -848,15 +848,35 @@ def test_database_sessions_probe_a_vanished_peer_within_a_minute(procs, db, pg, 
                              stdout=subprocess.PIPE, text=True, check=True).stdout
         return [ln for ln in out.splitlines() if ln.strip()]
 
-    mine = [ln for ln in socks(f"( dport = :{pg.port} )") if f"pid={f1.p.pid}," in ln]
-    assert mine, "no connection of the fetcher to PostgreSQL"
-    client = [_keepalive_s(ln) for ln in mine]
-    assert all(k is not None and k <= 30 for k in client), mine
-    ports = {ln.split()[2].rsplit(":", 1)[1] for ln in mine}
-    server = [_keepalive_s(ln) for ln in socks(f"( sport = :{pg.port} )")
-              if ln.split()[3].rsplit(":", 1)[1] in ports]
-    assert len(server) == len(mine), (server, mine)
-    assert any(k is not None and k <= 30 for k in server), server
+    def sample():
+        mine = [ln for ln in socks(f"( dport = :{pg.port} )") if f"pid={f1.p.pid}," in ln]
+        ports = {ln.split()[2].rsplit(":", 1)[1] for ln in mine}
+        server = [ln for ln in socks(f"( sport = :{pg.port} )")
+                  if ln.split()[3].rsplit(":", 1)[1] in ports]
+        return mine, server
+
+    # ss shows one timer a socket: one just written to shows its retransmit
+    # or delayed-ack timer instead of keepalive for a moment, so look again
+    # until the timers settle.
+    def probed():
+        mine, server = sample()
+        client_ok = bool(mine) and all((k := _keepalive_s(ln)) is not None and k <= 30
+                                       for ln in mine)
+        server_ok = len(server) == len(mine) and any(
+            (k := _keepalive_s(ln)) is not None and k <= 30 for ln in server)
+        return client_ok and server_ok
+
+    deadline = time.monotonic() + 10
+    ok = probed()
+    while not ok and time.monotonic() < deadline:
+        time.sleep(0.2)
+        ok = probed()
+    if not ok:
+        mine, server = sample()
+        assert mine, "no connection of the fetcher to PostgreSQL"
+        assert all(k is not None and k <= 30 for k in map(_keepalive_s, mine)), mine
+        assert len(server) == len(mine), (server, mine)
+        assert any(k is not None and k <= 30 for k in map(_keepalive_s, server)), server
 
 
 def test_progress_command_says_when_no_fetcher_takes_the_request(db, tmp_path, bins):
