@@ -347,11 +347,12 @@ class Proc:
         assert st == 200, f"{self.name} /metrics answered {st}"
         return body
 
-    def metric(self, name, labels=None):
-        """Sum of the samples of `name` whose labels include `labels`."""
+    def metric(self, name, labels=None, text=None):
+        """Sum of the samples of `name` whose labels include `labels`, from
+        `text` (one scrape, so that several figures agree) or a new scrape."""
         total = 0.0
         found = False
-        for line in self.metrics().splitlines():
+        for line in (self.metrics() if text is None else text).splitlines():
             if not line or line.startswith("#"):
                 continue
             head, _, val = line.rpartition(" ")
