@@ -618,71 +618,135 @@ int tx_check_unique_ids(struct tx *t, size_t first_row, const char *what)
              : 0;
 }
 
-/* A field of custom_fields[] that has a label: the label, its api_name
- * (NULL when none) and the field's index. */
-struct cf_label {
+/* A key a custom field may take, as decoded text (or a number's lexeme):
+ * its label (rank 0), its api_name (1) or its customfield_id (2). */
+struct cf_cand {
     const char *s;
-    uint32_t n, i;
-    const struct tds_pjson *api;
+    uint32_t n, field, rank;
 };
 
-static int cf_label_cmp(const void *x, const void *y)
+#define CF_RANKS 3
+#define CF_NONE UINT32_MAX
+
+static int cf_cand_cmp(const void *x, const void *y)
 {
-    const struct cf_label *a = x, *b = y;
+    const struct cf_cand *a = x, *b = y;
     int c = tds_bytes_cmp(a->s, a->n, b->s, b->n);
     if (c != 0)
         return c;
-    return a->i < b->i ? -1 : a->i > b->i;
+    if (a->field != b->field)
+        return a->field < b->field ? -1 : 1;
+    return a->rank < b->rank ? -1 : a->rank > b->rank;
 }
 
-static bool cf_label_same(const struct cf_label *a, const struct cf_label *b)
+/* customfield_id as a key: a string that is not blank, or a JSON integer
+ * (Zoho's examples print ids bare); written as a JSON string either way. */
+static bool cf_id_usable(const struct tds_pjson *v)
 {
-    return a->n == b->n && memcmp(a->s, b->s, a->n) == 0;
+    if (!v)
+        return false;
+    if (v->type == TDS_PJ_STRING) {
+        for (uint32_t i = 0; i < v->n; i++)
+            if (v->s[i] != ' ')
+                return true;
+        return false;
+    }
+    if (v->type != TDS_PJ_NUMBER || v->n == 0)
+        return false;
+    for (uint32_t i = 0; i < v->n; i++)
+        if (v->s[i] < '0' || v->s[i] > '9')
+            return false;
+    return true;
 }
 
-/* The key of each custom field (keys[i], NULL when field i has none): its
- * label (what users see), or its api_name when it has no label or when an
- * earlier field has the same label (a second field labelled alike would
- * otherwise hide the first in jsonb). Labels that an earlier field has too
- * are found by sorting the labels once: scanning the earlier labels for
- * each field took 11 s for the 32,110 fields a 1 MiB record can hold. */
-static int custom_keys(struct tx *t, const struct tds_pjson *cf, const struct tds_pjson ***out)
+/* The key of each custom field, unique as jsonb compares keys (decoded
+ * text), so that no field hides another: jsonb keeps the last of two equal
+ * keys, and the first field's value was lost without a trace.
+ *   1. Each label is the key of the first field that has it (in field order).
+ *   2. Every other field (a label an earlier field has, or no label) takes, in
+ *      field order, the first of its api_name and its customfield_id that no
+ *      label of step 1 and no earlier field of step 2 has taken.
+ *   3. A field left without a key rejects the record (duplicate_key).
+ * A field with neither a label nor an api_name rejects it too, as before.
+ * keys[i] is the token to write, quote[i] whether it is a bare number to
+ * quote. The candidates are sorted once to find equal texts: scanning the
+ * earlier fields for each one took 11 s for the 32,110 fields a 1 MiB
+ * record can hold. Returns 0, TX_REJECT or -ENOMEM. */
+static int custom_keys(struct tx *t, const struct tds_pjson *cf, const struct tds_pjson ***out,
+                       bool **quote_out)
 {
+    size_t nc = (size_t)cf->n * CF_RANKS;
     const struct tds_pjson **keys = tds_pjson_alloc(t->arena, cf->n * sizeof(*keys));
-    struct cf_label *lab = tds_pjson_alloc(t->arena, cf->n * sizeof(*lab));
+    const struct tds_pjson **cand_v = tds_pjson_alloc(t->arena, nc * sizeof(*cand_v));
+    bool *quote = tds_pjson_alloc(t->arena, cf->n * sizeof(*quote));
+    struct cf_cand *c = tds_pjson_alloc(t->arena, nc * sizeof(*c));
+    uint32_t *group = tds_pjson_alloc(t->arena, nc * sizeof(*group)); /* by field * rank */
+    bool *taken;
     uint32_t m = 0;
 
-    if (!keys || !lab)
+    if (!keys || !cand_v || !quote || !c || !group)
         return -ENOMEM;
     for (uint32_t i = 0; i < cf->n; i++) {
         const struct tds_pjson *f = &cf->u.items[i];
-        const struct tds_pjson *label = tds_pjson_get(f, "label");
-        const struct tds_pjson *api = tds_pjson_get(f, "api_name");
+        const struct tds_pjson *v[CF_RANKS] = {tds_pjson_get(f, "label"),
+                                               tds_pjson_get(f, "api_name"),
+                                               tds_pjson_get(f, "customfield_id")};
 
-        if (api && api->type != TDS_PJ_STRING)
-            api = NULL;
-        if (label && label->type == TDS_PJ_STRING) {
-            keys[i] = label;
-            lab[m++] = (struct cf_label){label->s, label->n, i, api};
-        } else {
-            keys[i] = api; /* NULL also when the field is no object */
+        keys[i] = NULL;
+        quote[i] = false;
+        for (uint32_t r = 0; r < 2; r++)
+            if (v[r] && v[r]->type != TDS_PJ_STRING)
+                v[r] = NULL;
+        if (!cf_id_usable(v[2]))
+            v[2] = NULL;
+        if (!v[0] && !v[1]) /* also when the field is no object */
+            return tx_fail(t, "wrong_type", "invalid custom field in field "
+                           "'%scustom_fields[%u]': expected an object with a label", tx_path(t), i);
+        for (uint32_t r = 0; r < CF_RANKS; r++) {
+            cand_v[(size_t)i * CF_RANKS + r] = v[r];
+            group[(size_t)i * CF_RANKS + r] = CF_NONE;
+            if (v[r])
+                c[m++] = (struct cf_cand){v[r]->s, v[r]->n, i, r};
         }
     }
-    /* a label seen before gives way to the field's api_name, if it has one */
-    if (m <= 16) { /* lab[] is in field order; a few are compared in pairs */
-        for (uint32_t a = 1; a < m; a++)
-            for (uint32_t b = 0; b < a && lab[a].api; b++)
-                if (cf_label_same(&lab[a], &lab[b])) {
-                    keys[lab[a].i] = lab[a].api;
-                    break;
-                }
-    } else {
-        qsort(lab, m, sizeof(*lab), cf_label_cmp);
-        for (uint32_t a = 1; a < m; a++)
-            if (lab[a].api && cf_label_same(&lab[a - 1], &lab[a]))
-                keys[lab[a].i] = lab[a].api;
+    /* group[]: for each candidate, the index of the first sorted candidate
+     * of the same text, which stands for that text in taken[] */
+    qsort(c, m, sizeof(*c), cf_cand_cmp);
+    for (uint32_t a = 0, g = 0; a < m; a++) {
+        if (a > 0 && tds_bytes_cmp(c[a - 1].s, c[a - 1].n, c[a].s, c[a].n) != 0)
+            g = a;
+        group[(size_t)c[a].field * CF_RANKS + c[a].rank] = g;
+    }
+    if (!(taken = tds_pjson_alloc(t->arena, m ? m : 1)))
+        return -ENOMEM;
+    memset(taken, 0, m);
+    for (uint32_t i = 0; i < cf->n; i++) {
+        uint32_t g = group[(size_t)i * CF_RANKS];
+        if (g != CF_NONE && !taken[g]) {
+            taken[g] = true;
+            keys[i] = cand_v[(size_t)i * CF_RANKS];
+        }
+    }
+    for (uint32_t i = 0; i < cf->n; i++) {
+        for (uint32_t r = 1; r < CF_RANKS && !keys[i]; r++) {
+            uint32_t g = group[(size_t)i * CF_RANKS + r];
+            if (g != CF_NONE && !taken[g]) {
+                taken[g] = true;
+                keys[i] = cand_v[(size_t)i * CF_RANKS + r];
+                quote[i] = keys[i]->type == TDS_PJ_NUMBER;
+            }
+        }
+        if (!keys[i]) {
+            const struct tds_pjson *k = cand_v[(size_t)i * CF_RANKS];
+            if (!k)
+                k = cand_v[(size_t)i * CF_RANKS + 1];
+            return tx_fail(t, "duplicate_key", "duplicate custom field key '%.*s' in field "
+                           "'%scustom_fields[%u]': no api_name or customfield_id that no other "
+                           "field has", (int)tds_utf8_prefix(k->s, k->n, 64), k->s, tx_path(t), i);
+        }
     }
     *out = keys;
+    *quote_out = quote;
     return 0;
 }
 
@@ -690,6 +754,7 @@ int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec)
 {
     const struct tds_pjson *cf = tds_pjson_get(rec, "custom_fields");
     const struct tds_pjson **keys;
+    bool *quote;
     size_t len = 2;
     int rc;
 
@@ -702,17 +767,14 @@ int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec)
     if (cf->type != TDS_PJ_ARRAY)
         return tx_fail(t, "wrong_type", "invalid custom fields in field '%scustom_fields': "
                        "expected an array", tx_path(t));
-    if ((rc = custom_keys(t, cf, &keys)) < 0)
+    if ((rc = custom_keys(t, cf, &keys, &quote)) != 0)
         return rc;
     /* An object keyed by label (custom_keys()). Keys and values are the
      * source's JSON tokens, so escaping is kept. */
     for (uint32_t i = 0; i < cf->n; i++) {
         const struct tds_pjson *v = tds_pjson_get(&cf->u.items[i], "value");
 
-        if (!keys[i])
-            return tx_fail(t, "wrong_type", "invalid custom field in field "
-                           "'%scustom_fields[%u]': expected an object with a label", tx_path(t), i);
-        len += keys[i]->raw_len + 2 + (v ? v->raw_len : 4);
+        len += keys[i]->raw_len + 2 * quote[i] + 2 + (v ? v->raw_len : 4);
     }
     char *o = tds_pjson_alloc(t->arena, len + 1);
     size_t k = 0;
@@ -724,8 +786,12 @@ int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec)
         const struct tds_pjson *v = tds_pjson_get(&cf->u.items[i], "value");
         if (i)
             o[k++] = ',';
+        if (quote[i])
+            o[k++] = '"';
         memcpy(o + k, key->raw, key->raw_len);
         k += key->raw_len;
+        if (quote[i])
+            o[k++] = '"';
         o[k++] = ':';
         if (v) {
             memcpy(o + k, v->raw, v->raw_len);

@@ -93,7 +93,10 @@ int tx_check_unique(struct tx *t, size_t first_row, const char *col, const char 
 int tx_check_unique_ids(struct tx *t, size_t first_row, const char *what);
 
 /* custom_fields[] → {"<label>": <value>, ...} into column "custom_fields"
- * (present only when the record has the array). */
+ * (present only when the record has the array). Keys are unique: a field
+ * whose label an earlier field has (or that has no label) is keyed by its
+ * api_name, else by its customfield_id, whichever no other field has; with
+ * neither free the record is rejected (duplicate_key), never a value lost. */
 int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec);
 
 /* Field-path prefix for reasons inside arrays: tx_path_set(t, "line_items", 3)
@@ -106,12 +109,31 @@ const char *tx_path(struct tx *t);
 void tx_path_key(struct tx *t, const char *key);
 
 /* Whether rec has key with a value other than null: a null list of child
- * rows is no list of them (the looks_detail checks). */
+ * rows is no list of them (the looks_detail checks). An empty list or
+ * object is there: tx_has_some() tells them apart. */
 static inline bool tx_has(const struct tds_pjson *rec, const char *key)
 {
     const struct tds_pjson *v = tds_pjson_get(rec, key);
 
     return v && v->type != TDS_PJ_NULL;
+}
+
+/* Whether rec has every key of the NULL-terminated keys[] (tx_has()). */
+static inline bool tx_has_all(const struct tds_pjson *rec, const char *const *keys)
+{
+    for (; *keys; keys++)
+        if (!tx_has(rec, *keys))
+            return false;
+    return true;
+}
+
+/* Whether rec[key] is an array with an element or an object with a member:
+ * `"line_items": []` or `"billing_address": {}` holds nothing. */
+static inline bool tx_has_some(const struct tds_pjson *rec, const char *key)
+{
+    const struct tds_pjson *v = tds_pjson_get(rec, key);
+
+    return v && (v->type == TDS_PJ_ARRAY || v->type == TDS_PJ_OBJECT) && v->n > 0;
 }
 
 /* Arena copy of n bytes (NULL on ENOMEM). */
@@ -126,8 +148,10 @@ int tx_invoices(struct tx *t, const struct tds_pjson *rec);
 int tx_sales_orders(struct tx *t, const struct tds_pjson *rec);
 
 /* Webhook bodies: does the record carry all that Zoho's detail of the
- * entity always carries (its name field, its modified time and the parts
- * its child rows come from)? Only then is it a DETAIL; else a LIST. */
+ * entity always carries (its name field, its modified time, a few header
+ * fields such as status, and the parts its child rows come from, not merely
+ * an empty list of them where Zoho's detail always has one)? Only then is
+ * it a DETAIL; else a LIST. processor/README.md lists them. */
 bool tx_items_looks_detail(const struct tds_pjson *rec);
 bool tx_item_groups_looks_detail(const struct tds_pjson *rec);
 bool tx_contacts_looks_detail(const struct tds_pjson *rec);

@@ -22,19 +22,28 @@
 /* A webhook's contact is a DETAIL, whose child rows replace the stored ones
  * and whose columns all replace the stored ones (NULL where it says
  * nothing), only when it carries what Zoho's contact detail always carries:
- * its name and modified time, its persons and both addresses. Anything less
- * (a custom webhook body: Zoho lets a workflow send any fields) is written
- * as LIST, which sets only the columns it carries, leaves every child row
- * alone and has the detail fetched. As DETAIL, {"contact_id", "contact_persons",
+ * its name, type, status and modified time (the list record has them too,
+ * ZOHO.md §5.4), its persons and both addresses. Anything less (a custom
+ * webhook body: Zoho lets a workflow send any fields) is written as LIST,
+ * which sets only the columns it carries, leaves every child row alone and
+ * has the detail fetched. As DETAIL, {"contact_id", "contact_persons",
  * "billing_address"} emptied the stored shipping address, every column it
  * lacked (email, phone, company_name…) and, being a current detail, was
- * never fetched again. */
+ * never fetched again.
+ * An empty list of persons is allowed: a contact may have none (one entered
+ * by its name alone). An address must have its fields: Zoho's detail always
+ * writes them (attention, address, city…, "" when unset), so `{}` is no
+ * detail's. The header fields are what tells a whole contact from a body
+ * with `"contact_persons": []` and two `{}`, which as DETAIL deleted every
+ * person and address and NULLed status, email and the rest. */
 bool tx_contacts_looks_detail(const struct tds_pjson *rec)
 {
+    static const char *const always[] = {"contact_name", "contact_type", "status",
+                                         "last_modified_time", "contact_persons", NULL};
+
     /* null is not there: a null list of persons would empty the stored ones */
-    return tx_has(rec, "contact_name") && tx_has(rec, "last_modified_time") &&
-           tx_has(rec, "contact_persons") && tx_has(rec, "billing_address") &&
-           tx_has(rec, "shipping_address");
+    return tx_has_all(rec, always) && tx_has_some(rec, "billing_address") &&
+           tx_has_some(rec, "shipping_address");
 }
 
 /* contact_type / customer_sub_type: Zoho's values lower-cased ("Customer" and

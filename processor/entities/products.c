@@ -24,23 +24,33 @@
 
 /* A webhook's item (group) is a DETAIL, whose stock rows (variants) and
  * columns all replace the stored ones, only when it carries what Zoho's
- * detail always carries: the name, the modified time and the part its
+ * detail always carries: the name, the status, the modified time (an item
+ * its rate too; the list record has them, ZOHO.md §5.1) and the part its
  * child rows come from. A custom webhook body with less is written as LIST
  * (the columns it carries, nothing else) and the detail is fetched: as
  * DETAIL, {"item_id", "last_modified_time", "locations"} set name, sku and
- * rate to NULL. (customers.c says more.) */
+ * rate to NULL. (customers.c says more.)
+ * An empty list of stock sites is allowed: an item that tracks no stock (a
+ * service, a non-inventory item) has none, and its whole record must stay a
+ * DETAIL. The header fields are what tells it from a body with
+ * `"locations": []` and little else, which as DETAIL deleted the stored
+ * stock rows and NULLed every column it lacked. Likewise a group's `items`
+ * may be empty (its variants are LIST rows of items, which a group's DETAIL
+ * never deletes), but not its status. */
 bool tx_items_looks_detail(const struct tds_pjson *rec)
 {
+    static const char *const always[] = {"name", "status", "rate", "last_modified_time", NULL};
+
     /* null is not there: taken for a list of stock sites, it would empty them */
-    return tx_has(rec, "name") && tx_has(rec, "last_modified_time") &&
-           (tx_has(rec, "locations") || tx_has(rec, "warehouses"));
+    return tx_has_all(rec, always) && (tx_has(rec, "locations") || tx_has(rec, "warehouses"));
 }
 
 bool tx_item_groups_looks_detail(const struct tds_pjson *rec)
 {
+    static const char *const always[] = {"group_name", "status", "last_modified_time", NULL};
     const struct tds_pjson *items = tds_pjson_get(rec, "items");
-    return tx_has(rec, "group_name") && tx_has(rec, "last_modified_time") && items &&
-           items->type == TDS_PJ_ARRAY;
+
+    return tx_has_all(rec, always) && items && items->type == TDS_PJ_ARRAY;
 }
 
 /* Stock figures of one site entry: column ← "<prefix>_<column>", falling

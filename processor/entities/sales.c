@@ -25,14 +25,25 @@
 
 /* A webhook's document is a DETAIL, whose lines and columns all replace the
  * stored ones, only when it carries what Zoho's detail always carries: its
- * number, its modified time and its lines. A custom webhook body with less
- * is written as LIST (the columns it carries, nothing else) and the detail
- * is fetched. (customers.c says more.) */
+ * number, modified time, status, customer and total (the list record has
+ * them too, ZOHO.md §5.5-5.6) and at least one line. A custom webhook body
+ * with less is written as LIST (the columns it carries, nothing else) and
+ * the detail is fetched. (customers.c says more.)
+ * One line at least, not the key alone: Zoho saves no invoice or sales order
+ * without a line (its API requires line_items to create one, and its detail
+ * is where the lines come from), so `"line_items": []` is no detail's. Taken
+ * for one, {"invoice_id", "invoice_number", "last_modified_time",
+ * "line_items": []} deleted every stored line, set status, total,
+ * customer_id and the rest to NULL and, a current detail, was never
+ * fetched again. The header fields are needed for the same reason when the
+ * lines are there: a custom body may carry lines and little else. */
 static bool looks_detail(const struct tds_pjson *rec, const char *number_key)
 {
-    /* null is not there: a null list of lines would empty the stored ones */
-    return tx_has(rec, number_key) && tx_has(rec, "last_modified_time") &&
-           tx_has(rec, "line_items");
+    static const char *const always[] = {"last_modified_time", "status", "customer_id", "total",
+                                         NULL};
+
+    /* null is not there, nor is an empty list of lines */
+    return tx_has(rec, number_key) && tx_has_all(rec, always) && tx_has_some(rec, "line_items");
 }
 
 bool tx_invoices_looks_detail(const struct tds_pjson *rec)

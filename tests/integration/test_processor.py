@@ -601,3 +601,76 @@ def test_number_out_of_range_is_a_reject(procs, db, bins):
     assert rej == [("processor", "number out of range in field 'package_weight'",
                     "4815000000044401"),
                    ("processor", "number out of range in field 'value'", "4815000000044402")], rej
+
+
+def test_webhook_with_empty_child_lists_is_partial(procs, db, bins):
+    """A webhook body with an empty child list ("line_items": [],
+    "contact_persons": [] and {} addresses, "locations": []) and little else
+    is a partial record, not Zoho's detail: written as LIST, it sets only the
+    columns it carries, leaves the stored child rows alone and marks the row
+    for a detail fetch (is_detail false). Before, each was a DETAIL: the
+    invoice's status, total and customer_id became NULL and its line was
+    deleted, the contact lost its persons and addresses, the item its stock,
+    and each, a current detail, was never fetched again."""
+    contact = {"contact_id": "260815000000098001", "contact_name": "مؤسسة النور",
+               "contact_type": "customer", "status": "active", "email": "a@example.com",
+               "billing_address": {"address": "King Fahd Rd", "city": "Riyadh"},
+               "shipping_address": {"address": "", "city": "Jeddah"},
+               "contact_persons": [{"contact_person_id": "260815000000098003",
+                                    "first_name": "Sara"}],
+               "last_modified_time": "2024-02-01T00:00:00+0000"}
+    invoice = {"invoice_id": "982000000567114", "invoice_number": "INV-3", "status": "sent",
+               "customer_id": "260815000000098001", "total": "162.74",
+               "line_items": [{"line_item_id": "982000000567021", "quantity": 2}],
+               "last_modified_time": "2024-02-01T00:00:00+0000"}
+    later = "2024-06-01T00:00:00+0000"
+    with into_writer(procs, db, bins) as (h, wait_acked):
+        h.push.send(page_msg([ITEM], "pg-items"))
+        h.push.send(page_msg([contact], "pg-contacts", entity="contacts", run="run-2"))
+        h.push.send(page_msg([invoice], "pg-invoices", entity="invoices", run="run-3"))
+        wait_acked(["pg-items", "pg-contacts", "pg-invoices"])
+        h.push.send(event_msg({"invoice": {"invoice_id": invoice["invoice_id"],
+                                           "invoice_number": "INV-3", "line_items": [],
+                                           "last_modified_time": later}},
+                              "inv", entity="invoices"))
+        h.push.send(event_msg({"contact": {"contact_id": contact["contact_id"],
+                                           "contact_name": "مؤسسة النور", "contact_persons": [],
+                                           "billing_address": {}, "shipping_address": {},
+                                           "last_modified_time": later}},
+                              "con", entity="contacts"))
+        h.push.send(event_msg({"item": {"item_id": ITEM["item_id"], "name": ITEM["name"],
+                                        "locations": [], "last_modified_time": later}}, "itm"))
+        wait_acked(["ev-inv", "ev-con", "ev-itm"])
+    assert db.query("SELECT status, total::text, customer_id, is_detail FROM zoho.invoices") == \
+        [("sent", "162.74", "260815000000098001", False)]
+    assert db.query("SELECT line_item_id FROM zoho.invoice_lines") == [("982000000567021",)]
+    assert db.query("SELECT status, contact_type, email, is_detail FROM zoho.contacts") == \
+        [("active", "customer", "a@example.com", False)]
+    assert db.query("SELECT address_type, city FROM zoho.contact_addresses ORDER BY 1") == \
+        [("billing", "Riyadh"), ("shipping", "Jeddah")]
+    assert db.query("SELECT count(*) FROM zoho.contact_persons")[0][0] == 1
+    assert db.query("SELECT sku, rate::text, is_detail FROM zoho.items") == \
+        [("TEE-BL-M", "19.99", False)]
+    assert db.query("SELECT count(*) FROM zoho.item_stock")[0][0] == 2
+    assert db.query("SELECT count(*) FROM tds.rejected")[0][0] == 0
+
+
+def test_custom_fields_sharing_a_label_lose_no_value(procs, db, bins):
+    """Two custom fields labelled alike, the second without an api_name: it is
+    keyed by its customfield_id; with none either, the record is rejected
+    with the reason (counted under duplicate_key), not stored with one value
+    lost. Before, both were keyed "Seg" and jsonb kept only the last."""
+    def item(iid, second):
+        return dict(ITEM, item_id=iid, custom_fields=[
+            {"label": "Seg", "value": 1.50, "api_name": "cf_a"}, dict(second, label="Seg")])
+    with into_writer(procs, db, bins) as (h, wait_acked):
+        h.push.send(page_msg([item("4815000000044501", {"value": "x", "customfield_id": "77"}),
+                              item("4815000000044502", {"value": "x"})], "pg-cf"))
+        wait_acked(["pg-cf"])
+        assert h.proc.metric("tds_processor_rejects_total",
+                             {"entity": "items", "reason": "duplicate_key"}) == 1
+    assert db.query("SELECT item_id, custom_fields::text FROM zoho.items") == \
+        [("4815000000044501", '{"77": "x", "Seg": 1.5}')]
+    assert db.query("SELECT zoho_id, reason FROM tds.rejected") == \
+        [("4815000000044502", "duplicate custom field key 'Seg' in field 'custom_fields[1]': "
+                              "no api_name or customfield_id that no other field has")]

@@ -133,7 +133,10 @@ static void test_contact_list(void)
 }
 
 /* Two custom fields with one label: the second is keyed by its api_name,
- * so neither hides the other in jsonb. */
+ * or its customfield_id when it has none, so neither hides the other in
+ * jsonb. With neither, the contact is rejected: before, the review's
+ * contact became {"Seg":1.50,"Seg":"x"}, which jsonb stores as {"Seg":"x"},
+ * 1.50 lost without a reject or a log line. */
 static void test_custom_fields_same_label(void)
 {
     const struct tds_msg_rowset *s;
@@ -141,14 +144,27 @@ static void test_custom_fields_same_label(void)
                     "\"custom_fields\":[{\"customfield_id\":\"9\",\"api_name\":\"cf_a\",\"label\":\"اللون\","
                     "\"value\":\"أحمر\"},{\"customfield_id\":\"10\",\"api_name\":\"cf_b\","
                     "\"label\":\"اللون\",\"value\":\"أزرق\"},{\"label\":\"Size\",\"value\":1},"
-                    "{\"label\":\"Size\",\"value\":2}],"
+                    "{\"label\":\"Size\",\"customfield_id\":12,\"value\":2}],"
                     "\"last_modified_time\":\"2026-06-09T09:45:21-0400\"}";
+    const char *review = "{\"contact_id\":\"1\",\"contact_name\":\"Al Noor\","
+                         "\"custom_fields\":[{\"label\":\"Seg\",\"value\":1.50,\"api_name\":\"cf_a\"},"
+                         "{\"label\":\"Seg\",\"value\":\"x\"}],"
+                         "\"last_modified_time\":\"2026-06-09T09:45:21-0400\"}";
 
     h_reset();
     T_TRUE(!h_record("contacts", c, TDS_FORM_LIST));
     T_TRUE((s = h_set("contacts", TDS_ROWS_LIST, 0)) != NULL);
-    /* without an api_name to tell them apart, the label stays (the last wins) */
-    T_V(s, 0, "custom_fields", "{\"اللون\":\"أحمر\",\"cf_b\":\"أزرق\",\"Size\":1,\"Size\":2}");
+    /* without an api_name, the customfield_id (a bare number, quoted) */
+    T_V(s, 0, "custom_fields", "{\"اللون\":\"أحمر\",\"cf_b\":\"أزرق\",\"Size\":1,\"12\":2}");
+
+    h_reset();
+    T_TRUE(h_record("contacts", review, TDS_FORM_DETAIL));
+    T_STR(h_res.reason_class, "duplicate_key");
+    T_INT(h_rows.n_sets, ==, 0);
+    T_INT(h_rows.n_rejects, ==, 1);
+    T_STR(h_rows.rejects[0].zoho_id, "1");
+    T_STR(h_reject_reason(0), "duplicate custom field key 'Seg' in field 'custom_fields[1]': "
+                              "no api_name or customfield_id that no other field has");
 }
 
 static void test_contact_rejects(void)

@@ -186,10 +186,11 @@ static void test_deletes_and_events(void)
     T_STR(h_res.reason_class, "invalid_json");
 }
 
-/* custom_fields[] of a 1 MiB record, each field labelled differently: the
- * key of each (its label, or its api_name when an earlier field has the same
- * label) is found by sorting the labels once, not by scanning the earlier
- * ones for each field, twice (32,110 fields took 11 s that way). */
+/* custom_fields[] of a 1 MiB record, each field labelled differently, then
+ * each labelled alike (every field but the first keyed by its api_name):
+ * the keys are found by sorting the fields' labels, api_names and ids
+ * once, not by scanning the earlier fields for each one (32,110 fields took
+ * 11 s that way). */
 static void test_many_custom_fields_are_fast(void)
 {
     struct tds_buf b = {0};
@@ -197,28 +198,39 @@ static void test_many_custom_fields_are_fast(void)
     double t0;
     size_t n;
 
-    T_INT(tds_buf_addf(&b, "{\"item_id\":\"1\",\"custom_fields\":["), ==, 0);
-    for (n = 0; b.len < H_RECORD_MAX - 48; n++)
-        T_INT(tds_buf_addf(&b, "%s{\"label\":\"%zu\",\"api_name\":\"a\"}", n ? "," : "", n),
-              ==, 0);
-    T_INT(tds_buf_add(&b, "]}", 2), ==, 0);
-    h_reset();
-    t0 = h_cpu_s();
-    T_TRUE(!h_record("items", b.p, TDS_FORM_LIST));
-    t0 = h_cpu_s() - t0;
-    fprintf(stderr, "  %zu custom fields, %zu bytes: %.3f s CPU\n", n, b.len, t0);
-    T_TRUE(t0 < 1.0);
-    T_TRUE((s = h_set("items", TDS_ROWS_LIST, 0)) != NULL);
-    T_TRUE(strncmp(V(s, 0, "custom_fields"), "{\"0\":null,\"1\":null,", 19) == 0);
+    for (int alike = 0; alike < 2; alike++) {
+        tds_buf_reset(&b);
+        T_INT(tds_buf_addf(&b, "{\"item_id\":\"1\",\"custom_fields\":["), ==, 0);
+        for (n = 0; b.len < H_RECORD_MAX - 48; n++)
+            T_INT(alike ? tds_buf_addf(&b, "%s{\"label\":\"L\",\"api_name\":\"%zu\"}", n ? "," : "", n)
+                        : tds_buf_addf(&b, "%s{\"label\":\"%zu\",\"api_name\":\"a\"}", n ? "," : "", n),
+                  ==, 0);
+        T_INT(tds_buf_add(&b, "]}", 2), ==, 0);
+        h_reset();
+        t0 = h_cpu_s();
+        T_TRUE(!h_record("items", b.p, TDS_FORM_LIST));
+        t0 = h_cpu_s() - t0;
+        fprintf(stderr, "  %zu custom fields (%s), %zu bytes: %.3f s CPU\n", n,
+                alike ? "one label" : "distinct labels", b.len, t0);
+        T_TRUE(t0 < 1.0);
+        T_TRUE((s = h_set("items", TDS_ROWS_LIST, 0)) != NULL);
+        T_TRUE(strncmp(V(s, 0, "custom_fields"),
+                       alike ? "{\"L\":null,\"1\":null,\"2\":null," : "{\"0\":null,\"1\":null,",
+                       alike ? 27 : 19) == 0);
+    }
     tds_buf_deinit(&b);
 }
 
-/* The same keys as before the labels were sorted: a label, the api_name of
- * a later field labelled alike (the label compared as decoded text), the
- * label when the field has no api_name (or one that is no string), the
- * api_name when the label is no string; and a field with neither rejects the
- * record, naming the first such field. Once with few fields, once with over
- * 16 (the sorted path). */
+/* The keys of custom_fields[], all distinct as jsonb compares keys (decoded
+ * text): a label; for a later field labelled alike (compared as decoded
+ * text) its api_name, else (none, or no string, or taken) its
+ * customfield_id, a string or a bare integer written as a string; the
+ * api_name when the label is no string. A label is the key of its first
+ * field before any field falls back, so an api_name that is another
+ * field's label is passed over (M/h), and so is one an earlier fallback
+ * took (N/d). Once with few fields, once with over 16. Before, a field
+ * labelled alike without an api_name kept the label, and jsonb kept only
+ * the last of the two: "L0":4,"L0":5 lost the first field's value 1. */
 static void test_custom_field_keys(void)
 {
     struct tds_buf b = {0}, want = {0};
@@ -233,17 +245,26 @@ static void test_custom_field_keys(void)
                 "%s{\"label\":\"L%d\",\"api_name\":\"a%d\",\"value\":1},"
                 "{\"label\":\"B\",\"api_name\":\"b%d\",\"value\":2},"
                 "{\"label\":\"L%d\",\"api_name\":\"c%d\",\"value\":3},"
-                "{\"label\":\"L%d\",\"value\":4},"
-                "{\"label\":\"L%d\",\"api_name\":7,\"value\":5},"
+                "{\"label\":\"L%d\",\"customfield_id\":\"f%d\",\"value\":4},"
+                "{\"label\":\"L%d\",\"api_name\":7,\"customfield_id\":9%d,\"value\":5},"
                 "{\"label\":7,\"api_name\":\"d%d\",\"value\":6},"
-                "{\"label\":\"\\u004c%d\",\"api_name\":\"e%d\"}",
-                r ? "," : "", r, r, r, r, r, r, r, r, r, r), ==, 0);
+                "{\"label\":\"\\u004c%d\",\"api_name\":\"e%d\"},",
+                r ? "," : "", r, r, r, r, r, r, r, r, r, r, r, r), ==, 0);
+            T_INT(tds_buf_addf(&b,
+                "{\"label\":\"M%d\",\"api_name\":\"g%d\",\"value\":8},"
+                "{\"label\":\"M%d\",\"api_name\":\"h%d\",\"customfield_id\":\"i%d\",\"value\":9},"
+                "{\"label\":\"h%d\",\"value\":10},"
+                "{\"label\":\"N%d\",\"api_name\":\"x%d\",\"value\":11},"
+                "{\"label\":\"N%d\",\"api_name\":\"d%d\",\"customfield_id\":\"j%d\",\"value\":12}",
+                r, r, r, r, r, r, r, r, r, r, r), ==, 0);
             T_INT(tds_buf_addf(&want, "%s\"L%d\":1,", r ? "," : "{", r), ==, 0);
             if (r)
                 T_INT(tds_buf_addf(&want, "\"b%d\":2,", r), ==, 0);
             else
                 T_INT(tds_buf_addf(&want, "\"B\":2,"), ==, 0);
-            T_INT(tds_buf_addf(&want, "\"c%d\":3,\"L%d\":4,\"L%d\":5,\"d%d\":6,\"e%d\":null", r, r,
+            T_INT(tds_buf_addf(&want, "\"c%d\":3,\"f%d\":4,\"9%d\":5,\"d%d\":6,\"e%d\":null,", r, r,
+                               r, r, r), ==, 0);
+            T_INT(tds_buf_addf(&want, "\"M%d\":8,\"i%d\":9,\"h%d\":10,\"N%d\":11,\"j%d\":12", r, r,
                                r, r, r), ==, 0);
         }
         T_INT(tds_buf_add(&b, "]}", 2), ==, 0);
@@ -268,14 +289,58 @@ static void test_custom_field_keys(void)
                     TDS_FORM_LIST));
     T_STR(h_reject_reason(1),
           "invalid custom field in field 'custom_fields[1]': expected an object with a label");
+
+    /* a repeated key with no free api_name or customfield_id: the record is
+     * rejected (duplicate_key), naming the field, not stored with a value
+     * lost; once past 16 fields too */
+    static const struct {
+        const char *cf, *reason;
+    } dup[] = {
+        {"[{\"label\":\"Seg\",\"value\":1.50,\"api_name\":\"cf_a\"},{\"label\":\"Seg\",\"value\":\"x\"}]",
+         "duplicate custom field key 'Seg' in field 'custom_fields[1]': no api_name or "
+         "customfield_id that no other field has"},
+        /* an api_name (no label) that is another field's label */
+        {"[{\"label\":\"cf_a\",\"value\":1},{\"api_name\":\"cf_a\",\"value\":2}]",
+         "duplicate custom field key 'cf_a' in field 'custom_fields[1]': no api_name or "
+         "customfield_id that no other field has"},
+        /* its api_name and customfield_id taken: by a label, by an earlier fallback */
+        {"[{\"label\":\"S\",\"value\":1},{\"label\":\"S\",\"api_name\":\"k\",\"value\":2},"
+         "{\"label\":\"S\",\"api_name\":\"S\",\"customfield_id\":\"k\",\"value\":3}]",
+         "duplicate custom field key 'S' in field 'custom_fields[2]': no api_name or "
+         "customfield_id that no other field has"},
+        /* blank customfield_id, non-integer ones: none of them a key */
+        {"[{\"label\":\"S\",\"value\":1},{\"label\":\"S\",\"customfield_id\":\" \"},"
+         "{\"label\":\"S\",\"customfield_id\":1.5},{\"label\":\"S\",\"customfield_id\":true}]",
+         "duplicate custom field key 'S' in field 'custom_fields[1]': no api_name or "
+         "customfield_id that no other field has"},
+    };
+    for (size_t d = 0; d < sizeof(dup) / sizeof(dup[0]); d++) {
+        h_reset();
+        tds_buf_reset(&b);
+        T_INT(tds_buf_addf(&b, "{\"item_id\":\"1\",\"custom_fields\":%s}", dup[d].cf), ==, 0);
+        T_TRUE(h_record("items", b.p, TDS_FORM_LIST));
+        T_STR(h_res.reason_class, "duplicate_key");
+        T_STR(h_reject_reason(0), dup[d].reason);
+        T_INT(h_rows.n_sets, ==, 0);
+    }
+    h_reset();
+    tds_buf_reset(&b);
+    T_INT(tds_buf_addf(&b, "{\"item_id\":\"1\",\"custom_fields\":["), ==, 0);
+    for (int k = 0; k < 18; k++)
+        T_INT(tds_buf_addf(&b, "{\"label\":\"x%d\",\"api_name\":\"y%d\"},", k, k), ==, 0);
+    T_INT(tds_buf_addf(&b, "{\"label\":\"x3\",\"customfield_id\":\"x4\"}]}"), ==, 0);
+    T_TRUE(h_record("items", b.p, TDS_FORM_LIST));
+    T_STR(h_reject_reason(0), "duplicate custom field key 'x3' in field 'custom_fields[18]': "
+                              "no api_name or customfield_id that no other field has");
     tds_buf_deinit(&b);
     tds_buf_deinit(&want);
 }
 
 /* A webhook body is a DETAIL (its child rows and every column replace the
  * stored ones) only when it carries what Zoho's detail of the entity always
- * carries: the name field, the modified time and the parts the child rows
- * come from. Without any one of them it is a LIST of the columns it carries
+ * carries: the name field, the modified time, a few header fields (status,
+ * an item's rate, a contact's type, a document's customer and total) and
+ * the parts the child rows come from. Without any one of them it is a LIST of the columns it carries
  * (the writer leaves the others, and every child row, alone; the fetcher
  * fetches the detail). Before, a body with the child parts alone was a
  * DETAIL: its absent columns became NULL, its absent child rows (a contact's
@@ -285,30 +350,32 @@ static void test_webhook_detail_needs_the_whole_record(void)
 {
     static const struct {
         const char *entity, *wrap, *table, *child;
-        const char *part[6]; /* part[0]: the id, kept; the others are needed */
+        const char *part[9]; /* part[0]: the id, kept; the others are needed */
     } cases[] = {
         {"contacts", "contact", "contacts", "contact_addresses",
-         {"\"contact_id\":\"7\"", "\"contact_name\":\"A\"",
-          "\"last_modified_time\":\"2024-01-15T10:30:00+0300\"",
+         {"\"contact_id\":\"7\"", "\"contact_name\":\"A\"", "\"contact_type\":\"customer\"",
+          "\"status\":\"active\"", "\"last_modified_time\":\"2024-01-15T10:30:00+0300\"",
           "\"contact_persons\":[{\"contact_person_id\":\"9\"}]",
           "\"billing_address\":{\"city\":\"Riyadh\"}", "\"shipping_address\":{\"city\":\"Jeddah\"}"}},
         {"items", "item", "items", "item_stock",
-         {"\"item_id\":\"7\"", "\"name\":\"Mug\"",
+         {"\"item_id\":\"7\"", "\"name\":\"Mug\"", "\"status\":\"active\"", "\"rate\":4.5",
           "\"last_modified_time\":\"2024-01-15T10:30:00+0300\"",
           "\"locations\":[{\"location_id\":\"5\",\"location_stock_on_hand\":3}]"}},
         {"items", "item", "items", "item_stock",
-         {"\"item_id\":\"7\"", "\"name\":\"Mug\"",
+         {"\"item_id\":\"7\"", "\"name\":\"Mug\"", "\"status\":\"active\"", "\"rate\":4.5",
           "\"last_modified_time\":\"2024-01-15T10:30:00+0300\"",
           "\"warehouses\":[{\"warehouse_id\":\"5\"}]"}},
         {"item_groups", "item_group", "item_groups", NULL,
-         {"\"group_id\":\"7\"", "\"group_name\":\"Tee\"",
+         {"\"group_id\":\"7\"", "\"group_name\":\"Tee\"", "\"status\":\"active\"",
           "\"last_modified_time\":\"2024-01-15T10:30:00+0300\"", "\"items\":[{\"item_id\":\"8\"}]"}},
         {"invoices", "invoice", "invoices", "invoice_lines",
-         {"\"invoice_id\":\"7\"", "\"invoice_number\":\"INV-7\"",
+         {"\"invoice_id\":\"7\"", "\"invoice_number\":\"INV-7\"", "\"status\":\"sent\"",
+          "\"customer_id\":\"5\"", "\"total\":10",
           "\"last_modified_time\":\"2024-01-15T10:30:00+0300\"",
           "\"line_items\":[{\"line_item_id\":\"3\"}]"}},
         {"sales_orders", "salesorder", "sales_orders", "sales_order_lines",
-         {"\"salesorder_id\":\"7\"", "\"salesorder_number\":\"SO-7\"",
+         {"\"salesorder_id\":\"7\"", "\"salesorder_number\":\"SO-7\"", "\"status\":\"draft\"",
+          "\"customer_id\":\"5\"", "\"total\":10",
           "\"last_modified_time\":\"2024-01-15T10:30:00+0300\"",
           "\"line_items\":[{\"line_item_id\":\"3\"}]"}},
     };
@@ -316,7 +383,7 @@ static void test_webhook_detail_needs_the_whole_record(void)
 
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         size_t n = 1;
-        while (n < 6 && cases[c].part[n])
+        while (n < 9 && cases[c].part[n])
             n++;
         /* skip == 0: all of it; else without part[skip] */
         for (size_t skip = 0; skip < n; skip++) {
@@ -376,6 +443,90 @@ static void test_webhook_detail_needs_the_whole_record(void)
     T_NOCOL(s, "rate");
 }
 
+/* An empty list of child rows is no detail's by itself. Before, each of
+ * the review's bodies was a DETAIL: a full invoice row with status, total,
+ * customer_id and every other absent column NULL, its stored lines replaced
+ * by none, and never fetched again; the same for a contact with
+ * `"contact_persons": []` and two `{}` addresses, and an item with
+ * `"locations": []`. Now each is a LIST of the columns it carries: no child
+ * rows, the stored ones left alone, the detail fetched. A whole record keeps
+ * being a DETAIL where Zoho's own may have no such child rows (a contact
+ * without persons, an item that tracks no stock, a group whose variants are
+ * gone); a document is never one without a line (Zoho saves none). */
+static void test_webhook_empty_child_lists_are_no_detail(void)
+{
+    static const struct {
+        const char *entity, *table, *body;
+        bool detail;
+    } cases[] = {
+        /* the review's three */
+        {"invoices", "invoices",
+         "{\"invoice\":{\"invoice_id\":\"6\",\"invoice_number\":\"INV-1\","
+         "\"last_modified_time\":\"2024-01-15T10:30:00+0300\",\"line_items\":[]}}", false},
+        {"contacts", "contacts",
+         "{\"contact\":{\"contact_id\":\"6\",\"contact_name\":\"A\","
+         "\"last_modified_time\":\"2024-01-15T10:30:00+0300\",\"contact_persons\":[],"
+         "\"billing_address\":{},\"shipping_address\":{}}}", false},
+        {"items", "items",
+         "{\"item\":{\"item_id\":\"6\",\"name\":\"Mug\","
+         "\"last_modified_time\":\"2024-01-15T10:30:00+0300\",\"locations\":[]}}", false},
+        /* every header field, still no line: no document of Zoho's */
+        {"invoices", "invoices",
+         "{\"invoice\":{\"invoice_id\":\"6\",\"invoice_number\":\"INV-1\",\"status\":\"sent\","
+         "\"customer_id\":\"5\",\"total\":0,\"last_modified_time\":\"2024-01-15T10:30:00+0300\","
+         "\"line_items\":[]}}", false},
+        {"sales_orders", "sales_orders",
+         "{\"salesorder\":{\"salesorder_id\":\"6\",\"salesorder_number\":\"SO-1\","
+         "\"status\":\"draft\",\"customer_id\":\"5\",\"total\":0,"
+         "\"last_modified_time\":\"2024-01-15T10:30:00+0300\",\"line_items\":[]}}", false},
+        /* a whole contact, but for its empty addresses */
+        {"contacts", "contacts",
+         "{\"contact\":{\"contact_id\":\"6\",\"contact_name\":\"A\",\"contact_type\":\"customer\","
+         "\"status\":\"active\",\"last_modified_time\":\"2024-01-15T10:30:00+0300\","
+         "\"contact_persons\":[],\"billing_address\":{},\"shipping_address\":{\"city\":\"\"}}}",
+         false},
+        /* whole records with no child rows of that kind: DETAIL */
+        {"contacts", "contacts",
+         "{\"contact\":{\"contact_id\":\"6\",\"contact_name\":\"A\",\"contact_type\":\"customer\","
+         "\"status\":\"active\",\"last_modified_time\":\"2024-01-15T10:30:00+0300\","
+         "\"contact_persons\":[],\"billing_address\":{\"city\":\"\"},"
+         "\"shipping_address\":{\"city\":\"\"}}}", true},
+        {"items", "items",
+         "{\"item\":{\"item_id\":\"6\",\"name\":\"Setup\",\"status\":\"active\",\"rate\":50,"
+         "\"item_type\":\"sales\",\"product_type\":\"service\","
+         "\"last_modified_time\":\"2024-01-15T10:30:00+0300\",\"locations\":[]}}", true},
+        {"item_groups", "item_groups",
+         "{\"item_group\":{\"group_id\":\"6\",\"group_name\":\"Tee\",\"status\":\"active\","
+         "\"last_modified_time\":\"2024-01-15T10:30:00+0300\",\"items\":[]}}", true},
+        {"item_groups", "item_groups",
+         "{\"item_group\":{\"group_id\":\"6\",\"group_name\":\"Tee\","
+         "\"last_modified_time\":\"2024-01-15T10:30:00+0300\",\"items\":[]}}", false},
+    };
+
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        const struct tds_msg_rowset *s;
+
+        h_reset();
+        T_TRUE(!h_event(cases[c].entity, cases[c].body));
+        if (cases[c].detail) {
+            if (!(s = h_set(cases[c].table, TDS_ROWS_DETAIL, 0)))
+                T_FAIL("%s: expected a DETAIL", cases[c].body);
+            T_V(s, 0, "is_detail", "true");
+            /* beside it, a contact's two addresses; no persons, no stock */
+            T_INT(h_rows.n_sets, ==, strcmp(cases[c].entity, "contacts") == 0 ? 2 : 1);
+            continue;
+        }
+        if (!(s = h_set(cases[c].table, TDS_ROWS_LIST, 0)))
+            T_FAIL("%s: expected a LIST", cases[c].body);
+        /* the top row's set alone: no child rows, the stored ones stay */
+        T_INT(h_rows.n_sets, ==, 1);
+        T_V(s, 0, "is_detail", "false");
+        T_NOCOL(s, "customer_name");
+        T_NOCOL(s, "sku");
+        T_NOCOL(s, "email");
+    }
+}
+
 int main(void)
 {
     T_RUN(test_reasons);
@@ -383,6 +534,7 @@ int main(void)
     T_RUN(test_page_one_bad);
     T_RUN(test_deletes_and_events);
     T_RUN(test_webhook_detail_needs_the_whole_record);
+    T_RUN(test_webhook_empty_child_lists_are_no_detail);
     T_RUN(test_custom_field_keys);
     T_RUN(test_many_custom_fields_are_fast);
     h_done();

@@ -248,10 +248,12 @@ static void test_oversize_event(void)
     struct tds_buf b = {0};
     struct tds_msg in, out;
 
+    /* a whole contact (processor/README.md), so a DETAIL with all its addresses */
     T_INT(tds_buf_addf(&b, "{\"contact\":{\"contact_id\":\"77\",\"contact_name\":\"\u0634\","
+                           "\"contact_type\":\"customer\",\"status\":\"active\","
                            "\"last_modified_time\":\"2024-01-01T00:00:00+0000\","
-                           "\"contact_persons\":[],\"billing_address\":{},\"shipping_address\":{},"
-                           "\"addresses\":["), ==, 0);
+                           "\"contact_persons\":[],\"billing_address\":{\"city\":\"\"},"
+                           "\"shipping_address\":{\"city\":\"\"},\"addresses\":["), ==, 0);
     for (int k = 0; k < ADDRS; k++)
         T_INT(tds_buf_add(&b, k ? ",{}" : "{}", k ? 3 : 2), ==, 0);
     T_INT(tds_buf_add(&b, "]}}", 3), ==, 0);
@@ -284,7 +286,8 @@ static void test_event(void)
 {
     struct tds_msg in, out;
     const char *body = "{\"invoice\":{\"invoice_id\":\"7\",\"invoice_number\":\"INV-7\","
-                       "\"total\":\"10.00\",\"line_items\":[],"
+                       "\"status\":\"sent\",\"customer_id\":\"5\",\"total\":\"10.00\","
+                       "\"line_items\":[{\"line_item_id\":\"71\"}],"
                        "\"last_modified_time\":\"2024-01-01T00:00:00+0000\"}}";
     memset(&in, 0, sizeof(in));
     in.type = TDS_MSG_EVENT;
@@ -301,8 +304,10 @@ static void test_event(void)
     T_NULL(out.u.rows.run);
     T_INT(out.u.rows.received_ms, ==, 42);
     T_INT(out.u.rows.records_in, ==, 1);
-    T_INT(out.u.rows.n_sets, ==, 1);
+    T_INT(out.u.rows.n_sets, ==, 2);
+    T_STR(out.u.rows.sets[0].table, "invoices");
     T_INT(out.u.rows.sets[0].kind, ==, TDS_ROWS_DETAIL);
+    T_STR(out.u.rows.sets[1].table, "invoice_lines");
     tds_msg_clear(&out);
 
     in.u.event.op = "delete";
