@@ -15,9 +15,12 @@
  * refused (E_FULL) and the queued entries count as not durable (state -1), so
  * their requests get 503 and memory does not grow. A new segment that cannot
  * be created for lack of space (no inode or directory block left) is the
- * same case: appends are refused and the sync thread tries to create it again
- * every TDS_JOURNAL_RETRY_MS, with no request needed to drive it, until it
- * can. Writing the same bytes at
+ * same case, after the fully acked segments at the front were deleted to make
+ * room (retention aside) and the creation tried once more: appends are refused
+ * and the sync thread tries again every TDS_JOURNAL_RETRY_MS, with no request
+ * needed to drive it, until it can. An open that finds no room for its fresh
+ * segment starts with none that way (what it found can still be read back and
+ * resent). Writing the same bytes at
  * the same offsets again is harmless, and nothing after them reaches the file
  * before they do, so a scan never finds a gap followed by records. It never
  * logs; callers do.
@@ -53,6 +56,11 @@
 #define REC_ACK 2
 #define SEG_NAME_LEN 24       /* 20 digits + ".seg" */
 #define CHUNK_MIN (64u * 1024)
+/* Room kept under max_bytes for the ack of each unacked entry: its 8 bytes
+ * and, at worst (an ack of one seq), a record header. An ack record of k seqs
+ * takes at most k times this, so acks never carry the journal past its bound
+ * (invariant 7 in DESIGN.md). */
+#define ACK_BYTES_PER_ENTRY (8u + HDR_SIZE)
 
 static const char zeros[64 * 1024];
 
@@ -417,6 +425,33 @@ static int gc_locked(struct tds_journal *j, int64_t now_ms, uint64_t need, uint6
     return n;
 }
 
+/* rotate_locked(), and when the disk has no room for the new file (no inode
+ * or directory block left: ENOSPC, EDQUOT), delete every fully acked segment
+ * at the front, retention aside, as stall() does for a write, and try once
+ * more. Without that, acked segments kept for replay would hold their inodes,
+ * and every webhook would get 503, until their retention ended. Called with
+ * mu held (or before the sync thread exists). */
+static int rotate_or_make_room_locked(struct tds_journal *j)
+{
+    int r = rotate_locked(j);
+
+    if ((r == -ENOSPC || r == -EDQUOT) && gc_locked(j, tds_wall_ms(), UINT64_MAX / 2, 0) > 0)
+        r = rotate_locked(j);
+    return r;
+}
+
+/* No segment could be created for lack of space: appends are refused
+ * (E_FULL) and the sync thread tries again every TDS_JOURNAL_RETRY_MS, with
+ * no append needed to drive it. Called with mu held (or before the sync
+ * thread exists). */
+static void rotate_later_locked(struct tds_journal *j)
+{
+    atomic_store(&j->no_space, true);
+    j->rotate_due = true;
+    j->retry_at_ms = tds_now_ms() + TDS_JOURNAL_RETRY_MS;
+    pthread_cond_signal(&j->work);
+}
+
 /* Append a framed record to the pending chunk of the active segment. */
 static int add_record_locked(struct tds_journal *j, int type, const void *payload, uint32_t len,
                              uint32_t payload_crc, uint64_t seq, int64_t wall_ms)
@@ -635,7 +670,7 @@ int tds_journal_sync(struct tds_journal *j)
     }
     /* The segment an append could not create: again. The entries queued
      * before it, in the old segment, are written either way. */
-    if (j->rotate_due && (rot_err = rotate_locked(j)) != 0)
+    if (j->rotate_due && (rot_err = rotate_or_make_room_locked(j)) != 0)
         j->retry_at_ms = tds_now_ms() + TDS_JOURNAL_RETRY_MS;
     else
         j->rotate_due = false; /* no_space ends once this sync has written */
@@ -730,7 +765,7 @@ int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, i
                        uint64_t *seq, struct tds_journal_loc *loc)
 {
     uint32_t pcrc;
-    uint64_t rec = HDR_SIZE + (uint64_t)len, s;
+    uint64_t rec = HDR_SIZE + (uint64_t)len, need, s;
     int r;
 
     if (len > TDS_JOURNAL_MAX_PAYLOAD)
@@ -751,22 +786,22 @@ int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, i
         r = TDS_JOURNAL_E_BACKLOG;
         goto out;
     }
-    if (j->total_bytes + rec > j->o.max_bytes) {
-        gc_locked(j, wall_ms, rec, j->o.max_bytes);
-        if (j->total_bytes + rec > j->o.max_bytes) {
+    /* The bound holds the acks to come as well: each unacked entry, this
+     * one included, keeps room for its ack record (ACK_BYTES_PER_ENTRY). */
+    need = rec + ACK_BYTES_PER_ENTRY * (j->unacked + 1);
+    if (j->total_bytes + need > j->o.max_bytes) {
+        gc_locked(j, wall_ms, need, j->o.max_bytes);
+        if (j->total_bytes + need > j->o.max_bytes) {
             r = TDS_JOURNAL_E_FULL;
             goto out;
         }
     }
     if (j->active->size > 0 && j->active->size + rec > j->o.segment_bytes) {
-        r = rotate_locked(j);
+        r = rotate_or_make_room_locked(j);
         if (r == -ENOSPC || r == -EDQUOT) {
             /* refused like a write without room, and retried by the sync
              * thread (or the next tds_journal_sync) until it fits */
-            atomic_store(&j->no_space, true);
-            j->rotate_due = true;
-            j->retry_at_ms = tds_now_ms() + TDS_JOURNAL_RETRY_MS;
-            pthread_cond_signal(&j->work);
+            rotate_later_locked(j);
             r = TDS_JOURNAL_E_FULL;
         }
         if (r)
@@ -846,6 +881,10 @@ int tds_journal_wait(struct tds_journal *j, uint64_t seq, int64_t timeout_ms)
     return r;
 }
 
+/* Seqs one ack record carries at most: the open takes a longer record for a
+ * torn one, and cuts it with every record after it. */
+#define ACK_SEQS_PER_RECORD (TDS_JOURNAL_MAX_PAYLOAD / 8)
+
 int tds_journal_ack(struct tds_journal *j, const uint64_t *seqs, size_t n)
 {
     unsigned char *buf;
@@ -869,10 +908,18 @@ int tds_journal_ack(struct tds_journal *j, const uint64_t *seqs, size_t n)
     }
     if (j->backlog_full && j->unacked < tds_journal_backlog_resume(j))
         atomic_store(&j->backlog_full, false);
-    if (done && !j->failed && !j->o.read_only) {
-        uint32_t len = (uint32_t)(done * 8);
+    /* With no segment taking writes (opened with no room for one) the acks
+     * stay in memory only: losing an ack means a resend (rule 5). */
+    if (done && !j->failed && !j->o.read_only && j->active) {
+        int64_t now = tds_wall_ms();
 
-        r = add_record_locked(j, REC_ACK, buf, len, tds_crc32c(0, buf, len), 0, tds_wall_ms());
+        for (size_t at = 0; at < done && !r; at += ACK_SEQS_PER_RECORD) {
+            size_t k = done - at < ACK_SEQS_PER_RECORD ? done - at : ACK_SEQS_PER_RECORD;
+            uint32_t len = (uint32_t)(k * 8);
+            const unsigned char *p = buf + 8 * at;
+
+            r = add_record_locked(j, REC_ACK, p, len, tds_crc32c(0, p, len), 0, now);
+        }
     }
     pthread_mutex_unlock(&j->mu);
     free(buf);
@@ -1350,8 +1397,17 @@ int tds_journal_open(struct tds_journal **out, const struct tds_journal_opts *o,
     if (r)
         goto fail;
     if (!o->read_only) {
-        /* Always a fresh segment: never append after a possibly torn tail. */
-        r = rotate_locked(j);
+        /* Always a fresh segment: never append after a possibly torn tail.
+         * With no room for it even after deleting acked segments, the
+         * journal opens with none (active NULL): appends are refused and the
+         * sync thread creates it once there is room, while the entries found
+         * are resent. Exiting instead would not make room: the next start
+         * would find the same disk. */
+        r = rotate_or_make_room_locked(j);
+        if (r == -ENOSPC || r == -EDQUOT) {
+            rotate_later_locked(j);
+            r = 0;
+        }
         if (r)
             goto fail;
         if (o->sync_thread) {

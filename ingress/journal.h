@@ -101,7 +101,11 @@ struct tds_journal_open_info {
 
 /* Open (or create) the journal, calling cb for every entry in seq order with
  * its acked state. cb may be NULL. Returns 0, -errno, TDS_JOURNAL_E_CORRUPT
- * (a record the first pass found whole no longer reads back), or cb's code. */
+ * (a record the first pass found whole no longer reads back), or cb's code.
+ * With no room on the disk for a new segment (ENOSPC, EDQUOT), even after
+ * deleting the fully acked segments at the front, it still returns 0, with
+ * tds_journal_no_space() true: appends are refused until the sync thread (or
+ * tds_journal_sync) can create the segment; reads and acks work meanwhile. */
 int tds_journal_open(struct tds_journal **out, const struct tds_journal_opts *o,
                      tds_journal_scan_cb cb, void *ud, struct tds_journal_open_info *info);
 /* Stops the sync thread after a last sync; takes NULL; returns NULL. */
@@ -114,8 +118,9 @@ void tds_journal_on_syncing(struct tds_journal *j, tds_journal_syncing_cb cb, vo
 void tds_journal_on_stalled(struct tds_journal *j, tds_journal_stalled_cb cb, void *ud);
 
 /* Append one entry (copied). *seq and *loc are set on success. It is durable
- * only once synced. Returns 0, TDS_JOURNAL_E_FULL (over max_bytes, or no room
- * on the disk: see tds_journal_no_space), TDS_JOURNAL_E_BACKLOG (max_unacked
+ * only once synced. Returns 0, TDS_JOURNAL_E_FULL (over max_bytes, counting
+ * room for the ack of every unacked entry, or no room on the disk: see
+ * tds_journal_no_space), TDS_JOURNAL_E_BACKLOG (max_unacked
  * entries wait for their ack: see tds_journal_backlog_full),
  * TDS_JOURNAL_E_FAILED, TDS_E_TOO_LARGE (payload over TDS_JOURNAL_MAX_PAYLOAD)
  * or -errno. */
@@ -142,7 +147,10 @@ int tds_journal_wait(struct tds_journal *j, uint64_t seq, int64_t timeout_ms);
 int tds_journal_sync(struct tds_journal *j);
 
 /* Mark entries acknowledged (each seq once; unknown seqs are ignored). The ack
- * is journaled without waiting for a sync: losing it only means a resend. */
+ * is journaled without waiting for a sync, in records of at most
+ * TDS_JOURNAL_MAX_PAYLOAD / 8 seqs, whatever n: losing it only means a
+ * resend (as while the journal has no segment taking writes: opened without
+ * room for one). */
 int tds_journal_ack(struct tds_journal *j, const uint64_t *seqs, size_t n);
 /* Delete the oldest segments whose entries are all acked, while they are older
  * than the retention or the journal is over its soft budget. Returns the

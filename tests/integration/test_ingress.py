@@ -675,6 +675,42 @@ def test_replay_sends_again_what_is_not_acknowledged(ing, procs):
     assert i.drain(i.events, quiet_s=1.5) == []   # acked: not sent a third time
 
 
+def test_replay_counts_a_fetch_done_once_sent_when_fetch_acks_off(ing, procs):
+    """With TDS_INGRESS_FETCH_ACKS=false no ack ever names a fetch (the
+    fetcher does not pass them on), and replay, like the running ingress,
+    counts a fetch as done once ZeroMQ takes it. Before, replay waited for
+    acks of its fetches, sent each again every ack timeout for the whole
+    --wait (a Zoho call each) and exited 1."""
+    i = ing(env={"TDS_INGRESS_FETCH_ACKS": "false", "TDS_INGRESS_ACK_TIMEOUT_MS": "1000"})
+    for k in range(2):
+        assert i.post("60001", '{"contact_id": "70000000000000001%02d"}' % k, SECRET_A,
+                      params={"entity": "contacts"}).status == 200
+    assert i.post("60001", item_body("8700"), SECRET_A).status == 200
+    fetched = i.recv(i.fetches, 2)
+    [ev] = i.recv(i.events, 1)
+    i.ack([ev["id"]])
+    i.wait_metric("tds_ingress_unacked", 0)
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=procs.run(
+        "tds-ingress", ["replay", "--org", "60001", "--since", "1h", "--wait", "8"],
+        env=i.env, check=False)))
+    t0 = time.monotonic()
+    t.start()
+    again = i.recv(i.fetches, 2)
+    assert sorted(m["id"] for m in again) == sorted(m["id"] for m in fetched)
+    assert [m["id"] for m in i.recv(i.events, 1)] == [ev["id"]]
+    i.ack([ev["id"]])
+    t.join(30)
+    took = time.monotonic() - t0
+    r = out["r"]
+    print(f"\nreplay: {r.stdout.strip()} after {took:.1f}s")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "replayed 3 of 3" in r.stdout and "3 acknowledged" in r.stdout, r.stdout
+    assert "sent again" not in r.stdout, r.stdout
+    assert took < 6, took                        # not the whole --wait
+    assert i.drain(i.fetches, quiet_s=1.5) == []  # no fetch sent again
+
+
 def test_replay_reads_a_segment_cut_while_it_reads(ing, procs, bins):
     """replay reads the journal beside the running ingress, which cuts a full
     segment's prefilled zero tail when it moves to the next. A cut between
@@ -1628,6 +1664,56 @@ def test_no_inode_for_the_next_segment_503_then_accepts_again(ing, tmp_path):
         assert i.post("60001", item_body("8000"), SECRET_A).status == 200
         assert [m["zoho_id"] for m in i.recv(i.events, 1)] == ["8000"]
         assert "restart needed" not in i.proc.stderr_text()
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_restart_with_no_inode_left_starts_and_resends(ing, tmp_path):
+    """A restart always creates a new segment. With no inode left for it (and
+    no acked segment to delete for one), the ingress starts anyway, in the
+    no-space state: it resends what the journal holds, /readyz answers 503,
+    webhooks get 503, and once an inode is free it creates the segment by
+    itself and takes webhooks again. Before, the open failed with ENOSPC and
+    the ingress exited 1 at every start, sending nothing."""
+    d = tmp_path / "few_inodes"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=64", "tds-test", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:  # tests/run runs as root, which may mount
+        pytest.fail(f"cannot mount a small tmpfs for the inode test: {r.stderr.strip()}")
+    try:
+        i = ing(env={"TDS_INGRESS_SEGMENT_BYTES": "65536",
+                     "TDS_INGRESS_ACK_TIMEOUT_MS": "600000"},
+                journal=str(d / "journal"))
+        readyz = lambda: http_get(i.proc.admin_url + "/readyz")[0]  # noqa: E731
+        for k in range(5):
+            assert i.post("60001", item_body(str(7100 + k)), SECRET_A).status == 200
+        first = sorted(m["id"] for m in i.recv(i.events, 5))
+        assert len(first) == 5
+        i.proc.stop()
+        fillers = []
+        try:
+            while True:
+                f = d / f"inode-{len(fillers)}"
+                os.close(os.open(f, os.O_WRONLY | os.O_CREAT))
+                fillers.append(f)
+        except OSError as e:
+            assert e.errno == 28, e  # ENOSPC: no inode left
+        i.proc.ready = "healthz"   # alive, not ready
+        i.proc.start()
+        assert sorted(m["id"] for m in i.recv(i.events, 5)) == first   # resent
+        i.wait_metric("tds_ingress_journal_no_space", 1.0)
+        assert readyz() == 503
+        assert i.post("60001", item_body("7200"), SECRET_A).status == 503
+        assert "no space left on its disk" in i.proc.stderr_text()
+
+        for f in fillers:                                   # the operator makes room
+            os.unlink(f)
+        wait_until(lambda: readyz() == 200, 10, "/readyz 200 again with no request sent")
+        i.wait_metric("tds_ingress_journal_no_space", 0.0)
+        assert i.post("60001", item_body("7201"), SECRET_A).status == 200
+        assert [m["zoho_id"] for m in i.recv(i.events, 1)] == ["7201"]
+        i.proc.stop()
     finally:
         subprocess.run(["umount", "-l", str(d)], check=False)
 

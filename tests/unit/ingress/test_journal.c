@@ -3,14 +3,17 @@
  * the byte bound, the full journal, group commit across threads, the
  * callback that announces a group commit before its writes, the wait of a
  * small group commit for company, the zero-filled tail of a segment, the bound
- * on unacked entries, acks read back across segments, and what an open holds
- * in memory. */
+ * on unacked entries, acks read back across segments, what an open holds
+ * in memory, acks within the byte bound, an ack call over what one record
+ * may carry, and no inode left for the next segment (a tmpfs the test mounts,
+ * as root). */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -253,7 +256,7 @@ static void test_full(void)
     while ((r = tds_journal_append(j, big, sizeof(big), 1000, &seqs[n], &loc)) == 0)
         n++;
     T_INT(r, ==, TDS_JOURNAL_E_FULL);
-    T_INT(n, >=, 8);
+    T_INT(n, ==, 7); /* 232 bytes each, and 40 kept for its ack (test_acks_within_the_bound) */
     T_INT(tds_journal_bytes(j), <=, 2000);
     T_INT(tds_journal_sync(j), ==, 0);
     /* Still full while unacked: the journal never drops unacked data. */
@@ -265,6 +268,43 @@ static void test_full(void)
     T_INT(tds_journal_bytes(j), <=, 2000);
     T_INT(tds_journal_append(j, big, TDS_JOURNAL_MAX_PAYLOAD + 1u, 2000, &seq, &loc), ==,
           TDS_E_TOO_LARGE);
+    tds_journal_close(j);
+}
+
+/* Ack records count against max_bytes like entries: each unacked entry keeps
+ * room for its ack (8 bytes and, acked alone, a record header). Before, a
+ * journal filled with unacked entries grew past its bound by the acks that
+ * released them (424,008 bytes under a 409,600 bound). Here the worst case:
+ * every entry acked in a call of its own. */
+static void test_acks_within_the_bound(void)
+{
+    enum { MAX = 4000 };
+    struct tds_journal *j = NULL;
+    struct tds_journal_opts o;
+    struct tds_journal_loc loc;
+    struct tds_journal_open_info info;
+    uint64_t seqs[64];
+    char p[100];
+    int n = 0, r;
+
+    fresh_dir();
+    o = opts(MAX, 1000);
+    memset(p, 'a', sizeof(p));
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, NULL), ==, 0);
+    while ((r = tds_journal_append(j, p, sizeof(p), 1000, &seqs[n], &loc)) == 0)
+        n++;
+    T_INT(r, ==, TDS_JOURNAL_E_FULL);
+    T_INT(n, >=, 20);
+    T_INT(tds_journal_sync(j), ==, 0);
+    for (int i = 0; i < n; i++) {
+        T_INT(tds_journal_ack(j, &seqs[i], 1), ==, 0);
+        T_INT(tds_journal_bytes(j), <=, MAX);
+    }
+    T_INT(tds_journal_sync(j), ==, 0);
+    j = tds_journal_close(j);
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, &info), ==, 0);
+    T_INT(info.unacked, ==, 0);
+    T_INT(tds_journal_bytes(j), <=, MAX);
     tds_journal_close(j);
 }
 
@@ -838,6 +878,223 @@ static void test_open_memory(void)
     fresh_dir();
 }
 
+struct last_unacked {
+    uint64_t unacked, seq;
+    char payload[16];
+};
+
+static int note_unacked(const struct tds_journal_rec *r, void *ud)
+{
+    struct last_unacked *l = ud;
+
+    if (!r->acked) {
+        l->unacked++;
+        l->seq = r->seq;
+        snprintf(l->payload, sizeof(l->payload), "%.*s", (int)r->len, (const char *)r->payload);
+    }
+    return 0;
+}
+
+/* One ack call with more seqs than one record may carry (main.c acks every
+ * dead letter found at start at once) is written as several records, each
+ * one the open reads back. Before, it was one record over
+ * TDS_JOURNAL_MAX_PAYLOAD, which the next open took for a torn tail: cut,
+ * with every record after it (here a webhook answered 200, never acked). */
+static void test_ack_over_one_record(void)
+{
+    const size_t n = TDS_JOURNAL_MAX_PAYLOAD / 8 + 1000;
+    struct tds_journal *j = NULL;
+    struct tds_journal_opts o;
+    struct tds_journal_loc loc;
+    struct tds_journal_open_info info;
+    struct last_unacked l = {0};
+    uint64_t *seqs = malloc(n * sizeof(*seqs)), seq, before, ack_bytes;
+
+    T_TRUE(seqs != NULL);
+    fresh_dir();
+    o = opts(1ull << 40, 1ull << 30);
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, NULL), ==, 0);
+    for (size_t i = 0; i < n; i++)
+        T_INT(tds_journal_append(j, "d", 1, 1000, &seqs[i], &loc), ==, 0);
+    T_INT(tds_journal_sync(j), ==, 0);
+    before = tds_journal_bytes(j);
+    T_INT(tds_journal_ack(j, seqs, n), ==, 0);
+    ack_bytes = tds_journal_bytes(j) - before;
+    T_INT(tds_journal_append(j, "after", 5, 2000, &seq, &loc), ==, 0);
+    T_INT(tds_journal_sync(j), ==, 0);
+    j = tds_journal_close(j);
+    free(seqs);
+
+    T_INT(tds_journal_open(&j, &o, note_unacked, &l, &info), ==, 0);
+    T_INT(info.torn, ==, 0);
+    T_INT(info.entries, ==, n + 1);
+    T_INT(info.unacked, ==, 1);
+    T_INT(l.unacked, ==, 1);
+    T_INT(l.seq, ==, seq);
+    T_STR(l.payload, "after");
+    /* two records: a full one and one of 1,000 seqs */
+    T_INT(ack_bytes, ==, 2 * 32 + n * 8);
+    tds_journal_close(j);
+    fresh_dir();
+}
+
+/* Files in `in` named f0, f1, ... until the file system has no inode left.
+ * Returns how many it made. */
+static int take_every_inode(const char *in, int from)
+{
+    int k = from;
+
+    for (;; k++) {
+        char n[400];
+        int fd;
+
+        snprintf(n, sizeof(n), "%s/f%d", in, k);
+        fd = open(n, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+        if (fd < 0) {
+            T_INT(errno, ==, ENOSPC);
+            return k;
+        }
+        close(fd);
+    }
+}
+
+static void give_inodes_back(const char *in, int from, int to)
+{
+    for (int k = from; k < to; k++) {
+        char n[400];
+
+        snprintf(n, sizeof(n), "%s/f%d", in, k);
+        T_INT(unlink(n), ==, 0);
+    }
+}
+
+/* The journal's file system has no inode left for the next segment while
+ * fully acked segments are kept for replay (within the retention). The
+ * journal deletes them, retention aside, as for a write without room, and
+ * creates the segment: at run time (before, every webhook got 503 until the
+ * retention ended) and at open (before, the open failed with ENOSPC, and
+ * the ingress exited at every start). With nothing acked to delete, the open
+ * still succeeds, in the no-space state: the entries found can be read back
+ * (resent), appends are refused, acks are taken, and the segment is created
+ * once an inode is free. A tmpfs of 48 inodes, as root (tests/run). */
+static char inode_mnt[200];
+static bool inode_mounted;
+
+static void unmount_inode_mnt(void)
+{
+    if (inode_mounted && umount2(inode_mnt, MNT_DETACH) == 0)
+        rmdir(inode_mnt);
+}
+
+static void test_no_inode_for_a_segment(void)
+{
+    char *mnt = inode_mnt, p[300];
+    struct tds_journal *j = NULL;
+    struct tds_journal_opts o;
+    struct tds_journal_loc loc, locs[10];
+    struct tds_journal_open_info info;
+    struct last_unacked l = {0};
+    uint64_t seq, seqs[10];
+    size_t before;
+    int fill;
+    void *buf;
+    size_t len;
+
+    snprintf(inode_mnt, sizeof(inode_mnt), "/tmp/tds-journal-inodes-%d", (int)getpid());
+    T_INT(mkdir(mnt, 0750), ==, 0);
+    if (mount("tds-test", mnt, "tmpfs", 0, "size=4m,nr_inodes=48") != 0) {
+        if (geteuid() != 0) {
+            fprintf(stderr, "skipped test_no_inode_for_a_segment: mounting a tmpfs needs "
+                    "root (tests/run runs as root)\n");
+            rmdir(mnt);
+            return;
+        }
+        T_FAIL("cannot mount a small tmpfs at %s: %s", mnt, strerror(errno));
+    }
+    inode_mounted = true;
+    atexit(unmount_inode_mnt); /* a failed check exits */
+    snprintf(dir, sizeof(dir), "%s/j", mnt);
+    memset(p, 'p', sizeof(p));
+    o = opts(1 << 20, 1024);
+
+    /* ~10 segments, every entry acked, kept for the hour of retention */
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, NULL), ==, 0);
+    for (int i = 0; i < 30; i++) {
+        T_INT(tds_journal_append(j, p, sizeof(p), 1000, &seq, &loc), ==, 0);
+        T_INT(tds_journal_sync(j), ==, 0);
+        T_INT(tds_journal_ack(j, &seq, 1), ==, 0);
+    }
+    T_INT(tds_journal_sync(j), ==, 0);
+    before = tds_journal_segments(j);
+    T_INT(before, >=, 8);
+    fill = take_every_inode(mnt, 0);
+
+    /* Run time: the next segment needs an inode; the acked ones give theirs. */
+    for (int i = 0; i < 10; i++) {
+        T_INT(tds_journal_append(j, p, sizeof(p), 2000, &seqs[i], &loc), ==, 0);
+        T_INT(tds_journal_sync(j), ==, 0);
+        T_TRUE(!tds_journal_no_space(j));
+    }
+    T_INT(tds_journal_segments(j), <, before);
+    T_INT(tds_journal_ack(j, seqs, 10), ==, 0);
+    j = tds_journal_close(j);
+
+    /* Open: every inode taken again, acked segments to delete. */
+    fill = take_every_inode(mnt, fill);
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, &info), ==, 0);
+    T_TRUE(!tds_journal_no_space(j));
+    T_INT(info.segments, >, 2);
+    T_INT(tds_journal_segments(j), ==, 2);      /* the last one kept, and the new one */
+    T_INT(tds_journal_append(j, p, sizeof(p), 3000, &seq, &loc), ==, 0);
+    T_INT(tds_journal_sync(j), ==, 0);
+    T_INT(tds_journal_ack(j, &seq, 1), ==, 0);
+
+    /* Open with nothing acked to delete: the acked segments past their
+     * retention gone, 10 unacked entries over several segments, then no
+     * inode left. */
+    give_inodes_back(mnt, 0, fill);
+    T_INT(tds_journal_gc(j, INT64_MAX / 2), >, 0);
+    for (int i = 0; i < 10; i++) {
+        T_INT(tds_journal_append(j, p, sizeof(p), 4000 + i, &seqs[i], &locs[i]), ==, 0);
+        T_INT(tds_journal_sync(j), ==, 0);
+    }
+    j = tds_journal_close(j);
+    take_every_inode(mnt, 0);
+    T_INT(tds_journal_open(&j, &o, note_unacked, &l, &info), ==, 0);
+    T_INT(l.unacked, ==, 10);
+    T_INT(info.unacked, ==, 10);
+    T_TRUE(tds_journal_no_space(j));
+    T_INT(tds_journal_read(j, &locs[0], &buf, &len), ==, 0);  /* resent */
+    T_INT(len, ==, sizeof(p));
+    free(buf);
+    T_INT(tds_journal_append(j, p, sizeof(p), 5000, &seq, &loc), ==, TDS_JOURNAL_E_FULL);
+    T_INT(tds_journal_ack(j, &seqs[9], 1), ==, 0);            /* in memory only */
+    T_INT(tds_journal_unacked(j), ==, 9);
+    T_INT(tds_journal_sync(j), ==, TDS_JOURNAL_E_NOSPACE);
+    T_TRUE(tds_journal_no_space(j));
+    /* An inode comes free: the segment is created, appends are taken. */
+    give_inodes_back(mnt, 0, 1);
+    T_INT(tds_journal_sync(j), ==, 0);
+    T_TRUE(!tds_journal_no_space(j));
+    T_INT(tds_journal_append(j, p, sizeof(p), 5000, &seq, &loc), ==, 0);
+    T_INT(tds_journal_sync(j), ==, 0);
+    T_INT(tds_journal_state(j, seq), ==, 1);
+    j = tds_journal_close(j);
+
+    /* Every entry answered is still there: 9 or 10 unacked (the ack taken
+     * while no segment existed may be lost: a resend) and the last one. */
+    memset(&l, 0, sizeof(l));
+    T_INT(tds_journal_open(&j, &o, note_unacked, &l, &info), ==, 0);
+    T_INT(info.torn, ==, 0);
+    T_INT(l.unacked, >=, 10);
+    T_INT(l.seq, ==, seq);
+    tds_journal_close(j);
+    T_INT(umount2(mnt, MNT_DETACH), ==, 0);
+    T_INT(rmdir(mnt), ==, 0);
+    inode_mounted = false;
+    fresh_dir();
+}
+
 static void test_crc(void)
 {
     /* The CRC32C check value from RFC 3720's test vectors. */
@@ -848,12 +1105,18 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--open") == 0)
         return open_only(argv[2]);
+    if (argc == 2 && strcmp(argv[1], "--ack-over-one-record") == 0) {
+        /* its own meson test: 4.2 million entries, ~20 s under ASan */
+        T_RUN(test_ack_over_one_record);
+        return 0;
+    }
     T_RUN(test_crc);
     T_RUN(test_append_reopen);
     T_RUN(test_torn_tail);
     T_RUN(test_segment_release);
     T_RUN(test_retention_keeps_acked);
     T_RUN(test_full);
+    T_RUN(test_acks_within_the_bound);
     T_RUN(test_group_commit);
     T_RUN(test_syncing_callback);
     T_RUN(test_sync_delay);
@@ -861,5 +1124,6 @@ int main(int argc, char **argv)
     T_RUN(test_unacked_bound);
     T_RUN(test_acks_across_segments);
     T_RUN(test_open_memory);
+    T_RUN(test_no_inode_for_a_segment);
     return 0;
 }
