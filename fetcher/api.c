@@ -34,6 +34,7 @@ struct call {
     int auth_refreshes; /* forced refreshes for this call */
     int auth_same_token; /* code 57 under 200 retried without a refresh */
     bool denied;        /* finished because the endpoint is refused to the token */
+    bool paused;        /* finished unsent: the organization is paused */
     bool last_try;      /* withdrawn while in flight: its answer is final */
     int64_t not_before_ms;
     int64_t ticket;
@@ -211,7 +212,7 @@ void tds_api_cancel_all(struct tds_api *a)
 {
     /* Callbacks run with a failure so their owners can free what they hold;
      * owners that are shutting down know to do only that. */
-    struct tds_api_result r = {TDS_ZAPI_FATAL, -1, 0, "", 0, "cancelled", 0, false};
+    struct tds_api_result r = {TDS_ZAPI_FATAL, -1, 0, "", 0, "cancelled", 0, false, false};
     while (a->qhead) {
         struct call *c = a->qhead;
         q_remove(a, c);
@@ -436,7 +437,7 @@ static void finish(struct tds_api *a, struct call *c, enum tds_zapi_class cls, i
                    const char *body, size_t len, const char *error)
 {
     struct tds_api_result r = {cls, code, status, body ? body : "", body ? len : 0, error,
-                               c->sent_wall_ms, c->denied};
+                               c->sent_wall_ms, c->denied, c->paused};
     if (cls != TDS_ZAPI_OK && cls != TDS_ZAPI_NOTFOUND) {
         char st[16];
         snprintf(st, sizeof(st), "%ld", status);
@@ -523,10 +524,13 @@ static void pump(struct tds_api *a)
         int orc = tds_oauth_get(a->oauth, tds_wall_ms(), &token, &domain, &wait);
         a->paused = orc == TDS_OAUTH_PAUSED;
         if (orc == TDS_OAUTH_PAUSED) {
-            /* Credentials are bad: the queued calls cannot succeed. */
+            /* Credentials are bad: the queued calls cannot succeed until
+             * an operator fixes them. Marked paused: Zoho never saw them,
+             * so an owner that would give a fatal answer up asks again. */
             while (a->qhead) {
                 struct call *d = a->qhead;
                 q_remove(a, d);
+                d->paused = true;
                 finish(a, d, TDS_ZAPI_FATAL, -1, 0, NULL, 0, "organization paused: invalid credentials");
             }
             break;

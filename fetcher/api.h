@@ -47,6 +47,9 @@ struct tds_api_result {
     bool denied;              /* cls AUTH: Zoho does not let this token reach the endpoint
                                * (code 57 while the token works elsewhere: a missing
                                * scope); asking again soon will not help */
+    bool paused;              /* cls FATAL without a call: the organization is paused for
+                               * refused credentials. No answer from Zoho about the call:
+                               * it succeeds once an operator fixes them */
 };
 
 typedef void (*tds_api_cb)(const struct tds_api_result *r, void *ud);

@@ -207,6 +207,12 @@ struct run {
     struct batch *batches;
     int n_batches;
     bool failed, final_sent, reconciled;
+    /* A reconciliation's ids the database holds and the walk did not list,
+     * once it has listed them all (reconciled): confirmed (or, without a
+     * detail call, sent as deleted) DELETE_CHUNK at a time from
+     * confirm_at on, as run_step finds room. */
+    char **confirm;
+    size_t n_confirm, confirm_at;
     bool denied;        /* failed because Zoho refuses the entity to the token (scope) */
     char error[512];
     struct idset seen;
@@ -589,6 +595,9 @@ static void run_free(struct run *r)
         free(b);
     }
     idset_clear(&r->seen);
+    for (size_t i = 0; i < r->n_confirm; i++)
+        free(r->confirm[i]);
+    free(r->confirm);
     free(r->old_cursor);
     free(r);
 }
@@ -1041,7 +1050,7 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
             handed = hand_to_detail(b, bc);
             b->want--;
         }
-    } else if (!r->failed && res->cls == TDS_ZAPI_FATAL) {
+    } else if (!r->failed && res->cls == TDS_ZAPI_FATAL && !res->paused) {
         /* Refused as a whole: the same ids one by one still answer. An
          * organization that does not know the path keeps asking that way. */
         bool unknown = res->status == 404 || res->code == 5;
@@ -1452,7 +1461,8 @@ static void fetch_list(struct run *r)
     r->outstanding++;
 }
 
-/* Reconciliation: database ids that the listing did not show. */
+/* Reconciliation: the database ids that the listing did not show, kept on
+ * the run for confirm_next(). */
 static void reconcile_finish(struct run *r)
 {
     struct org_rt *o = r->o;
@@ -1463,42 +1473,58 @@ static void reconcile_finish(struct run *r)
         run_fail(r, "could not read ids of %s: %s", r->e->table, tds_store_error(o->s->store));
         return;
     }
-    char **missing = calloc(n_live ? n_live : 1, sizeof(*missing));
-    size_t n_missing = 0;
-    for (size_t i = 0; missing && i < n_live; i++)
-        if (!idset_has(&r->seen, live[i]))
-            missing[n_missing++] = live[i];
-    if (!missing) {
-        run_fail(r, "out of memory reconciling");
-    } else if (n_missing) {
-        tds_log(TDS_LOG_INFO, &r->lctx, "reconciliation: %zu ids missing from zoho%s", n_missing,
-                r->e->detail_path ? ", confirming by id" : "");
-        if (r->e->detail_path) {
-            /* A listing can skip records that moved while we paged: ask for
-             * each one; only code 1002 makes it a delete. */
-            for (size_t i = 0; i < n_missing && !r->failed; i += DELETE_CHUNK) {
-                size_t k = n_missing - i < DELETE_CHUNK ? n_missing - i : DELETE_CHUNK;
-                if (start_batch(r, missing + i, k) != 0)
-                    run_fail(r, "out of memory queueing confirmations");
-            }
-        } else {
-            for (size_t i = 0; i < n_missing && !r->failed; i += DELETE_CHUNK) {
-                size_t k = n_missing - i < DELETE_CHUNK ? n_missing - i : DELETE_CHUNK;
-                struct tds_msg m;
-                run_page(r, &m);
-                m.u.page.deleted_ids = missing + i;
-                m.u.page.n_deleted = k;
-                int rc = m.id ? deliver(o->s, o, r, &m) : -ENOMEM;
-                free(m.id);
-                if (rc != 0)
-                    run_fail(r, "could not encode a delete page: %d", rc);
-            }
-        }
+    r->confirm = calloc(n_live ? n_live : 1, sizeof(*r->confirm));
+    for (size_t i = 0; r->confirm && i < n_live; i++) {
+        if (idset_has(&r->seen, live[i]))
+            continue;
+        r->confirm[r->n_confirm++] = live[i]; /* the run's now */
+        live[i] = NULL;
     }
-    free(missing);
     for (size_t i = 0; i < n_live; i++)
         free(live[i]);
     free(live);
+    if (!r->confirm) {
+        run_fail(r, "out of memory reconciling");
+        return;
+    }
+    if (r->n_confirm)
+        tds_log(TDS_LOG_INFO, &r->lctx, "reconciliation: %zu ids missing from zoho%s", r->n_confirm,
+                r->e->detail_path ? ", confirming by id" : "");
+}
+
+/* The next chunks of missing ids, paced like a walk's detail batches: at
+ * most two open, and one only while the pages in flight leave room for its
+ * page. Started all at once when the walk ended, 10,000 missing ids were 50
+ * batches and 10,000 calls queued together: the pages in flight and their
+ * memory went past TDS_FETCHER_MAX_INFLIGHT(_BYTES) while the writer lagged,
+ * and the run held the organization for as long as the daily quota took. */
+static void confirm_next(struct run *r)
+{
+    struct org_rt *o = r->o;
+    while (!r->failed && r->confirm_at < r->n_confirm && r->n_batches < 2 &&
+           credits(o->s, 1 + r->n_batches)) {
+        char **ids = r->confirm + r->confirm_at;
+        size_t k = r->n_confirm - r->confirm_at;
+        if (k > DELETE_CHUNK)
+            k = DELETE_CHUNK;
+        /* taken before the batch starts: it may end (and step) inside */
+        r->confirm_at += k;
+        if (r->e->detail_path) {
+            /* A listing can skip records that moved while we paged: ask
+             * for each one; only code 1002 makes it a delete. */
+            if (start_batch(r, ids, k) != 0)
+                run_fail(r, "out of memory queueing confirmations");
+            continue;
+        }
+        struct tds_msg m;
+        run_page(r, &m);
+        m.u.page.deleted_ids = ids;
+        m.u.page.n_deleted = k;
+        int rc = m.id ? deliver(o->s, o, r, &m) : -ENOMEM;
+        free(m.id);
+        if (rc != 0)
+            run_fail(r, "could not encode a delete page: %d", rc);
+    }
 }
 
 static void send_final(struct run *r)
@@ -1553,14 +1579,16 @@ static void run_step(struct run *r)
             fetch_list(r);
         return;
     }
-    if (r->list_busy || r->n_batches > 0)
+    if (r->list_busy)
         return;
-    if (strcmp(r->mode, "reconcile") == 0 && !r->reconciled) {
-        reconcile_finish(r);
-        if (r->failed || r->n_batches > 0)
+    if (strcmp(r->mode, "reconcile") == 0) {
+        if (!r->reconciled)
+            reconcile_finish(r);
+        confirm_next(r);
+        if (r->failed || r->confirm_at < r->n_confirm)
             return;
     }
-    if (r->unacked > 0)
+    if (r->n_batches > 0 || r->unacked > 0)
         return;
     send_final(r);
 }
@@ -1794,8 +1822,12 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
     } else {
         /* Retrying will not help a fatal answer: release whoever asked (a
          * request that could never be answered would come back forever).
-         * Anything else (transport, rate limits) is asked for again later. */
-        bool fatal = res->cls == TDS_ZAPI_FATAL;
+         * Anything else (transport, rate limits) is asked for again later,
+         * and so is a call refused because the organization is paused: no
+         * answer from Zoho, and one once the credentials are fixed. It used
+         * to count as fatal, so the fetch of a record deleted in Zoho was
+         * acked and its 1002 lost until the next reconciliation. */
+        bool fatal = res->cls == TDS_ZAPI_FATAL && !res->paused;
         tds_log(TDS_LOG_WARN, &o->lctx, "fetch of %s %s failed: %s, skipping%s", fc->e->name, fc->id,
                 res->error ? res->error : tds_zapi_class_name(res->cls),
                 fatal || !(fc->acks.n || fc->acks.n_reqs) ? "" : " (asked for again later)");

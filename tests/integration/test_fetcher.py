@@ -2359,3 +2359,142 @@ def test_a_schema_before_migration_5_keeps_counting(procs, db, sim, tmp_path, bi
                          text=True, timeout=60)
     # `tds-writer status` of this release stops at the runs with the same column named
     assert out.returncode == 1 and "records_walked" in out.stderr, out
+
+
+def test_reconcile_confirms_missing_ids_within_the_page_bound(procs, db, sim, tmp_path):
+    """Ids the database holds and Zoho no longer lists are confirmed by
+    detail calls like a walk's: at most two batches of 200 open, and a
+    batch only when its page fits in TDS_FETCHER_MAX_INFLIGHT. Once the walk
+    ended, every chunk used to start at once: 1,000 missing ids queued 1,000
+    calls and, with the writer away, put 6 pages in flight against a bound
+    of 2 (10,000 ids: 50 pages, and the day's quota held by one run)."""
+    n = 1000
+    # 300 calls a (one-second) minute: a queue of calls lasts long enough to see
+    s, p = _calls_a_second(procs, db, sim, tmp_path, 300, small_org(contacts=5), fetcher_env={
+        "TDS_FETCHER_MAX_INFLIGHT": "2", "TDS_FETCHER_ACK_TIMEOUT_MS": "1000"})
+    # rows Zoho no longer has (deleted while nobody listened): ids the
+    # simulator answers 1002 for
+    db.execute("INSERT INTO zoho.contacts (org_id, contact_id, is_detail, synced_at) "
+               "SELECT '60001', (9100000000000000000 + g)::text, true, now() - interval '1 minute' "
+               "FROM generate_series(1, %s) g", n)
+    f = p.start_fetcher()
+    p.writer.stop()
+    s.reset_stats()
+    rid = p.request("60001", "contacts", "reconcile")
+    peak = {"pages": 0, "queued": 0}
+
+    def sample():
+        st = json.loads(http_get(f.admin_url + "/status")[1])
+        peak["pages"] = max(peak["pages"], st["pages_inflight"])
+        peak["queued"] = max(peak["queued"], st["organizations"][0]["api_queued"])
+        return st
+
+    def detail_calls():
+        return s.stats()["orgs"]["60001"]["endpoints"]["contacts.detail"]
+
+    # the walk's 5 new contacts, then confirmations until the pages fill up
+    wait_until(lambda: sample()["pages_inflight"] >= 2 and detail_calls() >= 200, timeout=60,
+               what="confirmations waiting for acks", interval=0.05)
+    last = -1
+    while detail_calls() != last:   # until no call goes out
+        last = detail_calls()
+        for _ in range(20):
+            sample()
+            time.sleep(0.1)
+    print(f"writer away: {last} detail calls, peak {peak['pages']} pages in flight, "
+          f"peak {peak['queued']} calls queued")
+    assert peak["pages"] <= 2, peak
+    assert f.metric("tds_fetcher_pages_inflight") <= 2
+    assert last <= 5 + 2 * 200, last         # no further batch while the pages wait
+    assert peak["queued"] <= 2 * 200, peak    # never more than two batches queued
+    p.writer.start()
+    runs = p.wait_request(rid, timeout=120)
+    assert runs[0]["status"] == "completed", runs
+    gone = db.query("SELECT count(*) FILTER (WHERE deleted_at IS NOT NULL), count(*) "
+                    "FROM zoho.contacts WHERE org_id = '60001' AND contact_id LIKE '91%%'")[0]
+    assert gone == (n, n), gone
+    assert detail_calls() == 5 + n
+    p.compare("60001", "contacts")
+
+
+def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, tmp_path):
+    """A fetch that comes while the organization is paused for refused
+    credentials gets no call: that is no answer from Zoho. It is not acked
+    (the ingress sends it again) and a handed-over request stays open (it is
+    claimed again after the lease), so once the credentials are fixed the
+    records deleted in Zoho get their 1002 and are marked deleted. It used
+    to be answered as a fatal failure: acked at once and the request closed,
+    the delete lost until the next reconciliation (up to a day)."""
+    import msgpack
+    import zmq
+    s = sim(orgs=[small_org(items=10)])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "500"},
+                 orgs=[org_spec("60001", client_secret="wrong")])
+    # two items deleted in Zoho that the database still holds: one the
+    # webhook's fetch names, one a fetch handed over by another replica
+    gone = ["9100000000000000001", "9100000000000000002"]
+    db.execute("INSERT INTO zoho.items (org_id, item_id, is_detail, synced_at) SELECT '60001', g, "
+               "true, now() - interval '1 minute' FROM unnest(%s::text[]) g", gone)
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)   # the writer's acks to our "ingress"
+    sub.setsockopt(zmq.SUBSCRIBE, b"ingress.test")
+    sub.connect(f"tcp://127.0.0.1:{p.ack_port}")
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(f"tcp://127.0.0.1:{p.fetch_port}")
+    mid = "fe-paused-1"
+    sends, acked = [], []
+
+    def ingress(seconds):
+        """As tds-ingress does: send the fetch, and again at each ack
+        timeout (1 s here) until the writer acks it."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not acked:
+            if not sends or time.monotonic() - sends[-1] >= 1.0:
+                push.send(msgpack.packb({"v": 1, "t": "fetch", "id": mid, "org": "60001",
+                                         "entity": "items", "zoho_id": gone[0],
+                                         "origin": "ingress.test"}))
+                sends.append(time.monotonic())
+            if sub.poll(100):
+                _, body = sub.recv_multipart()
+                if mid in msgpack.unpackb(body, raw=False).get("ids", []):
+                    acked.append(time.monotonic())
+
+    def deleted():
+        return db.query("SELECT item_id FROM zoho.items WHERE org_id = '60001' AND "
+                        "deleted_at IS NOT NULL AND item_id = ANY(%s)", gone)
+
+    def request_open(rq):
+        return db.query("SELECT done_at IS NULL FROM tds.sync_requests WHERE id = %s", rq)[0][0]
+
+    try:
+        f = p.start_fetcher()
+        runs = p.wait_request(p.request("60001", "warehouses", "full"), timeout=30)
+        assert runs[-1]["status"] == "failed" and "paused" in runs[-1]["error"], runs
+        rq = db.query("INSERT INTO tds.sync_requests (org_id, entity, mode, zoho_id, requested_by) "
+                      "VALUES ('60001', 'items', 'fetch', %s, 'f2') RETURNING id", gone[1])[0][0]
+        ingress(5)
+        wait_until(lambda: f"fetch of items {gone[1]} failed" in f.stderr_text(), timeout=10,
+                   what="the handed-over fetch refused while paused")
+        time.sleep(1.5)   # past the lease (2 x the ack timeout): claimed and refused again
+        print(f"paused: {len(sends)} sends, acked {bool(acked)}, request open {request_open(rq)}, "
+              f"{f.stderr_text().count(f'fetch of items {gone[1]} failed')} refusals of the "
+              f"handed-over fetch")
+        assert not acked, "a fetch refused because the organization is paused was acked"
+        assert request_open(rq), "the handed-over request was closed while paused"
+        assert "organization paused" in f.stderr_text()
+        assert deleted() == []
+        assert s.stats()["orgs"]["60001"]["endpoints"]["items.detail"] == 0
+        # the credentials fixed: the organization resumes and both are asked again
+        p.orgs = [org_spec("60001")]
+        p.write_config()
+        f.stop()
+        f.start()
+        ingress(30)
+        assert acked, "the fetch was not acked once the organization resumed"
+        wait_until(lambda: len(deleted()) == 2, timeout=30, what="both items marked deleted")
+        wait_until(lambda: not request_open(rq), timeout=10, what="the handed-over request closed")
+        assert s.stats()["orgs"]["60001"]["endpoints"]["items.detail"] >= 2
+    finally:
+        sub.close(0)
+        push.close(0)
