@@ -429,6 +429,20 @@ int tds_store_run_fail(struct tds_store *s, const char *run_id, const char *erro
                  2, p);
 }
 
+int tds_store_run_stop(struct tds_store *s, const char *run_id, const char *why)
+{
+    const char *p[] = {run_id, why};
+    int rc = exec0(s,
+                   "UPDATE tds.sync_runs SET status = 'stopped', error = $2, finished_at = now(), "
+                   "updated_at = now() WHERE run_id = $1 AND status = 'running'",
+                   2, p);
+    /* A database the writer has not migrated to 018 yet (a rolling deploy)
+     * refuses the status: recorded as failed, as before. */
+    if (rc != 0 && strcmp(s->sqlstate, "23514") == 0)
+        rc = tds_store_run_fail(s, run_id, why);
+    return rc;
+}
+
 int tds_store_runs_abandon(struct tds_store *s, const char *org, const char *why, int64_t *n)
 {
     const char *p[] = {org, why};

@@ -94,6 +94,9 @@ int tds_store_run_insert(struct tds_store *s, const char *run_id, const char *or
 int tds_store_run_progress(struct tds_store *s, const char *run_id, int64_t pages,
                            int64_t records, int64_t walked, int64_t api_calls);
 int tds_store_run_fail(struct tds_store *s, const char *run_id, const char *error);
+/* The run ends because its fetcher shuts down cleanly (status 'stopped'):
+ * no failure, its request stays open and the next owner runs it again. */
+int tds_store_run_stop(struct tds_store *s, const char *run_id, const char *why);
 /* Runs left 'running' by an owner that is gone. Returns how many. */
 int tds_store_runs_abandon(struct tds_store *s, const char *org, const char *why, int64_t *n);
 /* Status of one run: "running", "completed", "failed" into a caller buffer. */

@@ -2898,8 +2898,9 @@ void tds_sync_stop(struct tds_sync *s, const char *why)
     for (size_t i = 0; i < s->n_o; i++) {
         struct org_rt *o = &s->o[i];
         if (o->run && !o->run->failed) {
-            /* the request stays open: the next owner runs it again */
-            tds_store_run_fail(s->store, o->run->id, why);
+            /* the request stays open: the next owner runs it again. Not a
+             * failure: as one, every rolling restart raised sync_failed */
+            tds_store_run_stop(s->store, o->run->id, why);
         }
         org_drop_work(o);
     }

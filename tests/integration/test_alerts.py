@@ -145,6 +145,24 @@ def test_for_duration_delays_firing(procs, db, hook):
     assert [r[4] for r in alerts(db, "sync_failed")] == ["items"]
 
 
+def test_a_run_stopped_by_a_clean_shutdown_is_no_failure(procs, db, hook):
+    """A run whose fetcher shut down cleanly (a rolling deploy) is 'stopped':
+    its request is run again, and sync_failed does not count it. Recorded as
+    failed before, every restart raised the alert for each run it cut."""
+    env = alerts_env(db, hook)
+    w = spawn_writer(procs, env)
+    wait_until(lambda: w.metric("tds_alert_leader") == 1, 10, "writer evaluating")
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at, "
+               "error) VALUES ('s1', %s, 'contacts', 'reconcile', 'stopped', now(), "
+               "'fetcher shut down before the run finished')", ORG)
+    # a failure beside it shows the rule was evaluated over both
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at, "
+               "error) VALUES ('f1', %s, 'items', 'incremental', 'failed', now(), 'boom')", ORG)
+    wait_until(lambda: firing(db, "sync_failed"), 15, "sync_failed firing for items")
+    time.sleep(1.5)
+    assert [r[4] for r in alerts(db, "sync_failed")] == ["items"]
+
+
 # ------------------------------------------------------------------ metric rules
 
 class Driver:
