@@ -137,6 +137,38 @@ static int persons(struct tx *t, size_t top, const struct tds_pjson *arr)
 static const char *const contact_skip[] = {"contact_type", "customer_sub_type", "custom_fields",
                                            NULL};
 
+/* The contact's first_name, last_name, email, phone and mobile are its
+ * primary contact person's, flattened (ZOHO.md §5.4: the list record has
+ * them). A detail is not known to repeat them at the top: one without a key
+ * takes it from the person marked is_primary_contact, since a DETAIL row
+ * sets every column, and a missing one would empty what the list wrote.
+ * A key the detail has (null included) is the detail's own; with no primary
+ * person the columns stay empty, as the contact has no such person. */
+static const char *const primary_cols[] = {"first_name", "last_name", "email", "phone", "mobile",
+                                           NULL};
+
+static int primary_person(struct tx *t, size_t row, const struct tds_pjson *rec)
+{
+    const struct tds_pjson *arr = tds_pjson_get(rec, "contact_persons");
+
+    if (!arr || arr->type != TDS_PJ_ARRAY)
+        return 0;
+    for (uint32_t i = 0; i < arr->n; i++) {
+        const struct tds_pjson *p = &arr->u.items[i], *f;
+
+        if (p->type != TDS_PJ_OBJECT || !(f = tds_pjson_get(p, "is_primary_contact")) ||
+            f->type != TDS_PJ_TRUE)
+            continue;
+        tx_path_set(t, "contact_persons", i);
+        for (const char *const *c = primary_cols; *c; c++)
+            if (!tds_pjson_get(rec, *c) && tds_pjson_get(p, *c))
+                TRY(tx_col(t, row, *c, p, *c));
+        tx_path_clear(t);
+        break;
+    }
+    return 0;
+}
+
 int tx_contacts(struct tx *t, const struct tds_pjson *rec)
 {
     size_t row;
@@ -149,6 +181,7 @@ int tx_contacts(struct tx *t, const struct tds_pjson *rec)
     TRY(tx_custom_fields(t, row, rec));
     if (!t->detail)
         return 0;
+    TRY(primary_person(t, row, rec));
     TRY(address(t, row, tds_pjson_get(rec, "billing_address"), "billing", "billing_address", 1, NULL, 0));
     TRY(address(t, row, tds_pjson_get(rec, "shipping_address"), "shipping", "shipping_address", 1, NULL, 0));
     const struct tds_pjson *others = tds_pjson_get(rec, "addresses");

@@ -132,6 +132,63 @@ static void test_contact_list(void)
     T_NOCOL(s, "credit_limit");
 }
 
+/* A detail without the flattened primary person at the top (a contact's
+ * detail is not known to carry it) takes it from the person marked
+ * is_primary_contact: a DETAIL row sets every column, so before, each
+ * detail write emptied the name, email and phone the list had written. */
+static void test_contact_detail_primary_person(void)
+{
+    const struct tds_msg_rowset *s;
+    const char *head = "{\"contact_id\":\"5001\",\"contact_name\":\"Al Noor\","
+                       "\"contact_type\":\"customer\",\"status\":\"active\","
+                       "\"billing_address\":{\"city\":\"Riyadh\"},"
+                       "\"shipping_address\":{\"city\":\"Jeddah\"},";
+    const char *persons =
+        "\"contact_persons\":[{\"contact_person_id\":\"5002\",\"first_name\":\"عمر\","
+        "\"last_name\":\"\",\"email\":\"omar@example.com\",\"is_primary_contact\":false},"
+        "{\"contact_person_id\":\"5003\",\"first_name\":\"Sara\",\"last_name\":\"Haddad\","
+        "\"email\":\"sara@example.com\",\"phone\":\"+966110000000\",\"mobile\":\"\","
+        "\"is_primary_contact\":true}],"
+        "\"last_modified_time\":\"2026-06-09T09:45:21-0400\"}";
+    char rec[2048];
+
+    h_reset();
+    snprintf(rec, sizeof(rec), "%s%s", head, persons);
+    T_TRUE(!h_record("contacts", rec, TDS_FORM_DETAIL));
+    T_TRUE((s = h_set("contacts", TDS_ROWS_DETAIL, 0)) != NULL);
+    T_V(s, 0, "first_name", "Sara");
+    T_V(s, 0, "last_name", "Haddad");
+    T_V(s, 0, "email", "sara@example.com");
+    T_V(s, 0, "phone", "+966110000000");
+    T_V(s, 0, "mobile", "");
+
+    /* a key at the top is the detail's own, null included */
+    h_reset();
+    snprintf(rec, sizeof(rec), "%s\"email\":null,\"first_name\":\"S.\",%s", head, persons);
+    T_TRUE(!h_record("contacts", rec, TDS_FORM_DETAIL));
+    T_TRUE((s = h_set("contacts", TDS_ROWS_DETAIL, 0)) != NULL);
+    T_VNULL(s, 0, "email");
+    T_V(s, 0, "first_name", "S.");
+    T_V(s, 0, "last_name", "Haddad");
+
+    /* no primary person: nothing to take */
+    h_reset();
+    snprintf(rec, sizeof(rec), "%s%s", head,
+             "\"contact_persons\":[{\"contact_person_id\":\"5002\",\"first_name\":\"عمر\","
+             "\"is_primary_contact\":false}],\"last_modified_time\":\"2026-06-09T09:45:21-0400\"}");
+    T_TRUE(!h_record("contacts", rec, TDS_FORM_DETAIL));
+    T_TRUE((s = h_set("contacts", TDS_ROWS_DETAIL, 0)) != NULL);
+    T_VNULL(s, 0, "first_name");
+    T_VNULL(s, 0, "email");
+
+    /* a primary person's wrong type is a reject naming the field */
+    h_reset();
+    snprintf(rec, sizeof(rec), "%s%s", head,
+             "\"contact_persons\":[{\"contact_person_id\":\"5003\",\"email\":{},"
+             "\"is_primary_contact\":true}],\"last_modified_time\":\"2026-06-09T09:45:21-0400\"}");
+    T_TRUE(h_record("contacts", rec, TDS_FORM_DETAIL) != 0);
+}
+
 /* Two custom fields with one label: the second is keyed by its api_name,
  * or its customfield_id when it has none, so neither hides the other in
  * jsonb. With neither, the contact is rejected: before, the review's
@@ -219,6 +276,7 @@ int main(void)
 {
     T_RUN(test_contact_detail);
     T_RUN(test_contact_list);
+    T_RUN(test_contact_detail_primary_person);
     T_RUN(test_custom_fields_same_label);
     T_RUN(test_contact_rejects);
     T_RUN(test_contact_webhook_form);
