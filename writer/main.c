@@ -666,11 +666,23 @@ static int start_alerts(struct app *app)
 
 /* ---- commands ---- */
 
+/* A deadlock or a serialization failure (with the stages running, or a
+ * second migrate beside this one) is nobody's fault: run it again, as the
+ * daemon does, a few times with a growing wait, before giving up. */
+#define MIGRATE_CMD_TRIES 6
+
 static int cmd_migrate(struct app *app)
 {
     char err[1024];
     int rc = migrate_once(app, err, sizeof(err));
 
+    for (int n = 1; rc == TDS_APPLY_E_RETRY && n < MIGRATE_CMD_TRIES; n++) {
+        unsigned ms = 100u << n; /* 200 ms … 3.2 s */
+
+        fprintf(stderr, "tds-writer: %s, running it again in %u ms\n", err, ms);
+        usleep(ms * 1000u);
+        rc = migrate_once(app, err, sizeof(err));
+    }
     if (rc != 0) {
         fprintf(stderr, "tds-writer: %s\n", err);
         return 1;

@@ -1710,6 +1710,24 @@ def test_a_migration_that_meets_a_deadlock_is_run_again(procs, db):
         h.close()
 
 
+def test_migrate_command_runs_a_migration_again_after_a_deadlock(procs, db):
+    """`tds-writer migrate` (a Kubernetes Job, deploy/local/up) meets a
+    deadlock: it says so, runs the migration again and exits 0. Before, it
+    exited 1 on the first, as for a migration that can never pass."""
+    env = {"TDS_DATABASE_URL": db.url}
+    procs.run("tds-writer", ["migrate"], env=env)
+    _rerun_migration_013(db, "IF currval('public.mig_attempts') <= 2 THEN RAISE EXCEPTION "
+                             "'deadlock detected (test)' USING ERRCODE = 'deadlock_detected'; "
+                             "END IF;")
+    r = procs.run("tds-writer", ["migrate"], env=env, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("running it again in") == 2 and "deadlock detected (test)" in r.stderr, \
+        r.stderr
+    assert "database schema is up to date" in r.stdout
+    assert db.query("SELECT last_value FROM public.mig_attempts") == [(3,)]
+    assert db.query("SELECT count(*) FROM tds.schema_migrations WHERE version = 13") == [(1,)]
+
+
 def test_sigterm_finishes_current_batch(procs, db):
     h = WriterHarness(procs, db)
     recs = [item(ORG, str(10 ** 18 + i), ts(2), f"x{i}") for i in range(3000)]
