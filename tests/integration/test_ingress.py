@@ -1613,6 +1613,31 @@ def test_open_file_limit_raised_at_start(ing):
         j.proc.stderr_text()
 
 
+def _few_inodes(tmp_path):
+    """A 4 MiB tmpfs of 64 inodes mounted at tmp_path/few_inodes (tests/run
+    runs as root, which may mount); the caller unmounts it."""
+    d = tmp_path / "few_inodes"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=64", "tds-test", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"cannot mount a small tmpfs for the inode test: {r.stderr.strip()}")
+    return d
+
+
+def _use_every_inode(d):
+    """Empty files in d until no inode is left; returns them."""
+    fillers = []
+    try:
+        while True:
+            f = d / f"inode-{len(fillers)}"
+            os.close(os.open(f, os.O_WRONLY | os.O_CREAT))
+            fillers.append(f)
+    except OSError as e:
+        assert e.errno == 28, e  # ENOSPC: no inode left
+    return fillers
+
+
 def test_no_inode_for_the_next_segment_503_then_accepts_again(ing, tmp_path):
     """The journal's file system has blocks left but no inode, so the next
     segment cannot be created: the webhooks that need it get 503, /readyz
@@ -1620,26 +1645,14 @@ def test_no_inode_for_the_next_segment_503_then_accepts_again(ing, tmp_path):
     elsewhere), and once an inode is free the ingress creates the segment by
     itself, with no request to drive it, and takes webhooks again. Before,
     /readyz stayed 200 while every webhook got 503."""
-    d = tmp_path / "few_inodes"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=64", "tds-test", str(d)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:  # tests/run runs as root, which may mount
-        pytest.fail(f"cannot mount a small tmpfs for the inode test: {r.stderr.strip()}")
+    d = _few_inodes(tmp_path)
     try:
         i = ing(env={"TDS_INGRESS_SEGMENT_BYTES": "65536",
                      "TDS_INGRESS_ACK_TIMEOUT_MS": "600000"},
                 journal=str(d / "journal"))
         readyz = lambda: http_get(i.proc.admin_url + "/readyz")[0]  # noqa: E731
         wait_until(lambda: i.post("60001", item_body("1"), SECRET_A).status == 200, 10, "first")
-        fillers = []
-        try:
-            while True:
-                f = d / f"inode-{len(fillers)}"
-                os.close(os.open(f, os.O_WRONLY | os.O_CREAT))
-                fillers.append(f)
-        except OSError as e:
-            assert e.errno == 28, e  # ENOSPC: no inode left
+        fillers = _use_every_inode(d)
         ok, full = ["1"], 0
         for k in range(200):       # ~600 bytes each: past the 64 KiB segment
             zid = str(7000 + k)
@@ -1675,12 +1688,7 @@ def test_restart_with_no_inode_left_starts_and_resends(ing, tmp_path):
     webhooks get 503, and once an inode is free it creates the segment by
     itself and takes webhooks again. Before, the open failed with ENOSPC and
     the ingress exited 1 at every start, sending nothing."""
-    d = tmp_path / "few_inodes"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=64", "tds-test", str(d)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:  # tests/run runs as root, which may mount
-        pytest.fail(f"cannot mount a small tmpfs for the inode test: {r.stderr.strip()}")
+    d = _few_inodes(tmp_path)
     try:
         i = ing(env={"TDS_INGRESS_SEGMENT_BYTES": "65536",
                      "TDS_INGRESS_ACK_TIMEOUT_MS": "600000"},
@@ -1691,14 +1699,7 @@ def test_restart_with_no_inode_left_starts_and_resends(ing, tmp_path):
         first = sorted(m["id"] for m in i.recv(i.events, 5))
         assert len(first) == 5
         i.proc.stop()
-        fillers = []
-        try:
-            while True:
-                f = d / f"inode-{len(fillers)}"
-                os.close(os.open(f, os.O_WRONLY | os.O_CREAT))
-                fillers.append(f)
-        except OSError as e:
-            assert e.errno == 28, e  # ENOSPC: no inode left
+        fillers = _use_every_inode(d)
         i.proc.ready = "healthz"   # alive, not ready
         i.proc.start()
         assert sorted(m["id"] for m in i.recv(i.events, 5)) == first   # resent
