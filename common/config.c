@@ -189,7 +189,9 @@ void tds_config_print(const struct tds_config_entry *table, size_t n, const void
         case TDS_CFG_STR: {
             const char *v = *str_at(s, e);
 
-            if (!v)
+            /* an empty secret is no setting at all (load_one): "********"
+             * would say one was given */
+            if (!v || (!*v && (e->flags & TDS_CFG_SECRET)))
                 fprintf(f, "%s=(unset)\n", e->env);
             else if (e->flags & TDS_CFG_SECRET)
                 fprintf(f, "%s=********\n", e->env);

@@ -110,6 +110,44 @@ static void test_table_good(void)
     free(text);
 }
 
+/* A secret whose default is empty (TDS_CURVE_SECRET_KEY: empty = off) is no
+ * setting at all, and --print-config says so as for one without a default;
+ * it printed "********" as if one were set. One set prints masked, as ever. */
+static void test_empty_secret_prints_unset(void)
+{
+    static const struct tds_config_entry curve[] = {
+        {"TDS_T_CURVE", TDS_CFG_STR, "", TDS_CFG_SECRET, 0, 0, offsetof(struct settings, token),
+         "key; empty = off"},
+    };
+    struct settings s = {0};
+    char err[256];
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    unsetenv("TDS_T_CURVE");
+    T_INT(tds_config_load(curve, 1, &s, err, sizeof(err)), ==, 0);
+    T_STR(s.token, "");
+    f = open_memstream(&text, &len);
+    T_TRUE(f != NULL);
+    tds_config_print(curve, 1, &s, f);
+    T_INT(fclose(f), ==, 0);
+    T_STR(text, "TDS_T_CURVE=(unset)\n");
+    free(text);
+    tds_config_free(curve, 1, &s);
+
+    setenv("TDS_T_CURVE", "k3y", 1);
+    T_INT(tds_config_load(curve, 1, &s, err, sizeof(err)), ==, 0);
+    f = open_memstream(&text, &len);
+    T_TRUE(f != NULL);
+    tds_config_print(curve, 1, &s, f);
+    T_INT(fclose(f), ==, 0);
+    T_STR(text, "TDS_T_CURVE=********\n");
+    free(text);
+    tds_config_free(curve, 1, &s);
+    unsetenv("TDS_T_CURVE");
+}
+
 static void expect_error(const char *msg)
 {
     struct settings s = {0};
@@ -468,6 +506,7 @@ int main(void)
     snprintf(orgs_path, sizeof(orgs_path), "%s/orgs.json", orgs_dir);
 
     T_RUN(test_table_good);
+    T_RUN(test_empty_secret_prints_unset);
     T_RUN(test_table_errors);
     T_RUN(test_accounts_urls);
     T_RUN(test_orgs_good);
