@@ -3,7 +3,10 @@
  * Blocking by design: these run in a terminal, not in the daemon's loop.
  * Progress polls tds.sync_runs twice a second; the "calls left today"
  * figure comes from the running fetcher's /status when it is reachable on
- * this host, and is shown as "?" otherwise.
+ * this host, and is shown as "?" otherwise. Beside it the follow says what
+ * keeps the request from moving: the organization's token refresh failing
+ * or refused (tds.oauth_tokens), or no fetcher left to run it (no session
+ * holds the organization's lock, owner.c).
  */
 #include "cli.h"
 
@@ -27,6 +30,12 @@
 #include "store.h"
 #include "sync.h"
 #include "util.h"
+
+/* How long a claimed request may stand still with no fetcher holding its
+ * organization before the follow says the claimer is gone: longer than a
+ * restarted fetcher takes to lock its organizations (TDS_FETCHER_OWNER_CHECK_MS,
+ * 2 s by default). */
+#define TDS_CLI_GONE_MS 5000
 
 static void sleep_ms(int64_t ms)
 {
@@ -166,6 +175,77 @@ static int entities_completed(PGresult *rr, int n)
 
 static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *id, const char *org,
                          const char *entity);
+
+/* Why org's runs cannot call Zoho, from its token row (the states writer/alertd.c
+ * raises token_failed for), or from that alert where the row cannot be read (a
+ * role without access to tokens): one line into out, "" when nothing is wrong;
+ * short_out gets a few words for the progress line. Returns 0, or -1 when
+ * neither could be read (out then says nothing). */
+static int token_problem(PGconn *db, const char *org, char *out, size_t cap, char *short_out,
+                         size_t short_cap)
+{
+    out[0] = short_out[0] = '\0';
+    const char *p[] = {org};
+    PGresult *r = PQexecParams(db,
+                               "SELECT status, coalesce(last_error, ''), "
+                               "coalesce(to_char(locked_until, 'YYYY-MM-DD HH24:MI:SS TZ'), '') "
+                               "FROM tds.oauth_tokens WHERE org_id = $1 AND (status IN ('revoked', 'invalid') "
+                               "OR (status IN ('locked', 'locked_out') "
+                               "AND (locked_until IS NULL OR locked_until > now())) "
+                               "OR (status = 'ok' AND last_error IS NOT NULL))",
+                               1, NULL, p, NULL, NULL, 0);
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+        if (PQntuples(r) == 1) {
+            const char *st = PQgetvalue(r, 0, 0), *err = PQgetvalue(r, 0, 1), *until = PQgetvalue(r, 0, 2);
+            if (strcmp(st, "revoked") == 0) {
+                snprintf(out, cap,
+                         "organization %s is paused: Zoho refused its refresh token (%s); put a working "
+                         "refresh_token in TDS_CONFIG and restart the fetcher, or run `tds-fetcher auth "
+                         "exchange --org %s --code CODE`",
+                         org, *err ? err : st, org);
+                snprintf(short_out, short_cap, "organization paused: refresh token refused");
+            } else if (strcmp(st, "invalid") == 0) {
+                snprintf(out, cap,
+                         "organization %s is paused: Zoho refused its client credentials (%s); fix "
+                         "client_id or client_secret in TDS_CONFIG and restart the fetcher",
+                         org, *err ? err : st);
+                snprintf(short_out, short_cap, "organization paused: client refused");
+            } else if (strcmp(st, "ok") != 0) {
+                snprintf(out, cap, "token refresh for organization %s is locked out by Zoho%s%s%s%s; "
+                         "the fetcher waits it out",
+                         org, *until ? " until " : "", until, *err ? ": " : "", err);
+                snprintf(short_out, short_cap, "token refresh locked out");
+            } else {
+                snprintf(out, cap, "token refresh failing for organization %s: %s; the fetcher keeps trying",
+                         org, err);
+                snprintf(short_out, short_cap, "token refresh failing");
+            }
+        }
+        PQclear(r);
+        return 0;
+    }
+    PQclear(r);
+    if (PQstatus(db) != CONNECTION_OK)
+        return -1;
+    r = PQexecParams(db,
+                     "SELECT summary FROM tds.alerts WHERE rule = 'token_failed' AND org_id = $1 "
+                     "AND state = 'firing' ORDER BY fired_at DESC LIMIT 1",
+                     1, NULL, p, NULL, NULL, 0);
+    int rc = r && PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : -1;
+    if (rc == 0 && PQntuples(r) == 1) {
+        snprintf(out, cap, "token problem for organization %s: %s", org, PQgetvalue(r, 0, 0));
+        snprintf(short_out, short_cap, "token problem");
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* A line of its own above the progress line (which a terminal redraws in place). */
+static void say(bool tty, const char *text)
+{
+    printf("%s%s\n", tty ? "\r\033[K" : "", text);
+    fflush(stdout);
+}
 
 /* Name each entity the request asked for (entity, or every one org syncs
  * for "all") of which the request has no run (rr, n rows, entity in column
@@ -337,9 +417,24 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
     int n_runs = request_runs(tds_orgs_find(env->orgs, org), entity);
     int status = 1;
     int64_t started = tds_now_ms();
+    /* A claim outlives the fetcher that made it (killed, its host gone): the
+     * request waits for the organization's next owner. While no session
+     * holds the organization's lock (owner.c: only its owner runs it) and
+     * nothing has moved for TDS_CLI_GONE_MS, that fetcher is gone; said once, and
+     * once more when a fetcher holds the organization again. */
+    int64_t owner_seen = started, moved = started;
+    bool gone = false;
+    char claimer[128] = "", last_sign[320] = "";
+    char token_msg[1024] = "", token_short[64] = "";
     for (;;) {
         const char *pq[] = {id};
-        PGresult *rq = PQexecParams(db, "SELECT done_at IS NOT NULL, claimed_by FROM tds.sync_requests WHERE id = $1",
+        PGresult *rq = PQexecParams(db,
+                                    "SELECT r.done_at IS NOT NULL, r.claimed_by, EXISTS (SELECT 1 FROM pg_locks l "
+                                    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                                    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                                    "AND ((l.classid::bigint << 32) | l.objid::bigint) "
+                                    "= hashtext('tds-org:' || r.org_id)::bigint) "
+                                    "FROM tds.sync_requests r WHERE r.id = $1",
                                     1, NULL, pq, NULL, NULL, 0);
         if (!rq || PQresultStatus(rq) != PGRES_TUPLES_OK || PQntuples(rq) != 1) {
             PQclear(rq);
@@ -350,6 +445,8 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
         }
         bool done = strcmp(PQgetvalue(rq, 0, 0), "t") == 0;
         bool claimed = !PQgetisnull(rq, 0, 1);
+        bool owned = strcmp(PQgetvalue(rq, 0, 2), "t") == 0;
+        snprintf(claimer, sizeof(claimer), "%s", claimed ? PQgetvalue(rq, 0, 1) : "");
         PQclear(rq);
         const char *pl[] = {like};
         /* columns: 0 entity, 1 mode, 2 status, 3 pages_fetched, 4 records_fetched,
@@ -382,6 +479,47 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
         if (now - last_quota >= 2000) {
             quota = quota_left(env, org);
             last_quota = now;
+            char msg[sizeof(token_msg)], sh[sizeof(token_short)];
+            if (!done && token_problem(db, org, msg, sizeof(msg), sh, sizeof(sh)) == 0) {
+                if (strcmp(msg, token_msg) != 0) {
+                    char again[192];
+                    snprintf(again, sizeof(again), "token refresh for organization %s works again", org);
+                    say(tty, *msg ? msg : again);
+                    last_n = -1; /* the progress line again under it */
+                }
+                snprintf(token_msg, sizeof(token_msg), "%s", msg);
+                snprintf(token_short, sizeof(token_short), "%s", sh);
+            }
+        }
+        /* what moves while a fetcher works: the claim, the runs, the latest one's counts */
+        char sign[sizeof(last_sign)];
+        snprintf(sign, sizeof(sign), "%s|%d|%s|%s|%s|%s|%s|%s", claimer, n, n ? PQgetvalue(rr, n - 1, 12) : "",
+                 n ? PQgetvalue(rr, n - 1, 2) : "", n ? PQgetvalue(rr, n - 1, 11) : "",
+                 n ? PQgetvalue(rr, n - 1, 3) : "", n ? PQgetvalue(rr, n - 1, 5) : "",
+                 n ? PQgetvalue(rr, n - 1, 8) : "");
+        if (strcmp(sign, last_sign) != 0) {
+            snprintf(last_sign, sizeof(last_sign), "%s", sign);
+            moved = now;
+        }
+        if (owned)
+            owner_seen = now;
+        if (!done && !gone && (claimed || n > 0) && now - owner_seen >= TDS_CLI_GONE_MS &&
+            now - moved >= TDS_CLI_GONE_MS) {
+            gone = true;
+            char msg[512];
+            snprintf(msg, sizeof(msg),
+                     "%s, which took this request, is gone: no tds-fetcher holds organization %s (for "
+                     "%llds, and the request has not moved); it stays open, and a fetcher started again "
+                     "takes it over",
+                     *claimer ? claimer : "the fetcher", org, (long long)((now - owner_seen) / 1000));
+            say(tty, msg);
+            last_n = -1;
+        } else if (gone && owned && !done) {
+            gone = false;
+            char msg[192];
+            snprintf(msg, sizeof(msg), "a tds-fetcher holds organization %s again", org);
+            say(tty, msg);
+            last_n = -1;
         }
         if (done) {
             if (tty)
@@ -421,15 +559,18 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
             PQclear(rr);
             break;
         }
-        char line[512];
+        char line[640];
         if (n == 0) {
             long long waited = (long long)((now - started) / 1000);
             /* a fetcher claims a request within about a second of its tick */
-            snprintf(line, sizeof(line), "waiting for a fetcher to take the request%s (%llds)%s",
-                     claimed ? " (claimed)" : "", waited,
-                     !claimed && waited >= 15 ? ": none has; is a tds-fetcher running, with this "
-                                                "organization in its TDS_CONFIG and this database?"
-                                              : "");
+            if (claimed)
+                snprintf(line, sizeof(line), "request taken by %s, waiting for its first run (%llds)", claimer,
+                         waited);
+            else
+                snprintf(line, sizeof(line), "waiting for a fetcher to take the request (%llds)%s", waited,
+                         waited >= 15 ? ": none has; is a tds-fetcher running, with this "
+                                        "organization in its TDS_CONFIG and this database?"
+                                      : "");
         } else {
             int i = n - 1;
             const char *ent = PQgetvalue(rr, i, 0), *rmode = PQgetvalue(rr, i, 1);
@@ -477,6 +618,13 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
                      PQgetvalue(rr, i, 8), q, eta);
         }
         PQclear(rr);
+        /* the cause, shortly, on the line a terminal keeps in view */
+        size_t l = strlen(line);
+        if (gone)
+            snprintf(line + l, sizeof(line) - l, "; %s gone: no tds-fetcher holds the organization",
+                     *claimer ? claimer : "its fetcher");
+        else if (*token_short)
+            snprintf(line + l, sizeof(line) - l, "; %s", token_short);
         if (tty) {
             printf("\r\033[K%s", line);
             fflush(stdout);

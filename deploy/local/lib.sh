@@ -141,7 +141,12 @@ check_ports_free() { # port...
     python3 - "$@" <<'PYEOF'
 import socket, sys
 busy = []
-for p in map(int, sys.argv[1:]):
+ports = list(map(int, sys.argv[1:]))
+bad = [p for p in ports if not 0 < p < 65536]
+if bad:
+    print("ports out of range: " + " ".join(map(str, bad)) + " (choose another --port-base)", file=sys.stderr)
+    sys.exit(1)
+for p in ports:
     s = socket.socket()
     # As the servers do: connections of a previous run in TIME_WAIT do not count.
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -5,7 +5,11 @@ and says how to look at the data. Runs the build under test (--build-dir) on
 a port block of its own; afterwards every table holds the simulator's
 records, signed webhooks to the ingress it started are applied, and the
 stages' logs hold no sanitizer report. The shorter tests run down and
-lib.sh's functions on their own: pid files, the cluster's socket, tokens."""
+lib.sh's functions on their own: pid files, the cluster's socket, tokens.
+The last ones: what `tds-fetcher sync --follow` (as `up` runs it) says when
+a request cannot move (its fetcher gone, the token refresh failing or
+refused), `up` when a stage exits while it follows, a second `up` on the
+same state, and port blocks past 65535."""
 import json
 import os
 import pwd
@@ -16,11 +20,14 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
+import time
 
 import psycopg2
 import pytest
 
 from conftest import PG_BIN, check_sanitizers, free_port, http_get, wait_until
+from fetcher_util import org_spec
 from ports import port_block
 from pipeline import CHECKS
 from sim_fixture import Sim, sim  # noqa: F401  (fixture)
@@ -391,3 +398,295 @@ def test_a_demo_run_forgets_only_the_demo_organizations_tokens(local_pg, bins, t
     cur.execute("SELECT org_id, refresh_token FROM tds.oauth_tokens ORDER BY org_id")
     assert cur.fetchall() == [("777000", "a real one")]
     conn.close()
+
+
+# ------------------------------------------------ following a request, and `up` while it follows
+
+class _Reader:
+    """A process's stdout and stderr as they arrive, each read by a thread."""
+
+    def __init__(self, cmd, env):
+        self.p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, start_new_session=True)
+        self.out, self.err = [], []
+        self.threads = [threading.Thread(target=self._pump, args=(f, acc), daemon=True)
+                        for f, acc in ((self.p.stdout, self.out), (self.p.stderr, self.err))]
+        for t in self.threads:
+            t.start()
+
+    @staticmethod
+    def _pump(f, acc):
+        for line in f:
+            acc.append(line)
+
+    def stdout(self):
+        return "".join(self.out)
+
+    def stderr(self):
+        return "".join(self.err)
+
+    def wait_for(self, text, timeout):
+        def seen():
+            if isinstance(text, str):
+                found = text in self.stdout()
+            else:
+                found = text.search(self.stdout()) is not None
+            if not found and self.p.poll() is not None:
+                raise AssertionError(f"exited {self.p.returncode} before {text!r}:\n"
+                                     + self.stdout()[-3000:] + self.stderr()[-3000:])
+            return found
+        try:
+            wait_until(seen, timeout, repr(text), interval=0.1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\nstdout:\n{self.stdout()[-3000:]}\nstderr:\n"
+                                 f"{self.stderr()[-3000:]}") from None
+
+    def finish(self, timeout=60):
+        """Wait for the exit (SIGTERM to the session first if it still runs)."""
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGTERM)
+        try:
+            self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+        for t in self.threads:
+            t.join(5)
+        return self.p.returncode
+
+
+def _migrated(db, bins):
+    env = _env()
+    env["TDS_DATABASE_URL"] = db.url
+    r = subprocess.run([bins.require("tds-writer"), "migrate"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def _follow_env(db, tmp_path):
+    orgs = tmp_path / "orgs.json"
+    orgs.write_text(json.dumps({"organizations": [org_spec("60001", accounts_url="http://127.0.0.1:9")]}))
+    env = _env()
+    env.update(TDS_DATABASE_URL=db.url, TDS_CONFIG=str(orgs))
+    return env
+
+
+def _claimed_request(db, runs=()):
+    """A request for every entity of 60001, claimed by fetcher-0, with a
+    running run for each entity in runs."""
+    rid = db.query("INSERT INTO tds.sync_requests (org_id, entity, mode, requested_by, claimed_by, "
+                   "claimed_at) VALUES ('60001', 'all', 'full', 'test', 'fetcher-0', now()) "
+                   "RETURNING id")[0][0]
+    for i, ent in enumerate(runs):
+        db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, records_walked, "
+                   "pages_fetched) VALUES (%s, '60001', %s, 'full', 400, 2)", f"rq{rid}.{i}", ent)
+    return rid
+
+
+def _hold_org(db):
+    """A session holding organization 60001's lock, as its owning fetcher does (owner.c)."""
+    c = db.connect()
+    with c.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(hashtext('tds-org:' || '60001'))")
+    return c
+
+
+def test_follow_says_when_the_fetcher_that_took_the_request_is_gone(db, bins, tmp_path):
+    """The fetcher that claimed a request is killed: its claim stays, and the
+    follow used to say "waiting for a fetcher to take the request (claimed)"
+    (no run yet) or repeat the last progress line, for ever. While no
+    tds-fetcher holds the organization's lock (owner.c) and nothing moves, it
+    now says that fetcher is gone, and once one holds it again, so."""
+    _migrated(db, bins)
+    env = _follow_env(db, tmp_path)
+    owner = _hold_org(db)
+    unstarted = _claimed_request(db)
+    started = _claimed_request(db, runs=["warehouses"])
+    cli = bins.require("tds-fetcher")
+    follows = [_Reader([cli, "sync", "--follow", str(rid)], env) for rid in (unstarted, started)]
+    try:
+        for f in follows:
+            f.wait_for("following sync request", 30)
+        time.sleep(8)  # the owner holds the lock: nothing is said
+        for f in follows:
+            assert "gone" not in f.stdout() and f.p.poll() is None, f.stdout()
+        owner.close()  # the fetcher dies: its session ends, and the lock with it
+        gone = re.compile(r"fetcher-0, which took this request, is gone: no tds-fetcher holds "
+                          r"organization 60001")
+        for f in follows:
+            f.wait_for(gone, 30)
+        # the progress line says it too, not only the line above it
+        assert re.search(r"^request taken by fetcher-0, waiting for its first run \(\d+s\); "
+                         r"fetcher-0 gone: no tds-fetcher holds the organization$",
+                         follows[0].stdout(), re.M), follows[0].stdout()
+        assert re.search(r"^\[[#-]+\] 1/6 warehouses full: 400 records.*; fetcher-0 gone: no "
+                         r"tds-fetcher holds the organization$", follows[1].stdout(), re.M), \
+            follows[1].stdout()
+        owner = _hold_org(db)  # a fetcher started again
+        for f in follows:
+            f.wait_for("a tds-fetcher holds organization 60001 again", 30)
+            assert f.p.poll() is None  # still following: that fetcher takes the request over
+    finally:
+        owner.close()
+        for f in follows:
+            f.finish()
+
+
+def test_follow_shows_a_token_refresh_that_fails(db, bins, tmp_path):
+    """Zoho's token endpoint out of reach (no network, a proxy needed) or the
+    organization paused (its refresh token revoked, its client refused): the
+    runs wait, and the progress line showed zeros for ever while only the
+    fetcher's log said why. The follow now says it, from tds.oauth_tokens."""
+    _migrated(db, bins)
+    env = _follow_env(db, tmp_path)
+    owner = _hold_org(db)
+    rid = _claimed_request(db, runs=["warehouses"])
+    f = _Reader([bins.require("tds-fetcher"), "sync", "--follow", str(rid)], env)
+    try:
+        f.wait_for("following sync request", 30)
+        db.execute("INSERT INTO tds.oauth_tokens (org_id, status, last_error) "
+                   "VALUES ('60001', 'ok', 'token endpoint did not answer')")
+        f.wait_for("token refresh failing for organization 60001: token endpoint did not answer", 20)
+        f.wait_for(re.compile(r"^\[[#-]+\] 1/6 warehouses full: .*; token refresh failing$", re.M), 20)
+        db.execute("UPDATE tds.oauth_tokens SET status = 'revoked', last_error = 'invalid_code'")
+        f.wait_for("organization 60001 is paused: Zoho refused its refresh token (invalid_code)", 20)
+        assert "tds-fetcher auth exchange --org 60001" in f.stdout(), f.stdout()
+        db.execute("UPDATE tds.oauth_tokens SET status = 'invalid', last_error = 'invalid_client'")
+        f.wait_for("organization 60001 is paused: Zoho refused its client credentials "
+                   "(invalid_client)", 20)
+        db.execute("UPDATE tds.oauth_tokens SET status = 'locked', last_error = 'Access Denied', "
+                   "locked_until = now() + interval '20 minutes'")
+        f.wait_for(re.compile(r"token refresh for organization 60001 is locked out by Zoho until "
+                              r".*: Access Denied"), 20)
+        db.execute("UPDATE tds.oauth_tokens SET status = 'ok', last_error = NULL, locked_until = NULL")
+        f.wait_for("token refresh for organization 60001 works again", 20)
+        assert "gone" not in f.stdout(), f.stdout()
+    finally:
+        owner.close()
+        f.finish()
+
+
+def _up_cmd(state, base, *extra):
+    return [os.path.join(ROOT, "deploy/local/up"), "--build-dir", os.environ["TDS_BUILD_DIR"],
+            "--state", str(state), "--port-base", str(base), *extra]
+
+
+def _start_up(state, env, *extra):
+    """`up` running, on a port block of its own (another, when one is taken)."""
+    for _ in range(3):
+        base = port_block(240)
+        up = _Reader(_up_cmd(state, base, *extra), env)
+        wait_until(lambda: "== starting PostgreSQL" in up.stdout() or "ports in use" in up.stderr()
+                   or up.p.poll() is not None, 300, "up to start PostgreSQL", interval=0.1)
+        assert up.p.poll() is None or "ports in use" in up.stderr(), (up.stdout(), up.stderr())
+        if "ports in use" not in up.stderr():
+            return base, up
+        up.finish()
+    raise AssertionError("no free port block")
+
+
+def _left_running(state):
+    return [f.name for f in (state / "run").glob("*.pid")
+            if _running(int(f.read_text().split()[0]))]
+
+
+def test_up_stops_and_says_why_when_a_stage_dies_while_it_follows(tmp_path):
+    """The fetcher killed during the full sync: `up` waited for ever
+    ("waiting for a fetcher to take the request (claimed)", or the last
+    progress line). It watches its stages while it follows: it names the one
+    that exited, shows the end of its log, stops the rest and exits 1."""
+    state = tmp_path / "state"
+    base, up = _start_up(state, _env(), "--detach", "--orgs", "1", "--trickle", "0")
+    try:
+        up.wait_for("following sync request", 300)
+        Sim(None, base + 1).faults(p_slow=1.0, slow_ms=300)  # the sync cannot end first
+        pid = int((state / "run" / "fetcher-0.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        try:
+            up.p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("up still runs 60 s after its fetcher was killed:\n"
+                                 + up.stdout()[-2000:] + up.stderr()[-2000:]) from None
+        assert up.finish() == 1, (up.stdout()[-2000:], up.stderr()[-2000:])
+        err = up.stderr()
+        assert re.search(r"^deploy/local/up: fetcher-0 exited \(killed by signal 9\) during the full "
+                         r"sync; the end of .*fetcher-0\.log:$", err, re.M), err
+        assert "stopped what it had started" in err, err
+        assert not _left_running(state) and not _pg_running(state), _left_running(state)
+    finally:
+        up.finish()
+        _down(state, "--clean")
+
+
+def test_up_shows_why_a_real_organization_does_not_sync(tmp_path):
+    """TDS_CONFIG with a refresh token and Zoho's token endpoint out of reach:
+    the progress line showed zeros for ever; it now says the token refresh
+    fails, and why."""
+    orgs = tmp_path / "orgs.json"
+    orgs.write_text(json.dumps({"organizations": [{
+        "org_id": "777001", "name": "Real", "product": "inventory", "data_center": "com",
+        "client_id": "1000.ABC", "client_secret": "xyz", "webhook_secrets": ["s3cret-one"],
+        "timezone_offset": "+0300", "refresh_token": "1000.fake",
+        "accounts_url": "http://127.0.0.1:9", "api_url": "http://127.0.0.1:9"}]}))
+    state = tmp_path / "state"
+    env = _env()
+    env["TDS_CONFIG"] = str(orgs)
+    _, up = _start_up(state, env, "--detach", "--processors", "1")
+    try:
+        up.wait_for("token refresh failing for organization 777001: ", 180)
+        assert up.p.poll() is None  # the fetcher keeps trying: so does the follow
+    finally:
+        up.finish()  # SIGTERM: up stops what it started
+        _down(state, "--clean")
+    assert not _left_running(state)
+
+
+def test_a_second_up_on_the_same_state_takes_over(tmp_path):
+    """A foreground `up`, then `up --detach` on the same state: the second
+    restarts everything, and the first leaves without stopping anything (its
+    Ctrl-C used to run down and stop what the second had started)."""
+    state = tmp_path / "state"
+    env = _env()
+    base, first = _start_up(state, env, "--orgs", "1", "--items", "200", "--trickle", "0")
+    try:
+        first.wait_for("running; press Ctrl-C to stop", 300)
+        second = subprocess.run(_up_cmd(state, base, "--detach", "--orgs", "1", "--items", "200",
+                                        "--trickle", "0"),
+                                env=env, capture_output=True, text=True, timeout=600)
+        assert second.returncode == 0, second.stderr[-3000:]
+        # the first notices within seconds; still there, it gets the user's Ctrl-C
+        try:
+            wait_until(lambda: first.p.poll() is not None, 20, "the first up to leave")
+        except AssertionError:
+            os.kill(first.p.pid, signal.SIGINT)
+            first.p.wait(timeout=120)
+        # either way the second's processes run on
+        running = _left_running(state)
+        assert {"fetcher-0.pid", "writer-0.pid", "ingress-0.pid", "zohosim.pid"} <= set(running), \
+            (running, first.stdout()[-1500:])
+        assert _pg_running(state)
+        assert first.p.returncode == 0, first.stderr()
+        assert re.search(r"another deploy/local/up \(pid \d+\) took over", first.stderr()), \
+            first.stderr()
+        assert re.search(r"deploy/local/up \(pid \d+\) runs on this state", second.stdout), \
+            second.stdout
+    finally:
+        first.finish()
+        _down(state, "--clean")
+
+
+def test_up_refuses_a_port_base_out_of_range(tmp_path):
+    """The last port of the block (port-base + 33, + 100 for each extra
+    replica) must be a port: a Python traceback (OverflowError) said so."""
+    for extra, top in ((["--port-base", "65500"], "65633"),
+                       (["--port-base", "65450", "--writers", "3"], "65683")):
+        r = subprocess.run([os.path.join(ROOT, "deploy/local/up"), "--state", str(tmp_path / "s"),
+                            "--build-dir", os.environ["TDS_BUILD_DIR"], *extra],
+                           env=_env(), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        assert r.stderr.count("\n") == 1 and f" to {top} (port-base + " in r.stderr and \
+            "out of range" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert "installing" not in r.stdout and not (tmp_path / "s").exists(), r.stdout
+    r = _lib("check_ports_free", 20000, 70000, check=False)
+    assert r.returncode == 1 and r.stderr == "ports out of range: 70000 (choose another --port-base)\n", \
+        r.stderr
