@@ -1638,6 +1638,19 @@ def _use_every_inode(d):
     return fillers
 
 
+def _free_inodes_then_accepts(i, fillers, zid):
+    """The operator removes the fillers: with no request to drive it, the
+    ingress creates its segment, /readyz and the no-space gauge clear, and a
+    webhook is taken and forwarded again."""
+    for f in fillers:
+        os.unlink(f)
+    wait_until(lambda: http_get(i.proc.admin_url + "/readyz")[0] == 200, 10,
+               "/readyz 200 again with no request sent")
+    i.wait_metric("tds_ingress_journal_no_space", 0.0)
+    assert i.post("60001", item_body(zid), SECRET_A).status == 200
+    assert [m["zoho_id"] for m in i.recv(i.events, 1)] == [zid]
+
+
 def test_no_inode_for_the_next_segment_503_then_accepts_again(ing, tmp_path):
     """The journal's file system has blocks left but no inode, so the next
     segment cannot be created: the webhooks that need it get 503, /readyz
@@ -1670,12 +1683,7 @@ def test_no_inode_for_the_next_segment_503_then_accepts_again(ing, tmp_path):
         assert readyz() == 503
         assert "no space left on its disk" in i.proc.stderr_text()
 
-        for f in fillers:                                   # the operator makes room
-            os.unlink(f)
-        wait_until(lambda: readyz() == 200, 10, "/readyz 200 again with no request sent")
-        i.wait_metric("tds_ingress_journal_no_space", 0.0)
-        assert i.post("60001", item_body("8000"), SECRET_A).status == 200
-        assert [m["zoho_id"] for m in i.recv(i.events, 1)] == ["8000"]
+        _free_inodes_then_accepts(i, fillers, "8000")
         assert "restart needed" not in i.proc.stderr_text()
     finally:
         subprocess.run(["umount", "-l", str(d)], check=False)
@@ -1708,12 +1716,7 @@ def test_restart_with_no_inode_left_starts_and_resends(ing, tmp_path):
         assert i.post("60001", item_body("7200"), SECRET_A).status == 503
         assert "no space left on its disk" in i.proc.stderr_text()
 
-        for f in fillers:                                   # the operator makes room
-            os.unlink(f)
-        wait_until(lambda: readyz() == 200, 10, "/readyz 200 again with no request sent")
-        i.wait_metric("tds_ingress_journal_no_space", 0.0)
-        assert i.post("60001", item_body("7201"), SECRET_A).status == 200
-        assert [m["zoho_id"] for m in i.recv(i.events, 1)] == ["7201"]
+        _free_inodes_then_accepts(i, fillers, "7201")
         i.proc.stop()
     finally:
         subprocess.run(["umount", "-l", str(d)], check=False)
