@@ -284,8 +284,13 @@ def _start_simple_pipeline(procs, db, sim, tmp_path):
         "TDS_INGRESS_LISTEN": f"127.0.0.1:{ports['webhook']}",
         "TDS_INGRESS_JOURNAL_DIR": str(tmp_path / "journal"),
     }
-    stages = {}
-    for st in ("writer", "processor", "fetcher", "ingress"):
+    # The writer first, until ready: it has migrated the fresh database. A
+    # fetcher started before then found no tds.quota_use and waited a full
+    # minute window before its first call, and a `sync` command found no
+    # tds.sync_requests (exit 1), once the migrations took longer than the
+    # other stages' start.
+    stages = {"writer": procs.spawn("tds-writer", env=env, ready="readyz", label="deploy-writer")}
+    for st in ("processor", "fetcher", "ingress"):
         stages[st] = procs.spawn(f"tds-{st}", env=env, ready="healthz", label=f"deploy-{st}")
     return stages, env, ports
 
