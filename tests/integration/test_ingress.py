@@ -622,12 +622,8 @@ def test_replay_counts_the_acks_from_another_instance(ing, procs):
     i.ack([m["id"] for m in got])
     i.wait_metric("tds_ingress_unacked", 0)
     env = dict(i.env, TDS_INSTANCE="operator-pod")
-    out = {}
-    t = threading.Thread(target=lambda: out.update(r=procs.run(
-        "tds-ingress", ["replay", "--org", "60001", "--since", "1h", "--wait", "20"], env=env,
-        check=False)))
     t0 = time.monotonic()
-    t.start()
+    t, out = _replay_started(procs, env, "60001", 20)
     # Everything that comes is acked until replay ends: what it sent again for
     # want of an ack (one sent before its SUB's subscription took) too.
     while t.is_alive():
@@ -639,6 +635,17 @@ def test_replay_counts_the_acks_from_another_instance(ing, procs):
     print(f"replay: {r.stdout.strip()} in {time.monotonic() - t0:.1f}s")
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert f"replayed {n} of {n}" in r.stdout and f"{n} acknowledged" in r.stdout, r.stdout
+
+
+def _replay_started(procs, env, org, wait, timeout=60.0):
+    """`tds-ingress replay --org ORG --since 1h --wait WAIT` started on a
+    thread of its own; after joining it, out["r"] is its CompletedProcess."""
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=procs.run(
+        "tds-ingress", ["replay", "--org", org, "--since", "1h", "--wait", str(wait)], env=env,
+        timeout=timeout, check=False)))
+    t.start()
+    return t, out
 
 
 def test_replay_sends_again_what_is_not_acknowledged(ing, procs):
@@ -655,12 +662,8 @@ def test_replay_sends_again_what_is_not_acknowledged(ing, procs):
     assert len(got) == n
     i.ack([m["id"] for m in got])
     i.wait_metric("tds_ingress_unacked", 0)
-    out = {}
-    t = threading.Thread(target=lambda: out.update(r=procs.run(
-        "tds-ingress", ["replay", "--org", "60001", "--since", "1h", "--wait", "15"],
-        env=i.env, check=False)))
     t0 = time.monotonic()
-    t.start()
+    t, out = _replay_started(procs, i.env, "60001", 15)
     first = i.recv(i.events, n)      # lost: never acked
     assert sorted(m["id"] for m in first) == sorted(m["id"] for m in got)
     again = i.recv(i.events, n, timeout=5)
@@ -690,12 +693,8 @@ def test_replay_counts_a_fetch_done_once_sent_when_fetch_acks_off(ing, procs):
     [ev] = i.recv(i.events, 1)
     i.ack([ev["id"]])
     i.wait_metric("tds_ingress_unacked", 0)
-    out = {}
-    t = threading.Thread(target=lambda: out.update(r=procs.run(
-        "tds-ingress", ["replay", "--org", "60001", "--since", "1h", "--wait", "8"],
-        env=i.env, check=False)))
     t0 = time.monotonic()
-    t.start()
+    t, out = _replay_started(procs, i.env, "60001", 8)
     again = i.recv(i.fetches, 2)
     assert sorted(m["id"] for m in again) == sorted(m["id"] for m in fetched)
     assert [m["id"] for m in i.recv(i.events, 1)] == [ev["id"]]
@@ -808,11 +807,7 @@ def test_replay_goes_on_while_downstream_takes_it_slowly(ing, procs, tmp_path):
     sink.bind(f"tcp://127.0.0.1:{port}")
     env = dict(i.env, TDS_INGRESS_JOURNAL_DIR=str(jdir),
                TDS_FETCHER_CONNECT=f"tcp://127.0.0.1:{port}")
-    out = {}
-    t = threading.Thread(target=lambda: out.update(r=procs.run(
-        "tds-ingress", ["replay", "--org", "60002", "--since", "1h", "--wait", "0"], env=env,
-        timeout=120, check=False)))
-    t.start()
+    t, out = _replay_started(procs, env, "60002", 0, timeout=120)
     try:
         got = 0
         assert sink.poll(60000), "replay sent nothing"
