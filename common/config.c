@@ -441,7 +441,7 @@ static const char *const org_keys[] = {
     "org_id", "name", "product", "data_center", "accounts_url", "api_url", "client_id",
     "client_secret", "refresh_token", "webhook_secrets", "webhooks_unsigned", "entities",
     "incremental_every_s", "incremental_budget_pct", "reconcile_every_s", "daily_reserve",
-    "rate_per_min", "max_concurrency", "daily_limit", "timezone_offset",
+    "rate_per_min", "max_concurrency", "daily_limit", "timezone_offset", "stock_sites",
 };
 
 /* Unknown keys are rejected so a typo ("entites") cannot silently change
@@ -683,6 +683,21 @@ static int parse_org(struct orgs_ctx *c, json_t *o, struct tds_org *g)
             return fail(c, "field 'timezone_offset' is '%s' (expected +HHMM or -HHMM)",
                         g->timezone_offset);
         memcpy(g->timezone_offset, tz, sizeof(tz)); /* normalized is never longer */
+    }
+
+    /* Where Zoho lists the stock sites: organizations migrated to Locations
+     * list them at GET /locations, older ones at GET /settings/warehouses. */
+    v = json_object_get(o, "stock_sites");
+    if (v && !json_is_null(v)) {
+        const char *ss = json_string_value(v);
+
+        if (!ss)
+            return fail(c, "field 'stock_sites' must be a string, not %s", json_kind(v));
+        if (strcmp(ss, "locations") == 0)
+            g->stock_locations = true;
+        else if (strcmp(ss, "warehouses") != 0)
+            return fail(c, "field 'stock_sites' is '%s' (expected \"warehouses\" or \"locations\")",
+                        ss);
     }
     return 0;
 }

@@ -78,6 +78,8 @@ struct tds_org {
     int64_t max_concurrency;       /* default 10 */
     int64_t daily_limit;           /* default 0 = learn from headers */
     char *timezone_offset;         /* "+0300"; default "+0000", used for last_modified_time */
+    bool stock_locations;          /* "stock_sites": "locations": the warehouses entity lists
+                                    * GET /locations (organizations migrated to Locations) */
 };
 
 struct tds_orgs {

@@ -696,6 +696,20 @@ int tds_store_list_only_due(struct tds_store *s, const struct tds_entity *e, con
     return 0;
 }
 
+int tds_store_stock_by_location(struct tds_store *s, const char *org)
+{
+    const char *p[] = {org};
+    PGresult *r = run(s,
+                      "SELECT EXISTS (SELECT 1 FROM zoho.item_stock WHERE org_id = $1 AND "
+                      "site_kind = 'location')",
+                      1, p);
+    if (!r)
+        return -EIO;
+    int v = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return v;
+}
+
 int tds_store_detail_attempts_prune(struct tds_store *s, const char *org)
 {
     /* past the longest backoff by a day: the row got its detail, was

@@ -136,6 +136,9 @@ int tds_store_live_ids(struct tds_store *s, const struct tds_entity *e, const ch
 int tds_store_list_only_due(struct tds_store *s, const struct tds_entity *e, const char *org,
                             int64_t before_wall_ms, int limit, int64_t backoff_ms,
                             int64_t backoff_max_ms, char ***ids, size_t *n);
+/* 1 when org's zoho.item_stock holds a stock row of a location (items
+ * detailed with locations[]), 0 when none, -EIO on a database error. */
+int tds_store_stock_by_location(struct tds_store *s, const char *org);
 /* Deletes up to 1,000 of org's tds.detail_attempts rows a day past their
  * next_at. 0 or -EIO. */
 int tds_store_detail_attempts_prune(struct tds_store *s, const char *org);

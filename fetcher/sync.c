@@ -263,6 +263,8 @@ struct org_rt {
     int64_t quota_claim_ms; /* last attempt to claim it */
     bool dropping;       /* cancelled API callbacks only clean up */
     bool no_bulk;        /* GET /itemdetails refused as unknown: item by item */
+    bool sites_hinted;   /* the stock_sites hint was logged */
+    int64_t sites_check_ms; /* next look for item stock by location (monotonic) */
     int offset_min;
     struct job *jobs, *jobs_tail;
     struct run *run;
@@ -1266,6 +1268,20 @@ static void bad_list_id(struct run *r, size_t i, const char *id)
                     id && strlen(id) > n ? "..." : "", id ? strlen(id) : (size_t)0);
 }
 
+/* Where the run's entity is listed. An organization migrated to Locations
+ * ("stock_sites": "locations") lists its stock sites at GET /locations, each
+ * with a location_id; the processor writes either shape to zoho.warehouses. */
+struct list_call {
+    const char *path, *key, *id_field;
+};
+
+static struct list_call list_call(const struct run *r)
+{
+    if (r->o->org->stock_locations && strcmp(r->e->name, "warehouses") == 0)
+        return (struct list_call){"/locations", "locations", "location_id"};
+    return (struct list_call){r->e->list_path, r->e->list_key, r->e->id_field};
+}
+
 static void on_list(const struct tds_api_result *res, void *ud)
 {
     struct run *r = ud;
@@ -1288,10 +1304,11 @@ static void on_list(const struct tds_api_result *res, void *ud)
      * page, and a stalled loop is quota not used. */
     struct tds_span *spans = NULL;
     size_t n = 0;
-    if (tds_json_array_spans(res->body, res->len, r->e->list_key, &spans, &n) != 0) {
+    struct list_call lc = list_call(r);
+    if (tds_json_array_spans(res->body, res->len, lc.key, &spans, &n) != 0) {
         free(spans);
         run_fail(r, "list page %lld of %s has no '%s' array", (long long)r->next_page, r->e->name,
-                 r->e->list_key);
+                 lc.key);
         return;
     }
     bool more = false;
@@ -1320,7 +1337,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
         /* A record without a readable id still goes to the processor, which
          * rejects it visibly (tds.rejected); we just cannot fetch its detail. */
         char *id = NULL;
-        int irc = tds_json_scalar(rec, spans[i].len, r->e->id_field, idbuf, sizeof(idbuf));
+        int irc = tds_json_scalar(rec, spans[i].len, lc.id_field, idbuf, sizeof(idbuf));
         if (irc == 0 && !tds_zoho_id_ok(idbuf)) {
             /* Bytes that are not UTF-8 made PostgreSQL refuse the whole
              * id array, failing the run on every retry: the entity never
@@ -1451,7 +1468,7 @@ static void fetch_list(struct run *r)
     char endpoint[96];
     snprintf(endpoint, sizeof(endpoint), "%s.list", r->e->name);
     if (rc == 0)
-        rc = tds_api_get_first(o->api, endpoint, r->e->list_path, q.p, on_list, r);
+        rc = tds_api_get_first(o->api, endpoint, list_call(r).path, q.p, on_list, r);
     tds_buf_deinit(&q);
     if (rc != 0) {
         run_fail(r, "out of memory queueing a list call");
@@ -1673,6 +1690,20 @@ static void run_start(struct org_rt *o, struct job *j)
     }
     if (r->request_id > 0)
         tds_store_request_set_run(s->store, r->request_id, r->id);
+    if (!o->org->stock_locations && !o->sites_hinted && strcmp(r->e->name, "warehouses") == 0 &&
+        tds_now_ms() >= o->sites_check_ms) {
+        /* The items say Locations while the site list is asked of
+         * /settings/warehouses: said once. Looked for at most hourly (the
+         * look reads the organization's stock rows). */
+        o->sites_check_ms = tds_now_ms() + 3600 * 1000;
+        if (tds_store_stock_by_location(s->store, o->org->org_id) > 0) {
+            o->sites_hinted = true;
+            tds_log(TDS_LOG_WARN, &r->lctx,
+                    "the organization's items give their stock by location, but its stock sites "
+                    "are listed from /settings/warehouses: set \"stock_sites\": \"locations\" "
+                    "for it in TDS_CONFIG so that zoho.warehouses holds its locations");
+        }
+    }
     o->run = r;
     tds_log(TDS_LOG_INFO, &r->lctx, "sync run started (%s%s)", r->mode,
             r->has_since ? ", from cursor" : "");

@@ -185,7 +185,8 @@ def org(oid, name, tz):
             "incremental_every_s": 300, "reconcile_every_s": 86400}
 orgs = [org("60001", "Demo Store", "+0300")]
 if n == 2:
-    orgs.append(org("60002", "Demo Distributor", "+0530"))
+    # the simulator's second organization has moved to Locations
+    orgs.append(dict(org("60002", "Demo Distributor", "+0530"), stock_sites="locations"))
 json.dump({"organizations": orgs}, open(path, "w"), indent=2)
 PYEOF
 }

@@ -2169,6 +2169,63 @@ def test_a_list_record_with_a_non_utf8_id_does_not_stop_the_entity(procs, db, si
     assert s.stats()["orgs"]["60001"]["endpoints"]["contacts.detail"] == 20
 
 
+def test_stock_sites_locations_are_listed_from_locations(procs, db, sim, tmp_path):
+    """An organization migrated to Locations ("stock_sites": "locations") has
+    its stock sites listed from GET /locations: zoho.warehouses holds each
+    location under its location_id (site_kind 'location', its name), every
+    item_stock row names one of them, a renamed location is renamed, and one
+    no longer listed is marked deleted by the reconciliation. The same
+    organization configured without it is told to set it."""
+    spec = ("id=60002,tz=+0530,stock=locations,product=inventory,items=20,groups=2,"
+            "contacts=5,invoices=5,salesorders=5,warehouses=3")
+    s = sim(orgs=[spec])
+    p = Pipeline(procs, db, s, tmp_path,
+                 orgs=[org_spec("60002", tz="+0530", stock_sites="locations")])
+    f = p.start_fetcher()
+    p.sync("60002", "warehouses", "full")
+    st = s.stats()["orgs"]["60002"]["endpoints"]
+    # the simulator counts a /locations call under warehouses.list as well
+    assert st["locations"] >= 1 and st["locations"] == st["warehouses.list"], st
+
+    def sites():
+        return db.query("SELECT warehouse_id, warehouse_name, site_kind, is_primary, "
+                        "deleted_at IS NOT NULL FROM zoho.warehouses WHERE org_id = '60002' "
+                        "ORDER BY warehouse_id")
+    truth = sorted(s.get("/locations", org="60002").json()["locations"],
+                   key=lambda x: x["location_id"])
+    assert len(truth) == 3
+    assert sites() == [(t["location_id"], t["location_name"], "location",
+                        t["is_primary_location"], False) for t in truth]
+    p.sync("60002", "items", "full")
+    orphans = db.query("SELECT count(*), count(*) FILTER (WHERE w.warehouse_id IS NULL) "
+                       "FROM zoho.item_stock k LEFT JOIN zoho.warehouses w USING (org_id, "
+                       "warehouse_id) WHERE k.org_id = '60002'")[0]
+    assert orphans[0] > 0 and orphans[1] == 0, orphans
+    s.mutate("60002", "warehouses", update=1)
+    db.query("INSERT INTO zoho.warehouses (org_id, warehouse_id, warehouse_name, site_kind, "
+             "synced_at) VALUES ('60002', '999', 'closed', 'location', now() - interval "
+             "'1 day') RETURNING 1")
+    p.sync("60002", "warehouses", "full")
+    p.sync("60002", "warehouses", "reconcile")
+    truth = sorted(s.get("/locations", org="60002").json()["locations"],
+                   key=lambda x: x["location_id"])
+    assert sites() == [(t["location_id"], t["location_name"], "location",
+                        t["is_primary_location"], False) for t in truth] + [
+        ("999", "closed", "location", None, True)]
+    assert "stock_sites" not in f.stderr_text()
+
+    # configured without stock_sites: the sites come from /settings/warehouses,
+    # and the fetcher says what to set, once
+    f.stop()
+    p.orgs = [org_spec("60002", tz="+0530")]
+    p.write_config()
+    f.start()
+    p.sync("60002", "warehouses", "full")
+    p.sync("60002", "warehouses", "full")
+    hint = [json.loads(x)["msg"] for x in f.stderr_text().splitlines() if "stock_sites" in x]
+    assert len(hint) == 1 and 'set "stock_sites": "locations"' in hint[0], hint
+
+
 @pytest.mark.parametrize("product,stock", [("books", "locations"), ("inventory", "warehouses")])
 def test_items_use_batch_details(procs, db, sim, tmp_path, product, stock):
     """Inventory and Books answer 100 items' details per call (GET

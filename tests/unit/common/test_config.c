@@ -309,7 +309,8 @@ static void test_orgs_good(void)
              "  \"refresh_token\": \"file:%s\", \"webhook_secrets\": [\"env:TDS_T_HOOK\", \"h2\"],\n"
              "  \"entities\": [\"items\", \"contacts\"], \"incremental_every_s\": 60,\n"
              "  \"reconcile_every_s\": 0, \"daily_reserve\": 1000, \"rate_per_min\": 30,\n"
-             "  \"max_concurrency\": 2, \"daily_limit\": 5000, \"timezone_offset\": \"+05:30\"},\n"
+             "  \"max_concurrency\": 2, \"daily_limit\": 5000, \"timezone_offset\": \"+05:30\",\n"
+             "  \"stock_sites\": \"locations\"},\n"
              " {\"org_id\": 777, \"product\": \"books\", \"client_id\": \"c\", \"client_secret\": \"s\",\n"
              "  \"accounts_url\": \"http://127.0.0.1:9000\", \"api_url\": \"http://127.0.0.1:9000\",\n"
              "  \"webhooks_unsigned\": true}\n"
@@ -343,6 +344,7 @@ static void test_orgs_good(void)
     T_INT(g->max_concurrency, ==, 2);
     T_INT(g->daily_limit, ==, 5000);
     T_STR(g->timezone_offset, "+0530");
+    T_TRUE(g->stock_locations);
 
     g = tds_orgs_find(o, "777");
     T_TRUE(g == &o->orgs[1]);
@@ -366,6 +368,7 @@ static void test_orgs_good(void)
     T_INT(g->max_concurrency, ==, 10);
     T_INT(g->daily_limit, ==, 0);
     T_STR(g->timezone_offset, "+0000");
+    T_TRUE(!g->stock_locations); /* warehouses by default */
 
     T_NULL(tds_orgs_find(o, "nope"));
     size_t sa = 9, sb = 9;
@@ -455,6 +458,11 @@ static void test_orgs_errors(void)
                "organizations[0] (org_id 42): field 'max_concurrency' must be an integer, not a number");
     orgs_error(ORG(", \"timezone_offset\": \"UTC\""),
                "organizations[0] (org_id 42): field 'timezone_offset' is 'UTC' (expected +HHMM or -HHMM)");
+    orgs_error(ORG(", \"stock_sites\": \"branches\""),
+               "organizations[0] (org_id 42): field 'stock_sites' is 'branches' (expected "
+               "\"warehouses\" or \"locations\")");
+    orgs_error(ORG(", \"stock_sites\": true"),
+               "organizations[0] (org_id 42): field 'stock_sites' must be a string, not a boolean");
     orgs_error(ORG(", \"webhooks_unsigned\": \"yes\""),
                "organizations[0] (org_id 42): field 'webhooks_unsigned' must be a boolean, not a string");
     orgs_error(ORG(", \"webhook_secrets\": [\"ab\\tc\"]"),
