@@ -618,6 +618,50 @@ def test_up_stops_and_says_why_when_a_stage_dies_while_it_follows(tmp_path):
         _down(state, "--clean")
 
 
+def test_up_starts_a_stage_again_when_it_exits_after_the_sync(tmp_path):
+    """After the full sync, a foreground `up` only slept: a stage that died
+    stayed down with nothing said. It now names it, keeps its log as
+    <name>.log.1, and starts it again; the fifth exit within 10 minutes is
+    left stopped while the rest run on; the simulator stopping ends `up`."""
+    state = tmp_path / "state"
+    base, up = _start_up(state, _env(), "--orgs", "1", "--items", "200", "--trickle", "0")
+    run = state / "run"
+
+    def pid_of(name):
+        return int((run / f"{name}.pid").read_text().split()[0])
+
+    def ready(name):
+        return http_get(f"http://127.0.0.1:{(run / f'{name}.admin').read_text().strip()}/readyz")[0] == 200
+
+    try:
+        up.wait_for("running; press Ctrl-C to stop", 300)
+        for n in range(1, 5):
+            old = pid_of("processor-0")
+            os.kill(old, signal.SIGKILL)
+            wait_until(lambda: up.stderr().count("processor-0 exited (killed by signal 9); "
+                                                 "started again") == n, 20, f"restart {n}")
+            wait_until(lambda: pid_of("processor-0") != old, 10, "a new processor-0")
+            wait_until(lambda: ready("processor-0"), 30, "processor-0 ready again")
+        assert (state / "logs" / "processor-0.log.1").exists()
+        assert "processor-0 exited" not in up.stdout()  # the user's screen: stderr
+        os.kill(pid_of("processor-0"), signal.SIGKILL)
+        wait_until(lambda: "processor-0 exited (killed by signal 9), the fifth time in 10 minutes; "
+                           "left stopped" in up.stderr(), 20, "left stopped")
+        time.sleep(3)
+        assert not (run / "processor-0.pid").exists()
+        assert up.p.poll() is None and ready("writer-0") and ready("fetcher-0"), up.stderr()[-2000:]
+        os.kill(int((run / "zohosim.pid").read_text().split()[0]), signal.SIGKILL)
+        up.p.wait(timeout=30)
+        assert up.p.returncode == 1, up.stderr()[-2000:]
+        assert re.search(r"^deploy/local/up: zohosim stopped; the end of .*zohosim\.log:$",
+                         up.stderr(), re.M), up.stderr()[-2000:]
+        assert "stopped what it had started" in up.stderr()
+        assert not _left_running(state) and not _pg_running(state), _left_running(state)
+    finally:
+        up.finish()
+        _down(state, "--clean")
+
+
 def test_up_shows_why_a_real_organization_does_not_sync(tmp_path):
     """TDS_CONFIG with a refresh token and Zoho's token endpoint out of reach:
     the progress line showed zeros for ever; it now says the token refresh
