@@ -101,18 +101,25 @@ bool tds_store_ok(struct tds_store *s)
 /* Run a statement; returns the result (caller clears) or NULL with s->err. */
 static PGresult *run(struct tds_store *s, const char *sql, int n, const char *const *params);
 
+/* A statement answering one boolean: 1 true, 0 false, -EIO. */
+static int query_bool(struct tds_store *s, const char *sql, int n, const char *const *params)
+{
+    PGresult *r = run(s, sql, n, params);
+    if (!r)
+        return -EIO;
+    int v = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return v;
+}
+
 int tds_store_tokens_ready(struct tds_store *s)
 {
     /* the last column the token statements use (migration 016) */
-    PGresult *r = run(s,
-                      "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'tds' "
-                      "AND table_name = 'oauth_tokens' AND column_name = 'failed_credentials'",
+    return query_bool(s,
+                      "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema "
+                      "= 'tds' AND table_name = 'oauth_tokens' AND column_name = "
+                      "'failed_credentials')",
                       0, NULL);
-    if (!r)
-        return -EIO;
-    int ready = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
-    PQclear(r);
-    return ready;
 }
 
 /* Run a statement; returns the result (caller clears) or NULL with s->err. */
@@ -699,15 +706,10 @@ int tds_store_list_only_due(struct tds_store *s, const struct tds_entity *e, con
 int tds_store_stock_by_location(struct tds_store *s, const char *org)
 {
     const char *p[] = {org};
-    PGresult *r = run(s,
+    return query_bool(s,
                       "SELECT EXISTS (SELECT 1 FROM zoho.item_stock WHERE org_id = $1 AND "
                       "site_kind = 'location')",
                       1, p);
-    if (!r)
-        return -EIO;
-    int v = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-    PQclear(r);
-    return v;
 }
 
 int tds_store_detail_attempts_prune(struct tds_store *s, const char *org)
