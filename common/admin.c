@@ -291,8 +291,9 @@ int tds_admin_start(struct tds_admin *a)
     a->daemon = MHD_start_daemon(flags, a->port, NULL, NULL, handle, a,
                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a->addr,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                                 MHD_OPTION_END);
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)TDS_ADMIN_CONN_LIMIT,
+                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                 (unsigned)TDS_ADMIN_PER_IP_LIMIT, MHD_OPTION_END);
     if (!a->daemon)
         return errno ? -errno : -EADDRINUSE;
     info = MHD_get_daemon_info(a->daemon, MHD_DAEMON_INFO_BIND_PORT);

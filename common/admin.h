@@ -30,6 +30,13 @@ typedef char *(*tds_admin_status_cb)(void *ud);
 int tds_admin_new(struct tds_admin **out, const char *listen, struct tds_metrics *metrics,
                   const struct tds_loop *loop);
 struct tds_admin *tds_admin_free(struct tds_admin *a);
+/* Connections the admin server holds at most, and from one client address:
+ * a client holding connections open (a byte of its headers now and then,
+ * each under the 10 s idle timeout) takes its address's share, not every
+ * slot, so the kubelet's probes and Prometheus are still answered. The share
+ * is the load generator's 64 connections of tests/bench. */
+#define TDS_ADMIN_CONN_LIMIT 256
+#define TDS_ADMIN_PER_IP_LIMIT 64
 int tds_admin_start(struct tds_admin *a);
 uint16_t tds_admin_port(const struct tds_admin *a);
 

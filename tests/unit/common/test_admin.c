@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 struct resp {
@@ -21,8 +22,9 @@ struct resp {
     char *all;
 };
 
-/* One request over a fresh connection; reads until the server closes. */
-static struct resp fetch(uint16_t port, const char *method, const char *path)
+/* One request over a fresh connection; reads until the server closes, each
+ * read waiting at most timeout_s (0: for ever). */
+static struct resp fetch_within(uint16_t port, const char *method, const char *path, int timeout_s)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
     struct tds_buf b = {.max = 1 << 20};
@@ -34,6 +36,10 @@ static struct resp fetch(uint16_t port, const char *method, const char *path)
     T_TRUE(fd >= 0);
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     T_INT(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), ==, 0);
+    if (timeout_s > 0) {
+        struct timeval tv = {.tv_sec = timeout_s};
+        T_INT(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), ==, 0);
+    }
     n = snprintf(req, sizeof(req), "%s %s HTTP/1.0\r\nHost: localhost\r\n\r\n", method, path);
     T_INT(write(fd, req, (size_t)n), ==, n);
     while ((n = read(fd, chunk, sizeof(chunk))) > 0)
@@ -47,6 +53,11 @@ static struct resp fetch(uint16_t port, const char *method, const char *path)
     T_TRUE(r.body != NULL);
     r.body += 4;
     return r;
+}
+
+static struct resp fetch(uint16_t port, const char *method, const char *path)
+{
+    return fetch_within(port, method, path, 0);
 }
 
 static char *status_json(void *ud)
@@ -239,11 +250,52 @@ static void test_hostport(void)
     T_NULL(a);
 }
 
+/* A connection from source address src that sends the start of a request
+ * and no more. */
+static int half_request(uint16_t port, const char *src)
+{
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
+    struct sockaddr_in from = {.sin_family = AF_INET};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    T_TRUE(fd >= 0);
+    T_INT(inet_pton(AF_INET, src, &from.sin_addr), ==, 1);
+    T_INT(bind(fd, (struct sockaddr *)&from, sizeof(from)), ==, 0);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    T_INT(connect(fd, (struct sockaddr *)&to, sizeof(to)), ==, 0);
+    T_INT(write(fd, "GET /healthz HTTP/1.1\r\nX: ", 27), ==, 27);
+    return fd;
+}
+
+/* One address holding connections open with unfinished headers took all 64
+ * slots, and /healthz went unanswered for as long as it kept them: the
+ * kubelet's liveness probe failed and the pod was restarted, again and again.
+ * Each address now has its share. */
+static void test_one_address_cannot_take_every_connection(void)
+{
+    struct tds_admin *a = NULL;
+    int fds[TDS_ADMIN_CONN_LIMIT];
+    struct resp r;
+
+    T_INT(tds_admin_new(&a, "127.0.0.1:0", NULL, NULL), ==, 0);
+    T_INT(tds_admin_start(a), ==, 0);
+    for (size_t i = 0; i < TDS_ADMIN_CONN_LIMIT; i++)
+        fds[i] = half_request(tds_admin_port(a), "127.0.0.2");
+    sleep(1);
+    r = fetch_within(tds_admin_port(a), "GET", "/healthz", 3);
+    T_INT(r.status, ==, 200);
+    free(r.all);
+    for (size_t i = 0; i < TDS_ADMIN_CONN_LIMIT; i++)
+        close(fds[i]);
+    tds_admin_free(a);
+}
+
 int main(void)
 {
     T_RUN(test_endpoints);
     T_RUN(test_no_loop_no_metrics);
     T_RUN(test_hostport);
     T_RUN(test_any_ipv6_takes_ipv4);
+    T_RUN(test_one_address_cannot_take_every_connection);
     return 0;
 }
