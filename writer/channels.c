@@ -426,9 +426,11 @@ static void *thread_main(void *ud)
             if (backoff > ch->retry_max_ms)
                 backoff = ch->retry_max_ms;
             if (it->attempts[c] >= ch->max_attempts || ch->stop) {
-                tds_log_limited(&ch->fail_limit, TDS_LOG_ERROR, NULL,
-                                "could not deliver alert notice '%s' by %s: %s, giving up after "
-                                "%d attempts", it->subject, ch_names[c], err, it->attempts[c]);
+                /* once per notice and channel: never left out for the
+                 * retries' warnings logged just before */
+                tds_log(TDS_LOG_ERROR, NULL,
+                        "could not deliver alert notice '%s' by %s: %s, giving up after %d attempts",
+                        it->subject, ch_names[c], err, it->attempts[c]);
                 free(body);
             } else {
                 tds_log_limited(&ch->fail_limit, TDS_LOG_WARN, NULL,
