@@ -1292,6 +1292,14 @@ static void cycle(struct tds_alertd *d)
         d->conn = tds_pg_connect(d->database_url, "tds-writer alerts", err, sizeof(err));
         if (!d->conn)
             tds_log_limited(&d->db_limit, TDS_LOG_WARN, NULL, "%s, retrying next alert cycle", err);
+        /* A lock held elsewhere (a transaction left open in psql on an
+         * alert row, DDL) must fail the cycle, not stall it: the rules go
+         * unknown, the next cycle tries again, and shutdown does not wait. */
+        else
+            PQclear(query(d,
+                          "SELECT set_config('lock_timeout', '5s', false), "
+                          "set_config('statement_timeout', '30s', false)",
+                          0, NULL));
     }
     if (d->conn && !d->leader_local) {
         PGresult *r = query(d, "SELECT pg_try_advisory_lock(hashtext('tds-alerts'))", 0, NULL);
@@ -1328,7 +1336,13 @@ static void cycle(struct tds_alertd *d)
     }
     if (d->m_leader)
         tds_series_set(d->m_leader, d->leader_local ? 1 : 0);
-    if (d->leader_local) {
+    if (!d->leader_local) {
+        /* another replica evaluates (or none, after a lost connection):
+         * this one's counts are not current */
+        for (int k = TDS_SEV_INFO; k <= TDS_SEV_CRITICAL; k++)
+            if (d->m_firing[k])
+                tds_series_set(d->m_firing[k], 0);
+    } else {
         double by_sev[TDS_SEV_CRITICAL + 1] = {0};
 
         for (size_t i = 0; i < tds_alertsm_count(d->sm); i++) {

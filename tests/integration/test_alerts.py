@@ -145,6 +145,39 @@ def test_for_duration_delays_firing(procs, db, hook):
     assert [r[4] for r in alerts(db, "sync_failed")] == ["items"]
 
 
+def test_a_lock_held_on_an_alert_row_does_not_stall_the_engine(procs, db, hook):
+    """A transaction left open on a firing alert's row (an operator's psql)
+    stalled the engine: its UPDATE waited for ever, the cycles stopped, no
+    other rule was evaluated, and SIGTERM hung. The alert session has a
+    lock_timeout: the cycle fails, the next tries again, SIGTERM exits, and
+    the alert resolves once the lock is gone."""
+    w = spawn_writer(procs, alerts_env(db, hook))
+    wait_until(lambda: w.metric("tds_alert_leader") == 1, 10, "writer evaluating")
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) "
+               "VALUES ('r1', %s, 'items', 'full', 'failed', now())", ORG)
+    aid = wait_until(lambda: firing(db, "sync_failed"), 10, "sync_failed firing")[0][0]
+    holder = db.connect()
+    holder.autocommit = False
+    with holder.cursor() as cur:
+        cur.execute("SELECT 1 FROM tds.alerts WHERE id = %s FOR UPDATE", (aid,))
+    try:
+        db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) "
+                   "VALUES ('r2', %s, 'items', 'full', 'completed', now())", ORG)
+        time.sleep(2)  # the engine now waits for the row to resolve it
+        c0 = w.metric("tds_alert_cycles_total")
+        wait_until(lambda: w.metric("tds_alert_cycles_total") >= c0 + 2, 30,
+                   "alert cycles going on while the row is locked")
+        assert not resolved(db, "sync_failed")
+        t0 = time.monotonic()
+        w.stop(timeout=15)
+        assert time.monotonic() - t0 < 10
+    finally:
+        holder.rollback()
+        holder.close()
+    w.start()
+    wait_until(lambda: resolved(db, "sync_failed"), 20, "sync_failed resolved")
+
+
 def test_a_run_stopped_by_a_clean_shutdown_is_no_failure(procs, db, hook):
     """A run whose fetcher shut down cleanly (a rolling deploy) is 'stopped':
     its request is run again, and sync_failed does not count it. Recorded as
@@ -369,6 +402,25 @@ def fail_run(db, run_id, entity, org=ORG):
                run_id, org, entity)
 
 
+def test_every_notice_given_up_is_logged(procs, db):
+    """A notice given up on had its error line counted into the 10 s limit of
+    the retry warnings just before it, so with both channels failing a notice
+    could be dropped with no line saying so."""
+    closed = f"127.0.0.1:{free_port()}"
+    w = spawn_writer(procs, alerts_env(db, extra={
+        "TDS_ALERT_WEBHOOK_URL": f"http://{closed}/hook", "TDS_ALERT_SMTP_URL": f"smtp://{closed}",
+        "TDS_ALERT_SMTP_FROM": "tds@example.com", "TDS_ALERT_SMTP_TO": "ops@example.com",
+        "TDS_ALERT_RETRY_MIN_MS": "10"}))
+    wait_until(lambda: w.metric("tds_alert_leader") == 1, 10, "writer evaluating")
+    fail_run(db, "g1", "items")
+
+    def gave_up():
+        return [json.loads(x)["msg"] for x in w.stderr_text().splitlines() if "giving up" in x]
+    wait_until(lambda: len(gave_up()) == 2, 40, "both channels giving up")
+    assert sorted(m.split(" by ")[1].split(":")[0] for m in gave_up()) == ["email", "webhook"], \
+        gave_up()
+
+
 def test_no_repeats_escalation_and_acknowledgement(procs, db, hook, smtp):
     env = alerts_env(db, hook, smtp)
     writer = spawn_writer(procs, env)
@@ -474,6 +526,33 @@ def test_two_writers_one_evaluates_and_takeover(procs, db, hook):
                "VALUES ('a2', %s, 'items', 'incremental', 'completed', now())", ORG)
     wait_until(lambda: hook.matching("RESOLVED", "items"), 10, "resolved by the new leader")
     assert db.query("SELECT id, state FROM tds.alerts") == [(aid, "resolved")]
+
+
+def test_a_writer_that_stops_evaluating_exports_no_firing_alerts(procs, db, hook):
+    """A writer that lost the evaluation (its connection dropped, another
+    session took the lock) kept exporting its last tds_alerts_firing counts,
+    so a sum over the replicas counted alerts twice, resolved ones included."""
+    w = spawn_writer(procs, alerts_env(db, hook))
+    wait_until(lambda: w.metric("tds_alert_leader") == 1, 10, "writer evaluating")
+    fail_run(db, "a1", "items")
+    wait_until(lambda: w.metric("tds_alerts_firing", {"severity": "error"}) == 1, 10,
+               "one error firing")
+    holder = db.connect()
+    try:
+        def take_over():
+            with holder.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = 'tds-writer alerts'")
+                cur.execute("SELECT pg_try_advisory_lock(hashtext('tds-alerts'))")
+                return cur.fetchone()[0]
+        wait_until(take_over, 20, "the alert lock taken from the writer")
+        wait_until(lambda: w.metric("tds_alert_leader") == 0, 10, "the writer not evaluating")
+        time.sleep(2)
+        assert w.metric("tds_alerts_firing", {"severity": "error"}) == 0
+    finally:
+        holder.close()
+    wait_until(lambda: w.metric("tds_alerts_firing", {"severity": "error"}) == 1, 15,
+               "evaluating again once the lock is free")
 
 
 # ------------------------------------------------------------------ status, config, events
