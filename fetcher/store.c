@@ -730,20 +730,28 @@ int tds_store_quota_save(struct tds_store *s, const char *instance, const char *
                          const char *rows_json, void (*saved)(void *ud, const char *org), void *ud)
 {
     const char *p[] = {instance, claim, rows_json};
+#define QUOTA_SAVE_SQL(col, val, set)                                                          \
+    "INSERT INTO tds.quota_use AS q (org_id, instance, claim, saved_at, next_at, "              \
+    "paused_until, in_flight, done_at" col ") "                                                \
+    "SELECT r.org, $1, $2, " FROM_MS("r.at") ", " FROM_MS("r.next") ", " FROM_MS("r.pause")     \
+    ", r.inflight, ARRAY(SELECT " FROM_MS("e.x") " FROM jsonb_array_elements_text(r.done) "     \
+    "WITH ORDINALITY AS e(x, i) ORDER BY e.i)" val " "                                          \
+    "FROM jsonb_to_recordset($3::jsonb) AS r(org text, at bigint, next bigint, "               \
+    "pause bigint, inflight integer, done jsonb, every integer) "                              \
+    "ON CONFLICT (org_id) DO UPDATE SET instance = EXCLUDED.instance, "                        \
+    "saved_at = EXCLUDED.saved_at, next_at = EXCLUDED.next_at, "                               \
+    "paused_until = EXCLUDED.paused_until, in_flight = EXCLUDED.in_flight, "                   \
+    "done_at = EXCLUDED.done_at" set " WHERE q.claim = EXCLUDED.claim "                        \
+    "RETURNING org_id"
     PGresult *r = run(s,
-                      "INSERT INTO tds.quota_use AS q (org_id, instance, claim, saved_at, next_at, "
-                      "paused_until, in_flight, done_at) "
-                      "SELECT r.org, $1, $2, " FROM_MS("r.at") ", " FROM_MS("r.next") ", " FROM_MS("r.pause")
-                      ", r.inflight, ARRAY(SELECT " FROM_MS("e.x") " FROM jsonb_array_elements_text(r.done) "
-                      "WITH ORDINALITY AS e(x, i) ORDER BY e.i) "
-                      "FROM jsonb_to_recordset($3::jsonb) AS r(org text, at bigint, next bigint, "
-                      "pause bigint, inflight integer, done jsonb) "
-                      "ON CONFLICT (org_id) DO UPDATE SET instance = EXCLUDED.instance, "
-                      "saved_at = EXCLUDED.saved_at, next_at = EXCLUDED.next_at, "
-                      "paused_until = EXCLUDED.paused_until, in_flight = EXCLUDED.in_flight, "
-                      "done_at = EXCLUDED.done_at WHERE q.claim = EXCLUDED.claim "
-                      "RETURNING org_id",
+                      QUOTA_SAVE_SQL(", incremental_every_s", ", r.every",
+                                     ", incremental_every_s = EXCLUDED.incremental_every_s"),
                       3, p);
+    /* a schema before migration 020 (a fetcher rolled out before the
+     * migration ran): the record without the interval, or no licence */
+    if (!r && strcmp(s->sqlstate, "42703") == 0)
+        r = run(s, QUOTA_SAVE_SQL("", "", ""), 3, p);
+#undef QUOTA_SAVE_SQL
     if (!r)
         return -EIO;
     for (int i = 0; i < PQntuples(r); i++)

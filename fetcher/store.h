@@ -145,8 +145,10 @@ int tds_store_detail_attempts_prune(struct tds_store *s, const char *org);
 
 /* ---- quota use (tds.quota_use) ---- */
 /* Writes every organization of `rows_json`, a JSON array of
- * {"org", "at", "next", "pause", "inflight", "done": [...]} (epoch ms;
- * next and pause may be null), as written by `instance`, in one statement.
+ * {"org", "at", "next", "pause", "inflight", "done": [...], "every"} (epoch
+ * ms; next and pause may be null; every: the incremental interval in use, in
+ * s, left out on a schema before migration 020), as written by `instance`, in
+ * one statement.
  * A row lands only where none was or where it holds `claim` (this process's
  * token, put there by tds_store_quota_claim); saved() is called with each
  * organization whose row landed. 0 or -EIO. */

@@ -2010,6 +2010,8 @@ static void fetch_queue_clear(struct org_rt *o)
     idset_clear(&o->fl_keys);
 }
 
+static int64_t org_incremental_ms(const struct org_rt *o);
+
 static struct org_rt *find_org(const struct tds_sync *s, const char *org)
 {
     for (size_t i = 0; org && i < s->n_o; i++)
@@ -2375,14 +2377,16 @@ static void quota_save(struct tds_sync *s, struct org_rt *only)
         for (size_t k = 0; jd && k < sn.n_done; k++)
             if (json_array_append_new(jd, json_integer(sn.done[k] + off)) != 0)
                 ok = false;
-        json_t *row = jd ? json_pack("{s:s, s:I, s:o, s:o, s:I, s:o}", "org", o->org->org_id,
+        int64_t every_ms = org_incremental_ms(o);
+        json_t *row = jd ? json_pack("{s:s, s:I, s:o, s:o, s:I, s:o, s:I}", "org", o->org->org_id,
                                      "at", (json_int_t)(sn.at_ms + off), "next",
                                      sn.next_ms > INT64_MIN / 4 ? json_integer(sn.next_ms + off)
                                                                 : json_null(),
                                      "pause",
                                      sn.pause_until_ms ? json_integer(sn.pause_until_ms + off)
                                                        : json_null(),
-                                     "inflight", (json_int_t)sn.inflight, "done", jd)
+                                     "inflight", (json_int_t)sn.inflight, "done", jd, "every",
+                                     (json_int_t)((every_ms + 999) / 1000))
                          : NULL;
         if (!row || json_array_append_new(rows, row) != 0)
             ok = false;
@@ -2753,11 +2757,8 @@ int64_t tds_sync_daily_limit(const struct tds_sync *s, const char *org)
     return o ? tds_limiter_daily_limit(o->lim) : -1;
 }
 
-int64_t tds_sync_incremental_ms(const struct tds_sync *s, const char *org)
+static int64_t org_incremental_ms(const struct org_rt *o)
 {
-    const struct org_rt *o = find_org(s, org);
-    if (!o)
-        return 0;
     const struct tds_org *g = o->org;
     int64_t every = (g->incremental_every_s > 0 ? g->incremental_every_s : 300) * 1000;
     int64_t limit = tds_limiter_daily_limit(o->lim);
@@ -2773,6 +2774,12 @@ int64_t tds_sync_incremental_ms(const struct tds_sync *s, const char *org)
     /* n runs of one call each per interval, budget calls per day */
     int64_t floor_ms = (86400000 * n + budget - 1) / budget;
     return floor_ms > every ? floor_ms : every;
+}
+
+int64_t tds_sync_incremental_ms(const struct tds_sync *s, const char *org)
+{
+    const struct org_rt *o = find_org(s, org);
+    return o ? org_incremental_ms(o) : 0;
 }
 
 int tds_sync_enqueue(struct tds_sync *s, const char *org, const char *entity, const char *mode,

@@ -387,18 +387,30 @@ static void db_sync_stuck(struct tds_alertd *d)
     PQclear(res);
 }
 
-/* Also feeds /status freshness. */
+/* A tds.quota_use row not rewritten for this long (its owner rewrites it
+ * every second) is a fetcher that is gone: its interval no longer says when
+ * the next run comes. */
+#define STALE_QUOTA_TRUST_S 600
+
+/* Also feeds /status freshness. An entity is judged against the interval its
+ * fetcher uses: the configured one, stretched to fit the daily API budget
+ * (fetcher/sync.c, tds_sync_incremental_ms), as the owner records it in
+ * tds.quota_use.incremental_every_s; never below the configured one. */
 static void db_stale(struct tds_alertd *d, json_t *fresh, bool evaluate)
 {
     const struct tds_alert_rule *r = rule_of(d, "entity_stale");
-    char key[512], summary[1024];
+    char key[512], summary[1024], trust[32];
+    const char *p[1] = {trust};
     PGresult *res;
 
+    snprintf(trust, sizeof(trust), "%d", STALE_QUOTA_TRUST_S);
     res = query(d,
-                "SELECT org_id, entity, extract(epoch FROM now() - last_success_at), "
-                "to_char(last_success_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
-                "FROM tds.sync_state ORDER BY 1, 2 LIMIT 10000",
-                0, NULL);
+                "SELECT s.org_id, s.entity, extract(epoch FROM now() - s.last_success_at), "
+                "to_char(s.last_success_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+                "q.incremental_every_s FROM tds.sync_state s LEFT JOIN tds.quota_use q "
+                "ON q.org_id = s.org_id AND q.saved_at > now() - make_interval(secs => $1::float8) "
+                "ORDER BY 1, 2 LIMIT 10000",
+                1, p);
     if (!res) {
         if (evaluate)
             tds_alertsm_rule_unknown(d->sm, "entity_stale");
@@ -406,8 +418,9 @@ static void db_stale(struct tds_alertd *d, json_t *fresh, bool evaluate)
     }
     for (int i = 0; i < PQntuples(res); i++) {
         const char *org = val(res, i, 0), *ent = val(res, i, 1);
-        double age = dval(res, i, 2);
-        int64_t iv = org_interval(d, org);
+        double age = dval(res, i, 2), used = dval(res, i, 4);
+        int64_t conf = org_interval(d, org);
+        int64_t iv = !isnan(used) && used > (double)conf ? (int64_t)used : conf;
         double mult = isnan(age) ? NAN : age / (double)iv;
         bool stale = tds_alert_rule_judge(r, mult) != TDS_SEV_NONE;
 
@@ -424,7 +437,8 @@ static void db_stale(struct tds_alertd *d, json_t *fresh, bool evaluate)
                  "%s of org %s last synced %.0f s ago (%.1f times its %lld s interval)", ent, org,
                  age, mult, (long long)iv);
         observe(d, "entity_stale", key, org, ent, mult, summary,
-                json_pack("{s:f, s:I}", "age_s", age, "interval_s", (json_int_t)iv));
+                json_pack("{s:f, s:I, s:I}", "age_s", age, "interval_s", (json_int_t)iv,
+                          "configured_interval_s", (json_int_t)conf));
     }
     PQclear(res);
 }

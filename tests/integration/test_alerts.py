@@ -599,6 +599,60 @@ def test_status_json(procs, db):
     h.close()
 
 
+def test_entity_stale_uses_the_interval_the_fetcher_uses(procs, db, hook, tmp_path):
+    """On a small Zoho plan the fetcher stretches incremental_every_s to fit
+    the daily budget (69 minutes at 1,000 calls a day) and records the
+    interval it uses in tds.quota_use. An entity last synced 20 minutes ago
+    is not stale for an organization whose fetcher runs every 4140 s, though
+    it is configured for 300 s; it still is with no record, or with one its
+    fetcher stopped rewriting long ago. Before, all three fired."""
+    fresh_q, none_q, old_q = ORG, "60012345679", "60012345680"
+    cfg = tmp_path / "orgs.json"
+    cfg.write_text(json.dumps({"organizations": [
+        {"org_id": o, "incremental_every_s": 300} for o in (fresh_q, none_q, old_q)]}))
+    w = spawn_writer(procs, alerts_env(db, hook, extra={"TDS_CONFIG": str(cfg)}))
+    wait_until(lambda: w.metric("tds_alert_leader") == 1, 10, "writer evaluating")
+    db.execute("INSERT INTO tds.quota_use (org_id, instance, saved_at, in_flight, done_at, "
+               "incremental_every_s) VALUES "
+               "(%s, 'fetcher.a', now(), 0, '{}', 4140), "
+               "(%s, 'fetcher.b', now() - interval '20 minutes', 0, '{}', 4140)",
+               fresh_q, old_q)
+    db.execute("INSERT INTO tds.sync_state (org_id, entity, last_success_at) VALUES "
+               "(%s, 'items', now() - interval '20 minutes'), "
+               "(%s, 'items', now() - interval '20 minutes'), "
+               "(%s, 'items', now() - interval '20 minutes')", fresh_q, none_q, old_q)
+
+    rows = wait_until(lambda: (lambda r: r if len(r) >= 2 else None)(firing(db, "entity_stale")),
+                      10, "entity_stale for the organizations without a current record")
+    time.sleep(2.5)  # cycles enough for the third, were it to fire
+    rows = firing(db, "entity_stale")
+    assert sorted(r[3] for r in rows) == sorted([none_q, old_q]), rows
+    for r in rows:
+        assert r[2] == "warning" and "300 s interval" in r[6], r
+        assert r[9]["interval_s"] == 300 and r[9]["configured_interval_s"] == 300, r
+
+    st, body = http_get(w.admin_url + "/status")
+    assert st == 200
+    fresh = {f["org"]: f for f in json.loads(body)["freshness"]}
+    assert fresh[fresh_q]["interval_s"] == 4140 and fresh[fresh_q]["stale"] is False
+    assert fresh[none_q]["interval_s"] == 300 and fresh[none_q]["stale"] is True
+    assert fresh[old_q]["interval_s"] == 300 and fresh[old_q]["stale"] is True
+
+    # a recorded interval below the configured one does not lower the floor
+    db.execute("UPDATE tds.quota_use SET incremental_every_s = 60, saved_at = now() "
+               "WHERE org_id = %s", old_q)
+    time.sleep(2.5)
+    fresh = {f["org"]: f for f in json.loads(http_get(w.admin_url + "/status")[1])["freshness"]}
+    assert fresh[old_q]["interval_s"] == 300 and fresh[old_q]["stale"] is True
+    # the fetcher that was gone comes back stretched: the alert resolves
+    db.execute("UPDATE tds.quota_use SET incremental_every_s = 4140, saved_at = now() "
+               "WHERE org_id = %s", old_q)
+    wait_until(lambda: [r[3] for r in resolved(db, "entity_stale")] == [old_q], 10,
+               "entity_stale resolved once its fetcher records the interval again")
+    assert [r[3] for r in firing(db, "entity_stale")] == [none_q]
+    assert not [r for r in alerts(db, "entity_stale") if r[3] == fresh_q]
+
+
 @pytest.mark.parametrize("env,line", [
     ({"TDS_ALERT_SCRAPE": "nonsense"}, "tds-writer: invalid TDS_ALERT_SCRAPE: 'nonsense'"),
     ({"TDS_ALERT_QUOTA_LOW_SEVERITY": "loud"}, "tds-writer: invalid TDS_ALERT_QUOTA_LOW_SEVERITY: 'loud'"),

@@ -1984,6 +1984,10 @@ def test_schedule_keeps_incrementals_within_the_daily_budget(procs, db, sim, tmp
            "budget (172800 calls, 0 kept in reserve)" in f.stderr_text(), f.stderr_text()[-3000:]
     st = json.loads(http_get(f.admin_url + "/status")[1])
     assert st["organizations"][0]["incremental_every_s"] == 4, st
+    # and with its quota record, for the writer's entity_stale rule
+    wait_until(lambda: db.query("SELECT incremental_every_s FROM tds.quota_use "
+                                "WHERE org_id = '60001'") == [(4,)],
+               timeout=5, what="the stretched interval in tds.quota_use")
     f.stop()
 
     p.orgs = [org_spec("60001", entities=["warehouses", "items"], incremental_every_s=1,
@@ -1996,6 +2000,9 @@ def test_schedule_keeps_incrementals_within_the_daily_budget(procs, db, sim, tmp
     assert min(gaps[1:]) < 2.5, gaps
     st = json.loads(http_get(f.admin_url + "/status")[1])
     assert st["organizations"][0]["incremental_every_s"] == 1, st
+    wait_until(lambda: db.query("SELECT incremental_every_s FROM tds.quota_use "
+                                "WHERE org_id = '60001'") == [(1,)],
+               timeout=5, what="the configured interval in tds.quota_use")
 
 
 def test_sigterm_mid_run_then_restart_completes_the_request(procs, db, sim, tmp_path):
@@ -2417,6 +2424,23 @@ def test_a_schema_before_migration_5_keeps_counting(procs, db, sim, tmp_path, bi
                          text=True, timeout=60)
     # `tds-writer status` of this release stops at the runs with the same column named
     assert out.returncode == 1 and "records_walked" in out.stderr, out
+
+
+def test_a_schema_before_migration_20_keeps_the_quota_record(procs, db, sim, tmp_path):
+    """A fetcher rolled out before migration 020 has run writes its quota
+    record without the incremental interval: its calls are licensed only by
+    records that land, so a failing write would stop it calling at all."""
+    s = sim(orgs=[small_org(items=50)], extra_args=["--limits-off"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=6000)])
+    db.execute("ALTER TABLE tds.quota_use DROP COLUMN incremental_every_s")
+    f = p.start_fetcher()
+    rid = p.request("60001", "items", "full")
+    runs = p.wait_request(rid, timeout=60)
+    assert runs[0]["status"] == "completed", runs
+    age = db.query("SELECT extract(epoch FROM now() - saved_at)::float FROM tds.quota_use "
+                   "WHERE org_id = '60001'")
+    assert age and age[0][0] < 3, age
+    assert "could not record the organizations' quota use" not in f.stderr_text()
 
 
 def test_reconcile_confirms_missing_ids_within_the_page_bound(procs, db, sim, tmp_path):
