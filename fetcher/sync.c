@@ -278,6 +278,7 @@ struct org_rt {
     int fetch_running;
     struct fetch_call *calls; /* asked of Zoho, not answered yet */
     struct tds_series *m_owned; /* tds_fetcher_org_owned{org}: 1 while o->owned */
+    struct tds_series *m_every; /* tds_fetcher_incremental_interval_seconds{org} */
     struct tds_log_ctx lctx;
 };
 
@@ -2378,6 +2379,8 @@ static void quota_save(struct tds_sync *s, struct org_rt *only)
             if (json_array_append_new(jd, json_integer(sn.done[k] + off)) != 0)
                 ok = false;
         int64_t every_ms = org_incremental_ms(o);
+        if (o->m_every)
+            tds_series_set(o->m_every, (double)((every_ms + 999) / 1000));
         json_t *row = jd ? json_pack("{s:s, s:I, s:o, s:o, s:I, s:o, s:I}", "org", o->org->org_id,
                                      "at", (json_int_t)(sn.at_ms + off), "next",
                                      sn.next_ms > INT64_MIN / 4 ? json_integer(sn.next_ms + off)
@@ -2630,8 +2633,13 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
                                           "1 when this fetcher owns the organization (fetches for it "
                                           "and its quota figure is current), else 0",
                                           "org=\"%s\"", oe);
+            o->m_every = tds_metrics_getf(
+                metrics, TDS_GAUGE, "tds_fetcher_incremental_interval_seconds",
+                "The organization's incremental interval in use: the configured one, stretched "
+                "to fit the daily API budget (set while this fetcher owns it)",
+                "org=\"%s\"", oe);
             free(oe);
-            if (!o->m_owned)
+            if (!o->m_owned || !o->m_every)
                 goto nomem;
         }
     }

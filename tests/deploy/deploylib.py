@@ -320,6 +320,7 @@ METRIC_FAMILIES = {
                 "tds_fetcher_pages_inflight", "tds_fetcher_inflight_bytes", "tds_fetcher_run_records",
                 "tds_fetcher_runs_total",
                 "tds_fetcher_last_success_timestamp_seconds",
+                "tds_fetcher_incremental_interval_seconds",
                 "tds_fetcher_token_refresh_failures_total"},
     "processor": {"tds_processor_records_total", "tds_processor_rejects_total",
                   "tds_processor_messages_total", "tds_processor_dead_letters_total"},

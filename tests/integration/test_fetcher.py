@@ -1988,6 +1988,8 @@ def test_schedule_keeps_incrementals_within_the_daily_budget(procs, db, sim, tmp
     wait_until(lambda: db.query("SELECT incremental_every_s FROM tds.quota_use "
                                 "WHERE org_id = '60001'") == [(4,)],
                timeout=5, what="the stretched interval in tds.quota_use")
+    # and as a gauge, for Prometheus's TdsEntityStale
+    assert f.metric("tds_fetcher_incremental_interval_seconds", {"org": "60001"}) == 4
     f.stop()
 
     p.orgs = [org_spec("60001", entities=["warehouses", "items"], incremental_every_s=1,
