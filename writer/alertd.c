@@ -59,6 +59,8 @@ struct seen_stage {
 struct org_iv {
     char *org;
     int64_t interval_s;
+    char **entities; /* the configured entities; NULL: all of them */
+    size_t n_entities;
 };
 
 struct tds_alertd {
@@ -142,6 +144,26 @@ static int64_t org_interval(const struct tds_alertd *d, const char *org)
     return d->sync_interval_s;
 }
 
+/* Whether org's entity is still synced: with TDS_CONFIG, only what it lists.
+ * A tds.sync_state row outlives an organization or entity taken out of the
+ * configuration, and would be stale for ever. */
+static bool configured(const struct tds_alertd *d, const char *org, const char *entity)
+{
+    if (!d->orgs)
+        return true; /* no TDS_CONFIG: every row counts */
+    for (size_t i = 0; org && i < d->n_orgs; i++) {
+        if (strcmp(d->orgs[i].org, org) != 0)
+            continue;
+        if (!d->orgs[i].entities)
+            return true;
+        for (size_t k = 0; entity && k < d->orgs[i].n_entities; k++)
+            if (strcmp(d->orgs[i].entities[k], entity) == 0)
+                return true;
+        return false;
+    }
+    return false;
+}
+
 static int load_orgs(struct tds_alertd *d, char *err, size_t errlen)
 {
     json_error_t je;
@@ -169,15 +191,30 @@ static int load_orgs(struct tds_alertd *d, char *err, size_t errlen)
     }
     json_array_foreach(list, i, o) {
         json_t *id = json_object_get(o, "org_id"), *iv = json_object_get(o, "incremental_every_s");
+        json_t *ents = json_object_get(o, "entities"), *e;
+        struct org_iv *g = &d->orgs[d->n_orgs];
+        char num[32];
+        size_t k;
 
-        if (!json_is_string(id))
+        /* an id given as a number, as the stages' loader takes it */
+        if (json_is_integer(id))
+            snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(id));
+        else if (!json_is_string(id))
             continue;
-        d->orgs[d->n_orgs].org = strdup(json_string_value(id));
-        d->orgs[d->n_orgs].interval_s = json_is_integer(iv) && json_integer_value(iv) > 0
-                                            ? json_integer_value(iv)
-                                            : d->sync_interval_s;
-        if (d->orgs[d->n_orgs].org)
-            d->n_orgs++;
+        g->org = strdup(json_is_string(id) ? json_string_value(id) : num);
+        g->interval_s = json_is_integer(iv) && json_integer_value(iv) > 0 ? json_integer_value(iv)
+                                                                        : d->sync_interval_s;
+        if (!g->org)
+            continue;
+        d->n_orgs++;
+        if (!json_is_array(ents) || json_array_size(ents) == 0)
+            continue;
+        g->entities = calloc(json_array_size(ents), sizeof(*g->entities));
+        if (!g->entities)
+            continue; /* all entities: no alert lost for lack of memory */
+        json_array_foreach(ents, k, e)
+            if (json_is_string(e) && (g->entities[g->n_entities] = strdup(json_string_value(e))))
+                g->n_entities++;
     }
     json_decref(root);
     return 0;
@@ -418,6 +455,8 @@ static void db_stale(struct tds_alertd *d, json_t *fresh, bool evaluate)
     }
     for (int i = 0; i < PQntuples(res); i++) {
         const char *org = val(res, i, 0), *ent = val(res, i, 1);
+        if (!configured(d, org, ent))
+            continue;
         double age = dval(res, i, 2), used = dval(res, i, 4);
         int64_t conf = org_interval(d, org);
         int64_t iv = !isnan(used) && used > (double)conf ? (int64_t)used : conf;
@@ -1524,8 +1563,12 @@ struct tds_alertd *tds_alertd_free(struct tds_alertd *d)
         free(d->seen[i].addr);
     free(d->seen);
     free(d->snaps);
-    for (size_t i = 0; i < d->n_orgs; i++)
+    for (size_t i = 0; i < d->n_orgs; i++) {
         free(d->orgs[i].org);
+        for (size_t k = 0; k < d->orgs[i].n_entities; k++)
+            free(d->orgs[i].entities[k]);
+        free(d->orgs[i].entities);
+    }
     free(d->orgs);
     free(d->status);
     free(d->database_url);

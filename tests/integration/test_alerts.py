@@ -653,6 +653,29 @@ def test_entity_stale_uses_the_interval_the_fetcher_uses(procs, db, hook, tmp_pa
     assert not [r for r in alerts(db, "entity_stale") if r[3] == fresh_q]
 
 
+def test_entity_stale_only_for_what_the_configuration_syncs(procs, db, hook, tmp_path):
+    """tds.sync_state keeps the rows of an organization or entity taken out
+    of TDS_CONFIG, and entity_stale went on firing for them for ever. With
+    TDS_CONFIG it judges only the entities it lists (all of an organization's
+    when it lists none); an id written as a number counts too."""
+    cfg = tmp_path / "orgs.json"
+    cfg.write_text(json.dumps({"organizations": [
+        {"org_id": ORG, "incremental_every_s": 60, "entities": ["items"]},
+        {"org_id": 777, "incremental_every_s": 60}]}))
+    w = spawn_writer(procs, alerts_env(db, hook, extra={"TDS_CONFIG": str(cfg)}))
+    wait_until(lambda: w.metric("tds_alert_leader") == 1, 10, "writer evaluating")
+    db.execute("INSERT INTO tds.sync_state (org_id, entity, last_success_at) "
+               "SELECT o, e, now() - interval '10 minutes' FROM unnest(%s::text[]) o, "
+               "unnest(ARRAY['items', 'contacts']) e", [ORG, "777", "60099999999"])
+    wait_until(lambda: len(firing(db, "entity_stale")) >= 3, 10, "entity_stale firing")
+    time.sleep(2.5)
+    assert sorted((r[3], r[4]) for r in firing(db, "entity_stale")) == sorted([
+        ("777", "contacts"), ("777", "items"), (ORG, "items")])
+    st, body = http_get(w.admin_url + "/status")
+    assert {(f["org"], f["entity"]) for f in json.loads(body)["freshness"]} == {
+        ("777", "contacts"), ("777", "items"), (ORG, "items")}
+
+
 @pytest.mark.parametrize("env,line", [
     ({"TDS_ALERT_SCRAPE": "nonsense"}, "tds-writer: invalid TDS_ALERT_SCRAPE: 'nonsense'"),
     ({"TDS_ALERT_QUOTA_LOW_SEVERITY": "loud"}, "tds-writer: invalid TDS_ALERT_QUOTA_LOW_SEVERITY: 'loud'"),
