@@ -4,9 +4,12 @@
  * tds.oauth_tokens (another replica or an earlier run may have refreshed),
  * and only then a refresh — under the advisory lock, after re-reading the
  * row once more, and after counting the attempt in the row's 10-minute
- * window. Failures never loop: transient ones back off exponentially,
- * "Access Denied" waits out the lockout (longer when denied again right
- * after one), bad credentials pause the org.
+ * window, which is done only while the token family's count is under its
+ * budget (a refused attempt counts nothing and waits for the family's
+ * oldest counted attempt to leave its window). Failures never loop:
+ * transient ones back off exponentially, "Access Denied" waits out the
+ * lockout (longer when denied again right after one), bad credentials
+ * pause the org.
  */
 #include "oauth.h"
 
@@ -581,24 +584,30 @@ static int start_refresh(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms, 
             goto out;
         }
     }
-    int64_t count = 0, wstart = 0, family_count = 0;
-    if (tds_store_token_count_refresh(o->store, o->org->org_id, o->family, REFRESH_WINDOW_MS, &count,
-                                      &wstart) != 0 ||
-        (o->family[0] && tds_store_token_family_count(o->store, o->family, o->org->org_id,
-                                                      REFRESH_WINDOW_MS, &family_count) != 0)) {
+    /* Zoho's budget is the refresh token's: the attempt counts only if the
+     * family's count (this organization's window and its siblings') is
+     * under it, in one statement under the family's lock. A refused attempt
+     * counts nothing: counted, it kept the sum at the budget for a window of
+     * its own, each retry starting another, and the family never refreshed
+     * again. */
+    int64_t count = 0, wstart = 0, free_at = 0;
+    bool counted = false;
+    if (tds_store_token_count_refresh(o->store, o->org->org_id, o->family, REFRESH_WINDOW_MS,
+                                      o->cfg.max_per_window, &counted, &count, &wstart,
+                                      &free_at) != 0) {
+        tds_log(TDS_LOG_WARN, &o->lctx, "could not count the refresh: %s, retrying in 2000 ms",
+                tds_store_error(o->store));
         unlock(o);
         *wait_ms = 2000;
         rc = TDS_OAUTH_PENDING;
         goto out;
     }
-    count += family_count; /* Zoho's budget is the refresh token's */
-    if (count > o->cfg.max_per_window) {
-        /* Zoho would lock us out at 10: stop well before, for the window. */
+    if (!counted) {
+        /* Zoho would lock us out at 10: stop well before, until the family's
+         * oldest counted attempt leaves its window. */
         unlock(o);
-        o->locked_until_ms = wstart + REFRESH_WINDOW_MS;
+        o->locked_until_ms = free_at > now_ms + 1000 ? free_at : now_ms + 1000;
         *wait_ms = o->locked_until_ms - now_ms;
-        if (*wait_ms < 1000)
-            *wait_ms = 1000;
         tds_log(TDS_LOG_WARN, &o->lctx,
                 "token refresh budget of %lld per 10 minutes used, waiting %lld ms",
                 (long long)o->cfg.max_per_window, (long long)*wait_ms);
@@ -919,7 +928,7 @@ static size_t collect(char *p, size_t sz, size_t n, void *ud)
 /* Store what a grant code bought. The row names the family its next
  * refresh counts against: the file's refresh token's when the file sets one
  * (it wins, start_refresh), else the new one's. Without a family the row
- * left the family's refresh count (tds_store_token_family_count) until the
+ * left the family's refresh count (tds_store_token_count_refresh) until the
  * organization's next successful refresh, and its siblings refreshed past
  * the family's budget. */
 static int exchange_save(struct tds_store *store, const struct tds_org *org, const struct tds_zoauth *z)

@@ -246,26 +246,54 @@ int tds_store_token_unlock(struct tds_store *s, const char *org)
 }
 
 int tds_store_token_count_refresh(struct tds_store *s, const char *org, const char *family,
-                                  int64_t window_ms, int64_t *count, int64_t *window_start_ms)
+                                  int64_t window_ms, int64_t budget, bool *counted, int64_t *count,
+                                  int64_t *window_start_ms, int64_t *free_at_ms)
 {
-    char w[32];
+    char w[32], b[32];
     snprintf(w, sizeof(w), "%lld", (long long)window_ms);
-    const char *p[] = {org, w, family && *family ? family : NULL};
+    snprintf(b, sizeof(b), "%lld", (long long)budget);
+    const char *p[] = {org, w, family && *family ? family : NULL, b};
+    /* One statement: the family's count (this row's window, if it is not
+     * over, and the other rows' of the family whose windows are not), and
+     * the attempt counted in this row only when that is under the budget.
+     * A refused attempt writes nothing. The caller holds the family's lock,
+     * so no other counting of the family runs between the sum and the
+     * count. */
     PGresult *r = run(
         s,
-        "INSERT INTO tds.oauth_tokens AS t (org_id, refresh_window_start, refresh_count, updated_at, "
-        "family) VALUES ($1, now(), 1, now(), $3) ON CONFLICT (org_id) DO UPDATE SET "
+        "WITH own AS (SELECT refresh_count AS n, refresh_window_start AS ws FROM tds.oauth_tokens "
+        "WHERE org_id = $1 AND refresh_count > 0 AND refresh_window_start >= now() - "
+        "($2::bigint * interval '1 millisecond')), "
+        "fam AS (SELECT coalesce(sum(refresh_count), 0) AS n, min(refresh_window_start) AS ws "
+        "FROM tds.oauth_tokens WHERE $3::text IS NOT NULL AND family = $3::text AND org_id <> $1 "
+        "AND refresh_count > 0 AND refresh_window_start >= now() - "
+        "($2::bigint * interval '1 millisecond')), "
+        "tot AS (SELECT fam.n + coalesce((SELECT n FROM own), 0) AS n, "
+        "least(fam.ws, (SELECT ws FROM own)) AS oldest FROM fam), "
+        "up AS (INSERT INTO tds.oauth_tokens AS t (org_id, refresh_window_start, refresh_count, "
+        "updated_at, family) SELECT $1, now(), 1, now(), $3::text FROM tot WHERE tot.n < $4::bigint "
+        "ON CONFLICT (org_id) DO UPDATE SET "
         "refresh_count = CASE WHEN t.refresh_window_start IS NULL OR t.refresh_window_start < now() - "
         "($2::bigint * interval '1 millisecond') THEN 1 ELSE t.refresh_count + 1 END, "
         "refresh_window_start = CASE WHEN t.refresh_window_start IS NULL OR t.refresh_window_start < "
         "now() - ($2::bigint * interval '1 millisecond') THEN now() ELSE t.refresh_window_start END, "
-        "family = COALESCE($3, t.family), updated_at = now() RETURNING refresh_count, "
-        MS_EXPR("refresh_window_start"),
-        3, p);
+        "family = COALESCE($3::text, t.family), updated_at = now() RETURNING refresh_window_start) "
+        "SELECT EXISTS (SELECT 1 FROM up), tot.n + (SELECT count(*) FROM up), "
+        "(SELECT " MS_EXPR("refresh_window_start") " FROM up), " MS_EXPR("tot.oldest")
+        " FROM tot",
+        4, p);
     if (!r)
         return -EIO;
-    *count = i64val(r, 0, 0, 0);
-    *window_start_ms = i64val(r, 0, 1, 0);
+    if (PQntuples(r) != 1) {
+        snprintf(s->err, sizeof(s->err), "counting a refresh returned %d rows", PQntuples(r));
+        PQclear(r);
+        return -EIO;
+    }
+    *counted = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    *count = i64val(r, 0, 1, 0);
+    *window_start_ms = i64val(r, 0, 2, 0);
+    int64_t oldest = i64val(r, 0, 3, 0);
+    *free_at_ms = oldest ? oldest + window_ms : 0;
     PQclear(r);
     return 0;
 }
@@ -328,24 +356,6 @@ int tds_store_token_family_peek(struct tds_store *s, const char *family, const c
         out->expires_at_ms = i64val(r, 0, 2, 0);
         *found = out->access_token != NULL;
     }
-    PQclear(r);
-    return 0;
-}
-
-int tds_store_token_family_count(struct tds_store *s, const char *family, const char *org,
-                                 int64_t window_ms, int64_t *count)
-{
-    char w[32];
-    snprintf(w, sizeof(w), "%lld", (long long)window_ms);
-    const char *p[] = {family, org, w};
-    PGresult *r = run(s,
-                      "SELECT coalesce(sum(refresh_count), 0) FROM tds.oauth_tokens "
-                      "WHERE family = $1 AND org_id <> $2 AND refresh_window_start >= now() - "
-                      "($3::bigint * interval '1 millisecond')",
-                      3, p);
-    if (!r)
-        return -EIO;
-    *count = i64val(r, 0, 0, 0);
     PQclear(r);
     return 0;
 }

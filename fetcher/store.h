@@ -44,13 +44,20 @@ int tds_store_token_get(struct tds_store *s, const char *org, struct tds_token_r
 /* pg_try_advisory_lock(hashtext('tds-oauth:'||org)); *got says whether held. */
 int tds_store_token_lock(struct tds_store *s, const char *org, bool *got);
 int tds_store_token_unlock(struct tds_store *s, const char *org);
-/* Count one refresh attempt in the 10-minute window; returns the count
- * after it in *count (a new window starts when the old one is over). The
- * row is marked with family (NULL keeps the one it has), so that the
- * family's count (tds_store_token_family_count) sees the attempt although
- * no refresh of the organization has succeeded yet. */
+/* Count one refresh attempt in the organization's 10-minute window
+ * (window_ms; a new window starts when the old one is over), unless the
+ * family's count is at budget already: the row's attempts in its window
+ * plus those of the family's other rows (family NULL: none) in theirs.
+ * Counted (*counted true): *count is the family's count with this attempt,
+ * *window_start_ms the row's window, and the row is marked with family
+ * (NULL keeps the one it has), so that the family's count sees the attempt
+ * although no refresh of the organization has succeeded yet. Refused
+ * (*counted false): nothing is written, *count is the family's count, and
+ * *free_at_ms (wall) is when its oldest counted attempt leaves its window
+ * (0: none counted). The caller holds the family's lock (and the row's). */
 int tds_store_token_count_refresh(struct tds_store *s, const char *org, const char *family,
-                                  int64_t window_ms, int64_t *count, int64_t *window_start_ms);
+                                  int64_t window_ms, int64_t budget, bool *counted, int64_t *count,
+                                  int64_t *window_start_ms, int64_t *free_at_ms);
 /* Take back one attempt counted in the window that started at
  * window_start_ms (as returned above): it never reached Zoho. */
 int tds_store_token_uncount_refresh(struct tds_store *s, const char *org, int64_t window_start_ms);
@@ -68,10 +75,6 @@ int tds_store_token_save(struct tds_store *s, const char *org, const char *acces
 int tds_store_token_family_peek(struct tds_store *s, const char *family, const char *org,
                                 const char *accounts_url, int64_t min_expires_ms,
                                 struct tds_token_row *out, bool *found);
-/* Refreshes the family's other organizations made in their current
- * windows (of window_ms). */
-int tds_store_token_family_count(struct tds_store *s, const char *family, const char *org,
-                                 int64_t window_ms, int64_t *count);
 /* The latest lockout ("Access Denied", locked_until) still running on a row
  * of the family, wall ms into *until_ms; 0 when none. Zoho locks the refresh
  * token out, so every organization of the family. */

@@ -1921,6 +1921,43 @@ def test_refreshes_that_time_out_count_against_the_family_budget(procs, db, sim,
     assert rows[0][0] == 1 and rows[0][1] >= 5, rows
 
 
+def test_refreshes_the_family_budget_refuses_do_not_count(procs, db, sim, tmp_path):
+    """Six organizations share a refresh token whose five refreshes of the
+    last 10 minutes (the family's budget) were really sent, the oldest 15 s
+    before its window ends. Each organization counted its attempt in its own
+    row before comparing the family's sum with the budget, and the refused
+    attempt stayed counted: every organization then held a count in a window
+    of its own, the sum never went under the budget again and the family
+    never refreshed. A refused attempt now counts nothing and waits for the
+    family's oldest counted attempt to leave its window."""
+    ids = [str(60001 + i) for i in range(6)]
+    s = sim(orgs=[small_org(i, items=5) for i in ids], extra_args=["--refresh-limit", "10"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec(i) for i in ids])
+    _wait_for_token_columns(db)
+    fam = hashlib.sha256(b"".join(v.encode() + b"\0" for v in
+                                  (s.url, CLIENT_ID, REFRESH_TOKEN))).hexdigest()
+    for k, i in enumerate(ids[:5]):   # windows that end 15, 16, ... 19 s from now
+        db.execute("INSERT INTO tds.oauth_tokens (org_id, refresh_window_start, refresh_count, "
+                   "updated_at, family, status, accounts_url) VALUES (%s, now() - interval "
+                   "'10 minutes' + %s * interval '1 second', 1, now(), %s, 'ok', %s)",
+                   i, 15 + k, fam, s.url)
+    f = p.start_fetcher()
+    rids = [p.request(i, "warehouses", "full") for i in ids]
+    wait_until(lambda: f.stderr_text().count("token refresh budget of 5 per 10 minutes used")
+               >= len(ids), timeout=12, what="every organization refused by the budget",
+               interval=0.1)
+    assert s.stats()["token"]["refreshes"] == 0
+    counts = db.query("SELECT org_id, refresh_count FROM tds.oauth_tokens "
+                      "WHERE refresh_count > 0 ORDER BY org_id")
+    assert counts == [(i, 1) for i in ids[:5]], counts
+    for rid in rids:
+        runs = p.wait_request(rid, timeout=40)
+        assert [r["status"] for r in runs] == ["completed"], runs
+    st = s.stats()["token"]
+    print(f"\ntoken stats: {st}")
+    assert st["refreshes"] == 1 and st["access_denied"] == 0, st
+
+
 def test_auth_exchange_names_the_token_family(procs, db, sim, tmp_path, bins):
     """`auth exchange` stored its token with no family, which left the row
     (and its window's refresh count) out of its family until its next
