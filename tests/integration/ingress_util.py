@@ -77,8 +77,10 @@ class Ingress:
         self.events.bind(f"tcp://127.0.0.1:{self.proc_port}")
         self.fetches = self.ctx.socket(zmq.PULL)
         self.fetches.bind(f"tcp://127.0.0.1:{self.fetch_port}")
-        self.acks = self.ctx.socket(zmq.PUB)
+        # XPUB: a PUB, which also shows the subscriptions (see ack)
+        self.acks = self.ctx.socket(zmq.XPUB)
         self.acks.bind(f"tcp://127.0.0.1:{self.ack_port}")
+        self.ack_topics = set()
         self.cfg = os.path.join(tmp, f"{label}-orgs.json")
         with open(self.cfg, "w") as f:
             json.dump(orgs or ORGS, f)
@@ -145,8 +147,25 @@ class Ingress:
             out.append(msgpack.unpackb(sock.recv(), raw=False))
         return out
 
+    def subscribed(self, origin, timeout=5.0):
+        """Whether a subscription that takes origin's acks has arrived (within
+        timeout). A PUB drops what it sends before it has the subscription,
+        and the ingress subscribes as it starts: an ack sent right after
+        could be lost, and its entry stayed unacked (ZeroMQ's slow joiner)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.acks.poll(0):
+                m = self.acks.recv()
+                (self.ack_topics.add if m[:1] == b"\x01" else self.ack_topics.discard)(m[1:])
+            if any(origin.encode().startswith(t) for t in self.ack_topics):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            self.acks.poll(50)
+
     def ack(self, ids, origin=None):
         origin = origin or self.origin
+        self.subscribed(origin)  # sent all the same after the wait: a test may ack no one
         self.acks.send_multipart([origin.encode(), msgpack.packb(
             {"v": 1, "t": "ack", "id": f"ack-{time.monotonic_ns()}", "origin": origin,
              "ids": list(ids), "rows_written": len(ids), "rows_rejected": 0})])
