@@ -1608,6 +1608,14 @@ def test_open_file_limit_raised_at_start(ing):
         j.proc.stderr_text()
 
 
+def _ingress_on(ing, d):
+    """An ingress journaling in d (64 KiB segments, acks never due), and its
+    /readyz status as a function."""
+    i = ing(env={"TDS_INGRESS_SEGMENT_BYTES": "65536", "TDS_INGRESS_ACK_TIMEOUT_MS": "600000"},
+            journal=str(d / "journal"))
+    return i, lambda: http_get(i.proc.admin_url + "/readyz")[0]
+
+
 def _few_inodes(tmp_path):
     """A 4 MiB tmpfs of 64 inodes mounted at tmp_path/few_inodes (tests/run
     runs as root, which may mount); the caller unmounts it."""
@@ -1655,10 +1663,7 @@ def test_no_inode_for_the_next_segment_503_then_accepts_again(ing, tmp_path):
     /readyz stayed 200 while every webhook got 503."""
     d = _few_inodes(tmp_path)
     try:
-        i = ing(env={"TDS_INGRESS_SEGMENT_BYTES": "65536",
-                     "TDS_INGRESS_ACK_TIMEOUT_MS": "600000"},
-                journal=str(d / "journal"))
-        readyz = lambda: http_get(i.proc.admin_url + "/readyz")[0]  # noqa: E731
+        i, readyz = _ingress_on(ing, d)
         wait_until(lambda: i.post("60001", item_body("1"), SECRET_A).status == 200, 10, "first")
         fillers = _use_every_inode(d)
         ok, full = ["1"], 0
@@ -1693,10 +1698,7 @@ def test_restart_with_no_inode_left_starts_and_resends(ing, tmp_path):
     the ingress exited 1 at every start, sending nothing."""
     d = _few_inodes(tmp_path)
     try:
-        i = ing(env={"TDS_INGRESS_SEGMENT_BYTES": "65536",
-                     "TDS_INGRESS_ACK_TIMEOUT_MS": "600000"},
-                journal=str(d / "journal"))
-        readyz = lambda: http_get(i.proc.admin_url + "/readyz")[0]  # noqa: E731
+        i, readyz = _ingress_on(ing, d)
         for k in range(5):
             assert i.post("60001", item_body(str(7100 + k)), SECRET_A).status == 200
         first = sorted(m["id"] for m in i.recv(i.events, 5))
