@@ -2378,9 +2378,9 @@ static void quota_save(struct tds_sync *s, struct org_rt *only)
         for (size_t k = 0; jd && k < sn.n_done; k++)
             if (json_array_append_new(jd, json_integer(sn.done[k] + off)) != 0)
                 ok = false;
-        int64_t every_ms = org_incremental_ms(o);
+        int64_t every_s = (org_incremental_ms(o) + 999) / 1000;
         if (o->m_every)
-            tds_series_set(o->m_every, (double)((every_ms + 999) / 1000));
+            tds_series_set(o->m_every, (double)every_s);
         json_t *row = jd ? json_pack("{s:s, s:I, s:o, s:o, s:I, s:o, s:I}", "org", o->org->org_id,
                                      "at", (json_int_t)(sn.at_ms + off), "next",
                                      sn.next_ms > INT64_MIN / 4 ? json_integer(sn.next_ms + off)
@@ -2389,7 +2389,7 @@ static void quota_save(struct tds_sync *s, struct org_rt *only)
                                      sn.pause_until_ms ? json_integer(sn.pause_until_ms + off)
                                                        : json_null(),
                                      "inflight", (json_int_t)sn.inflight, "done", jd, "every",
-                                     (json_int_t)((every_ms + 999) / 1000))
+                                     (json_int_t)every_s)
                          : NULL;
         if (!row || json_array_append_new(rows, row) != 0)
             ok = false;
