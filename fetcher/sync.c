@@ -193,9 +193,16 @@ struct run {
     bool list_done, list_busy;
     bool has_since;
     int64_t since_s;
+    /* The offsets the filter and the cursor are written in: Zoho's own, as
+     * it wrote the newest record's time, so that the filter reads the same
+     * whether Zoho honours its offset or takes it as the organization's
+     * wall clock (the configured timezone_offset goes stale at a DST change).
+     * The configured one only where Zoho wrote none. */
+    int since_off;
     char *old_cursor;
     bool have_max;
     int64_t max_mod_s;
+    int max_mod_off;
     int64_t page_no;
     int64_t pages_fetched, records_fetched, api_calls;
     /* records done with, each once: at its list page, or when its detail
@@ -1353,10 +1360,11 @@ static void on_list(const struct tds_api_result *res, void *ud)
             break;
         }
         int64_t mod = INT64_MIN;
+        int mod_off = TDS_ZTIME_NO_OFFSET;
         if (r->e->modified_field) {
             int64_t t;
             if (tds_json_scalar(rec, spans[i].len, r->e->modified_field, tbuf, sizeof(tbuf)) == 0 &&
-                tds_ztime_parse(tbuf, &t) == 0)
+                tds_ztime_parse_at(tbuf, &t, &mod_off) == 0)
                 mod = t;
         }
         /* Zoho's filter is a hint: the overlap and our own check decide. */
@@ -1368,6 +1376,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
             idset_add(&r->seen, id);
         if (mod != INT64_MIN && (!r->have_max || mod > r->max_mod_s)) {
             r->max_mod_s = mod;
+            r->max_mod_off = mod_off;
             r->have_max = true;
         }
         keep[n_keep++] = i;
@@ -1461,7 +1470,7 @@ static void fetch_list(struct run *r)
         rc = tds_buf_addf(&q, "&sort_column=created_time&sort_order=A");
     if (rc == 0 && r->has_since && r->e->supports_modified_filter) {
         char t[TDS_ZTIME_LEN];
-        tds_ztime_format(r->since_s, o->offset_min, t);
+        tds_ztime_format(r->since_s, r->since_off, t);
         char *esc = tds_http_escape(t);
         rc = esc ? tds_buf_addf(&q, "&%s=%s", r->e->modified_field, esc) : -ENOMEM;
         free(esc);
@@ -1560,10 +1569,14 @@ static void send_final(struct run *r)
                 c = start_s;
             /* only overlap records seen: do not move the cursor back */
             int64_t old;
-            if (r->old_cursor && tds_ztime_parse(r->old_cursor, &old) == 0 && old > c)
-                c = old;
-            tds_ztime_format(c, o->offset_min, cursor);
-            cur = cursor;
+            if (r->old_cursor && tds_ztime_parse(r->old_cursor, &old) == 0 && old > c) {
+                cur = r->old_cursor;
+            } else {
+                tds_ztime_format(c, r->max_mod_off != TDS_ZTIME_NO_OFFSET ? r->max_mod_off
+                                                                           : o->offset_min,
+                                 cursor);
+                cur = cursor;
+            }
         } else {
             cur = r->old_cursor; /* nothing changed: keep where we were */
         }
@@ -1671,9 +1684,11 @@ static void run_start(struct org_rt *o, struct job *j)
             return;
         }
         int64_t t;
-        if (cursor && tds_ztime_parse(cursor, &t) == 0) {
+        int off;
+        if (cursor && tds_ztime_parse_at(cursor, &t, &off) == 0) {
             r->has_since = true;
             r->since_s = t - s->cfg.overlap_s;
+            r->since_off = off != TDS_ZTIME_NO_OFFSET ? off : o->offset_min;
             r->old_cursor = cursor;
         } else {
             /* no cursor yet: the first incremental is a full walk */

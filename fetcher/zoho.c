@@ -83,9 +83,12 @@ int tds_ztime_parse_offset(const char *s, int *minutes)
     return 0;
 }
 
-int tds_ztime_parse(const char *s, int64_t *epoch_s)
+int tds_ztime_parse(const char *s, int64_t *epoch_s) { return tds_ztime_parse_at(s, epoch_s, NULL); }
+
+int tds_ztime_parse_at(const char *s, int64_t *epoch_s, int *offset_min)
 {
     int y, mo, d, h = 0, mi = 0, se = 0, off = 0;
+    bool has_off = false;
     if (!s || strlen(s) < 10)
         return TDS_E_INVALID;
     if (digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
@@ -104,8 +107,11 @@ int tds_ztime_parse(const char *s, int64_t *epoch_s)
             while (*p >= '0' && *p <= '9')
                 p++;
         }
-        if (*p && tds_ztime_parse_offset(p, &off))
-            return TDS_E_INVALID;
+        if (*p) {
+            if (tds_ztime_parse_offset(p, &off))
+                return TDS_E_INVALID;
+            has_off = true;
+        }
     } else if (*p) {
         return TDS_E_INVALID;
     }
@@ -113,6 +119,8 @@ int tds_ztime_parse(const char *s, int64_t *epoch_s)
         return TDS_E_INVALID;
     int64_t days = days_from_civil(y, (unsigned)mo, (unsigned)d);
     *epoch_s = days * 86400 + h * 3600 + mi * 60 + se - (int64_t)off * 60;
+    if (offset_min)
+        *offset_min = has_off ? off : TDS_ZTIME_NO_OFFSET;
     return 0;
 }
 

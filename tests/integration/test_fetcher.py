@@ -2103,6 +2103,31 @@ def test_full_sync_under_updates_and_a_kill_misses_no_record(procs, db, sim, tmp
     p.compare("60001", "items")
 
 
+def test_incremental_filter_is_written_in_the_offset_zoho_gives(procs, db, sim, tmp_path):
+    """The configured timezone_offset goes stale at a DST change (or is typed
+    wrong). The cursor and the incremental filter are written in the offset
+    Zoho gave the newest record, so they name the same instant whether Zoho
+    honours the filter's offset or reads its wall clock in the organization's
+    zone. Here the organization is at +0300, the file says +0400, and the
+    simulator reads the filter as wall clock: with the configured offset the
+    filter landed an hour late and the incremental missed every change."""
+    s = sim(orgs=[small_org(items=40)],
+            extra_args=["--rate-per-min", "100000", "--daily-limit", "0",
+                        "--modified-filter-offset", "ignore"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", tz="+0400", rate_per_min=100000)])
+    p.start_fetcher()
+    p.sync("60001", "items", "full")
+    # the first incremental moves the cursor to now; the second's filter is
+    # then within the hour the wrong offset shifts it by
+    for _ in range(2):
+        m = s.mutate("60001", "items", update=3, create=2)
+        assert (len(m["updated"]), len(m["created"])) == (3, 2), m
+        p.sync("60001", "items", "incremental")
+        p.compare("60001", "items")
+    cursor = db.query("SELECT cursor FROM tds.sync_state WHERE org_id = '60001' AND entity = 'items'")
+    assert cursor[0][0].endswith("+0300"), cursor
+
+
 def test_incremental_under_updates_misses_no_change(procs, db, sim, tmp_path):
     """Filtered on the modified time and listed in created order, an
     incremental walk sees every record changed before it started although

@@ -70,6 +70,9 @@ static const char usage[] =
     "  --retry-after             add Retry-After to 429 replies (Zoho sends none)\n"
     "  --modified-filter gt|ge   last_modified_time keeps records modified after (gt,\n"
     "                            default) or at or after (ge) the given time\n"
+    "  --modified-filter-offset honour|ignore\n"
+    "                            the filter's offset is honoured (default), or ignored:\n"
+    "                            the time is read as the organization's wall clock\n"
     "  --localized-denied        the Access Denied token error in Chinese, as Zoho\n"
     "                            sometimes sends it\n"
     "  --itemdetails-missing skip|error\n"
@@ -94,7 +97,7 @@ enum {
     O_LISTEN = 256, O_PORT_FILE, O_API_DOMAIN, O_SEED, O_ORG, O_ORGS, O_EPOCH, O_CLIENT_ID,
     O_CLIENT_SECRET, O_REFRESH_TOKEN, O_GRANT_CODE, O_TOKEN_TTL, O_REFRESH_LIMIT,
     O_REFRESH_WINDOW, O_LOCKOUT, O_MAX_LIVE, O_RATE, O_CONC, O_DAILY, O_MINUTE, O_DAY,
-    O_LIMITS_OFF, O_RETRY_AFTER, O_MODIFIED_FILTER, O_LOCALIZED, O_ITEMDETAILS_MISSING, O_HELP,
+    O_LIMITS_OFF, O_RETRY_AFTER, O_MODIFIED_FILTER, O_MODIFIED_OFFSET, O_LOCALIZED, O_ITEMDETAILS_MISSING, O_HELP,
     O_VERSION,
 };
 
@@ -123,6 +126,7 @@ static const struct option opts[] = {
     {"limits-off", no_argument, NULL, O_LIMITS_OFF},
     {"retry-after", no_argument, NULL, O_RETRY_AFTER},
     {"modified-filter", required_argument, NULL, O_MODIFIED_FILTER},
+    {"modified-filter-offset", required_argument, NULL, O_MODIFIED_OFFSET},
     {"localized-denied", no_argument, NULL, O_LOCALIZED},
     {"itemdetails-missing", required_argument, NULL, O_ITEMDETAILS_MISSING},
     {"help", no_argument, NULL, O_HELP},
@@ -287,6 +291,13 @@ static int parse_args(struct args *a, int argc, char **argv)
                 break;
             }
             fprintf(stderr, "tds-zohosim: invalid --modified-filter: '%s'\n", optarg);
+            return 2;
+        case O_MODIFIED_OFFSET:
+            if (!strcmp(optarg, "honour") || !strcmp(optarg, "ignore")) {
+                a->sim.modified_local = optarg[0] == 'i';
+                break;
+            }
+            fprintf(stderr, "tds-zohosim: invalid --modified-filter-offset: '%s'\n", optarg);
             return 2;
         case O_LOCALIZED: a->auth.localized_denied = true; break;
         case O_ITEMDETAILS_MISSING:

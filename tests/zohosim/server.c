@@ -356,6 +356,15 @@ static void api_list(struct api *a, enum zs_ent e, bool as_location)
     if (lmt && *lmt) {
         if (zs_parse_time(lmt, &q.after_s))
             return api_error(a, 400, 2, "Invalid value passed for last_modified_time");
+        if (a->s->cfg.modified_local && strlen(lmt) >= 19) {
+            /* the wall clock as written, taken in the organization's zone */
+            char wall[20];
+            memcpy(wall, lmt, 19);
+            wall[19] = '\0';
+            if (zs_parse_time(wall, &q.after_s))
+                return api_error(a, 400, 2, "Invalid value passed for last_modified_time");
+            q.after_s -= (int64_t)a->o->tz_min * 60;
+        }
         if (a->s->cfg.modified_ge)
             q.after_s--; /* whole seconds: >= t is > t-1 */
         q.has_after = true;

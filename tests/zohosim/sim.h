@@ -57,6 +57,8 @@ struct zs_sim_cfg {
     int64_t minute_ms, day_ms;
     bool retry_after;
     bool modified_ge;        /* last_modified_time filter as >= instead of > */
+    bool modified_local;     /* the filter's time read as the organization's wall
+                              * clock, its offset ignored */
     bool itemdetails_missing_error; /* GET /itemdetails with an unknown or deleted id
                                      * answers 404 code 1002 as a whole (default: skip it) */
 };

@@ -34,6 +34,20 @@ static void test_time_parse(void)
     T_INT(tds_ztime_parse("", &t), ==, TDS_E_INVALID);
     T_INT(tds_ztime_parse(NULL, &t), ==, TDS_E_INVALID);
     T_INT(tds_ztime_parse("2024-01-01T25:00:00+0000", &t), ==, TDS_E_INVALID);
+    /* the offset as written, for the incremental filter */
+    int off = 0;
+    T_INT(tds_ztime_parse_at("2026-06-09T09:45:21-0400", &t, &off), ==, 0);
+    T_INT(off, ==, -240);
+    T_INT(tds_ztime_parse_at("2026-06-09T16:45:21+03:00", &t2, &off), ==, 0);
+    T_INT(off, ==, 180);
+    T_INT(t2, ==, t);
+    T_INT(tds_ztime_parse_at("2026-06-09T13:45:21Z", &t2, &off), ==, 0);
+    T_INT(off, ==, 0);
+    T_INT(tds_ztime_parse_at("2026-06-09T13:45:21", &t2, &off), ==, 0);
+    T_INT(off, ==, TDS_ZTIME_NO_OFFSET);
+    T_INT(tds_ztime_parse_at("2013-08-05", &t2, &off), ==, 0);
+    T_INT(off, ==, TDS_ZTIME_NO_OFFSET);
+    T_INT(tds_ztime_parse_at("2024-02-30x", &t2, &off), ==, TDS_E_INVALID);
 }
 
 static void test_time_format(void)
