@@ -337,11 +337,15 @@ static int deliver(struct tds_channels *ch, int c, const char *body, char *err, 
         curl_easy_setopt(h, CURLOPT_READDATA, &up);
         curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(h, CURLOPT_INFILESIZE, (long)up.left);
-        /* smtps:// is TLS from the start; smtp:// upgrades with STARTTLS
-         * when the server offers it */
+        /* smtps:// is TLS from the start; smtp:// upgrades with STARTTLS,
+         * which it must do before credentials go out: a server that does
+         * not offer it (or a man in the middle who strips the offer) would
+         * get the password in the clear. Without credentials, STARTTLS
+         * when offered. */
+        bool creds = ch->smtp_user || ch->smtp_password;
         curl_easy_setopt(h, CURLOPT_USE_SSL,
-                         strncmp(ch->smtp_url, "smtps://", 8) == 0 ? (long)CURLUSESSL_ALL
-                                                                  : (long)CURLUSESSL_TRY);
+                         strncmp(ch->smtp_url, "smtps://", 8) == 0 || creds ? (long)CURLUSESSL_ALL
+                                                                            : (long)CURLUSESSL_TRY);
         if (ch->smtp_user)
             curl_easy_setopt(h, CURLOPT_USERNAME, ch->smtp_user);
         if (ch->smtp_password)
@@ -493,8 +497,17 @@ int tds_channels_new(struct tds_channels **out, const struct tds_channels_cfg *c
     }
     if (ch->smtp_url) {
         if (strncmp(ch->smtp_url, "smtp://", 7) != 0 && strncmp(ch->smtp_url, "smtps://", 8) != 0) {
-            snprintf(err, errlen, "invalid TDS_ALERT_SMTP_URL: '%s' (expected smtp:// or smtps://)",
-                     ch->smtp_url);
+            snprintf(err, errlen, "invalid TDS_ALERT_SMTP_URL: expected smtp:// or smtps://");
+            rc = TDS_E_INVALID;
+            goto fail;
+        }
+        /* The URL is printed (--print-config) and is no secret: credentials
+         * in it would be. */
+        const char *auth = strstr(ch->smtp_url, "://") + 3;
+        if (memchr(auth, '@', strcspn(auth, "/?#"))) {
+            snprintf(err, errlen,
+                     "invalid TDS_ALERT_SMTP_URL: it carries a user or password; give them in "
+                     "TDS_ALERT_SMTP_USER and TDS_ALERT_SMTP_PASSWORD (secrets)");
             rc = TDS_E_INVALID;
             goto fail;
         }

@@ -138,7 +138,7 @@ static const struct tds_config_entry config_table[] = {
     {"TDS_ALERT_WEBHOOK_URL", TDS_CFG_STR, NULL, TDS_CFG_SECRET, 0, 0, OFF(alert_webhook_url),
      "webhook for alert notices (Slack-compatible JSON POST), unset = off"},
     {"TDS_ALERT_SMTP_URL", TDS_CFG_STR, "", 0, 0, 0, OFF(alert_smtp_url),
-     "SMTP server for alert email, smtp://host:port (STARTTLS when offered) or smtps://, empty = off"},
+     "SMTP server for alert email, smtp://host:port (STARTTLS; required when a user or password is set, else used when offered) or smtps://, empty = off"},
     {"TDS_ALERT_SMTP_FROM", TDS_CFG_STR, "", 0, 0, 0, OFF(alert_smtp_from),
      "sender address of alert email"},
     {"TDS_ALERT_SMTP_TO", TDS_CFG_STR, "", 0, 0, 0, OFF(alert_smtp_to),

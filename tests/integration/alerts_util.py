@@ -78,9 +78,10 @@ class WebhookReceiver:
 
 
 class SmtpReceiver:
-    def __init__(self):
+    def __init__(self, auth=False):
         self.port = free_port()
         self.messages = []  # (mail_from, [rcpt], email.message.EmailMessage)
+        self.auths = []     # AUTH command lines received (offered with auth=True)
         self.lock = threading.Lock()
         outer = self
 
@@ -100,7 +101,9 @@ class SmtpReceiver:
                     verb = cmd.split(" ", 1)[0].upper()
                     if verb in ("EHLO", "HELO"):
                         if verb == "EHLO":
-                            self.wfile.write(b"250-test-smtp\r\n250-8BITMIME\r\n250 SIZE 1000000\r\n")
+                            self.wfile.write(b"250-test-smtp\r\n250-8BITMIME\r\n"
+                                             + (b"250-AUTH PLAIN LOGIN\r\n" if auth else b"")
+                                             + b"250 SIZE 1000000\r\n")
                             self.wfile.flush()
                         else:
                             self.reply("250 test-smtp")
@@ -125,6 +128,10 @@ class SmtpReceiver:
                         with outer.lock:
                             outer.messages.append((mail_from, list(rcpts), msg, raw))
                         self.reply("250 OK queued")
+                    elif verb == "AUTH" and auth:
+                        with outer.lock:
+                            outer.auths.append(cmd)
+                        self.reply("235 2.7.0 Authentication successful")
                     elif verb == "RSET":
                         mail_from, rcpts = None, []
                         self.reply("250 OK")

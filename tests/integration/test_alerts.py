@@ -378,6 +378,27 @@ def test_webhook_and_email_delivery_with_retries(procs, db, hook, smtp):
     assert b"\r\n" in raw
 
 
+def test_smtp_credentials_are_never_sent_without_tls(procs, db, hook):
+    """With a user and password, an smtp:// server must take STARTTLS: one
+    that does not offer it (or an attacker who strips the offer) got the
+    password in the clear, as AUTH PLAIN."""
+    srv = SmtpReceiver(auth=True)
+    try:
+        env = alerts_env(db, hook, srv, extra={"TDS_ALERT_SMTP_USER": "alerts",
+                                              "TDS_ALERT_SMTP_PASSWORD": "smtp-secret"})
+        w = spawn_writer(procs, env)
+        db.execute("INSERT INTO tds.oauth_tokens (org_id, status) VALUES (%s, 'invalid')", ORG)
+        wait_until(lambda: hook.matching("FIRING", "token_failed"), 10, "webhook notice")
+        wait_until(lambda: (w.metric("tds_alert_notifications_total",
+                                     {"channel": "email", "result": "failed"}) or 0) >= 1, 10,
+                   "email refused")
+        assert srv.auths == [] and srv.messages == [], (srv.auths, srv.subjects())
+        assert "could not deliver alert notice" in w.stderr_text()
+        assert "smtp-secret" not in w.stderr_text()
+    finally:
+        srv.close()
+
+
 def test_failing_channel_does_not_block(procs, db, hook):
     """SMTP pointing at a closed port: email retries, the webhook and the
     writer's own work go on."""
@@ -682,6 +703,12 @@ def test_entity_stale_only_for_what_the_configuration_syncs(procs, db, hook, tmp
     ({"TDS_ALERT_SMTP_URL": "smtp://127.0.0.1:25"},
      "tds-writer: missing required setting TDS_ALERT_SMTP_FROM (needed with TDS_ALERT_SMTP_URL)"),
     ({"TDS_ALERT_INTERVAL_S": "0"}, "tds-writer: invalid TDS_ALERT_INTERVAL_S: '0' (expected 1..3600)"),
+    ({"TDS_ALERT_SMTP_URL": "smtp://alerts:pa55@mail.example.com:587", "TDS_ALERT_SMTP_FROM": "a@b",
+      "TDS_ALERT_SMTP_TO": "c@d"},
+     "tds-writer: invalid TDS_ALERT_SMTP_URL: it carries a user or password; give them in "
+     "TDS_ALERT_SMTP_USER and TDS_ALERT_SMTP_PASSWORD (secrets)"),
+    ({"TDS_ALERT_SMTP_URL": "ftp://alerts:pa55@mail.example.com"},
+     "tds-writer: invalid TDS_ALERT_SMTP_URL: expected smtp:// or smtps://"),
 ])
 def test_bad_alert_config(procs, db, env, line):
     full = alerts_env(db)
