@@ -30,6 +30,7 @@
 #include "msg.h"
 #include "owner.h"
 #include "schedule.h"
+#include "schema_version.h"
 #include "stage.h"
 #include "store.h"
 #include "sync.h"
@@ -186,12 +187,23 @@ static void on_status_tick(struct tds_loop *loop, void *ud)
         return;
     bool db = tds_store_ok(a->store);
     bool down = tds_bus_peer_count(a->push) > 0;
-    if (!db)
+    int schema;
+    if (!db) {
         tds_admin_set_ready(a->admin, false, "database unreachable");
-    else if (!down)
+    } else if (!tds_owner_schema_ok(a->owner, &schema)) {
+        char why[160];
+        if (schema < 0)
+            snprintf(why, sizeof(why), "database schema not read yet");
+        else
+            snprintf(why, sizeof(why),
+                     "database schema at version %d, this release needs %d: run `tds-writer migrate`",
+                     schema, TDS_SCHEMA_VERSION);
+        tds_admin_set_ready(a->admin, false, why);
+    } else if (!down) {
         tds_admin_set_ready(a->admin, false, "no processor to send pages to");
-    else
+    } else {
         tds_admin_set_ready(a->admin, true, NULL);
+    }
     tds_bus_refresh(a->push);
     tds_bus_refresh(a->sub);
 }

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "loop.h"
 #include "pg.h"
+#include "schema_version.h"
 #include "util.h"
 
 struct tds_owner {
@@ -28,7 +29,10 @@ struct tds_owner {
     tds_owner_cb cb;
     void *ud;
     bool released;
+    int schema;          /* the database's schema version; -1 not read yet */
+    bool schema_ok;      /* at TDS_SCHEMA_VERSION or newer: never goes back */
     struct tds_log_limit err_log;
+    struct tds_log_limit schema_log;
 };
 
 static void lose_all(struct tds_owner *w, const char *why)
@@ -54,6 +58,44 @@ static void drop_conn(struct tds_owner *w, const char *why)
         w->conn = NULL;
     }
     lose_all(w, why);
+}
+
+/* The schema check, on the lock connection. false: not ours yet, or the
+ * connection failed (dropped). */
+static bool schema_check(struct tds_owner *w)
+{
+    if (w->schema_ok)
+        return true;
+    /* two statements: a missing table fails the plan of one that names it */
+    PGresult *r = PQexec(w->conn, "SELECT to_regclass('tds.schema_migrations') IS NOT NULL");
+    bool read = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (read && strcmp(PQgetvalue(r, 0, 0), "t") == 0) {
+        PQclear(r);
+        r = PQexec(w->conn, "SELECT coalesce(max(version), 0) FROM tds.schema_migrations");
+        read = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+        if (read)
+            w->schema = atoi(PQgetvalue(r, 0, 0));
+    } else if (read) {
+        w->schema = 0;
+    }
+    else
+        tds_log_limited(&w->err_log, TDS_LOG_WARN, NULL, "could not read the schema version: %s",
+                        w->conn ? PQerrorMessage(w->conn) : "no connection");
+    PQclear(r);
+    if (!read) {
+        drop_conn(w, "schema query failed");
+        return false;
+    }
+    if (w->schema >= TDS_SCHEMA_VERSION) {
+        w->schema_ok = true;
+        return true;
+    }
+    tds_log_limited(&w->schema_log, TDS_LOG_WARN, NULL,
+                    "the database schema is at version %d, this fetcher needs %d: waiting, with no "
+                    "organization taken; `tds-writer migrate` applies it (a writer of this release "
+                    "does at its start)",
+                    w->schema, TDS_SCHEMA_VERSION);
+    return false;
 }
 
 static void tick(struct tds_loop *loop, void *ud)
@@ -88,6 +130,8 @@ static void tick(struct tds_loop *loop, void *ud)
             tds_log(TDS_LOG_WARN, NULL, "%s; a replica that dies may keep its organizations "
                     "locked until the server notices", err);
     }
+    if (!schema_check(w))
+        return;
     for (size_t i = 0; i < w->orgs->n; i++) {
         if (w->owned[i])
             continue;
@@ -125,6 +169,8 @@ int tds_owner_new(struct tds_owner **out, struct tds_loop *loop, const char *con
     w->cb = cb;
     w->ud = ud;
     w->err_log.interval_ms = 30000;
+    w->schema_log.interval_ms = 60000;
+    w->schema = -1;
     w->conninfo = strdup(conninfo);
     w->owned = calloc(orgs->n ? orgs->n : 1, sizeof(*w->owned));
     if (!w->conninfo || !w->owned) {
@@ -169,4 +215,11 @@ struct tds_owner *tds_owner_free(struct tds_owner *w)
 }
 
 bool tds_owner_connected(const struct tds_owner *w) { return w->conn != NULL; }
+
+bool tds_owner_schema_ok(const struct tds_owner *w, int *version)
+{
+    if (version)
+        *version = w->schema;
+    return w->schema_ok;
+}
 size_t tds_owner_count(const struct tds_owner *w) { return w->n_owned; }

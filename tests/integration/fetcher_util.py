@@ -66,7 +66,7 @@ class Pipeline:
             orgs.append(o)
         self.config.write_text(json.dumps({"organizations": orgs}))
 
-    def start_fetcher(self, label="f1", env=None, fetch_port=None):
+    def start_fetcher(self, label="f1", env=None, fetch_port=None, ready=True):
         e = {
             "TDS_DATABASE_URL": self.db.url,
             "TDS_CONFIG": str(self.config),
@@ -79,7 +79,7 @@ class Pipeline:
         }
         e.update(self.fetcher_env)
         e.update(env or {})
-        p = self.procs.spawn("tds-fetcher", env=e, label=label)
+        p = self.procs.spawn("tds-fetcher", env=e, label=label, ready="readyz" if ready else None)
         self.fetchers.append(p)
         return p
 

@@ -2490,6 +2490,43 @@ def test_a_schema_before_migration_5_keeps_counting(procs, db, sim, tmp_path, bi
     assert out.returncode == 1 and "records_walked" in out.stderr, out
 
 
+def test_a_fetcher_waits_for_its_schema_and_says_so(procs, db, sim, tmp_path):
+    """A fetcher started before the database is migrated (a rollout ahead of
+    the migration job) takes no organization until the schema is its
+    release's: not ready, with the reason, and a log line naming the
+    command. Before, it reported ready, took the organization, and sat idle
+    with two warnings at its start (its token reads failed every 2 s
+    without a word), a webhook's fetch waiting with it."""
+    s = sim(orgs=[small_org(items=30)], extra_args=["--limits-off"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=6000)])
+    p.writer.stop()
+    db.execute("DROP SCHEMA zoho CASCADE")
+    db.execute("DROP SCHEMA tds CASCADE")
+    f = p.start_fetcher(ready=False)
+    want = "database schema at version 0, this release needs"
+
+    def reason():
+        try:
+            st, body = http_get(f.admin_url + "/readyz", timeout=1.0)
+        except OSError:
+            return None
+        return body if st == 503 and want in body else None
+    wait_until(reason, 20, "readyz naming the schema")
+    wait_until(lambda: "the database schema is at version 0, this fetcher needs" in f.stderr_text(),
+               10, "the schema line in the log")
+    assert "tds-writer migrate" in f.stderr_text()
+    time.sleep(1.5)   # several owner ticks (300 ms)
+    assert db.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0][0] == 0
+    assert s.stats()["orgs"]["60001"]["requests"] == 0
+    assert "acquired organization lock" not in f.stderr_text()
+    p.writer.start()   # a writer of this release migrates at its start
+    wait_until(lambda: http_get(f.admin_url + "/readyz", timeout=1.0)[0] == 200, 20,
+               "the fetcher ready once migrated")
+    runs = p.wait_request(p.request("60001", "items", "full"), timeout=60)
+    assert runs[0]["status"] == "completed", runs
+    p.compare("60001", "items")
+
+
 def test_a_schema_before_migration_20_keeps_the_quota_record(procs, db, sim, tmp_path):
     """A fetcher rolled out before migration 020 has run writes its quota
     record without the incremental interval: its calls are licensed only by
