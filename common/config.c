@@ -270,6 +270,7 @@ struct orgs_ctx {
     size_t errlen;
     size_t index;
     const char *org_id; /* NULL until known */
+    bool no_oauth;      /* OAuth secrets checked, not resolved (tds_orgs_load_webhooks) */
 };
 
 void tds_config_json_error_clean(char *text)
@@ -355,6 +356,8 @@ static int get_secret(struct orgs_ctx *c, json_t *o, const char *key, bool requi
     }
     if (!json_is_string(v))
         return fail(c, "field '%s' must be a string, not %s", key, json_kind(v));
+    if (c->no_oauth)
+        return 0; /* shape only: the value is not this process's to hold */
     r = tds_secret_resolve(json_string_value(v), out);
     if (r) {
         char msg[256];
@@ -743,10 +746,24 @@ static int read_file(const char *path, char **out, size_t *len, char *err, size_
     return 0;
 }
 
+static int orgs_load(const char *path, struct tds_orgs **out, char *err, size_t errlen,
+                     bool no_oauth);
+
 int tds_orgs_load(const char *path, struct tds_orgs **out, char *err, size_t errlen)
 {
+    return orgs_load(path, out, err, errlen, false);
+}
+
+int tds_orgs_load_webhooks(const char *path, struct tds_orgs **out, char *err, size_t errlen)
+{
+    return orgs_load(path, out, err, errlen, true);
+}
+
+static int orgs_load(const char *path, struct tds_orgs **out, char *err, size_t errlen,
+                     bool no_oauth)
+{
     struct tds_orgs *orgs = NULL;
-    struct orgs_ctx c = {.path = path, .err = err, .errlen = errlen};
+    struct orgs_ctx c = {.path = path, .err = err, .errlen = errlen, .no_oauth = no_oauth};
     json_error_t jerr;
     json_t *root = NULL, *list;
     char *text = NULL;

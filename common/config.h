@@ -94,6 +94,11 @@ void tds_config_json_error_clean(char *text);
 /* Parse the organizations file. Returns 0, or TDS_E_INVALID with one line in
  * err naming the file, the organization index/id and the field. */
 int tds_orgs_load(const char *path, struct tds_orgs **out, char *err, size_t errlen);
+/* The same, for a process that needs no Zoho credentials (the ingress): the
+ * OAuth fields (client_id, client_secret, refresh_token) are checked for
+ * shape but not resolved, so their env:/file: sources need not be there and
+ * their values never enter its memory; those three stay NULL. */
+int tds_orgs_load_webhooks(const char *path, struct tds_orgs **out, char *err, size_t errlen);
 struct tds_orgs *tds_orgs_free(struct tds_orgs *orgs);
 const struct tds_org *tds_orgs_find(const struct tds_orgs *orgs, const char *org_id);
 /* Two organizations that list the same webhook secret: a delivery signed for

@@ -881,7 +881,7 @@ int main(int argc, char **argv)
         status = replay_main(argc - 1, argv + 1, cfg);
         goto out;
     }
-    if (tds_orgs_load(cfg->config, &a.orgs, err, sizeof(err)) != 0) {
+    if (tds_orgs_load_webhooks(cfg->config, &a.orgs, err, sizeof(err)) != 0) {
         fprintf(stderr, "tds-ingress: invalid TDS_CONFIG: %s\n", err);
         goto out;
     }

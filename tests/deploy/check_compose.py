@@ -277,7 +277,7 @@ def check(rep, cfg, cfg_demo, with_env):
                         rep.fail(w, f"{src} is not a valid organizations file: {e}")
                         orgs = []
                     for o in orgs:
-                        refs = [o.get(f) for f in ("client_id", "client_secret", "refresh_token")]
+                        refs = [o.get(f) for f in dl.ORGS_CREDENTIALS[st]]
                         refs += list(o.get("webhook_secrets") or [])
                         for v in refs:
                             if v is None:

@@ -502,7 +502,14 @@ def check_overlay(rep, rnd, with_env):
                 continue  # reads only org_id and intervals; mounts no Zoho secrets
             resolve = make_file_resolver(rnd, ct)
             for o in orgs:
-                for field in ("client_id", "client_secret", "refresh_token"):
+                for field in dl.OAUTH_FIELDS:
+                    v = o.get(field)
+                    if field not in dl.ORGS_CREDENTIALS[ct.stage] and isinstance(v, str) \
+                            and v.startswith("file:"):
+                        rep.check(resolve(v[5:]) is not None, ct.name,
+                                  f"org {o.get('org_id')}: {field}'s file is mounted, but this "
+                                  "stage never reads it: leave it out of the pod")
+                for field in dl.ORGS_CREDENTIALS[ct.stage]:
                     v = o.get(field)
                     if v is None:
                         continue

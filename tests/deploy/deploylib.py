@@ -272,12 +272,17 @@ def hostport_port(s):
     return int(m.group(1)) if m else None
 
 
-# The stages that read the organizations file (TDS_CONFIG), and which of them
-# resolve its credentials (file:/env: references). The writer reads only
-# org_id and incremental_every_s (its alert rule entity_stale, writer/ALERTS.md):
-# without the file it assumes TDS_ALERT_SYNC_INTERVAL_S for every organization.
+# The stages that read the organizations file (TDS_CONFIG), and which of its
+# credentials each resolves (file:/env: references), so must have mounted.
+# The writer reads only org_id and incremental_every_s (its alert rule
+# entity_stale, writer/ALERTS.md): without the file it assumes
+# TDS_ALERT_SYNC_INTERVAL_S for every organization. The ingress resolves only
+# the webhook secrets (tds_orgs_load_webhooks): the OAuth ones are not its to
+# hold.
 ORGS_STAGES = ("ingress", "fetcher", "writer")
 ORGS_CREDENTIAL_STAGES = ("ingress", "fetcher")
+OAUTH_FIELDS = ("client_id", "client_secret", "refresh_token")
+ORGS_CREDENTIALS = {"ingress": (), "fetcher": OAUTH_FIELDS}
 
 
 # Which setting of which stage connects to which downstream stage.

@@ -62,6 +62,40 @@ def ing(procs, tmp_path):
         i.close()
 
 
+def test_the_ingress_never_reads_the_oauth_credentials(ing, tmp_path):
+    """The internet-facing ingress needs only the webhook secrets. It
+    resolved every organization's client secret and refresh token too, so
+    their files had to be mounted in its pod and their values sat in its
+    memory. Now their sources need not exist, and the values are not read."""
+    token = tmp_path / "refresh-token"
+    token.write_text("1000.REFRESHTOKENNEVERREAD")
+    orgs = {"organizations": [{"org_id": "60001", "product": "inventory", "data_center": "com",
+                               "client_id": "env:TDS_T_NOT_SET_ANYWHERE",
+                               "client_secret": "file:/nonexistent/zoho-client-secret",
+                               "refresh_token": f"file:{token}",
+                               "webhook_secrets": [SECRET_A]}]}
+    i = ing(orgs=orgs)
+    assert i.post("60001", item_body("4600000000000000777"), secret=SECRET_A).status == 200
+    [m] = i.recv(i.events, 1, timeout=10)
+    assert m["org"] == "60001"
+    with open(f"/proc/{i.proc.p.pid}/maps") as f:
+        regions = [ln.split() for ln in f if "rw" in ln.split()[1]]
+    found = False
+    with open(f"/proc/{i.proc.p.pid}/mem", "rb", 0) as mem:
+        for r in regions:
+            lo, hi = (int(x, 16) for x in r[0].split("-"))
+            if hi - lo > 256 << 20:
+                continue
+            try:
+                mem.seek(lo)
+                if b"REFRESHTOKENNEVERREAD" in mem.read(hi - lo):
+                    found = True
+                    break
+            except OSError:
+                continue
+    assert not found, "the refresh token is in the ingress's memory"
+
+
 def test_downstream_names_resolved_after_start(ing, resolver):
     """The processor's and the writer's names have no address when the ingress
     starts (headless Services with no ready pod yet): webhooks are journaled

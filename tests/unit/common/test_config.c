@@ -399,6 +399,39 @@ static void test_orgs_good(void)
     unsetenv("TDS_T_HOOK");
 }
 
+/* The ingress loads the file without the OAuth secrets: their sources need
+ * not be there, and their values never enter its memory. */
+static void test_orgs_webhooks_only(void)
+{
+    struct tds_orgs *o = NULL;
+    char err[512];
+
+    setenv("TDS_T_HOOK", "hook1", 1);
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"env:TDS_T_NOT_SET\","
+        " \"client_secret\": \"file:/nonexistent/secret\", \"refresh_token\": \"1000.r\","
+        " \"webhook_secrets\": [\"env:TDS_T_HOOK\"]}]}");
+    T_INT(tds_orgs_load(orgs_path, &o, err, sizeof(err)), ==, TDS_E_INVALID);
+    T_INT(tds_orgs_load_webhooks(orgs_path, &o, err, sizeof(err)), ==, 0);
+    T_NULL(o->orgs[0].client_id);
+    T_NULL(o->orgs[0].client_secret);
+    T_NULL(o->orgs[0].refresh_token);
+    T_INT(o->orgs[0].n_webhook_secrets, ==, 1);
+    T_STR(o->orgs[0].webhook_secrets[0], "hook1");
+    o = tds_orgs_free(o);
+    /* still checked for shape */
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_secret\": \"s\"}]}");
+    T_INT(tds_orgs_load_webhooks(orgs_path, &o, err, sizeof(err)), ==, TDS_E_INVALID);
+    T_TRUE(strstr(err, "missing required field 'client_id'") != NULL);
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": 5, \"client_secret\": \"s\"}]}");
+    T_INT(tds_orgs_load_webhooks(orgs_path, &o, err, sizeof(err)), ==, TDS_E_INVALID);
+    T_TRUE(strstr(err, "field 'client_id' must be a string") != NULL);
+    /* a webhook secret's source must be there */
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
+        " \"webhook_secrets\": [\"env:TDS_T_NOT_SET\"]}]}");
+    T_INT(tds_orgs_load_webhooks(orgs_path, &o, err, sizeof(err)), ==, TDS_E_INVALID);
+    unsetenv("TDS_T_HOOK");
+}
+
 #define ORG(extra) "{\"organizations\": [{\"org_id\": \"42\", \"client_id\": \"c\", " \
                    "\"client_secret\": \"s\"" extra "}]}"
 
@@ -519,6 +552,7 @@ int main(void)
     T_RUN(test_accounts_urls);
     T_RUN(test_orgs_good);
     T_RUN(test_orgs_errors);
+    T_RUN(test_orgs_webhooks_only);
 
     unlink(orgs_path);
     rmdir(orgs_dir);
