@@ -155,6 +155,21 @@ static const struct tds_entity entities[] = {
 
 size_t tds_entity_count(void) { return N(entities); }
 
+bool tds_zoho_id_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > TDS_ZOHO_ID_MAX)
+        return false;
+    if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '_' || c == '-' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
 const struct tds_entity *tds_entity_at(size_t i)
 {
     return i < N(entities) ? &entities[i] : NULL;

@@ -52,6 +52,14 @@ struct tds_entity {
 };
 
 size_t tds_entity_count(void);
+
+/* Whether the n bytes at s are a record id every stage accepts: 1 to
+ * TDS_ZOHO_ID_MAX bytes of [0-9A-Za-z_.-] (Zoho's are 18-19 digits), and not
+ * "." or "..", which a URL path would take as a dot segment (GET
+ * /items/.. is the API's root). Anything else (bytes that are not UTF-8,
+ * control characters, a 4 KB string) must not reach SQL or a URL path. */
+#define TDS_ZOHO_ID_MAX 64
+bool tds_zoho_id_valid(const char *s, size_t n);
 const struct tds_entity *tds_entity_at(size_t i);
 const struct tds_entity *tds_entity_find(const char *name);
 /* By the JSON key of a webhook or detail payload ("item", "salesorder"). */

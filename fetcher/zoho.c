@@ -531,15 +531,4 @@ int tds_json_scalar(const char *body, size_t len, const char *key, char *out, si
     return 0;
 }
 
-bool tds_zoho_id_ok(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++) {
-        char c = s[n];
-        if (n >= TDS_ZOHO_ID_MAX ||
-            !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              c == '_' || c == '-' || c == '.'))
-            return false;
-    }
-    return n > 0;
-}
+bool tds_zoho_id_ok(const char *s) { return tds_zoho_id_valid(s, strnlen(s, TDS_ZOHO_ID_MAX + 1)); }

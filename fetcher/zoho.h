@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "entities.h" /* TDS_ZOHO_ID_MAX, tds_zoho_id_valid */
+
 /* ---- time: "yyyy-MM-ddTHH:mm:ss+hhmm" in the organization's offset ---- */
 
 #define TDS_ZTIME_LEN 64 /* room for a formatted time plus NUL */
@@ -105,11 +107,7 @@ bool tds_json_complete(const char *body, size_t len);
 int tds_json_scalar(const char *body, size_t len, const char *key, char *out, size_t cap);
 
 /* Whether s (NUL-terminated, as tds_json_scalar gives it) is an id the
- * processor accepts: 1 to TDS_ZOHO_ID_MAX bytes of [0-9A-Za-z_.-] (Zoho's
- * are 18-19 digits). Anything else (bytes that are not UTF-8, control
- * characters, a 4 KB string) must not reach SQL or a URL path: the processor
- * rejects such a record anyway. */
-#define TDS_ZOHO_ID_MAX 64
+ * processor accepts (tds_zoho_id_valid in common/entities.h). */
 bool tds_zoho_id_ok(const char *s);
 
 #endif

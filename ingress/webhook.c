@@ -167,8 +167,10 @@ static bool get_id(const struct tds_pjson *v, char *out, size_t cap)
     if (!v)
         return false;
     if (v->type == TDS_PJ_STRING) {
-        /* pjson refuses \u0000: no NUL inside */
-        if (v->n == 0 || v->n >= cap)
+        /* pjson refuses \u0000: no NUL inside. An id no stage would take
+         * (one that is not [0-9A-Za-z_.-], or a dot segment) is refused
+         * here, with a 400, rather than fetched or rejected downstream. */
+        if (v->n >= cap || !tds_zoho_id_valid(v->s, v->n))
             return false;
         memcpy(out, v->s, v->n);
         out[v->n] = '\0';

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "entities.h"
 #include "util.h"
 
 static bool blank(const char *s, size_t n)
@@ -430,14 +431,8 @@ int tds_value_id(const struct tds_pjson *v, struct tds_bytes *out, const char *f
         set_null(out);
         return 0;
     }
-    if (v->n > TDS_VALUE_MAX_ID)
+    if (!tds_zoho_id_valid(v->s, v->n))
         return err(e, TDS_VALUE_E_ID, "id", field, v);
-    for (uint32_t i = 0; i < v->n; i++) {
-        char c = v->s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              c == '_' || c == '-' || c == '.'))
-            return err(e, TDS_VALUE_E_ID, "id", field, v);
-    }
     set(out, v->s, v->n);
     return 0;
 }

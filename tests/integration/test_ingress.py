@@ -196,6 +196,13 @@ def test_bad_signatures_are_401_and_counted(ing):
     assert "organization 60002 takes unsigned webhooks" in i.proc.stderr_text()
     assert "webhook signature rejected" in i.proc.stderr_text()
     assert SECRET_A not in i.proc.stderr_text()
+    # Anyone may post there, so an id that is no Zoho id gets a 400, not a
+    # fetch: ".." made the detail call GET the API's root (a dot segment),
+    # and other text went on to the fetcher's URL and tds.sync_requests.
+    for bad in ("..", ".", "1?x=\u001b[31m&organization_id=999", "12 34", "x" * 65):
+        r = i.post("60002", json.dumps({"item": {"item_id": bad}}))
+        assert r.status == 400, (bad, r)
+    assert i.recv(i.fetches, 1, timeout=1) == []
 
 
 def test_duplicates_answered_200_and_forwarded_once(ing):

@@ -219,6 +219,10 @@ static void test_id_ok(void)
     T_TRUE(!tds_zoho_id_ok("12\xc3\xa9"));  /* UTF-8, but not an id */
     T_TRUE(!tds_zoho_id_ok("12 34"));
     T_TRUE(!tds_zoho_id_ok("12/34"));
+    T_TRUE(!tds_zoho_id_ok("."));  /* dot segments: /items/.. is the API's root */
+    T_TRUE(!tds_zoho_id_ok(".."));
+    T_TRUE(tds_zoho_id_ok("..."));
+    T_TRUE(tds_zoho_id_ok(".5"));
     char big[TDS_ZOHO_ID_MAX + 2];
     memset(big, '1', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
