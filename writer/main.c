@@ -82,6 +82,7 @@ struct settings {
     char *alert_smtp_password;
     int64_t alert_retry_min_ms;
     int64_t health_stall_ms;
+    int64_t unready_after_s;
 };
 
 #define OFF(f) offsetof(struct settings, f)
@@ -92,6 +93,9 @@ static const struct tds_config_entry config_table[] = {
      "admin HTTP server (/healthz /readyz /metrics /status), host:port"},
     {"TDS_HEALTH_STALL_MS", TDS_CFG_INT, "30000", 0, 2000, 3600000, OFF(health_stall_ms), "/healthz answers 503 when the event loop has not completed an iteration for this long "
      "(an idle loop completes one every second)"},
+    {"TDS_WRITER_UNREADY_AFTER_S", TDS_CFG_INT, "30", 0, 1, 86400, OFF(unready_after_s),
+     "/readyz answers 503 once batches have failed this long with the database reachable "
+     "(a schema or permission problem: upstream resends meanwhile)"},
     {"TDS_INSTANCE", TDS_CFG_STR, NULL, 0, 0, 0, OFF(instance),
      "name of this instance in logs and events (default: host name)"},
     {"TDS_EVENTS_BIND", TDS_CFG_STR, "", 0, 0, 0, OFF(events_bind),
@@ -184,6 +188,8 @@ struct app {
     PGcancel *mig_cancel;   /* the migration's session, to cancel at exit */
     int64_t backoff_ms;
     int64_t retry_timer;
+    bool db_up;
+    int64_t failing_since_ms; /* first of the batches failing in a row, 0 when the last committed */
     int exit_code;
     struct tds_series *m_db_up, *m_reconnects, *m_oversize;
     struct tds_log_limit db_limit, frame_limit;
@@ -264,12 +270,36 @@ static void set_reading(struct app *app, bool on)
     tds_loop_set_events(app->loop, tds_bus_sock_raw(app->pull), -1, on ? ZMQ_POLLIN : 0);
 }
 
-static void set_db_up(struct app *app, bool up, const char *why)
+/* Ready: the database is reachable and batches commit. A batch that fails
+ * with the database reachable is retried for ever (data errors are split out
+ * and rejected, so what is left is a schema or permission problem, say an
+ * older writer on a newer schema); past TDS_WRITER_UNREADY_AFTER_S the
+ * writer says so on /readyz, and the stage_not_ready alert follows. */
+static void update_ready(struct app *app)
 {
+    char why[300];
+    int64_t failing = app->failing_since_ms ? tds_now_ms() - app->failing_since_ms : 0;
+
+    if (app->draining) {
+        tds_admin_set_ready(app->admin, false, "stopping");
+    } else if (!app->db_up) {
+        tds_admin_set_ready(app->admin, false, "database unreachable");
+    } else if (failing >= app->cfg.unready_after_s * 1000) {
+        snprintf(why, sizeof(why), "batches failing for %lld s: %.200s", (long long)(failing / 1000),
+                 tds_writer_last_error(app->writer));
+        tds_admin_set_ready(app->admin, false, why);
+    } else {
+        tds_admin_set_ready(app->admin, true, NULL);
+    }
+}
+
+static void set_db_up(struct app *app, bool up)
+{
+    app->db_up = up;
     atomic_store(&app->st_db_up, up);
     if (app->m_db_up)
         tds_series_set(app->m_db_up, up ? 1 : 0);
-    tds_admin_set_ready(app->admin, up, why);
+    update_ready(app);
 }
 
 static void on_retry(struct tds_loop *loop, void *ud);
@@ -302,13 +332,20 @@ static void flush(struct app *app)
                         "could not write batch of %zu messages: %s, retrying in %lld ms",
                         tds_writer_pending(app->writer), tds_writer_last_error(app->writer),
                         (long long)app->backoff_ms);
-        if (!up)
-            set_db_up(app, false, "database unreachable");
+        if (up && !app->failing_since_ms)
+            app->failing_since_ms = tds_now_ms();
+        set_db_up(app, up);
         set_reading(app, false);
         schedule_retry(app);
         return;
     }
     app->backoff_ms = BACKOFF_MIN_MS;
+    if (app->failing_since_ms) {
+        tds_info("batches commit again after %lld s of failures",
+                 (long long)((tds_now_ms() - app->failing_since_ms) / 1000));
+        app->failing_since_ms = 0;
+        update_ready(app);
+    }
     if (app->draining) {
         tds_loop_stop(app->loop);
         return;
@@ -422,7 +459,7 @@ static void on_retry(struct tds_loop *loop, void *ud)
             tds_log_limited(&app->db_limit, TDS_LOG_WARN, NULL,
                             "%s, retrying in %lld ms", err,
                             (long long)app->backoff_ms);
-            set_db_up(app, false, "database unreachable");
+            set_db_up(app, false);
             schedule_retry(app);
             return;
         }
@@ -452,7 +489,7 @@ static void on_retry(struct tds_loop *loop, void *ud)
             tds_log_limited(&app->db_limit, TDS_LOG_WARN, NULL,
                             "%s, retrying in %lld ms", err,
                             (long long)app->backoff_ms);
-            set_db_up(app, false, "database unreachable");
+            set_db_up(app, false);
             schedule_retry(app);
             return;
         }
@@ -461,7 +498,7 @@ static void on_retry(struct tds_loop *loop, void *ud)
         app->ever_connected = true;
         tds_info("connected to database");
     }
-    set_db_up(app, true, NULL);
+    set_db_up(app, true);
     flush(app);
 }
 
@@ -557,7 +594,7 @@ static void on_health(struct tds_loop *loop, void *ud)
     tds_warn("lost the database connection, reconnecting in %lld ms",
              (long long)app->backoff_ms);
     tds_apply_disconnect(app->db);
-    set_db_up(app, false, "database unreachable");
+    set_db_up(app, false);
     set_reading(app, false);
     schedule_retry(app);
 }

@@ -226,6 +226,36 @@ def test_schema_mismatch_refuses_to_start(procs, db):
     assert "tds-writer: column zoho.items.sku is missing from the database" in r.stderr
 
 
+def test_a_writer_whose_batches_keep_failing_says_so_on_readyz(procs, db):
+    """A batch that fails with the database reachable (a schema or
+    permission problem; data errors are split out and rejected) is retried
+    for ever, and the writer answered /readyz 200 all the while: processors
+    went on pushing to it and no alert named it. Past
+    TDS_WRITER_UNREADY_AFTER_S it is not ready, with the error; once a
+    batch commits it is ready again."""
+    h = WriterHarness(procs, db, env={"TDS_WRITER_UNREADY_AFTER_S": "2"})
+    try:
+        src, frame = rows_msg(ORG, items_sets([item(ORG, "3100000000000000001", ts(1), "one")]))
+        h.send(frame)
+        h.wait_acked([src])
+        db.execute("ALTER TABLE zoho.items RENAME COLUMN sku TO sku_away")
+        src, frame = rows_msg(ORG, items_sets([item(ORG, "3100000000000000002", ts(2), "two")]))
+        h.send(frame)
+
+        def reason():
+            st, body = http_get(h.proc.admin_url + "/readyz")
+            return body if st == 503 and "batches failing for" in body else None
+        body = wait_until(reason, 15, "readyz 503 naming the failing batches")
+        assert "sku" in body, body
+        assert src not in h.acked
+        db.execute("ALTER TABLE zoho.items RENAME COLUMN sku_away TO sku")
+        h.wait_acked([src])
+        wait_until(h.ready, 10, "ready again once a batch commits")
+        assert "batches commit again after" in h.proc.stderr_text()
+    finally:
+        h.close()
+
+
 def test_bad_config_is_one_line(procs):
     r = procs.run("tds-writer", [], env={"TDS_DATABASE_URL": "x",
                                          "TDS_WRITER_BATCH_MAX_ROWS": "abc"}, check=False)
