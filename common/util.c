@@ -326,6 +326,28 @@ size_t tds_utf8_prefix(const char *s, size_t n, size_t max)
     return k;
 }
 
+const char *tds_term_text(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+
+    if (!cap)
+        return out;
+    for (size_t i = 0; i < n && s[i] && o + 1 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+            (unsigned char)s[i + 1] <= 0x9f) {
+            out[o++] = '?';
+            i++;
+        } else {
+            out[o++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+        }
+    }
+    out[o] = '\0';
+    tds_utf8_trim(out);
+    return out;
+}
+
 void tds_utf8_trim(char *s)
 {
     size_t n = strlen(s), i = n, have;

@@ -66,6 +66,13 @@ size_t tds_utf8_prefix(const char *s, size_t n, size_t max);
  * one when it truncates text at its buffer's size. */
 void tds_utf8_trim(char *s);
 
+/* The first n bytes of s, for a terminal: every control character (C0,
+ * DEL, and C1 as UTF-8, U+0080..U+009F) becomes '?', so text from Zoho or
+ * the database (a reject's reason, a run's error) cannot move the cursor,
+ * clear the screen or retitle the window of whoever reads it. Copied into
+ * out (at most cap - 1 bytes, cut at a character's end); returns out. */
+const char *tds_term_text(const char *s, size_t n, char *out, size_t cap);
+
 /* Growable byte buffer with a hard maximum (0 = unlimited). */
 struct tds_buf {
     char *p;

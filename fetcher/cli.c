@@ -540,14 +540,16 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
                     status = 1;
                 else if (!ok)
                     retried++;
-                char dur[32];
+                char dur[32], error[512];
                 fmt_dur(strtod(PQgetvalue(rr, i, 9), NULL), dur, sizeof(dur));
+                tds_term_text(PQgetvalue(rr, i, 10), (size_t)PQgetlength(rr, i, 10), error,
+                              sizeof(error));
                 printf("  %-14s %-11s %-9s %s records, %s fetched / %s written / %s rejected in %s pages, "
                        "%s api calls, %s%s%s\n",
                        PQgetvalue(rr, i, 0), PQgetvalue(rr, i, 1), PQgetvalue(rr, i, 2),
                        PQgetvalue(rr, i, 11), PQgetvalue(rr, i, 4), PQgetvalue(rr, i, 6),
                        PQgetvalue(rr, i, 7), PQgetvalue(rr, i, 3), PQgetvalue(rr, i, 8), dur,
-                       *PQgetvalue(rr, i, 10) ? ": " : "", PQgetvalue(rr, i, 10));
+                       *error ? ": " : "", error);
             }
             if (retried > 0)
                 printf("  %d earlier attempt%s did not complete and %s retried\n", retried,
@@ -673,9 +675,12 @@ static int cmd_auth(int argc, char **argv, const struct tds_cli_env *env)
                        cfg_rt ? "config" : "missing", "-", "-", "0", "");
             } else {
                 bool db_rt = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+                char last_error[512]; /* Zoho's words */
+                tds_term_text(PQgetvalue(r, 0, 5), (size_t)PQgetlength(r, 0, 5), last_error,
+                              sizeof(last_error));
                 printf("%-20s %-9s %-8s %-25s %-25s %-7s %s\n", o->org_id, PQgetvalue(r, 0, 0),
                        cfg_rt ? "config" : (db_rt ? "stored" : "missing"), PQgetvalue(r, 0, 2),
-                       PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 5));
+                       PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4), last_error);
             }
             PQclear(r);
         }

@@ -1638,11 +1638,14 @@ int tds_alertd_cmd_list(PGconn *c, bool all, FILE *out, char *err, size_t errlen
     fprintf(out, "%-6s %-8s %-8s %-18s %-14s %-14s %-19s %-19s %-12s %s\n", "ID", "STATE",
             "SEVERITY", "RULE", "ORG", "ENTITY", "FIRED (UTC)", "RESOLVED (UTC)", "ACK BY",
             "SUMMARY");
-    for (int i = 0; i < PQntuples(r); i++)
+    for (int i = 0; i < PQntuples(r); i++) {
+        char ack_by[128], summary[1024]; /* an operator's name, and text from Zoho */
+        tds_term_text(PQgetvalue(r, i, 8), (size_t)PQgetlength(r, i, 8), ack_by, sizeof(ack_by));
+        tds_term_text(PQgetvalue(r, i, 9), (size_t)PQgetlength(r, i, 9), summary, sizeof(summary));
         fprintf(out, "%-6s %-8s %-8s %-18s %-14s %-14s %-19s %-19s %-12s %s\n", PQgetvalue(r, i, 0),
                 PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4),
-                PQgetvalue(r, i, 5), PQgetvalue(r, i, 6), PQgetvalue(r, i, 7), PQgetvalue(r, i, 8),
-                PQgetvalue(r, i, 9));
+                PQgetvalue(r, i, 5), PQgetvalue(r, i, 6), PQgetvalue(r, i, 7), ack_by, summary);
+    }
     if (PQntuples(r) == 0)
         fprintf(out, "%s\n", all ? "(no alerts)" : "(no alerts firing)");
     PQclear(r);

@@ -99,8 +99,11 @@ static void print_table(FILE *out, const char *title, PGresult *r)
         for (int f = 0; f < nf; f++) {
             const char *v = PQgetisnull(r, t, f) ? "-" : PQgetvalue(r, t, f);
             size_t n = u8_prefix(v, CELL_MAX), k = u8_chars(v, n);
+            char cell[CELL_MAX * 4 + 1];
 
-            fprintf(out, " %.*s%*s", (int)n, v, (int)(w[f] > k ? w[f] - k : 0), "");
+            /* a reject's reason or a run's error may carry Zoho's text */
+            fprintf(out, " %s%*s", tds_term_text(v, n, cell, sizeof(cell)),
+                    (int)(w[f] > k ? w[f] - k : 0), "");
         }
         fprintf(out, "\n");
     }

@@ -1016,6 +1016,11 @@ def test_progress_command_follows_a_run(procs, db, sim, tmp_path, bins):
     out = _cli(bins, env, "auth", "status")
     assert out.returncode == 0 and "60001" in out.stdout and "ok" in out.stdout
     assert "1000." not in out.stdout  # no token is ever printed
+    # Zoho's words reach the terminal without control characters
+    db.execute("UPDATE tds.oauth_tokens SET last_error = %s WHERE org_id = '60001'",
+               "invalid_code \x1b[2J\x1b]0;x\x07")
+    out = _cli(bins, env, "auth", "status")
+    assert "invalid_code ?[2J?]0;x?" in out.stdout and "\x1b" not in out.stdout, out.stdout
 
 
 def push_fetches(port, msgs):

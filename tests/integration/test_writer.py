@@ -1573,6 +1573,17 @@ def test_status_command(procs, writer, db):
     assert arabic[:60] in line and arabic[:61] not in line
     bad = next(x for x in out.splitlines() if "bad rate" in x)
     assert len(line) == len(bad), (line, bad)   # the columns line up
+    # Text from Zoho reaches the terminal without its control characters: a
+    # reject's reason with an escape sequence cleared the operator's screen.
+    db.execute("INSERT INTO tds.rejected (stage, org_id, entity, reason) VALUES "
+               "('processor', %s, 'items', %s)", ORG, "name \x1b[2J\x1b]0;owned\x07 \u009b31m end")
+    db.execute("INSERT INTO tds.alerts (rule, severity, summary) VALUES "
+               "('sync_failed', 'error', %s)", "run failed: \x1b[31mred\r\n")
+    for args in (["status"], ["alerts", "list", "--all"]):
+        out = procs.run("tds-writer", args, env={"TDS_DATABASE_URL": db.url}).stdout
+        assert not any(c in out for c in "\x1b\x07\r\x9b"), (args, out)
+    out = procs.run("tds-writer", ["status"], env={"TDS_DATABASE_URL": db.url}).stdout
+    assert "name ?[2J?]0;owned? ?31m end" in out, out
 
 
 def test_pruning_removes_old_rows_only(procs, db):

@@ -160,6 +160,19 @@ static void test_utf8(void)
     T_TRUE(tds_utf8_valid("ab\xff", 2));
 }
 
+/* Text for a terminal: control characters become '?', nothing else changes. */
+static void test_term_text(void)
+{
+    char out[64];
+    const char *in = "a\x1b[2Jb\x07" "c\x7f\r\n\xc2\x9b" "31m \xd8\xb3\xd8\xb9\xd8\xb1 \xc2\xa0|";
+
+    T_STR(tds_term_text(in, strlen(in), out, sizeof(out)),
+          "a?[2Jb?c????31m \xd8\xb3\xd8\xb9\xd8\xb1 \xc2\xa0|"); /* Arabic and NBSP kept */
+    T_STR(tds_term_text("abc", 2, out, sizeof(out)), "ab");
+    T_STR(tds_term_text("\xd8\xb3\xd8\xb9", 4, out, 4), "\xd8\xb3"); /* cut at a character */
+    T_STR(tds_term_text("x\xc2", 2, out, sizeof(out)), "x");  /* a cut-off lead byte goes */
+}
+
 /* Cutting text for a message never splits a character. */
 static void test_utf8_cut(void)
 {
@@ -345,6 +358,7 @@ int main(void)
     T_RUN(test_secrets);
     T_RUN(test_utf8);
     T_RUN(test_utf8_cut);
+    T_RUN(test_term_text);
     T_RUN(test_ct_equal);
     T_RUN(test_hex_uid);
     T_RUN(test_uid_pool);
