@@ -52,8 +52,8 @@ struct settings {
 };
 
 static const struct tds_config_entry config_table[] = {
-    {"TDS_PROCESSOR_BIND", TDS_CFG_STR, "tcp://*:5557", 0, 0, 0,
-     offsetof(struct settings, bind), "PULL endpoint(s) for event and page messages"},
+    {"TDS_PROCESSOR_BIND", TDS_CFG_STR, "tcp://127.0.0.1:5557", 0, 0, 0,
+     offsetof(struct settings, bind), "PULL endpoint(s) for event and page messages; loopback by default: the socket takes unauthenticated messages, so a deployment names its interface (tcp://*:PORT)"},
     {"TDS_WRITER_CONNECT", TDS_CFG_STR, "tcp://127.0.0.1:5558", 0, 0, 0,
      offsetof(struct settings, writer), "writer endpoint(s) to PUSH rows to (comma-separated)"},
     {"TDS_ADMIN_LISTEN", TDS_CFG_STR, "0.0.0.0:9103", 0, 0, 0,

@@ -409,7 +409,7 @@ def test_bad_config(procs):
     assert r.stderr.strip().splitlines()[-1] == \
         "tds-processor: invalid TDS_PROCESSOR_HWM: '0' (expected 1..100000)"
     r = procs.run("tds-processor", args=["--print-config"], check=False)
-    assert r.returncode == 0 and "TDS_PROCESSOR_BIND=tcp://*:5557" in r.stdout
+    assert r.returncode == 0 and "TDS_PROCESSOR_BIND=tcp://127.0.0.1:5557" in r.stdout
 
 
 # ---------------------------------------------------------------- with the writer
