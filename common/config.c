@@ -445,6 +445,7 @@ static const char *const org_keys[] = {
     "client_secret", "refresh_token", "webhook_secrets", "webhooks_unsigned", "entities",
     "incremental_every_s", "incremental_budget_pct", "reconcile_every_s", "daily_reserve",
     "rate_per_min", "max_concurrency", "daily_limit", "timezone_offset", "stock_sites",
+    "allow_http",
 };
 
 /* Unknown keys are rejected so a typo ("entites") cannot silently change
@@ -488,6 +489,23 @@ static void org_clear(struct tds_org *g)
 static bool is_http_url(const char *s)
 {
     return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
+}
+
+bool tds_url_transport_ok(const char *url, bool allow_http)
+{
+    if (strncmp(url, "https://", 8) == 0)
+        return true;
+    if (strncmp(url, "http://", 7) != 0)
+        return false;
+    if (allow_http)
+        return true;
+    const char *h = url + 7;
+    size_t n = strcspn(h, ":/?#");
+    if (n > 0 && h[0] == '[')
+        n = strcspn(h, "]") + 1;
+    return (n == 9 && strncasecmp(h, "localhost", 9) == 0) || (n == 5 && strncmp(h, "[::1]", 5) == 0) ||
+           (n >= 9 && n <= 15 && strncmp(h, "127.", 4) == 0 &&
+            strspn(h, "0123456789.") >= n);
 }
 
 static int add_entity(struct orgs_ctx *c, struct tds_org *g, const char *name)
@@ -604,16 +622,30 @@ static int parse_org(struct orgs_ctx *c, json_t *o, struct tds_org *g)
                        "com.cn, ca or uk)",
                     g->data_center);
 
+    v = json_object_get(o, "allow_http");
+    if (v && !json_is_null(v)) {
+        if (!json_is_boolean(v))
+            return fail(c, "field 'allow_http' must be a boolean, not %s", json_kind(v));
+        g->allow_http = json_is_true(v);
+    }
     if ((r = get_str(c, o, "accounts_url", &g->accounts_url)))
         return r;
     if (g->accounts_url && !is_http_url(g->accounts_url))
         return fail(c, "field 'accounts_url' must start with http:// or https://");
+    if (g->accounts_url && !tds_url_transport_ok(g->accounts_url, g->allow_http))
+        return fail(c, "field 'accounts_url' is plain http:// to another machine: the client "
+                       "secret and tokens would cross the network unencrypted (use https://, or "
+                       "set \"allow_http\": true for a simulator on a private network)");
     if (!g->accounts_url && !(g->accounts_url = strdup(url)))
         return fail(c, "out of memory");
     if ((r = get_str(c, o, "api_url", &g->api_url)))
         return r;
     if (g->api_url && !is_http_url(g->api_url))
         return fail(c, "field 'api_url' must start with http:// or https://");
+    if (g->api_url && !tds_url_transport_ok(g->api_url, g->allow_http))
+        return fail(c, "field 'api_url' is plain http:// to another machine: the access token "
+                       "would cross the network unencrypted (use https://, or set "
+                       "\"allow_http\": true for a simulator on a private network)");
 
     if ((r = get_secret(c, o, "client_id", true, &g->client_id)))
         return r;

@@ -80,7 +80,13 @@ struct tds_org {
     char *timezone_offset;         /* "+0300"; default "+0000", used for last_modified_time */
     bool stock_locations;          /* "stock_sites": "locations": the warehouses entity lists
                                     * GET /locations (organizations migrated to Locations) */
+    bool allow_http;               /* plain http:// to Zoho's servers allowed beyond loopback */
 };
+
+/* Whether the client secret and tokens may go to url: https://, or http://
+ * to this machine (localhost, 127.0.0.0/8, [::1]), or any http:// when the
+ * organization sets "allow_http" (a simulator on a private network). */
+bool tds_url_transport_ok(const char *url, bool allow_http);
 
 struct tds_orgs {
     struct tds_org *orgs;

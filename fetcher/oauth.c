@@ -50,6 +50,7 @@ struct tds_oauth {
 
     char *token;
     char *api_domain;          /* the account's, from Zoho or the row; kept across tokens */
+    bool warned_insecure_domain;
     char default_domain[96];   /* the data center's, when Zoho never named one */
     bool warned_default;       /* logged once that default_domain is in use */
     int64_t probe_ms;          /* last refresh asked because the API host was unreachable */
@@ -828,6 +829,16 @@ int tds_oauth_get(struct tds_oauth *o, int64_t now_ms, const char **token, const
     if (rc == TDS_OAUTH_READY) {
         *token = o->token;
         *api_domain = o->api_domain;
+        if (*api_domain && !tds_url_transport_ok(*api_domain, o->org->allow_http)) {
+            /* The token would go to it in the clear: Zoho's are https. */
+            if (!o->warned_insecure_domain) {
+                tds_log(TDS_LOG_ERROR, &o->lctx,
+                        "zoho gave api_domain %.100s, plain http:// to another machine: not used "
+                        "(the data center's is)", *api_domain);
+                o->warned_insecure_domain = true;
+            }
+            *api_domain = NULL;
+        }
         if (!*api_domain && o->default_domain[0]) {
             /* Zoho named none (a refresh may leave it out, a data center
              * change forgets the old one): the data center's own. A good

@@ -196,6 +196,55 @@ def test_refresh_budget_kept_with_two_fetchers_and_restarts(procs, db, sim, tmp_
     assert [r[2] for r in rows] == ["ok", "ok"], rows
 
 
+def test_a_plain_http_api_domain_gets_no_token(procs, db, sim, tmp_path):
+    """The access token goes to the api_domain Zoho names. One that is plain
+    http:// to another machine (Zoho's are https) would carry it across the
+    network in the clear: it is not used, and the log says so."""
+    import socket
+    import threading
+    addrs = [a for a in subprocess.run(["hostname", "-I"], capture_output=True,
+                                       text=True).stdout.split() if "." in a]
+    if not addrs:
+        pytest.skip("this machine has no IPv4 address but loopback")
+    got = []
+    srv = socket.socket()
+    srv.bind((addrs[0], 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            got.append(c.recv(4096))
+            c.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        s = sim(orgs=[small_org(items=10)])
+        p = Pipeline(procs, db, s, tmp_path)
+        f = p.start_fetcher()
+        p.sync("60001", "warehouses", "full")
+        f.stop()
+        db.query("UPDATE tds.oauth_tokens SET api_domain = %s, "
+                 "expires_at = now() + interval '50 minutes' RETURNING 1",
+                 f"http://{addrs[0]}:{srv.getsockname()[1]}")
+        f.start()
+        p.request("60001", "warehouses", "full")
+        refused = "plain http:// to another machine: not used"
+        wait_until(lambda: got or refused in f.stderr_text(), 20, "a call or the refusal")
+        time.sleep(2)
+        assert got == [], got   # before: the token, in the clear
+        assert refused in f.stderr_text()
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+
+
 def test_token_of_another_accounts_server_is_not_used(procs, db, sim, tmp_path):
     """A cached token (and its api_domain) minted by another accounts server,
     e.g. before a data center change, is refreshed rather than used."""

@@ -287,6 +287,45 @@ static void test_accounts_urls(void)
     T_NULL(tds_accounts_url_for(NULL));
 }
 
+/* Secrets and tokens go over https, or plain http to this machine only,
+ * unless the organization says "allow_http" (a simulator elsewhere). */
+static void test_url_transport(void)
+{
+    T_TRUE(tds_url_transport_ok("https://accounts.zoho.com", false));
+    T_TRUE(tds_url_transport_ok("http://127.0.0.1:9000", false));
+    T_TRUE(tds_url_transport_ok("http://127.1.2.3/x", false));
+    T_TRUE(tds_url_transport_ok("http://localhost", false));
+    T_TRUE(tds_url_transport_ok("http://LOCALHOST:80/", false));
+    T_TRUE(tds_url_transport_ok("http://[::1]:9000", false));
+    T_TRUE(!tds_url_transport_ok("http://accounts.zoho.com", false));
+    T_TRUE(!tds_url_transport_ok("http://127.0.0.1.evil.example", false));
+    T_TRUE(!tds_url_transport_ok("http://localhost.evil.example", false));
+    T_TRUE(!tds_url_transport_ok("http://10.0.0.5:8090", false));
+    T_TRUE(tds_url_transport_ok("http://zohosim:8090", true));
+    T_TRUE(!tds_url_transport_ok("ftp://x", true));
+
+    struct tds_orgs *o = NULL;
+    char err[512];
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
+        " \"accounts_url\": \"http://accounts.zoho.com\"}]}");
+    T_INT(tds_orgs_load(orgs_path, &o, err, sizeof(err)), ==, TDS_E_INVALID);
+    T_TRUE(strstr(err, "field 'accounts_url' is plain http:// to another machine") != NULL);
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
+        " \"api_url\": \"http://zohosim:8090\"}]}");
+    T_INT(tds_orgs_load(orgs_path, &o, err, sizeof(err)), ==, TDS_E_INVALID);
+    T_TRUE(strstr(err, "field 'api_url' is plain http:// to another machine") != NULL);
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
+        " \"accounts_url\": \"http://zohosim:8090\", \"api_url\": \"http://zohosim:8090\","
+        " \"allow_http\": true}]}");
+    T_INT(tds_orgs_load(orgs_path, &o, err, sizeof(err)), ==, 0);
+    T_TRUE(o->orgs[0].allow_http);
+    o = tds_orgs_free(o);
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
+        " \"allow_http\": \"yes\"}]}");
+    T_INT(tds_orgs_load(orgs_path, &o, err, sizeof(err)), ==, TDS_E_INVALID);
+    T_TRUE(strstr(err, "field 'allow_http' must be a boolean") != NULL);
+}
+
 static void test_orgs_good(void)
 {
     struct tds_orgs *o = NULL;
@@ -550,6 +589,7 @@ int main(void)
     T_RUN(test_empty_secret_prints_unset);
     T_RUN(test_table_errors);
     T_RUN(test_accounts_urls);
+    T_RUN(test_url_transport);
     T_RUN(test_orgs_good);
     T_RUN(test_orgs_errors);
     T_RUN(test_orgs_webhooks_only);
