@@ -409,6 +409,28 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
     bool tty = isatty(STDOUT_FILENO);
     char like[48];
     snprintf(like, sizeof(like), "rq%s.%%", id);
+    /* The runs are found by organization, entity and start (not before the
+     * request) through sync_runs_org_entity_idx: run_id LIKE alone cannot
+     * use the primary key outside the C collation, and read the whole
+     * table (90 days of runs) twice a second. */
+    char ents[512] = "{";
+    for (size_t i = 0; i < tds_entity_count(); i++) {
+        const struct tds_entity *e = tds_entity_at(i);
+        if (strcmp(entity, "all") == 0 ? tds_sync_org_syncs(tds_orgs_find(env->orgs, org), e)
+                                       : strcmp(entity, e->name) == 0)
+            snprintf(ents + strlen(ents), sizeof(ents) - strlen(ents), "%s%s", ents[1] ? "," : "",
+                     e->name);
+    }
+    snprintf(ents + strlen(ents), sizeof(ents) - strlen(ents), "}");
+    char requested_at[64] = "-infinity";
+    {
+        const char *pr[] = {id};
+        PGresult *r = PQexecParams(db, "SELECT requested_at FROM tds.sync_requests WHERE id = $1", 1,
+                                   NULL, pr, NULL, NULL, 0);
+        if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            snprintf(requested_at, sizeof(requested_at), "%s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
     int64_t last_line = 0, last_quota = 0;
     int last_n = 0;
     long long quota = -1;
@@ -448,7 +470,9 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
         bool owned = strcmp(PQgetvalue(rq, 0, 2), "t") == 0;
         snprintf(claimer, sizeof(claimer), "%s", claimed ? PQgetvalue(rq, 0, 1) : "");
         PQclear(rq);
-        const char *pl[] = {like};
+        /* the request's time as a value, not a subquery: planned with it,
+         * the start bound is seen to be narrow */
+        const char *pl[] = {like, org, ents, requested_at};
         /* columns: 0 entity, 1 mode, 2 status, 3 pages_fetched, 4 records_fetched,
          * 5 pages_written, 6 records_written, 7 records_rejected, 8 api_calls,
          * 9 seconds, 10 error, 11 records_walked, 12 run_id, 13 started_at */
@@ -457,8 +481,10 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
                                     "records_written, records_rejected, api_calls, "
                                     "extract(epoch from (coalesce(finished_at, now()) - started_at)), "
                                     "coalesce(error, ''), records_walked, run_id, started_at "
-                                    "FROM tds.sync_runs WHERE run_id LIKE $1 ORDER BY started_at",
-                                    1, NULL, pl, NULL, NULL, 0);
+                                    "FROM tds.sync_runs WHERE org_id = $2 AND entity = ANY($3::text[]) "
+                                    "AND started_at >= $4::timestamptz - interval '1 minute' "
+                                    "AND run_id LIKE $1 ORDER BY started_at",
+                                    4, NULL, pl, NULL, NULL, 0);
         if (!rr || PQresultStatus(rr) != PGRES_TUPLES_OK) {
             PQclear(rr);
             if (PQstatus(db) == CONNECTION_OK) { /* not a lost connection: it will not pass */

@@ -364,10 +364,13 @@ static void db_sync_failed(struct tds_alertd *d)
 
     snprintf(win, sizeof(win), "%lld", (long long)r->window_s);
     res = query(d,
+                /* finished_at, which a finished run always has: sync_runs_status_idx
+                 * (status, finished_at) then reads the window only, not 90 days of
+                 * runs each cycle */
                 "WITH fin AS (SELECT org_id, entity, status, run_id, error, "
-                "coalesce(finished_at, updated_at) AS t FROM tds.sync_runs "
+                "finished_at AS t FROM tds.sync_runs "
                 "WHERE status IN ('completed', 'failed') "
-                "AND coalesce(finished_at, updated_at) > now() - make_interval(secs => $1::float8)), "
+                "AND finished_at > now() - make_interval(secs => $1::float8)), "
                 "ok AS (SELECT org_id, entity, max(t) AS t FROM fin WHERE status = 'completed' "
                 "GROUP BY 1, 2) "
                 "SELECT f.org_id, f.entity, count(*), (array_agg(f.run_id ORDER BY f.t DESC))[1], "
