@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 
 from conftest import Database, http_get, wait_until
-from writer_util import (CHILD, DELETE, DETAIL, ITEM_COLS, STOCK_COLS, WriterHarness, item,
+from writer_util import (CHILD, DELETE, DETAIL, ITEM_COLS, LIST, STOCK_COLS, WriterHarness, item,
                          items_sets, rows_msg, rowset, ts)
 
 ORG = "60012345678"
@@ -254,6 +254,38 @@ def test_a_writer_whose_batches_keep_failing_says_so_on_readyz(procs, db):
         assert "batches commit again after" in h.proc.stderr_text()
     finally:
         h.close()
+
+
+def test_many_column_lists_start_the_session_over_and_say_so(writer, db):
+    """List pages carry whichever fields Zoho gave, and each column list
+    gets a staging table of its own in the writer's session, each holding
+    some of the backend's memory. Past 256 the writer reconnects to drop
+    them: every row still lands, and the log says why it reconnected."""
+    opt = ["unit", "description", "item_type", "product_type", "brand", "manufacturer",
+           "tax_name", "upc", "ean"]
+    base = ["org_id", "item_id", "modified_time", "raw", "content_hash", "is_detail"]
+    ids = [str(3200000000000000000 + k) for k in range(64)]
+    srcs = []
+    # a group is staged when it updates 64 rows or more (smaller ones go as
+    # arrays, new keys by COPY): 64 items, then 300 newer versions of them,
+    # each page with another column list
+    for i in range(301):
+        cols = base + [c for b, c in enumerate(opt) if i >> b & 1]
+        rows = [[ORG, iid, ts(1 + i // 60, i % 60), json.dumps({"item_id": iid, "v": i}),
+                 f"{i:016x}{k:016x}", "false"] + [f"v{i}"] * (len(cols) - len(base))
+                for k, iid in enumerate(ids)]
+        src, frame = rows_msg(ORG, [rowset("items", LIST, cols, rows)], mode="full", run="run-l",
+                              page=i + 1)
+        srcs.append(src)
+        writer.send(frame)
+    writer.wait_acked(srcs, timeout=120)
+    # the count is looked at when a batch starts: one more
+    src, frame = rows_msg(ORG, items_sets([item(ORG, "3300000000000000001", ts(1), "after")]))
+    writer.send(frame)
+    writer.wait_acked([src])
+    assert db.query("SELECT count(*), min(raw->>'v'), max(raw->>'v') FROM zoho.items "
+                    "WHERE org_id = %s AND item_id LIKE '32%%'", ORG) == [(64, "300", "300")]
+    assert "staging tables in this database session" in writer.proc.stderr_text()
 
 
 def test_bad_config_is_one_line(procs):
