@@ -407,6 +407,18 @@ def test_webhook_and_email_delivery_with_retries(procs, db, hook, smtp):
     assert b"\r\n" in raw
 
 
+def _fire_and_fail_email(procs, db, hook, env, failures):
+    """A writer with env, a token_failed alert fired: its webhook notice
+    delivered and `failures` email attempts failed. Returns the writer."""
+    w = spawn_writer(procs, env)
+    db.execute("INSERT INTO tds.oauth_tokens (org_id, status) VALUES (%s, 'invalid')", ORG)
+    wait_until(lambda: hook.matching("FIRING", "token_failed"), 10, "webhook notice")
+    wait_until(lambda: (w.metric("tds_alert_notifications_total",
+                                 {"channel": "email", "result": "failed"}) or 0) >= failures, 10,
+               f"{failures} failed email attempt(s)")
+    return w
+
+
 def test_smtp_credentials_are_never_sent_without_tls(procs, db, hook):
     """With a user and password, an smtp:// server must take STARTTLS: one
     that does not offer it (or an attacker who strips the offer) got the
@@ -415,12 +427,7 @@ def test_smtp_credentials_are_never_sent_without_tls(procs, db, hook):
     try:
         env = alerts_env(db, hook, srv, extra={"TDS_ALERT_SMTP_USER": "alerts",
                                               "TDS_ALERT_SMTP_PASSWORD": "smtp-secret"})
-        w = spawn_writer(procs, env)
-        db.execute("INSERT INTO tds.oauth_tokens (org_id, status) VALUES (%s, 'invalid')", ORG)
-        wait_until(lambda: hook.matching("FIRING", "token_failed"), 10, "webhook notice")
-        wait_until(lambda: (w.metric("tds_alert_notifications_total",
-                                     {"channel": "email", "result": "failed"}) or 0) >= 1, 10,
-                   "email refused")
+        w = _fire_and_fail_email(procs, db, hook, env, 1)
         assert srv.auths == [] and srv.messages == [], (srv.auths, srv.subjects())
         assert "could not deliver alert notice" in w.stderr_text()
         assert "smtp-secret" not in w.stderr_text()
@@ -433,12 +440,7 @@ def test_failing_channel_does_not_block(procs, db, hook):
     writer's own work go on."""
     env = alerts_env(db, hook, extra={"TDS_ALERT_SMTP_URL": f"smtp://127.0.0.1:{free_port()}",
                                       "TDS_ALERT_SMTP_FROM": "a@b", "TDS_ALERT_SMTP_TO": "c@d"})
-    w = spawn_writer(procs, env)
-    db.execute("INSERT INTO tds.oauth_tokens (org_id, status) VALUES (%s, 'invalid')", ORG)
-    wait_until(lambda: hook.matching("FIRING", "token_failed"), 10, "webhook notice")
-    wait_until(lambda: (w.metric("tds_alert_notifications_total",
-                                 {"channel": "email", "result": "failed"}) or 0) >= 2, 10,
-               "email retried")
+    w = _fire_and_fail_email(procs, db, hook, env, 2)
     st, _ = http_get(w.admin_url + "/readyz")
     assert st == 200
     assert "could not deliver alert notice" in w.stderr_text()

@@ -93,6 +93,18 @@ static int num(const char *opt, const char *v, long long min, long long max, lon
     return 0;
 }
 
+/* One of two words: *second says which. */
+static int choice(const char *opt, const char *v, const char *first, const char *other,
+                  bool *second)
+{
+    if (strcmp(v, first) != 0 && strcmp(v, other) != 0) {
+        fprintf(stderr, "tds-zohosim: invalid %s: '%s'\n", opt, v);
+        return -1;
+    }
+    *second = strcmp(v, other) == 0;
+    return 0;
+}
+
 enum {
     O_LISTEN = 256, O_PORT_FILE, O_API_DOMAIN, O_SEED, O_ORG, O_ORGS, O_EPOCH, O_CLIENT_ID,
     O_CLIENT_SECRET, O_REFRESH_TOKEN, O_GRANT_CODE, O_TOKEN_TTL, O_REFRESH_LIMIT,
@@ -286,27 +298,20 @@ static int parse_args(struct args *a, int argc, char **argv)
             break;
         case O_RETRY_AFTER: a->sim.retry_after = true; break;
         case O_MODIFIED_FILTER:
-            if (!strcmp(optarg, "gt") || !strcmp(optarg, "ge")) {
-                a->sim.modified_ge = optarg[1] == 'e';
-                break;
-            }
-            fprintf(stderr, "tds-zohosim: invalid --modified-filter: '%s'\n", optarg);
-            return 2;
+            if (choice("--modified-filter", optarg, "gt", "ge", &a->sim.modified_ge))
+                return 2;
+            break;
         case O_MODIFIED_OFFSET:
-            if (!strcmp(optarg, "honour") || !strcmp(optarg, "ignore")) {
-                a->sim.modified_local = optarg[0] == 'i';
-                break;
-            }
-            fprintf(stderr, "tds-zohosim: invalid --modified-filter-offset: '%s'\n", optarg);
-            return 2;
+            if (choice("--modified-filter-offset", optarg, "honour", "ignore",
+                       &a->sim.modified_local))
+                return 2;
+            break;
         case O_LOCALIZED: a->auth.localized_denied = true; break;
         case O_ITEMDETAILS_MISSING:
-            if (!strcmp(optarg, "skip") || !strcmp(optarg, "error")) {
-                a->sim.itemdetails_missing_error = optarg[0] == 'e';
-                break;
-            }
-            fprintf(stderr, "tds-zohosim: invalid --itemdetails-missing: '%s'\n", optarg);
-            return 2;
+            if (choice("--itemdetails-missing", optarg, "skip", "error",
+                       &a->sim.itemdetails_missing_error))
+                return 2;
+            break;
         case O_HELP: fputs(usage, stdout); return -1;
         case O_VERSION: printf("tds-zohosim %s\n", TDS_VERSION); return -1;
         default:
