@@ -69,18 +69,17 @@ static bool schema_check(struct tds_owner *w)
     /* two statements: a missing table fails the plan of one that names it */
     PGresult *r = PQexec(w->conn, "SELECT to_regclass('tds.schema_migrations') IS NOT NULL");
     bool read = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
-    if (read && strcmp(PQgetvalue(r, 0, 0), "t") == 0) {
+    bool exists = read && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    if (exists) {
         PQclear(r);
         r = PQexec(w->conn, "SELECT coalesce(max(version), 0) FROM tds.schema_migrations");
         read = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
-        if (read)
-            w->schema = atoi(PQgetvalue(r, 0, 0));
-    } else if (read) {
-        w->schema = 0;
     }
+    if (read)
+        w->schema = exists ? atoi(PQgetvalue(r, 0, 0)) : 0;
     else
         tds_log_limited(&w->err_log, TDS_LOG_WARN, NULL, "could not read the schema version: %s",
-                        w->conn ? PQerrorMessage(w->conn) : "no connection");
+                        PQerrorMessage(w->conn));
     PQclear(r);
     if (!read) {
         drop_conn(w, "schema query failed");
