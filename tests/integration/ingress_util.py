@@ -2,6 +2,7 @@
 harness that starts tds-ingress with Python stand-ins for the processor (PULL),
 the fetcher (PULL) and the writer's ack socket (PUB), and raw HTTP helpers.
 """
+import collections
 import hashlib
 import hmac
 import http.client
@@ -77,10 +78,13 @@ class Ingress:
         self.events.bind(f"tcp://127.0.0.1:{self.proc_port}")
         self.fetches = self.ctx.socket(zmq.PULL)
         self.fetches.bind(f"tcp://127.0.0.1:{self.fetch_port}")
-        # XPUB: a PUB, which also shows the subscriptions (see ack)
+        # XPUB: a PUB, which also shows the subscriptions (see ack); verboser,
+        # so that a second subscriber to a topic (replay beside the ingress)
+        # shows too, and each one's leaving
         self.acks = self.ctx.socket(zmq.XPUB)
+        self.acks.setsockopt(zmq.XPUB_VERBOSER, 1)
         self.acks.bind(f"tcp://127.0.0.1:{self.ack_port}")
-        self.ack_topics = set()
+        self.ack_subs = collections.Counter()
         self.cfg = os.path.join(tmp, f"{label}-orgs.json")
         with open(self.cfg, "w") as f:
             json.dump(orgs or ORGS, f)
@@ -147,25 +151,28 @@ class Ingress:
             out.append(msgpack.unpackb(sock.recv(), raw=False))
         return out
 
-    def subscribed(self, origin, timeout=5.0):
-        """Whether a subscription that takes origin's acks has arrived (within
-        timeout). A PUB drops what it sends before it has the subscription,
-        and the ingress subscribes as it starts: an ack sent right after
-        could be lost, and its entry stayed unacked (ZeroMQ's slow joiner)."""
+    def subscribed(self, origin, timeout=5.0, subscribers=1):
+        """Whether `subscribers` subscriptions that take origin's acks have
+        arrived (within timeout). A PUB drops what it sends before it has the
+        subscription, and the ingress subscribes as it starts: an ack sent
+        right after could be lost, and its entry stayed unacked (ZeroMQ's
+        slow joiner). So could one sent to a replay just started."""
         deadline = time.monotonic() + timeout
         while True:
             while self.acks.poll(0):
                 m = self.acks.recv()
-                (self.ack_topics.add if m[:1] == b"\x01" else self.ack_topics.discard)(m[1:])
-            if any(origin.encode().startswith(t) for t in self.ack_topics):
+                self.ack_subs[m[1:]] += 1 if m[:1] == b"\x01" else -1
+            if sum(c for t, c in self.ack_subs.items()
+                   if origin.encode().startswith(t)) >= subscribers:
                 return True
             if time.monotonic() >= deadline:
                 return False
             self.acks.poll(50)
 
-    def ack(self, ids, origin=None):
+    def ack(self, ids, origin=None, subscribers=1):
         origin = origin or self.origin
-        self.subscribed(origin)  # sent all the same after the wait: a test may ack no one
+        # sent all the same after the wait: a test may ack no one
+        self.subscribed(origin, subscribers=subscribers)
         self.acks.send_multipart([origin.encode(), msgpack.packb(
             {"v": 1, "t": "ack", "id": f"ack-{time.monotonic_ns()}", "origin": origin,
              "ids": list(ids), "rows_written": len(ids), "rows_rejected": 0})])

@@ -739,7 +739,7 @@ def test_replay_counts_a_fetch_done_once_sent_when_fetch_acks_off(ing, procs):
     again = i.recv(i.fetches, 2)
     assert sorted(m["id"] for m in again) == sorted(m["id"] for m in fetched)
     assert [m["id"] for m in i.recv(i.events, 1)] == [ev["id"]]
-    i.ack([ev["id"]])
+    i.ack([ev["id"]], subscribers=2)   # the ingress's and replay's: sent to both
     t.join(30)
     took = time.monotonic() - t0
     r = out["r"]
