@@ -89,6 +89,13 @@ def wait_until(fn, timeout, what, interval=0.05):
     raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
 
 
+def proc_cpu_s(pid):
+    """User and system CPU seconds of one process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def median_min_max(xs):
     return statistics.median(xs), min(xs), max(xs)
 
@@ -136,9 +143,7 @@ class Proc:
         return None
 
     def cpu_s(self):
-        with open(f"/proc/{self.p.pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_cpu_s(self.p.pid)
 
     def stop(self, timeout=15):
         """SIGTERM; returns the exit code (None when it had to be killed)."""
@@ -555,7 +560,8 @@ class Bench:
         half_p99, half_rate, half_own = [], [], []
         wrapped, avg_body = 0, 0
         reqfile = os.path.join(self.work, "requests.txt")
-        alone = {"acc": [], "p99": [], "half_p99": [], "half_own": [], "half_rate": [], "us": []}
+        alone = {"acc": [], "p99": [], "half_p99": [], "half_own": [], "half_rate": [], "us": [],
+                 "sink_us": []}
         budget = []  # per repeat: {stage: CPU us per webhook applied}
         for k in range(self.sz["repeats"]):
             self.ingress_alone(opath, orgs, kinds, k, reqfile, alone)
@@ -678,9 +684,10 @@ class Bench:
         self.figure("ingress_alone_rps", "ingress alone: durable webhooks accepted", "req/s",
                     alone["acc"], statistics.median(hz), None,
                     "the same load and journal, the ingress alone on the machine: a sink "
-                    "(ingress/bench/sink.py) takes its messages and acks them every 10 ms, as a "
+                    "(tests/bench/bench_sink.c) takes its messages and acks them every 10 ms, as a "
                     "service with an in-memory queue would; ingress CPU per webhook: "
-                    + ", ".join(f"{u:.1f} us" for u in alone["us"]))
+                    + ", ".join(f"{u:.1f} us" for u in alone["us"]) + "; the sink's: "
+                    + ", ".join(f"{u:.1f} us" for u in alone["sink_us"]))
         self.figure("ingress_alone_p99", "ingress alone: latency p99 at max rate", "ms", alone["p99"])
         self.figure("ingress_alone_half_p99",
                     f"ingress alone: latency p99 at {self.sz['half_rate']:,}/s", "ms",
@@ -734,7 +741,7 @@ class Bench:
         """The ingress with nothing behind it but an acking sink: what its own
         cores can take, apart from the processor, writer and PostgreSQL."""
         pull, ack, hport = free_port(), free_port(), free_port()
-        sink = subprocess.Popen([sys.executable, os.path.join(ROOT, "ingress", "bench", "sink.py"),
+        sink = subprocess.Popen([self.bin("tests/bench/bench_sink"),
                                  f"tcp://127.0.0.1:{pull}", f"tcp://127.0.0.1:{ack}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         journal = os.path.join(self.work, f"journal-alone{k}")
@@ -749,15 +756,16 @@ class Bench:
             ing.wait_ready()
             n_req = int(60000 * self.sz["ingress_s"])
             self.write_requests(reqfile, orgs, kinds, n_req, "45%02d" % k)
-            c0, f0 = ing.cpu_s(), self.slow_fsyncs(ing)
+            c0, f0, s0 = ing.cpu_s(), self.slow_fsyncs(ing), proc_cpu_s(sink.pid)
             res = self.wrk(f"http://127.0.0.1:{hport}", reqfile, self.sz["ingress_s"])
-            c1, f1 = ing.cpu_s(), self.slow_fsyncs(ing)
+            c1, f1, s1 = ing.cpu_s(), self.slow_fsyncs(ing), proc_cpu_s(sink.pid)
             if res["non200"] or res["errors"]:
                 self.notes.append(f"ingress alone, repeat {k + 1}: {res['non200']} non-200 "
                                   f"replies, {res['errors']} socket errors")
             out["acc"].append(res["ok"] / res["duration_s"])
             out["p99"].append(res["p99_ms"])
             out["us"].append((c1 - c0) / max(res["ok"], 1) * 1e6)
+            out["sink_us"].append((s1 - s0) / max(res["ok"], 1) * 1e6)
             hr, hp, ho = self.paced_run({"hook_port": hport, "ingress": ing}, orgs, kinds,
                                         50 + k, reqfile)
             out["half_rate"].append(hr)
