@@ -74,6 +74,11 @@ int tds_apply_run(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, b
  * must outlive a. Without it they are not counted. */
 void tds_apply_set_metrics(struct tds_apply *a, struct tds_metrics *metrics);
 
+/* default_toast_compression for the session from its next connection: "lz4"
+ * or "pglz" (a static or long-lived string, not copied), or NULL to leave the
+ * server's. A server that refuses it is logged once and left as it is. */
+void tds_apply_set_toast_compression(struct tds_apply *a, const char *method);
+
 /* Upkeep between batches, never blocking: collect a finished ANALYZE and
  * start the next one a growing table is due for, on a side connection (see
  * "keeping the planner's picture" in apply.c). Run after each committed

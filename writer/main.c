@@ -83,6 +83,7 @@ struct settings {
     int64_t alert_retry_min_ms;
     int64_t health_stall_ms;
     int64_t unready_after_s;
+    char *toast_compression;
 };
 
 #define OFF(f) offsetof(struct settings, f)
@@ -112,6 +113,10 @@ static const struct tds_config_entry config_table[] = {
      OFF(batch_max_bytes),
      "a transaction also ends once its rows messages add up to this many bytes (bounds the "
      "writer's memory when records are large)"},
+    {"TDS_WRITER_TOAST_COMPRESSION", TDS_CFG_STR, "lz4", 0, 0, 0, OFF(toast_compression),
+     "how PostgreSQL compresses large values (raw JSON over ~2 KB): lz4 (a full sync about "
+     "a third faster, up to ~40% more disk), pglz (smaller), or server (the server's "
+     "default_toast_compression)"},
     {"TDS_WRITER_HWM", TDS_CFG_INT, "1000", 0, 1, 1000000, OFF(hwm),
      "ZeroMQ high-water mark of the rows socket (messages)"},
     {"TDS_WRITER_RETAIN_WEBHOOK_EVENTS_DAYS", TDS_CFG_INT, "7", 0, 1, 36500,
@@ -800,6 +805,9 @@ static int run(struct app *app)
         return 1;
     }
     tds_apply_set_metrics(app->db, app->metrics);
+    tds_apply_set_toast_compression(app->db, strcmp(app->cfg.toast_compression, "server") == 0
+                                                 ? NULL
+                                                 : app->cfg.toast_compression);
     tds_writer_set_max_bytes(app->writer, (size_t)app->cfg.batch_max_bytes);
     if ((rc = tds_admin_new(&app->admin, app->cfg.admin_listen, app->metrics, app->loop)) != 0) {
         fprintf(stderr, "tds-writer: invalid TDS_ADMIN_LISTEN: '%s'\n", app->cfg.admin_listen);
@@ -890,6 +898,15 @@ int main(int argc, char **argv)
         gethostname(host, sizeof(host) - 1);
         free(app.cfg.instance);
         app.cfg.instance = strdup(host);
+    }
+    if (strcmp(app.cfg.toast_compression, "lz4") != 0 &&
+        strcmp(app.cfg.toast_compression, "pglz") != 0 &&
+        strcmp(app.cfg.toast_compression, "server") != 0) {
+        fprintf(stderr,
+                "tds-writer: invalid TDS_WRITER_TOAST_COMPRESSION '%s': lz4, pglz or server\n",
+                app.cfg.toast_compression);
+        tds_config_free(config_table, N_CONFIG, &app.cfg);
+        return 2;
     }
     if (cl.print_config) {
         tds_config_print(config_table, N_CONFIG, &app.cfg, stdout);

@@ -1242,6 +1242,38 @@ def test_a_lone_record_is_stored_as_in_a_batch(writer, db):
     assert got["51"][1 + cols.index("observed_at")].timestamp() == received / 1000
 
 
+def test_large_values_are_compressed_as_configured(procs, db):
+    """A record's raw JSON over ~2 KB is stored out of line, compressed: with
+    lz4 by default (cheaper to write than PostgreSQL's pglz), with pglz when
+    TDS_WRITER_TOAST_COMPRESSION says so, with the server's default for
+    "server"; a value that names no method stops start-up."""
+    notes = {"notes": "وصف المنتج: مفتاح ربط 10 مم، فولاذ. " * 200}  # ~14 KB, compressible
+
+    def stored_with(env, item_id, label):
+        h = WriterHarness(procs, db, env=env, label=label)
+        try:
+            src, f = rows_msg(ORG, items_sets([item(ORG, item_id, ts(20), "مفتاح", extra=notes)]))
+            h.send(f)
+            h.wait_acked([src])
+        finally:
+            h.close()
+            h.proc.stop()
+        (method, name, text), = db.query(
+            "SELECT pg_column_compression(raw), name, raw->>'notes' FROM zoho.items "
+            "WHERE org_id = %s AND item_id = %s", ORG, item_id)
+        assert (name, text) == ("مفتاح", notes["notes"])
+        return method
+
+    server = db.query("SHOW default_toast_compression")[0][0]
+    assert stored_with({}, "61", "wlz4") == "lz4"
+    assert stored_with({"TDS_WRITER_TOAST_COMPRESSION": "pglz"}, "62", "wpglz") == "pglz"
+    assert stored_with({"TDS_WRITER_TOAST_COMPRESSION": "server"}, "63", "wserver") == server
+    r = procs.run("tds-writer", [], env={"TDS_DATABASE_URL": db.dsn,
+                                         "TDS_WRITER_TOAST_COMPRESSION": "zstd"}, check=False)
+    assert r.returncode == 2
+    assert "invalid TDS_WRITER_TOAST_COMPRESSION 'zstd': lz4, pglz or server" in r.stderr
+
+
 def test_notify_one_payload_per_org_in_one_batch(writer, db):
     """A batch of webhooks from many organizations: every organization gets
     its own payload (sent in one statement), with ids needing JSON escaping."""
