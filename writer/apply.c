@@ -864,10 +864,10 @@ void tds_apply_maintain(struct tds_apply *a)
 
 /* How the session compresses the values PostgreSQL stores out of line: a
  * record's raw JSON over ~2 KB (an item's detail from Zoho is ~4 KB). pglz,
- * PostgreSQL's default, made COPY into zoho.items of such records 118-142 us a
- * row, lz4 90 (20,000 items, jsonb), 38% larger on disk; a full sync of 100,000
- * items ran at 3,965 items/s with pglz, 4,727 with lz4 (medians of 5 pairs,
- * writer/DESIGN.md "Compression of large values"). A server that does not
+ * PostgreSQL's default, made COPY of such records 118-142 us a row, lz4 90
+ * (20,000 items, jsonb); a full sync of 100,000 items ran at 3,965 items/s
+ * with pglz, 4,727 with lz4 (medians of 5 pairs), and left zoho.items 24%
+ * larger (writer/DESIGN.md "Compression of large values"). A server that does not
  * take the setting (PostgreSQL before 14, or built without lz4) compresses
  * as it always did: that is said once, and the writer goes on. Only a broken
  * connection fails. */

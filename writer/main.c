@@ -115,8 +115,8 @@ static const struct tds_config_entry config_table[] = {
      "writer's memory when records are large)"},
     {"TDS_WRITER_TOAST_COMPRESSION", TDS_CFG_STR, "lz4", 0, 0, 0, OFF(toast_compression),
      "how PostgreSQL compresses large values (raw JSON over ~2 KB): lz4 (a full sync about "
-     "a third faster, up to ~40% more disk), pglz (smaller), or server (the server's "
-     "default_toast_compression)"},
+     "a third faster, zoho.items about a quarter larger), pglz (smaller), or server (the "
+     "server's default_toast_compression)"},
     {"TDS_WRITER_HWM", TDS_CFG_INT, "1000", 0, 1, 1000000, OFF(hwm),
      "ZeroMQ high-water mark of the rows socket (messages)"},
     {"TDS_WRITER_RETAIN_WEBHOOK_EVENTS_DAYS", TDS_CFG_INT, "7", 0, 1, 36500,
