@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <zmq.h>
 
 #include "msg.h"
@@ -44,14 +43,6 @@ static void on_signal(int sig)
 {
     (void)sig;
     stop = 1;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Take id (owned) for origin; -1 on ENOMEM (id freed). */
@@ -135,7 +126,7 @@ int main(int argc, char **argv)
     int hwm = 100000, rc = 0;
     uint64_t received = 0, bad = 0, acked = 0;
     struct pending p = {0};
-    int64_t last = mono_ms();
+    int64_t last = tds_now_ms();
     zmq_msg_t frame;
 
     if (argc != 3) {
@@ -186,7 +177,7 @@ int main(int argc, char **argv)
             }
             tds_msg_clear(&m);
         }
-        now = mono_ms();
+        now = tds_now_ms();
         if (p.total && (now - last >= FLUSH_MS || p.total >= FLUSH_AT)) {
             acked += flush(&p, pub);
             last = now;
