@@ -370,6 +370,27 @@ def test_bad_requests_get_documented_status_and_server_keeps_serving(ing, model)
         assert any(m.startswith(w) for m in msgs), (w, msgs)
 
 
+def test_a_nul_in_the_path_or_a_parameter_is_not_cut_short(ing):
+    """A %00 decoded in place would end the string there: the path
+    /webhooks/zoho/60001%00x read as organization 60001, and entity=item%00x
+    as item, signed over "item". Such parts are kept as sent and refused."""
+    i = ing()
+    b = item_body("77")
+    h = {"Content-Type": "application/json", "X-Zoho-Webhook-Signature": sign(SECRET_A, b)}
+    assert i.request("POST", "/webhooks/zoho/60001%00x", b, h).status == 404
+    for signed in ("item", "item\0x", "item%00x"):
+        h["X-Zoho-Webhook-Signature"] = sign(SECRET_A, b, {"entity": signed})
+        want = 400 if signed == "item%00x" else 401   # an entity of that name: none
+        assert i.request("POST", "/webhooks/zoho/60001?entity=item%00x", b, h).status == want, signed
+    # the same webhook on the plain path is accepted, once
+    h["X-Zoho-Webhook-Signature"] = sign(SECRET_A, b)
+    assert i.request("POST", "/webhooks/zoho/60001", b, h).status == 200
+    [m] = i.recv(i.events, 1)
+    assert m["zoho_id"] == "77"
+    assert i.drain(i.events) == []
+    assert i.metric("tds_ingress_requests_total", {"status": "404"}) == 1
+
+
 def test_form_encoded_jsonstring(ing):
     import urllib.parse
     i = ing()
