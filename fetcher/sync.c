@@ -286,6 +286,7 @@ struct org_rt {
     struct fetch_call *calls; /* asked of Zoho, not answered yet */
     struct tds_series *m_owned; /* tds_fetcher_org_owned{org}: 1 while o->owned */
     struct tds_series *m_every; /* tds_fetcher_incremental_interval_seconds{org} */
+    struct tds_log_limit held_log; /* fetches refused while it is paused */
     struct tds_log_ctx lctx;
 };
 
@@ -324,7 +325,7 @@ struct tds_sync {
     int64_t tick_id;
     int64_t next_sweep_ms;
     bool stopping;
-    struct tds_series *m_inflight, *m_inflight_bytes, *m_dropped, *m_no_record;
+    struct tds_series *m_inflight, *m_inflight_bytes, *m_dropped, *m_no_record, *m_held;
     struct idset answered;          /* origin \x1f id of committed answers */
     char **answered_ring;           /* ANSWERED_MAX, oldest evicted first */
     size_t answered_pos;
@@ -1875,9 +1876,21 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
          * to count as fatal, so the fetch of a record deleted in Zoho was
          * acked and its 1002 lost until the next reconciliation. */
         bool fatal = res->cls == TDS_ZAPI_FATAL && !res->paused;
-        tds_log(TDS_LOG_WARN, &o->lctx, "fetch of %s %s failed: %s, skipping%s", fc->e->name, fc->id,
-                res->error ? res->error : tds_zapi_class_name(res->cls),
-                fatal || !(fc->acks.n || fc->acks.n_reqs) ? "" : " (asked for again later)");
+        const char *why = res->error ? res->error : tds_zapi_class_name(res->cls);
+        const char *later = fatal || !(fc->acks.n || fc->acks.n_reqs) ? "" : " (asked for again later)";
+        if (res->paused) {
+            /* The ingress sends each unacked fetch again at every ack
+             * timeout, and a paused organization refuses them all until an
+             * operator fixes its credentials: a line for each would bury the
+             * log; the counter has them all. */
+            if (s->m_held)
+                tds_series_inc(s->m_held, 1);
+            tds_log_limited(&o->held_log, TDS_LOG_WARN, &o->lctx, "fetch of %s %s failed: %s, skipping%s",
+                            fc->e->name, fc->id, why, later);
+        } else {
+            tds_log(TDS_LOG_WARN, &o->lctx, "fetch of %s %s failed: %s, skipping%s", fc->e->name, fc->id,
+                    why, later);
+        }
         if (fatal) {
             dropped(s);
             close_requests(s, fc->acks.reqs, fc->acks.n_reqs);
@@ -2604,6 +2617,9 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
         s->m_bad_id = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_list_bad_ids_total",
                                       "List records whose id is not a valid Zoho id (not UTF-8, not [0-9A-Za-z_.-], over 64 bytes) or unreadable: passed on to be rejected, detail not fetched",
                                       "", NULL, 0);
+        s->m_held = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_fetches_held_total",
+                                    "Fetch-by-id requests refused without a call because the organization is paused (invalid credentials); not acked, so asked for again",
+                                    "", NULL, 0);
         s->m_no_record = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_detail_without_record_total",
                                          "Fetches by id answered with code 0 but without the record's key (not sent on; the sweep asks again with its backoff)",
                                          "", NULL, 0);
@@ -2614,6 +2630,7 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
         o->s = s;
         o->org = org;
         o->lctx.org = org->org_id;
+        o->held_log.interval_ms = 10000;
         s->n_o = i + 1;
         if (tds_ztime_parse_offset(org->timezone_offset ? org->timezone_offset : "+0000",
                                    &o->offset_min) != 0)
