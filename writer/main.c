@@ -187,6 +187,8 @@ struct app {
     _Atomic int mig_state;
     int mig_rc;
     char mig_err[1024];
+    int mig_newer;         /* migrations in the database this binary lacks */
+    char mig_newest[96];   /* the newest of them, NNN_name */
     int64_t mig_since_ms;
     bool mig_said;
     pthread_mutex_t mig_mu; /* guards mig_cancel */
@@ -373,6 +375,21 @@ static int migrate_once(struct app *app, char *err, size_t errlen)
     if (rc == 0) {
         if (applied)
             tds_info("applied %d database migrations", applied);
+        rc = tds_migrate_newer(c, &app->mig_newer, app->mig_newest, sizeof(app->mig_newest), err,
+                               errlen);
+    }
+    if (rc == 0) {
+        /* A later release set the database up (an upgrade rolled back, or
+         * a writer of the old release still running beside the new one).
+         * Not refused: the check below still requires every table and
+         * column this writer writes, and a rollback must keep working.
+         * But said, for what a later migration changed is not known here. */
+        if (app->mig_newer)
+            tds_warn("the database has %d migration%s newer than this writer (the newest "
+                     "%s, this writer's %03d): it was set up by a later release, whose "
+                     "writer should run it",
+                     app->mig_newer, app->mig_newer == 1 ? "" : "s", app->mig_newest,
+                     tds_migrations[tds_migrations_count - 1].version);
         rc = tds_migrate_verify(c, err, errlen);
         if (rc == TDS_E_INVALID)
             rc = -EINVAL;
@@ -729,8 +746,13 @@ static int cmd_migrate(struct app *app)
         fprintf(stderr, "tds-writer: %s\n", err);
         return 1;
     }
-    printf("database schema is up to date (version %d)\n",
-           tds_migrations[tds_migrations_count - 1].version);
+    if (app->mig_newer)
+        printf("database schema is newer than this writer (it has %s, this writer goes to "
+               "version %d); its tables check out\n",
+               app->mig_newest, tds_migrations[tds_migrations_count - 1].version);
+    else
+        printf("database schema is up to date (version %d)\n",
+               tds_migrations[tds_migrations_count - 1].version);
     return 0;
 }
 

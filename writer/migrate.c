@@ -157,6 +157,30 @@ int tds_migrate_run(PGconn *c, int *applied, char *err, size_t errlen)
     return rc;
 }
 
+int tds_migrate_newer(PGconn *c, int *n, char *newest, size_t newestlen, char *err,
+                      size_t errlen)
+{
+    char ver[16];
+    const char *vals[1] = {ver};
+    PGresult *r = NULL;
+    int rc;
+
+    *n = 0;
+    if (newestlen)
+        newest[0] = '\0';
+    snprintf(ver, sizeof(ver), "%d",
+             tds_migrations_count ? tds_migrations[tds_migrations_count - 1].version : 0);
+    rc = run(c, "SELECT version, name FROM tds.schema_migrations WHERE version > $1 "
+                "ORDER BY version DESC",
+             1, vals, &r, err, errlen, "could not read tds.schema_migrations");
+    if (rc == 0 && PQntuples(r) > 0) {
+        *n = PQntuples(r);
+        snprintf(newest, newestlen, "%03d_%s", atoi(PQgetvalue(r, 0, 0)), PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    return rc;
+}
+
 static const char *udt_of(enum tds_coltype t)
 {
     switch (t) {

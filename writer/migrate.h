@@ -25,6 +25,12 @@ extern const size_t tds_migrations_count;
  * Returns 0, or a TDS_APPLY_E_* code with one line in err. */
 int tds_migrate_run(PGconn *c, int *applied, char *err, size_t errlen);
 
+/* Migrations recorded in tds.schema_migrations that this binary does not
+ * have: the database was set up by a later release. *n = how many, and the
+ * newest one's "NNN_name" in newest. Returns 0 or TDS_APPLY_E_* with err. */
+int tds_migrate_newer(PGconn *c, int *n, char *newest, size_t newestlen, char *err,
+                      size_t errlen);
+
 /* Check that every registry table and column exists with the right type.
  * Returns 0, or TDS_E_INVALID (mismatch) / TDS_APPLY_E_* with one line in err. */
 int tds_migrate_verify(PGconn *c, char *err, size_t errlen);

@@ -91,6 +91,30 @@ def test_migrations_apply_once_and_reapply_as_noop(procs, db):
     h.close()
 
 
+def test_a_database_from_a_later_release_is_said_not_refused(procs, db):
+    """A migration this writer does not have (a later release set the
+    database up, and was rolled back): the writer says so, on start-up and
+    in `migrate`, and still runs, its tables checked as always."""
+    env = {"TDS_DATABASE_URL": db.url}
+    procs.run("tds-writer", ["migrate"], env=env)
+    last = MIGRATIONS[-1][0]
+    db.execute("INSERT INTO tds.schema_migrations (version, name) VALUES (%s, 'later_a'), "
+               "(%s, 'later_b')", last + 1, last + 2)
+    r = procs.run("tds-writer", ["migrate"], env=env)
+    assert f"newer than this writer (it has {last + 2:03d}_later_b, this writer goes to " \
+           f"version {last})" in r.stdout, r.stdout
+    assert "2 migrations newer than this writer" in r.stderr, r.stderr
+    h = WriterHarness(procs, db)
+    try:
+        assert f"the newest {last + 2:03d}_later_b, this writer's {last:03d}" in h.proc.stderr_text()
+    finally:
+        h.close()
+    # the check of its tables still holds: a column it writes gone is refused
+    db.execute("ALTER TABLE zoho.warehouses DROP COLUMN warehouse_name")
+    r = procs.run("tds-writer", ["migrate"], env=env, check=False)
+    assert r.returncode != 0 and "warehouse_name" in r.stderr, r.stderr
+
+
 def _database_at(db, version):
     """db as `tds-writer migrate` left it when `version` was the newest
     migration: files 001..version applied in order, each recorded."""
