@@ -10,6 +10,7 @@
  */
 #include "cli.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -668,11 +669,56 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
     return status;
 }
 
+/* auth exchange, its arguments checked: the code to Zoho, the token stored. */
+static int exchange(const struct tds_org *o, const char *code, const struct tds_cli_env *env)
+{
+    struct tds_store *st = NULL;
+    if (tds_store_new(&st, env->database_url, "tds-fetcher-cli") != 0 || tds_store_ensure(st) != 0) {
+        fprintf(stderr, "tds-fetcher: could not connect to the database: %s\n",
+                st ? tds_store_error(st) : "out of memory");
+        tds_store_free(st);
+        return 1;
+    }
+    /* Before the code goes to Zoho: it is good for one exchange only. */
+    int ready = tds_store_tokens_ready(st);
+    if (ready <= 0) {
+        if (ready == 0)
+            fprintf(stderr, "tds-fetcher: auth exchange: the database has no tds.oauth_tokens "
+                            "(or an older one): run `tds-writer migrate` first; the code was not "
+                            "used\n");
+        else
+            fprintf(stderr, "tds-fetcher: could not read the database: %s\n", tds_store_error(st));
+        tds_store_free(st);
+        return 1;
+    }
+    char err[512];
+    int rc = tds_oauth_exchange(o, st, code, env->token_timeout_ms, err, sizeof(err));
+    tds_store_free(st);
+    if (rc != 0) {
+        fprintf(stderr, "tds-fetcher: %s\n", err);
+        return 1;
+    }
+    printf("refresh token stored for organization %s\n", o->org_id);
+    /* The file's refresh_token wins over the stored one (fetchers read
+     * it first): a revoked one there would keep the organization paused
+     * however often a code is exchanged. Exit 0 all the same: the code
+     * is spent and the token stored; exchanging again would not help. */
+    if (o->refresh_token && *o->refresh_token)
+        fprintf(stderr,
+                "tds-fetcher: auth exchange: warning: TDS_CONFIG sets refresh_token for organization "
+                "%s and the fetchers use it, not the token just stored: remove it from the file and "
+                "restart the fetchers\n",
+                o->org_id);
+    return 0;
+}
+
 static int cmd_auth(int argc, char **argv, const struct tds_cli_env *env)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-        printf("usage: tds-fetcher auth exchange --org ORG --code CODE\n"
-               "       tds-fetcher auth status\n");
+        printf("usage: tds-fetcher auth exchange --org ORG --code CODE|-\n"
+               "       tds-fetcher auth status\n"
+               "--code - reads the grant code from the first line of standard input,\n"
+               "keeping it out of the process list and the shell's history.\n");
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "status") == 0) {
@@ -741,48 +787,32 @@ static int cmd_auth(int argc, char **argv, const struct tds_cli_env *env)
             fprintf(stderr, "tds-fetcher: auth exchange: organization '%s' is not in TDS_CONFIG\n", org);
             return 2;
         }
-        struct tds_store *st = NULL;
-        if (tds_store_new(&st, env->database_url, "tds-fetcher-cli") != 0 || tds_store_ensure(st) != 0) {
-            fprintf(stderr, "tds-fetcher: could not connect to the database: %s\n",
-                    st ? tds_store_error(st) : "out of memory");
-            tds_store_free(st);
-            return 1;
+        char *line = NULL;
+        size_t line_cap = 0;
+        if (strcmp(code, "-") == 0) {
+            if (isatty(STDIN_FILENO))
+                fprintf(stderr, "grant code for organization %s: ", org);
+            ssize_t n = getline(&line, &line_cap, stdin);
+            while (n > 0 && isspace((unsigned char)line[n - 1]))
+                line[--n] = '\0';
+            code = line ? line : "";
+            while (isspace((unsigned char)*code))
+                code++;
+            if (!*code) {
+                fprintf(stderr, "tds-fetcher: auth exchange: --code -: no grant code on standard "
+                                "input\n");
+                free(line);
+                return 2;
+            }
         }
-        /* Before the code goes to Zoho: it is good for one exchange only. */
-        int ready = tds_store_tokens_ready(st);
-        if (ready <= 0) {
-            if (ready == 0)
-                fprintf(stderr, "tds-fetcher: auth exchange: the database has no tds.oauth_tokens "
-                                "(or an older one): run `tds-writer migrate` first; the code was not "
-                                "used\n");
-            else
-                fprintf(stderr, "tds-fetcher: could not read the database: %s\n", tds_store_error(st));
-            tds_store_free(st);
-            return 1;
-        }
-        char err[512];
-        int rc = tds_oauth_exchange(o, st, code, env->token_timeout_ms, err, sizeof(err));
-        tds_store_free(st);
-        if (rc != 0) {
-            fprintf(stderr, "tds-fetcher: %s\n", err);
-            return 1;
-        }
-        printf("refresh token stored for organization %s\n", org);
-        /* The file's refresh_token wins over the stored one (fetchers read
-         * it first): a revoked one there would keep the organization paused
-         * however often a code is exchanged. Exit 0 all the same: the code
-         * is spent and the token stored; exchanging again would not help. */
-        if (o->refresh_token && *o->refresh_token)
-            fprintf(stderr,
-                    "tds-fetcher: auth exchange: warning: TDS_CONFIG sets refresh_token for organization "
-                    "%s and the fetchers use it, not the token just stored: remove it from the file and "
-                    "restart the fetchers\n",
-                    org);
-        return 0;
+        int rc = exchange(o, code, env);
+        free(line);
+        return rc;
     }
     fprintf(stderr, "tds-fetcher: auth: unknown subcommand '%s' (exchange or status)\n", argv[1]);
     return 2;
 }
+
 
 int tds_cli_main(int argc, char **argv, const struct tds_cli_env *env)
 {

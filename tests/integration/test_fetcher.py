@@ -2252,7 +2252,16 @@ def test_auth_exchange_stores_a_refresh_token(procs, db, sim, tmp_path, bins):
     p = Pipeline(procs, db, s, tmp_path, orgs=[spec])
     _wait_for_token_columns(db)
     env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config))
-    out = _cli(bins, env, "auth", "exchange", "--org", "60001", "--code", "1000.grant.one")
+    # --code - reads it from standard input (not in the process list or the
+    # shell's history); nothing there is a usage error, no call made
+    def from_stdin(text):
+        return subprocess.run([bins.path("tds-fetcher"), "auth", "exchange", "--org", "60001",
+                               "--code", "-"], env=env, input=text, capture_output=True,
+                              text=True, timeout=30)
+    out = from_stdin(" \n")
+    assert out.returncode == 2 and "no grant code on standard input" in out.stderr, out.stderr
+    assert s.stats()["token"]["code_grants"] == 0, s.stats()["token"]
+    out = from_stdin("  1000.grant.one\r\n")
     assert out.returncode == 0, out.stderr
     assert "refresh token stored" in out.stdout
     row = db.query("SELECT refresh_token IS NOT NULL, access_token IS NOT NULL, status "
