@@ -813,7 +813,6 @@ static int cmd_auth(int argc, char **argv, const struct tds_cli_env *env)
     return 2;
 }
 
-
 int tds_cli_main(int argc, char **argv, const struct tds_cli_env *env)
 {
     if (strcmp(argv[0], "sync") == 0)
