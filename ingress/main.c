@@ -650,7 +650,7 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
     struct rentry **by_id = NULL;
     struct tds_bus_opts bo = {.hwm = 100000, .linger_ms = 10000, .reconnect_ms = 100};
     struct tds_bus_opts bo_push = {.hwm = REPLAY_HWM, .linger_ms = 10000, .reconnect_ms = 100};
-    int64_t wait_s = 30, now = tds_wall_ms(), deadline, progress;
+    int64_t wait_s = 30, now = tds_wall_ms(), deadline, stalled;
     size_t sent = 0, acked = 0, events = 0, fetches = 0, resent = 0, released = 0;
     bool dry = false;
     int c, r, status = 1;
@@ -720,19 +720,29 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
     /* A full queue is waited out for as long as the peer keeps taking
      * messages: a replay larger than the queue goes at the pace of the
      * processor or fetcher. Only REPLAY_STALL_MS without a message taken
-     * (no peer connected, or one that stopped reading) ends it. */
-    progress = tds_now_ms();
+     * (no peer connected, or one that stopped reading) ends it. That time is
+     * what replay spent waiting for room, each wait counted up to its own
+     * 100 ms: a replay that was not running (a loaded machine, a stopped
+     * process) and wakes to a queue its I/O thread has not yet drained has
+     * not watched the peer stall, so its pause is not counted. */
+    stalled = 0;
     for (size_t i = 0; i < rp.n; i++) {
         struct tds_entry e;
 
         tds_entry_decode(rp.e[i].buf, rp.e[i].len, &e);
         for (;;) {
             zmq_pollitem_t pi = {tds_bus_sock_raw(push[e.dest]), 0, ZMQ_POLLOUT, 0};
+            int64_t t0;
 
             r = tds_bus_send(push[e.dest], e.msg, e.msg_len, ZMQ_DONTWAIT);
-            if (r != -EAGAIN || tds_now_ms() - progress > REPLAY_STALL_MS)
+            if (r != -EAGAIN || stalled >= REPLAY_STALL_MS)
                 break;
+            t0 = tds_now_ms();
             zmq_poll(&pi, 1, 100);
+            t0 = tds_now_ms() - t0;
+            /* At least 1 ms a round, so a queue said writable that still
+             * refuses cannot spin for ever. */
+            stalled += t0 < 1 ? 1 : t0 > 100 ? 100 : t0;
         }
         if (r == -EAGAIN) {
             fprintf(stderr, "tds-ingress: could not send to the %s: it took no message for %d s "
@@ -746,8 +756,8 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
                     e.dest == TDS_ENTRY_PROCESSOR ? "processor" : "fetcher", zmq_strerror(-r));
             break;
         }
-        progress = tds_now_ms();
-        rp.e[i].sent_ms = progress;
+        stalled = 0;
+        rp.e[i].sent_ms = tds_now_ms();
         sent++;
         if (e.dest == TDS_ENTRY_PROCESSOR) {
             events++;

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import zmq
 
-from conftest import free_port, http_get, wait_until
+from conftest import check_sanitizers, free_port, http_get, wait_until
 from ingress_util import (SECRET_A, SECRET_A_OLD, SECRET_RETIRED, Ingress, item_body, sign)
 
 
@@ -836,22 +836,17 @@ def _journal_records(path):
     return out
 
 
-def test_replay_goes_on_while_downstream_takes_it_slowly(ing, procs, tmp_path):
-    """A replay larger than its send queue (100,000 messages) to a fetcher
-    that takes messages slowly but steadily: replay waits for room as long
-    as messages keep going, so it sends them all. Before, one 10 s deadline
-    covered the whole send phase: replay stopped partway, said "no peer
-    connected" although the peer was connected, and exited 1. (Lasts ~17 s:
-    the old deadline has to pass for the test to tell the two apart.)"""
-    i = ing()
+def _fetches_journaled_and_a_slow_fetcher(i, tmp_path, n):
+    """A journal of n copies of one fetch of org 60002 (replay sends each;
+    ids may repeat), and a fetcher's PULL socket with small queues, bound
+    and not yet read. Returns the socket and the environment that points
+    replay at both."""
     assert i.post("60002", '{"item": {"item_id": "9100"}}').status == 200  # unsigned: a fetch
     assert len(i.recv(i.fetches, 1)) == 1
     i.proc.stop()
     [rec] = [r for seg in sorted(os.listdir(i.journal)) if seg.endswith(".seg")
              for r in _journal_records(os.path.join(i.journal, seg)) if r[0] == 1]
     payload = rec[3]
-    # A journal of n copies of that entry (replay sends each; ids may repeat).
-    n = 115_000
     jdir = tmp_path / "big-journal"
     jdir.mkdir()
     pcrc = _crc32c_fast(payload)
@@ -869,6 +864,19 @@ def test_replay_goes_on_while_downstream_takes_it_slowly(ing, procs, tmp_path):
     sink.bind(f"tcp://127.0.0.1:{port}")
     env = dict(i.env, TDS_INGRESS_JOURNAL_DIR=str(jdir),
                TDS_FETCHER_CONNECT=f"tcp://127.0.0.1:{port}")
+    return sink, env
+
+
+def test_replay_goes_on_while_downstream_takes_it_slowly(ing, procs, tmp_path):
+    """A replay larger than its send queue (100,000 messages) to a fetcher
+    that takes messages slowly but steadily: replay waits for room as long
+    as messages keep going, so it sends them all. Before, one 10 s deadline
+    covered the whole send phase: replay stopped partway, said "no peer
+    connected" although the peer was connected, and exited 1. (Lasts ~17 s:
+    the old deadline has to pass for the test to tell the two apart.)"""
+    i = ing()
+    n = 115_000
+    sink, env = _fetches_journaled_and_a_slow_fetcher(i, tmp_path, n)
     t, out = _replay_started(procs, env, "60002", 0, timeout=120)
     try:
         got = 0
@@ -896,6 +904,63 @@ def test_replay_goes_on_while_downstream_takes_it_slowly(ing, procs, tmp_path):
     assert f"replayed {n} of {n}" in r.stdout
     assert got == n
 
+def test_replay_paused_longer_than_its_stall_limit_goes_on(ing, procs, tmp_path):
+    """Replay gives up on a peer that takes no message for 10 s, but only
+    for time it spent waiting on it. A replay that is not running (here
+    stopped with SIGSTOP for 11 s, in CI a machine too loaded to run it)
+    wakes to a queue that is still full, its I/O thread not yet having sent
+    a byte: that is no stalled fetcher. Before, it found 10 s gone since its
+    last send, said "took no message for 10 s" and exited 1 with the
+    fetcher reading."""
+    i = ing()
+    n = 100_000  # more than fit in its queue and the socket buffers
+    sink, env = _fetches_journaled_and_a_slow_fetcher(i, tmp_path, n)
+    p = subprocess.Popen([procs.bins.require("tds-ingress"), "replay", "--org", "60002",
+                          "--since", "1h", "--wait", "0"], env=dict(os.environ, **env),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    got = 0
+    try:
+        assert sink.poll(60000), "replay sent nothing"
+        time.sleep(1)  # its queue and the socket buffers fill; replay waits for room
+        assert p.poll() is None
+        p.send_signal(signal.SIGSTOP)
+        time.sleep(11)
+        p.send_signal(signal.SIGCONT)
+        time.sleep(0.5)  # awake, and the fetcher still not reading
+        while got < n and sink.poll(3000 if p.poll() is None else 500):
+            sink.recv()
+            got += 1
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+        sink.close(0)
+    check_sanitizers("tds-ingress replay", err)
+    print(f"\n{got} taken; replay: {out.strip()} {err.strip()[-300:]}")
+    assert p.returncode == 0, (out, err)
+    assert f"replayed {n} of {n}" in out
+    assert got == n
+
+
+def test_replay_to_no_fetcher_gives_up_after_its_stall_limit(ing, procs, tmp_path):
+    """With no fetcher at its address, replay sends nothing (the bus queues
+    only for a connected peer), waits 10 s of its own for one, then says so
+    and exits 1. Nothing is lost: the journal keeps every entry."""
+    i = ing()
+    sink, env = _fetches_journaled_and_a_slow_fetcher(i, tmp_path, 3000)
+    sink.close(0)
+    env["TDS_FETCHER_CONNECT"] = f"tcp://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    r = procs.run("tds-ingress", ["replay", "--org", "60002", "--since", "1h", "--wait", "0"],
+                  env=env, timeout=60, check=False)
+    took = time.monotonic() - t0
+    print(f"\nreplay: {r.stdout.strip()} {r.stderr.strip()} in {took:.1f} s")
+    assert r.returncode == 1
+    assert ("could not send to the fetcher: it took no message for 10 s (none connected, "
+            "or it stopped reading); 0 of 3000 sent") in r.stderr
+    assert "replayed 0 of 3000" in r.stdout
+    assert 10 <= took < 30
 
 def test_resends_after_a_restart_are_counted(ing):
     """tds_ingress_resends_total counts messages "sent again after the ack
