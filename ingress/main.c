@@ -732,17 +732,17 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
         tds_entry_decode(rp.e[i].buf, rp.e[i].len, &e);
         for (;;) {
             zmq_pollitem_t pi = {tds_bus_sock_raw(push[e.dest]), 0, ZMQ_POLLOUT, 0};
-            int64_t t0;
+            int64_t start, waited;
 
             r = tds_bus_send(push[e.dest], e.msg, e.msg_len, ZMQ_DONTWAIT);
             if (r != -EAGAIN || stalled >= REPLAY_STALL_MS)
                 break;
-            t0 = tds_now_ms();
+            start = tds_now_ms();
             zmq_poll(&pi, 1, 100);
-            t0 = tds_now_ms() - t0;
+            waited = tds_now_ms() - start;
             /* At least 1 ms a round, so a queue said writable that still
              * refuses cannot spin for ever. */
-            stalled += t0 < 1 ? 1 : t0 > 100 ? 100 : t0;
+            stalled += waited < 1 ? 1 : waited > 100 ? 100 : waited;
         }
         if (r == -EAGAIN) {
             fprintf(stderr, "tds-ingress: could not send to the %s: it took no message for %d s "
