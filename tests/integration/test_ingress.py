@@ -904,6 +904,7 @@ def test_replay_goes_on_while_downstream_takes_it_slowly(ing, procs, tmp_path):
     assert f"replayed {n} of {n}" in r.stdout
     assert got == n
 
+
 def test_replay_paused_longer_than_its_stall_limit_goes_on(ing, procs, tmp_path):
     """Replay gives up on a peer that takes no message for 10 s, but only
     for time it spent waiting on it. A replay that is not running (here
@@ -961,6 +962,7 @@ def test_replay_to_no_fetcher_gives_up_after_its_stall_limit(ing, procs, tmp_pat
             "or it stopped reading); 0 of 3000 sent") in r.stderr
     assert "replayed 0 of 3000" in r.stdout
     assert 10 <= took < 30
+
 
 def test_resends_after_a_restart_are_counted(ing):
     """tds_ingress_resends_total counts messages "sent again after the ack
