@@ -1,10 +1,21 @@
-/* loop — the one event loop of a stage: zmq_poll over ZeroMQ sockets and plain
+/* loop — the one event loop of a stage: poll() over ZeroMQ sockets and plain
  * fds, timers, and SIGTERM/SIGINT/SIGHUP through a signalfd.
  *
  * Owns its handler table, its timers and the signalfd; never the sockets or
- * fds it watches. Handlers live in an array that is rebuilt into zmq_pollitem_t
- * each iteration; a removed handler is only marked and dropped after the
+ * fds it watches. Handlers live in an array that is rebuilt into a pollfd
+ * array each iteration; a removed handler is only marked and dropped after the
  * iteration, so a callback may remove any handler (itself included) safely.
+ *
+ * A ZeroMQ socket is polled the way zmq_poll does it, with fewer system
+ * calls: its ZMQ_EVENTS are read once before the wait (a socket already
+ * ready makes the wait a zero-timeout poll), and again only when its ZMQ_FD
+ * fired during the wait. ZMQ_FD signals every command the socket receives,
+ * and only commands change its readiness, so a socket whose fd stayed quiet
+ * is as ready as it was before the wait. A socket that watches no events is
+ * not polled at all. Each ZMQ_EVENTS read costs libzmq a poll() and a
+ * getpid(); zmq_poll reads every socket's twice in a wait that finds
+ * nothing ready at once, watched or not.
+ *
  * Timers sit in a binary min-heap ordered by (due, id): equal due times fire
  * in the order they were added. Timers that are due are taken off the heap
  * before any of them runs, so a callback that adds a zero-delay timer cannot
@@ -23,6 +34,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -35,7 +47,7 @@
 
 struct handler {
     void *zsock;
-    int fd;
+    int fd; /* a socket's ZMQ_FD */
     short events;
     tds_loop_io_cb cb;
     void *ud;
@@ -56,8 +68,10 @@ struct tds_loop {
     struct handler *h;
     size_t n_h, cap_h;
     bool h_dirty;
-    zmq_pollitem_t *items;
-    size_t cap_items;
+    struct pollfd *pfd;  /* [0] the signalfd, then one per handler polled */
+    size_t *pfd_h;       /* the handler of each pfd */
+    short *rev;          /* each handler's ZMQ_POLL* events this iteration */
+    size_t cap_pfd;
 
     struct timer **heap;
     size_t n_heap, cap_heap;
@@ -130,7 +144,9 @@ struct tds_loop *tds_loop_free(struct tds_loop *loop)
     free(loop->heap);
     free(loop->firing);
     free(loop->h);
-    free(loop->items);
+    free(loop->pfd);
+    free(loop->pfd_h);
+    free(loop->rev);
     free(loop);
     return NULL;
 }
@@ -154,11 +170,14 @@ static int add_handler(struct tds_loop *loop, void *zsock, int fd, short events,
                        tds_loop_io_cb cb, void *ud)
 {
     struct handler *h;
+    size_t len = sizeof(fd);
 
     if (!cb || (!zsock && fd < 0))
         return -EINVAL;
     if (find_handler(loop, zsock, fd))
         return -EEXIST;
+    if (zsock && zmq_getsockopt(zsock, ZMQ_FD, &fd, &len) < 0)
+        return -errno;
     if (loop->n_h == loop->cap_h) {
         size_t cap = loop->cap_h ? loop->cap_h * 2 : 8;
         struct handler *p = realloc(loop->h, cap * sizeof(*p));
@@ -169,8 +188,7 @@ static int add_handler(struct tds_loop *loop, void *zsock, int fd, short events,
         loop->cap_h = cap;
     }
     h = &loop->h[loop->n_h++];
-    *h = (struct handler){.zsock = zsock, .fd = zsock ? -1 : fd, .events = events,
-                          .cb = cb, .ud = ud};
+    *h = (struct handler){.zsock = zsock, .fd = fd, .events = events, .cb = cb, .ud = ud};
     return 0;
 }
 
@@ -464,39 +482,113 @@ static int64_t poll_timeout(struct tds_loop *loop, int64_t now)
     return t;
 }
 
+static int reserve_pfd(struct tds_loop *loop, size_t n)
+{
+    size_t cap = n * 2;
+    struct pollfd *p;
+    size_t *m;
+    short *r;
+
+    if (loop->cap_pfd >= n)
+        return 0;
+    if (!(p = realloc(loop->pfd, cap * sizeof(*p))))
+        return -ENOMEM;
+    loop->pfd = p;
+    if (!(m = realloc(loop->pfd_h, cap * sizeof(*m))))
+        return -ENOMEM;
+    loop->pfd_h = m;
+    if (!(r = realloc(loop->rev, cap * sizeof(*r))))
+        return -ENOMEM;
+    loop->rev = r;
+    loop->cap_pfd = cap;
+    return 0;
+}
+
+/* What of want (ZMQ_POLLIN / ZMQ_POLLOUT) the socket is ready for, or -errno. */
+static int zsock_ready(void *zsock, short want)
+{
+    uint32_t ev;
+    size_t len = sizeof(ev);
+
+    if (zmq_getsockopt(zsock, ZMQ_EVENTS, &ev, &len) < 0)
+        return -errno;
+    return (int)(ev & (uint32_t)want & (ZMQ_POLLIN | ZMQ_POLLOUT));
+}
+
+/* One wait: fills loop->rev[0..n) for the first n handlers. */
+static int wait_events(struct tds_loop *loop, size_t n, int64_t timeout_ms, bool *sig)
+{
+    size_t np = 1;
+    bool ready = false;
+    int rc;
+
+    loop->pfd[0] = (struct pollfd){.fd = loop->sigfd, .events = POLLIN};
+    for (size_t i = 0; i < n; i++) {
+        const struct handler *h = &loop->h[i];
+
+        loop->rev[i] = 0;
+        if (h->removed || (h->zsock && h->events == 0))
+            continue;
+        if (h->zsock) {
+            if ((rc = zsock_ready(h->zsock, h->events)) < 0)
+                return rc;
+            loop->rev[i] = (short)rc;
+            ready = ready || rc != 0;
+            loop->pfd[np] = (struct pollfd){.fd = h->fd, .events = POLLIN};
+        } else {
+            loop->pfd[np] = (struct pollfd){
+                .fd = h->fd,
+                .events = (short)(((h->events & ZMQ_POLLIN) ? POLLIN : 0) |
+                                  ((h->events & ZMQ_POLLOUT) ? POLLOUT : 0) |
+                                  ((h->events & ZMQ_POLLPRI) ? POLLPRI : 0))};
+        }
+        loop->pfd_h[np++] = i;
+    }
+    rc = poll(loop->pfd, (nfds_t)np, ready ? 0 : (int)timeout_ms);
+    if (rc < 0)
+        return -errno;
+    *sig = (loop->pfd[0].revents & POLLIN) != 0;
+    for (size_t k = 1; k < np; k++) {
+        const struct handler *h = &loop->h[loop->pfd_h[k]];
+        short pr = loop->pfd[k].revents;
+        short *rev = &loop->rev[loop->pfd_h[k]];
+
+        if (h->zsock) {
+            if (pr && !*rev) {
+                if ((rc = zsock_ready(h->zsock, h->events)) < 0)
+                    return rc;
+                *rev = (short)rc;
+            }
+        } else {
+            *rev = (short)(((pr & POLLIN) ? ZMQ_POLLIN : 0) | ((pr & POLLOUT) ? ZMQ_POLLOUT : 0) |
+                           ((pr & POLLPRI) ? ZMQ_POLLPRI : 0) |
+                           ((pr & ~(POLLIN | POLLOUT | POLLPRI)) ? ZMQ_POLLERR : 0));
+        }
+    }
+    return 0;
+}
+
 int tds_loop_run(struct tds_loop *loop)
 {
     while (loop->state != TDS_LOOP_DONE) {
-        size_t n = loop->n_h + 1;
+        size_t n = loop->n_h;
         int64_t now = tds_now_ms();
+        bool sig = false;
         int rc;
 
-        if (loop->cap_items < n) {
-            zmq_pollitem_t *p = realloc(loop->items, n * 2 * sizeof(*p));
-
-            if (!p)
-                return -ENOMEM;
-            loop->items = p;
-            loop->cap_items = n * 2;
-        }
-        loop->items[0] = (zmq_pollitem_t){.socket = NULL, .fd = loop->sigfd, .events = ZMQ_POLLIN};
-        for (size_t i = 0; i < loop->n_h; i++)
-            loop->items[i + 1] = (zmq_pollitem_t){.socket = loop->h[i].zsock,
-                                                  .fd = loop->h[i].fd,
-                                                  .events = loop->h[i].events};
-
-        rc = zmq_poll(loop->items, (int)n, (long)poll_timeout(loop, now));
-        if (rc < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (loop->items[0].revents & ZMQ_POLLIN)
+        if (reserve_pfd(loop, n + 1) != 0)
+            return -ENOMEM;
+        rc = wait_events(loop, n, poll_timeout(loop, now), &sig);
+        if (rc == -EINTR)
+            continue;
+        if (rc < 0)
+            return rc;
+        if (sig)
             read_signals(loop);
-        /* Handlers added by callbacks sit past n-1 and wait for the next round. */
-        for (size_t i = 1; i < n && loop->state != TDS_LOOP_DONE; i++) {
-            struct handler *h = &loop->h[i - 1];
-            short rev = loop->items[i].revents;
+        /* Handlers added by callbacks sit past n and wait for the next round. */
+        for (size_t i = 0; i < n && loop->state != TDS_LOOP_DONE; i++) {
+            struct handler *h = &loop->h[i];
+            short rev = loop->rev[i];
 
             if (rev && !h->removed)
                 h->cb(loop, rev, h->ud);

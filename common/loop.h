@@ -1,4 +1,4 @@
-/* loop — the one event loop of a stage: zmq_poll over ZeroMQ sockets and plain
+/* loop — the one event loop of a stage: poll() over ZeroMQ sockets and plain
  * fds, timers, and signals through a signalfd.
  *
  * Shutdown is a state machine: RUNNING → (SIGTERM/SIGINT) DRAINING → DONE.

@@ -1,5 +1,6 @@
 /* test_loop — timer order, once vs repeating, cancel, fd and ZeroMQ readiness,
- * handler removal from a callback, the SIGTERM drain state machine, and the
+ * a socket that stays ready with no new signal, a full socket watched for
+ * POLLOUT, handler removal from a callback, the SIGTERM drain state machine, and the
  * heartbeat of a loop with nothing to do. */
 #include "assert.h"
 #include "loop.h"
@@ -203,6 +204,122 @@ static void test_zsock(void)
     zmq_ctx_term(ctx);
 }
 
+/* One message per call: the socket stays ready with no new signal on its
+ * ZMQ_FD, and the loop must see that before it waits, not after its 1 s cap. */
+static void on_pull_one(struct tds_loop *l, short revents, void *ud)
+{
+    struct zctx *z = ud;
+    char buf[16];
+
+    T_TRUE(revents & ZMQ_POLLIN);
+    if (zmq_recv(z->pull, buf, sizeof(buf), ZMQ_DONTWAIT) >= 0 && ++z->got == 5)
+        tds_loop_stop(l);
+}
+
+static void send_five(struct tds_loop *l, void *ud)
+{
+    struct zctx *z = ud;
+
+    (void)l;
+    for (int i = 0; i < 5; i++)
+        T_INT(zmq_send(z->push, "m", 1, 0), ==, 1);
+}
+
+static void test_zsock_ready_without_a_new_signal(void)
+{
+    struct tds_loop *l = NULL;
+    void *ctx = zmq_ctx_new();
+    struct zctx z = {0};
+    int linger = 0;
+    int64_t t0;
+
+    T_TRUE(ctx != NULL);
+    z.pull = zmq_socket(ctx, ZMQ_PULL);
+    z.push = zmq_socket(ctx, ZMQ_PUSH);
+    zmq_setsockopt(z.push, ZMQ_LINGER, &linger, sizeof(linger));
+    T_INT(zmq_bind(z.pull, "inproc://test-loop-one"), ==, 0);
+    T_INT(zmq_connect(z.push, "inproc://test-loop-one"), ==, 0);
+    T_INT(tds_loop_new(&l), ==, 0);
+    T_INT(tds_loop_add_zsock(l, z.pull, ZMQ_POLLIN, on_pull_one, &z), ==, 0);
+    tds_loop_timer_add(l, 10, 0, send_five, &z);
+    tds_loop_timer_add(l, 5000, 0, t_stop, NULL);
+    t0 = tds_now_ms();
+    T_INT(tds_loop_run(l), ==, 0);
+    T_INT(z.got, ==, 5);
+    T_TRUE(tds_now_ms() - t0 < 500); /* 5 waits of TDS_LOOP_MAX_WAIT_MS would be 4 s or more */
+    tds_loop_free(l);
+    zmq_close(z.push);
+    zmq_close(z.pull);
+    zmq_ctx_term(ctx);
+}
+
+/* A PUSH socket at its high-water mark, watched for POLLOUT only then (as the
+ * processor does with its output): the loop calls it once the peer reads. */
+struct full {
+    void *push, *pull;
+    int sent, read, writable;
+};
+
+static void on_push_writable(struct tds_loop *l, short revents, void *ud)
+{
+    struct full *f = ud;
+
+    T_TRUE(revents & ZMQ_POLLOUT);
+    f->writable++;
+    T_INT(zmq_send(f->push, "m", 1, ZMQ_DONTWAIT), ==, 1);
+    tds_loop_stop(l);
+}
+
+static void read_all(struct tds_loop *l, void *ud)
+{
+    struct full *f = ud;
+    char buf[16];
+
+    (void)l;
+    while (zmq_recv(f->pull, buf, sizeof(buf), ZMQ_DONTWAIT) >= 0)
+        f->read++;
+}
+
+static void test_zsock_writable_again(void)
+{
+    struct tds_loop *l = NULL;
+    void *ctx = zmq_ctx_new();
+    struct full f = {0};
+    int hwm = 4, linger = 0;
+
+    T_TRUE(ctx != NULL);
+    f.pull = zmq_socket(ctx, ZMQ_PULL);
+    f.push = zmq_socket(ctx, ZMQ_PUSH);
+    zmq_setsockopt(f.push, ZMQ_SNDHWM, &hwm, sizeof(hwm));
+    zmq_setsockopt(f.pull, ZMQ_RCVHWM, &hwm, sizeof(hwm));
+    zmq_setsockopt(f.push, ZMQ_LINGER, &linger, sizeof(linger));
+    T_INT(zmq_bind(f.pull, "inproc://test-loop-full"), ==, 0);
+    T_INT(zmq_connect(f.push, "inproc://test-loop-full"), ==, 0);
+    while (zmq_send(f.push, "m", 1, ZMQ_DONTWAIT) == 1)
+        f.sent++;
+    T_TRUE(f.sent >= hwm);
+    T_INT(tds_loop_new(&l), ==, 0);
+    /* Watched for nothing while the test fills it: never called. */
+    T_INT(tds_loop_add_zsock(l, f.push, 0, on_push_writable, &f), ==, 0);
+    tds_loop_timer_add(l, 50, 0, t_stop, NULL);
+    T_INT(tds_loop_run(l), ==, 0);
+    T_INT(f.writable, ==, 0);
+    tds_loop_free(l); /* a stopped loop stays stopped */
+    /* Watched for POLLOUT: called once the peer has read. */
+    T_INT(tds_loop_new(&l), ==, 0);
+    T_INT(tds_loop_add_zsock(l, f.push, 0, on_push_writable, &f), ==, 0);
+    T_INT(tds_loop_set_events(l, f.push, -1, ZMQ_POLLOUT), ==, 0);
+    tds_loop_timer_add(l, 100, 0, read_all, &f);
+    tds_loop_timer_add(l, 5000, 0, t_stop, NULL);
+    T_INT(tds_loop_run(l), ==, 0);
+    T_INT(f.writable, ==, 1);
+    T_INT(f.read, ==, f.sent);
+    tds_loop_free(l);
+    zmq_close(f.push);
+    zmq_close(f.pull);
+    zmq_ctx_term(ctx);
+}
+
 /* ---- signals ---- */
 
 static int drain_calls;
@@ -368,6 +485,8 @@ int main(void)
     T_RUN(test_timers);
     T_RUN(test_fd);
     T_RUN(test_zsock);
+    T_RUN(test_zsock_ready_without_a_new_signal);
+    T_RUN(test_zsock_writable_again);
     T_RUN(test_sigterm);
     T_RUN(test_sigterm_during_many_timers);
     T_RUN(test_idle_heartbeat);
