@@ -12,7 +12,9 @@
  * fired during the wait. ZMQ_FD signals every command the socket receives,
  * and only commands change its readiness, so a socket whose fd stayed quiet
  * is as ready as it was before the wait. A socket that watches no events is
- * not polled at all. Each ZMQ_EVENTS read costs libzmq a poll() and a
+ * not polled at all, and one its callback read until EAGAIN (and said so,
+ * tds_loop_zsock_drained) is not asked before the wait: that EAGAIN already
+ * processed its commands. Each ZMQ_EVENTS read costs libzmq a poll() and a
  * getpid(); zmq_poll reads every socket's twice in a wait that finds
  * nothing ready at once, watched or not.
  *
@@ -52,6 +54,7 @@ struct handler {
     tds_loop_io_cb cb;
     void *ud;
     bool removed;
+    bool drained; /* read to EAGAIN since the last wait */
 };
 
 struct timer {
@@ -212,6 +215,14 @@ int tds_loop_set_events(struct tds_loop *loop, void *zsock_or_null, int fd, shor
         return -ENOENT;
     h->events = events;
     return 0;
+}
+
+void tds_loop_zsock_drained(struct tds_loop *loop, void *zsock)
+{
+    struct handler *h = zsock ? find_handler(loop, zsock, -1) : NULL;
+
+    if (h)
+        h->drained = true;
 }
 
 void tds_loop_remove_zsock(struct tds_loop *loop, void *zsock)
@@ -524,13 +535,17 @@ static int wait_events(struct tds_loop *loop, size_t n, int64_t timeout_ms, bool
 
     loop->pfd[0] = (struct pollfd){.fd = loop->sigfd, .events = POLLIN};
     for (size_t i = 0; i < n; i++) {
-        const struct handler *h = &loop->h[i];
+        struct handler *h = &loop->h[i];
+        bool drained = h->drained;
 
+        h->drained = false;
         loop->rev[i] = 0;
         if (h->removed || (h->zsock && h->events == 0))
             continue;
         if (h->zsock) {
-            if ((rc = zsock_ready(h->zsock, h->events)) < 0)
+            if (drained && h->events == ZMQ_POLLIN)
+                rc = 0; /* unreadable until its fd fires (tds_loop_zsock_drained) */
+            else if ((rc = zsock_ready(h->zsock, h->events)) < 0)
                 return rc;
             loop->rev[i] = (short)rc;
             ready = ready || rc != 0;

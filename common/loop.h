@@ -40,6 +40,11 @@ int tds_loop_add_zsock(struct tds_loop *loop, void *zsock, short events, tds_loo
 int tds_loop_add_fd(struct tds_loop *loop, int fd, short events, tds_loop_io_cb cb, void *ud);
 /* Change the events watched (e.g. drop POLLIN while downstream is full). */
 int tds_loop_set_events(struct tds_loop *loop, void *zsock_or_null, int fd, short events);
+/* Said by a callback that read zsock until it answered EAGAIN: libzmq then
+ * processed every command the socket had, so it stays unreadable until its
+ * ZMQ_FD fires, and the next wait does not ask its ZMQ_EVENTS first (for a
+ * socket watched for ZMQ_POLLIN alone; one system call pair saved a wait). */
+void tds_loop_zsock_drained(struct tds_loop *loop, void *zsock);
 void tds_loop_remove_zsock(struct tds_loop *loop, void *zsock);
 void tds_loop_remove_fd(struct tds_loop *loop, int fd);
 

@@ -683,7 +683,6 @@ static void on_ack(struct tds_loop *loop, short revents, void *ud)
 {
     struct tds_forward *f = ud;
 
-    (void)loop;
     (void)revents;
     for (int k = 0; k < 1000; k++) {
         char *topic = NULL, *body = NULL;
@@ -692,8 +691,10 @@ static void on_ack(struct tds_loop *loop, short revents, void *ud)
         struct tds_msg m;
 
         r = tds_bus_recv(f->sub, &topic, &tlen, 256, ZMQ_DONTWAIT, &more);
-        if (r == -EAGAIN)
+        if (r == -EAGAIN) {
+            tds_loop_zsock_drained(loop, tds_bus_sock_raw(f->sub));
             break;
+        }
         if (r || !more) {
             free(topic);
             if (more) /* a topic over 256 bytes: its body is no topic */

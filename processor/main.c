@@ -171,7 +171,6 @@ static void on_out(struct tds_loop *loop, short revents, void *ud)
 static void on_in(struct tds_loop *loop, short revents, void *ud)
 {
     struct app *a = ud;
-    (void)loop;
     (void)revents;
 
     for (int i = 0; i < RECV_BATCH && !a->parked && !a->draining; i++) {
@@ -180,8 +179,10 @@ static void on_in(struct tds_loop *loop, short revents, void *ud)
         int more = 0;
         int rc = tds_bus_recv(a->in, &frame, &len, TDS_MSG_MAX_FRAME, ZMQ_DONTWAIT, &more);
 
-        if (rc == -EAGAIN)
+        if (rc == -EAGAIN) {
+            tds_loop_zsock_drained(loop, a->zin);
             break;
+        }
         if (rc < 0) {
             tds_log_limited(&a->recv_log, TDS_LOG_ERROR, NULL, "could not receive: %s",
                             zmq_strerror(-rc));

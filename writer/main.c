@@ -528,7 +528,6 @@ static void on_rows(struct tds_loop *loop, short revents, void *ud)
 {
     struct app *app = ud;
 
-    (void)loop;
     (void)revents;
     if (app->waiting || app->draining) {
         set_reading(app, false);
@@ -540,8 +539,10 @@ static void on_rows(struct tds_loop *loop, short revents, void *ud)
         int more = 0;
         int rc = tds_bus_recv(app->pull, &buf, &len, TDS_MSG_MAX_FRAME, ZMQ_DONTWAIT, &more);
 
-        if (rc == -EAGAIN)
+        if (rc == -EAGAIN) {
+            tds_loop_zsock_drained(loop, tds_bus_sock_raw(app->pull));
             break;
+        }
         if (rc == TDS_E_TOO_LARGE) {
             if (app->m_oversize)
                 tds_series_inc(app->m_oversize, 1);

@@ -1,11 +1,12 @@
 /* test_loop — timer order, once vs repeating, cancel, fd and ZeroMQ readiness,
- * a socket that stays ready with no new signal, a full socket watched for
- * POLLOUT, handler removal from a callback, the SIGTERM drain state machine, and the
- * heartbeat of a loop with nothing to do. */
+ * a socket that stays ready with no new signal, one read to EAGAIN, a full
+ * socket watched for POLLOUT, handler removal from a callback, the SIGTERM
+ * drain state machine, and the heartbeat of a loop with nothing to do. */
 #include "assert.h"
 #include "loop.h"
 #include "util.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,6 +254,51 @@ static void test_zsock_ready_without_a_new_signal(void)
     zmq_ctx_term(ctx);
 }
 
+/* A callback that reads to EAGAIN and says so: the next wait skips asking
+ * the socket first, and still wakes for what comes after. */
+static void on_pull_drain(struct tds_loop *l, short revents, void *ud)
+{
+    struct zctx *z = ud;
+    char buf[16];
+
+    T_TRUE(revents & ZMQ_POLLIN);
+    while (zmq_recv(z->pull, buf, sizeof(buf), ZMQ_DONTWAIT) >= 0)
+        z->got++;
+    T_INT(errno, ==, EAGAIN);
+    tds_loop_zsock_drained(l, z->pull);
+    if (z->got == 10)
+        tds_loop_stop(l);
+}
+
+static void test_zsock_drained(void)
+{
+    struct tds_loop *l = NULL;
+    void *ctx = zmq_ctx_new();
+    struct zctx z = {0};
+    int linger = 0;
+    int64_t t0;
+
+    T_TRUE(ctx != NULL);
+    z.pull = zmq_socket(ctx, ZMQ_PULL);
+    z.push = zmq_socket(ctx, ZMQ_PUSH);
+    zmq_setsockopt(z.push, ZMQ_LINGER, &linger, sizeof(linger));
+    T_INT(zmq_bind(z.pull, "inproc://test-loop-drained"), ==, 0);
+    T_INT(zmq_connect(z.push, "inproc://test-loop-drained"), ==, 0);
+    T_INT(tds_loop_new(&l), ==, 0);
+    T_INT(tds_loop_add_zsock(l, z.pull, ZMQ_POLLIN, on_pull_drain, &z), ==, 0);
+    tds_loop_timer_add(l, 10, 0, send_five, &z);
+    tds_loop_timer_add(l, 60, 0, send_five, &z);
+    tds_loop_timer_add(l, 5000, 0, t_stop, NULL);
+    t0 = tds_now_ms();
+    T_INT(tds_loop_run(l), ==, 0);
+    T_INT(z.got, ==, 10);
+    T_TRUE(tds_now_ms() - t0 < 500);
+    tds_loop_free(l);
+    zmq_close(z.push);
+    zmq_close(z.pull);
+    zmq_ctx_term(ctx);
+}
+
 /* A PUSH socket at its high-water mark, watched for POLLOUT only then (as the
  * processor does with its output): the loop calls it once the peer reads. */
 struct full {
@@ -487,6 +533,7 @@ int main(void)
     T_RUN(test_zsock);
     T_RUN(test_zsock_ready_without_a_new_signal);
     T_RUN(test_zsock_writable_again);
+    T_RUN(test_zsock_drained);
     T_RUN(test_sigterm);
     T_RUN(test_sigterm_during_many_timers);
     T_RUN(test_idle_heartbeat);
