@@ -47,14 +47,14 @@ SECRET = "bench-webhook-secret"
 
 # sizes per mode: full / quick / smoke
 SIZES = {
-    "full": dict(repeats=3, conns=64, pace=0, half_rate=15000, half_s=5, latency_rate=1000, writer_rows=50000, transform_pages=500, ingress_s=5,
+    "full": dict(repeats=3, conns=64, pace=0, half_rate=15000, half_s=5, latency_rate=1000, writer_rows=50000, transform_pages=500, events_rate=20000, events_s=4, ingress_s=5,
                  ingress_orgs=150, e2e_items=200000, scale_items=50000, mem_items=1000000, latency_s=30, latency_preload=50000,
                  quota_records=800, quota_rate=100, quota_minute_ms=2000),
-    "quick": dict(repeats=1, conns=64, pace=0, half_rate=15000, half_s=3, latency_rate=1000, writer_rows=20000, transform_pages=100, ingress_s=3,
+    "quick": dict(repeats=1, conns=64, pace=0, half_rate=15000, half_s=3, latency_rate=1000, writer_rows=20000, transform_pages=100, events_rate=20000, events_s=3, ingress_s=3,
                   ingress_orgs=150, e2e_items=20000, scale_items=20000, mem_items=100000, latency_s=5, latency_preload=20000,
                   quota_records=500, quota_rate=100, quota_minute_ms=1000),
     # smoke: paced, so the backlog behind the ingress stays small
-    "smoke": dict(repeats=1, conns=4, pace=50, half_rate=100, half_s=1, latency_rate=200, writer_rows=2000, transform_pages=10, ingress_s=1,
+    "smoke": dict(repeats=1, conns=4, pace=50, half_rate=100, half_s=1, latency_rate=200, writer_rows=2000, transform_pages=10, events_rate=2000, events_s=1, ingress_s=1,
                   ingress_orgs=10, e2e_items=1000, scale_items=1000, mem_items=3000, latency_s=2, latency_preload=1000,
                   quota_records=400, quota_rate=100, quota_minute_ms=500),
 }
@@ -501,6 +501,114 @@ class Bench:
                      + " (perf has no cycle counter on this machine)")
         self.figure("processor_items", "processor: items on one core", "items/s", vals,
                     note=note)
+        cpu, calls = [], []
+        for k in range(self.sz["repeats"]):
+            c, n = self.processor_events(k)
+            cpu.append(c)
+            calls.append(n)
+        rate = self.sz["events_rate"]
+        note = ("tds-processor as a process: item webhook events (bodies of "
+                f"{self.events_body / 1000:.1f} KB on average) pushed over "
+                f"ZeroMQ/TCP at {rate:,}/s in bursts each millisecond for {self.sz['events_s']} s, "
+                "its rows messages pulled; its CPU, its ZeroMQ I/O thread's included, over the "
+                "events")
+        if all(n is not None for n in calls):
+            note += ("; system calls per event (perf stat, raw_syscalls:sys_enter): "
+                     + ", ".join(f"{n:.2f}" for n in calls))
+        self.figure("processor_event_cpu", f"processor: CPU per webhook event at {rate:,}/s",
+                    "us", cpu, note=note)
+
+    def processor_events(self, k):
+        """(CPU us, system calls or None) per event of tds-processor taking item
+        webhook events at a steady rate, as it does behind the ingress."""
+        import msgpack
+        import zmq
+        rate, secs = self.sz["events_rate"], self.sz["events_s"]
+        n = int(rate * secs)
+        inp, outp = free_port(), free_port()
+        ctx = zmq.Context()
+        pull = ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        pull.bind(f"tcp://127.0.0.1:{outp}")
+        push = ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        proc = self.spawn(f"processor-events{k}", [self.bin("processor/tds-processor")], {
+            "TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{inp}",
+            "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{outp}"})
+        got, perf = [0], None
+        try:
+            proc.wait_ready()
+            push.connect(f"tcp://127.0.0.1:{inp}")
+            loc = {"location_name": "المستودع الرئيسي", "is_primary": True,
+                   "location_stock_on_hand": 10, "location_available_stock": 9,
+                   "location_actual_available_stock": 9}
+            msgs, body_bytes = [], 0
+            for j in range(n):
+                iid = "48%02d%012d" % (k, j)
+                item = {"item_id": iid, "name": f"قميص قطني {j} - Cotton shirt",
+                        "sku": f"TEE-{j}", "status": "active", "unit": "pcs", "rate": 19.99,
+                        "purchase_rate": "7.50", "tax_percentage": 15, "is_taxable": True,
+                        "description": "قميص قطني مريح للاستخدام اليومي " * 6,
+                        "stock_on_hand": 12, "available_stock": 12,
+                        "locations": [dict(loc, location_id="4815000000000331"),
+                                      dict(loc, location_id="4815000000000335",
+                                           location_name="Second WH", is_primary=False)],
+                        "created_time": "2024-01-15T10:20:30+0300",
+                        "last_modified_time": "2024-02-01T08:00:00+0300"}
+                body = json.dumps({"item": item}, ensure_ascii=False).encode()
+                body_bytes += len(body)
+                msgs.append(msgpack.packb({
+                    "v": 1, "t": "event", "id": f"ev-{iid}", "org": "60001", "entity": "items",
+                    "op": "upsert", "origin": "bench.events", "event_id": f"e-{iid}",
+                    "received_ms": int(time.time() * 1000), "zoho_id": iid, "body": body},
+                    use_bin_type=True))
+            self.events_body = body_bytes / n
+
+            def drain():
+                while got[0] < n and pull.poll(10000):
+                    pull.recv()
+                    got[0] += 1
+            rx = threading.Thread(target=drain)
+            rx.start()
+            if shutil.which("perf"):
+                perf_out = os.path.join(self.work, f"processor-events{k}.perf")
+                perf = subprocess.Popen(["perf", "stat", "-x,", "-o", perf_out, "-e",
+                                         "raw_syscalls:sys_enter", "-p", str(proc.p.pid)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.3)
+            c0, t0, burst = proc.cpu_s(), time.monotonic(), max(1, rate // 1000)
+            for j in range(0, n, burst):
+                for m in msgs[j:j + burst]:
+                    push.send(m)
+                d = t0 + (j + burst) / rate - time.monotonic()
+                if d > 0:
+                    time.sleep(d)
+            rx.join()
+            c1 = proc.cpu_s()
+            if got[0] != n:
+                raise BenchError(f"processor events: {got[0]} of {n} rows messages came out")
+            calls = None
+            if perf is not None:
+                perf.send_signal(signal.SIGINT)
+                perf.wait(timeout=10)
+                with open(perf_out) as f:
+                    for line in f:
+                        parts = line.split(",")
+                        if len(parts) > 2 and parts[2] == "raw_syscalls:sys_enter" and \
+                                parts[0].strip().isdigit():
+                            calls = int(parts[0]) / n
+            log(f"processor events repeat {k + 1}: {n} at {rate}/s, "
+                f"{1e6 * (c1 - c0) / n:.1f} us of CPU each"
+                + (f", {calls:.2f} system calls each" if calls is not None else ""))
+            return 1e6 * (c1 - c0) / n, calls
+        finally:
+            if perf is not None and perf.poll() is None:
+                perf.kill()
+                perf.wait()
+            self.stop(proc)
+            push.close()
+            pull.close()
+            ctx.term()
 
     def perf_cycles(self, exe, pages):
         if not shutil.which("perf"):
