@@ -591,6 +591,7 @@ class Bench:
             if perf is not None:
                 perf.send_signal(signal.SIGINT)
                 perf.wait(timeout=10)
+            if perf is not None and os.path.exists(perf_out):  # perf may not attach
                 with open(perf_out) as f:
                     for line in f:
                         parts = line.split(",")
