@@ -869,12 +869,13 @@ def _fetches_journaled_and_a_slow_fetcher(i, tmp_path, n):
 
 def _read_until_replay_done(sink, n, got, running):
     """Take messages from the fetcher's socket until n are taken, or replay
-    has exited (running() is false) and sent its last one. The reader never
-    gives up on a silence of its own: replay alone decides whether the
-    fetcher stalled. After a long zero window the kernel may hold what
-    replay wrote for a few seconds; a reader that stopped after 3 s of that
-    once made replay's stall real, in CI. Returns the count taken and the
-    longest time between two messages."""
+    has exited (running() is false) and nothing more came for 5 s. While
+    replay runs the reader never gives up on a silence of its own: replay
+    alone decides whether the fetcher stalled. After a long zero window the
+    kernel may hold what replay wrote for a few seconds (also after replay
+    has exited); a reader that stopped after 3 s of that once made replay's
+    stall real, in CI. Returns the count taken and the longest time between
+    two messages."""
     deadline = time.monotonic() + 120
     last, gap = time.monotonic(), 0.0
     while got < n and time.monotonic() < deadline:
@@ -883,7 +884,7 @@ def _read_until_replay_done(sink, n, got, running):
             got += 1
             now = time.monotonic()
             gap, last = max(gap, now - last), now
-        elif not running():
+        elif not running() and time.monotonic() - last >= 5:
             break
     return got, gap
 
