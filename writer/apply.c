@@ -105,6 +105,7 @@ struct pipe_stmt {
     bool mods;
     bool parent;      /* a top-level upsert: its RETURNING rows are counted */
     bool events;      /* the insert into tds.webhook_events or tds.applied_pages */
+    bool after_commit; /* after COMMIT: its failure is not the transaction's */
 };
 
 /* Up to this many written parents, their old child rows go by one scalar
@@ -176,7 +177,26 @@ struct tds_apply {
      * leave the server's; toast_warned: a server that refused it was told */
     const char *toast;
     bool toast_warned;
+    /* Which connection this is (1 for the first, one more at each connect):
+     * a WAL position is only compared with another read on the same one. */
+    uint64_t session;
+    /* The WAL positions can be read (t_lsn, t_flushed); lsn_warned: the
+     * operator was told that they cannot. */
+    bool lsn_ok, lsn_warned;
+    bool after_commit_failed;    /* set by pipe_finish(), with its message */
+    char after_commit_error[256];
 };
+
+/* Run right after COMMIT, in its pipeline: whether the commit waited for
+ * its WAL flush (synchronous_commit not off: the session's setting, which a
+ * role or database may set), the WAL insert position (at or past the end of
+ * the commit record) and the position flushed to disk, in bytes. */
+static const char *const SQL_LSN =
+    "SELECT current_setting('synchronous_commit') <> 'off', "
+    "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::text, "
+    "(pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::text";
+static const char *const SQL_FLUSHED =
+    "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::text";
 
 /* An event is known by its organization and its id: Zoho numbers events per
  * organization (migration 006). A message without an organization is
@@ -523,6 +543,13 @@ static int pipe_finish(struct tds_apply *a, int rc, PGresult **last, struct tds_
                 *last = r;
             else
                 PQclear(r);
+        } else if (a->pipe[i].after_commit && st != PGRES_PIPELINE_ABORTED) {
+            const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+
+            snprintf(a->after_commit_error, sizeof(a->after_commit_error), "%s",
+                     msg ? msg : "no message");
+            a->after_commit_failed = true;
+            PQclear(r);
         } else if (!err && st != PGRES_PIPELINE_ABORTED) {
             const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 
@@ -911,6 +938,75 @@ void tds_apply_set_toast_compression(struct tds_apply *a, const char *method)
     a->toast = method;
 }
 
+static int parse_lsn(const char *text, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    if (!text || !*text)
+        return -1;
+    errno = 0;
+    v = strtoull(text, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Prepare the WAL position statements and read one: a role may be refused
+ * the functions (REVOKE), and then every commit is acked as soon as it
+ * returns, as it is durable with synchronous_commit on (said once). */
+static int check_lsn(struct tds_apply *a, char *err, size_t errlen)
+{
+    PGresult *r;
+    uint64_t v;
+    int rc;
+
+    a->lsn_ok = false;
+    if ((rc = prepare(a, "t_lsn", SQL_LSN, err, errlen)) != 0 ||
+        (rc = prepare(a, "t_flushed", SQL_FLUSHED, err, errlen)) != 0)
+        return rc;
+    r = PQexecPrepared(a->conn, "t_flushed", 0, NULL, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+        parse_lsn(PQgetvalue(r, 0, 0), &v) == 0) {
+        a->lsn_ok = true;
+    } else if (PQstatus(a->conn) != CONNECTION_OK) {
+        snprintf(err, errlen, "could not read the WAL position: %s", PQerrorMessage(a->conn));
+        PQclear(r);
+        return TDS_APPLY_E_CONN;
+    } else if (!a->lsn_warned) {
+        const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+
+        tds_warn("cannot read PostgreSQL's WAL position (%s): acks go out when COMMIT returns, "
+                 "so with synchronous_commit off a crash of PostgreSQL can lose acked rows; "
+                 "grant EXECUTE on pg_current_wal_insert_lsn() and pg_current_wal_flush_lsn()",
+                 msg ? msg : "unexpected answer");
+        a->lsn_warned = true;
+    }
+    PQclear(r);
+    return 0;
+}
+
+int tds_apply_wal_flushed(struct tds_apply *a, uint64_t *flushed, uint64_t *session)
+{
+    PGresult *r;
+    int rc = 0;
+
+    if (!tds_apply_connected(a))
+        return TDS_APPLY_E_CONN;
+    if (!a->lsn_ok)
+        return TDS_APPLY_E_DB;
+    r = PQexecPrepared(a->conn, "t_flushed", 0, NULL, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
+        parse_lsn(PQgetvalue(r, 0, 0), flushed) != 0)
+        rc = PQstatus(a->conn) == CONNECTION_OK ? TDS_APPLY_E_DB : TDS_APPLY_E_CONN;
+    PQclear(r);
+    if (rc == TDS_APPLY_E_CONN)
+        tds_apply_disconnect(a);
+    *session = a->session;
+    return rc;
+}
+
 int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
 {
     char name[64];
@@ -999,6 +1095,9 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
     }
     if ((rc = read_row_counts(a, err, errlen)) != 0)
         goto fail;
+    if ((rc = check_lsn(a, err, errlen)) != 0)
+        goto fail;
+    a->session++;
     return 0;
 fail:
     tds_apply_disconnect(a);
@@ -2388,6 +2487,7 @@ static int meta_notify(struct tds_apply *a, struct tds_apply_result *res)
 static int finish_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
                       const struct group *gs, size_t n_groups, struct tds_apply_result *res)
 {
+    PGresult *last = NULL;
     char sql[64];
     int rc = pipe_start(a, res);
 
@@ -2406,7 +2506,35 @@ static int finish_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t 
     }
     if (rc == 0)
         rc = pipe_send(a, "t_commit", NULL, 0, NULL, "could not commit", res);
-    return pipe_finish(a, rc, NULL, res);
+    if (!a->lsn_ok)
+        return pipe_finish(a, rc, NULL, res);
+    /* Where the commit is in the WAL, in the same round trip: what the ack
+     * waits for when the commit did not wait for its flush (writer.c). */
+    if (rc == 0)
+        rc = pipe_queue(a, "t_lsn", NULL, 0, NULL,
+                        (struct pipe_stmt){.what = "could not read the WAL position",
+                                           .after_commit = true},
+                        res);
+    a->after_commit_failed = false;
+    rc = pipe_finish(a, rc, &last, res);
+    if (rc == 0 && last && PQntuples(last) == 1 && PQnfields(last) == 3 &&
+        parse_lsn(PQgetvalue(last, 0, 1), &res->commit_lsn) == 0 &&
+        parse_lsn(PQgetvalue(last, 0, 2), &res->flushed_lsn) == 0) {
+        res->lsn_known = true;
+        res->durable = strcmp(PQgetvalue(last, 0, 0), "t") == 0;
+        res->session = a->session;
+    } else if (rc == 0) {
+        /* Committed all the same: acked at once, as before the check. */
+        a->lsn_ok = false;
+        if (!a->lsn_warned)
+            tds_warn("cannot read PostgreSQL's WAL position after COMMIT (%s): acks go out "
+                     "when COMMIT returns from now on in this session, so with "
+                     "synchronous_commit off a crash of PostgreSQL can lose acked rows",
+                     a->after_commit_failed ? a->after_commit_error : "unexpected answer");
+        a->lsn_warned = true;
+    }
+    PQclear(last);
+    return rc;
 }
 
 /* Between transactions: TRUNCATE the staging tables whose dead rows add up.

@@ -43,6 +43,13 @@ struct tds_apply_result {
     int64_t notifies_dropped;              /* left out: the NOTIFY queue was full lately */
     bool notify_refused;                   /* COMMIT refused: the NOTIFY queue is full */
     bool one_flight;                       /* sent in one round trip (a lone record) */
+    /* Read right after COMMIT (lsn_known; not when the session cannot read
+     * WAL positions): durable when the commit waited for its WAL flush
+     * (synchronous_commit not off); else the commit is on disk once the
+     * flushed position, read on the same session, reaches commit_lsn. */
+    bool lsn_known, durable;
+    uint64_t commit_lsn, flushed_lsn;      /* WAL positions in bytes */
+    uint64_t session;                      /* the connection they were read on */
     char sqlstate[6];
     char error[1024];                      /* primary message and detail when a run failed */
 };
@@ -59,6 +66,11 @@ void tds_apply_disconnect(struct tds_apply *a);
 /* The session's connection for autocommit work between batches (pruning);
  * NULL when disconnected. Owned by a. */
 PGconn *tds_apply_conn(struct tds_apply *a);
+
+/* The WAL position PostgreSQL has flushed to disk, and the session (one
+ * more at each connect) it was read on. 0, TDS_APPLY_E_CONN (disconnected
+ * now) or TDS_APPLY_E_DB (the session cannot read it). */
+int tds_apply_wal_flushed(struct tds_apply *a, uint64_t *flushed, uint64_t *session);
 
 /* Write msgs[0..n) in one transaction. probe = true rolls back at the end and
  * skips everything but the zoho.* statements (used to find bad records).

@@ -46,6 +46,12 @@
 #define PRUNE_AGAIN_MS 1000 /* the next pruning pass while old rows are left */
 #define MIGRATE_POLL_MS 100  /* how often the loop looks at a migration under way */
 #define MIGRATE_SAY_MS 10000 /* a migration under way this long is logged */
+/* While acks wait for PostgreSQL's WAL flush (synchronous_commit off), the
+ * flushed position is read this often; at exit they are waited for at most
+ * FLUSH_DRAIN_MS (the WAL writer flushes every wal_writer_delay, 200 ms by
+ * default), then left to upstream's resend. */
+#define FLUSH_POLL_MS 10
+#define FLUSH_DRAIN_MS 1500
 
 enum { MIG_IDLE, MIG_RUNNING, MIG_DONE };
 
@@ -179,6 +185,8 @@ struct app {
     struct tds_alertd *alertd;
     bool migrated, reading, draining, waiting, ever_connected;
     bool prune_soon; /* a one-shot pruning pass is due (on_prune) */
+    bool flush_poll; /* a read of the flushed WAL position is due (on_flush_poll) */
+    int64_t drain_until_ms; /* at exit, when held acks stop being waited for */
     /* Migrations run on a thread of their own (migrate_main): waiting for
      * another process's migration lock, or a long migration, must not stall
      * the loop (/healthz would fail and a liveness probe would kill the
@@ -320,11 +328,55 @@ static void schedule_retry(struct app *app)
     app->retry_timer = tds_loop_timer_add(app->loop, wait, 0, on_retry, app);
 }
 
+static void on_flush_poll(struct tds_loop *loop, void *ud);
+
+static void schedule_flush_poll(struct app *app)
+{
+    if (app->flush_poll || tds_writer_held(app->writer) == 0)
+        return;
+    app->flush_poll = true;
+    tds_loop_timer_add(app->loop, FLUSH_POLL_MS, 0, on_flush_poll, app);
+}
+
+/* Exit once nothing is pending and no ack waits for a flush, or the wait
+ * for the flush is over. True when the loop was stopped. */
+static bool drain_done(struct app *app)
+{
+    size_t held = tds_writer_held(app->writer);
+
+    if (tds_writer_pending(app->writer) > 0)
+        return false;
+    if (held > 0 && tds_now_ms() < app->drain_until_ms) {
+        schedule_flush_poll(app);
+        return false;
+    }
+    if (held > 0)
+        tds_warn("exiting with %zu acks not sent: PostgreSQL did not flush their commits' WAL "
+                 "within %d ms; upstream sends those messages again",
+                 tds_writer_drop_held(app->writer), FLUSH_DRAIN_MS);
+    tds_loop_stop(app->loop);
+    return true;
+}
+
+static void on_flush_poll(struct tds_loop *loop, void *ud)
+{
+    struct app *app = ud;
+
+    (void)loop;
+    app->flush_poll = false;
+    tds_writer_poll_flushed(app->writer);
+    publish_stats(app);
+    if (app->draining && drain_done(app))
+        return;
+    schedule_flush_poll(app);
+}
+
 static void flush(struct app *app)
 {
     int rc = tds_writer_flush(app->writer);
 
     publish_stats(app);
+    schedule_flush_poll(app);
     if (rc == -ENOMEM) {
         tds_error("out of memory while writing a batch, retrying in %lld ms",
                   (long long)app->backoff_ms);
@@ -354,7 +406,7 @@ static void flush(struct app *app)
         update_ready(app);
     }
     if (app->draining) {
-        tds_loop_stop(app->loop);
+        drain_done(app);
         return;
     }
     set_reading(app, true);
@@ -626,12 +678,14 @@ static void on_drain(struct tds_loop *loop, void *ud)
 {
     struct app *app = ud;
 
+    (void)loop;
     app->draining = true;
+    app->drain_until_ms = tds_now_ms() + FLUSH_DRAIN_MS;
     set_reading(app, false);
-    if (tds_writer_pending(app->writer) == 0) {
-        tds_loop_stop(loop);
+    if (drain_done(app))
         return;
-    }
+    if (tds_writer_pending(app->writer) == 0)
+        return; /* acks wait for the flush */
     tds_info("finishing the current batch of %zu messages before exit",
              tds_writer_pending(app->writer));
 }

@@ -1,7 +1,9 @@
 /* writer — what the writer holds, how it commits it, and when it acks.
  *
  * Invariants: a message is acked only after the transaction that wrote it
- * committed; each message is committed in exactly one transaction (a split
+ * committed and is on disk (a commit that did not wait for its WAL flush,
+ * synchronous_commit off, holds its acks until PostgreSQL's flushed WAL
+ * position passes it; see "Acks wait for the WAL flush" in DESIGN.md); each message is committed in exactly one transaction (a split
  * commits halves separately and marks what committed, so a connection lost
  * in the middle of a split never writes a message's run counts twice); a
  * message is never dropped while the database is unreachable.
@@ -30,6 +32,18 @@
 
 #define DEADLOCK_RETRIES 5
 
+/* An ack whose commit is not known to be on disk yet: sent once the WAL
+ * flushed, read on the same session, reaches lsn; never sent if the session
+ * ends first (upstream resends the message, and a copy already applied
+ * changes nothing). */
+struct held {
+    uint64_t session, lsn;
+    char *origin;
+    char **ids;
+    size_t n_ids;
+    int64_t written, rejected;
+};
+
 struct tds_writer {
     void *db;
     tds_writer_run_fn run;
@@ -37,6 +51,9 @@ struct tds_writer {
     struct tds_events *events;
     tds_writer_ack_cb ack;
     void *ack_ud;
+    tds_writer_flushed_fn flushed;
+    struct held *held;
+    size_t n_held, cap_held;
     size_t max_rows, max_bytes;
     struct tds_bmsg **pending;
     size_t n_pending, cap_pending, pending_rows, pending_bytes;
@@ -47,7 +64,8 @@ struct tds_writer {
     struct tds_series *m_rows[TDS_APPLY_MAX_TABLES];
     struct tds_series *m_one_flight;
     struct tds_series *m_batches, *m_batch_rows, *m_commit, *m_rejects_w, *m_rejects_p, *m_acks,
-        *m_deadlocks, *m_dead_letters, *m_webhook_age, *m_notify_dropped;
+        *m_deadlocks, *m_dead_letters, *m_webhook_age, *m_notify_dropped, *m_held,
+        *m_held_dropped;
 };
 
 static const double ROW_BUCKETS[] = {1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000};
@@ -62,6 +80,11 @@ static int run_apply(void *db, struct tds_bmsg *const *msgs, size_t n, bool prob
     return tds_apply_run(db, msgs, n, probe, res);
 }
 
+static int flushed_apply(void *db, uint64_t *flushed, uint64_t *session)
+{
+    return tds_apply_wal_flushed(db, flushed, session);
+}
+
 int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_metrics *metrics,
                    struct tds_events *events, size_t max_rows, tds_writer_ack_cb ack, void *ud)
 {
@@ -71,6 +94,7 @@ int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_met
         return -ENOMEM;
     w->db = db;
     w->run = run_apply;
+    w->flushed = flushed_apply;
     w->metrics = metrics;
     w->events = events;
     w->ack = ack;
@@ -112,6 +136,14 @@ int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_met
             metrics, TDS_COUNTER, "tds_writer_notifies_dropped_total",
             "tds_changes notifications left out because PostgreSQL's NOTIFY queue was full",
             "", NULL, 0);
+        w->m_held = tds_metrics_get(
+            metrics, TDS_GAUGE, "tds_writer_acks_held",
+            "Acks of commits that did not wait for their WAL flush (synchronous_commit off), "
+            "held until PostgreSQL has them on disk", "", NULL, 0);
+        w->m_held_dropped = tds_metrics_get(
+            metrics, TDS_COUNTER, "tds_writer_acks_held_dropped_total",
+            "Held acks never sent: the database session ended before their commits were seen "
+            "on disk (upstream sends those messages again)", "", NULL, 0);
         w->m_webhook_age = tds_metrics_get(
             metrics, TDS_HISTOGRAM, "tds_writer_webhook_age_seconds",
             "Time from the ingress receiving a webhook to the commit of its rows (wall clocks "
@@ -121,6 +153,14 @@ int tds_writer_new(struct tds_writer **out, struct tds_apply *db, struct tds_met
     return 0;
 }
 
+static void held_free(struct held *h)
+{
+    for (size_t i = 0; i < h->n_ids; i++)
+        free(h->ids[i]);
+    free(h->ids);
+    free(h->origin);
+}
+
 struct tds_writer *tds_writer_free(struct tds_writer *w)
 {
     if (!w)
@@ -128,6 +168,9 @@ struct tds_writer *tds_writer_free(struct tds_writer *w)
     for (size_t i = 0; i < w->n_pending; i++)
         tds_bmsg_free(w->pending[i]);
     free(w->pending);
+    for (size_t i = 0; i < w->n_held; i++)
+        held_free(&w->held[i]);
+    free(w->held);
     free(w);
     return NULL;
 }
@@ -140,10 +183,150 @@ void tds_writer_set_runner(struct tds_writer *w, tds_writer_run_fn run, void *db
     w->db = db;
 }
 
+void tds_writer_set_flushed(struct tds_writer *w, tds_writer_flushed_fn flushed)
+{
+    w->flushed = flushed;
+}
+
 static void inc(struct tds_series *s, double by)
 {
     if (s)
         tds_series_inc(s, by);
+}
+
+static void send_ack(struct tds_writer *w, const char *origin, char *const *ids, size_t n,
+                     int64_t written, int64_t rejected)
+{
+    w->ack(w->ack_ud, origin, ids, n, written, rejected);
+    inc(w->m_acks, 1);
+    w->stats.acks++;
+}
+
+static void held_gauge(struct tds_writer *w)
+{
+    if (w->m_held)
+        tds_series_set(w->m_held, (double)w->n_held);
+}
+
+static size_t drop_held(struct tds_writer *w, size_t i)
+{
+    held_free(&w->held[i]);
+    inc(w->m_held_dropped, 1);
+    return 1;
+}
+
+/* Send the held acks that the flushed position of session covers, in the
+ * order they were held; drop those of an earlier session. */
+static void release(struct tds_writer *w, uint64_t session, uint64_t flushed)
+{
+    size_t k = 0, dropped = 0;
+
+    for (size_t i = 0; i < w->n_held; i++) {
+        struct held *h = &w->held[i];
+
+        if (h->session != session) {
+            dropped += drop_held(w, i);
+        } else if (h->lsn <= flushed) {
+            send_ack(w, h->origin, h->ids, h->n_ids, h->written, h->rejected);
+            held_free(h);
+        } else {
+            w->held[k++] = *h;
+        }
+    }
+    w->n_held = k;
+    if (dropped)
+        tds_log(TDS_LOG_INFO, NULL,
+                "%zu acks not sent: the database session ended before their commits were seen "
+                "on disk; upstream sends those messages again", dropped);
+    held_gauge(w);
+}
+
+static int held_copy(struct held *h, const struct tds_apply_result *res, const char *origin,
+                     char *const *ids, size_t n, int64_t written, int64_t rejected)
+{
+    memset(h, 0, sizeof(*h));
+    h->session = res->session;
+    h->lsn = res->commit_lsn;
+    h->written = written;
+    h->rejected = rejected;
+    if (!(h->origin = strdup(origin)) || !(h->ids = calloc(n ? n : 1, sizeof(*h->ids))))
+        goto fail;
+    for (; h->n_ids < n; h->n_ids++)
+        if (!(h->ids[h->n_ids] = strdup(ids[h->n_ids])))
+            goto fail;
+    return 0;
+fail:
+    held_free(h);
+    return -ENOMEM;
+}
+
+/* One ack after a commit: sent now when the commit is on disk (or nothing
+ * says otherwise: res NULL, positions unknown), else held. Without memory
+ * to hold it, it is not sent: upstream resends the message. */
+static void deliver(struct tds_writer *w, const struct tds_apply_result *res, const char *origin,
+                    char *const *ids, size_t n, int64_t written, int64_t rejected)
+{
+    if (!res || !res->lsn_known || res->durable || res->flushed_lsn >= res->commit_lsn) {
+        send_ack(w, origin, ids, n, written, rejected);
+        return;
+    }
+    if (w->n_held == w->cap_held) {
+        size_t cap = w->cap_held ? w->cap_held * 2 : 16;
+        struct held *p = realloc(w->held, cap * sizeof(*p));
+
+        if (!p)
+            goto nomem;
+        w->held = p;
+        w->cap_held = cap;
+    }
+    if (held_copy(&w->held[w->n_held], res, origin, ids, n, written, rejected) != 0)
+        goto nomem;
+    w->n_held++;
+    held_gauge(w);
+    return;
+nomem:
+    inc(w->m_held_dropped, 1);
+    tds_log_limited(&w->data_limit, TDS_LOG_WARN, NULL,
+                    "out of memory holding an ack for %s until its commit is on disk: not "
+                    "sent, upstream sends those messages again", origin);
+}
+
+size_t tds_writer_held(const struct tds_writer *w) { return w->n_held; }
+
+int tds_writer_poll_flushed(struct tds_writer *w)
+{
+    uint64_t flushed = 0, session = 0;
+    int rc;
+
+    if (w->n_held == 0)
+        return 0;
+    rc = w->flushed(w->db, &flushed, &session);
+    if (rc == TDS_APPLY_E_CONN) {
+        /* that session is gone, and with it what it could say */
+        for (size_t i = 0; i < w->n_held; i++)
+            drop_held(w, i);
+        tds_log(TDS_LOG_INFO, NULL,
+                "%zu acks not sent: the database connection was lost before their commits "
+                "were seen on disk; upstream sends those messages again", w->n_held);
+        w->n_held = 0;
+        held_gauge(w);
+        return TDS_WRITER_E_DB;
+    }
+    if (rc != 0)
+        return TDS_WRITER_E_DB;
+    release(w, session, flushed);
+    return 0;
+}
+
+size_t tds_writer_drop_held(struct tds_writer *w)
+{
+    size_t n = w->n_held;
+
+    for (size_t i = 0; i < w->n_held; i++)
+        drop_held(w, i);
+    w->n_held = 0;
+    held_gauge(w);
+    return n;
 }
 
 int tds_writer_take(struct tds_writer *w, const void *frame, size_t len)
@@ -196,7 +379,8 @@ void tds_writer_stats(const struct tds_writer *w, struct tds_writer_stats *out) 
 
 /* The messages a page answers (an ingress's fetch-by-id), each acked to its
  * own origin now that the page is committed. */
-static void ack_answered(struct tds_writer *w, const struct tds_bmsg *m)
+static void ack_answered(struct tds_writer *w, const struct tds_apply_result *res,
+                         const struct tds_bmsg *m)
 {
     const struct tds_msg_rows *rw = &m->msg.u.rows;
 
@@ -205,9 +389,7 @@ static void ack_answered(struct tds_writer *w, const struct tds_bmsg *m)
     for (size_t i = 0; i + 1 < rw->n_acks; i += 2) {
         if (!rw->acks[i] || !rw->acks[i + 1])
             continue;
-        w->ack(w->ack_ud, rw->acks[i], &rw->acks[i + 1], 1, 0, 0);
-        inc(w->m_acks, 1);
-        w->stats.acks++;
+        deliver(w, res, rw->acks[i], &rw->acks[i + 1], 1, 0, 0);
     }
 }
 
@@ -270,19 +452,19 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
         w->stats.batches++;
         w->stats.rows_written += (uint64_t)res->written_total;
     }
+    /* What this commit read of the WAL first sends the acks held before it. */
+    if (res && res->lsn_known && w->n_held)
+        release(w, res->session, res->flushed_lsn);
     for (size_t i = 0; i < n; i++)
-        ack_answered(w, msgs[i]);
+        ack_answered(w, res, msgs[i]);
     if (!ids) {
         /* Without memory for the list, ack one message at a time. */
         for (size_t i = 0; i < n; i++) {
             const struct tds_msg_rows *rw = &msgs[i]->msg.u.rows;
 
-            if (msgs[i]->msg.type == TDS_MSG_ROWS && rw->origin && rw->src) {
-                w->ack(w->ack_ud, rw->origin, &rw->src, 1, tds_bmsg_records_written(msgs[i]),
-                       (int64_t)(rw->n_rejects + tds_bmsg_records_rejected(msgs[i])));
-                inc(w->m_acks, 1);
-                w->stats.acks++;
-            }
+            if (msgs[i]->msg.type == TDS_MSG_ROWS && rw->origin && rw->src)
+                deliver(w, res, rw->origin, &rw->src, 1, tds_bmsg_records_written(msgs[i]),
+                        (int64_t)(rw->n_rejects + tds_bmsg_records_rejected(msgs[i])));
         }
         return;
     }
@@ -309,9 +491,7 @@ static void committed(struct tds_writer *w, struct tds_bmsg **msgs, size_t n,
             written += tds_bmsg_records_written(msgs[j]);
             rejected += (int64_t)(o->n_rejects + tds_bmsg_records_rejected(msgs[j]));
         }
-        w->ack(w->ack_ud, rw->origin, ids, k, written, rejected);
-        inc(w->m_acks, 1);
-        w->stats.acks++;
+        deliver(w, res, rw->origin, ids, k, written, rejected);
     }
     free(ids);
 }

@@ -5,7 +5,8 @@
  * when PostgreSQL refuses the data, it splits the batch by message and then a
  * message by record (probing in rolled-back transactions) until the bad
  * records are isolated in tds.rejected and the rest commits. After each
- * COMMIT — never before — it hands one ack per origin to the ack callback.
+ * COMMIT — never before, and once the commit is on disk — it hands one ack
+ * per origin to the ack callback.
  * When the database is unreachable it keeps everything and says so; the
  * caller retries with backoff. It never sleeps and never touches sockets.
  */
@@ -46,6 +47,22 @@ struct tds_writer *tds_writer_free(struct tds_writer *w);
 void tds_writer_set_max_bytes(struct tds_writer *w, size_t max_bytes);
 /* Replace the transaction runner (tests). */
 void tds_writer_set_runner(struct tds_writer *w, tds_writer_run_fn run, void *db);
+
+/* How the WAL position flushed to disk is read, with the session it was
+ * read on: tds_apply_wal_flushed by default (tests substitute their own).
+ * 0, TDS_APPLY_E_CONN (the session is gone) or another TDS_APPLY_E_*. */
+typedef int (*tds_writer_flushed_fn)(void *db, uint64_t *flushed, uint64_t *session);
+void tds_writer_set_flushed(struct tds_writer *w, tds_writer_flushed_fn flushed);
+
+/* Acks held: their commits did not wait for the WAL flush (synchronous_commit
+ * off) and PostgreSQL has not yet said that they are on disk. */
+size_t tds_writer_held(const struct tds_writer *w);
+/* Read the flushed position and send the held acks it covers. 0, or
+ * TDS_WRITER_E_DB (not read; a lost session drops its held acks: upstream
+ * resends those messages). Nothing is read when nothing is held. */
+int tds_writer_poll_flushed(struct tds_writer *w);
+/* Forget the held acks (at exit: upstream resends those messages); how many. */
+size_t tds_writer_drop_held(struct tds_writer *w);
 
 /* Take one received frame into the pending batch (decoded and checked here).
  * 0 or -ENOMEM. */

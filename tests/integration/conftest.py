@@ -110,7 +110,11 @@ def _pg_user():
 
 
 class PgCluster:
-    def __init__(self):
+    """A throwaway cluster: initdb into a temp dir, started. fsync is off (nothing here
+    outlives a test run), commits wait for their WAL flush as by default; conf: more
+    postgresql.conf lines, which override these."""
+
+    def __init__(self, conf=""):
         self.user = _pg_user()
         self.tmp = tempfile.mkdtemp(prefix="tds-pg-")
         os.chmod(self.tmp, 0o755)
@@ -128,9 +132,9 @@ class PgCluster:
         with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
             f.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
                     f"unix_socket_directories = '{self.sockdir}'\n"
-                    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                    "fsync = off\nfull_page_writes = off\n"
                     "max_connections = 200\nshared_buffers = 256MB\n"
-                    "log_min_messages = warning\n")
+                    "log_min_messages = warning\n" + conf)
         self.start()
 
     def _run(self, cmd, check=True):

@@ -5,6 +5,8 @@
  * otherwise "commits" and records which messages it committed. This checks
  * that a bad record is isolated alone, everything else commits exactly once,
  * acks follow commits only, and an unreachable database keeps the batch.
+ * A "lazy" fake commits without waiting for its WAL flush and says where the
+ * commit is in the WAL: its acks must wait for the flushed position.
  */
 #include "../../assert.h"
 #include "apply.h"
@@ -24,7 +26,21 @@ struct fake {
     int meta_bad;              /* src-<k> whose run/webhook/cursor updates are refused (-1 = none) */
     int notes;                 /* message-level rejects committed (no zoho id) */
     int rej_bad;               /* src-<k> whose rejects tds.rejected refuses (0 = none) */
+    /* lazy: commits do not wait for their flush; each moves the WAL by 100 */
+    bool lazy, durable;
+    uint64_t lsn, flushed, session;
+    int flushed_rc, flushed_reads;
 };
+
+static int fake_flushed(void *db, uint64_t *flushed, uint64_t *session)
+{
+    struct fake *f = db;
+
+    f->flushed_reads++;
+    *flushed = f->flushed;
+    *session = f->session;
+    return f->flushed_rc;
+}
 
 static int fake_run(void *db, struct tds_bmsg *const *msgs, size_t n, bool probe,
                     struct tds_apply_result *res)
@@ -77,6 +93,14 @@ static int fake_run(void *db, struct tds_bmsg *const *msgs, size_t n, bool probe
             return TDS_APPLY_E_DATA;
         }
     f->commits++;
+    if (f->lazy) {
+        f->lsn += 100;
+        res->lsn_known = true;
+        res->durable = f->durable;
+        res->commit_lsn = f->lsn;
+        res->flushed_lsn = f->flushed;
+        res->session = f->session;
+    }
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < msgs[i]->n_rej; j++)
             f->notes += !msgs[i]->rej[j].zoho_id;
@@ -347,6 +371,91 @@ static void test_batch_fills_at_max_bytes(void)
     tds_writer_free(w);
 }
 
+static void test_acks_wait_for_the_wal_flush(void)
+{
+    struct fake f = {.down_after = -1, .meta_bad = -1, .lazy = true, .session = 1};
+    struct acks a = {0};
+    struct tds_writer *w;
+
+    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 1000, on_ack, &a), ==, 0);
+    tds_writer_set_runner(w, fake_run, &f);
+    tds_writer_set_flushed(w, fake_flushed);
+    /* committed at 100, flushed 0: held */
+    take(w, 1, 2, -1);
+    take(w, 2, 2, -1);
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(f.commits, ==, 1);
+    T_INT(a.calls, ==, 0);
+    T_INT(tds_writer_held(w), ==, 1);
+    /* flushed short of it: still held */
+    f.flushed = 99;
+    T_INT(tds_writer_poll_flushed(w), ==, 0);
+    T_INT(a.calls, ==, 0);
+    T_INT(tds_writer_held(w), ==, 1);
+    /* flushed past it: both messages acked, once */
+    f.flushed = 100;
+    T_INT(tds_writer_poll_flushed(w), ==, 0);
+    T_INT(a.calls, ==, 1);
+    T_INT(a.ids, ==, 2);
+    T_INT(tds_writer_held(w), ==, 0);
+    /* nothing held: nothing read */
+    f.flushed_reads = 0;
+    T_INT(tds_writer_poll_flushed(w), ==, 0);
+    T_INT(f.flushed_reads, ==, 0);
+    /* flushed past it by the time it was read after COMMIT: acked at once */
+    f.flushed = 1000;
+    take(w, 3, 1, -1);
+    T_INT(tds_writer_flush(w), ==, 0); /* at 200 */
+    T_INT(a.calls, ==, 2);
+    T_INT(tds_writer_held(w), ==, 0);
+    /* a commit that waited for its flush: acked at once */
+    f.durable = true;
+    f.flushed = 0;
+    take(w, 4, 1, -1);
+    T_INT(tds_writer_flush(w), ==, 0); /* at 300 */
+    T_INT(a.calls, ==, 3);
+    f.durable = false;
+    /* held at 400; the next commit (500) read 450 flushed: the first goes */
+    take(w, 5, 1, -1);
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(a.calls, ==, 3);
+    f.flushed = 450;
+    take(w, 6, 1, -1);
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(a.calls, ==, 4);
+    T_INT(tds_writer_held(w), ==, 1);
+    /* a new session knows nothing of the old one's WAL: dropped, never acked */
+    f.session = 2;
+    f.flushed = 100000;
+    T_INT(tds_writer_poll_flushed(w), ==, 0);
+    T_INT(a.calls, ==, 4);
+    T_INT(tds_writer_held(w), ==, 0);
+    /* a read that finds the connection gone drops them too */
+    f.flushed = 0;
+    take(w, 7, 1, -1);
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(tds_writer_held(w), ==, 1);
+    f.flushed_rc = TDS_APPLY_E_CONN;
+    T_INT(tds_writer_poll_flushed(w), ==, TDS_WRITER_E_DB);
+    T_INT(tds_writer_held(w), ==, 0);
+    /* a read that fails otherwise keeps them */
+    f.flushed_rc = 0;
+    take(w, 8, 1, -1);
+    T_INT(tds_writer_flush(w), ==, 0);
+    f.flushed_rc = TDS_APPLY_E_DB;
+    T_INT(tds_writer_poll_flushed(w), ==, TDS_WRITER_E_DB);
+    T_INT(tds_writer_held(w), ==, 1);
+    /* at exit: forgotten (upstream resends) */
+    T_INT(tds_writer_drop_held(w), ==, 1);
+    T_INT(a.calls, ==, 4);
+    /* one held at exit is freed with the writer */
+    f.flushed_rc = 0;
+    take(w, 9, 1, -1);
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(tds_writer_held(w), ==, 1);
+    tds_writer_free(w);
+}
+
 int main(void)
 {
     T_RUN(test_clean_batch_is_one_transaction);
@@ -358,5 +467,6 @@ int main(void)
     T_RUN(test_lost_connection_during_split);
     T_RUN(test_batch_fills_at_max_rows);
     T_RUN(test_batch_fills_at_max_bytes);
+    T_RUN(test_acks_wait_for_the_wal_flush);
     return 0;
 }
