@@ -3,7 +3,8 @@
  * Invariants: a message is acked only after the transaction that wrote it
  * committed and is on disk (a commit that did not wait for its WAL flush,
  * synchronous_commit off, holds its acks until PostgreSQL's flushed WAL
- * position passes it; see "Acks wait for the WAL flush" in DESIGN.md); each message is committed in exactly one transaction (a split
+ * position passes it: "Acks wait for the WAL flush" in DESIGN.md); each
+ * message is committed in exactly one transaction (a split
  * commits halves separately and marks what committed, so a connection lost
  * in the middle of a split never writes a message's run counts twice); a
  * message is never dropped while the database is unreachable.

@@ -1164,6 +1164,19 @@ def test_acks_wait_until_postgresql_has_the_commit_on_disk(procs, lazy_pg):
         h.wait_acked([s for s, _ in msgs], timeout=5)
         assert h.proc.metric("tds_writer_acks_held") == 0
         assert h.proc.metric("tds_writer_acks_held_dropped_total") == 0
+        # SIGTERM with an ack held: waited for a while, then left to
+        # upstream's resend, never sent.
+        last, f = rows_msg(ORG, items_sets([item(ORG, "703", ts(1), "at exit")]))
+        h.send(f)
+        wait_until(lambda: _items_visible(db, {"703"}) == {"703"}, 10, "the last row")
+        wait_until(lambda: h.proc.metric("tds_writer_acks_held") == 1, 5, "its ack held")
+        t0 = time.monotonic()
+        h.proc.stop(timeout=10)
+        took = time.monotonic() - t0
+        assert 1.0 <= took < 5, f"exit took {took:.1f} s"
+        h.poll_acks(200)
+        assert last not in h.acked
+        assert "exiting with 1 acks not sent" in h.proc.stderr_text()
     finally:
         os.kill(walwriter, signal.SIGCONT)
         h.close()
