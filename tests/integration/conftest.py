@@ -170,6 +170,54 @@ class PgCluster:
         self.stop("immediate")
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def create_database(self, name):
+        import psycopg2
+        c = psycopg2.connect(self.dsn())
+        c.autocommit = True
+        with c.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        c.close()
+        return Database(self, name)
+
+    def walwriter_pid(self):
+        import psycopg2
+        c = psycopg2.connect(self.dsn())
+        try:
+            with c.cursor() as cur:
+                cur.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'")
+                return cur.fetchone()[0]
+        finally:
+            c.close()
+
+    def crash(self):
+        """Kill every process of the cluster at once, as a power cut would: what
+        was only in PostgreSQL's WAL buffers is gone. start() recovers."""
+        with open(os.path.join(self.datadir, "postmaster.pid")) as f:
+            pm = int(f.readline())
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(pm)], capture_output=True,
+                                                   text=True).stdout.split()]
+        for pid in [pm] + children:
+            os.kill(pid, signal.SIGKILL)
+        # Gone, not even a zombie: a new postmaster takes a live pid in its
+        # lock file for another server.
+        wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in [pm] + children), 20,
+                   "the cluster's processes gone")
+
+
+# A cluster whose commits do not wait for their WAL flush, and where nothing
+# else flushes once its WAL writer is stopped (SIGSTOP, by the test): the
+# background writer, checkpoints and autovacuum, whose page writes would flush
+# the WAL first, are off.
+LAZY_PG_CONF = ("synchronous_commit = off\nbgwriter_lru_maxpages = 0\nautovacuum = off\n"
+                "checkpoint_timeout = 1h\nmax_wal_size = 10GB\n")
+
+
+@pytest.fixture
+def lazy_pg():
+    cluster = PgCluster(conf=LAZY_PG_CONF)
+    yield cluster
+    cluster.destroy()
+
 
 class Database:
     def __init__(self, cluster, name):
@@ -200,6 +248,21 @@ class Database:
                 cur.execute(sql, params or None)
         finally:
             c.close()
+
+    def flush_wal(self):
+        """A commit that waits for its WAL flush: everything before it is on disk then."""
+        c = self.connect()
+        try:
+            with c.cursor() as cur:
+                cur.execute("SET synchronous_commit = on")
+                cur.execute("CREATE TABLE IF NOT EXISTS flush_mark (n int)")
+                cur.execute("INSERT INTO flush_mark VALUES (1)")
+        finally:
+            c.close()
+
+    def wal_flushed_behind(self):
+        """True while WAL written by commits is not yet on disk."""
+        return self.query("SELECT pg_current_wal_flush_lsn() < pg_current_wal_insert_lsn()")[0][0]
 
 
 @pytest.fixture(scope="session")

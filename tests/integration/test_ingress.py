@@ -1637,6 +1637,61 @@ def test_pipeline_survives_sigkill_of_processor_and_writer(procs, db, tmp_path):
 
 
 
+def test_pipeline_loses_nothing_when_postgresql_crashes_before_its_wal_flush(procs, lazy_pg,
+                                                                             tmp_path):
+    """PostgreSQL commits without waiting for its WAL flush (synchronous_commit
+    off) and crashes before the flush: the rows written since are gone. The
+    writer had not acked them, so the ingress sends them again, and every
+    webhook answered 200 ends as a row."""
+    from conftest import free_port
+    db = lazy_pg.create_database("pipe")
+    w_rows, w_acks, p_in = free_port(), free_port(), free_port()
+    procs.spawn("tds-writer", env={"TDS_DATABASE_URL": db.url,
+                                   "TDS_WRITER_BIND": f"tcp://127.0.0.1:{w_rows}",
+                                   "TDS_ACK_BIND": f"tcp://127.0.0.1:{w_acks}",
+                                   "TDS_INSTANCE": "w1"})
+    procs.spawn("tds-processor", env={"TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{p_in}",
+                                      "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{w_rows}",
+                                      "TDS_INSTANCE": "p1"})
+    i = Ingress(procs, str(tmp_path), env={
+        "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{p_in}",
+        "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{w_acks}",
+        "TDS_INGRESS_ACK_TIMEOUT_MS": "1000"})
+    walwriter = lazy_pg.walwriter_pid()
+    os.kill(walwriter, signal.SIGSTOP)
+    crashed = False
+    try:
+        db.flush_wal()
+        ids = [str(4800000000000000000 + k) for k in range(60)]
+        for k, zid in enumerate(ids):
+            assert i.post("60001", item_body(zid, name=f"crash {k}"), SECRET_A).status == 200
+        want = set(ids)
+
+        def rows():
+            return {r[0] for r in db.query("SELECT item_id FROM zoho.items WHERE org_id = '60001'")}
+        wait_until(lambda: want <= rows(), 30, "every webhook as a row")
+        assert db.wal_flushed_behind()
+        # Visible, not on disk, so not acked: the ingress keeps them all.
+        assert i.metric("tds_ingress_unacked") == len(ids)
+        # The ingress held still meanwhile, so that no resend lands before the
+        # rows are looked at.
+        i.proc.p.send_signal(signal.SIGSTOP)
+        try:
+            lazy_pg.crash()
+            crashed = True
+            lazy_pg.start()
+            assert rows() == set(), "the crash was to take the rows not yet on disk"
+        finally:
+            i.proc.p.send_signal(signal.SIGCONT)
+        wait_until(lambda: want <= rows(), 60, "every accepted webhook as a row after the crash")
+        i.wait_metric("tds_ingress_unacked", 0, timeout=30)
+        assert i.metric("tds_ingress_resends_total") >= len(ids)
+    finally:
+        if not crashed:
+            os.kill(walwriter, signal.SIGCONT)
+        i.close()
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB tmpfs: a file system that really fills up (ENOSPC)."""

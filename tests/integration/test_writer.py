@@ -11,14 +11,13 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import threading
 import time
 
 import psycopg2
 import pytest
 
-from conftest import Database, PgCluster, http_get, wait_until
+from conftest import Database, http_get, wait_until
 from writer_util import (CHILD, DELETE, DETAIL, ITEM_COLS, LIST, STOCK_COLS, WriterHarness, item,
                          items_sets, rows_msg, rowset, ts)
 
@@ -1086,67 +1085,18 @@ def test_postgres_restart_mid_stream_loses_and_duplicates_nothing(pg, writer, db
 
 # ------------------------------------------- acks and the WAL flush
 
-# A cluster whose commits do not wait for their WAL flush, and where nothing
-# else flushes: the WAL writer is stopped with SIGSTOP by the tests, and the
-# background writer, checkpoints and autovacuum (whose page writes would
-# flush the WAL first) are off.
-LAZY_CONF = ("synchronous_commit = off\nbgwriter_lru_maxpages = 0\nautovacuum = off\n"
-             "checkpoint_timeout = 1h\nmax_wal_size = 10GB\n")
-
-
-@pytest.fixture
-def lazy_pg():
-    cluster = PgCluster(conf=LAZY_CONF)
-    yield cluster
-    cluster.destroy()
-
-
-def _lazy_db(cluster):
-    c = psycopg2.connect(cluster.dsn())
-    c.autocommit = True
-    with c.cursor() as cur:
-        cur.execute("CREATE DATABASE lazy")
-    c.close()
-    return Database(cluster, "lazy")
-
-
-def _walwriter(db):
-    [(pid,)] = db.query("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'")
-    return pid
-
-
-def _wal_flushed(db):
-    return db.query("SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn")[0][0]
-
-
-def _wal_written(db):
-    return db.query("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")[0][0]
-
-
-def _flush_wal(db):
-    """A commit that waits for its WAL flush: everything before it is on disk then."""
-    c = db.connect()
-    try:
-        with c.cursor() as cur:
-            cur.execute("SET synchronous_commit = on")
-            cur.execute("CREATE TABLE IF NOT EXISTS flush_mark (n int)")
-            cur.execute("INSERT INTO flush_mark VALUES (1)")
-    finally:
-        c.close()
-
-
 def _items_visible(db, ids):
     return {r[0] for r in db.query("SELECT item_id FROM zoho.items WHERE item_id = ANY(%s)",
                                    list(ids))}
 
 
 def test_acks_wait_until_postgresql_has_the_commit_on_disk(procs, lazy_pg):
-    db = _lazy_db(lazy_pg)
+    db = lazy_pg.create_database("lazy")
     h = WriterHarness(procs, db)
-    walwriter = _walwriter(db)
+    walwriter = lazy_pg.walwriter_pid()
     os.kill(walwriter, signal.SIGSTOP)
     try:
-        _flush_wal(db)  # what the migrations left
+        db.flush_wal()  # what the migrations left
         msgs = [rows_msg(ORG, items_sets([item(ORG, str(700 + i), ts(1), f"lazy {i}")]))
                 for i in range(3)]
         for _, f in msgs:
@@ -1154,13 +1104,13 @@ def test_acks_wait_until_postgresql_has_the_commit_on_disk(procs, lazy_pg):
         ids = {str(700 + i) for i in range(3)}
         wait_until(lambda: _items_visible(db, ids) == ids, 10, "the rows committed")
         # Committed and visible, not on disk: no ack, however long.
-        assert _wal_flushed(db) < _wal_written(db)
+        assert db.wal_flushed_behind()
         t0 = time.monotonic()
         while time.monotonic() - t0 < 1.5:
             h.poll_acks(100)
             assert not h.acked, "acked before PostgreSQL had the commit on disk"
         assert h.proc.metric("tds_writer_acks_held") >= 1
-        _flush_wal(db)
+        db.flush_wal()
         h.wait_acked([s for s, _ in msgs], timeout=5)
         assert h.proc.metric("tds_writer_acks_held") == 0
         assert h.proc.metric("tds_writer_acks_held_dropped_total") == 0
@@ -1182,32 +1132,17 @@ def test_acks_wait_until_postgresql_has_the_commit_on_disk(procs, lazy_pg):
         h.close()
 
 
-def _crash(cluster):
-    """Kill every process of the cluster at once, as a power cut would: what
-    was only in PostgreSQL's WAL buffers is gone."""
-    with open(os.path.join(cluster.datadir, "postmaster.pid")) as f:
-        pm = int(f.readline())
-    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(pm)], capture_output=True,
-                                               text=True).stdout.split()]
-    for pid in [pm] + children:
-        os.kill(pid, signal.SIGKILL)
-    # Gone, not even a zombie: a new postmaster takes a live pid in its lock
-    # file for another server.
-    wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in [pm] + children), 20,
-               "the cluster's processes gone")
-
-
 def test_a_commit_lost_in_a_database_crash_was_never_acked(procs, lazy_pg):
-    db = _lazy_db(lazy_pg)
+    db = lazy_pg.create_database("lazy")
     h = WriterHarness(procs, db)
-    walwriter = _walwriter(db)
+    walwriter = lazy_pg.walwriter_pid()
     os.kill(walwriter, signal.SIGSTOP)
     try:
-        _flush_wal(db)
+        db.flush_wal()
         durable = rows_msg(ORG, items_sets([item(ORG, "800", ts(1), "flushed")]))
         h.send(durable[1])
         wait_until(lambda: _items_visible(db, {"800"}) == {"800"}, 10, "the first row")
-        _flush_wal(db)
+        db.flush_wal()
         h.wait_acked([durable[0]], timeout=5)
         lost = [rows_msg(ORG, items_sets([item(ORG, str(801 + i), ts(1), f"lost {i}")]))
                 for i in range(4)]
@@ -1216,7 +1151,7 @@ def test_a_commit_lost_in_a_database_crash_was_never_acked(procs, lazy_pg):
         ids = {str(801 + i) for i in range(4)}
         wait_until(lambda: _items_visible(db, ids) == ids, 10, "the rows committed")
         h.poll_acks(300)
-        _crash(lazy_pg)
+        lazy_pg.crash()
     except BaseException:
         os.kill(walwriter, signal.SIGCONT)
         h.close()
@@ -1233,7 +1168,7 @@ def test_a_commit_lost_in_a_database_crash_was_never_acked(procs, lazy_pg):
         for _, f in lost:
             h.send(f)
         wait_until(lambda: _items_visible(db, ids) == ids, 20, "the rows written again")
-        _flush_wal(db)  # a new WAL writer flushes by itself; this one saves waiting for it
+        db.flush_wal()  # a new WAL writer flushes by itself; this one saves waiting for it
         h.wait_acked([s for s, _ in lost], timeout=10)
         assert h.proc.metric("tds_writer_acks_held_dropped_total") >= 1
         assert h.proc.metric("tds_writer_reconnects_total") >= 1
