@@ -197,7 +197,10 @@ class PgCluster:
         children = [int(p) for p in subprocess.run(["pgrep", "-P", str(pm)], capture_output=True,
                                                    text=True).stdout.split()]
         for pid in [pm] + children:
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # a backend whose session had just ended
         # Gone, not even a zombie: a new postmaster takes a live pid in its
         # lock file for another server.
         wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in [pm] + children), 20,
@@ -279,12 +282,7 @@ _db_counter = itertools.count(1)
 def db(pg):
     import psycopg2
     name = f"t{os.getpid()}_{next(_db_counter)}"
-    c = psycopg2.connect(pg.dsn())
-    c.autocommit = True
-    with c.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    c.close()
-    yield Database(pg, name)
+    yield pg.create_database(name)
     # Leave the database behind if PostgreSQL is down; the cluster goes anyway.
     try:
         c = psycopg2.connect(pg.dsn())

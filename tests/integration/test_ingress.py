@@ -1472,27 +1472,34 @@ def test_chunked_body_over_the_cap_is_cut_before_its_end(ing, model):
     assert i.post("60001", item_body("7300"), SECRET_A).status == 200
 
 
+def _stages_behind(procs, db, tmp_path, orgs=None, env=None):
+    """A writer on db and a processor, and an ingress that sends to them:
+    (writer, processor, ingress)."""
+    from conftest import free_port
+    w_rows, w_acks, p_in = free_port(), free_port(), free_port()
+    writer = procs.spawn("tds-writer", env={"TDS_DATABASE_URL": db.url,
+                                            "TDS_WRITER_BIND": f"tcp://127.0.0.1:{w_rows}",
+                                            "TDS_ACK_BIND": f"tcp://127.0.0.1:{w_acks}",
+                                            "TDS_INSTANCE": "w1"})
+    proc = procs.spawn("tds-processor", env={"TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{p_in}",
+                                             "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{w_rows}",
+                                             "TDS_INSTANCE": "p1"})
+    i = Ingress(procs, str(tmp_path), orgs=orgs, env={
+        "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{p_in}",
+        "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{w_acks}", **(env or {})})
+    return writer, proc, i
+
+
 def test_pipeline_webhook_to_postgres(procs, sim, db, tmp_path):
     """Simulator → ingress → processor → writer → PostgreSQL, with latency."""
     for b in ("tds-processor", "tds-writer", "tds-zohosim"):
         if procs.bins.path(b) is None:
             pytest.skip(f"{b} is not built")
-    from conftest import free_port
-    w_rows, w_acks, p_in = free_port(), free_port(), free_port()
-    procs.spawn("tds-writer", env={"TDS_DATABASE_URL": db.url,
-                                   "TDS_WRITER_BIND": f"tcp://127.0.0.1:{w_rows}",
-                                   "TDS_ACK_BIND": f"tcp://127.0.0.1:{w_acks}",
-                                   "TDS_INSTANCE": "w1"})
-    procs.spawn("tds-processor", env={"TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{p_in}",
-                                      "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{w_rows}",
-                                      "TDS_INSTANCE": "p1"})
     secret = "simwebhooksecret01"
     orgs = {"organizations": [{"org_id": "60001", "name": "sim", "product": "inventory",
                                "data_center": "com", "client_id": "x", "client_secret": "y",
                                "refresh_token": "z", "webhook_secrets": [secret]}]}
-    i = Ingress(procs, str(tmp_path), orgs=orgs, env={
-        "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{p_in}",
-        "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{w_acks}"})
+    _, _, i = _stages_behind(procs, db, tmp_path, orgs=orgs)
     try:
         s = sim()
         s.webhooks("60001", f"http://127.0.0.1:{i.http_port}/webhooks/zoho/60001", secret=secret)
@@ -1541,18 +1548,7 @@ def test_delete_with_the_update_body_is_applied(procs, db, tmp_path):
     for b in ("tds-processor", "tds-writer"):
         if procs.bins.path(b) is None:
             pytest.skip(f"{b} is not built")
-    from conftest import free_port
-    w_rows, w_acks, p_in = free_port(), free_port(), free_port()
-    procs.spawn("tds-writer", env={"TDS_DATABASE_URL": db.url,
-                                   "TDS_WRITER_BIND": f"tcp://127.0.0.1:{w_rows}",
-                                   "TDS_ACK_BIND": f"tcp://127.0.0.1:{w_acks}",
-                                   "TDS_INSTANCE": "w1"})
-    procs.spawn("tds-processor", env={"TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{p_in}",
-                                      "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{w_rows}",
-                                      "TDS_INSTANCE": "p1"})
-    i = Ingress(procs, str(tmp_path), env={
-        "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{p_in}",
-        "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{w_acks}"})
+    _, _, i = _stages_behind(procs, db, tmp_path)
     try:
         item = "4600000000000077001"
         body = item_body(item, name="to be deleted")
@@ -1579,19 +1575,8 @@ def test_pipeline_survives_sigkill_of_processor_and_writer(procs, db, tmp_path):
     for b in ("tds-processor", "tds-writer"):
         if procs.bins.path(b) is None:
             pytest.skip(f"{b} is not built")
-    from conftest import free_port
-    w_rows, w_acks, p_in = free_port(), free_port(), free_port()
-    writer = procs.spawn("tds-writer", env={"TDS_DATABASE_URL": db.url,
-                                            "TDS_WRITER_BIND": f"tcp://127.0.0.1:{w_rows}",
-                                            "TDS_ACK_BIND": f"tcp://127.0.0.1:{w_acks}",
-                                            "TDS_INSTANCE": "w1"})
-    proc = procs.spawn("tds-processor", env={"TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{p_in}",
-                                             "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{w_rows}",
-                                             "TDS_INSTANCE": "p1"})
-    i = Ingress(procs, str(tmp_path), env={
-        "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{p_in}",
-        "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{w_acks}",
-        "TDS_INGRESS_ACK_TIMEOUT_MS": "1000"})
+    writer, proc, i = _stages_behind(procs, db, tmp_path,
+                                     env={"TDS_INGRESS_ACK_TIMEOUT_MS": "1000"})
     try:
         ids = [str(4700000000000000000 + k) for k in range(300)]
         stop = threading.Event()
@@ -1643,20 +1628,8 @@ def test_pipeline_loses_nothing_when_postgresql_crashes_before_its_wal_flush(pro
     off) and crashes before the flush: the rows written since are gone. The
     writer had not acked them, so the ingress sends them again, and every
     webhook answered 200 ends as a row."""
-    from conftest import free_port
     db = lazy_pg.create_database("pipe")
-    w_rows, w_acks, p_in = free_port(), free_port(), free_port()
-    procs.spawn("tds-writer", env={"TDS_DATABASE_URL": db.url,
-                                   "TDS_WRITER_BIND": f"tcp://127.0.0.1:{w_rows}",
-                                   "TDS_ACK_BIND": f"tcp://127.0.0.1:{w_acks}",
-                                   "TDS_INSTANCE": "w1"})
-    procs.spawn("tds-processor", env={"TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{p_in}",
-                                      "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{w_rows}",
-                                      "TDS_INSTANCE": "p1"})
-    i = Ingress(procs, str(tmp_path), env={
-        "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{p_in}",
-        "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{w_acks}",
-        "TDS_INGRESS_ACK_TIMEOUT_MS": "1000"})
+    _, _, i = _stages_behind(procs, db, tmp_path, env={"TDS_INGRESS_ACK_TIMEOUT_MS": "1000"})
     walwriter = lazy_pg.walwriter_pid()
     os.kill(walwriter, signal.SIGSTOP)
     crashed = False

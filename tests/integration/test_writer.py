@@ -1090,13 +1090,21 @@ def _items_visible(db, ids):
                                    list(ids))}
 
 
-def test_acks_wait_until_postgresql_has_the_commit_on_disk(procs, lazy_pg):
-    db = lazy_pg.create_database("lazy")
+def _lazy_writer(procs, cluster):
+    """A writer on a new database of cluster, whose WAL writer is then stopped
+    (SIGSTOP; SIGCONT it when done), and everything so far flushed (what the
+    migrations wrote): (database, writer, WAL writer's pid)."""
+    db = cluster.create_database("lazy")
     h = WriterHarness(procs, db)
-    walwriter = lazy_pg.walwriter_pid()
+    walwriter = cluster.walwriter_pid()
     os.kill(walwriter, signal.SIGSTOP)
+    db.flush_wal()
+    return db, h, walwriter
+
+
+def test_acks_wait_until_postgresql_has_the_commit_on_disk(procs, lazy_pg):
+    db, h, walwriter = _lazy_writer(procs, lazy_pg)
     try:
-        db.flush_wal()  # what the migrations left
         msgs = [rows_msg(ORG, items_sets([item(ORG, str(700 + i), ts(1), f"lazy {i}")]))
                 for i in range(3)]
         for _, f in msgs:
@@ -1133,12 +1141,8 @@ def test_acks_wait_until_postgresql_has_the_commit_on_disk(procs, lazy_pg):
 
 
 def test_a_commit_lost_in_a_database_crash_was_never_acked(procs, lazy_pg):
-    db = lazy_pg.create_database("lazy")
-    h = WriterHarness(procs, db)
-    walwriter = lazy_pg.walwriter_pid()
-    os.kill(walwriter, signal.SIGSTOP)
+    db, h, walwriter = _lazy_writer(procs, lazy_pg)
     try:
-        db.flush_wal()
         durable = rows_msg(ORG, items_sets([item(ORG, "800", ts(1), "flushed")]))
         h.send(durable[1])
         wait_until(lambda: _items_visible(db, {"800"}) == {"800"}, 10, "the first row")
