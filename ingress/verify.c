@@ -115,8 +115,47 @@ static int unhex(char c)
     return -1;
 }
 
-/* Exactly 64 hex digits (either case), surrounded by nothing but blanks. */
-static bool parse_hex(const char *s, size_t n, unsigned char out[32])
+/* A digest in base64: 43 characters of the standard alphabet or of the
+ * URL-safe one (not mixed), then one '=' or none. The 43rd holds the last
+ * four bits and two zero bits, so each digest has exactly one spelling.
+ * EVP_DecodeBlock (standard alphabet, padded) decodes it: 44 characters give
+ * 33 bytes, the padding's byte last. */
+static bool parse_base64(const char *s, size_t n, unsigned char out[32])
+{
+    static const char std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char in[44], dec[33];
+    bool is_std = false, is_url = false;
+
+    if (n == 44 && s[43] == '=')
+        n = 43;
+    if (n != 43)
+        return false;
+    for (size_t i = 0; i < 43; i++) {
+        const char *c = s[i] ? strchr(std, s[i]) : NULL;
+
+        if (c) {
+            is_std |= s[i] == '+' || s[i] == '/';
+        } else if (s[i] && (c = strchr(url, s[i])) != NULL) {
+            is_url = true;
+            c = std + (c - url);
+        } else {
+            return false;
+        }
+        in[i] = (unsigned char)*c;
+    }
+    in[43] = '=';
+    if ((is_std && is_url) || EVP_DecodeBlock(dec, in, 44) != 33 || dec[32] != 0)
+        return false;
+    memcpy(out, dec, 32);
+    return true;
+}
+
+/* A digest as Zoho may send it, surrounded by nothing but blanks, with or
+ * without "sha256=" in front: 64 hex digits (either case), or base64 (which
+ * encoding Zoho uses is not documented; the two shapes cannot be mistaken
+ * for each other). */
+static bool parse_digest(const char *s, size_t n, unsigned char out[32])
 {
     while (n && (*s == ' ' || *s == '\t')) {
         s++;
@@ -124,12 +163,12 @@ static bool parse_hex(const char *s, size_t n, unsigned char out[32])
     }
     while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
         n--;
-    if (n == 71 && strncasecmp(s, "sha256=", 7) == 0) {
+    if (n > 7 && strncasecmp(s, "sha256=", 7) == 0) {
         s += 7;
         n -= 7;
     }
     if (n != 64)
-        return false;
+        return parse_base64(s, n, out);
     for (size_t i = 0; i < 32; i++) {
         int hi = unhex(s[2 * i]), lo = unhex(s[2 * i + 1]);
 
@@ -212,7 +251,7 @@ int tds_verify_check(const char *const *secrets, size_t n_secrets, const char *s
             return r;
     }
     vlen = strlen(v);
-    if (!parse_hex(v, vlen, got))
+    if (!parse_digest(v, vlen, got))
         return TDS_VERIFY_E_MALFORMED;
     r = sort_params(params, n_params, sorted);
     if (r)

@@ -2,6 +2,8 @@
  *
  * Zoho signs hex(HMAC-SHA256(secret, k1 v1 k2 v2 … raw_body)) with the query
  * parameters sorted by key (then value) and concatenated without separators.
+ * The digest is taken in hex (either case) or in base64 (standard or URL-safe
+ * alphabet, padded or not), since Zoho does not document which it sends.
  * A Payments-style header "t=<unix ms>,v=<hex>" signs "<t>." before the same
  * string and is refused once older than max_age. Query parameters are joined
  * with no separator, so a plain signature whose signed bytes begin like that
@@ -21,7 +23,7 @@
 
 enum {
     TDS_VERIFY_E_MISSING = 1,   /* no signature header */
-    TDS_VERIFY_E_MALFORMED = 2, /* not hex of the right length / bad t=,v= form */
+    TDS_VERIFY_E_MALFORMED = 2, /* neither hex nor base64 of 32 bytes / bad t=,v= form */
     TDS_VERIFY_E_MISMATCH = 3,  /* no secret produces this digest */
     TDS_VERIFY_E_STALE = 4,     /* t= older (or newer) than max_age */
     TDS_VERIFY_E_PARAMS = 5,    /* more than TDS_VERIFY_MAX_PARAMS query parameters */

@@ -6,7 +6,7 @@
  * '\n', then the raw body. Any input must give a verify code and a parse code
  * without a crash, leak or sanitizer report. Invariants: a signature made by
  * tds_verify_sign over the same parameters and body always verifies (in any
- * parameter order, in upper case too) unless the signed bytes begin with
+ * parameter order, in upper case and in base64 too) unless the signed bytes begin with
  * "<digits>." (then it is refused as ambiguous, and only then), one flipped
  * body byte never verifies, and a timestamped signature never verifies as a
  * plain one with its "<t>." added to the query;
@@ -15,6 +15,7 @@
  * id, and its journal entry encodes and decodes to the same fields.
  */
 #include <ctype.h>
+#include <openssl/evp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,6 +166,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (char *p = hex; *p; p++)
         *p = (char)toupper((unsigned char)*p);
     CHECK(tds_verify_check(secrets, 2, hex, kv, n, body, body_len, 0, 0) == want);
+    /* The same digest in base64, padded or not, verifies alike. */
+    {
+        unsigned char raw[32];
+        char b64[45];
+
+        for (size_t i = 0; i < 32; i++) {
+            unsigned v = 0;
+
+            CHECK(sscanf(hex + 2 * i, "%2x", &v) == 1);
+            raw[i] = (unsigned char)v;
+        }
+        CHECK(EVP_EncodeBlock((unsigned char *)b64, raw, 32) == 44);
+        CHECK(tds_verify_check(secrets, 2, b64, kv, n, body, body_len, 0, 0) == want);
+        b64[43] = '\0';
+        CHECK(tds_verify_check(secrets, 2, b64, kv, n, body, body_len, 0, 0) == want);
+    }
 
     /* A stale timestamped signature, its "<t>." moved into the query as a
      * parameter of its own: never verifies as a plain signature. */

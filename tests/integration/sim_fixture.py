@@ -152,9 +152,11 @@ class Sim:
         return self.ctl("POST", "faults", kw)
 
     def webhooks(self, org, url, secret="", retries=3, retry_delay_ms=50, timeout_ms=2000,
-                 query=None):
+                 query=None, encoding=None):
         body = {"org": org, "url": url, "secret": secret, "retries": retries,
                 "retry_delay_ms": retry_delay_ms, "timeout_ms": timeout_ms}
+        if encoding:
+            body["encoding"] = encoding
         if query:
             body["query"] = query
         return self.ctl("POST", "webhooks", body)

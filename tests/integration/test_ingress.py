@@ -11,6 +11,7 @@ share a flush under TDS_INGRESS_SYNC_DELAY_US. The last test runs
 the real pipeline (simulator → ingress → processor → writer → PostgreSQL)
 when those binaries are built, and prints the latency.
 """
+import base64
 import hashlib
 import hmac
 import http.client
@@ -149,6 +150,15 @@ def test_signed_webhook_becomes_event(ing):
     took = i.metric("tds_ingress_accept_seconds_sum")
     assert 0 < took <= (t1 - t0) + (t3 - t2), took
     assert i.metric("tds_ingress_accept_seconds_bucket", {"le": "+Inf"}) == 3
+    # Zoho does not document whether the digest is hex or base64: the same
+    # digest in base64 (either alphabet) verifies too, and a wrong one does not.
+    for n, enc in ((5, base64.b64encode), (6, base64.urlsafe_b64encode)):
+        b = item_body(str(n))
+        digest = enc(bytes.fromhex(sign(SECRET_A, b))).decode()
+        assert i.post("60001", b, sig=digest).status == 200
+        assert i.post("60001", item_body("7"), sig=digest).status == 401
+    assert sorted(m["zoho_id"] for m in i.recv(i.events, 2)) == ["5", "6"]
+    assert i.metric("tds_ingress_signature_failures_total", {"reason": "mismatch"}) == 3
 
 
 def test_bad_signatures_are_401_and_counted(ing):
@@ -1536,6 +1546,15 @@ def test_pipeline_webhook_to_postgres(procs, sim, db, tmp_path):
         s.mutate("60001", "items", delete=1)
         wait_until(lambda: db.query("SELECT count(*) FROM zoho.items WHERE deleted_at IS NOT NULL"
                                     )[0][0] >= 1, 30, "soft delete from a delete webhook")
+        # The same deliveries signed with the digest in base64 land as well.
+        s.webhooks("60001", f"http://127.0.0.1:{i.http_port}/webhooks/zoho/60001", secret=secret,
+                   encoding="base64")
+        before = db.query("SELECT count(*) FROM tds.webhook_events")[0][0]
+        s.mutate("60001", "items", update=3)
+        wait_until(lambda: db.query("SELECT count(*) FROM tds.webhook_events")[0][0] >= before + 3,
+                   30, "webhooks signed in base64 applied")
+        assert i.metric("tds_ingress_signature_failures_total", {"reason": "malformed"}) == 0
+        assert i.metric("tds_ingress_signature_failures_total", {"reason": "mismatch"}) == 0
     finally:
         i.close()
 

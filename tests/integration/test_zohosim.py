@@ -8,6 +8,7 @@ signed webhooks checked by a real receiver; fault injection; the truth
 endpoint. Speed is measured separately (README.md), not asserted here.
 """
 
+import base64
 import hashlib
 import hmac
 import http.client
@@ -721,6 +722,20 @@ def test_mutations_post_signed_webhooks(sim, receiver, wait_until):
             assert "contact_persons" in c
     st = s.stats()["orgs"]["60001"]["webhooks"]
     assert st["delivered"] == 4 and st["pending"] == 0
+
+
+def test_webhook_signature_in_base64_on_request(sim, receiver, wait_until):
+    s = sim()
+    rc = receiver()
+    s.webhooks("60001", rc.url, secret="s3cretS3cret", encoding="base64")
+    s.mutate("60001", "items", update=2)
+    wait_until(lambda: len(rc.bad) >= 2, 10, "2 webhooks")
+    for sig, raw in rc.bad:  # not hex: the receiver files them as bad
+        want = hmac.new(b"s3cretS3cret", b"eventupdated" + raw, hashlib.sha256).digest()
+        assert sig == base64.b64encode(want).decode()
+    r = s.request("POST", "/_sim/webhooks", body={"org": "60001", "url": rc.url,
+                                                  "encoding": "base32"})
+    assert r.status == 400 and b"hex or base64" in r.body
 
 
 def test_webhook_signature_detects_a_wrong_secret(sim, receiver, wait_until):

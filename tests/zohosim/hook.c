@@ -14,6 +14,7 @@
 #include <openssl/hmac.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,6 +27,7 @@ struct target {
     bool on;
     char *base;               /* url without query */
     char *secret;
+    bool base64;
     int retries;
     int64_t retry_delay_ms, timeout_ms;
     size_t n;
@@ -182,6 +184,21 @@ static char *urlencode_into(char *p, const char *s)
     return p;
 }
 
+/* The hex digest in sig again in base64 (44 characters), in place. */
+static void to_base64(char sig[65])
+{
+    unsigned char raw[32];
+
+    if (strlen(sig) != 64)
+        return;
+    for (size_t i = 0; i < 32; i++) {
+        unsigned v = 0;
+        sscanf(sig + 2 * i, "%2x", &v);
+        raw[i] = (unsigned char)v;
+    }
+    EVP_EncodeBlock((unsigned char *)sig, raw, 32);
+}
+
 int zs_hooks_configure(struct zs_hooks *h, size_t org, const struct zs_hook_cfg *cfg)
 {
     if (org >= h->n_orgs)
@@ -230,6 +247,7 @@ int zs_hooks_configure(struct zs_hooks *h, size_t org, const struct zs_hook_cfg 
                 goto nomem;
         }
         nt.on = true;
+        nt.base64 = cfg->base64;
         /* bounded so the doubling delay cannot overflow */
         nt.retries = cfg->retries < 0 ? 0 : cfg->retries > 100 ? 100 : cfg->retries;
         nt.retry_delay_ms = cfg->retry_delay_ms <= 0        ? 100
@@ -329,8 +347,11 @@ int zs_hooks_post(struct zs_hooks *h, size_t org, const char *event, char *body,
         p = urlencode_into(p, values[i]);
     }
     *p = '\0';
-    if (t->secret[0])
+    if (t->secret[0]) {
         zs_hook_sign(t->secret, names, values, n, body, len, d->sig);
+        if (t->base64)
+            to_base64(d->sig);
+    }
     d->retries = t->retries;
     d->retry_delay_ms = t->retry_delay_ms;
     d->timeout_ms = t->timeout_ms;

@@ -4,7 +4,8 @@
  * retry policy) and one queue of pending deliveries, drained by one sender
  * thread with libcurl so the HTTP server never waits on a receiver. Each POST
  * carries X-Zoho-Webhook-Signature = hex HMAC-SHA256(secret, query parameters
- * sorted by name as name+value, then the raw body). It never renders records:
+ * sorted by name as name+value, then the raw body), or the same digest in
+ * base64 when the target asks for it. It never renders records:
  * callers pass finished bodies.
  */
 #ifndef ZS_HOOK_H
@@ -22,6 +23,7 @@ struct zs_hooks;
 struct zs_hook_cfg {
     const char *url;           /* may carry a query string; its parameters are signed */
     const char *secret;        /* "" = unsigned */
+    bool base64;               /* the signature's digest in base64, not hex */
     int retries;               /* further attempts after a failure */
     int64_t retry_delay_ms;    /* first retry delay; doubles each attempt */
     int64_t timeout_ms;

@@ -1201,6 +1201,13 @@ static void ctl_webhooks(struct zs_sim *s, json_t *j, struct reply *r)
     struct zs_hook_cfg cfg = {0};
     cfg.url = json_string_value(json_object_get(j, "url"));
     cfg.secret = json_string_value(json_object_get(j, "secret"));
+    const char *enc = json_string_value(json_object_get(j, "encoding"));
+    if (enc && strcmp(enc, "hex") != 0 && strcmp(enc, "base64") != 0) {
+        r->status = 400;
+        r->body = ctl_error("encoding must be hex or base64", &r->len);
+        return;
+    }
+    cfg.base64 = enc && strcmp(enc, "base64") == 0;
     cfg.retries = (int)jint(j, "retries", 3);
     cfg.retry_delay_ms = jint(j, "retry_delay_ms", 200);
     cfg.timeout_ms = jint(j, "timeout_ms", 5000);

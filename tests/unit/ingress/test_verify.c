@@ -1,6 +1,6 @@
 /* Unit tests for ingress/verify.c: the documented Zoho string-to-sign with a
  * digest computed independently by Python's hmac module, rotation, case,
- * missing/malformed/mismatch, and the t= form's age check. */
+ * missing/malformed/mismatch, base64 digests, and the t= form's age check. */
 #include <stdio.h>
 #include <string.h>
 
@@ -34,6 +34,43 @@ static void test_upper_case_and_prefix(void)
         up[7 + i] = (char)(vec[i] >= 'a' && vec[i] <= 'f' ? vec[i] - 32 : vec[i]);
     T_INT(tds_verify_check(secrets, 1, up + 7, params, 2, body, strlen(body), 0, 0), ==, 0);
     T_INT(tds_verify_check(secrets, 1, up, params, 2, body, strlen(body), 0, 0), ==, 0);
+}
+
+/* The same digest in base64 (python3: base64.b64encode / urlsafe_b64encode of
+ * the vector's bytes), padded or not, with the prefix, and inside t=,v=. */
+static void test_base64(void)
+{
+    const char *secrets[] = {"abcdefghijkl12"};
+    static const char *ok[] = {
+        "GBjVvqE9LB8Q3jq1dsJ1iHKsJUhSw/OKmu01HKEMyfQ=",
+        "GBjVvqE9LB8Q3jq1dsJ1iHKsJUhSw/OKmu01HKEMyfQ",
+        "GBjVvqE9LB8Q3jq1dsJ1iHKsJUhSw_OKmu01HKEMyfQ=",
+        "GBjVvqE9LB8Q3jq1dsJ1iHKsJUhSw_OKmu01HKEMyfQ",
+        " sha256=GBjVvqE9LB8Q3jq1dsJ1iHKsJUhSw/OKmu01HKEMyfQ=\t",
+    };
+    static const char *malformed[] = {
+        "GBjVvqE9LB8Q3jq1dsJ1iHKsJUhSw/OKmu01HKEMyfQ==",  /* padding twice */
+        "GBjVvqE9LB8Q3jq1dsJ1iHKsJUhSw/OKmu01HKEMyfR=",   /* low bits set: another spelling */
+        "GBjVvqE9LB8Q3jq1dsJ1iHKsJUhSw/OKmu01HKEMyf=",    /* 42 characters */
+        "GBjVvqE9LB8Q3jq1dsJ1iHKs-UhSw/OKmu01HKEMyfQ=",   /* two alphabets */
+        "GBjVvqE9LB8Q3jq1dsJ1iHKs UhSw/OKmu01HKEMyfQ=",   /* a blank inside */
+        "GBjVvqE9LB8Q3jq1dsJ1iHKs.UhSw/OKmu01HKEMyfQ=",
+    };
+    const char *b = "{\"a\":1}";
+
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        T_INT(tds_verify_check(secrets, 1, ok[i], params, 2, body, strlen(body), 0, 0), ==, 0);
+    for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++)
+        T_INT(tds_verify_check(secrets, 1, malformed[i], params, 2, body, strlen(body), 0, 0), ==,
+              TDS_VERIFY_E_MALFORMED);
+    /* A well-formed digest of other bytes (one character changed). */
+    T_INT(tds_verify_check(secrets, 1, "GBjVvqE9LB8Q3jq1dsJ1iHKsJUhSw/OKmu01HKEMyfA=", params, 2,
+                           body, strlen(body), 0, 0), ==, TDS_VERIFY_E_MISMATCH);
+    /* python3: base64.b64encode(hmac.new(b'abcdefghijkl12', b'1700000000000.{"a":1}',
+     * sha256).digest()) */
+    T_INT(tds_verify_check(secrets, 1,
+                           "t=1700000000000,v=uVZtZTUiXhfgxr7KobB69tczx1Szvs2FYlWypHJOdMU=", NULL,
+                           0, b, strlen(b), 1700000001000, 300000), ==, 0);
 }
 
 static void test_rotation(void)
@@ -136,6 +173,7 @@ int main(void)
 {
     T_RUN(test_known_vector);
     T_RUN(test_upper_case_and_prefix);
+    T_RUN(test_base64);
     T_RUN(test_rotation);
     T_RUN(test_failures);
     T_RUN(test_timestamped);
