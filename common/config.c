@@ -375,6 +375,57 @@ static int get_secret(struct orgs_ctx *c, json_t *o, const char *key, bool requi
     return 0;
 }
 
+/* A list of up to TDS_ORG_MAX_SECRETS webhook credentials (several during a
+ * rotation), each inline, env:NAME or file:/path. A secret may hold any byte
+ * but a control character; a token goes in an HTTP header as it is, so it is
+ * printable ASCII without blanks, and at least min_len long. */
+static int get_secret_list(struct orgs_ctx *c, json_t *o, const char *key, size_t min_len,
+                           bool header_safe, char **out, size_t *n)
+{
+    json_t *v = json_object_get(o, key);
+
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_array(v))
+        return fail(c, "field '%s' must be an array, not %s", key, json_kind(v));
+    if (json_array_size(v) > TDS_ORG_MAX_SECRETS)
+        return fail(c, "field '%s' has %zu entries (at most %d)", key, json_array_size(v),
+                    TDS_ORG_MAX_SECRETS);
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        json_t *x = json_array_get(v, i);
+        char what[64], msg[256];
+        char *s = NULL;
+        int r;
+
+        if (!json_is_string(x))
+            return fail(c, "%s[%zu] must be a string, not %s", key, i, json_kind(x));
+        r = tds_secret_resolve(json_string_value(x), &s);
+        if (r) {
+            snprintf(what, sizeof(what), "%s[%zu]", key, i);
+            secret_error(msg, sizeof(msg), what, json_string_value(x), r);
+            return fail(c, "%s", msg);
+        }
+        out[(*n)++] = s;
+        if (*s == '\0')
+            return fail(c, "%s[%zu] is empty", key, i);
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+            if (*p < 0x20 || *p == 0x7f)
+                return fail(c, "%s[%zu] holds a control character (0x%02x at byte %zu): %s", key,
+                            i, *p, (size_t)(p - (const unsigned char *)s),
+                            header_safe ? "no HTTP header could carry it"
+                                        : "no signature made with the secret would match");
+            if (header_safe && (*p == ' ' || *p > 0x7e))
+                return fail(c, "%s[%zu] holds a blank or a non-ASCII byte (at byte %zu): a "
+                            "token goes in an HTTP header as it is, so use printable ASCII",
+                            key, i, (size_t)(p - (const unsigned char *)s));
+        }
+        if (strlen(s) < min_len)
+            return fail(c, "%s[%zu] is %zu characters long: a token must have at least %zu, "
+                        "so that it cannot be guessed", key, i, strlen(s), min_len);
+    }
+    return 0;
+}
+
 static int get_int(struct orgs_ctx *c, json_t *o, const char *key, int64_t def, int64_t min,
                    int64_t max, int64_t *out)
 {
@@ -442,7 +493,8 @@ static bool tz_normalize(const char *s, char out[6])
 
 static const char *const org_keys[] = {
     "org_id", "name", "product", "data_center", "accounts_url", "api_url", "client_id",
-    "client_secret", "refresh_token", "webhook_secrets", "webhooks_unsigned", "entities",
+    "client_secret", "refresh_token", "webhook_secrets", "webhook_tokens", "webhooks_unsigned",
+    "entities",
     "incremental_every_s", "incremental_budget_pct", "reconcile_every_s", "daily_reserve",
     "rate_per_min", "max_concurrency", "daily_limit", "timezone_offset", "stock_sites",
     "allow_http",
@@ -479,6 +531,8 @@ static void org_clear(struct tds_org *g)
     free(g->refresh_token);
     for (size_t i = 0; i < g->n_webhook_secrets; i++)
         free(g->webhook_secrets[i]);
+    for (size_t i = 0; i < g->n_webhook_tokens; i++)
+        free(g->webhook_tokens[i]);
     for (size_t i = 0; i < g->n_entities; i++)
         free(g->entities[i]);
     free(g->entities);
@@ -654,36 +708,11 @@ static int parse_org(struct orgs_ctx *c, json_t *o, struct tds_org *g)
     if ((r = get_secret(c, o, "refresh_token", false, &g->refresh_token)))
         return r;
 
-    v = json_object_get(o, "webhook_secrets");
-    if (v && !json_is_null(v)) {
-        if (!json_is_array(v))
-            return fail(c, "field 'webhook_secrets' must be an array, not %s", json_kind(v));
-        if (json_array_size(v) > TDS_ORG_MAX_SECRETS)
-            return fail(c, "field 'webhook_secrets' has %zu entries (at most %d)",
-                        json_array_size(v), TDS_ORG_MAX_SECRETS);
-        for (size_t i = 0; i < json_array_size(v); i++) {
-            json_t *x = json_array_get(v, i);
-            char what[64], msg[256];
-            char *s = NULL;
-
-            if (!json_is_string(x))
-                return fail(c, "webhook_secrets[%zu] must be a string, not %s", i, json_kind(x));
-            r = tds_secret_resolve(json_string_value(x), &s);
-            if (r) {
-                snprintf(what, sizeof(what), "webhook_secrets[%zu]", i);
-                secret_error(msg, sizeof(msg), what, json_string_value(x), r);
-                return fail(c, "%s", msg);
-            }
-            g->webhook_secrets[g->n_webhook_secrets++] = s;
-            if (*s == '\0')
-                return fail(c, "webhook_secrets[%zu] is empty", i);
-            for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-                if (*p < 0x20 || *p == 0x7f)
-                    return fail(c, "webhook_secrets[%zu] holds a control character (0x%02x at "
-                                "byte %zu): no signature made with the secret would match",
-                                i, *p, (size_t)(p - (const unsigned char *)s));
-        }
-    }
+    if ((r = get_secret_list(c, o, "webhook_secrets", 1, false, g->webhook_secrets,
+                             &g->n_webhook_secrets)) ||
+        (r = get_secret_list(c, o, "webhook_tokens", TDS_ORG_TOKEN_MIN, true, g->webhook_tokens,
+                             &g->n_webhook_tokens)))
+        return r;
     v = json_object_get(o, "webhooks_unsigned");
     if (v && !json_is_null(v)) {
         if (!json_is_boolean(v))
@@ -894,18 +923,30 @@ struct tds_orgs *tds_orgs_free(struct tds_orgs *orgs)
     return NULL;
 }
 
+static bool share_one(char *const *x, size_t nx, char *const *y, size_t ny)
+{
+    for (size_t i = 0; i < nx; i++)
+        for (size_t j = 0; j < ny; j++)
+            if (strcmp(x[i], y[j]) == 0)
+                return true;
+    return false;
+}
+
 bool tds_orgs_shared_secret(const struct tds_orgs *orgs, size_t *a, size_t *b)
 {
     for (size_t i = 0; orgs && i < orgs->n; i++)
-        for (size_t j = i + 1; j < orgs->n; j++)
-            for (size_t x = 0; x < orgs->orgs[i].n_webhook_secrets; x++)
-                for (size_t y = 0; y < orgs->orgs[j].n_webhook_secrets; y++)
-                    if (strcmp(orgs->orgs[i].webhook_secrets[x],
-                               orgs->orgs[j].webhook_secrets[y]) == 0) {
-                        *a = i;
-                        *b = j;
-                        return true;
-                    }
+        for (size_t j = i + 1; j < orgs->n; j++) {
+            const struct tds_org *x = &orgs->orgs[i], *y = &orgs->orgs[j];
+
+            if (share_one(x->webhook_secrets, x->n_webhook_secrets, y->webhook_secrets,
+                          y->n_webhook_secrets) ||
+                share_one(x->webhook_tokens, x->n_webhook_tokens, y->webhook_tokens,
+                          y->n_webhook_tokens)) {
+                *a = i;
+                *b = j;
+                return true;
+            }
+        }
     return false;
 }
 

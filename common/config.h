@@ -53,6 +53,7 @@ void tds_config_markdown(const struct tds_config_entry *table, size_t n, FILE *f
 /* ---- organizations file ---- */
 
 #define TDS_ORG_MAX_SECRETS 4
+#define TDS_ORG_TOKEN_MIN 16 /* characters of a webhook token, at least */
 #define TDS_ORG_ID_MAX 64 /* characters of [A-Za-z0-9._-] */
 
 struct tds_org {
@@ -67,6 +68,8 @@ struct tds_org {
     char *refresh_token;        /* resolved secret, may be NULL before `auth exchange` */
     char *webhook_secrets[TDS_ORG_MAX_SECRETS];
     size_t n_webhook_secrets;
+    char *webhook_tokens[TDS_ORG_MAX_SECRETS]; /* resolved: X-Webhook-Token values accepted */
+    size_t n_webhook_tokens;
     bool webhooks_unsigned;     /* explicitly accept unsigned webhooks */
     char **entities;            /* entity names, validated against the registry */
     size_t n_entities;
@@ -107,8 +110,9 @@ int tds_orgs_load(const char *path, struct tds_orgs **out, char *err, size_t err
 int tds_orgs_load_webhooks(const char *path, struct tds_orgs **out, char *err, size_t errlen);
 struct tds_orgs *tds_orgs_free(struct tds_orgs *orgs);
 const struct tds_org *tds_orgs_find(const struct tds_orgs *orgs, const char *org_id);
-/* Two organizations that list the same webhook secret: a delivery signed for
- * one is then accepted when posted to the other's path. Returns true and
+/* Two organizations that list the same webhook secret (or token): a delivery
+ * signed for one (or carrying its token) is then accepted when posted to the
+ * other's path. Returns true and
  * their indexes (*a < *b), the first such pair; false when none. */
 bool tds_orgs_shared_secret(const struct tds_orgs *orgs, size_t *a, size_t *b);
 /* Accounts server URL for a data center code ("com" → "https://accounts.zoho.com",

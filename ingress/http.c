@@ -715,7 +715,7 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
     struct qp q = {0};
     struct tds_webhook w;
     char key[KEY_MAX];
-    const char *sig, *ct;
+    const char *sig, *tok, *ct;
     enum tds_webhook_kind kind;
     int64_t now = tds_wall_ms();
     char *entry = NULL;
@@ -727,15 +727,24 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
 
     MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
     sig = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Zoho-Webhook-Signature");
+    tok = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Webhook-Token");
     ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     kind = tds_webhook_kind(ct);
-    if (r->org->n_webhook_secrets > 0) {
-        rc = q.overflow ? TDS_VERIFY_E_PARAMS
-                        : tds_verify_check((const char *const *)r->org->webhook_secrets,
-                                           r->org->n_webhook_secrets, sig, q.kv, q.n, r->body.p,
-                                           r->body.len, now, h->o.sig_max_age_ms);
-        if (rc == TDS_VERIFY_E_MISMATCH && kind == TDS_WEBHOOK_FORM)
-            rc = verify_form(h, r, &q, sig, now);
+    if (r->org->n_webhook_secrets > 0 || r->org->n_webhook_tokens > 0) {
+        /* A signature is checked when the organization has secrets and the
+         * request is signed (or carries no token either); otherwise its token. */
+        if (r->org->n_webhook_secrets > 0 &&
+            ((sig && *sig) || !(tok && *tok) || r->org->n_webhook_tokens == 0)) {
+            rc = q.overflow ? TDS_VERIFY_E_PARAMS
+                            : tds_verify_check((const char *const *)r->org->webhook_secrets,
+                                               r->org->n_webhook_secrets, sig, q.kv, q.n,
+                                               r->body.p, r->body.len, now, h->o.sig_max_age_ms);
+            if (rc == TDS_VERIFY_E_MISMATCH && kind == TDS_WEBHOOK_FORM)
+                rc = verify_form(h, r, &q, sig, now);
+        } else {
+            rc = tds_verify_token((const char *const *)r->org->webhook_tokens,
+                                  r->org->n_webhook_tokens, tok);
+        }
         if (rc < 0)
             return respond(h, r, 500);
         if (rc) {
@@ -747,7 +756,7 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
     } else if (!r->org->webhooks_unsigned) {
         tds_series_inc(h->sig_unsigned, 1);
         log_limited(h, &h->log_sig, TDS_LOG_WARN, r->org->org_id,
-                    "webhook rejected: %s", "organization has no webhook secret");
+                    "webhook rejected: %s", "organization has no webhook secret or token");
         return respond(h, r, 401);
     }
 
@@ -1029,8 +1038,8 @@ static int resolve(const char *listen, struct sockaddr_storage *ss, uint16_t *po
 
 int tds_http_new(struct tds_http **out, const struct tds_http_opts *o, const struct tds_http_deps *d)
 {
-    static const char *const reasons[] = {NULL,    "missing", "malformed", "mismatch",
-                                          "stale", "params",  "ambiguous"};
+    static const char *const reasons[] = {NULL,     "missing",   "malformed", "mismatch",
+                                          "stale",  "params",    "ambiguous", "token"};
     static const double accept_buckets[] = {.0005, .001, .002, .003, .005, .0075, .01,
                                             .015,  .025, .05,  .1,   .25,  1,     2.5};
     struct tds_http *h;

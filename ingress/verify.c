@@ -274,6 +274,26 @@ int tds_verify_check(const char *const *secrets, size_t n_secrets, const char *s
     return 0;
 }
 
+int tds_verify_token(const char *const *tokens, size_t n_tokens, const char *tok)
+{
+    unsigned char got[32], want[32];
+    bool match = false;
+
+    if (!tok || !*tok)
+        return TDS_VERIFY_E_MISSING;
+    /* Digests of both sides, compared in constant time: neither a token's
+     * contents nor its length show in the time taken. */
+    if (!EVP_Digest(tok, strlen(tok), got, NULL, EVP_sha256(), NULL))
+        return -ENOMEM;
+    for (size_t i = 0; i < n_tokens; i++) {
+        if (!EVP_Digest(tokens[i], strlen(tokens[i]), want, NULL, EVP_sha256(), NULL))
+            return -ENOMEM;
+        if (tds_ct_equal(want, sizeof(want), got, sizeof(got)))
+            match = true;
+    }
+    return match ? 0 : TDS_VERIFY_E_TOKEN;
+}
+
 const char *tds_verify_reason(int code)
 {
     switch (code) {
@@ -283,6 +303,7 @@ const char *tds_verify_reason(int code)
     case TDS_VERIFY_E_STALE: return "stale";
     case TDS_VERIFY_E_PARAMS: return "params";
     case TDS_VERIFY_E_AMBIGUOUS: return "ambiguous";
+    case TDS_VERIFY_E_TOKEN: return "token";
     default: return "error";
     }
 }

@@ -12,6 +12,8 @@
  * (TDS_VERIFY_E_AMBIGUOUS), and t= takes digits only. Digests are compared in
  * constant time against every configured secret (rotation). Works on the raw
  * bytes before any parsing; never logs and never says why in a response.
+ * tds_verify_token checks the X-Webhook-Token an organization without a
+ * signature may use instead.
  */
 #ifndef TDS_INGRESS_VERIFY_H
 #define TDS_INGRESS_VERIFY_H
@@ -29,6 +31,7 @@ enum {
     TDS_VERIFY_E_PARAMS = 5,    /* more than TDS_VERIFY_MAX_PARAMS query parameters */
     TDS_VERIFY_E_AMBIGUOUS = 6, /* plain signature over bytes that begin "<digits>.": the
                                    bytes a t= signature covers, so its age would go unchecked */
+    TDS_VERIFY_E_TOKEN = 7,     /* an X-Webhook-Token that is none of the organization's */
 };
 
 struct tds_verify_kv {
@@ -51,8 +54,15 @@ int tds_verify_check(const char *const *secrets, size_t n_secrets, const char *s
 int tds_verify_sign(const char *secret, const char *prefix, const struct tds_verify_kv *params,
                     size_t n_params, const void *body, size_t body_len, char hex[65]);
 
-/* "missing", "malformed", "mismatch", "stale", "params", "ambiguous" — for logs and
- * metric labels. */
+/* Check an X-Webhook-Token header value (NUL-terminated, or NULL) against the
+ * organization's tokens, for a Zoho webhook that carries a shared token in a
+ * custom header instead of a signature. Returns 0 when one matches,
+ * TDS_VERIFY_E_MISSING, TDS_VERIFY_E_TOKEN, or -ENOMEM. Constant time in the
+ * contents and lengths of both sides. */
+int tds_verify_token(const char *const *tokens, size_t n_tokens, const char *tok);
+
+/* "missing", "malformed", "mismatch", "stale", "params", "ambiguous", "token" —
+ * for logs and metric labels. */
 const char *tds_verify_reason(int code);
 
 #endif

@@ -215,6 +215,48 @@ def test_bad_signatures_are_401_and_counted(ing):
     assert i.recv(i.fetches, 1, timeout=1) == []
 
 
+def test_a_webhook_token_stands_in_for_a_signature(ing, tmp_path):
+    """Zoho's webhook form takes custom headers; an organization whose
+    webhooks carry no signature can be given a token that they carry in
+    X-Webhook-Token instead. Its webhooks are then records, not notices
+    to fetch (which cost an API call each); a wrong or missing token is a
+    401 counted as such, and a signed request still has its signature
+    checked where the organization has a secret as well."""
+    token, old = "tk-0123456789abcdef", "tk-previous-0001x"
+    (tmp_path / "token").write_text(token + "\n")
+    orgs = {"organizations": [
+        {"org_id": "60011", "product": "inventory", "client_id": "x", "client_secret": "y",
+         "webhook_tokens": [f"file:{tmp_path / 'token'}", old]},
+        {"org_id": "60012", "product": "inventory", "client_id": "x", "client_secret": "y",
+         "webhook_secrets": [SECRET_A], "webhook_tokens": ["tk-second-org-00001"]},
+    ]}
+    i = ing(orgs=orgs)
+    for n, t in ((1, token), (2, old)):
+        assert i.post("60011", item_body(str(n)), headers={"X-Webhook-Token": t}).status == 200
+    got = i.recv(i.events, 2)
+    assert sorted((m["t"], m["zoho_id"]) for m in got) == [("event", "1"), ("event", "2")]
+    for bad in ({"X-Webhook-Token": token[:-1]}, {"X-Webhook-Token": token + "x"},
+                {"X-Webhook-Token": "tk-second-org-00001"}):
+        r = i.post("60011", item_body("3"), headers=bad)
+        assert r.status == 401 and b"unauthorized" in r.body, (bad, r)
+    assert i.metric("tds_ingress_signature_failures_total", {"reason": "token"}) == 3
+    assert i.post("60011", item_body("4")).status == 401
+    assert i.post("60011", item_body("4"), secret=SECRET_A).status == 401  # no secret there
+    assert i.metric("tds_ingress_signature_failures_total", {"reason": "missing"}) == 2
+    # An organization with both: a signed request is judged by its signature
+    # (a right token does not save a wrong one), an unsigned one by its token.
+    assert i.post("60012", item_body("5"), secret=SECRET_A).status == 200
+    assert i.post("60012", item_body("6"),
+                  headers={"X-Webhook-Token": "tk-second-org-00001"}).status == 200
+    assert i.post("60012", item_body("7"), secret=SECRET_RETIRED,
+                  headers={"X-Webhook-Token": "tk-second-org-00001"}).status == 401
+    assert i.metric("tds_ingress_signature_failures_total", {"reason": "mismatch"}) == 1
+    assert sorted(m["zoho_id"] for m in i.recv(i.events, 2)) == ["5", "6"]
+    assert i.recv(i.events, 1, timeout=1) == [] and i.recv(i.fetches, 1, timeout=0.5) == []
+    err = i.proc.stderr_text()
+    assert token not in err and old not in err and "tk-second-org" not in err
+
+
 def test_duplicates_answered_200_and_forwarded_once(ing):
     i = ing()
     body = item_body("20")

@@ -426,6 +426,28 @@ static void test_orgs_good(void)
     T_INT(sb, ==, 2);
     o = tds_orgs_free(o);
 
+    /* Webhook tokens: read like secrets, and a token in common is found too. */
+    setenv("TDS_T_TOKEN", "fromTheEnvironment-0001\n", 1);
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
+        " \"webhook_tokens\": [\"env:TDS_T_TOKEN\", \"Q7~x!pL2#rT9@wZ4\"]}, {\"org_id\": \"2\","
+        " \"client_id\": \"c\", \"client_secret\": \"s\", \"webhook_secrets\": [\"Q7~x!pL2#rT9@wZ4\"]}]}");
+    T_INT(tds_orgs_load(orgs_path, &o, err, sizeof(err)), ==, 0);
+    T_INT(o->orgs[0].n_webhook_tokens, ==, 2);
+    T_STR(o->orgs[0].webhook_tokens[0], "fromTheEnvironment-0001");
+    T_STR(o->orgs[0].webhook_tokens[1], "Q7~x!pL2#rT9@wZ4");
+    T_INT(o->orgs[1].n_webhook_tokens, ==, 0);
+    T_TRUE(!tds_orgs_shared_secret(o, &sa, &sb)); /* a token and a secret alike are not shared */
+    o = tds_orgs_free(o);
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
+        " \"webhook_tokens\": [\"env:TDS_T_TOKEN\"]}, {\"org_id\": \"2\", \"client_id\": \"c\","
+        " \"client_secret\": \"s\", \"webhook_tokens\": [\"fromTheEnvironment-0001\"]}]}");
+    T_INT(tds_orgs_load(orgs_path, &o, err, sizeof(err)), ==, 0);
+    T_TRUE(tds_orgs_shared_secret(o, &sa, &sb));
+    T_INT(sa, ==, 0);
+    T_INT(sb, ==, 1);
+    o = tds_orgs_free(o);
+    unsetenv("TDS_T_TOKEN");
+
     /* Inventory default: all six entities. */
     put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
         " \"data_center\": \"ca\"}]}");
@@ -540,6 +562,20 @@ static void test_orgs_errors(void)
     orgs_error(ORG(", \"webhook_secrets\": [\"ab\\tc\"]"),
                "organizations[0] (org_id 42): webhook_secrets[0] holds a control character "
                "(0x09 at byte 2): no signature made with the secret would match");
+    orgs_error(ORG(", \"webhook_tokens\": [\"short-token\"]"),
+               "organizations[0] (org_id 42): webhook_tokens[0] is 11 characters long: a token "
+               "must have at least 16, so that it cannot be guessed");
+    orgs_error(ORG(", \"webhook_tokens\": [\"a token with blanks in it\"]"),
+               "organizations[0] (org_id 42): webhook_tokens[0] holds a blank or a non-ASCII byte "
+               "(at byte 1): a token goes in an HTTP header as it is, so use printable ASCII");
+    orgs_error(ORG(", \"webhook_tokens\": [\"\u0645\u0641\u062a\u0627\u062d-\u0633\u0631\u064a-0001\"]"),
+               "organizations[0] (org_id 42): webhook_tokens[0] holds a blank or a non-ASCII byte "
+               "(at byte 0): a token goes in an HTTP header as it is, so use printable ASCII");
+    orgs_error(ORG(", \"webhook_tokens\": [\"0123456789abcdef\\t\"]"),
+               "organizations[0] (org_id 42): webhook_tokens[0] holds a control character "
+               "(0x09 at byte 16): no HTTP header could carry it");
+    orgs_error(ORG(", \"webhook_tokens\": \"0123456789abcdef\""),
+               "organizations[0] (org_id 42): field 'webhook_tokens' must be an array, not a string");
     orgs_error(ORG(", \"webhook_secrets\": [\"a\", \"b\", \"c\", \"d\", \"e\"]"),
                "organizations[0] (org_id 42): field 'webhook_secrets' has 5 entries (at most 4)");
     orgs_error(ORG(", \"webhook_secrets\": [\"a\", \"env:TDS_T_UNSET_HOOK\"]"),

@@ -1,6 +1,7 @@
 /* Unit tests for ingress/verify.c: the documented Zoho string-to-sign with a
  * digest computed independently by Python's hmac module, rotation, case,
- * missing/malformed/mismatch, base64 digests, and the t= form's age check. */
+ * missing/malformed/mismatch, base64 digests, the t= form's age check, and
+ * webhook tokens. */
 #include <stdio.h>
 #include <string.h>
 
@@ -71,6 +72,21 @@ static void test_base64(void)
     T_INT(tds_verify_check(secrets, 1,
                            "t=1700000000000,v=uVZtZTUiXhfgxr7KobB69tczx1Szvs2FYlWypHJOdMU=", NULL,
                            0, b, strlen(b), 1700000001000, 300000), ==, 0);
+}
+
+static void test_token(void)
+{
+    const char *tokens[] = {"tk-0123456789abcdef", "tk-previous-0001x"};
+
+    T_INT(tds_verify_token(tokens, 2, "tk-0123456789abcdef"), ==, 0);
+    T_INT(tds_verify_token(tokens, 2, "tk-previous-0001x"), ==, 0);
+    T_INT(tds_verify_token(tokens, 2, "tk-0123456789abcde"), ==, TDS_VERIFY_E_TOKEN);
+    T_INT(tds_verify_token(tokens, 2, "tk-0123456789abcdefg"), ==, TDS_VERIFY_E_TOKEN);
+    T_INT(tds_verify_token(tokens, 2, "TK-0123456789ABCDEF"), ==, TDS_VERIFY_E_TOKEN);
+    T_INT(tds_verify_token(tokens, 0, "tk-0123456789abcdef"), ==, TDS_VERIFY_E_TOKEN);
+    T_INT(tds_verify_token(tokens, 2, ""), ==, TDS_VERIFY_E_MISSING);
+    T_INT(tds_verify_token(tokens, 2, NULL), ==, TDS_VERIFY_E_MISSING);
+    T_STR(tds_verify_reason(TDS_VERIFY_E_TOKEN), "token");
 }
 
 static void test_rotation(void)
@@ -174,6 +190,7 @@ int main(void)
     T_RUN(test_known_vector);
     T_RUN(test_upper_case_and_prefix);
     T_RUN(test_base64);
+    T_RUN(test_token);
     T_RUN(test_rotation);
     T_RUN(test_failures);
     T_RUN(test_timestamped);
