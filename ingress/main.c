@@ -902,8 +902,8 @@ int main(int argc, char **argv)
 
         if (tds_orgs_shared_secret(a.orgs, &x, &y))
             tds_log(TDS_LOG_WARN, NULL,
-                    "organizations %s and %s share a webhook secret: a delivery signed for one "
-                    "is accepted when posted to the other's path; give each its own",
+                    "organizations %s and %s share a webhook secret or token: a delivery for "
+                    "one is accepted when posted to the other's path; give each its own",
                     a.orgs->orgs[x].org_id, a.orgs->orgs[y].org_id);
         for (size_t i = 0; i < a.orgs->n; i++)
             if (a.orgs->orgs[i].webhooks_unsigned)

@@ -255,6 +255,13 @@ def test_a_webhook_token_stands_in_for_a_signature(ing, tmp_path):
     assert i.recv(i.events, 1, timeout=1) == [] and i.recv(i.fetches, 1, timeout=0.5) == []
     err = i.proc.stderr_text()
     assert token not in err and old not in err and "tk-second-org" not in err
+    # Two organizations with one token: a delivery for one would be taken at
+    # the other's path. Said at start, without the token.
+    orgs["organizations"][1]["webhook_tokens"].append(old)
+    j = ing(orgs=orgs, label="shared")
+    err = j.proc.stderr_text()
+    assert "organizations 60011 and 60012 share a webhook secret or token" in err
+    assert old not in err
 
 
 def test_duplicates_answered_200_and_forwarded_once(ing):
