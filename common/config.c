@@ -271,6 +271,7 @@ struct orgs_ctx {
     size_t index;
     const char *org_id; /* NULL until known */
     bool no_oauth;      /* OAuth secrets checked, not resolved (tds_orgs_load_webhooks) */
+    bool no_webhooks;   /* webhook secrets and tokens checked, not resolved (tds_orgs_load_api) */
 };
 
 void tds_config_json_error_clean(char *text)
@@ -399,6 +400,8 @@ static int get_secret_list(struct orgs_ctx *c, json_t *o, const char *key, size_
 
         if (!json_is_string(x))
             return fail(c, "%s[%zu] must be a string, not %s", key, i, json_kind(x));
+        if (c->no_webhooks)
+            continue; /* shape only: the value is not this process's to hold */
         r = tds_secret_resolve(json_string_value(x), &s);
         if (r) {
             snprintf(what, sizeof(what), "%s[%zu]", key, i);
@@ -808,23 +811,29 @@ static int read_file(const char *path, char **out, size_t *len, char *err, size_
 }
 
 static int orgs_load(const char *path, struct tds_orgs **out, char *err, size_t errlen,
-                     bool no_oauth);
+                     bool no_oauth, bool no_webhooks);
 
 int tds_orgs_load(const char *path, struct tds_orgs **out, char *err, size_t errlen)
 {
-    return orgs_load(path, out, err, errlen, false);
+    return orgs_load(path, out, err, errlen, false, false);
 }
 
 int tds_orgs_load_webhooks(const char *path, struct tds_orgs **out, char *err, size_t errlen)
 {
-    return orgs_load(path, out, err, errlen, true);
+    return orgs_load(path, out, err, errlen, true, false);
+}
+
+int tds_orgs_load_api(const char *path, struct tds_orgs **out, char *err, size_t errlen)
+{
+    return orgs_load(path, out, err, errlen, false, true);
 }
 
 static int orgs_load(const char *path, struct tds_orgs **out, char *err, size_t errlen,
-                     bool no_oauth)
+                     bool no_oauth, bool no_webhooks)
 {
     struct tds_orgs *orgs = NULL;
-    struct orgs_ctx c = {.path = path, .err = err, .errlen = errlen, .no_oauth = no_oauth};
+    struct orgs_ctx c = {.path = path, .err = err, .errlen = errlen, .no_oauth = no_oauth,
+                         .no_webhooks = no_webhooks};
     json_error_t jerr;
     json_t *root = NULL, *list;
     char *text = NULL;

@@ -108,6 +108,10 @@ int tds_orgs_load(const char *path, struct tds_orgs **out, char *err, size_t err
  * shape but not resolved, so their env:/file: sources need not be there and
  * their values never enter its memory; those three stay NULL. */
 int tds_orgs_load_webhooks(const char *path, struct tds_orgs **out, char *err, size_t errlen);
+/* The same for a process that calls Zoho's API and takes no webhooks (the
+ * fetcher): webhook_secrets and webhook_tokens are checked for shape but not
+ * resolved, and stay empty. */
+int tds_orgs_load_api(const char *path, struct tds_orgs **out, char *err, size_t errlen);
 struct tds_orgs *tds_orgs_free(struct tds_orgs *orgs);
 const struct tds_org *tds_orgs_find(const struct tds_orgs *orgs, const char *org_id);
 /* Two organizations that list the same webhook secret (or token): a delivery

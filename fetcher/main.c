@@ -345,7 +345,7 @@ int main(int argc, char **argv)
         tds_config_free(config_table, N_CONFIG, &a.cfg);
         return 0;
     }
-    if (tds_orgs_load(a.cfg.config, &a.orgs, err, sizeof(err)) != 0) {
+    if (tds_orgs_load_api(a.cfg.config, &a.orgs, err, sizeof(err)) != 0) {
         fprintf(stderr, "tds-fetcher: invalid TDS_CONFIG: %s\n", err);
         tds_config_free(config_table, N_CONFIG, &a.cfg);
         return 2;

@@ -278,7 +278,16 @@ def check(rep, cfg, cfg_demo, with_env):
                         orgs = []
                     for o in orgs:
                         refs = [o.get(f) for f in dl.ORGS_CREDENTIALS[st]]
-                        refs += list(o.get("webhook_secrets") or [])
+                        hooks = [v for f in dl.WEBHOOK_FIELDS for v in (o.get(f) or [])]
+                        if st in dl.WEBHOOK_CREDENTIAL_STAGES:
+                            refs += hooks
+                        else:
+                            for v in hooks:
+                                if isinstance(v, str) and v.startswith("file:"):
+                                    rep.check(resolve(v[5:]) is not None, w,
+                                              f"org {o.get('org_id')}: a webhook credential's "
+                                              "secret is mounted, but this stage never reads "
+                                              "it: leave it out of the service")
                         for v in refs:
                             if v is None:
                                 continue
@@ -305,7 +314,7 @@ def check(rep, cfg, cfg_demo, with_env):
         rep.check(orgs, w, "no organizations")
         for o in orgs:
             refs = [o.get(f) for f in ("client_id", "client_secret", "refresh_token")]
-            refs += list(o.get("webhook_secrets") or [])
+            refs += [v for f in dl.WEBHOOK_FIELDS for v in (o.get(f) or [])]
             for v in refs:
                 if v is None:
                     continue

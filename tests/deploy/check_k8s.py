@@ -517,11 +517,19 @@ def check_overlay(rep, rnd, with_env):
                                  f"org {o.get('org_id')}: {field} is not a file: reference"):
                         err = resolve(v[5:])
                         rep.check(err is None, ct.name, f"org {o.get('org_id')}: {field}: {err}")
-                for v in o.get("webhook_secrets") or []:
-                    if rep.check(isinstance(v, str) and v.startswith("file:"), ct.name,
-                                 f"org {o.get('org_id')}: a webhook secret is not a file: reference"):
-                        err = resolve(v[5:])
-                        rep.check(err is None, ct.name, f"org {o.get('org_id')}: webhook secret: {err}")
+                for field in dl.WEBHOOK_FIELDS:
+                    for v in o.get(field) or []:
+                        if ct.stage not in dl.WEBHOOK_CREDENTIAL_STAGES:
+                            if isinstance(v, str) and v.startswith("file:"):
+                                rep.check(resolve(v[5:]) is not None, ct.name,
+                                          f"org {o.get('org_id')}: a {field} file is mounted, "
+                                          "but this stage never reads it: leave it out of the pod")
+                            continue
+                        if rep.check(isinstance(v, str) and v.startswith("file:"), ct.name,
+                                     f"org {o.get('org_id')}: {field} holds one that is not a "
+                                     "file: reference"):
+                            err = resolve(v[5:])
+                            rep.check(err is None, ct.name, f"org {o.get('org_id')}: {field}: {err}")
 
     if "fetcher" in orgs_cm:
         for st, cm_name in orgs_cm.items():

@@ -283,6 +283,9 @@ ORGS_STAGES = ("ingress", "fetcher", "writer")
 ORGS_CREDENTIAL_STAGES = ("ingress", "fetcher")
 OAUTH_FIELDS = ("client_id", "client_secret", "refresh_token")
 ORGS_CREDENTIALS = {"ingress": (), "fetcher": OAUTH_FIELDS}
+# The organizations' webhook credentials (lists): read by the ingress only.
+WEBHOOK_FIELDS = ("webhook_secrets", "webhook_tokens")
+WEBHOOK_CREDENTIAL_STAGES = ("ingress",)
 
 
 # Which setting of which stage connects to which downstream stage.

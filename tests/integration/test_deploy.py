@@ -146,6 +146,11 @@ K8S_BREAKS = [
     ("base/ingress.yaml", "  ingressClassName: nginx\n", "", "no spec.ingressClassName"),
     ("base/kustomization.yaml", "credentials.\n      - TDS_CONFIG=/etc/tds/orgs.json\n",
      "credentials.\n", "TDS_CONFIG is not set: the alert rule entity_stale"),
+    # The fetcher takes no webhooks: the webhook secret stays out of its pod.
+    ("base/fetcher.yaml", "              - {key: zoho-refresh-token, path: zoho-refresh-token}\n",
+     "              - {key: zoho-refresh-token, path: zoho-refresh-token}\n"
+     "              - {key: zoho-webhook-secret, path: zoho-webhook-secret}\n",
+     "a webhook_secrets file is mounted, but this stage never reads it"),
 ]
 
 
@@ -192,6 +197,9 @@ def test_k8s_env_check_fails_on_unknown_or_missing_settings(tmp_path):
 
 
 COMPOSE_BREAKS = [
+    ("secrets: [database_url, zoho_client_id, zoho_client_secret, zoho_refresh_token]",
+     "secrets: [database_url, zoho_client_id, zoho_client_secret, zoho_refresh_token, "
+     "zoho_webhook_secret]", "a webhook credential's secret is mounted, but this stage never"),
     ("TDS_ACK_CONNECT: tcp://writer:5559", "TDS_ACK_CONNECT: tcp://writer:5560", "uses port 5560"),
     ('      - "${TDS_WEBHOOK_PUBLISH:-8080}:8080"\n', "", "webhook port 8080 is not published"),
     ("      - journal:/var/lib/tds/journal\n", "      - ./journal:/var/lib/tds/journal\n",

@@ -84,6 +84,26 @@ def test_full_sync_of_every_entity_equals_truth(procs, db, sim, tmp_path):
     assert org["owned"] and org["token"] == "ok" and org["quota_remaining"] > 0, status
 
 
+def test_the_fetcher_never_reads_the_webhook_credentials(procs, db, sim, tmp_path, bins):
+    """The fetcher takes no webhooks: it resolved every organization's
+    webhook secrets too, so their files had to be mounted in its pod. Now
+    their sources need not exist; their shape is still checked."""
+    s = sim(orgs=[small_org(contacts=20)], extra_args=["--limits-off"])
+    hooks = {"webhook_secrets": ["file:/nonexistent/zoho-webhook-secret"],
+             "webhook_tokens": ["env:TDS_T_NOT_SET_ANYWHERE"]}
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=6000, **hooks)])
+    p.start_fetcher()
+    p.sync("60001", "contacts", "full")
+    truth = {c["contact_id"] for c in s.truth("60001", "contacts")["records"]}
+    assert {r[0] for r in db.query("SELECT contact_id FROM zoho.contacts")} == truth
+    p.orgs = [org_spec("60001", webhook_tokens="env:TDS_T_NOT_SET_ANYWHERE")]
+    p.write_config()
+    out = _cli(bins, dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config)),
+               "auth", "status")
+    assert out.returncode == 2, out
+    assert "field 'webhook_tokens' must be an array, not a string" in out.stderr, out.stderr
+
+
 def test_quota_used_fully_without_429(procs, db, sim, tmp_path):
     """A long full sync against N requests per "minute": at least 99% of N
     each minute, no 429, never over N."""

@@ -490,6 +490,27 @@ static void test_orgs_webhooks_only(void)
     put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
         " \"webhook_secrets\": [\"env:TDS_T_NOT_SET\"]}]}");
     T_INT(tds_orgs_load_webhooks(orgs_path, &o, err, sizeof(err)), ==, TDS_E_INVALID);
+
+    /* The fetcher's load: OAuth resolved, webhook credentials not (their
+     * sources need not exist where it runs), but still checked for shape. */
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
+        " \"refresh_token\": \"env:TDS_T_HOOK\","
+        " \"webhook_secrets\": [\"env:TDS_T_NOT_SET\", \"file:/nonexistent/hook\"],"
+        " \"webhook_tokens\": [\"file:/nonexistent/token\"]}]}");
+    T_INT(tds_orgs_load(orgs_path, &o, err, sizeof(err)), ==, TDS_E_INVALID);
+    T_INT(tds_orgs_load_api(orgs_path, &o, err, sizeof(err)), ==, 0);
+    T_STR(o->orgs[0].refresh_token, "hook1");
+    T_INT(o->orgs[0].n_webhook_secrets, ==, 0);
+    T_INT(o->orgs[0].n_webhook_tokens, ==, 0);
+    o = tds_orgs_free(o);
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
+        " \"webhook_secrets\": [5]}]}");
+    T_INT(tds_orgs_load_api(orgs_path, &o, err, sizeof(err)), ==, TDS_E_INVALID);
+    T_TRUE(strstr(err, "webhook_secrets[0] must be a string, not an integer") != NULL);
+    put("{\"organizations\": [{\"org_id\": \"1\", \"client_id\": \"c\", \"client_secret\": \"s\","
+        " \"webhook_tokens\": [\"a\", \"b\", \"c\", \"d\", \"e\"]}]}");
+    T_INT(tds_orgs_load_api(orgs_path, &o, err, sizeof(err)), ==, TDS_E_INVALID);
+    T_TRUE(strstr(err, "field 'webhook_tokens' has 5 entries (at most 4)") != NULL);
     unsetenv("TDS_T_HOOK");
 }
 
