@@ -633,7 +633,8 @@ static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const cha
 
 /* Encode the message and the journal entry it travels in. */
 static int build_entry(struct tds_http *h, const struct req *r, const struct tds_webhook *w,
-                       const char *key, int64_t now_ms, char **out, size_t *out_len)
+                       bool authenticated, const char *key, int64_t now_ms, char **out,
+                       size_t *out_len)
 {
     struct tds_msg m = {0};
     struct tds_entry e = {0};
@@ -642,10 +643,10 @@ static int build_entry(struct tds_http *h, const struct req *r, const struct tds
     size_t len = 0;
     int rc;
     /* A webhook without the record is a notice to fetch it by id; so is any
-     * webhook of an organization that takes them unsigned: anyone may post
-     * there, and a forged record (a modified time in 2099, a delete) would
-     * otherwise be written as Zoho's. */
-    bool fetch = (!w->has_record && !w->is_delete) || r->org->webhooks_unsigned;
+     * webhook taken without a signature or token (an organization that takes
+     * them unsigned): anyone may post there, and a forged record (a modified
+     * time in 2099, a delete) would otherwise be written as Zoho's. */
+    bool fetch = (!w->has_record && !w->is_delete) || !authenticated;
 
     snprintf(msgid, sizeof(msgid), "%s%s", fetch ? "fe-" : "ev-", key);
     m.v = TDS_MSG_VERSION;
@@ -716,6 +717,7 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
     struct tds_webhook w;
     char key[KEY_MAX];
     const char *sig, *tok, *ct;
+    bool presented, authenticated = false;
     enum tds_webhook_kind kind;
     int64_t now = tds_wall_ms();
     char *entry = NULL;
@@ -730,9 +732,13 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
     tok = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Webhook-Token");
     ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     kind = tds_webhook_kind(ct);
-    if (r->org->n_webhook_secrets > 0 || r->org->n_webhook_tokens > 0) {
+    presented = (sig && *sig) || (tok && *tok);
+    if ((r->org->n_webhook_secrets > 0 || r->org->n_webhook_tokens > 0) &&
+        (presented || !r->org->webhooks_unsigned)) {
         /* A signature is checked when the organization has secrets and the
-         * request is signed (or carries no token either); otherwise its token. */
+         * request is signed (or carries no token either); otherwise its token.
+         * A request with neither, where the organization also takes unsigned
+         * webhooks, is such a webhook: a notice (below). */
         if (r->org->n_webhook_secrets > 0 &&
             ((sig && *sig) || !(tok && *tok) || r->org->n_webhook_tokens == 0)) {
             rc = q.overflow ? TDS_VERIFY_E_PARAMS
@@ -753,6 +759,7 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
                         "webhook signature rejected: %s", tds_verify_reason(rc));
             return respond(h, r, 401);
         }
+        authenticated = true;
     } else if (!r->org->webhooks_unsigned) {
         tds_series_inc(h->sig_unsigned, 1);
         log_limited(h, &h->log_sig, TDS_LOG_WARN, r->org->org_id,
@@ -774,7 +781,7 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
         tds_webhook_clear(&w);
         return respond(h, r, 500); /* org ids are checked at start-up: cannot happen */
     }
-    rc = build_entry(h, r, &w, key, now, &entry, &entry_len);
+    rc = build_entry(h, r, &w, authenticated, key, now, &entry, &entry_len);
     if (rc) {
         tds_webhook_clear(&w);
         return respond(h, r, rc == TDS_MSG_E_TOO_LARGE || rc == TDS_E_TOO_LARGE ? 413 : 500);

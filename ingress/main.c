@@ -905,13 +905,20 @@ int main(int argc, char **argv)
                     "organizations %s and %s share a webhook secret or token: a delivery for "
                     "one is accepted when posted to the other's path; give each its own",
                     a.orgs->orgs[x].org_id, a.orgs->orgs[y].org_id);
-        for (size_t i = 0; i < a.orgs->n; i++)
-            if (a.orgs->orgs[i].webhooks_unsigned)
+        for (size_t i = 0; i < a.orgs->n; i++) {
+            const struct tds_org *g = &a.orgs->orgs[i];
+
+            if (g->webhooks_unsigned)
                 tds_log(TDS_LOG_WARN, NULL,
-                        "organization %s takes unsigned webhooks: anyone may post to its path, "
-                        "so each is only a notice to fetch its record from Zoho by id (an API "
-                        "call each), never a record to write",
-                        a.orgs->orgs[i].org_id);
+                        "organization %s takes unsigned webhooks%s: anyone may post to its "
+                        "path, so each is only a notice to fetch its record from Zoho by id (an "
+                        "API call each), never a record to write",
+                        g->org_id,
+                        g->n_webhook_secrets || g->n_webhook_tokens
+                            ? " (those with neither a signature nor a token; a wrong one is "
+                              "still refused)"
+                            : "");
+        }
     }
 
     raise_nofile(cfg);

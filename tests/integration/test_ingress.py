@@ -264,6 +264,35 @@ def test_a_webhook_token_stands_in_for_a_signature(ing, tmp_path):
     assert old not in err
 
 
+def test_unsigned_beside_signed_webhooks_are_notices(ing):
+    """An organization moving to signed webhooks may list its secret and
+    keep webhooks_unsigned while some of its workflows still post without
+    one. The flag was then ignored: every unsigned webhook was a 401. Now a
+    webhook with neither a signature nor a token is taken as a notice to
+    fetch its record, a signed one as the record, and a wrong signature or
+    token is still refused."""
+    orgs = {"organizations": [
+        {"org_id": "60021", "product": "inventory", "client_id": "x", "client_secret": "y",
+         "webhook_secrets": [SECRET_A], "webhook_tokens": ["tk-mixed-org-000001"],
+         "webhooks_unsigned": True}]}
+    i = ing(orgs=orgs)
+    assert i.post("60021", item_body("1"), secret=SECRET_A).status == 200
+    assert i.post("60021", item_body("2"), headers={"X-Webhook-Token": "tk-mixed-org-000001"}
+                  ).status == 200
+    assert i.post("60021", item_body("3")).status == 200
+    [a, b] = i.recv(i.events, 2)
+    [c] = i.recv(i.fetches, 1)
+    assert sorted((a["t"], a["zoho_id"]) + (b["t"], b["zoho_id"])) == \
+        sorted(("event", "1", "event", "2"))
+    assert (c["t"], c["zoho_id"]) == ("fetch", "3")
+    assert i.post("60021", item_body("4"), secret=SECRET_RETIRED).status == 401
+    assert i.post("60021", item_body("5"), headers={"X-Webhook-Token": "tk-wrong-000000001"}
+                  ).status == 401
+    assert i.recv(i.events, 1, timeout=1) == [] and i.recv(i.fetches, 1, timeout=0.5) == []
+    assert "organization 60021 takes unsigned webhooks (those with neither a signature nor a " \
+           "token; a wrong one is still refused)" in i.proc.stderr_text()
+
+
 def test_duplicates_answered_200_and_forwarded_once(ing):
     i = ing()
     body = item_body("20")
