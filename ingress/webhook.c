@@ -3,11 +3,13 @@
  * The JSON is parsed once with common/pjson (the processor's reader, so what
  * the ingress accepts the processor can read) to be sure it is JSON and to
  * read the few keys ingress needs; the bytes forwarded are the bytes received
- * (or the decoded JSONString), never a re-serialization.
+ * (or the decoded JSONString), never a re-serialization; only a form of plain
+ * fields is written out, as one JSON object of its fields.
  */
 #include "webhook.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -94,7 +96,57 @@ int tds_webhook_form_fields(const char *body, size_t len, char *scratch,
     return 0;
 }
 
-/* Find JSONString=… among the form fields and decode it into w->owned. */
+/* A form without JSONString: the fields a workflow chose (Zoho's form payload
+ * is key/value pairs picked by the user), as one JSON object of strings that
+ * jansson writes into w->owned. It is read as a custom JSON payload is: the
+ * record's fields at the top (so ?entity= names the entity), LIST-like
+ * unless it carries a whole record. A key twice keeps its last value. */
+static int form_object(struct tds_webhook *w, const char *body, size_t len)
+{
+    struct tds_verify_kv kv[TDS_VERIFY_MAX_PARAMS];
+    size_t n = 0;
+    char *scratch = malloc(len + 1);
+    json_t *o = NULL;
+    int r = 0;
+
+    if (!scratch)
+        return -ENOMEM;
+    if (tds_webhook_form_fields(body, len, scratch, kv, TDS_VERIFY_MAX_PARAMS, &n) != 0 ||
+        n == 0) {
+        r = TDS_WEBHOOK_E_FORM; /* no field, or more than a signature covers */
+        goto out;
+    }
+    if (!(o = json_object())) {
+        r = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n && !r; i++) {
+        json_t *v;
+
+        /* jansson refuses a value that is not UTF-8 (NULL); pjson then
+         * refuses a \u0000 in a key or value, as in any JSON body */
+        if (!tds_utf8_valid(kv[i].k, kv[i].klen) || !(v = json_stringn(kv[i].v, kv[i].vlen)))
+            r = TDS_WEBHOOK_E_UTF8;
+        else if (json_object_setn_new(o, kv[i].k, kv[i].klen, v) != 0) /* takes v */
+            r = -ENOMEM;
+    }
+    if (!r) {
+        w->owned = json_dumps(o, JSON_COMPACT);
+        if (!w->owned) {
+            r = -ENOMEM;
+            goto out;
+        }
+        w->json = w->owned;
+        w->json_len = strlen(w->owned);
+    }
+out:
+    json_decref(o);
+    free(scratch);
+    return r;
+}
+
+/* Find JSONString=… among the form fields and decode it into w->owned; a
+ * form without one is its fields (form_object). */
 static int form_json(struct tds_webhook *w, const char *body, size_t len)
 {
     const char *p = body, *end = body + len;
@@ -117,7 +169,7 @@ static int form_json(struct tds_webhook *w, const char *body, size_t len)
         }
         p = fe + 1;
     }
-    return TDS_WEBHOOK_E_JSON;
+    return form_object(w, body, len);
 }
 
 /* One reader per MHD thread, reused for every request it parses; freed when
@@ -392,6 +444,7 @@ const char *tds_webhook_strerror(int code)
     case TDS_WEBHOOK_E_ID: return "record id missing";
     case TDS_WEBHOOK_E_TOO_LARGE: return "JSON text larger than 1 MiB";
     case TDS_WEBHOOK_E_NUMBER: return "a number out of PostgreSQL's numeric range";
+    case TDS_WEBHOOK_E_FORM: return "form has no JSONString and no fields, or over 64 fields";
     default: return "error";
     }
 }

@@ -1,7 +1,8 @@
 /* webhook — what ingress reads out of a verified webhook body (DESIGN.md §4, §6).
  *
- * Decides the body's kind from Content-Type (JSON, or form-encoded with a
- * JSONString field), checks UTF-8 and JSON, finds the entity (the payload's
+ * Decides the body's kind from Content-Type (JSON, or form-encoded: a
+ * JSONString field, or else the form's fields as one JSON object of strings),
+ * checks UTF-8 and JSON, finds the entity (the payload's
  * one top-level key that names an entity, or ?entity=), the record id and
  * modified time, whether it is a delete, whether the record itself is there
  * (→ `event`) or only its id (→ `fetch`), and the event id used for dedupe.
@@ -26,6 +27,7 @@ enum {
     TDS_WEBHOOK_E_ID = 4,     /* 400: no usable record id */
     TDS_WEBHOOK_E_TOO_LARGE = 5, /* 413: JSON text over the reader's 1 MiB (a JSONString) */
     TDS_WEBHOOK_E_NUMBER = 6, /* 400: a number PostgreSQL's numeric cannot hold */
+    TDS_WEBHOOK_E_FORM = 7,   /* 400: a form with no field, or more than 64 */
 };
 
 #define TDS_WEBHOOK_MAX_ID 64       /* longest zoho id or event id taken from a payload */
@@ -38,7 +40,8 @@ struct tds_webhook {
     char event_id[TDS_WEBHOOK_MAX_ID + 1];
     const char *json;                /* the JSON text: into the body, or `owned` */
     size_t json_len;
-    char *owned;                     /* decoded JSONString, freed by clear */
+    char *owned;                     /* decoded JSONString, or the form's fields as
+                                        JSON; freed by clear */
 };
 
 /* application/json (any parameters) → JSON; application/x-www-form-urlencoded → FORM. */

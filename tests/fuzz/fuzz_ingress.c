@@ -223,7 +223,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     r = tds_webhook_parse(&w, data[0] & 1 ? TDS_WEBHOOK_FORM : TDS_WEBHOOK_JSON, body, body_len,
                           entity, event);
-    CHECK(r >= 0 && r <= TDS_WEBHOOK_E_NUMBER);
+    CHECK(r >= 0 && r <= TDS_WEBHOOK_E_FORM);
     if (r == 0) {
         struct tds_entry e = {0}, d;
         char *buf = NULL;

@@ -509,6 +509,26 @@ def test_form_encoded_jsonstring(ing):
     assert i.post("60001", body, params=params, sig=sig).status == 401
     assert i.metric("tds_ingress_signature_failures_total", {"reason": "mismatch"}) == 3
 
+    # A form of the fields a workflow chose, without JSONString: they travel
+    # as one JSON object of strings, the record's fields at the top, so
+    # ?entity= names the entity; signed either way.
+    fields = {"item_id": "43", "name": "ودجت", "last_modified_time": "2026-01-05T10:00:00+0300"}
+    body = urllib.parse.urlencode(fields)
+    params = {"entity": "items"}
+    sig = hmac.new(SECRET_A.encode(), "".join(k + v for k, v in sorted(
+        list(params.items()) + list(fields.items()))).encode(), hashlib.sha256).hexdigest()
+    assert i.post("60001", body, params=params, sig=sig, content_type=form).status == 200
+    assert i.post("60001", urllib.parse.urlencode({"item_id": "44"}), SECRET_A, params=params,
+                  content_type=form).status == 200
+    [m] = i.recv(i.events, 1)
+    assert m["zoho_id"] == "43" and m["entity"] == "items"
+    assert json.loads(m["body"]) == fields
+    [f] = i.recv(i.fetches, 1)  # an id alone: a notice to fetch the record
+    assert (f["zoho_id"], f["entity"]) == ("44", "items")
+    # Without ?entity= nothing says which record it is; an empty form has nothing.
+    assert i.post("60001", body, SECRET_A, content_type=form).status == 400
+    assert i.post("60001", "", SECRET_A, params=params, content_type=form).status == 400
+
 
 def test_deletes_and_id_only_payloads(ing):
     i = ing()

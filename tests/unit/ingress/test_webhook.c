@@ -272,8 +272,38 @@ static void test_form(void)
     T_STR(w.json, "{\"contact\":{\"contact_id\":\"7\",\"last_modified_time\":\"x y\"}}");
     T_TRUE(w.has_record);
     tds_webhook_clear(&w);
-    T_INT(parse(&w, TDS_WEBHOOK_FORM, "a=b", NULL, NULL), ==, TDS_WEBHOOK_E_JSON);
+    /* No JSONString: the form's fields, as a custom payload's would be. The
+     * entity comes from ?entity=; a few fields are no whole record (the
+     * processor's LIST), an id alone a notice to fetch. */
+    T_INT(parse(&w, TDS_WEBHOOK_FORM, "a=b", NULL, NULL), ==, TDS_WEBHOOK_E_ENTITY);
     tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_FORM,
+                "item_id=4600000000000000123&name=%D9%85%D9%86%D8%AA%D8%AC+%22x%22&rate=12.5"
+                "&last_modified_time=2026-01-05T10%3A00%3A00%2B0300&name=second",
+                "items", NULL), ==, 0);
+    T_STR(w.entity->name, "items");
+    T_STR(w.zoho_id, "4600000000000000123");
+    T_STR(w.json, "{\"item_id\":\"4600000000000000123\",\"name\":\"second\",\"rate\":\"12.5\","
+                  "\"last_modified_time\":\"2026-01-05T10:00:00+0300\"}");
+    T_TRUE(w.has_record);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_FORM, "item_id=4600000000000000123", "items", NULL), ==, 0);
+    T_STR(w.json, "{\"item_id\":\"4600000000000000123\"}");
+    T_TRUE(!w.has_record);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_FORM, "item_id=1&name=%D9%85%FF", "items", NULL), ==,
+          TDS_WEBHOOK_E_UTF8);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_FORM, "item_id=1&na%FFme=x", "items", NULL), ==,
+          TDS_WEBHOOK_E_UTF8);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_FORM, "item_id=1&name=a%00b", "items", NULL), ==,
+          TDS_WEBHOOK_E_JSON);
+    tds_webhook_clear(&w);
+    T_INT(parse(&w, TDS_WEBHOOK_FORM, "", "items", NULL), ==, TDS_WEBHOOK_E_FORM);
+    tds_webhook_clear(&w);
+    T_STR(tds_webhook_strerror(TDS_WEBHOOK_E_FORM),
+          "form has no JSONString and no fields, or over 64 fields");
 }
 
 static void test_bad(void)
