@@ -767,7 +767,12 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
         return respond(h, r, 401);
     }
 
-    rc = tds_webhook_parse(&w, kind, r->body.p ? r->body.p : "", r->body.len, q.entity, q.event);
+    /* Without a body, the URL's query parameters are the payload (a webhook
+     * whose author put the record's id in its URL and sent no body). */
+    rc = r->body.len == 0
+             ? tds_webhook_parse_fields(&w, q.kv, q.overflow ? TDS_VERIFY_MAX_PARAMS + 1 : q.n,
+                                        q.entity, q.event)
+             : tds_webhook_parse(&w, kind, r->body.p, r->body.len, q.entity, q.event);
     if (rc) {
         tds_webhook_clear(&w);
         if (rc < 0)
@@ -882,7 +887,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         org_id = url + strlen(PATH_PREFIX);
         if (!*org_id || strchr(org_id, '/'))
             return refuse(h, c, 404, NULL, "no such path", url);
-        if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+        /* Zoho's webhook form offers POST (its default) and PUT, the same
+         * delivery; DELETE says nothing about the record (?event= does). */
+        if (strcmp(method, MHD_HTTP_METHOD_POST) != 0 && strcmp(method, MHD_HTTP_METHOD_PUT) != 0)
             return refuse(h, c, 405, NULL, "method", method);
         org = tds_orgs_find(h->d.orgs, org_id);
         if (!org)
@@ -891,7 +898,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (cl && tds_parse_i64(cl, 0, INT64_MAX, &clen) == 0 && (uint64_t)clen > h->o.max_body)
             return refuse(h, c, 413, org, "Content-Length over TDS_INGRESS_MAX_BODY:", cl);
         ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (tds_webhook_kind(ct) == TDS_WEBHOOK_UNSUPPORTED)
+        /* A request announced without a body (its data in the URL) has no
+         * content to have a type. */
+        if (tds_webhook_kind(ct) == TDS_WEBHOOK_UNSUPPORTED &&
+            !(cl && tds_parse_i64(cl, 0, INT64_MAX, &clen) == 0 && clen == 0))
             return refuse(h, c, 415, org, "content type", ct ? ct : "(none)");
         /* No (usable) Content-Length: chunked, as much as the cap allows.
          * Nor with a Transfer-Encoding beside it: libmicrohttpd then reads

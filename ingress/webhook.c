@@ -96,30 +96,20 @@ int tds_webhook_form_fields(const char *body, size_t len, char *scratch,
     return 0;
 }
 
-/* A form without JSONString: the fields a workflow chose (Zoho's form payload
- * is key/value pairs picked by the user), as one JSON object of strings that
- * jansson writes into w->owned. It is read as a custom JSON payload is: the
- * record's fields at the top (so ?entity= names the entity), LIST-like
- * unless it carries a whole record. A key twice keeps its last value. */
-static int form_object(struct tds_webhook *w, const char *body, size_t len)
+/* Fields (a form's, or a body-less request's query parameters) as one JSON
+ * object of strings that jansson writes into w->owned. It is read as a custom
+ * JSON payload is: the record's fields at the top (so ?entity= names the
+ * entity), LIST-like unless it carries a whole record. A key twice keeps its
+ * last value. */
+static int fields_object(struct tds_webhook *w, const struct tds_verify_kv *kv, size_t n)
 {
-    struct tds_verify_kv kv[TDS_VERIFY_MAX_PARAMS];
-    size_t n = 0;
-    char *scratch = malloc(len + 1);
-    json_t *o = NULL;
+    json_t *o;
     int r = 0;
 
-    if (!scratch)
+    if (n == 0)
+        return TDS_WEBHOOK_E_FORM;
+    if (!(o = json_object()))
         return -ENOMEM;
-    if (tds_webhook_form_fields(body, len, scratch, kv, TDS_VERIFY_MAX_PARAMS, &n) != 0 ||
-        n == 0) {
-        r = TDS_WEBHOOK_E_FORM; /* no field, or more than a signature covers */
-        goto out;
-    }
-    if (!(o = json_object())) {
-        r = -ENOMEM;
-        goto out;
-    }
     for (size_t i = 0; i < n && !r; i++) {
         json_t *v;
 
@@ -130,17 +120,30 @@ static int form_object(struct tds_webhook *w, const char *body, size_t len)
         else if (json_object_setn_new(o, kv[i].k, kv[i].klen, v) != 0) /* takes v */
             r = -ENOMEM;
     }
+    if (!r && !(w->owned = json_dumps(o, JSON_COMPACT)))
+        r = -ENOMEM;
     if (!r) {
-        w->owned = json_dumps(o, JSON_COMPACT);
-        if (!w->owned) {
-            r = -ENOMEM;
-            goto out;
-        }
         w->json = w->owned;
         w->json_len = strlen(w->owned);
     }
-out:
     json_decref(o);
+    return r;
+}
+
+/* A form without JSONString: the fields a workflow chose (Zoho's form
+ * payload is key/value pairs picked by the user), decoded. */
+static int form_object(struct tds_webhook *w, const char *body, size_t len)
+{
+    struct tds_verify_kv kv[TDS_VERIFY_MAX_PARAMS];
+    size_t n = 0;
+    char *scratch = malloc(len + 1);
+    int r;
+
+    if (!scratch)
+        return -ENOMEM;
+    r = tds_webhook_form_fields(body, len, scratch, kv, TDS_VERIFY_MAX_PARAMS, &n) != 0
+            ? TDS_WEBHOOK_E_FORM /* more than a signature covers */
+            : fields_object(w, kv, n);
     free(scratch);
     return r;
 }
@@ -281,10 +284,23 @@ static const char *const delete_keys[] = {"event_type", "event", "operation", "a
 static int parse(struct tds_webhook *w, struct tds_pjson_arena *arena, const char *entity_param,
                  const char *event_param);
 
+/* w->json read with this thread's arena, trimmed after. */
+static int parse_json(struct tds_webhook *w, const char *entity_param, const char *event_param)
+{
+    struct tds_pjson_arena *arena = thread_arena();
+    int r;
+
+    if (!arena)
+        return -ENOMEM;
+    r = parse(w, arena, entity_param, event_param);
+    /* w holds copies (ids) or the body's bytes, nothing of the tree */
+    tds_pjson_arena_trim(arena, ARENA_KEEP);
+    return r;
+}
+
 int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const char *body,
                       size_t len, const char *entity_param, const char *event_param)
 {
-    struct tds_pjson_arena *arena;
     int r;
 
     memset(w, 0, sizeof(*w));
@@ -296,13 +312,17 @@ int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const c
         w->json = body;
         w->json_len = len;
     }
-    arena = thread_arena();
-    if (!arena)
-        return -ENOMEM;
-    r = parse(w, arena, entity_param, event_param);
-    /* w holds copies (ids) or the body's bytes, nothing of the tree */
-    tds_pjson_arena_trim(arena, ARENA_KEEP);
-    return r;
+    return parse_json(w, entity_param, event_param);
+}
+
+int tds_webhook_parse_fields(struct tds_webhook *w, const struct tds_verify_kv *kv, size_t n,
+                             const char *entity_param, const char *event_param)
+{
+    int r;
+
+    memset(w, 0, sizeof(*w));
+    r = n > TDS_VERIFY_MAX_PARAMS ? TDS_WEBHOOK_E_FORM : fields_object(w, kv, n);
+    return r ? r : parse_json(w, entity_param, event_param);
 }
 
 /* w->json parsed with arena, and read into w. */
@@ -444,7 +464,7 @@ const char *tds_webhook_strerror(int code)
     case TDS_WEBHOOK_E_ID: return "record id missing";
     case TDS_WEBHOOK_E_TOO_LARGE: return "JSON text larger than 1 MiB";
     case TDS_WEBHOOK_E_NUMBER: return "a number out of PostgreSQL's numeric range";
-    case TDS_WEBHOOK_E_FORM: return "form has no JSONString and no fields, or over 64 fields";
+    case TDS_WEBHOOK_E_FORM: return "no body and no query parameters, or over 64 fields";
     default: return "error";
     }
 }

@@ -27,7 +27,7 @@ enum {
     TDS_WEBHOOK_E_ID = 4,     /* 400: no usable record id */
     TDS_WEBHOOK_E_TOO_LARGE = 5, /* 413: JSON text over the reader's 1 MiB (a JSONString) */
     TDS_WEBHOOK_E_NUMBER = 6, /* 400: a number PostgreSQL's numeric cannot hold */
-    TDS_WEBHOOK_E_FORM = 7,   /* 400: a form with no field, or more than 64 */
+    TDS_WEBHOOK_E_FORM = 7,   /* 400: no field (nor body), or more than 64 */
 };
 
 #define TDS_WEBHOOK_MAX_ID 64       /* longest zoho id or event id taken from a payload */
@@ -40,8 +40,8 @@ struct tds_webhook {
     char event_id[TDS_WEBHOOK_MAX_ID + 1];
     const char *json;                /* the JSON text: into the body, or `owned` */
     size_t json_len;
-    char *owned;                     /* decoded JSONString, or the form's fields as
-                                        JSON; freed by clear */
+    char *owned;                     /* decoded JSONString, or the fields (a form's,
+                                        the query's) as JSON; freed by clear */
 };
 
 /* application/json (any parameters) → JSON; application/x-www-form-urlencoded → FORM. */
@@ -56,6 +56,12 @@ enum tds_webhook_kind tds_webhook_kind(const char *content_type);
  * tds_webhook_clear after either. */
 int tds_webhook_parse(struct tds_webhook *w, enum tds_webhook_kind kind, const char *body,
                       size_t len, const char *entity_param, const char *event_param);
+/* The same for a request without a body, its data in the URL's query
+ * parameters (kv[0..n), decoded): they stand for one JSON object of strings,
+ * read like a custom payload (?entity= names the entity). No parameter, or
+ * more than TDS_VERIFY_MAX_PARAMS, is TDS_WEBHOOK_E_FORM. */
+int tds_webhook_parse_fields(struct tds_webhook *w, const struct tds_verify_kv *kv, size_t n,
+                             const char *entity_param, const char *event_param);
 void tds_webhook_clear(struct tds_webhook *w);
 
 /* The fields of a form-encoded body, names and values URL-decoded into

@@ -11,7 +11,8 @@
  * body byte never verifies, and a timestamped signature never verifies as a
  * plain one with its "<t>." added to the query;
  * a form's decoded fields stay in their scratch space and sign and verify with
- * the query as Zoho's form scheme does; a parsed webhook has an entity, a non-empty id and a 64-hex or Zoho event
+ * the query as Zoho's form scheme does (and read as the payload of a request
+ * without a body); a parsed webhook has an entity, a non-empty id and a 64-hex or Zoho event
  * id, and its journal entry encodes and decodes to the same fields.
  */
 #include <ctype.h>
@@ -247,6 +248,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
               memcmp(d.msg, e.msg, e.msg_len) == 0);
         free(buf);
     }
+    tds_webhook_clear(&w);
+
+    /* The query parameters as the payload of a request without a body. */
+    r = tds_webhook_parse_fields(&w, kv, n, entity, event);
+    CHECK(r >= 0 && r <= TDS_WEBHOOK_E_FORM);
+    if (r == 0)
+        CHECK(w.entity != NULL && w.zoho_id[0] != '\0' && w.event_id[0] != '\0' &&
+              w.json != NULL && w.json_len > 0);
     tds_webhook_clear(&w);
     free(copy);
     return 0;

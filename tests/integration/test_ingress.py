@@ -23,6 +23,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -528,6 +529,56 @@ def test_form_encoded_jsonstring(ing):
     # Without ?entity= nothing says which record it is; an empty form has nothing.
     assert i.post("60001", body, SECRET_A, content_type=form).status == 400
     assert i.post("60001", "", SECRET_A, params=params, content_type=form).status == 400
+
+
+def test_put_and_a_webhook_whose_data_is_in_its_url(ing):
+    """Zoho's webhook form offers POST and PUT, and puts placeholders in the
+    URL: a webhook may send no body at all, the record's id a query
+    parameter. PUT was a 405 and such a request a 415 (no content type) or
+    a 400. Now PUT is POST, and a request without a body reads its query
+    parameters as the payload: an id alone is a notice to fetch the record,
+    ?event=…deleted a delete. DELETE stays 405: it says nothing about the
+    record."""
+    i = ing()
+    r = i.request("PUT", "/webhooks/zoho/60001", item_body("51").encode(),
+                  {"Content-Type": "application/json",
+                   "X-Zoho-Webhook-Signature": sign(SECRET_A, item_body("51"))})
+    assert r.status == 200, r
+    [m] = i.recv(i.events, 1)
+    assert (m["t"], m["zoho_id"]) == ("event", "51")
+    for n, (method, params, headers) in enumerate((
+            ("POST", {"entity": "items", "item_id": "52"}, {}),
+            ("PUT", {"entity": "items", "item_id": "53"}, {"Content-Type": "application/json"}),
+            ("POST", {"entity": "contacts", "contact_id": "54", "event": "contact_deleted"},
+             {"Content-Type": "text/plain"}))):
+        path = "/webhooks/zoho/60001?" + urllib.parse.urlencode(params)
+        h = dict(headers, **{"X-Zoho-Webhook-Signature": sign(SECRET_A, b"", params),
+                             "Content-Length": "0"})
+        r = i.request(method, path, b"", h)
+        assert r.status == 200, (n, r)
+    fetched = i.recv(i.fetches, 2)
+    assert sorted((f["entity"], f["zoho_id"]) for f in fetched) == [("items", "52"),
+                                                                   ("items", "53")]
+    [d] = i.recv(i.events, 1)
+    assert (d["entity"], d["zoho_id"], d["op"]) == ("contacts", "54", "delete")
+    # Signed like any request: the parameters are what the signature covers.
+    params = {"entity": "items", "item_id": "55"}
+    r = i.request("POST", "/webhooks/zoho/60001?" + urllib.parse.urlencode(params), b"",
+                  {"X-Zoho-Webhook-Signature": sign(SECRET_A, b"", {"entity": "items",
+                                                                    "item_id": "56"}),
+                   "Content-Length": "0"})
+    assert r.status == 401, r
+    # Nothing to go on, or no id: a 400 that says so; a body still needs a type.
+    for params in ({}, {"entity": "items"}):
+        path = "/webhooks/zoho/60001" + ("?" + urllib.parse.urlencode(params) if params else "")
+        r = i.request("POST", path, b"", {"X-Zoho-Webhook-Signature": sign(SECRET_A, b"", params),
+                                          "Content-Length": "0"})
+        assert r.status == 400, (params, r)
+    assert i.post("60001", item_body("57"), SECRET_A, content_type="text/plain").status == 415
+    assert i.request("DELETE", "/webhooks/zoho/60001").status == 405
+    err = i.proc.stderr_text()
+    assert "webhook rejected: no body and no query parameters, or over 64 fields" in err
+    assert i.recv(i.events, 1, timeout=1) == [] and i.recv(i.fetches, 1, timeout=0.5) == []
 
 
 def test_deletes_and_id_only_payloads(ing):

@@ -303,7 +303,36 @@ static void test_form(void)
     T_INT(parse(&w, TDS_WEBHOOK_FORM, "", "items", NULL), ==, TDS_WEBHOOK_E_FORM);
     tds_webhook_clear(&w);
     T_STR(tds_webhook_strerror(TDS_WEBHOOK_E_FORM),
-          "form has no JSONString and no fields, or over 64 fields");
+          "no body and no query parameters, or over 64 fields");
+}
+
+/* No body: the query parameters are the payload. */
+static void test_query_fields(void)
+{
+    struct tds_webhook w;
+    const struct tds_verify_kv kv[] = {
+        {"entity", 6, "contacts", 8}, {"contact_id", 10, "460000000099", 12},
+        {"event", 5, "contact_deleted", 15},
+    };
+
+    T_INT(tds_webhook_parse_fields(&w, kv, 2, "contacts", NULL), ==, 0);
+    T_STR(w.entity->name, "contacts");
+    T_STR(w.zoho_id, "460000000099");
+    T_STR(w.json, "{\"entity\":\"contacts\",\"contact_id\":\"460000000099\"}");
+    T_TRUE(!w.has_record && !w.is_delete);
+    tds_webhook_clear(&w);
+    T_INT(tds_webhook_parse_fields(&w, kv, 3, "contacts", "contact_deleted"), ==, 0);
+    T_TRUE(w.is_delete);
+    tds_webhook_clear(&w);
+    T_INT(tds_webhook_parse_fields(&w, kv, 1, "contacts", NULL), ==, TDS_WEBHOOK_E_ID);
+    tds_webhook_clear(&w);
+    T_INT(tds_webhook_parse_fields(&w, kv + 1, 1, NULL, NULL), ==, TDS_WEBHOOK_E_ENTITY);
+    tds_webhook_clear(&w);
+    T_INT(tds_webhook_parse_fields(&w, kv, 0, NULL, NULL), ==, TDS_WEBHOOK_E_FORM);
+    tds_webhook_clear(&w);
+    T_INT(tds_webhook_parse_fields(&w, kv, TDS_VERIFY_MAX_PARAMS + 1, "contacts", NULL), ==,
+          TDS_WEBHOOK_E_FORM);
+    tds_webhook_clear(&w);
 }
 
 static void test_bad(void)
@@ -382,6 +411,7 @@ int main(void)
     T_RUN(test_id_only_changes_are_not_duplicates);
     T_RUN(test_meaning_is_in_the_event_id);
     T_RUN(test_form);
+    T_RUN(test_query_fields);
     T_RUN(test_bad);
     T_RUN(test_reader_limits);
     return 0;
