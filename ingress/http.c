@@ -729,6 +729,8 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
 
     MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
     sig = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Zoho-Webhook-Signature");
+    if (!sig) /* Zoho's Payments pages spell it so too */
+        sig = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-ZohoWebhook-Signature");
     tok = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Webhook-Token");
     ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     kind = tds_webhook_kind(ct);

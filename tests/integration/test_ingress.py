@@ -190,14 +190,17 @@ def test_bad_signatures_are_401_and_counted(ing):
         r = i.post("60001", body, sig=digest, params=params)
         assert r.status == 401, (params, r)
     assert i.metric("tds_ingress_signature_failures_total", {"reason": "ambiguous"}) == 3
-    # A fresh timestamped signature is fine.
+    # A fresh timestamped signature is fine, also under the header's other
+    # spelling in Zoho's Payments pages.
     assert i.post("60001", body, sig=sign(SECRET_A, body, t_ms=now)).status == 200
+    assert i.post("60001", item_body("13"), headers={
+        "X-ZohoWebhook-Signature": sign(SECRET_A, item_body("13"), t_ms=now)}).status == 200
     # No secret configured: rejected unless the org is explicitly unsigned.
     assert i.post("60003", body).status == 401
     assert i.metric("tds_ingress_signature_failures_total", {"reason": "no_secret"}) == 1
     assert i.post("60002", item_body("11")).status == 200
     got = i.recv(i.events, 5, timeout=2)
-    assert sorted(m["org"] for m in got) == ["60001"]
+    assert sorted(m["org"] for m in got) == ["60001", "60001"]
     # An unsigned organization's webhook, record or delete, is only a notice
     # to fetch the record from Zoho: anyone may post to its path.
     assert i.post("60002", item_body("12"), params={"event": "item_deleted"}).status == 200
