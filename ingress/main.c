@@ -77,7 +77,7 @@ struct settings {
 #define S(f) offsetof(struct settings, f)
 static const struct tds_config_entry config_table[] = {
     {"TDS_INGRESS_LISTEN", TDS_CFG_STR, "0.0.0.0:8080", 0, 0, 0, S(listen),
-     "webhook HTTP host:port (POST /webhooks/zoho/{org_id})"},
+     "webhook HTTP host:port (POST or PUT /webhooks/zoho/{org_id})"},
     {"TDS_INGRESS_JOURNAL_DIR", TDS_CFG_STR, "/var/lib/tds/journal", 0, 0, 0, S(journal_dir),
      "directory of the durable webhook journal"},
     {"TDS_CONFIG", TDS_CFG_STR, NULL, TDS_CFG_REQUIRED, 0, 0, S(config),
@@ -433,10 +433,11 @@ static const struct tds_stage stage = {
              "       tds-ingress replay --org ORG --since WHEN [--until WHEN] [--wait SECONDS]\n"
              "                          [--dry-run]\n"
              "\n"
-             "Receives Zoho workflow webhooks on POST /webhooks/zoho/{org_id}, verifies their\n"
-             "X-Zoho-Webhook-Signature, drops duplicates, journals them durably (fdatasync,\n"
-             "group commit) before answering 200, and forwards them to the processor (event)\n"
-             "or the fetcher (fetch by id) until the writer acknowledges them.\n"
+             "Receives Zoho workflow webhooks on POST (or PUT) /webhooks/zoho/{org_id},\n"
+             "verifies their X-Zoho-Webhook-Signature (or X-Webhook-Token), drops duplicates,\n"
+             "journals them durably (fdatasync, group commit) before answering 200, and\n"
+             "forwards them to the processor (event) or the fetcher (fetch by id) until the\n"
+             "writer acknowledges them.\n"
              "\n"
              "replay re-sends journaled webhooks of one organization received since WHEN\n"
              "(\"2026-01-05T10:00:00Z\", \"2026-01-05T10:00:00+03:00\", \"30m\", \"2h\", \"1d\" ago,\n"
