@@ -214,6 +214,32 @@ static int check_col(PGresult *r, const struct tds_table *t, const char *col, ch
     return TDS_E_INVALID;
 }
 
+int tds_migrate_uncollated(PGconn *c, int *n, char *first, size_t firstlen, char *err,
+                           size_t errlen)
+{
+    PGresult *r = NULL;
+    int rc = run(c,
+                 "SELECT DISTINCT n.nspname || '.' || c.relname FROM pg_class c "
+                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                 "JOIN pg_attribute a ON a.attrelid = c.oid "
+                 "WHERE n.nspname IN ('zoho', 'tds') AND c.relkind IN ('r', 'p') "
+                 "AND a.attnum > 0 AND NOT a.attisdropped AND a.atttypid = 'text'::regtype "
+                 "AND a.attname LIKE '%\\_id' AND a.attcollation <> 'pg_catalog.\"C\"'::regcollation "
+                 "ORDER BY 1",
+                 0, NULL, &r, err, errlen, "could not read the collation of the id columns");
+
+    *n = 0;
+    if (firstlen)
+        first[0] = '\0';
+    if (rc != 0)
+        return rc;
+    *n = PQntuples(r);
+    if (*n > 0 && firstlen)
+        snprintf(first, firstlen, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return 0;
+}
+
 int tds_migrate_verify(PGconn *c, char *err, size_t errlen)
 {
     static const char *const managed[] = {"org_id", "modified_time", "synced_at", "deleted_at",

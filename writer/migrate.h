@@ -35,4 +35,11 @@ int tds_migrate_newer(PGconn *c, int *n, char *newest, size_t newestlen, char *e
  * Returns 0, or TDS_E_INVALID (mismatch) / TDS_APPLY_E_* with one line in err. */
 int tds_migrate_verify(PGconn *c, char *err, size_t errlen);
 
+/* Tables of zoho and tds with an id column (text, named *_id) not yet of
+ * COLLATE "C" (migration 022 could not change them: a view, rule or policy
+ * depends on the column). *n = how many, and the first one's "schema.table"
+ * in first. Returns 0 or TDS_APPLY_E_* with err. */
+int tds_migrate_uncollated(PGconn *c, int *n, char *first, size_t firstlen, char *err,
+                           size_t errlen);
+
 #endif

@@ -163,7 +163,7 @@ class Proc:
 class Postgres:
     """A throwaway cluster: initdb into a temp dir (as postgres when root)."""
 
-    def __init__(self, pg_stats=False):
+    def __init__(self, pg_stats=False, locale="C.UTF-8"):
         # its own temp dir under /tmp: the postgres account must reach it
         self.tmp = tempfile.mkdtemp(prefix="tds-bench-pg-")
         os.chmod(self.tmp, 0o755)
@@ -177,7 +177,7 @@ class Postgres:
             for d in (self.tmp, self.dir, self.sock):
                 shutil.chown(d, "postgres")
         self._run([f"{PG_BIN}/initdb", "-D", self.dir, "-U", "postgres", "-A", "trust",
-                   "-E", "UTF8", "--locale=C.UTF-8"])
+                   "-E", "UTF8", f"--locale={locale}"])
         self._run([f"{PG_BIN}/pg_ctl", "-D", self.dir, "-l", os.path.join(self.dir, "log"),
                    "-w", "-t", "60", "-o",
                    f"-p {self.port} -c listen_addresses=127.0.0.1 "
@@ -188,7 +188,8 @@ class Postgres:
         self.settings = {}
         with self.connect("postgres") as c, c.cursor() as cur:
             for k in ("fsync", "synchronous_commit", "full_page_writes", "wal_level",
-                      "shared_buffers", "max_wal_size", "checkpoint_timeout", "server_version"):
+                      "shared_buffers", "max_wal_size", "checkpoint_timeout", "server_version",
+                      "lc_collate"):
                 cur.execute(f"SHOW {k}")
                 self.settings[k] = cur.fetchone()[0]
             if pg_stats:
@@ -1435,14 +1436,14 @@ class Bench:
               f"{m['loadavg']}", flush=True)
         print(f"build: {self.build} ({btype}{', SANITIZERS: figures are not representative' if san else ''}); "
               f"mode {self.mode}, {self.sz['repeats']} repeat(s) per figure", flush=True)
-        self.pg = Postgres(self.args.pg_stats)
+        self.pg = Postgres(self.args.pg_stats, self.args.pg_locale)
         if self.args.db_rtt_ms:
             self.start_db_proxy(self.args.db_rtt_ms)
         s = self.pg.settings
         print(f"postgresql {s['server_version']}: fsync={s['fsync']} synchronous_commit="
               f"{s['synchronous_commit']} full_page_writes={s['full_page_writes']} "
               f"shared_buffers={s['shared_buffers']} max_wal_size={s['max_wal_size']} "
-              f"(stock settings, on the same disk)", flush=True)
+              f"lc_collate={s['lc_collate']} (stock settings, on the same disk)", flush=True)
         sim = None
         try:
             items, big = self.sz["e2e_items"], self.sz["mem_items"]
@@ -1562,6 +1563,10 @@ def main():
                     "smoke.json for --smoke)")
     ap.add_argument("--pg-stats", action="store_true",
                     help="load pg_stat_statements and print the costliest statements at the end")
+    ap.add_argument("--pg-locale", default="C.UTF-8",
+                    help="the cluster's locale (initdb --locale), hence the collation of its "
+                         "text columns and indexes: C.UTF-8 (default) or, as many servers "
+                         "are set up, en_US.UTF-8")
     ap.add_argument("--work-parent", default=None, help="where the temp work dir goes")
     ap.add_argument("--db-rtt-ms", type=float, default=0,
                     help="put the writer this many ms of round trip away from PostgreSQL "

@@ -181,6 +181,77 @@ def test_migration_006_keys_webhook_events_by_organization(procs, db):
     h.close()
 
 
+def _id_collations(db):
+    """{schema.table.column: collation} of every text column named *_id in
+    zoho and tds."""
+    return {k: v for k, v in db.query("""
+        SELECT n.nspname || '.' || c.relname || '.' || a.attname, a.attcollation::regcollation::text
+          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname IN ('zoho', 'tds') AND c.relkind = 'r' AND a.attnum > 0
+           AND NOT a.attisdropped AND a.atttypid = 'text'::regtype AND a.attname LIKE '%%\\_id'""")}
+
+
+def test_migration_022_gives_ids_the_c_collation(procs, db):
+    """022 makes every id column COLLATE "C" and keeps every row and
+    constraint; a table with a user's view on an id is left as it was, named
+    by `migrate` and the writer at start, and converted by
+    tds.collate_ids() once the view is gone. Names keep the database's
+    collation; a user's own text column still joins an id."""
+    env = {"TDS_DATABASE_URL": db.url}
+    _database_at(db, 21)
+    db.execute("INSERT INTO zoho.items (org_id, item_id, is_detail, raw, name) "
+               "SELECT %s, i::text, true, '{}', 'صنف ' || i FROM generate_series(1, 300) i", ORG)
+    db.execute("INSERT INTO zoho.item_stock (org_id, item_id, warehouse_id, stock_on_hand) "
+               "SELECT %s, i::text, w::text, i FROM generate_series(1, 300) i, "
+               "generate_series(1, 2) w", ORG)
+    db.execute("INSERT INTO tds.webhook_events (event_id, org_id, entity, zoho_id, applied_at) "
+               "VALUES ('ev-1', %s, 'items', '7', now())", ORG)
+    db.execute("CREATE VIEW public.my_items AS SELECT org_id, item_id, name FROM zoho.items")
+    db.execute("CREATE TABLE public.my_picks (item_id text)")
+    db.execute("INSERT INTO public.my_picks VALUES ('7'), ('250'), ('none')")
+    before = _id_collations(db)
+    assert before and set(before.values()) == {'"default"'}, before
+
+    r = procs.run("tds-writer", ["migrate"], env=env)
+    assert "up to date (version 22)" in r.stdout, r.stdout
+    assert "1 table (zoho.items) keeps the database's collation for its ids" in r.stderr, r.stderr
+    after = _id_collations(db)
+    assert after.keys() == before.keys()
+    held = {k for k in after if k.startswith("zoho.items.")}
+    assert held and {after[k] for k in held} == {'"default"'}
+    assert {v for k, v in after.items() if k not in held} == {'"C"'}, after
+    assert db.query("SELECT count(*) FROM zoho.items") == [(300,)]
+    assert db.query("SELECT count(*), sum(stock_on_hand) FROM zoho.item_stock") == [(600, 90300)]
+    assert db.query("SELECT count(*) FROM pg_constraint WHERE conrelid = "
+                    "'zoho.item_stock'::regclass AND contype = 'f'") == [(1,)]
+    # a C id against a default-collation column: the explicit collation wins
+    assert db.query("SELECT p.item_id, count(*) FROM public.my_picks p JOIN zoho.item_stock s "
+                    "ON s.item_id = p.item_id GROUP BY 1 ORDER BY 1") == [("250", 2), ("7", 2)]
+    assert db.query("SELECT attcollation::regcollation::text FROM pg_attribute WHERE attrelid = "
+                    "'zoho.items'::regclass AND attname = 'name'") == [('"default"',)]
+
+    # the writer says it at start too, and writes as before
+    h = WriterHarness(procs, db)
+    assert "1 table (zoho.items) keeps the database's collation" in h.proc.stderr_text()
+    h.close()
+
+    db.execute("DROP VIEW public.my_items")
+    assert db.query("SELECT * FROM tds.collate_ids()") == []
+    assert set(_id_collations(db).values()) == {'"C"'}
+    assert db.query("SELECT count(*) FROM zoho.items i JOIN zoho.item_stock s "
+                    "USING (org_id, item_id)") == [(600,)]
+    r = procs.run("tds-writer", ["migrate"], env=env)
+    assert "keeps the database's collation" not in r.stderr, r.stderr
+    h = WriterHarness(procs, db)
+    src, f = rows_msg(ORG, items_sets([item(ORG, "301", ts(1), "صنف جديد")]))
+    h.send(f)
+    h.wait_acked([src])
+    assert "keeps the database's collation" not in h.proc.stderr_text()
+    h.close()
+    assert db.query("SELECT name FROM zoho.items WHERE item_id = '301'") == [("صنف جديد",)]
+
+
 def test_list_only_sweep_reads_an_index_not_the_table(procs, db):
     """The fetcher's every-10-s look for rows stored only in list form must
     not scan an organization's rows: with 20,000 detail items it is an index
