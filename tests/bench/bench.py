@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import hmac
 import http.client
+import itertools
 import json
 import math
 import os
@@ -673,6 +674,7 @@ class Bench:
         alone = {"acc": [], "p99": [], "half_p99": [], "half_own": [], "half_rate": [], "us": [],
                  "sink_us": []}
         budget = []  # per repeat: {stage: CPU us per webhook applied}
+        upd = {"applied": [], "budget": [], "wrapped": 0}  # webhooks for records already stored
         for k in range(self.sz["repeats"]):
             self.ingress_alone(opath, orgs, kinds, k, reqfile, alone)
             # a fresh pipeline each repeat: no backlog carried over from the last one
@@ -756,6 +758,7 @@ class Bench:
                 half_rate.append(hr)
                 half_p99.append(hp)
                 half_own.append(ho)
+                self.updates_run(db, pl, meters, orgs, kinds, reqfile, k, upd)
                 log(f"ingress repeat {k + 1}: {acc[-1]:.0f} accepted/s p50 {p50[-1]:.2f} ms "
                     f"p99 {p99[-1]:.2f} ms; CPU s during wrk: "
                     + ", ".join(f"{n} {cpu1[n] - cpu0[n]:.1f}" for n in cpu0)
@@ -832,6 +835,97 @@ class Bench:
                         f"{ncpu} cores / CPU per webhook: the most the whole pipeline could "
                         "accept and apply on this machine with its CPU fully used and nothing "
                         "left for the load generator")
+
+        if upd["applied"]:
+            self.figure("webhook_update_applied", "webhook updates applied end to end",
+                        "webhooks/s", upd["applied"], None, None,
+                        "the same load, each webhook a newer version of a record already stored "
+                        "(its row updated, its child rows replaced), as most of Zoho's webhooks "
+                        "are; measured as above"
+                        + (f"; the request list wrapped {upd['wrapped']} times (duplicates were "
+                           "sent)" if upd["wrapped"] else ""))
+        if upd["budget"]:
+            stages = list(upd["budget"][0])
+            per = {n: statistics.median(b[n] for b in upd["budget"]) for n in stages}
+            self.figure("webhook_update_cpu_us", "pipeline CPU per webhook update applied", "us",
+                        [sum(b.values()) for b in upd["budget"]], None, None,
+                        "as for new records (medians: "
+                        + ", ".join(f"{n} {u:.1f} us" for n, u in per.items()) + ")")
+
+    def updates_run(self, db, pl, meters, orgs, kinds, reqfile, k, upd):
+        """Webhooks for records the database already holds, each with a newer
+        modified time: the writer's update path (guard, upsert, children
+        replaced), which most of Zoho's webhooks take. Applied webhooks/s
+        and CPU per webhook, measured as for new records."""
+        secret = dict(orgs)
+        by_kind = {}
+        for recs, idf, key in kinds:
+            table = {"item": "items", "contact": "contacts"}[key]
+            by_kind[key] = self.pg.query(
+                db, f'SELECT org_id, "{idf}" FROM zoho.{table} WHERE org_id = ANY(%s) '
+                    "ORDER BY 2", list(secret))
+        # interleaved by kind, at most what the machine could take in the run
+        n_max = int(60000 * self.sz["ingress_s"])
+        targets = []
+        for pair in itertools.zip_longest(*by_kind.values()):
+            targets.extend((key, r) for key, r in zip(by_kind, pair) if r)
+        targets = targets[:n_max]
+        if not targets:
+            self.notes.append(f"ingress repeat {k + 1}: no records stored to update")
+            return
+        kind_of = {key: (recs, idf) for recs, idf, key in kinds}
+        mtime = "2031-01-01T00:00:00+0000"  # newer than every stored version
+        with open(reqfile, "wb") as f:
+            for j, (key, (org, uid)) in enumerate(targets):
+                recs, idf = kind_of[key]
+                body = self.make_body(recs[j % len(recs)], idf, key, uid, mtime)
+                sig = hmac.new(secret[org].encode(), body, hashlib.sha256).hexdigest()
+                f.write(b"/webhooks/zoho/%s\t%s\t%s\n" % (org.encode(), sig.encode(), body))
+        # the paced run's webhooks were all answered before its wrk exited:
+        # every webhook the ingress receives from here on is one of these
+        t_start = time.time()
+        cpu0 = {n: f() for n, f in meters.items()}
+        out = self.wrk(f"http://127.0.0.1:{pl['hook_port']}", reqfile, self.sz["ingress_s"])
+        upd["wrapped"] += out.get("wrapped", 0)
+        if out["non200"] or out["errors"]:
+            self.notes.append(f"ingress repeat {k + 1}, updates: {out['non200']} non-200 "
+                              f"replies, {out['errors']} socket errors")
+        poll = self.pg.connect(db)
+        last = [0, None, None]
+
+        def done():
+            with poll.cursor() as cur:
+                cur.execute("SELECT count(*), extract(epoch FROM max(applied_at)), "
+                            "extract(epoch FROM min(received_at)) FROM tds.webhook_events "
+                            "WHERE received_at >= to_timestamp(%s)", (t_start - 0.001,))
+                c, at, first = cur.fetchone()
+            last[:] = [c, float(at) if at is not None else None,
+                       float(first) if first is not None else None]
+            return c >= min(out["ok"], len(targets))
+        try:
+            try:
+                wait_until(done, self.sz["ingress_s"] + 20, "webhook updates", interval=0.25)
+            except RuntimeError:
+                self.notes.append(f"ingress repeat {k + 1}, updates: {out['ok'] - last[0]} "
+                                  "still queued at the end of the window")
+        finally:
+            poll.close()
+        cpu1 = {n: f() for n, f in meters.items()}
+        # they must have been applied as updates: every row written has the
+        # new version, none was taken as a new record
+        n_new = sum(self.pg.query(db, "SELECT (SELECT count(*) FROM zoho.items WHERE "
+                                      "modified_time >= %s) + (SELECT count(*) FROM "
+                                      "zoho.contacts WHERE modified_time >= %s)",
+                                  mtime, mtime)[0])
+        if last[0] and n_new < min(last[0], len(targets)) * 0.99:
+            self.failures.append(f"ingress repeat {k + 1}, updates: {last[0]} webhooks applied "
+                                 f"but only {n_new} records carry the new version")
+        if last[0] and last[1]:
+            upd["applied"].append(last[0] / (last[1] - last[2]))
+            upd["budget"].append({n: (cpu1[n] - cpu0[n]) / last[0] * 1e6 for n in cpu0})
+            log(f"ingress repeat {k + 1}, updates: {out['ok'] / out['duration_s']:.0f} accepted/s, "
+                f"applied {upd['applied'][-1]:.0f}/s; CPU us per webhook applied: "
+                + ", ".join(f"{n} {u:.1f}" for n, u in upd["budget"][-1].items()))
 
     def check_wrk_span(self, db, out, tag):
         """accepted/s is wrk's count over wrk's duration: it is only true if the
