@@ -454,18 +454,20 @@ class Bench:
                                               [("60001", SECRET)]))
         drv = self.bin("tests/bench/bench_writer")
         rows = self.sz["writer_rows"]
-        res = {"copy": [], "new": [], "update": []}
+        res = {"copy": [], "new": [], "update": [], "new_stock": [], "update_stock": []}
         try:
             for k in range(self.sz["repeats"]):
-                for mode in ("copy", "new", "update"):
+                for key in res:
+                    mode, _, stock = key.partition("_")
                     r = subprocess.run([drv, mode, "--dsn", pl["url"], "--push", pl["push"],
-                                        "--ack", pl["ack"], "--rows", str(rows)],
+                                        "--ack", pl["ack"], "--rows", str(rows),
+                                        "--stock", "2" if stock else "0"],
                                        capture_output=True, text=True, timeout=900)
                     m = re.search(r"rows_per_s=(\d+)", r.stdout)
                     if r.returncode != 0 or not m:
-                        raise BenchError(f"bench_writer {mode} failed: {r.stderr.strip()}")
-                    res[mode].append(float(m.group(1)))
-                    log(f"writer repeat {k + 1} {mode}: {m.group(1)} rows/s")
+                        raise BenchError(f"bench_writer {key} failed: {r.stderr.strip()}")
+                    res[key].append(float(m.group(1)))
+                    log(f"writer repeat {k + 1} {key}: {m.group(1)} rows/s")
         finally:
             self.stop_pipeline(pl)
             self.pg.drop_db(db)
@@ -477,6 +479,14 @@ class Bench:
                     note=f"{rows} rows, 200 per rows message, all acks received")
         self.figure("writer_update", "writer: updated rows", "rows/s", res["update"], ceil,
                     note="same rows, newer modified_time")
+        self.figure("writer_new_stock", "writer: new items with 2 stock rows", "items/s",
+                    res["new_stock"],
+                    note=f"{rows} items, each with 2 zoho.item_stock rows of every column, "
+                         "200 items per rows message")
+        self.figure("writer_update_stock", "writer: updated items with 2 stock rows",
+                    "items/s", res["update_stock"],
+                    note="the same items, newer modified_time; one stock row changed (w0, "
+                         "as after a sale), the other as it was")
 
     # ---- 2. processor
 

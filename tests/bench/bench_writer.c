@@ -9,12 +9,15 @@
  *           waits for every ack on its PUB (topic = our origin);
  *   update  the same rows with a newer modified_time and a new hash, so every
  *           row passes the writer's guard and is updated.
+ * With --stock N each item carries N zoho.item_stock rows (every column, as
+ * the processor sends them), warehouses w0 … w(N-1); an update changes the
+ * stock of w0 only, as a sale does, and leaves the others as they were.
  * Prints one line "bench_writer MODE rows=N seconds=S rows_per_s=R" and, for
  * new/update, checks in the database that every row holds this version.
  * Never judges the figure; exits non-zero only when something did not work.
  *
  * Usage: bench_writer copy|new|update --dsn DSN [--push EP --ack EP]
- *                     [--rows N] [--per-msg N] [--org ORG]
+ *                     [--rows N] [--per-msg N] [--org ORG] [--stock N]
  */
 #include <errno.h>
 #include <getopt.h>
@@ -40,6 +43,13 @@ struct gen {
     char *raw;                 /* RAW_MAX */
     char (*vals)[VAL_MAX];     /* n_cols small values */
     struct tds_bytes *row;     /* n_cols */
+    /* item_stock rows: org_id, item_id, then its registry columns */
+    const struct tds_table *st;
+    size_t n_scols;
+    const char **scols;
+    char (*svals)[VAL_MAX];
+    struct tds_bytes *srow;
+    long stock;                /* stock rows per item */
 };
 
 static double now_s(void)
@@ -68,7 +78,43 @@ static int gen_init(struct gen *g)
         g->cols[c] = head[c];
     for (size_t c = 0; c < g->t->n_cols; c++)
         g->cols[6 + c] = g->t->cols[c].name;
+    g->st = tds_table_find("item_stock");
+    if (!g->st)
+        return -1;
+    g->n_scols = 2 + g->st->n_cols;
+    g->scols = calloc(g->n_scols, sizeof(*g->scols));
+    g->svals = calloc(g->n_scols, sizeof(*g->svals));
+    g->srow = calloc(g->n_scols, sizeof(*g->srow));
+    if (!g->scols || !g->svals || !g->srow)
+        return -1;
+    g->scols[0] = "org_id";
+    g->scols[1] = "item_id";
+    for (size_t c = 0; c < g->st->n_cols; c++)
+        g->scols[2 + c] = g->st->cols[c].name;
     return 0;
+}
+
+/* Fill g->srow with stock row w of item i at version v: w0's figures move
+ * with the version, the other warehouses' do not. */
+static void gen_stock(struct gen *g, const char *org, long i, long w, int v)
+{
+    snprintf(g->svals[0], VAL_MAX, "%s", org);
+    snprintf(g->svals[1], VAL_MAX, "46%017ld", i);
+    for (size_t c = 0; c < g->st->n_cols; c++) {
+        const struct tds_column *col = &g->st->cols[c];
+        char *b = g->svals[2 + c];
+
+        if (strcmp(col->name, "warehouse_id") == 0)
+            snprintf(b, VAL_MAX, "w%ld", w);
+        else if (col->type == TDS_T_NUMERIC)
+            snprintf(b, VAL_MAX, "%ld.00", (i + w) % 500 + (w == 0 ? v : 0));
+        else if (col->type == TDS_T_BOOL)
+            snprintf(b, VAL_MAX, "%s", w == 0 ? "true" : "false");
+        else
+            snprintf(b, VAL_MAX, "%s w%ld", col->name, w);
+    }
+    for (size_t c = 0; c < g->n_scols; c++)
+        g->srow[c] = (struct tds_bytes){g->svals[c], strlen(g->svals[c])};
 }
 
 static void gen_free(struct gen *g)
@@ -77,6 +123,9 @@ static void gen_free(struct gen *g)
     free(g->raw);
     free(g->vals);
     free(g->row);
+    free(g->scols);
+    free(g->svals);
+    free(g->srow);
 }
 
 static uint64_t fnv(const char *p, size_t n)
@@ -286,6 +335,17 @@ static int send_msg(void *push, struct gen *g, const char *org, long first, long
         if (tds_msg_rowset_add_row(s, g->row) != 0)
             goto out;
     }
+    if (g->stock > 0) {
+        s = tds_msg_rows_add_set(rw, "item_stock", TDS_ROWS_CHILD, g->scols, g->n_scols);
+        if (!s)
+            goto out;
+        for (long i = first; i < first + n; i++)
+            for (long w = 0; w < g->stock; w++) {
+                gen_stock(g, org, i, w, v);
+                if (tds_msg_rowset_add_row(s, g->srow) != 0)
+                    goto out;
+            }
+    }
     if (tds_msg_encode(&m, &out, &len) != 0)
         goto out;
     rc = zmq_send(push, out, len, 0) == (int)len ? 0 : -1;
@@ -380,6 +440,24 @@ static int run_push(struct gen *g, PGconn *pg, const char *org, long rows, long 
         goto out;
     }
     PQclear(r);
+    /* every stock row there, w0 at this version's figure */
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*), count(*) FILTER (WHERE warehouse_id = 'w0' AND "
+             "stock_on_hand = (substr(item_id, 3)::bigint %% 500) + %d) FROM zoho.item_stock "
+             "WHERE org_id = '%s'", v, org);
+    r = PQexec(pg, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK ||
+        strtol(PQgetvalue(r, 0, 0), NULL, 10) != rows * g->stock ||
+        strtol(PQgetvalue(r, 0, 1), NULL, 10) != (g->stock > 0 ? rows : 0)) {
+        fprintf(stderr, "bench_writer: expected %ld stock rows, %ld of w0 at version %d, "
+                        "found %s, %s%s\n", rows * g->stock, g->stock > 0 ? rows : 0L, v,
+                PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : "?",
+                PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 1) : "?",
+                PQerrorMessage(pg));
+        PQclear(r);
+        goto out;
+    }
+    PQclear(r);
     printf("bench_writer %s rows=%ld seconds=%.3f rows_per_s=%.0f\n", v == 1 ? "new" : "update",
            rows, dt, rows / dt);
     rc = 0;
@@ -402,9 +480,9 @@ int main(int argc, char **argv)
         {"dsn", required_argument, NULL, 'd'},  {"push", required_argument, NULL, 'p'},
         {"ack", required_argument, NULL, 'a'},  {"rows", required_argument, NULL, 'n'},
         {"per-msg", required_argument, NULL, 'm'}, {"org", required_argument, NULL, 'o'},
-        {NULL, 0, NULL, 0}};
+        {"stock", required_argument, NULL, 's'}, {NULL, 0, NULL, 0}};
     const char *dsn = NULL, *push = NULL, *ack = NULL, *org = "60001", *mode;
-    long rows = 100000, per = 200;
+    long rows = 100000, per = 200, stock = 0;
     struct gen g;
     PGconn *pg;
     int c, rc;
@@ -417,16 +495,19 @@ int main(int argc, char **argv)
         case 'a': ack = optarg; break;
         case 'o': org = optarg; break;
         case 'n':
-        case 'm': {
+        case 'm':
+        case 's': {
             long x = strtol(optarg, &end, 10);
-            if (!end || *end || x <= 0 || x > 100000000) {
+            if (!end || *end || x < (c == 's' ? 0 : 1) || x > (c == 's' ? 100 : 100000000)) {
                 fprintf(stderr, "bench_writer: invalid number: '%s'\n", optarg);
                 return 2;
             }
             if (c == 'n')
                 rows = x;
-            else
+            else if (c == 'm')
                 per = x;
+            else
+                stock = x;
             break;
         }
         default: return 2;
@@ -434,12 +515,15 @@ int main(int argc, char **argv)
     }
     if (optind + 1 != argc || !dsn) {
         fprintf(stderr, "usage: bench_writer copy|new|update --dsn DSN [--push EP --ack EP] "
-                        "[--rows N] [--per-msg N] [--org ORG]\n");
+                        "[--rows N] [--per-msg N] [--org ORG] [--stock N]\n");
         return 2;
     }
     mode = argv[optind];
-    if (gen_init(&g) != 0)
+    if (gen_init(&g) != 0) {
+        gen_free(&g);
         return 1;
+    }
+    g.stock = stock;
     pg = PQconnectdb(dsn);
     if (PQstatus(pg) != CONNECTION_OK) {
         fprintf(stderr, "bench_writer: could not connect: %s", PQerrorMessage(pg));

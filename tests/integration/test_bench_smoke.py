@@ -15,7 +15,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 FIGURES = [
-    "writer_copy", "writer_new", "writer_update", "processor_items", "processor_event_cpu",
+    "writer_copy", "writer_new", "writer_update", "writer_new_stock", "writer_update_stock",
+    "processor_items", "processor_event_cpu",
     "ingress_rps",
     "ingress_p50", "ingress_p99", "ingress_healthz", "ingress_half_p99",
     "ingress_half_own_p99", "ingress_alone_rps", "ingress_alone_p99", "ingress_alone_half_p99",
