@@ -9,7 +9,8 @@
 # environment (TDS_INGRESS_POLL=true, TDS_INGRESS_PER_IP_LIMIT=...). Needs wrk
 # and /usr/bin/python3 (gen.py); BUILD's tests/bench/bench_sink stands in for
 # the processor and writer. With perf (and readable syscall tracepoints) it
-# also prints the ingress's system calls and context switches per webhook.
+# also prints the ingress's system calls and context switches per webhook,
+# and with GNU time (/usr/bin/time) wrk's own CPU per webhook.
 set -eu
 BUILD=${1:?build dir}; SECS=${2:-10}; CONNS=${3:-64}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -55,13 +56,18 @@ if command -v perf >/dev/null 2>&1 && perf stat -e raw_syscalls:sys_enter -- tru
   PERF=$!
 fi
 echo "== webhooks, max rate ($CONNS connections, ${SECS}s)"
-REQUESTS=$W/requests.txt wrk -t2 -c"$CONNS" -d"${SECS}s" -s "$HERE/webhooks.lua" \
+# wrk shares the cores with the ingress: its own CPU is shown too (GNU time).
+TIMED=
+command -v /usr/bin/time >/dev/null 2>&1 && TIMED="/usr/bin/time -f %U,%S -o $W/wrk.cpu"
+REQUESTS=$W/requests.txt $TIMED wrk -t2 -c"$CONNS" -d"${SECS}s" -s "$HERE/webhooks.lua" \
   "http://127.0.0.1:$HTTP" | tail -2
 c1=$(cpu); s1=$(cpu $SINK); n1=$(accepted)
 awk -v c="$(echo "$c1 - $c0" | bc -l)" -v n="$((n1 - n0))" \
   'BEGIN { printf "ingress cpu: %.2f s for %d webhooks = %.1f us each\n", c, n, c / n * 1e6 }'
 awk -v c="$(echo "$s1 - $s0" | bc -l)" -v n="$((n1 - n0))" \
   'BEGIN { printf "sink cpu: %.2f s = %.1f us a webhook\n", c, c / n * 1e6 }'
+[ -s "$W/wrk.cpu" ] && awk -F, -v n="$((n1 - n0))" \
+  '{ printf "wrk cpu: %.2f s = %.1f us a webhook\n", $1 + $2, ($1 + $2) / n * 1e6 }' "$W/wrk.cpu"
 if [ -n "$PERF" ]; then
   # perf's window is SECS from its start, wrk's starts after it reads the
   # request file: the count covers most, not all, of the run, so it is
