@@ -67,7 +67,7 @@ awk -v c="$(echo "$c1 - $c0" | bc -l)" -v n="$((n1 - n0))" \
 awk -v c="$(echo "$s1 - $s0" | bc -l)" -v n="$((n1 - n0))" \
   'BEGIN { printf "sink cpu: %.2f s = %.1f us a webhook\n", c, c / n * 1e6 }'
 [ -s "$W/wrk.cpu" ] && awk -F, -v n="$((n1 - n0))" \
-  '{ printf "wrk cpu: %.2f s = %.1f us a webhook\n", $1 + $2, ($1 + $2) / n * 1e6 }' "$W/wrk.cpu"
+  '/^[0-9.]+,[0-9.]+$/ { printf "wrk cpu: %.2f s = %.1f us a webhook\n", $1 + $2, ($1 + $2) / n * 1e6 }' "$W/wrk.cpu"
 if [ -n "$PERF" ]; then
   # perf's window is SECS from its start, wrk's starts after it reads the
   # request file: the count covers most, not all, of the run, so it is
