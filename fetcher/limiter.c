@@ -465,6 +465,17 @@ int tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_lim
     return 0;
 }
 
+void tds_limiter_forget(struct tds_limiter *l, int64_t upto_ms)
+{
+    /* The FIFO is in time order: releases append the time they happen, and
+     * a seed keeps only completions up to its now, sorted. */
+    size_t n = (size_t)l->cfg.rate_per_window;
+    while (l->done_n && l->done[l->done_head] <= upto_ms) {
+        l->done_head = (l->done_head + 1) % n;
+        l->done_n--;
+    }
+}
+
 void tds_limiter_licence(struct tds_limiter *l, int64_t until_ms)
 {
     if (until_ms > l->licence_until_ms)

@@ -123,6 +123,12 @@ struct tds_limiter_handover {
  * have left the window (nothing is merged). */
 int tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_limiter_snapshot *s,
                      const struct tds_limiter_handover *h);
+/* Forget the completions recorded at or before upto_ms: a stand-in seeded
+ * when a previous owner's record could not be read (a full window at that
+ * moment, tds_limiter_seed with inflight = rate), once the record has been
+ * read after all. Completions after upto_ms, pacing, pauses and the calls in
+ * flight stay as they are. */
+void tds_limiter_forget(struct tds_limiter *l, int64_t upto_ms);
 /* With cfg.needs_licence: grants are allowed until until_ms (never moved back). */
 void tds_limiter_licence(struct tds_limiter *l, int64_t until_ms);
 /* Exponential backoff with jitter for retry `attempt` (1-based): a value in

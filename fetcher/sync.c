@@ -266,6 +266,8 @@ struct org_rt {
     bool owned;
     bool quota_claimed;  /* its tds.quota_use row holds s->claim (since it was owned) */
     bool quota_seeded;   /* its limiter started from a full window (the claim failed) */
+    bool quota_standin;  /* that full window is still in its limiter, from quota_standin_ms */
+    int64_t quota_standin_ms;
     bool quota_lost;     /* another fetcher claimed the row: logged once */
     int64_t quota_claim_ms; /* last attempt to claim it */
     bool dropping;       /* cancelled API callbacks only clean up */
@@ -2388,7 +2390,10 @@ static void quota_save(struct tds_sync *s, struct org_rt *only)
     bool ok = rows != NULL;
     for (size_t i = 0; ok && i < s->n_o; i++) {
         struct org_rt *o = &s->o[i];
-        if (!o->owned || (only && o != only))
+        /* Not before its record has been read and claimed: until then its
+         * limiter may hold the full window that stands in for the record,
+         * which would be saved as calls made, and no licence lets it call. */
+        if (!o->owned || !o->quota_claimed || (only && o != only))
             continue;
         size_t need = (size_t)tds_limiter_rate(o->lim);
         if (need > cap) {
@@ -2486,6 +2491,17 @@ static void quota_take_over(struct org_rt *o)
                                      .horizon_ms = s->cfg.owner_check_ms + 1000,
                                      .licence_ms = QUOTA_LICENCE_MS,
                                      .call_ms = s->cfg.http_timeout_ms};
+    /* The record has been read: the full window that stood in for it goes.
+     * Kept, it held every slot for a window after the record was read, and
+     * the next save handed it on as calls made, so that a successor waited
+     * out the same window (after a database restart, the next fetcher to
+     * take over made no call for up to a minute, a chain of takeovers for
+     * longer). The record counts the previous owner's calls, those made
+     * after it until its licence ran out included, so nothing is lost. */
+    if (claimed && o->quota_standin) {
+        tds_limiter_forget(o->lim, o->quota_standin_ms);
+        o->quota_standin = false;
+    }
     if (rc == 0 && found) {
         sn.at_ms = at - off;
         sn.next_ms = next > INT64_MIN / 4 ? next - off : INT64_MIN / 2;
@@ -2512,6 +2528,8 @@ static void quota_take_over(struct org_rt *o)
         /* out of memory even here: the limiter pauses for the window instead */
         tds_limiter_seed(o->lim, now, &full, &none);
         o->quota_seeded = true;
+        o->quota_standin = true;
+        o->quota_standin_ms = now;
     } else if (rc != 0) {
         tds_log_limited(&s->quota_log, TDS_LOG_WARN, &o->lctx,
                         "could not claim the organization's quota record yet: %s",

@@ -892,6 +892,42 @@ def test_an_owner_that_lost_its_lock_stops_calling_within_its_licence(procs, db,
     assert w.sample()[2] == {"44": 0, "45": 0, "1070": 0}
 
 
+def test_a_quota_record_read_late_replaces_the_full_window(procs, db, sim, tmp_path):
+    """A fetcher that takes an organization over and cannot read its
+    tds.quota_use record (the database restarting, say) counts a full window
+    of calls and tries again each second. Once the record is read, that
+    stand-in goes: calls start within seconds, and the record it writes holds
+    only calls made. Before, the stand-in stayed for its whole window and
+    was saved as that many calls made, so that the next owner waited out
+    the window as well (the chaos test saw a run held for ~58 s after a
+    PostgreSQL restart)."""
+    n, minute = 100, 20000
+    s = sim(orgs=[small_org(items=5, contacts=5, invoices=5, salesorders=5, groups=2)],
+            extra_args=["--minute-ms", str(minute), "--rate-per-min", str(n)])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": str(minute)},
+                 orgs=[org_spec("60001", rate_per_min=n)])
+    wait_until(lambda: db.query("SELECT to_regclass('tds.quota_use') IS NOT NULL")[0][0],
+               timeout=30, what="the writer's migrations")
+    db.execute("ALTER TABLE tds.quota_use RENAME TO quota_use_away")
+    try:
+        f1 = p.start_fetcher("f1")
+        wait_until(lambda: "could not read the previous owner's quota use" in f1.stderr_text(),
+                   timeout=10, what="f1 fails to read the record")
+    finally:
+        db.execute("ALTER TABLE tds.quota_use_away RENAME TO quota_use")
+    t_back = time.monotonic()
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.quota_use WHERE instance = 'fetcher.f1'"
+                                )[0][0] == 1, timeout=10, what="f1 claims the record")
+    runs = p.sync("60001", "items", "full", timeout=60, settle=False)
+    took = time.monotonic() - t_back
+    done = db.query("SELECT cardinality(done_at) FROM tds.quota_use WHERE org_id = '60001'")[0][0]
+    print(f"items synced {took:.1f} s after the record could be read "
+          f"({sum(r['api_calls'] for r in runs)} calls); calls in the record: {done}")
+    assert took < minute / 2000, "the stand-in window still held the calls"
+    assert done is not None and done < n / 2, done
+    assert s.stats()["orgs"]["60001"]["429"] == {"44": 0, "45": 0, "1070": 0}
+
+
 def _keepalive_s(line):
     """The seconds left on an `ss -o` keepalive timer, or None."""
     m = re.search(r"timer:\(keepalive,(?:(\d+)min)?(\d+(?:\.\d+)?)(m?s)", line)

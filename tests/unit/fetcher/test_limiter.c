@@ -520,6 +520,45 @@ static void test_licence(void)
     tds_limiter_free(l);
 }
 
+/* The stand-in full window of a record that could not be read goes once it
+ * has been read (tds_limiter_forget): the record's calls then hold their
+ * slots, the stand-in none, and a completion after it stays. */
+static void test_stand_in_forgotten(void)
+{
+    struct tds_limiter_cfg cfg = {.rate_per_window = 10, .window_ms = 1000, .max_concurrency = 5};
+    struct tds_limiter *l;
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    int64_t wait, ticket, mine;
+    T_INT(tds_limiter_acquire(l, 1900, &wait, &ticket), ==, TDS_LIMITER_GO);
+    mine = ticket; /* in flight across the stand-in */
+    struct tds_limiter_snapshot full = {.at_ms = 2000, .next_ms = INT64_MIN / 2, .inflight = 10};
+    struct tds_limiter_handover none = {0};
+    T_INT(tds_limiter_seed(l, 2000, &full, &none), ==, 0);
+    T_INT(tds_limiter_acquire(l, 2100, &wait, &ticket), ==, TDS_LIMITER_WAIT);
+    T_INT(wait, >=, 900);
+    tds_limiter_release(l, 2150, mine, NULL);
+    /* the record, read at 2200: 4 calls answered at 1900 */
+    tds_limiter_forget(l, 2000);
+    struct tds_limiter_snapshot rec = {.at_ms = 2200, .next_ms = INT64_MIN / 2,
+                                       .n_done = 4, .done = (int64_t[]){1900, 1900, 1900, 1900}};
+    T_INT(tds_limiter_seed(l, 2200, &rec, &none), ==, 0);
+    int64_t got[10];
+    struct tds_limiter_snapshot sn = {.done = got};
+    tds_limiter_snapshot(l, 2200, &sn);
+    T_INT((int64_t)sn.n_done, ==, 5); /* the record's 4 and the call answered at 2150 */
+    T_INT(got[4], ==, 2150);
+    int granted = 0;
+    for (int64_t t = 2200; t < 2800; t += 10) /* paced: one each 100 ms */
+        if (tds_limiter_acquire(l, t, &wait, &ticket) == TDS_LIMITER_GO) {
+            tds_limiter_release(l, t, ticket, NULL);
+            granted++;
+        }
+    T_INT(granted, ==, 5); /* 10 a window, 5 taken: kept, the stand-in allowed none before 3000 */
+    T_INT(tds_limiter_acquire(l, 2800, &wait, &ticket), ==, TDS_LIMITER_WAIT);
+    T_INT(2800 + wait, ==, 1900 + 1000); /* the record's calls leave the window first */
+    tds_limiter_free(l);
+}
+
 /* Calls of a previous owner counted as finished in the future (answered, at
  * the latest, an HTTP timeout after it stopped) hold their slots until then,
  * and only their slots: the new owner's own calls come and go meanwhile. */
@@ -645,6 +684,7 @@ int main(void)
     T_RUN(test_daily_after_reset);
     T_RUN(test_handover);
     T_RUN(test_licence);
+    T_RUN(test_stand_in_forgotten);
     T_RUN(test_held_slots);
     T_RUN(test_clock_ahead);
     T_RUN(test_calls_made_before_the_window);
