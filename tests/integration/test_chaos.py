@@ -51,9 +51,17 @@ def test_kill_restart_faults_then_equal_truth(db, procs, sim, tmp_path, wait_unt
     print(f"kills survived: {kills}, PostgreSQL restarted: {pg_restarted}")
 
     t0 = time.monotonic()
-    wait_until(lambda: db.query(
-        "SELECT count(*) FROM tds.sync_requests WHERE done_at IS NULL")[0][0] == 0
-        and p.runs_settled(), 180, "every sync run to finish", interval=0.5)
+    try:
+        wait_until(lambda: db.query(
+            "SELECT count(*) FROM tds.sync_requests WHERE done_at IS NULL")[0][0] == 0
+            and p.runs_settled(), 180, "every sync run to finish", interval=0.5)
+    except AssertionError as e:
+        # what is left open, for the stages' logs under the test's tmp_path
+        raise AssertionError(f"{e}\nopen requests: " + repr(db.query(
+            "SELECT id, org_id, entity, mode, requested_by, claimed_by, claimed_at "
+            "FROM tds.sync_requests WHERE done_at IS NULL")) + "\nrunning: " + repr(db.query(
+            "SELECT run_id, org_id, entity, mode, pages_fetched, api_calls, started_at, "
+            "updated_at FROM tds.sync_runs WHERE status = 'running'"))) from None
     for org in p.org_ids:
         p.wait_equal_truth(org, timeout=120)
     print(f"settled {time.monotonic() - t0:.1f}s after the last kill")
