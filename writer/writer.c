@@ -220,8 +220,14 @@ static size_t drop_held(struct tds_writer *w, size_t i)
  * order they were held; drop those of an earlier session. */
 static void release(struct tds_writer *w, uint64_t session, uint64_t flushed)
 {
-    size_t k = 0, dropped = 0;
+    size_t k = 0, dropped = 0, stay = 0;
 
+    /* The gauge first: whoever has an ack in hand must not then read it
+     * as still held (the metrics are read from another thread). */
+    for (size_t i = 0; i < w->n_held; i++)
+        stay += w->held[i].session == session && w->held[i].lsn > flushed;
+    if (w->m_held)
+        tds_series_set(w->m_held, (double)stay);
     for (size_t i = 0; i < w->n_held; i++) {
         struct held *h = &w->held[i];
 
@@ -239,7 +245,6 @@ static void release(struct tds_writer *w, uint64_t session, uint64_t flushed)
         tds_log(TDS_LOG_INFO, NULL,
                 "%zu acks not sent: the database session ended before their commits were seen "
                 "on disk; upstream sends those messages again", dropped);
-    held_gauge(w);
 }
 
 static int held_copy(struct held *h, const struct tds_apply_result *res, const char *origin,
