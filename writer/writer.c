@@ -198,9 +198,10 @@ static void inc(struct tds_series *s, double by)
 static void send_ack(struct tds_writer *w, const char *origin, char *const *ids, size_t n,
                      int64_t written, int64_t rejected)
 {
-    w->ack(w->ack_ud, origin, ids, n, written, rejected);
+    /* counted first, for the same reason as the held gauge (release) */
     inc(w->m_acks, 1);
     w->stats.acks++;
+    w->ack(w->ack_ud, origin, ids, n, written, rejected);
 }
 
 static void held_gauge(struct tds_writer *w)
