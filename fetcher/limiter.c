@@ -389,12 +389,17 @@ int tds_limiter_seed(struct tds_limiter *l, int64_t now_ms, const struct tds_lim
     int64_t hi = now_ms + horizon;
     if (h->licence_ms > 0 && at + h->licence_ms + 2 * skew < hi)
         hi = at + h->licence_ms + 2 * skew;
+    /* Its last record (a gentle stop): nothing of it started after it, which
+     * may be as late as 2 * skew after `at` on this clock (its calls in
+     * flight then end no later than that and call_ms). */
+    if (h->stopped && at + 2 * skew < hi)
+        hi = at + 2 * skew;
     /* Pacing lets the k-th of them go no earlier than b + (k-1) * spacing:
      * b is its next grant or, with the credit it may bank, a quarter window
      * before the part of (at, hi] that can still be in a window. */
     int64_t lo = at > now_ms - w - call_ms ? at : now_ms - w - call_ms;
     int64_t after = 0;
-    if (hi > lo) {
+    if (hi > lo && !h->stopped) {
         int64_t b_us = lo * 1000 - l->bank_us;
         if (!ahead && s->next_ms > INT64_MIN / 4 && (s->next_ms - skew) * 1000 > b_us)
             b_us = (s->next_ms - skew) * 1000;

@@ -109,14 +109,15 @@ struct tds_limiter_handover {
     int64_t horizon_ms; /* how long after now it may still call (until it notices) */
     int64_t licence_ms; /* how long after its snapshot its licence lasted (0: no licence) */
     int64_t call_ms;    /* the longest one of its calls may take (its HTTP timeout) */
+    bool stopped;       /* the snapshot is its last: no call of it started after it */
 };
 /* Take over from a previous owner's snapshot (converted to this clock),
  * merged with what this limiter knows itself: the snapshot's completions
  * within the window count as they were (as late as the skew allows), and
  * its calls in flight then, plus every call its pacing could have granted
  * from the snapshot until it stopped (the horizon, or the end of its
- * licence), count as finished at the latest time they could have been
- * answered (made last, taking call_ms). Pacing starts again with no credit;
+ * licence; with `stopped`, none), count as finished at the latest time
+ * they could have been answered (made last, taking call_ms). Pacing starts again with no credit;
  * a code 44 pause carries over. A snapshot taken later than now (its clock
  * ahead by more than the skew) has all its times moved back to now.
  * Returns 0, or -ENOMEM: then the limiter only pauses until all of it can

@@ -747,18 +747,28 @@ int tds_store_quota_save(struct tds_store *s, const char *instance, const char *
     ", r.inflight, ARRAY(SELECT " FROM_MS("e.x") " FROM jsonb_array_elements_text(r.done) "     \
     "WITH ORDINALITY AS e(x, i) ORDER BY e.i)" val " "                                          \
     "FROM jsonb_to_recordset($3::jsonb) AS r(org text, at bigint, next bigint, "               \
-    "pause bigint, inflight integer, done jsonb, every integer) "                              \
+    "pause bigint, inflight integer, done jsonb, every integer, stopped boolean) "              \
     "ON CONFLICT (org_id) DO UPDATE SET instance = EXCLUDED.instance, "                        \
     "saved_at = EXCLUDED.saved_at, next_at = EXCLUDED.next_at, "                               \
     "paused_until = EXCLUDED.paused_until, in_flight = EXCLUDED.in_flight, "                   \
     "done_at = EXCLUDED.done_at" set " WHERE q.claim = EXCLUDED.claim "                        \
     "RETURNING org_id"
     PGresult *r = run(s,
-                      QUOTA_SAVE_SQL(", incremental_every_s", ", r.every",
-                                     ", incremental_every_s = EXCLUDED.incremental_every_s"),
+                      QUOTA_SAVE_SQL(", incremental_every_s, stopped_at",
+                                     ", r.every, CASE WHEN r.stopped THEN " FROM_MS("r.at") " END",
+                                     ", incremental_every_s = EXCLUDED.incremental_every_s, "
+                                     "stopped_at = EXCLUDED.stopped_at"),
                       3, p);
-    /* a schema before migration 020 (a fetcher rolled out before the
-     * migration ran): the record without the interval, or no licence */
+    /* a schema without the columns of migrations 023 and 020 (a column
+     * dropped by hand; the owner check waits for this release's schema):
+     * the record without them, or no licence. Without stopped_at a last
+     * record reads as any other, and the successor assumes the calls it
+     * could have made after it. */
+    if (!r && strcmp(s->sqlstate, "42703") == 0)
+        r = run(s,
+                QUOTA_SAVE_SQL(", incremental_every_s", ", r.every",
+                               ", incremental_every_s = EXCLUDED.incremental_every_s"),
+                3, p);
     if (!r && strcmp(s->sqlstate, "42703") == 0)
         r = run(s, QUOTA_SAVE_SQL("", "", ""), 3, p);
 #undef QUOTA_SAVE_SQL
@@ -771,28 +781,35 @@ int tds_store_quota_save(struct tds_store *s, const char *instance, const char *
 }
 
 int tds_store_quota_claim(struct tds_store *s, const char *org, const char *instance,
-                          const char *claim, bool *found, int64_t *at_ms, int64_t *next_ms,
-                          int64_t *pause_ms, int64_t *inflight, int64_t *done, size_t cap,
-                          size_t *n_done)
+                          const char *claim, bool *found, bool *stopped, int64_t *at_ms,
+                          int64_t *next_ms, int64_t *pause_ms, int64_t *inflight, int64_t *done,
+                          size_t cap, size_t *n_done)
 {
     *found = false;
+    *stopped = false;
     *n_done = 0;
     const char *p[] = {org, instance, claim};
-    PGresult *r = run(s,
-                      /* the row as its last owner left it, locked, and this
-                       * owner's claim put in its place in the same statement:
-                       * nothing the old owner writes lands in between or after */
-                      "WITH old AS (SELECT * FROM tds.quota_use WHERE org_id = $1 FOR UPDATE), "
-                      "claimed AS (UPDATE tds.quota_use q SET instance = $2, claim = $3 FROM old "
-                      "WHERE q.org_id = old.org_id) "
-                      "SELECT " MS_EXPR("saved_at") ", " MS_EXPR("next_at") ", " MS_EXPR("paused_until")
-                      ", in_flight, (SELECT string_agg(" MS_EXPR("d") "::text, ',' ORDER BY d) "
-                      "FROM unnest(done_at) AS d) FROM old",
-                      3, p);
+    /* the row as its last owner left it, locked, and this owner's claim put
+     * in its place in the same statement: nothing the old owner writes
+     * lands in between or after. stopped_at counts only while it is the
+     * record's own time: a fetcher before migration 023 rewrites saved_at
+     * and leaves it. */
+#define QUOTA_CLAIM_SQL(stopped)                                                                \
+    "WITH old AS (SELECT * FROM tds.quota_use WHERE org_id = $1 FOR UPDATE), "                 \
+    "claimed AS (UPDATE tds.quota_use q SET instance = $2, claim = $3 FROM old "               \
+    "WHERE q.org_id = old.org_id) "                                                            \
+    "SELECT " MS_EXPR("saved_at") ", " MS_EXPR("next_at") ", " MS_EXPR("paused_until")         \
+    ", in_flight, (SELECT string_agg(" MS_EXPR("d") "::text, ',' ORDER BY d) "                 \
+    "FROM unnest(done_at) AS d), " stopped " FROM old"
+    PGresult *r = run(s, QUOTA_CLAIM_SQL("coalesce(stopped_at = saved_at, false)"), 3, p);
+    if (!r && strcmp(s->sqlstate, "42703") == 0) /* no stopped_at (dropped by hand) */
+        r = run(s, QUOTA_CLAIM_SQL("false"), 3, p);
+#undef QUOTA_CLAIM_SQL
     if (!r)
         return -EIO;
     if (PQntuples(r) == 1) {
         *found = true;
+        *stopped = strcmp(PQgetvalue(r, 0, 5), "t") == 0;
         *at_ms = i64val(r, 0, 0, 0);
         *next_ms = i64val(r, 0, 1, INT64_MIN / 2);
         *pause_ms = i64val(r, 0, 2, 0);

@@ -148,10 +148,11 @@ int tds_store_detail_attempts_prune(struct tds_store *s, const char *org);
 
 /* ---- quota use (tds.quota_use) ---- */
 /* Writes every organization of `rows_json`, a JSON array of
- * {"org", "at", "next", "pause", "inflight", "done": [...], "every"} (epoch
- * ms; next and pause may be null; every: the incremental interval in use, in
- * s, left out on a schema before migration 020), as written by `instance`, in
- * one statement.
+ * {"org", "at", "next", "pause", "inflight", "done": [...], "every",
+ * "stopped"} (epoch ms; next and pause may be null; every: the incremental
+ * interval in use, in s, left out on a schema before migration 020;
+ * stopped: the owner's last record, no call of it starts after "at", kept
+ * as stopped_at), as written by `instance`, in one statement.
  * A row lands only where none was or where it holds `claim` (this process's
  * token, put there by tds_store_quota_claim); saved() is called with each
  * organization whose row landed. 0 or -EIO. */
@@ -159,13 +160,14 @@ int tds_store_quota_save(struct tds_store *s, const char *instance, const char *
                          const char *rows_json, void (*saved)(void *ud, const char *org), void *ud);
 /* Reads org's row and, in the same statement, claims it for `instance` and
  * `claim`: the previous owner's writes stop landing. *found false when there
- * is none. Times in epoch ms; *next_ms is INT64_MIN / 2 when NULL, *pause_ms
+ * is none; *stopped when it is its owner's last record (no call of it
+ * started after it). Times in epoch ms; *next_ms is INT64_MIN / 2 when NULL, *pause_ms
  * 0 when NULL; at most cap completion times, the newest, into done[] (oldest
  * first), their number in *n_done. 0, -EIO or -ENOMEM. */
 int tds_store_quota_claim(struct tds_store *s, const char *org, const char *instance,
-                          const char *claim, bool *found, int64_t *at_ms, int64_t *next_ms,
-                          int64_t *pause_ms, int64_t *inflight, int64_t *done, size_t cap,
-                          size_t *n_done);
+                          const char *claim, bool *found, bool *stopped, int64_t *at_ms,
+                          int64_t *next_ms, int64_t *pause_ms, int64_t *inflight, int64_t *done,
+                          size_t cap, size_t *n_done);
 
 /* ---- requests ---- */
 struct tds_request {

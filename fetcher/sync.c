@@ -336,6 +336,7 @@ struct tds_sync {
     struct tds_log_limit no_record_log;
     struct tds_log_limit quota_log;  /* tds.quota_use writes that failed */
     int64_t quota_saved_ms;          /* last write of tds.quota_use */
+    bool quota_last_saved;           /* the stop's last records are written: no more */
     struct tds_series *m_bad_id;
     struct tds_log_limit bad_id_log;
     struct tds_log_limit bulk_gone_log; /* GET /itemdetails answered code 1002 */
@@ -2376,11 +2377,15 @@ static void quota_landed(void *ud, const char *org)
  * statement, so that whoever owns it next (this process restarted, another
  * replica) starts from it; a write that worked licenses the organization's
  * calls for QUOTA_LICENCE_MS more. A failed one is logged. `only`: that
- * organization alone, at once (a takeover, before its first call). */
-static void quota_save(struct tds_sync *s, struct org_rt *only)
+ * organization alone, at once (a takeover, before its first call). `last`:
+ * the records at a gentle stop, marked so (stopped_at): no call starts after
+ * them, and no other record follows. */
+static void quota_save(struct tds_sync *s, struct org_rt *only, bool last)
 {
     int64_t now = tds_now_ms(), off = tds_wall_ms() - now;
-    if (!only && s->quota_saved_ms && now - s->quota_saved_ms < QUOTA_SAVE_MS * 9 / 10)
+    if (s->quota_last_saved || (s->stopping && !last))
+        return;
+    if (!only && !last && s->quota_saved_ms && now - s->quota_saved_ms < QUOTA_SAVE_MS * 9 / 10)
         return;
     if (!only)
         s->quota_saved_ms = now;
@@ -2414,7 +2419,8 @@ static void quota_save(struct tds_sync *s, struct org_rt *only)
         int64_t every_s = (org_incremental_ms(o) + 999) / 1000;
         if (o->m_every)
             tds_series_set(o->m_every, (double)every_s);
-        json_t *row = jd ? json_pack("{s:s, s:I, s:o, s:o, s:I, s:o, s:I}", "org", o->org->org_id,
+        json_t *row = jd ? json_pack("{s:s, s:I, s:o, s:o, s:I, s:o, s:I, s:b}", "org",
+                                     o->org->org_id,
                                      "at", (json_int_t)(sn.at_ms + off), "next",
                                      sn.next_ms > INT64_MIN / 4 ? json_integer(sn.next_ms + off)
                                                                 : json_null(),
@@ -2422,7 +2428,7 @@ static void quota_save(struct tds_sync *s, struct org_rt *only)
                                      sn.pause_until_ms ? json_integer(sn.pause_until_ms + off)
                                                        : json_null(),
                                      "inflight", (json_int_t)sn.inflight, "done", jd, "every",
-                                     (json_int_t)every_s)
+                                     (json_int_t)every_s, "stopped", last)
                          : NULL;
         if (!row || json_array_append_new(rows, row) != 0)
             ok = false;
@@ -2437,9 +2443,30 @@ static void quota_save(struct tds_sync *s, struct org_rt *only)
     }
     if (!text)
         return;
-    struct quota_landed q = {.s = s, .until_ms = now + QUOTA_LICENCE_MS,
+    /* the last records license nothing: no call follows them */
+    struct quota_landed q = {.s = s, .until_ms = last ? 0 : now + QUOTA_LICENCE_MS,
                              .landed = calloc(s->n_o, sizeof(bool))};
-    if (tds_store_quota_save(s->store, s->origin, s->claim, text, quota_landed, &q) != 0) {
+    int rc = tds_store_quota_save(s->store, s->origin, s->claim, text, quota_landed, &q);
+    if (last) {
+        size_t n_landed = 0;
+        for (size_t i = 0; q.landed && i < s->n_o; i++)
+            n_landed += q.landed[i];
+        s->quota_last_saved = true;
+        if (rc == 0)
+            tds_log(TDS_LOG_INFO, NULL,
+                    "recorded the last quota use of %zu organizations (stopped_at): whoever "
+                    "takes them over counts no call of this fetcher after it",
+                    n_landed);
+        else
+            tds_log(TDS_LOG_WARN, NULL,
+                    "could not record the last quota use at the stop: whoever takes the "
+                    "organizations over assumes calls until the last licence ran out: %s",
+                    tds_store_error(s->store));
+        free(q.landed);
+        free(text);
+        return;
+    }
+    if (rc != 0) {
         tds_log_limited(&s->quota_log, TDS_LOG_WARN, NULL,
                         "could not record the organizations' quota use in tds.quota_use (their "
                         "calls stop %d s after the last record that worked): %s",
@@ -2477,11 +2504,12 @@ static void quota_take_over(struct org_rt *o)
     struct tds_sync *s = o->s;
     size_t cap = (size_t)tds_limiter_rate(o->lim);
     int64_t *done = malloc(cap * sizeof(*done));
-    bool found = false;
+    bool found = false, stopped = false;
     int64_t at = 0, next = INT64_MIN / 2, pause = 0, inflight = 0;
     size_t n_done = 0;
     int rc = done ? tds_store_quota_claim(s->store, o->org->org_id, s->origin, s->claim, &found,
-                                          &at, &next, &pause, &inflight, done, cap, &n_done)
+                                          &stopped, &at, &next, &pause, &inflight, done, cap,
+                                          &n_done)
                   : -ENOMEM;
     bool claimed = rc == 0;
     int64_t now = tds_now_ms(), off = tds_wall_ms() - now;
@@ -2510,12 +2538,15 @@ static void quota_take_over(struct org_rt *o)
         sn.n_done = n_done;
         for (size_t i = 0; i < n_done; i++)
             done[i] -= off;
+        /* its last record (a gentle stop): no call of it after it to assume */
+        h.stopped = stopped;
         rc = tds_limiter_seed(o->lim, now, &sn, &h);
         if (rc == 0)
             tds_log(TDS_LOG_INFO, &o->lctx,
                     "started from the previous owner's quota use: %zu calls answered within the "
-                    "window, %lld in flight, recorded %lld ms ago",
-                    n_done, (long long)inflight, (long long)(now - sn.at_ms));
+                    "window, %lld in flight, recorded %lld ms ago%s",
+                    n_done, (long long)inflight, (long long)(now - sn.at_ms),
+                    stopped ? ", its last record (it stopped: no call after it)" : "");
     }
     if (rc != 0 && !o->quota_seeded) {
         tds_log(TDS_LOG_WARN, &o->lctx,
@@ -2541,7 +2572,7 @@ static void quota_take_over(struct org_rt *o)
         o->quota_lost = false;
     }
     free(done);
-    quota_save(s, o);
+    quota_save(s, o, false);
 }
 
 static void on_tick(struct tds_loop *loop, void *ud)
@@ -2570,7 +2601,7 @@ static void on_tick(struct tds_loop *loop, void *ud)
         if (s->o[i].owned && !s->o[i].quota_claimed &&
             now - s->o[i].quota_claim_ms >= QUOTA_SAVE_MS)
             quota_take_over(&s->o[i]);
-    quota_save(s, NULL);
+    quota_save(s, NULL, false);
 }
 
 /* ---- lifecycle ---- */
@@ -2991,6 +3022,11 @@ int tds_sync_fetch_request_ids(const struct tds_sync *s, int64_t **ids, size_t *
 void tds_sync_stop(struct tds_sync *s, const char *why)
 {
     s->stopping = true;
+    /* The last quota records, before the calls in flight are cancelled
+     * (they stay counted as in flight: a cancelled call may still reach
+     * Zoho) and before the locks go: the next owner reads that nothing of
+     * this fetcher's started after them. */
+    quota_save(s, NULL, true);
     for (size_t i = 0; i < s->n_o; i++) {
         struct org_rt *o = &s->o[i];
         if (o->run && !o->run->failed) {

@@ -843,6 +843,54 @@ def test_a_fetcher_started_over_keeps_the_minute_limit(procs, db, sim, tmp_path)
                timeout=5, what="f2's record")
 
 
+def test_a_fetcher_stopped_gently_hands_over_the_whole_minute(procs, db, sim, tmp_path):
+    """A fetcher stopped by SIGTERM (a rolling deploy) writes a last quota
+    record before it lets its organizations go, marked as such (stopped_at
+    equal to saved_at): its successor counts the calls it made and none it
+    could have made after. Before, the successor had to assume calls at the
+    old pace until the old licence ran out, held for the HTTP timeout and a
+    window: here (the default owner check, 2 s) a third of the allowance for
+    two windows."""
+    n, minute = 100, 10000
+    s = sim(orgs=[small_org(items=5, contacts=1500, invoices=5, salesorders=5, groups=2)],
+            extra_args=["--minute-ms", str(minute), "--rate-per-min", str(n)])
+    p = Pipeline(procs, db, s, tmp_path,
+                 fetcher_env={"TDS_FETCHER_MINUTE_MS": str(minute),
+                              "TDS_FETCHER_OWNER_CHECK_MS": "2000"},
+                 orgs=[org_spec("60001", rate_per_min=n, max_concurrency=10)])
+    f1 = p.start_fetcher("f1")
+    p.request("60001", "contacts", "full")   # a detail call per contact
+    w = RateWatch(s, "60001")
+    w.wait_for(n)                            # at full pace
+    f1.stop()
+    _, r_stop, _ = w.sample()
+    assert "recorded the last quota use of 1 organizations" in f1.stderr_text()
+    row = db.query("SELECT instance, stopped_at = saved_at, in_flight, cardinality(done_at) "
+                   "FROM tds.quota_use WHERE org_id = '60001'")
+    print(f"stopped f1 after {r_stop} calls; its last record: {row}")
+    assert row and row[0][:2] == ("fetcher.f1", True), row
+    f2 = p.start_fetcher("f2")
+    wait_until(lambda: "its last record (it stopped" in f2.stderr_text(), timeout=15,
+               what="f2 takes the organization over from the last record")
+    t_over, r_over, _ = w.sample()
+    # f2 runs the open request again; the record's calls leave the window
+    # at the pace they were made, so f2 can make about N in each window
+    span = 2 * minute / 1000 + 2
+    while time.monotonic() < t_over + span:
+        time.sleep(0.1)
+    _, r_end, e = w.sample()
+    got = r_end - r_over
+    print(f"f2: {got} calls in the {span:.0f} s after the takeover "
+          f"({r_over - r_stop} between the stop and it); 429s {e}; "
+          f"minutes admitted {s.stats()['orgs']['60001']['minutes']['admitted'][-4:]}")
+    assert e == {"44": 0, "45": 0, "1070": 0}, e
+    assert all(c <= n for c in s.stats()["orgs"]["60001"]["minutes"]["admitted"])
+    assert got >= 2 * n * 9 // 10, f"f2 made {got} calls in two windows after the takeover"
+    # and its own records are not last records
+    wait_until(lambda: db.query("SELECT instance, stopped_at FROM tds.quota_use")[0]
+               == ("fetcher.f2", None), timeout=5, what="f2's record")
+
+
 def test_an_owner_that_lost_its_lock_stops_calling_within_its_licence(procs, db, sim, tmp_path):
     """A fetcher whose lock session ends while it lives on (the server ended
     that session; its other connections work) goes on calling until its

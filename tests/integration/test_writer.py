@@ -214,7 +214,7 @@ def test_migration_022_gives_ids_the_c_collation(procs, db):
     assert before and set(before.values()) == {'"default"'}, before
 
     r = procs.run("tds-writer", ["migrate"], env=env)
-    assert "up to date (version 22)" in r.stdout, r.stdout
+    assert "up to date (version 23)" in r.stdout, r.stdout
     assert "1 table (zoho.items) keeps the database's collation for its ids" in r.stderr, r.stderr
     after = _id_collations(db)
     assert after.keys() == before.keys()

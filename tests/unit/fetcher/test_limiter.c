@@ -492,6 +492,73 @@ static void test_handover(void)
     }
 }
 
+/* A gentle stop: A's last record is taken when it stops granting (its calls
+ * in flight then are never answered: cancelled, they may still reach the
+ * server). B seeded from it as such (`stopped`) keeps the limit and assumes
+ * none of the calls A's pacing could have made after it: over three windows
+ * it loses only A's calls in flight, where C, seeded from the same record
+ * as from a crash, holds the calls A could have made until its licence
+ * ran out. */
+static void test_handover_stopped(void)
+{
+    static int64_t done[1000];
+    const int64_t licence = 5000;
+    int64_t sum_b = 0, sum_c = 0;
+    for (int trial = 0; trial < 200; trial++) {
+        int64_t n = trial % 3 == 0 ? 50 : 100;
+        int64_t w = trial % 2 ? 60000 : 2000;
+        int64_t skew = trial % 4 == 0 ? 300 : 0;
+        int64_t horizon = 1000 + (int64_t)(rnd() % 2000);
+        struct tds_limiter_cfg cfg = {.rate_per_window = n, .window_ms = w, .max_concurrency = 10,
+                                      .margin_ms = 2, .needs_licence = true};
+        struct tds_limiter *a, *b, *c;
+        T_INT(tds_limiter_new(&a, &cfg), ==, 0);
+        T_INT(tds_limiter_new(&b, &cfg), ==, 0);
+        T_INT(tds_limiter_new(&c, &cfg), ==, 0);
+        int lat_max = 1 + (int)(rnd() % (uint32_t)(w / 20));
+        int64_t stop = w + (int64_t)(rnd() % (uint32_t)(3 * w));
+        tds_limiter_licence(a, stop + licence);
+        S.n = 0;
+        int64_t t = drive_span(a, &S, 0, stop, 0, lat_max); /* its last grant is before t */
+        int64_t start = t + (int64_t)(rnd() % 2500);        /* the takeover */
+        struct tds_limiter_snapshot snap = {.done = done};
+        tds_limiter_snapshot(a, t, &snap);
+        for (int i = 0; i < S.n; i++)
+            if (S.ticket[i] >= 0)
+                S.ticket[i] = -1; /* cancelled: never answered, may still arrive */
+        int64_t off = skew ? (int64_t)(rnd() % (uint32_t)(2 * skew + 1)) - skew : 0;
+        snap.at_ms += off;
+        if (snap.next_ms > INT64_MIN / 4)
+            snap.next_ms += off;
+        for (size_t i = 0; i < snap.n_done; i++)
+            snap.done[i] += off;
+        struct tds_limiter_handover h = {.skew_ms = skew, .horizon_ms = horizon,
+                                         .licence_ms = licence, .call_ms = lat_max,
+                                         .stopped = true};
+        int before = S.n;
+        T_INT(tds_limiter_seed(b, start, &snap, &h), ==, 0);
+        tds_limiter_licence(b, INT64_MAX / 4);
+        drive_span(b, &S, start, start + 3 * w, 0, lat_max);
+        check_window(w, n);
+        int64_t got_b = S.n - before;
+        T_INT(got_b, >=, 3 * n * 9 / 10 - snap.inflight - 2);
+        /* the same record read as a crash's, from the same point */
+        S.n = before;
+        h.stopped = false;
+        T_INT(tds_limiter_seed(c, start, &snap, &h), ==, 0);
+        tds_limiter_licence(c, INT64_MAX / 4);
+        drive_span(c, &S, start, start + 3 * w, 0, lat_max);
+        check_window(w, n);
+        sum_b += got_b;
+        sum_c += S.n - before;
+        tds_limiter_free(a);
+        tds_limiter_free(b);
+        tds_limiter_free(c);
+    }
+    /* a crash costs what A could have made after its record; a stop not */
+    T_INT(sum_b, >, sum_c + sum_c / 20);
+}
+
 /* Licensed, a limiter grants only until its licence ends, and a seed that
  * cannot be read (a full window) holds the first call for a window. */
 static void test_licence(void)
@@ -683,6 +750,7 @@ int main(void)
     T_RUN(test_daily);
     T_RUN(test_daily_after_reset);
     T_RUN(test_handover);
+    T_RUN(test_handover_stopped);
     T_RUN(test_licence);
     T_RUN(test_stand_in_forgotten);
     T_RUN(test_held_slots);
