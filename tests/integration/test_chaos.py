@@ -41,8 +41,9 @@ def test_kill_restart_faults_then_equal_truth(db, procs, sim, tmp_path, wait_unt
         # a third of them stopped gently (SIGTERM: a rolling deploy), which
         # must drain and exit 0 within Proc.stop's 10 s
         if rnd.random() < 1 / 3:
+            t_stop = time.monotonic()
             victim.stop()
-            print(f"  stopped {victim.name}")
+            print(f"  stopped {victim.name} in {time.monotonic() - t_stop:.2f}s")
         else:
             victim.kill()
             print(f"  killed {victim.name}")
