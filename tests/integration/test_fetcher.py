@@ -2729,6 +2729,38 @@ def test_a_fetcher_waits_for_its_schema_and_says_so(procs, db, sim, tmp_path):
     p.compare("60001", "items")
 
 
+def test_a_last_quota_record_counts_only_while_it_is_the_records_own_time(procs, db, sim,
+                                                                         tmp_path):
+    """stopped_at marks a gentle stop's last record only while it equals
+    saved_at. A fetcher of a release before migration 023 that takes the
+    row over rewrites saved_at and leaves stopped_at as it was: its
+    successor must not read that as a last record (it would assume no call
+    after it)."""
+    s = sim(orgs=[small_org(items=20)], extra_args=["--limits-off"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=6000)])
+    f1 = p.start_fetcher("f1")
+    runs = p.wait_request(p.request("60001", "items", "full"), timeout=60)
+    assert runs[0]["status"] == "completed", runs
+    f1.stop()
+    assert db.query("SELECT stopped_at = saved_at FROM tds.quota_use "
+                    "WHERE org_id = '60001'") == [(True,)]
+    # an earlier release claims the row and saves over it (no stopped_at)
+    db.execute("UPDATE tds.quota_use SET instance = 'fetcher.old', claim = 'old', "
+               "saved_at = saved_at + interval '1 second' WHERE org_id = '60001'")
+    f2 = p.start_fetcher("f2")
+    wait_until(lambda: "started from the previous owner's quota use" in f2.stderr_text(),
+               timeout=15, what="f2 takes the organization over")
+    assert "its last record" not in f2.stderr_text()
+    # and f2's own records are not last records until it stops
+    wait_until(lambda: db.query("SELECT instance, stopped_at FROM tds.quota_use")
+               == [("fetcher.f2", None)], timeout=5, what="f2's record")
+    f2.stop()
+    f3 = p.start_fetcher("f3")
+    wait_until(lambda: "started from the previous owner's quota use" in f3.stderr_text(),
+               timeout=15, what="f3 takes the organization over")
+    assert "its last record (it stopped: no call after it)" in f3.stderr_text()
+
+
 def test_a_schema_before_migration_20_keeps_the_quota_record(procs, db, sim, tmp_path):
     """A fetcher rolled out before migration 020 has run writes its quota
     record without the incremental interval: its calls are licensed only by
