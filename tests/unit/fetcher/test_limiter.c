@@ -406,6 +406,17 @@ static void test_daily_after_reset(void)
     tds_limiter_free(l);
 }
 
+/* A snapshot as another machine's clock reads it: apart by up to skew. */
+static void skew_snapshot(struct tds_limiter_snapshot *snap, int64_t skew)
+{
+    int64_t off = skew ? (int64_t)(rnd() % (uint32_t)(2 * skew + 1)) - skew : 0;
+    snap->at_ms += off;
+    if (snap->next_ms > INT64_MIN / 4)
+        snap->next_ms += off;
+    for (size_t i = 0; i < snap->n_done; i++)
+        snap->done[i] += off;
+}
+
 /* An organization changes hands. The first owner A runs at full pace (or
  * idles with its credit banked), is snapshotted (its last record), runs on
  * — past the takeover by up to the horizon, but never past its licence —
@@ -451,12 +462,7 @@ static void test_handover(void)
             if (S.who[i] == a)
                 S.ticket[i] = -1; /* died: never answered */
         /* the clocks may differ by up to the skew the seed allows for */
-        int64_t off = skew ? (int64_t)(rnd() % (uint32_t)(2 * skew + 1)) - skew : 0;
-        snap.at_ms += off;
-        if (snap.next_ms > INT64_MIN / 4)
-            snap.next_ms += off;
-        for (size_t i = 0; i < snap.n_done; i++)
-            snap.done[i] += off;
+        skew_snapshot(&snap, skew);
         struct tds_limiter_handover h = {.skew_ms = skew, .horizon_ms = horizon,
                                          .licence_ms = licence, .call_ms = lat_max};
         T_INT(tds_limiter_seed(b, start, &snap, &h), ==, 0);
@@ -526,12 +532,7 @@ static void test_handover_stopped(void)
         for (int i = 0; i < S.n; i++)
             if (S.ticket[i] >= 0)
                 S.ticket[i] = -1; /* cancelled: never answered, may still arrive */
-        int64_t off = skew ? (int64_t)(rnd() % (uint32_t)(2 * skew + 1)) - skew : 0;
-        snap.at_ms += off;
-        if (snap.next_ms > INT64_MIN / 4)
-            snap.next_ms += off;
-        for (size_t i = 0; i < snap.n_done; i++)
-            snap.done[i] += off;
+        skew_snapshot(&snap, skew);
         struct tds_limiter_handover h = {.skew_ms = skew, .horizon_ms = horizon,
                                          .licence_ms = licence, .call_ms = lat_max,
                                          .stopped = true};
