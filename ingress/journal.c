@@ -353,13 +353,23 @@ static struct seg *seg_by_id(struct tds_journal *j, uint64_t id)
     return s && s->id == id ? s : NULL;
 }
 
-/* Start a new active segment named after next_seq. Called with mu held. */
+/* Start a new active segment named after next_seq. Called with mu held.
+ *
+ * An active segment that holds no entry is already named after next_seq
+ * (only entries move it on): the one opened at start, while the entries
+ * found there are acked, may fill with ack records past segment_bytes
+ * before a webhook comes. It stays active and takes the next entry, over
+ * its size, since a new segment of the same name cannot be made (EEXIST),
+ * and one named after a later seq would not hold next_seq (an entry is in
+ * the last segment whose name is not past its seq). */
 static int rotate_locked(struct tds_journal *j)
 {
     char name[SEG_NAME_LEN + 8];
     struct seg *s;
     int fd, r;
 
+    if (j->active && j->active->id == j->next_seq)
+        return 0;
     seg_name(j->next_seq, name, sizeof(name));
     s = calloc(1, sizeof(*s));
     if (!s)
@@ -893,9 +903,11 @@ int tds_journal_ack(struct tds_journal *j, const uint64_t *seqs, size_t n)
 
     if (!n)
         return 0;
+    /* Without memory for the record the counts still come down: the caller
+     * has let go of these entries, and nothing could ack them later, so
+     * their segments would be kept for good. Only the record is lost, which
+     * means a resend after a restart (rule 5). */
     buf = malloc(n * 8);
-    if (!buf)
-        return -ENOMEM;
     pthread_mutex_lock(&j->mu);
     for (size_t i = 0; i < n; i++) {
         struct seg *s = seg_for_seq(j, seqs[i]);
@@ -904,13 +916,15 @@ int tds_journal_ack(struct tds_journal *j, const uint64_t *seqs, size_t n)
             continue;
         s->n_unacked--;
         j->unacked--;
-        put64(buf + 8 * done++, seqs[i]);
+        if (buf)
+            put64(buf + 8 * done, seqs[i]);
+        done++;
     }
     if (j->backlog_full && j->unacked < tds_journal_backlog_resume(j))
         atomic_store(&j->backlog_full, false);
     /* With no segment taking writes (opened with no room for one) the acks
      * stay in memory only: losing an ack means a resend (rule 5). */
-    if (done && !j->failed && !j->o.read_only && j->active) {
+    if (buf && done && !j->failed && !j->o.read_only && j->active) {
         int64_t now = tds_wall_ms();
 
         for (size_t at = 0; at < done && !r; at += ACK_SEQS_PER_RECORD) {
@@ -922,6 +936,8 @@ int tds_journal_ack(struct tds_journal *j, const uint64_t *seqs, size_t n)
         }
     }
     pthread_mutex_unlock(&j->mu);
+    if (!buf)
+        return -ENOMEM;
     free(buf);
     return r;
 }

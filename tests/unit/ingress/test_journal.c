@@ -5,8 +5,9 @@
  * small group commit for company, the zero-filled tail of a segment, the bound
  * on unacked entries, acks read back across segments, what an open holds
  * in memory, acks within the byte bound, an ack call over what one record
- * may carry, and no inode left for the next segment (a tmpfs the test mounts,
- * as root). */
+ * may carry, no inode left for the next segment (a tmpfs the test mounts,
+ * as root), a segment that holds only acks when the next entry comes, and
+ * an ack call without memory for its record. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -24,6 +25,18 @@
 #include "util.h"
 
 static char dir[256];
+
+/* Allocation failures on demand: this test is linked with --wrap for malloc
+ * (meson.build), so the journal's allocations come here. fail_in = k makes
+ * the k-th one from now fail; 0 fails none. Only for tests without the sync
+ * thread: the count is not shared safely between threads. */
+static long fail_in;
+void *__real_malloc(size_t n);
+
+void *__wrap_malloc(size_t n)
+{
+    return fail_in > 0 && --fail_in == 0 ? NULL : __real_malloc(n);
+}
 
 static void fresh_dir(void)
 {
@@ -1095,6 +1108,88 @@ static void test_no_inode_for_a_segment(void)
     fresh_dir();
 }
 
+/* After a start the active segment is named after the next seq and holds
+ * no entry. Acks of the entries found may fill it past its size before a
+ * webhook comes; the next append must still find a segment (it used to try
+ * to create one of the same name: EEXIST, and every webhook a 503 until the
+ * next restart). */
+static void test_a_segment_of_acks_only(void)
+{
+    struct tds_journal *j = NULL;
+    struct tds_journal_opts o;
+    struct seen s = {0};
+    uint64_t seqs[40], seq;
+    struct tds_journal_loc loc;
+
+    fresh_dir();
+    o = opts(1 << 20, 400);
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, NULL), ==, 0);
+    append_n(j, 40, seqs, NULL);
+    T_INT(tds_journal_sync(j), ==, 0);
+    tds_journal_close(j);
+
+    /* Restart: 40 entries to resend; each ack (40 bytes) in the new
+     * segment, ten of them past its 400 bytes. */
+    j = NULL;
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, NULL), ==, 0);
+    T_INT(tds_journal_unacked(j), ==, 40);
+    for (int i = 0; i < 40; i++)
+        T_INT(tds_journal_ack(j, &seqs[i], 1), ==, 0);
+    T_INT(tds_journal_sync(j), ==, 0);
+    for (int i = 0; i < 3; i++) {
+        T_INT(tds_journal_append(j, "after", 5, 5000 + i, &seq, &loc), ==, 0);
+        T_INT(seq, ==, seqs[39] + 1 + (uint64_t)i);
+    }
+    T_INT(tds_journal_sync(j), ==, 0);
+    T_INT(tds_journal_unacked(j), ==, 3);
+    tds_journal_close(j);
+
+    /* Read back: the 40 acked, the three new ones not. */
+    j = NULL;
+    T_INT(tds_journal_open(&j, &o, collect, &s, NULL), ==, 0);
+    T_INT(tds_journal_unacked(j), ==, 3);
+    T_INT(s.n, ==, 43);
+    for (size_t i = 0; i < s.n; i++)
+        T_INT(s.acked[i], ==, i < 40);
+    tds_journal_close(j);
+}
+
+/* An ack call that cannot allocate its record still counts its entries
+ * acked: the caller has let go of them, so nothing could ack them later.
+ * Only the record is lost: a restart finds them unacked and resends them. */
+static void test_ack_without_memory(void)
+{
+    struct tds_journal *j = NULL;
+    struct tds_journal_opts o;
+    struct seen s = {0};
+    uint64_t seqs[30];
+
+    fresh_dir();
+    o = opts(1 << 20, 400);
+    o.retention_ms = 0;
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, NULL), ==, 0);
+    append_n(j, 30, seqs, NULL);
+    T_INT(tds_journal_sync(j), ==, 0);
+    T_INT(tds_journal_segments(j), >=, 3);
+    fail_in = 1;
+    T_INT(tds_journal_ack(j, seqs, 30), ==, -ENOMEM);
+    T_INT(fail_in, ==, 0);
+    T_INT(tds_journal_unacked(j), ==, 0);
+    /* Their segments can go (before, they stayed, and the journal filled). */
+    T_INT(tds_journal_gc(j, 1000000), >, 0);
+    T_INT(tds_journal_sync(j), ==, 0);
+    tds_journal_close(j);
+
+    /* No ack record: the entries of the segment kept are found unacked. */
+    j = NULL;
+    T_INT(tds_journal_open(&j, &o, collect, &s, NULL), ==, 0);
+    T_INT(s.n, >, 0);
+    for (size_t i = 0; i < s.n; i++)
+        T_INT(s.acked[i], ==, false);
+    T_INT(tds_journal_unacked(j), ==, s.n);
+    tds_journal_close(j);
+}
+
 static void test_crc(void)
 {
     /* The CRC32C check value from RFC 3720's test vectors. */
@@ -1125,5 +1220,7 @@ int main(int argc, char **argv)
     T_RUN(test_acks_across_segments);
     T_RUN(test_open_memory);
     T_RUN(test_no_inode_for_a_segment);
+    T_RUN(test_a_segment_of_acks_only);
+    T_RUN(test_ack_without_memory);
     return 0;
 }
