@@ -120,9 +120,14 @@ struct tds_apply {
     size_t n_sigs, cap_sigs;
     struct tds_buf buf;          /* COPY data and SQL text */
     struct tds_buf params[META_PARAMS];
-    /* (org ids, ids, message indexes) as array literals: the parents the
-     * current table's DETAIL upserts wrote, whose old child rows are
-     * deleted and whose staged child rows of that version are inserted */
+    /* The parents the current table's DETAIL upserts wrote, in the order
+     * written: org id, id and message index, each NUL-terminated, one after
+     * another; wk_groups counts the upserts that wrote any (wkeys_build). */
+    struct tds_buf wk;
+    size_t n_wk, wk_groups;
+    /* the same (org ids, ids, message indexes) as array literals, each key
+     * once: whose old child rows are deleted and whose staged child rows of
+     * that version are inserted */
     struct tds_buf wkeys[3];
     size_t n_wkeys;
     /* the first WKEYS_ONE of them, org id and id as text: so few parents
@@ -383,6 +388,7 @@ struct tds_apply *tds_apply_free(struct tds_apply *a)
     tds_apply_disconnect(a);
     free(a->sigs);
     tds_buf_deinit(&a->buf);
+    tds_buf_deinit(&a->wk);
     for (size_t k = 0; k < TDS_ARRAY_SIZE(a->wkeys); k++)
         tds_buf_deinit(&a->wkeys[k]);
     for (size_t i = 0; i < WKEYS_ONE; i++)
@@ -1927,23 +1933,16 @@ static int run_upsert(struct tds_apply *a, struct tds_bmsg *const *msgs, const s
             a->mods[sg->tidx] += n;
         res->written[sg->tidx] += n;
         res->written_total += n;
+        if (n > 0 && sg->kind == TDS_ROWS_DETAIL && has_children(sg->t))
+            a->wk_groups++;
         for (int i = 0; i < n && sg->kind == TDS_ROWS_DETAIL && has_children(sg->t); i++) {
-            for (int k = 0; k < 2 && a->n_wkeys < WKEYS_ONE; k++) {
-                struct tds_buf *kb = &a->wkey1[a->n_wkeys][k];
-
-                tds_buf_reset(kb);
-                if (tds_buf_add(kb, PQgetvalue(r, i, k), (size_t)PQgetlength(r, i, k) + 1) != 0) {
-                    PQclear(r);
-                    return -ENOMEM;
-                }
-            }
             for (int k = 0; k < 3; k++)
-                if (tds_copytext_array_elem(&a->wkeys[k], a->n_wkeys == 0, PQgetvalue(r, i, k),
-                                            (size_t)PQgetlength(r, i, k)) != 0) {
+                if (tds_buf_add(&a->wk, PQgetvalue(r, i, k), (size_t)PQgetlength(r, i, k) + 1) !=
+                    0) {
                     PQclear(r);
                     return -ENOMEM;
                 }
-            a->n_wkeys++;
+            a->n_wk++;
         }
         for (int i = 0; i < n && !probe; i++)
             if (tds_notify_add(a->notify, PQgetvalue(r, i, 0), sg->t->name,
@@ -1954,6 +1953,80 @@ static int run_upsert(struct tds_apply *a, struct tds_bmsg *const *msgs, const s
     }
     PQclear(r);
     return 0;
+}
+
+/* One written parent: its org id, id and message index (in wk). */
+struct wkey {
+    const char *org, *id, *m;
+    size_t at;  /* its place in the order written */
+    bool kept;
+};
+
+static int cmp_wkey(const void *pa, const void *pb)
+{
+    const struct wkey *x = pa, *y = pb;
+    int c = strcmp(x->org, y->org);
+
+    if (c == 0)
+        c = strcmp(x->id, y->id);
+    return c != 0 ? c : (x->at > y->at) - (x->at < y->at);
+}
+
+/* The written parents as the child step takes them: wkeys (array literals)
+ * and wkey1 (the first WKEYS_ONE), each parent once. A parent is written by
+ * two upserts of one transaction when the batch holds two versions of it in
+ * sets of different columns (two groups: a rolling upgrade's old and new
+ * processors), the older first; only the version written last is stored,
+ * and only its child rows may be inserted (both used to be: the stored
+ * parent kept the child rows of the version it replaced). */
+static int wkeys_build(struct tds_apply *a)
+{
+    struct wkey *w;
+    const char *p = a->wk.p;
+    size_t n = 0;
+    int rc = 0;
+
+    if (!(w = malloc((a->n_wk ? a->n_wk : 1) * sizeof(*w))))
+        return -ENOMEM;
+    for (size_t i = 0; i < a->n_wk; i++) {
+        w[i].org = p;
+        p += strlen(p) + 1;
+        w[i].id = p;
+        p += strlen(p) + 1;
+        w[i].m = p;
+        p += strlen(p) + 1;
+        w[i].at = i;
+        w[i].kept = true;
+    }
+    if (a->wk_groups > 1) {
+        qsort(w, a->n_wk, sizeof(*w), cmp_wkey);
+        for (size_t i = 0; i + 1 < a->n_wk; i++)
+            w[i].kept = strcmp(w[i].org, w[i + 1].org) != 0 || strcmp(w[i].id, w[i + 1].id) != 0;
+    }
+    for (int k = 0; k < 3 && rc == 0; k++) {
+        tds_buf_reset(&a->wkeys[k]);
+        rc = tds_copytext_array_begin(&a->wkeys[k]);
+    }
+    a->n_wkeys = 0;
+    for (size_t i = 0; i < a->n_wk && rc == 0; i++) {
+        const char *v[3] = {w[i].org, w[i].id, w[i].m};
+
+        if (!w[i].kept)
+            continue;
+        for (int k = 0; k < 2 && n < WKEYS_ONE && rc == 0; k++) {
+            tds_buf_reset(&a->wkey1[n][k]);
+            rc = tds_buf_add(&a->wkey1[n][k], v[k], strlen(v[k]) + 1);
+        }
+        for (int k = 0; k < 3 && rc == 0; k++)
+            rc = tds_copytext_array_elem(&a->wkeys[k], n == 0, v[k], strlen(v[k]));
+        n++;
+    }
+    for (int k = 0; k < 3 && rc == 0; k++)
+        if ((rc = tds_copytext_array_end(&a->wkeys[k])) == 0)
+            rc = tds_buf_add(&a->wkeys[k], "", 1);
+    a->n_wkeys = n;
+    free(w);
+    return rc ? -ENOMEM : 0;
 }
 
 /* ---- meta statements ---- */
@@ -2740,26 +2813,21 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
 
         if (t->parent)
             continue;
-        a->n_wkeys = 0;
-        for (int k = 0; k < 3; k++) {
-            tds_buf_reset(&a->wkeys[k]);
-            if (tds_copytext_array_begin(&a->wkeys[k]) != 0)
-                return -ENOMEM;
-        }
+        tds_buf_reset(&a->wk);
+        a->n_wk = 0;
+        a->wk_groups = 0;
         for (size_t o = 0; o < TDS_ARRAY_SIZE(order); o++) {
             if (order[o] == TDS_ROWS_CHILD) {
                 /* children of parents the upserts wrote are replaced here;
                  * those of new keys were COPYed already (children_direct()) */
                 const char *keys[3];
 
-                if (a->n_wkeys == 0 || !has_children(t))
+                if (a->n_wk == 0 || !has_children(t))
                     continue;
-                for (int k = 0; k < 3; k++) {
-                    if (tds_copytext_array_end(&a->wkeys[k]) != 0 ||
-                        tds_buf_add(&a->wkeys[k], "", 1) != 0)
-                        return -ENOMEM;
+                if ((rc = wkeys_build(a)) != 0)
+                    return rc;
+                for (int k = 0; k < 3; k++)
                     keys[k] = a->wkeys[k].p;
-                }
                 for (size_t ci = 0; ci < tds_table_count(); ci++) {
                     const struct tds_table *c = tds_table_at(ci);
 
