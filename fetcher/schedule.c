@@ -169,7 +169,22 @@ static void claim_requests(struct tds_schedule *s)
         if (!found)
             break;
         struct tds_log_ctx c = {.org = req.org, .entity = req.entity};
-        int rc = tds_sync_enqueue(s->sync, req.org, req.entity, req.mode, req.id);
+        /* A request taken again (its owner stopped or died during it) runs
+         * only the entities whose run for it did not complete: an "all"
+         * request of a first import ran every entity again, thousands of
+         * calls for each restart. */
+        int rc = tds_sync_enqueue_rest(s->sync, req.org, req.entity, req.mode, req.id,
+                                       req.completed);
+        if (rc == TDS_SYNC_NOTHING_LEFT) {
+            tds_log(TDS_LOG_INFO, &c, "sync request %lld (%s %s): every run it needs completed "
+                    "before it was taken again, closing it",
+                    (long long)req.id, req.entity, req.mode);
+            tds_store_request_done(s->store, req.id);
+            continue;
+        }
+        if (req.completed[0])
+            tds_log(TDS_LOG_INFO, &c, "sync request %lld taken again: %s completed already, "
+                    "not run again", (long long)req.id, req.completed);
         if (rc != 0) {
             tds_log(TDS_LOG_WARN, &c, "sync request %lld (%s %s) cannot run here: %s, closing it",
                     (long long)req.id, req.entity, req.mode,

@@ -873,7 +873,9 @@ int tds_store_request_claim(struct tds_store *s, const char *instance, const cha
                       "UPDATE tds.sync_requests SET claimed_by = $1, claimed_at = now() WHERE id = ("
                       "SELECT id FROM tds.sync_requests WHERE done_at IS NULL AND org_id = ANY($2::text[]) "
                       "AND mode <> 'fetch' AND NOT (id = ANY($3::bigint[])) ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1) "
-                      "RETURNING id, org_id, entity, mode",
+                      "RETURNING id, org_id, entity, mode, (SELECT string_agg(DISTINCT u.entity, ',') "
+                      "FROM tds.sync_runs u WHERE u.run_id LIKE 'rq' || id || '.%' "
+                      "AND u.status = 'completed')",
                       3, p);
     free(oa);
     free(sa);
@@ -884,6 +886,11 @@ int tds_store_request_claim(struct tds_store *s, const char *instance, const cha
         snprintf(out->org, sizeof(out->org), "%s", PQgetvalue(r, 0, 1));
         snprintf(out->entity, sizeof(out->entity), "%s", PQgetvalue(r, 0, 2));
         snprintf(out->mode, sizeof(out->mode), "%s", PQgetvalue(r, 0, 3));
+        /* cut short, the list names fewer entities: those run again */
+        const char *done = PQgetvalue(r, 0, 4);
+        out->completed[0] = '\0';
+        if (strlen(done) < sizeof(out->completed))
+            snprintf(out->completed, sizeof(out->completed), "%s", done);
         *found = true;
     }
     PQclear(r);

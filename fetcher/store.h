@@ -175,6 +175,9 @@ struct tds_request {
     char org[128];
     char entity[64];
     char mode[32];
+    /* entities whose run for this request completed, comma-separated: a
+     * request taken again after its owner stopped or died */
+    char completed[1024];
 };
 /* Claim the oldest open request of one of these orgs that is not in skip.
  * Returns 0 with *found set. */

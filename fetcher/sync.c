@@ -1581,6 +1581,14 @@ static void send_final(struct run *r)
                                  cursor);
                 cur = cursor;
             }
+        } else if (!r->old_cursor && strcmp(r->mode, "full") == 0) {
+            /* A full walk of an empty entity (an organization that has no
+             * invoices yet): the run's start, as for records seen after it.
+             * With no cursor every scheduled incremental was a full walk
+             * again, and every full walk queued a reconciliation: two list
+             * calls an interval instead of one, for good. */
+            tds_ztime_format(r->start_wall_ms / 1000, o->offset_min, cursor);
+            cur = cursor;
         } else {
             cur = r->old_cursor; /* nothing changed: keep where we were */
         }
@@ -2871,8 +2879,28 @@ int64_t tds_sync_incremental_ms(const struct tds_sync *s, const char *org)
     return o ? org_incremental_ms(o) : 0;
 }
 
+/* True when list, a comma-separated list of names, holds name. */
+static bool csv_has(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && memcmp(p, name, n) == 0)
+            return true;
+        p = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
 int tds_sync_enqueue(struct tds_sync *s, const char *org, const char *entity, const char *mode,
                      int64_t request_id)
+{
+    return tds_sync_enqueue_rest(s, org, entity, mode, request_id, NULL);
+}
+
+int tds_sync_enqueue_rest(struct tds_sync *s, const char *org, const char *entity,
+                          const char *mode, int64_t request_id, const char *completed)
 {
     struct org_rt *o = find_org(s, org);
     if (!o || !o->owned)
@@ -2884,10 +2912,15 @@ int tds_sync_enqueue(struct tds_sync *s, const char *org, const char *entity, co
     if (!all && (!one || !org_has_entity(o->org, entity)))
         return TDS_E_NOTFOUND;
     struct job *first = NULL, *last = NULL;
+    size_t n_done = 0;
     for (size_t i = 0; i < tds_entity_count(); i++) {
         const struct tds_entity *e = tds_entity_at(i);
         if ((!all && e != one) || !tds_sync_org_syncs(o->org, e))
             continue;
+        if (completed && csv_has(completed, e->name)) {
+            n_done++;
+            continue;
+        }
         struct job *j = calloc(1, sizeof(*j));
         if (!j) {
             while (first) {
@@ -2907,7 +2940,7 @@ int tds_sync_enqueue(struct tds_sync *s, const char *org, const char *entity, co
         last = j;
     }
     if (!first)
-        return TDS_E_NOTFOUND;
+        return n_done ? TDS_SYNC_NOTHING_LEFT : TDS_E_NOTFOUND;
     /* A request goes ahead of scheduled runs: someone is waiting for it. */
     struct job *after = NULL;
     if (request_id > 0)

@@ -77,6 +77,12 @@ int64_t tds_sync_daily_limit(const struct tds_sync *s, const char *org);
  * Returns 0, TDS_E_NOTFOUND (unknown org/entity, not owned) or -ENOMEM. */
 int tds_sync_enqueue(struct tds_sync *s, const char *org, const char *entity, const char *mode,
                      int64_t request_id);
+/* The same for a request taken again, leaving out the entities named in
+ * completed (comma-separated, NULL for none): their runs for it completed.
+ * Returns TDS_SYNC_NOTHING_LEFT when that leaves nothing to run. */
+#define TDS_SYNC_NOTHING_LEFT 1
+int tds_sync_enqueue_rest(struct tds_sync *s, const char *org, const char *entity,
+                          const char *mode, int64_t request_id, const char *completed);
 /* True when a run of this org/entity/mode is queued or running. */
 bool tds_sync_pending(const struct tds_sync *s, const char *org, const char *entity, const char *mode);
 /* Request ids queued or running here, each once, sorted (for the claim

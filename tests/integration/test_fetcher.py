@@ -2057,6 +2057,35 @@ def test_schedule_runs_incrementals_and_publishes_events(procs, db, sim, tmp_pat
     sub.close()
 
 
+
+def test_an_empty_entity_is_walked_in_full_once(procs, db, sim, tmp_path):
+    """An organization with no invoices yet: its first scheduled run walks
+    them in full and finds none. That run's start becomes the cursor, so the
+    next runs are incrementals, one list call each. Before, the cursor stayed
+    empty: every run was a full walk again and queued a reconciliation, two
+    list calls an interval for good. An invoice created later is still
+    found by the incrementals."""
+    s = sim(orgs=[small_org(invoices=0)], extra_args=["--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path,
+                 orgs=[org_spec("60001", entities=["invoices"], incremental_every_s=2)])
+    p.start_fetcher(env={"TDS_FETCHER_SCHEDULE": "true"})
+
+    def runs():
+        return db.query("SELECT mode, status FROM tds.sync_runs WHERE entity = 'invoices' "
+                        "ORDER BY started_at")
+    wait_until(lambda: sum(1 for m, st in runs() if m == "incremental" and st == "completed")
+               >= 3, timeout=40, what="three scheduled incrementals")
+    got = runs()
+    cursor = db.query("SELECT cursor FROM tds.sync_state WHERE entity = 'invoices'")
+    print("runs:", got, "cursor:", cursor)
+    assert sum(1 for m, _ in got if m == "full") == 1, got
+    assert sum(1 for m, _ in got if m == "reconcile") <= 1, got
+    assert cursor and cursor[0][0], cursor
+    s.mutate("60001", "invoices", create=2)
+    wait_until(lambda: len(p.db_rows("60001", "invoices")) == 2, timeout=30,
+               what="the new invoices written by an incremental")
+    p.compare("60001", "invoices")
+
 def test_organizations_sharing_a_refresh_token_share_its_access_token(procs, db, sim, tmp_path):
     """One Zoho user's organizations share one refresh token, and Zoho counts
     refreshes per refresh token (10 in 10 minutes, then a lockout). Eleven
@@ -2292,6 +2321,53 @@ def test_full_sync_under_updates_and_a_kill_misses_no_record(procs, db, sim, tmp
     p.sync("60001", "items", "incremental")
     p.compare("60001", "items")
 
+
+
+def test_a_request_taken_again_runs_only_what_did_not_complete(procs, db, sim, tmp_path):
+    """A full sync of every entity, its fetcher killed while it walks the
+    invoices: the next one takes the request again and runs only the
+    entities whose run for it did not complete. Before, it walked every
+    entity again, each finished one a second time (and queued another
+    reconciliation for each), on every restart of a first import."""
+    s = sim(orgs=[small_org(invoices=400, contacts=20)],
+            extra_args=["--minute-ms", "1000", "--rate-per-min", "40"])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
+                 orgs=[org_spec("60001", rate_per_min=40)])
+    f = p.start_fetcher()
+    rid = p.request("60001", "all", "full")
+    wait_until(lambda: any(r["entity"] == "invoices" and r["status"] == "running"
+                           for r in p.runs(rid)), timeout=120, what="invoices running")
+    f.kill()
+    done = sorted(r["entity"] for r in p.runs(rid) if r["status"] == "completed")
+    print("completed before the kill:", done)
+    assert "invoices" not in done and len(done) >= 2, done
+    p.start_fetcher(label="f2")
+    runs = p.wait_request(rid, timeout=240)
+    print("runs:", [(r["entity"], r["status"]) for r in runs])
+    for e in done:
+        assert sum(1 for r in runs if r["entity"] == e) == 1, (e, runs)
+    assert [r["status"] for r in runs if r["entity"] == "invoices"][-1] == "completed", runs
+    assert runs[-1]["status"] == "completed", runs
+    for e in ("items", "contacts", "invoices"):
+        p.compare("60001", e)
+
+
+def test_a_request_whose_runs_all_completed_is_closed_when_taken_again(procs, db, sim, tmp_path):
+    """A fetcher that died between a request's last run completing and the
+    request being closed: the next owner closes it and runs nothing."""
+    s = sim(orgs=[small_org()])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001")])
+    rid = p.request("60001", "items", "full")
+    db.execute("UPDATE tds.sync_requests SET claimed_by = 'gone', claimed_at = now() "
+               "WHERE id = %s", rid)
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at) "
+               "VALUES (%s, '60001', 'items', 'full', 'completed', now())", f"rq{rid}.items.x")
+    f = p.start_fetcher()
+    runs = p.wait_request(rid, timeout=30)
+    assert [(r["entity"], r["status"]) for r in runs] == [("items", "completed")], runs
+    calls = s.stats()["orgs"]["60001"]["endpoints"]
+    assert sum(calls.values()) == 0, calls
+    assert "every run it needs completed before it was taken again" in f.stderr_text()
 
 def test_incremental_filter_is_written_in_the_offset_zoho_gives(procs, db, sim, tmp_path):
     """The configured timezone_offset goes stale at a DST change (or is typed
