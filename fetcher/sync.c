@@ -177,6 +177,13 @@ struct batch {
     int64_t observed_ms;    /* earliest send time of the requests its records came from */
     char **deleted;
     size_t n_deleted;
+    /* Records whose own detail call failed for good (a 4xx, or a 5xx past
+     * its tries) while the organization is served: left in list form when
+     * the batch got other records, or on the run's last attempt
+     * (batch_done); the first failure's words for the run's error else. */
+    char **refused;
+    size_t n_refused;
+    char *refused_error;
     struct batch *next;
 };
 
@@ -328,6 +335,8 @@ struct tds_sync {
     int64_t next_sweep_ms;
     bool stopping;
     struct tds_series *m_inflight, *m_inflight_bytes, *m_dropped, *m_no_record, *m_held;
+    struct tds_series *m_refused;
+    struct tds_log_limit refused_log; /* a record's detail refused, left in list form */
     struct idset answered;          /* origin \x1f id of committed answers */
     char **answered_ring;           /* ANSWERED_MAX, oldest evicted first */
     size_t answered_pos;
@@ -866,6 +875,24 @@ static void on_detail(const struct tds_api_result *res, void *ud)
         } else if (res->cls == TDS_ZAPI_NOTFOUND) {
             b->deleted[b->n_deleted++] = dc->id;
             dc->id = NULL;
+        } else if ((res->cls == TDS_ZAPI_FATAL || res->cls == TDS_ZAPI_RETRY) && !res->paused &&
+                   !res->denied) {
+            /* This record's call failed for good, not the organization's
+             * access: batch_done decides (one such record used to fail
+             * every run of its entity, for good, the cursor never moving) */
+            char **g = realloc(b->refused, (b->n_refused + 1) * sizeof(*g));
+            if (!g) {
+                run_fail(r, "out of memory");
+            } else {
+                b->refused = g;
+                b->refused[b->n_refused++] = dc->id;
+                dc->id = NULL;
+                if (!b->refused_error &&
+                    asprintf(&b->refused_error, "detail of %s %s failed: %s", r->e->name,
+                             b->refused[0],
+                             res->error ? res->error : tds_zapi_class_name(res->cls)) < 0)
+                    b->refused_error = NULL;
+            }
         } else {
             r->denied = res->denied;
             run_fail(r, "detail of %s %s failed: %s", r->e->name, dc->id,
@@ -895,6 +922,10 @@ static void batch_unlink(struct run *r, struct batch *b)
     for (size_t i = 0; i < b->n_deleted; i++)
         free(b->deleted[i]);
     free(b->deleted);
+    for (size_t i = 0; i < b->n_refused; i++)
+        free(b->refused[i]);
+    free(b->refused);
+    free(b->refused_error);
     free(b);
 }
 
@@ -924,6 +955,25 @@ static void batch_done(struct batch *b)
     if (r->failed) {
         batch_unlink(r, b);
         return;
+    }
+    if (b->n_refused) {
+        /* Records Zoho would not serve. When it served the others of the
+         * batch, or on the run's last attempt, they stay in list form (their
+         * list page is written; the sweep asks for them with its backoff)
+         * and the run goes on. Else the whole batch failed: Zoho, not one
+         * record, is the trouble, and the run fails to be tried again. */
+        if (!b->n_recs && !b->n_deleted && r->attempt < RUN_RETRIES) {
+            run_fail(r, "%s", b->refused_error ? b->refused_error : "detail calls failed");
+            batch_unlink(r, b);
+            return;
+        }
+        if (o->s->m_refused)
+            tds_series_inc(o->s->m_refused, (double)b->n_refused);
+        tds_log_limited(&o->s->refused_log, TDS_LOG_WARN, &r->lctx,
+                        "left %zu of %zu %s in list form, their detail refused (%s); the sweep "
+                        "asks for them again later",
+                        b->n_refused, b->want, r->e->name,
+                        b->refused_error ? b->refused_error : "detail calls failed");
     }
     bool any = b->n_recs || b->n_deleted;
     for (size_t i = 0, first = 1; first ? any : i < b->n_recs; first = 0) {
@@ -2658,6 +2708,7 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
     s->quota_log.interval_ms = 60000;
     s->bad_id_log.interval_ms = 60000;
     s->bulk_gone_log.interval_ms = 60000;
+    s->refused_log.interval_ms = 60000;
     s->origin = strdup(cfg->origin);
     s->claim = tds_uid("quota");
     s->o = calloc(orgs->n ? orgs->n : 1, sizeof(*s->o));
@@ -2680,6 +2731,9 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
         s->m_no_record = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_detail_without_record_total",
                                          "Fetches by id answered with code 0 but without the record's key (not sent on; the sweep asks again with its backoff)",
                                          "", NULL, 0);
+        s->m_refused = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_details_refused_total",
+                                       "Records whose detail call failed for good while the rest of their run's batch was served, left in list form (the sweep asks again with its backoff)",
+                                       "", NULL, 0);
     }
     for (size_t i = 0; i < orgs->n; i++) {
         struct org_rt *o = &s->o[i];

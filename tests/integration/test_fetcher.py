@@ -2515,6 +2515,57 @@ def test_a_list_record_with_a_non_utf8_id_does_not_stop_the_entity(procs, db, si
     assert s.stats()["orgs"]["60001"]["endpoints"]["contacts.detail"] == 20
 
 
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_a_record_zoho_will_not_serve_does_not_stop_its_entity(procs, db, sim, tmp_path, status):
+    """Ten contacts changed, and Zoho refuses one contact's detail every
+    time (400 code 2, or 500 code 1000 past every try). The run writes the
+    other nine, leaves that one in list form for the sweep, completes and
+    moves the cursor. Before, every run of the entity failed on it: retried
+    five times, and again at every scheduled run, for good. When every
+    detail of a batch fails, Zoho is the trouble, and the run still fails
+    to be tried again."""
+    s = sim(orgs=[small_org(contacts=20)], extra_args=["--limits-off"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", entities=["contacts"])],
+                 fetcher_env={"TDS_FETCHER_MAX_ATTEMPTS": "2", "TDS_FETCHER_SWEEP_MS": "1000"})
+    f = p.start_fetcher()
+    p.sync("60001", "contacts", "full")
+    cur0 = db.query("SELECT cursor FROM tds.sync_state WHERE entity = 'contacts'")[0][0]
+    upd = s.mutate("60001", "contacts", update=10)["updated"]
+    bad = upd[0]
+    s.faults(refuse_id=bad, refuse_status=status)
+    s.reset_stats()
+    runs = p.sync("60001", "contacts", "incremental", settle=False)
+    print("runs:", [(r["mode"], r["status"], r["api_calls"], r["error"]) for r in runs])
+    assert [r["status"] for r in runs] == ["completed"], runs
+    cur1 = db.query("SELECT cursor FROM tds.sync_state WHERE entity = 'contacts'")[0][0]
+    assert zoho_time_to_epoch(cur1) > zoho_time_to_epoch(cur0), (cur0, cur1)
+    rows = p.db_rows("60001", "contacts")
+    truth = {r["contact_id"]: r for r in s.truth("60001", "contacts")["records"]}
+    for cid in upd[1:]:
+        assert rows[cid]["is_detail"], cid
+        assert rows[cid]["raw"]["contact_name"] == truth[cid]["contact_name"], cid
+    # the refused one: its newer list form, not its old detail
+    assert not rows[bad]["is_detail"]
+    assert rows[bad]["modified"] == zoho_time_to_epoch(truth[bad]["last_modified_time"])
+    assert f.metric("tds_fetcher_details_refused_total") == 1
+    assert "left 1 of 10 contacts in list form, their detail refused" in f.stderr_text()
+    # once Zoho serves it again, the sweep writes its detail
+    s.faults(refuse_id="")
+    db.execute("DELETE FROM tds.detail_attempts")
+    wait_until(lambda: p.db_rows("60001", "contacts")[bad]["is_detail"], timeout=90,
+               what="the sweep's detail of the refused record")
+    p.compare("60001", "contacts")
+
+    # every detail of the batch refused: the run fails, as before
+    s.faults(refuse_id=s.mutate("60001", "contacts", update=1)["updated"][0],
+             refuse_status=status)
+    rid = p.request("60001", "contacts", "incremental")
+    wait_until(lambda: any(r["status"] == "failed" for r in p.runs(rid)), timeout=60,
+               what="a failed run")
+    assert "failed" in (p.runs(rid)[0]["error"] or ""), p.runs(rid)
+    s.faults(refuse_id="")
+
 def test_stock_sites_locations_are_listed_from_locations(procs, db, sim, tmp_path):
     """An organization migrated to Locations ("stock_sites": "locations") has
     its stock sites listed from GET /locations: zoho.warehouses holds each

@@ -696,6 +696,22 @@ static enum MHD_Result handle_api(struct zs_server *srv, struct MHD_Connection *
             return ret;
         }
     }
+    if (f.refuse_id[0]) {
+        /* One record Zoho cannot serve: its own GET fails every time, the
+         * other records' succeed. */
+        enum zs_ent re;
+        bool rloc = false;
+        const char *rid = NULL;
+        if (route(rest, product, &re, &rloc, &rid) == 0 && rid && !strcmp(rid, f.refuse_id)) {
+            atomic_fetch_add(&st->faults, 1);
+            r.status = f.refuse_status == 500 ? 500 : 400;
+            r.body = r.status == 500 ? zoho_error(1000, "Internal Error", &r.len)
+                                     : zoho_error(2, "Invalid value passed", &r.len);
+            ret = send_reply(c, &r);
+            zs_limits_leave(lim);
+            return ret;
+        }
+    }
     double x = zs_sim_rand(s);
     if (x < f.p_reset) {
         atomic_fetch_add(&st->faults, 1);
@@ -1178,6 +1194,10 @@ static void ctl_faults(struct zs_sim *s, json_t *j, struct reply *r)
     }
     f->deny_status = (int)jint(j, "deny_status", f->deny_status);
     f->slow_ms = jint(j, "slow_ms", f->slow_ms);
+    json_t *ri = json_object_get(j, "refuse_id");
+    if (json_is_string(ri))
+        snprintf(f->refuse_id, sizeof(f->refuse_id), "%s", json_string_value(ri));
+    f->refuse_status = (int)jint(j, "refuse_status", f->refuse_status);
     json_t *th = json_object_get(j, "token_hang");
     if (json_is_true(th))
         f->token_hang_ms = 30000;

@@ -39,6 +39,8 @@ struct zs_faults {
     int deny_status;         /* HTTP status of those refusals; 401 when 0 */
     int64_t slow_ms;
     int64_t token_hang_ms;   /* every token request waits this long */
+    char refuse_id[72];      /* this record's own GET is refused ("" none): one record Zoho */
+    int refuse_status;       /* cannot serve, under HTTP 400 (code 2) or 500 (code 1000) */
 };
 
 struct zs_stream {
