@@ -866,19 +866,39 @@ int tds_store_request_claim(struct tds_store *s, const char *instance, const cha
         free(sa);
         return -ENOMEM;
     }
-    const char *p[] = {instance, oa, sa};
+    const char **names = malloc(tds_entity_count() * sizeof(*names));
+    char *ea = NULL;
+    if (names) {
+        for (size_t i = 0; i < tds_entity_count(); i++)
+            names[i] = tds_entity_at(i)->name;
+        ea = text_array(names, tds_entity_count());
+        free(names);
+    }
+    if (!ea) {
+        free(oa);
+        free(sa);
+        return -ENOMEM;
+    }
+    const char *p[] = {instance, oa, sa, ea};
     /* Only the owner of an organization takes its requests, so a request
-     * claimed by an owner that died is taken again by the next one. */
+     * claimed by an owner that died is taken again by the next one. The
+     * entities whose run for it completed come along: found by
+     * organization, entity and a start not before the request, through
+     * sync_runs_org_entity_idx (run_id LIKE alone reads the whole table
+     * outside the C collation). */
     PGresult *r = run(s,
-                      "UPDATE tds.sync_requests SET claimed_by = $1, claimed_at = now() WHERE id = ("
+                      "UPDATE tds.sync_requests q SET claimed_by = $1, claimed_at = now() WHERE id = ("
                       "SELECT id FROM tds.sync_requests WHERE done_at IS NULL AND org_id = ANY($2::text[]) "
                       "AND mode <> 'fetch' AND NOT (id = ANY($3::bigint[])) ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1) "
-                      "RETURNING id, org_id, entity, mode, (SELECT string_agg(DISTINCT u.entity, ',') "
-                      "FROM tds.sync_runs u WHERE u.run_id LIKE 'rq' || id || '.%' "
-                      "AND u.status = 'completed')",
-                      3, p);
+                      "RETURNING q.id, q.org_id, q.entity, q.mode, (SELECT string_agg(DISTINCT u.entity, ',') "
+                      "FROM tds.sync_runs u WHERE u.org_id = q.org_id "
+                      "AND u.entity = ANY(CASE WHEN q.entity = 'all' THEN $4::text[] ELSE ARRAY[q.entity] END) "
+                      "AND u.started_at >= q.requested_at - interval '1 minute' "
+                      "AND u.run_id LIKE 'rq' || q.id || '.%' AND u.status = 'completed')",
+                      4, p);
     free(oa);
     free(sa);
+    free(ea);
     if (!r)
         return -EIO;
     if (PQntuples(r) == 1) {
