@@ -734,3 +734,25 @@ def test_up_refuses_a_port_base_out_of_range(tmp_path):
     r = _lib("check_ports_free", 20000, 70000, check=False)
     assert r.returncode == 1 and r.stderr == "ports out of range: 70000 (choose another --port-base)\n", \
         r.stderr
+
+
+def test_up_shows_why_the_build_failed(tmp_path):
+    """meson and ninja write their errors on stdout, which `up` threw away:
+    a build that failed ended `up` after "building" without a word. Its
+    output now goes to a file, and its end is shown when it fails. Here a
+    copy of deploy/ beside a meson.build that cannot be set up."""
+    root = tmp_path / "root"
+    shutil.copytree(os.path.join(ROOT, "deploy"), root / "deploy", symlinks=True)
+    (root / "meson.build").write_text("project('broken', 'c')\n"
+                                      "error('this tree does not build')\n")
+    r = subprocess.run([str(root / "deploy/local/up"), "--state", str(tmp_path / "s"),
+                        "--build-dir", str(tmp_path / "b")],
+                       env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, (r.stdout[-2000:], r.stderr[-2000:])
+    assert "this tree does not build" in r.stderr, r.stderr[-2000:]
+    assert "meson setup failed (the end of its output is above, all of it in /tmp/tds-build." \
+        in r.stderr, r.stderr[-2000:]
+    assert "starting PostgreSQL" not in r.stdout, r.stdout[-2000:]
+    log = re.search(r"all of it in (/tmp/tds-build\.\w+)\)", r.stderr).group(1)
+    assert "this tree does not build" in open(log).read()
+    os.unlink(log)
