@@ -901,9 +901,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return refuse(h, c, 413, org, "Content-Length over TDS_INGRESS_MAX_BODY:", cl);
         ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         /* A request announced without a body (its data in the URL) has no
-         * content to have a type. */
+         * content to have a type. Not one with a Transfer-Encoding too:
+         * libmicrohttpd reads its body chunked, whatever the length says,
+         * and a body without a type would have been taken as JSON. */
         if (tds_webhook_kind(ct) == TDS_WEBHOOK_UNSUPPORTED &&
-            !(cl && tds_parse_i64(cl, 0, INT64_MAX, &clen) == 0 && clen == 0))
+            !(cl && tds_parse_i64(cl, 0, INT64_MAX, &clen) == 0 && clen == 0 &&
+              !MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING)))
             return refuse(h, c, 415, org, "content type", ct ? ct : "(none)");
         /* No (usable) Content-Length: chunked, as much as the cap allows.
          * Nor with a Transfer-Encoding beside it: libmicrohttpd then reads

@@ -1405,6 +1405,25 @@ def test_a_chunked_body_with_a_content_length_is_booked_as_it_grows(ing):
     assert i.post("60001", item_body("7300"), SECRET_A).status == 200
 
 
+
+def test_a_chunked_body_needs_a_content_type_whatever_its_length_says(ing):
+    """Content-Length: 0 lets a request carry no Content-Type (its data in
+    the URL). Beside Transfer-Encoding: chunked it does not: libmicrohttpd
+    reads the body chunked, and a signed JSON body without a type was taken
+    (200) where the same body with a Content-Length got 415."""
+    i = ing()
+    body = item_body("7400").encode()
+    s = i.raw_socket()
+    s.sendall(f"POST /webhooks/zoho/60001 HTTP/1.1\r\nHost: x\r\n"
+              f"X-Zoho-Webhook-Signature: {sign(SECRET_A, body.decode())}\r\n"
+              f"Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n".encode())
+    s.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    reply = s.recv(200)
+    s.close()
+    assert reply.startswith(b"HTTP/1.1 415"), reply
+    assert i.recv(i.events, 1, timeout=1) == []
+    assert i.post("60001", item_body("7401"), SECRET_A).status == 200
+
 def test_bodies_announced_and_not_sent_hold_no_budget(ing):
     """The body budget was booked from the announced Content-Length when the
     headers came: 8 connections announcing 1 MiB and sending nothing took
