@@ -1351,11 +1351,19 @@ static void cycle(struct tds_alertd *d)
         /* A lock held elsewhere (a transaction left open in psql on an
          * alert row, DDL) must fail the cycle, not stall it: the rules go
          * unknown, the next cycle tries again, and shutdown does not wait. */
-        else
+        else {
             PQclear(query(d,
                           "SELECT set_config('lock_timeout', '5s', false), "
                           "set_config('statement_timeout', '30s', false)",
                           0, NULL));
+            /* Leadership is this session's advisory lock: if this
+             * writer's node dies, the server must end the idle session
+             * soon, or no replica evaluates the rules until its own
+             * keepalive gives up (over two hours by default). */
+            if (tds_pg_server_keepalive(d->conn, err, sizeof(err)) != 0)
+                tds_log(TDS_LOG_WARN, NULL, "%s; if this writer's node dies, the alert rules "
+                        "may go unevaluated until the server notices", err);
+        }
     }
     if (d->conn && !d->leader_local) {
         PGresult *r = query(d, "SELECT pg_try_advisory_lock(hashtext('tds-alerts'))", 0, NULL);

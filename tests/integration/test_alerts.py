@@ -11,6 +11,7 @@ for minutes; the for-duration itself is covered by the unit tests and by
 test_for_duration_delays_firing.
 """
 import json
+import re
 import subprocess
 import threading
 import time
@@ -606,6 +607,30 @@ def test_a_writer_that_stops_evaluating_exports_no_firing_alerts(procs, db, hook
     wait_until(lambda: w.metric("tds_alerts_firing", {"severity": "error"}) == 1, 15,
                "evaluating again once the lock is free")
 
+
+
+def test_the_evaluating_session_is_probed_by_the_server(procs, db, pg, hook):
+    """Leadership is the alert session's advisory lock, idle between cycles.
+    The server's end of that session keeps TCP keepalive at 30 s, so a
+    leader whose node dies without a FIN gives the lock up in about a
+    minute. Before, the server waited for the kernel's default (over two
+    hours), and no writer evaluated the rules meanwhile."""
+    w = spawn_writer(procs, alerts_env(db, hook))
+    wait_until(lambda: w.metric("tds_alert_leader") == 1, 10, "writer evaluating")
+    (port,) = db.query("SELECT client_port FROM pg_stat_activity "
+                       "WHERE application_name = 'tds-writer alerts'")[0]
+
+    def timer():
+        out = subprocess.run(["ss", "-tnoH", "state", "established",
+                              f"( sport = :{pg.port} and dport = :{port} )"],
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        m = re.search(r"timer:\(keepalive,(?:(\d+)min)?(\d+(?:\.\d+)?)(m?s)", out)
+        if not m:   # a socket just written to shows another timer for a moment
+            return None
+        secs = float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
+        return int(m.group(1) or 0) * 60 + secs
+    wait_until(lambda: (t := timer()) is not None and t <= 30, 10,
+               "the server's keepalive on the alert session at 30 s")
 
 # ------------------------------------------------------------------ status, config, events
 
