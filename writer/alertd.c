@@ -75,6 +75,7 @@ struct tds_alertd {
 
     PGconn *conn;
     bool leader_local;
+    int64_t lead_since_ms;   /* monotonic: when this replica began to evaluate (its history) */
     atomic_bool leader;
     atomic_ulong cycles;
 
@@ -980,6 +981,18 @@ static void scrape_all(struct tds_alertd *d)
     aggs_free(&err);
     aggs_free(&r429);
     aggs_free(&quota);
+    /* A rule over a counter's increase sees nothing until this replica's
+     * history covers its window: a new leader (a restart, a takeover) used
+     * to resolve the alerts it had just reloaded as firing, and fire them
+     * again a few minutes later. Not seen yet is not cleared. */
+    {
+        const struct tds_alert_rule *ru = rule_of(d, "ingress_unacked");
+        const struct tds_alert_rule *hist_rules[] = {re, rs, rq, ru};
+
+        for (size_t i = 0; i < TDS_ARRAY_SIZE(hist_rules); i++)
+            if (d->now_ms - d->lead_since_ms < hist_rules[i]->window_s * 1000)
+                tds_alertsm_rule_unknown(d->sm, hist_rules[i]->name);
+    }
     if (d->scrape_failed) {
         /* one unreachable replica must not resolve what the others report */
         static const char *const rules[] = {"api_error_rate", "rate_limit_storm", "quota_low",
@@ -1371,6 +1384,7 @@ static void cycle(struct tds_alertd *d)
         if (r && strcmp(PQgetvalue(r, 0, 0), "t") == 0) {
             if (load_firing(d) == 0) {
                 d->leader_local = true;
+                d->lead_since_ms = d->now_ms;
                 atomic_store(&d->leader, true);
                 tds_info("this writer now evaluates the alert rules (%zu alerts firing)",
                          tds_alertsm_count(d->sm));

@@ -329,6 +329,43 @@ def test_metric_rules_fire_and_resolve(procs, db, hook):
         ingress.close()
 
 
+
+def test_a_restart_keeps_the_rate_alerts_firing(procs, db, hook):
+    """The rules over a counter's increase (API error rate, 429 storm,
+    signature failures, a growing ingress backlog) need this replica's own
+    history. A restarted (or new) leader has none: it resolved the alerts it
+    had just reloaded as firing, sent RESOLVED, and fired them again, with a
+    second FIRING notice, once its history filled. Until its history covers
+    a rule's window, the rule's alerts are kept as they are; once it does,
+    what is still true stays firing, and what stopped resolves."""
+    fetcher, ingress = StubAdmin(), StubAdmin()
+    drv = Driver(fetcher, ingress)
+    rules = {"api_error_rate", "rate_limit_storm", "signature_failures", "ingress_unacked"}
+    try:
+        env = alerts_env(db, hook, scrape=f"{fetcher.url}, {ingress.url}",
+                         extra={f"TDS_ALERT_{r.upper()}_WINDOW_S": "3" for r in rules})
+        w = spawn_writer(procs, env)
+        fetcher.wait_scrapes(2)
+        drv.set(ok=10, errors=10, r429=20, sig=10, unacked=100)
+        wait_until(lambda: {r[1] for r in firing(db, None)} >= rules, 20, "firing")
+        wait_until(lambda: all(hook.matching("FIRING", r) for r in rules), 10, "notices")
+        before = {r[1]: r[0] for r in firing(db, None) if r[1] in rules}
+        w.stop()
+        w.start()
+        wait_until(lambda: w.metric("tds_alert_leader") == 1, 10, "evaluating again")
+        time.sleep(5)   # past the 3 s windows: the history covers them
+        after = {r[1]: r[0] for r in firing(db, None) if r[1] in rules}
+        assert after == before, (before, after, resolved(db, None))
+        assert not any(hook.matching("RESOLVED", r) for r in rules)
+        assert all(len(hook.matching("FIRING", r)) == 1 for r in rules), \
+            {r: len(hook.matching("FIRING", r)) for r in rules}
+        drv.set(ok=10, errors=0, r429=0, sig=0, unacked=-200)
+        wait_until(lambda: not (rules & {r[1] for r in firing(db, None)}), 20, "resolved")
+    finally:
+        drv.close()
+        fetcher.close()
+        ingress.close()
+
 def test_quota_low_believes_only_the_owner(procs, db):
     """Two fetchers export every organization's quota, but only the owner's
     is current: the other's stays 0 (or stale), with tds_fetcher_org_owned 0.
