@@ -1,9 +1,10 @@
 /* channels — alert notices to log, webhook and SMTP (see channels.h).
  *
- * Owns one delivery thread and its queue. Each queued item remembers which
- * channels still owe a delivery and when the next attempt is due, so a dead
+ * Owns one delivery thread per channel configured, and one queue. Each
+ * queued item remembers which channels still owe a delivery and when the
+ * next attempt is due; each channel's thread takes only its own, so a dead
  * SMTP server delays only email, and only by its own backoff. libcurl easy
- * handles are used on that thread alone; the loop thread never waits here.
+ * handles are used on their thread alone; the loop thread never waits here.
  */
 #include "channels.h"
 
@@ -12,6 +13,7 @@
 #include <curl/curl.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +31,7 @@ struct item {
     char *body[N_CH];   /* NULL = nothing (more) to deliver on that channel */
     int attempts[N_CH];
     int64_t due_ms[N_CH];
-    bool busy;          /* being delivered by the thread: never dropped */
+    bool busy[N_CH];    /* being delivered by that channel's thread: never dropped */
 };
 
 struct tds_channels {
@@ -42,8 +44,14 @@ struct tds_channels {
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    pthread_t thread;
+    pthread_t thread[N_CH];
+    struct worker {
+        struct tds_channels *ch;
+        int c;
+    } worker[N_CH];
+    bool running[N_CH];  /* that channel's thread was started */
     bool started, stop, curl_inited;
+    atomic_bool stopping; /* read by a delivery in progress: ends it */
     struct item **q;
     size_t n, cap;
     struct tds_log_limit fail_limit;
@@ -284,6 +292,13 @@ static size_t discard_cb(char *buf, size_t size, size_t nmemb, void *ud)
 }
 
 /* One attempt; 0 on success, else a short reason in err. */
+/* libcurl's progress callback: a delivery in progress ends at shutdown. */
+static int xfer_cb(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt, (void)dn, (void)ut, (void)un;
+    return atomic_load(&((struct tds_channels *)ud)->stopping) ? 1 : 0;
+}
+
 static int deliver(struct tds_channels *ch, int c, const char *body, char *err, size_t errlen)
 {
     CURL *h = curl_easy_init();
@@ -298,6 +313,9 @@ static int deliver(struct tds_channels *ch, int c, const char *body, char *err, 
         return -1;
     }
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xfer_cb);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, ch);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)ch->timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(ch->timeout_ms < 5000 ? ch->timeout_ms : 5000));
     if (c == CH_WEBHOOK) {
@@ -365,30 +383,28 @@ static int deliver(struct tds_channels *ch, int c, const char *body, char *err, 
     return rc;
 }
 
+/* One channel's deliveries, in the queue's order as they fall due. */
 static void *thread_main(void *ud)
 {
-    struct tds_channels *ch = ud;
+    struct worker *wk = ud;
+    struct tds_channels *ch = wk->ch;
+    const int c = wk->c;
 
     pthread_mutex_lock(&ch->mu);
     for (;;) {
         int64_t now = tds_now_ms(), next = -1;
         struct item *it = NULL;
-        int c = -1;
 
         if (ch->stop)
             break;
-        for (size_t i = 0; i < ch->n && !it; i++)
-            for (int k = 0; k < N_CH; k++) {
-                if (!ch->q[i]->body[k])
-                    continue;
-                if (ch->q[i]->due_ms[k] <= now) {
-                    it = ch->q[i];
-                    c = k;
-                    break;
-                }
-                if (next < 0 || ch->q[i]->due_ms[k] < next)
-                    next = ch->q[i]->due_ms[k];
-            }
+        for (size_t i = 0; i < ch->n && !it; i++) {
+            if (!ch->q[i]->body[c])
+                continue;
+            if (ch->q[i]->due_ms[c] <= now)
+                it = ch->q[i];
+            else if (next < 0 || ch->q[i]->due_ms[c] < next)
+                next = ch->q[i]->due_ms[c];
+        }
         if (!it) {
             if (next < 0) {
                 pthread_cond_wait(&ch->cv, &ch->mu);
@@ -411,7 +427,7 @@ static void *thread_main(void *ud)
          * busy so that an overflowing queue drops another one */
         char *body = it->body[c], err[256] = "";
         it->body[c] = NULL;
-        it->busy = true;
+        it->busy[c] = true;
         it->attempts[c]++;
         pthread_mutex_unlock(&ch->mu);
         int rc = deliver(ch, c, body, err, sizeof(err));
@@ -444,10 +460,10 @@ static void *thread_main(void *ud)
                 it->due_ms[c] = tds_now_ms() + backoff;
             }
         }
-        it->busy = false;
+        it->busy[c] = false;
         bool left = false;
         for (int k = 0; k < N_CH; k++)
-            left = left || it->body[k];
+            left = left || it->body[k] || it->busy[k];
         for (size_t i = 0; !left && i < ch->n; i++)
             if (ch->q[i] == it) {
                 item_free(it);
@@ -538,11 +554,17 @@ int tds_channels_new(struct tds_channels **out, const struct tds_channels_cfg *c
             goto fail;
         }
         ch->curl_inited = true;
-        if ((rc = pthread_create(&ch->thread, NULL, thread_main, ch)) != 0) {
-            rc = -rc;
-            goto fail;
-        }
         ch->started = true;
+        for (int c = 0; c < N_CH; c++) {
+            if (!(c == CH_WEBHOOK ? ch->webhook_url : ch->smtp_url))
+                continue;
+            ch->worker[c] = (struct worker){ch, c};
+            if ((rc = pthread_create(&ch->thread[c], NULL, thread_main, &ch->worker[c])) != 0) {
+                rc = -rc;
+                goto fail;
+            }
+            ch->running[c] = true;
+        }
     }
     *out = ch;
     return 0;
@@ -576,9 +598,12 @@ struct tds_channels *tds_channels_free(struct tds_channels *ch)
         }
         pthread_mutex_lock(&ch->mu);
         ch->stop = true;
+        atomic_store(&ch->stopping, true);
         pthread_cond_broadcast(&ch->cv);
         pthread_mutex_unlock(&ch->mu);
-        pthread_join(ch->thread, NULL);
+        for (int c = 0; c < N_CH; c++)
+            if (ch->running[c])
+                pthread_join(ch->thread[c], NULL);
     }
     for (size_t i = 0; i < ch->n; i++)
         item_free(ch->q[i]);
@@ -631,7 +656,7 @@ void tds_channels_post(struct tds_channels *ch, const struct tds_notice *n)
         goto nomem;
     pthread_mutex_lock(&ch->mu);
     for (size_t i = 0; ch->n >= ch->queue_max && i < ch->n; i++) {
-        if (ch->q[i]->busy)
+        if (ch->q[i]->busy[CH_WEBHOOK] || ch->q[i]->busy[CH_EMAIL])
             continue;
         /* drop the oldest: newer notices describe the present */
         item_free(ch->q[i]);
@@ -652,7 +677,7 @@ void tds_channels_post(struct tds_channels *ch, const struct tds_notice *n)
         ch->cap = nc;
     }
     ch->q[ch->n++] = it;
-    pthread_cond_signal(&ch->cv);
+    pthread_cond_broadcast(&ch->cv); /* each channel's thread */
     pthread_mutex_unlock(&ch->mu);
     return;
 nomem:

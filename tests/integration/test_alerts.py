@@ -492,6 +492,53 @@ def fail_run(db, run_id, entity, org=ORG):
                run_id, org, entity)
 
 
+
+def test_an_smtp_server_that_never_answers_delays_only_email(procs, db, hook):
+    """An SMTP server that takes the connection and never says a word: each
+    email attempt waits out the channel timeout (10 s). The webhook notices
+    used to wait in the same line, one email timeout each; now each channel
+    has its own delivery thread. Shutdown ends an attempt in progress."""
+    import socket
+    lsn = socket.socket()
+    lsn.bind(("127.0.0.1", 0))
+    lsn.listen(16)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        lsn.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(lsn.accept()[0])
+            except OSError:
+                pass
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        env = alerts_env(db, hook, extra={
+            "TDS_ALERT_SMTP_URL": f"smtp://127.0.0.1:{lsn.getsockname()[1]}",
+            "TDS_ALERT_SMTP_FROM": "a@b", "TDS_ALERT_SMTP_TO": "c@d"})
+        w = spawn_writer(procs, env)
+        wait_until(lambda: w.metric("tds_alert_leader") == 1, 10, "writer evaluating")
+        t0 = time.monotonic()
+        for k, entity in enumerate(("items", "contacts", "invoices")):
+            fail_run(db, f"silent{k}", entity)
+        wait_until(lambda: len(hook.matching("FIRING", "sync_failed")) >= 3, 20,
+                   "three webhook notices")
+        took = time.monotonic() - t0
+        print(f"three webhook notices in {took:.1f} s beside a silent SMTP server")
+        assert took < 8, took
+        assert held, "no email attempt reached the server"
+        t1 = time.monotonic()
+        w.stop()
+        assert time.monotonic() - t1 < 6, "shutdown waited for the email attempt"
+    finally:
+        stop.set()
+        t.join()
+        for c in held:
+            c.close()
+        lsn.close()
+
 def test_every_notice_given_up_is_logged(procs, db):
     """A notice given up on had its error line counted into the 10 s limit of
     the retry warnings just before it, so with both channels failing a notice
