@@ -39,6 +39,8 @@
 /* A failed run is run again (same request) this many times: records it
  * listed may have landed as LIST rows whose detail it never fetched. */
 #define RUN_RETRIES 5
+/* A detail batch sends what it has every second, not only at its end. */
+#define BATCH_FLUSH_MS 1000
 #define RUN_RETRY_BASE_MS 2000
 #define RUN_RETRY_MAX_MS 30000
 /* Rows left in list form (a webhook's abbreviated record, a variant from its
@@ -177,13 +179,16 @@ struct batch {
     int64_t observed_ms;    /* earliest send time of the requests its records came from */
     char **deleted;
     size_t n_deleted;
-    /* Records whose own detail call failed for good (a 4xx, or a 5xx past
-     * its tries) while the organization is served: left in list form when
-     * the batch got other records, or on the run's last attempt
-     * (batch_done); the first failure's words for the run's error else. */
+    /* Records whose own detail call was refused (a 4xx), or failed past its
+     * tries on the run's last attempt, while the organization is served:
+     * left in list form when the batch got other records, or on the run's
+     * last attempt (batch_done); the first failure's words for the run's
+     * error else. */
     char **refused;
     size_t n_refused;
     char *refused_error;
+    size_t n_served;        /* records and deletes Zoho answered, sent on or not */
+    int64_t flushed_ms;     /* monotonic: when records last went on (or the batch began) */
     struct batch *next;
 };
 
@@ -827,6 +832,21 @@ static void progress(struct run *r)
 }
 
 static void batch_done(struct batch *b);
+static int batch_flush(struct batch *b);
+
+/* A batch sends what it has every BATCH_FLUSH_MS, not only at its end: a
+ * batch of 200 calls takes two minutes at 100 calls a minute, and a stop or
+ * a crash used to lose every answer of the batches open (up to 400 calls).
+ * Only while the pages in flight leave room for this one and for the last
+ * page of every batch open (the room start_batch counted on): with the
+ * writer away, records wait in the batch as before. */
+static bool batch_flush_due(const struct batch *b)
+{
+    const struct run *r = b->r;
+    return !r->failed && (b->n_recs || b->n_deleted) &&
+           tds_now_ms() - b->flushed_ms >= BATCH_FLUSH_MS &&
+           credits(r->o->s, 1 + r->n_batches);
+}
 
 /* A page's observed time is the earliest send among its requests: no record
  * in it is older than that moment (the writer orders two versions with the
@@ -867,6 +887,7 @@ static void on_detail(const struct tds_api_result *res, void *ud)
                     b->recs[b->n_recs].p = copy;
                     b->recs[b->n_recs].n = sp.len;
                     b->n_recs++;
+                    b->n_served++;
                     batch_observed(b, res);
                 }
             } else {
@@ -874,12 +895,19 @@ static void on_detail(const struct tds_api_result *res, void *ud)
             }
         } else if (res->cls == TDS_ZAPI_NOTFOUND) {
             b->deleted[b->n_deleted++] = dc->id;
+            b->n_served++;
             dc->id = NULL;
-        } else if ((res->cls == TDS_ZAPI_FATAL || res->cls == TDS_ZAPI_RETRY) && !res->paused &&
-                   !res->denied) {
-            /* This record's call failed for good, not the organization's
-             * access: batch_done decides (one such record used to fail
-             * every run of its entity, for good, the cursor never moving) */
+        } else if ((res->cls == TDS_ZAPI_FATAL ||
+                    (res->cls == TDS_ZAPI_RETRY && r->attempt >= RUN_RETRIES)) &&
+                   !res->paused && !res->denied) {
+            /* This record's call was refused (a 4xx: asking again will not
+             * help), or failed past its tries on the run's last attempt,
+             * while the organization's access works: batch_done decides
+             * (one such record used to fail every run of its entity, for
+             * good, the cursor never moving). A 5xx on an earlier attempt
+             * fails the run at once, as Zoho failing is most often Zoho
+             * down: its calls not sent yet are withdrawn, and the run is
+             * tried again after a backoff. */
             char **g = realloc(b->refused, (b->n_refused + 1) * sizeof(*g));
             if (!g) {
                 run_fail(r, "out of memory");
@@ -901,9 +929,13 @@ static void on_detail(const struct tds_api_result *res, void *ud)
     }
     free(dc->id);
     free(dc);
-    if (b->got == b->want)
+    if (b->got == b->want) {
         batch_done(b);
-    else if (!r->failed && tds_now_ms() - r->progress_ms >= 1000)
+        return;
+    }
+    if (batch_flush_due(b) && batch_flush(b) != 0)
+        return;
+    if (!r->failed && tds_now_ms() - r->progress_ms >= 1000)
         progress(r); /* one call a record can take minutes a page */
 }
 
@@ -947,36 +979,17 @@ static void run_page(struct run *r, struct tds_msg *m)
  * at least one record each: the processor's rows for a page must fit in one
  * message (TDS_MSG_MAX_FRAME), and 200 invoices of a few hundred lines each
  * would not. Ids found deleted ride with the first page. */
-static void batch_done(struct batch *b)
+/* Send the records and deletes the batch holds as pages, and let go of
+ * them. Returns 0, or an error after failing the run. */
+static int batch_flush(struct batch *b)
 {
     struct run *r = b->r;
     struct org_rt *o = r->o;
     size_t max = (size_t)o->s->cfg.page_max_bytes;
-    if (r->failed) {
-        batch_unlink(r, b);
-        return;
-    }
-    if (b->n_refused) {
-        /* Records Zoho would not serve. When it served the others of the
-         * batch, or on the run's last attempt, they stay in list form (their
-         * list page is written; the sweep asks for them with its backoff)
-         * and the run goes on. Else the whole batch failed: Zoho, not one
-         * record, is the trouble, and the run fails to be tried again. */
-        if (!b->n_recs && !b->n_deleted && r->attempt < RUN_RETRIES) {
-            run_fail(r, "%s", b->refused_error ? b->refused_error : "detail calls failed");
-            batch_unlink(r, b);
-            return;
-        }
-        if (o->s->m_refused)
-            tds_series_inc(o->s->m_refused, (double)b->n_refused);
-        tds_log_limited(&o->s->refused_log, TDS_LOG_WARN, &r->lctx,
-                        "left %zu of %zu %s in list form, their detail refused (%s); the sweep "
-                        "asks for them again later",
-                        b->n_refused, b->want, r->e->name,
-                        b->refused_error ? b->refused_error : "detail calls failed");
-    }
     bool any = b->n_recs || b->n_deleted;
-    for (size_t i = 0, first = 1; first ? any : i < b->n_recs; first = 0) {
+    int rc = 0;
+    size_t i = 0;
+    for (size_t first = 1; rc == 0 && (first ? any : i < b->n_recs); first = 0) {
         size_t j = i, bytes = 0;
         while (j < b->n_recs && (j == i || max == 0 || bytes + b->recs[j].n <= max))
             bytes += b->recs[j++].n;
@@ -990,19 +1003,60 @@ static void batch_done(struct batch *b)
             m.u.page.deleted_ids = b->deleted;
             m.u.page.n_deleted = b->n_deleted;
         }
-        int rc = m.id ? deliver(o->s, o, r, &m) : -ENOMEM;
+        rc = m.id ? deliver(o->s, o, r, &m) : -ENOMEM;
         free(m.id);
         r->pages_fetched++;
         r->records_fetched += (int64_t)(j - i);
-        if (rc != 0) {
-            batch_unlink(r, b);
-            run_fail(r, "could not encode detail page: %d", rc);
-            return;
-        }
         i = j;
+    }
+    for (size_t k = 0; k < b->n_recs; k++)
+        free(b->recs[k].p);
+    b->n_recs = 0;
+    for (size_t k = 0; k < b->n_deleted; k++)
+        free(b->deleted[k]);
+    b->n_deleted = 0;
+    b->observed_ms = 0;
+    b->flushed_ms = tds_now_ms();
+    if (rc != 0) {
+        run_fail(r, "could not encode detail page: %d", rc);
+        return rc;
     }
     if (any)
         progress(r);
+    return 0;
+}
+
+static void batch_done(struct batch *b)
+{
+    struct run *r = b->r;
+    struct org_rt *o = r->o;
+    if (r->failed) {
+        batch_unlink(r, b);
+        return;
+    }
+    if (b->n_refused) {
+        /* Records Zoho would not serve. When it served the others of the
+         * batch, or on the run's last attempt, they stay in list form (their
+         * list page is written; the sweep asks for them with its backoff)
+         * and the run goes on. Else the whole batch failed: Zoho, not one
+         * record, is the trouble, and the run fails to be tried again. */
+        if (!b->n_served && r->attempt < RUN_RETRIES) {
+            run_fail(r, "%s", b->refused_error ? b->refused_error : "detail calls failed");
+            batch_unlink(r, b);
+            return;
+        }
+        if (o->s->m_refused)
+            tds_series_inc(o->s->m_refused, (double)b->n_refused);
+        tds_log_limited(&o->s->refused_log, TDS_LOG_WARN, &r->lctx,
+                        "left %zu of %zu %s in list form, their detail refused (%s); the sweep "
+                        "asks for them again later",
+                        b->n_refused, b->want, r->e->name,
+                        b->refused_error ? b->refused_error : "detail calls failed");
+    }
+    if (batch_flush(b) != 0) {
+        batch_unlink(r, b);
+        return;
+    }
     batch_unlink(r, b);
     run_step(r);
 }
@@ -1102,6 +1156,7 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
                     b->recs[b->n_recs].p = copy;
                     b->recs[b->n_recs].n = spans[k].len;
                     b->n_recs++;
+                    b->n_served++;
                     batch_observed(b, res);
                     free(bc->ids[i]);
                     bc->ids[i] = NULL;
@@ -1155,6 +1210,8 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
     bcall_free(bc);
     if (b->got == b->want)
         batch_done(b);
+    else if (batch_flush_due(b))
+        batch_flush(b);
 }
 
 static void on_list(const struct tds_api_result *res, void *ud);
@@ -1233,6 +1290,7 @@ static int start_batch(struct run *r, char **ids, size_t n)
     if (!b)
         return -ENOMEM;
     b->r = r;
+    b->flushed_ms = tds_now_ms();
     /* One more than the calls: an answer given at once, inside
      * tds_api_get (a refused endpoint, a paused organization), must not
      * complete and free the batch while it is still being queued. */
