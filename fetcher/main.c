@@ -129,7 +129,7 @@ static const struct tds_config_entry config_table[] = {
     {"TDS_FETCHER_DETAIL_BACKOFF_MS", TDS_CFG_INT, "600000", 0, 100, 86400000,
      OFF(detail_backoff_ms),
      "a row in list form whose detail was asked for is not asked for again before this, "
-     "doubling with each attempt (its detail was rejected or Zoho answered without it)"},
+     "doubling with each attempt (its detail was rejected, refused by Zoho, or answered without it)"},
     {"TDS_FETCHER_DETAIL_BACKOFF_MAX_MS", TDS_CFG_INT, "86400000", 0, 100, 604800000,
      OFF(detail_backoff_max_ms), "longest wait between two detail calls for a row in list form"},
     {"TDS_FETCHER_SCHEDULE", TDS_CFG_BOOL, "true", 0, 0, 0, OFF(schedule),
