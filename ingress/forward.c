@@ -2,9 +2,11 @@
  *
  * Entries wait in `incoming` (locked, seq order) until the sync thread takes
  * them into a group commit, then become nodes: in a send queue per
- * destination until ZeroMQ takes them, then in the in-flight list (ordered
- * by deadline, since every deadline is now + the same timeout) until acked
- * or timed out back into the send queue. A hash table by message id finds
+ * destination until ZeroMQ takes them, then in flight until acked or timed
+ * out back into the send queue. The wait for an ack doubles with each send
+ * of an entry, from the ack timeout up to resend_max_ms: one in-flight list
+ * per wait (each ordered by deadline, since every deadline in it is now + the
+ * same wait). A hash table by message id finds
  * nodes for acks. Node payloads are dropped after the first send (and at
  * once past the memory budget); a resend reads the record back from the
  * journal. A record read back before it is durable (its commit has begun but
@@ -35,6 +37,7 @@
 #include "util.h"
 
 #define N_DEST 3 /* index by enum tds_entry_dest (1, 2) */
+#define N_WAITS 24 /* in-flight lists: ack timeout × 2^0 … 2^23, at most resend_max_ms */
 #define ACK_FRAME_MAX (4u * 1024 * 1024)
 
 enum { L_NONE = 0, L_SEND, L_FLIGHT, L_WAIT };
@@ -55,6 +58,7 @@ struct node {
     unsigned attempts;
     unsigned char dest;        /* enum tds_entry_dest */
     unsigned char list;
+    unsigned char wait;        /* its flight list while list == L_FLIGHT */
     char str[];                /* msgid, org, entity, each NUL-terminated */
 };
 
@@ -92,7 +96,7 @@ struct tds_forward {
     atomic_bool failed;
 
     struct list sendq[N_DEST];
-    struct list flight;
+    struct list flight[N_WAITS]; /* by the wait for the ack */
     struct list waiting;       /* records not durable yet when read back */
     atomic_bool parked;        /* waiting holds nodes: a completed sync wakes the loop */
     struct node **buckets;
@@ -184,7 +188,7 @@ static void detach(struct tds_forward *f, struct node *n)
     if (n->list == L_SEND)
         list_remove(&f->sendq[n->dest], n);
     else if (n->list == L_FLIGHT)
-        list_remove(&f->flight, n);
+        list_remove(&f->flight[n->wait], n);
     else if (n->list == L_WAIT)
         list_remove(&f->waiting, n);
     f->n_nodes--;
@@ -247,6 +251,29 @@ static const char *event_id_of(const struct node *n)
 }
 
 /* ---- sending ---- */
+
+/* Into flight, awaiting its ack: ack_timeout_ms after its first send, twice
+ * that after its second, and so on up to resend_max_ms. A message that is
+ * never acked (a stage down for long, or one that dies on it, or a fetch of
+ * a paused organization) then costs a send a minute, not one every ack
+ * timeout, and a resent one queued behind a slow writer does not bring a
+ * third copy of itself. A node whose read back failed waits as long as
+ * after its last send. */
+static void to_flight(struct tds_forward *f, struct node *n, int64_t now)
+{
+    int64_t wait = f->o.ack_timeout_ms;
+    unsigned k = 0;
+
+    while (k + 1 < n->attempts && k + 1 < N_WAITS && wait < f->o.resend_max_ms) {
+        wait *= 2;
+        k++;
+    }
+    if (wait > f->o.resend_max_ms)
+        wait = f->o.resend_max_ms;
+    n->wait = (unsigned char)k;
+    n->deadline_ms = now + wait;
+    list_push(&f->flight[k], n, L_FLIGHT);
+}
 
 static void watch_out(struct tds_forward *f, int d, bool on)
 {
@@ -355,8 +382,7 @@ static void flush(struct tds_forward *f, int d)
                                 (unsigned long long)n->seq, strerror(-r),
                                 (long long)f->o.ack_timeout_ms);
                 list_remove(&f->sendq[d], n);
-                n->deadline_ms = now + f->o.ack_timeout_ms;
-                list_push(&f->flight, n, L_FLIGHT);
+                to_flight(f, n, now);
                 continue;
             }
             if (r) {
@@ -416,8 +442,7 @@ static void flush(struct tds_forward *f, int d)
             n->buf = NULL;
         }
         list_remove(&f->sendq[d], n);
-        n->deadline_ms = now + f->o.ack_timeout_ms;
-        list_push(&f->flight, n, L_FLIGHT);
+        to_flight(f, n, now);
     }
     watch_out(f, d, false);
 }
@@ -737,10 +762,11 @@ static void on_timer(struct tds_loop *loop, void *ud)
 
     (void)loop;
     take_syncing(f); /* in case an eventfd wake-up raced with the last read */
-    while ((n = f->flight.head) && n->deadline_ms <= now) {
-        list_remove(&f->flight, n);
-        list_push(&f->sendq[n->dest], n, L_SEND);
-    }
+    for (int k = 0; k < N_WAITS; k++)
+        while ((n = f->flight[k].head) && n->deadline_ms <= now) {
+            list_remove(&f->flight[k], n);
+            list_push(&f->sendq[n->dest], n, L_SEND);
+        }
     flush_all(f);
 }
 
@@ -768,6 +794,8 @@ int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,
     if (!f)
         return -ENOMEM;
     f->o = *o;
+    if (f->o.resend_max_ms < f->o.ack_timeout_ms)
+        f->o.resend_max_ms = f->o.ack_timeout_ms;
     f->efd = -1;
     f->loop = loop;
     f->journal = j;

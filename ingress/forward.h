@@ -7,7 +7,8 @@
  * intake lock, the journal's sync thread says through an eventfd how far its
  * group commit goes as it begins one, and the loop sends what that commit
  * holds, while it is written (forward.c). An entry not acked within
- * ack_timeout_ms is sent again with the same message id, until acked; at
+ * ack_timeout_ms is sent again with the same message id, until acked, the
+ * wait doubling with each send up to resend_max_ms; at
  * start-up every unacked journal entry is sent again. `fetch` entries are
  * released once ZeroMQ takes them unless fetch_acks is set (no stage acks a
  * fetch today). Never answers HTTP.
@@ -34,6 +35,7 @@ struct tds_forward_opts {
     const char *fetcher_connect;
     const char *ack_connect;
     int64_t ack_timeout_ms;
+    int64_t resend_max_ms;          /* the wait doubles per send up to this (≥ ack_timeout_ms) */
     size_t max_buffered_bytes;      /* entry bytes kept in memory; beyond, re-read from journal */
     int hwm;                        /* ZeroMQ high-water mark of the PUSH sockets */
     bool fetch_acks;                /* keep `fetch` entries until an ack names them */

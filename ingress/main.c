@@ -59,6 +59,7 @@ struct settings {
     int64_t retention_s;
     int64_t sync_delay_us;
     int64_t ack_timeout_ms;
+    int64_t resend_max_ms;
     int64_t threads;
     bool thread_per_conn;
     int64_t sync_wait_ms;
@@ -128,7 +129,12 @@ static const struct tds_config_entry config_table[] = {
      "share its fdatasync, while webhooks arrive closer together than that (fewer disk "
      "flushes; only the 200 waits, forwarding does not); 0 = never"},
     {"TDS_INGRESS_ACK_TIMEOUT_MS", TDS_CFG_INT, "10000", 0, 10, 3600000, S(ack_timeout_ms),
-     "resend an entry not acked within this time"},
+     "resend an entry not acked within this time after its first send"},
+    {"TDS_INGRESS_RESEND_MAX_MS", TDS_CFG_INT, "60000", 0, 10, 86400000, S(resend_max_ms),
+     "the wait for an ack doubles with each resend of an entry, from TDS_INGRESS_ACK_TIMEOUT_MS "
+     "up to this: a message no stage acks (a stage down for long, one that dies on it, a fetch "
+     "of a paused organization) costs a send a minute; the ack timeout or less resends at a "
+     "fixed interval"},
     {"TDS_INGRESS_THREADS", TDS_CFG_INT, "2", 0, 1, 256, S(threads),
      "HTTP worker threads (thread-pool mode)"},
     {"TDS_INGRESS_THREAD_PER_CONNECTION", TDS_CFG_BOOL, "false", 0, 0, 0, S(thread_per_conn),
@@ -960,6 +966,7 @@ int main(int argc, char **argv)
             .fetcher_connect = cfg->fetcher,
             .ack_connect = cfg->acks,
             .ack_timeout_ms = cfg->ack_timeout_ms,
+            .resend_max_ms = cfg->resend_max_ms,
             .max_buffered_bytes = 64u * 1024 * 1024,
             .hwm = (int)cfg->hwm,
             .fetch_acks = cfg->fetch_acks,

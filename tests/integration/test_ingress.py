@@ -27,6 +27,7 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import msgpack
 import zmq
 
 from conftest import check_sanitizers, free_port, http_get, wait_until
@@ -680,6 +681,39 @@ def test_ack_releases_and_missing_ack_resends(ing):
     i.drain(i.events, quiet_s=0.2)
     assert i.drain(i.events, quiet_s=1.2) == [], "acked entries must not be resent"
     assert i.metric("tds_ingress_acked_total") == 2
+
+
+def test_resends_wait_longer_each_time(ing):
+    """A message no stage acks (a stage down for long, one that dies on it,
+    a fetch of a paused organization) is sent again after the ack timeout,
+    then after twice that, and so on up to TDS_INGRESS_RESEND_MAX_MS. Before,
+    it was sent every ack timeout for as long as it went unacked: an entry
+    queued behind a slow writer came a third and a fourth time, and one that
+    killed its processor did so every 10 s."""
+    i = ing(env={"TDS_INGRESS_ACK_TIMEOUT_MS": "250", "TDS_INGRESS_RESEND_MAX_MS": "2000"})
+    assert i.post("60001", item_body("62"), SECRET_A).status == 200
+    times, ids = [], set()
+    deadline = time.monotonic() + 7.0
+    while time.monotonic() < deadline:
+        if i.events.poll(50):
+            m = msgpack.unpackb(i.events.recv(), raw=False)
+            times.append(time.monotonic())
+            ids.add(m["id"])
+    gaps = [round(b - a, 2) for a, b in zip(times, times[1:])]
+    print("sent", len(times), "times, gaps", gaps)
+    assert len(ids) == 1, ids
+    # 0.25, 0.5, 1, 2, 2 s (the resend timer ticks every ack timeout / 4)
+    want = [0.25, 0.5, 1.0, 2.0, 2.0]
+    assert len(gaps) >= len(want) and len(gaps) <= len(want) + 1, gaps
+    for g, w in zip(gaps, want):
+        assert w - 0.05 <= g <= w + 0.6, (gaps, want)
+    assert all(g <= 2.0 + 0.6 for g in gaps), gaps
+    wait_until(lambda: i.metric("tds_ingress_resends_total") == len(times) - 1, timeout=5,
+               what="each send after the first counted")
+    i.ack(list(ids))
+    i.wait_metric("tds_ingress_unacked", 0)
+    i.drain(i.events, quiet_s=0.2)
+    assert i.drain(i.events, quiet_s=2.5) == [], "an acked entry must not be sent again"
 
 
 @pytest.mark.parametrize("model", MODELS)
