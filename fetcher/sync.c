@@ -339,7 +339,7 @@ struct tds_sync {
     int64_t tick_id;
     int64_t next_sweep_ms;
     bool stopping;
-    struct tds_series *m_inflight, *m_inflight_bytes, *m_dropped, *m_no_record, *m_held;
+    struct tds_series *m_inflight, *m_inflight_bytes, *m_dropped, *m_no_record, *m_held, *m_kept;
     struct tds_series *m_refused;
     struct tds_log_limit refused_log; /* a record's detail refused, left in list form */
     struct idset answered;          /* origin \x1f id of committed answers */
@@ -1942,6 +1942,36 @@ static void dropped(struct tds_sync *s)
         tds_series_inc(s->m_dropped, 1);
 }
 
+/* A webhook's fetch refused because the organization is paused waits for an
+ * operator, maybe for days. Unacked, its ingress journal entry held that
+ * segment and every later one on disk, and counted toward the unacked bound:
+ * both are shared by every organization, which got 503s once they filled.
+ * So it is kept here as an open tds.sync_requests row, one per record (its
+ * call, made once the credentials are fixed, answers every change before
+ * it), and the ingress is acked. A fetch handed over has its row already.
+ * Returns whether it was kept. */
+static bool keep_paused(struct tds_sync *s, struct org_rt *o, struct fetch_call *fc)
+{
+    if (!fc->acks.n_reqs) {
+        char by[160];
+        snprintf(by, sizeof(by), "%s: fetch held while the organization is paused", s->origin);
+        if (tds_store_request_fetch_once(s->store, o->org->org_id, fc->e->name, fc->id, by) != 0) {
+            tds_log_limited(&s->send_log, TDS_LOG_WARN, &o->lctx,
+                            "could not keep the fetch of %s %s for when the organization resumes: "
+                            "%s (the ingress sends it again)",
+                            fc->e->name, fc->id, tds_store_error(s->store));
+            return false;
+        }
+    }
+    struct acks pairs = {.v = fc->acks.v, .n = fc->acks.n};
+    fc->acks.v = NULL;
+    fc->acks.n = 0;
+    if (s->m_kept)
+        tds_series_inc(s->m_kept, 1);
+    ack_only(s, o, o->org->org_id, fc->e->name, &pairs);
+    return true;
+}
+
 static void on_fetch(const struct tds_api_result *res, void *ud)
 {
     struct fetch_call *fc = ud;
@@ -2004,6 +2034,8 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
              * log; the counter has them all. */
             if (s->m_held)
                 tds_series_inc(s->m_held, 1);
+            if (fc->acks.n && keep_paused(s, o, fc))
+                later = " (kept in tds.sync_requests until it resumes)";
             tds_log_limited(&o->held_log, TDS_LOG_WARN, &o->lctx, "fetch of %s %s failed: %s, skipping%s",
                             fc->e->name, fc->id, why, later);
         } else {
@@ -2784,7 +2816,10 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
                                       "List records whose id is not a valid Zoho id (not UTF-8, not [0-9A-Za-z_.-], over 64 bytes) or unreadable: passed on to be rejected, detail not fetched",
                                       "", NULL, 0);
         s->m_held = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_fetches_held_total",
-                                    "Fetch-by-id requests refused without a call because the organization is paused (invalid credentials); not acked, so asked for again",
+                                    "Fetch-by-id requests refused without a call because the organization is paused (invalid credentials): a webhook's is kept in tds.sync_requests, a request's stays open; asked for again once it resumes",
+                                    "", NULL, 0);
+        s->m_kept = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_fetches_kept_total",
+                                    "Webhooks' fetches refused because the organization is paused, kept in tds.sync_requests (an open mode fetch row per record) and acked, so that the ingress journal does not hold them",
                                     "", NULL, 0);
         s->m_no_record = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_detail_without_record_total",
                                          "Fetches by id answered with code 0 but without the record's key (not sent on; the sweep asks again with its backoff)",

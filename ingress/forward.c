@@ -254,10 +254,9 @@ static const char *event_id_of(const struct node *n)
 
 /* Into flight, awaiting its ack: ack_timeout_ms after its first send, twice
  * that after its second, and so on up to resend_max_ms. A message that is
- * never acked (a stage down for long, or one that dies on it, or a fetch of
- * a paused organization) then costs a send a minute, not one every ack
- * timeout, and a resent one queued behind a slow writer does not bring a
- * third copy of itself. A node whose read back failed waits as long as
+ * never acked (a stage down for long, or one that dies on it) then costs a
+ * send a minute, not one every ack timeout, and a resent one queued behind
+ * a slow writer does not bring a third copy of itself. A node whose read back failed waits as long as
  * after its last send. */
 static void to_flight(struct tds_forward *f, struct node *n, int64_t now)
 {

@@ -132,9 +132,8 @@ static const struct tds_config_entry config_table[] = {
      "resend an entry not acked within this time after its first send"},
     {"TDS_INGRESS_RESEND_MAX_MS", TDS_CFG_INT, "60000", 0, 10, 86400000, S(resend_max_ms),
      "the wait for an ack doubles with each resend of an entry, from TDS_INGRESS_ACK_TIMEOUT_MS "
-     "up to this: a message no stage acks (a stage down for long, one that dies on it, a fetch "
-     "of a paused organization) costs a send a minute; the ack timeout or less resends at a "
-     "fixed interval"},
+     "up to this: a message no stage acks (a stage down for long, one that dies on it) costs a "
+     "send a minute; the ack timeout or less resends at a fixed interval"},
     {"TDS_INGRESS_THREADS", TDS_CFG_INT, "2", 0, 1, 256, S(threads),
      "HTTP worker threads (thread-pool mode)"},
     {"TDS_INGRESS_THREAD_PER_CONNECTION", TDS_CFG_BOOL, "false", 0, 0, 0, S(thread_per_conn),

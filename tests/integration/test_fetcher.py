@@ -3004,19 +3004,25 @@ def test_reconcile_confirms_missing_ids_within_the_page_bound(procs, db, sim, tm
 
 def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, tmp_path):
     """A fetch that comes while the organization is paused for refused
-    credentials gets no call: that is no answer from Zoho. It is not acked
-    (the ingress sends it again) and a handed-over request stays open (it is
-    claimed again after the lease), so once the credentials are fixed the
-    records deleted in Zoho get their 1002 and are marked deleted. It used
-    to be answered as a fatal failure: acked at once and the request closed,
-    the delete lost until the next reconciliation (up to a day)."""
+    credentials gets no call: that is no answer from Zoho. A webhook's fetch
+    is kept as an open tds.sync_requests row, one per record, and then acked:
+    unacked, its ingress journal entry held its segment and every later one
+    and counted toward the unacked bound, both shared by every organization,
+    which got 503s once they filled (the pause lasts until an operator comes).
+    A handed-over request stays open (it is claimed again after the lease).
+    Once the credentials are fixed the records deleted in Zoho get their 1002
+    and are marked deleted, and the requests are closed. Before the rows,
+    the fetch went unacked and the ingress sent it again for as long as the
+    pause lasted; before that, it was answered as a fatal failure: acked at
+    once and the request closed, the delete lost until the next
+    reconciliation (up to a day)."""
     import msgpack
     import zmq
     s = sim(orgs=[small_org(items=10)])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "500"},
                  orgs=[org_spec("60001", client_secret="wrong")])
     # two items deleted in Zoho that the database still holds: one the
-    # webhook's fetch names, one a fetch handed over by another replica
+    # webhooks' fetches name, one a fetch handed over by another replica
     gone = ["9100000000000000001", "9100000000000000002"]
     db.execute("INSERT INTO zoho.items (org_id, item_id, is_detail, synced_at) SELECT '60001', g, "
                "true, now() - interval '1 minute' FROM unnest(%s::text[]) g", gone)
@@ -3027,23 +3033,25 @@ def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, 
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 0)
     push.connect(f"tcp://127.0.0.1:{p.fetch_port}")
-    mid = "fe-paused-1"
-    sends, acked = [], []
+    sends = {}
 
-    def ingress(seconds):
+    def ingress(mid, seconds):
         """As tds-ingress does: send the fetch, and again at each ack
-        timeout (1 s here) until the writer acks it."""
+        timeout (1 s here) until the writer acks it. Returns when it was
+        acked, or None."""
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not acked:
-            if not sends or time.monotonic() - sends[-1] >= 1.0:
+        t = sends.setdefault(mid, [])
+        while time.monotonic() < deadline:
+            if not t or time.monotonic() - t[-1] >= 1.0:
                 push.send(msgpack.packb({"v": 1, "t": "fetch", "id": mid, "org": "60001",
                                          "entity": "items", "zoho_id": gone[0],
                                          "origin": "ingress.test"}))
-                sends.append(time.monotonic())
+                t.append(time.monotonic())
             if sub.poll(100):
                 _, body = sub.recv_multipart()
                 if mid in msgpack.unpackb(body, raw=False).get("ids", []):
-                    acked.append(time.monotonic())
+                    return time.monotonic()
+        return None
 
     def deleted():
         return db.query("SELECT item_id FROM zoho.items WHERE org_id = '60001' AND "
@@ -3052,38 +3060,52 @@ def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, 
     def request_open(rq):
         return db.query("SELECT done_at IS NULL FROM tds.sync_requests WHERE id = %s", rq)[0][0]
 
+    def kept():
+        return db.query("SELECT id, requested_by FROM tds.sync_requests WHERE mode = 'fetch' "
+                        "AND zoho_id = %s AND done_at IS NULL", gone[0])
+
     try:
         f = p.start_fetcher()
         runs = p.wait_request(p.request("60001", "warehouses", "full"), timeout=30)
         assert runs[-1]["status"] == "failed" and "paused" in runs[-1]["error"], runs
         rq = db.query("INSERT INTO tds.sync_requests (org_id, entity, mode, zoho_id, requested_by) "
                       "VALUES ('60001', 'items', 'fetch', %s, 'f2') RETURNING id", gone[1])[0][0]
-        ingress(5)
-        # every send refused (held), and the handed-over request too, claimed
-        # again after each lease (2 x the ack timeout)
-        wait_until(lambda: (f.metric("tds_fetcher_fetches_held_total") or 0) >= len(sends) + 2,
-                   timeout=10, what="the sends and the handed-over fetch refused while paused")
+        t0 = time.monotonic()
+        acked1 = ingress("fe-paused-1", 10)
+        assert acked1 is not None, "a webhook's fetch refused while paused was never acked"
+        # a second webhook for the same record: acked, no second row
+        acked2 = ingress("fe-paused-2", 10)
+        assert acked2 is not None
+        # the handed-over request refused too, claimed again after each lease
+        # (2 x the ack timeout)
+        wait_until(lambda: (f.metric("tds_fetcher_fetches_held_total") or 0) >= 4,
+                   timeout=10, what="the fetches and the handed-over one refused while paused")
         held = f.metric("tds_fetcher_fetches_held_total")
         lines = [ln for ln in f.stderr_text().splitlines() if "fetch of items" in ln and " failed" in ln]
-        print(f"paused: {len(sends)} sends, {held:.0f} fetches held, {len(lines)} log lines, "
-              f"acked {bool(acked)}, request open {request_open(rq)}")
-        assert not acked, "a fetch refused because the organization is paused was acked"
+        rows = kept()
+        print(f"paused: acked after {acked1 - t0:.2f} s, sends {[len(v) for v in sends.values()]}, "
+              f"{held:.0f} fetches held, {len(lines)} log lines, kept {rows}, "
+              f"request open {request_open(rq)}")
+        assert [len(v) for v in sends.values()] == [1, 1], sends
+        assert len(rows) == 1 and "paused" in rows[0][1], rows
+        assert f.metric("tds_fetcher_fetches_kept_total") == 2
         assert request_open(rq), "the handed-over request was closed while paused"
         assert "organization paused" in f.stderr_text()
+        assert "kept in tds.sync_requests" in f.stderr_text()
         # a line per refusal would fill the log while an organization waits
         # for its operator: at most one per 10 s, saying how many were left out
         assert 1 <= len(lines) <= 2, lines
         assert deleted() == []
         assert s.stats()["orgs"]["60001"]["endpoints"]["items.detail"] == 0
-        # the credentials fixed: the organization resumes and both are asked again
+        # the credentials fixed: the organization resumes and both are asked
+        # for again from their rows
         p.orgs = [org_spec("60001")]
         p.write_config()
         f.stop()
         f.start()
-        ingress(30)
-        assert acked, "the fetch was not acked once the organization resumed"
         wait_until(lambda: len(deleted()) == 2, timeout=30, what="both items marked deleted")
-        wait_until(lambda: not request_open(rq), timeout=10, what="the handed-over request closed")
+        wait_until(lambda: not request_open(rq) and not kept(), timeout=10,
+                   what="both requests closed")
         assert s.stats()["orgs"]["60001"]["endpoints"]["items.detail"] >= 2
     finally:
         sub.close(0)
