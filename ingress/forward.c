@@ -103,9 +103,9 @@ struct tds_forward {
     size_t n_buckets, n_nodes;
     size_t buffered;
 
-    struct tds_log_limit log_send, log_ack, log_read, log_bad_ack;
+    struct tds_log_limit log_send, log_ack, log_read, log_bad_ack, log_drop;
     struct tds_series *m_unacked, *m_bytes, *m_resends, *m_sent[N_DEST], *m_acked, *m_dead;
-    struct tds_series *m_bad_acks;
+    struct tds_series *m_bad_acks, *m_drop_errors;
 };
 
 static const char *const dest_name[N_DEST] = {NULL, "processor", "fetcher"};
@@ -771,7 +771,18 @@ static void on_timer(struct tds_loop *loop, void *ud)
 
 void tds_forward_tick(struct tds_forward *f)
 {
+    uint64_t seg;
+    int e;
+
     tds_journal_gc(f->journal, tds_wall_ms());
+    if ((e = tds_journal_drop_error(f->journal, &seg))) {
+        tds_series_inc(f->m_drop_errors, 1);
+        tds_log_limited(&f->log_drop, TDS_LOG_ERROR, NULL,
+                        "could not delete acked journal segment %020llu.seg: %s; it stays, "
+                        "counted against TDS_INGRESS_JOURNAL_MAX_BYTES, and is tried again each "
+                        "second",
+                        (unsigned long long)seg, strerror(e));
+    }
     tds_series_set(f->m_bytes, (double)tds_journal_bytes(f->journal));
     tds_series_set(f->m_unacked, (double)f->n_nodes);
 }
@@ -800,7 +811,7 @@ int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,
     f->journal = j;
     f->ev = ev;
     f->log_send.interval_ms = f->log_ack.interval_ms = f->log_read.interval_ms = 10000;
-    f->log_bad_ack.interval_ms = 10000;
+    f->log_bad_ack.interval_ms = f->log_drop.interval_ms = 10000;
     pthread_mutex_init(&f->mu, NULL);
     f->origin = strdup(o->origin);
     if (!f->origin || table_grow(f)) {
@@ -825,12 +836,16 @@ int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,
                                     "messages on the ack topic that are no ack (undecodable, or "
                                     "not two frames), dropped",
                                     "", NULL, 0);
+    f->m_drop_errors = tds_metrics_get(m, TDS_COUNTER, "tds_ingress_journal_delete_errors_total",
+                                       "failed deletes of acked journal segments (kept and tried "
+                                       "again)",
+                                       "", NULL, 0);
     for (int d = 1; d < N_DEST; d++)
         f->m_sent[d] = tds_metrics_getf(m, TDS_COUNTER, "tds_ingress_forwarded_total",
                                         "messages sent downstream, by destination",
                                         "dest=\"%s\"", dest_name[d]);
     if (!f->m_unacked || !f->m_bytes || !f->m_resends || !f->m_acked || !f->m_dead ||
-        !f->m_bad_acks || !f->m_sent[1] || !f->m_sent[2]) {
+        !f->m_bad_acks || !f->m_drop_errors || !f->m_sent[1] || !f->m_sent[2]) {
         r = -ENOMEM;
         goto fail;
     }

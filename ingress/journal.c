@@ -112,6 +112,8 @@ struct tds_journal {
     _Atomic uint64_t synced_seq; /* written under mu, read lock-free by state() */
     uint64_t total_bytes;
     uint64_t unacked;
+    int drop_errno;           /* the last failed delete of an acked segment, until taken */
+    uint64_t drop_failed_id;  /* and that segment's id */
     _Atomic int failed;       /* errno of the failure, 0 while healthy */
     _Atomic bool no_space;    /* a write found no room: retrying, appends refused */
     _Atomic bool backlog_full; /* o.max_unacked reached: appends refused until acks */
@@ -397,19 +399,30 @@ static int rotate_locked(struct tds_journal *j)
     return 0;
 }
 
-static void seg_drop_front(struct tds_journal *j)
+/* Delete the front segment. A file that cannot be deleted (EIO, EROFS,
+ * EACCES) stays on the disk: it is kept here too, its bytes counted against
+ * the bound, the failure noted for tds_journal_drop_error and tried again at
+ * the next gc. Forgotten, it would have filled the disk unseen, the journal
+ * thinking it had room, and its entries come back at the next start with
+ * their ack records gone. Returns 0 or -errno. */
+static int seg_drop_front(struct tds_journal *j)
 {
     struct seg *s = j->segs[0];
     char name[SEG_NAME_LEN + 8];
 
     seg_name(s->id, name, sizeof(name));
-    unlinkat(j->dirfd, name, 0);
+    if (unlinkat(j->dirfd, name, 0) < 0 && errno != ENOENT) {
+        j->drop_errno = errno;
+        j->drop_failed_id = s->id;
+        return -j->drop_errno;
+    }
     if (s->fd >= 0)
         close(s->fd);
     j->total_bytes -= s->size;
     memmove(j->segs, j->segs + 1, (j->n_segs - 1) * sizeof(*j->segs));
     j->n_segs--;
     free(s);
+    return 0;
 }
 
 /* Delete oldest fully-acked segments while they are past retention or the
@@ -429,7 +442,8 @@ static int gc_locked(struct tds_journal *j, int64_t now_ms, uint64_t need, uint6
             break;
         if (!expired && !over)
             break;
-        seg_drop_front(j);
+        if (seg_drop_front(j))
+            break;
         n++;
     }
     return n;
@@ -1511,6 +1525,18 @@ void tds_journal_on_stalled(struct tds_journal *j, tds_journal_stalled_cb cb, vo
     j->stalled_cb = cb;
     j->stalled_ud = ud;
     pthread_mutex_unlock(&j->sync_mu);
+}
+
+int tds_journal_drop_error(struct tds_journal *j, uint64_t *seg_id)
+{
+    int e;
+
+    pthread_mutex_lock(&j->mu);
+    e = j->drop_errno;
+    *seg_id = j->drop_failed_id;
+    j->drop_errno = 0;
+    pthread_mutex_unlock(&j->mu);
+    return e;
 }
 
 uint64_t tds_journal_bytes(struct tds_journal *j)

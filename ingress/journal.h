@@ -156,6 +156,10 @@ int tds_journal_ack(struct tds_journal *j, const uint64_t *seqs, size_t n);
  * than the retention or the journal is over its soft budget. Returns the
  * number of segments deleted. */
 int tds_journal_gc(struct tds_journal *j, int64_t now_wall_ms);
+/* The errno of the last failed delete of an acked segment since the last
+ * call (0: none), and that segment's id in *seg_id; clears it. Such a
+ * segment is kept, counted in tds_journal_bytes, and tried again at each gc. */
+int tds_journal_drop_error(struct tds_journal *j, uint64_t *seg_id);
 /* Read a record's payload back (new buffer, caller frees). Returns 0,
  * TDS_JOURNAL_E_CORRUPT, TDS_E_NOTFOUND (segment gone) or -errno. */
 int tds_journal_read(struct tds_journal *j, const struct tds_journal_loc *loc, void **buf,
