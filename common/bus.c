@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <zmq.h>
 
 #define RECONNECT_MAX_MS 5000
@@ -77,6 +78,8 @@ struct tds_bus {
     pthread_cond_t rcond;
     pthread_t rthread;
     bool rthread_on, rstop;
+    bool rleft;            /* tds_bus_free left the rest to the thread */
+    bool rdone;            /* the thread is past its last use of the names */
     struct rname *names;
     bool curve;
     char server_secret[Z85_KEY_LEN + 1];
@@ -151,17 +154,10 @@ static void keys_wipe(struct tds_bus *bus)
         p[i] = 0;
 }
 
-struct tds_bus *tds_bus_free(struct tds_bus *bus)
+/* The resolver's part of the bus, and the bus: by tds_bus_free, or by the
+ * resolver thread that it left to finish a lookup. */
+static void bus_release(struct tds_bus *bus)
 {
-    if (!bus)
-        return NULL;
-    if (bus->rthread_on) {
-        pthread_mutex_lock(&bus->rmu);
-        bus->rstop = true;
-        pthread_cond_signal(&bus->rcond);
-        pthread_mutex_unlock(&bus->rmu);
-        pthread_join(bus->rthread, NULL); /* after the lookup in hand, if any */
-    }
     while (bus->names) {
         struct rname *nm = bus->names;
 
@@ -170,11 +166,51 @@ struct tds_bus *tds_bus_free(struct tds_bus *bus)
     }
     pthread_cond_destroy(&bus->rcond);
     pthread_mutex_destroy(&bus->rmu);
+    free(bus);
+}
+
+/* How long tds_bus_free waits for a lookup in hand. */
+#define RESOLVER_JOIN_MS 1000
+
+struct tds_bus *tds_bus_free(struct tds_bus *bus)
+{
+    bool left = false;
+
+    if (!bus)
+        return NULL;
+    if (bus->rthread_on) {
+        struct timespec until;
+
+        pthread_mutex_lock(&bus->rmu);
+        bus->rstop = true;
+        pthread_cond_signal(&bus->rcond);
+        pthread_mutex_unlock(&bus->rmu);
+        /* After the lookup in hand, if any, within a second: in a DNS outage
+         * one getaddrinfo can take tens of seconds (timeouts, attempts, a
+         * search list), and the stage's exit is due within 10 s of SIGTERM.
+         * Past that the thread is left to finish its lookup on its own, with
+         * the bus's memory, which it still reads: the process is ending. */
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += (long)RESOLVER_JOIN_MS % 1000 * 1000000L;
+        until.tv_sec += RESOLVER_JOIN_MS / 1000 + until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        if (pthread_timedjoin_np(bus->rthread, NULL, &until) != 0) {
+            pthread_mutex_lock(&bus->rmu);
+            left = !bus->rdone; /* else it is exiting: joined below */
+            bus->rleft = left;
+            pthread_mutex_unlock(&bus->rmu);
+            if (left)
+                pthread_detach(bus->rthread);
+            else
+                pthread_join(bus->rthread, NULL);
+        }
+    }
     /* Blocks until every socket is closed and its linger has passed. */
     while (zmq_ctx_term(bus->ctx) < 0 && errno == EINTR)
         ;
     keys_wipe(bus);
-    free(bus);
+    if (!left)
+        bus_release(bus); /* else the thread does, once its lookup ends */
     return NULL;
 }
 
@@ -660,7 +696,11 @@ static void *resolver_main(void *arg)
         nm->n = n;
         nm->done = true;
     }
+    bool left = bus->rleft;
+    bus->rdone = true;
     pthread_mutex_unlock(&bus->rmu);
+    if (left)
+        bus_release(bus);
     return NULL;
 }
 
