@@ -560,6 +560,15 @@ bool tds_url_transport_ok(const char *url, bool allow_http)
     size_t n = strcspn(h, ":/?#");
     if (n > 0 && h[0] == '[')
         n = strcspn(h, "]") + 1;
+    /* After the host only a port of digits, then the path, query or end:
+     * "http://localhost:80@remote.example/" names the host remote.example
+     * (what came before the @ is a user name and password) and would send
+     * credentials over plain HTTP to another machine. */
+    const char *rest = h + n;
+    if (*rest == ':')
+        rest += 1 + strspn(rest + 1, "0123456789");
+    if (*rest != '\0' && !strchr("/?#", *rest))
+        return false;
     return (n == 9 && strncasecmp(h, "localhost", 9) == 0) || (n == 5 && strncmp(h, "[::1]", 5) == 0) ||
            (n >= 9 && n <= 15 && strncmp(h, "127.", 4) == 0 &&
             strspn(h, "0123456789.") >= n);

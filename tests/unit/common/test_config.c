@@ -301,6 +301,13 @@ static void test_url_transport(void)
     T_TRUE(!tds_url_transport_ok("http://127.0.0.1.evil.example", false));
     T_TRUE(!tds_url_transport_ok("http://localhost.evil.example", false));
     T_TRUE(!tds_url_transport_ok("http://10.0.0.5:8090", false));
+    /* a user name before an @: the host is what follows it */
+    T_TRUE(!tds_url_transport_ok("http://localhost:80@evil.example/", false));
+    T_TRUE(!tds_url_transport_ok("http://[::1]@evil.example/", false));
+    T_TRUE(!tds_url_transport_ok("http://127.0.0.1:1@evil.example/x", false));
+    T_TRUE(!tds_url_transport_ok("http://localhost@evil.example", false));
+    T_TRUE(tds_url_transport_ok("http://localhost:8090?x=@y", false));
+    T_TRUE(tds_url_transport_ok("http://127.0.0.1#frag", false));
     T_TRUE(tds_url_transport_ok("http://zohosim:8090", true));
     T_TRUE(!tds_url_transport_ok("ftp://x", true));
 
