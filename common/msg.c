@@ -1084,6 +1084,10 @@ int tds_msg_encode(const struct tds_msg *m, char **out, size_t *len)
     const struct type_desc *td = type_desc(m->type);
     if (!td || !m->id)
         return TDS_MSG_E_MALFORMED;
+    /* acks are (origin, id) pairs: the reader refuses an odd count */
+    if ((m->type == TDS_MSG_PAGE && m->u.page.n_acks % 2) ||
+        (m->type == TDS_MSG_ROWS && m->u.rows.n_acks % 2))
+        return TDS_MSG_E_MALFORMED;
     const void *base = body_of((struct tds_msg *)m);
 
     size_t est = 32, idlen = strlen(m->id);
