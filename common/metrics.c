@@ -281,6 +281,10 @@ void tds_series_observe(struct tds_series *s, double v)
 
     if (!s || s->fam->kind != TDS_HISTOGRAM)
         return;
+    /* A NaN or an infinity (a time computed from one that is missing, say)
+     * would make _sum NaN or infinite for the rest of the process. */
+    if (!isfinite(v))
+        return;
     /* le is inclusive: a value equal to a bound belongs to that bucket. */
     for (i = 0; i < s->fam->n_buckets; i++)
         if (v <= s->fam->buckets[i])

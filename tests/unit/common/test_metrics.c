@@ -4,6 +4,7 @@
 #include "assert.h"
 #include "metrics.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,9 @@ static void test_render_exact(void)
     tds_series_observe(h, 0.1); /* le is inclusive */
     tds_series_observe(h, 2);
     tds_series_observe(h, 7);
+    /* neither counted nor summed: _sum would stay NaN or infinite */
+    tds_series_observe(h, NAN);
+    tds_series_observe(h, INFINITY);
     tds_series_observe(h2, 1);
     T_TRUE(tds_series_value(c1) == 4);
     T_TRUE(tds_series_value(g) == -0.75);
