@@ -101,8 +101,27 @@ static void json_escape(struct tds_buf *b, const char *s, size_t n)
                 tds_buf_add(b, &s[i], 1);
             } else {
                 size_t k = tds_utf8_char(s + i, n - i);
+                unsigned cp = 0;
+                if (k == 2)
+                    cp = (c & 0x1fu) << 6 | ((unsigned char)s[i + 1] & 0x3fu);
+                else if (k == 3)
+                    cp = (c & 0x0fu) << 12 | ((unsigned char)s[i + 1] & 0x3fu) << 6 |
+                         ((unsigned char)s[i + 2] & 0x3fu);
                 if (k == 0) {
                     tds_buf_add(b, "\\ufffd", 6);
+                } else if ((cp >= 0x80 && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
+                           (cp >= 0x2066 && cp <= 0x2069)) {
+                    /* C1 controls and bidirectional overrides, from a name in
+                     * Zoho's data say, would act on the terminal that shows
+                     * the log or reorder what it shows: escaped like C0 */
+                    esc[0] = '\\';
+                    esc[1] = 'u';
+                    esc[2] = hex[cp >> 12];
+                    esc[3] = hex[(cp >> 8) & 0xf];
+                    esc[4] = hex[(cp >> 4) & 0xf];
+                    esc[5] = hex[cp & 0xf];
+                    tds_buf_add(b, esc, 6);
+                    i += k - 1;
                 } else {
                     tds_buf_add(b, &s[i], k);
                     i += k - 1;

@@ -207,6 +207,34 @@ static void test_not_utf8(void)
     free(big);
 }
 
+/* C1 controls and bidirectional overrides in text from outside (a name in
+ * Zoho's data) are written escaped, as C0 controls are: raw, they act on the
+ * terminal that shows the log, or reorder what it shows. The line's JSON
+ * still decodes to the same text. */
+static void test_invisible_characters_escaped(void)
+{
+    char *out;
+    json_t *lines;
+    /* U+0085 (NEL), U+009B (CSI), U+202E (RLO), U+2067 (RLI); U+200F (RLM)
+     * and Arabic text pass */
+    const char *name = "a\xc2\x85" "b\xc2\x9b" "c\xe2\x80\xae" "d\xe2\x81\xa7" "e\xe2\x80\x8f"
+                       "\xd8\xa3";
+
+    tds_log_init("teststage", TDS_LOG_INFO);
+    capture_start();
+    tds_info("name %s", name);
+    out = capture_end();
+    T_TRUE(strstr(out, "a\\u0085b\\u009bc\\u202ed\\u2067e\xe2\x80\x8f\xd8\xa3") != NULL);
+    T_TRUE(strstr(out, "\xc2\x85") == NULL && strstr(out, "\xe2\x80\xae") == NULL);
+    lines = parse_lines(out);
+    T_INT(json_array_size(lines), ==, 1);
+    char want[64];
+    snprintf(want, sizeof(want), "name %s", name);
+    T_STR(field(json_array_get(lines, 0), "msg"), want);
+    json_decref(lines);
+    free(out);
+}
+
 /* Lines of 8 KB from four threads into a pipe read slowly: a pipe takes at
  * most PIPE_BUF (4 KiB) bytes in one piece, so one write(2) a line let
  * another thread's bytes in between. Each line must be one thread's. */
@@ -312,6 +340,7 @@ int main(void)
     T_RUN(test_levels);
     T_RUN(test_long_message);
     T_RUN(test_not_utf8);
+    T_RUN(test_invisible_characters_escaped);
     T_RUN(test_limited);
     T_RUN(test_threads_never_interleave);
     return 0;
