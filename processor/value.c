@@ -14,7 +14,7 @@
 #include "entities.h"
 #include "util.h"
 
-static bool blank(const char *s, size_t n)
+bool tds_value_blank(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
@@ -92,7 +92,7 @@ int tds_value_text(const struct tds_pjson *v, bool is_id_ref, struct tds_bytes *
         return 0;
     }
     if (v->type == TDS_PJ_STRING) {
-        if (is_id_ref && blank(v->s, v->n))
+        if (is_id_ref && tds_value_blank(v->s, v->n))
             set_null(out);
         else
             set(out, v->s, v->n);
@@ -427,7 +427,7 @@ int tds_value_id(const struct tds_pjson *v, struct tds_bytes *out, const char *f
     }
     if (v->type != TDS_PJ_STRING)
         return err(e, TDS_VALUE_E_ID, "id", field, v);
-    if (blank(v->s, v->n)) {
+    if (tds_value_blank(v->s, v->n)) {
         set_null(out);
         return 0;
     }

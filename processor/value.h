@@ -39,6 +39,10 @@ struct tds_value_err {
 
 struct tds_pjson_arena;
 
+/* Whether s[0..n) is empty or only spaces, tabs and line breaks: what every
+ * check for a missing value takes as blank. */
+bool tds_value_blank(const char *s, size_t n);
+
 /* is_id_ref: a reference to another record (*_id): blank strings are NULL,
  * and a JSON number must be an integer id as tds_value_id takes it (digits
  * only), else TDS_VALUE_E_ID. Other text columns keep a number as written. */

@@ -14,6 +14,7 @@
 
 #include "tx.h"
 #include "util.h"
+#include "value.h"
 
 #define TRY(x)                                                                       \
     do {                                                                             \
@@ -163,12 +164,7 @@ int tx_items(struct tx *t, const struct tds_pjson *rec)
 
 static bool nonblank_str(const struct tds_pjson *v)
 {
-    if (!v || v->type != TDS_PJ_STRING)
-        return false;
-    for (uint32_t i = 0; i < v->n; i++)
-        if (v->s[i] != ' ')
-            return true;
-    return false;
+    return v && v->type == TDS_PJ_STRING && !tds_value_blank(v->s, v->n);
 }
 
 /* An option of one variant (its decoded text) and the variant's index. */

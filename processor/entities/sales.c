@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "tx.h"
+#include "value.h"
 
 #define TRY(x)                                                                       \
     do {                                                                             \
@@ -61,12 +62,7 @@ static bool has_value(const struct tds_pjson *v)
 {
     if (!v || v->type == TDS_PJ_NULL)
         return false;
-    if (v->type != TDS_PJ_STRING)
-        return true;
-    for (uint32_t i = 0; i < v->n; i++)
-        if (v->s[i] != ' ')
-            return true;
-    return false;
+    return v->type != TDS_PJ_STRING || !tds_value_blank(v->s, v->n);
 }
 
 static int discount(struct tx *t, size_t row, const struct tds_pjson *obj)

@@ -135,17 +135,22 @@ static void test_line_site(void)
         "{\"line_item_id\":\"32\",\"warehouse_id\":null,\"location_id\":\"L1\"},"
         "{\"line_item_id\":\"33\",\"warehouse_id\":\"\",\"line_warehouse_id\":\"L2\"},"
         "{\"line_item_id\":\"34\",\"warehouse_id\":\"W3\"},"
-        "{\"line_item_id\":\"35\",\"location_id\":null,\"warehouse_id\":\" \"}]}";
+        "{\"line_item_id\":\"35\",\"location_id\":null,\"warehouse_id\":\" \"},"
+        /* a tab or a line break is blank too (it was taken as the site) */
+        "{\"line_item_id\":\"36\",\"location_id\":\"\\t\",\"warehouse_id\":\"W6\"},"
+        "{\"line_item_id\":\"37\",\"location_id\":\" \\r\\n\",\"line_warehouse_id\":\"W7\"}]}";
 
     h_reset();
     T_TRUE(!h_record("invoices", inv, TDS_FORM_DETAIL));
     T_TRUE((l = h_set("invoice_lines", TDS_ROWS_CHILD, 0)) != NULL);
-    T_INT(l->n_rows, ==, 5);
+    T_INT(l->n_rows, ==, 7);
     T_V(l, 0, "warehouse_id", "L1");
     T_V(l, 1, "warehouse_id", "L1");
     T_V(l, 2, "warehouse_id", "L2");
     T_V(l, 3, "warehouse_id", "W3");
     T_VNULL(l, 4, "warehouse_id");
+    T_V(l, 5, "warehouse_id", "W6");
+    T_V(l, 6, "warehouse_id", "W7");
 }
 
 static void test_invoice_list_and_rejects(void)
