@@ -753,8 +753,8 @@ static int custom_keys(struct tx *t, const struct tds_pjson *cf, const struct td
 int tx_custom_fields(struct tx *t, size_t row, const struct tds_pjson *rec)
 {
     const struct tds_pjson *cf = tds_pjson_get(rec, "custom_fields");
-    const struct tds_pjson **keys;
-    bool *quote;
+    const struct tds_pjson **keys = NULL;
+    bool *quote = NULL;
     size_t len = 2;
     int rc;
 
