@@ -321,7 +321,7 @@ METRIC_FAMILIES = {
                 "tds_ingress_accept_seconds", "tds_ingress_journal_no_space",
                 "tds_ingress_dead_letters_total", "tds_ingress_unacked_full",
                 "tds_ingress_bad_acks_total", "tds_ingress_headers_cut_total",
-                "tds_ingress_journal_errors_total"},
+                "tds_ingress_journal_errors_total", "tds_ingress_journal_delete_errors_total"},
     "fetcher": {"tds_fetcher_api_calls_total", "tds_fetcher_api_seconds", "tds_fetcher_429_total",
                 "tds_fetcher_quota_remaining", "tds_fetcher_org_owned",
                 "tds_fetcher_tokens_refreshed_total",

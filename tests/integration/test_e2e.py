@@ -305,3 +305,52 @@ def test_an_id_only_webhook_zoho_refuses_is_released_not_asked_again(db, procs, 
     assert (ing.metric("tds_ingress_resends_total") or 0) == released_resends
     assert detail_calls() == before_calls
     assert fetcher.stderr_text().count(f"fetch of items {zid} failed") == 1
+
+
+def test_an_id_only_webhook_of_a_paused_org_leaves_the_ingress_journal(db, procs, sim, tmp_path,
+                                                                        wait_until):
+    """An organization whose credentials Zoho refused is paused until an
+    operator fixes them, maybe days. The fetch its id-only webhook asks for
+    waits in tds.sync_requests, and the ingress is acked: its journal entry
+    no longer holds that segment and every later one, nor counts toward the
+    unacked bound, both shared by every organization. Once the credentials
+    are fixed the record is fetched. Before, the entry stayed unacked and was
+    sent again at every ack timeout for as long as the pause lasted."""
+    s = _fast_sim(sim)
+    # (the fetcher's ack timeout sets the lease after which a request its
+    # predecessor claimed is taken again: 2 s here, 60 s by default)
+    p = Pipeline(procs, db, s, tmp_path, extra_env={"TDS_INGRESS_ACK_TIMEOUT_MS": "500",
+                                                    "TDS_FETCHER_ACK_TIMEOUT_MS": "1000"},
+                 org_overrides={"*": {"rate_per_min": 100000, "client_secret": "wrong"}}).start()
+    org = p.org_ids[0]
+    ing, fetcher = p.ingresses[0], p.fetchers[0]
+    zid = str(s.truth(org, "items", limit=1)["records"][0]["item_id"])
+
+    def item():
+        return db.query("SELECT is_detail FROM zoho.items WHERE org_id = %s AND item_id = %s",
+                        org, zid)
+
+    def kept():
+        return db.query("SELECT done_at IS NULL FROM tds.sync_requests WHERE org_id = %s "
+                        "AND mode = 'fetch' AND zoho_id = %s", org, zid)
+
+    assert _post_signed(p.webhook_url(org), json.dumps({"item_id": zid}),
+                        {"entity": "items"}) == 200
+    wait_until(lambda: ing.metric("tds_ingress_unacked") == 0, 15,
+               "the paused organization's fetch acked to the ingress")
+    resends = ing.metric("tds_ingress_resends_total") or 0
+    assert "organization paused" in fetcher.stderr_text()
+    assert kept() == [(True,)]
+    assert item() == []
+    time.sleep(2)   # four ack timeouts: not sent again
+    assert (ing.metric("tds_ingress_resends_total") or 0) == resends
+    assert ing.metric("tds_ingress_unacked") == 0
+    print(f"paused: acked with {resends:.0f} resends, the fetch kept in tds.sync_requests")
+
+    # the credentials fixed: the fetcher's restart resumes the organization
+    # and the kept fetch runs
+    p._write_orgs({"*": {"rate_per_min": 100000}})
+    fetcher.stop()
+    fetcher.start()
+    wait_until(lambda: kept() == [(False,)], 30, "the kept request answered and closed")
+    assert item() == [(True,)]
