@@ -2857,8 +2857,9 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
             tds_api_new(&o->api, loop, http, o->oauth, o->lim, org, store, metrics, events, &ac) != 0)
             goto nomem;
         /* Every replica exports tds_fetcher_quota_remaining for every
-         * organization, but only the owner's is current: the others' stays at
-         * 0, or at what it was when they lost the organization. This gauge
+         * organization once Zoho gave it a figure, but only the owner's is
+         * current: the others' is absent until then, or stays at what it was
+         * when they lost the organization. This gauge
          * tells the alert rules (deploy/prometheus/alerts.yml, the writer's
          * quota_low) which replica's quota to believe. */
         if (metrics) {
