@@ -705,8 +705,10 @@ def test_resends_wait_longer_each_time(ing):
     # 0.25, 0.5, 1, 2, 2 s (the resend timer ticks every ack timeout / 4)
     want = [0.25, 0.5, 1.0, 2.0, 2.0]
     assert len(gaps) >= len(want) and len(gaps) <= len(want) + 1, gaps
+    # (without the doubling every gap is about 0.3 s; the bounds leave room
+    # for a loaded machine's late reads on this side)
     for g, w in zip(gaps, want):
-        assert w - 0.05 <= g <= w + 0.6, (gaps, want)
+        assert 0.7 * w <= g <= w + 0.6, (gaps, want)
     assert all(g <= 2.0 + 0.6 for g in gaps), gaps
     wait_until(lambda: i.metric("tds_ingress_resends_total") == len(times) - 1, timeout=5,
                what="each send after the first counted")
