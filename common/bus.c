@@ -174,7 +174,7 @@ static void bus_release(struct tds_bus *bus)
 
 struct tds_bus *tds_bus_free(struct tds_bus *bus)
 {
-    bool left = false;
+    bool joined = true;
 
     if (!bus)
         return NULL;
@@ -188,29 +188,33 @@ struct tds_bus *tds_bus_free(struct tds_bus *bus)
         /* After the lookup in hand, if any, within a second: in a DNS outage
          * one getaddrinfo can take tens of seconds (timeouts, attempts, a
          * search list), and the stage's exit is due within 10 s of SIGTERM.
-         * Past that the thread is left to finish its lookup on its own, with
-         * the bus's memory, which it still reads: the process is ending. */
+         * Past that the thread is left to finish its lookup on its own and
+         * to free the bus (below): the process is ending. */
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += (long)RESOLVER_JOIN_MS % 1000 * 1000000L;
         until.tv_sec += RESOLVER_JOIN_MS / 1000 + until.tv_nsec / 1000000000L;
         until.tv_nsec %= 1000000000L;
-        if (pthread_timedjoin_np(bus->rthread, NULL, &until) != 0) {
-            pthread_mutex_lock(&bus->rmu);
-            left = !bus->rdone; /* else it is exiting: joined below */
-            bus->rleft = left;
-            pthread_mutex_unlock(&bus->rmu);
-            if (left)
-                pthread_detach(bus->rthread);
-            else
-                pthread_join(bus->rthread, NULL);
-        }
+        joined = pthread_timedjoin_np(bus->rthread, NULL, &until) == 0;
     }
     /* Blocks until every socket is closed and its linger has passed. */
     while (zmq_ctx_term(bus->ctx) < 0 && errno == EINTR)
         ;
     keys_wipe(bus);
-    if (!left)
-        bus_release(bus); /* else the thread does, once its lookup ends */
+    if (!joined) {
+        /* Nothing of the bus is touched here after the hand-over: once
+         * rleft is set, the thread may free it at any moment. */
+        pthread_mutex_lock(&bus->rmu);
+        bool left = !bus->rdone; /* else it is exiting: joined below */
+        bus->rleft = left;
+        pthread_t t = bus->rthread;
+        pthread_mutex_unlock(&bus->rmu);
+        if (left) {
+            pthread_detach(t);
+            return NULL;
+        }
+        pthread_join(t, NULL);
+    }
+    bus_release(bus);
     return NULL;
 }
 
