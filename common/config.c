@@ -558,8 +558,12 @@ bool tds_url_transport_ok(const char *url, bool allow_http)
         return true;
     const char *h = url + 7;
     size_t n = strcspn(h, ":/?#");
-    if (n > 0 && h[0] == '[')
-        n = strcspn(h, "]") + 1;
+    if (n > 0 && h[0] == '[') {
+        n = strcspn(h, "]");
+        if (h[n] != ']')
+            return false; /* no closing bracket: no host */
+        n++;
+    }
     /* After the host only a port of digits, then the path, query or end:
      * "http://localhost:80@remote.example/" names the host remote.example
      * (what came before the @ is a user name and password) and would send

@@ -308,6 +308,12 @@ static void test_url_transport(void)
     T_TRUE(!tds_url_transport_ok("http://localhost@evil.example", false));
     T_TRUE(tds_url_transport_ok("http://localhost:8090?x=@y", false));
     T_TRUE(tds_url_transport_ok("http://127.0.0.1#frag", false));
+    /* an opening bracket never closed (read on a heap copy: ASan sees a read
+     * past its end) */
+    char *open_bracket = strdup("http://[::1");
+    T_TRUE(open_bracket != NULL);
+    T_TRUE(!tds_url_transport_ok(open_bracket, false));
+    free(open_bracket);
     T_TRUE(tds_url_transport_ok("http://zohosim:8090", true));
     T_TRUE(!tds_url_transport_ok("ftp://x", true));
 
