@@ -928,15 +928,21 @@ int tds_store_request_fetch(struct tds_store *s, const char *org, const char *en
 }
 
 int tds_store_request_fetch_once(struct tds_store *s, const char *org, const char *entity,
-                                 const char *zoho_id, const char *requested_by)
+                                 const char *zoho_id, const char *requested_by,
+                                 const int64_t *held, size_t n_held)
 {
-    const char *p[] = {org, entity, zoho_id, requested_by};
-    return exec0(s,
-                 "INSERT INTO tds.sync_requests (org_id, entity, mode, zoho_id, requested_by) "
-                 "SELECT $1, $2, 'fetch', $3, $4 WHERE NOT EXISTS (SELECT 1 FROM tds.sync_requests "
-                 "WHERE done_at IS NULL AND zoho_id IS NOT NULL AND org_id = $1 AND entity = $2 "
-                 "AND zoho_id = $3 AND mode = 'fetch')",
-                 4, p);
+    char *ha = i64_array(held, n_held);
+    if (!ha)
+        return -ENOMEM;
+    const char *p[] = {org, entity, zoho_id, requested_by, ha};
+    int rc = exec0(s,
+                   "INSERT INTO tds.sync_requests (org_id, entity, mode, zoho_id, requested_by) "
+                   "SELECT $1, $2, 'fetch', $3, $4 WHERE NOT EXISTS (SELECT 1 FROM tds.sync_requests "
+                   "WHERE done_at IS NULL AND zoho_id IS NOT NULL AND org_id = $1 AND entity = $2 "
+                   "AND zoho_id = $3 AND mode = 'fetch' AND NOT (id = ANY($5::bigint[])))",
+                   5, p);
+    free(ha);
+    return rc;
 }
 
 int tds_store_request_reconcile(struct tds_store *s, const char *org, const char *entity,

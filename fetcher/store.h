@@ -189,10 +189,13 @@ int tds_store_request_claim(struct tds_store *s, const char *instance, const cha
 int tds_store_request_fetch(struct tds_store *s, const char *org, const char *entity,
                             const char *zoho_id, const char *instance);
 /* Keep a fetch-by-id as an open request with mode 'fetch', unless one for
- * the same record is open already (it is answered by a call made later).
+ * the same record is open already and not among `held` (the requests whose
+ * call this fetcher made or is making: their answer may predate the change
+ * this fetch is for); another open one is answered by a call made later.
  * Returns 0 once it is durable, either way. */
 int tds_store_request_fetch_once(struct tds_store *s, const char *org, const char *entity,
-                                 const char *zoho_id, const char *requested_by);
+                                 const char *zoho_id, const char *requested_by,
+                                 const int64_t *held, size_t n_held);
 /* Claim up to max open by-id requests of these orgs that nobody claimed
  * within lease_ms, other than the held ones (still being answered here);
  * calls fn for each. A request stays open until tds_store_request_done (the

@@ -1954,12 +1954,23 @@ static bool keep_paused(struct tds_sync *s, struct org_rt *o, struct fetch_call 
 {
     if (!fc->acks.n_reqs) {
         char by[160];
+        int64_t *held = NULL;
+        size_t n_held = 0;
         snprintf(by, sizeof(by), "%s: fetch held while the organization is paused", s->origin);
-        if (tds_store_request_fetch_once(s->store, o->org->org_id, fc->e->name, fc->id, by) != 0) {
+        /* An open row whose call was made here (its page waits for the
+         * writer) answers the record as it was then, maybe before this
+         * change: it does not stand in for this fetch. */
+        int rc = tds_sync_fetch_request_ids(s, &held, &n_held);
+        if (rc == 0)
+            rc = tds_store_request_fetch_once(s->store, o->org->org_id, fc->e->name, fc->id, by,
+                                              held, n_held);
+        free(held);
+        if (rc != 0) {
             tds_log_limited(&s->send_log, TDS_LOG_WARN, &o->lctx,
                             "could not keep the fetch of %s %s for when the organization resumes: "
                             "%s (the ingress sends it again)",
-                            fc->e->name, fc->id, tds_store_error(s->store));
+                            fc->e->name, fc->id,
+                            rc == -ENOMEM ? "out of memory" : tds_store_error(s->store));
             return false;
         }
     }
