@@ -109,11 +109,14 @@ static void json_escape(struct tds_buf *b, const char *s, size_t n)
                          ((unsigned char)s[i + 2] & 0x3fu);
                 if (k == 0) {
                     tds_buf_add(b, "\\ufffd", 6);
-                } else if ((cp >= 0x80 && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
+                } else if ((cp >= 0x80 && cp <= 0x9f) || cp == 0x061c || cp == 0x200e ||
+                           cp == 0x200f || (cp >= 0x2028 && cp <= 0x202e) ||
                            (cp >= 0x2066 && cp <= 0x2069)) {
-                    /* C1 controls and bidirectional overrides, from a name in
-                     * Zoho's data say, would act on the terminal that shows
-                     * the log or reorder what it shows: escaped like C0 */
+                    /* C1 controls, direction marks and overrides, and the
+                     * line and paragraph separators, from a name in Zoho's
+                     * data say, would act on the terminal that shows the
+                     * log, reorder what it shows, or look like a new line:
+                     * escaped like C0 */
                     esc[0] = '\\';
                     esc[1] = 'u';
                     esc[2] = hex[cp >> 12];
