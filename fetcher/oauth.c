@@ -765,35 +765,50 @@ static void on_refreshed(const struct tds_http_resp *resp, void *ud)
     fire(o);
 }
 
+/* Paused, and still so: the token row is read again at most every
+ * PAUSED_RECHECK_MS, since an operator may have fixed the credentials
+ * (`auth exchange` sets status ok). *wait_ms: until the next look. */
+static bool still_paused(struct tds_oauth *o, int64_t now_ms, int64_t *wait_ms)
+{
+    if (!o->paused)
+        return false;
+    if (now_ms - o->last_pause_check_ms < PAUSED_RECHECK_MS) {
+        *wait_ms = PAUSED_RECHECK_MS - (now_ms - o->last_pause_check_ms);
+        return true;
+    }
+    o->last_pause_check_ms = now_ms;
+    struct tds_token_row row;
+    bool still = true;
+    if (tds_store_token_get(o->store, o->org->org_id, &row) == 0) {
+        const char *refresh = refresh_token_of(o, &row);
+        still = !row.exists || !refresh || !*refresh || still_refused(o, &row);
+        tds_token_row_clear(&row);
+    }
+    if (still) {
+        *wait_ms = PAUSED_RECHECK_MS;
+        return true;
+    }
+    o->paused = false;
+    o->attempts = 0;
+    o->next_attempt_ms = 0;
+    tds_log(TDS_LOG_INFO, &o->lctx, "organization credentials fixed, resuming");
+    return false;
+}
+
+bool tds_oauth_paused(struct tds_oauth *o, int64_t now_ms)
+{
+    int64_t wait;
+    return still_paused(o, now_ms, &wait);
+}
+
 int tds_oauth_get(struct tds_oauth *o, int64_t now_ms, const char **token, const char **api_domain,
                   int64_t *wait_ms)
 {
     *token = NULL;
     *api_domain = NULL;
     *wait_ms = 0;
-    if (o->paused) {
-        if (now_ms - o->last_pause_check_ms < PAUSED_RECHECK_MS) {
-            *wait_ms = PAUSED_RECHECK_MS - (now_ms - o->last_pause_check_ms);
-            return TDS_OAUTH_PAUSED;
-        }
-        /* an operator may have fixed it (`auth exchange` sets status ok) */
-        o->last_pause_check_ms = now_ms;
-        struct tds_token_row row;
-        bool still = true;
-        if (tds_store_token_get(o->store, o->org->org_id, &row) == 0) {
-            const char *refresh = refresh_token_of(o, &row);
-            still = !row.exists || !refresh || !*refresh || still_refused(o, &row);
-            tds_token_row_clear(&row);
-        }
-        if (still) {
-            *wait_ms = PAUSED_RECHECK_MS;
-            return TDS_OAUTH_PAUSED;
-        }
-        o->paused = false;
-        o->attempts = 0;
-        o->next_attempt_ms = 0;
-        tds_log(TDS_LOG_INFO, &o->lctx, "organization credentials fixed, resuming");
-    }
+    if (still_paused(o, now_ms, wait_ms))
+        return TDS_OAUTH_PAUSED;
     int rc = TDS_OAUTH_PENDING;
     bool have = o->token && o->expires_at_ms - now_ms > MIN_VALID_MS;
     if (have && o->expires_at_ms - now_ms > o->cfg.refresh_ahead_ms) {

@@ -82,6 +82,10 @@ enum {
 int tds_oauth_refused(struct tds_oauth *o, const char *token, int64_t sent_ms, int64_t now_ms);
 /* A call sent with `token` at wall time sent_ms was answered (not refused). */
 void tds_oauth_worked(struct tds_oauth *o, const char *token, int64_t sent_ms);
+/* Whether the organization is paused for refused credentials at wall time
+ * now_ms, looking at its token row again (at most every 10 s) in case an
+ * operator fixed them. Starts no refresh. */
+bool tds_oauth_paused(struct tds_oauth *o, int64_t now_ms);
 /* Token state for /status: "ok", "refreshing", "locked", "paused", "none". */
 const char *tds_oauth_state(const struct tds_oauth *o, int64_t now_ms);
 

@@ -124,17 +124,29 @@ static void claim_requests(struct tds_schedule *s)
     const char **owned = calloc(s->orgs->n ? s->orgs->n : 1, sizeof(*owned));
     if (!owned)
         return;
-    size_t n_owned = 0;
+    size_t n_owned = 0, n_fetching = 0;
     for (size_t i = 0; i < s->orgs->n; i++)
         if (tds_sync_owned(s->sync, s->orgs->orgs[i].org_id))
             owned[n_owned++] = s->orgs->orgs[i].org_id;
-    /* Fetches by id that reached a replica not owning the organization. */
-    for (int round = 0; n_owned && round < 8; round++) {
+    /* Fetches by id that reached a replica not owning the organization, and
+     * those kept while it was paused. Not of one paused now: each would be
+     * claimed, refused without a call and claimed again after every lease,
+     * for as long as the pause lasts (a row update each, thousands a minute
+     * after a long pause). */
+    const char **fetching = calloc(n_owned ? n_owned : 1, sizeof(*fetching));
+    if (!fetching) {
+        free(owned);
+        return;
+    }
+    for (size_t i = 0; i < n_owned; i++)
+        if (!tds_sync_paused(s->sync, owned[i]))
+            fetching[n_fetching++] = owned[i];
+    for (int round = 0; n_fetching && round < 8; round++) {
         int64_t *held = NULL;
         size_t n_held = 0;
         int n = tds_sync_fetch_request_ids(s->sync, &held, &n_held);
         if (n == 0)
-            n = tds_store_request_take_fetches(s->store, s->instance, owned, n_owned, 500,
+            n = tds_store_request_take_fetches(s->store, s->instance, fetching, n_fetching, 500,
                                                tds_sync_fetch_lease_ms(s->sync), held, n_held,
                                                take_fetch, s);
         free(held);
@@ -194,6 +206,7 @@ static void claim_requests(struct tds_schedule *s)
         }
         tds_log(TDS_LOG_INFO, &c, "took sync request %lld (%s)", (long long)req.id, req.mode);
     }
+    free(fetching);
     free(owned);
 }
 

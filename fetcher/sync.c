@@ -2990,6 +2990,12 @@ bool tds_sync_owned(const struct tds_sync *s, const char *org)
     return o && o->owned;
 }
 
+bool tds_sync_paused(struct tds_sync *s, const char *org)
+{
+    struct org_rt *o = find_org(s, org);
+    return o && o->oauth && tds_oauth_paused(o->oauth, tds_wall_ms());
+}
+
 static bool org_has_entity(const struct tds_org *org, const char *name)
 {
     if (org->n_entities == 0)

@@ -59,6 +59,9 @@ struct tds_sync *tds_sync_free(struct tds_sync *s);
 /* Ownership changed (owner.c). Losing an organization drops its work at once. */
 void tds_sync_set_owned(struct tds_sync *s, const char *org, bool owned);
 bool tds_sync_owned(const struct tds_sync *s, const char *org);
+/* Whether the organization is paused for refused credentials (its token row
+ * read again at most every 10 s: an operator may have fixed them). */
+bool tds_sync_paused(struct tds_sync *s, const char *org);
 
 /* Whether a request for "all" syncs entity e of org: its product has the
  * entity and the org's entity list (if any) names it. */

@@ -3009,8 +3009,8 @@ def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, 
     unacked, its ingress journal entry held its segment and every later one
     and counted toward the unacked bound, both shared by every organization,
     which got 503s once they filled (the pause lasts until an operator comes).
-    A handed-over request stays open (it is claimed again after the lease).
-    Once the credentials are fixed the records deleted in Zoho get their 1002
+    A handed-over request stays open, and neither it nor a kept row is
+    claimed while the pause lasts. Once the credentials are fixed the records deleted in Zoho get their 1002
     and are marked deleted, and the requests are closed. Before the rows,
     the fetch went unacked and the ingress sent it again for as long as the
     pause lasted; before that, it was answered as a fatal failure: acked at
@@ -3076,16 +3076,21 @@ def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, 
         # a second webhook for the same record: acked, no second row
         acked2 = ingress("fe-paused-2", 10)
         assert acked2 is not None
-        # the handed-over request refused too, claimed again after each lease
-        # (2 x the ack timeout)
-        wait_until(lambda: (f.metric("tds_fetcher_fetches_held_total") or 0) >= 4,
-                   timeout=10, what="the fetches and the handed-over one refused while paused")
+        # The handed-over request and the kept row are not claimed while the
+        # organization is paused: each claim would be refused without a call
+        # and claimed again after every lease (2 x the ack timeout, 1 s
+        # here), a row update each for as long as the pause lasts. Before,
+        # the handed-over one was refused once a lease.
+        time.sleep(3)
         held = f.metric("tds_fetcher_fetches_held_total")
+        claimed = db.query("SELECT count(*) FROM tds.sync_requests WHERE mode = 'fetch' "
+                           "AND done_at IS NULL AND claimed_at IS NOT NULL")[0][0]
         lines = [ln for ln in f.stderr_text().splitlines() if "fetch of items" in ln and " failed" in ln]
         rows = kept()
         print(f"paused: acked after {acked1 - t0:.2f} s, sends {[len(v) for v in sends.values()]}, "
-              f"{held:.0f} fetches held, {len(lines)} log lines, kept {rows}, "
-              f"request open {request_open(rq)}")
+              f"{held:.0f} fetches held, {claimed} open requests claimed, {len(lines)} log lines, "
+              f"kept {rows}, request open {request_open(rq)}")
+        assert held == 2 and claimed == 0, (held, claimed)
         assert [len(v) for v in sends.values()] == [1, 1], sends
         assert len(rows) == 1 and "paused" in rows[0][1], rows
         assert f.metric("tds_fetcher_fetches_kept_total") == 2
