@@ -131,8 +131,8 @@ static void claim_requests(struct tds_schedule *s)
     /* Fetches by id that reached a replica not owning the organization, and
      * those kept while it was paused. Not of one paused now: each would be
      * claimed, refused without a call and claimed again after every lease,
-     * for as long as the pause lasts (a row update each, thousands a minute
-     * after a long pause). */
+     * for as long as the pause lasts (a row update each: with 150,000 kept
+     * rows, 2,500 a second). */
     const char **fetching = calloc(n_owned ? n_owned : 1, sizeof(*fetching));
     if (!fetching) {
         free(owned);

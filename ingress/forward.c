@@ -256,8 +256,8 @@ static const char *event_id_of(const struct node *n)
  * that after its second, and so on up to resend_max_ms. A message that is
  * never acked (a stage down for long, or one that dies on it) then costs a
  * send a minute, not one every ack timeout, and a resent one queued behind
- * a slow writer does not bring a third copy of itself. A node whose read back failed waits as long as
- * after its last send. */
+ * a slow writer does not bring a third copy of itself. A node whose read
+ * back failed waits as long as after its last send. */
 static void to_flight(struct tds_forward *f, struct node *n, int64_t now)
 {
     int64_t wait = f->o.ack_timeout_ms;
@@ -377,7 +377,7 @@ static void flush(struct tds_forward *f, int d)
                  * tried again after the ack timeout, like an unacked one. */
                 tds_log_limited(&f->log_read, TDS_LOG_WARN, NULL,
                                 "could not read journal record %llu for resend: %s, trying "
-                                "again in %lld ms",
+                                "again after its resend wait (at least %lld ms)",
                                 (unsigned long long)n->seq, strerror(-r),
                                 (long long)f->o.ack_timeout_ms);
                 list_remove(&f->sendq[d], n);
