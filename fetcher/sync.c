@@ -1171,8 +1171,13 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
         }
     } else if (!r->failed && res->cls == TDS_ZAPI_FATAL && !res->paused) {
         /* Refused as a whole: the same ids one by one still answer. An
-         * organization that does not know the path keeps asking that way. */
-        bool unknown = res->status == 404 || res->code == 5;
+         * organization whose Zoho says it does not know the path (a JSON
+         * answer: code 5, or a 404 with Zoho's envelope) keeps asking that
+         * way. A 404 without Zoho's JSON (a proxy's HTML page) says nothing
+         * about the path: only this call's ids go one by one. It used to
+         * switch the organization to a call per item for the life of the
+         * process, up to 100 times the detail calls of its daily quota. */
+        bool unknown = res->code == 5 || (res->status == 404 && res->code >= 0);
         if (unknown && !r->o->no_bulk)
             tds_log(TDS_LOG_WARN, &r->o->lctx,
                     "GET /itemdetails refused (%s): asking for items one by one from now on",

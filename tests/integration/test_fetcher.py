@@ -2716,6 +2716,34 @@ def test_items_one_by_one_where_itemdetails_is_unknown(procs, db, sim, tmp_path)
     assert log.count("GET /itemdetails refused") == 1, log[-2000:]
 
 
+def test_one_html_404_from_itemdetails_does_not_stop_batches(procs, db, sim, tmp_path):
+    """A GET /itemdetails answered 404 with an HTML page, not Zoho's JSON (a
+    proxy or load balancer in a bad minute), says nothing about the path:
+    that call's ids are asked one by one, and later batches still go 100 a
+    call. Before, any 404 switched the organization to a call per item for
+    the life of the fetcher: up to 100 times the detail calls."""
+    s = sim(orgs=[small_org(items=250)], extra_args=["--rate-per-min", "100000", "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=100000)])
+    f = p.start_fetcher()
+    s.faults(html404_itemdetails=1)
+    p.sync("60001", "items", "full")
+    p.compare("60001", "items")
+    st = s.stats()["orgs"]["60001"]
+    # 250 ids: three batch calls, one refused (a fault, not counted as a
+    # served itemdetails call), its ids (100, or the last 50) asked one by one
+    assert st["endpoints"]["itemdetails"] == 2 and st["faults"] == 1, st
+    assert st["endpoints"]["items.detail"] in (50, 100), st
+    s.mutate("60001", "items", update=3)
+    s.reset_stats()
+    p.sync("60001", "items", "incremental")
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    assert st["itemdetails"] == 1 and st["items.detail"] == 0, st
+    p.compare("60001", "items")
+    log = f.stderr_text()
+    assert "one by one from now on" not in log, log[-2000:]
+    assert log.count("GET /itemdetails refused") == 1, log[-2000:]
+
+
 def test_reconcile_marks_deletes_when_itemdetails_refuses_a_deleted_id(procs, db, sim, tmp_path):
     """Should Zoho answer GET /itemdetails 404 code 1002 as a whole when one
     id asked for is deleted (not confirmed; the simulator's

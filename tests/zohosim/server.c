@@ -448,6 +448,17 @@ static void api_detail(struct api *a, enum zs_ent e, const char *id, bool as_loc
     a->r->body = zs_jw_take(&w, &a->r->len);
 }
 
+/* Takes one of the HTML 404s the faults ask for; false once none is left. */
+static bool take_html404(struct zs_sim *s)
+{
+    pthread_mutex_lock(&s->faults_lock);
+    bool take = s->faults.html404_itemdetails > 0;
+    if (take)
+        s->faults.html404_itemdetails--;
+    pthread_mutex_unlock(&s->faults_lock);
+    return take;
+}
+
 /* GET /itemdetails?item_ids=a,b,c → detail records in one call (Inventory
  * and Books); ids that do not exist are left out, or, with
  * --itemdetails-missing error, make the whole call 404 code 1002 (what
@@ -695,6 +706,19 @@ static enum MHD_Result handle_api(struct zs_server *srv, struct MHD_Connection *
             zs_limits_leave(lim);
             return ret;
         }
+    }
+    if (!strcmp(rest, "/itemdetails") && f.html404_itemdetails > 0 && take_html404(s)) {
+        /* A page from something between the client and Zoho (a proxy or
+         * load balancer in a bad minute), not Zoho's JSON: it says nothing
+         * about whether the path exists. */
+        atomic_fetch_add(&st->faults, 1);
+        r.status = 404;
+        r.html = true;
+        r.body = strdup("<html><body><h1>404 Not Found</h1></body></html>");
+        r.len = r.body ? strlen(r.body) : 0;
+        ret = send_reply(c, &r);
+        zs_limits_leave(lim);
+        return ret;
     }
     if (f.refuse_id[0]) {
         /* One record Zoho cannot serve: its own GET fails every time, the
@@ -1147,12 +1171,13 @@ static void faults_json(struct zs_sim *s, struct reply *r)
 {
     struct zs_faults f;
     zs_sim_get_faults(s, &f);
-    json_t *j = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:I}", "p500", f.p500, "p502",
-                          f.p502, "p503", f.p503, "p_slow", f.p_slow, "p_truncate", f.p_truncate,
-                          "p_reset", f.p_reset, "p_expired_token_200", f.p_expired_token_200,
-                          "p400", f.p400, "slow_ms", (json_int_t)f.slow_ms, "token_hang_ms",
-                          (json_int_t)f.token_hang_ms, "deny_status",
-                          (json_int_t)(f.deny_status ? f.deny_status : 401));
+    json_t *j = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:I,s:I}", "p500", f.p500,
+                          "p502", f.p502, "p503", f.p503, "p_slow", f.p_slow, "p_truncate",
+                          f.p_truncate, "p_reset", f.p_reset, "p_expired_token_200",
+                          f.p_expired_token_200, "p400", f.p400, "slow_ms", (json_int_t)f.slow_ms,
+                          "token_hang_ms", (json_int_t)f.token_hang_ms, "deny_status",
+                          (json_int_t)(f.deny_status ? f.deny_status : 401),
+                          "html404_itemdetails", (json_int_t)f.html404_itemdetails);
     json_t *deny = json_array();
     for (int e = 0; j && deny && e < ZS_ENT_COUNT; e++)
         if (f.deny_mask & (1u << e))
@@ -1198,6 +1223,7 @@ static void ctl_faults(struct zs_sim *s, json_t *j, struct reply *r)
     if (json_is_string(ri))
         snprintf(f->refuse_id, sizeof(f->refuse_id), "%s", json_string_value(ri));
     f->refuse_status = (int)jint(j, "refuse_status", f->refuse_status);
+    f->html404_itemdetails = jint(j, "html404_itemdetails", f->html404_itemdetails);
     json_t *th = json_object_get(j, "token_hang");
     if (json_is_true(th))
         f->token_hang_ms = 30000;

@@ -41,6 +41,7 @@ struct zs_faults {
     int64_t token_hang_ms;   /* every token request waits this long */
     char refuse_id[72];      /* this record's own GET is refused ("" none): one record Zoho */
     int refuse_status;       /* cannot serve, under HTTP 400 (code 2) or 500 (code 1000) */
+    int64_t html404_itemdetails; /* the next N GET /itemdetails get a proxy's HTML 404 page */
 };
 
 struct zs_stream {
