@@ -687,38 +687,84 @@ static int build_entry(struct tds_http *h, const struct req *r, const struct tds
     return rc;
 }
 
+/* A form body's fields, decoded, after the query parameters: what Zoho's
+ * form scheme signs (sorted, no body after them), and where a form's
+ * "entity" and "event" are read when the query has none. */
+struct form {
+    struct tds_verify_kv kv[TDS_VERIFY_MAX_PARAMS];
+    size_t n;       /* query parameters and fields */
+    bool ok;        /* decoded, within TDS_VERIFY_MAX_PARAMS */
+    char *scratch;  /* the decoded bytes */
+    char *entity, *event; /* copies of the fields, or NULL */
+};
+
+static char *field_copy(const struct tds_verify_kv *f)
+{
+    char *c = malloc(f->vlen + 1);
+
+    if (c) {
+        memcpy(c, f->v, f->vlen);
+        c[f->vlen] = '\0';
+    }
+    return c;
+}
+
+static int form_read(struct form *f, const struct req *r, const struct qp *q)
+{
+    size_t first = q->n;
+
+    memset(f, 0, sizeof(*f));
+    f->scratch = malloc(r->body.len + 1);
+    if (!f->scratch)
+        return -ENOMEM;
+    memcpy(f->kv, q->kv, q->n * sizeof(*f->kv));
+    f->n = q->n;
+    f->ok = !q->overflow && tds_webhook_form_fields(r->body.p ? r->body.p : "", r->body.len,
+                                                    f->scratch, f->kv, TDS_VERIFY_MAX_PARAMS,
+                                                    &f->n) == 0;
+    for (size_t i = first; f->ok && i < f->n; i++) {
+        const struct tds_verify_kv *k = &f->kv[i];
+        char **to = k->klen == 6 && memcmp(k->k, "entity", 6) == 0  ? &f->entity
+                    : k->klen == 5 && memcmp(k->k, "event", 5) == 0 ? &f->event
+                                                                     : NULL;
+
+        if (to && !*to && !(*to = field_copy(k)))
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static void form_free(struct form *f)
+{
+    free(f->scratch);
+    free(f->entity);
+    free(f->event);
+}
+
 /* A form-encoded body may be signed the way Zoho documents for forms: its
  * fields, decoded, sorted in with the query parameters and no body after
  * them. Tried only after the raw-body signature did not match. */
-static int verify_form(const struct tds_http *h, const struct req *r, const struct qp *q,
+static int verify_form(const struct tds_http *h, const struct req *r, const struct form *f,
                        const char *sig, int64_t now)
 {
-    struct tds_verify_kv kv[TDS_VERIFY_MAX_PARAMS];
-    size_t n = q->n;
-    char *scratch = malloc(r->body.len + 1);
-    int rc;
-
-    if (!scratch)
-        return -ENOMEM;
-    memcpy(kv, q->kv, n * sizeof(*kv));
-    rc = tds_webhook_form_fields(r->body.p ? r->body.p : "", r->body.len, scratch, kv,
-                                 TDS_VERIFY_MAX_PARAMS, &n);
-    if (rc == 0)
-        rc = tds_verify_check((const char *const *)r->org->webhook_secrets,
-                              r->org->n_webhook_secrets, sig, kv, n, "", 0, now,
-                              h->o.sig_max_age_ms);
-    free(scratch);
-    return rc == TDS_VERIFY_E_PARAMS ? TDS_VERIFY_E_MISMATCH : rc;
+    if (!f->ok)
+        return TDS_VERIFY_E_MISMATCH;
+    return tds_verify_check((const char *const *)r->org->webhook_secrets,
+                            r->org->n_webhook_secrets, sig, f->kv, f->n, "", 0, now,
+                            h->o.sig_max_age_ms);
 }
 
-static enum MHD_Result process_body(struct tds_http *h, struct req *r)
+static enum MHD_Result process_webhook(struct tds_http *h, struct req *r, const struct qp *q,
+                                       const struct form *form, enum tds_webhook_kind kind)
 {
-    struct qp q = {0};
     struct tds_webhook w;
     char key[KEY_MAX];
-    const char *sig, *tok, *ct;
+    const char *sig, *tok;
+    const char *entity = q->entity ? q->entity : form->entity;
+    const char *event = q->event ? q->event : form->event;
     bool presented, authenticated = false;
-    enum tds_webhook_kind kind;
+    const struct tds_verify_kv *signed_kv = NULL; /* what the matched signature covers */
+    size_t n_signed = 0;
     int64_t now = tds_wall_ms();
     char *entry = NULL;
     size_t entry_len = 0;
@@ -727,13 +773,10 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
     uint64_t seq;
     int rc;
 
-    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
     sig = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Zoho-Webhook-Signature");
     if (!sig) /* Zoho's Payments pages spell it so too */
         sig = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-ZohoWebhook-Signature");
     tok = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Webhook-Token");
-    ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    kind = tds_webhook_kind(ct);
     presented = (sig && *sig) || (tok && *tok);
     if ((r->org->n_webhook_secrets > 0 || r->org->n_webhook_tokens > 0) &&
         (presented || !r->org->webhooks_unsigned)) {
@@ -743,15 +786,21 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
          * webhooks, is such a webhook: a notice (below). */
         if (r->org->n_webhook_secrets > 0 &&
             ((sig && *sig) || !(tok && *tok) || r->org->n_webhook_tokens == 0)) {
-            rc = q.overflow ? TDS_VERIFY_E_PARAMS
+            rc = q->overflow ? TDS_VERIFY_E_PARAMS
                             : tds_verify_check((const char *const *)r->org->webhook_secrets,
-                                               r->org->n_webhook_secrets, sig, q.kv, q.n,
+                                               r->org->n_webhook_secrets, sig, q->kv, q->n,
                                                r->body.p, r->body.len, now, h->o.sig_max_age_ms);
-            if (rc == TDS_VERIFY_E_MISMATCH && kind == TDS_WEBHOOK_FORM)
-                rc = verify_form(h, r, &q, sig, now);
+            signed_kv = q->kv;
+            n_signed = q->n;
+            if (rc == TDS_VERIFY_E_MISMATCH && kind == TDS_WEBHOOK_FORM) {
+                rc = verify_form(h, r, form, sig, now);
+                signed_kv = form->kv;
+                n_signed = form->n;
+            }
         } else {
             rc = tds_verify_token((const char *const *)r->org->webhook_tokens,
                                   r->org->n_webhook_tokens, tok);
+            signed_kv = NULL; /* a token covers no bytes */
         }
         if (rc < 0)
             return respond(h, r, 500);
@@ -772,9 +821,9 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
     /* Without a body, the URL's query parameters are the payload (a webhook
      * whose author put the record's id in its URL and sent no body). */
     rc = r->body.len == 0
-             ? tds_webhook_parse_fields(&w, q.kv, q.overflow ? TDS_VERIFY_MAX_PARAMS + 1 : q.n,
-                                        q.entity, q.event)
-             : tds_webhook_parse(&w, kind, r->body.p, r->body.len, q.entity, q.event);
+             ? tds_webhook_parse_fields(&w, q->kv, q->overflow ? TDS_VERIFY_MAX_PARAMS + 1 : q->n,
+                                        entity, event)
+             : tds_webhook_parse(&w, kind, r->body.p, r->body.len, entity, event);
     if (rc) {
         tds_webhook_clear(&w);
         if (rc < 0)
@@ -782,6 +831,17 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
         log_limited(h, &h->log_bad, TDS_LOG_INFO, r->org->org_id, "webhook rejected: %s",
                     tds_webhook_strerror(rc));
         return respond(h, r, rc == TDS_WEBHOOK_E_TOO_LARGE ? 413 : 400);
+    }
+    /* The signed bytes of an update that also sign a delete: a captured
+     * delete split anew (tds_webhook_hides_delete). Refused like the
+     * timestamp moved into the query, after the digest matched. */
+    if (signed_kv && !w.is_delete && tds_webhook_hides_delete(signed_kv, n_signed, w.entity)) {
+        tds_webhook_clear(&w);
+        tds_series_inc(h->sig_fail[TDS_VERIFY_E_AMBIGUOUS], 1);
+        log_limited(h, &h->log_sig, TDS_LOG_WARN, r->org->org_id,
+                    "webhook signature rejected: %s (its parameters also sign a delete)",
+                    tds_verify_reason(TDS_VERIFY_E_AMBIGUOUS));
+        return respond(h, r, 401);
     }
 
     if ((size_t)snprintf(key, sizeof(key), "%s:%s", r->org->org_id, w.event_id) >= sizeof(key)) {
@@ -859,6 +919,24 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
     return finish_or_wait(h, r);
 }
 
+static enum MHD_Result process_body(struct tds_http *h, struct req *r)
+{
+    struct qp q = {0};
+    struct form form = {0};
+    enum tds_webhook_kind kind;
+    enum MHD_Result ret;
+
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
+    kind = tds_webhook_kind(
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE));
+    if (kind == TDS_WEBHOOK_FORM && form_read(&form, r, &q) < 0)
+        ret = respond(h, r, 500);
+    else
+        ret = process_webhook(h, r, &q, &form, kind);
+    form_free(&form);
+    return ret;
+}
+
 /* The whole body is in: verify, parse, journal; its memory goes back to the
  * budget whatever the answer. */
 static enum MHD_Result process(struct tds_http *h, struct req *r)
@@ -900,12 +978,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (cl && tds_parse_i64(cl, 0, INT64_MAX, &clen) == 0 && (uint64_t)clen > h->o.max_body)
             return refuse(h, c, 413, org, "Content-Length over TDS_INGRESS_MAX_BODY:", cl);
         ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-        /* A request announced without a body (its data in the URL) has no
-         * content to have a type. Not one with a Transfer-Encoding too:
-         * libmicrohttpd reads its body chunked, whatever the length says,
-         * and a body without a type would have been taken as JSON. */
+        /* A request without a body (its data in the URL) has no content to
+         * have a type: Content-Length 0, or neither a Content-Length nor a
+         * Transfer-Encoding (RFC 9112 §6.3: no body). Not one with a
+         * Transfer-Encoding: libmicrohttpd reads its body chunked, whatever
+         * the length says, and a body without a type would have been taken
+         * as JSON. */
         if (tds_webhook_kind(ct) == TDS_WEBHOOK_UNSUPPORTED &&
-            !(cl && tds_parse_i64(cl, 0, INT64_MAX, &clen) == 0 && clen == 0 &&
+            !((!cl || (tds_parse_i64(cl, 0, INT64_MAX, &clen) == 0 && clen == 0)) &&
               !MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING)))
             return refuse(h, c, 415, org, "content type", ct ? ct : "(none)");
         /* No (usable) Content-Length: chunked, as much as the cap allows.

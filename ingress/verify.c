@@ -77,8 +77,8 @@ static int mac(const char *secret, const char *prefix, const struct tds_verify_k
     return ok && outl == 32 ? 0 : -ENOMEM;
 }
 
-static int sort_params(const struct tds_verify_kv *params, size_t n,
-                       const struct tds_verify_kv **sorted)
+int tds_verify_sort(const struct tds_verify_kv *params, size_t n,
+                    const struct tds_verify_kv **sorted)
 {
     if (n > TDS_VERIFY_MAX_PARAMS)
         return TDS_VERIFY_E_PARAMS;
@@ -93,7 +93,7 @@ int tds_verify_sign(const char *secret, const char *prefix, const struct tds_ver
 {
     const struct tds_verify_kv *sorted[TDS_VERIFY_MAX_PARAMS];
     unsigned char d[32];
-    int r = sort_params(params, n_params, sorted);
+    int r = tds_verify_sort(params, n_params, sorted);
 
     if (r)
         return r;
@@ -253,7 +253,7 @@ int tds_verify_check(const char *const *secrets, size_t n_secrets, const char *s
     vlen = strlen(v);
     if (!parse_digest(v, vlen, got))
         return TDS_VERIFY_E_MALFORMED;
-    r = sort_params(params, n_params, sorted);
+    r = tds_verify_sort(params, n_params, sorted);
     if (r)
         return r;
     for (size_t i = 0; i < n_secrets; i++) {

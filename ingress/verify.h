@@ -54,6 +54,12 @@ int tds_verify_check(const char *const *secrets, size_t n_secrets, const char *s
 int tds_verify_sign(const char *secret, const char *prefix, const struct tds_verify_kv *params,
                     size_t n_params, const void *body, size_t body_len, char hex[65]);
 
+/* params[0..n) as a signature covers them: sorted by name, then value,
+ * bytewise, into sorted[]. Returns 0, or TDS_VERIFY_E_PARAMS past
+ * TDS_VERIFY_MAX_PARAMS. */
+int tds_verify_sort(const struct tds_verify_kv *params, size_t n,
+                    const struct tds_verify_kv **sorted);
+
 /* Check an X-Webhook-Token header value (NUL-terminated, or NULL) against the
  * organization's tokens, for a Zoho webhook that carries a shared token in a
  * custom header instead of a signature. Returns 0 when one matches,

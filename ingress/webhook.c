@@ -281,6 +281,63 @@ static bool means_delete(const char *s, size_t n, const struct tds_entity *e)
 
 static const char *const delete_keys[] = {"event_type", "event", "operation", "action"};
 
+/* Longest word means_delete can take: an entity's key or name, '_' or '.',
+ * "deleted". */
+#define DELETE_WORD_MAX 96
+
+/* Whether a name that starts s[0..n) can sort after "event". */
+static bool after_event(const char *s, size_t n)
+{
+    int c = memcmp(s, "event", n < 5 ? n : 5);
+
+    return c > 0 || (c == 0 && n >= 5); /* "event" again sorts by its value */
+}
+
+bool tds_webhook_hides_delete(const struct tds_verify_kv *kv, size_t n,
+                              const struct tds_entity *e)
+{
+    const struct tds_verify_kv *sorted[TDS_VERIFY_MAX_PARAMS];
+    char stack[1024], *text = stack;
+    size_t len = 0, need = 0;
+    bool hit = false;
+
+    if (n == 0)
+        return false;
+    if (tds_verify_sort(kv, n, sorted))
+        return true; /* more fields than any signature covers */
+    for (size_t i = 0; i < n; i++)
+        need += sorted[i]->klen + sorted[i]->vlen + 1;
+    if (need > sizeof(stack) && !(text = malloc(need)))
+        return true;
+    /* The fields' bytes in signed order; a JSONString field is a wall ('\0'):
+     * its value must stay one JSON text, so no split moves bytes across it. */
+    for (size_t i = 0; i < n; i++) {
+        const struct tds_verify_kv *f = sorted[i];
+
+        if (f->klen == 10 && memcmp(f->k, "JSONString", 10) == 0) {
+            text[len++] = '\0';
+            continue;
+        }
+        memcpy(text + len, f->k, f->klen);
+        len += f->klen;
+        memcpy(text + len, f->v, f->vlen);
+        len += f->vlen;
+    }
+    for (const char *p = text; !hit && (p = memmem(p, len - (size_t)(p - text), "event", 5));
+         p++) {
+        const char *w = p + 5, *end = memchr(w, '\0', len - (size_t)(w - text));
+        size_t room = (size_t)((end ? end : text + len) - w);
+
+        /* A split is only signed as these bytes if its names stay sorted:
+         * after the word comes the wall, the end, or a name past "event". */
+        for (size_t k = 1; !hit && k <= room && k <= DELETE_WORD_MAX; k++)
+            hit = means_delete(w, k, e) && (k == room || after_event(w + k, room - k));
+    }
+    if (text != stack)
+        free(text);
+    return hit;
+}
+
 static int parse(struct tds_webhook *w, struct tds_pjson_arena *arena, const char *entity_param,
                  const char *event_param);
 

@@ -70,6 +70,18 @@ void tds_webhook_clear(struct tds_webhook *w);
  * form. Returns 0, or TDS_VERIFY_E_PARAMS when kv would hold over max. */
 int tds_webhook_form_fields(const char *body, size_t len, char *scratch,
                             struct tds_verify_kv *kv, size_t max, size_t *n);
+/* Whether the signed parameters kv[0..n) (the query's, and a form's fields
+ * when the form scheme matched) could be split again into a delete of e.
+ * Zoho's signature joins names and values with no separator, so the bytes
+ * of "?event=deleted" also sign "?eventdeleted" or "?even=tdeleted" (and a
+ * form's "event" may move between query and body): a captured delete sent
+ * so would verify and be taken for an update. True when, in the sorted
+ * fields' bytes, "event" is followed by a word that means a delete of e and
+ * then the end or bytes a later name could start with (fields named
+ * JSONString, whose value is JSON, are not looked into or across). For a webhook that is not a delete; -ENOMEM is reported as
+ * true (refuse rather than guess). */
+bool tds_webhook_hides_delete(const struct tds_verify_kv *kv, size_t n,
+                              const struct tds_entity *e);
 const char *tds_webhook_strerror(int code);
 
 #endif

@@ -565,6 +565,18 @@ def test_put_and_a_webhook_whose_data_is_in_its_url(ing):
                                                                    ("items", "53")]
     [d] = i.recv(i.events, 1)
     assert (d["entity"], d["zoho_id"], d["op"]) == ("contacts", "54", "delete")
+    # Neither a Content-Length nor a Transfer-Encoding is no body too (RFC
+    # 9112 §6.3): it needs no type either. It was a 415.
+    params = {"entity": "items", "item_id": "57"}
+    s = i.raw_socket()
+    s.sendall(f"POST /webhooks/zoho/60001?{urllib.parse.urlencode(params)} HTTP/1.1\r\n"
+              f"Host: x\r\nX-Zoho-Webhook-Signature: {sign(SECRET_A, b'', params)}\r\n"
+              f"Connection: close\r\n\r\n".encode())
+    reply = s.recv(200)
+    s.close()
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+    [f] = i.recv(i.fetches, 1)
+    assert (f["entity"], f["zoho_id"]) == ("items", "57")
     # Signed like any request: the parameters are what the signature covers.
     params = {"entity": "items", "item_id": "55"}
     r = i.request("POST", "/webhooks/zoho/60001?" + urllib.parse.urlencode(params), b"",
@@ -629,6 +641,55 @@ def test_only_the_names_that_mean_delete_are_deletes(ing):
     got = {m["zoho_id"]: m["op"] for m in i.recv(i.events, 8)}
     assert got == {"8000": "upsert", "8001": "upsert", "8002": "upsert", "8003": "upsert",
                    "8010": "upsert", "8020": "delete", "8021": "delete", "8022": "delete"}, got
+
+
+def test_a_delete_split_anew_is_refused(ing):
+    """Zoho's signature joins names and values with no separator, so the
+    bytes of a signed ?entity=items&event=deleted also sign
+    ?entity=items&eventdeleted. Sent so, a captured delete verified, was
+    taken for an update under a new event id and brought the deleted record
+    back. Such a split is refused (401, counted as ambiguous); a form's
+    "event" field, which the form scheme signs with the query, is a delete
+    mark like ?event= wherever it travels."""
+    import urllib.parse
+    i = ing()
+    body = item_body("9100")
+    sig = sign(SECRET_A, body, {"entity": "items", "event": "deleted"})
+    assert i.post("60001", body, sig=sig, params={"entity": "items", "event": "deleted"}).status == 200
+    [m] = i.recv(i.events, 1)
+    assert m["op"] == "delete"
+    for params in ({"entity": "items", "eventdeleted": ""}, {"entity": "items", "even": "tdeleted"},
+                   {"entity": "items", "ev": "entdeleted"}):
+        r = i.post("60001", body, sig=sig, params=params)
+        assert r.status == 401, (params, r)
+    assert i.metric("tds_ingress_signature_failures_total", {"reason": "ambiguous"}) == 3
+    assert "also sign a delete" in i.proc.stderr_text()
+    # Names that sort before "event" after the word cannot come from a split:
+    # an update whose event is "Deleted_Items" is still an update.
+    b2 = item_body("9101")
+    assert i.post("60001", b2, SECRET_A, params={"event": "Deleted_Items"}).status == 200
+    [m] = i.recv(i.events, 1)
+    assert m["op"] == "upsert" and m["zoho_id"] == "9101"
+
+    # The form scheme: ?event=deleted moved into the body's fields signs the
+    # same; it is the same delete (a duplicate of the first), not an update.
+    form = "application/x-www-form-urlencoded"
+    js = item_body("9102")
+    fields = [("JSONString", js), ("event", "deleted")]
+    fsig = hmac.new(SECRET_A.encode(), "".join(k + v for k, v in sorted(fields)).encode(),
+                    hashlib.sha256).hexdigest()
+    qbody = "JSONString=" + urllib.parse.quote_plus(js)
+    assert i.post("60001", qbody, sig=fsig, params={"event": "deleted"},
+                  content_type=form).status == 200
+    [m] = i.recv(i.events, 1)
+    assert m["op"] == "delete" and m["zoho_id"] == "9102"
+    moved = qbody + "&event=deleted"
+    assert i.post("60001", moved, sig=fsig, content_type=form).status == 200
+    assert i.drain(i.events) == []
+    assert i.metric("tds_ingress_duplicates_total") == 1
+    # and split anew inside the form's fields: refused
+    assert i.post("60001", qbody + "&eventdeleted=", sig=fsig, content_type=form).status == 401
+    assert i.metric("tds_ingress_signature_failures_total", {"reason": "ambiguous"}) == 4
 
 
 def test_each_id_only_change_is_fetched(ing):

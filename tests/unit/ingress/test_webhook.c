@@ -1,7 +1,8 @@
 /* Unit tests for ingress/webhook.c: content types, entity by key or ?entity=,
  * full record vs id-only, deletes (the exact names, the envelope's only),
  * event ids (an id-only change is never a duplicate), form JSONString, bad
- * bodies, and the memory a large body leaves behind. */
+ * bodies, the memory a large body leaves behind, and a delete's signed
+ * parameters split anew. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -400,6 +401,67 @@ static void test_reader_limits(void)
     free(big);
 }
 
+/* Fields from "k=v&k=v" (no decoding), for tds_webhook_hides_delete. */
+static size_t kvs(const char *spec, char *buf, struct tds_verify_kv *kv)
+{
+    size_t n = 0;
+
+    strcpy(buf, spec);
+    for (char *save = NULL, *f = strtok_r(buf, "&", &save); f; f = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(f, '=');
+
+        kv[n].k = f;
+        kv[n].klen = eq ? (size_t)(eq - f) : strlen(f);
+        kv[n].v = eq ? eq + 1 : "";
+        kv[n].vlen = eq ? strlen(eq + 1) : 0;
+        n++;
+    }
+    return n;
+}
+
+/* Zoho signs names and values with no separator: a captured delete's
+ * parameters split anew sign the same bytes. Every such split is caught;
+ * parameters whose bytes no delete could have been split from are not. */
+static void test_a_delete_split_anew(void)
+{
+    static const char *const hiding[] = {
+        "entity=items&eventdeleted",           /* the name took the value */
+        "entity=items&even=tdeleted",          /* the boundary moved */
+        "entity=items&ev=entdeleted",
+        "entity=items&event=deleteditem_id77", /* the value took the next field */
+        "entity=items&event=item_deletedsource=books",
+        "entity=itemseventdeleted",            /* (an unknown entity anyway) */
+        "JSONString={}&eventdeleted",          /* a form's fields */
+        "a=xevent&deleted=",                   /* across names */
+    };
+    static const char *const clean[] = {
+        "entity=items&event=updated",
+        "entity=items",
+        "event=Deleted_Items", /* "_Items" sorts before "event": no such split */
+        "event=deletedAfter",  /* "After" sorts before "event" */
+        "event=undeleted",
+        "JSONString={\"event\":\"deleted\"}", /* inside the JSON, which must stay whole */
+        "note=the eventual deletion",
+        "",
+    };
+    const struct tds_entity *items = tds_entity_find("items");
+    struct tds_verify_kv kv[16];
+    char buf[128];
+
+    for (size_t i = 0; i < sizeof(hiding) / sizeof(*hiding); i++) {
+        size_t n = kvs(hiding[i], buf, kv);
+
+        if (!tds_webhook_hides_delete(kv, n, items))
+            T_FAIL("%s hides a delete", hiding[i]);
+    }
+    for (size_t i = 0; i < sizeof(clean) / sizeof(*clean); i++) {
+        size_t n = kvs(clean[i], buf, kv);
+
+        if (tds_webhook_hides_delete(kv, n, items))
+            T_FAIL("%s hides no delete", clean[i]);
+    }
+}
+
 int main(void)
 {
     T_RUN(test_kinds);
@@ -414,5 +476,6 @@ int main(void)
     T_RUN(test_query_fields);
     T_RUN(test_bad);
     T_RUN(test_reader_limits);
+    T_RUN(test_a_delete_split_anew);
     return 0;
 }
