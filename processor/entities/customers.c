@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "tx.h"
+#include "value.h"
 
 #define TRY(x)                                                                       \
     do {                                                                             \
@@ -154,10 +155,16 @@ static int primary_person(struct tx *t, size_t row, const struct tds_pjson *rec)
     if (!arr || arr->type != TDS_PJ_ARRAY)
         return 0;
     for (uint32_t i = 0; i < arr->n; i++) {
-        const struct tds_pjson *p = &arr->u.items[i], *f;
+        const struct tds_pjson *p = &arr->u.items[i];
+        struct tds_value_err e;
+        struct tds_bytes b;
 
-        if (p->type != TDS_PJ_OBJECT || !(f = tds_pjson_get(p, "is_primary_contact")) ||
-            f->type != TDS_PJ_TRUE)
+        /* primary as its column reads it: true or "true" (Zoho sends
+         * booleans as strings in places); not a boolean, no primary */
+        if (p->type != TDS_PJ_OBJECT ||
+            tds_value_bool(tds_pjson_get(p, "is_primary_contact"), &b, "is_primary_contact",
+                           &e) != 0 ||
+            !b.p || b.n != 4)
             continue;
         tx_path_set(t, "contact_persons", i);
         for (const char *const *c = primary_cols; *c; c++)

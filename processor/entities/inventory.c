@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "tx.h"
+#include "value.h"
 
 #define TRY(x)                                                                       \
     do {                                                                             \
@@ -42,9 +43,24 @@ static int nested_address(struct tx *t, size_t row, const struct tds_pjson *a)
     return 0;
 }
 
+/* Whether rec[key] holds a value: not absent, null or a blank string. */
+static bool holds(const struct tds_pjson *rec, const char *key)
+{
+    const struct tds_pjson *v = tds_pjson_get(rec, key);
+
+    return v && v->type != TDS_PJ_NULL &&
+           (v->type != TDS_PJ_STRING || !tds_value_blank(v->s, v->n));
+}
+
+/* A record with a location_id is a location, whatever else it carries: an
+ * item's stock is keyed by location_id when it lists locations[]
+ * (products.c), so its site row must be too. A location with a legacy or
+ * null warehouse_id beside it used to be taken for a warehouse: rejected
+ * ("missing warehouse_id") or stored under the other id, its name and
+ * primary flag unread, joining none of its stock rows. */
 int tx_warehouses(struct tx *t, const struct tds_pjson *rec)
 {
-    bool loc = !tds_pjson_get(rec, "warehouse_id") && tds_pjson_get(rec, "location_id");
+    bool loc = holds(rec, "location_id");
     const char *kind = loc ? "location" : "warehouse";
     const struct tds_pjson *v, *addr;
     size_t row;

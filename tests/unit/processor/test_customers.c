@@ -162,6 +162,17 @@ static void test_contact_detail_primary_person(void)
     T_V(s, 0, "phone", "+966110000000");
     T_V(s, 0, "mobile", "");
 
+    /* the flag as a string, as Zoho sends booleans in places */
+    h_reset();
+    snprintf(rec, sizeof(rec), "%s%s", head,
+             "\"contact_persons\":[{\"contact_person_id\":\"31\",\"first_name\":\"أحمد\","
+             "\"email\":\"a@example.com\",\"is_primary_contact\":\"true\"}],"
+             "\"last_modified_time\":\"2026-06-09T09:45:21-0400\"}");
+    T_TRUE(!h_record("contacts", rec, TDS_FORM_DETAIL));
+    T_TRUE((s = h_set("contacts", TDS_ROWS_DETAIL, 0)) != NULL);
+    T_V(s, 0, "first_name", "أحمد");
+    T_V(s, 0, "email", "a@example.com");
+
     /* a key at the top is the detail's own, null included */
     h_reset();
     snprintf(rec, sizeof(rec), "%s\"email\":null,\"first_name\":\"S.\",%s", head, persons);

@@ -64,6 +64,37 @@ static void test_location(void)
     T_V(s, 0, "email", "");
 }
 
+/* A location with a warehouse_id beside it (null, blank, or a legacy id)
+ * is still a location, keyed by location_id as its stock rows are. */
+static void test_location_with_a_warehouse_id(void)
+{
+    const struct tds_msg_rowset *s;
+    static const char *const wid[] = {"null", "\"\"", "\"460000000000111\""};
+    char rec[512];
+
+    for (size_t i = 0; i < sizeof(wid) / sizeof(*wid); i++) {
+        h_reset();
+        snprintf(rec, sizeof(rec),
+                 "{\"location_id\":\"460000000038080\",\"location_name\":\"جدة\","
+                 "\"warehouse_id\":%s,\"is_primary_location\":true}",
+                 wid[i]);
+        T_TRUE(!h_record("warehouses", rec, TDS_FORM_DETAIL));
+        T_TRUE((s = h_set("warehouses", TDS_ROWS_DETAIL, 0)) != NULL);
+        T_V(s, 0, "warehouse_id", "460000000038080");
+        T_V(s, 0, "site_kind", "location");
+        T_V(s, 0, "warehouse_name", "جدة");
+        T_V(s, 0, "is_primary", "true");
+    }
+    /* a blank location_id beside a warehouse_id: a warehouse */
+    h_reset();
+    T_TRUE(!h_record("warehouses",
+                     "{\"location_id\":\" \",\"warehouse_id\":\"7\",\"warehouse_name\":\"W\"}",
+                     TDS_FORM_DETAIL));
+    T_TRUE((s = h_set("warehouses", TDS_ROWS_DETAIL, 0)) != NULL);
+    T_V(s, 0, "warehouse_id", "7");
+    T_V(s, 0, "site_kind", "warehouse");
+}
+
 static void test_rejects(void)
 {
     h_reset();
@@ -102,6 +133,7 @@ int main(void)
 {
     T_RUN(test_warehouse);
     T_RUN(test_location);
+    T_RUN(test_location_with_a_warehouse_id);
     T_RUN(test_rejects);
     T_RUN(test_warehouse_raw_change_changes_the_hash);
     h_done();
