@@ -1269,18 +1269,102 @@ static const struct tds_bytes *ref_vals(struct tds_bmsg *const *msgs, const stru
     return &set->vals[(size_t)r->r * set->n_cols];
 }
 
+/* n digits at s as a number, or -1. */
+static int digits(const char *s, size_t n)
+{
+    int v = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+/* A modified_time as the processor writes it ("yyyy-MM-dd HH:mm:ss[.fff]±hh:mm")
+ * or as Zoho does ('T', "±hhmm", "±hh", 'Z'), as milliseconds since the
+ * epoch of its whole second; false for anything else. */
+static bool mtime_ms(const struct tds_bytes *v, int64_t *out)
+{
+    const char *s = v->p;
+    size_t n = v->n, i = 19;
+    int f[6], oh = 0, om = 0, sign = 1;
+    static const size_t at[6] = {0, 5, 8, 11, 14, 17}, len[6] = {4, 2, 2, 2, 2, 2};
+    struct tm tm = {0};
+    time_t t;
+
+    if (!s || n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != ' ' && s[10] != 'T') ||
+        s[13] != ':' || s[16] != ':')
+        return false;
+    for (int k = 0; k < 6; k++)
+        if ((f[k] = digits(s + at[k], len[k])) < 0)
+            return false;
+    if (s[i] == '.')
+        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+            ;
+    if (i < n && s[i] == 'Z') {
+        i++;
+    } else if (i + 3 <= n && (s[i] == '+' || s[i] == '-')) {
+        sign = s[i] == '-' ? -1 : 1;
+        oh = digits(s + i + 1, 2);
+        i += 3;
+        if (i < n && s[i] == ':')
+            i++;
+        if (i + 2 <= n) {
+            om = digits(s + i, 2);
+            i += 2;
+        }
+        if (oh < 0 || om < 0)
+            return false;
+    } else {
+        return false;
+    }
+    if (i != n)
+        return false;
+    tm.tm_year = f[0] - 1900;
+    tm.tm_mon = f[1] - 1;
+    tm.tm_mday = f[2];
+    tm.tm_hour = f[3];
+    tm.tm_min = f[4];
+    tm.tm_sec = f[5];
+    t = timegm(&tm);
+    if (t == (time_t)-1)
+        return false;
+    *out = ((int64_t)t - sign * (oh * 3600 + om * 60)) * 1000;
+    return true;
+}
+
 /* When a row's message was observed (rows.received_ms: page fetched, webhook
  * received) as timestamptz input text in out (>= 40 bytes); false when the
- * message does not say. */
+ * message does not say.
+ * A page fetched at F shows what Zoho had at F. A webhook's version shows
+ * only that Zoho had it in its modified_time's second: the delivery may
+ * come late (Zoho's retry policies resend a failed one minutes after), when
+ * the record has changed or been deleted since. So a webhook's version
+ * counts as observed at the end of that second when it arrived after it:
+ * a retried update received after the delete no longer revives the record,
+ * and a delete received after the version was made deletes it, however
+ * late the version's webhook came. */
 static bool observed_text(struct tds_bmsg *const *msgs, const struct ref *r, char *out,
                           size_t outlen)
 {
-    int64_t ms = msgs[r->m]->msg.u.rows.received_ms;
+    const struct tds_msg_rows *rw = &msgs[r->m]->msg.u.rows;
+    int64_t ms = rw->received_ms, mt;
     time_t s;
     struct tm tm;
 
     if (ms <= 0)
         return false;
+    if (rw->mode && strcmp(rw->mode, "webhook") == 0) {
+        const struct tds_msg_rowset *set = &rw->sets[r->s];
+
+        if ((set->kind == TDS_ROWS_DETAIL || set->kind == TDS_ROWS_LIST) && set->n_cols > 2 &&
+            strcmp(set->cols[2], "modified_time") == 0 &&
+            mtime_ms(&set->vals[(size_t)r->r * set->n_cols + 2], &mt) && mt > 0 &&
+            mt + 999 < ms)
+            ms = mt + 999;
+    }
     s = (time_t)(ms / 1000);
     if (!gmtime_r(&s, &tm))
         return false;

@@ -6,6 +6,7 @@ Rows are sent the way the processor sends them: msgpack `rows` messages on a
 PUSH socket (tests/integration/writer_util.py mirrors common/msg.c); acks are
 read from the writer's PUB socket.
 """
+import datetime
 import json
 import os
 import re
@@ -473,14 +474,16 @@ def test_out_of_order_versions_end_at_newest(writer, db):
 
 def test_same_modified_time_the_later_observed_version_wins(writer, db):
     """Zoho keeps whole seconds: two changes in one second share modified_time.
-    The version observed later (page fetched / webhook received) is the newer
-    one, whatever order the writer gets them in; unknown times fall back to
-    arrival order."""
+    The version observed later (here pages, fetched) is the newer one,
+    whatever order the writer gets them in; unknown times fall back to
+    arrival order. (A webhook's version counts as observed at the latest at
+    the end of its modified_time's second:
+    test_a_late_webhook_neither_revives_nor_outlives_a_delete.)"""
     t = ts(4)
 
     def send(item_id, name, observed, stock=None):
         src, frame = rows_msg(ORG, items_sets([item(ORG, item_id, t, name, stock=stock)]),
-                              received_ms=observed)
+                              mode="fetch", received_ms=observed)
         writer.send(frame)
         writer.wait_acked([src])
 
@@ -499,8 +502,8 @@ def test_same_modified_time_the_later_observed_version_wins(writer, db):
                     "WHERE item_id = '1'", base + 3000) == [(True,)]
     # both in one message: the later observed wins inside the batch too
     recs = [item(ORG, "2", t, "late"), item(ORG, "2", t, "early")]
-    s1, f1 = rows_msg(ORG, items_sets([recs[1]]), received_ms=base + 1000)
-    s2, f2 = rows_msg(ORG, items_sets([recs[0]]), received_ms=base + 2000)
+    s1, f1 = rows_msg(ORG, items_sets([recs[1]]), mode="fetch", received_ms=base + 1000)
+    s2, f2 = rows_msg(ORG, items_sets([recs[0]]), mode="fetch", received_ms=base + 2000)
     writer.send(f2)
     writer.send(f1)
     writer.wait_acked([s1, s2])
@@ -511,11 +514,11 @@ def test_same_modified_time_the_later_observed_version_wins(writer, db):
     assert name_of("3") == ("second", False)
     # the fast path (a group of 64+ new and existing keys) keeps the same rule
     many = [item(ORG, str(500 + i), t, f"fresh{i}") for i in range(80)]
-    src, frame = rows_msg(ORG, items_sets(many), received_ms=base + 5000)
+    src, frame = rows_msg(ORG, items_sets(many), mode="fetch", received_ms=base + 5000)
     writer.send(frame)
     writer.wait_acked([src])
     stale = [item(ORG, str(500 + i), t, f"stale{i}") for i in range(80)]
-    src, frame = rows_msg(ORG, items_sets(stale), received_ms=base + 4000)
+    src, frame = rows_msg(ORG, items_sets(stale), mode="fetch", received_ms=base + 4000)
     writer.send(frame)
     writer.wait_acked([src])
     assert db.query("SELECT count(*), count(observed_at) FROM zoho.items "
@@ -587,9 +590,9 @@ def test_deletes_set_deleted_at_and_newer_version_revives(writer, db):
     writer.wait_acked([src3, src4])
     assert db.query("SELECT deleted_at FROM zoho.items WHERE item_id = '7'") == deleted_at
     assert items_table(db, "item_id, name, deleted_at IS NOT NULL")["9"] == (None, True)
-    # A newer version observed after the delete undeletes.
+    # A newer version fetched after the delete undeletes.
     src5, f5 = rows_msg(ORG, items_sets([item(ORG, "7", ts(9), "seven again")]),
-                        received_ms=base + 4000)
+                        mode="fetch", received_ms=base + 4000)
     writer.send(f5)
     writer.wait_acked([src5])
     assert items_table(db, "item_id, name, deleted_at IS NOT NULL")["7"] == ("seven again", False)
@@ -631,7 +634,7 @@ def test_a_delete_is_undone_only_by_a_version_observed_after_it(writer, db):
     now = int(time.time() * 1000)
 
     def send(sets, observed):
-        src, frame = rows_msg(ORG, sets, received_ms=observed)
+        src, frame = rows_msg(ORG, sets, mode="fetch", received_ms=observed)  # pages
         writer.send(frame)
         writer.wait_acked([src])
 
@@ -701,7 +704,7 @@ def test_a_delete_is_ordered_by_when_it_was_observed_in_both_directions(writer, 
     now = int(time.time() * 1000)
 
     def send(sets, observed):
-        src, frame = rows_msg(ORG, sets, received_ms=observed)
+        src, frame = rows_msg(ORG, sets, mode="fetch", received_ms=observed)  # pages
         writer.send(frame)
         writer.wait_acked([src])
 
@@ -754,8 +757,9 @@ def test_a_delete_is_ordered_by_when_it_was_observed_in_both_directions(writer, 
     held = rows_msg(ORG, items_sets([item(ORG, "h", ts(1), "held")]))
     del2 = delete_msg(["2"], t0)
     new2 = rows_msg(ORG, items_sets([item(ORG, "2", ts(1), "two", stock=[("w2", "2")])]),
-                    received_ms=t0 + 1000)
-    new3 = rows_msg(ORG, items_sets([item(ORG, "3", ts(1), "three")]), received_ms=t0)
+                    mode="fetch", received_ms=t0 + 1000)
+    new3 = rows_msg(ORG, items_sets([item(ORG, "3", ts(1), "three")]), mode="fetch",
+                    received_ms=t0)
     del3 = delete_msg(["3"], t0 + 1000)
     batches = writer.proc.metric("tds_writer_batches_total")
     writer.send_in_one_batch(db, held[1], [del2[1], new2[1], new3[1], del3[1]])
@@ -765,6 +769,65 @@ def test_a_delete_is_ordered_by_when_it_was_observed_in_both_directions(writer, 
     assert state("2") == ("two", False)
     assert stock_of(db, "2") == [("w2", "2")]
     assert state("3") == ("three", True)
+
+
+def test_a_late_webhook_neither_revives_nor_outlives_a_delete(writer, db):
+    """A webhook's version shows only that Zoho had it in its modified
+    time's second; its delivery may come late (Zoho's retry policies resend
+    a failed one minutes after). It counted as observed when received, so an
+    update retried after the delete brought the deleted record back, and a
+    delete received after a version was made, but before that version's slow
+    webhook, was undone by it. Now a webhook's version counts as observed at
+    the end of its modified_time's second (when it arrived later); a page
+    fetched after the delete still revives (Zoho had the record then)."""
+    t0 = (int(time.time()) - 120) * 1000
+
+    def zt(ms):
+        return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone(
+            datetime.timedelta(hours=3))).strftime("%Y-%m-%dT%H:%M:%S+0300")
+
+    def send(recs, observed, mode="webhook"):
+        src, frame = rows_msg(ORG, items_sets(recs), mode=mode, received_ms=observed)
+        writer.send(frame)
+        writer.wait_acked([src])
+
+    def delete(ids, observed):
+        src, frame = rows_msg(ORG, [rowset("items", DELETE, ["org_id", "item_id"],
+                                           [[ORG, i] for i in ids])], received_ms=observed)
+        writer.send(frame)
+        writer.wait_acked([src])
+
+    def states(ids):
+        return {r[0]: (r[1], r[2]) for r in db.query(
+            "SELECT item_id, name, deleted_at IS NOT NULL FROM zoho.items "
+            "WHERE item_id = ANY(%s)", list(ids))}
+
+    for ids in (["1"], [str(700 + i) for i in range(80)]):  # a lone record, the fast path
+        # v1 made at t0 (webhook at t0+1 s); v2 made at t0+2 s, its delivery
+        # failed; the delete received at t0+3 s; v2's retry at t0+4 s
+        send([item(ORG, i, zt(t0), "v1", stock=[("w1", "1")]) for i in ids], t0 + 1000)
+        delete(ids, t0 + 3000)
+        send([item(ORG, i, zt(t0 + 2000), "v2", stock=[("w1", "2")]) for i in ids], t0 + 4000)
+        assert set(states(ids).values()) == {("v1", True)}, states(ids)   # it was ("v2", False)
+        assert stock_of(db, ids[0]) == [("w1", "1")]
+        # the same version in a page fetched after the delete: Zoho has it
+        send([item(ORG, i, zt(t0 + 2000), "v2", stock=[("w1", "2")]) for i in ids], t0 + 5000,
+             mode="fetch")
+        assert set(states(ids).values()) == {("v2", False)}, states(ids)
+
+    # v made at t0+20 s, its webhook slow (received t0+25 s); the delete was
+    # received at t0+22 s but is written after v: the record is deleted
+    send([item(ORG, "2", zt(t0 + 20_000), "two")], t0 + 25_000)
+    delete(["2"], t0 + 22_000)
+    assert states(["2"]) == {"2": ("two", True)}      # it stayed live
+    # a change made after the delete was observed (the delete was wrong, or
+    # Zoho has the record again): its webhook revives it
+    send([item(ORG, "2", zt(t0 + 30_000), "two again")], t0 + 31_000)
+    assert states(["2"]) == {"2": ("two again", False)}
+    # a webhook received within its second keeps the receipt time
+    send([item(ORG, "3", zt(t0 + 40_000), "three")], t0 + 40_300)
+    assert db.query("SELECT observed_at = to_timestamp(%s / 1000.0) FROM zoho.items "
+                    "WHERE item_id = '3'", t0 + 40_300) == [(True,)]
 
 
 def test_a_full_notify_queue_does_not_reject_the_records(writer, db):
@@ -1432,7 +1495,8 @@ def test_a_lone_record_is_stored_as_in_a_batch(writer, db):
     """A lone record's upsert takes its values as plain parameters (one row of
     scalars, apply.c build_row), a batch's as arrays. Every column must come
     out the same: Arabic text, quotes and backslashes, a NULL, a numeric, the
-    raw JSON, the observed time."""
+    raw JSON, the observed time (a webhook's, so the end of its modified
+    time's second)."""
     name = 'مفتاح "ربط" \\ 10مم'
     extra = {"note": 'a "quoted" \\ back\u0000slash'.replace("\u0000", "")}
 
@@ -1465,7 +1529,10 @@ def test_a_lone_record_is_stored_as_in_a_batch(writer, db):
     assert db.query("SELECT item_id, content_hash FROM zoho.items WHERE item_id IN "
                     "('51', '52', '53') ORDER BY item_id") == \
         [(i, rec(i)[0][4]) for i in ("51", "52", "53")]
-    assert got["51"][1 + cols.index("observed_at")].timestamp() == received / 1000
+    # a webhook received months after its modified_time: observed at the end
+    # of that second (apply.c observed_text)
+    end = datetime.datetime.fromisoformat(ts(20)[:-2] + ":" + ts(20)[-2:]).timestamp() + 0.999
+    assert got["51"][1 + cols.index("observed_at")].timestamp() == end
 
 
 def test_large_values_are_compressed_as_configured(procs, db):
