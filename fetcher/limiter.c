@@ -248,6 +248,8 @@ static uint32_t next_rnd(struct tds_limiter *l)
 void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
                          const struct tds_limiter_outcome *o)
 {
+    int64_t reset_s;
+
     if (ticket >= 0) {
         /* Counted as finished now: conservative for a call cancelled
          * after it may have reached the server. */
@@ -265,10 +267,11 @@ void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
     }
     if (!o)
         return;
+    reset_s = o->hdr_reset_s <= TDS_LIMITER_RESET_MAX_S ? o->hdr_reset_s : -1;
     if (o->hdr_limit > 0)
         l->daily_limit = o->hdr_limit;
-    if (o->hdr_reset_s >= 0) {
-        l->reset_at_ms = now_ms + o->hdr_reset_s * 1000;
+    if (reset_s >= 0) {
+        l->reset_at_ms = now_ms + reset_s * 1000;
         l->reset_known = true;
     }
     if (o->hdr_remaining >= 0) {
@@ -283,7 +286,9 @@ void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
         l->daily_busy = 0;
         break;
     case TDS_LIMITER_429_MINUTE: {
-        int64_t wait = o->retry_after_s >= 0 ? o->retry_after_s * 1000 : l->cfg.window_ms;
+        /* Retry-After: 0 beside a refusal would send the call straight
+         * back into it: taken as absent, one window. */
+        int64_t wait = o->retry_after_s > 0 ? o->retry_after_s * 1000 : l->cfg.window_ms;
         if (now_ms + wait > l->pause_until_ms)
             l->pause_until_ms = now_ms + wait;
         break;
@@ -314,7 +319,7 @@ void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
     }
     case TDS_LIMITER_429_DAILY: {
         int64_t wait;
-        if (o->hdr_reset_s == 0) {
+        if (reset_s == 0) {
             /* "Resets within the second": a pause of about that, doubled
              * while the server keeps saying so, never over the hour. */
             if (l->daily_busy < 30)
@@ -324,8 +329,8 @@ void tds_limiter_release(struct tds_limiter *l, int64_t now_ms, int64_t ticket,
                 wait *= 2;
             if (wait > l->cfg.daily_pause_ms)
                 wait = l->cfg.daily_pause_ms;
-        } else if (o->hdr_reset_s > 0)
-            wait = o->hdr_reset_s * 1000;
+        } else if (reset_s > 0)
+            wait = reset_s * 1000;
         else if (o->retry_after_s > 0)
             wait = o->retry_after_s * 1000;
         else if (l->reset_known && l->reset_at_ms > now_ms)

@@ -44,6 +44,10 @@ struct tds_limiter_cfg {
 /* X-Rate-Limit-Reset counts whole seconds: the server's day may end up to
  * this much later than the reset worked out from it. */
 #define TDS_LIMITER_RESET_GRAIN_MS 1000
+/* X-Rate-Limit-Reset counts the seconds to the daily reset: more than a day
+ * and an hour is no such count (an epoch time, say) and is taken as absent,
+ * or a code 45 would stop the organization for decades. */
+#define TDS_LIMITER_RESET_MAX_S (25 * 3600)
 
 enum {
     TDS_LIMITER_GO = 0,      /* send now; *ticket identifies the request for release */

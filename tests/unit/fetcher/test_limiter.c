@@ -273,6 +273,42 @@ static void test_429_minute(void)
     tds_limiter_release(l, 60020, t, &o);
     T_INT(tds_limiter_acquire(l, 60020, &w, &t), ==, TDS_LIMITER_WAIT);
     T_INT(w, ==, 7000);
+    /* Retry-After: 0 is no pause beside a refusal: one window, as absent
+     * (it sent the call straight back) */
+    T_INT(tds_limiter_acquire(l, 67020, &w, &t), ==, TDS_LIMITER_GO);
+    tds_limiter_outcome_init(&o, TDS_LIMITER_429_MINUTE);
+    o.retry_after_s = 0;
+    tds_limiter_release(l, 67030, t, &o);
+    T_INT(tds_limiter_acquire(l, 67030, &w, &t), ==, TDS_LIMITER_WAIT);
+    T_INT(w, ==, 60000);
+    tds_limiter_free(l);
+}
+
+/* X-Rate-Limit-Reset as an epoch time, not a countdown: taken as absent, so
+ * a code 45 stops the organization for the configured pause, not for
+ * fifty-odd years, and no reset is announced from it. */
+static void test_reset_header_out_of_range(void)
+{
+    struct tds_limiter_cfg cfg = {.rate_per_window = 1000, .window_ms = 1000, .max_concurrency = 5,
+                                  .daily_pause_ms = 3600000};
+    struct tds_limiter *l;
+    struct tds_limiter_outcome o;
+    int64_t w, t;
+
+    T_INT(tds_limiter_new(&l, &cfg), ==, 0);
+    T_INT(tds_limiter_acquire(l, 0, &w, &t), ==, TDS_LIMITER_GO);
+    tds_limiter_outcome_init(&o, TDS_LIMITER_429_DAILY);
+    o.hdr_reset_s = 1767600000;
+    tds_limiter_release(l, 10, t, &o);
+    T_INT(tds_limiter_acquire(l, 20, &w, &t), ==, TDS_LIMITER_STOPPED);
+    T_INT(w, ==, 3600000 - 10);
+    /* a day's countdown is still taken */
+    T_INT(tds_limiter_acquire(l, 3600010, &w, &t), ==, TDS_LIMITER_GO);
+    tds_limiter_outcome_init(&o, TDS_LIMITER_429_DAILY);
+    o.hdr_reset_s = 86400;
+    tds_limiter_release(l, 3600020, t, &o);
+    T_INT(tds_limiter_acquire(l, 3600030, &w, &t), ==, TDS_LIMITER_STOPPED);
+    T_INT(w, ==, 86400000 - 10);
     tds_limiter_free(l);
 }
 
@@ -748,6 +784,7 @@ int main(void)
     T_RUN(test_concurrency);
     T_RUN(test_concurrency_held_elsewhere);
     T_RUN(test_429_minute);
+    T_RUN(test_reset_header_out_of_range);
     T_RUN(test_daily);
     T_RUN(test_daily_after_reset);
     T_RUN(test_handover);
