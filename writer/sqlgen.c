@@ -246,7 +246,11 @@ static int upsert_delete(struct tds_buf *b, const char *stg, const struct tds_ta
      * after it revives the row (add_guard), and, the same rule the other
      * way, a delete observed before the stored version leaves it live (Zoho
      * still had the record when that version was observed), whatever order
-     * the two arrive in or run in inside one batch. A delete of a row that
+     * the two arrive in or run in inside one batch. (The stored version's
+     * observed_at is its first sighting: a copy seen again later with the
+     * same content is refused without moving it on, as moving it would
+     * rewrite every unchanged row of a full sync. So a delete observed
+     * between the two sightings and arriving after both deletes.) A delete of a row that
      * is deleted already moves its observed_at on to the later delete, so a
      * version observed between the two stays out; only newly deleted rows
      * are returned (counted, notified). A delete that does not say when it
