@@ -35,4 +35,13 @@ tds_install_packages() {
         echo "apt-get install failed; see /tmp/tds-apt.log" >&2; tail -20 /tmp/tds-apt.log >&2
         return 1
     }
+    # Debian's prometheus package starts a server on every interface (:9090, no
+    # authentication) at install and at each boot; the project wants only its
+    # promtool and starts its own Prometheus where it needs one. Only when this
+    # install brought it, and systemd runs.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus >/dev/null 2>&1 &&
+            echo "   (the prometheus service Debian enabled is disabled: only promtool is used)"
+    fi
+    return 0
 }

@@ -662,6 +662,28 @@ def test_up_starts_a_stage_again_when_it_exits_after_the_sync(tmp_path):
         _down(state, "--clean")
 
 
+def test_down_beside_a_foreground_up_stops_that_up_first(tmp_path):
+    """deploy/local/down beside a foreground `up`: `up` went on supervising,
+    and a stage it saw gone in the moment between its exit and its pid
+    file's removal was started again, untracked (the next `up` then found
+    its ports in use), and `up` ended saying PostgreSQL had stopped. `down`
+    now stops that `up` first (its TERM trap runs down), then the rest."""
+    state = tmp_path / "state"
+    base, up = _start_up(state, _env(), "--orgs", "1", "--items", "200", "--trickle", "0")
+    try:
+        up.wait_for("running; press Ctrl-C to stop", 300)
+        out = _down(state)
+        assert out.returncode == 0, out.stderr
+        up.p.wait(timeout=30)
+        assert up.p.returncode == 130, (up.p.returncode, up.stderr()[-2000:])
+        assert "== stopping" in up.stdout() and "PostgreSQL stopped" not in up.stderr(), \
+            (up.stdout()[-1000:], up.stderr()[-2000:])
+        assert not _left_running(state) and not _pg_running(state), _left_running(state)
+    finally:
+        up.finish()
+        _down(state, "--clean")
+
+
 def test_up_shows_why_a_real_organization_does_not_sync(tmp_path):
     """TDS_CONFIG with a refresh token and Zoho's token endpoint out of reach:
     the progress line showed zeros for ever; it now says the token refresh
