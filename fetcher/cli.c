@@ -296,6 +296,10 @@ static int follow_request(const struct tds_cli_env *env, const char *id, bool ot
         fprintf(stderr, "tds-fetcher: sync: invalid --follow '%s' (a request id)\n", id);
         return 2;
     }
+    /* as the request's runs name it ("01" is request 1: its runs are rq1.…) */
+    char idbuf[24];
+    snprintf(idbuf, sizeof(idbuf), "%lld", (long long)n);
+    id = idbuf;
     PGconn *db = connect_db(env);
     if (!db)
         return 1;

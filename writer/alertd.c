@@ -165,6 +165,20 @@ static bool configured(const struct tds_alertd *d, const char *org, const char *
     return false;
 }
 
+/* Whether org is still synced at all (configured(), any entity). A token
+ * row or a failed run outlives an organization taken out of TDS_CONFIG
+ * (its connection revoked, say): its token_failed would fire, critical, for
+ * ever, for an organization `tds-fetcher auth status` no longer lists. */
+static bool org_configured(const struct tds_alertd *d, const char *org)
+{
+    if (!d->orgs)
+        return true;
+    for (size_t i = 0; org && i < d->n_orgs; i++)
+        if (strcmp(d->orgs[i].org, org) == 0)
+            return true;
+    return false;
+}
+
 static int load_orgs(struct tds_alertd *d, char *err, size_t errlen)
 {
     json_error_t je;
@@ -387,6 +401,8 @@ static void db_sync_failed(struct tds_alertd *d)
         const char *org = val(res, i, 0), *ent = val(res, i, 1), *err = val(res, i, 4);
         double n = dval(res, i, 2);
 
+        if (!configured(d, org, ent))
+            continue;
         snprintf(key, sizeof(key), "org=%s,entity=%s", org, ent);
         snprintf(summary, sizeof(summary), "sync of %s for org %s failed%s%.0f time%s in a row%s%s",
                  ent, org, " ", n, n == 1 ? "" : "s", err ? ": " : "", err ? err : "");
@@ -503,6 +519,9 @@ static void db_tokens(struct tds_alertd *d)
     }
     for (int i = 0; i < PQntuples(res); i++) {
         const char *org = val(res, i, 0), *st = val(res, i, 1), *err = val(res, i, 2);
+
+        if (!org_configured(d, org))
+            continue;
         double v = strcmp(st, "revoked") == 0 || strcmp(st, "invalid") == 0 ? 2
                    : strcmp(st, "ok") == 0                                  ? 0.5
                                                                             : 1;
@@ -879,11 +898,21 @@ static void scrape_all(struct tds_alertd *d)
         memset(&hints, 0, sizeof(hints));
         hints.ai_socktype = SOCK_STREAM;
         if (getaddrinfo(host, port, &hints, &res) != 0) {
-            /* a name that does not resolve: no replica to ask; its alerts stay */
+            /* A name that does not resolve (a typo in TDS_ALERT_SCRAPE, a
+             * Service deleted or with no replica left): no replica to ask,
+             * so the metric rules hold, and stage_not_ready says why, as for
+             * a target that does not answer. It raised nothing and counted
+             * no scrape error, while the metric alerts could not resolve. */
             d->scrape_failed = true;
-            tds_alertsm_rule_unknown(d->sm, "stage_not_ready");
+            if (d->m_scrape_err)
+                tds_series_inc(d->m_scrape_err, 1);
             tds_log_limited(&d->scrape_limit, TDS_LOG_WARN, NULL,
                             "could not resolve scrape target %s, retrying next cycle", host);
+            snprintf(key, sizeof(key), "target=%s:%s", host, port);
+            snprintf(summary, sizeof(summary), "scrape target %s does not resolve: no stage to ask",
+                     item);
+            observe(d, "stage_not_ready", key, NULL, NULL, 2, summary,
+                    json_pack("{s:s, s:s}", "target", key + 7, "name", item));
             continue;
         }
         for (struct addrinfo *ai = res; ai && n_targets < MAX_TARGETS && !atomic_load(&d->stopping);

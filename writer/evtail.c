@@ -33,7 +33,8 @@ static void usage(FILE *f)
     fprintf(f, "Usage: tds-writer events tail --connect tcp://HOST:PORT[,...] [--topic PREFIX] "
                "[--count N]\n"
                "Print tds.zoho.* events from the stages' TDS_EVENTS_BIND sockets, one JSON object "
-               "per line.\n");
+               "per line.\nWith TDS_CURVE_SECRET_KEY and TDS_CURVE_PUBLIC_KEY set (the "
+               "pipeline's keys), it connects over CURVE as the stages do.\n");
 }
 
 int tds_evtail_main(int argc, char **argv, FILE *out)
@@ -80,7 +81,27 @@ int tds_evtail_main(int argc, char **argv, FILE *out)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    if (tds_bus_new(&bus) != 0 || tds_bus_sock_new(bus, ZMQ_SUB, NULL, &sub) != 0 ||
+    if (tds_bus_new(&bus) != 0) {
+        fprintf(stderr, "tds-writer: could not create the subscriber socket\n");
+        goto out;
+    }
+    /* The stages' event sockets are CURVE servers when the pipeline's keys
+     * are set (TDS_CURVE_SECRET_KEY, TDS_CURVE_PUBLIC_KEY, as in the
+     * writer's own environment): a plain subscriber's handshake fails
+     * without a word, and the tail printed nothing for ever. */
+    {
+        const char *sk = getenv("TDS_CURVE_SECRET_KEY"), *pk = getenv("TDS_CURVE_PUBLIC_KEY");
+        int r = tds_bus_set_curve(bus, sk, pk);
+
+        if (r != 0) {
+            fprintf(stderr, "tds-writer: invalid TDS_CURVE_SECRET_KEY or TDS_CURVE_PUBLIC_KEY: %s\n",
+                    r < 0 ? "libzmq has no CURVE support"
+                          : "both set, 40-character Z85, one keypair");
+            rc = 2;
+            goto out;
+        }
+    }
+    if (tds_bus_sock_new(bus, ZMQ_SUB, NULL, &sub) != 0 ||
         tds_bus_subscribe(sub, topic) != 0) {
         fprintf(stderr, "tds-writer: could not create the subscriber socket\n");
         goto out;

@@ -198,7 +198,8 @@ int tds_status_print(PGconn *c, FILE *out, char *err, size_t errlen)
             "SELECT status, org_id, entity, mode, count(*) AS runs, sum(records_walked) AS records, "
             "sum(records_written) AS records_written, sum(records_rejected) AS rejected, "
             "date_trunc('second', max(finished_at)) AS last_finished, "
-            "max(error) FILTER (WHERE status = 'failed') AS last_error "
+            "(array_agg(error ORDER BY finished_at DESC) FILTER (WHERE status = 'failed'))[1] "
+            "AS last_error "
             "FROM tds.sync_runs WHERE status <> 'running' AND finished_at > now() - interval '24 hours' "
             "GROUP BY 1, 2, 3, 4 ORDER BY 2, 3, 1, 4", err, errlen);
     if (rc == 0)

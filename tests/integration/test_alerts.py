@@ -330,6 +330,23 @@ def test_metric_rules_fire_and_resolve(procs, db, hook):
 
 
 
+def test_a_scrape_name_that_does_not_resolve_is_an_alert(procs, db):
+    """A name in TDS_ALERT_SCRAPE that does not resolve (a typo, a Service
+    deleted) raised nothing and counted no scrape error, while it kept every
+    metric alert from resolving. It is a stage_not_ready of its own now."""
+    fetcher = StubAdmin()
+    try:
+        env = alerts_env(db, scrape=f"{fetcher.url},http://nosuch-stage.invalid:9101")
+        w = spawn_writer(procs, env)
+        rows = wait_until(lambda: firing(db, "stage_not_ready"), 15, "the unresolvable target")
+        assert [r[6] for r in rows] == [
+            "scrape target http://nosuch-stage.invalid:9101 does not resolve: no stage to ask"]
+        assert rows[0][2] == "critical"
+        assert w.metric("tds_alert_scrape_errors_total") >= 1
+    finally:
+        fetcher.close()
+
+
 def test_a_restart_keeps_the_rate_alerts_firing(procs, db, hook):
     """The rules over a counter's increase (API error rate, 429 storm,
     signature failures, a growing ingress backlog) need this replica's own
@@ -818,7 +835,8 @@ def test_entity_stale_only_for_what_the_configuration_syncs(procs, db, hook, tmp
     """tds.sync_state keeps the rows of an organization or entity taken out
     of TDS_CONFIG, and entity_stale went on firing for them for ever. With
     TDS_CONFIG it judges only the entities it lists (all of an organization's
-    when it lists none); an id written as a number counts too."""
+    when it lists none); an id written as a number counts too. So do
+    token_failed and sync_failed."""
     cfg = tmp_path / "orgs.json"
     cfg.write_text(json.dumps({"organizations": [
         {"org_id": ORG, "incremental_every_s": 60, "entities": ["items"]},
@@ -835,6 +853,19 @@ def test_entity_stale_only_for_what_the_configuration_syncs(procs, db, hook, tmp
     st, body = http_get(w.admin_url + "/status")
     assert {(f["org"], f["entity"]) for f in json.loads(body)["freshness"]} == {
         ("777", "contacts"), ("777", "items"), (ORG, "items")}
+    # a revoked token and a failed run of an organization the file no longer
+    # lists: no token_failed (critical, it fired for ever) nor sync_failed;
+    # the same of a listed one fire
+    db.execute("INSERT INTO tds.oauth_tokens (org_id, status) VALUES ('60099999999', 'revoked'), "
+               "('777', 'revoked')")
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at, "
+               "error) VALUES ('gone-1', '60099999999', 'items', 'incremental', 'failed', now(), "
+               "'x'), ('kept-1', '777', 'items', 'incremental', 'failed', now(), 'x')")
+    wait_until(lambda: firing(db, "token_failed") and firing(db, "sync_failed"), 10,
+               "token_failed and sync_failed firing")
+    time.sleep(2.5)
+    assert sorted(r[3] for r in firing(db, "token_failed")) == ["777"]
+    assert sorted((r[3], r[4]) for r in firing(db, "sync_failed")) == [("777", "items")]
 
 
 @pytest.mark.parametrize("env,line", [

@@ -50,3 +50,48 @@ def test_processor_without_keys_cannot_reach_curve_writer(db, procs, sim, tmp_pa
     time.sleep(3)
     assert db.query("SELECT count(*) FROM zoho.items")[0][0] == 0
     assert db.query("SELECT coalesce(sum(records_written), 0) FROM tds.sync_runs")[0][0] == 0
+
+
+def test_events_tail_connects_over_curve(procs):
+    """`tds-writer events tail` made a plain subscriber whatever the keys: a
+    stage's CURVE event socket refused its handshake without a word, and it
+    printed nothing for ever. With the pipeline's keys in its environment
+    it connects as the stages do; without them it still cannot."""
+    import json
+    import subprocess
+
+    from conftest import free_port
+    keys = _keys()
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.curve_server = True
+    pub.curve_secretkey = keys["TDS_CURVE_SECRET_KEY"].encode()
+    pub.curve_publickey = keys["TDS_CURVE_PUBLIC_KEY"].encode()
+    port = free_port()
+    pub.bind(f"tcp://127.0.0.1:{port}")
+
+    def tail(env):
+        return subprocess.Popen([procs.bins.require("tds-writer"), "events", "tail", "--connect",
+                                 f"tcp://127.0.0.1:{port}", "--count", "1"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    try:
+        plain, keyed = tail({}), tail(keys)
+        ev = {"event": "tds.zoho.sync.started", "stage": "fetcher"}
+        deadline = time.time() + 15
+        while keyed.poll() is None and time.time() < deadline:
+            pub.send_multipart([b"tds.zoho.sync.started", json.dumps(ev).encode()])
+            time.sleep(0.2)
+        out, err = keyed.communicate(timeout=5)
+        assert keyed.returncode == 0, err
+        assert json.loads(out.splitlines()[0]) == ev
+        assert plain.poll() is None      # no handshake, nothing printed
+        plain.terminate()
+        out, _ = plain.communicate(timeout=5)
+        assert out == ""
+    finally:
+        for p in (plain, keyed):
+            if p.poll() is None:
+                p.kill()
+        pub.close(0)
+        ctx.term()
