@@ -1189,6 +1189,12 @@ def test_progress_command_follows_a_run(procs, db, sim, tmp_path, bins):
     assert f"following sync request {rid}: incremental contacts for organization 60001" in out.stdout
     assert re.search(rf"^sync request {rid} done:\n  contacts +incremental +completed", out.stdout,
                      re.M), out.stdout
+    # the id with a leading zero is the same request (its runs are rq<n>.*): it
+    # said the request closed without a run
+    out = subprocess.run([bins.path("tds-fetcher"), "sync", "--follow", "0" + rid], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "contacts +incremental +completed" not in out.stderr, out
+    assert re.search(r"contacts +incremental +completed", out.stdout), out.stdout
     for args, err in ((["--follow", "99999"], "no sync request 99999"),
                       (["--follow", rid, "--org", "60001"], "--follow takes the request's id alone"),
                       (["--follow", "x1"], "invalid --follow")):

@@ -1971,6 +1971,14 @@ def test_status_command(procs, writer, db):
     assert "2026-01-05T10:00:00+0300" in out
     assert "bad rate" in out
     assert "token_revoked" in out and "critical" in out
+    # the latest failed run's error, not the alphabetically greatest
+    db.execute("INSERT INTO tds.sync_runs (run_id, org_id, entity, mode, status, finished_at, "
+               "error) VALUES ('f-old', %s, 'invoices', 'incremental', 'failed', "
+               "now() - interval '3 hours', 'zoho: 500 internal error'), ('f-new', %s, "
+               "'invoices', 'incremental', 'failed', now() - interval '1 hour', "
+               "'HTTP 401 token expired')", ORG, ORG)
+    out = procs.run("tds-writer", ["status"], env={"TDS_DATABASE_URL": db.url}).stdout
+    assert "HTTP 401 token expired" in out and "zoho: 500 internal error" not in out, out
     # counted in characters, cut between two (procs.run decodes UTF-8 strictly)
     line = next(x for x in out.splitlines() if "سعر" in x)
     assert arabic[:60] in line and arabic[:61] not in line
