@@ -35,6 +35,7 @@
 #include "pg.h"
 #include "sqlgen.h"
 #include "util.h"
+#include "ztime.h"
 
 #define COPY_CHUNK (64 * 1024)
 #define META_PARAMS 8
@@ -1269,69 +1270,21 @@ static const struct tds_bytes *ref_vals(struct tds_bmsg *const *msgs, const stru
     return &set->vals[(size_t)r->r * set->n_cols];
 }
 
-/* n digits at s as a number, or -1. */
-static int digits(const char *s, size_t n)
-{
-    int v = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    return v;
-}
-
-/* A modified_time as the processor writes it ("yyyy-MM-dd HH:mm:ss[.fff]±hh:mm")
- * or as Zoho does ('T', "±hhmm", "±hh", 'Z'), as milliseconds since the
- * epoch of its whole second; false for anything else. */
+/* A modified_time value (processor's "yyyy-MM-dd HH:mm:ss[.fff]±hh:mm", or
+ * Zoho's own form) as milliseconds since the epoch of its whole second;
+ * false for anything else. */
 static bool mtime_ms(const struct tds_bytes *v, int64_t *out)
 {
-    const char *s = v->p;
-    size_t n = v->n, i = 19;
-    int f[6], oh = 0, om = 0, sign = 1;
-    static const size_t at[6] = {0, 5, 8, 11, 14, 17}, len[6] = {4, 2, 2, 2, 2, 2};
-    struct tm tm = {0};
-    time_t t;
+    char s[TDS_ZTIME_LEN];
+    int64_t t;
 
-    if (!s || n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != ' ' && s[10] != 'T') ||
-        s[13] != ':' || s[16] != ':')
+    if (!v->p || v->n == 0 || v->n >= sizeof(s))
         return false;
-    for (int k = 0; k < 6; k++)
-        if ((f[k] = digits(s + at[k], len[k])) < 0)
-            return false;
-    if (s[i] == '.')
-        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++)
-            ;
-    if (i < n && s[i] == 'Z') {
-        i++;
-    } else if (i + 3 <= n && (s[i] == '+' || s[i] == '-')) {
-        sign = s[i] == '-' ? -1 : 1;
-        oh = digits(s + i + 1, 2);
-        i += 3;
-        if (i < n && s[i] == ':')
-            i++;
-        if (i + 2 <= n) {
-            om = digits(s + i, 2);
-            i += 2;
-        }
-        if (oh < 0 || om < 0)
-            return false;
-    } else {
+    memcpy(s, v->p, v->n);
+    s[v->n] = '\0';
+    if (tds_ztime_parse(s, &t) != 0)
         return false;
-    }
-    if (i != n)
-        return false;
-    tm.tm_year = f[0] - 1900;
-    tm.tm_mon = f[1] - 1;
-    tm.tm_mday = f[2];
-    tm.tm_hour = f[3];
-    tm.tm_min = f[4];
-    tm.tm_sec = f[5];
-    t = timegm(&tm);
-    if (t == (time_t)-1)
-        return false;
-    *out = ((int64_t)t - sign * (oh * 3600 + om * 60)) * 1000;
+    *out = t * 1000;
     return true;
 }
 
