@@ -40,6 +40,8 @@ struct call {
     int64_t ticket;
     int64_t sent_ms;
     int64_t sent_wall_ms; /* the same moment on the wall clock (pages' observed time) */
+    int64_t zoho_sent_s; /* the answered attempt's sending on Zoho's clock, at the
+                          * earliest (its Date less the call's time); -1: no Date */
     char *token;        /* the token it was sent with */
     struct tds_http_call *http;
     struct call *next, *prev;
@@ -212,7 +214,7 @@ void tds_api_cancel_all(struct tds_api *a)
 {
     /* Callbacks run with a failure so their owners can free what they hold;
      * owners that are shutting down know to do only that. */
-    struct tds_api_result r = {TDS_ZAPI_FATAL, -1, 0, "", 0, "cancelled", 0, false, false};
+    struct tds_api_result r = {TDS_ZAPI_FATAL, -1, 0, "", 0, "cancelled", 0, false, false, -1};
     while (a->qhead) {
         struct call *c = a->qhead;
         q_remove(a, c);
@@ -383,6 +385,7 @@ static int api_get(struct tds_api *a, const char *endpoint, const char *path, co
     c->cb = cb;
     c->ud = ud;
     c->ticket = -1;
+    c->zoho_sent_s = -1;
     c->endpoint = strdup(endpoint);
     c->path = strdup(path);
     c->query = query ? strdup(query) : NULL;
@@ -437,7 +440,7 @@ static void finish(struct tds_api *a, struct call *c, enum tds_zapi_class cls, i
                    const char *body, size_t len, const char *error)
 {
     struct tds_api_result r = {cls, code, status, body ? body : "", body ? len : 0, error,
-                               c->sent_wall_ms, c->denied, c->paused};
+                               c->sent_wall_ms, c->denied, c->paused, c->zoho_sent_s};
     if (cls != TDS_ZAPI_OK && cls != TDS_ZAPI_NOTFOUND) {
         char st[16];
         snprintf(st, sizeof(st), "%ld", status);
@@ -616,6 +619,7 @@ static void on_done(const struct tds_http_resp *resp, void *ud)
     int64_t code;
     enum tds_zapi_class cls = tds_zoho_classify(resp->transport_ok, resp->status, resp->body,
                                                 resp->len, &code);
+    c->zoho_sent_s = resp->date_s >= 0 ? resp->date_s - (int64_t)resp->seconds - 1 : -1;
     struct tds_limiter_outcome o;
     tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
     if (cls == TDS_ZAPI_RATE_MINUTE)

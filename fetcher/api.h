@@ -50,6 +50,9 @@ struct tds_api_result {
     bool paused;              /* cls FATAL without a call: the organization is paused for
                                * refused credentials. No answer from Zoho about the call:
                                * it succeeds once an operator fixes them */
+    int64_t zoho_sent_s;      /* when the answered attempt was sent by Zoho's clock, at the
+                               * earliest (the answer's Date less the call's time), seconds;
+                               * -1 without a Date header */
 };
 
 typedef void (*tds_api_cb)(const struct tds_api_result *r, void *ud);

@@ -26,7 +26,7 @@ struct tds_http_call {
     struct tds_buf body;
     tds_http_cb cb;
     void *ud;
-    int64_t rl_limit, rl_remaining, rl_reset_s, retry_after_s;
+    int64_t rl_limit, rl_remaining, rl_reset_s, retry_after_s, date_s;
     char errbuf[CURL_ERROR_SIZE];
     struct tds_http_call *next, *prev;
 };
@@ -163,23 +163,40 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-static int64_t header_int(const char *v, size_t n)
+/* A header's value without the blanks around it, as a string in tmp;
+ * -1 when empty or longer than tmp. */
+static int header_value(const char *v, size_t n, char *tmp, size_t size)
 {
-    char tmp[32];
     while (n && (*v == ' ' || *v == '\t')) {
         v++;
         n--;
     }
-    while (n && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' '))
+    while (n && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ' || v[n - 1] == '\t'))
         n--;
-    if (n == 0 || n >= sizeof(tmp))
+    if (n == 0 || n >= size)
         return -1;
     memcpy(tmp, v, n);
     tmp[n] = '\0';
+    return 0;
+}
+
+static int64_t header_int(const char *v, size_t n)
+{
+    char tmp[32];
     int64_t out;
-    if (tds_parse_i64(tmp, 0, INT64_MAX / 4096, &out) != 0)
+    if (header_value(v, n, tmp, sizeof(tmp)) != 0 || tds_parse_i64(tmp, 0, INT64_MAX / 4096, &out) != 0)
         return -1;
     return out;
+}
+
+/* An HTTP date (RFC 9110 §5.6.7), as curl reads them; -1 when unreadable. */
+static int64_t header_date(const char *v, size_t n)
+{
+    char tmp[64];
+    if (header_value(v, n, tmp, sizeof(tmp)) != 0)
+        return -1;
+    time_t t = curl_getdate(tmp, NULL);
+    return t > 0 ? (int64_t)t : -1;
 }
 
 static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
@@ -202,6 +219,8 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
             *dst = header_int(buf + kl, n - kl);
         }
     }
+    if (n > 5 && strncasecmp(buf, "date:", 5) == 0)
+        c->date_s = header_date(buf + 5, n - 5);
     return n;
 }
 
@@ -257,7 +276,7 @@ int tds_http_request(struct tds_http *h, const char *url, const char *const *hea
     c->cb = cb;
     c->ud = ud;
     c->body.max = h->cfg.max_body;
-    c->rl_limit = c->rl_remaining = c->rl_reset_s = c->retry_after_s = -1;
+    c->rl_limit = c->rl_remaining = c->rl_reset_s = c->retry_after_s = c->date_s = -1;
     c->easy = curl_easy_init();
     if (!c->easy)
         goto nomem;
@@ -350,6 +369,7 @@ static void check_done(struct tds_http *h)
         r.rl_remaining = c->rl_remaining;
         r.rl_reset_s = c->rl_reset_s;
         r.retry_after_s = c->retry_after_s;
+        r.date_s = c->date_s;
         unlink_call(h, c);
         curl_multi_remove_handle(h->multi, c->easy);
         if (c->cb)

@@ -4,8 +4,8 @@
  * Keeps connections alive across requests (the multi handle's connection
  * cache), accepts compressed answers, bounds the body size and applies a
  * connect timeout and a whole-transfer timeout to every request. Knows
- * nothing about Zoho beyond collecting the X-Rate-Limit-* and Retry-After
- * headers. Never blocks and never logs above debug.
+ * nothing about Zoho beyond collecting the X-Rate-Limit-*, Retry-After and
+ * Date headers. Never blocks and never logs above debug.
  */
 #ifndef TDS_FETCHER_HTTP_H
 #define TDS_FETCHER_HTTP_H
@@ -28,6 +28,7 @@ struct tds_http_resp {
     char error[TDS_HTTP_ERR_MAX]; /* curl's explanation when !transport_ok */
     bool no_connect;            /* the host could not be resolved or connected to */
     int64_t rl_limit, rl_remaining, rl_reset_s, retry_after_s; /* -1 when absent */
+    int64_t date_s;             /* the Date header (the server's clock), -1 when absent */
     double seconds;             /* total time of the transfer */
 };
 

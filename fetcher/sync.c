@@ -201,6 +201,11 @@ struct run {
     int attempt;
     char job_mode[16];  /* the mode asked for (an incremental without cursor runs as full) */
     int64_t start_wall_ms;
+    /* The run's start on Zoho's clock, at the latest: when its first list
+     * call was sent, from the answer's Date (-1 while no answer had one).
+     * The cursor is capped with it too, so a clock here that runs ahead of
+     * Zoho's does not put the cursor past changes made during the walk. */
+    int64_t zoho_start_s;
     int64_t next_page;
     bool list_done, list_busy;
     bool has_since;
@@ -354,6 +359,7 @@ struct tds_sync {
     struct tds_series *m_bad_id;
     struct tds_log_limit bad_id_log;
     struct tds_log_limit bulk_gone_log; /* GET /itemdetails answered code 1002 */
+    struct tds_log_limit clock_log;  /* this host's clock ahead of Zoho's */
 };
 
 static void run_step(struct run *r);
@@ -1425,6 +1431,8 @@ static void on_list(const struct tds_api_result *res, void *ud)
                  res->error ? res->error : tds_zapi_class_name(res->cls));
         return;
     }
+    if (res->zoho_sent_s >= 0 && (r->zoho_start_s < 0 || res->zoho_sent_s < r->zoho_start_s))
+        r->zoho_start_s = res->zoho_sent_s;
     /* Slices and scalars only, no tree: this runs on the loop for every
      * page, and a stalled loop is quota not used. */
     struct tds_span *spans = NULL;
@@ -1671,6 +1679,26 @@ static void confirm_next(struct run *r)
     }
 }
 
+/* A clock this far ahead of Zoho's is worth a warning (the cursors are
+ * right either way). */
+#define CLOCK_AHEAD_WARN_S 60
+
+/* The run's start for its cursor: the earlier of this host's clock and
+ * Zoho's (the Date of its first list answer), so that neither clock running
+ * ahead moves the cursor past a change made during the walk. */
+static int64_t run_start_s(struct run *r)
+{
+    int64_t start_s = r->start_wall_ms / 1000;
+    if (r->zoho_start_s < 0)
+        return start_s;
+    int64_t ahead = start_s - r->zoho_start_s;
+    if (ahead > CLOCK_AHEAD_WARN_S)
+        tds_log_limited(&r->o->s->clock_log, TDS_LOG_WARN, &r->lctx,
+                        "this host's clock is about %lld s ahead of Zoho's: cursors follow "
+                        "Zoho's (check NTP)", (long long)ahead);
+    return r->zoho_start_s < start_s ? r->zoho_start_s : start_s;
+}
+
 static void send_final(struct run *r)
 {
     struct org_rt *o = r->o;
@@ -1681,7 +1709,7 @@ static void send_final(struct run *r)
             /* Never past the run's start: a record changed during the walk
              * may have moved behind us; the next run starts from here. */
             int64_t c = r->max_mod_s;
-            int64_t start_s = r->start_wall_ms / 1000;
+            int64_t start_s = run_start_s(r);
             if (c > start_s)
                 c = start_s;
             /* only overlap records seen: do not move the cursor back */
@@ -1700,7 +1728,7 @@ static void send_final(struct run *r)
              * With no cursor every scheduled incremental was a full walk
              * again, and every full walk queued a reconciliation: two list
              * calls an interval instead of one, for good. */
-            tds_ztime_format(r->start_wall_ms / 1000, o->offset_min, cursor);
+            tds_ztime_format(run_start_s(r), o->offset_min, cursor);
             cur = cursor;
         } else {
             cur = r->old_cursor; /* nothing changed: keep where we were */
@@ -1762,6 +1790,7 @@ static struct run *run_new(struct org_rt *o, struct job *j)
     r->attempt = j->attempt;
     snprintf(r->job_mode, sizeof(r->job_mode), "%s", j->mode);
     r->start_wall_ms = tds_wall_ms();
+    r->zoho_start_s = -1;
     r->next_page = 1;
     char *u = tds_uid("r");
     if (!u) {
@@ -2814,6 +2843,7 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
     s->quota_log.interval_ms = 60000;
     s->bad_id_log.interval_ms = 60000;
     s->bulk_gone_log.interval_ms = 60000;
+    s->clock_log.interval_ms = 3600 * 1000;
     s->refused_log.interval_ms = 60000;
     s->origin = strdup(cfg->origin);
     s->claim = tds_uid("quota");

@@ -2433,17 +2433,24 @@ def test_incremental_filter_is_written_in_the_offset_zoho_gives(procs, db, sim, 
     assert cursor[0][0].endswith("+0300"), cursor
 
 
-def test_incremental_under_updates_misses_no_change(procs, db, sim, tmp_path):
+@pytest.mark.parametrize("zoho_clock", [0, -300])
+def test_incremental_under_updates_misses_no_change(procs, db, sim, tmp_path, zoho_clock):
     """Filtered on the modified time and listed in created order, an
     incremental walk sees every record changed before it started although
     records keep changing while it pages. In modified order each update of a
     record it had passed skipped an unread one, and with the cursor past it
-    that change waited for the record's next one."""
-    s = sim(orgs=[small_org(items=600)], extra_args=["--rate-per-min", "100000", "--daily-limit", "0"])
+    that change waited for the record's next one.
+
+    With Zoho's clock 300 s behind the fetcher's (-300), the run's start by
+    the fetcher's clock capped nothing: the cursor was the newest change
+    seen, past the changes made during the walk to records already passed.
+    The Date of Zoho's answers caps it now."""
+    s = sim(orgs=[small_org(items=600)], extra_args=["--rate-per-min", "100000", "--daily-limit", "0",
+                                                     "--clock-offset", str(zoho_clock)])
     p = Pipeline(procs, db, s, tmp_path,
                  fetcher_env={"TDS_FETCHER_PER_PAGE": "25", "TDS_FETCHER_OVERLAP_S": "1"},
                  orgs=[org_spec("60001", rate_per_min=100000)])
-    p.start_fetcher()
+    f = p.start_fetcher()
     p.sync("60001", "items", "full")
     s.stream("60001", rate_per_s=100, seconds=600, entities=["items"], ops="update")
     time.sleep(5)    # a few hundred records changed: an incremental of many pages
@@ -2454,6 +2461,8 @@ def test_incremental_under_updates_misses_no_change(procs, db, sim, tmp_path):
     # the first skipped before its cursor stays stale
     p.sync("60001", "items", "incremental")
     p.compare("60001", "items")
+    ahead = re.search(r"clock is about 30[0-3] s ahead of Zoho's", f.stderr_text()) is not None
+    assert ahead == (zoho_clock == -300), f.stderr_text()[-2000:]
 
 
 def test_auth_exchange_stores_a_refresh_token(procs, db, sim, tmp_path, bins):

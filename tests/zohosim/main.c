@@ -78,6 +78,8 @@ static const char usage[] =
     "  --itemdetails-missing skip|error\n"
     "                            GET /itemdetails leaves unknown or deleted ids out (skip,\n"
     "                            default) or answers the whole call 404 code 1002 (error)\n"
+    "  --clock-offset S          Zoho's clock is S seconds ahead of this host's (negative:\n"
+    "                            behind): mutations' times and every answer's Date header\n"
     "  --help, --version\n";
 
 static int num(const char *opt, const char *v, long long min, long long max, long long *out)
@@ -109,7 +111,8 @@ enum {
     O_LISTEN = 256, O_PORT_FILE, O_API_DOMAIN, O_SEED, O_ORG, O_ORGS, O_EPOCH, O_CLIENT_ID,
     O_CLIENT_SECRET, O_REFRESH_TOKEN, O_GRANT_CODE, O_TOKEN_TTL, O_REFRESH_LIMIT,
     O_REFRESH_WINDOW, O_LOCKOUT, O_MAX_LIVE, O_RATE, O_CONC, O_DAILY, O_MINUTE, O_DAY,
-    O_LIMITS_OFF, O_RETRY_AFTER, O_MODIFIED_FILTER, O_MODIFIED_OFFSET, O_LOCALIZED, O_ITEMDETAILS_MISSING, O_HELP,
+    O_LIMITS_OFF, O_RETRY_AFTER, O_MODIFIED_FILTER, O_MODIFIED_OFFSET, O_LOCALIZED, O_ITEMDETAILS_MISSING, O_CLOCK_OFFSET,
+    O_HELP,
     O_VERSION,
 };
 
@@ -141,6 +144,7 @@ static const struct option opts[] = {
     {"modified-filter-offset", required_argument, NULL, O_MODIFIED_OFFSET},
     {"localized-denied", no_argument, NULL, O_LOCALIZED},
     {"itemdetails-missing", required_argument, NULL, O_ITEMDETAILS_MISSING},
+    {"clock-offset", required_argument, NULL, O_CLOCK_OFFSET},
     {"help", no_argument, NULL, O_HELP},
     {"version", no_argument, NULL, O_VERSION},
     {NULL, 0, NULL, 0},
@@ -297,6 +301,11 @@ static int parse_args(struct args *a, int argc, char **argv)
             a->sim.rate_per_min = a->sim.concurrency = a->sim.daily = 0;
             break;
         case O_RETRY_AFTER: a->sim.retry_after = true; break;
+        case O_CLOCK_OFFSET:
+            if (num("--clock-offset", optarg, -86400 * 366, 86400 * 366, &n))
+                return 2;
+            zs_set_clock_offset(n);
+            break;
         case O_MODIFIED_FILTER:
             if (choice("--modified-filter", optarg, "gt", "ge", &a->sim.modified_ge))
                 return 2;

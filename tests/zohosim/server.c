@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "render.h"
@@ -199,6 +200,15 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, struct reply *r)
     MHD_add_response_header(resp, "Content-Type",
                             r->html ? "text/html" : "application/json;charset=UTF-8");
     MHD_add_response_header(resp, "Server", "ZGS");
+    if (zs_clock_offset() != 0) {
+        /* libmicrohttpd writes the host's time unless the answer has a Date */
+        char date[64];
+        time_t t = (time_t)zs_wall_s();
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        MHD_add_response_header(resp, "Date", date);
+    }
     if (r->has_limits) {
         char v[32];
         snprintf(v, sizeof(v), "%lld", (long long)r->lim.limit);

@@ -18,11 +18,23 @@ int64_t zs_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static _Atomic int64_t clock_offset_s;
+
+void zs_set_clock_offset(int64_t s)
+{
+    clock_offset_s = s;
+}
+
+int64_t zs_clock_offset(void)
+{
+    return clock_offset_s;
+}
+
 int64_t zs_wall_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec;
+    return (int64_t)ts.tv_sec + clock_offset_s;
 }
 
 void zs_sim_sleep(struct zs_sim *s, int64_t ms)

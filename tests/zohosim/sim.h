@@ -115,7 +115,11 @@ int zs_sim_stream(struct zs_sim *s, struct zs_org *o, double rate_per_s, int64_t
                   unsigned ent_mask, bool updates_only);
 
 int64_t zs_now_ms(void);      /* monotonic */
-int64_t zs_wall_s(void);      /* wall clock seconds */
+int64_t zs_wall_s(void);      /* Zoho's wall clock, seconds: the host's plus the offset */
+/* Zoho's clock set apart from the host's (--clock-offset): mutations and the
+ * Date header of every answer use it. */
+void zs_set_clock_offset(int64_t s);
+int64_t zs_clock_offset(void);
 /* Sleeps up to ms, returning early when the simulator is stopping. */
 void zs_sim_sleep(struct zs_sim *s, int64_t ms);
 
