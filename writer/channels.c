@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <curl/curl.h>
 #include <math.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -170,24 +171,81 @@ static bool ascii_only(const char *s)
     return true;
 }
 
-static int add_b64(struct tds_buf *b, const unsigned char *in, size_t n)
+/* RFC 2047 encoded words of at most 42 bytes of UTF-8 each (56 base64
+ * characters, 68 with the markers: under the 75 allowed, and 77 after
+ * "Subject: "), cut between characters, each on a line of its own. */
+#define WORD_BYTES 42
+
+static int add_encoded_words(struct tds_buf *b, const char *s)
 {
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = strlen(s);
+    unsigned char out[4 * ((WORD_BYTES + 2) / 3) + 1];
 
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16;
-        char o[4];
-
-        if (i + 1 < n)
-            v |= (unsigned)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= in[i + 2];
-        o[0] = tbl[(v >> 18) & 63];
-        o[1] = tbl[(v >> 12) & 63];
-        o[2] = i + 1 < n ? tbl[(v >> 6) & 63] : '=';
-        o[3] = i + 2 < n ? tbl[v & 63] : '=';
-        if (tds_buf_add(b, o, 4) != 0)
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i < WORD_BYTES ? n - i : WORD_BYTES;
+        /* never end a word inside a character: back off its continuation bytes */
+        while (k > 1 && i + k < n && ((unsigned char)s[i + k] & 0xC0) == 0x80)
+            k--;
+        int len = EVP_EncodeBlock(out, (const unsigned char *)s + i, (int)k);
+        if (tds_buf_addf(b, "%s=?UTF-8?B?%.*s?=", i ? "\r\n " : "", len, (const char *)out) != 0)
             return -ENOMEM;
+        i += k;
+    }
+    return 0;
+}
+
+/* A header line should hold at most 78 characters (RFC 5322 §2.1.1): an
+ * ASCII subject is folded before a space that would pass it (a word longer
+ * than a line stays whole, up to the 998 a line may hold). Returns 1 when a
+ * word is too long even for that. */
+#define HEADER_LINE_MAX 78
+
+static int add_folded_ascii(struct tds_buf *b, const char *s, size_t col)
+{
+    for (const char *w = s; *w;) {
+        /* the next piece: its spaces, then a word */
+        const char *e = w;
+        while (*e == ' ')
+            e++;
+        while (*e && *e != ' ')
+            e++;
+        size_t n = (size_t)(e - w);
+        if (n > 900)
+            return 1;
+        if (w != s && *w == ' ' && col + n > HEADER_LINE_MAX) {
+            if (tds_buf_add(b, "\r\n", 2) != 0)
+                return -ENOMEM;
+            col = 0;
+        }
+        if (tds_buf_add(b, w, n) != 0)
+            return -ENOMEM;
+        col += n;
+        w = e;
+    }
+    return 0;
+}
+
+/* The body goes as 8bit text, whose lines SMTP takes up to 998 bytes (RFC
+ * 5321 §4.5.3.1.6): a longer one (an error or details that never end) goes
+ * on over lines that begin with a space, each cut between characters. */
+#define BODY_LINE_MAX 998
+
+static int fold_body_lines(struct tds_buf *out, const char *m, size_t n)
+{
+    size_t col = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)m[i];
+        if (c == '\n') {
+            col = 0;
+        } else if (col >= BODY_LINE_MAX - 8 && (c & 0xC0) != 0x80 && c != '\r') {
+            if (tds_buf_add(out, "\r\n ", 3) != 0)
+                return -ENOMEM;
+            col = 1;
+        }
+        if (tds_buf_add(out, m + i, 1) != 0)
+            return -ENOMEM;
+        if (c != '\n')
+            col++;
     }
     return 0;
 }
@@ -207,12 +265,16 @@ char *tds_channels_email(const struct tds_notice *n, const char *from, const cha
     if (!gmtime_r(&t, &tm) || strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm) == 0)
         snprintf(date, sizeof(date), "Thu, 01 Jan 1970 00:00:00 +0000");
     rc |= tds_buf_addf(&b, "Date: %s\r\nFrom: %s\r\nTo: %s\r\nSubject: ", date, from, to);
-    if (ascii_only(subject)) {
-        rc |= tds_buf_addf(&b, "%s", subject);
+    if (!ascii_only(subject)) {
+        rc |= add_encoded_words(&b, subject);
     } else {
-        rc |= tds_buf_addf(&b, "=?UTF-8?B?");
-        rc |= add_b64(&b, (const unsigned char *)subject, strlen(subject));
-        rc |= tds_buf_addf(&b, "?=");
+        size_t mark = b.len;
+        int f = add_folded_ascii(&b, subject, sizeof("Subject: ") - 1);
+        if (f == 1) {
+            b.len = mark;
+            f = add_encoded_words(&b, subject);
+        }
+        rc |= f;
     }
     rc |= tds_buf_addf(&b,
                        "\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -246,7 +308,14 @@ char *tds_channels_email(const struct tds_notice *n, const char *from, const cha
     for (size_t i = 0; i + 1 < b.len; i++)
         if (b.p[i] == '\n' && (i == 0 || b.p[i - 1] != '\r'))
             b.p[i] = ' ';
-    return b.p;
+    struct tds_buf folded = {0};
+    if (fold_body_lines(&folded, b.p, b.len) != 0) {
+        tds_buf_deinit(&folded);
+        tds_buf_deinit(&b);
+        return NULL;
+    }
+    tds_buf_deinit(&b);
+    return folded.p;
 }
 
 /* ---- delivery ---- */

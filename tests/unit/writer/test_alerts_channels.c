@@ -2,6 +2,7 @@
  * the subject line and the email message; and that posting without any
  * remote channel only logs. */
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,6 +119,127 @@ static void test_email(void)
     free(m);
 }
 
+/* The header's value from "Subject: " to its end, unfolded (CRLF before a
+ * space removed); each line checked against 78 characters. */
+static char *subject_of(const char *m)
+{
+    const char *p = strstr(m, "\r\nSubject: ");
+    T_TRUE(p != NULL);
+    p += 11;
+    const char *end = p;
+    for (;;) {
+        const char *eol = strstr(end, "\r\n");
+        T_TRUE(eol != NULL);
+        const char *line = end == p ? p - 9 : end;
+        if (eol - line > 78)
+            T_FAIL("a subject line of %td characters", eol - line);
+        end = eol + 2;
+        if (*end != ' ' && *end != '\t')
+            break;
+    }
+    char *out = calloc(1, (size_t)(end - p) + 1);
+    size_t k = 0;
+    for (const char *q = p; q < end - 2; q++) {
+        if (q[0] == '\r' && q[1] == '\n')
+            q++;
+        else
+            out[k++] = *q;
+    }
+    return out;
+}
+
+/* RFC 2047 words of one line, decoded and joined: words separated by
+ * folding whitespace only join without it. */
+static char *decode_words(const char *v)
+{
+    char *out = calloc(1, strlen(v) + 1);
+    size_t k = 0;
+    for (const char *w = strstr(v, "=?UTF-8?B?"); w; w = strstr(w, "=?UTF-8?B?")) {
+        w += 10;
+        const char *e = strstr(w, "?=");
+        T_TRUE(e != NULL);
+        T_TRUE(e - w + 12 <= 75); /* an encoded word holds at most 75 characters */
+        unsigned char buf[128];
+        int n = EVP_DecodeBlock(buf, (const unsigned char *)w, (int)(e - w));
+        T_TRUE(n >= 0);
+        while (n > 0 && e[-1] == '=' && e - w > 0) { /* EVP_DecodeBlock counts the padding */
+            n--;
+            e--;
+        }
+        /* each word decodes to whole characters */
+        T_TRUE(n > 0 && (buf[0] & 0xC0) != 0x80);
+        memcpy(out + k, buf, (size_t)n);
+        k += (size_t)n;
+        w = strstr(w, "?=") + 2;
+    }
+    return out;
+}
+
+static void test_email_long_lines(void)
+{
+    struct tds_notice n = sample(TDS_NOTICE_KIND_FIRING);
+    /* an Arabic summary, 2 bytes a letter, much longer than a line */
+    const char *ar = "مزامنة الأصناف للمؤسسة ٦٠٠ فشلت مرة واحدة متتالية بسبب خطأ في الخادم ";
+    char summary[1024] = "", want[1200];
+    for (int i = 0; i < 5; i++)
+        strcat(summary, ar);
+    n.summary = summary;
+    char *m = tds_channels_email(&n, "a@b", "c@d");
+    T_TRUE(m != NULL);
+    char *v = subject_of(m);
+    char *got = decode_words(v);
+    snprintf(want, sizeof(want), "[tds FIRING error] sync_failed: %s", summary);
+    T_STR(got, want);
+    free(got);
+    free(v);
+    free(m);
+
+    /* a long ASCII subject is folded before spaces, and reads back whole */
+    n.summary = "sync of items for org 600 failed 3 times in a row: the last error was a "
+                "timeout after 30 s waiting for www.zohoapis.com to answer the list page";
+    m = tds_channels_email(&n, "a@b", "c@d");
+    v = subject_of(m);
+    snprintf(want, sizeof(want), "[tds FIRING error] sync_failed: %s", n.summary);
+    T_STR(v, want);
+    T_TRUE(strstr(m, "=?UTF-8?") == NULL);
+    free(v);
+    free(m);
+
+    /* details of 5,000 bytes (Arabic and ASCII): no line over 998 bytes, no
+     * character cut, and the text reads back once the folds are taken out */
+    char *details = calloc(1, 6000);
+    while (strlen(details) < 5000)
+        strcat(details, strlen(details) % 3 ? ar : "{\"error\":\"x\"} ");
+    n.summary = "short";
+    n.details = details;
+    m = tds_channels_email(&n, "a@b", "c@d");
+    T_TRUE(m != NULL);
+    for (const char *l = m; *l;) {
+        const char *eol = strstr(l, "\r\n");
+        size_t len = eol ? (size_t)(eol - l) : strlen(l);
+        if (len > 998)
+            T_FAIL("a line of %zu bytes", len);
+        if (eol && (((unsigned char)eol[2]) & 0xC0) == 0x80)
+            T_FAIL("a character cut at a fold");
+        l = eol ? eol + 2 : l + len;
+    }
+    char *flat = calloc(1, strlen(m) + 1);
+    size_t k = 0;
+    /* no line of the body begins with a space but a fold's */
+    for (const char *q = strstr(m, "\r\n\r\n"); *q; q++) {
+        if (q[0] == '\r' && q[1] == '\n' && q[2] == ' ')
+            q += 2; /* a fold: CRLF and the space it added */
+        else
+            flat[k++] = *q;
+    }
+    char line[6100];
+    snprintf(line, sizeof(line), "details:      %s\r\n", details);
+    T_TRUE(strstr(flat, line) != NULL);
+    free(flat);
+    free(details);
+    free(m);
+}
+
 static void test_post_log_only(void)
 {
     struct tds_channels *ch = NULL;
@@ -146,6 +268,7 @@ int main(void)
 {
     T_RUN(test_slack_body);
     T_RUN(test_email);
+    T_RUN(test_email_long_lines);
     T_RUN(test_post_log_only);
     return 0;
 }
