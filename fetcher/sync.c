@@ -715,6 +715,45 @@ static void request_finished(struct org_rt *o, int64_t request_id, const struct 
     tds_store_request_done(o->s->store, request_id);
 }
 
+static void set_last_success(struct org_rt *o, const char *entity, int64_t wall_ms)
+{
+    struct tds_metrics *m = o->s->metrics;
+    char *oe = m ? tds_metrics_escape(o->org->org_id) : NULL;
+    if (!oe)
+        return;
+    struct tds_series *g = tds_metrics_getf(
+        m, TDS_GAUGE, "tds_fetcher_last_success_timestamp_seconds",
+        "When a run of this organization and entity last completed (Unix time)",
+        "org=\"%s\",entity=\"%s\"", oe, entity);
+    if (g)
+        tds_series_set(g, (double)wall_ms / 1000.0);
+    free(oe);
+}
+
+/* The last success of each entity from the database, when this fetcher
+ * takes an organization: a new owner (a restarted or moved fetcher) has no
+ * run of its own yet, and without the gauge an alert on it had nothing to
+ * compare while the runs hung. An entity never synced counts from now, its
+ * first sync being this fetcher's from now on. */
+static void seed_last_success(struct org_rt *o)
+{
+    int64_t now = tds_wall_ms();
+    for (size_t k = 0; o->s->metrics && k < tds_entity_count(); k++) {
+        const struct tds_entity *e = tds_entity_at(k);
+        if (!tds_sync_org_syncs(o->org, e))
+            continue;
+        char *cursor = NULL;
+        int64_t last = 0;
+        if (tds_store_state_get(o->s->store, o->org->org_id, e->name, &cursor, &last) != 0) {
+            tds_log(TDS_LOG_WARN, &o->lctx, "could not read when %s last synced: %s", e->name,
+                    tds_store_error(o->s->store));
+            continue;
+        }
+        free(cursor);
+        set_last_success(o, e->name, last > 0 ? last : now);
+    }
+}
+
 static void count_run(struct run *r, const char *status)
 {
     struct tds_metrics *m = r->o->s->metrics;
@@ -729,15 +768,9 @@ static void count_run(struct run *r, const char *status)
                                             r->e->name, status);
     if (c)
         tds_series_inc(c, 1);
-    if (strcmp(status, "completed") == 0) {
-        struct tds_series *g = tds_metrics_getf(
-            m, TDS_GAUGE, "tds_fetcher_last_success_timestamp_seconds",
-            "When a run of this organization and entity last completed (Unix time)",
-            "org=\"%s\",entity=\"%s\"", oe, r->e->name);
-        if (g)
-            tds_series_set(g, (double)tds_wall_ms() / 1000.0);
-    }
     free(oe);
+    if (strcmp(status, "completed") == 0)
+        set_last_success(r->o, r->e->name, tds_wall_ms());
 }
 
 static bool run_call(tds_api_cb cb, void *ud, void *arg);
@@ -3015,6 +3048,7 @@ void tds_sync_set_owned(struct tds_sync *s, const char *org, bool owned)
     if (tds_store_runs_abandon(s->store, org, "abandoned: the fetcher that ran it stopped", &n) == 0 && n)
         tds_log(TDS_LOG_INFO, &o->lctx, "marked %lld runs of a previous owner failed", (long long)n);
     quota_take_over(o);
+    seed_last_success(o);
     tds_log(TDS_LOG_INFO, &o->lctx, "now fetching this organization");
     org_next(o);
 }
