@@ -90,9 +90,19 @@ int tds_evtail_main(int argc, char **argv, FILE *out)
      * writer's own environment): a plain subscriber's handshake fails
      * without a word, and the tail printed nothing for ever. */
     {
-        const char *sk = getenv("TDS_CURVE_SECRET_KEY"), *pk = getenv("TDS_CURVE_PUBLIC_KEY");
-        int r = tds_bus_set_curve(bus, sk, pk);
+        /* the secret key may be a reference, as for the stages (file:, env:) */
+        const char *spec = getenv("TDS_CURVE_SECRET_KEY"), *pk = getenv("TDS_CURVE_PUBLIC_KEY");
+        char *sk = NULL;
+        int r = 0;
 
+        if (spec && spec[0] && (r = tds_secret_resolve(spec, &sk)) != 0) {
+            fprintf(stderr, "tds-writer: could not read TDS_CURVE_SECRET_KEY (%s): %s\n", spec,
+                    r == TDS_E_NOTFOUND ? "not found" : "unreadable or too large");
+            rc = 2;
+            goto out;
+        }
+        r = tds_bus_set_curve(bus, sk, pk);
+        free(sk);
         if (r != 0) {
             fprintf(stderr, "tds-writer: invalid TDS_CURVE_SECRET_KEY or TDS_CURVE_PUBLIC_KEY: %s\n",
                     r < 0 ? "libzmq has no CURVE support"

@@ -334,7 +334,8 @@ METRIC_FAMILIES = {
                   "tds_processor_messages_total", "tds_processor_dead_letters_total"},
     "writer": {"tds_writer_rows_written_total", "tds_writer_batches_total", "tds_writer_batch_rows",
                "tds_writer_commit_seconds", "tds_writer_rejects_total", "tds_writer_reconnects_total",
-               "tds_writer_acks_sent_total", "tds_writer_db_up", "tds_writer_webhook_age_seconds"},
+               "tds_writer_acks_sent_total", "tds_writer_db_up", "tds_writer_webhook_age_seconds",
+               "tds_writer_dead_letters_total"},
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

@@ -52,11 +52,13 @@ def test_processor_without_keys_cannot_reach_curve_writer(db, procs, sim, tmp_pa
     assert db.query("SELECT coalesce(sum(records_written), 0) FROM tds.sync_runs")[0][0] == 0
 
 
-def test_events_tail_connects_over_curve(procs):
+def test_events_tail_connects_over_curve(procs, tmp_path):
     """`tds-writer events tail` made a plain subscriber whatever the keys: a
     stage's CURVE event socket refused its handshake without a word, and it
     printed nothing for ever. With the pipeline's keys in its environment
-    it connects as the stages do; without them it still cannot."""
+    it connects as the stages do; without them it still cannot. The secret
+    key may be a file: reference, as docker-compose sets it for the stages
+    (it was taken for the key itself: exit 2)."""
     import json
     import subprocess
 
@@ -75,23 +77,28 @@ def test_events_tail_connects_over_curve(procs):
                                  f"tcp://127.0.0.1:{port}", "--count", "1"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
+    key_file = tmp_path / "curve_secret_key"
+    key_file.write_text(keys["TDS_CURVE_SECRET_KEY"] + "\n")
+    by_file = dict(keys, TDS_CURVE_SECRET_KEY=f"file:{key_file}")
+    plain = keyed = filed = None
     try:
-        plain, keyed = tail({}), tail(keys)
+        plain, keyed, filed = tail({}), tail(keys), tail(by_file)
         ev = {"event": "tds.zoho.sync.started", "stage": "fetcher"}
         deadline = time.time() + 15
-        while keyed.poll() is None and time.time() < deadline:
+        while (keyed.poll() is None or filed.poll() is None) and time.time() < deadline:
             pub.send_multipart([b"tds.zoho.sync.started", json.dumps(ev).encode()])
             time.sleep(0.2)
-        out, err = keyed.communicate(timeout=5)
-        assert keyed.returncode == 0, err
-        assert json.loads(out.splitlines()[0]) == ev
+        for p in (keyed, filed):
+            out, err = p.communicate(timeout=5)
+            assert p.returncode == 0, err
+            assert json.loads(out.splitlines()[0]) == ev
         assert plain.poll() is None      # no handshake, nothing printed
         plain.terminate()
         out, _ = plain.communicate(timeout=5)
         assert out == ""
     finally:
-        for p in (plain, keyed):
-            if p.poll() is None:
+        for p in (plain, keyed, filed):
+            if p is not None and p.poll() is None:
                 p.kill()
         pub.close(0)
         ctx.term()
