@@ -31,6 +31,8 @@ static const struct tds_column items_cols[] = {
     {"stock_on_hand", NUM}, {"available_stock", NUM},
     {"actual_available_stock", NUM},
     {"custom_fields", J}, {"created_time", TS},
+    {"committed_stock", NUM}, {"available_for_sale_stock", NUM}, {"actual_stock_on_hand", NUM},
+    {"actual_committed_stock", NUM}, {"actual_available_for_sale_stock", NUM},
 };
 
 static const struct tds_column item_groups_cols[] = {
@@ -75,6 +77,7 @@ static const struct tds_column contact_addresses_cols[] = {
     {"address_type", T}, {"position", I}, {"address_id", T},
     {"attention", T}, {"address", T}, {"street2", T}, {"city", T}, {"state", T},
     {"zip", T}, {"country", T}, {"phone", T}, {"fax", T},
+    {"state_code", T}, {"country_code", T},
 };
 
 static const char *const contact_persons_key[] = {"contact_person_id", NULL};
@@ -90,7 +93,8 @@ static const struct tds_column contact_persons_cols[] = {
     {"currency_code", T}, {"exchange_rate", NUM},                                    \
     {"discount", NUM}, {"shipping_charge", NUM}, {"adjustment", NUM},                \
     {"sub_total", NUM}, {"tax_total", NUM}, {"total", NUM},                          \
-    {"custom_fields", J}, {"created_time", TS}
+    {"custom_fields", J}, {"created_time", TS},                                      \
+    {"discount_percent", NUM}, {"location_id", T}, {"location_name", T}
 
 static const struct tds_column invoices_cols[] = {
     {"invoice_number", T}, SALES_HEADER_COMMON,
@@ -107,12 +111,14 @@ static const struct tds_column sales_orders_cols[] = {
     {"line_item_id", T}, {"position", I}, {"item_id", T}, {"sku", T}, {"name", T},  \
     {"description", T}, {"unit", T}, {"quantity", NUM}, {"rate", NUM},               \
     {"discount", NUM}, {"tax_id", T}, {"tax_name", T}, {"tax_percentage", NUM},      \
-    {"item_total", NUM}, {"warehouse_id", T}
+    {"item_total", NUM}, {"warehouse_id", T}, {"discount_percent", NUM}
 
 static const char *const line_key[] = {"line_item_id", NULL};
 static const struct tds_column invoice_lines_cols[] = { LINE_COMMON };
 static const struct tds_column sales_order_lines_cols[] = {
     LINE_COMMON, {"quantity_invoiced", NUM}, {"quantity_packed", NUM}, {"quantity_shipped", NUM},
+    {"quantity_delivered", NUM}, {"quantity_cancelled", NUM}, {"quantity_returned", NUM},
+    {"quantity_backordered", NUM},
 };
 
 static const struct tds_table tables[] = {

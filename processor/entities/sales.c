@@ -7,8 +7,8 @@
  * line_warehouse_id that holds an id (null or blank ones are passed over),
  * location first as for stock, so that a line joins its item_stock rows.
  * A discount written as a percentage ("10.00%") is not an amount: the
- * column then takes discount_amount when Zoho sends it, else NULL (the
- * percentage stays in raw).
+ * discount column then takes discount_amount when Zoho sends it, else NULL,
+ * and discount_percent takes the percentage (10.00).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -65,17 +65,34 @@ static bool has_value(const struct tds_pjson *v)
     return v->type != TDS_PJ_STRING || !tds_value_blank(v->s, v->n);
 }
 
+/* Zoho writes a discount as an amount (190) or a percentage ("12.5%").
+ * discount takes the amount: the number, or for a percentage Zoho's
+ * discount_amount when it sends one (else NULL); discount_percent takes the
+ * percentage's number, NULL for an amount. A record's own discount_percent
+ * field, where it has one, is the column's (tx_cols). */
 static int discount(struct tx *t, size_t row, const struct tds_pjson *obj)
 {
     const struct tds_pjson *v = tds_pjson_get(obj, "discount");
+    bool own = tds_pjson_get(obj, "discount_percent") != NULL;
+    const char *pct;
 
     if (!v)
         return 0;
-    if (v->type == TDS_PJ_STRING && v->n > 0 && memchr(v->s, '%', v->n)) {
+    if (v->type == TDS_PJ_STRING && v->n > 0 && (pct = memchr(v->s, '%', v->n))) {
         const struct tds_pjson *amt = tds_pjson_get(obj, "discount_amount");
-        return tx_col_value(t, row, "discount", amt, amt ? "discount_amount" : "discount", true);
+        TRY(tx_col_value(t, row, "discount", amt, amt ? "discount_amount" : "discount", true));
+        if (own)
+            return 0;
+        /* the text before the sign, which must end the value (else the
+         * whole text is the number, refused with the field's path) */
+        struct tds_pjson num = *v;
+        if (tds_value_blank(pct + 1, (size_t)(v->s + v->n - pct - 1)))
+            num.n = (uint32_t)(pct - v->s);
+        return tx_col_value(t, row, "discount_percent", &num, "discount", true);
     }
-    return tx_col_value(t, row, "discount", v, "discount", true);
+    TRY(tx_col_value(t, row, "discount", v, "discount", true));
+    /* an amount: no percentage, whatever an earlier version had */
+    return own ? 0 : tx_col_value(t, row, "discount_percent", NULL, "discount", true);
 }
 
 static const char *const line_skip[] = {"line_item_id", "position", "warehouse_id", "discount",

@@ -222,7 +222,9 @@ def test_migration_022_gives_ids_the_c_collation(procs, db):
     assert f"up to date (version {n})" in r.stdout, r.stdout
     assert "1 table (zoho.items) keeps the database's collation for its ids" in r.stderr, r.stderr
     after = _id_collations(db)
-    assert after.keys() == before.keys()
+    # and the ids later migrations add (026: a document's location)
+    assert set(after) - set(before) == {"zoho.invoices.location_id", "zoho.sales_orders.location_id"}
+    assert set(before) <= set(after)
     held = {k for k in after if k.startswith("zoho.items.")}
     assert held and {after[k] for k in held} == {'"default"'}
     assert {v for k, v in after.items() if k not in held} == {'"C"'}, after
@@ -622,6 +624,59 @@ def test_migration_007_clears_the_observed_at_of_rows_deleted_before_it(procs, d
     assert db.query("SELECT name, deleted_at IS NOT NULL FROM zoho.items WHERE item_id = '81'") \
         == [("stored", True)]
     h.close()
+
+
+def test_migration_026_fills_the_new_columns_from_raw(procs, db):
+    """026 adds columns for fields that were kept only in raw (percentage
+    discounts, a document's location, a sales order line's delivered,
+    cancelled, returned and backordered quantities, an item's totals, an
+    address's codes). A record unchanged in Zoho is not written again, so
+    the rows already stored get them from raw: headers from their own, lines
+    and addresses from their parent's. A value that is no number stays NULL
+    rather than stop the migration."""
+    import json
+    _database_at(db, 25)
+    so = {"salesorder_id": "70", "discount": "12.5%", "location_id": "5001",
+          "location_name": "الرياض",
+          "line_items": [{"line_item_id": "L1", "discount": "10.00%", "quantity_delivered": 2,
+                          "quantity_cancelled": "1", "quantity_returned": 0,
+                          "quantity_backordered": "n/a"},
+                         {"line_item_id": "L2", "discount": 5}]}
+    db.execute("INSERT INTO zoho.sales_orders (org_id, salesorder_id, modified_time, raw, "
+               "is_detail, discount) VALUES (%s, '70', %s, %s, true, NULL)",
+               ORG, ts(1), json.dumps(so))
+    for lid, pos in (("L1", 1), ("L2", 2)):
+        db.execute("INSERT INTO zoho.sales_order_lines (org_id, salesorder_id, line_item_id, "
+                   "position) VALUES (%s, '70', %s, %s)", ORG, lid, pos)
+    inv = {"invoice_id": "80", "discount": 3, "line_items": "not a list"}
+    db.execute("INSERT INTO zoho.invoices (org_id, invoice_id, modified_time, raw, is_detail) "
+               "VALUES (%s, '80', %s, %s, true)", ORG, ts(1), json.dumps(inv))
+    it = {"item_id": "90", "committed_stock": 4, "actual_stock_on_hand": "7.50",
+          "available_for_sale_stock": ""}
+    db.execute("INSERT INTO zoho.items (org_id, item_id, modified_time, raw, is_detail) "
+               "VALUES (%s, '90', %s, %s, true)", ORG, ts(1), json.dumps(it))
+    ct = {"contact_id": "60", "billing_address": {"state_code": "RD", "country_code": "SA"},
+          "shipping_address": {"city": "Jeddah"},
+          "addresses": [{"address_id": "a1"}, {"state_code": "EP", "country_code": "SA"}]}
+    db.execute("INSERT INTO zoho.contacts (org_id, contact_id, modified_time, raw, is_detail) "
+               "VALUES (%s, '60', %s, %s, true)", ORG, ts(1), json.dumps(ct))
+    for kind, pos in (("billing", 1), ("shipping", 1), ("other", 1), ("other", 2)):
+        db.execute("INSERT INTO zoho.contact_addresses (org_id, contact_id, address_type, position) "
+                   "VALUES (%s, '60', %s, %s)", ORG, kind, pos)
+    procs.run("tds-writer", ["migrate"], env={"TDS_DATABASE_URL": db.url})
+    assert db.query("SELECT discount_percent::text, location_id, location_name "
+                    "FROM zoho.sales_orders") == [("12.5", "5001", "الرياض")]
+    assert db.query("SELECT line_item_id, discount_percent::text, quantity_delivered::text, "
+                    "quantity_cancelled::text, quantity_returned::text, quantity_backordered "
+                    "FROM zoho.sales_order_lines ORDER BY position") == \
+        [("L1", "10.00", "2", "1", "0", None), ("L2", None, None, None, None, None)]
+    assert db.query("SELECT discount_percent, location_id FROM zoho.invoices") == [(None, None)]
+    assert db.query("SELECT committed_stock::text, actual_stock_on_hand::text, "
+                    "available_for_sale_stock FROM zoho.items") == [("4", "7.50", None)]
+    assert db.query("SELECT address_type, position, state_code, country_code "
+                    "FROM zoho.contact_addresses ORDER BY 1, 2") == \
+        [("billing", 1, "RD", "SA"), ("other", 1, None, None), ("other", 2, "EP", "SA"),
+         ("shipping", 1, None, None)]
 
 
 def test_a_delete_is_undone_only_by_a_version_observed_after_it(writer, db):

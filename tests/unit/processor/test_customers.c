@@ -15,7 +15,7 @@ static const char *CONTACT =
     "{\"api_name\":\"cf_vip\",\"value\":true}],"
     "\"billing_address\":{\"address_id\":\"260815000000098010\",\"attention\":\"Sara\","
     "\"address\":\"King Fahd Rd\",\"street2\":\"Floor 3\",\"city\":\"Riyadh\",\"state\":\"Riyadh\","
-    "\"zip\":94588,\"country\":\"Saudi Arabia\",\"phone\":\"\",\"fax\":\"\"},"
+    "\"state_code\":\"RD\",\"country_code\":\"SA\",\"zip\":94588,\"country\":\"Saudi Arabia\",\"phone\":\"\",\"fax\":\"\"},"
     "\"shipping_address\":{\"attention\":\"\",\"address\":\"Warehouse 4\",\"street2\":\"\","
     "\"city\":\"Jeddah\",\"state\":\"\",\"zip\":\"\",\"country\":\"Saudi Arabia\",\"phone\":\"\",\"fax\":\"\"},"
     "\"addresses\":[{\"address_id\":\"260815000000098020\",\"attention\":\"Branch\",\"address\":\"Dammam Rd\","
@@ -74,6 +74,8 @@ static void test_contact_detail(void)
     T_V(a, 0, "street2", "Floor 3");
     T_V(a, 0, "city", "Riyadh");
     T_V(a, 0, "state", "Riyadh");
+    T_V(a, 0, "state_code", "RD");
+    T_V(a, 0, "country_code", "SA");
     T_V(a, 0, "zip", "94588");
     T_V(a, 0, "country", "Saudi Arabia");
     T_V(a, 0, "phone", "");

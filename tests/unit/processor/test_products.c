@@ -87,6 +87,9 @@ static void test_item_detail_locations(void)
     T_V(s, 0, "stock_on_hand", "12");
     T_V(s, 0, "available_stock", "12.000"); /* exact text, not 12 */
     T_V(s, 0, "actual_available_stock", "1e1");
+    T_V(s, 0, "committed_stock", "2");
+    T_V(s, 0, "available_for_sale_stock", "10");
+    T_VNULL(s, 0, "actual_stock_on_hand"); /* not in the record */
     T_V(s, 0, "custom_fields", "{\"Season\":\"SS24\",\"Weight (g)\":180.5}");
     T_V(s, 0, "created_time", "2024-01-15 10:20:30+05:30");
 

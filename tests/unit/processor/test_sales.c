@@ -10,6 +10,7 @@ static const char *INVOICE =
     "\"exchange_rate\":1.0,\"discount\":\"10.00%\",\"discount_amount\":15.5,"
     "\"shipping_charge\":\"0.00\",\"adjustment\":-0.01,\"sub_total\":155,\"tax_total\":23.25,"
     "\"total\":162.74,\"balance\":\"162.74\",\"salesorder_id\":\"\","
+    "\"location_id\":\"982000000000331\",\"location_name\":\"الرياض\","
     "\"custom_fields\":[{\"label\":\"Branch\",\"value\":\"جدة\"}],"
     "\"line_items\":["
     "{\"line_item_id\":\"982000000567021\",\"item_id\":\"982000000030049\",\"sku\":\"SKU-1\","
@@ -42,6 +43,9 @@ static void test_invoice_detail(void)
     T_V(s, 0, "currency_code", "SAR");
     T_V(s, 0, "exchange_rate", "1.0");
     T_V(s, 0, "discount", "15.5"); /* a percentage: the amount instead */
+    T_V(s, 0, "discount_percent", "10.00");
+    T_V(s, 0, "location_id", "982000000000331");
+    T_V(s, 0, "location_name", "الرياض");
     T_V(s, 0, "shipping_charge", "0.00");
     T_V(s, 0, "adjustment", "-0.01");
     T_V(s, 0, "sub_total", "155");
@@ -67,6 +71,7 @@ static void test_invoice_detail(void)
     T_V(l, 0, "quantity", "2");
     T_V(l, 0, "rate", "77.50");
     T_V(l, 0, "discount", "0");
+    T_VNULL(l, 0, "discount_percent"); /* an amount */
     T_V(l, 0, "tax_id", "982000000557028");
     T_V(l, 0, "tax_name", "VAT");
     T_V(l, 0, "tax_percentage", "15");
@@ -76,6 +81,7 @@ static void test_invoice_detail(void)
     T_VNULL(l, 1, "item_id");
     T_V(l, 1, "quantity", "1.000");
     T_VNULL(l, 1, "discount");
+    T_V(l, 1, "discount_percent", "5");
     T_VNULL(l, 1, "tax_id");
     T_VNULL(l, 1, "sku");
     T_V(l, 1, "warehouse_id", "982000000000331");
@@ -92,6 +98,8 @@ static void test_sales_order(void)
         "\"customer_name\":\"Acme\",\"currency_code\":\"USD\",\"exchange_rate\":\"3.75\",\"total\":100,"
         "\"line_items\":[{\"line_item_id\":\"4815000000100101\",\"item_id\":\"4815000000044208\","
         "\"quantity\":4,\"quantity_invoiced\":0,\"quantity_packed\":\"2\",\"quantity_shipped\":\"\","
+        "\"quantity_delivered\":1,\"quantity_cancelled\":\"0.5\",\"quantity_returned\":0,"
+        "\"quantity_backordered\":\"1\",\"discount\":\" 12.5 % \","
         "\"rate\":25,\"item_total\":100,\"line_warehouse_id\":\"4815000000000331\"}],"
         "\"last_modified_time\":\"2024-05-01T09:00:00+0000\"}}";
 
@@ -121,6 +129,12 @@ static void test_sales_order(void)
     T_V(l, 0, "quantity_invoiced", "0");
     T_V(l, 0, "quantity_packed", "2");
     T_VNULL(l, 0, "quantity_shipped");
+    T_V(l, 0, "quantity_delivered", "1");
+    T_V(l, 0, "quantity_cancelled", "0.5");
+    T_V(l, 0, "quantity_returned", "0");
+    T_V(l, 0, "quantity_backordered", "1");
+    T_V(l, 0, "discount_percent", "12.5");
+    T_VNULL(l, 0, "discount");
     T_V(l, 0, "warehouse_id", "4815000000000331");
 }
 
@@ -181,6 +195,13 @@ static void test_invoice_list_and_rejects(void)
                     "{\"invoice_id\":\"5\",\"last_modified_time\":\"2024-13-01T00:00:00+0000\"}",
                     TDS_FORM_DETAIL));
     T_STR(h_reject_reason(3), "invalid timestamp in field 'last_modified_time': '2024-13-01T00:00:00+0000'");
+    /* a percentage with text after its sign, or not a number before it */
+    T_TRUE(h_record("invoices",
+                    "{\"invoice_id\":\"6\",\"line_items\":[{\"line_item_id\":\"9\",\"discount\":\"10% off\"}]}",
+                    TDS_FORM_DETAIL));
+    T_STR(h_reject_reason(4), "invalid number in field 'line_items[0].discount': '10% off'");
+    T_TRUE(h_record("invoices", "{\"invoice_id\":\"7\",\"discount\":\"ten%\"}", TDS_FORM_LIST));
+    T_STR(h_reject_reason(5), "invalid number in field 'discount': 'ten'");
     /* nothing of the rejected invoices leaked into sets */
     T_INT(h_rows.n_sets, ==, 1);
     T_INT(h_set("invoices", TDS_ROWS_LIST, 0)->n_rows, ==, 1);
