@@ -35,7 +35,9 @@
 #include <errno.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +74,9 @@ struct rname {
 
 struct tds_bus {
     void *ctx;
+    /* bytes of tds_bus_send_counted frames not let go yet; lives until the
+     * context's end, after which ZeroMQ frees none */
+    _Atomic size_t queued;
     struct tds_bus_sock *socks; /* every socket made and not yet freed */
     /* The resolver thread and its names (rmu guards the list and flags). */
     pthread_mutex_t rmu;
@@ -817,6 +822,54 @@ int tds_bus_send(struct tds_bus_sock *s, const void *buf, size_t len, int flags)
     while (zmq_send(s->z, buf, len, flags) < 0) {
         if (errno != EINTR)
             return -errno;
+    }
+    return 0;
+}
+
+/* A counted frame's copy: the counter and the length to give back. */
+struct counted {
+    _Atomic size_t *queued;
+    size_t len;
+    max_align_t data[];
+};
+
+size_t tds_bus_queued(struct tds_bus *bus)
+{
+    return atomic_load(&bus->queued);
+}
+
+static void counted_free(void *data, void *hint)
+{
+    struct counted *c = hint;
+
+    (void)data;
+    atomic_fetch_sub(c->queued, c->len);
+    free(c);
+}
+
+int tds_bus_send_counted(struct tds_bus_sock *s, const void *buf, size_t len, int flags)
+{
+    _Atomic size_t *queued = &s->bus->queued;
+    struct counted *c = malloc(sizeof(*c) + (len ? len : 1));
+    zmq_msg_t msg;
+
+    if (!c)
+        return -ENOMEM;
+    c->queued = queued;
+    c->len = len;
+    memcpy(c->data, buf, len);
+    atomic_fetch_add(queued, len);
+    if (zmq_msg_init_data(&msg, c->data, len, counted_free, c) != 0) {
+        int e = errno;
+        counted_free(c->data, c);
+        return -e;
+    }
+    while (zmq_msg_send(&msg, s->z, flags) < 0) {
+        if (errno != EINTR) {
+            int e = errno;
+            zmq_msg_close(&msg); /* frees the copy, and gives its bytes back */
+            return -e;
+        }
     }
     return 0;
 }

@@ -74,6 +74,12 @@ int tds_bus_subscribe(struct tds_bus_sock *s, const char *topic);
 /* Send one frame. flags as zmq_send (ZMQ_DONTWAIT, ZMQ_SNDMORE). Returns 0,
  * -EAGAIN when the HWM is reached with ZMQ_DONTWAIT, or -errno. */
 int tds_bus_send(struct tds_bus_sock *s, const void *buf, size_t len, int flags);
+/* The same, counting the frame's bytes from the send until ZeroMQ lets the
+ * frame go (written to the peer, or dropped with its socket): what the send
+ * queues hold, which their high-water marks bound in messages only.
+ * tds_bus_queued() reads the sum over the bus's sockets. */
+int tds_bus_send_counted(struct tds_bus_sock *s, const void *buf, size_t len, int flags);
+size_t tds_bus_queued(struct tds_bus *bus);
 /* Receive one frame into a new buffer (caller frees), at most max_len bytes
  * (longer frames are received, discarded and reported as TDS_E_TOO_LARGE so
  * the caller can count a dead letter). *more says whether more frames follow.

@@ -82,6 +82,7 @@ struct tds_forward {
     struct tds_loop *loop;
     struct tds_journal *journal;
     struct tds_events *ev;
+    struct tds_bus *bus;       /* counts the bytes in the push sockets' queues */
 
     struct tds_bus_sock *push[N_DEST];
     struct tds_bus_sock *sub;
@@ -103,8 +104,9 @@ struct tds_forward {
     size_t n_buckets, n_nodes;
     size_t buffered;
 
-    struct tds_log_limit log_send, log_ack, log_read, log_bad_ack, log_drop;
+    struct tds_log_limit log_send, log_ack, log_read, log_bad_ack, log_drop, log_queued;
     struct tds_series *m_unacked, *m_bytes, *m_resends, *m_sent[N_DEST], *m_acked, *m_dead;
+    struct tds_series *m_queued;
     struct tds_series *m_bad_acks, *m_drop_errors;
 };
 
@@ -405,7 +407,22 @@ static void flush(struct tds_forward *f, int d)
             dead_letter(f, n);
             continue;
         }
-        r = tds_bus_send(f->push[d], e.msg, e.msg_len, ZMQ_DONTWAIT);
+        size_t queued = tds_bus_queued(f->bus);
+        if (f->o.max_queued_bytes && queued > 0 && queued + e.msg_len > f->o.max_queued_bytes) {
+            /* The peer takes no more (a processor whose writer stalls):
+             * the queue would keep a copy of every entry, resends too.
+             * Its socket stays writable, so no watch: the timer, an ack or
+             * a new entry flushes again. */
+            if (buf != n->buf)
+                free(buf);
+            tds_log_limited(&f->log_queued, TDS_LOG_WARN, NULL,
+                            "%zu bytes wait in the queues to the processor and fetcher; the %s "
+                            "takes no more: holding the rest (half of TDS_INGRESS_BODY_MEMORY)",
+                            queued, dest_name[d]);
+            watch_out(f, d, false);
+            return;
+        }
+        r = tds_bus_send_counted(f->push[d], e.msg, e.msg_len, ZMQ_DONTWAIT);
         if (buf != n->buf)
             free(buf);
         if (r == -EAGAIN) {
@@ -456,6 +473,7 @@ static void flush_all(struct tds_forward *f)
         flush(f, TDS_ENTRY_FETCHER);
     } while (unpark(f));
     tds_series_set(f->m_unacked, (double)f->n_nodes);
+    tds_series_set(f->m_queued, (double)tds_bus_queued(f->bus));
 }
 
 static void on_writable(struct tds_loop *loop, short revents, void *ud)
@@ -785,6 +803,7 @@ void tds_forward_tick(struct tds_forward *f)
     }
     tds_series_set(f->m_bytes, (double)tds_journal_bytes(f->journal));
     tds_series_set(f->m_unacked, (double)f->n_nodes);
+    tds_series_set(f->m_queued, (double)tds_bus_queued(f->bus));
 }
 
 size_t tds_forward_unacked(struct tds_forward *f) { return f->n_nodes; }
@@ -810,6 +829,7 @@ int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,
     f->loop = loop;
     f->journal = j;
     f->ev = ev;
+    f->bus = bus;
     f->log_send.interval_ms = f->log_ack.interval_ms = f->log_read.interval_ms = 10000;
     f->log_bad_ack.interval_ms = f->log_drop.interval_ms = 10000;
     pthread_mutex_init(&f->mu, NULL);
@@ -823,6 +843,9 @@ int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,
                                    NULL, 0);
     f->m_bytes = tds_metrics_get(m, TDS_GAUGE, "tds_ingress_journal_bytes",
                                  "bytes in journal segments on disk", "", NULL, 0);
+    f->m_queued = tds_metrics_get(m, TDS_GAUGE, "tds_ingress_send_queue_bytes",
+                                  "bytes of messages in the send queues to the processor and "
+                                  "fetcher (at most half of TDS_INGRESS_BODY_MEMORY)", "", NULL, 0);
     f->m_resends = tds_metrics_get(m, TDS_COUNTER, "tds_ingress_resends_total",
                                    "messages sent again after the ack timeout or a restart", "",
                                    NULL, 0);

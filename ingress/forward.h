@@ -37,6 +37,10 @@ struct tds_forward_opts {
     int64_t ack_timeout_ms;
     int64_t resend_max_ms;          /* the wait doubles per send up to this (≥ ack_timeout_ms) */
     size_t max_buffered_bytes;      /* entry bytes kept in memory; beyond, re-read from journal */
+    /* Bytes of messages in ZeroMQ's send queues at most (0: no bound; its
+     * high-water mark counts messages, whatever their size): past it a
+     * message waits for the next flush, as for a full queue. */
+    size_t max_queued_bytes;
     int hwm;                        /* ZeroMQ high-water mark of the PUSH sockets */
     bool fetch_acks;                /* keep `fetch` entries until an ack names them */
 };

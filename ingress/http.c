@@ -900,6 +900,19 @@ static enum MHD_Result process_webhook(struct tds_http *h, struct req *r, const 
                     n);
         return respond(h, r, 503);
     }
+    if (rc == TDS_JOURNAL_E_BUSY) {
+        /* The disk's syncs are slow: what waits for them is held in memory
+         * (the journal's chunk, forward's slot), so it is bounded. */
+        char n[32];
+
+        snprintf(n, sizeof(n), "%llu",
+                 (unsigned long long)tds_journal_pending_bytes(h->d.journal));
+        log_limited(h, &h->log_full, TDS_LOG_ERROR, r->org->org_id,
+                    "could not journal webhook: %s bytes of webhooks wait for the journal's "
+                    "sync (a slow disk; at most half of TDS_INGRESS_BODY_MEMORY), answering 503",
+                    n);
+        return respond(h, r, 503);
+    }
     if (rc == TDS_E_TOO_LARGE)
         return respond(h, r, 413); /* over the journal's record limit: cannot happen */
     if (rc) {

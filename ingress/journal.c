@@ -111,6 +111,7 @@ struct tds_journal {
     uint64_t appended_seq;    /* highest entry seq in a chunk */
     _Atomic uint64_t synced_seq; /* written under mu, read lock-free by state() */
     uint64_t total_bytes;
+    uint64_t pending_bytes; /* in chunks until their sync ends */
     uint64_t unacked;
     int drop_errno;           /* the last failed delete of an acked segment, until taken */
     uint64_t drop_failed_id;  /* and that segment's id */
@@ -521,6 +522,7 @@ static int add_record_locked(struct tds_journal *j, int type, const void *payloa
     c->len += rec;
     j->active->size += rec;
     j->total_bytes += rec;
+    j->pending_bytes += rec;
     pthread_cond_signal(&j->work);
     return 0;
 }
@@ -735,6 +737,7 @@ int tds_journal_sync(struct tds_journal *j)
         c->seg->chunks_pending--;
         if (c->seg != j->active && c->seg->chunks_pending == 0 && c->seg->fd >= 0)
             seg_close_fd(c->seg);
+        j->pending_bytes -= c->len;
         chunk_recycle(j, c);
     }
     if (err)
@@ -808,6 +811,11 @@ int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, i
     }
     if (j->backlog_full) {
         r = TDS_JOURNAL_E_BACKLOG;
+        goto out;
+    }
+    if (j->o.max_pending_bytes && j->pending_bytes > 0 &&
+        j->pending_bytes + rec > j->o.max_pending_bytes) {
+        r = TDS_JOURNAL_E_BUSY;
         goto out;
     }
     /* The bound holds the acks to come as well: each unacked entry, this
@@ -1545,6 +1553,16 @@ uint64_t tds_journal_bytes(struct tds_journal *j)
 
     pthread_mutex_lock(&j->mu);
     v = j->total_bytes;
+    pthread_mutex_unlock(&j->mu);
+    return v;
+}
+
+uint64_t tds_journal_pending_bytes(struct tds_journal *j)
+{
+    uint64_t v;
+
+    pthread_mutex_lock(&j->mu);
+    v = j->pending_bytes;
     pthread_mutex_unlock(&j->mu);
     return v;
 }

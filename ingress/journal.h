@@ -24,6 +24,7 @@ enum {
     TDS_JOURNAL_E_CORRUPT = 4, /* read: record at loc does not check out */
     TDS_JOURNAL_E_NOSPACE = 5, /* sync/wait: no room on the disk; the write is retried */
     TDS_JOURNAL_E_BACKLOG = 6, /* append: max_unacked entries wait for their ack */
+    TDS_JOURNAL_E_BUSY = 7,    /* append: max_pending_bytes wait for their sync */
 };
 
 /* While a write finds no room on the disk, how long the sync thread waits
@@ -57,6 +58,12 @@ struct tds_journal_opts {
      * tds_journal_backlog_resume(): each unacked entry costs the caller
      * memory until acked. An open that finds more keeps them all. */
     uint64_t max_unacked;
+    /* Bytes of records appended and not yet synced at most (0: no bound):
+     * each is held in memory until its sync ends, and its caller usually
+     * holds a copy too, so a disk whose syncs take seconds would let them
+     * grow with every request. Past it appends are refused
+     * (TDS_JOURNAL_E_BUSY); one record alone always goes in. */
+    uint64_t max_pending_bytes;
 };
 
 /* Where a record lives: segment id (its first seq) and byte offset. */
@@ -122,6 +129,7 @@ void tds_journal_on_stalled(struct tds_journal *j, tds_journal_stalled_cb cb, vo
  * room for the ack of every unacked entry, or no room on the disk: see
  * tds_journal_no_space), TDS_JOURNAL_E_BACKLOG (max_unacked
  * entries wait for their ack: see tds_journal_backlog_full),
+ * TDS_JOURNAL_E_BUSY (max_pending_bytes wait for their sync),
  * TDS_JOURNAL_E_FAILED, TDS_E_TOO_LARGE (payload over TDS_JOURNAL_MAX_PAYLOAD)
  * or -errno. */
 int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, int64_t wall_ms,
@@ -167,6 +175,8 @@ int tds_journal_read(struct tds_journal *j, const struct tds_journal_loc *loc, v
 
 uint64_t tds_journal_bytes(struct tds_journal *j);
 uint64_t tds_journal_unacked(struct tds_journal *j);
+/* Bytes of records appended and not yet synced. */
+uint64_t tds_journal_pending_bytes(struct tds_journal *j);
 size_t tds_journal_segments(struct tds_journal *j);
 bool tds_journal_failed(struct tds_journal *j);
 /* True while a write waits for room on the disk (lock-free). */

@@ -108,7 +108,9 @@ static const struct tds_config_entry config_table[] = {
      "so one announced and not sent holds nothing. A request whose Content-Length does not fit "
      "in what is free is answered 503 with Retry-After before its body is read; a body that "
      "cannot grow is read to its end without being kept, answered 503 and its connection "
-     "closed. Keep it well under the memory limit (the k8s manifest's is 320 MiB)"},
+     "closed. It also bounds what waits elsewhere: webhooks journaled and waiting for their "
+     "sync at most half of it (more: 503), and messages queued to the processor and fetcher "
+     "at most half of it. Keep it well under the memory limit (the k8s manifest's is 384 MiB)"},
     {"TDS_INGRESS_DEDUPE_S", TDS_CFG_INT, "600", 0, 0, 7 * 86400, S(dedupe_s),
      "seconds an event id is remembered as a duplicate"},
     {"TDS_INGRESS_DEDUPE_MAX", TDS_CFG_INT, "1000000", 0, 16, 100000000, S(dedupe_max),
@@ -117,7 +119,7 @@ static const struct tds_config_entry config_table[] = {
      S(journal_max), "journal size bound in bytes (over it, with nothing acked to drop: 503)"},
     {"TDS_INGRESS_MAX_UNACKED", TDS_CFG_INT, "200000", 0, 1, 100000000, S(max_unacked),
      "journaled webhooks waiting for the writer's ack at most, each holding ~250 bytes of "
-     "memory until acked (200,000: ~48 MiB, within the k8s manifest's 320 MiB with the other "
+     "memory until acked (200,000: ~48 MiB, within the k8s manifest's 384 MiB with the other "
      "budgets: ingress/DESIGN.md); from the bound on, webhooks get 503 and /readyz 503 until "
      "acks bring the count under nine tenths of it. A restart finding more keeps them all"},
     {"TDS_INGRESS_SEGMENT_BYTES", TDS_CFG_INT, "67108864", 0, 1024, 1073741824,
@@ -967,6 +969,7 @@ int main(int argc, char **argv)
             .ack_timeout_ms = cfg->ack_timeout_ms,
             .resend_max_ms = cfg->resend_max_ms,
             .max_buffered_bytes = 64u * 1024 * 1024,
+            .max_queued_bytes = (size_t)cfg->body_memory / 2,
             .hwm = (int)cfg->hwm,
             .fetch_acks = cfg->fetch_acks,
         };
@@ -989,6 +992,7 @@ int main(int argc, char **argv)
             .sync_thread = true,
             .sync_delay_us = cfg->sync_delay_us,
             .max_unacked = (uint64_t)cfg->max_unacked,
+            .max_pending_bytes = (uint64_t)cfg->body_memory / 2,
         };
         struct tds_journal_open_info info;
 

@@ -1331,6 +1331,83 @@ def test_unacked_bound_answers_503_and_survives_a_restart(ing):
     assert i.drain(i.events, quiet_s=0.3) == []   # no 503'd webhook was sent
 
 
+def test_webhooks_waiting_for_a_slow_sync_are_bounded(ing):
+    """Once journaled, a webhook's body is held twice until its sync ends
+    (the journal's chunk, forward's slot) and no longer counts against
+    TDS_INGRESS_BODY_MEMORY: with syncs taking seconds, every new request
+    added to it, up to the journal's 1 GiB. Half of the budget bounds them
+    now; past it a webhook gets 503, never a 200 for one not kept, and each
+    one answered 200 is forwarded. Here the group commit waits 100 ms for
+    company (TDS_INGRESS_SYNC_DELAY_US) while 12 bodies of 60 KB arrive
+    together, against a bound of 512 KiB (the bodies' own budget, 1 MiB,
+    holds them all)."""
+    i = ing(env={"TDS_INGRESS_MAX_BODY": "65536", "TDS_INGRESS_BODY_MEMORY": "1048576",
+                 "TDS_INGRESS_SYNC_DELAY_US": "100000"})
+    pad = "x" * 60000
+
+    def post(k):
+        return i.post("60001", item_body(f"sl-{k}", extra={"description": pad}), SECRET_A).status
+
+    for attempt in range(5):
+        with ThreadPoolExecutor(12) as ex:
+            status = list(ex.map(post, range(attempt * 12, attempt * 12 + 12)))
+        assert set(status) <= {200, 503}, status
+        if 503 in status:
+            break
+    assert 503 in status, status
+    assert "wait for the journal's sync" in i.proc.stderr_text()
+    assert "could not grow" not in i.proc.stderr_text()
+    ok = [attempt * 12 + k for k, st in enumerate(status) if st == 200]
+    assert ok, status
+    got = {m["zoho_id"] for m in i.drain(i.events, quiet_s=0.5)}
+    assert {f"sl-{k}" for k in ok} <= got
+    assert not {f"sl-{attempt * 12 + k}" for k, st in enumerate(status) if st == 503} & got
+    # one at a time, each fits
+    assert post(999) == 200
+
+
+def test_the_queue_to_a_processor_that_takes_no_more_is_bounded(ing):
+    """A processor that stops reading (its writer stalls) leaves ZeroMQ's
+    send queue to hold every message, counted in messages (TDS_INGRESS_HWM,
+    10,000) whatever their size, and each resend adds another copy: 1 MB
+    webhooks took the ingress's memory up by a copy each. The bytes queued
+    are bounded by half of TDS_INGRESS_BODY_MEMORY now; the rest waits in
+    the journal and goes once the processor reads again."""
+    i = ing(env={"TDS_INGRESS_MAX_BODY": "262144", "TDS_INGRESS_BODY_MEMORY": "1048576",
+                 "TDS_INGRESS_ACK_TIMEOUT_MS": "1000", "ASAN_OPTIONS": ASAN_NO_QUARANTINE})
+    # A processor that takes one message and then no more: the TCP buffers
+    # fill, then the ingress's own queue.
+    port = i.proc_port
+    i.events.close(0)
+    slow = i.ctx.socket(zmq.PULL)
+    slow.setsockopt(zmq.RCVHWM, 1)
+    slow.setsockopt(zmq.RCVBUF, 4096)
+    slow.bind(f"tcp://127.0.0.1:{port}")
+    i.events = slow
+    pad = "y" * 200000
+    n = 60
+    rss0 = _rss_kib(i.proc.p.pid)
+    for k in range(n):
+        assert i.post("60001", item_body(f"q-{k}", extra={"description": pad}), SECRET_A).status == 200
+    time.sleep(8)    # resends at 1, 3 and 7 s add their copies, as far as the bound lets them
+    queued = i.metric("tds_ingress_send_queue_bytes")
+    grew = _rss_kib(i.proc.p.pid) - rss0
+    print(f"\n{queued} bytes queued, RSS grew {grew} KiB with {n} webhooks of 200 KB unread")
+    # The webhooks are 12 MB, kept until first sent (forward's own budget);
+    # unbounded, the queue held a copy of each for every round of resends.
+    assert grew < 24 * 1024, grew
+    assert 0 < queued <= 524288 + 210000, queued
+    assert "takes no more" in i.proc.stderr_text()
+    # the processor reads again: every webhook arrives
+    got = set()
+    deadline = time.time() + 60
+    while len(got) < n and time.time() < deadline:
+        if slow.poll(500):
+            m = msgpack.unpackb(slow.recv(), raw=False)
+            got.add(m["zoho_id"])
+    assert got == {f"q-{k}" for k in range(n)}
+
+
 def test_bad_config_and_sigterm(ing, procs, tmp_path):
     r = procs.run("tds-ingress", [], env={"TDS_CONFIG": "/nonexistent.json"}, check=False)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "TDS_CONFIG" in r.stderr

@@ -693,6 +693,40 @@ static void test_sync_delay(void)
  * (TDS_JOURNAL_E_BACKLOG) until acks bring the count under nine tenths of
  * it. An open that finds more than the bound (it was lowered) keeps every
  * one of them and refuses appends until acks make room. */
+/* Records waiting for their sync are held in memory (and by the caller):
+ * past max_pending_bytes appends are refused until a sync ends, and one
+ * record alone always goes in, however large. */
+static void test_pending_bound(void)
+{
+    struct tds_journal *j = NULL;
+    struct tds_journal_opts o;
+    struct tds_journal_loc loc;
+    uint64_t seq;
+    char big[5000];
+
+    memset(big, 'b', sizeof(big));
+    fresh_dir();
+    o = opts(1 << 20, 1 << 16);
+    o.max_pending_bytes = 4 * (32 + 1000); /* four 1,000-byte entries and their headers */
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, NULL), ==, 0);
+    T_INT(tds_journal_pending_bytes(j), ==, 0);
+    for (int i = 0; i < 4; i++)
+        T_INT(tds_journal_append(j, big, 1000, 5000, &seq, &loc), ==, 0);
+    T_INT(tds_journal_pending_bytes(j), ==, 4 * (32 + 1000));
+    T_INT(tds_journal_append(j, big, 1, 5000, &seq, &loc), ==, TDS_JOURNAL_E_BUSY);
+    T_INT(tds_journal_unacked(j), ==, 4);
+    T_INT(tds_journal_sync(j), ==, 0);
+    T_INT(tds_journal_pending_bytes(j), ==, 0);
+    /* alone, a record over the bound goes in; the next waits for its sync */
+    T_INT(tds_journal_append(j, big, sizeof(big), 5000, &seq, &loc), ==, 0);
+    T_INT(tds_journal_append(j, big, 1, 5000, &seq, &loc), ==, TDS_JOURNAL_E_BUSY);
+    T_INT(tds_journal_sync(j), ==, 0);
+    T_INT(tds_journal_append(j, big, 1, 5000, &seq, &loc), ==, 0);
+    T_INT(tds_journal_sync(j), ==, 0);
+    T_INT(tds_journal_unacked(j), ==, 6);
+    j = tds_journal_close(j);
+}
+
 static void test_unacked_bound(void)
 {
     struct tds_journal *j = NULL;
@@ -1271,6 +1305,7 @@ int main(int argc, char **argv)
     T_RUN(test_sync_delay);
     T_RUN(test_zero_tail);
     T_RUN(test_unacked_bound);
+    T_RUN(test_pending_bound);
     T_RUN(test_acks_across_segments);
     T_RUN(test_open_memory);
     T_RUN(test_no_inode_for_a_segment);
