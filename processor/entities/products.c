@@ -182,7 +182,14 @@ static int opt_cmp(const void *x, const void *y)
     return a->i < b->i ? -1 : a->i > b->i;
 }
 
-/* first[i]: whether variant i's option `key` (a non-blank string) is the
+/* An option a variant has: a non-blank string, or a number (its text; the
+ * variant's row stores it as text too, and attributes lists it as a string). */
+static bool option(const struct tds_pjson *v)
+{
+    return nonblank_str(v) || (v && v->type == TDS_PJ_NUMBER);
+}
+
+/* first[i]: whether variant i's option `key` (option()) is the
  * first of its text among the variants. Sorted, not compared with every
  * earlier variant's: a 1 MiB group holds some 20,000 variants, and the
  * pairwise check took seconds. */
@@ -197,7 +204,7 @@ static int first_options(struct tx *t, const struct tds_pjson *items, const char
     memset(first, 0, items->n * sizeof(*first));
     for (uint32_t i = 0; i < items->n; i++) {
         const struct tds_pjson *v = tds_pjson_get(&items->u.items[i], key);
-        if (nonblank_str(v))
+        if (option(v))
             o[m++] = (struct opt){v->s, v->n, i};
     }
     if (m <= 16) { /* in variant order; a few are compared in pairs */
@@ -243,7 +250,7 @@ static int attributes(struct tx *t, size_t row, const struct tds_pjson *rec,
         for (uint32_t i = 0; items && i < items->n; i++) {
             const struct tds_pjson *o = tds_pjson_get(&items->u.items[i], key);
             if (o)
-                len += o->raw_len + 1;
+                len += o->raw_len + 3; /* a comma, and quotes around a number */
         }
     }
     /* No attribute names: a detail has none (NULL); a list record that does
@@ -283,11 +290,16 @@ static int attributes(struct tx *t, size_t row, const struct tds_pjson *rec,
             if (!first[i])
                 continue;
             const struct tds_pjson *o = tds_pjson_get(&items->u.items[i], key);
+            bool num = o->type == TDS_PJ_NUMBER;
             if (!first_opt)
                 out[k++] = ',';
             first_opt = false;
+            if (num)
+                out[k++] = '"';
             memcpy(out + k, o->raw, o->raw_len);
             k += o->raw_len;
+            if (num)
+                out[k++] = '"';
         }
         out[k++] = ']';
         out[k++] = '}';

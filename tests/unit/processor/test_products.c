@@ -234,6 +234,25 @@ static const char *GROUP =
     "\"stock_on_hand\":1,\"available_stock\":1,\"actual_available_stock\":1}],"
     "\"custom_fields\":[]}";
 
+/* Options given as numbers (shoe sizes) are options too, listed as the
+ * strings the variants' rows store; 42 and "42" are one option. */
+static void test_item_group_number_options(void)
+{
+    const struct tds_msg_rowset *g;
+
+    h_reset();
+    T_TRUE(!h_record("item_groups",
+                     "{\"group_id\":\"77\",\"group_name\":\"حذاء\",\"status\":\"active\","
+                     "\"attribute_name1\":\"المقاس\",\"last_modified_time\":\"2024-02-01T08:00:00+0300\","
+                     "\"items\":[{\"item_id\":\"771\",\"attribute_option_name1\":42},"
+                     "{\"item_id\":\"772\",\"attribute_option_name1\":\"42\"},"
+                     "{\"item_id\":\"773\",\"attribute_option_name1\":44.5},"
+                     "{\"item_id\":\"774\",\"attribute_option_name1\":\" \"}]}",
+                     TDS_FORM_DETAIL));
+    T_TRUE((g = h_set("item_groups", TDS_ROWS_DETAIL, 0)) != NULL);
+    T_V(g, 0, "attributes", "[{\"name\":\"المقاس\",\"options\":[\"42\",\"44.5\"]}]");
+}
+
 static void test_item_group_detail(void)
 {
     const struct tds_msg_rowset *g, *v;
@@ -408,8 +427,8 @@ static void test_huge_group_is_fast(void)
 }
 
 /* With many variants, the same results as comparing pairs: the options in
- * the order they first appear (blank ones and ones that are no string left
- * out, text compared decoded), and of several repeated item_ids, the one
+ * the order they first appear (blank ones and null left out, a number as its
+ * text, text compared decoded), and of several repeated item_ids, the one
  * whose first variant comes first. */
 static void test_many_variants_same_results(void)
 {
@@ -431,7 +450,7 @@ static void test_many_variants_same_results(void)
         T_TRUE(!h_record("item_groups", b.p, TDS_FORM_DETAIL));
         T_TRUE((g = h_set("item_groups", TDS_ROWS_DETAIL, 0)) != NULL);
         T_V(g, 0, "attributes",
-            "[{\"name\":\"Size\",\"options\":[\"M\",\"L\",\"S\",\"XL\"]},"
+            "[{\"name\":\"Size\",\"options\":[\"M\",\"L\",\"7\",\"S\",\"XL\"]},"
             "{\"name\":\"Color\",\"options\":[\"c0\",\"c1\",\"c2\",\"c3\"]}]");
     }
 
@@ -453,6 +472,7 @@ int main(void)
     T_RUN(test_item_webhook_warehouses);
     T_RUN(test_item_list);
     T_RUN(test_item_group_detail);
+    T_RUN(test_item_group_number_options);
     T_RUN(test_item_group_list);
     T_RUN(test_content_hash);
     T_RUN(test_many_variants_same_results);
