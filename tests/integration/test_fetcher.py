@@ -2754,6 +2754,38 @@ def test_items_one_by_one_where_itemdetails_is_unknown(procs, db, sim, tmp_path)
     assert log.count("GET /itemdetails refused") == 1, log[-2000:]
 
 
+def test_itemdetails_without_stock_sites_is_not_taken_for_the_whole_item(procs, db, sim, tmp_path):
+    """A GET /itemdetails whose items come without warehouses[] or
+    locations[] (as a Books item detail reads; what Inventory's answers is
+    not confirmed) was written as the complete record: every stock row of
+    every item was deleted, at every sync. Such an answer is set aside and
+    the organization's items are asked one by one (GET /items/{id}, which
+    has them), with one warning."""
+    s = sim(orgs=["id=60001,tz=+0300,stock=warehouses,product=inventory,"
+                  "items=150,groups=2,contacts=5,invoices=5,salesorders=5,warehouses=2"],
+            extra_args=["--rate-per-min", "100000", "--daily-limit", "0",
+                        "--itemdetails-stock", "no"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=100000)])
+    f = p.start_fetcher()
+    runs = p.sync("60001", "items", "full")
+    assert runs[0]["records_walked"] == 150, runs
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    assert st["itemdetails"] <= 2 and st["items.detail"] == 150, st
+    p.compare("60001", "items")
+    truth = s.truth("60001", "items")["records"]
+    want = sum(len(r.get("warehouses") or []) for r in truth)
+    assert want > 0
+    assert db.query("SELECT count(*) FROM zoho.item_stock WHERE org_id = '60001'") == [(want,)]
+    s.mutate("60001", "items", update=3)
+    s.reset_stats()
+    p.sync("60001", "items", "incremental")
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    assert st["itemdetails"] == 0 and st["items.detail"] == 3, st
+    assert db.query("SELECT count(*) FROM zoho.item_stock WHERE org_id = '60001'") == [(want,)]
+    log = f.stderr_text()
+    assert log.count("without their stock per site") == 1, log[-2000:]
+
+
 def test_one_html_404_from_itemdetails_does_not_stop_batches(procs, db, sim, tmp_path):
     """A GET /itemdetails answered 404 with an HTML page, not Zoho's JSON (a
     proxy or load balancer in a bad minute), says nothing about the path:

@@ -78,6 +78,9 @@ static const char usage[] =
     "  --itemdetails-missing skip|error\n"
     "                            GET /itemdetails leaves unknown or deleted ids out (skip,\n"
     "                            default) or answers the whole call 404 code 1002 (error)\n"
+    "  --itemdetails-stock yes|no\n"
+    "                            GET /itemdetails gives each item's stock sites (yes,\n"
+    "                            default) or leaves them out, as a Books item detail (no)\n"
     "  --clock-offset S          Zoho's clock is S seconds ahead of this host's (negative:\n"
     "                            behind): mutations' times and every answer's Date header\n"
     "  --help, --version\n";
@@ -111,7 +114,7 @@ enum {
     O_LISTEN = 256, O_PORT_FILE, O_API_DOMAIN, O_SEED, O_ORG, O_ORGS, O_EPOCH, O_CLIENT_ID,
     O_CLIENT_SECRET, O_REFRESH_TOKEN, O_GRANT_CODE, O_TOKEN_TTL, O_REFRESH_LIMIT,
     O_REFRESH_WINDOW, O_LOCKOUT, O_MAX_LIVE, O_RATE, O_CONC, O_DAILY, O_MINUTE, O_DAY,
-    O_LIMITS_OFF, O_RETRY_AFTER, O_MODIFIED_FILTER, O_MODIFIED_OFFSET, O_LOCALIZED, O_ITEMDETAILS_MISSING, O_CLOCK_OFFSET,
+    O_LIMITS_OFF, O_RETRY_AFTER, O_MODIFIED_FILTER, O_MODIFIED_OFFSET, O_LOCALIZED, O_ITEMDETAILS_MISSING, O_ITEMDETAILS_STOCK, O_CLOCK_OFFSET,
     O_HELP,
     O_VERSION,
 };
@@ -145,6 +148,7 @@ static const struct option opts[] = {
     {"localized-denied", no_argument, NULL, O_LOCALIZED},
     {"itemdetails-missing", required_argument, NULL, O_ITEMDETAILS_MISSING},
     {"clock-offset", required_argument, NULL, O_CLOCK_OFFSET},
+    {"itemdetails-stock", required_argument, NULL, O_ITEMDETAILS_STOCK},
     {"help", no_argument, NULL, O_HELP},
     {"version", no_argument, NULL, O_VERSION},
     {NULL, 0, NULL, 0},
@@ -316,6 +320,10 @@ static int parse_args(struct args *a, int argc, char **argv)
                 return 2;
             break;
         case O_LOCALIZED: a->auth.localized_denied = true; break;
+        case O_ITEMDETAILS_STOCK:
+            if (choice("--itemdetails-stock", optarg, "yes", "no", &a->sim.itemdetails_no_stock))
+                return 2;
+            break;
         case O_ITEMDETAILS_MISSING:
             if (choice("--itemdetails-missing", optarg, "skip", "error",
                        &a->sim.itemdetails_missing_error))

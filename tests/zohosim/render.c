@@ -483,7 +483,7 @@ static const struct tax *item_tax(const struct zs_org *o, const struct zs_rec *i
 }
 
 static void item_fields(struct zs_jw *w, const struct zs_org *o, const struct zs_rec *r,
-                        bool detail, bool in_group_detail)
+                        bool detail, bool in_group_detail, bool stock)
 {
     char name[192], buf[160];
     uint64_t x = h(o, r, 0x15), x0 = h0(o, r, 0x16);
@@ -635,7 +635,8 @@ static void item_fields(struct zs_jw *w, const struct zs_org *o, const struct zs
     zs_jw_obj_end(w);
     if (!in_group_detail)
         custom_fields(w, o, ZS_ITEMS, r);
-    stock_sites(w, o, r);
+    if (stock)
+        stock_sites(w, o, r);
 }
 
 /* ---- item groups ---- */
@@ -707,7 +708,7 @@ static void group_fields(struct zs_jw *w, const struct zs_org *o, const struct z
         if (ir->deleted || ir->link != (int32_t)(g - o->t[ZS_ITEM_GROUPS].recs))
             continue;
         zs_jw_obj(w);
-        item_fields(w, o, ir, false, true);
+        item_fields(w, o, ir, false, true, true);
         zs_jw_obj_end(w);
     }
     zs_jw_arr_end(w);
@@ -1050,6 +1051,13 @@ static void doc_fields(struct zs_jw *w, const struct zs_org *o, enum zs_ent e,
     custom_fields(w, o, e, r);
 }
 
+void zs_render_item_without_stock(struct zs_jw *w, const struct zs_org *o, const struct zs_rec *r)
+{
+    zs_jw_obj(w);
+    item_fields(w, o, r, true, false, false);
+    zs_jw_obj_end(w);
+}
+
 void zs_render(struct zs_jw *w, const struct zs_org *o, enum zs_ent e, const struct zs_rec *r,
                bool detail, bool as_location)
 {
@@ -1062,7 +1070,7 @@ void zs_render(struct zs_jw *w, const struct zs_org *o, enum zs_ent e, const str
         group_fields(w, o, r, detail);
         break;
     case ZS_ITEMS:
-        item_fields(w, o, r, detail, false);
+        item_fields(w, o, r, detail, false, true);
         break;
     case ZS_CONTACTS:
         contact_fields(w, o, r, detail);

@@ -22,6 +22,10 @@ void zs_rec_name(const struct zs_org *o, enum zs_ent e, const struct zs_rec *r, 
 void zs_render(struct zs_jw *w, const struct zs_org *o, enum zs_ent e, const struct zs_rec *r,
                bool detail, bool as_location);
 
+/* An item's detail without its stock sites (neither warehouses[] nor
+ * locations[]), as a Books item detail reads. */
+void zs_render_item_without_stock(struct zs_jw *w, const struct zs_org *o, const struct zs_rec *r);
+
 /* The id as the record shows it (a broken one for ZS_BAD_ID records). */
 void zs_render_id(char out[32], const struct zs_rec *r);
 

@@ -507,7 +507,9 @@ static void api_itemdetails(struct api *a)
     pthread_rwlock_rdlock(&o->lock);
     for (size_t i = 0; i < n && !missing; i++) {
         struct zs_rec *r = zs_org_find(o, ZS_ITEMS, list[i]);
-        if (r)
+        if (r && a->s->cfg.itemdetails_no_stock)
+            zs_render_item_without_stock(&w, o, r);
+        else if (r)
             zs_render(&w, o, ZS_ITEMS, r, true, false);
         else
             missing = a->s->cfg.itemdetails_missing_error;

@@ -64,6 +64,7 @@ struct zs_sim_cfg {
                               * clock, its offset ignored */
     bool itemdetails_missing_error; /* GET /itemdetails with an unknown or deleted id
                                      * answers 404 code 1002 as a whole (default: skip it) */
+    bool itemdetails_no_stock;      /* GET /itemdetails leaves the stock sites out */
 };
 
 struct zs_sim {
