@@ -116,6 +116,9 @@ char *tds_channels_subject(const struct tds_notice *n)
     for (char *p = out; *p; p++)
         if (*p == '\r' || *p == '\n')
             *p = ' ';
+    /* and ends with a word: folded, trailing blanks made a line of blanks */
+    for (size_t n = strlen(out); n > 0 && (out[n - 1] == ' ' || out[n - 1] == '\t'); n--)
+        out[n - 1] = '\0';
     return out;
 }
 
@@ -237,7 +240,10 @@ static int fold_body_lines(struct tds_buf *out, const char *m, size_t n)
         unsigned char c = (unsigned char)m[i];
         if (c == '\n') {
             col = 0;
-        } else if (col >= BODY_LINE_MAX - 8 && (c & 0xC0) != 0x80 && c != '\r') {
+        } else if (c != '\r' && col >= BODY_LINE_MAX - 8 &&
+                   ((c & 0xC0) != 0x80 || col >= BODY_LINE_MAX - 4)) {
+            /* between characters; a run of stray continuation bytes (text
+             * that is not UTF-8) is cut anyway before the limit */
             if (tds_buf_add(out, "\r\n ", 3) != 0)
                 return -ENOMEM;
             col = 1;
@@ -308,8 +314,12 @@ char *tds_channels_email(const struct tds_notice *n, const char *from, const cha
     for (size_t i = 0; i + 1 < b.len; i++)
         if (b.p[i] == '\n' && (i == 0 || b.p[i - 1] != '\r'))
             b.p[i] = ' ';
+    /* only the body: the header lines are folded where they are written */
     struct tds_buf folded = {0};
-    if (fold_body_lines(&folded, b.p, b.len) != 0) {
+    const char *sep = strstr(b.p, "\r\n\r\n");
+    size_t head = sep ? (size_t)(sep - b.p) + 4 : 0;
+    if (tds_buf_add(&folded, b.p, head) != 0 ||
+        fold_body_lines(&folded, b.p + head, b.len - head) != 0) {
         tds_buf_deinit(&folded);
         tds_buf_deinit(&b);
         return NULL;
