@@ -619,7 +619,11 @@ static void on_done(const struct tds_http_resp *resp, void *ud)
     int64_t code;
     enum tds_zapi_class cls = tds_zoho_classify(resp->transport_ok, resp->status, resp->body,
                                                 resp->len, &code);
-    c->zoho_sent_s = resp->date_s >= 0 ? resp->date_s - (int64_t)resp->seconds - 1 : -1;
+    /* Zoho's clock when the call went out, at the earliest; a Date more
+     * than a day from this host's (an intermediary's, or bogus) is none */
+    c->zoho_sent_s = resp->date_s >= 0 && llabs(resp->date_s - tds_wall_ms() / 1000) <= 86400
+                         ? resp->date_s - (int64_t)resp->seconds - 1
+                         : -1;
     struct tds_limiter_outcome o;
     tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
     if (cls == TDS_ZAPI_RATE_MINUTE)

@@ -733,11 +733,11 @@ static void set_last_success(struct org_rt *o, const char *entity, int64_t wall_
 /* The last success of each entity from the database, when this fetcher
  * takes an organization: a new owner (a restarted or moved fetcher) has no
  * run of its own yet, and without the gauge an alert on it had nothing to
- * compare while the runs hung. An entity never synced counts from now, its
- * first sync being this fetcher's from now on. */
+ * compare while the runs hung. An entity that never synced stays without a
+ * gauge (the writer's entity_stale rule reads the database): counted from
+ * the takeover, a fetcher restarting over and over would keep it fresh. */
 static void seed_last_success(struct org_rt *o)
 {
-    int64_t now = tds_wall_ms();
     for (size_t k = 0; o->s->metrics && k < tds_entity_count(); k++) {
         const struct tds_entity *e = tds_entity_at(k);
         if (!tds_sync_org_syncs(o->org, e))
@@ -745,12 +745,15 @@ static void seed_last_success(struct org_rt *o)
         char *cursor = NULL;
         int64_t last = 0;
         if (tds_store_state_get(o->s->store, o->org->org_id, e->name, &cursor, &last) != 0) {
-            tds_log(TDS_LOG_WARN, &o->lctx, "could not read when %s last synced: %s", e->name,
+            tds_log(TDS_LOG_WARN, &o->lctx,
+                    "could not read when its entities last synced: %s (the gauge "
+                    "tds_fetcher_last_success_timestamp_seconds waits for a run)",
                     tds_store_error(o->s->store));
-            continue;
+            return;
         }
         free(cursor);
-        set_last_success(o, e->name, last > 0 ? last : now);
+        if (last > 0)
+            set_last_success(o, e->name, last);
     }
 }
 
@@ -1166,19 +1169,22 @@ static size_t hand_to_detail(struct batch *b, struct bcall *bc)
  * detail of Zoho Inventory's GET /items/{id}. A Books item detail has none,
  * and whether Inventory's GET /itemdetails has them is not confirmed
  * (ZOHO.md). Written as the complete record it stands for, such a detail
- * deletes every stock row of its item. Only an item of item_type
- * "inventory" (or none said) keeps stock. */
+ * deletes every stock row of its item. Only an item whose item_type says
+ * "inventory" is taken to keep stock: a record that does not say so never
+ * switches an organization to a call per item. */
 static bool lacks_stock(const char *rec, size_t len)
 {
     static const char *const keys[] = {"locations", "warehouses"};
     struct tds_span sp;
     char type[32];
 
+    if (tds_json_scalar(rec, len, "item_type", type, sizeof(type)) != 0 ||
+        strcmp(type, "inventory") != 0)
+        return false;
     for (size_t i = 0; i < TDS_ARRAY_SIZE(keys); i++)
         if (tds_json_member_span(rec, len, keys[i], &sp) == 0 && sp.len > 0 && rec[sp.off] == '[')
             return false;
-    return !(tds_json_scalar(rec, len, "item_type", type, sizeof(type)) == 0 &&
-             strcmp(type, "inventory") != 0);
+    return true;
 }
 
 static bool books_org(const struct tds_org *org)

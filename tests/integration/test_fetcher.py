@@ -804,8 +804,9 @@ def test_a_new_owner_starts_its_last_success_gauge_from_the_database(procs, db, 
     """tds_fetcher_last_success_timestamp_seconds, which the entity-stale
     alert reads, was set only by a run of the fetcher's own: after a restart
     it was absent until a run completed, so runs that hung raised nothing.
-    A new owner sets it from tds.sync_state, and an entity never synced from
-    when the owner took it."""
+    A new owner sets it from tds.sync_state; an entity never synced has none
+    (counted from the takeover, a fetcher restarting over and over would
+    keep it fresh)."""
     s = sim(orgs=[small_org(items=10, contacts=2, invoices=2, salesorders=2, groups=1)])
     p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001")])
     f1 = p.start_fetcher("f1")
@@ -813,14 +814,12 @@ def test_a_new_owner_starts_its_last_success_gauge_from_the_database(procs, db, 
     done = db.query("SELECT extract(epoch FROM last_success_at)::float8 FROM tds.sync_state "
                     "WHERE org_id = '60001' AND entity = 'warehouses'")[0][0]
     f1.stop()
-    time.sleep(1.5)
-    t0 = time.time()
     f2 = p.start_fetcher("f2")
     gauge = "tds_fetcher_last_success_timestamp_seconds"
     wait_until(lambda: f2.metric(gauge, {"entity": "warehouses"}) is not None, 15,
                "the gauge of the new owner")
     assert abs(f2.metric(gauge, {"entity": "warehouses"}) - done) < 0.01
-    assert t0 - 1 <= f2.metric(gauge, {"entity": "items"}) <= time.time()
+    assert f2.metric(gauge, {"entity": "items"}) is None
 
 
 def test_a_fetcher_started_over_keeps_the_minute_limit(procs, db, sim, tmp_path):
