@@ -110,7 +110,7 @@ static const struct tds_config_entry config_table[] = {
      "cannot grow is read to its end without being kept, answered 503 and its connection "
      "closed. It also bounds what waits elsewhere: webhooks journaled and waiting for their "
      "sync at most half of it (more: 503), and messages queued to the processor and fetcher "
-     "at most half of it. Keep it well under the memory limit (the k8s manifest's is 384 MiB)"},
+     "at most half of it (each at least twice TDS_INGRESS_MAX_BODY). Keep it well under the memory limit (the k8s manifest's is 384 MiB)"},
     {"TDS_INGRESS_DEDUPE_S", TDS_CFG_INT, "600", 0, 0, 7 * 86400, S(dedupe_s),
      "seconds an event id is remembered as a duplicate"},
     {"TDS_INGRESS_DEDUPE_MAX", TDS_CFG_INT, "1000000", 0, 16, 100000000, S(dedupe_max),
@@ -842,6 +842,15 @@ out:
 
 /* ---- main ---- */
 
+/* The bound of what waits for a sync, and of what waits in ZeroMQ's
+ * queues: half of the bodies' budget, and room for two of the largest
+ * webhooks, so that one alone never waits for traffic to pause. */
+static int64_t held_bound(const struct settings *cfg)
+{
+    int64_t half = cfg->body_memory / 2, two = 2 * (cfg->max_body + 64 * 1024);
+    return half > two ? half : two;
+}
+
 int main(int argc, char **argv)
 {
     static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
@@ -969,7 +978,7 @@ int main(int argc, char **argv)
             .ack_timeout_ms = cfg->ack_timeout_ms,
             .resend_max_ms = cfg->resend_max_ms,
             .max_buffered_bytes = 64u * 1024 * 1024,
-            .max_queued_bytes = (size_t)cfg->body_memory / 2,
+            .max_queued_bytes = (size_t)held_bound(cfg),
             .hwm = (int)cfg->hwm,
             .fetch_acks = cfg->fetch_acks,
         };
@@ -992,7 +1001,7 @@ int main(int argc, char **argv)
             .sync_thread = true,
             .sync_delay_us = cfg->sync_delay_us,
             .max_unacked = (uint64_t)cfg->max_unacked,
-            .max_pending_bytes = (uint64_t)cfg->body_memory / 2,
+            .max_pending_bytes = (uint64_t)held_bound(cfg),
         };
         struct tds_journal_open_info info;
 
