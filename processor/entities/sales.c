@@ -69,13 +69,16 @@ static bool has_value(const struct tds_pjson *v)
  * discount takes the amount: the number, or for a percentage Zoho's
  * discount_amount when it sends one (else NULL); discount_percent takes the
  * percentage's number, NULL for an amount. A record's own discount_percent
- * field, where it has one, is the column's (tx_cols). */
+ * field, where it has one that is not null, is the column's. */
 static int discount(struct tx *t, size_t row, const struct tds_pjson *obj)
 {
     const struct tds_pjson *v = tds_pjson_get(obj, "discount");
-    bool own = tds_pjson_get(obj, "discount_percent") != NULL;
+    const struct tds_pjson *own_v = tds_pjson_get(obj, "discount_percent");
+    bool own = own_v && own_v->type != TDS_PJ_NULL; /* null: as if not there */
     const char *pct;
 
+    if (own)
+        TRY(tx_col_value(t, row, "discount_percent", own_v, "discount_percent", true));
     if (!v)
         return 0;
     if (v->type == TDS_PJ_STRING && v->n > 0 && (pct = memchr(v->s, '%', v->n))) {
@@ -96,7 +99,7 @@ static int discount(struct tx *t, size_t row, const struct tds_pjson *obj)
 }
 
 static const char *const line_skip[] = {"line_item_id", "position", "warehouse_id", "discount",
-                                        NULL};
+                                        "discount_percent", NULL};
 
 static int lines(struct tx *t, size_t top, const struct tds_pjson *arr, const char *table)
 {
@@ -144,7 +147,7 @@ static int lines(struct tx *t, size_t top, const struct tds_pjson *arr, const ch
     return tx_check_unique(t, first, "line_item_id", "line_items");
 }
 
-static const char *const header_skip[] = {"discount", "custom_fields", NULL};
+static const char *const header_skip[] = {"discount", "discount_percent", "custom_fields", NULL};
 
 static int document(struct tx *t, const struct tds_pjson *rec, const char *table,
                     const char *id_key, const char *lines_table)

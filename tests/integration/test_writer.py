@@ -651,6 +651,11 @@ def test_migration_026_fills_the_new_columns_from_raw(procs, db):
     inv = {"invoice_id": "80", "discount": 3, "line_items": "not a list"}
     db.execute("INSERT INTO zoho.invoices (org_id, invoice_id, modified_time, raw, is_detail) "
                "VALUES (%s, '80', %s, %s, true)", ORG, ts(1), json.dumps(inv))
+    # a row with nothing to fill (a blank location, an amount) is not rewritten
+    inv = {"invoice_id": "81", "discount": 3, "location_id": " "}
+    db.execute("INSERT INTO zoho.invoices (org_id, invoice_id, modified_time, raw, is_detail) "
+               "VALUES (%s, '81', %s, %s, true)", ORG, ts(1), json.dumps(inv))
+    xmin = db.query("SELECT xmin::text FROM zoho.invoices WHERE invoice_id = '81'")
     it = {"item_id": "90", "committed_stock": 4, "actual_stock_on_hand": "7.50",
           "available_for_sale_stock": ""}
     db.execute("INSERT INTO zoho.items (org_id, item_id, modified_time, raw, is_detail) "
@@ -670,7 +675,9 @@ def test_migration_026_fills_the_new_columns_from_raw(procs, db):
                     "quantity_cancelled::text, quantity_returned::text, quantity_backordered "
                     "FROM zoho.sales_order_lines ORDER BY position") == \
         [("L1", "10.00", "2", "1", "0", None), ("L2", None, None, None, None, None)]
-    assert db.query("SELECT discount_percent, location_id FROM zoho.invoices") == [(None, None)]
+    assert db.query("SELECT invoice_id, discount_percent, location_id FROM zoho.invoices "
+                    "ORDER BY 1") == [("80", None, None), ("81", None, None)]
+    assert db.query("SELECT xmin::text FROM zoho.invoices WHERE invoice_id = '81'") == xmin
     assert db.query("SELECT committed_stock::text, actual_stock_on_hand::text, "
                     "available_for_sale_stock FROM zoho.items") == [("4", "7.50", None)]
     assert db.query("SELECT address_type, position, state_code, country_code "

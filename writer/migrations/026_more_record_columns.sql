@@ -3,7 +3,9 @@
 -- location, a sales order line's delivered, cancelled, returned and
 -- backordered quantities, an item's totals over its stock sites, and an
 -- address's state and country codes. The columns are nullable, so adding
--- them rewrites no table. Rows already stored get them from their raw (a
+-- them rewrites no table. The tables stay locked while the rows are filled
+-- (one transaction, like every migration): on millions of rows, minutes;
+-- migrate in a quiet hour. Rows already stored get them from their raw (a
 -- record unchanged in Zoho is not written again, so nothing else would fill
 -- them): the headers from their own raw, the lines and addresses from their
 -- parent's. Only values that read as numbers are taken into numeric columns,
@@ -53,55 +55,79 @@ CREATE FUNCTION pg_temp.lines(raw jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS
                 ELSE '[]'::jsonb END
 $$;
 
-UPDATE zoho.invoices
-   SET discount_percent = coalesce(pg_temp.num(raw ->> 'discount_percent'),
-                                   pg_temp.pct(raw ->> 'discount')),
-       location_id = pg_temp.ref(raw ->> 'location_id'),
-       location_name = raw ->> 'location_name'
- WHERE raw ?| ARRAY['discount_percent', 'location_id', 'location_name']
-    OR raw ->> 'discount' LIKE '%\%%';
-UPDATE zoho.sales_orders
-   SET discount_percent = coalesce(pg_temp.num(raw ->> 'discount_percent'),
-                                   pg_temp.pct(raw ->> 'discount')),
-       location_id = pg_temp.ref(raw ->> 'location_id'),
-       location_name = raw ->> 'location_name'
- WHERE raw ?| ARRAY['discount_percent', 'location_id', 'location_name']
-    OR raw ->> 'discount' LIKE '%\%%';
+-- Each UPDATE touches only the rows that get a value: a row whose new
+-- columns all stay NULL is not rewritten.
+UPDATE zoho.invoices p
+   SET discount_percent = v.pct, location_id = v.loc, location_name = v.loc_name
+  FROM (SELECT org_id, invoice_id,
+               coalesce(pg_temp.num(raw ->> 'discount_percent'), pg_temp.pct(raw ->> 'discount')) AS pct,
+               pg_temp.ref(raw ->> 'location_id') AS loc, raw ->> 'location_name' AS loc_name
+          FROM zoho.invoices
+         WHERE raw ?| ARRAY['discount_percent', 'location_id', 'location_name']
+            OR raw ->> 'discount' LIKE '%\%%') v
+ WHERE p.org_id = v.org_id AND p.invoice_id = v.invoice_id
+   AND (v.pct IS NOT NULL OR v.loc IS NOT NULL OR v.loc_name IS NOT NULL);
+UPDATE zoho.sales_orders p
+   SET discount_percent = v.pct, location_id = v.loc, location_name = v.loc_name
+  FROM (SELECT org_id, salesorder_id,
+               coalesce(pg_temp.num(raw ->> 'discount_percent'), pg_temp.pct(raw ->> 'discount')) AS pct,
+               pg_temp.ref(raw ->> 'location_id') AS loc, raw ->> 'location_name' AS loc_name
+          FROM zoho.sales_orders
+         WHERE raw ?| ARRAY['discount_percent', 'location_id', 'location_name']
+            OR raw ->> 'discount' LIKE '%\%%') v
+ WHERE p.org_id = v.org_id AND p.salesorder_id = v.salesorder_id
+   AND (v.pct IS NOT NULL OR v.loc IS NOT NULL OR v.loc_name IS NOT NULL);
 
 UPDATE zoho.invoice_lines l
-   SET discount_percent = coalesce(pg_temp.num(e ->> 'discount_percent'),
-                                   pg_temp.pct(e ->> 'discount'))
-  FROM zoho.invoices p, jsonb_array_elements(pg_temp.lines(p.raw)) e
- WHERE p.is_detail AND l.org_id = p.org_id AND l.invoice_id = p.invoice_id
-   AND l.line_item_id = e ->> 'line_item_id'
-   AND (e ? 'discount_percent' OR e ->> 'discount' LIKE '%\%%');
+   SET discount_percent = v.pct
+  FROM (SELECT p.org_id, p.invoice_id, e ->> 'line_item_id' AS line_item_id,
+               coalesce(pg_temp.num(e ->> 'discount_percent'), pg_temp.pct(e ->> 'discount')) AS pct
+          FROM zoho.invoices p, jsonb_array_elements(pg_temp.lines(p.raw)) e
+         WHERE p.is_detail AND jsonb_typeof(e) = 'object'
+           AND (e ? 'discount_percent' OR e ->> 'discount' LIKE '%\%%')) v
+ WHERE l.org_id = v.org_id AND l.invoice_id = v.invoice_id AND l.line_item_id = v.line_item_id
+   AND v.pct IS NOT NULL;
 UPDATE zoho.sales_order_lines l
-   SET discount_percent = coalesce(pg_temp.num(e ->> 'discount_percent'),
-                                   pg_temp.pct(e ->> 'discount')),
-       quantity_delivered = pg_temp.num(e ->> 'quantity_delivered'),
-       quantity_cancelled = pg_temp.num(e ->> 'quantity_cancelled'),
-       quantity_returned = pg_temp.num(e ->> 'quantity_returned'),
-       quantity_backordered = pg_temp.num(e ->> 'quantity_backordered')
-  FROM zoho.sales_orders p, jsonb_array_elements(pg_temp.lines(p.raw)) e
- WHERE p.is_detail AND l.org_id = p.org_id AND l.salesorder_id = p.salesorder_id
-   AND l.line_item_id = e ->> 'line_item_id'
-   AND (e ?| ARRAY['discount_percent', 'quantity_delivered', 'quantity_cancelled',
-                   'quantity_returned', 'quantity_backordered']
-        OR e ->> 'discount' LIKE '%\%%');
+   SET discount_percent = v.pct, quantity_delivered = v.delivered,
+       quantity_cancelled = v.cancelled, quantity_returned = v.returned,
+       quantity_backordered = v.backordered
+  FROM (SELECT p.org_id, p.salesorder_id, e ->> 'line_item_id' AS line_item_id,
+               coalesce(pg_temp.num(e ->> 'discount_percent'), pg_temp.pct(e ->> 'discount')) AS pct,
+               pg_temp.num(e ->> 'quantity_delivered') AS delivered,
+               pg_temp.num(e ->> 'quantity_cancelled') AS cancelled,
+               pg_temp.num(e ->> 'quantity_returned') AS returned,
+               pg_temp.num(e ->> 'quantity_backordered') AS backordered
+          FROM zoho.sales_orders p, jsonb_array_elements(pg_temp.lines(p.raw)) e
+         WHERE p.is_detail AND jsonb_typeof(e) = 'object'
+           AND (e ?| ARRAY['discount_percent', 'quantity_delivered', 'quantity_cancelled',
+                           'quantity_returned', 'quantity_backordered']
+                OR e ->> 'discount' LIKE '%\%%')) v
+ WHERE l.org_id = v.org_id AND l.salesorder_id = v.salesorder_id
+   AND l.line_item_id = v.line_item_id
+   AND (v.pct IS NOT NULL OR v.delivered IS NOT NULL OR v.cancelled IS NOT NULL
+        OR v.returned IS NOT NULL OR v.backordered IS NOT NULL);
 
-UPDATE zoho.items
-   SET committed_stock = pg_temp.num(raw ->> 'committed_stock'),
-       available_for_sale_stock = pg_temp.num(raw ->> 'available_for_sale_stock'),
-       actual_stock_on_hand = pg_temp.num(raw ->> 'actual_stock_on_hand'),
-       actual_committed_stock = pg_temp.num(raw ->> 'actual_committed_stock'),
-       actual_available_for_sale_stock = pg_temp.num(raw ->> 'actual_available_for_sale_stock')
- WHERE raw ?| ARRAY['committed_stock', 'available_for_sale_stock', 'actual_stock_on_hand',
-                    'actual_committed_stock', 'actual_available_for_sale_stock'];
+UPDATE zoho.items i
+   SET committed_stock = v.committed, available_for_sale_stock = v.for_sale,
+       actual_stock_on_hand = v.a_on_hand, actual_committed_stock = v.a_committed,
+       actual_available_for_sale_stock = v.a_for_sale
+  FROM (SELECT org_id, item_id,
+               pg_temp.num(raw ->> 'committed_stock') AS committed,
+               pg_temp.num(raw ->> 'available_for_sale_stock') AS for_sale,
+               pg_temp.num(raw ->> 'actual_stock_on_hand') AS a_on_hand,
+               pg_temp.num(raw ->> 'actual_committed_stock') AS a_committed,
+               pg_temp.num(raw ->> 'actual_available_for_sale_stock') AS a_for_sale
+          FROM zoho.items
+         WHERE raw ?| ARRAY['committed_stock', 'available_for_sale_stock', 'actual_stock_on_hand',
+                            'actual_committed_stock', 'actual_available_for_sale_stock']) v
+ WHERE i.org_id = v.org_id AND i.item_id = v.item_id
+   AND (v.committed IS NOT NULL OR v.for_sale IS NOT NULL OR v.a_on_hand IS NOT NULL
+        OR v.a_committed IS NOT NULL OR v.a_for_sale IS NOT NULL);
 
 -- billing and shipping from their own objects; the others by their place
 -- (position from 1) in addresses[]
 UPDATE zoho.contact_addresses a
-   SET state_code = src ->> 'state_code', country_code = src ->> 'country_code'
+   SET state_code = s.src ->> 'state_code', country_code = s.src ->> 'country_code'
   FROM (SELECT c.org_id, c.contact_id, t.address_type, t.position, t.src
           FROM zoho.contacts c,
                LATERAL (VALUES ('billing', 1, c.raw -> 'billing_address'),
@@ -114,7 +140,8 @@ UPDATE zoho.contact_addresses a
                                          THEN c.raw -> 'addresses' ELSE '[]'::jsonb END)
                    WITH ORDINALITY AS e(src, n)
          WHERE c.is_detail) s
- WHERE jsonb_typeof(s.src) = 'object' AND s.src ?| ARRAY['state_code', 'country_code']
+ WHERE jsonb_typeof(s.src) = 'object'
+   AND (s.src ->> 'state_code' IS NOT NULL OR s.src ->> 'country_code' IS NOT NULL)
    AND a.org_id = s.org_id AND a.contact_id = s.contact_id
    AND a.address_type = s.address_type AND a.position = s.position;
 

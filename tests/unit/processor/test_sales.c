@@ -85,6 +85,19 @@ static void test_invoice_detail(void)
     T_VNULL(l, 1, "tax_id");
     T_VNULL(l, 1, "sku");
     T_V(l, 1, "warehouse_id", "982000000000331");
+
+    /* a record's own discount_percent wins; null is as if not there */
+    h_reset();
+    T_TRUE(!h_record("invoices",
+                     "{\"invoice_id\":\"9\",\"discount\":\"10%\",\"discount_percent\":null,"
+                     "\"line_items\":[{\"line_item_id\":\"a\",\"discount\":\"10%\",\"discount_percent\":null},"
+                     "{\"line_item_id\":\"b\",\"discount\":\"10%\",\"discount_percent\":12.5}]}",
+                     TDS_FORM_DETAIL));
+    T_TRUE((s = h_set("invoices", TDS_ROWS_DETAIL, 0)) != NULL);
+    T_V(s, 0, "discount_percent", "10");
+    T_TRUE((l = h_set("invoice_lines", TDS_ROWS_CHILD, 0)) != NULL);
+    T_V(l, 0, "discount_percent", "10");
+    T_V(l, 1, "discount_percent", "12.5");
 }
 
 static void test_sales_order(void)
