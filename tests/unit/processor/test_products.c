@@ -381,13 +381,16 @@ static double time_group(const char *what, const struct tds_buf *b, size_t varia
     return t0;
 }
 
-/* One record of at most 1 MiB takes well under a second, however many
- * variants it lists: the duplicate check over the variants and the option
- * de-duplication sort instead of comparing pairs, the group's own fields are
- * looked up once, not once per variant, and each row's hash looks at its own
- * child rows only. Before, 58,869 variants took 10 s, and three such records
- * held the processor past its stall limit (/healthz 503, a restart, the
- * source resending them, the same again). */
+/* One record of at most 1 MiB takes well under the stall limit (2 s at
+ * least), however many variants it lists: the duplicate check over the
+ * variants and the option de-duplication sort instead of comparing pairs, the
+ * group's own fields are looked up once, not once per variant, and each row's
+ * hash looks at its own child rows only. Before, 58,869 variants took 27 s
+ * under the sanitizers (7 s without), and three such records held the
+ * processor past its stall limit (/healthz 503, a restart, the source
+ * resending them, the same again). Now about 0.6 s under the sanitizers here;
+ * the bound leaves room for a slower, busier machine. */
+#define GROUP_CPU_MAX_S 3.0
 static void test_huge_group_is_fast(void)
 {
     struct tds_buf b = {0};
@@ -398,7 +401,7 @@ static void test_huge_group_is_fast(void)
     for (n = 0; b.len < H_RECORD_MAX - 40; n++)
         T_INT(tds_buf_addf(&b, "%s{\"item_id\":%zu}", n ? "," : "", n + 1), ==, 0);
     T_INT(tds_buf_add(&b, "]}", 2), ==, 0);
-    T_TRUE(time_group("bare variants", &b, n) < 1.0);
+    T_TRUE(time_group("bare variants", &b, n) < GROUP_CPU_MAX_S);
 
     /* every variant its own option: the options' de-duplication */
     group_head(&b, "\"attribute_name1\":\"Color\",");
@@ -406,7 +409,7 @@ static void test_huge_group_is_fast(void)
         T_INT(tds_buf_addf(&b, "%s{\"item_id\":%zu,\"attribute_option_name1\":\"o%zu\"}",
                            n ? "," : "", n + 1, n), ==, 0);
     T_INT(tds_buf_add(&b, "]}", 2), ==, 0);
-    T_TRUE(time_group("distinct options", &b, n) < 1.0);
+    T_TRUE(time_group("distinct options", &b, n) < GROUP_CPU_MAX_S);
     const struct tds_msg_rowset *g = h_set("item_groups", TDS_ROWS_DETAIL, 0);
     T_TRUE(g != NULL);
     T_TRUE(strncmp(V(g, 0, "attributes"), "[{\"name\":\"Color\",\"options\":[\"o0\",\"o1\",", 38)
@@ -422,7 +425,7 @@ static void test_huge_group_is_fast(void)
     for (n = 0; b.len < H_RECORD_MAX - 40; n++)
         T_INT(tds_buf_addf(&b, "%s{\"item_id\":%zu}", n ? "," : "", n + 1), ==, 0);
     T_INT(tds_buf_add(&b, "]}", 2), ==, 0);
-    T_TRUE(time_group("wide group", &b, n) < 1.0);
+    T_TRUE(time_group("wide group", &b, n) < GROUP_CPU_MAX_S);
     tds_buf_deinit(&b);
 }
 
