@@ -590,6 +590,11 @@ static int add_entity(struct orgs_ctx *c, struct tds_org *g, const char *name)
     return 0;
 }
 
+bool tds_org_books(const struct tds_org *org)
+{
+    return org->product && strcmp(org->product, "books") == 0;
+}
+
 static int parse_entities(struct orgs_ctx *c, json_t *o, struct tds_org *g, unsigned product)
 {
     json_t *v = json_object_get(o, "entities");

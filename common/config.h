@@ -91,6 +91,10 @@ struct tds_org {
  * organization sets "allow_http" (a simulator on a private network). */
 bool tds_url_transport_ok(const char *url, bool allow_http);
 
+/* Whether the organization is a Zoho Books one (else Inventory, the default
+ * when the file names no product). */
+bool tds_org_books(const struct tds_org *org);
+
 struct tds_orgs {
     struct tds_org *orgs;
     size_t n;

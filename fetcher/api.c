@@ -193,7 +193,7 @@ int tds_api_new(struct tds_api **out, struct tds_loop *loop, struct tds_http *ht
     a->lctx.org = org->org_id;
     a->wait_log.interval_ms = 60000;
     a->domain_log.interval_ms = 60000;
-    a->base_path = org->product && strcmp(org->product, "books") == 0 ? "/books/v3" : "/inventory/v1";
+    a->base_path = tds_org_books(org) ? "/books/v3" : "/inventory/v1";
     a->org_label = tds_metrics_escape(org->org_id);
     if (!a->org_label) {
         free(a);

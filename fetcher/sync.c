@@ -1187,11 +1187,6 @@ static bool lacks_stock(const char *rec, size_t len)
     return true;
 }
 
-static bool books_org(const struct tds_org *org)
-{
-    return org->product && strcmp(org->product, "books") == 0;
-}
-
 static void on_bulk(const struct tds_api_result *res, void *ud)
 {
     struct bcall *bc = ud;
@@ -1211,7 +1206,7 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
         if (tds_json_array_spans(res->body, res->len, r->e->list_key, &spans, &n) != 0) {
             run_fail(r, "itemdetails answer has no '%s' array", r->e->list_key);
         } else {
-            for (size_t k = 0; k < n && !books_org(r->o->org) && !no_stock; k++)
+            for (size_t k = 0; k < n && !tds_org_books(r->o->org) && !no_stock; k++)
                 no_stock = lacks_stock(res->body + spans[k].off, spans[k].len);
         }
         if (no_stock) {
@@ -3125,8 +3120,7 @@ static bool org_has_entity(const struct tds_org *org, const char *name)
 
 bool tds_sync_org_syncs(const struct tds_org *org, const struct tds_entity *e)
 {
-    unsigned prod = org->product && strcmp(org->product, "books") == 0 ? TDS_PRODUCT_BOOKS
-                                                                       : TDS_PRODUCT_INVENTORY;
+    unsigned prod = tds_org_books(org) ? TDS_PRODUCT_BOOKS : TDS_PRODUCT_INVENTORY;
     return (e->products & prod) && org_has_entity(org, e->name);
 }
 
