@@ -135,9 +135,12 @@ class Sim:
     def truth(self, org, entity, **params):
         return self.ctl("GET", f"truth/{org}/{entity}", params=params or None)
 
-    def mutate(self, org, entity, update=0, create=0, delete=0):
-        return self.ctl("POST", "mutate", {"org": org, "entity": entity, "update": update,
-                                           "create": create, "delete": delete})
+    def mutate(self, org, entity, update=0, create=0, delete=0, moves_stock=None):
+        body = {"org": org, "entity": entity, "update": update, "create": create,
+                "delete": delete}
+        if moves_stock is not None:
+            body["moves_stock"] = moves_stock
+        return self.ctl("POST", "mutate", body)
 
     def invalid(self, org, entity, n=1, kind="mixed"):
         return self.ctl("POST", "invalid", {"org": org, "entity": entity, "n": n, "kind": kind})

@@ -191,7 +191,7 @@ int zs_org_parse(struct zs_org *o, const char *spec, char *err, size_t errlen)
         }
         if (e >= 0) {
             /* sequence numbers must fit the id layout; 10 million per entity */
-            rc = parse_size(v, e == ZS_WAREHOUSES ? 64 : 10000000, &n);
+            rc = parse_size(v, e == ZS_WAREHOUSES ? ZS_MAX_SITES : 10000000, &n);
             if (!rc && e == ZS_WAREHOUSES && n < 1)
                 rc = -EINVAL;
             o->want[e] = (size_t)n;
@@ -335,6 +335,7 @@ void zs_org_deinit(struct zs_org *o)
             free(t->views[s].idx);
         pthread_mutex_destroy(&t->view_lock);
     }
+    free(o->stock.slots);
     pthread_rwlock_destroy(&o->lock);
 }
 
@@ -694,6 +695,139 @@ int zs_org_mutate(struct zs_org *o, enum zs_ent e, enum zs_mut_op op, int64_t no
         }
     }
     return 0;
+}
+
+/* ---- stock moved by documents ---- */
+
+static uint64_t stock_key(size_t item, size_t site)
+{
+    return (uint64_t)item * ZS_MAX_SITES + site + 1;
+}
+
+/* The key's slot or the empty one where it would go: the table is never
+ * full, so the probe ends. */
+static struct zs_stock_slot *stock_find(const struct zs_stock_map *m, uint64_t key)
+{
+    size_t mask = m->cap - 1;
+    for (size_t i = zs_mix(key) & mask;; i = (i + 1) & mask)
+        if (m->slots[i].key == key || !m->slots[i].key)
+            return &m->slots[i];
+}
+
+const struct zs_stock_delta *zs_org_stock_delta(const struct zs_org *o, size_t item,
+                                                size_t site)
+{
+    if (!o->stock.n)
+        return NULL;
+    const struct zs_stock_slot *s = stock_find(&o->stock, stock_key(item, site));
+    return s->key ? &s->d : NULL;
+}
+
+/* Room for `more` new keys with the table at most half full. */
+static int stock_reserve(struct zs_stock_map *m, size_t more)
+{
+    size_t cap = m->cap ? m->cap : 64;
+    while ((m->n + more) * 2 > cap)
+        cap *= 2;
+    if (cap == m->cap)
+        return 0;
+    struct zs_stock_map nm = {calloc(cap, sizeof(struct zs_stock_slot)), m->n, cap};
+    if (!nm.slots)
+        return -ENOMEM;
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slots[i].key)
+            *stock_find(&nm, m->slots[i].key) = m->slots[i];
+    free(m->slots);
+    *m = nm;
+    return 0;
+}
+
+struct stock_move {
+    size_t item, site;
+    int64_t qty;
+};
+
+static int cmp_move(const void *a, const void *b)
+{
+    const struct stock_move *x = a, *y = b;
+    if (x->item != y->item)
+        return x->item < y->item ? -1 : 1;
+    return (x->site > y->site) - (x->site < y->site);
+}
+
+/* Moves one item at the sites of mv[0..n) (distinct, each with the summed
+ * quantity); see zs_org_move_stock. The new values are stored as deltas over
+ * the version's own, which the renderer adds back. */
+static void move_item(struct zs_org *o, enum zs_ent e, const struct stock_move *mv, size_t n)
+{
+    const struct zs_rec *it = &o->t[ZS_ITEMS].recs[mv[0].item];
+    bool out = true;
+    for (size_t k = 0; k < n && e == ZS_INVOICES; k++) {
+        struct zs_stock s;
+        zs_item_site_stock(o, it, mv[k].site, &s);
+        out = out && s.soh >= mv[k].qty;
+    }
+    for (size_t k = 0; k < n; k++) {
+        int64_t q = mv[k].qty;
+        struct zs_stock b, s;
+        zs_item_base_stock(o, it, mv[k].site, &b);
+        zs_item_site_stock(o, it, mv[k].site, &s);
+        if (e == ZS_INVOICES) {
+            s.soh += out ? -q : q;
+            if (s.committed > s.soh)
+                s.committed = s.soh;
+        } else {
+            s.committed += q;
+            s.a_committed += q;
+            if (s.soh < s.committed)
+                s.soh = s.committed;
+            if (s.a_soh < s.a_committed)
+                s.a_soh = s.a_committed;
+        }
+        struct zs_stock_slot *slot = stock_find(&o->stock, stock_key(mv[k].item, mv[k].site));
+        if (!slot->key) {
+            slot->key = stock_key(mv[k].item, mv[k].site);
+            o->stock.n++;
+        }
+        slot->d = (struct zs_stock_delta){s.soh - b.soh, s.committed - b.committed,
+                                          s.a_soh - b.a_soh, s.a_committed - b.a_committed};
+    }
+}
+
+int zs_org_move_stock(struct zs_org *o, enum zs_ent e, const size_t *docs, size_t n_docs,
+                      size_t *items, size_t *n_items)
+{
+    *n_items = 0;
+    struct stock_move *mv = malloc((n_docs ? n_docs : 1) * ZS_MAX_LINES * sizeof(*mv));
+    if (!mv)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t d = 0; d < n_docs; d++) {
+        struct zs_line l[ZS_MAX_LINES];
+        unsigned nl = zs_doc_stock_lines(o, &o->t[e].recs[docs[d]], l);
+        for (unsigned k = 0; k < nl; k++)
+            if (!o->t[ZS_ITEMS].recs[l[k].item].deleted)
+                mv[n++] = (struct stock_move){l[k].item, l[k].site, l[k].qty};
+    }
+    qsort(mv, n, sizeof(*mv), cmp_move);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (m && !cmp_move(&mv[m - 1], &mv[i]))
+            mv[m - 1].qty += mv[i].qty;
+        else
+            mv[m++] = mv[i];
+    }
+    int rc = stock_reserve(&o->stock, m);
+    for (size_t a = 0; !rc && a < m;) {
+        size_t b = a + 1;
+        while (b < m && mv[b].item == mv[a].item)
+            b++;
+        move_item(o, e, mv + a, b - a);
+        items[(*n_items)++] = mv[a].item;
+        a = b;
+    }
+    free(mv);
+    return rc;
 }
 
 /* ---- time ---- */

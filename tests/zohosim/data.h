@@ -57,6 +57,28 @@ struct zs_table {
     struct zs_view views[ZS_SORT_COUNT];
 };
 
+/* Stock that invoices and sales orders moved (POST /_sim/mutate with
+ * moves_stock), per item and site, as deltas over what the item's version
+ * renders: real Zoho moves an item's stock without touching the item, so
+ * this lives beside the records, not in them. Sparse (only the pairs a
+ * document moved) in an open-addressing table at most half full; it never
+ * shrinks and is freed with the org. */
+#define ZS_MAX_SITES 64     /* warehouses per org: keys are item * 64 + site */
+
+struct zs_stock_delta {
+    int64_t soh, committed, a_soh, a_committed;
+};
+
+struct zs_stock_slot {
+    uint64_t key;           /* item * ZS_MAX_SITES + site + 1; 0 = empty */
+    struct zs_stock_delta d;
+};
+
+struct zs_stock_map {
+    struct zs_stock_slot *slots;
+    size_t n, cap;          /* cap is 0 or a power of two */
+};
+
 struct zs_org_limits {
     int64_t rate_per_min;   /* 0 = off */
     int64_t concurrency;    /* 0 = off */
@@ -83,6 +105,7 @@ struct zs_org {
     pthread_rwlock_t lock;
     struct zs_table t[ZS_ENT_COUNT];
     uint64_t mut_rng;       /* chooses records to mutate; under the write lock */
+    struct zs_stock_map stock; /* changed under the write lock, read under the read lock */
 };
 
 const char *zs_ent_name(enum zs_ent e);       /* "items" (the registry name) */
@@ -126,9 +149,10 @@ struct zs_page_req {
 int zs_org_page(struct zs_org *o, enum zs_ent e, const struct zs_page_req *q, uint32_t *out,
                 size_t *n_out, bool *more);
 
-enum zs_mut_op { ZS_MUT_UPDATE, ZS_MUT_CREATE, ZS_MUT_DELETE };
+enum zs_mut_op { ZS_MUT_UPDATE, ZS_MUT_CREATE, ZS_MUT_DELETE, ZS_MUT_OPS };
 
 #define ZS_MAX_VARIANTS 6
+#define ZS_MAX_LINES 5      /* line items of an invoice or sales order */
 
 /* Records of another entity that a mutation changed too (a variant's group,
  * a deleted group's variants). */
@@ -149,6 +173,26 @@ struct zs_also {
  * creating warehouses, -ENOMEM. */
 int zs_org_mutate(struct zs_org *o, enum zs_ent e, enum zs_mut_op op, int64_t now_s,
                   enum zs_invalid invalid, uint32_t stamp, size_t *idx, struct zs_also *also);
+
+/* What documents moved of one item's stock at one site (index in the
+ * warehouses table), or NULL when nothing did. Caller holds the read lock. */
+const struct zs_stock_delta *zs_org_stock_delta(const struct zs_org *o, size_t item,
+                                                size_t site);
+
+/* Moves the stock of the items on the lines of documents docs[0..n_docs) of
+ * e (ZS_INVOICES or ZS_SALESORDERS), as they render now, in one batch: the
+ * quantities of all lines naming one item at one site add up, so each item
+ * moves once and visibly. Invoices take the quantities out of accounting
+ * stock (stock_on_hand) at the lines' sites, or, when a site has less than
+ * that, put them back at those sites instead (a return): one direction for
+ * the item, so its totals move too. Sales orders commit them
+ * (committed and actual committed), raising stock on hand where it would
+ * fall short. Nothing goes negative and committed never exceeds on hand.
+ * Deleted items are left alone. Fills items (room for n_docs * ZS_MAX_LINES)
+ * with the moved items' indexes in increasing order and *n_items with their
+ * number. Caller holds the write lock. Returns 0 or -ENOMEM (nothing moved). */
+int zs_org_move_stock(struct zs_org *o, enum zs_ent e, const size_t *docs, size_t n_docs,
+                      size_t *items, size_t *n_items);
 
 /* Hash helpers shared with render.c. */
 static inline uint64_t zs_mix(uint64_t x)

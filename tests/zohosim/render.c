@@ -1,8 +1,9 @@
 /* render — records to Zoho JSON; see render.h.
  *
- * Everything here is a pure function of (org seed, record id, version): the
- * same record renders byte for byte the same in a list page, a detail call,
- * a webhook and the truth endpoint. Values that other records copy (an
+ * Everything here is a pure function of (org seed, record id, version), and
+ * for an item's stock also of what documents moved (the org's stock deltas):
+ * the same record renders byte for byte the same in a list page, a detail
+ * call, a webhook and the truth endpoint. Values that other records copy (an
  * item's name and rate on a line item, a contact's name on an invoice) come
  * from the referenced record's base (version 0) data, so changing one record
  * never silently changes another. Money is in cents, printed with 2 places.
@@ -376,13 +377,8 @@ static void address(struct zs_jw *w, const char *key, const struct zs_org *o, ui
 
 /* ---- stock ---- */
 
-struct stock {
-    int64_t soh, avail, committed, afs;
-    int64_t a_soh, a_avail, a_committed, a_afs;
-};
-
-static void site_stock(const struct zs_org *o, const struct zs_rec *it, size_t site,
-                       struct stock *s)
+void zs_item_base_stock(const struct zs_org *o, const struct zs_rec *it, size_t site,
+                        struct zs_stock *s)
 {
     uint64_t x = h(o, it, 0x5100 + site);
     s->soh = (int64_t)(x % 120);
@@ -396,13 +392,38 @@ static void site_stock(const struct zs_org *o, const struct zs_rec *it, size_t s
     s->a_afs = s->a_soh - s->a_committed;
 }
 
-static void item_totals(const struct zs_org *o, const struct zs_rec *it, struct stock *t)
+static int64_t clamp(int64_t v, int64_t lo, int64_t hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+void zs_item_site_stock(const struct zs_org *o, const struct zs_rec *it, size_t site,
+                        struct zs_stock *s)
+{
+    zs_item_base_stock(o, it, site, s);
+    const struct zs_stock_delta *d =
+        zs_org_stock_delta(o, zs_rec_index(&o->t[ZS_ITEMS], it), site);
+    if (!d)
+        return;
+    /* the deltas were taken against an older version's values when the item
+     * changed since: the clamps keep the invariants whatever the base */
+    s->soh = clamp(s->soh + d->soh, 0, INT64_MAX);
+    s->committed = clamp(s->committed + d->committed, 0, s->soh);
+    s->a_soh = clamp(s->a_soh + d->a_soh, 0, INT64_MAX);
+    s->a_committed = clamp(s->a_committed + d->a_committed, 0, s->a_soh);
+    s->avail = s->soh;
+    s->a_avail = s->a_soh;
+    s->afs = s->soh - s->committed;
+    s->a_afs = s->a_soh - s->a_committed;
+}
+
+static void item_totals(const struct zs_org *o, const struct zs_rec *it, struct zs_stock *t)
 {
     memset(t, 0, sizeof(*t));
     const struct zs_table *wt = &o->t[ZS_WAREHOUSES];
     for (size_t i = 0; i < wt->n; i++) {
-        struct stock s;
-        site_stock(o, it, i, &s);
+        struct zs_stock s;
+        zs_item_site_stock(o, it, i, &s);
         t->soh += s.soh;
         t->avail += s.avail;
         t->committed += s.committed;
@@ -425,8 +446,8 @@ static void stock_sites(struct zs_jw *w, const struct zs_org *o, const struct zs
     zs_jw_arr(w);
     for (size_t i = 0; i < wt->n; i++) {
         const struct zs_rec *wr = &wt->recs[i];
-        struct stock s;
-        site_stock(o, it, i, &s);
+        struct zs_stock s;
+        zs_item_site_stock(o, it, i, &s);
         /* the base name: renaming a site must not change every item */
         warehouse_name(o, wr, name, sizeof(name));
         zs_jw_obj(w);
@@ -555,7 +576,7 @@ static void item_fields(struct zs_jw *w, const struct zs_org *o, const struct zs
     zs_jw_kstr(w, "weight_unit", "kg");
     zs_jw_kstr(w, "dimension_unit", "cm");
     k_dec_or_blank(w, "reorder_level", (int64_t)(x0 % 20), 0, x0 >> 9);
-    struct stock s;
+    struct zs_stock s;
     item_totals(o, r, &s);
     if (bad)
         zs_jw_kstr(w, "stock_on_hand", "n/a");
@@ -859,7 +880,7 @@ static unsigned doc_lines(const struct zs_org *o, const struct zs_rec *r)
 {
     if (!o->gen_n[ZS_ITEMS])
         return 0;
-    return 1 + (unsigned)(h(o, r, 0x31) % 5);
+    return 1 + (unsigned)(h(o, r, 0x31) % ZS_MAX_LINES);
 }
 
 /* One line: the item comes from the records generated at start so that a
@@ -877,6 +898,26 @@ static const struct zs_rec *line_item(const struct zs_org *o, const struct zs_re
     *tx = item_tax(o, it);
     *tax = *total * (*tx)->pct / 100;
     return it;
+}
+
+/* The site (warehouse or location index) line k ships from. */
+static size_t line_site(const struct zs_org *o, const struct zs_rec *r, unsigned k)
+{
+    return h(o, r, 0x3300 + k) % o->t[ZS_WAREHOUSES].n;
+}
+
+unsigned zs_doc_stock_lines(const struct zs_org *o, const struct zs_rec *doc,
+                            struct zs_line out[ZS_MAX_LINES])
+{
+    unsigned n = o->t[ZS_WAREHOUSES].n ? doc_lines(o, doc) : 0;
+    for (unsigned k = 0; k < n; k++) {
+        int64_t rt, d, tot, tax;
+        const struct tax *tx;
+        const struct zs_rec *it = line_item(o, doc, k, &out[k].qty, &rt, &d, &tot, &tax, &tx);
+        out[k].item = zs_rec_index(&o->t[ZS_ITEMS], it);
+        out[k].site = line_site(o, doc, k);
+    }
+    return n;
 }
 
 static void doc_sums(const struct zs_org *o, const struct zs_rec *r, struct doc_totals *t)
@@ -1033,7 +1074,7 @@ static void doc_fields(struct zs_jw *w, const struct zs_org *o, enum zs_ent e,
         kid(w, o, "account_id", misc_id(o, 32));
         zs_jw_kstr(w, "product_type", "goods");
         if (wt->n) {
-            const struct zs_rec *wr = &wt->recs[h(o, r, 0x3300 + k) % wt->n];
+            const struct zs_rec *wr = &wt->recs[line_site(o, r, k)];
             char wn[128];
             warehouse_name(o, wr, wn, sizeof(wn));
             k_idtext(w, o, o->locations ? "location_id" : "warehouse_id", wr);

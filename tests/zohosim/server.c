@@ -1104,33 +1104,42 @@ static void ctl_mutate(struct zs_sim *s, json_t *j, struct reply *r)
         r->body = ctl_error(!o ? "unknown or missing org" : "unknown or missing entity", &r->len);
         return;
     }
-    static const char *const keys[] = {"update", "create", "delete"};
-    static const char *const out_keys[] = {"updated", "created", "deleted"};
-    static const enum zs_mut_op ops[] = {ZS_MUT_UPDATE, ZS_MUT_CREATE, ZS_MUT_DELETE};
-    for (int k = 0; k < 3; k++) {
-        int64_t n = jint(j, keys[k], 0);
-        if (n < 0 || n > MAX_MUTATE || (e == ZS_WAREHOUSES && k > 0 && n > 0)) {
+    static const char *const keys[ZS_MUT_OPS] = {
+        [ZS_MUT_UPDATE] = "update", [ZS_MUT_CREATE] = "create", [ZS_MUT_DELETE] = "delete"};
+    long n[ZS_MUT_OPS];
+    for (int k = 0; k < ZS_MUT_OPS; k++) {
+        int64_t v = jint(j, keys[k], 0);
+        if (v < 0 || v > MAX_MUTATE || (e == ZS_WAREHOUSES && k != ZS_MUT_UPDATE && v > 0)) {
             r->status = 400;
             r->body = ctl_error(e == ZS_WAREHOUSES ? "warehouses can only be updated"
                                                    : "count out of range",
                                 &r->len);
             return;
         }
+        n[k] = (long)v;
     }
-    /* one stamp for the request: the three sets are disjoint, each distinct */
-    uint32_t stamp = zs_sim_stamp(s);
+    json_t *mv = json_object_get(j, "moves_stock");
+    if (mv && !json_is_boolean(mv)) {
+        r->status = 400;
+        r->body = ctl_error("moves_stock must be true or false", &r->len);
+        return;
+    }
+    if (json_is_true(mv) && e != ZS_INVOICES && e != ZS_SALESORDERS) {
+        r->status = 400;
+        r->body = ctl_error("moves_stock is for invoices and sales_orders only", &r->len);
+        return;
+    }
     struct zs_jw w;
     zs_jw_init(&w, 1024);
     zs_jw_obj(&w);
-    for (int k = 0; k < 3; k++) {
-        int64_t n = jint(j, keys[k], 0);
-        zs_jw_key(&w, out_keys[k]);
-        zs_jw_arr(&w);
-        if (n > 0)
-            zs_sim_mutate(s, o, (enum zs_ent)e, ops[k], (long)n, ZS_VALID, stamp, &w);
-        zs_jw_arr_end(&w);
-    }
+    int rc = zs_sim_mutate_request(s, o, (enum zs_ent)e, n, json_is_true(mv), &w);
     zs_jw_obj_end(&w);
+    if (rc) {
+        zs_jw_deinit(&w);
+        r->status = 500;
+        r->body = ctl_error("out of memory", &r->len);
+        return;
+    }
     r->status = 200;
     r->body = zs_jw_take(&w, &r->len);
 }

@@ -1,7 +1,8 @@
 /* sim — shared state, mutations with their webhooks, the mutation stream;
  * see sim.h. Webhook bodies are rendered under the org's write lock (they
  * must show the record as this mutation left it) and queued after it is
- * released. */
+ * released, so stock that documents move is moved under the same hold:
+ * a receiver that fetches the items a webhook names sees it moved. */
 #include "sim.h"
 
 #include <errno.h>
@@ -102,20 +103,52 @@ static const char *event_name(enum zs_mut_op op)
     return op == ZS_MUT_CREATE ? "created" : op == ZS_MUT_UPDATE ? "updated" : "deleted";
 }
 
-long zs_sim_mutate(struct zs_sim *s, struct zs_org *o, enum zs_ent e, enum zs_mut_op op, long n,
-                   enum zs_invalid invalid, uint32_t stamp, struct zs_jw *w)
+/* What one hold of the write lock collected for after it: webhook bodies
+ * (when the org has webhooks) and the documents whose lines move stock. */
+struct batch {
+    bool hooks;
+    struct pending_hook *ph;
+    size_t nph;
+    size_t *docs;           /* NULL: no stock moves */
+    size_t ndocs;
+};
+
+static int batch_init(struct batch *b, struct zs_sim *s, struct zs_org *o, size_t n,
+                      size_t max_docs)
+{
+    memset(b, 0, sizeof(*b));
+    b->hooks = zs_hooks_enabled(s->hooks, (size_t)o->org_index);
+    size_t cap = b->hooks ? n * (ZS_MAX_VARIANTS + 2) : 0;
+    b->ph = cap ? calloc(cap, sizeof(*b->ph)) : NULL;
+    b->docs = max_docs ? malloc(max_docs * sizeof(*b->docs)) : NULL;
+    if ((cap && !b->ph) || (max_docs && !b->docs)) {
+        free(b->ph);
+        free(b->docs);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* After the lock is released: counts the mutations and queues the webhooks. */
+static void batch_post(struct zs_sim *s, struct zs_org *o, struct batch *b, long done)
 {
     size_t org = (size_t)o->org_index;
-    bool hooks = zs_hooks_enabled(s->hooks, org);
-    size_t cap = hooks ? (size_t)n * (ZS_MAX_VARIANTS + 2) : 0;
-    struct pending_hook *ph = cap ? calloc(cap, sizeof(*ph)) : NULL;
-    if (cap && !ph)
-        return -ENOMEM;
-    size_t nph = 0;
+    atomic_fetch_add(&s->stats[org].mutations, (uint64_t)done);
+    for (size_t i = 0; i < b->nph; i++)
+        if (b->ph[i].body)
+            zs_hooks_post(s->hooks, org, b->ph[i].event, b->ph[i].body, b->ph[i].len);
+    free(b->ph);
+    free(b->docs);
+}
+
+/* Applies up to n mutations of one kind under the write lock the caller
+ * holds. Returns the number applied, or the error that stopped the first. */
+static long apply(struct zs_org *o, enum zs_ent e, enum zs_mut_op op, long n,
+                  enum zs_invalid invalid, uint32_t stamp, int64_t now_s, struct zs_jw *w,
+                  struct batch *b)
+{
     long done = 0;
     int rc = 0;
-    int64_t now_s = zs_wall_s();
-    pthread_rwlock_wrlock(&o->lock);
     for (long k = 0; k < n; k++) {
         size_t idx;
         struct zs_also also;
@@ -128,27 +161,89 @@ long zs_sim_mutate(struct zs_sim *s, struct zs_org *o, enum zs_ent e, enum zs_mu
             zs_render_id(id, &o->t[e].recs[idx]);
             zs_jw_str(w, id);
         }
-        if (!hooks)
+        if (b->docs && op != ZS_MUT_DELETE)
+            b->docs[b->ndocs++] = idx;
+        if (!b->hooks)
             continue;
-        ph[nph].event = event_name(op);
-        ph[nph].body = hook_body(o, e, idx, op == ZS_MUT_DELETE, &ph[nph].len);
-        nph++;
+        struct pending_hook *ph = b->ph;
+        ph[b->nph].event = event_name(op);
+        ph[b->nph].body = hook_body(o, e, idx, op == ZS_MUT_DELETE, &ph[b->nph].len);
+        b->nph++;
         for (size_t a = 0; a < also.n; a++) {
-            ph[nph].event = event_name(also.op);
-            ph[nph].body =
-                hook_body(o, also.ent, also.idx[a], also.op == ZS_MUT_DELETE, &ph[nph].len);
-            nph++;
+            ph[b->nph].event = event_name(also.op);
+            ph[b->nph].body =
+                hook_body(o, also.ent, also.idx[a], also.op == ZS_MUT_DELETE, &ph[b->nph].len);
+            b->nph++;
         }
     }
-    pthread_rwlock_unlock(&o->lock);
-    atomic_fetch_add(&s->stats[org].mutations, (uint64_t)done);
-    for (size_t i = 0; i < nph; i++)
-        if (ph[i].body)
-            zs_hooks_post(s->hooks, org, ph[i].event, ph[i].body, ph[i].len);
-    free(ph);
-    if (done == 0 && rc)
+    return done == 0 && rc ? rc : done;
+}
+
+long zs_sim_mutate(struct zs_sim *s, struct zs_org *o, enum zs_ent e, enum zs_mut_op op, long n,
+                   enum zs_invalid invalid, uint32_t stamp, struct zs_jw *w)
+{
+    struct batch b;
+    int rc = batch_init(&b, s, o, (size_t)n, 0);
+    if (rc)
         return rc;
+    int64_t now_s = zs_wall_s();
+    pthread_rwlock_wrlock(&o->lock);
+    long done = apply(o, e, op, n, invalid, stamp, now_s, w, &b);
+    pthread_rwlock_unlock(&o->lock);
+    batch_post(s, o, &b, done > 0 ? done : 0);
     return done;
+}
+
+int zs_sim_mutate_request(struct zs_sim *s, struct zs_org *o, enum zs_ent e,
+                          const long n[ZS_MUT_OPS], bool moves_stock, struct zs_jw *w)
+{
+    static const char *const keys[ZS_MUT_OPS] = {
+        [ZS_MUT_UPDATE] = "updated", [ZS_MUT_CREATE] = "created", [ZS_MUT_DELETE] = "deleted"};
+    if (moves_stock && e != ZS_INVOICES && e != ZS_SALESORDERS)
+        return -EINVAL;
+    size_t total = 0;
+    for (int op = 0; op < ZS_MUT_OPS; op++)
+        total += (size_t)n[op];
+    size_t max_docs = moves_stock ? (size_t)(n[ZS_MUT_UPDATE] + n[ZS_MUT_CREATE]) : 0;
+    size_t *items = max_docs ? malloc(max_docs * ZS_MAX_LINES * sizeof(*items)) : NULL;
+    struct batch b;
+    if ((max_docs && !items) || batch_init(&b, s, o, total, max_docs)) {
+        free(items);
+        return -ENOMEM;
+    }
+    /* one stamp for the request: the three sets are disjoint, each distinct */
+    uint32_t stamp = zs_sim_stamp(s);
+    int64_t now_s = zs_wall_s();
+    long done = 0;
+    int rc = 0;
+    /* one hold for the whole request: readers see the documents and the
+     * stock they move together, and their webhooks go out after both */
+    pthread_rwlock_wrlock(&o->lock);
+    for (int op = 0; op < ZS_MUT_OPS; op++) {
+        zs_jw_key(w, keys[op]);
+        zs_jw_arr(w);
+        long m = n[op] > 0 ? apply(o, e, (enum zs_mut_op)op, n[op], ZS_VALID, stamp, now_s, w, &b)
+                           : 0;
+        done += m > 0 ? m : 0;
+        zs_jw_arr_end(w);
+    }
+    if (moves_stock) {
+        size_t n_items = 0;
+        if (b.ndocs)
+            rc = zs_org_move_stock(o, e, b.docs, b.ndocs, items, &n_items);
+        zs_jw_key(w, "stock_moved");
+        zs_jw_arr(w);
+        for (size_t i = 0; i < n_items; i++) {
+            char id[32];
+            zs_render_id(id, &o->t[ZS_ITEMS].recs[items[i]]);
+            zs_jw_str(w, id);
+        }
+        zs_jw_arr_end(w);
+    }
+    pthread_rwlock_unlock(&o->lock);
+    batch_post(s, o, &b, done);
+    free(items);
+    return rc;
 }
 
 uint32_t zs_sim_stamp(struct zs_sim *s)

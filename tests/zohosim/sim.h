@@ -105,6 +105,17 @@ struct zs_org *zs_sim_org(struct zs_sim *s, const char *id);
  * Returns the number applied, or a negative errno. */
 long zs_sim_mutate(struct zs_sim *s, struct zs_org *o, enum zs_ent e, enum zs_mut_op op, long n,
                    enum zs_invalid invalid, uint32_t stamp, struct zs_jw *w);
+/* One POST /_sim/mutate: n[op] mutations of each kind of distinct records
+ * of e, under one hold of the org's write lock. Writes the members
+ * "updated", "created" and "deleted" (arrays of ids) into the object open in
+ * w and, when moves_stock, "stock_moved": the updated and created documents
+ * move the stock of the items on their lines (zs_org_move_stock), without
+ * changing the items otherwise. Fewer when the records run out. Returns 0,
+ * -EINVAL when moves_stock is set for an entity other than invoices and
+ * sales orders (nothing done), -ENOMEM (nothing done, or, when moving the
+ * stock ran out of memory, the documents changed without moving it). */
+int zs_sim_mutate_request(struct zs_sim *s, struct zs_org *o, enum zs_ent e,
+                          const long n[ZS_MUT_OPS], bool moves_stock, struct zs_jw *w);
 /* A fresh stamp for one mutation request (see zs_org_mutate). */
 uint32_t zs_sim_stamp(struct zs_sim *s);
 

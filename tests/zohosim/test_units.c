@@ -1,8 +1,10 @@
 /* test_units — unit tests of the simulator's modules that need no HTTP:
  * the JSON writer, time format and parse, org specs, ids and lookups, paging
  * with the last_modified_time filter, sorted views kept across mutations,
- * the webhook signature (Zoho's documented string-to-sign example), and the
- * admitted counts kept per finished minute. */
+ * the webhook signature (Zoho's documented string-to-sign example), the
+ * admitted counts kept per finished minute, and the stock that invoices and
+ * sales orders move without changing their items. */
+#include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include "jw.h"
 #include "limits.h"
 #include "render.h"
+#include "sim.h"
 
 static void test_jw_escapes_and_numbers(void)
 {
@@ -302,8 +305,269 @@ static void test_finished_minutes_are_counted(void)
     zs_limits_deinit(&l);
 }
 
+static json_t *render_json(struct zs_org *o, enum zs_ent e, size_t i, bool detail)
+{
+    struct zs_jw w;
+    zs_jw_init(&w, 4096);
+    zs_render(&w, o, e, &o->t[e].recs[i], detail, false);
+    size_t len;
+    char *s = zs_jw_take(&w, &len);
+    T_TRUE(s != NULL);
+    json_error_t err;
+    json_t *j = json_loadb(s, len, 0, &err);
+    if (!j)
+        T_FAIL("invalid JSON: %s", err.text);
+    free(s);
+    return j;
+}
+
+/* The record without its stock fields: what must stay as it was. */
+static void strip_stock(json_t *j)
+{
+    if (json_is_array(j)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(j, i, v)
+            strip_stock(v);
+        return;
+    }
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(j, tmp, k, v) {
+        if (strstr(k, "stock"))
+            json_object_del(j, k);
+        else
+            strip_stock(v);
+    }
+}
+
+static int64_t jget(json_t *o, const char *prefix, const char *k)
+{
+    char key[96];
+    snprintf(key, sizeof(key), "%s%s", prefix, k);
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v))
+        T_FAIL("%s is not an integer", key);
+    return json_integer_value(v);
+}
+
+/* The rendered item's sites and totals agree with zs_item_site_stock and
+ * keep the invariants; returns the sites' stock. */
+static void check_item_stock(struct zs_org *o, size_t i, json_t *item, struct zs_stock *sites)
+{
+    const char *p = o->locations ? "location_" : "warehouse_";
+    json_t *arr = json_object_get(item, o->locations ? "locations" : "warehouses");
+    T_INT(json_array_size(arr), ==, o->t[ZS_WAREHOUSES].n);
+    struct zs_stock t = {0};
+    for (size_t k = 0; k < json_array_size(arr); k++) {
+        json_t *row = json_array_get(arr, k);
+        struct zs_stock *s = &sites[k];
+        zs_item_site_stock(o, &o->t[ZS_ITEMS].recs[i], k, s);
+        T_INT(jget(row, p, "stock_on_hand"), ==, s->soh);
+        T_INT(jget(row, p, "available_stock"), ==, s->avail);
+        T_INT(jget(row, p, "committed_stock"), ==, s->committed);
+        T_INT(jget(row, p, "available_for_sale_stock"), ==, s->afs);
+        T_INT(jget(row, p, "actual_stock_on_hand"), ==, s->a_soh);
+        T_INT(jget(row, p, "actual_committed_stock"), ==, s->a_committed);
+        T_INT(jget(row, p, "actual_available_for_sale_stock"), ==, s->a_afs);
+        T_TRUE(s->committed >= 0 && s->committed <= s->soh && s->afs == s->soh - s->committed);
+        T_TRUE(s->a_committed >= 0 && s->a_committed <= s->a_soh &&
+               s->a_afs == s->a_soh - s->a_committed);
+        T_TRUE(s->avail == s->soh && s->a_avail == s->a_soh);
+        t.soh += s->soh;
+        t.committed += s->committed;
+        t.afs += s->afs;
+        t.a_soh += s->a_soh;
+        t.a_committed += s->a_committed;
+    }
+    T_INT(jget(item, "", "stock_on_hand"), ==, t.soh);
+    T_INT(jget(item, "", "available_stock"), ==, t.soh);
+    T_INT(jget(item, "", "committed_stock"), ==, t.committed);
+    T_INT(jget(item, "", "available_for_sale_stock"), ==, t.afs);
+    T_INT(jget(item, "", "actual_available_stock"), ==, t.a_soh);
+    T_INT(jget(item, "", "actual_committed_stock"), ==, t.a_committed);
+}
+
+/* One moves_stock request on e; checks every item of the org against its
+ * state before, then returns. */
+static void check_moves(struct zs_sim *sim, struct zs_org *o, enum zs_ent e)
+{
+    size_t ni = o->t[ZS_ITEMS].n, nw = o->t[ZS_WAREHOUSES].n;
+    json_t **before = calloc(ni, sizeof(*before));
+    struct zs_stock *sb = calloc(ni * nw, sizeof(*sb)), *sa = calloc(ni * nw, sizeof(*sa));
+    struct zs_rec *recs = malloc(ni * sizeof(*recs));
+    T_TRUE(before && sb && sa && recs);
+    memcpy(recs, o->t[ZS_ITEMS].recs, ni * sizeof(*recs));
+    for (size_t i = 0; i < ni; i++) {
+        before[i] = render_json(o, ZS_ITEMS, i, true);
+        check_item_stock(o, i, before[i], sb + i * nw);
+    }
+
+    struct zs_jw w;
+    zs_jw_init(&w, 256);
+    zs_jw_obj(&w);
+    const long n[ZS_MUT_OPS] = {[ZS_MUT_UPDATE] = 6, [ZS_MUT_CREATE] = 3, [ZS_MUT_DELETE] = 1};
+    T_INT(zs_sim_mutate_request(sim, o, e, n, true, &w), ==, 0);
+    zs_jw_obj_end(&w);
+    size_t len;
+    char *txt = zs_jw_take(&w, &len);
+    json_error_t err;
+    json_t *reply = json_loadb(txt, len, 0, &err);
+    T_TRUE(reply != NULL);
+    free(txt);
+
+    /* what the lines of the updated and created documents ask for, per item
+     * and site, and the items they name */
+    int64_t *want = calloc(ni * nw, sizeof(*want));
+    bool *named = calloc(ni, sizeof(*named));
+    T_TRUE(want && named);
+    const char *sets[] = {"updated", "created"};
+    for (int k = 0; k < 2; k++) {
+        json_t *arr = json_object_get(reply, sets[k]);
+        T_INT(json_array_size(arr), ==, n[k]);
+        for (size_t d = 0; d < json_array_size(arr); d++) {
+            const struct zs_rec *doc =
+                zs_org_find(o, e, json_string_value(json_array_get(arr, d)));
+            T_TRUE(doc != NULL);
+            struct zs_line l[ZS_MAX_LINES];
+            unsigned nl = zs_doc_stock_lines(o, doc, l);
+            T_TRUE(nl >= 1);
+            for (unsigned x = 0; x < nl; x++) {
+                want[l[x].item * nw + l[x].site] += l[x].qty;
+                named[l[x].item] = true;
+            }
+        }
+    }
+    json_t *moved = json_object_get(reply, "stock_moved");
+    size_t n_named = 0;
+    for (size_t i = 0; i < ni; i++)
+        n_named += named[i];
+    T_INT(json_array_size(moved), ==, n_named);
+    T_TRUE(n_named > 0);
+    for (size_t k = 0; k < json_array_size(moved); k++) {
+        const struct zs_rec *it =
+            zs_org_find(o, ZS_ITEMS, json_string_value(json_array_get(moved, k)));
+        T_TRUE(it != NULL && named[zs_rec_index(&o->t[ZS_ITEMS], it)]);
+    }
+
+    for (size_t i = 0; i < ni; i++) {
+        const struct zs_rec *r = &o->t[ZS_ITEMS].recs[i];
+        T_TRUE(memcmp(r, &recs[i], sizeof(*r)) == 0); /* version, times, all of it */
+        json_t *after = render_json(o, ZS_ITEMS, i, true);
+        check_item_stock(o, i, after, sa + i * nw);
+        T_STR(json_string_value(json_object_get(after, "last_modified_time")),
+              json_string_value(json_object_get(before[i], "last_modified_time")));
+        if (!named[i]) {
+            T_TRUE(json_equal(after, before[i]));
+            json_decref(after);
+            continue;
+        }
+        /* each site a line names moved by its quantity, all one way for
+         * invoices; sales orders commit it */
+        int64_t dir = 0, dsoh = 0, dcom = 0;
+        for (size_t k = 0; k < nw; k++) {
+            const struct zs_stock *b = &sb[i * nw + k], *a = &sa[i * nw + k];
+            int64_t q = want[i * nw + k];
+            dsoh += a->soh - b->soh;
+            dcom += a->committed - b->committed;
+            if (!q) {
+                T_TRUE(memcmp(a, b, sizeof(*a)) == 0);
+            } else if (e == ZS_INVOICES) {
+                int64_t d = a->soh - b->soh;
+                T_TRUE(d == q || d == -q);
+                T_TRUE(!dir || dir == d / q);
+                dir = d / q;
+                T_INT(a->a_soh, ==, b->a_soh);
+            } else {
+                T_INT(a->committed - b->committed, ==, q);
+                T_INT(a->a_committed - b->a_committed, ==, q);
+            }
+        }
+        T_TRUE(e == ZS_INVOICES ? dsoh != 0 : dcom > 0);
+        /* and nothing but the stock changed */
+        strip_stock(after);
+        strip_stock(before[i]);
+        T_TRUE(json_equal(after, before[i]));
+        json_decref(after);
+    }
+    /* the list form and the group detail's variants show the detail's totals */
+    for (size_t g = 0; g < o->t[ZS_ITEM_GROUPS].n; g++) {
+        if (o->t[ZS_ITEM_GROUPS].recs[g].deleted)
+            continue;
+        json_t *gj = render_json(o, ZS_ITEM_GROUPS, g, true);
+        json_t *vs = json_object_get(gj, "items");
+        for (size_t k = 0; k < json_array_size(vs); k++) {
+            json_t *v = json_array_get(vs, k);
+            const struct zs_rec *it =
+                zs_org_find(o, ZS_ITEMS, json_string_value(json_object_get(v, "item_id")));
+            T_TRUE(it != NULL);
+            size_t i = zs_rec_index(&o->t[ZS_ITEMS], it);
+            json_t *list = render_json(o, ZS_ITEMS, i, false);
+            json_t *detail = render_json(o, ZS_ITEMS, i, true);
+            static const char *const totals[] = {
+                "stock_on_hand", "available_stock", "committed_stock",
+                "available_for_sale_stock", "actual_available_stock", "actual_committed_stock",
+                "actual_available_for_sale_stock"};
+            for (size_t x = 0; x < sizeof(totals) / sizeof(totals[0]); x++) {
+                T_INT(jget(list, "", totals[x]), ==, jget(detail, "", totals[x]));
+                T_INT(jget(v, "", totals[x]), ==, jget(detail, "", totals[x]));
+            }
+            json_decref(list);
+            json_decref(detail);
+        }
+        json_decref(gj);
+    }
+    for (size_t i = 0; i < ni; i++)
+        json_decref(before[i]);
+    json_decref(reply);
+    free(before);
+    free(sb);
+    free(sa);
+    free(recs);
+    free(want);
+    free(named);
+}
+
+static void test_documents_move_stock_not_items(void)
+{
+    struct zs_org *orgs = calloc(2, sizeof(*orgs));
+    T_TRUE(orgs != NULL);
+    char err[64];
+    for (int k = 0; k < 2; k++) { /* warehouses[], then locations[] */
+        zs_org_defaults(&orgs[k], k);
+        orgs[k].seed = 5;
+        T_INT(zs_org_parse(&orgs[k], "items=60,groups=8,invoices=40,salesorders=40,warehouses=3",
+                           err, sizeof(err)),
+              ==, 0);
+        T_INT(zs_org_generate(&orgs[k], 1735689600), ==, 0);
+    }
+    struct zs_auth_cfg ac = {.client_id = "c", .client_secret = "s", .token_ttl_s = 60};
+    struct zs_auth *auth;
+    T_INT(zs_auth_new(&auth, &ac), ==, 0);
+    struct zs_sim_cfg sc = {.seed = 1, .epoch_s = 1735689600, .minute_ms = 60000,
+                            .day_ms = 86400000};
+    struct zs_sim *sim;
+    T_INT(zs_sim_new(&sim, &sc, orgs, 2, auth), ==, 0);
+    for (size_t k = 0; k < 2; k++) {
+        /* twice each: the second moves stock that is already moved */
+        check_moves(sim, &sim->orgs[k], ZS_INVOICES);
+        check_moves(sim, &sim->orgs[k], ZS_SALESORDERS);
+        check_moves(sim, &sim->orgs[k], ZS_INVOICES);
+        check_moves(sim, &sim->orgs[k], ZS_SALESORDERS);
+        T_TRUE(sim->orgs[k].stock.n > 0);
+    }
+    const long n[ZS_MUT_OPS] = {[ZS_MUT_UPDATE] = 1};
+    struct zs_jw w;
+    zs_jw_init(&w, 64);
+    T_INT(zs_sim_mutate_request(sim, &sim->orgs[0], ZS_ITEMS, n, true, &w), ==, -EINVAL);
+    zs_jw_deinit(&w);
+    sim = zs_sim_free(sim);
+}
+
 int main(void)
 {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     T_RUN(test_jw_escapes_and_numbers);
     T_RUN(test_time_format_and_parse);
     T_RUN(test_org_spec);
@@ -313,5 +577,7 @@ int main(void)
     T_RUN(test_render_is_deterministic_and_valid_json);
     T_RUN(test_signature_matches_zoho_example);
     T_RUN(test_finished_minutes_are_counted);
+    T_RUN(test_documents_move_stock_not_items);
+    curl_global_cleanup();
     return 0;
 }
