@@ -86,7 +86,7 @@ struct tds_msg_page {
     char *org;
     char *entity;
     char *run;          /* sync run id (text) */
-    char *mode;         /* "full" | "incremental" | "fetch" | "reconcile" */
+    char *mode;         /* "full" | "incremental" | "fetch" | "reconcile" | "stock" */
     char *origin;
     int64_t page;       /* 1-based page number within the run */
     int64_t fetched_ms; /* wall ms when its records were asked for (earliest request) */

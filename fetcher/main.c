@@ -63,6 +63,7 @@ struct settings {
     int64_t max_attempts;
     int64_t owner_check_ms;
     int64_t sweep_ms;
+    int64_t stock_ms;
     int64_t detail_backoff_ms;
     int64_t detail_backoff_max_ms;
     bool schedule;
@@ -126,6 +127,11 @@ static const struct tds_config_entry config_table[] = {
      "how often organization locks not held are tried again"},
     {"TDS_FETCHER_SWEEP_MS", TDS_CFG_INT, "10000", 0, 100, 3600000, OFF(sweep_ms),
      "how often the rows stored only in list form are looked for, to fetch their detail"},
+    {"TDS_FETCHER_STOCK_MS", TDS_CFG_INT, "10000", 0, 1000, 3600000, OFF(stock_ms),
+     "how often items queued in tds.stock_refresh (the documents that moved their stock were "
+     "written) are looked for, to fetch them again; at most one call of GET /itemdetails "
+     "(100 items) a look, and looks no closer than the daily budget allows (the share of "
+     "incremental_budget_pct)"},
     {"TDS_FETCHER_DETAIL_BACKOFF_MS", TDS_CFG_INT, "600000", 0, 100, 86400000,
      OFF(detail_backoff_ms),
      "a row in list form whose detail was asked for is not asked for again before this, "
@@ -419,6 +425,7 @@ int main(int argc, char **argv)
         .sweep_every_ms = a.cfg.sweep_ms,
         .sweep_backoff_ms = a.cfg.detail_backoff_ms,
         .sweep_backoff_max_ms = a.cfg.detail_backoff_max_ms,
+        .stock_every_ms = a.cfg.stock_ms,
         .owner_check_ms = a.cfg.owner_check_ms,
     };
     if ((rc = tds_sync_new(&a.sync, a.loop, a.push, a.store, a.http, a.metrics, a.events, a.orgs,

@@ -607,6 +607,28 @@ void tds_store_known_free(struct tds_known *k, size_t n)
 
 /* Run sql ($1 org, $2 a wall time in ms) and copy the first column of every
  * row into *ids (caller frees each and the array). */
+/* The first column of every row of r as a malloc'd array of strings. 0 or
+ * -ENOMEM; r stays the caller's. */
+static int result_ids(PGresult *r, char ***ids, size_t *n)
+{
+    int rows = PQntuples(r);
+    char **a = calloc(rows ? (size_t)rows : 1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    for (int i = 0; i < rows; i++) {
+        a[i] = strdup(PQgetvalue(r, i, 0));
+        if (!a[i]) {
+            for (int j = 0; j < i; j++)
+                free(a[j]);
+            free(a);
+            return -ENOMEM;
+        }
+    }
+    *ids = a;
+    *n = (size_t)rows;
+    return 0;
+}
+
 static int query_ids(struct tds_store *s, const char *sql, const char *org, int64_t before_wall_ms,
                      char ***ids, size_t *n)
 {
@@ -616,26 +638,9 @@ static int query_ids(struct tds_store *s, const char *sql, const char *org, int6
     PGresult *r = run(s, sql, 2, p);
     if (!r)
         return -EIO;
-    int rows = PQntuples(r);
-    char **a = calloc(rows ? (size_t)rows : 1, sizeof(*a));
-    if (!a) {
-        PQclear(r);
-        return -ENOMEM;
-    }
-    for (int i = 0; i < rows; i++) {
-        a[i] = strdup(PQgetvalue(r, i, 0));
-        if (!a[i]) {
-            for (int j = 0; j < i; j++)
-                free(a[j]);
-            free(a);
-            PQclear(r);
-            return -ENOMEM;
-        }
-    }
+    int rc = result_ids(r, ids, n);
     PQclear(r);
-    *ids = a;
-    *n = (size_t)rows;
-    return 0;
+    return rc;
 }
 
 int tds_store_live_ids(struct tds_store *s, const struct tds_entity *e, const char *org,
@@ -691,26 +696,61 @@ int tds_store_list_only_due(struct tds_store *s, const struct tds_entity *e, con
     PGresult *r = run(s, sql, 5, p);
     if (!r)
         return -EIO;
-    int rows = PQntuples(r);
-    char **a = calloc(rows ? (size_t)rows : 1, sizeof(*a));
-    if (!a) {
-        PQclear(r);
-        return -ENOMEM;
-    }
-    for (int i = 0; i < rows; i++) {
-        a[i] = strdup(PQgetvalue(r, i, 0));
-        if (!a[i]) {
-            for (int j = 0; j < i; j++)
-                free(a[j]);
-            free(a);
-            PQclear(r);
-            return -ENOMEM;
-        }
-    }
+    int rc = result_ids(r, ids, n);
     PQclear(r);
-    *ids = a;
-    *n = (size_t)rows;
-    return 0;
+    return rc;
+}
+
+int tds_store_stock_due(struct tds_store *s, const char *org, int limit, char ***ids, size_t *n,
+                        char *at, size_t at_len)
+{
+    *ids = NULL;
+    *n = 0;
+    char lim[16];
+    snprintf(lim, sizeof(lim), "%d", limit);
+    const char *p[] = {org, lim};
+    PGresult *r = run(s,
+                      "SELECT item_id, now()::text FROM tds.stock_refresh WHERE org_id = $1 AND "
+                      "(next_at IS NULL OR next_at <= now()) ORDER BY queued_at LIMIT $2::int",
+                      2, p);
+    if (!r)
+        return -EIO;
+    int rc = result_ids(r, ids, n);
+    snprintf(at, at_len, "%s", PQntuples(r) ? PQgetvalue(r, 0, 1) : "");
+    PQclear(r);
+    return rc;
+}
+
+int tds_store_stock_waiting(struct tds_store *s, const char *org)
+{
+    const char *p[] = {org};
+    return query_bool(s,
+                      "SELECT EXISTS (SELECT 1 FROM tds.stock_refresh WHERE org_id = $1 AND "
+                      "(next_at IS NULL OR next_at <= now()))",
+                      1, p);
+}
+
+int tds_store_stock_done(struct tds_store *s, const char *org, const char *const *ids, size_t n,
+                         const char *at, bool refused)
+{
+    if (n == 0)
+        return 0;
+    char *ia = text_array(ids, n);
+    if (!ia)
+        return -ENOMEM;
+    const char *p[] = {org, ia, at};
+    /* A row queued again after `at` waits for its own refetch: the one that
+     * just ended may have asked before the document changed. */
+    int rc = exec0(s,
+                   refused ? "UPDATE tds.stock_refresh SET attempts = attempts + 1, next_at = now() + "
+                             "least(interval '1 minute' * power(2, least(attempts, 20)), "
+                             "interval '1 day') WHERE org_id = $1 AND item_id = ANY($2::text[]) "
+                             "AND queued_at <= $3::timestamptz"
+                           : "DELETE FROM tds.stock_refresh WHERE org_id = $1 AND "
+                             "item_id = ANY($2::text[]) AND queued_at <= $3::timestamptz",
+                   3, p);
+    free(ia);
+    return rc;
 }
 
 int tds_store_stock_by_location(struct tds_store *s, const char *org)

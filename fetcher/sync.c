@@ -53,6 +53,8 @@
 #define SWEEP_BACKOFF_MS 600000
 #define SWEEP_BACKOFF_MAX_MS 86400000
 #define SWEEP_MAX 200
+/* Items of tds.stock_refresh refetched by one stock run: one GET /itemdetails. */
+#define STOCK_MAX 100
 /* Ingress messages whose answering page was committed, remembered so that a
  * resend (its ack was late) is acked at once instead of fetched again. */
 #define ANSWERED_MAX 4096
@@ -238,6 +240,11 @@ struct run {
     char **confirm;
     size_t n_confirm, confirm_at;
     bool denied;        /* failed because Zoho refuses the entity to the token (scope) */
+    /* A stock run's items (tds.stock_refresh, taken at the database's time
+     * stock_at); the ones Zoho refused are also in seen. */
+    char **stock_ids;
+    size_t n_stock;
+    char stock_at[64];
     char error[512];
     struct idset seen;
     struct tds_log_ctx lctx;
@@ -291,6 +298,7 @@ struct org_rt {
     bool no_bulk;        /* GET /itemdetails refused as unknown: item by item */
     bool sites_hinted;   /* the stock_sites hint was logged */
     int64_t sites_check_ms; /* next look for item stock by location (monotonic) */
+    int64_t next_stock_ms;  /* next look at tds.stock_refresh (monotonic) */
     int offset_min;
     struct job *jobs, *jobs_tail;
     struct run *run;
@@ -632,6 +640,9 @@ static void run_free(struct run *r)
     for (size_t i = 0; i < r->n_confirm; i++)
         free(r->confirm[i]);
     free(r->confirm);
+    for (size_t i = 0; i < r->n_stock; i++)
+        free(r->stock_ids[i]);
+    free(r->stock_ids);
     free(r->old_cursor);
     free(r);
 }
@@ -772,8 +783,8 @@ static void count_run(struct run *r, const char *status)
     if (c)
         tds_series_inc(c, 1);
     free(oe);
-    if (strcmp(status, "completed") == 0)
-        set_last_success(r->o, r->e->name, tds_wall_ms());
+    if (strcmp(status, "completed") == 0 && strcmp(r->mode, "stock") != 0)
+        set_last_success(r->o, r->e->name, tds_wall_ms()); /* a walk, not a few items */
 }
 
 static bool run_call(tds_api_cb cb, void *ud, void *arg);
@@ -826,6 +837,40 @@ static void run_fail(struct run *r, const char *fmt, ...)
     org_next(o);
 }
 
+static int64_t org_budget(const struct org_rt *o);
+
+/* A stock run ended: the rows of the items it fetched go, those Zoho
+ * refused wait out a backoff, and the next look waits until its calls fit
+ * the organization's share of the daily budget for incrementals. */
+static void stock_finished(struct run *r)
+{
+    struct org_rt *o = r->o;
+    const char **done = calloc(r->n_stock ? r->n_stock : 1, sizeof(*done));
+    const char **refused = calloc(r->n_stock ? r->n_stock : 1, sizeof(*refused));
+    size_t n_done = 0, n_refused = 0;
+    for (size_t i = 0; done && refused && i < r->n_stock; i++) {
+        if (idset_has(&r->seen, r->stock_ids[i]))
+            refused[n_refused++] = r->stock_ids[i];
+        else
+            done[n_done++] = r->stock_ids[i];
+    }
+    if (!done || !refused ||
+        tds_store_stock_done(o->s->store, o->org->org_id, done, n_done, r->stock_at, false) != 0 ||
+        tds_store_stock_done(o->s->store, o->org->org_id, refused, n_refused, r->stock_at, true) != 0)
+        tds_log(TDS_LOG_WARN, &r->lctx,
+                "could not clear the items refetched from tds.stock_refresh: %s (they are "
+                "fetched again)", done && refused ? tds_store_error(o->s->store) : "out of memory");
+    free(done);
+    free(refused);
+    int64_t budget = org_budget(o);
+    if (budget > 0) {
+        int64_t calls = r->api_calls > 1 ? r->api_calls : 1;
+        int64_t next = tds_now_ms() + 86400000 / budget * calls;
+        if (o->next_stock_ms < next)
+            o->next_stock_ms = next;
+    }
+}
+
 static void run_completed(struct run *r)
 {
     struct tds_sync *s = r->o->s;
@@ -855,6 +900,8 @@ static void run_completed(struct run *r)
             from_memory = true;
         }
     }
+    if (strcmp(r->mode, "stock") == 0)
+        stock_finished(r);
     request_finished(o, r->request_id, r);
     run_retire(o, r);
     /* after the retire: this run itself would count as one pending */
@@ -1089,11 +1136,26 @@ static void batch_done(struct batch *b)
         }
         if (o->s->m_refused)
             tds_series_inc(o->s->m_refused, (double)b->n_refused);
-        tds_log_limited(&o->s->refused_log, TDS_LOG_WARN, &r->lctx,
-                        "left %zu of %zu %s in list form, their detail refused (%s); the sweep "
-                        "asks for them again later",
-                        b->n_refused, b->want, r->e->name,
-                        b->refused_error ? b->refused_error : "detail calls failed");
+        if (strcmp(r->mode, "stock") == 0) {
+            /* their rows stay in tds.stock_refresh, put off (stock_finished) */
+            for (size_t i = 0; i < b->n_refused; i++)
+                if (idset_add(&r->seen, b->refused[i]) < 0) {
+                    run_fail(r, "out of memory");
+                    batch_unlink(r, b);
+                    return;
+                }
+            tds_log_limited(&o->s->refused_log, TDS_LOG_WARN, &r->lctx,
+                            "%zu of %zu items whose stock moved not fetched again, their detail "
+                            "refused (%s); asked for again after a backoff",
+                            b->n_refused, b->want,
+                            b->refused_error ? b->refused_error : "detail calls failed");
+        } else {
+            tds_log_limited(&o->s->refused_log, TDS_LOG_WARN, &r->lctx,
+                            "left %zu of %zu %s in list form, their detail refused (%s); the "
+                            "sweep asks for them again later",
+                            b->n_refused, b->want, r->e->name,
+                            b->refused_error ? b->refused_error : "detail calls failed");
+        }
     }
     if (batch_flush(b) != 0) {
         batch_unlink(r, b);
@@ -1780,7 +1842,8 @@ static void send_final(struct run *r)
     struct org_rt *o = r->o;
     char cursor[TDS_ZTIME_LEN];
     const char *cur = NULL;
-    if (strcmp(r->mode, "reconcile") != 0 && r->e->modified_field) {
+    if (strcmp(r->mode, "reconcile") != 0 && strcmp(r->mode, "stock") != 0 &&
+        r->e->modified_field) {
         if (r->have_max) {
             /* Never past the run's start: a record changed during the walk
              * may have moved behind us; the next run starts from here. */
@@ -1926,6 +1989,18 @@ static void run_start(struct org_rt *o, struct job *j)
             snprintf(r->mode, sizeof(r->mode), "full");
         }
     }
+    if (strcmp(r->mode, "stock") == 0) {
+        if (tds_store_stock_due(s->store, o->org->org_id, STOCK_MAX, &r->stock_ids, &r->n_stock,
+                                r->stock_at, sizeof(r->stock_at)) != 0) {
+            tds_log_limited(&s->send_log, TDS_LOG_WARN, &r->lctx,
+                            "could not read tds.stock_refresh: %s", tds_store_error(s->store));
+            r->n_stock = 0;
+        }
+        if (r->n_stock == 0) {
+            run_free(r); /* nothing due (taken by an earlier run): the next look */
+            return;
+        }
+    }
     if (tds_store_run_insert(s->store, r->id, o->org->org_id, r->e->name, r->mode) != 0) {
         tds_log(TDS_LOG_WARN, &r->lctx, "could not record the run: %s",
                 tds_store_error(s->store));
@@ -1955,6 +2030,14 @@ static void run_start(struct org_rt *o, struct job *j)
             r->has_since ? ", from cursor" : "");
     tds_events_emit(s->events, "tds.zoho.sync.started", "org", o->org->org_id, "entity", r->e->name,
                     "run", r->id, "mode", r->mode, NULL);
+    if (r->n_stock) {
+        /* no walk: the items' details straight away */
+        tds_log(TDS_LOG_INFO, &r->lctx, "%zu items whose stock documents moved, fetching them again",
+                r->n_stock);
+        r->list_done = true;
+        if (start_batch(r, r->stock_ids, r->n_stock) != 0)
+            run_fail(r, "out of memory queueing detail calls");
+    }
     run_step(r);
 }
 
@@ -2610,6 +2693,30 @@ static void sweep_list_only(struct tds_sync *s)
     }
 }
 
+/* Queue a stock run for each organization whose documents moved the stock
+ * of stored items (tds.stock_refresh), every stock_every_ms at most and no
+ * closer than its last one's calls allow (stock_finished). Any run of items
+ * queued or running first. */
+static void stock_look(struct tds_sync *s)
+{
+    int64_t now = tds_now_ms();
+    const struct tds_entity *items = tds_entity_find("items");
+    for (size_t i = 0; items && i < s->n_o; i++) {
+        struct org_rt *o = &s->o[i];
+        if (!o->owned || now < o->next_stock_ms || !tds_sync_org_syncs(o->org, items) ||
+            tds_sync_pending(s, o->org->org_id, "items", "stock") ||
+            tds_sync_paused(s, o->org->org_id))
+            continue;
+        o->next_stock_ms = now + s->cfg.stock_every_ms;
+        int due = tds_store_stock_waiting(s->store, o->org->org_id);
+        if (due < 0)
+            tds_log_limited(&s->send_log, TDS_LOG_WARN, &o->lctx,
+                            "could not read tds.stock_refresh: %s", tds_store_error(s->store));
+        else if (due && tds_sync_enqueue(s, o->org->org_id, "items", "stock", 0) != 0)
+            tds_log(TDS_LOG_WARN, &o->lctx, "could not queue a stock run");
+    }
+}
+
 /* ---- quota use across owners ---- */
 
 /* How far two fetchers' clocks may differ (NTP keeps them within a few
@@ -2863,8 +2970,10 @@ static void on_tick(struct tds_loop *loop, void *ud)
             send_one(s, f);
         }
     }
-    if (!s->stopping)
+    if (!s->stopping) {
         sweep_list_only(s);
+        stock_look(s);
+    }
     pump_all(s);
     for (size_t i = 0; !s->stopping && i < s->n_o; i++)
         if (s->o[i].owned && !s->o[i].quota_claimed &&
@@ -2909,6 +3018,8 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
         s->cfg.fetch_queue_max = 100000;
     if (s->cfg.sweep_every_ms <= 0)
         s->cfg.sweep_every_ms = SWEEP_EVERY_MS;
+    if (s->cfg.stock_every_ms <= 0)
+        s->cfg.stock_every_ms = SWEEP_EVERY_MS;
     if (s->cfg.sweep_backoff_ms <= 0)
         s->cfg.sweep_backoff_ms = SWEEP_BACKOFF_MS;
     if (s->cfg.sweep_backoff_max_ms < s->cfg.sweep_backoff_ms)
@@ -3130,20 +3241,29 @@ int64_t tds_sync_daily_limit(const struct tds_sync *s, const char *org)
     return o ? tds_limiter_daily_limit(o->lim) : -1;
 }
 
+/* Calls a day for incrementals (incremental_budget_pct of the daily limit
+ * less the reserve), at least 1; 0 while the limit is not known. */
+static int64_t org_budget(const struct org_rt *o)
+{
+    const struct tds_org *g = o->org;
+    int64_t limit = tds_limiter_daily_limit(o->lim);
+    int64_t pct = g->incremental_budget_pct > 0 ? g->incremental_budget_pct : 25;
+    if (limit <= 0)
+        return 0;
+    int64_t budget = (limit - g->daily_reserve) * pct / 100;
+    return budget < 1 ? 1 : budget;
+}
+
 static int64_t org_incremental_ms(const struct org_rt *o)
 {
     const struct tds_org *g = o->org;
     int64_t every = (g->incremental_every_s > 0 ? g->incremental_every_s : 300) * 1000;
-    int64_t limit = tds_limiter_daily_limit(o->lim);
-    int64_t pct = g->incremental_budget_pct > 0 ? g->incremental_budget_pct : 25;
+    int64_t budget = org_budget(o);
     int64_t n = 0;
     for (size_t k = 0; k < tds_entity_count(); k++)
         n += tds_sync_org_syncs(g, tds_entity_at(k));
-    if (limit <= 0 || n == 0)
+    if (budget == 0 || n == 0)
         return every;
-    int64_t budget = (limit - g->daily_reserve) * pct / 100;
-    if (budget < 1)
-        budget = 1;
     /* n runs of one call each per interval, budget calls per day */
     int64_t floor_ms = (86400000 * n + budget - 1) / budget;
     return floor_ms > every ? floor_ms : every;
@@ -3181,7 +3301,10 @@ int tds_sync_enqueue_rest(struct tds_sync *s, const char *org, const char *entit
     struct org_rt *o = find_org(s, org);
     if (!o || !o->owned)
         return TDS_E_NOTFOUND;
-    if (strcmp(mode, "full") != 0 && strcmp(mode, "incremental") != 0 && strcmp(mode, "reconcile") != 0)
+    if (strcmp(mode, "full") != 0 && strcmp(mode, "incremental") != 0 &&
+        strcmp(mode, "reconcile") != 0 && strcmp(mode, "stock") != 0)
+        return TDS_E_INVALID;
+    if (strcmp(mode, "stock") == 0 && strcmp(entity, "items") != 0)
         return TDS_E_INVALID;
     bool all = strcmp(entity, "all") == 0;
     const struct tds_entity *one = all ? NULL : tds_entity_find(entity);

@@ -47,6 +47,7 @@ struct tds_sync_cfg {
     int64_t sweep_every_ms;      /* look for rows in list form, default 10000 */
     int64_t sweep_backoff_ms;    /* a row asked for waits this long, default 600000 ... */
     int64_t sweep_backoff_max_ms; /* ... doubling up to this, default 86400000 */
+    int64_t stock_every_ms;      /* look for items in tds.stock_refresh, default 10000 */
     int64_t owner_check_ms;      /* how soon a replica notices it lost an organization */
 };
 

@@ -246,13 +246,16 @@ static const char *const SQL_FINAL_RUNS =
     "UPDATE tds.sync_runs SET status = 'completed', finished_at = now(), updated_at = now() "
     "WHERE run_id = ANY($1::text[]) AND status = 'running'";
 /* A final page without a cursor (full sync) keeps the previous cursor: an
- * incremental run from it re-reads more than needed but misses nothing. */
+ * incremental run from it re-reads more than needed but misses nothing. A
+ * stock run (a few items fetched again, tds.stock_refresh) is no sync of the
+ * entity: its state stays. */
 static const char *const SQL_FINAL_STATE =
     "INSERT INTO tds.sync_state AS s (org_id, entity, cursor, cursor_at, last_run_id, "
     "last_success_at, last_full_at) "
     "SELECT o, e, c, CASE WHEN c IS NOT NULL THEN now() END, r, now(), "
     "CASE WHEN md = 'full' THEN now() END "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(o, e, c, r, md) "
+    "WHERE md IS DISTINCT FROM 'stock' "
     "ON CONFLICT (org_id, entity) DO UPDATE SET cursor = coalesce(EXCLUDED.cursor, s.cursor), "
     "cursor_at = coalesce(EXCLUDED.cursor_at, s.cursor_at), last_run_id = EXCLUDED.last_run_id, "
     "last_success_at = now(), last_full_at = coalesce(EXCLUDED.last_full_at, s.last_full_at)";

@@ -3212,3 +3212,58 @@ def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, 
     finally:
         sub.close(0)
         push.close(0)
+
+
+def _stock_rows(db, org):
+    return sorted(db.query("SELECT item_id, warehouse_id, stock_on_hand::text, "
+                           "committed_stock::text FROM zoho.item_stock WHERE org_id = %s", org))
+
+
+def _truth_stock(s, org):
+    rows = []
+    for r in s.truth(org, "items")["records"]:
+        for w in r.get("warehouses") or []:
+            rows.append((r["item_id"], w["warehouse_id"], str(w["warehouse_stock_on_hand"]),
+                         str(w["warehouse_committed_stock"])))
+    return sorted(rows)
+
+
+def test_items_whose_stock_documents_moved_are_fetched_again(procs, db, sim, tmp_path):
+    """Invoices and sales orders move their items' stock while the items'
+    own records (and last_modified_time) stay as they were, so no item
+    incremental lists them. Writing a document's lines queues its items
+    (tds.stock_refresh); the owning fetcher fetches them again with
+    GET /itemdetails, without walking the items, and the stock rows follow
+    Zoho. The items' sync state is not touched: a stock run is no sync."""
+    s = sim(orgs=[small_org()], extra_args=["--rate-per-min", "100000", "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=100000)],
+                 fetcher_env={"TDS_FETCHER_STOCK_MS": "1000"})
+    f = p.start_fetcher()
+    for ent in ("warehouses", "items", "invoices", "sales_orders"):
+        p.sync("60001", ent, "full")
+    assert _stock_rows(db, "60001") == _truth_stock(s, "60001")
+    # a full sync of documents older than the items' versions queues nothing
+    assert db.query("SELECT count(*) FROM tds.stock_refresh") == [(0,)]
+    state = db.query("SELECT cursor, last_run_id, last_success_at FROM tds.sync_state "
+                     "WHERE org_id = '60001' AND entity = 'items'")
+    before = _stock_rows(db, "60001")
+
+    s.reset_stats()
+    moved = set(s.mutate("60001", "invoices", update=4, moves_stock=True)["stock_moved"])
+    moved |= set(s.mutate("60001", "sales_orders", update=2, moves_stock=True)["stock_moved"])
+    assert moved and _truth_stock(s, "60001") != before
+    p.sync("60001", "invoices", "incremental")
+    p.sync("60001", "sales_orders", "incremental")
+    wait_until(lambda: _stock_rows(db, "60001") == _truth_stock(s, "60001"), timeout=30,
+               what="the stock rows to follow the documents")
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.stock_refresh") == [(0,)], timeout=10,
+               what="tds.stock_refresh emptied")
+    p.compare("60001", "items")
+    runs = db.query("SELECT entity, status FROM tds.sync_runs WHERE mode = 'stock'")
+    assert runs and all(r == ("items", "completed") for r in runs), runs
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    # the items' details in batches of 100; no item list walked
+    assert st.get("items.list", 0) == 0 and 1 <= st["itemdetails"] <= len(runs), st
+    assert db.query("SELECT cursor, last_run_id, last_success_at FROM tds.sync_state "
+                    "WHERE org_id = '60001' AND entity = 'items'") == state
+    assert "whose stock documents moved" in f.stderr_text()

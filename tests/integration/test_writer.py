@@ -222,8 +222,9 @@ def test_migration_022_gives_ids_the_c_collation(procs, db):
     assert f"up to date (version {n})" in r.stdout, r.stdout
     assert "1 table (zoho.items) keeps the database's collation for its ids" in r.stderr, r.stderr
     after = _id_collations(db)
-    # and the ids later migrations add (026: a document's location)
-    assert set(after) - set(before) == {"zoho.invoices.location_id", "zoho.sales_orders.location_id"}
+    # and the ids later migrations add (026: a document's location; 027: the stock queue's)
+    assert set(after) - set(before) == {"zoho.invoices.location_id", "zoho.sales_orders.location_id",
+                                        "tds.stock_refresh.org_id", "tds.stock_refresh.item_id"}
     assert set(before) <= set(after)
     held = {k for k in after if k.startswith("zoho.items.")}
     assert held and {after[k] for k in held} == {'"default"'}
@@ -684,6 +685,74 @@ def test_migration_026_fills_the_new_columns_from_raw(procs, db):
                     "FROM zoho.contact_addresses ORDER BY 1, 2") == \
         [("billing", 1, "RD", "SA"), ("other", 1, None, None), ("other", 2, "EP", "SA"),
          ("shipping", 1, None, None)]
+
+
+def test_documents_queue_the_stock_of_their_items(writer, db):
+    """An invoice or sales order moves its items' stock without their own
+    record changing: writing its lines queues those items in
+    tds.stock_refresh (migration 027) for the fetcher to fetch again. Only
+    items stored and live whose version was seen before the document's
+    version (plus a minute); a document written again unchanged queues
+    nothing; an item taken off a document is queued too, and a deleted
+    document queues its items."""
+    import hashlib
+    now = int(time.time() * 1000)
+
+    def send(sets, observed, entity="items"):
+        src, frame = rows_msg(ORG, sets, mode="fetch", entity=entity, received_ms=observed)
+        writer.send(frame)
+        writer.wait_acked([src])
+
+    def doc(table, id_col, lines_table, doc_id, mtime, items, version=""):
+        raw = json.dumps({id_col: doc_id, "last_modified_time": mtime, "v": version,
+                          "line_items": [{"item_id": i} for i in items]}, sort_keys=True)
+        h = hashlib.sha256(raw.encode()).hexdigest()[:32]
+        head = rowset(table, DETAIL, ["org_id", id_col, "modified_time", "raw", "content_hash",
+                                      "is_detail"], [[ORG, doc_id, mtime, raw, h, "true"]])
+        lines = rowset(lines_table, CHILD, ["org_id", id_col, "line_item_id", "position", "item_id"],
+                       [[ORG, doc_id, f"{doc_id}-{k}", str(k + 1), i] for k, i in enumerate(items)])
+        return [head, lines]
+
+    def queued():
+        return db.query("SELECT item_id, reason FROM tds.stock_refresh ORDER BY 1")
+
+    # items seen 10 minutes ago; 7 is deleted; 8 is not stored at all
+    stamp = lambda ms: datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc) \
+        .strftime("%Y-%m-%dT%H:%M:%S+0000")
+    send(items_sets([item(ORG, i, stamp(now - 3_600_000), f"item {i}") for i in "1234567"]),
+         now - 600_000)
+    send([rowset("items", DELETE, ["org_id", "item_id"], [[ORG, "7"]])], now - 500_000)
+    # an invoice changed now: its stored, live items are queued
+    send(doc("invoices", "invoice_id", "invoice_lines", "100", stamp(now), ["1", "2", "7", "8"]),
+         now, "invoices")
+    assert queued() == [("1", "invoices 100"), ("2", "invoices 100")]
+    db.execute("DELETE FROM tds.stock_refresh")
+    # the same version again: not written, nothing queued
+    send(doc("invoices", "invoice_id", "invoice_lines", "100", stamp(now), ["1", "2", "7", "8"]),
+         now + 1000, "invoices")
+    assert queued() == []
+    # a document changed long before the items were seen: their versions count it
+    send(doc("sales_orders", "salesorder_id", "sales_order_lines", "200",
+             stamp(now - 900_000), ["3"]), now, "sales_orders")
+    assert queued() == []
+    # a new version without item 2 and with item 4: both moved
+    send(doc("invoices", "invoice_id", "invoice_lines", "100", stamp(now + 2000), ["1", "4"],
+             "v2"), now + 2000, "invoices")
+    assert queued() == [("1", "invoices 100"), ("2", "invoices 100"), ("4", "invoices 100")]
+    db.execute("DELETE FROM tds.stock_refresh")
+    # a sales order deleted gives its stock back
+    send([rowset("sales_orders", DELETE, ["org_id", "salesorder_id"], [[ORG, "200"]])],
+         now + 3000, "sales_orders")
+    assert queued() == [("3", "sales_orders 200")]
+    # queued again: the later time wins and the backoff is cleared
+    db.execute("UPDATE tds.stock_refresh SET queued_at = now() - interval '1 hour', "
+               "attempts = 3, next_at = now() + interval '1 hour'")
+    send(doc("invoices", "invoice_id", "invoice_lines", "100", stamp(now + 4000), ["3"], "v3"),
+         now + 4000, "invoices")
+    assert db.query("SELECT item_id, reason, queued_at > now() - interval '1 minute', attempts, "
+                    "next_at FROM tds.stock_refresh ORDER BY 1") == \
+        [("1", "invoices 100", True, 0, None), ("3", "invoices 100", True, 0, None),
+         ("4", "invoices 100", True, 0, None)]
 
 
 def test_a_delete_is_undone_only_by_a_version_observed_after_it(writer, db):
