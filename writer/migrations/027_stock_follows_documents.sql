@@ -38,8 +38,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON tds.stock_refresh TO tds_writer;
 -- no unchanged document, so it queues only what changed. A row this
 -- transaction queued already is left as it is (a document's lines are
 -- deleted and inserted again: the same items twice). Static statements, one
--- per table, so that PL/pgSQL keeps their plans: with EXECUTE each one was
--- planned anew, and an invoice written alone took 1.1 ms more.
+-- per table, so that PL/pgSQL keeps their plans (an EXECUTE is planned anew
+-- at every call).
 CREATE FUNCTION tds.queue_stock_of_lines() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
