@@ -711,7 +711,8 @@ int tds_store_stock_due(struct tds_store *s, const char *org, int limit, char **
     const char *p[] = {org, lim};
     PGresult *r = run(s,
                       "SELECT item_id, now()::text FROM tds.stock_refresh WHERE org_id = $1 AND "
-                      "(next_at IS NULL OR next_at <= now()) ORDER BY queued_at LIMIT $2::int",
+                      "(next_at IS NULL OR next_at <= now()) GROUP BY item_id "
+                      "ORDER BY min(queued_at) LIMIT $2::int",
                       2, p);
     if (!r)
         return -EIO;
@@ -728,6 +729,12 @@ int tds_store_stock_waiting(struct tds_store *s, const char *org)
                       "SELECT EXISTS (SELECT 1 FROM tds.stock_refresh WHERE org_id = $1 AND "
                       "(next_at IS NULL OR next_at <= now()))",
                       1, p);
+}
+
+int tds_store_stock_drop(struct tds_store *s, const char *org)
+{
+    const char *p[] = {org};
+    return exec0(s, "DELETE FROM tds.stock_refresh WHERE org_id = $1", 1, p);
 }
 
 int tds_store_stock_done(struct tds_store *s, const char *org, const char *const *ids, size_t n,

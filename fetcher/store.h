@@ -125,11 +125,14 @@ struct tds_known {
 int tds_store_known(struct tds_store *s, const struct tds_entity *e, const char *org,
                     const char *const *ids, size_t n, struct tds_known **out, size_t *n_out);
 void tds_store_known_free(struct tds_known *k, size_t n);
-/* Up to limit item ids of tds.stock_refresh due now, oldest first, and the
+/* Up to limit item ids of tds.stock_refresh due now, the one queued longest
+ * first (an item queued again and again still comes), and the
  * database's time then (at, for tds_store_stock_done; "" when none). *ids
  * malloc'd array of strings. 0, -EIO (tds_store_error) or -ENOMEM. */
 int tds_store_stock_due(struct tds_store *s, const char *org, int limit, char ***ids, size_t *n,
                         char *at, size_t at_len);
+/* Deletes every row of org (it does not sync items). 0 or -EIO. */
+int tds_store_stock_drop(struct tds_store *s, const char *org);
 /* Whether tds.stock_refresh holds an item of org due now: 1, 0 or -EIO. */
 int tds_store_stock_waiting(struct tds_store *s, const char *org);
 /* The refetch of ids, asked for after at (tds_store_stock_due), ended:

@@ -55,6 +55,8 @@
 #define SWEEP_MAX 200
 /* Items of tds.stock_refresh refetched by one stock run: one GET /itemdetails. */
 #define STOCK_MAX 100
+/* Longest wait for the next look after stock runs failed in a row. */
+#define STOCK_BACKOFF_MAX_MS 3600000
 /* Ingress messages whose answering page was committed, remembered so that a
  * resend (its ack was late) is acked at once instead of fetched again. */
 #define ANSWERED_MAX 4096
@@ -299,6 +301,7 @@ struct org_rt {
     bool sites_hinted;   /* the stock_sites hint was logged */
     int64_t sites_check_ms; /* next look for item stock by location (monotonic) */
     int64_t next_stock_ms;  /* next look at tds.stock_refresh (monotonic) */
+    int stock_failures;     /* stock runs failed in a row: the next look backs off */
     int offset_min;
     struct job *jobs, *jobs_tail;
     struct run *run;
@@ -831,13 +834,27 @@ static void run_fail(struct run *r, const char *fmt, ...)
     if (r->denied)
         tds_log(TDS_LOG_WARN, &r->lctx, "%s %s run not retried: the token may not read %s",
                 r->e->name, r->mode, r->e->name);
-    if (paused || r->denied || !job_retry(o, r->e, r->job_mode, r->request_id, r->attempt))
+    /* A stock run is not retried: the next look is its retry, after a wait
+     * that doubles with each failure in a row (10 s to an hour at the
+     * default interval), as Zoho failing it now most likely fails it then. */
+    bool stock = strcmp(r->mode, "stock") == 0;
+    if (stock) {
+        int64_t wait = s->cfg.stock_every_ms << (o->stock_failures < 8 ? o->stock_failures : 8);
+        if (wait > STOCK_BACKOFF_MAX_MS)
+            wait = STOCK_BACKOFF_MAX_MS;
+        o->stock_failures++;
+        if (o->next_stock_ms < tds_now_ms() + wait)
+            o->next_stock_ms = tds_now_ms() + wait;
+    }
+    if (paused || r->denied || stock ||
+        !job_retry(o, r->e, r->job_mode, r->request_id, r->attempt))
         request_finished(o, r->request_id, r);
     run_retire(o, r);
     org_next(o);
 }
 
 static int64_t org_budget(const struct org_rt *o);
+static int64_t org_slots(const struct org_rt *o);
 
 /* A stock run ended: the rows of the items it fetched go, those Zoho
  * refused wait out a backoff, and the next look waits until its calls fit
@@ -862,10 +879,12 @@ static void stock_finished(struct run *r)
                 "fetched again)", done && refused ? tds_store_error(o->s->store) : "out of memory");
     free(done);
     free(refused);
+    o->stock_failures = 0;
     int64_t budget = org_budget(o);
     if (budget > 0) {
+        /* one of the share's slots (org_slots): its calls spread over the day */
         int64_t calls = r->api_calls > 1 ? r->api_calls : 1;
-        int64_t next = tds_now_ms() + 86400000 / budget * calls;
+        int64_t next = tds_now_ms() + 86400000 * org_slots(o) / budget * calls;
         if (o->next_stock_ms < next)
             o->next_stock_ms = next;
     }
@@ -987,13 +1006,16 @@ static void on_detail(const struct tds_api_result *res, void *ud)
             b->n_served++;
             dc->id = NULL;
         } else if ((res->cls == TDS_ZAPI_FATAL ||
-                    (res->cls == TDS_ZAPI_RETRY && r->attempt >= RUN_RETRIES)) &&
+                    (res->cls == TDS_ZAPI_RETRY &&
+                     (r->attempt >= RUN_RETRIES || strcmp(r->mode, "stock") == 0))) &&
                    !res->paused && !res->denied) {
             /* This record's call was refused (a 4xx: asking again will not
              * help), or failed past its tries on the run's last attempt,
              * while the organization's access works: batch_done decides
              * (one such record used to fail every run of its entity, for
-             * good, the cursor never moving). A 5xx on an earlier attempt
+             * good, the cursor never moving). A stock run, never tried
+             * again, puts such an item off, or one item Zoho cannot serve
+             * would hold the queue behind it. A 5xx on an earlier attempt
              * fails the run at once, as Zoho failing is most often Zoho
              * down: its calls not sent yet are withdrawn, and the run is
              * tried again after a backoff. */
@@ -1129,15 +1151,17 @@ static void batch_done(struct batch *b)
          * list page is written; the sweep asks for them with its backoff)
          * and the run goes on. Else the whole batch failed: Zoho, not one
          * record, is the trouble, and the run fails to be tried again. */
-        if (!b->n_served && r->attempt < RUN_RETRIES) {
+        bool stock = strcmp(r->mode, "stock") == 0;
+        if (!b->n_served && r->attempt < RUN_RETRIES && !stock) {
             run_fail(r, "%s", b->refused_error ? b->refused_error : "detail calls failed");
             batch_unlink(r, b);
             return;
         }
         if (o->s->m_refused)
             tds_series_inc(o->s->m_refused, (double)b->n_refused);
-        if (strcmp(r->mode, "stock") == 0) {
-            /* their rows stay in tds.stock_refresh, put off (stock_finished) */
+        if (stock) {
+            /* refused one by one (a 4xx), not Zoho failing: their rows stay
+             * in tds.stock_refresh, put off (stock_finished) */
             for (size_t i = 0; i < b->n_refused; i++)
                 if (idset_add(&r->seen, b->refused[i]) < 0) {
                     run_fail(r, "out of memory");
@@ -2694,17 +2718,28 @@ static void sweep_list_only(struct tds_sync *s)
 }
 
 /* Queue a stock run for each organization whose documents moved the stock
- * of stored items (tds.stock_refresh), every stock_every_ms at most and no
- * closer than its last one's calls allow (stock_finished). Any run of items
- * queued or running first. */
+ * of stored items (tds.stock_refresh), every stock_every_ms at most, no
+ * closer than its last one's calls allow (stock_finished) and backing off
+ * after failures (run_fail). Not while a stock run is queued or any run of
+ * items is running; queued behind the organization's other jobs. */
 static void stock_look(struct tds_sync *s)
 {
     int64_t now = tds_now_ms();
     const struct tds_entity *items = tds_entity_find("items");
     for (size_t i = 0; items && i < s->n_o; i++) {
         struct org_rt *o = &s->o[i];
-        if (!o->owned || now < o->next_stock_ms || !tds_sync_org_syncs(o->org, items) ||
-            tds_sync_pending(s, o->org->org_id, "items", "stock") ||
+        if (!o->owned || now < o->next_stock_ms)
+            continue;
+        if (!tds_sync_org_syncs(o->org, items)) {
+            /* variants written from their groups are items too: their rows
+             * would wait for ever */
+            o->next_stock_ms = now + 3600 * 1000;
+            if (tds_store_stock_drop(s->store, o->org->org_id) != 0)
+                tds_log_limited(&s->send_log, TDS_LOG_WARN, &o->lctx,
+                                "could not empty tds.stock_refresh: %s", tds_store_error(s->store));
+            continue;
+        }
+        if (tds_sync_pending(s, o->org->org_id, "items", "stock") ||
             tds_sync_paused(s, o->org->org_id))
             continue;
         o->next_stock_ms = now + s->cfg.stock_every_ms;
@@ -3254,17 +3289,34 @@ static int64_t org_budget(const struct org_rt *o)
     return budget < 1 ? 1 : budget;
 }
 
+/* How the incremental share of the budget is split: one slot for each
+ * entity synced, and one for stock runs where items and documents that move
+ * their stock are both synced. */
+static int64_t org_slots(const struct org_rt *o)
+{
+    const struct tds_org *g = o->org;
+    int64_t n = 0;
+    bool items = false, docs = false;
+    for (size_t k = 0; k < tds_entity_count(); k++) {
+        const struct tds_entity *e = tds_entity_at(k);
+        if (!tds_sync_org_syncs(g, e))
+            continue;
+        n++;
+        items = items || strcmp(e->name, "items") == 0;
+        docs = docs || strcmp(e->name, "invoices") == 0 || strcmp(e->name, "sales_orders") == 0;
+    }
+    return n + (items && docs);
+}
+
 static int64_t org_incremental_ms(const struct org_rt *o)
 {
     const struct tds_org *g = o->org;
     int64_t every = (g->incremental_every_s > 0 ? g->incremental_every_s : 300) * 1000;
     int64_t budget = org_budget(o);
-    int64_t n = 0;
-    for (size_t k = 0; k < tds_entity_count(); k++)
-        n += tds_sync_org_syncs(g, tds_entity_at(k));
+    int64_t n = org_slots(o);
     if (budget == 0 || n == 0)
         return every;
-    /* n runs of one call each per interval, budget calls per day */
+    /* runs of one call each per interval, a slot each, budget calls per day */
     int64_t floor_ms = (86400000 * n + budget - 1) / budget;
     return floor_ms > every ? floor_ms : every;
 }
@@ -3304,8 +3356,8 @@ int tds_sync_enqueue_rest(struct tds_sync *s, const char *org, const char *entit
     if (strcmp(mode, "full") != 0 && strcmp(mode, "incremental") != 0 &&
         strcmp(mode, "reconcile") != 0 && strcmp(mode, "stock") != 0)
         return TDS_E_INVALID;
-    if (strcmp(mode, "stock") == 0 && strcmp(entity, "items") != 0)
-        return TDS_E_INVALID;
+    if (strcmp(mode, "stock") == 0 && (strcmp(entity, "items") != 0 || request_id > 0))
+        return TDS_E_INVALID; /* queued by stock_look only, never a request */
     bool all = strcmp(entity, "all") == 0;
     const struct tds_entity *one = all ? NULL : tds_entity_find(entity);
     if (!all && (!one || !org_has_entity(o->org, entity)))

@@ -246,16 +246,13 @@ static const char *const SQL_FINAL_RUNS =
     "UPDATE tds.sync_runs SET status = 'completed', finished_at = now(), updated_at = now() "
     "WHERE run_id = ANY($1::text[]) AND status = 'running'";
 /* A final page without a cursor (full sync) keeps the previous cursor: an
- * incremental run from it re-reads more than needed but misses nothing. A
- * stock run (a few items fetched again, tds.stock_refresh) is no sync of the
- * entity: its state stays. */
+ * incremental run from it re-reads more than needed but misses nothing. */
 static const char *const SQL_FINAL_STATE =
     "INSERT INTO tds.sync_state AS s (org_id, entity, cursor, cursor_at, last_run_id, "
     "last_success_at, last_full_at) "
     "SELECT o, e, c, CASE WHEN c IS NOT NULL THEN now() END, r, now(), "
     "CASE WHEN md = 'full' THEN now() END "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(o, e, c, r, md) "
-    "WHERE md IS DISTINCT FROM 'stock' "
     "ON CONFLICT (org_id, entity) DO UPDATE SET cursor = coalesce(EXCLUDED.cursor, s.cursor), "
     "cursor_at = coalesce(EXCLUDED.cursor_at, s.cursor_at), last_run_id = EXCLUDED.last_run_id, "
     "last_success_at = now(), last_full_at = coalesce(EXCLUDED.last_full_at, s.last_full_at)";
@@ -2514,6 +2511,14 @@ static bool final_page(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t
  * (a page without one keeps the one before), and last_full_at when any of
  * them ended a full sync. Two runs of one entity end in one batch when the
  * fetcher starts the next (a queued reconcile) before the first's ack. */
+/* A stock run (items fetched again for tds.stock_refresh) is no sync of its
+ * entity: it completes, but leaves tds.sync_state as it was, and does not
+ * stand in for another run's final page of the same batch. */
+static bool stock_run(const struct tds_msg_rows *rw)
+{
+    return rw->mode && strcmp(rw->mode, "stock") == 0;
+}
+
 static int meta_finals(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n,
                        struct tds_apply_result *res)
 {
@@ -2530,10 +2535,12 @@ static int meta_finals(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t
             continue;
         if (rw->run)
             rc = elem(&a->params[5], a->params[5].len == 1, rw->run);
+        if (stock_run(rw))
+            continue;
         for (size_t j = i + 1; j < n && !later; j++) {
             const struct tds_msg_rows *o = &msgs[j]->msg.u.rows;
 
-            later = final_page(a, msgs, j) && strcmp(o->org, rw->org) == 0 &&
+            later = final_page(a, msgs, j) && !stock_run(o) && strcmp(o->org, rw->org) == 0 &&
                     strcmp(o->entity, rw->entity) == 0;
         }
         if (later || rc != 0)
@@ -2541,7 +2548,7 @@ static int meta_finals(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t
         for (size_t j = 0; j <= i; j++) {
             const struct tds_msg_rows *o = &msgs[j]->msg.u.rows;
 
-            if (!final_page(a, msgs, j) || strcmp(o->org, rw->org) != 0 ||
+            if (!final_page(a, msgs, j) || stock_run(o) || strcmp(o->org, rw->org) != 0 ||
                 strcmp(o->entity, rw->entity) != 0)
                 continue;
             if (o->cursor)
@@ -2555,10 +2562,12 @@ static int meta_finals(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t
         if (rc == 0) rc = elem(&a->params[4], k == 0, full ? "full" : rw->mode);
         k++;
     }
-    if (rc != 0 || k == 0)
+    if (rc != 0)
         return rc;
-    if ((rc = params_run(a, "m_final_state", 5, res, "could not advance sync cursors")) != 0)
+    if (k > 0 && (rc = params_run(a, "m_final_state", 5, res, "could not advance sync cursors")) != 0)
         return rc;
+    if (a->params[5].len == 1)
+        return 0; /* no final page named its run */
     if (tds_copytext_array_end(&a->params[5]) != 0 || tds_buf_add(&a->params[5], "", 1) != 0)
         return -ENOMEM;
     {

@@ -712,7 +712,10 @@ def test_reconcile_after_a_full_sync_runs_from_memory_when_it_cannot_be_requeste
 def test_incremental_after_mutations_then_reconcile(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(items=250, contacts=20, invoices=20, salesorders=20, groups=3)],
             extra_args=["--minute-ms", "1000", "--rate-per-min", "400"])
-    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
+    # the items the changed documents name are fetched again by a stock run
+    # (test_items_whose_stock_documents_moved_are_fetched_again), not counted here
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000",
+                                                      "TDS_FETCHER_STOCK_MS": "3600000"},
                  orgs=[org_spec("60001", rate_per_min=400)])
     p.start_fetcher()
     p.sync("60001", "all", "full", timeout=180)
@@ -3267,3 +3270,36 @@ def test_items_whose_stock_documents_moved_are_fetched_again(procs, db, sim, tmp
     assert db.query("SELECT cursor, last_run_id, last_success_at FROM tds.sync_state "
                     "WHERE org_id = '60001' AND entity = 'items'") == state
     assert "whose stock documents moved" in f.stderr_text()
+
+
+def test_a_stock_run_zoho_fails_waits_longer_each_time(procs, db, sim, tmp_path):
+    """A stock run that fails (Zoho answering 5xx) is not retried as a sync
+    run is: the next look is its retry, after a wait that doubles with each
+    failure, so a Zoho that is down does not get a run every few seconds all
+    day. Its items stay queued. A `stock` request in tds.sync_requests (only
+    the fetcher's own look starts such runs) is closed, not left to block
+    the requests after it."""
+    s = sim(orgs=[small_org()], extra_args=["--rate-per-min", "100000", "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=100000)],
+                 fetcher_env={"TDS_FETCHER_STOCK_MS": "1000", "TDS_FETCHER_MAX_ATTEMPTS": "1"})
+    f = p.start_fetcher()
+    p.sync("60001", "items", "full")
+    bad = p.request("60001", "items", "stock")
+    p.sync("60001", "contacts", "full")
+    assert db.query("SELECT done_at IS NOT NULL FROM tds.sync_requests WHERE id = %s", bad) \
+        == [(True,)]
+    ids = [r["item_id"] for r in s.truth("60001", "items")["records"][:3]]
+    s.faults(p500=1.0)
+    db.execute("INSERT INTO tds.stock_refresh (org_id, item_id, reason) "
+               "SELECT '60001', unnest(%s::text[]), 'test'", ids)
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_runs WHERE mode = 'stock'")[0][0]
+               >= 5, timeout=40, what="five stock runs")
+    s.faults(clear=True)
+    runs = db.query("SELECT status, extract(epoch FROM started_at)::float8 FROM tds.sync_runs "
+                    "WHERE mode = 'stock' ORDER BY started_at")
+    assert all(st == "failed" for st, _ in runs[:5]), runs
+    gaps = [b - a for (_, a), (_, b) in zip(runs, runs[1:5])]
+    # 1, 2, 4, 8 s (a retried sync run would come 2 s after its failure, then a new one)
+    assert all(g2 >= 1.5 * g1 for g1, g2 in zip(gaps, gaps[1:])) and gaps[-1] >= 6, gaps
+    assert "stock run will be retried" not in f.stderr_text()
+    assert db.query("SELECT count(*) FROM tds.stock_refresh") == [(3,)]

@@ -694,7 +694,8 @@ def test_documents_queue_the_stock_of_their_items(writer, db):
     items stored and live whose version was seen before the document's
     version (plus a minute); a document written again unchanged queues
     nothing; an item taken off a document is queued too, and a deleted
-    document queues its items."""
+    document queues its items. Rows are only appended, so two writers
+    naming one item do not wait for each other."""
     import hashlib
     now = int(time.time() * 1000)
 
@@ -744,15 +745,34 @@ def test_documents_queue_the_stock_of_their_items(writer, db):
     send([rowset("sales_orders", DELETE, ["org_id", "salesorder_id"], [[ORG, "200"]])],
          now + 3000, "sales_orders")
     assert queued() == [("3", "sales_orders 200")]
-    # queued again: the later time wins and the backoff is cleared
+    # an item put off (Zoho refused it) gets a new row, due now, from the next document
     db.execute("UPDATE tds.stock_refresh SET queued_at = now() - interval '1 hour', "
                "attempts = 3, next_at = now() + interval '1 hour'")
     send(doc("invoices", "invoice_id", "invoice_lines", "100", stamp(now + 4000), ["3"], "v3"),
          now + 4000, "invoices")
     assert db.query("SELECT item_id, reason, queued_at > now() - interval '1 minute', attempts, "
-                    "next_at FROM tds.stock_refresh ORDER BY 1") == \
-        [("1", "invoices 100", True, 0, None), ("3", "invoices 100", True, 0, None),
-         ("4", "invoices 100", True, 0, None)]
+                    "next_at IS NULL FROM tds.stock_refresh ORDER BY 1, 4") == \
+        [("1", "invoices 100", True, 0, True), ("3", "invoices 100", True, 0, True),
+         ("3", "sales_orders 200", False, 3, False), ("4", "invoices 100", True, 0, True)]
+
+    # two writers' documents naming one item neither wait for nor block each other
+    a, b = db.connect(), db.connect()
+    try:
+        a.autocommit = b.autocommit = False
+        with a.cursor() as ca, b.cursor() as cb:
+            cb.execute("SET lock_timeout = '2s'")
+            for c, inv in ((ca, "300"), (cb, "301")):
+                c.execute("INSERT INTO zoho.invoices (org_id, invoice_id, modified_time, raw, "
+                          "is_detail) VALUES (%s, %s, now(), '{}', true)", (ORG, inv))
+                c.execute("INSERT INTO zoho.invoice_lines (org_id, invoice_id, line_item_id, "
+                          "position, item_id) VALUES (%s, %s, %s, 1, '5')", (ORG, inv, inv))
+            b.commit()
+            a.commit()
+    finally:
+        a.close()
+        b.close()
+    assert db.query("SELECT reason FROM tds.stock_refresh WHERE item_id = '5' ORDER BY 1") == \
+        [("invoices 300",), ("invoices 301",)]
 
 
 def test_a_delete_is_undone_only_by_a_version_observed_after_it(writer, db):

@@ -8,24 +8,26 @@
 -- fetcher that owns the organization refetches them (GET /itemdetails, 100
 -- a call) and deletes the rows queued before it asked. The queue lives in
 -- the database, written in the same transaction as the lines, so neither a
--- crash nor a fetcher taking over loses it.
+-- crash nor a fetcher taking over loses it. Rows are only ever appended by
+-- the writers (no key to conflict on): two writers writing documents of the
+-- same items neither wait for nor deadlock with each other, nor with the
+-- fetcher's deletes.
 CREATE TABLE tds.stock_refresh (
     org_id text COLLATE "C" NOT NULL,
     item_id text COLLATE "C" NOT NULL,
     queued_at timestamptz NOT NULL DEFAULT now(),
     reason text,
     attempts integer NOT NULL DEFAULT 0,
-    next_at timestamptz,
-    PRIMARY KEY (org_id, item_id)
+    next_at timestamptz
 );
-COMMENT ON TABLE tds.stock_refresh IS 'Items whose stock a document changed since their stored version was seen (their invoice or sales order lines written, the document deleted): the fetcher that owns the organization fetches their detail again and deletes the rows queued before it asked.';
+COMMENT ON TABLE tds.stock_refresh IS 'Items whose stock a document changed since their stored version was seen (their invoice or sales order lines written, the document deleted), a row per document write: the fetcher that owns the organization fetches their detail again, oldest first, and deletes the rows queued before it asked.';
 COMMENT ON COLUMN tds.stock_refresh.org_id IS 'Zoho organization id';
 COMMENT ON COLUMN tds.stock_refresh.item_id IS 'Zoho item id (zoho.items.item_id)';
-COMMENT ON COLUMN tds.stock_refresh.queued_at IS 'When a document last queued it (the writing transaction''s start); a refetch asked for before this does not clear it';
-COMMENT ON COLUMN tds.stock_refresh.reason IS 'The document that queued it last, as entity and id (invoices 4600000000123)';
+COMMENT ON COLUMN tds.stock_refresh.queued_at IS 'When a document queued it (the writing transaction''s start); a refetch asked for before this does not clear it';
+COMMENT ON COLUMN tds.stock_refresh.reason IS 'The document that queued it, as entity and id (invoices 4600000000123)';
 COMMENT ON COLUMN tds.stock_refresh.attempts IS 'Refetches Zoho refused since it was queued';
 COMMENT ON COLUMN tds.stock_refresh.next_at IS 'After a refused refetch: not asked for again before this (NULL: due now)';
-CREATE INDEX stock_refresh_due_idx ON tds.stock_refresh (org_id, queued_at);
+CREATE INDEX stock_refresh_item_idx ON tds.stock_refresh (org_id, item_id, queued_at);
 GRANT SELECT ON tds.stock_refresh TO tds_reader;
 GRANT SELECT, INSERT, UPDATE, DELETE ON tds.stock_refresh TO tds_writer;
 
@@ -35,8 +37,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON tds.stock_refresh TO tds_writer;
 -- it is stored, live, and its stored version was first seen before the
 -- document's version plus a minute (clocks and Zoho's whole seconds): a
 -- version seen after that already counts the document. A full sync rewrites
--- no unchanged document, so it queues only what changed. A row this
--- transaction queued already is left as it is (a document's lines are
+-- no unchanged document, so it queues only what changed. An item this
+-- transaction queued already is not queued again (a document's lines are
 -- deleted and inserted again: the same items twice). Static statements, one
 -- per table, so that PL/pgSQL keeps their plans (an EXECUTE is planned anew
 -- at every call).
@@ -44,7 +46,7 @@ CREATE FUNCTION tds.queue_stock_of_lines() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
     IF TG_TABLE_NAME = 'invoice_lines' THEN
-        INSERT INTO tds.stock_refresh AS q (org_id, item_id, reason)
+        INSERT INTO tds.stock_refresh (org_id, item_id, reason)
         SELECT DISTINCT ON (m.org_id, m.item_id) m.org_id, m.item_id, 'invoices ' || m.invoice_id
           FROM moved m
           JOIN zoho.invoices d ON d.org_id = m.org_id AND d.invoice_id = m.invoice_id
@@ -52,12 +54,11 @@ BEGIN
          WHERE m.item_id IS NOT NULL AND d.deleted_at IS NULL AND i.deleted_at IS NULL
            AND (i.observed_at IS NULL OR d.modified_time IS NULL
                 OR i.observed_at < d.modified_time + interval '1 minute')
-         ORDER BY m.org_id, m.item_id
-        ON CONFLICT (org_id, item_id) DO UPDATE
-           SET queued_at = EXCLUDED.queued_at, reason = EXCLUDED.reason, attempts = 0, next_at = NULL
-         WHERE q.queued_at < EXCLUDED.queued_at OR q.attempts <> 0;
+           AND NOT EXISTS (SELECT 1 FROM tds.stock_refresh q WHERE q.org_id = m.org_id
+                           AND q.item_id = m.item_id AND q.queued_at = now())
+         ORDER BY m.org_id, m.item_id;
     ELSE
-        INSERT INTO tds.stock_refresh AS q (org_id, item_id, reason)
+        INSERT INTO tds.stock_refresh (org_id, item_id, reason)
         SELECT DISTINCT ON (m.org_id, m.item_id) m.org_id, m.item_id, 'sales_orders ' || m.salesorder_id
           FROM moved m
           JOIN zoho.sales_orders d ON d.org_id = m.org_id AND d.salesorder_id = m.salesorder_id
@@ -65,10 +66,9 @@ BEGIN
          WHERE m.item_id IS NOT NULL AND d.deleted_at IS NULL AND i.deleted_at IS NULL
            AND (i.observed_at IS NULL OR d.modified_time IS NULL
                 OR i.observed_at < d.modified_time + interval '1 minute')
-         ORDER BY m.org_id, m.item_id
-        ON CONFLICT (org_id, item_id) DO UPDATE
-           SET queued_at = EXCLUDED.queued_at, reason = EXCLUDED.reason, attempts = 0, next_at = NULL
-         WHERE q.queued_at < EXCLUDED.queued_at OR q.attempts <> 0;
+           AND NOT EXISTS (SELECT 1 FROM tds.stock_refresh q WHERE q.org_id = m.org_id
+                           AND q.item_id = m.item_id AND q.queued_at = now())
+         ORDER BY m.org_id, m.item_id;
     END IF;
     RETURN NULL;
 END
@@ -80,12 +80,10 @@ CREATE FUNCTION tds.queue_stock_of_deleted() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
     EXECUTE format(
-        'INSERT INTO tds.stock_refresh AS q (org_id, item_id, reason) '
+        'INSERT INTO tds.stock_refresh (org_id, item_id, reason) '
         'SELECT DISTINCT l.org_id, l.item_id, %1$L || '' '' || $2 FROM zoho.%3$I l '
         'JOIN zoho.items i ON i.org_id = l.org_id AND i.item_id = l.item_id '
-        'WHERE l.org_id = $1 AND l.%2$I = $2 AND l.item_id IS NOT NULL AND i.deleted_at IS NULL '
-        'ON CONFLICT (org_id, item_id) DO UPDATE SET queued_at = GREATEST(q.queued_at, EXCLUDED.queued_at), '
-        'reason = EXCLUDED.reason, attempts = 0, next_at = NULL',
+        'WHERE l.org_id = $1 AND l.%2$I = $2 AND l.item_id IS NOT NULL AND i.deleted_at IS NULL',
         TG_TABLE_NAME, TG_ARGV[0], TG_ARGV[1])
     USING NEW.org_id, (to_jsonb(NEW) ->> TG_ARGV[0]);
     RETURN NULL;
