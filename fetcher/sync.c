@@ -1160,8 +1160,9 @@ static void batch_done(struct batch *b)
         if (o->s->m_refused)
             tds_series_inc(o->s->m_refused, (double)b->n_refused);
         if (stock) {
-            /* refused one by one (a 4xx), not Zoho failing: their rows stay
-             * in tds.stock_refresh, put off (stock_finished) */
+            /* refused one by one (a 4xx, or a 5xx past the call's tries: a
+             * stock run is not tried again), not the whole batch failing:
+             * their rows stay in tds.stock_refresh, put off (stock_finished) */
             for (size_t i = 0; i < b->n_refused; i++)
                 if (idset_add(&r->seen, b->refused[i]) < 0) {
                     run_fail(r, "out of memory");
