@@ -35,6 +35,7 @@
 #include "msg.h"
 #include "stage.h"
 #include "util.h"
+#include "ztime.h"
 
 struct settings {
     char *listen;
@@ -447,22 +448,24 @@ static const struct tds_stage stage = {
              "writer acknowledges them.\n"
              "\n"
              "replay re-sends journaled webhooks of one organization received since WHEN\n"
-             "(\"2026-01-05T10:00:00Z\", \"2026-01-05T10:00:00+03:00\", \"30m\", \"2h\", \"1d\" ago,\n"
-             "or epoch milliseconds), within the journal's retention, and waits up to\n"
-             "--wait seconds (default 30, 0 = no wait) for the writer's acks, sending again\n"
-             "what is not acked within TDS_INGRESS_ACK_TIMEOUT_MS.\n"
+             "(\"2026-01-05T10:00:00Z\", \"2026-01-05T10:00:00+03:00\": a time names its zone;\n"
+             "\"30m\", \"2h\", \"1d\" ago; or epoch milliseconds), within the journal's retention,\n"
+             "and waits up to --wait seconds (default 30, 0 = no wait) for the writer's acks,\n"
+             "sending again what is not acked within TDS_INGRESS_ACK_TIMEOUT_MS.\n"
              "\n",
     .table = config_table,
     .n = N_CONFIG,
 };
 
-/* "30m" / "2h" ago, ISO 8601 with Z or ±hh:mm / ±hhmm, or epoch ms. */
+/* "30m" / "2h" ago, ISO 8601 with Z or ±hh:mm / ±hhmm, or epoch ms. A
+ * time without its zone is refused: read as UTC, a local time typed by an
+ * operator east of Greenwich starts the replay hours too late, and the
+ * webhooks before it are not sent, without a word. */
 static int parse_when(const char *s, int64_t now_ms, int64_t *out)
 {
     size_t n = strlen(s);
-    struct tm tm = {0};
-    const char *rest;
     int64_t v;
+    int off;
 
     if (n >= 2 && strchr("smhd", s[n - 1])) {
         char num[32];
@@ -482,36 +485,11 @@ static int parse_when(const char *s, int64_t now_ms, int64_t *out)
         *out = v;
         return 0;
     }
-    rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!rest)
+    /* fractional seconds are accepted and dropped, as in Zoho's times */
+    if (tds_ztime_parse_at(s, &v, &off) != 0 || off == TDS_ZTIME_NO_OFFSET)
         return TDS_E_INVALID;
-    v = (int64_t)timegm(&tm) * 1000;
-    if (*rest == '.') /* fractional seconds: ignored */
-        while (*++rest >= '0' && *rest <= '9')
-            ;
-    if (*rest == 'Z' && rest[1] == '\0') {
-        *out = v;
-        return 0;
-    }
-    if (*rest == '\0') {
-        *out = v;
-        return 0;
-    }
-    if ((*rest == '+' || *rest == '-') && strlen(rest) >= 5) {
-        int sign = *rest == '-' ? -1 : 1;
-        int hh = (rest[1] - '0') * 10 + (rest[2] - '0');
-        const char *m = rest[3] == ':' ? rest + 4 : rest + 3;
-        int mm;
-
-        if (strlen(m) != 2)
-            return TDS_E_INVALID;
-        mm = (m[0] - '0') * 10 + (m[1] - '0');
-        if (hh < 0 || hh > 23 || mm < 0 || mm > 59)
-            return TDS_E_INVALID;
-        *out = v - sign * ((int64_t)hh * 3600000 + (int64_t)mm * 60000);
-        return 0;
-    }
-    return TDS_E_INVALID;
+    *out = v * 1000;
+    return 0;
 }
 
 /* What tds_journal_open's code means, for an operator. */
@@ -687,11 +665,13 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
         return 2;
     }
     if (parse_when(since, now, &rp.since)) {
-        fprintf(stderr, "tds-ingress: invalid --since: '%s'\n", since);
+        fprintf(stderr, "tds-ingress: invalid --since: '%s' (a time with its zone, Z or "
+                "+hh:mm; 30m, 2h or 1d ago; or epoch milliseconds)\n", since);
         return 2;
     }
     if (until && parse_when(until, now, &rp.until)) {
-        fprintf(stderr, "tds-ingress: invalid --until: '%s'\n", until);
+        fprintf(stderr, "tds-ingress: invalid --until: '%s' (a time with its zone, Z or "
+                "+hh:mm; 30m, 2h or 1d ago; or epoch milliseconds)\n", until);
         return 2;
     }
     r = tds_journal_open(&j, &jo, replay_collect, &rp, NULL);

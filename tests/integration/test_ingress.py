@@ -12,6 +12,7 @@ the real pipeline (simulator → ingress → processor → writer → PostgreSQL
 when those binaries are built, and prints the latency.
 """
 import base64
+import datetime
 import hashlib
 import hmac
 import http.client
@@ -921,9 +922,25 @@ def test_replay_resends_journaled_events(ing, procs):
     r = procs.run("tds-ingress", ["replay", "--org", "60001", "--since", "2099-01-01T00:00:00Z"],
                   env=i.env)
     assert r.stdout.startswith("0 journaled")
-    r = procs.run("tds-ingress", ["replay", "--org", "60001", "--since", "yesterday"], env=i.env,
-                  check=False)
-    assert r.returncode == 2 and "invalid --since" in r.stderr
+    # A time with its zone counts from that instant: an hour ago written in
+    # UTC+03:00 and in UTC-05:30 both take the three.
+    for off_min in (180, -330):
+        tz = datetime.timezone(datetime.timedelta(minutes=off_min))
+        when = (datetime.datetime.now(tz) - datetime.timedelta(hours=1)).isoformat(timespec="seconds")
+        r = procs.run("tds-ingress", ["replay", "--org", "60001", "--since", when, "--dry-run"],
+                      env=i.env)
+        assert "3 journaled webhooks" in r.stdout, (when, r.stdout)
+    # Anything else is refused, not read as something near it: a zone's digits
+    # that are not digits were read as other hours, and a time without its
+    # zone as UTC (a local time typed east of Greenwich missed hours of them).
+    for bad in ("yesterday", "2020-01-01T00:00:00+1/:00", "2020-01-01T00:00:00+09:3/",
+                "2020-01-01T00:00:00", "2020-01-01", "2020-13-01T00:00:00Z"):
+        r = procs.run("tds-ingress", ["replay", "--org", "60001", "--since", bad], env=i.env,
+                      check=False)
+        assert r.returncode == 2 and "invalid --since" in r.stderr, (bad, r.returncode, r.stdout)
+        r = procs.run("tds-ingress", ["replay", "--org", "60001", "--since", "1h", "--until", bad],
+                      env=i.env, check=False)
+        assert r.returncode == 2 and "invalid --until" in r.stderr, (bad, r.returncode, r.stdout)
 
 
 def test_replay_counts_the_acks_from_another_instance(ing, procs):
