@@ -144,12 +144,22 @@ static void claim_requests(struct tds_schedule *s)
     for (int round = 0; n_fetching && round < 8; round++) {
         int64_t *held = NULL;
         size_t n_held = 0;
+        char **refused = NULL;
+        size_t n_refused = 0;
+        /* nor those of an entity Zoho refuses to the token, for the same
+         * reason, until the refusal's backoff ends (its next call asks) */
         int n = tds_sync_fetch_request_ids(s->sync, &held, &n_held);
+        if (n == 0)
+            n = tds_sync_refused_fetches(s->sync, &refused, &n_refused);
         if (n == 0)
             n = tds_store_request_take_fetches(s->store, s->instance, fetching, n_fetching, 500,
                                                tds_sync_fetch_lease_ms(s->sync), held, n_held,
+                                               (const char *const *)refused, n_refused,
                                                take_fetch, s);
         free(held);
+        for (size_t i = 0; i < n_refused; i++)
+            free(refused[i]);
+        free(refused);
         if (n < 0) {
             tds_log_limited(&s->db_log, TDS_LOG_WARN, NULL, "could not read fetch requests: %s",
                             n == -ENOMEM ? "out of memory" : tds_store_error(s->store));

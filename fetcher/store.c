@@ -1007,6 +1007,7 @@ int tds_store_request_reconcile(struct tds_store *s, const char *org, const char
 int tds_store_request_take_fetches(struct tds_store *s, const char *instance,
                                    const char *const *orgs, size_t n_orgs, int max,
                                    int64_t lease_ms, const int64_t *held, size_t n_held,
+                                   const char *const *refused, size_t n_refused,
                                    void (*fn)(void *ud, int64_t id, const char *org,
                                               const char *entity, const char *zoho_id),
                                    void *ud)
@@ -1015,25 +1016,29 @@ int tds_store_request_take_fetches(struct tds_store *s, const char *instance,
         return 0;
     char *oa = text_array(orgs, n_orgs);
     char *ha = i64_array(held, n_held);
-    if (!oa || !ha) {
+    char *ra = text_array(refused, n_refused);
+    if (!oa || !ha || !ra) {
         free(oa);
         free(ha);
+        free(ra);
         return -ENOMEM;
     }
     char lim[16], lease[32];
     snprintf(lim, sizeof(lim), "%d", max);
     snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
-    const char *p[] = {instance, oa, lim, lease, ha};
+    const char *p[] = {instance, oa, lim, lease, ha, ra};
     PGresult *r = run(s,
                       "UPDATE tds.sync_requests SET claimed_by = $1, claimed_at = now() "
                       "WHERE id IN (SELECT id FROM tds.sync_requests WHERE done_at IS NULL "
                       "AND mode = 'fetch' AND org_id = ANY($2::text[]) AND (claimed_at IS NULL "
                       "OR claimed_at < now() - make_interval(secs => $4::float8 / 1000)) "
-                      "AND NOT (id = ANY($5::bigint[])) ORDER BY id "
+                      "AND NOT (id = ANY($5::bigint[])) "
+                      "AND NOT (org_id || '/' || entity = ANY($6::text[])) ORDER BY id "
                       "FOR UPDATE SKIP LOCKED LIMIT $3::int) RETURNING id, org_id, entity, zoho_id",
-                      5, p);
+                      6, p);
     free(oa);
     free(ha);
+    free(ra);
     if (!r)
         return -EIO;
     int n = PQntuples(r);

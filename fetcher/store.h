@@ -213,14 +213,16 @@ int tds_store_request_fetch_once(struct tds_store *s, const char *org, const cha
                                  const char *zoho_id, const char *requested_by,
                                  const int64_t *held, size_t n_held);
 /* Claim up to max open by-id requests of these orgs that nobody claimed
- * within lease_ms, other than the held ones (still being answered here);
- * calls fn for each. A request stays open until tds_store_request_done (the
+ * within lease_ms, other than the held ones (still being answered here) and
+ * those whose "org/entity" is among `refused` (Zoho refuses the entity to the
+ * token for now); calls fn for each. A request stays open until tds_store_request_done (the
  * page that answers it is committed), so one claimed by a replica that died
  * is claimed again after the lease. Returns how many were claimed, -EIO or
  * -ENOMEM. */
 int tds_store_request_take_fetches(struct tds_store *s, const char *instance,
                                    const char *const *orgs, size_t n_orgs, int max,
                                    int64_t lease_ms, const int64_t *held, size_t n_held,
+                                   const char *const *refused, size_t n_refused,
                                    void (*fn)(void *ud, int64_t id, const char *org,
                                               const char *entity, const char *zoho_id),
                                    void *ud);

@@ -316,7 +316,7 @@ struct org_rt {
     struct fetch_call *calls; /* asked of Zoho, not answered yet */
     struct tds_series *m_owned; /* tds_fetcher_org_owned{org}: 1 while o->owned */
     struct tds_series *m_every; /* tds_fetcher_incremental_interval_seconds{org} */
-    struct tds_log_limit held_log; /* fetches refused while it is paused */
+    struct tds_log_limit held_log; /* fetches refused while it is paused or the entity refused */
     struct tds_log_ctx lctx;
 };
 
@@ -2160,21 +2160,24 @@ static void dropped(struct tds_sync *s)
         tds_series_inc(s->m_dropped, 1);
 }
 
-/* A webhook's fetch refused because the organization is paused waits for an
- * operator, maybe for days. Unacked, its ingress journal entry held that
- * segment and every later one on disk, and counted toward the unacked bound:
- * both are shared by every organization, which got 503s once they filled.
- * So it is kept here as an open tds.sync_requests row, one per record (its
- * call, made once the credentials are fixed, answers every change before
- * it), and the ingress is acked. A fetch handed over has its row already.
- * Returns whether it was kept. */
-static bool keep_paused(struct tds_sync *s, struct org_rt *o, struct fetch_call *fc)
+/* A webhook's fetch refused without a call, because the organization is
+ * paused or because Zoho refuses the entity to the token (a missing scope),
+ * waits for an operator, maybe for days. Unacked, its ingress journal entry
+ * held that segment and every later one on disk, and counted toward the
+ * unacked bound: both are shared by every organization, which got 503s once
+ * they filled. So it is kept here as an open tds.sync_requests row, one per
+ * record (its call, made once the credentials or the scope are fixed,
+ * answers every change before it), and the ingress is acked. A fetch handed
+ * over has its row already. `while_`: what the row waits for, in its
+ * requested_by. Returns whether it was kept. */
+static bool keep_held(struct tds_sync *s, struct org_rt *o, struct fetch_call *fc,
+                      const char *while_)
 {
     if (!fc->acks.n_reqs) {
-        char by[160];
+        char by[256];
         int64_t *held = NULL;
         size_t n_held = 0;
-        snprintf(by, sizeof(by), "%s: fetch held while the organization is paused", s->origin);
+        snprintf(by, sizeof(by), "%s: fetch held while %s", s->origin, while_);
         /* An open row whose call was made here (its page waits for the
          * writer) answers the record as it was then, maybe before this
          * change: it does not stand in for this fetch. */
@@ -2185,9 +2188,9 @@ static bool keep_paused(struct tds_sync *s, struct org_rt *o, struct fetch_call 
         free(held);
         if (rc != 0) {
             tds_log_limited(&s->send_log, TDS_LOG_WARN, &o->lctx,
-                            "could not keep the fetch of %s %s for when the organization resumes: "
+                            "could not keep the fetch of %s %s for when %s ends: "
                             "%s (the ingress sends it again)",
-                            fc->e->name, fc->id,
+                            fc->e->name, fc->id, while_,
                             rc == -ENOMEM ? "out of memory" : tds_store_error(s->store));
             return false;
         }
@@ -2249,22 +2252,31 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
         /* Retrying will not help a fatal answer: release whoever asked (a
          * request that could never be answered would come back forever).
          * Anything else (transport, rate limits) is asked for again later,
-         * and so is a call refused because the organization is paused: no
-         * answer from Zoho, and one once the credentials are fixed. It used
-         * to count as fatal, so the fetch of a record deleted in Zoho was
-         * acked and its 1002 lost until the next reconciliation. */
+         * and so is a call refused because the organization is paused or
+         * because Zoho refuses the entity to the token: no answer from Zoho,
+         * and one once the credentials or the scope are fixed. The paused
+         * case used to count as fatal, so the fetch of a record deleted in
+         * Zoho was acked and its 1002 lost until the next reconciliation;
+         * the refused entity's was neither acked nor kept, and its journal
+         * entry, sent again at every ack timeout, held the ingress's disk. */
         bool fatal = res->cls == TDS_ZAPI_FATAL && !res->paused;
         const char *why = res->error ? res->error : tds_zapi_class_name(res->cls);
         const char *later = fatal || !(fc->acks.n || fc->acks.n_reqs) ? "" : " (asked for again later)";
-        if (res->paused) {
+        if (res->paused || res->denied) {
             /* The ingress sends each unacked fetch again at every ack
-             * timeout, and a paused organization refuses them all until an
-             * operator fixes its credentials: a line for each would bury the
-             * log; the counter has them all. */
+             * timeout, and a paused organization or a refused entity refuses
+             * them all until an operator acts: a line for each would bury
+             * the log; the counter has them all. */
+            char while_[128];
+            if (res->paused)
+                snprintf(while_, sizeof(while_), "the organization is paused");
+            else
+                snprintf(while_, sizeof(while_), "zoho refuses %s.detail to the token", fc->e->name);
             if (s->m_held)
                 tds_series_inc(s->m_held, 1);
-            if (fc->acks.n && keep_paused(s, o, fc))
-                later = " (kept in tds.sync_requests until it resumes)";
+            if (fc->acks.n && keep_held(s, o, fc, while_))
+                later = res->paused ? " (kept in tds.sync_requests until it resumes)"
+                                    : " (kept in tds.sync_requests until zoho answers it)";
             tds_log_limited(&o->held_log, TDS_LOG_WARN, &o->lctx, "fetch of %s %s failed: %s, skipping%s",
                             fc->e->name, fc->id, why, later);
         } else {
@@ -3085,10 +3097,10 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
                                       "List records whose id is not a valid Zoho id (not UTF-8, not [0-9A-Za-z_.-], over 64 bytes) or unreadable: passed on to be rejected, detail not fetched",
                                       "", NULL, 0);
         s->m_held = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_fetches_held_total",
-                                    "Fetch-by-id requests refused without a call because the organization is paused (invalid credentials): a webhook's is kept in tds.sync_requests, a request's stays open; asked for again once it resumes",
+                                    "Fetch-by-id requests refused without a call because the organization is paused (invalid credentials) or Zoho refuses the entity to the token (a missing scope): a webhook's is kept in tds.sync_requests, a request's stays open; asked for again once it resumes or the refusal's backoff ends",
                                     "", NULL, 0);
         s->m_kept = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_fetches_kept_total",
-                                    "Webhooks' fetches refused because the organization is paused, kept in tds.sync_requests (an open mode fetch row per record) and acked, so that the ingress journal does not hold them",
+                                    "Webhooks' fetches refused because the organization is paused or the entity is refused to the token, kept in tds.sync_requests (an open mode fetch row per record) and acked, so that the ingress journal does not hold them",
                                     "", NULL, 0);
         s->m_no_record = tds_metrics_get(metrics, TDS_COUNTER, "tds_fetcher_detail_without_record_total",
                                          "Fetches by id answered with code 0 but without the record's key (not sent on; the sweep asks again with its backoff)",
@@ -3502,6 +3514,39 @@ int tds_sync_fetch_request_ids(const struct tds_sync *s, int64_t **ids, size_t *
         *n = 0;
     }
     return rc;
+}
+
+int tds_sync_refused_fetches(const struct tds_sync *s, char ***keys, size_t *n)
+{
+    *keys = NULL;
+    *n = 0;
+    static const char suffix[] = ".detail";
+    for (size_t i = 0; i < s->n_o; i++) {
+        const struct org_rt *o = &s->o[i];
+        const char *ep, *err;
+        int64_t left;
+        for (size_t k = 0; o->owned && o->api && tds_api_denial_at(o->api, k, &ep, &err, &left); k++) {
+            size_t l = strlen(ep);
+            if (left <= 0 || l <= sizeof(suffix) - 1 ||
+                strcmp(ep + l - (sizeof(suffix) - 1), suffix) != 0)
+                continue;
+            char **g = realloc(*keys, (*n + 1) * sizeof(*g));
+            char *key = NULL;
+            if (g)
+                *keys = g;
+            if (!g || asprintf(&key, "%s/%.*s", o->org->org_id,
+                               (int)(l - (sizeof(suffix) - 1)), ep) < 0) {
+                for (size_t j = 0; j < *n; j++)
+                    free((*keys)[j]);
+                free(*keys);
+                *keys = NULL;
+                *n = 0;
+                return -ENOMEM;
+            }
+            (*keys)[(*n)++] = key;
+        }
+    }
+    return 0;
 }
 
 void tds_sync_stop(struct tds_sync *s, const char *why)

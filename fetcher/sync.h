@@ -108,6 +108,11 @@ int64_t tds_sync_fetch_lease_ms(const struct tds_sync *s);
  * writer or Zoho keeps them here; the claim skips them rather than ask Zoho
  * a second time. *ids malloc'd (NULL when none); 0 or -ENOMEM. */
 int tds_sync_fetch_request_ids(const struct tds_sync *s, int64_t **ids, size_t *n);
+/* "org/entity" for each owned organization's entity whose fetch by id Zoho
+ * refuses to the token (a missing scope) until its backoff ends: its kept
+ * requests are not claimed meanwhile, each would be refused without a call.
+ * *keys malloc'd, each key too (NULL when none); 0 or -ENOMEM. */
+int tds_sync_refused_fetches(const struct tds_sync *s, char ***keys, size_t *n);
 
 /* Shut down: mark running runs failed, drop everything. */
 void tds_sync_stop(struct tds_sync *s, const char *why);

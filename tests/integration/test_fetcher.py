@@ -3217,6 +3217,103 @@ def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, 
         push.close(0)
 
 
+def test_a_fetch_of_an_entity_zoho_refuses_to_the_token_is_kept_and_acked(procs, db, sim,
+                                                                           tmp_path):
+    """A token whose scope lacks one module (a self-client made without
+    invoices.READ) gets code 57 for that entity while the rest works. A
+    webhook's fetch of such a record is kept as an open tds.sync_requests row
+    and acked, as when the organization is paused. Before, it was neither
+    acked nor kept: the ingress sent it again at every ack timeout for as long
+    as the scope was missing (days, maybe), each logged, and its journal
+    entry held its segment and every later one, shared by every
+    organization, until the ingress's disk bound gave them all 503s. A
+    handed-over request for such an entity is not claimed while Zoho's
+    refusal stands (each claim would be refused without a call); once the
+    scope is granted, both are fetched and closed."""
+    import msgpack
+    import zmq
+    s = sim(orgs=[small_org(items=10, invoices=4)])
+    # two tries a call: the first refusal is tried again (the token refreshed
+    # once, then backoff) before it counts as the entity refused
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "500",
+                                                      "TDS_FETCHER_MAX_ATTEMPTS": "2"})
+    s.faults(deny=["invoices"])
+    invs = [r["invoice_id"] for r in s.truth("60001", "invoices")["records"][:2]]
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)   # the writer's acks to our "ingress"
+    sub.setsockopt(zmq.SUBSCRIBE, b"ingress.test")
+    sub.connect(f"tcp://127.0.0.1:{p.ack_port}")
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(f"tcp://127.0.0.1:{p.fetch_port}")
+    sends = {}
+
+    def ingress(mid, seconds):
+        """As tds-ingress does: send, and again at each ack timeout (1 s
+        here) until the writer acks it. Returns whether it was acked."""
+        deadline = time.monotonic() + seconds
+        t = sends.setdefault(mid, [])
+        while time.monotonic() < deadline:
+            if not t or time.monotonic() - t[-1] >= 1.0:
+                push.send(msgpack.packb({"v": 1, "t": "fetch", "id": mid, "org": "60001",
+                                         "entity": "invoices", "zoho_id": invs[0],
+                                         "origin": "ingress.test"}))
+                t.append(time.monotonic())
+            if sub.poll(100):
+                _, body = sub.recv_multipart()
+                if mid in msgpack.unpackb(body, raw=False).get("ids", []):
+                    return True
+        return False
+
+    def open_fetches():
+        return db.query("SELECT zoho_id, requested_by, claimed_at IS NOT NULL FROM "
+                        "tds.sync_requests WHERE mode = 'fetch' AND done_at IS NULL ORDER BY id")
+
+    def stored():
+        return sorted(r[0] for r in db.query(
+            "SELECT invoice_id FROM zoho.invoices WHERE org_id = '60001' AND invoice_id = ANY(%s)",
+            invs))
+
+    try:
+        f = p.start_fetcher()
+        # the first webhook's call is refused (code 57, the token otherwise
+        # good); the second's is refused without a call
+        assert ingress("fe-denied-1", 15), "a webhook's fetch of a refused entity was never acked"
+        assert ingress("fe-denied-2", 10)
+        # another replica's handed-over request for the same entity
+        rq = db.query("INSERT INTO tds.sync_requests (org_id, entity, mode, zoho_id, requested_by) "
+                      "VALUES ('60001', 'invoices', 'fetch', %s, 'f2') RETURNING id", invs[1])[0][0]
+        time.sleep(3)   # a claim every 2 s, a lease of 1 s
+        rows = open_fetches()
+        lines = [ln for ln in f.stderr_text().splitlines()
+                 if "fetch of invoices" in ln and " failed" in ln]
+        print(f"sends {[len(v) for v in sends.values()]}, open fetch rows {rows}, "
+              f"{f.metric('tds_fetcher_fetches_held_total'):.0f} held, "
+              f"{f.metric('tds_fetcher_fetches_kept_total'):.0f} kept, {len(lines)} log lines")
+        # the first is acked once its call is refused (sent again meanwhile
+        # at each ack timeout), the second at once
+        assert len(sends["fe-denied-1"]) <= 4 and len(sends["fe-denied-2"]) == 1, sends
+        assert [(r[0], r[2]) for r in rows] == [(invs[0], False), (invs[1], False)], rows
+        assert "zoho refuses invoices.detail" in rows[0][1], rows
+        assert f.metric("tds_fetcher_fetches_kept_total") == 2
+        assert f.metric("tds_fetcher_fetches_held_total") == 2
+        assert 1 <= len(lines) <= 2, lines
+        assert "kept in tds.sync_requests until zoho answers it" in lines[0], lines
+        assert stored() == []
+        # the scope granted (the refusal's backoff is 15 minutes: a restart
+        # asks at once); both records are fetched and their requests closed
+        s.faults(deny=[])
+        f.stop()
+        f.start()
+        wait_until(lambda: stored() == sorted(invs), timeout=30, what="both invoices stored")
+        wait_until(lambda: open_fetches() == [], timeout=10, what="both requests closed")
+        assert db.query("SELECT done_at IS NOT NULL FROM tds.sync_requests WHERE id = %s",
+                        rq)[0][0]
+    finally:
+        sub.close(0)
+        push.close(0)
+
+
 def _stock_rows(db, org):
     return sorted(db.query("SELECT item_id, warehouse_id, stock_on_hand::text, "
                            "committed_stock::text FROM zoho.item_stock WHERE org_id = %s", org))
