@@ -97,7 +97,9 @@ static void schedule_org(struct tds_schedule *s, size_t oi, int64_t now)
             sl->next_rec_ms = now + rec_ms;
         /* Due but the entity is busy: try again next tick rather than
          * skipping a whole interval (a day, for reconciliation). */
-        if (now >= sl->next_inc_ms) {
+        /* and not before the hold of an entity whose list ignores the
+         * modified filter (each incremental a whole walk) */
+        if (now >= sl->next_inc_ms && now >= tds_sync_incremental_hold(s->sync, org->org_id, e)) {
             if (!tds_sync_pending(s->sync, org->org_id, e->name, "incremental") &&
                 tds_sync_enqueue(s->sync, org->org_id, e->name, "incremental", 0) == 0)
                 sl->next_inc_ms = now + inc_ms;

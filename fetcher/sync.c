@@ -242,6 +242,7 @@ struct run {
     char **confirm;
     size_t n_confirm, confirm_at;
     bool denied;        /* failed because Zoho refuses the entity to the token (scope) */
+    int64_t older;      /* listed records modified before since_s (a filter ignored) */
     /* A stock run's items (tds.stock_refresh, taken at the database's time
      * stock_at); the ones Zoho refused are also in seen. */
     char **stock_ids;
@@ -302,6 +303,10 @@ struct org_rt {
     int64_t sites_check_ms; /* next look for item stock by location (monotonic) */
     int64_t next_stock_ms;  /* next look at tds.stock_refresh (monotonic) */
     int stock_failures;     /* stock runs failed in a row: the next look backs off */
+    /* per entity (tds_entity_at order): no scheduled incremental before this
+     * wall time, its last one having walked pages Zoho should have filtered
+     * out (incremental_cost); 0 when its filter works */
+    int64_t *inc_hold_ms;
     int offset_min;
     struct job *jobs, *jobs_tail;
     struct run *run;
@@ -855,6 +860,8 @@ static void run_fail(struct run *r, const char *fmt, ...)
 
 static int64_t org_budget(const struct org_rt *o);
 static int64_t org_slots(const struct org_rt *o);
+static int64_t org_incremental_ms(const struct org_rt *o);
+static struct org_rt *find_org(const struct tds_sync *s, const char *org);
 
 /* A stock run ended: the rows of the items it fetched go, those Zoho
  * refused wait out a backoff, and the next look waits until its calls fit
@@ -890,6 +897,64 @@ static void stock_finished(struct run *r)
     }
 }
 
+static size_t entity_index(const struct tds_entity *e)
+{
+    for (size_t k = 0; k < tds_entity_count(); k++)
+        if (tds_entity_at(k) == e)
+            return k;
+    return SIZE_MAX;
+}
+
+/* An incremental run whose list held records modified before its `since`
+ * was given pages that Zoho's last_modified_time filter should have left
+ * out: the endpoint ignores the filter (ZOHO.md reports one that does), and
+ * each incremental of the entity walks its whole list, a call a page, where
+ * the budget counts one a run. With 20,000 items, every 300 s, that is
+ * 28,800 calls a day, over a whole plan's quota: the organization would
+ * reach its reserve and stop for the rest of each day. So the next
+ * scheduled incremental of that entity waits until the calls this one made
+ * fit in its slot of the budget (schedule.c asks tds_sync_incremental_hold);
+ * once a walk lists no older record, the hold ends. */
+static void incremental_cost(struct run *r)
+{
+    struct org_rt *o = r->o;
+    size_t k = entity_index(r->e);
+    if (!o->inc_hold_ms || k == SIZE_MAX)
+        return;
+    int64_t budget = org_budget(o);
+    bool held = o->inc_hold_ms[k] != 0;
+    if (!r->older || r->pages_fetched <= 1 || budget <= 0) {
+        if (held && !r->older)
+            tds_log(TDS_LOG_INFO, &r->lctx,
+                    "zoho filtered this incremental's list by last_modified_time again: "
+                    "incrementals of %s back to every %lld s",
+                    r->e->name, (long long)((org_incremental_ms(o) + 999) / 1000));
+        o->inc_hold_ms[k] = 0;
+        return;
+    }
+    int64_t wait = 86400000 * org_slots(o) / budget * r->pages_fetched;
+    if (wait <= org_incremental_ms(o)) {
+        o->inc_hold_ms[k] = 0;
+        return;
+    }
+    o->inc_hold_ms[k] = tds_wall_ms() + wait;
+    tds_log(held ? TDS_LOG_INFO : TDS_LOG_WARN, &r->lctx,
+            "zoho listed %lld %s modified before this incremental's start: the endpoint ignores "
+            "the last_modified_time filter, and each incremental walks the whole list (%lld "
+            "calls); the next waits %lld s, to keep within %lld%% of the daily budget",
+            (long long)r->older, r->e->name, (long long)r->pages_fetched,
+            (long long)((wait + 999) / 1000),
+            (long long)(o->org->incremental_budget_pct > 0 ? o->org->incremental_budget_pct : 25));
+}
+
+int64_t tds_sync_incremental_hold(const struct tds_sync *s, const char *org,
+                                  const struct tds_entity *e)
+{
+    const struct org_rt *o = find_org(s, org);
+    size_t k = entity_index(e);
+    return o && o->inc_hold_ms && k != SIZE_MAX ? o->inc_hold_ms[k] : 0;
+}
+
 static void run_completed(struct run *r)
 {
     struct tds_sync *s = r->o->s;
@@ -921,6 +986,8 @@ static void run_completed(struct run *r)
     }
     if (strcmp(r->mode, "stock") == 0)
         stock_finished(r);
+    else if (strcmp(r->mode, "incremental") == 0)
+        incremental_cost(r);
     request_finished(o, r->request_id, r);
     run_retire(o, r);
     /* after the retire: this run itself would count as one pending */
@@ -1627,6 +1694,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
         return;
     }
     bool reconcile = strcmp(r->mode, "reconcile") == 0;
+    struct idset page_ids = {0};
     for (size_t i = 0; i < n; i++) {
         const char *rec = res->body + spans[i].off;
         char idbuf[128], tbuf[64];
@@ -1647,6 +1715,23 @@ static void on_list(const struct tds_api_result *res, void *ud)
             run_fail(r, "out of memory reading a list page");
             break;
         }
+        /* A record listed twice on one page went on twice: in one rows
+         * message the writer cannot tell two copies' child rows apart, so
+         * an identical copy failed its record on the child table's key
+         * (rejected, the record not stored) and an older one left its child
+         * rows beside the newer's. The first copy goes on, the rest not. */
+        int dup = id ? idset_add(&page_ids, id) : 1;
+        if (dup <= 0) {
+            free(id);
+            if (dup < 0) {
+                run_fail(r, "out of memory reading a list page");
+                break;
+            }
+            tds_log_limited(&o->s->bad_id_log, TDS_LOG_WARN, &r->lctx,
+                            "list page %lld of %s lists %s %s more than once: one copy taken",
+                            (long long)r->next_page, r->e->name, r->e->id_field, idbuf);
+            continue;
+        }
         int64_t mod = INT64_MIN;
         int mod_off = TDS_ZTIME_NO_OFFSET;
         if (r->e->modified_field) {
@@ -1657,6 +1742,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
         }
         /* Zoho's filter is a hint: the overlap and our own check decide. */
         if (r->has_since && mod != INT64_MIN && mod < r->since_s) {
+            r->older++;
             free(id);
             continue;
         }
@@ -1674,6 +1760,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
             n_ids++;
         }
     }
+    idset_clear(&page_ids);
     r->pages_fetched++;
     r->records_fetched += (int64_t)n_keep;
     if (!reconcile && n_keep && !r->failed)
@@ -3117,6 +3204,8 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
         o->lctx.org = org->org_id;
         o->held_log.interval_ms = 10000;
         s->n_o = i + 1;
+        if (!(o->inc_hold_ms = calloc(tds_entity_count(), sizeof(*o->inc_hold_ms))))
+            goto nomem;
         if (tds_ztime_parse_offset(org->timezone_offset ? org->timezone_offset : "+0000",
                                    &o->offset_min) != 0)
             o->offset_min = 0;
@@ -3214,6 +3303,7 @@ struct tds_sync *tds_sync_free(struct tds_sync *s)
         struct org_rt *o = &s->o[i];
         org_drop_work(o);
         free(o->dying);
+        free(o->inc_hold_ms);
         o->api = tds_api_free(o->api);
         o->oauth = tds_oauth_free(o->oauth);
         o->lim = tds_limiter_free(o->lim);
@@ -3613,6 +3703,17 @@ char *tds_sync_status_json(struct tds_sync *s)
             json_array_append_new(jd, x);
         }
         json_object_set_new(jo, "denied", jd);
+        /* entities whose list ignores the modified filter: incrementals held */
+        json_t *jh = json_array();
+        for (size_t k = 0; jh && o->inc_hold_ms && k < tds_entity_count(); k++)
+            if (o->inc_hold_ms[k]) {
+                json_t *x = json_object();
+                int64_t left = o->inc_hold_ms[k] - tds_wall_ms();
+                json_object_set_new(x, "entity", json_string(tds_entity_at(k)->name));
+                json_object_set_new(x, "next_in_s", json_integer(left > 0 ? (left + 999) / 1000 : 0));
+                json_array_append_new(jh, x);
+            }
+        json_object_set_new(jo, "filter_ignored", jh);
         if (o->run) {
             json_t *jr = json_object();
             json_object_set_new(jr, "run", json_string(o->run->id));

@@ -108,6 +108,11 @@ int64_t tds_sync_fetch_lease_ms(const struct tds_sync *s);
  * writer or Zoho keeps them here; the claim skips them rather than ask Zoho
  * a second time. *ids malloc'd (NULL when none); 0 or -ENOMEM. */
 int tds_sync_fetch_request_ids(const struct tds_sync *s, int64_t **ids, size_t *n);
+/* No scheduled incremental of that entity before this wall time (ms), 0
+ * for none: its last incremental walked pages Zoho's last_modified_time
+ * filter should have left out, calls the daily budget must make room for. */
+int64_t tds_sync_incremental_hold(const struct tds_sync *s, const char *org,
+                                  const struct tds_entity *e);
 /* "org/entity" for each owned organization's entity whose fetch by id Zoho
  * refuses to the token (a missing scope) until its backoff ends: its kept
  * requests are not claimed meanwhile, each would be refused without a call.

@@ -2294,6 +2294,81 @@ def test_schedule_keeps_incrementals_within_the_daily_budget(procs, db, sim, tmp
                timeout=5, what="the configured interval in tds.quota_use")
 
 
+def test_an_entity_whose_list_ignores_the_modified_filter_keeps_within_the_budget(procs, db, sim,
+                                                                                  tmp_path):
+    """ZOHO.md reports an endpoint that takes `last_modified_time` and lists
+    every record all the same. An incremental of such an entity walks its
+    whole list, a call a page, where the budget counts one a run: with 20,000
+    items every 300 s that is 28,800 calls a day, over a plan's quota. The
+    fetcher sees the records older than the run's start and holds the next
+    incremental of that entity until the calls fit in its slot of the budget.
+    Here one call a slot is 2 s (a daily limit of 345,600, a quarter of it for
+    2 entities) and a walk is 5 pages: the next waits 10 s. Before, the runs
+    came 4.2 s apart (2 s after each walk's end), 5 calls each. When the
+    filter works again, so do the 2 s."""
+    s = sim(orgs=[small_org(items=100)], extra_args=["--daily-limit", "345600"])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_PER_PAGE": "20"},
+                 orgs=[org_spec("60001", entities=["warehouses", "items"], incremental_every_s=1)])
+    f = p.start_fetcher()
+    p.wait_request(p.request("60001", "items", "full"), timeout=60)
+    f.stop()
+
+    def runs(since):
+        return db.query("SELECT extract(epoch FROM started_at)::float, pages_fetched "
+                        "FROM tds.sync_runs WHERE entity = 'items' AND mode = 'incremental' "
+                        "AND status = 'completed' AND started_at > to_timestamp(%s) "
+                        "ORDER BY started_at", since)
+
+    s.faults(ignore_filter=["items"])
+    t0 = time.time()
+    f = p.start_fetcher(env={"TDS_FETCHER_SCHEDULE": "true"})
+    wait_until(lambda: len(runs(t0)) >= 3, timeout=60, what="three incrementals")
+    got = runs(t0)
+    gaps = [round(b[0] - a[0], 1) for a, b in zip(got, got[1:])]
+    print(f"filter ignored: pages {[r[1] for r in got]}, gaps {gaps} s")
+    assert all(r[1] >= 5 for r in got), got       # each walked the whole list
+    assert all(g >= 9.5 for g in gaps), gaps       # 5 calls of 2 s each
+    assert "the endpoint ignores the last_modified_time filter" in f.stderr_text()
+    # listed in /status, due in at most 10 s (0 once it is due, until the
+    # next run completes)
+    held = json.loads(http_get(f.admin_url + "/status")[1])["organizations"][0]["filter_ignored"]
+    assert [h["entity"] for h in held] == ["items"] and 0 <= held[0]["next_in_s"] <= 10, held
+    # the filter works again: one page a run, the next hold lifted
+    s.faults(ignore_filter=[])
+    t1 = time.time()
+    wait_until(lambda: len(runs(t1)) >= 3, timeout=30, what="three more incrementals")
+    got = runs(t1)
+    gaps = [round(b[0] - a[0], 1) for a, b in zip(got, got[1:])]
+    print(f"filter honoured: pages {[r[1] for r in got]}, gaps {gaps} s")
+    assert all(r[1] == 1 for r in got) and max(gaps) < 5, (got, gaps)
+    assert "incrementals of items back to every 2 s" in f.stderr_text()
+    st = json.loads(http_get(f.admin_url + "/status")[1])
+    assert st["organizations"][0]["filter_ignored"] == [], st
+
+
+def test_a_record_listed_twice_on_a_page_is_stored_once_with_its_child_rows(procs, db, sim,
+                                                                           tmp_path):
+    """A list page that holds one record twice went on with both copies, and
+    so did the page of their details: in one rows message the writer cannot
+    tell two copies' child rows apart, and an identical copy failed the
+    record on its child table's key (tds.rejected, the record not stored).
+    The fetcher takes one copy; each record's detail is asked once."""
+    s = sim(orgs=[small_org(items=30, contacts=30, invoices=30)])
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_PER_PAGE": "10"})
+    s.faults(repeat_in_list=["items", "contacts", "invoices"])
+    f = p.start_fetcher()
+    for ent in ("warehouses", "items", "contacts", "invoices"):
+        p.wait_request(p.request("60001", ent, "full"), timeout=90)
+    for ent in ("items", "contacts", "invoices"):
+        p.compare("60001", ent)
+    assert db.query("SELECT entity, reason FROM tds.rejected") == []
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    assert st["contacts.detail"] == 30 and st["invoices.detail"] == 30, st
+    # logged (at most one line per 10 s for the whole fetcher)
+    assert "list page 1 of items lists item_id" in f.stderr_text()
+    assert "more than once: one copy taken" in f.stderr_text()
+
+
 def test_sigterm_mid_run_then_restart_completes_the_request(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(contacts=300)],
             extra_args=["--minute-ms", "1000", "--rate-per-min", "100"])

@@ -362,6 +362,8 @@ static void api_list(struct api *a, enum zs_ent e, bool as_location)
         else if (strcmp(ord, "A") && strcmp(ord, "ascending"))
             return api_error(a, 400, 2, "Invalid value passed for sort_order");
     }
+    struct zs_faults f;
+    zs_sim_get_faults(a->s, &f);
     const char *lmt = qarg(c, "last_modified_time");
     if (lmt && *lmt) {
         if (zs_parse_time(lmt, &q.after_s))
@@ -377,7 +379,9 @@ static void api_list(struct api *a, enum zs_ent e, bool as_location)
         }
         if (a->s->cfg.modified_ge)
             q.after_s--; /* whole seconds: >= t is > t-1 */
-        q.has_after = true;
+        /* an endpoint that takes the filter and lists everything (ZOHO.md
+         * reports one) */
+        q.has_after = !(f.ignore_filter_mask & (1u << e));
     }
     uint32_t *idx = malloc(q.per_page * sizeof(*idx));
     if (!idx)
@@ -396,6 +400,8 @@ static void api_list(struct api *a, enum zs_ent e, bool as_location)
     rc = zs_org_page(o, e, &q, idx, &n, &more);
     for (size_t i = 0; rc == 0 && i < n; i++)
         zs_render(&w, o, e, &o->t[e].recs[idx[i]], false, as_location);
+    if (rc == 0 && n > 1 && (f.repeat_mask & (1u << e)))
+        zs_render(&w, o, e, &o->t[e].recs[idx[0]], false, as_location); /* listed twice */
     pthread_rwlock_unlock(&o->lock);
     free(idx);
     zs_jw_arr_end(&w);
@@ -1188,6 +1194,31 @@ static void ctl_invalid(struct zs_sim *s, json_t *j, struct reply *r)
     r->body = zs_jw_take(&w, &r->len);
 }
 
+/* Entity names of a mask (1 << zs_ent), as the faults show them. */
+static json_t *mask_names(unsigned mask)
+{
+    json_t *a = json_array();
+    for (int e = 0; a && e < ZS_ENT_COUNT; e++)
+        if (mask & (1u << e))
+            json_array_append_new(a, json_string(zs_ent_name((enum zs_ent)e)));
+    return a;
+}
+
+/* A faults request's list of entity names, when given, replaces *mask. */
+static void ent_mask(const json_t *names, unsigned *mask)
+{
+    if (!json_is_array(names))
+        return;
+    *mask = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(names, i, v) {
+        int e = json_is_string(v) ? zs_ent_parse(json_string_value(v)) : -1;
+        if (e >= 0)
+            *mask |= 1u << e;
+    }
+}
+
 static void faults_json(struct zs_sim *s, struct reply *r)
 {
     struct zs_faults f;
@@ -1199,14 +1230,11 @@ static void faults_json(struct zs_sim *s, struct reply *r)
                           "token_hang_ms", (json_int_t)f.token_hang_ms, "deny_status",
                           (json_int_t)(f.deny_status ? f.deny_status : 401),
                           "html404_itemdetails", (json_int_t)f.html404_itemdetails);
-    json_t *deny = json_array();
-    for (int e = 0; j && deny && e < ZS_ENT_COUNT; e++)
-        if (f.deny_mask & (1u << e))
-            json_array_append_new(deny, json_string(zs_ent_name((enum zs_ent)e)));
-    if (j && deny)
-        json_object_set_new(j, "deny", deny);
-    else
-        json_decref(deny);
+    if (j) {
+        json_object_set_new(j, "deny", mask_names(f.deny_mask));
+        json_object_set_new(j, "ignore_filter", mask_names(f.ignore_filter_mask));
+        json_object_set_new(j, "repeat_in_list", mask_names(f.repeat_mask));
+    }
     r->status = 200;
     r->body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     r->len = r->body ? strlen(r->body) : 0;
@@ -1227,18 +1255,10 @@ static void ctl_faults(struct zs_sim *s, json_t *j, struct reply *r)
     f->p_reset = jnum(j, "p_reset", f->p_reset);
     f->p_expired_token_200 = jnum(j, "p_expired_token_200", f->p_expired_token_200);
     f->p400 = jnum(j, "p400", f->p400);
-    json_t *deny = json_object_get(j, "deny");
-    if (json_is_array(deny)) {
-        f->deny_mask = 0;
-        size_t i;
-        json_t *v;
-        json_array_foreach(deny, i, v) {
-            int e = json_is_string(v) ? zs_ent_parse(json_string_value(v)) : -1;
-            if (e >= 0)
-                f->deny_mask |= 1u << e;
-        }
-    }
+    ent_mask(json_object_get(j, "deny"), &f->deny_mask);
     f->deny_status = (int)jint(j, "deny_status", f->deny_status);
+    ent_mask(json_object_get(j, "ignore_filter"), &f->ignore_filter_mask);
+    ent_mask(json_object_get(j, "repeat_in_list"), &f->repeat_mask);
     f->slow_ms = jint(j, "slow_ms", f->slow_ms);
     json_t *ri = json_object_get(j, "refuse_id");
     if (json_is_string(ri))

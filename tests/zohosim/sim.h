@@ -37,6 +37,9 @@ struct zs_faults {
     unsigned deny_mask;      /* entities (1 << zs_ent) refused with code 57: a token whose
                               * scope lacks them (every token, every time) */
     int deny_status;         /* HTTP status of those refusals; 401 when 0 */
+    unsigned ignore_filter_mask; /* entities (1 << zs_ent) whose lists ignore the
+                              * last_modified_time filter (checked, then not applied) */
+    unsigned repeat_mask;    /* entities whose list pages end with their first record again */
     int64_t slow_ms;
     int64_t token_hang_ms;   /* every token request waits this long */
     char refuse_id[72];      /* this record's own GET is refused ("" none): one record Zoho */
