@@ -105,7 +105,7 @@ struct tds_forward {
     size_t buffered;
 
     struct tds_log_limit log_send, log_ack, log_read, log_bad_ack, log_drop, log_queued;
-    struct tds_series *m_unacked, *m_bytes, *m_resends, *m_sent[N_DEST], *m_acked, *m_dead;
+    struct tds_series *m_unacked, *m_bytes, *m_held, *m_resends, *m_sent[N_DEST], *m_acked, *m_dead;
     struct tds_series *m_queued;
     struct tds_series *m_bad_acks, *m_drop_errors;
 };
@@ -802,6 +802,7 @@ void tds_forward_tick(struct tds_forward *f)
                         (unsigned long long)seg, strerror(e));
     }
     tds_series_set(f->m_bytes, (double)tds_journal_bytes(f->journal));
+    tds_series_set(f->m_held, tds_journal_held_ratio(f->journal));
     tds_series_set(f->m_unacked, (double)f->n_nodes);
     tds_series_set(f->m_queued, (double)tds_bus_queued(f->bus));
 }
@@ -843,6 +844,10 @@ int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,
                                    NULL, 0);
     f->m_bytes = tds_metrics_get(m, TDS_GAUGE, "tds_ingress_journal_bytes",
                                  "bytes in journal segments on disk", "", NULL, 0);
+    f->m_held = tds_metrics_get(m, TDS_GAUGE, "tds_ingress_journal_held_ratio",
+                                "share of TDS_INGRESS_JOURNAL_MAX_BYTES taken by segments that "
+                                "cannot be freed (from the first one holding an unacked entry "
+                                "on); at 1 webhooks get 503", "", NULL, 0);
     f->m_queued = tds_metrics_get(m, TDS_GAUGE, "tds_ingress_send_queue_bytes",
                                   "bytes of messages in the send queues to the processor and "
                                   "fetcher (at most half of TDS_INGRESS_BODY_MEMORY)", "", NULL, 0);
@@ -867,7 +872,7 @@ int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,
         f->m_sent[d] = tds_metrics_getf(m, TDS_COUNTER, "tds_ingress_forwarded_total",
                                         "messages sent downstream, by destination",
                                         "dest=\"%s\"", dest_name[d]);
-    if (!f->m_unacked || !f->m_bytes || !f->m_resends || !f->m_acked || !f->m_dead ||
+    if (!f->m_unacked || !f->m_bytes || !f->m_held || !f->m_resends || !f->m_acked || !f->m_dead ||
         !f->m_bad_acks || !f->m_drop_errors || !f->m_sent[1] || !f->m_sent[2]) {
         r = -ENOMEM;
         goto fail;

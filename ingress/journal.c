@@ -1547,6 +1547,25 @@ int tds_journal_drop_error(struct tds_journal *j, uint64_t *seg_id)
     return e;
 }
 
+double tds_journal_held_ratio(struct tds_journal *j)
+{
+    uint64_t held;
+    size_t i = 0;
+
+    pthread_mutex_lock(&j->mu);
+    held = j->total_bytes;
+    /* gc_locked's test, from the front */
+    for (; i < j->n_segs; i++) {
+        struct seg *s = j->segs[i];
+
+        if (s == j->active || s->n_unacked || s->chunks_pending)
+            break;
+        held -= s->size;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return j->o.max_bytes ? (double)held / (double)j->o.max_bytes : 0;
+}
+
 uint64_t tds_journal_bytes(struct tds_journal *j)
 {
     uint64_t v;

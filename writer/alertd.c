@@ -816,7 +816,9 @@ static void scrape_one(struct tds_alertd *d, const char *name, const char *addr,
         size_t n = 0;
         double sig = tds_scrape_sum(s, "tds_ingress_signature_failures_total", NULL, NULL, &n);
         double unacked = tds_scrape_sum(s, "tds_ingress_unacked", NULL, NULL, NULL);
+        size_t n_held = 0;
         double bytes = tds_scrape_sum(s, "tds_ingress_journal_bytes", NULL, NULL, NULL);
+        double held = tds_scrape_sum(s, "tds_ingress_journal_held_ratio", NULL, NULL, &n_held);
         struct hist *hs = hist_get(d, "sig", addr, NULL), *hu = hist_get(d, "unacked", addr, NULL);
         const struct tds_alert_rule *ru = rule_of(d, "ingress_unacked");
 
@@ -834,10 +836,20 @@ static void scrape_one(struct tds_alertd *d, const char *name, const char *addr,
                         json_pack("{s:s}", "target", addr));
             }
         }
-        snprintf(key, sizeof(key), "target=%s", addr);
-        snprintf(summary, sizeof(summary), "journal of ingress %s holds %.0f bytes", addr, bytes);
-        observe(d, "journal_bytes", key, NULL, NULL, bytes, summary,
-                json_pack("{s:s}", "target", addr));
+        /* The bytes on disk never pass TDS_INGRESS_JOURNAL_MAX_BYTES (the
+         * ingress answers 503 first) and include acked segments kept for
+         * replay, which give way: what fills the journal is the share held
+         * from the first unacked entry on. An ingress of a release before
+         * that gauge is not judged. */
+        if (n_held) {
+            snprintf(key, sizeof(key), "target=%s", addr);
+            snprintf(summary, sizeof(summary),
+                     "%.0f%% of the journal bound of ingress %s is held by webhooks the writer has "
+                     "not acked (%.0f bytes on disk); at 100%% webhooks get 503",
+                     held * 100, addr, bytes);
+            observe(d, "journal_bytes", key, NULL, NULL, held, summary,
+                    json_pack("{s:s}", "target", addr));
+        }
     }
     tds_scrape_free(s);
 }

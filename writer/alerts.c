@@ -40,8 +40,9 @@ static const struct tds_alert_rule defaults[] = {
     {"ingress_unacked", "metrics", TDS_ALERT_ABOVE, 1000, 10000, TDS_SEV_ERROR, TDS_SEV_CRITICAL,
      600, 600, true, "journaled webhooks not yet acked, per ingress, while growing within "
                      "window_s"},
-    {"journal_bytes", "metrics", TDS_ALERT_ABOVE, 1073741824.0, 8589934592.0, TDS_SEV_WARNING,
-     TDS_SEV_ERROR, 600, 0, true, "bytes of journal on disk, per ingress"},
+    {"journal_bytes", "metrics", TDS_ALERT_ABOVE, 0.5, 0.9, TDS_SEV_WARNING, TDS_SEV_ERROR, 600, 0,
+     true, "share of the ingress journal's bound (TDS_INGRESS_JOURNAL_MAX_BYTES) held by "
+           "webhooks not yet acked, per ingress; at 1 they get 503"},
     {"stage_not_ready", "metrics", TDS_ALERT_ABOVE, 0, 1, TDS_SEV_ERROR, TDS_SEV_CRITICAL, 120, 0,
      true, "1 = a stage's /readyz is not 200, 2 = its admin port does not answer"},
 };

@@ -316,7 +316,8 @@ def bind_port(env, name):
 # compares every name used there with the stages' real /metrics.
 METRIC_FAMILIES = {
     "ingress": {"tds_ingress_requests_total", "tds_ingress_signature_failures_total",
-                "tds_ingress_duplicates_total", "tds_ingress_journal_bytes", "tds_ingress_unacked",
+                "tds_ingress_duplicates_total", "tds_ingress_journal_bytes",
+                "tds_ingress_journal_held_ratio", "tds_ingress_unacked",
                 "tds_ingress_group_commit_size", "tds_ingress_fsync_seconds",
                 "tds_ingress_accept_seconds", "tds_ingress_journal_no_space",
                 "tds_ingress_dead_letters_total", "tds_ingress_unacked_full",

@@ -276,7 +276,7 @@ METRIC_RULES = {
     "quota_low": ("warning", ["100 Zoho API calls left", ORG]),
     "signature_failures": ("error", ["signature"]),
     "ingress_unacked": ("error", ["journaled webhooks", "growing"]),
-    "journal_bytes": ("warning", ["journal", "2147483648"]),
+    "journal_bytes": ("warning", ["75% of the journal bound", "805306368 bytes"]),
     "stage_not_ready": ("error", ["fetcher", "not ready", "503"]),
 }
 
@@ -295,7 +295,7 @@ def test_metric_rules_fire_and_resolve(procs, db, hook):
         time.sleep(1)
         assert alerts(db) == [], "healthy stages raise nothing"
 
-        drv.set(ok=10, errors=10, r429=20, sig=10, unacked=100, quota=100, journal=2 ** 31)
+        drv.set(ok=10, errors=10, r429=20, sig=10, unacked=100, quota=100, journal=3 * 2 ** 28)
         fetcher.set(ready=503)
         wait_until(lambda: {r[1] for r in firing(db, None)} >= set(METRIC_RULES), 20,
                    "every metric rule firing")

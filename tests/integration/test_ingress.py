@@ -893,11 +893,17 @@ def test_journal_full_answers_503_not_lost(ing):
     assert sorted(m["zoho_id"] for m in got) == sorted(ok)  # every 200 was forwarded
     assert i.drain(i.events) == []                          # and no 503 was
     assert i.metric("tds_ingress_journal_bytes") <= 16384
+    # The bytes on disk cannot pass the bound, so the writer's journal_bytes
+    # rule watches the share held by unacked entries instead: close to 1 now
+    # (a segment's tail left unused), a segment at most once they are acked.
+    wait_until(lambda: i.metric("tds_ingress_journal_held_ratio") > 0.7, 5, "the held share")
     # Once the writer acks, segments are released and webhooks are accepted again.
     i.ack([m["id"] for m in got])
     i.wait_metric("tds_ingress_unacked", 0)
     wait_until(lambda: i.post("60001", item_body("2999"), SECRET_A).status == 200, 10,
                "journal accepting again")
+    wait_until(lambda: i.metric("tds_ingress_journal_held_ratio") <= 0.25, 5,
+               "the held share once acked")
 
 
 def test_replay_resends_journaled_events(ing, procs):
