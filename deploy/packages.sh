@@ -7,7 +7,9 @@ TDS_BUILD_PACKAGES=(
     libzmq3-dev libmsgpack-dev libjansson-dev libpq-dev
     libcurl4-openssl-dev libssl-dev libmicrohttpd-dev
 )
-TDS_RUN_PACKAGES=(postgresql-15 postgresql-client-15 curl python3)
+# ca-certificates: the fetcher's calls to Zoho verify its TLS certificate
+# (libcurl only recommends the package, and installs go without recommends)
+TDS_RUN_PACKAGES=(postgresql-15 postgresql-client-15 curl python3 ca-certificates)
 TDS_TEST_PACKAGES=(
     "${TDS_RUN_PACKAGES[@]}"
     python3-pytest python3-pytest-xdist python3-psycopg2 python3-zmq python3-msgpack python3-yaml
