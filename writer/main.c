@@ -149,7 +149,7 @@ static const struct tds_config_entry config_table[] = {
     {"TDS_ALERT_SYNC_INTERVAL_S", TDS_CFG_INT, "300", 0, 1, 86400 * 7,
      OFF(alert_sync_interval_s), "sync interval assumed by entity_stale when TDS_CONFIG is unset"},
     {"TDS_CONFIG", TDS_CFG_STR, "", 0, 0, 0, OFF(orgs_file),
-     "optional organizations file; the writer reads only org_id and incremental_every_s"},
+     "optional organizations file; the writer reads only org_id, incremental_every_s and entities (which organizations, entities and intervals its alert rules judge)"},
     {"TDS_ALERT_WEBHOOK_URL", TDS_CFG_STR, NULL, TDS_CFG_SECRET, 0, 0, OFF(alert_webhook_url),
      "webhook for alert notices (Slack-compatible JSON POST), unset = off"},
     {"TDS_ALERT_SMTP_URL", TDS_CFG_STR, "", 0, 0, 0, OFF(alert_smtp_url),
