@@ -2340,7 +2340,7 @@ def test_an_entity_whose_list_ignores_the_modified_filter_keeps_within_the_budge
     got = runs(t1)
     gaps = [round(b[0] - a[0], 1) for a, b in zip(got, got[1:])]
     print(f"filter honoured: pages {[r[1] for r in got]}, gaps {gaps} s")
-    assert all(r[1] == 1 for r in got) and max(gaps) < 5, (got, gaps)
+    assert all(r[1] == 1 for r in got) and max(gaps) < 8, (got, gaps)   # not 10 s
     assert "incrementals of items back to every 2 s" in f.stderr_text()
     st = json.loads(http_get(f.admin_url + "/status")[1])
     assert st["organizations"][0]["filter_ignored"] == [], st
@@ -3367,7 +3367,7 @@ def test_a_fetch_of_an_entity_zoho_refuses_to_the_token_is_kept_and_acked(procs,
               f"{f.metric('tds_fetcher_fetches_kept_total'):.0f} kept, {len(lines)} log lines")
         # the first is acked once its call is refused (sent again meanwhile
         # at each ack timeout), the second at once
-        assert len(sends["fe-denied-1"]) <= 4 and len(sends["fe-denied-2"]) == 1, sends
+        assert len(sends["fe-denied-1"]) <= 8 and len(sends["fe-denied-2"]) == 1, sends
         assert [(r[0], r[2]) for r in rows] == [(invs[0], False), (invs[1], False)], rows
         assert "zoho refuses invoices.detail" in rows[0][1], rows
         assert f.metric("tds_fetcher_fetches_kept_total") == 2
