@@ -3177,6 +3177,45 @@ def test_reconcile_confirms_missing_ids_within_the_page_bound(procs, db, sim, tm
     p.compare("60001", "contacts")
 
 
+class FakeIngress:
+    """Sends fetches of one record to the fetcher as tds-ingress does: each
+    again at every ack timeout (1 s here) until the writer acks it.
+    `sends[id]` holds the times each was sent."""
+
+    def __init__(self, p, entity, zoho_id, origin="ingress.test"):
+        import zmq
+        ctx = zmq.Context.instance()
+        self.entity, self.zoho_id, self.origin = entity, zoho_id, origin
+        self.sub = ctx.socket(zmq.SUB)   # the writer's acks to this "ingress"
+        self.sub.setsockopt(zmq.SUBSCRIBE, origin.encode())
+        self.sub.connect(f"tcp://127.0.0.1:{p.ack_port}")
+        self.push = ctx.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.push.connect(f"tcp://127.0.0.1:{p.fetch_port}")
+        self.sends = {}
+
+    def until_acked(self, mid, seconds):
+        """Returns when the fetch was acked (time.monotonic()), or None."""
+        import msgpack
+        deadline = time.monotonic() + seconds
+        t = self.sends.setdefault(mid, [])
+        while time.monotonic() < deadline:
+            if not t or time.monotonic() - t[-1] >= 1.0:
+                self.push.send(msgpack.packb({"v": 1, "t": "fetch", "id": mid, "org": "60001",
+                                              "entity": self.entity, "zoho_id": self.zoho_id,
+                                              "origin": self.origin}))
+                t.append(time.monotonic())
+            if self.sub.poll(100):
+                _, body = self.sub.recv_multipart()
+                if mid in msgpack.unpackb(body, raw=False).get("ids", []):
+                    return time.monotonic()
+        return None
+
+    def close(self):
+        self.sub.close(0)
+        self.push.close(0)
+
+
 def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, tmp_path):
     """A fetch that comes while the organization is paused for refused
     credentials gets no call: that is no answer from Zoho. A webhook's fetch
@@ -3191,8 +3230,6 @@ def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, 
     pause lasted; before that, it was answered as a fatal failure: acked at
     once and the request closed, the delete lost until the next
     reconciliation (up to a day)."""
-    import msgpack
-    import zmq
     s = sim(orgs=[small_org(items=10)])
     p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "500"},
                  orgs=[org_spec("60001", client_secret="wrong")])
@@ -3201,33 +3238,8 @@ def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, 
     gone = ["9100000000000000001", "9100000000000000002"]
     db.execute("INSERT INTO zoho.items (org_id, item_id, is_detail, synced_at) SELECT '60001', g, "
                "true, now() - interval '1 minute' FROM unnest(%s::text[]) g", gone)
-    ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)   # the writer's acks to our "ingress"
-    sub.setsockopt(zmq.SUBSCRIBE, b"ingress.test")
-    sub.connect(f"tcp://127.0.0.1:{p.ack_port}")
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 0)
-    push.connect(f"tcp://127.0.0.1:{p.fetch_port}")
-    sends = {}
-
-    def ingress(mid, seconds):
-        """As tds-ingress does: send the fetch, and again at each ack
-        timeout (1 s here) until the writer acks it. Returns when it was
-        acked, or None."""
-        deadline = time.monotonic() + seconds
-        t = sends.setdefault(mid, [])
-        while time.monotonic() < deadline:
-            if not t or time.monotonic() - t[-1] >= 1.0:
-                push.send(msgpack.packb({"v": 1, "t": "fetch", "id": mid, "org": "60001",
-                                         "entity": "items", "zoho_id": gone[0],
-                                         "origin": "ingress.test"}))
-                t.append(time.monotonic())
-            if sub.poll(100):
-                _, body = sub.recv_multipart()
-                if mid in msgpack.unpackb(body, raw=False).get("ids", []):
-                    return time.monotonic()
-        return None
-
+    ing = FakeIngress(p, "items", gone[0])
+    sends = ing.sends
     def deleted():
         return db.query("SELECT item_id FROM zoho.items WHERE org_id = '60001' AND "
                         "deleted_at IS NOT NULL AND item_id = ANY(%s)", gone)
@@ -3246,10 +3258,10 @@ def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, 
         rq = db.query("INSERT INTO tds.sync_requests (org_id, entity, mode, zoho_id, requested_by) "
                       "VALUES ('60001', 'items', 'fetch', %s, 'f2') RETURNING id", gone[1])[0][0]
         t0 = time.monotonic()
-        acked1 = ingress("fe-paused-1", 10)
+        acked1 = ing.until_acked("fe-paused-1", 10)
         assert acked1 is not None, "a webhook's fetch refused while paused was never acked"
         # a second webhook for the same record: acked, no second row
-        acked2 = ingress("fe-paused-2", 10)
+        acked2 = ing.until_acked("fe-paused-2", 10)
         assert acked2 is not None
         # The handed-over request and the kept row are not claimed while the
         # organization is paused: each claim would be refused without a call
@@ -3288,8 +3300,7 @@ def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, 
                    what="both requests closed")
         assert s.stats()["orgs"]["60001"]["endpoints"]["items.detail"] >= 2
     finally:
-        sub.close(0)
-        push.close(0)
+        ing.close()
 
 
 def test_a_fetch_of_an_entity_zoho_refuses_to_the_token_is_kept_and_acked(procs, db, sim,
@@ -3305,8 +3316,6 @@ def test_a_fetch_of_an_entity_zoho_refuses_to_the_token_is_kept_and_acked(procs,
     handed-over request for such an entity is not claimed while Zoho's
     refusal stands (each claim would be refused without a call); once the
     scope is granted, both are fetched and closed."""
-    import msgpack
-    import zmq
     s = sim(orgs=[small_org(items=10, invoices=4)])
     # two tries a call: the first refusal is tried again (the token refreshed
     # once, then backoff) before it counts as the entity refused
@@ -3314,32 +3323,8 @@ def test_a_fetch_of_an_entity_zoho_refuses_to_the_token_is_kept_and_acked(procs,
                                                       "TDS_FETCHER_MAX_ATTEMPTS": "2"})
     s.faults(deny=["invoices"])
     invs = [r["invoice_id"] for r in s.truth("60001", "invoices")["records"][:2]]
-    ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)   # the writer's acks to our "ingress"
-    sub.setsockopt(zmq.SUBSCRIBE, b"ingress.test")
-    sub.connect(f"tcp://127.0.0.1:{p.ack_port}")
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 0)
-    push.connect(f"tcp://127.0.0.1:{p.fetch_port}")
-    sends = {}
-
-    def ingress(mid, seconds):
-        """As tds-ingress does: send, and again at each ack timeout (1 s
-        here) until the writer acks it. Returns whether it was acked."""
-        deadline = time.monotonic() + seconds
-        t = sends.setdefault(mid, [])
-        while time.monotonic() < deadline:
-            if not t or time.monotonic() - t[-1] >= 1.0:
-                push.send(msgpack.packb({"v": 1, "t": "fetch", "id": mid, "org": "60001",
-                                         "entity": "invoices", "zoho_id": invs[0],
-                                         "origin": "ingress.test"}))
-                t.append(time.monotonic())
-            if sub.poll(100):
-                _, body = sub.recv_multipart()
-                if mid in msgpack.unpackb(body, raw=False).get("ids", []):
-                    return True
-        return False
-
+    ing = FakeIngress(p, "invoices", invs[0])
+    sends = ing.sends
     def open_fetches():
         return db.query("SELECT zoho_id, requested_by, claimed_at IS NOT NULL FROM "
                         "tds.sync_requests WHERE mode = 'fetch' AND done_at IS NULL ORDER BY id")
@@ -3353,8 +3338,9 @@ def test_a_fetch_of_an_entity_zoho_refuses_to_the_token_is_kept_and_acked(procs,
         f = p.start_fetcher()
         # the first webhook's call is refused (code 57, the token otherwise
         # good); the second's is refused without a call
-        assert ingress("fe-denied-1", 15), "a webhook's fetch of a refused entity was never acked"
-        assert ingress("fe-denied-2", 10)
+        assert ing.until_acked("fe-denied-1", 15), \
+            "a webhook's fetch of a refused entity was never acked"
+        assert ing.until_acked("fe-denied-2", 10)
         # another replica's handed-over request for the same entity
         rq = db.query("INSERT INTO tds.sync_requests (org_id, entity, mode, zoho_id, requested_by) "
                       "VALUES ('60001', 'invoices', 'fetch', %s, 'f2') RETURNING id", invs[1])[0][0]
@@ -3385,8 +3371,7 @@ def test_a_fetch_of_an_entity_zoho_refuses_to_the_token_is_kept_and_acked(procs,
         assert db.query("SELECT done_at IS NOT NULL FROM tds.sync_requests WHERE id = %s",
                         rq)[0][0]
     finally:
-        sub.close(0)
-        push.close(0)
+        ing.close()
 
 
 def _stock_rows(db, org):
