@@ -304,8 +304,8 @@ struct org_rt {
     int64_t next_stock_ms;  /* next look at tds.stock_refresh (monotonic) */
     int stock_failures;     /* stock runs failed in a row: the next look backs off */
     /* per entity (tds_entity_at order): no scheduled incremental before this
-     * wall time, its last one having walked pages Zoho should have filtered
-     * out (incremental_cost); 0 when its filter works */
+     * monotonic time, its last one having walked pages Zoho should have
+     * filtered out (incremental_cost); 0 when its filter works */
     int64_t *inc_hold_ms;
     int offset_min;
     struct job *jobs, *jobs_tail;
@@ -937,7 +937,7 @@ static void incremental_cost(struct run *r)
         o->inc_hold_ms[k] = 0;
         return;
     }
-    o->inc_hold_ms[k] = tds_wall_ms() + wait;
+    o->inc_hold_ms[k] = tds_now_ms() + wait;
     tds_log(held ? TDS_LOG_INFO : TDS_LOG_WARN, &r->lctx,
             "zoho listed %lld %s modified before this incremental's start: the endpoint ignores "
             "the last_modified_time filter, and each incremental walks the whole list (%lld "
@@ -952,7 +952,10 @@ int64_t tds_sync_incremental_hold(const struct tds_sync *s, const char *org,
 {
     const struct org_rt *o = find_org(s, org);
     size_t k = entity_index(e);
-    return o && o->inc_hold_ms && k != SIZE_MAX ? o->inc_hold_ms[k] : 0;
+    if (!o || !o->inc_hold_ms || k == SIZE_MAX || !o->inc_hold_ms[k])
+        return 0;
+    /* kept in monotonic time: a wall clock stepped back must not stretch it */
+    return tds_wall_ms() + (o->inc_hold_ms[k] - tds_now_ms());
 }
 
 static void run_completed(struct run *r)
@@ -1684,11 +1687,13 @@ static void on_list(const struct tds_api_result *res, void *ud)
     size_t *keep = calloc(n ? n : 1, sizeof(*keep));
     char **ids = calloc(n ? n : 1, sizeof(*ids));
     int64_t *mods = calloc(n ? n : 1, sizeof(*mods));
+    size_t *kpos = calloc(n ? n : 1, sizeof(*kpos)); /* an id's place in keep */
     size_t n_keep = 0, n_ids = 0;
-    if (!keep || !ids || !mods) {
+    if (!keep || !ids || !mods || !kpos) {
         free(keep);
         free(ids);
         free(mods);
+        free(kpos);
         free(spans);
         run_fail(r, "out of memory reading a list page");
         return;
@@ -1715,23 +1720,6 @@ static void on_list(const struct tds_api_result *res, void *ud)
             run_fail(r, "out of memory reading a list page");
             break;
         }
-        /* A record listed twice on one page went on twice: in one rows
-         * message the writer cannot tell two copies' child rows apart, so
-         * an identical copy failed its record on the child table's key
-         * (rejected, the record not stored) and an older one left its child
-         * rows beside the newer's. The first copy goes on, the rest not. */
-        int dup = id ? idset_add(&page_ids, id) : 1;
-        if (dup <= 0) {
-            free(id);
-            if (dup < 0) {
-                run_fail(r, "out of memory reading a list page");
-                break;
-            }
-            tds_log_limited(&o->s->bad_id_log, TDS_LOG_WARN, &r->lctx,
-                            "list page %lld of %s lists %s %s more than once: one copy taken",
-                            (long long)r->next_page, r->e->name, r->e->id_field, idbuf);
-            continue;
-        }
         int64_t mod = INT64_MIN;
         int mod_off = TDS_ZTIME_NO_OFFSET;
         if (r->e->modified_field) {
@@ -1746,6 +1734,38 @@ static void on_list(const struct tds_api_result *res, void *ud)
             free(id);
             continue;
         }
+        /* A record listed twice on one page went on twice: in one rows
+         * message the writer cannot tell two copies' child rows apart, so
+         * an identical copy failed its record on the child table's key
+         * (rejected, the record not stored) and an older one left its child
+         * rows beside the newer's. One copy goes on: the newest, else the
+         * first. */
+        int dup = id ? idset_add(&page_ids, id) : 1;
+        if (dup <= 0) {
+            if (dup < 0) {
+                free(id);
+                run_fail(r, "out of memory reading a list page");
+                break;
+            }
+            tds_log_limited(&o->s->bad_id_log, TDS_LOG_WARN, &r->lctx,
+                            "list page %lld of %s lists %s %s more than once: one copy taken",
+                            (long long)r->next_page, r->e->name, r->e->id_field, idbuf);
+            for (size_t j = 0; j < n_ids; j++)
+                if (strcmp(ids[j], id) == 0) {
+                    if (mod != INT64_MIN && (mods[j] == INT64_MIN || mod > mods[j])) {
+                        keep[kpos[j]] = i;
+                        mods[j] = mod;
+                        if (!r->have_max || mod > r->max_mod_s) {
+                            r->max_mod_s = mod;
+                            r->max_mod_off = mod_off;
+                            r->have_max = true;
+                        }
+                    }
+                    break;
+                }
+            free(id);
+            continue;
+        }
         if (reconcile && id)
             idset_add(&r->seen, id);
         if (mod != INT64_MIN && (!r->have_max || mod > r->max_mod_s)) {
@@ -1753,12 +1773,13 @@ static void on_list(const struct tds_api_result *res, void *ud)
             r->max_mod_off = mod_off;
             r->have_max = true;
         }
-        keep[n_keep++] = i;
         if (id) {
             ids[n_ids] = id;
             mods[n_ids] = mod;
+            kpos[n_ids] = n_keep;
             n_ids++;
         }
+        keep[n_keep++] = i;
     }
     idset_clear(&page_ids);
     r->pages_fetched++;
@@ -1815,6 +1836,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
         free(ids[i]);
     free(ids);
     free(mods);
+    free(kpos);
     free(keep);
     free(spans);
     if (r->failed)
@@ -3708,7 +3730,7 @@ char *tds_sync_status_json(struct tds_sync *s)
         for (size_t k = 0; jh && o->inc_hold_ms && k < tds_entity_count(); k++)
             if (o->inc_hold_ms[k]) {
                 json_t *x = json_object();
-                int64_t left = o->inc_hold_ms[k] - tds_wall_ms();
+                int64_t left = o->inc_hold_ms[k] - tds_now_ms();
                 json_object_set_new(x, "entity", json_string(tds_entity_at(k)->name));
                 json_object_set_new(x, "next_in_s", json_integer(left > 0 ? (left + 999) / 1000 : 0));
                 json_array_append_new(jh, x);

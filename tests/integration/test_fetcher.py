@@ -3344,7 +3344,7 @@ def test_a_fetch_of_an_entity_zoho_refuses_to_the_token_is_kept_and_acked(procs,
         # another replica's handed-over request for the same entity
         rq = db.query("INSERT INTO tds.sync_requests (org_id, entity, mode, zoho_id, requested_by) "
                       "VALUES ('60001', 'invoices', 'fetch', %s, 'f2') RETURNING id", invs[1])[0][0]
-        time.sleep(3)   # a claim every 2 s, a lease of 1 s
+        time.sleep(3)   # a claim each second, a lease of 1 s
         rows = open_fetches()
         lines = [ln for ln in f.stderr_text().splitlines()
                  if "fetch of invoices" in ln and " failed" in ln]
@@ -3353,7 +3353,7 @@ def test_a_fetch_of_an_entity_zoho_refuses_to_the_token_is_kept_and_acked(procs,
               f"{f.metric('tds_fetcher_fetches_kept_total'):.0f} kept, {len(lines)} log lines")
         # the first is acked once its call is refused (sent again meanwhile
         # at each ack timeout), the second at once
-        assert len(sends["fe-denied-1"]) <= 8 and len(sends["fe-denied-2"]) == 1, sends
+        assert len(sends["fe-denied-1"]) <= 8 and len(sends["fe-denied-2"]) <= 2, sends
         assert [(r[0], r[2]) for r in rows] == [(invs[0], False), (invs[1], False)], rows
         assert "zoho refuses invoices.detail" in rows[0][1], rows
         assert f.metric("tds_fetcher_fetches_kept_total") == 2
