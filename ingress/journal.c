@@ -79,6 +79,7 @@ struct seg {
     uint64_t n_unacked;
     int64_t last_wall_ms;
     unsigned chunks_pending;
+    bool undeletable;       /* its last delete failed: gc stops at it until one works */
 };
 
 struct chunk {
@@ -415,6 +416,7 @@ static int seg_drop_front(struct tds_journal *j)
     if (unlinkat(j->dirfd, name, 0) < 0 && errno != ENOENT) {
         j->drop_errno = errno;
         j->drop_failed_id = s->id;
+        s->undeletable = true;
         return -j->drop_errno;
     }
     if (s->fd >= 0)
@@ -1558,7 +1560,7 @@ double tds_journal_held_ratio(struct tds_journal *j)
     for (; i < j->n_segs; i++) {
         struct seg *s = j->segs[i];
 
-        if (s == j->active || s->n_unacked || s->chunks_pending)
+        if (s == j->active || s->n_unacked || s->chunks_pending || s->undeletable)
             break;
         held -= s->size;
     }

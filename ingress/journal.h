@@ -175,9 +175,10 @@ int tds_journal_read(struct tds_journal *j, const struct tds_journal_loc *loc, v
 
 uint64_t tds_journal_bytes(struct tds_journal *j);
 /* The share of max_bytes that gc cannot free: every segment from the first
- * one holding an entry not yet acked (or not yet written) on, the active one
- * included. At 1 appends are refused (E_FULL), whatever the retention; acked
- * segments kept for replay give way before that. */
+ * one holding an entry not yet acked (or not yet written), or whose delete
+ * failed, on, the active one included. At 1 appends are refused (E_FULL),
+ * whatever the retention; acked segments kept for replay give way before
+ * that. */
 double tds_journal_held_ratio(struct tds_journal *j);
 uint64_t tds_journal_unacked(struct tds_journal *j);
 /* Bytes of records appended and not yet synced. */
