@@ -19,32 +19,32 @@
 static const struct tds_alert_rule defaults[] = {
     {"sync_failed", "database", TDS_ALERT_ABOVE, 0, 2, TDS_SEV_ERROR, TDS_SEV_CRITICAL, 0, 86400,
      true, "consecutive failed runs of an organization's entity (latest finished run failed, "
-           "within window_s)"},
+           "within window_s)", 0},
     {"sync_stuck", "database", TDS_ALERT_ABOVE, 900, 3600, TDS_SEV_WARNING, TDS_SEV_ERROR, 0, 0,
-     true, "seconds since a running run was last updated"},
+     true, "seconds since a running run was last updated", 0},
     {"entity_stale", "database", TDS_ALERT_ABOVE, 3, 6, TDS_SEV_WARNING, TDS_SEV_ERROR, 0, 0,
-     true, "time since the last successful sync, in multiples of the entity's sync interval"},
+     true, "time since the last successful sync, in multiples of the entity's sync interval", 0},
     {"token_failed", "database", TDS_ALERT_ABOVE, 0, 1, TDS_SEV_ERROR, TDS_SEV_CRITICAL, 0, 0,
-     true, "token state: 1 = refresh locked out, 2 = refresh token revoked or invalid"},
+     true, "token state: 1 = refresh locked out, 2 = refresh token revoked or invalid", 0},
     {"rejects_spike", "database", TDS_ALERT_ABOVE, 100, 1000, TDS_SEV_WARNING, TDS_SEV_ERROR, 0,
-     300, true, "records added to tds.rejected within window_s, per organization and entity"},
+     300, true, "records added to tds.rejected within window_s, per organization and entity", 0},
     {"api_error_rate", "metrics", TDS_ALERT_ABOVE, 0.05, 0.5, TDS_SEV_ERROR, TDS_SEV_CRITICAL,
      600, 300, true, "share of Zoho API calls that failed (not 2xx/404/429) within window_s, "
-                     "per organization (at least 20 calls)"},
+                     "per organization (at least 20 calls)", 0},
     {"rate_limit_storm", "metrics", TDS_ALERT_ABOVE, 0.2, 2, TDS_SEV_WARNING, TDS_SEV_ERROR, 300,
-     300, true, "Zoho 429 answers per second within window_s, per organization"},
+     300, true, "Zoho 429 answers per second within window_s, per organization", 0},
     {"quota_low", "metrics", TDS_ALERT_BELOW, 500, 50, TDS_SEV_WARNING, TDS_SEV_ERROR, 120, 0,
-     true, "Zoho API calls left today, per organization"},
+     true, "Zoho API calls left today, per organization", 0},
     {"signature_failures", "metrics", TDS_ALERT_ABOVE, 0.1, 1, TDS_SEV_WARNING, TDS_SEV_ERROR,
-     300, 300, true, "webhooks failing the signature check per second within window_s"},
+     300, 300, true, "webhooks failing the signature check per second within window_s", 0},
     {"ingress_unacked", "metrics", TDS_ALERT_ABOVE, 1000, 10000, TDS_SEV_ERROR, TDS_SEV_CRITICAL,
      600, 600, true, "journaled webhooks not yet acked, per ingress, while growing within "
-                     "window_s"},
+                     "window_s", 0},
     {"journal_bytes", "metrics", TDS_ALERT_ABOVE, 0.5, 0.9, TDS_SEV_WARNING, TDS_SEV_ERROR, 600, 0,
      true, "share of the ingress journal's bound (TDS_INGRESS_JOURNAL_MAX_BYTES) held by "
-           "webhooks not yet acked, per ingress; at 1 they get 503"},
+           "webhooks not yet acked, per ingress; at 1 they get 503", 1},
     {"stage_not_ready", "metrics", TDS_ALERT_ABOVE, 0, 1, TDS_SEV_ERROR, TDS_SEV_CRITICAL, 120, 0,
-     true, "1 = a stage's /readyz is not 200, 2 = its admin port does not answer"},
+     true, "1 = a stage's /readyz is not 200, 2 = its admin port does not answer", 0},
 };
 #define N_RULES TDS_ARRAY_SIZE(defaults)
 
@@ -261,6 +261,22 @@ int tds_alert_rules_apply_env(struct tds_alert_rules *r, const char *(*get)(cons
                 snprintf(err, errlen, "invalid %s: '%s'", name, v);
                 return TDS_E_INVALID;
             }
+        }
+    }
+    /* after the file and the environment both: a limit its value cannot
+     * pass (journal_bytes was in bytes before it became a share) would
+     * switch the rule off without a word */
+    for (size_t i = 0; i < N_RULES; i++) {
+        const struct tds_alert_rule *rule = &r->r[i];
+
+        if (rule->value_max > 0 &&
+            (rule->threshold >= rule->value_max ||
+             (!isnan(rule->escalate) && rule->escalate >= rule->value_max))) {
+            snprintf(err, errlen,
+                     "alert rule %s: threshold %g, escalate %g: its value never passes %g (a "
+                     "share), so the rule would never fire",
+                     rule->name, rule->threshold, rule->escalate, rule->value_max);
+            return TDS_E_INVALID;
         }
     }
     return 0;

@@ -41,6 +41,8 @@ struct tds_alert_rule {
     int64_t window_s;     /* look-back of rates and counts (rule-specific) */
     bool enabled;
     const char *help;     /* what the value is */
+    double value_max;     /* the value's upper end (a share: 1), 0 = none: a threshold
+                           * or escalation past it is refused, as it could never fire */
 };
 
 struct tds_alert_rules;

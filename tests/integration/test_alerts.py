@@ -874,6 +874,11 @@ def test_entity_stale_only_for_what_the_configuration_syncs(procs, db, hook, tmp
     ({"TDS_ALERT_SMTP_URL": "smtp://127.0.0.1:25"},
      "tds-writer: missing required setting TDS_ALERT_SMTP_FROM (needed with TDS_ALERT_SMTP_URL)"),
     ({"TDS_ALERT_INTERVAL_S": "0"}, "tds-writer: invalid TDS_ALERT_INTERVAL_S: '0' (expected 1..3600)"),
+    # journal_bytes took bytes before it took a share: such a limit would
+    # never be reached, and the rule would be off without a word
+    ({"TDS_ALERT_JOURNAL_BYTES_THRESHOLD": "858993459"},
+     "tds-writer: alert rule journal_bytes: threshold 8.58993e+08, escalate 0.9: its value never "
+     "passes 1 (a share), so the rule would never fire"),
     ({"TDS_ALERT_SMTP_URL": "smtp://alerts:pa55@mail.example.com:587", "TDS_ALERT_SMTP_FROM": "a@b",
       "TDS_ALERT_SMTP_TO": "c@d"},
      "tds-writer: invalid TDS_ALERT_SMTP_URL: it carries a user or password; give them in "
