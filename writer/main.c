@@ -147,7 +147,7 @@ static const struct tds_config_entry config_table[] = {
     {"TDS_ALERT_SCRAPE_TIMEOUT_MS", TDS_CFG_INT, "2000", 0, 100, 60000,
      OFF(alert_scrape_timeout_ms), "timeout of one /metrics or /readyz request"},
     {"TDS_ALERT_SYNC_INTERVAL_S", TDS_CFG_INT, "300", 0, 1, 86400 * 7,
-     OFF(alert_sync_interval_s), "sync interval assumed by entity_stale when TDS_CONFIG is unset"},
+     OFF(alert_sync_interval_s), "sync interval assumed by entity_stale when TDS_CONFIG is unset or gives an organization no incremental_every_s"},
     {"TDS_CONFIG", TDS_CFG_STR, "", 0, 0, 0, OFF(orgs_file),
      "optional organizations file; the writer reads only org_id, incremental_every_s and entities (which organizations, entities and intervals its alert rules judge)"},
     {"TDS_ALERT_WEBHOOK_URL", TDS_CFG_STR, NULL, TDS_CFG_SECRET, 0, 0, OFF(alert_webhook_url),
