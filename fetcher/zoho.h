@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "entities.h" /* TDS_ZOHO_ID_MAX, tds_zoho_id_valid */
+#include "jscan.h"    /* record spans of list pages and answers */
 #include "ztime.h"    /* Zoho's time format */
 
 /* ---- API responses ---- */
@@ -62,31 +63,6 @@ struct tds_zoauth {
  * status: Zoho reports invalid_client with HTTP 200. */
 enum tds_zoauth_class tds_zoauth_parse(bool transport_ok, long http_status, const char *body,
                                        size_t len, struct tds_zoauth *out);
-
-/* ---- record spans ---- */
-
-struct tds_span {
-    size_t off;
-    size_t len;
-};
-
-/* Find the top-level member `key` of the JSON object in body and, when its
- * value is an array, store the byte span of each element in a new array
- * (*spans, caller frees; NULL when empty). Returns 0, TDS_E_NOTFOUND (no such
- * member or not an array) or TDS_E_INVALID (not a well-formed object). */
-int tds_json_array_spans(const char *body, size_t len, const char *key, struct tds_span **spans,
-                         size_t *n);
-/* Span of the top-level member `key`'s value (any JSON value). */
-int tds_json_member_span(const char *body, size_t len, const char *key, struct tds_span *out);
-
-/* True when body is exactly one well-formed JSON value (structure only:
- * brackets, strings, separators), e.g. not cut short. */
-bool tds_json_complete(const char *body, size_t len);
-/* The scalar value of the top-level member `key` of the object in body, as
- * text: a string without its quotes (strings with escapes are refused), or a
- * number/true/false as written. Returns 0, TDS_E_NOTFOUND (absent or null),
- * TDS_E_INVALID (not a scalar, escaped, malformed) or TDS_E_TOO_LARGE. */
-int tds_json_scalar(const char *body, size_t len, const char *key, char *out, size_t cap);
 
 /* Whether s (NUL-terminated, as tds_json_scalar gives it) is an id the
  * processor accepts (tds_zoho_id_valid in common/entities.h). */

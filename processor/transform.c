@@ -23,6 +23,7 @@
 
 #include <openssl/evp.h>
 
+#include "jscan.h"
 #include "pjson.h"
 #include "tx.h"
 #include "util.h"
@@ -956,6 +957,27 @@ static void tx_reset(struct tx *t, const struct tds_entity *e, const char *org)
     t->zoho_id.n = 0;
 }
 
+/* The id of a record rejected before its id was read (it did not parse: a
+ * byte that is not UTF-8, a lone surrogate escape, a number out of range),
+ * read by structure alone (jscan), so that tds.rejected says which record it
+ * was; at the top level or, for a webhook body, in its record's object. Only
+ * a well-formed id (tds_zoho_id_valid); *id NULL when there is none. 0 or
+ * -ENOMEM. */
+static int reject_id(struct tx *t, const struct tds_entity *e, const char *raw, size_t len,
+                     char **id)
+{
+    char buf[TDS_ZOHO_ID_MAX + 1];
+    struct tds_span sp;
+    int rc = tds_json_scalar(raw, len, e->id_field, buf, sizeof(buf));
+
+    *id = NULL;
+    if (rc != 0 && e->detail_key && tds_json_member_span(raw, len, e->detail_key, &sp) == 0)
+        rc = tds_json_scalar(raw + sp.off, sp.len, e->id_field, buf, sizeof(buf));
+    if (rc != 0 || !tds_zoho_id_valid(buf, strlen(buf)))
+        return 0;
+    return (*id = tx_dup(t, buf, strlen(buf))) ? 0 : -ENOMEM;
+}
+
 /* raw for tds.rejected is text: invalid UTF-8 and NUL bytes become U+FFFD,
  * and anything past 1 MiB is cut. */
 static int add_reject(struct tds_transform *tf, const struct tds_entity *e, const char *raw,
@@ -998,6 +1020,8 @@ static int add_reject(struct tds_transform *tf, const struct tds_entity *e, cons
             n--; /* cut on a character boundary */
     }
     if (t->zoho_id.p && !(id = tx_dup(t, t->zoho_id.p, t->zoho_id.n)))
+        return -ENOMEM;
+    if (!id && e && reject_id(t, e, raw, len, &id) != 0)
         return -ENOMEM;
     return tds_msg_rows_add_reject(tf->r, e ? e->name : "", id, t->reason, out, n);
 }

@@ -120,9 +120,27 @@ static void test_reject_fields(void)
     T_STR(h_rows.rejects[0].zoho_id, "77");
     T_STR(h_rows.rejects[0].entity, "items");
     T_STR(h_rows.rejects[0].raw.p, "{\"item_id\":\"77\",\"rate\":\"x\"}");
+    /* A record that does not parse still names its id when its structure
+     * holds one (read by jscan): before, the reject had none, and an
+     * operator could not tell which record it was without reading raw. */
     T_TRUE(h_record("items", "{\"item_id\":\"78\",\"name\":\"a\xff\"}", TDS_FORM_LIST));
-    T_NULL(h_rows.rejects[1].zoho_id); /* the parse failed before the id was read */
+    T_STR(h_rows.rejects[1].zoho_id, "78");
     T_STR(h_rows.rejects[1].raw.p, "{\"item_id\":\"78\",\"name\":\"a\xef\xbf\xbd\"}");
+    T_TRUE(h_record("items", "{\"name\":\"\\ud83d\",\"item_id\":79}", TDS_FORM_LIST));
+    T_STR(h_rows.rejects[2].zoho_id, "79");
+    /* a webhook body: the id in its record's object */
+    T_TRUE(h_event("invoices", "{\"invoice\":{\"invoice_id\":\"80\",\"notes\":\"a\xff\"}}"));
+    T_STR(h_rows.rejects[3].zoho_id, "80");
+    /* a record cut short names the id it got to */
+    T_TRUE(h_record("items", "{\"item_id\":\"81\",", TDS_FORM_LIST));
+    T_STR(h_rows.rejects[4].zoho_id, "81");
+    /* no id, one that is not an id, or no structure to find it in */
+    T_TRUE(h_record("items", "{\"item_id\":\"..\",\"name\":\"a\xff\"}", TDS_FORM_LIST));
+    T_NULL(h_rows.rejects[5].zoho_id);
+    T_TRUE(h_record("items", "{\"name\":\"a\xff\"}", TDS_FORM_LIST));
+    T_NULL(h_rows.rejects[6].zoho_id);
+    T_TRUE(h_record("items", "not json \"item_id\":\"82\"", TDS_FORM_LIST));
+    T_NULL(h_rows.rejects[7].zoho_id);
 }
 
 static void test_page_one_bad(void)
