@@ -40,6 +40,20 @@ static int skip_string(struct scan *s)
     return TDS_E_INVALID;
 }
 
+/* After a member or an element: -1 at a ',' (taken: another follows), 1 at
+ * `close` (left for the caller), 0 for anything else (malformed). */
+static int next_or_close(struct scan *s, char close)
+{
+    ws(s);
+    if (s->i >= s->len)
+        return 0;
+    if (s->p[s->i] == ',') {
+        s->i++;
+        return -1;
+    }
+    return s->p[s->i] == close ? 1 : 0;
+}
+
 static int skip_value(struct scan *s, int depth)
 {
     if (depth > SCAN_MAX_DEPTH)
@@ -70,18 +84,13 @@ static int skip_value(struct scan *s, int depth)
             }
             if (skip_value(s, depth + 1))
                 return TDS_E_INVALID;
-            ws(s);
-            if (s->i >= s->len)
-                return TDS_E_INVALID;
-            if (s->p[s->i] == ',') {
-                s->i++;
+            int next = next_or_close(s, close);
+            if (next < 0)
                 continue;
-            }
-            if (s->p[s->i] == close) {
-                s->i++;
-                return 0;
-            }
-            return TDS_E_INVALID;
+            if (next == 0)
+                return TDS_E_INVALID;
+            s->i++;
+            return 0;
         }
     }
     /* number or literal: a run of their characters */
@@ -123,16 +132,10 @@ static int find_member(struct scan *s, const char *key)
             return 0;
         if (skip_value(s, 1))
             return TDS_E_INVALID;
-        ws(s);
-        if (s->i >= s->len)
-            return TDS_E_INVALID;
-        if (s->p[s->i] == ',') {
-            s->i++;
+        int next = next_or_close(s, '}');
+        if (next < 0)
             continue;
-        }
-        if (s->p[s->i] == '}')
-            return TDS_E_NOTFOUND;
-        return TDS_E_INVALID;
+        return next ? TDS_E_NOTFOUND : TDS_E_INVALID;
     }
 }
 
@@ -185,16 +188,12 @@ int tds_json_array_spans(const char *body, size_t len, const char *key, struct t
         arr[cnt].off = start;
         arr[cnt].len = s.i - start;
         cnt++;
-        ws(&s);
-        if (s.i >= s.len)
-            goto bad;
-        if (s.p[s.i] == ',') {
-            s.i++;
+        int next = next_or_close(&s, ']');
+        if (next < 0)
             continue;
-        }
-        if (s.p[s.i] == ']')
-            break;
-        goto bad;
+        if (next == 0)
+            goto bad;
+        break;
     }
 done:
     *spans = arr;
