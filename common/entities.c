@@ -141,22 +141,30 @@ static const struct tds_table tables[] = {
 #define INV TDS_PRODUCT_INVENTORY
 #define BOOKS TDS_PRODUCT_BOOKS
 
+/* An item's stock totals, in its list form as in its detail: a purchase
+ * receive, a bill, an adjustment or a transfer (none of them synced) moves
+ * them and, as far as is known, leaves the item's last_modified_time. */
+static const char *const item_list_figures[] = {
+    "stock_on_hand", "available_stock", "committed_stock", "available_for_sale_stock",
+    "actual_stock_on_hand", "actual_available_stock", "actual_committed_stock",
+    "actual_available_for_sale_stock", NULL};
+
 /* Warehouses come first: items reference them. Order here is the order of an
  * "all" sync. Paths are relative to {api}/inventory/v1 or {api}/books/v3. */
 static const struct tds_entity entities[] = {
     {"warehouses", INV | BOOKS, "/settings/warehouses", NULL, "warehouses", "warehouse",
-     "warehouse_id", NULL, false, "warehouses", {NULL}},
+     "warehouse_id", NULL, false, "warehouses", {NULL}, NULL},
     {"item_groups", INV, "/itemgroups", "/itemgroups/", "itemgroups", "item_group",
-     "group_id", "last_modified_time", true, "item_groups", {NULL}},
+     "group_id", "last_modified_time", true, "item_groups", {NULL}, NULL},
     {"items", INV | BOOKS, "/items", "/items/", "items", "item",
-     "item_id", "last_modified_time", true, "items", {"item_stock", NULL}},
+     "item_id", "last_modified_time", true, "items", {"item_stock", NULL}, item_list_figures},
     {"contacts", INV | BOOKS, "/contacts", "/contacts/", "contacts", "contact",
      "contact_id", "last_modified_time", true, "contacts",
-     {"contact_addresses", "contact_persons", NULL}},
+     {"contact_addresses", "contact_persons", NULL}, NULL},
     {"sales_orders", INV | BOOKS, "/salesorders", "/salesorders/", "salesorders", "salesorder",
-     "salesorder_id", "last_modified_time", true, "sales_orders", {"sales_order_lines", NULL}},
+     "salesorder_id", "last_modified_time", true, "sales_orders", {"sales_order_lines", NULL}, NULL},
     {"invoices", INV | BOOKS, "/invoices", "/invoices/", "invoices", "invoice",
-     "invoice_id", "last_modified_time", true, "invoices", {"invoice_lines", NULL}},
+     "invoice_id", "last_modified_time", true, "invoices", {"invoice_lines", NULL}, NULL},
 };
 
 size_t tds_entity_count(void) { return N(entities); }

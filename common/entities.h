@@ -49,6 +49,11 @@ struct tds_entity {
     bool supports_modified_filter; /* list accepts last_modified_time=... */
     const char *table;           /* top-level table */
     const char *children[4];     /* child tables, NULL-terminated */
+    /* Figures the list gives that change without the modified time (an
+     * item's stock totals move with documents that do not touch the item),
+     * NULL-terminated, each also a column of the table; NULL for none. A
+     * walk that lists one unlike the stored row's fetches the detail again. */
+    const char *const *list_figures;
 };
 
 size_t tds_entity_count(void);

@@ -552,6 +552,14 @@ static char *text_array(const char *const *ids, size_t n)
     return b.p;
 }
 
+static size_t figure_count(const struct tds_entity *e)
+{
+    size_t n = 0;
+    while (e->list_figures && e->list_figures[n])
+        n++;
+    return n;
+}
+
 int tds_store_known(struct tds_store *s, const struct tds_entity *e, const char *org,
                     const char *const *ids, size_t n, struct tds_known **out, size_t *n_out)
 {
@@ -560,17 +568,25 @@ int tds_store_known(struct tds_store *s, const struct tds_entity *e, const char 
     const struct tds_table *t = tds_table_find(e->table);
     if (!t || n == 0)
         return 0;
-    char sql[512];
-    snprintf(sql, sizeof(sql),
-             "SELECT %s, extract(epoch from modified_time)::bigint, is_detail, deleted_at IS NOT NULL "
-             "FROM zoho.%s WHERE org_id = $1 AND %s = ANY($2::text[])",
-             t->id_column, t->name, t->id_column);
-    char *arr = text_array(ids, n);
-    if (!arr)
+    size_t n_fig = figure_count(e);
+    struct tds_buf sql = {0};
+    int rc = tds_buf_addf(&sql, "SELECT %s, extract(epoch from modified_time)::bigint, is_detail, "
+                                "deleted_at IS NOT NULL",
+                          t->id_column);
+    for (size_t f = 0; f < n_fig && rc == 0; f++)
+        rc = tds_buf_addf(&sql, ", \"%s\"::text", e->list_figures[f]);
+    if (rc == 0)
+        rc = tds_buf_addf(&sql, " FROM zoho.%s WHERE org_id = $1 AND %s = ANY($2::text[])", t->name,
+                          t->id_column);
+    char *arr = rc == 0 ? text_array(ids, n) : NULL;
+    if (!arr) {
+        tds_buf_deinit(&sql);
         return -ENOMEM;
+    }
     const char *p[] = {org, arr};
-    PGresult *r = run(s, sql, 2, p);
+    PGresult *r = run(s, sql.p, 2, p);
     free(arr);
+    tds_buf_deinit(&sql);
     if (!r)
         return -EIO;
     int rows = PQntuples(r);
@@ -580,12 +596,17 @@ int tds_store_known(struct tds_store *s, const struct tds_entity *e, const char 
         return -ENOMEM;
     }
     for (int i = 0; i < rows; i++) {
-        k[i].id = strdup(PQgetvalue(r, i, 0));
+        bool oom = !(k[i].id = strdup(PQgetvalue(r, i, 0)));
         k[i].modified_s = i64val(r, i, 1, INT64_MIN);
         k[i].is_detail = strcmp(PQgetvalue(r, i, 2), "t") == 0;
         k[i].deleted = strcmp(PQgetvalue(r, i, 3), "t") == 0;
-        if (!k[i].id) {
-            tds_store_known_free(k, (size_t)i);
+        if (n_fig && !oom)
+            oom = !(k[i].figures = calloc(n_fig, sizeof(*k[i].figures)));
+        for (size_t f = 0; f < n_fig && !oom; f++)
+            if (!PQgetisnull(r, i, 4 + (int)f))
+                oom = !(k[i].figures[f] = strdup(PQgetvalue(r, i, 4 + (int)f)));
+        if (oom) {
+            tds_store_known_free(k, (size_t)i + 1, e);
             PQclear(r);
             return -ENOMEM;
         }
@@ -596,12 +617,17 @@ int tds_store_known(struct tds_store *s, const struct tds_entity *e, const char 
     return 0;
 }
 
-void tds_store_known_free(struct tds_known *k, size_t n)
+void tds_store_known_free(struct tds_known *k, size_t n, const struct tds_entity *e)
 {
     if (!k)
         return;
-    for (size_t i = 0; i < n; i++)
+    size_t n_fig = figure_count(e);
+    for (size_t i = 0; i < n; i++) {
         free(k[i].id);
+        for (size_t f = 0; k[i].figures && f < n_fig; f++)
+            free(k[i].figures[f]);
+        free(k[i].figures);
+    }
     free(k);
 }
 

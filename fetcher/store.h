@@ -120,11 +120,15 @@ struct tds_known {
     int64_t modified_s;     /* INT64_MIN when NULL */
     bool is_detail;
     bool deleted;
+    /* The entity's list_figures as stored, in its order (NULL for SQL
+     * NULL); NULL when the entity has none. malloc'd, as each string. */
+    char **figures;
 };
-/* Rows of the entity's table among ids (n ids). *out malloc'd array. */
+/* Rows of the entity's table among ids (n ids), with the stored values of
+ * its list_figures. *out malloc'd array (tds_store_known_free). */
 int tds_store_known(struct tds_store *s, const struct tds_entity *e, const char *org,
                     const char *const *ids, size_t n, struct tds_known **out, size_t *n_out);
-void tds_store_known_free(struct tds_known *k, size_t n);
+void tds_store_known_free(struct tds_known *k, size_t n, const struct tds_entity *e);
 /* Up to limit item ids of tds.stock_refresh due now, the one queued longest
  * first (an item queued again and again still comes), and the
  * database's time then (at, for tds_store_stock_done; "" when none). *ids

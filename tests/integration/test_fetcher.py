@@ -3430,6 +3430,50 @@ def test_items_whose_stock_documents_moved_are_fetched_again(procs, db, sim, tmp
     assert "whose stock documents moved" in f.stderr_text()
 
 
+def test_a_walk_of_the_items_fetches_those_whose_listed_stock_moved(procs, db, sim, tmp_path):
+    """Stock moved by documents this service does not sync (a purchase
+    receive, a bill, an adjustment, a transfer) leaves the items'
+    last_modified_time and queues nothing in tds.stock_refresh, but the items
+    list gives each item's stock totals. A walk of the items (the daily
+    reconciliation here) fetches again, in one batch, the detail of every item
+    listed at its stored version with other totals, and of no other; the
+    next walk finds none."""
+    s = sim(orgs=[small_org()], extra_args=["--rate-per-min", "100000", "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=100000)],
+                 fetcher_env={"TDS_FETCHER_STOCK_MS": "3600000"})
+    f = p.start_fetcher()
+    for ent in ("warehouses", "items"):
+        p.sync("60001", ent, "full")
+    before = _stock_rows(db, "60001")
+    assert before == _truth_stock(s, "60001")
+    versions = db.query("SELECT item_id, modified_time FROM zoho.items WHERE org_id = '60001' "
+                        "ORDER BY 1")
+    # the invoices stand for the documents not synced: none is written here
+    moved = set(s.mutate("60001", "invoices", update=5, moves_stock=True)["stock_moved"])
+    assert moved and _truth_stock(s, "60001") != before
+    truth = {r["item_id"]: r for r in s.truth("60001", "items")["records"]}
+    assert all(truth[i]["last_modified_time"] for i in moved)
+
+    s.reset_stats()
+    p.sync("60001", "items", "reconcile")
+    assert _stock_rows(db, "60001") == _truth_stock(s, "60001")
+    p.compare("60001", "items")
+    assert db.query("SELECT item_id, modified_time FROM zoho.items WHERE org_id = '60001' "
+                    "ORDER BY 1") == versions
+    assert db.query("SELECT (SELECT count(*) FROM zoho.invoices), "
+                    "(SELECT count(*) FROM tds.stock_refresh)") == [(0, 0)]
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    assert st.get("itemdetails") == 1 and st.get("items.detail", 0) == 0, st
+    assert f"{len(moved)} items listed at their stored version with figures unlike the stored " \
+        "ones (stock_on_hand and the like)" in f.stderr_text()
+
+    s.reset_stats()
+    p.sync("60001", "items", "reconcile")
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    assert st.get("itemdetails", 0) == 0 and st.get("items.detail", 0) == 0, st
+    assert _stock_rows(db, "60001") == _truth_stock(s, "60001")
+
+
 def test_a_stock_run_zoho_fails_waits_longer_each_time(procs, db, sim, tmp_path):
     """A stock run that fails (Zoho answering 5xx) is not retried as a sync
     run is: the next look is its retry, after a wait that doubles with each

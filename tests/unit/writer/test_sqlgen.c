@@ -90,6 +90,26 @@ static void test_coltypes(void)
     T_INT(tds_sqlgen_coltype(items, "nope", &t), ==, TDS_E_NOTFOUND);
 }
 
+/* The fetcher reads an entity's list figures from its table's columns of
+ * the same name and compares them as numbers. */
+static void test_list_figures(void)
+{
+    size_t n_fig = 0;
+
+    for (size_t i = 0; i < tds_entity_count(); i++) {
+        const struct tds_entity *e = tds_entity_at(i);
+        const struct tds_table *t = tds_table_find(e->table);
+        enum tds_coltype ty;
+
+        for (const char *const *f = e->list_figures; f && *f; f++, n_fig++) {
+            T_INT(tds_sqlgen_coltype(t, *f, &ty), ==, 0);
+            T_INT(ty, ==, TDS_T_NUMERIC);
+        }
+    }
+    T_INT(n_fig, ==, 8); /* the items' stock totals */
+    T_TRUE(tds_entity_find("contacts")->list_figures == NULL);
+}
+
 #define GUARD(n)                                                                             \
     "CASE WHEN t.deleted_at IS NULL THEN (" n ".modified_time > t.modified_time OR "            \
     "(t.modified_time IS NULL AND " n ".modified_time IS NOT NULL)) OR (" n ".modified_time "   \
@@ -322,6 +342,7 @@ int main(void)
 {
     T_RUN(test_check_columns);
     T_RUN(test_coltypes);
+    T_RUN(test_list_figures);
     T_RUN(test_statements);
     return 0;
 }
