@@ -1076,6 +1076,24 @@ struct dcall {
     char *id;
 };
 
+/* Zoho would not serve id (taken; freed on failure): batch_done decides
+ * what becomes of it. why: the failure's words. 0 or -ENOMEM. */
+static int batch_refuse(struct batch *b, char *id, const char *why)
+{
+    struct run *r = b->r;
+    char **g = realloc(b->refused, (b->n_refused + 1) * sizeof(*g));
+    if (!g) {
+        free(id);
+        return -ENOMEM;
+    }
+    b->refused = g;
+    b->refused[b->n_refused++] = id;
+    if (!b->refused_error &&
+        asprintf(&b->refused_error, "detail of %s %s failed: %s", r->e->name, id, why) < 0)
+        b->refused_error = NULL;
+    return 0;
+}
+
 static void on_detail(const struct tds_api_result *res, void *ud)
 {
     struct dcall *dc = ud;
@@ -1125,19 +1143,10 @@ static void on_detail(const struct tds_api_result *res, void *ud)
              * fails the run at once, as Zoho failing is most often Zoho
              * down: its calls not sent yet are withdrawn, and the run is
              * tried again after a backoff. */
-            char **g = realloc(b->refused, (b->n_refused + 1) * sizeof(*g));
-            if (!g) {
+            char *id = dc->id;
+            dc->id = NULL;
+            if (batch_refuse(b, id, res->error ? res->error : tds_zapi_class_name(res->cls)) != 0)
                 run_fail(r, "out of memory");
-            } else {
-                b->refused = g;
-                b->refused[b->n_refused++] = dc->id;
-                dc->id = NULL;
-                if (!b->refused_error &&
-                    asprintf(&b->refused_error, "detail of %s %s failed: %s", r->e->name,
-                             b->refused[0],
-                             res->error ? res->error : tds_zapi_class_name(res->cls)) < 0)
-                    b->refused_error = NULL;
-            }
         } else {
             r->denied = res->denied;
             run_fail(r, "detail of %s %s failed: %s", r->e->name, dc->id,
@@ -1327,18 +1336,61 @@ static int queue_detail(struct batch *b, const char *id)
  * (GET /itemdetails?item_ids=a,b,…). */
 #define BULK_MAX 100
 
+struct bsplit;
+
 struct bcall {
     struct batch *b;
     char **ids;
     size_t n;
+    struct bsplit *sp; /* the split this call is a half of, or NULL */
 };
+
+/* The two halves of a GET /itemdetails that failed past its tries on the
+ * run's last attempt or in a stock run. Zoho answers every item of a call
+ * or none, so one item it cannot serve (its own GET fails too) failed the
+ * call of the 99 others, on every attempt: the run failed for good, its
+ * cursor never moving, and in a stock run the item, queued longest, came
+ * first in every run. So the call is asked again in halves: a half that
+ * fails while the other is served is split again, down to the one item,
+ * which is refused (batch_done: left in list form, or put off); halves
+ * that both fail fail the run, as the whole call did before, since Zoho
+ * failing is most often Zoho down. One such item costs two calls a
+ * halving (14 for 100); an outage, two calls more. */
+struct bsplit {
+    int pending;             /* halves not answered yet, and the one queueing */
+    struct bcall *failed[2]; /* halves that failed past their tries, kept */
+    size_t n_failed;
+    char *error;             /* the first failure's words */
+};
+
+static void bcall_free(struct bcall *bc);
+
+static void bsplit_free(struct bsplit *sp)
+{
+    for (size_t i = 0; i < sp->n_failed; i++) {
+        sp->failed[i]->sp = NULL;
+        bcall_free(sp->failed[i]);
+    }
+    free(sp->error);
+    free(sp);
+}
+
+/* A call withdrawn or dropped, or answered: one half less to wait for. */
+static void bsplit_unref(struct bsplit *sp)
+{
+    if (--sp->pending == 0)
+        bsplit_free(sp);
+}
 
 static void bcall_free(struct bcall *bc)
 {
+    struct bsplit *sp = bc->sp;
     for (size_t i = 0; i < bc->n; i++)
         free(bc->ids[i]);
     free(bc->ids);
     free(bc);
+    if (sp)
+        bsplit_unref(sp);
 }
 
 /* Queue a single detail call for each id of bc not answered yet; returns how
@@ -1380,6 +1432,57 @@ static bool lacks_stock(const char *rec, size_t len)
     return true;
 }
 
+static int queue_bulk(struct batch *b, char **ids, size_t n, struct bsplit *sp);
+static void bsplit_done(struct batch *b, struct bsplit *sp);
+
+/* Ask for ids (n > 1) again in two halves of one new split; returns how
+ * many were queued (the rest count answered: the run failed). Its caller
+ * holds b->want up. */
+static size_t split_bulk(struct batch *b, char **ids, size_t n)
+{
+    struct bsplit *sp = calloc(1, sizeof(*sp));
+    if (!sp) {
+        run_fail(b->r, "out of memory");
+        return 0;
+    }
+    sp->pending = 1; /* while queueing: a half may be answered at once */
+    size_t h = n / 2, queued = 0;
+    if (queue_bulk(b, ids, h, sp) == 0)
+        queued = h;
+    if (queued && queue_bulk(b, ids + h, n - h, sp) == 0)
+        queued = n;
+    if (queued < n)
+        run_fail(b->r, "out of memory queueing detail calls");
+    bsplit_done(b, sp);
+    return queued;
+}
+
+/* One of sp's halves answered (or its queueing ended). Once none is left:
+ * a half that failed while the other was served is split again, down to
+ * the one item, refused; halves that both failed fail the run. */
+static void bsplit_done(struct batch *b, struct bsplit *sp)
+{
+    if (--sp->pending > 0)
+        return;
+    struct run *r = b->r;
+    if (!r->failed && sp->n_failed == 1 && sp->failed[0]->n > 1) {
+        struct bcall *h = sp->failed[0];
+        b->want += h->n; /* counted answered when it failed: owed again */
+        r->records_walked -= (int64_t)h->n;
+        size_t queued = split_bulk(b, h->ids, h->n);
+        b->want -= h->n - queued;
+        r->records_walked += (int64_t)(h->n - queued);
+    } else if (!r->failed && sp->n_failed == 1) {
+        char *id = sp->failed[0]->ids[0];
+        sp->failed[0]->ids[0] = NULL;
+        if (batch_refuse(b, id, sp->error ? sp->error : "failed") != 0)
+            run_fail(r, "out of memory");
+    } else if (!r->failed && sp->n_failed == 2) {
+        run_fail(r, "itemdetails failed: %s", sp->error ? sp->error : "failed");
+    }
+    bsplit_free(sp);
+}
+
 static void on_bulk(const struct tds_api_result *res, void *ud)
 {
     struct bcall *bc = ud;
@@ -1391,7 +1494,11 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
         return;
     }
     r->api_calls++;
-    size_t handed = 0; /* ids passed on to single detail calls */
+    size_t handed = 0; /* ids passed on to single detail calls, or to halves */
+    bool kept = false; /* bc held by its split (bsplit) */
+    /* held up while answers given at once inside tds_api_get come back:
+     * the batch must not be completed and freed under this call */
+    b->want++;
     if (!r->failed && res->cls == TDS_ZAPI_OK) {
         struct tds_span *spans = NULL;
         size_t n = 0;
@@ -1481,14 +1588,43 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
         b->want++;
         handed = hand_to_detail(b, bc);
         b->want--;
+    } else if (!r->failed && res->cls == TDS_ZAPI_RETRY && !res->paused && !res->denied &&
+               (r->attempt >= RUN_RETRIES || strcmp(r->mode, "stock") == 0)) {
+        /* Past its tries, where a failure no longer fails the run (as for
+         * a single record's call, on_detail): find the item it stumbles on. */
+        const char *why = res->error ? res->error : tds_zapi_class_name(res->cls);
+        if (bc->sp) {
+            struct bsplit *sp = bc->sp;
+            sp->failed[sp->n_failed++] = bc; /* its split decides, its ids counted answered */
+            if (!sp->error)
+                sp->error = strdup(why);
+            kept = true;
+        } else if (bc->n == 1) {
+            char *id = bc->ids[0];
+            bc->ids[0] = NULL;
+            if (batch_refuse(b, id, why) != 0)
+                run_fail(r, "out of memory");
+        } else {
+            tds_log_limited(&r->o->s->refused_log, TDS_LOG_WARN, &r->lctx,
+                            "GET /itemdetails of %zu items failed past its tries (%s): asking for "
+                            "them in halves, to find any item zoho cannot serve",
+                            bc->n, why);
+            handed = split_bulk(b, bc->ids, bc->n);
+        }
     } else if (!r->failed) {
         r->denied = res->denied;
         run_fail(r, "itemdetails failed: %s", res->error ? res->error : tds_zapi_class_name(res->cls));
     }
     b->got += bc->n - handed;
     r->records_walked += (int64_t)(bc->n - handed);
-    bcall_free(bc);
-    if (b->got == b->want)
+    struct bsplit *sp = bc->sp;
+    if (!kept) {
+        bc->sp = NULL;
+        bcall_free(bc);
+    }
+    if (sp)
+        bsplit_done(b, sp);
+    if (--b->want == b->got)
         batch_done(b);
     else if (batch_flush_due(b))
         batch_flush(b);
@@ -1529,7 +1665,7 @@ static bool run_call_dispose(tds_api_cb cb, void *ud, void *arg)
     return true;
 }
 
-static int queue_bulk(struct batch *b, char **ids, size_t n)
+static int queue_bulk(struct batch *b, char **ids, size_t n, struct bsplit *sp)
 {
     struct run *r = b->r;
     struct bcall *bc = calloc(1, sizeof(*bc));
@@ -1545,6 +1681,10 @@ static int queue_bulk(struct batch *b, char **ids, size_t n)
         bc->n = i + 1;
         rc = esc && bc->ids[i] ? tds_buf_addf(&q, "%s%s", i ? "%2C" : "", esc) : -ENOMEM;
         free(esc);
+    }
+    if (rc == 0 && sp) {
+        bc->sp = sp; /* one half more to wait for, released by bcall_free if not sent */
+        sp->pending++;
     }
     if (rc == 0)
         rc = tds_api_get(r->o->api, "items.itemdetails", "/itemdetails", q.p, on_bulk, bc);
@@ -1593,7 +1733,7 @@ static int start_batch(struct run *r, char **ids, size_t n)
                 b->want -= k; /* not asked for a failed run */
                 continue;
             }
-            if (queue_bulk(b, ids + i, k) != 0) {
+            if (queue_bulk(b, ids + i, k, NULL) != 0) {
                 b->want -= k; /* never asked: count them answered */
                 run_fail(r, "out of memory queueing detail calls");
             }

@@ -6,6 +6,7 @@ and the progress command follows a run to completion.
 """
 import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -3508,3 +3509,56 @@ def test_a_stock_run_zoho_fails_waits_longer_each_time(procs, db, sim, tmp_path)
     assert all(2 ** k - 0.5 <= g <= 2 ** k + 3 for k, g in enumerate(gaps)), gaps
     assert "stock run will be retried" not in f.stderr_text()
     assert db.query("SELECT count(*) FROM tds.stock_refresh") == [(3,)]
+
+
+def test_an_item_zoho_cannot_serve_does_not_fail_the_items_asked_with_it(procs, db, sim, tmp_path):
+    """Zoho answers a GET /itemdetails with every item or none: one item it
+    cannot serve (its own GET fails too, HTTP 500) failed the call of the
+    others every time, and being queued longest it came first in every
+    stock run. A call that fails past its tries where a failure no longer
+    fails the run (a stock run here, a sync run's last attempt) is asked
+    again in halves, down to that item: the others are fetched and their
+    stock rows follow Zoho, that one is put off. Halves that both fail (Zoho
+    down) fail the run, as the whole call did, two calls later."""
+    s = sim(orgs=[small_org()], extra_args=["--rate-per-min", "100000", "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=100000)],
+                 fetcher_env={"TDS_FETCHER_STOCK_MS": "1000", "TDS_FETCHER_MAX_ATTEMPTS": "1"})
+    f = p.start_fetcher()
+    for ent in ("warehouses", "items", "invoices"):
+        p.sync("60001", ent, "full")
+    moved = sorted(s.mutate("60001", "invoices", update=8, moves_stock=True)["stock_moved"])
+    assert len(moved) >= 3, moved
+    bad = moved[len(moved) // 2]
+    s.faults(refuse_id=bad, refuse_status=500)
+    p.sync("60001", "invoices", "incremental")
+
+    def others(rows):
+        return [r for r in rows if r[0] != bad]
+    wait_until(lambda: db.query("SELECT DISTINCT item_id FROM tds.stock_refresh") == [(bad,)],
+               timeout=30, what="every item but the one zoho cannot serve fetched again")
+    assert others(_stock_rows(db, "60001")) == others(_truth_stock(s, "60001"))
+    run = db.query("SELECT status, api_calls, records_fetched FROM tds.sync_runs "
+                   "WHERE mode = 'stock' ORDER BY started_at")[0]
+    # the whole call, then two calls a halving down to the one item (the
+    # items of the invoices' old lines were queued too)
+    halvings = math.ceil(math.log2(run[2] + 1))
+    assert run[0] == "completed" and run[2] >= len(moved) - 1, run
+    assert 1 + 2 * (halvings - 1) <= run[1] <= 1 + 2 * halvings, run
+    assert db.query("SELECT bool_and(attempts >= 1 AND next_at > now()) FROM tds.stock_refresh") \
+        == [(True,)]
+    assert "asking for them in halves" in f.stderr_text()
+
+    # Zoho down: both halves fail, and so does the run
+    s.faults(refuse_id="", p500=1.0)
+    db.execute("DELETE FROM tds.stock_refresh")
+    db.execute("INSERT INTO tds.stock_refresh (org_id, item_id, reason) "
+               "SELECT '60001', unnest(%s::text[]), 'test'", moved[:3])
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_runs WHERE mode = 'stock' "
+                                "AND status = 'failed'")[0][0] >= 1,
+               timeout=30, what="a failed stock run")
+    s.faults(clear=True)
+    failed = db.query("SELECT api_calls, error FROM tds.sync_runs WHERE mode = 'stock' "
+                      "AND status = 'failed' ORDER BY started_at")[0]
+    assert failed[0] == 3 and "itemdetails failed" in failed[1], failed
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.stock_refresh") == [(0,)], timeout=30,
+               what="the three fetched once zoho is back")

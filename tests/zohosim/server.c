@@ -114,6 +114,20 @@ static const char *qarg(struct MHD_Connection *c, const char *name)
     return MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
 }
 
+/* Whether the comma-separated list csv names id. */
+static bool csv_has(const char *csv, const char *id)
+{
+    size_t n = strlen(id);
+    for (const char *p = csv; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && !memcmp(p, id, n))
+            return true;
+        p = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
 static char *zoho_error(int code, const char *msg, size_t *len)
 {
     struct zs_jw w;
@@ -739,12 +753,16 @@ static enum MHD_Result handle_api(struct zs_server *srv, struct MHD_Connection *
         return ret;
     }
     if (f.refuse_id[0]) {
-        /* One record Zoho cannot serve: its own GET fails every time, the
-         * other records' succeed. */
+        /* One record Zoho cannot serve: its own GET fails every time, and
+         * so does a GET /itemdetails that names it (the answer holds every
+         * record or none), while the other records are served. */
         enum zs_ent re;
         bool rloc = false;
         const char *rid = NULL;
-        if (route(rest, product, &re, &rloc, &rid) == 0 && rid && !strcmp(rid, f.refuse_id)) {
+        bool hit = !strcmp(rest, "/itemdetails")
+                       ? csv_has(qarg(c, "item_ids"), f.refuse_id)
+                       : route(rest, product, &re, &rloc, &rid) == 0 && rid && !strcmp(rid, f.refuse_id);
+        if (hit) {
             atomic_fetch_add(&st->faults, 1);
             r.status = f.refuse_status == 500 ? 500 : 400;
             r.body = r.status == 500 ? zoho_error(1000, "Internal Error", &r.len)
