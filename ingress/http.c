@@ -57,6 +57,7 @@ struct req {
     size_t received;         /* body bytes received, kept or not */
     bool over_budget;        /* the body could not grow: read to its end unkept, then 503 */
     bool duplicate;
+    bool by_delete;          /* sent with DELETE: a notice to fetch its record */
     uint64_t seq;            /* journal seq this request waits for */
     struct timespec t0;      /* headers received */
     struct req *wprev, *wnext;
@@ -629,7 +630,7 @@ static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const cha
  * Event ids are unique within an organization only (Zoho's may be small
  * numbers), so one organization's event never passes for another's
  * duplicate, and an ack never releases another organization's entry. */
-#define KEY_MAX (TDS_ORG_ID_MAX + 1 + TDS_WEBHOOK_MAX_ID + 1)
+#define KEY_MAX (TDS_ORG_ID_MAX + 1 + TDS_WEBHOOK_MAX_ID + sizeof(":DELETE"))
 
 /* Encode the message and the journal entry it travels in. */
 static int build_entry(struct tds_http *h, const struct req *r, const struct tds_webhook *w,
@@ -645,8 +646,12 @@ static int build_entry(struct tds_http *h, const struct req *r, const struct tds
     /* A webhook without the record is a notice to fetch it by id; so is any
      * webhook taken without a signature or token (an organization that takes
      * them unsigned): anyone may post there, and a forged record (a modified
-     * time in 2099, a delete) would otherwise be written as Zoho's. */
-    bool fetch = (!w->has_record && !w->is_delete) || !authenticated;
+     * time in 2099, a delete) would otherwise be written as Zoho's. So is
+     * one sent with DELETE that names no delete: the method may mean the
+     * record is gone, or nothing, and Zoho's answer to the fetch says which
+     * (a 1002 marks it deleted). */
+    bool fetch = (!w->has_record && !w->is_delete) || !authenticated ||
+                 (r->by_delete && !w->is_delete);
 
     snprintf(msgid, sizeof(msgid), "%s%s", fetch ? "fe-" : "ev-", key);
     m.v = TDS_MSG_VERSION;
@@ -844,7 +849,9 @@ static enum MHD_Result process_webhook(struct tds_http *h, struct req *r, const 
         return respond(h, r, 401);
     }
 
-    if ((size_t)snprintf(key, sizeof(key), "%s:%s", r->org->org_id, w.event_id) >= sizeof(key)) {
+    /* A DELETE of the body an update was sent with is another webhook */
+    if ((size_t)snprintf(key, sizeof(key), "%s:%s%s", r->org->org_id, w.event_id,
+                         r->by_delete ? ":DELETE" : "") >= sizeof(key)) {
         tds_webhook_clear(&w);
         return respond(h, r, 500); /* org ids are checked at start-up: cannot happen */
     }
@@ -940,8 +947,10 @@ static enum MHD_Result process_body(struct tds_http *h, struct req *r)
     enum MHD_Result ret;
 
     MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
-    kind = tds_webhook_kind(
-        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE));
+    kind = tds_webhook_body_kind(
+        tds_webhook_kind(
+            MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE)),
+        r->body.p, r->body.len);
     if (kind == TDS_WEBHOOK_FORM && form_read(&form, r, &q) < 0)
         ret = respond(h, r, 500);
     else
@@ -980,9 +989,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         org_id = url + strlen(PATH_PREFIX);
         if (!*org_id || strchr(org_id, '/'))
             return refuse(h, c, 404, NULL, "no such path", url);
-        /* Zoho's webhook form offers POST (its default) and PUT, the same
-         * delivery; DELETE says nothing about the record (?event= does). */
-        if (strcmp(method, MHD_HTTP_METHOD_POST) != 0 && strcmp(method, MHD_HTTP_METHOD_PUT) != 0)
+        /* Zoho's webhook form offers POST (its default), PUT and DELETE
+         * (ZOHO.md §6.1): POST and PUT are the same delivery, DELETE a
+         * notice to fetch the record (build_entry). */
+        if (strcmp(method, MHD_HTTP_METHOD_POST) != 0 && strcmp(method, MHD_HTTP_METHOD_PUT) != 0 &&
+            strcmp(method, MHD_HTTP_METHOD_DELETE) != 0)
             return refuse(h, c, 405, NULL, "method", method);
         org = tds_orgs_find(h->d.orgs, org_id);
         if (!org)
@@ -1020,6 +1031,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         clock_gettime(CLOCK_MONOTONIC, &r->t0);
         r->conn = c;
         r->org = org;
+        r->by_delete = strcmp(method, MHD_HTTP_METHOD_DELETE) == 0;
         /* never past its Content-Length (0: 1 byte, since a max of 0 means
          * no cap; one byte over is cut) */
         r->body.max = clen > 0 ? (size_t)clen : clen == 0 ? 1 : h->o.max_body;

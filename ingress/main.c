@@ -79,7 +79,7 @@ struct settings {
 #define S(f) offsetof(struct settings, f)
 static const struct tds_config_entry config_table[] = {
     {"TDS_INGRESS_LISTEN", TDS_CFG_STR, "0.0.0.0:8080", 0, 0, 0, S(listen),
-     "webhook HTTP host:port (POST or PUT /webhooks/zoho/{org_id})"},
+     "webhook HTTP host:port (POST, PUT or DELETE /webhooks/zoho/{org_id})"},
     {"TDS_INGRESS_JOURNAL_DIR", TDS_CFG_STR, "/var/lib/tds/journal", 0, 0, 0, S(journal_dir),
      "directory of the durable webhook journal"},
     {"TDS_CONFIG", TDS_CFG_STR, NULL, TDS_CFG_REQUIRED, 0, 0, S(config),

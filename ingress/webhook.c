@@ -38,6 +38,18 @@ enum tds_webhook_kind tds_webhook_kind(const char *ct)
     return TDS_WEBHOOK_UNSUPPORTED;
 }
 
+enum tds_webhook_kind tds_webhook_body_kind(enum tds_webhook_kind kind, const char *body,
+                                            size_t len)
+{
+    size_t i = 0;
+
+    if (kind != TDS_WEBHOOK_FORM)
+        return kind;
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+        i++;
+    return i < len && body[i] == '{' ? TDS_WEBHOOK_JSON : kind;
+}
+
 static int hexval(char c)
 {
     if (c >= '0' && c <= '9')

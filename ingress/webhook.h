@@ -46,6 +46,12 @@ struct tds_webhook {
 
 /* application/json (any parameters) → JSON; application/x-www-form-urlencoded → FORM. */
 enum tds_webhook_kind tds_webhook_kind(const char *content_type);
+/* The kind of body (len bytes) sent as kind: a FORM body that is a JSON
+ * object (its first byte past blanks a '{', which form encoding writes
+ * %7B) is JSON. Zoho Commerce labels the JSON of its webhooks so (ZOHO.md
+ * §6.2); read as a form it was a 400 at every retry. */
+enum tds_webhook_kind tds_webhook_body_kind(enum tds_webhook_kind kind, const char *body,
+                                            size_t len);
 
 /* Parse body. entity_param / event_param are the ?entity= and ?event= values
  * or NULL. On success w->json may point into body: keep body alive. The event

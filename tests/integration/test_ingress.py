@@ -542,8 +542,7 @@ def test_put_and_a_webhook_whose_data_is_in_its_url(ing):
     parameter. PUT was a 405 and such a request a 415 (no content type) or
     a 400. Now PUT is POST, and a request without a body reads its query
     parameters as the payload: an id alone is a notice to fetch the record,
-    ?event=…deleted a delete. DELETE stays 405: it says nothing about the
-    record."""
+    ?event=…deleted a delete. Another method is a 405."""
     i = ing()
     r = i.request("PUT", "/webhooks/zoho/60001", item_body("51").encode(),
                   {"Content-Type": "application/json",
@@ -592,10 +591,69 @@ def test_put_and_a_webhook_whose_data_is_in_its_url(ing):
                                           "Content-Length": "0"})
         assert r.status == 400, (params, r)
     assert i.post("60001", item_body("57"), SECRET_A, content_type="text/plain").status == 415
-    assert i.request("DELETE", "/webhooks/zoho/60001").status == 405
+    assert i.request("PATCH", "/webhooks/zoho/60001").status == 405
     err = i.proc.stderr_text()
     assert "webhook rejected: no body and no query parameters, or over 64 fields" in err
     assert i.recv(i.events, 1, timeout=1) == [] and i.recv(i.fetches, 1, timeout=0.5) == []
+
+
+def test_a_delete_method_and_json_labelled_as_a_form(ing):
+    """Zoho's webhook form offers DELETE beside POST and PUT (ZOHO.md §6.1),
+    and Zoho Commerce sends the JSON of its webhooks labelled
+    application/x-www-form-urlencoded (§6.2). DELETE was a 405 and such a
+    body a 400, at every retry. A DELETE is now a notice to fetch its record
+    (whether it is gone, Zoho's answer says), or the delete its ?event=
+    names; it is not a duplicate of an update sent with the same body. A
+    form body that is a JSON object is read as JSON, signed over its raw
+    bytes."""
+    i = ing()
+    form_ct = "application/x-www-form-urlencoded;charset=UTF-8"
+    body = item_body("71", name="مفتاح ربط")
+    r = i.request("POST", "/webhooks/zoho/60001", body.encode(),
+                  {"Content-Type": form_ct, "X-Zoho-Webhook-Signature": sign(SECRET_A, body)})
+    assert r.status == 200, r
+    [m] = i.recv(i.events, 1)
+    assert (m["t"], m["zoho_id"], m["op"]) == ("event", "71", "upsert")
+    assert json.loads(m["body"])["item"]["name"] == "مفتاح ربط"
+    # the same bytes with a DELETE: a fetch, not a duplicate of the update
+    r = i.request("DELETE", "/webhooks/zoho/60001", body.encode(),
+                  {"Content-Type": "application/json",
+                   "X-Zoho-Webhook-Signature": sign(SECRET_A, body)})
+    assert r.status == 200, r
+    [f] = i.recv(i.fetches, 1)
+    assert (f["entity"], f["zoho_id"]) == ("items", "71")
+    assert i.recv(i.events, 1, timeout=0.5) == []
+    # an id in the URL, and a delete named by ?event=
+    for params, kind in (({"entity": "items", "item_id": "72"}, "fetch"),
+                         ({"entity": "items", "item_id": "73", "event": "item_deleted"}, "delete")):
+        r = i.request("DELETE", "/webhooks/zoho/60001?" + urllib.parse.urlencode(params), b"",
+                      {"X-Zoho-Webhook-Signature": sign(SECRET_A, b"", params),
+                       "Content-Length": "0"})
+        assert r.status == 200, (params, r)
+        if kind == "fetch":
+            [f] = i.recv(i.fetches, 1)
+            assert f["zoho_id"] == "72"
+        else:
+            [d] = i.recv(i.events, 1)
+            assert (d["zoho_id"], d["op"]) == ("73", "delete")
+    # still signed: a DELETE with a bad signature is a 401
+    r = i.request("DELETE", "/webhooks/zoho/60001", body.encode(),
+                  {"Content-Type": "application/json",
+                   "X-Zoho-Webhook-Signature": sign(SECRET_A, body + " ")})
+    assert r.status == 401, r
+    # a real form is still a form, a broken JSON body labelled form a 400
+    fields = {"JSONString": json.dumps({"item": {"item_id": "74", "name": "x",
+                                                 "last_modified_time": "2026-01-05T10:00:00+0300"}})}
+    fbody = urllib.parse.urlencode(fields)
+    r = i.request("POST", "/webhooks/zoho/60001", fbody.encode(),
+                  {"Content-Type": form_ct, "X-Zoho-Webhook-Signature": sign(SECRET_A, fbody)})
+    assert r.status == 200, r
+    [m] = i.recv(i.events, 1)
+    assert m["zoho_id"] == "74"
+    bad = '{"item": {"item_id": "75"'
+    r = i.request("POST", "/webhooks/zoho/60001", bad.encode(),
+                  {"Content-Type": form_ct, "X-Zoho-Webhook-Signature": sign(SECRET_A, bad)})
+    assert r.status == 400, r
 
 
 def test_deletes_and_id_only_payloads(ing):

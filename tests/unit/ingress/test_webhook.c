@@ -42,6 +42,15 @@ static void test_kinds(void)
     T_INT(tds_webhook_kind("text/plain"), ==, TDS_WEBHOOK_UNSUPPORTED);
     T_INT(tds_webhook_kind("application/jsonx"), ==, TDS_WEBHOOK_UNSUPPORTED);
     T_INT(tds_webhook_kind(NULL), ==, TDS_WEBHOOK_UNSUPPORTED);
+    /* a form whose body is a JSON object is JSON; form encoding writes { as %7B */
+    T_INT(tds_webhook_body_kind(TDS_WEBHOOK_FORM, "{\"item\":{}}", 11), ==, TDS_WEBHOOK_JSON);
+    T_INT(tds_webhook_body_kind(TDS_WEBHOOK_FORM, " \r\n{\"a\":1}", 10), ==, TDS_WEBHOOK_JSON);
+    T_INT(tds_webhook_body_kind(TDS_WEBHOOK_FORM, "JSONString=%7B%7D", 17), ==, TDS_WEBHOOK_FORM);
+    T_INT(tds_webhook_body_kind(TDS_WEBHOOK_FORM, "%7B%22a%22%3A1%7D=", 18), ==, TDS_WEBHOOK_FORM);
+    T_INT(tds_webhook_body_kind(TDS_WEBHOOK_FORM, "  ", 2), ==, TDS_WEBHOOK_FORM);
+    T_INT(tds_webhook_body_kind(TDS_WEBHOOK_FORM, NULL, 0), ==, TDS_WEBHOOK_FORM);
+    T_INT(tds_webhook_body_kind(TDS_WEBHOOK_JSON, "x=1", 3), ==, TDS_WEBHOOK_JSON);
+    T_INT(tds_webhook_body_kind(TDS_WEBHOOK_UNSUPPORTED, "{}", 2), ==, TDS_WEBHOOK_UNSUPPORTED);
 }
 
 static void test_full_record(void)
