@@ -1121,9 +1121,18 @@ static void on_detail(const struct tds_api_result *res, void *ud)
                     b->n_recs++;
                     b->n_served++;
                     batch_observed(b, res);
+                } else {
+                    run_fail(r, "out of memory");
                 }
             } else {
-                run_fail(r, "detail of %s %s has no '%s' object", r->e->name, dc->id, r->e->detail_key);
+                /* Success without the record (another key, or none): asking
+                 * again will not help, as for a 4xx. It failed every run of
+                 * the entity, for good, the cursor never moving. */
+                char why[96], *id = dc->id;
+                snprintf(why, sizeof(why), "code 0 without a '%s' object", r->e->detail_key);
+                dc->id = NULL;
+                if (batch_refuse(b, id, why) != 0)
+                    run_fail(r, "out of memory");
             }
         } else if (res->cls == TDS_ZAPI_NOTFOUND) {
             b->deleted[b->n_deleted++] = dc->id;

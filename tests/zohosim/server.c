@@ -760,13 +760,15 @@ static enum MHD_Result handle_api(struct zs_server *srv, struct MHD_Connection *
         bool rloc = false;
         const char *rid = NULL;
         bool hit = !strcmp(rest, "/itemdetails")
-                       ? csv_has(qarg(c, "item_ids"), f.refuse_id)
+                       ? f.refuse_status != 200 && csv_has(qarg(c, "item_ids"), f.refuse_id)
                        : route(rest, product, &re, &rloc, &rid) == 0 && rid && !strcmp(rid, f.refuse_id);
         if (hit) {
             atomic_fetch_add(&st->faults, 1);
-            r.status = f.refuse_status == 500 ? 500 : 400;
-            r.body = r.status == 500 ? zoho_error(1000, "Internal Error", &r.len)
-                                     : zoho_error(2, "Invalid value passed", &r.len);
+            r.status = f.refuse_status == 500 || f.refuse_status == 200 ? f.refuse_status : 400;
+            /* 200: Zoho's success without the record */
+            r.body = r.status == 500   ? zoho_error(1000, "Internal Error", &r.len)
+                     : r.status == 200 ? zoho_error(0, "success", &r.len)
+                                       : zoho_error(2, "Invalid value passed", &r.len);
             ret = send_reply(c, &r);
             zs_limits_leave(lim);
             return ret;
