@@ -134,14 +134,16 @@ static void claim_requests(struct tds_schedule *s)
      * those kept while it was paused. Not of one paused now: each would be
      * claimed, refused without a call and claimed again after every lease,
      * for as long as the pause lasts (a row update each: with 150,000 kept
-     * rows, 2,500 a second). */
+     * rows, 2,500 a second). Nor of one whose daily budget is spent: each
+     * would wait for the reset in the call queue, claimed again after every
+     * lease. */
     const char **fetching = calloc(n_owned ? n_owned : 1, sizeof(*fetching));
     if (!fetching) {
         free(owned);
         return;
     }
     for (size_t i = 0; i < n_owned; i++)
-        if (!tds_sync_paused(s->sync, owned[i]))
+        if (!tds_sync_paused(s->sync, owned[i]) && !tds_sync_daily_stopped(s->sync, owned[i]))
             fetching[n_fetching++] = owned[i];
     for (int round = 0; n_fetching && round < 8; round++) {
         int64_t *held = NULL;

@@ -2649,6 +2649,76 @@ static void fq_insert(struct org_rt *o, struct fetch_item *it)
         o->fq_tail = it;
 }
 
+/* Whether o may make no call until Zoho's daily reset: its budget is spent
+ * (code 45, or no more than daily_reserve left). */
+static bool daily_stopped(const struct org_rt *o)
+{
+    return o->lim && tds_limiter_stopped(o->lim, tds_now_ms());
+}
+
+#define DAILY_HELD "zoho's daily API budget is spent"
+
+/* A webhook's fetch while o's daily budget is spent would wait for the
+ * reset, up to a day, unacked: its ingress journal entry held that segment
+ * and every later one, and counted toward the unacked bound, both shared
+ * by every organization (an organization that takes webhooks unsigned
+ * fetches every one). So it is kept as a paused organization's is
+ * (keep_held), claimed again once the reset has come. fc is linked, its
+ * key in fl_keys. Returns whether it was kept (fc then freed). */
+static bool keep_while_stopped(struct org_rt *o, struct fetch_call *fc)
+{
+    if (!fc->acks.n || !keep_held(o->s, o, fc, DAILY_HELD))
+        return false;
+    tds_log_limited(&o->held_log, TDS_LOG_INFO, &o->lctx,
+                    "fetch of %s %s kept in tds.sync_requests until zoho's daily reset",
+                    fc->e->name, fc->id);
+    char key[512];
+    fetch_key(fc->e, fc->id, key, sizeof(key));
+    idset_del(&o->fl_keys, key);
+    call_unlink(fc);
+    free(fc->id);
+    acks_free(&fc->acks);
+    free(fc);
+    return true;
+}
+
+static bool fetch_acked_by_ingress(tds_api_cb cb, void *ud, void *arg)
+{
+    return cb == on_fetch && ((struct fetch_call *)ud)->o == arg &&
+           ((struct fetch_call *)ud)->acks.n > 0;
+}
+
+/* tds_api_withdraw: a webhook's fetch queued before the stop was known. */
+static bool fetch_keep_withdrawn(tds_api_cb cb, void *ud, void *arg)
+{
+    (void)cb;
+    struct fetch_call *fc = ud;
+    struct org_rt *o = arg;
+    o->fetch_running--;
+    if (!keep_while_stopped(o, fc)) {
+        /* not kept (the database away): the ingress sends it again */
+        char key[512];
+        fetch_key(fc->e, fc->id, key, sizeof(key));
+        idset_del(&o->fl_keys, key);
+        call_unlink(fc);
+        free(fc->id);
+        acks_free(&fc->acks);
+        free(fc);
+    }
+    return true;
+}
+
+/* Every tick: the webhooks' fetches of an organization whose daily budget
+ * is spent, kept rather than left waiting in its call queue. */
+static void hold_stopped_fetches(struct tds_sync *s)
+{
+    for (size_t i = 0; i < s->n_o; i++) {
+        struct org_rt *o = &s->o[i];
+        if (o->owned && o->api && o->fetch_running > 0 && daily_stopped(o))
+            tds_api_withdraw(o->api, fetch_acked_by_ingress, fetch_keep_withdrawn, o);
+    }
+}
+
 static void fetch_pump(struct org_rt *o)
 {
     struct tds_sync *s = o->s;
@@ -2689,6 +2759,11 @@ static void fetch_pump(struct org_rt *o)
             fc->acks = it->acks;
             it->acks = (struct acks){0};
             call_link(fc);
+            if (daily_stopped(o) && keep_while_stopped(o, fc)) {
+                tds_buf_deinit(&path);
+                free(it);
+                continue;
+            }
             /* a webhook's ahead of the run's detail batches (like a list
              * page); FETCH_CONCURRENCY still bounds how many */
             if (fetch_urgent(&fc->acks))
@@ -3320,6 +3395,7 @@ static void on_tick(struct tds_loop *loop, void *ud)
     if (!s->stopping) {
         sweep_list_only(s);
         stock_look(s);
+        hold_stopped_fetches(s);
     }
     pump_all(s);
     for (size_t i = 0; !s->stopping && i < s->n_o; i++)
@@ -3561,6 +3637,12 @@ bool tds_sync_owned(const struct tds_sync *s, const char *org)
 {
     const struct org_rt *o = find_org(s, org);
     return o && o->owned;
+}
+
+bool tds_sync_daily_stopped(struct tds_sync *s, const char *org)
+{
+    const struct org_rt *o = find_org(s, org);
+    return o && daily_stopped(o);
 }
 
 bool tds_sync_paused(struct tds_sync *s, const char *org)

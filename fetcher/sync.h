@@ -63,6 +63,8 @@ bool tds_sync_owned(const struct tds_sync *s, const char *org);
 /* Whether the organization is paused for refused credentials (its token row
  * read again at most every 10 s: an operator may have fixed them). */
 bool tds_sync_paused(struct tds_sync *s, const char *org);
+/* Whether org's daily API budget is spent until Zoho's daily reset. */
+bool tds_sync_daily_stopped(struct tds_sync *s, const char *org);
 
 /* Whether a request for "all" syncs entity e of org: its product has the
  * entity and the org's entity list (if any) names it. */

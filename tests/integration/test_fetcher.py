@@ -3377,6 +3377,52 @@ def test_a_fetch_of_an_entity_zoho_refuses_to_the_token_is_kept_and_acked(procs,
         ing.close()
 
 
+def test_a_fetch_while_the_daily_budget_is_spent_is_kept_and_acked(procs, db, sim, tmp_path):
+    """Once an organization's daily budget is spent (its reserve reached, or
+    Zoho's code 45), no call goes out until Zoho's daily reset, maybe hours
+    away. A webhook's fetch waited for it in the call queue, unacked: its
+    ingress journal entry held that segment and every later one, shared by
+    every organization, and counted toward the ingress's unacked bound (an
+    organization that takes webhooks unsigned fetches every one). It is now
+    kept as an open tds.sync_requests row and acked, as when the organization
+    is paused; the row is not claimed before the reset, and is fetched and
+    closed after it."""
+    day_ms = 30000
+    s = sim(orgs=[small_org(items=10)], extra_args=["--daily-limit", "1000", "--day-ms", str(day_ms)])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", daily_reserve=999)],
+                 fetcher_env={"TDS_FETCHER_ACK_TIMEOUT_MS": "500"})
+    ids = [r["item_id"] for r in s.truth("60001", "items")["records"]][:2]
+    ing = FakeIngress(p, "items", ids[1])
+
+    def fetched(i):
+        return db.query("SELECT count(*) FROM zoho.items WHERE org_id = '60001' AND is_detail "
+                        "AND item_id = %s", i)[0][0] == 1
+
+    def open_fetches():
+        return db.query("SELECT zoho_id, requested_by, claimed_at IS NOT NULL FROM "
+                        "tds.sync_requests WHERE mode = 'fetch' AND done_at IS NULL ORDER BY id")
+
+    try:
+        f = p.start_fetcher()
+        push_fetches(p.fetch_port, [("60001", "items", ids[0])])
+        wait_until(lambda: fetched(ids[0]), timeout=20, what="the first fetch written")
+        # the reserve is reached: the next call waits for the simulator's day to end
+        assert ing.until_acked("fe-stopped-1", 10), \
+            "a webhook's fetch waited unacked for the daily reset"
+        time.sleep(2)   # claims each second: none while the budget is spent
+        rows = open_fetches()
+        assert [(r[0], r[2]) for r in rows] == [(ids[1], False)], rows
+        assert rows[0][1].endswith("fetch held while zoho's daily API budget is spent"), rows
+        assert not fetched(ids[1])
+        assert "until zoho's daily reset" in f.stderr_text()
+        wait_until(lambda: fetched(ids[1]), timeout=day_ms / 1000 + 15,
+                   what="the kept fetch made after the reset")
+        wait_until(lambda: open_fetches() == [], timeout=10, what="its request closed")
+        assert s.stats()["orgs"]["60001"]["429"]["45"] == 0
+    finally:
+        ing.close()
+
+
 def _stock_rows(db, org):
     return sorted(db.query("SELECT item_id, warehouse_id, stock_on_hand::text, "
                            "committed_stock::text FROM zoho.item_stock WHERE org_id = %s", org))
