@@ -2665,13 +2665,9 @@ static bool daily_stopped(const struct org_rt *o)
  * fetches every one). So it is kept as a paused organization's is
  * (keep_held), claimed again once the reset has come. fc is linked, its
  * key in fl_keys. Returns whether it was kept (fc then freed). */
-static bool keep_while_stopped(struct org_rt *o, struct fetch_call *fc)
+/* fc, linked and its key in fl_keys, given up: unlinked and freed. */
+static void fetch_call_drop(struct org_rt *o, struct fetch_call *fc)
 {
-    if (!fc->acks.n || !keep_held(o->s, o, fc, DAILY_HELD))
-        return false;
-    tds_log_limited(&o->held_log, TDS_LOG_INFO, &o->lctx,
-                    "fetch of %s %s kept in tds.sync_requests until zoho's daily reset",
-                    fc->e->name, fc->id);
     char key[512];
     fetch_key(fc->e, fc->id, key, sizeof(key));
     idset_del(&o->fl_keys, key);
@@ -2679,6 +2675,16 @@ static bool keep_while_stopped(struct org_rt *o, struct fetch_call *fc)
     free(fc->id);
     acks_free(&fc->acks);
     free(fc);
+}
+
+static bool keep_while_stopped(struct org_rt *o, struct fetch_call *fc)
+{
+    if (!fc->acks.n || !keep_held(o->s, o, fc, DAILY_HELD))
+        return false;
+    tds_log_limited(&o->held_log, TDS_LOG_INFO, &o->lctx,
+                    "fetch of %s %s kept in tds.sync_requests until zoho's daily reset",
+                    fc->e->name, fc->id);
+    fetch_call_drop(o, fc);
     return true;
 }
 
@@ -2695,16 +2701,8 @@ static bool fetch_keep_withdrawn(tds_api_cb cb, void *ud, void *arg)
     struct fetch_call *fc = ud;
     struct org_rt *o = arg;
     o->fetch_running--;
-    if (!keep_while_stopped(o, fc)) {
-        /* not kept (the database away): the ingress sends it again */
-        char key[512];
-        fetch_key(fc->e, fc->id, key, sizeof(key));
-        idset_del(&o->fl_keys, key);
-        call_unlink(fc);
-        free(fc->id);
-        acks_free(&fc->acks);
-        free(fc);
-    }
+    if (!keep_while_stopped(o, fc))
+        fetch_call_drop(o, fc); /* not kept (the database away): the ingress sends it again */
     return true;
 }
 
