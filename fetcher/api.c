@@ -36,6 +36,7 @@ struct call {
     bool denied;        /* finished because the endpoint is refused to the token */
     bool paused;        /* finished unsent: the organization is paused */
     bool last_try;      /* withdrawn while in flight: its answer is final */
+    int max_attempts;   /* tries on a 5xx or transport failure; 0: the configured ones */
     int64_t not_before_ms;
     int64_t ticket;
     int64_t sent_ms;
@@ -376,12 +377,13 @@ struct tds_api *tds_api_free(struct tds_api *a)
 }
 
 static int api_get(struct tds_api *a, const char *endpoint, const char *path, const char *query,
-                   tds_api_cb cb, void *ud, bool front)
+                   tds_api_cb cb, void *ud, bool front, int max_attempts)
 {
     struct call *c = calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
     c->a = a;
+    c->max_attempts = max_attempts;
     c->cb = cb;
     c->ud = ud;
     c->ticket = -1;
@@ -401,13 +403,19 @@ static int api_get(struct tds_api *a, const char *endpoint, const char *path, co
 int tds_api_get(struct tds_api *a, const char *endpoint, const char *path, const char *query,
                 tds_api_cb cb, void *ud)
 {
-    return api_get(a, endpoint, path, query, cb, ud, false);
+    return api_get(a, endpoint, path, query, cb, ud, false, 0);
 }
 
 int tds_api_get_first(struct tds_api *a, const char *endpoint, const char *path, const char *query,
                       tds_api_cb cb, void *ud)
 {
-    return api_get(a, endpoint, path, query, cb, ud, true);
+    return api_get(a, endpoint, path, query, cb, ud, true, 0);
+}
+
+int tds_api_get_once(struct tds_api *a, const char *endpoint, const char *path, const char *query,
+                     tds_api_cb cb, void *ud)
+{
+    return api_get(a, endpoint, path, query, cb, ud, false, 1);
 }
 
 static void on_timer(struct tds_loop *loop, void *ud)
@@ -738,7 +746,7 @@ static void on_done(const struct tds_http_resp *resp, void *ud)
         if (resp->no_connect && !(a->org->api_url && *a->org->api_url) && c->token)
             tds_oauth_unreachable(a->oauth, c->token, tds_wall_ms());
         c->attempts++;
-        if (c->attempts >= a->cfg.max_attempts) {
+        if (c->attempts >= (c->max_attempts > 0 ? c->max_attempts : a->cfg.max_attempts)) {
             char err[TDS_HTTP_ERR_MAX + 96];
             snprintf(err, sizeof(err), "%s failed %d times, last: %s", c->endpoint, c->attempts,
                      resp->transport_ok ? "server error or truncated body" : resp->error);

@@ -72,6 +72,11 @@ int tds_api_get(struct tds_api *a, const char *endpoint, const char *path, const
  * must not wait behind the detail calls of the previous page. */
 int tds_api_get_first(struct tds_api *a, const char *endpoint, const char *path, const char *query,
                       tds_api_cb cb, void *ud);
+/* As tds_api_get, but a 5xx or a transport failure is not tried again (rate
+ * limits and token refreshes as usual): for a call whose failure is
+ * expected and asked smaller after (the halves of a failed GET /itemdetails). */
+int tds_api_get_once(struct tds_api *a, const char *endpoint, const char *path, const char *query,
+                     tds_api_cb cb, void *ud);
 /* Drop every queued and running call; each callback runs once with
  * TDS_ZAPI_FATAL and error "cancelled" (ownership lost, shutdown). */
 void tds_api_cancel_all(struct tds_api *a);

@@ -1359,16 +1359,21 @@ struct bcall {
  * or none, so one item it cannot serve (its own GET fails too) failed the
  * call of the 99 others, on every attempt: the run failed for good, its
  * cursor never moving, and in a stock run the item, queued longest, came
- * first in every run. So the call is asked again in halves: a half that
- * fails while the other is served is split again, down to the one item,
- * which is refused (batch_done: left in list form, or put off); halves
- * that both fail fail the run, as the whole call did before, since Zoho
- * failing is most often Zoho down. One such item costs two calls a
- * halving (14 for 100); an outage, two calls more. */
+ * first in every run. So the call is asked again in halves, each tried
+ * once (tds_api_get_once: the whole call had its tries): a half that fails
+ * is split again, down to the one item, which is refused (batch_done: left
+ * in list form, or put off). Halves that both fail fail the run, as the
+ * whole call did, since Zoho failing is most often Zoho down, unless the
+ * other half of the split they halve was served: then each holds such an
+ * item, and both are halved (their halves failing both again fail the run).
+ * One such item among 100 costs the whole call's tries and 14 requests
+ * more, 7 of them failing; an outage, two requests more, or six below a
+ * level where both halves failed. */
 struct bsplit {
     int pending;             /* halves not answered yet, and the one queueing */
-    struct bcall *failed[2]; /* halves that failed past their tries, kept */
+    struct bcall *failed[2]; /* halves that failed, kept */
     size_t n_failed;
+    bool served;             /* the other half of the split this one halves was served */
     char *error;             /* the first failure's words */
 };
 
@@ -1444,16 +1449,18 @@ static bool lacks_stock(const char *rec, size_t len)
 static int queue_bulk(struct batch *b, char **ids, size_t n, struct bsplit *sp);
 static void bsplit_done(struct batch *b, struct bsplit *sp);
 
-/* Ask for ids (n > 1) again in two halves of one new split; returns how
- * many were queued (the rest count answered: the run failed). Its caller
- * holds b->want up. */
-static size_t split_bulk(struct batch *b, char **ids, size_t n)
+/* Ask for ids (n > 1) again in two halves of one new split (served: the
+ * other half of the split ids come from was served); returns how many were
+ * queued (the rest count answered: the run failed). Its caller holds
+ * b->want up. */
+static size_t split_bulk(struct batch *b, char **ids, size_t n, bool served)
 {
     struct bsplit *sp = calloc(1, sizeof(*sp));
     if (!sp) {
         run_fail(b->r, "out of memory");
         return 0;
     }
+    sp->served = served;
     sp->pending = 1; /* while queueing: a half may be answered at once */
     size_t h = n / 2, queued = 0;
     if (queue_bulk(b, ids, h, sp) == 0)
@@ -1466,28 +1473,34 @@ static size_t split_bulk(struct batch *b, char **ids, size_t n)
     return queued;
 }
 
-/* One of sp's halves answered (or its queueing ended). Once none is left:
- * a half that failed while the other was served is split again, down to
- * the one item, refused; halves that both failed fail the run. */
+/* One of sp's halves answered (or its queueing ended). Once none is left,
+ * each half that failed is split again, or its one item refused; unless
+ * both failed and the other half of the split before was not served
+ * either (the first halving, or two in a row that both failed): Zoho is
+ * down, and the run fails. */
 static void bsplit_done(struct batch *b, struct bsplit *sp)
 {
     if (--sp->pending > 0)
         return;
     struct run *r = b->r;
-    if (!r->failed && sp->n_failed == 1 && sp->failed[0]->n > 1) {
-        struct bcall *h = sp->failed[0];
-        b->want += h->n; /* counted answered when it failed: owed again */
-        r->records_walked -= (int64_t)h->n;
-        size_t queued = split_bulk(b, h->ids, h->n);
-        b->want -= h->n - queued;
-        r->records_walked += (int64_t)(h->n - queued);
-    } else if (!r->failed && sp->n_failed == 1) {
-        char *id = sp->failed[0]->ids[0];
-        sp->failed[0]->ids[0] = NULL;
-        if (batch_refuse(b, id, sp->error ? sp->error : "failed") != 0)
-            run_fail(r, "out of memory");
-    } else if (!r->failed && sp->n_failed == 2) {
+    if (!r->failed && sp->n_failed == 2 && !sp->served) {
         run_fail(r, "itemdetails failed: %s", sp->error ? sp->error : "failed");
+    } else {
+        for (size_t i = 0; i < sp->n_failed && !r->failed; i++) {
+            struct bcall *h = sp->failed[i];
+            if (h->n > 1) {
+                b->want += h->n; /* counted answered when it failed: owed again */
+                r->records_walked -= (int64_t)h->n;
+                size_t queued = split_bulk(b, h->ids, h->n, sp->n_failed == 1);
+                b->want -= h->n - queued;
+                r->records_walked += (int64_t)(h->n - queued);
+            } else {
+                char *id = h->ids[0];
+                h->ids[0] = NULL;
+                if (batch_refuse(b, id, sp->error ? sp->error : "failed") != 0)
+                    run_fail(r, "out of memory");
+            }
+        }
     }
     bsplit_free(sp);
 }
@@ -1618,7 +1631,7 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
                             "GET /itemdetails of %zu items failed past its tries (%s): asking for "
                             "them in halves, to find any item zoho cannot serve",
                             bc->n, why);
-            handed = split_bulk(b, bc->ids, bc->n);
+            handed = split_bulk(b, bc->ids, bc->n, false);
         }
     } else if (!r->failed) {
         r->denied = res->denied;
@@ -1696,7 +1709,8 @@ static int queue_bulk(struct batch *b, char **ids, size_t n, struct bsplit *sp)
         sp->pending++;
     }
     if (rc == 0)
-        rc = tds_api_get(r->o->api, "items.itemdetails", "/itemdetails", q.p, on_bulk, bc);
+        rc = sp ? tds_api_get_once(r->o->api, "items.itemdetails", "/itemdetails", q.p, on_bulk, bc)
+                : tds_api_get(r->o->api, "items.itemdetails", "/itemdetails", q.p, on_bulk, bc);
     tds_buf_deinit(&q);
     if (rc != 0) {
         if (bc)

@@ -649,9 +649,11 @@ static int build_entry(struct tds_http *h, const struct req *r, const struct tds
      * time in 2099, a delete) would otherwise be written as Zoho's. So is
      * one sent with DELETE that names no delete: the method may mean the
      * record is gone, or nothing, and Zoho's answer to the fetch says which
-     * (a 1002 marks it deleted). */
+     * (a 1002 marks it deleted). Not of an entity Zoho lists complete
+     * (warehouses), which has no call by id: the next full walk would be its
+     * answer, so its record is taken as POST's would be. */
     bool fetch = (!w->has_record && !w->is_delete) || !authenticated ||
-                 (r->by_delete && !w->is_delete);
+                 (r->by_delete && !w->is_delete && w->entity->detail_path);
 
     snprintf(msgid, sizeof(msgid), "%s%s", fetch ? "fe-" : "ev-", key);
     m.v = TDS_MSG_VERSION;

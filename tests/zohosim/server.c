@@ -114,14 +114,26 @@ static const char *qarg(struct MHD_Connection *c, const char *name)
     return MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
 }
 
-/* Whether the comma-separated list csv names id. */
-static bool csv_has(const char *csv, const char *id)
+/* Whether the comma-separated list csv names id (n bytes). */
+static bool csv_has(const char *csv, const char *id, size_t n)
 {
-    size_t n = strlen(id);
     for (const char *p = csv; p && *p;) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
         if (len == n && !memcmp(p, id, n))
+            return true;
+        p = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
+/* Whether the comma-separated lists a and b share an id. */
+static bool csv_meet(const char *a, const char *b)
+{
+    for (const char *p = a; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len && csv_has(b, p, len))
             return true;
         p = end ? end + 1 : NULL;
     }
@@ -760,8 +772,9 @@ static enum MHD_Result handle_api(struct zs_server *srv, struct MHD_Connection *
         bool rloc = false;
         const char *rid = NULL;
         bool hit = !strcmp(rest, "/itemdetails")
-                       ? f.refuse_status != 200 && csv_has(qarg(c, "item_ids"), f.refuse_id)
-                       : route(rest, product, &re, &rloc, &rid) == 0 && rid && !strcmp(rid, f.refuse_id);
+                       ? f.refuse_status != 200 && csv_meet(qarg(c, "item_ids"), f.refuse_id)
+                       : route(rest, product, &re, &rloc, &rid) == 0 && rid &&
+                             csv_has(f.refuse_id, rid, strlen(rid));
         if (hit) {
             atomic_fetch_add(&st->faults, 1);
             r.status = f.refuse_status == 500 || f.refuse_status == 200 ? f.refuse_status : 400;

@@ -42,8 +42,9 @@ struct zs_faults {
     unsigned repeat_mask;    /* entities whose list pages end with their first record again */
     int64_t slow_ms;
     int64_t token_hang_ms;   /* every token request waits this long */
-    char refuse_id[72];      /* this record's own GET is refused ("" none): one record Zoho */
-    int refuse_status;       /* cannot serve, under HTTP 400 (code 2) or 500 (code 1000) */
+    char refuse_id[160];     /* these records' own GETs are refused ("" none; ids separated by */
+    int refuse_status;       /* commas): records Zoho cannot serve, under HTTP 400 (code 2),
+                              * 500 (code 1000) or 200 (code 0, no record) */
     int64_t html404_itemdetails; /* the next N GET /itemdetails get a proxy's HTML 404 page */
 };
 
