@@ -1367,8 +1367,8 @@ struct bcall {
  * other half of the split they halve was served: then each holds such an
  * item, and both are halved (their halves failing both again fail the run).
  * One such item among 100 costs the whole call's tries and 14 requests
- * more, 7 of them failing; an outage, two requests more, or six below a
- * level where both halves failed. */
+ * more, 7 of them failing; an outage, two requests more (four below a
+ * level where both halves failed). */
 struct bsplit {
     int pending;             /* halves not answered yet, and the one queueing */
     struct bcall *failed[2]; /* halves that failed, kept */
