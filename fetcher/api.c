@@ -293,17 +293,20 @@ bool tds_api_denial_at(const struct tds_api *a, size_t i, const char **endpoint,
 
 /* The OAuth scope a path needs, as Zoho names it ("ZohoInventory.invoices.READ"):
  * the first path segment, except that settings pages and locations need
- * settings, and item groups and the batch item call need items. */
+ * settings, and item groups and the batch item call need items. Zoho Books
+ * has no items scope: its items come under settings (its API reference
+ * gives ZohoBooks.settings.* for every items call). */
 static void scope_of(const struct tds_api *a, const char *path, char *out, size_t cap)
 {
     const char *p = path[0] == '/' ? path + 1 : path;
     size_t l = strcspn(p, "/?");
     const char *mod = p;
+    bool books = strcmp(a->base_path, "/books/v3") == 0;
     if ((l == 8 && strncmp(p, "settings", 8) == 0) || (l == 9 && strncmp(p, "locations", 9) == 0))
         mod = "settings", l = 8;
     else if (l > 4 && strncmp(p, "item", 4) == 0)
-        mod = "items", l = 5;
-    snprintf(out, cap, "%s.%.*s.READ", strcmp(a->base_path, "/books/v3") == 0 ? "ZohoBooks" : "ZohoInventory",
+        mod = books ? "settings" : "items", l = books ? 8 : 5;
+    snprintf(out, cap, "%s.%.*s.READ", books ? "ZohoBooks" : "ZohoInventory",
              (int)(l > 64 ? 64 : l), mod);
 }
 

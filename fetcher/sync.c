@@ -300,7 +300,11 @@ struct org_rt {
     bool quota_lost;     /* another fetcher claimed the row: logged once */
     int64_t quota_claim_ms; /* last attempt to claim it */
     bool dropping;       /* cancelled API callbacks only clean up */
-    bool no_bulk;        /* GET /itemdetails refused as unknown: item by item */
+    bool no_bulk;        /* GET /itemdetails refused as unknown, or without stock
+                          * sites (no_bulk_sites): item by item */
+    bool no_bulk_sites;  /* no_bulk for want of stock sites in GET /itemdetails */
+    bool sites_absent;   /* GET /items/{id} has none either: GET /itemdetails
+                          * is taken as it is (lacks_stock not asked) */
     bool sites_hinted;   /* the stock_sites hint was logged */
     int64_t sites_check_ms; /* next look for item stock by location (monotonic) */
     int64_t next_stock_ms;  /* next look at tds.stock_refresh (monotonic) */
@@ -1094,6 +1098,8 @@ static int batch_refuse(struct batch *b, char *id, const char *why)
     return 0;
 }
 
+static bool lacks_stock(const char *rec, size_t len);
+
 static void on_detail(const struct tds_api_result *res, void *ud)
 {
     struct dcall *dc = ud;
@@ -1116,6 +1122,18 @@ static void on_detail(const struct tds_api_result *res, void *ud)
                 if (copy) {
                     memcpy(copy, res->body + sp.off, sp.len);
                     copy[sp.len] = '\0';
+                    if (r->o->no_bulk_sites && strcmp(r->e->name, "items") == 0 &&
+                        lacks_stock(copy, sp.len)) {
+                        /* The item's own detail has no stock site either:
+                         * so the organization keeps none per site, and its
+                         * batch answers are whole after all. */
+                        tds_log(TDS_LOG_WARN, &r->o->lctx,
+                                "GET /items/%s has no stock per site either: back to GET "
+                                "/itemdetails, its answers taken as they are",
+                                dc->id ? dc->id : "?");
+                        r->o->no_bulk = r->o->no_bulk_sites = false;
+                        r->o->sites_absent = true;
+                    }
                     b->recs[b->n_recs].p = copy;
                     b->recs[b->n_recs].n = sp.len;
                     b->n_recs++;
@@ -1425,12 +1443,12 @@ static size_t hand_to_detail(struct batch *b, struct bcall *bc)
 
 /* An item that keeps stock whose detail shows no stock site: a
  * `warehouses` or `locations` array, empty or not, is there in every
- * detail of Zoho Inventory's GET /items/{id}. A Books item detail has none,
- * and whether Inventory's GET /itemdetails has them is not confirmed
- * (ZOHO.md). Written as the complete record it stands for, such a detail
- * deletes every stock row of its item. Only an item whose item_type says
- * "inventory" is taken to keep stock: a record that does not say so never
- * switches an organization to a call per item. */
+ * detail of Zoho Inventory's GET /items/{id}, and Books documents them in
+ * its item too. Whether GET /itemdetails has them, in either product, is
+ * not confirmed (ZOHO.md). Written as the complete record it stands for,
+ * such a detail deletes every stock row of its item. Only an item whose
+ * item_type says "inventory" is taken to keep stock: a record that does
+ * not say so never switches an organization to a call per item. */
 static bool lacks_stock(const char *rec, size_t len)
 {
     static const char *const keys[] = {"locations", "warehouses"};
@@ -1528,17 +1546,18 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
         if (tds_json_array_spans(res->body, res->len, r->e->list_key, &spans, &n) != 0) {
             run_fail(r, "itemdetails answer has no '%s' array", r->e->list_key);
         } else {
-            for (size_t k = 0; k < n && !tds_org_books(r->o->org) && !no_stock; k++)
+            for (size_t k = 0; k < n && !r->o->sites_absent && !no_stock; k++)
                 no_stock = lacks_stock(res->body + spans[k].off, spans[k].len);
         }
         if (no_stock) {
-            /* Each item from its own GET /items/{id}, for good: another
-             * batch would be the same. */
+            /* Each item from its own GET /items/{id}, for good (another
+             * batch would be the same), unless the first such answer has
+             * no stock site either (on_detail). */
             if (!r->o->no_bulk)
                 tds_log(TDS_LOG_WARN, &r->o->lctx,
                         "GET /itemdetails answers items without their stock per site: asking "
                         "for items one by one from now on");
-            r->o->no_bulk = true;
+            r->o->no_bulk = r->o->no_bulk_sites = true;
             free(spans);
             b->want++;
             handed = hand_to_detail(b, bc);

@@ -632,6 +632,24 @@ def test_an_entity_the_token_may_not_read_fails_alone(procs, db, sim, tmp_path):
     assert org["denied"][0]["retry_in_s"] > 600, org
 
 
+def test_a_books_items_refusal_names_the_settings_scope(procs, db, sim, tmp_path):
+    """Zoho Books has no items scope: its items calls need
+    ZohoBooks.settings.READ (as the README's scope list says). The refusal's
+    advice named ZohoBooks.items.READ, a scope no API console offers."""
+    s = sim(orgs=["id=60005,tz=+0300,stock=locations,product=books,items=20,groups=0,"
+                  "contacts=5,invoices=5,salesorders=5,warehouses=2"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60005", product="books")])
+    s.faults(deny=["items"])
+    f = p.start_fetcher()
+    runs = p.wait_request(p.request("60005", "items", "full"), timeout=60)
+    assert len(runs) == 1 and runs[0]["status"] == "failed", runs
+    assert "ZohoBooks.settings.READ" in runs[0]["error"], runs
+    assert "items.READ" not in runs[0]["error"], runs
+    p.sync("60005", "contacts", "full")   # the rest of the token works
+    p.compare("60005", "contacts")
+    assert f.metric("tds_fetcher_api_denied_total", {"endpoint": "items.list"}) >= 1
+
+
 def test_a_detail_call_refused_at_once_fails_its_run_without_a_crash(procs, db, sim, tmp_path):
     """An endpoint Zoho refused for want of a scope is not asked again for a
     while: its calls fail at once, inside the call that queues them. A run
@@ -2834,18 +2852,23 @@ def test_items_one_by_one_where_itemdetails_is_unknown(procs, db, sim, tmp_path)
     assert log.count("GET /itemdetails refused") == 1, log[-2000:]
 
 
-def test_itemdetails_without_stock_sites_is_not_taken_for_the_whole_item(procs, db, sim, tmp_path):
+@pytest.mark.parametrize("product,stock", [("inventory", "warehouses"), ("books", "locations")])
+def test_itemdetails_without_stock_sites_is_not_taken_for_the_whole_item(procs, db, sim, tmp_path,
+                                                                         product, stock):
     """A GET /itemdetails whose items come without warehouses[] or
-    locations[] (as a Books item detail reads; what Inventory's answers is
-    not confirmed) was written as the complete record: every stock row of
-    every item was deleted, at every sync. Such an answer is set aside and
-    the organization's items are asked one by one (GET /items/{id}, which
-    has them), with one warning."""
-    s = sim(orgs=["id=60001,tz=+0300,stock=warehouses,product=inventory,"
+    locations[] (what Inventory's and Books' answer is not confirmed) was
+    written as the complete record: every stock row of every item was
+    deleted, at every sync. Such an answer is set aside and the
+    organization's items are asked one by one (GET /items/{id}, which has
+    them), with one warning. Books organizations were left out of that
+    check, taken to have no stock per site, and lost their stock rows
+    (Books documents warehouses[] in its items too)."""
+    s = sim(orgs=[f"id=60001,tz=+0300,stock={stock},product={product},"
                   "items=150,groups=2,contacts=5,invoices=5,salesorders=5,warehouses=2"],
             extra_args=["--rate-per-min", "100000", "--daily-limit", "0",
                         "--itemdetails-stock", "no"])
-    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=100000)])
+    p = Pipeline(procs, db, s, tmp_path,
+                 orgs=[org_spec("60001", product=product, rate_per_min=100000)])
     f = p.start_fetcher()
     runs = p.sync("60001", "items", "full")
     assert runs[0]["records_walked"] == 150, runs
@@ -2853,7 +2876,7 @@ def test_itemdetails_without_stock_sites_is_not_taken_for_the_whole_item(procs, 
     assert st["itemdetails"] <= 2 and st["items.detail"] == 150, st
     p.compare("60001", "items")
     truth = s.truth("60001", "items")["records"]
-    want = sum(len(r.get("warehouses") or []) for r in truth)
+    want = sum(len(r.get("locations") or r.get("warehouses") or []) for r in truth)
     assert want > 0
     assert db.query("SELECT count(*) FROM zoho.item_stock WHERE org_id = '60001'") == [(want,)]
     s.mutate("60001", "items", update=3)
@@ -2864,6 +2887,39 @@ def test_itemdetails_without_stock_sites_is_not_taken_for_the_whole_item(procs, 
     assert db.query("SELECT count(*) FROM zoho.item_stock WHERE org_id = '60001'") == [(want,)]
     log = f.stderr_text()
     assert log.count("without their stock per site") == 1, log[-2000:]
+    assert "either" not in log, log[-2000:]
+
+
+def test_items_of_an_organization_with_no_stock_sites_go_back_to_batches(procs, db, sim, tmp_path):
+    """Where GET /items/{id} has no stock site either (simulator
+    --itemdetails-stock never), asking item by item gains nothing: the first
+    such answer sends the organization back to GET /itemdetails, whose
+    answers are then taken as they are, with one warning; its items were
+    otherwise asked one call each, for good (100 times the calls)."""
+    s = sim(orgs=["id=60001,tz=+0300,stock=warehouses,product=books,"
+                  "items=150,groups=2,contacts=5,invoices=5,salesorders=5,warehouses=2"],
+            extra_args=["--rate-per-min", "100000", "--daily-limit", "0",
+                        "--itemdetails-stock", "never"])
+    p = Pipeline(procs, db, s, tmp_path,
+                 orgs=[org_spec("60001", product="books", rate_per_min=100000)])
+    f = p.start_fetcher()
+    runs = p.sync("60001", "items", "full")
+    assert runs[0]["records_walked"] == 150, runs
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    # both batch calls go at once; their items asked one by one until the
+    # first single answer comes back (all 150 may be queued by then)
+    assert st["itemdetails"] <= 2 and 1 <= st["items.detail"] <= 150, st
+    assert db.query("SELECT count(*), count(*) FILTER (WHERE is_detail) FROM zoho.items "
+                    "WHERE org_id = '60001' AND deleted_at IS NULL") == [(150, 150)]
+    assert db.query("SELECT count(*) FROM zoho.item_stock WHERE org_id = '60001'") == [(0,)]
+    s.mutate("60001", "items", update=3)
+    s.reset_stats()
+    p.sync("60001", "items", "incremental")
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    assert st["itemdetails"] == 1 and st["items.detail"] == 0, st
+    log = f.stderr_text()
+    assert log.count("without their stock per site") == 1, log[-2000:]
+    assert log.count("no stock per site either") == 1, log[-2000:]
 
 
 def test_one_html_404_from_itemdetails_does_not_stop_batches(procs, db, sim, tmp_path):

@@ -78,9 +78,10 @@ static const char usage[] =
     "  --itemdetails-missing skip|error\n"
     "                            GET /itemdetails leaves unknown or deleted ids out (skip,\n"
     "                            default) or answers the whole call 404 code 1002 (error)\n"
-    "  --itemdetails-stock yes|no\n"
+    "  --itemdetails-stock yes|no|never\n"
     "                            GET /itemdetails gives each item's stock sites (yes,\n"
-    "                            default) or leaves them out, as a Books item detail (no)\n"
+    "                            default) or leaves them out (no); never: GET /items/{id}\n"
+    "                            leaves them out too, as for items kept at no site\n"
     "  --clock-offset S          Zoho's clock is S seconds ahead of this host's (negative:\n"
     "                            behind): mutations' times and every answer's Date header\n"
     "  --help, --version\n";
@@ -321,7 +322,9 @@ static int parse_args(struct args *a, int argc, char **argv)
             break;
         case O_LOCALIZED: a->auth.localized_denied = true; break;
         case O_ITEMDETAILS_STOCK:
-            if (choice("--itemdetails-stock", optarg, "yes", "no", &a->sim.itemdetails_no_stock))
+            if (strcmp(optarg, "never") == 0)
+                a->sim.itemdetails_no_stock = a->sim.item_no_stock = true;
+            else if (choice("--itemdetails-stock", optarg, "yes", "no", &a->sim.itemdetails_no_stock))
                 return 2;
             break;
         case O_ITEMDETAILS_MISSING:

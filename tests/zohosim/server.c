@@ -476,7 +476,10 @@ static void api_detail(struct api *a, enum zs_ent e, const char *id, bool as_loc
         zs_jw_kint(&w, "code", 0);
         zs_jw_kstr(&w, "message", "success");
         zs_jw_key(&w, as_location ? "location" : zs_ent_detail_key(e));
-        zs_render(&w, o, e, r, true, as_location);
+        if (e == ZS_ITEMS && a->s->cfg.item_no_stock)
+            zs_render_item_without_stock(&w, o, r);
+        else
+            zs_render(&w, o, e, r, true, as_location);
         zs_jw_obj_end(&w);
     }
     pthread_rwlock_unlock(&o->lock);

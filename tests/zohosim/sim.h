@@ -69,6 +69,7 @@ struct zs_sim_cfg {
     bool itemdetails_missing_error; /* GET /itemdetails with an unknown or deleted id
                                      * answers 404 code 1002 as a whole (default: skip it) */
     bool itemdetails_no_stock;      /* GET /itemdetails leaves the stock sites out */
+    bool item_no_stock;             /* and so does GET /items/{id} (--itemdetails-stock never) */
 };
 
 struct zs_sim {
