@@ -595,6 +595,18 @@ bool tds_org_books(const struct tds_org *org)
     return org->product && strcmp(org->product, "books") == 0;
 }
 
+bool tds_org_syncs(const struct tds_org *org, const struct tds_entity *e)
+{
+    if (!(e->products & (tds_org_books(org) ? TDS_PRODUCT_BOOKS : TDS_PRODUCT_INVENTORY)))
+        return false;
+    if (org->n_entities == 0)
+        return true;
+    for (size_t i = 0; i < org->n_entities; i++)
+        if (strcmp(org->entities[i], e->name) == 0)
+            return true;
+    return false;
+}
+
 static int parse_entities(struct orgs_ctx *c, json_t *o, struct tds_org *g, unsigned product)
 {
     json_t *v = json_object_get(o, "entities");

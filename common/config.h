@@ -95,6 +95,11 @@ bool tds_url_transport_ok(const char *url, bool allow_http);
  * when the file names no product). */
 bool tds_org_books(const struct tds_org *org);
 
+struct tds_entity;
+/* Whether the organization syncs entity e: its product has it, and its
+ * "entities" (when given) name it. */
+bool tds_org_syncs(const struct tds_org *org, const struct tds_entity *e);
+
 struct tds_orgs {
     struct tds_org *orgs;
     size_t n;

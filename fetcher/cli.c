@@ -366,13 +366,29 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
         fprintf(stderr, "tds-fetcher: sync: --org is required\n");
         return 2;
     }
-    if (!tds_orgs_find(env->orgs, org)) {
+    const struct tds_org *og = tds_orgs_find(env->orgs, org);
+    if (!og) {
         fprintf(stderr, "tds-fetcher: sync: organization '%s' is not in TDS_CONFIG\n", org);
         return 2;
     }
-    if (strcmp(entity, "all") != 0 && !tds_entity_find(entity)) {
-        fprintf(stderr, "tds-fetcher: sync: unknown entity '%s'\n", entity);
-        return 2;
+    if (strcmp(entity, "all") != 0) {
+        const struct tds_entity *e = tds_entity_find(entity);
+        if (!e) {
+            fprintf(stderr, "tds-fetcher: sync: unknown entity '%s'\n", entity);
+            return 2;
+        }
+        /* The request would close without a run ("no run"), exit 1. */
+        if (!tds_sync_org_syncs(og, e)) {
+            if (!(e->products & (tds_org_books(og) ? TDS_PRODUCT_BOOKS : TDS_PRODUCT_INVENTORY)))
+                fprintf(stderr, "tds-fetcher: sync: entity '%s' does not exist in Zoho %s\n", entity,
+                        tds_org_books(og) ? "Books" : "Inventory");
+            else
+                fprintf(stderr,
+                        "tds-fetcher: sync: organization '%s' does not sync '%s': its 'entities' in "
+                        "TDS_CONFIG leave it out\n",
+                        org, entity);
+            return 2;
+        }
     }
     if (strcmp(mode, "full") != 0 && strcmp(mode, "incremental") != 0 && strcmp(mode, "reconcile") != 0) {
         fprintf(stderr, "tds-fetcher: sync: invalid --mode '%s' (full, incremental or reconcile)\n", mode);

@@ -2933,6 +2933,19 @@ void tds_sync_on_fetch(struct tds_sync *s, const struct tds_msg_fetch *f, const 
         ack_only(s, o, f->org ? f->org : "", f->entity ? f->entity : "", &a);
         return;
     }
+    if (!tds_org_syncs(o->org, e)) {
+        /* Its rows would never be kept up to date, and the call may ask an
+         * endpoint the product lacks (item groups in Zoho Books). The
+         * ingress refuses such webhooks; one journaled before it did, or a
+         * configuration changed since, ends here. */
+        dropped(s);
+        tds_log_limited(&s->send_log, TDS_LOG_WARN, &o->lctx,
+                        "fetch of %s %s skipped: the organization does not sync %s", e->name,
+                        f->zoho_id, e->name);
+        close_requests(s, a.reqs, a.n_reqs);
+        ack_only(s, o, f->org, e->name, &a);
+        return;
+    }
     if (!o->owned && a.n_reqs) {
         /* taken just as the organization moved: the request stays open and
          * its new owner claims it after the lease */
@@ -3682,20 +3695,9 @@ bool tds_sync_paused(struct tds_sync *s, const char *org)
     return o && o->oauth && tds_oauth_paused(o->oauth, tds_wall_ms());
 }
 
-static bool org_has_entity(const struct tds_org *org, const char *name)
-{
-    if (org->n_entities == 0)
-        return true;
-    for (size_t i = 0; i < org->n_entities; i++)
-        if (strcmp(org->entities[i], name) == 0)
-            return true;
-    return false;
-}
-
 bool tds_sync_org_syncs(const struct tds_org *org, const struct tds_entity *e)
 {
-    unsigned prod = tds_org_books(org) ? TDS_PRODUCT_BOOKS : TDS_PRODUCT_INVENTORY;
-    return (e->products & prod) && org_has_entity(org, e->name);
+    return tds_org_syncs(org, e);
 }
 
 int64_t tds_sync_daily_limit(const struct tds_sync *s, const char *org)
@@ -3788,7 +3790,7 @@ int tds_sync_enqueue_rest(struct tds_sync *s, const char *org, const char *entit
         return TDS_E_INVALID; /* queued by stock_look only, never a request */
     bool all = strcmp(entity, "all") == 0;
     const struct tds_entity *one = all ? NULL : tds_entity_find(entity);
-    if (!all && (!one || !org_has_entity(o->org, entity)))
+    if (!all && (!one || !tds_org_syncs(o->org, one)))
         return TDS_E_NOTFOUND;
     struct job *first = NULL, *last = NULL;
     size_t n_done = 0;

@@ -839,6 +839,24 @@ static enum MHD_Result process_webhook(struct tds_http *h, struct req *r, const 
                     tds_webhook_strerror(rc));
         return respond(h, r, rc == TDS_WEBHOOK_E_TOO_LARGE ? 413 : 400);
     }
+    /* An entity the organization does not sync: stored, its rows would
+     * never be brought up to date or reconciled (an id-only one cost a call
+     * to an endpoint that may not exist, as item groups in Zoho Books). */
+    if (!tds_org_syncs(r->org, w.entity)) {
+        bool books = tds_org_books(r->org);
+        char why[200];
+        if (!(w.entity->products & (books ? TDS_PRODUCT_BOOKS : TDS_PRODUCT_INVENTORY)))
+            snprintf(why, sizeof(why), "%s do not exist in Zoho %s; remove that webhook in Zoho",
+                     w.entity->name, books ? "Books" : "Inventory");
+        else
+            snprintf(why, sizeof(why),
+                     "the organization does not sync %s (its 'entities' in TDS_CONFIG leave "
+                     "them out); remove that webhook in Zoho or add them",
+                     w.entity->name);
+        log_limited(h, &h->log_bad, TDS_LOG_WARN, r->org->org_id, "webhook rejected: %s", why);
+        tds_webhook_clear(&w);
+        return respond(h, r, 400);
+    }
     /* The signed bytes of an update that also sign a delete: a captured
      * delete split anew (tds_webhook_hides_delete). Refused like the
      * timestamp moved into the query, after the digest matched. */

@@ -648,6 +648,14 @@ def test_a_books_items_refusal_names_the_settings_scope(procs, db, sim, tmp_path
     p.sync("60005", "contacts", "full")   # the rest of the token works
     p.compare("60005", "contacts")
     assert f.metric("tds_fetcher_api_denied_total", {"endpoint": "items.list"}) >= 1
+    # A fetch of an item group (journaled before the ingress refused them,
+    # say) asks nothing of Books, which has no /itemgroups: dropped, counted.
+    before = s.stats()["orgs"]["60005"]["requests"]
+    push_fetches(p.fetch_port, [("60005", "item_groups", "223456789")])
+    wait_until(lambda: f.metric("tds_fetcher_fetches_dropped_total") == 1, 10, "the fetch dropped")
+    assert "fetch of item_groups 223456789 skipped: the organization does not sync item_groups" \
+        in f.stderr_text()
+    assert s.stats()["orgs"]["60005"]["requests"] == before
 
 
 def test_a_detail_call_refused_at_once_fails_its_run_without_a_crash(procs, db, sim, tmp_path):
@@ -1147,6 +1155,19 @@ def test_sync_command_names_an_entity_that_never_ran(procs, db, sim, tmp_path, b
     out = _cli(bins, dict(env, TDS_CONFIG=str(p.config)), "sync", "--org", "60001", "--entity", "all",
                "--mode", "full")
     assert out.returncode == 0 and "no run" not in out.stdout, (out.stdout, out.stderr)
+    # One entity the organization does not sync: said at once, nothing
+    # queued (it was queued, closed without a run, and exited 1).
+    cli_cfg.write_text(json.dumps({"organizations": [
+        dict(org_spec("60001", entities=["warehouses"]), accounts_url=s.url),
+        dict(org_spec("60009", product="books"), accounts_url=s.url)]}))
+    queued = db.query("SELECT count(*) FROM tds.sync_requests")[0][0]
+    out = _cli(bins, env, "sync", "--org", "60001", "--entity", "items", "--mode", "full")
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "organization '60001' does not sync 'items'" in out.stderr, out.stderr
+    out = _cli(bins, env, "sync", "--org", "60009", "--entity", "item_groups", "--mode", "full")
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "entity 'item_groups' does not exist in Zoho Books" in out.stderr, out.stderr
+    assert db.query("SELECT count(*) FROM tds.sync_requests")[0][0] == queued
 
 
 def test_following_a_request_reads_its_runs_not_the_table(procs, db, sim, tmp_path, bins):

@@ -689,6 +689,46 @@ def test_deletes_and_id_only_payloads(ing):
     i.wait_metric("tds_ingress_unacked", 0)
 
 
+def test_a_webhook_of_an_entity_the_organization_does_not_sync_is_refused(ing):
+    """A webhook of an entity the organization's product lacks (item groups
+    in Zoho Books) or its "entities" leave out was taken: stored, its row
+    was never brought up to date or reconciled, and an id-only one cost a
+    call to an endpoint Books does not have. Now 400, said in the log."""
+    orgs = {"organizations": [
+        {"org_id": "60031", "product": "inventory", "client_id": "x", "client_secret": "y",
+         "webhook_secrets": [SECRET_A], "entities": ["items"]},
+        {"org_id": "60032", "product": "books", "client_id": "x", "client_secret": "y",
+         "webhook_secrets": [SECRET_A_OLD]},
+    ]}
+    i = ing(orgs=orgs)
+    contact = json.dumps({"contact": {"contact_id": "5", "contact_name": "x",
+                                      "last_modified_time": "2026-01-05T10:00:00+0300"}})
+    assert i.post("60031", contact, SECRET_A).status == 400
+    assert i.post("60031", '{"contact_id": "6"}', SECRET_A, params={"entity": "contacts"}).status == 400
+    group = json.dumps({"item_group": {"group_id": "7", "group_name": "g", "status": "active",
+                                       "last_modified_time": "2026-01-05T10:00:00+0300",
+                                       "items": []}})
+    assert i.post("60032", group, SECRET_A_OLD).status == 400
+    assert i.post("60032", '{"group_id": "8"}', SECRET_A_OLD,
+                  params={"entity": "item_groups"}).status == 400
+    # what each does sync still goes through
+    assert i.post("60031", item_body("9"), SECRET_A).status == 200
+    assert i.post("60032", item_body("10"), SECRET_A_OLD).status == 200
+    assert i.post("60032", contact, SECRET_A_OLD).status == 200
+    got = i.recv(i.events, 3)
+    assert sorted((m["org"], m["entity"], m["zoho_id"]) for m in got) == [
+        ("60031", "items", "9"), ("60032", "contacts", "5"), ("60032", "items", "10")]
+    assert i.drain(i.events) == [] and i.drain(i.fetches) == []
+    assert i.metric("tds_ingress_requests_total", {"status": "400"}) == 4
+    err = i.proc.stderr_text()   # one line per 10 s for the rejections of this kind
+    assert "the organization does not sync contacts" in err, err[-2000:]
+    j = ing(orgs={"organizations": orgs["organizations"][1:]}, label="books")
+    assert j.post("60032", group, SECRET_A_OLD).status == 400
+    j.wait_metric("tds_ingress_requests_total", 1, {"status": "400"})
+    wait_until(lambda: "item_groups do not exist in Zoho Books" in j.proc.stderr_text(), 5,
+               "the log line")
+
+
 def test_only_the_names_that_mean_delete_are_deletes(ing):
     """The delete mark was a suffix match: ?event=undelete or
     item_not_deleted made a delete of an update, and with ?entity= and a

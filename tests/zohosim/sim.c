@@ -165,11 +165,17 @@ static long apply(struct zs_org *o, enum zs_ent e, enum zs_mut_op op, long n,
             b->docs[b->ndocs++] = idx;
         if (!b->hooks)
             continue;
+        /* Zoho Books has no item groups: no webhook for one */
+        bool no_groups = o->products == ZS_BOOKS;
         struct pending_hook *ph = b->ph;
-        ph[b->nph].event = event_name(op);
-        ph[b->nph].body = hook_body(o, e, idx, op == ZS_MUT_DELETE, &ph[b->nph].len);
-        b->nph++;
+        if (!(no_groups && e == ZS_ITEM_GROUPS)) {
+            ph[b->nph].event = event_name(op);
+            ph[b->nph].body = hook_body(o, e, idx, op == ZS_MUT_DELETE, &ph[b->nph].len);
+            b->nph++;
+        }
         for (size_t a = 0; a < also.n; a++) {
+            if (no_groups && also.ent == ZS_ITEM_GROUPS)
+                continue;
             ph[b->nph].event = event_name(also.op);
             ph[b->nph].body =
                 hook_body(o, also.ent, also.idx[a], also.op == ZS_MUT_DELETE, &ph[b->nph].len);
