@@ -9,6 +9,7 @@ import urllib.request
 
 import pytest
 
+from conftest import wait_until
 from pipeline import SECRET, Pipeline
 
 
@@ -66,6 +67,12 @@ def test_incremental_reconcile_and_webhooks(db, procs, sim, tmp_path):
     print(f"webhook mutations applied in {time.monotonic() - t0:.3f}s")
 
     # Nothing is left for an incremental sync to do: no row is rewritten.
+    # The sales orders' lines queued their items' stock (tds.stock_refresh),
+    # whose run rewrites an item whose stock the simulator moved: that run
+    # comes first (TDS_FETCHER_STOCK_MS), or it may land inside the check.
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.stock_refresh WHERE org_id = %s",
+                                org)[0][0] == 0 and p.runs_settled(), 30,
+               "the stock refresh the sales orders queued")
     before = db.query("SELECT now()")[0][0]
     p.sync(org, mode="incremental")
     p.assert_equal_truth(org)
