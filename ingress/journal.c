@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1431,6 +1432,14 @@ int tds_journal_open(struct tds_journal **out, const struct tds_journal_opts *o,
     j->dirfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (j->dirfd < 0) {
         r = -errno;
+        goto fail;
+    }
+    /* One writer a folder, held while the journal is open: a second one's
+     * scan deleted the first's empty active segment, or cut a record it was
+     * writing as a torn tail, entries it had answered 200 for. A reader
+     * (replay) takes no lock and changes nothing. */
+    if (!o->read_only && flock(j->dirfd, LOCK_EX | LOCK_NB) != 0) {
+        r = errno == EWOULDBLOCK ? TDS_JOURNAL_E_LOCKED : -errno;
         goto fail;
     }
     r = open_scan(j, cb, ud, info);

@@ -25,6 +25,7 @@ enum {
     TDS_JOURNAL_E_NOSPACE = 5, /* sync/wait: no room on the disk; the write is retried */
     TDS_JOURNAL_E_BACKLOG = 6, /* append: max_unacked entries wait for their ack */
     TDS_JOURNAL_E_BUSY = 7,    /* append: max_pending_bytes wait for their sync */
+    TDS_JOURNAL_E_LOCKED = 8,  /* open: another process holds the folder */
 };
 
 /* While a write finds no room on the disk, how long the sync thread waits
@@ -108,7 +109,9 @@ struct tds_journal_open_info {
 
 /* Open (or create) the journal, calling cb for every entry in seq order with
  * its acked state. cb may be NULL. Returns 0, -errno, TDS_JOURNAL_E_CORRUPT
- * (a record the first pass found whole no longer reads back), or cb's code.
+ * (a record the first pass found whole no longer reads back),
+ * TDS_JOURNAL_E_LOCKED (another open journal, in this process or another,
+ * holds the folder's lock; read_only takes none), or cb's code.
  * With no room on the disk for a new segment (ENOSPC, EDQUOT), even after
  * deleting the fully acked segments at the front, it still returns 0, with
  * tds_journal_no_space() true: appends are refused until the sync thread (or

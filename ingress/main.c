@@ -81,7 +81,7 @@ static const struct tds_config_entry config_table[] = {
     {"TDS_INGRESS_LISTEN", TDS_CFG_STR, "0.0.0.0:8080", 0, 0, 0, S(listen),
      "webhook HTTP host:port (POST, PUT or DELETE /webhooks/zoho/{org_id})"},
     {"TDS_INGRESS_JOURNAL_DIR", TDS_CFG_STR, "/var/lib/tds/journal", 0, 0, 0, S(journal_dir),
-     "directory of the durable webhook journal"},
+     "directory of the durable webhook journal (one ingress each: held locked while it runs)"},
     {"TDS_CONFIG", TDS_CFG_STR, NULL, TDS_CFG_REQUIRED, 0, 0, S(config),
      "organizations file (JSON): org ids and webhook secrets"},
     {"TDS_PROCESSOR_CONNECT", TDS_CFG_STR, "tcp://127.0.0.1:5557", 0, 0, 0, S(processor),
@@ -441,7 +441,8 @@ static const struct tds_stage stage = {
              "       tds-ingress replay --org ORG --since WHEN [--until WHEN] [--wait SECONDS]\n"
              "                          [--dry-run]\n"
              "\n"
-             "Receives Zoho workflow webhooks on POST (or PUT) /webhooks/zoho/{org_id},\n"
+             "Receives Zoho workflow webhooks on POST (or PUT; DELETE: a notice to fetch the\n"
+             "record) /webhooks/zoho/{org_id},\n"
              "verifies their X-Zoho-Webhook-Signature (or X-Webhook-Token), drops duplicates,\n"
              "journals them durably (fdatasync, group commit) before answering 200, and\n"
              "forwards them to the processor (event) or the fetcher (fetch by id) until the\n"
@@ -497,6 +498,8 @@ static const char *journal_open_error(int r)
 {
     if (r < 0)
         return strerror(-r);
+    if (r == TDS_JOURNAL_E_LOCKED)
+        return "in use by another tds-ingress (each needs a journal folder of its own)";
     return r == TDS_JOURNAL_E_CORRUPT ? "a record could not be read back whole" : "error";
 }
 
@@ -674,11 +677,30 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
                 "+hh:mm; 30m, 2h or 1d ago; or epoch milliseconds)\n", until);
         return 2;
     }
+    if (rp.until < rp.since) {
+        fprintf(stderr, "tds-ingress: replay: --until (%s) is before --since (%s)\n", until, since);
+        return 2;
+    }
     r = tds_journal_open(&j, &jo, replay_collect, &rp, NULL);
     if (r) {
         fprintf(stderr, "tds-ingress: could not read journal '%s': %s\n", cfg->journal_dir,
                 journal_open_error(r));
         goto out;
+    }
+    if (rp.n == 0) {
+        /* A misspelt organization matched nothing and said so as a success.
+         * One taken out of TDS_CONFIG since may still have entries. */
+        struct tds_orgs *orgs = NULL;
+        char err[512];
+        if (tds_orgs_load_webhooks(cfg->config, &orgs, err, sizeof(err)) == 0 &&
+            !tds_orgs_find(orgs, rp.org)) {
+            fprintf(stderr, "tds-ingress: replay: organization '%s' is not in TDS_CONFIG and "
+                            "no journaled webhook of it is in that window\n", rp.org);
+            tds_orgs_free(orgs);
+            status = 2;
+            goto out;
+        }
+        tds_orgs_free(orgs);
     }
     if (dry || rp.n == 0) {
         printf("%zu journaled webhooks of org %s match%s\n", rp.n, rp.org,

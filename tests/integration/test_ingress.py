@@ -906,6 +906,47 @@ def test_sigkill_after_200s_loses_nothing(ing, tmp_path, model):
     i.wait_metric("tds_ingress_unacked", 0)
 
 
+def test_a_second_ingress_on_the_same_journal_stops_and_touches_nothing(ing, procs):
+    """A second tds-ingress started on a journal folder in use (the same
+    environment by mistake, a `kubectl exec` of the binary without a
+    subcommand) scanned it before failing to listen: it deleted the first
+    one's empty active segment, whose later webhooks, answered 200, were
+    then lost with the process (or cut the record being written as a torn
+    tail). Now it stops at the folder's lock, before reading anything."""
+    i = ing()
+    seg_before = sorted(os.listdir(i.journal))
+    other = dict(i.env, TDS_INGRESS_LISTEN=f"127.0.0.1:{free_port()}",
+                 TDS_ADMIN_LISTEN=f"127.0.0.1:{free_port()}")
+    r = procs.run("tds-ingress", env=other, check=False, timeout=30)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    assert "in use by another tds-ingress" in r.stderr, r.stderr[-2000:]
+    assert sorted(os.listdir(i.journal)) == seg_before
+    for k in range(20):   # into the active segment the second one left alone
+        assert i.post("60001", item_body(str(3500 + k)), SECRET_A).status == 200
+    assert len(i.recv(i.events, 20)) == 20
+    i.proc.kill()
+    i.drain(i.events, quiet_s=0.2)
+    i.proc.start()
+    again = i.recv(i.events, 20, timeout=20)
+    assert sorted(m["zoho_id"] for m in again) == [str(3500 + k) for k in range(20)]
+    assert "20 unacked" in i.proc.stderr_text()
+    # replay only reads: it takes no lock and runs beside the ingress
+    rp = procs.run("tds-ingress", ["replay", "--org", "60001", "--since", "1h", "--dry-run"],
+                   env=i.env, timeout=30)
+    assert "20 journaled webhooks of org 60001 match" in rp.stdout, rp.stdout
+    # a misspelt organization, a window ending before it starts: said, exit 2
+    # (both said "0 journaled webhooks ... match" and exited 0)
+    for args, why in ((["--org", "6001", "--since", "1h"], "organization '6001' is not in "
+                       "TDS_CONFIG and no journaled webhook of it is in that window"),
+                      (["--org", "60001", "--since", "30m", "--until", "2h"],
+                       "--until (2h) is before --since (30m)")):
+        rp = procs.run("tds-ingress", ["replay", *args], env=i.env, check=False, timeout=30)
+        assert rp.returncode == 2 and why in rp.stderr and rp.stdout == "", rp
+    rp = procs.run("tds-ingress", ["replay", "--org", "60003", "--since", "1h"], env=i.env,
+                   timeout=30)   # known, nothing journaled: as before
+    assert "0 journaled webhooks of org 60003 match" in rp.stdout, rp.stdout
+
+
 def test_restart_syncs_the_journal_it_finds_before_answering(ing, tmp_path, bins):
     """After a crash of the process alone (the machine lives on), records
     written but not yet synced are in the page cache, whole: the restarted
