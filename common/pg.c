@@ -425,3 +425,38 @@ bool tds_pg_retryable(const PGresult *r, PGconn *c)
             return true;
     return false;
 }
+
+int tds_pg_url_check(const char *url, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    PQconninfoOption *o = PQconninfoParse(url, &msg);
+
+    if (o) {
+        PQconninfoFree(o);
+        return 0;
+    }
+    snprintf(err, errlen, "%s", msg ? msg : "out of memory");
+    for (size_t n = strlen(err); n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '); n--)
+        err[n - 1] = '\0';
+    PQfreemem(msg);
+    return -1;
+}
+
+int tds_pg_schema_check(PGconn *c, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, "SELECT to_regclass('tds.schema_migrations') IS NOT NULL");
+    int rc = 0;
+
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        snprintf(err, errlen, "could not read the database: %s", PQerrorMessage(c));
+        for (size_t n = strlen(err); n > 0 && err[n - 1] == '\n'; n--)
+            err[n - 1] = '\0';
+        rc = -1;
+    } else if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
+        snprintf(err, errlen, "the database has no tds schema yet: run `tds-writer migrate` first "
+                              "(the writer also applies it at start)");
+        rc = -1;
+    }
+    PQclear(r);
+    return rc;
+}

@@ -40,6 +40,15 @@ PGconn *tds_pg_connect_start(const char *conninfo, const char *app_name, const c
 int tds_pg_connect_poll(PGconn *c, PostgresPollingStatusType *want, char *err, size_t errlen);
 /* True when the connection is usable (CONNECTION_OK and not in a failed state). */
 bool tds_pg_ok(PGconn *c);
+/* 0 when libpq can read url (a URI or key=value string with known keys),
+ * else -1 with libpq's reason in err. Values (sslmode=bogus) are judged only
+ * at connect. */
+int tds_pg_url_check(const char *url, char *err, size_t errlen);
+/* 0 when the database holds the pipeline's schema (tds.schema_migrations),
+ * else -1 with one line in err: what to run, or the query's failure. For the
+ * commands that read it, which otherwise print libpq's three-line
+ * "relation ... does not exist". */
+int tds_pg_schema_check(PGconn *c, char *err, size_t errlen);
 /* Run a statement without parameters that returns no rows; 0 or -EIO with err. */
 int tds_pg_exec(PGconn *c, const char *sql, char *err, size_t errlen);
 /* SQLSTATE of a result or NULL. */

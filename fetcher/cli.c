@@ -93,8 +93,13 @@ static PGconn *connect_db(const struct tds_cli_env *env)
 {
     char err[512];
     PGconn *c = tds_pg_connect(env->database_url, "tds-fetcher-cli", err, sizeof(err));
-    if (!c)
+    if (!c) {
         fprintf(stderr, "tds-fetcher: could not connect to the database: %s\n", err);
+    } else if (tds_pg_schema_check(c, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tds-fetcher: %s\n", err);
+        PQfinish(c);
+        c = NULL;
+    }
     return c;
 }
 
@@ -742,6 +747,15 @@ static int cmd_auth(int argc, char **argv, const struct tds_cli_env *env)
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "status") == 0) {
+        if (argc > 2) {
+            if (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) {
+                printf("usage: tds-fetcher auth status\n"
+                       "Each organization's token state (never the token).\n");
+                return 0;
+            }
+            fprintf(stderr, "tds-fetcher: auth status: unexpected argument '%s'\n", argv[2]);
+            return 2;
+        }
         PGconn *db = connect_db(env);
         if (!db)
             return 1;
@@ -815,7 +829,9 @@ static int cmd_auth(int argc, char **argv, const struct tds_cli_env *env)
             ssize_t n = getline(&line, &line_cap, stdin);
             while (n > 0 && isspace((unsigned char)line[n - 1]))
                 line[--n] = '\0';
-            code = line ? line : "";
+            /* at the end of input getline may have allocated line and left
+             * it unwritten: its bytes were taken for the code */
+            code = line && n > 0 ? line : "";
             while (isspace((unsigned char)*code))
                 code++;
             if (!*code) {

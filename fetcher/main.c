@@ -29,6 +29,7 @@
 #include "metrics.h"
 #include "msg.h"
 #include "owner.h"
+#include "pg.h"
 #include "schedule.h"
 #include "schema_version.h"
 #include "stage.h"
@@ -351,6 +352,11 @@ int main(int argc, char **argv)
         tds_config_free(config_table, N_CONFIG, &a.cfg);
         return 0;
     }
+    if (tds_pg_url_check(a.cfg.database_url, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tds-fetcher: invalid TDS_DATABASE_URL: %s\n", err);
+        tds_config_free(config_table, N_CONFIG, &a.cfg);
+        return 2;
+    }
     if (tds_orgs_load_api(a.cfg.config, &a.orgs, err, sizeof(err)) != 0) {
         fprintf(stderr, "tds-fetcher: invalid TDS_CONFIG: %s\n", err);
         tds_config_free(config_table, N_CONFIG, &a.cfg);
@@ -387,10 +393,14 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
+    if ((rc = tds_events_new(&a.events, a.bus, "fetcher", a.cfg.events)) != 0) {
+        tds_error("could not bind TDS_EVENTS_BIND '%s': %s", a.cfg.events,
+                  rc < 0 ? zmq_strerror(-rc) : "invalid");
+        goto out;
+    }
     if ((rc = tds_bus_sock_new(a.bus, ZMQ_PUSH, &bopts, &a.push)) < 0 ||
         (rc = tds_bus_sock_new(a.bus, ZMQ_SUB, &bopts, &a.sub)) < 0 ||
         (rc = tds_bus_sock_new(a.bus, ZMQ_PULL, &bopts, &a.pull)) < 0 ||
-        (rc = tds_events_new(&a.events, a.bus, "fetcher", a.cfg.events)) < 0 ||
         (rc = tds_store_new(&a.store, a.cfg.database_url, "tds-fetcher")) < 0 ||
         (rc = tds_http_new(&a.http, a.loop, &hcfg)) < 0) {
         tds_error("could not start: %s", strerror(-rc));

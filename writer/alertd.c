@@ -1797,8 +1797,9 @@ int tds_alertd_cli(const char *database_url, int argc, char **argv, FILE *out)
         return 2;
     }
     c = tds_pg_connect(database_url, "tds-writer alerts", err, sizeof(err));
-    if (!c) {
+    if (!c || tds_pg_schema_check(c, err, sizeof(err)) != 0) {
         fprintf(stderr, "tds-writer: %s\n", err);
+        PQfinish(c);
         return 1;
     }
     rc = list ? tds_alertd_cmd_list(c, all, out, err, sizeof(err))

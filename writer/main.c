@@ -833,8 +833,9 @@ static int cmd_status(struct app *app)
     PGconn *c = tds_pg_connect(app->cfg.database_url, "tds-writer status", err, sizeof(err));
     int rc;
 
-    if (!c) {
+    if (!c || tds_pg_schema_check(c, err, sizeof(err)) != 0) {
         fprintf(stderr, "tds-writer: %s\n", err);
+        PQfinish(c);
         return 1;
     }
     tds_apply_quiet(c);
@@ -1005,6 +1006,14 @@ int main(int argc, char **argv)
         tds_config_print(config_table, N_CONFIG, &app.cfg, stdout);
         tds_config_free(config_table, N_CONFIG, &app.cfg);
         return 0;
+    }
+    {
+        char perr[256];
+        if (tds_pg_url_check(app.cfg.database_url, perr, sizeof(perr)) != 0) {
+            fprintf(stderr, "tds-writer: invalid TDS_DATABASE_URL: %s\n", perr);
+            tds_config_free(config_table, N_CONFIG, &app.cfg);
+            return 2;
+        }
     }
     if (cmd && strcmp(cmd, "migrate") == 0)
         rc = cmd_migrate(&app);

@@ -404,6 +404,39 @@ def test_bad_config_is_one_line(procs):
     assert "TDS_DATABASE_URL=********" in r.stdout and "pw" not in r.stdout
 
 
+def test_commands_say_what_is_wrong_with_the_database_in_one_line(procs, db, tmp_path):
+    """A TDS_DATABASE_URL libpq cannot read let the writer and the fetcher
+    start and retry it for ever (ready never, alive always); it now stops
+    start-up, as any bad setting does. The commands that read the schema
+    printed libpq's three lines ("relation ... does not exist", LINE 1, ^)
+    on a database never migrated; they now say to run the migration."""
+    cfg = tmp_path / "orgs.json"
+    cfg.write_text(json.dumps({"organizations": [
+        {"org_id": "60001", "client_id": "c", "client_secret": "s"}]}))
+    for stage in ("tds-writer", "tds-fetcher"):
+        for url, why in (("host=127.0.0.1 garbage=1", 'invalid connection option "garbage"'),
+                         ("postgresql://u@h/d?nosuch=1", 'invalid URI query parameter: "nosuch"')):
+            r = procs.run(stage, [], env={"TDS_DATABASE_URL": url, "TDS_CONFIG": str(cfg),
+                                          "TDS_ADMIN_LISTEN": "127.0.0.1:0"},
+                          check=False, timeout=30)
+            assert r.returncode == 2, (stage, r.returncode, r.stderr[-1000:])
+            assert r.stderr.count("\n") == 1 and f"{stage}: invalid TDS_DATABASE_URL: " \
+                in r.stderr and why in r.stderr, (stage, r.stderr)
+    env = {"TDS_DATABASE_URL": db.dsn, "TDS_CONFIG": str(cfg)}
+    for stage, args in (("tds-writer", ["status"]), ("tds-writer", ["alerts", "list"]),
+                        ("tds-fetcher", ["auth", "status"]),
+                        ("tds-fetcher", ["sync", "--org", "60001"])):
+        r = procs.run(stage, args, env=env, check=False, timeout=30)
+        assert r.returncode == 1, (stage, args, r.returncode, r.stdout, r.stderr)
+        assert r.stderr == f"{stage}: the database has no tds schema yet: run `tds-writer " \
+            "migrate` first (the writer also applies it at start)\n", (stage, args, r.stderr)
+        assert r.stdout == "", (stage, args, r.stdout)
+    r = procs.run("tds-fetcher", ["auth", "status", "--help"], env=env, check=False)
+    assert r.returncode == 0 and r.stdout.startswith("usage: tds-fetcher auth status"), r
+    r = procs.run("tds-fetcher", ["auth", "status", "now"], env=env, check=False)
+    assert r.returncode == 2 and "unexpected argument 'now'" in r.stderr, r
+
+
 def test_a_bad_organizations_file_does_not_print_its_secrets(procs, db, tmp_path):
     """The alert engine reads TDS_CONFIG for each organization's schedule; a
     syntax error inside an inline secret used to be reported with the
