@@ -325,6 +325,20 @@ def test_down_forgets_the_admin_ports(tmp_path):
     assert not list(run.glob("*.admin")), list(run.glob("*.admin"))
 
 
+def test_down_says_what_it_was_given_wrong(tmp_path):
+    """`down --state` without a folder printed "$2: unbound variable" for
+    ever (no set -e: the shift failed and the loop never ended); `down` of a
+    folder that does not exist said "stopped; state kept in" it."""
+    down = os.path.join(ROOT, "deploy/local/down")
+    for args in (["--state"], ["--clean", "--state"]):
+        r = subprocess.run([down, *args], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2 and "--state wants a folder" in r.stderr, r
+        assert r.stdout == "" and r.stderr.count("\n") == 1, r
+    r = _down(tmp_path / "nowhere")
+    assert r.returncode == 0 and "nothing to stop: no state folder at" in r.stdout, r
+    assert not (tmp_path / "nowhere").exists()
+
+
 @pytest.fixture(scope="module")
 def local_pg():
     """start_postgres's cluster in a state folder whose path holds spaces,
