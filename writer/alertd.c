@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <arpa/inet.h>
 
 #include "alerts.h"
@@ -187,6 +188,12 @@ static int load_orgs(struct tds_alertd *d, char *err, size_t errlen)
 
     if (!d->orgs_file || !d->orgs_file[0])
         return 0;
+    /* jansson reads a folder as an empty file ("'[' or '{' expected") */
+    struct stat st;
+    if (stat(d->orgs_file, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "invalid TDS_CONFIG: '%s': a folder, not a file", d->orgs_file);
+        return TDS_E_INVALID;
+    }
     root = json_load_file(d->orgs_file, 0, &je);
     if (!root) {
         tds_config_json_error_clean(je.text);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "util.h"
 
@@ -154,13 +155,23 @@ static int json_rule(struct tds_alert_rule *rule, json_t *o, const char *path, c
 int tds_alert_rules_load_json(struct tds_alert_rules *r, const char *path, char *err, size_t errlen)
 {
     json_error_t je;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je), *rules, *v;
+    struct stat st;
+    json_t *root, *rules, *v;
     const char *k;
     int rc = 0;
 
+    /* jansson reads a folder as an empty file ("'[' or '{' expected") */
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "invalid TDS_ALERT_RULES file '%s': a folder, not a file", path);
+        return TDS_E_INVALID;
+    }
+    root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
-        snprintf(err, errlen, "invalid TDS_ALERT_RULES file '%s': %s (line %d)", path, je.text,
-                 je.line);
+        if (je.line > 0)
+            snprintf(err, errlen, "invalid TDS_ALERT_RULES file '%s': %s (line %d)", path, je.text,
+                     je.line);
+        else /* could not open or read it: no line to point at */
+            snprintf(err, errlen, "invalid TDS_ALERT_RULES file '%s': %s", path, je.text);
         return TDS_E_INVALID;
     }
     rules = json_object_get(root, "rules");

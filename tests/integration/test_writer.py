@@ -402,6 +402,19 @@ def test_bad_config_is_one_line(procs):
     env.pop("TDS_DATABASE_URL", None)
     r = procs.run("tds-writer", ["--print-config"], env={"TDS_DATABASE_URL": "postgresql://u:pw@h/d"})
     assert "TDS_DATABASE_URL=********" in r.stdout and "pw" not in r.stdout
+    # files that cannot be read: said as such ("(line -1)"; a folder was
+    # "'[' or '{' expected near end of file")
+    folder = os.path.dirname(os.path.abspath(__file__))
+    for var, path, why in (("TDS_ALERT_RULES", "/nonexistent/rules.json",
+                            "unable to open /nonexistent/rules.json: No such file or directory"),
+                           ("TDS_ALERT_RULES", folder, "a folder, not a file"),
+                           ("TDS_CONFIG", folder, "a folder, not a file")):
+        r = procs.run("tds-writer", [], env={"TDS_DATABASE_URL": "postgresql://x@127.0.0.1:1/x",
+                                             "TDS_ADMIN_LISTEN": "127.0.0.1:0", var: path},
+                      check=False, timeout=30)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, (var, path, r.stderr)
+        assert f"invalid {var}" in r.stderr and why in r.stderr and "line -1" not in r.stderr, \
+            (var, path, r.stderr)
 
 
 def test_commands_say_what_is_wrong_with_the_database_in_one_line(procs, db, tmp_path):
