@@ -975,6 +975,13 @@ int main(int argc, char **argv)
         cmd = argv[optind++];
     if (cmd && strcmp(cmd, "events") == 0)
         return tds_evtail_main(argc - optind, argv + optind, stdout);
+    /* `tds-writer status --help`, `alerts --help`, `alerts list -h`: the help */
+    for (int i = optind; cmd && i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            tds_stage_usage(&stage, stdout);
+            return 0;
+        }
+    }
     if (optind < argc && (!cmd || strcmp(cmd, "alerts") != 0)) {
         fprintf(stderr, "tds-writer: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;

@@ -402,6 +402,9 @@ def test_bad_config_is_one_line(procs):
     env.pop("TDS_DATABASE_URL", None)
     r = procs.run("tds-writer", ["--print-config"], env={"TDS_DATABASE_URL": "postgresql://u:pw@h/d"})
     assert "TDS_DATABASE_URL=********" in r.stdout and "pw" not in r.stdout
+    for args in (["status", "--help"], ["alerts", "--help"], ["alerts", "list", "-h"]):
+        r = procs.run("tds-writer", args, check=False)   # was "unexpected argument", exit 2
+        assert r.returncode == 0 and r.stdout.startswith("Usage: tds-writer"), (args, r)
     # files that cannot be read: said as such ("(line -1)"; a folder was
     # "'[' or '{' expected near end of file")
     folder = os.path.dirname(os.path.abspath(__file__))
