@@ -428,17 +428,15 @@ bool tds_pg_retryable(const PGresult *r, PGconn *c)
 
 int tds_pg_url_check(const char *url, char *err, size_t errlen)
 {
-    char *msg = NULL;
-    PQconninfoOption *o = PQconninfoParse(url, &msg);
+    static const char cut[] = "invalid connection string: ";
+    char msg[512];
 
-    if (o) {
-        PQconninfoFree(o);
+    /* as the connect judges it: a plain database name is one, and the
+     * message keeps no quoted part that may be the password */
+    if (!conninfo_invalid(url, msg, sizeof(msg)))
         return 0;
-    }
-    snprintf(err, errlen, "%s", msg ? msg : "out of memory");
-    for (size_t n = strlen(err); n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '); n--)
-        err[n - 1] = '\0';
-    PQfreemem(msg);
+    const char *p = strstr(msg, cut);
+    snprintf(err, errlen, "%s", p ? p + sizeof(cut) - 1 : msg);
     return -1;
 }
 

@@ -40,9 +40,10 @@ PGconn *tds_pg_connect_start(const char *conninfo, const char *app_name, const c
 int tds_pg_connect_poll(PGconn *c, PostgresPollingStatusType *want, char *err, size_t errlen);
 /* True when the connection is usable (CONNECTION_OK and not in a failed state). */
 bool tds_pg_ok(PGconn *c);
-/* 0 when libpq can read url (a URI or key=value string with known keys),
- * else -1 with libpq's reason in err. Values (sslmode=bogus) are judged only
- * at connect. */
+/* 0 when libpq can read url (a URI or key=value string with known keys, or
+ * a plain database name), else -1 with libpq's reason in err, its quoted
+ * parts hidden (they may be the password). Values (sslmode=bogus) are judged
+ * only at connect. */
 int tds_pg_url_check(const char *url, char *err, size_t errlen);
 /* 0 when the database holds the pipeline's schema (tds.schema_migrations),
  * else -1 with one line in err: what to run, or the query's failure. For the

@@ -303,8 +303,11 @@ struct org_rt {
     bool no_bulk;        /* GET /itemdetails refused as unknown, or without stock
                           * sites (no_bulk_sites): item by item */
     bool no_bulk_sites;  /* no_bulk for want of stock sites in GET /itemdetails */
-    bool sites_absent;   /* GET /items/{id} has none either: GET /itemdetails
-                          * is taken as it is (lacks_stock not asked) */
+    int sites_none;      /* since: GET /items/{id} answers of inventory items
+                          * without stock sites, while none had them */
+    bool sites_seen;     /* since: one GET /items/{id} answer had them */
+    bool sites_absent;   /* SITES_NONE_ENOUGH such answers and none with
+                          * them: GET /itemdetails taken as it is */
     bool sites_hinted;   /* the stock_sites hint was logged */
     int64_t sites_check_ms; /* next look for item stock by location (monotonic) */
     int64_t next_stock_ms;  /* next look at tds.stock_refresh (monotonic) */
@@ -1069,10 +1072,32 @@ static bool batch_flush_due(const struct batch *b)
 /* A page's observed time is the earliest send among its requests: no record
  * in it is older than that moment (the writer orders two versions with the
  * same modified_time by it). */
+/* A clock this far ahead of Zoho's is worth a warning (the cursors are
+ * right either way). */
+#define CLOCK_AHEAD_WARN_S 60
+
+/* When an answer's records were seen, as the page's fetched_ms (the rows'
+ * observed_at): the call's sending by this host's clock, or by Zoho's
+ * (its Date, at the earliest) where this host runs over CLOCK_AHEAD_WARN_S
+ * ahead of it. observed_at is compared with Zoho's modified_time: by the
+ * triggers that queue an item's stock when a document moved it after the
+ * item was seen (a minute of slack, migration 027), which a lead past that
+ * minute kept from queueing the documents made within it (their stock
+ * stale until the daily reconciliation); by the writer's cap of a
+ * webhook's observed_at. */
+static int64_t answer_observed_ms(const struct tds_api_result *res)
+{
+    int64_t ms = res->sent_wall_ms;
+    if (ms > 0 && res->zoho_sent_s >= 0 && ms - res->zoho_sent_s * 1000 > CLOCK_AHEAD_WARN_S * 1000)
+        ms = res->zoho_sent_s * 1000;
+    return ms;
+}
+
 static void batch_observed(struct batch *b, const struct tds_api_result *res)
 {
-    if (res->sent_wall_ms > 0 && (b->observed_ms == 0 || res->sent_wall_ms < b->observed_ms))
-        b->observed_ms = res->sent_wall_ms;
+    int64_t ms = answer_observed_ms(res);
+    if (ms > 0 && (b->observed_ms == 0 || ms < b->observed_ms))
+        b->observed_ms = ms;
 }
 
 struct dcall {
@@ -1098,7 +1123,13 @@ static int batch_refuse(struct batch *b, char *id, const char *why)
     return 0;
 }
 
-static bool lacks_stock(const char *rec, size_t len);
+static int stock_sites(const char *rec, size_t len);
+
+/* GET /items/{id} answers of inventory items without stock sites, and none
+ * with them, that tell an organization keeps no stock per site: one odd
+ * item does not (its batch answers, taken as they are, would delete the
+ * stock rows of every item). */
+#define SITES_NONE_ENOUGH 10
 
 static void on_detail(const struct tds_api_result *res, void *ud)
 {
@@ -1122,15 +1153,20 @@ static void on_detail(const struct tds_api_result *res, void *ud)
                 if (copy) {
                     memcpy(copy, res->body + sp.off, sp.len);
                     copy[sp.len] = '\0';
-                    if (r->o->no_bulk_sites && strcmp(r->e->name, "items") == 0 &&
-                        lacks_stock(copy, sp.len)) {
-                        /* The item's own detail has no stock site either:
+                    int sites = r->o->no_bulk_sites && !r->o->sites_seen &&
+                                        strcmp(r->e->name, "items") == 0
+                                    ? stock_sites(copy, sp.len)
+                                    : -1;
+                    if (sites == 1)
+                        r->o->sites_seen = true; /* item by item, for good */
+                    if (sites == 0 && ++r->o->sites_none >= SITES_NONE_ENOUGH) {
+                        /* The items' own details have no stock site either:
                          * so the organization keeps none per site, and its
                          * batch answers are whole after all. */
                         tds_log(TDS_LOG_WARN, &r->o->lctx,
-                                "GET /items/%s has no stock per site either: back to GET "
-                                "/itemdetails, its answers taken as they are",
-                                dc->id ? dc->id : "?");
+                                "GET /items/{id} of %d items has no stock per site either: back "
+                                "to GET /itemdetails, its answers taken as they are",
+                                r->o->sites_none);
                         r->o->no_bulk = r->o->no_bulk_sites = false;
                         r->o->sites_absent = true;
                     }
@@ -1449,7 +1485,9 @@ static size_t hand_to_detail(struct batch *b, struct bcall *bc)
  * such a detail deletes every stock row of its item. Only an item whose
  * item_type says "inventory" is taken to keep stock: a record that does
  * not say so never switches an organization to a call per item. */
-static bool lacks_stock(const char *rec, size_t len)
+/* -1: not an item that keeps stock (says nothing), 0: one without a stock
+ * site array, 1: one with (empty or not). */
+static int stock_sites(const char *rec, size_t len)
 {
     static const char *const keys[] = {"locations", "warehouses"};
     struct tds_span sp;
@@ -1457,11 +1495,16 @@ static bool lacks_stock(const char *rec, size_t len)
 
     if (tds_json_scalar(rec, len, "item_type", type, sizeof(type)) != 0 ||
         strcmp(type, "inventory") != 0)
-        return false;
+        return -1;
     for (size_t i = 0; i < TDS_ARRAY_SIZE(keys); i++)
         if (tds_json_member_span(rec, len, keys[i], &sp) == 0 && sp.len > 0 && rec[sp.off] == '[')
-            return false;
-    return true;
+            return 1;
+    return 0;
+}
+
+static bool lacks_stock(const char *rec, size_t len)
+{
+    return stock_sites(rec, len) == 0;
 }
 
 static int queue_bulk(struct batch *b, char **ids, size_t n, struct bsplit *sp);
@@ -2003,7 +2046,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
     r->pages_fetched++;
     r->records_fetched += (int64_t)n_keep;
     if (!reconcile && n_keep && !r->failed)
-        send_list_page(r, res->body, spans, keep, n_keep, res->sent_wall_ms);
+        send_list_page(r, res->body, spans, keep, n_keep, answer_observed_ms(res));
     /* which records need their detail: new, changed or only in list form
      * compared with the database. In a reconciliation too: a delete during a
      * walk shifts the pages it has not read, so a full walk can leave a
@@ -2173,10 +2216,6 @@ static void confirm_next(struct run *r)
             run_fail(r, "could not encode a delete page: %d", rc);
     }
 }
-
-/* A clock this far ahead of Zoho's is worth a warning (the cursors are
- * right either way). */
-#define CLOCK_AHEAD_WARN_S 60
 
 /* The run's start for its cursor: the earlier of this host's clock and
  * Zoho's (the Date of its first list answer), so that neither clock running
@@ -2630,7 +2669,7 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
         m.u.page.entity = (char *)fc->e->name;
         m.u.page.mode = (char *)"fetch";
         m.u.page.detail = true;
-        m.u.page.fetched_ms = res->sent_wall_ms;
+        m.u.page.fetched_ms = answer_observed_ms(res);
         int rc = id ? deliver(s, o, NULL, &m) : -ENOMEM;
         free(id);
         if (rc == 0) {

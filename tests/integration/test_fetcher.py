@@ -2915,12 +2915,52 @@ def test_itemdetails_without_stock_sites_is_not_taken_for_the_whole_item(procs, 
     assert "either" not in log, log[-2000:]
 
 
+def test_one_item_without_stock_sites_does_not_send_its_organization_back_to_batches(
+        procs, db, sim, tmp_path):
+    """Item by item because GET /itemdetails leaves the stock sites out, one
+    odd item whose own GET /items/{id} has none either sent the whole
+    organization back to batches, whose answers, taken as they are, deleted
+    the stock rows of every item they wrote (40 rows of 20 changed items in
+    a review's probe). One such answer among others that have sites tells
+    nothing: the organization stays item by item."""
+    s = sim(orgs=["id=60001,tz=+0300,stock=warehouses,product=inventory,"
+                  "items=60,groups=2,contacts=5,invoices=5,salesorders=5,warehouses=2"],
+            extra_args=["--rate-per-min", "100000", "--daily-limit", "0",
+                        "--itemdetails-stock", "no"])
+    truth = s.truth("60001", "items")["records"]
+    odd = next(r["item_id"] for r in truth if r.get("item_type") == "inventory"
+               and r.get("warehouses"))
+    s.faults(nostock_id=odd)
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=100000)])
+    f = p.start_fetcher()
+    p.sync("60001", "items", "full")
+    want = {r["item_id"]: len(r.get("warehouses") or []) for r in truth}
+    got = dict(db.query("SELECT item_id, count(*) FROM zoho.item_stock WHERE org_id = '60001' "
+                        "GROUP BY 1"))
+    assert got.get(odd, 0) == 0   # its own detail, the authority, has none
+    assert {k: v for k, v in got.items() if k != odd} == \
+        {k: v for k, v in want.items() if k != odd and v}, got
+    s.mutate("60001", "items", update=20)
+    s.reset_stats()
+    p.sync("60001", "items", "incremental")
+    st = s.stats()["orgs"]["60001"]["endpoints"]
+    assert st["itemdetails"] == 0 and st["items.detail"] == 20, st
+    truth = s.truth("60001", "items")["records"]
+    want = {r["item_id"]: len(r.get("warehouses") or []) for r in truth}
+    got = dict(db.query("SELECT item_id, count(*) FROM zoho.item_stock WHERE org_id = '60001' "
+                        "GROUP BY 1"))
+    assert {k: v for k, v in got.items() if k != odd} == \
+        {k: v for k, v in want.items() if k != odd and v}, got
+    assert "either" not in f.stderr_text()
+
+
 def test_items_of_an_organization_with_no_stock_sites_go_back_to_batches(procs, db, sim, tmp_path):
     """Where GET /items/{id} has no stock site either (simulator
-    --itemdetails-stock never), asking item by item gains nothing: the first
-    such answer sends the organization back to GET /itemdetails, whose
-    answers are then taken as they are, with one warning; its items were
-    otherwise asked one call each, for good (100 times the calls)."""
+    --itemdetails-stock never), asking item by item gains nothing: 10 such
+    answers and none with a site send the organization back to GET
+    /itemdetails, whose answers are then taken as they are, with one
+    warning; its items were otherwise asked one call each, for good (100
+    times the calls)."""
     s = sim(orgs=["id=60001,tz=+0300,stock=warehouses,product=books,"
                   "items=150,groups=2,contacts=5,invoices=5,salesorders=5,warehouses=2"],
             extra_args=["--rate-per-min", "100000", "--daily-limit", "0",
@@ -2931,9 +2971,9 @@ def test_items_of_an_organization_with_no_stock_sites_go_back_to_batches(procs, 
     runs = p.sync("60001", "items", "full")
     assert runs[0]["records_walked"] == 150, runs
     st = s.stats()["orgs"]["60001"]["endpoints"]
-    # both batch calls go at once; their items asked one by one until the
-    # first single answer comes back (all 150 may be queued by then)
-    assert st["itemdetails"] <= 2 and 1 <= st["items.detail"] <= 150, st
+    # both batch calls go at once; their items asked one by one until 10
+    # single answers came back (all 150 may be queued by then)
+    assert st["itemdetails"] <= 2 and 10 <= st["items.detail"] <= 150, st
     assert db.query("SELECT count(*), count(*) FILTER (WHERE is_detail) FROM zoho.items "
                     "WHERE org_id = '60001' AND deleted_at IS NULL") == [(150, 150)]
     assert db.query("SELECT count(*) FROM zoho.item_stock WHERE org_id = '60001'") == [(0,)]
@@ -3557,6 +3597,35 @@ def test_items_whose_stock_documents_moved_are_fetched_again(procs, db, sim, tmp
     assert db.query("SELECT cursor, last_run_id, last_success_at FROM tds.sync_state "
                     "WHERE org_id = '60001' AND entity = 'items'") == state
     assert "whose stock documents moved" in f.stderr_text()
+
+
+def test_stock_follows_documents_with_this_host_ahead_of_zoho(procs, db, sim, tmp_path):
+    """The triggers queue an item's stock when a document changed after the
+    item was seen: its observed_at (when the page was fetched) before the
+    document's modified_time plus a minute. The first is this host's clock,
+    the second Zoho's: with this host 3 minutes ahead (simulator
+    --clock-offset -180), documents changed within 2 minutes of the items'
+    fetch queued nothing, and their stock stayed stale until the daily
+    reconciliation. Where this host runs over a minute ahead, pages are
+    now observed by Zoho's clock (the answer's Date)."""
+    s = sim(orgs=[small_org()], extra_args=["--rate-per-min", "100000", "--daily-limit", "0",
+                                            "--clock-offset", "-180"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=100000)],
+                 fetcher_env={"TDS_FETCHER_STOCK_MS": "1000"})
+    f = p.start_fetcher()
+    for ent in ("warehouses", "items", "invoices", "sales_orders"):
+        p.sync("60001", ent, "full")
+    assert _stock_rows(db, "60001") == _truth_stock(s, "60001")
+    ahead = db.query("SELECT extract(epoch FROM now() - max(observed_at)) FROM zoho.items "
+                     "WHERE org_id = '60001'")[0][0]
+    before = _stock_rows(db, "60001")
+    moved = set(s.mutate("60001", "invoices", update=4, moves_stock=True)["stock_moved"])
+    assert moved and _truth_stock(s, "60001") != before
+    p.sync("60001", "invoices", "incremental")
+    wait_until(lambda: _stock_rows(db, "60001") == _truth_stock(s, "60001"), timeout=30,
+               what="the stock rows to follow the documents")
+    assert 170 <= ahead <= 240, ahead   # the items seen by Zoho's clock, a little early
+    assert "s ahead of Zoho's" in f.stderr_text()
 
 
 def test_a_walk_of_the_items_fetches_those_whose_listed_stock_moved(procs, db, sim, tmp_path):

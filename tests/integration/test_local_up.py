@@ -339,6 +339,33 @@ def test_down_says_what_it_was_given_wrong(tmp_path):
     assert not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a cluster outside the state folder is root's case")
+def test_down_stops_a_cluster_kept_outside_a_state_folder_that_is_gone():
+    """As root, a state folder the postgres account cannot enter keeps its
+    cluster under /var/lib/postgresql/tds-local/ (lib.sh pg_home): with the
+    state folder removed by hand, down must still stop and --clean remove
+    that cluster, not say there is nothing to stop."""
+    top = tempfile.mkdtemp(prefix="tds-local-")   # 0700: postgres cannot enter
+    state = os.path.join(top, "state")
+    os.makedirs(os.path.join(state, "logs"))
+    home = _lib("pg_home", state).stdout.strip()
+    assert home.startswith("/var/lib/postgresql/tds-local/"), home
+    try:
+        r = _lib("start_postgres", state, free_port(), check=False)
+        assert r.returncode == 0, r.stderr
+        pid = int(open(os.path.join(home, "pg", "postmaster.pid")).readline())
+        shutil.rmtree(top)
+        r = _down(state, "--clean")
+        assert r.returncode == 0 and "nothing to stop" not in r.stdout, r
+        assert not os.path.exists(home)
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 10, "the cluster stopped")
+    finally:
+        if os.path.exists(os.path.join(home, "pg", "PG_VERSION")):
+            _lib("stop_postgres", state, check=False)
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(top, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def local_pg():
     """start_postgres's cluster in a state folder whose path holds spaces,

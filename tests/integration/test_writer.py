@@ -431,13 +431,20 @@ def test_commands_say_what_is_wrong_with_the_database_in_one_line(procs, db, tmp
         {"org_id": "60001", "client_id": "c", "client_secret": "s"}]}))
     for stage in ("tds-writer", "tds-fetcher"):
         for url, why in (("host=127.0.0.1 garbage=1", 'invalid connection option "garbage"'),
-                         ("postgresql://u@h/d?nosuch=1", 'invalid URI query parameter: "nosuch"')):
+                         ("postgresql://u:s3cr%et@h/d", 'invalid percent-encoded token: "..."'),
+                         ("host=h password=abc hunter2", 'missing "..." after "..."')):
             r = procs.run(stage, [], env={"TDS_DATABASE_URL": url, "TDS_CONFIG": str(cfg),
                                           "TDS_ADMIN_LISTEN": "127.0.0.1:0"},
                           check=False, timeout=30)
             assert r.returncode == 2, (stage, r.returncode, r.stderr[-1000:])
             assert r.stderr.count("\n") == 1 and f"{stage}: invalid TDS_DATABASE_URL: " \
                 in r.stderr and why in r.stderr, (stage, r.stderr)
+            assert "s3cr" not in r.stderr and "hunter2" not in r.stderr, r.stderr
+    # a plain database name is one (libpq's PGHOST and the like say where)
+    pgenv = {"PGHOST": "127.0.0.1", "PGPORT": str(db.cluster.port), "PGUSER": db.cluster.superuser}
+    r = procs.run("tds-writer", ["status"], env=dict(pgenv, TDS_DATABASE_URL=db.name), check=False,
+                  timeout=30)
+    assert r.returncode == 1 and "run `tds-writer migrate` first" in r.stderr, r.stderr
     env = {"TDS_DATABASE_URL": db.dsn, "TDS_CONFIG": str(cfg)}
     for stage, args in (("tds-writer", ["status"]), ("tds-writer", ["alerts", "list"]),
                         ("tds-fetcher", ["auth", "status"]),

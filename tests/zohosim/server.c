@@ -476,7 +476,10 @@ static void api_detail(struct api *a, enum zs_ent e, const char *id, bool as_loc
         zs_jw_kint(&w, "code", 0);
         zs_jw_kstr(&w, "message", "success");
         zs_jw_key(&w, as_location ? "location" : zs_ent_detail_key(e));
-        if (e == ZS_ITEMS && a->s->cfg.item_no_stock)
+        struct zs_faults f = {0};
+        if (e == ZS_ITEMS && !a->s->cfg.item_no_stock)
+            zs_sim_get_faults(a->s, &f);
+        if (e == ZS_ITEMS && (a->s->cfg.item_no_stock || csv_has(f.nostock_id, id, strlen(id))))
             zs_render_item_without_stock(&w, o, r);
         else
             zs_render(&w, o, e, r, true, as_location);
@@ -1301,6 +1304,9 @@ static void ctl_faults(struct zs_sim *s, json_t *j, struct reply *r)
         snprintf(f->refuse_id, sizeof(f->refuse_id), "%s", json_string_value(ri));
     f->refuse_status = (int)jint(j, "refuse_status", f->refuse_status);
     f->html404_itemdetails = jint(j, "html404_itemdetails", f->html404_itemdetails);
+    json_t *ni = json_object_get(j, "nostock_id");
+    if (json_is_string(ni))
+        snprintf(f->nostock_id, sizeof(f->nostock_id), "%s", json_string_value(ni));
     json_t *th = json_object_get(j, "token_hang");
     if (json_is_true(th))
         f->token_hang_ms = 30000;

@@ -46,6 +46,8 @@ struct zs_faults {
     int refuse_status;       /* commas): records Zoho cannot serve, under HTTP 400 (code 2),
                               * 500 (code 1000) or 200 (code 0, no record) */
     int64_t html404_itemdetails; /* the next N GET /itemdetails get a proxy's HTML 404 page */
+    char nostock_id[160];    /* these items' own GET /items/{id} leave their stock sites out
+                              * ("" none; ids separated by commas) */
 };
 
 struct zs_stream {
