@@ -1072,32 +1072,10 @@ static bool batch_flush_due(const struct batch *b)
 /* A page's observed time is the earliest send among its requests: no record
  * in it is older than that moment (the writer orders two versions with the
  * same modified_time by it). */
-/* A clock this far ahead of Zoho's is worth a warning (the cursors are
- * right either way). */
-#define CLOCK_AHEAD_WARN_S 60
-
-/* When an answer's records were seen, as the page's fetched_ms (the rows'
- * observed_at): the call's sending by this host's clock, or by Zoho's
- * (its Date, at the earliest) where this host runs over CLOCK_AHEAD_WARN_S
- * ahead of it. observed_at is compared with Zoho's modified_time: by the
- * triggers that queue an item's stock when a document moved it after the
- * item was seen (a minute of slack, migration 027), which a lead past that
- * minute kept from queueing the documents made within it (their stock
- * stale until the daily reconciliation); by the writer's cap of a
- * webhook's observed_at. */
-static int64_t answer_observed_ms(const struct tds_api_result *res)
-{
-    int64_t ms = res->sent_wall_ms;
-    if (ms > 0 && res->zoho_sent_s >= 0 && ms - res->zoho_sent_s * 1000 > CLOCK_AHEAD_WARN_S * 1000)
-        ms = res->zoho_sent_s * 1000;
-    return ms;
-}
-
 static void batch_observed(struct batch *b, const struct tds_api_result *res)
 {
-    int64_t ms = answer_observed_ms(res);
-    if (ms > 0 && (b->observed_ms == 0 || ms < b->observed_ms))
-        b->observed_ms = ms;
+    if (res->sent_wall_ms > 0 && (b->observed_ms == 0 || res->sent_wall_ms < b->observed_ms))
+        b->observed_ms = res->sent_wall_ms;
 }
 
 struct dcall {
@@ -2046,7 +2024,7 @@ static void on_list(const struct tds_api_result *res, void *ud)
     r->pages_fetched++;
     r->records_fetched += (int64_t)n_keep;
     if (!reconcile && n_keep && !r->failed)
-        send_list_page(r, res->body, spans, keep, n_keep, answer_observed_ms(res));
+        send_list_page(r, res->body, spans, keep, n_keep, res->sent_wall_ms);
     /* which records need their detail: new, changed or only in list form
      * compared with the database. In a reconciliation too: a delete during a
      * walk shifts the pages it has not read, so a full walk can leave a
@@ -2216,6 +2194,10 @@ static void confirm_next(struct run *r)
             run_fail(r, "could not encode a delete page: %d", rc);
     }
 }
+
+/* A clock this far ahead of Zoho's is worth a warning (the cursors are
+ * right either way). */
+#define CLOCK_AHEAD_WARN_S 60
 
 /* The run's start for its cursor: the earlier of this host's clock and
  * Zoho's (the Date of its first list answer), so that neither clock running
@@ -2669,7 +2651,7 @@ static void on_fetch(const struct tds_api_result *res, void *ud)
         m.u.page.entity = (char *)fc->e->name;
         m.u.page.mode = (char *)"fetch";
         m.u.page.detail = true;
-        m.u.page.fetched_ms = answer_observed_ms(res);
+        m.u.page.fetched_ms = res->sent_wall_ms;
         int rc = id ? deliver(s, o, NULL, &m) : -ENOMEM;
         free(id);
         if (rc == 0) {
