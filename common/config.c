@@ -595,9 +595,14 @@ bool tds_org_books(const struct tds_org *org)
     return org->product && strcmp(org->product, "books") == 0;
 }
 
+bool tds_org_product_has(const struct tds_org *org, const struct tds_entity *e)
+{
+    return (e->products & (tds_org_books(org) ? TDS_PRODUCT_BOOKS : TDS_PRODUCT_INVENTORY)) != 0;
+}
+
 bool tds_org_syncs(const struct tds_org *org, const struct tds_entity *e)
 {
-    if (!(e->products & (tds_org_books(org) ? TDS_PRODUCT_BOOKS : TDS_PRODUCT_INVENTORY)))
+    if (!tds_org_product_has(org, e))
         return false;
     if (org->n_entities == 0)
         return true;

@@ -96,6 +96,8 @@ bool tds_url_transport_ok(const char *url, bool allow_http);
 bool tds_org_books(const struct tds_org *org);
 
 struct tds_entity;
+/* Whether the organization's product (Inventory or Books) has entity e. */
+bool tds_org_product_has(const struct tds_org *org, const struct tds_entity *e);
 /* Whether the organization syncs entity e: its product has it, and its
  * "entities" (when given) name it. */
 bool tds_org_syncs(const struct tds_org *org, const struct tds_entity *e);

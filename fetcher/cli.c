@@ -384,7 +384,7 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
         }
         /* The request would close without a run ("no run"), exit 1. */
         if (!tds_sync_org_syncs(og, e)) {
-            if (!(e->products & (tds_org_books(og) ? TDS_PRODUCT_BOOKS : TDS_PRODUCT_INVENTORY)))
+            if (!tds_org_product_has(og, e))
                 fprintf(stderr, "tds-fetcher: sync: entity '%s' does not exist in Zoho %s\n", entity,
                         tds_org_books(og) ? "Books" : "Inventory");
             else

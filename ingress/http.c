@@ -845,7 +845,7 @@ static enum MHD_Result process_webhook(struct tds_http *h, struct req *r, const 
     if (!tds_org_syncs(r->org, w.entity)) {
         bool books = tds_org_books(r->org);
         char why[200];
-        if (!(w.entity->products & (books ? TDS_PRODUCT_BOOKS : TDS_PRODUCT_INVENTORY)))
+        if (!tds_org_product_has(r->org, w.entity))
             snprintf(why, sizeof(why), "%s do not exist in Zoho %s; remove that webhook in Zoho",
                      w.entity->name, books ? "Books" : "Inventory");
         else
