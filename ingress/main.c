@@ -515,6 +515,19 @@ static const char *journal_open_error(int r)
  * queue of 100,000 needed 50,000 (ingress/DESIGN.md, "Replay"). */
 #define REPLAY_HWM 1000
 
+/* The kernel's send buffer of replay's connections. Linux wakes a writer
+ * only once half of what it queued has gone: with its own default, grown to
+ * megabytes, a peer taking 200 small messages a second freed no room for
+ * more than REPLAY_STALL_MS, and replay gave up on a fetcher that was
+ * reading. */
+#define REPLAY_SNDBUF (64 * 1024)
+
+static int replay_sndbuf(struct tds_bus_sock *s)
+{
+    int v = REPLAY_SNDBUF;
+    return zmq_setsockopt(tds_bus_sock_raw(s), ZMQ_SNDBUF, &v, sizeof(v)) ? -errno : 0;
+}
+
 struct rentry {
     char *buf;
     size_t len;
@@ -719,6 +732,7 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
     if (r || (r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo_push, &push[1])) ||
         (r = tds_bus_sock_new(bus, ZMQ_PUSH, &bo_push, &push[2])) ||
         (r = tds_bus_sock_new(bus, ZMQ_SUB, &bo, &sub)) ||
+        (r = replay_sndbuf(push[1])) || (r = replay_sndbuf(push[2])) ||
         (r = tds_bus_connect(push[1], cfg->processor)) ||
         (r = tds_bus_connect(push[2], cfg->fetcher)) || (r = tds_bus_subscribe(sub, "")) ||
         (r = tds_bus_connect(sub, cfg->acks))) {
