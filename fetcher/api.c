@@ -75,6 +75,12 @@ struct tds_api {
 
     struct tds_series *m_quota, *m_seconds;
 
+    /* How far this host's clock runs ahead of Zoho's, in seconds: each
+     * answer with a Date bounds it from above (tds_api_clock_lead). */
+    int64_t lead_win_ms;           /* the current window's start (monotonic), 0: none */
+    int64_t lead_min, lead_prev;   /* the least bound in it, and in the window before */
+    bool lead_have_prev;
+
     /* Endpoints refused to a token that works (a missing scope): their calls
      * fail at once until retry_ms, then one is sent to ask again. */
     struct denial *denials;
@@ -96,6 +102,36 @@ struct denial {
 };
 
 static void pump(struct tds_api *a);
+
+/* A window of answers whose least bound on the clock lead is kept. */
+#define LEAD_WINDOW_MS (60 * 1000)
+
+/* bound: this host's clock when a call went out, rounded up, less Zoho's
+ * at the earliest then (its Date less the call's time): the lead is at most
+ * that. A slow call loosens the bound, never lowers it below the truth, so
+ * the least of a window's is the closest. */
+static void clock_lead_add(struct tds_api *a, int64_t now, int64_t bound)
+{
+    if (a->lead_win_ms && now - a->lead_win_ms < LEAD_WINDOW_MS) {
+        if (bound < a->lead_min)
+            a->lead_min = bound;
+        return;
+    }
+    if (a->lead_win_ms) {
+        a->lead_prev = a->lead_min;
+        a->lead_have_prev = true;
+    }
+    a->lead_win_ms = now ? now : 1;
+    a->lead_min = bound;
+}
+
+bool tds_api_clock_lead(const struct tds_api *a, int64_t *lead_s)
+{
+    if (!a->lead_win_ms)
+        return false;
+    *lead_s = a->lead_have_prev && a->lead_prev < a->lead_min ? a->lead_prev : a->lead_min;
+    return true;
+}
 
 static void call_free(struct call *c)
 {
@@ -635,6 +671,8 @@ static void on_done(const struct tds_http_resp *resp, void *ud)
     c->zoho_sent_s = resp->date_s >= 0 && llabs(resp->date_s - tds_wall_ms() / 1000) <= 86400
                          ? resp->date_s - (int64_t)resp->seconds - 1
                          : -1;
+    if (c->zoho_sent_s >= 0 && c->sent_wall_ms > 0)
+        clock_lead_add(a, now, (c->sent_wall_ms + 999) / 1000 - c->zoho_sent_s);
     struct tds_limiter_outcome o;
     tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
     if (cls == TDS_ZAPI_RATE_MINUTE)

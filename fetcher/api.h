@@ -105,5 +105,10 @@ size_t tds_api_running(const struct tds_api *a);
 int64_t tds_api_calls(const struct tds_api *a);
 /* True while the organization is paused for bad credentials. */
 int tds_api_paused(const struct tds_api *a);
+/* How many seconds this host's clock runs ahead of Zoho's (negative:
+ * behind), at most: the least bound the answers' Date headers of the last
+ * one to two minutes gave, a second or two over the truth on a synced host.
+ * False before any answer with a Date. */
+bool tds_api_clock_lead(const struct tds_api *a, int64_t *lead_s);
 
 #endif

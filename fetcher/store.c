@@ -853,6 +853,22 @@ int tds_store_quota_save(struct tds_store *s, const char *instance, const char *
     return 0;
 }
 
+int tds_store_clock_lead(struct tds_store *s, const char *org, const char *claim, int64_t lead_s)
+{
+    char l[32];
+    snprintf(l, sizeof(l), "%lld", (long long)lead_s);
+    const char *p[] = {org, claim, l};
+    PGresult *r = run(s,
+                      "UPDATE tds.quota_use SET clock_lead_s = $3, clock_lead_at = now() "
+                      "WHERE org_id = $1 AND claim = $2",
+                      3, p);
+    if (!r)
+        return -EIO;
+    bool updated = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return updated ? 0 : -ENOENT;
+}
+
 int tds_store_quota_claim(struct tds_store *s, const char *org, const char *instance,
                           const char *claim, bool *found, bool *stopped, int64_t *at_ms,
                           int64_t *next_ms, int64_t *pause_ms, int64_t *inflight, int64_t *done,

@@ -178,6 +178,10 @@ int tds_store_detail_attempts_prune(struct tds_store *s, const char *org);
  * organization whose row landed. 0 or -EIO. */
 int tds_store_quota_save(struct tds_store *s, const char *instance, const char *claim,
                          const char *rows_json, void (*saved)(void *ud, const char *org), void *ud);
+/* Records in org's row, where it holds `claim`, how many seconds this
+ * host's clock runs ahead of Zoho's (writer migration 028: the stock
+ * triggers' slack). 0; -ENOENT when no row holds the claim; -EIO. */
+int tds_store_clock_lead(struct tds_store *s, const char *org, const char *claim, int64_t lead_s);
 /* Reads org's row and, in the same statement, claims it for `instance` and
  * `claim`: the previous owner's writes stop landing. *found false when there
  * is none; *stopped when it is its owner's last record (no call of it

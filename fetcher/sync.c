@@ -330,6 +330,9 @@ struct org_rt {
     struct fetch_call *calls; /* asked of Zoho, not answered yet */
     struct tds_series *m_owned; /* tds_fetcher_org_owned{org}: 1 while o->owned */
     struct tds_series *m_every; /* tds_fetcher_incremental_interval_seconds{org} */
+    struct tds_series *m_lead;  /* tds_fetcher_clock_lead_seconds{org} */
+    bool lead_saved;            /* lead_saved_s is in its tds.quota_use row (since it was owned) */
+    int64_t lead_saved_s;
     struct tds_log_limit held_log; /* fetches refused while it is paused or the entity refused */
     struct tds_log_ctx lctx;
 };
@@ -3356,6 +3359,38 @@ static void quota_save(struct tds_sync *s, struct org_rt *only, bool last)
     free(text);
 }
 
+/* A change of the clock lead this small is not written again: the bound
+ * moves by a second or two with the calls' own times. */
+#define LEAD_SAVE_STEP_S 3
+
+/* The stock triggers (writer migration 028) compare an item's observed_at,
+ * this host's clock, with a document's modified_time, Zoho's: they add the
+ * lead recorded in the organization's tds.quota_use row to their slack, so a
+ * clock running ahead does not leave stock stale. Written when it moves, by
+ * the owner (its claim). */
+static void clock_lead_save(struct tds_sync *s)
+{
+    for (size_t i = 0; i < s->n_o; i++) {
+        struct org_rt *o = &s->o[i];
+        int64_t lead;
+        if (!o->owned || !o->quota_claimed || !o->api || !tds_api_clock_lead(o->api, &lead))
+            continue;
+        if (o->m_lead)
+            tds_series_set(o->m_lead, (double)lead);
+        if (o->lead_saved && llabs(lead - o->lead_saved_s) < LEAD_SAVE_STEP_S)
+            continue;
+        int rc = tds_store_clock_lead(s->store, o->org->org_id, s->claim, lead);
+        if (rc == -EIO)
+            tds_log_limited(&s->quota_log, TDS_LOG_WARN, &o->lctx,
+                            "could not record this host's clock lead in tds.quota_use: %s",
+                            tds_store_error(s->store));
+        if (rc != 0) /* -ENOENT: the row is not written yet, or another's now */
+            continue;
+        o->lead_saved = true;
+        o->lead_saved_s = lead;
+    }
+}
+
 /* Taking an organization over: read what the previous owner recorded and
  * claim its row in one statement (its later writes no longer land, so it
  * cannot renew its licence), start the limiter from it, then record this
@@ -3468,6 +3503,8 @@ static void on_tick(struct tds_loop *loop, void *ud)
             now - s->o[i].quota_claim_ms >= QUOTA_SAVE_MS)
             quota_take_over(&s->o[i]);
     quota_save(s, NULL, false);
+    if (!s->stopping)
+        clock_lead_save(s);
 }
 
 /* ---- lifecycle ---- */
@@ -3598,8 +3635,13 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
                 "The organization's incremental interval in use: the configured one, stretched "
                 "to fit the daily API budget (set while this fetcher owns it)",
                 "org=\"%s\"", oe);
+            o->m_lead = tds_metrics_getf(
+                metrics, TDS_GAUGE, "tds_fetcher_clock_lead_seconds",
+                "How far this host's clock runs ahead of Zoho's, at most (the Date of Zoho's "
+                "answers; negative: behind)",
+                "org=\"%s\"", oe);
             free(oe);
-            if (!o->m_owned || !o->m_every)
+            if (!o->m_owned || !o->m_every || !o->m_lead)
                 goto nomem;
         }
     }
@@ -3682,6 +3724,7 @@ void tds_sync_set_owned(struct tds_sync *s, const char *org, bool owned)
         return;
     o->owned = owned;
     o->quota_claimed = o->quota_seeded = o->quota_lost = false;
+    o->lead_saved = false;
     if (o->m_owned)
         tds_series_set(o->m_owned, owned ? 1 : 0);
     if (!owned) {

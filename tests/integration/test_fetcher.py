@@ -3599,6 +3599,37 @@ def test_items_whose_stock_documents_moved_are_fetched_again(procs, db, sim, tmp
     assert "whose stock documents moved" in f.stderr_text()
 
 
+def test_stock_follows_documents_with_this_host_clock_ahead_of_zoho(procs, db, sim, tmp_path):
+    """With this host's clock 180 s ahead of Zoho's, an item fetched now
+    carries an observed_at 180 s past any document Zoho changes in the next
+    two minutes, and the stock triggers' minute of slack queued none of them:
+    their stock rows stayed stale until the daily reconciliation. The fetcher
+    records its clock lead (the Date of Zoho's answers) in tds.quota_use and
+    the triggers add it to their slack (writer migration 028)."""
+    s = sim(orgs=[small_org()], extra_args=["--rate-per-min", "100000", "--daily-limit", "0",
+                                            "--clock-offset", "-180"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=100000)],
+                 fetcher_env={"TDS_FETCHER_STOCK_MS": "1000"})
+    p.start_fetcher()
+    for ent in ("warehouses", "invoices", "sales_orders", "items"):
+        p.sync("60001", ent, "full")
+    lead = db.query("SELECT clock_lead_s FROM tds.quota_use WHERE org_id = '60001'")
+    assert lead and lead[0][0] is not None and 180 <= lead[0][0] <= 184, lead
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.stock_refresh") == [(0,)], timeout=30,
+               what="tds.stock_refresh emptied")
+    assert _stock_rows(db, "60001") == _truth_stock(s, "60001")
+    before = _stock_rows(db, "60001")
+    # within the lead of the items' fetch, by Zoho's clock
+    moved = set(s.mutate("60001", "invoices", update=4, moves_stock=True)["stock_moved"])
+    moved |= set(s.mutate("60001", "sales_orders", update=2, moves_stock=True)["stock_moved"])
+    assert moved and _truth_stock(s, "60001") != before
+    p.sync("60001", "invoices", "incremental")
+    p.sync("60001", "sales_orders", "incremental")
+    wait_until(lambda: _stock_rows(db, "60001") == _truth_stock(s, "60001"), timeout=30,
+               what="the stock rows to follow the documents")
+    p.compare("60001", "items")
+
+
 def test_a_walk_of_the_items_fetches_those_whose_listed_stock_moved(procs, db, sim, tmp_path):
     """Stock moved by documents this service does not sync (a purchase
     receive, a bill, an adjustment, a transfer) leaves the items'

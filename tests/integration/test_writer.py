@@ -831,6 +831,66 @@ def test_documents_queue_the_stock_of_their_items(writer, db):
         [("invoices 300",), ("invoices 301",)]
 
 
+def test_a_fetcher_clock_ahead_of_zoho_widens_what_a_document_queues(writer, db):
+    """The stock triggers compare an item's observed_at (the fetcher host's
+    clock) with a document's modified_time (Zoho's), with a minute of slack.
+    The owning fetcher records how far its clock runs ahead of Zoho's in
+    tds.quota_use.clock_lead_s (migration 028) and the triggers add it: with
+    the host 180 s ahead, a document changed 150 s (by Zoho's clock) before
+    its items' version was seen by the host's is one the items may not count,
+    and queues them. Before, nothing was queued and their stock stayed stale
+    until the daily reconciliation. A lead below zero (the host behind) adds
+    nothing."""
+    import hashlib
+    now = int(time.time() * 1000)
+    stamp = lambda ms: datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc) \
+        .strftime("%Y-%m-%dT%H:%M:%S+0000")
+    src, frame = rows_msg(ORG, items_sets([item(ORG, i, stamp(now - 3_600_000), f"item {i}")
+                                           for i in ("41", "42")]),
+                          mode="fetch", received_ms=now)
+    writer.send(frame)
+    writer.wait_acked([src])
+
+    def invoice(doc_id, mtime_ms, items):
+        raw = json.dumps({"invoice_id": doc_id, "last_modified_time": stamp(mtime_ms),
+                          "line_items": [{"item_id": i} for i in items]}, sort_keys=True)
+        h = hashlib.sha256(raw.encode()).hexdigest()[:32]
+        sets = [rowset("invoices", DETAIL, ["org_id", "invoice_id", "modified_time", "raw",
+                                            "content_hash", "is_detail"],
+                       [[ORG, doc_id, stamp(mtime_ms), raw, h, "true"]]),
+                rowset("invoice_lines", CHILD, ["org_id", "invoice_id", "line_item_id",
+                                                "position", "item_id"],
+                       [[ORG, doc_id, f"{doc_id}-{k}", str(k + 1), i]
+                        for k, i in enumerate(items)])]
+        src, frame = rows_msg(ORG, sets, mode="fetch", entity="invoices", received_ms=now)
+        writer.send(frame)
+        writer.wait_acked([src])
+
+    def queued():
+        got = db.query("SELECT item_id FROM tds.stock_refresh ORDER BY 1")
+        db.execute("DELETE FROM tds.stock_refresh")
+        return [r[0] for r in got]
+
+    def lead(seconds):
+        db.execute("INSERT INTO tds.quota_use (org_id, instance, saved_at, in_flight, done_at, "
+                   "clock_lead_s) VALUES (%s, 'fetcher.t', now(), 0, '{}', %s) "
+                   "ON CONFLICT (org_id) DO UPDATE SET clock_lead_s = EXCLUDED.clock_lead_s",
+                   ORG, seconds)
+
+    # no lead recorded: the minute alone, and 150 s is past it
+    invoice("500", now - 150_000, ["41"])
+    assert queued() == []
+    lead(-30)
+    invoice("501", now - 150_000, ["41"])
+    assert queued() == []
+    lead(180)
+    invoice("502", now - 150_000, ["41", "42"])
+    assert queued() == ["41", "42"]
+    # a document older than the lead and the minute together: counted
+    invoice("503", now - 300_000, ["42"])
+    assert queued() == []
+
+
 def test_a_delete_is_undone_only_by_a_version_observed_after_it(writer, db):
     """A delete carries no modified_time: when it was observed orders it
     against versions. A version observed before the delete (a page fetched
