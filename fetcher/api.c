@@ -48,6 +48,10 @@ struct call {
     struct call *next, *prev;
 };
 
+/* The clock lead's windows: 10 s each, 60 kept (10 minutes). */
+#define LEAD_WINDOW_MS (10 * 1000)
+#define LEAD_WINDOWS 60
+
 struct tds_api {
     struct tds_loop *loop;
     struct tds_http *http;
@@ -76,10 +80,13 @@ struct tds_api {
     struct tds_series *m_quota, *m_seconds;
 
     /* How far this host's clock runs ahead of Zoho's, in seconds: each
-     * answer with a Date bounds it from above (tds_api_clock_lead). */
-    int64_t lead_win_ms;           /* the current window's start (monotonic), 0: none */
-    int64_t lead_min, lead_prev;   /* the least bound in it, and in the window before */
-    bool lead_have_prev;
+     * answer with a Date bounds it from above (tds_api_clock_lead). A ring
+     * of windows, each with the least bound its answers gave. */
+    struct {
+        int64_t start_ms; /* monotonic, 0: unused */
+        int64_t min;
+    } lead_win[LEAD_WINDOWS];
+    size_t lead_cur;
 
     /* Endpoints refused to a token that works (a missing scope): their calls
      * fail at once until retry_ms, then one is sent to ask again. */
@@ -103,33 +110,43 @@ struct denial {
 
 static void pump(struct tds_api *a);
 
-/* A window of answers whose least bound on the clock lead is kept. */
-#define LEAD_WINDOW_MS (60 * 1000)
-
 /* bound: this host's clock when a call went out, rounded up, less Zoho's
  * at the earliest then (its Date less the call's time): the lead is at most
  * that. A slow call loosens the bound, never lowers it below the truth, so
- * the least of a window's is the closest. */
-static void clock_lead_add(struct tds_api *a, int64_t now, int64_t bound)
+ * the least of a window's is the closest. floor: the lead is at least that
+ * (this host's clock then, less Zoho's at the latest, its Date and a
+ * second); one above the window's least bound means the lead grew (a clock
+ * stepped), and a new window starts with it at once. */
+static void clock_lead_add(struct tds_api *a, int64_t now, int64_t floor, int64_t bound)
 {
-    if (a->lead_win_ms && now - a->lead_win_ms < LEAD_WINDOW_MS) {
-        if (bound < a->lead_min)
-            a->lead_min = bound;
+    if (!now)
+        now = 1;
+    int64_t start = a->lead_win[a->lead_cur].start_ms;
+    if (start && now - start < LEAD_WINDOW_MS && floor <= a->lead_win[a->lead_cur].min) {
+        if (bound < a->lead_win[a->lead_cur].min)
+            a->lead_win[a->lead_cur].min = bound;
         return;
     }
-    if (a->lead_win_ms) {
-        a->lead_prev = a->lead_min;
-        a->lead_have_prev = true;
-    }
-    a->lead_win_ms = now ? now : 1;
-    a->lead_min = bound;
+    if (start)
+        a->lead_cur = (a->lead_cur + 1) % LEAD_WINDOWS;
+    a->lead_win[a->lead_cur].start_ms = now;
+    a->lead_win[a->lead_cur].min = bound;
 }
 
+/* The greatest of the windows' least bounds within LEAD_WINDOWS windows of
+ * time, erring high: a lead that grows shows within a window, one that
+ * shrinks only once the windows of the larger one have aged out (items
+ * fetched then carry it). Without a window that recent, the newest one. */
 bool tds_api_clock_lead(const struct tds_api *a, int64_t *lead_s)
 {
-    if (!a->lead_win_ms)
+    const int64_t now = tds_now_ms();
+    if (!a->lead_win[a->lead_cur].start_ms)
         return false;
-    *lead_s = a->lead_have_prev && a->lead_prev < a->lead_min ? a->lead_prev : a->lead_min;
+    *lead_s = a->lead_win[a->lead_cur].min;
+    for (size_t i = 0; i < LEAD_WINDOWS; i++)
+        if (a->lead_win[i].start_ms && now - a->lead_win[i].start_ms < LEAD_WINDOWS * LEAD_WINDOW_MS &&
+            a->lead_win[i].min > *lead_s)
+            *lead_s = a->lead_win[i].min;
     return true;
 }
 
@@ -672,7 +689,8 @@ static void on_done(const struct tds_http_resp *resp, void *ud)
                          ? resp->date_s - (int64_t)resp->seconds - 1
                          : -1;
     if (c->zoho_sent_s >= 0 && c->sent_wall_ms > 0)
-        clock_lead_add(a, now, (c->sent_wall_ms + 999) / 1000 - c->zoho_sent_s);
+        clock_lead_add(a, now, c->sent_wall_ms / 1000 - (resp->date_s + 1),
+                       (c->sent_wall_ms + 999) / 1000 - c->zoho_sent_s);
     struct tds_limiter_outcome o;
     tds_limiter_outcome_init(&o, TDS_LIMITER_DONE);
     if (cls == TDS_ZAPI_RATE_MINUTE)

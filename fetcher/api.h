@@ -106,9 +106,10 @@ int64_t tds_api_calls(const struct tds_api *a);
 /* True while the organization is paused for bad credentials. */
 int tds_api_paused(const struct tds_api *a);
 /* How many seconds this host's clock runs ahead of Zoho's (negative:
- * behind), at most: the least bound the answers' Date headers of the last
- * one to two minutes gave, a second or two over the truth on a synced host.
- * False before any answer with a Date. */
+ * behind), at most: of the 10 s windows of the last 10 minutes, the
+ * greatest of the least bounds the answers' Date headers gave in each, a
+ * second or two over the truth on a synced host. False before any answer
+ * with a Date. */
 bool tds_api_clock_lead(const struct tds_api *a, int64_t *lead_s);
 
 #endif

@@ -333,6 +333,7 @@ struct org_rt {
     struct tds_series *m_lead;  /* tds_fetcher_clock_lead_seconds{org} */
     bool lead_saved;            /* lead_saved_s is in its tds.quota_use row (since it was owned) */
     int64_t lead_saved_s;
+    int64_t lead_saved_ms;      /* when (monotonic) */
     struct tds_log_limit held_log; /* fetches refused while it is paused or the entity refused */
     struct tds_log_ctx lctx;
 };
@@ -3359,9 +3360,12 @@ static void quota_save(struct tds_sync *s, struct org_rt *only, bool last)
     free(text);
 }
 
-/* A change of the clock lead this small is not written again: the bound
- * moves by a second or two with the calls' own times. */
+/* A change of the clock lead this small is not written at once: the bound
+ * moves by a second or two with the calls' own times. It is written again
+ * every LEAD_REWRITE_MS all the same, so a row made anew (restored, deleted
+ * by hand, written again by quota_save without it) has it within a minute. */
 #define LEAD_SAVE_STEP_S 3
+#define LEAD_REWRITE_MS (60 * 1000)
 
 /* The stock triggers (writer migration 028) compare an item's observed_at,
  * this host's clock, with a document's modified_time, Zoho's: they add the
@@ -3370,14 +3374,28 @@ static void quota_save(struct tds_sync *s, struct org_rt *only, bool last)
  * the owner (its claim). */
 static void clock_lead_save(struct tds_sync *s)
 {
+    int64_t now = tds_now_ms();
     for (size_t i = 0; i < s->n_o; i++) {
         struct org_rt *o = &s->o[i];
         int64_t lead;
         if (!o->owned || !o->quota_claimed || !o->api || !tds_api_clock_lead(o->api, &lead))
             continue;
+        /* registered at the first measurement: a 0 before it would read as a
+         * synced clock */
+        if (!o->m_lead && s->metrics) {
+            char *oe = tds_metrics_escape(o->org->org_id);
+            o->m_lead = oe ? tds_metrics_getf(s->metrics, TDS_GAUGE, "tds_fetcher_clock_lead_seconds",
+                                              "How far this host's clock runs ahead of Zoho's, at "
+                                              "most (the Date of Zoho's answers; negative: behind); "
+                                              "set while this fetcher owns the organization",
+                                              "org=\"%s\"", oe)
+                           : NULL;
+            free(oe);
+        }
         if (o->m_lead)
             tds_series_set(o->m_lead, (double)lead);
-        if (o->lead_saved && llabs(lead - o->lead_saved_s) < LEAD_SAVE_STEP_S)
+        if (o->lead_saved && llabs(lead - o->lead_saved_s) < LEAD_SAVE_STEP_S &&
+            now - o->lead_saved_ms < LEAD_REWRITE_MS)
             continue;
         int rc = tds_store_clock_lead(s->store, o->org->org_id, s->claim, lead);
         if (rc == -EIO)
@@ -3388,6 +3406,7 @@ static void clock_lead_save(struct tds_sync *s)
             continue;
         o->lead_saved = true;
         o->lead_saved_s = lead;
+        o->lead_saved_ms = now;
     }
 }
 
@@ -3635,13 +3654,8 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
                 "The organization's incremental interval in use: the configured one, stretched "
                 "to fit the daily API budget (set while this fetcher owns it)",
                 "org=\"%s\"", oe);
-            o->m_lead = tds_metrics_getf(
-                metrics, TDS_GAUGE, "tds_fetcher_clock_lead_seconds",
-                "How far this host's clock runs ahead of Zoho's, at most (the Date of Zoho's "
-                "answers; negative: behind)",
-                "org=\"%s\"", oe);
             free(oe);
-            if (!o->m_owned || !o->m_every || !o->m_lead)
+            if (!o->m_owned || !o->m_every)
                 goto nomem;
         }
     }

@@ -338,18 +338,24 @@ class Proc:
         return self
 
     def wait_ready(self, timeout=None):
+        """Until the stage answers 200 on its readiness path; a stage that
+        exits meanwhile fails at once, not at the timeout."""
         path = "/" + self.ready
+        exited = []
 
         def ok():
             if self.p.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.p.returncode}:\n"
-                                     + self.stderr_text()[-4000:])
+                exited.append(self.p.returncode)
+                return True
             try:
                 st, _ = http_get(self.admin_url + path, timeout=1.0)
                 return st == 200
             except OSError:
                 return False
         wait_until(ok, timeout or self.timeout, f"{self.name} {path}")
+        if exited:
+            raise AssertionError(f"{self.name} exited with {exited[0]}:\n"
+                                 + self.stderr_text()[-4000:])
 
     def alive(self):
         return self.p is not None and self.p.poll() is None

@@ -11,7 +11,7 @@ import json
 import os
 from decimal import Decimal
 
-from conftest import free_port, wait_until
+from conftest import check_sanitizers, free_port, wait_until
 
 SECRET = "e2e-webhook-secret"
 
@@ -124,6 +124,13 @@ class Pipeline:
             except AssertionError as e:
                 if "Address already in use" not in str(e) or attempt == 2:
                     raise
+                # its log kept beside the next attempt's, and read for reports
+                log = os.path.join(self.procs.tmp, f"{label}.1.stderr")
+                kept = f"{log}.bind-{attempt + 1}"
+                if os.path.exists(log):
+                    os.replace(log, kept)
+                    with open(kept, "rb") as f:
+                        check_sanitizers(f"{label} (a port taken)", f.read().decode("utf-8", "replace"))
                 print(f"{label}: a port was taken before it bound; new ports")
                 repick()
 

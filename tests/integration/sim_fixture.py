@@ -154,6 +154,10 @@ class Sim:
     def faults(self, **kw):
         return self.ctl("POST", "faults", kw)
 
+    def clock(self, offset):
+        """Zoho's clock `offset` seconds ahead of this host's from now on."""
+        return self.ctl("POST", "clock", {"offset": offset})
+
     def webhooks(self, org, url, secret="", retries=3, retry_delay_ms=50, timeout_ms=2000,
                  query=None, encoding=None):
         body = {"org": org, "url": url, "secret": secret, "retries": retries,

@@ -3605,16 +3605,27 @@ def test_stock_follows_documents_with_this_host_clock_ahead_of_zoho(procs, db, s
     two minutes, and the stock triggers' minute of slack queued none of them:
     their stock rows stayed stale until the daily reconciliation. The fetcher
     records its clock lead (the Date of Zoho's answers) in tds.quota_use and
-    the triggers add it to their slack (writer migration 028)."""
-    s = sim(orgs=[small_org()], extra_args=["--rate-per-min", "100000", "--daily-limit", "0",
-                                            "--clock-offset", "-180"])
+    the triggers add it to their slack (writer migration 028). Here the
+    clocks agree at first and the host's jumps ahead while the fetcher runs:
+    the lead recorded follows within seconds. (A first version kept the least
+    bound of the last two windows of answers, however old: it stayed at 2 s
+    and the stock rows stayed stale.)"""
+    s = sim(orgs=[small_org()], extra_args=["--rate-per-min", "100000", "--daily-limit", "0"])
     p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=100000)],
                  fetcher_env={"TDS_FETCHER_STOCK_MS": "1000"})
-    p.start_fetcher()
-    for ent in ("warehouses", "invoices", "sales_orders", "items"):
+    f = p.start_fetcher()
+    p.sync("60001", "warehouses", "full")
+
+    def lead():
+        got = db.query("SELECT clock_lead_s FROM tds.quota_use WHERE org_id = '60001'")
+        return got[0][0] if got else None
+
+    wait_until(lambda: lead() is not None and 0 <= lead() <= 3, timeout=10, what="a lead near 0")
+    s.clock(-180)
+    for ent in ("invoices", "sales_orders", "items"):
         p.sync("60001", ent, "full")
-    lead = db.query("SELECT clock_lead_s FROM tds.quota_use WHERE org_id = '60001'")
-    assert lead and lead[0][0] is not None and 180 <= lead[0][0] <= 184, lead
+    wait_until(lambda: 180 <= (lead() or 0) <= 184, timeout=15, what="the lead of 180 s recorded")
+    assert 180 <= f.metric("tds_fetcher_clock_lead_seconds", {"org": "60001"}) <= 184
     wait_until(lambda: db.query("SELECT count(*) FROM tds.stock_refresh") == [(0,)], timeout=30,
                what="tds.stock_refresh emptied")
     assert _stock_rows(db, "60001") == _truth_stock(s, "60001")

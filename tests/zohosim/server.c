@@ -1496,6 +1496,16 @@ static enum MHD_Result handle_ctl(struct zs_server *srv, struct MHD_Connection *
         ctl_stream(s, j, &r);
     } else if (post && !strcmp(path, "limits")) {
         ctl_limits(s, j, &r);
+    } else if (post && !strcmp(path, "clock")) {
+        /* Zoho's clock moved (an NTP step on either side): --clock-offset now */
+        json_t *v = json_object_get(j, "offset");
+        bool ok = json_is_integer(v) && llabs(json_integer_value(v)) <= 86400 * 366;
+        if (ok)
+            zs_set_clock_offset(json_integer_value(v));
+        r.status = ok ? 200 : 400;
+        r.body = ok ? strdup("{\"ok\":true}") : ctl_error("offset: whole seconds, within a year", &r.len);
+        if (ok && r.body)
+            r.len = strlen(r.body);
     } else if (post && !strcmp(path, "expire-tokens")) {
         zs_auth_expire_all(s->auth);
         r.status = 200;

@@ -9,7 +9,7 @@
 ALTER TABLE tds.quota_use ADD COLUMN clock_lead_s integer;
 ALTER TABLE tds.quota_use ADD COLUMN clock_lead_at timestamptz;
 COMMENT ON COLUMN tds.quota_use.clock_lead_s IS 'How many seconds the owner''s clock runs ahead of Zoho''s, at most (negative: behind), as the Date of Zoho''s answers bounds it; the stock triggers add it to their slack. NULL before the owner measured it';
-COMMENT ON COLUMN tds.quota_use.clock_lead_at IS 'When clock_lead_s was written (it is written again when it moves by 3 s or more)';
+COMMENT ON COLUMN tds.quota_use.clock_lead_at IS 'When clock_lead_s was written (again when it moves by 3 s or more, and every minute)';
 
 -- As in migration 027, with the organization's recorded lead (never less
 -- than 0) added to the minute: an item counts a document when its version
