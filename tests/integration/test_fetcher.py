@@ -3558,6 +3558,19 @@ def _truth_stock(s, org):
     return sorted(rows)
 
 
+def _documents_move_stock(s, p, db, before):
+    """Invoices and sales orders of org 60001 changed in the simulator, moving
+    their items' stock from `before`; their incrementals run; the stock rows
+    follow Zoho's within 30 s."""
+    moved = set(s.mutate("60001", "invoices", update=4, moves_stock=True)["stock_moved"])
+    moved |= set(s.mutate("60001", "sales_orders", update=2, moves_stock=True)["stock_moved"])
+    assert moved and _truth_stock(s, "60001") != before
+    p.sync("60001", "invoices", "incremental")
+    p.sync("60001", "sales_orders", "incremental")
+    wait_until(lambda: _stock_rows(db, "60001") == _truth_stock(s, "60001"), timeout=30,
+               what="the stock rows to follow the documents")
+
+
 def test_items_whose_stock_documents_moved_are_fetched_again(procs, db, sim, tmp_path):
     """Invoices and sales orders move their items' stock while the items'
     own records (and last_modified_time) stay as they were, so no item
@@ -3579,13 +3592,7 @@ def test_items_whose_stock_documents_moved_are_fetched_again(procs, db, sim, tmp
     before = _stock_rows(db, "60001")
 
     s.reset_stats()
-    moved = set(s.mutate("60001", "invoices", update=4, moves_stock=True)["stock_moved"])
-    moved |= set(s.mutate("60001", "sales_orders", update=2, moves_stock=True)["stock_moved"])
-    assert moved and _truth_stock(s, "60001") != before
-    p.sync("60001", "invoices", "incremental")
-    p.sync("60001", "sales_orders", "incremental")
-    wait_until(lambda: _stock_rows(db, "60001") == _truth_stock(s, "60001"), timeout=30,
-               what="the stock rows to follow the documents")
+    _documents_move_stock(s, p, db, before)
     wait_until(lambda: db.query("SELECT count(*) FROM tds.stock_refresh") == [(0,)], timeout=10,
                what="tds.stock_refresh emptied")
     p.compare("60001", "items")
@@ -3631,13 +3638,7 @@ def test_stock_follows_documents_with_this_host_clock_ahead_of_zoho(procs, db, s
     assert _stock_rows(db, "60001") == _truth_stock(s, "60001")
     before = _stock_rows(db, "60001")
     # within the lead of the items' fetch, by Zoho's clock
-    moved = set(s.mutate("60001", "invoices", update=4, moves_stock=True)["stock_moved"])
-    moved |= set(s.mutate("60001", "sales_orders", update=2, moves_stock=True)["stock_moved"])
-    assert moved and _truth_stock(s, "60001") != before
-    p.sync("60001", "invoices", "incremental")
-    p.sync("60001", "sales_orders", "incremental")
-    wait_until(lambda: _stock_rows(db, "60001") == _truth_stock(s, "60001"), timeout=30,
-               what="the stock rows to follow the documents")
+    _documents_move_stock(s, p, db, before)
     p.compare("60001", "items")
 
 
