@@ -157,6 +157,18 @@ static int exec0(struct tds_store *s, const char *sql, int n, const char *const 
     return 0;
 }
 
+/* A statement that changes rows: how many it changed, or -EIO. */
+static int64_t exec_count(struct tds_store *s, const char *sql, int n, const char *const *params)
+{
+    PGresult *r = run(s, sql, n, params);
+    if (!r)
+        return -EIO;
+    int64_t v = 0;
+    tds_parse_i64(PQcmdTuples(r), 0, INT64_MAX, &v);
+    PQclear(r);
+    return v;
+}
+
 static char *dupval(PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col))
@@ -463,17 +475,14 @@ int tds_store_run_stop(struct tds_store *s, const char *run_id, const char *why)
 int tds_store_runs_abandon(struct tds_store *s, const char *org, const char *why, int64_t *n)
 {
     const char *p[] = {org, why};
-    PGresult *r = run(s,
-                      "UPDATE tds.sync_runs SET status = 'failed', error = $2, finished_at = now(), "
-                      "updated_at = now() WHERE org_id = $1 AND status = 'running' "
-                      "AND mode <> 'fetch'",
-                      2, p);
-    if (!r)
-        return -EIO;
-    int64_t v = 0;
-    tds_parse_i64(PQcmdTuples(r), 0, INT64_MAX, &v);
+    int64_t v = exec_count(s,
+                           "UPDATE tds.sync_runs SET status = 'failed', error = $2, "
+                           "finished_at = now(), updated_at = now() WHERE org_id = $1 "
+                           "AND status = 'running' AND mode <> 'fetch'",
+                           2, p);
+    if (v < 0)
+        return (int)v;
     *n = v;
-    PQclear(r);
     return 0;
 }
 
@@ -858,15 +867,13 @@ int tds_store_clock_lead(struct tds_store *s, const char *org, const char *claim
     char l[32];
     snprintf(l, sizeof(l), "%lld", (long long)lead_s);
     const char *p[] = {org, claim, l};
-    PGresult *r = run(s,
-                      "UPDATE tds.quota_use SET clock_lead_s = $3, clock_lead_at = now() "
-                      "WHERE org_id = $1 AND claim = $2",
-                      3, p);
-    if (!r)
-        return -EIO;
-    bool updated = strcmp(PQcmdTuples(r), "0") != 0;
-    PQclear(r);
-    return updated ? 0 : -ENOENT;
+    int64_t n = exec_count(s,
+                           "UPDATE tds.quota_use SET clock_lead_s = $3, clock_lead_at = now() "
+                           "WHERE org_id = $1 AND claim = $2",
+                           3, p);
+    if (n < 0)
+        return (int)n;
+    return n > 0 ? 0 : -ENOENT;
 }
 
 int tds_store_quota_claim(struct tds_store *s, const char *org, const char *instance,
@@ -1114,16 +1121,14 @@ int tds_store_alert(struct tds_store *s, const char *rule, const char *severity,
 {
     const char *p[] = {rule, severity, org, entity, summary};
     /* One firing alert per rule/org/entity: a repeat refreshes last_seen_at. */
-    PGresult *r = run(s,
-                      "UPDATE tds.alerts SET last_seen_at = now(), summary = $5 WHERE rule = $1 AND "
-                      "org_id IS NOT DISTINCT FROM $3 AND entity IS NOT DISTINCT FROM $4 AND "
-                      "state = 'firing' AND $2 <> ''",
-                      5, p);
-    if (!r)
-        return -EIO;
-    bool updated = strcmp(PQcmdTuples(r), "0") != 0;
-    PQclear(r);
-    if (updated)
+    int64_t n = exec_count(s,
+                           "UPDATE tds.alerts SET last_seen_at = now(), summary = $5 WHERE "
+                           "rule = $1 AND org_id IS NOT DISTINCT FROM $3 AND "
+                           "entity IS NOT DISTINCT FROM $4 AND state = 'firing' AND $2 <> ''",
+                           5, p);
+    if (n < 0)
+        return (int)n;
+    if (n > 0)
         return 0;
     return exec0(s,
                  "INSERT INTO tds.alerts (rule, severity, org_id, entity, summary, state) "
