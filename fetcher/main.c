@@ -64,6 +64,7 @@ struct settings {
     int64_t max_attempts;
     int64_t owner_check_ms;
     int64_t sweep_ms;
+    int64_t run_retry_ms;
     int64_t stock_ms;
     int64_t detail_backoff_ms;
     int64_t detail_backoff_max_ms;
@@ -126,6 +127,9 @@ static const struct tds_config_entry config_table[] = {
      "tries of one API call on 5xx/timeouts/resets before the run fails"},
     {"TDS_FETCHER_OWNER_CHECK_MS", TDS_CFG_INT, "2000", 0, 100, 600000, OFF(owner_check_ms),
      "how often organization locks not held are tried again"},
+    {"TDS_FETCHER_RUN_RETRY_MS", TDS_CFG_INT, "2000", 0, 10, 600000, OFF(run_retry_ms),
+     "a failed run is tried again after this, doubling with each failure up to 15 times it "
+     "(2 s, 4, 8, 16, 30 s), five times before its request fails"},
     {"TDS_FETCHER_SWEEP_MS", TDS_CFG_INT, "10000", 0, 100, 3600000, OFF(sweep_ms),
      "how often the rows stored only in list form are looked for, to fetch their detail"},
     {"TDS_FETCHER_STOCK_MS", TDS_CFG_INT, "10000", 0, 1000, 3600000, OFF(stock_ms),
@@ -432,6 +436,7 @@ int main(int argc, char **argv)
         .lockout_ms = a.cfg.lockout_s * 1000,
         .minute_ms = a.cfg.minute_ms,
         .max_attempts = a.cfg.max_attempts,
+        .run_retry_ms = a.cfg.run_retry_ms,
         .sweep_every_ms = a.cfg.sweep_ms,
         .sweep_backoff_ms = a.cfg.detail_backoff_ms,
         .sweep_backoff_max_ms = a.cfg.detail_backoff_max_ms,

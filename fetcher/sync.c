@@ -40,10 +40,12 @@
 /* A failed run is run again (same request) this many times: records it
  * listed may have landed as LIST rows whose detail it never fetched. */
 #define RUN_RETRIES 5
+/* ... after cfg.run_retry_ms (this by default), doubling, at most this many
+ * times it */
+#define RUN_RETRY_MS 2000
+#define RUN_RETRY_MAX_FACTOR 15
 /* A detail batch sends what it has every second, not only at its end. */
 #define BATCH_FLUSH_MS 1000
-#define RUN_RETRY_BASE_MS 2000
-#define RUN_RETRY_MAX_MS 30000
 /* Rows left in list form (a webhook's abbreviated record, a variant from its
  * group, a run or fetch lost to a crash) get their detail fetched by id. */
 #define SWEEP_EVERY_MS 10000
@@ -716,9 +718,10 @@ static bool job_retry(struct org_rt *o, const struct tds_entity *e, const char *
     snprintf(j->mode, sizeof(j->mode), "%s", mode);
     j->request_id = request_id;
     j->attempt = attempt + 1;
-    int64_t d = RUN_RETRY_BASE_MS << (attempt < 4 ? attempt : 4);
-    if (d > RUN_RETRY_MAX_MS)
-        d = RUN_RETRY_MAX_MS;
+    int64_t base = o->s->cfg.run_retry_ms;
+    int64_t d = base << (attempt < 4 ? attempt : 4);
+    if (d > base * RUN_RETRY_MAX_FACTOR)
+        d = base * RUN_RETRY_MAX_FACTOR;
     j->not_before_ms = tds_now_ms() + d;
     j->next = o->jobs;
     o->jobs = j;
@@ -3560,6 +3563,8 @@ int tds_sync_new(struct tds_sync **out, struct tds_loop *loop, struct tds_bus_so
         s->cfg.max_inflight = 2;
     if (s->cfg.fetch_queue_max <= 0)
         s->cfg.fetch_queue_max = 100000;
+    if (s->cfg.run_retry_ms <= 0)
+        s->cfg.run_retry_ms = RUN_RETRY_MS;
     if (s->cfg.sweep_every_ms <= 0)
         s->cfg.sweep_every_ms = SWEEP_EVERY_MS;
     if (s->cfg.stock_every_ms <= 0)

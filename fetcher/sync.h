@@ -44,6 +44,7 @@ struct tds_sync_cfg {
     int64_t minute_ms;           /* Zoho's rate window (60000; shorter against the simulator) */
     int64_t max_attempts;        /* transient failures per call before the run fails */
     int64_t fetch_queue_max;     /* queued fetch-by-id requests per organization */
+    int64_t run_retry_ms;        /* a failed run's first retry waits this, doubling; 2000 */
     int64_t sweep_every_ms;      /* look for rows in list form, default 10000 */
     int64_t sweep_backoff_ms;    /* a row asked for waits this long, default 600000 ... */
     int64_t sweep_backoff_max_ms; /* ... doubling up to this, default 86400000 */

@@ -2723,7 +2723,8 @@ def test_a_record_zoho_will_not_serve_does_not_stop_its_entity(procs, db, sim, t
     fails to be tried again."""
     s = sim(orgs=[small_org(contacts=20)], extra_args=["--limits-off"])
     p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", entities=["contacts"])],
-                 fetcher_env={"TDS_FETCHER_MAX_ATTEMPTS": "2", "TDS_FETCHER_SWEEP_MS": "1000"})
+                 fetcher_env={"TDS_FETCHER_MAX_ATTEMPTS": "2", "TDS_FETCHER_SWEEP_MS": "1000",
+                              "TDS_FETCHER_RUN_RETRY_MS": "300"})
     f = p.start_fetcher()
     p.sync("60001", "contacts", "full")
     cur0 = db.query("SELECT cursor FROM tds.sync_state WHERE entity = 'contacts'")[0][0]
@@ -2736,8 +2737,11 @@ def test_a_record_zoho_will_not_serve_does_not_stop_its_entity(procs, db, sim, t
     print("runs:", [(r["mode"], r["status"], r["api_calls"], r["error"]) for r in runs])
     if status in (200, 400):
         assert [r["status"] for r in runs] == ["completed"], runs
-    else:   # the first attempt and five retries, 2 to 30 s apart
+    else:   # the first attempt and five retries, 0.3 to 4.5 s apart
         assert [r["status"] for r in runs] == ["failed"] * 5 + ["completed"], runs
+        waits = [int(m) for m in re.findall(r"contacts incremental run will be retried in (\d+) ms",
+                                            f.stderr_text())]
+        assert waits == [300, 600, 1200, 2400, 4500], waits
     cur1 = db.query("SELECT cursor FROM tds.sync_state WHERE entity = 'contacts'")[0][0]
     assert zoho_time_to_epoch(cur1) > zoho_time_to_epoch(cur0), (cur0, cur1)
     rows = p.db_rows("60001", "contacts")
@@ -2755,6 +2759,9 @@ def test_a_record_zoho_will_not_serve_does_not_stop_its_entity(procs, db, sim, t
     # once Zoho serves it again, the sweep writes its detail
     s.faults(refuse_id="")
     db.execute("DELETE FROM tds.detail_attempts")
+    # (aged past the 30 s that keep the sweep off a run's own rows)
+    db.execute("UPDATE zoho.contacts SET synced_at = now() - interval '1 minute' "
+               "WHERE contact_id = %s", bad)
     wait_until(lambda: p.db_rows("60001", "contacts")[bad]["is_detail"], timeout=90,
                what="the sweep's detail of the refused record")
     p.compare("60001", "contacts")
