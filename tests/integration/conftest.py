@@ -31,9 +31,9 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                      "SUMMARY: UndefinedBehaviorSanitizer")
 
 
-# The longest file first: tests/run spreads whole files over its workers in
-# this order, and the one that takes half the run must not start last.
-LONGEST_FIRST = ("test_fetcher.py",)
+# The longest files first: tests/run spreads whole files over its workers in
+# this order, and one that takes a third of the run must not start last.
+LONGEST_FIRST = ("test_fetcher.py", "test_fetcher_records.py")
 
 
 def pytest_collection_modifyitems(items):

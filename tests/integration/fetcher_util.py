@@ -1,4 +1,4 @@
-"""Helpers for test_fetcher.py: the whole pipeline (simulator → tds-fetcher →
+"""Helpers for test_fetcher.py and test_fetcher_records.py: the whole pipeline (simulator → tds-fetcher →
 tds-processor → tds-writer → PostgreSQL) on free ports, sync requests through
 tds.sync_requests, and a row-by-row comparison of zoho.* with the simulator's
 truth (/_sim/truth).
@@ -215,3 +215,36 @@ class RateWatch:
             if time.monotonic() > deadline:
                 raise AssertionError(f"only {r} of {count} requests")
             time.sleep(interval)
+
+
+def small_org(org_id="60001", **kw):
+    """A simulator organization spec: 60 items in 5 groups, 30 of each
+    document, 3 warehouses; kw adds or overrides fields."""
+    return (f"id={org_id},tz=+0300,stock=warehouses,product=inventory,items=60,groups=5,"
+            f"contacts=30,invoices=30,salesorders=30,warehouses=3" + "".join(
+                f",{k}={v}" for k, v in kw.items()))
+
+
+def push_fetches(port, msgs):
+    import msgpack
+    import zmq
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    time.sleep(0.2)
+    for i, (org, entity, zid) in enumerate(msgs):
+        sock.send(msgpack.packb({"v": 1, "t": "fetch", "id": f"f-{i}-{time.time()}", "org": org,
+                                 "entity": entity, "zoho_id": zid, "origin": "ingress.test"}))
+    sock.close()
+
+
+def calls_a_second(procs, db, sim, tmp_path, rate, org, fetcher_env=None):
+    """A simulator and a pipeline where "a minute" is one second and the
+    organization may make `rate` calls in it (no daily limit)."""
+    s = sim(orgs=[org], extra_args=["--minute-ms", "1000", "--rate-per-min", str(rate),
+                                    "--daily-limit", "0"])
+    p = Pipeline(procs, db, s, tmp_path,
+                 fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000", **(fetcher_env or {})},
+                 orgs=[org_spec("60001", rate_per_min=rate)])
+    return s, p
