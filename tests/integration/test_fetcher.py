@@ -799,7 +799,10 @@ def test_reconciliation_fetches_what_is_missing_or_older(procs, db, sim, tmp_pat
 def test_second_fetcher_takes_over_after_sigkill(procs, db, sim, tmp_path):
     s = sim(orgs=[small_org(items=400, contacts=5, invoices=5, salesorders=5, groups=2)],
             extra_args=["--minute-ms", "1000", "--rate-per-min", "120"])
-    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
+    # (the fetcher taking over counts the calls its predecessor may have had
+    # in flight as ending up to the HTTP timeout later: 5 s here, not 30)
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000",
+                                                      "TDS_FETCHER_HTTP_TIMEOUT_MS": "5000"},
                  orgs=[org_spec("60001", rate_per_min=120)])
     f1 = p.start_fetcher("f1")
     wait_until(lambda: db.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0][0] >= 1,
@@ -1517,7 +1520,10 @@ def test_database_restart_mid_sync(procs, db, pg, sim, tmp_path):
     stops fetching), takes them back, and the request still completes."""
     s = sim(orgs=[small_org(contacts=300)],
             extra_args=["--minute-ms", "1000", "--rate-per-min", "100"])
-    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
+    # (the fetcher taking over counts the calls its predecessor may have had
+    # in flight as ending up to the HTTP timeout later: 5 s here, not 30)
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000",
+                                                      "TDS_FETCHER_HTTP_TIMEOUT_MS": "5000"},
                  orgs=[org_spec("60001", rate_per_min=100)])
     f = p.start_fetcher()
     rid = p.request("60001", "contacts", "full")   # a detail call per contact
@@ -1890,7 +1896,10 @@ def test_a_request_taken_again_runs_only_what_did_not_complete(procs, db, sim, t
     reconciliation for each), on every restart of a first import."""
     s = sim(orgs=[small_org(invoices=400, contacts=20)],
             extra_args=["--minute-ms", "1000", "--rate-per-min", "40"])
-    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000"},
+    # (the fetcher taking over counts the calls its predecessor may have had
+    # in flight as ending up to the HTTP timeout later: 5 s here, not 30)
+    p = Pipeline(procs, db, s, tmp_path, fetcher_env={"TDS_FETCHER_MINUTE_MS": "1000",
+                                                      "TDS_FETCHER_HTTP_TIMEOUT_MS": "5000"},
                  orgs=[org_spec("60001", rate_per_min=40)])
     f = p.start_fetcher()
     rid = p.request("60001", "all", "full")
