@@ -6,7 +6,7 @@ truth (/_sim/truth).
 import json
 import time
 
-from conftest import free_port, http_get, wait_until
+from conftest import free_port, http_get, spawn_binding, wait_until
 from sim_fixture import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
 
 # registry entity → (table, id column, simulator entity)
@@ -46,17 +46,28 @@ class Pipeline:
         self.orgs = orgs or [org_spec("60001")]
         self.config = tmp_path / "orgs.json"
         self.write_config()
-        self.writer = procs.spawn("tds-writer", env={
+        # (each started after those it connects to: a port taken before a
+        # stage bound it is picked again, spawn_binding)
+        self.writer = spawn_binding(procs, "tds-writer", "writer", lambda: {
             "TDS_DATABASE_URL": db.url,
             "TDS_WRITER_BIND": f"tcp://127.0.0.1:{self.rows_port}",
             "TDS_ACK_BIND": f"tcp://127.0.0.1:{self.ack_port}",
             "TDS_INSTANCE": "w1",
-        }, label="writer")
-        self.processor = procs.spawn("tds-processor", env={
+        }, self._repick_writer)
+        self.processor = spawn_binding(procs, "tds-processor", "processor", lambda: {
             "TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{self.proc_port}",
             "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{self.rows_port}",
             "TDS_INSTANCE": "p1",
-        }, label="processor")
+        }, self._repick_processor)
+
+    def _repick_writer(self):
+        self.rows_port, self.ack_port = free_port(), free_port()
+
+    def _repick_processor(self):
+        self.proc_port = free_port()
+
+    def _repick_fetcher(self):
+        self.fetch_port = free_port()
 
     def write_config(self):
         orgs = []
@@ -67,19 +78,29 @@ class Pipeline:
         self.config.write_text(json.dumps({"organizations": orgs}))
 
     def start_fetcher(self, label="f1", env=None, fetch_port=None, ready=True):
-        e = {
-            "TDS_DATABASE_URL": self.db.url,
-            "TDS_CONFIG": str(self.config),
-            "TDS_FETCHER_BIND": f"tcp://127.0.0.1:{fetch_port or self.fetch_port}",
-            "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{self.proc_port}",
-            "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{self.ack_port}",
-            "TDS_INSTANCE": label,
-            "TDS_FETCHER_SCHEDULE": "false",
-            "TDS_FETCHER_OWNER_CHECK_MS": "300",
-        }
-        e.update(self.fetcher_env)
-        e.update(env or {})
-        p = self.procs.spawn("tds-fetcher", env=e, label=label, ready="readyz" if ready else None)
+        """A fetcher on the pipeline's fetch port (a new one if it was taken
+        before the first fetcher bound it), or on fetch_port, or on the
+        TDS_FETCHER_BIND env gives (those two are the test's to keep)."""
+        def env_of():
+            e = {
+                "TDS_DATABASE_URL": self.db.url,
+                "TDS_CONFIG": str(self.config),
+                "TDS_FETCHER_BIND": f"tcp://127.0.0.1:{fetch_port or self.fetch_port}",
+                "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{self.proc_port}",
+                "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{self.ack_port}",
+                "TDS_INSTANCE": label,
+                "TDS_FETCHER_SCHEDULE": "false",
+                "TDS_FETCHER_OWNER_CHECK_MS": "300",
+            }
+            e.update(self.fetcher_env)
+            e.update(env or {})
+            return e
+        # the pipeline's own port only while no fetcher was given it
+        mine = not fetch_port and not self.fetchers and "TDS_FETCHER_BIND" not in (env or {}) \
+            and "TDS_FETCHER_BIND" not in self.fetcher_env
+        p = spawn_binding(self.procs, "tds-fetcher", label, env_of,
+                          self._repick_fetcher if mine else None,
+                          ready="readyz" if ready else None)
         self.fetchers.append(p)
         return p
 

@@ -15,7 +15,7 @@ import urllib.parse
 import msgpack
 import zmq
 
-from conftest import free_port, wait_until
+from conftest import free_port, spawn_binding, wait_until
 
 SECRET_A = "rotatednewsecret01"   # org 60001, current
 SECRET_A_OLD = "previoussecret001"  # org 60001, still valid during rotation
@@ -102,7 +102,13 @@ class Ingress:
         }
         self.env.update(env or {})
         self.procs = procs
-        self.proc = procs.spawn("tds-ingress", env=self.env, label=label)
+
+        def repick():   # a new HTTP port, unless the test gave its own
+            self.http_port = free_port()
+            self.env["TDS_INGRESS_LISTEN"] = f"127.0.0.1:{self.http_port}"
+        ours = "TDS_INGRESS_LISTEN" not in (env or {})
+        self.proc = spawn_binding(procs, "tds-ingress", label, lambda: self.env,
+                                  repick if ours else None)
 
     # ---- HTTP
 

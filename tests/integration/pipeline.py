@@ -11,7 +11,7 @@ import json
 import os
 from decimal import Decimal
 
-from conftest import check_sanitizers, free_port, wait_until
+from conftest import free_port, spawn_binding, wait_until
 
 SECRET = "e2e-webhook-secret"
 
@@ -111,28 +111,7 @@ class Pipeline:
         return e
 
     def _spawn(self, name, label, env_of, repick):
-        """Start a stage and wait until it is ready. A port it was given can be
-        taken between free_port()'s check and the stage's bind (the stage
-        says "Address already in use" and exits 1; seen once in CI, by what is
-        not known): `repick()` gives it new ports and it is started again.
-        Stages start in dependency order and each one's environment is built
-        after the ones before it are bound, so the new ports reach every
-        stage that connects to them."""
-        for attempt in range(3):
-            try:
-                return self.procs.spawn(name, label=label, env=env_of())
-            except AssertionError as e:
-                if "Address already in use" not in str(e) or attempt == 2:
-                    raise
-                # its log kept beside the next attempt's, and read for reports
-                log = os.path.join(self.procs.tmp, f"{label}.1.stderr")
-                kept = f"{log}.bind-{attempt + 1}"
-                if os.path.exists(log):
-                    os.replace(log, kept)
-                    with open(kept, "rb") as f:
-                        check_sanitizers(f"{label} (a port taken)", f.read().decode("utf-8", "replace"))
-                print(f"{label}: a port was taken before it bound; new ports")
-                repick()
+        return spawn_binding(self.procs, name, label, env_of, repick)
 
     def start(self):
         for i in range(len(self.w_ports)):

@@ -12,7 +12,7 @@ import time
 import msgpack
 import zmq
 
-from conftest import free_port, http_get, wait_until
+from conftest import free_port, http_get, spawn_binding, wait_until
 
 DETAIL, LIST, DELETE, CHILD = 1, 2, 3, 4
 
@@ -104,14 +104,23 @@ class WriterHarness:
         self.rows_port = free_port()
         self.ack_port = free_port()
         self.origin = origin
-        e = {
-            "TDS_DATABASE_URL": db.url,
-            "TDS_WRITER_BIND": f"tcp://127.0.0.1:{self.rows_port}",
-            "TDS_ACK_BIND": f"tcp://127.0.0.1:{self.ack_port}",
-            "TDS_INSTANCE": label or "w",
-        }
-        e.update(env or {})
-        self.proc = procs.spawn("tds-writer", env=e, label=label, ready=ready)
+
+        def env_of():
+            e = {
+                "TDS_DATABASE_URL": db.url,
+                "TDS_WRITER_BIND": f"tcp://127.0.0.1:{self.rows_port}",
+                "TDS_ACK_BIND": f"tcp://127.0.0.1:{self.ack_port}",
+                "TDS_INSTANCE": label or "w",
+            }
+            e.update(env or {})
+            return e
+
+        def repick():
+            self.rows_port, self.ack_port = free_port(), free_port()
+        # (ports the test gives in env are its own: not picked again)
+        ours = not {"TDS_WRITER_BIND", "TDS_ACK_BIND"} & set(env or {})
+        self.proc = spawn_binding(procs, "tds-writer", label, env_of,
+                                  repick if ours else None, ready=ready)
         self.push = self.ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.LINGER, 0)
         self.push.connect(f"tcp://127.0.0.1:{self.rows_port}")
