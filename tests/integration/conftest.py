@@ -335,7 +335,13 @@ class Proc:
                                   stdout=self._outf, stderr=self._errf,
                                   stdin=subprocess.DEVNULL)
         if self.ready:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                # not left running unseen: a Proc that fails here in
+                # procs.spawn is never handed back, nor stopped at teardown
+                self.kill()
+                raise
         return self
 
     def wait_ready(self, timeout=None):
@@ -520,11 +526,14 @@ def spawn_binding(procs, name, label, env_of, repick, **kw):
         except AssertionError as e:
             if "Address already in use" not in str(e) or repick is None or attempt == 2:
                 raise
-            # its log kept beside the next attempt's, and read for reports
-            log = os.path.join(procs.tmp, f"{label}.1.stderr")
-            kept = f"{log}.bind-{attempt + 1}"
-            if os.path.exists(log):
-                os.replace(log, kept)
+            # its logs kept beside the next attempt's, and read for reports
+            for log in (os.path.join(procs.tmp, f"{label}.1.stdout"),
+                        os.path.join(procs.tmp, f"{label}.1.stderr")):
+                kept = f"{log}.bind-{attempt + 1}"
+                if os.path.exists(log):
+                    os.replace(log, kept)
+            kept = os.path.join(procs.tmp, f"{label}.1.stderr.bind-{attempt + 1}")
+            if os.path.exists(kept):
                 with open(kept, "rb") as f:
                     check_sanitizers(f"{label} (a port taken)", f.read().decode("utf-8", "replace"))
             print(f"{label}: a port was taken before it bound; new ports")

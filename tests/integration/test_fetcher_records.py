@@ -1024,19 +1024,28 @@ def test_detail_pages_split_by_bytes(procs, db, sim, tmp_path):
 class FakeIngress:
     """Sends fetches of one record to the fetcher as tds-ingress does: each
     again at every ack timeout (1 s here) until the writer acks it.
-    `sends[id]` holds the times each was sent."""
+    `sends[id]` holds the times each was sent. It connects to the fetch
+    port at its first send: a fetcher started after it may have been given
+    a new one (its first port taken, fetcher_util.Pipeline)."""
 
     def __init__(self, p, entity, zoho_id, origin="ingress.test"):
         import zmq
         ctx = zmq.Context.instance()
+        self.p = p
         self.entity, self.zoho_id, self.origin = entity, zoho_id, origin
         self.sub = ctx.socket(zmq.SUB)   # the writer's acks to this "ingress"
         self.sub.setsockopt(zmq.SUBSCRIBE, origin.encode())
         self.sub.connect(f"tcp://127.0.0.1:{p.ack_port}")
-        self.push = ctx.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.LINGER, 0)
-        self.push.connect(f"tcp://127.0.0.1:{p.fetch_port}")
+        self.push = None
         self.sends = {}
+
+    def _connect(self):
+        import zmq
+        if self.push is None:
+            self.push = zmq.Context.instance().socket(zmq.PUSH)
+            self.push.setsockopt(zmq.LINGER, 0)
+            self.push.connect(f"tcp://127.0.0.1:{self.p.fetch_port}")
+        return self.push
 
     def until_acked(self, mid, seconds):
         """Returns when the fetch was acked (time.monotonic()), or None."""
@@ -1045,9 +1054,10 @@ class FakeIngress:
         t = self.sends.setdefault(mid, [])
         while time.monotonic() < deadline:
             if not t or time.monotonic() - t[-1] >= 1.0:
-                self.push.send(msgpack.packb({"v": 1, "t": "fetch", "id": mid, "org": "60001",
-                                              "entity": self.entity, "zoho_id": self.zoho_id,
-                                              "origin": self.origin}))
+                self._connect().send(msgpack.packb({"v": 1, "t": "fetch", "id": mid,
+                                                    "org": "60001", "entity": self.entity,
+                                                    "zoho_id": self.zoho_id,
+                                                    "origin": self.origin}))
                 t.append(time.monotonic())
             if self.sub.poll(100):
                 _, body = self.sub.recv_multipart()
@@ -1057,7 +1067,8 @@ class FakeIngress:
 
     def close(self):
         self.sub.close(0)
-        self.push.close(0)
+        if self.push is not None:
+            self.push.close(0)
 
 
 def test_a_fetch_refused_while_the_org_is_paused_is_asked_again(procs, db, sim, tmp_path):
