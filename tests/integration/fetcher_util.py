@@ -6,7 +6,7 @@ truth (/_sim/truth).
 import json
 import time
 
-from conftest import free_port, http_get, spawn_binding, wait_until
+from conftest import free_port, spawn_binding, wait_until
 from sim_fixture import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
 
 # registry entity → (table, id column, simulator entity)
