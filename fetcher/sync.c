@@ -1390,30 +1390,35 @@ struct bcall {
     struct batch *b;
     char **ids;
     size_t n;
-    struct bsplit *sp; /* the split this call is a half of, or NULL */
+    struct bsplit *sp; /* the split this call is a part of, or NULL */
 };
 
-/* The two halves of a GET /itemdetails that failed past its tries on the
- * run's last attempt or in a stock run. Zoho answers every item of a call
- * or none, so one item it cannot serve (its own GET fails too) failed the
- * call of the 99 others, on every attempt: the run failed for good, its
- * cursor never moving, and in a stock run the item, queued longest, came
- * first in every run. So the call is asked again in halves, each tried
- * once (tds_api_get_once: the whole call had its tries): a half that fails
- * is split again, down to the one item, which is refused (batch_done: left
- * in list form, or put off). Halves that both fail fail the run, as the
- * whole call did, since Zoho failing is most often Zoho down, unless the
- * other half of the split they halve was served: then each holds such an
- * item, and both are halved (their halves failing both again fail the run).
- * One such item among 100 costs the whole call's tries and 14 requests
- * more, 7 of them failing; an outage, two requests more (four below a
- * level where both halves failed). */
+/* The parts of a GET /itemdetails that failed past its tries on the run's
+ * last attempt or in a stock run. Zoho answers every item of a call or
+ * none, so one item it cannot serve (its own GET fails too) failed the call
+ * of the 99 others, on every attempt: the run failed for good, its cursor
+ * never moving, and in a stock run the item, queued longest, came first in
+ * every run. So the call is asked again in parts, each tried once
+ * (tds_api_get_once: the whole call had its tries): four at the first
+ * level, two below. A part that fails is split again, down to the one item,
+ * which is refused (batch_done: left in list form, or put off). Parts that
+ * all fail fail the run, as the whole call did, since Zoho failing is most
+ * often Zoho down, unless a part of the split they come from was served:
+ * then each holds such an item, and each is halved (its halves failing both
+ * again fail the run). Four parts at the first level, not two, so that two
+ * such items in one call (even three) still leave a part served there;
+ * with halves, two items parted by the first halving failed the run on
+ * every attempt, as an outage would. One such item among 100 costs the
+ * whole call's tries and up to 14 requests more, 6 of them failing; an
+ * outage, four requests more (four below a level where both halves
+ * failed). Four such items, one in each part, still fail the run. */
+#define SPLIT_FIRST 4
 struct bsplit {
-    int pending;             /* halves not answered yet, and the one queueing */
-    struct bcall *failed[2]; /* halves that failed, kept */
-    size_t n_failed;
-    bool served;             /* the other half of the split this one halves was served */
-    char *error;             /* the first failure's words */
+    int pending;                       /* parts not answered yet, and the one queueing */
+    struct bcall *failed[SPLIT_FIRST]; /* parts that failed, kept */
+    size_t n_parts, n_failed;
+    bool served;                       /* a part of the split this one splits was served */
+    char *error;                       /* the first failure's words */
 };
 
 static void bcall_free(struct bcall *bc);
@@ -1428,7 +1433,7 @@ static void bsplit_free(struct bsplit *sp)
     free(sp);
 }
 
-/* A call withdrawn or dropped, or answered: one half less to wait for. */
+/* A call withdrawn or dropped, or answered: one part less to wait for. */
 static void bsplit_unref(struct bsplit *sp)
 {
     if (--sp->pending == 0)
@@ -1495,11 +1500,11 @@ static bool lacks_stock(const char *rec, size_t len)
 static int queue_bulk(struct batch *b, char **ids, size_t n, struct bsplit *sp);
 static void bsplit_done(struct batch *b, struct bsplit *sp);
 
-/* Ask for ids (n > 1) again in two halves of one new split (served: the
- * other half of the split ids come from was served); returns how many were
- * queued (the rest count answered: the run failed). Its caller holds
- * b->want up. */
-static size_t split_bulk(struct batch *b, char **ids, size_t n, bool served)
+/* Ask for ids (n > 1) again in parts of one new split: SPLIT_FIRST (or n)
+ * at the first level, two below (served: a part of the split ids come from
+ * was served); returns how many were queued (the rest count answered: the
+ * run failed). Its caller holds b->want up. */
+static size_t split_bulk(struct batch *b, char **ids, size_t n, bool first, bool served)
 {
     struct bsplit *sp = calloc(1, sizeof(*sp));
     if (!sp) {
@@ -1507,29 +1512,32 @@ static size_t split_bulk(struct batch *b, char **ids, size_t n, bool served)
         return 0;
     }
     sp->served = served;
-    sp->pending = 1; /* while queueing: a half may be answered at once */
-    size_t h = n / 2, queued = 0;
-    if (queue_bulk(b, ids, h, sp) == 0)
-        queued = h;
-    if (queued && queue_bulk(b, ids + h, n - h, sp) == 0)
-        queued = n;
+    sp->n_parts = first ? (n < SPLIT_FIRST ? n : SPLIT_FIRST) : 2;
+    sp->pending = 1; /* while queueing: a part may be answered at once */
+    size_t queued = 0;
+    for (size_t k = 0; k < sp->n_parts; k++) {
+        size_t from = n * k / sp->n_parts, to = n * (k + 1) / sp->n_parts;
+        if (queue_bulk(b, ids + from, to - from, sp) != 0)
+            break;
+        queued = to;
+    }
     if (queued < n)
         run_fail(b->r, "out of memory queueing detail calls");
     bsplit_done(b, sp);
     return queued;
 }
 
-/* One of sp's halves answered (or its queueing ended). Once none is left,
- * each half that failed is split again, or its one item refused; unless
- * both failed and the other half of the split before was not served
- * either (the first halving, or two in a row that both failed): Zoho is
- * down, and the run fails. */
+/* One of sp's parts answered (or its queueing ended). Once none is left,
+ * each part that failed is split again, or its one item refused; unless
+ * all failed and no part of the split before was served either (the first
+ * level, or two halvings in a row that both failed): Zoho is down, and the
+ * run fails. */
 static void bsplit_done(struct batch *b, struct bsplit *sp)
 {
     if (--sp->pending > 0)
         return;
     struct run *r = b->r;
-    if (!r->failed && sp->n_failed == 2 && !sp->served) {
+    if (!r->failed && sp->n_failed == sp->n_parts && !sp->served) {
         run_fail(r, "itemdetails failed: %s", sp->error ? sp->error : "failed");
     } else {
         for (size_t i = 0; i < sp->n_failed && !r->failed; i++) {
@@ -1537,7 +1545,7 @@ static void bsplit_done(struct batch *b, struct bsplit *sp)
             if (h->n > 1) {
                 b->want += h->n; /* counted answered when it failed: owed again */
                 r->records_walked -= (int64_t)h->n;
-                size_t queued = split_bulk(b, h->ids, h->n, sp->n_failed == 1);
+                size_t queued = split_bulk(b, h->ids, h->n, false, sp->n_failed < sp->n_parts);
                 b->want -= h->n - queued;
                 r->records_walked += (int64_t)(h->n - queued);
             } else {
@@ -1676,9 +1684,9 @@ static void on_bulk(const struct tds_api_result *res, void *ud)
         } else {
             tds_log_limited(&r->o->s->refused_log, TDS_LOG_WARN, &r->lctx,
                             "GET /itemdetails of %zu items failed past its tries (%s): asking for "
-                            "them in halves, to find any item zoho cannot serve",
+                            "them in parts, to find any item zoho cannot serve",
                             bc->n, why);
-            handed = split_bulk(b, bc->ids, bc->n, false);
+            handed = split_bulk(b, bc->ids, bc->n, true, false);
         }
     } else if (!r->failed) {
         r->denied = res->denied;
@@ -1752,7 +1760,7 @@ static int queue_bulk(struct batch *b, char **ids, size_t n, struct bsplit *sp)
         free(esc);
     }
     if (rc == 0 && sp) {
-        bc->sp = sp; /* one half more to wait for, released by bcall_free if not sent */
+        bc->sp = sp; /* one part more to wait for, released by bcall_free if not sent */
         sp->pending++;
     }
     if (rc == 0)

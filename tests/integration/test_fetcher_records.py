@@ -1459,11 +1459,13 @@ def test_an_item_zoho_cannot_serve_does_not_fail_the_items_asked_with_it(procs, 
     others every time, and being queued longest it came first in every
     stock run. A call that fails past its tries where a failure no longer
     fails the run (a stock run here, a sync run's last attempt) is asked
-    again in halves, each tried once, down to that item: the others are
-    fetched and their stock rows follow Zoho, that one is put off. Two such
-    items that the halving parts below its first level are both found.
-    Halves that both fail at the first level (Zoho down) fail the run, as
-    the whole call did, two requests later."""
+    again in four parts, each tried once, and a part that fails in halves,
+    down to that item: the others are fetched and their stock rows follow
+    Zoho, that one is put off. Three such items, two of them in one part,
+    are all found; with halves at the first level, two items it parted
+    failed the run on every attempt. Parts that all fail at the first level
+    (Zoho down) fail the run, as the whole call did, a request a part
+    later."""
     s = sim(orgs=[small_org()], extra_args=["--rate-per-min", "100000", "--daily-limit", "0"])
     p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", rate_per_min=100000)],
                  fetcher_env={"TDS_FETCHER_STOCK_MS": "1000", "TDS_FETCHER_MAX_ATTEMPTS": "2"})
@@ -1484,34 +1486,42 @@ def test_an_item_zoho_cannot_serve_does_not_fail_the_items_asked_with_it(procs, 
     assert others(_stock_rows(db, "60001"), {bad}) == others(_truth_stock(s, "60001"), {bad})
     run = db.query("SELECT status, api_calls, records_fetched FROM tds.sync_runs "
                    "WHERE mode = 'stock' ORDER BY started_at")[0]
-    # the whole call, then two calls a halving down to the one item (the
-    # items of the invoices' old lines were queued too)
-    halvings = math.ceil(math.log2(run[2] + 1))
-    assert run[0] == "completed" and run[2] >= len(moved) - 1, run
-    assert 1 + 2 * (halvings - 1) <= run[1] <= 1 + 2 * halvings, run
-    # requests that failed: the whole call's two tries, then one a halving
+    # the whole call, its four parts, then two calls a halving of the part
+    # that failed down to the one item (the items of the invoices' old
+    # lines were queued too)
+    n = run[2]
+    parts = min(4, n)
+    least = math.floor(math.log2(max(1, n // parts)))
+    most = math.ceil(math.log2(math.ceil(n / parts)))
+    assert run[0] == "completed" and n >= len(moved) - 1, run
+    assert 1 + parts + 2 * least <= run[1] <= 1 + parts + 2 * most, run
+    # requests that failed: the whole call's two tries, its part, then one
+    # a halving
     failed = s.stats()["orgs"]["60001"]["faults"] - faults0
-    assert 2 + halvings - 1 <= failed <= 2 + halvings, (failed, run)
+    assert 3 + least <= failed <= 3 + most, (failed, run)
     assert db.query("SELECT bool_and(attempts >= 1 AND next_at > now()) FROM tds.stock_refresh") \
         == [(True,)]
-    assert "asking for them in halves" in f.stderr_text()
+    assert "asking for them in parts" in f.stderr_text()
 
-    # two such items in one half of the first halving: both found
+    # three such items among 16: two in the first part (its halves both
+    # fail, and both are halved), one in the third; the second and fourth
+    # parts are served. Halves at the first level both failed: the run too.
     db.execute("DELETE FROM tds.stock_refresh")
     ids = [r["item_id"] for r in s.truth("60001", "items")["records"]][:16]
-    two = [ids[1], ids[6]]   # the first half of 16 (the queue's order: oldest, then id)
-    s.faults(refuse_id=",".join(two), refuse_status=500)
+    bad3 = [ids[1], ids[2], ids[10]]   # the queue's order: oldest, then id
+    s.faults(refuse_id=",".join(bad3), refuse_status=500)
     db.execute("INSERT INTO tds.stock_refresh (org_id, item_id, reason, queued_at) "
                "SELECT '60001', i, 'test', now() - interval '1 hour' + n * interval '1 s' "
                "FROM unnest(%s::text[]) WITH ORDINALITY AS u(i, n)", ids)
     wait_until(lambda: sorted(r[0] for r in db.query(
-                   "SELECT DISTINCT item_id FROM tds.stock_refresh")) == sorted(two),
-               timeout=30, what="every item but the two zoho cannot serve fetched again")
+                   "SELECT DISTINCT item_id FROM tds.stock_refresh")) == sorted(bad3),
+               timeout=30, what="every item but the three zoho cannot serve fetched again")
     last = db.query("SELECT status FROM tds.sync_runs WHERE mode = 'stock' "
                     "ORDER BY started_at DESC LIMIT 1")[0][0]
     assert last == "completed", last
 
-    # Zoho down: both halves fail, and so does the run
+    # Zoho down: every part fails (three parts of the three items), and so
+    # does the run
     s.faults(refuse_id="", p500=1.0)
     db.execute("DELETE FROM tds.stock_refresh")
     db.execute("INSERT INTO tds.stock_refresh (org_id, item_id, reason) "
@@ -1522,6 +1532,6 @@ def test_an_item_zoho_cannot_serve_does_not_fail_the_items_asked_with_it(procs, 
     s.faults(clear=True)
     failed = db.query("SELECT api_calls, error FROM tds.sync_runs WHERE mode = 'stock' "
                       "AND status = 'failed' ORDER BY started_at")[0]
-    assert failed[0] == 3 and "itemdetails failed" in failed[1], failed
+    assert failed[0] == 4 and "itemdetails failed" in failed[1], failed
     wait_until(lambda: db.query("SELECT count(*) FROM tds.stock_refresh") == [(0,)], timeout=30,
                what="the three fetched once zoho is back")
