@@ -1405,13 +1405,16 @@ struct bcall {
  * all fail fail the run, as the whole call did, since Zoho failing is most
  * often Zoho down, unless a part of the split they come from was served:
  * then each holds such an item, and each is halved (its halves failing both
- * again fail the run). Four parts at the first level, not two, so that two
- * such items in one call (even three) still leave a part served there;
- * with halves, two items parted by the first halving failed the run on
- * every attempt, as an outage would. One such item among 100 costs the
- * whole call's tries and up to 14 requests more, 6 of them failing; an
- * outage, four requests more (four below a level where both halves
- * failed). Four such items, one in each part, still fail the run. */
+ * again fail the run). Four parts at the first level, not two: with
+ * halves, two items parted by the first halving failed the run on every
+ * attempt, as an outage would. Now two such items in a call of three or
+ * more are always found: the first level leaves a part served, and once a
+ * halving parts the two, each half holds one. Three or more can still fail
+ * the run, as an outage would: four in four parts, or three in one part
+ * when two halvings in a row each leave such items in both halves. One
+ * such item among 100 costs the whole call's tries and up to 14 requests
+ * more, 6 of them failing; an outage, four requests more (four below a
+ * level where both halves failed). */
 #define SPLIT_FIRST 4
 struct bsplit {
     int pending;                       /* parts not answered yet, and the one queueing */
