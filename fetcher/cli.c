@@ -37,6 +37,8 @@
  * restarted fetcher takes to lock its organizations (TDS_FETCHER_OWNER_CHECK_MS,
  * 2 s by default). */
 #define TDS_CLI_GONE_MS 5000
+/* organizations one `auth exchange` stores a token for */
+#define TDS_EXCHANGE_MAX_ORGS 64
 
 static void sleep_ms(int64_t ms)
 {
@@ -694,8 +696,10 @@ static int watch_request(const struct tds_cli_env *env, PGconn *db, const char *
     return status;
 }
 
-/* auth exchange, its arguments checked: the code to Zoho, the token stored. */
-static int exchange(const struct tds_org *o, const char *code, const struct tds_cli_env *env)
+/* auth exchange, its arguments checked: the code to Zoho, the token stored
+ * for each organization. */
+static int exchange(const struct tds_org *const *orgs, size_t n, const char *code,
+                    const struct tds_cli_env *env)
 {
     struct tds_store *st = NULL;
     if (tds_store_new(&st, env->database_url, "tds-fetcher-cli") != 0 || tds_store_ensure(st) != 0) {
@@ -717,33 +721,98 @@ static int exchange(const struct tds_org *o, const char *code, const struct tds_
         return 1;
     }
     char err[512];
-    int rc = tds_oauth_exchange(o, st, code, env->token_timeout_ms, err, sizeof(err));
+    int rc = tds_oauth_exchange(orgs, n, st, code, env->token_timeout_ms, err, sizeof(err));
     tds_store_free(st);
     if (rc != 0) {
         fprintf(stderr, "tds-fetcher: %s\n", err);
         return 1;
     }
-    printf("refresh token stored for organization %s\n", o->org_id);
+    printf("refresh token stored for organization%s ", n > 1 ? "s" : "");
+    for (size_t i = 0; i < n; i++)
+        printf("%s%s", i ? ", " : "", orgs[i]->org_id);
+    printf("\n");
     /* The file's refresh_token wins over the stored one (fetchers read
      * it first): a revoked one there would keep the organization paused
      * however often a code is exchanged. Exit 0 all the same: the code
      * is spent and the token stored; exchanging again would not help. */
-    if (o->refresh_token && *o->refresh_token)
-        fprintf(stderr,
-                "tds-fetcher: auth exchange: warning: TDS_CONFIG sets refresh_token for organization "
-                "%s and the fetchers use it, not the token just stored: remove it from the file and "
-                "restart the fetchers\n",
-                o->org_id);
+    for (size_t i = 0; i < n; i++)
+        if (orgs[i]->refresh_token && *orgs[i]->refresh_token)
+            fprintf(stderr,
+                    "tds-fetcher: auth exchange: warning: TDS_CONFIG sets refresh_token for "
+                    "organization %s and the fetchers use it, not the token just stored: remove it "
+                    "from the file and restart the fetchers\n",
+                    orgs[i]->org_id);
+    return 0;
+}
+
+static bool same_text(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* The organizations --org names (comma-separated, the option repeatable),
+ * each once, into orgs (cap entries); 0, or 2 after saying why. One grant
+ * code is one Zoho user's for one client: every organization must have the
+ * first one's client and accounts server. */
+static int exchange_orgs(const struct tds_cli_env *env, char *const *lists, size_t n_lists,
+                         const struct tds_org **orgs, size_t cap, size_t *n)
+{
+    *n = 0;
+    for (size_t l = 0; l < n_lists; l++) {
+        const char *p = lists[l];
+        for (;;) {
+            size_t len = strcspn(p, ",");
+            char id[128];
+            if (len == 0 || len >= sizeof(id)) {
+                fprintf(stderr, "tds-fetcher: auth exchange: --org '%s': an empty or overlong "
+                                "organization id\n", lists[l]);
+                return 2;
+            }
+            memcpy(id, p, len);
+            id[len] = '\0';
+            const struct tds_org *o = tds_orgs_find(env->orgs, id);
+            if (!o) {
+                fprintf(stderr, "tds-fetcher: auth exchange: organization '%s' is not in TDS_CONFIG\n",
+                        id);
+                return 2;
+            }
+            bool dup = false;
+            for (size_t i = 0; i < *n && !dup; i++)
+                dup = orgs[i] == o;
+            if (!dup) {
+                if (*n == cap) {
+                    fprintf(stderr, "tds-fetcher: auth exchange: more than %zu organizations\n", cap);
+                    return 2;
+                }
+                if (*n > 0 && (!same_text(o->accounts_url, orgs[0]->accounts_url) ||
+                               !same_text(o->client_id, orgs[0]->client_id) ||
+                               !same_text(o->client_secret, orgs[0]->client_secret))) {
+                    fprintf(stderr,
+                            "tds-fetcher: auth exchange: organizations %s and %s differ in data "
+                            "center, client_id or client_secret: a grant code is made for one "
+                            "client; exchange one code for each; the code was not used\n",
+                            orgs[0]->org_id, o->org_id);
+                    return 2;
+                }
+                orgs[(*n)++] = o;
+            }
+            if (p[len] == '\0')
+                break;
+            p += len + 1;
+        }
+    }
     return 0;
 }
 
 static int cmd_auth(int argc, char **argv, const struct tds_cli_env *env)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-        printf("usage: tds-fetcher auth exchange --org ORG --code CODE|-\n"
+        printf("usage: tds-fetcher auth exchange --org ORG[,ORG...] --code CODE|-\n"
                "       tds-fetcher auth status\n"
                "--code - reads the grant code from the first line of standard input,\n"
-               "keeping it out of the process list and the shell's history.\n");
+               "keeping it out of the process list and the shell's history.\n"
+               "One code serves several organizations of one Zoho user that share\n"
+               "client_id, client_secret and data center: name them all in --org.\n");
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "status") == 0) {
@@ -799,32 +868,44 @@ static int cmd_auth(int argc, char **argv, const struct tds_cli_env *env)
             {"code", required_argument, NULL, 'c'},
             {NULL, 0, NULL, 0},
         };
-        const char *org = NULL, *code = NULL;
+        char *lists[TDS_EXCHANGE_MAX_ORGS];
+        size_t n_lists = 0;
+        const char *code = NULL;
         int c;
         optind = 1;
         opterr = 0;
         while ((c = getopt_long(argc - 1, argv + 1, "o:c:", opts, NULL)) != -1) {
             switch (c) {
-            case 'o': org = optarg; break;
+            case 'o':
+                if (n_lists == TDS_EXCHANGE_MAX_ORGS) {
+                    fprintf(stderr, "tds-fetcher: auth exchange: more than %d --org options\n",
+                            TDS_EXCHANGE_MAX_ORGS);
+                    return 2;
+                }
+                lists[n_lists++] = optarg;
+                break;
             case 'c': code = optarg; break;
             default:
                 fprintf(stderr, "tds-fetcher: auth exchange: unknown or incomplete argument\n");
                 return 2;
             }
         }
-        if (!org || !code || !*code) {
+        if (n_lists == 0 || !code || !*code) {
             fprintf(stderr, "tds-fetcher: auth exchange: --org and --code are required\n");
             return 2;
         }
-        const struct tds_org *o = tds_orgs_find(env->orgs, org);
-        if (!o) {
-            fprintf(stderr, "tds-fetcher: auth exchange: organization '%s' is not in TDS_CONFIG\n", org);
-            return 2;
-        }
+        const struct tds_org *orgs[TDS_EXCHANGE_MAX_ORGS];
+        size_t n_orgs = 0;
+        int bad = exchange_orgs(env, lists, n_lists, orgs, TDS_EXCHANGE_MAX_ORGS, &n_orgs);
+        if (bad)
+            return bad;
+        const char *org = orgs[0]->org_id;
         char *line = NULL;
         size_t line_cap = 0;
         if (strcmp(code, "-") == 0) {
-            if (isatty(STDIN_FILENO))
+            if (isatty(STDIN_FILENO) && n_orgs > 1)
+                fprintf(stderr, "grant code for organizations %s and %zu more: ", org, n_orgs - 1);
+            else if (isatty(STDIN_FILENO))
                 fprintf(stderr, "grant code for organization %s: ", org);
             ssize_t n = getline(&line, &line_cap, stdin);
             while (n > 0 && isspace((unsigned char)line[n - 1]))
@@ -841,7 +922,7 @@ static int cmd_auth(int argc, char **argv, const struct tds_cli_env *env)
                 return 2;
             }
         }
-        int rc = exchange(o, code, env);
+        int rc = exchange(orgs, n_orgs, code, env);
         free(line);
         return rc;
     }

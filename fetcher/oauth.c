@@ -957,20 +957,37 @@ static size_t collect(char *p, size_t sz, size_t n, void *ud)
  * left the family's refresh count (tds_store_token_count_refresh) until the
  * organization's next successful refresh, and its siblings refreshed past
  * the family's budget. */
-static int exchange_save(struct tds_store *store, const struct tds_org *org, const struct tds_zoauth *z)
+/* The token for each organization, in one statement; each one's family
+ * from the refresh token its fetchers use (the file's wins). */
+static int exchange_save(struct tds_store *store, const struct tds_org *const *orgs, size_t n,
+                         const struct tds_zoauth *z)
 {
-    char family[2 * 32 + 1];
+    const char **ids = calloc(n, sizeof(*ids)), **families = calloc(n, sizeof(*families));
+    char (*fam)[2 * 32 + 1] = calloc(n, sizeof(*fam));
+    int rc = -ENOMEM;
 
-    family_of(org, org->refresh_token && *org->refresh_token ? org->refresh_token : z->refresh_token,
-              family);
-    return tds_store_token_save(store, org->org_id, z->access_token, z->api_domain,
-                                tds_wall_ms() + z->expires_in_s * 1000, z->refresh_token,
-                                org->accounts_url, family);
+    if (ids && families && fam) {
+        for (size_t i = 0; i < n; i++) {
+            const struct tds_org *o = orgs[i];
+            family_of(o, o->refresh_token && *o->refresh_token ? o->refresh_token : z->refresh_token,
+                      fam[i]);
+            ids[i] = o->org_id;
+            families[i] = fam[i];
+        }
+        rc = tds_store_token_save_orgs(store, ids, families, n, z->access_token, z->api_domain,
+                                       tds_wall_ms() + z->expires_in_s * 1000, z->refresh_token,
+                                       orgs[0]->accounts_url);
+    }
+    free(ids);
+    free(families);
+    free(fam);
+    return rc;
 }
 
-int tds_oauth_exchange(const struct tds_org *org, struct tds_store *store, const char *code,
-                       int64_t timeout_ms, char *err, size_t errlen)
+int tds_oauth_exchange(const struct tds_org *const *orgs, size_t n_orgs, struct tds_store *store,
+                       const char *code, int64_t timeout_ms, char *err, size_t errlen)
 {
+    const struct tds_org *org = orgs[0];
     CURL *c = curl_easy_init();
     if (!c) {
         snprintf(err, errlen, "could not initialise libcurl");
@@ -1012,7 +1029,7 @@ int tds_oauth_exchange(const struct tds_org *org, struct tds_store *store, const
     } else if (!z->refresh_token[0]) {
         snprintf(err, errlen, "token endpoint returned no refresh token (was the code already used?)");
         rc = TDS_E_INVALID;
-    } else if (exchange_save(store, org, z) != 0) {
+    } else if (exchange_save(store, orgs, n_orgs, z) != 0) {
         snprintf(err, errlen, "could not store the token: %s", tds_store_error(store));
         rc = -EIO;
     } else {

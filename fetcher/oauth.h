@@ -90,9 +90,12 @@ bool tds_oauth_paused(struct tds_oauth *o, int64_t now_ms);
 const char *tds_oauth_state(const struct tds_oauth *o, int64_t now_ms);
 
 /* `auth exchange`: trade a grant code for a refresh token (blocking, for the
- * CLI). On success the row holds the refresh and access tokens. err gets one
- * line. Returns 0, TDS_E_INVALID (Zoho refused) or -EIO. */
-int tds_oauth_exchange(const struct tds_org *org, struct tds_store *store, const char *code,
-                       int64_t timeout_ms, char *err, size_t errlen);
+ * CLI), with the credentials of orgs[0]; the token is stored for each of
+ * orgs (one Zoho user's organizations of one client and data center, which
+ * the caller checked), all or none. On success their rows hold the refresh
+ * and access tokens. err gets one line. Returns 0, TDS_E_INVALID (Zoho
+ * refused) or -EIO. */
+int tds_oauth_exchange(const struct tds_org *const *orgs, size_t n_orgs, struct tds_store *store,
+                       const char *code, int64_t timeout_ms, char *err, size_t errlen);
 
 #endif

@@ -322,26 +322,48 @@ int tds_store_token_uncount_refresh(struct tds_store *s, const char *org, int64_
                  2, p);
 }
 
+static char *text_array(const char *const *ids, size_t n);
+
 int tds_store_token_save(struct tds_store *s, const char *org, const char *access_token,
                          const char *api_domain, int64_t expires_at_ms, const char *refresh_token,
                          const char *accounts_url, const char *family)
 {
+    const char *orgs[] = {org}, *families[] = {family ? family : ""};
+    return tds_store_token_save_orgs(s, orgs, families, 1, access_token, api_domain, expires_at_ms,
+                                     refresh_token, accounts_url);
+}
+
+int tds_store_token_save_orgs(struct tds_store *s, const char *const *orgs,
+                              const char *const *families, size_t n, const char *access_token,
+                              const char *api_domain, int64_t expires_at_ms,
+                              const char *refresh_token, const char *accounts_url)
+{
     char ex[32];
     snprintf(ex, sizeof(ex), "%lld", (long long)expires_at_ms);
-    const char *p[] = {org, access_token, api_domain && *api_domain ? api_domain : NULL, ex,
+    char *oa = text_array(orgs, n), *fa = text_array(families, n);
+    if (!oa || !fa) {
+        free(oa);
+        free(fa);
+        return -ENOMEM;
+    }
+    const char *p[] = {oa, access_token, api_domain && *api_domain ? api_domain : NULL, ex,
                        refresh_token && *refresh_token ? refresh_token : NULL,
-                       accounts_url && *accounts_url ? accounts_url : NULL,
-                       family && *family ? family : NULL};
-    return exec0(s,
-                 "INSERT INTO tds.oauth_tokens AS t (org_id, access_token, api_domain, expires_at, "
-                 "refresh_token, status, refreshed_at, updated_at, accounts_url, family) VALUES ($1, "
-                 "$2, $3, " FROM_MS("$4") ", $5, 'ok', now(), now(), $6, $7) ON CONFLICT (org_id) DO "
-                 "UPDATE SET access_token = $2, api_domain = CASE WHEN t.accounts_url IS DISTINCT "
-                 "FROM $6 THEN $3 ELSE COALESCE($3, t.api_domain) END, expires_at = " FROM_MS("$4")
-                 ", refresh_token = COALESCE($5, t.refresh_token), status = 'ok', locked_until = NULL, "
-                 "last_error = NULL, refreshed_at = now(), updated_at = now(), accounts_url = $6, "
-                 "family = $7, failed_credentials = NULL",
-                 7, p);
+                       accounts_url && *accounts_url ? accounts_url : NULL, fa};
+    /* One statement: every organization gets the token, or none does. */
+    int rc = exec0(s,
+                   "INSERT INTO tds.oauth_tokens AS t (org_id, access_token, api_domain, expires_at, "
+                   "refresh_token, status, refreshed_at, updated_at, accounts_url, family) SELECT u.o, "
+                   "$2, $3, " FROM_MS("$4") ", $5, 'ok', now(), now(), $6, nullif(u.f, '') FROM "
+                   "unnest($1::text[], $7::text[]) AS u(o, f) ON CONFLICT (org_id) DO "
+                   "UPDATE SET access_token = $2, api_domain = CASE WHEN t.accounts_url IS DISTINCT "
+                   "FROM $6 THEN $3 ELSE COALESCE($3, t.api_domain) END, expires_at = " FROM_MS("$4")
+                   ", refresh_token = COALESCE($5, t.refresh_token), status = 'ok', locked_until = NULL, "
+                   "last_error = NULL, refreshed_at = now(), updated_at = now(), accounts_url = $6, "
+                   "family = EXCLUDED.family, failed_credentials = NULL",
+                   7, p);
+    free(oa);
+    free(fa);
+    return rc;
 }
 
 int tds_store_token_family_peek(struct tds_store *s, const char *family, const char *org,

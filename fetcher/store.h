@@ -67,6 +67,13 @@ int tds_store_token_uncount_refresh(struct tds_store *s, const char *org, int64_
 int tds_store_token_save(struct tds_store *s, const char *org, const char *access_token,
                          const char *api_domain, int64_t expires_at_ms, const char *refresh_token,
                          const char *accounts_url, const char *family);
+/* The same for several organizations of one Zoho user (auth exchange of one
+ * grant code), in one statement: all or none. families[i] ("" for none)
+ * belongs to orgs[i]. */
+int tds_store_token_save_orgs(struct tds_store *s, const char *const *orgs,
+                              const char *const *families, size_t n, const char *access_token,
+                              const char *api_domain, int64_t expires_at_ms,
+                              const char *refresh_token, const char *accounts_url);
 /* A token family: the organizations whose tokens one refresh token mints
  * (one Zoho user's). The newest usable access token another organization of
  * the family stored, from accounts_url, expiring after min_expires_ms (wall):

@@ -2042,6 +2042,58 @@ def test_auth_exchange_stores_a_refresh_token(procs, db, sim, tmp_path, bins):
     assert s.stats()["token"]["refreshes"] == 0
 
 
+def test_auth_exchange_stores_one_code_for_several_organizations(procs, db, sim, tmp_path, bins):
+    """One Zoho user's organizations share a refresh token: `auth exchange
+    --org A,B` (or --org repeated) trades one grant code and stores the token
+    for each, in one family. Organizations of different clients or data
+    centers, or one not in the file, are refused before the code is used.
+    Before, each organization needed a code of its own."""
+    s = sim(orgs=[small_org(items=10), small_org("60002", items=10)],
+            extra_args=["--grant-code", "1000.grant.two"])
+    specs = [org_spec("60001"), org_spec("60002")]
+    for spec in specs:
+        del spec["refresh_token"]
+    p = Pipeline(procs, db, s, tmp_path, orgs=specs)
+    _wait_for_token_columns(db)
+    env = dict(os.environ, TDS_DATABASE_URL=db.url, TDS_CONFIG=str(p.config))
+    # another client's organization: refused, the code unused
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"organizations": [
+        dict(specs[0], accounts_url=s.url),
+        dict(specs[1], org_id="60003", client_id="1000.OTHERCLIENT", accounts_url=s.url)]}))
+    out = _cli(bins, dict(env, TDS_CONFIG=str(other)), "auth", "exchange", "--org", "60001,60003",
+               "--code", "1000.grant.two")
+    assert out.returncode == 2, out.stderr
+    assert "organizations 60001 and 60003 differ in data center, client_id or client_secret" \
+        in out.stderr and "the code was not used" in out.stderr, out.stderr
+    for orgs in ("60001,69999", "60001,", ","):
+        out = _cli(bins, env, "auth", "exchange", "--org", orgs, "--code", "1000.grant.two")
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, (orgs, out.stderr)
+    assert "organization '69999' is not in TDS_CONFIG" in _cli(
+        bins, env, "auth", "exchange", "--org", "60001,69999", "--code", "x").stderr
+    assert s.stats()["token"]["code_grants"] == 0, s.stats()["token"]
+    assert db.query("SELECT count(*) FROM tds.oauth_tokens") == [(0,)]
+    # both, one named twice: one exchange, one family
+    out = _cli(bins, env, "auth", "exchange", "--org", "60001", "--org", "60002,60001",
+               "--code", "1000.grant.two")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "refresh token stored for organizations 60001, 60002", out.stdout
+    assert out.stderr == "", out.stderr
+    assert s.stats()["token"]["code_grants"] == 1, s.stats()["token"]
+    rows = db.query("SELECT org_id, refresh_token IS NOT NULL, access_token IS NOT NULL, status, "
+                    "family FROM tds.oauth_tokens ORDER BY org_id")
+    assert [r[:4] for r in rows] == [("60001", True, True, "ok"), ("60002", True, True, "ok")], rows
+    assert rows[0][4] and rows[0][4] == rows[1][4], rows
+    out = _cli(bins, env, "auth", "status")
+    assert out.stdout.count(" stored ") == 2, out.stdout
+    # the fetcher syncs both with the stored token and the access token stored with it
+    p.start_fetcher()
+    for org in ("60001", "60002"):
+        p.sync(org, "items", "full")
+        p.compare(org, "items")
+    assert s.stats()["token"]["refreshes"] == 0, s.stats()["token"]
+
+
 def test_auth_exchange_warns_that_the_config_refresh_token_wins(procs, db, sim, tmp_path, bins):
     """The file's refresh_token is used instead of a stored one: `auth exchange`
     stores the new token (exit 0) but says in one line that the file's must go."""

@@ -191,15 +191,19 @@ def test_up_with_a_real_organizations_file_asks_for_a_code_then_syncs(tmp_path, 
     """TDS_CONFIG names the organizations (here the simulator stands in for
     Zoho, at its own address): an organization without a refresh token stops
     `up` at once with what to do; --auth-code turns a console code into one,
-    kept in tds.oauth_tokens, and the sync runs."""
+    kept in tds.oauth_tokens, and the sync runs. One code serves both
+    organizations of one Zoho user (--auth-code 60001,60002=CODE)."""
     s = sim(orgs=["id=60001,tz=+0300,stock=warehouses,product=inventory,items=60,groups=5,"
-                  "contacts=10,invoices=10,salesorders=10,warehouses=2"],
+                  "contacts=10,invoices=10,salesorders=10,warehouses=2",
+                  "id=60002,tz=+0300,stock=warehouses,product=inventory,items=20,groups=2,"
+                  "contacts=5,invoices=5,salesorders=5,warehouses=2"],
             extra_args=["--grant-code", "1000.consolecode", "--limits-off"])
     orgs = tmp_path / "orgs.json"
     orgs.write_text(json.dumps({"organizations": [{
-        "org_id": "60001", "product": "inventory", "data_center": "com", "accounts_url": s.url,
+        "org_id": org, "product": "inventory", "data_center": "com", "accounts_url": s.url,
         "client_id": "1000.SIMCLIENT", "client_secret": "simsecret",
-        "webhook_secrets": ["a-secret"], "timezone_offset": "+0300", "daily_reserve": 0}]}))
+        "webhook_secrets": ["a-secret"], "timezone_offset": "+0300", "daily_reserve": 0}
+        for org in ("60001", "60002")]}))
     state = tmp_path / "state"
     env = _env()
     env["TDS_CONFIG"] = str(orgs)
@@ -219,23 +223,26 @@ def test_up_with_a_real_organizations_file_asks_for_a_code_then_syncs(tmp_path, 
     try:
         _, out = up()
         assert out.returncode == 1, (out.stdout[-2000:], out.stderr[-2000:])
-        assert "organization 60001 has no refresh token" in out.stderr and \
-            "--auth-code 60001=CODE" in out.stderr, out.stderr
+        for org in ("60001", "60002"):
+            assert f"organization {org} has no refresh token" in out.stderr and \
+                f"--auth-code {org}=CODE" in out.stderr, out.stderr
         assert not list((state / "run").glob("*.pid")), "up left processes behind"
         assert "using the real organizations" in out.stdout and "simulator" not in \
             out.stdout.replace("(no simulator)", ""), out.stdout
 
-        base, out = up("--auth-code", "60001=1000.consolecode")
+        base, out = up("--auth-code", "60001,60002=1000.consolecode")
         print(out.stdout[-4000:])
         assert out.returncode == 0, out.stderr[-3000:]
-        assert "refresh token stored for organization 60001" in out.stdout
-        assert re.search(r"^sync request \d+ done:$", out.stdout, re.M), out.stdout
+        assert "refresh token stored for organizations 60001, 60002" in out.stdout
+        assert len(re.findall(r"^sync request \d+ done:$", out.stdout, re.M)) == 2, out.stdout
         conn = psycopg2.connect(_printed_url(out.stdout))
         conn.autocommit = True
         cur = conn.cursor()
-        assert _equal(s, cur, "60001") is None, _equal(s, cur, "60001")
-        cur.execute("SELECT refresh_token IS NOT NULL FROM tds.oauth_tokens WHERE org_id = '60001'")
-        assert cur.fetchone() == (True,)
+        for org in ("60001", "60002"):
+            assert _equal(s, cur, org) is None, _equal(s, cur, org)
+        cur.execute("SELECT count(*) FILTER (WHERE refresh_token IS NOT NULL), "
+                    "count(DISTINCT family) FROM tds.oauth_tokens")
+        assert cur.fetchone() == (2, 1)
         conn.close()
         assert s.stats()["token"]["code_grants"] == 1, s.stats()["token"]
     finally:
