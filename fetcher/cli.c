@@ -337,6 +337,25 @@ static int follow_request(const struct tds_cli_env *env, const char *id, bool ot
     return watch_request(env, db, id, org, entity);
 }
 
+static const char auth_usage[] =
+    "usage: tds-fetcher auth exchange --org ORG[,ORG...] --code CODE|-\n"
+    "       tds-fetcher auth status\n"
+    "--code - reads the grant code from the first line of standard input,\n"
+    "keeping it out of the process list and the shell's history.\n"
+    "One code serves several organizations of one Zoho user that share\n"
+    "client_id, client_secret and data center: name them all in --org.\n";
+static const char status_usage[] = "usage: tds-fetcher auth status\n"
+                                   "Each organization's token state (never the token).\n";
+static const char sync_usage[] =
+    "usage: tds-fetcher sync --org ORG [--entity NAME|all] "
+    "[--mode full|incremental|reconcile] [--detach]\n"
+    "       tds-fetcher sync --follow ID   (a request queued before, e.g. with --detach)\n";
+
+static bool is_help(const char *a)
+{
+    return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
+}
+
 static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
 {
     static const struct option opts[] = {
@@ -358,9 +377,7 @@ static int cmd_sync(int argc, char **argv, const struct tds_cli_env *env)
         case 'd': detach = others = true; break;
         case 'f': follow = optarg; break;
         case 'h':
-            printf("usage: tds-fetcher sync --org ORG [--entity NAME|all] "
-                   "[--mode full|incremental|reconcile] [--detach]\n"
-                   "       tds-fetcher sync --follow ID   (a request queued before, e.g. with --detach)\n");
+            fputs(sync_usage, stdout);
             return 0;
         default:
             fprintf(stderr, "tds-fetcher: sync: unknown or incomplete argument '%s'\n", argv[optind - 1]);
@@ -804,22 +821,38 @@ static int exchange_orgs(const struct tds_cli_env *env, char *const *lists, size
     return 0;
 }
 
+int tds_cli_help(int argc, char **argv)
+{
+    bool asked = false;
+    for (int i = 1; i < argc && !asked; i++)
+        asked = is_help(argv[i]);
+    if (strcmp(argv[0], "sync") == 0 && asked) {
+        fputs(sync_usage, stdout);
+        return 0;
+    }
+    if (strcmp(argv[0], "auth") != 0)
+        return -1;
+    if (argc > 2 && strcmp(argv[1], "status") == 0 && asked) {
+        fputs(status_usage, stdout);
+        return 0;
+    }
+    if (argc < 2 || asked) {
+        fputs(auth_usage, stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    return -1;
+}
+
 static int cmd_auth(int argc, char **argv, const struct tds_cli_env *env)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-        printf("usage: tds-fetcher auth exchange --org ORG[,ORG...] --code CODE|-\n"
-               "       tds-fetcher auth status\n"
-               "--code - reads the grant code from the first line of standard input,\n"
-               "keeping it out of the process list and the shell's history.\n"
-               "One code serves several organizations of one Zoho user that share\n"
-               "client_id, client_secret and data center: name them all in --org.\n");
+    if (argc < 2 || is_help(argv[1])) {
+        fputs(auth_usage, stdout);
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "status") == 0) {
         if (argc > 2) {
-            if (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) {
-                printf("usage: tds-fetcher auth status\n"
-                       "Each organization's token state (never the token).\n");
+            if (is_help(argv[2])) {
+                fputs(status_usage, stdout);
                 return 0;
             }
             fprintf(stderr, "tds-fetcher: auth status: unexpected argument '%s'\n", argv[2]);

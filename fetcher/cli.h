@@ -1,7 +1,7 @@
 /* cli — the fetcher's administrative subcommands.
  *
  *   tds-fetcher sync --org ORG --entity NAME|all --mode full|incremental|reconcile [--detach]
- *   tds-fetcher auth exchange --org ORG --code CODE
+ *   tds-fetcher auth exchange --org ORG[,ORG...] --code CODE|-
  *   tds-fetcher auth status
  *
  * `sync` inserts a row into tds.sync_requests (any replica that owns the
@@ -27,5 +27,9 @@ struct tds_cli_env {
 /* argv[0] is the subcommand. Returns the process exit status (0 ok, 1
  * failed, 2 usage). */
 int tds_cli_main(int argc, char **argv, const struct tds_cli_env *env);
+/* A request for a subcommand's usage (--help or -h among its arguments, or
+ * `auth` alone): prints it and returns the exit status, without settings or
+ * a database; -1 when argv asks for something else. */
+int tds_cli_help(int argc, char **argv);
 
 #endif

@@ -312,7 +312,7 @@ static const struct tds_stage stage = {
     .usage = "usage: tds-fetcher [--help] [--version] [--print-config]\n"
              "       tds-fetcher sync --org ORG [--entity NAME|all] [--mode full|incremental|reconcile] [--detach]\n"
              "       tds-fetcher sync --follow ID\n"
-             "       tds-fetcher auth exchange --org ORG --code CODE\n"
+             "       tds-fetcher auth exchange --org ORG[,ORG...] --code CODE|-\n"
              "       tds-fetcher auth status\n"
              "\n"
              "Fetches Zoho Inventory/Books data for the organizations in TDS_CONFIG that this\n"
@@ -340,6 +340,8 @@ int main(int argc, char **argv)
     bool sub = argc > 1 && (strcmp(argv[1], "sync") == 0 || strcmp(argv[1], "auth") == 0);
     if (!sub && (rc = tds_stage_args(&stage, argc, argv, 0, &cl)) != TDS_STAGE_CONTINUE)
         return rc;
+    if (sub && (rc = tds_cli_help(argc - 1, argv + 1)) >= 0)
+        return rc; /* usage needs no settings */
     if (tds_stage_config(&stage, &a.cfg, &level) != 0)
         return 2;
     {

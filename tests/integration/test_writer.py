@@ -405,6 +405,17 @@ def test_bad_config_is_one_line(procs):
     for args in (["status", "--help"], ["alerts", "--help"], ["alerts", "list", "-h"]):
         r = procs.run("tds-writer", args, check=False)   # was "unexpected argument", exit 2
         assert r.returncode == 0 and r.stdout.startswith("Usage: tds-writer"), (args, r)
+    # the fetcher's subcommands print their usage without any setting (they
+    # said "missing required setting TDS_DATABASE_URL" and exited 2)
+    for args, want, rc in ((["auth", "--help"], "usage: tds-fetcher auth exchange", 0),
+                           (["auth", "exchange", "--help"], "usage: tds-fetcher auth exchange", 0),
+                           (["auth", "status", "-h"], "usage: tds-fetcher auth status", 0),
+                           (["sync", "--help"], "usage: tds-fetcher sync", 0),
+                           (["sync", "--org", "1", "-h"], "usage: tds-fetcher sync", 0),
+                           (["auth"], "usage: tds-fetcher auth exchange", 2)):
+        r = procs.run("tds-fetcher", args, env={"TDS_DATABASE_URL": "", "TDS_CONFIG": ""},
+                      check=False)
+        assert r.returncode == rc and r.stdout.startswith(want) and r.stderr == "", (args, r)
     # files that cannot be read: said as such ("(line -1)"; a folder was
     # "'[' or '{' expected near end of file")
     folder = os.path.dirname(os.path.abspath(__file__))
