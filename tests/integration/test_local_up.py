@@ -226,6 +226,8 @@ def test_up_with_a_real_organizations_file_asks_for_a_code_then_syncs(tmp_path, 
         for org in ("60001", "60002"):
             assert f"organization {org} has no refresh token" in out.stderr and \
                 f"--auth-code {org}=CODE" in out.stderr, out.stderr
+        assert "one code serves all of one Zoho user's organizations" in out.stderr and \
+            "--auth-code 60001,60002=CODE" in out.stderr, out.stderr
         assert not list((state / "run").glob("*.pid")), "up left processes behind"
         assert "using the real organizations" in out.stdout and "simulator" not in \
             out.stdout.replace("(no simulator)", ""), out.stdout
