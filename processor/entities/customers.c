@@ -156,7 +156,8 @@ static int primary_person(struct tx *t, size_t row, const struct tds_pjson *rec)
         return 0;
     for (uint32_t i = 0; i < arr->n; i++) {
         const struct tds_pjson *p = &arr->u.items[i];
-        struct tds_value_err e;
+        char why[160]; /* the reason is not used: such a person is no primary */
+        struct tds_value_err e = {why, sizeof(why)};
         struct tds_bytes b;
 
         /* primary as its column reads it: true or "true" (Zoho sends

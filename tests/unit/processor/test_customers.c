@@ -134,6 +134,15 @@ static void test_contact_list(void)
     T_NOCOL(s, "credit_limit");
 }
 
+/* Fill the stack below the caller with non-zero bytes, so that a local
+ * left unset by a function called next holds garbage, not zeros. */
+static __attribute__((noinline)) void dirty_stack(void)
+{
+    volatile unsigned char junk[16384];
+    for (size_t i = 0; i < sizeof(junk); i++)
+        junk[i] = 0xA5;
+}
+
 /* A detail without the flattened primary person at the top (a contact's
  * detail is not known to carry it) takes it from the person marked
  * is_primary_contact: a DETAIL row sets every column, so before, each
@@ -193,6 +202,22 @@ static void test_contact_detail_primary_person(void)
     T_TRUE((s = h_set("contacts", TDS_ROWS_DETAIL, 0)) != NULL);
     T_VNULL(s, 0, "first_name");
     T_VNULL(s, 0, "email");
+
+    /* a flag that is no boolean (1, "yes") is no primary, and the person's
+     * own column rejects the record, naming the field. Before, the check
+     * wrote its reason through an unset buffer: the processor crashed on
+     * such a record, at every redelivery (found by fuzz-customers). The
+     * stack is dirtied first so that an unset buffer points somewhere. */
+    const char *flags[] = {"1", "\"yes\""};
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        h_reset();
+        snprintf(rec, sizeof(rec), "%s\"contact_persons\":[{\"contact_person_id\":\"5003\","
+                 "\"first_name\":\"Sara\",\"is_primary_contact\":%s}],"
+                 "\"last_modified_time\":\"2026-06-09T09:45:21-0400\"}", head, flags[i]);
+        dirty_stack();
+        T_TRUE(h_record("contacts", rec, TDS_FORM_DETAIL));
+        T_TRUE(strstr(h_reject_reason(0), "contact_persons[0].is_primary_contact") != NULL);
+    }
 
     /* a primary person's wrong type is a reject naming the field */
     h_reset();
