@@ -39,10 +39,14 @@ static const char *const head_cols[] = {"modified_time", "raw", "content_hash", 
  * A deleted row's observed_at is when the delete was observed: a version
  * observed after it, not older than the stored one, revives the row (Zoho
  * still had the record then); one observed before stays out, however new
- * its modified_time. Unknown on either side (a delete or a version without
- * received_ms), only a strictly newer modified_time revives, the rule from
- * before deletes were timed (migration 007 cleared observed_at on the rows
- * deleted before then, which held their last version's). */
+ * its modified_time. A version observed inside its modified_time's second
+ * (every webhook's is, apply.c's observed_text) shows only that Zoho had it
+ * at some moment of that second, maybe before the delete: it revives only
+ * when that second began after the delete was observed. Unknown on either
+ * side (a delete or a version without received_ms), only a strictly newer
+ * modified_time revives, the rule from before deletes were timed (migration
+ * 007 cleared observed_at on the rows deleted before then, which held their
+ * last version's). */
 static int add_guard(struct tds_buf *b, const char *n)
 {
     return tds_buf_addf(b,
@@ -58,7 +62,9 @@ static int add_guard(struct tds_buf *b, const char *n)
         "%1$s.modified_time > t.modified_time OR "
         "(t.modified_time IS NULL AND %1$s.modified_time IS NOT NULL) "
         "ELSE %1$s.observed_at > t.observed_at AND "
-        "(t.modified_time IS NULL OR %1$s.modified_time >= t.modified_time) END",
+        "(t.modified_time IS NULL OR %1$s.modified_time >= t.modified_time) AND "
+        "(%1$s.modified_time IS NULL OR %1$s.modified_time > t.observed_at OR "
+        "%1$s.observed_at >= %1$s.modified_time + interval '1 second') END",
         n);
 }
 
@@ -246,7 +252,11 @@ static int upsert_delete(struct tds_buf *b, const char *stg, const struct tds_ta
      * after it revives the row (add_guard), and, the same rule the other
      * way, a delete observed before the stored version leaves it live (Zoho
      * still had the record when that version was observed), whatever order
-     * the two arrive in or run in inside one batch. (The stored version's
+     * the two arrive in or run in inside one batch. A version observed
+     * inside its modified_time's second (a webhook's) proves only that Zoho
+     * had it at some moment of that second: a delete observed from the start
+     * of that second deletes it, as such a version observed after a delete
+     * revives only from the next second on (add_guard). (The stored version's
      * observed_at is its first sighting: a copy seen again later with the
      * same content is refused without moving it on, as moving it would
      * rewrite every unchanged row of a full sync. So a delete observed
@@ -268,7 +278,9 @@ static int upsert_delete(struct tds_buf *b, const char *stg, const struct tds_ta
         "(EXCLUDED.modified_time IS NULL OR t.modified_time IS NULL OR "
         "EXCLUDED.modified_time >= t.modified_time) AND "
         "(EXCLUDED.observed_at IS NULL OR t.observed_at IS NULL OR "
-        "EXCLUDED.observed_at >= t.observed_at) "
+        "EXCLUDED.observed_at >= t.observed_at OR "
+        "(t.observed_at < t.modified_time + interval '1 second' AND "
+        "EXCLUDED.observed_at >= t.modified_time)) "
         "ELSE EXCLUDED.observed_at > t.observed_at OR "
         "(t.observed_at IS NULL AND EXCLUDED.observed_at IS NOT NULL) END "
         "RETURNING org_id, \"%2$s\", deleted_at = now() AS newly) "

@@ -1057,7 +1057,11 @@ def test_a_late_webhook_neither_revives_nor_outlives_a_delete(writer, db):
     delete received after a version was made, but before that version's slow
     webhook, was undone by it. Now a webhook's version counts as observed at
     the end of its modified_time's second (when it arrived later); a page
-    fetched after the delete still revives (Zoho had the record then)."""
+    fetched after the delete still revives (Zoho had the record then). That
+    second shows only that Zoho had the version at some moment of it: a
+    delete observed inside it, in either order of writing, deleted the row
+    only when observed after the version's own time (found by a longer run
+    of test_chaos, a contact deleted in Zoho left live)."""
     t0 = (int(time.time()) - 120) * 1000
 
     def zt(ms):
@@ -1102,6 +1106,30 @@ def test_a_late_webhook_neither_revives_nor_outlives_a_delete(writer, db):
     # Zoho has the record again): its webhook revives it
     send([item(ORG, "2", zt(t0 + 30_000), "two again")], t0 + 31_000)
     assert states(["2"]) == {"2": ("two again", False)}
+    # v made at t0+50 s, its delivery failed; the delete received at
+    # t0+50.5 s, in v's second; v's retry at t0+52 s. Counted as observed at
+    # t0+50.999 s, v was "after" the delete and brought the record back; that
+    # second shows only that Zoho had v at some moment of it
+    for ids in (["4"], [str(900 + i) for i in range(80)]):
+        send([item(ORG, i, zt(t0 + 45_000), "four") for i in ids], t0 + 45_200)
+        delete(ids, t0 + 50_500)
+        send([item(ORG, i, zt(t0 + 50_000), "four v2") for i in ids], t0 + 52_000)
+        assert set(states(ids).values()) == {("four", True)}, states(ids)  # was ("four v2", False)
+        # a page fetched after that second ended shows Zoho had it: it revives
+        send([item(ORG, i, zt(t0 + 50_000), "four v2") for i in ids], t0 + 51_000, mode="fetch")
+        assert set(states(ids).values()) == {("four v2", False)}, states(ids)
+    # the other order: v made at t0+60 s and its webhook received at t0+60.3 s
+    # is written first; the delete, observed at t0+60.2 s (its webhook came
+    # first but is written late), was made after v for all that second
+    # tells: it deletes (v, taken as observed at t0+60.3 s, kept the record)
+    for ids in (["5"], [str(1000 + i) for i in range(80)]):
+        send([item(ORG, i, zt(t0 + 60_000), "five") for i in ids], t0 + 60_300)
+        delete(ids, t0 + 60_200)
+        assert set(states(ids).values()) == {("five", True)}, states(ids)
+    # but not one observed before v's second began (v is newer)
+    send([item(ORG, "6", zt(t0 + 70_000), "six")], t0 + 70_300)
+    delete(["6"], t0 + 69_900)
+    assert states(["6"]) == {"6": ("six", False)}
     # a webhook received within its second keeps the receipt time
     send([item(ORG, "3", zt(t0 + 40_000), "three")], t0 + 40_300)
     assert db.query("SELECT observed_at = to_timestamp(%s / 1000.0) FROM zoho.items "

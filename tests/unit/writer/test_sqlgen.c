@@ -118,7 +118,9 @@ static void test_list_figures(void)
     "OR t.observed_at IS NULL OR " n ".observed_at >= t.observed_at)) WHEN " n ".observed_at "  \
     "IS NULL OR t.observed_at IS NULL THEN " n ".modified_time > t.modified_time OR "           \
     "(t.modified_time IS NULL AND " n ".modified_time IS NOT NULL) ELSE " n ".observed_at > "   \
-    "t.observed_at AND (t.modified_time IS NULL OR " n ".modified_time >= t.modified_time) END"
+    "t.observed_at AND (t.modified_time IS NULL OR " n ".modified_time >= t.modified_time) AND " \
+    "(" n ".modified_time IS NULL OR " n ".modified_time > t.observed_at OR " n ".observed_at " \
+    ">= " n ".modified_time + interval '1 second') END"
 #define GUARD_EXCLUDED GUARD("EXCLUDED")
 #define GUARD_K GUARD("k")
 
@@ -241,12 +243,16 @@ static void test_statements(void)
     T_TRUE(strstr(s, "NULL::timestamptz") != NULL);
     T_TRUE(strstr(s, "WITH w AS (INSERT INTO zoho.\"items\"") == s);
     T_TRUE(strstr(s, "deleted_at = COALESCE(t.deleted_at, now())") != NULL);
-    /* a live row: a delete not older and not observed before it; a deleted
-     * row: only a later observation moves observed_at on */
+    /* a live row: a delete not older and not observed before it, or
+     * observed from the start of the second of a version observed inside it
+     * (a webhook's); a deleted row: only a later observation moves
+     * observed_at on */
     T_TRUE(strstr(s, "WHERE CASE WHEN t.deleted_at IS NULL THEN (EXCLUDED.modified_time IS NULL "
                      "OR t.modified_time IS NULL OR EXCLUDED.modified_time >= t.modified_time) "
                      "AND (EXCLUDED.observed_at IS NULL OR t.observed_at IS NULL OR "
-                     "EXCLUDED.observed_at >= t.observed_at) ELSE EXCLUDED.observed_at > "
+                     "EXCLUDED.observed_at >= t.observed_at OR (t.observed_at < t.modified_time "
+                     "+ interval '1 second' AND EXCLUDED.observed_at >= t.modified_time)) "
+                     "ELSE EXCLUDED.observed_at > "
                      "t.observed_at OR (t.observed_at IS NULL AND EXCLUDED.observed_at IS NOT "
                      "NULL) END") != NULL);
     /* only the rows this delete deleted come back */
