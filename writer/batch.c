@@ -507,6 +507,8 @@ int tds_bmsg_live_records(const struct tds_bmsg *m, uint32_t **out, size_t *n)
     uint32_t *list;
     size_t k = 0;
 
+    *out = NULL; /* on failure too: callers free it */
+    *n = 0;
     if (!live)
         return -ENOMEM;
     for (size_t s = 0; s < rows->n_sets; s++)

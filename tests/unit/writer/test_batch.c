@@ -4,8 +4,19 @@
 #include "../../assert.h"
 #include "batch.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* calloc failures on demand: this test is linked with --wrap=calloc
+ * (meson.build). fail_in = k makes the k-th call from now fail. */
+static long fail_in;
+void *__real_calloc(size_t n, size_t size);
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    return fail_in > 0 && --fail_in == 0 ? NULL : __real_calloc(n, size);
+}
 
 static const char *const item_cols[] = {"org_id", "item_id", "modified_time", "raw",
                                         "content_hash", "is_detail", "name"};
@@ -114,6 +125,15 @@ static void test_records_group_parent_and_children(void)
     T_TRUE(tds_bmsg_row_live(bm, 1, 1));
     free(bm->probe_in);
     bm->probe_in = NULL;
+
+    /* Out of memory while listing the live records: -ENOMEM, nothing
+     * rejected. Before, it freed the unset list pointer (ASan: "attempting
+     * free on address which was not malloc()-ed"), found by clang's
+     * analyzer. */
+    fail_in = 1;
+    T_INT(tds_bmsg_reject_all(bm, "whole message"), ==, -ENOMEM);
+    T_INT(fail_in, ==, 0);
+    T_INT(bm->n_rej, ==, 1);
 
     T_INT(tds_bmsg_reject_all(bm, "whole message"), ==, 0);
     T_INT(bm->n_rej, ==, 3);
