@@ -211,7 +211,17 @@ class Pipeline:
                     continue
                 if zid in deleted:
                     if not r[1]:
-                        out.append(f"{org} {ent} {zid}: deleted in Zoho, not marked")
+                        # what ordered the delete and the version kept: the
+                        # row's times and the webhooks received for the id
+                        seen = self.db.query(
+                            f"SELECT observed_at FROM zoho.{table} "
+                            f"WHERE org_id = %s AND {idcol} = %s", org, zid)
+                        hooks = self.db.query(
+                            "SELECT received_at FROM tds.webhook_events "
+                            "WHERE org_id = %s AND zoho_id = %s ORDER BY received_at", org, zid)
+                        out.append(f"{org} {ent} {zid}: deleted in Zoho, not marked "
+                                   f"(modified_time {r[2]}, observed_at {seen[0][0]}, "
+                                   f"webhooks received {[h[0] for h in hooks]})")
                 elif zid not in invalid:
                     out.append(f"{org} {ent} {zid}: not in Zoho")
             for child, keys in children:

@@ -2,7 +2,13 @@
 restart PostgreSQL once, inject simulator faults; afterwards the database
 equals the simulator's truth. The schedule's seed is printed; TDS_CHAOS_SEED=N
 replays one, TDS_CHAOS_SEED=random draws a new one. tests/run uses a fixed
-seed so that CI judges the same schedule every time."""
+seed so that CI judges the same schedule every time.
+
+For a longer soak by hand: TDS_CHAOS_SECONDS (24) of faults, changes streamed
+as webhooks for 4 s less at TDS_CHAOS_CHANGES (10) a second an organization,
+and TDS_CHAOS_GAP_S ("1.0-3.0") seconds between two faults. 75, 60 and
+"0.4-1.5" found a delete a late webhook undid (test_writer.py,
+test_a_late_webhook_neither_revives_nor_outlives_a_delete)."""
 import os
 import random
 import time
@@ -13,6 +19,9 @@ from pipeline import SECRET, Pipeline
 def test_kill_restart_faults_then_equal_truth(db, procs, sim, tmp_path, wait_until):
     env_seed = os.environ.get("TDS_CHAOS_SEED", "953714278")
     seed = random.randrange(1 << 30) if env_seed == "random" else int(env_seed)
+    seconds = float(os.environ.get("TDS_CHAOS_SECONDS", "24"))
+    changes = float(os.environ.get("TDS_CHAOS_CHANGES", "10"))
+    gap_lo, gap_hi = (float(x) for x in os.environ.get("TDS_CHAOS_GAP_S", "1.0-3.0").split("-"))
     rnd = random.Random(seed)
     print(f"chaos seed {seed} (TDS_CHAOS_SEED={seed} replays this schedule)")
     s = sim(orgs=[
@@ -30,13 +39,13 @@ def test_kill_restart_faults_then_equal_truth(db, procs, sim, tmp_path, wait_unt
     s.faults(p500=0.02, p503=0.02, p_reset=0.01, p_truncate=0.01, p_slow=0.02, slow_ms=300)
     for org in p.org_ids:
         p.request_sync(org)
-        s.stream(org, rate_per_s=10, seconds=20)
+        s.stream(org, rate_per_s=changes, seconds=max(int(seconds) - 4, 1))
 
     kills = 0
     pg_restarted = False
-    t_end = time.monotonic() + 24
+    t_end = time.monotonic() + seconds
     while time.monotonic() < t_end:
-        time.sleep(rnd.uniform(1.0, 3.0))
+        time.sleep(rnd.uniform(gap_lo, gap_hi))
         victim = rnd.choice(p.stages())
         # a third of them stopped gently (SIGTERM: a rolling deploy), which
         # must drain and exit 0 within Proc.stop's 10 s
