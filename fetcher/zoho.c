@@ -135,8 +135,12 @@ enum tds_zoauth_class tds_zoauth_parse(bool transport_ok, long http_status, cons
     json_t *err = json_object_get(root, "error");
     json_t *at = json_object_get(root, "access_token");
     if (json_is_string(err) || (err && !json_is_null(err))) {
-        const char *e = json_is_string(err) ? json_string_value(err) : "error";
-        copy_str(out->error, sizeof(out->error), e);
+        const char *e = json_is_string(err) ? json_string_value(err) : "";
+        if (e[0])
+            copy_str(out->error, sizeof(out->error), e);
+        else
+            snprintf(out->error, sizeof(out->error),
+                     "token endpoint answered HTTP %ld with an unnamed error", http_status);
         if (strncmp(e, "invalid_", 8) == 0 || strcmp(e, "unauthorized_client") == 0 ||
             strcmp(e, "unsupported_grant_type") == 0)
             cls = TDS_ZOAUTH_INVALID;

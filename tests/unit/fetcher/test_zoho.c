@@ -160,6 +160,11 @@ static void test_oauth(void)
     T_INT(OA(true, 200, "{\"error\":\"invalid_client\"}", &o), ==, TDS_ZOAUTH_INVALID);
     T_STR(o.error, "invalid_client");
     T_INT(OA(true, 200, "{\"error\":\"invalid_code\"}", &o), ==, TDS_ZOAUTH_INVALID);
+    /* an error without a name still says what happened */
+    T_INT(OA(true, 200, "{\"error\":\"\"}", &o), ==, TDS_ZOAUTH_DENIED);
+    T_STR(o.error, "token endpoint answered HTTP 200 with an unnamed error");
+    T_INT(OA(true, 503, "{\"error\":{\"code\":1}}", &o), ==, TDS_ZOAUTH_RETRY);
+    T_STR(o.error, "token endpoint answered HTTP 503 with an unnamed error");
     T_INT(OA(true, 200, "{\"error\":\"invalid_client_secret\"}", &o), ==, TDS_ZOAUTH_INVALID);
     /* the refresh throttle, in English and translated */
     T_INT(OA(true, 400,
