@@ -112,6 +112,12 @@ static void clear_dir(void)
     closedir(d);
 }
 
+static void remove_dir(void)
+{
+    clear_dir();
+    rmdir(dir);
+}
+
 static int collect(const struct tds_journal_rec *r, void *ud)
 {
     struct seen *s = ud;
@@ -155,6 +161,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             dir[0] = '\0';
             return 0;
         }
+        atexit(remove_dir);
     }
     if (size < 6)
         return 0;
