@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_depth.h"
 #include "pjson.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -69,32 +70,6 @@ static bool utf8_ok(const unsigned char *s, size_t n)
         i += more + 1;
     }
     return true;
-}
-
-static size_t depth_of(const json_t *v)
-{
-    size_t d = 0;
-    if (json_is_object(v)) {
-        const char *k;
-        json_t *m;
-        json_object_foreach((json_t *)v, k, m) {
-            size_t c = depth_of(m);
-            if (c > d)
-                d = c;
-        }
-        return d + 1;
-    }
-    if (json_is_array(v)) {
-        size_t i;
-        json_t *m;
-        json_array_foreach(v, i, m) {
-            size_t c = depth_of(m);
-            if (c > d)
-                d = c;
-        }
-        return d + 1;
-    }
-    return 0;
 }
 
 /* What pjson took, alone: strings well formed, spans inside the source. */
@@ -214,7 +189,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_t *j = json_loadb(src, size, JSON_DECODE_ANY, &jerr);
     if (j) {
         if (rc == TDS_PJ_E_DEPTH)
-            CHECK(depth_of(j) > TDS_PJSON_MAX_DEPTH - 1);
+            CHECK(fuzz_json_depth(j) > TDS_PJSON_MAX_DEPTH - 1);
         else if (rc != TDS_PJ_E_RANGE) {
             if (rc != 0)
                 fprintf(stderr, "fuzz_pjson: jansson took what pjson refused: %s\n", err);

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "jscan.h"
+#include "json_depth.h"
 #include "util.h"
 #include "zoho.h"
 
@@ -37,33 +38,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
     } while (0)
 
 static const long statuses[] = {200, 201, 204, 400, 401, 403, 404, 429, 500, 502, 503, 0, 302};
-
-/* Containers nested in v, v itself counted. */
-static size_t depth_of(const json_t *v)
-{
-    size_t d = 0;
-    if (json_is_object(v)) {
-        const char *k;
-        json_t *m;
-        json_object_foreach((json_t *)v, k, m) {
-            size_t c = depth_of(m);
-            if (c > d)
-                d = c;
-        }
-        return d + 1;
-    }
-    if (json_is_array(v)) {
-        size_t i;
-        json_t *m;
-        json_array_foreach(v, i, m) {
-            size_t c = depth_of(m);
-            if (c > d)
-                d = c;
-        }
-        return d + 1;
-    }
-    return 0;
-}
 
 static bool span_in(struct tds_span sp, size_t len)
 {
@@ -211,7 +185,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_error_t jerr;
     json_t *root = json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES,
                               &jerr);
-    if (root && depth_of(root) <= 100) {
+    if (root && fuzz_json_depth(root) <= 100) {
         CHECK(tds_json_complete(body, len));
         if (json_is_object(root)) {
             const char *key;
