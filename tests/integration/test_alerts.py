@@ -484,7 +484,9 @@ def test_smtp_credentials_are_never_sent_without_tls(procs, db, hook):
                                               "TDS_ALERT_SMTP_PASSWORD": "smtp-secret"})
         w = _fire_and_fail_email(procs, db, hook, env, 1)
         assert srv.auths == [] and srv.messages == [], (srv.auths, srv.subjects())
-        assert "could not deliver alert notice" in w.stderr_text()
+        # the failure is counted just before it is logged
+        wait_until(lambda: "could not deliver alert notice" in w.stderr_text(), 5,
+                   "the failed attempt logged")
         assert "smtp-secret" not in w.stderr_text()
     finally:
         srv.close()
@@ -498,7 +500,8 @@ def test_failing_channel_does_not_block(procs, db, hook):
     w = _fire_and_fail_email(procs, db, hook, env, 2)
     st, _ = http_get(w.admin_url + "/readyz")
     assert st == 200
-    assert "could not deliver alert notice" in w.stderr_text()
+    wait_until(lambda: "could not deliver alert notice" in w.stderr_text(), 5,
+               "the failed attempt logged")
 
 
 # ------------------------------------------------------------------ acknowledgement
