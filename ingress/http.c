@@ -1071,13 +1071,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             /* Bytes trickling in under the idle timeout: the connection and
              * the memory its body holds would be held for ever. Cut like a
              * body over the cap (no response can be queued mid-body). */
-            body_release(h, r);
-            tds_series_inc(h->cut, 1);
             snprintf(num, sizeof(num), "%u", h->o.body_deadline_s);
             log_limited(h, &h->log_bad, TDS_LOG_INFO, r->org->org_id,
                         "webhook rejected: body not complete %s s after its headers "
                         "(TDS_INGRESS_BODY_DEADLINE_S), closing the connection",
                         num);
+            /* the log, the count, then the memory: whoever sees one of the
+             * latter finds what comes before it done */
+            tds_series_inc(h->cut, 1);
+            body_release(h, r);
             return MHD_NO;
         }
         /* Chunked bodies have no Content-Length: the cap is enforced here,
@@ -1112,8 +1114,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             r->received += n;
             return MHD_YES;
         }
-        body_release(h, r);
-        tds_series_inc(h->cut, 1);
         snprintf(num, sizeof(num), "%zu", h->o.max_body);
         log_limited(h, &h->log_bad, TDS_LOG_INFO, r->org->org_id,
                     rc == TDS_E_TOO_LARGE
@@ -1122,6 +1122,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                         : "webhook rejected: out of memory for its body (%s bytes at most), "
                           "closing the connection",
                     num);
+        tds_series_inc(h->cut, 1);
+        body_release(h, r);
         return MHD_NO;
     }
     if (r->state == REQ_BODY && r->over_budget)

@@ -322,10 +322,8 @@ static void journal_check(struct app *a)
                                              : JOURNAL_OK;
     int was = (int)a->journal_state;
 
-    tds_series_set(a->g_no_space, no_space ? 1 : 0);
-    tds_series_set(a->g_unacked_full, backlog ? 1 : 0);
     if (st == was)
-        return;
+        goto gauges;
     if (st == JOURNAL_FAILED) {
         /* /healthz too: the liveness probe restarts the process, and the
          * restart replays what the journal holds */
@@ -355,6 +353,10 @@ static void journal_check(struct app *a)
             tds_info("journal: the disk has room again; accepting webhooks");
     }
     a->journal_state = st;
+gauges:
+    /* last: whoever sees a gauge set finds /readyz and the log saying so */
+    tds_series_set(a->g_no_space, no_space ? 1 : 0);
+    tds_series_set(a->g_unacked_full, backlog ? 1 : 0);
 }
 
 static void on_tick(struct tds_loop *loop, void *ud)

@@ -518,8 +518,6 @@ static void *thread_main(void *ud)
         } else {
             int64_t backoff = ch->retry_min_ms;
 
-            if (ch->m_failed[c])
-                tds_series_inc(ch->m_failed[c], 1);
             for (int k = 1; k < it->attempts[c] && backoff < ch->retry_max_ms; k++)
                 backoff *= 2;
             if (backoff > ch->retry_max_ms)
@@ -538,6 +536,9 @@ static void *thread_main(void *ud)
                 it->body[c] = body;
                 it->due_ms[c] = tds_now_ms() + backoff;
             }
+            /* after the log: a failure counted is logged */
+            if (ch->m_failed[c])
+                tds_series_inc(ch->m_failed[c], 1);
         }
         it->busy[c] = false;
         bool left = false;
