@@ -1067,6 +1067,8 @@ struct acked_bits {
     uint64_t id;              /* the segment's first seq */
     uint64_t n;               /* bits: seqs id .. id + n - 1 */
     unsigned char *b;
+    uint64_t *holes;          /* damaged stretches the first pass skipped: (from, to) pairs */
+    size_t n_holes;
 };
 
 struct scan {
@@ -1150,11 +1152,73 @@ static bool is_acked(const struct acked_bits *a, uint64_t seq)
            (a->b[(seq - a->id) / 8] >> ((seq - a->id) % 8) & 1);
 }
 
-/* First pass over one segment: a bad record ends it (torn tail). */
-static int scan_seg(struct tds_journal *j, struct seg *s, int fd, uint64_t size,
-                    struct scan *sc, uint64_t *max_seq, struct tds_journal_open_info *info)
+/* After a record that does not check out at off, with more than zeros
+ * behind it: the offset of the next record that does (*next), or size when
+ * none does. Such a record must also be in its place: an entry's seq above
+ * every entry before it in the segment (lo) and below the next segment's
+ * first (hi). A record cannot hide in a webhook's bytes: its header holds
+ * zero bytes at fixed places (the length's top byte, the type's padding, the
+ * seq's top bytes), and a body the ingress takes holds no NUL. */
+static int resync(int fd, uint64_t off, uint64_t size, uint64_t lo, uint64_t hi, uint64_t *next)
 {
-    uint64_t off = 0;
+    const size_t chunk = 64u * 1024;
+    unsigned char magic[4], *buf = malloc(chunk);
+    uint64_t at = off + 1;
+    int r = 0;
+
+    if (!buf)
+        return -ENOMEM;
+    put32(magic, REC_MAGIC);
+    *next = size;
+    while (at + HDR_SIZE <= size) {
+        size_t n = size - at < chunk ? (size_t)(size - at) : chunk;
+        unsigned char *p = buf;
+
+        r = pread_all(fd, buf, n, at);
+        if (r == TDS_JOURNAL_E_CORRUPT) { /* shorter now (replay beside the ingress) */
+            r = 0;
+            break;
+        }
+        if (r)
+            break;
+        while ((p = memmem(p, n - (size_t)(p - buf), magic, sizeof(magic)))) {
+            unsigned char hdr[HDR_SIZE];
+            uint64_t cand = at + (uint64_t)(p - buf), seq;
+            void *payload = NULL;
+            uint32_t l;
+
+            r = read_record(fd, cand, size, hdr, &payload, &l);
+            free(payload);
+            if (r == 0) {
+                seq = get64(hdr + 16);
+                if (hdr[12] != REC_ENTRY || (seq >= lo && seq < hi)) {
+                    *next = cand;
+                    goto out;
+                }
+            } else if (r != TDS_JOURNAL_E_CORRUPT) {
+                goto out;
+            }
+            r = 0;
+            p++;
+        }
+        if (at + n >= size)
+            break;
+        at += n - (sizeof(magic) - 1); /* a magic across two reads is found whole */
+    }
+out:
+    free(buf);
+    return r;
+}
+
+/* First pass over one segment. A record that does not check out is torn or
+ * damaged: when a whole record follows it (a bad disk block, not a crash
+ * mid-write), the scan skips to that record and notes the stretch in a->holes
+ * for the second pass; otherwise it ends the segment, cut there (torn tail). */
+static int scan_seg(struct tds_journal *j, struct seg *s, int fd, uint64_t size, uint64_t next_id,
+                    struct scan *sc, struct acked_bits *a, uint64_t *max_seq,
+                    struct tds_journal_open_info *info)
+{
+    uint64_t off = 0, last_seq = 0;
     int r;
 
     while (off < size) {
@@ -1165,10 +1229,26 @@ static int scan_seg(struct tds_journal *j, struct seg *s, int fd, uint64_t size,
         r = read_record(fd, off, size, hdr, &p, &l);
         if (r == TDS_JOURNAL_E_CORRUPT) {
             bool clean = false;
+            uint64_t next = size, *h;
 
             /* zeros to the end: the prefilled tail, not a torn record */
             if ((r = all_zero(fd, off, size, &clean)) != 0)
                 return r;
+            if (!clean &&
+                (r = resync(fd, off, size, last_seq ? last_seq + 1 : s->id, next_id, &next)) != 0)
+                return r;
+            if (next < size) {
+                if (!(h = realloc(a->holes, (a->n_holes + 1) * 2 * sizeof(*h))))
+                    return -ENOMEM;
+                a->holes = h;
+                h[2 * a->n_holes] = off;
+                h[2 * a->n_holes + 1] = next;
+                a->n_holes++;
+                info->damaged++;
+                info->damaged_bytes += next - off;
+                off = next;
+                continue;
+            }
             if (!clean)
                 info->torn++;
             if (!j->o.read_only && ftruncate(fd, (off_t)off) < 0)
@@ -1182,6 +1262,7 @@ static int scan_seg(struct tds_journal *j, struct seg *s, int fd, uint64_t size,
 
             if (seq > *max_seq)
                 *max_seq = seq;
+            last_seq = seq;
             s->n_entries++;
             if ((int64_t)get64(hdr + 24) > s->last_wall_ms)
                 s->last_wall_ms = (int64_t)get64(hdr + 24);
@@ -1202,6 +1283,7 @@ static int replay_seg(struct tds_journal *j, struct seg *s, const struct acked_b
 {
     char name[SEG_NAME_LEN + 8];
     uint64_t off = 0;
+    size_t hole = 0;
     int fd, r = 0;
 
     seg_name(s->id, name, sizeof(name));
@@ -1215,7 +1297,16 @@ static int replay_seg(struct tds_journal *j, struct seg *s, const struct acked_b
         void *p = NULL;
         uint32_t l;
 
+        /* A read-only open (replay) beside the running ingress may find
+         * whole now a record that was being written at the first pass. */
+        while (hole < a->n_holes && a->holes[2 * hole] < off)
+            hole++;
         r = read_record(fd, off, s->size, hdr, &p, &l);
+        if (r == TDS_JOURNAL_E_CORRUPT && hole < a->n_holes && a->holes[2 * hole] == off) {
+            off = a->holes[2 * hole + 1];
+            hole++;
+            continue;
+        }
         if (r)
             break;
         if (hdr[12] == REC_ENTRY) {
@@ -1298,6 +1389,7 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
         struct seg *s = calloc(1, sizeof(*s));
         struct acked_bits *a = &sc.sb[sc.n];
         struct stat st;
+        uint64_t next_id = UINT64_MAX;
         int fd;
 
         if (!s) {
@@ -1331,7 +1423,9 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
             goto out;
         }
         sc.n++;
-        r = scan_seg(j, s, fd, (uint64_t)st.st_size, &sc, &max_seq, info);
+        if (i + 1 < n_names)
+            is_seg_name(names[i + 1], &next_id);
+        r = scan_seg(j, s, fd, (uint64_t)st.st_size, next_id, &sc, a, &max_seq, info);
         /* What the scan read counts as durable from now on (synced_seq
          * below): a record written but not yet synced when the last
          * process died is in the page cache, whole, while the machine
@@ -1346,7 +1440,8 @@ static int open_scan(struct tds_journal *j, tds_journal_scan_cb cb, void *ud,
             free(s);
             sc.n--;
             free(a->b);
-            a->b = NULL;
+            free(a->holes);
+            memset(a, 0, sizeof(*a));
             continue;
         }
         if (r == 0)
@@ -1382,8 +1477,10 @@ out:
     for (size_t i = 0; i < n_names; i++)
         free(names[i]);
     free(names);
-    for (size_t i = 0; i < sc.n; i++)
+    for (size_t i = 0; i < sc.n; i++) {
         free(sc.sb[i].b);
+        free(sc.sb[i].holes);
+    }
     free(sc.sb);
     closedir(d);
     return r;

@@ -104,7 +104,11 @@ struct tds_journal_open_info {
     size_t segments;
     uint64_t entries;
     uint64_t unacked;
-    uint64_t torn;            /* records dropped as torn or corrupt */
+    uint64_t torn;            /* segment tails cut: a torn or damaged record with no
+                               * whole record after it */
+    uint64_t damaged;         /* damaged stretches inside a segment, skipped: whole
+                               * records after each were kept */
+    uint64_t damaged_bytes;   /* their bytes */
 };
 
 /* Open (or create) the journal, calling cb for every entry in seq order with

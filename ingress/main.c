@@ -649,6 +649,7 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
     struct tds_journal_opts jo = {.dir = cfg->journal_dir, .max_bytes = UINT64_MAX,
                                   .read_only = true};
     struct tds_journal *j = NULL;
+    struct tds_journal_open_info info;
     struct tds_bus *bus = NULL;
     struct tds_bus_sock *push[3] = {NULL}, *sub = NULL;
     struct rentry **by_id = NULL;
@@ -696,12 +697,16 @@ static int replay_main(int argc, char **argv, struct settings *cfg)
         fprintf(stderr, "tds-ingress: replay: --until (%s) is before --since (%s)\n", until, since);
         return 2;
     }
-    r = tds_journal_open(&j, &jo, replay_collect, &rp, NULL);
+    r = tds_journal_open(&j, &jo, replay_collect, &rp, &info);
     if (r) {
         fprintf(stderr, "tds-ingress: could not read journal '%s': %s\n", cfg->journal_dir,
                 journal_open_error(r));
         goto out;
     }
+    if (info.damaged)
+        fprintf(stderr, "tds-ingress: replay: skipped %llu damaged stretches inside journal "
+                        "segments (%llu bytes): what they held cannot be replayed\n",
+                (unsigned long long)info.damaged, (unsigned long long)info.damaged_bytes);
     if (rp.n == 0) {
         /* A misspelt organization matched nothing and said so as a success.
          * One taken out of TDS_CONFIG since may still have entries. */
@@ -1032,6 +1037,10 @@ int main(int argc, char **argv)
         if (info.torn)
             tds_warn("journal: dropped %llu torn or damaged records at segment ends",
                      (unsigned long long)info.torn);
+        if (info.damaged)
+            tds_warn("journal: skipped %llu damaged stretches inside segments (%llu bytes); "
+                     "the whole records after them were kept, what the damage held is lost",
+                     (unsigned long long)info.damaged, (unsigned long long)info.damaged_bytes);
         if (a.n_dead) {
             tds_forward_dead(a.forward, a.n_dead);
             if (tds_journal_ack(a.journal, a.dead, a.n_dead))

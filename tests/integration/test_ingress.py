@@ -947,6 +947,42 @@ def test_a_second_ingress_on_the_same_journal_stops_and_touches_nothing(ing, pro
     assert "0 journaled webhooks of org 60003 match" in rp.stdout, rp.stdout
 
 
+def test_damage_inside_a_journal_segment_loses_only_what_it_covers(ing, procs):
+    """A byte changed inside a segment by a bad disk block, not at its end:
+    the restarted ingress resends every webhook whose record still checks
+    out, those after the damage too, and says what it skipped. Before, the
+    open cut the segment at the first bad record, and the 200-answered
+    webhooks after it were lost."""
+    i = ing()
+    for k in range(6):
+        assert i.post("60001", item_body(str(3700 + k)), SECRET_A).status == 200
+    assert len(i.recv(i.events, 6)) == 6
+    i.proc.kill()
+    i.drain(i.events, quiet_s=0.2)
+    segs = sorted(f for f in os.listdir(i.journal) if f.endswith(".seg"))
+    path = os.path.join(i.journal, segs[-1])
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        off = 0
+        for _ in range(2):   # to the third record
+            off += 32 + int.from_bytes(data[off + 4:off + 8], "little")
+        assert data[off:off + 4] == b"TDJ1"
+        f.seek(off + 40)
+        f.write(bytes([data[off + 40] ^ 0x01]))
+    i.proc.start()
+    again = i.recv(i.events, 5, timeout=20)
+    assert sorted(m["zoho_id"] for m in again) == ["3700", "3701", "3703", "3704", "3705"]
+    assert i.drain(i.events, quiet_s=0.5) == []   # nothing made of the damaged bytes
+    log = i.proc.stderr_text()
+    assert "skipped 1 damaged stretches inside segments" in log, log[-3000:]
+    assert "5 unacked" in log, log[-3000:]
+    # replay reads the same, and says what it cannot replay
+    rp = procs.run("tds-ingress", ["replay", "--org", "60001", "--since", "1h", "--dry-run"],
+                   env=i.env, timeout=30)
+    assert "5 journaled webhooks of org 60001 match" in rp.stdout, rp.stdout
+    assert "skipped 1 damaged stretches inside journal segments" in rp.stderr, rp.stderr
+
+
 def test_restart_syncs_the_journal_it_finds_before_answering(ing, tmp_path, bins):
     """After a crash of the process alone (the machine lives on), records
     written but not yet synced are in the page cache, whole: the restarted

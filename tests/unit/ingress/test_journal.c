@@ -1,5 +1,5 @@
 /* Unit tests for ingress/journal.c: append/sync/reopen with ack state, read
- * back, torn tails (truncated and garbage), segment release by acks and by
+ * back, torn tails (truncated and garbage), damage inside a segment, segment release by acks and by
  * the byte bound, the full journal, group commit across threads, the
  * callback that announces a group commit before its writes, the wait of a
  * small group commit for company, the zero-filled tail of a segment, the bound
@@ -212,6 +212,102 @@ static void test_torn_tail(void)
     T_INT(s.n, ==, 2);
     T_INT(info.torn, ==, 0);
     tds_journal_close(j);
+}
+
+/* Damage inside a segment, not at its end (a bad disk block): the records
+ * behind it that check out are kept, the damaged stretch is skipped and
+ * counted, and the file is left as it is, so every later open (and a
+ * read-only one, as replay's) finds the same. Before, the open cut the
+ * segment at the first bad record, with every entry after it. */
+static void flip(const char *path, off_t at)
+{
+    unsigned char c;
+    int fd = open(path, O_RDWR);
+
+    T_TRUE(fd >= 0);
+    T_INT(pread(fd, &c, 1, at), ==, 1);
+    c ^= 0x20;
+    T_INT(pwrite(fd, &c, 1, at), ==, 1);
+    close(fd);
+}
+
+static void test_damage_inside_a_segment(void)
+{
+    const off_t rec = 32 + 9; /* "payload-N" */
+    struct tds_journal *j = NULL;
+    struct tds_journal_opts o, ro;
+    struct tds_journal_open_info info;
+    struct seen s = {0};
+    uint64_t seqs[5], seq;
+    struct tds_journal_loc loc;
+    struct stat st;
+    char first[700];
+
+    fresh_dir();
+    o = opts(1 << 20, 1 << 20);
+    ro = o;
+    ro.read_only = true;
+    T_INT(tds_journal_open(&j, &o, NULL, NULL, NULL), ==, 0);
+    append_n(j, 5, seqs, NULL);
+    T_INT(tds_journal_ack(j, &seqs[3], 1), ==, 0);
+    T_INT(tds_journal_sync(j), ==, 0);
+    j = tds_journal_close(j);
+    last_segment(first, sizeof(first));
+    T_INT(stat(first, &st), ==, 0);
+    T_INT(st.st_size, ==, 5 * rec + 32 + 8);
+
+    /* a payload byte of the second entry */
+    flip(first, rec + 32 + 3);
+    T_INT(tds_journal_open(&j, &o, collect, &s, &info), ==, 0);
+    T_INT(s.n, ==, 4);
+    T_INT(s.seqs[0], ==, seqs[0]);
+    T_INT(s.seqs[1], ==, seqs[2]);
+    T_INT(s.seqs[2], ==, seqs[3]);
+    T_INT(s.seqs[3], ==, seqs[4]);
+    T_TRUE(!s.acked[0] && !s.acked[1] && s.acked[2] && !s.acked[3]);
+    T_INT(info.torn, ==, 0);
+    T_INT(info.damaged, ==, 1);
+    T_INT(info.damaged_bytes, ==, rec);
+    T_INT(info.unacked, ==, 3);
+    /* a new entry goes to a new segment, after the last seq found */
+    T_INT(tds_journal_append(j, "later", 5, 2000, &seq, &loc), ==, 0);
+    T_INT(seq, ==, seqs[4] + 1);
+    T_INT(tds_journal_sync(j), ==, 0);
+    j = tds_journal_close(j);
+    T_INT(stat(first, &st), ==, 0);
+    T_INT(st.st_size, ==, 5 * rec + 32 + 8);
+
+    /* the magic of the fifth entry's header too, with the ack record after
+     * it torn: a tail with no whole record left, cut. A read-only open (as
+     * replay's) sees the same and changes nothing. */
+    flip(first, 4 * rec);
+    T_INT(truncate(first, 5 * rec + 32 + 5), ==, 0);
+    for (int k = 0; k < 3; k++) {
+        struct tds_journal *r = NULL;
+
+        memset(&s, 0, sizeof(s));
+        T_INT(tds_journal_open(&r, k < 2 ? &ro : &o, collect, &s, &info), ==, 0);
+        T_INT(s.n, ==, 4);
+        T_INT(s.seqs[0], ==, seqs[0]);
+        T_INT(s.seqs[1], ==, seqs[2]);
+        T_INT(s.seqs[2], ==, seqs[3]);
+        T_TRUE(!s.acked[2]); /* its ack was in the torn record */
+        T_INT(s.seqs[3], ==, seq);
+        T_INT(info.damaged, ==, 1);
+        T_INT(info.damaged_bytes, ==, rec);
+        T_INT(info.torn, ==, 1);
+        tds_journal_close(r);
+        T_INT(stat(first, &st), ==, 0);
+        T_INT(st.st_size, ==, k < 2 ? 5 * rec + 32 + 5 : 4 * rec);
+    }
+    /* cut: no torn record left, the hole still skipped */
+    memset(&s, 0, sizeof(s));
+    T_INT(tds_journal_open(&j, &o, collect, &s, &info), ==, 0);
+    T_INT(s.n, ==, 4);
+    T_INT(info.damaged, ==, 1);
+    T_INT(info.torn, ==, 0);
+    tds_journal_close(j);
+    fresh_dir();
 }
 
 static void test_segment_release(void)
@@ -1296,6 +1392,7 @@ int main(int argc, char **argv)
     T_RUN(test_crc);
     T_RUN(test_append_reopen);
     T_RUN(test_torn_tail);
+    T_RUN(test_damage_inside_a_segment);
     T_RUN(test_segment_release);
     T_RUN(test_retention_keeps_acked);
     T_RUN(test_full);
