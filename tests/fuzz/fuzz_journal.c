@@ -4,11 +4,11 @@
  * The input is a program: it writes one to three segment files of well-framed
  * records (entries with consecutive seqs and fuzzed payloads, acks of earlier
  * or unknown seqs, segment breaks, prefilled zero tails), then may flip one
- * byte and cut one segment short. Opening must not crash, leak or report a
+ * or two bytes and cut one segment short. Opening must not crash, leak or report a
  * sanitizer error, and it must:
  *   - hand over entries in ascending seq order, each one framed with exactly
  *     that payload (never garbage);
- *   - keep every entry whose record the flip missed and the cut left whole,
+ *   - keep every entry whose record the flips missed and the cut left whole,
  *     behind the damage in its segment too;
  *   - never call an entry acked that no ack names;
  *   - with no damage, keep every entry, acked exactly when an ack names it;
@@ -176,8 +176,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     w.n_segs = 1;
     w.next_seq = 1 + data[0] % 4; /* a journal whose first segments are gone */
     w.seg_id[0] = w.next_seq;
-    int damage = data[1] % 4; /* bit 0: flip a byte, bit 1: cut a segment */
-    size_t flip_at = (size_t)data[2] << 8 | data[3];
+    /* bit 0: flip a byte, bit 1: cut a segment, bit 2: flip another byte */
+    int damage = data[1] % 8;
+    size_t flip_at[2] = {(size_t)data[2] << 8 | data[3], (size_t)data[3] << 8 | data[4]};
     size_t cut_at = (size_t)data[4] << 8 | data[5];
     size_t i = 6;
 
@@ -241,27 +242,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
 
-    /* where the damage is: the flipped byte's segment and offset (-1,
+    /* where the damage is: the flipped bytes' segments and offsets (-1,
      * SIZE_MAX: none); a cut shortens w.seg_len */
-    int flip_seg = -1;
-    size_t flip_pos = SIZE_MAX;
+    int flip_seg[2] = {-1, -1};
+    size_t flip_pos[2] = {SIZE_MAX, SIZE_MAX};
     bool damaged = false;
-    if (damage & 1) {
+    for (int f = 0; f < 2; f++) {
         size_t total = 0;
+        if (!(damage & (f ? 4 : 1)))
+            continue;
         for (int s = 0; s < w.n_segs; s++)
             total += w.seg_len[s];
-        if (total) {
-            size_t at = flip_at % total;
-            for (int s = 0; s < w.n_segs; s++) {
-                if (at < w.seg_len[s]) {
-                    w.seg[s][at] ^= (unsigned char)(1u << (data[2] % 8));
-                    flip_seg = s;
-                    flip_pos = at;
-                    damaged = true;
-                    break;
-                }
-                at -= w.seg_len[s];
+        if (!total)
+            continue;
+        size_t at = flip_at[f] % total;
+        for (int s = 0; s < w.n_segs; s++) {
+            if (at < w.seg_len[s]) {
+                w.seg[s][at] ^= (unsigned char)(1u << (data[2 + f] % 8));
+                flip_seg[f] = s;
+                flip_pos[f] = at;
+                damaged = true;
+                break;
             }
+            at -= w.seg_len[s];
         }
     }
     if (damage & 2) {
@@ -295,12 +298,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(!s1.bad);
     for (size_t k = 1; k < s1.n; k++)
         CHECK(s1.seq[k] > s1.seq[k - 1]);
-    /* every entry whose record the flip missed and the cut left whole is
+    /* every entry whose record the flips missed and the cut left whole is
      * kept, wherever the damage is */
     for (size_t k = 0; k < w.n; k++) {
         const struct entry *e = &w.e[k];
-        bool must = e->end <= w.seg_len[e->seg] &&
-                    !(e->seg == flip_seg && flip_pos >= e->start && flip_pos < e->end);
+        bool must = e->end <= w.seg_len[e->seg];
+        for (int f = 0; f < 2; f++)
+            if (e->seg == flip_seg[f] && flip_pos[f] >= e->start && flip_pos[f] < e->end)
+                must = false;
         bool kept = false, acked = false;
         for (size_t m = 0; m < s1.n; m++)
             if (s1.seq[m] == e->seq) {
