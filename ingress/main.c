@@ -1034,6 +1034,17 @@ int main(int argc, char **argv)
                       journal_open_error(rc));
             goto out;
         }
+        tds_series_set(tds_metrics_get(a.metrics, TDS_GAUGE, "tds_ingress_journal_torn_at_start",
+                                       "records the journal's open cut at segment ends (torn "
+                                       "by a crash mid-write, or damaged)",
+                                       "", NULL, 0),
+                       (double)info.torn);
+        tds_series_set(tds_metrics_get(a.metrics, TDS_GAUGE,
+                                       "tds_ingress_journal_damaged_bytes_at_start",
+                                       "bytes the journal's open skipped inside segments: damaged "
+                                       "on disk, what they held is lost",
+                                       "", NULL, 0),
+                       (double)info.damaged_bytes);
         if (info.torn)
             tds_warn("journal: dropped %llu torn or damaged records at segment ends",
                      (unsigned long long)info.torn);

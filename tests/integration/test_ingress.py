@@ -967,6 +967,7 @@ def test_damage_inside_a_journal_segment_loses_only_what_it_covers(ing, procs):
         for _ in range(2):   # to the third record
             off += 32 + int.from_bytes(data[off + 4:off + 8], "little")
         assert data[off:off + 4] == b"TDJ1"
+        damaged = 32 + int.from_bytes(data[off + 4:off + 8], "little")
         f.seek(off + 40)
         f.write(bytes([data[off + 40] ^ 0x01]))
     i.proc.start()
@@ -976,6 +977,9 @@ def test_damage_inside_a_journal_segment_loses_only_what_it_covers(ing, procs):
     log = i.proc.stderr_text()
     assert "skipped 1 damaged stretches inside segments" in log, log[-3000:]
     assert "5 unacked" in log, log[-3000:]
+    # for Prometheus' TdsIngressJournalDamaged: the bytes skipped; no torn tail
+    i.wait_metric("tds_ingress_journal_damaged_bytes_at_start", float(damaged))
+    i.wait_metric("tds_ingress_journal_torn_at_start", 0.0)
     # replay reads the same, and says what it cannot replay
     rp = procs.run("tds-ingress", ["replay", "--org", "60001", "--since", "1h", "--dry-run"],
                    env=i.env, timeout=30)
