@@ -823,8 +823,10 @@ static void scrape_one(struct tds_alertd *d, const char *name, const char *addr,
         size_t n = 0;
         double sig = tds_scrape_sum(s, "tds_ingress_signature_failures_total", NULL, NULL, &n);
         double unacked = tds_scrape_sum(s, "tds_ingress_unacked", NULL, NULL, NULL);
-        size_t n_held = 0;
+        size_t n_held = 0, n_damaged = 0;
         double bytes = tds_scrape_sum(s, "tds_ingress_journal_bytes", NULL, NULL, NULL);
+        double damaged = tds_scrape_sum(s, "tds_ingress_journal_damaged_bytes_at_start", NULL,
+                                        NULL, &n_damaged);
         double held = tds_scrape_sum(s, "tds_ingress_journal_held_ratio", NULL, NULL, &n_held);
         struct hist *hs = hist_get(d, "sig", addr, NULL), *hu = hist_get(d, "unacked", addr, NULL);
         const struct tds_alert_rule *ru = rule_of(d, "ingress_unacked");
@@ -855,6 +857,18 @@ static void scrape_one(struct tds_alertd *d, const char *name, const char *addr,
                      "not acked (%.0f bytes on disk); at 100%% webhooks get 503",
                      held * 100, addr, bytes);
             observe(d, "journal_bytes", key, NULL, NULL, held, summary,
+                    json_pack("{s:s}", "target", addr));
+        }
+        /* Damage the journal's open skipped: the disk gave back other bytes
+         * than were written. It stands until the ingress starts again and
+         * finds none (its segment dropped once its webhooks were acked). */
+        if (n_damaged) {
+            snprintf(key, sizeof(key), "target=%s", addr);
+            snprintf(summary, sizeof(summary),
+                     "the journal of ingress %s had %.0f damaged bytes inside its segments at "
+                     "start: what they held is lost; check its disk and run an incremental sync",
+                     addr, damaged);
+            observe(d, "journal_damaged", key, NULL, NULL, damaged, summary,
                     json_pack("{s:s}", "target", addr));
         }
     }
@@ -1045,7 +1059,7 @@ static void scrape_all(struct tds_alertd *d)
         /* one unreachable replica must not resolve what the others report */
         static const char *const rules[] = {"api_error_rate", "rate_limit_storm", "quota_low",
                                             "signature_failures", "ingress_unacked",
-                                            "journal_bytes"};
+                                            "journal_bytes", "journal_damaged"};
 
         for (size_t i = 0; i < TDS_ARRAY_SIZE(rules); i++)
             tds_alertsm_rule_unknown(d->sm, rules[i]);

@@ -44,6 +44,9 @@ static const struct tds_alert_rule defaults[] = {
     {"journal_bytes", "metrics", TDS_ALERT_ABOVE, 0.5, 0.9, TDS_SEV_WARNING, TDS_SEV_ERROR, 600, 0,
      true, "share of the ingress journal's bound (TDS_INGRESS_JOURNAL_MAX_BYTES) held by "
            "webhooks not yet acked, per ingress; at 1 they get 503", 1},
+    {"journal_damaged", "metrics", TDS_ALERT_ABOVE, 0, NAN, TDS_SEV_ERROR, TDS_SEV_ERROR, 0, 0,
+     true, "bytes an ingress's journal skipped inside its segments when it last started: "
+           "damaged on disk, what they held is lost", 0},
     {"stage_not_ready", "metrics", TDS_ALERT_ABOVE, 0, 1, TDS_SEV_ERROR, TDS_SEV_CRITICAL, 120, 0,
      true, "1 = a stage's /readyz is not 200, 2 = its admin port does not answer", 0},
 };

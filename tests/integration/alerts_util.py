@@ -247,8 +247,9 @@ def fetcher_metrics(org, ok=0, errors=0, r429=0, quota=5000, owned=1):
     )
 
 
-def ingress_metrics(sig=0, unacked=0, journal=0, max_bytes=2 ** 30):
-    """An ingress's metrics; `journal` bytes held of a bound of max_bytes."""
+def ingress_metrics(sig=0, unacked=0, journal=0, max_bytes=2 ** 30, damaged=0):
+    """An ingress's metrics; `journal` bytes held of a bound of max_bytes,
+    `damaged` bytes its journal skipped at start."""
     return (
         "# TYPE tds_ingress_signature_failures_total counter\n"
         f'tds_ingress_signature_failures_total{{reason="mismatch"}} {sig}\n'
@@ -259,6 +260,8 @@ def ingress_metrics(sig=0, unacked=0, journal=0, max_bytes=2 ** 30):
         f"tds_ingress_journal_bytes {journal}\n"
         "# TYPE tds_ingress_journal_held_ratio gauge\n"
         f"tds_ingress_journal_held_ratio {journal / max_bytes}\n"
+        "# TYPE tds_ingress_journal_damaged_bytes_at_start gauge\n"
+        f"tds_ingress_journal_damaged_bytes_at_start {damaged}\n"
     )
 
 

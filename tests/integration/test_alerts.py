@@ -235,7 +235,7 @@ class Driver:
         self.fetcher, self.ingress = fetcher, ingress
         self.c = dict(ok=0, errors=0, r429=0, sig=0, unacked=0)
         self.rate = dict(ok=10, errors=0, r429=0, sig=0, unacked=0)
-        self.quota, self.journal = 5000, 0
+        self.quota, self.journal, self.damaged = 5000, 0, 0
         self.stop = False
         self.lock = threading.Lock()
         self.push()
@@ -245,7 +245,8 @@ class Driver:
     def push(self):
         self.fetcher.set(fetcher_metrics(ORG, self.c["ok"], self.c["errors"], self.c["r429"],
                                          self.quota))
-        self.ingress.set(ingress_metrics(self.c["sig"], self.c["unacked"], self.journal))
+        self.ingress.set(ingress_metrics(self.c["sig"], self.c["unacked"], self.journal,
+                                         damaged=self.damaged))
 
     def run(self):
         while not self.stop:
@@ -255,13 +256,15 @@ class Driver:
                 self.push()
             time.sleep(0.25)
 
-    def set(self, quota=None, journal=None, **rates):
+    def set(self, quota=None, journal=None, damaged=None, **rates):
         with self.lock:
             self.rate.update(rates)
             if quota is not None:
                 self.quota = quota
             if journal is not None:
                 self.journal = journal
+            if damaged is not None:
+                self.damaged = damaged
             self.push()
 
     def close(self):
@@ -277,6 +280,7 @@ METRIC_RULES = {
     "signature_failures": ("error", ["signature"]),
     "ingress_unacked": ("error", ["journaled webhooks", "growing"]),
     "journal_bytes": ("warning", ["75% of the journal bound", "805306368 bytes"]),
+    "journal_damaged": ("error", ["41 damaged bytes", "incremental sync"]),
     "stage_not_ready": ("error", ["fetcher", "not ready", "503"]),
 }
 
@@ -295,7 +299,8 @@ def test_metric_rules_fire_and_resolve(procs, db, hook):
         time.sleep(1)
         assert alerts(db) == [], "healthy stages raise nothing"
 
-        drv.set(ok=10, errors=10, r429=20, sig=10, unacked=100, quota=100, journal=3 * 2 ** 28)
+        drv.set(ok=10, errors=10, r429=20, sig=10, unacked=100, quota=100, journal=3 * 2 ** 28,
+                damaged=41)
         fetcher.set(ready=503)
         wait_until(lambda: {r[1] for r in firing(db, None)} >= set(METRIC_RULES), 20,
                    "every metric rule firing")
@@ -310,7 +315,8 @@ def test_metric_rules_fire_and_resolve(procs, db, hook):
         wait_until(lambda: all(hook.matching("FIRING", r) for r in METRIC_RULES), 10,
                    "a notice per rule")
 
-        drv.set(ok=10, errors=0, r429=0, sig=0, unacked=-200, quota=5000, journal=1000)
+        drv.set(ok=10, errors=0, r429=0, sig=0, unacked=-200, quota=5000, journal=1000,
+                damaged=0)
         fetcher.set(ready=200)
         wait_until(lambda: not firing(db, None), 20, "every metric rule resolved")
         assert {r[1] for r in resolved(db, None)} == set(METRIC_RULES)
