@@ -189,6 +189,13 @@ struct tds_apply {
     /* The WAL positions can be read (t_lsn, t_flushed); lsn_warned: the
      * operator was told that they cannot. */
     bool lsn_ok, lsn_warned;
+    /* Commit without waiting for the WAL flush when the server's setting
+     * would wait (async_wanted: TDS_WRITER_ASYNC_COMMIT); async: this
+     * session does; mode_said: the last mode logged (0 none, 1 async,
+     * 2 waits), so a reconnect says it only when it changes. */
+    bool async_wanted, async;
+    int mode_said;
+    char server[64]; /* pg_postmaster_start_time() of the session's server (async only) */
     bool after_commit_failed;    /* set by pipe_finish(), with its message */
     char after_commit_error[256];
 };
@@ -1014,6 +1021,78 @@ int tds_apply_wal_flushed(struct tds_apply *a, uint64_t *flushed, uint64_t *sess
     return rc;
 }
 
+/* How this session commits. With TDS_WRITER_ASYNC_COMMIT (the default) a
+ * COMMIT does not wait for the WAL flush: the rows are visible, and NOTIFY
+ * sent, about one fdatasync sooner (writer/DESIGN.md, "Commits that do not
+ * wait"); the acks wait for it instead (writer.c), and the flusher has
+ * PostgreSQL flush at once. It stays as the server says when:
+ *  - the WAL positions cannot be read (the acks could not wait);
+ *  - synchronous_commit is off already (a role or server setting: the acks
+ *    wait as before, for the WAL writer);
+ *  - synchronous_standby_names is set: a commit then waits for a standby
+ *    too, which the local flushed position the acks compare cannot say.
+ * Read at each connect, so a change of those settings counts from the next
+ * one. */
+static int commit_mode(struct tds_apply *a, char *err, size_t errlen)
+{
+    PGresult *r;
+    const char *why = NULL;
+    char sc[32] = "", standbys[256] = "";
+    int rc;
+
+    a->async = false;
+    a->server[0] = 0;
+    if (!a->async_wanted) {
+        why = "TDS_WRITER_ASYNC_COMMIT is false";
+    } else if (!a->lsn_ok) {
+        why = "the WAL position cannot be read";
+    } else {
+        r = PQexec(a->conn, "SELECT current_setting('synchronous_commit'), "
+                            "current_setting('synchronous_standby_names'), "
+                            "pg_postmaster_start_time()::text");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+            rc = tds_apply_classify(a->conn, r);
+            snprintf(err, errlen, "could not read synchronous_commit: %s",
+                     PQresultErrorMessage(r));
+            PQclear(r);
+            return rc;
+        }
+        snprintf(sc, sizeof(sc), "%s", PQgetvalue(r, 0, 0));
+        snprintf(standbys, sizeof(standbys), "%s", PQgetvalue(r, 0, 1));
+        snprintf(a->server, sizeof(a->server), "%s", PQgetvalue(r, 0, 2));
+        PQclear(r);
+        if (strcmp(sc, "off") == 0)
+            why = "synchronous_commit is off for this role or server: acks wait for the WAL "
+                  "writer";
+        else if (standbys[0])
+            why = "synchronous_standby_names is set: commits wait for the standbys";
+    }
+    if (!why) {
+        if ((rc = exec_ok(a, "SET synchronous_commit = off", err, errlen)) != 0)
+            return rc;
+        a->async = true;
+        if (a->mode_said != 1)
+            tds_info("commits do not wait for the WAL flush (the server's synchronous_commit "
+                     "is %s); acks do, and a side connection has PostgreSQL flush at once",
+                     sc);
+        a->mode_said = 1;
+        return 0;
+    }
+    if (a->mode_said != 2)
+        tds_info("commits wait for the WAL flush as the server says: %s", why);
+    a->mode_said = 2;
+    return 0;
+}
+
+void tds_apply_set_async_commit(struct tds_apply *a, bool on) { a->async_wanted = on; }
+
+bool tds_apply_async_commit(const struct tds_apply *a)
+{
+    return a->async && tds_apply_connected(a);
+}
+
+const char *tds_apply_server(const struct tds_apply *a) { return a->server; }
+
 int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
 {
     char name[64];
@@ -1102,7 +1181,7 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
     }
     if ((rc = read_row_counts(a, err, errlen)) != 0)
         goto fail;
-    if ((rc = check_lsn(a, err, errlen)) != 0)
+    if ((rc = check_lsn(a, err, errlen)) != 0 || (rc = commit_mode(a, err, errlen)) != 0)
         goto fail;
     a->session++;
     return 0;

@@ -91,6 +91,17 @@ void tds_apply_set_metrics(struct tds_apply *a, struct tds_metrics *metrics);
  * server's. A server that refuses it is logged once and left as it is. */
 void tds_apply_set_toast_compression(struct tds_apply *a, const char *method);
 
+/* Commit without waiting for the WAL flush where the server's setting would
+ * wait (from the next connect; apply.c, commit_mode()). Off by default here;
+ * the writer turns it on unless TDS_WRITER_ASYNC_COMMIT=false. */
+void tds_apply_set_async_commit(struct tds_apply *a, bool on);
+/* True while the session's commits do not wait for their flush because of
+ * the above: its acks then need a flush (flusher.h). */
+bool tds_apply_async_commit(const struct tds_apply *a);
+/* pg_postmaster_start_time() of the session's server, read with the above
+ * (empty when commits wait): which server the session reached. */
+const char *tds_apply_server(const struct tds_apply *a);
+
 /* Upkeep between batches, never blocking: collect a finished ANALYZE and
  * start the next one a growing table is due for, on a side connection (see
  * "keeping the planner's picture" in apply.c). Run after each committed

@@ -29,6 +29,7 @@
 #include "config.h"
 #include "events.h"
 #include "evtail.h"
+#include "flusher.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -90,6 +91,7 @@ struct settings {
     int64_t health_stall_ms;
     int64_t unready_after_s;
     char *toast_compression;
+    bool async_commit;
 };
 
 #define OFF(f) offsetof(struct settings, f)
@@ -123,6 +125,11 @@ static const struct tds_config_entry config_table[] = {
      "how PostgreSQL compresses large values (raw JSON over ~2 KB): lz4 (a full sync about "
      "a third faster, zoho.items about a quarter larger), pglz (smaller), or server (the "
      "server's default_toast_compression)"},
+    {"TDS_WRITER_ASYNC_COMMIT", TDS_CFG_BOOL, "true", 0, 0, 0, OFF(async_commit),
+     "COMMIT does not wait for the WAL flush, so rows are visible about one disk sync "
+     "sooner; acks still wait for it (a side connection has PostgreSQL flush at once), so "
+     "nothing acked is lost in a crash. false: every COMMIT waits as the server's "
+     "synchronous_commit says (also the case under synchronous_standby_names)"},
     {"TDS_WRITER_HWM", TDS_CFG_INT, "1000", 0, 1, 1000000, OFF(hwm),
      "ZeroMQ high-water mark of the rows socket (messages)"},
     {"TDS_WRITER_RETAIN_WEBHOOK_EVENTS_DAYS", TDS_CFG_INT, "7", 0, 1, 36500,
@@ -183,6 +190,11 @@ struct app {
     struct tds_apply *db;
     struct tds_writer *writer;
     struct tds_alertd *alertd;
+    /* Has PostgreSQL flush its WAL while acks wait for it; flusher_fd: its
+     * socket as the loop watches it (-1: not watched). */
+    struct tds_flusher *flusher;
+    int flusher_fd;
+    bool side_said; /* the flush connection reached another server: said */
     bool migrated, reading, draining, waiting, ever_connected;
     bool prune_soon; /* a one-shot pruning pass is due (on_prune) */
     bool flush_poll; /* a read of the flushed WAL position is due (on_flush_poll) */
@@ -206,7 +218,7 @@ struct app {
     bool db_up;
     int64_t failing_since_ms; /* first of the batches failing in a row, 0 when the last committed */
     int exit_code;
-    struct tds_series *m_db_up, *m_reconnects, *m_oversize;
+    struct tds_series *m_db_up, *m_reconnects, *m_oversize, *m_flushes, *m_async;
     struct tds_log_limit db_limit, frame_limit;
     /* read by the admin thread */
     atomic_int st_db_up;
@@ -328,6 +340,98 @@ static void schedule_retry(struct app *app)
     app->retry_timer = tds_loop_timer_add(app->loop, wait, 0, on_retry, app);
 }
 
+/* ---- the WAL flush the held acks wait for ---- */
+
+static bool drain_done(struct app *app);
+static void on_flusher(struct tds_loop *loop, short revents, void *ud);
+
+/* The loop watches the flusher's socket as it is now (a connection given up
+ * is no longer watched, before the flusher closes it). */
+static void watch_flusher(struct app *app)
+{
+    int fd = tds_flusher_socket(app->flusher);
+
+    if (fd == app->flusher_fd)
+        return;
+    if (app->flusher_fd >= 0)
+        tds_loop_remove_fd(app->loop, app->flusher_fd);
+    app->flusher_fd = -1;
+    if (fd >= 0 && tds_loop_add_fd(app->loop, fd, ZMQ_POLLIN, on_flusher, app) == 0)
+        app->flusher_fd = fd;
+}
+
+/* Acks wait for commits that did not wait for their flush: have PostgreSQL
+ * flush now rather than at its WAL writer's next round. */
+static void kick_flusher(struct app *app)
+{
+    bool on = tds_apply_async_commit(app->db);
+    uint64_t side;
+
+    if (app->m_async)
+        tds_series_set(app->m_async, on ? 1 : 0);
+    if (!on || tds_writer_held(app->writer) == 0 || tds_flusher_busy(app->flusher))
+        return;
+    watch_flusher(app);
+    tds_flusher_start(app->flusher);
+    watch_flusher(app);
+    /* Acks of the commits from now on may go by this connection's flushes
+     * (connected before them), if it reached the writer's server. */
+    side = tds_flusher_serial(app->flusher);
+    if (side && strcmp(tds_flusher_server(app->flusher), tds_apply_server(app->db)) != 0) {
+        if (!app->side_said)
+            tds_warn("the WAL flush connection reached another server than the writer's "
+                     "session (started %s, not %s): acks wait for the session's own reads",
+                     tds_flusher_server(app->flusher), tds_apply_server(app->db));
+        app->side_said = true;
+        side = 0;
+    }
+    tds_writer_set_side(app->writer, side);
+}
+
+/* A new session of the writer's: the flusher's connection may be from
+ * before a restart of the server, and is opened again when next needed. */
+static void reset_flusher(struct app *app)
+{
+    if (app->flusher_fd >= 0)
+        tds_loop_remove_fd(app->loop, app->flusher_fd);
+    app->flusher_fd = -1;
+    tds_flusher_close(app->flusher);
+    tds_writer_set_side(app->writer, 0);
+    if (app->m_async)
+        tds_series_set(app->m_async, tds_apply_async_commit(app->db) ? 1 : 0);
+}
+
+static void on_flusher(struct tds_loop *loop, short revents, void *ud)
+{
+    struct app *app = ud;
+    uint64_t side = tds_flusher_serial(app->flusher), flushed = 0;
+    size_t held = tds_writer_held(app->writer);
+    int rc;
+
+    (void)loop;
+    (void)revents;
+    rc = tds_flusher_collect(app->flusher, &flushed);
+    if (rc < 0) {
+        watch_flusher(app);
+        tds_writer_set_side(app->writer, 0);
+    }
+    if (rc != 1)
+        return;
+    if (app->m_flushes)
+        tds_series_inc(app->m_flushes, 1);
+    if (held > 0)
+        tds_writer_release_side(app->writer, side, flushed);
+    publish_stats(app);
+    if (app->draining && drain_done(app))
+        return;
+    /* A flush covers every ack held when it was sent (but for those of a
+     * connection before this one: the poll's). One that released none (a
+     * server whose flushed position did not move) is not sent again at
+     * once: the poll timer does, every FLUSH_POLL_MS. */
+    if (held == 0 || tds_writer_held(app->writer) < held)
+        kick_flusher(app);
+}
+
 static void on_flush_poll(struct tds_loop *loop, void *ud);
 
 static void schedule_flush_poll(struct app *app)
@@ -368,6 +472,7 @@ static void on_flush_poll(struct tds_loop *loop, void *ud)
     publish_stats(app);
     if (app->draining && drain_done(app))
         return;
+    kick_flusher(app);
     schedule_flush_poll(app);
 }
 
@@ -376,6 +481,7 @@ static void flush(struct app *app)
     int rc = tds_writer_flush(app->writer);
 
     publish_stats(app);
+    kick_flusher(app);
     schedule_flush_poll(app);
     if (rc == -ENOMEM) {
         tds_error("out of memory while writing a batch, retrying in %lld ms",
@@ -583,6 +689,7 @@ static void on_retry(struct tds_loop *loop, void *ud)
             schedule_retry(app);
             return;
         }
+        reset_flusher(app);
         if (app->m_reconnects && app->ever_connected)
             tds_series_inc(app->m_reconnects, 1);
         app->ever_connected = true;
@@ -876,6 +983,12 @@ static int run(struct app *app)
                                         NULL, 0);
     app->m_oversize = tds_metrics_get(app->metrics, TDS_COUNTER, "tds_writer_oversize_frames_total",
                                       "Rows frames over the size limit, skipped", "", NULL, 0);
+    app->m_async = tds_metrics_get(app->metrics, TDS_GAUGE, "tds_writer_async_commit",
+                                   "1 while COMMIT does not wait for the WAL flush and acks do "
+                                   "(TDS_WRITER_ASYNC_COMMIT)", "", NULL, 0);
+    app->m_flushes = tds_metrics_get(app->metrics, TDS_COUNTER, "tds_writer_wal_flushes_total",
+                                     "WAL flushes the writer asked PostgreSQL for, for acks that "
+                                     "wait for one", "", NULL, 0);
     if ((rc = tds_bus_sock_new(app->bus, ZMQ_PULL, &opts, &app->pull)) != 0 ||
         (rc = tds_bus_bind(app->pull, app->cfg.writer_bind)) != 0) {
         fprintf(stderr, "tds-writer: could not bind TDS_WRITER_BIND '%s': %s\n",
@@ -893,12 +1006,14 @@ static int run(struct app *app)
         return 1;
     }
     if ((rc = tds_apply_new(&app->db, app->cfg.database_url)) != 0 ||
+        (rc = tds_flusher_new(&app->flusher, app->cfg.database_url)) != 0 ||
         (rc = tds_writer_new(&app->writer, app->db, app->metrics, app->events,
                              (size_t)app->cfg.batch_max_rows, send_ack, app)) != 0) {
         fprintf(stderr, "tds-writer: out of memory\n");
         return 1;
     }
     tds_apply_set_metrics(app->db, app->metrics);
+    tds_apply_set_async_commit(app->db, app->cfg.async_commit);
     tds_apply_set_toast_compression(app->db, strcmp(app->cfg.toast_compression, "server") == 0
                                                  ? NULL
                                                  : app->cfg.toast_compression);
@@ -949,6 +1064,7 @@ static void app_free(struct app *app)
     app->alertd = tds_alertd_free(app->alertd);
     app->writer = tds_writer_free(app->writer);
     app->db = tds_apply_free(app->db);
+    app->flusher = tds_flusher_free(app->flusher);
     app->events = tds_events_free(app->events);
     app->pull = tds_bus_sock_free(app->pull);
     app->pub = tds_bus_sock_free(app->pub);
@@ -967,6 +1083,7 @@ int main(int argc, char **argv)
     int rc;
 
     pthread_mutex_init(&app.mig_mu, NULL);
+    app.flusher_fd = -1;
 
     if ((rc = tds_stage_args(&stage, argc, argv, TDS_STAGE_COMMANDS, &cl)) != TDS_STAGE_CONTINUE)
         return rc;

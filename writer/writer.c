@@ -36,9 +36,11 @@
 /* An ack whose commit is not known to be on disk yet: sent once the WAL
  * flushed, read on the same session, reaches lsn; never sent if the session
  * ends first (upstream resends the message, and a copy already applied
- * changes nothing). */
+ * changes nothing). Also sent once a flush on the side connection that was
+ * open before the commit (side, 0: none) has read a position that reaches
+ * lsn: a crash of the server in between would have ended that connection. */
 struct held {
-    uint64_t session, lsn;
+    uint64_t session, lsn, side;
     char *origin;
     char **ids;
     size_t n_ids;
@@ -53,6 +55,7 @@ struct tds_writer {
     tds_writer_ack_cb ack;
     void *ack_ud;
     tds_writer_flushed_fn flushed;
+    uint64_t side; /* the side connection open now (tds_writer_set_side) */
     struct held *held;
     size_t n_held, cap_held;
     size_t max_rows, max_bytes;
@@ -248,12 +251,14 @@ static void release(struct tds_writer *w, uint64_t session, uint64_t flushed)
                 "on disk; upstream sends those messages again", dropped);
 }
 
-static int held_copy(struct held *h, const struct tds_apply_result *res, const char *origin,
-                     char *const *ids, size_t n, int64_t written, int64_t rejected)
+static int held_copy(const struct tds_writer *w, struct held *h,
+                     const struct tds_apply_result *res, const char *origin, char *const *ids,
+                     size_t n, int64_t written, int64_t rejected)
 {
     memset(h, 0, sizeof(*h));
     h->session = res->session;
     h->lsn = res->commit_lsn;
+    h->side = w->side;
     h->written = written;
     h->rejected = rejected;
     if (!(h->origin = strdup(origin)) || !(h->ids = calloc(n ? n : 1, sizeof(*h->ids))))
@@ -286,7 +291,7 @@ static void deliver(struct tds_writer *w, const struct tds_apply_result *res, co
         w->held = p;
         w->cap_held = cap;
     }
-    if (held_copy(&w->held[w->n_held], res, origin, ids, n, written, rejected) != 0)
+    if (held_copy(w, &w->held[w->n_held], res, origin, ids, n, written, rejected) != 0)
         goto nomem;
     w->n_held++;
     held_gauge(w);
@@ -299,6 +304,33 @@ nomem:
 }
 
 size_t tds_writer_held(const struct tds_writer *w) { return w->n_held; }
+
+void tds_writer_set_side(struct tds_writer *w, uint64_t side) { w->side = side; }
+
+size_t tds_writer_release_side(struct tds_writer *w, uint64_t side, uint64_t flushed)
+{
+    size_t n = 0;
+
+    if (side == 0)
+        return 0;
+    /* In the order held: the first that this flush does not cover keeps
+     * the rest (within a session the positions only grow). */
+    while (n < w->n_held && w->held[n].side == side && w->held[n].lsn <= flushed)
+        n++;
+    if (n == 0)
+        return 0;
+    if (w->m_held)
+        tds_series_set(w->m_held, (double)(w->n_held - n));
+    for (size_t i = 0; i < n; i++) {
+        struct held *h = &w->held[i];
+
+        send_ack(w, h->origin, h->ids, h->n_ids, h->written, h->rejected);
+        held_free(h);
+    }
+    memmove(w->held, w->held + n, (w->n_held - n) * sizeof(*w->held));
+    w->n_held -= n;
+    return n;
+}
 
 int tds_writer_poll_flushed(struct tds_writer *w)
 {

@@ -61,6 +61,15 @@ size_t tds_writer_held(const struct tds_writer *w);
  * TDS_WRITER_E_DB (not read; a lost session drops its held acks: upstream
  * resends those messages). Nothing is read when nothing is held. */
 int tds_writer_poll_flushed(struct tds_writer *w);
+/* The side connection that flushes the WAL (flusher.h), by a number that
+ * changes at each of its connects, 0 while there is none: held acks are
+ * stamped with the one open when their commit returned. */
+void tds_writer_set_side(struct tds_writer *w, uint64_t side);
+/* A flush on side connection `side` read `flushed` after it: send the held
+ * acks, from the first, that it covers and that were stamped with that
+ * connection (it was open since before their commits, so no crash of the
+ * server came between). How many went. */
+size_t tds_writer_release_side(struct tds_writer *w, uint64_t side, uint64_t flushed);
 /* Forget the held acks (at exit: upstream resends those messages); how many. */
 size_t tds_writer_drop_held(struct tds_writer *w);
 

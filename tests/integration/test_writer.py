@@ -1517,7 +1517,10 @@ def test_postgres_restart_mid_stream_loses_and_duplicates_nothing(pg, writer, db
     time.sleep(0.5)
     pg.start()
     t.join()
-    writer.wait_acked([s for s, _ in frames], timeout=40)
+    # What the writer did not ack comes again, as the ingress and the fetcher
+    # send it after their ack timeout: the acks of commits made just before
+    # the stop, not yet seen on disk by then, went with the session.
+    writer.wait_acked([s for s, _ in frames], timeout=40, resend=dict(frames))
     wait_until(writer.ready, 10, "writer ready again")
     # The result equals applying the same stream to a fresh database in one go.
     expected = _expected_after(frames)
@@ -1622,6 +1625,148 @@ def test_a_commit_lost_in_a_database_crash_was_never_acked(procs, lazy_pg):
         assert h.proc.metric("tds_writer_reconnects_total") >= 1
     finally:
         h.close()
+
+
+def _async_writer(procs, cluster, env=None, setting="on", name="async"):
+    """A writer on a new database of the lazy cluster whose own setting is
+    synchronous_commit = setting (the cluster's is off): (database, writer,
+    WAL writer's pid), the WAL writer not stopped yet."""
+    db = cluster.create_database(name)
+    db.execute(f'ALTER DATABASE "{db.name}" SET synchronous_commit = {setting}')
+    h = WriterHarness(procs, db, env=env)
+    return db, h, cluster.walwriter_pid()
+
+
+def _flusher_pid(db):
+    rows = db.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'tds-writer-flush'")
+    return rows[0][0] if rows else None
+
+
+def test_commits_do_not_wait_for_the_flush_but_their_acks_do(procs, lazy_pg):
+    """TDS_WRITER_ASYNC_COMMIT (the default): on a database whose commits
+    wait for their flush, the writer's do not; their acks wait for the
+    flush, which the writer's side connection has PostgreSQL do at once
+    instead of at its WAL writer's next round."""
+    db, h, walwriter = _async_writer(procs, lazy_pg)
+    flusher = None
+    try:
+        first = rows_msg(ORG, items_sets([item(ORG, "600", ts(1), "first")]))
+        h.send(first[1])
+        h.wait_acked([first[0]], timeout=10)
+        assert "commits do not wait for the WAL flush (the server's synchronous_commit is on)" \
+            in h.proc.stderr_text()
+        assert h.proc.metric("tds_writer_async_commit") == 1
+        assert h.proc.metric("tds_writer_wal_flushes_total") >= 1
+        flusher = _flusher_pid(db)
+        assert flusher, "no flush connection"
+        # With the WAL writer and the flusher both stopped, nothing flushes:
+        # the rows are visible (the commit did not wait), their acks are not.
+        os.kill(walwriter, signal.SIGSTOP)
+        os.kill(flusher, signal.SIGSTOP)
+        msgs = [rows_msg(ORG, items_sets([item(ORG, str(601 + i), ts(1), f"fast {i}")]))
+                for i in range(3)]
+        for _, f in msgs:
+            h.send(f)
+        ids = {str(601 + i) for i in range(3)}
+        wait_until(lambda: _items_visible(db, ids) == ids, 10, "the rows committed")
+        assert db.wal_flushed_behind()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.5:
+            h.poll_acks(100)
+            assert not (h.acked & {s for s, _ in msgs}), "acked before the commit was on disk"
+        assert h.proc.metric("tds_writer_acks_held") >= 1
+        # The flusher alone (the WAL writer still stopped) brings the acks:
+        # the flush it sent for the first held ack, run once its backend
+        # goes on, commits after all three and covers them.
+        flushes = h.proc.metric("tds_writer_wal_flushes_total")
+        os.kill(flusher, signal.SIGCONT)
+        h.wait_acked([s for s, _ in msgs], timeout=5)
+        assert h.proc.metric("tds_writer_wal_flushes_total") - flushes <= 2
+        assert h.proc.metric("tds_writer_acks_held") == 0
+        assert h.proc.metric("tds_writer_acks_held_dropped_total") == 0
+    finally:
+        os.kill(walwriter, signal.SIGCONT)
+        if flusher:
+            try:
+                os.kill(flusher, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        h.close()
+
+
+def test_a_fast_commit_lost_in_a_database_crash_was_never_acked(procs, lazy_pg):
+    """The same through a crash of PostgreSQL: commits that did not wait and
+    were not flushed are gone after it, and none of them was acked; sent
+    again, as upstream does, they are written and acked."""
+    db, h, walwriter = _async_writer(procs, lazy_pg)
+    try:
+        first = rows_msg(ORG, items_sets([item(ORG, "610", ts(1), "flushed")]))
+        h.send(first[1])
+        h.wait_acked([first[0]], timeout=10)
+        flusher = _flusher_pid(db)
+        assert flusher
+        os.kill(walwriter, signal.SIGSTOP)
+        os.kill(flusher, signal.SIGSTOP)
+        lost = [rows_msg(ORG, items_sets([item(ORG, str(611 + i), ts(1), f"lost {i}")]))
+                for i in range(4)]
+        for _, f in lost:
+            h.send(f)
+        ids = {str(611 + i) for i in range(4)}
+        wait_until(lambda: _items_visible(db, ids) == ids, 10, "the rows committed")
+        h.poll_acks(300)
+        lazy_pg.crash()
+    except BaseException:
+        os.kill(walwriter, signal.SIGCONT)
+        h.close()
+        raise
+    try:
+        lazy_pg.start()
+        assert _items_visible(db, ids | {"610"}) == {"610"}
+        assert not (h.acked & {s for s, _ in lost}), "acked a commit the crash took"
+        wait_until(h.ready, 20, "the writer connected again")
+        h.wait_acked([s for s, _ in lost], timeout=20, resend=dict(lost))
+        assert _items_visible(db, ids) == ids
+        assert h.proc.metric("tds_writer_acks_held_dropped_total") >= 1
+    finally:
+        h.close()
+
+
+def test_async_commit_off_or_synchronous_standbys_keep_commits_waiting(procs, lazy_pg):
+    """TDS_WRITER_ASYNC_COMMIT=false, or a server with synchronous standbys
+    named: every COMMIT waits for its flush as the server says, and its ack
+    goes at once, with nothing else flushing (the WAL writer stopped)."""
+    db, h, walwriter = _async_writer(procs, lazy_pg, env={"TDS_WRITER_ASYNC_COMMIT": "false"})
+    try:
+        os.kill(walwriter, signal.SIGSTOP)
+        src, f = rows_msg(ORG, items_sets([item(ORG, "620", ts(1), "waits")]))
+        h.send(f)
+        h.wait_acked([src], timeout=10)
+        assert "commits wait for the WAL flush as the server says: TDS_WRITER_ASYNC_COMMIT is " \
+            "false" in h.proc.stderr_text()
+        assert h.proc.metric("tds_writer_async_commit") == 0
+        assert h.proc.metric("tds_writer_wal_flushes_total") == 0
+        assert _flusher_pid(db) is None
+    finally:
+        os.kill(walwriter, signal.SIGCONT)
+        h.proc.stop()
+        h.close()
+    # Named standbys, none connected: a commit with synchronous_commit local
+    # waits for the local flush only, which the writer keeps.
+    db.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+    db.execute("SELECT pg_reload_conf()")
+    db2, h2, walwriter = _async_writer(procs, lazy_pg, setting="local", name="standbys")
+    try:
+        os.kill(walwriter, signal.SIGSTOP)
+        src, f = rows_msg(ORG, items_sets([item(ORG, "621", ts(1), "standbys")]))
+        h2.send(f)
+        h2.wait_acked([src], timeout=10)
+        assert "commits wait for the WAL flush as the server says: synchronous_standby_names " \
+            "is set" in h2.proc.stderr_text()
+        assert h2.proc.metric("tds_writer_async_commit") == 0
+        assert _flusher_pid(db2) is None
+    finally:
+        os.kill(walwriter, signal.SIGCONT)
+        h2.close()
 
 
 def test_a_role_that_cannot_read_the_wal_position_is_told_and_acks_at_commit(procs, writer,

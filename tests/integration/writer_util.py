@@ -164,13 +164,26 @@ class WriterHarness:
             timeout_ms = 0
         return got
 
-    def wait_acked(self, srcs, timeout=20.0):
+    def wait_acked(self, srcs, timeout=20.0, resend=None, every=2.0):
+        """Wait for acks of srcs. resend: {src: frame}, sent again every
+        `every` seconds while not acked, as upstream does after its ack
+        timeout (an ack the writer held for a flush is dropped with a lost
+        session, and the message comes again)."""
         want = set(srcs)
+        last = [time.monotonic()]
 
         def done():
             self.poll_acks()
+            if resend and time.monotonic() - last[0] >= every:
+                last[0] = time.monotonic()
+                for src in sorted(want - self.acked):
+                    self.send(resend[src])
             return want <= self.acked
-        wait_until(done, timeout, f"acks for {len(want - self.acked)} of {len(want)} messages")
+        try:
+            wait_until(done, timeout, "acks")
+        except AssertionError:
+            raise AssertionError(f"timed out after {timeout}s waiting for acks of "
+                                 f"{len(want - self.acked)} of {len(want)} messages") from None
 
     def ready(self):
         st, _ = http_get(self.proc.admin_url + "/readyz")

@@ -456,6 +456,56 @@ static void test_acks_wait_for_the_wal_flush(void)
     tds_writer_free(w);
 }
 
+/* Acks released by the flushes of the side connection (flusher.c): only
+ * those stamped with that connection, from the first held, up to the
+ * position it read. */
+static void test_side_flushes_release_acks_in_order(void)
+{
+    struct fake f = {.down_after = -1, .meta_bad = -1, .lazy = true, .session = 1};
+    struct acks a = {0};
+    struct tds_writer *w;
+
+    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 1000, on_ack, &a), ==, 0);
+    tds_writer_set_runner(w, fake_run, &f);
+    tds_writer_set_flushed(w, fake_flushed);
+    /* held at 100 with no side connection open: only the session's read */
+    take(w, 1, 1, -1);
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(tds_writer_held(w), ==, 1);
+    T_INT(tds_writer_release_side(w, 0, 1000), ==, 0);
+    T_INT(tds_writer_release_side(w, 7, 1000), ==, 0);
+    T_INT(a.calls, ==, 0);
+    f.flushed = 100;
+    T_INT(tds_writer_poll_flushed(w), ==, 0);
+    T_INT(a.calls, ==, 1);
+    /* connection 7 open: held at 200 and 300 */
+    tds_writer_set_side(w, 7);
+    take(w, 2, 1, -1);
+    T_INT(tds_writer_flush(w), ==, 0);
+    take(w, 3, 1, -1);
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(tds_writer_held(w), ==, 2);
+    /* another connection's flush releases none of them */
+    T_INT(tds_writer_release_side(w, 8, 1000), ==, 0);
+    /* 7's flush read 250: the first goes */
+    T_INT(tds_writer_release_side(w, 7, 250), ==, 1);
+    T_INT(a.calls, ==, 2);
+    T_INT(tds_writer_held(w), ==, 1);
+    /* connection 8 from now: held at 400 behind the one of 7, which keeps
+     * it (acks go in the order held) until 7's flush or the session's read */
+    tds_writer_set_side(w, 8);
+    take(w, 4, 1, -1);
+    T_INT(tds_writer_flush(w), ==, 0);
+    T_INT(tds_writer_release_side(w, 8, 1000), ==, 0);
+    T_INT(a.calls, ==, 2);
+    T_INT(tds_writer_release_side(w, 7, 1000), ==, 1);
+    T_INT(tds_writer_release_side(w, 8, 399), ==, 0);
+    T_INT(tds_writer_release_side(w, 8, 400), ==, 1);
+    T_INT(a.calls, ==, 4);
+    T_INT(tds_writer_held(w), ==, 0);
+    tds_writer_free(w);
+}
+
 int main(void)
 {
     T_RUN(test_clean_batch_is_one_transaction);
@@ -468,5 +518,6 @@ int main(void)
     T_RUN(test_batch_fills_at_max_rows);
     T_RUN(test_batch_fills_at_max_bytes);
     T_RUN(test_acks_wait_for_the_wal_flush);
+    T_RUN(test_side_flushes_release_acks_in_order);
     return 0;
 }
