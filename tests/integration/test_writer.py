@@ -1549,22 +1549,33 @@ def _lazy_writer(procs, cluster):
     return db, h, walwriter
 
 
+def _send_unflushed(h, db, first, n, name):
+    """n messages, items first..first+n-1, sent and committed (their rows
+    visible) while nothing flushes the WAL: their (src, frame) pairs and ids."""
+    msgs = [rows_msg(ORG, items_sets([item(ORG, str(first + i), ts(1), f"{name} {i}")]))
+            for i in range(n)]
+    for _, f in msgs:
+        h.send(f)
+    ids = {str(first + i) for i in range(n)}
+    wait_until(lambda: _items_visible(db, ids) == ids, 10, "the rows committed")
+    return msgs, ids
+
+
+def _not_acked_while_unflushed(h, db, msgs):
+    """Committed and visible, not on disk: no ack, however long."""
+    assert db.wal_flushed_behind()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.5:
+        h.poll_acks(100)
+        assert not (h.acked & {s for s, _ in msgs}), "acked before the commit was on disk"
+    assert h.proc.metric("tds_writer_acks_held") >= 1
+
+
 def test_acks_wait_until_postgresql_has_the_commit_on_disk(procs, lazy_pg):
     db, h, walwriter = _lazy_writer(procs, lazy_pg)
     try:
-        msgs = [rows_msg(ORG, items_sets([item(ORG, str(700 + i), ts(1), f"lazy {i}")]))
-                for i in range(3)]
-        for _, f in msgs:
-            h.send(f)
-        ids = {str(700 + i) for i in range(3)}
-        wait_until(lambda: _items_visible(db, ids) == ids, 10, "the rows committed")
-        # Committed and visible, not on disk: no ack, however long.
-        assert db.wal_flushed_behind()
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 1.5:
-            h.poll_acks(100)
-            assert not h.acked, "acked before PostgreSQL had the commit on disk"
-        assert h.proc.metric("tds_writer_acks_held") >= 1
+        msgs, _ = _send_unflushed(h, db, 700, 3, "lazy")
+        _not_acked_while_unflushed(h, db, msgs)
         db.flush_wal()
         h.wait_acked([s for s, _ in msgs], timeout=5)
         assert h.proc.metric("tds_writer_acks_held") == 0
@@ -1587,6 +1598,26 @@ def test_acks_wait_until_postgresql_has_the_commit_on_disk(procs, lazy_pg):
         h.close()
 
 
+def _unflushed_then_crash(h, db, cluster, first):
+    """Four messages, items first..first+3, committed and visible while
+    nothing flushes the WAL (the test stopped what would); then a crash of
+    the cluster. Their (src, frame) pairs and the ids."""
+    lost, ids = _send_unflushed(h, db, first, 4, "lost")
+    h.poll_acks(300)
+    cluster.crash()
+    return lost, ids
+
+
+def _restarted_without(h, db, cluster, lost, ids, kept):
+    """Start the crashed cluster: the crash took the commits the WAL flush
+    had not reached (the premise of these tests), none of them was acked,
+    and the writer connects again."""
+    cluster.start()
+    assert _items_visible(db, ids | {kept}) == {kept}
+    assert not (h.acked & {s for s, _ in lost}), "acked a commit the crash took"
+    wait_until(h.ready, 20, "the writer connected again")
+
+
 def test_a_commit_lost_in_a_database_crash_was_never_acked(procs, lazy_pg):
     db, h, walwriter = _lazy_writer(procs, lazy_pg)
     try:
@@ -1595,27 +1626,15 @@ def test_a_commit_lost_in_a_database_crash_was_never_acked(procs, lazy_pg):
         wait_until(lambda: _items_visible(db, {"800"}) == {"800"}, 10, "the first row")
         db.flush_wal()
         h.wait_acked([durable[0]], timeout=5)
-        lost = [rows_msg(ORG, items_sets([item(ORG, str(801 + i), ts(1), f"lost {i}")]))
-                for i in range(4)]
-        for _, f in lost:
-            h.send(f)
-        ids = {str(801 + i) for i in range(4)}
-        wait_until(lambda: _items_visible(db, ids) == ids, 10, "the rows committed")
-        h.poll_acks(300)
-        lazy_pg.crash()
+        lost, ids = _unflushed_then_crash(h, db, lazy_pg, 801)
     except BaseException:
         os.kill(walwriter, signal.SIGCONT)
         h.close()
         raise
     try:
-        lazy_pg.start()
-        # The crash took the commits the WAL flush had not reached: the
-        # premise of this test.
-        assert _items_visible(db, ids | {"800"}) == {"800"}
-        assert not (h.acked & {s for s, _ in lost}), "acked a commit the crash took"
+        _restarted_without(h, db, lazy_pg, lost, ids, "800")
         # Upstream sends again what was not acked (the ingress after its ack
         # timeout), and the writer, connected again, writes it.
-        wait_until(h.ready, 20, "the writer connected again")
         for _, f in lost:
             h.send(f)
         wait_until(lambda: _items_visible(db, ids) == ids, 20, "the rows written again")
@@ -1663,18 +1682,8 @@ def test_commits_do_not_wait_for_the_flush_but_their_acks_do(procs, lazy_pg):
         # the rows are visible (the commit did not wait), their acks are not.
         os.kill(walwriter, signal.SIGSTOP)
         os.kill(flusher, signal.SIGSTOP)
-        msgs = [rows_msg(ORG, items_sets([item(ORG, str(601 + i), ts(1), f"fast {i}")]))
-                for i in range(3)]
-        for _, f in msgs:
-            h.send(f)
-        ids = {str(601 + i) for i in range(3)}
-        wait_until(lambda: _items_visible(db, ids) == ids, 10, "the rows committed")
-        assert db.wal_flushed_behind()
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 1.5:
-            h.poll_acks(100)
-            assert not (h.acked & {s for s, _ in msgs}), "acked before the commit was on disk"
-        assert h.proc.metric("tds_writer_acks_held") >= 1
+        msgs, _ = _send_unflushed(h, db, 601, 3, "fast")
+        _not_acked_while_unflushed(h, db, msgs)
         # The flusher alone (the WAL writer still stopped) brings the acks:
         # the flush it sent for the first held ack, run once its backend
         # goes on, commits after all three and covers them.
@@ -1707,23 +1716,13 @@ def test_a_fast_commit_lost_in_a_database_crash_was_never_acked(procs, lazy_pg):
         assert flusher
         os.kill(walwriter, signal.SIGSTOP)
         os.kill(flusher, signal.SIGSTOP)
-        lost = [rows_msg(ORG, items_sets([item(ORG, str(611 + i), ts(1), f"lost {i}")]))
-                for i in range(4)]
-        for _, f in lost:
-            h.send(f)
-        ids = {str(611 + i) for i in range(4)}
-        wait_until(lambda: _items_visible(db, ids) == ids, 10, "the rows committed")
-        h.poll_acks(300)
-        lazy_pg.crash()
+        lost, ids = _unflushed_then_crash(h, db, lazy_pg, 611)
     except BaseException:
         os.kill(walwriter, signal.SIGCONT)
         h.close()
         raise
     try:
-        lazy_pg.start()
-        assert _items_visible(db, ids | {"610"}) == {"610"}
-        assert not (h.acked & {s for s, _ in lost}), "acked a commit the crash took"
-        wait_until(h.ready, 20, "the writer connected again")
+        _restarted_without(h, db, lazy_pg, lost, ids, "610")
         h.wait_acked([s for s, _ in lost], timeout=20, resend=dict(lost))
         assert _items_visible(db, ids) == ids
         assert h.proc.metric("tds_writer_acks_held_dropped_total") >= 1
@@ -1731,18 +1730,17 @@ def test_a_fast_commit_lost_in_a_database_crash_was_never_acked(procs, lazy_pg):
         h.close()
 
 
-def test_async_commit_off_or_synchronous_standbys_keep_commits_waiting(procs, lazy_pg):
-    """TDS_WRITER_ASYNC_COMMIT=false, or a server with synchronous standbys
-    named: every COMMIT waits for its flush as the server says, and its ack
-    goes at once, with nothing else flushing (the WAL writer stopped)."""
-    db, h, walwriter = _async_writer(procs, lazy_pg, env={"TDS_WRITER_ASYNC_COMMIT": "false"})
+def _commits_wait(procs, cluster, item_id, why, **kw):
+    """A writer whose commits wait as the server says (why: the reason it
+    logs): its ack comes with nothing else flushing (the WAL writer
+    stopped), without the flush connection."""
+    db, h, walwriter = _async_writer(procs, cluster, **kw)
     try:
         os.kill(walwriter, signal.SIGSTOP)
-        src, f = rows_msg(ORG, items_sets([item(ORG, "620", ts(1), "waits")]))
+        src, f = rows_msg(ORG, items_sets([item(ORG, item_id, ts(1), "waits")]))
         h.send(f)
         h.wait_acked([src], timeout=10)
-        assert "commits wait for the WAL flush as the server says: TDS_WRITER_ASYNC_COMMIT is " \
-            "false" in h.proc.stderr_text()
+        assert "commits wait for the WAL flush as the server says: " + why in h.proc.stderr_text()
         assert h.proc.metric("tds_writer_async_commit") == 0
         assert h.proc.metric("tds_writer_wal_flushes_total") == 0
         assert _flusher_pid(db) is None
@@ -1750,23 +1748,21 @@ def test_async_commit_off_or_synchronous_standbys_keep_commits_waiting(procs, la
         os.kill(walwriter, signal.SIGCONT)
         h.proc.stop()
         h.close()
+    return db
+
+
+def test_async_commit_off_or_synchronous_standbys_keep_commits_waiting(procs, lazy_pg):
+    """TDS_WRITER_ASYNC_COMMIT=false, or a server with synchronous standbys
+    named: every COMMIT waits for its flush as the server says, and its ack
+    goes at once."""
+    db = _commits_wait(procs, lazy_pg, "620", "TDS_WRITER_ASYNC_COMMIT is false",
+                       env={"TDS_WRITER_ASYNC_COMMIT": "false"})
     # Named standbys, none connected: a commit with synchronous_commit local
     # waits for the local flush only, which the writer keeps.
     db.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
     db.execute("SELECT pg_reload_conf()")
-    db2, h2, walwriter = _async_writer(procs, lazy_pg, setting="local", name="standbys")
-    try:
-        os.kill(walwriter, signal.SIGSTOP)
-        src, f = rows_msg(ORG, items_sets([item(ORG, "621", ts(1), "standbys")]))
-        h2.send(f)
-        h2.wait_acked([src], timeout=10)
-        assert "commits wait for the WAL flush as the server says: synchronous_standby_names " \
-            "is set" in h2.proc.stderr_text()
-        assert h2.proc.metric("tds_writer_async_commit") == 0
-        assert _flusher_pid(db2) is None
-    finally:
-        os.kill(walwriter, signal.SIGCONT)
-        h2.close()
+    _commits_wait(procs, lazy_pg, "621", "synchronous_standby_names is set", setting="local",
+                  name="standbys")
 
 
 def test_a_role_that_cannot_read_the_wal_position_is_told_and_acks_at_commit(procs, writer,

@@ -371,15 +371,24 @@ static void test_batch_fills_at_max_bytes(void)
     tds_writer_free(w);
 }
 
+/* A writer on the fake whose commits do not wait for their flush. */
+static struct tds_writer *lazy_writer(struct fake *f, struct acks *a)
+{
+    struct tds_writer *w = NULL;
+
+    *f = (struct fake){.down_after = -1, .meta_bad = -1, .lazy = true, .session = 1};
+    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 1000, on_ack, a), ==, 0);
+    tds_writer_set_runner(w, fake_run, f);
+    tds_writer_set_flushed(w, fake_flushed);
+    return w;
+}
+
 static void test_acks_wait_for_the_wal_flush(void)
 {
-    struct fake f = {.down_after = -1, .meta_bad = -1, .lazy = true, .session = 1};
+    struct fake f;
     struct acks a = {0};
-    struct tds_writer *w;
+    struct tds_writer *w = lazy_writer(&f, &a);
 
-    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 1000, on_ack, &a), ==, 0);
-    tds_writer_set_runner(w, fake_run, &f);
-    tds_writer_set_flushed(w, fake_flushed);
     /* committed at 100, flushed 0: held */
     take(w, 1, 2, -1);
     take(w, 2, 2, -1);
@@ -461,13 +470,10 @@ static void test_acks_wait_for_the_wal_flush(void)
  * position it read. */
 static void test_side_flushes_release_acks_in_order(void)
 {
-    struct fake f = {.down_after = -1, .meta_bad = -1, .lazy = true, .session = 1};
+    struct fake f;
     struct acks a = {0};
-    struct tds_writer *w;
+    struct tds_writer *w = lazy_writer(&f, &a);
 
-    T_INT(tds_writer_new(&w, NULL, NULL, NULL, 1000, on_ack, &a), ==, 0);
-    tds_writer_set_runner(w, fake_run, &f);
-    tds_writer_set_flushed(w, fake_flushed);
     /* held at 100 with no side connection open: only the session's read */
     take(w, 1, 1, -1);
     T_INT(tds_writer_flush(w), ==, 0);
