@@ -4,13 +4,15 @@
  * After each call returns, one line "<call> <path>" (the path the descriptor
  * names, from /proc/self/fd) is appended to the file TDS_TEST_SYNC_LOG names;
  * without it nothing is written. The call itself goes to the C library
- * unchanged. A test can so tell which files a stage made durable, and when.
- * Never built into a stage.
+ * unchanged, after TDS_TEST_SYNC_SLEEP_MS milliseconds when that is set (a
+ * slow disk, whatever the machine's). A test can so tell which files a
+ * stage made durable, and when. Never built into a stage.
  */
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef int (*sync_fn)(int);
@@ -39,7 +41,16 @@ static void note(const char *call, int fd)
 static int call(const char *name, int fd)
 {
     sync_fn real = (sync_fn)dlsym(RTLD_NEXT, name);
-    int r = real ? real(fd) : -1;
+    const char *sleep_ms = getenv("TDS_TEST_SYNC_SLEEP_MS");
+    int r;
+
+    if (sleep_ms) {
+        long ms = atol(sleep_ms);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+        nanosleep(&ts, NULL);
+    }
+    r = real ? real(fd) : -1;
 
     note(name, fd);
     return r;

@@ -1550,18 +1550,24 @@ def test_unacked_bound_answers_503_and_survives_a_restart(ing):
     assert i.drain(i.events, quiet_s=0.3) == []   # no 503'd webhook was sent
 
 
-def test_webhooks_waiting_for_a_slow_sync_are_bounded(ing):
+def test_webhooks_waiting_for_a_slow_sync_are_bounded(ing, bins):
     """Once journaled, a webhook's body is held twice until its sync ends
     (the journal's chunk, forward's slot) and no longer counts against
     TDS_INGRESS_BODY_MEMORY: with syncs taking seconds, every new request
     added to it, up to the journal's 1 GiB. Half of the budget bounds them
     now; past it a webhook gets 503, never a 200 for one not kept, and each
-    one answered 200 is forwarded. Here the group commit waits 100 ms for
-    company (TDS_INGRESS_SYNC_DELAY_US) while 12 bodies of 60 KB arrive
-    together, against a bound of 512 KiB (the bodies' own budget, 1 MiB,
-    holds them all)."""
+    one answered 200 is forwarded. Here each sync takes 400 ms (sync_shim.c)
+    while 12 bodies of 60 KB arrive together, against a bound of 512 KiB (the
+    bodies' own budget, 1 MiB, holds them all). It used to rely on the group
+    commit's wait for company (100 ms) alone, which a loaded machine's slow
+    requests could miss five times in a row."""
     i = ing(env={"TDS_INGRESS_MAX_BODY": "65536", "TDS_INGRESS_BODY_MEMORY": "1048576",
-                 "TDS_INGRESS_SYNC_DELAY_US": "100000"})
+                 "TDS_INGRESS_SYNC_DELAY_US": "100000",
+                 "LD_PRELOAD": os.path.join(bins.build_dir, "tests", "integration",
+                                            "tds_sync_shim.so"),
+                 "TDS_TEST_SYNC_SLEEP_MS": "400",
+                 # the shim is preloaded ahead of the sanitizer runtime: tell ASan so
+                 "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:verify_asan_link_order=0"})
     pad = "x" * 60000
 
     def post(k):
