@@ -6,7 +6,9 @@ seed so that CI judges the same schedule every time.
 
 For a longer soak by hand: TDS_CHAOS_SECONDS (24) of faults, changes streamed
 as webhooks for 4 s less at TDS_CHAOS_CHANGES (10) a second an organization,
-and TDS_CHAOS_GAP_S ("1.0-3.0") seconds between two faults. 75, 60 and
+and TDS_CHAOS_GAP_S ("1.0-3.0") seconds between two faults;
+TDS_CHAOS_PG=crash kills every PostgreSQL process instead of stopping it (the
+commits its WAL buffers held are lost, and come again from upstream). 75, 60 and
 "0.4-1.5" found a delete a late webhook undid (test_writer.py,
 test_a_late_webhook_neither_revives_nor_outlives_a_delete)."""
 import os
@@ -58,9 +60,14 @@ def test_kill_restart_faults_then_equal_truth(db, procs, sim, tmp_path, wait_unt
             print(f"  killed {victim.name}")
         kills += 1
         if not pg_restarted and kills == 3:
-            p.db.cluster.restart(down_s=1.0)
+            if os.environ.get("TDS_CHAOS_PG") == "crash":
+                p.db.cluster.crash()
+                time.sleep(1.0)
+                p.db.cluster.start()
+            else:
+                p.db.cluster.restart(down_s=1.0)
             pg_restarted = True
-            print("  restarted PostgreSQL")
+            print(f"  restarted PostgreSQL ({os.environ.get('TDS_CHAOS_PG') or 'stopped'})")
         time.sleep(rnd.uniform(0.2, 1.0))
         victim.start()
     s.faults(clear=True)  # all off (faults() with no argument changes none)
