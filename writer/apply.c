@@ -952,7 +952,7 @@ void tds_apply_set_toast_compression(struct tds_apply *a, const char *method)
     a->toast = method;
 }
 
-static int parse_lsn(const char *text, uint64_t *out)
+int tds_apply_parse_lsn(const char *text, uint64_t *out)
 {
     char *end;
     unsigned long long v;
@@ -982,7 +982,7 @@ static int check_lsn(struct tds_apply *a, char *err, size_t errlen)
         return rc;
     r = PQexecPrepared(a->conn, "t_flushed", 0, NULL, NULL, NULL, 0);
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
-        parse_lsn(PQgetvalue(r, 0, 0), &v) == 0) {
+        tds_apply_parse_lsn(PQgetvalue(r, 0, 0), &v) == 0) {
         a->lsn_ok = true;
     } else if (PQstatus(a->conn) != CONNECTION_OK) {
         snprintf(err, errlen, "could not read the WAL position: %s", PQerrorMessage(a->conn));
@@ -1012,7 +1012,7 @@ int tds_apply_wal_flushed(struct tds_apply *a, uint64_t *flushed, uint64_t *sess
         return TDS_APPLY_E_DB;
     r = PQexecPrepared(a->conn, "t_flushed", 0, NULL, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
-        parse_lsn(PQgetvalue(r, 0, 0), flushed) != 0)
+        tds_apply_parse_lsn(PQgetvalue(r, 0, 0), flushed) != 0)
         rc = PQstatus(a->conn) == CONNECTION_OK ? TDS_APPLY_E_DB : TDS_APPLY_E_CONN;
     PQclear(r);
     if (rc == TDS_APPLY_E_CONN)
@@ -2719,8 +2719,8 @@ static int finish_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t 
     a->after_commit_failed = false;
     rc = pipe_finish(a, rc, &last, res);
     if (rc == 0 && last && PQntuples(last) == 1 && PQnfields(last) == 3 &&
-        parse_lsn(PQgetvalue(last, 0, 1), &res->commit_lsn) == 0 &&
-        parse_lsn(PQgetvalue(last, 0, 2), &res->flushed_lsn) == 0) {
+        tds_apply_parse_lsn(PQgetvalue(last, 0, 1), &res->commit_lsn) == 0 &&
+        tds_apply_parse_lsn(PQgetvalue(last, 0, 2), &res->flushed_lsn) == 0) {
         res->lsn_known = true;
         res->durable = strcmp(PQgetvalue(last, 0, 0), "t") == 0;
         res->session = a->session;

@@ -72,6 +72,10 @@ PGconn *tds_apply_conn(struct tds_apply *a);
  * now) or TDS_APPLY_E_DB (the session cannot read it). */
 int tds_apply_wal_flushed(struct tds_apply *a, uint64_t *flushed, uint64_t *session);
 
+/* A WAL position as the writer's statements read it (bytes, in decimal
+ * text): 0, or -1 when text is not one. */
+int tds_apply_parse_lsn(const char *text, uint64_t *out);
+
 /* Write msgs[0..n) in one transaction. probe = true rolls back at the end and
  * skips everything but the zoho.* statements (used to find bad records).
  * The rows of a webhook whose (organization, event id) is in

@@ -186,11 +186,7 @@ int tds_flusher_collect(struct tds_flusher *f, uint64_t *flushed)
             f->bad = true;
         } else if (st == PGRES_TUPLES_OK && PQnfields(r) == 2 && PQntuples(r) == 1 &&
                    strcmp(PQfname(r, 0), "flushed") == 0) {
-            char *end;
-
-            errno = 0;
-            f->flushed = strtoull(PQgetvalue(r, 0, 0), &end, 10);
-            if (errno || *end)
+            if (tds_apply_parse_lsn(PQgetvalue(r, 0, 0), &f->flushed) != 0)
                 f->flushed = 0;
             if (strtol(PQgetvalue(r, 0, 1), NULL, 10) != f->pid && !f->bad) {
                 snprintf(f->why, sizeof(f->why),
