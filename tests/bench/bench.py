@@ -43,6 +43,18 @@ OWN_NOTE = ("the same paced run, timed by the ingress (tds_ingress_accept_second
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 from ports import free_port  # noqa: E402  (tests/ports.py)
+
+# Where the stages' ZeroMQ sockets are: a folder of Unix sockets (ipc://), as
+# deploy/local/up has them, or None for loopback TCP (--zmq tcp).
+ZMQ_DIR = None
+
+
+def EP(port):
+    """The ZeroMQ endpoint of one socket, named by a port number that is free
+    (used as such over TCP, as a name over ipc://)."""
+    if ZMQ_DIR:
+        return f"ipc://{ZMQ_DIR}/{port}"
+    return f"tcp://127.0.0.1:{port}"
 PG_BIN = "/usr/lib/postgresql/15/bin"
 SECRET = "bench-webhook-secret"
 
@@ -285,6 +297,13 @@ class Bench:
         self.work = tempfile.mkdtemp(prefix="tds-bench-", dir=args.work_parent)
         self.logs = os.path.join(self.work, "logs")
         os.makedirs(self.logs)
+        global ZMQ_DIR
+        if args.zmq == "ipc":
+            ZMQ_DIR = os.path.join(self.work, "zmq")
+            os.makedirs(ZMQ_DIR, mode=0o700)
+            if len(EP(65535)) - len("ipc://") > 107:
+                raise BenchError(f"{ZMQ_DIR}: too long for a Unix socket's path (107 bytes); "
+                                 "choose a shorter --work-parent or --zmq tcp")
         self.procs = []
         self.figures = []
         self.notes = []
@@ -387,23 +406,23 @@ class Bench:
         pports = [free_port() for _ in range(processors)]
         fport = free_port()
         base = {"TDS_DATABASE_URL": url, "TDS_CONFIG": orgs_path,
-                "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{wport}",
-                "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{aport}",
-                "TDS_PROCESSOR_CONNECT": ",".join(f"tcp://127.0.0.1:{p}" for p in pports),
-                "TDS_FETCHER_CONNECT": f"tcp://127.0.0.1:{fport}"}
+                "TDS_WRITER_CONNECT": EP(wport),
+                "TDS_ACK_CONNECT": EP(aport),
+                "TDS_PROCESSOR_CONNECT": ",".join(EP(p) for p in pports),
+                "TDS_FETCHER_CONNECT": EP(fport)}
         base.update(extra_env or {})
-        pl = {"env": base, "url": url, "push": f"tcp://127.0.0.1:{wport}",
-              "ack": f"tcp://127.0.0.1:{aport}", "stages": {}}
+        pl = {"env": base, "url": url, "push": EP(wport),
+              "ack": EP(aport), "stages": {}}
         pl["stages"]["writer"] = self.spawn("writer", [self.bin("writer/tds-writer")], dict(
-            base, TDS_DATABASE_URL=self.writer_url(db), TDS_WRITER_BIND=f"tcp://127.0.0.1:{wport}",
-            TDS_ACK_BIND=f"tcp://127.0.0.1:{aport}"))
+            base, TDS_DATABASE_URL=self.writer_url(db), TDS_WRITER_BIND=EP(wport),
+            TDS_ACK_BIND=EP(aport)))
         for i, p in enumerate(pports):
             pl["stages"][f"processor-{i}"] = self.spawn(
                 f"processor-{i}", [self.bin("processor/tds-processor")],
-                dict(base, TDS_PROCESSOR_BIND=f"tcp://127.0.0.1:{p}"))
+                dict(base, TDS_PROCESSOR_BIND=EP(p)))
         if fetcher:
             pl["stages"]["fetcher"] = self.spawn("fetcher", [self.bin("fetcher/tds-fetcher")],
-                                                 dict(base, TDS_FETCHER_BIND=f"tcp://127.0.0.1:{fport}"))
+                                                 dict(base, TDS_FETCHER_BIND=EP(fport)))
         if ingress:
             hport = free_port()
             pl["hook_port"] = hport
@@ -541,16 +560,16 @@ class Bench:
         ctx = zmq.Context()
         pull = ctx.socket(zmq.PULL)
         pull.setsockopt(zmq.LINGER, 0)
-        pull.bind(f"tcp://127.0.0.1:{outp}")
+        pull.bind(EP(outp))
         push = ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 0)
         proc = self.spawn(f"processor-events{k}", [self.bin("processor/tds-processor")], {
-            "TDS_PROCESSOR_BIND": f"tcp://127.0.0.1:{inp}",
-            "TDS_WRITER_CONNECT": f"tcp://127.0.0.1:{outp}"})
+            "TDS_PROCESSOR_BIND": EP(inp),
+            "TDS_WRITER_CONNECT": EP(outp)})
         got, perf = [0], None
         try:
             proc.wait_ready()
-            push.connect(f"tcp://127.0.0.1:{inp}")
+            push.connect(EP(inp))
             loc = {"location_name": "المستودع الرئيسي", "is_primary": True,
                    "location_stock_on_hand": 10, "location_available_stock": 9,
                    "location_actual_available_stock": 9}
@@ -956,7 +975,7 @@ class Bench:
         cores can take, apart from the processor, writer and PostgreSQL."""
         pull, ack, hport = free_port(), free_port(), free_port()
         sink = subprocess.Popen([self.bin("tests/bench/bench_sink"),
-                                 f"tcp://127.0.0.1:{pull}", f"tcp://127.0.0.1:{ack}"],
+                                 EP(pull), EP(ack)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         journal = os.path.join(self.work, f"journal-alone{k}")
         ing = None
@@ -964,9 +983,9 @@ class Bench:
             ing = self.spawn("ingress-alone", [self.bin("ingress/tds-ingress")], {
                 "TDS_CONFIG": opath, "TDS_INGRESS_LISTEN": f"127.0.0.1:{hport}",
                 "TDS_INGRESS_JOURNAL_DIR": journal,
-                "TDS_PROCESSOR_CONNECT": f"tcp://127.0.0.1:{pull}",
-                "TDS_FETCHER_CONNECT": f"tcp://127.0.0.1:{free_port()}",
-                "TDS_ACK_CONNECT": f"tcp://127.0.0.1:{ack}"})
+                "TDS_PROCESSOR_CONNECT": EP(pull),
+                "TDS_FETCHER_CONNECT": EP(free_port()),
+                "TDS_ACK_CONNECT": EP(ack)})
             ing.wait_ready()
             n_req = int(60000 * self.sz["ingress_s"])
             self.write_requests(reqfile, orgs, kinds, n_req, "45%02d" % k)
@@ -1539,7 +1558,8 @@ class Bench:
               f"{m['kernel']}, work dir on {m['disk']}; load average at start "
               f"{m['loadavg']}", flush=True)
         print(f"build: {self.build} ({btype}{', SANITIZERS: figures are not representative' if san else ''}); "
-              f"mode {self.mode}, {self.sz['repeats']} repeat(s) per figure", flush=True)
+              f"mode {self.mode}, {self.sz['repeats']} repeat(s) per figure; ZeroMQ between the "
+              f"stages over {'Unix sockets (ipc://)' if ZMQ_DIR else 'loopback TCP'}", flush=True)
         self.pg = Postgres(self.args.pg_stats, self.args.pg_locale)
         if self.args.db_rtt_ms:
             self.start_db_proxy(self.args.db_rtt_ms)
@@ -1646,6 +1666,7 @@ class Bench:
             json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "mode": self.mode, "machine": machine, "build": self.build,
                        "buildtype": btype, "sanitizers": san, "postgresql": self.pg.settings,
+                       "zmq": "ipc" if ZMQ_DIR else "tcp",
                        "figures": self.figures, "notes": self.notes,
                        "failures": self.failures, "elapsed_s": elapsed}, f, indent=1)
         print(f"json: {path}")
@@ -1672,6 +1693,9 @@ def main():
                          "text columns and indexes: C.UTF-8 (default) or, as many servers "
                          "are set up, en_US.UTF-8")
     ap.add_argument("--work-parent", default=None, help="where the temp work dir goes")
+    ap.add_argument("--zmq", choices=("ipc", "tcp"), default="ipc",
+                    help="how the stages' ZeroMQ sockets meet: Unix sockets in the work dir, "
+                         "as deploy/local/up has them (default), or loopback TCP")
     ap.add_argument("--db-rtt-ms", type=float, default=0,
                     help="put the writer this many ms of round trip away from PostgreSQL "
                          "(tests/bench/delayproxy.py), as a database on another host")

@@ -56,3 +56,5 @@ def test_bench_smoke(tmp_path):
         assert isinstance(got[key].get("median"), (int, float)), f"{key}: {got[key]}"
     assert data["failures"] == [], data["failures"]
     assert "fsync=on" in r.stdout
+    # the stages' links as deploy/local/up has them: Unix sockets
+    assert data["zmq"] == "ipc" and "ZeroMQ between the stages over Unix sockets" in r.stdout

@@ -150,6 +150,14 @@ def test_up_syncs_shows_progress_and_down_stops(tmp_path):
                                "ingress-0"}, admins
         for name, port in admins.items():
             assert http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, name
+        # the stages talk over Unix sockets in a folder of this user alone,
+        # one bound by each replica; the ZeroMQ ports of old are not listened on
+        zdir = state / "run" / "zmq"
+        assert stat.S_IMODE(os.stat(zdir).st_mode) == 0o700
+        assert sorted(p.name for p in zdir.iterdir() if stat.S_ISSOCK(p.stat().st_mode)) == \
+            ["ack-0", "fetcher", "processor-0", "processor-1", "writer-0"], list(zdir.iterdir())
+        for off in range(30, 34):
+            assert _tcp_refused(base + off), f"a ZeroMQ socket on 127.0.0.1:{base + off}"
 
         sim = Sim(None, base + 1)
         conn = psycopg2.connect(url)
@@ -674,7 +682,8 @@ def test_up_starts_a_stage_again_when_it_exits_after_the_sync(tmp_path):
     <name>.log.1, and starts it again; the fifth exit within 10 minutes is
     left stopped while the rest run on; the simulator stopping ends `up`."""
     state = tmp_path / "state"
-    base, up = _start_up(state, _env(), "--orgs", "1", "--items", "200", "--trickle", "0")
+    base, up = _start_up(state, _env(), "--orgs", "1", "--items", "200", "--trickle", "0",
+                         "--processors", "1")
     run = state / "run"
 
     def pid_of(name):
@@ -694,6 +703,18 @@ def test_up_starts_a_stage_again_when_it_exits_after_the_sync(tmp_path):
             wait_until(lambda: ready("processor-0"), 30, "processor-0 ready again")
         assert (state / "logs" / "processor-0.log.1").exists()
         assert "processor-0 exited" not in up.stdout()  # the user's screen: stderr
+        # the one processor started again takes the ingress's messages: its
+        # socket file, left behind by the killed one, was bound anew
+        conn = psycopg2.connect(_printed_url(up.stdout()))
+        conn.autocommit = True
+        cur = conn.cursor()
+        sim = Sim(None, base + 1)
+        sim.webhooks("60001", f"http://127.0.0.1:{base + 2}/webhooks/zoho/60001",
+                     secret="demo-webhook-secret")
+        sim.stream("60001", rate_per_s=20, seconds=2)
+        wait_until(lambda: (cur.execute("SELECT count(*) FROM tds.webhook_events"),
+                            cur.fetchone()[0])[1] >= 20, 30, "webhooks applied")
+        conn.close()
         os.kill(pid_of("processor-0"), signal.SIGKILL)
         wait_until(lambda: "processor-0 exited (killed by signal 9), the fifth time in 10 minutes; "
                            "left stopped" in up.stderr(), 20, "left stopped")
@@ -792,10 +813,10 @@ def test_a_second_up_on_the_same_state_takes_over(tmp_path):
 
 
 def test_up_refuses_a_port_base_out_of_range(tmp_path):
-    """The last port of the block (port-base + 33, + 100 for each extra
+    """The last port of the block (port-base + 13, + 100 for each extra
     replica) must be a port: a Python traceback (OverflowError) said so."""
-    for extra, top in ((["--port-base", "65500"], "65633"),
-                       (["--port-base", "65450", "--writers", "3"], "65683")):
+    for extra, top in ((["--port-base", "65530"], "65643"),
+                       (["--port-base", "65450", "--writers", "3"], "65663")):
         r = subprocess.run([os.path.join(ROOT, "deploy/local/up"), "--state", str(tmp_path / "s"),
                             "--build-dir", os.environ["TDS_BUILD_DIR"], *extra],
                            env=_env(), capture_output=True, text=True, timeout=120)
