@@ -26,6 +26,19 @@ pg_home() { # state
     echo "/var/lib/postgresql/tds-local/$(realpath -m "$state" | sha256sum | cut -c1-16)"
 }
 
+# Where the stages' ZeroMQ sockets live: run/zmq/ in the state folder, unless
+# its sockets' paths would be longer than a Unix socket's may be (107 bytes,
+# with room for the longest name, processor-999): then a folder of the same
+# user's in /tmp named after the state path, which down --clean removes too.
+zmq_home() { # state
+    local z="$1/run/zmq"
+    if [ "$(printf %s "$z/processor-999" | wc -c)" -le 107 ]; then
+        echo "$z"
+    else
+        echo "/tmp/tds-zmq-$(realpath -m "$1" | sha256sum | cut -c1-16)"
+    fi
+}
+
 # The server listens on no TCP port, only on a Unix socket in $home/pgsock, a
 # folder of mode 0700 owned by the server's user: its trust authentication
 # (and the Zoho refresh tokens in tds.oauth_tokens) is then open to root and

@@ -812,6 +812,36 @@ def test_a_second_up_on_the_same_state_takes_over(tmp_path):
         _down(state, "--clean")
 
 
+def test_up_keeps_the_sockets_in_tmp_when_the_state_path_is_too_long(tmp_path):
+    """A Unix socket's path has at most 107 bytes: a state folder deep enough
+    that run/zmq/processor-N would not fit gets its ZeroMQ sockets in a
+    folder of its own in /tmp (mode 0700, named after the state path), the
+    sync runs through them, and down --clean removes that folder too."""
+    assert _lib("zmq_home", tmp_path / "s").stdout.strip() == str(tmp_path / "s" / "run" / "zmq")
+    state = tmp_path / ("deep" * 20) / "state"
+    zdir = _lib("zmq_home", state).stdout.strip()
+    assert re.fullmatch(r"/tmp/tds-zmq-[0-9a-f]{16}", zdir), zdir
+    out = None
+    try:
+        for _ in range(3):
+            base = port_block(240)
+            out = subprocess.run(_up_cmd(state, base, "--detach", "--clean", "--items", "100",
+                                         "--orgs", "1", "--processors", "1", "--trickle", "0"),
+                                 env=_env(), capture_output=True, text=True, timeout=600)
+            if "ports in use" not in out.stderr:
+                break
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert re.search(r"^sync request \d+ done:$", out.stdout, re.M), out.stdout[-3000:]
+        assert f"ZeroMQ sockets:        {zdir}/  (ipc://{zdir}/processor-0" in out.stdout
+        st = os.stat(zdir)
+        assert stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == os.geteuid()
+        assert stat.S_ISSOCK(os.stat(os.path.join(zdir, "processor-0")).st_mode)
+        assert not (state / "run" / "zmq").exists()
+    finally:
+        clean = _down(state, "--clean")
+    assert clean.returncode == 0 and not os.path.exists(zdir), (clean.stdout, clean.stderr)
+
+
 def test_up_refuses_a_port_base_out_of_range(tmp_path):
     """The last port of the block (port-base + 13, + 100 for each extra
     replica) must be a port: a Python traceback (OverflowError) said so."""
