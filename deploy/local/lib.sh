@@ -10,6 +10,12 @@ as_postgres() { # from /: postgres may not enter the current directory (paths gi
     if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
+# A short name for a state folder, the same for every spelling of its path:
+# what names the folders kept for it outside it (pg_home, zmq_home).
+state_key() { # state
+    realpath -m "$1" | sha256sum | cut -c1-16
+}
+
 # Where the cluster lives: data in pg/, its Unix socket in pgsock/. As root, initdb and
 # the server run as postgres, which must reach those files. A state folder
 # under a directory only root may enter (/root, where a clone made as root
@@ -23,7 +29,7 @@ pg_home() { # state
         echo "$state"
         return
     fi
-    echo "/var/lib/postgresql/tds-local/$(realpath -m "$state" | sha256sum | cut -c1-16)"
+    echo "/var/lib/postgresql/tds-local/$(state_key "$state")"
 }
 
 # Where the stages' ZeroMQ sockets live: run/zmq/ in the state folder, unless
@@ -35,7 +41,7 @@ zmq_home() { # state
     if [ "$(printf %s "$z/processor-999" | wc -c)" -le 107 ]; then
         echo "$z"
     else
-        echo "/tmp/tds-zmq-$(realpath -m "$1" | sha256sum | cut -c1-16)"
+        echo "/tmp/tds-zmq-$(state_key "$1")"
     fi
 }
 
