@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -39,6 +40,10 @@
 #define N_DEST 3 /* index by enum tds_entry_dest (1, 2) */
 #define N_WAITS 24 /* in-flight lists: ack timeout × 2^0 … 2^23, at most resend_max_ms */
 #define ACK_FRAME_MAX (4u * 1024 * 1024)
+/* A group commit this long is held up by the disk (an fdatasync takes
+ * 0.3–0.5 ms at p50 and ~2 ms at p99 on the bench VM; stalls of 5–15 ms come
+ * a few times a minute): ingress/DESIGN.md, "Sending during the sync". */
+#define HELD_UP_US 2000
 
 enum { L_NONE = 0, L_SEND, L_FLIGHT, L_WAIT };
 
@@ -94,6 +99,8 @@ struct tds_forward {
     struct tds_forward_slot *in_head, *in_tail;
     _Atomic uint64_t synced;
     _Atomic uint64_t syncing;  /* every seq up to it is being (or was) synced */
+    _Atomic int64_t syncing_us; /* when the last group commit began (monotonic) */
+    _Atomic uint64_t held_woken; /* the `syncing` a held-up sync last woke the loop for */
     atomic_bool failed;
 
     struct list sendq[N_DEST];
@@ -488,16 +495,37 @@ static void on_writable(struct tds_loop *loop, short revents, void *ud)
  * An entry is sent once the sync thread has taken it into a group commit, so
  * that it travels while the journal writes and syncs it: the webhook reaches
  * PostgreSQL about one fdatasync sooner (ingress/DESIGN.md has the figures).
- * Its 200 still waits for the sync (http.c). If that sync fails, the request
- * gets 503 although the entry may already be on its way; Zoho sends the
- * webhook again and the writer's tds.webhook_events and guard make the second
- * copy change nothing. What failed before its group commit began is never
- * sent. */
+ * While one commit is held up by the disk (held_up()), entries appended
+ * behind it go without waiting for theirs. Its 200 still waits for the sync
+ * (http.c). If that sync fails, the request gets 503 although the entry may
+ * already be on its way; Zoho sends the webhook again and the writer's
+ * tds.webhook_events and guard make the second copy change nothing. What
+ * the loop has not taken when the journal fails is never sent. */
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Whether the sync thread has been on one group commit for HELD_UP_US or
+ * more: its fdatasync (or write) waits for a slow disk, and it announces no
+ * new commit until that returns. Entries appended meanwhile then go without
+ * waiting for their own commit to begin; their 200s still wait for it. */
+static bool held_up(struct tds_forward *f)
+{
+    return atomic_load(&f->syncing) > atomic_load(&f->synced) &&
+           mono_us() - atomic_load(&f->syncing_us) >= HELD_UP_US;
+}
 
 static void take_syncing(struct tds_forward *f)
 {
     bool failed = atomic_load(&f->failed);
-    uint64_t upto = failed ? atomic_load(&f->synced) : atomic_load(&f->syncing);
+    uint64_t upto = failed       ? atomic_load(&f->synced)
+                    : held_up(f) ? UINT64_MAX
+                                 : atomic_load(&f->syncing);
     struct tds_forward_slot *list = NULL, **tail = &list, *last = NULL;
 
     pthread_mutex_lock(&f->mu);
@@ -601,11 +629,14 @@ void tds_forward_submit(struct tds_forward *f, struct tds_forward_slot **slot, u
                         const struct tds_journal_loc *loc, char **buf, size_t len)
 {
     struct tds_forward_slot *i = *slot;
+    uint64_t syncing;
+    bool first;
 
     *slot = NULL;
     *i = (struct tds_forward_slot){seq, *loc, *buf, len, NULL};
     *buf = NULL;
     pthread_mutex_lock(&f->mu);
+    first = !f->in_head;
     if (f->in_tail)
         f->in_tail->next = i;
     else
@@ -615,12 +646,22 @@ void tds_forward_submit(struct tds_forward *f, struct tds_forward_slot **slot, u
     /* The sync thread may have taken this entry's chunk (and woken the loop)
      * before it got here: then wake the loop again, or the entry would wait
      * for the next commit. */
-    if (seq <= atomic_load(&f->syncing))
+    syncing = atomic_load(&f->syncing);
+    if (seq <= syncing) {
+        wake(f);
+        return;
+    }
+    /* A sync held up by the disk: the first entry after HELD_UP_US wakes
+     * the loop, which takes every entry waiting; each one after that finds
+     * the queue empty and wakes it again. Only held-up syncs pay a wake-up
+     * per webhook; the others, one per group commit. */
+    if (held_up(f) && (first || atomic_exchange(&f->held_woken, syncing) != syncing))
         wake(f);
 }
 
 void tds_forward_syncing(struct tds_forward *f, uint64_t upto)
 {
+    atomic_store(&f->syncing_us, mono_us());
     atomic_store(&f->syncing, upto);
     wake(f);
 }

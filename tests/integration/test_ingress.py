@@ -1591,6 +1591,46 @@ def test_webhooks_waiting_for_a_slow_sync_are_bounded(ing, bins):
     assert post(999) == 200
 
 
+def test_a_webhook_goes_on_while_the_sync_before_it_waits_for_the_disk(ing, bins):
+    """A webhook is sent downstream as its group commit begins, and the sync
+    thread begins none while an fdatasync waits for the disk: a webhook that
+    came in behind a stall waited it out before it was even sent, though
+    the writer no longer waits for a flush of its own (the webhook-to-row
+    tail, tests/bench/HISTORY.md). Past 2 ms of a held-up sync, it goes at
+    once; its 200 still waits for its own fdatasync. Here each fdatasync
+    takes 600 ms (sync_shim.c)."""
+    i = ing(env={"LD_PRELOAD": os.path.join(bins.build_dir, "tests", "integration",
+                                            "tds_sync_shim.so"),
+                 "TDS_TEST_SYNC_SLEEP_MS": "600",
+                 "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:verify_asan_link_order=0"})
+    done = {}
+
+    def post(zid):
+        st = i.post("60001", item_body(zid), SECRET_A).status
+        done[zid] = (st, time.monotonic())
+
+    first = threading.Thread(target=post, args=("hu-1",))
+    first.start()
+    [m1] = i.recv(i.events, 1, timeout=5)          # sent as its commit began
+    time.sleep(0.05)
+    t_sent = time.monotonic()
+    second = threading.Thread(target=post, args=("hu-2",))
+    second.start()
+    [m2] = i.recv(i.events, 1, timeout=5)
+    t_got = time.monotonic()
+    first.join(10)
+    second.join(10)
+    assert (m1["zoho_id"], m2["zoho_id"]) == ("hu-1", "hu-2")
+    assert done["hu-1"][0] == 200 and done["hu-2"][0] == 200, done
+    print(f"second webhook downstream {1000 * (t_got - t_sent):.0f} ms after it was posted, "
+          f"the first one's 200 {1000 * (done['hu-1'][1] - t_sent):.0f} ms after")
+    # Waiting for the first sync, it would have gone ~550 ms after its POST.
+    assert t_got - t_sent < 0.3, t_got - t_sent
+    assert done["hu-1"][1] > t_got          # the first sync was still under way
+    assert done["hu-2"][1] > t_got          # its own 200 waited for its own sync
+    assert i.drain(i.events, quiet_s=0.3) == []
+
+
 def test_the_queue_to_a_processor_that_takes_no_more_is_bounded(ing):
     """A processor that stops reading (its writer stalls) leaves ZeroMQ's
     send queue to hold every message, counted in messages (TDS_INGRESS_HWM,

@@ -260,6 +260,58 @@ static void test_sent_when_its_commit_begins(void)
     rig_close(&x);
 }
 
+static void step_held_up(struct tds_loop *loop, void *ud)
+{
+    struct rig *x = ud;
+    char got[512] = "";
+
+    switch (x->step++) {
+    case 0: /* entry 1's commit begins, and its sync does not return */
+        submit(x, 0);
+        tds_forward_syncing(x->f, x->seq[0]);
+        break;
+    case 1:
+        check(x, received(x, got, sizeof(got)) == 1 && strstr(got, "payload one"),
+              "entry 1 not sent once its commit began");
+        /* 100 ms into that sync: entry 2 cannot join a commit before it ends */
+        submit(x, 1);
+        break;
+    case 2:
+        check(x, received(x, got, sizeof(got)) == 1 && strstr(got, "payload two"),
+              "entry 2 waits for a sync held up by the disk");
+        /* the sync returns; entry 3 waits for its own commit again */
+        tds_forward_synced(x->f, x->seq[0], false);
+        submit(x, 2);
+        break;
+    case 3:
+        check(x, received(x, got, sizeof(got)) == 0,
+              "entry 3 sent before its commit began, with no sync held up");
+        tds_forward_syncing(x->f, x->seq[2]);
+        break;
+    case 4:
+        check(x, received(x, got, sizeof(got)) == 1 && strstr(got, "payload three"),
+              "entry 3 not sent once its commit began");
+        tds_loop_stop(loop);
+        break;
+    }
+}
+
+/* A group commit whose fdatasync waits for a slow disk announces no other
+ * until it returns: entries appended meanwhile go after HELD_UP_US without
+ * waiting for their own commit (ingress/DESIGN.md, "Sending during the
+ * sync"). */
+static void test_sent_while_the_sync_before_it_is_held_up(void)
+{
+    struct rig x = {0};
+
+    rig_open(&x, 1 << 20, 10000, 0, false);
+    rig_append(&x, 0, "ev-1", "payload one");
+    rig_append(&x, 1, "ev-2", "payload two");
+    rig_append(&x, 2, "ev-3", "payload three");
+    run_steps(&x, step_held_up, 5);
+    rig_close(&x);
+}
+
 static void step_over_budget(struct tds_loop *loop, void *ud)
 {
     struct rig *x = ud;
@@ -489,6 +541,7 @@ static void test_a_damaged_record_is_released_as_a_dead_letter(void)
 int main(void)
 {
     T_RUN(test_sent_when_its_commit_begins);
+    T_RUN(test_sent_while_the_sync_before_it_is_held_up);
     T_RUN(test_over_budget_waits_for_its_write);
     T_RUN(test_resend_waits_for_room_on_the_disk);
     T_RUN(test_one_ack_acks_every_seq_of_its_id);
