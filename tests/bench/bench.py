@@ -428,7 +428,8 @@ class Bench:
             pl["hook_port"] = hport
             pl["stages"]["ingress"] = self.spawn("ingress", [self.bin("ingress/tds-ingress")], dict(
                 base, TDS_INGRESS_LISTEN=f"127.0.0.1:{hport}",
-                TDS_INGRESS_JOURNAL_DIR=os.path.join(self.work, f"journal-{db}")))
+                TDS_INGRESS_JOURNAL_DIR=os.path.join(self.work, f"journal-{db}"),
+                **self.slow_disk_env()))
         for p in pl["stages"].values():
             p.wait_ready()
         return pl
@@ -438,6 +439,17 @@ class Bench:
         if self.db_proxy is None:
             return self.pg.url(db)
         return f"postgresql://postgres@127.0.0.1:{self.db_proxy_port}/{db}"
+
+    def slow_disk_env(self):
+        """With --journal-sync-ms: the ingress's fsync()/fdatasync() each wait
+        that long first (tests/integration/sync_shim.c preloaded), as a slower
+        disk's flush would, a network volume's say."""
+        if not self.args.journal_sync_ms:
+            return {}
+        shim = os.path.join(self.build, "tests", "integration", "tds_sync_shim.so")
+        if not os.path.exists(shim):
+            raise BenchError(f"--journal-sync-ms needs {shim} (built with the tests)")
+        return {"LD_PRELOAD": shim, "TDS_TEST_SYNC_SLEEP_MS": str(self.args.journal_sync_ms)}
 
     def start_db_proxy(self, rtt_ms):
         """tests/bench/delayproxy.py between the writer and PostgreSQL."""
@@ -985,7 +997,7 @@ class Bench:
                 "TDS_INGRESS_JOURNAL_DIR": journal,
                 "TDS_PROCESSOR_CONNECT": EP(pull),
                 "TDS_FETCHER_CONNECT": EP(free_port()),
-                "TDS_ACK_CONNECT": EP(ack)})
+                "TDS_ACK_CONNECT": EP(ack), **self.slow_disk_env()})
             ing.wait_ready()
             n_req = int(60000 * self.sz["ingress_s"])
             self.write_requests(reqfile, orgs, kinds, n_req, "45%02d" % k)
@@ -1563,6 +1575,11 @@ class Bench:
         self.pg = Postgres(self.args.pg_stats, self.args.pg_locale)
         if self.args.db_rtt_ms:
             self.start_db_proxy(self.args.db_rtt_ms)
+        if self.args.journal_sync_ms:
+            print(f"every fsync/fdatasync of the ingress waits {self.args.journal_sync_ms} ms "
+                  "first (--journal-sync-ms)", flush=True)
+            self.notes.append(f"the ingress's journal was on a slow disk: each fsync/fdatasync "
+                              f"waited {self.args.journal_sync_ms} ms first (--journal-sync-ms)")
         s = self.pg.settings
         print(f"postgresql {s['server_version']}: fsync={s['fsync']} synchronous_commit="
               f"{s['synchronous_commit']} full_page_writes={s['full_page_writes']} "
@@ -1699,6 +1716,9 @@ def main():
     ap.add_argument("--db-rtt-ms", type=float, default=0,
                     help="put the writer this many ms of round trip away from PostgreSQL "
                          "(tests/bench/delayproxy.py), as a database on another host")
+    ap.add_argument("--journal-sync-ms", type=int, default=0,
+                    help="make each fsync/fdatasync of the ingress wait this many ms first, "
+                         "as a slower disk's flush would (tests/integration/sync_shim.c)")
     args = ap.parse_args()
     b = Bench(args)
     try:
