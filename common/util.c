@@ -34,6 +34,14 @@ static int64_t clock_ms(clockid_t id)
 
 int64_t tds_now_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
 
+int64_t tds_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int64_t tds_wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
 
 int tds_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)

@@ -20,6 +20,8 @@ enum {
 
 /* Monotonic clock in milliseconds: for timeouts and intervals only. */
 int64_t tds_now_ms(void);
+/* The same clock in microseconds, for waits shorter than a few milliseconds. */
+int64_t tds_now_us(void);
 /* Wall clock in milliseconds since the epoch: for data and logs only. */
 int64_t tds_wall_ms(void);
 

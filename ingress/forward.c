@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -502,14 +501,6 @@ static void on_writable(struct tds_loop *loop, short revents, void *ud)
  * tds.webhook_events and guard make the second copy change nothing. What
  * the loop has not taken when the journal fails is never sent. */
 
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* Whether the sync thread has been on one group commit for HELD_UP_US or
  * more: its fdatasync (or write) waits for a slow disk, and it announces no
  * new commit until that returns. Entries appended meanwhile then go without
@@ -517,7 +508,7 @@ static int64_t mono_us(void)
 static bool held_up(struct tds_forward *f)
 {
     return atomic_load(&f->syncing) > atomic_load(&f->synced) &&
-           mono_us() - atomic_load(&f->syncing_us) >= HELD_UP_US;
+           tds_now_us() - atomic_load(&f->syncing_us) >= HELD_UP_US;
 }
 
 static void take_syncing(struct tds_forward *f)
@@ -661,7 +652,7 @@ void tds_forward_submit(struct tds_forward *f, struct tds_forward_slot **slot, u
 
 void tds_forward_syncing(struct tds_forward *f, uint64_t upto)
 {
-    atomic_store(&f->syncing_us, mono_us());
+    atomic_store(&f->syncing_us, tds_now_us());
     atomic_store(&f->syncing, upto);
     wake(f);
 }

@@ -597,14 +597,6 @@ static int write_chunks(struct chunk *c)
     return err;
 }
 
-static int64_t mono_us(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
-}
-
 /* CLOCK_MONOTONIC time us microseconds from now, for the condition variables. */
 static void deadline_in_us(int64_t us, struct timespec *dl)
 {
@@ -641,14 +633,14 @@ static int linger(struct tds_journal *j, struct chunk **list, uint64_t *target, 
                   uint64_t first, int64_t *waited)
 {
     struct chunk *last = *list;
-    int64_t t0 = mono_us(), until = t0 + j->o.sync_delay_us;
+    int64_t t0 = tds_now_us(), until = t0 + j->o.sync_delay_us;
     int err = 0;
 
     while (last && last->next)
         last = last->next;
     while (!err && *target - first < TDS_JOURNAL_LINGER_BATCH) {
         struct chunk *more;
-        int64_t now = mono_us();
+        int64_t now = tds_now_us();
 
         if (now >= until)
             break;
@@ -677,7 +669,7 @@ static int linger(struct tds_journal *j, struct chunk **list, uint64_t *target, 
         for (last = more; last->next; last = last->next)
             ;
     }
-    *waited = mono_us() - t0;
+    *waited = tds_now_us() - t0;
     return err;
 }
 
@@ -854,7 +846,7 @@ int tds_journal_append(struct tds_journal *j, const void *payload, size_t len, i
     if (j->o.sync_delay_us > 0) {
         /* The average gap, each sample capped so that a quiet spell is
          * forgotten within a few webhooks. */
-        int64_t now = mono_us(), cap = 4 * j->o.sync_delay_us, gap = now - j->last_append_us;
+        int64_t now = tds_now_us(), cap = 4 * j->o.sync_delay_us, gap = now - j->last_append_us;
 
         j->gap_us += ((gap < cap ? gap : cap) - j->gap_us) / 8;
         j->last_append_us = now;

@@ -343,12 +343,16 @@ static void test_buf(void)
 
 static void test_clocks(void)
 {
-    int64_t a = tds_now_ms(), w = tds_wall_ms();
+    int64_t a = tds_now_ms(), u = tds_now_us(), b = tds_now_ms(), w = tds_wall_ms();
 
     T_TRUE(a > 0);
     T_TRUE(w > 1700000000000LL); /* after 2023 */
+    /* one clock: the microseconds read between two milliseconds fall between them */
+    T_INT(u / 1000, >=, a);
+    T_INT(u / 1000, <=, b);
     usleep(20000);
     T_INT(tds_now_ms() - a, >=, 19);
+    T_INT(tds_now_us() - u, >=, 20000);
 }
 
 int main(void)
