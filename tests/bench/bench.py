@@ -12,14 +12,12 @@ judges a figure; it exits non-zero only when a measurement could not be made
 import argparse
 import hashlib
 import hmac
-import http.client
 import itertools
 import json
 import math
 import os
 import platform
 import re
-import select
 import shutil
 import signal
 import statistics
@@ -524,7 +522,7 @@ class Bench:
     def bench_processor(self):
         exe = self.bin("tests/unit/processor/bench_processor_transform")
         pages = str(self.sz["transform_pages"])
-        vals, cpu_per = [], []
+        vals = []
         for k in range(self.sz["repeats"]):
             r = subprocess.run([exe, pages], capture_output=True, text=True, timeout=600)
             m = re.search(r"([\d.]+) items/s per CPU second", r.stdout)
@@ -1170,100 +1168,32 @@ class Bench:
         rate, secs = self.sz["latency_rate"], self.sz["latency_s"]
         n = rate * secs
         lat_url = pl["url"]
-        port = pl["hook_port"]
-        bodies = []
-        for j in range(n):
-            uid = "48%017d" % j
-            body = self.make_body(recs[j % len(recs)], idf, key, uid)
-            sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            bodies.append((uid, body, sig))
-        sent, seen = {}, {}
-        errors = []
-        stop = threading.Event()
-        truncated = [0]
-
-        conn = psycopg2.connect(lat_url)
-        conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
-        conn.cursor().execute("LISTEN tds_changes")
-
-        def listener():
-            while not stop.is_set():
-                if select.select([conn], [], [], 0.2)[0]:
-                    conn.poll()
-                    t = time.monotonic()
-                    while conn.notifies:
-                        nt = conn.notifies.pop(0)
-                        try:
-                            p = json.loads(nt.payload)
-                        except ValueError:
-                            continue
-                        ids = p.get("tables", {}).get("items")
-                        if isinstance(ids, list):
-                            for i in ids:
-                                seen.setdefault(i, t)
-                        elif ids is not None:
-                            # too many ids for one payload: the writer sent a count;
-                            # the rows are committed now, so ask which they are
-                            truncated[0] += 1
-                            pending = [u for u in list(sent) if u not in seen]
-                            with conn.cursor() as cur:
-                                cur.execute("SELECT item_id FROM zoho.items WHERE org_id = %s "
-                                            "AND item_id = ANY(%s)", (org, pending))
-                                for (i,) in cur.fetchall():
-                                    seen.setdefault(i, t)
-
-        threads_n = 16 if rate >= 500 else 4
+        reqfile = os.path.join(self.work, "latency.req")
+        with open(reqfile, "wb") as f:
+            for j in range(n):
+                uid = "48%017d" % j
+                body = self.make_body(recs[j % len(recs)], idf, key, uid)
+                sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+                f.write(b"%s\t/webhooks/zoho/%s\t%s\t%s\n" % (uid.encode(), org.encode(),
+                                                              sig.encode(), body))
         # the stages' counters before this run (a preload ran in the same
         # processes): the note's means are of this run alone
         wm0 = self.metrics(pl["stages"]["writer"])
         im0 = self.metrics(pl["stages"]["ingress"])
-        t_start = time.monotonic() + 0.5
         wall_start = time.time()
-
-        def sender(j):
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            for k in range(j, n, threads_n):
-                due = t_start + k / rate
-                d = due - time.monotonic()
-                if d > 0:
-                    time.sleep(d)
-                uid, body, sig = bodies[k]
-                t = time.monotonic()
-                try:
-                    c.request("POST", f"/webhooks/zoho/{org}", body,
-                              {"Content-Type": "application/json",
-                               "X-Zoho-Webhook-Signature": sig})
-                    r = c.getresponse()
-                    r.read()
-                    if r.status != 200:
-                        errors.append(r.status)
-                        continue
-                except OSError as e:
-                    errors.append(str(e))
-                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                    continue
-                sent[uid] = t
-            c.close()
-
-        lt = threading.Thread(target=listener, daemon=True)
-        lt.start()
-        ts = [threading.Thread(target=sender, args=(j,)) for j in range(threads_n)]
-        try:
-            for t in ts:
-                t.start()
-            for t in ts:
-                t.join()
-            t_end = time.monotonic()
-            try:
-                # a backlog drains late: those rows count with their real latency
-                wait_until(lambda: all(u in seen for u in list(sent)), 30, "the last rows",
-                           interval=0.1)
-            except RuntimeError:
-                pass
-        finally:
-            stop.set()
-            lt.join()
-            conn.close()
+        # One C thread sends at the rate and listens for the writer's NOTIFY
+        # (tests/bench/bench_latency.c): little of the cores it measures on.
+        # each webhook's send and row times, for a closer look (--keep)
+        times = os.path.join(self.work, "latency-%s-%d.txt" % (
+            "fresh" if runs is self.lat_runs else "populated", len(runs) + 1))
+        r = subprocess.run([self.bin("tests/bench/bench_latency"), "127.0.0.1",
+                            str(pl["hook_port"]), org, str(rate), reqfile, lat_url, times],
+                           capture_output=True, text=True, timeout=secs + 120)
+        m = re.search(r"^BENCH (.*)$", r.stdout, re.M)
+        if r.returncode != 0 or not m:
+            raise BenchError(f"bench_latency failed ({r.returncode}): {r.stderr.strip()}")
+        out = json.loads(m.group(1))
+        achieved = out["achieved"]
         wm = self.metrics(pl["stages"]["writer"])
         im = self.metrics(pl["stages"]["ingress"])
         # Where the time goes: from the ingress receiving a webhook to the
@@ -1273,25 +1203,25 @@ class Bench:
             "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY "
             "extract(epoch FROM applied_at - received_at)) FROM tds.webhook_events "
             "WHERE received_at >= to_timestamp(%s)", wall_start)[0][0] or [0, 0]
-        lats = sorted((seen[u] - t) * 1000 for u, t in sent.items() if u in seen)
-        missing = len(sent) - len(lats)
-        achieved = len(sent) / (t_end - t_start)
-        if errors:
-            self.notes.append(f"latency run: {len(errors)} POSTs failed ({errors[:3]})")
+        missing = out["ok"] - out["seen"]
+        if out["errors"]:
+            self.notes.append(f"latency run: {out['errors']} POSTs failed ({out['error']})")
         if missing:
-            self.notes.append(f"latency run: {missing} of {len(sent)} rows not visible within "
+            self.notes.append(f"latency run: {missing} of {out['ok']} rows not visible within "
                               "30 s of the last POST (left out of the percentiles)")
-        if truncated[0]:
-            self.notes.append(f"latency run: {truncated[0]} NOTIFY payloads carried counts, "
+        if out["truncated"]:
+            self.notes.append(f"latency run: {out['truncated']} NOTIFY payloads carried counts, "
                               "not ids (a backlog); their rows were looked up on arrival")
-        if not lats:
+        if out["late"]:
+            self.notes.append(f"latency run: {out['late']} of {out['sent']} webhooks sent over "
+                              f"1 ms late (at most {out['max_late_ms']:.1f} ms)")
+        if not out["seen"]:
             raise BenchError("latency run: no row was seen")
-
-        def pct(q):
-            return lats[min(len(lats) - 1, int(q * len(lats)))]
-        note = (f"{achieved:.0f} webhooks/s sent for {secs} s from {threads_n} python threads; "
+        note = (f"{achieved:.0f} webhooks/s sent for {secs} s by one C thread "
+                f"(tests/bench/bench_latency.c) over {out['conns']} keep-alive connections, "
+                f"{1e6 * out['cpu_s'] / max(out['sent'], 1):.0f} us of its CPU a webhook; "
                 "POST start to NOTIFY tds_changes received")
-        self.lat = {"p50": pct(0.5), "p99": pct(0.99), "max": lats[-1]}
+        self.lat = {"p50": out["p50"], "p99": out["p99"], "max": out["max"]}
         def mean(m, name):
             m0 = wm0 if m is wm else im0
             c = m.get(name + "_count", 0) - m0.get(name + "_count", 0)
@@ -1304,7 +1234,7 @@ class Bench:
                   f"{1000 * mean(wm, 'tds_writer_commit_seconds'):.1f} ms each on average; "
                   f"ingress: fdatasync {1000 * mean(im, 'tds_ingress_fsync_seconds'):.2f} ms, "
                   f"{mean(im, 'tds_ingress_group_commit_size'):.1f} webhooks per group commit")
-        log(f"latency: p50 {pct(0.5):.2f} ms p99 {pct(0.99):.2f} ms max {lats[-1]:.2f} ms, "
+        log(f"latency: p50 {out['p50']:.2f} ms p99 {out['p99']:.2f} ms max {out['max']:.2f} ms, "
             f"{achieved:.0f}/s sent; {inside}")
         where = "" if runs is self.lat_runs else ", populated database"
         self.notes.append(f"latency repeat {len(runs) + 1}{where}: {inside}")

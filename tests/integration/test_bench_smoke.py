@@ -55,6 +55,11 @@ def test_bench_smoke(tmp_path):
     for key in FIGURES:
         assert isinstance(got[key].get("median"), (int, float)), f"{key}: {got[key]}"
     assert data["failures"] == [], data["failures"]
+    # the latency step's client (tests/bench/bench_latency.c) got a 200 for
+    # every webhook and saw every row announced
+    assert "by one C thread" in got["latency_p50"]["note"], got["latency_p50"]
+    assert not [n for n in data["notes"] if "POSTs failed" in n or "not visible" in n], \
+        data["notes"]
     assert "fsync=on" in r.stdout
     # the stages' links as deploy/local/up has them: Unix sockets
     assert data["zmq"] == "ipc" and "ZeroMQ between the stages over Unix sockets" in r.stdout
