@@ -47,6 +47,10 @@
 #define LATE_US 1000        /* a send this far behind its time counts as late */
 #define DRAIN_US 30000000   /* after the last send: rows seen within 30 s count */
 #define LINE_MAX_BYTES (4 << 20)
+/* An idle connection is not used again after this long: the ingress drops
+ * one silent for TDS_INGRESS_TIMEOUT_S (15 s by default), and a request
+ * written as it closes would fail. Its socket is opened anew instead. */
+#define IDLE_REUSE_US 5000000
 
 struct req {
     char *id;       /* the item id the webhook carries */
@@ -59,6 +63,7 @@ struct req {
 struct conn {
     int fd;         /* -1 when closed */
     long busy;      /* index of the request awaiting its answer, -1 when idle */
+    int64_t used_us; /* when its last request was written */
     char buf[RESP_MAX];
     size_t have;
 };
@@ -188,6 +193,7 @@ static int open_conn(struct bench *b, struct conn *c)
 
     c->have = 0;
     c->busy = -1;
+    c->used_us = tds_now_us();
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
         return -errno;
@@ -211,12 +217,19 @@ static void close_conn(struct conn *c)
     c->have = 0;
 }
 
-/* A connection to write request i on: an idle one, else a new one. */
-static struct conn *free_conn(struct bench *b)
+/* A connection to write the next request on: an idle one used lately, else
+ * one opened anew. */
+static struct conn *free_conn(struct bench *b, int64_t now)
 {
-    for (int k = 0; k < b->n_conns; k++)
-        if (b->conns[k].fd >= 0 && b->conns[k].busy < 0)
-            return &b->conns[k];
+    for (int k = 0; k < b->n_conns; k++) {
+        struct conn *c = &b->conns[k];
+
+        if (c->fd < 0 || c->busy >= 0)
+            continue;
+        if (now - c->used_us <= IDLE_REUSE_US)
+            return c;
+        close_conn(c);
+    }
     for (int k = 0; k < b->n_conns; k++)
         if (b->conns[k].fd < 0 && open_conn(b, &b->conns[k]) == 0)
             return &b->conns[k];
@@ -238,7 +251,7 @@ static void send_req(struct bench *b, struct conn *c, size_t i)
     struct req *q = &b->reqs[i];
     size_t off = 0;
 
-    q->sent_us = tds_now_us();
+    q->sent_us = c->used_us = tds_now_us();
     c->busy = (long)i;
     while (off < q->len) {
         ssize_t w = send(c->fd, q->wire + off, q->len - off, MSG_NOSIGNAL);
@@ -456,7 +469,7 @@ static void run(struct bench *b, double rate)
         if (next < b->n)
             reap(b);
         while (next < b->n && (due = t0 + (int64_t)((double)next * 1e6 / rate)) <= now) {
-            struct conn *c = free_conn(b);
+            struct conn *c = free_conn(b, now);
 
             if (!c)
                 break;
