@@ -107,6 +107,26 @@ def proc_cpu_s(pid):
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def proc_switches(pid):
+    """Context switches of every thread of one process so far, voluntary (it
+    waited for something) and not (the scheduler took its CPU)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:",
+                                        "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def median_min_max(xs):
     return statistics.median(xs), min(xs), max(xs)
 
@@ -155,6 +175,9 @@ class Proc:
 
     def cpu_s(self):
         return proc_cpu_s(self.p.pid)
+
+    def switches(self):
+        return proc_switches(self.p.pid)
 
     def stop(self, timeout=15):
         """SIGTERM; returns the exit code (None when it had to be killed)."""
@@ -254,15 +277,14 @@ class Postgres:
         c.close()
         return rows
 
-    def cpu_s(self):
-        """CPU seconds of the postmaster and all its children so far."""
+    def pids(self):
+        """The postmaster and its children now."""
         try:
             with open(os.path.join(self.dir, "postmaster.pid")) as f:
                 pm = int(f.readline())
         except (OSError, ValueError):
-            return 0.0
-        total = 0.0
-        hz = os.sysconf("SC_CLK_TCK")
+            return []
+        out = []
         for d in os.listdir("/proc"):
             if not d.isdigit():
                 continue
@@ -272,8 +294,22 @@ class Postgres:
             except OSError:
                 continue
             if int(d) == pm or int(parts[1]) == pm:
-                total += (int(parts[11]) + int(parts[12])) / hz
+                out.append(int(d))
+        return out
+
+    def cpu_s(self):
+        """CPU seconds of the postmaster and all its children so far."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                total += proc_cpu_s(pid)
+            except OSError:
+                pass
         return total
+
+    def switches(self):
+        """Context switches of the postmaster and all its children so far."""
+        return sum(proc_switches(pid) for pid in self.pids())
 
     def stop(self, remove=True):
         try:
@@ -713,6 +749,7 @@ class Bench:
         alone = {"acc": [], "p99": [], "half_p99": [], "half_own": [], "half_rate": [], "us": [],
                  "sink_us": []}
         budget = []  # per repeat: {stage: CPU us per webhook applied}
+        switches = []  # per repeat: {stage: context switches per webhook applied}
         upd = {"applied": [], "budget": [], "wrapped": 0}  # webhooks for records already stored
         for k in range(self.sz["repeats"]):
             self.ingress_alone(opath, orgs, kinds, k, reqfile, alone)
@@ -729,6 +766,9 @@ class Bench:
                 avg_body = self.write_requests(reqfile, orgs, kinds, n_req, "47%02d" % k) / n_req
                 meters = dict((n, p.cpu_s) for n, p in pl["stages"].items())
                 meters["postgres"] = self.pg.cpu_s
+                switchers = dict((n, p.switches) for n, p in pl["stages"].items())
+                switchers["postgres"] = self.pg.switches
+                sw0 = {n: f() for n, f in switchers.items()}
                 cpu0 = {n: f() for n, f in meters.items()}
                 f0 = self.slow_fsyncs(ing)
                 t0_wall = time.time()
@@ -775,8 +815,10 @@ class Bench:
                 # per webhook applied: what one webhook costs the machine
                 # end to end (wrk's own share not counted)
                 cpu2 = {n: f() for n, f in meters.items()}
+                sw2 = {n: f() for n, f in switchers.items()}
                 if last[0]:
                     budget.append({n: (cpu2[n] - cpu0[n]) / last[0] * 1e6 for n in cpu0})
+                    switches.append({n: (sw2[n] - sw0[n]) / last[0] for n in sw0})
                 t_first = last[2] if last[2] is not None else t0_wall
                 applied.append(last[0] / (last[1] - t_first) if last[1] else 0.0)
                 self.check_wrk_span(db, out, f"ingress repeat {k + 1}")
@@ -805,6 +847,8 @@ class Bench:
                     + f"; applied {applied[-1]:.0f}/s ({drained})"
                     + ("; CPU us per webhook applied: "
                        + ", ".join(f"{n} {u:.1f}" for n, u in budget[-1].items())
+                       + "; context switches per webhook applied: "
+                       + ", ".join(f"{n} {u:.2f}" for n, u in switches[-1].items())
                        if budget and last[0] else ""))
             finally:
                 self.stop_pipeline(pl)
@@ -868,7 +912,10 @@ class Bench:
                         "CPU seconds of the ingress, processor, writer and every PostgreSQL "
                         "process from wrk's start to the last commit / webhooks applied "
                         "(medians: " + ", ".join(f"{n} {u:.1f} us" for n, u in per.items())
-                        + "); wrk's own CPU not counted")
+                        + "); wrk's own CPU not counted; context switches per webhook "
+                        "applied, every thread (medians): "
+                        + ", ".join(f"{n} {statistics.median(w[n] for w in switches):.2f}"
+                                    for n in stages))
             self.figure("webhook_cpu_ceiling", f"pipeline ceiling on {ncpu} cores at that CPU",
                         "webhooks/s", [ncpu * 1e6 / t for t in totals], None, None,
                         f"{ncpu} cores / CPU per webhook: the most the whole pipeline could "
