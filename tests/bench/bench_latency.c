@@ -77,6 +77,7 @@ struct bench {
     struct sockaddr_in addr;
     PGconn *pg;
     const char *org;
+    bool lost;      /* the listening connection broke */
     uint64_t errors, truncated, late;
     int64_t max_late_us;
     char first_error[256];
@@ -218,32 +219,35 @@ static void close_conn(struct conn *c)
 }
 
 /* A connection to write the next request on: an idle one used lately, else
- * one opened anew. */
-static struct conn *free_conn(struct bench *b, int64_t now)
+ * one opened anew. 0 and *out set; 1 when all MAX_CONNS await their answers;
+ * a negative errno when a new connection could not be made. */
+static int free_conn(struct bench *b, int64_t now, struct conn **out)
 {
+    int r;
+
     for (int k = 0; k < b->n_conns; k++) {
         struct conn *c = &b->conns[k];
 
         if (c->fd < 0 || c->busy >= 0)
             continue;
-        if (now - c->used_us <= IDLE_REUSE_US)
-            return c;
+        if (now - c->used_us <= IDLE_REUSE_US) {
+            *out = c;
+            return 0;
+        }
         close_conn(c);
     }
-    for (int k = 0; k < b->n_conns; k++)
-        if (b->conns[k].fd < 0 && open_conn(b, &b->conns[k]) == 0)
-            return &b->conns[k];
-    if (b->n_conns < MAX_CONNS) {
-        struct conn *c = &b->conns[b->n_conns];
-        int r = open_conn(b, c);
-
-        if (r == 0) {
-            b->n_conns++;
-            return c;
+    for (int k = 0; k < b->n_conns; k++) {
+        if (b->conns[k].fd < 0) {
+            if ((r = open_conn(b, &b->conns[k])) == 0)
+                *out = &b->conns[k];
+            return r;
         }
-        error_once(b, "connect: %s", strerror(-r));
     }
-    return NULL;
+    if (b->n_conns == MAX_CONNS)
+        return 1;
+    if ((r = open_conn(b, &b->conns[b->n_conns])) == 0)
+        *out = &b->conns[b->n_conns++];
+    return r;
 }
 
 static void send_req(struct bench *b, struct conn *c, size_t i)
@@ -395,7 +399,9 @@ static void on_notifies(struct bench *b)
     PGnotify *nt;
 
     if (!PQconsumeInput(b->pg)) {
+        /* no row can be seen any more: the run ends here */
         error_once(b, "listen connection: %s", PQerrorMessage(b->pg));
+        b->lost = true;
         return;
     }
     now = tds_now_us();
@@ -466,13 +472,26 @@ static void run(struct bench *b, double rate)
         struct timespec ts;
         int n_pfd = 0, k;
 
+        bool stalled = false;
+
+        if (b->lost)
+            return;
         if (next < b->n)
             reap(b);
         while (next < b->n && (due = t0 + (int64_t)((double)next * 1e6 / rate)) <= now) {
-            struct conn *c = free_conn(b, now);
+            struct conn *c = NULL;
+            int r = free_conn(b, now, &c);
 
-            if (!c)
+            if (r == 1) {
+                stalled = true; /* every connection awaits its answer */
                 break;
+            }
+            if (r < 0) {
+                /* no connection to be had: this webhook is not sent */
+                error_once(b, "connect: %s", strerror(-r));
+                next++;
+                continue;
+            }
             if (now - due > LATE_US)
                 b->late++;
             if (now - due > b->max_late_us)
@@ -482,14 +501,16 @@ static void run(struct bench *b, double rate)
         }
         if (all_done(b, next) || (next == b->n && now - last_send > DRAIN_US))
             return;
-        if (next < b->n)
+        if (stalled)
+            wait_us = 10000;
+        else if (next < b->n)
             wait_us = t0 + (int64_t)((double)next * 1e6 / rate) - now;
         else
             wait_us = 100000;
         if (wait_us < 0)
             wait_us = 0;
         pfd[n_pfd++] = (struct pollfd){.fd = PQsocket(b->pg), .events = POLLIN};
-        for (k = 0; k < b->n_conns && next == b->n; k++)
+        for (k = 0; k < b->n_conns && (next == b->n || stalled); k++)
             if (b->conns[k].fd >= 0)
                 pfd[n_pfd++] = (struct pollfd){.fd = b->conns[k].fd, .events = POLLIN};
         ts.tv_sec = wait_us / 1000000;
