@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -92,6 +93,7 @@ struct tds_forward {
     struct tds_bus_sock *sub;
     bool blocked[N_DEST];
     int efd;
+    int tfd;                   /* fires HELD_UP_US into a group commit (held_up()) */
     int64_t timer;
 
     pthread_mutex_t mu;        /* incoming */
@@ -495,7 +497,9 @@ static void on_writable(struct tds_loop *loop, short revents, void *ud)
  * that it travels while the journal writes and syncs it: the webhook reaches
  * PostgreSQL about one fdatasync sooner (ingress/DESIGN.md has the figures).
  * While one commit is held up by the disk (held_up()), entries appended
- * behind it go without waiting for theirs. Its 200 still waits for the sync
+ * behind it go without waiting for theirs: the first submit past HELD_UP_US
+ * wakes the loop, and so does a timer armed as the commit began (on_held),
+ * should nothing be submitted after. Each one's 200 still waits for its sync
  * (http.c). If that sync fails, the request gets 503 although the entry may
  * already be on its way; Zoho sends the webhook again and the writer's
  * tds.webhook_events and guard make the second copy change nothing. What
@@ -588,6 +592,35 @@ static void on_efd(struct tds_loop *loop, short revents, void *ud)
     flush_all(f);
 }
 
+/* HELD_UP_US into a group commit that has not ended: whatever was appended
+ * since it began goes now. */
+static void on_held(struct tds_loop *loop, short revents, void *ud)
+{
+    struct tds_forward *f = ud;
+    uint64_t v;
+
+    (void)loop;
+    (void)revents;
+    if (read(f->tfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        return;
+    take_syncing(f);
+    flush_all(f);
+}
+
+/* The timer of held_up(): at `at_us` on the monotonic clock, or never (0).
+ * Called by the sync thread only. */
+static void arm_held(struct tds_forward *f, int64_t at_us)
+{
+    struct itimerspec its = {0};
+
+    its.it_value.tv_sec = at_us / 1000000;
+    its.it_value.tv_nsec = (at_us % 1000000) * 1000;
+    if (timerfd_settime(f->tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
+        /* only EINVAL, for values this code never makes: the submits'
+         * wake-ups still send what a held-up commit holds back */
+    }
+}
+
 static void wake(struct tds_forward *f)
 {
     uint64_t one = 1;
@@ -652,8 +685,13 @@ void tds_forward_submit(struct tds_forward *f, struct tds_forward_slot **slot, u
 
 void tds_forward_syncing(struct tds_forward *f, uint64_t upto)
 {
-    atomic_store(&f->syncing_us, tds_now_us());
+    int64_t now = tds_now_us();
+
+    atomic_store(&f->syncing_us, now);
     atomic_store(&f->syncing, upto);
+    /* Should this commit be held up, the loop takes what was appended in
+     * its first HELD_UP_US too, even if nothing is appended after. */
+    arm_held(f, now + HELD_UP_US);
     wake(f);
 }
 
@@ -662,6 +700,7 @@ void tds_forward_synced(struct tds_forward *f, uint64_t synced, bool failed)
     /* A sync that succeeded sends nothing new: its entries went when it
      * began (tds_forward_syncing). Only records read back too early wait
      * for it (park()). */
+    arm_held(f, 0);
     if (failed) {
         atomic_store(&f->failed, true);
         wake(f);
@@ -859,6 +898,7 @@ int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,
     if (f->o.resend_max_ms < f->o.ack_timeout_ms)
         f->o.resend_max_ms = f->o.ack_timeout_ms;
     f->efd = -1;
+    f->tfd = -1;
     f->loop = loop;
     f->journal = j;
     f->ev = ev;
@@ -938,6 +978,14 @@ int tds_forward_new(struct tds_forward **out, const struct tds_forward_opts *o,
     r = tds_loop_add_fd(loop, f->efd, ZMQ_POLLIN, on_efd, f);
     if (r)
         goto fail;
+    f->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (f->tfd < 0) {
+        r = -errno;
+        goto fail;
+    }
+    r = tds_loop_add_fd(loop, f->tfd, ZMQ_POLLIN, on_held, f);
+    if (r)
+        goto fail;
     every = o->ack_timeout_ms / 4;
     every = every < 20 ? 20 : every > 1000 ? 1000 : every;
     f->timer = tds_loop_timer_add(loop, every, every, on_timer, f);
@@ -966,6 +1014,8 @@ struct tds_forward *tds_forward_free(struct tds_forward *f)
             tds_loop_remove_zsock(f->loop, tds_bus_sock_raw(f->sub));
         if (f->efd >= 0)
             tds_loop_remove_fd(f->loop, f->efd);
+        if (f->tfd >= 0)
+            tds_loop_remove_fd(f->loop, f->tfd);
         if (f->timer > 0)
             tds_loop_timer_cancel(f->loop, f->timer);
     }
@@ -988,6 +1038,8 @@ struct tds_forward *tds_forward_free(struct tds_forward *f)
     tds_bus_sock_free(f->sub);
     if (f->efd >= 0)
         close(f->efd);
+    if (f->tfd >= 0)
+        close(f->tfd);
     pthread_mutex_destroy(&f->mu);
     free(f->origin);
     free(f);

@@ -63,7 +63,9 @@ struct tds_forward_slot *tds_forward_slot_free(struct tds_forward_slot *s);
  * and *buf (sets both to NULL). Cannot fail. */
 void tds_forward_submit(struct tds_forward *f, struct tds_forward_slot **slot, uint64_t seq,
                         const struct tds_journal_loc *loc, char **buf, size_t len);
-/* Sync thread: a group commit of everything ≤ upto begins. */
+/* Sync thread: a group commit of everything ≤ upto begins. Arms the loop's
+ * held-up timer for HELD_UP_US from now (tds_forward_synced disarms it); one
+ * thread only, as the journal's sync thread is. */
 void tds_forward_syncing(struct tds_forward *f, uint64_t upto);
 /* Sync thread: everything ≤ synced is durable (failed: nothing more will be).
  * Wakes the loop when a node read back before its record was written waits

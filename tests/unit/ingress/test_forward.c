@@ -312,6 +312,42 @@ static void test_sent_while_the_sync_before_it_is_held_up(void)
     rig_close(&x);
 }
 
+static void step_held_up_from_its_start(struct tds_loop *loop, void *ud)
+{
+    struct rig *x = ud;
+    char got[512] = "";
+
+    switch (x->step++) {
+    case 0:
+        /* entry 1's commit begins and its sync does not return; entry 2 is
+         * appended at once, well inside the first HELD_UP_US, and no other
+         * webhook comes after it to wake the loop */
+        submit(x, 0);
+        tds_forward_syncing(x->f, x->seq[0]);
+        submit(x, 1);
+        break;
+    case 1:
+        check(x, received(x, got, sizeof(got)) == 2 && strstr(got, "payload two"),
+              "entry 2 waits out a sync held up by the disk, having come in its first 2 ms");
+        tds_forward_synced(x->f, x->seq[0], false);
+        tds_loop_stop(loop);
+        break;
+    }
+}
+
+/* The same, when nothing is appended once the commit is held up: the loop's
+ * own timer (the timerfd armed as the commit begins) takes entry 2. */
+static void test_sent_while_held_up_with_nothing_after_it(void)
+{
+    struct rig x = {0};
+
+    rig_open(&x, 1 << 20, 10000, 0, false);
+    rig_append(&x, 0, "ev-1", "payload one");
+    rig_append(&x, 1, "ev-2", "payload two");
+    run_steps(&x, step_held_up_from_its_start, 2);
+    rig_close(&x);
+}
+
 static void step_over_budget(struct tds_loop *loop, void *ud)
 {
     struct rig *x = ud;
@@ -542,6 +578,7 @@ int main(void)
 {
     T_RUN(test_sent_when_its_commit_begins);
     T_RUN(test_sent_while_the_sync_before_it_is_held_up);
+    T_RUN(test_sent_while_held_up_with_nothing_after_it);
     T_RUN(test_over_budget_waits_for_its_write);
     T_RUN(test_resend_waits_for_room_on_the_disk);
     T_RUN(test_one_ack_acks_every_seq_of_its_id);
