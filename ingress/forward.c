@@ -579,32 +579,31 @@ static void take_syncing(struct tds_forward *f)
     }
 }
 
-static void on_efd(struct tds_loop *loop, short revents, void *ud)
+/* The eventfd or the timerfd is readable: clear it, take what may go, send. */
+static void take_on(struct tds_forward *f, int fd)
 {
-    struct tds_forward *f = ud;
     uint64_t v;
 
-    (void)loop;
-    (void)revents;
-    if (read(f->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+    if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
         return;
     take_syncing(f);
     flush_all(f);
+}
+
+static void on_efd(struct tds_loop *loop, short revents, void *ud)
+{
+    (void)loop;
+    (void)revents;
+    take_on(ud, ((struct tds_forward *)ud)->efd);
 }
 
 /* HELD_UP_US into a group commit that has not ended: whatever was appended
  * since it began goes now. */
 static void on_held(struct tds_loop *loop, short revents, void *ud)
 {
-    struct tds_forward *f = ud;
-    uint64_t v;
-
     (void)loop;
     (void)revents;
-    if (read(f->tfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-        return;
-    take_syncing(f);
-    flush_all(f);
+    take_on(ud, ((struct tds_forward *)ud)->tfd);
 }
 
 /* The timer of held_up(): at `at_us` on the monotonic clock, or never (0).

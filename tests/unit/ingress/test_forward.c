@@ -247,7 +247,8 @@ static void step_commit_begins(struct tds_loop *loop, void *ud)
     }
 }
 
-static void test_sent_when_its_commit_begins(void)
+/* Two entries journaled ("payload one", "payload two"), then the steps. */
+static void run_with_two_entries(void (*step)(struct tds_loop *, void *), int n_steps)
 {
     struct rig x = {0};
 
@@ -256,9 +257,11 @@ static void test_sent_when_its_commit_begins(void)
     rig_open(&x, 1 << 20, 10000, 0, false);
     rig_append(&x, 0, "ev-1", "payload one");
     rig_append(&x, 1, "ev-2", "payload two");
-    run_steps(&x, step_commit_begins, 5);
+    run_steps(&x, step, n_steps);
     rig_close(&x);
 }
+
+static void test_sent_when_its_commit_begins(void) { run_with_two_entries(step_commit_begins, 5); }
 
 static void step_held_up(struct tds_loop *loop, void *ud)
 {
@@ -339,13 +342,7 @@ static void step_held_up_from_its_start(struct tds_loop *loop, void *ud)
  * own timer (the timerfd armed as the commit begins) takes entry 2. */
 static void test_sent_while_held_up_with_nothing_after_it(void)
 {
-    struct rig x = {0};
-
-    rig_open(&x, 1 << 20, 10000, 0, false);
-    rig_append(&x, 0, "ev-1", "payload one");
-    rig_append(&x, 1, "ev-2", "payload two");
-    run_steps(&x, step_held_up_from_its_start, 2);
-    rig_close(&x);
+    run_with_two_entries(step_held_up_from_its_start, 2);
 }
 
 static void step_over_budget(struct tds_loop *loop, void *ud)
