@@ -247,21 +247,25 @@ static void step_commit_begins(struct tds_loop *loop, void *ud)
     }
 }
 
-/* Two entries journaled ("payload one", "payload two"), then the steps. */
-static void run_with_two_entries(void (*step)(struct tds_loop *, void *), int n_steps)
+/* n_entries entries journaled ("payload one", "payload two", "payload
+ * three"), then the steps. */
+static void run_with_entries(int n_entries, void (*step)(struct tds_loop *, void *), int n_steps)
 {
+    static const char *const ids[] = {"ev-1", "ev-2", "ev-3"};
+    static const char *const payloads[] = {"payload one", "payload two", "payload three"};
     struct rig x = {0};
 
+    T_TRUE(n_entries <= 3);
     /* a 10 s ack timeout: the resend timer first fires after 1 s, past the
      * test's end, so only the wake-ups under test can send anything */
     rig_open(&x, 1 << 20, 10000, 0, false);
-    rig_append(&x, 0, "ev-1", "payload one");
-    rig_append(&x, 1, "ev-2", "payload two");
+    for (int i = 0; i < n_entries; i++)
+        rig_append(&x, i, ids[i], payloads[i]);
     run_steps(&x, step, n_steps);
     rig_close(&x);
 }
 
-static void test_sent_when_its_commit_begins(void) { run_with_two_entries(step_commit_begins, 5); }
+static void test_sent_when_its_commit_begins(void) { run_with_entries(2, step_commit_begins, 5); }
 
 static void step_held_up(struct tds_loop *loop, void *ud)
 {
@@ -305,14 +309,7 @@ static void step_held_up(struct tds_loop *loop, void *ud)
  * sync"). */
 static void test_sent_while_the_sync_before_it_is_held_up(void)
 {
-    struct rig x = {0};
-
-    rig_open(&x, 1 << 20, 10000, 0, false);
-    rig_append(&x, 0, "ev-1", "payload one");
-    rig_append(&x, 1, "ev-2", "payload two");
-    rig_append(&x, 2, "ev-3", "payload three");
-    run_steps(&x, step_held_up, 5);
-    rig_close(&x);
+    run_with_entries(3, step_held_up, 5);
 }
 
 static void step_held_up_from_its_start(struct tds_loop *loop, void *ud)
@@ -342,7 +339,7 @@ static void step_held_up_from_its_start(struct tds_loop *loop, void *ud)
  * own timer (the timerfd armed as the commit begins) takes entry 2. */
 static void test_sent_while_held_up_with_nothing_after_it(void)
 {
-    run_with_two_entries(step_held_up_from_its_start, 2);
+    run_with_entries(2, step_held_up_from_its_start, 2);
 }
 
 static void step_over_budget(struct tds_loop *loop, void *ud)
