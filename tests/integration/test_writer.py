@@ -847,6 +847,11 @@ def test_documents_queue_the_stock_of_their_items(writer, db):
         b.close()
     assert db.query("SELECT reason FROM tds.stock_refresh WHERE item_id = '5' ORDER BY 1") == \
         [("invoices 300",), ("invoices 301",)]
+    # an UPDATE that leaves the documents' versions as they were queues nothing
+    db.execute("DELETE FROM tds.stock_refresh")
+    db.execute("UPDATE zoho.invoices SET synced_at = now()")
+    db.execute("UPDATE zoho.sales_orders SET synced_at = now()")
+    assert queued() == []
 
 
 def test_a_fetcher_clock_ahead_of_zoho_widens_what_a_document_queues(writer, db):
