@@ -113,9 +113,6 @@ struct pipe_stmt {
  * DELETE each (~20 µs of PostgreSQL time a call) rather than by one DELETE
  * over arrays (planned again at every call: ~150 µs). */
 #define WKEYS_ONE 4
-/* Key columns a child table may have (past org_id and its parent's id): the
- * keep arrays of its DELETE (keep_build()) are 3 plus these. */
-#define KEYS_MAX 4
 
 struct tds_apply {
     char *conninfo;
@@ -134,12 +131,9 @@ struct tds_apply {
      * that version are inserted */
     struct tds_buf wkeys[3];
     size_t n_wkeys;
-    /* the first WKEYS_ONE of them, org id, id and message index as text: so
-     * few parents get one scalar DELETE each (tds_sqlgen_child_delete) */
-    struct tds_buf wkey1[WKEYS_ONE][3];
-    /* A child table's rows about to be written, the keep arrays of its
-     * DELETE: org ids, parent ids, message indexes, key columns. */
-    struct tds_buf keep[3 + KEYS_MAX];
+    /* the first WKEYS_ONE of them, org id and id as text: so few parents
+     * get one scalar DELETE each (tds_sqlgen_child_delete) */
+    struct tds_buf wkey1[WKEYS_ONE][2];
     /* A small group's staging rows as array literals, one per column
      * (_m, _r, _o, then the set's columns): stage_arrays(). */
     struct tds_buf *abuf;
@@ -300,11 +294,9 @@ int tds_apply_classify(PGconn *c, const PGresult *r)
     if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0 || strcmp(st, "53300") == 0)
         return TDS_APPLY_E_CONN;
     /* Data exceptions, integrity violations, program limits (a value too big
-     * for an index), a datatype mismatch from odd input text, and a key twice
-     * in one record's child rows (21000: the child insert's ON CONFLICT
-     * would update one row twice). */
+     * for an index), and a datatype mismatch from odd input text. */
     if (strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0 || strncmp(st, "54", 2) == 0 ||
-        strcmp(st, "42804") == 0 || strcmp(st, "21000") == 0)
+        strcmp(st, "42804") == 0)
         return TDS_APPLY_E_DATA;
     return TDS_APPLY_E_DB;
 }
@@ -408,10 +400,8 @@ struct tds_apply *tds_apply_free(struct tds_apply *a)
     for (size_t k = 0; k < TDS_ARRAY_SIZE(a->wkeys); k++)
         tds_buf_deinit(&a->wkeys[k]);
     for (size_t i = 0; i < WKEYS_ONE; i++)
-        for (size_t k = 0; k < 3; k++)
+        for (size_t k = 0; k < 2; k++)
             tds_buf_deinit(&a->wkey1[i][k]);
-    for (size_t k = 0; k < TDS_ARRAY_SIZE(a->keep); k++)
-        tds_buf_deinit(&a->keep[k]);
     for (size_t i = 0; i < META_PARAMS; i++)
         tds_buf_deinit(&a->params[i]);
     for (size_t i = 0; i < a->n_abuf; i++)
@@ -479,8 +469,8 @@ static PGresult *exec_in_txn(struct tds_apply *a, const char *sql)
     return r;
 }
 
-/* Queue a prepared statement (name) or a statement (sql, planned for these
- * parameters); st says what it is (st.what must outlive the pipeline). */
+/* Queue a prepared statement (name) or a statement without parameters;
+ * st says what it is (st.what must outlive the pipeline). */
 static int pipe_queue(struct tds_apply *a, const char *name, const char *sql, int n,
                       const char *const *vals, struct pipe_stmt st, struct tds_apply_result *res)
 {
@@ -496,7 +486,7 @@ static int pipe_queue(struct tds_apply *a, const char *name, const char *sql, in
         a->cap_pipe = cap;
     }
     ok = name ? PQsendQueryPrepared(a->conn, name, n, vals, NULL, NULL, 0)
-              : PQsendQueryParams(a->conn, sql, n, NULL, vals, NULL, NULL, 0);
+              : PQsendQueryParams(a->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
     if (ok != 1)
         return fail(a, NULL, res, st.what);
     a->pipe[a->n_pipe++] = st;
@@ -1177,15 +1167,17 @@ int tds_apply_connect(struct tds_apply *a, char *err, size_t errlen)
         }
         if ((rc = prepare(a, name, a->buf.p, err, errlen)) != 0)
             goto fail;
-        /* the DELETE over arrays is not prepared (run_txn()) */
-        snprintf(name, sizeof(name), "ce_%zu", i);
-        tds_buf_reset(&a->buf);
-        if (tds_sqlgen_child_delete(&a->buf, c, true) != 0 || tds_buf_add(&a->buf, "", 1) != 0) {
-            rc = -ENOMEM;
-            goto fail;
+        for (int one = 0; one < 2; one++) {
+            snprintf(name, sizeof(name), "%s_%zu", one ? "ce" : "cd", i);
+            tds_buf_reset(&a->buf);
+            if (tds_sqlgen_child_delete(&a->buf, c, one) != 0 ||
+                tds_buf_add(&a->buf, "", 1) != 0) {
+                rc = -ENOMEM;
+                goto fail;
+            }
+            if ((rc = prepare(a, name, a->buf.p, err, errlen)) != 0)
+                goto fail;
         }
-        if ((rc = prepare(a, name, a->buf.p, err, errlen)) != 0)
-            goto fail;
     }
     if ((rc = read_row_counts(a, err, errlen)) != 0)
         goto fail;
@@ -2137,7 +2129,7 @@ static int wkeys_build(struct tds_apply *a)
 
         if (!w[i].kept)
             continue;
-        for (int k = 0; k < 3 && n < WKEYS_ONE && rc == 0; k++) {
+        for (int k = 0; k < 2 && n < WKEYS_ONE && rc == 0; k++) {
             tds_buf_reset(&a->wkey1[n][k]);
             rc = tds_buf_add(&a->wkey1[n][k], v[k], strlen(v[k]) + 1);
         }
@@ -2815,55 +2807,6 @@ static int col_index(const struct sig *sg, const char *name)
     return -1;
 }
 
-/* The keep arrays of child table c's DELETE (tds_sqlgen_child_delete): the
- * rows its inserts are about to write, refs[0..n_stage) of its groups, as
- * org ids, parent ids, message indexes and key columns in vals[0..3 + keys).
- * A key column a set lacks is NULL there, so no stored row is kept for it;
- * the insert then refuses the row, as it did before rows were kept. */
-static int keep_build(struct tds_apply *a, struct tds_bmsg *const *msgs, const struct group *gs,
-                      size_t n_groups, const struct tds_table *c, const char **vals)
-{
-    size_t nk = tds_sqlgen_child_nkeys(c), n = 0;
-    int rc = 0;
-
-    if (nk > KEYS_MAX)
-        return -EINVAL;
-    for (size_t k = 0; k < 3 + nk && rc == 0; k++) {
-        tds_buf_reset(&a->keep[k]);
-        rc = tds_copytext_array_begin(&a->keep[k]);
-    }
-    for (size_t i = 0; i < n_groups && rc == 0; i++) {
-        const struct sig *sg = &a->sigs[gs[i].sig];
-        int at[KEYS_MAX];
-
-        if (sg->t != c)
-            continue;
-        for (size_t k = 0; k < nk; k++)
-            at[k] = col_index(sg, c->key[k]);
-        for (size_t r = 0; r < gs[i].n_stage && rc == 0; r++, n++) {
-            const struct tds_bytes *v = ref_vals(msgs, &gs[i].refs[r]);
-            char m[16];
-
-            snprintf(m, sizeof(m), "%u", gs[i].refs[r].m);
-            rc = tds_copytext_array_elem(&a->keep[0], n == 0, v[0].p, v[0].n);
-            if (rc == 0)
-                rc = tds_copytext_array_elem(&a->keep[1], n == 0, v[1].p, v[1].n);
-            if (rc == 0)
-                rc = tds_copytext_array_elem(&a->keep[2], n == 0, m, strlen(m));
-            for (size_t k = 0; k < nk && rc == 0; k++)
-                rc = tds_copytext_array_elem(&a->keep[3 + k], n == 0,
-                                             at[k] >= 0 ? v[at[k]].p : NULL,
-                                             at[k] >= 0 ? v[at[k]].n : 0);
-        }
-    }
-    for (size_t k = 0; k < 3 + nk && rc == 0; k++) {
-        if ((rc = tds_copytext_array_end(&a->keep[k])) == 0)
-            rc = tds_buf_add(&a->keep[k], "", 1);
-        vals[k] = a->keep[k].p;
-    }
-    return rc ? -ENOMEM : 0;
-}
-
 /* The lone record's transaction in one round trip: BEGIN, its upsert, the
  * replacement of its child rows, the meta statements, NOTIFY and COMMIT all
  * go out before any answer is read. The two-trip way waits for the upsert's
@@ -2911,15 +2854,8 @@ static int run_one_flight(struct tds_apply *a, struct tds_bmsg *const *msgs, siz
             continue;
         if ((rc = refresh_fk_plans(a, c, res)) != 0 || (rc = pipe_start(a, res)) != 0)
             return rc;
-        {
-            const char *dv[4 + 3 + KEYS_MAX] = {key[0], key[1], key[2], m};
-
-            if ((rc = keep_build(a, msgs, gs, n_groups, c, dv + 4)) != 0)
-                return rc;
-            snprintf(name, sizeof(name), "cw_%zu", ci);
-            rc = pipe_send(a, name, NULL, 7 + (int)tds_sqlgen_child_nkeys(c), dv,
-                           "could not replace child rows", res);
-        }
+        snprintf(name, sizeof(name), "cw_%zu", ci);
+        rc = pipe_send(a, name, NULL, 3, key, "could not replace child rows", res);
         for (size_t i = 0; i < n_groups && rc == 0; i++) {
             const struct sig *cs = &a->sigs[gs[i].sig];
             int k;
@@ -3034,38 +2970,22 @@ static int run_txn(struct tds_apply *a, struct tds_bmsg *const *msgs, size_t n, 
                     return rc;
                 for (size_t ci = 0; ci < tds_table_count() && rc == 0; ci++) {
                     const struct tds_table *c = tds_table_at(ci);
-                    const char *dv[3 + 3 + KEYS_MAX];
-                    int n_dv = 6 + (int)tds_sqlgen_child_nkeys(c);
                     char name[32];
 
                     if (!c->parent || strcmp(c->parent, t->name) != 0)
                         continue;
-                    /* the stored rows whose key the version written drops */
-                    if ((rc = keep_build(a, msgs, gs, n_groups, c, dv + 3)) != 0)
-                        return rc;
                     if (a->n_wkeys <= WKEYS_ONE) {
                         snprintf(name, sizeof(name), "ce_%zu", ci);
                         for (size_t w = 0; w < a->n_wkeys && rc == 0; w++) {
-                            for (int k = 0; k < 3; k++)
-                                dv[k] = a->wkey1[w][k].p;
-                            rc = run_prepared(a, name, n_dv, dv, NULL, res,
+                            const char *one[2] = {a->wkey1[w][0].p, a->wkey1[w][1].p};
+
+                            rc = run_prepared(a, name, 2, one, NULL, res,
                                               "could not replace child rows");
                         }
                     } else {
-                        /* Sent as text, so that it is planned for the arrays
-                         * it is given: a generic plan, costed for ten
-                         * elements each, joins the rows kept by a nested
-                         * loop, a scan of them for every stored row (2.2 s
-                         * for 2,000 parents, where a hash takes 23 ms). */
-                        for (int k = 0; k < 3; k++)
-                            dv[k] = keys[k];
-                        tds_buf_reset(&a->buf);
-                        if (tds_sqlgen_child_delete(&a->buf, c, false) != 0 ||
-                            tds_buf_add(&a->buf, "", 1) != 0)
-                            return -ENOMEM;
-                        if ((rc = pipe_start(a, res)) == 0)
-                            rc = pipe_send(a, NULL, a->buf.p, n_dv, dv,
-                                           "could not replace child rows", res);
+                        snprintf(name, sizeof(name), "cd_%zu", ci);
+                        rc = run_prepared(a, name, 2, keys, NULL, res,
+                                          "could not replace child rows");
                     }
                     for (size_t i = 0; i < n_groups && rc == 0; i++)
                         if (a->sigs[gs[i].sig].t == c)

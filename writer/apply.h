@@ -38,7 +38,7 @@ struct tds_metrics;
 struct tds_apply_result {
     int64_t written[TDS_APPLY_MAX_TABLES]; /* top-level rows written, by registry table index */
     int64_t written_total;
-    int64_t child_rows;                    /* child rows inserted or changed */
+    int64_t child_rows;                    /* child rows inserted */
     int64_t notifies;
     int64_t notifies_dropped;              /* left out: the NOTIFY queue was full lately */
     bool notify_refused;                   /* COMMIT refused: the NOTIFY queue is full */

@@ -354,64 +354,14 @@ int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table
     return rc;
 }
 
-size_t tds_sqlgen_child_nkeys(const struct tds_table *child)
-{
-    size_t n = 0;
-
-    while (child->key && child->key[n])
-        n++;
-    return n;
-}
-
-static bool is_key(const struct tds_table *child, const char *col)
-{
-    for (const char *const *k = child->key; k && *k; k++)
-        if (strcmp(*k, col) == 0)
-            return true;
-    return false;
-}
-
-/* NOT EXISTS: the row c of zoho.<child> has its key among the rows about to
- * be written for message m: $p org ids, $p+1 parent ids, $p+2 message
- * indexes, then one array per key column (tds_sqlgen_child_delete). */
-static int add_keep(struct tds_buf *b, const struct tds_table *child, int p, const char *m)
-{
-    size_t nk = tds_sqlgen_child_nkeys(child);
-    int rc = tds_buf_addf(b, "NOT EXISTS (SELECT 1 FROM unnest($%d::text[], $%d::text[], "
-                             "$%d::int[]", p, p + 1, p + 2);
-
-    for (size_t i = 0; i < nk && rc == 0; i++) {
-        enum tds_coltype ty = TDS_T_TEXT;
-
-        tds_sqlgen_coltype(child, child->key[i], &ty);
-        rc = tds_buf_addf(b, ", $%d::%s[]", p + 3 + (int)i, tds_coltype_sql(ty));
-    }
-    if (rc == 0)
-        rc = tds_buf_addf(b, ") AS k(o, i, m");
-    for (size_t i = 0; i < nk && rc == 0; i++)
-        rc = tds_buf_addf(b, ", k%zu", i);
-    if (rc == 0)
-        rc = tds_buf_addf(b, ") WHERE k.o = c.org_id AND k.i = c.\"%s\" AND k.m = %s",
-                          child->id_column, m);
-    for (size_t i = 0; i < nk && rc == 0; i++)
-        rc = tds_buf_addf(b, " AND k.k%zu = c.\"%s\"", i, child->key[i]);
-    return rc ? rc : tds_buf_addf(b, ")");
-}
-
 int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child, bool one)
 {
-    int rc;
-
     if (one)
-        rc = tds_buf_addf(b, "DELETE FROM zoho.\"%s\" c WHERE c.org_id = $1 AND c.\"%s\" = $2 "
-                             "AND ",
-                          child->name, child->id_column);
-    else
-        rc = tds_buf_addf(b, "DELETE FROM zoho.\"%s\" c USING unnest($1::text[], $2::text[], "
-                             "$3::int[]) AS w(org_id, id, _m) WHERE c.org_id = w.org_id "
-                             "AND c.\"%s\" = w.id AND ",
-                          child->name, child->id_column);
-    return rc ? rc : add_keep(b, child, 4, one ? "$3::int" : "w._m");
+        return tds_buf_addf(b, "DELETE FROM zoho.\"%s\" WHERE org_id = $1 AND \"%s\" = $2",
+                            child->name, child->id_column);
+    return tds_buf_addf(b, "DELETE FROM zoho.\"%s\" c USING unnest($1::text[], $2::text[]) "
+                           "AS w(org_id, id) WHERE c.org_id = w.org_id AND c.\"%s\" = w.id",
+                        child->name, child->id_column);
 }
 
 /* The condition that this transaction wrote the stored version of
@@ -427,53 +377,10 @@ static int add_written(struct tds_buf *b, const struct tds_table *parent, int o,
 int tds_sqlgen_child_delete_if_written(struct tds_buf *b, const struct tds_table *child,
                                        const struct tds_table *parent)
 {
-    int rc = tds_buf_addf(b, "DELETE FROM zoho.\"%s\" c WHERE c.org_id = $1 AND c.\"%s\" = $2 "
-                             "AND ",
+    int rc = tds_buf_addf(b, "DELETE FROM zoho.\"%s\" WHERE org_id = $1 AND \"%s\" = $2 AND ",
                           child->name, child->id_column);
 
-    if (rc == 0)
-        rc = add_written(b, parent, 1, 2, 3);
-    if (rc == 0)
-        rc = tds_buf_addf(b, " AND ");
-    return rc ? rc : add_keep(b, child, 5, "$4::int");
-}
-
-/* The end of a child insert: a row whose key is stored already updates it,
- * and only where a value differs, so the rows a new version leaves as they
- * were are not written again. Every column that is not part of the key is
- * set, those the rows do not carry to their default (NULL), as a fresh
- * insert would. Numbers and JSON are compared as text: 5 and 5.00 are equal
- * numbers, yet a stored "5" would not read as the "5.00" Zoho sent. */
-static int child_conflict(struct tds_buf *b, const struct tds_table *child)
-{
-    size_t nk = tds_sqlgen_child_nkeys(child), n_set = 0;
-    int rc = tds_buf_addf(b, " ON CONFLICT (org_id, \"%s\"", child->id_column);
-
-    for (size_t i = 0; i < nk && rc == 0; i++)
-        rc = tds_buf_addf(b, ", \"%s\"", child->key[i]);
-    for (size_t i = 0; i < child->n_cols; i++)
-        n_set += !is_key(child, child->cols[i].name);
-    if (rc == 0 && n_set == 0)
-        return tds_buf_addf(b, ") DO NOTHING");
-    if (rc == 0)
-        rc = tds_buf_addf(b, ") DO UPDATE SET ");
-    for (size_t i = 0, k = 0; i < child->n_cols && rc == 0; i++)
-        if (!is_key(child, child->cols[i].name))
-            rc = tds_buf_addf(b, "%s\"%s\" = EXCLUDED.\"%s\"", k++ ? ", " : "",
-                              child->cols[i].name, child->cols[i].name);
-    for (int side = 0; side < 2 && rc == 0; side++) {
-        rc = tds_buf_addf(b, side ? ") IS DISTINCT FROM (" : " WHERE (");
-        for (size_t i = 0, k = 0; i < child->n_cols && rc == 0; i++) {
-            enum tds_coltype ty = child->cols[i].type;
-
-            if (is_key(child, child->cols[i].name))
-                continue;
-            rc = tds_buf_addf(b, "%s%s.\"%s\"%s", k++ ? ", " : "", side ? "EXCLUDED" : "t",
-                              child->cols[i].name,
-                              ty == TDS_T_NUMERIC || ty == TDS_T_JSONB ? "::text" : "");
-        }
-    }
-    return rc ? rc : tds_buf_addf(b, ")");
+    return rc ? rc : add_written(b, parent, 1, 2, 3);
 }
 
 /* INSERT INTO zoho.<child> (cols) SELECT s.cols FROM <rows as s>: the
@@ -481,7 +388,7 @@ static int child_conflict(struct tds_buf *b, const struct tds_table *child)
 static int child_insert_head(struct tds_buf *b, const char *stg, const struct tds_table *child,
                              char *const *cols, size_t n_cols)
 {
-    int rc = tds_buf_addf(b, "INSERT INTO zoho.\"%s\" AS t (", child->name);
+    int rc = tds_buf_addf(b, "INSERT INTO zoho.\"%s\" (", child->name);
 
     if (rc == 0)
         rc = add_cols(b, "", cols, 0, n_cols);
@@ -508,9 +415,7 @@ int tds_sqlgen_child_insert_if_written(struct tds_buf *b, const struct tds_table
     if (rc == 0)
         rc = tds_buf_addf(b, " WHERE s.org_id = $%d AND s.\"%s\" = $%d AND s._m = $%d::int AND ",
                           k, child->id_column, k + 1, k + 2);
-    if (rc == 0)
-        rc = add_written(b, parent, k, k + 1, k + 3);
-    return rc ? rc : child_conflict(b, child);
+    return rc ? rc : add_written(b, parent, k, k + 1, k + 3);
 }
 
 int tds_sqlgen_notify_if_written(struct tds_buf *b, const struct tds_table *t)
@@ -532,7 +437,7 @@ int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds
                              "AS w(org_id, id, _m) ON s.org_id = w.org_id "
                              "AND s.\"%s\" = w.id AND s._m = w._m",
                           k, k + 1, k + 2, child->id_column);
-    return rc ? rc : child_conflict(b, child);
+    return rc;
 }
 
 int tds_sqlgen_lookup(struct tds_buf *b, const struct tds_table *t)

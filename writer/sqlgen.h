@@ -82,39 +82,22 @@ int tds_sqlgen_upsert(struct tds_buf *b, const char *stg, const struct tds_table
  * times: arrays) whose key exists in t, its position in the arrays (from 1)
  * and whether the upsert's guard would let it through. */
 int tds_sqlgen_lookup(struct tds_buf *b, const struct tds_table *t);
-/* A child table's rows are replaced for each written parent in two
- * statements: this DELETE of the stored rows whose key the new version no
- * longer has, then the insert (tds_sqlgen_child_insert), which adds the new
- * keys and updates a stored key's row only where a value differs. A new
- * version that leaves most rows as they were (an item edited, its stock
- * untouched) writes none of them again: no dead rows, no index entries, no
- * foreign-key checks.
- * The rows about to be written (the keep arrays) are the last parameters of
- * each DELETE: org ids, parent ids, message indexes (text, text, int
- * arrays), then one array per key column of the child (child->key, typed),
- * tds_sqlgen_child_nkeys(child) + 3 in all; a stored row stays when a kept
- * row has its key and the message index of the parent version written.
- * Delete for the parents $1 org ids, $2 parent ids, $3 message indexes
- * (arrays), keep arrays from $4. Arrays, not a join with a temp table of
- * written parents: the planner has no statistics for a temp table, guesses
- * ~850 rows and hashes the whole child table (8 ms at 40k stock rows,
- * growing), where an array gets an index probe per parent.
- * one: for one parent ($1 org id, $2 parent id, $3 message index: scalars),
- * the case of a lone webhook. PostgreSQL keeps a generic plan for it (an index
+/* Delete the child rows of the parents ($1 org ids, $2 parent ids: text
+ * arrays). Arrays, not a join with a temp table of written parents: the
+ * planner has no statistics for a temp table, guesses ~850 rows and hashes
+ * the whole child table (8 ms at 40k stock rows, growing), where an array
+ * gets an index probe per parent.
+ * one: the child rows of one parent ($1 org id, $2 parent id: scalars), the
+ * case of a lone webhook. PostgreSQL keeps a generic plan for it (an index
  * probe), where the array form is planned again at every call once the
  * child table is analyzed (a custom plan for a one-element array looks
  * cheaper than a generic one for the assumed ten), and its generic plan,
  * made while the table was small, scans the whole table. */
 int tds_sqlgen_child_delete(struct tds_buf *b, const struct tds_table *child, bool one);
-/* The number of key columns of a child table (after org_id and its parent's id). */
-size_t tds_sqlgen_child_nkeys(const struct tds_table *child);
-/* Write the staged child rows that belong to the written version of their
+/* Insert the staged child rows that belong to the written version of their
  * parent: $1 org ids, $2 parent ids, $3 message indexes (text, text, int
  * arrays from the parent upsert's RETURNING). direct: the child rows are the
- * parameters of tds_sqlgen_unnest_rows and the parents' arrays follow them.
- * A row whose key is stored updates the stored row where a value differs
- * (see tds_sqlgen_child_delete); its command tag counts the rows inserted or
- * changed. */
+ * parameters of tds_sqlgen_unnest_rows and the parents' arrays follow them. */
 int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds_table *child,
                             char *const *cols, size_t n_cols, bool direct);
 
@@ -127,14 +110,12 @@ int tds_sqlgen_child_insert(struct tds_buf *b, const char *stg, const struct tds
  * content, children included. The writer runs no subtransactions, whose
  * rows would carry another xmin.
  * Delete the child rows of parent ($1 org id, $2 id, $3 content hash) if
- * this transaction wrote it, but those with a key the version of message
- * index $4 keeps (keep arrays from $5, see tds_sqlgen_child_delete). */
+ * this transaction wrote it. */
 int tds_sqlgen_child_delete_if_written(struct tds_buf *b, const struct tds_table *child,
                                        const struct tds_table *parent);
-/* Write the child rows given as tds_sqlgen_unnest_rows parameters whose
+/* Insert the child rows given as tds_sqlgen_unnest_rows parameters whose
  * parent is $k org id, $k+1 id, $k+2 message index (k = n_cols + 4), if this
- * transaction wrote that parent with content hash $k+3; a stored key's row
- * as in tds_sqlgen_child_insert. */
+ * transaction wrote that parent with content hash $k+3. */
 int tds_sqlgen_child_insert_if_written(struct tds_buf *b, const struct tds_table *child,
                                        const struct tds_table *parent, char *const *cols,
                                        size_t n_cols);
