@@ -217,7 +217,9 @@ class Postgres:
                    f"-p {self.port} -c listen_addresses=127.0.0.1 "
                    f"-c unix_socket_directories={self.sock} -c max_connections=200"
                    + (" -c shared_preload_libraries=pg_stat_statements"
-                      " -c pg_stat_statements.track_planning=on" if pg_stats else ""),
+                      " -c pg_stat_statements.track_planning=on" if pg_stats else "")
+                   + (" " + os.environ["TDS_BENCH_PG_OPTS"]
+                      if os.environ.get("TDS_BENCH_PG_OPTS") else ""),
                    "start"])
         self.settings = {}
         with self.connect("postgres") as c, c.cursor() as cur:
@@ -344,6 +346,9 @@ class Bench:
         self.failures = []
         self.db_proxy = None
         self.sanitized = self._sanitized()
+        if (args.latency_processors, args.latency_writers) != (1, 1):
+            self.notes.append(f"the latency step ran {args.latency_processors} processor(s) "
+                              f"and {args.latency_writers} writer(s)")
 
     def _sanitized(self):
         try:
@@ -428,28 +433,32 @@ class Bench:
         return path
 
     def pipeline(self, db, orgs_path, processors=1, ingress=False, fetcher=False,
-                 extra_env=None):
-        """writer + processors (+ fetcher) (+ ingress) on free ports; returns a dict."""
+                 extra_env=None, writers=1):
+        """writers + processors (+ fetcher) (+ ingress) on free ports; returns a dict.
+        The first writer is stages["writer"], further ones "writer-1" and so on."""
         url = self.pg.url(db)
         r = subprocess.run([self.bin("writer/tds-writer"), "migrate"], capture_output=True,
                            text=True, env=dict(os.environ, TDS_DATABASE_URL=url,
                                                TDS_LOG_LEVEL="warn"))
         if r.returncode != 0:
             raise BenchError(f"tds-writer migrate failed: {r.stderr.strip()[-400:]}")
-        wport, aport = free_port(), free_port()
+        wports = [(free_port(), free_port()) for _ in range(writers)]
+        wport, aport = wports[0]
         pports = [free_port() for _ in range(processors)]
         fport = free_port()
         base = {"TDS_DATABASE_URL": url, "TDS_CONFIG": orgs_path,
-                "TDS_WRITER_CONNECT": EP(wport),
-                "TDS_ACK_CONNECT": EP(aport),
+                "TDS_WRITER_CONNECT": ",".join(EP(w) for w, _ in wports),
+                "TDS_ACK_CONNECT": ",".join(EP(a) for _, a in wports),
                 "TDS_PROCESSOR_CONNECT": ",".join(EP(p) for p in pports),
                 "TDS_FETCHER_CONNECT": EP(fport)}
         base.update(extra_env or {})
         pl = {"env": base, "url": url, "push": EP(wport),
               "ack": EP(aport), "stages": {}}
-        pl["stages"]["writer"] = self.spawn("writer", [self.bin("writer/tds-writer")], dict(
-            base, TDS_DATABASE_URL=self.writer_url(db), TDS_WRITER_BIND=EP(wport),
-            TDS_ACK_BIND=EP(aport)))
+        for i, (w, a) in enumerate(wports):
+            name = "writer" if i == 0 else f"writer-{i}"
+            pl["stages"][name] = self.spawn(name, [self.bin("writer/tds-writer")], dict(
+                base, TDS_DATABASE_URL=self.writer_url(db), TDS_WRITER_BIND=EP(w),
+                TDS_ACK_BIND=EP(a)))
         for i, p in enumerate(pports):
             pl["stages"][f"processor-{i}"] = self.spawn(
                 f"processor-{i}", [self.bin("processor/tds-processor")],
@@ -508,7 +517,9 @@ class Bench:
         for name, p in pl["stages"].items():
             if name.startswith("processor"):
                 self.stop(p)
-        self.stop(pl["stages"]["writer"])
+        for name, p in pl["stages"].items():
+            if name.startswith("writer"):
+                self.stop(p)
 
     # ---- 1. writer
 
@@ -1085,7 +1096,7 @@ class Bench:
             # empty while measured, and the stages' sessions start cold
             db = f"lbench{k}"
             self.pg.create_db(db)
-            pl = self.pipeline(db, opath, ingress=True)
+            pl = self.pipeline(db, opath, ingress=True, **self.latency_replicas())
             try:
                 self.bench_latency(pl, "60001", kind, self.lat_runs)
             finally:
@@ -1095,13 +1106,29 @@ class Bench:
             # vacuumed and analyzed, the stages running for a while
             db = f"lbenchp{k}"
             self.pg.create_db(db)
-            pl = self.pipeline(db, opath, ingress=True)
+            pl = self.pipeline(db, opath, ingress=True, **self.latency_replicas())
             try:
                 self.preload(pl, db, "60001", kind, self.sz["latency_preload"], k)
                 self.bench_latency(pl, "60001", kind, self.lat_pop_runs)
             finally:
                 self.stop_pipeline(pl)
                 self.pg.drop_db(db)
+
+    def latency_replicas(self):
+        """--latency-processors and --latency-writers: the latency step's replicas
+        (the ingress spreads webhooks over the processors, each processor its
+        rows over the writers, ZeroMQ's round robin)."""
+        return {"processors": self.args.latency_processors,
+                "writers": self.args.latency_writers}
+
+    def writers_metrics(self, pl):
+        """The writers' unlabelled samples, added up over every writer."""
+        out = {}
+        for name, p in pl["stages"].items():
+            if name.startswith("writer"):
+                for k, v in self.metrics(p).items():
+                    out[k] = out.get(k, 0) + v
+        return out
 
     def preload(self, pl, db, org, kind, n, k):
         """n item webhooks (other ids than the measured ones) sent as fast as
@@ -1225,7 +1252,7 @@ class Bench:
                                                               sig.encode(), body))
         # the stages' counters before this run (a preload ran in the same
         # processes): the note's means are of this run alone
-        wm0 = self.metrics(pl["stages"]["writer"])
+        wm0 = self.writers_metrics(pl)
         im0 = self.metrics(pl["stages"]["ingress"])
         wall_start = time.time()
         # One C thread sends at the rate and listens for the writer's NOTIFY
@@ -1241,7 +1268,7 @@ class Bench:
             raise BenchError(f"bench_latency failed ({r.returncode}): {r.stderr.strip()}")
         out = json.loads(m.group(1))
         achieved = out["achieved"]
-        wm = self.metrics(pl["stages"]["writer"])
+        wm = self.writers_metrics(pl)
         im = self.metrics(pl["stages"]["ingress"])
         # Where the time goes: from the ingress receiving a webhook to the
         # writer's transaction that applies it beginning (its now()), per row.
@@ -1676,6 +1703,11 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     ap.add_argument("--latency-rate", type=int, help="webhooks/s of the latency step "
                     "(default 1,000; the figures are labelled with it)")
+    ap.add_argument("--latency-processors", type=int, default=1,
+                    help="processor replicas in the latency step (default 1)")
+    ap.add_argument("--latency-writers", type=int, default=1,
+                    help="writer replicas in the latency step (default 1; the production "
+                         "overlay runs 2)")
     ap.add_argument("--mem-items", type=int, help="records of the large memory sync "
                     "(default 1,000,000; --quick 100,000)")
     ap.add_argument("--json", help="where the JSON goes (default tests/bench/out/latest.json, "
@@ -1697,6 +1729,8 @@ def main():
                     help="make each fsync/fdatasync of the ingress wait this many ms first, "
                          "as a slower disk's flush would (tests/integration/sync_shim.c)")
     args = ap.parse_args()
+    if args.latency_processors < 1 or args.latency_writers < 1:
+        ap.error("--latency-processors and --latency-writers: at least 1")
     b = Bench(args)
     try:
         sys.exit(b.run())
