@@ -191,9 +191,11 @@ struct app {
     struct tds_writer *writer;
     struct tds_alertd *alertd;
     /* Has PostgreSQL flush its WAL while acks wait for it; flusher_fd: its
-     * socket as the loop watches it (-1: not watched). */
+     * socket as the loop watches it (-1: not watched), for output when
+     * flusher_out (its handshake waits to send), else for input. */
     struct tds_flusher *flusher;
     int flusher_fd;
+    bool flusher_out;
     bool side_said; /* the flush connection reached another server: said */
     bool migrated, reading, draining, waiting, ever_connected;
     bool prune_soon; /* a one-shot pruning pass is due (on_prune) */
@@ -345,23 +347,32 @@ static void schedule_retry(struct app *app)
 static bool drain_done(struct app *app);
 static void on_flusher(struct tds_loop *loop, short revents, void *ud);
 
-/* The loop watches the flusher's socket as it is now (a connection given up
- * is no longer watched, before the flusher closes it). */
+/* The loop watches the flusher's socket as it is now, for what it waits
+ * for (a connection given up is no longer watched, before the flusher
+ * closes it). */
 static void watch_flusher(struct app *app)
 {
-    int fd = tds_flusher_socket(app->flusher);
+    bool out = false;
+    int fd = tds_flusher_socket(app->flusher, &out);
 
+    if (fd == app->flusher_fd && fd >= 0 && out != app->flusher_out &&
+        tds_loop_set_events(app->loop, NULL, fd, out ? ZMQ_POLLOUT : ZMQ_POLLIN) == 0)
+        app->flusher_out = out;
     if (fd == app->flusher_fd)
         return;
     if (app->flusher_fd >= 0)
         tds_loop_remove_fd(app->loop, app->flusher_fd);
     app->flusher_fd = -1;
-    if (fd >= 0 && tds_loop_add_fd(app->loop, fd, ZMQ_POLLIN, on_flusher, app) == 0)
+    if (fd >= 0 && tds_loop_add_fd(app->loop, fd, out ? ZMQ_POLLOUT : ZMQ_POLLIN, on_flusher,
+                                   app) == 0) {
         app->flusher_fd = fd;
+        app->flusher_out = out;
+    }
 }
 
 /* Acks wait for commits that did not wait for their flush: have PostgreSQL
- * flush now rather than at its WAL writer's next round. */
+ * flush now rather than at its WAL writer's next round. While its
+ * connection is still being opened, that goes on a step. */
 static void kick_flusher(struct app *app)
 {
     bool on = tds_apply_async_commit(app->db);
@@ -369,10 +380,12 @@ static void kick_flusher(struct app *app)
 
     if (app->m_async)
         tds_series_set(app->m_async, on ? 1 : 0);
-    if (!on || tds_writer_held(app->writer) == 0 || tds_flusher_busy(app->flusher))
+    if (!on || tds_flusher_busy(app->flusher))
         return;
-    watch_flusher(app);
-    tds_flusher_start(app->flusher);
+    if (tds_writer_held(app->writer) > 0)
+        tds_flusher_start(app->flusher);
+    else
+        tds_flusher_advance(app->flusher);
     watch_flusher(app);
     /* Acks of the commits from now on may go by this connection's flushes
      * (connected before them), if it reached the writer's server. */
@@ -389,7 +402,8 @@ static void kick_flusher(struct app *app)
 }
 
 /* A new session of the writer's: the flusher's connection may be from
- * before a restart of the server, and is opened again when next needed. */
+ * before a restart of the server. Another is begun at once (when commits do
+ * not wait), so that it is ready by the first ack. */
 static void reset_flusher(struct app *app)
 {
     if (app->flusher_fd >= 0)
@@ -397,8 +411,7 @@ static void reset_flusher(struct app *app)
     app->flusher_fd = -1;
     tds_flusher_close(app->flusher);
     tds_writer_set_side(app->writer, 0);
-    if (app->m_async)
-        tds_series_set(app->m_async, tds_apply_async_commit(app->db) ? 1 : 0);
+    kick_flusher(app);
 }
 
 static void on_flusher(struct tds_loop *loop, short revents, void *ud)
@@ -411,9 +424,13 @@ static void on_flusher(struct tds_loop *loop, short revents, void *ud)
     (void)loop;
     (void)revents;
     rc = tds_flusher_collect(app->flusher, &flushed);
-    if (rc < 0) {
-        watch_flusher(app);
+    watch_flusher(app);
+    if (rc < 0)
         tds_writer_set_side(app->writer, 0);
+    if (rc == 2) {
+        /* the connection is ready: the acks held now have it flush */
+        kick_flusher(app);
+        return;
     }
     if (rc != 1)
         return;
