@@ -226,6 +226,25 @@ const struct tds_table *tds_table_find(const char *name)
     return NULL;
 }
 
+size_t tds_table_set_cols(const struct tds_table *t, bool managed, uint64_t own,
+                          const char **cols)
+{
+    size_t n = 0;
+
+    cols[n++] = "org_id";
+    cols[n++] = t->id_column;
+    if (managed) {
+        cols[n++] = "modified_time";
+        cols[n++] = "raw";
+        cols[n++] = "content_hash";
+        cols[n++] = "is_detail";
+    }
+    for (size_t i = 0; i < t->n_cols && i < 64; i++)
+        if (own & (UINT64_C(1) << i))
+            cols[n++] = t->cols[i].name;
+    return n;
+}
+
 const char *tds_coltype_sql(enum tds_coltype t)
 {
     switch (t) {

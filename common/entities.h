@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum tds_product { TDS_PRODUCT_INVENTORY = 1u << 0, TDS_PRODUCT_BOOKS = 1u << 1 };
 
@@ -74,6 +75,15 @@ size_t tds_table_count(void);
 const struct tds_table *tds_table_at(size_t i);
 const struct tds_table *tds_table_find(const char *name);
 const char *tds_coltype_sql(enum tds_coltype t);
+
+/* The column list of a set of rows of t, as the processor sends it and the
+ * writer stages it: org_id and id_column; then, for a record (managed), the
+ * managed columns the processor fills (modified_time, raw, content_hash,
+ * is_detail); then t's own columns whose bit is set in own (UINT64_MAX: all,
+ * 0: none, as for a delete). cols must have room for 6 + t->n_cols (a
+ * table has at most 64 own columns); returns how many were written. */
+size_t tds_table_set_cols(const struct tds_table *t, bool managed, uint64_t own,
+                          const char **cols);
 
 /* Managed columns of every top-level table, in this order after the id. */
 #define TDS_TOP_MANAGED "modified_time", "synced_at", "deleted_at", "raw", "content_hash", "is_detail"

@@ -879,23 +879,18 @@ static struct tds_msg_rowset *set_for(struct tds_transform *tf, const struct tds
 {
     struct tds_msg_rows *r = tf->r;
     const char *cols[TX_TOP_LEAD + TX_MAX_COLS];
-    size_t n = 0;
+    size_t n;
 
     for (size_t i = 0; i < tf->n_sets; i++)
         if (tf->sets[i].tbl == tbl && tf->sets[i].kind == kind && tf->sets[i].mask == mask)
             return &r->sets[tf->sets[i].idx];
-    cols[n++] = "org_id";
-    cols[n++] = tbl->id_column;
-    if (kind == TDS_ROWS_DETAIL || kind == TDS_ROWS_LIST) {
-        cols[n++] = "modified_time";
-        cols[n++] = "raw";
-        cols[n++] = "content_hash";
-        cols[n++] = "is_detail";
-    }
-    if (kind != TDS_ROWS_DELETE)
-        for (size_t i = 0; i < tbl->n_cols; i++)
-            if (kind != TDS_ROWS_LIST || (mask & (1ull << i)))
-                cols[n++] = tbl->cols[i].name;
+    /* the writer stages a new session's DETAIL and CHILD sets before any
+     * arrive (apply.c, prewarm()), from the same list */
+    n = tds_table_set_cols(tbl, kind == TDS_ROWS_DETAIL || kind == TDS_ROWS_LIST,
+                           kind == TDS_ROWS_DELETE ? 0
+                           : kind == TDS_ROWS_LIST ? mask
+                                                   : UINT64_MAX,
+                           cols);
     struct tds_msg_rowset *s = tds_msg_rows_add_set(r, tbl->name, kind, cols, n);
     if (!s)
         return NULL;

@@ -548,6 +548,49 @@ def test_processor_into_writer(procs, db, bins):
                         "'98200000099_'")[0][0] == 0
 
 
+def _staging_tables(db):
+    """The writer session's staging tables (temporary, _tds_s<n>)."""
+    return db.query("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                    "c.relnamespace WHERE n.nspname LIKE 'pg\\_temp\\_%%' "
+                    "AND c.relname LIKE '\\_tds\\_s%%'")[0][0]
+
+
+def test_the_writer_stages_whole_records_before_the_first_batch(procs, db, bins):
+    """A new writer session makes the staging tables and statements of every
+    table's whole records (a detail's or a webhook's rows, and their child
+    rows) before its first batch, from the column lists the processor sends:
+    the first items, contacts and invoices through the processor make none
+    of their own (writer/apply.c, prewarm())."""
+    with into_writer(procs, db, bins) as (h, wait_acked):
+        seen = []
+
+        def settled():
+            seen.append(_staging_tables(db))
+            return len(seen) > 1 and seen[-1] == seen[-2] >= 7
+        wait_until(settled, 20, "the writer's staging tables made", interval=0.2)
+        before = seen[-1]
+        contact = {"contact_id": "260815000000098101", "contact_name": "مؤسسة الفجر",
+                   "contact_type": "customer", "status": "active",
+                   "billing_address": {"address": "Olaya St", "city": "Riyadh"},
+                   "shipping_address": {"address": "", "city": "Dammam"},
+                   "contact_persons": [{"contact_person_id": "260815000000098103",
+                                        "first_name": "Ali"}],
+                   "last_modified_time": "2026-06-09T09:45:21-0400"}
+        invoice = {"invoice_id": "982000000567214", "invoice_number": "INV-9", "status": "sent",
+                   "customer_id": "260815000000098101", "total": "10.00",
+                   "line_items": [{"line_item_id": "982000000567221",
+                                   "item_id": "4815000000044208", "quantity": 1}],
+                   "last_modified_time": "2024-03-01T11:30:00+0300"}
+        h.push.send(page_msg([ITEM], "pw-items"))
+        h.push.send(page_msg([contact], "pw-contacts", entity="contacts", run="run-2"))
+        h.push.send(page_msg([invoice], "pw-invoices", entity="invoices", run="run-3"))
+        wait_acked(["pw-items", "pw-contacts", "pw-invoices"])
+        assert db.query("SELECT count(*) FROM zoho.item_stock")[0][0] == 2
+        assert db.query("SELECT count(*) FROM zoho.contact_addresses")[0][0] == 2
+        assert db.query("SELECT count(*) FROM zoho.invoice_lines")[0][0] == 1
+        assert _staging_tables(db) == before, (before, _staging_tables(db))
+
+
 def test_variant_without_time_yields_to_item_detail(procs, db, bins):
     """An item group's variant without its own last_modified_time is a LIST
     row with no time: the item's own detail, older than the group's edit,

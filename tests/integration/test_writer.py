@@ -3361,9 +3361,10 @@ def test_staging_tables_are_emptied_and_kept_small(writer, db):
     # newer versions of keys that exist go through staging, with their stock
     for k in range(10):
         send(k, 6)
-    after10 = staging_sizes()
-    assert sorted(after10) == ["_tds_s1", "_tds_s2"], after10
-    assert all(v > 0 for v in after10.values()), after10
+    # the session made one for each table's whole records at connect (apply.c,
+    # prewarm()); these batches used two of them, the items' and the stock rows'
+    after10 = {k: v for k, v in staging_sizes().items() if v > 0}
+    assert len(after10) == 2, staging_sizes()
     for k in range(10, 40):
         send(k, 6)
     after40 = staging_sizes()
