@@ -168,6 +168,22 @@ static void test_page_one_bad(void)
     T_V(st, 1, "item_id", "3");
     T_V(st, 2, "item_id", "3");
     T_INT(h_rows.n_sets, ==, 2);
+    /* the column lists the writer stages at connect (writer/apply.c,
+     * prewarm()) are these, name for name */
+    {
+        const struct tds_msg_rowset *sets[] = {s, st};
+
+        for (size_t k = 0; k < 2; k++) {
+            const struct tds_table *t = tds_table_find(sets[k]->table);
+            const char *cols[6 + 64];
+            size_t n = tds_table_set_cols(t, k == 0, UINT64_MAX, cols);
+
+            T_INT(sets[k]->n_cols, ==, n);
+            T_INT(n, ==, (k == 0 ? 6 : 2) + t->n_cols);
+            for (size_t c = 0; c < n; c++)
+                T_STR(sets[k]->cols[c], cols[c]);
+        }
+    }
 }
 
 static void test_deletes_and_events(void)
@@ -175,6 +191,7 @@ static void test_deletes_and_events(void)
     const struct tds_entity *items = tds_entity_find("items");
     const struct tds_entity *contacts = tds_entity_find("contacts");
     const struct tds_msg_rowset *d;
+    const char *cols[6 + 64];
     const char *body = "{\"contact\":{\"contact_id\":\"555\"}}";
 
     h_reset();
@@ -187,6 +204,7 @@ static void test_deletes_and_events(void)
     T_STR(h_rows.rejects[0].reason, "invalid id in field 'item_id': 'bad id!'");
     T_TRUE((d = h_set("items", TDS_ROWS_DELETE, 0)) != NULL);
     T_INT(d->n_cols, ==, 2);
+    T_INT(tds_table_set_cols(tds_table_find("items"), false, 0, cols), ==, 2); /* the same */
     T_STR(d->cols[0], "org_id");
     T_STR(d->cols[1], "item_id");
     T_INT(d->n_rows, ==, 2);
