@@ -60,6 +60,24 @@ def wait_until(fn, timeout=20.0, what="condition", interval=0.02):
                          + (f" (last error: {last_exc!r})" if last_exc else ""))
 
 
+def relay(a, b):
+    """One direction of a TCP relay: copy what socket a receives to b until
+    either side ends, then close both. Run one thread each way."""
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    for x in (a, b):
+        try:
+            x.close()
+        except OSError:
+            pass
+
+
 def http_get(url, timeout=5.0):
     """(status, body) of a GET; HTTP errors are returned, not raised."""
     try:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import check_sanitizers, free_port, http_get, wait_until
+from conftest import check_sanitizers, free_port, http_get, relay, wait_until
 from fetcher_util import (ENTITIES, Pipeline, RateWatch, calls_a_second, org_spec, push_fetches,
                           small_org, zoho_time_to_epoch)
 from sim_fixture import CLIENT_ID, REFRESH_TOKEN, sim  # noqa: F401  (fixture)
@@ -398,23 +398,7 @@ class TcpProxy:
                 continue
             self.conns += [c, u]
             for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                b.sendall(d)
-        except OSError:
-            pass
-        for x in (a, b):
-            try:
-                x.close()
-            except OSError:
-                pass
+                threading.Thread(target=relay, args=(a, b), daemon=True).start()
 
 
 def test_an_expired_cached_token_refreshed_without_api_domain_keeps_the_stored_one(

@@ -19,7 +19,7 @@ import time
 import psycopg2
 import pytest
 
-from conftest import Database, http_get, wait_until
+from conftest import Database, http_get, relay, wait_until
 from writer_util import (CHILD, DELETE, DETAIL, ITEM_COLS, LIST, STOCK_COLS, WriterHarness, item,
                          items_sets, rows_msg, rowset, ts)
 
@@ -1806,23 +1806,7 @@ class _HoldingPgProxy:
             c.close()
             return
         for a, b in ((c, u), (u, c)):
-            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                b.sendall(d)
-        except OSError:
-            pass
-        for x in (a, b):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            threading.Thread(target=relay, args=(a, b), daemon=True).start()
 
     def release(self):
         self.released.set()
