@@ -19,7 +19,7 @@ import time
 import psycopg2
 import pytest
 
-from conftest import Database, http_get, relay, wait_until
+from conftest import Database, http_get, wait_until
 from writer_util import (CHILD, DELETE, DETAIL, ITEM_COLS, LIST, STOCK_COLS, WriterHarness, item,
                          items_sets, rows_msg, rowset, ts)
 
@@ -1755,71 +1755,6 @@ def test_a_fast_commit_lost_in_a_database_crash_was_never_acked(procs, lazy_pg):
         h.close()
 
 
-class _HoldingPgProxy:
-    """A TCP relay to PostgreSQL that reads each connection's startup packet
-    and holds back (passes nothing on, answers nothing) the connections of
-    one application_name until release(): a server slow to take them."""
-
-    def __init__(self, pg_port, hold_app):
-        self.pg_port, self.hold_app = pg_port, hold_app.encode()
-        self.held = 0
-        self.released = threading.Event()
-        self.srv = socket.socket()
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(16)
-        self.port = self.srv.getsockname()[1]
-        self.socks = [self.srv]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            self.socks.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    @staticmethod
-    def _read(c, n):
-        b = b""
-        while len(b) < n:
-            d = c.recv(n - len(b))
-            if not d:
-                raise OSError("closed")
-            b += d
-        return b
-
-    def _serve(self, c):
-        try:
-            head = self._read(c, 4)
-            body = self._read(c, int.from_bytes(head, "big") - 4)
-            kv = body[4:].split(b"\0")  # after the protocol version: key, value, ...
-            if dict(zip(kv[0::2], kv[1::2])).get(b"application_name") == self.hold_app:
-                self.held += 1
-                self.released.wait()
-            u = socket.create_connection(("127.0.0.1", self.pg_port))
-            self.socks.append(u)
-            u.sendall(head + body)
-        except OSError:
-            c.close()
-            return
-        for a, b in ((c, u), (u, c)):
-            threading.Thread(target=relay, args=(a, b), daemon=True).start()
-
-    def release(self):
-        self.released.set()
-
-    def close(self):
-        self.released.set()
-        for x in self.socks:
-            try:
-                x.close()
-            except OSError:
-                pass
-
-
 def test_a_slow_flush_connection_holds_no_batch_back(procs, lazy_pg):
     """The WAL flush connection is opened without waiting for it: while
     PostgreSQL has not answered its handshake, batches are written and acked
@@ -1829,9 +1764,8 @@ def test_a_slow_flush_connection_holds_no_batch_back(procs, lazy_pg):
     to take connections, and for ~20 ms after every start."""
     db = lazy_pg.create_database("slowflush")
     db.execute(f'ALTER DATABASE "{db.name}" SET synchronous_commit = on')
-    proxy = _HoldingPgProxy(lazy_pg.port, "tds-writer-flush")
-    url = (f"postgresql://{lazy_pg.superuser}@127.0.0.1:{proxy.port}/{db.name}"
-           "?sslmode=disable&gssencmode=disable")
+    relay = _HoldingRelay(lazy_pg.port, "tds-writer-flush", hold=8)
+    url = db.url.replace(f":{lazy_pg.port}/", f":{relay.url_port}/")
     h = WriterHarness(procs, db, env={"TDS_DATABASE_URL": url})
     try:
         for k in range(4):
@@ -1842,11 +1776,10 @@ def test_a_slow_flush_connection_holds_no_batch_back(procs, lazy_pg):
             took = time.monotonic() - t0
             assert took < 3, f"batch {k} acked after {took:.1f} s"
         assert _items_visible(db, {"630", "631", "632", "633"}) == {"630", "631", "632", "633"}
-        assert proxy.held == 1, "the flush connection was not begun"
+        assert relay.count == 1 and relay.holding, "the flush connection not begun, or let go"
         assert h.proc.metric("tds_writer_wal_flushes_total") == 0
         assert "commits do not wait for the WAL flush" in h.proc.stderr_text()
-        proxy.release()
-        wait_until(lambda: _flusher_pid(db) is not None, 10, "the flush connection ready")
+        wait_until(lambda: _flusher_pid(db) is not None, 15, "the flush connection ready")
         src, f = rows_msg(ORG, items_sets([item(ORG, "634", ts(1), "flushed")]))
         h.send(f)
         h.wait_acked([src], timeout=5)
@@ -1855,7 +1788,7 @@ def test_a_slow_flush_connection_holds_no_batch_back(procs, lazy_pg):
         assert h.proc.metric("tds_writer_acks_held_dropped_total") == 0
     finally:
         h.close()
-        proxy.close()
+        relay.close()
 
 
 def _commits_wait(procs, cluster, item_id, why, **kw):
