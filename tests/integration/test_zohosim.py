@@ -793,6 +793,25 @@ def test_mutation_stream_delivers_webhooks_at_a_rate(sim, receiver, wait_until):
     assert len(rc.got) >= n
 
 
+def test_a_stream_stopped_mid_mutation_stops_and_keeps_its_ops(sim):
+    """A stream of updates stopped while its thread is mutating makes no
+    further change, and never a create or a delete: the stop resets the
+    stream's count, and the running loop used to read that as many mutations
+    still owed, made in the stop's (mixed) ops."""
+    s = sim()
+    before = s.truth("60001", "items")
+    for _ in range(150):  # a stop lands mid-burst a few times in 150
+        s.stream("60001", rate_per_s=100000, seconds=60, entities=["items"], ops="update")
+        time.sleep(0.005)
+        s.stream("60001", 0, 0)
+    n = s.stats()["orgs"]["60001"]["stream_mutations"]
+    time.sleep(0.1)
+    assert s.stats()["orgs"]["60001"]["stream_mutations"] == n
+    after = s.truth("60001", "items")
+    assert after["count"] == before["count"] and after["deleted"] == before["deleted"]
+    assert {r["item_id"] for r in after["records"]} == {r["item_id"] for r in before["records"]}
+
+
 # --------------------------------------------------------------- faults
 
 def test_fault_injection(sim):

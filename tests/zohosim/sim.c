@@ -294,7 +294,10 @@ static void *stream_main(void *arg)
             int64_t upto = last ? st->until_ms : now;
             any = true;
             uint64_t due = (uint64_t)((double)(upto - st->start_ms) * st->rate_per_s / 1000.0);
-            while (st->done < due && !s->stream_stop) {
+            /* a start or stop while the lock is let go below replaces the
+             * stream (its count, ops and entities): this round is over */
+            uint64_t gen = st->gen;
+            while (st->gen == gen && st->done < due && !s->stream_stop) {
                 rng = zs_mix(rng);
                 enum zs_ent e = pick_ent(rng, st->ent_mask);
                 unsigned r = (unsigned)(rng >> 32) % 100;
@@ -309,7 +312,7 @@ static void *stream_main(void *arg)
                     atomic_fetch_add(&s->stats[i].stream_mutations, (uint64_t)m);
                 pthread_mutex_lock(&s->stream_lock);
             }
-            if (last)
+            if (last && st->gen == gen)
                 st->on = false;
         }
         struct timespec ts;
@@ -341,6 +344,7 @@ int zs_sim_stream(struct zs_sim *s, struct zs_org *o, double rate_per_s, int64_t
     st->done = 0;
     st->ent_mask = ent_mask;
     st->updates_only = updates_only;
+    st->gen++;
     pthread_cond_signal(&s->stream_cond);
     pthread_mutex_unlock(&s->stream_lock);
     return 0;

@@ -57,6 +57,7 @@ struct zs_stream {
     uint64_t done;
     unsigned ent_mask;       /* entities to mutate; 0 = the default mix */
     bool updates_only;       /* no creates or deletes */
+    uint64_t gen;            /* bumped by every start or stop */
 };
 
 struct zs_sim_cfg {
