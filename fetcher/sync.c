@@ -196,6 +196,15 @@ struct batch {
     char *refused_error;
     size_t n_served;        /* records and deletes Zoho answered, sent on or not */
     int64_t flushed_ms;     /* monotonic: when records last went on (or the batch began) */
+    /* A walk's batch: the list forms of its records, slices of one copy,
+     * held back while their detail is asked for (held_send). A record
+     * written in list form and then again in detail form was two writes
+     * of the row where one does; the list form goes on only for a record
+     * Zoho would not serve, or for all when the run fails. */
+    char *list_buf;
+    struct tds_bytes *lists;
+    size_t n_lists;
+    int64_t list_observed_ms; /* when their list page was asked for */
     struct batch *next;
 };
 
@@ -657,6 +666,12 @@ static void run_free(struct run *r)
         for (size_t i = 0; i < b->n_deleted; i++)
             free(b->deleted[i]);
         free(b->deleted);
+        for (size_t i = 0; i < b->n_refused; i++)
+            free(b->refused[i]);
+        free(b->refused);
+        free(b->refused_error);
+        free(b->list_buf);
+        free(b->lists);
         free(b);
     }
     idset_clear(&r->seen);
@@ -1085,6 +1100,20 @@ static void batch_observed(struct batch *b, const struct tds_api_result *res)
         b->observed_ms = res->sent_wall_ms;
 }
 
+/* Where the run's entity is listed. An organization migrated to Locations
+ * ("stock_sites": "locations") lists its stock sites at GET /locations, each
+ * with a location_id; the processor writes either shape to zoho.warehouses. */
+struct list_call {
+    const char *path, *key, *id_field;
+};
+
+static struct list_call list_call(const struct run *r)
+{
+    if (r->o->org->stock_locations && strcmp(r->e->name, "warehouses") == 0)
+        return (struct list_call){"/locations", "locations", "location_id"};
+    return (struct list_call){r->e->list_path, r->e->list_key, r->e->id_field};
+}
+
 struct dcall {
     struct batch *b;
     char *id;
@@ -1232,6 +1261,8 @@ static void batch_unlink(struct run *r, struct batch *b)
         free(b->refused[i]);
     free(b->refused);
     free(b->refused_error);
+    free(b->list_buf);
+    free(b->lists);
     free(b);
 }
 
@@ -1300,11 +1331,66 @@ static int batch_flush(struct batch *b)
     return 0;
 }
 
+/* Send, as a list page, the held list forms of the batch's records: those
+ * whose id is one of only[0..n_only), or all when only is NULL. They are
+ * what is owed (the sweep fetches their detail later): a record whose
+ * detail did land is not touched by its older list form (the writer's
+ * guard keeps a detail row over a list row of the same version). Errors
+ * are logged: the run has failed already, or is left to the sweep. */
+static void held_send(struct batch *b, char *const *only, size_t n_only)
+{
+    struct run *r = b->r;
+    struct org_rt *o = r->o;
+    if (!b->n_lists || o->dropping)
+        return;
+    struct tds_bytes *recs = b->lists;
+    size_t n = b->n_lists;
+    if (only) {
+        recs = calloc(n_only ? n_only : 1, sizeof(*recs));
+        if (!recs) {
+            tds_log(TDS_LOG_ERROR, &r->lctx, "out of memory: %zu %s left out of the database "
+                    "until the next walk", n_only, r->e->name);
+            return;
+        }
+        n = 0;
+        struct list_call lc = list_call(r);
+        for (size_t i = 0; i < b->n_lists && n < n_only; i++) {
+            char id[128];
+            if (tds_json_scalar(b->lists[i].p, b->lists[i].n, lc.id_field, id, sizeof(id)) != 0)
+                continue;
+            for (size_t k = 0; k < n_only; k++)
+                if (only[k] && strcmp(only[k], id) == 0) {
+                    recs[n++] = b->lists[i];
+                    break;
+                }
+        }
+    }
+    int rc = 0;
+    if (n) {
+        struct tds_msg m;
+        run_page(r, &m);
+        m.u.page.detail = false;
+        m.u.page.records = recs;
+        m.u.page.n_records = n;
+        m.u.page.fetched_ms = b->list_observed_ms;
+        rc = m.id ? deliver(o->s, o, r, &m) : -ENOMEM;
+        free(m.id);
+    }
+    if (only)
+        free(recs);
+    if (rc != 0)
+        tds_log(TDS_LOG_ERROR, &r->lctx, "could not send %zu %s in list form (%d): left out of "
+                "the database until the next walk", n, r->e->name, rc);
+}
+
 static void batch_done(struct batch *b)
 {
     struct run *r = b->r;
     struct org_rt *o = r->o;
     if (r->failed) {
+        /* written in list form, as they would have been without the
+         * batch: a run that fails for good leaves them owed, not absent */
+        held_send(b, NULL, 0);
         batch_unlink(r, b);
         return;
     }
@@ -1317,6 +1403,7 @@ static void batch_done(struct batch *b)
         bool stock = strcmp(r->mode, "stock") == 0;
         if (!b->n_served && r->attempt < RUN_RETRIES && !stock) {
             run_fail(r, "%s", b->refused_error ? b->refused_error : "detail calls failed");
+            held_send(b, NULL, 0);
             batch_unlink(r, b);
             return;
         }
@@ -1338,6 +1425,7 @@ static void batch_done(struct batch *b)
                             b->n_refused, b->want,
                             b->refused_error ? b->refused_error : "detail calls failed");
         } else {
+            held_send(b, b->refused, b->n_refused);
             tds_log_limited(&o->s->refused_log, TDS_LOG_WARN, &r->lctx,
                             "left %zu of %zu %s in list form, their detail refused (%s); the "
                             "sweep asks for them again later",
@@ -1784,12 +1872,42 @@ static bool use_bulk(const struct run *r)
     return strcmp(r->e->name, "items") == 0 && !r->o->no_bulk;
 }
 
-/* Queue detail calls for ids; one detail page is sent when all answered. */
-static int start_batch(struct run *r, char **ids, size_t n)
+/* Keep a copy of the list forms lists[0..n) in b, asked for at observed_ms. */
+static int batch_hold(struct batch *b, const struct tds_bytes *lists, size_t n,
+                      int64_t observed_ms)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += lists[i].n;
+    b->list_buf = malloc(bytes ? bytes : 1);
+    b->lists = calloc(n ? n : 1, sizeof(*b->lists));
+    if (!b->list_buf || !b->lists)
+        return -ENOMEM;
+    char *p = b->list_buf;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(p, lists[i].p, lists[i].n);
+        b->lists[i] = (struct tds_bytes){p, lists[i].n};
+        p += lists[i].n;
+    }
+    b->n_lists = n;
+    b->list_observed_ms = observed_ms;
+    return 0;
+}
+
+/* Queue detail calls for ids; one detail page is sent when all answered.
+ * lists (or NULL): their list forms, held until then (struct batch). */
+static int start_batch(struct run *r, char **ids, size_t n, const struct tds_bytes *lists,
+                       int64_t list_observed_ms)
 {
     struct batch *b = calloc(1, sizeof(*b));
     if (!b)
         return -ENOMEM;
+    if (lists && batch_hold(b, lists, n, list_observed_ms) != 0) {
+        free(b->list_buf);
+        free(b->lists);
+        free(b);
+        return -ENOMEM;
+    }
     b->r = r;
     b->flushed_ms = tds_now_ms();
     /* One more than the calls: an answer given at once, inside
@@ -1801,6 +1919,8 @@ static int start_batch(struct run *r, char **ids, size_t n)
     if (!b->recs || !b->deleted) {
         free(b->recs);
         free(b->deleted);
+        free(b->list_buf);
+        free(b->lists);
         free(b);
         return -ENOMEM;
     }
@@ -1836,8 +1956,10 @@ static int start_batch(struct run *r, char **ids, size_t n)
     return 0;
 }
 
+/* The kept records of a list page, but those held (held[i], when held is
+ * not NULL) for their detail. */
 static void send_list_page(struct run *r, const char *body, struct tds_span *spans, size_t *keep,
-                           size_t n_keep, int64_t observed_ms)
+                           size_t n_keep, const bool *held, int64_t observed_ms)
 {
     struct org_rt *o = r->o;
     struct tds_bytes *recs = calloc(n_keep ? n_keep : 1, sizeof(*recs));
@@ -1845,16 +1967,24 @@ static void send_list_page(struct run *r, const char *body, struct tds_span *spa
         run_fail(r, "out of memory building a page");
         return;
     }
+    size_t n = 0;
     for (size_t i = 0; i < n_keep; i++) {
-        recs[i].p = (char *)body + spans[keep[i]].off;
-        recs[i].n = spans[keep[i]].len;
+        if (held && held[i])
+            continue;
+        recs[n].p = (char *)body + spans[keep[i]].off;
+        recs[n].n = spans[keep[i]].len;
+        n++;
+    }
+    if (!n) {
+        free(recs);
+        return;
     }
     struct tds_msg m;
     run_page(r, &m);
     /* An entity without a detail call is complete in its list form. */
     m.u.page.detail = r->e->detail_path == NULL;
     m.u.page.records = recs;
-    m.u.page.n_records = n_keep;
+    m.u.page.n_records = n;
     m.u.page.fetched_ms = observed_ms;
     int rc = m.id ? deliver(o->s, o, r, &m) : -ENOMEM;
     free(m.id);
@@ -1887,20 +2017,6 @@ static void bad_list_id(struct run *r, size_t i, const char *id)
                     (long long)r->next_page, r->e->name, i + 1,
                     id ? "an invalid id" : "an unreadable id", shown,
                     id && strlen(id) > n ? "..." : "", id ? strlen(id) : (size_t)0);
-}
-
-/* Where the run's entity is listed. An organization migrated to Locations
- * ("stock_sites": "locations") lists its stock sites at GET /locations, each
- * with a location_id; the processor writes either shape to zoho.warehouses. */
-struct list_call {
-    const char *path, *key, *id_field;
-};
-
-static struct list_call list_call(const struct run *r)
-{
-    if (r->o->org->stock_locations && strcmp(r->e->name, "warehouses") == 0)
-        return (struct list_call){"/locations", "locations", "location_id"};
-    return (struct list_call){r->e->list_path, r->e->list_key, r->e->id_field};
 }
 
 static void on_list(const struct tds_api_result *res, void *ud)
@@ -2041,13 +2157,17 @@ static void on_list(const struct tds_api_result *res, void *ud)
     idset_clear(&page_ids);
     r->pages_fetched++;
     r->records_fetched += (int64_t)n_keep;
-    if (!reconcile && n_keep && !r->failed)
-        send_list_page(r, res->body, spans, keep, n_keep, res->sent_wall_ms);
     /* which records need their detail: new, changed or only in list form
      * compared with the database. In a reconciliation too: a delete during a
      * walk shifts the pages it has not read, so a full walk can leave a
-     * record out and an incremental one a change (the cursor then passes it). */
+     * record out and an incremental one a change (the cursor then passes it).
+     * Their list forms wait in the batch (struct batch); the page takes the
+     * others, and takes them all when the database could not say. */
     size_t n_detail = 0; /* of the kept records, those whose detail is asked */
+    char **need = NULL;
+    size_t n_need = 0;
+    bool *held = NULL;
+    struct tds_bytes *need_lists = NULL;
     if (!r->failed && r->e->detail_path && n_ids) {
         struct tds_known *known = NULL;
         size_t n_known = 0;
@@ -2075,22 +2195,41 @@ static void on_list(const struct tds_api_result *res, void *ud)
                     }
                 }
             }
-            char **need = calloc(n_ids, sizeof(*need));
-            size_t n_need = 0;
-            for (size_t i = 0; need && i < n_ids; i++)
-                if (!idset_has(&fresh, ids[i]))
+            need = calloc(n_ids, sizeof(*need));
+            held = calloc(n_keep, sizeof(*held));
+            need_lists = calloc(n_ids, sizeof(*need_lists));
+            for (size_t i = 0; need && held && need_lists && i < n_ids; i++)
+                if (!idset_has(&fresh, ids[i])) {
+                    const struct tds_span *sp = &spans[keep[kpos[i]]];
+                    need_lists[n_need] = (struct tds_bytes){(char *)res->body + sp->off, sp->len};
                     need[n_need++] = ids[i];
+                    held[kpos[i]] = !reconcile;
+                }
             idset_clear(&fresh);
             tds_store_known_free(known, n_known, r->e);
-            if (!need)
+            if (!need || !held || !need_lists) {
+                free(held);
+                held = NULL;
                 run_fail(r, "out of memory choosing detail calls");
-            else if (n_need && start_batch(r, need, n_need) != 0)
-                run_fail(r, "out of memory queueing detail calls");
-            else
-                n_detail = n_need; /* walked as their calls end */
-            free(need);
+            }
         }
     }
+    /* the batch first: once it holds them (a run failing from now on sends
+     * them itself), the page goes without them; else with them */
+    bool batched = false;
+    if (!r->failed && n_need) {
+        if (start_batch(r, need, n_need, reconcile ? NULL : need_lists, res->sent_wall_ms) != 0)
+            run_fail(r, "out of memory queueing detail calls");
+        else
+            batched = true;
+        n_detail = batched ? n_need : 0; /* walked as their calls end */
+    }
+    if (!reconcile && n_keep)
+        send_list_page(r, res->body, spans, keep, n_keep, batched ? held : NULL,
+                       res->sent_wall_ms);
+    free(need);
+    free(held);
+    free(need_lists);
     r->records_walked += (int64_t)(n_keep - n_detail);
     if (!r->failed)
         progress(r);
@@ -2198,7 +2337,7 @@ static void confirm_next(struct run *r)
         if (r->e->detail_path) {
             /* A listing can skip records that moved while we paged: ask
              * for each one; only code 1002 makes it a delete. */
-            if (start_batch(r, ids, k) != 0)
+            if (start_batch(r, ids, k, NULL, 0) != 0)
                 run_fail(r, "out of memory queueing confirmations");
             continue;
         }
@@ -2431,7 +2570,7 @@ static void run_start(struct org_rt *o, struct job *j)
         tds_log(TDS_LOG_INFO, &r->lctx, "%zu items whose stock documents moved, fetching them again",
                 r->n_stock);
         r->list_done = true;
-        if (start_batch(r, r->stock_ids, r->n_stock) != 0)
+        if (start_batch(r, r->stock_ids, r->n_stock, NULL, 0) != 0)
             run_fail(r, "out of memory queueing detail calls");
     }
     run_step(r);

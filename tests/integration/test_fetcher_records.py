@@ -110,13 +110,14 @@ def test_a_webhooks_fetch_goes_ahead_of_a_running_full_sync(procs, db, sim, tmp_
     s, p = calls_a_second(procs, db, sim, tmp_path, 15, small_org(invoices=n))
     p.start_fetcher()
     rid = p.request("60001", "invoices", "full")
-    # the list page is written (rows in list form), the detail calls queued
+    # the list page read, its detail calls queued in list order and the
+    # first answers written (a batch sends what it has every second)
     wait_until(lambda: db.query("SELECT count(*) FROM zoho.invoices WHERE org_id = '60001'")[0][0]
-               >= n, timeout=30, what="the invoices list written")
-    ids = [r[0] for r in db.query(
-        "SELECT invoice_id FROM zoho.invoices WHERE org_id = '60001' AND NOT is_detail "
-        "ORDER BY invoice_id DESC LIMIT 3")]
-    assert len(ids) == 3
+               >= 1, timeout=30, what="the first invoices written")
+    # the last three listed (created last): their calls are the last queued
+    ids = sorted((r["invoice_id"] for r in s.truth("60001", "invoices")["records"]),
+                 reverse=True)[:3]
+    assert db.query("SELECT count(*) FROM zoho.invoices WHERE invoice_id = ANY(%s)", ids) == [(0,)]
     t0 = time.monotonic()
     push_fetches(p.fetch_port, [("60001", "invoices", i) for i in ids])
     wait_until(lambda: db.query("SELECT count(*) FROM zoho.invoices WHERE org_id = '60001' "
@@ -475,6 +476,60 @@ def test_rows_left_in_list_form_get_their_detail(procs, db, sim, tmp_path):
     p.compare("60001", "items")
 
 
+def table_writes(db, table):
+    """Rows inserted and updated in zoho.<table>, once the writer's session
+    has reported them (its counts reach PostgreSQL's statistics within
+    about a second of its transactions)."""
+    return db.query("SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables "
+                    "WHERE schemaname = 'zoho' AND relname = %s", table)[0]
+
+
+@pytest.mark.parametrize("entity,n", [("items", 450), ("contacts", 40)])
+def test_a_walk_writes_each_record_once_in_detail_form(procs, db, sim, tmp_path, entity, n):
+    """A record a walk asks the detail of is written once, in detail form:
+    its list form waits beside the detail call. Written first from the list
+    page and then again from the detail, every record of a first full sync
+    was an insert and an update, and its row briefly in list form. Items
+    (GET /itemdetails, 100 a call) and contacts (one call each) alike."""
+    s = sim(orgs=[small_org(**{entity: n})], extra_args=["--limits-off"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", entities=[entity])])
+    p.start_fetcher()
+    runs = p.sync("60001", entity, "full")
+    assert runs[0]["pages_fetched"] >= 2, runs   # several list pages, several batches
+    table = ENTITIES[entity][0]
+    wait_until(lambda: table_writes(db, table)[0] >= n, timeout=15,
+               what=f"the writer's inserts into zoho.{table} reported")
+    time.sleep(1.5)   # and any update after them
+    assert table_writes(db, table) == (n, 0)
+    p.compare("60001", entity)
+
+
+def test_a_walk_whose_details_fail_leaves_its_records_in_list_form(procs, db, sim, tmp_path):
+    """When the detail calls fail (a 500 past the call's tries fails the
+    run, to be tried again later), the list forms held for them are written:
+    the records are owed, not absent, as when each list page was written at
+    once. The run tried again writes their detail."""
+    s = sim(orgs=[small_org(contacts=30)], extra_args=["--limits-off"])
+    p = Pipeline(procs, db, s, tmp_path, orgs=[org_spec("60001", entities=["contacts"])],
+                 fetcher_env={"TDS_FETCHER_MAX_ATTEMPTS": "1", "TDS_FETCHER_SWEEP_MS": "600000",
+                              "TDS_FETCHER_RUN_RETRY_MS": "4000"})
+    ids = [r["contact_id"] for r in s.truth("60001", "contacts")["records"]]
+    s.faults(refuse_id=",".join(ids), refuse_status=500)
+    p.start_fetcher()
+    rid = p.request("60001", "contacts", "full")
+    wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_runs WHERE run_id LIKE %s "
+                                "AND status = 'failed'", f"rq{rid}.%")[0][0] >= 1,
+               timeout=60, what="the first attempt failed")
+    wait_until(lambda: db.query("SELECT count(*) FROM zoho.contacts WHERE org_id = '60001'")[0][0]
+               == len(ids), timeout=15, what="the list forms written")
+    rows = p.db_rows("60001", "contacts")
+    assert not any(r["is_detail"] for r in rows.values()), rows
+    s.faults(clear=True)
+    runs = p.wait_request(rid, timeout=90)
+    assert runs[-1]["status"] == "completed", runs
+    p.compare("60001", "contacts")
+
+
 def test_the_sweep_leaves_an_entity_to_its_queued_full_run(procs, db, sim, tmp_path):
     """Rows in list form of an entity whose full run is queued (behind
     another run, as in an `all` sync, where item_groups writes the variants
@@ -490,9 +545,9 @@ def test_the_sweep_leaves_an_entity_to_its_queued_full_run(procs, db, sim, tmp_p
     wait_until(lambda: db.query("SELECT count(*) FROM tds.sync_runs WHERE run_id LIKE %s "
                                 "AND status = 'running'", f"rq{rc}.%")[0][0] == 1,
                timeout=30, what="the contacts run started")
-    # the items, as a list write leaves them, a while ago
-    assert db.query("UPDATE zoho.items SET is_detail = false, synced_at = now() - interval "
-                    "'1 minute' WHERE org_id = '60001' RETURNING 1")
+    # the items, as a list write leaves them (its hash, the list record's), a while ago
+    assert db.query("UPDATE zoho.items SET is_detail = false, content_hash = 'list-form', "
+                    "synced_at = now() - interval '1 minute' WHERE org_id = '60001' RETURNING 1")
     time.sleep(1.0)   # some five looks of the sweep while the items run waits
     for rid in (rc, ri):
         assert [r["status"] for r in p.wait_request(rid, timeout=60)] == ["completed"]
@@ -1014,10 +1069,12 @@ def test_detail_pages_split_by_bytes(procs, db, sim, tmp_path):
                     "WHERE org_id = '60001'")[0][0]
     # 3 list pages; the details of each (200 records of 1-3 KB) in at least 4 pages
     assert size > 600 * 1000, size
-    assert run["pages_written"] >= 3 + 3 * 4, run
-    assert run["pages_written"] == run["pages_fetched"], run   # each page acked
-    assert run["records_written"] == 1200 and run["records_rejected"] == 0, run
-    # every record came twice (list, then detail) and is walked once
+    assert run["pages_written"] >= 3 * 4, run
+    # each page acked; the list pages were not sent on, every record of
+    # them new and held for its detail
+    assert run["pages_written"] == run["pages_fetched"] - 3, run
+    assert run["records_written"] == 600 and run["records_rejected"] == 0, run
+    # every record came twice (list, then detail), is written and walked once
     assert run["records_fetched"] == 1200 and run["records_walked"] == 600, run
 
 
