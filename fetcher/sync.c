@@ -652,6 +652,23 @@ static bool credits(struct tds_sync *s, int64_t need)
 
 /* ---- runs ---- */
 
+static void batch_free(struct batch *b)
+{
+    for (size_t i = 0; i < b->n_recs; i++)
+        free(b->recs[i].p);
+    free(b->recs);
+    for (size_t i = 0; i < b->n_deleted; i++)
+        free(b->deleted[i]);
+    free(b->deleted);
+    for (size_t i = 0; i < b->n_refused; i++)
+        free(b->refused[i]);
+    free(b->refused);
+    free(b->refused_error);
+    free(b->list_buf);
+    free(b->lists);
+    free(b);
+}
+
 static void run_free(struct run *r)
 {
     if (!r)
@@ -660,19 +677,7 @@ static void run_free(struct run *r)
     while (r->batches) {
         struct batch *b = r->batches;
         r->batches = b->next;
-        for (size_t i = 0; i < b->n_recs; i++)
-            free(b->recs[i].p);
-        free(b->recs);
-        for (size_t i = 0; i < b->n_deleted; i++)
-            free(b->deleted[i]);
-        free(b->deleted);
-        for (size_t i = 0; i < b->n_refused; i++)
-            free(b->refused[i]);
-        free(b->refused);
-        free(b->refused_error);
-        free(b->list_buf);
-        free(b->lists);
-        free(b);
+        batch_free(b);
     }
     idset_clear(&r->seen);
     for (size_t i = 0; i < r->n_confirm; i++)
@@ -1251,19 +1256,7 @@ static void batch_unlink(struct run *r, struct batch *b)
         }
     }
     r->n_batches--;
-    for (size_t i = 0; i < b->n_recs; i++)
-        free(b->recs[i].p);
-    free(b->recs);
-    for (size_t i = 0; i < b->n_deleted; i++)
-        free(b->deleted[i]);
-    free(b->deleted);
-    for (size_t i = 0; i < b->n_refused; i++)
-        free(b->refused[i]);
-    free(b->refused);
-    free(b->refused_error);
-    free(b->list_buf);
-    free(b->lists);
-    free(b);
+    batch_free(b);
 }
 
 /* A page of run r with its header filled and the next page number taken; the
@@ -1903,9 +1896,7 @@ static int start_batch(struct run *r, char **ids, size_t n, const struct tds_byt
     if (!b)
         return -ENOMEM;
     if (lists && batch_hold(b, lists, n, list_observed_ms) != 0) {
-        free(b->list_buf);
-        free(b->lists);
-        free(b);
+        batch_free(b);
         return -ENOMEM;
     }
     b->r = r;
@@ -1917,11 +1908,7 @@ static int start_batch(struct run *r, char **ids, size_t n, const struct tds_byt
     b->recs = calloc(n, sizeof(*b->recs));
     b->deleted = calloc(n, sizeof(*b->deleted));
     if (!b->recs || !b->deleted) {
-        free(b->recs);
-        free(b->deleted);
-        free(b->list_buf);
-        free(b->lists);
-        free(b);
+        batch_free(b); /* counts are 0: only the arrays go */
         return -ENOMEM;
     }
     b->next = r->batches;
